@@ -1,0 +1,381 @@
+#include "api/api.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "api/json.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "common/parse.h"
+
+struct api {
+    functions *table;
+    api_limits limits;
+    uint64_t id_prefix; /* random per process, so request ids differ across restarts */
+    uint64_t id_counter;
+};
+
+#define PREFIX "/v1/functions"
+#define PREFIX_LEN (sizeof PREFIX - 1)
+
+/* --- Routing ----------------------------------------------------------------------- */
+
+enum route {
+    R_NONE,
+    R_HEALTH,
+    R_FUNCTIONS,       /* /v1/functions */
+    R_FUNCTION,        /* /v1/functions/NAME */
+    R_FUNCTION_INVOKE, /* /v1/functions/NAME/invoke */
+};
+
+typedef struct route_match {
+    enum route route;
+    const char *name; /* into the path */
+    size_t name_len;
+} route_match;
+
+static route_match match(const char *path)
+{
+    route_match m = {R_NONE, NULL, 0};
+    if (strcmp(path, "/v1/health") == 0) {
+        m.route = R_HEALTH;
+    } else if (strncmp(path, PREFIX, PREFIX_LEN) == 0) {
+        const char *rest = path + PREFIX_LEN;
+        if (*rest == '\0' || strcmp(rest, "/") == 0) {
+            m.route = R_FUNCTIONS;
+        } else if (*rest == '/') {
+            m.name = rest + 1;
+            const char *slash = strchr(m.name, '/');
+            m.name_len = slash ? (size_t)(slash - m.name) : strlen(m.name);
+            if (!slash) m.route = R_FUNCTION;
+            else if (strcmp(slash, "/invoke") == 0) m.route = R_FUNCTION_INVOKE;
+        }
+    }
+    return m;
+}
+
+static size_t body_limit(const http_request *req, void *data)
+{
+    api *a = data;
+    route_match m = match(req->path);
+    if (m.route == R_FUNCTION && req->method == HTTP_PUT) return a->limits.artifact_max;
+    if (m.route == R_FUNCTION_INVOKE) return a->limits.invoke_payload_max;
+    return SPATE_HTTP_SMALL_BODY_MAX;
+}
+
+static void method_not_allowed(http_request *req, const char *allow)
+{
+    char hdr[96];
+    snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+    char body[160];
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":\"method %s is not allowed here\",\"code\":\"method_not_allowed\"}\n",
+                     http_method_str(req->method));
+    http_respond(req, 405, "application/json", hdr, body, (size_t)n);
+}
+
+static void respond_json(http_request *req, int status, cJSON *doc)
+{
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!text) {
+        http_respond_error(req, 500, "out_of_memory", "cannot build the answer");
+        return;
+    }
+    size_t len = strlen(text);
+    text[len] = '\n'; /* replaces the NUL: the length is known */
+    http_respond(req, status, "application/json", NULL, text, len + 1);
+    free(text);
+}
+
+/* --- Invoke -------------------------------------------------------------------------- */
+
+typedef struct api_invocation {
+    invocation inv;
+    http_request *req;
+    pool *pool;
+    buf payload;
+    char request_id[40];
+} api_invocation;
+
+static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body,
+                           size_t len, void *data)
+{
+    api_invocation *ai = data;
+    http_request *req = ai->req;
+    char hdr[128];
+    snprintf(hdr, sizeof hdr, "Spate-Request-Id: %s\r\nSpate-Version: %u\r\n", ai->request_id,
+             inv->version);
+    int n = (int)(len > 2048 ? 2048 : len);
+    switch (outcome) {
+    case INV_OK:
+        http_respond(req, 200, "application/octet-stream", hdr, body, len);
+        break;
+    case INV_FAILED:
+        http_respond_error(req, 502, "function_error", "%.*s", n, body);
+        break;
+    case INV_CRASHED:
+        http_respond_error(req, 502, "function_crashed", "function crashed: %.*s", n, body);
+        break;
+    case INV_TIMEOUT:
+        http_respond_error(req, 504, "function_timeout", "%.*s", n, body);
+        break;
+    case INV_OVERLOADED:
+        http_respond_error(req, 429, "over_capacity", "%.*s", n, body);
+        break;
+    case INV_UNAVAILABLE:
+        http_respond_error(req, 503, "unavailable", "%.*s", n, body);
+        break;
+    }
+    buf_free(&ai->payload);
+    free(ai);
+}
+
+/* The client went away: a waiting invocation is withdrawn; a running one
+ * finishes and its answer is dropped. */
+static void on_invoke_abort(http_request *req)
+{
+    api_invocation *ai = req->data;
+    pool_cancel(ai->pool, &ai->inv);
+}
+
+static void invoke(api *a, http_request *req, const route_match *m)
+{
+    fn *f = functions_find(a->table, m->name, m->name_len);
+    if (!f) {
+        http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
+                           (int)(m->name_len > SPATE_NAME_MAX ? SPATE_NAME_MAX : m->name_len),
+                           m->name);
+        return;
+    }
+    api_invocation *ai = malloc(sizeof *ai);
+    if (!ai) {
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    ai->req = req;
+    ai->pool = f->pool;
+    buf_init(&ai->payload, 0);
+    buf_move(&ai->payload, &req->body);
+    uint64_t n = ++a->id_counter;
+    snprintf(ai->request_id, sizeof ai->request_id, "%08" PRIx32 "-%04" PRIx32 "-%04" PRIx32
+             "-%016" PRIx64,
+             (uint32_t)(a->id_prefix >> 32), (uint32_t)(a->id_prefix >> 16) & 0xffff,
+             (uint32_t)a->id_prefix & 0xffff, n);
+    ai->inv = (invocation){
+        .request_id = ai->request_id,
+        .payload = ai->payload.data,
+        .payload_len = (uint32_t)ai->payload.len,
+        .attempt = 1,
+        .done = on_invoke_done,
+        .data = ai,
+    };
+    req->data = ai;
+    req->on_abort = on_invoke_abort;
+    pool_invoke(f->pool, &ai->inv);
+}
+
+/* --- Functions: deploy, list, describe, delete ----------------------------------------- */
+
+typedef struct deploy_params {
+    fn_config cfg;
+    char why[256];
+} deploy_params;
+
+static int number_param(const char *key, const char *val, size_t vlen, uint64_t min,
+                        uint64_t max, uint32_t *out, char *why, size_t whycap)
+{
+    uint64_t v;
+    if (parse_u64(val, vlen, min, max, &v)) {
+        snprintf(why, whycap, "parameter '%s' must be an integer from %llu to %llu", key,
+                 (unsigned long long)min, (unsigned long long)max);
+        return ERR_INVAL;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    deploy_params *p = data;
+    fn_config *c = &p->cfg;
+    char *why = p->why;
+    size_t cap = sizeof p->why;
+    if (strcmp(k, "runtime") == 0) {
+        int rt = fnconfig_runtime_parse(v, vlen);
+        if (rt < 0) {
+            snprintf(why, cap, "parameter 'runtime' must be 'native' or 'exec'");
+            return ERR_INVAL;
+        }
+        c->runtime = (enum fn_runtime)rt;
+        return 0;
+    }
+    if (strcmp(k, "min") == 0)
+        return number_param(k, v, vlen, 0, SPATE_MAX_CEILING, &c->min_instances, why, cap);
+    if (strcmp(k, "max") == 0)
+        return number_param(k, v, vlen, 1, SPATE_MAX_CEILING, &c->max_instances, why, cap);
+    if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
+        return number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &c->timeout_ms, why, cap);
+    if (strcmp(k, "memory") == 0 || strcmp(k, "memory_mb") == 0)
+        return number_param(k, v, vlen, SPATE_MEMORY_FLOOR_MB, SPATE_MEMORY_CEILING_MB,
+                            &c->memory_mb, why, cap);
+    if (strcmp(k, "keep_alive") == 0 || strcmp(k, "keep-alive") == 0 ||
+        strcmp(k, "keep_alive_ms") == 0)
+        return number_param(k, v, vlen, 0, SPATE_KEEP_ALIVE_CEILING_MS, &c->keep_alive_ms, why,
+                            cap);
+    if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
+    snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+static void on_deployed(const deploy_result *r, void *data)
+{
+    http_request *req = data;
+    if (r->status >= 400) {
+        http_respond_error(req, r->status, r->code, "%s", r->message);
+        return;
+    }
+    respond_json(req, r->status, json_function(r->f, NULL, 0));
+}
+
+static void deploy_fn(api *a, http_request *req, const route_match *m)
+{
+    char name[SPATE_NAME_MAX + 1];
+    memcpy(name, m->name, m->name_len);
+    name[m->name_len] = '\0';
+    deploy_params p;
+    fnconfig_defaults(&p.cfg);
+    p.why[0] = '\0';
+    int rc = http_query_parse(req->query, on_deploy_param, &p);
+    if (rc == 0) rc = fnconfig_check(&p.cfg, p.why, sizeof p.why);
+    if (rc != 0) {
+        fnconfig_free(&p.cfg);
+        if (rc == ERR_INVAL && !p.why[0]) snprintf(p.why, sizeof p.why, "malformed query string");
+        http_respond_error(req, 400, "bad_parameter", "%s", p.why);
+        return;
+    }
+    if (p.cfg.runtime == RUNTIME_EXEC) {
+        fnconfig_free(&p.cfg);
+        http_respond_error(req, 501, "not_implemented", "runtime 'exec' is not available yet");
+        return;
+    }
+    if (req->body.len == 0) {
+        fnconfig_free(&p.cfg);
+        http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
+        return;
+    }
+    functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
+}
+
+static void list_one(fn *f, void *data)
+{
+    cJSON_AddItemToArray(data, json_function_summary(f));
+}
+
+static void list_fns(api *a, http_request *req)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
+    if (arr) functions_each(a->table, list_one, arr);
+    respond_json(req, 200, doc);
+}
+
+static void describe_fn(api *a, http_request *req, fn *f)
+{
+    respond_json(req, 200, json_function(f, a->table, 1));
+}
+
+static void delete_fn(api *a, http_request *req, const route_match *m)
+{
+    char name[SPATE_NAME_MAX + 1];
+    memcpy(name, m->name, m->name_len);
+    name[m->name_len] = '\0';
+    int rc = functions_delete(a->table, name);
+    if (rc == ERR_NOTFOUND)
+        http_respond_error(req, 404, "not_found", "function '%s' does not exist", name);
+    else if (rc == ERR_BUSY)
+        http_respond_error(req, 409, "deploy_in_progress",
+                           "a deploy of '%s' is in progress; delete it after", name);
+    else if (rc != 0)
+        http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
+    else
+        http_respond(req, 204, NULL, NULL, NULL, 0);
+}
+
+/* --- Entry ------------------------------------------------------------------------------- */
+
+static void handle(http_request *req, void *data)
+{
+    api *a = data;
+    route_match m = match(req->path);
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (m.name && !name_is_function(m.name, m.name_len) &&
+        (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE)) {
+        http_respond_error(req, 400, "bad_name",
+                           "invalid function name '%.*s': use 1 to %d letters, digits, '-' or "
+                           "'_', starting with a letter or digit",
+                           (int)(m.name_len > 80 ? 80 : m.name_len), m.name, SPATE_NAME_MAX);
+        return;
+    }
+    switch (m.route) {
+    case R_HEALTH:
+        if (!get) return method_not_allowed(req, "GET, HEAD");
+        http_respond(req, 200, "application/json", NULL, "{\"status\":\"ok\"}\n", 16);
+        return;
+    case R_FUNCTIONS:
+        if (!get) return method_not_allowed(req, "GET, HEAD");
+        list_fns(a, req);
+        return;
+    case R_FUNCTION_INVOKE:
+        if (req->method != HTTP_POST) return method_not_allowed(req, "POST");
+        invoke(a, req, &m);
+        return;
+    case R_FUNCTION:
+        if (req->method == HTTP_PUT) {
+            deploy_fn(a, req, &m);
+        } else if (req->method == HTTP_DELETE) {
+            delete_fn(a, req, &m);
+        } else if (get) {
+            fn *f = functions_find(a->table, m.name, m.name_len);
+            if (!f)
+                http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
+                                   (int)m.name_len, m.name);
+            else describe_fn(a, req, f);
+        } else {
+            method_not_allowed(req, "GET, HEAD, PUT, DELETE");
+        }
+        return;
+    case R_NONE:
+        break;
+    }
+    http_respond_error(req, 404, "not_found", "no route for %s %.200s",
+                       http_method_str(req->method), req->path);
+}
+
+static const http_handlers handlers = {.body_limit = body_limit, .handle = handle};
+
+const http_handlers *api_http_handlers(void)
+{
+    return &handlers;
+}
+
+api *api_create(functions *table, const api_limits *limits)
+{
+    api *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->table = table;
+    a->limits = *limits;
+    if (getrandom(&a->id_prefix, sizeof a->id_prefix, 0) != sizeof a->id_prefix)
+        a->id_prefix = (uint64_t)time(NULL) * 2654435761u;
+    return a;
+}
+
+void api_free(api *a)
+{
+    free(a);
+}

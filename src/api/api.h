@@ -1,0 +1,26 @@
+/*
+ * api.h - the /v1 HTTP API of spated (docs/api.md): routes requests to the
+ * function table and turns outcomes into statuses and JSON.
+ */
+#ifndef SPATE_API_H
+#define SPATE_API_H
+
+#include <stddef.h>
+
+#include "http/server.h"
+#include "sched/functions.h"
+
+typedef struct api_limits {
+    size_t invoke_payload_max;
+    size_t artifact_max;
+} api_limits;
+
+typedef struct api api;
+
+/* The table is borrowed for the life of the api. Free with api_free. */
+api *api_create(functions *table, const api_limits *limits);
+void api_free(api *a);
+/* The handlers to give http_server_start, with the api as their data. */
+const http_handlers *api_http_handlers(void);
+
+#endif

@@ -1,0 +1,96 @@
+#include "api/json.h"
+
+#include <string.h>
+
+#include "common/limits.h"
+
+static cJSON *config_json(const fn_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "runtime", fnconfig_runtime_name(c->runtime));
+    cJSON_AddNumberToObject(o, "min", c->min_instances);
+    cJSON_AddNumberToObject(o, "max", c->max_instances);
+    cJSON_AddNumberToObject(o, "timeout_ms", c->timeout_ms);
+    cJSON_AddNumberToObject(o, "memory_mb", c->memory_mb);
+    cJSON_AddNumberToObject(o, "keep_alive_ms", c->keep_alive_ms);
+    cJSON *env = cJSON_AddObjectToObject(o, "env");
+    for (const char *p = c->env; p && *p;) {
+        size_t len = strcspn(p, "\n");
+        char line[SPATE_ENV_BYTES_MAX + 1];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            char *eq = strchr(line, '=');
+            if (eq) {
+                *eq = '\0';
+                cJSON_AddStringToObject(env, line, eq + 1);
+            }
+        }
+        p += len + (p[len] == '\n');
+    }
+    return o;
+}
+
+static void add_instances(cJSON *o, const pool_stats *s)
+{
+    cJSON *i = cJSON_AddObjectToObject(o, "instances");
+    cJSON_AddNumberToObject(i, "starting", s->starting);
+    cJSON_AddNumberToObject(i, "idle", s->idle);
+    cJSON_AddNumberToObject(i, "busy", s->busy);
+    cJSON_AddNumberToObject(i, "stopping", s->stopping);
+    cJSON_AddNumberToObject(o, "waiting", s->waiting);
+}
+
+cJSON *json_function_summary(const fn *f)
+{
+    pool_stats s;
+    pool_stats_get(f->pool, &s);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", f->name);
+    cJSON_AddNumberToObject(o, "version", f->active.version);
+    cJSON_AddStringToObject(o, "runtime", fnconfig_runtime_name(f->active.config.runtime));
+    add_instances(o, &s);
+    return o;
+}
+
+static int add_version(const reg_version *v, int64_t created, void *data)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "version", v->version);
+    cJSON_AddStringToObject(o, "sha256", v->sha256);
+    cJSON_AddNumberToObject(o, "size", (double)v->size);
+    cJSON_AddNumberToObject(o, "created_ms", (double)v->created_ms);
+    cJSON_AddItemToObject(o, "config", config_json(&v->config));
+    cJSON_AddItemToArray(data, o);
+    return 0;
+}
+
+cJSON *json_function(const fn *f, functions *table, int with_versions)
+{
+    pool_stats s;
+    pool_stats_get(f->pool, &s);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", f->name);
+    cJSON_AddNumberToObject(o, "version", f->active.version);
+    cJSON_AddStringToObject(o, "sha256", f->active.sha256);
+    cJSON_AddNumberToObject(o, "size", (double)f->active.size);
+    cJSON_AddNumberToObject(o, "created_ms", (double)f->created_ms);
+    cJSON_AddNumberToObject(o, "updated_ms", (double)f->active.created_ms);
+    cJSON_AddItemToObject(o, "config", config_json(&f->active.config));
+    add_instances(o, &s);
+    cJSON *st = cJSON_AddObjectToObject(o, "stats");
+    cJSON_AddNumberToObject(st, "invocations", (double)s.invocations);
+    cJSON_AddNumberToObject(st, "errors", (double)s.errors);
+    cJSON_AddNumberToObject(st, "timeouts", (double)s.timeouts);
+    cJSON_AddNumberToObject(st, "crashes", (double)s.crashes);
+    cJSON_AddNumberToObject(st, "rejected", (double)s.rejected);
+    cJSON_AddNumberToObject(st, "cold_starts", (double)s.cold_starts);
+    cJSON_AddNumberToObject(st, "last_cold_start_us", (double)s.last_cold_start_us);
+    if (s.zygote_pid) cJSON_AddNumberToObject(o, "zygote_pid", s.zygote_pid);
+    if (s.load_error) cJSON_AddStringToObject(o, "load_error", s.load_error);
+    if (with_versions && table) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "versions");
+        functions_versions(table, f, add_version, arr);
+    }
+    return o;
+}

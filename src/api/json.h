@@ -1,0 +1,14 @@
+/* json.h - JSON documents of the API (cJSON): functions, versions, configuration. */
+#ifndef SPATE_API_JSON_H
+#define SPATE_API_JSON_H
+
+#include <cjson/cJSON.h>
+
+#include "sched/functions.h"
+
+/* One line of the list: name, version, runtime, instances. Caller owns. */
+cJSON *json_function_summary(const fn *f);
+/* A whole description; with versions (read through table) when asked. Caller owns. */
+cJSON *json_function(const fn *f, functions *table, int with_versions);
+
+#endif

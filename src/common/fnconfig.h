@@ -1,0 +1,42 @@
+/*
+ * fnconfig.h - the configuration of a function version, as deployed: runtime,
+ * scaling bounds, timeout, memory, keep-alive and environment.
+ */
+#ifndef SPATE_FNCONFIG_H
+#define SPATE_FNCONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum fn_runtime { RUNTIME_NATIVE, RUNTIME_EXEC };
+
+typedef struct fn_config {
+    enum fn_runtime runtime;
+    uint32_t min_instances;
+    uint32_t max_instances;
+    uint32_t timeout_ms;
+    uint32_t memory_mb;
+    uint32_t keep_alive_ms;
+    /* "K=V" lines joined by '\n' (values cannot hold a newline); owned; NULL when empty. */
+    char *env;
+    uint32_t env_count;
+} fn_config;
+
+/* The defaults of limits.h. */
+void fnconfig_defaults(fn_config *c);
+/* Releases env. NULL is a no-op. */
+void fnconfig_free(fn_config *c);
+/* Deep copy; ERR_NOMEM. */
+int fnconfig_copy(fn_config *dst, const fn_config *src);
+/* Adds one "K=V". K must match [A-Za-z_][A-Za-z0-9_]* and V hold no newline
+ * or NUL; count and bytes are limited (limits.h). On error, why says what is
+ * wrong (at least 128 bytes). */
+int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap);
+/* Checks min <= max; on error why says what is wrong. */
+int fnconfig_check(const fn_config *c, char *why, size_t whycap);
+
+const char *fnconfig_runtime_name(enum fn_runtime r);
+/* "native" or "exec"; -1 when unknown. */
+int fnconfig_runtime_parse(const char *s, size_t len);
+
+#endif

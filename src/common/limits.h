@@ -1,0 +1,86 @@
+/*
+ * limits.h - every size, count and time limit of spate in one place.
+ *
+ * Each limit says why it has its value. Values marked "default" can be changed
+ * by an option; the others are ceilings fixed at build time.
+ */
+#ifndef SPATE_LIMITS_H
+#define SPATE_LIMITS_H
+
+#define KIB (1024u)
+#define MIB (1024u * 1024u)
+
+/* --- HTTP server ------------------------------------------------------- */
+
+/* Request line plus headers. Real clients send well under 2 KiB; 16 KiB leaves
+ * room for long tokens and query strings while bounding per-connection memory.
+ * Over it: 431. */
+#define SPATE_HTTP_HEADER_BYTES_MAX (16u * KIB)
+/* Header lines per request; over it: 431. */
+#define SPATE_HTTP_HEADER_COUNT_MAX 64
+/* Bytes read from a socket before the parser consumes them. Bodies stream
+ * through this buffer into the request, so it need not hold a whole request. */
+#define SPATE_HTTP_READ_BUFFER (64u * KIB)
+/* Body of a request to a route that takes no large body (default). */
+#define SPATE_HTTP_SMALL_BODY_MAX (64u * KIB)
+/* Invoke payload (default): the AWS Lambda synchronous payload limit. Over it: 413. */
+#define SPATE_INVOKE_PAYLOAD_MAX (6u * MIB)
+/* Artifact upload (default). Over it: 413. */
+#define SPATE_ARTIFACT_MAX (64u * MIB)
+/* Open client connections (default); the next one gets 503 and is closed.
+ * Each costs a read buffer, so this bounds memory at about 64 MiB. */
+#define SPATE_HTTP_CONNECTIONS_MAX 1024
+/* A keep-alive connection with no request in progress is closed after this
+ * (default, ms). */
+#define SPATE_HTTP_IDLE_TIMEOUT_MS 60000
+/* A request must arrive whole (headers and body) within this (default, ms);
+ * otherwise 408. Stops clients that trickle bytes from holding a connection. */
+#define SPATE_HTTP_REQUEST_TIMEOUT_MS 30000
+
+/* --- Functions ----------------------------------------------------------- */
+
+/* Function names: [A-Za-z0-9][A-Za-z0-9_-]*, this many bytes at most. */
+#define SPATE_NAME_MAX 64
+/* Topic names also allow '.', for "TOPIC.dlq". */
+#define SPATE_TOPIC_NAME_MAX 128
+/* Output of one invocation: as for the payload, the Lambda limit. */
+#define SPATE_RESPONSE_MAX (6u * MIB)
+/* Error message a function may return with spate_fail. */
+#define SPATE_ERROR_MESSAGE_MAX (4u * KIB)
+/* Environment of a function: count and total bytes (Lambda allows 4 KiB). */
+#define SPATE_ENV_COUNT_MAX 64
+#define SPATE_ENV_BYTES_MAX (4u * KIB)
+
+/* Deploy options: defaults and ranges. */
+#define SPATE_MIN_DEFAULT 0
+#define SPATE_MAX_DEFAULT 100
+#define SPATE_MAX_CEILING 10000
+#define SPATE_TIMEOUT_DEFAULT_MS 30000
+#define SPATE_TIMEOUT_CEILING_MS (15 * 60 * 1000) /* Lambda's ceiling */
+#define SPATE_MEMORY_DEFAULT_MB 128
+#define SPATE_MEMORY_FLOOR_MB 16
+#define SPATE_MEMORY_CEILING_MB 65536
+#define SPATE_KEEP_ALIVE_DEFAULT_MS 60000
+#define SPATE_KEEP_ALIVE_CEILING_MS (24 * 3600 * 1000)
+
+/* Invocations waiting for an instance of one function; beyond it: 429. */
+#define SPATE_WAIT_QUEUE_MAX 4096
+
+/* --- Runtime --------------------------------------------------------------- */
+
+/* One frame between spated and an instance: the largest payload or response
+ * plus room for the invocation's metadata. */
+#define SPATE_FRAME_MAX (SPATE_INVOKE_PAYLOAD_MAX + 64u * KIB)
+/* A zygote must have loaded its object and run spate_preload within this (ms). */
+#define SPATE_ZYGOTE_LOAD_TIMEOUT_MS 10000
+/* An instance must have run spate_init and said it is ready within this (ms). */
+#define SPATE_INSTANCE_INIT_TIMEOUT_MS 10000
+/* Zygote restarts after a crash are spaced at least this far apart (ms). */
+#define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
+
+/* --- Daemon ----------------------------------------------------------------- */
+
+/* Time given to in-flight invocations on SIGTERM before they are cut (ms). */
+#define SPATE_SHUTDOWN_GRACE_MS 30000
+
+#endif /* SPATE_LIMITS_H */

@@ -1,0 +1,28 @@
+#include "common/names.h"
+
+#include "common/limits.h"
+
+static bool is_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool valid(const char *s, size_t len, size_t max, bool dots)
+{
+    if (len == 0 || len > max || !is_alnum(s[0])) return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!is_alnum(c) && c != '-' && c != '_' && !(dots && c == '.')) return false;
+    }
+    return true;
+}
+
+bool name_is_function(const char *s, size_t len)
+{
+    return valid(s, len, SPATE_NAME_MAX, false);
+}
+
+bool name_is_topic(const char *s, size_t len)
+{
+    return valid(s, len, SPATE_TOPIC_NAME_MAX, true);
+}

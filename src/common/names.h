@@ -1,0 +1,13 @@
+/* names.h - what a function or topic name may be. */
+#ifndef SPATE_NAMES_H
+#define SPATE_NAMES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Function: [A-Za-z0-9][A-Za-z0-9_-]*, 1..SPATE_NAME_MAX bytes. */
+bool name_is_function(const char *s, size_t len);
+/* Topic: as a function name, plus '.' after the first character, 1..SPATE_TOPIC_NAME_MAX. */
+bool name_is_topic(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * server.h - an HTTP/1.1 server on libuv and http_parser.
+ *
+ * Keep-alive and pipelining: requests on a connection are handled one at a
+ * time and answered in order; bytes of the next request wait in the
+ * connection's buffer (reading stops when it is full). Every limit answers
+ * with its status and a JSON error body, then closes the connection:
+ *   headers over the limit or too many   431
+ *   body over the route's limit          413
+ *   too many connections                 503
+ *   request not complete in time         408
+ *   malformed request                    400
+ * An idle keep-alive connection is closed quietly after the idle timeout.
+ *
+ * The handler gets each complete request and must answer it exactly once with
+ * http_respond, now or later. If the client goes away first, req->on_abort
+ * (if set) is called; the handler must still answer (the answer is dropped).
+ */
+#ifndef SPATE_HTTP_SERVER_H
+#define SPATE_HTTP_SERVER_H
+
+#include <http_parser.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/buf.h"
+
+typedef struct http_server http_server;
+typedef struct http_request http_request;
+
+struct http_request {
+    /* Read-only for handlers; valid until the request is answered. */
+    enum http_method method;
+    const char *path;  /* request target up to '?', NUL-terminated, not decoded */
+    const char *query; /* after '?' (not decoded), "" if none */
+    buf body;          /* the handler may take it (buf_move) */
+    const char *client; /* peer address, for logs */
+    uint64_t id;        /* per server, for logs */
+
+    /* For the handler. */
+    void *data;
+    void (*on_abort)(http_request *req);
+};
+
+typedef struct http_config {
+    uint32_t max_connections;
+    uint32_t header_bytes_max;
+    uint32_t idle_timeout_ms;
+    uint32_t request_timeout_ms;
+} http_config;
+
+typedef struct http_handlers {
+    /* Once the headers are in: the largest body this request may have. */
+    size_t (*body_limit)(const http_request *req, void *data);
+    /* A complete request. */
+    void (*handle)(http_request *req, void *data);
+} http_handlers;
+
+void http_config_defaults(http_config *c);
+
+/* Listens on host:port (port 0 picks a free one; see http_server_port).
+ * handlers and data are borrowed for the life of the server. */
+int http_server_start(uv_loop_t *loop, const char *host, int port, const http_config *cfg,
+                      const http_handlers *handlers, void *data, http_server **out, char *err,
+                      size_t errcap);
+int http_server_port(const http_server *s);
+uint32_t http_server_connections(const http_server *s);
+/* Stops accepting; idle connections close now, busy ones after their answer. */
+void http_server_drain(http_server *s);
+/* Closes every connection (pending requests are aborted) and frees the server;
+ * cb runs when all is released. */
+void http_server_close(http_server *s, void (*cb)(void *data), void *data);
+
+/* Value of a request header (case-insensitive name), NUL-terminated, or NULL. */
+const char *http_header(const http_request *req, const char *name);
+
+/* Answers req. body is borrowed for the call. extra_headers is either NULL or
+ * complete "Name: value\r\n" lines. */
+void http_respond(http_request *req, int status, const char *content_type,
+                  const char *extra_headers, const void *body, size_t len);
+/* Answers with {"error": message, "code": code}. */
+void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Walks a query string, calling cb with each decoded key and value (%XX and
+ * '+' decoded; values may hold NUL bytes, so lengths are given). Stops and
+ * returns cb's value if non-zero; ERR_INVAL on a bad escape. */
+typedef int (*http_query_cb)(const char *key, size_t klen, const char *val, size_t vlen,
+                             void *data);
+int http_query_parse(const char *query, http_query_cb cb, void *data);
+
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,319 @@
+/*
+ * spate-runner - the zygote of one native function version, and the instances
+ * forked from it.
+ *
+ *     spate-runner --control-fd FD --function NAME --version N OBJECT.so
+ *
+ * The zygote loads the shared object, runs spate_preload, reports LOADED on the
+ * control socket (see runtime/zproto.h) and then forks an instance for every
+ * SPAWN it receives. Each instance runs spate_init, says READY on its own
+ * socket and serves INVOKE frames one at a time (runtime/frame.h).
+ *
+ * The zygote links nothing but libc and keeps its heap small, because every
+ * page it holds makes each fork slower.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spate.h"
+#include "common/buf.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "common/parse.h"
+#include "runtime/frame.h"
+#include "runtime/zproto.h"
+
+typedef int (*handler_fn)(const spate_request *, spate_response *);
+typedef int (*hook_fn)(void);
+
+struct spate_response {
+    buf out;
+    int failed;
+    size_t message_len;
+    char message[SPATE_ERROR_MESSAGE_MAX];
+};
+
+static handler_fn handler;
+static hook_fn init_hook;
+
+/* --- The ABI calls native code makes back into the runner ----------------- */
+
+int spate_write(spate_response *res, const void *data, size_t len)
+{
+    if (!res || (!data && len)) return -1;
+    return buf_append(&res->out, data, len) ? -1 : 0;
+}
+
+int spate_fail(spate_response *res, const char *message)
+{
+    if (!res) return -1;
+    res->failed = 1;
+    if (!message) message = "function failed";
+    size_t n = strnlen(message, sizeof res->message);
+    memcpy(res->message, message, n);
+    res->message_len = n;
+    return 0;
+}
+
+/* --- Instance --------------------------------------------------------------- */
+
+static int write_all(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        ssize_t n = writev(fd, iov, cnt);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+static int send_frame(int fd, uint8_t type, uint8_t flags, const void *body, size_t len)
+{
+    uint8_t hdr[FRAME_HEADER_SIZE];
+    frame_header_encode(hdr, (uint32_t)len, type, flags);
+    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
+    return write_all(fd, iov, len ? 2 : 1);
+}
+
+/* Reads until at least want bytes are in in; 0, or -1 at end of stream or error. */
+static int fill(int fd, buf *in, size_t want)
+{
+    while (in->len < want) {
+        if (buf_reserve(in, want - in->len) != 0) return -1;
+        ssize_t n = read(fd, in->data + in->len, in->cap - in->len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        in->len += (size_t)n;
+    }
+    return 0;
+}
+
+static void invoke(int fd, const frame_invoke *inv, spate_response *res)
+{
+    spate_request req = {
+        .request_id = inv->request_id,
+        .function = inv->function,
+        .payload = inv->payload,
+        .payload_len = inv->payload_len,
+        .deadline_ms = inv->deadline_ms,
+        .attempt = inv->attempt,
+        .topic = inv->topic,
+        .key = inv->key,
+    };
+    buf_reset(&res->out);
+    res->failed = 0;
+    res->message_len = 0;
+
+    int rc = handler(&req, res);
+    if (rc != 0 && !res->failed)
+        res->message_len = (size_t)snprintf(res->message, sizeof res->message,
+                                            "spate_handler returned %d", rc);
+    if (rc != 0 || res->failed) {
+        if (res->message_len == 0) {
+            memcpy(res->message, "function failed", 15);
+            res->message_len = 15;
+        }
+        if (send_frame(fd, FRAME_RESULT, FRAME_FAILED, res->message, res->message_len)) _exit(0);
+    } else if (send_frame(fd, FRAME_RESULT, 0, res->out.data, res->out.len)) {
+        _exit(0);
+    }
+    /* A large output leaves a large heap behind; give it back while idle. */
+    if (res->out.cap > 256 * KIB) buf_free(&res->out);
+}
+
+/* Serves invocations on fd until spated closes it. Never returns. */
+static void __attribute__((noreturn)) run_instance(int fd)
+{
+    if (init_hook) {
+        int rc = init_hook();
+        if (rc != 0) {
+            char msg[64];
+            int n = snprintf(msg, sizeof msg, "spate_init returned %d", rc);
+            send_frame(fd, FRAME_INIT_FAILED, 0, msg, (size_t)n);
+            _exit(1);
+        }
+    }
+    if (send_frame(fd, FRAME_READY, 0, NULL, 0)) _exit(0);
+
+    static spate_response res;
+    buf_init(&res.out, SPATE_RESPONSE_MAX);
+    buf in;
+    buf_init(&in, FRAME_HEADER_SIZE + SPATE_FRAME_MAX);
+    for (;;) {
+        if (fill(fd, &in, FRAME_HEADER_SIZE)) _exit(0);
+        frame f;
+        if (frame_header_decode((const uint8_t *)in.data, SPATE_FRAME_MAX, &f) ||
+            f.type != FRAME_INVOKE)
+            _exit(2);
+        size_t whole = FRAME_HEADER_SIZE + f.len;
+        if (fill(fd, &in, whole)) _exit(0);
+        frame_invoke inv;
+        if (frame_invoke_decode(in.data + FRAME_HEADER_SIZE, f.len, &inv)) _exit(2);
+        invoke(fd, &inv, &res);
+        /* spated sends one invocation at a time, but keep any early bytes. */
+        memmove(in.data, in.data + whole, in.len - whole);
+        in.len -= whole;
+        if (in.cap > 256 * KIB && in.len == 0) buf_free(&in);
+    }
+}
+
+/* --- Zygote ------------------------------------------------------------------ */
+
+static int control_fd = -1;
+static int sigchld_fd = -1;
+
+static void send_load_failed(const char *fmt, const char *a, const char *b)
+{
+    zmsg m = {.type = ZMSG_LOAD_FAILED};
+    snprintf(m.text, sizeof m.text, fmt, a, b);
+    zmsg_send(control_fd, &m, -1);
+    exit(1);
+}
+
+static void spawn(uint64_t id, int fd)
+{
+    pid_t zygote = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        close(sigchld_fd);
+        close(control_fd);
+        /* An instance must not outlive its zygote (and so spated). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != zygote) _exit(0);
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        run_instance(fd);
+    }
+    close(fd);
+    zmsg m = {.id = id};
+    if (pid < 0) {
+        m.type = ZMSG_SPAWN_FAILED;
+        m.err = errno;
+        zmsg_send(control_fd, &m, -1);
+        return;
+    }
+    /* The child cannot be reaped before we wait for it, so this pidfd is
+     * certain to name it. */
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    m.type = ZMSG_SPAWNED;
+    m.pid = pid;
+    zmsg_send(control_fd, &m, pidfd);
+    if (pidfd >= 0) close(pidfd);
+}
+
+static void reap(void)
+{
+    struct signalfd_siginfo si;
+    while (read(sigchld_fd, &si, sizeof si) == sizeof si) {
+    }
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        zmsg m = {.type = ZMSG_EXITED, .pid = pid, .status = status};
+        zmsg_send(control_fd, &m, -1);
+    }
+}
+
+static void __attribute__((noreturn)) serve(void)
+{
+    struct pollfd pfd[2] = {{control_fd, POLLIN, 0}, {sigchld_fd, POLLIN, 0}};
+    for (;;) {
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            exit(1);
+        }
+        if (pfd[1].revents) reap();
+        if (pfd[0].revents) {
+            zmsg m;
+            int fd;
+            int rc = zmsg_recv(control_fd, &m, &fd);
+            if (rc == -EAGAIN || rc == -EPROTO) continue;
+            if (rc <= 0) exit(0); /* spated is gone: our instances follow (PDEATHSIG) */
+            if (m.type == ZMSG_SPAWN && fd >= 0) spawn(m.id, fd);
+            else if (fd >= 0) close(fd);
+        }
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: spate-runner --control-fd FD --function NAME --version N OBJECT\n"
+                    "spate-runner is started by spated; it is not meant to be run by hand\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *function = "?", *version = "?", *object = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 && i + 1 < argc) version = argv[++i];
+        else if (strcmp(argv[i], "--function") == 0 && i + 1 < argc) function = argv[++i];
+        else if (strcmp(argv[i], "--control-fd") == 0 && i + 1 < argc) {
+            uint64_t v;
+            const char *s = argv[++i];
+            if (parse_u64(s, strlen(s), 0, 1 << 20, &v)) usage();
+            control_fd = (int)v;
+        } else if (argv[i][0] != '-' && !object) object = argv[i];
+        else usage();
+    }
+    if (control_fd < 0 || !object) usage();
+
+    static char tag[128];
+    snprintf(tag, sizeof tag, "runner fn=%s version=%s", function, version);
+    log_set_tag(tag);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) return 0;
+
+    void *so = dlopen(object, RTLD_NOW | RTLD_LOCAL);
+    if (!so) send_load_failed("cannot load shared object: %s%s", dlerror(), "");
+    handler = (handler_fn)(uintptr_t)dlsym(so, "spate_handler");
+    if (!handler) send_load_failed("the shared object does not export spate_handler%s%s", "", "");
+    hook_fn preload = (hook_fn)(uintptr_t)dlsym(so, "spate_preload");
+    init_hook = (hook_fn)(uintptr_t)dlsym(so, "spate_init");
+    if (preload) {
+        int rc = preload();
+        if (rc != 0) {
+            char num[24];
+            snprintf(num, sizeof num, "%d", rc);
+            send_load_failed("spate_preload returned %s%s", num, "");
+        }
+    }
+
+    /* Writes to a closed peer should fail with EPIPE, not kill the function. */
+    signal(SIGPIPE, SIG_IGN);
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    sigchld_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sigchld_fd < 0) send_load_failed("signalfd: %s%s", strerror(errno), "");
+
+    zmsg m = {.type = ZMSG_LOADED};
+    if (zmsg_send(control_fd, &m, -1)) return 1;
+    serve();
+}

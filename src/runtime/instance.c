@@ -1,0 +1,264 @@
+#include "runtime/instance.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+
+struct instance {
+    uv_pipe_t pipe; /* our end of the instance socket */
+    uv_write_t wreq;
+    zygote *z; /* NULL once the zygote is gone */
+    const instance_callbacks *cb;
+    void *data;
+    uint64_t id;
+    pid_t pid;
+    int pidfd;
+    frame_reader reader;
+    buf meta;      /* the encoded INVOKE header being sent */
+    int status;    /* as from waitpid, once exited */
+    char *init_error;
+    unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1;
+};
+
+static uint64_t next_id = 1;
+
+static void on_closed(uv_handle_t *h)
+{
+    instance *inst = h->data;
+    frame_reader_free(&inst->reader);
+    buf_free(&inst->meta);
+    free(inst->init_error);
+    free(inst);
+}
+
+/* Reports the end once and releases the instance. */
+static void finalize(instance *inst, const char *why)
+{
+    if (inst->finalized) return;
+    inst->finalized = 1;
+    if (inst->z) zygote_forget(inst->z, inst);
+    uv_read_stop((uv_stream_t *)&inst->pipe);
+    if (inst->pidfd >= 0) close(inst->pidfd);
+    inst->pidfd = -1;
+    inst->cb->exited(inst, why, inst->data);
+    uv_close((uv_handle_t *)&inst->pipe, on_closed);
+}
+
+static void protocol_error(instance *inst, const char *what)
+{
+    log_warn("instance broke the frame protocol: %s instance=%llu pid=%d", what,
+             (unsigned long long)inst->id, (int)inst->pid);
+    uv_read_stop((uv_stream_t *)&inst->pipe);
+    instance_kill(inst);
+}
+
+static void handle_frame(instance *inst, const frame *f)
+{
+    switch (f->type) {
+    case FRAME_READY:
+        inst->cb->ready(inst, inst->data);
+        break;
+    case FRAME_INIT_FAILED:
+        free(inst->init_error);
+        inst->init_error = strndup(f->body, f->len < 1024 ? f->len : 1024);
+        break;
+    case FRAME_RESULT:
+        inst->cb->result(inst, f->flags & FRAME_FAILED, f->body, f->len, inst->data);
+        break;
+    default:
+        protocol_error(inst, "unexpected frame type");
+    }
+}
+
+static void consume(instance *inst, size_t n)
+{
+    frame_reader_commit(&inst->reader, n);
+    frame f;
+    int rc;
+    while (!inst->finalized && (rc = frame_reader_next(&inst->reader, &f)) == 1)
+        handle_frame(inst, &f);
+    if (rc < 0 && !inst->finalized) protocol_error(inst, err_str(rc));
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    instance *inst = h->data;
+    char *p = NULL;
+    size_t len = 0;
+    if (frame_reader_space(&inst->reader, suggested, &p, &len) != 0) len = 0;
+    *out = uv_buf_init(p, (unsigned)len);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    instance *inst = s->data;
+    if (nread > 0) {
+        consume(inst, (size_t)nread);
+    } else if (nread < 0) {
+        /* End of stream: the process is exiting (or closed its socket, which
+         * leaves it useless). The zygote's EXITED report finishes the job. */
+        uv_read_stop(s);
+        inst->closed = 1;
+        if (nread == UV_ENOBUFS) protocol_error(inst, "frame too large");
+        else instance_kill(inst);
+    }
+}
+
+/* Reads whatever the instance wrote before it died, so a result sent just
+ * before exiting is not lost. */
+static void drain(instance *inst)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&inst->pipe, &fd) != 0) return;
+    while (!inst->finalized) {
+        char *p;
+        size_t len;
+        if (frame_reader_space(&inst->reader, 64 * KIB, &p, &len) != 0) return;
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        consume(inst, (size_t)n);
+    }
+}
+
+int instance_start(zygote *z, const instance_callbacks *cb, void *data, instance **out)
+{
+    instance *inst = calloc(1, sizeof *inst);
+    if (!inst) return ERR_NOMEM;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        free(inst);
+        return ERR_IO;
+    }
+    inst->z = z;
+    inst->cb = cb;
+    inst->data = data;
+    inst->id = next_id++;
+    inst->pidfd = -1;
+    frame_reader_init(&inst->reader, SPATE_FRAME_MAX);
+    buf_init(&inst->meta, 64 * KIB);
+    uv_pipe_init(zygote_loop(z), &inst->pipe, 0);
+    inst->pipe.data = inst;
+    if (uv_pipe_open(&inst->pipe, sv[0]) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        uv_close((uv_handle_t *)&inst->pipe, on_closed);
+        return ERR_IO;
+    }
+    int rc = zygote_request_spawn(z, inst, sv[1]);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&inst->pipe, on_closed);
+        return rc;
+    }
+    uv_read_start((uv_stream_t *)&inst->pipe, on_alloc, on_read);
+    *out = inst;
+    return 0;
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    instance *inst = w->data;
+    if (status < 0 && status != UV_ECANCELED) {
+        log_warn("cannot send invocation to instance: %s instance=%llu", uv_strerror(status),
+                 (unsigned long long)inst->id);
+        instance_kill(inst);
+    }
+}
+
+int instance_invoke(instance *inst, const frame_invoke *inv)
+{
+    buf_reset(&inst->meta);
+    int rc = frame_invoke_encode(&inst->meta, inv);
+    if (rc) return rc;
+    uv_buf_t bufs[2] = {uv_buf_init(inst->meta.data, (unsigned)inst->meta.len),
+                        uv_buf_init((char *)inv->payload, inv->payload_len)};
+    unsigned nbufs = inv->payload_len ? 2 : 1;
+    int n = uv_try_write((uv_stream_t *)&inst->pipe, bufs, nbufs);
+    if (n == UV_EAGAIN) n = 0;
+    if (n < 0) return ERR_IO;
+    size_t sent = (size_t)n;
+    uv_buf_t *b = bufs;
+    while (nbufs > 0 && sent >= b->len) {
+        sent -= b->len;
+        b++;
+        nbufs--;
+    }
+    if (nbufs == 0) return 0;
+    b->base += sent;
+    b->len -= sent;
+    /* The rest goes out as the socket drains; both buffers outlive the write. */
+    inst->wreq.data = inst;
+    return uv_write(&inst->wreq, (uv_stream_t *)&inst->pipe, b, nbufs, on_written) ? ERR_IO : 0;
+}
+
+int instance_usable(const instance *inst)
+{
+    return !(inst->exited || inst->killed || inst->kill_pending || inst->closed || inst->finalized);
+}
+
+void instance_kill(instance *inst)
+{
+    if (inst->finalized) return;
+    inst->killed = 1;
+    if (inst->pidfd >= 0) syscall(SYS_pidfd_send_signal, inst->pidfd, SIGKILL, NULL, 0);
+    else inst->kill_pending = 1;
+}
+
+pid_t instance_pid(const instance *inst)
+{
+    return inst->pid;
+}
+
+uint64_t instance_id(const instance *inst)
+{
+    return inst->id;
+}
+
+void instance_on_spawned(instance *inst, pid_t pid, int pidfd)
+{
+    inst->spawned = 1;
+    inst->pid = pid;
+    inst->pidfd = pidfd;
+    if (inst->kill_pending) instance_kill(inst);
+}
+
+void instance_on_spawn_failed(instance *inst, int err)
+{
+    char why[128];
+    snprintf(why, sizeof why, "cannot fork an instance: %s", strerror(err));
+    finalize(inst, why);
+}
+
+void instance_on_exited(instance *inst, int status)
+{
+    inst->exited = 1;
+    inst->status = status;
+    drain(inst);
+    char why[1100];
+    if (inst->init_error)
+        snprintf(why, sizeof why, "instance failed to start: %s", inst->init_error);
+    else if (WIFSIGNALED(status))
+        snprintf(why, sizeof why, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(status));
+    finalize(inst, why);
+}
+
+void instance_on_zygote_lost(instance *inst)
+{
+    inst->z = NULL;
+    drain(inst);
+    finalize(inst, "lost: its zygote exited");
+}

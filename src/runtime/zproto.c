@@ -1,0 +1,63 @@
+#include "runtime/zproto.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int zmsg_send(int sock, const zmsg *m, int passfd)
+{
+    size_t len = ZMSG_FIXED_SIZE;
+    if (m->type == ZMSG_LOAD_FAILED) len += strnlen(m->text, ZMSG_TEXT_MAX - 1) + 1;
+    struct iovec iov = {.iov_base = (void *)m, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (passfd >= 0) {
+        memset(&ctl, 0, sizeof ctl);
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof ctl.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+    }
+    ssize_t n;
+    do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    return (size_t)n == len ? 0 : -EPROTO;
+}
+
+int zmsg_recv(int sock, zmsg *m, int *passfd)
+{
+    *passfd = -1;
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof ctl.buf};
+    ssize_t n;
+    do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    if (n == 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+            c->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(passfd, CMSG_DATA(c), sizeof(int));
+    }
+    if ((size_t)n < ZMSG_FIXED_SIZE || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        if (*passfd >= 0) close(*passfd);
+        *passfd = -1;
+        return -EPROTO;
+    }
+    if ((size_t)n > ZMSG_FIXED_SIZE) m->text[n - ZMSG_FIXED_SIZE - 1] = '\0';
+    else m->text[0] = '\0';
+    return 1;
+}

@@ -1,0 +1,52 @@
+/*
+ * zproto.h - messages between spated and a zygote over a SOCK_SEQPACKET
+ * socketpair (one message per packet; descriptors ride along as SCM_RIGHTS).
+ *
+ *   LOADED        zygote -> spated  object loaded, spate_preload succeeded
+ *   LOAD_FAILED   zygote -> spated  text: why (loader message, missing handler...)
+ *   SPAWN         spated -> zygote  id; carries the instance's socket
+ *   SPAWNED       zygote -> spated  id, pid; carries a pidfd of the instance
+ *   SPAWN_FAILED  zygote -> spated  id, err (errno of fork)
+ *   EXITED        zygote -> spated  pid, status (as from waitpid)
+ *
+ * Instances are children of the zygote, which reaps them and reports how they
+ * ended; spated holds a pidfd of each so that it can kill one without racing
+ * against pid reuse.
+ */
+#ifndef SPATE_ZPROTO_H
+#define SPATE_ZPROTO_H
+
+#include <stdint.h>
+
+enum zmsg_type {
+    ZMSG_LOADED = 1,
+    ZMSG_LOAD_FAILED = 2,
+    ZMSG_SPAWN = 3,
+    ZMSG_SPAWNED = 4,
+    ZMSG_SPAWN_FAILED = 5,
+    ZMSG_EXITED = 6,
+};
+
+#define ZMSG_TEXT_MAX 4096
+
+typedef struct zmsg {
+    uint32_t type;
+    int32_t err;
+    uint64_t id;
+    int32_t pid;
+    int32_t status;
+    char text[ZMSG_TEXT_MAX]; /* NUL-terminated; only LOAD_FAILED uses it */
+} zmsg;
+
+/* Bytes of a message without its text. */
+#define ZMSG_FIXED_SIZE (sizeof(zmsg) - ZMSG_TEXT_MAX)
+
+/* Sends one message (its text only for LOAD_FAILED) and, if passfd >= 0, that
+ * descriptor with it. 0, or -errno. */
+int zmsg_send(int sock, const zmsg *m, int passfd);
+/* Receives one message; *passfd is a received descriptor or -1. Returns 1, 0 at
+ * end of stream, or -errno (-EAGAIN when nothing is waiting, -EPROTO when the
+ * message is malformed). */
+int zmsg_recv(int sock, zmsg *m, int *passfd);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * zygote.h - spated's side of a native function version's zygote: starts
+ * spate-runner, learns whether the object loaded, asks it to fork instances
+ * and hears how they end (protocol in zproto.h).
+ */
+#ifndef SPATE_ZYGOTE_H
+#define SPATE_ZYGOTE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct zygote zygote;
+typedef struct instance instance;
+
+typedef struct zygote_config {
+    const char *runner_path; /* spate-runner */
+    const char *object_path; /* the function's shared object */
+    const char *function;
+    uint32_t version;
+    char **env; /* NULL-terminated "K=V" of the function; copied */
+} zygote_config;
+
+/* status 0: loaded and ready to spawn. Otherwise message says why it failed
+ * (borrowed for the call) and the zygote is already stopping; do not use it. */
+typedef void (*zygote_loaded_cb)(zygote *z, int status, const char *message, void *data);
+/* The zygote process ended after it had loaded. Its instances have been
+ * reported lost before this is called; the zygote is freed after it returns. */
+typedef void (*zygote_exit_cb)(zygote *z, void *data);
+
+/* Starts the runner. loaded is called exactly once unless this returns an error. */
+int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loaded,
+                 zygote_exit_cb exited, void *data, zygote **out);
+/* Stops the zygote (its live instances die with it). exited is not called;
+ * the memory is released once the process is gone. NULL is a no-op. */
+void zygote_stop(zygote *z);
+/* The loop the zygote runs on. */
+uv_loop_t *zygote_loop(const zygote *z);
+/* Process id of the runner, for logs. */
+int zygote_pid(const zygote *z);
+
+/* For instance.c: asks the zygote to fork an instance serving fd (the zygote's
+ * end of the instance socket; it is closed here in every case). */
+int zygote_request_spawn(zygote *z, instance *inst, int fd);
+/* For instance.c: the instance is finished; stop reporting on it. */
+void zygote_forget(zygote *z, instance *inst);
+
+#endif

@@ -1,0 +1,448 @@
+#include "sched/functions.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/strmap.h"
+#include "store/artifacts.h"
+
+struct functions {
+    uv_loop_t *loop;
+    store *st;
+    const char *runner_path;
+    strmap byname;
+    int closing;
+    int pools_open;
+    void (*close_cb)(void *);
+    void *close_data;
+};
+
+/* --- Environment of a version's processes -------------------------------------- */
+
+/* Variables passed through from spated's own environment, for debugging. */
+static const char *const passthrough[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"};
+
+static int env_has(char **env, size_t n, const char *kv)
+{
+    size_t klen = strcspn(kv, "=");
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(env[i], kv, klen) == 0 && env[i][klen] == '=') return 1;
+    return 0;
+}
+
+/* Builds the whole environment of a zygote: the function's variables, then
+ * spate's defaults for what the function did not set. Nothing else of
+ * spated's environment leaks in. Caller frees with free_env_array. */
+static char **build_env(const char *name, uint32_t version, const fn_config *c)
+{
+    size_t cap = c->env_count + 16, n = 0;
+    char **env = calloc(cap, sizeof *env);
+    if (!env) return NULL;
+    for (const char *p = c->env; p && *p && n < c->env_count;) {
+        size_t len = strcspn(p, "\n");
+        env[n++] = strndup(p, len);
+        p += len + (p[len] == '\n');
+    }
+    char defaults[6][256];
+    snprintf(defaults[0], sizeof defaults[0], "PATH=/usr/local/bin:/usr/bin:/bin");
+    snprintf(defaults[1], sizeof defaults[1], "LANG=C.UTF-8");
+    snprintf(defaults[2], sizeof defaults[2], "TZ=UTC");
+    snprintf(defaults[3], sizeof defaults[3], "SPATE_FUNCTION_NAME=%s", name);
+    snprintf(defaults[4], sizeof defaults[4], "SPATE_FUNCTION_VERSION=%u", version);
+    snprintf(defaults[5], sizeof defaults[5], "SPATE_FUNCTION_MEMORY_MB=%u", c->memory_mb);
+    for (int i = 0; i < 6; i++)
+        if (!env_has(env, n, defaults[i])) env[n++] = strdup(defaults[i]);
+    for (size_t i = 0; i < sizeof passthrough / sizeof *passthrough; i++) {
+        const char *v = getenv(passthrough[i]);
+        char kv[512];
+        if (!v) continue;
+        snprintf(kv, sizeof kv, "%s=%s", passthrough[i], v);
+        if (!env_has(env, n, kv)) env[n++] = strdup(kv);
+    }
+    env[n] = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!env[i]) {
+            for (size_t j = 0; j < n; j++) free(env[j]);
+            free(env);
+            return NULL;
+        }
+    }
+    return env;
+}
+
+static void free_env_array(char **env)
+{
+    if (!env) return;
+    for (char **e = env; *e; e++) free(*e);
+    free(env);
+}
+
+static int version_spec(functions *t, const char *name, uint32_t version, const char *sha,
+                        const fn_config *c, pool_version_spec *spec, char *path, size_t pathcap)
+{
+    artifacts_path(store_dir(t->st), sha, path, pathcap);
+    spec->version = version;
+    spec->object_path = path;
+    spec->env = build_env(name, version, c);
+    spec->config = (pool_config){
+        .min_instances = c->min_instances,
+        .max_instances = c->max_instances,
+        .timeout_ms = c->timeout_ms,
+        .keep_alive_ms = c->keep_alive_ms,
+        .queue_max = SPATE_WAIT_QUEUE_MAX,
+    };
+    return spec->env ? 0 : ERR_NOMEM;
+}
+
+/* --- Function records ---------------------------------------------------------------- */
+
+static fn *new_fn(functions *t, const char *name)
+{
+    fn *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->pool = pool_create(t->loop, name, t->runner_path);
+    if (!f->pool || strmap_put(&t->byname, f->name, f)) {
+        if (f->pool) pool_close(f->pool, 0, NULL, NULL);
+        free(f);
+        return NULL;
+    }
+    t->pools_open++;
+    return f;
+}
+
+typedef struct retiring {
+    functions *t;
+    fn *f;
+} retiring;
+
+static void maybe_closed(functions *t)
+{
+    if (!t->closing || t->pools_open > 0) return;
+    void (*cb)(void *) = t->close_cb;
+    void *data = t->close_data;
+    strmap_free(&t->byname);
+    free(t);
+    if (cb) cb(data);
+}
+
+static void on_pool_closed(void *data)
+{
+    retiring *r = data;
+    functions *t = r->t;
+    fnconfig_free(&r->f->active.config);
+    free(r->f);
+    free(r);
+    t->pools_open--;
+    maybe_closed(t);
+}
+
+/* Takes f out of the table and stops its pool; f is freed when it has. */
+static void retire_fn(functions *t, fn *f, int drain)
+{
+    strmap_remove(&t->byname, f->name);
+    retiring *r = malloc(sizeof *r);
+    if (!r) {
+        log_error("out of memory retiring fn=%s", f->name);
+        return;
+    }
+    r->t = t;
+    r->f = f;
+    pool_close(f->pool, drain, on_pool_closed, r);
+}
+
+static int restore_one(const reg_version *v, int64_t created_ms, void *data)
+{
+    functions *t = data;
+    fn *f = new_fn(t, v->function);
+    if (!f) return ERR_NOMEM;
+    f->active = *v;
+    f->active.config.env = NULL;
+    if (fnconfig_copy(&f->active.config, &v->config)) return ERR_NOMEM;
+    f->created_ms = created_ms;
+    f->registered = 1;
+    pool_version_spec spec;
+    char path[4096];
+    if (version_spec(t, v->function, v->version, v->sha256, &v->config, &spec, path, sizeof path))
+        return ERR_NOMEM;
+    int rc = pool_restore_version(f->pool, &spec);
+    free_env_array(spec.env);
+    if (rc == 0) log_info("restored fn=%s version=%u", v->function, v->version);
+    return rc;
+}
+
+int functions_open(uv_loop_t *loop, store *st, const char *runner_path, functions **out)
+{
+    functions *t = calloc(1, sizeof *t);
+    if (!t) return ERR_NOMEM;
+    t->loop = loop;
+    t->st = st;
+    t->runner_path = runner_path;
+    strmap_init(&t->byname);
+    int rc = registry_each_active(st, restore_one, t);
+    if (rc) log_error("cannot restore functions from the store: %s", err_str(rc));
+    *out = t;
+    return rc;
+}
+
+static void close_each(const char *key, void *value, void *data)
+{
+    fn **list = data;
+    size_t i = 0;
+    while (list[i]) i++;
+    list[i] = value;
+}
+
+void functions_close(functions *t, int drain, void (*cb)(void *data), void *data)
+{
+    if (!t->closing) {
+        t->close_cb = cb;
+        t->close_data = data;
+    }
+    t->closing = 1;
+    /* Collect first: retiring changes the map. */
+    fn **list = calloc(t->byname.count + 1, sizeof *list);
+    if (list) {
+        strmap_each(&t->byname, close_each, list);
+        for (fn **f = list; *f; f++) retire_fn(t, *f, drain);
+        free(list);
+    }
+    maybe_closed(t);
+}
+
+fn *functions_find(functions *t, const char *name, size_t len)
+{
+    fn *f = strmap_get(&t->byname, name, len);
+    return f && f->registered ? f : NULL;
+}
+
+typedef struct each_ctx {
+    fn **list;
+    size_t n;
+} each_ctx;
+
+static void collect(const char *key, void *value, void *data)
+{
+    each_ctx *c = data;
+    fn *f = value;
+    if (f->registered) c->list[c->n++] = f;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(fn *const *)a)->name, (*(fn *const *)b)->name);
+}
+
+void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data)
+{
+    each_ctx c = {.list = calloc(t->byname.count + 1, sizeof(fn *))};
+    if (!c.list) return;
+    strmap_each(&t->byname, collect, &c);
+    qsort(c.list, c.n, sizeof *c.list, by_name);
+    for (size_t i = 0; i < c.n; i++) cb(c.list[i], data);
+    free(c.list);
+}
+
+int functions_versions(functions *t, const fn *f, registry_version_cb cb, void *data)
+{
+    return registry_each_version(t->st, f->name, cb, data);
+}
+
+/* --- Deploy ---------------------------------------------------------------------------- */
+
+typedef struct deploy {
+    uv_work_t work;
+    functions *t;
+    fn *f;
+    fn_config cfg;
+    buf artifact;
+    char sha[HASH_HEX_LEN + 1];
+    uint32_t version;
+    int rc;
+    char err[512];
+    deploy_cb cb;
+    void *data;
+} deploy;
+
+static void finish_deploy(deploy *d, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void finish_deploy(deploy *d, int status, const char *code, const char *fmt, ...)
+{
+    char msg[4400] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    fn *f = d->f;
+    f->deploying = 0;
+    deploy_result r = {.status = status, .code = code, .message = fmt ? msg : NULL, .f = f};
+    int failed = status >= 400;
+    if (failed) {
+        log_warn("deploy failed: %s fn=%s", msg, f->name);
+        /* Leave nothing behind: the artifact if no version uses it, the
+         * function if this was its first deploy. */
+        if (d->sha[0] && registry_artifact_used(d->t->st, d->sha) == 0)
+            artifacts_remove(store_dir(d->t->st), d->sha);
+        if (!f->registered) {
+            r.f = NULL;
+            retire_fn(d->t, f, 0);
+        }
+    }
+    d->cb(&r, d->data);
+    fnconfig_free(&d->cfg);
+    buf_free(&d->artifact);
+    free(d);
+}
+
+static void on_loaded(pool *p, uint32_t version, int status, const char *message, void *data)
+{
+    deploy *d = data;
+    fn *f = d->f;
+    if (status != 0) {
+        pool_discard(p, version);
+        if (status == ERR_CLOSED) finish_deploy(d, 503, "shutting_down", "%s", message);
+        else finish_deploy(d, 400, "bad_artifact", "%s", message);
+        return;
+    }
+    reg_version v = {.version = version, .size = d->artifact.max, .created_ms = clock_now_ms()};
+    snprintf(v.function, sizeof v.function, "%s", f->name);
+    memcpy(v.sha256, d->sha, sizeof v.sha256);
+    v.config = d->cfg;
+    if (registry_put_version(d->t->st, &v)) {
+        pool_discard(p, version);
+        finish_deploy(d, 500, "store_error", "cannot record the new version in the store");
+        return;
+    }
+    pool_activate(p, version);
+    int created = !f->registered;
+    fnconfig_free(&f->active.config);
+    f->active = v;
+    f->active.config = d->cfg; /* ownership moves to the record */
+    memset(&d->cfg, 0, sizeof d->cfg);
+    if (created) f->created_ms = v.created_ms;
+    f->registered = 1;
+    log_info("deployed fn=%s version=%u sha256=%.12s", f->name, version, d->sha);
+    finish_deploy(d, created ? 201 : 200, NULL, NULL);
+}
+
+static void store_artifact(uv_work_t *w)
+{
+    deploy *d = w->data;
+    d->rc = artifacts_put(store_dir(d->t->st), d->artifact.data, d->artifact.len, d->sha, d->err,
+                          sizeof d->err);
+}
+
+static void after_store(uv_work_t *w, int status)
+{
+    deploy *d = w->data;
+    /* Only the size is needed from here on: the file holds the bytes. */
+    size_t size = d->artifact.len;
+    buf_free(&d->artifact);
+    d->artifact.max = size;
+    if (d->rc != 0) {
+        d->sha[0] = '\0';
+        finish_deploy(d, 500, "store_error", "cannot store artifact: %s", d->err);
+        return;
+    }
+    if (d->t->closing) {
+        finish_deploy(d, 503, "shutting_down", "spated is shutting down");
+        return;
+    }
+    if (registry_next_version(d->t->st, d->f->name, &d->version)) {
+        finish_deploy(d, 500, "store_error", "cannot read versions from the store");
+        return;
+    }
+    pool_version_spec spec;
+    char path[4096];
+    if (version_spec(d->t, d->f->name, d->version, d->sha, &d->cfg, &spec, path, sizeof path)) {
+        finish_deploy(d, 500, "out_of_memory", "out of memory");
+        return;
+    }
+    int rc = pool_load_version(d->f->pool, &spec, on_loaded, d);
+    free_env_array(spec.env);
+    if (rc != 0) finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
+}
+
+void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact,
+                      deploy_cb cb, void *data)
+{
+    deploy_result r = {0};
+    fn *f = strmap_get(&t->byname, name, strlen(name));
+    if (t->closing) {
+        r = (deploy_result){503, "shutting_down", "spated is shutting down", NULL};
+    } else if (f && f->deploying) {
+        r = (deploy_result){409, "deploy_in_progress", "a deploy of this function is in progress",
+                            NULL};
+    } else if (!f && !(f = new_fn(t, name))) {
+        r = (deploy_result){500, "out_of_memory", "out of memory", NULL};
+    }
+    deploy *d = r.status ? NULL : calloc(1, sizeof *d);
+    if (!r.status && !d) r = (deploy_result){500, "out_of_memory", "out of memory", NULL};
+    if (r.status) {
+        fnconfig_free(cfg);
+        buf_free(artifact);
+        cb(&r, data);
+        return;
+    }
+    f->deploying = 1;
+    d->t = t;
+    d->f = f;
+    d->cfg = *cfg;
+    memset(cfg, 0, sizeof *cfg);
+    d->artifact = *artifact;
+    buf_init(artifact, 0);
+    d->cb = cb;
+    d->data = data;
+    d->work.data = d;
+    /* Hashing and syncing 64 MiB must not stall the loop. */
+    if (uv_queue_work(t->loop, &d->work, store_artifact, after_store) != 0)
+        finish_deploy(d, 500, "internal", "cannot queue the artifact write");
+}
+
+typedef struct sha_list {
+    char (*sha)[HASH_HEX_LEN + 1];
+    size_t n, cap;
+} sha_list;
+
+static int collect_sha(const reg_version *v, int64_t created, void *data)
+{
+    sha_list *l = data;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        void *p = realloc(l->sha, cap * sizeof *l->sha);
+        if (!p) return ERR_NOMEM;
+        l->sha = p;
+        l->cap = cap;
+    }
+    memcpy(l->sha[l->n++], v->sha256, HASH_HEX_LEN + 1);
+    return 0;
+}
+
+int functions_delete(functions *t, const char *name)
+{
+    fn *f = strmap_get(&t->byname, name, strlen(name));
+    if (!f || !f->registered) return ERR_NOTFOUND;
+    if (f->deploying) return ERR_BUSY;
+    sha_list shas = {0};
+    registry_each_version(t->st, name, collect_sha, &shas);
+    int rc = registry_delete_function(t->st, name);
+    if (rc != 0) {
+        free(shas.sha);
+        return rc;
+    }
+    for (size_t i = 0; i < shas.n; i++)
+        if (registry_artifact_used(t->st, shas.sha[i]) == 0)
+            artifacts_remove(store_dir(t->st), shas.sha[i]);
+    free(shas.sha);
+    log_info("deleted fn=%s", name);
+    retire_fn(t, f, 1);
+    return 0;
+}

@@ -1,0 +1,767 @@
+#include "sched/pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "runtime/instance.h"
+#include "runtime/zygote.h"
+
+/* Room for "cannot start function: " and a loader message. */
+#define MESSAGE_MAX 4200
+
+enum pi_state { PI_STARTING, PI_IDLE, PI_BUSY, PI_STOPPING };
+enum zstate { ZS_NONE, ZS_LOADING, ZS_READY };
+
+typedef struct pversion {
+    list_node link; /* in pool->versions */
+    pool *pool;
+    uint32_t number;
+    char *object_path;
+    char **env;
+    pool_config cfg;
+    zygote *z;
+    enum zstate zstate;
+    uint64_t retry_at; /* loop ms: no zygote restart before this */
+    char *load_error;
+    uint32_t ninstances; /* instances of this version in any state */
+    int retired;
+    pool_load_cb load_cb; /* pending pool_load_version */
+    void *load_data;
+} pversion;
+
+struct pinst {
+    list_node link; /* in starting, idle or busy; self-linked when stopping */
+    pool *pool;
+    pversion *ver;
+    instance *inst;
+    enum pi_state state;
+    invocation *inv;   /* while busy */
+    uint64_t since;    /* loop ms: idle since */
+    uint64_t deadline; /* loop ms: end of init (starting) or of the invocation (busy) */
+    uint64_t spawn_ns;
+};
+
+struct pool {
+    uv_loop_t *loop;
+    char *name;
+    const char *runner_path;
+    pversion *active;
+    list_node versions;
+    list_node starting, idle, busy; /* idle: most recently used first */
+    list_node waiting;              /* FIFO of invocations */
+    uint32_t nstarting, nidle, nbusy, nstopping, nwaiting;
+    uv_timer_t timer;
+    uint64_t timer_at;
+    int timer_armed;
+    int closing, drain, closed;
+    void (*close_cb)(void *);
+    void *close_data;
+    uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
+};
+
+static void grow(pool *p);
+static void maybe_finish_close(pool *p);
+
+static uint64_t now_ms(const pool *p)
+{
+    return uv_now(p->loop);
+}
+
+static uint32_t live(const pool *p)
+{
+    return p->nstarting + p->nidle + p->nbusy;
+}
+
+/* --- Timer: one per pool, armed for the earliest deadline ----------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(pool *p, uint64_t at)
+{
+    if (p->closed || (p->timer_armed && p->timer_at <= at)) return;
+    uint64_t now = now_ms(p);
+    uv_timer_start(&p->timer, on_timer, at > now ? at - now : 0, 0);
+    p->timer_armed = 1;
+    p->timer_at = at;
+}
+
+/* --- Invocations ------------------------------------------------------------ */
+
+static void finish(invocation *inv, enum inv_outcome outcome, const char *body, size_t len)
+{
+    inv->runner = NULL;
+    inv->done(inv, outcome, body, len, inv->data);
+}
+
+static void finish_msg(invocation *inv, enum inv_outcome outcome, const char *msg)
+{
+    finish(inv, outcome, msg, strlen(msg));
+}
+
+/* Fails every waiting invocation. The queue is emptied before any callback
+ * runs, since a callback may queue new work. */
+static void fail_waiting(pool *p, enum inv_outcome outcome, const char *msg)
+{
+    list_node failed;
+    list_init(&failed);
+    while (!list_empty(&p->waiting)) {
+        list_node *n = list_first(&p->waiting);
+        list_remove(n);
+        list_push_back(&failed, n);
+    }
+    p->nwaiting = 0;
+    while (!list_empty(&failed)) {
+        list_node *n = list_first(&failed);
+        list_remove(n);
+        finish_msg(list_entry(n, invocation, link), outcome, msg);
+    }
+}
+
+static invocation *dequeue(pool *p)
+{
+    list_node *n = list_first(&p->waiting);
+    list_remove(n);
+    p->nwaiting--;
+    return list_entry(n, invocation, link);
+}
+
+/* --- Instances ------------------------------------------------------------------ */
+
+static void unlink_instance(pinst *pi)
+{
+    pool *p = pi->pool;
+    list_remove(&pi->link);
+    switch (pi->state) {
+    case PI_STARTING: p->nstarting--; break;
+    case PI_IDLE: p->nidle--; break;
+    case PI_BUSY: p->nbusy--; break;
+    case PI_STOPPING: p->nstopping--; break;
+    }
+}
+
+static void stop_instance(pinst *pi)
+{
+    unlink_instance(pi);
+    pi->state = PI_STOPPING;
+    pi->pool->nstopping++;
+    instance_kill(pi->inst);
+}
+
+static void insert_busy(pool *p, pinst *pi)
+{
+    list_node *at = list_last(&p->busy);
+    while (at != &p->busy && list_entry(at, pinst, link)->deadline > pi->deadline) at = at->prev;
+    list_insert_after(at, &pi->link);
+    p->nbusy++;
+}
+
+static void run(pinst *pi, invocation *inv)
+{
+    pool *p = pi->pool;
+    pi->state = PI_BUSY;
+    pi->inv = inv;
+    inv->runner = pi;
+    inv->version = pi->ver->number;
+    uint32_t timeout = pi->ver->cfg.timeout_ms;
+    inv->timeout_ms = timeout;
+    pi->deadline = now_ms(p) + timeout;
+    insert_busy(p, pi);
+    frame_invoke fi = {
+        .deadline_ms = clock_now_ms() + timeout,
+        .attempt = inv->attempt ? inv->attempt : 1,
+        .request_id = inv->request_id,
+        .function = p->name,
+        .topic = inv->topic,
+        .key = inv->key,
+        .payload = inv->payload,
+        .payload_len = inv->payload_len,
+    };
+    if (instance_invoke(pi->inst, &fi) != 0) {
+        /* The instance never saw it: give the invocation to the next one. */
+        pi->inv = NULL;
+        inv->runner = NULL;
+        stop_instance(pi);
+        list_push_front(&p->waiting, &inv->link);
+        p->nwaiting++;
+        grow(p);
+        return;
+    }
+    arm(p, pi->deadline);
+}
+
+/* An instance has nothing to do: give it the oldest waiting invocation, keep
+ * it idle, or stop it if its version retired or the pool is closing. */
+static void became_idle(pinst *pi)
+{
+    pool *p = pi->pool;
+    if (pi->ver->retired || (p->closing && p->nwaiting == 0)) {
+        pi->state = PI_STOPPING;
+        p->nstopping++;
+        instance_kill(pi->inst);
+        return;
+    }
+    if (p->nwaiting > 0) {
+        run(pi, dequeue(p));
+        return;
+    }
+    pi->state = PI_IDLE;
+    pi->since = now_ms(p);
+    list_push_front(&p->idle, &pi->link);
+    p->nidle++;
+    if (live(p) > pi->ver->cfg.min_instances) arm(p, pi->since + pi->ver->cfg.keep_alive_ms);
+}
+
+static void on_instance_ready(instance *inst, void *data)
+{
+    pinst *pi = data;
+    if (pi->state != PI_STARTING) return;
+    pool *p = pi->pool;
+    unlink_instance(pi);
+    p->cold_starts++;
+    p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
+    became_idle(pi);
+}
+
+static void on_instance_result(instance *inst, int failed, const char *body, size_t len,
+                               void *data)
+{
+    pinst *pi = data;
+    if (pi->state != PI_BUSY || !pi->inv) return; /* e.g. it had timed out */
+    pool *p = pi->pool;
+    invocation *inv = pi->inv;
+    pi->inv = NULL;
+    unlink_instance(pi);
+    p->invocations++;
+    if (failed) p->errors++;
+    /* Free the instance first: the callback may bring the next request. */
+    if (instance_usable(inst)) {
+        became_idle(pi);
+    } else {
+        pi->state = PI_STOPPING;
+        p->nstopping++;
+    }
+    finish(inv, failed ? INV_FAILED : INV_OK, body, len);
+}
+
+static void free_version(pversion *v);
+
+static void on_instance_exited(instance *inst, const char *why, void *data)
+{
+    pinst *pi = data;
+    pool *p = pi->pool;
+    pversion *v = pi->ver;
+    enum pi_state was = pi->state;
+    invocation *inv = pi->inv;
+    unlink_instance(pi);
+    v->ninstances--;
+    free(pi);
+
+    invocation *failed = NULL;
+    if (was == PI_BUSY && inv) {
+        p->crashes++;
+        failed = inv;
+        log_warn("instance %s during an invocation fn=%s req=%s", why, p->name, inv->request_id);
+    } else if (was == PI_STARTING) {
+        /* A start that fails (spate_init error, crash) fails one waiting
+         * invocation with the reason, rather than retrying for ever. */
+        log_warn("instance could not start: %s fn=%s version=%u", why, p->name, v->number);
+        if (p->nwaiting > 0) failed = dequeue(p);
+    } else if (was == PI_IDLE) {
+        log_warn("idle instance %s fn=%s", why, p->name);
+    }
+    if (v->retired && v->ninstances == 0) free_version(v);
+    if (failed) finish_msg(failed, INV_CRASHED, why);
+    grow(p);
+    maybe_finish_close(p);
+}
+
+static const instance_callbacks callbacks = {
+    .ready = on_instance_ready,
+    .result = on_instance_result,
+    .exited = on_instance_exited,
+};
+
+static int start_instance(pool *p, pversion *v)
+{
+    pinst *pi = calloc(1, sizeof *pi);
+    if (!pi) return ERR_NOMEM;
+    pi->pool = p;
+    pi->ver = v;
+    pi->state = PI_STARTING;
+    pi->spawn_ns = clock_mono_ns();
+    int rc = instance_start(v->z, &callbacks, pi, &pi->inst);
+    if (rc != 0) {
+        free(pi);
+        return rc;
+    }
+    pi->deadline = now_ms(p) + SPATE_INSTANCE_INIT_TIMEOUT_MS;
+    list_push_back(&p->starting, &pi->link);
+    p->nstarting++;
+    v->ninstances++;
+    arm(p, pi->deadline);
+    return 0;
+}
+
+/* --- Zygotes ----------------------------------------------------------------------- */
+
+static void on_zygote_loaded(zygote *z, int status, const char *message, void *data)
+{
+    pversion *v = data;
+    pool *p = v->pool;
+    pool_load_cb cb = v->load_cb;
+    v->load_cb = NULL;
+    if (status == 0) {
+        v->zstate = ZS_READY;
+        free(v->load_error);
+        v->load_error = NULL;
+        log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, zygote_pid(z));
+        if (cb) cb(p, v->number, 0, NULL, v->load_data); /* may discard v */
+        grow(p);
+        return;
+    }
+    v->z = NULL;
+    v->zstate = ZS_NONE;
+    v->retry_at = now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+    free(v->load_error);
+    v->load_error = strdup(message);
+    if (cb) {
+        cb(p, v->number, ERR_INVAL, message, v->load_data);
+        return;
+    }
+    log_error("cannot load function: %s fn=%s version=%u", message, p->name, v->number);
+    if (v == p->active) {
+        char msg[MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "cannot start function: %s", message);
+        fail_waiting(p, INV_UNAVAILABLE, msg);
+    }
+    maybe_finish_close(p);
+}
+
+static void on_zygote_exit(zygote *z, void *data)
+{
+    pversion *v = data;
+    pool *p = v->pool;
+    v->z = NULL;
+    v->zstate = ZS_NONE;
+    v->retry_at = now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+    if (v->retired && v->ninstances == 0) {
+        free_version(v);
+        maybe_finish_close(p);
+        return;
+    }
+    grow(p);
+    maybe_finish_close(p);
+}
+
+static int start_zygote(pool *p, pversion *v)
+{
+    zygote_config zc = {
+        .runner_path = p->runner_path,
+        .object_path = v->object_path,
+        .function = p->name,
+        .version = v->number,
+        .env = v->env,
+    };
+    int rc = zygote_start(p->loop, &zc, on_zygote_loaded, on_zygote_exit, v, &v->z);
+    if (rc != 0) {
+        v->z = NULL;
+        v->retry_at = now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+        free(v->load_error);
+        v->load_error = strdup("cannot start spate-runner (see the spated log)");
+        return rc;
+    }
+    v->zstate = ZS_LOADING;
+    return 0;
+}
+
+/* Makes sure the active version has a zygote, or one is on its way. */
+static void ensure_zygote(pool *p, pversion *v)
+{
+    if (v->zstate != ZS_NONE) return;
+    if (now_ms(p) < v->retry_at) {
+        arm(p, v->retry_at);
+        return;
+    }
+    if (start_zygote(p, v) != 0 && v == p->active) {
+        fail_waiting(p, INV_UNAVAILABLE, v->load_error);
+        arm(p, v->retry_at);
+    }
+}
+
+/* Starts as many instances as waiting invocations need (and the minimum
+ * asks), within the maximum. */
+static void grow(pool *p)
+{
+    pversion *v = p->active;
+    if (!v || p->closed) return;
+    uint32_t want = p->nwaiting > p->nstarting ? p->nwaiting - p->nstarting : 0;
+    if (!p->closing && v->cfg.min_instances > live(p)) {
+        uint32_t short_by = v->cfg.min_instances - live(p);
+        if (short_by > want) want = short_by;
+    }
+    if (want == 0) return;
+    if (v->zstate != ZS_READY) {
+        ensure_zygote(p, v);
+        return;
+    }
+    while (want-- > 0 && live(p) < v->cfg.max_instances)
+        if (start_instance(p, v) != 0) break;
+}
+
+/* --- Versions ------------------------------------------------------------------------ */
+
+static void free_env(char **env)
+{
+    if (!env) return;
+    for (char **e = env; *e; e++) free(*e);
+    free(env);
+}
+
+static pversion *find_version(pool *p, uint32_t number)
+{
+    for (list_node *n = list_first(&p->versions); n != &p->versions; n = n->next) {
+        pversion *v = list_entry(n, pversion, link);
+        if (v->number == number) return v;
+    }
+    return NULL;
+}
+
+static pversion *new_version(pool *p, const pool_version_spec *spec)
+{
+    pversion *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    v->pool = p;
+    v->number = spec->version;
+    v->cfg = spec->config;
+    v->object_path = strdup(spec->object_path);
+    size_t n = 0;
+    while (spec->env && spec->env[n]) n++;
+    v->env = calloc(n + 1, sizeof *v->env);
+    int ok = v->object_path && v->env;
+    for (size_t i = 0; ok && i < n; i++) ok = (v->env[i] = strdup(spec->env[i])) != NULL;
+    if (!ok) {
+        free(v->object_path);
+        free_env(v->env);
+        free(v);
+        return NULL;
+    }
+    list_push_back(&p->versions, &v->link);
+    return v;
+}
+
+static void free_version(pversion *v)
+{
+    pool *p = v->pool;
+    if (p->active == v) p->active = NULL;
+    list_remove(&v->link);
+    if (v->z) zygote_stop(v->z);
+    free(v->object_path);
+    free_env(v->env);
+    free(v->load_error);
+    free(v);
+}
+
+/* The version stops taking work: idle instances stop now, busy ones when done. */
+static void retire(pool *p, pversion *v)
+{
+    v->retired = 1;
+    list_node *lists[2] = {&p->idle, &p->starting};
+    for (int i = 0; i < 2; i++) {
+        list_node *n = list_first(lists[i]);
+        while (n != lists[i]) {
+            pinst *pi = list_entry(n, pinst, link);
+            n = n->next;
+            if (pi->ver == v) stop_instance(pi);
+        }
+    }
+    if (v->ninstances == 0) free_version(v);
+}
+
+int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, void *data)
+{
+    if (p->closing) return ERR_CLOSED;
+    if (find_version(p, spec->version)) return ERR_EXISTS;
+    pversion *v = new_version(p, spec);
+    if (!v) return ERR_NOMEM;
+    v->load_cb = cb;
+    v->load_data = data;
+    int rc = start_zygote(p, v);
+    if (rc != 0) {
+        v->load_cb = NULL;
+        free_version(v);
+    }
+    return rc;
+}
+
+int pool_activate(pool *p, uint32_t version)
+{
+    pversion *v = find_version(p, version);
+    if (!v || v->retired) return ERR_NOTFOUND;
+    pversion *old = p->active;
+    p->active = v;
+    if (old && old != v) retire(p, old);
+    grow(p);
+    return 0;
+}
+
+void pool_discard(pool *p, uint32_t version)
+{
+    pversion *v = find_version(p, version);
+    if (!v || v == p->active) return;
+    v->load_cb = NULL;
+    v->retired = 1;
+    if (v->ninstances == 0) free_version(v);
+    maybe_finish_close(p);
+}
+
+int pool_restore_version(pool *p, const pool_version_spec *spec)
+{
+    if (find_version(p, spec->version)) return ERR_EXISTS;
+    pversion *v = new_version(p, spec);
+    if (!v) return ERR_NOMEM;
+    pool_activate(p, v->number);
+    ensure_zygote(p, v);
+    return 0;
+}
+
+/* --- Pool ---------------------------------------------------------------------------- */
+
+pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path)
+{
+    pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->name = strdup(function);
+    if (!p->name) {
+        free(p);
+        return NULL;
+    }
+    p->loop = loop;
+    p->runner_path = runner_path;
+    list_init(&p->versions);
+    list_init(&p->starting);
+    list_init(&p->idle);
+    list_init(&p->busy);
+    list_init(&p->waiting);
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    return p;
+}
+
+void pool_invoke(pool *p, invocation *inv)
+{
+    list_init(&inv->link);
+    inv->runner = NULL;
+    inv->version = 0;
+    pversion *v = p->active;
+    if (p->closing || !v) {
+        finish_msg(inv, INV_UNAVAILABLE, p->closing ? "spated is shutting down" : "function has no active version");
+        return;
+    }
+    if (p->nidle > 0) {
+        list_node *n = list_first(&p->idle);
+        pinst *pi = list_entry(n, pinst, link);
+        unlink_instance(pi);
+        run(pi, inv);
+        return;
+    }
+    if (v->zstate == ZS_NONE && v->load_error && now_ms(p) < v->retry_at) {
+        char msg[MESSAGE_MAX];
+        snprintf(msg, sizeof msg, "cannot start function: %s", v->load_error);
+        finish_msg(inv, INV_UNAVAILABLE, msg);
+        return;
+    }
+    if (p->nwaiting >= v->cfg.queue_max) {
+        p->rejected++;
+        char msg[128];
+        snprintf(msg, sizeof msg, "function is at its maximum of %u instances and %u invocations wait",
+                 v->cfg.max_instances, p->nwaiting);
+        finish_msg(inv, INV_OVERLOADED, msg);
+        return;
+    }
+    inv->wait_deadline = now_ms(p) + v->cfg.timeout_ms;
+    inv->queued_ns = clock_mono_ns();
+    list_push_back(&p->waiting, &inv->link);
+    p->nwaiting++;
+    arm(p, inv->wait_deadline);
+    grow(p);
+}
+
+int pool_cancel(pool *p, invocation *inv)
+{
+    if (inv->runner || inv->link.next == &inv->link) return 0;
+    list_remove(&inv->link);
+    p->nwaiting--;
+    finish_msg(inv, INV_UNAVAILABLE, "cancelled");
+    return 1;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    pool *p = t->data;
+    p->timer_armed = 0;
+    uint64_t now = now_ms(p);
+    uint64_t next = UINT64_MAX;
+    list_node expired;
+    list_init(&expired);
+
+    /* Invocations that waited their whole timeout for an instance. */
+    for (list_node *n = list_first(&p->waiting); n != &p->waiting;) {
+        invocation *inv = list_entry(n, invocation, link);
+        n = n->next;
+        if (inv->wait_deadline <= now) {
+            list_remove(&inv->link);
+            p->nwaiting--;
+            list_push_back(&expired, &inv->link);
+        } else if (inv->wait_deadline < next) {
+            next = inv->wait_deadline;
+        }
+    }
+    /* Invocations that ran past their timeout: the instance is killed. */
+    list_node timed_out;
+    list_init(&timed_out);
+    while (!list_empty(&p->busy)) {
+        pinst *pi = list_entry(list_first(&p->busy), pinst, link);
+        if (pi->deadline > now) {
+            next = pi->deadline < next ? pi->deadline : next;
+            break;
+        }
+        invocation *inv = pi->inv;
+        pi->inv = NULL;
+        stop_instance(pi);
+        p->timeouts++;
+        list_push_back(&timed_out, &inv->link);
+    }
+    /* Instances whose spate_init hangs. */
+    for (list_node *n = list_first(&p->starting); n != &p->starting;) {
+        pinst *pi = list_entry(n, pinst, link);
+        n = n->next;
+        if (pi->deadline <= now) {
+            log_warn("instance did not become ready within %d ms fn=%s",
+                     SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name);
+            stop_instance(pi);
+        } else if (pi->deadline < next) {
+            next = pi->deadline;
+        }
+    }
+    /* Instances idle past the keep-alive, oldest first, down to the minimum. */
+    while (!list_empty(&p->idle)) {
+        pinst *pi = list_entry(list_last(&p->idle), pinst, link);
+        uint64_t expiry = pi->since + pi->ver->cfg.keep_alive_ms;
+        uint32_t min = p->active ? p->active->cfg.min_instances : 0;
+        if (live(p) <= min) break;
+        if (expiry > now) {
+            next = expiry < next ? expiry : next;
+            break;
+        }
+        stop_instance(pi);
+    }
+    if (p->active && p->active->zstate == ZS_NONE && p->active->retry_at > now)
+        next = p->active->retry_at < next ? p->active->retry_at : next;
+    if (next != UINT64_MAX) arm(p, next);
+
+    while (!list_empty(&expired)) {
+        invocation *inv = list_entry(list_first(&expired), invocation, link);
+        list_remove(&inv->link);
+        char msg[96];
+        snprintf(msg, sizeof msg, "no instance became free within the timeout");
+        p->timeouts++;
+        finish_msg(inv, INV_TIMEOUT, msg);
+    }
+    while (!list_empty(&timed_out)) {
+        invocation *inv = list_entry(list_first(&timed_out), invocation, link);
+        list_remove(&inv->link);
+        char msg[96];
+        snprintf(msg, sizeof msg, "function timed out after %u ms", inv->timeout_ms);
+        finish_msg(inv, INV_TIMEOUT, msg);
+    }
+    grow(p);
+    maybe_finish_close(p);
+}
+
+void pool_stats_get(const pool *p, pool_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->active_version = p->active ? p->active->number : 0;
+    out->starting = p->nstarting;
+    out->idle = p->nidle;
+    out->busy = p->nbusy;
+    out->stopping = p->nstopping;
+    out->waiting = p->nwaiting;
+    out->invocations = p->invocations;
+    out->errors = p->errors;
+    out->timeouts = p->timeouts;
+    out->crashes = p->crashes;
+    out->rejected = p->rejected;
+    out->cold_starts = p->cold_starts;
+    out->last_cold_start_us = p->last_cold_us;
+    if (p->active && p->active->z && p->active->zstate == ZS_READY)
+        out->zygote_pid = zygote_pid(p->active->z);
+    out->load_error = p->active ? p->active->load_error : NULL;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    pool *p = h->data;
+    void (*cb)(void *) = p->close_cb;
+    void *data = p->close_data;
+    free(p->name);
+    free(p);
+    if (cb) cb(data);
+}
+
+static void maybe_finish_close(pool *p)
+{
+    if (!p->closing || p->closed) return;
+    if (p->nwaiting > 0 || p->nbusy > 0) return;
+    /* Nothing left to serve: stop whatever still stands. */
+    while (!list_empty(&p->idle)) stop_instance(list_entry(list_first(&p->idle), pinst, link));
+    while (!list_empty(&p->starting))
+        stop_instance(list_entry(list_first(&p->starting), pinst, link));
+    if (p->nstopping > 0) return;
+    /* Every instance has exited: the zygotes can go. */
+    while (!list_empty(&p->versions)) {
+        pversion *v = list_entry(list_first(&p->versions), pversion, link);
+        pool_load_cb cb = v->load_cb;
+        v->load_cb = NULL;
+        uint32_t number = v->number;
+        void *data = v->load_data;
+        free_version(v);
+        if (cb) cb(p, number, ERR_CLOSED, "spated is shutting down", data);
+    }
+    p->closed = 1;
+    uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+}
+
+void pool_close(pool *p, int drain, void (*cb)(void *data), void *data)
+{
+    if (p->closed) return;
+    if (!p->closing) {
+        p->close_cb = cb;
+        p->close_data = data;
+    }
+    p->closing = 1;
+    if (!drain) {
+        fail_waiting(p, INV_UNAVAILABLE, "spated is shutting down");
+        /* Running invocations are cut: report them, then kill. */
+        list_node cut;
+        list_init(&cut);
+        while (!list_empty(&p->busy)) {
+            pinst *pi = list_entry(list_first(&p->busy), pinst, link);
+            invocation *inv = pi->inv;
+            pi->inv = NULL;
+            stop_instance(pi);
+            if (inv) list_push_back(&cut, &inv->link);
+        }
+        while (!list_empty(&cut)) {
+            invocation *inv = list_entry(list_first(&cut), invocation, link);
+            list_remove(&inv->link);
+            finish_msg(inv, INV_UNAVAILABLE, "spated stopped before the function finished");
+        }
+    }
+    maybe_finish_close(p);
+}

@@ -1,0 +1,121 @@
+/*
+ * pool.h - the instances of one function and the invocations waiting for them.
+ *
+ * The pool is the dispatcher of one function: an invocation goes to an idle
+ * instance (the most recently used, so that the others age out), or waits in a
+ * bounded FIFO while a new instance starts, up to the function's maximum. It
+ * enforces timeouts, replaces instances that die, stops instances idle longer
+ * than the keep-alive (down to the minimum) and keeps one zygote per version.
+ *
+ * Versions: a deploy loads a new version beside the active one
+ * (pool_load_version); once it is registered it becomes active
+ * (pool_activate). The old version retires: its idle instances stop at once,
+ * busy ones after their invocation, and its zygote when none is left.
+ */
+#ifndef SPATE_POOL_H
+#define SPATE_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/list.h"
+
+typedef struct pool pool;
+typedef struct pinst pinst;
+
+enum inv_outcome {
+    INV_OK,          /* output in body */
+    INV_FAILED,      /* the function reported an error: body is its message */
+    INV_CRASHED,     /* the instance died or could not start: body says how */
+    INV_TIMEOUT,     /* ran or waited past the timeout */
+    INV_OVERLOADED,  /* the wait queue is full */
+    INV_UNAVAILABLE, /* the function cannot run now (loading failed, shutting down, deleted) */
+};
+
+typedef struct invocation invocation;
+/* Called exactly once per invocation; body is borrowed for the call. */
+typedef void (*invocation_done_cb)(invocation *inv, enum inv_outcome outcome, const char *body,
+                                   size_t len, void *data);
+
+struct invocation {
+    /* Set by the caller; borrowed until done is called. */
+    const char *request_id;
+    const void *payload;
+    uint32_t payload_len;
+    uint32_t attempt; /* 1 on first delivery */
+    const char *topic; /* NULL for a direct invoke */
+    const char *key;
+    invocation_done_cb done;
+    void *data;
+
+    /* Private to the pool. */
+    list_node link;
+    uint64_t wait_deadline; /* loop ms */
+    uint64_t queued_ns;
+    pinst *runner;
+    uint32_t version;    /* the version that ran it, once dispatched */
+    uint32_t timeout_ms; /* of that version */
+};
+
+typedef struct pool_config {
+    uint32_t min_instances;
+    uint32_t max_instances;
+    uint32_t timeout_ms;
+    uint32_t keep_alive_ms;
+    uint32_t queue_max;
+} pool_config;
+
+/* What a version is made of; strings are copied. */
+typedef struct pool_version_spec {
+    uint32_t version;
+    const char *object_path;
+    char **env; /* NULL-terminated "K=V"; the zygote's whole environment */
+    pool_config config;
+} pool_version_spec;
+
+typedef struct pool_stats {
+    uint32_t active_version;
+    uint32_t starting, idle, busy, stopping;
+    uint32_t waiting;
+    uint64_t invocations, errors, timeouts, crashes, rejected;
+    uint64_t cold_starts;
+    uint64_t last_cold_start_us; /* spawn request to ready */
+    int zygote_pid;              /* 0 when no zygote runs */
+    const char *load_error;      /* why the active version's zygote last failed, or NULL */
+} pool_stats;
+
+/* Creates an empty pool. runner_path is borrowed for the life of the pool. */
+pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path);
+
+/* Starts a zygote for a new version. cb reports whether the object loaded
+ * (message borrowed for the call). Then call pool_activate or pool_discard. */
+typedef void (*pool_load_cb)(pool *p, uint32_t version, int status, const char *message,
+                             void *data);
+int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, void *data);
+/* Makes a loaded (or, at start-up, not yet loaded) version the active one. */
+int pool_activate(pool *p, uint32_t version);
+/* Drops a version loaded with pool_load_version that will not be activated. */
+void pool_discard(pool *p, uint32_t version);
+/* Registers and activates a version without waiting for its zygote, as on
+ * start-up: the zygote starts in the background. */
+int pool_restore_version(pool *p, const pool_version_spec *spec);
+
+/* Queues an invocation; inv->done is called exactly once (possibly before
+ * this returns, e.g. with INV_OVERLOADED). */
+void pool_invoke(pool *p, invocation *inv);
+/* Withdraws an invocation that still waits for an instance: done is called
+ * with INV_UNAVAILABLE and 1 is returned. Returns 0 if it already runs (done
+ * will follow when it ends). */
+int pool_cancel(pool *p, invocation *inv);
+
+void pool_stats_get(const pool *p, pool_stats *out);
+
+/* Stops the pool. With drain, waiting and running invocations finish first;
+ * without, waiting ones fail and running instances are killed. Then every
+ * instance and zygote stops, cb runs, and the pool frees itself. New
+ * invocations fail with INV_UNAVAILABLE from the moment this is called.
+ * Calling it again (e.g. without drain, when a grace period ends) hurries it. */
+void pool_close(pool *p, int drain, void (*cb)(void *data), void *data);
+
+#endif

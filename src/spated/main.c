@@ -1,0 +1,262 @@
+/*
+ * spated - the spate daemon: wires the store, the function table, the API and
+ * the HTTP server onto one libuv loop, and stops gracefully on SIGTERM/SIGINT.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "common/parse.h"
+#include "http/server.h"
+#include "sched/functions.h"
+#include "store/store.h"
+
+typedef struct options {
+    const char *data_dir;
+    char host[256];
+    int port;
+    char runner[PATH_MAX];
+    http_config http;
+    api_limits limits;
+    uint32_t grace_ms;
+} options;
+
+typedef struct node {
+    uv_loop_t *loop;
+    options opt;
+    store *st;
+    functions *table;
+    api *api;
+    http_server *http;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t grace;
+    int stopping;
+} node;
+
+/* --- Options: one table of name, bounds and default ----------------------------- */
+
+enum opt_kind { OPT_STRING, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL };
+
+typedef struct opt_def {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset;
+    uint64_t min, max;
+    const char *help;
+} opt_def;
+
+#define OFF(f) offsetof(options, f)
+static const opt_def opt_defs[] = {
+    {"--data", OPT_STRING, OFF(data_dir), 0, 0, "data directory (store, artifacts) [./spate-data]"},
+    {"--listen", OPT_LISTEN, 0, 0, 0, "HOST:PORT to serve the API on [127.0.0.1:7728]"},
+    {"--runner", OPT_STRING, 0, 0, 0, "path of spate-runner [beside spated]"},
+    {"--max-connections", OPT_U32, OFF(http.max_connections), 1, 1000000,
+     "open client connections [1024]"},
+    {"--idle-timeout", OPT_U32, OFF(http.idle_timeout_ms), 100, 86400000,
+     "ms before an idle keep-alive connection closes [60000]"},
+    {"--request-timeout", OPT_U32, OFF(http.request_timeout_ms), 100, 3600000,
+     "ms for a request to arrive whole, else 408 [30000]"},
+    {"--header-max", OPT_U32, OFF(http.header_bytes_max), 1024, 1048576,
+     "bytes of request line and headers, else 431 [16384]"},
+    {"--payload-max", OPT_SIZE, OFF(limits.invoke_payload_max), 0, SPATE_INVOKE_PAYLOAD_MAX,
+     "bytes of an invoke payload, else 413 [6291456]"},
+    {"--artifact-max", OPT_SIZE, OFF(limits.artifact_max), 1, 1024u * MIB,
+     "bytes of an artifact, else 413 [67108864]"},
+    {"--shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000,
+     "ms in-flight invocations get on SIGTERM [30000]"},
+    {"--log-level", OPT_LOGLEVEL, 0, 0, 0, "debug, info, warn or error [info]"},
+};
+#define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: spated [options]\n\n");
+    for (size_t i = 0; i < NOPTS; i++) fprintf(out, "  %-20s %s\n", opt_defs[i].name, opt_defs[i].help);
+    fprintf(out, "  %-20s %s\n  %-20s %s\n", "--version", "print the version and exit", "--help",
+            "print this help and exit");
+}
+
+static void die(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "spated: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+static void default_runner(char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        snprintf(out, cap, "spate-runner");
+        return;
+    }
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash || (size_t)(slash - self) + sizeof "/spate-runner" > cap) {
+        snprintf(out, cap, "spate-runner");
+        return;
+    }
+    memcpy(slash, "/spate-runner", sizeof "/spate-runner");
+    memcpy(out, self, (size_t)(slash - self) + sizeof "/spate-runner");
+}
+
+static void parse_options(int argc, char **argv, options *o)
+{
+    o->data_dir = "./spate-data";
+    snprintf(o->host, sizeof o->host, "127.0.0.1");
+    o->port = 7728;
+    default_runner(o->runner, sizeof o->runner);
+    http_config_defaults(&o->http);
+    o->limits.invoke_payload_max = SPATE_INVOKE_PAYLOAD_MAX;
+    o->limits.artifact_max = SPATE_ARTIFACT_MAX;
+    o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("spated %s (commit %s)\n", SPATE_VERSION, SPATE_COMMIT);
+            exit(0);
+        }
+        const opt_def *d = NULL;
+        const char *val = NULL;
+        for (size_t k = 0; k < NOPTS && !d; k++) {
+            size_t n = strlen(opt_defs[k].name);
+            if (strncmp(arg, opt_defs[k].name, n) != 0) continue;
+            if (arg[n] == '=') val = arg + n + 1;
+            else if (arg[n] != '\0') continue;
+            d = &opt_defs[k];
+        }
+        if (!d) die("unknown option '%s' (see --help)%s", arg, "");
+        if (!val) {
+            if (i + 1 >= argc) die("option '%s' needs a value%s", arg, "");
+            val = argv[++i];
+        }
+        uint64_t num;
+        switch (d->kind) {
+        case OPT_STRING:
+            if (strcmp(d->name, "--runner") == 0) snprintf(o->runner, sizeof o->runner, "%s", val);
+            else *(const char **)((char *)o + d->offset) = val;
+            break;
+        case OPT_LISTEN:
+            if (parse_host_port(val, o->host, sizeof o->host, &o->port))
+                die("--listen '%s' is not HOST:PORT%s", val, "");
+            break;
+        case OPT_U32:
+        case OPT_SIZE:
+            if (parse_u64(val, strlen(val), d->min, d->max, &num)) {
+                char range[64];
+                snprintf(range, sizeof range, "from %llu to %llu", (unsigned long long)d->min,
+                         (unsigned long long)d->max);
+                die("option '%s' must be an integer %s", d->name, range);
+            }
+            if (d->kind == OPT_U32) *(uint32_t *)((char *)o + d->offset) = (uint32_t)num;
+            else *(size_t *)((char *)o + d->offset) = (size_t)num;
+            break;
+        case OPT_LOGLEVEL:
+            if (log_level_parse(val) < 0) die("--log-level '%s' is not one of debug, info, warn, error%s", val, "");
+            log_level_min = log_level_parse(val);
+            break;
+        }
+    }
+}
+
+/* --- Stopping ------------------------------------------------------------------------ */
+
+static void on_closed_handle(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_http_closed(void *data)
+{
+    node *n = data;
+    uv_close((uv_handle_t *)&n->sigterm, on_closed_handle);
+    uv_close((uv_handle_t *)&n->sigint, on_closed_handle);
+    uv_close((uv_handle_t *)&n->grace, on_closed_handle);
+}
+
+static void on_functions_closed(void *data)
+{
+    node *n = data;
+    n->table = NULL;
+    log_info("all invocations finished; closing connections");
+    http_server_close(n->http, on_http_closed, n);
+}
+
+static void on_grace_over(uv_timer_t *t)
+{
+    node *n = t->data;
+    log_warn("shutdown grace of %u ms is over: cutting running invocations", n->opt.grace_ms);
+    if (n->table) functions_close(n->table, 0, on_functions_closed, n);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    node *n = s->data;
+    if (n->stopping) {
+        log_warn("second %s: stopping now", strsignal(signum));
+        if (n->table) functions_close(n->table, 0, on_functions_closed, n);
+        return;
+    }
+    n->stopping = 1;
+    log_info("%s: stopping; in-flight invocations may finish", strsignal(signum));
+    /* New connections and requests get 503 from here on. */
+    http_server_drain(n->http);
+    uv_timer_start(&n->grace, on_grace_over, n->opt.grace_ms, 0);
+    functions_close(n->table, 1, on_functions_closed, n);
+}
+
+int main(int argc, char **argv)
+{
+    node n = {0};
+    log_set_tag("spated");
+    parse_options(argc, argv, &n.opt);
+    signal(SIGPIPE, SIG_IGN);
+    if (access(n.opt.runner, X_OK) != 0)
+        die("cannot run '%s': %s (use --runner)", n.opt.runner, strerror(errno));
+
+    char err[512];
+    if (store_open(n.opt.data_dir, &n.st, err, sizeof err) != 0) die("%s%s", err, "");
+
+    n.loop = uv_default_loop();
+    if (functions_open(n.loop, n.st, n.opt.runner, &n.table) != 0)
+        log_warn("some functions could not be restored (see above)");
+    n.api = api_create(n.table, &n.opt.limits);
+    if (!n.api) die("out of memory%s%s", "", "");
+    if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(),
+                          n.api, &n.http, err, sizeof err) != 0)
+        die("%s%s", err, "");
+
+    uv_signal_init(n.loop, &n.sigterm);
+    uv_signal_init(n.loop, &n.sigint);
+    n.sigterm.data = n.sigint.data = &n;
+    uv_signal_start(&n.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&n.sigint, on_signal, SIGINT);
+    uv_timer_init(n.loop, &n.grace);
+    n.grace.data = &n;
+
+    log_info("listening on %s:%d data=%s version=%s", n.opt.host, http_server_port(n.http),
+             n.opt.data_dir, SPATE_VERSION);
+    uv_run(n.loop, UV_RUN_DEFAULT);
+
+    api_free(n.api);
+    store_close(n.st);
+    uv_loop_close(n.loop);
+    log_info("stopped");
+    return 0;
+}

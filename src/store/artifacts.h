@@ -1,0 +1,23 @@
+/*
+ * artifacts.h - artifact files, content-addressed by SHA-256 under
+ * DIR/artifacts/xx/<sha256>. Writing is crash-safe: a temporary file is
+ * synced, renamed into place and the directory synced. These functions touch
+ * only files, so they may run on a worker thread.
+ */
+#ifndef SPATE_ARTIFACTS_H
+#define SPATE_ARTIFACTS_H
+
+#include <stddef.h>
+
+#include "common/hash.h"
+
+/* Hashes data and stores it unless an artifact with that hash exists.
+ * sha receives the hex digest. On error, err says what failed. */
+int artifacts_put(const char *dir, const void *data, size_t len, char sha[HASH_HEX_LEN + 1],
+                  char *err, size_t errcap);
+/* The path of an artifact. */
+void artifacts_path(const char *dir, const char *sha, char *out, size_t cap);
+/* Deletes an artifact file; a missing file is not an error. */
+int artifacts_remove(const char *dir, const char *sha);
+
+#endif

@@ -1,0 +1,145 @@
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+struct store {
+    sqlite3 *db;
+    char *dir;
+};
+
+/* Each entry moves the schema from version i to i + 1 (PRAGMA user_version).
+ * Never edit an entry that has shipped; append a new one. */
+static const char *const migrations[] = {
+    "CREATE TABLE functions ("
+    "  name TEXT PRIMARY KEY,"
+    "  active_version INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE versions ("
+    "  function TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  runtime TEXT NOT NULL,"
+    "  min_instances INTEGER NOT NULL,"
+    "  max_instances INTEGER NOT NULL,"
+    "  timeout_ms INTEGER NOT NULL,"
+    "  memory_mb INTEGER NOT NULL,"
+    "  keep_alive_ms INTEGER NOT NULL,"
+    "  env TEXT,"
+    "  PRIMARY KEY (function, version)"
+    ");"
+    "CREATE INDEX versions_sha256 ON versions(sha256);",
+};
+
+#define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int store_exec(store *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        log_error("store: %s (in: %.60s)", msg ? msg : "unknown error", sql);
+        sqlite3_free(msg);
+        return ERR_STORE;
+    }
+    return 0;
+}
+
+static int make_dir(const char *path, char *err, size_t errcap)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST) return 0;
+    snprintf(err, errcap, "cannot create directory '%s': %s", path, strerror(errno));
+    return ERR_IO;
+}
+
+static int migrate(store *s, char *err, size_t errcap)
+{
+    sqlite3_stmt *st;
+    int have = 0;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) have = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (have > MIGRATIONS) {
+        snprintf(err, errcap, "store schema version %d is newer than this spated knows (%d)",
+                 have, MIGRATIONS);
+        return ERR_STORE;
+    }
+    for (int v = have; v < MIGRATIONS; v++) {
+        char pragma[48];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+        if (store_exec(s, "BEGIN IMMEDIATE") || store_exec(s, migrations[v]) ||
+            store_exec(s, pragma) || store_exec(s, "COMMIT")) {
+            store_exec(s, "ROLLBACK");
+            snprintf(err, errcap, "cannot migrate store schema to version %d", v + 1);
+            return ERR_STORE;
+        }
+    }
+    return 0;
+}
+
+int store_open(const char *dir, store **out, char *err, size_t errcap)
+{
+    err[0] = '\0';
+    store *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(dir))) {
+        free(s);
+        snprintf(err, errcap, "out of memory");
+        return ERR_NOMEM;
+    }
+    char path[4096];
+    int rc = make_dir(dir, err, errcap);
+    snprintf(path, sizeof path, "%s/artifacts", dir);
+    if (!rc) rc = make_dir(path, err, errcap);
+    snprintf(path, sizeof path, "%s/tmp", dir);
+    if (!rc) rc = make_dir(path, err, errcap);
+    if (rc) {
+        store_close(s);
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/spate.db", dir);
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errcap, "cannot open store '%s': %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        store_close(s);
+        return ERR_STORE;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* WAL with FULL sync: a commit has reached the disk when it returns. */
+    if (store_exec(s, "PRAGMA journal_mode=WAL") || store_exec(s, "PRAGMA synchronous=FULL") ||
+        store_exec(s, "PRAGMA foreign_keys=ON") || migrate(s, err, errcap)) {
+        if (!err[0]) snprintf(err, errcap, "cannot set up store '%s'", path);
+        store_close(s);
+        return ERR_STORE;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_close(store *s)
+{
+    if (!s) return;
+    if (s->db) sqlite3_close_v2(s->db);
+    free(s->dir);
+    free(s);
+}
+
+sqlite3 *store_db(store *s)
+{
+    return s->db;
+}
+
+const char *store_dir(const store *s)
+{
+    return s->dir;
+}

@@ -1,0 +1,171 @@
+/* Unit tests of the frame codec and its incremental reader (runtime/frame.c). */
+#include "runtime/frame.h"
+
+#include <stdlib.h>
+
+#include "common/err.h"
+#include "test.h"
+
+static void header_round_trip(void)
+{
+    uint8_t h[FRAME_HEADER_SIZE];
+    frame f;
+    frame_header_encode(h, 1234567, FRAME_RESULT, FRAME_FAILED);
+    CHECK_INT(frame_header_decode(h, 2000000, &f), 0);
+    CHECK_INT(f.len, 1234567);
+    CHECK_INT(f.type, FRAME_RESULT);
+    CHECK_INT(f.flags, FRAME_FAILED);
+    CHECK_INT(frame_header_decode(h, 1000, &f), ERR_TOOBIG);
+    frame_header_encode(h, 1, 9, 0);
+    CHECK_INT(frame_header_decode(h, 1000, &f), ERR_PROTO);
+    frame_header_encode(h, 1, 0, 0);
+    CHECK_INT(frame_header_decode(h, 1000, &f), ERR_PROTO);
+    frame_header_encode(h, 1, FRAME_READY, 0);
+    h[7] = 1; /* reserved bytes must be zero */
+    CHECK_INT(frame_header_decode(h, 1000, &f), ERR_PROTO);
+}
+
+/* Encodes inv followed by its payload, as spated sends it. */
+static void encode_whole(buf *out, const frame_invoke *inv)
+{
+    buf_init(out, 1u << 24);
+    CHECK_INT(frame_invoke_encode(out, inv), 0);
+    buf_append(out, inv->payload, inv->payload_len);
+}
+
+static void invoke_round_trip(void)
+{
+    const char payload[] = {'a', 0, 'b', (char)0xff};
+    frame_invoke in = {.deadline_ms = 1700000000123, .attempt = 3, .request_id = "req-1",
+                       .function = "hello", .topic = "trades", .key = "acct-7",
+                       .payload = payload, .payload_len = sizeof payload};
+    buf b;
+    encode_whole(&b, &in);
+    frame f;
+    CHECK_INT(frame_header_decode((uint8_t *)b.data, 1u << 20, &f), 0);
+    CHECK_INT(f.type, FRAME_INVOKE);
+    CHECK_INT(f.len, b.len - FRAME_HEADER_SIZE);
+    frame_invoke out;
+    CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, f.len, &out), 0);
+    CHECK_INT(out.deadline_ms, 1700000000123);
+    CHECK_INT(out.attempt, 3);
+    CHECK_STR(out.request_id, "req-1");
+    CHECK_STR(out.function, "hello");
+    CHECK_STR(out.topic, "trades");
+    CHECK_STR(out.key, "acct-7");
+    CHECK_INT(out.payload_len, sizeof payload);
+    CHECK(memcmp(out.payload, payload, sizeof payload) == 0);
+    buf_free(&b);
+
+    /* Absent topic and key stay absent; an empty payload is fine. */
+    frame_invoke bare = {.request_id = "r", .function = "f", .payload = "", .payload_len = 0};
+    encode_whole(&b, &bare);
+    CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
+                                  &out), 0);
+    CHECK(out.topic == NULL);
+    CHECK(out.key == NULL);
+    CHECK_INT(out.payload_len, 0);
+    buf_free(&b);
+}
+
+static void invoke_malformed(void)
+{
+    frame_invoke in = {.request_id = "req", .function = "fn", .payload = "xyz", .payload_len = 3};
+    buf b;
+    encode_whole(&b, &in);
+    char *body = b.data + FRAME_HEADER_SIZE;
+    uint32_t len = (uint32_t)(b.len - FRAME_HEADER_SIZE);
+    frame_invoke out;
+    CHECK_INT(frame_invoke_decode(body, len - 1, &out), ERR_PROTO); /* short */
+    CHECK_INT(frame_invoke_decode(body, 10, &out), ERR_PROTO);      /* shorter than fixed part */
+    body[FRAME_INVOKE_FIXED + 3] = 'x'; /* the NUL after the request id */
+    CHECK_INT(frame_invoke_decode(body, len, &out), ERR_PROTO);
+    buf_free(&b);
+
+    frame_invoke empty_id = {.request_id = "", .function = "fn", .payload = "", .payload_len = 0};
+    encode_whole(&b, &empty_id);
+    CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
+                                  &out), ERR_PROTO);
+    buf_free(&b);
+}
+
+/* Feeds two frames one byte at a time: each comes out whole, once. */
+static void reader_byte_by_byte(void)
+{
+    buf stream;
+    buf_init(&stream, 4096);
+    uint8_t h[FRAME_HEADER_SIZE];
+    frame_header_encode(h, 0, FRAME_READY, 0);
+    buf_append(&stream, h, sizeof h);
+    frame_header_encode(h, 5, FRAME_RESULT, 0);
+    buf_append(&stream, h, sizeof h);
+    buf_append(&stream, "hello", 5);
+
+    frame_reader r;
+    frame_reader_init(&r, 1024);
+    int got = 0;
+    for (size_t i = 0; i < stream.len; i++) {
+        char *p;
+        size_t room;
+        CHECK_INT(frame_reader_space(&r, 1, &p, &room), 0);
+        CHECK(room >= 1);
+        *p = stream.data[i];
+        frame_reader_commit(&r, 1);
+        frame f;
+        int rc;
+        while ((rc = frame_reader_next(&r, &f)) == 1) {
+            if (got == 0) {
+                CHECK_INT(f.type, FRAME_READY);
+                CHECK_INT(f.len, 0);
+                CHECK_INT(i, FRAME_HEADER_SIZE - 1);
+            } else {
+                CHECK_INT(f.type, FRAME_RESULT);
+                CHECK_INT(f.len, 5);
+                CHECK(memcmp(f.body, "hello", 5) == 0);
+                CHECK_INT(i, stream.len - 1);
+            }
+            got++;
+        }
+        CHECK_INT(rc, 0);
+    }
+    CHECK_INT(got, 2);
+    frame_reader_free(&r);
+    buf_free(&stream);
+}
+
+static void reader_limits(void)
+{
+    frame_reader r;
+    frame_reader_init(&r, 16);
+    uint8_t h[FRAME_HEADER_SIZE];
+    frame_header_encode(h, 17, FRAME_RESULT, 0);
+    char *p;
+    size_t room;
+    CHECK_INT(frame_reader_space(&r, sizeof h, &p, &room), 0);
+    memcpy(p, h, sizeof h);
+    frame_reader_commit(&r, sizeof h);
+    frame f;
+    CHECK_INT(frame_reader_next(&r, &f), ERR_TOOBIG);
+    frame_reader_free(&r);
+
+    /* The buffer never grows past header + maximum body. */
+    frame_reader_init(&r, 16);
+    size_t total = 0;
+    while (frame_reader_space(&r, 64, &p, &room) == 0) {
+        frame_reader_commit(&r, room);
+        total += room;
+        if (total > 1000) break;
+    }
+    CHECK_INT(total, FRAME_HEADER_SIZE + 16);
+    frame_reader_free(&r);
+}
+
+int main(void)
+{
+    RUN(header_round_trip);
+    RUN(invoke_round_trip);
+    RUN(invoke_malformed);
+    RUN(reader_byte_by_byte);
+    RUN(reader_limits);
+    return TEST_RESULT();
+}

@@ -1,0 +1,151 @@
+/* Unit tests of the small common modules: names, number parsing, function
+ * configuration, buffers and the string map. */
+#include <stdlib.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "common/fnconfig.h"
+#include "common/limits.h"
+#include "common/names.h"
+#include "common/parse.h"
+#include "common/strmap.h"
+#include "test.h"
+
+#define FN(s) name_is_function(s, strlen(s))
+#define TOPIC(s) name_is_topic(s, strlen(s))
+
+static void names(void)
+{
+    CHECK(FN("hello"));
+    CHECK(FN("a"));
+    CHECK(FN("trade-report_2"));
+    CHECK(FN("0abc"));
+    CHECK(!FN(""));
+    CHECK(!FN("-x"));
+    CHECK(!FN("_x"));
+    CHECK(!FN("a.b"));
+    CHECK(!FN("a/b"));
+    CHECK(!FN("a b"));
+    CHECK(!FN("caf\xc3\xa9"));
+    char long_name[SPATE_NAME_MAX + 2];
+    memset(long_name, 'a', sizeof long_name);
+    long_name[SPATE_NAME_MAX] = '\0';
+    CHECK(FN(long_name));
+    long_name[SPATE_NAME_MAX] = 'a';
+    long_name[SPATE_NAME_MAX + 1] = '\0';
+    CHECK(!FN(long_name));
+    CHECK(TOPIC("trades.dlq"));
+    CHECK(!TOPIC(".trades"));
+    CHECK(!TOPIC("a b"));
+}
+
+static void numbers(void)
+{
+    uint64_t v;
+    CHECK_INT(parse_u64("0", 1, 0, 10, &v), 0);
+    CHECK_INT(v, 0);
+    CHECK_INT(parse_u64("10", 2, 0, 10, &v), 0);
+    CHECK_INT(parse_u64("11", 2, 0, 10, &v), ERR_TOOBIG);
+    CHECK_INT(parse_u64("", 0, 0, 10, &v), ERR_INVAL);
+    CHECK_INT(parse_u64("-1", 2, 0, 10, &v), ERR_INVAL);
+    CHECK_INT(parse_u64(" 1", 2, 0, 10, &v), ERR_INVAL);
+    CHECK_INT(parse_u64("1x", 2, 0, 10, &v), ERR_INVAL);
+    CHECK_INT(parse_u64("18446744073709551615", 20, 0, UINT64_MAX, &v), 0);
+    CHECK(v == UINT64_MAX);
+    CHECK_INT(parse_u64("18446744073709551616", 20, 0, UINT64_MAX, &v), ERR_TOOBIG);
+    char host[64];
+    int port;
+    CHECK_INT(parse_host_port("127.0.0.1:7728", host, sizeof host, &port), 0);
+    CHECK_STR(host, "127.0.0.1");
+    CHECK_INT(port, 7728);
+    CHECK_INT(parse_host_port("::1:80", host, sizeof host, &port), 0);
+    CHECK_STR(host, "::1");
+    CHECK(parse_host_port("nohost", host, sizeof host, &port) != 0);
+    CHECK(parse_host_port(":80", host, sizeof host, &port) != 0);
+    CHECK(parse_host_port("h:99999", host, sizeof host, &port) != 0);
+}
+
+static void env(void)
+{
+    fn_config c;
+    char why[256];
+    fnconfig_defaults(&c);
+    CHECK_INT(fnconfig_add_env(&c, "A=1", 3, why, sizeof why), 0);
+    CHECK_INT(fnconfig_add_env(&c, "B_2=x=y", 7, why, sizeof why), 0);
+    CHECK_STR(c.env, "A=1\nB_2=x=y");
+    CHECK_INT(c.env_count, 2);
+    CHECK_INT(fnconfig_add_env(&c, "noequals", 8, why, sizeof why), ERR_INVAL);
+    CHECK_INT(fnconfig_add_env(&c, "=v", 2, why, sizeof why), ERR_INVAL);
+    CHECK_INT(fnconfig_add_env(&c, "1A=v", 4, why, sizeof why), ERR_INVAL);
+    CHECK(strstr(why, "1A") != NULL);
+    CHECK_INT(fnconfig_add_env(&c, "A=1\n2", 5, why, sizeof why), ERR_INVAL);
+    fn_config copy;
+    CHECK_INT(fnconfig_copy(&copy, &c), 0);
+    CHECK_STR(copy.env, c.env);
+    CHECK(copy.env != c.env);
+    fnconfig_free(&copy);
+    fnconfig_free(&c);
+
+    /* Entries past the count limit are refused, whole. */
+    fnconfig_defaults(&c);
+    int rc = 0;
+    for (int i = 0; i <= SPATE_ENV_COUNT_MAX && rc == 0; i++) {
+        char kv[32];
+        int n = snprintf(kv, sizeof kv, "K%d=v", i);
+        rc = fnconfig_add_env(&c, kv, (size_t)n, why, sizeof why);
+    }
+    CHECK_INT(rc, ERR_TOOBIG);
+    CHECK_INT(c.env_count, SPATE_ENV_COUNT_MAX);
+    fnconfig_free(&c);
+
+    fnconfig_defaults(&c);
+    c.min_instances = 5;
+    c.max_instances = 2;
+    CHECK_INT(fnconfig_check(&c, why, sizeof why), ERR_INVAL);
+}
+
+static void buffers(void)
+{
+    buf b;
+    buf_init(&b, 8);
+    CHECK_INT(buf_append(&b, "12345678", 8), 0);
+    CHECK_INT(buf_append(&b, "9", 1), ERR_TOOBIG);
+    CHECK_INT(b.len, 8);
+    CHECK(b.cap <= 8);
+    buf_reset(&b);
+    CHECK_INT(buf_printf(&b, "%d", 1234567), 0);
+    CHECK_STR(b.data, "1234567");
+    CHECK_INT(buf_printf(&b, "%s", "xy"), ERR_TOOBIG);
+    buf_free(&b);
+    buf_free(NULL);
+}
+
+static void strmaps(void)
+{
+    strmap m;
+    strmap_init(&m);
+    static char keys[500][16];
+    for (int i = 0; i < 500; i++) {
+        snprintf(keys[i], sizeof keys[i], "key%d", i);
+        CHECK_INT(strmap_put(&m, keys[i], keys[i]), 0);
+    }
+    CHECK_INT(m.count, 500);
+    CHECK(strmap_get(&m, "key42", 5) == keys[42]);
+    CHECK(strmap_get(&m, "key42x", 5) == keys[42]); /* length bounds the key */
+    CHECK(strmap_get(&m, "nokey", 5) == NULL);
+    CHECK(strmap_remove(&m, "key42") == keys[42]);
+    CHECK(strmap_get(&m, "key42", 5) == NULL);
+    CHECK(strmap_remove(&m, "key42") == NULL);
+    CHECK_INT(m.count, 499);
+    strmap_free(&m);
+}
+
+int main(void)
+{
+    RUN(names);
+    RUN(numbers);
+    RUN(env);
+    RUN(buffers);
+    RUN(strmaps);
+    return TEST_RESULT();
+}
