@@ -228,6 +228,8 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
         strcmp(k, "keep_alive_ms") == 0)
         return number_param(k, v, vlen, 0, SPATE_KEEP_ALIVE_CEILING_MS, &c->keep_alive_ms, why,
                             cap);
+    if (strcmp(k, "queue") == 0 || strcmp(k, "queue_max") == 0)
+        return number_param(k, v, vlen, 1, SPATE_WAIT_QUEUE_CEILING, &c->queue_max, why, cap);
     if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
     snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;

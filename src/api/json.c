@@ -13,6 +13,7 @@ static cJSON *config_json(const fn_config *c)
     cJSON_AddNumberToObject(o, "timeout_ms", c->timeout_ms);
     cJSON_AddNumberToObject(o, "memory_mb", c->memory_mb);
     cJSON_AddNumberToObject(o, "keep_alive_ms", c->keep_alive_ms);
+    cJSON_AddNumberToObject(o, "queue", c->queue_max);
     cJSON *env = cJSON_AddObjectToObject(o, "env");
     for (const char *p = c->env; p && *p;) {
         size_t len = strcspn(p, "\n");

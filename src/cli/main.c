@@ -40,7 +40,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: spate [--url URL] [--json] COMMAND ...\n\n"
             "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
-            "                   [--memory MB] [--keep-alive MS] [--env K=V]...\n"
+            "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
             "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
             "  ls                            list functions\n"
             "  status NAME                   describe a function, its instances and versions\n"
@@ -229,7 +229,8 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
                                              {"--max", "max"},
                                              {"--timeout", "timeout"},
                                              {"--memory", "memory"},
-                                             {"--keep-alive", "keep_alive"}};
+                                             {"--keep-alive", "keep_alive"},
+                                             {"--queue", "queue"}};
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
         if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
@@ -328,9 +329,11 @@ static void print_time(const char *label, double ms)
 
 static void print_config(const cJSON *cfg, const char *indent)
 {
-    printf("%sruntime %s, min %.0f, max %.0f, timeout %.0f ms, memory %.0f MB, keep-alive %.0f ms\n",
+    printf("%sruntime %s, min %.0f, max %.0f, timeout %.0f ms, memory %.0f MB, keep-alive %.0f ms,"
+           " queue %.0f\n",
            indent, json_str(cfg, "runtime"), json_num(cfg, "min"), json_num(cfg, "max"),
-           json_num(cfg, "timeout_ms"), json_num(cfg, "memory_mb"), json_num(cfg, "keep_alive_ms"));
+           json_num(cfg, "timeout_ms"), json_num(cfg, "memory_mb"), json_num(cfg, "keep_alive_ms"),
+           json_num(cfg, "queue"));
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(cfg, "env");
     const cJSON *e;
     cJSON_ArrayForEach(e, env) printf("%senv %s=%s\n", indent, e->string,

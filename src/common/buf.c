@@ -27,7 +27,7 @@ int buf_reserve(buf *b, size_t extra)
 {
     if (extra > b->max - b->len) return ERR_TOOBIG;
     size_t need = b->len + extra;
-    if (need <= b->cap) return 0;
+    if (need <= b->cap && b->data) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) cap = cap > b->max / 2 ? b->max : cap * 2;
     if (cap > b->max) cap = b->max; /* need <= max, so this still holds need */

@@ -16,6 +16,7 @@ void fnconfig_defaults(fn_config *c)
     c->timeout_ms = SPATE_TIMEOUT_DEFAULT_MS;
     c->memory_mb = SPATE_MEMORY_DEFAULT_MB;
     c->keep_alive_ms = SPATE_KEEP_ALIVE_DEFAULT_MS;
+    c->queue_max = SPATE_WAIT_QUEUE_DEFAULT;
 }
 
 void fnconfig_free(fn_config *c)

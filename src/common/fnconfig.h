@@ -17,6 +17,7 @@ typedef struct fn_config {
     uint32_t timeout_ms;
     uint32_t memory_mb;
     uint32_t keep_alive_ms;
+    uint32_t queue_max; /* invocations that may wait for an instance */
     /* "K=V" lines joined by '\n' (values cannot hold a newline); owned; NULL when empty. */
     char *env;
     uint32_t env_count;

@@ -63,8 +63,10 @@
 #define SPATE_KEEP_ALIVE_DEFAULT_MS 60000
 #define SPATE_KEEP_ALIVE_CEILING_MS (24 * 3600 * 1000)
 
-/* Invocations waiting for an instance of one function; beyond it: 429. */
-#define SPATE_WAIT_QUEUE_MAX 4096
+/* Invocations waiting for an instance of one function (default); beyond it:
+ * 429. Each costs only its payload and a small record. */
+#define SPATE_WAIT_QUEUE_DEFAULT 4096
+#define SPATE_WAIT_QUEUE_CEILING 1000000
 
 /* --- Runtime --------------------------------------------------------------- */
 

@@ -116,6 +116,7 @@ const char *http_status_text(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -299,6 +300,9 @@ static int on_headers_complete(http_parser *p)
     c->req.path = target;
     c->req.query = q ? q + 1 : "";
     c->req.method = (enum http_method)p->method;
+    if (p->http_major != 1)
+        return fail(c, 505, "http_version", "HTTP/%d.%d is not supported; use HTTP/1.1",
+                    p->http_major, p->http_minor);
     if (p->upgrade || p->method == HTTP_CONNECT)
         return fail(c, 400, "bad_request", "protocol upgrades are not supported");
 

@@ -13,7 +13,9 @@
  * page it holds makes each fork slower.
  */
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -238,6 +241,45 @@ static void reap(void)
     }
 }
 
+/* The loader maps segments without checking that the file holds them, so a
+ * truncated object kills the process with SIGBUS instead of failing dlopen.
+ * Check the program headers first, to say what is wrong. Returns NULL when
+ * the file looks whole (or is not ELF at all: dlopen says so better). */
+static const char *truncated_elf(const char *path, char *why, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    Elf64_Ehdr eh;
+    const char *bad = NULL;
+    if (fstat(fd, &st) != 0 || pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64) {
+        close(fd);
+        return NULL;
+    }
+    uint64_t size = (uint64_t)st.st_size, need = 0;
+    if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 256) {
+        bad = "has malformed program headers";
+    } else {
+        need = eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr);
+        for (int i = 0; need <= size && i < eh.e_phnum; i++) {
+            Elf64_Phdr ph;
+            if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + (uint64_t)i * sizeof ph)) !=
+                (ssize_t)sizeof ph)
+                break;
+            if (ph.p_offset + ph.p_filesz > need) need = ph.p_offset + ph.p_filesz;
+        }
+        uint64_t sh = eh.e_shoff + (uint64_t)eh.e_shnum * eh.e_shentsize;
+        if (sh > need) need = sh;
+        if (need > size) bad = "is truncated";
+    }
+    close(fd);
+    if (!bad) return NULL;
+    snprintf(why, cap, "cannot load shared object: the file %s (%llu bytes; its headers need %llu)",
+             bad, (unsigned long long)size, (unsigned long long)need);
+    return why;
+}
+
 static void __attribute__((noreturn)) serve(void)
 {
     struct pollfd pfd[2] = {{control_fd, POLLIN, 0}, {sigchld_fd, POLLIN, 0}};
@@ -288,8 +330,16 @@ int main(int argc, char **argv)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1) return 0;
 
+    char why[256];
+    if (truncated_elf(object, why, sizeof why)) send_load_failed("%s%s", why, "");
     void *so = dlopen(object, RTLD_NOW | RTLD_LOCAL);
-    if (!so) send_load_failed("cannot load shared object: %s%s", dlerror(), "");
+    if (!so) {
+        /* The path is spate's own artifact path: of no use to the user. */
+        const char *msg = dlerror();
+        size_t n = strlen(object);
+        if (strncmp(msg, object, n) == 0 && strncmp(msg + n, ": ", 2) == 0) msg += n + 2;
+        send_load_failed("cannot load shared object: %s%s", msg, "");
+    }
     handler = (handler_fn)(uintptr_t)dlsym(so, "spate_handler");
     if (!handler) send_load_failed("the shared object does not export spate_handler%s%s", "", "");
     hook_fn preload = (hook_fn)(uintptr_t)dlsym(so, "spate_preload");

@@ -7,6 +7,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strmap.h"
 #include "store/artifacts.h"
@@ -16,6 +17,7 @@ struct functions {
     store *st;
     const char *runner_path;
     strmap byname;
+    list_node retiring; /* functions whose pools are stopping */
     int closing;
     int pools_open;
     void (*close_cb)(void *);
@@ -94,7 +96,7 @@ static int version_spec(functions *t, const char *name, uint32_t version, const 
         .max_instances = c->max_instances,
         .timeout_ms = c->timeout_ms,
         .keep_alive_ms = c->keep_alive_ms,
-        .queue_max = SPATE_WAIT_QUEUE_MAX,
+        .queue_max = c->queue_max,
     };
     return spec->env ? 0 : ERR_NOMEM;
 }
@@ -117,6 +119,7 @@ static fn *new_fn(functions *t, const char *name)
 }
 
 typedef struct retiring {
+    list_node link;
     functions *t;
     fn *f;
 } retiring;
@@ -135,6 +138,7 @@ static void on_pool_closed(void *data)
 {
     retiring *r = data;
     functions *t = r->t;
+    list_remove(&r->link);
     fnconfig_free(&r->f->active.config);
     free(r->f);
     free(r);
@@ -153,6 +157,7 @@ static void retire_fn(functions *t, fn *f, int drain)
     }
     r->t = t;
     r->f = f;
+    list_push_back(&t->retiring, &r->link);
     pool_close(f->pool, drain, on_pool_closed, r);
 }
 
@@ -184,6 +189,7 @@ int functions_open(uv_loop_t *loop, store *st, const char *runner_path, function
     t->st = st;
     t->runner_path = runner_path;
     strmap_init(&t->byname);
+    list_init(&t->retiring);
     int rc = registry_each_active(st, restore_one, t);
     if (rc) log_error("cannot restore functions from the store: %s", err_str(rc));
     *out = t;
@@ -211,6 +217,16 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
         strmap_each(&t->byname, close_each, list);
         for (fn **f = list; *f; f++) retire_fn(t, *f, drain);
         free(list);
+    }
+    if (!drain) {
+        /* Hurry pools already stopping (from a delete or an earlier close).
+         * A pool may finish inside pool_close, so step before calling. */
+        list_node *n = list_first(&t->retiring);
+        while (n != &t->retiring) {
+            retiring *r = list_entry(n, retiring, link);
+            n = n->next;
+            pool_close(r->f->pool, 0, NULL, NULL);
+        }
     }
     maybe_closed(t);
 }

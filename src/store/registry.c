@@ -44,8 +44,8 @@ int registry_put_version(store *s, const reg_version *v)
     sqlite3_stmt *st;
     int rc = prepare(s,
                      "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
-                     " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env)"
-                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -62,6 +62,7 @@ int registry_put_version(store *s, const reg_version *v)
         sqlite3_bind_int64(st, 11, c->keep_alive_ms);
         if (c->env) sqlite3_bind_text(st, 12, c->env, -1, SQLITE_STATIC);
         else sqlite3_bind_null(st, 12);
+        sqlite3_bind_int64(st, 13, c->queue_max);
         rc = step_done(s, st);
     }
     if (!rc) rc = prepare(s,
@@ -106,7 +107,8 @@ int registry_delete_function(store *s, const char *name)
 
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"          \
-    " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms"
+    " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"      \
+    " v.queue_max"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -123,6 +125,7 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.timeout_ms = (uint32_t)sqlite3_column_int64(st, 8);
     v->config.memory_mb = (uint32_t)sqlite3_column_int64(st, 9);
     v->config.keep_alive_ms = (uint32_t)sqlite3_column_int64(st, 10);
+    v->config.queue_max = (uint32_t)sqlite3_column_int64(st, 13);
     /* env stays borrowed from the statement: valid during the callback. */
     v->config.env = (char *)sqlite3_column_text(st, 11);
     v->config.env_count = 0;

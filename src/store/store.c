@@ -35,6 +35,7 @@ static const char *const migrations[] = {
     "  timeout_ms INTEGER NOT NULL,"
     "  memory_mb INTEGER NOT NULL,"
     "  keep_alive_ms INTEGER NOT NULL,"
+    "  queue_max INTEGER NOT NULL,"
     "  env TEXT,"
     "  PRIMARY KEY (function, version)"
     ");"

@@ -118,6 +118,17 @@ static void buffers(void)
     CHECK_INT(buf_printf(&b, "%s", "xy"), ERR_TOOBIG);
     buf_free(&b);
     buf_free(NULL);
+
+    /* An empty append to a fresh buffer still leaves a terminated string
+     * (a zero-length spate_write on a new instance once crashed here). */
+    buf_init(&b, 100);
+    CHECK_INT(buf_append(&b, "", 0), 0);
+    CHECK(b.data != NULL && b.data[0] == '\0');
+    buf_free(&b);
+    buf_init(&b, 0);
+    CHECK_INT(buf_append(&b, "", 0), 0);
+    CHECK_INT(buf_append(&b, "x", 1), ERR_TOOBIG);
+    buf_free(&b);
 }
 
 static void strmaps(void)

@@ -1,0 +1,155 @@
+"""The instance pool: scaling up to the maximum, the wait queue, keep-alive,
+minimum instances, and a graceful stop."""
+
+import concurrent.futures
+import json
+import signal
+import threading
+import time
+
+
+def wait_for(predicate, timeout=5.0, step=0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+def live(doc):
+    return sum(doc["instances"][k] for k in ("starting", "idle", "busy"))
+
+
+def test_scales_to_the_maximum_and_queues_the_rest(spated, functions):
+    spated.deploy("probe", functions["probe"], max=3)
+    peak = {"busy": 0}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            doc = spated.describe("probe")
+            peak["busy"] = max(peak["busy"], live(doc))
+            time.sleep(0.01)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        results = list(pool.map(lambda i: spated.invoke("probe", b"sleep:200"), range(9)))
+    stop.set()
+    w.join()
+    assert results == [(200, b"slept")] * 9
+    assert peak["busy"] <= 3
+    assert spated.describe("probe")["stats"]["cold_starts"] == 3
+
+
+def test_full_queue_answers_429(spated, functions):
+    spated.deploy("probe", functions["probe"], max=1, queue=2)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(spated.invoke, "probe", b"sleep:400") for _ in range(6)]
+        results = [f.result() for f in futures]
+    statuses = sorted(s for s, _ in results)
+    # One runs, two wait, the rest are turned away at once.
+    assert statuses == [200, 200, 200, 429, 429, 429], statuses
+    body = next(b for s, b in results if s == 429)
+    assert json.loads(body)["code"] == "over_capacity"
+    assert spated.describe("probe")["stats"]["rejected"] == 3
+
+
+def test_waiting_past_the_timeout_is_a_504(spated, functions):
+    spated.deploy("probe", functions["probe"], max=1, timeout=300)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(spated.invoke, "probe", b"hang")
+        time.sleep(0.05)
+        second = pool.submit(spated.invoke, "probe", b"quick")
+        assert first.result()[0] == 504
+        status, body = second.result()
+    # The second one either waited out its timeout or ran on the replacement.
+    assert status in (200, 504)
+    if status == 504:
+        assert "no instance became free" in json.loads(body)["error"]
+
+
+def test_idle_instances_stop_after_keep_alive(spated, functions):
+    spated.deploy("probe", functions["probe"], keep_alive=300)
+    pid = int(spated.invoke("probe", b"pid")[1])
+    assert spated.describe("probe")["instances"]["idle"] == 1
+    assert wait_for(lambda: live(spated.describe("probe")) == 0, timeout=3)
+    assert wait_for(lambda: not __import__("os").path.exists(f"/proc/{pid}"), timeout=3)
+    # The next invocation starts a new instance.
+    assert spated.invoke("probe", b"pid")[1] != str(pid).encode()
+    assert spated.describe("probe")["stats"]["cold_starts"] == 2
+
+
+def test_keep_alive_zero_means_one_instance_per_invocation(spated, functions):
+    spated.deploy("probe", functions["probe"], keep_alive=0)
+    pids = {spated.invoke("probe", b"pid")[1] for _ in range(5)}
+    assert len(pids) == 5
+
+
+def test_minimum_instances_stay_warm(spated, functions):
+    spated.deploy("probe", functions["probe"], min=2, keep_alive=100)
+    assert wait_for(lambda: spated.describe("probe")["instances"]["idle"] == 2)
+    time.sleep(0.4)
+    assert spated.describe("probe")["instances"]["idle"] == 2
+    assert spated.describe("probe")["stats"]["invocations"] == 0
+    # A third, busy past the minimum, goes away again when idle.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda i: spated.invoke("probe", b"sleep:150"), range(3)))
+    assert wait_for(lambda: live(spated.describe("probe")) == 2, timeout=3)
+
+
+def test_a_killed_instance_is_replaced(spated, functions):
+    import os
+    spated.deploy("probe", functions["probe"], min=1)
+    pid = int(wait_for(lambda: spated.invoke("probe", b"pid")[1]))
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: spated.describe("probe")["instances"]["idle"] == 1
+                    and spated.invoke("probe", b"pid")[1] != str(pid).encode())
+
+
+def test_a_killed_zygote_comes_back(spated, functions):
+    import os
+    spated.deploy("probe", functions["probe"])
+    zygote = spated.describe("probe")["zygote_pid"]
+    os.kill(zygote, signal.SIGKILL)
+    time.sleep(0.1)
+    # The zygote restarts (after a short back-off) and invocations work again.
+    assert wait_for(lambda: spated.invoke("probe", b"ok") == (200, b"ok"), timeout=5)
+    assert spated.describe("probe")["zygote_pid"] != zygote
+
+
+def test_sigterm_lets_running_invocations_finish(spated, functions):
+    spated.deploy("probe", functions["probe"])
+    spated.invoke("probe", b"warm")
+    result = {}
+
+    def slow():
+        result["r"] = spated.invoke("probe", b"sleep:700")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.2)
+    spated.proc.send_signal(signal.SIGTERM)
+    t.join()
+    assert result["r"] == (200, b"slept")
+    assert spated.proc.wait(10) == 0
+    assert "stopping" in spated.log()
+
+
+def test_sigterm_grace_cuts_hung_invocations(make_spated, functions):
+    d = make_spated("--shutdown-grace", "300")
+    d.deploy("probe", functions["probe"])
+    result = {}
+
+    def hang():
+        result["r"] = d.invoke("probe", b"hang")
+
+    t = threading.Thread(target=hang)
+    t.start()
+    time.sleep(0.2)
+    d.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert result["r"][0] == 503
+    assert d.proc.wait(10) == 0
