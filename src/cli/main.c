@@ -132,8 +132,11 @@ static int request(const cli *c, const char *method, const char *path, const voi
     if (rc == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out->status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
-    if (rc == CURLE_WRITE_ERROR) return fail("answer from %s is larger than %u bytes", c->url, ANSWER_MAX);
-    if (rc != CURLE_OK) return fail("cannot reach spated at %s: %s", c->url, curl_easy_strerror(rc));
+    if (rc != CURLE_OK) buf_free(&out->body);
+    if (rc == CURLE_WRITE_ERROR)
+        return fail("answer from %s is larger than %u bytes", c->url, ANSWER_MAX);
+    if (rc != CURLE_OK)
+        return fail("cannot reach spated at %s: %s", c->url, curl_easy_strerror(rc));
     return 0;
 }
 
@@ -165,6 +168,14 @@ static void print_raw(const answer *a)
     if (a->body.len) fwrite(a->body.data, 1, a->body.len, stdout);
 }
 
+/* Every command ends here: the answer is released and rc returned. */
+static int finish(answer *a, cJSON *doc, int rc)
+{
+    cJSON_Delete(doc);
+    buf_free(&a->body);
+    return rc;
+}
+
 /* --- Input --------------------------------------------------------------------------- */
 
 static int read_stream(FILE *f, const char *name, buf *out)
@@ -173,10 +184,15 @@ static int read_stream(FILE *f, const char *name, buf *out)
     char chunk[65536];
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (buf_append(out, chunk, n) != 0)
+        if (buf_append(out, chunk, n) != 0) {
+            buf_free(out);
             return fail("%s is larger than %u bytes", name, INPUT_MAX);
+        }
     }
-    if (ferror(f)) return fail("cannot read %s: %s", name, strerror(errno));
+    if (ferror(f)) {
+        buf_free(out);
+        return fail("cannot read %s: %s", name, strerror(errno));
+    }
     return 0;
 }
 
@@ -244,7 +260,10 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
         add_param(&q, key, val);
     }
     buf artifact;
-    if (read_file(file, &artifact)) return 1;
+    if (read_file(file, &artifact)) {
+        buf_free(&q);
+        return 1;
+    }
     char path[70 * KIB];
     function_path(path, sizeof path, name, q.data ? q.data : "");
     answer a;
@@ -252,19 +271,17 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
     buf_free(&artifact);
     buf_free(&q);
     if (rc) return rc;
-    if (a.status >= 300) return answer_error("deploy failed", &a);
+    if (a.status >= 300) return finish(&a, NULL, answer_error("deploy failed", &a));
     if (c->json) {
         print_raw(&a);
-        return 0;
+        return finish(&a, NULL, 0);
     }
     cJSON *doc = answer_json("deploy", &a);
-    if (!doc) return 1;
+    if (!doc) return finish(&a, NULL, 1);
     printf("deployed %s version %.0f (sha256 %.12s, %.0f bytes)%s\n", json_str(doc, "name"),
            json_num(doc, "version"), json_str(doc, "sha256"), json_num(doc, "size"),
            a.status == 201 ? ", new function" : "");
-    cJSON_Delete(doc);
-    buf_free(&a.body);
-    return 0;
+    return finish(&a, doc, 0);
 }
 
 static int cmd_invoke(const cli *c, int argc, char **argv)
@@ -283,10 +300,9 @@ static int cmd_invoke(const cli *c, int argc, char **argv)
     int rc = request(c, "POST", path, payload.data ? payload.data : "", payload.len, &a);
     buf_free(&payload);
     if (rc) return rc;
-    if (a.status != 200) return answer_error("invoke failed", &a);
+    if (a.status != 200) return finish(&a, NULL, answer_error("invoke failed", &a));
     print_raw(&a);
-    buf_free(&a.body);
-    return 0;
+    return finish(&a, NULL, 0);
 }
 
 static int cmd_ls(const cli *c, int argc, char **argv)
@@ -294,13 +310,13 @@ static int cmd_ls(const cli *c, int argc, char **argv)
     if (argc != 0) usage_error("ls takes no arguments");
     answer a;
     if (request(c, "GET", "/v1/functions", NULL, 0, &a)) return 1;
-    if (a.status != 200) return answer_error("ls failed", &a);
+    if (a.status != 200) return finish(&a, NULL, answer_error("ls failed", &a));
     if (c->json) {
         print_raw(&a);
-        return 0;
+        return finish(&a, NULL, 0);
     }
     cJSON *doc = answer_json("ls", &a);
-    if (!doc) return 1;
+    if (!doc) return finish(&a, NULL, 1);
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "functions");
     printf("%-24s %7s %-7s %8s %5s %5s %7s\n", "NAME", "VERSION", "RUNTIME", "STARTING", "IDLE",
            "BUSY", "WAITING");
@@ -312,9 +328,7 @@ static int cmd_ls(const cli *c, int argc, char **argv)
                json_num(f, "version"), json_str(f, "runtime"), json_num(in, "starting"),
                json_num(in, "idle"), json_num(in, "busy"), json_num(f, "waiting"));
     }
-    cJSON_Delete(doc);
-    buf_free(&a.body);
-    return 0;
+    return finish(&a, doc, 0);
 }
 
 static void print_time(const char *label, double ms)
@@ -347,13 +361,13 @@ static int cmd_status(const cli *c, int argc, char **argv)
     function_path(path, sizeof path, argv[0], "");
     answer a;
     if (request(c, "GET", path, NULL, 0, &a)) return 1;
-    if (a.status != 200) return answer_error("status failed", &a);
+    if (a.status != 200) return finish(&a, NULL, answer_error("status failed", &a));
     if (c->json) {
         print_raw(&a);
-        return 0;
+        return finish(&a, NULL, 0);
     }
     cJSON *doc = answer_json("status", &a);
-    if (!doc) return 1;
+    if (!doc) return finish(&a, NULL, 1);
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(doc, "instances");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "stats");
     printf("%-14s %s\n", "name", json_str(doc, "name"));
@@ -384,9 +398,7 @@ static int cmd_status(const cli *c, int argc, char **argv)
         printf("  %-5.0f %s  sha256 %.12s  %.0f bytes\n", json_num(v, "version"), when,
                json_str(v, "sha256"), json_num(v, "size"));
     }
-    cJSON_Delete(doc);
-    buf_free(&a.body);
-    return 0;
+    return finish(&a, doc, 0);
 }
 
 static int cmd_rm(const cli *c, int argc, char **argv)
@@ -396,11 +408,10 @@ static int cmd_rm(const cli *c, int argc, char **argv)
     function_path(path, sizeof path, argv[0], "");
     answer a;
     if (request(c, "DELETE", path, NULL, 0, &a)) return 1;
-    if (a.status >= 300) return answer_error("rm failed", &a);
+    if (a.status >= 300) return finish(&a, NULL, answer_error("rm failed", &a));
     if (c->json) printf("{\"removed\":\"%s\"}\n", argv[0]);
     else printf("removed %s\n", argv[0]);
-    buf_free(&a.body);
-    return 0;
+    return finish(&a, NULL, 0);
 }
 
 int main(int argc, char **argv)
