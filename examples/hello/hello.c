@@ -14,7 +14,8 @@ int spate_handler(const spate_request *req, spate_response *res)
     if (req->payload_len == 0)
         n = snprintf(out, sizeof out, "hello, world\n");
     else
-        n = snprintf(out, sizeof out, "hello, %.*s\n", (int)(req->payload_len > 200 ? 200 : req->payload_len),
+        n = snprintf(out, sizeof out, "hello, %.*s\n",
+                     (int)(req->payload_len > 200 ? 200 : req->payload_len),
                      (const char *)req->payload);
     return spate_write(res, out, (size_t)n);
 }

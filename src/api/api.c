@@ -52,8 +52,10 @@ static route_match match(const char *path)
             m.name = rest + 1;
             const char *slash = strchr(m.name, '/');
             m.name_len = slash ? (size_t)(slash - m.name) : strlen(m.name);
-            if (!slash) m.route = R_FUNCTION;
-            else if (strcmp(slash, "/invoke") == 0) m.route = R_FUNCTION_INVOKE;
+            if (!slash)
+                m.route = R_FUNCTION;
+            else if (strcmp(slash, "/invoke") == 0)
+                m.route = R_FUNCTION_INVOKE;
         }
     }
     return m;
@@ -73,9 +75,10 @@ static void method_not_allowed(http_request *req, const char *allow)
     char hdr[96];
     snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
     char body[160];
-    int n = snprintf(body, sizeof body,
-                     "{\"error\":\"method %s is not allowed here\",\"code\":\"method_not_allowed\"}\n",
-                     http_method_str(req->method));
+    int n =
+        snprintf(body, sizeof body,
+                 "{\"error\":\"method %s is not allowed here\",\"code\":\"method_not_allowed\"}\n",
+                 http_method_str(req->method));
     http_respond(req, 405, "application/json", hdr, body, (size_t)n);
 }
 
@@ -103,8 +106,8 @@ typedef struct api_invocation {
     char request_id[40];
 } api_invocation;
 
-static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body,
-                           size_t len, void *data)
+static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+                           void *data)
 {
     api_invocation *ai = data;
     http_request *req = ai->req;
@@ -163,8 +166,8 @@ static void invoke(api *a, http_request *req, const route_match *m)
     buf_init(&ai->payload, 0);
     buf_move(&ai->payload, &req->body);
     uint64_t n = ++a->id_counter;
-    snprintf(ai->request_id, sizeof ai->request_id, "%08" PRIx32 "-%04" PRIx32 "-%04" PRIx32
-             "-%016" PRIx64,
+    snprintf(ai->request_id, sizeof ai->request_id,
+             "%08" PRIx32 "-%04" PRIx32 "-%04" PRIx32 "-%016" PRIx64,
              (uint32_t)(a->id_prefix >> 32), (uint32_t)(a->id_prefix >> 16) & 0xffff,
              (uint32_t)a->id_prefix & 0xffff, n);
     ai->inv = (invocation){
@@ -187,8 +190,8 @@ typedef struct deploy_params {
     char why[256];
 } deploy_params;
 
-static int number_param(const char *key, const char *val, size_t vlen, uint64_t min,
-                        uint64_t max, uint32_t *out, char *why, size_t whycap)
+static int number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
+                        uint32_t *out, char *why, size_t whycap)
 {
     uint64_t v;
     if (parse_u64(val, vlen, min, max, &v)) {
@@ -347,7 +350,8 @@ static void handle(http_request *req, void *data)
             if (!f)
                 http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
                                    (int)m.name_len, m.name);
-            else describe_fn(a, req, f);
+            else
+                describe_fn(a, req, f);
         } else {
             method_not_allowed(req, "GET, HEAD, PUT, DELETE");
         }

@@ -37,16 +37,15 @@ typedef struct answer {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: spate [--url URL] [--json] COMMAND ...\n\n"
-            "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
-            "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
-            "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
-            "  ls                            list functions\n"
-            "  status NAME                   describe a function, its instances and versions\n"
-            "  rm NAME                       delete a function\n\n"
-            "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
-            "the token is $SPATE_TOKEN.\n");
+    fprintf(out, "usage: spate [--url URL] [--json] COMMAND ...\n\n"
+                 "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
+                 "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
+                 "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
+                 "  ls                            list functions\n"
+                 "  status NAME                   describe a function, its instances and versions\n"
+                 "  rm NAME                       delete a function\n\n"
+                 "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
+                 "the token is $SPATE_TOKEN.\n");
 }
 
 static void __attribute__((noreturn)) usage_error(const char *fmt, ...)
@@ -95,8 +94,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
 }
 
 /* Sends one request; 0 when an HTTP answer came back (any status). */
-static int request(const cli *c, const char *method, const char *path, const void *body,
-                   size_t len, answer *out)
+static int request(const cli *c, const char *method, const char *path, const void *body, size_t len,
+                   answer *out)
 {
     memset(out, 0, sizeof *out);
     buf_init(&out->body, ANSWER_MAX);
@@ -252,8 +251,10 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
         if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
         const char *val = argv[++i];
         const char *key = NULL;
-        if (strcmp(opt, "--runtime") == 0) key = "runtime";
-        else if (strcmp(opt, "--env") == 0) key = "env";
+        if (strcmp(opt, "--runtime") == 0)
+            key = "runtime";
+        else if (strcmp(opt, "--env") == 0)
+            key = "env";
         for (size_t k = 0; !key && k < sizeof numeric / sizeof numeric[0]; k++)
             if (strcmp(opt, numeric[k][0]) == 0) key = numeric[k][1];
         if (!key) usage_error("unknown deploy option '%s'", opt);
@@ -350,8 +351,8 @@ static void print_config(const cJSON *cfg, const char *indent)
            json_num(cfg, "queue"));
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(cfg, "env");
     const cJSON *e;
-    cJSON_ArrayForEach(e, env) printf("%senv %s=%s\n", indent, e->string,
-                                      cJSON_IsString(e) ? e->valuestring : "");
+    cJSON_ArrayForEach(e, env)
+        printf("%senv %s=%s\n", indent, e->string, cJSON_IsString(e) ? e->valuestring : "");
 }
 
 static int cmd_status(const cli *c, int argc, char **argv)
@@ -376,15 +377,16 @@ static int cmd_status(const cli *c, int argc, char **argv)
     print_time("created", json_num(doc, "created_ms"));
     print_time("updated", json_num(doc, "updated_ms"));
     print_config(cJSON_GetObjectItemCaseSensitive(doc, "config"), "config         ");
-    printf("%-14s %.0f starting, %.0f idle, %.0f busy, %.0f stopping; %.0f waiting\n",
-           "instances", json_num(in, "starting"), json_num(in, "idle"), json_num(in, "busy"),
+    printf("%-14s %.0f starting, %.0f idle, %.0f busy, %.0f stopping; %.0f waiting\n", "instances",
+           json_num(in, "starting"), json_num(in, "idle"), json_num(in, "busy"),
            json_num(in, "stopping"), json_num(doc, "waiting"));
     printf("%-14s %.0f invocations, %.0f errors, %.0f timeouts, %.0f crashes, %.0f rejected\n",
            "stats", json_num(st, "invocations"), json_num(st, "errors"), json_num(st, "timeouts"),
            json_num(st, "crashes"), json_num(st, "rejected"));
     printf("%-14s %.0f (last took %.0f us)\n", "cold starts", json_num(st, "cold_starts"),
            json_num(st, "last_cold_start_us"));
-    if (*json_str(doc, "load_error")) printf("%-14s %s\n", "load error", json_str(doc, "load_error"));
+    if (*json_str(doc, "load_error"))
+        printf("%-14s %s\n", "load error", json_str(doc, "load_error"));
     const cJSON *vers = cJSON_GetObjectItemCaseSensitive(doc, "versions");
     const cJSON *v;
     printf("versions\n");
@@ -409,8 +411,10 @@ static int cmd_rm(const cli *c, int argc, char **argv)
     answer a;
     if (request(c, "DELETE", path, NULL, 0, &a)) return 1;
     if (a.status >= 300) return finish(&a, NULL, answer_error("rm failed", &a));
-    if (c->json) printf("{\"removed\":\"%s\"}\n", argv[0]);
-    else printf("removed %s\n", argv[0]);
+    if (c->json)
+        printf("{\"removed\":\"%s\"}\n", argv[0]);
+    else
+        printf("removed %s\n", argv[0]);
     return finish(&a, NULL, 0);
 }
 
@@ -447,18 +451,27 @@ int main(int argc, char **argv)
     char **rest = calloc((size_t)(argc - i) + 1, sizeof *rest);
     if (!rest) return fail("out of memory");
     for (; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) c.json = 1;
-        else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc) c.url = argv[++i];
-        else rest[n++] = argv[i];
+        if (strcmp(argv[i], "--json") == 0)
+            c.json = 1;
+        else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
+            c.url = argv[++i];
+        else
+            rest[n++] = argv[i];
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc;
-    if (strcmp(cmd, "deploy") == 0) rc = cmd_deploy(&c, n, rest);
-    else if (strcmp(cmd, "invoke") == 0) rc = cmd_invoke(&c, n, rest);
-    else if (strcmp(cmd, "ls") == 0) rc = cmd_ls(&c, n, rest);
-    else if (strcmp(cmd, "status") == 0) rc = cmd_status(&c, n, rest);
-    else if (strcmp(cmd, "rm") == 0) rc = cmd_rm(&c, n, rest);
-    else usage_error("unknown command '%s'", cmd);
+    if (strcmp(cmd, "deploy") == 0)
+        rc = cmd_deploy(&c, n, rest);
+    else if (strcmp(cmd, "invoke") == 0)
+        rc = cmd_invoke(&c, n, rest);
+    else if (strcmp(cmd, "ls") == 0)
+        rc = cmd_ls(&c, n, rest);
+    else if (strcmp(cmd, "status") == 0)
+        rc = cmd_status(&c, n, rest);
+    else if (strcmp(cmd, "rm") == 0)
+        rc = cmd_rm(&c, n, rest);
+    else
+        usage_error("unknown command '%s'", cmd);
     curl_global_cleanup();
     free(rest);
     return rc;

@@ -30,7 +30,7 @@ int buf_reserve(buf *b, size_t extra)
     if (need <= b->cap && b->data) return 0;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) cap = cap > b->max / 2 ? b->max : cap * 2;
-    if (cap > b->max) cap = b->max; /* need <= max, so this still holds need */
+    if (cap > b->max) cap = b->max;      /* need <= max, so this still holds need */
     char *p = realloc(b->data, cap + 1); /* +1: room for a terminating NUL */
     if (!p) return ERR_NOMEM;
     b->data = p;

@@ -1,16 +1,14 @@
 #include "common/err.h"
 
-static const char *const names[] = {
-    "OK",
+static const char *const names[] = {"OK",
 #define X(name, msg) #name,
-    ERR_MAP(X)
+                                    ERR_MAP(X)
 #undef X
 };
 
-static const char *const messages[] = {
-    "success",
+static const char *const messages[] = {"success",
 #define X(name, msg) msg,
-    ERR_MAP(X)
+                                       ERR_MAP(X)
 #undef X
 };
 

@@ -12,7 +12,7 @@ typedef struct list_node {
     struct list_node *prev, *next;
 } list_node;
 
-#define list_entry(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define list_entry(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static inline void list_init(list_node *head)
 {

@@ -105,8 +105,7 @@ void *strmap_remove(strmap *m, const char *key)
     return v;
 }
 
-void strmap_each(const strmap *m, void (*cb)(const char *key, void *value, void *data),
-                 void *data)
+void strmap_each(const strmap *m, void (*cb)(const char *key, void *value, void *data), void *data)
 {
     for (size_t i = 0; i < m->nbuckets; i++)
         for (strmap_entry *e = m->buckets[i]; e; e = e->next) cb(e->key, e->value, data);

@@ -31,7 +31,6 @@ void *strmap_get(const strmap *m, const char *key, size_t klen);
 /* Removes and returns the value, or NULL. */
 void *strmap_remove(strmap *m, const char *key);
 /* Calls cb for each entry in no particular order; cb must not change the map. */
-void strmap_each(const strmap *m, void (*cb)(const char *key, void *value, void *data),
-                 void *data);
+void strmap_each(const strmap *m, void (*cb)(const char *key, void *value, void *data), void *data);
 
 #endif

@@ -94,30 +94,54 @@ void http_config_defaults(http_config *c)
 const char *http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -466,9 +490,12 @@ void http_respond_error(http_request *req, int status, const char *code, const c
     char body[2300];
     size_t n = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
     for (const unsigned char *p = (const unsigned char *)msg; *p && n < sizeof body - 64; p++) {
-        if (*p == '"' || *p == '\\') n += (size_t)snprintf(body + n, sizeof body - n, "\\%c", *p);
-        else if (*p < 0x20) n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", *p);
-        else body[n++] = (char)*p;
+        if (*p == '"' || *p == '\\')
+            n += (size_t)snprintf(body + n, sizeof body - n, "\\%c", *p);
+        else if (*p < 0x20)
+            n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", *p);
+        else
+            body[n++] = (char)*p;
     }
     n += (size_t)snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
     http_respond(req, status, "application/json", NULL, body, n);
@@ -495,8 +522,8 @@ static void process(http_conn *c)
         }
         if (c->in_off == c->in_len) break;
         if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED) http_parser_pause(&c->parser, 0);
-        size_t n = http_parser_execute(&c->parser, &settings, c->in + c->in_off,
-                                       c->in_len - c->in_off);
+        size_t n =
+            http_parser_execute(&c->parser, &settings, c->in + c->in_off, c->in_len - c->in_off);
         c->in_off += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_OK || e == HPE_PAUSED) continue;
@@ -787,8 +814,10 @@ int http_query_parse(const char *query, http_query_cb cb, void *data)
             char *v = k + (kd < 0 ? 0 : kd) + 1;
             long vd = eq ? decode(eq + 1, len - klen - 1, v) : 0;
             if (!eq) v[0] = '\0';
-            if (kd < 0 || vd < 0) rc = ERR_INVAL;
-            else rc = cb(k, (size_t)kd, v, (size_t)vd, data);
+            if (kd < 0 || vd < 0)
+                rc = ERR_INVAL;
+            else
+                rc = cb(k, (size_t)kd, v, (size_t)vd, data);
         }
         p += len + (amp ? 1 : 0);
     }

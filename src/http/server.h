@@ -32,9 +32,9 @@ typedef struct http_request http_request;
 struct http_request {
     /* Read-only for handlers; valid until the request is answered. */
     enum http_method method;
-    const char *path;  /* request target up to '?', NUL-terminated, not decoded */
-    const char *query; /* after '?' (not decoded), "" if none */
-    buf body;          /* the handler may take it (buf_move) */
+    const char *path;   /* request target up to '?', NUL-terminated, not decoded */
+    const char *query;  /* after '?' (not decoded), "" if none */
+    buf body;           /* the handler may take it (buf_move) */
     const char *client; /* peer address, for logs */
     uint64_t id;        /* per server, for logs */
 

@@ -131,8 +131,8 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
 
     int rc = handler(&req, res);
     if (rc != 0 && !res->failed)
-        res->message_len = (size_t)snprintf(res->message, sizeof res->message,
-                                            "spate_handler returned %d", rc);
+        res->message_len =
+            (size_t)snprintf(res->message, sizeof res->message, "spate_handler returned %d", rc);
     if (rc != 0 || res->failed) {
         if (res->message_len == 0) {
             memcpy(res->message, "function failed", 15);
@@ -295,8 +295,10 @@ static void __attribute__((noreturn)) serve(void)
             int rc = zmsg_recv(control_fd, &m, &fd);
             if (rc == -EAGAIN || rc == -EPROTO) continue;
             if (rc <= 0) exit(0); /* spated is gone: our instances follow (PDEATHSIG) */
-            if (m.type == ZMSG_SPAWN && fd >= 0) spawn(m.id, fd);
-            else if (fd >= 0) close(fd);
+            if (m.type == ZMSG_SPAWN && fd >= 0)
+                spawn(m.id, fd);
+            else if (fd >= 0)
+                close(fd);
         }
     }
 }
@@ -312,15 +314,19 @@ int main(int argc, char **argv)
 {
     const char *function = "?", *version = "?", *object = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0 && i + 1 < argc) version = argv[++i];
-        else if (strcmp(argv[i], "--function") == 0 && i + 1 < argc) function = argv[++i];
+        if (strcmp(argv[i], "--version") == 0 && i + 1 < argc)
+            version = argv[++i];
+        else if (strcmp(argv[i], "--function") == 0 && i + 1 < argc)
+            function = argv[++i];
         else if (strcmp(argv[i], "--control-fd") == 0 && i + 1 < argc) {
             uint64_t v;
             const char *s = argv[++i];
             if (parse_u64(s, strlen(s), 0, 1 << 20, &v)) usage();
             control_fd = (int)v;
-        } else if (argv[i][0] != '-' && !object) object = argv[i];
-        else usage();
+        } else if (argv[i][0] != '-' && !object)
+            object = argv[i];
+        else
+            usage();
     }
     if (control_fd < 0 || !object) usage();
 

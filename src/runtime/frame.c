@@ -35,8 +35,7 @@ static uint64_t get_u64(const uint8_t *p)
     return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
 }
 
-void frame_header_encode(uint8_t out[FRAME_HEADER_SIZE], uint32_t len, uint8_t type,
-                         uint8_t flags)
+void frame_header_encode(uint8_t out[FRAME_HEADER_SIZE], uint32_t len, uint8_t type, uint8_t flags)
 {
     put_u32(out, len);
     out[4] = type;

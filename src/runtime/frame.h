@@ -56,8 +56,7 @@ typedef struct frame_invoke {
     uint32_t payload_len;
 } frame_invoke;
 
-void frame_header_encode(uint8_t out[FRAME_HEADER_SIZE], uint32_t len, uint8_t type,
-                         uint8_t flags);
+void frame_header_encode(uint8_t out[FRAME_HEADER_SIZE], uint32_t len, uint8_t type, uint8_t flags);
 /* Checks the type and that the length is at most max. 0 or ERR_PROTO / ERR_TOOBIG. */
 int frame_header_decode(const uint8_t in[FRAME_HEADER_SIZE], uint32_t max, frame *f);
 

@@ -25,8 +25,8 @@ struct instance {
     pid_t pid;
     int pidfd;
     frame_reader reader;
-    buf meta;      /* the encoded INVOKE header being sent */
-    int status;    /* as from waitpid, once exited */
+    buf meta;   /* the encoded INVOKE header being sent */
+    int status; /* as from waitpid, once exited */
     char *init_error;
     unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1;
 };
@@ -110,8 +110,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
          * leaves it useless). The zygote's EXITED report finishes the job. */
         uv_read_stop(s);
         inst->closed = 1;
-        if (nread == UV_ENOBUFS) protocol_error(inst, "frame too large");
-        else instance_kill(inst);
+        if (nread == UV_ENOBUFS)
+            protocol_error(inst, "frame too large");
+        else
+            instance_kill(inst);
     }
 }
 
@@ -211,8 +213,10 @@ void instance_kill(instance *inst)
 {
     if (inst->finalized) return;
     inst->killed = 1;
-    if (inst->pidfd >= 0) syscall(SYS_pidfd_send_signal, inst->pidfd, SIGKILL, NULL, 0);
-    else inst->kill_pending = 1;
+    if (inst->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, inst->pidfd, SIGKILL, NULL, 0);
+    else
+        inst->kill_pending = 1;
 }
 
 pid_t instance_pid(const instance *inst)

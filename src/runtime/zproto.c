@@ -40,8 +40,8 @@ int zmsg_recv(int sock, zmsg *m, int *passfd)
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } ctl;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof ctl.buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     ssize_t n;
     do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
@@ -57,7 +57,9 @@ int zmsg_recv(int sock, zmsg *m, int *passfd)
         *passfd = -1;
         return -EPROTO;
     }
-    if ((size_t)n > ZMSG_FIXED_SIZE) m->text[n - ZMSG_FIXED_SIZE - 1] = '\0';
-    else m->text[0] = '\0';
+    if ((size_t)n > ZMSG_FIXED_SIZE)
+        m->text[n - ZMSG_FIXED_SIZE - 1] = '\0';
+    else
+        m->text[0] = '\0';
     return 1;
 }

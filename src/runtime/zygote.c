@@ -187,8 +187,7 @@ static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signa
         snprintf(why, sizeof why, "spate-runner %s while loading the shared object", how);
         fail_loading(z, why);
     } else if (z->state == Z_READY) {
-        log_warn("zygote %s fn=%s version=%u pid=%d", how, z->function, z->version,
-                 (int)p->pid);
+        log_warn("zygote %s fn=%s version=%u pid=%d", how, z->function, z->version, (int)p->pid);
         z->state = Z_STOPPING;
         close_control(z);
         lose_instances(z);
@@ -229,8 +228,14 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
 
     char version[16];
     snprintf(version, sizeof version, "%u", cfg->version);
-    char *args[] = {(char *)cfg->runner_path, "--control-fd", "3", "--function",
-                    (char *)cfg->function,   "--version",    version, (char *)cfg->object_path,
+    char *args[] = {(char *)cfg->runner_path,
+                    "--control-fd",
+                    "3",
+                    "--function",
+                    (char *)cfg->function,
+                    "--version",
+                    version,
+                    (char *)cfg->object_path,
                     NULL};
     uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},

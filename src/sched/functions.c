@@ -324,8 +324,10 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     fn *f = d->f;
     if (status != 0) {
         pool_discard(p, version);
-        if (status == ERR_CLOSED) finish_deploy(d, 503, "shutting_down", "%s", message);
-        else finish_deploy(d, 400, "bad_artifact", "%s", message);
+        if (status == ERR_CLOSED)
+            finish_deploy(d, 503, "shutting_down", "%s", message);
+        else
+            finish_deploy(d, 400, "bad_artifact", "%s", message);
         return;
     }
     reg_version v = {.version = version, .size = d->artifact.max, .created_ms = clock_now_ms()};
@@ -387,8 +389,8 @@ static void after_store(uv_work_t *w, int status)
     if (rc != 0) finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
 }
 
-void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact,
-                      deploy_cb cb, void *data)
+void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
+                      void *data)
 {
     deploy_result r = {0};
     fn *f = strmap_get(&t->byname, name, strlen(name));

@@ -53,8 +53,8 @@ typedef void (*deploy_cb)(const deploy_result *r, void *data);
 
 /* Deploys a new version. Takes cfg's env and artifact's storage. cb is called
  * exactly once, possibly before this returns. */
-void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact,
-                      deploy_cb cb, void *data);
+void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
+                      void *data);
 
 /* Removes a function: the registry first, then its pool drains and stops.
  * ERR_NOTFOUND, ERR_BUSY (a deploy is in flight) or ERR_STORE. */

@@ -137,10 +137,18 @@ static void unlink_instance(pinst *pi)
     pool *p = pi->pool;
     list_remove(&pi->link);
     switch (pi->state) {
-    case PI_STARTING: p->nstarting--; break;
-    case PI_IDLE: p->nidle--; break;
-    case PI_BUSY: p->nbusy--; break;
-    case PI_STOPPING: p->nstopping--; break;
+    case PI_STARTING:
+        p->nstarting--;
+        break;
+    case PI_IDLE:
+        p->nidle--;
+        break;
+    case PI_BUSY:
+        p->nbusy--;
+        break;
+    case PI_STOPPING:
+        p->nstopping--;
+        break;
     }
 }
 
@@ -227,8 +235,7 @@ static void on_instance_ready(instance *inst, void *data)
     became_idle(pi);
 }
 
-static void on_instance_result(instance *inst, int failed, const char *body, size_t len,
-                               void *data)
+static void on_instance_result(instance *inst, int failed, const char *body, size_t len, void *data)
 {
     pinst *pi = data;
     if (pi->state != PI_BUSY || !pi->inv) return; /* e.g. it had timed out */
@@ -559,7 +566,8 @@ void pool_invoke(pool *p, invocation *inv)
     inv->version = 0;
     pversion *v = p->active;
     if (p->closing || !v) {
-        finish_msg(inv, INV_UNAVAILABLE, p->closing ? "spated is shutting down" : "function has no active version");
+        finish_msg(inv, INV_UNAVAILABLE,
+                   p->closing ? "spated is shutting down" : "function has no active version");
         return;
     }
     if (p->nidle > 0) {
@@ -578,7 +586,8 @@ void pool_invoke(pool *p, invocation *inv)
     if (p->nwaiting >= v->cfg.queue_max) {
         p->rejected++;
         char msg[128];
-        snprintf(msg, sizeof msg, "function is at its maximum of %u instances and %u invocations wait",
+        snprintf(msg, sizeof msg,
+                 "function is at its maximum of %u instances and %u invocations wait",
                  v->cfg.max_instances, p->nwaiting);
         finish_msg(inv, INV_OVERLOADED, msg);
         return;

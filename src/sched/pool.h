@@ -43,7 +43,7 @@ struct invocation {
     const char *request_id;
     const void *payload;
     uint32_t payload_len;
-    uint32_t attempt; /* 1 on first delivery */
+    uint32_t attempt;  /* 1 on first delivery */
     const char *topic; /* NULL for a direct invoke */
     const char *key;
     invocation_done_cb done;

@@ -80,7 +80,8 @@ static const opt_def opt_defs[] = {
 static void usage(FILE *out)
 {
     fprintf(out, "usage: spated [options]\n\n");
-    for (size_t i = 0; i < NOPTS; i++) fprintf(out, "  %-20s %s\n", opt_defs[i].name, opt_defs[i].help);
+    for (size_t i = 0; i < NOPTS; i++)
+        fprintf(out, "  %-20s %s\n", opt_defs[i].name, opt_defs[i].help);
     fprintf(out, "  %-20s %s\n  %-20s %s\n", "--version", "print the version and exit", "--help",
             "print this help and exit");
 }
@@ -137,8 +138,10 @@ static void parse_options(int argc, char **argv, options *o)
         for (size_t k = 0; k < NOPTS && !d; k++) {
             size_t n = strlen(opt_defs[k].name);
             if (strncmp(arg, opt_defs[k].name, n) != 0) continue;
-            if (arg[n] == '=') val = arg + n + 1;
-            else if (arg[n] != '\0') continue;
+            if (arg[n] == '=')
+                val = arg + n + 1;
+            else if (arg[n] != '\0')
+                continue;
             d = &opt_defs[k];
         }
         if (!d) die("unknown option '%s' (see --help)%s", arg, "");
@@ -149,8 +152,10 @@ static void parse_options(int argc, char **argv, options *o)
         uint64_t num;
         switch (d->kind) {
         case OPT_STRING:
-            if (strcmp(d->name, "--runner") == 0) snprintf(o->runner, sizeof o->runner, "%s", val);
-            else *(const char **)((char *)o + d->offset) = val;
+            if (strcmp(d->name, "--runner") == 0)
+                snprintf(o->runner, sizeof o->runner, "%s", val);
+            else
+                *(const char **)((char *)o + d->offset) = val;
             break;
         case OPT_LISTEN:
             if (parse_host_port(val, o->host, sizeof o->host, &o->port))
@@ -164,11 +169,14 @@ static void parse_options(int argc, char **argv, options *o)
                          (unsigned long long)d->max);
                 die("option '%s' must be an integer %s", d->name, range);
             }
-            if (d->kind == OPT_U32) *(uint32_t *)((char *)o + d->offset) = (uint32_t)num;
-            else *(size_t *)((char *)o + d->offset) = (size_t)num;
+            if (d->kind == OPT_U32)
+                *(uint32_t *)((char *)o + d->offset) = (uint32_t)num;
+            else
+                *(size_t *)((char *)o + d->offset) = (size_t)num;
             break;
         case OPT_LOGLEVEL:
-            if (log_level_parse(val) < 0) die("--log-level '%s' is not one of debug, info, warn, error%s", val, "");
+            if (log_level_parse(val) < 0)
+                die("--log-level '%s' is not one of debug, info, warn, error%s", val, "");
             log_level_min = log_level_parse(val);
             break;
         }
@@ -238,8 +246,8 @@ int main(int argc, char **argv)
         log_warn("some functions could not be restored (see above)");
     n.api = api_create(n.table, &n.opt.limits);
     if (!n.api) die("out of memory%s%s", "", "");
-    if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(),
-                          n.api, &n.http, err, sizeof err) != 0)
+    if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
+                          &n.http, err, sizeof err) != 0)
         die("%s%s", err, "");
 
     uv_signal_init(n.loop, &n.sigterm);

@@ -42,11 +42,12 @@ int registry_put_version(store *s, const reg_version *v)
 {
     if (store_exec(s, "BEGIN IMMEDIATE")) return ERR_STORE;
     sqlite3_stmt *st;
-    int rc = prepare(s,
-                     "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
-                     " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max)"
-                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     &st);
+    int rc = prepare(
+        s,
+        "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
+        " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        &st);
     if (!rc) {
         const fn_config *c = &v->config;
         sqlite3_bind_text(st, 1, v->function, -1, SQLITE_STATIC);
@@ -60,16 +61,19 @@ int registry_put_version(store *s, const reg_version *v)
         sqlite3_bind_int64(st, 9, c->timeout_ms);
         sqlite3_bind_int64(st, 10, c->memory_mb);
         sqlite3_bind_int64(st, 11, c->keep_alive_ms);
-        if (c->env) sqlite3_bind_text(st, 12, c->env, -1, SQLITE_STATIC);
-        else sqlite3_bind_null(st, 12);
+        if (c->env)
+            sqlite3_bind_text(st, 12, c->env, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 12);
         sqlite3_bind_int64(st, 13, c->queue_max);
         rc = step_done(s, st);
     }
-    if (!rc) rc = prepare(s,
-                          "INSERT INTO functions (name, active_version, created_ms, updated_ms)"
-                          " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(name) DO UPDATE SET"
-                          " active_version = excluded.active_version, updated_ms = ?3",
-                          &st);
+    if (!rc)
+        rc = prepare(s,
+                     "INSERT INTO functions (name, active_version, created_ms, updated_ms)"
+                     " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(name) DO UPDATE SET"
+                     " active_version = excluded.active_version, updated_ms = ?3",
+                     &st);
     if (!rc) {
         sqlite3_bind_text(st, 1, v->function, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, v->version);
@@ -106,8 +110,8 @@ int registry_delete_function(store *s, const char *name)
 }
 
 #define VERSION_COLUMNS                                                                            \
-    "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"          \
-    " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"      \
+    "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
+    " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
     " v.queue_max"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)

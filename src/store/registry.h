@@ -33,8 +33,7 @@ int registry_delete_function(store *s, const char *name);
 
 /* Calls cb for each function's active version, by name; v is borrowed for the
  * call. Stops early if cb returns non-zero. */
-typedef int (*registry_version_cb)(const reg_version *v, int64_t function_created_ms,
-                                   void *data);
+typedef int (*registry_version_cb)(const reg_version *v, int64_t function_created_ms, void *data);
 int registry_each_active(store *s, registry_version_cb cb, void *data);
 /* Calls cb for each version of name, newest first. */
 int registry_each_version(store *s, const char *name, registry_version_cb cb, void *data);

@@ -71,8 +71,8 @@ static int migrate(store *s, char *err, size_t errcap)
         sqlite3_finalize(st);
     }
     if (have > MIGRATIONS) {
-        snprintf(err, errcap, "store schema version %d is newer than this spated knows (%d)",
-                 have, MIGRATIONS);
+        snprintf(err, errcap, "store schema version %d is newer than this spated knows (%d)", have,
+                 MIGRATIONS);
         return ERR_STORE;
     }
     for (int v = have; v < MIGRATIONS; v++) {

@@ -43,6 +43,7 @@ static int test_failures;
         fn();                                                                                      \
     } while (0)
 
-#define TEST_RESULT() (test_failures ? (fprintf(stderr, "%d check(s) failed\n", test_failures), 1) : 0)
+#define TEST_RESULT()                                                                              \
+    (test_failures ? (fprintf(stderr, "%d check(s) failed\n", test_failures), 1) : 0)
 
 #endif

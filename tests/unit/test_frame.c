@@ -36,9 +36,14 @@ static void encode_whole(buf *out, const frame_invoke *inv)
 static void invoke_round_trip(void)
 {
     const char payload[] = {'a', 0, 'b', (char)0xff};
-    frame_invoke in = {.deadline_ms = 1700000000123, .attempt = 3, .request_id = "req-1",
-                       .function = "hello", .topic = "trades", .key = "acct-7",
-                       .payload = payload, .payload_len = sizeof payload};
+    frame_invoke in = {.deadline_ms = 1700000000123,
+                       .attempt = 3,
+                       .request_id = "req-1",
+                       .function = "hello",
+                       .topic = "trades",
+                       .key = "acct-7",
+                       .payload = payload,
+                       .payload_len = sizeof payload};
     buf b;
     encode_whole(&b, &in);
     frame f;
@@ -61,7 +66,8 @@ static void invoke_round_trip(void)
     frame_invoke bare = {.request_id = "r", .function = "f", .payload = "", .payload_len = 0};
     encode_whole(&b, &bare);
     CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
-                                  &out), 0);
+                                  &out),
+              0);
     CHECK(out.topic == NULL);
     CHECK(out.key == NULL);
     CHECK_INT(out.payload_len, 0);
@@ -85,7 +91,8 @@ static void invoke_malformed(void)
     frame_invoke empty_id = {.request_id = "", .function = "fn", .payload = "", .payload_len = 0};
     encode_whole(&b, &empty_id);
     CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
-                                  &out), ERR_PROTO);
+                                  &out),
+              ERR_PROTO);
     buf_free(&b);
 }
 

@@ -203,7 +203,8 @@ static void headers_too_large(void)
     fd = connect_client();
     char many[8192];
     size_t len = (size_t)snprintf(many, sizeof many, "GET / HTTP/1.1\r\n");
-    for (int i = 0; i < 70; i++) len += (size_t)snprintf(many + len, sizeof many - len, "H%d: v\r\n", i);
+    for (int i = 0; i < 70; i++)
+        len += (size_t)snprintf(many + len, sizeof many - len, "H%d: v\r\n", i);
     snprintf(many + len, sizeof many - len, "\r\n");
     send_str(fd, many);
     recv_all(fd, got, sizeof got);
@@ -257,7 +258,8 @@ static void expect_continue(void)
 {
     int fd = connect_client();
     char got[4096];
-    send_str(fd, "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    send_str(fd,
+             "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
     recv_for(fd, got, sizeof got, 2000, 25);
     CHECK(strncmp(got, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0);
     send_str(fd, "abc");
