@@ -1,6 +1,5 @@
 #include "api/api.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +7,7 @@
 
 #include "api/json.h"
 #include "common/err.h"
+#include "common/fmt.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/names.h"
@@ -112,8 +112,12 @@ static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char
     api_invocation *ai = data;
     http_request *req = ai->req;
     char hdr[128];
-    snprintf(hdr, sizeof hdr, "Spate-Request-Id: %s\r\nSpate-Version: %u\r\n", ai->request_id,
-             inv->version);
+    char *p = fmt_lit(hdr, "Spate-Request-Id: ");
+    p = fmt_str(p, ai->request_id, strlen(ai->request_id));
+    p = fmt_lit(p, "\r\nSpate-Version: ");
+    p = fmt_u64(p, inv->version);
+    p = fmt_lit(p, "\r\n");
+    *p = '\0';
     int n = (int)(len > 2048 ? 2048 : len);
     switch (outcome) {
     case INV_OK:
@@ -165,11 +169,15 @@ static void invoke(api *a, http_request *req, const route_match *m)
     ai->pool = f->pool;
     buf_init(&ai->payload, 0);
     buf_move(&ai->payload, &req->body);
-    uint64_t n = ++a->id_counter;
-    snprintf(ai->request_id, sizeof ai->request_id,
-             "%08" PRIx32 "-%04" PRIx32 "-%04" PRIx32 "-%016" PRIx64,
-             (uint32_t)(a->id_prefix >> 32), (uint32_t)(a->id_prefix >> 16) & 0xffff,
-             (uint32_t)a->id_prefix & 0xffff, n);
+    /* xxxxxxxx-xxxx-xxxx-xxxxxxxxxxxxxxxx: the random process prefix, then a counter. */
+    char *p = fmt_hex(ai->request_id, a->id_prefix >> 32, 8);
+    *p++ = '-';
+    p = fmt_hex(p, a->id_prefix >> 16, 4);
+    *p++ = '-';
+    p = fmt_hex(p, a->id_prefix, 4);
+    *p++ = '-';
+    p = fmt_hex(p, ++a->id_counter, 16);
+    *p = '\0';
     ai->inv = (invocation){
         .request_id = ai->request_id,
         .payload = ai->payload.data,

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/err.h"
+#include "common/fmt.h"
 #include "common/limits.h"
 #include "common/list.h"
 #include "common/log.h"
@@ -465,17 +466,35 @@ void http_respond(http_request *req, int status, const char *content_type,
     }
     if (c->srv->draining || c->error_status) c->keep_alive = 0;
     if (req->method == HTTP_HEAD) len = 0;
-    int n = snprintf(c->head, sizeof c->head,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %zu\r\n%s%s%s%s%s\r\n", status,
-                     http_status_text(status), date_header(c->srv), len,
-                     content_type ? "Content-Type: " : "", content_type ? content_type : "",
-                     content_type ? "\r\n" : "", extra_headers ? extra_headers : "",
-                     c->keep_alive ? "" : "Connection: close\r\n");
-    if (n < 0 || (size_t)n >= sizeof c->head) {
+    const char *text = http_status_text(status);
+    const char *date = date_header(c->srv);
+    size_t tlen = strlen(text), dlen = strlen(date);
+    size_t clen = content_type ? strlen(content_type) : 0;
+    size_t xlen = extra_headers ? strlen(extra_headers) : 0;
+    /* Fixed parts and a 20-digit length fit in 160 bytes. */
+    if (tlen + dlen + clen + xlen + 160 > sizeof c->head) {
         log_error("answer headers too long req=%llu", (unsigned long long)req->id);
         close_conn(c);
         return;
     }
+    char *p = fmt_lit(c->head, "HTTP/1.1 ");
+    p = fmt_u64(p, (uint64_t)status);
+    *p++ = ' ';
+    p = fmt_str(p, text, tlen);
+    p = fmt_lit(p, "\r\nDate: ");
+    p = fmt_str(p, date, dlen);
+    p = fmt_lit(p, "\r\nContent-Length: ");
+    p = fmt_u64(p, len);
+    p = fmt_lit(p, "\r\n");
+    if (content_type) {
+        p = fmt_lit(p, "Content-Type: ");
+        p = fmt_str(p, content_type, clen);
+        p = fmt_lit(p, "\r\n");
+    }
+    if (xlen) p = fmt_str(p, extra_headers, xlen);
+    if (!c->keep_alive) p = fmt_lit(p, "Connection: close\r\n");
+    p = fmt_lit(p, "\r\n");
+    int n = (int)(p - c->head);
     send_answer(c, c->head, (size_t)n, body, len);
 }
 
@@ -506,6 +525,10 @@ void http_respond_error(http_request *req, int status, const char *code, const c
 static void dispatch(http_conn *c)
 {
     c->pending = 1;
+    if (c->srv->draining) {
+        http_respond_error(&c->req, 503, "shutting_down", "spated is shutting down");
+        return;
+    }
     c->srv->h->handle(&c->req, c->srv->data);
 }
 

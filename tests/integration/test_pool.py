@@ -153,3 +153,28 @@ def test_sigterm_grace_cuts_hung_invocations(make_spated, functions):
     t.join(10)
     assert result["r"][0] == 503
     assert d.proc.wait(10) == 0
+
+
+def test_requests_during_shutdown_get_503(spated, functions):
+    import socket
+    spated.deploy("probe", functions["probe"])
+    spated.invoke("probe", b"warm")
+    result = {}
+
+    def slow():
+        result["r"] = spated.invoke("probe", b"sleep:600")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    s = socket.create_connection(("127.0.0.1", spated.port))
+    # A request half sent when the signal comes is refused cleanly once whole.
+    s.sendall(b"POST /v1/functions/probe/invoke HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n")
+    time.sleep(0.1)
+    spated.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    s.sendall(b"hi")
+    answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"shutting_down" in answer
+    t.join()
+    assert result["r"] == (200, b"slept")
+    assert spated.proc.wait(10) == 0
