@@ -77,6 +77,14 @@
 #define SPATE_ZYGOTE_LOAD_TIMEOUT_MS 10000
 /* An instance must have run spate_init and said it is ready within this (ms). */
 #define SPATE_INSTANCE_INIT_TIMEOUT_MS 10000
+/* Invocations queued on one busy instance (its mailbox), when that starts
+ * them sooner than another instance could. Only small payloads are queued
+ * this way, so a mailbox holds at most about 2 MiB. */
+#define SPATE_PREFETCH_MAX 16
+#define SPATE_PREFETCH_PAYLOAD_MAX (64u * KIB)
+/* What waking an idle instance costs, against which the dispatcher weighs
+ * queueing behind a busy one (us; a socketpair round trip is 8-11 us here). */
+#define SPATE_WAKE_COST_US 20
 /* Zygote restarts after a crash are spaced at least this far apart (ms). */
 #define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
 

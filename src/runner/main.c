@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "spate.h"
@@ -100,17 +101,59 @@ static int send_frame(int fd, uint8_t type, uint8_t flags, const void *body, siz
     return write_all(fd, iov, len ? 2 : 1);
 }
 
-/* Reads until at least want bytes are in in; 0, or -1 at end of stream or error. */
+/* Reads at least want bytes in total into in (more if they are there);
+ * 0, or -1 at end of stream or on error. */
 static int fill(int fd, buf *in, size_t want)
 {
     while (in->len < want) {
-        if (buf_reserve(in, want - in->len) != 0) return -1;
+        /* Room for many small frames at once: spated may have queued several. */
+        size_t room = want - in->len < 64 * KIB ? 64 * KIB : want - in->len;
+        if (room > in->max - in->len) room = in->max - in->len;
+        if (buf_reserve(in, room) != 0) return -1;
         ssize_t n = read(fd, in->data + in->len, in->cap - in->len);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
         in->len += (size_t)n;
     }
     return 0;
+}
+
+/* The result being written. Each leaves before the next invocation starts:
+ * if that one crashed the instance, a held-back result would be lost, and a
+ * finished invocation reported as the one that crashed. */
+static buf outq;
+#define FLUSH_BYTES (64 * KIB)
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void flush(int fd)
+{
+    if (outq.len == 0) return;
+    struct iovec iov = {outq.data, outq.len};
+    if (write_all(fd, &iov, 1)) _exit(0);
+    buf_reset(&outq);
+    if (outq.cap > 256 * KIB) buf_free(&outq);
+}
+
+static void put_result(int fd, uint8_t flags, uint32_t duration_us, const void *body, size_t len)
+{
+    uint8_t hdr[FRAME_HEADER_SIZE + FRAME_RESULT_FIXED];
+    frame_header_encode(hdr, (uint32_t)(FRAME_RESULT_FIXED + len), FRAME_RESULT, flags);
+    frame_result_encode_fixed(hdr + FRAME_HEADER_SIZE, duration_us);
+    if (len > 16 * KIB) {
+        /* Large output: no copy; it goes straight from the handler's buffer. */
+        flush(fd);
+        struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
+        if (write_all(fd, iov, 2)) _exit(0);
+        return;
+    }
+    if (buf_append(&outq, hdr, sizeof hdr) || buf_append(&outq, body, len)) _exit(3);
+    flush(fd);
 }
 
 static void invoke(int fd, const frame_invoke *inv, spate_response *res)
@@ -129,7 +172,10 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
     res->failed = 0;
     res->message_len = 0;
 
+    uint64_t start = mono_ns();
     int rc = handler(&req, res);
+    uint64_t took = (mono_ns() - start) / 1000;
+    uint32_t duration_us = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
     if (rc != 0 && !res->failed)
         res->message_len =
             (size_t)snprintf(res->message, sizeof res->message, "spate_handler returned %d", rc);
@@ -138,9 +184,9 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
             memcpy(res->message, "function failed", 15);
             res->message_len = 15;
         }
-        if (send_frame(fd, FRAME_RESULT, FRAME_FAILED, res->message, res->message_len)) _exit(0);
-    } else if (send_frame(fd, FRAME_RESULT, 0, res->out.data, res->out.len)) {
-        _exit(0);
+        put_result(fd, FRAME_FAILED, duration_us, res->message, res->message_len);
+    } else {
+        put_result(fd, 0, duration_us, res->out.data, res->out.len);
     }
     /* A large output leaves a large heap behind; give it back while idle. */
     if (res->out.cap > 256 * KIB) buf_free(&res->out);
@@ -162,22 +208,33 @@ static void __attribute__((noreturn)) run_instance(int fd)
 
     static spate_response res;
     buf_init(&res.out, SPATE_RESPONSE_MAX);
+    buf_init(&outq, FLUSH_BYTES + FRAME_HEADER_SIZE + FRAME_RESULT_FIXED + 16 * KIB);
     buf in;
     buf_init(&in, FRAME_HEADER_SIZE + SPATE_FRAME_MAX);
+    size_t want = FRAME_HEADER_SIZE;
     for (;;) {
-        if (fill(fd, &in, FRAME_HEADER_SIZE)) _exit(0);
-        frame f;
-        if (frame_header_decode((const uint8_t *)in.data, SPATE_FRAME_MAX, &f) ||
-            f.type != FRAME_INVOKE)
-            _exit(2);
-        size_t whole = FRAME_HEADER_SIZE + f.len;
-        if (fill(fd, &in, whole)) _exit(0);
-        frame_invoke inv;
-        if (frame_invoke_decode(in.data + FRAME_HEADER_SIZE, f.len, &inv)) _exit(2);
-        invoke(fd, &inv, &res);
-        /* spated sends one invocation at a time, but keep any early bytes. */
-        memmove(in.data, in.data + whole, in.len - whole);
-        in.len -= whole;
+        if (fill(fd, &in, want)) _exit(0);
+        /* Run every whole frame that is here, one at a time, in order: several
+         * arrive in one read when spated queued them. */
+        size_t off = 0;
+        want = FRAME_HEADER_SIZE;
+        while (in.len - off >= FRAME_HEADER_SIZE) {
+            frame f;
+            if (frame_header_decode((const uint8_t *)in.data + off, SPATE_FRAME_MAX, &f) ||
+                f.type != FRAME_INVOKE)
+                _exit(2);
+            size_t whole = FRAME_HEADER_SIZE + f.len;
+            if (in.len - off < whole) {
+                want = whole;
+                break;
+            }
+            frame_invoke inv;
+            if (frame_invoke_decode(in.data + off + FRAME_HEADER_SIZE, f.len, &inv)) _exit(2);
+            invoke(fd, &inv, &res);
+            off += whole;
+        }
+        memmove(in.data, in.data + off, in.len - off);
+        in.len -= off;
         if (in.cap > 256 * KIB && in.len == 0) buf_free(&in);
     }
 }

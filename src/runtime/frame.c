@@ -124,6 +124,21 @@ int frame_invoke_decode(const char *body, uint32_t len, frame_invoke *out)
     return 0;
 }
 
+void frame_result_encode_fixed(uint8_t out[FRAME_RESULT_FIXED], uint32_t duration_us)
+{
+    put_u32(out, duration_us);
+}
+
+int frame_result_decode(const char *body, uint32_t len, uint32_t *duration_us, const char **data,
+                        uint32_t *data_len)
+{
+    if (len < FRAME_RESULT_FIXED) return ERR_PROTO;
+    *duration_us = get_u32((const uint8_t *)body);
+    *data = body + FRAME_RESULT_FIXED;
+    *data_len = len - FRAME_RESULT_FIXED;
+    return 0;
+}
+
 void frame_reader_init(frame_reader *r, uint32_t max_body)
 {
     buf_init(&r->in, FRAME_HEADER_SIZE + (size_t)max_body);

@@ -8,8 +8,11 @@
  *   READY        instance -> spated  spate_init succeeded; body empty
  *   INIT_FAILED  instance -> spated  body: message
  *   INVOKE       spated -> instance  body: invocation (below)
- *   RESULT       instance -> spated  flags FRAME_FAILED: body is the error message;
- *                                    otherwise the body is the output
+ *   RESULT       instance -> spated  u32 handler duration in us, then: with flag
+ *                                    FRAME_FAILED the error message, else the output
+ *
+ * spated may queue several INVOKE frames on an instance; it runs them one at
+ * a time, in order, and answers each with a RESULT in the same order.
  *
  * INVOKE body: i64 deadline_ms | u32 attempt | u16 request_id_len | u16 function_len |
  *              u16 topic_len | u16 key_len | u32 payload_len | u32 flags (FRAME_HAS_TOPIC,
@@ -27,6 +30,7 @@
 
 #define FRAME_HEADER_SIZE 8
 #define FRAME_INVOKE_FIXED 32
+#define FRAME_RESULT_FIXED 4
 
 enum frame_type {
     FRAME_READY = 1,
@@ -65,6 +69,13 @@ int frame_header_decode(const uint8_t in[FRAME_HEADER_SIZE], uint32_t max, frame
 int frame_invoke_encode(buf *out, const frame_invoke *inv);
 /* Parses an INVOKE body; pointers in out point into body. 0 or ERR_PROTO. */
 int frame_invoke_decode(const char *body, uint32_t len, frame_invoke *out);
+
+/* The fixed part of a RESULT body. */
+void frame_result_encode_fixed(uint8_t out[FRAME_RESULT_FIXED], uint32_t duration_us);
+/* Splits a RESULT body into its duration and its output or message.
+ * 0 or ERR_PROTO when too short. */
+int frame_result_decode(const char *body, uint32_t len, uint32_t *duration_us, const char **data,
+                        uint32_t *data_len);
 
 /*
  * An incremental reader for the non-blocking side: the caller reads into

@@ -13,6 +13,7 @@
 
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/list.h"
 #include "common/log.h"
 
 struct instance {
@@ -25,7 +26,10 @@ struct instance {
     pid_t pid;
     int pidfd;
     frame_reader reader;
-    buf meta;   /* the encoded INVOKE header being sent */
+    list_node dirty; /* in the list of instances with frames to send */
+    buf out;         /* frames not yet handed to the socket */
+    buf sending;     /* frames a pending uv_write is sending */
+    int writing;
     int status; /* as from waitpid, once exited */
     char *init_error;
     unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1;
@@ -33,11 +37,18 @@ struct instance {
 
 static uint64_t next_id = 1;
 
+/* Frames queued during one turn of the loop leave together at its end (a
+ * check handle), so several invocations for one instance cost one write. */
+static uv_check_t flusher;
+static list_node dirty_list;
+static int flusher_ready;
+
 static void on_closed(uv_handle_t *h)
 {
     instance *inst = h->data;
     frame_reader_free(&inst->reader);
-    buf_free(&inst->meta);
+    buf_free(&inst->out);
+    buf_free(&inst->sending);
     free(inst->init_error);
     free(inst);
 }
@@ -47,6 +58,7 @@ static void finalize(instance *inst, const char *why)
 {
     if (inst->finalized) return;
     inst->finalized = 1;
+    list_remove(&inst->dirty);
     if (inst->z) zygote_forget(inst->z, inst);
     uv_read_stop((uv_stream_t *)&inst->pipe);
     if (inst->pidfd >= 0) close(inst->pidfd);
@@ -73,9 +85,16 @@ static void handle_frame(instance *inst, const frame *f)
         free(inst->init_error);
         inst->init_error = strndup(f->body, f->len < 1024 ? f->len : 1024);
         break;
-    case FRAME_RESULT:
-        inst->cb->result(inst, f->flags & FRAME_FAILED, f->body, f->len, inst->data);
+    case FRAME_RESULT: {
+        uint32_t duration, len;
+        const char *body;
+        if (frame_result_decode(f->body, f->len, &duration, &body, &len)) {
+            protocol_error(inst, "short result frame");
+            break;
+        }
+        inst->cb->result(inst, f->flags & FRAME_FAILED, duration, body, len, inst->data);
         break;
+    }
     default:
         protocol_error(inst, "unexpected frame type");
     }
@@ -148,8 +167,12 @@ int instance_start(zygote *z, const instance_callbacks *cb, void *data, instance
     inst->data = data;
     inst->id = next_id++;
     inst->pidfd = -1;
+    list_init(&inst->dirty);
     frame_reader_init(&inst->reader, SPATE_FRAME_MAX);
-    buf_init(&inst->meta, 64 * KIB);
+    /* Room for one invocation of the largest size and a full mailbox of small ones. */
+    buf_init(&inst->out, (size_t)FRAME_HEADER_SIZE + SPATE_FRAME_MAX +
+                             SPATE_PREFETCH_MAX * (SPATE_PREFETCH_PAYLOAD_MAX + 64u * KIB));
+    buf_init(&inst->sending, 0);
     uv_pipe_init(zygote_loop(z), &inst->pipe, 0);
     inst->pipe.data = inst;
     if (uv_pipe_open(&inst->pipe, sv[0]) != 0) {
@@ -168,40 +191,85 @@ int instance_start(zygote *z, const instance_callbacks *cb, void *data, instance
     return 0;
 }
 
+static void flush(instance *inst);
+
 static void on_written(uv_write_t *w, int status)
 {
     instance *inst = w->data;
-    if (status < 0 && status != UV_ECANCELED) {
+    inst->writing = 0;
+    buf_reset(&inst->sending);
+    if (inst->finalized) return;
+    if (status < 0) {
         log_warn("cannot send invocation to instance: %s instance=%llu", uv_strerror(status),
                  (unsigned long long)inst->id);
+        instance_kill(inst);
+        return;
+    }
+    flush(inst);
+}
+
+/* Hands queued frames to the socket: at once if it takes them (the usual
+ * case: no copy beyond the queue), else through a uv_write of the rest,
+ * during which new frames accumulate in out. */
+static void flush(instance *inst)
+{
+    if (inst->writing || inst->out.len == 0) return;
+    uv_buf_t b = uv_buf_init(inst->out.data, (unsigned)inst->out.len);
+    int n = uv_try_write((uv_stream_t *)&inst->pipe, &b, 1);
+    if (n == UV_EAGAIN) n = 0;
+    if (n < 0) {
+        instance_kill(inst);
+        return;
+    }
+    if ((size_t)n == inst->out.len) {
+        buf_reset(&inst->out);
+        if (inst->out.cap > 1024 * KIB) buf_free(&inst->out);
+        return;
+    }
+    /* Swap: the unsent rest goes out from sending; out takes new frames. */
+    buf tmp = inst->sending;
+    inst->sending = inst->out;
+    inst->out = tmp;
+    inst->out.max = inst->sending.max;
+    b = uv_buf_init(inst->sending.data + n, (unsigned)(inst->sending.len - (size_t)n));
+    inst->wreq.data = inst;
+    inst->writing = 1;
+    if (uv_write(&inst->wreq, (uv_stream_t *)&inst->pipe, &b, 1, on_written) != 0) {
+        inst->writing = 0;
         instance_kill(inst);
     }
 }
 
+static void on_check(uv_check_t *h)
+{
+    while (!list_empty(&dirty_list)) {
+        instance *inst = list_entry(list_first(&dirty_list), instance, dirty);
+        list_remove(&inst->dirty);
+        flush(inst);
+    }
+    uv_check_stop(h);
+}
+
 int instance_invoke(instance *inst, const frame_invoke *inv)
 {
-    buf_reset(&inst->meta);
-    int rc = frame_invoke_encode(&inst->meta, inv);
-    if (rc) return rc;
-    uv_buf_t bufs[2] = {uv_buf_init(inst->meta.data, (unsigned)inst->meta.len),
-                        uv_buf_init((char *)inv->payload, inv->payload_len)};
-    unsigned nbufs = inv->payload_len ? 2 : 1;
-    int n = uv_try_write((uv_stream_t *)&inst->pipe, bufs, nbufs);
-    if (n == UV_EAGAIN) n = 0;
-    if (n < 0) return ERR_IO;
-    size_t sent = (size_t)n;
-    uv_buf_t *b = bufs;
-    while (nbufs > 0 && sent >= b->len) {
-        sent -= b->len;
-        b++;
-        nbufs--;
+    size_t mark = inst->out.len;
+    int rc = frame_invoke_encode(&inst->out, inv);
+    if (rc == 0) rc = buf_append(&inst->out, inv->payload, inv->payload_len);
+    if (rc != 0) {
+        inst->out.len = mark;
+        return rc;
     }
-    if (nbufs == 0) return 0;
-    b->base += sent;
-    b->len -= sent;
-    /* The rest goes out as the socket drains; both buffers outlive the write. */
-    inst->wreq.data = inst;
-    return uv_write(&inst->wreq, (uv_stream_t *)&inst->pipe, b, nbufs, on_written) ? ERR_IO : 0;
+    if (!flusher_ready) {
+        uv_check_init(inst->pipe.loop, &flusher);
+        uv_unref((uv_handle_t *)&flusher); /* never keeps the loop alive */
+        list_init(&dirty_list);
+        flusher_ready = 1;
+    }
+    if (inst->dirty.next == &inst->dirty) {
+        list_push_back(&dirty_list, &inst->dirty);
+        uv_check_start(&flusher, on_check);
+    }
+    return 0;
 }
 
 int instance_usable(const instance *inst)

@@ -18,9 +18,11 @@ typedef struct instance instance;
 typedef struct instance_callbacks {
     /* spate_init succeeded; the instance takes invocations. */
     void (*ready)(instance *inst, void *data);
-    /* The invocation finished. body is the output, or the error message when
-     * failed; borrowed for the call. */
-    void (*result)(instance *inst, int failed, const char *body, size_t len, void *data);
+    /* The oldest invocation sent finished after duration_us in the handler.
+     * body is the output, or the error message when failed; borrowed for the
+     * call. */
+    void (*result)(instance *inst, int failed, uint32_t duration_us, const char *body, size_t len,
+                   void *data);
     /* The instance is gone; why is e.g. "killed by signal 11 (Segmentation
      * fault)". Called once; the instance is freed after it returns. */
     void (*exited)(instance *inst, const char *why, void *data);
@@ -29,8 +31,9 @@ typedef struct instance_callbacks {
 /* Creates the instance and asks the zygote to fork it. cb is borrowed for the
  * life of the instance. On error no callback is ever called. */
 int instance_start(zygote *z, const instance_callbacks *cb, void *data, instance **out);
-/* Sends one invocation; the instance must be ready and idle. The payload is
- * borrowed until the result or exit callback. */
+/* Sends one invocation; the instance must be ready. Several may be queued:
+ * the instance runs them one at a time, in order, and results come back in
+ * that order. The frame is copied; nothing is borrowed after the call. */
 int instance_invoke(instance *inst, const frame_invoke *inv);
 /* Kills the process (SIGKILL); exited follows. Safe to call more than once. */
 void instance_kill(instance *inst);

@@ -35,14 +35,15 @@ typedef struct pversion {
 } pversion;
 
 struct pinst {
-    list_node link; /* in starting, idle or busy; self-linked when stopping */
+    list_node link;     /* in starting, idle or busy; self-linked when stopping */
+    list_node inflight; /* invocations sent to it, the running one first */
+    uint32_t depth;     /* how many */
     pool *pool;
     pversion *ver;
     instance *inst;
     enum pi_state state;
-    invocation *inv;   /* while busy */
     uint64_t since;    /* loop ms: idle since */
-    uint64_t deadline; /* loop ms: end of init (starting) or of the invocation (busy) */
+    uint64_t deadline; /* loop ms: end of init (starting) or of the running invocation (busy) */
     uint64_t spawn_ns;
 };
 
@@ -62,7 +63,12 @@ struct pool {
     void (*close_cb)(void *);
     void *close_data;
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
+    double service_us; /* moving average of handler time; 0 until known */
+    double cold_us;    /* moving average of instance start time */
 };
+
+/* Weight of a new sample in the moving averages. */
+#define EWMA_ALPHA 0.2
 
 static void grow(pool *p);
 static void maybe_finish_close(pool *p);
@@ -132,9 +138,12 @@ static invocation *dequeue(pool *p)
 
 /* --- Instances ------------------------------------------------------------------ */
 
+/* Takes pi out of its list (starting, idle or busy), if it is in one.
+ * Stopping instances are in no list; only nstopping counts them. */
 static void unlink_instance(pinst *pi)
 {
     pool *p = pi->pool;
+    if (pi->link.next == &pi->link) return;
     list_remove(&pi->link);
     switch (pi->state) {
     case PI_STARTING:
@@ -147,7 +156,6 @@ static void unlink_instance(pinst *pi)
         p->nbusy--;
         break;
     case PI_STOPPING:
-        p->nstopping--;
         break;
     }
 }
@@ -168,17 +176,51 @@ static void insert_busy(pool *p, pinst *pi)
     p->nbusy++;
 }
 
-static void run(pinst *pi, invocation *inv)
+static invocation *head_of(pinst *pi)
+{
+    return list_entry(list_first(&pi->inflight), invocation, link);
+}
+
+/* The head of the mailbox starts running now: its timeout starts too. */
+static void head_started(pinst *pi)
 {
     pool *p = pi->pool;
     pi->state = PI_BUSY;
-    pi->inv = inv;
-    inv->runner = pi;
-    inv->version = pi->ver->number;
-    uint32_t timeout = pi->ver->cfg.timeout_ms;
-    inv->timeout_ms = timeout;
-    pi->deadline = now_ms(p) + timeout;
+    pi->deadline = now_ms(p) + head_of(pi)->timeout_ms;
     insert_busy(p, pi);
+    arm(p, pi->deadline);
+}
+
+/* Puts what an instance will not run back at the front of the wait queue,
+ * in order: none of it has started. */
+static void requeue_inflight(pinst *pi)
+{
+    pool *p = pi->pool;
+    while (!list_empty(&pi->inflight)) {
+        invocation *inv = list_entry(list_last(&pi->inflight), invocation, link);
+        list_remove(&inv->link);
+        inv->runner = NULL;
+        list_push_front(&p->waiting, &inv->link);
+        p->nwaiting++;
+    }
+    pi->depth = 0;
+}
+
+static invocation *pop_head(pinst *pi)
+{
+    invocation *inv = head_of(pi);
+    list_remove(&inv->link);
+    pi->depth--;
+    inv->runner = NULL;
+    return inv;
+}
+
+/* Sends inv to pi's mailbox; pi is idle (and unlinked) or busy. If the
+ * instance cannot take it, inv goes back to the wait queue and pi stops. */
+static void dispatch_to(pinst *pi, invocation *inv)
+{
+    pool *p = pi->pool;
+    uint32_t timeout = pi->ver->cfg.timeout_ms;
     frame_invoke fi = {
         .deadline_ms = clock_now_ms() + timeout,
         .attempt = inv->attempt ? inv->attempt : 1,
@@ -190,19 +232,67 @@ static void run(pinst *pi, invocation *inv)
         .payload_len = inv->payload_len,
     };
     if (instance_invoke(pi->inst, &fi) != 0) {
-        /* The instance never saw it: give the invocation to the next one. */
-        pi->inv = NULL;
-        inv->runner = NULL;
-        stop_instance(pi);
         list_push_front(&p->waiting, &inv->link);
         p->nwaiting++;
+        if (pi->state == PI_BUSY) unlink_instance(pi);
+        requeue_inflight(pi);
+        pi->state = PI_STOPPING;
+        p->nstopping++;
+        instance_kill(pi->inst);
         grow(p);
         return;
     }
-    arm(p, pi->deadline);
+    inv->runner = pi;
+    inv->version = pi->ver->number;
+    inv->timeout_ms = timeout;
+    list_push_back(&pi->inflight, &inv->link);
+    if (++pi->depth == 1) head_started(pi);
 }
 
-/* An instance has nothing to do: give it the oldest waiting invocation, keep
+/* How many invocations one instance may hold: queueing behind a busy
+ * instance beats starting another only while the wait (depth times the
+ * handler time) is shorter than a cold start. 1 means no queueing. */
+static uint32_t mailbox_limit(const pool *p)
+{
+    if (p->service_us <= 0) return 1;
+    double n = p->cold_us / p->service_us;
+    if (n < 1) return 1;
+    return n > SPATE_PREFETCH_MAX ? SPATE_PREFETCH_MAX : (uint32_t)n;
+}
+
+/* The instance that will start inv soonest, or NULL: an idle one (waking it
+ * costs SPATE_WAKE_COST_US), or the least loaded busy one whose mailbox has
+ * room, if the handlers ahead finish sooner than that. */
+static pinst *pick(pool *p, const invocation *inv)
+{
+    pinst *idle = p->nidle ? list_entry(list_first(&p->idle), pinst, link) : NULL;
+    uint32_t limit = mailbox_limit(p);
+    if (limit <= 1 || inv->payload_len > SPATE_PREFETCH_PAYLOAD_MAX) return idle;
+    pinst *best = NULL;
+    for (list_node *n = list_first(&p->busy); n != &p->busy; n = n->next) {
+        pinst *pi = list_entry(n, pinst, link);
+        if (pi->depth >= limit || pi->ver != p->active || !instance_usable(pi->inst)) continue;
+        if (!best || pi->depth < best->depth) best = pi;
+        if (best->depth == 1) break;
+    }
+    if (!best) return idle;
+    if (!idle || best->depth * p->service_us < SPATE_WAKE_COST_US) return best;
+    return idle;
+}
+
+/* Fills pi's mailbox from the wait queue while that is worth it. */
+static void top_up(pinst *pi)
+{
+    pool *p = pi->pool;
+    uint32_t limit = mailbox_limit(p);
+    while (p->nwaiting > 0 && pi->depth < limit && pi->state == PI_BUSY && pi->ver == p->active) {
+        invocation *next = list_entry(list_first(&p->waiting), invocation, link);
+        if (next->payload_len > SPATE_PREFETCH_PAYLOAD_MAX) break;
+        dispatch_to(pi, dequeue(p));
+    }
+}
+
+/* An instance has nothing to do: give it the oldest waiting invocations, keep
  * it idle, or stop it if its version retired or the pool is closing. */
 static void became_idle(pinst *pi)
 {
@@ -214,7 +304,8 @@ static void became_idle(pinst *pi)
         return;
     }
     if (p->nwaiting > 0) {
-        run(pi, dequeue(p));
+        dispatch_to(pi, dequeue(p));
+        if (pi->state == PI_BUSY) top_up(pi);
         return;
     }
     pi->state = PI_IDLE;
@@ -232,25 +323,34 @@ static void on_instance_ready(instance *inst, void *data)
     unlink_instance(pi);
     p->cold_starts++;
     p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
+    p->cold_us += EWMA_ALPHA * ((double)p->last_cold_us - p->cold_us);
     became_idle(pi);
 }
 
-static void on_instance_result(instance *inst, int failed, const char *body, size_t len, void *data)
+static void on_instance_result(instance *inst, int failed, uint32_t duration_us, const char *body,
+                               size_t len, void *data)
 {
     pinst *pi = data;
-    if (pi->state != PI_BUSY || !pi->inv) return; /* e.g. it had timed out */
+    if (pi->state != PI_BUSY || pi->depth == 0) return; /* e.g. it had timed out */
     pool *p = pi->pool;
-    invocation *inv = pi->inv;
-    pi->inv = NULL;
     unlink_instance(pi);
+    invocation *inv = pop_head(pi);
     p->invocations++;
     if (failed) p->errors++;
-    /* Free the instance first: the callback may bring the next request. */
-    if (instance_usable(inst)) {
-        became_idle(pi);
-    } else {
+    p->service_us = p->service_us > 0
+                        ? p->service_us + EWMA_ALPHA * ((double)duration_us - p->service_us)
+                        : (double)(duration_us ? duration_us : 1);
+    /* Settle the instance first: the callback may bring the next request. */
+    if (!instance_usable(inst)) {
+        requeue_inflight(pi);
         pi->state = PI_STOPPING;
         p->nstopping++;
+        grow(p);
+    } else if (pi->depth > 0) {
+        head_started(pi);
+        top_up(pi);
+    } else {
+        became_idle(pi);
     }
     finish(inv, failed ? INV_FAILED : INV_OK, body, len);
 }
@@ -263,16 +363,21 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     pool *p = pi->pool;
     pversion *v = pi->ver;
     enum pi_state was = pi->state;
-    invocation *inv = pi->inv;
-    unlink_instance(pi);
+    if (was == PI_STOPPING)
+        p->nstopping--;
+    else
+        unlink_instance(pi);
+    /* The head was running; the rest never started and go to another. */
+    invocation *head = pi->depth ? pop_head(pi) : NULL;
+    requeue_inflight(pi);
     v->ninstances--;
     free(pi);
 
     invocation *failed = NULL;
-    if (was == PI_BUSY && inv) {
+    if (head) {
         p->crashes++;
-        failed = inv;
-        log_warn("instance %s during an invocation fn=%s req=%s", why, p->name, inv->request_id);
+        failed = head;
+        log_warn("instance %s during an invocation fn=%s req=%s", why, p->name, head->request_id);
     } else if (was == PI_STARTING) {
         /* A start that fails (spate_init error, crash) fails one waiting
          * invocation with the reason, rather than retrying for ever. */
@@ -300,6 +405,8 @@ static int start_instance(pool *p, pversion *v)
     pi->pool = p;
     pi->ver = v;
     pi->state = PI_STARTING;
+    list_init(&pi->link);
+    list_init(&pi->inflight);
     pi->spawn_ns = clock_mono_ns();
     int rc = instance_start(v->z, &callbacks, pi, &pi->inst);
     if (rc != 0) {
@@ -401,12 +508,14 @@ static void ensure_zygote(pool *p, pversion *v)
 }
 
 /* Starts as many instances as waiting invocations need (and the minimum
- * asks), within the maximum. */
+ * asks), within the maximum. Each new instance will take a mailbox full. */
 static void grow(pool *p)
 {
     pversion *v = p->active;
     if (!v || p->closed) return;
-    uint32_t want = p->nwaiting > p->nstarting ? p->nwaiting - p->nstarting : 0;
+    uint32_t limit = mailbox_limit(p);
+    uint32_t need = (p->nwaiting + limit - 1) / limit;
+    uint32_t want = need > p->nstarting ? need - p->nstarting : 0;
     if (!p->closing && v->cfg.min_instances > live(p)) {
         uint32_t short_by = v->cfg.min_instances - live(p);
         if (short_by > want) want = short_by;
@@ -549,6 +658,7 @@ pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path
     }
     p->loop = loop;
     p->runner_path = runner_path;
+    p->cold_us = 1000; /* until measured: the target for a native cold start */
     list_init(&p->versions);
     list_init(&p->starting);
     list_init(&p->idle);
@@ -570,11 +680,10 @@ void pool_invoke(pool *p, invocation *inv)
                    p->closing ? "spated is shutting down" : "function has no active version");
         return;
     }
-    if (p->nidle > 0) {
-        list_node *n = list_first(&p->idle);
-        pinst *pi = list_entry(n, pinst, link);
-        unlink_instance(pi);
-        run(pi, inv);
+    pinst *pi = pick(p, inv);
+    if (pi) {
+        if (pi->state == PI_IDLE) unlink_instance(pi);
+        dispatch_to(pi, inv);
         return;
     }
     if (v->zstate == ZS_NONE && v->load_error && now_ms(p) < v->retry_at) {
@@ -639,8 +748,8 @@ static void on_timer(uv_timer_t *t)
             next = pi->deadline < next ? pi->deadline : next;
             break;
         }
-        invocation *inv = pi->inv;
-        pi->inv = NULL;
+        invocation *inv = pop_head(pi);
+        requeue_inflight(pi);
         stop_instance(pi);
         p->timeouts++;
         list_push_back(&timed_out, &inv->link);
@@ -761,10 +870,8 @@ void pool_close(pool *p, int drain, void (*cb)(void *data), void *data)
         list_init(&cut);
         while (!list_empty(&p->busy)) {
             pinst *pi = list_entry(list_first(&p->busy), pinst, link);
-            invocation *inv = pi->inv;
-            pi->inv = NULL;
+            while (pi->depth) list_push_back(&cut, &pop_head(pi)->link);
             stop_instance(pi);
-            if (inv) list_push_back(&cut, &inv->link);
         }
         while (!list_empty(&cut)) {
             invocation *inv = list_entry(list_first(&cut), invocation, link);

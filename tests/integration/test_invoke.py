@@ -145,3 +145,60 @@ def test_environment(spated, functions):
     assert spated.invoke("probe", b"env:PATH")[1] == b"/usr/local/bin:/usr/bin:/bin"
     # Nothing of spated's own environment leaks into functions.
     assert spated.invoke("probe", b"env:HOME")[1] == b"(unset)"
+
+
+def test_queued_invocations_survive_a_crash_ahead_of_them(spated, functions):
+    # A fast function gets several invocations queued on one instance; when
+    # one of them crashes the instance, those behind it never started and must
+    # run elsewhere: only the crashing call fails.
+    spated.deploy("probe", functions["probe"], max=4)
+    for _ in range(200):
+        spated.invoke("probe", b"warm")
+    for round_ in range(5):
+        payloads = [f"r{round_}-{i}".encode() for i in range(40)]
+        payloads[3] = b"crash"
+        for p, answer in zip(payloads, burst(spated, "probe", payloads)):
+            if p == b"crash":
+                assert answer.startswith(b"HTTP/1.1 502 ")
+            else:
+                assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n" + p)
+    stats = spated.describe("probe")["stats"]
+    assert stats["crashes"] == 5
+
+
+def burst(spated, name, payloads):
+    """Sends one invoke per connection, all at once, then reads every answer."""
+    import socket
+    socks = []
+    for p in payloads:
+        s = socket.create_connection(("127.0.0.1", spated.port))
+        socks.append(s)
+    reqs = [b"POST /v1/functions/%s/invoke HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (name.encode(), len(p), p) for p in payloads]
+    for s, r in zip(socks, reqs):
+        s.sendall(r)
+    answers = []
+    for s in socks:
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        answers.append(data)
+    return answers
+
+
+def test_fast_functions_share_instances(spated, functions):
+    spated.deploy("probe", functions["probe"])
+    for _ in range(100):
+        spated.invoke("probe", b"warm")
+    for round_ in range(10):
+        payloads = [b"%d-%d" % (round_, i) for i in range(32)]
+        for p, answer in zip(payloads, burst(spated, "probe", payloads)):
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\n" + p)
+    # 32 requests at once need far fewer than 32 instances of a function that
+    # returns in microseconds: they queue on busy instances rather than wait
+    # for new ones to start.
+    assert spated.describe("probe")["stats"]["cold_starts"] < 16

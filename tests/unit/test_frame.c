@@ -140,6 +140,22 @@ static void reader_byte_by_byte(void)
     buf_free(&stream);
 }
 
+static void result_round_trip(void)
+{
+    uint8_t fixed[FRAME_RESULT_FIXED];
+    frame_result_encode_fixed(fixed, 123456);
+    char body[FRAME_RESULT_FIXED + 3];
+    memcpy(body, fixed, sizeof fixed);
+    memcpy(body + FRAME_RESULT_FIXED, "out", 3);
+    uint32_t dur, len;
+    const char *data;
+    CHECK_INT(frame_result_decode(body, sizeof body, &dur, &data, &len), 0);
+    CHECK_INT(dur, 123456);
+    CHECK_INT(len, 3);
+    CHECK(memcmp(data, "out", 3) == 0);
+    CHECK_INT(frame_result_decode(body, 3, &dur, &data, &len), ERR_PROTO);
+}
+
 static void reader_limits(void)
 {
     frame_reader r;
@@ -173,6 +189,7 @@ int main(void)
     RUN(invoke_round_trip);
     RUN(invoke_malformed);
     RUN(reader_byte_by_byte);
+    RUN(result_round_trip);
     RUN(reader_limits);
     return TEST_RESULT();
 }
