@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "api/internal.h"
 #include "api/json.h"
 #include "common/err.h"
 #include "common/fmt.h"
@@ -12,36 +12,49 @@
 #include "common/log.h"
 #include "common/names.h"
 #include "common/parse.h"
-
-struct api {
-    functions *table;
-    api_limits limits;
-    uint64_t id_prefix; /* random per process, so request ids differ across restarts */
-    uint64_t id_counter;
-};
+#include "common/reqid.h"
 
 #define PREFIX "/v1/functions"
 #define PREFIX_LEN (sizeof PREFIX - 1)
 
 /* --- Routing ----------------------------------------------------------------------- */
 
-enum route {
-    R_NONE,
-    R_HEALTH,
-    R_FUNCTIONS,       /* /v1/functions */
-    R_FUNCTION,        /* /v1/functions/NAME */
-    R_FUNCTION_INVOKE, /* /v1/functions/NAME/invoke */
-};
-
-typedef struct route_match {
-    enum route route;
-    const char *name; /* into the path */
-    size_t name_len;
-} route_match;
+/* /v1/topics/TOPIC[/messages|/redrive] and /v1/triggers/TOPIC/FUNCTION. */
+static int match_topics(const char *path, route_match *m)
+{
+    if (strcmp(path, "/v1/topics") == 0 || strcmp(path, "/v1/topics/") == 0) {
+        m->route = R_TOPICS;
+    } else if (strncmp(path, "/v1/topics/", 11) == 0) {
+        m->name = path + 11;
+        const char *slash = strchr(m->name, '/');
+        m->name_len = slash ? (size_t)(slash - m->name) : strlen(m->name);
+        if (!slash)
+            m->route = R_TOPIC;
+        else if (strcmp(slash, "/messages") == 0)
+            m->route = R_TOPIC_MESSAGES;
+        else if (strcmp(slash, "/redrive") == 0)
+            m->route = R_TOPIC_REDRIVE;
+    } else if (strcmp(path, "/v1/triggers") == 0 || strcmp(path, "/v1/triggers/") == 0) {
+        m->route = R_TRIGGERS;
+    } else if (strncmp(path, "/v1/triggers/", 13) == 0) {
+        m->name = path + 13;
+        const char *slash = strchr(m->name, '/');
+        if (slash && !strchr(slash + 1, '/')) {
+            m->name_len = (size_t)(slash - m->name);
+            m->name2 = slash + 1;
+            m->name2_len = strlen(m->name2);
+            m->route = R_TRIGGER;
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
 
 static route_match match(const char *path)
 {
-    route_match m = {R_NONE, NULL, 0};
+    route_match m = {R_NONE, NULL, 0, NULL, 0};
+    if (match_topics(path, &m)) return m;
     if (strcmp(path, "/v1/health") == 0) {
         m.route = R_HEALTH;
     } else if (strncmp(path, PREFIX, PREFIX_LEN) == 0) {
@@ -67,10 +80,11 @@ static size_t body_limit(const http_request *req, void *data)
     route_match m = match(req->path);
     if (m.route == R_FUNCTION && req->method == HTTP_PUT) return a->limits.artifact_max;
     if (m.route == R_FUNCTION_INVOKE) return a->limits.invoke_payload_max;
+    if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
     return SPATE_HTTP_SMALL_BODY_MAX;
 }
 
-static void method_not_allowed(http_request *req, const char *allow)
+void api_method_not_allowed(http_request *req, const char *allow)
 {
     char hdr[96];
     snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
@@ -82,7 +96,7 @@ static void method_not_allowed(http_request *req, const char *allow)
     http_respond(req, 405, "application/json", hdr, body, (size_t)n);
 }
 
-static void respond_json(http_request *req, int status, cJSON *doc)
+void api_respond_json(http_request *req, int status, cJSON *doc)
 {
     char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
@@ -103,7 +117,7 @@ typedef struct api_invocation {
     http_request *req;
     pool *pool;
     buf payload;
-    char request_id[40];
+    char request_id[REQID_LEN + 1];
 } api_invocation;
 
 static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
@@ -169,15 +183,7 @@ static void invoke(api *a, http_request *req, const route_match *m)
     ai->pool = f->pool;
     buf_init(&ai->payload, 0);
     buf_move(&ai->payload, &req->body);
-    /* xxxxxxxx-xxxx-xxxx-xxxxxxxxxxxxxxxx: the random process prefix, then a counter. */
-    char *p = fmt_hex(ai->request_id, a->id_prefix >> 32, 8);
-    *p++ = '-';
-    p = fmt_hex(p, a->id_prefix >> 16, 4);
-    *p++ = '-';
-    p = fmt_hex(p, a->id_prefix, 4);
-    *p++ = '-';
-    p = fmt_hex(p, ++a->id_counter, 16);
-    *p = '\0';
+    reqid_next(ai->request_id);
     ai->inv = (invocation){
         .request_id = ai->request_id,
         .payload = ai->payload.data,
@@ -198,8 +204,8 @@ typedef struct deploy_params {
     char why[256];
 } deploy_params;
 
-static int number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
-                        uint32_t *out, char *why, size_t whycap)
+int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
+                     uint32_t *out, char *why, size_t whycap)
 {
     uint64_t v;
     if (parse_u64(val, vlen, min, max, &v)) {
@@ -227,20 +233,20 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
         return 0;
     }
     if (strcmp(k, "min") == 0)
-        return number_param(k, v, vlen, 0, SPATE_MAX_CEILING, &c->min_instances, why, cap);
+        return api_number_param(k, v, vlen, 0, SPATE_MAX_CEILING, &c->min_instances, why, cap);
     if (strcmp(k, "max") == 0)
-        return number_param(k, v, vlen, 1, SPATE_MAX_CEILING, &c->max_instances, why, cap);
+        return api_number_param(k, v, vlen, 1, SPATE_MAX_CEILING, &c->max_instances, why, cap);
     if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
-        return number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &c->timeout_ms, why, cap);
+        return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &c->timeout_ms, why, cap);
     if (strcmp(k, "memory") == 0 || strcmp(k, "memory_mb") == 0)
-        return number_param(k, v, vlen, SPATE_MEMORY_FLOOR_MB, SPATE_MEMORY_CEILING_MB,
-                            &c->memory_mb, why, cap);
+        return api_number_param(k, v, vlen, SPATE_MEMORY_FLOOR_MB, SPATE_MEMORY_CEILING_MB,
+                                &c->memory_mb, why, cap);
     if (strcmp(k, "keep_alive") == 0 || strcmp(k, "keep-alive") == 0 ||
         strcmp(k, "keep_alive_ms") == 0)
-        return number_param(k, v, vlen, 0, SPATE_KEEP_ALIVE_CEILING_MS, &c->keep_alive_ms, why,
-                            cap);
+        return api_number_param(k, v, vlen, 0, SPATE_KEEP_ALIVE_CEILING_MS, &c->keep_alive_ms, why,
+                                cap);
     if (strcmp(k, "queue") == 0 || strcmp(k, "queue_max") == 0)
-        return number_param(k, v, vlen, 1, SPATE_WAIT_QUEUE_CEILING, &c->queue_max, why, cap);
+        return api_number_param(k, v, vlen, 1, SPATE_WAIT_QUEUE_CEILING, &c->queue_max, why, cap);
     if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
     snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
@@ -253,7 +259,7 @@ static void on_deployed(const deploy_result *r, void *data)
         http_respond_error(req, r->status, r->code, "%s", r->message);
         return;
     }
-    respond_json(req, r->status, json_function(r->f, NULL, 0));
+    api_respond_json(req, r->status, json_function(r->f, NULL, 0, NULL));
 }
 
 static void deploy_fn(api *a, http_request *req, const route_match *m)
@@ -295,12 +301,14 @@ static void list_fns(api *a, http_request *req)
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
     if (arr) functions_each(a->table, list_one, arr);
-    respond_json(req, 200, doc);
+    api_respond_json(req, 200, doc);
 }
 
 static void describe_fn(api *a, http_request *req, fn *f)
 {
-    respond_json(req, 200, json_function(f, a->table, 1));
+    scale_view sv;
+    triggers_scale_view(a->tr, f->name, &sv);
+    api_respond_json(req, 200, json_function(f, a->table, 1, &sv));
 }
 
 static void delete_fn(api *a, http_request *req, const route_match *m)
@@ -337,15 +345,15 @@ static void handle(http_request *req, void *data)
     }
     switch (m.route) {
     case R_HEALTH:
-        if (!get) return method_not_allowed(req, "GET, HEAD");
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
         http_respond(req, 200, "application/json", NULL, "{\"status\":\"ok\"}\n", 16);
         return;
     case R_FUNCTIONS:
-        if (!get) return method_not_allowed(req, "GET, HEAD");
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
         list_fns(a, req);
         return;
     case R_FUNCTION_INVOKE:
-        if (req->method != HTTP_POST) return method_not_allowed(req, "POST");
+        if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
         invoke(a, req, &m);
         return;
     case R_FUNCTION:
@@ -361,8 +369,16 @@ static void handle(http_request *req, void *data)
             else
                 describe_fn(a, req, f);
         } else {
-            method_not_allowed(req, "GET, HEAD, PUT, DELETE");
+            api_method_not_allowed(req, "GET, HEAD, PUT, DELETE");
         }
+        return;
+    case R_TOPICS:
+    case R_TOPIC:
+    case R_TOPIC_MESSAGES:
+    case R_TOPIC_REDRIVE:
+    case R_TRIGGERS:
+    case R_TRIGGER:
+        api_topics(a, req, &m);
         return;
     case R_NONE:
         break;
@@ -378,14 +394,14 @@ const http_handlers *api_http_handlers(void)
     return &handlers;
 }
 
-api *api_create(functions *table, const api_limits *limits)
+api *api_create(functions *table, queue *q, triggers *tr, const api_limits *limits)
 {
     api *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     a->table = table;
+    a->q = q;
+    a->tr = tr;
     a->limits = *limits;
-    if (getrandom(&a->id_prefix, sizeof a->id_prefix, 0) != sizeof a->id_prefix)
-        a->id_prefix = (uint64_t)time(NULL) * 2654435761u;
     return a;
 }
 

@@ -9,16 +9,20 @@
 
 #include "http/server.h"
 #include "sched/functions.h"
+#include "sched/triggers.h"
+#include "store/queue.h"
 
 typedef struct api_limits {
     size_t invoke_payload_max;
     size_t artifact_max;
+    size_t message_max; /* one published message */
+    size_t publish_max; /* one publish request (an NDJSON batch) */
 } api_limits;
 
 typedef struct api api;
 
-/* The table is borrowed for the life of the api. Free with api_free. */
-api *api_create(functions *table, const api_limits *limits);
+/* Everything is borrowed for the life of the api. Free with api_free. */
+api *api_create(functions *table, queue *q, triggers *tr, const api_limits *limits);
 void api_free(api *a);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);

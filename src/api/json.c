@@ -1,5 +1,6 @@
 #include "api/json.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "common/limits.h"
@@ -66,7 +67,29 @@ static int add_version(const reg_version *v, int64_t created, void *data)
     return 0;
 }
 
-cJSON *json_function(const fn *f, functions *table, int with_versions)
+static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
+{
+    cJSON *sc = cJSON_AddObjectToObject(o, "scaling");
+    cJSON_AddNumberToObject(sc, "service_ms", ps->service_us / 1000.0);
+    cJSON_AddNumberToObject(sc, "cold_start_ms", ps->cold_us / 1000.0);
+    cJSON_AddNumberToObject(sc, "mailbox", ps->mailbox);
+    if (!sv || !sv->has_triggers) return;
+    cJSON_AddNumberToObject(sc, "arrival_per_s", sv->arrival_per_s);
+    cJSON_AddNumberToObject(sc, "backlog", (double)sv->backlog);
+    cJSON_AddNumberToObject(sc, "oldest_age_s", sv->oldest_age_s);
+    cJSON_AddNumberToObject(sc, "desired_instances", sv->desired);
+    if (isfinite(sv->eta_s))
+        cJSON_AddNumberToObject(sc, "drain_eta_s", sv->eta_s);
+    else
+        cJSON_AddNullToObject(sc, "drain_eta_s");
+    if (sv->deadline_s > 0) {
+        cJSON_AddNumberToObject(sc, "deadline_s", sv->deadline_s);
+        cJSON_AddNumberToObject(sc, "time_left_s", sv->time_left_s);
+    }
+    cJSON_AddBoolToObject(sc, "deadline_at_risk", sv->at_risk);
+}
+
+cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv)
 {
     pool_stats s;
     pool_stats_get(f->pool, &s);
@@ -87,6 +110,7 @@ cJSON *json_function(const fn *f, functions *table, int with_versions)
     cJSON_AddNumberToObject(st, "rejected", (double)s.rejected);
     cJSON_AddNumberToObject(st, "cold_starts", (double)s.cold_starts);
     cJSON_AddNumberToObject(st, "last_cold_start_us", (double)s.last_cold_start_us);
+    add_scaling(o, &s, sv);
     if (s.zygote_pid) cJSON_AddNumberToObject(o, "zygote_pid", s.zygote_pid);
     if (s.load_error) cJSON_AddStringToObject(o, "load_error", s.load_error);
     if (with_versions && table) {

@@ -5,10 +5,12 @@
 #include <cjson/cJSON.h>
 
 #include "sched/functions.h"
+#include "sched/triggers.h"
 
 /* One line of the list: name, version, runtime, instances. Caller owns. */
 cJSON *json_function_summary(const fn *f);
-/* A whole description; with versions (read through table) when asked. Caller owns. */
-cJSON *json_function(const fn *f, functions *table, int with_versions);
+/* A whole description; with versions (read through table) when asked, and
+ * its scaling when sv is given. Caller owns. */
+cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv);
 
 #endif

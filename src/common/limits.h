@@ -68,6 +68,27 @@
 #define SPATE_WAIT_QUEUE_DEFAULT 4096
 #define SPATE_WAIT_QUEUE_CEILING 1000000
 
+/* --- Topics and triggers -------------------------------------------------- */
+
+/* One message (default): a line of an NDJSON batch or a whole body. Over it,
+ * the batch is refused whole with 413. */
+#define SPATE_MESSAGE_MAX (256u * KIB)
+/* One publish request (default): the whole NDJSON batch. */
+#define SPATE_PUBLISH_BODY_MAX (16u * MIB)
+/* An ordering key: UTF-8 text, this many bytes at most. */
+#define SPATE_KEY_MAX 1024
+/* Retries: 100 ms doubling to 30 s, with jitter; attempts per message (default). */
+#define SPATE_RETRY_BASE_MS 100
+#define SPATE_RETRY_CAP_MS 30000
+#define SPATE_MAX_ATTEMPTS_DEFAULT 3
+#define SPATE_MAX_ATTEMPTS_CEILING 100
+/* The autoscaler looks again at least this often (ms), besides reacting to
+ * publishes and completions at once. */
+#define SPATE_AUTOSCALE_TICK_MS 50
+/* Instances on one node (default: one per 16 MiB of memory, within these). */
+#define SPATE_NODE_INSTANCES_FLOOR 64
+#define SPATE_NODE_INSTANCES_CEILING 10000
+
 /* --- Runtime --------------------------------------------------------------- */
 
 /* One frame between spated and an instance: the largest payload or response

@@ -73,6 +73,19 @@ struct pool {
 static void grow(pool *p);
 static void maybe_finish_close(pool *p);
 
+/* Live instances of the whole node, against --max-instances. */
+static uint32_t node_live, node_max = UINT32_MAX;
+
+void pool_set_node_max(uint32_t max)
+{
+    node_max = max;
+}
+
+uint32_t pool_node_live(void)
+{
+    return node_live;
+}
+
 static uint64_t now_ms(const pool *p)
 {
     return uv_now(p->loop);
@@ -367,6 +380,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         p->nstopping--;
     else
         unlink_instance(pi);
+    node_live--;
     /* The head was running; the rest never started and go to another. */
     invocation *head = pi->depth ? pop_head(pi) : NULL;
     requeue_inflight(pi);
@@ -414,6 +428,7 @@ static int start_instance(pool *p, pversion *v)
         return rc;
     }
     pi->deadline = now_ms(p) + SPATE_INSTANCE_INIT_TIMEOUT_MS;
+    node_live++;
     list_push_back(&p->starting, &pi->link);
     p->nstarting++;
     v->ninstances++;
@@ -525,7 +540,7 @@ static void grow(pool *p)
         ensure_zygote(p, v);
         return;
     }
-    while (want-- > 0 && live(p) < v->cfg.max_instances)
+    while (want-- > 0 && live(p) < v->cfg.max_instances && node_live < node_max)
         if (start_instance(p, v) != 0) break;
 }
 
@@ -819,7 +834,20 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->last_cold_start_us = p->last_cold_us;
     if (p->active && p->active->z && p->active->zstate == ZS_READY)
         out->zygote_pid = zygote_pid(p->active->z);
+    out->service_us = p->service_us;
+    out->cold_us = p->cold_us;
+    out->mailbox = mailbox_limit(p);
+    out->max_instances = p->active ? p->active->cfg.max_instances : 0;
+    out->min_instances = p->active ? p->active->cfg.min_instances : 0;
     out->load_error = p->active ? p->active->load_error : NULL;
+}
+
+uint32_t pool_capacity(const pool *p)
+{
+    if (!p->active || p->closing) return 0;
+    uint64_t c = (uint64_t)p->active->cfg.max_instances * mailbox_limit(p);
+    if (c > p->active->cfg.queue_max) c = p->active->cfg.queue_max;
+    return (uint32_t)c;
 }
 
 static void on_timer_closed(uv_handle_t *h)

@@ -81,8 +81,13 @@ typedef struct pool_stats {
     uint64_t invocations, errors, timeouts, crashes, rejected;
     uint64_t cold_starts;
     uint64_t last_cold_start_us; /* spawn request to ready */
-    int zygote_pid;              /* 0 when no zygote runs */
-    const char *load_error;      /* why the active version's zygote last failed, or NULL */
+    double service_us;           /* moving average of handler time, 0 if unknown */
+    double cold_us;              /* moving average of instance start time */
+    uint32_t mailbox;            /* invocations one instance may hold now */
+    uint32_t max_instances;      /* of the active version */
+    uint32_t min_instances;
+    int zygote_pid;         /* 0 when no zygote runs */
+    const char *load_error; /* why the active version's zygote last failed, or NULL */
 } pool_stats;
 
 /* Creates an empty pool. runner_path is borrowed for the life of the pool. */
@@ -110,6 +115,13 @@ void pool_invoke(pool *p, invocation *inv);
 int pool_cancel(pool *p, invocation *inv);
 
 void pool_stats_get(const pool *p, pool_stats *out);
+/* Invocations the pool can put to work at once: its maximum of instances,
+ * each with a full mailbox. Callers that feed it (triggers) stay below. */
+uint32_t pool_capacity(const pool *p);
+
+/* The node-wide ceiling on live instances, over every pool. */
+void pool_set_node_max(uint32_t max);
+uint32_t pool_node_live(void);
 
 /* Stops the pool. With drain, waiting and running invocations finish first;
  * without, waiting ones fail and running instances are killed. Then every

@@ -18,6 +18,9 @@
 #include "common/parse.h"
 #include "http/server.h"
 #include "sched/functions.h"
+#include "sched/pool.h"
+#include "sched/triggers.h"
+#include "store/queue.h"
 #include "store/store.h"
 
 typedef struct options {
@@ -28,6 +31,7 @@ typedef struct options {
     http_config http;
     api_limits limits;
     uint32_t grace_ms;
+    uint32_t max_instances;
 } options;
 
 typedef struct node {
@@ -35,11 +39,14 @@ typedef struct node {
     options opt;
     store *st;
     functions *table;
+    queue *q;
+    triggers *tr;
     api *api;
     http_server *http;
     uv_signal_t sigterm, sigint;
     uv_timer_t grace;
     int stopping;
+    int queue_closing;
 } node;
 
 /* --- Options: one table of name, bounds and default ----------------------------- */
@@ -71,6 +78,12 @@ static const opt_def opt_defs[] = {
      "bytes of an invoke payload, else 413 [6291456]"},
     {"--artifact-max", OPT_SIZE, OFF(limits.artifact_max), 1, 1024u * MIB,
      "bytes of an artifact, else 413 [67108864]"},
+    {"--message-max", OPT_SIZE, OFF(limits.message_max), 1, 64u * MIB,
+     "bytes of one published message, else 413 [262144]"},
+    {"--publish-max", OPT_SIZE, OFF(limits.publish_max), 1, 1024u * MIB,
+     "bytes of one publish request (an NDJSON batch), else 413 [16777216]"},
+    {"--max-instances", OPT_U32, OFF(max_instances), 1, SPATE_NODE_INSTANCES_CEILING,
+     "live instances on this node, over all functions [one per 16 MiB of memory]"},
     {"--shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000,
      "ms in-flight invocations get on SIGTERM [30000]"},
     {"--log-level", OPT_LOGLEVEL, 0, 0, 0, "debug, info, warn or error [info]"},
@@ -112,6 +125,16 @@ static void default_runner(char *out, size_t cap)
     memcpy(out, self, (size_t)(slash - self) + sizeof "/spate-runner");
 }
 
+/* One instance per 16 MiB of memory, within the floor and ceiling. */
+static uint32_t default_max_instances(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    uint64_t n = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size / (16u * MIB) : 0;
+    if (n < SPATE_NODE_INSTANCES_FLOOR) n = SPATE_NODE_INSTANCES_FLOOR;
+    if (n > SPATE_NODE_INSTANCES_CEILING) n = SPATE_NODE_INSTANCES_CEILING;
+    return (uint32_t)n;
+}
+
 static void parse_options(int argc, char **argv, options *o)
 {
     o->data_dir = "./spate-data";
@@ -121,7 +144,10 @@ static void parse_options(int argc, char **argv, options *o)
     http_config_defaults(&o->http);
     o->limits.invoke_payload_max = SPATE_INVOKE_PAYLOAD_MAX;
     o->limits.artifact_max = SPATE_ARTIFACT_MAX;
+    o->limits.message_max = SPATE_MESSAGE_MAX;
+    o->limits.publish_max = SPATE_PUBLISH_BODY_MAX;
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
+    o->max_instances = default_max_instances();
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -198,19 +224,53 @@ static void on_http_closed(void *data)
     uv_close((uv_handle_t *)&n->grace, on_closed_handle);
 }
 
+/* Stopping goes down the layers: triggers stop leasing and their running
+ * invocations finish; pools drain and stop; the queue commits its last
+ * state; connections close. */
+static void on_queue_closed(void *data)
+{
+    node *n = data;
+    n->q = NULL;
+    log_info("store committed; closing connections");
+    http_server_close(n->http, on_http_closed, n);
+}
+
+/* The queue goes last: triggers and pools hold its leases until they stop. */
+static void maybe_close_queue(node *n)
+{
+    if (!n->tr && !n->table && n->q && !n->queue_closing) {
+        n->queue_closing = 1;
+        queue_close(n->q, on_queue_closed, n);
+    }
+}
+
 static void on_functions_closed(void *data)
 {
     node *n = data;
     n->table = NULL;
-    log_info("all invocations finished; closing connections");
-    http_server_close(n->http, on_http_closed, n);
+    maybe_close_queue(n);
+}
+
+static void on_triggers_closed(void *data)
+{
+    node *n = data;
+    n->tr = NULL;
+    log_info("triggers stopped; draining functions");
+    if (n->table) functions_close(n->table, 1, on_functions_closed, n);
+    maybe_close_queue(n);
+}
+
+static void cut(node *n)
+{
+    if (n->tr) triggers_close(n->tr, 0, on_triggers_closed, n);
+    if (n->table) functions_close(n->table, 0, on_functions_closed, n);
 }
 
 static void on_grace_over(uv_timer_t *t)
 {
     node *n = t->data;
     log_warn("shutdown grace of %u ms is over: cutting running invocations", n->opt.grace_ms);
-    if (n->table) functions_close(n->table, 0, on_functions_closed, n);
+    cut(n);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -218,7 +278,7 @@ static void on_signal(uv_signal_t *s, int signum)
     node *n = s->data;
     if (n->stopping) {
         log_warn("second %s: stopping now", strsignal(signum));
-        if (n->table) functions_close(n->table, 0, on_functions_closed, n);
+        cut(n);
         return;
     }
     n->stopping = 1;
@@ -226,7 +286,7 @@ static void on_signal(uv_signal_t *s, int signum)
     /* New connections and requests get 503 from here on. */
     http_server_drain(n->http);
     uv_timer_start(&n->grace, on_grace_over, n->opt.grace_ms, 0);
-    functions_close(n->table, 1, on_functions_closed, n);
+    triggers_close(n->tr, 1, on_triggers_closed, n);
 }
 
 int main(int argc, char **argv)
@@ -242,9 +302,15 @@ int main(int argc, char **argv)
     if (store_open(n.opt.data_dir, &n.st, err, sizeof err) != 0) die("%s%s", err, "");
 
     n.loop = uv_default_loop();
+    pool_set_node_max(n.opt.max_instances);
     if (functions_open(n.loop, n.st, n.opt.runner, &n.table) != 0)
         log_warn("some functions could not be restored (see above)");
-    n.api = api_create(n.table, &n.opt.limits);
+    n.tr = triggers_create(n.loop, n.table);
+    if (!n.tr) die("out of memory%s%s", "", "");
+    if (queue_open(n.loop, n.st, triggers_events(n.tr), &n.q, err, sizeof err) != 0)
+        die("%s%s", err, "");
+    triggers_attach(n.tr, n.q);
+    n.api = api_create(n.table, n.q, n.tr, &n.opt.limits);
     if (!n.api) die("out of memory%s%s", "", "");
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
                           &n.http, err, sizeof err) != 0)
@@ -258,8 +324,8 @@ int main(int argc, char **argv)
     uv_timer_init(n.loop, &n.grace);
     n.grace.data = &n;
 
-    log_info("listening on %s:%d data=%s version=%s", n.opt.host, http_server_port(n.http),
-             n.opt.data_dir, SPATE_VERSION);
+    log_info("listening on %s:%d data=%s version=%s max-instances=%u", n.opt.host,
+             http_server_port(n.http), n.opt.data_dir, SPATE_VERSION, n.opt.max_instances);
     uv_run(n.loop, UV_RUN_DEFAULT);
 
     api_free(n.api);

@@ -1,0 +1,51 @@
+/* internal.h - what the api's files share: the api itself, the route match
+ * and small answer helpers. */
+#ifndef SPATE_API_INTERNAL_H
+#define SPATE_API_INTERNAL_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/api.h"
+
+struct api {
+    functions *table;
+    queue *q;
+    triggers *tr;
+    api_limits limits;
+};
+
+enum route {
+    R_NONE,
+    R_HEALTH,
+    R_FUNCTIONS,       /* /v1/functions */
+    R_FUNCTION,        /* /v1/functions/NAME */
+    R_FUNCTION_INVOKE, /* /v1/functions/NAME/invoke */
+    R_TOPICS,          /* /v1/topics */
+    R_TOPIC,           /* /v1/topics/TOPIC */
+    R_TOPIC_MESSAGES,  /* /v1/topics/TOPIC/messages */
+    R_TOPIC_REDRIVE,   /* /v1/topics/TOPIC/redrive */
+    R_TRIGGERS,        /* /v1/triggers */
+    R_TRIGGER,         /* /v1/triggers/TOPIC/FUNCTION */
+};
+
+typedef struct route_match {
+    enum route route;
+    const char *name; /* function or topic, into the path */
+    size_t name_len;
+    const char *name2; /* a trigger's function */
+    size_t name2_len;
+} route_match;
+
+/* Answers with doc (taken; NULL answers 500). */
+void api_respond_json(http_request *req, int status, cJSON *doc);
+void api_method_not_allowed(http_request *req, const char *allow);
+/* Parses an integer query parameter into out, or writes why it is wrong. */
+int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
+                     uint32_t *out, char *why, size_t whycap);
+
+/* api/topics.c: publish, topic stats and messages, redrive, triggers. */
+void api_topics(api *a, http_request *req, const route_match *m);
+
+#endif

@@ -1,0 +1,515 @@
+#include "sched/triggers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "common/clock.h"
+#include "common/limits.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "common/reqid.h"
+#include "common/strmap.h"
+
+/* Scaling state of one function, shared by its triggers. */
+typedef struct fscale {
+    char name[SPATE_NAME_MAX + 1];
+    list_node triggers; /* its triggers */
+    uint32_t inflight;  /* invocations its triggers have in the pool */
+    rate_meter arrivals;
+    double oldest_age_s; /* as of the last tick */
+    scale_input in;
+    scale_output out;
+    uint64_t computed_ns;
+    int warned;
+} fscale;
+
+typedef struct trigger {
+    list_node link; /* in fscale->triggers */
+    triggers *owner;
+    q_sub *sub;
+    fscale *fs;
+    uint32_t inflight;
+    int pumping;
+    int stalled; /* the pool refused: wait for a completion or a tick */
+    int missing_warned;
+    int removed; /* its subscription is gone: freed when nothing runs */
+} trigger;
+
+typedef struct tinv {
+    invocation inv;
+    trigger *t;
+    q_lease *lease;
+    char request_id[REQID_LEN + 1];
+} tinv;
+
+struct triggers {
+    uv_loop_t *loop;
+    functions *table;
+    queue *q;
+    queue_events ev;
+    uv_timer_t tick;
+    strmap scales; /* function name -> fscale */
+    uint32_t inflight;
+    int closing, drain;
+    void (*close_cb)(void *);
+    void *close_data;
+    uint64_t rng;
+};
+
+static void pump(trigger *t);
+
+/* --- Scaling ------------------------------------------------------------------------ */
+
+static fscale *scale_for(triggers *tr, const char *function)
+{
+    fscale *fs = strmap_get(&tr->scales, function, strlen(function));
+    if (fs) return fs;
+    fs = calloc(1, sizeof *fs);
+    if (!fs) return NULL;
+    snprintf(fs->name, sizeof fs->name, "%s", function);
+    list_init(&fs->triggers);
+    if (strmap_put(&tr->scales, fs->name, fs)) {
+        free(fs);
+        return NULL;
+    }
+    return fs;
+}
+
+/* Recomputes what the function should have. Cheap: the oldest age and the
+ * arrival rate come from the last tick, the backlog is read now. */
+static void rescale(triggers *tr, fscale *fs, fn *f)
+{
+    pool_stats ps;
+    pool_stats_get(f->pool, &ps);
+    uint64_t backlog = ps.waiting;
+    double deadline = 0;
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        q_sub_stats ss;
+        queue_sub_stats(t->sub, &ss);
+        /* Messages handed to the pool are counted by the subscription (leased). */
+        backlog += ss.depth;
+        const q_sub_config *cfg = queue_sub_config(t->sub);
+        if (cfg->deadline_ms && (!deadline || cfg->deadline_ms / 1000.0 < deadline))
+            deadline = cfg->deadline_ms / 1000.0;
+    }
+    fs->in = (scale_input){
+        .arrival_per_s = fs->arrivals.rate,
+        .service_s = ps.service_us / 1e6,
+        .backlog = (double)backlog,
+        .oldest_age_s = fs->oldest_age_s,
+        .deadline_s = deadline,
+        .cold_start_s = ps.cold_us / 1e6,
+        .drain_target_s = AUTOSCALE_DRAIN_TARGET_S,
+        .min = ps.min_instances,
+        .max = ps.max_instances,
+    };
+    autoscale(&fs->in, &fs->out);
+    fs->computed_ns = clock_mono_ns();
+}
+
+/* How many invocations the function's triggers may have in the pool: what
+ * the desired instances can run (each with its mailbox), within the pool. */
+static uint32_t allowance(fscale *fs, fn *f)
+{
+    pool_stats ps;
+    pool_stats_get(f->pool, &ps);
+    uint64_t a = (uint64_t)fs->out.desired * (ps.mailbox ? ps.mailbox : 1);
+    uint32_t cap = pool_capacity(f->pool);
+    return a > cap ? cap : (uint32_t)a;
+}
+
+static void on_tick(uv_timer_t *h);
+
+static void tick_scale(triggers *tr, fscale *fs)
+{
+    fn *f = functions_find(tr->table, fs->name, strlen(fs->name));
+    if (!f || list_empty(&fs->triggers)) return;
+    /* Arrivals: messages published on the topics of its triggers. */
+    uint64_t published = 0;
+    int64_t oldest = 0;
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        q_topic_stats ts;
+        if (queue_topic_stats(tr->q, queue_sub_topic(t->sub), &ts) == 0) published += ts.published;
+        q_sub_stats ss;
+        queue_sub_stats(t->sub, &ss);
+        if (ss.oldest_ms && (!oldest || ss.oldest_ms < oldest)) oldest = ss.oldest_ms;
+    }
+    rate_update(&fs->arrivals, published, clock_mono_ns());
+    fs->oldest_age_s = oldest ? (double)(clock_now_ms() - oldest) / 1000.0 : 0;
+    rescale(tr, fs, f);
+    if (fs->out.at_risk && !fs->warned) {
+        log_warn("deadline at risk: backlog %.0f, drain ETA %.1f s with all %u instances, "
+                 "deadline %.1f s, %.1f s left for the oldest fn=%s",
+                 fs->in.backlog, fs->out.eta_max_s, fs->in.max, fs->in.deadline_s,
+                 fs->out.time_left_s, fs->name);
+        fs->warned = 1;
+    } else if (!fs->out.at_risk && fs->warned) {
+        log_info("deadline no longer at risk: backlog %.0f fn=%s", fs->in.backlog, fs->name);
+        fs->warned = 0;
+    }
+}
+
+static void tick_one(const char *key, void *value, void *data)
+{
+    triggers *tr = data;
+    fscale *fs = value;
+    tick_scale(tr, fs);
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        t->stalled = 0;
+        pump(t);
+    }
+}
+
+static void on_tick(uv_timer_t *h)
+{
+    triggers *tr = h->data;
+    if (tr->closing) return;
+    strmap_each(&tr->scales, tick_one, tr);
+}
+
+/* --- Invoking ------------------------------------------------------------------------- */
+
+static uint64_t next_random(triggers *tr)
+{
+    /* xorshift64*: jitter needs spread, not secrecy. */
+    tr->rng ^= tr->rng >> 12;
+    tr->rng ^= tr->rng << 25;
+    tr->rng ^= tr->rng >> 27;
+    return tr->rng * 2685821657736338717ull;
+}
+
+/* 100 ms doubling to 30 s, then a random point in its upper half. */
+static uint32_t backoff_ms(triggers *tr, uint32_t attempt)
+{
+    uint64_t d = SPATE_RETRY_BASE_MS;
+    for (uint32_t i = 1; i < attempt && d < SPATE_RETRY_CAP_MS; i++) d *= 2;
+    if (d > SPATE_RETRY_CAP_MS) d = SPATE_RETRY_CAP_MS;
+    return (uint32_t)(d / 2 + next_random(tr) % (d / 2 + 1));
+}
+
+static void maybe_closed(triggers *tr);
+
+static void on_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+                    void *data)
+{
+    tinv *ti = data;
+    trigger *t = ti->t;
+    triggers *tr = t->owner;
+    q_lease *l = ti->lease;
+    const q_sub_config *cfg = queue_sub_config(t->sub);
+    char error[SPATE_ERROR_MESSAGE_MAX + 64];
+    switch (outcome) {
+    case INV_OK:
+        queue_ack(l);
+        break;
+    case INV_FAILED:
+    case INV_CRASHED:
+    case INV_TIMEOUT:
+        snprintf(error, sizeof error, "%s%.*s", outcome == INV_CRASHED ? "function crashed: " : "",
+                 (int)len, body);
+        if (l->attempt >= cfg->max_attempts) {
+            log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
+                     cfg->dlq, error, cfg->function, queue_sub_topic(t->sub),
+                     (unsigned long long)l->msg->seq);
+            queue_dead_letter(l, error);
+        } else {
+            queue_nack(l, backoff_ms(tr, l->attempt), error);
+        }
+        break;
+    case INV_OVERLOADED:
+    case INV_UNAVAILABLE:
+        /* It never ran: no attempt is lost. */
+        queue_release(l);
+        t->stalled = 1;
+        break;
+    }
+    t->inflight--;
+    t->fs->inflight--;
+    tr->inflight--;
+    free(ti);
+    if (t->removed) {
+        if (t->inflight == 0) free(t);
+        return;
+    }
+    if (tr->closing) {
+        maybe_closed(tr);
+        return;
+    }
+    if (outcome != INV_OVERLOADED && outcome != INV_UNAVAILABLE) {
+        /* Room for more: this trigger first, then the function's others. */
+        pump(t);
+        for (list_node *n = list_first(&t->fs->triggers); n != &t->fs->triggers; n = n->next)
+            if (list_entry(n, trigger, link) != t) pump(list_entry(n, trigger, link));
+    }
+}
+
+static void dispatch(trigger *t, fn *f, q_lease *l)
+{
+    tinv *ti = calloc(1, sizeof *ti);
+    if (!ti) {
+        queue_release(l);
+        t->stalled = 1;
+        return;
+    }
+    ti->t = t;
+    ti->lease = l;
+    reqid_next(ti->request_id);
+    ti->inv = (invocation){
+        .request_id = ti->request_id,
+        .payload = l->msg->data,
+        .payload_len = l->msg->len,
+        .attempt = l->attempt,
+        .topic = queue_sub_topic(t->sub),
+        .key = l->msg->key,
+        .done = on_done,
+        .data = ti,
+    };
+    t->inflight++;
+    t->fs->inflight++;
+    t->owner->inflight++;
+    pool_invoke(f->pool, &ti->inv);
+}
+
+static void pump(trigger *t)
+{
+    triggers *tr = t->owner;
+    if (tr->closing || t->pumping || t->stalled || !t->fs) return;
+    const q_sub_config *cfg = queue_sub_config(t->sub);
+    fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
+    if (!f) {
+        if (!t->missing_warned)
+            log_warn("trigger waits: function '%s' does not exist topic=%s", cfg->function,
+                     queue_sub_topic(t->sub));
+        t->missing_warned = 1;
+        return;
+    }
+    t->missing_warned = 0;
+    fscale *fs = t->fs;
+    /* React at once to new work: rescale if the answer is stale. */
+    if (fs->out.desired == 0 || clock_mono_ns() - fs->computed_ns > 1000000) rescale(tr, fs, f);
+    uint32_t allowed = allowance(fs, f);
+    t->pumping = 1;
+    while (!t->stalled && fs->inflight < allowed &&
+           (!cfg->max_concurrency || t->inflight < cfg->max_concurrency)) {
+        q_lease *l = queue_lease(t->sub);
+        if (!l) break;
+        dispatch(t, f, l);
+    }
+    t->pumping = 0;
+}
+
+/* --- Triggers ---------------------------------------------------------------------- */
+
+static trigger *trigger_of(triggers *tr, q_sub *sub)
+{
+    trigger *t = queue_sub_data(sub);
+    if (t) return t;
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->owner = tr;
+    t->sub = sub;
+    t->fs = scale_for(tr, queue_sub_config(sub)->function);
+    if (t->fs)
+        list_push_back(&t->fs->triggers, &t->link);
+    else
+        list_init(&t->link);
+    queue_sub_set_data(sub, t);
+    return t;
+}
+
+static void on_available(q_sub *sub, void *data)
+{
+    triggers *tr = data;
+    trigger *t = trigger_of(tr, sub);
+    if (t) pump(t);
+}
+
+triggers *triggers_create(uv_loop_t *loop, functions *table)
+{
+    triggers *tr = calloc(1, sizeof *tr);
+    if (!tr) return NULL;
+    tr->loop = loop;
+    tr->table = table;
+    tr->ev.available = on_available;
+    tr->ev.data = tr;
+    strmap_init(&tr->scales);
+    if (getrandom(&tr->rng, sizeof tr->rng, 0) != sizeof tr->rng || !tr->rng)
+        tr->rng = 0x9e3779b97f4a7c15ull;
+    uv_timer_init(loop, &tr->tick);
+    tr->tick.data = tr;
+    return tr;
+}
+
+const queue_events *triggers_events(triggers *tr)
+{
+    return &tr->ev;
+}
+
+static void attach_one(q_sub *sub, void *data)
+{
+    trigger *t = trigger_of(data, sub);
+    if (t) pump(t);
+}
+
+void triggers_attach(triggers *tr, queue *q)
+{
+    tr->q = q;
+    queue_each_sub(q, attach_one, tr);
+    uv_timer_start(&tr->tick, on_tick, SPATE_AUTOSCALE_TICK_MS, SPATE_AUTOSCALE_TICK_MS);
+}
+
+typedef struct add_ctx {
+    triggers *tr;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char function[SPATE_NAME_MAX + 1];
+    queue_done_cb done;
+    void *data;
+} add_ctx;
+
+static void on_added(void *data, int status)
+{
+    add_ctx *c = data;
+    if (status == 0) {
+        q_sub *sub = queue_find_sub(c->tr->q, c->topic, c->function);
+        if (sub) {
+            trigger *t = trigger_of(c->tr, sub);
+            if (t) pump(t);
+        }
+    }
+    c->done(c->data, status);
+    free(c);
+}
+
+int triggers_add(triggers *tr, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                 void *data)
+{
+    add_ctx *c = calloc(1, sizeof *c);
+    if (!c) return -1;
+    c->tr = tr;
+    snprintf(c->topic, sizeof c->topic, "%s", topic);
+    snprintf(c->function, sizeof c->function, "%s", cfg->function);
+    c->done = done;
+    c->data = data;
+    int rc = queue_subscribe(tr->q, topic, cfg, on_added, c);
+    if (rc) free(c);
+    return rc;
+}
+
+int triggers_remove(triggers *tr, const char *topic, const char *function, queue_done_cb done,
+                    void *data)
+{
+    q_sub *sub = queue_find_sub(tr->q, topic, function);
+    if (sub) {
+        trigger *t = queue_sub_data(sub);
+        if (t) {
+            /* Invocations still running keep t until they end (on_done). */
+            list_remove(&t->link);
+            list_init(&t->link);
+            queue_sub_set_data(sub, NULL);
+            t->stalled = 1; /* never pumps again */
+            t->removed = 1;
+            if (t->inflight == 0) free(t);
+        }
+    }
+    return queue_unsubscribe(tr->q, topic, function, done, data);
+}
+
+void triggers_scale_view(triggers *tr, const char *function, scale_view *out)
+{
+    memset(out, 0, sizeof *out);
+    fscale *fs = strmap_get(&tr->scales, function, strlen(function));
+    if (!fs || list_empty(&fs->triggers)) return;
+    out->has_triggers = 1;
+    out->arrival_per_s = fs->in.arrival_per_s;
+    out->service_ms = fs->in.service_s * 1000;
+    out->backlog = (uint64_t)fs->in.backlog;
+    out->oldest_age_s = fs->in.oldest_age_s;
+    out->desired = fs->out.desired;
+    out->eta_s = fs->out.eta_s;
+    out->deadline_s = fs->in.deadline_s;
+    out->time_left_s = fs->out.time_left_s;
+    out->at_risk = fs->out.at_risk;
+}
+
+typedef struct each_ctx {
+    const char *topic;
+    void (*cb)(const trigger_view *v, void *data);
+    void *data;
+} each_ctx;
+
+static void view_one(q_sub *sub, void *data)
+{
+    each_ctx *c = data;
+    if (c->topic && strcmp(queue_sub_topic(sub), c->topic) != 0) return;
+    trigger_view v = {.topic = queue_sub_topic(sub), .cfg = queue_sub_config(sub)};
+    queue_sub_stats(sub, &v.stats);
+    trigger *t = queue_sub_data(sub);
+    v.in_flight = t ? t->inflight : 0;
+    c->cb(&v, c->data);
+}
+
+void triggers_each(triggers *tr, void (*cb)(const trigger_view *v, void *data), void *data)
+{
+    each_ctx c = {NULL, cb, data};
+    queue_each_sub(tr->q, view_one, &c);
+}
+
+void triggers_each_of_topic(triggers *tr, const char *topic,
+                            void (*cb)(const trigger_view *v, void *data), void *data)
+{
+    each_ctx c = {topic, cb, data};
+    queue_each_sub(tr->q, view_one, &c);
+}
+
+/* --- Closing ---------------------------------------------------------------------------- */
+
+static void free_scale(const char *key, void *value, void *data)
+{
+    free(value);
+}
+
+static void free_trigger(q_sub *sub, void *data)
+{
+    free(queue_sub_data(sub));
+    queue_sub_set_data(sub, NULL);
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+    triggers *tr = h->data;
+    void (*cb)(void *) = tr->close_cb;
+    void *data = tr->close_data;
+    if (tr->q) {
+        queue_each_sub(tr->q, free_trigger, NULL);
+        queue_events none = {0};
+        queue_set_events(tr->q, &none);
+    }
+    strmap_each(&tr->scales, free_scale, NULL);
+    strmap_free(&tr->scales);
+    free(tr);
+    if (cb) cb(data);
+}
+
+static void maybe_closed(triggers *tr)
+{
+    if (!tr->closing || tr->inflight > 0 || uv_is_closing((uv_handle_t *)&tr->tick)) return;
+    uv_close((uv_handle_t *)&tr->tick, on_tick_closed);
+}
+
+void triggers_close(triggers *tr, int drain, void (*cb)(void *data), void *data)
+{
+    if (!tr->closing) {
+        tr->close_cb = cb;
+        tr->close_data = data;
+    }
+    tr->closing = 1;
+    tr->drain = drain;
+    uv_timer_stop(&tr->tick);
+    maybe_closed(tr);
+}

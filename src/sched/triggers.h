@@ -1,0 +1,67 @@
+/*
+ * triggers.h - the consumption of topics by functions: each trigger leases
+ * messages from its subscription and invokes its function once per message,
+ * retries failures with exponential back-off and jitter, moves a message to
+ * the dead-letter topic after its last attempt, and never counts an attempt
+ * for a message that waited for capacity.
+ *
+ * The autoscaler lives here too: per function it measures the arrival rate
+ * (publishes on its triggers' topics), takes the handler time from the pool,
+ * and feeds sched/autoscaler.c every SPATE_AUTOSCALE_TICK_MS and at once on
+ * publishes and completions. Its answer bounds how much each trigger hands to
+ * the pool, so the pool grows to it, and warns when a deadline is at risk.
+ */
+#ifndef SPATE_TRIGGERS_H
+#define SPATE_TRIGGERS_H
+
+#include <uv.h>
+
+#include "sched/autoscaler.h"
+#include "sched/functions.h"
+#include "store/queue.h"
+
+typedef struct triggers triggers;
+
+/* Step 1: create (the queue needs triggers_events at open). */
+triggers *triggers_create(uv_loop_t *loop, functions *table);
+const queue_events *triggers_events(triggers *t);
+/* Step 2: attach the opened queue; starts the triggers it has. */
+void triggers_attach(triggers *t, queue *q);
+/* Stops leasing. With drain, running invocations finish (and are settled);
+ * without, they are cut and their messages go back. cb when nothing runs. */
+void triggers_close(triggers *t, int drain, void (*cb)(void *data), void *data);
+
+/* Adds or updates a trigger; done reports the commit. */
+int triggers_add(triggers *t, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                 void *data);
+int triggers_remove(triggers *t, const char *topic, const char *function, queue_done_cb done,
+                    void *data);
+
+/* What the API shows of a function's scaling. */
+typedef struct scale_view {
+    int has_triggers;
+    double arrival_per_s;
+    double service_ms;
+    uint64_t backlog;
+    double oldest_age_s;
+    uint32_t desired;
+    double eta_s;      /* INFINITY when it cannot drain */
+    double deadline_s; /* the tightest deadline of its triggers, 0 if none */
+    double time_left_s;
+    int at_risk;
+} scale_view;
+void triggers_scale_view(triggers *t, const char *function, scale_view *out);
+
+/* A trigger as the API lists it. */
+typedef struct trigger_view {
+    const char *topic;
+    const q_sub_config *cfg;
+    q_sub_stats stats;
+    uint32_t in_flight; /* invocations handed to the pool */
+} trigger_view;
+void triggers_each(triggers *t, void (*cb)(const trigger_view *v, void *data), void *data);
+/* The triggers of one topic. */
+void triggers_each_of_topic(triggers *t, const char *topic,
+                            void (*cb)(const trigger_view *v, void *data), void *data);
+
+#endif

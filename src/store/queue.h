@@ -1,0 +1,185 @@
+/*
+ * queue.h - durable topics and the subscriptions of triggers to them: the
+ * queue interface the scheduler uses (publish, lease, ack, nack with delay,
+ * release, dead-letter, stats). This implementation keeps the log in SQLite
+ * (through the group-committing writer) and the working set in memory.
+ *
+ * A topic is an append-only log of messages numbered 1, 2, ... Each
+ * subscription (one per trigger) sees every message of its topic (fan-out) and
+ * tracks its own progress:
+ *   ready    committed messages in memory, not yet leased, in order;
+ *   leased   handed to the scheduler and not yet settled;
+ *   retry    failed, visible again at a time (attempts counted);
+ *   lagging  committed but only in the store (fetched in chunks when ready runs low).
+ * A message is removed from the store once every subscription has settled it.
+ *
+ * Durability: a publish completes after its commit. A subscription's progress
+ * (the first message not yet leased, and the leased set) is saved in every
+ * commit after it changes, so after a crash only messages that were leased
+ * (in flight) or not yet leased are delivered again.
+ *
+ * Ordered subscriptions lease at most one message per key at a time (a key is
+ * busy while one of its messages is leased or waits for a retry), in order.
+ */
+#ifndef SPATE_QUEUE_H
+#define SPATE_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/list.h"
+#include "store/store.h"
+
+typedef struct queue queue;
+typedef struct q_topic q_topic;
+typedef struct q_sub q_sub;
+typedef struct q_block q_block;
+
+/* A committed message. Read-only for users; alive while leased. */
+typedef struct q_msg {
+    uint64_t seq;
+    int64_t published_ms;
+    const char *key; /* NUL-terminated, or NULL */
+    const char *data;
+    uint32_t len;
+    uint32_t key_len;
+    /* Dead letters only: where it came from, attempts made there, last error. */
+    const char *source;
+    const char *error;
+    uint32_t attempts;
+    /* Private. */
+    uint32_t refs;
+    q_block *block;
+} q_msg;
+
+/* One delivery of a message to a subscription. Settle it exactly once with
+ * ack, nack, release or dead_letter. */
+typedef struct q_lease {
+    q_msg *msg;
+    uint32_t attempt; /* 1 on first delivery */
+    /* Private. */
+    q_sub *sub;
+    list_node link;     /* in the subscription's leased list */
+    int64_t visible_ms; /* retries: when it may run again */
+    char *error;        /* retries: the last error */
+    uint32_t heap_index;
+    unsigned in_retry_table : 1;
+} q_lease;
+
+/* One message to publish; pointers into the body given to queue_publish. */
+typedef struct q_input {
+    const char *key; /* NULL when none */
+    uint32_t key_len;
+    const char *data;
+    uint32_t len;
+} q_input;
+
+typedef struct q_sub_config {
+    char function[65];
+    char dlq[129];
+    uint32_t max_attempts;
+    uint32_t deadline_ms;     /* 0: none */
+    uint32_t max_concurrency; /* 0: no limit beyond the function's */
+    int ordered;
+} q_sub_config;
+
+typedef struct q_sub_stats {
+    uint64_t depth; /* not yet settled: lagging + ready + leased + retry */
+    uint64_t leased;
+    uint64_t retrying;
+    int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
+    uint64_t acked;
+    uint64_t dead_lettered;
+    uint64_t delivered; /* leases handed out */
+} q_sub_stats;
+
+typedef struct q_topic_stats {
+    uint64_t published; /* since the topic was created */
+    uint64_t stored;    /* messages in the store */
+    int64_t oldest_ms;  /* publish time of the oldest stored message, 0 if none */
+    uint32_t subscriptions;
+} q_topic_stats;
+
+typedef struct queue_events {
+    /* Messages became available to lease on sub (published, fetched, or a
+     * retry came due). */
+    void (*available)(q_sub *sub, void *data);
+    void *data;
+} queue_events;
+
+/* Loads topics and subscriptions from the store and starts the writer. */
+int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, char *err,
+               size_t errcap);
+/* Replaces the event callbacks (NULL callbacks: no events). */
+void queue_set_events(queue *q, const queue_events *ev);
+/* Commits what is pending, then frees everything; cb when done. Leases still
+ * out are forgotten (in flight: delivered again after restart). */
+void queue_close(queue *q, void (*cb)(void *data), void *data);
+
+/* --- Publishing --------------------------------------------------------------------- */
+
+/* Appends n messages to topic (created if new) in one transaction. The
+ * inputs point into body, whose storage is taken. done is called once, after
+ * the commit (status 0) or its failure (ERR_IO / ERR_STORE: nothing stored). */
+typedef void (*queue_publish_cb)(void *data, int status, uint64_t first_seq);
+void queue_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                   queue_publish_cb done, void *data);
+
+/* --- Subscriptions -------------------------------------------------------------------- */
+
+/* Adds (or, if it exists, reconfigures) the subscription of cfg->function to
+ * topic; done reports the commit. The subscription starts at the oldest stored
+ * message. */
+typedef void (*queue_done_cb)(void *data, int status);
+int queue_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                    void *data);
+/* Removes it; its leases must all have been settled or are dropped.
+ * ERR_NOTFOUND. */
+int queue_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                      void *data);
+q_sub *queue_find_sub(queue *q, const char *topic, const char *function);
+/* Calls cb for every subscription (by topic, then function). */
+void queue_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
+const q_sub_config *queue_sub_config(const q_sub *sub);
+const char *queue_sub_topic(const q_sub *sub);
+/* The scheduler's own pointer for a subscription. */
+void queue_sub_set_data(q_sub *sub, void *data);
+void *queue_sub_data(const q_sub *sub);
+
+/* --- Leasing ------------------------------------------------------------------------ */
+
+/* The next message to deliver: a due retry first, else the oldest ready one
+ * (for ordered subscriptions, the oldest whose key is not busy). NULL when
+ * none is available now; events.available follows when one is. */
+q_lease *queue_lease(q_sub *sub);
+/* Done: the message is settled for this subscription. */
+void queue_ack(q_lease *l);
+/* Failed: counts the attempt; visible again after delay_ms. */
+void queue_nack(q_lease *l, uint32_t delay_ms, const char *error);
+/* Not run (no capacity): back at once, the attempt not counted. */
+void queue_release(q_lease *l);
+/* Failed for good: moves it to the subscription's dead-letter topic with its
+ * attempts and error, in one transaction with its settling. */
+void queue_dead_letter(q_lease *l, const char *error);
+
+void queue_sub_stats(const q_sub *sub, q_sub_stats *out);
+/* ERR_NOTFOUND for a topic never published to nor subscribed to. */
+int queue_topic_stats(queue *q, const char *topic, q_topic_stats *out);
+/* Calls cb for each topic name. */
+void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+
+/* --- Reading and redriving ------------------------------------------------------------- */
+
+/* Reads up to limit stored messages of topic with seq > after. cb gets them
+ * (borrowed for the call) or an error. */
+typedef void (*queue_read_cb)(void *data, int status, q_msg *const *msgs, size_t n);
+int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
+               void *data);
+/* Moves up to limit dead letters of topic back to their source topics (as new
+ * messages, attempts reset), in one transaction. cb gets how many moved. */
+typedef void (*queue_redrive_cb)(void *data, int status, uint64_t moved);
+int queue_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data);
+
+#endif
