@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/buf.h"
@@ -43,7 +44,16 @@ static void usage(FILE *out)
                  "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
                  "  ls                            list functions\n"
                  "  status NAME                   describe a function, its instances and versions\n"
-                 "  rm NAME                       delete a function\n\n"
+                 "  rm NAME                       delete a function\n"
+            "  publish TOPIC [PAYLOAD | -] [--key K | --key-field F] [--lines]\n"
+            "                                (--lines: one message per line of standard input)\n"
+            "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
+            "                             [--deadline MS] [--max-concurrency N]\n"
+            "  trigger ls | trigger rm TOPIC FUNCTION\n"
+            "  topic stats TOPIC             depth, in flight, oldest age, dead-lettered\n"
+            "  dlq ls TOPIC | dlq redrive TOPIC\n"
+            "                                dead letters of TOPIC (or TOPIC.dlq); redrive\n"
+            "                                sends them back to their source topic\n\n"
                  "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
                  "the token is $SPATE_TOKEN.\n");
 }
@@ -94,8 +104,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
 }
 
 /* Sends one request; 0 when an HTTP answer came back (any status). */
-static int request(const cli *c, const char *method, const char *path, const void *body, size_t len,
-                   answer *out)
+static int request_with(const cli *c, const char *method, const char *path, const void *body,
+                        size_t len, const char *const *extra, answer *out)
 {
     memset(out, 0, sizeof *out);
     buf_init(&out->body, ANSWER_MAX);
@@ -111,7 +121,12 @@ static int request(const cli *c, const char *method, const char *path, const voi
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
         hdrs = curl_slist_append(hdrs, auth);
     }
-    if (body) hdrs = curl_slist_append(hdrs, "Content-Type: application/octet-stream");
+    int has_type = 0;
+    for (const char *const *x = extra; x && *x; x++) {
+        hdrs = curl_slist_append(hdrs, *x);
+        if (strncasecmp(*x, "content-type:", 13) == 0) has_type = 1;
+    }
+    if (body && !has_type) hdrs = curl_slist_append(hdrs, "Content-Type: application/octet-stream");
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -137,6 +152,12 @@ static int request(const cli *c, const char *method, const char *path, const voi
     if (rc != CURLE_OK)
         return fail("cannot reach spated at %s: %s", c->url, curl_easy_strerror(rc));
     return 0;
+}
+
+static int request(const cli *c, const char *method, const char *path, const void *body,
+                   size_t len, answer *out)
+{
+    return request_with(c, method, path, body, len, NULL, out);
 }
 
 /* Prints the server's error for a failed answer and returns 1. */
@@ -385,6 +406,25 @@ static int cmd_status(const cli *c, int argc, char **argv)
            json_num(st, "crashes"), json_num(st, "rejected"));
     printf("%-14s %.0f (last took %.0f us)\n", "cold starts", json_num(st, "cold_starts"),
            json_num(st, "last_cold_start_us"));
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(doc, "scaling");
+    printf("%-14s handler %.3f ms, cold start %.3f ms, mailbox %.0f\n", "service",
+           json_num(sc, "service_ms"), json_num(sc, "cold_start_ms"), json_num(sc, "mailbox"));
+    if (cJSON_GetObjectItemCaseSensitive(sc, "backlog")) {
+        const cJSON *eta = cJSON_GetObjectItemCaseSensitive(sc, "drain_eta_s");
+        char etas[48];
+        if (cJSON_IsNumber(eta)) snprintf(etas, sizeof etas, "%.2f s", eta->valuedouble);
+        else snprintf(etas, sizeof etas, "never at this rate");
+        printf("%-14s %.0f (oldest %.2f s), arrivals %.1f/s, desired %.0f instances, "
+               "drain ETA %s\n",
+               "backlog", json_num(sc, "backlog"), json_num(sc, "oldest_age_s"),
+               json_num(sc, "arrival_per_s"), json_num(sc, "desired_instances"), etas);
+        if (cJSON_GetObjectItemCaseSensitive(sc, "deadline_s"))
+            printf("%-14s %.1f s, %.2f s left for the oldest: %s\n", "deadline",
+                   json_num(sc, "deadline_s"), json_num(sc, "time_left_s"),
+                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sc, "deadline_at_risk"))
+                       ? "AT RISK (even the maximum of instances cannot drain in time)"
+                       : "on track");
+    }
     if (*json_str(doc, "load_error"))
         printf("%-14s %s\n", "load error", json_str(doc, "load_error"));
     const cJSON *vers = cJSON_GetObjectItemCaseSensitive(doc, "versions");
@@ -416,6 +456,245 @@ static int cmd_rm(const cli *c, int argc, char **argv)
     else
         printf("removed %s\n", argv[0]);
     return finish(&a, NULL, 0);
+}
+
+/* "/v1/topics/TOPIC" + suffix, the topic escaped. */
+static void topic_path(char *out, size_t cap, const char *prefix, const char *topic,
+                       const char *suffix)
+{
+    char *esc = curl_easy_escape(NULL, topic, 0);
+    snprintf(out, cap, "%s%s%s", prefix, esc ? esc : "", suffix);
+    curl_free(esc);
+}
+
+static int cmd_publish(const cli *c, int argc, char **argv)
+{
+    const char *topic = NULL, *payload = NULL, *key = NULL, *field = NULL;
+    int lines = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--lines") == 0) lines = 1;
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) key = argv[++i];
+        else if (strcmp(argv[i], "--key-field") == 0 && i + 1 < argc) field = argv[++i];
+        else if (argv[i][0] == '-' && argv[i][1] == '-') usage_error("unknown publish option '%s'", argv[i]);
+        else if (!topic) topic = argv[i];
+        else if (!payload) payload = argv[i];
+        else usage_error("publish takes TOPIC and at most one PAYLOAD");
+    }
+    if (!topic) usage_error("publish needs TOPIC");
+    if (key && field) usage_error("give --key or --key-field, not both");
+    buf body;
+    buf_init(&body, INPUT_MAX);
+    if (lines || (payload && strcmp(payload, "-") == 0)) {
+        if (payload && strcmp(payload, "-") != 0) usage_error("--lines reads standard input");
+        if (read_stream(stdin, "standard input", &body)) return 1;
+    } else if (payload) {
+        buf_append_str(&body, payload);
+    }
+    char hkey[SPATE_KEY_MAX + 32], hfield[300];
+    const char *extra[4] = {NULL};
+    int n = 0;
+    if (lines) extra[n++] = "Content-Type: application/x-ndjson";
+    if (key) {
+        snprintf(hkey, sizeof hkey, "Spate-Key: %s", key);
+        extra[n++] = hkey;
+    }
+    if (field) {
+        snprintf(hfield, sizeof hfield, "Spate-Key-Field: %s", field);
+        extra[n++] = hfield;
+    }
+    char path[512];
+    topic_path(path, sizeof path, "/v1/topics/", topic, "/messages");
+    answer a;
+    int rc = request_with(c, "POST", path, body.data ? body.data : "", body.len, extra, &a);
+    buf_free(&body);
+    if (rc) return rc;
+    if (a.status != 202) return finish(&a, NULL, answer_error("publish failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("publish", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    printf("published %.0f message%s to %s (seq %.0f to %.0f)\n", json_num(doc, "published"),
+           json_num(doc, "published") == 1 ? "" : "s", topic, json_num(doc, "first_seq"),
+           json_num(doc, "last_seq"));
+    return finish(&a, doc, 0);
+}
+
+static void print_trigger_line(const cJSON *t)
+{
+    printf("%-20s %-20s %8.0f %8.0f %8.0f %9.0f %6s %8.0f  %s\n", json_str(t, "topic"),
+           json_str(t, "function"), json_num(t, "depth"), json_num(t, "in_flight"),
+           json_num(t, "retrying"), json_num(t, "dead_lettered"),
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "ordered")) ? "yes" : "no",
+           json_num(t, "deadline_ms"), json_str(t, "dlq"));
+}
+
+static void print_trigger_header(void)
+{
+    printf("%-20s %-20s %8s %8s %8s %9s %6s %8s  %s\n", "TOPIC", "FUNCTION", "DEPTH", "INFLIGHT",
+           "RETRYING", "DEADLTRD", "ORDER", "DEADLINE", "DLQ");
+}
+
+static int cmd_trigger(const cli *c, int argc, char **argv)
+{
+    if (argc < 1) usage_error("trigger needs add, ls or rm");
+    const char *sub = argv[0];
+    answer a;
+    char path[1024];
+    if (strcmp(sub, "ls") == 0) {
+        if (argc != 1) usage_error("trigger ls takes no arguments");
+        if (request(c, "GET", "/v1/triggers", NULL, 0, &a)) return 1;
+        if (a.status != 200) return finish(&a, NULL, answer_error("trigger ls failed", &a));
+        if (c->json) {
+            print_raw(&a);
+            return finish(&a, NULL, 0);
+        }
+        cJSON *doc = answer_json("trigger ls", &a);
+        if (!doc) return finish(&a, NULL, 1);
+        print_trigger_header();
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "triggers")) print_trigger_line(t);
+        return finish(&a, doc, 0);
+    }
+    if (argc < 3) usage_error("trigger %s needs TOPIC and FUNCTION", sub);
+    char *ft = curl_easy_escape(NULL, argv[2], 0);
+    topic_path(path, sizeof path, "/v1/triggers/", argv[1], "/");
+    size_t plen = strlen(path);
+    snprintf(path + plen, sizeof path - plen, "%s", ft ? ft : "");
+    curl_free(ft);
+    if (strcmp(sub, "rm") == 0) {
+        if (argc != 3) usage_error("trigger rm takes TOPIC and FUNCTION");
+        if (request(c, "DELETE", path, NULL, 0, &a)) return 1;
+        if (a.status >= 300) return finish(&a, NULL, answer_error("trigger rm failed", &a));
+        if (!c->json) printf("removed trigger %s -> %s\n", argv[1], argv[2]);
+        else printf("{\"removed\":true}\n");
+        return finish(&a, NULL, 0);
+    }
+    if (strcmp(sub, "add") != 0) usage_error("unknown trigger command '%s'", sub);
+    buf q;
+    buf_init(&q, 8 * KIB);
+    static const char *const opts[][2] = {{"--max-attempts", "max_attempts"},
+                                          {"--dlq", "dlq"},
+                                          {"--deadline", "deadline"},
+                                          {"--max-concurrency", "max_concurrency"}};
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--ordered") == 0) {
+            add_param(&q, "ordered", "true");
+            continue;
+        }
+        const char *key = NULL;
+        for (size_t k = 0; !key && k < sizeof opts / sizeof opts[0]; k++)
+            if (strcmp(argv[i], opts[k][0]) == 0) key = opts[k][1];
+        if (!key) usage_error("unknown trigger option '%s'", argv[i]);
+        if (i + 1 >= argc) usage_error("option '%s' needs a value", argv[i]);
+        add_param(&q, key, argv[++i]);
+    }
+    plen = strlen(path);
+    snprintf(path + plen, sizeof path - plen, "%s", q.data ? q.data : "");
+    buf_free(&q);
+    if (request(c, "PUT", path, "", 0, &a)) return 1;
+    if (a.status >= 300) return finish(&a, NULL, answer_error("trigger add failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("trigger add", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    printf("trigger %s -> %s: up to %.0f attempts, dead letters to %s%s\n", argv[1], argv[2],
+           json_num(doc, "max_attempts"), json_str(doc, "dlq"),
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "ordered")) ? ", ordered by key"
+                                                                           : "");
+    return finish(&a, doc, 0);
+}
+
+static int cmd_topic(const cli *c, int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[0], "stats") != 0) usage_error("usage: spate topic stats TOPIC");
+    char path[512];
+    topic_path(path, sizeof path, "/v1/topics/", argv[1], "");
+    answer a;
+    if (request(c, "GET", path, NULL, 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("topic stats failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("topic stats", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    printf("%-14s %s\n", "topic", json_str(doc, "name"));
+    printf("%-14s %.0f\n", "depth", json_num(doc, "depth"));
+    printf("%-14s %.0f\n", "in flight", json_num(doc, "in_flight"));
+    printf("%-14s %.3f s\n", "oldest age", json_num(doc, "oldest_age_s"));
+    printf("%-14s %.0f\n", "published", json_num(doc, "published"));
+    printf("%-14s %.0f\n", "acknowledged", json_num(doc, "acknowledged"));
+    printf("%-14s %.0f\n", "dead-lettered", json_num(doc, "dead_lettered"));
+    printf("%-14s %.0f\n", "stored", json_num(doc, "stored"));
+    const cJSON *trs = cJSON_GetObjectItemCaseSensitive(doc, "triggers");
+    if (cJSON_GetArraySize(trs) > 0) {
+        printf("\n");
+        print_trigger_header();
+        const cJSON *t;
+        cJSON_ArrayForEach(t, trs) print_trigger_line(t);
+    }
+    return finish(&a, doc, 0);
+}
+
+/* The dead-letter topic for TOPIC: TOPIC itself if it is one, else TOPIC.dlq. */
+static void dlq_name(const cli *c, const char *topic, char *out, size_t cap)
+{
+    size_t n = strlen(topic);
+    snprintf(out, cap, "%s", topic);
+    if (n >= 4 && strcmp(topic + n - 4, ".dlq") == 0) return;
+    char path[512], name[300];
+    snprintf(name, sizeof name, "%s.dlq", topic);
+    topic_path(path, sizeof path, "/v1/topics/", name, "");
+    answer a;
+    if (request(c, "GET", path, NULL, 0, &a) == 0 && a.status == 200) snprintf(out, cap, "%s", name);
+    buf_free(&a.body);
+}
+
+static int cmd_dlq(const cli *c, int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[0], "ls") != 0 && strcmp(argv[0], "redrive") != 0))
+        usage_error("usage: spate dlq ls TOPIC | spate dlq redrive TOPIC");
+    char dlq[300], path[512];
+    dlq_name(c, argv[1], dlq, sizeof dlq);
+    answer a;
+    if (strcmp(argv[0], "redrive") == 0) {
+        topic_path(path, sizeof path, "/v1/topics/", dlq, "/redrive");
+        if (request(c, "POST", path, "", 0, &a)) return 1;
+        if (a.status != 200) return finish(&a, NULL, answer_error("dlq redrive failed", &a));
+        if (c->json) {
+            print_raw(&a);
+            return finish(&a, NULL, 0);
+        }
+        cJSON *doc = answer_json("dlq redrive", &a);
+        if (!doc) return finish(&a, NULL, 1);
+        printf("redrove %.0f message%s from %s to their source topics\n",
+               json_num(doc, "redriven"), json_num(doc, "redriven") == 1 ? "" : "s", dlq);
+        return finish(&a, doc, 0);
+    }
+    topic_path(path, sizeof path, "/v1/topics/", dlq, "/messages?limit=1000");
+    if (request(c, "GET", path, NULL, 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("dlq ls failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("dlq ls", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    printf("%-8s %-16s %-8s %-20s %-30s %s\n", "SEQ", "SOURCE", "ATTEMPTS", "KEY", "PAYLOAD",
+           "LAST ERROR");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(doc, "messages"))
+    {
+        const char *payload = json_str(m, "payload");
+        printf("%-8.0f %-16s %-8.0f %-20.20s %-30.30s %s\n", json_num(m, "seq"),
+               json_str(m, "source"), json_num(m, "attempts"), json_str(m, "key"),
+               *payload ? payload : "(binary)", json_str(m, "error"));
+    }
+    return finish(&a, doc, 0);
 }
 
 int main(int argc, char **argv)
@@ -459,19 +738,18 @@ int main(int argc, char **argv)
             rest[n++] = argv[i];
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int rc;
-    if (strcmp(cmd, "deploy") == 0)
-        rc = cmd_deploy(&c, n, rest);
-    else if (strcmp(cmd, "invoke") == 0)
-        rc = cmd_invoke(&c, n, rest);
-    else if (strcmp(cmd, "ls") == 0)
-        rc = cmd_ls(&c, n, rest);
-    else if (strcmp(cmd, "status") == 0)
-        rc = cmd_status(&c, n, rest);
-    else if (strcmp(cmd, "rm") == 0)
-        rc = cmd_rm(&c, n, rest);
-    else
-        usage_error("unknown command '%s'", cmd);
+    static const struct {
+        const char *name;
+        int (*run)(const cli *c, int argc, char **argv);
+    } commands[] = {
+        {"deploy", cmd_deploy},   {"invoke", cmd_invoke},   {"ls", cmd_ls},
+        {"status", cmd_status},   {"rm", cmd_rm},           {"publish", cmd_publish},
+        {"trigger", cmd_trigger}, {"topic", cmd_topic},     {"dlq", cmd_dlq},
+    };
+    int rc = -1;
+    for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+        if (strcmp(cmd, commands[k].name) == 0) rc = commands[k].run(&c, n, rest);
+    if (rc < 0) usage_error("unknown command '%s'", cmd);
     curl_global_cleanup();
     free(rest);
     return rc;

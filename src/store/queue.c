@@ -385,10 +385,15 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
         rc = step(q->ins_msg);
     }
     if (rc != SQLITE_OK) return rc;
-    rc = prepare(db, &q->upd_pub, "UPDATE topics SET published = published + ? WHERE id = ?");
+    /* The next number is kept too: once every message is consumed and deleted,
+     * it alone says where numbering goes on after a restart. */
+    rc = prepare(db, &q->upd_pub,
+                 "UPDATE topics SET published = published + ?, next_seq = MAX(next_seq, ?)"
+                 " WHERE id = ?");
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->upd_pub, 1, (sqlite3_int64)b->n);
-    sqlite3_bind_int64(q->upd_pub, 2, topic_id);
+    sqlite3_bind_int64(q->upd_pub, 2, (sqlite3_int64)(b->msgs[b->n - 1].seq + 1));
+    sqlite3_bind_int64(q->upd_pub, 3, topic_id);
     return step(q->upd_pub);
 }
 
@@ -1755,7 +1760,7 @@ static int load(queue *q, char *err, size_t errcap)
     sqlite3 *db = store_db(q->st);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db,
-                           "SELECT t.id, t.name, t.published,"
+                           "SELECT t.id, t.name, t.published, t.next_seq,"
                            " (SELECT MAX(seq) FROM messages m WHERE m.topic_id = t.id),"
                            " (SELECT MIN(seq) FROM messages m WHERE m.topic_id = t.id),"
                            " (SELECT COUNT(*) FROM messages m WHERE m.topic_id = t.id),"
@@ -1773,12 +1778,14 @@ static int load(queue *q, char *err, size_t errcap)
         t->id = id;
         t->persisted = 1;
         t->published = (uint64_t)sqlite3_column_int64(st, 2);
-        uint64_t max = (uint64_t)sqlite3_column_int64(st, 3);
-        uint64_t min = (uint64_t)sqlite3_column_int64(st, 4);
-        t->next_seq = t->committed = max + 1;
-        t->trimmed = min ? min : max + 1;
-        t->stored = (uint64_t)sqlite3_column_int64(st, 5);
-        t->oldest_stored_ms = sqlite3_column_int64(st, 6);
+        uint64_t next = (uint64_t)sqlite3_column_int64(st, 3);
+        uint64_t max = (uint64_t)sqlite3_column_int64(st, 4);
+        uint64_t min = (uint64_t)sqlite3_column_int64(st, 5);
+        if (next < max + 1) next = max + 1;
+        t->next_seq = t->committed = next;
+        t->trimmed = min ? min : next;
+        t->stored = (uint64_t)sqlite3_column_int64(st, 6);
+        t->oldest_stored_ms = sqlite3_column_int64(st, 7);
     }
     sqlite3_finalize(st);
     if (q->next_topic_id < 1) q->next_topic_id = 1;
@@ -1809,6 +1816,8 @@ static int load(queue *q, char *err, size_t errcap)
         s->persisted = 1;
         s->fetched = (uint64_t)sqlite3_column_int64(st, 8);
         if (s->fetched < t->trimmed) s->fetched = t->trimmed;
+        /* Numbering never goes back below what a subscription has seen. */
+        if (s->fetched > t->next_seq) t->next_seq = t->committed = s->fetched;
         s->acked = (uint64_t)sqlite3_column_int64(st, 10);
         s->dead_lettered = (uint64_t)sqlite3_column_int64(st, 11);
         restore_sub(q, s, sqlite3_column_blob(st, 9), sqlite3_column_bytes(st, 9));
