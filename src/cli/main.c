@@ -38,13 +38,14 @@ typedef struct answer {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: spate [--url URL] [--json] COMMAND ...\n\n"
-                 "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
-                 "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
-                 "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
-                 "  ls                            list functions\n"
-                 "  status NAME                   describe a function, its instances and versions\n"
-                 "  rm NAME                       delete a function\n"
+    fprintf(out,
+            "usage: spate [--url URL] [--json] COMMAND ...\n\n"
+            "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
+            "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
+            "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
+            "  ls                            list functions\n"
+            "  status NAME                   describe a function, its instances and versions\n"
+            "  rm NAME                       delete a function\n"
             "  publish TOPIC [PAYLOAD | -] [--key K | --key-field F] [--lines]\n"
             "                                (--lines: one message per line of standard input)\n"
             "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
@@ -54,8 +55,8 @@ static void usage(FILE *out)
             "  dlq ls TOPIC | dlq redrive TOPIC\n"
             "                                dead letters of TOPIC (or TOPIC.dlq); redrive\n"
             "                                sends them back to their source topic\n\n"
-                 "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
-                 "the token is $SPATE_TOKEN.\n");
+            "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
+            "the token is $SPATE_TOKEN.\n");
 }
 
 static void __attribute__((noreturn)) usage_error(const char *fmt, ...)
@@ -154,8 +155,8 @@ static int request_with(const cli *c, const char *method, const char *path, cons
     return 0;
 }
 
-static int request(const cli *c, const char *method, const char *path, const void *body,
-                   size_t len, answer *out)
+static int request(const cli *c, const char *method, const char *path, const void *body, size_t len,
+                   answer *out)
 {
     return request_with(c, method, path, body, len, NULL, out);
 }
@@ -412,8 +413,10 @@ static int cmd_status(const cli *c, int argc, char **argv)
     if (cJSON_GetObjectItemCaseSensitive(sc, "backlog")) {
         const cJSON *eta = cJSON_GetObjectItemCaseSensitive(sc, "drain_eta_s");
         char etas[48];
-        if (cJSON_IsNumber(eta)) snprintf(etas, sizeof etas, "%.2f s", eta->valuedouble);
-        else snprintf(etas, sizeof etas, "never at this rate");
+        if (cJSON_IsNumber(eta))
+            snprintf(etas, sizeof etas, "%.2f s", eta->valuedouble);
+        else
+            snprintf(etas, sizeof etas, "never at this rate");
         printf("%-14s %.0f (oldest %.2f s), arrivals %.1f/s, desired %.0f instances, "
                "drain ETA %s\n",
                "backlog", json_num(sc, "backlog"), json_num(sc, "oldest_age_s"),
@@ -472,13 +475,20 @@ static int cmd_publish(const cli *c, int argc, char **argv)
     const char *topic = NULL, *payload = NULL, *key = NULL, *field = NULL;
     int lines = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--lines") == 0) lines = 1;
-        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) key = argv[++i];
-        else if (strcmp(argv[i], "--key-field") == 0 && i + 1 < argc) field = argv[++i];
-        else if (argv[i][0] == '-' && argv[i][1] == '-') usage_error("unknown publish option '%s'", argv[i]);
-        else if (!topic) topic = argv[i];
-        else if (!payload) payload = argv[i];
-        else usage_error("publish takes TOPIC and at most one PAYLOAD");
+        if (strcmp(argv[i], "--lines") == 0)
+            lines = 1;
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key = argv[++i];
+        else if (strcmp(argv[i], "--key-field") == 0 && i + 1 < argc)
+            field = argv[++i];
+        else if (argv[i][0] == '-' && argv[i][1] == '-')
+            usage_error("unknown publish option '%s'", argv[i]);
+        else if (!topic)
+            topic = argv[i];
+        else if (!payload)
+            payload = argv[i];
+        else
+            usage_error("publish takes TOPIC and at most one PAYLOAD");
     }
     if (!topic) usage_error("publish needs TOPIC");
     if (key && field) usage_error("give --key or --key-field, not both");
@@ -554,7 +564,8 @@ static int cmd_trigger(const cli *c, int argc, char **argv)
         if (!doc) return finish(&a, NULL, 1);
         print_trigger_header();
         const cJSON *t;
-        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "triggers")) print_trigger_line(t);
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "triggers"))
+            print_trigger_line(t);
         return finish(&a, doc, 0);
     }
     if (argc < 3) usage_error("trigger %s needs TOPIC and FUNCTION", sub);
@@ -567,8 +578,10 @@ static int cmd_trigger(const cli *c, int argc, char **argv)
         if (argc != 3) usage_error("trigger rm takes TOPIC and FUNCTION");
         if (request(c, "DELETE", path, NULL, 0, &a)) return 1;
         if (a.status >= 300) return finish(&a, NULL, answer_error("trigger rm failed", &a));
-        if (!c->json) printf("removed trigger %s -> %s\n", argv[1], argv[2]);
-        else printf("{\"removed\":true}\n");
+        if (!c->json)
+            printf("removed trigger %s -> %s\n", argv[1], argv[2]);
+        else
+            printf("{\"removed\":true}\n");
         return finish(&a, NULL, 0);
     }
     if (strcmp(sub, "add") != 0) usage_error("unknown trigger command '%s'", sub);
@@ -604,7 +617,7 @@ static int cmd_trigger(const cli *c, int argc, char **argv)
     printf("trigger %s -> %s: up to %.0f attempts, dead letters to %s%s\n", argv[1], argv[2],
            json_num(doc, "max_attempts"), json_str(doc, "dlq"),
            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "ordered")) ? ", ordered by key"
-                                                                           : "");
+                                                                          : "");
     return finish(&a, doc, 0);
 }
 
@@ -650,7 +663,8 @@ static void dlq_name(const cli *c, const char *topic, char *out, size_t cap)
     snprintf(name, sizeof name, "%s.dlq", topic);
     topic_path(path, sizeof path, "/v1/topics/", name, "");
     answer a;
-    if (request(c, "GET", path, NULL, 0, &a) == 0 && a.status == 200) snprintf(out, cap, "%s", name);
+    if (request(c, "GET", path, NULL, 0, &a) == 0 && a.status == 200)
+        snprintf(out, cap, "%s", name);
     buf_free(&a.body);
 }
 
@@ -671,8 +685,8 @@ static int cmd_dlq(const cli *c, int argc, char **argv)
         }
         cJSON *doc = answer_json("dlq redrive", &a);
         if (!doc) return finish(&a, NULL, 1);
-        printf("redrove %.0f message%s from %s to their source topics\n",
-               json_num(doc, "redriven"), json_num(doc, "redriven") == 1 ? "" : "s", dlq);
+        printf("redrove %.0f message%s from %s to their source topics\n", json_num(doc, "redriven"),
+               json_num(doc, "redriven") == 1 ? "" : "s", dlq);
         return finish(&a, doc, 0);
     }
     topic_path(path, sizeof path, "/v1/topics/", dlq, "/messages?limit=1000");
@@ -742,9 +756,9 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(const cli *c, int argc, char **argv);
     } commands[] = {
-        {"deploy", cmd_deploy},   {"invoke", cmd_invoke},   {"ls", cmd_ls},
-        {"status", cmd_status},   {"rm", cmd_rm},           {"publish", cmd_publish},
-        {"trigger", cmd_trigger}, {"topic", cmd_topic},     {"dlq", cmd_dlq},
+        {"deploy", cmd_deploy},   {"invoke", cmd_invoke}, {"ls", cmd_ls},
+        {"status", cmd_status},   {"rm", cmd_rm},         {"publish", cmd_publish},
+        {"trigger", cmd_trigger}, {"topic", cmd_topic},   {"dlq", cmd_dlq},
     };
     int rc = -1;
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)

@@ -846,8 +846,7 @@ uint32_t pool_capacity(const pool *p)
 {
     if (!p->active || p->closing) return 0;
     uint64_t c = (uint64_t)p->active->cfg.max_instances * mailbox_limit(p);
-    if (c > p->active->cfg.queue_max) c = p->active->cfg.queue_max;
-    return (uint32_t)c;
+    return c > UINT32_MAX ? UINT32_MAX : (uint32_t)c;
 }
 
 static void on_timer_closed(uv_handle_t *h)

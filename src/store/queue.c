@@ -123,17 +123,14 @@ static q_block *block_new(size_t n, char *mem)
     return b;
 }
 
-/* Drops the references nobody took (messages no subscription wanted). */
+/* Drops the references nobody took (messages no subscription wanted); frees
+ * the block if none was taken (or it held no message). */
 static void block_settle(q_block *b)
 {
-    size_t n = b->n;
-    int gone = 0;
-    for (size_t i = 0; i < n && !gone; i++) {
-        if (b->msgs[i].refs == 0) {
-            if (--b->refs == 0) gone = 1;
-        }
-    }
-    if (gone) {
+    uint32_t untaken = 0;
+    for (size_t i = 0; i < b->n; i++) untaken += b->msgs[i].refs == 0;
+    b->refs -= untaken;
+    if (b->refs == 0) {
         free(b->mem);
         free(b);
     }
@@ -276,14 +273,16 @@ static q_lease *heap_pop(q_sub *s)
 
 static void on_retry_timer(uv_timer_t *t);
 
-/* Wakes the scheduler when the earliest retry comes due. */
+/* Wakes the scheduler when the earliest retry comes due. A retry already due
+ * arms nothing: the scheduler was told, and leases it when it has room
+ * (re-arming at once would spin the loop while the function is full). */
 static void arm_retry(q_sub *s)
 {
     if (s->nheap == 0 || s->closed) return;
-    int64_t at = s->heap[0]->visible_ms;
+    int64_t at = s->heap[0]->visible_ms, now = clock_now_ms();
+    if (at <= now) return;
     if (uv_is_active((uv_handle_t *)&s->timer) && s->timer_at <= at) return;
-    int64_t now = clock_now_ms();
-    uv_timer_start(&s->timer, on_retry_timer, at > now ? (uint64_t)(at - now) : 0, 0);
+    uv_timer_start(&s->timer, on_retry_timer, (uint64_t)(at - now), 0);
     s->timer_at = at;
 }
 
@@ -291,7 +290,16 @@ static void on_retry_timer(uv_timer_t *t)
 {
     q_sub *s = t->data;
     notify(s);
-    arm_retry(s);
+    /* Due ones it could not take stay at the top; look past them. */
+    int64_t now = clock_now_ms();
+    int64_t next = 0;
+    for (uint32_t i = 0; i < s->nheap; i++)
+        if (s->heap[i]->visible_ms > now && (!next || s->heap[i]->visible_ms < next))
+            next = s->heap[i]->visible_ms;
+    if (next && !s->closed) {
+        uv_timer_start(&s->timer, on_retry_timer, (uint64_t)(next - now), 0);
+        s->timer_at = next;
+    }
 }
 
 /* --- Keys of ordered subscriptions ------------------------------------------------- */
@@ -1751,7 +1759,7 @@ static int restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
     }
     free(p);
     sqlite3_finalize(one);
-    qsort(s->restore, s->nrestore, sizeof *s->restore, cmp_u64);
+    if (s->nrestore) qsort(s->restore, s->nrestore, sizeof *s->restore, cmp_u64);
     return 0;
 }
 
