@@ -42,6 +42,7 @@ sanitize:
 
 bench: deps all
 	./bench/invoke
+	./bench/events
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
