@@ -450,3 +450,38 @@ def test_full_disk_refuses_publishes_and_keeps_what_was_acknowledged(functions, 
     finally:
         d.stop()
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def max_concurrent(path):
+    running = peak = 0
+    for kind, *_ , us in sorted(records(path), key=lambda r: (r[4], r[0] == "S")):
+        if kind == "S":
+            running += 1
+            peak = max(peak, running)
+        elif kind == "E":
+            running -= 1
+    return peak
+
+
+def test_max_concurrency_bounds_a_trigger(spated, functions, tmp_path):
+    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=30000, max=10)
+    add_trigger(spated, "capped", "rec", max_concurrency=2)
+    publish(spated, "capped", lines=[f"c{i}" for i in range(20)])
+    assert wait_for(lambda: topic(spated, "capped")["acknowledged"] == 20, timeout=20)
+    assert max_concurrent(rec) == 2
+
+
+def test_node_wide_instance_limit(make_spated, functions, tmp_path):
+    d = make_spated("--max-instances", "3")
+    rec = deploy_recorder(d, functions, tmp_path, sleep_us=30000, max=10)
+    add_trigger(d, "crowd", "rec")
+    peak = []
+    publish(d, "crowd", lines=[f"n{i}" for i in range(30)])
+
+    def done():
+        doc = d.describe("rec")
+        peak.append(sum(doc["instances"][k] for k in ("starting", "idle", "busy")))
+        return topic(d, "crowd")["acknowledged"] == 30
+
+    assert wait_for(done, timeout=20, step=0.01)
+    assert max(peak) <= 3 and max_concurrent(rec) <= 3
