@@ -3,7 +3,7 @@ BUILD   ?= build
 JOBS    ?= $(shell nproc)
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps configure test check unit integration sanitize bench clean format
+.PHONY: all deps configure test check unit integration sanitize bench demo clean format
 
 all: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -43,6 +43,11 @@ sanitize:
 bench: deps all
 	./bench/invoke
 	./bench/events
+
+# The trading day of examples/trade-report, twice: one consumer, then spate.
+# Prints a table per mode and writes demo-out/trading-day.svg and .png.
+demo: deps all
+	/usr/bin/python3 examples/trade-report/demo.py --build $(abspath $(BUILD)) --out demo-out
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

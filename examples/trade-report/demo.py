@@ -1,0 +1,338 @@
+#!/usr/bin/python3
+"""The trading day, twice: a single consumer against spate's autoscaling.
+
+A broker reports every executed trade to the trade reporting facility (TRF)
+within a deadline (15 minutes). Trades arrive on topic `trades`, keyed by
+account; the trade-report function looks each instrument up and submits the
+report, which the TRF answers after a few milliseconds. The day (6.5 hours)
+is compressed into --seconds, the deadline with it.
+
+  classic     the function pinned to one instance: the single-threaded
+              consumer that falls behind at the open and is buried by the close
+  serverless  autoscaled, the trigger carrying the reporting deadline
+
+Every figure is measured: spated, the function and the TRF really run.
+
+    demo.py [--seconds 60] [--trades 12000] [--latency-ms 5] [--out demo-out]
+            [--summary FILE] [--modes classic,serverless]
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+import tradingday  # noqa: E402
+
+DEADLINE_REAL_S = 15 * 60
+SESSION_S = tradingday.SESSION_HOURS * 3600
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, log):
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                sys.exit(f"{what} exited:\n{pathlib.Path(log).read_text()}")
+            time.sleep(0.05)
+    sys.exit(f"{what} did not start")
+
+
+def call(port, method, path, body=None, timeout=30):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        data = r.read()
+    return data
+
+
+def jcall(port, method, path, body=None):
+    data = call(port, method, path, body)
+    return json.loads(data) if data else None
+
+
+def make_refdata(path):
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE instruments (symbol TEXT PRIMARY KEY, isin TEXT NOT NULL,"
+               " name TEXT NOT NULL, venue TEXT NOT NULL, asset_class TEXT NOT NULL)")
+    venues = ["XNYS", "XNAS", "ARCX", "BATS"]
+    for i, sym in enumerate(tradingday.SYMBOLS):
+        db.execute("INSERT INTO instruments VALUES (?, ?, ?, ?, ?)",
+                   (sym, f"US{i:09d}{i % 10}", f"{sym.title()} Holdings Inc.", venues[i % 4],
+                    "EQUITY"))
+    db.commit()
+    db.close()
+
+
+class Run:
+    """One mode: its own spated (fresh store) and TRF."""
+
+    def __init__(self, mode, args, tmp, build, report_so, refdata, deadline_s):
+        self.mode, self.args, self.tmp = mode, args, tmp / mode
+        self.tmp.mkdir()
+        self.deadline_s = deadline_s
+        self.samples = []  # (t, published, depth, live instances, desired)
+        self.trf_port, self.port = free_port(), free_port()
+        self.trf = subprocess.Popen([str(build / "trf"), "--listen", f"127.0.0.1:{self.trf_port}",
+                                     "--latency-ms", str(args.latency_ms)],
+                                    stdout=open(self.tmp / "trf.log", "wb"),
+                                    stderr=subprocess.STDOUT)
+        wait_port(self.trf_port, self.trf, "the TRF", self.tmp / "trf.log")
+        self.spated = subprocess.Popen(
+            [str(build / "spated"), "--data", str(self.tmp / "data"), "--listen",
+             f"127.0.0.1:{self.port}"],
+            stdout=open(self.tmp / "spated.log", "wb"), stderr=subprocess.STDOUT)
+        wait_port(self.port, self.spated, "spated", self.tmp / "spated.log")
+        env = f"env=REFDATA%3D{refdata}&env=TRF%3D127.0.0.1%3A{self.trf_port}"
+        if mode == "classic":
+            params = "min=1&max=1"
+        else:
+            # Instances idle for 1 s (2.5 minutes of the real day) go away.
+            params = f"max={args.max_instances}&keep_alive=1000"
+        jcall(self.port, "PUT", f"/v1/functions/trade-report?{env}&{params}",
+              report_so.read_bytes())
+        trigger = "ordered=true"
+        if mode == "serverless":
+            trigger += f"&deadline={int(deadline_s * 1000)}"
+        jcall(self.port, "PUT", f"/v1/triggers/trades/trade-report?{trigger}")
+
+    def sample(self, t0, stop):
+        while not stop.is_set():
+            try:
+                fn = jcall(self.port, "GET", "/v1/functions/trade-report")
+                tp = jcall(self.port, "GET", "/v1/topics/trades")
+            except OSError:
+                time.sleep(0.05)
+                continue
+            live = sum(fn["instances"][k] for k in ("starting", "idle", "busy"))
+            self.samples.append((time.monotonic() - t0, tp["published"], tp["depth"], live,
+                                 fn["scaling"].get("desired_instances", 0)))
+            time.sleep(0.1)
+
+    def run(self):
+        args = self.args
+        stop = threading.Event()
+        t0 = time.monotonic()
+        sampler = threading.Thread(target=self.sample, args=(t0, stop))
+        sampler.start()
+        self.trades = tradingday.replay(f"http://127.0.0.1:{self.port}", "trades", args.seconds,
+                                        args.trades, None, args.seed)
+        self.day_end = time.monotonic() - t0
+        # After the close: let the backlog drain, within a limit.
+        limit = time.monotonic() + args.drain_limit
+        while time.monotonic() < limit:
+            if jcall(self.port, "GET", "/v1/topics/trades")["depth"] == 0:
+                break
+            time.sleep(0.1)
+        self.drained = jcall(self.port, "GET", "/v1/topics/trades")["depth"] == 0
+        time.sleep(0.3)
+        stop.set()
+        sampler.join()
+        self.end = time.monotonic() - t0
+        self.stats = json.loads(call(self.trf_port, "GET", "/stats"))
+        self.receipts = {row["trade_id"]: (int(row["executed_at_ms"]), int(row["received_ms"]))
+                         for row in csv.DictReader(io.StringIO(call(self.trf_port, "GET",
+                                                                    "/receipts").decode()))}
+        self.t0_wall_ms = min(t for _, t in self.trades)
+
+    def stop(self):
+        for p in (self.spated, self.trf):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (self.spated, self.trf):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return self.spated.returncode
+
+    def summary(self):
+        lat = sorted((rcv - ex) / 1000.0 for ex, rcv in self.receipts.values())
+        n = len(lat)
+        deadline = self.deadline_s
+        unreported = len(self.trades) - n
+        late = sum(1 for x in lat if x > deadline) + unreported
+        inst_s = 0.0
+        for (t1, *_, l1, _d1), (t2, *_r) in zip(self.samples, self.samples[1:]):
+            inst_s += l1 * (t2 - t1)
+        peak_inst = max((s[3] for s in self.samples), default=0)
+        return {
+            "mode": self.mode,
+            "trades": len(self.trades),
+            "reported": n,
+            "duplicates": self.stats["duplicates"],
+            "unreported": unreported,
+            "late": late,
+            "p50_s": lat[n // 2] if n else None,
+            "p99_s": lat[min(n - 1, n * 99 // 100)] if n else None,
+            "max_s": lat[-1] if n else None,
+            "peak_backlog": max((s[2] for s in self.samples), default=0),
+            "peak_instances": peak_inst,
+            "instance_seconds": inst_s,
+            "seconds": self.end,
+            "day_seconds": self.day_end,
+            "drained": self.drained,
+        }
+
+
+def write_plot(out, runs, deadline_s, seconds):
+    """Data files and a gnuplot script -> demo-out/trading-day.svg and .png."""
+    out.mkdir(parents=True, exist_ok=True)
+    scale = SESSION_S / seconds / 3600.0  # compressed seconds -> hours of the session
+    for r in runs:
+        with open(out / f"{r.mode}-samples.dat", "w") as f:
+            f.write("# hour published/s backlog instances\n")
+            prev = None
+            for s in r.samples:
+                t, pub, depth, live = s[0], s[1], s[2], s[3]
+                rate = 0.0 if prev is None or t <= prev[0] else (pub - prev[1]) / (t - prev[0])
+                f.write(f"{9.5 + t * scale:.4f} {rate:.1f} {depth} {live}\n")
+                prev = (t, pub)
+        with open(out / f"{r.mode}-latency.dat", "w") as f:
+            f.write("# executed-at hour, reporting latency (minutes of the real day)\n")
+            for ex, rcv in sorted(r.receipts.values()):
+                hour = 9.5 + (ex - r.t0_wall_ms) / 1000.0 * scale
+                f.write(f"{hour:.4f} {(rcv - ex) / 1000.0 * scale * 60:.3f}\n")
+    deadline_min = deadline_s * scale * 60
+    modes = [r.mode for r in runs]
+    color = {"classic": "#c0392b", "serverless": "#1f77b4"}
+
+    def plots(column, kind):
+        return ", ".join(f"'{out}/{m}-{kind}.dat' using 1:{column} with lines lw 2 "
+                         f"lc rgb '{color[m]}' title '{m}'" for m in modes)
+
+    last = max(s[0] for r in runs for s in r.samples) * scale + 9.5
+    script = f"""
+set multiplot layout 4,1 title "A trading day (09:30-16:00, replayed in {seconds:.0f} s): one consumer vs spate"
+set xrange [9.5:{max(16.25, last + 0.1):.2f}]
+set grid
+set key top center horizontal
+set lmargin 12
+set ylabel "trades/s"
+plot '{out}/{modes[0]}-samples.dat' using 1:2 with lines lw 1.5 lc rgb '#555555' title 'arrivals'
+set ylabel "backlog"
+plot {plots(3, 'samples')}
+set ylabel "instances"
+plot {plots(4, 'samples')}
+set ylabel "report latency (min)"
+set xlabel "time of day (h)"
+set logscale y
+plot {", ".join(f"'{out}/{m}-latency.dat' using 1:($2>0.01?$2:0.01) with points pt 7 ps 0.2 lc rgb '{color[m]}' title '{m}'" for m in modes)}, {deadline_min:.3f} with lines dt 2 lw 2 lc rgb '#000000' title 'deadline (15 min)'
+unset multiplot
+"""
+    for term, name in (("svg size 1000,1100 dynamic font 'sans,11'", "trading-day.svg"),
+                       ("pngcairo size 1000,1100", "trading-day.png")):
+        full = f"set terminal {term}\nset output '{out}/{name}'\n" + script
+        r = subprocess.run(["gnuplot"], input=full, text=True, capture_output=True)
+        if r.returncode != 0:
+            if "pngcairo" in term and "unknown or ambiguous terminal" in r.stderr:
+                continue
+            sys.exit("gnuplot failed: " + r.stderr)
+    (out / "plot.gp").write_text(script)
+
+
+def table(results, deadline_s, seconds):
+    scale = SESSION_S / seconds
+    print(f"\nA trading day of {results[0]['trades']:,} trades, 6.5 hours replayed in {seconds:.0f} s;"
+          f" reporting deadline 15 minutes ({deadline_s:.2f} s in the replay).\n")
+    cols = ["mode", "trades", "reported", "late", "p50", "p99", "max", "peak backlog",
+            "peak inst.", "inst.-seconds", "fixed fleet"]
+    print("  ".join(f"{c:>13}" for c in cols))
+    peak_fleet = max(r["peak_instances"] for r in results)
+    for r in results:
+        fleet = (1 if r["mode"] == "classic" else r["peak_instances"]) * r["day_seconds"]
+
+        def real(s):
+            return "-" if s is None else f"{s * scale / 60:.1f} min"
+
+        row = [r["mode"], f"{r['trades']:,}", f"{r['reported']:,}", f"{r['late']:,}", real(r["p50_s"]),
+               real(r["p99_s"]), real(r["max_s"]), f"{r['peak_backlog']:,}", f"{r['peak_instances']}",
+               f"{r['instance_seconds']:.0f}", f"{fleet:.0f}"]
+        print("  ".join(f"{c:>13}" for c in row))
+        r["fixed_fleet_instance_seconds"] = fleet
+    print("\n  latency: TRF receipt - executed-at, in minutes of the real day;"
+          " inst.-seconds: instances x seconds of the replay (the cost),"
+          "\n  beside a fixed fleet sized for the peak all day long.")
+    for r in results:
+        if r["unreported"]:
+            print(f"  {r['mode']}: {r['unreported']:,} trades were still unreported "
+                  f"{r['seconds'] - r['day_seconds']:.0f} s after the close (counted late).")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--trades", type=int, default=12000)
+    ap.add_argument("--latency-ms", type=int, default=5)
+    ap.add_argument("--max-instances", type=int, default=100)
+    ap.add_argument("--drain-limit", type=float, default=60)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--modes", default="classic,serverless")
+    ap.add_argument("--out", default=str(ROOT / "demo-out"))
+    ap.add_argument("--build", default=str(ROOT / "build"))
+    ap.add_argument("--summary", help="write the figures as JSON here")
+    args = ap.parse_args()
+    build = pathlib.Path(args.build)
+    deadline_s = DEADLINE_REAL_S * args.seconds / SESSION_S
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="spate-demo-"))
+    runs, failed = [], False
+    try:
+        report_so = tmp / "report.so"
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", str(ROOT / "include"), "-o",
+                        str(report_so), str(HERE / "report.c"), "-lsqlite3", "-lcjson"], check=True)
+        refdata = tmp / "refdata.db"
+        make_refdata(refdata)
+        for mode in args.modes.split(","):
+            print(f"[{mode}] replaying the day ...", flush=True)
+            r = Run(mode, args, tmp, build, report_so, refdata, deadline_s)
+            runs.append(r)
+            try:
+                r.run()
+            finally:
+                rc = r.stop()
+                if rc != 0:
+                    print(f"[{mode}] spated exited with {rc}", file=sys.stderr)
+                    failed = True
+        results = [r.summary() for r in runs]
+        table(results, deadline_s, args.seconds)
+        write_plot(pathlib.Path(args.out), runs, deadline_s, args.seconds)
+        print(f"\n  picture: {args.out}/trading-day.svg (and .png)")
+        if args.summary:
+            pathlib.Path(args.summary).write_text(json.dumps(
+                {"deadline_s": deadline_s, "results": results}, indent=1))
+        for r in results:
+            if r["mode"] == "serverless" and (r["unreported"] or r["late"]):
+                failed = True
+            if r["duplicates"]:
+                failed = True
+    finally:
+        for r in runs:
+            r.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
