@@ -110,9 +110,9 @@ static void handle(http_request *req, void *data)
         report(f, req);
     } else if (strcmp(req->path, "/stats") == 0) {
         char body[160];
-        int n = snprintf(body, sizeof body, "{\"received\":%llu,\"unique\":%zu,\"duplicates\":%llu}",
-                         (unsigned long long)f->received, f->n,
-                         (unsigned long long)f->duplicates);
+        int n =
+            snprintf(body, sizeof body, "{\"received\":%llu,\"unique\":%zu,\"duplicates\":%llu}",
+                     (unsigned long long)f->received, f->n, (unsigned long long)f->duplicates);
         http_respond(req, 200, "application/json", NULL, body, (size_t)n);
     } else if (strcmp(req->path, "/receipts") == 0) {
         buf out;

@@ -56,6 +56,7 @@ struct pool {
     list_node starting, idle, busy; /* idle: most recently used first */
     list_node waiting;              /* FIFO of invocations */
     uint32_t nstarting, nidle, nbusy, nstopping, nwaiting;
+    uint32_t nqueued; /* invocations in mailboxes behind a running one */
     uv_timer_t timer;
     uint64_t timer_at;
     int timer_armed;
@@ -216,6 +217,7 @@ static void requeue_inflight(pinst *pi)
         list_push_front(&p->waiting, &inv->link);
         p->nwaiting++;
     }
+    if (pi->depth > 1) p->nqueued -= pi->depth - 1;
     pi->depth = 0;
 }
 
@@ -223,7 +225,7 @@ static invocation *pop_head(pinst *pi)
 {
     invocation *inv = head_of(pi);
     list_remove(&inv->link);
-    pi->depth--;
+    if (pi->depth-- > 1) pi->pool->nqueued--;
     inv->runner = NULL;
     return inv;
 }
@@ -259,7 +261,10 @@ static void dispatch_to(pinst *pi, invocation *inv)
     inv->version = pi->ver->number;
     inv->timeout_ms = timeout;
     list_push_back(&pi->inflight, &inv->link);
-    if (++pi->depth == 1) head_started(pi);
+    if (++pi->depth == 1)
+        head_started(pi);
+    else
+        p->nqueued++;
 }
 
 /* How many invocations one instance may hold: queueing behind a busy
@@ -281,6 +286,8 @@ static pinst *pick(pool *p, const invocation *inv)
     pinst *idle = p->nidle ? list_entry(list_first(&p->idle), pinst, link) : NULL;
     uint32_t limit = mailbox_limit(p);
     if (limit <= 1 || inv->payload_len > SPATE_PREFETCH_PAYLOAD_MAX) return idle;
+    /* Queued in a mailbox is waiting too: it counts against the queue limit. */
+    if (p->nwaiting + p->nqueued >= p->active->cfg.queue_max) return idle;
     pinst *best = NULL;
     for (list_node *n = list_first(&p->busy); n != &p->busy; n = n->next) {
         pinst *pi = list_entry(n, pinst, link);
@@ -707,12 +714,12 @@ void pool_invoke(pool *p, invocation *inv)
         finish_msg(inv, INV_UNAVAILABLE, msg);
         return;
     }
-    if (p->nwaiting >= v->cfg.queue_max) {
+    if (p->nwaiting + p->nqueued >= v->cfg.queue_max) {
         p->rejected++;
         char msg[128];
         snprintf(msg, sizeof msg,
                  "function is at its maximum of %u instances and %u invocations wait",
-                 v->cfg.max_instances, p->nwaiting);
+                 v->cfg.max_instances, p->nwaiting + p->nqueued);
         finish_msg(inv, INV_OVERLOADED, msg);
         return;
     }
@@ -824,7 +831,7 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->idle = p->nidle;
     out->busy = p->nbusy;
     out->stopping = p->nstopping;
-    out->waiting = p->nwaiting;
+    out->waiting = p->nwaiting + p->nqueued;
     out->invocations = p->invocations;
     out->errors = p->errors;
     out->timeouts = p->timeouts;

@@ -168,8 +168,11 @@ static void on_async(uv_async_t *a)
         if (op->status) w->stats.failures++;
         if (op->done) op->done(op, op->status);
     }
-    if (w->stop_cb && list_empty(&w->pending)) {
-        finish_stop(w);
+    if (w->stop_cb) {
+        /* Stopping: one more transaction if anything (or the owner's
+         * snapshot, through presubmit) is left, then the end. */
+        handoff(w);
+        if (!w->busy) finish_stop(w);
         return;
     }
     /* What came in meanwhile goes at the end of this turn, with whatever else
