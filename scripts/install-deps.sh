@@ -7,7 +7,8 @@ set -eu
 PACKAGES="build-essential cmake pkg-config
 libuv1-dev libhttp-parser-dev libsqlite3-dev libcjson-dev libssl-dev
 libcurl4-openssl-dev libseccomp-dev libarchive-dev
-python3-pytest nginx-light wrk nats-server libnats-dev gnuplot-nox"
+python3-pytest nginx-light wrk nats-server libnats-dev gnuplot-nox
+autoconf automake libtool"
 
 missing=""
 for p in $PACKAGES; do

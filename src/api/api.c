@@ -278,11 +278,6 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
         http_respond_error(req, 400, "bad_parameter", "%s", p.why);
         return;
     }
-    if (p.cfg.runtime == RUNTIME_EXEC) {
-        fnconfig_free(&p.cfg);
-        http_respond_error(req, 501, "not_implemented", "runtime 'exec' is not available yet");
-        return;
-    }
     if (req->body.len == 0) {
         fnconfig_free(&p.cfg);
         http_respond_error(req, 400, "bad_artifact", "the artifact is empty");

@@ -89,6 +89,13 @@
 #define SPATE_NODE_INSTANCES_FLOOR 64
 #define SPATE_NODE_INSTANCES_CEILING 10000
 
+/* --- Exec artifacts ------------------------------------------------------- */
+
+/* An archive may hold at most this many entries and unpack to at most this
+ * many bytes; beyond, it is refused (archive bombs). */
+#define SPATE_ARCHIVE_ENTRIES_MAX 10000
+#define SPATE_ARCHIVE_BYTES_MAX (512u * MIB)
+
 /* --- Runtime --------------------------------------------------------------- */
 
 /* One frame between spated and an instance: the largest payload or response

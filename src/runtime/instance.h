@@ -1,7 +1,11 @@
 /*
- * instance.h - one native instance as spated sees it: a process forked by a
- * zygote and a socket carrying frames (frame.h). It serves one invocation at
- * a time and reports, exactly once, how it ended.
+ * instance.h - one instance as the pool sees it, whatever its runtime: a
+ * process that runs invocations one at a time, in the order it was given
+ * them, and reports each result and, exactly once, its end.
+ *
+ * Runtimes (native.c: a zygote's child speaking frames; exec.c: a bootstrap
+ * speaking the Lambda Runtime API) embed `instance` first in their own
+ * struct and fill in its ops.
  */
 #ifndef SPATE_INSTANCE_H
 #define SPATE_INSTANCE_H
@@ -11,12 +15,11 @@
 #include <sys/types.h>
 
 #include "runtime/frame.h"
-#include "runtime/zygote.h"
 
 typedef struct instance instance;
 
 typedef struct instance_callbacks {
-    /* spate_init succeeded; the instance takes invocations. */
+    /* Initialised (spate_init, or the first /next); takes invocations. */
     void (*ready)(instance *inst, void *data);
     /* The oldest invocation sent finished after duration_us in the handler.
      * body is the output, or the error message when failed; borrowed for the
@@ -28,25 +31,46 @@ typedef struct instance_callbacks {
     void (*exited)(instance *inst, const char *why, void *data);
 } instance_callbacks;
 
-/* Creates the instance and asks the zygote to fork it. cb is borrowed for the
- * life of the instance. On error no callback is ever called. */
-int instance_start(zygote *z, const instance_callbacks *cb, void *data, instance **out);
-/* Sends one invocation; the instance must be ready. Several may be queued:
- * the instance runs them one at a time, in order, and results come back in
- * that order. The frame is copied; nothing is borrowed after the call. */
-int instance_invoke(instance *inst, const frame_invoke *inv);
-/* Kills the process (SIGKILL); exited follows. Safe to call more than once. */
-void instance_kill(instance *inst);
-/* False once the instance is known to be ending (killed, socket closed, or
- * exited): do not give it another invocation. */
-int instance_usable(const instance *inst);
-pid_t instance_pid(const instance *inst);
-uint64_t instance_id(const instance *inst);
+typedef struct instance_ops {
+    int (*invoke)(instance *inst, const frame_invoke *inv);
+    void (*kill)(instance *inst);
+    int (*usable)(const instance *inst);
+    pid_t (*pid)(const instance *inst);
+} instance_ops;
 
-/* For zygote.c: events from the control socket. */
-void instance_on_spawned(instance *inst, pid_t pid, int pidfd);
-void instance_on_spawn_failed(instance *inst, int err);
-void instance_on_exited(instance *inst, int status);
-void instance_on_zygote_lost(instance *inst);
+struct instance {
+    const instance_ops *ops;
+    const instance_callbacks *cb; /* borrowed for the life of the instance */
+    void *data;
+    uint64_t id; /* spated-wide, for logs */
+};
+
+/* Sends one invocation; the instance must be ready. Several may be queued:
+ * it runs them one at a time, in order, and results come back in that order.
+ * Everything in inv is copied. */
+static inline int instance_invoke(instance *i, const frame_invoke *inv)
+{
+    return i->ops->invoke(i, inv);
+}
+
+/* Kills the process (SIGKILL); exited follows. Safe to call more than once. */
+static inline void instance_kill(instance *i)
+{
+    i->ops->kill(i);
+}
+
+/* False once the instance is known to be ending: give it no more work. */
+static inline int instance_usable(const instance *i)
+{
+    return i->ops->usable(i);
+}
+
+static inline pid_t instance_pid(const instance *i)
+{
+    return i->ops->pid(i);
+}
+
+/* Fills the common part. */
+void instance_init(instance *i, const instance_ops *ops, const instance_callbacks *cb, void *data);
 
 #endif

@@ -12,7 +12,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
-#include "runtime/instance.h"
+#include "runtime/native.h"
 #include "runtime/zproto.h"
 
 enum zstate { Z_LOADING, Z_READY, Z_STOPPING };
@@ -74,7 +74,7 @@ static void lose_instances(zygote *z)
     while (z->nslots > 0) {
         instance *inst = z->slots[z->nslots - 1].inst;
         z->nslots--;
-        instance_on_zygote_lost(inst);
+        native_on_zygote_lost(inst);
     }
 }
 
@@ -116,16 +116,16 @@ static void on_message(zygote *z, const zmsg *m, int fd)
     case ZMSG_SPAWNED:
         if ((s = slot_by_id(z, m->id)) == NULL) break;
         s->pid = m->pid;
-        instance_on_spawned(s->inst, m->pid, fd);
+        native_on_spawned(s->inst, m->pid, fd);
         fd = -1; /* the instance owns the pidfd now */
         break;
     case ZMSG_SPAWN_FAILED:
         if ((s = slot_by_id(z, m->id)) == NULL) break;
-        instance_on_spawn_failed(s->inst, m->err);
+        native_on_spawn_failed(s->inst, m->err);
         break;
     case ZMSG_EXITED:
         if ((s = slot_by_pid(z, m->pid)) == NULL) break;
-        instance_on_exited(s->inst, m->status);
+        native_on_exited(s->inst, m->status);
         break;
     default:
         log_warn("zygote sent an unknown message type %u fn=%s", m->type, z->function);

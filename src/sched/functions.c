@@ -57,7 +57,8 @@ static char **build_env(const char *name, uint32_t version, const fn_config *c)
     snprintf(defaults[3], sizeof defaults[3], "SPATE_FUNCTION_NAME=%s", name);
     snprintf(defaults[4], sizeof defaults[4], "SPATE_FUNCTION_VERSION=%u", version);
     snprintf(defaults[5], sizeof defaults[5], "SPATE_FUNCTION_MEMORY_MB=%u", c->memory_mb);
-    for (int i = 0; i < 6; i++)
+    /* Exec functions get the Lambda defaults instead (runtime/exec.c). */
+    for (int i = c->runtime == RUNTIME_EXEC ? 3 : 0; i < 6; i++)
         if (!env_has(env, n, defaults[i])) env[n++] = strdup(defaults[i]);
     for (size_t i = 0; i < sizeof passthrough / sizeof *passthrough; i++) {
         const char *v = getenv(passthrough[i]);
@@ -87,8 +88,13 @@ static void free_env_array(char **env)
 static int version_spec(functions *t, const char *name, uint32_t version, const char *sha,
                         const fn_config *c, pool_version_spec *spec, char *path, size_t pathcap)
 {
-    artifacts_path(store_dir(t->st), sha, path, pathcap);
+    if (c->runtime == RUNTIME_EXEC)
+        artifacts_unpacked_path(store_dir(t->st), sha, path, pathcap);
+    else
+        artifacts_path(store_dir(t->st), sha, path, pathcap);
     spec->version = version;
+    spec->runtime = c->runtime;
+    spec->memory_mb = c->memory_mb;
     spec->object_path = path;
     spec->env = build_env(name, version, c);
     spec->config = (pool_config){
@@ -280,6 +286,7 @@ typedef struct deploy {
     char sha[HASH_HEX_LEN + 1];
     uint32_t version;
     int rc;
+    int refused; /* the artifact itself is bad (400), not the store */
     char err[512];
     deploy_cb cb;
     void *data;
@@ -354,8 +361,13 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
 static void store_artifact(uv_work_t *w)
 {
     deploy *d = w->data;
-    d->rc = artifacts_put(store_dir(d->t->st), d->artifact.data, d->artifact.len, d->sha, d->err,
-                          sizeof d->err);
+    const char *dir = store_dir(d->t->st);
+    d->rc = artifacts_put(dir, d->artifact.data, d->artifact.len, d->sha, d->err, sizeof d->err);
+    if (d->rc == 0 && d->cfg.runtime == RUNTIME_EXEC) {
+        d->rc =
+            artifacts_unpack(dir, d->artifact.data, d->artifact.len, d->sha, d->err, sizeof d->err);
+        d->refused = d->rc == ERR_INVAL;
+    }
 }
 
 static void after_store(uv_work_t *w, int status)
@@ -365,6 +377,10 @@ static void after_store(uv_work_t *w, int status)
     size_t size = d->artifact.len;
     buf_free(&d->artifact);
     d->artifact.max = size;
+    if (d->refused) {
+        finish_deploy(d, 400, "bad_artifact", "%s", d->err);
+        return;
+    }
     if (d->rc != 0) {
         d->sha[0] = '\0';
         finish_deploy(d, 500, "store_error", "cannot store artifact: %s", d->err);

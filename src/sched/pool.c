@@ -9,7 +9,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "runtime/instance.h"
-#include "runtime/zygote.h"
+#include "runtime/launcher.h"
 
 /* Room for "cannot start function: " and a loader message. */
 #define MESSAGE_MAX 4200
@@ -23,8 +23,10 @@ typedef struct pversion {
     uint32_t number;
     char *object_path;
     char **env;
+    enum fn_runtime runtime;
+    uint32_t memory_mb;
     pool_config cfg;
-    zygote *z;
+    launcher *z; /* the zygote (native) or the bootstrap root (exec) */
     enum zstate zstate;
     uint64_t retry_at; /* loop ms: no zygote restart before this */
     char *load_error;
@@ -45,6 +47,7 @@ struct pinst {
     uint64_t since;    /* loop ms: idle since */
     uint64_t deadline; /* loop ms: end of init (starting) or of the running invocation (busy) */
     uint64_t spawn_ns;
+    int never_ready; /* stopped while starting (init took too long) */
 };
 
 struct pool {
@@ -383,6 +386,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     pool *p = pi->pool;
     pversion *v = pi->ver;
     enum pi_state was = pi->state;
+    int never_ready = pi->never_ready;
     if (was == PI_STOPPING)
         p->nstopping--;
     else
@@ -399,7 +403,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         p->crashes++;
         failed = head;
         log_warn("instance %s during an invocation fn=%s req=%s", why, p->name, head->request_id);
-    } else if (was == PI_STARTING) {
+    } else if (was == PI_STARTING || never_ready) {
         /* A start that fails (spate_init error, crash) fails one waiting
          * invocation with the reason, rather than retrying for ever. */
         log_warn("instance could not start: %s fn=%s version=%u", why, p->name, v->number);
@@ -429,7 +433,7 @@ static int start_instance(pool *p, pversion *v)
     list_init(&pi->link);
     list_init(&pi->inflight);
     pi->spawn_ns = clock_mono_ns();
-    int rc = instance_start(v->z, &callbacks, pi, &pi->inst);
+    int rc = launcher_spawn(v->z, &callbacks, pi, &pi->inst);
     if (rc != 0) {
         free(pi);
         return rc;
@@ -445,7 +449,7 @@ static int start_instance(pool *p, pversion *v)
 
 /* --- Zygotes ----------------------------------------------------------------------- */
 
-static void on_zygote_loaded(zygote *z, int status, const char *message, void *data)
+static void on_zygote_loaded(launcher *z, int status, const char *message, void *data)
 {
     pversion *v = data;
     pool *p = v->pool;
@@ -455,7 +459,7 @@ static void on_zygote_loaded(zygote *z, int status, const char *message, void *d
         v->zstate = ZS_READY;
         free(v->load_error);
         v->load_error = NULL;
-        log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, zygote_pid(z));
+        log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, launcher_pid(z));
         if (cb) cb(p, v->number, 0, NULL, v->load_data); /* may discard v */
         grow(p);
         return;
@@ -478,7 +482,7 @@ static void on_zygote_loaded(zygote *z, int status, const char *message, void *d
     maybe_finish_close(p);
 }
 
-static void on_zygote_exit(zygote *z, void *data)
+static void on_zygote_exit(launcher *z, void *data)
 {
     pversion *v = data;
     pool *p = v->pool;
@@ -496,19 +500,23 @@ static void on_zygote_exit(zygote *z, void *data)
 
 static int start_zygote(pool *p, pversion *v)
 {
-    zygote_config zc = {
+    launcher_config lc = {
+        .runtime = v->runtime,
         .runner_path = p->runner_path,
-        .object_path = v->object_path,
+        .path = v->object_path,
         .function = p->name,
         .version = v->number,
+        .memory_mb = v->memory_mb,
         .env = v->env,
     };
-    int rc = zygote_start(p->loop, &zc, on_zygote_loaded, on_zygote_exit, v, &v->z);
+    int rc = launcher_start(p->loop, &lc, on_zygote_loaded, on_zygote_exit, v, &v->z);
     if (rc != 0) {
         v->z = NULL;
         v->retry_at = now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
         free(v->load_error);
-        v->load_error = strdup("cannot start spate-runner (see the spated log)");
+        v->load_error =
+            strdup(v->runtime == RUNTIME_NATIVE ? "cannot start spate-runner (see the spated log)"
+                                                : "cannot start the function (see the spated log)");
         return rc;
     }
     v->zstate = ZS_LOADING;
@@ -576,6 +584,8 @@ static pversion *new_version(pool *p, const pool_version_spec *spec)
     v->pool = p;
     v->number = spec->version;
     v->cfg = spec->config;
+    v->runtime = spec->runtime;
+    v->memory_mb = spec->memory_mb;
     v->object_path = strdup(spec->object_path);
     size_t n = 0;
     while (spec->env && spec->env[n]) n++;
@@ -597,7 +607,7 @@ static void free_version(pversion *v)
     pool *p = v->pool;
     if (p->active == v) p->active = NULL;
     list_remove(&v->link);
-    if (v->z) zygote_stop(v->z);
+    if (v->z) launcher_stop(v->z);
     free(v->object_path);
     free_env(v->env);
     free(v->load_error);
@@ -783,6 +793,7 @@ static void on_timer(uv_timer_t *t)
         if (pi->deadline <= now) {
             log_warn("instance did not become ready within %d ms fn=%s",
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name);
+            pi->never_ready = 1;
             stop_instance(pi);
         } else if (pi->deadline < next) {
             next = pi->deadline;
@@ -840,7 +851,7 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->cold_starts = p->cold_starts;
     out->last_cold_start_us = p->last_cold_us;
     if (p->active && p->active->z && p->active->zstate == ZS_READY)
-        out->zygote_pid = zygote_pid(p->active->z);
+        out->zygote_pid = launcher_pid(p->active->z);
     out->service_us = p->service_us;
     out->cold_us = p->cold_us;
     out->mailbox = mailbox_limit(p);

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/fnconfig.h"
 #include "common/list.h"
 
 typedef struct pool pool;
@@ -69,8 +70,10 @@ typedef struct pool_config {
 /* What a version is made of; strings are copied. */
 typedef struct pool_version_spec {
     uint32_t version;
-    const char *object_path;
-    char **env; /* NULL-terminated "K=V"; the zygote's whole environment */
+    enum fn_runtime runtime;
+    uint32_t memory_mb;
+    const char *object_path; /* native: the shared object; exec: the unpacked root */
+    char **env;              /* NULL-terminated "K=V"; the zygote's whole environment */
     pool_config config;
 } pool_version_spec;
 

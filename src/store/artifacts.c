@@ -2,12 +2,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/err.h"
+#include "store/unpack.h"
 
 void artifacts_path(const char *dir, const char *sha, char *out, size_t cap)
 {
@@ -78,10 +80,45 @@ int artifacts_put(const char *dir, const void *data, size_t len, char sha[HASH_H
     return 0;
 }
 
+void artifacts_unpacked_path(const char *dir, const char *sha, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/artifacts/%.2s/%s.d", dir, sha, sha);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void remove_tree(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int artifacts_unpack(const char *dir, const void *data, size_t len, const char *sha, char *err,
+                     size_t errcap)
+{
+    char final[4096], tmp[4096];
+    artifacts_unpacked_path(dir, sha, final, sizeof final);
+    struct stat st;
+    if (stat(final, &st) == 0 && S_ISDIR(st.st_mode)) return 0; /* unpacked before */
+    snprintf(tmp, sizeof tmp, "%s/tmp/%s.d.%ld", dir, sha, (long)gettid());
+    remove_tree(tmp);
+    int rc = unpack_artifact(data, len, tmp, err, errcap);
+    if (rc == 0 && rename(tmp, final) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
+        snprintf(err, errcap, "cannot rename '%s': %s", tmp, strerror(errno));
+        rc = ERR_IO;
+    }
+    remove_tree(tmp); /* after a failure, or when another deploy won the rename */
+    return rc;
+}
+
 int artifacts_remove(const char *dir, const char *sha)
 {
     char path[4096];
     artifacts_path(dir, sha, path, sizeof path);
     if (unlink(path) < 0 && errno != ENOENT) return ERR_IO;
+    artifacts_unpacked_path(dir, sha, path, sizeof path);
+    remove_tree(path);
     return 0;
 }

@@ -75,11 +75,6 @@ def test_malformed_parameters(spated, functions, query, text):
     assert spated.json("GET", "/v1/health") == (200, {"status": "ok"})
 
 
-def test_exec_runtime_is_not_available_yet(spated, functions):
-    status, doc = spated.json("PUT", "/v1/functions/f?runtime=exec", b"#!/bin/sh\n")
-    assert status == 501 and doc["code"] == "not_implemented"
-
-
 def test_routes_and_methods(spated):
     assert spated.json("GET", "/v1/nothing")[0] == 404
     assert spated.json("POST", "/v1/health")[0] == 405

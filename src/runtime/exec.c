@@ -1,0 +1,515 @@
+#include "runtime/exec.h"
+
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/fmt.h"
+#include "common/limits.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "http/server.h"
+
+#define API "/2018-06-01/runtime"
+
+struct exec_version {
+    uv_loop_t *loop;
+    char *root;
+    char *bootstrap;
+    char *function;
+    char **env; /* the function's environment and the Lambda variables, but the API address */
+    size_t nenv;
+    char arn[160];
+    uint32_t refs; /* 1 while not stopped, + live instances */
+};
+
+/* An invocation the instance has been given and not yet finished. */
+typedef struct pending_inv {
+    list_node link;
+    char request_id[72];
+    int64_t deadline_ms;
+    uint32_t attempt;
+    uint32_t len;
+    char payload[]; /* len bytes */
+} pending_inv;
+
+typedef struct exec_instance {
+    instance base;
+    exec_version *ver;
+    uv_process_t proc;
+    http_server *api;
+    int port;
+    list_node queue;      /* given, not yet handed to the runtime */
+    pending_inv *running; /* handed out by /next, not yet answered */
+    uint64_t running_since;
+    http_request *next_req; /* a /next waiting for work */
+    char *init_error;
+    int ready, alive, killed, exited;
+    int open; /* the process handle and the API server, until both are closed */
+} exec_instance;
+
+static void version_unref(exec_version *x)
+{
+    if (--x->refs > 0) return;
+    for (size_t i = 0; i < x->nenv; i++) free(x->env[i]);
+    free(x->env);
+    free(x->root);
+    free(x->bootstrap);
+    free(x->function);
+    free(x);
+}
+
+/* --- Version ----------------------------------------------------------------------- */
+
+static int env_push(exec_version *x, size_t *cap, const char *kv)
+{
+    if (x->nenv + 2 > *cap) {
+        size_t c = *cap ? *cap * 2 : 32;
+        char **e = realloc(x->env, c * sizeof *e);
+        if (!e) return ERR_NOMEM;
+        x->env = e;
+        *cap = c;
+    }
+    if (!(x->env[x->nenv] = strdup(kv))) return ERR_NOMEM;
+    x->nenv++;
+    x->env[x->nenv] = NULL;
+    return 0;
+}
+
+static const char *env_get(char **env, const char *key)
+{
+    size_t n = strlen(key);
+    for (char **e = env; e && *e; e++)
+        if (strncmp(*e, key, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}
+
+int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version **out, char *err,
+                       size_t errcap)
+{
+    exec_version *x = calloc(1, sizeof *x);
+    if (!x) return ERR_NOMEM;
+    x->loop = loop;
+    x->refs = 1;
+    x->root = strdup(cfg->path);
+    x->function = strdup(cfg->function);
+    size_t blen = strlen(cfg->path) + sizeof "/bootstrap";
+    x->bootstrap = malloc(blen);
+    if (!x->root || !x->function || !x->bootstrap) {
+        version_unref(x);
+        return ERR_NOMEM;
+    }
+    snprintf(x->bootstrap, blen, "%s/bootstrap", cfg->path);
+    struct stat st;
+    if (stat(x->bootstrap, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
+        snprintf(err, errcap, "the artifact has no executable bootstrap");
+        version_unref(x);
+        return ERR_INVAL;
+    }
+    const char *region = env_get(cfg->env, "AWS_REGION");
+    if (!region) region = "us-east-1";
+    snprintf(x->arn, sizeof x->arn, "arn:aws:lambda:%s:000000000000:function:%s", region,
+             cfg->function);
+    /* The function's own variables first: they win over the defaults below. */
+    size_t cap = 0;
+    int rc = 0;
+    for (char **e = cfg->env; !rc && e && *e; e++)
+        if (strncmp(*e, "AWS_LAMBDA_RUNTIME_API=", 23) != 0) rc = env_push(x, &cap, *e);
+    char kv[512];
+    const char *defaults[][2] = {
+        {"_HANDLER", "index.handler"},
+        {"LAMBDA_TASK_ROOT", cfg->path},
+        {"LAMBDA_RUNTIME_DIR", cfg->path},
+        {"AWS_LAMBDA_FUNCTION_NAME", cfg->function},
+        {"AWS_REGION", region},
+        {"AWS_DEFAULT_REGION", region},
+        {"AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"},
+        {"AWS_EXECUTION_ENV", "AWS_Lambda_spate"},
+        {"TZ", ":UTC"},
+        {"LANG", "C.UTF-8"},
+        {"PATH", "/usr/local/bin:/usr/bin:/bin"},
+    };
+    for (size_t i = 0; !rc && i < sizeof defaults / sizeof defaults[0]; i++) {
+        if (env_get(x->env, defaults[i][0])) continue;
+        snprintf(kv, sizeof kv, "%s=%s", defaults[i][0], defaults[i][1]);
+        rc = env_push(x, &cap, kv);
+    }
+    snprintf(kv, sizeof kv, "AWS_LAMBDA_FUNCTION_VERSION=%u", cfg->version);
+    if (!rc && !env_get(x->env, "AWS_LAMBDA_FUNCTION_VERSION")) rc = env_push(x, &cap, kv);
+    snprintf(kv, sizeof kv, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%u", cfg->memory_mb);
+    if (!rc && !env_get(x->env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE")) rc = env_push(x, &cap, kv);
+    if (rc) {
+        version_unref(x);
+        return rc;
+    }
+    *out = x;
+    return 0;
+}
+
+void exec_version_stop(exec_version *x)
+{
+    if (x) version_unref(x);
+}
+
+/* --- The Runtime API --------------------------------------------------------------- */
+
+static void maybe_free(exec_instance *e)
+{
+    if (e->open > 0) return;
+    while (!list_empty(&e->queue)) {
+        pending_inv *p = list_entry(list_first(&e->queue), pending_inv, link);
+        list_remove(&p->link);
+        free(p);
+    }
+    free(e->running);
+    free(e->init_error);
+    version_unref(e->ver);
+    free(e);
+}
+
+static void respond_lambda_error(http_request *req, int status, const char *type,
+                                 const char *message)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "errorMessage", message);
+    cJSON_AddStringToObject(doc, "errorType", type);
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    http_respond(req, status, "application/json", NULL, text ? text : "{}",
+                 text ? strlen(text) : 2);
+    free(text);
+}
+
+/* Hands the oldest given invocation to a waiting /next. */
+static void hand_out(exec_instance *e, http_request *req)
+{
+    pending_inv *p = list_entry(list_first(&e->queue), pending_inv, link);
+    list_remove(&p->link);
+    e->running = p;
+    e->running_since = clock_mono_ns();
+    uint8_t rnd[20];
+    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memset(rnd, 7, sizeof rnd);
+    char trace[96], *t = trace;
+    t = fmt_lit(t, "Root=1-");
+    t = fmt_hex(t, (uint64_t)(clock_now_ms() / 1000), 8);
+    *t++ = '-';
+    for (int i = 0; i < 12; i++) t = fmt_hex(t, rnd[i], 2);
+    t = fmt_lit(t, ";Parent=");
+    for (int i = 12; i < 20; i++) t = fmt_hex(t, rnd[i], 2);
+    t = fmt_lit(t, ";Sampled=0");
+    *t = '\0';
+    char headers[512];
+    snprintf(headers, sizeof headers,
+             "Lambda-Runtime-Aws-Request-Id: %s\r\nLambda-Runtime-Deadline-Ms: %lld\r\n"
+             "Lambda-Runtime-Invoked-Function-Arn: %s\r\nLambda-Runtime-Trace-Id: %s\r\n",
+             p->request_id, (long long)p->deadline_ms, e->ver->arn, trace);
+    http_respond(req, 200, "application/json", headers, p->payload, p->len);
+}
+
+static void next_aborted(http_request *req)
+{
+    exec_instance *e = req->data;
+    if (e->next_req == req) e->next_req = NULL;
+    http_respond(req, 410, NULL, NULL, NULL, 0); /* dropped: the client is gone */
+}
+
+/* The running invocation is over: tell the pool. */
+static void finish(exec_instance *e, int failed, const char *body, size_t len)
+{
+    pending_inv *p = e->running;
+    e->running = NULL;
+    uint64_t took = (clock_mono_ns() - e->running_since) / 1000;
+    free(p);
+    e->base.cb->result(&e->base, failed, took > UINT32_MAX ? UINT32_MAX : (uint32_t)took, body, len,
+                       e->base.data);
+}
+
+static void on_next(exec_instance *e, http_request *req)
+{
+    if (e->running) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "the runtime asked for the next invocation without answering request %s",
+                 e->running->request_id);
+        finish(e, 1, msg, strlen(msg));
+    }
+    if (e->next_req) {
+        respond_lambda_error(req, 400, "InvalidRequest", "a /next request is already waiting");
+        return;
+    }
+    if (!e->ready) {
+        e->ready = 1;
+        e->base.cb->ready(&e->base, e->base.data); /* may give it work at once */
+    }
+    if (!list_empty(&e->queue)) {
+        hand_out(e, req);
+        return;
+    }
+    e->next_req = req;
+    req->data = e;
+    req->on_abort = next_aborted;
+}
+
+/* "/{id}/response" or "/{id}/error" after /invocation: the id and which. */
+static int parse_answer(const char *rest, char *id, size_t cap, int *is_error)
+{
+    const char *slash = strchr(rest, '/');
+    if (!slash || slash == rest || (size_t)(slash - rest) >= cap) return -1;
+    memcpy(id, rest, (size_t)(slash - rest));
+    id[slash - rest] = '\0';
+    if (strcmp(slash, "/response") == 0)
+        *is_error = 0;
+    else if (strcmp(slash, "/error") == 0)
+        *is_error = 1;
+    else
+        return -1;
+    return 0;
+}
+
+/* The message of an error the runtime posted: "Type: message". */
+static void error_message(http_request *req, char *out, size_t cap)
+{
+    const char *type_hdr = http_header(req, "lambda-runtime-function-error-type");
+    cJSON *doc = cJSON_ParseWithLength(req->body.data ? req->body.data : "", req->body.len);
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(doc, "errorMessage");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "errorType");
+    const char *t = cJSON_IsString(type) ? type->valuestring : type_hdr;
+    if (cJSON_IsString(msg))
+        snprintf(out, cap, "%s%s%s", t ? t : "", t ? ": " : "", msg->valuestring);
+    else
+        snprintf(out, cap, "%s%s%.*s", t ? t : "Error", req->body.len ? ": " : "",
+                 (int)(req->body.len > 2000 ? 2000 : req->body.len),
+                 req->body.data ? req->body.data : "");
+    cJSON_Delete(doc);
+}
+
+static void on_answer(exec_instance *e, http_request *req, const char *rest)
+{
+    char id[80];
+    int is_error;
+    if (parse_answer(rest, id, sizeof id, &is_error) != 0) {
+        respond_lambda_error(req, 404, "NotFound", "no such Runtime API route");
+        return;
+    }
+    if (!e->running || strcmp(id, e->running->request_id) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "request id '%.80s' is not the invocation in progress", id);
+        respond_lambda_error(req, 400, "InvalidRequestID", msg);
+        return;
+    }
+    if (is_error) {
+        char msg[SPATE_ERROR_MESSAGE_MAX];
+        error_message(req, msg, sizeof msg);
+        finish(e, 1, msg, strlen(msg));
+        http_respond(req, 202, "application/json", NULL, "{\"status\":\"OK\"}", 15);
+        return;
+    }
+    if (req->body.len > SPATE_RESPONSE_MAX) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the response of %zu bytes is over the limit of %u bytes",
+                 req->body.len, SPATE_RESPONSE_MAX);
+        finish(e, 1, msg, strlen(msg));
+        respond_lambda_error(req, 413, "RequestEntityTooLarge", msg);
+        return;
+    }
+    /* The body stays with the request until it is answered, after this. */
+    finish(e, 0, req->body.data ? req->body.data : "", req->body.len);
+    http_respond(req, 202, "application/json", NULL, "{\"status\":\"OK\"}", 15);
+}
+
+static void on_init_error(exec_instance *e, http_request *req)
+{
+    char msg[SPATE_ERROR_MESSAGE_MAX];
+    error_message(req, msg, sizeof msg);
+    free(e->init_error);
+    e->init_error = strdup(msg);
+    http_respond(req, 202, "application/json", NULL, "{\"status\":\"OK\"}", 15);
+    e->base.ops->kill(&e->base);
+}
+
+static size_t api_body_limit(const http_request *req, void *data)
+{
+    /* Room to see a response is too large and say so. */
+    return req->method == HTTP_POST ? SPATE_RESPONSE_MAX + 64u * KIB : 0;
+}
+
+static void api_handle(http_request *req, void *data)
+{
+    exec_instance *e = data;
+    const char *p = req->path;
+    if (strncmp(p, API, sizeof API - 1) != 0) {
+        respond_lambda_error(req, 404, "NotFound", "no such Runtime API route");
+        return;
+    }
+    p += sizeof API - 1;
+    if (req->method == HTTP_GET && strcmp(p, "/invocation/next") == 0)
+        on_next(e, req);
+    else if (req->method == HTTP_POST && strncmp(p, "/invocation/", 12) == 0)
+        on_answer(e, req, p + 12);
+    else if (req->method == HTTP_POST && strcmp(p, "/init/error") == 0)
+        on_init_error(e, req);
+    else
+        respond_lambda_error(req, 404, "NotFound", "no such Runtime API route");
+}
+
+static const http_handlers api_handlers = {.body_limit = api_body_limit, .handle = api_handle};
+
+/* --- The process --------------------------------------------------------------------- */
+
+static void on_api_closed(void *data)
+{
+    exec_instance *e = data;
+    e->open--;
+    maybe_free(e);
+}
+
+static void on_proc_closed(uv_handle_t *h)
+{
+    exec_instance *e = h->data;
+    e->open--;
+    maybe_free(e);
+}
+
+static void on_process_exit(uv_process_t *p, int64_t status, int signal)
+{
+    exec_instance *e = p->data;
+    e->alive = 0;
+    e->exited = 1;
+    /* Whatever it started dies with it. */
+    uv_kill(-p->pid, SIGKILL);
+    char why[SPATE_ERROR_MESSAGE_MAX + 64];
+    if (e->init_error)
+        snprintf(why, sizeof why, "instance failed to start: %s", e->init_error);
+    else if (e->killed && !e->ready)
+        snprintf(why, sizeof why,
+                 "the bootstrap did not ask for work (GET %s/invocation/next) in time", API);
+    else if (signal)
+        snprintf(why, sizeof why, "killed by signal %d (%s)", signal, strsignal(signal));
+    else if (!e->ready)
+        snprintf(why, sizeof why, "bootstrap exited with status %lld before asking for work",
+                 (long long)status);
+    else
+        snprintf(why, sizeof why, "exited with status %lld", (long long)status);
+    e->base.cb->exited(&e->base, why, e->base.data);
+    uv_close((uv_handle_t *)&e->proc, on_proc_closed);
+    http_server_close(e->api, on_api_closed, e);
+}
+
+static int exec_invoke(instance *base, const frame_invoke *inv)
+{
+    exec_instance *e = (exec_instance *)base;
+    if (e->exited) return ERR_CLOSED;
+    pending_inv *p = malloc(sizeof *p + inv->payload_len);
+    if (!p) return ERR_NOMEM;
+    snprintf(p->request_id, sizeof p->request_id, "%s", inv->request_id);
+    p->deadline_ms = inv->deadline_ms;
+    p->attempt = inv->attempt;
+    p->len = inv->payload_len;
+    if (inv->payload_len) memcpy(p->payload, inv->payload, inv->payload_len);
+    list_push_back(&e->queue, &p->link);
+    if (e->next_req) {
+        http_request *req = e->next_req;
+        e->next_req = NULL;
+        req->on_abort = NULL;
+        hand_out(e, req);
+    }
+    return 0;
+}
+
+static void exec_kill(instance *base)
+{
+    exec_instance *e = (exec_instance *)base;
+    e->killed = 1;
+    /* Its process group: the bootstrap and whatever it started. */
+    if (e->alive) uv_kill(-e->proc.pid, SIGKILL);
+}
+
+static int exec_usable(const instance *base)
+{
+    const exec_instance *e = (const exec_instance *)base;
+    return e->alive && !e->killed;
+}
+
+static pid_t exec_pid(const instance *base)
+{
+    return ((const exec_instance *)base)->proc.pid;
+}
+
+static const instance_ops ops = {
+    .invoke = exec_invoke,
+    .kill = exec_kill,
+    .usable = exec_usable,
+    .pid = exec_pid,
+};
+
+int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instance **out)
+{
+    exec_instance *e = calloc(1, sizeof *e);
+    if (!e) return ERR_NOMEM;
+    instance_init(&e->base, &ops, cb, data);
+    e->ver = x;
+    list_init(&e->queue);
+    http_config hc;
+    http_config_defaults(&hc);
+    hc.max_connections = 16;
+    char err[256];
+    if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &api_handlers, e, &e->api, err,
+                          sizeof err) != 0) {
+        log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        free(e);
+        return ERR_IO;
+    }
+    e->port = http_server_port(e->api);
+    /* The version's environment plus this instance's own endpoint. */
+    char api[48];
+    snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", e->port);
+    char **env = calloc(x->nenv + 2, sizeof *env);
+    if (!env) {
+        http_server_close(e->api, NULL, NULL);
+        free(e);
+        return ERR_NOMEM;
+    }
+    memcpy(env, x->env, x->nenv * sizeof *env);
+    env[x->nenv] = api;
+    char *args[] = {x->bootstrap, NULL};
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = STDOUT_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = STDERR_FILENO},
+    };
+    uv_process_options_t opt = {
+        .exit_cb = on_process_exit,
+        .file = x->bootstrap,
+        .args = args,
+        .env = env,
+        .cwd = x->root,
+        .stdio_count = 3,
+        .stdio = stdio,
+        /* Its own process group, so that a kill reaches what it starts. */
+        .flags = UV_PROCESS_DETACHED,
+    };
+    e->proc.data = e;
+    int rc = uv_spawn(x->loop, &e->proc, &opt);
+    free(env);
+    if (rc != 0) {
+        log_warn("cannot start '%s': %s fn=%s", x->bootstrap, uv_strerror(rc), x->function);
+        e->open = 2;
+        e->exited = 1;
+        x->refs++;
+        uv_close((uv_handle_t *)&e->proc, on_proc_closed);
+        http_server_close(e->api, on_api_closed, e);
+        return ERR_IO;
+    }
+    e->alive = 1;
+    e->open = 2;
+    x->refs++;
+    *out = &e->base;
+    return 0;
+}

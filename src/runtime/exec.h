@@ -1,0 +1,32 @@
+/*
+ * exec.h - exec functions: any executable that speaks the AWS Lambda Runtime
+ * API. Each instance is the version's `bootstrap`, started in its root with
+ * the environment a Lambda custom runtime reads, and served by its own
+ * Runtime API endpoint on 127.0.0.1 (AWS_LAMBDA_RUNTIME_API):
+ *
+ *   GET  /2018-06-01/runtime/invocation/next           held until there is one
+ *   POST /2018-06-01/runtime/invocation/{id}/response   the result
+ *   POST /2018-06-01/runtime/invocation/{id}/error      a function error
+ *   POST /2018-06-01/runtime/init/error                 initialisation failed
+ *
+ * The first /next makes the instance ready; a wrong request id is answered
+ * 400; a response over 6 MiB fails the invocation.
+ */
+#ifndef SPATE_EXEC_H
+#define SPATE_EXEC_H
+
+#include <uv.h>
+
+#include "runtime/instance.h"
+#include "runtime/launcher.h"
+
+typedef struct exec_version exec_version;
+
+/* Checks the root has an executable bootstrap. On error, err says why. */
+int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version **out, char *err,
+                       size_t errcap);
+/* Kills its instances still running; frees it once they are gone. */
+void exec_version_stop(exec_version *x);
+int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instance **out);
+
+#endif

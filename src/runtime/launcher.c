@@ -1,0 +1,117 @@
+#include "runtime/launcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "runtime/exec.h"
+#include "runtime/native.h"
+#include "runtime/zygote.h"
+
+struct launcher {
+    uv_loop_t *loop;
+    enum fn_runtime runtime;
+    launcher_loaded_cb loaded;
+    launcher_exit_cb exited;
+    void *data;
+    zygote *z;
+    exec_version *x;
+    uv_timer_t later; /* exec: reports "loaded" from the loop, not from start */
+    char *message;
+};
+
+static void on_zygote_loaded(zygote *z, int status, const char *message, void *data)
+{
+    launcher *l = data;
+    l->loaded(l, status, message, l->data);
+    if (status != 0) free(l); /* the zygote is already stopping */
+}
+
+static void on_zygote_exit(zygote *z, void *data)
+{
+    launcher *l = data;
+    l->exited(l, l->data);
+    free(l);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    launcher *l = h->data;
+    free(l->message);
+    free(l);
+}
+
+static void on_later(uv_timer_t *t)
+{
+    launcher *l = t->data;
+    if (l->message) {
+        /* Could not start: report it, then go. */
+        l->loaded(l, ERR_INVAL, l->message, l->data);
+        uv_close((uv_handle_t *)&l->later, on_timer_closed);
+        return;
+    }
+    l->loaded(l, 0, NULL, l->data);
+}
+
+int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_cb loaded,
+                   launcher_exit_cb exited, void *data, launcher **out)
+{
+    launcher *l = calloc(1, sizeof *l);
+    if (!l) return ERR_NOMEM;
+    l->loop = loop;
+    l->runtime = cfg->runtime;
+    l->loaded = loaded;
+    l->exited = exited;
+    l->data = data;
+    if (cfg->runtime == RUNTIME_NATIVE) {
+        zygote_config zc = {
+            .runner_path = cfg->runner_path,
+            .object_path = cfg->path,
+            .function = cfg->function,
+            .version = cfg->version,
+            .env = cfg->env,
+        };
+        int rc = zygote_start(loop, &zc, on_zygote_loaded, on_zygote_exit, l, &l->z);
+        if (rc != 0)
+            free(l);
+        else
+            *out = l;
+        return rc;
+    }
+    char err[512];
+    if (exec_version_start(loop, cfg, &l->x, err, sizeof err) != 0 && !(l->message = strdup(err))) {
+        free(l);
+        return ERR_NOMEM;
+    }
+    uv_timer_init(loop, &l->later);
+    l->later.data = l;
+    uv_timer_start(&l->later, on_later, 0, 0);
+    *out = l;
+    return 0;
+}
+
+int launcher_spawn(launcher *l, const instance_callbacks *cb, void *data, instance **out)
+{
+    if (l->z) return native_start(l->z, cb, data, out);
+    if (l->x) return exec_spawn(l->x, cb, data, out);
+    return ERR_CLOSED;
+}
+
+void launcher_stop(launcher *l)
+{
+    if (!l) return;
+    if (l->z) {
+        zygote_stop(l->z);
+        free(l);
+        return;
+    }
+    exec_version_stop(l->x);
+    l->x = NULL;
+    uv_timer_stop(&l->later);
+    uv_close((uv_handle_t *)&l->later, on_timer_closed);
+}
+
+int launcher_pid(const launcher *l)
+{
+    return l->z ? zygote_pid(l->z) : 0;
+}
