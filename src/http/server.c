@@ -51,7 +51,8 @@ typedef struct http_conn {
     unsigned ready : 1, pending : 1, keep_alive : 1, in_process : 1, closed : 1, reading : 1,
         peer_eof : 1;
     int handles;
-    buf out; /* answer bytes the socket did not take at once */
+    buf out;  /* answer bytes the socket did not take at once */
+    buf cork; /* answers to pipelined requests, sent together when parsing stops */
     char client[64];
     char head[1024];
 } http_conn;
@@ -155,6 +156,7 @@ static void maybe_free(http_conn *c)
     buf_free(&c->arena);
     buf_free(&c->req.body);
     buf_free(&c->out);
+    buf_free(&c->cork);
     free(c->in);
     free(c);
     s->nalloc--;
@@ -416,7 +418,16 @@ static const char *date_header(http_server *s)
 
 /* Writes head and body, directly when the socket takes them (the usual case,
  * no copy), else from a copy of the rest. */
-static void send_answer(http_conn *c, const char *head, size_t hlen, const void *body, size_t blen)
+/* Answers that go out while more pipelined requests already wait in the read
+ * buffer are held and leave in one write when parsing stops (a runtime that
+ * sends its response and its next /next together gets both answers in one
+ * segment). Up to this much. */
+#define CORK_MAX (64u * KIB)
+
+/* Writes head and body: directly when the socket takes them (the usual case,
+ * no copy), else from a copy of the rest. 0, or -1 if the connection closed. */
+static int write_answer(http_conn *c, const char *head, size_t hlen, const void *body,
+                        size_t blen)
 {
     uv_buf_t bufs[2] = {uv_buf_init((char *)head, (unsigned)hlen),
                         uv_buf_init((char *)body, (unsigned)blen)};
@@ -424,13 +435,10 @@ static void send_answer(http_conn *c, const char *head, size_t hlen, const void 
     if (n == UV_EAGAIN) n = 0;
     if (n < 0) {
         close_conn(c);
-        return;
+        return -1;
     }
     size_t sent = (size_t)n;
-    if (sent == hlen + blen) {
-        written(c);
-        return;
-    }
+    if (sent == hlen + blen) return 0;
     buf_init(&c->out, hlen + blen);
     if (sent < hlen) {
         buf_append(&c->out, head + sent, hlen - sent);
@@ -440,17 +448,54 @@ static void send_answer(http_conn *c, const char *head, size_t hlen, const void 
     }
     if (buf_append(&c->out, (const char *)body + sent, blen - sent)) {
         close_conn(c);
-        return;
+        return -1;
     }
     c->state = C_WRITING;
     c->wreq.data = c;
     uv_buf_t rest = uv_buf_init(c->out.data, (unsigned)c->out.len);
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &rest, 1, on_write) != 0) {
         close_conn(c);
-        return;
+        return -1;
     }
     /* A client that stops reading is dropped after the idle timeout. */
     start_timer(c, c->srv->cfg.idle_timeout_ms);
+    return 1;
+}
+
+/* Sends what was held, alone. */
+static int flush_cork(http_conn *c)
+{
+    if (c->cork.len == 0 || c->closed) return 0;
+    buf held = c->cork;
+    buf_init(&c->cork, held.max);
+    int rc = write_answer(c, held.data, held.len, NULL, 0);
+    buf_free(&held);
+    return rc;
+}
+
+static void send_answer(http_conn *c, const char *head, size_t hlen, const void *body, size_t blen)
+{
+    int more = c->in_process && c->keep_alive && c->in_off < c->in_len;
+    int rc;
+    if (more && c->cork.len + hlen + blen <= CORK_MAX) {
+        if (buf_append(&c->cork, head, hlen) || buf_append(&c->cork, body, blen)) {
+            close_conn(c);
+            return;
+        }
+        written(c);
+        return;
+    }
+    if (c->cork.len) {
+        /* The last of a run (or a large one): everything held goes with it, in order. */
+        if (buf_append(&c->cork, head, hlen) || buf_append(&c->cork, body, blen)) {
+            close_conn(c);
+            return;
+        }
+        rc = flush_cork(c);
+    } else {
+        rc = write_answer(c, head, hlen, body, blen);
+    }
+    if (rc == 0) written(c);
 }
 
 void http_respond(http_request *req, int status, const char *content_type,
@@ -557,6 +602,8 @@ static void process(http_conn *c)
         http_respond_error(&c->req, c->error_status, c->error_code, "%s", c->error_msg);
     }
     c->in_process = 0;
+    /* Parsing stopped: what was held goes now, ahead of later answers. */
+    if (flush_cork(c) != 0) return;
     if (c->closed || c->state == C_LINGER) return;
     if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
     if (c->peer_eof && !c->pending && c->state == C_IDLE && c->in_len == 0) {
@@ -649,6 +696,7 @@ static void on_connection(uv_stream_t *listener, int status)
     buf_init(&c->arena, s->cfg.header_bytes_max);
     buf_init(&c->req.body, 0);
     buf_init(&c->out, 0);
+    buf_init(&c->cork, CORK_MAX + SPATE_RESPONSE_MAX + 4u * KIB);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->req.path = c->req.query = "";

@@ -187,6 +187,19 @@ static void respond_lambda_error(http_request *req, int status, const char *type
     free(text);
 }
 
+/* Trace ids need spread, not secrecy: a generator seeded once, so that no
+ * invocation pays a getrandom call. */
+static uint64_t next_random(void)
+{
+    static uint64_t state;
+    if (!state && (getrandom(&state, sizeof state, 0) != sizeof state || !state))
+        state = 0x9e3779b97f4a7c15ull ^ (uint64_t)clock_mono_ns();
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 2685821657736338717ull;
+}
+
 /* Hands the oldest given invocation to a waiting /next. */
 static void hand_out(exec_instance *e, http_request *req)
 {
@@ -194,15 +207,14 @@ static void hand_out(exec_instance *e, http_request *req)
     list_remove(&p->link);
     e->running = p;
     e->running_since = clock_mono_ns();
-    uint8_t rnd[20];
-    if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) memset(rnd, 7, sizeof rnd);
     char trace[96], *t = trace;
     t = fmt_lit(t, "Root=1-");
     t = fmt_hex(t, (uint64_t)(clock_now_ms() / 1000), 8);
     *t++ = '-';
-    for (int i = 0; i < 12; i++) t = fmt_hex(t, rnd[i], 2);
+    t = fmt_hex(t, next_random(), 16);
+    t = fmt_hex(t, next_random(), 8);
     t = fmt_lit(t, ";Parent=");
-    for (int i = 12; i < 20; i++) t = fmt_hex(t, rnd[i], 2);
+    t = fmt_hex(t, next_random(), 16);
     t = fmt_lit(t, ";Sampled=0");
     *t = '\0';
     char headers[512];

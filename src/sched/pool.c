@@ -348,6 +348,7 @@ static void on_instance_ready(instance *inst, void *data)
     p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     p->cold_us += EWMA_ALPHA * ((double)p->last_cold_us - p->cold_us);
     became_idle(pi);
+    grow(p); /* slow start goes on as instances come up */
 }
 
 static void on_instance_result(instance *inst, int failed, uint32_t duration_us, const char *body,
@@ -546,6 +547,15 @@ static void grow(pool *p)
     uint32_t limit = mailbox_limit(p);
     uint32_t need = (p->nwaiting + limit - 1) / limit;
     uint32_t want = need > p->nstarting ? need - p->nstarting : 0;
+    if (p->service_us <= 0) {
+        /* Handler time not known yet: how many instances a burst needs is not
+         * known either. Slow start: at most as many starting as are up (one
+         * when none is), so the count doubles per cold start until the first
+         * result says how long calls take. */
+        uint32_t up = p->nidle + p->nbusy, room = up ? up : 1;
+        room = room > p->nstarting ? room - p->nstarting : 0;
+        if (want > room) want = room;
+    }
     if (!p->closing && v->cfg.min_instances > live(p)) {
         uint32_t short_by = v->cfg.min_instances - live(p);
         if (short_by > want) want = short_by;
