@@ -74,6 +74,53 @@ static route_match match(const char *path)
     return m;
 }
 
+/* The scope a request needs: none for health; admin to change functions and
+ * triggers, redrive, or read message payloads; invoke to invoke; publish to
+ * publish; any token to read. */
+static unsigned needed_scope(const route_match *m, enum http_method method)
+{
+    int read = method == HTTP_GET || method == HTTP_HEAD;
+    switch (m->route) {
+    case R_HEALTH:
+        return 0;
+    case R_FUNCTION_INVOKE:
+        return method == HTTP_POST ? SCOPE_INVOKE : SCOPE_ANY;
+    case R_TOPIC_MESSAGES:
+        return method == HTTP_POST ? SCOPE_PUBLISH : SCOPE_ADMIN;
+    case R_FUNCTION:
+    case R_TRIGGER:
+        return read ? SCOPE_ANY : SCOPE_ADMIN;
+    case R_TOPIC_REDRIVE:
+        return SCOPE_ADMIN;
+    default:
+        return SCOPE_ANY;
+    }
+}
+
+/* Before the body is read: a request without a valid token, or with one of
+ * the wrong scope, is refused here, so its body never costs memory. */
+static int admit(http_request *req, void *data)
+{
+    api *a = data;
+    if (!a->auth) {
+        http_trust(req);
+        return 0;
+    }
+    route_match m = match(req->path);
+    unsigned need = needed_scope(&m, req->method);
+    if (!need) return 0;
+    unsigned have = auth_scopes(a->auth, http_header(req, "authorization"));
+    if (!have)
+        return http_refuse(req, 401, "unauthorized",
+                           "a valid token is required: Authorization: Bearer TOKEN");
+    if (!(have & need))
+        return http_refuse(req, 403, "forbidden",
+                           "this request needs the %s scope; the token has %s",
+                           auth_scope_name(need), auth_scope_name(have));
+    http_trust(req);
+    return 0;
+}
+
 static size_t body_limit(const http_request *req, void *data)
 {
     api *a = data;
@@ -382,17 +429,19 @@ static void handle(http_request *req, void *data)
                        http_method_str(req->method), req->path);
 }
 
-static const http_handlers handlers = {.body_limit = body_limit, .handle = handle};
+static const http_handlers handlers = {.admit = admit, .body_limit = body_limit, .handle = handle};
 
 const http_handlers *api_http_handlers(void)
 {
     return &handlers;
 }
 
-api *api_create(functions *table, queue *q, triggers *tr, const api_limits *limits)
+api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
+                const api_limits *limits)
 {
     api *a = calloc(1, sizeof *a);
     if (!a) return NULL;
+    a->auth = tokens;
     a->table = table;
     a->q = q;
     a->tr = tr;

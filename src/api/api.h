@@ -20,9 +20,12 @@ typedef struct api_limits {
 } api_limits;
 
 typedef struct api api;
+typedef struct auth auth;
 
-/* Everything is borrowed for the life of the api. Free with api_free. */
-api *api_create(functions *table, queue *q, triggers *tr, const api_limits *limits);
+/* Everything is borrowed for the life of the api; auth NULL lets every
+ * request in. Free with api_free. */
+api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
+                const api_limits *limits);
 void api_free(api *a);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);

@@ -8,8 +8,10 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 
 struct api {
+    const auth *auth; /* NULL: no token file, everything is allowed */
     functions *table;
     queue *q;
     triggers *tr;

@@ -16,6 +16,9 @@
  * room for long tokens and query strings while bounding per-connection memory.
  * Over it: 431. */
 #define SPATE_HTTP_HEADER_BYTES_MAX (16u * KIB)
+/* Before a connection has made an authenticated request (with --token-file):
+ * a request line and headers fit in this. Real clients send well under it. */
+#define SPATE_HTTP_HEADER_PREAUTH_MAX (4u * KIB)
 /* Header lines per request; over it: 431. */
 #define SPATE_HTTP_HEADER_COUNT_MAX 64
 /* Bytes read from a socket before the parser consumes them. Bodies stream

@@ -49,7 +49,7 @@ typedef struct http_conn {
     const char *error_code;
     char error_msg[160];
     unsigned ready : 1, pending : 1, keep_alive : 1, in_process : 1, closed : 1, reading : 1,
-        peer_eof : 1;
+        peer_eof : 1, trusted : 1;
     int handles;
     buf out;  /* answer bytes the socket did not take at once */
     buf cork; /* answers to pipelined requests, sent together when parsing stops */
@@ -247,8 +247,25 @@ static int fail(http_conn *c, int status, const char *code, const char *fmt, ...
 
 static int header_overflow(http_conn *c)
 {
-    return fail(c, 431, "headers_too_large", "request headers exceed %u bytes or %d lines",
-                c->srv->cfg.header_bytes_max, SPATE_HTTP_HEADER_COUNT_MAX);
+    return fail(c, 431, "headers_too_large", "request headers exceed %zu bytes or %d lines",
+                c->arena.max, SPATE_HTTP_HEADER_COUNT_MAX);
+}
+
+int http_refuse(http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    http_conn *c = CONN(req);
+    c->error_status = status;
+    c->error_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error_msg, sizeof c->error_msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void http_trust(http_request *req)
+{
+    CONN(req)->trusted = 1;
 }
 
 static int arena_add(http_conn *c, const char *p, size_t n)
@@ -261,6 +278,10 @@ static int on_message_begin(http_parser *p)
     http_conn *c = p->data;
     c->state = C_READING;
     buf_reset(&c->arena);
+    /* Until a request is admitted, a connection gets the stricter limit. */
+    const http_config *cfg = &c->srv->cfg;
+    c->arena.max = c->trusted || !cfg->header_bytes_preauth ? cfg->header_bytes_max
+                                                            : cfg->header_bytes_preauth;
     c->nhdrs = 0;
     c->header_state = 0;
     c->req.path = c->req.query = "";
@@ -333,6 +354,7 @@ static int on_headers_complete(http_parser *p)
     if (p->upgrade || p->method == HTTP_CONNECT)
         return fail(c, 400, "bad_request", "protocol upgrades are not supported");
 
+    if (c->srv->h->admit && c->srv->h->admit(&c->req, c->srv->data) != 0) return -1;
     size_t limit = c->srv->h->body_limit(&c->req, c->srv->data);
     buf_free(&c->req.body);
     buf_init(&c->req.body, limit);
@@ -426,8 +448,7 @@ static const char *date_header(http_server *s)
 
 /* Writes head and body: directly when the socket takes them (the usual case,
  * no copy), else from a copy of the rest. 0, or -1 if the connection closed. */
-static int write_answer(http_conn *c, const char *head, size_t hlen, const void *body,
-                        size_t blen)
+static int write_answer(http_conn *c, const char *head, size_t hlen, const void *body, size_t blen)
 {
     uv_buf_t bufs[2] = {uv_buf_init((char *)head, (unsigned)hlen),
                         uv_buf_init((char *)body, (unsigned)blen)};

@@ -46,11 +46,18 @@ struct http_request {
 typedef struct http_config {
     uint32_t max_connections;
     uint32_t header_bytes_max;
+    /* Stricter, for connections that have not yet made an admitted request
+     * (0: the same as header_bytes_max). */
+    uint32_t header_bytes_preauth;
     uint32_t idle_timeout_ms;
     uint32_t request_timeout_ms;
 } http_config;
 
 typedef struct http_handlers {
+    /* Optional, once the headers are in, before the body is read: 0 admits
+     * the request; otherwise it called http_refuse and the connection answers
+     * that and closes. */
+    int (*admit)(http_request *req, void *data);
     /* Once the headers are in: the largest body this request may have. */
     size_t (*body_limit)(const http_request *req, void *data);
     /* A complete request. */
@@ -71,6 +78,12 @@ void http_server_drain(http_server *s);
 /* Closes every connection (pending requests are aborted) and frees the server;
  * cb runs when all is released. */
 void http_server_close(http_server *s, void (*cb)(void *data), void *data);
+
+/* For admit: refuses the request with status and a JSON error; returns -1. */
+int http_refuse(http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* For admit: the connection proved itself; it gets the full header limit. */
+void http_trust(http_request *req);
 
 /* Value of a request header (case-insensitive name), NUL-terminated, or NULL. */
 const char *http_header(const http_request *req, const char *name);

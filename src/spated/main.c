@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -32,6 +33,8 @@ typedef struct options {
     api_limits limits;
     uint32_t grace_ms;
     uint32_t max_instances;
+    const char *token_file;
+    int insecure;
 } options;
 
 typedef struct node {
@@ -51,7 +54,7 @@ typedef struct node {
 
 /* --- Options: one table of name, bounds and default ----------------------------- */
 
-enum opt_kind { OPT_STRING, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL };
+enum opt_kind { OPT_STRING, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL, OPT_FLAG };
 
 typedef struct opt_def {
     const char *name;
@@ -86,6 +89,10 @@ static const opt_def opt_defs[] = {
      "live instances on this node, over all functions [one per 16 MiB of memory]"},
     {"--shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000,
      "ms in-flight invocations get on SIGTERM [30000]"},
+    {"--token-file", OPT_STRING, OFF(token_file), 0, 0,
+     "lines 'SCOPE TOKEN' (admin, invoke, publish); requests need a token [none]"},
+    {"--insecure", OPT_FLAG, OFF(insecure), 0, 0,
+     "allow a non-loopback --listen without a token file"},
     {"--log-level", OPT_LOGLEVEL, 0, 0, 0, "debug, info, warn or error [info]"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
@@ -123,6 +130,13 @@ static void default_runner(char *out, size_t cap)
     }
     memcpy(slash, "/spate-runner", sizeof "/spate-runner");
     memcpy(out, self, (size_t)(slash - self) + sizeof "/spate-runner");
+}
+
+/* 127.0.0.0/8, ::1 and localhost: reachable from this machine only. */
+static int is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
 }
 
 /* One instance per 16 MiB of memory, within the floor and ceiling. */
@@ -171,6 +185,11 @@ static void parse_options(int argc, char **argv, options *o)
             d = &opt_defs[k];
         }
         if (!d) die("unknown option '%s' (see --help)%s", arg, "");
+        if (d->kind == OPT_FLAG) {
+            if (val) die("option '%s' takes no value%s", d->name, "");
+            *(int *)((char *)o + d->offset) = 1;
+            continue;
+        }
         if (!val) {
             if (i + 1 >= argc) die("option '%s' needs a value%s", arg, "");
             val = argv[++i];
@@ -199,6 +218,8 @@ static void parse_options(int argc, char **argv, options *o)
                 *(uint32_t *)((char *)o + d->offset) = (uint32_t)num;
             else
                 *(size_t *)((char *)o + d->offset) = (size_t)num;
+            break;
+        case OPT_FLAG:
             break;
         case OPT_LOGLEVEL:
             if (log_level_parse(val) < 0)
@@ -299,6 +320,14 @@ int main(int argc, char **argv)
         die("cannot run '%s': %s (use --runner)", n.opt.runner, strerror(errno));
 
     char err[512];
+    auth *tokens = NULL;
+    if (n.opt.token_file && auth_load(n.opt.token_file, &tokens, err, sizeof err) != 0)
+        die("%s%s", err, "");
+    if (!tokens && !is_loopback(n.opt.host) && !n.opt.insecure)
+        die("refusing to listen on '%s' without --token-file: anyone who can reach it could run "
+            "code (give --insecure to do it anyway)%s",
+            n.opt.host, "");
+    if (tokens) n.opt.http.header_bytes_preauth = SPATE_HTTP_HEADER_PREAUTH_MAX;
     if (store_open(n.opt.data_dir, &n.st, err, sizeof err) != 0) die("%s%s", err, "");
 
     n.loop = uv_default_loop();
@@ -310,7 +339,7 @@ int main(int argc, char **argv)
     if (queue_open(n.loop, n.st, triggers_events(n.tr), &n.q, err, sizeof err) != 0)
         die("%s%s", err, "");
     triggers_attach(n.tr, n.q);
-    n.api = api_create(n.table, n.q, n.tr, &n.opt.limits);
+    n.api = api_create(n.table, n.q, n.tr, tokens, &n.opt.limits);
     if (!n.api) die("out of memory%s%s", "", "");
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
                           &n.http, err, sizeof err) != 0)
@@ -329,6 +358,7 @@ int main(int argc, char **argv)
     uv_run(n.loop, UV_RUN_DEFAULT);
 
     api_free(n.api);
+    auth_free(tokens);
     store_close(n.st);
     uv_loop_close(n.loop);
     log_info("stopped");

@@ -1,0 +1,144 @@
+#include "api/auth.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/err.h"
+
+/* Tokens are 16 to 256 printable characters: long enough to resist guessing,
+ * short enough to bound the file and the comparison. */
+#define TOKEN_MIN 16
+#define TOKEN_MAX 256
+#define TOKENS_MAX 1024
+
+typedef struct token {
+    char value[TOKEN_MAX];
+    size_t len;
+    unsigned scopes;
+} token;
+
+struct auth {
+    token *tokens;
+    size_t n;
+};
+
+static const struct {
+    const char *name;
+    unsigned scope;
+} scopes[] = {{"admin", SCOPE_ADMIN}, {"invoke", SCOPE_INVOKE}, {"publish", SCOPE_PUBLISH}};
+
+int auth_load(const char *path, auth **out, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errcap, "cannot open token file '%s': %s", path, strerror(errno));
+        return ERR_IO;
+    }
+    auth *a = calloc(1, sizeof *a);
+    a->tokens = calloc(TOKENS_MAX, sizeof *a->tokens);
+    char line[1024];
+    int lineno = 0, rc = 0;
+    while (!rc && fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            snprintf(err, errcap, "%s:%d: line too long", path, lineno);
+            rc = ERR_INVAL;
+            break;
+        }
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0') continue;
+        char scope[32], value[TOKEN_MAX + 2], extra[2];
+        int got = sscanf(p, "%31s %257s %1s", scope, value, extra);
+        unsigned s = 0;
+        for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++)
+            if (got >= 1 && strcmp(scope, scopes[i].name) == 0) s = scopes[i].scope;
+        size_t vlen = got >= 2 ? strlen(value) : 0;
+        if (got != 2) {
+            snprintf(err, errcap, "%s:%d: expected 'SCOPE TOKEN'", path, lineno);
+            rc = ERR_INVAL;
+        } else if (!s) {
+            snprintf(err, errcap, "%s:%d: unknown scope '%s' (admin, invoke or publish)", path,
+                     lineno, scope);
+            rc = ERR_INVAL;
+        } else if (vlen < TOKEN_MIN || vlen > TOKEN_MAX - 1) {
+            snprintf(err, errcap, "%s:%d: a token must have %d to %d characters", path, lineno,
+                     TOKEN_MIN, TOKEN_MAX - 1);
+            rc = ERR_INVAL;
+        } else if (a->n == TOKENS_MAX) {
+            snprintf(err, errcap, "%s:%d: more than %d tokens", path, lineno, TOKENS_MAX);
+            rc = ERR_INVAL;
+        } else {
+            token *t = &a->tokens[a->n++];
+            memcpy(t->value, value, vlen);
+            t->len = vlen;
+            t->scopes = s;
+        }
+    }
+    fclose(f);
+    if (!rc && a->n == 0) {
+        snprintf(err, errcap, "%s: no token", path);
+        rc = ERR_INVAL;
+    }
+    if (rc) {
+        auth_free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+void auth_free(auth *a)
+{
+    if (!a) return;
+    explicit_bzero(a->tokens, TOKENS_MAX * sizeof *a->tokens);
+    free(a->tokens);
+    free(a);
+}
+
+/* Equal in time that depends only on the lengths bounded above. */
+static int same(const char *x, size_t xl, const char *y, size_t yl)
+{
+    unsigned char d = (unsigned char)(xl != yl);
+    for (size_t i = 0; i < TOKEN_MAX - 1; i++) {
+        unsigned char a = i < xl ? (unsigned char)x[i] : 0;
+        unsigned char b = i < yl ? (unsigned char)y[i] : 0;
+        d |= a ^ b;
+    }
+    return d == 0;
+}
+
+unsigned auth_scopes(const auth *a, const char *authorization)
+{
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return 0;
+    const char *t = authorization + 7;
+    while (*t == ' ') t++;
+    size_t len = strlen(t);
+    while (len && (t[len - 1] == ' ' || t[len - 1] == '\t')) len--;
+    if (len == 0 || len > TOKEN_MAX - 1) return 0;
+    /* Every token is compared, so the time does not say which one matched. */
+    unsigned granted = 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (same(t, len, a->tokens[i].value, a->tokens[i].len)) granted |= a->tokens[i].scopes;
+    return granted & SCOPE_ADMIN ? SCOPE_ANY : granted;
+}
+
+const char *auth_scope_name(unsigned s)
+{
+    switch (s) {
+    case SCOPE_ADMIN:
+        return "admin";
+    case SCOPE_INVOKE:
+        return "invoke";
+    case SCOPE_PUBLISH:
+        return "publish";
+    case SCOPE_INVOKE | SCOPE_PUBLISH:
+        return "invoke, publish";
+    default:
+        return s ? "admin" : "none";
+    }
+}
