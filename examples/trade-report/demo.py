@@ -297,6 +297,7 @@ def main():
     build = pathlib.Path(args.build)
     deadline_s = DEADLINE_REAL_S * args.seconds / SESSION_S
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="spate-demo-"))
+    tmp.chmod(0o755)  # the report function runs as nobody and reads refdata.db here
     runs, failed = [], False
     try:
         report_so = tmp / "report.so"

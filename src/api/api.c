@@ -294,6 +294,20 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
                                 cap);
     if (strcmp(k, "queue") == 0 || strcmp(k, "queue_max") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_WAIT_QUEUE_CEILING, &c->queue_max, why, cap);
+    if (strcmp(k, "cpu") == 0 || strcmp(k, "cpu_millis") == 0)
+        return api_number_param(k, v, vlen, SPATE_CPU_FLOOR_MILLIS, SPATE_CPU_CEILING_MILLIS,
+                                &c->cpu_millis, why, cap);
+    if (strcmp(k, "network") == 0) {
+        if ((vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1'))
+            c->network = 1;
+        else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && v[0] == '0'))
+            c->network = 0;
+        else {
+            snprintf(why, cap, "parameter 'network' must be true or false");
+            return ERR_INVAL;
+        }
+        return 0;
+    }
     if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
     snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;

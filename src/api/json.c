@@ -15,6 +15,8 @@ static cJSON *config_json(const fn_config *c)
     cJSON_AddNumberToObject(o, "memory_mb", c->memory_mb);
     cJSON_AddNumberToObject(o, "keep_alive_ms", c->keep_alive_ms);
     cJSON_AddNumberToObject(o, "queue", c->queue_max);
+    cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
+    cJSON_AddBoolToObject(o, "network", c->network);
     cJSON *env = cJSON_AddObjectToObject(o, "env");
     for (const char *p = c->env; p && *p;) {
         size_t len = strcspn(p, "\n");

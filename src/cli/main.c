@@ -42,6 +42,7 @@ static void usage(FILE *out)
             "usage: spate [--url URL] [--json] COMMAND ...\n\n"
             "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
             "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
+            "                   [--cpu MILLICORES] [--no-network]\n"
             "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
             "  ls                            list functions\n"
             "  status NAME                   describe a function, its instances and versions\n"
@@ -267,9 +268,14 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
                                              {"--timeout", "timeout"},
                                              {"--memory", "memory"},
                                              {"--keep-alive", "keep_alive"},
-                                             {"--queue", "queue"}};
+                                             {"--queue", "queue"},
+                                             {"--cpu", "cpu"}};
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
+        if (strcmp(opt, "--no-network") == 0) {
+            add_param(&q, "network", "false");
+            continue;
+        }
         if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
         const char *val = argv[++i];
         const char *key = NULL;
@@ -371,6 +377,10 @@ static void print_config(const cJSON *cfg, const char *indent)
            indent, json_str(cfg, "runtime"), json_num(cfg, "min"), json_num(cfg, "max"),
            json_num(cfg, "timeout_ms"), json_num(cfg, "memory_mb"), json_num(cfg, "keep_alive_ms"),
            json_num(cfg, "queue"));
+    if (json_num(cfg, "cpu_millis") > 0)
+        printf("%scpu %.0f millicores\n", indent, json_num(cfg, "cpu_millis"));
+    const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
+    if (cJSON_IsFalse(net)) printf("%sno network\n", indent);
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(cfg, "env");
     const cJSON *e;
     cJSON_ArrayForEach(e, env)

@@ -16,6 +16,7 @@ void fnconfig_defaults(fn_config *c)
     c->timeout_ms = SPATE_TIMEOUT_DEFAULT_MS;
     c->memory_mb = SPATE_MEMORY_DEFAULT_MB;
     c->keep_alive_ms = SPATE_KEEP_ALIVE_DEFAULT_MS;
+    c->network = 1;
     c->queue_max = SPATE_WAIT_QUEUE_DEFAULT;
 }
 
@@ -80,6 +81,12 @@ int fnconfig_check(const fn_config *c, char *why, size_t whycap)
     if (c->min_instances > c->max_instances) {
         snprintf(why, whycap, "min (%u) is larger than max (%u)", c->min_instances,
                  c->max_instances);
+        return ERR_INVAL;
+    }
+    if (c->runtime == RUNTIME_EXEC && !c->network) {
+        snprintf(why, whycap,
+                 "exec functions need the network: their Runtime API is on 127.0.0.1 "
+                 "(network=false is for native functions)");
         return ERR_INVAL;
     }
     return 0;

@@ -17,7 +17,9 @@ typedef struct fn_config {
     uint32_t timeout_ms;
     uint32_t memory_mb;
     uint32_t keep_alive_ms;
-    uint32_t queue_max; /* invocations that may wait for an instance */
+    uint32_t queue_max;  /* invocations that may wait for an instance */
+    uint32_t cpu_millis; /* cgroup CPU quota in thousandths of a core; 0: none */
+    int network;         /* 0: native instances get no network (own namespace) */
     /* "K=V" lines joined by '\n' (values cannot hold a newline); owned; NULL when empty. */
     char *env;
     uint32_t env_count;
@@ -33,7 +35,8 @@ int fnconfig_copy(fn_config *dst, const fn_config *src);
  * or NUL; count and bytes are limited (limits.h). On error, why says what is
  * wrong (at least 128 bytes). */
 int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap);
-/* Checks min <= max; on error why says what is wrong. */
+/* Checks min <= max and that exec functions keep the network (their Runtime
+ * API is on loopback); on error why says what is wrong. */
 int fnconfig_check(const fn_config *c, char *why, size_t whycap);
 
 const char *fnconfig_runtime_name(enum fn_runtime r);

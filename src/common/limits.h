@@ -63,6 +63,11 @@
 #define SPATE_MEMORY_DEFAULT_MB 128
 #define SPATE_MEMORY_FLOOR_MB 16
 #define SPATE_MEMORY_CEILING_MB 65536
+/* CPU quota of one instance (deploy cpu=), thousandths of a core. */
+#define SPATE_CPU_FLOOR_MILLIS 10
+#define SPATE_CPU_CEILING_MILLIS 256000
+/* Processes and threads one instance may have (cgroup pids.max), by default. */
+#define SPATE_PIDS_DEFAULT 128
 #define SPATE_KEEP_ALIVE_DEFAULT_MS 60000
 #define SPATE_KEEP_ALIVE_CEILING_MS (24 * 3600 * 1000)
 

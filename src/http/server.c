@@ -87,6 +87,7 @@ static void close_conn(http_conn *c);
 
 void http_config_defaults(http_config *c)
 {
+    memset(c, 0, sizeof *c);
     c->max_connections = SPATE_HTTP_CONNECTIONS_MAX;
     c->header_bytes_max = SPATE_HTTP_HEADER_BYTES_MAX;
     c->idle_timeout_ms = SPATE_HTTP_IDLE_TIMEOUT_MS;

@@ -2,12 +2,21 @@
  * spate-runner - the zygote of one native function version, and the instances
  * forked from it.
  *
- *     spate-runner --control-fd FD --function NAME --version N OBJECT.so
+ *     spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT.so
+ *     spate-runner --exec [SANDBOX] [--cgroups DIRS] [--tmpdir DIR] BOOTSTRAP
  *
- * The zygote loads the shared object, runs spate_preload, reports LOADED on the
- * control socket (see runtime/zproto.h) and then forks an instance for every
- * SPAWN it receives. Each instance runs spate_init, says READY on its own
+ * The zygote reads the shared object while it still may (spated starts it as
+ * root), enters the sandbox (runner/sandbox.h: no new privileges, the
+ * unprivileged user, seccomp, optionally no network), loads the object from
+ * memory, runs spate_preload, reports LOADED on the control socket (see
+ * runtime/zproto.h) and then forks an instance for every SPAWN it receives.
+ * Each instance joins its cgroups, runs spate_init, says READY on its own
  * socket and serves INVOKE frames one at a time (runtime/frame.h).
+ *
+ * With --exec the runner is the sandboxing wrapper of an exec instance: it
+ * enters the same sandbox and the instance's cgroups, then runs BOOTSTRAP.
+ *
+ * SANDBOX is [--uid N --gid N] [--no-network] [--memory-mb N].
  *
  * The zygote links nothing but libc and keeps its heap small, because every
  * page it holds makes each fork slower.
@@ -21,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -35,6 +46,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/parse.h"
+#include "runner/sandbox.h"
 #include "runtime/frame.h"
 #include "runtime/zproto.h"
 
@@ -50,6 +62,16 @@ struct spate_response {
 
 static handler_fn handler;
 static hook_fn init_hook;
+
+#ifdef __SANITIZE_ADDRESS__
+/* LeakSanitizer stops the world with ptrace, which the sandbox denies: in
+ * the sanitizer build it would turn every exit into "exit status 1". */
+int __lsan_is_turned_off(void);
+int __lsan_is_turned_off(void)
+{
+    return 1;
+}
+#endif
 
 /* --- The ABI calls native code makes back into the runner ----------------- */
 
@@ -243,6 +265,7 @@ static void __attribute__((noreturn)) run_instance(int fd)
 
 static int control_fd = -1;
 static int sigchld_fd = -1;
+static uint32_t memory_mb;
 
 static void send_load_failed(const char *fmt, const char *a, const char *b)
 {
@@ -252,7 +275,20 @@ static void send_load_failed(const char *fmt, const char *a, const char *b)
     exit(1);
 }
 
-static void spawn(uint64_t id, int fd)
+/* The instance's part of the sandbox; text is "CGROUPS\tTMPDIR" from SPAWN. */
+static void enter_instance(int fd, char *text)
+{
+    char *tab = strchr(text, '\t');
+    if (tab) *tab = '\0';
+    sandbox_instance si = {.cgroups = text, .tmpdir = tab ? tab + 1 : "", .memory_mb = memory_mb};
+    char why[256];
+    if (sandbox_enter_instance(&si, fd, why, sizeof why) != 0) {
+        send_frame(fd, FRAME_INIT_FAILED, 0, why, strlen(why));
+        _exit(1);
+    }
+}
+
+static void spawn(uint64_t id, int fd, char *text)
 {
     pid_t zygote = getpid();
     pid_t pid = fork();
@@ -260,11 +296,10 @@ static void spawn(uint64_t id, int fd)
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
-        close(sigchld_fd);
-        close(control_fd);
         /* An instance must not outlive its zygote (and so spated). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != zygote) _exit(0);
+        enter_instance(fd, text); /* closes the zygote's descriptors */
         setvbuf(stdout, NULL, _IOLBF, 0);
         run_instance(fd);
     }
@@ -302,18 +337,14 @@ static void reap(void)
  * truncated object kills the process with SIGBUS instead of failing dlopen.
  * Check the program headers first, to say what is wrong. Returns NULL when
  * the file looks whole (or is not ELF at all: dlopen says so better). */
-static const char *truncated_elf(const char *path, char *why, size_t cap)
+static const char *truncated_elf(int fd, char *why, size_t cap)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return NULL;
     struct stat st;
     Elf64_Ehdr eh;
     const char *bad = NULL;
     if (fstat(fd, &st) != 0 || pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh ||
-        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64) {
-        close(fd);
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64)
         return NULL;
-    }
     uint64_t size = (uint64_t)st.st_size, need = 0;
     if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 256) {
         bad = "has malformed program headers";
@@ -330,7 +361,6 @@ static const char *truncated_elf(const char *path, char *why, size_t cap)
         if (sh > need) need = sh;
         if (need > size) bad = "is truncated";
     }
-    close(fd);
     if (!bad) return NULL;
     snprintf(why, cap, "cannot load shared object: the file %s (%llu bytes; its headers need %llu)",
              bad, (unsigned long long)size, (unsigned long long)need);
@@ -353,7 +383,7 @@ static void __attribute__((noreturn)) serve(void)
             if (rc == -EAGAIN || rc == -EPROTO) continue;
             if (rc <= 0) exit(0); /* spated is gone: our instances follow (PDEATHSIG) */
             if (m.type == ZMSG_SPAWN && fd >= 0)
-                spawn(m.id, fd);
+                spawn(m.id, fd, m.text);
             else if (fd >= 0)
                 close(fd);
         }
@@ -362,47 +392,121 @@ static void __attribute__((noreturn)) serve(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: spate-runner --control-fd FD --function NAME --version N OBJECT\n"
-                    "spate-runner is started by spated; it is not meant to be run by hand\n");
+    fprintf(stderr,
+            "usage: spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT\n"
+            "       spate-runner --exec [SANDBOX] [--cgroups DIRS] [--tmpdir DIR] BOOTSTRAP\n"
+            "SANDBOX: [--uid N --gid N] [--no-network] [--memory-mb N]\n"
+            "spate-runner is started by spated; it is not meant to be run by hand\n");
     exit(2);
+}
+
+static uint32_t arg_u32(const char *s, uint64_t max)
+{
+    uint64_t v;
+    if (parse_u64(s, strlen(s), 0, max, &v)) usage();
+    return (uint32_t)v;
+}
+
+/* Copies the object into memory while we may still read it: once the
+ * sandbox is entered the artifact store is out of reach. Returns the memfd. */
+static int read_object(const char *object)
+{
+    int fd = open(object, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) send_load_failed("cannot read the shared object: %s%s", strerror(errno), "");
+    char why[256];
+    if (truncated_elf(fd, why, sizeof why)) send_load_failed("%s%s", why, "");
+    int mem = memfd_create("function.so", MFD_CLOEXEC);
+    struct stat st;
+    if (mem < 0 || fstat(fd, &st) != 0)
+        send_load_failed("cannot copy the shared object: %s%s", strerror(errno), "");
+    off_t off = 0;
+    while (off < st.st_size) {
+        ssize_t n = sendfile(mem, fd, &off, (size_t)(st.st_size - off));
+        if (n <= 0) send_load_failed("cannot copy the shared object: %s%s", strerror(errno), "");
+    }
+    close(fd);
+    return mem;
+}
+
+/* The exec wrapper: sandbox, cgroups, then the bootstrap in its place. */
+static int __attribute__((noreturn))
+run_exec(const sandbox_version *v, const sandbox_instance *si, char *const *argv)
+{
+    char why[256];
+    if (sandbox_enter_version(v, why, sizeof why) != 0 ||
+        sandbox_enter_instance(si, -1, why, sizeof why) != 0) {
+        fprintf(stderr, "spate-runner: %s\n", why);
+        _exit(SPATE_SANDBOX_FAILED_STATUS);
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the credential change cleared it */
+    execv(argv[0], argv);
+    fprintf(stderr, "spate-runner: cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(SPATE_SANDBOX_FAILED_STATUS);
 }
 
 int main(int argc, char **argv)
 {
     const char *function = "?", *version = "?", *object = NULL;
-    for (int i = 1; i < argc; i++) {
+    sandbox_version sv = {.seccomp = 1};
+    sandbox_instance si = {.cgroups = "", .tmpdir = ""};
+    int exec_mode = 0, i;
+    for (i = 1; i < argc && !object; i++) {
         if (strcmp(argv[i], "--version") == 0 && i + 1 < argc)
             version = argv[++i];
         else if (strcmp(argv[i], "--function") == 0 && i + 1 < argc)
             function = argv[++i];
-        else if (strcmp(argv[i], "--control-fd") == 0 && i + 1 < argc) {
-            uint64_t v;
-            const char *s = argv[++i];
-            if (parse_u64(s, strlen(s), 0, 1 << 20, &v)) usage();
-            control_fd = (int)v;
-        } else if (argv[i][0] != '-' && !object)
+        else if (strcmp(argv[i], "--control-fd") == 0 && i + 1 < argc)
+            control_fd = (int)arg_u32(argv[++i], 1 << 20);
+        else if (strcmp(argv[i], "--uid") == 0 && i + 1 < argc) {
+            sv.uid = arg_u32(argv[++i], UINT32_MAX - 1);
+            sv.drop = 1;
+        } else if (strcmp(argv[i], "--gid") == 0 && i + 1 < argc)
+            sv.gid = arg_u32(argv[++i], UINT32_MAX - 1);
+        else if (strcmp(argv[i], "--no-network") == 0)
+            sv.no_network = 1;
+        else if (strcmp(argv[i], "--memory-mb") == 0 && i + 1 < argc)
+            memory_mb = si.memory_mb = arg_u32(argv[++i], 1 << 20);
+        else if (strcmp(argv[i], "--exec") == 0)
+            exec_mode = 1;
+        else if (strcmp(argv[i], "--cgroups") == 0 && i + 1 < argc)
+            si.cgroups = argv[++i];
+        else if (strcmp(argv[i], "--tmpdir") == 0 && i + 1 < argc)
+            si.tmpdir = argv[++i];
+        else if (argv[i][0] != '-')
             object = argv[i];
         else
             usage();
     }
-    if (control_fd < 0 || !object) usage();
+    if (!object) usage();
+    if (exec_mode) run_exec(&sv, &si, argv + i - 1);
+    if (control_fd < 0) usage();
 
     static char tag[128];
     snprintf(tag, sizeof tag, "runner fn=%s version=%s", function, version);
     log_set_tag(tag);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1) return 0;
+    /* Nothing of spated's but stdio and the control socket. */
+    if (control_fd > 3) syscall(SYS_close_range, 3, (unsigned)control_fd - 1, 0);
+    syscall(SYS_close_range, (unsigned)control_fd + 1, ~0u, 0);
 
+    int mem = read_object(object);
     char why[256];
-    if (truncated_elf(object, why, sizeof why)) send_load_failed("%s%s", why, "");
-    void *so = dlopen(object, RTLD_NOW | RTLD_LOCAL);
+    if (sandbox_enter_version(&sv, why, sizeof why) != 0) send_load_failed("%s%s", why, "");
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* the credential change cleared it */
+    if (getppid() == 1) return 0;
+
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", mem);
+    void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!so) {
-        /* The path is spate's own artifact path: of no use to the user. */
+        /* The path is only where the copy sits: of no use to the user. */
         const char *msg = dlerror();
-        size_t n = strlen(object);
-        if (strncmp(msg, object, n) == 0 && strncmp(msg + n, ": ", 2) == 0) msg += n + 2;
+        size_t n = strlen(path);
+        if (strncmp(msg, path, n) == 0 && strncmp(msg + n, ": ", 2) == 0) msg += n + 2;
         send_load_failed("cannot load shared object: %s%s", msg, "");
     }
+    close(mem);
     handler = (handler_fn)(uintptr_t)dlsym(so, "spate_handler");
     if (!handler) send_load_failed("the shared object does not export spate_handler%s%s", "", "");
     hook_fn preload = (hook_fn)(uintptr_t)dlsym(so, "spate_preload");

@@ -16,6 +16,8 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "http/server.h"
+#include "runtime/isolate.h"
+#include "runtime/zproto.h"
 
 #define API "/2018-06-01/runtime"
 
@@ -23,6 +25,7 @@ struct exec_version {
     uv_loop_t *loop;
     char *root;
     char *bootstrap;
+    char *runner; /* spate-runner, the sandbox the bootstrap runs in */
     char *function;
     char **env; /* the function's environment and the Lambda variables, but the API address */
     size_t nenv;
@@ -62,6 +65,7 @@ static void version_unref(exec_version *x)
     free(x->env);
     free(x->root);
     free(x->bootstrap);
+    free(x->runner);
     free(x->function);
     free(x);
 }
@@ -100,9 +104,10 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
     x->refs = 1;
     x->root = strdup(cfg->path);
     x->function = strdup(cfg->function);
+    x->runner = strdup(cfg->runner_path);
     size_t blen = strlen(cfg->path) + sizeof "/bootstrap";
     x->bootstrap = malloc(blen);
-    if (!x->root || !x->function || !x->bootstrap) {
+    if (!x->root || !x->function || !x->bootstrap || !x->runner) {
         version_unref(x);
         return ERR_NOMEM;
     }
@@ -110,6 +115,11 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
     struct stat st;
     if (stat(x->bootstrap, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
         snprintf(err, errcap, "the artifact has no executable bootstrap");
+        version_unref(x);
+        return ERR_INVAL;
+    }
+    if (isolate_reachable(x->bootstrap, err, errcap) != 0) {
+        log_warn("%s fn=%s", err, cfg->function);
         version_unref(x);
         return ERR_INVAL;
     }
@@ -397,13 +407,17 @@ static void on_process_exit(uv_process_t *p, int64_t status, int signal)
     /* Whatever it started dies with it. */
     uv_kill(-p->pid, SIGKILL);
     char why[SPATE_ERROR_MESSAGE_MAX + 64];
-    if (e->init_error)
+    if (instance_release(&e->base, why, sizeof why))
+        ; /* out of memory: said */
+    else if (e->init_error)
         snprintf(why, sizeof why, "instance failed to start: %s", e->init_error);
     else if (e->killed && !e->ready)
         snprintf(why, sizeof why,
                  "the bootstrap did not ask for work (GET %s/invocation/next) in time", API);
     else if (signal)
         snprintf(why, sizeof why, "killed by signal %d (%s)", signal, strsignal(signal));
+    else if (!e->ready && status == SPATE_SANDBOX_FAILED_STATUS)
+        snprintf(why, sizeof why, "the instance could not enter its sandbox (see the spated log)");
     else if (!e->ready)
         snprintf(why, sizeof why, "bootstrap exited with status %lld before asking for work",
                  (long long)status);
@@ -461,11 +475,44 @@ static const instance_ops ops = {
     .pid = exec_pid,
 };
 
-int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instance **out)
+/* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --tmpdir T BOOTSTRAP */
+static void sandbox_args(exec_version *x, exec_instance *e, char **args, char num[3][16])
+{
+    int n = 0;
+    const isolate_config *iso = isolate_get();
+    args[n++] = x->runner;
+    args[n++] = "--exec";
+    if (iso->drop) {
+        snprintf(num[0], sizeof num[0], "%u", (unsigned)iso->uid);
+        snprintf(num[1], sizeof num[1], "%u", (unsigned)iso->gid);
+        args[n++] = "--uid";
+        args[n++] = num[0];
+        args[n++] = "--gid";
+        args[n++] = num[1];
+    }
+    if (e->base.memory_mb) {
+        snprintf(num[2], sizeof num[2], "%u", e->base.memory_mb);
+        args[n++] = "--memory-mb";
+        args[n++] = num[2];
+    }
+    args[n++] = "--cgroups";
+    args[n++] = e->base.iso->cgroups;
+    args[n++] = "--tmpdir";
+    args[n++] = e->base.iso->tmpdir;
+    args[n++] = x->bootstrap;
+    args[n] = NULL;
+}
+
+int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callbacks *cb,
+               void *data, instance **out)
 {
     exec_instance *e = calloc(1, sizeof *e);
     if (!e) return ERR_NOMEM;
     instance_init(&e->base, &ops, cb, data);
+    if (instance_isolate(&e->base, lim) != 0) {
+        free(e);
+        return ERR_NOMEM;
+    }
     e->ver = x;
     list_init(&e->queue);
     http_config hc;
@@ -475,6 +522,7 @@ int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instan
     if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &api_handlers, e, &e->api, err,
                           sizeof err) != 0) {
         log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        instance_release(&e->base, NULL, 0);
         free(e);
         return ERR_IO;
     }
@@ -485,12 +533,14 @@ int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instan
     char **env = calloc(x->nenv + 2, sizeof *env);
     if (!env) {
         http_server_close(e->api, NULL, NULL);
+        instance_release(&e->base, NULL, 0);
         free(e);
         return ERR_NOMEM;
     }
     memcpy(env, x->env, x->nenv * sizeof *env);
     env[x->nenv] = api;
-    char *args[] = {x->bootstrap, NULL};
+    char *args[16], num[3][16];
+    sandbox_args(x, e, args, num);
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = STDOUT_FILENO},
@@ -498,7 +548,7 @@ int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instan
     };
     uv_process_options_t opt = {
         .exit_cb = on_process_exit,
-        .file = x->bootstrap,
+        .file = x->runner,
         .args = args,
         .env = env,
         .cwd = x->root,
@@ -511,7 +561,8 @@ int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instan
     int rc = uv_spawn(x->loop, &e->proc, &opt);
     free(env);
     if (rc != 0) {
-        log_warn("cannot start '%s': %s fn=%s", x->bootstrap, uv_strerror(rc), x->function);
+        log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
+        instance_release(&e->base, NULL, 0);
         e->open = 2;
         e->exited = 1;
         x->refs++;

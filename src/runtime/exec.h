@@ -27,6 +27,9 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
                        size_t errcap);
 /* Kills its instances still running; frees it once they are gone. */
 void exec_version_stop(exec_version *x);
-int exec_spawn(exec_version *x, const instance_callbacks *cb, void *data, instance **out);
+/* Starts one instance: spate-runner --exec, which enters the sandbox and
+ * the instance's cgroups (held to lim) and runs the bootstrap. */
+int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callbacks *cb,
+               void *data, instance **out);
 
 #endif

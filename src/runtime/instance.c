@@ -1,5 +1,11 @@
 #include "runtime/instance.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/err.h"
+#include "runtime/isolate.h"
+
 static uint64_t next_id = 1;
 
 void instance_init(instance *i, const instance_ops *ops, const instance_callbacks *cb, void *data)
@@ -8,4 +14,31 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
     i->cb = cb;
     i->data = data;
     i->id = next_id++;
+    i->iso = NULL;
+}
+
+int instance_isolate(instance *i, const instance_limits *l)
+{
+    i->iso = malloc(sizeof *i->iso);
+    if (!i->iso) return ERR_NOMEM;
+    i->memory_mb = l->memory_mb;
+    isolate_prepare(i->iso, l->function, i->id, l->memory_mb, l->cpu_millis);
+    return 0;
+}
+
+void instance_sandbox_text(const instance *i, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s\t%s", i->iso ? i->iso->cgroups : "", i->iso ? i->iso->tmpdir : "");
+}
+
+int instance_release(instance *i, char *why, size_t cap)
+{
+    if (!i->iso) return 0;
+    int oom = isolate_release(i->iso);
+    free(i->iso);
+    i->iso = NULL;
+    if (oom && why)
+        snprintf(why, cap, "out of memory: the instance used more than its %u MB (--memory)",
+                 i->memory_mb);
+    return oom;
 }

@@ -38,11 +38,22 @@ typedef struct instance_ops {
     pid_t (*pid)(const instance *inst);
 } instance_ops;
 
+/* What every instance of a version is held to (runtime/isolate.h). */
+typedef struct instance_limits {
+    const char *function;
+    uint32_t memory_mb;
+    uint32_t cpu_millis; /* 0: no quota */
+} instance_limits;
+
+struct isolate_slot;
+
 struct instance {
     const instance_ops *ops;
     const instance_callbacks *cb; /* borrowed for the life of the instance */
     void *data;
-    uint64_t id; /* spated-wide, for logs */
+    uint64_t id;              /* spated-wide, for logs */
+    struct isolate_slot *iso; /* its cgroups and temporary directory */
+    uint32_t memory_mb;
 };
 
 /* Sends one invocation; the instance must be ready. Several may be queued:
@@ -72,5 +83,14 @@ static inline pid_t instance_pid(const instance *i)
 
 /* Fills the common part. */
 void instance_init(instance *i, const instance_ops *ops, const instance_callbacks *cb, void *data);
+
+/* For runtimes, before the process starts: its cgroups and temporary
+ * directory. ERR_NOMEM; what the host does not allow is left out. */
+int instance_isolate(instance *i, const instance_limits *l);
+/* "CGROUPS\tTMPDIR" for the runner (runner/sandbox.h), or "\t". */
+void instance_sandbox_text(const instance *i, char *out, size_t cap);
+/* After the process has ended: removes them. Returns 1 and says so in why
+ * when the memory limit killed it. */
+int instance_release(instance *i, char *why, size_t cap);
 
 #endif

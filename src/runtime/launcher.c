@@ -1,5 +1,6 @@
 #include "runtime/launcher.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,8 @@ struct launcher {
     void *data;
     zygote *z;
     exec_version *x;
+    char function[64];
+    instance_limits limits;
     uv_timer_t later; /* exec: reports "loaded" from the loop, not from start */
     char *message;
 };
@@ -63,12 +66,17 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
     l->loaded = loaded;
     l->exited = exited;
     l->data = data;
+    snprintf(l->function, sizeof l->function, "%s", cfg->function);
+    l->limits = (instance_limits){
+        .function = l->function, .memory_mb = cfg->memory_mb, .cpu_millis = cfg->cpu_millis};
     if (cfg->runtime == RUNTIME_NATIVE) {
         zygote_config zc = {
             .runner_path = cfg->runner_path,
             .object_path = cfg->path,
             .function = cfg->function,
             .version = cfg->version,
+            .memory_mb = cfg->memory_mb,
+            .no_network = cfg->no_network,
             .env = cfg->env,
         };
         int rc = zygote_start(loop, &zc, on_zygote_loaded, on_zygote_exit, l, &l->z);
@@ -92,8 +100,8 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
 
 int launcher_spawn(launcher *l, const instance_callbacks *cb, void *data, instance **out)
 {
-    if (l->z) return native_start(l->z, cb, data, out);
-    if (l->x) return exec_spawn(l->x, cb, data, out);
+    if (l->z) return native_start(l->z, &l->limits, cb, data, out);
+    if (l->x) return exec_spawn(l->x, &l->limits, cb, data, out);
     return ERR_CLOSED;
 }
 

@@ -22,7 +22,9 @@ typedef struct launcher_config {
     const char *function;
     uint32_t version;
     uint32_t memory_mb;
-    char **env; /* NULL-terminated "K=V": the function's environment; copied */
+    uint32_t cpu_millis; /* cgroup quota, thousandths of a core; 0: none */
+    int no_network;      /* native: a network namespace of its own */
+    char **env;          /* NULL-terminated "K=V": the function's environment; copied */
 } launcher_config;
 
 /* status 0: ready to spawn. Otherwise message says why it could not start

@@ -15,6 +15,7 @@
 #include "common/limits.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "runtime/zproto.h"
 
 typedef struct native {
     instance base;
@@ -56,6 +57,8 @@ static void finalize(native *inst, const char *why)
 {
     if (inst->finalized) return;
     inst->finalized = 1;
+    char oom[160];
+    if (instance_release(&inst->base, oom, sizeof oom)) why = oom;
     list_remove(&inst->dirty);
     if (inst->z) zygote_forget(inst->z, &inst->base);
     uv_read_stop((uv_stream_t *)&inst->pipe);
@@ -154,7 +157,8 @@ static void drain(native *inst)
 
 static const instance_ops ops;
 
-int native_start(zygote *z, const instance_callbacks *cb, void *data, instance **out)
+int native_start(zygote *z, const instance_limits *lim, const instance_callbacks *cb, void *data,
+                 instance **out)
 {
     native *inst = calloc(1, sizeof *inst);
     if (!inst) return ERR_NOMEM;
@@ -164,6 +168,12 @@ int native_start(zygote *z, const instance_callbacks *cb, void *data, instance *
         return ERR_IO;
     }
     instance_init(&inst->base, &ops, cb, data);
+    if (instance_isolate(&inst->base, lim) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        free(inst);
+        return ERR_NOMEM;
+    }
     inst->z = z;
     inst->pidfd = -1;
     list_init(&inst->dirty);
@@ -177,11 +187,15 @@ int native_start(zygote *z, const instance_callbacks *cb, void *data, instance *
     if (uv_pipe_open(&inst->pipe, sv[0]) != 0) {
         close(sv[0]);
         close(sv[1]);
+        instance_release(&inst->base, NULL, 0);
         uv_close((uv_handle_t *)&inst->pipe, on_closed);
         return ERR_IO;
     }
-    int rc = zygote_request_spawn(z, &inst->base, sv[1]);
+    char text[ZMSG_TEXT_MAX];
+    instance_sandbox_text(&inst->base, text, sizeof text);
+    int rc = zygote_request_spawn(z, &inst->base, sv[1], text);
     if (rc != 0) {
+        instance_release(&inst->base, NULL, 0);
         uv_close((uv_handle_t *)&inst->pipe, on_closed);
         return rc;
     }

@@ -10,9 +10,11 @@
 #include "runtime/instance.h"
 #include "runtime/zygote.h"
 
-/* Creates the instance and asks the zygote to fork it. On error no callback
+/* Creates the instance (its cgroups and temporary directory, held to lim)
+ * and asks the zygote to fork it. On error no callback
  * is ever called. */
-int native_start(zygote *z, const instance_callbacks *cb, void *data, instance **out);
+int native_start(zygote *z, const instance_limits *lim, const instance_callbacks *cb, void *data,
+                 instance **out);
 
 /* For zygote.c: events from the control socket. */
 void native_on_spawned(instance *inst, pid_t pid, int pidfd);

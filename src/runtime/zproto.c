@@ -8,7 +8,8 @@
 int zmsg_send(int sock, const zmsg *m, int passfd)
 {
     size_t len = ZMSG_FIXED_SIZE;
-    if (m->type == ZMSG_LOAD_FAILED) len += strnlen(m->text, ZMSG_TEXT_MAX - 1) + 1;
+    if (m->type == ZMSG_LOAD_FAILED || m->type == ZMSG_SPAWN)
+        len += strnlen(m->text, ZMSG_TEXT_MAX - 1) + 1;
     struct iovec iov = {.iov_base = (void *)m, .iov_len = len};
     union {
         char buf[CMSG_SPACE(sizeof(int))];

@@ -4,7 +4,8 @@
  *
  *   LOADED        zygote -> spated  object loaded, spate_preload succeeded
  *   LOAD_FAILED   zygote -> spated  text: why (loader message, missing handler...)
- *   SPAWN         spated -> zygote  id; carries the instance's socket
+ *   SPAWN         spated -> zygote  id, text "CGROUPS\tTMPDIR" of the instance
+ *                                   (runner/sandbox.h); carries its socket
  *   SPAWNED       zygote -> spated  id, pid; carries a pidfd of the instance
  *   SPAWN_FAILED  zygote -> spated  id, err (errno of fork)
  *   EXITED        zygote -> spated  pid, status (as from waitpid)
@@ -35,13 +36,17 @@ typedef struct zmsg {
     uint64_t id;
     int32_t pid;
     int32_t status;
-    char text[ZMSG_TEXT_MAX]; /* NUL-terminated; only LOAD_FAILED uses it */
+    char text[ZMSG_TEXT_MAX]; /* NUL-terminated; only LOAD_FAILED and SPAWN use it */
 } zmsg;
+
+/* The exit status of `spate-runner --exec` when it could not enter the
+ * sandbox or run the bootstrap (it says why on stderr). */
+#define SPATE_SANDBOX_FAILED_STATUS 125
 
 /* Bytes of a message without its text. */
 #define ZMSG_FIXED_SIZE (sizeof(zmsg) - ZMSG_TEXT_MAX)
 
-/* Sends one message (its text only for LOAD_FAILED) and, if passfd >= 0, that
+/* Sends one message (its text only for LOAD_FAILED and SPAWN) and, if passfd >= 0, that
  * descriptor with it. 0, or -errno. */
 int zmsg_send(int sock, const zmsg *m, int passfd);
 /* Receives one message; *passfd is a received descriptor or -1. Returns 1, 0 at

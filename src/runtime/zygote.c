@@ -12,6 +12,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "runtime/isolate.h"
 #include "runtime/native.h"
 #include "runtime/zproto.h"
 
@@ -226,17 +227,28 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
 
-    char version[16];
+    char version[16], uid[16], gid[16], memory[16];
     snprintf(version, sizeof version, "%u", cfg->version);
-    char *args[] = {(char *)cfg->runner_path,
-                    "--control-fd",
-                    "3",
-                    "--function",
-                    (char *)cfg->function,
-                    "--version",
-                    version,
-                    (char *)cfg->object_path,
-                    NULL};
+    char *args[16] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
+                      (char *)cfg->function,    "--version",    version};
+    int n = 7;
+    const isolate_config *iso = isolate_get();
+    if (iso->drop) {
+        snprintf(uid, sizeof uid, "%u", (unsigned)iso->uid);
+        snprintf(gid, sizeof gid, "%u", (unsigned)iso->gid);
+        args[n++] = "--uid";
+        args[n++] = uid;
+        args[n++] = "--gid";
+        args[n++] = gid;
+    }
+    if (cfg->no_network) args[n++] = "--no-network";
+    if (cfg->memory_mb) {
+        snprintf(memory, sizeof memory, "%u", cfg->memory_mb);
+        args[n++] = "--memory-mb";
+        args[n++] = memory;
+    }
+    args[n++] = (char *)cfg->object_path;
+    args[n] = NULL;
     uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = STDOUT_FILENO},
@@ -296,7 +308,7 @@ int zygote_pid(const zygote *z)
     return z->proc.pid;
 }
 
-int zygote_request_spawn(zygote *z, instance *inst, int fd)
+int zygote_request_spawn(zygote *z, instance *inst, int fd, const char *text)
 {
     if (z->state != Z_READY || !z->process_alive) {
         close(fd);
@@ -314,6 +326,7 @@ int zygote_request_spawn(zygote *z, instance *inst, int fd)
     }
     uint64_t id = z->next_id++;
     zmsg m = {.type = ZMSG_SPAWN, .id = id};
+    snprintf(m.text, sizeof m.text, "%s", text);
     int rc = zmsg_send(z->ctl, &m, fd);
     close(fd);
     if (rc != 0) {

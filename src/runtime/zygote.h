@@ -17,7 +17,9 @@ typedef struct zygote_config {
     const char *object_path; /* the function's shared object */
     const char *function;
     uint32_t version;
-    char **env; /* NULL-terminated "K=V" of the function; copied */
+    uint32_t memory_mb; /* RLIMIT_AS of instances where no memory cgroup holds them */
+    int no_network;     /* the zygote and its instances get a network namespace of their own */
+    char **env;         /* NULL-terminated "K=V" of the function; copied */
 } zygote_config;
 
 /* status 0: loaded and ready to spawn. Otherwise message says why it failed
@@ -38,10 +40,11 @@ uv_loop_t *zygote_loop(const zygote *z);
 /* Process id of the runner, for logs. */
 int zygote_pid(const zygote *z);
 
-/* For instance.c: asks the zygote to fork an instance serving fd (the zygote's
- * end of the instance socket; it is closed here in every case). */
-int zygote_request_spawn(zygote *z, instance *inst, int fd);
-/* For instance.c: the instance is finished; stop reporting on it. */
+/* For native.c: asks the zygote to fork an instance serving fd (the zygote's
+ * end of the instance socket; it is closed here in every case) in the
+ * sandbox text describes (zproto.h). */
+int zygote_request_spawn(zygote *z, instance *inst, int fd, const char *text);
+/* For native.c: the instance is finished; stop reporting on it. */
 void zygote_forget(zygote *z, instance *inst);
 
 #endif

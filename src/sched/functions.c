@@ -95,6 +95,8 @@ static int version_spec(functions *t, const char *name, uint32_t version, const 
     spec->version = version;
     spec->runtime = c->runtime;
     spec->memory_mb = c->memory_mb;
+    spec->cpu_millis = c->cpu_millis;
+    spec->no_network = !c->network;
     spec->object_path = path;
     spec->env = build_env(name, version, c);
     spec->config = (pool_config){

@@ -25,6 +25,8 @@ typedef struct pversion {
     char **env;
     enum fn_runtime runtime;
     uint32_t memory_mb;
+    uint32_t cpu_millis;
+    int no_network;
     pool_config cfg;
     launcher *z; /* the zygote (native) or the bootstrap root (exec) */
     enum zstate zstate;
@@ -508,6 +510,8 @@ static int start_zygote(pool *p, pversion *v)
         .function = p->name,
         .version = v->number,
         .memory_mb = v->memory_mb,
+        .cpu_millis = v->cpu_millis,
+        .no_network = v->no_network,
         .env = v->env,
     };
     int rc = launcher_start(p->loop, &lc, on_zygote_loaded, on_zygote_exit, v, &v->z);
@@ -596,6 +600,8 @@ static pversion *new_version(pool *p, const pool_version_spec *spec)
     v->cfg = spec->config;
     v->runtime = spec->runtime;
     v->memory_mb = spec->memory_mb;
+    v->cpu_millis = spec->cpu_millis;
+    v->no_network = spec->no_network;
     v->object_path = strdup(spec->object_path);
     size_t n = 0;
     while (spec->env && spec->env[n]) n++;

@@ -72,6 +72,8 @@ typedef struct pool_version_spec {
     uint32_t version;
     enum fn_runtime runtime;
     uint32_t memory_mb;
+    uint32_t cpu_millis;
+    int no_network;
     const char *object_path; /* native: the shared object; exec: the unpacked root */
     char **env;              /* NULL-terminated "K=V"; the zygote's whole environment */
     pool_config config;

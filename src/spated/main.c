@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/parse.h"
 #include "http/server.h"
+#include "runtime/isolate.h"
 #include "sched/functions.h"
 #include "sched/pool.h"
 #include "sched/triggers.h"
@@ -35,6 +36,8 @@ typedef struct options {
     uint32_t max_instances;
     const char *token_file;
     int insecure;
+    const char *run_as;
+    uint32_t pids_max;
 } options;
 
 typedef struct node {
@@ -93,6 +96,10 @@ static const opt_def opt_defs[] = {
      "lines 'SCOPE TOKEN' (admin, invoke, publish); requests need a token [none]"},
     {"--insecure", OPT_FLAG, OFF(insecure), 0, 0,
      "allow a non-loopback --listen without a token file"},
+    {"--run-as", OPT_STRING, OFF(run_as), 0, 0,
+     "user functions run as when spated is root [nobody]"},
+    {"--pids-max", OPT_U32, OFF(pids_max), 1, 1000000,
+     "processes and threads one instance may have (pids cgroup) [128]"},
     {"--log-level", OPT_LOGLEVEL, 0, 0, 0, "debug, info, warn or error [info]"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
@@ -162,6 +169,8 @@ static void parse_options(int argc, char **argv, options *o)
     o->limits.publish_max = SPATE_PUBLISH_BODY_MAX;
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
     o->max_instances = default_max_instances();
+    o->run_as = "nobody";
+    o->pids_max = SPATE_PIDS_DEFAULT;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -328,6 +337,7 @@ int main(int argc, char **argv)
             "code (give --insecure to do it anyway)%s",
             n.opt.host, "");
     if (tokens) n.opt.http.header_bytes_preauth = SPATE_HTTP_HEADER_PREAUTH_MAX;
+    if (isolate_init(n.opt.run_as, n.opt.pids_max, err, sizeof err) != 0) die("%s%s", err, "");
     if (store_open(n.opt.data_dir, &n.st, err, sizeof err) != 0) die("%s%s", err, "");
 
     n.loop = uv_default_loop();
@@ -361,6 +371,7 @@ int main(int argc, char **argv)
     auth_free(tokens);
     store_close(n.st);
     uv_loop_close(n.loop);
+    isolate_cleanup();
     log_info("stopped");
     return 0;
 }

@@ -82,7 +82,7 @@ int artifacts_put(const char *dir, const void *data, size_t len, char sha[HASH_H
 
 void artifacts_unpacked_path(const char *dir, const char *sha, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/artifacts/%.2s/%s.d", dir, sha, sha);
+    snprintf(out, cap, "%s/exec/%s", dir, sha);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

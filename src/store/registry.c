@@ -45,8 +45,9 @@ int registry_put_version(store *s, const reg_version *v)
     int rc = prepare(
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
-        " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
+        " cpu_millis, network)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -66,6 +67,8 @@ int registry_put_version(store *s, const reg_version *v)
         else
             sqlite3_bind_null(st, 12);
         sqlite3_bind_int64(st, 13, c->queue_max);
+        sqlite3_bind_int64(st, 14, c->cpu_millis);
+        sqlite3_bind_int64(st, 15, c->network ? 1 : 0);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -112,7 +115,7 @@ int registry_delete_function(store *s, const char *name)
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
-    " v.queue_max"
+    " v.queue_max, v.cpu_millis, v.network"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -130,6 +133,8 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.memory_mb = (uint32_t)sqlite3_column_int64(st, 9);
     v->config.keep_alive_ms = (uint32_t)sqlite3_column_int64(st, 10);
     v->config.queue_max = (uint32_t)sqlite3_column_int64(st, 13);
+    v->config.cpu_millis = (uint32_t)sqlite3_column_int64(st, 14);
+    v->config.network = sqlite3_column_int(st, 15) != 0;
     /* env stays borrowed from the statement: valid during the callback. */
     v->config.env = (char *)sqlite3_column_text(st, 11);
     v->config.env_count = 0;

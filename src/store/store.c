@@ -1,10 +1,12 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/log.h"
@@ -84,6 +86,9 @@ static const char *const migrations[] = {
     "  error TEXT,"
     "  PRIMARY KEY (sub_id, seq)"
     ") WITHOUT ROWID;",
+    /* 3: per-version CPU quota and network switch (isolation). */
+    "ALTER TABLE versions ADD COLUMN cpu_millis INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE versions ADD COLUMN network INTEGER NOT NULL DEFAULT 1;",
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -99,9 +104,11 @@ int store_exec(store *s, const char *sql)
     return 0;
 }
 
-static int make_dir(const char *path, char *err, size_t errcap)
+/* Creates path with exactly mode (whatever the umask), or sets the mode of
+ * the directory that is there. */
+static int make_dir(const char *path, mode_t mode, char *err, size_t errcap)
 {
-    if (mkdir(path, 0700) == 0 || errno == EEXIST) return 0;
+    if ((mkdir(path, mode) == 0 || errno == EEXIST) && chmod(path, mode) == 0) return 0;
     snprintf(err, errcap, "cannot create directory '%s': %s", path, strerror(errno));
     return ERR_IO;
 }
@@ -141,17 +148,31 @@ int store_open(const char *dir, store **out, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return ERR_NOMEM;
     }
+    /* Functions run as another user (runtime/isolate.h): they may pass
+     * through the directory to the unpacked roots of exec functions, and
+     * read nothing else: not the store, not the artifacts. */
     char path[4096];
-    int rc = make_dir(dir, err, errcap);
+    int rc = make_dir(dir, 0711, err, errcap);
     snprintf(path, sizeof path, "%s/artifacts", dir);
-    if (!rc) rc = make_dir(path, err, errcap);
+    if (!rc) rc = make_dir(path, 0700, err, errcap);
     snprintf(path, sizeof path, "%s/tmp", dir);
-    if (!rc) rc = make_dir(path, err, errcap);
+    if (!rc) rc = make_dir(path, 0700, err, errcap);
+    snprintf(path, sizeof path, "%s/exec", dir);
+    if (!rc) rc = make_dir(path, 0711, err, errcap);
     if (rc) {
         store_close(s);
         return rc;
     }
+    /* SQLite gives the -wal and -shm files the mode of the database. */
     snprintf(path, sizeof path, "%s/spate.db", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || fchmod(fd, 0600) != 0) {
+        snprintf(err, errcap, "cannot create store '%s': %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        store_close(s);
+        return ERR_IO;
+    }
+    close(fd);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         snprintf(err, errcap, "cannot open store '%s': %s", path,

@@ -60,6 +60,7 @@ static int open_dirs(int root, char **parts, int n)
         int next = openat(fd, parts[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         close(fd);
         fd = next;
+        if (fd >= 0) fchmod(fd, 0755);
     }
     return fd;
 }
@@ -78,6 +79,8 @@ static int write_file(struct archive *ar, int dirfd, const char *name, mode_t mo
     if (fd < 0)
         return fail(err, cap, ERR_INVAL, "archive entry '%s' cannot be created: %s", entry,
                     strerror(errno));
+    /* Readable by the user functions run as, whatever spated's umask. */
+    fchmod(fd, (mode & 0755) | 0644);
     const void *buf;
     size_t len;
     la_int64_t off;
@@ -122,6 +125,7 @@ static int unpack_single(const char *data, size_t len, int root, char *err, size
 {
     int fd = openat(root, "bootstrap", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
     if (fd < 0) return fail(err, cap, ERR_IO, "cannot create bootstrap: %s%s", strerror(errno), "");
+    fchmod(fd, 0755);
     size_t done = 0;
     while (done < len) {
         ssize_t w = write(fd, data + done, len - done);
@@ -143,6 +147,7 @@ int unpack_artifact(const char *data, size_t len, const char *dest, char *err, s
         return fail(err, errcap, ERR_IO, "cannot create '%s': %s", dest, strerror(errno));
     int root = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) return fail(err, errcap, ERR_IO, "cannot open '%s': %s", dest, strerror(errno));
+    fchmod(root, 0755);
     if (is_executable(data, len)) {
         int rc = unpack_single(data, len, root, err, errcap);
         close(root);

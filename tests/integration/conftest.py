@@ -110,6 +110,24 @@ class Spated:
         return subprocess.run([str(SPATE), *args], input=input, capture_output=True, env=e, timeout=60)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def reachable_basetemp(tmp_path_factory):
+    """spated runs as root and its functions as nobody: the data directories
+    and the files tests hand to functions live under pytest's temporary
+    directory, which nobody must be able to pass through."""
+    base = tmp_path_factory.getbasetemp()
+    for p in (base, base.parent):
+        p.chmod(p.stat().st_mode | 0o011)
+
+
+@pytest.fixture(autouse=True)
+def shared_tmp_path(request, reachable_basetemp):
+    """Each test's directory is writable by the functions' user too (as /tmp
+    is): functions in tests record what they saw into files there."""
+    if "tmp_path" in request.fixturenames:
+        request.getfixturevalue("tmp_path").chmod(0o1777)
+
+
 @pytest.fixture(scope="session")
 def functions(tmp_path_factory):
     """Every test function, built as a user builds one: name -> path of the .so."""

@@ -250,7 +250,8 @@ def test_archive_bomb_is_refused(spated, c_bootstrap):
 
 # --- The AWS Lambda Runtime Interface Client for Node.js ----------------------------------
 
-RIC_HOME = pathlib.Path(os.environ.get("SPATE_TEST_CACHE", pathlib.Path.home() / ".cache/spate-tests"))
+# Functions run as nobody, so the client lives where nobody can read it.
+RIC_HOME = pathlib.Path(os.environ.get("SPATE_TEST_CACHE", "/var/tmp/spate-tests"))
 
 
 def install_ric():
