@@ -69,6 +69,8 @@ static route_match match(const char *path)
                 m.route = R_FUNCTION;
             else if (strcmp(slash, "/invoke") == 0)
                 m.route = R_FUNCTION_INVOKE;
+            else if (strcmp(slash, "/logs") == 0)
+                m.route = R_FUNCTION_LOGS;
         }
     }
     return m;
@@ -91,6 +93,7 @@ static unsigned needed_scope(const route_match *m, enum http_method method)
     case R_TRIGGER:
         return read ? SCOPE_ANY : SCOPE_ADMIN;
     case R_TOPIC_REDRIVE:
+    case R_FUNCTION_LOGS: /* what functions print may be as private as payloads */
         return SCOPE_ADMIN;
     default:
         return SCOPE_ANY;
@@ -392,7 +395,7 @@ static void handle(http_request *req, void *data)
     route_match m = match(req->path);
     int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
     if (m.name && !name_is_function(m.name, m.name_len) &&
-        (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE)) {
+        (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE || m.route == R_FUNCTION_LOGS)) {
         http_respond_error(req, 400, "bad_name",
                            "invalid function name '%.*s': use 1 to %d letters, digits, '-' or "
                            "'_', starting with a letter or digit",
@@ -411,6 +414,10 @@ static void handle(http_request *req, void *data)
     case R_FUNCTION_INVOKE:
         if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
         invoke(a, req, &m);
+        return;
+    case R_FUNCTION_LOGS:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_logs(a, req, &m);
         return;
     case R_FUNCTION:
         if (req->method == HTTP_PUT) {

@@ -24,6 +24,7 @@ enum route {
     R_FUNCTIONS,       /* /v1/functions */
     R_FUNCTION,        /* /v1/functions/NAME */
     R_FUNCTION_INVOKE, /* /v1/functions/NAME/invoke */
+    R_FUNCTION_LOGS,   /* /v1/functions/NAME/logs */
     R_TOPICS,          /* /v1/topics */
     R_TOPIC,           /* /v1/topics/TOPIC */
     R_TOPIC_MESSAGES,  /* /v1/topics/TOPIC/messages */
@@ -49,5 +50,7 @@ int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min
 
 /* api/topics.c: publish, topic stats and messages, redrive, triggers. */
 void api_topics(api *a, http_request *req, const route_match *m);
+/* api/logs.c: a function's output. */
+void api_logs(api *a, http_request *req, const route_match *m);
 
 #endif

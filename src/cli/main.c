@@ -10,11 +10,13 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/limits.h"
@@ -47,6 +49,9 @@ static void usage(FILE *out)
             "  ls                            list functions\n"
             "  status NAME                   describe a function, its instances and versions\n"
             "  rm NAME                       delete a function\n"
+            "  logs NAME [--limit N] [--follow]\n"
+            "                                what the function's processes wrote to stdout\n"
+            "                                and stderr (the newest N lines; 100)\n"
             "  publish TOPIC [PAYLOAD | -] [--key K | --key-field F] [--lines]\n"
             "                                (--lines: one message per line of standard input)\n"
             "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
@@ -456,6 +461,66 @@ static int cmd_status(const cli *c, int argc, char **argv)
     return finish(&a, doc, 0);
 }
 
+/* Prints lines of a logs answer; returns the last seq seen (or after). */
+static uint64_t print_log_lines(const cJSON *doc, uint64_t after)
+{
+    const cJSON *line;
+    cJSON_ArrayForEach(line, cJSON_GetObjectItemCaseSensitive(doc, "lines"))
+    {
+        double ms = json_num(line, "time_ms");
+        time_t t = (time_t)(ms / 1000);
+        struct tm tm;
+        char when[32];
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+        double inst = json_num(line, "instance");
+        char who[32];
+        if (inst > 0)
+            snprintf(who, sizeof who, "instance %.0f", inst);
+        else
+            snprintf(who, sizeof who, "zygote");
+        printf("%s.%03dZ %s: %s\n", when, (int)((int64_t)ms % 1000), who, json_str(line, "text"));
+        after = (uint64_t)json_num(line, "seq");
+    }
+    fflush(stdout);
+    return after;
+}
+
+static int cmd_logs(const cli *c, int argc, char **argv)
+{
+    if (argc < 1) usage_error("logs needs NAME");
+    int follow = 0;
+    const char *limit = "100";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0)
+            follow = 1;
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
+            limit = argv[++i];
+        else
+            usage_error("unknown logs option '%s'", argv[i]);
+    }
+    uint64_t after = 0;
+    for (;;) {
+        char suffix[96], path[1024];
+        snprintf(suffix, sizeof suffix, "/logs?limit=%s&after=%llu", after ? "2000" : limit,
+                 (unsigned long long)after);
+        function_path(path, sizeof path, argv[0], suffix);
+        answer a;
+        if (request(c, "GET", path, NULL, 0, &a)) return 1;
+        if (a.status != 200) return finish(&a, NULL, answer_error("logs failed", &a));
+        if (c->json && !follow) {
+            print_raw(&a);
+            return finish(&a, NULL, 0);
+        }
+        cJSON *doc = answer_json("logs", &a);
+        if (!doc) return finish(&a, NULL, 1);
+        after = print_log_lines(doc, after);
+        finish(&a, doc, 0);
+        if (!follow) return 0;
+        usleep(500 * 1000); /* polling: the API has no push yet */
+    }
+}
+
 static int cmd_rm(const cli *c, int argc, char **argv)
 {
     if (argc != 1) usage_error("rm needs NAME");
@@ -766,9 +831,10 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(const cli *c, int argc, char **argv);
     } commands[] = {
-        {"deploy", cmd_deploy},   {"invoke", cmd_invoke}, {"ls", cmd_ls},
-        {"status", cmd_status},   {"rm", cmd_rm},         {"publish", cmd_publish},
-        {"trigger", cmd_trigger}, {"topic", cmd_topic},   {"dlq", cmd_dlq},
+        {"deploy", cmd_deploy}, {"invoke", cmd_invoke},   {"ls", cmd_ls},
+        {"status", cmd_status}, {"rm", cmd_rm},           {"publish", cmd_publish},
+        {"logs", cmd_logs},     {"trigger", cmd_trigger}, {"topic", cmd_topic},
+        {"dlq", cmd_dlq},
     };
     int rc = -1;
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)

@@ -17,6 +17,7 @@ void fnconfig_defaults(fn_config *c)
     c->memory_mb = SPATE_MEMORY_DEFAULT_MB;
     c->keep_alive_ms = SPATE_KEEP_ALIVE_DEFAULT_MS;
     c->network = 1;
+    c->cpu_millis = SPATE_CPU_DEFAULT_MILLIS;
     c->queue_max = SPATE_WAIT_QUEUE_DEFAULT;
 }
 

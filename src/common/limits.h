@@ -66,6 +66,20 @@
 /* CPU quota of one instance (deploy cpu=), thousandths of a core. */
 #define SPATE_CPU_FLOOR_MILLIS 10
 #define SPATE_CPU_CEILING_MILLIS 256000
+/* By default an instance may use one core: a spinning function then leaves
+ * the others to spated and the rest (these machines have two). */
+#define SPATE_CPU_DEFAULT_MILLIS 1000
+/* Function output (runtime/fnlog.h): a line longer than this is cut; each
+ * function keeps its newest lines up to a count and bytes, and may write at
+ * a sustained rate with a burst before its writes are made to wait. */
+#define SPATE_LOG_LINE_MAX 4096
+#define SPATE_LOG_LINES_KEPT 2000
+#define SPATE_LOG_BYTES_KEPT (512u * KIB)
+#define SPATE_LOG_RATE_BYTES 65536 /* per second */
+#define SPATE_LOG_BURST_BYTES (256u * KIB)
+/* Functions run as uids from here on, one each (spated --uid-base): far
+ * above the users of the host. */
+#define SPATE_UID_BASE 2000000000u
 /* Processes and threads one instance may have (cgroup pids.max), by default. */
 #define SPATE_PIDS_DEFAULT 128
 #define SPATE_KEEP_ALIVE_DEFAULT_MS 60000

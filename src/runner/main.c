@@ -271,7 +271,7 @@ static void send_load_failed(const char *fmt, const char *a, const char *b)
 {
     zmsg m = {.type = ZMSG_LOAD_FAILED};
     snprintf(m.text, sizeof m.text, fmt, a, b);
-    zmsg_send(control_fd, &m, -1);
+    zmsg_send(control_fd, &m, -1, -1);
     exit(1);
 }
 
@@ -288,7 +288,8 @@ static void enter_instance(int fd, char *text)
     }
 }
 
-static void spawn(uint64_t id, int fd, char *text)
+/* fd: the instance's socket; out: its output pipe (stdout and stderr), or -1. */
+static void spawn(uint64_t id, int fd, int out, char *text)
 {
     pid_t zygote = getpid();
     pid_t pid = fork();
@@ -299,16 +300,21 @@ static void spawn(uint64_t id, int fd, char *text)
         /* An instance must not outlive its zygote (and so spated). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != zygote) _exit(0);
+        if (out >= 0) {
+            dup2(out, STDOUT_FILENO);
+            dup2(out, STDERR_FILENO);
+        }
         enter_instance(fd, text); /* closes the zygote's descriptors */
         setvbuf(stdout, NULL, _IOLBF, 0);
         run_instance(fd);
     }
     close(fd);
+    if (out >= 0) close(out);
     zmsg m = {.id = id};
     if (pid < 0) {
         m.type = ZMSG_SPAWN_FAILED;
         m.err = errno;
-        zmsg_send(control_fd, &m, -1);
+        zmsg_send(control_fd, &m, -1, -1);
         return;
     }
     /* The child cannot be reaped before we wait for it, so this pidfd is
@@ -316,7 +322,7 @@ static void spawn(uint64_t id, int fd, char *text)
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     m.type = ZMSG_SPAWNED;
     m.pid = pid;
-    zmsg_send(control_fd, &m, pidfd);
+    zmsg_send(control_fd, &m, pidfd, -1);
     if (pidfd >= 0) close(pidfd);
 }
 
@@ -329,7 +335,7 @@ static void reap(void)
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         zmsg m = {.type = ZMSG_EXITED, .pid = pid, .status = status};
-        zmsg_send(control_fd, &m, -1);
+        zmsg_send(control_fd, &m, -1, -1);
     }
 }
 
@@ -378,14 +384,16 @@ static void __attribute__((noreturn)) serve(void)
         if (pfd[1].revents) reap();
         if (pfd[0].revents) {
             zmsg m;
-            int fd;
-            int rc = zmsg_recv(control_fd, &m, &fd);
+            int fds[2];
+            int rc = zmsg_recv(control_fd, &m, fds);
             if (rc == -EAGAIN || rc == -EPROTO) continue;
             if (rc <= 0) exit(0); /* spated is gone: our instances follow (PDEATHSIG) */
-            if (m.type == ZMSG_SPAWN && fd >= 0)
-                spawn(m.id, fd, m.text);
-            else if (fd >= 0)
-                close(fd);
+            if (m.type == ZMSG_SPAWN && fds[0] >= 0) {
+                spawn(m.id, fds[0], fds[1], m.text);
+            } else {
+                if (fds[0] >= 0) close(fds[0]);
+                if (fds[1] >= 0) close(fds[1]);
+            }
         }
     }
 }
@@ -531,6 +539,6 @@ int main(int argc, char **argv)
     if (sigchld_fd < 0) send_load_failed("signalfd: %s%s", strerror(errno), "");
 
     zmsg m = {.type = ZMSG_LOADED};
-    if (zmsg_send(control_fd, &m, -1)) return 1;
+    if (zmsg_send(control_fd, &m, -1, -1)) return 1;
     serve();
 }

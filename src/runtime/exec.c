@@ -483,7 +483,7 @@ static void sandbox_args(exec_version *x, exec_instance *e, char **args, char nu
     args[n++] = x->runner;
     args[n++] = "--exec";
     if (iso->drop) {
-        snprintf(num[0], sizeof num[0], "%u", (unsigned)iso->uid);
+        snprintf(num[0], sizeof num[0], "%u", (unsigned)e->base.iso->owner);
         snprintf(num[1], sizeof num[1], "%u", (unsigned)iso->gid);
         args[n++] = "--uid";
         args[n++] = num[0];
@@ -509,9 +509,11 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     exec_instance *e = calloc(1, sizeof *e);
     if (!e) return ERR_NOMEM;
     instance_init(&e->base, &ops, cb, data);
-    if (instance_isolate(&e->base, lim) != 0) {
+    int outfd = -1;
+    int rc = instance_isolate(&e->base, lim, &outfd);
+    if (rc != 0) {
         free(e);
-        return ERR_NOMEM;
+        return rc;
     }
     e->ver = x;
     list_init(&e->queue);
@@ -522,6 +524,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &api_handlers, e, &e->api, err,
                           sizeof err) != 0) {
         log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        if (outfd >= 0) close(outfd);
         instance_release(&e->base, NULL, 0);
         free(e);
         return ERR_IO;
@@ -532,6 +535,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", e->port);
     char **env = calloc(x->nenv + 2, sizeof *env);
     if (!env) {
+        if (outfd >= 0) close(outfd);
         http_server_close(e->api, NULL, NULL);
         instance_release(&e->base, NULL, 0);
         free(e);
@@ -543,8 +547,8 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     sandbox_args(x, e, args, num);
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = STDOUT_FILENO},
-        {.flags = UV_INHERIT_FD, .data.fd = STDERR_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
     };
     uv_process_options_t opt = {
         .exit_cb = on_process_exit,
@@ -558,8 +562,9 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
         .flags = UV_PROCESS_DETACHED,
     };
     e->proc.data = e;
-    int rc = uv_spawn(x->loop, &e->proc, &opt);
+    rc = uv_spawn(x->loop, &e->proc, &opt);
     free(env);
+    if (outfd >= 0) close(outfd);
     if (rc != 0) {
         log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
         instance_release(&e->base, NULL, 0);
@@ -575,4 +580,9 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     x->refs++;
     *out = &e->base;
     return 0;
+}
+
+int exec_api_port(const instance *inst)
+{
+    return ((const exec_instance *)inst)->port;
 }

@@ -31,5 +31,7 @@ void exec_version_stop(exec_version *x);
  * the instance's cgroups (held to lim) and runs the bootstrap. */
 int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callbacks *cb,
                void *data, instance **out);
+/* The port of an exec instance's Runtime API endpoint (tests/fuzz). */
+int exec_api_port(const instance *inst);
 
 #endif

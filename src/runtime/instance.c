@@ -5,6 +5,7 @@
 
 #include "common/err.h"
 #include "runtime/isolate.h"
+#include "runtime/output.h"
 
 static uint64_t next_id = 1;
 
@@ -15,14 +16,20 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
     i->data = data;
     i->id = next_id++;
     i->iso = NULL;
+    i->out = NULL;
 }
 
-int instance_isolate(instance *i, const instance_limits *l)
+int instance_isolate(instance *i, const instance_limits *l, int *out_fd)
 {
-    i->iso = malloc(sizeof *i->iso);
-    if (!i->iso) return ERR_NOMEM;
+    *out_fd = -1;
+    i->iso = isolate_acquire(l->memory_mb, l->cpu_millis, l->uid);
     i->memory_mb = l->memory_mb;
-    isolate_prepare(i->iso, l->function, i->id, l->memory_mb, l->cpu_millis);
+    if (!i->iso) return ERR_NOMEM;
+    if (l->log && output_open(l->loop, l->log, i->id, out_fd, &i->out) != 0) {
+        isolate_release(i->iso);
+        i->iso = NULL;
+        return ERR_IO;
+    }
     return 0;
 }
 
@@ -33,9 +40,10 @@ void instance_sandbox_text(const instance *i, char *out, size_t cap)
 
 int instance_release(instance *i, char *why, size_t cap)
 {
+    output_close(i->out);
+    i->out = NULL;
     if (!i->iso) return 0;
     int oom = isolate_release(i->iso);
-    free(i->iso);
     i->iso = NULL;
     if (oom && why)
         snprintf(why, cap, "out of memory: the instance used more than its %u MB (--memory)",

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <uv.h>
+
 #include "runtime/frame.h"
 
 typedef struct instance instance;
@@ -40,12 +42,15 @@ typedef struct instance_ops {
 
 /* What every instance of a version is held to (runtime/isolate.h). */
 typedef struct instance_limits {
-    const char *function;
+    uv_loop_t *loop;
+    struct fnlog *log; /* where its output goes (runtime/fnlog.h); NULL: spated's stdout */
     uint32_t memory_mb;
     uint32_t cpu_millis; /* 0: no quota */
+    uid_t uid;           /* the function's (runtime/isolate.h) */
 } instance_limits;
 
 struct isolate_slot;
+struct output;
 
 struct instance {
     const instance_ops *ops;
@@ -53,6 +58,7 @@ struct instance {
     void *data;
     uint64_t id;              /* spated-wide, for logs */
     struct isolate_slot *iso; /* its cgroups and temporary directory */
+    struct output *out;       /* reads its stdout and stderr */
     uint32_t memory_mb;
 };
 
@@ -84,13 +90,15 @@ static inline pid_t instance_pid(const instance *i)
 /* Fills the common part. */
 void instance_init(instance *i, const instance_ops *ops, const instance_callbacks *cb, void *data);
 
-/* For runtimes, before the process starts: its cgroups and temporary
- * directory. ERR_NOMEM; what the host does not allow is left out. */
-int instance_isolate(instance *i, const instance_limits *l);
+/* For runtimes, before the process starts: its cgroups, temporary directory
+ * and output pipe, whose write end *out_fd is for the process's stdout and
+ * stderr (-1 when there is no log; close it once the process has it).
+ * ERR_NOMEM or ERR_IO; what the host does not allow is left out. */
+int instance_isolate(instance *i, const instance_limits *l, int *out_fd);
 /* "CGROUPS\tTMPDIR" for the runner (runner/sandbox.h), or "\t". */
 void instance_sandbox_text(const instance *i, char *out, size_t cap);
-/* After the process has ended: removes them. Returns 1 and says so in why
- * when the memory limit killed it. */
+/* After the process has ended: releases them (the output left in the pipe is
+ * read first). Returns 1 and says so in why when the memory limit killed it. */
 int instance_release(instance *i, char *why, size_t cap);
 
 #endif

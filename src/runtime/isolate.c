@@ -1,5 +1,6 @@
 #include "runtime/isolate.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -10,19 +11,45 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "common/err.h"
 #include "common/log.h"
+#include "common/strmap.h"
+
+enum { CG_MEMORY, CG_PIDS, CG_CPU, CG_COUNT };
+static const char *const controllers[CG_COUNT] = {"memory", "pids", "cpu"};
 
 static isolate_config cfg;
-static void retry_stale(void);
 static char tmp_root[128];
-static char cg_root[3][128]; /* memory, pids, cpu: "" when not available */
-static const char *const controllers[3] = {"memory", "pids", "cpu"};
+static char cg_root[CG_COUNT][128]; /* "" when that controller is not available */
+static uint64_t next_slot = 1;
+
+/* Function name -> uid, assigned on first use. */
+typedef struct fn_uid {
+    uid_t uid;
+    char name[];
+} fn_uid;
+static strmap uids;
+static uid_t next_uid;
+
+/* Slots of instances that ended cleanly, for the next ones. */
+#define SPARE_MAX 64
+static isolate_slot *spare[SPARE_MAX];
+static int nspare;
+
+/* Cgroups that were still busy when their instance ended, retried later. */
+#define STALE_MAX 256
+static char *stale[STALE_MAX];
+static uv_loop_t *loop;
+static uv_timer_t stale_timer; /* retries them while there are any */
+static int stale_timer_on;
+
+/* --- Files ---------------------------------------------------------------------- */
 
 static int write_file(const char *dir, const char *name, const char *value)
 {
-    char path[512];
+    char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -31,9 +58,27 @@ static int write_file(const char *dir, const char *name, const char *value)
     return n == (ssize_t)strlen(value) ? 0 : -1;
 }
 
+static int read_file(const char *dir, const char *name, char *out, size_t cap)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    if (n < 0) return -1;
+    out[n] = '\0';
+    return 0;
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     return remove(path);
+}
+
+static int remove_inner(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return ftw->level == 0 ? 0 : remove(path);
 }
 
 static void remove_tree(const char *path)
@@ -41,53 +86,346 @@ static void remove_tree(const char *path)
     nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int isolate_init(const char *run_as, uint32_t pids_max, char *err, size_t errcap)
+/* --- cgroups -------------------------------------------------------------------- */
+
+/* Kills every process in a cgroup; 1 when it was empty already. */
+static int kill_all(const char *dir)
 {
+    char path[600];
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    FILE *f = fopen(path, "re");
+    if (!f) return 1;
+    int pid, empty = 1;
+    while (fscanf(f, "%d", &pid) == 1) {
+        kill(pid, SIGKILL);
+        empty = 0;
+    }
+    fclose(f);
+    return empty;
+}
+
+/* Kills what is left in a cgroup and removes it; 0 when it is still busy
+ * (a killed process leaves its cgroup only once it has exited). Waits a
+ * little for that only when wait is set: never on the event loop. */
+static int remove_cgroup(const char *dir, int wait)
+{
+    for (int round = 0; round < (wait ? 20 : 1); round++) {
+        if (rmdir(dir) == 0 || errno == ENOENT) return 1;
+        if (errno != EBUSY) return 1; /* nothing more to do about it */
+        kill_all(dir);
+        if (rmdir(dir) == 0) return 1;
+        if (wait) usleep(1000);
+    }
+    return 0;
+}
+
+static void retry_stale(int wait)
+{
+    int left = 0;
+    for (int i = 0; i < STALE_MAX; i++) {
+        if (stale[i] && remove_cgroup(stale[i], wait)) {
+            free(stale[i]);
+            stale[i] = NULL;
+        }
+        left += stale[i] != NULL;
+    }
+    if (!left && stale_timer_on) {
+        uv_timer_stop(&stale_timer);
+        stale_timer_on = 0;
+    }
+}
+
+static void on_stale_timer(uv_timer_t *t)
+{
+    retry_stale(0);
+}
+
+static void remember_stale(const char *dir)
+{
+    for (int i = 0; i < STALE_MAX; i++)
+        if (!stale[i]) {
+            stale[i] = strdup(dir);
+            if (loop && !stale_timer_on) {
+                uv_timer_start(&stale_timer, on_stale_timer, 20, 20);
+                stale_timer_on = 1;
+            }
+            return;
+        }
+    log_warn("cannot remove cgroup %s: still busy", dir);
+}
+
+static uint64_t oom_kills(const isolate_slot *s)
+{
+    char text[512];
+    if (s->memory < 0 || read_file(s->dirs[s->memory], "memory.oom_control", text, sizeof text))
+        return 0;
+    const char *p = strstr(text, "oom_kill ");
+    return p ? strtoull(p + 9, NULL, 10) : 0;
+}
+
+static int set_memory(isolate_slot *s, uint32_t mb)
+{
+    char value[32];
+    snprintf(value, sizeof value, "%llu", (unsigned long long)mb << 20);
+    const char *dir = s->dirs[s->memory];
+    /* memory+swap may never be below memory: raise it first, lower it last. */
+    int up = mb > s->memory_mb;
+    if (up) write_file(dir, "memory.memsw.limit_in_bytes", value);
+    int rc = write_file(dir, "memory.limit_in_bytes", value);
+    if (!up) write_file(dir, "memory.memsw.limit_in_bytes", value);
+    if (rc == 0) s->memory_mb = mb;
+    return rc;
+}
+
+static int set_cpu(isolate_slot *s, uint32_t millis)
+{
+    char value[32];
+    if (millis)
+        snprintf(value, sizeof value, "%u", millis * 100); /* per 100 ms period */
+    else
+        snprintf(value, sizeof value, "-1");
+    /* The default period (100 ms): a 10 ms one made a spinning neighbour's
+     * p99 worse, not better (measured with tests/integration/test_isolation). */
+    int rc = write_file(s->dirs[s->cpu], "cpu.cfs_quota_us", value);
+    if (rc == 0) s->cpu_millis = millis;
+    return rc;
+}
+
+/* Adds the cgroup of controller c to the slot; -1 when it cannot. */
+static int add_cgroup(isolate_slot *s, int c, const char *name)
+{
+    char *dir = s->dirs[s->ndirs];
+    snprintf(dir, sizeof s->dirs[0], "%s/%s", cg_root[c], name);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        log_warn("cannot create cgroup %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    /* The instance joins by itself, after it has dropped privileges. */
+    char procs[600];
+    snprintf(procs, sizeof procs, "%s/cgroup.procs", dir);
+    if (cfg.drop && chown(procs, s->owner, cfg.gid) != 0) {
+        log_warn("cannot hand cgroup %s to the functions' user: %s", dir, strerror(errno));
+        rmdir(dir);
+        return -1;
+    }
+    return s->ndirs++;
+}
+
+static void join_list(isolate_slot *s)
+{
+    size_t used = 0;
+    s->cgroups[0] = '\0';
+    for (int i = 0; i < s->ndirs; i++) {
+        size_t len = strlen(s->dirs[i]);
+        if (used + len + 2 > sizeof s->cgroups) break; /* cannot happen: sized for three */
+        if (used) s->cgroups[used++] = '|';
+        memcpy(s->cgroups + used, s->dirs[i], len + 1);
+        used += len;
+    }
+}
+
+/* --- Slots ---------------------------------------------------------------------- */
+
+static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid)
+{
+    isolate_slot *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->memory = s->pids = s->cpu = -1;
+    s->owner = uid;
+    char name[32];
+    snprintf(name, sizeof name, "i%llu", (unsigned long long)next_slot++);
+    if (tmp_root[0]) {
+        snprintf(s->tmpdir, sizeof s->tmpdir, "%s/%s", tmp_root, name);
+        if (mkdir(s->tmpdir, 0700) != 0 || (cfg.drop && chown(s->tmpdir, uid, cfg.gid) != 0)) {
+            log_warn("cannot create %s: %s", s->tmpdir, strerror(errno));
+            rmdir(s->tmpdir);
+            s->tmpdir[0] = '\0';
+        }
+    }
+    if (cg_root[CG_MEMORY][0] && (s->memory = add_cgroup(s, CG_MEMORY, name)) >= 0 &&
+        set_memory(s, memory_mb) != 0) {
+        log_warn("cannot limit memory in %s: %s", s->dirs[s->memory], strerror(errno));
+        rmdir(s->dirs[--s->ndirs]);
+        s->memory = -1;
+    }
+    if (cg_root[CG_PIDS][0] && (s->pids = add_cgroup(s, CG_PIDS, name)) >= 0) {
+        char value[16];
+        snprintf(value, sizeof value, "%u", cfg.pids_max);
+        if (write_file(s->dirs[s->pids], "pids.max", value) != 0) {
+            log_warn("cannot limit processes in %s: %s", s->dirs[s->pids], strerror(errno));
+            rmdir(s->dirs[--s->ndirs]);
+            s->pids = -1;
+        }
+    }
+    /* A cpu cgroup even without a quota: the scheduler then shares the CPU
+     * between instances, not between processes, and a fork bomb's hundred
+     * spinning processes weigh as much as one well-behaved instance. */
+    if (cg_root[CG_CPU][0] && (s->cpu = add_cgroup(s, CG_CPU, name)) >= 0 && cpu_millis &&
+        set_cpu(s, cpu_millis) != 0) {
+        log_warn("cannot set the cpu quota in %s: %s", s->dirs[s->cpu], strerror(errno));
+        rmdir(s->dirs[--s->ndirs]);
+        s->cpu = -1;
+    }
+    join_list(s);
+    return s;
+}
+
+static void free_slot(isolate_slot *s, int wait)
+{
+    for (int i = 0; i < s->ndirs; i++)
+        if (!remove_cgroup(s->dirs[i], wait)) remember_stale(s->dirs[i]);
+    if (s->tmpdir[0]) remove_tree(s->tmpdir);
+    free(s);
+}
+
+/* A kept slot changes hands: what the instance joins and writes is its own. */
+static void hand_over(isolate_slot *s, uid_t uid)
+{
+    s->owner = uid;
+    if (!cfg.drop) return;
+    if (s->tmpdir[0] && chown(s->tmpdir, uid, cfg.gid) != 0)
+        log_warn("cannot hand %s over: %s", s->tmpdir, strerror(errno));
+    for (int i = 0; i < s->ndirs; i++) {
+        char procs[600];
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", s->dirs[i]);
+        if (chown(procs, uid, cfg.gid) != 0)
+            log_warn("cannot hand %s over: %s", procs, strerror(errno));
+    }
+}
+
+isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid)
+{
+    isolate_slot *s = nspare > 0 ? spare[--nspare] : new_slot(memory_mb, cpu_millis, uid);
+    if (!s) return NULL;
+    if (s->owner != uid) hand_over(s, uid);
+    if (s->memory >= 0 && s->memory_mb != memory_mb && set_memory(s, memory_mb) != 0)
+        log_warn("cannot limit memory in %s: %s", s->dirs[s->memory], strerror(errno));
+    if (s->cpu >= 0 && s->cpu_millis != cpu_millis && set_cpu(s, cpu_millis) != 0)
+        log_warn("cannot set the cpu quota in %s: %s", s->dirs[s->cpu], strerror(errno));
+    s->oom_kills = oom_kills(s);
+    return s;
+}
+
+int isolate_release(isolate_slot *s)
+{
+    int oom = s->memory >= 0 && oom_kills(s) > s->oom_kills;
+    /* What the instance started may outlive it (a fork bomb): no more forks
+     * (pids.max 0), then kill every process left in its cgroups. Only a
+     * slot found empty is kept; the others go when their processes have. */
+    int empty = s->pids >= 0 ? kill_all(s->dirs[s->pids]) : 1;
+    if (!empty) {
+        write_file(s->dirs[s->pids], "pids.max", "0");
+        kill_all(s->dirs[s->pids]);
+    }
+    for (int i = 0; i < s->ndirs; i++) empty &= kill_all(s->dirs[i]);
+    if (empty && s->tmpdir[0] && nftw(s->tmpdir, remove_inner, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        empty = 0;
+    if (empty && nspare < SPARE_MAX)
+        spare[nspare++] = s;
+    else
+        free_slot(s, 0);
+    return oom;
+}
+
+/* --- Start and end ---------------------------------------------------------------- */
+
+/* Removes the roots (cgroups, temporary directories) of spated processes that
+ * are gone: killed ones do not clean up. */
+static void sweep(const char *root, int cgroup)
+{
+    DIR *d = opendir(root);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[400];
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        if (!cgroup) {
+            remove_tree(path);
+            continue;
+        }
+        DIR *sub = opendir(path);
+        struct dirent *c;
+        while (sub && (c = readdir(sub)) != NULL) {
+            if (c->d_type != DT_DIR || c->d_name[0] == '.') continue;
+            char child[700];
+            snprintf(child, sizeof child, "%s/%s", path, c->d_name);
+            remove_cgroup(child, 1);
+        }
+        if (sub) closedir(sub);
+        rmdir(path);
+    }
+    closedir(d);
+}
+
+uid_t isolate_uid(const char *function)
+{
+    if (!cfg.drop || !cfg.uid_base) return cfg.uid;
+    fn_uid *f = strmap_get(&uids, function, strlen(function));
+    if (f) return f->uid;
+    size_t len = strlen(function);
+    if (!(f = malloc(sizeof *f + len + 1))) return cfg.uid;
+    memcpy(f->name, function, len + 1);
+    f->uid = cfg.uid_base + next_uid;
+    if (strmap_put(&uids, f->name, f) != 0) {
+        free(f);
+        return cfg.uid;
+    }
+    next_uid++;
+    return f->uid;
+}
+
+int isolate_init(uv_loop_t *l, const char *run_as, uint32_t uid_base, uint32_t pids_max, char *err,
+                 size_t errcap)
+{
+    loop = l;
+    uv_timer_init(loop, &stale_timer);
+    uv_unref((uv_handle_t *)&stale_timer); /* never keeps spated running */
     cfg.pids_max = pids_max;
+    cfg.uid_base = uid_base;
+    strmap_init(&uids);
     if (geteuid() == 0) {
         struct passwd *pw = getpwnam(run_as);
         if (!pw) {
             snprintf(err, errcap, "--run-as: no user '%s'", run_as);
             return ERR_INVAL;
         }
-        cfg.drop = pw->pw_uid != 0;
+        cfg.drop = pw->pw_uid != 0 || uid_base != 0;
         cfg.uid = pw->pw_uid;
         cfg.gid = pw->pw_gid;
         snprintf(cfg.user, sizeof cfg.user, "%s", run_as);
-        if (!cfg.drop) log_warn("instances run as root (--run-as %s)", run_as);
+        if (!cfg.drop) log_warn("functions run as root (--run-as %s)", run_as);
     } else {
         cfg.uid = geteuid();
         cfg.gid = getegid();
-        log_warn("spated is not root: instances run as its own user, without cgroups");
+        log_warn("spated is not root: functions run as its own user, without cgroups");
     }
-    /* Temporary directories: /tmp/spate/<pid>/<instance>. */
+    /* Temporary directories: /tmp/spate/<spated pid>/<slot>. */
     mkdir("/tmp/spate", 0711);
+    sweep("/tmp/spate", 0);
     snprintf(tmp_root, sizeof tmp_root, "/tmp/spate/%d", (int)getpid());
     remove_tree(tmp_root);
-    if (mkdir(tmp_root, 0711) != 0) log_warn("cannot create %s: %s", tmp_root, strerror(errno));
-    chmod(tmp_root, 0711);
+    if (mkdir(tmp_root, 0711) != 0) {
+        log_warn("cannot create %s: %s", tmp_root, strerror(errno));
+        tmp_root[0] = '\0';
+    }
 
-    /* cgroups: v1 controllers where writable (these hosts), else none. */
-    int have = 0;
-    for (int i = 0; i < 3 && geteuid() == 0; i++) {
+    /* cgroup v1 controllers where writable; none otherwise. */
+    for (int i = 0; i < CG_COUNT && geteuid() == 0; i++) {
         char base[96];
         snprintf(base, sizeof base, "/sys/fs/cgroup/%s/spate", controllers[i]);
         if (mkdir(base, 0755) != 0 && errno != EEXIST) continue;
+        sweep(base, 1);
         snprintf(cg_root[i], sizeof cg_root[i], "%s/%d", base, (int)getpid());
-        if (mkdir(cg_root[i], 0755) != 0 && errno != EEXIST) {
-            cg_root[i][0] = '\0';
-            continue;
-        }
-        have++;
+        if (mkdir(cg_root[i], 0755) != 0 && errno != EEXIST) cg_root[i][0] = '\0';
     }
-    cfg.cgroups = cg_root[0][0] != '\0';
-    if (!cfg.cgroups)
-        log_warn("no writable memory cgroup: --memory is enforced with RLIMIT_AS and there is "
-                 "no per-instance process limit");
-    else if (!cg_root[1][0])
-        log_warn("no writable pids cgroup: no per-instance process limit");
-    else if (have < 3)
-        log_warn("no writable cpu cgroup: cpu quotas are not enforced");
+    cfg.cgroups = cg_root[CG_MEMORY][0] != '\0';
+    if (!cfg.cgroups) log_warn("no writable memory cgroup: --memory is enforced with RLIMIT_AS");
+    if (!cg_root[CG_PIDS][0]) log_warn("no writable pids cgroup: no per-instance process limit");
+    if (!cg_root[CG_CPU][0]) log_warn("no writable cpu cgroup: cpu quotas are not enforced");
     return 0;
 }
 
@@ -96,51 +434,21 @@ const isolate_config *isolate_get(void)
     return &cfg;
 }
 
+static void free_uid(const char *key, void *value, void *data)
+{
+    free(value);
+}
+
 void isolate_cleanup(void)
 {
-    retry_stale();
-    for (int i = 0; i < 3; i++)
+    strmap_each(&uids, free_uid, NULL);
+    strmap_free(&uids);
+    while (nspare > 0) free_slot(spare[--nspare], 1);
+    retry_stale(1);
+    if (loop) uv_close((uv_handle_t *)&stale_timer, NULL);
+    for (int i = 0; i < CG_COUNT; i++)
         if (cg_root[i][0]) rmdir(cg_root[i]);
     if (tmp_root[0]) remove_tree(tmp_root);
-}
-
-/* Kills what is left in a cgroup and removes it; 0 when it is still busy. */
-static int remove_cgroup(const char *dir)
-{
-    for (int round = 0; round < 5; round++) {
-        if (rmdir(dir) == 0 || errno == ENOENT) return 1;
-        if (errno != EBUSY) return 1; /* nothing more to do about it */
-        char path[560];
-        snprintf(path, sizeof path, "%s/cgroup.procs", dir);
-        FILE *f = fopen(path, "r");
-        int pid;
-        while (f && fscanf(f, "%d", &pid) == 1) kill(pid, SIGKILL);
-        if (f) fclose(f);
-        usleep(100); /* a killed process leaves the cgroup as it exits */
-    }
-    return 0;
-}
-
-#define STALE_MAX 256
-static char *stale[STALE_MAX];
-
-static void remember_stale(const char *dir)
-{
-    for (int i = 0; i < STALE_MAX; i++)
-        if (!stale[i]) {
-            stale[i] = strdup(dir);
-            return;
-        }
-    log_warn("cannot remove cgroup %s: still busy", dir);
-}
-
-static void retry_stale(void)
-{
-    for (int i = 0; i < STALE_MAX; i++)
-        if (stale[i] && remove_cgroup(stale[i])) {
-            free(stale[i]);
-            stale[i] = NULL;
-        }
 }
 
 int isolate_reachable(const char *path, char *why, size_t cap)
@@ -154,11 +462,14 @@ int isolate_reachable(const char *path, char *why, size_t cap)
         if (slash) *slash = '\0';
         struct stat st;
         if (p[0] && stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-            mode_t need = st.st_uid == cfg.uid ? 0100 : st.st_gid == cfg.gid ? 0010 : 0001;
+            mode_t need = !cfg.uid_base && st.st_uid == cfg.uid ? 0100
+                          : st.st_gid == cfg.gid                ? 0010
+                                                                : 0001;
             if (!(st.st_mode & need)) {
                 snprintf(why, cap,
-                         "functions run as user '%s', who cannot reach '%s' (mode %04o): give it "
-                         "search permission (chmod o+x), choose another --data or --run-as",
+                         "functions run as unprivileged users (group of '%s'), who cannot reach "
+                         "'%s' (mode %04o): give them search permission (chmod o+x), or choose "
+                         "another --data",
                          cfg.user, p, (unsigned)(st.st_mode & 07777));
                 return ERR_INVAL;
             }
@@ -166,85 +477,4 @@ int isolate_reachable(const char *path, char *why, size_t cap)
         if (slash) *slash = '/';
     }
     return 0;
-}
-
-/* A name safe in a path: the function name already is ([A-Za-z0-9_-]). */
-void isolate_prepare(isolate_slot *s, const char *function, uint64_t instance, uint32_t memory_mb,
-                     uint32_t cpu_millis)
-{
-    memset(s, 0, sizeof *s);
-    char name[96];
-    snprintf(name, sizeof name, "%.64s-%llu", function, (unsigned long long)instance);
-    if (tmp_root[0]) {
-        snprintf(s->tmpdir, sizeof s->tmpdir, "%s/%s", tmp_root, name);
-        if (mkdir(s->tmpdir, 0700) != 0 || (cfg.drop && chown(s->tmpdir, cfg.uid, cfg.gid) != 0)) {
-            log_warn("cannot create %s: %s", s->tmpdir, strerror(errno));
-            s->tmpdir[0] = '\0';
-        }
-    }
-    size_t used = 0;
-    for (int i = 0; i < 3; i++) {
-        if (!cg_root[i][0] || (i == 2 && !cpu_millis)) continue;
-        char *dir = s->dirs[s->ndirs];
-        snprintf(dir, sizeof s->dirs[0], "%s/%s", cg_root[i], name);
-        if (mkdir(dir, 0755) != 0) {
-            log_warn("cannot create cgroup %s: %s", dir, strerror(errno));
-            continue;
-        }
-        char value[32];
-        int ok = 1;
-        if (i == 0) {
-            snprintf(value, sizeof value, "%llu", (unsigned long long)memory_mb << 20);
-            ok = write_file(dir, "memory.limit_in_bytes", value) == 0;
-            /* No swap either, where the kernel accounts it. */
-            write_file(dir, "memory.memsw.limit_in_bytes", value);
-            snprintf(s->memory_dir, sizeof s->memory_dir, "%s", dir);
-        } else if (i == 1) {
-            snprintf(value, sizeof value, "%u", cfg.pids_max);
-            ok = write_file(dir, "pids.max", value) == 0;
-        } else {
-            snprintf(value, sizeof value, "%u", cpu_millis * 100); /* per 100 ms period */
-            ok = write_file(dir, "cpu.cfs_period_us", "100000") == 0 &&
-                 write_file(dir, "cpu.cfs_quota_us", value) == 0;
-        }
-        /* The instance joins by itself, after it has dropped privileges. */
-        char procs[560];
-        snprintf(procs, sizeof procs, "%s/cgroup.procs", dir);
-        if (!ok || (cfg.drop && chown(procs, cfg.uid, cfg.gid) != 0)) {
-            log_warn("cannot set up cgroup %s: %s", dir, strerror(errno));
-            rmdir(dir);
-            if (i == 0) s->memory_dir[0] = '\0';
-            continue;
-        }
-        size_t len = strlen(dir);
-        if (used + len + 2 > sizeof s->cgroups) continue; /* cannot happen: sized for three */
-        if (used) s->cgroups[used++] = '|';
-        memcpy(s->cgroups + used, dir, len + 1);
-        used += len;
-        s->ndirs++;
-    }
-}
-
-int isolate_release(isolate_slot *s)
-{
-    int oom = 0;
-    if (s->memory_dir[0]) {
-        char path[560], line[128];
-        snprintf(path, sizeof path, "%s/memory.oom_control", s->memory_dir);
-        FILE *f = fopen(path, "r");
-        while (f && fgets(line, sizeof line, f)) {
-            unsigned long long n;
-            if (sscanf(line, "oom_kill %llu", &n) == 1 && n > 0) oom = 1;
-        }
-        if (f) fclose(f);
-    }
-    /* What the instance started may outlive it (a fork bomb): kill every
-     * process left in its cgroups; a cgroup still busy is retried later. */
-    for (int i = 0; i < s->ndirs; i++)
-        if (!remove_cgroup(s->dirs[i])) remember_stale(s->dirs[i]);
-    retry_stale();
-    if (s->tmpdir[0]) remove_tree(s->tmpdir);
-    s->ndirs = 0;
-    s->tmpdir[0] = '\0';
-    return oom;
 }

@@ -1,10 +1,14 @@
 /*
- * isolate.h - spated's part of isolating instances: the unprivileged user they
- * run as, and for each instance its own cgroups (memory, pids, cpu; cgroup v1
- * where its controllers are writable, v2 where that is what the host has) and
- * its own temporary directory, created before it starts and removed after it
- * ends. What the host does not allow degrades with one log line at start-up.
- * The runner (runner/sandbox.h) does the rest inside the process.
+ * isolate.h - spated's part of isolating instances: the unprivileged users they
+ * run as — each function its own uid, so that no function can signal, trace
+ * or read another's processes and files — and for each instance its own cgroups (memory, pids, cpu;
+ * cgroup v1 where its controllers are writable) and its own temporary directory, ready before it
+ * starts and emptied after it ends. What the host does not allow degrades with one log line at
+ * start-up. The runner (runner/sandbox.h) does the rest inside the process.
+ *
+ * Creating and removing cgroups costs about 0.2 ms per instance, as much as
+ * the fork itself; so the slots of instances that ended cleanly are kept
+ * (emptied, their limits rewritten) for the next instance of any function.
  */
 #ifndef SPATE_ISOLATE_H
 #define SPATE_ISOLATE_H
@@ -12,21 +16,28 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <uv.h>
 
 typedef struct isolate_config {
-    int drop; /* spated is root: instances run as uid/gid */
-    uid_t uid;
-    gid_t gid;
+    int drop;       /* spated is root: instances run as unprivileged users */
+    uid_t uid;      /* of --run-as: every function's when uid_base is 0 */
+    gid_t gid;      /* of --run-as: every function's group */
+    uid_t uid_base; /* functions get uid_base + 0, 1, 2, ... */
     char user[64];
-    int cgroups; /* per-instance cgroups are available */
+    int cgroups; /* per-instance memory cgroups are available */
     uint32_t pids_max;
 } isolate_config;
 
-/* Once at start-up: resolves run_as (used only when spated is root), checks
- * cgroups, creates spate's cgroup and temporary roots for this process.
- * On error err says why (an unknown user). */
-int isolate_init(const char *run_as, uint32_t pids_max, char *err, size_t errcap);
+/* Once at start-up: resolves run_as (used only when spated is root); with
+ * uid_base 0 every function runs as that user, else each function gets its
+ * own uid from uid_base on (and run_as's group). Checks
+ * cgroups, creates spate's cgroup and temporary roots for this process and
+ * removes those of spated processes that are gone. On error err says why. */
+int isolate_init(uv_loop_t *loop, const char *run_as, uint32_t uid_base, uint32_t pids_max,
+                 char *err, size_t errcap);
 const isolate_config *isolate_get(void);
+/* The uid a function's processes run as: the same for the life of spated. */
+uid_t isolate_uid(const char *function);
 /* Removes this process's cgroup and temporary roots (at exit). */
 void isolate_cleanup(void);
 
@@ -37,18 +48,24 @@ int isolate_reachable(const char *path, char *why, size_t cap);
 /* One instance's resources. */
 typedef struct isolate_slot {
     char cgroups[1600]; /* "dir|dir|dir" to join, "" if none */
-    char tmpdir[256];
-    char memory_dir[512]; /* "" if none: for the OOM check */
+    char tmpdir[256];   /* "" if none */
     int ndirs;
     char dirs[3][512];
+    int memory; /* index in dirs of the memory cgroup, or -1 */
+    int pids;   /* of the pids cgroup, or -1 */
+    int cpu;    /* of the cpu cgroup, or -1 */
+    uint32_t memory_mb, cpu_millis;
+    uid_t owner;        /* of the temporary directory and cgroup.procs files */
+    uint64_t oom_kills; /* the memory cgroup's count when the instance started */
 } isolate_slot;
 
-/* Creates the cgroups (memory limit, pids limit, cpu quota if cpu_millis) and
- * the temporary directory, owned by the instance's user. Best effort: what
- * fails is logged and left out, the instance still starts. */
-void isolate_prepare(isolate_slot *s, const char *function, uint64_t instance, uint32_t memory_mb,
-                     uint32_t cpu_millis);
-/* Removes them. Returns 1 when the memory cgroup killed a process for memory. */
+/* A slot for an instance held to memory_mb and (if not 0) cpu_millis,
+ * running as uid: a kept one or a new one. Best effort: what fails is logged
+ * and left out, the instance still starts. NULL only when out of memory. */
+isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid);
+/* After the instance ended: kills whatever is left in its cgroups, empties
+ * its temporary directory, and keeps or frees the slot. Returns 1 when the
+ * memory limit killed a process of it. */
 int isolate_release(isolate_slot *s);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "common/err.h"
 #include "runtime/exec.h"
+#include "runtime/isolate.h"
 #include "runtime/native.h"
 #include "runtime/zygote.h"
 
@@ -17,7 +18,6 @@ struct launcher {
     void *data;
     zygote *z;
     exec_version *x;
-    char function[64];
     instance_limits limits;
     uv_timer_t later; /* exec: reports "loaded" from the loop, not from start */
     char *message;
@@ -66,9 +66,11 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
     l->loaded = loaded;
     l->exited = exited;
     l->data = data;
-    snprintf(l->function, sizeof l->function, "%s", cfg->function);
-    l->limits = (instance_limits){
-        .function = l->function, .memory_mb = cfg->memory_mb, .cpu_millis = cfg->cpu_millis};
+    l->limits = (instance_limits){.loop = loop,
+                                  .log = cfg->log,
+                                  .memory_mb = cfg->memory_mb,
+                                  .cpu_millis = cfg->cpu_millis,
+                                  .uid = isolate_uid(cfg->function)};
     if (cfg->runtime == RUNTIME_NATIVE) {
         zygote_config zc = {
             .runner_path = cfg->runner_path,
@@ -77,6 +79,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
             .version = cfg->version,
             .memory_mb = cfg->memory_mb,
             .no_network = cfg->no_network,
+            .log = cfg->log,
             .env = cfg->env,
         };
         int rc = zygote_start(loop, &zc, on_zygote_loaded, on_zygote_exit, l, &l->z);

@@ -168,11 +168,13 @@ int native_start(zygote *z, const instance_limits *lim, const instance_callbacks
         return ERR_IO;
     }
     instance_init(&inst->base, &ops, cb, data);
-    if (instance_isolate(&inst->base, lim) != 0) {
+    int outfd = -1;
+    int rc = instance_isolate(&inst->base, lim, &outfd);
+    if (rc != 0) {
         close(sv[0]);
         close(sv[1]);
         free(inst);
-        return ERR_NOMEM;
+        return rc;
     }
     inst->z = z;
     inst->pidfd = -1;
@@ -187,13 +189,14 @@ int native_start(zygote *z, const instance_limits *lim, const instance_callbacks
     if (uv_pipe_open(&inst->pipe, sv[0]) != 0) {
         close(sv[0]);
         close(sv[1]);
+        if (outfd >= 0) close(outfd);
         instance_release(&inst->base, NULL, 0);
         uv_close((uv_handle_t *)&inst->pipe, on_closed);
         return ERR_IO;
     }
     char text[ZMSG_TEXT_MAX];
     instance_sandbox_text(&inst->base, text, sizeof text);
-    int rc = zygote_request_spawn(z, &inst->base, sv[1], text);
+    rc = zygote_request_spawn(z, &inst->base, sv[1], outfd, text);
     if (rc != 0) {
         instance_release(&inst->base, NULL, 0);
         uv_close((uv_handle_t *)&inst->pipe, on_closed);

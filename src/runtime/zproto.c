@@ -5,26 +5,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int zmsg_send(int sock, const zmsg *m, int passfd)
+int zmsg_send(int sock, const zmsg *m, int fd0, int fd1)
 {
     size_t len = ZMSG_FIXED_SIZE;
     if (m->type == ZMSG_LOAD_FAILED || m->type == ZMSG_SPAWN)
         len += strnlen(m->text, ZMSG_TEXT_MAX - 1) + 1;
     struct iovec iov = {.iov_base = (void *)m, .iov_len = len};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(2 * sizeof(int))];
         struct cmsghdr align;
     } ctl;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (passfd >= 0) {
+    int fds[2], nfds = 0;
+    if (fd0 >= 0) fds[nfds++] = fd0;
+    if (fd1 >= 0) fds[nfds++] = fd1;
+    if (nfds > 0) {
         memset(&ctl, 0, sizeof ctl);
         msg.msg_control = ctl.buf;
-        msg.msg_controllen = sizeof ctl.buf;
+        msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
         struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+        c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
     }
     ssize_t n;
     do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -33,12 +36,20 @@ int zmsg_send(int sock, const zmsg *m, int passfd)
     return (size_t)n == len ? 0 : -EPROTO;
 }
 
-int zmsg_recv(int sock, zmsg *m, int *passfd)
+static void close_fds(int fds[2])
 {
-    *passfd = -1;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0) close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+int zmsg_recv(int sock, zmsg *m, int fds[2])
+{
+    fds[0] = fds[1] = -1;
     struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(2 * sizeof(int))];
         struct cmsghdr align;
     } ctl;
     struct msghdr msg = {
@@ -49,13 +60,19 @@ int zmsg_recv(int sock, zmsg *m, int *passfd)
     if (n < 0) return -errno;
     if (n == 0) return 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-            c->cmsg_len == CMSG_LEN(sizeof(int)))
-            memcpy(passfd, CMSG_DATA(c), sizeof(int));
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (i < 2 && fds[i] < 0)
+                fds[i] = fd;
+            else
+                close(fd);
+        }
     }
     if ((size_t)n < ZMSG_FIXED_SIZE || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-        if (*passfd >= 0) close(*passfd);
-        *passfd = -1;
+        close_fds(fds);
         return -EPROTO;
     }
     if ((size_t)n > ZMSG_FIXED_SIZE)

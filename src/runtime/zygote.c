@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "runtime/isolate.h"
 #include "runtime/native.h"
+#include "runtime/output.h"
 #include "runtime/zproto.h"
 
 enum zstate { Z_LOADING, Z_READY, Z_STOPPING };
@@ -29,7 +30,8 @@ struct zygote {
     uv_process_t proc;
     uv_poll_t poll;
     uv_timer_t load_timer;
-    int ctl; /* our end of the control socket */
+    int ctl;     /* our end of the control socket */
+    output *out; /* the zygote's stdout and stderr */
     enum zstate state;
     int process_alive;
     int open_handles;
@@ -139,8 +141,8 @@ static void on_control(uv_poll_t *h, int status, int events)
     zygote *z = h->data;
     while (z->ctl >= 0) {
         zmsg m;
-        int fd;
-        int rc = zmsg_recv(z->ctl, &m, &fd);
+        int fds[2];
+        int rc = zmsg_recv(z->ctl, &m, fds);
         if (rc == -EAGAIN) return;
         if (rc == -EPROTO) {
             log_warn("malformed message from zygote fn=%s", z->function);
@@ -151,7 +153,8 @@ static void on_control(uv_poll_t *h, int status, int events)
             uv_poll_stop(&z->poll);
             return;
         }
-        on_message(z, &m, fd);
+        if (fds[1] >= 0) close(fds[1]); /* nothing sends two */
+        on_message(z, &m, fds[0]);
     }
 }
 
@@ -178,8 +181,10 @@ static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signa
     zygote *z = p->data;
     z->process_alive = 0;
     /* Read what it said before it died: a LOAD_FAILED reason, or reports of
-     * instances that ended just before. */
+     * instances that ended just before, and what it printed. */
     on_control(&z->poll, 0, UV_READABLE);
+    output_close(z->out);
+    z->out = NULL;
 
     char how[128];
     describe_status(how, sizeof how, exit_status, term_signal);
@@ -234,7 +239,7 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int n = 7;
     const isolate_config *iso = isolate_get();
     if (iso->drop) {
-        snprintf(uid, sizeof uid, "%u", (unsigned)iso->uid);
+        snprintf(uid, sizeof uid, "%u", (unsigned)isolate_uid(cfg->function));
         snprintf(gid, sizeof gid, "%u", (unsigned)iso->gid);
         args[n++] = "--uid";
         args[n++] = uid;
@@ -249,10 +254,12 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     args[n++] = (char *)cfg->object_path;
     args[n] = NULL;
+    int outfd = -1;
+    if (cfg->log && output_open(loop, cfg->log, 0, &outfd, &z->out) != 0) outfd = -1;
     uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = STDOUT_FILENO},
-        {.flags = UV_INHERIT_FD, .data.fd = STDERR_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = sv[1]},
     };
     uv_process_options_t opt = {
@@ -266,7 +273,10 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     z->proc.data = z;
     int rc = uv_spawn(loop, &z->proc, &opt);
     close(sv[1]);
+    if (outfd >= 0) close(outfd);
     if (rc != 0) {
+        output_close(z->out);
+        z->out = NULL;
         log_error("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc), cfg->function);
         close(sv[0]);
         /* uv_spawn failing leaves an initialised handle that must be closed. */
@@ -308,10 +318,11 @@ int zygote_pid(const zygote *z)
     return z->proc.pid;
 }
 
-int zygote_request_spawn(zygote *z, instance *inst, int fd, const char *text)
+int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char *text)
 {
     if (z->state != Z_READY || !z->process_alive) {
         close(fd);
+        if (out >= 0) close(out);
         return ERR_CLOSED;
     }
     if (z->nslots == z->capslots) {
@@ -319,6 +330,7 @@ int zygote_request_spawn(zygote *z, instance *inst, int fd, const char *text)
         zslot *s = realloc(z->slots, cap * sizeof *s);
         if (!s) {
             close(fd);
+            if (out >= 0) close(out);
             return ERR_NOMEM;
         }
         z->slots = s;
@@ -327,8 +339,9 @@ int zygote_request_spawn(zygote *z, instance *inst, int fd, const char *text)
     uint64_t id = z->next_id++;
     zmsg m = {.type = ZMSG_SPAWN, .id = id};
     snprintf(m.text, sizeof m.text, "%s", text);
-    int rc = zmsg_send(z->ctl, &m, fd);
+    int rc = zmsg_send(z->ctl, &m, fd, out);
     close(fd);
+    if (out >= 0) close(out);
     if (rc != 0) {
         log_warn("cannot ask zygote for an instance: %s fn=%s", strerror(-rc), z->function);
         return ERR_IO;

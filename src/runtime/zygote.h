@@ -19,6 +19,7 @@ typedef struct zygote_config {
     uint32_t version;
     uint32_t memory_mb; /* RLIMIT_AS of instances where no memory cgroup holds them */
     int no_network;     /* the zygote and its instances get a network namespace of their own */
+    struct fnlog *log;  /* the zygote's own output (spate_preload) goes here; NULL: stdout */
     char **env;         /* NULL-terminated "K=V" of the function; copied */
 } zygote_config;
 
@@ -41,9 +42,9 @@ uv_loop_t *zygote_loop(const zygote *z);
 int zygote_pid(const zygote *z);
 
 /* For native.c: asks the zygote to fork an instance serving fd (the zygote's
- * end of the instance socket; it is closed here in every case) in the
- * sandbox text describes (zproto.h). */
-int zygote_request_spawn(zygote *z, instance *inst, int fd, const char *text);
+ * end of the instance socket) with out as its stdout and stderr (or -1), in
+ * the sandbox text describes (zproto.h). Both are closed here in every case. */
+int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char *text);
 /* For native.c: the instance is finished; stop reporting on it. */
 void zygote_forget(zygote *z, instance *inst);
 

@@ -55,6 +55,7 @@ struct pinst {
 struct pool {
     uv_loop_t *loop;
     char *name;
+    fnlog *log; /* what its processes write */
     const char *runner_path;
     pversion *active;
     list_node versions;
@@ -512,6 +513,7 @@ static int start_zygote(pool *p, pversion *v)
         .memory_mb = v->memory_mb,
         .cpu_millis = v->cpu_millis,
         .no_network = v->no_network,
+        .log = p->log,
         .env = v->env,
     };
     int rc = launcher_start(p->loop, &lc, on_zygote_loaded, on_zygote_exit, v, &v->z);
@@ -695,12 +697,20 @@ int pool_restore_version(pool *p, const pool_version_spec *spec)
 
 /* --- Pool ---------------------------------------------------------------------------- */
 
+fnlog *pool_log(pool *p)
+{
+    return p->log;
+}
+
 pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path)
 {
     pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->name = strdup(function);
-    if (!p->name) {
+    p->log = fnlog_create(function);
+    if (!p->name || !p->log) {
+        free(p->name);
+        fnlog_unref(p->log);
         free(p);
         return NULL;
     }
@@ -889,6 +899,7 @@ static void on_timer_closed(uv_handle_t *h)
     void (*cb)(void *) = p->close_cb;
     void *data = p->close_data;
     free(p->name);
+    fnlog_unref(p->log);
     free(p);
     if (cb) cb(data);
 }

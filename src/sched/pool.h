@@ -21,6 +21,7 @@
 
 #include "common/fnconfig.h"
 #include "common/list.h"
+#include "runtime/fnlog.h"
 
 typedef struct pool pool;
 typedef struct pinst pinst;
@@ -97,6 +98,8 @@ typedef struct pool_stats {
 
 /* Creates an empty pool. runner_path is borrowed for the life of the pool. */
 pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path);
+/* What the function's processes wrote to stdout and stderr. */
+fnlog *pool_log(pool *p);
 
 /* Starts a zygote for a new version. cb reports whether the object loaded
  * (message borrowed for the call). Then call pool_activate or pool_discard. */

@@ -37,6 +37,7 @@ typedef struct options {
     const char *token_file;
     int insecure;
     const char *run_as;
+    uint32_t uid_base;
     uint32_t pids_max;
 } options;
 
@@ -97,7 +98,9 @@ static const opt_def opt_defs[] = {
     {"--insecure", OPT_FLAG, OFF(insecure), 0, 0,
      "allow a non-loopback --listen without a token file"},
     {"--run-as", OPT_STRING, OFF(run_as), 0, 0,
-     "user functions run as when spated is root [nobody]"},
+     "when spated is root, functions run in this user's group [nobody]"},
+    {"--uid-base", OPT_U32, OFF(uid_base), 0, 4000000000u,
+     "each function runs as its own uid from here on; 0: all as --run-as [2000000000]"},
     {"--pids-max", OPT_U32, OFF(pids_max), 1, 1000000,
      "processes and threads one instance may have (pids cgroup) [128]"},
     {"--log-level", OPT_LOGLEVEL, 0, 0, 0, "debug, info, warn or error [info]"},
@@ -170,6 +173,7 @@ static void parse_options(int argc, char **argv, options *o)
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
     o->max_instances = default_max_instances();
     o->run_as = "nobody";
+    o->uid_base = SPATE_UID_BASE;
     o->pids_max = SPATE_PIDS_DEFAULT;
 
     for (int i = 1; i < argc; i++) {
@@ -337,10 +341,11 @@ int main(int argc, char **argv)
             "code (give --insecure to do it anyway)%s",
             n.opt.host, "");
     if (tokens) n.opt.http.header_bytes_preauth = SPATE_HTTP_HEADER_PREAUTH_MAX;
-    if (isolate_init(n.opt.run_as, n.opt.pids_max, err, sizeof err) != 0) die("%s%s", err, "");
     if (store_open(n.opt.data_dir, &n.st, err, sizeof err) != 0) die("%s%s", err, "");
 
     n.loop = uv_default_loop();
+    if (isolate_init(n.loop, n.opt.run_as, n.opt.uid_base, n.opt.pids_max, err, sizeof err) != 0)
+        die("%s%s", err, "");
     pool_set_node_max(n.opt.max_instances);
     if (functions_open(n.loop, n.st, n.opt.runner, &n.table) != 0)
         log_warn("some functions could not be restored (see above)");
@@ -370,8 +375,9 @@ int main(int argc, char **argv)
     api_free(n.api);
     auth_free(tokens);
     store_close(n.st);
-    uv_loop_close(n.loop);
     isolate_cleanup();
+    uv_run(n.loop, UV_RUN_DEFAULT); /* the handles isolate_cleanup closed */
+    uv_loop_close(n.loop);
     log_info("stopped");
     return 0;
 }
