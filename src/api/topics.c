@@ -195,12 +195,14 @@ static void publish(api *a, http_request *req, const char *topic)
         http_respond_error(req, 503, "out_of_memory", "out of memory");
         return;
     }
+    /* An empty body is one empty message, and has no buffer at all. */
+    const char *base = body->data ? body->data : "";
     for (size_t i = 0; i < ps.n; i++) {
         pending_msg *m = &ps.msgs[i];
         in[i] = (q_input){
-            .key = m->has_key ? body->data + keys_at + m->key_off : NULL,
+            .key = m->has_key ? base + keys_at + m->key_off : NULL,
             .key_len = m->key_len,
-            .data = body->data + m->data_off,
+            .data = base + m->data_off,
             .len = (uint32_t)m->len,
         };
     }

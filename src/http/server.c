@@ -610,7 +610,18 @@ static void process(http_conn *c)
             dispatch(c);
             continue;
         }
-        if (c->in_off == c->in_len) break;
+        if (c->in_off == c->in_len) {
+            /* The client stopped sending in the middle of a request: it
+             * will never be whole; say so instead of waiting for the
+             * request timeout. */
+            if (c->peer_eof && c->state == C_READING && !c->error_status) {
+                fail(c, 400, "bad_request", "the request ended before it was complete");
+                c->pending = 1;
+                c->state = C_HANDLING;
+                http_respond_error(&c->req, c->error_status, c->error_code, "%s", c->error_msg);
+            }
+            break;
+        }
         if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED) http_parser_pause(&c->parser, 0);
         size_t n =
             http_parser_execute(&c->parser, &settings, c->in + c->in_off, c->in_len - c->in_off);

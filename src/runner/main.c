@@ -63,7 +63,12 @@ struct spate_response {
 static handler_fn handler;
 static hook_fn init_hook;
 
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPATE_ASAN_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(SPATE_ASAN_BUILD)
 /* LeakSanitizer stops the world with ptrace, which the sandbox denies: in
  * the sanitizer build it would turn every exit into "exit status 1". */
 int __lsan_is_turned_off(void);

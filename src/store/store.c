@@ -87,8 +87,8 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (sub_id, seq)"
     ") WITHOUT ROWID;",
     /* 3: per-version CPU quota and network switch (isolation). */
-    "ALTER TABLE versions ADD COLUMN cpu_millis INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE versions ADD COLUMN network INTEGER NOT NULL DEFAULT 1;",
+    ("ALTER TABLE versions ADD COLUMN cpu_millis INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE versions ADD COLUMN network INTEGER NOT NULL DEFAULT 1;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

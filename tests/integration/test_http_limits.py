@@ -5,6 +5,8 @@ import json
 import socket
 import time
 
+import pytest
+
 
 def connect(d):
     s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
@@ -85,6 +87,19 @@ def test_slow_requests_get_408(make_spated):
     data = read_until_closed(s)
     assert data.startswith(b"HTTP/1.1 408 ")
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["code"] == "request_timeout"
+
+
+@pytest.mark.parametrize("partial", [b"GET /v1/hea", b"POST /v1/functions/x/invoke HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"])
+def test_a_request_cut_short_gets_400_at_once(spated, partial):
+    # The client half-closes mid-request (found by fuzz_http): answered now,
+    # not after the request timeout.
+    s = connect(spated)
+    s.sendall(partial)
+    s.shutdown(socket.SHUT_WR)
+    t = time.time()
+    data = read_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 400 ") and b"ended before it was complete" in data, data
+    assert time.time() - t < 10  # well below the 30 s request timeout
 
 
 def test_malformed_requests_get_400_and_the_daemon_goes_on(spated):
