@@ -66,9 +66,9 @@
 /* CPU quota of one instance (deploy cpu=), thousandths of a core. */
 #define SPATE_CPU_FLOOR_MILLIS 10
 #define SPATE_CPU_CEILING_MILLIS 256000
-/* By default an instance may use one core: a spinning function then leaves
- * the others to spated and the rest (these machines have two). */
-#define SPATE_CPU_DEFAULT_MILLIS 1000
+/* By default no quota: the instances of a function share one cpu cgroup,
+ * so the CPU is shared fairly between functions (runtime/isolate.c). */
+#define SPATE_CPU_DEFAULT_MILLIS 0
 /* Function output (runtime/fnlog.h): a line longer than this is cut; each
  * function keeps its newest lines up to a count and bytes, and may write at
  * a sustained rate with a burst before its writes are made to wait. */

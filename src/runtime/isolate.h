@@ -51,9 +51,11 @@ typedef struct isolate_slot {
     char tmpdir[256];   /* "" if none */
     int ndirs;
     char dirs[3][512];
-    int memory; /* index in dirs of the memory cgroup, or -1 */
-    int pids;   /* of the pids cgroup, or -1 */
-    int cpu;    /* of the cpu cgroup, or -1 */
+    int memory;    /* index in dirs of the memory cgroup, or -1 */
+    int pids;      /* of the pids cgroup, or -1 */
+    int cpu;       /* of the cpu cgroup (always the last), or -1 */
+    int cpu_own;   /* it is the instance's (a quota), not its function's */
+    uid_t cpu_uid; /* whose function's group it is, when shared */
     uint32_t memory_mb, cpu_millis;
     uid_t owner;        /* of the temporary directory and cgroup.procs files */
     uint64_t oom_kills; /* the memory cgroup's count when the instance started */
