@@ -66,6 +66,7 @@ fuzz: all
 bench: deps all
 	./bench/invoke
 	./bench/events
+	./bench/metrics
 
 # The trading day of examples/trade-report, twice: one consumer, then spate.
 # Prints a table per mode and writes demo-out/trading-day.svg and .png.

@@ -8,7 +8,8 @@ PACKAGES="build-essential cmake pkg-config
 libuv1-dev libhttp-parser-dev libsqlite3-dev libcjson-dev libssl-dev
 libcurl4-openssl-dev libseccomp-dev libarchive-dev
 python3-pytest nginx-light wrk nats-server libnats-dev gnuplot-nox
-autoconf automake libtool clang libclang-rt-14-dev"
+autoconf automake libtool clang libclang-rt-14-dev
+prometheus chromium"
 
 missing=""
 for p in $PACKAGES; do

@@ -14,7 +14,12 @@ is compressed into --seconds, the deadline with it.
 Every figure is measured: spated, the function and the TRF really run.
 
     demo.py [--seconds 60] [--trades 12000] [--latency-ms 5] [--out demo-out]
-            [--summary FILE] [--modes classic,serverless]
+            [--summary FILE] [--modes classic,serverless] [--port 7728]
+
+Watch it live: each mode's spated listens on --port (7728 unless it is
+taken), so http://127.0.0.1:7728/ui/ shows the backlog, the instances and the
+deadline risk as the day goes by; the page reconnects when the next mode's
+spated starts.
 """
 
 import argparse
@@ -47,6 +52,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_or_free(port):
+    """port if nothing listens there, else a free one."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            return free_port()
 
 
 def wait_port(port, proc, what, log):
@@ -94,7 +110,7 @@ class Run:
         self.tmp.mkdir()
         self.deadline_s = deadline_s
         self.samples = []  # (t, published, depth, live instances, desired)
-        self.trf_port, self.port = free_port(), free_port()
+        self.trf_port, self.port = free_port(), port_or_free(args.port)
         self.trf = subprocess.Popen([str(build / "trf"), "--listen", f"127.0.0.1:{self.trf_port}",
                                      "--latency-ms", str(args.latency_ms)],
                                     stdout=open(self.tmp / "trf.log", "wb"),
@@ -293,6 +309,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "demo-out"))
     ap.add_argument("--build", default=str(ROOT / "build"))
     ap.add_argument("--summary", help="write the figures as JSON here")
+    ap.add_argument("--port", type=int, default=7728,
+                    help="spated's port, for the live dashboard at /ui/ (a free one if taken)")
     args = ap.parse_args()
     build = pathlib.Path(args.build)
     deadline_s = DEADLINE_REAL_S * args.seconds / SESSION_S
@@ -309,6 +327,7 @@ def main():
             print(f"[{mode}] replaying the day ...", flush=True)
             r = Run(mode, args, tmp, build, report_so, refdata, deadline_s)
             runs.append(r)
+            print(f"[{mode}] watch it live: http://127.0.0.1:{r.port}/ui/", flush=True)
             try:
                 r.run()
             finally:

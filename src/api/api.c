@@ -57,6 +57,10 @@ static route_match match(const char *path)
     if (match_topics(path, &m)) return m;
     if (strcmp(path, "/v1/health") == 0) {
         m.route = R_HEALTH;
+    } else if (strcmp(path, "/metrics") == 0) {
+        m.route = R_METRICS;
+    } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
+        m.route = R_UI;
     } else if (strncmp(path, PREFIX, PREFIX_LEN) == 0) {
         const char *rest = path + PREFIX_LEN;
         if (*rest == '\0' || strcmp(rest, "/") == 0) {
@@ -84,6 +88,7 @@ static unsigned needed_scope(const route_match *m, enum http_method method)
     int read = method == HTTP_GET || method == HTTP_HEAD;
     switch (m->route) {
     case R_HEALTH:
+    case R_UI: /* the page's files hold no data; it asks for a token to read any */
         return 0;
     case R_FUNCTION_INVOKE:
         return method == HTTP_POST ? SCOPE_INVOKE : SCOPE_ANY;
@@ -410,6 +415,14 @@ static void handle(http_request *req, void *data)
     case R_FUNCTIONS:
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         list_fns(a, req);
+        return;
+    case R_METRICS:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_metrics(a, req);
+        return;
+    case R_UI:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_ui(req);
         return;
     case R_FUNCTION_INVOKE:
         if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");

@@ -31,6 +31,8 @@ enum route {
     R_TOPIC_REDRIVE,   /* /v1/topics/TOPIC/redrive */
     R_TRIGGERS,        /* /v1/triggers */
     R_TRIGGER,         /* /v1/triggers/TOPIC/FUNCTION */
+    R_METRICS,         /* /metrics */
+    R_UI,              /* /ui and what is under it */
 };
 
 typedef struct route_match {
@@ -50,7 +52,20 @@ int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min
 
 /* api/topics.c: publish, topic stats and messages, redrive, triggers. */
 void api_topics(api *a, http_request *req, const route_match *m);
+/* A topic over its triggers, as GET /v1/topics/TOPIC and /metrics show it. */
+typedef struct topic_summary {
+    uint64_t depth; /* what the slowest trigger has left; with none, what is stored */
+    uint64_t in_flight, dead_lettered, acked, published, stored;
+    int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
+    double oldest_age_s;
+} topic_summary;
+int api_topic_summary(api *a, const char *topic, topic_summary *out);
+
 /* api/logs.c: a function's output. */
 void api_logs(api *a, http_request *req, const route_match *m);
+/* api/metrics.c: GET /metrics. */
+void api_metrics(api *a, http_request *req);
+/* api/ui.c: the dashboard's files. */
+void api_ui(http_request *req);
 
 #endif

@@ -44,6 +44,7 @@ static void add_line(const fnlog_line *line, void *data)
     cJSON_AddNumberToObject(o, "seq", (double)line->seq);
     cJSON_AddNumberToObject(o, "time_ms", (double)line->time_ms);
     cJSON_AddNumberToObject(o, "instance", (double)line->instance);
+    if (line->req[0]) cJSON_AddStringToObject(o, "request_id", line->req);
     /* JSON strings are text: bytes that are not UTF-8 become '?'. */
     char text[SPATE_LOG_LINE_MAX + 1];
     memcpy(text, line->text, line->len);

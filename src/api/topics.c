@@ -241,41 +241,56 @@ static cJSON *trigger_json(const trigger_view *v)
     return o;
 }
 
-typedef struct topic_acc {
-    cJSON *arr;
-    uint64_t depth, in_flight, dead_lettered, acked;
-    int64_t oldest;
-} topic_acc;
+static void sum_trigger(const trigger_view *v, void *data)
+{
+    topic_summary *sum = data;
+    if (v->stats.depth > sum->depth) sum->depth = v->stats.depth;
+    sum->in_flight += v->stats.leased;
+    sum->dead_lettered += v->stats.dead_lettered;
+    sum->acked += v->stats.acked;
+    if (v->stats.oldest_ms && (!sum->oldest_ms || v->stats.oldest_ms < sum->oldest_ms))
+        sum->oldest_ms = v->stats.oldest_ms;
+}
+
+int api_topic_summary(api *a, const char *topic, topic_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    q_topic_stats ts;
+    int rc = queue_topic_stats(a->q, topic, &ts);
+    if (rc != 0) return rc;
+    triggers_each_of_topic(a->tr, topic, sum_trigger, out);
+    /* Depth: what the slowest trigger has left; with no trigger, what is stored. */
+    if (!ts.subscriptions) {
+        out->depth = ts.stored;
+        out->oldest_ms = ts.oldest_ms;
+    }
+    out->oldest_age_s = age_s(out->oldest_ms);
+    out->published = ts.published;
+    out->stored = ts.stored;
+    return 0;
+}
 
 static void add_trigger(const trigger_view *v, void *data)
 {
-    topic_acc *acc = data;
-    cJSON_AddItemToArray(acc->arr, trigger_json(v));
-    if (v->stats.depth > acc->depth) acc->depth = v->stats.depth;
-    acc->in_flight += v->stats.leased;
-    acc->dead_lettered += v->stats.dead_lettered;
-    acc->acked += v->stats.acked;
-    if (v->stats.oldest_ms && (!acc->oldest || v->stats.oldest_ms < acc->oldest))
-        acc->oldest = v->stats.oldest_ms;
+    cJSON_AddItemToArray(data, trigger_json(v));
 }
 
 static cJSON *topic_json(api *a, const char *topic)
 {
-    q_topic_stats ts;
-    if (queue_topic_stats(a->q, topic, &ts) != 0) return NULL;
+    topic_summary sum;
+    if (api_topic_summary(a, topic, &sum) != 0) return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", topic);
-    topic_acc acc = {.arr = cJSON_CreateArray()};
-    triggers_each_of_topic(a->tr, topic, add_trigger, &acc);
-    /* Depth: what the slowest trigger has left; with no trigger, what is stored. */
-    cJSON_AddNumberToObject(o, "depth", (double)(ts.subscriptions ? acc.depth : ts.stored));
-    cJSON_AddNumberToObject(o, "in_flight", (double)acc.in_flight);
-    cJSON_AddNumberToObject(o, "oldest_age_s", age_s(ts.subscriptions ? acc.oldest : ts.oldest_ms));
-    cJSON_AddNumberToObject(o, "published", (double)ts.published);
-    cJSON_AddNumberToObject(o, "acknowledged", (double)acc.acked);
-    cJSON_AddNumberToObject(o, "dead_lettered", (double)acc.dead_lettered);
-    cJSON_AddNumberToObject(o, "stored", (double)ts.stored);
-    cJSON_AddItemToObject(o, "triggers", acc.arr);
+    cJSON *arr = cJSON_CreateArray();
+    triggers_each_of_topic(a->tr, topic, add_trigger, arr);
+    cJSON_AddNumberToObject(o, "depth", (double)sum.depth);
+    cJSON_AddNumberToObject(o, "in_flight", (double)sum.in_flight);
+    cJSON_AddNumberToObject(o, "oldest_age_s", sum.oldest_age_s);
+    cJSON_AddNumberToObject(o, "published", (double)sum.published);
+    cJSON_AddNumberToObject(o, "acknowledged", (double)sum.acked);
+    cJSON_AddNumberToObject(o, "dead_lettered", (double)sum.dead_lettered);
+    cJSON_AddNumberToObject(o, "stored", (double)sum.stored);
+    cJSON_AddItemToObject(o, "triggers", arr);
     return o;
 }
 

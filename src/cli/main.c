@@ -474,8 +474,11 @@ static uint64_t print_log_lines(const cJSON *doc, uint64_t after)
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
         double inst = json_num(line, "instance");
-        char who[32];
-        if (inst > 0)
+        char who[96];
+        const char *req = json_str(line, "request_id");
+        if (inst > 0 && req && *req)
+            snprintf(who, sizeof who, "instance %.0f req %s", inst, req);
+        else if (inst > 0)
             snprintf(who, sizeof who, "instance %.0f", inst);
         else
             snprintf(who, sizeof who, "zygote");

@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 int log_level_min = LOGL_INFO;
+int log_format = LOG_TEXT;
 static const char *log_tag = "spate";
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+#define LINE_MAX_BYTES 2048
 
 int log_level_parse(const char *name)
 {
@@ -18,28 +21,120 @@ int log_level_parse(const char *name)
     return -1;
 }
 
+int log_format_parse(const char *name)
+{
+    if (strcmp(name, "text") == 0) return LOG_TEXT;
+    if (strcmp(name, "json") == 0) return LOG_JSON;
+    return -1;
+}
+
 void log_set_tag(const char *tag)
 {
     log_tag = tag;
 }
 
+/* Appends s[0..len) as the inside of a JSON string; stops short of end. */
+static char *json_escape(char *p, const char *end, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len && p < end - 6; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = (char)c;
+        } else if (c < 0x20) {
+            memcpy(p, "\\u00", 4);
+            p[4] = hex[c >> 4];
+            p[5] = hex[c & 15];
+            p += 6;
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    return p;
+}
+
+static int is_key_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+/* Where the trailing "key=value" words of msg begin (len when none). */
+static size_t context_start(const char *msg, size_t len)
+{
+    size_t start = len;
+    while (start > 0) {
+        size_t w = start;
+        while (w > 0 && msg[w - 1] != ' ') w--;
+        size_t k = w;
+        while (k < start && is_key_char(msg[k])) k++;
+        if (k == w || k == start || msg[k] != '=' || !(msg[w] >= 'a' && msg[w] <= 'z')) break;
+        start = w > 0 ? w - 1 : 0; /* include the space before it */
+        if (w == 0) break;
+    }
+    return start;
+}
+
+static size_t format_json(char *line, const char *when, int level, const char *msg, size_t mlen)
+{
+    char *p = line, *end = line + LINE_MAX_BYTES - 2;
+    p += snprintf(p, (size_t)(end - p), "{\"time\":\"%s\",\"level\":\"%s\",\"tag\":\"", when,
+                  level_names[level & 3]);
+    p = json_escape(p, end, log_tag, strlen(log_tag));
+    p += snprintf(p, (size_t)(end - p), "\",\"msg\":\"");
+    size_t ctx = context_start(msg, mlen);
+    p = json_escape(p, end, msg, ctx);
+    if (p < end) *p++ = '"';
+    /* Each key=value word becomes a field. */
+    size_t i = ctx;
+    while (i < mlen && p < end - 8) {
+        while (i < mlen && msg[i] == ' ') i++;
+        size_t eq = i;
+        while (eq < mlen && msg[eq] != '=') eq++;
+        size_t stop = eq;
+        while (stop < mlen && msg[stop] != ' ') stop++;
+        if (eq >= mlen) break;
+        *p++ = ',';
+        *p++ = '"';
+        p = json_escape(p, end, msg + i, eq - i);
+        if (p < end - 3) {
+            memcpy(p, "\":\"", 3);
+            p += 3;
+        }
+        p = json_escape(p, end, msg + eq + 1, stop - eq - 1);
+        if (p < end) *p++ = '"';
+        i = stop;
+    }
+    if (p < end) *p++ = '}';
+    return (size_t)(p - line);
+}
+
 void log_write(int level, const char *fmt, ...)
 {
-    char line[2048];
+    char when[64];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line,
-                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     ts.tv_nsec / 1000000, level_names[level & 3], log_tag);
+    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+
+    char msg[LINE_MAX_BYTES];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2) len = sizeof line - 2;
+    size_t mlen = m < 0 ? 0 : (size_t)m >= sizeof msg ? sizeof msg - 1 : (size_t)m;
+
+    char line[LINE_MAX_BYTES + 64];
+    size_t len;
+    if (log_format == LOG_JSON) {
+        len = format_json(line, when, level, msg, mlen);
+    } else {
+        int n = snprintf(line, sizeof line, "%s %-5s %s: %.*s", when, level_names[level & 3],
+                         log_tag, (int)mlen, msg);
+        len = n < 0 ? 0 : (size_t)n >= sizeof line - 1 ? sizeof line - 2 : (size_t)n;
+    }
     line[len++] = '\n';
     /* One write per line, so lines from several processes do not interleave. */
     ssize_t w = write(STDERR_FILENO, line, len);

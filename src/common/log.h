@@ -1,6 +1,10 @@
 /*
  * log.h - one line per event on stderr: time, level, message, then context
  * (fn=... req=... instance=...). Formatting is skipped below the level.
+ *
+ * Messages end with their context as key=value words; in the JSON format
+ * (--log-format json) those become fields of the object:
+ *   {"time":"...","level":"warn","tag":"spated","msg":"...","fn":"f","req":"..."}
  */
 #ifndef SPATE_LOG_H
 #define SPATE_LOG_H
@@ -8,6 +12,11 @@
 enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_WARN, LOGL_ERROR };
 
 extern int log_level_min;
+
+enum log_format { LOG_TEXT, LOG_JSON };
+extern int log_format;
+/* Parses "text" or "json"; -1 when unknown. */
+int log_format_parse(const char *name);
 
 /* Parses "debug", "info", "warn" or "error"; -1 when unknown. */
 int log_level_parse(const char *name);

@@ -28,8 +28,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
@@ -167,6 +169,9 @@ static void flush(int fd)
     if (outq.cap > 256 * KIB) buf_free(&outq);
 }
 
+/* Whether stdout is spated's output pipe (so FIONREAD on it means something). */
+static int has_output_pipe;
+
 static void put_result(int fd, uint8_t flags, uint32_t duration_us, const void *body, size_t len)
 {
     uint8_t hdr[FRAME_HEADER_SIZE + FRAME_RESULT_FIXED];
@@ -203,6 +208,13 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
     int rc = handler(&req, res);
     uint64_t took = (mono_ns() - start) / 1000;
     uint32_t duration_us = took > UINT32_MAX ? UINT32_MAX : (uint32_t)took;
+    /* Its output reaches the pipe before its result reaches spated, which
+     * tags the lines with this request (runtime/output.c). */
+    if (__fpending(stdout)) fflush(stdout);
+    uint8_t flags = 0;
+    int unread = 0;
+    if (has_output_pipe && ioctl(STDOUT_FILENO, FIONREAD, &unread) == 0 && unread > 0)
+        flags |= FRAME_OUTPUT_PENDING;
     if (rc != 0 && !res->failed)
         res->message_len =
             (size_t)snprintf(res->message, sizeof res->message, "spate_handler returned %d", rc);
@@ -211,9 +223,9 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
             memcpy(res->message, "function failed", 15);
             res->message_len = 15;
         }
-        put_result(fd, FRAME_FAILED, duration_us, res->message, res->message_len);
+        put_result(fd, flags | FRAME_FAILED, duration_us, res->message, res->message_len);
     } else {
-        put_result(fd, 0, duration_us, res->out.data, res->out.len);
+        put_result(fd, flags, duration_us, res->out.data, res->out.len);
     }
     /* A large output leaves a large heap behind; give it back while idle. */
     if (res->out.cap > 256 * KIB) buf_free(&res->out);
@@ -308,6 +320,7 @@ static void spawn(uint64_t id, int fd, int out, char *text)
         if (out >= 0) {
             dup2(out, STDOUT_FILENO);
             dup2(out, STDERR_FILENO);
+            has_output_pipe = 1;
         }
         enter_instance(fd, text); /* closes the zygote's descriptors */
         setvbuf(stdout, NULL, _IOLBF, 0);

@@ -249,6 +249,7 @@ static void finish(exec_instance *e, int failed, const char *body, size_t len)
     e->running = NULL;
     uint64_t took = (clock_mono_ns() - e->running_since) / 1000;
     free(p);
+    e->base.output_unread = 1; /* its stdout is the pipe itself: nothing tells */
     e->base.cb->result(&e->base, failed, took > UINT32_MAX ? UINT32_MAX : (uint32_t)took, body, len,
                        e->base.data);
 }

@@ -39,7 +39,9 @@ enum frame_type {
     FRAME_RESULT = 4,
 };
 
-enum { FRAME_FAILED = 1 }; /* RESULT flag */
+/* RESULT flags. OUTPUT_PENDING: the handler's output was still in the pipe
+ * when it answered, so spated reads it before the next request's. */
+enum { FRAME_FAILED = 1, FRAME_OUTPUT_PENDING = 2 };
 enum { FRAME_HAS_TOPIC = 1, FRAME_HAS_KEY = 2 };
 
 typedef struct frame {

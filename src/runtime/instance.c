@@ -17,6 +17,7 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
     i->id = next_id++;
     i->iso = NULL;
     i->out = NULL;
+    i->output_unread = 0;
 }
 
 int instance_isolate(instance *i, const instance_limits *l, int *out_fd)
@@ -31,6 +32,12 @@ int instance_isolate(instance *i, const instance_limits *l, int *out_fd)
         return ERR_IO;
     }
     return 0;
+}
+
+void instance_set_request(instance *i, const char *request_id)
+{
+    if (i->out) output_set_request(i->out, request_id, i->output_unread);
+    i->output_unread = 0;
 }
 
 void instance_sandbox_text(const instance *i, char *out, size_t cap)

@@ -59,6 +59,7 @@ struct instance {
     uint64_t id;              /* spated-wide, for logs */
     struct isolate_slot *iso; /* its cgroups and temporary directory */
     struct output *out;       /* reads its stdout and stderr */
+    int output_unread;        /* set with each result: output may still be in the pipe */
     uint32_t memory_mb;
 };
 
@@ -89,6 +90,9 @@ static inline pid_t instance_pid(const instance *i)
 
 /* Fills the common part. */
 void instance_init(instance *i, const instance_ops *ops, const instance_callbacks *cb, void *data);
+
+/* The request it runs now (NULL: none), to tag its output with. */
+void instance_set_request(instance *i, const char *request_id);
 
 /* For runtimes, before the process starts: its cgroups, temporary directory
  * and output pipe, whose write end *out_fd is for the process's stdout and

@@ -93,6 +93,7 @@ static void handle_frame(native *inst, const frame *f)
             protocol_error(inst, "short result frame");
             break;
         }
+        inst->base.output_unread = (f->flags & FRAME_OUTPUT_PENDING) != 0;
         inst->base.cb->result(&inst->base, f->flags & FRAME_FAILED, duration, body, len,
                               inst->base.data);
         break;

@@ -14,7 +14,8 @@ struct output {
     uv_timer_t resume; /* reading waits for the rate budget */
     fnlog *log;
     uint64_t instance;
-    char *partial; /* the start of a line not yet ended, SPATE_LOG_LINE_MAX bytes */
+    char req[FNLOG_REQ_MAX + 1]; /* the request the process is running, "" between */
+    char *partial;               /* the start of a line not yet ended, SPATE_LOG_LINE_MAX bytes */
     size_t plen;
     int closing, open_handles;
 };
@@ -33,7 +34,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void emit(output *o, const char *text, size_t len)
 {
-    fnlog_append(o->log, o->instance, text, len);
+    fnlog_append(o->log, o->instance, o->req, text, len);
 }
 
 /* Splits data into lines; a line longer than the maximum is cut there. */
@@ -83,6 +84,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     consume(o, b->base, (size_t)n);
+    fnlog_flush(o->log);
     uint64_t wait = fnlog_spend(o->log, (size_t)n, uv_now(s->loop));
     if (wait) {
         /* Over the rate: let the pipe fill, so the writer waits. */
@@ -119,22 +121,43 @@ int output_open(uv_loop_t *loop, fnlog *log, uint64_t instance, int *write_fd, o
     return 0;
 }
 
+/* Reads what is in the pipe now, within the budget, without waiting. */
+static void read_now(output *o)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&o->pipe, &fd) != 0) return;
+    uint64_t now = uv_now(o->pipe.loop);
+    ssize_t n;
+    while (fnlog_spend(o->log, 0, now) == 0 && (n = read(fd, readbuf, sizeof readbuf)) > 0) {
+        consume(o, readbuf, (size_t)n);
+        fnlog_spend(o->log, (size_t)n, now);
+    }
+    fnlog_flush(o->log);
+}
+
+void output_set_request(output *o, const char *request_id, int unread)
+{
+    /* What the last request wrote is in the pipe before its result reached
+     * spated (the runner flushes stdio first): read it under its id. While
+     * reading waits for the rate, later lines may carry the next id. */
+    if (unread && o->req[0] && !uv_is_active((uv_handle_t *)&o->resume)) read_now(o);
+    if (o->req[0] && o->plen) { /* a line cut short belongs to the old request */
+        emit(o, o->partial, o->plen);
+        o->plen = 0;
+    }
+    size_t n = request_id ? strnlen(request_id, FNLOG_REQ_MAX) : 0;
+    memcpy(o->req, request_id ? request_id : "", n);
+    o->req[n] = '\0';
+}
+
 void output_close(output *o)
 {
     if (!o) return;
     o->closing = 1;
-    /* What is still in the pipe, within the budget, without waiting. */
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&o->pipe, &fd) == 0) {
-        uint64_t now = uv_now(o->pipe.loop);
-        ssize_t n;
-        while (fnlog_spend(o->log, 0, now) == 0 && (n = read(fd, readbuf, sizeof readbuf)) > 0) {
-            consume(o, readbuf, (size_t)n);
-            fnlog_spend(o->log, (size_t)n, now);
-        }
-    }
+    read_now(o);
     if (o->plen) emit(o, o->partial, o->plen);
     o->plen = 0;
+    fnlog_flush(o->log);
     uv_close((uv_handle_t *)&o->pipe, on_handle_closed);
     uv_close((uv_handle_t *)&o->resume, on_handle_closed);
 }

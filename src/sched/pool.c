@@ -72,6 +72,7 @@ struct pool {
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
     double service_us; /* moving average of handler time; 0 until known */
     double cold_us;    /* moving average of instance start time */
+    pool_metrics m;
 };
 
 /* Weight of a new sample in the moving averages. */
@@ -118,15 +119,16 @@ static void arm(pool *p, uint64_t at)
 
 /* --- Invocations ------------------------------------------------------------ */
 
-static void finish(invocation *inv, enum inv_outcome outcome, const char *body, size_t len)
+static void finish(pool *p, invocation *inv, enum inv_outcome outcome, const char *body, size_t len)
 {
+    p->m.outcomes[outcome]++;
     inv->runner = NULL;
     inv->done(inv, outcome, body, len, inv->data);
 }
 
-static void finish_msg(invocation *inv, enum inv_outcome outcome, const char *msg)
+static void finish_msg(pool *p, invocation *inv, enum inv_outcome outcome, const char *msg)
 {
-    finish(inv, outcome, msg, strlen(msg));
+    finish(p, inv, outcome, msg, strlen(msg));
 }
 
 /* Fails every waiting invocation. The queue is emptied before any callback
@@ -144,7 +146,7 @@ static void fail_waiting(pool *p, enum inv_outcome outcome, const char *msg)
     while (!list_empty(&failed)) {
         list_node *n = list_first(&failed);
         list_remove(n);
-        finish_msg(list_entry(n, invocation, link), outcome, msg);
+        finish_msg(p, list_entry(n, invocation, link), outcome, msg);
     }
 }
 
@@ -205,8 +207,11 @@ static invocation *head_of(pinst *pi)
 static void head_started(pinst *pi)
 {
     pool *p = pi->pool;
+    invocation *head = head_of(pi);
     pi->state = PI_BUSY;
-    pi->deadline = now_ms(p) + head_of(pi)->timeout_ms;
+    pi->deadline = now_ms(p) + head->timeout_ms;
+    histogram_observe(&p->m.queue_wait, (double)(clock_mono_ns() - head->queued_ns) / 1e9);
+    instance_set_request(pi->inst, head->request_id);
     insert_busy(p, pi);
     arm(p, pi->deadline);
 }
@@ -336,6 +341,7 @@ static void became_idle(pinst *pi)
     }
     pi->state = PI_IDLE;
     pi->since = now_ms(p);
+    instance_set_request(pi->inst, NULL);
     list_push_front(&p->idle, &pi->link);
     p->nidle++;
     if (live(p) > pi->ver->cfg.min_instances) arm(p, pi->since + pi->ver->cfg.keep_alive_ms);
@@ -349,6 +355,7 @@ static void on_instance_ready(instance *inst, void *data)
     unlink_instance(pi);
     p->cold_starts++;
     p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
+    histogram_observe_us(&p->m.cold_start, p->last_cold_us);
     p->cold_us += EWMA_ALPHA * ((double)p->last_cold_us - p->cold_us);
     became_idle(pi);
     grow(p); /* slow start goes on as instances come up */
@@ -364,6 +371,7 @@ static void on_instance_result(instance *inst, int failed, uint32_t duration_us,
     invocation *inv = pop_head(pi);
     p->invocations++;
     if (failed) p->errors++;
+    histogram_observe_us(&p->m.duration, duration_us);
     p->service_us = p->service_us > 0
                         ? p->service_us + EWMA_ALPHA * ((double)duration_us - p->service_us)
                         : (double)(duration_us ? duration_us : 1);
@@ -379,7 +387,7 @@ static void on_instance_result(instance *inst, int failed, uint32_t duration_us,
     } else {
         became_idle(pi);
     }
-    finish(inv, failed ? INV_FAILED : INV_OK, body, len);
+    finish(p, inv, failed ? INV_FAILED : INV_OK, body, len);
 }
 
 static void free_version(pversion *v);
@@ -416,7 +424,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         log_warn("idle instance %s fn=%s", why, p->name);
     }
     if (v->retired && v->ninstances == 0) free_version(v);
-    if (failed) finish_msg(failed, INV_CRASHED, why);
+    if (failed) finish_msg(p, failed, INV_CRASHED, why);
     grow(p);
     maybe_finish_close(p);
 }
@@ -732,9 +740,10 @@ void pool_invoke(pool *p, invocation *inv)
     list_init(&inv->link);
     inv->runner = NULL;
     inv->version = 0;
+    inv->queued_ns = clock_mono_ns();
     pversion *v = p->active;
     if (p->closing || !v) {
-        finish_msg(inv, INV_UNAVAILABLE,
+        finish_msg(p, inv, INV_UNAVAILABLE,
                    p->closing ? "spated is shutting down" : "function has no active version");
         return;
     }
@@ -747,7 +756,7 @@ void pool_invoke(pool *p, invocation *inv)
     if (v->zstate == ZS_NONE && v->load_error && now_ms(p) < v->retry_at) {
         char msg[MESSAGE_MAX];
         snprintf(msg, sizeof msg, "cannot start function: %s", v->load_error);
-        finish_msg(inv, INV_UNAVAILABLE, msg);
+        finish_msg(p, inv, INV_UNAVAILABLE, msg);
         return;
     }
     if (p->nwaiting + p->nqueued >= v->cfg.queue_max) {
@@ -756,11 +765,10 @@ void pool_invoke(pool *p, invocation *inv)
         snprintf(msg, sizeof msg,
                  "function is at its maximum of %u instances and %u invocations wait",
                  v->cfg.max_instances, p->nwaiting + p->nqueued);
-        finish_msg(inv, INV_OVERLOADED, msg);
+        finish_msg(p, inv, INV_OVERLOADED, msg);
         return;
     }
     inv->wait_deadline = now_ms(p) + v->cfg.timeout_ms;
-    inv->queued_ns = clock_mono_ns();
     list_push_back(&p->waiting, &inv->link);
     p->nwaiting++;
     arm(p, inv->wait_deadline);
@@ -772,7 +780,7 @@ int pool_cancel(pool *p, invocation *inv)
     if (inv->runner || inv->link.next == &inv->link) return 0;
     list_remove(&inv->link);
     p->nwaiting--;
-    finish_msg(inv, INV_UNAVAILABLE, "cancelled");
+    finish_msg(p, inv, INV_UNAVAILABLE, "cancelled");
     return 1;
 }
 
@@ -847,14 +855,14 @@ static void on_timer(uv_timer_t *t)
         char msg[96];
         snprintf(msg, sizeof msg, "no instance became free within the timeout");
         p->timeouts++;
-        finish_msg(inv, INV_TIMEOUT, msg);
+        finish_msg(p, inv, INV_TIMEOUT, msg);
     }
     while (!list_empty(&timed_out)) {
         invocation *inv = list_entry(list_first(&timed_out), invocation, link);
         list_remove(&inv->link);
         char msg[96];
         snprintf(msg, sizeof msg, "function timed out after %u ms", inv->timeout_ms);
-        finish_msg(inv, INV_TIMEOUT, msg);
+        finish_msg(p, inv, INV_TIMEOUT, msg);
     }
     grow(p);
     maybe_finish_close(p);
@@ -884,6 +892,18 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->max_instances = p->active ? p->active->cfg.max_instances : 0;
     out->min_instances = p->active ? p->active->cfg.min_instances : 0;
     out->load_error = p->active ? p->active->load_error : NULL;
+}
+
+const pool_metrics *pool_metrics_get(const pool *p)
+{
+    return &p->m;
+}
+
+const char *inv_outcome_name(enum inv_outcome o)
+{
+    static const char *const names[INV_OUTCOMES] = {"ok",      "error",    "crashed",
+                                                    "timeout", "rejected", "unavailable"};
+    return (unsigned)o < INV_OUTCOMES ? names[o] : "unknown";
 }
 
 uint32_t pool_capacity(const pool *p)
@@ -948,7 +968,7 @@ void pool_close(pool *p, int drain, void (*cb)(void *data), void *data)
         while (!list_empty(&cut)) {
             invocation *inv = list_entry(list_first(&cut), invocation, link);
             list_remove(&inv->link);
-            finish_msg(inv, INV_UNAVAILABLE, "spated stopped before the function finished");
+            finish_msg(p, inv, INV_UNAVAILABLE, "spated stopped before the function finished");
         }
     }
     maybe_finish_close(p);

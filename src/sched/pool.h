@@ -21,6 +21,7 @@
 
 #include "common/fnconfig.h"
 #include "common/list.h"
+#include "metrics/histogram.h"
 #include "runtime/fnlog.h"
 
 typedef struct pool pool;
@@ -34,6 +35,10 @@ enum inv_outcome {
     INV_OVERLOADED,  /* the wait queue is full */
     INV_UNAVAILABLE, /* the function cannot run now (loading failed, shutting down, deleted) */
 };
+#define INV_OUTCOMES 6
+
+/* "ok", "error", "crashed", "timeout", "rejected", "unavailable". */
+const char *inv_outcome_name(enum inv_outcome o);
 
 typedef struct invocation invocation;
 /* Called exactly once per invocation; body is borrowed for the call. */
@@ -96,6 +101,14 @@ typedef struct pool_stats {
     const char *load_error; /* why the active version's zygote last failed, or NULL */
 } pool_stats;
 
+/* What /metrics shows of a pool; counts since spated started. */
+typedef struct pool_metrics {
+    uint64_t outcomes[INV_OUTCOMES]; /* by enum inv_outcome */
+    histogram duration;              /* handler time, as the instance measured it */
+    histogram queue_wait;            /* from pool_invoke until an instance starts it */
+    histogram cold_start;            /* from asking for an instance until it is ready */
+} pool_metrics;
+
 /* Creates an empty pool. runner_path is borrowed for the life of the pool. */
 pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path);
 /* What the function's processes wrote to stdout and stderr. */
@@ -123,6 +136,7 @@ void pool_invoke(pool *p, invocation *inv);
 int pool_cancel(pool *p, invocation *inv);
 
 void pool_stats_get(const pool *p, pool_stats *out);
+const pool_metrics *pool_metrics_get(const pool *p);
 /* Invocations the pool can put to work at once: its maximum of instances,
  * each with a full mailbox. Callers that feed it (triggers) stay below. */
 uint32_t pool_capacity(const pool *p);

@@ -35,7 +35,8 @@ typedef struct trigger {
     int pumping;
     int stalled; /* the pool refused: wait for a completion or a tick */
     int missing_warned;
-    int removed; /* its subscription is gone: freed when nothing runs */
+    int removed;          /* its subscription is gone: freed when nothing runs */
+    histogram end_to_end; /* publish to success, for /metrics */
 } trigger;
 
 typedef struct tinv {
@@ -206,6 +207,7 @@ static void on_done(invocation *inv, enum inv_outcome outcome, const char *body,
     char error[SPATE_ERROR_MESSAGE_MAX + 64];
     switch (outcome) {
     case INV_OK:
+        histogram_observe(&t->end_to_end, (double)(clock_now_ms() - l->msg->published_ms) / 1e3);
         queue_ack(l);
         break;
     case INV_FAILED:
@@ -451,6 +453,7 @@ static void view_one(q_sub *sub, void *data)
     queue_sub_stats(sub, &v.stats);
     trigger *t = queue_sub_data(sub);
     v.in_flight = t ? t->inflight : 0;
+    v.end_to_end = t ? &t->end_to_end : NULL;
     c->cb(&v, c->data);
 }
 

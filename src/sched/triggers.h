@@ -57,7 +57,8 @@ typedef struct trigger_view {
     const char *topic;
     const q_sub_config *cfg;
     q_sub_stats stats;
-    uint32_t in_flight; /* invocations handed to the pool */
+    uint32_t in_flight;          /* invocations handed to the pool */
+    const histogram *end_to_end; /* publish to success; NULL before it runs */
 } trigger_view;
 void triggers_each(triggers *t, void (*cb)(const trigger_view *v, void *data), void *data);
 /* The triggers of one topic. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -16,6 +17,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "runtime/fnlog.h"
 #include "common/parse.h"
 #include "http/server.h"
 #include "runtime/isolate.h"
@@ -39,6 +41,7 @@ typedef struct options {
     const char *run_as;
     uint32_t uid_base;
     uint32_t pids_max;
+    size_t function_log_max;
 } options;
 
 typedef struct node {
@@ -58,7 +61,7 @@ typedef struct node {
 
 /* --- Options: one table of name, bounds and default ----------------------------- */
 
-enum opt_kind { OPT_STRING, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL, OPT_FLAG };
+enum opt_kind { OPT_STRING, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL, OPT_LOGFORMAT, OPT_FLAG };
 
 typedef struct opt_def {
     const char *name;
@@ -103,7 +106,10 @@ static const opt_def opt_defs[] = {
      "each function runs as its own uid from here on; 0: all as --run-as [2000000000]"},
     {"--pids-max", OPT_U32, OFF(pids_max), 1, 1000000,
      "processes and threads one instance may have (pids cgroup) [128]"},
+    {"--function-log-max", OPT_SIZE, OFF(function_log_max), 65536, 1024u * 1024 * 1024,
+     "bytes of a function's output file DATA/logs/NAME.log; one older file is kept [8388608]"},
     {"--log-level", OPT_LOGLEVEL, 0, 0, 0, "debug, info, warn or error [info]"},
+    {"--log-format", OPT_LOGFORMAT, 0, 0, 0, "text, or json: one object a line [text]"},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
 
@@ -175,6 +181,7 @@ static void parse_options(int argc, char **argv, options *o)
     o->run_as = "nobody";
     o->uid_base = SPATE_UID_BASE;
     o->pids_max = SPATE_PIDS_DEFAULT;
+    o->function_log_max = SPATE_LOG_FILE_MAX;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -238,6 +245,11 @@ static void parse_options(int argc, char **argv, options *o)
             if (log_level_parse(val) < 0)
                 die("--log-level '%s' is not one of debug, info, warn, error%s", val, "");
             log_level_min = log_level_parse(val);
+            break;
+        case OPT_LOGFORMAT:
+            if (log_format_parse(val) < 0)
+                die("--log-format '%s' is not one of text, json%s", val, "");
+            log_format = log_format_parse(val);
             break;
         }
     }
@@ -342,6 +354,12 @@ int main(int argc, char **argv)
             n.opt.host, "");
     if (tokens) n.opt.http.header_bytes_preauth = SPATE_HTTP_HEADER_PREAUTH_MAX;
     if (store_open(n.opt.data_dir, &n.st, err, sizeof err) != 0) die("%s%s", err, "");
+    /* Functions' output, a size-capped file each beside their ring in memory. */
+    char logs_dir[4096];
+    snprintf(logs_dir, sizeof logs_dir, "%s/logs", n.opt.data_dir);
+    if (mkdir(logs_dir, 0700) != 0 && errno != EEXIST)
+        die("cannot create %s: %s", logs_dir, strerror(errno));
+    fnlog_set_files(logs_dir, n.opt.function_log_max);
 
     n.loop = uv_default_loop();
     if (isolate_init(n.loop, n.opt.run_as, n.opt.uid_base, n.opt.pids_max, err, sizeof err) != 0)

@@ -47,7 +47,8 @@ class Spated:
         log.close()
         deadline = time.time() + 10
         while time.time() < deadline:
-            m = re.search(r"listening on [^ ]+:(\d+) ", self.log())
+            # Text or JSON (--log-format json).
+            m = re.search(r"listening on [^ ]+:(\d+)[ \"]", self.log())
             if m:
                 self.port = int(m.group(1))
                 return self

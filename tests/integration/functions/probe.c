@@ -6,6 +6,8 @@
  *   env:NAME                                     the value of an environment variable
  *   req                                          request id, function, attempt, deadline
  *   big:N                                        N bytes of output
+ *   print:N                                      N lines on stdout, then one on stderr,
+ *                                                each naming the request
  *   anything else                                echoed back
  */
 #include <signal.h>
@@ -59,6 +61,14 @@ int spate_handler(const spate_request *req, spate_response *res)
                      req->attempt, (long long)req->deadline_ms, req->topic ? req->topic : "-",
                      req->key ? req->key : "-");
         return spate_write(res, out, (size_t)n);
+    }
+    if (is(req, "print:")) {
+        long lines = strtol(p + 6, NULL, 10);
+        for (long i = 0; i < lines; i++)
+            printf("line %ld of %s, padded to about a hundred bytes ..........................\n",
+                   i, req->request_id);
+        fprintf(stderr, "stderr of %s\n", req->request_id);
+        return spate_write(res, req->request_id, strlen(req->request_id));
     }
     if (is(req, "big:")) {
         long len = strtol(p + 4, NULL, 10);

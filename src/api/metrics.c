@@ -1,0 +1,380 @@
+/*
+ * metrics.c - GET /metrics: the node in the Prometheus text exposition
+ * format (version 0.0.4). Everything is read from the live structures at
+ * scrape time; nothing is kept for it but the counters and histograms the
+ * pools and triggers maintain anyway.
+ *
+ * Names follow Prometheus conventions: a spate_ prefix, base units (seconds,
+ * bytes), _total on counters; process_* as the official clients name them.
+ * Function and topic names need no escaping in label values: their alphabet
+ * (common/names.h) has no quote, backslash or newline.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "api/internal.h"
+#include "common/limits.h"
+#include "common/buf.h"
+#include "sched/functions.h"
+#include "sched/triggers.h"
+
+#define LABELS_MAX 256
+
+typedef struct fn_row {
+    const fn *f;
+    pool_stats st;
+    const pool_metrics *m;
+    scale_view sv;
+} fn_row;
+
+typedef struct topic_row {
+    char *name;
+    topic_summary sum;
+} topic_row;
+
+typedef struct trigger_row {
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char function[SPATE_NAME_MAX + 1];
+    q_sub_stats stats;
+    uint32_t in_flight;
+    const histogram *end_to_end;
+} trigger_row;
+
+typedef struct scrape {
+    api *a;
+    buf out;
+    fn_row *fns;
+    size_t nfns, capfns;
+    topic_row *topics;
+    size_t ntopics, captopics;
+    trigger_row *trs;
+    size_t ntrs, captrs;
+} scrape;
+
+static int grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap) return 0;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *p = realloc(*arr, c * size);
+    if (!p) return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
+static void collect_fn(fn *f, void *data)
+{
+    scrape *s = data;
+    if (grow((void **)&s->fns, &s->capfns, s->nfns, sizeof *s->fns)) return;
+    fn_row *r = &s->fns[s->nfns++];
+    r->f = f;
+    pool_stats_get(f->pool, &r->st);
+    r->m = pool_metrics_get(f->pool);
+    triggers_scale_view(s->a->tr, f->name, &r->sv);
+}
+
+static void collect_topic(const char *topic, void *data)
+{
+    scrape *s = data;
+    if (grow((void **)&s->topics, &s->captopics, s->ntopics, sizeof *s->topics)) return;
+    topic_row *r = &s->topics[s->ntopics];
+    if (api_topic_summary(s->a, topic, &r->sum) != 0 || !(r->name = strdup(topic))) return;
+    s->ntopics++;
+}
+
+static void collect_trigger(const trigger_view *v, void *data)
+{
+    scrape *s = data;
+    if (grow((void **)&s->trs, &s->captrs, s->ntrs, sizeof *s->trs)) return;
+    trigger_row *r = &s->trs[s->ntrs++];
+    snprintf(r->topic, sizeof r->topic, "%s", v->topic);
+    snprintf(r->function, sizeof r->function, "%s", v->cfg->function);
+    r->stats = v->stats;
+    r->in_flight = v->in_flight;
+    r->end_to_end = v->end_to_end;
+}
+
+static void family(scrape *s, const char *name, const char *type, const char *help)
+{
+    buf_printf(&s->out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A sample value; Prometheus spells infinity +Inf. */
+static void value(scrape *s, const char *name, const char *labels, double v)
+{
+    if (isinf(v))
+        buf_printf(&s->out, "%s{%s} +Inf\n", name, labels);
+    else
+        buf_printf(&s->out, "%s{%s} %.17g\n", name, labels, v);
+}
+
+static void fn_labels(const fn_row *r, char *out)
+{
+    snprintf(out, LABELS_MAX, "function=\"%s\"", r->f->name);
+}
+
+/* --- Functions -------------------------------------------------------------------------- */
+
+static void write_functions(scrape *s)
+{
+    char l[LABELS_MAX];
+
+    family(s, "spate_invocations_total", "counter",
+           "Invocations finished, by function and outcome (ok, error, crashed, timeout, "
+           "rejected, unavailable).");
+    for (size_t i = 0; i < s->nfns; i++)
+        for (int o = 0; o < INV_OUTCOMES; o++) {
+            snprintf(l, sizeof l, "function=\"%s\",outcome=\"%s\"", s->fns[i].f->name,
+                     inv_outcome_name((enum inv_outcome)o));
+            value(s, "spate_invocations_total", l, (double)s->fns[i].m->outcomes[o]);
+        }
+
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } hists[] = {
+        {"spate_invocation_duration_seconds", "Time in the handler, as the instance measured it.",
+         offsetof(pool_metrics, duration)},
+        {"spate_invocation_queue_wait_seconds",
+         "Time an invocation waited for an instance to start it.",
+         offsetof(pool_metrics, queue_wait)},
+        {"spate_cold_start_duration_seconds",
+         "Time from asking for a new instance until it was ready.",
+         offsetof(pool_metrics, cold_start)},
+    };
+    for (size_t h = 0; h < sizeof hists / sizeof hists[0]; h++) {
+        family(s, hists[h].name, "histogram", hists[h].help);
+        for (size_t i = 0; i < s->nfns; i++) {
+            fn_labels(&s->fns[i], l);
+            histogram_write(&s->out, hists[h].name, l,
+                            (const histogram *)((const char *)s->fns[i].m + hists[h].offset));
+        }
+    }
+
+    family(s, "spate_cold_starts_total", "counter", "Instances started and ready.");
+    for (size_t i = 0; i < s->nfns; i++) {
+        fn_labels(&s->fns[i], l);
+        value(s, "spate_cold_starts_total", l, (double)s->fns[i].st.cold_starts);
+    }
+
+    family(s, "spate_instances", "gauge", "Instances by function and state.");
+    for (size_t i = 0; i < s->nfns; i++) {
+        const pool_stats *st = &s->fns[i].st;
+        const struct {
+            const char *state;
+            uint32_t n;
+        } states[] = {{"starting", st->starting},
+                      {"idle", st->idle},
+                      {"busy", st->busy},
+                      {"stopping", st->stopping}};
+        for (size_t k = 0; k < 4; k++) {
+            snprintf(l, sizeof l, "function=\"%s\",state=\"%s\"", s->fns[i].f->name,
+                     states[k].state);
+            value(s, "spate_instances", l, states[k].n);
+        }
+    }
+
+    family(s, "spate_invocations_waiting", "gauge",
+           "Invocations waiting for an instance (in the queue or an instance's mailbox).");
+    for (size_t i = 0; i < s->nfns; i++) {
+        fn_labels(&s->fns[i], l);
+        value(s, "spate_invocations_waiting", l, s->fns[i].st.waiting);
+    }
+
+    family(s, "spate_function_max_instances", "gauge", "The function's maximum of instances.");
+    for (size_t i = 0; i < s->nfns; i++) {
+        fn_labels(&s->fns[i], l);
+        value(s, "spate_function_max_instances", l, s->fns[i].st.max_instances);
+    }
+}
+
+/* --- The autoscaler, per function (over the triggers that feed it) ---------------------- */
+
+static void write_scaling(scrape *s)
+{
+    static const struct {
+        const char *name, *help;
+    } g[] = {
+        {"spate_autoscaler_desired_instances",
+         "Instances the autoscaler wants for the function's triggers."},
+        {"spate_autoscaler_backlog_messages",
+         "Messages not yet done on the triggers of the function."},
+        {"spate_autoscaler_arrivals_per_second",
+         "Arrival rate on the topics of the function's triggers."},
+        {"spate_autoscaler_service_seconds", "Moving average of the handler time."},
+        {"spate_autoscaler_drain_eta_seconds",
+         "Time to drain the backlog at the desired instances (+Inf: it cannot)."},
+        {"spate_autoscaler_deadline_seconds",
+         "The tightest deadline of the function's triggers (0: none)."},
+        {"spate_autoscaler_deadline_at_risk",
+         "1 when even the maximum of instances cannot drain the backlog within the deadline."},
+    };
+    char l[LABELS_MAX];
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+        family(s, g[k].name, "gauge", g[k].help);
+        for (size_t i = 0; i < s->nfns; i++) {
+            const scale_view *v = &s->fns[i].sv;
+            if (!v->has_triggers) continue;
+            double x[] = {v->desired, (double)v->backlog, v->arrival_per_s,  v->service_ms / 1e3,
+                          v->eta_s,   v->deadline_s,      v->at_risk ? 1 : 0};
+            fn_labels(&s->fns[i], l);
+            value(s, g[k].name, l, x[k]);
+        }
+    }
+}
+
+/* --- Topics and triggers ------------------------------------------------------------------ */
+
+static void write_topics(scrape *s)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } g[] = {
+        {"spate_topic_depth", "gauge",
+         "Messages not yet done by the slowest trigger (with no trigger: stored)."},
+        {"spate_topic_oldest_message_age_seconds", "gauge",
+         "Age of the oldest message not yet done (0: none)."},
+        {"spate_topic_in_flight", "gauge", "Messages handed to functions and not yet settled."},
+        {"spate_topic_dead_lettered_total", "counter",
+         "Messages moved to a dead-letter topic after their last attempt."},
+        {"spate_topic_messages_published_total", "counter", "Messages published to the topic."},
+        {"spate_topic_messages_stored", "gauge", "Messages kept in the store."},
+    };
+    char l[LABELS_MAX];
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+        family(s, g[k].name, g[k].type, g[k].help);
+        for (size_t i = 0; i < s->ntopics; i++) {
+            const topic_summary *t = &s->topics[i].sum;
+            double x[] = {(double)t->depth,         t->oldest_age_s,      (double)t->in_flight,
+                          (double)t->dead_lettered, (double)t->published, (double)t->stored};
+            snprintf(l, sizeof l, "topic=\"%s\"", s->topics[i].name);
+            value(s, g[k].name, l, x[k]);
+        }
+    }
+
+    static const struct {
+        const char *name, *type, *help;
+    } t[] = {
+        {"spate_trigger_depth", "gauge", "Messages of the topic the trigger has not yet done."},
+        {"spate_trigger_in_flight", "gauge", "Invocations of the trigger running or waiting."},
+        {"spate_trigger_retrying", "gauge", "Messages waiting for a retry."},
+        {"spate_trigger_delivered_total", "counter", "Deliveries (attempts) handed out."},
+        {"spate_trigger_acknowledged_total", "counter", "Messages done successfully."},
+        {"spate_trigger_dead_lettered_total", "counter", "Messages given up on."},
+    };
+    for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+        family(s, t[k].name, t[k].type, t[k].help);
+        for (size_t i = 0; i < s->ntrs; i++) {
+            const trigger_row *r = &s->trs[i];
+            double x[] = {(double)r->stats.depth,    (double)r->in_flight,
+                          (double)r->stats.retrying, (double)r->stats.delivered,
+                          (double)r->stats.acked,    (double)r->stats.dead_lettered};
+            snprintf(l, sizeof l, "topic=\"%s\",function=\"%s\"", r->topic, r->function);
+            value(s, t[k].name, l, x[k]);
+        }
+    }
+
+    family(s, "spate_event_end_to_end_seconds", "histogram",
+           "Time from a message's publish until its function succeeded with it.");
+    for (size_t i = 0; i < s->ntrs; i++) {
+        const trigger_row *r = &s->trs[i];
+        if (!r->end_to_end) continue;
+        snprintf(l, sizeof l, "topic=\"%s\",function=\"%s\"", r->topic, r->function);
+        histogram_write(&s->out, "spate_event_end_to_end_seconds", l, r->end_to_end);
+    }
+}
+
+/* --- The process ---------------------------------------------------------------------------- */
+
+static double boot_time_s(void)
+{
+    static double btime;
+    if (btime > 0) return btime;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "btime %lf", &btime) == 1) break;
+    fclose(f);
+    return btime;
+}
+
+static void write_process(scrape *s)
+{
+    char stat[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
+    if (f) fclose(f);
+    stat[n] = '\0';
+    /* Fields after the command, which ends at the last ')'. */
+    const char *p = strrchr(stat, ')');
+    unsigned long utime = 0, stime = 0, vsize = 0;
+    unsigned long long start = 0;
+    long rss = 0;
+    if (p && sscanf(p + 2,
+                    "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
+                    "%*d %llu %lu %ld",
+                    &utime, &stime, &start, &vsize, &rss) == 5) {
+        double tick = (double)sysconf(_SC_CLK_TCK);
+        family(s, "process_cpu_seconds_total", "counter", "User and system CPU time of spated.");
+        buf_printf(&s->out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / tick);
+        family(s, "process_resident_memory_bytes", "gauge", "Resident memory of spated.");
+        buf_printf(&s->out, "process_resident_memory_bytes %lld\n",
+                   (long long)rss * sysconf(_SC_PAGESIZE));
+        family(s, "process_virtual_memory_bytes", "gauge", "Virtual memory of spated.");
+        buf_printf(&s->out, "process_virtual_memory_bytes %lu\n", vsize);
+        family(s, "process_start_time_seconds", "gauge",
+               "Start time of spated since the Unix epoch.");
+        buf_printf(&s->out, "process_start_time_seconds %.2f\n",
+                   boot_time_s() + (double)start / tick);
+    }
+
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') fds++;
+        closedir(d);
+        fds--; /* the one opendir holds */
+    }
+    family(s, "process_open_fds", "gauge", "Open file descriptors of spated.");
+    buf_printf(&s->out, "process_open_fds %ld\n", fds);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(s, "process_max_fds", "gauge", "The limit of open file descriptors of spated.");
+        buf_printf(&s->out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+
+    family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
+    buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());
+    family(s, "spate_build_info", "gauge", "The version of spated, as labels; always 1.");
+    buf_printf(&s->out, "spate_build_info{version=\"%s\",commit=\"%s\"} 1\n", SPATE_VERSION,
+               SPATE_COMMIT);
+}
+
+void api_metrics(api *a, http_request *req)
+{
+    scrape s = {.a = a};
+    buf_init(&s.out, 256u * 1024 * 1024); /* far above any node's size */
+    functions_each(a->table, collect_fn, &s);
+    queue_each_topic(a->q, collect_topic, &s);
+    triggers_each(a->tr, collect_trigger, &s);
+
+    write_functions(&s);
+    write_scaling(&s);
+    write_topics(&s);
+    write_process(&s);
+
+    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, s.out.data, s.out.len);
+    buf_free(&s.out);
+    for (size_t i = 0; i < s.ntopics; i++) free(s.topics[i].name);
+    free(s.topics);
+    free(s.fns);
+    free(s.trs);
+}
