@@ -4,7 +4,8 @@ BUILD   ?= build
 JOBS    ?= $(shell nproc)
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps configure test check unit integration sanitize fuzz bench demo clean format
+.PHONY: all deps configure test check unit integration sanitize fuzz bench demo clean format \
+        install uninstall
 
 all: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -72,6 +73,46 @@ bench: deps all
 # Prints a table per mode and writes demo-out/trading-day.svg and .png.
 demo: deps all
 	/usr/bin/python3 examples/trade-report/demo.py --build $(abspath $(BUILD)) --out demo-out
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the programs (spated in sbin,
+# spate-runner in libexec/spate, where spated looks for it), spate.h, the man
+# pages, the systemd unit, bash completion, and the sample configuration
+# (as SYSCONFDIR/spate/spated.conf unless one is there already).
+PREFIX        ?= /usr/local
+SYSCONFDIR    ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR       ?= $(PREFIX)/lib/systemd/system
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+MANDIR        ?= $(PREFIX)/share/man
+DOCDIR        ?= $(PREFIX)/share/doc/spate
+INSTALLED = $(PREFIX)/bin/spate $(PREFIX)/sbin/spated $(PREFIX)/libexec/spate/spate-runner \
+            $(PREFIX)/include/spate.h $(MANDIR)/man1/spate.1 $(MANDIR)/man8/spated.8 \
+            $(MANDIR)/man7/spate-functions.7 $(UNITDIR)/spated.service \
+            $(COMPLETIONDIR)/spate $(COMPLETIONDIR)/spated $(DOCDIR)/spated.conf.example
+install: all
+	install -D -m 0755 $(BUILD)/spate $(DESTDIR)$(PREFIX)/bin/spate
+	install -D -m 0755 $(BUILD)/spated $(DESTDIR)$(PREFIX)/sbin/spated
+	install -D -m 0755 $(BUILD)/spate-runner $(DESTDIR)$(PREFIX)/libexec/spate/spate-runner
+	install -D -m 0644 include/spate.h $(DESTDIR)$(PREFIX)/include/spate.h
+	install -D -m 0644 $(BUILD)/man/spate.1 $(DESTDIR)$(MANDIR)/man1/spate.1
+	install -D -m 0644 $(BUILD)/man/spated.8 $(DESTDIR)$(MANDIR)/man8/spated.8
+	install -D -m 0644 $(BUILD)/man/spate-functions.7 $(DESTDIR)$(MANDIR)/man7/spate-functions.7
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' dist/spated.service \
+	    > $(DESTDIR)$(UNITDIR)/spated.service
+	install -D -m 0644 completions/spate.bash $(DESTDIR)$(COMPLETIONDIR)/spate
+	install -D -m 0644 completions/spate.bash $(DESTDIR)$(COMPLETIONDIR)/spated
+	install -D -m 0644 etc/spated.conf $(DESTDIR)$(DOCDIR)/spated.conf.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf || \
+	    install -D -m 0644 etc/spated.conf $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf
+
+# Removes what install put there; the configuration only if it is still the sample.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(PREFIX)/libexec/spate $(DESTDIR)$(DOCDIR) 2>/dev/null
+	if cmp -s etc/spated.conf $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; \
+	    rmdir $(DESTDIR)$(SYSCONFDIR)/spate 2>/dev/null || true; \
+	fi
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -483,6 +483,16 @@ api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
     return a;
 }
 
+void api_set_auth(api *a, const auth *tokens)
+{
+    a->auth = tokens;
+}
+
+void api_set_limits(api *a, const api_limits *limits)
+{
+    a->limits = *limits;
+}
+
 void api_free(api *a)
 {
     free(a);

@@ -27,6 +27,9 @@ typedef struct auth auth;
 api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
                 const api_limits *limits);
 void api_free(api *a);
+/* For a reload: new tokens (borrowed as at create) and limits (copied). */
+void api_set_auth(api *a, const auth *tokens);
+void api_set_limits(api *a, const api_limits *limits);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -770,6 +770,11 @@ static void on_connection(uv_stream_t *listener, int status)
 
 /* --- Server ------------------------------------------------------------------------- */
 
+void http_server_set_config(http_server *s, const http_config *cfg)
+{
+    s->cfg = *cfg;
+}
+
 int http_server_start(uv_loop_t *loop, const char *host, int port, const http_config *cfg,
                       const http_handlers *handlers, void *data, http_server **out, char *err,
                       size_t errcap)

@@ -88,6 +88,9 @@ void http_trust(http_request *req);
 /* Value of a request header (case-insensitive name), NUL-terminated, or NULL. */
 const char *http_header(const http_request *req, const char *name);
 
+/* Replaces the limits (a reload): new connections and requests get them. */
+void http_server_set_config(http_server *s, const http_config *cfg);
+
 /* Answers req. body is borrowed for the call. extra_headers is either NULL or
  * complete "Name: value\r\n" lines. */
 void http_respond(http_request *req, int status, const char *content_type,

@@ -122,6 +122,7 @@ static void arm(pool *p, uint64_t at)
 static void finish(pool *p, invocation *inv, enum inv_outcome outcome, const char *body, size_t len)
 {
     p->m.outcomes[outcome]++;
+    log_debug("invocation %s fn=%s req=%s", inv_outcome_name(outcome), p->name, inv->request_id);
     inv->runner = NULL;
     inv->done(inv, outcome, body, len, inv->data);
 }
@@ -414,14 +415,17 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     if (head) {
         p->crashes++;
         failed = head;
-        log_warn("instance %s during an invocation fn=%s req=%s", why, p->name, head->request_id);
+        log_warn("instance %s during an invocation fn=%s req=%s instance=%llu", why, p->name,
+                 head->request_id, (unsigned long long)inst->id);
     } else if (was == PI_STARTING || never_ready) {
         /* A start that fails (spate_init error, crash) fails one waiting
          * invocation with the reason, rather than retrying for ever. */
-        log_warn("instance could not start: %s fn=%s version=%u", why, p->name, v->number);
+        log_warn("instance could not start: %s fn=%s version=%u instance=%llu", why, p->name,
+                 v->number, (unsigned long long)inst->id);
         if (p->nwaiting > 0) failed = dequeue(p);
     } else if (was == PI_IDLE) {
-        log_warn("idle instance %s fn=%s", why, p->name);
+        log_warn("idle instance %s fn=%s instance=%llu", why, p->name,
+                 (unsigned long long)inst->id);
     }
     if (v->retired && v->ninstances == 0) free_version(v);
     if (failed) finish_msg(p, failed, INV_CRASHED, why);
@@ -825,8 +829,8 @@ static void on_timer(uv_timer_t *t)
         pinst *pi = list_entry(n, pinst, link);
         n = n->next;
         if (pi->deadline <= now) {
-            log_warn("instance did not become ready within %d ms fn=%s",
-                     SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name);
+            log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
+                     SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
             pi->never_ready = 1;
             stop_instance(pi);
         } else if (pi->deadline < next) {
@@ -862,6 +866,8 @@ static void on_timer(uv_timer_t *t)
         list_remove(&inv->link);
         char msg[96];
         snprintf(msg, sizeof msg, "function timed out after %u ms", inv->timeout_ms);
+        log_warn("invocation timed out after %u ms fn=%s req=%s", inv->timeout_ms, p->name,
+                 inv->request_id);
         finish_msg(p, inv, INV_TIMEOUT, msg);
     }
     grow(p);

@@ -23,6 +23,18 @@ SPATED = BUILD / "spated"
 SPATE = BUILD / "spate"
 
 
+def wait_for(predicate, timeout=10.0, step=0.05):
+    """Polls predicate until it returns something true (returned) or the
+    timeout passes (then its last value)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
 class Spated:
     """One spated process and helpers to talk to it."""
 

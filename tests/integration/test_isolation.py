@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from conftest import wait_for
+
 
 class Bystander:
     """Invokes a well-behaved function in a loop on its own connection."""
@@ -105,15 +107,6 @@ def attack_beside_bystander(d, fn, payload=b"go", timeout=60):
     return status, error_of(body) if status != 200 else body
 
 
-def wait_until(cond, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def test_instances_run_unprivileged(node, functions):
     name, status, doc = deploy_hostile(node, functions, "whoami")
     assert status == 201, doc
@@ -133,7 +126,7 @@ def test_fork_bomb_stops_at_the_pids_limit(node, functions):
     status, err = attack_beside_bystander(node, name)
     assert status == 504 and err["code"] == "function_timeout", err
     # Its processes die with it.
-    assert wait_until(lambda: len(spated_cgroup_procs(node)) <= 2), spated_cgroup_procs(node)
+    assert wait_for(lambda: len(spated_cgroup_procs(node)) <= 2), spated_cgroup_procs(node)
     assert node.invoke("hello", b"after")[0] == 200
 
 
@@ -247,4 +240,4 @@ def test_sleeping_forever_in_init(node, functions):
     status, err = attack_beside_bystander(node, name)
     assert status == 504 and err["code"] == "function_timeout", err
     # The instance that never became ready is killed and named in the log.
-    assert wait_until(lambda: "did not become ready" in node.log(), timeout=15), node.log()
+    assert wait_for(lambda: "did not become ready" in node.log(), timeout=15), node.log()

@@ -196,7 +196,7 @@ def test_log_lines_as_text(spated, functions):
 def test_bad_log_format_is_refused(tmp_path):
     r = subprocess.run([str(BUILD / "spated"), "--data", str(tmp_path / "d"), "--log-format",
                         "xml"], capture_output=True, timeout=10)
-    assert r.returncode != 0 and b"--log-format 'xml' is not one of text, json" in r.stderr
+    assert r.returncode != 0 and b"option '--log-format': 'xml' is not one of text, json" in r.stderr
 
 
 def test_output_is_tagged_with_request_ids(spated, functions):

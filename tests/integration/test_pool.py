@@ -7,15 +7,7 @@ import signal
 import threading
 import time
 
-
-def wait_for(predicate, timeout=5.0, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+from conftest import wait_for
 
 
 def live(doc):

@@ -13,15 +13,7 @@ import time
 
 import pytest
 
-
-def wait_for(predicate, timeout=10.0, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+from conftest import wait_for
 
 
 def publish(d, topic, lines=None, body=None, key=None, key_field=None):

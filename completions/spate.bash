@@ -1,0 +1,127 @@
+# bash completion for spate(1) and spated(8); make install puts it in
+# PREFIX/share/bash-completion/completions as both spate and spated.
+
+# Function names from the server, quietly (nothing when it is not reachable).
+_spate_functions()
+{
+    local url=() i
+    for ((i = 1; i < ${#COMP_WORDS[@]} - 1; i++)); do
+        [[ ${COMP_WORDS[i]} == --url ]] && url=(--url "${COMP_WORDS[i + 1]}")
+    done
+    timeout 2 "${COMP_WORDS[0]}" "${url[@]}" --json ls 2>/dev/null |
+        grep -o '"name": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/'
+}
+
+_spate()
+{
+    local cur prev cmd sub i
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD - 1]}
+    local commands="deploy invoke ls status rm logs publish trigger topic dlq"
+
+    # The command is the first word that is not a global option.
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+        --url) ((i++)) ;;
+        -*) ;;
+        *)
+            cmd=${COMP_WORDS[i]}
+            sub=${COMP_WORDS[i + 1]}
+            break
+            ;;
+        esac
+    done
+
+    case $prev in
+    --url) return ;;
+    --runtime)
+        COMPREPLY=($(compgen -W "native exec" -- "$cur"))
+        return
+        ;;
+    --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --cpu | --limit | \
+        --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency)
+        return
+        ;;
+    esac
+
+    if [[ -z $cmd ]]; then
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "--url --json --help --version" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+        fi
+        return
+    fi
+
+    local opts=""
+    case $cmd in
+    deploy)
+        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --cpu --no-network"
+        # NAME, then FILE.
+        if [[ $cur != -* && $prev != deploy ]]; then
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return
+        fi
+        ;;
+    invoke | status | rm)
+        if [[ $prev == "$cmd" ]]; then
+            COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
+            return
+        fi
+        ;;
+    logs)
+        opts="--limit --follow"
+        if [[ $prev == logs ]]; then
+            COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
+            return
+        fi
+        ;;
+    publish) opts="--key --key-field --lines" ;;
+    trigger)
+        if [[ $prev == trigger ]]; then
+            COMPREPLY=($(compgen -W "add ls rm" -- "$cur"))
+            return
+        fi
+        [[ $sub == add ]] && opts="--max-attempts --dlq --ordered --deadline --max-concurrency"
+        ;;
+    topic)
+        [[ $prev == topic ]] && COMPREPLY=($(compgen -W "stats" -- "$cur"))
+        return
+        ;;
+    dlq)
+        [[ $prev == dlq ]] && COMPREPLY=($(compgen -W "ls redrive" -- "$cur"))
+        return
+        ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+    fi
+}
+complete -F _spate spate
+
+_spated()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+    case $prev in
+    --config | --token-file | --runner)
+        COMPREPLY=($(compgen -f -- "$cur"))
+        return
+        ;;
+    --data)
+        COMPREPLY=($(compgen -d -- "$cur"))
+        return
+        ;;
+    --log-level)
+        COMPREPLY=($(compgen -W "debug info warn error" -- "$cur"))
+        return
+        ;;
+    --log-format)
+        COMPREPLY=($(compgen -W "text json" -- "$cur"))
+        return
+        ;;
+    esac
+    local opts
+    opts=$("${COMP_WORDS[0]}" --help 2>/dev/null | grep -o -- '^  --[a-z-]*')
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -F _spated spated

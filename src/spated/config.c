@@ -1,0 +1,417 @@
+#include "spated/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/limits.h"
+#include "common/log.h"
+#include "common/parse.h"
+
+#define CONFIG_FILE_MAX (1u * MIB)
+
+enum opt_kind { OPT_STR, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL, OPT_LOGFORMAT, OPT_FLAG };
+
+typedef struct opt_def {
+    const char *key; /* the option is --key */
+    enum opt_kind kind;
+    size_t offset;
+    uint64_t min, max; /* numbers; for OPT_STR max is the field's size */
+    int live;          /* a reload can change it */
+    const char *help;
+} opt_def;
+
+#define OFF(f) offsetof(options, f)
+#define STR(f) OPT_STR, OFF(f), 0, sizeof(((options *)0)->f)
+static const opt_def opt_defs[] = {
+    {"data", STR(data_dir), 0, "data directory (store, artifacts, logs) [./spate-data]"},
+    {"listen", OPT_LISTEN, 0, 0, 0, 0, "HOST:PORT to serve the API on [127.0.0.1:7728]"},
+    {"runner", STR(runner), 0, "path of spate-runner [beside spated]"},
+    {"max-connections", OPT_U32, OFF(http.max_connections), 1, 1000000, 1,
+     "open client connections [1024]"},
+    {"idle-timeout", OPT_U32, OFF(http.idle_timeout_ms), 100, 86400000, 1,
+     "ms before an idle keep-alive connection closes [60000]"},
+    {"request-timeout", OPT_U32, OFF(http.request_timeout_ms), 100, 3600000, 1,
+     "ms for a request to arrive whole, else 408 [30000]"},
+    {"header-max", OPT_U32, OFF(http.header_bytes_max), 1024, 1048576, 1,
+     "bytes of request line and headers, else 431 [16384]"},
+    {"payload-max", OPT_SIZE, OFF(limits.invoke_payload_max), 0, SPATE_INVOKE_PAYLOAD_MAX, 1,
+     "bytes of an invoke payload, else 413 [6291456]"},
+    {"artifact-max", OPT_SIZE, OFF(limits.artifact_max), 1, 1024u * MIB, 1,
+     "bytes of an artifact, else 413 [67108864]"},
+    {"message-max", OPT_SIZE, OFF(limits.message_max), 1, 64u * MIB, 1,
+     "bytes of one published message, else 413 [262144]"},
+    {"publish-max", OPT_SIZE, OFF(limits.publish_max), 1, 1024u * MIB, 1,
+     "bytes of one publish request (an NDJSON batch), else 413 [16777216]"},
+    {"max-instances", OPT_U32, OFF(max_instances), 1, SPATE_NODE_INSTANCES_CEILING, 1,
+     "live instances on this node, over all functions [one per 16 MiB of memory]"},
+    {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
+     "ms in-flight invocations get on SIGTERM [30000]"},
+    {"token-file", STR(token_file), 1,
+     "lines 'SCOPE TOKEN' (admin, invoke, publish); requests need a token [none]"},
+    {"insecure", OPT_FLAG, OFF(insecure), 0, 0, 0,
+     "allow a non-loopback --listen without a token file"},
+    {"run-as", STR(run_as), 0, "when spated is root, functions run in this user's group [nobody]"},
+    {"uid-base", OPT_U32, OFF(uid_base), 0, 4000000000u, 0,
+     "each function runs as its own uid from here on; 0: all as --run-as [2000000000]"},
+    {"pids-max", OPT_U32, OFF(pids_max), 1, 1000000, 0,
+     "processes and threads one instance may have (pids cgroup) [128]"},
+    {"function-log-max", OPT_SIZE, OFF(function_log_max), 65536, 1024u * MIB, 1,
+     "bytes of a function's output file DATA/logs/NAME.log; one older file is kept [8388608]"},
+    {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, 1, "debug, info, warn or error [info]"},
+    {"log-format", OPT_LOGFORMAT, OFF(log_format), 0, 0, 1,
+     "text, or json: one object a line [text]"},
+};
+#define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: spated [options]\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        char name[40];
+        snprintf(name, sizeof name, "--%s", opt_defs[i].key);
+        fprintf(out, "  %-20s %s\n", name, opt_defs[i].help);
+    }
+    fprintf(out, "  %-20s %s\n  %-20s %s\n  %-20s %s\n  %-20s %s\n", "--config FILE",
+            "read options from FILE (key = value; the command line wins)", "--check-config",
+            "print the effective configuration and exit (0 when valid)", "--version",
+            "print the version and exit", "--help", "print this help and exit");
+}
+
+/* --- Defaults ------------------------------------------------------------------------ */
+
+static void default_runner(char *out, size_t cap)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    snprintf(out, cap, "spate-runner");
+    if (n <= 0) return;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash) return;
+    *slash = '\0';
+    /* Beside spated (the build folder), else where make install puts it. */
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/spate-runner", self);
+    if (access(path, X_OK) != 0) {
+        char alt[PATH_MAX + 64];
+        snprintf(alt, sizeof alt, "%s/../libexec/spate/spate-runner", self);
+        if (access(alt, X_OK) == 0) snprintf(path, sizeof path, "%s", alt);
+    }
+    if (strlen(path) < cap) snprintf(out, cap, "%s", path);
+}
+
+/* One instance per 16 MiB of memory, within the floor and ceiling. */
+static uint32_t default_max_instances(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    uint64_t n = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size / (16u * MIB) : 0;
+    if (n < SPATE_NODE_INSTANCES_FLOOR) n = SPATE_NODE_INSTANCES_FLOOR;
+    if (n > SPATE_NODE_INSTANCES_CEILING) n = SPATE_NODE_INSTANCES_CEILING;
+    return (uint32_t)n;
+}
+
+static void defaults(options *o)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->data_dir, sizeof o->data_dir, "./spate-data");
+    snprintf(o->host, sizeof o->host, "127.0.0.1");
+    o->port = 7728;
+    default_runner(o->runner, sizeof o->runner);
+    http_config_defaults(&o->http);
+    o->limits.invoke_payload_max = SPATE_INVOKE_PAYLOAD_MAX;
+    o->limits.artifact_max = SPATE_ARTIFACT_MAX;
+    o->limits.message_max = SPATE_MESSAGE_MAX;
+    o->limits.publish_max = SPATE_PUBLISH_BODY_MAX;
+    o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
+    o->max_instances = default_max_instances();
+    snprintf(o->run_as, sizeof o->run_as, "nobody");
+    o->uid_base = SPATE_UID_BASE;
+    o->pids_max = SPATE_PIDS_DEFAULT;
+    o->function_log_max = SPATE_LOG_FILE_MAX;
+    o->log_level = LOGL_INFO;
+    o->log_format = LOG_TEXT;
+}
+
+/* --- Values --------------------------------------------------------------------------- */
+
+static const opt_def *find(const char *key, size_t len)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(opt_defs[i].key) == len && strncmp(opt_defs[i].key, key, len) == 0)
+            return &opt_defs[i];
+    return NULL;
+}
+
+/* Sets d from text; NULL on success, else why not (into why). */
+static const char *apply(options *o, const opt_def *d, const char *val, char *why, size_t cap)
+{
+    char *field = (char *)o + d->offset;
+    uint64_t num;
+    switch (d->kind) {
+    case OPT_STR:
+        if (strlen(val) >= d->max) {
+            snprintf(why, cap, "is longer than %llu bytes", (unsigned long long)d->max - 1);
+            return why;
+        }
+        snprintf(field, d->max, "%s", val);
+        return NULL;
+    case OPT_LISTEN:
+        if (parse_host_port(val, o->host, sizeof o->host, &o->port)) {
+            snprintf(why, cap, "'%.200s' is not HOST:PORT", val);
+            return why;
+        }
+        return NULL;
+    case OPT_U32:
+    case OPT_SIZE:
+        if (parse_u64(val, strlen(val), d->min, d->max, &num)) {
+            snprintf(why, cap, "'%.64s' is not an integer from %llu to %llu", val,
+                     (unsigned long long)d->min, (unsigned long long)d->max);
+            return why;
+        }
+        if (d->kind == OPT_U32)
+            *(uint32_t *)field = (uint32_t)num;
+        else
+            *(size_t *)field = (size_t)num;
+        return NULL;
+    case OPT_LOGLEVEL:
+        if (log_level_parse(val) < 0) {
+            snprintf(why, cap, "'%.64s' is not one of debug, info, warn, error", val);
+            return why;
+        }
+        *(int *)field = log_level_parse(val);
+        return NULL;
+    case OPT_LOGFORMAT:
+        if (log_format_parse(val) < 0) {
+            snprintf(why, cap, "'%.64s' is not one of text, json", val);
+            return why;
+        }
+        *(int *)field = log_format_parse(val);
+        return NULL;
+    case OPT_FLAG:
+        if (strcmp(val, "true") == 0 || strcmp(val, "yes") == 0 || strcmp(val, "1") == 0) {
+            *(int *)field = 1;
+        } else if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0 || strcmp(val, "0") == 0) {
+            *(int *)field = 0;
+        } else {
+            snprintf(why, cap, "'%.64s' is not true or false", val);
+            return why;
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+static void value_text(const options *o, const opt_def *d, char *out, size_t cap)
+{
+    const char *field = (const char *)o + d->offset;
+    switch (d->kind) {
+    case OPT_STR:
+        snprintf(out, cap, "%s", field);
+        return;
+    case OPT_LISTEN:
+        snprintf(out, cap, strchr(o->host, ':') ? "[%s]:%d" : "%s:%d", o->host, o->port);
+        return;
+    case OPT_U32:
+        snprintf(out, cap, "%u", *(const uint32_t *)field);
+        return;
+    case OPT_SIZE:
+        snprintf(out, cap, "%zu", *(const size_t *)field);
+        return;
+    case OPT_LOGLEVEL:
+        snprintf(out, cap, "%s", level_names[*(const int *)field & 3]);
+        return;
+    case OPT_LOGFORMAT:
+        snprintf(out, cap, "%s", *(const int *)field == LOG_JSON ? "json" : "text");
+        return;
+    case OPT_FLAG:
+        snprintf(out, cap, "%s", *(const int *)field ? "true" : "false");
+        return;
+    }
+}
+
+/* --- The file ----------------------------------------------------------------------------- */
+
+typedef struct ini_ctx {
+    FILE *f;
+    const char *path;
+    int line;
+    options *o;
+    char *err;
+    size_t errcap;
+    int failed;
+} ini_ctx;
+
+static void file_error(ini_ctx *c, const char *fmt, const char *a, const char *b)
+{
+    if (c->failed) return; /* the first error is the one to fix first */
+    c->failed = 1;
+    int n = snprintf(c->err, c->errcap, "%s:%d: ", c->path, c->line);
+    if (n > 0 && (size_t)n < c->errcap) snprintf(c->err + n, c->errcap - (size_t)n, fmt, a, b);
+}
+
+/* Reads one line for inih, counting lines so errors can name them. */
+static char *read_line(char *str, int num, void *stream)
+{
+    ini_ctx *c = stream;
+    if (!fgets(str, num, c->f)) return NULL;
+    c->line++;
+    size_t len = strlen(str);
+    if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(c->f)) {
+        char max[24];
+        snprintf(max, sizeof max, "%d", num - 2);
+        file_error(c, "line longer than %s bytes%s", max, "");
+        /* Skip the rest of it. */
+        int ch;
+        while ((ch = fgetc(c->f)) != EOF && ch != '\n') {
+        }
+    }
+    return str;
+}
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx *c = user;
+    if (section[0] && strcmp(section, "spated") != 0) {
+        file_error(c, "unknown section [%s] (keys go at the top or under [spated])%s", section, "");
+        return 1;
+    }
+    char key[64];
+    snprintf(key, sizeof key, "%s", name);
+    for (char *p = key; *p; p++)
+        if (*p == '_') *p = '-';
+    const opt_def *d = find(key, strlen(key));
+    if (!d) {
+        if (strcmp(key, "config") == 0 || strcmp(key, "check-config") == 0)
+            file_error(c, "key '%s' belongs on the command line only%s", key, "");
+        else
+            file_error(c, "unknown key '%s' (spated --help lists the options)%s", key, "");
+        return 1;
+    }
+    char why[512];
+    const char *bad = apply(c->o, d, value, why, sizeof why);
+    if (bad) file_error(c, "key '%s': %s", name, bad);
+    return 1;
+}
+
+static int load_file(const char *path, options *o, char *err, size_t errcap)
+{
+    ini_ctx c = {.path = path, .o = o, .err = err, .errcap = errcap};
+    c.f = fopen(path, "r");
+    if (!c.f) {
+        snprintf(err, errcap, "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(c.f), &st) == 0 && st.st_size > (off_t)CONFIG_FILE_MAX) {
+        snprintf(err, errcap, "config file %s is larger than %u bytes", path, CONFIG_FILE_MAX);
+        fclose(c.f);
+        return -1;
+    }
+    int rc = ini_parse_stream(read_line, &c, on_key, &c);
+    fclose(c.f);
+    if (rc > 0 && !c.failed) {
+        c.line = rc;
+        file_error(&c, "not 'key = value', a [section] or a comment%s%s", "", "");
+    }
+    if (rc < 0 && !c.failed) {
+        snprintf(err, errcap, "cannot parse config file %s", path);
+        return -1;
+    }
+    return c.failed ? -1 : 0;
+}
+
+/* --- The command line ------------------------------------------------------------------------ */
+
+int config_load(int argc, char **argv, options *o, char *err, size_t errcap)
+{
+    defaults(o);
+    /* First what decides the rest: help, version, the file. */
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("spated %s (commit %s)\n", SPATE_VERSION, SPATE_COMMIT);
+            exit(0);
+        }
+        if (strcmp(arg, "--check-config") == 0) o->check_config = 1;
+        const char *file = NULL;
+        if (strncmp(arg, "--config=", 9) == 0) {
+            file = arg + 9;
+        } else if (strcmp(arg, "--config") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, errcap, "option '--config' needs a value");
+                return -1;
+            }
+            file = argv[++i];
+        }
+        if (file) snprintf(o->config_file, sizeof o->config_file, "%s", file);
+    }
+    if (o->config_file[0] && load_file(o->config_file, o, err, errcap) != 0) return -1;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--check-config") == 0 || strncmp(arg, "--config=", 9) == 0) continue;
+        if (strcmp(arg, "--config") == 0) {
+            i++;
+            continue;
+        }
+        const opt_def *d = NULL;
+        const char *val = NULL;
+        if (strncmp(arg, "--", 2) == 0) {
+            const char *eq = strchr(arg + 2, '=');
+            d = find(arg + 2, eq ? (size_t)(eq - arg - 2) : strlen(arg + 2));
+            if (eq) val = eq + 1;
+        }
+        if (!d) {
+            snprintf(err, errcap, "unknown option '%.200s' (see --help)", arg);
+            return -1;
+        }
+        if (d->kind == OPT_FLAG && !val) {
+            val = "true";
+        } else if (!val) {
+            if (i + 1 >= argc) {
+                snprintf(err, errcap, "option '--%s' needs a value", d->key);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        char why[512];
+        const char *bad = apply(o, d, val, why, sizeof why);
+        if (bad) {
+            snprintf(err, errcap, "option '--%s': %s", d->key, bad);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void config_print(const options *o, FILE *out)
+{
+    fprintf(out, "# spated %s: the effective configuration%s%s\n", SPATE_VERSION,
+            o->config_file[0] ? " from " : "", o->config_file);
+    for (size_t i = 0; i < NOPTS; i++) {
+        char v[PATH_MAX + 64];
+        value_text(o, &opt_defs[i], v, sizeof v);
+        fprintf(out, "%s = %s\n", opt_defs[i].key, v);
+    }
+}
+
+void config_diff(const options *cur, const options *next, config_change_cb cb, void *data)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        char was[PATH_MAX + 64], now[PATH_MAX + 64];
+        value_text(cur, &opt_defs[i], was, sizeof was);
+        value_text(next, &opt_defs[i], now, sizeof now);
+        if (strcmp(was, now) != 0) cb(opt_defs[i].key, was, now, opt_defs[i].live, data);
+    }
+}

@@ -1,0 +1,55 @@
+/*
+ * config.h - spated's options: their table, defaults, the command line, an
+ * INI file (--config, parsed by libinih) where each option is a key, and
+ * what a reload (SIGHUP) may change.
+ *
+ * Precedence: defaults, then the file, then the command line. Every error
+ * names where it came from: "option '--x'" or "FILE:LINE: key 'x'".
+ */
+#ifndef SPATE_CONFIG_H
+#define SPATE_CONFIG_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "api/api.h"
+#include "http/server.h"
+
+typedef struct options {
+    char data_dir[PATH_MAX];
+    char host[256];
+    int port;
+    char runner[PATH_MAX];
+    http_config http;
+    api_limits limits;
+    uint32_t grace_ms;
+    uint32_t max_instances;
+    char token_file[PATH_MAX]; /* "" when none */
+    int insecure;
+    char run_as[64];
+    uint32_t uid_base;
+    uint32_t pids_max;
+    size_t function_log_max;
+    int log_level;              /* enum log_level */
+    int log_format;             /* enum log_format */
+    char config_file[PATH_MAX]; /* "" when none */
+    int check_config;
+} options;
+
+/* Reads the command line, and the file it names with --config, into o.
+ * Prints help or the version and exits when asked; on an error writes it
+ * into err and returns -1. */
+int config_load(int argc, char **argv, options *o, char *err, size_t errcap);
+
+/* Writes the effective configuration as a config file would hold it. */
+void config_print(const options *o, FILE *out);
+
+/* A reload: fills next from the same file and command line. Then
+ * config_diff calls cb for each option that differs, with whether it can
+ * change at run time. */
+typedef void (*config_change_cb)(const char *key, const char *was, const char *now, int live,
+                                 void *data);
+void config_diff(const options *cur, const options *next, config_change_cb cb, void *data);
+
+#endif
