@@ -17,7 +17,7 @@ _spate()
     local cur prev cmd sub i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="deploy invoke ls status rm logs publish trigger topic dlq"
+    local commands="deploy invoke ls status rm logs publish trigger topic dlq nodes"
 
     # The command is the first word that is not a global option.
     for ((i = 1; i < COMP_CWORD; i++)); do

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "cluster/cluster.h"
 #include "api/json.h"
 #include "common/err.h"
 #include "common/fmt.h"
@@ -59,6 +60,8 @@ static route_match match(const char *path)
         m.route = R_HEALTH;
     } else if (strcmp(path, "/metrics") == 0) {
         m.route = R_METRICS;
+    } else if (strcmp(path, "/v1/nodes") == 0) {
+        m.route = R_NODES;
     } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
         m.route = R_UI;
     } else if (strncmp(path, PREFIX, PREFIX_LEN) == 0) {
@@ -173,7 +176,13 @@ typedef struct api_invocation {
     pool *pool;
     buf payload;
     char request_id[REQID_LEN + 1];
+    api *a; /* routed ones: to find the function again */
+    char function[SPATE_NAME_MAX + 1];
 } api_invocation;
+
+static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+                           void *data);
+static void on_invoke_abort(http_request *req);
 
 static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
                            void *data)
@@ -208,6 +217,36 @@ static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char
         http_respond_error(req, 503, "unavailable", "%.*s", n, body);
         break;
     }
+    buf_free(&ai->payload);
+    free(ai);
+}
+
+/* The answer of another node (cluster mode), passed on as it is; status 0:
+ * no node had room, so it waits here. */
+static void on_routed_done(int status, const char *body, size_t len, const char *node, void *data)
+{
+    api_invocation *ai = data;
+    http_request *req = ai->req;
+    if (status == 0) {
+        /* It may have been deleted meanwhile. */
+        fn *f = functions_find(ai->a->table, ai->function, strlen(ai->function));
+        if (f) {
+            ai->pool = f->pool;
+            req->on_abort = on_invoke_abort;
+            pool_invoke(f->pool, &ai->inv);
+            return;
+        }
+        status = 404;
+        static const char gone[] =
+            "{\"error\":\"the function was deleted\",\"code\":\"not_found\"}";
+        body = gone;
+        len = sizeof gone - 1;
+    }
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "Spate-Request-Id: %s\r\nSpate-Node: %.32s\r\n", ai->request_id,
+             node);
+    http_respond(req, status, status == 200 ? "application/octet-stream" : "application/json", hdr,
+                 body, len);
     buf_free(&ai->payload);
     free(ai);
 }
@@ -249,6 +288,17 @@ static void invoke(api *a, http_request *req, const route_match *m)
     };
     req->data = ai;
     req->on_abort = on_invoke_abort;
+    /* No room here: another node may have some (cluster mode). */
+    if (a->cluster && !pool_has_room(f->pool)) {
+        ai->a = a;
+        snprintf(ai->function, sizeof ai->function, "%s", f->name);
+        if (cluster_route_invoke(a->cluster, f->name, ai->request_id, ai->payload.data,
+                                 ai->payload.len, f->active.config.timeout_ms, on_routed_done,
+                                 ai) == 0) {
+            req->on_abort = NULL; /* it runs elsewhere; the answer is dropped if the client left */
+            return;
+        }
+    }
     pool_invoke(f->pool, &ai->inv);
 }
 
@@ -324,10 +374,12 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
 static void on_deployed(const deploy_result *r, void *data)
 {
     http_request *req = data;
+    api *a = req->data;
     if (r->status >= 400) {
         http_respond_error(req, r->status, r->code, "%s", r->message);
         return;
     }
+    if (a->cluster) cluster_announce_deploy(a->cluster, r->f);
     api_respond_json(req, r->status, json_function(r->f, NULL, 0, NULL));
 }
 
@@ -352,7 +404,27 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
         http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
         return;
     }
+    req->data = a;
     functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
+}
+
+static void list_nodes(api *a, http_request *req)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddBoolToObject(doc, "cluster", a->cluster != NULL);
+    if (a->cluster) {
+        cJSON_AddStringToObject(doc, "self", cluster_node_id(a->cluster));
+        cJSON_AddItemToObject(doc, "nodes", cluster_nodes_json(a->cluster));
+    } else {
+        cJSON *arr = cJSON_AddArrayToObject(doc, "nodes");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", "local");
+        cJSON_AddBoolToObject(o, "self", 1);
+        cJSON_AddStringToObject(o, "state", "up");
+        cJSON_AddNumberToObject(o, "instances", pool_node_live());
+        cJSON_AddItemToArray(arr, o);
+    }
+    api_respond_json(req, 200, doc);
 }
 
 static void list_one(fn *f, void *data)
@@ -388,8 +460,10 @@ static void delete_fn(api *a, http_request *req, const route_match *m)
                            "a deploy of '%s' is in progress; delete it after", name);
     else if (rc != 0)
         http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
-    else
+    else {
+        if (a->cluster) cluster_announce_delete(a->cluster, name);
         http_respond(req, 204, NULL, NULL, NULL, 0);
+    }
 }
 
 /* --- Entry ------------------------------------------------------------------------------- */
@@ -419,6 +493,10 @@ static void handle(http_request *req, void *data)
     case R_METRICS:
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         api_metrics(a, req);
+        return;
+    case R_NODES:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        list_nodes(a, req);
         return;
     case R_UI:
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
@@ -491,6 +569,11 @@ void api_set_auth(api *a, const auth *tokens)
 void api_set_limits(api *a, const api_limits *limits)
 {
     a->limits = *limits;
+}
+
+void api_set_cluster(api *a, struct cluster *c)
+{
+    a->cluster = c;
 }
 
 void api_free(api *a)

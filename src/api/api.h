@@ -30,6 +30,10 @@ void api_free(api *a);
 /* For a reload: new tokens (borrowed as at create) and limits (copied). */
 void api_set_auth(api *a, const auth *tokens);
 void api_set_limits(api *a, const api_limits *limits);
+/* Cluster mode: deploys and deletes are announced, invocations that find no
+ * room here are routed (cluster/cluster.h). */
+struct cluster;
+void api_set_cluster(api *a, struct cluster *c);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -16,6 +16,7 @@ struct api {
     queue *q;
     triggers *tr;
     api_limits limits;
+    struct cluster *cluster; /* NULL: a single node */
 };
 
 enum route {
@@ -32,6 +33,7 @@ enum route {
     R_TRIGGERS,        /* /v1/triggers */
     R_TRIGGER,         /* /v1/triggers/TOPIC/FUNCTION */
     R_METRICS,         /* /metrics */
+    R_NODES,           /* /v1/nodes */
     R_UI,              /* /ui and what is under it */
 };
 

@@ -5,7 +5,7 @@
 
 #include "common/limits.h"
 
-static cJSON *config_json(const fn_config *c)
+cJSON *json_config(const fn_config *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "runtime", fnconfig_runtime_name(c->runtime));
@@ -64,7 +64,7 @@ static int add_version(const reg_version *v, int64_t created, void *data)
     cJSON_AddStringToObject(o, "sha256", v->sha256);
     cJSON_AddNumberToObject(o, "size", (double)v->size);
     cJSON_AddNumberToObject(o, "created_ms", (double)v->created_ms);
-    cJSON_AddItemToObject(o, "config", config_json(&v->config));
+    cJSON_AddItemToObject(o, "config", json_config(&v->config));
     cJSON_AddItemToArray(data, o);
     return 0;
 }
@@ -102,7 +102,7 @@ cJSON *json_function(const fn *f, functions *table, int with_versions, const sca
     cJSON_AddNumberToObject(o, "size", (double)f->active.size);
     cJSON_AddNumberToObject(o, "created_ms", (double)f->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)f->active.created_ms);
-    cJSON_AddItemToObject(o, "config", config_json(&f->active.config));
+    cJSON_AddItemToObject(o, "config", json_config(&f->active.config));
     add_instances(o, &s);
     cJSON *st = cJSON_AddObjectToObject(o, "stats");
     cJSON_AddNumberToObject(st, "invocations", (double)s.invocations);

@@ -7,6 +7,9 @@
 #include "sched/functions.h"
 #include "sched/triggers.h"
 
+/* A version's configuration: runtime, min, max, timeout_ms, memory_mb,
+ * keep_alive_ms, queue, cpu_millis, network, env {K: V}. Caller owns. */
+cJSON *json_config(const fn_config *c);
 /* One line of the list: name, version, runtime, instances. Caller owns. */
 cJSON *json_function_summary(const fn *f);
 /* A whole description; with versions (read through table) when asked, and

@@ -19,6 +19,7 @@
 
 #include "api/internal.h"
 #include "common/limits.h"
+#include "cluster/cluster.h"
 #include "common/buf.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
@@ -351,6 +352,11 @@ static void write_process(scrape *s)
         buf_printf(&s->out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
     }
 
+    if (s->a->cluster) {
+        family(s, "spate_cluster_nodes", "gauge",
+               "Nodes of the cluster heard from in the last 5 s.");
+        buf_printf(&s->out, "spate_cluster_nodes %u\n", cluster_live_nodes(s->a->cluster));
+    }
     family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
     buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());
     family(s, "spate_build_info", "gauge", "The version of spated, as labels; always 1.");

@@ -58,6 +58,7 @@ static void usage(FILE *out)
             "                             [--deadline MS] [--max-concurrency N]\n"
             "  trigger ls | trigger rm TOPIC FUNCTION\n"
             "  topic stats TOPIC             depth, in flight, oldest age, dead-lettered\n"
+            "  nodes                         the nodes of the cluster (* is this one)\n"
             "  dlq ls TOPIC | dlq redrive TOPIC\n"
             "                                dead letters of TOPIC (or TOPIC.dlq); redrive\n"
             "                                sends them back to their source topic\n\n"
@@ -361,6 +362,33 @@ static int cmd_ls(const cli *c, int argc, char **argv)
         printf("%-24s %7.0f %-7s %8.0f %5.0f %5.0f %7.0f\n", json_str(f, "name"),
                json_num(f, "version"), json_str(f, "runtime"), json_num(in, "starting"),
                json_num(in, "idle"), json_num(in, "busy"), json_num(f, "waiting"));
+    }
+    return finish(&a, doc, 0);
+}
+
+static int cmd_nodes(const cli *c, int argc, char **argv)
+{
+    if (argc != 0) usage_error("nodes takes no arguments");
+    answer a;
+    if (request(c, "GET", "/v1/nodes", NULL, 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("nodes failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("nodes", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    printf("%-18s %-28s %-5s %9s %9s %14s\n", "NODE", "URL", "STATE", "INSTANCES", "FUNCTIONS",
+           "LAST HEARTBEAT");
+    const cJSON *n;
+    cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(doc, "nodes"))
+    {
+        char id[40];
+        snprintf(id, sizeof id, "%s%s", json_str(n, "id"),
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "self")) ? "*" : "");
+        printf("%-18s %-28s %-5s %9.0f %9.0f %11.1f s\n", id, json_str(n, "url"),
+               json_str(n, "state"), json_num(n, "instances"), json_num(n, "functions"),
+               json_num(n, "last_heartbeat_ms_ago") / 1000);
     }
     return finish(&a, doc, 0);
 }
@@ -837,7 +865,7 @@ int main(int argc, char **argv)
         {"deploy", cmd_deploy}, {"invoke", cmd_invoke},   {"ls", cmd_ls},
         {"status", cmd_status}, {"rm", cmd_rm},           {"publish", cmd_publish},
         {"logs", cmd_logs},     {"trigger", cmd_trigger}, {"topic", cmd_topic},
-        {"dlq", cmd_dlq},
+        {"dlq", cmd_dlq},       {"nodes", cmd_nodes},
     };
     int rc = -1;
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)

@@ -407,6 +407,11 @@ static void after_store(uv_work_t *w, int status)
     if (rc != 0) finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
 }
 
+void functions_artifact_path(const functions *t, const fn *f, char *out, size_t cap)
+{
+    artifacts_path(store_dir(t->st), f->active.sha256, out, cap);
+}
+
 void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
                       void *data)
 {

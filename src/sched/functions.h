@@ -56,6 +56,9 @@ typedef void (*deploy_cb)(const deploy_result *r, void *data);
 void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
                       void *data);
 
+/* Where the artifact of f's active version is stored, as uploaded. */
+void functions_artifact_path(const functions *t, const fn *f, char *out, size_t cap);
+
 /* Removes a function: the registry first, then its pool drains and stops.
  * ERR_NOTFOUND, ERR_BUSY (a deploy is in flight) or ERR_STORE. */
 int functions_delete(functions *t, const char *name);

@@ -900,6 +900,13 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->load_error = p->active ? p->active->load_error : NULL;
 }
 
+int pool_has_room(const pool *p)
+{
+    if (!p->active || p->closing) return 0;
+    if (p->nidle > p->nwaiting) return 1;
+    return live(p) < p->active->cfg.max_instances && node_live < node_max;
+}
+
 const pool_metrics *pool_metrics_get(const pool *p)
 {
     return &p->m;

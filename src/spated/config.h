@@ -31,8 +31,10 @@ typedef struct options {
     uint32_t uid_base;
     uint32_t pids_max;
     size_t function_log_max;
-    int log_level;              /* enum log_level */
-    int log_format;             /* enum log_format */
+    int log_level;      /* enum log_level */
+    int log_format;     /* enum log_format */
+    char cluster[1024]; /* nats://HOST:PORT[,...]; "" for a single node */
+    uint32_t cluster_replicas;
     char config_file[PATH_MAX]; /* "" when none */
     int check_config;
 } options;

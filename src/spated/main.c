@@ -17,6 +17,7 @@
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "cluster/cluster.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -44,6 +45,7 @@ typedef struct node {
     triggers *tr;
     api *api;
     http_server *http;
+    cluster *cluster;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t grace;
     int stopping;
@@ -81,6 +83,9 @@ static void on_closed_handle(uv_handle_t *h)
 static void on_http_closed(void *data)
 {
     node *n = data;
+    /* Last: until now functions ran invocations other nodes sent. */
+    cluster_stop(n->cluster);
+    n->cluster = NULL;
     uv_close((uv_handle_t *)&n->sigterm, on_closed_handle);
     uv_close((uv_handle_t *)&n->sigint, on_closed_handle);
     uv_close((uv_handle_t *)&n->sighup, on_closed_handle);
@@ -286,6 +291,16 @@ int main(int argc, char **argv)
     uv_timer_init(n.loop, &n.grace);
     n.grace.data = &n;
 
+    if (n.opt.cluster[0]) {
+        char url[300];
+        snprintf(url, sizeof url, "http://%s:%d", n.opt.host, http_server_port(n.http));
+        cluster_config cc = {.urls = n.opt.cluster,
+                             .data_dir = n.opt.data_dir,
+                             .api_url = url,
+                             .replicas = n.opt.cluster_replicas};
+        if (cluster_start(n.loop, &cc, n.table, &n.cluster, err, sizeof err) != 0) die("%s", err);
+        api_set_cluster(n.api, n.cluster);
+    }
     log_info("listening on %s:%d data=%s version=%s max-instances=%u%s%s", n.opt.host,
              http_server_port(n.http), n.opt.data_dir, SPATE_VERSION, n.opt.max_instances,
              n.opt.config_file[0] ? " config=" : "", n.opt.config_file);
