@@ -22,6 +22,8 @@ struct q_block {
     q_msg msgs[];
 };
 
+static const queue_ops sqlite_ops;
+
 struct q_topic {
     list_node link;
     queue *q;
@@ -39,7 +41,8 @@ struct q_topic {
 };
 
 struct q_sub {
-    list_node link; /* in topic->subs */
+    const queue_ops *ops; /* first, as queue.h wants */
+    list_node link;       /* in topic->subs */
     queue *q;
     q_topic *topic;
     int64_t id;
@@ -75,6 +78,7 @@ struct q_sub {
 };
 
 struct queue {
+    const queue_ops *ops; /* first, as queue.h wants */
     uv_loop_t *loop;
     store *st;
     writer *w;
@@ -509,8 +513,8 @@ static void submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb d
     writer_submit(q->w, &p->op);
 }
 
-void queue_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
-                   queue_publish_cb done, void *data)
+static void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                       queue_publish_cb done, void *data)
 {
     q_topic *t = q->closing ? NULL : topic_get(q, topic, 1);
     q_block *b = t && n ? block_new(n, NULL) : NULL;
@@ -930,7 +934,7 @@ static q_lease *lease_new(q_sub *s, q_msg *m, uint32_t attempt)
     return l;
 }
 
-q_lease *queue_lease(q_sub *s)
+static q_lease *sq_lease(q_sub *s)
 {
     if (s->closed) return NULL;
     int64_t now = clock_now_ms();
@@ -1042,7 +1046,7 @@ static void lease_free(q_lease *l)
     sub_unref(s);
 }
 
-void queue_ack(q_lease *l)
+static void sq_ack(q_lease *l)
 {
     q_sub *s = l->sub;
     unlease(l);
@@ -1052,7 +1056,7 @@ void queue_ack(q_lease *l)
     lease_free(l);
 }
 
-void queue_nack(q_lease *l, uint32_t delay_ms, const char *error)
+static void sq_nack(q_lease *l, uint32_t delay_ms, const char *error)
 {
     q_sub *s = l->sub;
     unlease(l);
@@ -1072,7 +1076,7 @@ void queue_nack(q_lease *l, uint32_t delay_ms, const char *error)
     arm_retry(s);
 }
 
-void queue_release(q_lease *l)
+static void sq_release(q_lease *l)
 {
     q_sub *s = l->sub;
     unlease(l);
@@ -1142,7 +1146,7 @@ static void done_dead(wop *op, int status)
     done_publish(op, status); /* frees d (its first member) */
 }
 
-void queue_dead_letter(q_lease *l, const char *error)
+static void sq_dead_letter(q_lease *l, const char *error)
 {
     q_sub *s = l->sub;
     queue *q = s->q;
@@ -1236,6 +1240,7 @@ static void sub_unref(q_sub *s)
 static q_sub *sub_new(queue *q, q_topic *t, const q_sub_config *cfg)
 {
     q_sub *s = calloc(1, sizeof *s);
+    if (s) s->ops = &sqlite_ops;
     if (!s) return NULL;
     s->q = q;
     s->topic = t;
@@ -1324,8 +1329,8 @@ static q_sub *find_sub(q_topic *t, const char *function)
     return NULL;
 }
 
-int queue_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
-                    void *data)
+static int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                        void *data)
 {
     if (q->closing) return ERR_CLOSED;
     q_topic *t = topic_get(q, topic, 1);
@@ -1366,8 +1371,8 @@ int queue_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_
     return 0;
 }
 
-int queue_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
-                      void *data)
+static int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                          void *data)
 {
     q_topic *t = topic_get(q, topic, 0);
     q_sub *s = find_sub(t, function);
@@ -1399,12 +1404,12 @@ int queue_unsubscribe(queue *q, const char *topic, const char *function, queue_d
     return 0;
 }
 
-q_sub *queue_find_sub(queue *q, const char *topic, const char *function)
+static q_sub *sq_find_sub(queue *q, const char *topic, const char *function)
 {
     return find_sub(topic_get(q, topic, 0), function);
 }
 
-void queue_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+static void sq_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
 {
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
         q_topic *t = list_entry(n, q_topic, link);
@@ -1416,29 +1421,29 @@ void queue_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
     }
 }
 
-const q_sub_config *queue_sub_config(const q_sub *s)
+static const q_sub_config *sq_sub_config(const q_sub *s)
 {
     return &s->cfg;
 }
 
-const char *queue_sub_topic(const q_sub *s)
+static const char *sq_sub_topic(const q_sub *s)
 {
     return s->topic->name;
 }
 
-void queue_sub_set_data(q_sub *s, void *data)
+static void sq_sub_set_data(q_sub *s, void *data)
 {
     s->user = data;
 }
 
-void *queue_sub_data(const q_sub *s)
+static void *sq_sub_data(const q_sub *s)
 {
     return s->user;
 }
 
 /* --- Stats ---------------------------------------------------------------------------- */
 
-void queue_sub_stats(const q_sub *s, q_sub_stats *out)
+static void sq_sub_stats(const q_sub *s, q_sub_stats *out)
 {
     memset(out, 0, sizeof *out);
     uint64_t lag = s->topic->committed > s->fetched ? s->topic->committed - s->fetched : 0;
@@ -1460,7 +1465,7 @@ void queue_sub_stats(const q_sub *s, q_sub_stats *out)
     out->oldest_ms = oldest;
 }
 
-int queue_topic_stats(queue *q, const char *topic, q_topic_stats *out)
+static int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
 {
     q_topic *t = topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
@@ -1471,14 +1476,14 @@ int queue_topic_stats(queue *q, const char *topic, q_topic_stats *out)
     out->oldest_ms = t->stored ? t->oldest_stored_ms : 0;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
         q_sub_stats ss;
-        queue_sub_stats(list_entry(n, q_sub, link), &ss);
+        sq_sub_stats(list_entry(n, q_sub, link), &ss);
         if (ss.oldest_ms && (!out->oldest_ms || ss.oldest_ms > out->oldest_ms))
             out->oldest_ms = ss.oldest_ms;
     }
     return 0;
 }
 
-void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
+static void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
 {
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
         cb(list_entry(n, q_topic, link)->name, data);
@@ -1626,8 +1631,8 @@ static void done_read(wop *op, int status)
     free(r);
 }
 
-int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
-               void *data)
+static int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
+                   void *data)
 {
     q_topic *t = topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
@@ -1645,7 +1650,7 @@ int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queu
     return 0;
 }
 
-int queue_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
+static int sq_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
 {
     q_topic *t = topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
@@ -1840,6 +1845,7 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
 {
     queue *q = calloc(1, sizeof *q);
     if (!q) return ERR_NOMEM;
+    q->ops = &sqlite_ops;
     q->loop = loop;
     q->st = st;
     q->ev = *ev;
@@ -1871,7 +1877,7 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
     return 0;
 }
 
-void queue_set_events(queue *q, const queue_events *ev)
+static void sq_set_events(queue *q, const queue_events *ev)
 {
     q->ev = *ev;
 }
@@ -1911,7 +1917,7 @@ static void on_writer_stopped(void *data)
     if (cb) cb(cbdata);
 }
 
-void queue_close(queue *q, void (*cb)(void *data), void *data)
+static void sq_close(queue *q, void (*cb)(void *data), void *data)
 {
     q->closing = 1;
     q->close_cb = cb;
@@ -1919,3 +1925,27 @@ void queue_close(queue *q, void (*cb)(void *data), void *data)
     /* Save the latest state of every subscription with the last commit. */
     writer_stop(q->w, on_writer_stopped, q);
 }
+
+static const queue_ops sqlite_ops = {
+    .publish = sq_publish,
+    .lease = sq_lease,
+    .ack = sq_ack,
+    .nack = sq_nack,
+    .release = sq_release,
+    .dead_letter = sq_dead_letter,
+    .subscribe = sq_subscribe,
+    .unsubscribe = sq_unsubscribe,
+    .find_sub = sq_find_sub,
+    .each_sub = sq_each_sub,
+    .sub_config = sq_sub_config,
+    .sub_topic = sq_sub_topic,
+    .sub_set_data = sq_sub_set_data,
+    .sub_data = sq_sub_data,
+    .sub_stats = sq_sub_stats,
+    .topic_stats = sq_topic_stats,
+    .each_topic = sq_each_topic,
+    .read = sq_read,
+    .redrive = sq_redrive,
+    .set_events = sq_set_events,
+    .close = sq_close,
+};

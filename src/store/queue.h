@@ -182,4 +182,38 @@ int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queu
 typedef void (*queue_redrive_cb)(void *data, int status, uint64_t moved);
 int queue_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data);
 
+/* --- Implementations ----------------------------------------------------------------------
+ *
+ * Every function above but queue_open is a call through a table
+ * (store/queue_dispatch.c): the queue of one node in SQLite (store/queue.c),
+ * or one that nodes share. An implementation's queue and q_sub structs begin
+ * with a pointer to its table. */
+typedef struct queue_ops {
+    void (*publish)(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                    queue_publish_cb done, void *data);
+    q_lease *(*lease)(q_sub *sub);
+    void (*ack)(q_lease *l);
+    void (*nack)(q_lease *l, uint32_t delay_ms, const char *error);
+    void (*release)(q_lease *l);
+    void (*dead_letter)(q_lease *l, const char *error);
+    int (*subscribe)(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                     void *data);
+    int (*unsubscribe)(queue *q, const char *topic, const char *function, queue_done_cb done,
+                       void *data);
+    q_sub *(*find_sub)(queue *q, const char *topic, const char *function);
+    void (*each_sub)(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
+    const q_sub_config *(*sub_config)(const q_sub *sub);
+    const char *(*sub_topic)(const q_sub *sub);
+    void (*sub_set_data)(q_sub *sub, void *data);
+    void *(*sub_data)(const q_sub *sub);
+    void (*sub_stats)(const q_sub *sub, q_sub_stats *out);
+    int (*topic_stats)(queue *q, const char *topic, q_topic_stats *out);
+    void (*each_topic)(queue *q, void (*cb)(const char *topic, void *data), void *data);
+    int (*read)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
+                void *data);
+    int (*redrive)(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data);
+    void (*set_events)(queue *q, const queue_events *ev);
+    void (*close)(queue *q, void (*cb)(void *data), void *data);
+} queue_ops;
+
 #endif
