@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "api/internal.h"
+#include "cluster/cluster.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
@@ -136,9 +137,12 @@ static void on_published(void *data, int status, uint64_t first)
                            err_str(status));
     } else {
         char body[160];
-        int len = snprintf(body, sizeof body,
-                           "{\"published\":%zu,\"first_seq\":%llu,\"last_seq\":%llu}\n", c->n,
-                           (unsigned long long)first, (unsigned long long)(first + c->n - 1));
+        /* first 0: a cluster's stream, whose numbers the publish does not learn. */
+        int len = first
+                      ? snprintf(body, sizeof body,
+                                 "{\"published\":%zu,\"first_seq\":%llu,\"last_seq\":%llu}\n", c->n,
+                                 (unsigned long long)first, (unsigned long long)(first + c->n - 1))
+                      : snprintf(body, sizeof body, "{\"published\":%zu}\n", c->n);
         http_respond(req, 202, "application/json", NULL, body, (size_t)len);
     }
     free(c);
@@ -454,10 +458,13 @@ static void on_trigger_done(void *data, int status)
         http_respond_error(t->req, 503, "store_unavailable", "cannot save the trigger: %s",
                            err_str(status));
     } else if (t->removing) {
+        if (t->a->cluster) cluster_announce_untrigger(t->a->cluster, t->topic, t->function);
         http_respond(t->req, 204, NULL, NULL, NULL, 0);
     } else {
         cJSON *doc = NULL;
         q_sub *sub = queue_find_sub(t->a->q, t->topic, t->function);
+        if (sub && t->a->cluster)
+            cluster_announce_trigger(t->a->cluster, t->topic, queue_sub_config(sub));
         if (sub) {
             trigger_view v = {.topic = t->topic, .cfg = queue_sub_config(sub)};
             queue_sub_stats(sub, &v.stats);
@@ -544,7 +551,11 @@ void api_topics(api *a, http_request *req, const route_match *m)
                 return;
             }
             uint64_t after = (uint64_t)p.after_hi << 32 | p.after_lo;
-            if (queue_read(a->q, topic, after, p.limit, on_read, req) == ERR_NOTFOUND)
+            int rc = queue_read(a->q, topic, after, p.limit, on_read, req);
+            if (rc == ERR_NOTSUP)
+                http_respond_error(req, 501, "not_supported",
+                                   "reading messages is not available in cluster mode yet");
+            else if (rc == ERR_NOTFOUND)
                 http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
         } else {
             api_method_not_allowed(req, "GET, HEAD, POST");
@@ -575,7 +586,11 @@ void api_topics(api *a, http_request *req, const route_match *m)
                                p.why[0] ? p.why : "malformed query string");
             return;
         }
-        if (queue_redrive(a->q, topic, p.limit, on_redriven, req) == ERR_NOTFOUND)
+        int rc = queue_redrive(a->q, topic, p.limit, on_redriven, req);
+        if (rc == ERR_NOTSUP)
+            http_respond_error(req, 501, "not_supported",
+                               "redrive is not available in cluster mode yet");
+        else if (rc == ERR_NOTFOUND)
             http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
         return;
     }
@@ -606,6 +621,8 @@ void api_topics(api *a, http_request *req, const route_match *m)
             t->a = a;
             t->req = req;
             t->removing = 1;
+            snprintf(t->topic, sizeof t->topic, "%s", topic);
+            snprintf(t->function, sizeof t->function, "%s", function);
             if (triggers_remove(a->tr, topic, function, on_trigger_done, t) != 0) {
                 free(t);
                 http_respond_error(req, 404, "not_found", "no trigger from '%s' to '%s'", topic,

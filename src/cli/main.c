@@ -631,9 +631,12 @@ static int cmd_publish(const cli *c, int argc, char **argv)
     }
     cJSON *doc = answer_json("publish", &a);
     if (!doc) return finish(&a, NULL, 1);
-    printf("published %.0f message%s to %s (seq %.0f to %.0f)\n", json_num(doc, "published"),
-           json_num(doc, "published") == 1 ? "" : "s", topic, json_num(doc, "first_seq"),
-           json_num(doc, "last_seq"));
+    double count = json_num(doc, "published"), first = json_num(doc, "first_seq");
+    if (first > 0) /* a cluster's topics do not say */
+        printf("published %.0f message%s to %s (seq %.0f to %.0f)\n", count, count == 1 ? "" : "s",
+               topic, first, json_num(doc, "last_seq"));
+    else
+        printf("published %.0f message%s to %s\n", count, count == 1 ? "" : "s", topic);
     return finish(&a, doc, 0);
 }
 

@@ -35,30 +35,46 @@
 
 /* --- Events: from nats.c's threads and ours to the loop ------------------------------- */
 
-enum ev_kind { EV_KV_PUT, EV_KV_DEL, EV_KV_READY, EV_HEARTBEAT, EV_INVOKE_IN, EV_REPLY, EV_JOB };
+enum ev_kind {
+    EV_KV_PUT,
+    EV_KV_DEL,
+    EV_KV_READY,
+    EV_HEARTBEAT,
+    EV_INVOKE_IN,
+    EV_REPLY,
+    EV_JOB,
+    EV_CALL,
+    EV_TR_PUT,
+    EV_TR_DEL
+};
 
 typedef struct job job;
 
 typedef struct event {
     list_node link;
     enum ev_kind kind;
-    char key[SPATE_NAME_MAX + 8];
+    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8];
     char *text; /* KV value or heartbeat JSON, NUL-terminated */
     natsMsg *msg;
     job *j;
+    cluster_fn fn; /* EV_CALL */
+    void *arg;
 } event;
 
 /* Blocking work for the worker thread. */
-enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH };
+enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_CALL, JOB_PUT };
 struct job {
     list_node link;
     enum job_kind kind;
     char name[SPATE_NAME_MAX + 1];
+    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8]; /* PUT, DELETE */
     char sha[HASH_HEX_LEN + 1];
-    char path[4096]; /* PUBLISH: the artifact file */
-    char *value;     /* PUBLISH: the registry entry */
-    buf data;        /* FETCH: the artifact */
-    char err[256];   /* "" on success */
+    char path[4096];       /* PUBLISH: the artifact file */
+    char *value;           /* PUBLISH: the registry entry */
+    buf data;              /* FETCH: the artifact */
+    cluster_fn work, done; /* CALL */
+    void *arg;
+    char err[256]; /* "" on success */
 };
 
 typedef struct node_info {
@@ -123,6 +139,10 @@ struct cluster {
     list_node routed; /* invocations sent to other nodes */
     uint64_t next_seq;
     int open_handles;
+    int replicas;
+    triggers *tr;
+    int watching;
+    int quiet; /* spated is stopping: the function table is going away */
 };
 
 static void post(cluster *c, event *e)
@@ -310,6 +330,18 @@ static void *worker_main(void *arg)
         job *j = list_entry(list_first(&c->jobs), job, link);
         list_remove(&j->link);
         pthread_mutex_unlock(&c->lock);
+        if (j->kind == JOB_CALL) {
+            j->work(j->arg);
+            event *e = new_event(EV_CALL);
+            if (e) {
+                e->fn = j->done;
+                e->arg = j->arg;
+                post(c, e);
+            }
+            free(j);
+            pthread_mutex_lock(&c->lock);
+            continue;
+        }
         /* While a NATS server is lost, its clients reconnect and JetStream
          * elects new leaders: seconds in which calls fail. Try again for a
          * while before giving up. */
@@ -319,9 +351,10 @@ static void *worker_main(void *arg)
             if (j->kind == JOB_PUBLISH) {
                 job_publish(c, j);
             } else if (j->kind == JOB_DELETE) {
-                char key[SPATE_NAME_MAX + 8];
-                snprintf(key, sizeof key, "fn.%s", j->name);
-                natsStatus s = kvStore_Delete(c->kv, key);
+                natsStatus s = kvStore_Delete(c->kv, j->key);
+                if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+            } else if (j->kind == JOB_PUT) {
+                natsStatus s = kvStore_PutString(NULL, c->kv, j->key, j->value);
                 if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
             } else {
                 job_fetch(c, j);
@@ -399,7 +432,7 @@ static void *watcher_main(void *arg)
             c->rewatch = 0;
             kvWatcher_Destroy(w);
             w = NULL;
-            s = kvStore_Watch(&w, c->kv, "fn.*", &o);
+            s = kvStore_Watch(&w, c->kv, ">", &o);
             if (s != NATS_OK) {
                 log_warn("cluster: cannot watch the registry (trying again): %s",
                          natsStatus_GetText(s));
@@ -426,11 +459,14 @@ static void *watcher_main(void *arg)
         }
         if (kvEntry_Revision(ent) > seen) seen = kvEntry_Revision(ent);
         const char *key = kvEntry_Key(ent);
-        event *e = new_event(kvEntry_Operation(ent) == kvOp_Put ? EV_KV_PUT : EV_KV_DEL);
-        if (e && strncmp(key, "fn.", 3) == 0 && strlen(key + 3) <= SPATE_NAME_MAX) {
+        int put = kvEntry_Operation(ent) == kvOp_Put;
+        int is_fn = strncmp(key, "fn.", 3) == 0, is_tr = strncmp(key, "tr.", 3) == 0;
+        event *e = is_fn   ? new_event(put ? EV_KV_PUT : EV_KV_DEL)
+                   : is_tr ? new_event(put ? EV_TR_PUT : EV_TR_DEL)
+                           : NULL;
+        if (e && strlen(key + 3) < sizeof e->key) {
             snprintf(e->key, sizeof e->key, "%s", key + 3);
-            if (e->kind == EV_KV_PUT)
-                e->text = dup_n(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent));
+            if (put) e->text = dup_n(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent));
             post(c, e);
         } else {
             free(e);
@@ -480,6 +516,47 @@ static void on_reply_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, 
     }
     e->msg = m;
     post(closure, e);
+}
+
+/* --- For the cluster's queue ----------------------------------------------------------------- */
+
+void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg)
+{
+    job *j = new_job(JOB_CALL, "");
+    if (!j) { /* out of memory: run it here rather than lose it */
+        work(arg);
+        done(arg);
+        return;
+    }
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    submit(c, j);
+}
+
+void cluster_post(cluster *c, cluster_fn call, void *arg)
+{
+    event *e = new_event(EV_CALL);
+    if (!e) return;
+    e->fn = call;
+    e->arg = arg;
+    post(c, e);
+}
+
+jsCtx *cluster_js(const cluster *c)
+{
+    return c->js;
+}
+
+int cluster_replicas(const cluster *c)
+{
+    return c->replicas;
+}
+
+uint32_t cluster_function_timeout_ms(const cluster *c, const char *name)
+{
+    fn *f = functions_find(c->table, name, strlen(name));
+    return f ? f->active.config.timeout_ms : SPATE_TIMEOUT_DEFAULT_MS;
 }
 
 /* --- Nodes -------------------------------------------------------------------------------------
@@ -733,6 +810,7 @@ void cluster_announce_deploy(cluster *c, const fn *f)
 void cluster_announce_delete(cluster *c, const char *name)
 {
     job *j = new_job(JOB_DELETE, name);
+    if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     fn_sync *s = sync_of(c, name);
     if (s) {
         free(s->entry);
@@ -752,6 +830,85 @@ static void job_done(cluster *c, job *j)
     buf_free(&j->data);
     free(j->value);
     free(j);
+}
+
+/* --- Triggers in the registry: tr.FUNCTION.TOPIC -> their configuration -------------------- */
+
+void cluster_attach_triggers(cluster *c, triggers *tr)
+{
+    c->tr = tr;
+}
+
+static void trigger_key(char *out, size_t cap, const char *topic, const char *function)
+{
+    snprintf(out, cap, "tr.%s.%s", function, topic);
+}
+
+void cluster_announce_trigger(cluster *c, const char *topic, const q_sub_config *cfg)
+{
+    job *j = new_job(JOB_PUT, cfg->function);
+    if (!j) return;
+    trigger_key(j->key, sizeof j->key, topic, cfg->function);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddStringToObject(o, "function", cfg->function);
+    cJSON_AddStringToObject(o, "dlq", cfg->dlq);
+    cJSON_AddNumberToObject(o, "max_attempts", cfg->max_attempts);
+    cJSON_AddNumberToObject(o, "deadline_ms", cfg->deadline_ms);
+    cJSON_AddNumberToObject(o, "max_concurrency", cfg->max_concurrency);
+    cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
+    j->value = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    submit(c, j);
+}
+
+void cluster_announce_untrigger(cluster *c, const char *topic, const char *function)
+{
+    job *j = new_job(JOB_DELETE, function);
+    if (!j) return;
+    trigger_key(j->key, sizeof j->key, topic, function);
+    submit(c, j);
+}
+
+static void on_trigger_applied(void *data, int status)
+{
+    char *what = data;
+    if (status)
+        log_warn("cluster: cannot apply trigger %s from the registry: %s", what, err_str(status));
+    free(what);
+}
+
+/* key is FUNCTION.TOPIC; text the configuration, NULL when removed. */
+static void on_trigger_entry(cluster *c, const char *key, const char *text)
+{
+    if (!c->tr) return;
+    const char *dot = strchr(key, '.');
+    if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) return;
+    char function[SPATE_NAME_MAX + 1];
+    snprintf(function, sizeof function, "%.*s", (int)(dot - key), key);
+    const char *topic = dot + 1;
+    q_sub *sub = queue_find_sub(triggers_queue(c->tr), topic, function);
+    if (!text) {
+        if (sub) triggers_remove(c->tr, topic, function, on_trigger_applied, strdup(key));
+        return;
+    }
+    cJSON *o = cJSON_Parse(text);
+    q_sub_config cfg = {0};
+    snprintf(cfg.function, sizeof cfg.function, "%s", function);
+    const cJSON *dlq = cJSON_GetObjectItemCaseSensitive(o, "dlq");
+    snprintf(cfg.dlq, sizeof cfg.dlq, "%s", cJSON_IsString(dlq) ? dlq->valuestring : "");
+    cfg.max_attempts = num(o, "max_attempts", 3);
+    cfg.deadline_ms = num(o, "deadline_ms", 0);
+    cfg.max_concurrency = num(o, "max_concurrency", 0);
+    cfg.ordered = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ordered"));
+    cJSON_Delete(o);
+    if (!cfg.dlq[0]) snprintf(cfg.dlq, sizeof cfg.dlq, "%.*s.dlq", SPATE_TOPIC_NAME_MAX - 4, topic);
+    const q_sub_config *cur = sub ? queue_sub_config(sub) : NULL;
+    if (cur && strcmp(cur->dlq, cfg.dlq) == 0 && cur->max_attempts == cfg.max_attempts &&
+        cur->deadline_ms == cfg.deadline_ms && cur->max_concurrency == cfg.max_concurrency &&
+        cur->ordered == cfg.ordered)
+        return; /* as it is here already */
+    triggers_add(c->tr, topic, &cfg, on_trigger_applied, strdup(key));
 }
 
 /* --- Invocations from other nodes ------------------------------------------------------------- */
@@ -964,7 +1121,14 @@ static void on_async(uv_async_t *a)
     while (!list_empty(&batch)) {
         event *e = list_entry(list_first(&batch), event, link);
         list_remove(&e->link);
-        if (!c->stopping) {
+        if (c->quiet && e->kind == EV_INVOKE_IN) {
+            reply(c, e->msg, 0, "busy", "", 0); /* another node takes it */
+        } else if (c->quiet && e->kind == EV_JOB && e->j->kind == JOB_FETCH) {
+            /* a deploy from the registry: not while stopping */
+        } else if (c->quiet && e->kind != EV_CALL && e->kind != EV_REPLY && e->kind != EV_JOB &&
+                   e->kind != EV_HEARTBEAT) {
+            /* registry changes: the next start reads them */
+        } else if (!c->stopping) {
             switch (e->kind) {
             case EV_KV_PUT:
             case EV_KV_DEL:
@@ -986,6 +1150,13 @@ static void on_async(uv_async_t *a)
             case EV_JOB:
                 job_done(c, e->j);
                 e->j = NULL;
+                break;
+            case EV_CALL:
+                e->fn(e->arg);
+                break;
+            case EV_TR_PUT:
+            case EV_TR_DEL:
+                on_trigger_entry(c, e->key, e->text);
                 break;
             }
         }
@@ -1130,6 +1301,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
         }
         replicas = count >= 3 ? 3 : 1;
     }
+    c->replicas = replicas;
     /* Short waits: while leaders are elected a call may go unanswered;
      * asking again soon beats waiting long (the callers retry). */
     jsOptions jo;
@@ -1156,10 +1328,28 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     c->heartbeat.data = c;
     uv_timer_start(&c->heartbeat, send_heartbeat, 0, HEARTBEAT_MS);
     pthread_create(&c->worker, NULL, worker_main, c);
-    pthread_create(&c->watcher, NULL, watcher_main, c);
+    c->watching = 0; /* cluster_follow starts the watcher */
     log_info("cluster: joined %s node=%s replicas=%d", cfg->urls, c->id, replicas);
     *out = c;
     return 0;
+}
+
+void cluster_quiesce(cluster *c)
+{
+    if (!c) return;
+    c->quiet = 1;
+    uv_timer_stop(&c->heartbeat);
+}
+
+void cluster_set_api_url(cluster *c, const char *url)
+{
+    snprintf(c->url, sizeof c->url, "%s", url);
+}
+
+void cluster_follow(cluster *c)
+{
+    if (c->watching) return;
+    if (pthread_create(&c->watcher, NULL, watcher_main, c) == 0) c->watching = 1;
 }
 
 static void free_sync(const char *key, void *value, void *data)
@@ -1186,7 +1376,7 @@ void cluster_stop(cluster *c)
     pthread_cond_signal(&c->work);
     pthread_mutex_unlock(&c->lock);
     pthread_join(c->worker, NULL);
-    pthread_join(c->watcher, NULL);
+    if (c->watching) pthread_join(c->watcher, NULL);
     while (!list_empty(&c->jobs)) { /* not started: dropped */
         job *j = list_entry(list_first(&c->jobs), job, link);
         list_remove(&j->link);

@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "sched/functions.h"
+#include "sched/triggers.h"
 
 typedef struct cluster cluster;
 
@@ -43,6 +44,13 @@ typedef struct cluster_config {
  * following the registry. On failure err says why. */
 int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, cluster **out,
                   char *err, size_t errcap);
+/* Once the API listens: the URL other nodes see in heartbeats. */
+void cluster_set_api_url(cluster *c, const char *url);
+/* Starts following the registry (after cluster_attach_triggers). */
+void cluster_follow(cluster *c);
+/* spated is stopping: no more registry changes applied, no invocations
+ * taken from other nodes, no heartbeats (its topics still work). */
+void cluster_quiesce(cluster *c);
 /* Stops following and disconnects; its handles close on the loop. */
 void cluster_stop(cluster *c);
 
@@ -61,6 +69,22 @@ typedef void (*cluster_invoke_cb)(int status, const char *body, size_t len, cons
 int cluster_route_invoke(cluster *c, const char *function, const char *request_id,
                          const void *payload, size_t len, uint32_t timeout_ms, cluster_invoke_cb cb,
                          void *data);
+
+/* For the cluster's queue (cluster/jsqueue.c): work runs on the worker
+ * thread, then done on the loop; post runs fn on the loop (from any thread). */
+typedef void (*cluster_fn)(void *arg);
+void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg);
+void cluster_post(cluster *c, cluster_fn call, void *arg);
+struct __jsCtx *cluster_js(const cluster *c);
+int cluster_replicas(const cluster *c);
+/* The timeout of a function, or the default when it does not exist (yet). */
+uint32_t cluster_function_timeout_ms(const cluster *c, const char *name);
+
+/* Triggers: added or removed through this node's API, told to the others;
+ * those the registry holds are applied to tr. */
+void cluster_attach_triggers(cluster *c, triggers *tr);
+void cluster_announce_trigger(cluster *c, const char *topic, const q_sub_config *cfg);
+void cluster_announce_untrigger(cluster *c, const char *topic, const char *function);
 
 /* The nodes heard from, this one first: [{"id", "url", "instances", ...}]. */
 cJSON *cluster_nodes_json(const cluster *c);

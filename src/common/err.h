@@ -16,6 +16,7 @@
     X(BUSY, "busy")                                                                                \
     X(CLOSED, "closed")                                                                            \
     X(TIMEOUT, "timed out")                                                                        \
+    X(NOTSUP, "not supported here")                                                                \
     X(STORE, "store error")
 
 enum {

@@ -31,7 +31,8 @@ typedef struct fn_uid {
     char name[];
 } fn_uid;
 static strmap uids;
-static uid_t next_uid;
+/* uids given, to keep them distinct: uid -> 1 */
+static strmap uids_taken;
 
 /* Slots of instances that ended cleanly, for the next ones. */
 #define SPARE_MAX 64
@@ -408,12 +409,31 @@ uid_t isolate_uid(const char *function)
     size_t len = strlen(function);
     if (!(f = malloc(sizeof *f + len + 1))) return cfg.uid;
     memcpy(f->name, function, len + 1);
-    f->uid = cfg.uid_base + next_uid;
-    if (strmap_put(&uids, f->name, f) != 0) {
+    /* From the name, so that a function has the same uid after a restart
+     * and on every node of a cluster (files it shares stay its own); the
+     * next free one when two names meet. */
+    uint64_t range = 4294967294ull - cfg.uid_base;
+    if (range > 1000000000ull) range = 1000000000ull;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)function[i]) * 16777619u;
+    uint64_t off = h % range;
+    char key[16];
+    for (;;) {
+        snprintf(key, sizeof key, "%llu", (unsigned long long)off);
+        if (!strmap_get(&uids_taken, key, strlen(key))) break;
+        off = (off + 1) % range;
+    }
+    f->uid = (uid_t)(cfg.uid_base + off);
+    char *k = strdup(key);
+    if (!k || strmap_put(&uids_taken, k, k) != 0) {
+        free(k);
         free(f);
         return cfg.uid;
     }
-    next_uid++;
+    if (strmap_put(&uids, f->name, f) != 0) {
+        free(f); /* its number stays taken: harmless */
+        return cfg.uid;
+    }
     return f->uid;
 }
 
@@ -426,6 +446,7 @@ int isolate_init(uv_loop_t *l, const char *run_as, uint32_t uid_base, uint32_t p
     cfg.pids_max = pids_max;
     cfg.uid_base = uid_base;
     strmap_init(&uids);
+    strmap_init(&uids_taken);
     if (geteuid() == 0) {
         struct passwd *pw = getpwnam(run_as);
         if (!pw) {
@@ -484,12 +505,19 @@ static void free_uid(const char *key, void *value, void *data)
     free(f);
 }
 
+static void free_key(const char *key, void *value, void *data)
+{
+    free(value);
+}
+
 void isolate_cleanup(void)
 {
     while (nspare > 0) free_slot(spare[--nspare], 1);
     retry_stale(1);
     strmap_each(&uids, free_uid, NULL);
     strmap_free(&uids);
+    strmap_each(&uids_taken, free_key, NULL);
+    strmap_free(&uids_taken);
     if (loop) uv_close((uv_handle_t *)&stale_timer, NULL);
     for (int i = 0; i < CG_COUNT; i++)
         if (cg_root[i][0]) rmdir(cg_root[i]);

@@ -332,6 +332,24 @@ static void on_available(q_sub *sub, void *data)
     if (t) pump(t);
 }
 
+/* How many more of sub's messages may start now: what pump would take. */
+static uint32_t on_room(q_sub *sub, void *data)
+{
+    triggers *tr = data;
+    trigger *t = trigger_of(tr, sub);
+    if (!t || !t->fs || t->stalled || tr->closing) return 0;
+    const q_sub_config *cfg = queue_sub_config(sub);
+    fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
+    if (!f) return 0;
+    uint32_t allowed = allowance(t->fs, f);
+    uint32_t room = allowed > t->fs->inflight ? allowed - t->fs->inflight : 0;
+    if (cfg->max_concurrency) {
+        uint32_t left = cfg->max_concurrency > t->inflight ? cfg->max_concurrency - t->inflight : 0;
+        if (left < room) room = left;
+    }
+    return room;
+}
+
 triggers *triggers_create(uv_loop_t *loop, functions *table)
 {
     triggers *tr = calloc(1, sizeof *tr);
@@ -339,6 +357,7 @@ triggers *triggers_create(uv_loop_t *loop, functions *table)
     tr->loop = loop;
     tr->table = table;
     tr->ev.available = on_available;
+    tr->ev.room = on_room;
     tr->ev.data = tr;
     strmap_init(&tr->scales);
     if (getrandom(&tr->rng, sizeof tr->rng, 0) != sizeof tr->rng || !tr->rng)
@@ -357,6 +376,11 @@ static void attach_one(q_sub *sub, void *data)
 {
     trigger *t = trigger_of(data, sub);
     if (t) pump(t);
+}
+
+queue *triggers_queue(triggers *tr)
+{
+    return tr->q;
 }
 
 void triggers_attach(triggers *tr, queue *q)

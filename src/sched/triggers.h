@@ -37,6 +37,9 @@ int triggers_add(triggers *t, const char *topic, const q_sub_config *cfg, queue_
 int triggers_remove(triggers *t, const char *topic, const char *function, queue_done_cb done,
                     void *data);
 
+/* The queue it was attached to. */
+queue *triggers_queue(triggers *t);
+
 /* What the API shows of a function's scaling. */
 typedef struct scale_view {
     int has_triggers;

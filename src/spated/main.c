@@ -18,6 +18,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "cluster/cluster.h"
+#include "cluster/jsqueue.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -151,6 +152,7 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     n->stopping = 1;
     sd_notify(0, "STOPPING=1");
+    cluster_quiesce(n->cluster);
     log_info("%s: stopping; in-flight invocations may finish", strsignal(signum));
     /* New connections and requests get 503 from here on. */
     http_server_drain(n->http);
@@ -273,7 +275,18 @@ int main(int argc, char **argv)
         log_warn("some functions could not be restored (see above)");
     n.tr = triggers_create(n.loop, n.table);
     if (!n.tr) die("out of memory");
-    if (queue_open(n.loop, n.st, triggers_events(n.tr), &n.q, err, sizeof err) != 0) die("%s", err);
+    if (n.opt.cluster[0]) {
+        /* Topics and triggers live in NATS JetStream, shared by the nodes. */
+        cluster_config cc = {.urls = n.opt.cluster,
+                             .data_dir = n.opt.data_dir,
+                             .api_url = "",
+                             .replicas = n.opt.cluster_replicas};
+        if (cluster_start(n.loop, &cc, n.table, &n.cluster, err, sizeof err) != 0) die("%s", err);
+        if (jsqueue_open(n.loop, n.cluster, triggers_events(n.tr), &n.q) != 0) die("out of memory");
+        cluster_attach_triggers(n.cluster, n.tr);
+    } else if (queue_open(n.loop, n.st, triggers_events(n.tr), &n.q, err, sizeof err) != 0) {
+        die("%s", err);
+    }
     triggers_attach(n.tr, n.q);
     n.api = api_create(n.table, n.q, n.tr, n.tokens, &n.opt.limits);
     if (!n.api) die("out of memory");
@@ -291,15 +304,12 @@ int main(int argc, char **argv)
     uv_timer_init(n.loop, &n.grace);
     n.grace.data = &n;
 
-    if (n.opt.cluster[0]) {
+    if (n.cluster) {
         char url[300];
         snprintf(url, sizeof url, "http://%s:%d", n.opt.host, http_server_port(n.http));
-        cluster_config cc = {.urls = n.opt.cluster,
-                             .data_dir = n.opt.data_dir,
-                             .api_url = url,
-                             .replicas = n.opt.cluster_replicas};
-        if (cluster_start(n.loop, &cc, n.table, &n.cluster, err, sizeof err) != 0) die("%s", err);
+        cluster_set_api_url(n.cluster, url);
         api_set_cluster(n.api, n.cluster);
+        cluster_follow(n.cluster); /* the registry: functions and triggers */
     }
     log_info("listening on %s:%d data=%s version=%s max-instances=%u%s%s", n.opt.host,
              http_server_port(n.http), n.opt.data_dir, SPATE_VERSION, n.opt.max_instances,

@@ -106,6 +106,9 @@ typedef struct queue_events {
     /* Messages became available to lease on sub (published, fetched, or a
      * retry came due). */
     void (*available)(q_sub *sub, void *data);
+    /* Optional: how many more leases sub's consumer could start now. A
+     * queue that must fetch (cluster mode) fetches no more than that. */
+    uint32_t (*room)(q_sub *sub, void *data);
     void *data;
 } queue_events;
 

@@ -158,7 +158,7 @@ def test_a_busy_node_hands_invocations_to_another(cluster, functions):
     # Node a's only instance is busy: the next invocation on a runs elsewhere.
     t = threading.Thread(target=call, args=(a, "hold", b"sleep:1500"))
     t.start()
-    time.sleep(0.3)
+    assert wait_for(lambda: a.describe("single")["instances"]["busy"] == 1)
     status, hdrs, body = a.request("POST", "/v1/functions/single/invoke", b"pid")
     assert status == 200, body
     assert hdrs["Spate-Node"] in ids and hdrs["Spate-Node"] != node_id(a), hdrs
@@ -173,10 +173,10 @@ def test_a_busy_node_hands_invocations_to_another(cluster, functions):
                for i, d in enumerate((a, b, c))]
     for t in threads:
         t.start()
-    time.sleep(0.4)
+    assert wait_for(lambda: all(d.describe("single")["instances"]["busy"] == 1 for d in (a, b, c)))
     waiting = threading.Thread(target=call, args=(a, "waited", b"echo"))
     waiting.start()
-    time.sleep(0.4)
+    assert wait_for(lambda: a.describe("single")["waiting"] == 1)
     status, _, body = a.request("POST", "/v1/functions/single/invoke", b"echo")
     assert status == 429, body
     for t in threads + [waiting]:
@@ -197,6 +197,118 @@ def test_a_node_that_was_away_catches_up(cluster, functions):
     assert wait_for(lambda: listed(c, "arrived") and not listed(c, "goes"), timeout=15), c.log()
     assert listed(c, "stays")
     assert c.invoke("arrived", b"back")[0] == 200
+
+
+def ok_count(d, function):
+    for line in d.request("GET", "/metrics")[2].decode().splitlines():
+        if line.startswith(f'spate_invocations_total{{function="{function}",outcome="ok"}} '):
+            return float(line.split()[-1])
+    return 0
+
+
+def record_dir(tmp_path):
+    d = tmp_path / "records"
+    d.mkdir()
+    d.chmod(0o1777)  # functions run as their own uid
+    return d
+
+
+def ended(path):
+    """Payloads whose run ended, from a recorder file (with repeats)."""
+    if not path.exists():
+        return []
+    return [line.split()[1] for line in path.read_text().splitlines() if line.startswith("E ")]
+
+
+def publish_lines(d, topic, lines, key_field=None):
+    headers = {"Content-Type": "application/x-ndjson"}
+    if key_field:
+        headers["Spate-Key-Field"] = key_field
+    body = "".join(x + "\n" for x in lines).encode()
+    status, _, out = d.request("POST", f"/v1/topics/{topic}/messages", body, headers)
+    assert status == 202, out
+
+
+def test_topics_are_shared_and_work_spreads(cluster, functions, tmp_path):
+    nats, nodes = cluster
+    a = nodes[0]
+    rec = record_dir(tmp_path) / "bulk.txt"
+    assert a.deploy("bulk", functions["recorder"], max=8, env=f"RECORD%3D{rec}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "bulk"), timeout=10) for d in nodes)
+    assert a.request("PUT", "/v1/triggers/work/bulk")[0] == 201
+    total = 50000
+    t0 = time.time()
+    for b in range(10):  # 5,000 a request, to each node in turn
+        publish_lines(nodes[b % 3], "work", [f"m{i}" for i in range(b * 5000, b * 5000 + 5000)])
+    published = time.time() - t0
+    assert wait_for(lambda: len(set(ended(rec))) == total, timeout=300), len(set(ended(rec)))
+    took = time.time() - t0
+    counts = [ok_count(d, "bulk") for d in nodes]
+    print(f"\n{total} messages: published in {published:.1f} s, all done in {took:.1f} s; "
+          f"per node {counts}")
+    assert sum(counts) >= total
+    # Work flowed to every node.
+    assert all(c > total * 0.1 for c in counts), counts
+    doc = nodes[2].json("GET", "/v1/topics/work")[1]
+    assert doc["published"] == total
+    assert wait_for(lambda: nodes[1].json("GET", "/v1/topics/work")[1]["depth"] == 0, timeout=10)
+
+
+def test_a_node_killed_with_9_loses_nothing(cluster, functions, tmp_path):
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "slow.txt"
+    # Timeout 2 s: what the dead node held comes back after 7 s (AckWait).
+    assert a.deploy("slowrec", functions["recorder"], max=4, timeout=2000,
+                    env=f"RECORD%3D{rec}&env=SLEEP_US%3D20000")[0] == 201
+    assert all(wait_for(lambda: listed(d, "slowrec"), timeout=10) for d in (a, b, c))
+    assert a.request("PUT", "/v1/triggers/slow/slowrec")[0] == 201
+    publish_lines(b, "slow", [f"s{i}" for i in range(600)])
+    assert wait_for(lambda: ok_count(c, "slowrec") > 10, timeout=20)
+    c.proc.kill()  # kill -9, in the middle of the run
+    c.proc.wait()
+    assert wait_for(lambda: len(set(ended(rec))) == 600, timeout=120), len(set(ended(rec)))
+    c.start()
+    assert wait_for(lambda: len([n for n in a.json("GET", "/v1/nodes")[1]["nodes"]
+                                 if n["state"] == "up"]) == 3, timeout=15)
+
+
+def test_dead_letters_and_retries_across_nodes(cluster, functions, tmp_path):
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "dl.txt"
+    assert b.deploy("failing", functions["recorder"], env=f"RECORD%3D{rec}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "failing"), timeout=10) for d in (a, b, c))
+    assert b.request("PUT", "/v1/triggers/jobs/failing?max_attempts=2")[0] == 201
+    publish_lines(c, "jobs", ["fail-once-more", "fine"])
+    assert wait_for(lambda: c.json("GET", "/v1/topics/jobs.dlq")[0] == 200 and
+                    c.json("GET", "/v1/topics/jobs.dlq")[1]["published"] == 1, timeout=30)
+    runs = ended(rec)
+    assert runs.count("fail-once-more") == 2 and runs.count("fine") == 1
+
+
+def test_ordered_keys_keep_their_order_across_nodes(cluster, functions, tmp_path):
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "ordered.txt"
+    assert a.deploy("inorder", functions["recorder"], max=4,
+                    env=f"RECORD%3D{rec}&env=SLEEP_US%3D1000")[0] == 201
+    assert all(wait_for(lambda: listed(d, "inorder"), timeout=10) for d in (a, b, c))
+    assert c.request("PUT", "/v1/triggers/ledger/inorder?ordered=true")[0] == 201
+    lines = [json.dumps({"k": f"k{i % 5}", "n": i}).replace(" ", "") for i in range(150)]
+    publish_lines(b, "ledger", lines, key_field="k")
+    assert wait_for(lambda: len(ended(rec)) >= 150, timeout=60)
+    # Per key, in publish order, one at a time.
+    seen = {}
+    running = {}
+    for line in rec.read_text().splitlines():
+        kind, payload, attempt, key = line.split()[:4]
+        n = json.loads(payload)["n"]
+        if kind == "S":
+            assert key not in running, f"two runs of {key} at once"
+            running[key] = n
+            assert n > seen.get(key, -1), f"{key}: {n} after {seen.get(key)}"
+        else:
+            del running[key]
+            seen[key] = n
+    assert len(seen) == 5
 
 
 def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions):

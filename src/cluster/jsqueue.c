@@ -1,0 +1,911 @@
+/*
+ * jsqueue.c - the queue interface (store/queue.h) on NATS JetStream, shared
+ * by the nodes of a cluster.
+ *
+ *   topic          a stream SPATE_T_<name> (file storage, the cluster's
+ *                  replicas) on subject spate.t.<name>; a message carries its
+ *                  key and publish time as headers
+ *   subscription   a durable pull consumer named after the function, shared
+ *                  by every node; AckWait is the function's timeout plus a
+ *                  margin, so the messages of a node that dies go to others
+ *   lease          a fetched message. A node fetches only what its trigger
+ *                  says it has room for (queue_events.room), so work flows to
+ *                  free capacity
+ *   ack / nack     Ack / NakWithDelay; release is a Nak at once (JetStream
+ *                  counts that delivery); dead letter: the message is
+ *                  published to the dead-letter topic, then terminated
+ *   ordered        MaxAckPending 1: one message of the topic at a time across
+ *                  the cluster (per-key parallelism is not there yet)
+ *
+ * Fetching blocks, so each subscription has a puller thread; publishing and
+ * consumer changes go to the cluster's worker thread. Results come back to
+ * the loop through the cluster's event list.
+ */
+#include "cluster/jsqueue.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/list.h"
+#include "common/log.h"
+
+#define FETCH_MAX 64
+#define FETCH_WAIT_MS 1000
+#define STATS_EVERY_MS 1000
+#define ACK_MARGIN_MS 5000
+
+static const queue_ops js_ops;
+
+typedef struct jtopic {
+    list_node link;
+    char name[SPATE_TOPIC_NAME_MAX + 1];
+    char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    char subject[SPATE_TOPIC_NAME_MAX + 16];
+    int created; /* the stream exists */
+    q_topic_stats stats;
+} jtopic;
+
+struct q_sub {
+    const queue_ops *ops; /* first, as queue.h wants */
+    list_node link;
+    queue *q;
+    jtopic *topic;
+    q_sub_config cfg;
+    char durable[SPATE_NAME_MAX + 8];
+    void *user;
+    natsSubscription *pull;
+    pthread_t thread;
+    int started;
+    _Atomic int want; /* messages the trigger has room for */
+    _Atomic int stop;
+    list_node ready;   /* fetched, not yet leased (jlease) */
+    q_sub_stats stats; /* from consumer info, refreshed by the puller */
+    uint64_t acked, dead;
+    int removed;
+    uint32_t leases;   /* out: the struct lives until they are settled */
+    _Atomic int posts; /* fetches posted to the loop and not yet seen there */
+    int jobs;          /* subscribe or unsubscribe jobs on the worker thread */
+};
+
+typedef struct jlease {
+    q_lease l;
+    q_msg m;
+    list_node link;
+    natsMsg *nm;
+    char key[SPATE_KEY_MAX + 1];
+} jlease;
+
+struct queue {
+    const queue_ops *ops; /* first */
+    uv_loop_t *loop;
+    cluster *c;
+    jsCtx *js;
+    int replicas;
+    queue_events ev;
+    list_node topics;
+    list_node subs;
+    int closing;
+    uv_timer_t refresh; /* every topic of the cluster, and its figures */
+    int refreshing;     /* a refresh is on the worker thread */
+    int zombies;        /* subscriptions removed but not yet freed */
+    int closed;
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+/* --- Names ------------------------------------------------------------------------------ */
+
+/* Stream names cannot hold '.': escaped, so that names stay distinct. */
+static void stream_name(const char *topic, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "SPATE_T_");
+    for (const char *p = topic; *p && n + 4 < cap; p++) {
+        if (*p == '.' || *p == '_')
+            n += (size_t)snprintf(out + n, cap - n, "_%02x", (unsigned char)*p);
+        else
+            out[n++] = *p;
+    }
+    out[n] = '\0';
+}
+
+static jtopic *topic_of(queue *q, const char *name, int create)
+{
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        jtopic *t = list_entry(n, jtopic, link);
+        if (strcmp(t->name, name) == 0) return t;
+    }
+    if (!create) return NULL;
+    jtopic *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    snprintf(t->name, sizeof t->name, "%s", name);
+    stream_name(name, t->stream, sizeof t->stream);
+    snprintf(t->subject, sizeof t->subject, "spate.t.%s", name);
+    list_push_back(&q->topics, &t->link);
+    return t;
+}
+
+/* Worker thread: the stream, created if new. */
+static natsStatus ensure_stream(queue *q, const char *stream, const char *subject)
+{
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, q->js, stream, NULL, NULL);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return NATS_OK;
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = stream;
+    const char *subjects[] = {subject};
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = q->replicas;
+    s = js_AddStream(&si, q->js, &sc, NULL, NULL);
+    if (s == NATS_OK) jsStreamInfo_Destroy(si);
+    return s;
+}
+
+/* Worker or puller thread: the stream's figures. */
+static int stream_stats(queue *q, const char *stream, q_topic_stats *out)
+{
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, q->js, stream, NULL, NULL) != NATS_OK) return -1;
+    out->published = si->State.LastSeq;
+    out->stored = si->State.Msgs;
+    out->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
+    jsStreamInfo_Destroy(si);
+    return 0;
+}
+
+/* The publish time of a stored message (its header), 0 if unknown. */
+static int64_t published_at(queue *q, const char *stream, uint64_t seq)
+{
+    natsMsg *m = NULL;
+    if (js_GetMsg(&m, q->js, stream, seq, NULL, NULL) != NATS_OK) return 0;
+    const char *v = NULL;
+    int64_t ms =
+        natsMsgHeader_Get(m, "Spate-Published", &v) == NATS_OK && v ? strtoll(v, NULL, 10) : 0;
+    natsMsg_Destroy(m);
+    return ms;
+}
+
+/* --- Publishing ------------------------------------------------------------------------- */
+
+typedef struct pub_job {
+    queue *q;
+    jtopic *topic; /* lives as long as the queue */
+    char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    char subject[SPATE_TOPIC_NAME_MAX + 16];
+    buf body;
+    q_input *in;
+    size_t n;
+    /* Dead letters: the source, its error and attempts, as headers. */
+    char source[SPATE_TOPIC_NAME_MAX + 1];
+    char *error;
+    uint32_t attempts;
+    natsMsg *term; /* terminated once the dead letter is stored */
+    int has_stats;
+    q_topic_stats stats;
+    queue_publish_cb done;
+    void *data;
+    int status;
+    char err[200];
+} pub_job;
+
+static void publish_work(void *arg)
+{
+    pub_job *j = arg;
+    natsStatus s = ensure_stream(j->q, j->stream, j->subject);
+    char when[24];
+    snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
+    for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
+        natsMsg *m = NULL;
+        s = natsMsg_Create(&m, j->subject, NULL, j->in[i].data, (int)j->in[i].len);
+        if (s != NATS_OK) break;
+        natsMsgHeader_Set(m, "Spate-Published", when);
+        if (j->in[i].key) {
+            char key[SPATE_KEY_MAX + 1];
+            snprintf(key, sizeof key, "%.*s", (int)j->in[i].key_len, j->in[i].key);
+            natsMsgHeader_Set(m, "Spate-Key", key);
+        }
+        if (j->source[0]) {
+            char att[16];
+            snprintf(att, sizeof att, "%u", j->attempts);
+            natsMsgHeader_Set(m, "Spate-Source", j->source);
+            natsMsgHeader_Set(m, "Spate-Attempts", att);
+            if (j->error) natsMsgHeader_Set(m, "Spate-Error", j->error);
+        }
+        /* Async: the whole batch is in flight at once; complete waits for
+         * JetStream's acknowledgement of every message. */
+        s = js_PublishMsgAsync(j->q->js, &m, NULL);
+        if (m) natsMsg_Destroy(m);
+    }
+    if (s == NATS_OK) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 10000;
+        s = js_PublishAsyncComplete(j->q->js, &po);
+        natsMsgList failed = {0};
+        if (js_PublishAsyncGetPendingList(&failed, j->q->js) == NATS_OK) {
+            if (failed.Count) s = NATS_ERR;
+            natsMsgList_Destroy(&failed);
+        }
+    }
+    j->status = s == NATS_OK ? 0 : ERR_IO;
+    if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+    if (s == NATS_OK && j->term) natsMsg_Term(j->term, NULL);
+    j->has_stats = s == NATS_OK && stream_stats(j->q, j->stream, &j->stats) == 0;
+}
+
+static void publish_done(void *arg)
+{
+    pub_job *j = arg;
+    if (j->status == 0) j->topic->created = 1;
+    if (j->has_stats) j->topic->stats = j->stats;
+    if (j->err[0]) log_warn("cluster: cannot publish to %s: %s", j->topic->name, j->err);
+    if (j->done) j->done(j->data, j->status, 0);
+    buf_free(&j->body);
+    free(j->in);
+    free(j->error);
+    if (j->term) natsMsg_Destroy(j->term);
+    free(j);
+}
+
+static pub_job *new_pub(queue *q, const char *topic)
+{
+    pub_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->q = q;
+    j->topic = topic_of(q, topic, 1);
+    if (!j->topic) {
+        free(j);
+        return NULL;
+    }
+    memcpy(j->stream, j->topic->stream, sizeof j->stream);
+    memcpy(j->subject, j->topic->subject, sizeof j->subject);
+    return j;
+}
+
+static void js_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                       queue_publish_cb done, void *data)
+{
+    pub_job *j = new_pub(q, topic);
+    q_input *copy = j ? malloc(n * sizeof *copy) : NULL;
+    if (!copy) {
+        free(j);
+        buf_free(body);
+        done(data, ERR_NOMEM, 0);
+        return;
+    }
+    memcpy(copy, in, n * sizeof *copy);
+    buf_init(&j->body, 0);
+    buf_move(&j->body, body); /* the inputs point into it */
+    j->in = copy;
+    j->n = n;
+    j->done = done;
+    j->data = data;
+    cluster_run(q->c, publish_work, publish_done, j);
+}
+
+/* --- Leasing ------------------------------------------------------------------------------ */
+
+typedef struct fetched {
+    q_sub *sub;
+    natsMsgList list;
+    jsConsumerInfo *info;
+    int has_stream;
+    q_topic_stats stream; /* published, stored, oldest */
+    int64_t oldest_unsettled_ms;
+} fetched;
+
+static void on_fetched(void *arg);
+static void sub_maybe_free(q_sub *s);
+
+/* The puller: fetches as much as the trigger has room for, waiting at most
+ * a second for messages, and refreshes the consumer's figures. */
+static void *puller_main(void *arg)
+{
+    q_sub *s = arg;
+    uint64_t last_stats = 0;
+    while (!s->stop) {
+        fetched *f = calloc(1, sizeof *f);
+        if (!f) break;
+        f->sub = s;
+        int want = s->want;
+        /* Ordered: one at a time is all the consumer hands out (MaxAckPending
+         * 1); asking for more would wait out the whole fetch. */
+        if (s->cfg.ordered && want > 1) want = 1;
+        if (want > 0) {
+            natsStatus st = natsSubscription_Fetch(
+                &f->list, s->pull, want > FETCH_MAX ? FETCH_MAX : want, FETCH_WAIT_MS, NULL);
+            if (st == NATS_OK)
+                s->want -= f->list.Count;
+            else if (st != NATS_TIMEOUT)
+                log_debug("cluster: fetch from %s: %s", s->durable, natsStatus_GetText(st));
+        } else {
+            usleep(10 * 1000);
+        }
+        uint64_t now = clock_mono_ns() / 1000000;
+        if (now - last_stats >= STATS_EVERY_MS) {
+            last_stats = now;
+            natsStatus cs =
+                js_GetConsumerInfo(&f->info, s->q->js, s->topic->stream, s->durable, NULL, NULL);
+            if (cs != NATS_OK) {
+                log_debug("cluster: consumer info of %s: %s", s->durable, natsStatus_GetText(cs));
+                f->info = NULL;
+            }
+            f->has_stream = stream_stats(s->q, s->topic->stream, &f->stream) == 0;
+            /* The oldest message not yet done: the one after the ack floor. */
+            if (f->info && f->info->NumPending + (uint64_t)f->info->NumAckPending > 0)
+                f->oldest_unsettled_ms =
+                    published_at(s->q, s->topic->stream, f->info->AckFloor.Stream + 1);
+        }
+        if (f->list.Count || f->info || f->has_stream) {
+            s->posts++;
+            cluster_post(s->q->c, on_fetched, f);
+        } else
+            free(f);
+    }
+    return NULL;
+}
+
+static void on_fetched(void *arg)
+{
+    fetched *f = arg;
+    q_sub *s = f->sub;
+    s->posts--;
+    if (s->removed) {
+        /* Gone meanwhile: what it fetched goes back to the others at once. */
+        for (int i = 0; i < f->list.Count; i++) natsMsg_Nak(f->list.Msgs[i], NULL);
+        natsMsgList_Destroy(&f->list);
+        if (f->info) jsConsumerInfo_Destroy(f->info);
+        free(f);
+        sub_maybe_free(s);
+        return;
+    }
+    if (f->info) {
+        /* Cluster-wide: what the consumer has not yet had acknowledged. */
+        s->stats.depth = f->info->NumPending + (uint64_t)f->info->NumAckPending;
+        s->stats.leased = (uint64_t)f->info->NumAckPending;
+        s->stats.retrying = (uint64_t)f->info->NumRedelivered;
+        s->stats.delivered = f->info->Delivered.Consumer;
+        s->stats.oldest_ms = f->oldest_unsettled_ms;
+        jsConsumerInfo_Destroy(f->info);
+    }
+    if (f->has_stream) s->topic->stats = f->stream;
+    int got = 0;
+    for (int i = 0; i < f->list.Count; i++) {
+        natsMsg *nm = f->list.Msgs[i];
+        f->list.Msgs[i] = NULL;
+        jlease *jl = calloc(1, sizeof *jl);
+        jsMsgMetaData *meta = NULL;
+        if (!jl || s->removed || s->q->closing) {
+            free(jl);
+            natsMsg_Nak(nm, NULL); /* back for another node */
+            natsMsg_Destroy(nm);
+            continue;
+        }
+        jl->nm = nm;
+        jl->l.msg = &jl->m;
+        jl->l.sub = s;
+        jl->l.attempt = 1;
+        if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
+            jl->l.attempt = (uint32_t)meta->NumDelivered;
+            jl->m.seq = meta->Sequence.Stream;
+            jsMsgMetaData_Destroy(meta);
+        }
+        const char *v = NULL;
+        if (natsMsgHeader_Get(nm, "Spate-Key", &v) == NATS_OK && v) {
+            snprintf(jl->key, sizeof jl->key, "%s", v);
+            jl->m.key = jl->key;
+            jl->m.key_len = (uint32_t)strlen(jl->key);
+        }
+        if (natsMsgHeader_Get(nm, "Spate-Published", &v) == NATS_OK && v)
+            jl->m.published_ms = strtoll(v, NULL, 10);
+        jl->m.data = natsMsg_GetData(nm);
+        jl->m.len = (uint32_t)natsMsg_GetDataLength(nm);
+        list_push_back(&s->ready, &jl->link);
+        got++;
+    }
+    natsMsgList_Destroy(&f->list);
+    free(f);
+    if (got && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
+}
+
+static q_lease *js_lease(q_sub *s)
+{
+    if (s->removed || s->q->closing) return NULL;
+    if (list_empty(&s->ready)) {
+        /* Pull as much as there is room for; a trigger without a room
+         * callback takes one at a time. */
+        int room = s->q->ev.room ? (int)s->q->ev.room(s, s->q->ev.data) : 1;
+        if (room > s->want) s->want = room;
+        return NULL;
+    }
+    jlease *jl = list_entry(list_first(&s->ready), jlease, link);
+    list_remove(&jl->link);
+    s->leases++;
+    return &jl->l;
+}
+
+static void finish_close(queue *q);
+
+/* A removed subscription goes once nothing refers to it: no lease out, no
+ * fetch on its way to the loop, no job on the worker thread. */
+static void sub_maybe_free(q_sub *s)
+{
+    if (!s->removed || s->started || s->leases || s->posts || s->jobs) return;
+    queue *q = s->q;
+    free(s);
+    q->zombies--;
+    if (q->closing) finish_close(q);
+}
+
+static void lease_free(jlease *jl)
+{
+    q_sub *s = jl->l.sub;
+    natsMsg_Destroy(jl->nm);
+    free(jl);
+    s->leases--;
+    sub_maybe_free(s);
+}
+
+static void js_ack(q_lease *l)
+{
+    jlease *jl = (jlease *)l;
+    natsMsg_Ack(jl->nm, NULL);
+    jl->l.sub->acked++;
+    lease_free(jl);
+}
+
+static void js_nack(q_lease *l, uint32_t delay_ms, const char *error)
+{
+    jlease *jl = (jlease *)l;
+    natsMsg_NakWithDelay(jl->nm, (int64_t)delay_ms, NULL);
+    lease_free(jl);
+}
+
+static void js_release(q_lease *l)
+{
+    jlease *jl = (jlease *)l;
+    natsMsg_Nak(jl->nm, NULL);
+    lease_free(jl);
+}
+
+static void js_dead_letter(q_lease *l, const char *error)
+{
+    jlease *jl = (jlease *)l;
+    q_sub *s = l->sub;
+    pub_job *j = new_pub(s->q, s->cfg.dlq);
+    q_input *in = j ? calloc(1, sizeof *in) : NULL;
+    if (!in) {
+        free(j);
+        natsMsg_NakWithDelay(jl->nm, 1000, NULL); /* try again later */
+        lease_free(jl);
+        return;
+    }
+    buf_init(&j->body, 0);
+    in->data = jl->m.data;
+    in->len = jl->m.len;
+    in->key = jl->m.key;
+    in->key_len = jl->m.key_len;
+    j->in = in;
+    j->n = 1;
+    snprintf(j->source, sizeof j->source, "%s", s->topic->name);
+    j->error = strdup(error ? error : "");
+    j->attempts = l->attempt;
+    j->term = jl->nm; /* the job owns it now, and terminates it once stored */
+    jl->nm = NULL;
+    /* The input points into the message, which the job keeps alive. */
+    s->dead++;
+    free(jl);
+    s->leases--;
+    cluster_run(s->q->c, publish_work, publish_done, j);
+    sub_maybe_free(s);
+}
+
+/* --- Subscriptions -------------------------------------------------------------------------- */
+
+typedef struct sub_job {
+    q_sub *s;
+    int remove;
+    uint32_t ack_wait_ms;
+    queue_done_cb done;
+    void *data;
+    int status;
+    char err[200];
+} sub_job;
+
+static void subscribe_work(void *arg)
+{
+    sub_job *j = arg;
+    q_sub *s = j->s;
+    queue *q = s->q;
+    natsStatus st;
+    if (j->remove) {
+        st = js_DeleteConsumer(q->js, s->topic->stream, s->durable, NULL, NULL);
+        if (st == NATS_NOT_FOUND) st = NATS_OK;
+    } else {
+        st = ensure_stream(q, s->topic->stream, s->topic->subject);
+        jsConsumerConfig cc;
+        jsConsumerConfig_Init(&cc);
+        cc.Durable = s->durable;
+        cc.AckPolicy = js_AckExplicit;
+        cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
+        cc.AckWait = (int64_t)j->ack_wait_ms * 1000000;
+        cc.MaxAckPending = s->cfg.ordered ? 1 : 100000;
+        jsConsumerInfo *ci = NULL;
+        if (st == NATS_OK) {
+            st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+            if (st != NATS_OK) /* it exists: a new trigger configuration */
+                st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+        }
+        if (ci) jsConsumerInfo_Destroy(ci);
+        if (st == NATS_OK && !s->pull) {
+            jsSubOptions so;
+            jsSubOptions_Init(&so);
+            so.Stream = s->topic->stream;
+            so.Consumer = s->durable;
+            st = js_PullSubscribe(&s->pull, q->js, s->topic->subject, s->durable, NULL, &so, NULL);
+        }
+    }
+    j->status = st == NATS_OK ? 0 : ERR_IO;
+    if (st != NATS_OK)
+        snprintf(j->err, sizeof j->err, "%s",
+                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(st));
+}
+
+static void stop_puller(q_sub *s)
+{
+    if (!s->started) return;
+    s->stop = 1;
+    pthread_join(s->thread, NULL);
+    s->started = 0;
+    natsSubscription_Destroy(s->pull);
+    s->pull = NULL;
+}
+
+static void subscribe_done(void *arg)
+{
+    sub_job *j = arg;
+    q_sub *s = j->s;
+    if (j->status)
+        log_warn("cluster: cannot %s trigger %s -> %s: %s", j->remove ? "remove" : "set up",
+                 s->topic->name, s->cfg.function, j->err);
+    if (!j->remove && j->status == 0 && !s->started && !s->removed) {
+        s->stop = 0;
+        if (pthread_create(&s->thread, NULL, puller_main, s) == 0) s->started = 1;
+        s->topic->created = 1;
+    }
+    if (j->done) j->done(j->data, j->status);
+    s->jobs--;
+    free(j);
+    sub_maybe_free(s);
+}
+
+static q_sub *find(queue *q, const char *topic, const char *function)
+{
+    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
+        q_sub *s = list_entry(n, q_sub, link);
+        if (strcmp(s->topic->name, topic) == 0 && strcmp(s->cfg.function, function) == 0) return s;
+    }
+    return NULL;
+}
+
+static int js_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                        void *data)
+{
+    q_sub *s = find(q, topic, cfg->function);
+    sub_job *j = calloc(1, sizeof *j);
+    if (!j) return ERR_NOMEM;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        jtopic *t = s ? topic_of(q, topic, 1) : NULL;
+        if (!t) {
+            free(s);
+            free(j);
+            return ERR_NOMEM;
+        }
+        s->ops = &js_ops;
+        s->q = q;
+        s->topic = t;
+        list_init(&s->ready);
+        snprintf(s->durable, sizeof s->durable, "F_%s", cfg->function);
+        list_push_back(&q->subs, &s->link);
+    }
+    s->cfg = *cfg;
+    j->s = s;
+    j->ack_wait_ms = cluster_function_timeout_ms(q->c, cfg->function) + ACK_MARGIN_MS;
+    j->done = done;
+    j->data = data;
+    s->jobs++;
+    cluster_run(q->c, subscribe_work, subscribe_done, j);
+    return 0;
+}
+
+static int js_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                          void *data)
+{
+    q_sub *s = find(q, topic, function);
+    if (!s) return ERR_NOTFOUND;
+    sub_job *j = calloc(1, sizeof *j);
+    if (!j) return ERR_NOMEM;
+    list_remove(&s->link);
+    s->removed = 1;
+    q->zombies++;
+    stop_puller(s);
+    /* What was fetched and not leased goes back at once. */
+    while (!list_empty(&s->ready)) {
+        jlease *jl = list_entry(list_first(&s->ready), jlease, link);
+        list_remove(&jl->link);
+        natsMsg_Nak(jl->nm, NULL);
+        natsMsg_Destroy(jl->nm);
+        free(jl);
+    }
+    j->s = s;
+    j->remove = 1;
+    j->done = done;
+    j->data = data;
+    s->jobs++;
+    cluster_run(q->c, subscribe_work, subscribe_done, j);
+    return 0;
+}
+
+static q_sub *js_find_sub(queue *q, const char *topic, const char *function)
+{
+    return find(q, topic, function);
+}
+
+static void js_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+{
+    for (list_node *n = list_first(&q->subs); n != &q->subs;) {
+        q_sub *s = list_entry(n, q_sub, link);
+        n = n->next;
+        cb(s, data);
+    }
+}
+
+static const q_sub_config *js_sub_config(const q_sub *s)
+{
+    return &s->cfg;
+}
+
+static const char *js_sub_topic(const q_sub *s)
+{
+    return s->topic->name;
+}
+
+static void js_sub_set_data(q_sub *s, void *data)
+{
+    s->user = data;
+}
+
+static void *js_sub_data(const q_sub *s)
+{
+    return s->user;
+}
+
+static void js_sub_stats(const q_sub *s, q_sub_stats *out)
+{
+    *out = s->stats;
+    out->acked = s->acked;
+    out->dead_lettered = s->dead;
+}
+
+/* --- Topics --------------------------------------------------------------------------------- */
+
+static int js_topic_stats(queue *q, const char *topic, q_topic_stats *out)
+{
+    jtopic *t = topic_of(q, topic, 0);
+    if (!t) return ERR_NOTFOUND;
+    *out = t->stats;
+    out->subscriptions = 0;
+    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next)
+        if (list_entry(n, q_sub, link)->topic == t) out->subscriptions++;
+    return 0;
+}
+
+static void js_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
+{
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
+        cb(list_entry(n, jtopic, link)->name, data);
+}
+
+static int js_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
+                   void *data)
+{
+    return ERR_NOTSUP;
+}
+
+static int js_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
+{
+    return ERR_NOTSUP;
+}
+
+static void js_set_events(queue *q, const queue_events *ev)
+{
+    q->ev = ev ? *ev : (queue_events){0};
+}
+
+/* --- Every topic: what the cluster's streams say, every second -------------------------- */
+
+typedef struct refresh_job {
+    queue *q;
+    int n;
+    struct {
+        char name[SPATE_TOPIC_NAME_MAX + 1];
+        q_topic_stats stats;
+    } * items;
+} refresh_job;
+
+/* SPATE_T_a_2eb -> a.b */
+static int topic_from_stream(const char *stream, char *out, size_t cap)
+{
+    if (strncmp(stream, "SPATE_T_", 8) != 0) return -1;
+    size_t n = 0;
+    for (const char *p = stream + 8; *p && n + 1 < cap; p++) {
+        unsigned v;
+        if (*p == '_' && sscanf(p + 1, "%2x", &v) == 1 && p[1] && p[2]) {
+            out[n++] = (char)v;
+            p += 2;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    return n ? 0 : -1;
+}
+
+static void refresh_work(void *arg)
+{
+    refresh_job *j = arg;
+    jsStreamInfoList *list = NULL;
+    if (js_Streams(&list, j->q->js, NULL, NULL) != NATS_OK || !list) return;
+    j->items = calloc((size_t)list->Count + 1, sizeof *j->items);
+    for (int i = 0; j->items && i < list->Count; i++) {
+        jsStreamInfo *si = list->List[i];
+        if (!si->Config || topic_from_stream(si->Config->Name, j->items[j->n].name,
+                                             sizeof j->items[j->n].name) != 0)
+            continue;
+        q_topic_stats *st = &j->items[j->n].stats;
+        st->published = si->State.LastSeq;
+        st->stored = si->State.Msgs;
+        st->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
+        j->n++;
+    }
+    jsStreamInfoList_Destroy(list);
+}
+
+static void refresh_done(void *arg)
+{
+    refresh_job *j = arg;
+    queue *q = j->q;
+    q->refreshing = 0;
+    if (q->closing) {
+        free(j->items);
+        free(j);
+        finish_close(q);
+        return;
+    }
+    for (int i = 0; i < j->n; i++) {
+        jtopic *t = topic_of(q, j->items[i].name, 1);
+        if (t) {
+            t->created = 1;
+            t->stats = j->items[i].stats;
+        }
+    }
+    free(j->items);
+    free(j);
+}
+
+static void on_refresh(uv_timer_t *h)
+{
+    queue *q = h->data;
+    if (q->refreshing || q->closing) return;
+    refresh_job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->q = q;
+    q->refreshing = 1;
+    cluster_run(q->c, refresh_work, refresh_done, j);
+}
+
+static void on_refresh_closed(uv_handle_t *h)
+{
+    queue *q = h->data;
+    void (*cb)(void *) = q->close_cb;
+    void *data = q->close_data;
+    while (!list_empty(&q->topics)) {
+        jtopic *t = list_entry(list_first(&q->topics), jtopic, link);
+        list_remove(&t->link);
+        free(t);
+    }
+    free(q);
+    if (cb) cb(data);
+}
+
+static void finish_close(queue *q)
+{
+    /* refresh_done and the last sub_maybe_free come back here. */
+    if (q->refreshing || q->zombies || q->closed) return;
+    q->closed = 1;
+    uv_close((uv_handle_t *)&q->refresh, on_refresh_closed);
+}
+
+static void js_close(queue *q, void (*cb)(void *data), void *data)
+{
+    q->closing = 1;
+    q->close_cb = cb;
+    q->close_data = data;
+    uv_timer_stop(&q->refresh);
+    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
+        q_sub *s = list_entry(n, q_sub, link);
+        stop_puller(s);
+        /* Fetched and not run: back to the others now, not after AckWait. */
+        while (!list_empty(&s->ready)) {
+            jlease *jl = list_entry(list_first(&s->ready), jlease, link);
+            list_remove(&jl->link);
+            natsMsg_Nak(jl->nm, NULL);
+            natsMsg_Destroy(jl->nm);
+            free(jl);
+        }
+    }
+    while (!list_empty(&q->subs)) {
+        q_sub *s = list_entry(list_first(&q->subs), q_sub, link);
+        list_remove(&s->link);
+        s->removed = 1;
+        q->zombies++;
+        sub_maybe_free(s);
+    }
+    finish_close(q);
+}
+
+static const queue_ops js_ops = {
+    .publish = js_publish,
+    .lease = js_lease,
+    .ack = js_ack,
+    .nack = js_nack,
+    .release = js_release,
+    .dead_letter = js_dead_letter,
+    .subscribe = js_subscribe,
+    .unsubscribe = js_unsubscribe,
+    .find_sub = js_find_sub,
+    .each_sub = js_each_sub,
+    .sub_config = js_sub_config,
+    .sub_topic = js_sub_topic,
+    .sub_set_data = js_sub_set_data,
+    .sub_data = js_sub_data,
+    .sub_stats = js_sub_stats,
+    .topic_stats = js_topic_stats,
+    .each_topic = js_each_topic,
+    .read = js_read,
+    .redrive = js_redrive,
+    .set_events = js_set_events,
+    .close = js_close,
+};
+
+int jsqueue_open(uv_loop_t *loop, cluster *c, const queue_events *ev, queue **out)
+{
+    queue *q = calloc(1, sizeof *q);
+    if (!q) return ERR_NOMEM;
+    q->ops = &js_ops;
+    q->loop = loop;
+    q->c = c;
+    q->js = cluster_js(c);
+    q->replicas = cluster_replicas(c);
+    q->ev = *ev;
+    list_init(&q->topics);
+    list_init(&q->subs);
+    uv_timer_init(loop, &q->refresh);
+    q->refresh.data = q;
+    uv_timer_start(&q->refresh, on_refresh, 0, STATS_EVERY_MS);
+    *out = q;
+    return 0;
+}
