@@ -68,6 +68,7 @@ bench: deps all
 	./bench/invoke
 	./bench/events
 	./bench/metrics
+	./bench/cluster
 
 # The trading day of examples/trade-report, twice: one consumer, then spate.
 # Prints a table per mode and writes demo-out/trading-day.svg and .png.
