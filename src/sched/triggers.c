@@ -24,6 +24,7 @@ typedef struct fscale {
     scale_output out;
     uint64_t computed_ns;
     int warned;
+    uint32_t local_desired; /* this node's share of out.desired (cluster mode) */
 } fscale;
 
 typedef struct trigger {
@@ -58,6 +59,8 @@ struct triggers {
     void (*close_cb)(void *);
     void *close_data;
     uint64_t rng;
+    uint32_t (*live_nodes)(void *data); /* cluster mode: how many share the work */
+    void *live_nodes_data;
 };
 
 static void pump(trigger *t);
@@ -97,6 +100,10 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
         if (cfg->deadline_ms && (!deadline || cfg->deadline_ms / 1000.0 < deadline))
             deadline = cfg->deadline_ms / 1000.0;
     }
+    /* In a cluster the backlog is the whole cluster's: size for all of it
+     * with every node's instances, and take this node's share. */
+    uint32_t nodes = tr->live_nodes ? tr->live_nodes(tr->live_nodes_data) : 1;
+    if (nodes < 1) nodes = 1;
     fs->in = (scale_input){
         .arrival_per_s = fs->arrivals.rate,
         .service_s = ps.service_us / 1e6,
@@ -106,9 +113,13 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
         .cold_start_s = ps.cold_us / 1e6,
         .drain_target_s = AUTOSCALE_DRAIN_TARGET_S,
         .min = ps.min_instances,
-        .max = ps.max_instances,
+        .max = ps.max_instances * nodes,
     };
     autoscale(&fs->in, &fs->out);
+    uint32_t share = (fs->out.desired + nodes - 1) / nodes;
+    if (share < ps.min_instances) share = ps.min_instances;
+    if (share > ps.max_instances) share = ps.max_instances;
+    fs->local_desired = nodes > 1 ? share : fs->out.desired;
     fs->computed_ns = clock_mono_ns();
 }
 
@@ -118,7 +129,7 @@ static uint32_t allowance(fscale *fs, fn *f)
 {
     pool_stats ps;
     pool_stats_get(f->pool, &ps);
-    uint64_t a = (uint64_t)fs->out.desired * (ps.mailbox ? ps.mailbox : 1);
+    uint64_t a = (uint64_t)fs->local_desired * (ps.mailbox ? ps.mailbox : 1);
     uint32_t cap = pool_capacity(f->pool);
     return a > cap ? cap : (uint32_t)a;
 }
@@ -376,6 +387,12 @@ static void attach_one(q_sub *sub, void *data)
 {
     trigger *t = trigger_of(data, sub);
     if (t) pump(t);
+}
+
+void triggers_set_nodes(triggers *tr, uint32_t (*live)(void *data), void *data)
+{
+    tr->live_nodes = live;
+    tr->live_nodes_data = data;
 }
 
 queue *triggers_queue(triggers *tr)

@@ -37,6 +37,9 @@ int triggers_add(triggers *t, const char *topic, const q_sub_config *cfg, queue_
 int triggers_remove(triggers *t, const char *topic, const char *function, queue_done_cb done,
                     void *data);
 
+/* Cluster mode: the number of live nodes, over which the autoscaler spreads
+ * a function's instances (each sizes its share of the cluster's backlog). */
+void triggers_set_nodes(triggers *t, uint32_t (*live)(void *data), void *data);
 /* The queue it was attached to. */
 queue *triggers_queue(triggers *t);
 

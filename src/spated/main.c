@@ -234,6 +234,11 @@ static void on_reload(uv_signal_t *s, int signum)
 
 /* --- Starting ------------------------------------------------------------------------------ */
 
+static uint32_t live_nodes(void *data)
+{
+    return cluster_live_nodes(data);
+}
+
 int main(int argc, char **argv)
 {
     node n = {0};
@@ -284,6 +289,7 @@ int main(int argc, char **argv)
         if (cluster_start(n.loop, &cc, n.table, &n.cluster, err, sizeof err) != 0) die("%s", err);
         if (jsqueue_open(n.loop, n.cluster, triggers_events(n.tr), &n.q) != 0) die("out of memory");
         cluster_attach_triggers(n.cluster, n.tr);
+        triggers_set_nodes(n.tr, live_nodes, n.cluster);
     } else if (queue_open(n.loop, n.st, triggers_events(n.tr), &n.q, err, sizeof err) != 0) {
         die("%s", err);
     }
