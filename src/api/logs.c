@@ -1,6 +1,8 @@
 /*
  * logs.c - GET /v1/functions/NAME/logs: the newest lines the function's
- * processes wrote, or those after a line already seen (?after=SEQ).
+ * processes wrote, or those after a line already seen (?after=SEQ). With
+ * ?wait=MS and nothing after SEQ yet, the answer waits for new lines (a long
+ * poll, at most SPATE_LOG_WAIT_MAX_MS): spate logs --follow.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 typedef struct logs_params {
     uint64_t after;
     uint32_t limit;
+    uint32_t wait_ms;
     char why[160];
 } logs_params;
 
@@ -25,6 +28,9 @@ static int on_param(const char *k, size_t klen, const char *v, size_t vlen, void
     logs_params *p = data;
     if (strcmp(k, "limit") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_LOG_LINES_KEPT, &p->limit, p->why,
+                                sizeof p->why);
+    if (strcmp(k, "wait") == 0)
+        return api_number_param(k, v, vlen, 0, SPATE_LOG_WAIT_MAX_MS, &p->wait_ms, p->why,
                                 sizeof p->why);
     if (strcmp(k, "after") == 0) {
         if (parse_u64(v, vlen, 0, UINT64_MAX >> 1, &p->after) != 0) {
@@ -56,6 +62,84 @@ static void add_line(const fnlog_line *line, void *data)
     cJSON_AddItemToArray(arr, o);
 }
 
+static void answer(http_request *req, fnlog *log, const char *function, const logs_params *p)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "function", function);
+    cJSON *lines = cJSON_AddArrayToObject(doc, "lines");
+    fnlog_each(log, p->after, p->limit, add_line, lines);
+    cJSON_AddNumberToObject(doc, "evicted", (double)fnlog_evicted(log));
+    api_respond_json(req, 200, doc);
+}
+
+/* A long poll: answered at the next new lines, at the end of the wait, or
+ * dropped when the client leaves. It holds the log, which outlives a deleted
+ * function until then. */
+typedef struct logs_wait {
+    fnlog_waiter w; /* first: the callback gets it */
+    uv_timer_t timer;
+    http_request *req;
+    fnlog *log;
+    logs_params p;
+    char function[SPATE_NAME_MAX + 1];
+} logs_wait;
+
+static void on_wait_closed(uv_handle_t *h)
+{
+    logs_wait *lw = h->data;
+    fnlog_unref(lw->log);
+    free(lw);
+}
+
+static void wait_over(logs_wait *lw, int answer_it)
+{
+    fnlog_unwait(&lw->w);
+    uv_timer_stop(&lw->timer);
+    if (answer_it) answer(lw->req, lw->log, lw->function, &lw->p);
+    lw->req->on_abort = NULL;
+    uv_close((uv_handle_t *)&lw->timer, on_wait_closed);
+}
+
+static void on_new_lines(fnlog_waiter *w)
+{
+    wait_over((logs_wait *)w, 1);
+}
+
+static void on_wait_timeout(uv_timer_t *t)
+{
+    wait_over(t->data, 1); /* no new line: an empty answer, ask again */
+}
+
+static void on_wait_abort(http_request *req)
+{
+    logs_wait *lw = req->data;
+    /* The handler must still answer; the answer is dropped. */
+    http_respond(req, 200, "application/json", NULL, "{}", 2);
+    wait_over(lw, 0);
+}
+
+static void wait_for_lines(http_request *req, fnlog *log, const char *function,
+                           const logs_params *p)
+{
+    logs_wait *lw = calloc(1, sizeof *lw);
+    if (!lw) {
+        answer(req, log, function, p);
+        return;
+    }
+    lw->w.cb = on_new_lines;
+    lw->req = req;
+    lw->log = log;
+    fnlog_ref(log);
+    lw->p = *p;
+    snprintf(lw->function, sizeof lw->function, "%s", function);
+    uv_timer_init(http_request_loop(req), &lw->timer);
+    lw->timer.data = lw;
+    uv_timer_start(&lw->timer, on_wait_timeout, p->wait_ms, 0);
+    fnlog_wait(log, &lw->w);
+    req->data = lw;
+    req->on_abort = on_wait_abort;
+}
+
 void api_logs(api *a, http_request *req, const route_match *m)
 {
     logs_params p = {.limit = 100};
@@ -71,10 +155,9 @@ void api_logs(api *a, http_request *req, const route_match *m)
         return;
     }
     fnlog *log = pool_log(f->pool);
-    cJSON *doc = cJSON_CreateObject();
-    cJSON_AddStringToObject(doc, "function", f->name);
-    cJSON *lines = cJSON_AddArrayToObject(doc, "lines");
-    fnlog_each(log, p.after, p.limit, add_line, lines);
-    cJSON_AddNumberToObject(doc, "evicted", (double)fnlog_evicted(log));
-    api_respond_json(req, 200, doc);
+    if (p.wait_ms && fnlog_next_seq(log) <= p.after + 1) { /* nothing to give yet */
+        wait_for_lines(req, log, f->name, &p);
+        return;
+    }
+    answer(req, log, f->name, &p);
 }

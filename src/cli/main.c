@@ -533,8 +533,9 @@ static int cmd_logs(const cli *c, int argc, char **argv)
     uint64_t after = 0;
     for (;;) {
         char suffix[96], path[1024];
-        snprintf(suffix, sizeof suffix, "/logs?limit=%s&after=%llu", after ? "2000" : limit,
-                 (unsigned long long)after);
+        /* Following: each request waits for new lines (a long poll). */
+        snprintf(suffix, sizeof suffix, "/logs?limit=%s&after=%llu%s", after ? "2000" : limit,
+                 (unsigned long long)after, follow ? "&wait=25000" : "");
         function_path(path, sizeof path, argv[0], suffix);
         answer a;
         if (request(c, "GET", path, NULL, 0, &a)) return 1;
@@ -548,7 +549,6 @@ static int cmd_logs(const cli *c, int argc, char **argv)
         after = print_log_lines(doc, after);
         finish(&a, doc, 0);
         if (!follow) return 0;
-        usleep(500 * 1000); /* polling: the API has no push yet */
     }
 }
 

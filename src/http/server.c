@@ -770,6 +770,12 @@ static void on_connection(uv_stream_t *listener, int status)
 
 /* --- Server ------------------------------------------------------------------------- */
 
+uv_loop_t *http_request_loop(const http_request *req)
+{
+    /* The request is the first member of its connection. */
+    return ((const http_conn *)(const void *)req)->srv->loop;
+}
+
 void http_server_set_config(http_server *s, const http_config *cfg)
 {
     s->cfg = *cfg;

@@ -88,6 +88,9 @@ void http_trust(http_request *req);
 /* Value of a request header (case-insensitive name), NUL-terminated, or NULL. */
 const char *http_header(const http_request *req, const char *name);
 
+/* The loop the request is served on (for the handler's timers). */
+uv_loop_t *http_request_loop(const http_request *req);
+
 /* Replaces the limits (a reload): new connections and requests get them. */
 void http_server_set_config(http_server *s, const http_config *cfg);
 

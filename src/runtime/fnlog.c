@@ -26,11 +26,13 @@ struct fnlog {
     uint64_t evicted;
     double tokens; /* bytes that may be written now */
     uint64_t refilled_ms;
-    char *path;  /* DIR/NAME.log, or NULL */
-    int fd;      /* -1 until the first flush */
-    off_t size;  /* of the file */
-    buf pending; /* lines for the file */
-    int warned;  /* the file could not be written; said once */
+    char *path;            /* DIR/NAME.log, or NULL */
+    int fd;                /* -1 until the first flush */
+    off_t size;            /* of the file */
+    buf pending;           /* lines for the file */
+    int warned;            /* the file could not be written; said once */
+    fnlog_waiter waiters;  /* a ring: the head is a sentinel */
+    uint64_t notified_seq; /* lines below this have been announced to waiters */
 };
 
 static char *log_dir;
@@ -51,6 +53,7 @@ fnlog *fnlog_create(const char *function)
     l->next_seq = 1;
     l->tokens = SPATE_LOG_BURST_BYTES;
     l->fd = -1;
+    l->waiters.next = l->waiters.prev = &l->waiters;
     buf_init(&l->pending, SPATE_LOG_FILE_MAX + SPATE_LOG_LINE_MAX + 128);
     snprintf(l->function, sizeof l->function, "%s", function);
     if (log_dir) {
@@ -137,8 +140,52 @@ static int file_open(fnlog *l, int rotate)
     return 0;
 }
 
+void fnlog_wait(fnlog *l, fnlog_waiter *w)
+{
+    w->prev = l->waiters.prev;
+    w->next = &l->waiters;
+    l->waiters.prev->next = w;
+    l->waiters.prev = w;
+}
+
+void fnlog_unwait(fnlog_waiter *w)
+{
+    if (!w->next) return;
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+}
+
+uint64_t fnlog_next_seq(const fnlog *l)
+{
+    return l->next_seq;
+}
+
+/* New lines: every waiter, once. They move to a list of their own first:
+ * each call may answer a request, and that may wait again. */
+static void notify(fnlog *l)
+{
+    if (l->notified_seq == l->next_seq || l->waiters.next == &l->waiters) {
+        l->notified_seq = l->next_seq;
+        return;
+    }
+    l->notified_seq = l->next_seq;
+    fnlog_waiter ready;
+    ready.next = l->waiters.next;
+    ready.prev = l->waiters.prev;
+    ready.next->prev = &ready;
+    ready.prev->next = &ready;
+    l->waiters.next = l->waiters.prev = &l->waiters;
+    while (ready.next != &ready) {
+        fnlog_waiter *w = ready.next;
+        fnlog_unwait(w);
+        w->cb(w);
+    }
+}
+
 void fnlog_flush(fnlog *l)
 {
+    notify(l);
     if (!l->path || l->pending.len == 0) return;
     const char *p = l->pending.data, *end = p + l->pending.len;
     int rc = l->fd < 0 ? file_open(l, 0) : 0;

@@ -52,6 +52,18 @@ void fnlog_flush(fnlog *l);
  * seq > after, or with after 0 the newest. */
 typedef void (*fnlog_line_cb)(const fnlog_line *line, void *data);
 void fnlog_each(const fnlog *l, uint64_t after, uint32_t limit, fnlog_line_cb cb, void *data);
+/* Long polls: cb runs once, on the loop, when lines have been added (at the
+ * next flush). A waiter is the caller's; fnlog_unwait withdraws it. */
+typedef struct fnlog_waiter fnlog_waiter;
+struct fnlog_waiter {
+    fnlog_waiter *next, *prev;
+    void (*cb)(fnlog_waiter *w);
+};
+void fnlog_wait(fnlog *l, fnlog_waiter *w);
+void fnlog_unwait(fnlog_waiter *w);
+/* The number the next line will have. */
+uint64_t fnlog_next_seq(const fnlog *l);
+
 /* Lines evicted to keep the caps. */
 uint64_t fnlog_evicted(const fnlog *l);
 

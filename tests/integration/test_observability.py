@@ -4,6 +4,7 @@ request ids in the ring and the size-capped file, and the dashboard loaded in
 headless Chromium while a function is under load."""
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -16,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BUILD
+from conftest import BUILD, wait_for
 
 
 def free_port():
@@ -224,6 +225,54 @@ def test_output_is_tagged_with_request_ids(spated, functions):
     # And so does the file.
     text = (d.data / "logs" / "probe.log").read_text()
     assert re.search(rf"Z instance=\d+ req={ids[2]} line 1 of {ids[2]}", text)
+
+
+def test_logs_long_poll_and_follow(spated, functions):
+    d = spated
+    assert d.deploy("probe", functions["probe"])[0] == 201
+    assert d.invoke("probe", b"print:1")[0] == 200
+    last = d.json("GET", "/v1/functions/probe/logs")[1]["lines"][-1]["seq"]
+    # Nothing new: the answer waits, then comes back empty.
+    t = time.time()
+    status, doc = d.json("GET", f"/v1/functions/probe/logs?after={last}&wait=300")
+    assert status == 200 and doc["lines"] == [] and time.time() - t >= 0.25
+    # New lines end the wait.
+    got = {}
+
+    def poll():
+        got["doc"] = d.json("GET", f"/v1/functions/probe/logs?after={last}&wait=20000")[1]
+        got["at"] = time.time()
+
+    th = threading.Thread(target=poll)
+    th.start()
+    time.sleep(0.3)
+    sent = time.time()
+    status, hdrs, body = d.request("POST", "/v1/functions/probe/invoke", b"print:2")
+    th.join(30)
+    lines = got["doc"]["lines"]
+    assert lines and got["at"] - sent < 15  # woken by the lines, not by the 20 s wait
+    # The rest of that invocation's lines (they may arrive in more than one read).
+    assert wait_for(lambda: lines.extend(d.json(
+        "GET", f"/v1/functions/probe/logs?after={lines[-1]['seq']}")[1]["lines"]) or len(lines) >= 3)
+    assert [x["request_id"] for x in lines] == [body.decode()] * 3
+    status, doc = d.json("GET", "/v1/functions/probe/logs?wait=999999")
+    assert status == 400 and "wait" in doc["error"]
+    # spate logs --follow prints lines as they come.
+    follow = subprocess.Popen([str(BUILD / "spate"), "logs", "probe", "--follow"],
+                              env=dict(os.environ, SPATE_URL=d.url), stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        time.sleep(0.5)
+        status, _, body = d.request("POST", "/v1/functions/probe/invoke", b"print:1")
+        rid = body.decode()
+        deadline = time.time() + 20
+        seen = ""
+        while time.time() < deadline and f"stderr of {rid}" not in seen:
+            seen += follow.stdout.readline()
+        assert f"stderr of {rid}" in seen
+    finally:
+        follow.kill()
+        follow.wait()
 
 
 def test_output_file_is_size_capped(make_spated, functions):
