@@ -3,8 +3,9 @@
  * by the nodes of a cluster.
  *
  *   topic          a stream SPATE_T_<name> (file storage, the cluster's
- *                  replicas) on subject spate.t.<name>; a message carries its
- *                  key and publish time as headers
+ *                  replicas) on subjects spate.t.<name>.k00 to .k15 (a keyed
+ *                  message goes to the part its key hashes to) and .u (no
+ *                  key); a message carries its key and publish time as headers
  *   subscription   a durable pull consumer named after the function, shared
  *                  by every node; AckWait is the function's timeout plus a
  *                  margin, so the messages of a node that dies go to others
@@ -14,8 +15,9 @@
  *   ack / nack     Ack / NakWithDelay; release is a Nak at once (JetStream
  *                  counts that delivery); dead letter: the message is
  *                  published to the dead-letter topic, then terminated
- *   ordered        MaxAckPending 1: one message of the topic at a time across
- *                  the cluster (per-key parallelism is not there yet)
+ *   ordered        a consumer per key part with MaxAckPending 1: a key's
+ *                  messages run one at a time, in order, on whichever node;
+ *                  the 16 parts run in parallel (and unkeyed messages freely)
  *
  * Fetching blocks, so each subscription has a puller thread; publishing and
  * consumer changes go to the cluster's worker thread. Results come back to
@@ -40,6 +42,8 @@
 #define FETCH_WAIT_MS 1000
 #define STATS_EVERY_MS 1000
 #define ACK_MARGIN_MS 5000
+#define KEY_PARTS 16
+#define PARTS_MAX (KEY_PARTS + 1) /* the key parts and the unkeyed one */
 
 static const queue_ops js_ops;
 
@@ -47,8 +51,8 @@ typedef struct jtopic {
     list_node link;
     char name[SPATE_TOPIC_NAME_MAX + 1];
     char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
-    char subject[SPATE_TOPIC_NAME_MAX + 16];
-    int created; /* the stream exists */
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 16]; /* the base of its subjects */
+    int created;                                 /* the stream exists */
     q_topic_stats stats;
 } jtopic;
 
@@ -58,11 +62,20 @@ struct q_sub {
     queue *q;
     jtopic *topic;
     q_sub_config cfg;
-    char durable[SPATE_NAME_MAX + 8];
     void *user;
-    natsSubscription *pull;
-    pthread_t thread;
-    int started;
+    /* One consumer (a plain trigger) or one per key part and one for
+     * unkeyed messages (ordered). */
+    struct part {
+        q_sub *sub;
+        pthread_t thread;
+        int running;
+        natsSubscription *pull;
+        char durable[SPATE_NAME_MAX + 8];
+        char filter[SPATE_TOPIC_NAME_MAX * 3 + 32];
+        int one_at_a_time;
+    } parts[PARTS_MAX];
+    int nparts;
+    int started;      /* its pullers run */
     _Atomic int want; /* messages the trigger has room for */
     _Atomic int stop;
     list_node ready;   /* fetched, not yet leased (jlease) */
@@ -126,7 +139,7 @@ static jtopic *topic_of(queue *q, const char *name, int create)
     if (!t) return NULL;
     snprintf(t->name, sizeof t->name, "%s", name);
     stream_name(name, t->stream, sizeof t->stream);
-    snprintf(t->subject, sizeof t->subject, "spate.t.%s", name);
+    snprintf(t->subject, sizeof t->subject, "spate.t.%s", t->stream + 8); /* no '.' in it */
     list_push_back(&q->topics, &t->link);
     return t;
 }
@@ -143,7 +156,9 @@ static natsStatus ensure_stream(queue *q, const char *stream, const char *subjec
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     sc.Name = stream;
-    const char *subjects[] = {subject};
+    char all[SPATE_TOPIC_NAME_MAX * 3 + 32];
+    snprintf(all, sizeof all, "%s.>", subject);
+    const char *subjects[] = {all};
     sc.Subjects = subjects;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
@@ -183,7 +198,7 @@ typedef struct pub_job {
     queue *q;
     jtopic *topic; /* lives as long as the queue */
     char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
-    char subject[SPATE_TOPIC_NAME_MAX + 16];
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 16];
     buf body;
     q_input *in;
     size_t n;
@@ -208,7 +223,16 @@ static void publish_work(void *arg)
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         natsMsg *m = NULL;
-        s = natsMsg_Create(&m, j->subject, NULL, j->in[i].data, (int)j->in[i].len);
+        char subject[sizeof j->subject + 8];
+        if (j->in[i].key) { /* its key's part: ordered triggers keep one part in order */
+            uint32_t h = 2166136261u;
+            for (uint32_t k = 0; k < j->in[i].key_len; k++)
+                h = (h ^ (unsigned char)j->in[i].key[k]) * 16777619u;
+            snprintf(subject, sizeof subject, "%s.k%02u", j->subject, h % KEY_PARTS);
+        } else {
+            snprintf(subject, sizeof subject, "%s.u", j->subject);
+        }
+        s = natsMsg_Create(&m, subject, NULL, j->in[i].data, (int)j->in[i].len);
         if (s != NATS_OK) break;
         natsMsgHeader_Set(m, "Spate-Published", when);
         if (j->in[i].key) {
@@ -300,59 +324,92 @@ static void js_publish(queue *q, const char *topic, buf *body, const q_input *in
 typedef struct fetched {
     q_sub *sub;
     natsMsgList list;
-    jsConsumerInfo *info;
+    int has_info;
+    q_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
     int has_stream;
     q_topic_stats stream; /* published, stored, oldest */
-    int64_t oldest_unsettled_ms;
 } fetched;
 
 static void on_fetched(void *arg);
 static void sub_maybe_free(q_sub *s);
 
-/* The puller: fetches as much as the trigger has room for, waiting at most
- * a second for messages, and refreshes the consumer's figures. */
+/* Puller thread: the figures of the subscription's consumers, added up. */
+static int consumer_stats(q_sub *s, q_sub_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    int got = 0;
+    for (int i = 0; i < s->nparts; i++) {
+        jsConsumerInfo *ci = NULL;
+        natsStatus cs =
+            js_GetConsumerInfo(&ci, s->q->js, s->topic->stream, s->parts[i].durable, NULL, NULL);
+        if (cs != NATS_OK) {
+            log_debug("cluster: consumer info of %s: %s", s->parts[i].durable,
+                      natsStatus_GetText(cs));
+            continue;
+        }
+        got = 1;
+        uint64_t pending = ci->NumPending + (uint64_t)ci->NumAckPending;
+        out->depth += pending;
+        out->leased += (uint64_t)ci->NumAckPending;
+        out->retrying += (uint64_t)ci->NumRedelivered;
+        out->delivered += ci->Delivered.Consumer;
+        /* The oldest message not yet done: the one after the ack floor. */
+        if (pending) {
+            int64_t at = published_at(s->q, s->topic->stream, ci->AckFloor.Stream + 1);
+            if (at && (!out->oldest_ms || at < out->oldest_ms)) out->oldest_ms = at;
+        }
+        jsConsumerInfo_Destroy(ci);
+    }
+    return got;
+}
+
+static void post_fetched(q_sub *s, fetched *f)
+{
+    if (f->list.Count || f->has_info || f->has_stream) {
+        s->posts++;
+        cluster_post(s->q->c, on_fetched, f);
+    } else {
+        natsMsgList_Destroy(&f->list);
+        free(f);
+    }
+}
+
+/* A puller per consumer: fetches as much as the trigger has room for,
+ * waiting up to a second for messages (an ordered part gives one at a time,
+ * so it asks for one); the first also refreshes the figures every second. */
 static void *puller_main(void *arg)
 {
-    q_sub *s = arg;
+    struct part *pt = arg;
+    q_sub *s = pt->sub;
+    int first = pt == &s->parts[0];
     uint64_t last_stats = 0;
     while (!s->stop) {
-        fetched *f = calloc(1, sizeof *f);
-        if (!f) break;
-        f->sub = s;
         int want = s->want;
-        /* Ordered: one at a time is all the consumer hands out (MaxAckPending
-         * 1); asking for more would wait out the whole fetch. */
-        if (s->cfg.ordered && want > 1) want = 1;
         if (want > 0) {
-            natsStatus st = natsSubscription_Fetch(
-                &f->list, s->pull, want > FETCH_MAX ? FETCH_MAX : want, FETCH_WAIT_MS, NULL);
+            fetched *f = calloc(1, sizeof *f);
+            if (!f) break;
+            f->sub = s;
+            int batch = pt->one_at_a_time ? 1 : (want > FETCH_MAX ? FETCH_MAX : want);
+            natsStatus st = natsSubscription_Fetch(&f->list, pt->pull, batch, FETCH_WAIT_MS, NULL);
             if (st == NATS_OK)
                 s->want -= f->list.Count;
             else if (st != NATS_TIMEOUT)
-                log_debug("cluster: fetch from %s: %s", s->durable, natsStatus_GetText(st));
+                log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
+            post_fetched(s, f);
         } else {
-            usleep(10 * 1000);
+            usleep(5 * 1000);
         }
         uint64_t now = clock_mono_ns() / 1000000;
-        if (now - last_stats >= STATS_EVERY_MS) {
+        if (first && now - last_stats >= STATS_EVERY_MS) {
             last_stats = now;
-            natsStatus cs =
-                js_GetConsumerInfo(&f->info, s->q->js, s->topic->stream, s->durable, NULL, NULL);
-            if (cs != NATS_OK) {
-                log_debug("cluster: consumer info of %s: %s", s->durable, natsStatus_GetText(cs));
-                f->info = NULL;
+            fetched *f = calloc(1, sizeof *f);
+            if (f) {
+                f->sub = s;
+                f->has_info = consumer_stats(s, &f->info);
+                f->has_stream = stream_stats(s->q, s->topic->stream, &f->stream) == 0;
+                post_fetched(s, f);
             }
-            f->has_stream = stream_stats(s->q, s->topic->stream, &f->stream) == 0;
-            /* The oldest message not yet done: the one after the ack floor. */
-            if (f->info && f->info->NumPending + (uint64_t)f->info->NumAckPending > 0)
-                f->oldest_unsettled_ms =
-                    published_at(s->q, s->topic->stream, f->info->AckFloor.Stream + 1);
         }
-        if (f->list.Count || f->info || f->has_stream) {
-            s->posts++;
-            cluster_post(s->q->c, on_fetched, f);
-        } else
-            free(f);
     }
     return NULL;
 }
@@ -366,19 +423,16 @@ static void on_fetched(void *arg)
         /* Gone meanwhile: what it fetched goes back to the others at once. */
         for (int i = 0; i < f->list.Count; i++) natsMsg_Nak(f->list.Msgs[i], NULL);
         natsMsgList_Destroy(&f->list);
-        if (f->info) jsConsumerInfo_Destroy(f->info);
         free(f);
         sub_maybe_free(s);
         return;
     }
-    if (f->info) {
-        /* Cluster-wide: what the consumer has not yet had acknowledged. */
-        s->stats.depth = f->info->NumPending + (uint64_t)f->info->NumAckPending;
-        s->stats.leased = (uint64_t)f->info->NumAckPending;
-        s->stats.retrying = (uint64_t)f->info->NumRedelivered;
-        s->stats.delivered = f->info->Delivered.Consumer;
-        s->stats.oldest_ms = f->oldest_unsettled_ms;
-        jsConsumerInfo_Destroy(f->info);
+    if (f->has_info) {
+        /* Cluster-wide: what the consumers have not yet had acknowledged. */
+        uint64_t acked = s->stats.acked, dead = s->stats.dead_lettered;
+        s->stats = f->info;
+        s->stats.acked = acked;
+        s->stats.dead_lettered = dead;
     }
     if (f->has_stream) s->topic->stats = f->stream;
     int got = 0;
@@ -531,30 +585,36 @@ static void subscribe_work(void *arg)
     queue *q = s->q;
     natsStatus st;
     if (j->remove) {
-        st = js_DeleteConsumer(q->js, s->topic->stream, s->durable, NULL, NULL);
-        if (st == NATS_NOT_FOUND) st = NATS_OK;
+        st = NATS_OK;
+        for (int i = 0; i < s->nparts; i++) {
+            natsStatus d =
+                js_DeleteConsumer(q->js, s->topic->stream, s->parts[i].durable, NULL, NULL);
+            if (d != NATS_OK && d != NATS_NOT_FOUND) st = d;
+        }
     } else {
         st = ensure_stream(q, s->topic->stream, s->topic->subject);
-        jsConsumerConfig cc;
-        jsConsumerConfig_Init(&cc);
-        cc.Durable = s->durable;
-        cc.AckPolicy = js_AckExplicit;
-        cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
-        cc.AckWait = (int64_t)j->ack_wait_ms * 1000000;
-        cc.MaxAckPending = s->cfg.ordered ? 1 : 100000;
-        jsConsumerInfo *ci = NULL;
-        if (st == NATS_OK) {
+        for (int i = 0; st == NATS_OK && i < s->nparts; i++) {
+            struct part *pt = &s->parts[i];
+            jsConsumerConfig cc;
+            jsConsumerConfig_Init(&cc);
+            cc.Durable = pt->durable;
+            cc.FilterSubject = pt->filter;
+            cc.AckPolicy = js_AckExplicit;
+            cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
+            cc.AckWait = (int64_t)j->ack_wait_ms * 1000000;
+            cc.MaxAckPending = pt->one_at_a_time ? 1 : 100000;
+            jsConsumerInfo *ci = NULL;
             st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
             if (st != NATS_OK) /* it exists: a new trigger configuration */
                 st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
-        }
-        if (ci) jsConsumerInfo_Destroy(ci);
-        if (st == NATS_OK && !s->pull) {
-            jsSubOptions so;
-            jsSubOptions_Init(&so);
-            so.Stream = s->topic->stream;
-            so.Consumer = s->durable;
-            st = js_PullSubscribe(&s->pull, q->js, s->topic->subject, s->durable, NULL, &so, NULL);
+            if (ci) jsConsumerInfo_Destroy(ci);
+            if (st == NATS_OK && !pt->pull) {
+                jsSubOptions so;
+                jsSubOptions_Init(&so);
+                so.Stream = s->topic->stream;
+                so.Consumer = pt->durable;
+                st = js_PullSubscribe(&pt->pull, q->js, pt->filter, pt->durable, NULL, &so, NULL);
+            }
         }
     }
     j->status = st == NATS_OK ? 0 : ERR_IO;
@@ -567,10 +627,16 @@ static void stop_puller(q_sub *s)
 {
     if (!s->started) return;
     s->stop = 1;
-    pthread_join(s->thread, NULL);
+    for (int i = 0; i < s->nparts; i++)
+        if (s->parts[i].running) {
+            pthread_join(s->parts[i].thread, NULL);
+            s->parts[i].running = 0;
+        }
     s->started = 0;
-    natsSubscription_Destroy(s->pull);
-    s->pull = NULL;
+    for (int i = 0; i < s->nparts; i++) {
+        natsSubscription_Destroy(s->parts[i].pull);
+        s->parts[i].pull = NULL;
+    }
 }
 
 static void subscribe_done(void *arg)
@@ -582,7 +648,13 @@ static void subscribe_done(void *arg)
                  s->topic->name, s->cfg.function, j->err);
     if (!j->remove && j->status == 0 && !s->started && !s->removed) {
         s->stop = 0;
-        if (pthread_create(&s->thread, NULL, puller_main, s) == 0) s->started = 1;
+        for (int i = 0; i < s->nparts; i++) {
+            s->parts[i].sub = s;
+            if (pthread_create(&s->parts[i].thread, NULL, puller_main, &s->parts[i]) == 0) {
+                s->parts[i].running = 1;
+                s->started = 1;
+            }
+        }
         s->topic->created = 1;
     }
     if (j->done) j->done(j->data, j->status);
@@ -598,6 +670,29 @@ static q_sub *find(queue *q, const char *topic, const char *function)
         if (strcmp(s->topic->name, topic) == 0 && strcmp(s->cfg.function, function) == 0) return s;
     }
     return NULL;
+}
+
+/* A plain trigger reads the whole topic through one consumer; an ordered one
+ * has a consumer per key part, one at a time each, and one for unkeyed
+ * messages. */
+static void set_parts(q_sub *s, const q_sub_config *cfg)
+{
+    const char *base = s->topic->subject;
+    if (!cfg->ordered) {
+        s->nparts = 1;
+        snprintf(s->parts[0].durable, sizeof s->parts[0].durable, "F_%s", cfg->function);
+        snprintf(s->parts[0].filter, sizeof s->parts[0].filter, "%s.>", base);
+        return;
+    }
+    s->nparts = PARTS_MAX;
+    for (int i = 0; i < KEY_PARTS; i++) {
+        snprintf(s->parts[i].durable, sizeof s->parts[i].durable, "F_%s_k%02d", cfg->function, i);
+        snprintf(s->parts[i].filter, sizeof s->parts[i].filter, "%s.k%02d", base, i);
+        s->parts[i].one_at_a_time = 1;
+    }
+    struct part *u = &s->parts[KEY_PARTS];
+    snprintf(u->durable, sizeof u->durable, "F_%s_u", cfg->function);
+    snprintf(u->filter, sizeof u->filter, "%s.u", base);
 }
 
 static int js_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
@@ -618,8 +713,11 @@ static int js_subscribe(queue *q, const char *topic, const q_sub_config *cfg, qu
         s->q = q;
         s->topic = t;
         list_init(&s->ready);
-        snprintf(s->durable, sizeof s->durable, "F_%s", cfg->function);
+        set_parts(s, cfg);
         list_push_back(&q->subs, &s->link);
+    } else if (s->cfg.ordered != cfg->ordered) {
+        free(j); /* its consumers differ: a new trigger, not a change */
+        return ERR_BUSY;
     }
     s->cfg = *cfg;
     j->s = s;
