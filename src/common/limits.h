@@ -77,7 +77,7 @@
 #define SPATE_LOG_BYTES_KEPT (512u * KIB)
 #define SPATE_LOG_RATE_BYTES 65536 /* per second */
 #define SPATE_LOG_BURST_BYTES (256u * KIB)
-#define SPATE_LOG_WAIT_MAX_MS 60000 /* a long poll of GET .../logs?wait= */
+#define SPATE_LOG_WAIT_MAX_MS 60000   /* a long poll of GET .../logs?wait= */
 #define SPATE_LOG_FILE_MAX (8u * MIB) /* a function's log file; one older file is kept */
 /* Functions run as uids from here on, one each (spated --uid-base): far
  * above the users of the host. */
