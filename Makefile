@@ -4,7 +4,8 @@ BUILD   ?= build
 JOBS    ?= $(shell nproc)
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps configure test check unit integration sanitize fuzz bench demo clean format \
+.PHONY: all deps configure test check unit integration sanitize fuzz bench demo demo-cluster \
+        clean format \
         install uninstall
 
 all: configure
@@ -74,6 +75,13 @@ bench: deps all
 # Prints a table per mode and writes demo-out/trading-day.svg and .png.
 demo: deps all
 	/usr/bin/python3 examples/trade-report/demo.py --build $(abspath $(BUILD)) --out demo-out
+
+# The same day on three spated nodes sharing the topic through a three-server
+# NATS JetStream cluster (started here), beside the single consumer; the table
+# and demo-out/cluster/trading-day.svg show each node's instances.
+demo-cluster: deps all
+	/usr/bin/python3 examples/trade-report/demo.py --build $(abspath $(BUILD)) \
+	    --out demo-out/cluster --modes classic,cluster
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the programs (spated in sbin,
 # spate-runner in libexec/spate, where spated looks for it), spate.h, the man

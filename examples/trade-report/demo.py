@@ -10,6 +10,8 @@ is compressed into --seconds, the deadline with it.
   classic     the function pinned to one instance: the single-threaded
               consumer that falls behind at the open and is buried by the close
   serverless  autoscaled, the trigger carrying the reporting deadline
+  cluster     the same on three spated nodes sharing the topic through a
+              three-server NATS JetStream cluster (make demo-cluster)
 
 Every figure is measured: spated, the function and the TRF really run.
 
@@ -102,8 +104,35 @@ def make_refdata(path):
     db.close()
 
 
+class Nats:
+    """Three nats-servers with JetStream, clustered on loopback."""
+
+    def __init__(self, tmp, n=3):
+        self.client = [free_port() for _ in range(n)]
+        route = [free_port() for _ in range(n)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route)
+        self.procs = []
+        for i in range(n):
+            log = tmp / f"nats{i}.log"
+            self.procs.append(subprocess.Popen(
+                ["nats-server", "-js", "-sd", str(tmp / f"js{i}"), "-a", "127.0.0.1", "-p",
+                 str(self.client[i]), "-n", f"n{i}", "--cluster_name", "demo", "-cluster",
+                 f"nats://127.0.0.1:{route[i]}", "-routes", routes],
+                stdout=open(log, "wb"), stderr=subprocess.STDOUT))
+            wait_port(self.client[i], self.procs[-1], "nats-server", log)
+        self.urls = ",".join(f"nats://127.0.0.1:{p}" for p in self.client)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            p.wait(30)
+
+
 class Run:
-    """One mode: its own spated (fresh store) and TRF."""
+    """One mode: its own spated (fresh store) and TRF; in cluster mode three
+    spated nodes and the NATS cluster they share."""
 
     def __init__(self, mode, args, tmp, build, report_so, refdata, deadline_s):
         self.mode, self.args, self.tmp = mode, args, tmp / mode
@@ -116,11 +145,18 @@ class Run:
                                     stdout=open(self.tmp / "trf.log", "wb"),
                                     stderr=subprocess.STDOUT)
         wait_port(self.trf_port, self.trf, "the TRF", self.tmp / "trf.log")
-        self.spated = subprocess.Popen(
-            [str(build / "spated"), "--data", str(self.tmp / "data"), "--listen",
-             f"127.0.0.1:{self.port}"],
-            stdout=open(self.tmp / "spated.log", "wb"), stderr=subprocess.STDOUT)
-        wait_port(self.port, self.spated, "spated", self.tmp / "spated.log")
+        self.nats = Nats(self.tmp) if mode == "cluster" else None
+        nodes = 3 if self.nats else 1
+        self.ports = [self.port] + [free_port() for _ in range(nodes - 1)]
+        self.nodes = []
+        for i, port in enumerate(self.ports):
+            extra = ["--cluster", self.nats.urls] if self.nats else []
+            log = self.tmp / f"spated{i}.log"
+            self.nodes.append(subprocess.Popen(
+                [str(build / "spated"), "--data", str(self.tmp / f"data{i}"), "--listen",
+                 f"127.0.0.1:{port}", *extra], stdout=open(log, "wb"), stderr=subprocess.STDOUT))
+            wait_port(port, self.nodes[-1], "spated", log)
+        self.spated = self.nodes[0]
         env = f"env=REFDATA%3D{refdata}&env=TRF%3D127.0.0.1%3A{self.trf_port}"
         if mode == "classic":
             params = "min=1&max=1"
@@ -130,9 +166,15 @@ class Run:
         jcall(self.port, "PUT", f"/v1/functions/trade-report?{env}&{params}",
               report_so.read_bytes())
         trigger = "ordered=true"
-        if mode == "serverless":
+        if mode != "classic":
             trigger += f"&deadline={int(deadline_s * 1000)}"
         jcall(self.port, "PUT", f"/v1/triggers/trades/trade-report?{trigger}")
+        # Every node has the function and the trigger (the cluster's registry).
+        for port in self.ports[1:]:
+            for _ in range(200):
+                if jcall(port, "GET", "/v1/triggers")["triggers"]:
+                    break
+                time.sleep(0.05)
 
     def sample(self, t0, stop):
         while not stop.is_set():
@@ -142,9 +184,17 @@ class Run:
             except OSError:
                 time.sleep(0.05)
                 continue
-            live = sum(fn["instances"][k] for k in ("starting", "idle", "busy"))
-            self.samples.append((time.monotonic() - t0, tp["published"], tp["depth"], live,
-                                 fn["scaling"].get("desired_instances", 0)))
+            per_node = []
+            for port in self.ports:
+                try:
+                    f = fn if port == self.port else jcall(port, "GET",
+                                                           "/v1/functions/trade-report")
+                    per_node.append(sum(f["instances"][k] for k in ("starting", "idle", "busy")))
+                except OSError:
+                    per_node.append(0)
+            self.samples.append((time.monotonic() - t0, tp["published"], tp["depth"],
+                                 sum(per_node), fn["scaling"].get("desired_instances", 0),
+                                 per_node))
             time.sleep(0.1)
 
     def run(self):
@@ -174,15 +224,18 @@ class Run:
         self.t0_wall_ms = min(t for _, t in self.trades)
 
     def stop(self):
-        for p in (self.spated, self.trf):
+        procs = self.nodes + [self.trf]
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in (self.spated, self.trf):
+        for p in procs:
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        return self.spated.returncode
+        if self.nats:
+            self.nats.stop()
+        return max(abs(p.returncode or 0) for p in self.nodes)
 
     def summary(self):
         lat = sorted((rcv - ex) / 1000.0 for ex, rcv in self.receipts.values())
@@ -191,9 +244,11 @@ class Run:
         unreported = len(self.trades) - n
         late = sum(1 for x in lat if x > deadline) + unreported
         inst_s = 0.0
-        for (t1, *_, l1, _d1), (t2, *_r) in zip(self.samples, self.samples[1:]):
-            inst_s += l1 * (t2 - t1)
+        for s1, s2 in zip(self.samples, self.samples[1:]):
+            inst_s += s1[3] * (s2[0] - s1[0])
         peak_inst = max((s[3] for s in self.samples), default=0)
+        peak_per_node = [max((s[5][i] for s in self.samples), default=0)
+                         for i in range(len(self.ports))]
         return {
             "mode": self.mode,
             "trades": len(self.trades),
@@ -206,6 +261,7 @@ class Run:
             "max_s": lat[-1] if n else None,
             "peak_backlog": max((s[2] for s in self.samples), default=0),
             "peak_instances": peak_inst,
+            "peak_instances_per_node": peak_per_node,
             "instance_seconds": inst_s,
             "seconds": self.end,
             "day_seconds": self.day_end,
@@ -226,6 +282,11 @@ def write_plot(out, runs, deadline_s, seconds):
                 rate = 0.0 if prev is None or t <= prev[0] else (pub - prev[1]) / (t - prev[0])
                 f.write(f"{9.5 + t * scale:.4f} {rate:.1f} {depth} {live}\n")
                 prev = (t, pub)
+        if len(r.ports) > 1:
+            with open(out / f"{r.mode}-nodes.dat", "w") as f:
+                f.write("# hour, then the live instances of each node\n")
+                for s in r.samples:
+                    f.write(f"{9.5 + s[0] * scale:.4f} " + " ".join(map(str, s[5])) + "\n")
         with open(out / f"{r.mode}-latency.dat", "w") as f:
             f.write("# executed-at hour, reporting latency (minutes of the real day)\n")
             for ex, rcv in sorted(r.receipts.values()):
@@ -233,7 +294,11 @@ def write_plot(out, runs, deadline_s, seconds):
                 f.write(f"{hour:.4f} {(rcv - ex) / 1000.0 * scale * 60:.3f}\n")
     deadline_min = deadline_s * scale * 60
     modes = [r.mode for r in runs]
-    color = {"classic": "#c0392b", "serverless": "#1f77b4"}
+    color = {"classic": "#c0392b", "serverless": "#1f77b4", "cluster": "#2ca02c"}
+    node_lines = "".join(
+        f", '{out}/{r.mode}-nodes.dat' using 1:{i + 2} with lines lw 1 dt 2 "
+        f"lc rgb '{color[r.mode]}' title '{r.mode} node {i + 1}'"
+        for r in runs if len(r.ports) > 1 for i in range(len(r.ports)))
 
     def plots(column, kind):
         return ", ".join(f"'{out}/{m}-{kind}.dat' using 1:{column} with lines lw 2 "
@@ -251,7 +316,7 @@ plot '{out}/{modes[0]}-samples.dat' using 1:2 with lines lw 1.5 lc rgb '#555555'
 set ylabel "backlog"
 plot {plots(3, 'samples')}
 set ylabel "instances"
-plot {plots(4, 'samples')}
+plot {plots(4, 'samples')}{node_lines}
 set ylabel "report latency (min)"
 set xlabel "time of day (h)"
 set logscale y
@@ -283,8 +348,10 @@ def table(results, deadline_s, seconds):
         def real(s):
             return "-" if s is None else f"{s * scale / 60:.1f} min"
 
+        per = r["peak_instances_per_node"]
+        peak = f"{r['peak_instances']}" + (f" ({'+'.join(map(str, per))})" if len(per) > 1 else "")
         row = [r["mode"], f"{r['trades']:,}", f"{r['reported']:,}", f"{r['late']:,}", real(r["p50_s"]),
-               real(r["p99_s"]), real(r["max_s"]), f"{r['peak_backlog']:,}", f"{r['peak_instances']}",
+               real(r["p99_s"]), real(r["max_s"]), f"{r['peak_backlog']:,}", peak,
                f"{r['instance_seconds']:.0f}", f"{fleet:.0f}"]
         print("  ".join(f"{c:>13}" for c in row))
         r["fixed_fleet_instance_seconds"] = fleet
@@ -343,7 +410,7 @@ def main():
             pathlib.Path(args.summary).write_text(json.dumps(
                 {"deadline_s": deadline_s, "results": results}, indent=1))
         for r in results:
-            if r["mode"] == "serverless" and (r["unreported"] or r["late"]):
+            if r["mode"] != "classic" and (r["unreported"] or r["late"]):
                 failed = True
             if r["duplicates"]:
                 failed = True

@@ -3,7 +3,7 @@
  * by the nodes of a cluster.
  *
  *   topic          a stream SPATE_T_<name> (file storage, the cluster's
- *                  replicas) on subjects spate.t.<name>.k00 to .k15 (a keyed
+ *                  replicas) on subjects spate.t.<name>.k00 to .k63 (a keyed
  *                  message goes to the part its key hashes to) and .u (no
  *                  key); a message carries its key and publish time as headers
  *   subscription   a durable pull consumer named after the function, shared
@@ -17,7 +17,7 @@
  *                  published to the dead-letter topic, then terminated
  *   ordered        a consumer per key part with MaxAckPending 1: a key's
  *                  messages run one at a time, in order, on whichever node;
- *                  the 16 parts run in parallel (and unkeyed messages freely)
+ *                  the 64 parts run in parallel (and unkeyed messages freely)
  *
  * Fetching blocks, so each subscription has a puller thread; publishing and
  * consumer changes go to the cluster's worker thread. Results come back to
@@ -42,7 +42,7 @@
 #define FETCH_WAIT_MS 1000
 #define STATS_EVERY_MS 1000
 #define ACK_MARGIN_MS 5000
-#define KEY_PARTS 16
+#define KEY_PARTS 64
 #define PARTS_MAX (KEY_PARTS + 1) /* the key parts and the unkeyed one */
 
 static const queue_ops js_ops;
@@ -77,6 +77,8 @@ struct q_sub {
     int nparts;
     int started;      /* its pullers run */
     _Atomic int want; /* messages the trigger has room for */
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake; /* want went up: pullers fetch at once */
     _Atomic int stop;
     list_node ready;   /* fetched, not yet leased (jlease) */
     q_sub_stats stats; /* from consumer info, refreshed by the puller */
@@ -397,7 +399,17 @@ static void *puller_main(void *arg)
                 log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
             post_fetched(s, f);
         } else {
-            usleep(5 * 1000);
+            /* Until the trigger has room again (js_lease signals). */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 100 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_mutex_lock(&s->wake_lock);
+            if (s->want <= 0 && !s->stop) pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
+            pthread_mutex_unlock(&s->wake_lock);
         }
         uint64_t now = clock_mono_ns() / 1000000;
         if (first && now - last_stats >= STATS_EVERY_MS) {
@@ -481,7 +493,12 @@ static q_lease *js_lease(q_sub *s)
         /* Pull as much as there is room for; a trigger without a room
          * callback takes one at a time. */
         int room = s->q->ev.room ? (int)s->q->ev.room(s, s->q->ev.data) : 1;
-        if (room > s->want) s->want = room;
+        if (room > s->want) {
+            pthread_mutex_lock(&s->wake_lock);
+            s->want = room;
+            pthread_cond_broadcast(&s->wake);
+            pthread_mutex_unlock(&s->wake_lock);
+        }
         return NULL;
     }
     jlease *jl = list_entry(list_first(&s->ready), jlease, link);
@@ -498,6 +515,8 @@ static void sub_maybe_free(q_sub *s)
 {
     if (!s->removed || s->started || s->leases || s->posts || s->jobs) return;
     queue *q = s->q;
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->wake_lock);
     free(s);
     q->zombies--;
     if (q->closing) finish_close(q);
@@ -578,6 +597,51 @@ typedef struct sub_job {
     char err[200];
 } sub_job;
 
+/* One consumer of a subscription, created (or changed) and bound. */
+static natsStatus make_consumer(q_sub *s, struct part *pt, uint32_t ack_wait_ms)
+{
+    queue *q = s->q;
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = pt->durable;
+    cc.FilterSubject = pt->filter;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
+    cc.AckWait = (int64_t)ack_wait_ms * 1000000;
+    cc.MaxAckPending = pt->one_at_a_time ? 1 : 100000;
+    jsConsumerInfo *ci = NULL;
+    natsStatus st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+    if (st != NATS_OK) /* it exists: a new trigger configuration */
+        st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+    if (ci) jsConsumerInfo_Destroy(ci);
+    if (st == NATS_OK && !pt->pull) {
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = s->topic->stream;
+        so.Consumer = pt->durable;
+        st = js_PullSubscribe(&pt->pull, q->js, pt->filter, pt->durable, NULL, &so, NULL);
+    }
+    return st;
+}
+
+#define MAKERS 8 /* a replicated consumer takes JetStream ~0.5 s: make them side by side */
+
+typedef struct maker {
+    sub_job *j;
+    int first;
+    natsStatus st;
+} maker;
+
+static void *maker_main(void *arg)
+{
+    maker *m = arg;
+    q_sub *s = m->j->s;
+    m->st = NATS_OK;
+    for (int i = m->first; i < s->nparts && m->st == NATS_OK; i += MAKERS)
+        m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms);
+    return NULL;
+}
+
 static void subscribe_work(void *arg)
 {
     sub_job *j = arg;
@@ -593,28 +657,19 @@ static void subscribe_work(void *arg)
         }
     } else {
         st = ensure_stream(q, s->topic->stream, s->topic->subject);
-        for (int i = 0; st == NATS_OK && i < s->nparts; i++) {
-            struct part *pt = &s->parts[i];
-            jsConsumerConfig cc;
-            jsConsumerConfig_Init(&cc);
-            cc.Durable = pt->durable;
-            cc.FilterSubject = pt->filter;
-            cc.AckPolicy = js_AckExplicit;
-            cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
-            cc.AckWait = (int64_t)j->ack_wait_ms * 1000000;
-            cc.MaxAckPending = pt->one_at_a_time ? 1 : 100000;
-            jsConsumerInfo *ci = NULL;
-            st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
-            if (st != NATS_OK) /* it exists: a new trigger configuration */
-                st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
-            if (ci) jsConsumerInfo_Destroy(ci);
-            if (st == NATS_OK && !pt->pull) {
-                jsSubOptions so;
-                jsSubOptions_Init(&so);
-                so.Stream = s->topic->stream;
-                so.Consumer = pt->durable;
-                st = js_PullSubscribe(&pt->pull, q->js, pt->filter, pt->durable, NULL, &so, NULL);
+        maker m[MAKERS];
+        pthread_t th[MAKERS];
+        int n = 0;
+        for (; st == NATS_OK && n < MAKERS && n < s->nparts; n++) {
+            m[n] = (maker){.j = j, .first = n};
+            if (pthread_create(&th[n], NULL, maker_main, &m[n]) != 0) {
+                maker_main(&m[n]); /* no thread: here, then */
+                th[n] = 0;
             }
+        }
+        for (int i = 0; i < n; i++) {
+            if (th[i]) pthread_join(th[i], NULL);
+            if (m[i].st != NATS_OK) st = m[i].st;
         }
     }
     j->status = st == NATS_OK ? 0 : ERR_IO;
@@ -626,7 +681,10 @@ static void subscribe_work(void *arg)
 static void stop_puller(q_sub *s)
 {
     if (!s->started) return;
+    pthread_mutex_lock(&s->wake_lock);
     s->stop = 1;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->wake_lock);
     for (int i = 0; i < s->nparts; i++)
         if (s->parts[i].running) {
             pthread_join(s->parts[i].thread, NULL);
@@ -712,6 +770,8 @@ static int js_subscribe(queue *q, const char *topic, const q_sub_config *cfg, qu
         s->ops = &js_ops;
         s->q = q;
         s->topic = t;
+        pthread_mutex_init(&s->wake_lock, NULL);
+        pthread_cond_init(&s->wake, NULL);
         list_init(&s->ready);
         set_parts(s, cfg);
         list_push_back(&q->subs, &s->link);

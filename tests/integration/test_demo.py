@@ -32,3 +32,29 @@ def test_trading_day(tmp_path):
     for name in ("trading-day.svg", "trading-day.png"):
         assert (out / name).stat().st_size > 10000
     assert "serverless" in r.stdout and "classic" in r.stdout
+
+
+def test_trading_day_on_three_nodes(tmp_path):
+    """make demo-cluster, short: the day on three spated nodes sharing the topic
+    through a three-server NATS JetStream cluster. Every trade reported once and
+    every node at work; lateness is printed, not asserted: six servers on two
+    shared cores (and under ASan) make it a measure of the machine."""
+    summary = tmp_path / "summary.json"
+    out = tmp_path / "out"
+    r = subprocess.run(["/usr/bin/python3", str(ROOT / "examples/trade-report/demo.py"),
+                        "--seconds", "20", "--trades", "4000", "--build", str(BUILD),
+                        "--out", str(out), "--summary", str(summary), "--modes", "cluster"],
+                       capture_output=True, text=True, timeout=400)
+    # 1: some trades were late (the demo says so); anything else is a failure.
+    assert r.returncode in (0, 1) and summary.exists(), r.stdout + r.stderr
+    doc = json.loads(summary.read_text())
+    x = doc["results"][0]
+    print(f"\nthree nodes: {x['late']} of {x['trades']} late, p99 {x['p99_s']:.2f} s "
+          f"(deadline {doc['deadline_s']:.2f} s)")
+    assert x["reported"] == x["trades"] == 4000, x
+    assert x["duplicates"] == 0, x
+    # Every node ran instances, and the table says how many.
+    assert len(x["peak_instances_per_node"]) == 3 and all(x["peak_instances_per_node"]), x
+    assert "+".join(map(str, x["peak_instances_per_node"])) in r.stdout
+    assert (out / "cluster-nodes.dat").stat().st_size > 100
+    assert (out / "trading-day.svg").stat().st_size > 10000
