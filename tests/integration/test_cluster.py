@@ -315,13 +315,27 @@ def test_ordered_keys_keep_their_order_across_nodes(cluster, functions, tmp_path
     assert most > 1, most
 
 
-def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions):
+def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions, tmp_path):
     nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "steady.txt"
+    assert a.deploy("steady", functions["recorder"], max=4, env=f"RECORD%3D{rec}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "steady"), timeout=10) for d in (a, b, c))
+    assert a.request("PUT", "/v1/triggers/steady/steady")[0] == 201
+    publish_lines(b, "steady", [f"before{i}" for i in range(100)])
+    assert wait_for(lambda: len(set(ended(rec))) == 100, timeout=60)
     nats.kill(0)
     try:
         t0 = time.time()
         status, _ = b.deploy("after-loss", functions["hello"])
         assert status == 201
+        # Publishing goes on; a publish that meets the failover gets 503 and is
+        # sent again, as a client would.
+        body = "".join(f"after{i}\n" for i in range(300)).encode()
+        headers = {"Content-Type": "application/x-ndjson"}
+        assert wait_for(lambda: c.request("POST", "/v1/topics/steady/messages", body,
+                                          headers)[0] == 202, timeout=60, step=1)
+        # So does processing, on every node still up.
+        assert wait_for(lambda: len(set(ended(rec))) >= 400, timeout=120), len(set(ended(rec)))
         # When the lost server led JetStream's metadata, the watchers' new
         # consumers wait for the next leader: seconds, not milliseconds.
         assert wait_for(lambda: listed(a, "after-loss") and listed(c, "after-loss"), timeout=90)
