@@ -160,15 +160,6 @@ static event *new_event(enum ev_kind kind)
     return e;
 }
 
-static char *dup_n(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (!p) return NULL;
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 /* --- The registry entry: a function version as JSON ------------------------------------ */
 
 /* {"sha256", "size", "origin", "config": as GET /v1/functions/NAME shows it} */
@@ -466,7 +457,7 @@ static void *watcher_main(void *arg)
                            : NULL;
         if (e && strlen(key + 3) < sizeof e->key) {
             snprintf(e->key, sizeof e->key, "%s", key + 3);
-            if (put) e->text = dup_n(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent));
+            if (put) e->text = strndup(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent));
             post(c, e);
         } else {
             free(e);
@@ -489,33 +480,33 @@ static void on_reconnected(natsConnection *nc, void *closure)
 static void on_heartbeat_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
     event *e = new_event(EV_HEARTBEAT);
-    if (e && (e->text = dup_n(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m))))
+    if (e && (e->text = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m))))
         post(closure, e);
     else
         free(e);
     natsMsg_Destroy(m);
 }
 
-static void on_invoke_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+/* A message for the loop to handle (it destroys it). */
+static void post_msg(cluster *c, enum ev_kind kind, natsMsg *m)
 {
-    event *e = new_event(EV_INVOKE_IN);
+    event *e = new_event(kind);
     if (!e) {
         natsMsg_Destroy(m);
         return;
     }
     e->msg = m;
-    post(closure, e);
+    post(c, e);
+}
+
+static void on_invoke_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+    post_msg(closure, EV_INVOKE_IN, m);
 }
 
 static void on_reply_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
-    event *e = new_event(EV_REPLY);
-    if (!e) {
-        natsMsg_Destroy(m);
-        return;
-    }
-    e->msg = m;
-    post(closure, e);
+    post_msg(closure, EV_REPLY, m);
 }
 
 /* --- For the cluster's queue ----------------------------------------------------------------- */
@@ -924,15 +915,22 @@ static void reply(cluster *c, natsMsg *req, int status, const char *code, const 
     natsMsgHeader_Set(m, "Spate-Status", st);
     natsMsgHeader_Set(m, "Spate-Node", c->id);
     if (code) natsMsgHeader_Set(m, "Spate-Code", code);
-    natsConnection_PublishMsg(c->nc, m);
+    natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
+    /* An output larger than a NATS message: the asker must not wait for an
+     * answer that never comes. */
+    if (s == NATS_MAX_PAYLOAD && len > 0) {
+        static const char big[] = "{\"error\":\"the output is larger than a NATS message and "
+                                  "cannot travel between nodes\",\"code\":\"output_too_large\"}";
+        reply(c, req, 502, "output_too_large", big, sizeof big - 1);
+    }
 }
 
 static void reply_error(cluster *c, natsMsg *req, int status, const char *code, const char *msg,
                         size_t len)
 {
     cJSON *o = cJSON_CreateObject();
-    char *text = dup_n(msg, len);
+    char *text = strndup(msg, len);
     cJSON_AddStringToObject(o, "error", text ? text : "");
     cJSON_AddStringToObject(o, "code", code);
     char *s = cJSON_PrintUnformatted(o);

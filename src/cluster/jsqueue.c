@@ -340,6 +340,7 @@ static int consumer_stats(q_sub *s, q_sub_stats *out)
 {
     memset(out, 0, sizeof *out);
     int got = 0;
+    uint64_t first_unsettled = 0; /* the lowest stream sequence not yet done, over the parts */
     for (int i = 0; i < s->nparts; i++) {
         jsConsumerInfo *ci = NULL;
         natsStatus cs =
@@ -355,13 +356,13 @@ static int consumer_stats(q_sub *s, q_sub_stats *out)
         out->leased += (uint64_t)ci->NumAckPending;
         out->retrying += (uint64_t)ci->NumRedelivered;
         out->delivered += ci->Delivered.Consumer;
-        /* The oldest message not yet done: the one after the ack floor. */
-        if (pending) {
-            int64_t at = published_at(s->q, s->topic->stream, ci->AckFloor.Stream + 1);
-            if (at && (!out->oldest_ms || at < out->oldest_ms)) out->oldest_ms = at;
-        }
+        /* A part's oldest message not yet done is the one after its ack floor. */
+        uint64_t next = ci->AckFloor.Stream + 1;
+        if (pending && (!first_unsettled || next < first_unsettled)) first_unsettled = next;
         jsConsumerInfo_Destroy(ci);
     }
+    /* Its publish time: one read, not one a part. */
+    if (first_unsettled) out->oldest_ms = published_at(s->q, s->topic->stream, first_unsettled);
     return got;
 }
 
@@ -678,6 +679,18 @@ static void subscribe_work(void *arg)
                  nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(st));
 }
 
+/* Fetched and not leased: back to the other nodes now, not after AckWait. */
+static void give_back_ready(q_sub *s)
+{
+    while (!list_empty(&s->ready)) {
+        jlease *jl = list_entry(list_first(&s->ready), jlease, link);
+        list_remove(&jl->link);
+        natsMsg_Nak(jl->nm, NULL);
+        natsMsg_Destroy(jl->nm);
+        free(jl);
+    }
+}
+
 static void stop_puller(q_sub *s)
 {
     if (!s->started) return;
@@ -800,14 +813,7 @@ static int js_unsubscribe(queue *q, const char *topic, const char *function, que
     s->removed = 1;
     q->zombies++;
     stop_puller(s);
-    /* What was fetched and not leased goes back at once. */
-    while (!list_empty(&s->ready)) {
-        jlease *jl = list_entry(list_first(&s->ready), jlease, link);
-        list_remove(&jl->link);
-        natsMsg_Nak(jl->nm, NULL);
-        natsMsg_Destroy(jl->nm);
-        free(jl);
-    }
+    give_back_ready(s);
     j->s = s;
     j->remove = 1;
     j->done = done;
@@ -1006,14 +1012,7 @@ static void js_close(queue *q, void (*cb)(void *data), void *data)
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
         q_sub *s = list_entry(n, q_sub, link);
         stop_puller(s);
-        /* Fetched and not run: back to the others now, not after AckWait. */
-        while (!list_empty(&s->ready)) {
-            jlease *jl = list_entry(list_first(&s->ready), jlease, link);
-            list_remove(&jl->link);
-            natsMsg_Nak(jl->nm, NULL);
-            natsMsg_Destroy(jl->nm);
-            free(jl);
-        }
+        give_back_ready(s);
     }
     while (!list_empty(&q->subs)) {
         q_sub *s = list_entry(list_first(&q->subs), q_sub, link);

@@ -237,13 +237,19 @@ static void linger(http_conn *c)
 static int fail(http_conn *c, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-static int fail(http_conn *c, int status, const char *code, const char *fmt, ...)
+static int vfail(http_conn *c, int status, const char *code, const char *fmt, va_list ap)
 {
     c->error_status = status;
     c->error_code = code;
+    vsnprintf(c->error_msg, sizeof c->error_msg, fmt, ap);
+    return -1;
+}
+
+static int fail(http_conn *c, int status, const char *code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->error_msg, sizeof c->error_msg, fmt, ap);
+    vfail(c, status, code, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -256,12 +262,9 @@ static int header_overflow(http_conn *c)
 
 int http_refuse(http_request *req, int status, const char *code, const char *fmt, ...)
 {
-    http_conn *c = CONN(req);
-    c->error_status = status;
-    c->error_code = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->error_msg, sizeof c->error_msg, fmt, ap);
+    vfail(CONN(req), status, code, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -772,8 +775,7 @@ static void on_connection(uv_stream_t *listener, int status)
 
 uv_loop_t *http_request_loop(const http_request *req)
 {
-    /* The request is the first member of its connection. */
-    return ((const http_conn *)(const void *)req)->srv->loop;
+    return CONN(req)->srv->loop;
 }
 
 void http_server_set_config(http_server *s, const http_config *cfg)

@@ -229,13 +229,22 @@ def publish_lines(d, topic, lines, key_field=None):
     assert status == 202, out
 
 
+def add_trigger(d, nodes, topic, function, query=""):
+    """Adds a trigger through d and waits until every node pulls for it."""
+    assert d.request("PUT", f"/v1/triggers/{topic}/{function}{query}")[0] == 201
+    for n in nodes:
+        assert wait_for(lambda: n.request("GET", f"/v1/triggers/{topic}/{function}")[0] == 200,
+                        timeout=30)
+    time.sleep(1)  # its consumers bound and pullers started on every node
+
+
 def test_topics_are_shared_and_work_spreads(cluster, functions, tmp_path):
     nats, nodes = cluster
     a = nodes[0]
     rec = record_dir(tmp_path) / "bulk.txt"
     assert a.deploy("bulk", functions["recorder"], max=8, env=f"RECORD%3D{rec}")[0] == 201
     assert all(wait_for(lambda: listed(d, "bulk"), timeout=10) for d in nodes)
-    assert a.request("PUT", "/v1/triggers/work/bulk")[0] == 201
+    add_trigger(a, nodes, "work", "bulk")
     total = 50000
     t0 = time.time()
     for b in range(10):  # 5,000 a request, to each node in turn
@@ -261,7 +270,7 @@ def test_a_node_killed_with_9_loses_nothing(cluster, functions, tmp_path):
     assert a.deploy("slowrec", functions["recorder"], max=4, timeout=2000,
                     env=f"RECORD%3D{rec}&env=SLEEP_US%3D20000")[0] == 201
     assert all(wait_for(lambda: listed(d, "slowrec"), timeout=10) for d in (a, b, c))
-    assert a.request("PUT", "/v1/triggers/slow/slowrec")[0] == 201
+    add_trigger(a, (a, b, c), "slow", "slowrec")
     publish_lines(b, "slow", [f"s{i}" for i in range(600)])
     assert wait_for(lambda: ok_count(c, "slowrec") > 10, timeout=20)
     c.proc.kill()  # kill -9, in the middle of the run
@@ -277,7 +286,7 @@ def test_dead_letters_and_retries_across_nodes(cluster, functions, tmp_path):
     rec = record_dir(tmp_path) / "dl.txt"
     assert b.deploy("failing", functions["recorder"], env=f"RECORD%3D{rec}")[0] == 201
     assert all(wait_for(lambda: listed(d, "failing"), timeout=10) for d in (a, b, c))
-    assert b.request("PUT", "/v1/triggers/jobs/failing?max_attempts=2")[0] == 201
+    add_trigger(b, (a, b, c), "jobs", "failing", "?max_attempts=2")
     publish_lines(c, "jobs", ["fail-once-more", "fine"])
     assert wait_for(lambda: c.json("GET", "/v1/topics/jobs.dlq")[0] == 200 and
                     c.json("GET", "/v1/topics/jobs.dlq")[1]["published"] == 1, timeout=30)
@@ -291,7 +300,7 @@ def test_ordered_keys_keep_their_order_across_nodes(cluster, functions, tmp_path
     assert a.deploy("inorder", functions["recorder"], max=4,
                     env=f"RECORD%3D{rec}&env=SLEEP_US%3D1000")[0] == 201
     assert all(wait_for(lambda: listed(d, "inorder"), timeout=10) for d in (a, b, c))
-    assert c.request("PUT", "/v1/triggers/ledger/inorder?ordered=true")[0] == 201
+    add_trigger(c, (a, b, c), "ledger", "inorder", "?ordered=true")
     lines = [json.dumps({"k": f"k{i % 5}", "n": i}).replace(" ", "") for i in range(150)]
     publish_lines(b, "ledger", lines, key_field="k")
     assert wait_for(lambda: len(ended(rec)) >= 150, timeout=60)
@@ -320,7 +329,7 @@ def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions, tm
     rec = record_dir(tmp_path) / "steady.txt"
     assert a.deploy("steady", functions["recorder"], max=4, env=f"RECORD%3D{rec}")[0] == 201
     assert all(wait_for(lambda: listed(d, "steady"), timeout=10) for d in (a, b, c))
-    assert a.request("PUT", "/v1/triggers/steady/steady")[0] == 201
+    add_trigger(a, (a, b, c), "steady", "steady")
     publish_lines(b, "steady", [f"before{i}" for i in range(100)])
     assert wait_for(lambda: len(set(ended(rec))) == 100, timeout=60)
     nats.kill(0)
