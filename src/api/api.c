@@ -414,6 +414,7 @@ static void list_nodes(api *a, http_request *req)
     cJSON_AddBoolToObject(doc, "cluster", a->cluster != NULL);
     if (a->cluster) {
         cJSON_AddStringToObject(doc, "self", cluster_node_id(a->cluster));
+        cJSON_AddBoolToObject(doc, "connected", cluster_connected(a->cluster));
         cJSON_AddItemToObject(doc, "nodes", cluster_nodes_json(a->cluster));
     } else {
         cJSON *arr = cJSON_AddArrayToObject(doc, "nodes");

@@ -356,6 +356,9 @@ static void write_process(scrape *s)
         family(s, "spate_cluster_nodes", "gauge",
                "Nodes of the cluster heard from in the last 5 s.");
         buf_printf(&s->out, "spate_cluster_nodes %u\n", cluster_live_nodes(s->a->cluster));
+        family(s, "spate_cluster_connected", "gauge",
+               "1 while the node is connected to a NATS server, 0 while it reconnects.");
+        buf_printf(&s->out, "spate_cluster_connected %d\n", cluster_connected(s->a->cluster));
     }
     family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
     buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());

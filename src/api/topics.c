@@ -131,6 +131,10 @@ static void on_published(void *data, int status, uint64_t first)
     if (status == ERR_CLOSED) {
         http_respond_error(req, 503, "shutting_down",
                            "spated is shutting down; nothing was published");
+    } else if (status == ERR_DISCONNECTED) {
+        http_respond_error(req, 503, "cluster_unavailable",
+                           "this node is cut off from NATS and reconnecting; nothing was "
+                           "published (another node can take it)");
     } else if (status != 0) {
         http_respond_error(req, 503, "store_unavailable",
                            "the store failed (%s: disk full or I/O error); nothing was published",

@@ -28,6 +28,7 @@
 #define NODES_MAX 64
 #define NODE_DOWN_MS 5000
 #define HEARTBEAT_MS 1000
+#define PING_MS 2000
 #define ROUTED_PAYLOAD_MAX (512u * KIB) /* larger invocations stay where they arrive */
 #define ID_LEN 16
 #define JOB_TRIES 60 /* a registry write is tried for half a minute */
@@ -131,7 +132,8 @@ struct cluster {
     list_node jobs;   /* to the worker */
     pthread_t worker, watcher;
     _Atomic int stopping;
-    _Atomic int rewatch; /* reconnected: the watcher starts again (its consumer may be lost) */
+    _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
+    _Atomic int connected; /* to a NATS server, as nats.c last told */
     node_info nodes[NODES_MAX];
     uint32_t nnodes;
     strmap syncs; /* name -> fn_sync */
@@ -470,11 +472,24 @@ static void *watcher_main(void *arg)
 
 /* --- nats.c callbacks (its threads) --------------------------------------------------------- */
 
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    cluster *c = closure;
+    c->connected = 0;
+    if (!c->stopping) log_warn("cluster: lost the connection to NATS; pulling and publishing wait");
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
     cluster *c = closure;
+    c->connected = 1;
     c->rewatch = 1;
     log_info("cluster: reconnected to NATS");
+}
+
+int cluster_connected(const cluster *c)
+{
+    return c->connected;
 }
 
 static void on_heartbeat_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
@@ -624,7 +639,10 @@ cJSON *cluster_nodes_json(const cluster *c)
             cJSON_AddStringToObject(o, "id", n->id);
             cJSON_AddStringToObject(o, "url", n->url);
             cJSON_AddBoolToObject(o, "self", self);
-            cJSON_AddStringToObject(o, "state", node_live(c, n) ? "up" : "down");
+            cJSON_AddStringToObject(o, "state",
+                                    self && !c->connected ? "disconnected"
+                                    : node_live(c, n)     ? "up"
+                                                          : "down");
             cJSON_AddNumberToObject(o, "instances", n->instances);
             cJSON_AddNumberToObject(o, "functions", n->functions);
             cJSON_AddNumberToObject(o, "last_heartbeat_ms_ago",
@@ -1280,8 +1298,14 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 250);
     if (s == NATS_OK) s = natsOptions_SetTimeout(o, 2000);
+    /* A silent partition shows as missing PONGs: noticed within ~6 s, not
+     * the library's default of minutes. */
+    if (s == NATS_OK) s = natsOptions_SetPingInterval(o, PING_MS);
+    if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
     if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
+    if (s == NATS_OK) c->connected = 1;
     natsOptions_Destroy(o);
     free(urls);
     if (s != NATS_OK) {

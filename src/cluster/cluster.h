@@ -89,5 +89,8 @@ void cluster_announce_untrigger(cluster *c, const char *topic, const char *funct
 /* The nodes heard from, this one first: [{"id", "url", "instances", ...}]. */
 cJSON *cluster_nodes_json(const cluster *c);
 uint32_t cluster_live_nodes(const cluster *c);
+/* Whether the node is connected to a NATS server now (else it is
+ * reconnecting: it pulls nothing and publishing answers 503). */
+int cluster_connected(const cluster *c);
 
 #endif

@@ -40,6 +40,7 @@
 
 #define FETCH_MAX 64
 #define FETCH_WAIT_MS 1000
+#define FETCH_RETRY_MS 250
 #define STATS_EVERY_MS 1000
 #define ACK_MARGIN_MS 5000
 #define KEY_PARTS 64
@@ -220,6 +221,12 @@ typedef struct pub_job {
 static void publish_work(void *arg)
 {
     pub_job *j = arg;
+    if (!cluster_connected(j->q->c)) {
+        /* nats.c would buffer it and send it on reconnection, after the
+         * caller had been told it failed: say so at once instead. */
+        j->status = ERR_DISCONNECTED;
+        return;
+    }
     natsStatus s = ensure_stream(j->q, j->stream, j->subject);
     char when[24];
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
@@ -388,17 +395,20 @@ static void *puller_main(void *arg)
     uint64_t last_stats = 0;
     while (!s->stop) {
         int want = s->want;
+        /* Cut off from NATS: nothing to pull until it is back. */
+        if (!cluster_connected(s->q->c)) want = 0;
         if (want > 0) {
             fetched *f = calloc(1, sizeof *f);
             if (!f) break;
             f->sub = s;
             int batch = pt->one_at_a_time ? 1 : (want > FETCH_MAX ? FETCH_MAX : want);
             natsStatus st = natsSubscription_Fetch(&f->list, pt->pull, batch, FETCH_WAIT_MS, NULL);
-            if (st == NATS_OK)
-                s->want -= f->list.Count;
-            else if (st != NATS_TIMEOUT)
-                log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
+            if (st == NATS_OK) s->want -= f->list.Count;
             post_fetched(s, f);
+            if (st != NATS_OK && st != NATS_TIMEOUT) {
+                log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
+                usleep(FETCH_RETRY_MS * 1000); /* not a hot loop on a failing server */
+            }
         } else {
             /* Until the trigger has room again (js_lease signals). */
             struct timespec until;
@@ -409,11 +419,12 @@ static void *puller_main(void *arg)
                 until.tv_nsec -= 1000000000L;
             }
             pthread_mutex_lock(&s->wake_lock);
-            if (s->want <= 0 && !s->stop) pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
+            if ((s->want <= 0 || !cluster_connected(s->q->c)) && !s->stop)
+                pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
             pthread_mutex_unlock(&s->wake_lock);
         }
         uint64_t now = clock_mono_ns() / 1000000;
-        if (first && now - last_stats >= STATS_EVERY_MS) {
+        if (first && now - last_stats >= STATS_EVERY_MS && cluster_connected(s->q->c)) {
             last_stats = now;
             fetched *f = calloc(1, sizeof *f);
             if (f) {
@@ -448,7 +459,6 @@ static void on_fetched(void *arg)
         s->stats.dead_lettered = dead;
     }
     if (f->has_stream) s->topic->stats = f->stream;
-    int got = 0;
     for (int i = 0; i < f->list.Count; i++) {
         natsMsg *nm = f->list.Msgs[i];
         f->list.Msgs[i] = NULL;
@@ -480,16 +490,19 @@ static void on_fetched(void *arg)
         jl->m.data = natsMsg_GetData(nm);
         jl->m.len = (uint32_t)natsMsg_GetDataLength(nm);
         list_push_back(&s->ready, &jl->link);
-        got++;
     }
     natsMsgList_Destroy(&f->list);
     free(f);
-    if (got && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
+    /* Also what waited while the node was cut off from NATS: the figures
+     * come every second, and only while it is connected. */
+    if (!list_empty(&s->ready) && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
 }
 
 static q_lease *js_lease(q_sub *s)
 {
-    if (s->removed || s->q->closing) return NULL;
+    /* Cut off from NATS, a result could not be acknowledged: what was
+     * fetched waits, and JetStream gives it to others after AckWait. */
+    if (s->removed || s->q->closing || !cluster_connected(s->q->c)) return NULL;
     if (list_empty(&s->ready)) {
         /* Pull as much as there is room for; a trigger without a room
          * callback takes one at a time. */

@@ -17,7 +17,8 @@
     X(CLOSED, "closed")                                                                            \
     X(TIMEOUT, "timed out")                                                                        \
     X(NOTSUP, "not supported here")                                                                \
-    X(STORE, "store error")
+    X(STORE, "store error")                                                                        \
+    X(DISCONNECTED, "cut off from the cluster's NATS servers")
 
 enum {
     ERR_OK = 0,

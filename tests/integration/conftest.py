@@ -38,10 +38,12 @@ def wait_for(predicate, timeout=10.0, step=0.05):
 class Spated:
     """One spated process and helpers to talk to it."""
 
-    def __init__(self, workdir, data=None, args=()):
+    def __init__(self, workdir, data=None, args=(), host="127.0.0.1", prefix=()):
         self.workdir = pathlib.Path(workdir)
         self.data = pathlib.Path(data) if data else self.workdir / "data"
         self.args = list(args)
+        self.host = host  # the loopback address it listens on
+        self.prefix = list(prefix)  # run through it, e.g. ip netns exec NAME
         self.proc = None
         self.port = None
         self.log_path = None
@@ -49,12 +51,13 @@ class Spated:
 
     # --- process ---------------------------------------------------------------------
 
-    def start(self, listen="127.0.0.1:0"):
+    def start(self, listen=None):
         self.starts += 1
         self.log_path = self.workdir / f"spated-{self.starts}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(SPATED), "--data", str(self.data), "--listen", listen, *self.args],
+            [*self.prefix, str(SPATED), "--data", str(self.data),
+             "--listen", listen or f"{self.host}:0", *self.args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.time() + 10
@@ -86,12 +89,12 @@ class Spated:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     # --- HTTP ------------------------------------------------------------------------
 
     def request(self, method, path, body=None, headers=None, timeout=30):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             r = conn.getresponse()

@@ -7,67 +7,14 @@ loss of one nats-server does not stop the cluster."""
 import json
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import Spated, wait_for
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class NatsCluster:
-    def __init__(self, tmp, n=3):
-        self.tmp = tmp
-        self.client = [free_port() for _ in range(n)]
-        self.route = [free_port() for _ in range(n)]
-        self.procs = [None] * n
-        for i in range(n):
-            self.start(i)
-        # Until JetStream has a leader: the nodes' start-up retries too.
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            logs = "".join((tmp / f"nats{i}.log").read_text() for i in range(n))
-            if "JetStream cluster new metadata leader" in logs or \
-                    "Self is new JetStream cluster metadata leader" in logs:
-                break
-            time.sleep(0.1)
-
-    def start(self, i):
-        routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.route)
-        self.procs[i] = subprocess.Popen(
-            ["nats-server", "-js", "-sd", str(self.tmp / f"js{i}"), "-a", "127.0.0.1",
-             "-p", str(self.client[i]), "-n", f"n{i}", "--cluster_name", "spate",
-             "-cluster", f"nats://127.0.0.1:{self.route[i]}", "-routes", routes],
-            stdout=open(self.tmp / f"nats{i}.log", "ab"), stderr=subprocess.STDOUT)
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.client[i]), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nats-server did not start")
-
-    def kill(self, i):
-        self.procs[i].kill()
-        self.procs[i].wait()
-
-    @property
-    def urls(self):
-        return ",".join(f"nats://127.0.0.1:{p}" for p in self.client)
-
-    def stop(self):
-        for p in self.procs:
-            if p and p.poll() is None:
-                p.terminate()
-                p.wait(10)
+from natscluster import (NatsCluster, add_trigger, ended, listed, node_id, ok_count,
+                         publish_lines, record_dir)
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +38,6 @@ def cluster(tmp_path_factory):
         for d in nodes:
             d.stop()
         nats.stop()
-
-
-def listed(d, name):
-    return any(f["name"] == name for f in d.json("GET", "/v1/functions")[1]["functions"])
-
-
-def node_id(d):
-    return d.json("GET", "/v1/nodes")[1]["self"]
 
 
 def test_nodes_see_each_other(cluster):
@@ -197,45 +136,6 @@ def test_a_node_that_was_away_catches_up(cluster, functions):
     assert wait_for(lambda: listed(c, "arrived") and not listed(c, "goes"), timeout=15), c.log()
     assert listed(c, "stays")
     assert c.invoke("arrived", b"back")[0] == 200
-
-
-def ok_count(d, function):
-    for line in d.request("GET", "/metrics")[2].decode().splitlines():
-        if line.startswith(f'spate_invocations_total{{function="{function}",outcome="ok"}} '):
-            return float(line.split()[-1])
-    return 0
-
-
-def record_dir(tmp_path):
-    d = tmp_path / "records"
-    d.mkdir()
-    d.chmod(0o1777)  # functions run as their own uid
-    return d
-
-
-def ended(path):
-    """Payloads whose run ended, from a recorder file (with repeats)."""
-    if not path.exists():
-        return []
-    return [line.split()[1] for line in path.read_text().splitlines() if line.startswith("E ")]
-
-
-def publish_lines(d, topic, lines, key_field=None):
-    headers = {"Content-Type": "application/x-ndjson"}
-    if key_field:
-        headers["Spate-Key-Field"] = key_field
-    body = "".join(x + "\n" for x in lines).encode()
-    status, _, out = d.request("POST", f"/v1/topics/{topic}/messages", body, headers)
-    assert status == 202, out
-
-
-def add_trigger(d, nodes, topic, function, query=""):
-    """Adds a trigger through d and waits until every node pulls for it."""
-    assert d.request("PUT", f"/v1/triggers/{topic}/{function}{query}")[0] == 201
-    for n in nodes:
-        assert wait_for(lambda: n.request("GET", f"/v1/triggers/{topic}/{function}")[0] == 200,
-                        timeout=30)
-    time.sleep(1)  # its consumers bound and pullers started on every node
 
 
 def test_topics_are_shared_and_work_spreads(cluster, functions, tmp_path):
