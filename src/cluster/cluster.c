@@ -23,6 +23,10 @@
 #include "sched/pool.h"
 
 #define BUCKET "spate-registry"
+/* The failed attempts of messages being retried (jsqueue.c); a record
+ * outlives any retry schedule, and goes by itself if left behind. */
+#define ATTEMPTS_BUCKET "spate-attempts"
+#define ATTEMPTS_TTL_NS (7LL * 24 * 3600 * 1000000000)
 #define ARTIFACT_STREAM "SPATE_ARTIFACTS"
 #define CHUNK (256u * KIB)
 #define NODES_MAX 64
@@ -122,7 +126,8 @@ struct cluster {
     char data_dir[4096];
     natsConnection *nc;
     jsCtx *js;
-    kvStore *kv;
+    kvStore *kv;       /* the registry */
+    kvStore *attempts; /* failed attempts of messages being retried */
     natsSubscription *hb_sub, *invoke_sub, *reply_sub;
     uv_async_t async;
     uv_timer_t heartbeat;
@@ -552,6 +557,11 @@ void cluster_post(cluster *c, cluster_fn call, void *arg)
 jsCtx *cluster_js(const cluster *c)
 {
     return c->js;
+}
+
+kvStore *cluster_attempts(const cluster *c)
+{
+    return c->attempts;
 }
 
 int cluster_replicas(const cluster *c)
@@ -1217,27 +1227,36 @@ static void load_node_id(cluster *c)
 
 /* JetStream may still be electing its leader when a cluster has just
  * started: keep asking for a while. */
-static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
+static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_t ttl_ns,
+                              kvStore **kv, char *err, size_t cap)
 {
     natsStatus s = NATS_ERR;
-    for (int tries = 0; tries < 100 && !c->kv; tries++) {
-        s = js_KeyValue(&c->kv, c->js, BUCKET);
+    for (int tries = 0; tries < 100 && !*kv; tries++) {
+        s = js_KeyValue(kv, c->js, name);
         if (s != NATS_OK) {
             kvConfig kc;
             kvConfig_Init(&kc);
-            kc.Bucket = BUCKET;
+            kc.Bucket = name;
             kc.History = 1;
             kc.Replicas = replicas;
             kc.StorageType = js_FileStorage;
-            s = js_CreateKeyValue(&c->kv, c->js, &kc);
+            kc.TTL = ttl_ns;
+            s = js_CreateKeyValue(kv, c->js, &kc);
         }
         if (s != NATS_OK) usleep(100 * 1000);
     }
-    if (s != NATS_OK) {
-        snprintf(err, cap, "cluster: cannot create the registry bucket: %s",
+    if (s != NATS_OK)
+        snprintf(err, cap, "cluster: cannot create the bucket %s: %s", name,
                  nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
-        return s;
-    }
+    return s;
+}
+
+static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
+{
+    natsStatus s = open_bucket(c, BUCKET, replicas, 0, &c->kv, err, cap);
+    if (s == NATS_OK)
+        s = open_bucket(c, ATTEMPTS_BUCKET, replicas, ATTEMPTS_TTL_NS, &c->attempts, err, cap);
+    if (s != NATS_OK) return s;
     for (int tries = 0; tries < 100; tries++) {
         jsStreamInfo *si = NULL;
         s = js_GetStreamInfo(&si, c->js, ARTIFACT_STREAM, NULL, NULL);
@@ -1413,6 +1432,7 @@ void cluster_stop(cluster *c)
         routed_finish(r, 0, "", 0, "");
     }
     kvStore_Destroy(c->kv);
+    kvStore_Destroy(c->attempts);
     jsCtx_Destroy(c->js);
     natsConnection_Destroy(c->nc);
     on_async(&c->async); /* frees what is left */

@@ -76,6 +76,9 @@ typedef void (*cluster_fn)(void *arg);
 void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg);
 void cluster_post(cluster *c, cluster_fn call, void *arg);
 struct __jsCtx *cluster_js(const cluster *c);
+/* The bucket of failed attempts: a message's JetStream deliveries also
+ * count hand-backs that never ran it (jsqueue.c). */
+struct __kvStore *cluster_attempts(const cluster *c);
 int cluster_replicas(const cluster *c);
 /* The timeout of a function, or the default when it does not exist (yet). */
 uint32_t cluster_function_timeout_ms(const cluster *c, const char *name);

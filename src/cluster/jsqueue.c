@@ -12,9 +12,11 @@
  *   lease          a fetched message. A node fetches only what its trigger
  *                  says it has room for (queue_events.room), so work flows to
  *                  free capacity
- *   ack / nack     Ack / NakWithDelay; release is a Nak at once (JetStream
- *                  counts that delivery); dead letter: the message is
- *                  published to the dead-letter topic, then terminated
+ *   ack / nack     Ack / NakWithDelay; release is a Nak at once; dead letter:
+ *                  the message is published to the dead-letter topic, then
+ *                  terminated
+ *   attempt        failures recorded in the cluster's attempts bucket (the
+ *                  delivery count also counts hand-backs that never ran it)
  *   ordered        a consumer per key part with MaxAckPending 1: a key's
  *                  messages run one at a time, in order, on whichever node;
  *                  the 64 parts run in parallel (and unkeyed messages freely)
@@ -45,6 +47,7 @@
 #define ACK_MARGIN_MS 5000
 #define KEY_PARTS 64
 #define PARTS_MAX (KEY_PARTS + 1) /* the key parts and the unkeyed one */
+#define KV_KEY_CAP (SPATE_TOPIC_NAME_MAX * 3 + SPATE_NAME_MAX + 48)
 
 static const queue_ops js_ops;
 
@@ -95,6 +98,8 @@ typedef struct jlease {
     q_msg m;
     list_node link;
     natsMsg *nm;
+    uint32_t failed; /* attempts that failed before this delivery */
+    struct part *pt; /* the consumer it came from */
     char key[SPATE_KEY_MAX + 1];
 } jlease;
 
@@ -209,7 +214,8 @@ typedef struct pub_job {
     char source[SPATE_TOPIC_NAME_MAX + 1];
     char *error;
     uint32_t attempts;
-    natsMsg *term; /* terminated once the dead letter is stored */
+    natsMsg *term;                 /* terminated once the dead letter is stored */
+    char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
     int has_stats;
     q_topic_stats stats;
     queue_publish_cb done;
@@ -275,6 +281,8 @@ static void publish_work(void *arg)
     j->status = s == NATS_OK ? 0 : ERR_IO;
     if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
     if (s == NATS_OK && j->term) natsMsg_Term(j->term, NULL);
+    if (s == NATS_OK && j->attempts_key[0])
+        kvStore_Delete(cluster_attempts(j->q->c), j->attempts_key);
     j->has_stats = s == NATS_OK && stream_stats(j->q, j->stream, &j->stats) == 0;
 }
 
@@ -332,7 +340,12 @@ static void js_publish(queue *q, const char *topic, buf *body, const q_input *in
 
 typedef struct fetched {
     q_sub *sub;
+    struct part *pt;
     natsMsgList list;
+    struct {
+        uint64_t seq;    /* in the stream */
+        uint32_t failed; /* attempts that failed before (the attempts bucket) */
+    } meta[FETCH_MAX];
     int has_info;
     q_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
     int has_stream;
@@ -384,6 +397,49 @@ static void post_fetched(q_sub *s, fetched *f)
     }
 }
 
+/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>". */
+static void attempts_key(char *out, size_t cap, const q_sub *s, const struct part *pt, uint64_t seq)
+{
+    snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
+}
+
+/* Puller thread: where each fetched message sits, and how many of its
+ * attempts failed. JetStream's delivery count also counts the times a node
+ * handed it back without running it (no room after all, a trigger going,
+ * a node stopping or cut off), and waiting for capacity must never cost an
+ * attempt: failures are recorded in a bucket of their own, read only for a
+ * message delivered before. */
+static void read_meta(fetched *f)
+{
+    for (int i = 0; i < f->list.Count && i < FETCH_MAX; i++) {
+        jsMsgMetaData *meta = NULL;
+        f->meta[i].seq = 0;
+        f->meta[i].failed = 0;
+        if (natsMsg_GetMetaData(&meta, f->list.Msgs[i]) != NATS_OK) continue;
+        f->meta[i].seq = meta->Sequence.Stream;
+        uint64_t delivered = meta->NumDelivered;
+        jsMsgMetaData_Destroy(meta);
+        if (delivered <= 1) continue;
+        char key[KV_KEY_CAP];
+        attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq);
+        kvEntry *e = NULL;
+        natsStatus st = kvStore_Get(&e, cluster_attempts(f->sub->q->c), key);
+        if (st == NATS_OK) {
+            char v[16];
+            int n = kvEntry_ValueLen(e);
+            if (n > 0 && n < (int)sizeof v) {
+                memcpy(v, kvEntry_Value(e), (size_t)n);
+                v[n] = '\0';
+                f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
+            }
+            kvEntry_Destroy(e);
+        } else if (st != NATS_NOT_FOUND) {
+            /* Unknown: count none, so a message gets more attempts, never fewer. */
+            log_debug("cluster: attempts of %s: %s", key, natsStatus_GetText(st));
+        }
+    }
+}
+
 /* A puller per consumer: fetches as much as the trigger has room for,
  * waiting up to a second for messages (an ordered part gives one at a time,
  * so it asks for one); the first also refreshes the figures every second. */
@@ -403,7 +459,11 @@ static void *puller_main(void *arg)
             f->sub = s;
             int batch = pt->one_at_a_time ? 1 : (want > FETCH_MAX ? FETCH_MAX : want);
             natsStatus st = natsSubscription_Fetch(&f->list, pt->pull, batch, FETCH_WAIT_MS, NULL);
-            if (st == NATS_OK) s->want -= f->list.Count;
+            if (st == NATS_OK) {
+                s->want -= f->list.Count;
+                f->pt = pt;
+                read_meta(f);
+            }
             post_fetched(s, f);
             if (st != NATS_OK && st != NATS_TIMEOUT) {
                 log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
@@ -463,7 +523,6 @@ static void on_fetched(void *arg)
         natsMsg *nm = f->list.Msgs[i];
         f->list.Msgs[i] = NULL;
         jlease *jl = calloc(1, sizeof *jl);
-        jsMsgMetaData *meta = NULL;
         if (!jl || s->removed || s->q->closing) {
             free(jl);
             natsMsg_Nak(nm, NULL); /* back for another node */
@@ -471,14 +530,12 @@ static void on_fetched(void *arg)
             continue;
         }
         jl->nm = nm;
+        jl->pt = f->pt;
         jl->l.msg = &jl->m;
         jl->l.sub = s;
-        jl->l.attempt = 1;
-        if (natsMsg_GetMetaData(&meta, nm) == NATS_OK) {
-            jl->l.attempt = (uint32_t)meta->NumDelivered;
-            jl->m.seq = meta->Sequence.Stream;
-            jsMsgMetaData_Destroy(meta);
-        }
+        jl->failed = f->meta[i].failed;
+        jl->l.attempt = jl->failed + 1;
+        jl->m.seq = f->meta[i].seq;
         const char *v = NULL;
         if (natsMsgHeader_Get(nm, "Spate-Key", &v) == NATS_OK && v) {
             snprintf(jl->key, sizeof jl->key, "%s", v);
@@ -545,18 +602,72 @@ static void lease_free(jlease *jl)
     sub_maybe_free(s);
 }
 
+/* Worker thread: a failure is recorded before the NAK, so that the next
+ * delivery reads it; the record of a message done with is dropped (what a
+ * lost drop leaves behind goes with the bucket's TTL). */
+typedef struct settle_job {
+    kvStore *kv;
+    natsMsg *nm;      /* to NAK once recorded; NULL when dropping */
+    uint32_t failed;  /* attempts failed so far; 0: drop the record */
+    int64_t delay_ms; /* before the next delivery */
+    char key[KV_KEY_CAP];
+} settle_job;
+
+static void settle_work(void *arg)
+{
+    settle_job *j = arg;
+    if (!j->failed) {
+        kvStore_Delete(j->kv, j->key);
+        return;
+    }
+    char v[16];
+    snprintf(v, sizeof v, "%u", j->failed);
+    natsStatus st = kvStore_PutString(NULL, j->kv, j->key, v);
+    if (st != NATS_OK) /* then it has one more attempt than it should */
+        log_warn("cluster: cannot record failed attempt %u of %s: %s", j->failed, j->key,
+                 natsStatus_GetText(st));
+    natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
+}
+
+static void settle_done(void *arg)
+{
+    settle_job *j = arg;
+    natsMsg_Destroy(j->nm);
+    free(j);
+}
+
+static settle_job *new_settle(const jlease *jl, uint32_t failed)
+{
+    settle_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->kv = cluster_attempts(jl->l.sub->q->c);
+    j->failed = failed;
+    attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq);
+    return j;
+}
+
 static void js_ack(q_lease *l)
 {
     jlease *jl = (jlease *)l;
     natsMsg_Ack(jl->nm, NULL);
     jl->l.sub->acked++;
+    settle_job *j = jl->failed ? new_settle(jl, 0) : NULL;
+    if (j) cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
     lease_free(jl);
 }
 
 static void js_nack(q_lease *l, uint32_t delay_ms, const char *error)
 {
     jlease *jl = (jlease *)l;
-    natsMsg_NakWithDelay(jl->nm, (int64_t)delay_ms, NULL);
+    settle_job *j = new_settle(jl, jl->failed + 1);
+    if (!j) {
+        natsMsg_NakWithDelay(jl->nm, (int64_t)delay_ms, NULL);
+    } else {
+        j->nm = jl->nm;
+        j->delay_ms = delay_ms;
+        jl->nm = NULL;
+        cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
+    }
     lease_free(jl);
 }
 
@@ -590,6 +701,7 @@ static void js_dead_letter(q_lease *l, const char *error)
     j->error = strdup(error ? error : "");
     j->attempts = l->attempt;
     j->term = jl->nm; /* the job owns it now, and terminates it once stored */
+    if (jl->failed) attempts_key(j->attempts_key, sizeof j->attempts_key, s, jl->pt, jl->m.seq);
     jl->nm = NULL;
     /* The input points into the message, which the job keeps alive. */
     s->dead++;

@@ -90,6 +90,11 @@ def ended(path):
     return [line.split()[1] for line in path.read_text().splitlines() if line.startswith("E ")]
 
 
+def attempts(path):
+    """The attempt numbers the recorder was given, over every run."""
+    return {int(line.split()[2]) for line in path.read_text().splitlines()}
+
+
 def publish_lines(d, topic, lines, key_field=None):
     headers = {"Content-Type": "application/x-ndjson"}
     if key_field:

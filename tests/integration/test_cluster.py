@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import Spated, wait_for
-from natscluster import (NatsCluster, add_trigger, ended, listed, node_id, ok_count,
+from natscluster import (NatsCluster, add_trigger, attempts, ended, listed, node_id, ok_count,
                          publish_lines, record_dir)
 
 
@@ -176,6 +176,9 @@ def test_a_node_killed_with_9_loses_nothing(cluster, functions, tmp_path):
     c.proc.kill()  # kill -9, in the middle of the run
     c.proc.wait()
     assert wait_for(lambda: len(set(ended(rec))) == 600, timeout=120), len(set(ended(rec)))
+    # What it held came back as first attempts: a node dying is no failure
+    # of the function.
+    assert attempts(rec) == {1}
     c.start()
     assert wait_for(lambda: len([n for n in a.json("GET", "/v1/nodes")[1]["nodes"]
                                  if n["state"] == "up"]) == 3, timeout=15)
