@@ -556,11 +556,11 @@ void api_topics(api *a, http_request *req, const route_match *m)
             }
             uint64_t after = (uint64_t)p.after_hi << 32 | p.after_lo;
             int rc = queue_read(a->q, topic, after, p.limit, on_read, req);
-            if (rc == ERR_NOTSUP)
-                http_respond_error(req, 501, "not_supported",
-                                   "reading messages is not available in cluster mode yet");
-            else if (rc == ERR_NOTFOUND)
+            if (rc == ERR_NOTFOUND)
                 http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
+            else if (rc)
+                http_respond_error(req, 503, "store_unavailable", "cannot read messages: %s",
+                                   err_str(rc));
         } else {
             api_method_not_allowed(req, "GET, HEAD, POST");
         }
@@ -591,11 +591,10 @@ void api_topics(api *a, http_request *req, const route_match *m)
             return;
         }
         int rc = queue_redrive(a->q, topic, p.limit, on_redriven, req);
-        if (rc == ERR_NOTSUP)
-            http_respond_error(req, 501, "not_supported",
-                               "redrive is not available in cluster mode yet");
-        else if (rc == ERR_NOTFOUND)
+        if (rc == ERR_NOTFOUND)
             http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
+        else if (rc)
+            http_respond_error(req, 503, "store_unavailable", "cannot redrive: %s", err_str(rc));
         return;
     }
     case R_TRIGGERS: {

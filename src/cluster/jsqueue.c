@@ -171,6 +171,7 @@ static natsStatus ensure_stream(queue *q, const char *stream, const char *subjec
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
     sc.Replicas = q->replicas;
+    sc.AllowDirect = true; /* reading stored messages: any replica answers */
     s = js_AddStream(&si, q->js, &sc, NULL, NULL);
     if (s == NATS_OK) jsStreamInfo_Destroy(si);
     return s;
@@ -224,6 +225,45 @@ typedef struct pub_job {
     char err[200];
 } pub_job;
 
+/* A message of a topic whose subjects begin with base: to its key's part
+ * (ordered triggers keep one part in order), with its key and publish time
+ * as headers. */
+static natsStatus topic_msg(natsMsg **m, const char *base, const q_input *in, const char *when)
+{
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 32];
+    if (in->key) {
+        uint32_t h = 2166136261u;
+        for (uint32_t k = 0; k < in->key_len; k++) h = (h ^ (unsigned char)in->key[k]) * 16777619u;
+        snprintf(subject, sizeof subject, "%s.k%02u", base, h % KEY_PARTS);
+    } else {
+        snprintf(subject, sizeof subject, "%s.u", base);
+    }
+    natsStatus s = natsMsg_Create(m, subject, NULL, in->data, (int)in->len);
+    if (s != NATS_OK) return s;
+    natsMsgHeader_Set(*m, "Spate-Published", when);
+    if (in->key) {
+        char key[SPATE_KEY_MAX + 1];
+        snprintf(key, sizeof key, "%.*s", (int)in->key_len, in->key);
+        natsMsgHeader_Set(*m, "Spate-Key", key);
+    }
+    return NATS_OK;
+}
+
+/* Worker thread: until JetStream has acknowledged every async publish. */
+static natsStatus await_acks(queue *q)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = 10000;
+    natsStatus s = js_PublishAsyncComplete(q->js, &po);
+    natsMsgList failed = {0};
+    if (js_PublishAsyncGetPendingList(&failed, q->js) == NATS_OK) {
+        if (failed.Count) s = NATS_ERR;
+        natsMsgList_Destroy(&failed);
+    }
+    return s;
+}
+
 static void publish_work(void *arg)
 {
     pub_job *j = arg;
@@ -238,23 +278,8 @@ static void publish_work(void *arg)
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         natsMsg *m = NULL;
-        char subject[sizeof j->subject + 8];
-        if (j->in[i].key) { /* its key's part: ordered triggers keep one part in order */
-            uint32_t h = 2166136261u;
-            for (uint32_t k = 0; k < j->in[i].key_len; k++)
-                h = (h ^ (unsigned char)j->in[i].key[k]) * 16777619u;
-            snprintf(subject, sizeof subject, "%s.k%02u", j->subject, h % KEY_PARTS);
-        } else {
-            snprintf(subject, sizeof subject, "%s.u", j->subject);
-        }
-        s = natsMsg_Create(&m, subject, NULL, j->in[i].data, (int)j->in[i].len);
+        s = topic_msg(&m, j->subject, &j->in[i], when);
         if (s != NATS_OK) break;
-        natsMsgHeader_Set(m, "Spate-Published", when);
-        if (j->in[i].key) {
-            char key[SPATE_KEY_MAX + 1];
-            snprintf(key, sizeof key, "%.*s", (int)j->in[i].key_len, j->in[i].key);
-            natsMsgHeader_Set(m, "Spate-Key", key);
-        }
         if (j->source[0]) {
             char att[16];
             snprintf(att, sizeof att, "%u", j->attempts);
@@ -267,17 +292,7 @@ static void publish_work(void *arg)
         s = js_PublishMsgAsync(j->q->js, &m, NULL);
         if (m) natsMsg_Destroy(m);
     }
-    if (s == NATS_OK) {
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MaxWait = 10000;
-        s = js_PublishAsyncComplete(j->q->js, &po);
-        natsMsgList failed = {0};
-        if (js_PublishAsyncGetPendingList(&failed, j->q->js) == NATS_OK) {
-            if (failed.Count) s = NATS_ERR;
-            natsMsgList_Destroy(&failed);
-        }
-    }
+    if (s == NATS_OK) s = await_acks(j->q);
     j->status = s == NATS_OK ? 0 : ERR_IO;
     if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
     if (s == NATS_OK && j->term) natsMsg_Term(j->term, NULL);
@@ -1008,15 +1023,179 @@ static void js_each_topic(queue *q, void (*cb)(const char *topic, void *data), v
         cb(list_entry(n, jtopic, link)->name, data);
 }
 
+/* --- Reading and redriving stored messages ----------------------------------------------- */
+
+#define READ_MAX 1024
+
+typedef struct read_job {
+    queue *q;
+    char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    char all[SPATE_TOPIC_NAME_MAX * 3 + 32]; /* every subject of the topic */
+    uint64_t after;
+    uint32_t limit;
+    int redrive;
+    natsMsg *nm[READ_MAX];
+    q_msg m[READ_MAX];
+    size_t n;
+    uint64_t moved;
+    int status;
+    queue_read_cb cb;
+    queue_redrive_cb rcb;
+    void *data;
+} read_job;
+
+static const char *header(natsMsg *m, const char *name)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, name, &v) == NATS_OK ? v : NULL;
+}
+
+/* Worker thread: the stored messages after j->after, in order, read with
+ * direct gets (next message by subject from a sequence: deleted ones, such
+ * as redriven dead letters, are skipped by JetStream). */
+static natsStatus read_stored(read_job *j)
+{
+    uint64_t seq = j->after + 1;
+    while (j->n < j->limit) {
+        jsDirectGetMsgOptions o;
+        jsDirectGetMsgOptions_Init(&o);
+        o.Sequence = seq;
+        o.NextBySubject = j->all;
+        natsMsg *nm = NULL;
+        natsStatus s = js_DirectGetMsg(&nm, j->q->js, j->stream, NULL, &o);
+        if (s == NATS_NOT_FOUND) break; /* the end */
+        if (s != NATS_OK) return s;
+        q_msg *m = &j->m[j->n];
+        j->nm[j->n++] = nm;
+        m->seq = natsMsg_GetSequence(nm);
+        m->data = natsMsg_GetData(nm);
+        m->len = (uint32_t)natsMsg_GetDataLength(nm);
+        m->key = header(nm, "Spate-Key");
+        m->key_len = m->key ? (uint32_t)strlen(m->key) : 0;
+        const char *v = header(nm, "Spate-Published");
+        m->published_ms = v ? strtoll(v, NULL, 10) : natsMsg_GetTime(nm) / 1000000;
+        m->source = header(nm, "Spate-Source");
+        m->error = header(nm, "Spate-Error");
+        v = header(nm, "Spate-Attempts");
+        m->attempts = v ? (uint32_t)strtoul(v, NULL, 10) : 0;
+        if (m->seq < seq) return NATS_ERR; /* never: it would loop */
+        seq = m->seq + 1;
+    }
+    return NATS_OK;
+}
+
+/* Worker thread: dead letters back to their source topics as new messages
+ * (attempts start again), then deleted from the dead-letter stream. A node
+ * lost in between leaves them in both: redriven twice, never lost. */
+static natsStatus redrive_stored(read_job *j)
+{
+    char when[24];
+    snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
+    char last[SPATE_TOPIC_NAME_MAX * 3 + 16] = "";
+    natsStatus s = NATS_OK;
+    for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
+        const q_msg *m = &j->m[i];
+        if (!m->source || !*m->source) continue; /* not a dead letter */
+        char stream[sizeof last], base[SPATE_TOPIC_NAME_MAX * 3 + 16];
+        stream_name(m->source, stream, sizeof stream);
+        snprintf(base, sizeof base, "spate.t.%s", stream + 8);
+        if (strcmp(stream, last) != 0) {
+            s = ensure_stream(j->q, stream, base);
+            snprintf(last, sizeof last, "%s", stream);
+        }
+        q_input in = {.key = m->key, .key_len = m->key_len, .data = m->data, .len = m->len};
+        natsMsg *out = NULL;
+        if (s == NATS_OK) s = topic_msg(&out, base, &in, when);
+        if (s == NATS_OK) s = js_PublishMsgAsync(j->q->js, &out, NULL);
+        if (out) natsMsg_Destroy(out);
+    }
+    if (s == NATS_OK) s = await_acks(j->q);
+    for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
+        if (!j->m[i].source || !*j->m[i].source) continue;
+        s = js_DeleteMsg(j->q->js, j->stream, j->m[i].seq, NULL, NULL);
+        if (s == NATS_OK) j->moved++;
+    }
+    return s;
+}
+
+static void read_work(void *arg)
+{
+    read_job *j = arg;
+    natsStatus s = NATS_OK;
+    if (!cluster_connected(j->q->c)) {
+        j->status = ERR_DISCONNECTED;
+        return;
+    }
+    /* Streams made before direct gets were asked for get them now. */
+    jsStreamInfo *si = NULL;
+    s = js_GetStreamInfo(&si, j->q->js, j->stream, NULL, NULL);
+    if (s == NATS_OK && !si->Config->AllowDirect) {
+        jsStreamInfo *up = NULL;
+        si->Config->AllowDirect = true;
+        s = js_UpdateStream(&up, j->q->js, si->Config, NULL, NULL);
+        if (up) jsStreamInfo_Destroy(up);
+    }
+    if (si) jsStreamInfo_Destroy(si);
+    if (s == NATS_NOT_FOUND) return; /* a topic only triggered yet: nothing stored */
+    if (s == NATS_OK) s = read_stored(j);
+    if (s == NATS_OK && j->redrive) s = redrive_stored(j);
+    if (s != NATS_OK) {
+        j->status = ERR_IO;
+        log_warn("cluster: cannot %s %s: %s", j->redrive ? "redrive" : "read", j->stream,
+                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+    }
+}
+
+static void read_done(void *arg)
+{
+    read_job *j = arg;
+    if (j->redrive) {
+        j->rcb(j->data, j->status, j->moved);
+    } else {
+        q_msg *ptrs[READ_MAX];
+        for (size_t i = 0; i < j->n; i++) ptrs[i] = &j->m[i];
+        j->cb(j->data, j->status, ptrs, j->status ? 0 : j->n);
+    }
+    for (size_t i = 0; i < j->n; i++) natsMsg_Destroy(j->nm[i]);
+    free(j);
+}
+
+static read_job *new_read(queue *q, const char *topic, uint64_t after, uint32_t limit)
+{
+    jtopic *t = topic_of(q, topic, 0);
+    if (!t) return NULL;
+    read_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->q = q;
+    memcpy(j->stream, t->stream, sizeof j->stream);
+    snprintf(j->all, sizeof j->all, "%s.>", t->subject);
+    j->after = after;
+    j->limit = limit > READ_MAX ? READ_MAX : limit;
+    return j;
+}
+
 static int js_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                    void *data)
 {
-    return ERR_NOTSUP;
+    if (!topic_of(q, topic, 0)) return ERR_NOTFOUND;
+    read_job *j = new_read(q, topic, after, limit);
+    if (!j) return ERR_NOMEM;
+    j->cb = cb;
+    j->data = data;
+    cluster_run(q->c, read_work, read_done, j);
+    return 0;
 }
 
 static int js_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
 {
-    return ERR_NOTSUP;
+    if (!topic_of(q, topic, 0)) return ERR_NOTFOUND;
+    read_job *j = new_read(q, topic, 0, limit);
+    if (!j) return ERR_NOMEM;
+    j->redrive = 1;
+    j->rcb = cb;
+    j->data = data;
+    cluster_run(q->c, read_work, read_done, j);
+    return 0;
 }
 
 static void js_set_events(queue *q, const queue_events *ev)

@@ -195,6 +195,29 @@ def test_dead_letters_and_retries_across_nodes(cluster, functions, tmp_path):
                     c.json("GET", "/v1/topics/jobs.dlq")[1]["published"] == 1, timeout=30)
     runs = ended(rec)
     assert runs.count("fail-once-more") == 2 and runs.count("fine") == 1
+    # Any node reads the dead letters, with where they came from and why.
+    r = a.cli("dlq", "ls", "jobs.dlq")
+    assert r.returncode == 0 and b"fail-once-more" in r.stdout, r.stderr
+    status, doc = b.json("GET", "/v1/topics/jobs.dlq/messages")
+    assert status == 200
+    [dead] = doc["messages"]
+    assert dead["payload"] == "fail-once-more" and dead["source"] == "jobs"
+    assert dead["attempts"] == 2 and "recorder was told to fail" in dead["error"]
+    status, doc = a.json("GET", "/v1/topics/jobs/messages?limit=1")
+    assert status == 200 and [m["payload"] for m in doc["messages"]] == ["fail-once-more"]
+    first = doc["messages"][0]["seq"]
+    status, doc = a.json("GET", f"/v1/topics/jobs/messages?after={first}")
+    assert [m["payload"] for m in doc["messages"]] == ["fine"]
+    # Redriven on another node: back to its topic, attempts start again, and
+    # gone from the dead letters until it fails its two attempts again.
+    r = c.cli("dlq", "redrive", "jobs.dlq")
+    assert r.returncode == 0 and b"redrove 1 message" in r.stdout, r.stderr
+    assert wait_for(lambda: ended(rec).count("fail-once-more") == 4, timeout=30)
+    assert wait_for(lambda: len(b.json("GET", "/v1/topics/jobs.dlq/messages")[1]["messages"]) == 1,
+                    timeout=30)
+    assert attempts(rec) == {1, 2}
+    assert [m["seq"] for m in b.json("GET", "/v1/topics/jobs.dlq/messages")[1]["messages"]] != \
+        [dead["seq"]]
 
 
 def test_ordered_keys_keep_their_order_across_nodes(cluster, functions, tmp_path):
