@@ -139,6 +139,7 @@ struct cluster {
     _Atomic int stopping;
     _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
     _Atomic int connected; /* to a NATS server, as nats.c last told */
+    int closed;            /* nats.c's last callback came (under lock) */
     node_info nodes[NODES_MAX];
     uint32_t nnodes;
     strmap syncs; /* name -> fn_sync */
@@ -490,6 +491,16 @@ static void on_reconnected(natsConnection *nc, void *closure)
     c->connected = 1;
     c->rewatch = 1;
     log_info("cluster: reconnected to NATS");
+}
+
+/* nats.c's last callback for the connection: after it, c may go. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    cluster *c = closure;
+    pthread_mutex_lock(&c->lock);
+    c->closed = 1;
+    pthread_cond_broadcast(&c->work);
+    pthread_mutex_unlock(&c->lock);
 }
 
 int cluster_connected(const cluster *c)
@@ -1323,6 +1334,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, c);
     if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
     if (s == NATS_OK) c->connected = 1;
     natsOptions_Destroy(o);
@@ -1434,6 +1446,16 @@ void cluster_stop(cluster *c)
     kvStore_Destroy(c->kv);
     kvStore_Destroy(c->attempts);
     jsCtx_Destroy(c->js);
+    /* Closing calls back (disconnected, then closed) from nats.c's thread:
+     * wait for the last one before c can be freed. */
+    natsConnection_Close(c->nc);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&c->lock);
+    while (!c->closed)
+        if (pthread_cond_timedwait(&c->work, &c->lock, &until) == ETIMEDOUT) break;
+    pthread_mutex_unlock(&c->lock);
     natsConnection_Destroy(c->nc);
     on_async(&c->async); /* frees what is left */
     c->open_handles = 2;

@@ -64,6 +64,12 @@ class Partition:
                 sh("ip", "route", "replace", f"{peer}/32", "dev", dev, "src", mine,
                    "table", "local", ns=ns)
 
+    def enter(self):
+        """A command prefix that runs a program in the namespace. Only the
+        network namespace: `ip netns exec` would also mount a sysfs of its
+        own, hiding the cgroups spated limits instances with."""
+        return ["nsenter", f"--net=/run/netns/{self.ns}"]
+
     def cut(self):
         self._routes("cut")
 
@@ -101,7 +107,7 @@ def parted(tmp_path_factory):
             inside = i == 2
             d = Spated(tmp / f"node{i}", args=["--cluster", nats.urls],
                        host=part.inner if inside else "127.0.0.1",
-                       prefix=["ip", "netns", "exec", part.ns] if inside else [])
+                       prefix=part.enter() if inside else [])
             d.workdir.mkdir()
             nodes.append(d.start())
         for d in nodes:
@@ -123,7 +129,7 @@ def inside(part, d, method, path, body=b""):
             f"c.request({method!r},{path!r},body=sys.stdin.buffer.read())\n"
             "r=c.getresponse();sys.stdout.write(str(r.status)+'\\n');"
             "sys.stdout.flush();sys.stdout.buffer.write(r.read())\n")
-    r = subprocess.run(["ip", "netns", "exec", part.ns, sys.executable, "-c", code],
+    r = subprocess.run([*part.enter(), sys.executable, "-c", code],
                        input=body, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
     status, _, out = r.stdout.partition(b"\n")
