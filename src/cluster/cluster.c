@@ -74,10 +74,11 @@ struct job {
     char name[SPATE_NAME_MAX + 1];
     char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8]; /* PUT, DELETE */
     char sha[HASH_HEX_LEN + 1];
-    char path[4096];       /* PUBLISH: the artifact file */
-    char *value;           /* PUBLISH: the registry entry */
-    buf data;              /* FETCH: the artifact */
-    cluster_fn work, done; /* CALL */
+    char path[4096];              /* PUBLISH: the artifact file */
+    char *value;                  /* PUBLISH: the registry entry */
+    char purge[HASH_HEX_LEN + 1]; /* PUBLISH, DELETE: an artifact no entry uses now, or "" */
+    buf data;                     /* FETCH: the artifact */
+    cluster_fn work, done;        /* CALL */
     void *arg;
     char err[256]; /* "" on success */
 };
@@ -234,7 +235,60 @@ static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *
     return rc ? -1 : 0;
 }
 
+/* The SHA-256 an entry names into sha; -1 if it names none. */
+static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
+{
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+    int ok = cJSON_IsString(s) && strlen(s->valuestring) == HASH_HEX_LEN;
+    if (ok) memcpy(sha, s->valuestring, HASH_HEX_LEN + 1);
+    cJSON_Delete(o);
+    return ok ? 0 : -1;
+}
+
+struct sha_use {
+    const char *sha;
+    int used;
+};
+
+static void count_use(const char *key, void *value, void *data)
+{
+    const fn_sync *s = value;
+    struct sha_use *u = data;
+    char sha[HASH_HEX_LEN + 1];
+    if (!u->used && s->entry && entry_sha(s->entry, sha) == 0 && strcmp(sha, u->sha) == 0)
+        u->used = 1;
+}
+
+/* A function's entry is replaced or deleted: if no entry names the artifact
+ * it named any more, the job purges it from the artifact stream after the
+ * registry write. (A deploy uploads its artifact again each time, so one
+ * purged while another node deploys the same bytes comes back with that
+ * deploy's next write.) */
+static void purge_if_unused(cluster *c, job *j, const char *old_entry)
+{
+    char sha[HASH_HEX_LEN + 1];
+    if (entry_sha(old_entry, sha) != 0) return;
+    struct sha_use u = {.sha = sha};
+    strmap_each(&c->syncs, count_use, &u);
+    if (!u.used) memcpy(j->purge, sha, sizeof j->purge);
+}
+
 /* --- The worker thread: JetStream calls that block ------------------------------------- */
+
+static void purge_artifact(cluster *c, const char *sha)
+{
+    char subj[128];
+    snprintf(subj, sizeof subj, "spate.artifact.%s.>", sha);
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Subject = subj;
+    natsStatus s = js_PurgeStream(c->js, ARTIFACT_STREAM, &o, NULL);
+    if (s != NATS_OK)
+        log_warn("cluster: cannot purge artifact %.12s: %s", sha, natsStatus_GetText(s));
+    else
+        log_debug("cluster: purged artifact %.12s", sha);
+}
 
 static void job_publish(cluster *c, job *j)
 {
@@ -361,6 +415,7 @@ static void *worker_main(void *arg)
             if (!j->err[0] || strstr(j->err, "refused")) break;
             usleep(JOB_RETRY_MS * 1000);
         }
+        if (!j->err[0] && j->purge[0]) purge_artifact(c, j->purge);
         event *e = new_event(EV_JOB);
         if (e) {
             e->j = j;
@@ -831,8 +886,10 @@ void cluster_announce_deploy(cluster *c, const fn *f)
     /* What this node runs is what the registry will say: no need to apply it. */
     fn_sync *s = sync_of(c, f->name);
     if (s) {
-        free(s->entry);
+        char *old = s->entry;
         s->entry = j->value ? strdup(j->value) : NULL;
+        purge_if_unused(c, j, old);
+        free(old);
     }
     submit(c, j);
 }
@@ -843,8 +900,10 @@ void cluster_announce_delete(cluster *c, const char *name)
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     fn_sync *s = sync_of(c, name);
     if (s) {
-        free(s->entry);
+        char *old = s->entry;
         s->entry = NULL;
+        if (j) purge_if_unused(c, j, old);
+        free(old);
     }
     if (j) submit(c, j);
 }

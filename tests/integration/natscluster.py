@@ -2,9 +2,11 @@
 loopback ports, and helpers to deploy, publish and read what a recording
 function (functions/recorder.c) saw."""
 
+import json
 import socket
 import subprocess
 import time
+import urllib.request
 
 from conftest import wait_for
 
@@ -23,6 +25,7 @@ class NatsCluster:
         self.host = host
         self.client = [free_port(host) for _ in range(n)]
         self.route = [free_port(host) for _ in range(n)]
+        self.monitor = [free_port(host) for _ in range(n)]
         self.procs = [None] * n
         for i in range(n):
             self.start(i)
@@ -39,7 +42,8 @@ class NatsCluster:
         routes = ",".join(f"nats://{self.host}:{p}" for p in self.route)
         self.procs[i] = subprocess.Popen(
             ["nats-server", "-js", "-sd", str(self.tmp / f"js{i}"), "-a", self.host,
-             "-p", str(self.client[i]), "-n", f"n{i}", "--cluster_name", "spate",
+             "-p", str(self.client[i]), "-m", str(self.monitor[i]), "-n", f"n{i}",
+             "--cluster_name", "spate",
              "-cluster", f"nats://{self.host}:{self.route[i]}", "-routes", routes],
             stdout=open(self.tmp / f"nats{i}.log", "ab"), stderr=subprocess.STDOUT)
         for _ in range(100):
@@ -49,6 +53,17 @@ class NatsCluster:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("nats-server did not start")
+
+    def stream_state(self, name, i=0):
+        """A stream's state as server i reports it (its monitoring port)."""
+        url = f"http://{self.host}:{self.monitor[i]}/jsz?streams=true"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            doc = json.load(r)
+        for account in doc.get("account_details", []):
+            for stream in account.get("stream_detail", []):
+                if stream["name"] == name:
+                    return stream["state"]
+        return None
 
     def kill(self, i):
         self.procs[i].kill()

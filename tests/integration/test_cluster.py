@@ -4,7 +4,9 @@ configuration reach every node through the registry bucket; invocations a
 node has no room for run on another; a node that was away catches up; the
 loss of one nats-server does not stop the cluster."""
 
+import hashlib
 import json
+import pathlib
 import shutil
 import signal
 import threading
@@ -82,6 +84,31 @@ def test_delete_reaches_every_node(cluster, functions):
     for d in (a, b):
         assert wait_for(lambda: not listed(d, "short-lived"), timeout=10)
         assert d.invoke("short-lived", b"x")[0] == 404
+
+
+def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
+    nats, (a, b, c) = cluster
+
+    def state():
+        return nats.stream_state("SPATE_ARTIFACTS") or {"messages": 0, "bytes": 0}
+
+    base = pathlib.Path(functions["hello"]).read_bytes()  # trailing bytes: another SHA-256
+    one, two = base + b"\0one", base + b"\0two" + b"\0" * 300000
+    before = state()
+    assert a.deploy("changing", one)[0] == 201
+    assert wait_for(lambda: listed(c, "changing"), timeout=10)
+    assert c.invoke("changing", b"x")[0] == 200  # c fetched it from the stream
+    assert wait_for(lambda: state()["bytes"] >= before["bytes"] + len(one))
+    # A new version: the old artifact goes, the new one stays.
+    assert b.deploy("changing", two)[0] == 200
+    sha_two = hashlib.sha256(two).hexdigest()
+    assert wait_for(lambda: c.describe("changing")["versions"][0]["sha256"] == sha_two, timeout=10)
+    assert wait_for(lambda: before["bytes"] + len(two) <= state()["bytes"] <
+                    before["bytes"] + len(two) + len(one), timeout=10), (before, state())
+    # Deleted: nothing of it is left.
+    assert c.request("DELETE", "/v1/functions/changing")[0] == 204
+    assert wait_for(lambda: state()["messages"] == before["messages"], timeout=10), \
+        (before, state())
 
 
 def test_a_busy_node_hands_invocations_to_another(cluster, functions):
