@@ -334,6 +334,10 @@ static void add_bytes(cJSON *o, const char *name, const char *data, size_t len)
 static void on_read(void *data, int status, q_msg *const *msgs, size_t n)
 {
     http_request *req = data;
+    if (status == ERR_NOTFOUND) {
+        http_respond_error(req, 404, "not_found", "the topic does not exist");
+        return;
+    }
     if (status) {
         http_respond_error(req, 503, "store_unavailable", "cannot read messages: %s",
                            err_str(status));
@@ -396,6 +400,10 @@ static int on_read_param(const char *k, size_t klen, const char *v, size_t vlen,
 static void on_redriven(void *data, int status, uint64_t moved)
 {
     http_request *req = data;
+    if (status == ERR_NOTFOUND) {
+        http_respond_error(req, 404, "not_found", "the topic does not exist");
+        return;
+    }
     if (status) {
         http_respond_error(req, 503, "store_unavailable", "cannot redrive: %s", err_str(status));
         return;

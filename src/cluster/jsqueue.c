@@ -1034,6 +1034,7 @@ typedef struct read_job {
     uint64_t after;
     uint32_t limit;
     int redrive;
+    int known; /* listed here: a trigger's topic exists before its stream */
     natsMsg *nm[READ_MAX];
     q_msg m[READ_MAX];
     size_t n;
@@ -1136,7 +1137,10 @@ static void read_work(void *arg)
         if (up) jsStreamInfo_Destroy(up);
     }
     if (si) jsStreamInfo_Destroy(si);
-    if (s == NATS_NOT_FOUND) return; /* a topic only triggered yet: nothing stored */
+    if (s == NATS_NOT_FOUND) { /* a topic only triggered yet holds nothing */
+        if (!j->known) j->status = ERR_NOTFOUND;
+        return;
+    }
     if (s == NATS_OK) s = read_stored(j);
     if (s == NATS_OK && j->redrive) s = redrive_stored(j);
     if (s != NATS_OK) {
@@ -1160,15 +1164,17 @@ static void read_done(void *arg)
     free(j);
 }
 
+/* By name, not from the list of topics: one published to through another
+ * node a moment ago may not be listed here yet (the list refreshes every
+ * second); the stream says whether it exists. */
 static read_job *new_read(queue *q, const char *topic, uint64_t after, uint32_t limit)
 {
-    jtopic *t = topic_of(q, topic, 0);
-    if (!t) return NULL;
     read_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->q = q;
-    memcpy(j->stream, t->stream, sizeof j->stream);
-    snprintf(j->all, sizeof j->all, "%s.>", t->subject);
+    j->known = topic_of(q, topic, 0) != NULL;
+    stream_name(topic, j->stream, sizeof j->stream);
+    snprintf(j->all, sizeof j->all, "spate.t.%s.>", j->stream + 8);
     j->after = after;
     j->limit = limit > READ_MAX ? READ_MAX : limit;
     return j;
@@ -1177,7 +1183,6 @@ static read_job *new_read(queue *q, const char *topic, uint64_t after, uint32_t 
 static int js_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                    void *data)
 {
-    if (!topic_of(q, topic, 0)) return ERR_NOTFOUND;
     read_job *j = new_read(q, topic, after, limit);
     if (!j) return ERR_NOMEM;
     j->cb = cb;
@@ -1188,7 +1193,6 @@ static int js_read(queue *q, const char *topic, uint64_t after, uint32_t limit, 
 
 static int js_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
 {
-    if (!topic_of(q, topic, 0)) return ERR_NOTFOUND;
     read_job *j = new_read(q, topic, 0, limit);
     if (!j) return ERR_NOMEM;
     j->redrive = 1;

@@ -222,7 +222,9 @@ def test_dead_letters_and_retries_across_nodes(cluster, functions, tmp_path):
                     c.json("GET", "/v1/topics/jobs.dlq")[1]["published"] == 1, timeout=30)
     runs = ended(rec)
     assert runs.count("fail-once-more") == 2 and runs.count("fine") == 1
-    # Any node reads the dead letters, with where they came from and why.
+    # Any node reads the dead letters, with where they came from and why
+    # (at once: not only once its list of the cluster's topics has them).
+    assert a.json("GET", "/v1/topics/no-such-topic/messages")[0] == 404
     r = a.cli("dlq", "ls", "jobs.dlq")
     assert r.returncode == 0 and b"fail-once-more" in r.stdout, r.stderr
     status, doc = b.json("GET", "/v1/topics/jobs.dlq/messages")
