@@ -122,6 +122,7 @@ static int add_message(parse_state *ps, const buf *body, size_t off, size_t len,
 typedef struct publish_ctx {
     http_request *req;
     size_t n;
+    int cluster; /* JetStream: a batch is not one transaction */
 } publish_ctx;
 
 static void on_published(void *data, int status, uint64_t first)
@@ -135,6 +136,10 @@ static void on_published(void *data, int status, uint64_t first)
         http_respond_error(req, 503, "cluster_unavailable",
                            "this node is cut off from NATS and reconnecting; nothing was "
                            "published (another node can take it)");
+    } else if (status != 0 && c->cluster) {
+        http_respond_error(req, 503, "store_unavailable",
+                           "JetStream did not store every message (see the node's log); some may "
+                           "have been stored: publish again");
     } else if (status != 0) {
         http_respond_error(req, 503, "store_unavailable",
                            "the store failed (%s: disk full or I/O error); nothing was published",
@@ -216,6 +221,7 @@ static void publish(api *a, http_request *req, const char *topic)
     }
     c->req = req;
     c->n = ps.n;
+    c->cluster = a->cluster != NULL;
     free(ps.msgs);
     buf_free(&ps.keys);
     queue_publish(a->q, topic, body, in, c->n, on_published, c);

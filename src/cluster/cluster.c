@@ -141,6 +141,8 @@ struct cluster {
     _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
     _Atomic int connected; /* to a NATS server, as nats.c last told */
     int closed;            /* nats.c's last callback came (under lock) */
+    pthread_mutex_t ack_lock;
+    cluster_acks *acks; /* the batch the worker is publishing, or NULL */
     node_info nodes[NODES_MAX];
     uint32_t nnodes;
     strmap syncs; /* name -> fn_sync */
@@ -546,6 +548,40 @@ static void on_reconnected(natsConnection *nc, void *closure)
     c->connected = 1;
     c->rewatch = 1;
     log_info("cluster: reconnected to NATS");
+}
+
+/* JetStream's answer to each async publish. Without a handler nats.c drops
+ * refusals silently (a stream at its limits, storage exhausted), and a
+ * publish would be acknowledged with messages missing. */
+static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    cluster *c = closure;
+    pthread_mutex_lock(&c->ack_lock);
+    cluster_acks *a = c->acks;
+    if (a && pae) {
+        if (!a->failed++)
+            snprintf(a->err, sizeof a->err, "%s",
+                     pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+    } else if (a && pa) {
+        a->ok++;
+    }
+    pthread_mutex_unlock(&c->ack_lock);
+    natsMsg_Destroy(m);
+}
+
+void cluster_acks_begin(cluster *c, cluster_acks *a)
+{
+    memset(a, 0, sizeof *a);
+    pthread_mutex_lock(&c->ack_lock);
+    c->acks = a;
+    pthread_mutex_unlock(&c->ack_lock);
+}
+
+void cluster_acks_end(cluster *c)
+{
+    pthread_mutex_lock(&c->ack_lock);
+    c->acks = NULL;
+    pthread_mutex_unlock(&c->ack_lock);
 }
 
 /* nats.c's last callback for the connection: after it, c may go. */
@@ -1368,6 +1404,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     list_init(&c->routed);
     strmap_init(&c->syncs);
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->ack_lock, NULL);
     pthread_cond_init(&c->work, NULL);
     load_node_id(c);
 
@@ -1419,6 +1456,8 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 2000;
+    jo.PublishAsync.AckHandler = on_pub_ack;
+    jo.PublishAsync.AckHandlerClosure = c;
     if (natsConnection_JetStream(&c->js, c->nc, &jo) != NATS_OK ||
         ensure_stores(c, replicas, err, errcap) != NATS_OK)
         return ERR_IO;

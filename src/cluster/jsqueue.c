@@ -249,8 +249,9 @@ static natsStatus topic_msg(natsMsg **m, const char *base, const q_input *in, co
     return NATS_OK;
 }
 
-/* Worker thread: until JetStream has acknowledged every async publish. */
-static natsStatus await_acks(queue *q)
+/* Worker thread: until JetStream has answered every async publish since
+ * cluster_acks_begin; an error unless it stored them all. */
+static natsStatus await_acks(queue *q, cluster_acks *a, char *err, size_t cap)
 {
     jsPubOptions po;
     jsPubOptions_Init(&po);
@@ -258,8 +259,16 @@ static natsStatus await_acks(queue *q)
     natsStatus s = js_PublishAsyncComplete(q->js, &po);
     natsMsgList failed = {0};
     if (js_PublishAsyncGetPendingList(&failed, q->js) == NATS_OK) {
-        if (failed.Count) s = NATS_ERR;
+        if (failed.Count) {
+            snprintf(err, cap, "%d not acknowledged in time", failed.Count);
+            s = NATS_ERR;
+        }
         natsMsgList_Destroy(&failed);
+    }
+    cluster_acks_end(q->c);
+    if (a->failed) {
+        snprintf(err, cap, "JetStream refused %u: %s", a->failed, a->err);
+        s = NATS_ERR;
     }
     return s;
 }
@@ -276,6 +285,8 @@ static void publish_work(void *arg)
     natsStatus s = ensure_stream(j->q, j->stream, j->subject);
     char when[24];
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
+    cluster_acks acks;
+    cluster_acks_begin(j->q->c, &acks);
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         natsMsg *m = NULL;
         s = topic_msg(&m, j->subject, &j->in[i], when);
@@ -292,9 +303,10 @@ static void publish_work(void *arg)
         s = js_PublishMsgAsync(j->q->js, &m, NULL);
         if (m) natsMsg_Destroy(m);
     }
-    if (s == NATS_OK) s = await_acks(j->q);
+    natsStatus acked = await_acks(j->q, &acks, j->err, sizeof j->err);
+    if (s == NATS_OK) s = acked;
     j->status = s == NATS_OK ? 0 : ERR_IO;
-    if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+    if (s != NATS_OK && !j->err[0]) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
     if (s == NATS_OK && j->term) natsMsg_Term(j->term, NULL);
     if (s == NATS_OK && j->attempts_key[0])
         kvStore_Delete(cluster_attempts(j->q->c), j->attempts_key);
@@ -1094,6 +1106,8 @@ static natsStatus redrive_stored(read_job *j)
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
     char last[SPATE_TOPIC_NAME_MAX * 3 + 16] = "";
     natsStatus s = NATS_OK;
+    cluster_acks acks;
+    cluster_acks_begin(j->q->c, &acks);
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         const q_msg *m = &j->m[i];
         if (!m->source || !*m->source) continue; /* not a dead letter */
@@ -1110,7 +1124,10 @@ static natsStatus redrive_stored(read_job *j)
         if (s == NATS_OK) s = js_PublishMsgAsync(j->q->js, &out, NULL);
         if (out) natsMsg_Destroy(out);
     }
-    if (s == NATS_OK) s = await_acks(j->q);
+    char err[200] = "";
+    natsStatus acked = await_acks(j->q, &acks, err, sizeof err);
+    if (s == NATS_OK) s = acked;
+    if (err[0]) log_warn("cluster: redrive of %s: %s", j->stream, err);
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         if (!j->m[i].source || !*j->m[i].source) continue;
         s = js_DeleteMsg(j->q->js, j->stream, j->m[i].seq, NULL, NULL);

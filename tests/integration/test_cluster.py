@@ -9,14 +9,16 @@ import json
 import pathlib
 import shutil
 import signal
+import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import Spated, wait_for
-from natscluster import (NatsCluster, add_trigger, attempts, ended, listed, node_id, ok_count,
-                         publish_lines, record_dir)
+from natscluster import (NatsCluster, add_trigger, attempts, ended, free_port, listed, node_id,
+                         ok_count, publish_lines, record_dir)
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +310,38 @@ def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions, tm
             assert d.invoke("after-loss", b"x")[0] == 200
     finally:
         nats.start(0)
+
+
+def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
+    """JetStream's storage is full: the publish must fail, not answer 202
+    with messages missing."""
+    port = free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f'jetstream {{ store_dir: "{tmp_path / "js"}", max_file_store: 1MB }}\n')
+    server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-c", str(conf)],
+                              stdout=open(tmp_path / "nats.log", "wb"), stderr=subprocess.STDOUT)
+    d = Spated(tmp_path / "node", args=["--cluster", f"nats://127.0.0.1:{port}"])
+    d.workdir.mkdir()
+    try:
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        assert wait_for(listening, timeout=10)
+        d.start()
+        small = json.dumps({"n": 1})
+        publish_lines(d, "full", [small])
+        big = json.dumps({"pad": "x" * 200000})
+        headers = {"Content-Type": "application/x-ndjson"}
+        body = "".join(big + "\n" for _ in range(8)).encode()  # 1.6 MB: over the limit
+        status, _, out = d.request("POST", "/v1/topics/full/messages", body, headers)
+        assert status == 503, out
+        doc = json.loads(out)
+        assert doc["code"] == "store_unavailable" and "publish again" in doc["error"], doc
+        assert "JetStream refused" in d.log(), d.log()
+    finally:
+        d.stop()
+        server.terminate()
+        server.wait(10)
