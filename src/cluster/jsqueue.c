@@ -44,6 +44,7 @@
 #define FETCH_WAIT_MS 1000
 #define FETCH_RETRY_MS 250
 #define STATS_EVERY_MS 1000
+#define TRIM_EVERY 5 /* refreshes: settled messages leave the streams every 5 s */
 #define ACK_MARGIN_MS 5000
 #define KEY_PARTS 64
 #define PARTS_MAX (KEY_PARTS + 1) /* the key parts and the unkeyed one */
@@ -115,6 +116,7 @@ struct queue {
     int closing;
     uv_timer_t refresh; /* every topic of the cluster, and its figures */
     int refreshing;     /* a refresh is on the worker thread */
+    uint32_t refreshes; /* every TRIM_EVERY-th also trims the streams */
     int zombies;        /* subscriptions removed but not yet freed */
     int closed;
     void (*close_cb)(void *data);
@@ -1228,6 +1230,7 @@ static void js_set_events(queue *q, const queue_events *ev)
 
 typedef struct refresh_job {
     queue *q;
+    int trim; /* and drop what every trigger has settled */
     int n;
     struct {
         char name[SPATE_TOPIC_NAME_MAX + 1];
@@ -1253,6 +1256,36 @@ static int topic_from_stream(const char *stream, char *out, size_t cap)
     return n ? 0 : -1;
 }
 
+/* Worker thread: a topic's stream keeps what some trigger has not yet
+ * settled, and the rest goes, as on one node (JetStream's limits retention
+ * alone would keep every message for ever). A consumer with nothing pending
+ * or unacknowledged has settled all up to the stream's last message as read
+ * before its figures; otherwise all up to its ack floor. A stream no
+ * trigger reads (a dead-letter topic, a topic without triggers) keeps
+ * everything. */
+static void trim_stream(queue *q, const jsStreamInfo *si)
+{
+    uint64_t last = si->State.LastSeq;
+    if (!si->State.Msgs) return;
+    jsConsumerInfoList *cl = NULL;
+    if (js_Consumers(&cl, q->js, si->Config->Name, NULL, NULL) != NATS_OK || !cl) return;
+    uint64_t keep = cl->Count ? last + 1 : 0; /* the first message still wanted */
+    for (int i = 0; i < cl->Count; i++) {
+        const jsConsumerInfo *ci = cl->List[i];
+        uint64_t from =
+            ci->NumPending == 0 && ci->NumAckPending == 0 ? last + 1 : ci->AckFloor.Stream + 1;
+        if (from < keep) keep = from;
+    }
+    jsConsumerInfoList_Destroy(cl);
+    if (keep <= si->State.FirstSeq) return;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Sequence = keep; /* up to, not including */
+    natsStatus s = js_PurgeStream(q->js, si->Config->Name, &o, NULL);
+    if (s != NATS_OK)
+        log_debug("cluster: cannot trim %s: %s", si->Config->Name, natsStatus_GetText(s));
+}
+
 static void refresh_work(void *arg)
 {
     refresh_job *j = arg;
@@ -1264,6 +1297,7 @@ static void refresh_work(void *arg)
         if (!si->Config || topic_from_stream(si->Config->Name, j->items[j->n].name,
                                              sizeof j->items[j->n].name) != 0)
             continue;
+        if (j->trim) trim_stream(j->q, si);
         q_topic_stats *st = &j->items[j->n].stats;
         st->published = si->State.LastSeq;
         st->stored = si->State.Msgs;
@@ -1302,6 +1336,7 @@ static void on_refresh(uv_timer_t *h)
     refresh_job *j = calloc(1, sizeof *j);
     if (!j) return;
     j->q = q;
+    j->trim = q->refreshes++ % TRIM_EVERY == TRIM_EVERY - 1;
     q->refreshing = 1;
     cluster_run(q->c, refresh_work, refresh_done, j);
 }

@@ -190,6 +190,10 @@ def test_topics_are_shared_and_work_spreads(cluster, functions, tmp_path):
     doc = nodes[2].json("GET", "/v1/topics/work")[1]
     assert doc["published"] == total
     assert wait_for(lambda: nodes[1].json("GET", "/v1/topics/work")[1]["depth"] == 0, timeout=10)
+    # Settled messages leave the stream, as they leave one node's store.
+    assert wait_for(lambda: nats.stream_state("SPATE_T_work")["messages"] == 0, timeout=30), \
+        nats.stream_state("SPATE_T_work")
+    assert wait_for(lambda: nodes[0].json("GET", "/v1/topics/work")[1]["stored"] == 0, timeout=10)
 
 
 def test_a_node_killed_with_9_loses_nothing(cluster, functions, tmp_path):
@@ -234,11 +238,13 @@ def test_dead_letters_and_retries_across_nodes(cluster, functions, tmp_path):
     [dead] = doc["messages"]
     assert dead["payload"] == "fail-once-more" and dead["source"] == "jobs"
     assert dead["attempts"] == 2 and "recorder was told to fail" in dead["error"]
-    status, doc = a.json("GET", "/v1/topics/jobs/messages?limit=1")
-    assert status == 200 and [m["payload"] for m in doc["messages"]] == ["fail-once-more"]
+    # Pages of a topic no trigger reads (what triggers settled leaves the stream).
+    publish_lines(c, "unread", ["u1", "u2"])
+    status, doc = a.json("GET", "/v1/topics/unread/messages?limit=1")
+    assert status == 200 and [m["payload"] for m in doc["messages"]] == ["u1"], doc
     first = doc["messages"][0]["seq"]
-    status, doc = a.json("GET", f"/v1/topics/jobs/messages?after={first}")
-    assert [m["payload"] for m in doc["messages"]] == ["fine"]
+    status, doc = a.json("GET", f"/v1/topics/unread/messages?after={first}")
+    assert [m["payload"] for m in doc["messages"]] == ["u2"]
     # Redriven on another node: back to its topic, attempts start again, and
     # gone from the dead letters until it fails its two attempts again.
     r = c.cli("dlq", "redrive", "jobs.dlq")
