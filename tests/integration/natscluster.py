@@ -3,6 +3,7 @@ loopback ports, and helpers to deploy, publish and read what a recording
 function (functions/recorder.c) saw."""
 
 import json
+import random
 import socket
 import subprocess
 import time
@@ -12,9 +13,25 @@ from conftest import wait_for
 
 
 def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range: a port the
+    kernel hands out (bind to 0) may meanwhile become the source port of some
+    outgoing connection — nats-servers' routes connect while the next server
+    starts — and then that server cannot listen on it."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    while True:
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+
+
+_given = set()  # handed out by this process: not twice
 
 
 class NatsCluster:
