@@ -478,6 +478,7 @@ static void *puller_main(void *arg)
     q_sub *s = pt->sub;
     int first = pt == &s->parts[0];
     uint64_t last_stats = 0;
+    int busy = 0; /* the last fetch found messages */
     while (!s->stop) {
         int want = s->want;
         /* Cut off from NATS: nothing to pull until it is back. */
@@ -488,12 +489,17 @@ static void *puller_main(void *arg)
             f->sub = s;
             int batch = pt->one_at_a_time ? 1 : (want > FETCH_MAX ? FETCH_MAX : want);
             natsStatus st = natsSubscription_Fetch(&f->list, pt->pull, batch, FETCH_WAIT_MS, NULL);
+            int was_busy = busy;
+            busy = st == NATS_OK && f->list.Count > 0;
             if (st == NATS_OK) {
                 s->want -= f->list.Count;
                 f->pt = pt;
                 read_meta(f);
             }
             post_fetched(s, f);
+            /* Work after a quiet spell: the autoscaler wants the backlog
+             * now, not at the next round of figures. */
+            if (busy && !was_busy) last_stats = 0;
             if (st != NATS_OK && st != NATS_TIMEOUT) {
                 log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
                 usleep(FETCH_RETRY_MS * 1000); /* not a hot loop on a failing server */
