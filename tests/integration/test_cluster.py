@@ -8,7 +8,6 @@ import hashlib
 import json
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import threading
