@@ -28,7 +28,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import pathlib
 import random
 import shutil
@@ -357,7 +356,6 @@ def table(results, deadline_s, seconds):
     cols = ["mode", "trades", "reported", "late", "p50", "p99", "max", "peak backlog",
             "peak inst.", "inst.-seconds", "fixed fleet"]
     print("  ".join(f"{c:>13}" for c in cols))
-    peak_fleet = max(r["peak_instances"] for r in results)
     for r in results:
         fleet = (1 if r["mode"] == "classic" else r["peak_instances"]) * r["day_seconds"]
 

@@ -3,8 +3,6 @@ mode): every trade reaches the facility exactly once, the serverless mode
 reports nothing late, and the single consumer's backlog passes the deadline."""
 
 import json
-import os
-import pathlib
 import subprocess
 
 from conftest import BUILD, ROOT

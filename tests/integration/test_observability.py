@@ -5,7 +5,6 @@ headless Chromium while a function is under load."""
 
 import json
 import os
-import pathlib
 import re
 import shutil
 import socket

@@ -4,7 +4,6 @@ DESTDIR (and uninstall), the man pages and bash completion."""
 
 import http.client
 import os
-import pathlib
 import re
 import signal
 import socket

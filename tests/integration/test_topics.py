@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -214,7 +213,6 @@ def test_ordered_keys_never_overlap_and_keep_order(spated, functions, tmp_path):
     per_key = collections.defaultdict(list)
     for kind, p, _, key, us in records(rec):
         per_key[key].append((us, kind, json.loads(p)["n"]))
-    overlapped = 0
     for key, events in per_key.items():
         events.sort()
         running = 0
@@ -227,11 +225,6 @@ def test_ordered_keys_never_overlap_and_keep_order(spated, functions, tmp_path):
         assert order == sorted(order) == list(range(40)), key
     # Different keys did run in parallel.
     starts = sorted((us, key) for key, ev in per_key.items() for us, kind, _ in ev if kind == "S")
-    ends = {}
-    for key, ev in per_key.items():
-        for us, kind, n in ev:
-            if kind == "E":
-                ends[(key, n)] = us
     parallel = any(a[0] < b[0] < a[0] + 2500 and a[1] != b[1] for a, b in zip(starts, starts[1:]))
     assert parallel
 
