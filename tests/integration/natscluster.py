@@ -44,8 +44,12 @@ class NatsCluster:
         self.route = [free_port(host) for _ in range(n)]
         self.monitor = [free_port(host) for _ in range(n)]
         self.procs = [None] * n
-        for i in range(n):
-            self.start(i)
+        try:
+            for i in range(n):
+                self.start(i)
+        except Exception:
+            self.stop()  # the ones that did start do not outlive the test
+            raise
         # Until JetStream has a leader: the nodes' start-up retries too.
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -68,8 +72,11 @@ class NatsCluster:
                 socket.create_connection((self.host, self.client[i]), timeout=1).close()
                 return
             except OSError:
+                if self.procs[i].poll() is not None:
+                    break
                 time.sleep(0.05)
-        raise RuntimeError("nats-server did not start")
+        log = (self.tmp / f"nats{i}.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"nats-server {i} did not start:\n{log}")
 
     def stream_state(self, name, i=0):
         """A stream's state as server i reports it (its monitoring port)."""
