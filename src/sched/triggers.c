@@ -129,7 +129,12 @@ static uint32_t allowance(fscale *fs, fn *f)
 {
     pool_stats ps;
     pool_stats_get(f->pool, &ps);
-    uint64_t a = (uint64_t)fs->local_desired * (ps.mailbox ? ps.mailbox : 1);
+    uint32_t instances = fs->local_desired;
+    /* Warm instances stay until their keep-alive ends, working or not:
+     * while messages wait, none of them stands idle. */
+    uint32_t warm = ps.idle + ps.busy;
+    if (fs->in.backlog > 0 && warm > instances) instances = warm;
+    uint64_t a = (uint64_t)instances * (ps.mailbox ? ps.mailbox : 1);
     uint32_t cap = pool_capacity(f->pool);
     return a > cap ? cap : (uint32_t)a;
 }
