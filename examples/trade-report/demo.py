@@ -54,7 +54,8 @@ def free_port():
     """A free port below the kernel's ephemeral range, so that it cannot
     become the source port of an outgoing connection (nats-servers' routes
     connect while the next server starts) before its server listens."""
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
     while True:
         port = random.randrange(max(1024, low - 12000), low)
         if port in _given:

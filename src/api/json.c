@@ -45,6 +45,19 @@ static void add_instances(cJSON *o, const pool_stats *s)
     cJSON_AddNumberToObject(o, "waiting", s->waiting);
 }
 
+cJSON *json_trigger_config(const char *topic, const q_sub_config *cfg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddStringToObject(o, "function", cfg->function);
+    cJSON_AddNumberToObject(o, "max_attempts", cfg->max_attempts);
+    cJSON_AddStringToObject(o, "dlq", cfg->dlq);
+    cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
+    cJSON_AddNumberToObject(o, "deadline_ms", cfg->deadline_ms);
+    cJSON_AddNumberToObject(o, "max_concurrency", cfg->max_concurrency);
+    return o;
+}
+
 cJSON *json_function_summary(const fn *f)
 {
     pool_stats s;

@@ -10,6 +10,9 @@
 /* A version's configuration: runtime, min, max, timeout_ms, memory_mb,
  * keep_alive_ms, queue, cpu_millis, network, env {K: V}. Caller owns. */
 cJSON *json_config(const fn_config *c);
+/* A trigger's configuration: topic, function, max_attempts, dlq, ordered,
+ * deadline_ms, max_concurrency (the API's and the cluster registry's). */
+cJSON *json_trigger_config(const char *topic, const q_sub_config *cfg);
 /* One line of the list: name, version, runtime, instances. Caller owns. */
 cJSON *json_function_summary(const fn *f);
 /* A whole description; with versions (read through table) when asked, and

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "api/internal.h"
+#include "api/json.h"
 #include "cluster/cluster.h"
 #include "common/clock.h"
 #include "common/err.h"
@@ -237,14 +238,7 @@ static double age_s(int64_t oldest_ms)
 
 static cJSON *trigger_json(const trigger_view *v)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "topic", v->topic);
-    cJSON_AddStringToObject(o, "function", v->cfg->function);
-    cJSON_AddNumberToObject(o, "max_attempts", v->cfg->max_attempts);
-    cJSON_AddStringToObject(o, "dlq", v->cfg->dlq);
-    cJSON_AddBoolToObject(o, "ordered", v->cfg->ordered);
-    cJSON_AddNumberToObject(o, "deadline_ms", v->cfg->deadline_ms);
-    cJSON_AddNumberToObject(o, "max_concurrency", v->cfg->max_concurrency);
+    cJSON *o = json_trigger_config(v->topic, v->cfg);
     cJSON_AddNumberToObject(o, "depth", (double)v->stats.depth);
     cJSON_AddNumberToObject(o, "in_flight", (double)v->stats.leased);
     cJSON_AddNumberToObject(o, "retrying", (double)v->stats.retrying);

@@ -194,18 +194,25 @@ static uint32_t num(const cJSON *o, const char *k, uint32_t dflt)
                : dflt;
 }
 
+/* The SHA-256 a parsed entry names into sha; -1 if it names none. */
+static int sha_of(const cJSON *o, char sha[HASH_HEX_LEN + 1])
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+    if (!cJSON_IsString(s) || strlen(s->valuestring) != HASH_HEX_LEN) return -1;
+    memcpy(sha, s->valuestring, HASH_HEX_LEN + 1);
+    return 0;
+}
+
 /* Reads an entry: its SHA-256 into sha and its configuration into cfg. */
 static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *cfg, char *why,
                        size_t cap)
 {
     cJSON *o = cJSON_Parse(text);
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "sha256");
-    if (!o || !cJSON_IsString(s) || strlen(s->valuestring) != HASH_HEX_LEN) {
+    if (sha_of(o, sha) != 0) {
         snprintf(why, cap, "malformed registry entry");
         cJSON_Delete(o);
         return -1;
     }
-    memcpy(sha, s->valuestring, HASH_HEX_LEN + 1);
     fnconfig_defaults(cfg);
     const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "config");
     const cJSON *rt = cJSON_GetObjectItemCaseSensitive(k, "runtime");
@@ -237,15 +244,13 @@ static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *
     return rc ? -1 : 0;
 }
 
-/* The SHA-256 an entry names into sha; -1 if it names none. */
+/* The SHA-256 an entry's text names into sha; -1 if it names none. */
 static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
 {
     cJSON *o = text ? cJSON_Parse(text) : NULL;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "sha256");
-    int ok = cJSON_IsString(s) && strlen(s->valuestring) == HASH_HEX_LEN;
-    if (ok) memcpy(sha, s->valuestring, HASH_HEX_LEN + 1);
+    int rc = sha_of(o, sha);
     cJSON_Delete(o);
-    return ok ? 0 : -1;
+    return rc;
 }
 
 struct sha_use {
@@ -558,13 +563,9 @@ static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, vo
     cluster *c = closure;
     pthread_mutex_lock(&c->ack_lock);
     cluster_acks *a = c->acks;
-    if (a && pae) {
-        if (!a->failed++)
-            snprintf(a->err, sizeof a->err, "%s",
-                     pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
-    } else if (a && pa) {
-        a->ok++;
-    }
+    if (a && pae && !a->failed++)
+        snprintf(a->err, sizeof a->err, "%s",
+                 pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
     pthread_mutex_unlock(&c->ack_lock);
     natsMsg_Destroy(m);
 }
@@ -974,14 +975,7 @@ void cluster_announce_trigger(cluster *c, const char *topic, const q_sub_config 
     job *j = new_job(JOB_PUT, cfg->function);
     if (!j) return;
     trigger_key(j->key, sizeof j->key, topic, cfg->function);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "topic", topic);
-    cJSON_AddStringToObject(o, "function", cfg->function);
-    cJSON_AddStringToObject(o, "dlq", cfg->dlq);
-    cJSON_AddNumberToObject(o, "max_attempts", cfg->max_attempts);
-    cJSON_AddNumberToObject(o, "deadline_ms", cfg->deadline_ms);
-    cJSON_AddNumberToObject(o, "max_concurrency", cfg->max_concurrency);
-    cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
+    cJSON *o = json_trigger_config(topic, cfg);
     j->value = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     submit(c, j);

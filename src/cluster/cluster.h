@@ -76,10 +76,10 @@ typedef void (*cluster_fn)(void *arg);
 void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg);
 void cluster_post(cluster *c, cluster_fn call, void *arg);
 struct __jsCtx *cluster_js(const cluster *c);
-/* What JetStream answered to the async publishes of one batch on the
- * worker thread (one batch at a time), counted between begin and end. */
+/* The async publishes JetStream refused, of one batch on the worker thread
+ * (one batch at a time), counted between begin and end. */
 typedef struct cluster_acks {
-    uint32_t ok, failed;
+    uint32_t failed;
     char err[160]; /* the first refusal */
 } cluster_acks;
 void cluster_acks_begin(cluster *c, cluster_acks *a);

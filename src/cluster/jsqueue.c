@@ -36,6 +36,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/hash.h"
 #include "common/limits.h"
 #include "common/list.h"
 #include "common/log.h"
@@ -234,9 +235,8 @@ static natsStatus topic_msg(natsMsg **m, const char *base, const q_input *in, co
 {
     char subject[SPATE_TOPIC_NAME_MAX * 3 + 32];
     if (in->key) {
-        uint32_t h = 2166136261u;
-        for (uint32_t k = 0; k < in->key_len; k++) h = (h ^ (unsigned char)in->key[k]) * 16777619u;
-        snprintf(subject, sizeof subject, "%s.k%02u", base, h % KEY_PARTS);
+        snprintf(subject, sizeof subject, "%s.k%02u", base,
+                 (unsigned)(hash_fnv1a(in->key, in->key_len) % KEY_PARTS));
     } else {
         snprintf(subject, sizeof subject, "%s.u", base);
     }

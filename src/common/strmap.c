@@ -4,16 +4,7 @@
 #include <string.h>
 
 #include "common/err.h"
-
-static uint64_t fnv1a(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
+#include "common/hash.h"
 
 void strmap_init(strmap *m)
 {
@@ -68,7 +59,7 @@ static int grow(strmap *m)
 int strmap_put(strmap *m, const char *key, void *value)
 {
     size_t klen = strlen(key);
-    uint64_t h = fnv1a(key, klen);
+    uint64_t h = hash_fnv1a(key, klen);
     strmap_entry **pe = find(m, key, klen, h);
     if (pe && *pe) {
         (*pe)->key = key;
@@ -88,14 +79,14 @@ int strmap_put(strmap *m, const char *key, void *value)
 
 void *strmap_get(const strmap *m, const char *key, size_t klen)
 {
-    strmap_entry **pe = find(m, key, klen, fnv1a(key, klen));
+    strmap_entry **pe = find(m, key, klen, hash_fnv1a(key, klen));
     return pe && *pe ? (*pe)->value : NULL;
 }
 
 void *strmap_remove(strmap *m, const char *key)
 {
     size_t klen = strlen(key);
-    strmap_entry **pe = find(m, key, klen, fnv1a(key, klen));
+    strmap_entry **pe = find(m, key, klen, hash_fnv1a(key, klen));
     if (!pe || !*pe) return NULL;
     strmap_entry *e = *pe;
     void *v = e->value;

@@ -31,7 +31,7 @@ struct fnlog {
     off_t size;            /* of the file */
     buf pending;           /* lines for the file */
     int warned;            /* the file could not be written; said once */
-    fnlog_waiter waiters;  /* a ring: the head is a sentinel */
+    list_node waiters;     /* fnlog_waiter */
     uint64_t notified_seq; /* lines below this have been announced to waiters */
 };
 
@@ -53,7 +53,7 @@ fnlog *fnlog_create(const char *function)
     l->next_seq = 1;
     l->tokens = SPATE_LOG_BURST_BYTES;
     l->fd = -1;
-    l->waiters.next = l->waiters.prev = &l->waiters;
+    list_init(&l->waiters);
     buf_init(&l->pending, SPATE_LOG_FILE_MAX + SPATE_LOG_LINE_MAX + 128);
     snprintf(l->function, sizeof l->function, "%s", function);
     if (log_dir) {
@@ -142,18 +142,12 @@ static int file_open(fnlog *l, int rotate)
 
 void fnlog_wait(fnlog *l, fnlog_waiter *w)
 {
-    w->prev = l->waiters.prev;
-    w->next = &l->waiters;
-    l->waiters.prev->next = w;
-    l->waiters.prev = w;
+    list_push_back(&l->waiters, &w->link);
 }
 
 void fnlog_unwait(fnlog_waiter *w)
 {
-    if (!w->next) return;
-    w->prev->next = w->next;
-    w->next->prev = w->prev;
-    w->next = w->prev = NULL;
+    if (w->link.next) list_remove(&w->link); /* also after the callback, or never waited */
 }
 
 uint64_t fnlog_next_seq(const fnlog *l)
@@ -165,20 +159,18 @@ uint64_t fnlog_next_seq(const fnlog *l)
  * each call may answer a request, and that may wait again. */
 static void notify(fnlog *l)
 {
-    if (l->notified_seq == l->next_seq || l->waiters.next == &l->waiters) {
-        l->notified_seq = l->next_seq;
-        return;
-    }
+    if (l->notified_seq == l->next_seq) return;
     l->notified_seq = l->next_seq;
-    fnlog_waiter ready;
-    ready.next = l->waiters.next;
-    ready.prev = l->waiters.prev;
-    ready.next->prev = &ready;
-    ready.prev->next = &ready;
-    l->waiters.next = l->waiters.prev = &l->waiters;
-    while (ready.next != &ready) {
-        fnlog_waiter *w = ready.next;
-        fnlog_unwait(w);
+    list_node ready;
+    list_init(&ready);
+    while (!list_empty(&l->waiters)) {
+        list_node *n = list_first(&l->waiters);
+        list_remove(n);
+        list_push_back(&ready, n);
+    }
+    while (!list_empty(&ready)) {
+        fnlog_waiter *w = list_entry(list_first(&ready), fnlog_waiter, link);
+        list_remove(&w->link);
         w->cb(w);
     }
 }

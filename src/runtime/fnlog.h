@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/list.h"
+
 typedef struct fnlog fnlog;
 
 #define FNLOG_REQ_MAX 40 /* request ids are 36 characters */
@@ -56,7 +58,7 @@ void fnlog_each(const fnlog *l, uint64_t after, uint32_t limit, fnlog_line_cb cb
  * next flush). A waiter is the caller's; fnlog_unwait withdraws it. */
 typedef struct fnlog_waiter fnlog_waiter;
 struct fnlog_waiter {
-    fnlog_waiter *next, *prev;
+    list_node link;
     void (*cb)(fnlog_waiter *w);
 };
 void fnlog_wait(fnlog *l, fnlog_waiter *w);

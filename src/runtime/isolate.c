@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "common/err.h"
+#include "common/hash.h"
 #include "common/log.h"
 #include "common/strmap.h"
 
@@ -411,12 +412,12 @@ uid_t isolate_uid(const char *function)
     memcpy(f->name, function, len + 1);
     /* From the name, so that a function has the same uid after a restart
      * and on every node of a cluster (files it shares stay its own); the
-     * next free one when two names meet. */
-    uint64_t range = 4294967294ull - cfg.uid_base;
+     * next free one when two names meet. Below 2^31 when the base allows:
+     * programs that keep a uid in an int would see a negative one. */
+    uint64_t top = cfg.uid_base < INT32_MAX ? INT32_MAX : 4294967294ull;
+    uint64_t range = top - cfg.uid_base;
     if (range > 1000000000ull) range = 1000000000ull;
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)function[i]) * 16777619u;
-    uint64_t off = h % range;
+    uint64_t off = hash_fnv1a(function, len) % range;
     char key[16];
     for (;;) {
         snprintf(key, sizeof key, "%llu", (unsigned long long)off);

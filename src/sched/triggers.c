@@ -134,19 +134,14 @@ static uint32_t allowance(fscale *fs, fn *f)
      * while messages wait, none of them stands idle. */
     uint32_t warm = ps.idle + ps.busy;
     if (fs->in.backlog > 0 && warm > instances) instances = warm;
+    /* One for a function with nothing running: the first message starts at
+     * once. A shared queue learns the cluster's backlog only from periodic
+     * figures; sized from them alone, a function at zero would wait for the
+     * next round before pulling anything. */
+    if (!instances && !fs->inflight) instances = 1;
     uint64_t a = (uint64_t)instances * (ps.mailbox ? ps.mailbox : 1);
     uint32_t cap = pool_capacity(f->pool);
     return a > cap ? cap : (uint32_t)a;
-}
-
-/* The allowance, but one for a function with nothing running: the first
- * message starts at once. A shared queue learns the cluster's backlog only
- * from periodic figures, so sized from them alone a function at zero would
- * wait for the next round before pulling anything. */
-static uint32_t idle_allowance(fscale *fs, fn *f)
-{
-    uint32_t a = allowance(fs, f);
-    return a || fs->inflight ? a : 1;
 }
 
 static void on_tick(uv_timer_t *h);
@@ -321,7 +316,7 @@ static void pump(trigger *t)
     fscale *fs = t->fs;
     /* React at once to new work: rescale if the answer is stale. */
     if (fs->out.desired == 0 || clock_mono_ns() - fs->computed_ns > 1000000) rescale(tr, fs, f);
-    uint32_t allowed = idle_allowance(fs, f);
+    uint32_t allowed = allowance(fs, f);
     t->pumping = 1;
     while (!t->stalled && fs->inflight < allowed &&
            (!cfg->max_concurrency || t->inflight < cfg->max_concurrency)) {
@@ -367,7 +362,7 @@ static uint32_t on_room(q_sub *sub, void *data)
     const q_sub_config *cfg = queue_sub_config(sub);
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) return 0;
-    uint32_t allowed = idle_allowance(t->fs, f);
+    uint32_t allowed = allowance(t->fs, f);
     uint32_t room = allowed > t->fs->inflight ? allowed - t->fs->inflight : 0;
     if (cfg->max_concurrency) {
         uint32_t left = cfg->max_concurrency > t->inflight ? cfg->max_concurrency - t->inflight : 0;

@@ -17,7 +17,8 @@ def free_port(host="127.0.0.1"):
     kernel hands out (bind to 0) may meanwhile become the source port of some
     outgoing connection — nats-servers' routes connect while the next server
     starts — and then that server cannot listen on it."""
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
     while True:
         port = random.randrange(max(1024, low - 12000), low)
         if port in _given:

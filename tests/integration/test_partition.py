@@ -46,8 +46,7 @@ class Partition:
         sh("ip", "netns", "add", self.ns)
         sh("ip", "link", "add", self.outer_if, "type", "veth", "peer", "name", self.inner_if,
            "netns", self.ns)
-        for ns, dev, mine, peer in ((None, self.outer_if, self.outer, self.inner),
-                                    (self.ns, self.inner_if, self.inner, self.outer)):
+        for ns, dev, mine, _ in self.sides():
             if ns:
                 sh("ip", "link", "set", "lo", "up", ns=ns)
             sh("sysctl", "-qw", f"net.ipv4.conf.{dev}.route_localnet=1", ns=ns)
@@ -55,14 +54,10 @@ class Partition:
             sh("ip", "link", "set", dev, "up", ns=ns)
         self.heal()
 
-    def _routes(self, kind):
-        for ns, dev, mine, peer in ((None, self.outer_if, self.outer, self.inner),
-                                    (self.ns, self.inner_if, self.inner, self.outer)):
-            if kind == "cut":
-                sh("ip", "route", "replace", "blackhole", f"{peer}/32", "table", "local", ns=ns)
-            else:
-                sh("ip", "route", "replace", f"{peer}/32", "dev", dev, "src", mine,
-                   "table", "local", ns=ns)
+    def sides(self):
+        """(namespace or None for this one, device, own address, peer's)."""
+        return ((None, self.outer_if, self.outer, self.inner),
+                (self.ns, self.inner_if, self.inner, self.outer))
 
     def enter(self):
         """A command prefix that runs a program in the namespace. Only the
@@ -71,18 +66,20 @@ class Partition:
         return ["nsenter", f"--net=/run/netns/{self.ns}"]
 
     def cut(self):
-        self._routes("cut")
+        for ns, _, _, peer in self.sides():
+            sh("ip", "route", "replace", "blackhole", f"{peer}/32", "table", "local", ns=ns)
 
     def heal(self):
-        self._routes("heal")
+        for ns, dev, mine, peer in self.sides():
+            sh("ip", "route", "replace", f"{peer}/32", "dev", dev, "src", mine, "table", "local",
+               ns=ns)
 
     def down(self):
         # The namespace takes its end of the pair with it, and the pair the
-        # other end and both routes.
+        # other end, its address and both routes; the second is for a pair
+        # whose move into the namespace failed.
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.outer_if], capture_output=True)
-        subprocess.run(["ip", "addr", "del", f"{self.outer}/32", "dev", self.outer_if],
-                       capture_output=True)
 
 
 @pytest.fixture(scope="module")
