@@ -5,6 +5,7 @@
  */
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "common/parse.h"
 #include "common/utf8.h"
 
 #define NAME_FMT(len) (int)((len) > 128 ? 128 : (len))
@@ -363,7 +365,8 @@ static void on_read(void *data, int status, q_msg *const *msgs, size_t n)
 }
 
 typedef struct read_params {
-    uint32_t after_lo, after_hi, limit;
+    uint64_t after;
+    uint32_t limit;
     char why[200];
 } read_params;
 
@@ -373,44 +376,87 @@ static int on_read_param(const char *k, size_t klen, const char *v, size_t vlen,
     if (strcmp(k, "limit") == 0)
         return api_number_param(k, v, vlen, 1, 1000, &p->limit, p->why, sizeof p->why);
     if (strcmp(k, "after") == 0) {
-        /* seqs can pass 2^32: parse into two halves through a wider check. */
-        uint32_t lo = 0;
-        if (vlen > 18) {
-            snprintf(p->why, sizeof p->why, "parameter 'after' is too large");
+        /* Strictly digits, like every other number here (no sign, spaces, hex or
+         * exponent: strtoull took "-1" as 2^64-1); a seq is stored as SQLite's
+         * signed 64-bit integer, hence the ceiling. */
+        if (parse_u64(v, vlen, 0, INT64_MAX, &p->after)) {
+            snprintf(p->why, sizeof p->why,
+                     "parameter 'after' must be a message seq (an integer from 0 to %lld)",
+                     (long long)INT64_MAX);
             return ERR_INVAL;
         }
-        char tmp[24];
-        memcpy(tmp, v, vlen);
-        tmp[vlen] = '\0';
-        char *end;
-        unsigned long long x = strtoull(tmp, &end, 10);
-        if (vlen == 0 || *end) {
-            snprintf(p->why, sizeof p->why, "parameter 'after' must be an integer");
-            return ERR_INVAL;
-        }
-        lo = (uint32_t)x;
-        p->after_lo = lo;
-        p->after_hi = (uint32_t)(x >> 32);
         return 0;
     }
     snprintf(p->why, sizeof p->why, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
 }
 
+/* A redrive moves dead letters (messages that carry their source topic) and
+ * nothing else. On a topic that is no trigger's dead-letter topic and holds
+ * no dead letter, it is a mistake (an ordinary topic named for its dead-letter
+ * topic): refused with 409 rather than answered with a quiet 0. */
+typedef struct redrive_req {
+    http_request *req;
+    int is_dlq; /* some trigger dead-letters into the topic */
+    uint64_t after;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+} redrive_req;
+
+static void find_dlq(q_sub *sub, void *data)
+{
+    redrive_req *r = data;
+    if (strcmp(queue_sub_config(sub)->dlq, r->topic) == 0) r->is_dlq = 1;
+}
+
 static void on_redriven(void *data, int status, uint64_t moved)
 {
-    http_request *req = data;
+    redrive_req *r = data;
+    http_request *req = r->req;
     if (status == ERR_NOTFOUND) {
-        http_respond_error(req, 404, "not_found", "the topic does not exist");
-        return;
-    }
-    if (status) {
+        http_respond_error(req, 404, "not_found", "topic '%s' does not exist", r->topic);
+    } else if (status) {
         http_respond_error(req, 503, "store_unavailable", "cannot redrive: %s", err_str(status));
+    } else if (moved == 0 && !r->is_dlq) {
+        char after[48] = "";
+        if (r->after)
+            snprintf(after, sizeof after, " after seq %llu", (unsigned long long)r->after);
+        http_respond_error(req, 409, "not_dead_letters",
+                           "topic '%s' is not the dead-letter topic of any trigger and holds no "
+                           "dead letters%s: nothing to redrive, nothing changed",
+                           r->topic, after);
+    } else {
+        char body[64];
+        int n = snprintf(body, sizeof body, "{\"redriven\":%llu}\n", (unsigned long long)moved);
+        http_respond(req, 200, "application/json", NULL, body, (size_t)n);
+    }
+    free(r);
+}
+
+static void redrive_route(api *a, http_request *req, const char *topic)
+{
+    read_params p = {.limit = 1000};
+    if (http_query_parse(req->query, on_read_param, &p)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           p.why[0] ? p.why : "malformed query string");
         return;
     }
-    char body[64];
-    int n = snprintf(body, sizeof body, "{\"redriven\":%llu}\n", (unsigned long long)moved);
-    http_respond(req, 200, "application/json", NULL, body, (size_t)n);
+    redrive_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    r->req = req;
+    r->after = p.after;
+    snprintf(r->topic, sizeof r->topic, "%s", topic);
+    queue_each_sub(a->q, find_dlq, r);
+    int rc = queue_redrive(a->q, topic, p.after, p.limit, on_redriven, r);
+    if (rc) {
+        free(r);
+        if (rc == ERR_NOTFOUND)
+            http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
+        else
+            http_respond_error(req, 503, "store_unavailable", "cannot redrive: %s", err_str(rc));
+    }
 }
 
 /* --- Triggers ---------------------------------------------------------------------------- */
@@ -562,8 +608,7 @@ void api_topics(api *a, http_request *req, const route_match *m)
                                    p.why[0] ? p.why : "malformed query string");
                 return;
             }
-            uint64_t after = (uint64_t)p.after_hi << 32 | p.after_lo;
-            int rc = queue_read(a->q, topic, after, p.limit, on_read, req);
+            int rc = queue_read(a->q, topic, p.after, p.limit, on_read, req);
             if (rc == ERR_NOTFOUND)
                 http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
             else if (rc)
@@ -592,17 +637,7 @@ void api_topics(api *a, http_request *req, const route_match *m)
     }
     case R_TOPIC_REDRIVE: {
         if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
-        read_params p = {.limit = 1000};
-        if (http_query_parse(req->query, on_read_param, &p)) {
-            http_respond_error(req, 400, "bad_parameter", "%s",
-                               p.why[0] ? p.why : "malformed query string");
-            return;
-        }
-        int rc = queue_redrive(a->q, topic, p.limit, on_redriven, req);
-        if (rc == ERR_NOTFOUND)
-            http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
-        else if (rc)
-            http_respond_error(req, 503, "store_unavailable", "cannot redrive: %s", err_str(rc));
+        redrive_route(a, req, topic);
         return;
     }
     case R_TRIGGERS: {

@@ -1216,9 +1216,10 @@ static int js_read(queue *q, const char *topic, uint64_t after, uint32_t limit, 
     return 0;
 }
 
-static int js_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
+static int js_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit,
+                      queue_redrive_cb cb, void *data)
 {
-    read_job *j = new_read(q, topic, 0, limit);
+    read_job *j = new_read(q, topic, after, limit);
     if (!j) return ERR_NOMEM;
     j->redrive = 1;
     j->rcb = cb;

@@ -1509,9 +1509,11 @@ static int read_topic(sqlite3 *db, wop *op)
 {
     read_op *r = (read_op *)op;
     sqlite3_stmt *st;
-    char sql[256];
-    snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-             select_rows);
+    char sql[320];
+    /* A redrive reads dead letters only: a message without a source has
+     * nowhere to go back to, and is not the redrive's to move or delete. */
+    snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq > ?%s ORDER BY seq LIMIT ?",
+             select_rows, r->redrive ? " AND source IS NOT NULL AND source <> ''" : "");
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, r->topic_id);
@@ -1523,14 +1525,16 @@ static int read_topic(sqlite3 *db, wop *op)
     return rc;
 }
 
+/* Deletes the dead letters a redrive republished, by seq, in the same
+ * transaction as their publishes (submitted just before it in the same loop
+ * turn, so in the same batch): both happen or neither. */
 typedef struct redrive_op {
     wop op;
-    queue *q;
     q_topic *dlq;
-    uint64_t below; /* delete dead letters with seq < this */
-    uint64_t moved;
-    int pending; /* publishes still to complete */
-    int failed;
+    uint64_t *seqs; /* republished: these are deleted, nothing else */
+    size_t nseqs;
+    uint64_t deleted;
+    int publish_failed; /* set by on_redrive_published when a publish failed at once */
     queue_redrive_cb cb;
     void *data;
 } redrive_op;
@@ -1539,32 +1543,104 @@ static int apply_redrive_delete(sqlite3 *db, wop *op)
 {
     redrive_op *r = (redrive_op *)op;
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, "DELETE FROM messages WHERE topic_id = ? AND seq < ?", -1, &st,
-                                NULL);
+    int rc = sqlite3_prepare_v2(db,
+                                "DELETE FROM messages WHERE topic_id = ? AND seq = ?"
+                                " AND source IS NOT NULL",
+                                -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
-    sqlite3_bind_int64(st, 1, r->dlq->id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)r->below);
-    rc = sqlite3_step(st);
+    for (size_t i = 0; i < r->nseqs && rc == SQLITE_OK; i++) {
+        sqlite3_bind_int64(st, 1, r->dlq->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seqs[i]);
+        rc = step(st);
+        if (rc == SQLITE_OK) r->deleted += (uint64_t)sqlite3_changes(db);
+    }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return rc;
 }
 
 static void done_redrive_delete(wop *op, int status)
 {
     redrive_op *r = (redrive_op *)op;
-    if (status == 0) {
-        r->dlq->stored = r->dlq->stored > r->moved ? r->dlq->stored - r->moved : 0;
-        if (r->dlq->nsubs == 0 && r->dlq->trimmed < r->below) r->dlq->trimmed = r->below;
-    }
-    r->cb(r->data, status ? status : 0, status ? 0 : r->moved);
+    /* trimmed stays: the deletion left holes, not a clean prefix. */
+    if (status == 0) r->dlq->stored = r->dlq->stored > r->deleted ? r->dlq->stored - r->deleted : 0;
+    r->cb(r->data, status, status ? 0 : r->nseqs);
+    free(r->seqs);
     free(r);
 }
 
+/* A publish that fails at once (out of memory) says so here, before its seq
+ * is added to those to delete; one that fails later failed with the whole
+ * transaction, the deletion included. */
 static void on_redrive_published(void *data, int status, uint64_t first)
 {
-    (void)data;
-    (void)status;
     (void)first;
+    if (status) ((redrive_op *)data)->publish_failed = 1;
+}
+
+/* Copies dead letter m as a new message of its source topic t (no source,
+ * attempts start again) and submits it. 0, or -1 when it was not published. */
+static int republish(queue *q, q_topic *t, const q_msg *m, redrive_op *d)
+{
+    size_t kl = m->key ? m->key_len + 1 : 0;
+    char *mem = malloc(m->len + 1 + kl);
+    q_block *nb = mem ? block_new(1, mem) : NULL;
+    if (!nb) {
+        free(mem);
+        return -1;
+    }
+    memcpy(mem, m->data, m->len);
+    nb->msgs[0].data = mem;
+    nb->msgs[0].len = m->len;
+    if (m->key) {
+        memcpy(mem + m->len + 1, m->key, kl);
+        nb->msgs[0].key = mem + m->len + 1;
+        nb->msgs[0].key_len = m->key_len;
+    }
+    d->publish_failed = 0;
+    submit_messages(q, t, nb, on_redrive_published, d);
+    return d->publish_failed ? -1 : 0;
+}
+
+static q_topic *topic_by_id(queue *q, int64_t id)
+{
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        q_topic *t = list_entry(n, q_topic, link);
+        if (t->id == id) return t;
+    }
+    return NULL;
+}
+
+/* The dead letters read: each published back to its source, and deleted from
+ * the dead-letter topic in the same transaction. */
+static void redrive_block(queue *q, read_op *r, q_block *b)
+{
+    redrive_op *d = calloc(1, sizeof *d);
+    uint64_t *seqs = d ? calloc(b->n, sizeof *seqs) : NULL;
+    if (!seqs) {
+        free(d);
+        r->rcb(r->data, ERR_NOMEM, 0);
+        return;
+    }
+    d->seqs = seqs;
+    d->cb = r->rcb;
+    d->data = r->data;
+    d->dlq = topic_by_id(q, r->topic_id);
+    if (!d->dlq) {
+        free(seqs);
+        free(d);
+        r->rcb(r->data, ERR_NOTFOUND, 0);
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        const q_msg *m = &b->msgs[i];
+        if (!m->source || !*m->source) continue; /* never: the read asked for sources */
+        q_topic *t = topic_get(q, m->source, 1);
+        if (!t || t == d->dlq) continue; /* back to itself would loop; leave it */
+        if (republish(q, t, m, d) == 0) d->seqs[d->nseqs++] = m->seq;
+    }
+    d->op.apply = apply_redrive_delete;
+    d->op.done = done_redrive_delete;
+    writer_submit(q->w, &d->op);
 }
 
 static void done_read(wop *op, int status)
@@ -1580,55 +1656,23 @@ static void done_read(wop *op, int status)
     } else if (status != 0 || !b || b->n == 0) {
         r->rcb(r->data, status, 0);
     } else {
-        /* Publish each back to its source, and delete them from the
-         * dead-letter topic, all in the next transaction. */
-        redrive_op *d = calloc(1, sizeof *d);
-        if (!d) {
-            r->rcb(r->data, ERR_NOMEM, 0);
-        } else {
-            d->q = q;
-            d->cb = r->rcb;
-            d->data = r->data;
-            for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-                q_topic *t = list_entry(n, q_topic, link);
-                if (t->id == r->topic_id) d->dlq = t;
-            }
-            for (size_t i = 0; i < b->n; i++) {
-                q_msg *m = &b->msgs[i];
-                const char *src = m->source && *m->source ? m->source : NULL;
-                q_topic *t = src ? topic_get(q, src, 1) : NULL;
-                if (!t) continue;
-                size_t kl = m->key ? m->key_len + 1 : 0;
-                char *mem = malloc(m->len + 1 + kl);
-                q_block *nb = mem ? block_new(1, mem) : NULL;
-                if (!nb) {
-                    free(mem);
-                    continue;
-                }
-                memcpy(mem, m->data, m->len);
-                nb->msgs[0].data = mem;
-                nb->msgs[0].len = m->len;
-                if (m->key) {
-                    memcpy(mem + m->len + 1, m->key, kl);
-                    nb->msgs[0].key = mem + m->len + 1;
-                    nb->msgs[0].key_len = m->key_len;
-                }
-                submit_messages(q, t, nb, on_redrive_published, NULL);
-                d->moved++;
-            }
-            d->below = b->msgs[b->n - 1].seq + 1;
-            d->op.apply = apply_redrive_delete;
-            d->op.done = done_redrive_delete;
-            if (d->dlq)
-                writer_submit(q->w, &d->op);
-            else {
-                r->rcb(r->data, ERR_NOTFOUND, 0);
-                free(d);
-            }
-        }
+        redrive_block(q, r, b);
     }
     if (b) block_settle(b);
     free(r);
+}
+
+static read_op *new_read(queue *q, q_topic *t, uint64_t after, uint32_t limit)
+{
+    read_op *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->q = q;
+    r->topic_id = t->id;
+    r->after = after;
+    r->limit = limit > 1024 ? 1024 : limit;
+    r->op.read = read_topic;
+    r->op.done = done_read;
+    return r;
 }
 
 static int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
@@ -1636,35 +1680,24 @@ static int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, 
 {
     q_topic *t = topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
-    read_op *r = calloc(1, sizeof *r);
+    read_op *r = new_read(q, t, after, limit);
     if (!r) return ERR_NOMEM;
-    r->q = q;
-    r->topic_id = t->id;
-    r->after = after;
-    r->limit = limit > 1024 ? 1024 : limit;
     r->cb = cb;
     r->data = data;
-    r->op.read = read_topic;
-    r->op.done = done_read;
     writer_submit(q->w, &r->op);
     return 0;
 }
 
-static int sq_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
+static int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit,
+                      queue_redrive_cb cb, void *data)
 {
     q_topic *t = topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
-    read_op *r = calloc(1, sizeof *r);
+    read_op *r = new_read(q, t, after, limit);
     if (!r) return ERR_NOMEM;
-    r->q = q;
-    r->topic_id = t->id;
-    r->after = 0;
-    r->limit = limit > 1024 ? 1024 : limit;
     r->redrive = 1;
     r->rcb = cb;
     r->data = data;
-    r->op.read = read_topic;
-    r->op.done = done_read;
     writer_submit(q->w, &r->op);
     return 0;
 }

@@ -180,10 +180,14 @@ void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void 
 typedef void (*queue_read_cb)(void *data, int status, q_msg *const *msgs, size_t n);
 int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                void *data);
-/* Moves up to limit dead letters of topic back to their source topics (as new
- * messages, attempts reset), in one transaction. cb gets how many moved. */
+/* Moves up to limit dead letters of topic with seq > after back to their
+ * source topics (as new messages, attempts reset), in one transaction with
+ * their deletion. Only messages that carry a source (were dead-lettered) are
+ * touched: any other message of the topic stays as it is. cb gets how many
+ * moved. */
 typedef void (*queue_redrive_cb)(void *data, int status, uint64_t moved);
-int queue_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data);
+int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
+                  void *data);
 
 /* --- Implementations ----------------------------------------------------------------------
  *
@@ -214,7 +218,8 @@ typedef struct queue_ops {
     void (*each_topic)(queue *q, void (*cb)(const char *topic, void *data), void *data);
     int (*read)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                 void *data);
-    int (*redrive)(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data);
+    int (*redrive)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
+                   void *data);
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
 } queue_ops;

@@ -98,9 +98,10 @@ int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queu
     return OPS(q)->read(q, topic, after, limit, cb, data);
 }
 
-int queue_redrive(queue *q, const char *topic, uint32_t limit, queue_redrive_cb cb, void *data)
+int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
+                  void *data)
 {
-    return OPS(q)->redrive(q, topic, limit, cb, data);
+    return OPS(q)->redrive(q, topic, after, limit, cb, data);
 }
 
 void queue_set_events(queue *q, const queue_events *ev)
