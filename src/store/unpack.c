@@ -28,23 +28,39 @@ static int split_path(char *path, char **parts, int max)
     return n;
 }
 
-/* A symlink target must stay inside the root: resolve it against the
- * directory of the link, counting depth. */
-static int target_inside(int link_depth, const char *target)
+/* Whether a symlink at link_depth (the number of directories between the
+ * root and the link) may point at target; NULL when it may, else why not.
+ *
+ * A lexical check alone is unsound: "y -> ." then "u -> y/.." resolves
+ * y/.. physically, to the root's parent. The rule here is sound and simple:
+ * a target is relative, and its ".." components all come first (before any
+ * name; "." anywhere is harmless). Those leading ".." climb from the link's
+ * own directory, which is always a real directory (every directory of an
+ * entry's path is created, and opened, without following a link), so they
+ * stay inside while there are at most link_depth of them. What follows them
+ * is names only, which go down: through real directories, or through links
+ * that obey the same rule, so by induction nothing resolves outside the
+ * root, whatever entries come later. "../lib/x" from bin/ works; a ".."
+ * after a name, which might be a link, is refused. */
+static const char *link_target_refusal(int link_depth, const char *target)
 {
-    if (!*target || target[0] == '/') return 0;
-    int depth = link_depth;
-    char copy[1024];
-    if (strlen(target) >= sizeof copy) return 0;
-    strcpy(copy, target);
-    for (char *save = NULL, *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-        if (strcmp(c, "..") == 0) {
-            if (--depth < 0) return 0;
-        } else if (strcmp(c, ".") != 0) {
-            depth++;
+    if (!*target) return "its target is empty";
+    if (target[0] == '/') return "its target is an absolute path";
+    int ups = 0, names = 0;
+    for (const char *c = target; *c;) {
+        size_t len = strcspn(c, "/");
+        if (len == 2 && c[0] == '.' && c[1] == '.') {
+            if (names)
+                return "'..' may only begin a link's target (after a name it could pass "
+                       "through another link)";
+            if (++ups > link_depth) return "its target climbs above the root";
+        } else if (len && !(len == 1 && c[0] == '.')) {
+            names++;
         }
+        c += len;
+        while (*c == '/') c++;
     }
-    return 1;
+    return NULL;
 }
 
 /* Opens (creating as needed) the directories of parts[0..n) under root,
@@ -63,6 +79,16 @@ static int open_dirs(int root, char **parts, int n)
         if (fd >= 0) fchmod(fd, 0755);
     }
     return fd;
+}
+
+/* Why open_dirs failed, for the message: writing through a link unpacked
+ * earlier ("a -> sub" then "a/x") is refused rather than followed. */
+static const char *dir_refusal(int e)
+{
+    if (e == ELOOP || e == ENOTDIR)
+        return "a directory on its path is a symlink or a file (entries are never written "
+               "through a link)";
+    return strerror(e);
 }
 
 static int fail(char *err, size_t cap, int code, const char *fmt, const char *a, const char *b)
@@ -209,8 +235,8 @@ int unpack_artifact(const char *data, size_t len, const char *dest, char *err, s
         if (type == AE_IFDIR) {
             int fd = open_dirs(root, parts, n);
             if (fd < 0)
-                rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' cannot be created%s", name,
-                          "");
+                rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' cannot be created: %s", name,
+                          dir_refusal(errno));
             else
                 close(fd);
             continue;
@@ -222,14 +248,18 @@ int unpack_artifact(const char *data, size_t len, const char *dest, char *err, s
         }
         int dirfd = open_dirs(root, parts, n - 1);
         if (dirfd < 0) {
-            rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' cannot be created%s", name, "");
+            rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' cannot be created: %s", name,
+                      dir_refusal(errno));
             break;
         }
         if (type == AE_IFLNK) {
             const char *target = archive_entry_symlink(e);
-            if (!target || !target_inside(n - 1, target)) {
-                rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' links outside the root (%s)",
-                          name, target ? target : "?");
+            const char *why = target ? link_target_refusal(n - 1, target) : "it has no target";
+            if (why) {
+                snprintf(err, errcap,
+                         "archive entry '%.300s' links outside the root (to '%.300s'): %s", name,
+                         target ? target : "", why);
+                rc = ERR_INVAL;
             } else if (symlinkat(target, dirfd, parts[n - 1]) < 0) {
                 rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' cannot be created: %s", name,
                           strerror(errno));

@@ -2,7 +2,9 @@
  * unpack.h - turns an exec artifact into a directory: a zip or tar(.gz)
  * archive is unpacked with libarchive; a lone executable (ELF or #! script)
  * becomes "bootstrap". Archives are untrusted: an entry that escapes the
- * root ("..", an absolute path, a symlink pointing outside), a hard link, a
+ * root ("..", an absolute path, a symlink whose target is absolute, climbs
+ * above the root, or has a ".." after a name), an entry whose path passes
+ * through a symlink, a hard link, a
  * device, fifo or socket, more than SPATE_ARCHIVE_ENTRIES_MAX entries or
  * SPATE_ARCHIVE_BYTES_MAX unpacked bytes refuse the whole artifact, naming
  * the entry. Extraction never follows a symlink. The root must end up with an

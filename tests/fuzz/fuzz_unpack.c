@@ -1,6 +1,7 @@
 /*
  * fuzz_unpack - archive extraction (store/unpack.h) against arbitrary
- * bytes: it must refuse or unpack, and never write outside its root.
+ * bytes: it must refuse or unpack, never write outside its root, and leave
+ * no symlink that resolves outside it (through other links included).
  */
 #include <ftw.h>
 #include <stdint.h>
@@ -19,6 +20,19 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+/* Every symlink unpacked that resolves at all resolves inside the root. */
+static int check_link(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag != FTW_SL && flag != FTW_SLN) return 0;
+    char real[4096], top[4096];
+    if (!realpath(root, top) || !realpath(path, real)) return 0;
+    size_t n = strlen(top);
+    if (strncmp(real, top, n) != 0 || (real[n] != '/' && real[n] != '\0')) abort();
+    return 0;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -33,7 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[512];
-    unpack_artifact((const char *)data, size, root, err, sizeof err);
+    if (unpack_artifact((const char *)data, size, root, err, sizeof err) == 0)
+        nftw(root, check_link, 16, FTW_PHYS);
     /* Nothing may appear beside the root. */
     struct stat st;
     if (stat(outside, &st) == 0) abort();
