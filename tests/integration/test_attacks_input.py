@@ -58,8 +58,11 @@ def test_atk_i_redrive_of_ordinary_topic_deletes_nothing(make_spated, sig):
     d.start()
     assert [m["payload"] for m in messages(d, "t2")] == bodies
     assert topic(d, "t2")["stored"] == 5
-    # Refused again, and still nothing lost.
+    # Refused again (also through the CLI, which falls back to the topic
+    # itself when there is no t2.dlq), and still nothing lost.
     assert d.json("POST", "/v1/topics/t2/redrive?after=2")[0] == 409
+    r = d.cli("dlq", "redrive", "t2")
+    assert r.returncode != 0 and b"not the dead-letter topic of any trigger" in r.stderr, r
     d.stop(signal.SIGKILL)
     d.start()
     assert [m["payload"] for m in messages(d, "t2")] == bodies
