@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from conftest import wait_for
+from conftest import Spated, wait_for
 
 
 def publish(d, topic, body):
@@ -251,7 +251,6 @@ NUMERIC_PARAMS = [
 
 @pytest.fixture(scope="module")
 def numbers_spated(tmp_path_factory, functions):
-    from conftest import Spated
     d = Spated(tmp_path_factory.mktemp("numbers")).start()
     d.json("PUT", "/v1/functions/rec", functions["recorder"].read_bytes())
     publish(d, "q1", b"m")
