@@ -1,6 +1,7 @@
 #include "runtime/exec.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -382,7 +383,121 @@ static void api_handle(http_request *req, void *data)
         respond_lambda_error(req, 404, "NotFound", "no such Runtime API route");
 }
 
-static const http_handlers api_handlers = {.body_limit = api_body_limit, .handle = api_handle};
+/* --- Who may use the endpoint ---------------------------------------------------------- */
+
+/* The session of process pid (/proc/PID/stat, field 6), or -1. */
+static pid_t session_of(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    /* The name in parentheses may hold anything: read after its last ')'. */
+    char *p = strrchr(line, ')');
+    int ppid, pgrp, sid;
+    char state;
+    if (!p || sscanf(p + 1, " %c %d %d %d", &state, &ppid, &pgrp, &sid) != 4) return -1;
+    return (pid_t)sid;
+}
+
+/* Whether process pid holds the socket "socket:[INODE]" among its descriptors. */
+static int holds_socket(pid_t pid, const char *want)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    struct dirent *de;
+    while (!found && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char link[64];
+        ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof link - 1);
+        if (n <= 0) continue;
+        link[n] = '\0';
+        found = strcmp(link, want) == 0;
+    }
+    closedir(d);
+    return found;
+}
+
+/* The process of instance e that holds the socket, or 0. Candidates are the
+ * processes of its pids cgroup, or without one every process; a candidate
+ * counts only in the instance's session (the bootstrap is its leader: no
+ * process of another instance can join it, while a cgroup of the same uid
+ * might be joined). */
+static pid_t instance_holder(const exec_instance *e, uint64_t inode)
+{
+    char want[48];
+    snprintf(want, sizeof want, "socket:[%llu]", (unsigned long long)inode);
+    const isolate_slot *iso = e->base.iso;
+    char path[600];
+    int from_cgroup = iso && iso->pids >= 0;
+    if (from_cgroup) snprintf(path, sizeof path, "%s/cgroup.procs", iso->dirs[iso->pids]);
+    FILE *procs = from_cgroup ? fopen(path, "re") : NULL;
+    DIR *all = procs ? NULL : opendir("/proc");
+    pid_t found = 0;
+    for (;;) {
+        long pid;
+        if (procs) {
+            if (fscanf(procs, "%ld", &pid) != 1) break;
+        } else {
+            struct dirent *de = all ? readdir(all) : NULL;
+            if (!de) break;
+            char *end;
+            pid = strtol(de->d_name, &end, 10);
+            if (*end || pid <= 0) continue;
+            if (session_of((pid_t)pid) != e->proc.pid) continue;
+        }
+        if (holds_socket((pid_t)pid, want) && session_of((pid_t)pid) == e->proc.pid) {
+            found = (pid_t)pid;
+            break;
+        }
+    }
+    if (procs) fclose(procs);
+    if (all) closedir(all);
+    return found;
+}
+
+/* Once per accepted connection: only a process of this very instance, as
+ * its uid, may use its endpoint (another uid could take its invocations,
+ * another instance of the same function too). Costs a scan of the
+ * instance's processes' descriptors (docs/api.md has the figure). */
+static int api_connect(http_peer *peer, const char *client, void *data)
+{
+    exec_instance *e = data;
+    const isolate_config *iso = isolate_get();
+    uid_t want = iso->drop ? e->base.iso->owner : geteuid();
+    uint64_t t0 = clock_mono_ns();
+    if (!peer->known) {
+        log_warn("refused a Runtime API connection from %s: its uid is unknown fn=%s", client,
+                 e->ver->function);
+        return -1;
+    }
+    if (peer->uid != want) {
+        log_warn("refused a Runtime API connection from %s: uid %u is not the instance's (%u) "
+                 "fn=%s",
+                 client, (unsigned)peer->uid, (unsigned)want, e->ver->function);
+        return -1;
+    }
+    pid_t pid = peer->inode ? instance_holder(e, peer->inode) : 0;
+    if (!pid) {
+        log_warn("refused a Runtime API connection from %s: uid %u, but no process of this "
+                 "instance (pid %d) holds its socket %llu fn=%s",
+                 client, (unsigned)peer->uid, (int)e->proc.pid, (unsigned long long)peer->inode,
+                 e->ver->function);
+        return -1;
+    }
+    log_debug("runtime api connection from pid %d checked in %llu us fn=%s", (int)pid,
+              (unsigned long long)((clock_mono_ns() - t0) / 1000), e->ver->function);
+    return 0;
+}
+
+static const http_handlers api_handlers = {
+    .connect = api_connect, .body_limit = api_body_limit, .handle = api_handle};
 
 /* --- The process --------------------------------------------------------------------- */
 
