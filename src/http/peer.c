@@ -22,14 +22,16 @@
  * connection would double the cost of a lookup. */
 static int diag_fd = -1;
 static uint32_t diag_seq;
+static int diag_failed; /* said once */
 
 static int diag_socket(void)
 {
     if (diag_fd >= 0) return diag_fd;
     int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (fd < 0) {
-        log_warn("cannot open a sock_diag socket: %s; local peers count as untrusted",
-                 strerror(errno));
+        if (!diag_failed++)
+            log_warn("cannot open a sock_diag socket: %s; local peers count as untrusted",
+                     strerror(errno));
         return -1;
     }
     struct timeval tv = {.tv_sec = 0, .tv_usec = DIAG_TIMEOUT_US};
