@@ -890,10 +890,15 @@ static void on_connection(uv_stream_t *listener, int status)
         c->state = C_HANDLING;
         if (s->draining)
             http_respond_error(&c->req, 503, "shutting_down", "spated is shutting down");
+        else if (s->nconns > s->cfg.max_connections)
+            http_respond_error(&c->req, 503, "too_many_connections",
+                               "server has reached its limit of %u connections, all busy",
+                               s->cfg.max_connections);
         else
             http_respond_error(&c->req, 503, "too_many_connections",
-                               "server has reached its limit of %u connections",
-                               s->cfg.max_connections);
+                               "server has reached its limit of %u connections without a "
+                               "complete request, all busy",
+                               s->cfg.new_max);
         if (!c->closed) keep_reading(c);
         return;
     }

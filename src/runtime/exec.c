@@ -386,8 +386,8 @@ static void api_handle(http_request *req, void *data)
 
 /* --- Who may use the endpoint ---------------------------------------------------------- */
 
-/* The session of process pid (/proc/PID/stat, field 6), or -1. */
-static pid_t session_of(pid_t pid)
+/* The parent and session of process pid (/proc/PID/stat), or -1. */
+static int stat_ids(pid_t pid, pid_t *ppid, pid_t *sid)
 {
     char path[64], line[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -398,10 +398,28 @@ static pid_t session_of(pid_t pid)
     line[n] = '\0';
     /* The name in parentheses may hold anything: read after its last ')'. */
     char *p = strrchr(line, ')');
-    int ppid, pgrp, sid;
+    int pp, pgrp, sd;
     char state;
-    if (!p || sscanf(p + 1, " %c %d %d %d", &state, &ppid, &pgrp, &sid) != 4) return -1;
-    return (pid_t)sid;
+    if (!p || sscanf(p + 1, " %c %d %d %d", &state, &pp, &pgrp, &sd) != 4) return -1;
+    *ppid = (pid_t)pp;
+    *sid = (pid_t)sd;
+    return 0;
+}
+
+/* Whether pid belongs to the instance whose bootstrap is leader: in its
+ * session (uv_spawn made the bootstrap a session leader) or descended from
+ * it. A process of another instance can do neither, even one that joined
+ * this instance's cgroup. */
+static int of_instance(pid_t pid, pid_t leader)
+{
+    pid_t ppid, sid;
+    if (stat_ids(pid, &ppid, &sid) != 0) return 0;
+    if (sid == leader || pid == leader) return 1;
+    for (int depth = 0; depth < 64 && ppid > 1; depth++) {
+        if (ppid == leader) return 1;
+        if (stat_ids(ppid, &ppid, &sid) != 0) return 0;
+    }
+    return 0;
 }
 
 /* Whether process pid holds the socket "socket:[INODE]" among its descriptors. */
@@ -425,48 +443,44 @@ static int holds_socket(pid_t pid, const char *want)
     return found;
 }
 
-/* The process of instance e that holds the socket, or 0. Candidates are the
- * processes of its pids cgroup, or without one every process; a candidate
- * counts only in the instance's session (the bootstrap is its leader: no
- * process of another instance can join it, while a cgroup of the same uid
- * might be joined). */
-static pid_t instance_holder(const exec_instance *e, uint64_t inode)
+/* The next candidate process of instance e: from its pids cgroup, or
+ * without one every process of uid; 0 at the end. */
+static pid_t next_candidate(FILE *procs, DIR *all, uid_t uid)
+{
+    long pid;
+    if (procs) return fscanf(procs, "%ld", &pid) == 1 ? (pid_t)pid : 0;
+    struct dirent *de;
+    while (all && (de = readdir(all))) {
+        char *end;
+        pid = strtol(de->d_name, &end, 10);
+        struct stat st;
+        if (*end || pid <= 0 || fstatat(dirfd(all), de->d_name, &st, 0) != 0) continue;
+        if (st.st_uid == uid) return (pid_t)pid;
+    }
+    return 0;
+}
+
+/* The process of instance e that holds the socket, or 0. */
+static pid_t instance_holder(const exec_instance *e, uid_t uid, uint64_t inode)
 {
     char want[48];
     snprintf(want, sizeof want, "socket:[%llu]", (unsigned long long)inode);
     const isolate_slot *iso = e->base.iso;
-    char path[600];
-    int from_cgroup = iso && iso->pids >= 0;
-    if (from_cgroup) snprintf(path, sizeof path, "%s/cgroup.procs", iso->dirs[iso->pids]);
-    FILE *procs = from_cgroup ? fopen(path, "re") : NULL;
-    DIR *all = procs ? NULL : opendir("/proc");
-    pid_t found = 0;
-    for (;;) {
-        long pid;
-        if (procs) {
-            if (fscanf(procs, "%ld", &pid) != 1) break;
-        } else {
-            struct dirent *de = all ? readdir(all) : NULL;
-            if (!de) break;
-            char *end;
-            pid = strtol(de->d_name, &end, 10);
-            if (*end || pid <= 0) continue;
-            if (session_of((pid_t)pid) != e->proc.pid) continue;
-        }
-        if (holds_socket((pid_t)pid, want) && session_of((pid_t)pid) == e->proc.pid) {
-            found = (pid_t)pid;
-            break;
-        }
+    FILE *procs = NULL;
+    if (iso && iso->pids >= 0) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/cgroup.procs", iso->dirs[iso->pids]);
+        procs = fopen(path, "re");
     }
+    DIR *all = procs ? NULL : opendir("/proc");
+    pid_t pid, found = 0;
+    while (!found && (pid = next_candidate(procs, all, uid)) > 0)
+        if (holds_socket(pid, want) && of_instance(pid, e->proc.pid)) found = pid;
     if (procs) fclose(procs);
     if (all) closedir(all);
     return found;
 }
 
-/* Once per accepted connection: only a process of this very instance, as
- * its uid, may use its endpoint (another uid could take its invocations,
- * another instance of the same function too). Costs a scan of the
- * instance's processes' descriptors (docs/api.md has the figure). */
 static int check_peers = 1;
 
 void exec_api_check_peers(int on)
@@ -474,6 +488,10 @@ void exec_api_check_peers(int on)
     check_peers = on;
 }
 
+/* Once per accepted connection: only a process of this very instance, as
+ * its uid, may use its endpoint (another uid could take its invocations,
+ * another instance of the same function too). Costs a scan of the
+ * instance's processes' descriptors (docs/functions.md has the figure). */
 static int api_connect(http_peer *peer, const char *client, void *data)
 {
     exec_instance *e = data;
@@ -488,9 +506,9 @@ static int api_connect(http_peer *peer, const char *client, void *data)
     else if (peer->uid != want)
         snprintf(why, sizeof why, "uid %u is not the instance's (%u)", (unsigned)peer->uid,
                  (unsigned)want);
-    else if (!peer->inode || !(pid = instance_holder(e, peer->inode)))
+    else if (!peer->inode || !(pid = instance_holder(e, want, peer->inode)))
         snprintf(why, sizeof why,
-                 "uid %u, but no process of this instance (session %d) holds its socket %llu",
+                 "uid %u, but no process of this instance (bootstrap pid %d) holds its socket %llu",
                  (unsigned)peer->uid, (int)e->proc.pid, (unsigned long long)peer->inode);
     if (pid) {
         log_debug("runtime api connection from pid %d checked in %llu us fn=%s", (int)pid,
