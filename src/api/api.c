@@ -108,18 +108,49 @@ static unsigned needed_scope(const route_match *m, enum http_method method)
     }
 }
 
+/* Once per connection: a local peer that runs as one of the functions'
+ * uids, or whose uid the kernel would not tell, is function code as far as
+ * the API knows, and gets no tokenless trust. A remote peer is left as it
+ * was: it needs a token whenever spated has a token file. */
+static int on_connect(http_peer *peer, const char *client, void *data)
+{
+    api *a = data;
+    (void)client;
+    if (peer->local &&
+        (!peer->known || (a->function_uid && a->function_uid(peer->uid, a->function_uid_data))))
+        peer->flags |= API_PEER_FUNCTION;
+    return 0;
+}
+
+static int from_function(const http_request *req)
+{
+    return (http_request_peer(req)->flags & API_PEER_FUNCTION) != 0;
+}
+
+int api_caller_is_admin(const api *a, const http_request *req)
+{
+    if (!a->auth) return !from_function(req);
+    return (auth_scopes(a->auth, http_header(req, "authorization")) & SCOPE_ADMIN) != 0;
+}
+
 /* Before the body is read: a request without a valid token, or with one of
- * the wrong scope, is refused here, so its body never costs memory. */
+ * the wrong scope, is refused here, so its body never costs memory. Without
+ * a token file every request is let in, but those of function code. */
 static int admit(http_request *req, void *data)
 {
     api *a = data;
-    if (!a->auth) {
+    int function = from_function(req);
+    if (!a->auth && !function) {
         http_trust(req);
         return 0;
     }
     route_match m = match(req->path);
     unsigned need = needed_scope(&m, req->method);
     if (!need) return 0;
+    if (!a->auth)
+        return http_refuse(req, 403, "forbidden",
+                           "function code may not use the API without a token, and spated has "
+                           "no token file (--token-file)");
     unsigned have = auth_scopes(a->auth, http_header(req, "authorization"));
     if (!have)
         return http_refuse(req, 401, "unauthorized",
@@ -380,7 +411,7 @@ static void on_deployed(const deploy_result *r, void *data)
         return;
     }
     if (a->cluster) cluster_announce_deploy(a->cluster, r->f);
-    api_respond_json(req, r->status, json_function(r->f, NULL, 0, NULL));
+    api_respond_json(req, r->status, json_function(r->f, NULL, 0, NULL, 1)); /* an admin's */
 }
 
 static void deploy_fn(api *a, http_request *req, const route_match *m)
@@ -445,7 +476,7 @@ static void describe_fn(api *a, http_request *req, fn *f)
 {
     scale_view sv;
     triggers_scale_view(a->tr, f->name, &sv);
-    api_respond_json(req, 200, json_function(f, a->table, 1, &sv));
+    api_respond_json(req, 200, json_function(f, a->table, 1, &sv, api_caller_is_admin(a, req)));
 }
 
 static void delete_fn(api *a, http_request *req, const route_match *m)
@@ -542,7 +573,8 @@ static void handle(http_request *req, void *data)
                        http_method_str(req->method), req->path);
 }
 
-static const http_handlers handlers = {.admit = admit, .body_limit = body_limit, .handle = handle};
+static const http_handlers handlers = {
+    .connect = on_connect, .admit = admit, .body_limit = body_limit, .handle = handle};
 
 const http_handlers *api_http_handlers(void)
 {
@@ -570,6 +602,12 @@ void api_set_auth(api *a, const auth *tokens)
 void api_set_limits(api *a, const api_limits *limits)
 {
     a->limits = *limits;
+}
+
+void api_set_function_uids(api *a, int (*is_function_uid)(uid_t uid, void *data), void *data)
+{
+    a->function_uid = is_function_uid;
+    a->function_uid_data = data;
 }
 
 void api_set_cluster(api *a, struct cluster *c)

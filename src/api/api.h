@@ -6,6 +6,7 @@
 #define SPATE_API_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "http/server.h"
 #include "sched/functions.h"
@@ -30,6 +31,12 @@ void api_free(api *a);
 /* For a reload: new tokens (borrowed as at create) and limits (copied). */
 void api_set_auth(api *a, const auth *tokens);
 void api_set_limits(api *a, const api_limits *limits);
+/* Which uids are function code's (spated hands them to functions): a
+ * connection from a local process running as one of them gets no tokenless
+ * trust; it needs a token valid for the route, also without a token file.
+ * The predicate and data are borrowed for the life of the api. Without it
+ * only peers whose uid is unknown are treated so. */
+void api_set_function_uids(api *a, int (*is_function_uid)(uid_t uid, void *data), void *data);
 /* Cluster mode: deploys and deletes are announced, invocations that find no
  * room here are routed (cluster/cluster.h). */
 struct cluster;

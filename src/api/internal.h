@@ -16,8 +16,17 @@ struct api {
     queue *q;
     triggers *tr;
     api_limits limits;
-    struct cluster *cluster; /* NULL: a single node */
+    struct cluster *cluster;                    /* NULL: a single node */
+    int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
+    void *function_uid_data;
 };
+
+/* http_peer.flags: the connection is from function code (api_set_function_uids). */
+#define API_PEER_FUNCTION 1u
+
+/* May the caller see secrets (functions' environment values): an admin
+ * token, or without a token file a caller that is not function code. */
+int api_caller_is_admin(const api *a, const http_request *req);
 
 enum route {
     R_NONE,

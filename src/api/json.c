@@ -7,6 +7,11 @@
 
 cJSON *json_config(const fn_config *c)
 {
+    return json_config_shown(c, 1);
+}
+
+cJSON *json_config_shown(const fn_config *c, int env_values)
+{
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "runtime", fnconfig_runtime_name(c->runtime));
     cJSON_AddNumberToObject(o, "min", c->min_instances);
@@ -27,7 +32,10 @@ cJSON *json_config(const fn_config *c)
             char *eq = strchr(line, '=');
             if (eq) {
                 *eq = '\0';
-                cJSON_AddStringToObject(env, line, eq + 1);
+                if (env_values)
+                    cJSON_AddStringToObject(env, line, eq + 1);
+                else
+                    cJSON_AddNullToObject(env, line); /* the name only: values may be secrets */
             }
         }
         p += len + (p[len] == '\n');
@@ -70,15 +78,21 @@ cJSON *json_function_summary(const fn *f)
     return o;
 }
 
+typedef struct versions_out {
+    cJSON *arr;
+    int env_values;
+} versions_out;
+
 static int add_version(const reg_version *v, int64_t created, void *data)
 {
+    versions_out *out = data;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "version", v->version);
     cJSON_AddStringToObject(o, "sha256", v->sha256);
     cJSON_AddNumberToObject(o, "size", (double)v->size);
     cJSON_AddNumberToObject(o, "created_ms", (double)v->created_ms);
-    cJSON_AddItemToObject(o, "config", json_config(&v->config));
-    cJSON_AddItemToArray(data, o);
+    cJSON_AddItemToObject(o, "config", json_config_shown(&v->config, out->env_values));
+    cJSON_AddItemToArray(out->arr, o);
     return 0;
 }
 
@@ -104,7 +118,8 @@ static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
     cJSON_AddBoolToObject(sc, "deadline_at_risk", sv->at_risk);
 }
 
-cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv)
+cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
+                     int env_values)
 {
     pool_stats s;
     pool_stats_get(f->pool, &s);
@@ -115,7 +130,7 @@ cJSON *json_function(const fn *f, functions *table, int with_versions, const sca
     cJSON_AddNumberToObject(o, "size", (double)f->active.size);
     cJSON_AddNumberToObject(o, "created_ms", (double)f->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)f->active.created_ms);
-    cJSON_AddItemToObject(o, "config", json_config(&f->active.config));
+    cJSON_AddItemToObject(o, "config", json_config_shown(&f->active.config, env_values));
     add_instances(o, &s);
     cJSON *st = cJSON_AddObjectToObject(o, "stats");
     cJSON_AddNumberToObject(st, "invocations", (double)s.invocations);
@@ -129,8 +144,8 @@ cJSON *json_function(const fn *f, functions *table, int with_versions, const sca
     if (s.zygote_pid) cJSON_AddNumberToObject(o, "zygote_pid", s.zygote_pid);
     if (s.load_error) cJSON_AddStringToObject(o, "load_error", s.load_error);
     if (with_versions && table) {
-        cJSON *arr = cJSON_AddArrayToObject(o, "versions");
-        functions_versions(table, f, add_version, arr);
+        versions_out out = {cJSON_AddArrayToObject(o, "versions"), env_values};
+        functions_versions(table, f, add_version, &out);
     }
     return o;
 }

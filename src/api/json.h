@@ -10,13 +10,18 @@
 /* A version's configuration: runtime, min, max, timeout_ms, memory_mb,
  * keep_alive_ms, queue, cpu_millis, network, env {K: V}. Caller owns. */
 cJSON *json_config(const fn_config *c);
+/* The same, with the env values (env_values 1) or only their names, each
+ * mapped to null (0: for callers that may not see secrets). Caller owns. */
+cJSON *json_config_shown(const fn_config *c, int env_values);
 /* A trigger's configuration: topic, function, max_attempts, dlq, ordered,
  * deadline_ms, max_concurrency (the API's and the cluster registry's). */
 cJSON *json_trigger_config(const char *topic, const q_sub_config *cfg);
 /* One line of the list: name, version, runtime, instances. Caller owns. */
 cJSON *json_function_summary(const fn *f);
 /* A whole description; with versions (read through table) when asked, and
- * its scaling when sv is given. Caller owns. */
-cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv);
+ * its scaling when sv is given; env values only with env_values (else the
+ * names, mapped to null). Caller owns. */
+cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
+                     int env_values);
 
 #endif

@@ -416,8 +416,14 @@ static void print_config(const cJSON *cfg, const char *indent)
     if (cJSON_IsFalse(net)) printf("%sno network\n", indent);
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(cfg, "env");
     const cJSON *e;
+    /* A value is null when the token may not see it (only admin may). */
     cJSON_ArrayForEach(e, env)
-        printf("%senv %s=%s\n", indent, e->string, cJSON_IsString(e) ? e->valuestring : "");
+    {
+        if (cJSON_IsString(e))
+            printf("%senv %s=%s\n", indent, e->string, e->valuestring);
+        else
+            printf("%senv %s (value hidden: needs an admin token)\n", indent, e->string);
+    }
 }
 
 static int cmd_status(const cli *c, int argc, char **argv)

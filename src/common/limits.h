@@ -39,6 +39,16 @@
 /* A request must arrive whole (headers and body) within this (default, ms);
  * otherwise 408. Stops clients that trickle bytes from holding a connection. */
 #define SPATE_HTTP_REQUEST_TIMEOUT_MS 30000
+/* A new connection must send its first request's headers within this
+ * (default, ms), as must each request of a connection that has not
+ * authenticated; otherwise 408. Real clients send them in one packet; a
+ * client that holds connections open with a byte or two is let go soon. */
+#define SPATE_HTTP_HEADER_TIMEOUT_MS 5000
+/* Connections that have not yet sent a complete request (default). Over it,
+ * the oldest of them is closed, so that idle or trickling connections cannot
+ * take the places of clients that send their request at once. A quarter of
+ * the connections. */
+#define SPATE_HTTP_NEW_CONNECTIONS_MAX 256
 
 /* --- Functions ----------------------------------------------------------- */
 

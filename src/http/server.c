@@ -37,6 +37,9 @@ typedef struct http_conn {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     list_node link;
+    list_node new_link; /* in srv->new_conns while no request has completed */
+    http_peer peer;
+    uint64_t header_due; /* loop time by which the headers must be in */
     http_parser parser;
     enum conn_state state;
     char *in; /* read buffer: [in_off, in_len) not yet parsed */
@@ -49,7 +52,7 @@ typedef struct http_conn {
     const char *error_code;
     char error_msg[160];
     unsigned ready : 1, pending : 1, keep_alive : 1, in_process : 1, closed : 1, reading : 1,
-        peer_eof : 1, trusted : 1;
+        peer_eof : 1, trusted : 1, is_new : 1, header_timer : 1;
     int handles;
     buf out;  /* answer bytes the socket did not take at once */
     buf cork; /* answers to pipelined requests, sent together when parsing stops */
@@ -66,6 +69,10 @@ struct http_server {
     void *data;
     list_node conns; /* open connections */
     uint32_t nconns;
+    list_node new_conns; /* connections without a complete request, oldest first */
+    uint32_t nnew;
+    uint64_t evicted, evicted_logged; /* closed to make room; how many the log has said */
+    uint64_t evict_log_at;
     uint32_t nalloc; /* connections not yet freed (closed ones may await a handler) */
     int port;
     int draining;
@@ -92,6 +99,8 @@ void http_config_defaults(http_config *c)
     c->header_bytes_max = SPATE_HTTP_HEADER_BYTES_MAX;
     c->idle_timeout_ms = SPATE_HTTP_IDLE_TIMEOUT_MS;
     c->request_timeout_ms = SPATE_HTTP_REQUEST_TIMEOUT_MS;
+    c->header_timeout_ms = SPATE_HTTP_HEADER_TIMEOUT_MS;
+    c->new_max = SPATE_HTTP_NEW_CONNECTIONS_MAX;
 }
 
 const char *http_status_text(int status)
@@ -178,10 +187,20 @@ static void on_handle_closed(uv_handle_t *h)
     maybe_free(c);
 }
 
+/* The connection completed a request (or closes): it leaves the new ones. */
+static void leave_new(http_conn *c)
+{
+    if (!c->is_new) return;
+    c->is_new = 0;
+    list_remove(&c->new_link);
+    c->srv->nnew--;
+}
+
 static void close_conn(http_conn *c)
 {
     if (c->closed) return;
     c->closed = 1;
+    leave_new(c);
     list_remove(&c->link);
     c->srv->nconns--;
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -196,8 +215,12 @@ static void on_timer(uv_timer_t *t)
         /* A request that trickles in too slowly. */
         c->error_status = 408;
         c->error_code = "request_timeout";
-        snprintf(c->error_msg, sizeof c->error_msg, "request not complete within %u ms",
-                 c->srv->cfg.request_timeout_ms);
+        if (c->header_timer)
+            snprintf(c->error_msg, sizeof c->error_msg, "request headers not complete within %u ms",
+                     c->srv->cfg.header_timeout_ms);
+        else
+            snprintf(c->error_msg, sizeof c->error_msg, "request not complete within %u ms",
+                     c->srv->cfg.request_timeout_ms);
         http_respond_error(&c->req, 408, c->error_code, "%s", c->error_msg);
         return;
     }
@@ -274,6 +297,11 @@ void http_trust(http_request *req)
     CONN(req)->trusted = 1;
 }
 
+const http_peer *http_request_peer(const http_request *req)
+{
+    return &CONN(req)->peer;
+}
+
 static int arena_add(http_conn *c, const char *p, size_t n)
 {
     return buf_append(&c->arena, p, n) ? header_overflow(c) : 0;
@@ -294,7 +322,19 @@ static int on_message_begin(http_parser *p)
     c->req.data = NULL;
     c->req.on_abort = NULL;
     c->req.id = ++c->srv->next_id;
-    start_timer(c, c->srv->cfg.request_timeout_ms);
+    /* The headers of a new or untrusted connection's request have a short
+     * deadline: from accept for the first request, so that sending a byte
+     * now and then does not extend it. */
+    uint32_t ms = cfg->request_timeout_ms;
+    c->header_timer = 0;
+    if (cfg->header_timeout_ms && cfg->header_timeout_ms < cfg->request_timeout_ms &&
+        (c->is_new || !c->trusted)) {
+        uint64_t now = uv_now(c->srv->loop);
+        if (!c->is_new) c->header_due = now + cfg->header_timeout_ms;
+        ms = c->header_due > now ? (uint32_t)(c->header_due - now) : 1;
+        c->header_timer = 1;
+    }
+    start_timer(c, ms);
     return 0;
 }
 
@@ -377,6 +417,11 @@ static int on_headers_complete(http_parser *p)
         uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     }
+    if (c->header_timer) {
+        /* The body gets the request timeout. */
+        c->header_timer = 0;
+        start_timer(c, c->srv->cfg.request_timeout_ms);
+    }
     return 0;
 }
 
@@ -395,6 +440,8 @@ static int on_message_complete(http_parser *p)
 {
     http_conn *c = p->data;
     uv_timer_stop(&c->timer);
+    c->header_timer = 0;
+    leave_new(c);
     c->keep_alive = http_should_keep_alive(p) != 0;
     c->ready = 1;
     c->state = C_HANDLING;
@@ -707,6 +754,69 @@ static void keep_reading(http_conn *c)
     }
 }
 
+/* A new connection that may be closed to make room: one still waiting for
+ * (the rest of) its first request's headers, or lingering after an error. */
+static int evictable_new(const http_conn *c)
+{
+    if (c->pending) return 0;
+    return c->state == C_IDLE || c->state == C_LINGER ||
+           (c->state == C_READING && c->header_state < 3);
+}
+
+static http_conn *oldest_new(http_server *s, const http_conn *except)
+{
+    for (list_node *n = list_first(&s->new_conns); n != &s->new_conns; n = n->next) {
+        http_conn *c = list_entry(n, http_conn, new_link);
+        if (c != except && evictable_new(c)) return c;
+    }
+    return NULL;
+}
+
+/* A keep-alive connection between requests with nothing buffered: closing
+ * it loses nothing (a client may always find an idle connection closed). */
+static http_conn *oldest_idle(http_server *s, const http_conn *except)
+{
+    for (list_node *n = list_first(&s->conns); n != &s->conns; n = n->next) {
+        http_conn *c = list_entry(n, http_conn, link);
+        if (c != except && !c->pending && c->state == C_IDLE && c->in_off == c->in_len) return c;
+    }
+    return NULL;
+}
+
+static void evict(http_server *s, http_conn *victim)
+{
+    s->evicted++;
+    uint64_t now = uv_now(s->loop);
+    /* Under a flood this happens per connection: say it every 10 s at most. */
+    if (now >= s->evict_log_at) {
+        log_warn("closed %llu waiting or idle connection(s) to make room for new ones "
+                 "(limits: %u connections, %u not yet with a complete request) client=%s",
+                 (unsigned long long)(s->evicted - s->evicted_logged), s->cfg.max_connections,
+                 s->cfg.new_max, victim->client);
+        s->evicted_logged = s->evicted;
+        s->evict_log_at = now + 10000;
+    }
+    close_conn(victim);
+}
+
+/* Makes room for c within the budgets; 0, or -1 when every other
+ * connection is busy. */
+static int make_room(http_server *s, http_conn *c)
+{
+    if (s->cfg.new_max && s->nnew > s->cfg.new_max) {
+        http_conn *v = oldest_new(s, c);
+        if (!v) return -1;
+        evict(s, v);
+    }
+    if (s->nconns > s->cfg.max_connections) {
+        http_conn *v = oldest_new(s, c);
+        if (!v) v = oldest_idle(s, c);
+        if (!v) return -1;
+        evict(s, v);
+    }
+    return 0;
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     http_server *s = listener->data;
@@ -731,6 +841,15 @@ static void on_connection(uv_stream_t *listener, int status)
     c->handles = 2;
     list_push_back(&s->conns, &c->link);
     s->nconns++;
+    list_push_back(&s->new_conns, &c->new_link);
+    s->nnew++;
+    c->is_new = 1;
+    /* Until its first request, the shorter of the idle timeout and the
+     * header deadline. */
+    uint32_t first = s->cfg.idle_timeout_ms;
+    if (s->cfg.header_timeout_ms && s->cfg.header_timeout_ms < first)
+        first = s->cfg.header_timeout_ms;
+    c->header_due = uv_now(s->loop) + first;
     buf_init(&c->arena, s->cfg.header_bytes_max);
     buf_init(&c->req.body, 0);
     buf_init(&c->out, 0);
@@ -753,21 +872,38 @@ static void on_connection(uv_stream_t *listener, int status)
         }
         snprintf(c->client, sizeof c->client, "%s:%d", ip, port);
     }
-    if (s->nconns > s->cfg.max_connections || s->draining) {
+    if (s->h->connect) {
+        uv_os_fd_t fd = -1;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            peer_identify(fd, &c->peer);
+        else
+            c->peer.local = 1; /* unknown, hence untrusted */
+        if (s->h->connect(&c->peer, c->client, s->data) != 0) {
+            close_conn(c);
+            return;
+        }
+    }
+    int full = !s->draining && make_room(s, c) != 0;
+    if (full || s->draining) {
         c->keep_alive = 0;
         c->pending = 1;
         c->state = C_HANDLING;
         if (s->draining)
             http_respond_error(&c->req, 503, "shutting_down", "spated is shutting down");
+        else if (s->nconns > s->cfg.max_connections)
+            http_respond_error(&c->req, 503, "too_many_connections",
+                               "server has reached its limit of %u connections, all busy",
+                               s->cfg.max_connections);
         else
             http_respond_error(&c->req, 503, "too_many_connections",
-                               "server has reached its limit of %u connections",
-                               s->cfg.max_connections);
+                               "server has reached its limit of %u connections without a "
+                               "complete request, all busy",
+                               s->cfg.new_max);
         if (!c->closed) keep_reading(c);
         return;
     }
     c->state = C_IDLE;
-    start_timer(c, s->cfg.idle_timeout_ms);
+    start_timer(c, (uint32_t)(c->header_due - uv_now(s->loop)));
     keep_reading(c);
 }
 
@@ -810,6 +946,7 @@ int http_server_start(uv_loop_t *loop, const char *host, int port, const http_co
     s->h = handlers;
     s->data = data;
     list_init(&s->conns);
+    list_init(&s->new_conns);
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
     int rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);

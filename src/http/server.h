@@ -7,10 +7,19 @@
  * with its status and a JSON error body, then closes the connection:
  *   headers over the limit or too many   431
  *   body over the route's limit          413
- *   too many connections                 503
- *   request not complete in time         408
+ *   too many connections                 503 (only when none can be closed, below)
+ *   request not complete in time         408 (headers of a new connection: header_timeout_ms)
  *   malformed request                    400
  * An idle keep-alive connection is closed quietly after the idle timeout.
+ *
+ * New connections (no complete request yet) have a budget of their own,
+ * new_max, and a short deadline for their headers, so that idle or trickling
+ * clients cannot crowd out real work: a connection over the budget closes
+ * the oldest new connection (one still waiting for its headers); one over
+ * max_connections closes the oldest new one, else the oldest idle keep-alive
+ * one, and only when every connection is busy is it answered 503. An
+ * operator's fresh connection, which sends its request at once, is thus
+ * always served.
  *
  * The handler gets each complete request and must answer it exactly once with
  * http_respond, now or later. If the client goes away first, req->on_abort
@@ -25,6 +34,7 @@
 #include <uv.h>
 
 #include "common/buf.h"
+#include "http/peer.h"
 
 typedef struct http_server http_server;
 typedef struct http_request http_request;
@@ -51,9 +61,22 @@ typedef struct http_config {
     uint32_t header_bytes_preauth;
     uint32_t idle_timeout_ms;
     uint32_t request_timeout_ms;
+    /* A connection's first request (and each of a connection not trusted)
+     * must have its headers in within this of accept (of its first byte);
+     * 0: request_timeout_ms. */
+    uint32_t header_timeout_ms;
+    /* Connections that have not sent a complete request yet (0: no budget
+     * but max_connections). */
+    uint32_t new_max;
 } http_config;
 
 typedef struct http_handlers {
+    /* Optional, once per accepted connection, with who is at the other end
+     * (peer.h; identifying it costs one kernel query, done only when this is
+     * set): 0 serves the connection, anything else closes it at once. It may
+     * set peer->flags; the connection's requests carry the peer
+     * (http_request_peer). */
+    int (*connect)(http_peer *peer, const char *client, void *data);
     /* Optional, once the headers are in, before the body is read: 0 admits
      * the request; otherwise it called http_refuse and the connection answers
      * that and closes. */
@@ -84,6 +107,9 @@ int http_refuse(http_request *req, int status, const char *code, const char *fmt
     __attribute__((format(printf, 4, 5)));
 /* For admit: the connection proved itself; it gets the full header limit. */
 void http_trust(http_request *req);
+
+/* Who sent the request, as connect saw it (all zero without connect). */
+const http_peer *http_request_peer(const http_request *req);
 
 /* Value of a request header (case-insensitive name), NUL-terminated, or NULL. */
 const char *http_header(const http_request *req, const char *name);

@@ -10,7 +10,9 @@
  *   POST /2018-06-01/runtime/init/error                 initialisation failed
  *
  * The first /next makes the instance ready; a wrong request id is answered
- * 400; a response over 6 MiB fails the invocation.
+ * 400; a response over 6 MiB fails the invocation. A connection from any
+ * process but the instance's own (its uid, in its cgroup and session) is
+ * closed at once.
  */
 #ifndef SPATE_EXEC_H
 #define SPATE_EXEC_H
@@ -33,5 +35,9 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
                void *data, instance **out);
 /* The port of an exec instance's Runtime API endpoint (tests/fuzz). */
 int exec_api_port(const instance *inst);
+/* Each endpoint serves only processes of its own instance, with its uid
+ * (checked once per connection); off (0) lets any client in, for the
+ * fuzzer, which plays the runtime itself. spated never turns it off. */
+void exec_api_check_peers(int on);
 
 #endif

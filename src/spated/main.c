@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
@@ -72,6 +73,31 @@ static int is_loopback(const char *host)
 {
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
            strcmp(host, "localhost") == 0;
+}
+
+/* The uids spated hands to functions (isolate.h): --run-as's, and with
+ * --uid-base every uid from there up (isolate_uid assigns them only there).
+ * When spated is not root, functions run as its own user and no uid tells
+ * them apart from it: then none is function code's, as nothing would
+ * enforce the difference (docs/api.md). */
+static int is_function_uid(uid_t uid, void *data)
+{
+    (void)data;
+    const isolate_config *iso = isolate_get();
+    if (!iso->drop) return 0;
+    return uid == iso->uid || (iso->uid_base && uid >= iso->uid_base);
+}
+
+/* Every connection and every instance's Runtime API endpoint is a
+ * descriptor: the soft limit goes up to the hard one, as servers do. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("cannot raise the open files limit: %s", strerror(errno));
+    }
 }
 
 /* --- Stopping ------------------------------------------------------------------------ */
@@ -250,6 +276,7 @@ int main(int argc, char **argv)
     log_level_min = n.opt.log_level;
     log_format = n.opt.log_format;
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     if (access(n.opt.runner, X_OK) != 0)
         die("cannot run '%s': %s (use --runner)", n.opt.runner, strerror(errno));
 
@@ -296,6 +323,7 @@ int main(int argc, char **argv)
     triggers_attach(n.tr, n.q);
     n.api = api_create(n.table, n.q, n.tr, n.tokens, &n.opt.limits);
     if (!n.api) die("out of memory");
+    api_set_function_uids(n.api, is_function_uid, NULL);
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
                           &n.http, err, sizeof err) != 0)
         die("%s", err);

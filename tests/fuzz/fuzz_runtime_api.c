@@ -74,6 +74,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     chmod(boot, 0755);
     if (isolate_init(loop, "nobody", SPATE_UID_BASE, SPATE_PIDS_DEFAULT, err, sizeof err))
         die("isolate_init", err);
+    exec_api_check_peers(0); /* the fuzzer is the runtime, from outside the instance */
     static char *env[] = {"PATH=/usr/bin:/bin", NULL};
     launcher_config cfg = {
         .runtime = RUNTIME_EXEC,

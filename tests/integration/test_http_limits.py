@@ -58,18 +58,37 @@ def test_keep_alive_reuses_one_connection(spated, functions):
 
 def test_connection_limit_answers_503(make_spated):
     d = make_spated("--max-connections", "4")
+    # Busy connections (a body on its way) are not closed for a newcomer.
+    partial = b"POST /v1/functions/x/invoke HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"
     held = [connect(d) for _ in range(4)]
+    for s in held:
+        s.sendall(partial)
     time.sleep(0.1)
     extra = connect(d)
     data = read_until_closed(extra)
     assert data.startswith(b"HTTP/1.1 503 ")
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["code"] == "too_many_connections"
-    held[0].sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert b"200 OK" in held[0].recv(4096)
+    held[0].sendall(b"defghij")
+    assert b"404 Not Found" in held[0].recv(4096)
     for s in held:
         s.close()
     time.sleep(0.1)
     assert d.json("GET", "/v1/health")[0] == 200
+
+
+def test_idle_connections_make_room_for_new_ones(make_spated):
+    # Connections that only wait (for their first request, or between
+    # requests) are closed, oldest first, when a new one needs their place.
+    d = make_spated("--max-connections", "4")
+    held = [connect(d) for _ in range(4)]
+    held[3].sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert b"200 OK" in held[3].recv(4096)
+    time.sleep(0.1)
+    assert d.json("GET", "/v1/health")[0] == 200
+    assert held[0].recv(100) == b""  # the oldest was closed for it
+    assert d.json("GET", "/v1/health")[0] == 200
+    for s in held:
+        s.close()
 
 
 def test_idle_connections_are_closed(make_spated):

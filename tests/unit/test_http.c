@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -306,6 +307,43 @@ static void head_has_no_body(void)
 
 static void query_parse_cb_count(void);
 
+/* The kernel names the client of a loopback connection: this process's uid
+ * and the client socket's inode. */
+static void peer_of_loopback(void)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 1) == 0);
+    getsockname(l, (struct sockaddr *)&a, &alen);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == 0);
+    int s = accept(l, NULL, NULL);
+    http_peer p;
+    peer_identify(s, &p);
+    struct stat st;
+    fstat(c, &st);
+    CHECK(p.local && p.known);
+    CHECK_INT(p.uid, geteuid());
+    CHECK_INT(p.inode, st.st_ino);
+    close(s);
+    close(c);
+    close(l);
+}
+
+static void peer_of_unix_socket(void)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    http_peer p;
+    peer_identify(sv[0], &p);
+    CHECK(p.local && p.known);
+    CHECK_INT(p.uid, geteuid());
+    CHECK_INT(p.pid, getpid());
+    close(sv[0]);
+    close(sv[1]);
+}
+
 int main(void)
 {
     uv_loop_init(&loop);
@@ -347,11 +385,15 @@ int main(void)
         close(fd);
     }
 
-    /* Connections over the limit get 503; the others are unaffected. */
+    /* Connections over the limit, all busy (a body on its way): the new one
+     * gets 503; the others are unaffected. */
     {
         fprintf(stderr, "  too_many_connections\n");
         int fds[8];
-        for (int i = 0; i < 8; i++) fds[i] = connect_client();
+        for (int i = 0; i < 8; i++) {
+            fds[i] = connect_client();
+            send_str(fds[i], "POST /still HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+        }
         usleep(100000);
         int extra = connect_client();
         char got[4096];
@@ -359,11 +401,32 @@ int main(void)
         CHECK(strncmp(got, "HTTP/1.1 503 ", 13) == 0);
         CHECK(strstr(got, "too_many_connections") != NULL);
         close(extra);
-        send_str(fds[0], "GET /still HTTP/1.1\r\n\r\n");
+        send_str(fds[0], "defghij");
         recv_for(fds[0], got, sizeof got, 2000, 1);
-        CHECK(strstr(got, "GET /still") != NULL);
+        CHECK(strstr(got, "POST /still") != NULL);
+        for (int i = 0; i < 8; i++) close(fds[i]);
+        usleep(100000);
+    }
+
+    /* Over the limit with connections that only wait: the oldest of them is
+     * closed and the new one served. */
+    {
+        fprintf(stderr, "  waiting_connections_make_room\n");
+        int fds[8];
+        for (int i = 0; i < 8; i++) fds[i] = connect_client();
+        usleep(100000);
+        int extra = connect_client();
+        char got[4096];
+        send_str(extra, "GET /fresh HTTP/1.1\r\nConnection: close\r\n\r\n");
+        recv_all(extra, got, sizeof got);
+        CHECK(strstr(got, "GET /fresh") != NULL);
+        close(extra);
+        CHECK(peer_closed(fds[0], 2000));
         for (int i = 0; i < 8; i++) close(fds[i]);
     }
+
+    RUN(peer_of_loopback);
+    RUN(peer_of_unix_socket);
 
     RUN(query_parse_cb_count);
 
