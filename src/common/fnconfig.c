@@ -42,6 +42,25 @@ static int key_char(char c, int first)
            (!first && c >= '0' && c <= '9');
 }
 
+/* Variables the dynamic loader and libc act on, from glibc's
+ * UNSECURE_ENVVARS (sysdeps/generic/unsecvars.h), which glibc itself drops
+ * for setuid programs; every LD_ name besides. spate-runner no longer starts
+ * with a function's environment, so none of these reaches it as root; they
+ * are refused anyway, so that no future path can hand them over. TMPDIR of
+ * that list is allowed: it names a directory, and each instance gets its own. */
+static const char *const loader_vars[] = {
+    "GCONV_PATH",   "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES",      "LOCALDOMAIN", "LOCPATH",
+    "MALLOC_TRACE", "NIS_PATH",    "NLSPATH",        "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",
+};
+
+static int loader_var(const char *key, size_t klen)
+{
+    if (klen >= 3 && memcmp(key, "LD_", 3) == 0) return 1;
+    for (size_t i = 0; i < sizeof loader_vars / sizeof loader_vars[0]; i++)
+        if (strlen(loader_vars[i]) == klen && memcmp(loader_vars[i], key, klen) == 0) return 1;
+    return 0;
+}
+
 int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap)
 {
     const char *eq = memchr(kv, '=', len);
@@ -56,6 +75,13 @@ int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t
                      (int)(klen > 64 ? 64 : klen), kv);
             return ERR_INVAL;
         }
+    }
+    if (loader_var(kv, klen)) {
+        snprintf(why, whycap,
+                 "environment variable '%.*s' is refused: the dynamic loader or libc acts on it "
+                 "(LD_*, GCONV_PATH, GLIBC_TUNABLES, LOCPATH, NLSPATH, ...)",
+                 (int)(klen > 64 ? 64 : klen), kv);
+        return ERR_INVAL;
     }
     if (memchr(kv, '\n', len) || memchr(kv, '\0', len)) {
         snprintf(why, whycap, "environment value of '%.*s' holds a newline or NUL", (int)klen, kv);

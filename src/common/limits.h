@@ -149,10 +149,24 @@
 #define SPATE_WAKE_COST_US 20
 /* Zygote restarts after a crash are spaced at least this far apart (ms). */
 #define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
+/* A zygote reports an instance it forked (SPAWNED) or reaped (EXITED) within
+ * microseconds; one silent for this long (ms) after spated needs the report
+ * is lying or stuck, and is treated as broken. */
+#define SPATE_ZYGOTE_REPORT_MS 2000
+/* Processes a version's zygote cgroup holds beyond --pids-max: instances pass
+ * through it between their fork and joining their own cgroups. */
+#define SPATE_ZYGOTE_PIDS_HEADROOM 256
+/* The environment spate-runner reads from --env-fd (the function's
+ * variables, at most SPATE_ENV_BYTES_MAX, plus spate's and Lambda's). */
+#define SPATE_RUNNER_ENV_MAX (64u * KIB)
 
 /* --- Daemon ----------------------------------------------------------------- */
 
 /* Time given to in-flight invocations on SIGTERM before they are cut (ms). */
 #define SPATE_SHUTDOWN_GRACE_MS 30000
+/* After the grace, what may still take to end (instances killed, zygotes
+ * stopped, the store committed) before spated kills what is left and exits
+ * anyway (ms): shutdown is bounded whatever a function does. */
+#define SPATE_SHUTDOWN_CUT_MS 3000
 
 #endif /* SPATE_LIMITS_H */

@@ -3,7 +3,7 @@
  * forked from it.
  *
  *     spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT.so
- *     spate-runner --exec [SANDBOX] [--cgroups DIRS] [--tmpdir DIR] BOOTSTRAP
+ *     spate-runner --exec [SANDBOX] [--tmpdir DIR] BOOTSTRAP
  *
  * The zygote reads the shared object while it still may (spated starts it as
  * root), enters the sandbox (runner/sandbox.h: no new privileges, the
@@ -16,7 +16,12 @@
  * With --exec the runner is the sandboxing wrapper of an exec instance: it
  * enters the same sandbox and the instance's cgroups, then runs BOOTSTRAP.
  *
- * SANDBOX is [--uid N --gid N] [--no-network] [--memory-mb N].
+ * SANDBOX is [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]
+ * [--env-fd FD]. The zygote joins DIRS (its version's cgroups) while still
+ * root; the exec wrapper joins them (its instance's) after the drop. The
+ * runner starts with a clean environment (spated gives it nothing of the
+ * function's: it is root); the function's variables come in FD, "K=V\0...",
+ * and become the environment only once it runs as the function's user.
  *
  * The zygote links nothing but libc and keeps its heap small, because every
  * page it holds makes each fork slower.
@@ -420,8 +425,9 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT\n"
-            "       spate-runner --exec [SANDBOX] [--cgroups DIRS] [--tmpdir DIR] BOOTSTRAP\n"
-            "SANDBOX: [--uid N --gid N] [--no-network] [--memory-mb N]\n"
+            "       spate-runner --exec [SANDBOX] [--tmpdir DIR] BOOTSTRAP\n"
+            "SANDBOX: [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]\n"
+            "         [--env-fd FD]\n"
             "spate-runner is started by spated; it is not meant to be run by hand\n");
     exit(2);
 }
@@ -454,12 +460,47 @@ static int read_object(const char *object)
     return mem;
 }
 
-/* The exec wrapper: sandbox, cgroups, then the bootstrap in its place. */
+/* The function's environment from --env-fd (runtime/isolate.h: a memfd of
+ * "K=V\0K=V\0..."), in place of the whole environment. Called only after
+ * the privilege drop, so that nothing in it (LD_PRELOAD and its like) acts
+ * while the process is root. Closes fd. 0, or -1 with why filled. */
+static int apply_env(int fd, char *why, size_t cap)
+{
+    if (fd < 0) return 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size > SPATE_RUNNER_ENV_MAX) {
+        snprintf(why, cap, "cannot read the environment (--env-fd %d): unreadable or over %u bytes",
+                 fd, SPATE_RUNNER_ENV_MAX);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size, got = 0;
+    char *text = malloc(size + 1); /* for good: environ points into it */
+    while (text && got < size) {
+        ssize_t n = pread(fd, text + got, size - got, (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!text || got != size) {
+        snprintf(why, cap, "cannot read the environment (--env-fd %d): %s", fd,
+                 text ? "short read" : "out of memory");
+        free(text);
+        return -1;
+    }
+    text[size] = '\0';
+    clearenv();
+    for (char *p = text; p < text + size; p += strlen(p) + 1)
+        if (p[0] != '=' && strchr(p, '=')) putenv(p);
+    return 0;
+}
+
+/* The exec wrapper: sandbox, environment, cgroups, then the bootstrap in its place. */
 static int __attribute__((noreturn))
-run_exec(const sandbox_version *v, const sandbox_instance *si, char *const *argv)
+run_exec(const sandbox_version *v, const sandbox_instance *si, int env_fd, char *const *argv)
 {
     char why[256];
-    if (sandbox_enter_version(v, why, sizeof why) != 0 ||
+    if (sandbox_enter_version(v, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0 ||
         sandbox_enter_instance(si, -1, why, sizeof why) != 0) {
         fprintf(stderr, "spate-runner: %s\n", why);
         _exit(SPATE_SANDBOX_FAILED_STATUS);
@@ -475,7 +516,7 @@ int main(int argc, char **argv)
     const char *function = "?", *version = "?", *object = NULL;
     sandbox_version sv = {.seccomp = 1};
     sandbox_instance si = {.cgroups = "", .tmpdir = ""};
-    int exec_mode = 0, i;
+    int exec_mode = 0, env_fd = -1, i;
     for (i = 1; i < argc && !object; i++) {
         if (strcmp(argv[i], "--version") == 0 && i + 1 < argc)
             version = argv[++i];
@@ -496,6 +537,8 @@ int main(int argc, char **argv)
             exec_mode = 1;
         else if (strcmp(argv[i], "--cgroups") == 0 && i + 1 < argc)
             si.cgroups = argv[++i];
+        else if (strcmp(argv[i], "--env-fd") == 0 && i + 1 < argc)
+            env_fd = (int)arg_u32(argv[++i], 1 << 20);
         else if (strcmp(argv[i], "--tmpdir") == 0 && i + 1 < argc)
             si.tmpdir = argv[++i];
         else if (argv[i][0] != '-')
@@ -504,21 +547,30 @@ int main(int argc, char **argv)
             usage();
     }
     if (!object) usage();
-    if (exec_mode) run_exec(&sv, &si, argv + i - 1);
-    if (control_fd < 0) usage();
+    if (exec_mode) run_exec(&sv, &si, env_fd, argv + i - 1);
+    if (control_fd < 0 || env_fd == control_fd) usage();
+    sv.cgroups = si.cgroups; /* the zygote's are its version's */
 
     static char tag[128];
     snprintf(tag, sizeof tag, "runner fn=%s version=%s", function, version);
     log_set_tag(tag);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1) return 0;
-    /* Nothing of spated's but stdio and the control socket. */
-    if (control_fd > 3) syscall(SYS_close_range, 3, (unsigned)control_fd - 1, 0);
-    syscall(SYS_close_range, (unsigned)control_fd + 1, ~0u, 0);
+    /* Nothing of spated's but stdio, the control socket and the environment. */
+    int keep[2] = {control_fd < env_fd ? control_fd : env_fd,
+                   control_fd < env_fd ? env_fd : control_fd};
+    unsigned from = 3;
+    for (int k = 0; k < 2; k++) {
+        if (keep[k] < 0) continue;
+        if ((unsigned)keep[k] > from) syscall(SYS_close_range, from, (unsigned)keep[k] - 1, 0);
+        from = (unsigned)keep[k] + 1;
+    }
+    syscall(SYS_close_range, from, ~0u, 0);
 
     int mem = read_object(object);
     char why[256];
-    if (sandbox_enter_version(&sv, why, sizeof why) != 0) send_load_failed("%s%s", why, "");
+    if (sandbox_enter_version(&sv, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0)
+        send_load_failed("%s%s", why, "");
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the credential change cleared it */
     if (getppid() == 1) return 0;
 

@@ -95,27 +95,6 @@ static int install_seccomp(int no_network, char *why, size_t cap)
     return rc ? -1 : 0;
 }
 
-int sandbox_enter_version(const sandbox_version *v, char *why, size_t cap)
-{
-    if (v->no_network && unshare(CLONE_NEWNET) != 0) {
-        snprintf(why, cap, "cannot make a network namespace: %s", strerror(errno));
-        return -1;
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-        snprintf(why, cap, "cannot set no_new_privs: %s", strerror(errno));
-        return -1;
-    }
-    if (v->drop) {
-        if (setgroups(0, NULL) != 0 || setresgid(v->gid, v->gid, v->gid) != 0 ||
-            setresuid(v->uid, v->uid, v->uid) != 0) {
-            snprintf(why, cap, "cannot switch to uid %d: %s", (int)v->uid, strerror(errno));
-            return -1;
-        }
-    }
-    if (v->seccomp && install_seccomp(v->no_network, why, cap) != 0) return -1;
-    return 0;
-}
-
 static int join_cgroup(const char *dir, size_t len, char *why, size_t cap)
 {
     char path[512];
@@ -135,6 +114,43 @@ static int join_cgroup(const char *dir, size_t len, char *why, size_t cap)
     return 0;
 }
 
+/* Joins every cgroup of list ("path|path|..."); sets *memory when one of
+ * them is a memory cgroup. */
+static int join_cgroups(const char *list, int *memory, char *why, size_t cap)
+{
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, "|");
+        if (len && join_cgroup(p, len, why, cap) != 0) return -1;
+        if (len && memory && memmem(p, len, "/memory/", 8)) *memory = 1;
+        p += len + (p[len] == '|');
+    }
+    return 0;
+}
+
+int sandbox_enter_version(const sandbox_version *v, char *why, size_t cap)
+{
+    /* While root: cgroup.procs of these are root's, so only root moves a
+     * process out of them. */
+    if (join_cgroups(v->cgroups, NULL, why, cap) != 0) return -1;
+    if (v->no_network && unshare(CLONE_NEWNET) != 0) {
+        snprintf(why, cap, "cannot make a network namespace: %s", strerror(errno));
+        return -1;
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+        snprintf(why, cap, "cannot set no_new_privs: %s", strerror(errno));
+        return -1;
+    }
+    if (v->drop) {
+        if (setgroups(0, NULL) != 0 || setresgid(v->gid, v->gid, v->gid) != 0 ||
+            setresuid(v->uid, v->uid, v->uid) != 0) {
+            snprintf(why, cap, "cannot switch to uid %d: %s", (int)v->uid, strerror(errno));
+            return -1;
+        }
+    }
+    if (v->seccomp && install_seccomp(v->no_network, why, cap) != 0) return -1;
+    return 0;
+}
+
 int sandbox_enter_instance(const sandbox_instance *s, int keep, char *why, size_t cap)
 {
     /* Its own process group: a kill of the group reaches what it starts. */
@@ -143,12 +159,7 @@ int sandbox_enter_instance(const sandbox_instance *s, int keep, char *why, size_
     if (keep > 3) syscall(SYS_close_range, 3, (unsigned)keep - 1, 0);
     syscall(SYS_close_range, keep >= 3 ? (unsigned)keep + 1 : 3u, ~0u, 0);
     int joined_memory = 0;
-    for (const char *p = s->cgroups; p && *p;) {
-        size_t len = strcspn(p, "|");
-        if (len && join_cgroup(p, len, why, cap) != 0) return -1;
-        if (len && memmem(p, len, "/memory/", 8)) joined_memory = 1;
-        p += len + (p[len] == '|');
-    }
+    if (join_cgroups(s->cgroups, &joined_memory, why, cap) != 0) return -1;
     if (!joined_memory && s->memory_mb) {
         /* No memory cgroup here: the address space is the next best bound. */
         struct rlimit r = {(rlim_t)s->memory_mb << 20, (rlim_t)s->memory_mb << 20};

@@ -2,10 +2,11 @@
  * sandbox.h - what spate-runner does to a process before function code runs.
  *
  * Per version (the zygote, or the exec wrapper before it runs bootstrap):
- * optionally a network namespace of its own (no network), no new privileges,
- * the unprivileged user, and a seccomp filter that answers EPERM to what a
- * function has no business doing (ptrace, mount, module loading, bpf, ...) and,
- * without network, to sockets other than unix ones.
+ * the zygote's own cgroups, joined while still root so that nothing it runs
+ * can leave them (runtime/isolate.h), optionally a network namespace of its own (no network), no
+ * new privileges, the unprivileged user, and a seccomp filter that answers EPERM to what a function
+ * has no business doing (ptrace, mount, module loading, bpf, ...) and, without network, to sockets
+ * other than unix ones.
  *
  * Per instance (after fork): its own process group, every inherited descriptor
  * closed but the ones it needs, its cgroups joined (memory, pids, cpu) or,
@@ -21,8 +22,9 @@ typedef struct sandbox_version {
     int drop; /* switch to uid/gid */
     uid_t uid;
     gid_t gid;
-    int no_network; /* own network namespace, no inet sockets */
-    int seccomp;    /* install the filter (on unless testing) */
+    int no_network;      /* own network namespace, no inet sockets */
+    int seccomp;         /* install the filter (on unless testing) */
+    const char *cgroups; /* "path|path|..." to join before dropping privileges, or NULL */
 } sandbox_version;
 
 /* Applies the per-version part to this process. 0, or -1 with why filled. */

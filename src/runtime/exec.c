@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -618,7 +619,8 @@ static const instance_ops ops = {
     .pid = exec_pid,
 };
 
-/* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --tmpdir T BOOTSTRAP */
+/* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --tmpdir T --env-fd 3
+ * BOOTSTRAP */
 static void sandbox_args(exec_version *x, exec_instance *e, char **args, char num[3][16])
 {
     int n = 0;
@@ -642,6 +644,8 @@ static void sandbox_args(exec_version *x, exec_instance *e, char **args, char nu
     args[n++] = e->base.iso->cgroups;
     args[n++] = "--tmpdir";
     args[n++] = e->base.iso->tmpdir;
+    args[n++] = "--env-fd";
+    args[n++] = "3";
     args[n++] = x->bootstrap;
     args[n] = NULL;
 }
@@ -673,40 +677,42 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
         return ERR_IO;
     }
     e->port = http_server_port(e->api);
-    /* The version's environment plus this instance's own endpoint. */
+    /* The version's environment plus this instance's own endpoint, in a
+     * descriptor the runner reads once it is no longer root (isolate.h). */
     char api[48];
     snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", e->port);
-    char **env = calloc(x->nenv + 2, sizeof *env);
-    if (!env) {
+    int envfd = isolate_env_fd(x->env, api);
+    if (envfd < 0) {
+        log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(errno),
+                 x->function);
         if (outfd >= 0) close(outfd);
         http_server_close(e->api, NULL, NULL);
         instance_release(&e->base, NULL, 0);
         free(e);
-        return ERR_NOMEM;
+        return ERR_IO;
     }
-    memcpy(env, x->env, x->nenv * sizeof *env);
-    env[x->nenv] = api;
-    char *args[16], num[3][16];
+    char *args[20], num[3][16];
     sandbox_args(x, e, args, num);
-    uv_stdio_container_t stdio[3] = {
+    uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = envfd},
     };
     uv_process_options_t opt = {
         .exit_cb = on_process_exit,
         .file = x->runner,
         .args = args,
-        .env = env,
+        .env = isolate_runner_env(), /* it starts as root: nothing of the function's */
         .cwd = x->root,
-        .stdio_count = 3,
+        .stdio_count = 4,
         .stdio = stdio,
         /* Its own process group, so that a kill reaches what it starts. */
         .flags = UV_PROCESS_DETACHED,
     };
     e->proc.data = e;
     rc = uv_spawn(x->loop, &e->proc, &opt);
-    free(env);
+    close(envfd);
     if (outfd >= 0) close(outfd);
     if (rc != 0) {
         log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);

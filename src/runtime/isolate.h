@@ -71,3 +71,44 @@ isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
 int isolate_release(isolate_slot *s);
 
 #endif
+
+/* --- A version's zygote ------------------------------------------------------
+ *
+ * The zygote of a native version runs function code (spate_preload) and
+ * everything that code forks: it gets cgroups of its own (memory: the
+ * function's limit; pids: --pids-max plus room for instances on their way to
+ * their own cgroups; cpu: the function's group), which spate-runner joins
+ * while still root. Their cgroup.procs stay root's, so nothing the function
+ * runs can leave them; when the version stops, everything still in them is
+ * killed. */
+typedef struct isolate_version isolate_version;
+
+/* Cgroups for a version's zygote held to memory_mb, its function running as
+ * uid. Best effort as isolate_acquire; NULL only when out of memory. */
+isolate_version *isolate_version_acquire(uint32_t memory_mb, uid_t uid);
+/* "dir|dir|..." for spate-runner --cgroups, or "" without cgroups. Borrowed. */
+const char *isolate_version_cgroups(const isolate_version *v);
+/* No more forks in them, and SIGKILL to every process they hold. Does not
+ * wait. 1 when they were empty. NULL is a no-op. */
+int isolate_version_kill(isolate_version *v);
+/* Kills what is left and removes the cgroups (later, from the loop, while
+ * killed processes are still exiting); frees v. NULL is a no-op. */
+void isolate_version_release(isolate_version *v);
+/* Kills what every live version's cgroups hold: for a spated that must stop now. */
+void isolate_version_kill_all(void);
+
+/* --- spate-runner's environment --------------------------------------------------
+ *
+ * spate-runner starts as root; nothing of the function's environment (nor of
+ * spated's) may be in it then, or the loader would read LD_PRELOAD and its
+ * like as root. It starts with isolate_runner_env() and gets the function's
+ * variables in a descriptor (isolate_env_fd), which it applies only once it
+ * runs as the function's user. */
+
+/* The runner's whole initial environment: PATH, and the sanitizers' options
+ * of spated's own environment (the operator's, needed by a sanitizer build).
+ * NULL-terminated; static. */
+char **isolate_runner_env(void);
+/* A memfd holding env ("K=V\0K=V\0..."), for --env-fd; close it once the
+ * runner has it. -1 with errno on failure. */
+int isolate_env_fd(char *const *env, const char *extra);

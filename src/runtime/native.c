@@ -19,7 +19,9 @@
 
 typedef struct native {
     instance base;
-    uv_pipe_t pipe; /* our end of the instance socket */
+    uv_pipe_t pipe;     /* our end of the instance socket */
+    uv_poll_t exitpoll; /* the pidfd: readable once the process has exited */
+    int handles;        /* open libuv handles; freed when none is left */
     uv_write_t wreq;
     zygote *z; /* NULL once the zygote is gone */
     pid_t pid;
@@ -31,7 +33,8 @@ typedef struct native {
     int writing;
     int status; /* as from waitpid, once exited */
     char *init_error;
-    unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1;
+    unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1,
+        polling : 1;
 } native;
 
 static void native_kill(instance *base);
@@ -45,6 +48,7 @@ static int flusher_ready;
 static void on_closed(uv_handle_t *h)
 {
     native *inst = h->data;
+    if (--inst->handles > 0) return;
     frame_reader_free(&inst->reader);
     buf_free(&inst->out);
     buf_free(&inst->sending);
@@ -62,7 +66,13 @@ static void finalize(native *inst, const char *why)
     list_remove(&inst->dirty);
     if (inst->z) zygote_forget(inst->z, &inst->base);
     uv_read_stop((uv_stream_t *)&inst->pipe);
-    if (inst->pidfd >= 0) close(inst->pidfd);
+    if (inst->polling) uv_close((uv_handle_t *)&inst->exitpoll, on_closed); /* before the fd */
+    if (inst->pidfd >= 0) {
+        /* Whatever the zygote said, an instance that is over is dead: its
+         * pidfd reaches only it (and nothing once it has been reaped). */
+        syscall(SYS_pidfd_send_signal, inst->pidfd, SIGKILL, NULL, 0);
+        close(inst->pidfd);
+    }
     inst->pidfd = -1;
     inst->base.cb->exited(&inst->base, why, inst->base.data);
     uv_close((uv_handle_t *)&inst->pipe, on_closed);
@@ -187,6 +197,7 @@ int native_start(zygote *z, const instance_limits *lim, const instance_callbacks
     buf_init(&inst->sending, 0);
     uv_pipe_init(zygote_loop(z), &inst->pipe, 0);
     inst->pipe.data = inst;
+    inst->handles = 1;
     if (uv_pipe_open(&inst->pipe, sv[0]) != 0) {
         close(sv[0]);
         close(sv[1]);
@@ -301,10 +312,13 @@ static void native_kill(instance *base)
     native *inst = (native *)base;
     if (inst->finalized) return;
     inst->killed = 1;
-    if (inst->pidfd >= 0)
+    if (inst->pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, inst->pidfd, SIGKILL, NULL, 0);
-    else
+    } else if (!inst->kill_pending) {
         inst->kill_pending = 1;
+        /* Killed as soon as the zygote says it forked it, which must be soon. */
+        if (inst->z) zygote_await_spawned(inst->z, &inst->base);
+    }
 }
 
 static pid_t native_pid(const instance *base)
@@ -320,13 +334,41 @@ static const instance_ops ops = {
     .pid = native_pid,
 };
 
+/* The process has exited (it may not be reaped yet): spated learns that
+ * from its pidfd, not only from what the zygote reports. */
+static void on_process_gone(uv_poll_t *h, int status, int events)
+{
+    native *inst = h->data;
+    uv_poll_stop(h);
+    if (!inst->finalized && !inst->exited && inst->z) zygote_await_exited(inst->z, &inst->base);
+}
+
 void native_on_spawned(instance *base, pid_t pid, int pidfd)
 {
     native *inst = (native *)base;
     inst->spawned = 1;
     inst->pid = pid;
     inst->pidfd = pidfd;
+    if (uv_poll_init(inst->pipe.loop, &inst->exitpoll, pidfd) == 0) {
+        inst->exitpoll.data = inst;
+        inst->polling = 1;
+        inst->handles++;
+        uv_poll_start(&inst->exitpoll, UV_READABLE, on_process_gone);
+    }
     if (inst->kill_pending) native_kill(&inst->base);
+}
+
+void native_on_unreported_exit(instance *base)
+{
+    native *inst = (native *)base;
+    inst->exited = 1;
+    drain(inst);
+    char why[1100];
+    if (inst->init_error)
+        snprintf(why, sizeof why, "instance failed to start: %s", inst->init_error);
+    else
+        snprintf(why, sizeof why, "exited; its zygote did not report how");
+    finalize(inst, why);
 }
 
 void native_on_spawn_failed(instance *base, int err)

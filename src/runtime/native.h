@@ -21,5 +21,7 @@ void native_on_spawned(instance *inst, pid_t pid, int pidfd);
 void native_on_spawn_failed(instance *inst, int err);
 void native_on_exited(instance *inst, int status);
 void native_on_zygote_lost(instance *inst);
+/* Its process is gone and the zygote never said how it ended. */
+void native_on_unreported_exit(instance *inst);
 
 #endif

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -19,10 +21,15 @@
 
 enum zstate { Z_LOADING, Z_READY, Z_STOPPING };
 
+/* What spated waits to hear about an instance, by when. */
+enum zwait { W_NONE, W_SPAWNED, W_EXITED };
+
 typedef struct zslot {
     uint64_t id;
     pid_t pid; /* 0 until SPAWNED */
     instance *inst;
+    enum zwait wait;
+    uint64_t due_ns;
 } zslot;
 
 struct zygote {
@@ -30,8 +37,10 @@ struct zygote {
     uv_process_t proc;
     uv_poll_t poll;
     uv_timer_t load_timer;
-    int ctl;     /* our end of the control socket */
-    output *out; /* the zygote's stdout and stderr */
+    uv_timer_t watch;     /* the reports spated waits for (zslot.wait) */
+    int ctl;              /* our end of the control socket */
+    isolate_version *iso; /* its cgroups: everything it and its children run */
+    output *out;          /* the zygote's stdout and stderr */
     enum zstate state;
     int process_alive;
     int open_handles;
@@ -66,6 +75,7 @@ static void close_control(zygote *z)
     if (z->ctl < 0) return;
     uv_close((uv_handle_t *)&z->poll, on_handle_closed);
     uv_close((uv_handle_t *)&z->load_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&z->watch, on_handle_closed);
     close(z->ctl);
     z->ctl = -1;
 }
@@ -86,7 +96,34 @@ static void fail_loading(zygote *z, const char *why)
     z->state = Z_STOPPING;
     close_control(z);
     if (z->process_alive) uv_process_kill(&z->proc, SIGKILL);
+    isolate_version_kill(z->iso);
     z->loaded(z, ERR_INVAL, why, z->data);
+}
+
+/* The zygote said something no honest zygote says: function code has taken
+ * over its control socket (spate_preload runs in it). Stop it and everything
+ * in its cgroups, as if it had died; its instances are lost and the pool
+ * starts a new zygote. Nothing it named is ever signalled. */
+static void broken(zygote *z, const char *what)
+{
+    if (z->state == Z_STOPPING) return;
+    log_warn("zygote broke the control protocol: %s; stopping it and everything it started "
+             "fn=%s version=%u pid=%d",
+             what, z->function, z->version, z->proc.pid);
+    if (z->state == Z_LOADING) {
+        char why[300];
+        snprintf(why, sizeof why, "the zygote broke the control protocol: %s", what);
+        fail_loading(z, why);
+        return;
+    }
+    z->state = Z_STOPPING;
+    close_control(z);
+    if (z->process_alive) uv_process_kill(&z->proc, SIGKILL);
+    isolate_version_kill(z->iso);
+    lose_instances(z);
+    zygote_exit_cb cb = z->exited;
+    z->exited = NULL;
+    if (cb) cb(z, z->data);
 }
 
 static zslot *slot_by_id(zygote *z, uint64_t id)
@@ -103,7 +140,170 @@ static zslot *slot_by_pid(zygote *z, pid_t pid)
     return NULL;
 }
 
-static void on_message(zygote *z, const zmsg *m, int fd)
+/* The value after "key" on its line of text, or NULL. */
+static const char *field(const char *text, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, key, n) == 0) return p + n;
+    return NULL;
+}
+
+static int read_text(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    size_t n = fread(out, 1, cap - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    return 0;
+}
+
+/* Whether pidfd names what the zygote says it forked: a live child of the
+ * zygote that runs as the function's user (and so only ever the function's
+ * own process). 0: yes. 1: the process is gone already, so nothing can be
+ * checked and nothing a signal through pidfd could reach. -1: no; why says
+ * what is wrong. The last check is that the process is still alive: then
+ * the pid read from fdinfo was still its own when /proc/PID was read. */
+static int check_spawned(zygote *z, pid_t claimed, int pidfd, char *why, size_t cap)
+{
+    char path[64], text[2048];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    const char *v = read_text(path, text, sizeof text) == 0 ? field(text, "Pid:") : NULL;
+    if (!v) {
+        snprintf(why, cap, "SPAWNED pid %d with a descriptor that is not a pidfd", (int)claimed);
+        return -1;
+    }
+    long pid = strtol(v, NULL, 10);
+    if (pid == -1) return 1;
+    if (pid <= 0 || pid != claimed) {
+        snprintf(why, cap, "SPAWNED pid %d with a pidfd of pid %ld", (int)claimed, pid);
+        return -1;
+    }
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    int bad = 0;
+    long ppid = -1;
+    unsigned long uids[4] = {0};
+    if (read_text(path, text, sizeof text) != 0 || !(v = field(text, "PPid:")) ||
+        (ppid = strtol(v, NULL, 10)) != z->proc.pid) {
+        snprintf(why, cap, "SPAWNED pid %ld, which is not its child (parent %ld)", pid, ppid);
+        bad = 1;
+    } else if (!(v = field(text, "Uid:")) ||
+               sscanf(v, "%lu %lu %lu %lu", &uids[0], &uids[1], &uids[2], &uids[3]) != 4) {
+        snprintf(why, cap, "SPAWNED pid %ld, whose uids cannot be read", pid);
+        bad = 1;
+    } else {
+        uid_t want = isolate_get()->drop ? isolate_uid(z->function) : geteuid();
+        for (int i = 0; i < 4 && !bad; i++) {
+            if (uids[i] != (unsigned long)want) {
+                snprintf(why, cap, "SPAWNED pid %ld, which runs as uid %lu, not the function's %u",
+                         pid, uids[i], (unsigned)want);
+                bad = 1;
+            }
+        }
+    }
+    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0) return 1;
+    return bad ? -1 : 0;
+}
+
+/* Acts on the reports spated waited for in vain. */
+static void on_watch(uv_timer_t *t)
+{
+    zygote *z = t->data;
+    uint64_t now = clock_mono_ns(), next = 0;
+    for (size_t i = 0; i < z->nslots && z->state == Z_READY;) {
+        zslot *s = &z->slots[i];
+        if (s->wait == W_NONE) {
+            i++;
+            continue;
+        }
+        if (s->due_ns > now) {
+            if (!next || s->due_ns < next) next = s->due_ns;
+            i++;
+            continue;
+        }
+        if (s->wait == W_SPAWNED) {
+            char why[160];
+            snprintf(why, sizeof why, "no SPAWNED for instance %llu within %d ms",
+                     (unsigned long long)s->id, SPATE_ZYGOTE_REPORT_MS);
+            broken(z, why);
+            return;
+        }
+        /* Its process is gone (its pidfd said so) and the zygote did not
+         * report it: the instance ends without knowing how. */
+        log_warn("zygote did not report the exit of pid %d within %d ms fn=%s", (int)s->pid,
+                 SPATE_ZYGOTE_REPORT_MS, z->function);
+        s->wait = W_NONE;
+        native_on_unreported_exit(s->inst); /* forgets the slot: i now holds another */
+    }
+    if (next && z->state == Z_READY)
+        uv_timer_start(&z->watch, on_watch, (next - now) / 1000000 + 1, 0);
+}
+
+static void await(zygote *z, instance *inst, enum zwait what)
+{
+    for (size_t i = 0; i < z->nslots; i++) {
+        zslot *s = &z->slots[i];
+        if (s->inst != inst || s->wait != W_NONE) continue;
+        s->wait = what;
+        s->due_ns = clock_mono_ns() + (uint64_t)SPATE_ZYGOTE_REPORT_MS * 1000000u;
+        if (z->ctl >= 0 && !uv_is_active((uv_handle_t *)&z->watch))
+            uv_timer_start(&z->watch, on_watch, SPATE_ZYGOTE_REPORT_MS, 0);
+        return;
+    }
+}
+
+void zygote_await_spawned(zygote *z, instance *inst)
+{
+    await(z, inst, W_SPAWNED);
+}
+
+void zygote_await_exited(zygote *z, instance *inst)
+{
+    await(z, inst, W_EXITED);
+}
+
+/* 1 when the instance took the pidfd. */
+static int on_spawned(zygote *z, const zmsg *m, int fd)
+{
+    char why[200];
+    if (m->id == 0 || m->id >= z->next_id) {
+        snprintf(why, sizeof why, "SPAWNED for instance %llu, which it was never asked for",
+                 (unsigned long long)m->id);
+        broken(z, why);
+        return 0;
+    }
+    zslot *s = slot_by_id(z, m->id);
+    if (!s) return 0; /* an instance spated has finished with */
+    if (s->pid) {
+        snprintf(why, sizeof why, "a second SPAWNED for instance %llu", (unsigned long long)m->id);
+        broken(z, why);
+        return 0;
+    }
+    if (fd < 0) {
+        snprintf(why, sizeof why, "SPAWNED pid %d without a pidfd", (int)m->pid);
+        broken(z, why);
+        return 0;
+    }
+    if (check_spawned(z, m->pid, fd, why, sizeof why) < 0) {
+        broken(z, why);
+        return 0;
+    }
+    /* Checked, or gone already: either way the pidfd reaches only it. */
+    s->pid = m->pid;
+    s->wait = W_NONE;
+    native_on_spawned(s->inst, m->pid, fd);
+    return 1;
+}
+
+/* Text from the zygote goes to logs and to the deployer: no control characters. */
+static void clean_text(char *t)
+{
+    for (; *t; t++)
+        if ((unsigned char)*t < 0x20 || *t == 0x7f) *t = '?';
+}
+
+static void on_message(zygote *z, zmsg *m, int fd)
 {
     zslot *s;
     switch (m->type) {
@@ -114,20 +314,23 @@ static void on_message(zygote *z, const zmsg *m, int fd)
         z->loaded(z, 0, NULL, z->data);
         break;
     case ZMSG_LOAD_FAILED:
+        clean_text(m->text);
         if (z->state == Z_LOADING) fail_loading(z, m->text);
         break;
     case ZMSG_SPAWNED:
-        if ((s = slot_by_id(z, m->id)) == NULL) break;
-        s->pid = m->pid;
-        native_on_spawned(s->inst, m->pid, fd);
-        fd = -1; /* the instance owns the pidfd now */
+        if (on_spawned(z, m, fd)) fd = -1; /* the instance owns the pidfd now */
         break;
     case ZMSG_SPAWN_FAILED:
         if ((s = slot_by_id(z, m->id)) == NULL) break;
+        if (s->pid) {
+            broken(z, "SPAWN_FAILED for an instance it had reported SPAWNED");
+            break;
+        }
         native_on_spawn_failed(s->inst, m->err);
         break;
     case ZMSG_EXITED:
-        if ((s = slot_by_pid(z, m->pid)) == NULL) break;
+        /* A pid spated does not know is ignored: no signal ever follows. */
+        if (m->pid <= 0 || (s = slot_by_pid(z, m->pid)) == NULL) break;
         native_on_exited(s->inst, m->status);
         break;
     default:
@@ -202,6 +405,9 @@ static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signa
         close_control(z);
         lose_instances(z);
     }
+    /* What spate_preload started dies with its zygote. */
+    isolate_version_release(z->iso);
+    z->iso = NULL;
     uv_close((uv_handle_t *)&z->proc, on_handle_closed);
 }
 
@@ -231,15 +437,31 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         return ERR_IO;
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    uid_t fn_uid = isolate_uid(cfg->function);
+    z->iso = isolate_version_acquire(cfg->memory_mb, fn_uid);
+    /* The function's variables reach the runner only in a descriptor it
+     * reads once it is no longer root (isolate.h). */
+    int envfd = z->iso ? isolate_env_fd(cfg->env, NULL) : -1;
+    if (envfd < 0) {
+        int e = z->iso ? errno : ENOMEM;
+        log_error("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
+                  cfg->function);
+        isolate_version_release(z->iso);
+        close(sv[0]);
+        close(sv[1]);
+        free(z->function);
+        free(z);
+        return e == ENOMEM ? ERR_NOMEM : ERR_IO;
+    }
 
     char version[16], uid[16], gid[16], memory[16];
     snprintf(version, sizeof version, "%u", cfg->version);
-    char *args[16] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
+    char *args[24] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
                       (char *)cfg->function,    "--version",    version};
     int n = 7;
     const isolate_config *iso = isolate_get();
     if (iso->drop) {
-        snprintf(uid, sizeof uid, "%u", (unsigned)isolate_uid(cfg->function));
+        snprintf(uid, sizeof uid, "%u", (unsigned)fn_uid);
         snprintf(gid, sizeof gid, "%u", (unsigned)iso->gid);
         args[n++] = "--uid";
         args[n++] = uid;
@@ -252,29 +474,40 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         args[n++] = "--memory-mb";
         args[n++] = memory;
     }
+    const char *cgroups = isolate_version_cgroups(z->iso);
+    if (cgroups[0]) {
+        args[n++] = "--cgroups";
+        args[n++] = (char *)cgroups;
+    }
+    args[n++] = "--env-fd";
+    args[n++] = "4";
     args[n++] = (char *)cfg->object_path;
     args[n] = NULL;
     int outfd = -1;
     if (cfg->log && output_open(loop, cfg->log, 0, &outfd, &z->out) != 0) outfd = -1;
-    uv_stdio_container_t stdio[4] = {
+    uv_stdio_container_t stdio[5] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = sv[1]},
+        {.flags = UV_INHERIT_FD, .data.fd = envfd},
     };
     uv_process_options_t opt = {
         .exit_cb = on_process_exit,
         .file = cfg->runner_path,
         .args = args,
-        .env = cfg->env,
-        .stdio_count = 4,
+        .env = isolate_runner_env(), /* it starts as root: nothing of the function's */
+        .stdio_count = 5,
         .stdio = stdio,
     };
     z->proc.data = z;
     int rc = uv_spawn(loop, &z->proc, &opt);
     close(sv[1]);
+    close(envfd);
     if (outfd >= 0) close(outfd);
     if (rc != 0) {
+        isolate_version_release(z->iso);
+        z->iso = NULL;
         output_close(z->out);
         z->out = NULL;
         log_error("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc), cfg->function);
@@ -286,7 +519,9 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     z->process_alive = 1;
     z->ctl = sv[0];
-    z->open_handles = 3;
+    z->open_handles = 4;
+    uv_timer_init(loop, &z->watch);
+    z->watch.data = z;
     uv_poll_init(loop, &z->poll, z->ctl);
     z->poll.data = z;
     uv_poll_start(&z->poll, UV_READABLE, on_control);
@@ -305,6 +540,9 @@ void zygote_stop(zygote *z)
     z->state = Z_STOPPING;
     close_control(z);
     if (z->process_alive) uv_process_kill(&z->proc, SIGKILL);
+    /* Now, not once it has exited: spate_preload's children are not its
+     * instances and do not die with it. */
+    isolate_version_kill(z->iso);
     lose_instances(z);
 }
 

@@ -20,7 +20,8 @@ typedef struct zygote_config {
     uint32_t memory_mb; /* RLIMIT_AS of instances where no memory cgroup holds them */
     int no_network;     /* the zygote and its instances get a network namespace of their own */
     struct fnlog *log;  /* the zygote's own output (spate_preload) goes here; NULL: stdout */
-    char **env;         /* NULL-terminated "K=V" of the function; copied */
+    char **env;         /* NULL-terminated "K=V" of the function; copied (never the
+                           runner's environment: it reaches it in --env-fd) */
 } zygote_config;
 
 /* status 0: loaded and ready to spawn. Otherwise message says why it failed
@@ -45,6 +46,13 @@ int zygote_pid(const zygote *z);
  * end of the instance socket) with out as its stdout and stderr (or -1), in
  * the sandbox text describes (zproto.h). Both are closed here in every case. */
 int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char *text);
+/* For native.c: the instance was killed before the zygote reported it
+ * forked: a zygote that does not within SPATE_ZYGOTE_REPORT_MS is broken. */
+void zygote_await_spawned(zygote *z, instance *inst);
+/* For native.c: the instance's process is gone (its pidfd said so); if the
+ * zygote does not report how within SPATE_ZYGOTE_REPORT_MS, the instance
+ * ends anyway (native_on_unreported_exit). */
+void zygote_await_exited(zygote *z, instance *inst);
 /* For native.c: the instance is finished; stop reporting on it. */
 void zygote_forget(zygote *z, instance *inst);
 

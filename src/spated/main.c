@@ -50,6 +50,8 @@ typedef struct node {
     cluster *cluster;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t grace;
+    uv_timer_t hard; /* after the cut: the bound on what is left of stopping */
+    int cutting;
     int stopping;
     int queue_closing;
 } node;
@@ -117,6 +119,7 @@ static void on_http_closed(void *data)
     uv_close((uv_handle_t *)&n->sigint, on_closed_handle);
     uv_close((uv_handle_t *)&n->sighup, on_closed_handle);
     uv_close((uv_handle_t *)&n->grace, on_closed_handle);
+    uv_close((uv_handle_t *)&n->hard, on_closed_handle);
 }
 
 /* Stopping goes down the layers: triggers stop leasing and their running
@@ -155,8 +158,26 @@ static void on_triggers_closed(void *data)
     maybe_close_queue(n);
 }
 
+/* The cut did not finish in SPATE_SHUTDOWN_CUT_MS: something (a function's
+ * process, a zygote that lies about its instances) holds it up. Stopping is
+ * bounded whatever a function does: kill what is left of the functions and
+ * exit. Everything acknowledged is already on disk. */
+static void on_hard_stop(uv_timer_t *t)
+{
+    node *n = t->data;
+    log_error("still stopping %d ms after the cut (%s%s%s): killing what is left and exiting",
+              SPATE_SHUTDOWN_CUT_MS, n->tr ? "triggers " : "", n->table ? "functions " : "",
+              n->q ? "queue" : "");
+    isolate_version_kill_all();
+    exit(1);
+}
+
 static void cut(node *n)
 {
+    if (!n->cutting) {
+        n->cutting = 1;
+        uv_timer_start(&n->hard, on_hard_stop, SPATE_SHUTDOWN_CUT_MS, 0);
+    }
     if (n->tr) triggers_close(n->tr, 0, on_triggers_closed, n);
     if (n->table) functions_close(n->table, 0, on_functions_closed, n);
 }
@@ -337,6 +358,9 @@ int main(int argc, char **argv)
     uv_signal_start(&n.sighup, on_reload, SIGHUP);
     uv_timer_init(n.loop, &n.grace);
     n.grace.data = &n;
+    uv_timer_init(n.loop, &n.hard);
+    uv_unref((uv_handle_t *)&n.hard); /* a bound, never a reason to keep running */
+    n.hard.data = &n;
 
     if (n.cluster) {
         char url[300];
