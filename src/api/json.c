@@ -17,6 +17,7 @@ cJSON *json_config(const fn_config *c)
     cJSON_AddNumberToObject(o, "queue", c->queue_max);
     cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
     cJSON_AddBoolToObject(o, "network", c->network);
+    cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
     cJSON *env = cJSON_AddObjectToObject(o, "env");
     for (const char *p = c->env; p && *p;) {
         size_t len = strcspn(p, "\n");

@@ -232,9 +232,9 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
 
-    char version[16], uid[16], gid[16], memory[16];
+    char version[16], uid[16], gid[16], memory[16], tmp[16];
     snprintf(version, sizeof version, "%u", cfg->version);
-    char *args[16] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
+    char *args[20] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
                       (char *)cfg->function,    "--version",    version};
     int n = 7;
     const isolate_config *iso = isolate_get();
@@ -251,6 +251,11 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         snprintf(memory, sizeof memory, "%u", cfg->memory_mb);
         args[n++] = "--memory-mb";
         args[n++] = memory;
+    }
+    if (iso->mount_ns) { /* /var/task, and a private /tmp per instance */
+        snprintf(tmp, sizeof tmp, "%u", cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB);
+        args[n++] = "--tmp-mb";
+        args[n++] = tmp;
     }
     args[n++] = (char *)cfg->object_path;
     args[n] = NULL;
