@@ -16,6 +16,7 @@
  *   write:PATH    writes "x" to the file: "ok", or "error: WHY"
  *   fill:PATH     writes to the file until that fails: "filled N MB: WHY"
  *   cwd           answers its working directory
+ *   pid           answers its process id
  *   anything else is echoed
  */
 #define _GNU_SOURCE /* strcasestr */
@@ -195,6 +196,9 @@ int main(void)
             while (f >= 0 && write(f, mb, sizeof mb) == (ssize_t)sizeof mb) n++;
             outlen = (size_t)snprintf(small, sizeof small, "filled %ld MB: %s", n, strerror(errno));
             if (f >= 0) close(f);
+            out = small;
+        } else if (strcmp(ev, "pid") == 0) {
+            outlen = (size_t)snprintf(small, sizeof small, "%d", (int)getpid());
             out = small;
         } else if (strcmp(ev, "cwd") == 0) {
             if (!getcwd(small, sizeof small)) snprintf(small, sizeof small, "error");
