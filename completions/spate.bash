@@ -38,7 +38,7 @@ _spate()
         COMPREPLY=($(compgen -W "native exec" -- "$cur"))
         return
         ;;
-    --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --cpu | --limit | \
+    --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --cpu | --tmp | --limit | \
         --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency)
         return
         ;;
@@ -56,7 +56,7 @@ _spate()
     local opts=""
     case $cmd in
     deploy)
-        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --cpu --no-network"
+        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --cpu --tmp --no-network"
         # NAME, then FILE.
         if [[ $cur != -* && $prev != deploy ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))

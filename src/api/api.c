@@ -386,6 +386,9 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
     if (strcmp(k, "cpu") == 0 || strcmp(k, "cpu_millis") == 0)
         return api_number_param(k, v, vlen, SPATE_CPU_FLOOR_MILLIS, SPATE_CPU_CEILING_MILLIS,
                                 &c->cpu_millis, why, cap);
+    if (strcmp(k, "tmp") == 0 || strcmp(k, "tmp_mb") == 0)
+        return api_number_param(k, v, vlen, SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, &c->tmp_mb,
+                                why, cap);
     if (strcmp(k, "network") == 0) {
         if ((vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1'))
             c->network = 1;

@@ -22,6 +22,7 @@ cJSON *json_config_shown(const fn_config *c, int env_values)
     cJSON_AddNumberToObject(o, "queue", c->queue_max);
     cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
     cJSON_AddBoolToObject(o, "network", c->network);
+    cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
     cJSON *env = cJSON_AddObjectToObject(o, "env");
     for (const char *p = c->env; p && *p;) {
         size_t len = strcspn(p, "\n");

@@ -44,7 +44,7 @@ static void usage(FILE *out)
             "usage: spate [--url URL] [--json] COMMAND ...\n\n"
             "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
             "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
-            "                   [--cpu MILLICORES] [--no-network]\n"
+            "                   [--cpu MILLICORES] [--tmp MB] [--no-network]\n"
             "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
             "  ls                            list functions\n"
             "  status NAME                   describe a function, its instances and versions\n"
@@ -275,7 +275,8 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
                                              {"--memory", "memory"},
                                              {"--keep-alive", "keep_alive"},
                                              {"--queue", "queue"},
-                                             {"--cpu", "cpu"}};
+                                             {"--cpu", "cpu"},
+                                             {"--tmp", "tmp"}};
     for (int i = 2; i < argc; i++) {
         const char *opt = argv[i];
         if (strcmp(opt, "--no-network") == 0) {

@@ -227,6 +227,7 @@ static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *
     cfg->keep_alive_ms = num(k, "keep_alive_ms", cfg->keep_alive_ms);
     cfg->queue_max = num(k, "queue", cfg->queue_max);
     cfg->cpu_millis = num(k, "cpu_millis", cfg->cpu_millis);
+    cfg->tmp_mb = num(k, "tmp_mb", cfg->tmp_mb);
     cfg->network = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(k, "network"));
     int rc = 0;
     const cJSON *var;

@@ -19,6 +19,7 @@ void fnconfig_defaults(fn_config *c)
     c->network = 1;
     c->cpu_millis = SPATE_CPU_DEFAULT_MILLIS;
     c->queue_max = SPATE_WAIT_QUEUE_DEFAULT;
+    c->tmp_mb = SPATE_TMP_DEFAULT_MB;
 }
 
 void fnconfig_free(fn_config *c)

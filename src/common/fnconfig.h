@@ -20,6 +20,7 @@ typedef struct fn_config {
     uint32_t queue_max;  /* invocations that may wait for an instance */
     uint32_t cpu_millis; /* cgroup CPU quota in thousandths of a core; 0: none */
     int network;         /* 0: native instances get no network (own namespace) */
+    uint32_t tmp_mb;     /* size of the instance's private /tmp (and /dev/shm) */
     /* "K=V" lines joined by '\n' (values cannot hold a newline); owned; NULL when empty. */
     char *env;
     uint32_t env_count;

@@ -79,6 +79,11 @@
 /* By default no quota: the instances of a function share one cpu cgroup,
  * so the CPU is shared fairly between functions (runtime/isolate.c). */
 #define SPATE_CPU_DEFAULT_MILLIS 0
+/* Size of an instance's private /tmp and /dev/shm (deploy tmp=), MB: Lambda's
+ * default ephemeral storage. Its pages count against the instance's memory. */
+#define SPATE_TMP_DEFAULT_MB 512
+#define SPATE_TMP_FLOOR_MB 1
+#define SPATE_TMP_CEILING_MB 10240 /* Lambda's ceiling */
 /* Function output (runtime/fnlog.h): a line longer than this is cut; each
  * function keeps its newest lines up to a count and bytes, and may write at
  * a sustained rate with a burst before its writes are made to wait. */

@@ -3,7 +3,7 @@
  * forked from it.
  *
  *     spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT.so
- *     spate-runner --exec [SANDBOX] [--tmpdir DIR] BOOTSTRAP
+ *     spate-runner --exec [SANDBOX] [--tmpdir DIR] [--task DIR] BOOTSTRAP
  *
  * The zygote reads the shared object while it still may (spated starts it as
  * root), enters the sandbox (runner/sandbox.h: no new privileges, the
@@ -17,11 +17,18 @@
  * enters the same sandbox and the instance's cgroups, then runs BOOTSTRAP.
  *
  * SANDBOX is [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]
- * [--env-fd FD]. The zygote joins DIRS (its version's cgroups) while still
- * root; the exec wrapper joins them (its instance's) after the drop. The
- * runner starts with a clean environment (spated gives it nothing of the
- * function's: it is root); the function's variables come in FD, "K=V\0...",
- * and become the environment only once it runs as the function's user.
+ * [--env-fd FD] [--tmp-mb N]. The zygote joins DIRS (its version's cgroups)
+ * while still root; the exec wrapper joins them (its instance's) after the
+ * drop. The runner starts with a clean environment (spated gives it nothing
+ * of the function's: it is root); the function's variables come in FD,
+ * "K=V\0...", and become the environment only once it runs as the function's
+ * user.
+ *
+ * --tmp-mb asks for mount namespaces (runner/sandbox.h): spated passes it only
+ * where they work. The zygote then holds a copy of the object at
+ * /var/task/function.so and each instance makes its own /tmp and /dev/shm;
+ * an exec runner binds --task DIR at /var/task, makes /tmp and /dev/shm and
+ * runs BOOTSTRAP (then /var/task/bootstrap) in /var/task.
  *
  * The zygote links nothing but libc and keeps its heap small, because every
  * page it holds makes each fork slower.
@@ -288,6 +295,7 @@ static void __attribute__((noreturn)) run_instance(int fd)
 static int control_fd = -1;
 static int sigchld_fd = -1;
 static uint32_t memory_mb;
+static uint32_t tmp_mb; /* 0: no mount namespaces */
 
 static void send_load_failed(const char *fmt, const char *a, const char *b)
 {
@@ -304,7 +312,9 @@ static void enter_instance(int fd, char *text)
     if (tab) *tab = '\0';
     sandbox_instance si = {.cgroups = text, .tmpdir = tab ? tab + 1 : "", .memory_mb = memory_mb};
     char why[256];
-    if (sandbox_enter_instance(&si, fd, why, sizeof why) != 0) {
+    /* Cgroups first: the pages of its /tmp are charged to whoever writes them. */
+    if (sandbox_enter_instance(&si, fd, why, sizeof why) != 0 ||
+        (tmp_mb && sandbox_enter_instance_ns(tmp_mb, why, sizeof why) != 0)) {
         send_frame(fd, FRAME_INIT_FAILED, 0, why, strlen(why));
         _exit(1);
     }
@@ -425,9 +435,9 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT\n"
-            "       spate-runner --exec [SANDBOX] [--tmpdir DIR] BOOTSTRAP\n"
+            "       spate-runner --exec [SANDBOX] [--tmpdir DIR] [--task DIR] BOOTSTRAP\n"
             "SANDBOX: [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]\n"
-            "         [--env-fd FD]\n"
+            "         [--env-fd FD] [--tmp-mb N]\n"
             "spate-runner is started by spated; it is not meant to be run by hand\n");
     exit(2);
 }
@@ -495,14 +505,23 @@ static int apply_env(int fd, char *why, size_t cap)
     return 0;
 }
 
-/* The exec wrapper: sandbox, environment, cgroups, then the bootstrap in its place. */
-static int __attribute__((noreturn))
-run_exec(const sandbox_version *v, const sandbox_instance *si, int env_fd, char *const *argv)
+/* The exec wrapper: its mounts while it is root, sandbox, environment, cgroups
+ * (before the bootstrap writes to /tmp: tmpfs pages are charged to the
+ * writer's cgroup), then the bootstrap in its place. */
+static int __attribute__((noreturn)) run_exec(const sandbox_version *v, const sandbox_instance *si,
+                                              const char *task, int env_fd, char *const *argv)
 {
-    char why[256];
-    if (sandbox_enter_version(v, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0 ||
+    char why[512];
+    if ((task && (sandbox_mount_task(task, why, sizeof why) != 0 ||
+                  sandbox_mount_tmp(tmp_mb, why, sizeof why) != 0)) ||
+        sandbox_enter_version(v, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0 ||
+        (task && setenv("TMPDIR", "/tmp", 1) != 0) ||
         sandbox_enter_instance(si, -1, why, sizeof why) != 0) {
         fprintf(stderr, "spate-runner: %s\n", why);
+        _exit(SPATE_SANDBOX_FAILED_STATUS);
+    }
+    if (task && chdir(SANDBOX_TASK_ROOT) != 0) {
+        fprintf(stderr, "spate-runner: cannot enter %s: %s\n", SANDBOX_TASK_ROOT, strerror(errno));
         _exit(SPATE_SANDBOX_FAILED_STATUS);
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the credential change cleared it */
@@ -513,7 +532,7 @@ run_exec(const sandbox_version *v, const sandbox_instance *si, int env_fd, char 
 
 int main(int argc, char **argv)
 {
-    const char *function = "?", *version = "?", *object = NULL;
+    const char *function = "?", *version = "?", *object = NULL, *task = NULL;
     sandbox_version sv = {.seccomp = 1};
     sandbox_instance si = {.cgroups = "", .tmpdir = ""};
     int exec_mode = 0, env_fd = -1, i;
@@ -541,13 +560,17 @@ int main(int argc, char **argv)
             env_fd = (int)arg_u32(argv[++i], 1 << 20);
         else if (strcmp(argv[i], "--tmpdir") == 0 && i + 1 < argc)
             si.tmpdir = argv[++i];
+        else if (strcmp(argv[i], "--tmp-mb") == 0 && i + 1 < argc)
+            tmp_mb = arg_u32(argv[++i], 1 << 20);
+        else if (strcmp(argv[i], "--task") == 0 && i + 1 < argc)
+            task = argv[++i];
         else if (argv[i][0] != '-')
             object = argv[i];
         else
             usage();
     }
-    if (!object) usage();
-    if (exec_mode) run_exec(&sv, &si, env_fd, argv + i - 1);
+    if (!object || (task && !tmp_mb)) usage();
+    if (exec_mode) run_exec(&sv, &si, task, env_fd, argv + i - 1);
     if (control_fd < 0 || env_fd == control_fd) usage();
     sv.cgroups = si.cgroups; /* the zygote's are its version's */
 
@@ -568,8 +591,18 @@ int main(int argc, char **argv)
     syscall(SYS_close_range, from, ~0u, 0);
 
     int mem = read_object(object);
-    char why[256];
+    char why[512];
+    if (tmp_mb) {
+        /* While root: the instances' /var/task, then a filter that lets them
+         * build their /tmp, and the full one they load after that. */
+        if (sandbox_mount_task_object(mem, why, sizeof why) != 0) send_load_failed("%s%s", why, "");
+        sv.zygote_ns = 1;
+    }
     if (sandbox_enter_version(&sv, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0)
+        send_load_failed("%s%s", why, "");
+    /* After apply_env, which replaced the whole environment. */
+    if (tmp_mb) setenv("LAMBDA_TASK_ROOT", SANDBOX_TASK_ROOT, 1);
+    if (tmp_mb && sv.seccomp && sandbox_prepare_instance_filter(sv.no_network, why, sizeof why))
         send_load_failed("%s%s", why, "");
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the credential change cleared it */
     if (getppid() == 1) return 0;

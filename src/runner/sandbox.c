@@ -3,15 +3,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -62,19 +69,30 @@ static const char *const denied[] = {
     "open_tree",
 };
 
-static int install_seccomp(int no_network, char *why, size_t cap)
+/* The flags a native instance unshares with to build its /tmp. */
+#define INSTANCE_NS_FLAGS ((unsigned long)(CLONE_NEWUSER | CLONE_NEWNS))
+
+/* The filter; zygote_ns leaves mount and unshare(INSTANCE_NS_FLAGS) open for
+ * the instances to build their namespaces, which then load the full filter
+ * on top (filters stack: the stricter answer wins). NULL with why filled. */
+static scmp_filter_ctx build_filter(int no_network, int zygote_ns, char *why, size_t cap)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx) {
         snprintf(why, cap, "seccomp_init failed");
-        return -1;
+        return NULL;
     }
     int rc = 0;
     for (size_t i = 0; !rc && i < sizeof denied / sizeof denied[0]; i++) {
+        if (zygote_ns && (strcmp(denied[i], "mount") == 0 || strcmp(denied[i], "unshare") == 0))
+            continue;
         int nr = seccomp_syscall_resolve_name(denied[i]);
         if (nr == __NR_SCMP_ERROR) continue; /* not on this architecture */
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
     }
+    if (!rc && zygote_ns)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
+                              SCMP_A0(SCMP_CMP_NE, INSTANCE_NS_FLAGS));
     /* New namespaces through clone too; clone3 hides its flags in memory a
      * filter cannot read, so it reports ENOSYS and libc falls back to clone. */
     static const unsigned long ns_flags[] = {CLONE_NEWNS,    CLONE_NEWUTS, CLONE_NEWIPC,
@@ -89,10 +107,182 @@ static int install_seccomp(int no_network, char *why, size_t cap)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
                               SCMP_A0(SCMP_CMP_NE, AF_UNIX));
     }
-    if (!rc) rc = seccomp_load(ctx);
+    if (rc) {
+        snprintf(why, cap, "cannot build the seccomp filter: %s", strerror(-rc));
+        seccomp_release(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static int install_seccomp(int no_network, int zygote_ns, char *why, size_t cap)
+{
+    scmp_filter_ctx ctx = build_filter(no_network, zygote_ns, why, cap);
+    if (!ctx) return -1;
+    int rc = seccomp_load(ctx);
     seccomp_release(ctx);
     if (rc) snprintf(why, cap, "cannot install the seccomp filter: %s", strerror(-rc));
     return rc ? -1 : 0;
+}
+
+/* The full filter as BPF, for instances to load (sandbox_enter_instance_ns). */
+static struct sock_fprog instance_filter;
+
+int sandbox_prepare_instance_filter(int no_network, char *why, size_t cap)
+{
+    scmp_filter_ctx ctx = build_filter(no_network, 0, why, cap);
+    if (!ctx) return -1;
+    /* libseccomp 2.5 exports only to a descriptor: a memfd, read back. */
+    int fd = memfd_create("seccomp", MFD_CLOEXEC);
+    int rc = fd < 0 ? -errno : seccomp_export_bpf(ctx, fd);
+    seccomp_release(ctx);
+    struct stat st;
+    if (!rc && fstat(fd, &st) != 0) rc = -errno;
+    void *prog = NULL;
+    if (!rc && (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) ||
+                !(prog = malloc((size_t)st.st_size))))
+        rc = -ENOMEM;
+    if (!rc && pread(fd, prog, (size_t)st.st_size, 0) != st.st_size) rc = -EIO;
+    if (fd >= 0) close(fd);
+    if (rc) {
+        free(prog);
+        snprintf(why, cap, "cannot compile the instances' seccomp filter: %s", strerror(-rc));
+        return -1;
+    }
+    instance_filter.len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
+    instance_filter.filter = prog;
+    return 0;
+}
+
+/* --- Mount namespaces ------------------------------------------------------------- */
+
+/* A mount namespace of this process's own whose mounts propagate nowhere. */
+static int private_mounts(char *why, size_t cap)
+{
+    if (unshare(CLONE_NEWNS) != 0) {
+        snprintf(why, cap, "cannot make a mount namespace: %s", strerror(errno));
+        return -1;
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+        snprintf(why, cap, "cannot make the mounts private: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* /var/task as it stays: read-only, no set-uid programs, no devices. */
+static int task_read_only(char *why, size_t cap)
+{
+    if (mount(NULL, SANDBOX_TASK_ROOT, NULL,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0) {
+        snprintf(why, cap, "cannot make %s read-only: %s", SANDBOX_TASK_ROOT, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int sandbox_mount_task(const char *code_dir, char *why, size_t cap)
+{
+    if (private_mounts(why, cap) != 0) return -1;
+    if (mount(code_dir, SANDBOX_TASK_ROOT, NULL, MS_BIND, NULL) != 0) {
+        snprintf(why, cap, "cannot bind '%s' at %s: %s", code_dir, SANDBOX_TASK_ROOT,
+                 strerror(errno));
+        return -1;
+    }
+    return task_read_only(why, cap);
+}
+
+int sandbox_mount_task_object(int fd, char *why, size_t cap)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, cap, "cannot read the shared object: %s", strerror(errno));
+        return -1;
+    }
+    if (private_mounts(why, cap) != 0) return -1;
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%lluk,nr_inodes=16,mode=0755",
+             (unsigned long long)st.st_size / 1024 + 64);
+    if (mount("tmpfs", SANDBOX_TASK_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+        snprintf(why, cap, "cannot mount a tmpfs at %s: %s", SANDBOX_TASK_ROOT, strerror(errno));
+        return -1;
+    }
+    int out = open(SANDBOX_TASK_ROOT "/function.so", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    off_t off = 0;
+    while (out >= 0 && off < st.st_size)
+        if (sendfile(out, fd, &off, (size_t)(st.st_size - off)) <= 0) break;
+    if (out < 0 || off < st.st_size || close(out) != 0) {
+        snprintf(why, cap, "cannot copy the shared object to %s: %s", SANDBOX_TASK_ROOT,
+                 strerror(errno));
+        return -1;
+    }
+    return task_read_only(why, cap);
+}
+
+int sandbox_mount_tmp(uint32_t tmp_mb, char *why, size_t cap)
+{
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%um,mode=1777", (unsigned)tmp_mb);
+    static const char *const where[] = {"/tmp", "/dev/shm"};
+    for (size_t i = 0; i < sizeof where / sizeof where[0]; i++) {
+        if (mount("tmpfs", where[i], "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+            snprintf(why, cap, "cannot mount a private tmpfs at %s: %s", where[i], strerror(errno));
+            return -1;
+        }
+    }
+    setenv("TMPDIR", "/tmp", 1);
+    return 0;
+}
+
+static int write_proc(const char *name, const char *text, char *why, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/%s", name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ssize_t len = (ssize_t)strlen(text);
+    if (fd < 0 || write(fd, text, (size_t)len) != len) {
+        snprintf(why, cap, "cannot write %s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+int sandbox_enter_instance_ns(uint32_t tmp_mb, char *why, size_t cap)
+{
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    /* After the zygote's uid change its /proc/self files are root's: the
+     * maps below could not be written. Undone before function code runs. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+    if (unshare(INSTANCE_NS_FLAGS) != 0) {
+        snprintf(why, cap, "cannot make the instance's namespaces: %s", strerror(errno));
+        return -1;
+    }
+    char map[48];
+    if (write_proc("setgroups", "deny", why, cap) != 0) return -1;
+    snprintf(map, sizeof map, "%u %u 1", (unsigned)uid, (unsigned)uid);
+    if (write_proc("uid_map", map, why, cap) != 0) return -1;
+    snprintf(map, sizeof map, "%u %u 1", (unsigned)gid, (unsigned)gid);
+    if (write_proc("gid_map", map, why, cap) != 0) return -1;
+    if (sandbox_mount_tmp(tmp_mb, why, cap) != 0) return -1;
+    /* The user namespace gave it every capability over its own mounts: none
+     * is left to the function (and the mounts it inherited stay locked). */
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    if (syscall(SYS_capset, &h, d) != 0) {
+        snprintf(why, cap, "cannot drop the capabilities: %s", strerror(errno));
+        return -1;
+    }
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (instance_filter.filter &&
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &instance_filter, 0, 0) != 0) {
+        snprintf(why, cap, "cannot install the seccomp filter: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static int join_cgroup(const char *dir, size_t len, char *why, size_t cap)
@@ -147,7 +337,7 @@ int sandbox_enter_version(const sandbox_version *v, char *why, size_t cap)
             return -1;
         }
     }
-    if (v->seccomp && install_seccomp(v->no_network, why, cap) != 0) return -1;
+    if (v->seccomp && install_seccomp(v->no_network, v->zygote_ns, why, cap) != 0) return -1;
     return 0;
 }
 

@@ -11,6 +11,15 @@
  * Per instance (after fork): its own process group, every inherited descriptor
  * closed but the ones it needs, its cgroups joined (memory, pids, cpu) or,
  * without cgroups, RLIMIT_AS, and its own TMPDIR.
+ *
+ * With mount namespaces (spated passes --tmp-mb only where they work), each
+ * instance sees the function's code read-only at /var/task and a private
+ * tmpfs at /tmp and /dev/shm, which vanish with it; nothing else it can write
+ * is shared with another instance. An exec instance's runner is still root
+ * when it builds them (sandbox_mount_task, sandbox_mount_tmp); a native
+ * instance is forked unprivileged from a zygote that made /var/task while it
+ * was root, so it builds its /tmp in a user namespace of its own
+ * (sandbox_enter_instance_ns) and then gives up every capability there.
  */
 #ifndef SPATE_RUNNER_SANDBOX_H
 #define SPATE_RUNNER_SANDBOX_H
@@ -22,10 +31,28 @@ typedef struct sandbox_version {
     int drop; /* switch to uid/gid */
     uid_t uid;
     gid_t gid;
-    int no_network;      /* own network namespace, no inet sockets */
-    int seccomp;         /* install the filter (on unless testing) */
+    int no_network; /* own network namespace, no inet sockets */
+    int seccomp;    /* install the filter (on unless testing) */
+    int zygote_ns;  /* native with namespaces: the filter lets instances build theirs */
     const char *cgroups; /* "path|path|..." to join before dropping privileges, or NULL */
 } sandbox_version;
+
+/* Where a function sees its code. */
+#define SANDBOX_TASK_ROOT "/var/task"
+
+/* As root: a mount namespace of this process's own (made private) with
+ * code_dir bound read-only at /var/task. 0, or -1 with why filled. */
+int sandbox_mount_task(const char *code_dir, char *why, size_t cap);
+/* As root: the same, but /var/task is a small read-only tmpfs holding a copy
+ * of the object open on fd, as "function.so". */
+int sandbox_mount_task_object(int fd, char *why, size_t cap);
+/* Private tmpfs at /tmp and /dev/shm of tmp_mb each, in this process's own
+ * mount namespace; sets TMPDIR=/tmp. 0, or -1 with why filled. */
+int sandbox_mount_tmp(uint32_t tmp_mb, char *why, size_t cap);
+
+/* The full filter, compiled once in the zygote (after sandbox_enter_version)
+ * so that each instance loads it in microseconds. 0, or -1 with why filled. */
+int sandbox_prepare_instance_filter(int no_network, char *why, size_t cap);
 
 /* Applies the per-version part to this process. 0, or -1 with why filled. */
 int sandbox_enter_version(const sandbox_version *v, char *why, size_t cap);
@@ -39,5 +66,11 @@ typedef struct sandbox_instance {
 /* Applies the per-instance part; keep is a descriptor not to close (-1: none).
  * 0, or -1 with why filled. */
 int sandbox_enter_instance(const sandbox_instance *s, int keep, char *why, size_t cap);
+
+/* A native instance with namespaces, after sandbox_enter_instance: a user and
+ * mount namespace of its own (its uid and gid mapped to themselves), its
+ * private /tmp and /dev/shm, no capability left, then the prepared filter.
+ * 0, or -1 with why filled. */
+int sandbox_enter_instance_ns(uint32_t tmp_mb, char *why, size_t cap);
 
 #endif

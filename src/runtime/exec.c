@@ -27,7 +27,8 @@ struct exec_version {
     uv_loop_t *loop;
     char *root;
     char *bootstrap;
-    char *runner; /* spate-runner, the sandbox the bootstrap runs in */
+    uint32_t tmp_mb; /* with mount namespaces: the root is bound at /var/task */
+    char *runner;    /* spate-runner, the sandbox the bootstrap runs in */
     char *function;
     char **env; /* the function's environment and the Lambda variables, but the API address */
     size_t nenv;
@@ -115,6 +116,9 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
         return ERR_NOMEM;
     }
     snprintf(x->bootstrap, blen, "%s/bootstrap", cfg->path);
+    if (isolate_get()->mount_ns) x->tmp_mb = cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB;
+    /* Where the function sees its code: at /var/task in its own namespace. */
+    const char *task = x->tmp_mb ? "/var/task" : cfg->path;
     struct stat st;
     if (stat(x->bootstrap, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
         snprintf(err, errcap, "the artifact has no executable bootstrap");
@@ -138,8 +142,8 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
     char kv[512];
     const char *defaults[][2] = {
         {"_HANDLER", "index.handler"},
-        {"LAMBDA_TASK_ROOT", cfg->path},
-        {"LAMBDA_RUNTIME_DIR", cfg->path},
+        {"LAMBDA_TASK_ROOT", task},
+        {"LAMBDA_RUNTIME_DIR", task},
         {"AWS_LAMBDA_FUNCTION_NAME", cfg->function},
         {"AWS_REGION", region},
         {"AWS_DEFAULT_REGION", region},
@@ -619,9 +623,9 @@ static const instance_ops ops = {
     .pid = exec_pid,
 };
 
-/* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --tmpdir T --env-fd 3
- * BOOTSTRAP */
-static void sandbox_args(exec_version *x, exec_instance *e, char **args, char num[3][16])
+/* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --env-fd 3 --tmpdir T
+ * BOOTSTRAP, or with mount namespaces ... --tmp-mb N --task ROOT /var/task/bootstrap */
+static void sandbox_args(exec_version *x, exec_instance *e, char **args, char num[4][16])
 {
     int n = 0;
     const isolate_config *iso = isolate_get();
@@ -642,10 +646,20 @@ static void sandbox_args(exec_version *x, exec_instance *e, char **args, char nu
     }
     args[n++] = "--cgroups";
     args[n++] = e->base.iso->cgroups;
-    args[n++] = "--tmpdir";
-    args[n++] = e->base.iso->tmpdir;
     args[n++] = "--env-fd";
     args[n++] = "3";
+    if (x->tmp_mb) {
+        snprintf(num[3], sizeof num[3], "%u", x->tmp_mb);
+        args[n++] = "--tmp-mb";
+        args[n++] = num[3];
+        args[n++] = "--task";
+        args[n++] = x->root;
+        args[n++] = "/var/task/bootstrap";
+        args[n] = NULL;
+        return;
+    }
+    args[n++] = "--tmpdir";
+    args[n++] = e->base.iso->tmpdir;
     args[n++] = x->bootstrap;
     args[n] = NULL;
 }
@@ -691,7 +705,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
         free(e);
         return ERR_IO;
     }
-    char *args[20], num[3][16];
+    char *args[24], num[4][16];
     sandbox_args(x, e, args, num);
     uv_stdio_container_t stdio[4] = {
         {.flags = UV_IGNORE},

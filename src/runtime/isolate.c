@@ -3,14 +3,18 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <grp.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -75,19 +79,54 @@ static int read_file(const char *dir, const char *name, char *out, size_t cap)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* Empties the directory open on fd (which it closes); depth bounds the
+ * recursion a hostile tree could ask for. */
+static int empty_dir(int fd, int depth)
 {
-    return remove(path);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        /* Try it as a file (or link) first: unlinkat never follows a link. */
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) continue;
+        if (errno != EISDIR && errno != EPERM) {
+            if (errno != ENOENT) rc = -1;
+            continue;
+        }
+        int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 || depth <= 0) {
+            if (sub >= 0) close(sub);
+            rc = -1;
+            continue;
+        }
+        if (empty_dir(sub, depth - 1) != 0) rc = -1;
+        if (unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) != 0 && errno != ENOENT) rc = -1;
+    }
+    closedir(d);
+    return rc;
 }
 
-static int remove_inner(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+int isolate_remove_tree(int dirfd, const char *name, int keep_top)
 {
-    return ftw->level == 0 ? 0 : remove(path);
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        /* Not a directory (or a link): removed as what it is. */
+        return keep_top || (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) ? -1 : 0;
+    }
+    int rc = empty_dir(fd, 64);
+    if (!keep_top && unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) rc = -1;
+    return rc;
 }
 
 static void remove_tree(const char *path)
 {
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    isolate_remove_tree(AT_FDCWD, path, 0);
 }
 
 /* --- cgroups -------------------------------------------------------------------- */
@@ -238,7 +277,7 @@ static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
     s->owner = uid;
     char name[32];
     snprintf(name, sizeof name, "i%llu", (unsigned long long)next_slot++);
-    if (tmp_root[0]) {
+    if (tmp_root[0] && !cfg.mount_ns) {
         snprintf(s->tmpdir, sizeof s->tmpdir, "%s/%s", tmp_root, name);
         if (mkdir(s->tmpdir, 0700) != 0 || (cfg.drop && chown(s->tmpdir, uid, cfg.gid) != 0)) {
             log_warn("cannot create %s: %s", s->tmpdir, strerror(errno));
@@ -321,26 +360,61 @@ static void free_slot(isolate_slot *s, int wait)
     free(s);
 }
 
-/* A kept slot changes hands: what the instance joins and writes is its own. */
+/* Gives the cgroup.procs files of the slot's own cgroups (not its function's
+ * cpu group) to uid; 0 when every one changed hands. */
+static int chown_procs(isolate_slot *s, uid_t uid, gid_t gid)
+{
+    int rc = 0;
+    for (int i = 0; i < own_dirs(s); i++) {
+        char procs[600];
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", s->dirs[i]);
+        if (chown(procs, uid, gid) != 0) {
+            log_warn("cannot hand %s over: %s", procs, strerror(errno));
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/* A kept slot changes hands: what the instance joins and writes is its own.
+ * Kept slots are root's (isolate_release), whoever had them before. */
 static void hand_over(isolate_slot *s, uid_t uid)
 {
     s->owner = uid;
     if (!cfg.drop) return;
     if (s->tmpdir[0] && chown(s->tmpdir, uid, cfg.gid) != 0)
         log_warn("cannot hand %s over: %s", s->tmpdir, strerror(errno));
-    for (int i = 0; i < s->ndirs; i++) {
-        char procs[600];
-        snprintf(procs, sizeof procs, "%s/cgroup.procs", s->dirs[i]);
-        if (chown(procs, uid, cfg.gid) != 0)
-            log_warn("cannot hand %s over: %s", procs, strerror(errno));
+    chown_procs(s, uid, cfg.gid);
+}
+
+/* Whether none of the slot's own cgroups holds a process. */
+static int slot_empty(const isolate_slot *s)
+{
+    for (int i = 0; i < own_dirs(s); i++) {
+        char text[16];
+        if (read_file(s->dirs[i], "cgroup.procs", text, sizeof text) != 0 || text[0]) return 0;
     }
+    return 1;
 }
 
 isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid)
 {
-    isolate_slot *s = nspare > 0 ? spare[--nspare] : new_slot(memory_mb, cpu_millis, uid);
+    isolate_slot *s = NULL;
+    while (!s && nspare > 0) {
+        s = spare[--nspare];
+        /* Root's since its release, and emptied then: a process found there
+         * now came through a descriptor opened before; the slot is not reused. */
+        if (!slot_empty(s)) {
+            log_warn("a kept instance slot (%s) is not empty: not reused", s->dirs[0]);
+            for (int i = 0; i < own_dirs(s); i++) kill_all(s->dirs[i]);
+            free_slot(s, 0);
+            s = NULL;
+        } else {
+            hand_over(s, uid);
+        }
+    }
+    if (!s) s = new_slot(memory_mb, cpu_millis, uid);
     if (!s) return NULL;
-    if (s->owner != uid) hand_over(s, uid);
     if (s->memory >= 0 && s->memory_mb != memory_mb && set_memory(s, memory_mb) != 0)
         log_warn("cannot limit memory in %s: %s", s->dirs[s->memory], strerror(errno));
     choose_cpu(s, cpu_millis, uid);
@@ -351,18 +425,21 @@ isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
 int isolate_release(isolate_slot *s)
 {
     int oom = s->memory >= 0 && oom_kills(s) > s->oom_kills;
+    /* No process of its user may join these cgroups from now on (a helper
+     * that outlived the instance, moving itself into the slot the next
+     * function gets): they are root's until the next hand_over. */
+    int empty = !cfg.drop || chown_procs(s, 0, 0) == 0;
     /* What the instance started may outlive it (a fork bomb): no more forks
      * (pids.max 0), then kill every process left in its cgroups. Only a
      * slot found empty is kept; the others go when their processes have. */
-    int empty = s->pids >= 0 ? kill_all(s->dirs[s->pids]) : 1;
-    if (!empty) {
+    if (s->pids >= 0 && !kill_all(s->dirs[s->pids])) {
+        empty = 0;
         write_file(s->dirs[s->pids], "pids.max", "0");
         kill_all(s->dirs[s->pids]);
     }
     /* Not the function's cpu group: its other instances are there. */
     for (int i = 0; i < own_dirs(s); i++) empty &= kill_all(s->dirs[i]);
-    if (empty && s->tmpdir[0] && nftw(s->tmpdir, remove_inner, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        empty = 0;
+    if (empty && s->tmpdir[0] && isolate_remove_tree(AT_FDCWD, s->tmpdir, 1) != 0) empty = 0;
     if (empty && nspare < SPARE_MAX)
         spare[nspare++] = s;
     else
@@ -402,6 +479,93 @@ static void sweep(const char *root, int cgroup)
         rmdir(path);
     }
     closedir(d);
+}
+
+/* The base of the temporary directories must be spated's own and writable
+ * by nobody else, or another user could swap a part of it for a link while
+ * root cleans up. Creates it when missing; 0 when it may be used. */
+static int own_tmp_base(const char *base)
+{
+    if (mkdir(base, 0711) != 0 && errno != EEXIST) {
+        log_warn("cannot create %s: %s: instances get no temporary directory of their own", base,
+                 strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (lstat(base, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & 022)) {
+        log_warn(
+            "refusing %s: it must be a directory owned by uid %d and not writable by group or "
+            "others (remove it and restart): instances get no temporary directory of their own",
+            base, (int)geteuid());
+        return -1;
+    }
+    return 0;
+}
+
+/* Tries, in a child, what the runner does for an instance: a private mount
+ * namespace with a bind at /var/task as root, then (as the functions' user)
+ * a user and mount namespace with a tmpfs of its own. 1 when all of it works. */
+static int probe_namespaces(void)
+{
+    /* The mount point each instance's code is bound on; nothing is ever
+     * mounted on it outside an instance's namespace. */
+    if (mkdir("/var/task", 0755) != 0 && errno != EEXIST) {
+        log_warn("cannot create /var/task: %s: no mount namespaces, instances share /tmp",
+                 strerror(errno));
+        return 0;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        uid_t uid = cfg.drop ? cfg.uid : 0;
+        gid_t gid = cfg.drop ? cfg.gid : 0;
+        char map[48];
+        int step = 1;
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("/", "/var/task", NULL, MS_BIND, NULL) != 0 ||
+            mount(NULL, "/var/task", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
+            _exit(step);
+        step++;
+        if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+            setresuid(uid, uid, uid) != 0)
+            _exit(step);
+        step++;
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) _exit(step);
+        step++;
+        int fd = open("/proc/self/setgroups", O_WRONLY);
+        if (fd < 0 || write(fd, "deny", 4) != 4) _exit(step);
+        close(fd);
+        snprintf(map, sizeof map, "%u %u 1", (unsigned)uid, (unsigned)uid);
+        if ((fd = open("/proc/self/uid_map", O_WRONLY)) < 0 ||
+            write(fd, map, strlen(map)) != (ssize_t)strlen(map))
+            _exit(step);
+        close(fd);
+        snprintf(map, sizeof map, "%u %u 1", (unsigned)gid, (unsigned)gid);
+        if ((fd = open("/proc/self/gid_map", O_WRONLY)) < 0 ||
+            write(fd, map, strlen(map)) != (ssize_t)strlen(map))
+            _exit(step);
+        close(fd);
+        step++;
+        if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m") != 0) _exit(step);
+        _exit(0);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        static const char *const what[] = {"?",
+                                           "a mount namespace with a bind at /var/task",
+                                           "the functions' user",
+                                           "a user namespace",
+                                           "the user namespace's maps",
+                                           "a tmpfs in it"};
+        int step = pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+        log_warn("no mount namespaces (cannot make %s): instances share /tmp and /dev/shm and "
+                 "exec code must be reachable through --data",
+                 what[step < 6 ? step : 0]);
+        return 0;
+    }
+    return 1;
 }
 
 uid_t isolate_uid(const char *function)
@@ -466,14 +630,17 @@ int isolate_init(uv_loop_t *l, const char *run_as, uint32_t uid_base, uint32_t p
         cfg.gid = getegid();
         log_warn("spated is not root: functions run as its own user, without cgroups");
     }
-    /* Temporary directories: /tmp/spate/<spated pid>/<slot>. */
-    mkdir("/tmp/spate", 0711);
-    sweep("/tmp/spate", 0);
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/spate/%d", (int)getpid());
-    remove_tree(tmp_root);
-    if (mkdir(tmp_root, 0711) != 0) {
-        log_warn("cannot create %s: %s", tmp_root, strerror(errno));
-        tmp_root[0] = '\0';
+    cfg.mount_ns = geteuid() == 0 && probe_namespaces();
+    /* Temporary directories, only where instances have no private /tmp:
+     * /tmp/spate/<spated pid>/<slot>. Older ones are swept either way. */
+    if (own_tmp_base("/tmp/spate") == 0) {
+        sweep("/tmp/spate", 0);
+        snprintf(tmp_root, sizeof tmp_root, "/tmp/spate/%d", (int)getpid());
+        remove_tree(tmp_root);
+        if (!cfg.mount_ns && mkdir(tmp_root, 0711) != 0) {
+            log_warn("cannot create %s: %s", tmp_root, strerror(errno));
+            tmp_root[0] = '\0';
+        }
     }
 
     /* cgroup v1 controllers where writable; none otherwise. */
@@ -529,7 +696,7 @@ void isolate_cleanup(void)
 
 int isolate_reachable(const char *path, char *why, size_t cap)
 {
-    if (!cfg.drop) return 0;
+    if (!cfg.drop || cfg.mount_ns) return 0;
     char p[4096];
     snprintf(p, sizeof p, "%s", path);
     /* Every directory on the way needs search permission for the user. */

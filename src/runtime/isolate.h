@@ -26,6 +26,11 @@ typedef struct isolate_config {
     char user[64];
     int cgroups; /* per-instance memory cgroups are available */
     uint32_t pids_max;
+    /* Mount namespaces work (spated is root and the kernel lets an
+     * unprivileged process make a user namespace): each instance sees its
+     * code at /var/task and has a private tmpfs /tmp and /dev/shm, and no
+     * temporary directory on the host. Else those directories, as before. */
+    int mount_ns;
 } isolate_config;
 
 /* Once at start-up: resolves run_as (used only when spated is root); with
@@ -41,8 +46,17 @@ uid_t isolate_uid(const char *function);
 /* Removes this process's cgroup and temporary roots (at exit). */
 void isolate_cleanup(void);
 
+/* Removes the tree at name under the directory dirfd (AT_FDCWD: a path)
+ * without following any symbolic link: each directory is opened with
+ * O_NOFOLLOW|O_DIRECTORY relative to its parent's descriptor, so a link
+ * swapped in mid-way is removed as a link, never entered. With keep_top the
+ * directory itself stays (emptied). 0, or -1 when something could not go. */
+int isolate_remove_tree(int dirfd, const char *name, int keep_top);
+
 /* 0 when the user instances run as can reach path (search permission on
- * every directory on the way); else why says where it stops. */
+ * every directory on the way), or need not (with mount namespaces their code
+ * is bound at /var/task by the runner while it is root); else why says where
+ * it stops. */
 int isolate_reachable(const char *path, char *why, size_t cap);
 
 /* One instance's resources. */
@@ -65,9 +79,11 @@ typedef struct isolate_slot {
  * running as uid: a kept one or a new one. Best effort: what fails is logged
  * and left out, the instance still starts. NULL only when out of memory. */
 isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid);
-/* After the instance ended: kills whatever is left in its cgroups, empties
- * its temporary directory, and keeps or frees the slot. Returns 1 when the
- * memory limit killed a process of it. */
+/* After the instance ended: takes its cgroups back from its user (so that no
+ * process of that user can join them any more), kills whatever is left in
+ * them, empties its temporary directory, and keeps the slot only when all of
+ * that left nothing behind; else frees it. Returns 1 when the memory limit
+ * killed a process of it. */
 int isolate_release(isolate_slot *s);
 
 #endif

@@ -78,6 +78,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
             .function = cfg->function,
             .version = cfg->version,
             .memory_mb = cfg->memory_mb,
+            .tmp_mb = cfg->tmp_mb,
             .no_network = cfg->no_network,
             .log = cfg->log,
             .env = cfg->env,

@@ -23,6 +23,7 @@ typedef struct launcher_config {
     uint32_t version;
     uint32_t memory_mb;
     uint32_t cpu_millis; /* cgroup quota, thousandths of a core; 0: none */
+    uint32_t tmp_mb;     /* size of the private /tmp and /dev/shm (mount namespaces) */
     int no_network;      /* native: a network namespace of its own */
     struct fnlog *log;   /* the function's log: output of its processes */
     char **env;          /* NULL-terminated "K=V": the function's environment; copied */

@@ -454,9 +454,9 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         return e == ENOMEM ? ERR_NOMEM : ERR_IO;
     }
 
-    char version[16], uid[16], gid[16], memory[16];
+    char version[16], uid[16], gid[16], memory[16], tmp[16];
     snprintf(version, sizeof version, "%u", cfg->version);
-    char *args[24] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
+    char *args[28] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
                       (char *)cfg->function,    "--version",    version};
     int n = 7;
     const isolate_config *iso = isolate_get();
@@ -481,6 +481,11 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     args[n++] = "--env-fd";
     args[n++] = "4";
+    if (iso->mount_ns) { /* /var/task, and a private /tmp per instance */
+        snprintf(tmp, sizeof tmp, "%u", cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB);
+        args[n++] = "--tmp-mb";
+        args[n++] = tmp;
+    }
     args[n++] = (char *)cfg->object_path;
     args[n] = NULL;
     int outfd = -1;

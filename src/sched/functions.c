@@ -96,6 +96,7 @@ static int version_spec(functions *t, const char *name, uint32_t version, const 
     spec->runtime = c->runtime;
     spec->memory_mb = c->memory_mb;
     spec->cpu_millis = c->cpu_millis;
+    spec->tmp_mb = c->tmp_mb;
     spec->no_network = !c->network;
     spec->object_path = path;
     spec->env = build_env(name, version, c);

@@ -26,6 +26,7 @@ typedef struct pversion {
     enum fn_runtime runtime;
     uint32_t memory_mb;
     uint32_t cpu_millis;
+    uint32_t tmp_mb;
     int no_network;
     pool_config cfg;
     launcher *z; /* the zygote (native) or the bootstrap root (exec) */
@@ -524,6 +525,7 @@ static int start_zygote(pool *p, pversion *v)
         .version = v->number,
         .memory_mb = v->memory_mb,
         .cpu_millis = v->cpu_millis,
+        .tmp_mb = v->tmp_mb,
         .no_network = v->no_network,
         .log = p->log,
         .env = v->env,
@@ -615,6 +617,7 @@ static pversion *new_version(pool *p, const pool_version_spec *spec)
     v->runtime = spec->runtime;
     v->memory_mb = spec->memory_mb;
     v->cpu_millis = spec->cpu_millis;
+    v->tmp_mb = spec->tmp_mb;
     v->no_network = spec->no_network;
     v->object_path = strdup(spec->object_path);
     size_t n = 0;

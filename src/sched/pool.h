@@ -79,6 +79,7 @@ typedef struct pool_version_spec {
     enum fn_runtime runtime;
     uint32_t memory_mb;
     uint32_t cpu_millis;
+    uint32_t tmp_mb;
     int no_network;
     const char *object_path; /* native: the shared object; exec: the unpacked root */
     char **env;              /* NULL-terminated "K=V"; the zygote's whole environment */

@@ -323,6 +323,13 @@ int main(int argc, char **argv)
     n.loop = uv_default_loop();
     if (isolate_init(n.loop, n.opt.run_as, n.opt.uid_base, n.opt.pids_max, err, sizeof err) != 0)
         die("%s", err);
+    if (isolate_get()->drop && !isolate_get()->mount_ns) {
+        /* No /var/task: exec functions reach their code through --data, as
+         * before mount namespaces (isolate_init said so). */
+        char exec_dir[4200];
+        snprintf(exec_dir, sizeof exec_dir, "%s/exec", n.opt.data_dir);
+        if (chmod(exec_dir, 0711) != 0) log_warn("cannot open %s: %s", exec_dir, strerror(errno));
+    }
     pool_set_node_max(n.opt.max_instances);
     if (functions_open(n.loop, n.st, n.opt.runner, &n.table) != 0)
         log_warn("some functions could not be restored (see above)");

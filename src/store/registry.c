@@ -46,8 +46,8 @@ int registry_put_version(store *s, const reg_version *v)
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
         " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
-        " cpu_millis, network)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cpu_millis, network, tmp_mb)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -69,6 +69,7 @@ int registry_put_version(store *s, const reg_version *v)
         sqlite3_bind_int64(st, 13, c->queue_max);
         sqlite3_bind_int64(st, 14, c->cpu_millis);
         sqlite3_bind_int64(st, 15, c->network ? 1 : 0);
+        sqlite3_bind_int64(st, 16, c->tmp_mb);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -115,7 +116,7 @@ int registry_delete_function(store *s, const char *name)
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
-    " v.queue_max, v.cpu_millis, v.network"
+    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -135,6 +136,7 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.queue_max = (uint32_t)sqlite3_column_int64(st, 13);
     v->config.cpu_millis = (uint32_t)sqlite3_column_int64(st, 14);
     v->config.network = sqlite3_column_int(st, 15) != 0;
+    v->config.tmp_mb = (uint32_t)sqlite3_column_int64(st, 16);
     /* env stays borrowed from the statement: valid during the callback. */
     v->config.env = (char *)sqlite3_column_text(st, 11);
     v->config.env_count = 0;

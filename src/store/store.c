@@ -89,6 +89,8 @@ static const char *const migrations[] = {
     /* 3: per-version CPU quota and network switch (isolation). */
     ("ALTER TABLE versions ADD COLUMN cpu_millis INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE versions ADD COLUMN network INTEGER NOT NULL DEFAULT 1;"),
+    /* 4: size of the instances' private /tmp (runtime/isolate.h). */
+    "ALTER TABLE versions ADD COLUMN tmp_mb INTEGER NOT NULL DEFAULT 512;",
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -148,9 +150,12 @@ int store_open(const char *dir, store **out, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return ERR_NOMEM;
     }
-    /* Functions run as another user (runtime/isolate.h): they may pass
-     * through the directory to the unpacked roots of exec functions, and
-     * read nothing else: not the store, not the artifacts. */
+    /* Functions run as other users (runtime/isolate.h) and read none of it:
+     * not the store, not the artifacts, not the unpacked roots of exec
+     * functions, which each sees only as its own /var/task (bound there by
+     * the runner while it is root). An existing exec/ of mode 0711 is
+     * closed here; spated opens it again only where mount namespaces do not
+     * work (spated/main.c). */
     char path[4096];
     int rc = make_dir(dir, 0711, err, errcap);
     snprintf(path, sizeof path, "%s/artifacts", dir);
@@ -158,7 +163,7 @@ int store_open(const char *dir, store **out, char *err, size_t errcap)
     snprintf(path, sizeof path, "%s/tmp", dir);
     if (!rc) rc = make_dir(path, 0700, err, errcap);
     snprintf(path, sizeof path, "%s/exec", dir);
-    if (!rc) rc = make_dir(path, 0711, err, errcap);
+    if (!rc) rc = make_dir(path, 0700, err, errcap);
     if (rc) {
         store_close(s);
         return rc;

@@ -22,6 +22,11 @@ BUILD = pathlib.Path(os.environ.get("SPATE_BUILD", ROOT / "build"))
 SPATED = BUILD / "spated"
 SPATE = BUILD / "spate"
 
+# Each instance has a private /tmp (its own mount namespace): files tests
+# hand to functions, or read back from them, live under /var/tmp instead,
+# which functions share with the host as before.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
+
 
 def wait_for(predicate, timeout=10.0, step=0.05):
     """Polls predicate until it returns something true (returned) or the

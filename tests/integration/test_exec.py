@@ -97,7 +97,10 @@ def test_c_bootstrap_in_archives(spated, c_bootstrap):
     assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "1"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "128"
     assert env["_HANDLER"] == "index.handler"
-    assert os.path.isfile(os.path.join(env["LAMBDA_TASK_ROOT"], "lib/data.txt"))
+    # The code is bound at /var/task in the instance's own mount namespace.
+    assert env["LAMBDA_TASK_ROOT"] == "/var/task"
+    assert spated.invoke("c-tgz", b"read:/var/task/lib/data.txt") == (200, b"x")
+    assert spated.invoke("c-tgz", b"cwd") == (200, b"/var/task")
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
     assert env["TZ"] == ":UTC" and env["LANG"] == "C.UTF-8" and env["PATH"].startswith("/usr")
     assert env["AWS_LAMBDA_RUNTIME_API"].startswith("127.0.0.1:")

@@ -12,10 +12,17 @@
  *   wrongid       first answers with a wrong request id (expects 400), then right
  *   env:NAME      answers the variable's value
  *   headers       answers the Lambda-Runtime-* headers it got, one per line
+ *   read:PATH     answers the file's first bytes, or "error: WHY"
+ *   write:PATH    writes "x" to the file: "ok", or "error: WHY"
+ *   fill:PATH     writes to the file until that fails: "filled N MB: WHY"
+ *   cwd           answers its working directory
+ *   pid           answers its process id
  *   anything else is echoed
  */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -167,6 +174,36 @@ int main(void)
             const char *v = getenv(ev + 4);
             outlen = (size_t)snprintf(small, sizeof small, "%s", v ? v : "(unset)");
             out = small;
+        } else if (strncmp(ev, "read:", 5) == 0) {
+            int f = open(ev + 5, O_RDONLY);
+            ssize_t n = f < 0 ? -1 : read(f, small, sizeof small);
+            if (n < 0) n = snprintf(small, sizeof small, "error: %s", strerror(errno));
+            if (f >= 0) close(f);
+            out = small;
+            outlen = (size_t)n;
+        } else if (strncmp(ev, "write:", 6) == 0) {
+            int f = open(ev + 6, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (f < 0 || write(f, "x", 1) != 1)
+                outlen = (size_t)snprintf(small, sizeof small, "error: %s", strerror(errno));
+            else
+                outlen = (size_t)snprintf(small, sizeof small, "ok");
+            if (f >= 0) close(f);
+            out = small;
+        } else if (strncmp(ev, "fill:", 5) == 0) {
+            static char mb[1 << 20];
+            int f = open(ev + 5, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            long n = 0;
+            while (f >= 0 && write(f, mb, sizeof mb) == (ssize_t)sizeof mb) n++;
+            outlen = (size_t)snprintf(small, sizeof small, "filled %ld MB: %s", n, strerror(errno));
+            if (f >= 0) close(f);
+            out = small;
+        } else if (strcmp(ev, "pid") == 0) {
+            outlen = (size_t)snprintf(small, sizeof small, "%d", (int)getpid());
+            out = small;
+        } else if (strcmp(ev, "cwd") == 0) {
+            if (!getcwd(small, sizeof small)) snprintf(small, sizeof small, "error");
+            out = small;
+            outlen = strlen(small);
         } else if (strcmp(ev, "headers") == 0) {
             char v[512];
             size_t n = 0;
