@@ -31,9 +31,9 @@ typedef struct sandbox_version {
     int drop; /* switch to uid/gid */
     uid_t uid;
     gid_t gid;
-    int no_network; /* own network namespace, no inet sockets */
-    int seccomp;    /* install the filter (on unless testing) */
-    int zygote_ns;  /* native with namespaces: the filter lets instances build theirs */
+    int no_network;      /* own network namespace, no inet sockets */
+    int seccomp;         /* install the filter (on unless testing) */
+    int zygote_ns;       /* native with namespaces: the filter lets instances build theirs */
     const char *cgroups; /* "path|path|..." to join before dropping privileges, or NULL */
 } sandbox_version;
 
