@@ -396,8 +396,10 @@ def main():
     args = ap.parse_args()
     build = pathlib.Path(args.build)
     deadline_s = DEADLINE_REAL_S * args.seconds / SESSION_S
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="spate-demo-"))
-    tmp.chmod(0o755)  # the report function runs as nobody and reads refdata.db here
+    # Not under /tmp: each instance has a /tmp of its own (docs/functions.md),
+    # and the report function reads refdata.db here, as its own uid.
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="spate-demo-", dir="/var/tmp"))
+    tmp.chmod(0o755)
     runs, failed = [], False
     try:
         report_so = tmp / "report.so"

@@ -169,7 +169,12 @@ void peer_identify(int fd, http_peer *out)
         out->known = 1;
         out->uid = uid;
         out->inode = inode;
-    } else if (out->local && rc != -ENOENT) {
+    } else if (out->local && rc == -ENOENT) {
+        /* A loopback address but no such socket in this network namespace:
+         * the peer is in another one (a veth with route_localnet). Functions'
+         * own namespaces have no inet sockets (seccomp), so it is remote. */
+        out->local = 0;
+    } else if (out->local) {
         log_warn("cannot learn the uid of a local peer: %s; it counts as untrusted", strerror(-rc));
     }
 }

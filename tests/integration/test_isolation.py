@@ -77,7 +77,7 @@ def error_of(body):
 def spated_cgroup_procs(d):
     """Processes left in the instance cgroups of this spated."""
     pids = []
-    for f in glob.glob(f"/sys/fs/cgroup/pids/spate/{d.proc.pid}/*/cgroup.procs"):
+    for f in glob.glob(f"/sys/fs/cgroup/pids/spate/{d.proc.pid}/i*/cgroup.procs"):
         pids += [int(x) for x in pathlib.Path(f).read_text().split()]
     return pids
 
