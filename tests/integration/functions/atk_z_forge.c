@@ -22,20 +22,10 @@
 
 #include "spate.h"
 
-/* Copied from src/runtime/zproto.h (the layout a hostile function would
- * read off the source). */
-#define ZMSG_LOADED 1
-#define ZMSG_SPAWN 3
-#define ZMSG_SPAWNED 4
-typedef struct zmsg {
-    uint32_t type;
-    int32_t err;
-    uint64_t id;
-    int32_t pid;
-    int32_t status;
-    char text[4096];
-} zmsg;
-#define ZMSG_FIXED_SIZE (sizeof(zmsg) - 4096)
+/* The real control protocol (a hostile function reads it off the source):
+ * were its layout to change, a copy would forge nothing and the test would
+ * pass for the wrong reason. */
+#include "../../../src/runtime/zproto.h"
 
 /* The zygote's control socket: its only SOCK_SEQPACKET descriptor. */
 static int control_fd(void)
