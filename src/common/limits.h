@@ -152,6 +152,20 @@
 /* What waking an idle instance costs, against which the dispatcher weighs
  * queueing behind a busy one (us; a socketpair round trip is 8-11 us here). */
 #define SPATE_WAKE_COST_US 20
+/* A busy instance is checked for a fork its pids cgroup refused after
+ * SPATE_PIDS_FIRST_CHECK_MS (a fork bomb gets there within milliseconds),
+ * then every SPATE_PIDS_CHECK_MS: one that reached its process limit is
+ * stopped, as the memory limit stops a memory hog, rather than left spinning
+ * until its timeout. Each look is one read of pids.events. */
+#define SPATE_PIDS_FIRST_CHECK_MS 3
+#define SPATE_PIDS_CHECK_MS 50
+/* Instances of a function that keep failing (a crash, a timeout, a limit)
+ * are restarted after a pause, so that a crash loop cannot keep the CPUs
+ * busy with cold starts: the first SPATE_CRASH_FREE failures in a row
+ * restart at once, the next after 25 ms doubling to 1 s, until one succeeds. */
+#define SPATE_CRASH_FREE 3
+#define SPATE_CRASH_BACKOFF_BASE_MS 25
+#define SPATE_CRASH_BACKOFF_CAP_MS 1000
 /* Zygote restarts after a crash are spaced at least this far apart (ms). */
 #define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
 /* A zygote reports an instance it forked (SPAWNED) or reaped (EXITED) within

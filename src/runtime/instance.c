@@ -45,6 +45,16 @@ void instance_sandbox_text(const instance *i, char *out, size_t cap)
     snprintf(out, cap, "%s\t%s", i->iso ? i->iso->cgroups : "", i->iso ? i->iso->tmpdir : "");
 }
 
+int instance_at_pids_limit(const instance *i)
+{
+    return i->iso && isolate_at_pids_limit(i->iso);
+}
+
+void instance_stop_forks(instance *i)
+{
+    if (i->iso) isolate_stop_forks(i->iso);
+}
+
 int instance_release(instance *i, char *why, size_t cap)
 {
     output_close(i->out);

@@ -101,6 +101,12 @@ void instance_set_request(instance *i, const char *request_id);
 int instance_isolate(instance *i, const instance_limits *l, int *out_fd);
 /* "CGROUPS\tTMPDIR" for the runner (runner/sandbox.h), or "\t". */
 void instance_sandbox_text(const instance *i, char *out, size_t cap);
+/* 1 when the instance has tried to run more processes and threads than its
+ * limit allows (isolate_at_pids_limit). */
+int instance_at_pids_limit(const instance *i);
+/* Its processes may fork no more (isolate_stop_forks): before killing one
+ * that may be a fork bomb. */
+void instance_stop_forks(instance *i);
 /* After the process has ended: releases them (the output left in the pipe is
  * read first). Returns 1 and says so in why when the memory limit killed it. */
 int instance_release(instance *i, char *why, size_t cap);

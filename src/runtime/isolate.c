@@ -206,6 +206,25 @@ static uint64_t oom_kills(const isolate_slot *s)
     return p ? strtoull(p + 9, NULL, 10) : 0;
 }
 
+/* Forks the pids cgroup refused (its limit reached), ever. */
+static uint64_t forks_refused(const isolate_slot *s)
+{
+    char text[64];
+    if (s->pids < 0 || read_file(s->dirs[s->pids], "pids.events", text, sizeof text)) return 0;
+    const char *p = strstr(text, "max ");
+    return p ? strtoull(p + 4, NULL, 10) : 0;
+}
+
+void isolate_stop_forks(isolate_slot *s)
+{
+    if (s->pids >= 0) write_file(s->dirs[s->pids], "pids.max", "0");
+}
+
+int isolate_at_pids_limit(const isolate_slot *s)
+{
+    return forks_refused(s) > s->forks_refused;
+}
+
 static int set_memory(isolate_slot *s, uint32_t mb)
 {
     char value[32];
@@ -430,18 +449,24 @@ int isolate_release(isolate_slot *s)
      * function gets): they are root's until the next hand_over. */
     int empty = !cfg.drop || chown_procs(s, 0, 0) == 0;
     /* What the instance started may outlive it (a fork bomb): no more forks
-     * (pids.max 0), then kill every process left in its cgroups. Only a
-     * slot found empty is kept; the others go when their processes have. */
-    if (s->pids >= 0 && !kill_all(s->dirs[s->pids])) {
+     * (pids.max 0) before the first kill, or each kill makes room for a new
+     * fork; then kill every process left in its cgroups. Only a slot found
+     * empty is kept; the others go when their processes have. */
+    char count[32];
+    if (s->pids >= 0 && read_file(s->dirs[s->pids], "pids.current", count, sizeof count) == 0 &&
+        strtoul(count, NULL, 10) > 0) {
         empty = 0;
-        write_file(s->dirs[s->pids], "pids.max", "0");
+        isolate_stop_forks(s);
         kill_all(s->dirs[s->pids]);
     }
     /* Not the function's cpu group: its other instances are there. */
     for (int i = 0; i < own_dirs(s); i++) empty &= kill_all(s->dirs[i]);
     if (empty && s->tmpdir[0] && isolate_remove_tree(AT_FDCWD, s->tmpdir, 1) != 0) empty = 0;
-    if (empty && nspare < SPARE_MAX)
+    if (empty && nspare < SPARE_MAX) {
+        /* pids.events only grows: the next owner starts from here. */
+        s->forks_refused = forks_refused(s);
         spare[nspare++] = s;
+    }
     else
         free_slot(s, 0);
     return oom;

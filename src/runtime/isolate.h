@@ -73,6 +73,7 @@ typedef struct isolate_slot {
     uint32_t memory_mb, cpu_millis;
     uid_t owner;        /* of the temporary directory and cgroup.procs files */
     uint64_t oom_kills; /* the memory cgroup's count when the instance started */
+    uint64_t forks_refused; /* the pids cgroup's count (pids.events) when it started */
 } isolate_slot;
 
 /* A slot for an instance held to memory_mb and (if not 0) cpu_millis,
@@ -85,6 +86,14 @@ isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
  * that left nothing behind; else frees it. Returns 1 when the memory limit
  * killed a process of it. */
 int isolate_release(isolate_slot *s);
+/* 1 when the instance's pids cgroup has refused a fork (its process limit,
+ * --pids-max, reached): a fork bomb, or a process tree that cannot work. One
+ * read of pids.events. */
+int isolate_at_pids_limit(const isolate_slot *s);
+/* No process of the instance may fork any more (pids.max 0): before it is
+ * killed, so that a fork bomb cannot replace what is killed. The slot is not
+ * reused after that (isolate_release finds processes in it). */
+void isolate_stop_forks(isolate_slot *s);
 
 #endif
 

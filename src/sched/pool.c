@@ -9,6 +9,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "runtime/instance.h"
+#include "runtime/isolate.h"
 #include "runtime/launcher.h"
 
 /* Room for "cannot start function: " and a loader message. */
@@ -49,6 +50,7 @@ struct pinst {
     enum pi_state state;
     uint64_t since;    /* loop ms: idle since */
     uint64_t deadline; /* loop ms: end of init (starting) or of the running invocation (busy) */
+    uint64_t check_at; /* loop ms: next look at its process limit (busy) */
     uint64_t spawn_ns;
     int never_ready; /* stopped while starting (init took too long) */
 };
@@ -71,6 +73,8 @@ struct pool {
     void (*close_cb)(void *);
     void *close_data;
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
+    uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
+    uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
     double service_us; /* moving average of handler time; 0 until known */
     double cold_us;    /* moving average of instance start time */
     pool_metrics m;
@@ -212,10 +216,26 @@ static void head_started(pinst *pi)
     invocation *head = head_of(pi);
     pi->state = PI_BUSY;
     pi->deadline = now_ms(p) + head->timeout_ms;
+    pi->check_at = now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
     histogram_observe(&p->m.queue_wait, (double)(clock_mono_ns() - head->queued_ns) / 1e9);
     instance_set_request(pi->inst, head->request_id);
     insert_busy(p, pi);
-    arm(p, pi->deadline);
+    arm(p, pi->deadline < pi->check_at ? pi->deadline : pi->check_at);
+}
+
+/* An instance failed (crashed, timed out, went past a limit): after a few in
+ * a row, the next start waits, longer each time (SPATE_CRASH_BACKOFF_*). */
+static void instance_failed(pool *p)
+{
+    if (++p->fail_streak <= SPATE_CRASH_FREE) return;
+    uint32_t shift = p->fail_streak - SPATE_CRASH_FREE - 1;
+    uint64_t delay = shift >= 16 ? SPATE_CRASH_BACKOFF_CAP_MS
+                                 : (uint64_t)SPATE_CRASH_BACKOFF_BASE_MS << shift;
+    if (delay > SPATE_CRASH_BACKOFF_CAP_MS) delay = SPATE_CRASH_BACKOFF_CAP_MS;
+    p->restart_at = now_ms(p) + delay;
+    if (p->fail_streak == SPATE_CRASH_FREE + 1)
+        log_warn("instances keep failing (%u in a row): restarts slowed down fn=%s",
+                 p->fail_streak, p->name);
 }
 
 /* Puts what an instance will not run back at the front of the wait queue,
@@ -229,6 +249,7 @@ static void requeue_inflight(pinst *pi)
         inv->runner = NULL;
         list_push_front(&p->waiting, &inv->link);
         p->nwaiting++;
+        arm(p, inv->wait_deadline);
     }
     if (pi->depth > 1) p->nqueued -= pi->depth - 1;
     pi->depth = 0;
@@ -372,6 +393,8 @@ static void on_instance_result(instance *inst, int failed, uint32_t duration_us,
     unlink_instance(pi);
     invocation *inv = pop_head(pi);
     p->invocations++;
+    p->fail_streak = 0;
+    p->restart_at = 0;
     if (failed) p->errors++;
     histogram_observe_us(&p->m.duration, duration_us);
     p->service_us = p->service_us > 0
@@ -413,6 +436,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     free(pi);
 
     invocation *failed = NULL;
+    if (head || was == PI_STARTING || never_ready) instance_failed(p);
     if (head) {
         p->crashes++;
         failed = head;
@@ -564,6 +588,10 @@ static void grow(pool *p)
 {
     pversion *v = p->active;
     if (!v || p->closed) return;
+    if (p->restart_at > now_ms(p)) {
+        arm(p, p->restart_at);
+        return;
+    }
     uint32_t limit = mailbox_limit(p);
     uint32_t need = (p->nwaiting + limit - 1) / limit;
     uint32_t want = need > p->nstarting ? need - p->nstarting : 0;
@@ -685,7 +713,11 @@ int pool_activate(pool *p, uint32_t version)
     if (!v || v->retired) return ERR_NOTFOUND;
     pversion *old = p->active;
     p->active = v;
-    if (old && old != v) retire(p, old);
+    if (old && old != v) {
+        retire(p, old);
+        p->fail_streak = 0; /* new code: no crash loop yet */
+        p->restart_at = 0;
+    }
     grow(p);
     return 0;
 }
@@ -754,6 +786,9 @@ void pool_invoke(pool *p, invocation *inv)
                    p->closing ? "spated is shutting down" : "function has no active version");
         return;
     }
+    /* Also for one sent straight to a mailbox: a crash ahead of it puts it
+     * back in the wait queue, where this deadline holds. */
+    inv->wait_deadline = now_ms(p) + v->cfg.timeout_ms;
     pinst *pi = pick(p, inv);
     if (pi) {
         if (pi->state == PI_IDLE) unlink_instance(pi);
@@ -775,7 +810,6 @@ void pool_invoke(pool *p, invocation *inv)
         finish_msg(p, inv, INV_OVERLOADED, msg);
         return;
     }
-    inv->wait_deadline = now_ms(p) + v->cfg.timeout_ms;
     list_push_back(&p->waiting, &inv->link);
     p->nwaiting++;
     arm(p, inv->wait_deadline);
@@ -823,9 +857,34 @@ static void on_timer(uv_timer_t *t)
         }
         invocation *inv = pop_head(pi);
         requeue_inflight(pi);
+        instance_stop_forks(pi->inst);
         stop_instance(pi);
         p->timeouts++;
+        instance_failed(p);
         list_push_back(&timed_out, &inv->link);
+    }
+    /* Instances that reached their process limit (a fork bomb): stopped now,
+     * as the memory limit stops a memory hog. Each busy one is looked at
+     * every SPATE_PIDS_CHECK_MS: one read of its pids.events. */
+    list_node over_limit;
+    list_init(&over_limit);
+    for (list_node *n = list_first(&p->busy); n != &p->busy;) {
+        pinst *pi = list_entry(n, pinst, link);
+        n = n->next;
+        if (pi->check_at <= now) {
+            if (instance_at_pids_limit(pi->inst)) {
+                invocation *inv = pop_head(pi);
+                requeue_inflight(pi);
+                instance_stop_forks(pi->inst);
+                stop_instance(pi);
+                p->crashes++;
+                instance_failed(p);
+                list_push_back(&over_limit, &inv->link);
+                continue;
+            }
+            pi->check_at = now + SPATE_PIDS_CHECK_MS;
+        }
+        if (pi->check_at < next) next = pi->check_at;
     }
     /* Instances whose spate_init hangs. */
     for (list_node *n = list_first(&p->starting); n != &p->starting;) {
@@ -854,6 +913,7 @@ static void on_timer(uv_timer_t *t)
     }
     if (p->active && p->active->zstate == ZS_NONE && p->active->retry_at > now)
         next = p->active->retry_at < next ? p->active->retry_at : next;
+    if (p->restart_at > now && p->restart_at < next) next = p->restart_at;
     if (next != UINT64_MAX) arm(p, next);
 
     while (!list_empty(&expired)) {
@@ -863,6 +923,17 @@ static void on_timer(uv_timer_t *t)
         snprintf(msg, sizeof msg, "no instance became free within the timeout");
         p->timeouts++;
         finish_msg(p, inv, INV_TIMEOUT, msg);
+    }
+    while (!list_empty(&over_limit)) {
+        invocation *inv = list_entry(list_first(&over_limit), invocation, link);
+        list_remove(&inv->link);
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "the instance went past its limit of %u processes and threads "
+                 "(spated --pids-max): stopped",
+                 isolate_get()->pids_max);
+        log_warn("instance stopped at its process limit fn=%s req=%s", p->name, inv->request_id);
+        finish_msg(p, inv, INV_CRASHED, msg);
     }
     while (!list_empty(&timed_out)) {
         invocation *inv = list_entry(list_first(&timed_out), invocation, link);

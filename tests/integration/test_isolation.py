@@ -121,13 +121,43 @@ def test_instances_run_unprivileged(node, functions):
 def test_fork_bomb_stops_at_the_pids_limit(node, functions):
     # Memory enough that the pids limit, not the memory limit, is what stops
     # it: under ASan each forked copy charges its shadow pages to the cgroup.
-    name, status, doc = deploy_hostile(node, functions, "fork_bomb", timeout=2000, memory=1024)
+    # The timeout is long: the instance is stopped at its process limit,
+    # within milliseconds, not when its time is up.
+    name, status, doc = deploy_hostile(node, functions, "fork_bomb", timeout=20000, memory=1024)
     assert status == 201, doc
+    t = time.monotonic()
     status, err = attack_beside_bystander(node, name)
-    assert status == 504 and err["code"] == "function_timeout", err
+    took = time.monotonic() - t - 0.4  # the bystander's lead and tail
+    assert status == 502 and err["code"] == "function_crashed", err
+    assert "went past its limit of 64 processes and threads (spated --pids-max)" in err["error"]
+    assert took < 10, took  # far below the 20 s timeout, even under ASan
     # Its processes die with it.
     assert wait_for(lambda: len(spated_cgroup_procs(node)) <= 2), spated_cgroup_procs(node)
     assert node.invoke("hello", b"after")[0] == 200
+
+
+def test_a_crash_loop_is_slowed_down(node, functions):
+    """Instances that keep failing are restarted after a growing pause (the
+    first three at once), so that a crash loop cannot keep the CPUs busy
+    with cold starts; one success ends it."""
+    assert node.deploy("crasher", functions["probe"])[0] == 201
+    took = []
+    for _ in range(7):
+        t = time.monotonic()
+        status, body = node.invoke("crasher", b"crash")
+        took.append(time.monotonic() - t)
+        assert status == 502 and error_of(body)["code"] == "function_crashed", body
+    assert node.describe("crasher")["stats"]["cold_starts"] == 7
+    assert "instances keep failing (4 in a row): restarts slowed down fn=crasher" in \
+        node.log_path.read_text()
+    # Pauses of 25, 50 and 100 ms before the 5th, 6th and 7th starts.
+    assert sum(took[4:]) >= 0.175, took
+    # One success ends the pauses: three more crashes in a row are free
+    # again, and the fourth slows restarts down anew.
+    assert node.invoke("crasher", b"hello")[0] == 200
+    for _ in range(4):
+        assert node.invoke("crasher", b"crash")[0] == 502
+    assert node.log_path.read_text().count("restarts slowed down fn=crasher") == 2
 
 
 def test_memory_hog_is_killed_and_told_so(node, functions):
