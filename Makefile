@@ -93,10 +93,14 @@ UNITDIR       ?= $(PREFIX)/lib/systemd/system
 COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 MANDIR        ?= $(PREFIX)/share/man
 DOCDIR        ?= $(PREFIX)/share/doc/spate
+STATEDIR      ?= /var/lib/spate
 INSTALLED = $(PREFIX)/bin/spate $(PREFIX)/sbin/spated $(PREFIX)/libexec/spate/spate-runner \
             $(PREFIX)/include/spate.h $(MANDIR)/man1/spate.1 $(MANDIR)/man8/spated.8 \
             $(MANDIR)/man7/spate-functions.7 $(UNITDIR)/spated.service \
             $(COMPLETIONDIR)/spate $(COMPLETIONDIR)/spated $(DOCDIR)/spated.conf.example
+# The installed configuration is the sample with the data directory of the
+# systemd unit: the file alone decides it (the unit passes only --config).
+INSTALLED_CONF = sed -e 's|^\#data = .*|data = $(STATEDIR)|' etc/spated.conf
 install: all
 	install -D -m 0755 $(BUILD)/spate $(DESTDIR)$(PREFIX)/bin/spate
 	install -D -m 0755 $(BUILD)/spated $(DESTDIR)$(PREFIX)/sbin/spated
@@ -111,14 +115,15 @@ install: all
 	install -D -m 0644 completions/spate.bash $(DESTDIR)$(COMPLETIONDIR)/spate
 	install -D -m 0644 completions/spate.bash $(DESTDIR)$(COMPLETIONDIR)/spated
 	install -D -m 0644 etc/spated.conf $(DESTDIR)$(DOCDIR)/spated.conf.example
+	$(INSTALLED_CONF) > $(BUILD)/spated.conf
 	test -e $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf || \
-	    install -D -m 0644 etc/spated.conf $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf
+	    install -D -m 0644 $(BUILD)/spated.conf $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf
 
 # Removes what install put there; the configuration only if it is still the sample.
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 	-rmdir $(DESTDIR)$(PREFIX)/libexec/spate $(DESTDIR)$(DOCDIR) 2>/dev/null
-	if cmp -s etc/spated.conf $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; then \
+	if $(INSTALLED_CONF) | cmp -s - $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; then \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; \
 	    rmdir $(DESTDIR)$(SYSCONFDIR)/spate 2>/dev/null || true; \
 	fi

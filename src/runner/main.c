@@ -3,7 +3,7 @@
  * forked from it.
  *
  *     spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT.so
- *     spate-runner --exec [SANDBOX] [--tmpdir DIR] [--task DIR] BOOTSTRAP
+ *     spate-runner --exec [SANDBOX] [--status-fd FD] [--tmpdir DIR] [--task DIR] BOOTSTRAP
  *
  * The zygote reads the shared object while it still may (spated starts it as
  * root), enters the sandbox (runner/sandbox.h: no new privileges, the
@@ -14,7 +14,9 @@
  * socket and serves INVOKE frames one at a time (runtime/frame.h).
  *
  * With --exec the runner is the sandboxing wrapper of an exec instance: it
- * enters the same sandbox and the instance's cgroups, then runs BOOTSTRAP.
+ * enters the same sandbox and the instance's cgroups, then runs BOOTSTRAP; if
+ * it cannot, it writes why to the status FD (closed by a successful exec) and
+ * exits with SPATE_SANDBOX_FAILED_STATUS.
  *
  * SANDBOX is [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]
  * [--env-fd FD] [--tmp-mb N]. The zygote joins DIRS (its version's cgroups)
@@ -435,7 +437,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: spate-runner --control-fd FD --function NAME --version N [SANDBOX] OBJECT\n"
-            "       spate-runner --exec [SANDBOX] [--tmpdir DIR] [--task DIR] BOOTSTRAP\n"
+            "       spate-runner --exec [SANDBOX] [--status-fd FD] [--tmpdir DIR] [--task DIR] "
+            "BOOTSTRAP\n"
             "SANDBOX: [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]\n"
             "         [--env-fd FD] [--tmp-mb N]\n"
             "spate-runner is started by spated; it is not meant to be run by hand\n");
@@ -505,29 +508,42 @@ static int apply_env(int fd, char *why, size_t cap)
     return 0;
 }
 
+/* The exec wrapper could not start the bootstrap: why goes to the function's
+ * log (stderr) and to spated (status_fd, which a successful execv closes), so
+ * that the caller's error names the cause. */
+static void __attribute__((noreturn)) exec_failed(int status_fd, const char *why)
+{
+    fprintf(stderr, "spate-runner: %s\n", why);
+    if (status_fd >= 0) {
+        ssize_t n = write(status_fd, why, strlen(why));
+        (void)n;
+    }
+    _exit(SPATE_SANDBOX_FAILED_STATUS);
+}
+
 /* The exec wrapper: its mounts while it is root, sandbox, environment, cgroups
  * (before the bootstrap writes to /tmp: tmpfs pages are charged to the
  * writer's cgroup), then the bootstrap in its place. */
-static int __attribute__((noreturn)) run_exec(const sandbox_version *v, const sandbox_instance *si,
-                                              const char *task, int env_fd, char *const *argv)
+static int __attribute__((noreturn))
+run_exec(const sandbox_version *v, const sandbox_instance *si, const char *task, int env_fd,
+         int status_fd, char *const *argv)
 {
     char why[512];
+    if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
     if ((task && (sandbox_mount_task(task, why, sizeof why) != 0 ||
                   sandbox_mount_tmp(tmp_mb, why, sizeof why) != 0)) ||
         sandbox_enter_version(v, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0 ||
         (task && setenv("TMPDIR", "/tmp", 1) != 0) ||
-        sandbox_enter_instance(si, -1, why, sizeof why) != 0) {
-        fprintf(stderr, "spate-runner: %s\n", why);
-        _exit(SPATE_SANDBOX_FAILED_STATUS);
-    }
+        sandbox_enter_instance(si, status_fd, why, sizeof why) != 0)
+        exec_failed(status_fd, why);
     if (task && chdir(SANDBOX_TASK_ROOT) != 0) {
-        fprintf(stderr, "spate-runner: cannot enter %s: %s\n", SANDBOX_TASK_ROOT, strerror(errno));
-        _exit(SPATE_SANDBOX_FAILED_STATUS);
+        snprintf(why, sizeof why, "cannot enter %s: %s", SANDBOX_TASK_ROOT, strerror(errno));
+        exec_failed(status_fd, why);
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* the credential change cleared it */
     execv(argv[0], argv);
-    fprintf(stderr, "spate-runner: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(SPATE_SANDBOX_FAILED_STATUS);
+    snprintf(why, sizeof why, "cannot run %s: %s", argv[0], strerror(errno));
+    exec_failed(status_fd, why);
 }
 
 int main(int argc, char **argv)
@@ -535,7 +551,7 @@ int main(int argc, char **argv)
     const char *function = "?", *version = "?", *object = NULL, *task = NULL;
     sandbox_version sv = {.seccomp = 1};
     sandbox_instance si = {.cgroups = "", .tmpdir = ""};
-    int exec_mode = 0, env_fd = -1, i;
+    int exec_mode = 0, env_fd = -1, status_fd = -1, i;
     for (i = 1; i < argc && !object; i++) {
         if (strcmp(argv[i], "--version") == 0 && i + 1 < argc)
             version = argv[++i];
@@ -558,6 +574,8 @@ int main(int argc, char **argv)
             si.cgroups = argv[++i];
         else if (strcmp(argv[i], "--env-fd") == 0 && i + 1 < argc)
             env_fd = (int)arg_u32(argv[++i], 1 << 20);
+        else if (strcmp(argv[i], "--status-fd") == 0 && i + 1 < argc)
+            status_fd = (int)arg_u32(argv[++i], 1 << 20);
         else if (strcmp(argv[i], "--tmpdir") == 0 && i + 1 < argc)
             si.tmpdir = argv[++i];
         else if (strcmp(argv[i], "--tmp-mb") == 0 && i + 1 < argc)
@@ -570,7 +588,7 @@ int main(int argc, char **argv)
             usage();
     }
     if (!object || (task && !tmp_mb)) usage();
-    if (exec_mode) run_exec(&sv, &si, task, env_fd, argv + i - 1);
+    if (exec_mode) run_exec(&sv, &si, task, env_fd, status_fd, argv + i - 1);
     if (control_fd < 0 || env_fd == control_fd) usage();
     sv.cgroups = si.cgroups; /* the zygote's are its version's */
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -57,6 +58,7 @@ typedef struct exec_instance {
     uint64_t running_since;
     http_request *next_req; /* a /next waiting for work */
     char *init_error;
+    int status_fd; /* read end: why the runner could not start the bootstrap */
     int ready, alive, killed, exited;
     int open;         /* the process handle and the API server, until both are closed */
     uint32_t refused; /* Runtime API connections from other processes */
@@ -547,6 +549,23 @@ static void on_proc_closed(uv_handle_t *h)
     maybe_free(e);
 }
 
+/* Why the runner could not start the bootstrap, as it wrote to the status
+ * pipe (its write end is closed now: the process is gone). */
+static void sandbox_failure(exec_instance *e, char *why, size_t cap)
+{
+    char text[400];
+    ssize_t n = e->status_fd >= 0 ? read(e->status_fd, text, sizeof text - 1) : -1;
+    if (n <= 0) {
+        snprintf(why, cap, "the instance could not enter its sandbox (spate-runner said nothing)");
+    } else {
+        text[n] = '\0';
+        for (ssize_t i = 0; i < n; i++)
+            if ((unsigned char)text[i] < 0x20) text[i] = ' ';
+        snprintf(why, cap, "the instance could not enter its sandbox: %s", text);
+    }
+    log_warn("%s fn=%s", why, e->ver->function);
+}
+
 static void on_process_exit(uv_process_t *p, int64_t status, int signal)
 {
     exec_instance *e = p->data;
@@ -565,12 +584,14 @@ static void on_process_exit(uv_process_t *p, int64_t status, int signal)
     else if (signal)
         snprintf(why, sizeof why, "killed by signal %d (%s)", signal, strsignal(signal));
     else if (!e->ready && status == SPATE_SANDBOX_FAILED_STATUS)
-        snprintf(why, sizeof why, "the instance could not enter its sandbox (see the spated log)");
+        sandbox_failure(e, why, sizeof why);
     else if (!e->ready)
         snprintf(why, sizeof why, "bootstrap exited with status %lld before asking for work",
                  (long long)status);
     else
         snprintf(why, sizeof why, "exited with status %lld", (long long)status);
+    if (e->status_fd >= 0) close(e->status_fd);
+    e->status_fd = -1;
     e->base.cb->exited(&e->base, why, e->base.data);
     uv_close((uv_handle_t *)&e->proc, on_proc_closed);
     http_server_close(e->api, on_api_closed, e);
@@ -648,6 +669,8 @@ static void sandbox_args(exec_version *x, exec_instance *e, char **args, char nu
     args[n++] = e->base.iso->cgroups;
     args[n++] = "--env-fd";
     args[n++] = "3";
+    args[n++] = "--status-fd";
+    args[n++] = "4";
     if (x->tmp_mb) {
         snprintf(num[3], sizeof num[3], "%u", x->tmp_mb);
         args[n++] = "--tmp-mb";
@@ -705,13 +728,19 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
         free(e);
         return ERR_IO;
     }
-    char *args[24], num[4][16];
+    /* Why the runner could not start the bootstrap comes back on a pipe,
+     * read once it has exited (a successful exec closes it). */
+    int status[2] = {-1, -1};
+    if (pipe2(status, O_CLOEXEC | O_NONBLOCK) != 0) status[0] = status[1] = -1;
+    e->status_fd = status[0];
+    char *args[26], num[4][16];
     sandbox_args(x, e, args, num);
-    uv_stdio_container_t stdio[4] = {
+    uv_stdio_container_t stdio[5] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = envfd},
+        {.flags = status[1] >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = status[1]},
     };
     uv_process_options_t opt = {
         .exit_cb = on_process_exit,
@@ -719,7 +748,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
         .args = args,
         .env = isolate_runner_env(), /* it starts as root: nothing of the function's */
         .cwd = x->root,
-        .stdio_count = 4,
+        .stdio_count = 5,
         .stdio = stdio,
         /* Its own process group, so that a kill reaches what it starts. */
         .flags = UV_PROCESS_DETACHED,
@@ -728,7 +757,10 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     rc = uv_spawn(x->loop, &e->proc, &opt);
     close(envfd);
     if (outfd >= 0) close(outfd);
+    if (status[1] >= 0) close(status[1]);
     if (rc != 0) {
+        if (e->status_fd >= 0) close(e->status_fd);
+        e->status_fd = -1;
         log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
         instance_release(&e->base, NULL, 0);
         e->open = 2;

@@ -466,8 +466,7 @@ int isolate_release(isolate_slot *s)
         /* pids.events only grows: the next owner starts from here. */
         s->forks_refused = forks_refused(s);
         spare[nspare++] = s;
-    }
-    else
+    } else
         free_slot(s, 0);
     return oom;
 }

@@ -75,8 +75,8 @@ struct pool {
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
     uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
     uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
-    double service_us; /* moving average of handler time; 0 until known */
-    double cold_us;    /* moving average of instance start time */
+    double service_us;    /* moving average of handler time; 0 until known */
+    double cold_us;       /* moving average of instance start time */
     pool_metrics m;
 };
 
@@ -229,13 +229,13 @@ static void instance_failed(pool *p)
 {
     if (++p->fail_streak <= SPATE_CRASH_FREE) return;
     uint32_t shift = p->fail_streak - SPATE_CRASH_FREE - 1;
-    uint64_t delay = shift >= 16 ? SPATE_CRASH_BACKOFF_CAP_MS
-                                 : (uint64_t)SPATE_CRASH_BACKOFF_BASE_MS << shift;
+    uint64_t delay =
+        shift >= 16 ? SPATE_CRASH_BACKOFF_CAP_MS : (uint64_t)SPATE_CRASH_BACKOFF_BASE_MS << shift;
     if (delay > SPATE_CRASH_BACKOFF_CAP_MS) delay = SPATE_CRASH_BACKOFF_CAP_MS;
     p->restart_at = now_ms(p) + delay;
     if (p->fail_streak == SPATE_CRASH_FREE + 1)
-        log_warn("instances keep failing (%u in a row): restarts slowed down fn=%s",
-                 p->fail_streak, p->name);
+        log_warn("instances keep failing (%u in a row): restarts slowed down fn=%s", p->fail_streak,
+                 p->name);
 }
 
 /* Puts what an instance will not run back at the front of the wait queue,

@@ -253,15 +253,28 @@ typedef struct ini_ctx {
     options *o;
     char *err;
     size_t errcap;
-    int failed;
+    int failed, full;
 } ini_ctx;
 
+/* Every error of the file is said, one a line ("\n" between them), so that
+ * one --check-config shows all there is to fix; beyond what err holds, the
+ * last line says that more followed. */
 static void file_error(ini_ctx *c, const char *fmt, const char *a, const char *b)
 {
-    if (c->failed) return; /* the first error is the one to fix first */
+    char line[600];
+    int n = snprintf(line, sizeof line, "%s:%d: ", c->path, c->line);
+    if (n > 0 && (size_t)n < sizeof line) snprintf(line + n, sizeof line - (size_t)n, fmt, a, b);
+    size_t used = strlen(c->err);
+    if (c->failed && c->full) return;
+    const char *more = "\n(and more errors)";
+    if (used + 1 + strlen(line) + strlen(more) >= c->errcap) {
+        if (c->failed && used + strlen(more) < c->errcap)
+            memcpy(c->err + used, more, strlen(more) + 1);
+        c->full = 1;
+        if (c->failed) return;
+    }
+    snprintf(c->err + used, c->errcap - used, "%s%s", c->failed ? "\n" : "", line);
     c->failed = 1;
-    int n = snprintf(c->err, c->errcap, "%s:%d: ", c->path, c->line);
-    if (n > 0 && (size_t)n < c->errcap) snprintf(c->err + n, c->errcap - (size_t)n, fmt, a, b);
 }
 
 /* Reads one line for inih, counting lines so errors can name them. */
@@ -311,6 +324,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 static int load_file(const char *path, options *o, char *err, size_t errcap)
 {
     ini_ctx c = {.path = path, .o = o, .err = err, .errcap = errcap};
+    err[0] = '\0';
     c.f = fopen(path, "r");
     if (!c.f) {
         snprintf(err, errcap, "cannot read config file %s: %s", path, strerror(errno));
@@ -324,7 +338,7 @@ static int load_file(const char *path, options *o, char *err, size_t errcap)
     }
     int rc = ini_parse_stream(read_line, &c, on_key, &c);
     fclose(c.f);
-    if (rc > 0 && !c.failed) {
+    if (rc > 0) {
         c.line = rc;
         file_error(&c, "not 'key = value', a [section] or a comment%s%s", "", "");
     }
@@ -400,7 +414,45 @@ int config_load(int argc, char **argv, options *o, char *err, size_t errcap)
             return -1;
         }
     }
+    return config_absolute_paths(o, err, errcap);
+}
+
+/* A relative path becomes absolute against the working directory spated was
+ * started in: spated and the processes it starts (whose working directory is
+ * elsewhere) must agree on it, and so must a reload. "./x" loses its "./". */
+static int absolute(char *path, size_t cap, const char *what, char *err, size_t errcap)
+{
+    if (!path[0] || path[0] == '/') return 0;
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) {
+        snprintf(err, errcap, "cannot make %s '%s' absolute: %s", what, path, strerror(errno));
+        return -1;
+    }
+    const char *rel = path;
+    while (rel[0] == '.' && rel[1] == '/') {
+        rel += 2;
+        while (*rel == '/') rel++;
+    }
+    if (strcmp(rel, ".") == 0) rel = "";
+    char full[PATH_MAX * 2 + 2];
+    int n = snprintf(full, sizeof full, "%s%s%s", cwd, rel[0] && strcmp(cwd, "/") ? "/" : "", rel);
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(err, errcap, "%s '%s' is longer than %zu bytes once absolute", what, path,
+                 cap - 1);
+        return -1;
+    }
+    memcpy(path, full, (size_t)n + 1);
     return 0;
+}
+
+int config_absolute_paths(options *o, char *err, size_t errcap)
+{
+    return absolute(o->data_dir, sizeof o->data_dir, "--data", err, errcap) ||
+           /* A bare name is looked up in PATH. */
+           (strchr(o->runner, '/') &&
+            absolute(o->runner, sizeof o->runner, "--runner", err, errcap)) ||
+           absolute(o->token_file, sizeof o->token_file, "--token-file", err, errcap) ||
+           absolute(o->config_file, sizeof o->config_file, "--config", err, errcap);
 }
 
 void config_print(const options *o, FILE *out)

@@ -44,6 +44,11 @@ typedef struct options {
  * into err and returns -1. */
 int config_load(int argc, char **argv, options *o, char *err, size_t errcap);
 
+/* Makes the paths among the options (data, runner, token file, config file)
+ * absolute against the working directory; config_load does it. 0, or -1 with
+ * err set when one cannot be. */
+int config_absolute_paths(options *o, char *err, size_t errcap);
+
 /* Writes the effective configuration as a config file would hold it. */
 void config_print(const options *o, FILE *out);
 

@@ -63,10 +63,14 @@ static void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "spated: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    char text[8192];
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    /* One "spated: " a line: a config file's errors come several at once. */
+    for (char *line = text, *end; line; line = end ? end + 1 : NULL) {
+        end = strchr(line, '\n');
+        fprintf(stderr, "spated: %.*s\n", end ? (int)(end - line) : (int)strlen(line), line);
+    }
     exit(2);
 }
 
@@ -240,8 +244,9 @@ static void on_reload(uv_signal_t *s, int signum)
     if (n->stopping) return;
     sd_notify(0, "RELOADING=1");
     options next;
-    char err[1024];
+    char err[4096];
     if (config_load(n->argc, n->argv, &next, err, sizeof err) != 0) {
+        for (char *p = err; (p = strchr(p, '\n')) != NULL;) *p = ';'; /* one log line */
         log_error("reload failed: %s; the running configuration stays", err);
         sd_notify(0, "READY=1");
         return;
@@ -290,7 +295,7 @@ int main(int argc, char **argv)
 {
     node n = {0};
     log_set_tag("spated");
-    char err[1024];
+    char err[4096];
     if (config_load(argc, argv, &n.opt, err, sizeof err) != 0) die("%s", err);
     n.argc = argc;
     n.argv = argv;

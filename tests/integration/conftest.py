@@ -43,9 +43,11 @@ def wait_for(predicate, timeout=10.0, step=0.05):
 class Spated:
     """One spated process and helpers to talk to it."""
 
-    def __init__(self, workdir, data=None, args=(), host="127.0.0.1", prefix=()):
+    def __init__(self, workdir, data=None, args=(), host="127.0.0.1", prefix=(), cwd=None):
         self.workdir = pathlib.Path(workdir)
-        self.data = pathlib.Path(data) if data else self.workdir / "data"
+        self.cwd = cwd  # spated's working directory (a relative --data is taken from it)
+        self.data_arg = str(data) if data else str(self.workdir / "data")  # as typed
+        self.data = pathlib.Path(cwd or ".", data) if data else self.workdir / "data"
         self.args = list(args)
         self.host = host  # the loopback address it listens on
         self.prefix = list(prefix)  # run through it, e.g. ip netns exec NAME
@@ -61,9 +63,9 @@ class Spated:
         self.log_path = self.workdir / f"spated-{self.starts}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [*self.prefix, str(SPATED), "--data", str(self.data),
+            [*self.prefix, str(SPATED), "--data", self.data_arg,
              "--listen", listen or f"{self.host}:0", *self.args],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         log.close()
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -179,8 +181,8 @@ def make_spated(tmp_path):
     """Starts spated processes with extra options; stops them all at the end."""
     started = []
 
-    def make(*args, data=None, start=True):
-        d = Spated(tmp_path / f"node{len(started)}", data=data, args=args)
+    def make(*args, data=None, start=True, cwd=None):
+        d = Spated(tmp_path / f"node{len(started)}", data=data, args=args, cwd=cwd)
         d.workdir.mkdir(parents=True, exist_ok=True)
         started.append(d)
         return d.start() if start else d

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SPATED
 
 SHELL_BOOTSTRAP = b"""#!/bin/sh
 # The Runtime API loop of the AWS custom-runtime tutorial, with curl.
@@ -328,3 +328,31 @@ def test_node_aws_lambda_ric(spated, ric, tmp_path):
     while time.time() < deadline and spated.json("GET", "/v1/topics/events")[1]["acknowledged"] < 10:
         time.sleep(0.1)
     assert spated.json("GET", "/v1/topics/events")[1]["acknowledged"] == 10
+
+
+def test_a_relative_data_directory_works(make_spated, c_bootstrap, tmp_path):
+    """The README's `spated --data ./spate-data`: every path option is made
+    absolute at start, so exec functions (whose runner works elsewhere) find
+    their code."""
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o711)
+    d = make_spated(data="./spate-data", cwd=home)
+    deploy_exec(d, "rel", c_bootstrap)
+    assert d.invoke("rel", b"hi") == (200, b"hi")
+    assert (home / "spate-data" / "spate.db").exists()
+    r = subprocess.run([str(SPATED), "--data", "./x", "--check-config"], cwd=home,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and f"data = {home}/x\n" in r.stdout, r.stdout
+
+
+def test_a_bootstrap_that_cannot_run_says_why(spated):
+    """A sandbox or exec failure names its cause in the caller's error and in
+    spated's log, not only in the function's own log."""
+    script = b"#!/nonexistent/python4\nprint('never')\n"
+    deploy_exec(spated, "badshebang", script)
+    status, body = spated.invoke("badshebang", b"x")
+    assert status == 502, body
+    assert "the instance could not enter its sandbox: cannot run" in err(body), body
+    assert "No such file or directory" in err(body), body
+    assert "could not enter its sandbox: cannot run" in spated.log()

@@ -104,6 +104,20 @@ def test_config_file_problems(tmp_path):
     assert r.returncode == 2 and "option '--max-instances': '0' is not an integer" in r.stderr
 
 
+def test_check_config_reports_every_error_of_a_file(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("max-instances = many\nlog-level = loud\nmax-instance = 4\nthis is not a key\n")
+    r = check_config("--config", str(conf))
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert lines == [
+        f"spated: {conf}:1: key 'max-instances': 'many' is not an integer from 1 to 10000",
+        f"spated: {conf}:2: key 'log-level': 'loud' is not one of debug, info, warn, error",
+        f"spated: {conf}:3: unknown key 'max-instance' (spated --help lists the options)",
+        f"spated: {conf}:4: not 'key = value', a [section] or a comment",
+    ], r.stderr
+
+
 def test_sample_config_has_every_option(tmp_path):
     sample = (ROOT / "etc/spated.conf").read_text()
     help_text = subprocess.run([str(SPATED), "--help"], capture_output=True, text=True).stdout
@@ -120,7 +134,8 @@ def test_sample_config_has_every_option(tmp_path):
     r = check_config("--config", str(on))
     assert r.returncode == 0, r.stderr
     cfg = effective(r.stdout)
-    assert cfg["max-instances"] == "1024" and cfg["data"] == "./spate-data"
+    # A relative data directory is made absolute against the working directory.
+    assert cfg["max-instances"] == "1024" and cfg["data"] == f"{os.getcwd()}/spate-data"
 
 
 def test_sighup_reloads_tokens_without_dropping_work(tmp_path, functions):
@@ -226,10 +241,14 @@ def test_make_install_and_uninstall(tmp_path):
               "share/man/man7/spate-functions.7", "lib/systemd/system/spated.service",
               "share/bash-completion/completions/spate", "share/doc/spate/spated.conf.example"):
         assert (usr / f).exists(), f
+    # The installed configuration decides the data directory; the unit
+    # passes nothing that would silently override the file.
     conf = dest / "etc/spate/spated.conf"
-    assert conf.read_text() == (ROOT / "etc/spated.conf").read_text()
+    sample = (ROOT / "etc/spated.conf").read_text()
+    assert conf.read_text() == sample.replace("\n#data = ./spate-data\n", "\ndata = /var/lib/spate\n")
+    assert "\ndata = /var/lib/spate\n" in conf.read_text()
     unit = (usr / "lib/systemd/system/spated.service").read_text()
-    assert "ExecStart=/usr/sbin/spated --config /etc/spate/spated.conf" in unit
+    assert "ExecStart=/usr/sbin/spated --config /etc/spate/spated.conf\n" in unit
     assert "Type=notify" in unit and "ExecReload=/bin/kill -HUP $MAINPID" in unit
 
     # The installed programs work from there: spated finds its runner in
