@@ -99,7 +99,8 @@ function fmt(v, unit = "") {
 // Draws series [{name, color, values}] into svg as lines over a shared
 // y-axis from 0; values may hold nulls (gaps) and Infinity (drawn at the top).
 function drawChart(svg, series, unit, spark = false) {
-  const W = 300, H = spark ? 28 : 110, L = spark ? 0 : 34, B = spark ? 2 : 14, T = spark ? 2 : 6;
+  // L leaves room for the longest y label, "1234.5 ms" at 10px.
+  const W = 300, H = spark ? 28 : 110, L = spark ? 0 : 50, B = spark ? 2 : 14, T = spark ? 2 : 6;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
   while (svg.firstChild) svg.removeChild(svg.firstChild);
@@ -252,8 +253,9 @@ function updateFunction(name, s, prev, dt) {
   if (!p.deadline) { badge.className = "badge none"; badge.textContent = "no deadline"; }
   else if (p.risk) { badge.className = "badge risk"; badge.textContent = "DEADLINE AT RISK"; }
   else { badge.className = "badge"; badge.textContent = "deadline met"; }
+  const live = p.busy + p.idle + p.starting;
   card.querySelector(".facts").textContent =
-    `${p.busy + p.idle + p.starting} instances` +
+    `${live} instance${live === 1 ? "" : "s"}` +
     (p.desired !== null ? ` (desired ${fmt(p.desired)})` : "") +
     ` · backlog ${fmt(p.backlog)} · p99 ${fmt(p.p99, " ms")}` +
     (triggered ? ` · drain ETA ${fmt(p.eta, " s")}` + (p.deadline ? ` / deadline ${fmt(p.deadline, " s")}` : "") : "");
