@@ -333,8 +333,7 @@ static void invoke(api *a, http_request *req, const route_match *m)
     pool_invoke(f->pool, &ai->inv);
 }
 
-/* --- Functions: deploy, configure, list, describe, delete
- * ----------------------------------------- */
+/* --- Functions: deploy, configure, list, describe, delete ------------------------------ */
 
 typedef struct deploy_params {
     fn_config cfg;
@@ -668,7 +667,7 @@ static void on_untriggered(void *data, int status)
     if (status == 0) {
         cJSON_AddItemToArray(d->removed, trigger_ref(u->topic, d->name));
         if (d->a->cluster) cluster_announce_untrigger(d->a->cluster, u->topic, d->name);
-        log_info("removed trigger topic=%s with fn=%s", u->topic, d->name);
+        log_info("removed trigger with its function (force) topic=%s fn=%s", u->topic, d->name);
     } else if (!d->err[0]) {
         snprintf(d->err, sizeof d->err, "cannot remove the trigger from '%s': %s", u->topic,
                  err_str(status));
@@ -733,9 +732,13 @@ static void delete_fn(api *a, http_request *req, const route_match *m)
         snprintf(u->topic, sizeof u->topic, "%s", topic);
         d->pending++;
         int rc = triggers_remove(a->tr, topic, d->name, on_untriggered, u);
-        if (rc != 0) { /* gone meanwhile: nothing to remove */
+        if (rc != 0) {
             free(u);
             d->pending--;
+            /* Gone meanwhile is as good as removed; anything else keeps the function. */
+            if (rc != ERR_NOTFOUND && !d->err[0])
+                snprintf(d->err, sizeof d->err, "cannot remove the trigger from '%s': %s", topic,
+                         err_str(rc));
         }
     }
     untriggered(d);

@@ -421,11 +421,14 @@ void functions_artifact_path(const functions *t, const fn *f, char *out, size_t 
     artifacts_path(store_dir(t->st), f->active.sha256, out, cap);
 }
 
-/* A deploy of name may start: the record for it (new for a new function when
- * create), or NULL after cb had the reason and cfg was released. */
-static deploy *begin_deploy(functions *t, const char *name, int create, fn_config *cfg,
+/* A deploy of name may start: the record for it, which takes cfg and the
+ * artifact (NULL: a configuration change, of an existing function only), or
+ * NULL after both were released and cb had the reason. The artifact goes
+ * before cb: it may be the request's body, which the answer recycles. */
+static deploy *begin_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact,
                             deploy_cb cb, void *data)
 {
+    int create = artifact != NULL;
     deploy_result r = {0};
     fn *f = strmap_get(&t->byname, name, strlen(name));
     if (t->closing) {
@@ -442,6 +445,7 @@ static deploy *begin_deploy(functions *t, const char *name, int create, fn_confi
     if (!r.status && !d) r = (deploy_result){500, "out_of_memory", "out of memory", NULL};
     if (r.status) {
         fnconfig_free(cfg);
+        if (artifact) buf_free(artifact);
         cb(&r, data);
         return NULL;
     }
@@ -450,6 +454,10 @@ static deploy *begin_deploy(functions *t, const char *name, int create, fn_confi
     d->f = f;
     d->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg);
+    if (artifact) {
+        d->artifact = *artifact;
+        buf_init(artifact, 0);
+    }
     d->cb = cb;
     d->data = data;
     return d;
@@ -458,13 +466,8 @@ static deploy *begin_deploy(functions *t, const char *name, int create, fn_confi
 void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
                       void *data)
 {
-    deploy *d = begin_deploy(t, name, 1, cfg, cb, data);
-    if (!d) {
-        buf_free(artifact);
-        return;
-    }
-    d->artifact = *artifact;
-    buf_init(artifact, 0);
+    deploy *d = begin_deploy(t, name, cfg, artifact, cb, data);
+    if (!d) return;
     d->work.data = d;
     /* Hashing and syncing 64 MiB must not stall the loop. */
     if (uv_queue_work(t->loop, &d->work, store_artifact, after_store) != 0)
@@ -473,7 +476,7 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
 
 void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deploy_cb cb, void *data)
 {
-    deploy *d = begin_deploy(t, name, 0, cfg, cb, data);
+    deploy *d = begin_deploy(t, name, cfg, NULL, cb, data);
     if (!d) return;
     if (d->cfg.runtime != d->f->active.config.runtime) {
         finish_deploy(d, 400, "bad_parameter",

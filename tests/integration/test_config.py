@@ -192,3 +192,29 @@ def test_trigger_add_refuses_an_existing_one_and_set_changes_only_what_is_given(
     t = trigger(d, "trades", "probe")
     assert (t["max_attempts"], t["dlq"], t["ordered"], t["deadline_ms"],
             t["max_concurrency"]) == (2, "grave", True, 0, 4)
+
+
+def test_changes_wait_for_a_deploy_in_flight(spated, functions, tmp_path):
+    """While a version loads (a slow spate_preload), another deploy or
+    configuration change is refused, and the one in flight completes."""
+    import threading
+    cli_ok(spated, "deploy", "probe", str(functions["probe"]))
+    mark = tmp_path / "preloading"
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=spated.cli(
+        "config", "probe", "--env", "PRELOAD_SLEEP_MS=3000", "--env", f"PRELOAD_MARK={mark}")))
+    t.start()
+    try:
+        assert wait_for(mark.exists, timeout=30)
+        status, doc = spated.deploy("probe", functions["probe"], max=2)
+        assert status == 409 and doc["code"] == "deploy_in_progress", doc
+        r = spated.cli("config", "probe", "--max", "2")
+        assert r.returncode == 1 and b"in progress" in r.stderr, r.stderr
+        r = spated.cli("rm", "probe")
+        assert r.returncode == 1 and b"in progress" in r.stderr, r.stderr
+    finally:
+        t.join()
+    assert result["r"].returncode == 0, result["r"].stderr
+    doc = spated.describe("probe")
+    assert doc["version"] == 2 and doc["config"]["max"] == 100
+    assert doc["config"]["env"]["PRELOAD_SLEEP_MS"] == "3000"
