@@ -17,7 +17,7 @@ _spate()
     local cur prev cmd sub i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="deploy invoke ls status rm logs publish trigger topic dlq nodes"
+    local commands="deploy config invoke ls status rm logs publish trigger topic dlq nodes"
 
     # The command is the first word that is not a global option.
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -38,7 +38,7 @@ _spate()
         COMPREPLY=($(compgen -W "native exec" -- "$cur"))
         return
         ;;
-    --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --cpu | --tmp | --limit | \
+    --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --unset-env | --cpu | --tmp | --limit | \
         --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency)
         return
         ;;
@@ -56,14 +56,22 @@ _spate()
     local opts=""
     case $cmd in
     deploy)
-        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --cpu --tmp --no-network"
+        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --unset-env --clear-env --cpu --tmp --network --no-network"
         # NAME, then FILE.
         if [[ $cur != -* && $prev != deploy ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))
             return
         fi
         ;;
+    config)
+        opts="--min --max --timeout --memory --keep-alive --queue --env --unset-env --clear-env --cpu --tmp --network --no-network"
+        if [[ $prev == config ]]; then
+            COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
+            return
+        fi
+        ;;
     invoke | status | rm)
+        [[ $cmd == rm ]] && opts="--force"
         if [[ $prev == "$cmd" ]]; then
             COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
             return
@@ -79,10 +87,11 @@ _spate()
     publish) opts="--key --key-field --lines" ;;
     trigger)
         if [[ $prev == trigger ]]; then
-            COMPREPLY=($(compgen -W "add ls rm" -- "$cur"))
+            COMPREPLY=($(compgen -W "add set ls rm" -- "$cur"))
             return
         fi
         [[ $sub == add ]] && opts="--max-attempts --dlq --ordered --deadline --max-concurrency"
+        [[ $sub == set ]] && opts="--max-attempts --dlq --ordered --no-ordered --deadline --max-concurrency"
         ;;
     topic)
         [[ $prev == topic ]] && COMPREPLY=($(compgen -W "stats" -- "$cur"))

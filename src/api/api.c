@@ -333,10 +333,11 @@ static void invoke(api *a, http_request *req, const route_match *m)
     pool_invoke(f->pool, &ai->inv);
 }
 
-/* --- Functions: deploy, list, describe, delete ----------------------------------------- */
+/* --- Functions: deploy, configure, list, describe, delete ------------------------------ */
 
 typedef struct deploy_params {
     fn_config cfg;
+    int clear_env;
     char why[256];
 } deploy_params;
 
@@ -351,6 +352,31 @@ int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min
     }
     *out = (uint32_t)v;
     return 0;
+}
+
+int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char *why,
+                   size_t whycap)
+{
+    /* A bare "?force" means true. */
+    if (vlen == 0 || (vlen == 4 && memcmp(val, "true", 4) == 0) || (vlen == 1 && val[0] == '1'))
+        *out = 1;
+    else if ((vlen == 5 && memcmp(val, "false", 5) == 0) || (vlen == 1 && val[0] == '0'))
+        *out = 0;
+    else {
+        snprintf(why, whycap, "parameter '%s' must be true or false", key);
+        return ERR_INVAL;
+    }
+    return 0;
+}
+
+/* The first pass over a deploy's parameters: clear_env applies before any
+ * env, wherever it stands in the query. */
+static int on_clear_env_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    deploy_params *p = data;
+    (void)klen;
+    if (strcmp(k, "clear_env") != 0) return 0;
+    return api_bool_param(k, v, vlen, &p->clear_env, p->why, sizeof p->why);
 }
 
 static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
@@ -389,18 +415,15 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
     if (strcmp(k, "tmp") == 0 || strcmp(k, "tmp_mb") == 0)
         return api_number_param(k, v, vlen, SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, &c->tmp_mb,
                                 why, cap);
-    if (strcmp(k, "network") == 0) {
-        if ((vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && v[0] == '1'))
-            c->network = 1;
-        else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && v[0] == '0'))
-            c->network = 0;
-        else {
-            snprintf(why, cap, "parameter 'network' must be true or false");
-            return ERR_INVAL;
-        }
-        return 0;
-    }
+    if (strcmp(k, "network") == 0) return api_bool_param(k, v, vlen, &c->network, why, cap);
     if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
+    if (strcmp(k, "unset_env") == 0) {
+        if (fnconfig_unset_env(c, v, vlen) == 0) return 0;
+        snprintf(why, cap, "environment variable '%.*s' is not set (parameter 'unset_env')",
+                 (int)(vlen > 64 ? 64 : vlen), v);
+        return ERR_INVAL;
+    }
+    if (strcmp(k, "clear_env") == 0) return 0; /* the first pass took it */
     snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
 }
@@ -414,7 +437,36 @@ static void on_deployed(const deploy_result *r, void *data)
         return;
     }
     if (a->cluster) cluster_announce_deploy(a->cluster, r->f);
-    api_respond_json(req, r->status, json_function(r->f, NULL, 0, NULL, 1)); /* an admin's */
+    cJSON *doc = json_function(r->f, NULL, 0, NULL, 1); /* an admin's */
+    if (req->method == HTTP_PATCH) cJSON_AddBoolToObject(doc, "changed", 1);
+    api_respond_json(req, r->status, doc);
+}
+
+/* The configuration a deploy or a configuration change asks for: the
+ * parameters applied over f's active configuration (over the defaults for a
+ * new function), so that what a request does not name stays as it was. On
+ * error it has answered 400 and returns -1. */
+static int config_params(http_request *req, const fn *f, deploy_params *p)
+{
+    p->why[0] = '\0';
+    p->clear_env = 0;
+    int rc = 0;
+    if (f)
+        rc = fnconfig_copy(&p->cfg, &f->active.config);
+    else
+        fnconfig_defaults(&p->cfg);
+    if (rc == 0) rc = http_query_parse(req->query, on_clear_env_param, p);
+    if (rc == 0 && p->clear_env) fnconfig_free(&p->cfg);
+    if (rc == 0) rc = http_query_parse(req->query, on_deploy_param, p);
+    if (rc == 0) rc = fnconfig_check(&p->cfg, p->why, sizeof p->why);
+    if (rc == 0) return 0;
+    fnconfig_free(&p->cfg);
+    if (rc == ERR_NOMEM)
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+    else
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           p->why[0] ? p->why : "malformed query string");
+    return -1;
 }
 
 static void deploy_fn(api *a, http_request *req, const route_match *m)
@@ -423,16 +475,7 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
     memcpy(name, m->name, m->name_len);
     name[m->name_len] = '\0';
     deploy_params p;
-    fnconfig_defaults(&p.cfg);
-    p.why[0] = '\0';
-    int rc = http_query_parse(req->query, on_deploy_param, &p);
-    if (rc == 0) rc = fnconfig_check(&p.cfg, p.why, sizeof p.why);
-    if (rc != 0) {
-        fnconfig_free(&p.cfg);
-        if (rc == ERR_INVAL && !p.why[0]) snprintf(p.why, sizeof p.why, "malformed query string");
-        http_respond_error(req, 400, "bad_parameter", "%s", p.why);
-        return;
-    }
+    if (config_params(req, functions_find(a->table, name, m->name_len), &p)) return;
     if (req->body.len == 0) {
         fnconfig_free(&p.cfg);
         http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
@@ -440,6 +483,34 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
     }
     req->data = a;
     functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
+}
+
+/* PATCH: a new version with the same artifact and the changed configuration;
+ * a request that changes nothing makes no version and says so. */
+static void configure_fn(api *a, http_request *req, const route_match *m)
+{
+    fn *f = functions_find(a->table, m->name, m->name_len);
+    if (!f) {
+        http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
+                           (int)m->name_len, m->name);
+        return;
+    }
+    if (req->body.len) {
+        http_respond_error(req, 400, "bad_request",
+                           "a configuration change takes no body (PUT deploys an artifact)");
+        return;
+    }
+    deploy_params p;
+    if (config_params(req, f, &p)) return;
+    if (fnconfig_equal(&p.cfg, &f->active.config)) {
+        fnconfig_free(&p.cfg);
+        cJSON *doc = json_function(f, NULL, 0, NULL, 1); /* PATCH needs an admin */
+        cJSON_AddBoolToObject(doc, "changed", 0);
+        api_respond_json(req, 200, doc);
+        return;
+    }
+    req->data = a;
+    functions_reconfigure(a->table, f->name, &p.cfg, on_deployed, req);
 }
 
 static void list_nodes(api *a, http_request *req)
@@ -482,11 +553,74 @@ static void describe_fn(api *a, http_request *req, fn *f)
     api_respond_json(req, 200, json_function(f, a->table, 1, &sv, api_caller_is_admin(a, req)));
 }
 
-static void delete_fn(api *a, http_request *req, const route_match *m)
-{
+/* A delete that removes the function's triggers first (force=true). */
+typedef struct delete_req {
+    api *a;
+    http_request *req;
     char name[SPATE_NAME_MAX + 1];
-    memcpy(name, m->name, m->name_len);
-    name[m->name_len] = '\0';
+    int force;
+    uint32_t pending; /* trigger removals not committed yet, + 1 while starting them */
+    cJSON *triggers;  /* [{"topic", "function"}]: found, then removed */
+    cJSON *removed;
+    char err[300]; /* the first removal that failed */
+    char why[200];
+} delete_req;
+
+static int on_delete_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    delete_req *d = data;
+    if (strcmp(k, "force") == 0)
+        return api_bool_param(k, v, vlen, &d->force, d->why, sizeof d->why);
+    snprintf(d->why, sizeof d->why, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+static cJSON *trigger_ref(const char *topic, const char *function)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddStringToObject(o, "function", function);
+    return o;
+}
+
+static void find_triggers(q_sub *sub, void *data)
+{
+    delete_req *d = data;
+    if (strcmp(queue_sub_config(sub)->function, d->name) == 0)
+        cJSON_AddItemToArray(d->triggers, trigger_ref(queue_sub_topic(sub), d->name));
+}
+
+/* "'a', 'b'" of the triggers' topics, cut short to fit. */
+static void topic_list(const cJSON *refs, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const cJSON *t;
+    cJSON_ArrayForEach(t, refs)
+    {
+        const cJSON *topic = cJSON_GetObjectItemCaseSensitive(t, "topic");
+        int w = snprintf(out + n, cap - n, "%s'%s'", n ? ", " : "", topic->valuestring);
+        if (w < 0 || (size_t)w >= cap - n) {
+            snprintf(out + (n > cap - 8 ? cap - 8 : n), 8, ", ...");
+            return;
+        }
+        n += (size_t)w;
+    }
+}
+
+static void delete_free(delete_req *d)
+{
+    cJSON_Delete(d->triggers);
+    cJSON_Delete(d->removed);
+    free(d);
+}
+
+/* The function goes (its triggers, if any, are gone already). */
+static void delete_now(delete_req *d)
+{
+    http_request *req = d->req;
+    api *a = d->a;
+    const char *name = d->name;
     int rc = functions_delete(a->table, name);
     if (rc == ERR_NOTFOUND)
         http_respond_error(req, 404, "not_found", "function '%s' does not exist", name);
@@ -495,10 +629,119 @@ static void delete_fn(api *a, http_request *req, const route_match *m)
                            "a deploy of '%s' is in progress; delete it after", name);
     else if (rc != 0)
         http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
-    else {
-        if (a->cluster) cluster_announce_delete(a->cluster, name);
+    if (rc != 0) return delete_free(d);
+    if (a->cluster) cluster_announce_delete(a->cluster, name);
+    if (!d->force) {
         http_respond(req, 204, NULL, NULL, NULL, 0);
+        return delete_free(d);
     }
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "deleted", name);
+    cJSON_AddItemToObject(doc, "triggers_removed", d->removed);
+    d->removed = NULL;
+    api_respond_json(req, 200, doc);
+    delete_free(d);
+}
+
+static void untriggered(delete_req *d)
+{
+    if (--d->pending > 0) return;
+    if (!d->err[0]) return delete_now(d);
+    char done[400];
+    topic_list(d->removed, done, sizeof done);
+    http_respond_error(d->req, 503, "store_unavailable",
+                       "%s; function '%s' was not deleted (triggers removed: %s)", d->err, d->name,
+                       done[0] ? done : "none");
+    delete_free(d);
+}
+
+typedef struct untrigger {
+    delete_req *d;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+} untrigger;
+
+static void on_untriggered(void *data, int status)
+{
+    untrigger *u = data;
+    delete_req *d = u->d;
+    if (status == 0) {
+        cJSON_AddItemToArray(d->removed, trigger_ref(u->topic, d->name));
+        if (d->a->cluster) cluster_announce_untrigger(d->a->cluster, u->topic, d->name);
+        log_info("removed trigger with its function (force) topic=%s fn=%s", u->topic, d->name);
+    } else if (!d->err[0]) {
+        snprintf(d->err, sizeof d->err, "cannot remove the trigger from '%s': %s", u->topic,
+                 err_str(status));
+    }
+    free(u);
+    untriggered(d);
+}
+
+/* A function with triggers is deleted only with force=true, which removes
+ * them first: else its topics would keep feeding a function that is gone. */
+static void delete_fn(api *a, http_request *req, const route_match *m)
+{
+    delete_req *d = calloc(1, sizeof *d);
+    if (d) {
+        d->triggers = cJSON_CreateArray();
+        d->removed = cJSON_CreateArray();
+    }
+    if (!d || !d->triggers || !d->removed) {
+        if (d) delete_free(d);
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    d->a = a;
+    d->req = req;
+    memcpy(d->name, m->name, m->name_len);
+    d->name[m->name_len] = '\0';
+    if (http_query_parse(req->query, on_delete_param, d)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           d->why[0] ? d->why : "malformed query string");
+        return delete_free(d);
+    }
+    fn *f = functions_find(a->table, d->name, m->name_len);
+    queue_each_sub(a->q, find_triggers, d);
+    if (!f || f->deploying || cJSON_GetArraySize(d->triggers) == 0) return delete_now(d);
+    if (!d->force) {
+        char list[1200];
+        topic_list(d->triggers, list, sizeof list);
+        cJSON *doc = cJSON_CreateObject();
+        char msg[1500];
+        snprintf(msg, sizeof msg,
+                 "function '%s' has triggers from %s: remove them first (spate trigger rm), or "
+                 "delete with force=true (spate rm --force), which removes them too",
+                 d->name, list);
+        cJSON_AddStringToObject(doc, "error", msg);
+        cJSON_AddStringToObject(doc, "code", "has_triggers");
+        cJSON_AddItemToObject(doc, "triggers", d->triggers);
+        d->triggers = NULL;
+        api_respond_json(req, 409, doc);
+        return delete_free(d);
+    }
+    d->pending = 1; /* until every removal has started: one may finish at once */
+    const cJSON *t;
+    cJSON_ArrayForEach(t, d->triggers)
+    {
+        untrigger *u = calloc(1, sizeof *u);
+        const char *topic = cJSON_GetObjectItemCaseSensitive(t, "topic")->valuestring;
+        if (!u) {
+            if (!d->err[0]) snprintf(d->err, sizeof d->err, "out of memory");
+            break;
+        }
+        u->d = d;
+        snprintf(u->topic, sizeof u->topic, "%s", topic);
+        d->pending++;
+        int rc = triggers_remove(a->tr, topic, d->name, on_untriggered, u);
+        if (rc != 0) {
+            free(u);
+            d->pending--;
+            /* Gone meanwhile is as good as removed; anything else keeps the function. */
+            if (rc != ERR_NOTFOUND && !d->err[0])
+                snprintf(d->err, sizeof d->err, "cannot remove the trigger from '%s': %s", topic,
+                         err_str(rc));
+        }
+    }
+    untriggered(d);
 }
 
 /* --- Entry ------------------------------------------------------------------------------- */
@@ -548,6 +791,8 @@ static void handle(http_request *req, void *data)
     case R_FUNCTION:
         if (req->method == HTTP_PUT) {
             deploy_fn(a, req, &m);
+        } else if (req->method == HTTP_PATCH) {
+            configure_fn(a, req, &m);
         } else if (req->method == HTTP_DELETE) {
             delete_fn(a, req, &m);
         } else if (get) {
@@ -558,7 +803,7 @@ static void handle(http_request *req, void *data)
             else
                 describe_fn(a, req, f);
         } else {
-            api_method_not_allowed(req, "GET, HEAD, PUT, DELETE");
+            api_method_not_allowed(req, "GET, HEAD, PUT, PATCH, DELETE");
         }
         return;
     case R_TOPICS:

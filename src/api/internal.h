@@ -61,6 +61,11 @@ void api_method_not_allowed(http_request *req, const char *allow);
 int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
                      uint32_t *out, char *why, size_t whycap);
 
+/* Parses a boolean query parameter: true, 1 or nothing (a bare "?force") is
+ * 1; false or 0 is 0; anything else writes why it is wrong. */
+int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char *why,
+                   size_t whycap);
+
 /* api/topics.c: publish, topic stats and messages, redrive, triggers. */
 void api_topics(api *a, http_request *req, const route_match *m);
 /* A topic over its triggers, as GET /v1/topics/TOPIC and /metrics show it. */

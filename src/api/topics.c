@@ -463,6 +463,7 @@ static void redrive_route(api *a, http_request *req, const char *topic)
 
 typedef struct trigger_params {
     q_sub_config cfg;
+    int update; /* change an existing trigger; without it, an existing one is refused */
     char why[256];
 } trigger_params;
 
@@ -473,21 +474,15 @@ static int on_trigger_param(const char *k, size_t klen, const char *v, size_t vl
     if (strcmp(k, "max_attempts") == 0 || strcmp(k, "max-attempts") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_MAX_ATTEMPTS_CEILING, &c->max_attempts, p->why,
                                 sizeof p->why);
+    /* 0: none (a change takes a deadline or a concurrency limit away). */
     if (strcmp(k, "deadline") == 0 || strcmp(k, "deadline_ms") == 0)
-        return api_number_param(k, v, vlen, 1, 86400000, &c->deadline_ms, p->why, sizeof p->why);
+        return api_number_param(k, v, vlen, 0, 86400000, &c->deadline_ms, p->why, sizeof p->why);
     if (strcmp(k, "max_concurrency") == 0 || strcmp(k, "max-concurrency") == 0)
-        return api_number_param(k, v, vlen, 1, 1000000, &c->max_concurrency, p->why, sizeof p->why);
-    if (strcmp(k, "ordered") == 0) {
-        if (vlen == 0 || (vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && *v == '1'))
-            c->ordered = 1;
-        else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && *v == '0'))
-            c->ordered = 0;
-        else {
-            snprintf(p->why, sizeof p->why, "parameter 'ordered' must be true or false");
-            return ERR_INVAL;
-        }
-        return 0;
-    }
+        return api_number_param(k, v, vlen, 0, 1000000, &c->max_concurrency, p->why, sizeof p->why);
+    if (strcmp(k, "ordered") == 0)
+        return api_bool_param(k, v, vlen, &c->ordered, p->why, sizeof p->why);
+    if (strcmp(k, "update") == 0)
+        return api_bool_param(k, v, vlen, &p->update, p->why, sizeof p->why);
     if (strcmp(k, "dlq") == 0) {
         if (!name_is_topic(v, vlen)) {
             snprintf(p->why, sizeof p->why, "parameter 'dlq' is not a valid topic name");
@@ -507,6 +502,7 @@ typedef struct trigger_req {
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char function[SPATE_NAME_MAX + 1];
     int removing;
+    int updating; /* 200, not 201 */
 } trigger_req;
 
 static void on_trigger_done(void *data, int status)
@@ -528,7 +524,7 @@ static void on_trigger_done(void *data, int status)
             queue_sub_stats(sub, &v.stats);
             doc = trigger_json(&v);
         }
-        api_respond_json(t->req, 201, doc);
+        api_respond_json(t->req, t->updating ? 200 : 201, doc);
     }
     free(t);
 }
@@ -539,13 +535,33 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
         http_respond_error(req, 404, "not_found", "function '%s' does not exist", function);
         return;
     }
+    /* A change starts from the trigger as it is: what the request does not
+     * name stays (its dead-letter topic, order, attempts). */
+    q_sub *sub = queue_find_sub(a->q, topic, function);
     trigger_params p = {0};
-    snprintf(p.cfg.function, sizeof p.cfg.function, "%s", function);
-    p.cfg.max_attempts = SPATE_MAX_ATTEMPTS_DEFAULT;
+    if (sub) {
+        p.cfg = *queue_sub_config(sub);
+    } else {
+        snprintf(p.cfg.function, sizeof p.cfg.function, "%s", function);
+        p.cfg.max_attempts = SPATE_MAX_ATTEMPTS_DEFAULT;
+    }
     int rc = http_query_parse(req->query, on_trigger_param, &p);
     if (rc) {
         if (!p.why[0]) snprintf(p.why, sizeof p.why, "malformed query string");
         http_respond_error(req, 400, "bad_parameter", "%s", p.why);
+        return;
+    }
+    if (sub && !p.update) {
+        http_respond_error(req, 409, "trigger_exists",
+                           "a trigger from '%s' to '%s' exists: change it with 'spate trigger "
+                           "set' (update=true), which keeps what it does not name",
+                           topic, function);
+        return;
+    }
+    if (!sub && p.update) {
+        http_respond_error(req, 404, "not_found",
+                           "no trigger from '%s' to '%s' to change (spate trigger add makes one)",
+                           topic, function);
         return;
     }
     if (!p.cfg.dlq[0]) {
@@ -567,6 +583,7 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
     }
     t->a = a;
     t->req = req;
+    t->updating = p.update;
     snprintf(t->topic, sizeof t->topic, "%s", topic);
     snprintf(t->function, sizeof t->function, "%s", function);
     if (triggers_add(a->tr, topic, &p.cfg, on_trigger_done, t) != 0) {

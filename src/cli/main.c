@@ -44,11 +44,16 @@ static void usage(FILE *out)
             "usage: spate [--url URL] [--json] COMMAND ...\n\n"
             "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
             "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
-            "                   [--cpu MILLICORES] [--tmp MB] [--no-network]\n"
+            "                   [--unset-env K]... [--clear-env] [--cpu MILLICORES] [--tmp MB]\n"
+            "                   [--network | --no-network]\n"
+            "                                a redeploy keeps every setting it does not name\n"
+            "  config NAME [the options of deploy but --runtime]\n"
+            "                                change the configuration: a new version with the\n"
+            "                                same artifact\n"
             "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
             "  ls                            list functions\n"
             "  status NAME                   describe a function, its instances and versions\n"
-            "  rm NAME                       delete a function\n"
+            "  rm NAME [--force]             delete a function (--force: and its triggers)\n"
             "  logs NAME [--limit N] [--follow]\n"
             "                                what the function's processes wrote to stdout\n"
             "                                and stderr (the newest N lines; 100)\n"
@@ -56,6 +61,9 @@ static void usage(FILE *out)
             "                                (--lines: one message per line of standard input)\n"
             "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
             "                             [--deadline MS] [--max-concurrency N]\n"
+            "  trigger set TOPIC FUNCTION [the options of add] [--no-ordered]\n"
+            "                                change what is given, keep the rest\n"
+            "                                (--deadline 0, --max-concurrency 0: none)\n"
             "  trigger ls | trigger rm TOPIC FUNCTION\n"
             "  topic stats TOPIC             depth, in flight, oldest age, dead-lettered\n"
             "  nodes                         the nodes of the cluster (* is this one)\n"
@@ -263,12 +271,12 @@ static void add_param(buf *q, const char *key, const char *val)
     curl_free(esc);
 }
 
-static int cmd_deploy(const cli *c, int argc, char **argv)
+static void print_config(const cJSON *cfg, const char *indent);
+
+/* The configuration options of deploy and config, from argv[from], as query
+ * parameters; runtime: whether --runtime is one of them. */
+static void config_options(const char *cmd, int argc, char **argv, int from, int runtime, buf *q)
 {
-    if (argc < 2) usage_error("deploy needs NAME and FILE");
-    const char *name = argv[0], *file = argv[1];
-    buf q;
-    buf_init(&q, 64 * KIB);
     static const char *const numeric[][2] = {{"--min", "min"},
                                              {"--max", "max"},
                                              {"--timeout", "timeout"},
@@ -276,25 +284,40 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
                                              {"--keep-alive", "keep_alive"},
                                              {"--queue", "queue"},
                                              {"--cpu", "cpu"},
-                                             {"--tmp", "tmp"}};
-    for (int i = 2; i < argc; i++) {
+                                             {"--tmp", "tmp"},
+                                             {"--env", "env"},
+                                             {"--unset-env", "unset_env"},
+                                             {"--runtime", "runtime"}};
+    for (int i = from; i < argc; i++) {
         const char *opt = argv[i];
-        if (strcmp(opt, "--no-network") == 0) {
-            add_param(&q, "network", "false");
+        if (strcmp(opt, "--no-network") == 0 || strcmp(opt, "--network") == 0) {
+            add_param(q, "network", opt[2] == 'n' && opt[3] == 'o' ? "false" : "true");
             continue;
         }
-        if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
-        const char *val = argv[++i];
+        if (strcmp(opt, "--clear-env") == 0) {
+            add_param(q, "clear_env", "true");
+            continue;
+        }
         const char *key = NULL;
-        if (strcmp(opt, "--runtime") == 0)
-            key = "runtime";
-        else if (strcmp(opt, "--env") == 0)
-            key = "env";
-        for (size_t k = 0; !key && k < sizeof numeric / sizeof numeric[0]; k++)
+        size_t n = sizeof numeric / sizeof numeric[0] - !runtime;
+        for (size_t k = 0; !key && k < n; k++)
             if (strcmp(opt, numeric[k][0]) == 0) key = numeric[k][1];
-        if (!key) usage_error("unknown deploy option '%s'", opt);
-        add_param(&q, key, val);
+        if (!key && strcmp(opt, "--runtime") == 0)
+            usage_error("%s cannot change the runtime: deploy the artifact again with --runtime",
+                        cmd);
+        if (!key) usage_error("unknown %s option '%s'", cmd, opt);
+        if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
+        add_param(q, key, argv[++i]);
     }
+}
+
+static int cmd_deploy(const cli *c, int argc, char **argv)
+{
+    if (argc < 2) usage_error("deploy needs NAME and FILE");
+    const char *name = argv[0], *file = argv[1];
+    buf q;
+    buf_init(&q, 64 * KIB);
+    config_options("deploy", argc, argv, 2, 1, &q);
     buf artifact;
     if (read_file(file, &artifact)) {
         buf_free(&q);
@@ -317,6 +340,36 @@ static int cmd_deploy(const cli *c, int argc, char **argv)
     printf("deployed %s version %.0f (sha256 %.12s, %.0f bytes)%s\n", json_str(doc, "name"),
            json_num(doc, "version"), json_str(doc, "sha256"), json_num(doc, "size"),
            a.status == 201 ? ", new function" : "");
+    return finish(&a, doc, 0);
+}
+
+/* A configuration change without an upload: PATCH makes a new version with
+ * the active version's artifact. */
+static int cmd_config(const cli *c, int argc, char **argv)
+{
+    if (argc < 2) usage_error("config needs NAME and at least one option");
+    buf q;
+    buf_init(&q, 64 * KIB);
+    config_options("config", argc, argv, 1, 0, &q);
+    char path[70 * KIB];
+    function_path(path, sizeof path, argv[0], q.data ? q.data : "");
+    buf_free(&q);
+    answer a;
+    if (request(c, "PATCH", path, NULL, 0, &a)) return 1;
+    if (a.status >= 300) return finish(&a, NULL, answer_error("config failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("config", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(doc, "changed")))
+        printf("%s unchanged: version %.0f has that configuration already\n", json_str(doc, "name"),
+               json_num(doc, "version"));
+    else
+        printf("configured %s version %.0f (same artifact, sha256 %.12s)\n", json_str(doc, "name"),
+               json_num(doc, "version"), json_str(doc, "sha256"));
+    print_config(cJSON_GetObjectItemCaseSensitive(doc, "config"), "  ");
     return finish(&a, doc, 0);
 }
 
@@ -561,17 +614,42 @@ static int cmd_logs(const cli *c, int argc, char **argv)
 
 static int cmd_rm(const cli *c, int argc, char **argv)
 {
-    if (argc != 1) usage_error("rm needs NAME");
+    const char *name = NULL;
+    int force = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--force") == 0)
+            force = 1;
+        else if (argv[i][0] == '-' && argv[i][1] == '-')
+            usage_error("unknown rm option '%s'", argv[i]);
+        else if (!name)
+            name = argv[i];
+        else
+            usage_error("rm takes one NAME");
+    }
+    if (!name) usage_error("rm needs NAME");
     char path[1024];
-    function_path(path, sizeof path, argv[0], "");
+    function_path(path, sizeof path, name, force ? "?force=true" : "");
     answer a;
     if (request(c, "DELETE", path, NULL, 0, &a)) return 1;
     if (a.status >= 300) return finish(&a, NULL, answer_error("rm failed", &a));
-    if (c->json)
-        printf("{\"removed\":\"%s\"}\n", argv[0]);
-    else
-        printf("removed %s\n", argv[0]);
-    return finish(&a, NULL, 0);
+    cJSON *doc = force ? answer_json("rm", &a) : NULL;
+    if (force && !doc) return finish(&a, NULL, 1);
+    if (c->json && doc) {
+        print_raw(&a);
+    } else if (c->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "removed", name);
+        char *text = cJSON_PrintUnformatted(o);
+        printf("%s\n", text ? text : "");
+        free(text);
+        cJSON_Delete(o);
+    } else {
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "triggers_removed"))
+            printf("removed trigger %s -> %s\n", json_str(t, "topic"), json_str(t, "function"));
+        printf("removed %s\n", name);
+    }
+    return finish(&a, doc, 0);
 }
 
 /* "/v1/topics/TOPIC" + suffix, the topic escaped. */
@@ -664,7 +742,7 @@ static void print_trigger_header(void)
 
 static int cmd_trigger(const cli *c, int argc, char **argv)
 {
-    if (argc < 1) usage_error("trigger needs add, ls or rm");
+    if (argc < 1) usage_error("trigger needs add, set, ls or rm");
     const char *sub = argv[0];
     answer a;
     char path[1024];
@@ -700,22 +778,25 @@ static int cmd_trigger(const cli *c, int argc, char **argv)
             printf("{\"removed\":true}\n");
         return finish(&a, NULL, 0);
     }
-    if (strcmp(sub, "add") != 0) usage_error("unknown trigger command '%s'", sub);
+    int set = strcmp(sub, "set") == 0;
+    if (!set && strcmp(sub, "add") != 0) usage_error("unknown trigger command '%s'", sub);
+    if (set && argc == 3) usage_error("trigger set needs an option to change");
     buf q;
     buf_init(&q, 8 * KIB);
+    if (set) add_param(&q, "update", "true");
     static const char *const opts[][2] = {{"--max-attempts", "max_attempts"},
                                           {"--dlq", "dlq"},
                                           {"--deadline", "deadline"},
                                           {"--max-concurrency", "max_concurrency"}};
     for (int i = 3; i < argc; i++) {
-        if (strcmp(argv[i], "--ordered") == 0) {
-            add_param(&q, "ordered", "true");
+        if (strcmp(argv[i], "--ordered") == 0 || strcmp(argv[i], "--no-ordered") == 0) {
+            add_param(&q, "ordered", argv[i][2] == 'o' ? "true" : "false");
             continue;
         }
         const char *key = NULL;
         for (size_t k = 0; !key && k < sizeof opts / sizeof opts[0]; k++)
             if (strcmp(argv[i], opts[k][0]) == 0) key = opts[k][1];
-        if (!key) usage_error("unknown trigger option '%s'", argv[i]);
+        if (!key) usage_error("unknown trigger %s option '%s'", sub, argv[i]);
         if (i + 1 >= argc) usage_error("option '%s' needs a value", argv[i]);
         add_param(&q, key, argv[++i]);
     }
@@ -723,17 +804,24 @@ static int cmd_trigger(const cli *c, int argc, char **argv)
     snprintf(path + plen, sizeof path - plen, "%s", q.data ? q.data : "");
     buf_free(&q);
     if (request(c, "PUT", path, "", 0, &a)) return 1;
-    if (a.status >= 300) return finish(&a, NULL, answer_error("trigger add failed", &a));
+    if (a.status >= 300)
+        return finish(&a, NULL,
+                      answer_error(set ? "trigger set failed" : "trigger add failed", &a));
     if (c->json) {
         print_raw(&a);
         return finish(&a, NULL, 0);
     }
-    cJSON *doc = answer_json("trigger add", &a);
+    cJSON *doc = answer_json(set ? "trigger set" : "trigger add", &a);
     if (!doc) return finish(&a, NULL, 1);
-    printf("trigger %s -> %s: up to %.0f attempts, dead letters to %s%s\n", argv[1], argv[2],
-           json_num(doc, "max_attempts"), json_str(doc, "dlq"),
+    printf("trigger %s -> %s%s: up to %.0f attempts, dead letters to %s%s", argv[1], argv[2],
+           set ? " changed" : "", json_num(doc, "max_attempts"), json_str(doc, "dlq"),
            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "ordered")) ? ", ordered by key"
                                                                           : "");
+    if (json_num(doc, "deadline_ms") > 0)
+        printf(", deadline %.0f ms", json_num(doc, "deadline_ms"));
+    if (json_num(doc, "max_concurrency") > 0)
+        printf(", at most %.0f at once", json_num(doc, "max_concurrency"));
+    printf("\n");
     return finish(&a, doc, 0);
 }
 
@@ -875,7 +963,7 @@ int main(int argc, char **argv)
         {"deploy", cmd_deploy}, {"invoke", cmd_invoke},   {"ls", cmd_ls},
         {"status", cmd_status}, {"rm", cmd_rm},           {"publish", cmd_publish},
         {"logs", cmd_logs},     {"trigger", cmd_trigger}, {"topic", cmd_topic},
-        {"dlq", cmd_dlq},       {"nodes", cmd_nodes},
+        {"dlq", cmd_dlq},       {"nodes", cmd_nodes},     {"config", cmd_config},
     };
     int rc = -1;
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)

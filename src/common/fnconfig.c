@@ -62,6 +62,21 @@ static int loader_var(const char *key, size_t klen)
     return 0;
 }
 
+/* Where the line of key K is in c->env: its offset and length; 0 if K is not set. */
+static int find_env(const fn_config *c, const char *key, size_t klen, size_t *at, size_t *len)
+{
+    for (const char *p = c->env; p && *p;) {
+        size_t n = strcspn(p, "\n");
+        if (n > klen && memcmp(p, key, klen) == 0 && p[klen] == '=') {
+            *at = (size_t)(p - c->env);
+            *len = n;
+            return 1;
+        }
+        p += n + (p[n] == '\n');
+    }
+    return 0;
+}
+
 int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap)
 {
     const char *eq = memchr(kv, '=', len);
@@ -88,11 +103,25 @@ int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t
         snprintf(why, whycap, "environment value of '%.*s' holds a newline or NUL", (int)klen, kv);
         return ERR_INVAL;
     }
+    /* A key given again replaces its value, in its place. */
+    size_t at, line;
+    int found = find_env(c, kv, klen, &at, &line);
     size_t have = c->env ? strlen(c->env) : 0;
-    if (c->env_count >= SPATE_ENV_COUNT_MAX || have + len + 1 > SPATE_ENV_BYTES_MAX) {
+    size_t count = c->env_count + !found, bytes = have - (found ? line : 0) + len + 1;
+    if (count > SPATE_ENV_COUNT_MAX || bytes > SPATE_ENV_BYTES_MAX) {
         snprintf(why, whycap, "environment exceeds %d entries or %u bytes", SPATE_ENV_COUNT_MAX,
                  SPATE_ENV_BYTES_MAX);
         return ERR_TOOBIG;
+    }
+    if (found) {
+        char *env = malloc(have - line + len + 1);
+        if (!env) return ERR_NOMEM;
+        memcpy(env, c->env, at);
+        memcpy(env + at, kv, len);
+        memcpy(env + at + len, c->env + at + line, have - at - line + 1);
+        free(c->env);
+        c->env = env;
+        return 0;
     }
     char *env = realloc(c->env, have + len + 2);
     if (!env) return ERR_NOMEM;
@@ -102,6 +131,35 @@ int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t
     c->env = env;
     c->env_count++;
     return 0;
+}
+
+int fnconfig_unset_env(fn_config *c, const char *key, size_t klen)
+{
+    size_t at, line;
+    if (!find_env(c, key, klen, &at, &line)) return ERR_NOTFOUND;
+    size_t have = strlen(c->env);
+    /* Take the line with one of its newlines: the one after it, else the one before. */
+    size_t from = at, to = at + line;
+    if (c->env[to] == '\n')
+        to++;
+    else if (from > 0)
+        from--;
+    memmove(c->env + from, c->env + to, have - to + 1);
+    if (--c->env_count == 0) {
+        free(c->env);
+        c->env = NULL;
+    }
+    return 0;
+}
+
+int fnconfig_equal(const fn_config *a, const fn_config *b)
+{
+    const char *ea = a->env ? a->env : "", *eb = b->env ? b->env : "";
+    return a->runtime == b->runtime && a->min_instances == b->min_instances &&
+           a->max_instances == b->max_instances && a->timeout_ms == b->timeout_ms &&
+           a->memory_mb == b->memory_mb && a->keep_alive_ms == b->keep_alive_ms &&
+           a->queue_max == b->queue_max && a->cpu_millis == b->cpu_millis &&
+           !a->network == !b->network && a->tmp_mb == b->tmp_mb && strcmp(ea, eb) == 0;
 }
 
 int fnconfig_check(const fn_config *c, char *why, size_t whycap)

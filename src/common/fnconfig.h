@@ -32,10 +32,15 @@ void fnconfig_defaults(fn_config *c);
 void fnconfig_free(fn_config *c);
 /* Deep copy; ERR_NOMEM. */
 int fnconfig_copy(fn_config *dst, const fn_config *src);
-/* Adds one "K=V". K must match [A-Za-z_][A-Za-z0-9_]* and V hold no newline
- * or NUL; count and bytes are limited (limits.h). On error, why says what is
- * wrong (at least 128 bytes). */
+/* Sets one "K=V": adds K, or replaces the value of a K already set (in its
+ * place). K must match [A-Za-z_][A-Za-z0-9_]* and V hold no newline or NUL;
+ * count and bytes are limited (limits.h). On error, why says what is wrong
+ * (at least 128 bytes). */
 int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap);
+/* Removes variable K; ERR_NOTFOUND when it is not set. */
+int fnconfig_unset_env(fn_config *c, const char *key, size_t klen);
+/* 1 when a and b are the same configuration (env compared as written). */
+int fnconfig_equal(const fn_config *a, const fn_config *b);
 /* Checks min <= max and that exec functions keep the network (their Runtime
  * API is on loopback); on error why says what is wrong. */
 int fnconfig_check(const fn_config *c, char *why, size_t whycap);

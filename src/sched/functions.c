@@ -373,6 +373,8 @@ static void store_artifact(uv_work_t *w)
     }
 }
 
+static void load_version(deploy *d);
+
 static void after_store(uv_work_t *w, int status)
 {
     deploy *d = w->data;
@@ -389,6 +391,12 @@ static void after_store(uv_work_t *w, int status)
         finish_deploy(d, 500, "store_error", "cannot store artifact: %s", d->err);
         return;
     }
+    load_version(d);
+}
+
+/* The artifact is in the store: a zygote loads it as the next version. */
+static void load_version(deploy *d)
+{
     if (d->t->closing) {
         finish_deploy(d, 503, "shutting_down", "spated is shutting down");
         return;
@@ -413,9 +421,14 @@ void functions_artifact_path(const functions *t, const fn *f, char *out, size_t 
     artifacts_path(store_dir(t->st), f->active.sha256, out, cap);
 }
 
-void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
-                      void *data)
+/* A deploy of name may start: the record for it, which takes cfg and the
+ * artifact (NULL: a configuration change, of an existing function only), or
+ * NULL after both were released and cb had the reason. The artifact goes
+ * before cb: it may be the request's body, which the answer recycles. */
+static deploy *begin_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact,
+                            deploy_cb cb, void *data)
 {
+    int create = artifact != NULL;
     deploy_result r = {0};
     fn *f = strmap_get(&t->byname, name, strlen(name));
     if (t->closing) {
@@ -423,6 +436,8 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
     } else if (f && f->deploying) {
         r = (deploy_result){409, "deploy_in_progress", "a deploy of this function is in progress",
                             NULL};
+    } else if (!create && (!f || !f->registered)) {
+        r = (deploy_result){404, "not_found", "the function does not exist", NULL};
     } else if (!f && !(f = new_fn(t, name))) {
         r = (deploy_result){500, "out_of_memory", "out of memory", NULL};
     }
@@ -430,23 +445,50 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
     if (!r.status && !d) r = (deploy_result){500, "out_of_memory", "out of memory", NULL};
     if (r.status) {
         fnconfig_free(cfg);
-        buf_free(artifact);
+        if (artifact) buf_free(artifact);
         cb(&r, data);
-        return;
+        return NULL;
     }
     f->deploying = 1;
     d->t = t;
     d->f = f;
     d->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg);
-    d->artifact = *artifact;
-    buf_init(artifact, 0);
+    if (artifact) {
+        d->artifact = *artifact;
+        buf_init(artifact, 0);
+    }
     d->cb = cb;
     d->data = data;
+    return d;
+}
+
+void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
+                      void *data)
+{
+    deploy *d = begin_deploy(t, name, cfg, artifact, cb, data);
+    if (!d) return;
     d->work.data = d;
     /* Hashing and syncing 64 MiB must not stall the loop. */
     if (uv_queue_work(t->loop, &d->work, store_artifact, after_store) != 0)
         finish_deploy(d, 500, "internal", "cannot queue the artifact write");
+}
+
+void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deploy_cb cb, void *data)
+{
+    deploy *d = begin_deploy(t, name, cfg, NULL, cb, data);
+    if (!d) return;
+    if (d->cfg.runtime != d->f->active.config.runtime) {
+        finish_deploy(d, 400, "bad_parameter",
+                      "the runtime belongs to the artifact: deploy it again to change it");
+        return;
+    }
+    /* The stored artifact of the active version (and for exec its unpacked
+     * tree) serves the new version as it is; it is used, so a failure here
+     * leaves it in place. */
+    memcpy(d->sha, d->f->active.sha256, sizeof d->sha);
+    d->artifact.max = d->f->active.size;
+    load_version(d);
 }
 
 typedef struct sha_list {

@@ -56,6 +56,15 @@ typedef void (*deploy_cb)(const deploy_result *r, void *data);
 void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artifact, deploy_cb cb,
                       void *data);
 
+/* A configuration change without an upload (as Lambda's
+ * UpdateFunctionConfiguration): a new version of an existing function with
+ * cfg and the artifact of its active version, loaded and activated as a
+ * deploy is (its old version's instances retire). cfg must keep the runtime
+ * (400 otherwise); 404 for an unknown function. Takes cfg's env. cb is
+ * called exactly once, possibly before this returns. */
+void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deploy_cb cb,
+                           void *data);
+
 /* Where the artifact of f's active version is stored, as uploaded. */
 void functions_artifact_path(const functions *t, const fn *f, char *out, size_t cap);
 

@@ -87,6 +87,49 @@ def test_delete_reaches_every_node(cluster, functions):
         assert d.invoke("short-lived", b"x")[0] == 404
 
 
+def test_configuration_changes_reach_every_node(cluster, functions):
+    """spate config makes a version with the same artifact, which replicates
+    like a deploy; trigger set and rm --force reach every node too."""
+    nats, (a, b, c) = cluster
+    status, doc = a.deploy("tuned", functions["probe"], max=5, timeout=7000,
+                           env="A%3D1&env=B%3D2")
+    assert status == 201, doc
+    sha = doc["sha256"]
+    assert wait_for(lambda: listed(b, "tuned") and listed(c, "tuned"), timeout=10)
+    r = b.cli("config", "tuned", "--max", "3", "--unset-env", "B")
+    assert r.returncode == 0, r.stderr
+
+    def configured(d):
+        doc = d.describe("tuned")
+        return (doc["sha256"] == sha and doc["config"]["max"] == 3 and
+                doc["config"]["timeout_ms"] == 7000 and doc["config"]["env"] == {"A": "1"})
+
+    for d in (a, b, c):
+        assert wait_for(lambda: configured(d), timeout=10), d.describe("tuned")
+        assert d.invoke("tuned", b"env:B") == (200, b"(unset)")
+
+    add_trigger(a, (a, b, c), "tuned-in", "tuned", "?ordered=true&dlq=tuned-grave")
+    assert a.request("PUT", "/v1/triggers/tuned-in/tuned")[0] == 409
+    r = c.cli("trigger", "set", "tuned-in", "tuned", "--max-attempts", "7")
+    assert r.returncode == 0, r.stderr
+
+    def trigger_set(d):
+        status, _, body = d.request("GET", "/v1/triggers/tuned-in/tuned")
+        t = json.loads(body) if status == 200 else {}
+        return (t.get("max_attempts"), t.get("ordered"), t.get("dlq")) == (7, True, "tuned-grave")
+
+    for d in (a, b, c):
+        assert wait_for(lambda: trigger_set(d), timeout=10)
+
+    r = b.cli("rm", "tuned")
+    assert r.returncode == 1 and b"has triggers from 'tuned-in'" in r.stderr
+    r = b.cli("rm", "--force", "tuned")
+    assert r.returncode == 0 and b"removed trigger tuned-in -> tuned" in r.stdout, r.stderr
+    for d in (a, b, c):
+        assert wait_for(lambda: not listed(d, "tuned") and
+                        d.request("GET", "/v1/triggers/tuned-in/tuned")[0] == 404, timeout=10)
+
+
 def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
     nats, (a, b, c) = cluster
 

@@ -83,6 +83,28 @@ static void env(void)
     CHECK_INT(fnconfig_copy(&copy, &c), 0);
     CHECK_STR(copy.env, c.env);
     CHECK(copy.env != c.env);
+    CHECK(fnconfig_equal(&copy, &c));
+
+    /* A key set again keeps its place and takes the new value; unset removes it. */
+    CHECK_INT(fnconfig_add_env(&copy, "A=22", 4, why, sizeof why), 0);
+    CHECK_STR(copy.env, "A=22\nB_2=x=y");
+    CHECK_INT(copy.env_count, 2);
+    CHECK(!fnconfig_equal(&copy, &c));
+    CHECK_INT(fnconfig_add_env(&copy, "C=", 2, why, sizeof why), 0);
+    CHECK_INT(fnconfig_add_env(&copy, "B_2=z", 5, why, sizeof why), 0);
+    CHECK_STR(copy.env, "A=22\nB_2=z\nC=");
+    CHECK_INT(fnconfig_unset_env(&copy, "B", 1), ERR_NOTFOUND); /* a prefix is not the key */
+    CHECK_INT(fnconfig_unset_env(&copy, "B_2", 3), 0);
+    CHECK_STR(copy.env, "A=22\nC=");
+    CHECK_INT(fnconfig_unset_env(&copy, "C", 1), 0);
+    CHECK_STR(copy.env, "A=22");
+    CHECK_INT(copy.env_count, 1);
+    CHECK_INT(fnconfig_unset_env(&copy, "A", 1), 0);
+    CHECK(copy.env == NULL);
+    CHECK_INT(copy.env_count, 0);
+    CHECK_INT(fnconfig_unset_env(&copy, "A", 1), ERR_NOTFOUND);
+    copy.max_instances = 7;
+    CHECK(!fnconfig_equal(&copy, &c));
     fnconfig_free(&copy);
     fnconfig_free(&c);
 

@@ -9,7 +9,11 @@
  *   print:N                                      N lines on stdout, then one on stderr,
  *                                                each naming the request
  *   anything else                                echoed back
+ *
+ * Environment: PRELOAD_SLEEP_MS makes spate_preload (so the deploy) take that
+ * long, after it has created the file PRELOAD_MARK if that is set.
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,17 @@ static int is(const spate_request *r, const char *cmd)
 {
     size_t n = strlen(cmd);
     return r->payload_len >= n && memcmp(r->payload, cmd, n) == 0;
+}
+
+int spate_preload(void)
+{
+    const char *ms = getenv("PRELOAD_SLEEP_MS"), *mark = getenv("PRELOAD_MARK");
+    if (!ms) return 0;
+    if (mark) close(open(mark, O_WRONLY | O_CREAT, 0644));
+    long n = strtol(ms, NULL, 10);
+    struct timespec ts = {n / 1000, (n % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    return 0;
 }
 
 int spate_handler(const spate_request *req, spate_response *res)
