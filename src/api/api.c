@@ -417,6 +417,7 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
                                 why, cap);
     if (strcmp(k, "network") == 0) return api_bool_param(k, v, vlen, &c->network, why, cap);
     if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
+    if (strcmp(k, "secret") == 0) return fnconfig_add_secret(c, v, vlen, why, cap);
     if (strcmp(k, "unset_env") == 0) {
         if (fnconfig_unset_env(c, v, vlen) == 0) return 0;
         snprintf(why, cap, "environment variable '%.*s' is not set (parameter 'unset_env')",

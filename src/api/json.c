@@ -5,9 +5,38 @@
 
 #include "common/limits.h"
 
+/* Adds the "K=V" lines of text to obj: as "K": "V" with values, else as
+ * "K": null (the name only), or, when obj is an array, as the names. */
+static void add_vars(cJSON *obj, const char *text, int values)
+{
+    for (const char *p = text; p && *p;) {
+        size_t len = strcspn(p, "\n");
+        char line[SPATE_ENV_BYTES_MAX + 1];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            char *eq = strchr(line, '=');
+            if (eq) {
+                *eq = '\0';
+                if (cJSON_IsArray(obj))
+                    cJSON_AddItemToArray(obj, cJSON_CreateString(line));
+                else if (values)
+                    cJSON_AddStringToObject(obj, line, eq + 1);
+                else
+                    cJSON_AddNullToObject(obj, line);
+            }
+        }
+        p += len + (p[len] == '\n');
+    }
+}
+
 cJSON *json_config(const fn_config *c)
 {
-    return json_config_shown(c, 1);
+    cJSON *o = json_config_shown(c, 1);
+    /* The registry's copy: the secrets' values too (cluster/cluster.c). */
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "secrets");
+    add_vars(cJSON_AddObjectToObject(o, "secrets"), c->secrets, 1);
+    return o;
 }
 
 cJSON *json_config_shown(const fn_config *c, int env_values)
@@ -23,24 +52,10 @@ cJSON *json_config_shown(const fn_config *c, int env_values)
     cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
     cJSON_AddBoolToObject(o, "network", c->network);
     cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
-    cJSON *env = cJSON_AddObjectToObject(o, "env");
-    for (const char *p = c->env; p && *p;) {
-        size_t len = strcspn(p, "\n");
-        char line[SPATE_ENV_BYTES_MAX + 1];
-        if (len < sizeof line) {
-            memcpy(line, p, len);
-            line[len] = '\0';
-            char *eq = strchr(line, '=');
-            if (eq) {
-                *eq = '\0';
-                if (env_values)
-                    cJSON_AddStringToObject(env, line, eq + 1);
-                else
-                    cJSON_AddNullToObject(env, line); /* the name only: values may be secrets */
-            }
-        }
-        p += len + (p[len] == '\n');
-    }
+    /* Values only for who may see them (admin); names for the others. */
+    add_vars(cJSON_AddObjectToObject(o, "env"), c->env, env_values);
+    /* Secrets: the names, to anyone; their values are never shown. */
+    add_vars(cJSON_AddArrayToObject(o, "secrets"), c->secrets, 0);
     return o;
 }
 

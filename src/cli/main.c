@@ -40,38 +40,40 @@ typedef struct answer {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: spate [--url URL] [--json] COMMAND ...\n\n"
-            "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
-            "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
-            "                   [--unset-env K]... [--clear-env] [--cpu MILLICORES] [--tmp MB]\n"
-            "                   [--network | --no-network]\n"
-            "                                a redeploy keeps every setting it does not name\n"
-            "  config NAME [the options of deploy but --runtime]\n"
-            "                                change the configuration: a new version with the\n"
-            "                                same artifact\n"
-            "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
-            "  ls                            list functions\n"
-            "  status NAME                   describe a function, its instances and versions\n"
-            "  rm NAME [--force]             delete a function (--force: and its triggers)\n"
-            "  logs NAME [--limit N] [--follow]\n"
-            "                                what the function's processes wrote to stdout\n"
-            "                                and stderr (the newest N lines; 100)\n"
-            "  publish TOPIC [PAYLOAD | -] [--key K | --key-field F] [--lines]\n"
-            "                                (--lines: one message per line of standard input)\n"
-            "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
-            "                             [--deadline MS] [--max-concurrency N]\n"
-            "  trigger set TOPIC FUNCTION [the options of add] [--no-ordered]\n"
-            "                                change what is given, keep the rest\n"
-            "                                (--deadline 0, --max-concurrency 0: none)\n"
-            "  trigger ls | trigger rm TOPIC FUNCTION\n"
-            "  topic stats TOPIC             depth, in flight, oldest age, dead-lettered\n"
-            "  nodes                         the nodes of the cluster (* is this one)\n"
-            "  dlq ls TOPIC | dlq redrive TOPIC\n"
-            "                                dead letters of TOPIC (or TOPIC.dlq); redrive\n"
-            "                                sends them back to their source topic\n\n"
-            "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
-            "the token is $SPATE_TOKEN.\n");
+    fprintf(
+        out,
+        "usage: spate [--url URL] [--json] COMMAND ...\n\n"
+        "  deploy NAME FILE [--runtime native|exec] [--min N] [--max N] [--timeout MS]\n"
+        "                   [--memory MB] [--keep-alive MS] [--queue N] [--env K=V]...\n"
+        "                   [--unset-env K]... [--clear-env] [--env-file FILE]\n"
+        "                   [--secret K=V]... [--secret-file FILE] [--cpu MILLICORES] [--tmp MB]\n"
+        "                   [--network | --no-network]\n"
+        "                                a redeploy keeps every setting it does not name\n"
+        "  config NAME [the options of deploy but --runtime]\n"
+        "                                change the configuration: a new version with the\n"
+        "                                same artifact\n"
+        "  invoke NAME [PAYLOAD | -]     print the function's output on stdout\n"
+        "  ls                            list functions\n"
+        "  status NAME                   describe a function, its instances and versions\n"
+        "  rm NAME [--force]             delete a function (--force: and its triggers)\n"
+        "  logs NAME [--limit N] [--follow]\n"
+        "                                what the function's processes wrote to stdout\n"
+        "                                and stderr (the newest N lines; 100)\n"
+        "  publish TOPIC [PAYLOAD | -] [--key K | --key-field F] [--lines]\n"
+        "                                (--lines: one message per line of standard input)\n"
+        "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
+        "                             [--deadline MS] [--max-concurrency N]\n"
+        "  trigger set TOPIC FUNCTION [the options of add] [--no-ordered]\n"
+        "                                change what is given, keep the rest\n"
+        "                                (--deadline 0, --max-concurrency 0: none)\n"
+        "  trigger ls | trigger rm TOPIC FUNCTION\n"
+        "  topic stats TOPIC             depth, in flight, oldest age, dead-lettered\n"
+        "  nodes                         the nodes of the cluster (* is this one)\n"
+        "  dlq ls TOPIC | dlq redrive TOPIC\n"
+        "                                dead letters of TOPIC (or TOPIC.dlq); redrive\n"
+        "                                sends them back to their source topic\n\n"
+        "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
+        "the token is $SPATE_TOKEN.\n");
 }
 
 static void __attribute__((noreturn)) usage_error(const char *fmt, ...)
@@ -273,6 +275,32 @@ static void add_param(buf *q, const char *key, const char *val)
 
 static void print_config(const cJSON *cfg, const char *indent);
 
+/* A file of variables for --env-file and --secret-file: one KEY=VALUE a
+ * line, taken as it stands (no quotes, no expansion, as docker's
+ * --env-file); blank lines and lines starting with '#' are skipped. Each
+ * becomes a query parameter key; a line without '=' is a usage error that
+ * names the file and the line. */
+static void vars_file(const char *opt, const char *path, const char *key, buf *q)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) usage_error("%s: cannot open '%s': %s", opt, path, strerror(errno));
+    char line[SPATE_ENV_BYTES_MAX + 2];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n')
+            usage_error("%s: %s:%d: longer than %u bytes", opt, path, n, SPATE_ENV_BYTES_MAX);
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len == 0 || line[0] == '#') continue;
+        if (!strchr(line, '=') || line[0] == '=')
+            usage_error("%s: %s:%d: '%.40s' is not KEY=VALUE", opt, path, n, line);
+        add_param(q, key, line);
+    }
+    if (ferror(f)) usage_error("%s: cannot read '%s': %s", opt, path, strerror(errno));
+    fclose(f);
+}
+
 /* The configuration options of deploy and config, from argv[from], as query
  * parameters; runtime: whether --runtime is one of them. */
 static void config_options(const char *cmd, int argc, char **argv, int from, int runtime, buf *q)
@@ -286,6 +314,7 @@ static void config_options(const char *cmd, int argc, char **argv, int from, int
                                              {"--cpu", "cpu"},
                                              {"--tmp", "tmp"},
                                              {"--env", "env"},
+                                             {"--secret", "secret"},
                                              {"--unset-env", "unset_env"},
                                              {"--runtime", "runtime"}};
     for (int i = from; i < argc; i++) {
@@ -298,6 +327,15 @@ static void config_options(const char *cmd, int argc, char **argv, int from, int
             add_param(q, "clear_env", "true");
             continue;
         }
+        if (strcmp(opt, "--env-file") == 0 || strcmp(opt, "--secret-file") == 0) {
+            if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
+            vars_file(opt, argv[i + 1], opt[2] == 'e' ? "env" : "secret", q);
+            i++;
+            continue;
+        }
+        if ((strcmp(opt, "--env") == 0 || strcmp(opt, "--secret") == 0) && i + 1 < argc &&
+            !strchr(argv[i + 1], '='))
+            usage_error("%s '%s': not KEY=VALUE", opt, argv[i + 1]);
         const char *key = NULL;
         size_t n = sizeof numeric / sizeof numeric[0] - !runtime;
         for (size_t k = 0; !key && k < n; k++)
@@ -477,6 +515,10 @@ static void print_config(const cJSON *cfg, const char *indent)
             printf("%senv %s=%s\n", indent, e->string, e->valuestring);
         else
             printf("%senv %s (value hidden: needs an admin token)\n", indent, e->string);
+    }
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(cfg, "secrets"))
+    {
+        if (cJSON_IsString(e)) printf("%ssecret %s (value never shown)\n", indent, e->valuestring);
     }
 }
 

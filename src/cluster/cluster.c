@@ -239,6 +239,14 @@ static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *
         if (rc == 0)
             rc = fnconfig_add_env(cfg, kv, n < (int)sizeof kv ? (size_t)n : sizeof kv, why, cap);
     }
+    cJSON_ArrayForEach(var, cJSON_GetObjectItemCaseSensitive(k, "secrets"))
+    {
+        char kv[SPATE_ENV_BYTES_MAX + 2];
+        int n = snprintf(kv, sizeof kv, "%s=%s", var->string ? var->string : "",
+                         cJSON_IsString(var) ? var->valuestring : "");
+        if (rc == 0)
+            rc = fnconfig_add_secret(cfg, kv, n < (int)sizeof kv ? (size_t)n : sizeof kv, why, cap);
+    }
     cJSON_Delete(o);
     if (rc == 0) rc = fnconfig_check(cfg, why, cap);
     if (rc != 0) fnconfig_free(cfg);

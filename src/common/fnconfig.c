@@ -28,13 +28,28 @@ void fnconfig_free(fn_config *c)
     free(c->env);
     c->env = NULL;
     c->env_count = 0;
+    free(c->secrets);
+    c->secrets = NULL;
+    c->secret_count = 0;
 }
 
 int fnconfig_copy(fn_config *dst, const fn_config *src)
 {
     *dst = *src;
-    if (src->env && !(dst->env = strdup(src->env))) return ERR_NOMEM;
+    dst->env = dst->secrets = NULL;
+    if ((src->env && !(dst->env = strdup(src->env))) ||
+        (src->secrets && !(dst->secrets = strdup(src->secrets)))) {
+        fnconfig_free(dst);
+        return ERR_NOMEM;
+    }
     return 0;
+}
+
+uint32_t fnconfig_count_lines(const char *text)
+{
+    uint32_t n = 0;
+    for (const char *e = text; e && *e; e++) n += *e == '\n';
+    return text && *text ? n + 1 : 0;
 }
 
 static int key_char(char c, int first)
@@ -62,13 +77,20 @@ static int loader_var(const char *key, size_t klen)
     return 0;
 }
 
-/* Where the line of key K is in c->env: its offset and length; 0 if K is not set. */
-static int find_env(const fn_config *c, const char *key, size_t klen, size_t *at, size_t *len)
+/* A list of variables: "K=V" lines joined by '\n' in *text (NULL when empty)
+ * and their number. The environment and the secrets are two of them. */
+typedef struct vars {
+    char **text;
+    uint32_t *count;
+} vars;
+
+/* Where the line of key K is in the list: its offset and length; 0 if K is not set. */
+static int find_var(const char *text, const char *key, size_t klen, size_t *at, size_t *len)
 {
-    for (const char *p = c->env; p && *p;) {
+    for (const char *p = text; p && *p;) {
         size_t n = strcspn(p, "\n");
         if (n > klen && memcmp(p, key, klen) == 0 && p[klen] == '=') {
-            *at = (size_t)(p - c->env);
+            *at = (size_t)(p - text);
             *len = n;
             return 1;
         }
@@ -77,7 +99,31 @@ static int find_env(const fn_config *c, const char *key, size_t klen, size_t *at
     return 0;
 }
 
-int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap)
+static int unset_var(vars v, const char *key, size_t klen)
+{
+    size_t at, line;
+    if (!find_var(*v.text, key, klen, &at, &line)) return ERR_NOTFOUND;
+    char *text = *v.text;
+    size_t have = strlen(text);
+    /* Take the line with one of its newlines: the one after it, else the one before. */
+    size_t from = at, to = at + line;
+    if (text[to] == '\n')
+        to++;
+    else if (from > 0)
+        from--;
+    memmove(text + from, text + to, have - to + 1);
+    if (--*v.count == 0) {
+        free(text);
+        *v.text = NULL;
+    }
+    return 0;
+}
+
+/* Sets one "K=V" in v; other (the other list) loses K, so that a variable is
+ * either plain or secret. The limits count both lists: all of it becomes
+ * the instance's environment. */
+static int set_var(fn_config *c, vars v, vars other, const char *kv, size_t len, char *why,
+                   size_t whycap)
 {
     const char *eq = memchr(kv, '=', len);
     size_t klen = eq ? (size_t)(eq - kv) : 0;
@@ -104,57 +150,71 @@ int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t
         return ERR_INVAL;
     }
     /* A key given again replaces its value, in its place. */
-    size_t at, line;
-    int found = find_env(c, kv, klen, &at, &line);
-    size_t have = c->env ? strlen(c->env) : 0;
-    size_t count = c->env_count + !found, bytes = have - (found ? line : 0) + len + 1;
+    size_t at, line, oat, oline;
+    int found = find_var(*v.text, kv, klen, &at, &line);
+    int in_other = find_var(*other.text, kv, klen, &oat, &oline);
+    size_t have = *v.text ? strlen(*v.text) : 0;
+    size_t count = c->env_count + c->secret_count + !found - in_other;
+    size_t bytes = (c->env ? strlen(c->env) + 1 : 0) + (c->secrets ? strlen(c->secrets) + 1 : 0) -
+                   (found ? line + 1 : 0) - (in_other ? oline + 1 : 0) + len + 1;
     if (count > SPATE_ENV_COUNT_MAX || bytes > SPATE_ENV_BYTES_MAX) {
-        snprintf(why, whycap, "environment exceeds %d entries or %u bytes", SPATE_ENV_COUNT_MAX,
-                 SPATE_ENV_BYTES_MAX);
+        snprintf(why, whycap, "environment and secrets exceed %d entries or %u bytes",
+                 SPATE_ENV_COUNT_MAX, SPATE_ENV_BYTES_MAX);
         return ERR_TOOBIG;
     }
     if (found) {
-        char *env = malloc(have - line + len + 1);
-        if (!env) return ERR_NOMEM;
-        memcpy(env, c->env, at);
-        memcpy(env + at, kv, len);
-        memcpy(env + at + len, c->env + at + line, have - at - line + 1);
-        free(c->env);
-        c->env = env;
-        return 0;
+        char *text = malloc(have - line + len + 1);
+        if (!text) return ERR_NOMEM;
+        memcpy(text, *v.text, at);
+        memcpy(text + at, kv, len);
+        memcpy(text + at + len, *v.text + at + line, have - at - line + 1);
+        free(*v.text);
+        *v.text = text;
+    } else {
+        char *text = realloc(*v.text, have + len + 2);
+        if (!text) return ERR_NOMEM;
+        if (have) text[have++] = '\n';
+        memcpy(text + have, kv, len);
+        text[have + len] = '\0';
+        *v.text = text;
+        ++*v.count;
     }
-    char *env = realloc(c->env, have + len + 2);
-    if (!env) return ERR_NOMEM;
-    if (have) env[have++] = '\n';
-    memcpy(env + have, kv, len);
-    env[have + len] = '\0';
-    c->env = env;
-    c->env_count++;
+    if (in_other) unset_var(other, kv, klen);
     return 0;
+}
+
+static vars env_of(fn_config *c)
+{
+    return (vars){&c->env, &c->env_count};
+}
+
+static vars secrets_of(fn_config *c)
+{
+    return (vars){&c->secrets, &c->secret_count};
+}
+
+int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap)
+{
+    return set_var(c, env_of(c), secrets_of(c), kv, len, why, whycap);
+}
+
+int fnconfig_add_secret(fn_config *c, const char *kv, size_t len, char *why, size_t whycap)
+{
+    return set_var(c, secrets_of(c), env_of(c), kv, len, why, whycap);
 }
 
 int fnconfig_unset_env(fn_config *c, const char *key, size_t klen)
 {
-    size_t at, line;
-    if (!find_env(c, key, klen, &at, &line)) return ERR_NOTFOUND;
-    size_t have = strlen(c->env);
-    /* Take the line with one of its newlines: the one after it, else the one before. */
-    size_t from = at, to = at + line;
-    if (c->env[to] == '\n')
-        to++;
-    else if (from > 0)
-        from--;
-    memmove(c->env + from, c->env + to, have - to + 1);
-    if (--c->env_count == 0) {
-        free(c->env);
-        c->env = NULL;
-    }
-    return 0;
+    return unset_var(env_of(c), key, klen) == 0 || unset_var(secrets_of(c), key, klen) == 0
+               ? 0
+               : ERR_NOTFOUND;
 }
 
 int fnconfig_equal(const fn_config *a, const fn_config *b)
 {
     const char *ea = a->env ? a->env : "", *eb = b->env ? b->env : "";
+    const char *sa = a->secrets ? a->secrets : "", *sb = b->secrets ? b->secrets : "";
+    if (strcmp(sa, sb) != 0) return 0;
     return a->runtime == b->runtime && a->min_instances == b->min_instances &&
            a->max_instances == b->max_instances && a->timeout_ms == b->timeout_ms &&
            a->memory_mb == b->memory_mb && a->keep_alive_ms == b->keep_alive_ms &&

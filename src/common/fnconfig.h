@@ -24,11 +24,16 @@ typedef struct fn_config {
     /* "K=V" lines joined by '\n' (values cannot hold a newline); owned; NULL when empty. */
     char *env;
     uint32_t env_count;
+    /* The same for secret variables: in the instance's environment like env,
+     * but their values are never shown (describe, status, logs, metrics give
+     * the names only); a name is either in env or here. */
+    char *secrets;
+    uint32_t secret_count;
 } fn_config;
 
 /* The defaults of limits.h. */
 void fnconfig_defaults(fn_config *c);
-/* Releases env. NULL is a no-op. */
+/* Releases env and secrets. NULL is a no-op. */
 void fnconfig_free(fn_config *c);
 /* Deep copy; ERR_NOMEM. */
 int fnconfig_copy(fn_config *dst, const fn_config *src);
@@ -37,8 +42,12 @@ int fnconfig_copy(fn_config *dst, const fn_config *src);
  * count and bytes are limited (limits.h). On error, why says what is wrong
  * (at least 128 bytes). */
 int fnconfig_add_env(fn_config *c, const char *kv, size_t len, char *why, size_t whycap);
-/* Removes variable K; ERR_NOTFOUND when it is not set. */
+/* The same for a secret variable; a plain variable of that name goes. */
+int fnconfig_add_secret(fn_config *c, const char *kv, size_t len, char *why, size_t whycap);
+/* Removes variable K, plain or secret; ERR_NOTFOUND when it is not set. */
 int fnconfig_unset_env(fn_config *c, const char *key, size_t klen);
+/* Lines of a "K=V\n..." list (env_count and secret_count of a stored one). */
+uint32_t fnconfig_count_lines(const char *text);
 /* 1 when a and b are the same configuration (env compared as written). */
 int fnconfig_equal(const fn_config *a, const fn_config *b);
 /* Checks min <= max and that exec functions keep the network (their Runtime

@@ -42,14 +42,17 @@ static int env_has(char **env, size_t n, const char *kv)
  * spated's environment leaks in. Caller frees with free_env_array. */
 static char **build_env(const char *name, uint32_t version, const fn_config *c)
 {
-    size_t cap = c->env_count + 16, n = 0;
+    size_t cap = c->env_count + c->secret_count + 16, n = 0;
     char **env = calloc(cap, sizeof *env);
     if (!env) return NULL;
-    for (const char *p = c->env; p && *p && n < c->env_count;) {
-        size_t len = strcspn(p, "\n");
-        env[n++] = strndup(p, len);
-        p += len + (p[len] == '\n');
-    }
+    /* Plain and secret variables alike: both are the function's environment. */
+    const char *lists[2] = {c->env, c->secrets};
+    for (int l = 0; l < 2; l++)
+        for (const char *p = lists[l]; p && *p && n < c->env_count + c->secret_count;) {
+            size_t len = strcspn(p, "\n");
+            env[n++] = strndup(p, len);
+            p += len + (p[len] == '\n');
+        }
     char defaults[6][256];
     snprintf(defaults[0], sizeof defaults[0], "PATH=/usr/local/bin:/usr/bin:/bin");
     snprintf(defaults[1], sizeof defaults[1], "LANG=C.UTF-8");

@@ -46,8 +46,8 @@ int registry_put_version(store *s, const reg_version *v)
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
         " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
-        " cpu_millis, network, tmp_mb)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cpu_millis, network, tmp_mb, secrets)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -70,6 +70,10 @@ int registry_put_version(store *s, const reg_version *v)
         sqlite3_bind_int64(st, 14, c->cpu_millis);
         sqlite3_bind_int64(st, 15, c->network ? 1 : 0);
         sqlite3_bind_int64(st, 16, c->tmp_mb);
+        if (c->secrets)
+            sqlite3_bind_text(st, 17, c->secrets, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 17);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -116,7 +120,7 @@ int registry_delete_function(store *s, const char *name)
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
-    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb"
+    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -137,11 +141,11 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.cpu_millis = (uint32_t)sqlite3_column_int64(st, 14);
     v->config.network = sqlite3_column_int(st, 15) != 0;
     v->config.tmp_mb = (uint32_t)sqlite3_column_int64(st, 16);
-    /* env stays borrowed from the statement: valid during the callback. */
+    /* env and secrets stay borrowed from the statement: valid during the callback. */
     v->config.env = (char *)sqlite3_column_text(st, 11);
-    v->config.env_count = 0;
-    for (const char *e = v->config.env; e && *e; e++) v->config.env_count += *e == '\n';
-    if (v->config.env && *v->config.env) v->config.env_count++;
+    v->config.env_count = fnconfig_count_lines(v->config.env);
+    v->config.secrets = (char *)sqlite3_column_text(st, 17);
+    v->config.secret_count = fnconfig_count_lines(v->config.secrets);
 }
 
 static int each(store *s, sqlite3_stmt *st, registry_version_cb cb, void *data)

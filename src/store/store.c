@@ -91,6 +91,8 @@ static const char *const migrations[] = {
      "ALTER TABLE versions ADD COLUMN network INTEGER NOT NULL DEFAULT 1;"),
     /* 4: size of the instances' private /tmp (runtime/isolate.h). */
     "ALTER TABLE versions ADD COLUMN tmp_mb INTEGER NOT NULL DEFAULT 512;",
+    /* 5: secret variables, "K=V" lines like env (common/fnconfig.h). */
+    "ALTER TABLE versions ADD COLUMN secrets TEXT;",
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -108,6 +108,13 @@ def test_configuration_changes_reach_every_node(cluster, functions):
         assert wait_for(lambda: configured(d), timeout=10), d.describe("tuned")
         assert d.invoke("tuned", b"env:B") == (200, b"(unset)")
 
+    # A secret replicates with its value; every node shows only its name.
+    assert c.cli("config", "tuned", "--secret", "PASS=s3cr3t-value").returncode == 0
+    for d in (a, b, c):
+        assert wait_for(lambda: d.describe("tuned")["config"]["secrets"] == ["PASS"], timeout=10)
+        assert d.invoke("tuned", b"env:PASS") == (200, b"s3cr3t-value")
+        assert b"s3cr3t-value" not in d.request("GET", "/v1/functions/tuned")[2]
+
     add_trigger(a, (a, b, c), "tuned-in", "tuned", "?ordered=true&dlq=tuned-grave")
     assert a.request("PUT", "/v1/triggers/tuned-in/tuned")[0] == 409
     r = c.cli("trigger", "set", "tuned-in", "tuned", "--max-attempts", "7")
