@@ -42,6 +42,7 @@ struct fnlog {
     int warned;            /* the file could not be written; said once */
     list_node waiters;     /* fnlog_waiter */
     uint64_t notified_seq; /* lines below this have been announced to waiters */
+    int filled;            /* from its files, which happens when it is first used */
 };
 
 static char *log_dir;
@@ -50,6 +51,8 @@ static size_t file_max = SPATE_LOG_FILE_MAX;
 static strmap open_logs;
 
 static const char *const stream_names[] = {"unknown", "stdout", "stderr", "platform"};
+
+static void fill(fnlog *l);
 
 const char *fnlog_stream_name(int stream)
 {
@@ -203,8 +206,9 @@ void fnlog_unwait(fnlog_waiter *w)
     if (w->link.next) list_remove(&w->link); /* also after the callback, or never waited */
 }
 
-uint64_t fnlog_next_seq(const fnlog *l)
+uint64_t fnlog_next_seq(fnlog *l)
 {
+    fill(l);
     return l->next_seq;
 }
 
@@ -265,6 +269,7 @@ void fnlog_flush(fnlog *l)
 void fnlog_append(fnlog *l, const fnlog_tag *tag, const char *text, size_t len)
 {
     if (len > SPATE_LOG_LINE_MAX) len = SPATE_LOG_LINE_MAX;
+    fill(l); /* numbers go on from the files' */
     const char *req = tag->req ? tag->req : "";
     /* At debug level spated's log shows it too, control characters made
      * harmless. */
@@ -325,9 +330,10 @@ static uint64_t first_after(const fnlog *l, uint64_t after)
     return lo;
 }
 
-uint64_t fnlog_each(const fnlog *l, uint64_t after, uint32_t limit, const fnlog_filter *f,
+uint64_t fnlog_each(fnlog *l, uint64_t after, uint32_t limit, const fnlog_filter *f,
                     fnlog_line_cb cb, void *data)
 {
+    fill(l);
     uint64_t newest = l->next_seq - 1;
     uint64_t i = 0;
     if (after == 0) {
@@ -350,15 +356,17 @@ uint64_t fnlog_each(const fnlog *l, uint64_t after, uint32_t limit, const fnlog_
     return newest;
 }
 
-int fnlog_has_after(const fnlog *l, uint64_t after, const fnlog_filter *f)
+int fnlog_has_after(fnlog *l, uint64_t after, const fnlog_filter *f)
 {
+    fill(l);
     for (uint64_t i = first_after(l, after); i < l->count; i++)
         if (passes(at(l, i), f)) return 1;
     return 0;
 }
 
-uint64_t fnlog_evicted(const fnlog *l)
+uint64_t fnlog_evicted(fnlog *l)
 {
+    fill(l);
     return l->evicted;
 }
 
@@ -521,9 +529,13 @@ static void refill_from(fnlog *l, const char *text, size_t len, uint64_t *bad)
     }
 }
 
-/* Fills a log opened again from the newest lines of NAME.log.1 and NAME.log. */
-static void refill(fnlog *l)
+/* Fills a log opened again from the newest lines of NAME.log.1 and NAME.log,
+ * once, when it is first used (not when opened: spated starts without reading
+ * every function's files). */
+static void fill(fnlog *l)
 {
+    if (l->filled) return;
+    l->filled = 1;
     if (!l->path) return;
     size_t plen = strlen(l->path);
     char *older = malloc(plen + 3);
@@ -563,7 +575,6 @@ fnlog *fnlog_open(const char *function)
         return l;
     }
     if (!(l = create(function))) return NULL;
-    refill(l);
     if (strmap_put(&open_logs, l->function, l) != 0)
         log_warn("out of memory sharing the log fn=%s", function); /* it works, unshared */
     return l;

@@ -13,7 +13,8 @@
  * it becomes NAME.log.1 (the one before is dropped) and a new one starts.
  * Lines are buffered and written once per read from a pipe (fnlog_flush), not
  * once each. A log opened again (after a restart, or for a deleted function
- * whose files remain) starts from the newest lines of those files.
+ * whose files remain) starts from the newest lines of those files, read when
+ * it is first used.
  *
  * The rate cap is a token bucket in bytes: when a function writes faster, its
  * output readers stop reading (runtime/output.c), its pipe fills and its
@@ -96,10 +97,10 @@ typedef struct fnlog_filter {
  * been shown nor skipped: the last line given when limit stopped it, else
  * the newest line's. */
 typedef void (*fnlog_line_cb)(const fnlog_line *line, void *data);
-uint64_t fnlog_each(const fnlog *l, uint64_t after, uint32_t limit, const fnlog_filter *f,
+uint64_t fnlog_each(fnlog *l, uint64_t after, uint32_t limit, const fnlog_filter *f,
                     fnlog_line_cb cb, void *data);
 /* Whether a kept line after seq after passes f. */
-int fnlog_has_after(const fnlog *l, uint64_t after, const fnlog_filter *f);
+int fnlog_has_after(fnlog *l, uint64_t after, const fnlog_filter *f);
 /* Long polls: cb runs once, on the loop, when lines have been added (at the
  * next flush). A waiter is the caller's; fnlog_unwait withdraws it. */
 typedef struct fnlog_waiter fnlog_waiter;
@@ -110,10 +111,10 @@ struct fnlog_waiter {
 void fnlog_wait(fnlog *l, fnlog_waiter *w);
 void fnlog_unwait(fnlog_waiter *w);
 /* The number the next line will have. */
-uint64_t fnlog_next_seq(const fnlog *l);
+uint64_t fnlog_next_seq(fnlog *l);
 
 /* Lines evicted to keep the caps. */
-uint64_t fnlog_evicted(const fnlog *l);
+uint64_t fnlog_evicted(fnlog *l);
 
 /* One line of a log file, parsed: the current format,
  *   TIME seq=N version=V instance=I stream=S req=ID|- TEXT
