@@ -78,7 +78,7 @@ _spate()
         fi
         ;;
     logs)
-        opts="--limit --follow"
+        opts="--limit --since --request --instance --follow"
         if [[ $prev == logs ]]; then
             COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
             return

@@ -228,24 +228,27 @@ static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char
     p = fmt_lit(p, "\r\n");
     *p = '\0';
     int n = (int)(len > 2048 ? 2048 : len);
+    /* Errors carry the request id too: the function's log has what happened
+     * to it under that id (spate logs NAME --request ID). */
     switch (outcome) {
     case INV_OK:
         http_respond(req, 200, "application/octet-stream", hdr, body, len);
         break;
     case INV_FAILED:
-        http_respond_error(req, 502, "function_error", "%.*s", n, body);
+        http_respond_error_with(req, 502, hdr, "function_error", "%.*s", n, body);
         break;
     case INV_CRASHED:
-        http_respond_error(req, 502, "function_crashed", "function crashed: %.*s", n, body);
+        http_respond_error_with(req, 502, hdr, "function_crashed", "function crashed: %.*s", n,
+                                body);
         break;
     case INV_TIMEOUT:
-        http_respond_error(req, 504, "function_timeout", "%.*s", n, body);
+        http_respond_error_with(req, 504, hdr, "function_timeout", "%.*s", n, body);
         break;
     case INV_OVERLOADED:
-        http_respond_error(req, 429, "over_capacity", "%.*s", n, body);
+        http_respond_error_with(req, 429, hdr, "over_capacity", "%.*s", n, body);
         break;
     case INV_UNAVAILABLE:
-        http_respond_error(req, 503, "unavailable", "%.*s", n, body);
+        http_respond_error_with(req, 503, hdr, "unavailable", "%.*s", n, body);
         break;
     }
     buf_free(&ai->payload);

@@ -56,9 +56,10 @@ static void usage(FILE *out)
         "  ls                            list functions\n"
         "  status NAME                   describe a function, its instances and versions\n"
         "  rm NAME [--force]             delete a function (--force: and its triggers)\n"
-        "  logs NAME [--limit N] [--follow]\n"
-        "                                what the function's processes wrote to stdout\n"
-        "                                and stderr (the newest N lines; 100)\n"
+        "  logs NAME [--limit N] [--since DURATION|TIME] [--request ID] [--instance N]\n"
+        "            [--follow]          what the function's processes wrote to stdout\n"
+        "                                and stderr, and what happened to them (the\n"
+        "                                newest N lines; 100); --follow alone: new ones\n"
         "  publish TOPIC [PAYLOAD | -] [--key K | --key-field F] [--lines]\n"
         "                                (--lines: one message per line of standard input)\n"
         "  trigger add TOPIC FUNCTION [--max-attempts N] [--dlq TOPIC] [--ordered]\n"
@@ -592,66 +593,214 @@ static int cmd_status(const cli *c, int argc, char **argv)
 }
 
 /* Prints lines of a logs answer; returns the last seq seen (or after). */
+/* One line of GET .../logs: "TIME vV instance N req ID STREAM: TEXT". */
+static void print_log_line(const cJSON *line)
+{
+    double ms = json_num(line, "time_ms");
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char when[32];
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    char who[128];
+    int n = 0;
+    double version = json_num(line, "version"), inst = json_num(line, "instance");
+    const char *req = json_str(line, "request_id"), *stream = json_str(line, "stream");
+    if (version > 0) n += snprintf(who + n, sizeof who - (size_t)n, " v%.0f", version);
+    if (inst > 0)
+        n += snprintf(who + n, sizeof who - (size_t)n, " instance %.0f", inst);
+    else
+        n += snprintf(who + n, sizeof who - (size_t)n, " zygote");
+    if (*req) n += snprintf(who + n, sizeof who - (size_t)n, " req %s", req);
+    if (*stream && strcmp(stream, "unknown") != 0)
+        snprintf(who + n, sizeof who - (size_t)n, " %s", stream);
+    printf("%s.%03dZ%s: %s\n", when, (int)((int64_t)ms % 1000), who, json_str(line, "text"));
+}
+
+/* Prints the lines of a logs answer; returns the after= of the next request. */
 static uint64_t print_log_lines(const cJSON *doc, uint64_t after)
 {
     const cJSON *line;
     cJSON_ArrayForEach(line, cJSON_GetObjectItemCaseSensitive(doc, "lines"))
     {
-        double ms = json_num(line, "time_ms");
-        time_t t = (time_t)(ms / 1000);
-        struct tm tm;
-        char when[32];
-        gmtime_r(&t, &tm);
-        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-        double inst = json_num(line, "instance");
-        char who[96];
-        const char *req = json_str(line, "request_id");
-        if (inst > 0 && req && *req)
-            snprintf(who, sizeof who, "instance %.0f req %s", inst, req);
-        else if (inst > 0)
-            snprintf(who, sizeof who, "instance %.0f", inst);
-        else
-            snprintf(who, sizeof who, "zygote");
-        printf("%s.%03dZ %s: %s\n", when, (int)((int64_t)ms % 1000), who, json_str(line, "text"));
+        print_log_line(line);
         after = (uint64_t)json_num(line, "seq");
     }
     fflush(stdout);
-    return after;
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
+    return cJSON_IsNumber(next) ? (uint64_t)next->valuedouble : after;
+}
+
+/* n digits at *s, as a number; advances *s. -1 when they are not there. */
+static int take_digits(const char **s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++, (*s)++) {
+        if (**s < '0' || **s > '9') return -1;
+        v = v * 10 + (**s - '0');
+    }
+    return v;
+}
+
+/* A time, YYYY-MM-DD[(T| )HH:MM[:SS[.fff]]][Z|+HH:MM|-HH:MM] (no zone: UTC,
+ * as spate prints times), in ms since 1970. -1 when it is not one. */
+static int64_t parse_when(const char *s)
+{
+    struct tm tm = {0};
+    int ms = 0, offset_min = 0;
+    int y = take_digits(&s, 4);
+    if (y < 1970 || *s++ != '-') return -1;
+    int mo = take_digits(&s, 2);
+    if (mo < 1 || mo > 12 || *s++ != '-') return -1;
+    int d = take_digits(&s, 2);
+    if (d < 1 || d > 31) return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    if (*s == 'T' || *s == ' ') {
+        s++;
+        tm.tm_hour = take_digits(&s, 2);
+        if (tm.tm_hour < 0 || tm.tm_hour > 23 || *s++ != ':') return -1;
+        tm.tm_min = take_digits(&s, 2);
+        if (tm.tm_min < 0 || tm.tm_min > 59) return -1;
+        if (*s == ':') {
+            s++;
+            tm.tm_sec = take_digits(&s, 2);
+            if (tm.tm_sec < 0 || tm.tm_sec > 60) return -1;
+            if (*s == '.') {
+                s++;
+                for (int scale = 100; *s >= '0' && *s <= '9'; s++, scale /= 10)
+                    ms += (*s - '0') * scale;
+            }
+        }
+    }
+    if (*s == 'Z') {
+        s++;
+    } else if (*s == '+' || *s == '-') {
+        int sign = *s++ == '-' ? -1 : 1;
+        int h = take_digits(&s, 2);
+        if (*s == ':') s++;
+        int m = take_digits(&s, 2);
+        if (h < 0 || h > 23 || m < 0 || m > 59) return -1;
+        offset_min = sign * (h * 60 + m);
+    }
+    if (*s) return -1;
+    return ((int64_t)timegm(&tm) - (int64_t)offset_min * 60) * 1000 + ms;
+}
+
+/* --since: a duration back from now (90s, 5m, 1h30m, 2d, 500ms) or a time. */
+static int64_t parse_since(const char *arg)
+{
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    const char *s = arg;
+    int64_t back = 0;
+    while (*s >= '0' && *s <= '9') {
+        char *end;
+        errno = 0;
+        long long n = strtoll(s, &end, 10);
+        size_t k = 0;
+        while (k < sizeof units / sizeof units[0] &&
+               (strncmp(end, units[k].unit, strlen(units[k].unit)) != 0 ||
+                (end[strlen(units[k].unit)] >= 'a' && end[strlen(units[k].unit)] <= 'z')))
+            k++;
+        if (errno || k == sizeof units / sizeof units[0] ||
+            n > 100LL * 365 * 86400000 / units[k].ms)
+            break;
+        back += n * units[k].ms;
+        s = end + strlen(units[k].unit);
+        if (!*s) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - back;
+        }
+    }
+    int64_t when = parse_when(arg);
+    if (when < 0)
+        usage_error("--since takes a duration (90s, 5m, 1h30m, 2d) or a time "
+                    "(2025-06-01T12:00:00Z), not '%s'",
+                    arg);
+    return when;
 }
 
 static int cmd_logs(const cli *c, int argc, char **argv)
 {
     if (argc < 1) usage_error("logs needs NAME");
     int follow = 0;
-    const char *limit = "100";
+    const char *limit = NULL, *request_id = NULL, *instance = NULL;
+    int64_t since = -1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0)
             follow = 1;
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
             limit = argv[++i];
+        else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
+            since = parse_since(argv[++i]);
+        else if (strcmp(argv[i], "--request") == 0 && i + 1 < argc)
+            request_id = argv[++i];
+        else if (strcmp(argv[i], "--instance") == 0 && i + 1 < argc)
+            instance = argv[++i];
         else
             usage_error("unknown logs option '%s'", argv[i]);
     }
+    if (instance && (!*instance || strspn(instance, "0123456789") != strlen(instance)))
+        usage_error("--instance takes an instance number, not '%s'", instance);
+    buf filters;
+    buf_init(&filters, 1024);
+    if (since >= 0) buf_printf(&filters, "&since=%lld", (long long)since);
+    if (instance) buf_printf(&filters, "&instance=%s", instance);
+    if (request_id) {
+        char *esc = curl_easy_escape(NULL, request_id, 0);
+        buf_printf(&filters, "&request=%s", esc ? esc : "");
+        curl_free(esc);
+    }
+    /* Everything kept since a time or of one request; else the newest 100.
+     * --follow alone starts at the end: only lines written from now on. */
+    int alone = !limit && since < 0 && !request_id && !instance;
+    if (!limit) limit = since >= 0 || request_id ? "2000" : "100";
+    if (follow && alone) limit = "0";
     uint64_t after = 0;
-    for (;;) {
-        char suffix[96], path[1024];
+    int said_removed = 0, rc = 0;
+    for (int first = 1;; first = 0) {
+        char path[2048];
+        buf suffix;
+        buf_init(&suffix, 1536);
         /* Following: each request waits for new lines (a long poll). */
-        snprintf(suffix, sizeof suffix, "/logs?limit=%s&after=%llu%s", after ? "2000" : limit,
-                 (unsigned long long)after, follow ? "&wait=25000" : "");
-        function_path(path, sizeof path, argv[0], suffix);
+        buf_printf(&suffix, "/logs?limit=%s&after=%llu%s%.*s", first ? limit : "2000",
+                   (unsigned long long)after, follow && !first ? "&wait=25000" : "",
+                   (int)filters.len, filters.data ? filters.data : "");
+        function_path(path, sizeof path, argv[0], suffix.data);
+        buf_free(&suffix);
         answer a;
-        if (request(c, "GET", path, NULL, 0, &a)) return 1;
-        if (a.status != 200) return finish(&a, NULL, answer_error("logs failed", &a));
+        if (request(c, "GET", path, NULL, 0, &a)) {
+            rc = 1;
+            break;
+        }
+        if (a.status != 200) {
+            rc = finish(&a, NULL, answer_error("logs failed", &a));
+            break;
+        }
         if (c->json && !follow) {
             print_raw(&a);
-            return finish(&a, NULL, 0);
+            rc = finish(&a, NULL, 0);
+            break;
         }
         cJSON *doc = answer_json("logs", &a);
-        if (!doc) return finish(&a, NULL, 1);
+        if (!doc) {
+            rc = finish(&a, NULL, 1);
+            break;
+        }
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "removed")) && !said_removed++)
+            fprintf(stderr, "spate: function '%s' was removed; this is what its log kept\n",
+                    argv[0]);
         after = print_log_lines(doc, after);
         finish(&a, doc, 0);
-        if (!follow) return 0;
+        if (!follow) break;
     }
+    buf_free(&filters);
+    return rc;
 }
 
 static int cmd_rm(const cli *c, int argc, char **argv)

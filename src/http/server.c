@@ -617,13 +617,11 @@ void http_respond(http_request *req, int status, const char *content_type,
     send_answer(c, c->head, (size_t)n, body, len);
 }
 
-void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
+static void respond_verror(http_request *req, int status, const char *extra_headers,
+                           const char *code, const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     /* JSON-escape the message by hand: it is short and has no structure. */
     char body[2300];
     size_t n = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
@@ -636,7 +634,24 @@ void http_respond_error(http_request *req, int status, const char *code, const c
             body[n++] = (char)*p;
     }
     n += (size_t)snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
-    http_respond(req, status, "application/json", NULL, body, n);
+    http_respond(req, status, "application/json", extra_headers, body, n);
+}
+
+void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    respond_verror(req, status, NULL, code, fmt, ap);
+    va_end(ap);
+}
+
+void http_respond_error_with(http_request *req, int status, const char *extra_headers,
+                             const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    respond_verror(req, status, extra_headers, code, fmt, ap);
+    va_end(ap);
 }
 
 /* --- Reading and parsing ------------------------------------------------------------ */

@@ -127,6 +127,10 @@ void http_respond(http_request *req, int status, const char *content_type,
 /* Answers with {"error": message, "code": code}. */
 void http_respond_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The same, with extra_headers ("Name: value\r\n"..., or NULL). */
+void http_respond_error_with(http_request *req, int status, const char *extra_headers,
+                             const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* Walks a query string, calling cb with each decoded key and value (%XX and
  * '+' decoded; values may hold NUL bytes, so lengths are given). Stops and

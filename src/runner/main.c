@@ -227,7 +227,8 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
     if (__fpending(stdout)) fflush(stdout);
     uint8_t flags = 0;
     int unread = 0;
-    if (has_output_pipe && ioctl(STDOUT_FILENO, FIONREAD, &unread) == 0 && unread > 0)
+    if (has_output_pipe && ((ioctl(STDOUT_FILENO, FIONREAD, &unread) == 0 && unread > 0) ||
+                            (ioctl(STDERR_FILENO, FIONREAD, &unread) == 0 && unread > 0)))
         flags |= FRAME_OUTPUT_PENDING;
     if (rc != 0 && !res->failed)
         res->message_len =
@@ -303,7 +304,7 @@ static void send_load_failed(const char *fmt, const char *a, const char *b)
 {
     zmsg m = {.type = ZMSG_LOAD_FAILED};
     snprintf(m.text, sizeof m.text, fmt, a, b);
-    zmsg_send(control_fd, &m, -1, -1);
+    zmsg_send(control_fd, &m, NULL);
     exit(1);
 }
 
@@ -322,8 +323,8 @@ static void enter_instance(int fd, char *text)
     }
 }
 
-/* fd: the instance's socket; out: its output pipe (stdout and stderr), or -1. */
-static void spawn(uint64_t id, int fd, int out, char *text)
+/* fd: the instance's socket; out: its stdout and stderr pipes, or -1. */
+static void spawn(uint64_t id, int fd, const int out[2], char *text)
 {
     pid_t zygote = getpid();
     pid_t pid = fork();
@@ -334,9 +335,9 @@ static void spawn(uint64_t id, int fd, int out, char *text)
         /* An instance must not outlive its zygote (and so spated). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != zygote) _exit(0);
-        if (out >= 0) {
-            dup2(out, STDOUT_FILENO);
-            dup2(out, STDERR_FILENO);
+        if (out[0] >= 0) {
+            dup2(out[0], STDOUT_FILENO);
+            dup2(out[1] >= 0 ? out[1] : out[0], STDERR_FILENO);
             has_output_pipe = 1;
         }
         enter_instance(fd, text); /* closes the zygote's descriptors */
@@ -344,12 +345,13 @@ static void spawn(uint64_t id, int fd, int out, char *text)
         run_instance(fd);
     }
     close(fd);
-    if (out >= 0) close(out);
+    for (int i = 0; i < 2; i++)
+        if (out[i] >= 0) close(out[i]);
     zmsg m = {.id = id};
     if (pid < 0) {
         m.type = ZMSG_SPAWN_FAILED;
         m.err = errno;
-        zmsg_send(control_fd, &m, -1, -1);
+        zmsg_send(control_fd, &m, NULL);
         return;
     }
     /* The child cannot be reaped before we wait for it, so this pidfd is
@@ -357,7 +359,8 @@ static void spawn(uint64_t id, int fd, int out, char *text)
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     m.type = ZMSG_SPAWNED;
     m.pid = pid;
-    zmsg_send(control_fd, &m, pidfd, -1);
+    int fds[ZMSG_FDS_MAX] = {pidfd, -1, -1};
+    zmsg_send(control_fd, &m, fds);
     if (pidfd >= 0) close(pidfd);
 }
 
@@ -370,7 +373,7 @@ static void reap(void)
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         zmsg m = {.type = ZMSG_EXITED, .pid = pid, .status = status};
-        zmsg_send(control_fd, &m, -1, -1);
+        zmsg_send(control_fd, &m, NULL);
     }
 }
 
@@ -419,15 +422,15 @@ static void __attribute__((noreturn)) serve(void)
         if (pfd[1].revents) reap();
         if (pfd[0].revents) {
             zmsg m;
-            int fds[2];
+            int fds[ZMSG_FDS_MAX];
             int rc = zmsg_recv(control_fd, &m, fds);
             if (rc == -EAGAIN || rc == -EPROTO) continue;
             if (rc <= 0) exit(0); /* spated is gone: our instances follow (PDEATHSIG) */
             if (m.type == ZMSG_SPAWN && fds[0] >= 0) {
-                spawn(m.id, fds[0], fds[1], m.text);
+                spawn(m.id, fds[0], fds + 1, m.text);
             } else {
-                if (fds[0] >= 0) close(fds[0]);
-                if (fds[1] >= 0) close(fds[1]);
+                for (int i = 0; i < ZMSG_FDS_MAX; i++)
+                    if (fds[i] >= 0) close(fds[i]);
             }
         }
     }
@@ -660,6 +663,6 @@ int main(int argc, char **argv)
     if (sigchld_fd < 0) send_load_failed("signalfd: %s%s", strerror(errno), "");
 
     zmsg m = {.type = ZMSG_LOADED};
-    if (zmsg_send(control_fd, &m, -1, -1)) return 1;
+    if (zmsg_send(control_fd, &m, NULL)) return 1;
     serve();
 }

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "http/server.h"
 #include "runtime/isolate.h"
+#include "runtime/output.h"
 #include "runtime/zproto.h"
 
 #define API "/2018-06-01/runtime"
@@ -693,8 +694,8 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     exec_instance *e = calloc(1, sizeof *e);
     if (!e) return ERR_NOMEM;
     instance_init(&e->base, &ops, cb, data);
-    int outfd = -1;
-    int rc = instance_isolate(&e->base, lim, &outfd);
+    int outfd[2];
+    int rc = instance_isolate(&e->base, lim, outfd);
     if (rc != 0) {
         free(e);
         return rc;
@@ -708,7 +709,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &api_handlers, e, &e->api, err,
                           sizeof err) != 0) {
         log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
-        if (outfd >= 0) close(outfd);
+        output_close_fds(outfd);
         instance_release(&e->base, NULL, 0);
         free(e);
         return ERR_IO;
@@ -722,7 +723,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     if (envfd < 0) {
         log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(errno),
                  x->function);
-        if (outfd >= 0) close(outfd);
+        output_close_fds(outfd);
         http_server_close(e->api, NULL, NULL);
         instance_release(&e->base, NULL, 0);
         free(e);
@@ -737,8 +738,8 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     sandbox_args(x, e, args, num);
     uv_stdio_container_t stdio[5] = {
         {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
-        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd[0] >= 0 ? outfd[0] : STDOUT_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd[1] >= 0 ? outfd[1] : STDERR_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = envfd},
         {.flags = status[1] >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = status[1]},
     };
@@ -756,7 +757,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     e->proc.data = e;
     rc = uv_spawn(x->loop, &e->proc, &opt);
     close(envfd);
-    if (outfd >= 0) close(outfd);
+    output_close_fds(outfd);
     if (status[1] >= 0) close(status[1]);
     if (rc != 0) {
         if (e->status_fd >= 0) close(e->status_fd);

@@ -18,15 +18,17 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
     i->iso = NULL;
     i->out = NULL;
     i->output_unread = 0;
+    i->version = 0;
 }
 
-int instance_isolate(instance *i, const instance_limits *l, int *out_fd)
+int instance_isolate(instance *i, const instance_limits *l, int out_fds[2])
 {
-    *out_fd = -1;
+    out_fds[0] = out_fds[1] = -1;
     i->iso = isolate_acquire(l->memory_mb, l->cpu_millis, l->uid);
     i->memory_mb = l->memory_mb;
+    i->version = l->version;
     if (!i->iso) return ERR_NOMEM;
-    if (l->log && output_open(l->loop, l->log, i->id, out_fd, &i->out) != 0) {
+    if (l->log && output_open(l->loop, l->log, i->id, l->version, out_fds, &i->out) != 0) {
         isolate_release(i->iso);
         i->iso = NULL;
         return ERR_IO;

@@ -44,6 +44,7 @@ typedef struct instance_ops {
 typedef struct instance_limits {
     uv_loop_t *loop;
     struct fnlog *log; /* where its output goes (runtime/fnlog.h); NULL: spated's stdout */
+    uint32_t version;  /* of the function, to tag its output with */
     uint32_t memory_mb;
     uint32_t cpu_millis; /* 0: no quota */
     uid_t uid;           /* the function's (runtime/isolate.h) */
@@ -59,6 +60,7 @@ struct instance {
     uint64_t id;              /* spated-wide, for logs */
     struct isolate_slot *iso; /* its cgroups and temporary directory */
     struct output *out;       /* reads its stdout and stderr */
+    uint32_t version;         /* of its function, as its output is tagged */
     int output_unread;        /* set with each result: output may still be in the pipe */
     uint32_t memory_mb;
 };
@@ -95,10 +97,11 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
 void instance_set_request(instance *i, const char *request_id);
 
 /* For runtimes, before the process starts: its cgroups, temporary directory
- * and output pipe, whose write end *out_fd is for the process's stdout and
- * stderr (-1 when there is no log; close it once the process has it).
- * ERR_NOMEM or ERR_IO; what the host does not allow is left out. */
-int instance_isolate(instance *i, const instance_limits *l, int *out_fd);
+ * and output pipes, whose write ends out_fds[0] and [1] are for the
+ * process's stdout and stderr (-1 when there is no log; close them once the
+ * process has them). ERR_NOMEM or ERR_IO; what the host does not allow is
+ * left out. */
+int instance_isolate(instance *i, const instance_limits *l, int out_fds[2]);
 /* "CGROUPS\tTMPDIR" for the runner (runner/sandbox.h), or "\t". */
 void instance_sandbox_text(const instance *i, char *out, size_t cap);
 /* 1 when the instance has tried to run more processes and threads than its

@@ -68,6 +68,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
     l->data = data;
     l->limits = (instance_limits){.loop = loop,
                                   .log = cfg->log,
+                                  .version = cfg->version,
                                   .memory_mb = cfg->memory_mb,
                                   .cpu_millis = cfg->cpu_millis,
                                   .uid = isolate_uid(cfg->function)};

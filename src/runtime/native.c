@@ -15,6 +15,7 @@
 #include "common/limits.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "runtime/output.h"
 #include "runtime/zproto.h"
 
 typedef struct native {
@@ -179,8 +180,8 @@ int native_start(zygote *z, const instance_limits *lim, const instance_callbacks
         return ERR_IO;
     }
     instance_init(&inst->base, &ops, cb, data);
-    int outfd = -1;
-    int rc = instance_isolate(&inst->base, lim, &outfd);
+    int outfd[2];
+    int rc = instance_isolate(&inst->base, lim, outfd);
     if (rc != 0) {
         close(sv[0]);
         close(sv[1]);
@@ -201,7 +202,7 @@ int native_start(zygote *z, const instance_limits *lim, const instance_callbacks
     if (uv_pipe_open(&inst->pipe, sv[0]) != 0) {
         close(sv[0]);
         close(sv[1]);
-        if (outfd >= 0) close(outfd);
+        output_close_fds(outfd);
         instance_release(&inst->base, NULL, 0);
         uv_close((uv_handle_t *)&inst->pipe, on_closed);
         return ERR_IO;

@@ -5,20 +5,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int zmsg_send(int sock, const zmsg *m, int fd0, int fd1)
+int zmsg_send(int sock, const zmsg *m, const int fds_in[ZMSG_FDS_MAX])
 {
     size_t len = ZMSG_FIXED_SIZE;
     if (m->type == ZMSG_LOAD_FAILED || m->type == ZMSG_SPAWN)
         len += strnlen(m->text, ZMSG_TEXT_MAX - 1) + 1;
     struct iovec iov = {.iov_base = (void *)m, .iov_len = len};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(ZMSG_FDS_MAX * sizeof(int))];
         struct cmsghdr align;
     } ctl;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    int fds[2], nfds = 0;
-    if (fd0 >= 0) fds[nfds++] = fd0;
-    if (fd1 >= 0) fds[nfds++] = fd1;
+    int fds[ZMSG_FDS_MAX], nfds = 0;
+    for (int i = 0; fds_in && i < ZMSG_FDS_MAX; i++)
+        if (fds_in[i] >= 0) fds[nfds++] = fds_in[i];
     if (nfds > 0) {
         memset(&ctl, 0, sizeof ctl);
         msg.msg_control = ctl.buf;
@@ -36,20 +36,20 @@ int zmsg_send(int sock, const zmsg *m, int fd0, int fd1)
     return (size_t)n == len ? 0 : -EPROTO;
 }
 
-static void close_fds(int fds[2])
+static void close_fds(int fds[ZMSG_FDS_MAX])
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < ZMSG_FDS_MAX; i++) {
         if (fds[i] >= 0) close(fds[i]);
         fds[i] = -1;
     }
 }
 
-int zmsg_recv(int sock, zmsg *m, int fds[2])
+int zmsg_recv(int sock, zmsg *m, int fds[ZMSG_FDS_MAX])
 {
-    fds[0] = fds[1] = -1;
+    for (int i = 0; i < ZMSG_FDS_MAX; i++) fds[i] = -1;
     struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(ZMSG_FDS_MAX * sizeof(int))];
         struct cmsghdr align;
     } ctl;
     struct msghdr msg = {
@@ -65,7 +65,7 @@ int zmsg_recv(int sock, zmsg *m, int fds[2])
         for (size_t i = 0; i < count; i++) {
             int fd;
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (i < 2 && fds[i] < 0)
+            if (i < ZMSG_FDS_MAX && fds[i] < 0)
                 fds[i] = fd;
             else
                 close(fd);

@@ -6,7 +6,8 @@
  *   LOAD_FAILED   zygote -> spated  text: why (loader message, missing handler...)
  *   SPAWN         spated -> zygote  id, text "CGROUPS\tTMPDIR" of the instance
  *                                   (runner/sandbox.h); carries its socket and
- *                                   the write end of its output pipe
+ *                                   the write ends of its stdout and stderr
+ *                                   pipes (both or neither)
  *   SPAWNED       zygote -> spated  id, pid; carries a pidfd of the instance
  *   SPAWN_FAILED  zygote -> spated  id, err (errno of fork)
  *   EXITED        zygote -> spated  pid, status (as from waitpid)
@@ -47,12 +48,15 @@ typedef struct zmsg {
 /* Bytes of a message without its text. */
 #define ZMSG_FIXED_SIZE (sizeof(zmsg) - ZMSG_TEXT_MAX)
 
-/* Sends one message (its text only for LOAD_FAILED and SPAWN) with the
- * descriptors fd0 and fd1 that are >= 0. 0, or -errno. */
-int zmsg_send(int sock, const zmsg *m, int fd0, int fd1);
-/* Receives one message; fds[0] and fds[1] are received descriptors or -1.
+/* Descriptors one message may carry. */
+#define ZMSG_FDS_MAX 3
+
+/* Sends one message (its text only for LOAD_FAILED and SPAWN) with those of
+ * the descriptors fds (NULL: none) that are >= 0, in order. 0, or -errno. */
+int zmsg_send(int sock, const zmsg *m, const int fds[ZMSG_FDS_MAX]);
+/* Receives one message; fds are the received descriptors, in order, then -1.
  * Returns 1, 0 at end of stream, or -errno (-EAGAIN when nothing is waiting,
  * -EPROTO when the message is malformed). */
-int zmsg_recv(int sock, zmsg *m, int fds[2]);
+int zmsg_recv(int sock, zmsg *m, int fds[ZMSG_FDS_MAX]);
 
 #endif

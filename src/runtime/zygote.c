@@ -344,7 +344,7 @@ static void on_control(uv_poll_t *h, int status, int events)
     zygote *z = h->data;
     while (z->ctl >= 0) {
         zmsg m;
-        int fds[2];
+        int fds[ZMSG_FDS_MAX];
         int rc = zmsg_recv(z->ctl, &m, fds);
         if (rc == -EAGAIN) return;
         if (rc == -EPROTO) {
@@ -356,7 +356,8 @@ static void on_control(uv_poll_t *h, int status, int events)
             uv_poll_stop(&z->poll);
             return;
         }
-        if (fds[1] >= 0) close(fds[1]); /* nothing sends two */
+        for (int i = 1; i < ZMSG_FDS_MAX; i++)
+            if (fds[i] >= 0) close(fds[i]); /* nothing sends more than one */
         on_message(z, &m, fds[0]);
     }
 }
@@ -488,12 +489,13 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     args[n++] = (char *)cfg->object_path;
     args[n] = NULL;
-    int outfd = -1;
-    if (cfg->log && output_open(loop, cfg->log, 0, &outfd, &z->out) != 0) outfd = -1;
+    int outfd[2] = {-1, -1};
+    if (cfg->log && output_open(loop, cfg->log, 0, cfg->version, outfd, &z->out) != 0)
+        outfd[0] = outfd[1] = -1;
     uv_stdio_container_t stdio[5] = {
         {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDOUT_FILENO},
-        {.flags = UV_INHERIT_FD, .data.fd = outfd >= 0 ? outfd : STDERR_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd[0] >= 0 ? outfd[0] : STDOUT_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd[1] >= 0 ? outfd[1] : STDERR_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = sv[1]},
         {.flags = UV_INHERIT_FD, .data.fd = envfd},
     };
@@ -509,7 +511,7 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int rc = uv_spawn(loop, &z->proc, &opt);
     close(sv[1]);
     close(envfd);
-    if (outfd >= 0) close(outfd);
+    output_close_fds(outfd);
     if (rc != 0) {
         isolate_version_release(z->iso);
         z->iso = NULL;
@@ -561,11 +563,11 @@ int zygote_pid(const zygote *z)
     return z->proc.pid;
 }
 
-int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char *text)
+int zygote_request_spawn(zygote *z, instance *inst, int fd, int out[2], const char *text)
 {
     if (z->state != Z_READY || !z->process_alive) {
         close(fd);
-        if (out >= 0) close(out);
+        output_close_fds(out);
         return ERR_CLOSED;
     }
     if (z->nslots == z->capslots) {
@@ -573,7 +575,7 @@ int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char 
         zslot *s = realloc(z->slots, cap * sizeof *s);
         if (!s) {
             close(fd);
-            if (out >= 0) close(out);
+            output_close_fds(out);
             return ERR_NOMEM;
         }
         z->slots = s;
@@ -582,9 +584,10 @@ int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char 
     uint64_t id = z->next_id++;
     zmsg m = {.type = ZMSG_SPAWN, .id = id};
     snprintf(m.text, sizeof m.text, "%s", text);
-    int rc = zmsg_send(z->ctl, &m, fd, out);
+    int fds[ZMSG_FDS_MAX] = {fd, out[0], out[1]};
+    int rc = zmsg_send(z->ctl, &m, fds);
     close(fd);
-    if (out >= 0) close(out);
+    output_close_fds(out);
     if (rc != 0) {
         log_warn("cannot ask zygote for an instance: %s fn=%s", strerror(-rc), z->function);
         return ERR_IO;

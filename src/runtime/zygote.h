@@ -44,9 +44,10 @@ uv_loop_t *zygote_loop(const zygote *z);
 int zygote_pid(const zygote *z);
 
 /* For native.c: asks the zygote to fork an instance serving fd (the zygote's
- * end of the instance socket) with out as its stdout and stderr (or -1), in
- * the sandbox text describes (zproto.h). Both are closed here in every case. */
-int zygote_request_spawn(zygote *z, instance *inst, int fd, int out, const char *text);
+ * end of the instance socket) with out[0] and out[1] as its stdout and
+ * stderr (or both -1), in the sandbox text describes (zproto.h). All are
+ * closed here in every case. */
+int zygote_request_spawn(zygote *z, instance *inst, int fd, int out[2], const char *text);
 /* For native.c: the instance was killed before the zygote reported it
  * forked: a zygote that does not within SPATE_ZYGOTE_REPORT_MS is broken. */
 void zygote_await_spawned(zygote *z, instance *inst);

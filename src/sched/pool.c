@@ -14,6 +14,8 @@
 
 /* Room for "cannot start function: " and a loader message. */
 #define MESSAGE_MAX 4200
+/* How runtimes begin the reason an instance did not start (native.c, exec.c). */
+#define START_FAILED "instance failed to start: "
 
 enum pi_state { PI_STARTING, PI_IDLE, PI_BUSY, PI_STOPPING };
 enum zstate { ZS_NONE, ZS_LOADING, ZS_READY };
@@ -424,6 +426,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     pversion *v = pi->ver;
     enum pi_state was = pi->state;
     int never_ready = pi->never_ready;
+    uint64_t id = inst->id;
     if (was == PI_STOPPING)
         p->nstopping--;
     else
@@ -437,20 +440,29 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
 
     invocation *failed = NULL;
     if (head || was == PI_STARTING || never_ready) instance_failed(p);
+    /* The function's log says it too, after the last lines the instance
+     * wrote (read when it was released): its developer may not see ours. */
     if (head) {
         p->crashes++;
         failed = head;
         log_warn("instance %s during an invocation fn=%s req=%s instance=%llu", why, p->name,
-                 head->request_id, (unsigned long long)inst->id);
+                 head->request_id, (unsigned long long)id);
+        fnlog_platform(p->log, id, v->number, head->request_id,
+                       "instance ended during the invocation: %s", why);
     } else if (was == PI_STARTING || never_ready) {
         /* A start that fails (spate_init error, crash) fails one waiting
          * invocation with the reason, rather than retrying for ever. */
         log_warn("instance could not start: %s fn=%s version=%u instance=%llu", why, p->name,
-                 v->number, (unsigned long long)inst->id);
+                 v->number, (unsigned long long)id);
         if (p->nwaiting > 0) failed = dequeue(p);
+        const char *cause = why;
+        if (strncmp(cause, START_FAILED, sizeof START_FAILED - 1) == 0)
+            cause += sizeof START_FAILED - 1;
+        fnlog_platform(p->log, id, v->number, failed ? failed->request_id : NULL,
+                       "instance could not start: %s", cause);
     } else if (was == PI_IDLE) {
-        log_warn("idle instance %s fn=%s instance=%llu", why, p->name,
-                 (unsigned long long)inst->id);
+        log_warn("idle instance %s fn=%s instance=%llu", why, p->name, (unsigned long long)id);
+        fnlog_platform(p->log, id, v->number, NULL, "idle instance ended: %s", why);
     }
     if (v->retired && v->ninstances == 0) free_version(v);
     if (failed) finish_msg(p, failed, INV_CRASHED, why);
@@ -510,6 +522,7 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
     v->retry_at = now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
     free(v->load_error);
     v->load_error = strdup(message);
+    fnlog_platform(p->log, 0, v->number, NULL, "cannot load function: %s", message);
     if (cb) {
         cb(p, v->number, ERR_INVAL, message, v->load_data);
         return;
@@ -754,7 +767,7 @@ pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path
     pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->name = strdup(function);
-    p->log = fnlog_create(function);
+    p->log = fnlog_open(function);
     if (!p->name || !p->log) {
         free(p->name);
         fnlog_unref(p->log);
@@ -825,6 +838,15 @@ int pool_cancel(pool *p, invocation *inv)
     return 1;
 }
 
+static const char *pids_limit_message(char *out, size_t cap)
+{
+    snprintf(out, cap,
+             "the instance went past its limit of %u processes and threads "
+             "(spated --pids-max): stopped",
+             isolate_get()->pids_max);
+    return out;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     pool *p = t->data;
@@ -861,6 +883,8 @@ static void on_timer(uv_timer_t *t)
         stop_instance(pi);
         p->timeouts++;
         instance_failed(p);
+        fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id,
+                       "invocation timed out after %u ms: instance stopped", inv->timeout_ms);
         list_push_back(&timed_out, &inv->link);
     }
     /* Instances that reached their process limit (a fork bomb): stopped now,
@@ -879,6 +903,9 @@ static void on_timer(uv_timer_t *t)
                 stop_instance(pi);
                 p->crashes++;
                 instance_failed(p);
+                char msg[160];
+                fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id, "%s",
+                               pids_limit_message(msg, sizeof msg));
                 list_push_back(&over_limit, &inv->link);
                 continue;
             }
@@ -893,6 +920,9 @@ static void on_timer(uv_timer_t *t)
         if (pi->deadline <= now) {
             log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
+            fnlog_platform(p->log, pi->inst->id, pi->ver->number, NULL,
+                           "instance did not become ready within %d ms: stopped",
+                           SPATE_INSTANCE_INIT_TIMEOUT_MS);
             pi->never_ready = 1;
             stop_instance(pi);
         } else if (pi->deadline < next) {
@@ -928,12 +958,8 @@ static void on_timer(uv_timer_t *t)
         invocation *inv = list_entry(list_first(&over_limit), invocation, link);
         list_remove(&inv->link);
         char msg[160];
-        snprintf(msg, sizeof msg,
-                 "the instance went past its limit of %u processes and threads "
-                 "(spated --pids-max): stopped",
-                 isolate_get()->pids_max);
         log_warn("instance stopped at its process limit fn=%s req=%s", p->name, inv->request_id);
-        finish_msg(p, inv, INV_CRASHED, msg);
+        finish_msg(p, inv, INV_CRASHED, pids_limit_message(msg, sizeof msg));
     }
     while (!list_empty(&timed_out)) {
         invocation *inv = list_entry(list_first(&timed_out), invocation, link);

@@ -236,6 +236,8 @@ NUMERIC_PARAMS = [
     ("GET", "/v1/functions/rec/logs", "after"),
     ("GET", "/v1/functions/rec/logs", "limit"),
     ("GET", "/v1/functions/rec/logs", "wait"),
+    ("GET", "/v1/functions/rec/logs", "since"),
+    ("GET", "/v1/functions/rec/logs", "instance"),
     ("PUT", "/v1/triggers/q1/rec", "max_attempts"),
     ("PUT", "/v1/triggers/q1/rec", "deadline"),
     ("PUT", "/v1/triggers/q1/rec", "max_concurrency"),

@@ -220,10 +220,11 @@ def test_output_is_tagged_with_request_ids(spated, functions):
     # The CLI shows them.
     r = d.cli("logs", "probe")
     assert r.returncode == 0
-    assert f"req {ids[0]}: stderr of {ids[0]}" in r.stdout.decode()
+    assert f"req {ids[0]} stderr: stderr of {ids[0]}" in r.stdout.decode()
     # And so does the file.
     text = (d.data / "logs" / "probe.log").read_text()
-    assert re.search(rf"Z instance=\d+ req={ids[2]} line 1 of {ids[2]}", text)
+    assert re.search(rf"Z seq=\d+ version=1 instance=\d+ stream=stdout req={ids[2]} line 1 of {ids[2]}",
+                     text)
 
 
 def test_logs_long_poll_and_follow(spated, functions):

@@ -75,7 +75,8 @@ int spate_preload(void)
     zmsg m = {.type = ZMSG_LOADED};
     send_msg(sock, &m, -1);
     for (;;) { /* the zygote's loop is ours now */
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        /* SPAWN carries the instance's socket, stdout and stderr. */
+        char buf[CMSG_SPACE(3 * sizeof(int))];
         struct iovec iov = {&m, sizeof m};
         struct msghdr msg = {
             .msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf, .msg_controllen = sizeof buf};
