@@ -233,6 +233,9 @@ static natsStatus apply_limits(queue *q, jsStreamInfo *si, int consumers)
     if (age && (c->Duplicates == 0 || c->Duplicates > age)) c->Duplicates = age;
     jsStreamInfo *up = NULL;
     natsStatus s = js_UpdateStream(&up, q->js, c, NULL, NULL);
+    /* A trigger added meanwhile (through another node, whose lift_limits ran
+     * before this update): lifted again at once, not at the next refresh. */
+    if (s == NATS_OK && up && !consumers && up->State.Consumers > 0) s = apply_limits(q, up, 1);
     if (up) jsStreamInfo_Destroy(up);
     return s;
 }
@@ -1379,16 +1382,14 @@ static void admin_work(void *arg)
         snprintf(description, sizeof description, RETENTION_FMT,
                  (unsigned long long)j->ret.max_age_ms, (unsigned long long)j->ret.max_bytes,
                  (unsigned long long)j->ret.max_messages);
+        /* The description first (whatever the limits), then the limits it says. */
+        const char *before = si->Config->Description;
         si->Config->Description = description;
-        s = apply_limits(q, si, si->State.Consumers > 0);
-        if (s == NATS_OK && si->State.Consumers == 0 && si->Config->MaxAge == 0 &&
-            si->Config->MaxBytes == -1 && si->Config->MaxMsgs == -1) {
-            /* Limits unchanged (none either way): the description alone. */
-            jsStreamInfo *up = NULL;
-            s = js_UpdateStream(&up, q->js, si->Config, NULL, NULL);
-            if (up) jsStreamInfo_Destroy(up);
-        }
-        si->Config->Description = NULL; /* ours, not si's to free */
+        jsStreamInfo *up = NULL;
+        s = js_UpdateStream(&up, q->js, si->Config, NULL, NULL);
+        si->Config->Description = before; /* si's own, freed with it */
+        if (s == NATS_OK && up) s = apply_limits(q, up, up->State.Consumers > 0);
+        if (up) jsStreamInfo_Destroy(up);
     }
     if (si) jsStreamInfo_Destroy(si);
     if (s != NATS_OK) {
