@@ -782,8 +782,10 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
     d->a = a;
     d->req = req;
     snprintf(d->topic, sizeof d->topic, "%s", topic);
+    /* In a cluster, a topic published to through another node a moment ago
+     * may not be listed here yet: the queue finds its stream, or says 404. */
     q_topic_stats ts;
-    if (queue_topic_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
+    if (!a->cluster && queue_topic_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
         http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
         delete_req_free(d);
         return;
@@ -946,8 +948,8 @@ static void retention_route(api *a, http_request *req, const char *topic)
     if (queue_topic_stats(a->q, topic, &ts) == 0) r->ret = ts.retention;
     if (!req->query || !*req->query) {
         snprintf(r->why, sizeof r->why, "give max_age_ms, max_bytes or max_messages");
-    } else {
-        http_query_parse(req->query, on_retention_param, r);
+    } else if (http_query_parse(req->query, on_retention_param, r) && !r->why[0]) {
+        snprintf(r->why, sizeof r->why, "malformed query string");
     }
     if (r->why[0]) {
         http_respond_error(req, 400, "bad_parameter", "%s", r->why);

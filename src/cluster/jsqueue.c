@@ -1406,10 +1406,13 @@ static void admin_done(void *arg)
     if (j->err[0]) log_warn("cluster: cannot change topic %s: %s", t->name, j->err);
     if (j->what == A_DELETE && j->status == 0) {
         t->created = 0;
-    } else if (j->what == A_DELETE && t->gone) {
+    } else if (j->what == A_DELETE && j->status != ERR_NOTFOUND && t->gone) {
         t->gone = 0; /* still there */
     }
-    if (j->what == A_RETENTION && j->status == 0) t->created = 1;
+    if (j->what != A_DELETE && j->status == 0) {
+        t->created = 1; /* its stream is there (an unlisted one shows now) */
+        t->gone = 0;
+    }
     if (j->count_cb) j->count_cb(j->data, j->status, j->count);
     if (j->done_cb) j->done_cb(j->data, j->status);
     free(j);
@@ -1428,14 +1431,28 @@ static admin_job *admin_new(queue *q, jtopic *t, enum admin_what what)
     return j;
 }
 
-static int js_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
+/* The topic to change. One published to through another node a moment ago
+ * may not be listed here yet (the list refreshes every second): then its
+ * stream decides, and it stays hidden unless the change finds it. */
+static jtopic *admin_topic(queue *q, const char *topic, int *unlisted)
 {
     jtopic *t = topic_of(q, topic, 0);
-    if (!t) return ERR_NOTFOUND;
+    *unlisted = !t;
+    if (t) return t;
+    if ((t = topic_of(q, topic, 1))) t->gone = 1;
+    return t;
+}
+
+static int js_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    int unlisted;
+    jtopic *t = admin_topic(q, topic, &unlisted);
+    if (!t) return ERR_NOMEM;
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next)
         if (list_entry(n, q_sub, link)->topic == t) return ERR_BUSY;
     admin_job *j = admin_new(q, t, A_DELETE);
     if (!j) return ERR_NOMEM;
+    j->created |= unlisted; /* no stream: it does not exist */
     j->count_cb = done;
     j->data = data;
     t->gone = 1;
@@ -1446,10 +1463,12 @@ static int js_topic_delete(queue *q, const char *topic, queue_count_cb done, voi
 
 static int js_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
 {
-    jtopic *t = topic_of(q, topic, 0);
-    if (!t) return ERR_NOTFOUND;
+    int unlisted;
+    jtopic *t = admin_topic(q, topic, &unlisted);
+    if (!t) return ERR_NOMEM;
     admin_job *j = admin_new(q, t, A_PURGE);
     if (!j) return ERR_NOMEM;
+    j->created |= unlisted;
     j->count_cb = done;
     j->data = data;
     cluster_run(q->c, admin_work, admin_done, j);

@@ -344,6 +344,16 @@ def test_topic_ls_rm_purge_retention_and_dlq_across_nodes(cluster, functions, tm
     r = a.cli("topic", "rm", "held-dead")
     assert r.returncode == 0 and b"removed topic held-dead" in r.stdout, r.stderr
     assert all(wait_for(lambda: "held-dead" not in names(d), timeout=10) for d in (a, b, c))
+    # A topic published through another node a moment ago (not yet in this
+    # node's list): its stream decides.
+    publish_lines(b, "fresh", ["f1", "f2"])
+    r = a.cli("topic", "purge", "fresh")
+    assert r.returncode == 0 and b"purged 2 messages" in r.stdout, (r.stdout, r.stderr)
+    publish_lines(c, "fresher", ["f3"])
+    r = a.cli("topic", "rm", "fresher")
+    assert r.returncode == 0 and b"its 1 message" in r.stdout, (r.stdout, r.stderr)
+    r = a.cli("topic", "rm", "never-was")
+    assert r.returncode == 1 and b"topic 'never-was' does not exist" in r.stderr, r.stderr
     # Redrive of an ordinary topic: refused, nothing deleted.
     publish_lines(a, "kept", ["again"])
     r = b.cli("dlq", "redrive", "kept")
