@@ -39,7 +39,8 @@ _spate()
         return
         ;;
     --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --unset-env | --cpu | --tmp | --limit | \
-        --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency)
+        --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency | \
+        --max-age | --max-bytes | --max-messages)
         return
         ;;
     esac
@@ -94,8 +95,12 @@ _spate()
         [[ $sub == set ]] && opts="--max-attempts --dlq --ordered --no-ordered --deadline --max-concurrency"
         ;;
     topic)
-        [[ $prev == topic ]] && COMPREPLY=($(compgen -W "stats" -- "$cur"))
-        return
+        if [[ $prev == topic ]]; then
+            COMPREPLY=($(compgen -W "ls stats rm purge set" -- "$cur"))
+            return
+        fi
+        [[ $sub == rm ]] && opts="--force"
+        [[ $sub == set ]] && opts="--max-age --max-bytes --max-messages"
         ;;
     dlq)
         [[ $prev == dlq ]] && COMPREPLY=($(compgen -W "ls redrive" -- "$cur"))

@@ -35,6 +35,8 @@ static int match_topics(const char *path, route_match *m)
             m->route = R_TOPIC_MESSAGES;
         else if (strcmp(slash, "/redrive") == 0)
             m->route = R_TOPIC_REDRIVE;
+        else if (strcmp(slash, "/purge") == 0)
+            m->route = R_TOPIC_PURGE;
     } else if (strcmp(path, "/v1/triggers") == 0 || strcmp(path, "/v1/triggers/") == 0) {
         m->route = R_TRIGGERS;
     } else if (strncmp(path, "/v1/triggers/", 13) == 0) {
@@ -99,8 +101,10 @@ static unsigned needed_scope(const route_match *m, enum http_method method)
         return method == HTTP_POST ? SCOPE_PUBLISH : SCOPE_ADMIN;
     case R_FUNCTION:
     case R_TRIGGER:
+    case R_TOPIC: /* DELETE and PUT (retention) change it */
         return read ? SCOPE_ANY : SCOPE_ADMIN;
     case R_TOPIC_REDRIVE:
+    case R_TOPIC_PURGE:
     case R_FUNCTION_LOGS: /* what functions print may be as private as payloads */
         return SCOPE_ADMIN;
     default:
@@ -814,6 +818,7 @@ static void handle(http_request *req, void *data)
     case R_TOPIC:
     case R_TOPIC_MESSAGES:
     case R_TOPIC_REDRIVE:
+    case R_TOPIC_PURGE:
     case R_TRIGGERS:
     case R_TRIGGER:
         api_topics(a, req, &m);

@@ -39,6 +39,7 @@ enum route {
     R_TOPIC,           /* /v1/topics/TOPIC */
     R_TOPIC_MESSAGES,  /* /v1/topics/TOPIC/messages */
     R_TOPIC_REDRIVE,   /* /v1/topics/TOPIC/redrive */
+    R_TOPIC_PURGE,     /* /v1/topics/TOPIC/purge */
     R_TRIGGERS,        /* /v1/triggers */
     R_TRIGGER,         /* /v1/triggers/TOPIC/FUNCTION */
     R_METRICS,         /* /metrics */
@@ -71,7 +72,9 @@ void api_topics(api *a, http_request *req, const route_match *m);
 /* A topic over its triggers, as GET /v1/topics/TOPIC and /metrics show it. */
 typedef struct topic_summary {
     uint64_t depth; /* what the slowest trigger has left; with none, what is stored */
-    uint64_t in_flight, dead_lettered, acked, published, stored;
+    uint64_t in_flight, published, stored, bytes;
+    uint64_t dead_lettered, acked; /* over every trigger it had: they never go down */
+    q_retention retention;
     int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
     double oldest_age_s;
 } topic_summary;

@@ -4,6 +4,7 @@
  * (dead letters), redriving them, and adding, listing and removing triggers.
  */
 #include <openssl/evp.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -256,8 +257,6 @@ static void sum_trigger(const trigger_view *v, void *data)
     topic_summary *sum = data;
     if (v->stats.depth > sum->depth) sum->depth = v->stats.depth;
     sum->in_flight += v->stats.leased;
-    sum->dead_lettered += v->stats.dead_lettered;
-    sum->acked += v->stats.acked;
     if (v->stats.oldest_ms && (!sum->oldest_ms || v->stats.oldest_ms < sum->oldest_ms))
         sum->oldest_ms = v->stats.oldest_ms;
 }
@@ -277,12 +276,55 @@ int api_topic_summary(api *a, const char *topic, topic_summary *out)
     out->oldest_age_s = age_s(out->oldest_ms);
     out->published = ts.published;
     out->stored = ts.stored;
+    out->bytes = ts.bytes;
+    /* The queue's own counts: those of removed triggers stay in them. */
+    out->acked = ts.acked;
+    out->dead_lettered = ts.dead_lettered;
+    out->retention = ts.retention;
     return 0;
 }
 
+typedef struct topic_ctx {
+    const char *topic;
+    cJSON *triggers, *dlqs, *dlq_of;
+} topic_ctx;
+
+static int has_string(const cJSON *arr, const char *s)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) if (cJSON_IsString(e) && strcmp(e->valuestring, s) == 0) return 1;
+    return 0;
+}
+
+static cJSON *trigger_ref(const char *topic, const char *function)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddStringToObject(o, "function", function);
+    return o;
+}
+
+/* The topic's own triggers and where their dead letters go; the triggers
+ * whose dead letters come here. */
 static void add_trigger(const trigger_view *v, void *data)
 {
-    cJSON_AddItemToArray(data, trigger_json(v));
+    topic_ctx *c = data;
+    if (strcmp(v->topic, c->topic) == 0) {
+        cJSON_AddItemToArray(c->triggers, trigger_json(v));
+        if (!has_string(c->dlqs, v->cfg->dlq))
+            cJSON_AddItemToArray(c->dlqs, cJSON_CreateString(v->cfg->dlq));
+    }
+    if (strcmp(v->cfg->dlq, c->topic) == 0)
+        cJSON_AddItemToArray(c->dlq_of, trigger_ref(v->topic, v->cfg->function));
+}
+
+static cJSON *retention_json(const q_retention *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "max_age_ms", (double)r->max_age_ms);
+    cJSON_AddNumberToObject(o, "max_bytes", (double)r->max_bytes);
+    cJSON_AddNumberToObject(o, "max_messages", (double)r->max_messages);
+    return o;
 }
 
 static cJSON *topic_json(api *a, const char *topic)
@@ -291,8 +333,9 @@ static cJSON *topic_json(api *a, const char *topic)
     if (api_topic_summary(a, topic, &sum) != 0) return NULL;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", topic);
-    cJSON *arr = cJSON_CreateArray();
-    triggers_each_of_topic(a->tr, topic, add_trigger, arr);
+    topic_ctx c = {topic, cJSON_CreateArray(), cJSON_CreateArray(), cJSON_CreateArray()};
+    cJSON *arr = c.triggers;
+    triggers_each(a->tr, add_trigger, &c);
     cJSON_AddNumberToObject(o, "depth", (double)sum.depth);
     cJSON_AddNumberToObject(o, "in_flight", (double)sum.in_flight);
     cJSON_AddNumberToObject(o, "oldest_age_s", sum.oldest_age_s);
@@ -300,7 +343,11 @@ static cJSON *topic_json(api *a, const char *topic)
     cJSON_AddNumberToObject(o, "acknowledged", (double)sum.acked);
     cJSON_AddNumberToObject(o, "dead_lettered", (double)sum.dead_lettered);
     cJSON_AddNumberToObject(o, "stored", (double)sum.stored);
+    cJSON_AddNumberToObject(o, "bytes", (double)sum.bytes);
+    cJSON_AddItemToObject(o, "retention", retention_json(&sum.retention));
     cJSON_AddItemToObject(o, "triggers", arr);
+    cJSON_AddItemToObject(o, "dead_letter_topics", c.dlqs);
+    cJSON_AddItemToObject(o, "dead_letter_topic_of", c.dlq_of);
     return o;
 }
 
@@ -597,6 +644,339 @@ static void list_trigger(const trigger_view *v, void *data)
     cJSON_AddItemToArray(data, trigger_json(v));
 }
 
+/* --- Deleting, purging and retention --------------------------------------------------- */
+
+/* DELETE /v1/topics/TOPIC[?force=true]. A topic some trigger reads or
+ * dead-letters into is refused (409, naming them); with force the triggers
+ * that read it are removed first (named in the answer), and those that
+ * dead-letter into it stay (their next dead letter makes it anew). */
+typedef struct delete_req {
+    api *a;
+    http_request *req;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    cJSON *readers;   /* functions of the triggers that read it */
+    cJSON *dead_from; /* triggers that dead-letter into it */
+    cJSON *removed;   /* the triggers removed, as the answer says them */
+    size_t pending;   /* trigger removals not yet done */
+    int failed;       /* one of them failed */
+} delete_req;
+
+static void delete_req_free(delete_req *d)
+{
+    cJSON_Delete(d->readers);
+    cJSON_Delete(d->dead_from);
+    cJSON_Delete(d->removed);
+    free(d);
+}
+
+static void find_users(const trigger_view *v, void *data)
+{
+    delete_req *d = data;
+    if (strcmp(v->topic, d->topic) == 0)
+        cJSON_AddItemToArray(d->readers, cJSON_CreateString(v->cfg->function));
+    else if (strcmp(v->cfg->dlq, d->topic) == 0)
+        cJSON_AddItemToArray(d->dead_from, trigger_ref(v->topic, v->cfg->function));
+}
+
+/* "trigger T -> f, trigger U -> g" into out. */
+static void name_triggers(char *out, size_t cap, const char *topic, const cJSON *fns,
+                          const cJSON *refs)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const cJSON *e;
+    cJSON_ArrayForEach(e, fns)
+    {
+        if (n < cap)
+            n += (size_t)snprintf(out + n, cap - n, "%s%s -> %s", n ? ", " : "", topic,
+                                  e->valuestring);
+    }
+    cJSON_ArrayForEach(e, refs)
+    {
+        if (n < cap)
+            n += (size_t)snprintf(out + n, cap - n, "%s%s -> %s", n ? ", " : "",
+                                  cJSON_GetObjectItemCaseSensitive(e, "topic")->valuestring,
+                                  cJSON_GetObjectItemCaseSensitive(e, "function")->valuestring);
+    }
+}
+
+static void on_topic_deleted(void *data, int status, uint64_t messages)
+{
+    delete_req *d = data;
+    http_request *req = d->req;
+    if (status == ERR_NOTFOUND) {
+        http_respond_error(req, 404, "not_found", "topic '%s' does not exist", d->topic);
+    } else if (status == ERR_BUSY) {
+        http_respond_error(req, 409, "topic_in_use",
+                           "a trigger began to read topic '%s' meanwhile: nothing deleted",
+                           d->topic);
+    } else if (status) {
+        char removed[1024];
+        name_triggers(removed, sizeof removed, d->topic, d->removed, NULL);
+        http_respond_error(req, 503, "store_unavailable", "cannot delete topic '%s': %s%s%s",
+                           d->topic, err_str(status),
+                           removed[0] ? "; the triggers removed before: " : "", removed);
+    } else {
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "deleted", d->topic);
+        cJSON_AddNumberToObject(doc, "messages", (double)messages);
+        cJSON *removed = cJSON_AddArrayToObject(doc, "removed_triggers");
+        const cJSON *e;
+        cJSON_ArrayForEach(e, d->removed)
+            cJSON_AddItemToArray(removed, trigger_ref(d->topic, e->valuestring));
+        cJSON_AddItemToObject(doc, "dead_letter_topic_of", d->dead_from);
+        d->dead_from = NULL;
+        api_respond_json(req, 200, doc);
+    }
+    delete_req_free(d);
+}
+
+static void delete_topic_now(delete_req *d)
+{
+    int rc = queue_topic_delete(d->a->q, d->topic, on_topic_deleted, d);
+    if (rc) on_topic_deleted(d, rc, 0);
+}
+
+typedef struct untrigger {
+    delete_req *d;
+    char function[SPATE_NAME_MAX + 1];
+} untrigger;
+
+static void on_untriggered(void *data, int status)
+{
+    untrigger *u = data;
+    delete_req *d = u->d;
+    if (status) {
+        d->failed = 1;
+        log_warn("cannot remove trigger %s -> %s: %s", d->topic, u->function, err_str(status));
+    } else {
+        cJSON_AddItemToArray(d->removed, cJSON_CreateString(u->function));
+        if (d->a->cluster) cluster_announce_untrigger(d->a->cluster, d->topic, u->function);
+    }
+    free(u);
+    if (--d->pending > 0) return;
+    if (!d->failed) {
+        delete_topic_now(d);
+        return;
+    }
+    char removed[1024];
+    name_triggers(removed, sizeof removed, d->topic, d->removed, NULL);
+    http_respond_error(d->req, 503, "store_unavailable",
+                       "cannot remove every trigger of topic '%s': nothing deleted%s%s", d->topic,
+                       removed[0] ? "; removed: " : "", removed);
+    delete_req_free(d);
+}
+
+static int on_delete_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    int *force = data;
+    if (strcmp(k, "force") != 0) return ERR_INVAL;
+    if (vlen == 0 || (vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && *v == '1'))
+        *force = 1;
+    else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && *v == '0'))
+        *force = 0;
+    else
+        return ERR_INVAL;
+    (void)klen;
+    return 0;
+}
+
+static void delete_topic_route(api *a, http_request *req, const char *topic)
+{
+    int force = 0;
+    if (http_query_parse(req->query, on_delete_param, &force)) {
+        http_respond_error(req, 400, "bad_parameter",
+                           "the only parameter is 'force' (true or false)");
+        return;
+    }
+    delete_req *d = calloc(1, sizeof *d);
+    if (!d || !(d->readers = cJSON_CreateArray()) || !(d->dead_from = cJSON_CreateArray()) ||
+        !(d->removed = cJSON_CreateArray())) {
+        if (d) delete_req_free(d);
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    d->a = a;
+    d->req = req;
+    snprintf(d->topic, sizeof d->topic, "%s", topic);
+    /* In a cluster, a topic published to through another node a moment ago
+     * may not be listed here yet: the queue finds its stream, or says 404. */
+    q_topic_stats ts;
+    if (!a->cluster && queue_topic_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
+        http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
+        delete_req_free(d);
+        return;
+    }
+    triggers_each(a->tr, find_users, d);
+    int nreaders = cJSON_GetArraySize(d->readers), nfrom = cJSON_GetArraySize(d->dead_from);
+    if (!force && (nreaders || nfrom)) {
+        char users[1024];
+        name_triggers(users, sizeof users, topic, d->readers, d->dead_from);
+        if (nreaders)
+            http_respond_error(req, 409, "topic_in_use",
+                               "topic '%s' is in use by trigger%s %s: remove %s first, or delete "
+                               "with force=true (spate topic rm --force), which removes the "
+                               "triggers that read it",
+                               topic, nreaders + nfrom > 1 ? "s" : "", users,
+                               nreaders + nfrom > 1 ? "them" : "it");
+        else
+            http_respond_error(req, 409, "topic_in_use",
+                               "topic '%s' is the dead-letter topic of trigger%s %s: its dead "
+                               "letters would be lost; delete with force=true (spate topic rm "
+                               "--force) if they may go (the next dead letter makes it anew)",
+                               topic, nfrom > 1 ? "s" : "", users);
+        delete_req_free(d);
+        return;
+    }
+    if (!nreaders) {
+        delete_topic_now(d);
+        return;
+    }
+    /* Every removal's context first: either all are asked for or none. */
+    untrigger **u = calloc((size_t)nreaders, sizeof *u);
+    int ok = u != NULL;
+    for (int i = 0; ok && i < nreaders; i++) ok = (u[i] = calloc(1, sizeof **u)) != NULL;
+    if (!ok) {
+        for (int i = 0; u && i < nreaders; i++) free(u[i]);
+        free(u);
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        delete_req_free(d);
+        return;
+    }
+    d->pending = (size_t)nreaders;
+    for (int i = 0; i < nreaders; i++) {
+        u[i]->d = d;
+        snprintf(u[i]->function, sizeof u[i]->function, "%s",
+                 cJSON_GetArrayItem(d->readers, i)->valuestring);
+    }
+    /* u[i] may be freed (and d with the last) as soon as its removal is asked for. */
+    for (int i = 0; i < nreaders; i++) {
+        int rc = triggers_remove(a->tr, topic, u[i]->function, on_untriggered, u[i]);
+        if (rc) on_untriggered(u[i], rc);
+    }
+    free(u);
+}
+
+typedef struct purge_req {
+    http_request *req;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+} purge_req;
+
+static void on_purged(void *data, int status, uint64_t count)
+{
+    purge_req *p = data;
+    if (status == ERR_NOTFOUND)
+        http_respond_error(p->req, 404, "not_found", "topic '%s' does not exist", p->topic);
+    else if (status)
+        http_respond_error(p->req, 503, "store_unavailable", "cannot purge topic '%s': %s",
+                           p->topic, err_str(status));
+    else {
+        char body[64];
+        int n = snprintf(body, sizeof body, "{\"purged\":%llu}\n", (unsigned long long)count);
+        http_respond(p->req, 200, "application/json", NULL, body, (size_t)n);
+    }
+    free(p);
+}
+
+static void purge_route(api *a, http_request *req, const char *topic)
+{
+    purge_req *p = calloc(1, sizeof *p);
+    if (!p) {
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    p->req = req;
+    snprintf(p->topic, sizeof p->topic, "%s", topic);
+    int rc = queue_topic_purge(a->q, topic, on_purged, p);
+    if (rc) on_purged(p, rc, 0);
+}
+
+/* PUT /v1/topics/TOPIC?max_age_ms=N&max_bytes=N&max_messages=N: a limit not
+ * given stays as it was; 0 lifts one. */
+typedef struct retention_req {
+    api *a;
+    http_request *req;
+    q_retention ret;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char why[200];
+} retention_req;
+
+static int on_retention_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    retention_req *r = data;
+    /* Ten years, and what SQLite's signed integers hold. */
+    static const struct {
+        const char *name;
+        size_t off;
+        uint64_t max;
+    } limits[] = {
+        {"max_age_ms", offsetof(q_retention, max_age_ms), 315360000000ull},
+        {"retention_ms", offsetof(q_retention, max_age_ms), 315360000000ull},
+        {"max_bytes", offsetof(q_retention, max_bytes), INT64_MAX},
+        {"max_messages", offsetof(q_retention, max_messages), INT64_MAX},
+    };
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        if (strcmp(k, limits[i].name) != 0) continue;
+        if (parse_u64(v, vlen, 0, limits[i].max,
+                      (uint64_t *)(void *)((char *)&r->ret + limits[i].off))) {
+            snprintf(r->why, sizeof r->why,
+                     "parameter '%s' must be an integer from 0 (no limit) to %llu", k,
+                     (unsigned long long)limits[i].max);
+            return ERR_INVAL;
+        }
+        return 0;
+    }
+    snprintf(r->why, sizeof r->why,
+             "unknown parameter '%.*s' (max_age_ms, max_bytes or max_messages)",
+             (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+static void on_retention_set(void *data, int status)
+{
+    retention_req *r = data;
+    if (status) {
+        http_respond_error(r->req, 503, "store_unavailable",
+                           "cannot save the retention of topic '%s': %s", r->topic,
+                           err_str(status));
+    } else {
+        cJSON *doc = topic_json(r->a, r->topic);
+        if (!doc) {
+            doc = cJSON_CreateObject();
+            cJSON_AddStringToObject(doc, "name", r->topic);
+            cJSON_AddItemToObject(doc, "retention", retention_json(&r->ret));
+        }
+        api_respond_json(r->req, 200, doc);
+    }
+    free(r);
+}
+
+static void retention_route(api *a, http_request *req, const char *topic)
+{
+    retention_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    r->a = a;
+    r->req = req;
+    snprintf(r->topic, sizeof r->topic, "%s", topic);
+    q_topic_stats ts;
+    if (queue_topic_stats(a->q, topic, &ts) == 0) r->ret = ts.retention;
+    if (!req->query || !*req->query) {
+        snprintf(r->why, sizeof r->why, "give max_age_ms, max_bytes or max_messages");
+    } else if (http_query_parse(req->query, on_retention_param, r) && !r->why[0]) {
+        snprintf(r->why, sizeof r->why, "malformed query string");
+    }
+    if (r->why[0]) {
+        http_respond_error(req, 400, "bad_parameter", "%s", r->why);
+        free(r);
+        return;
+    }
+    int rc = queue_topic_retention(a->q, topic, &r->ret, on_retention_set, r);
+    if (rc) on_retention_set(r, rc);
+}
+
 /* --- Entry --------------------------------------------------------------------------------- */
 
 void api_topics(api *a, http_request *req, const route_match *m)
@@ -636,7 +1016,9 @@ void api_topics(api *a, http_request *req, const route_match *m)
         }
         return;
     case R_TOPIC: {
-        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        if (req->method == HTTP_DELETE) return delete_topic_route(a, req, topic);
+        if (req->method == HTTP_PUT) return retention_route(a, req, topic);
+        if (!get) return api_method_not_allowed(req, "GET, HEAD, PUT, DELETE");
         cJSON *doc = topic_json(a, topic);
         if (!doc)
             http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
@@ -657,6 +1039,10 @@ void api_topics(api *a, http_request *req, const route_match *m)
         redrive_route(a, req, topic);
         return;
     }
+    case R_TOPIC_PURGE:
+        if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
+        purge_route(a, req, topic);
+        return;
     case R_TRIGGERS: {
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         cJSON *doc = cJSON_CreateObject();

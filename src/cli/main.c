@@ -68,10 +68,17 @@ static void usage(FILE *out)
         "                                change what is given, keep the rest\n"
         "                                (--deadline 0, --max-concurrency 0: none)\n"
         "  trigger ls | trigger rm TOPIC FUNCTION\n"
+        "  topic ls                      every topic: depth, in flight, oldest age, stored\n"
         "  topic stats TOPIC             depth, in flight, oldest age, dead-lettered\n"
+        "  topic rm TOPIC [--force]      delete it and its messages (--force: and the\n"
+        "                                triggers that read it)\n"
+        "  topic purge TOPIC             delete its messages (not those in flight)\n"
+        "  topic set TOPIC [--max-age DURATION] [--max-bytes N] [--max-messages N]\n"
+        "                                retention while no trigger reads it (0: none)\n"
         "  nodes                         the nodes of the cluster (* is this one)\n"
         "  dlq ls TOPIC | dlq redrive TOPIC\n"
-        "                                dead letters of TOPIC (or TOPIC.dlq); redrive\n"
+        "                                dead letters of TOPIC's triggers (their --dlq\n"
+        "                                topics), or of TOPIC if it is one; redrive\n"
         "                                sends them back to their source topic\n\n"
         "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
         "the token is $SPATE_TOKEN.\n");
@@ -874,6 +881,12 @@ static int cmd_publish(const cli *c, int argc, char **argv)
     }
     if (!topic) usage_error("publish needs TOPIC");
     if (key && field) usage_error("give --key or --key-field, not both");
+    /* No payload and a person at the terminal: they meant to give one (an
+     * empty message is published only when asked for, with ""). */
+    if (!payload && !lines && isatty(STDIN_FILENO))
+        usage_error("publish needs a PAYLOAD: give it as an argument (\"\" for an empty "
+                    "message), '-' to read it from standard input, or --lines for one message "
+                    "per line");
     buf body;
     buf_init(&body, INPUT_MAX);
     if (lines || (payload && strcmp(payload, "-") == 0)) {
@@ -1016,11 +1029,110 @@ static int cmd_trigger(const cli *c, int argc, char **argv)
     return finish(&a, doc, 0);
 }
 
-static int cmd_topic(const cli *c, int argc, char **argv)
+/* "7d", "12h", "30m", "90s", "500ms" or "0" in milliseconds; -1 if not one. */
+static int64_t parse_duration_ms(const char *s)
 {
-    if (argc != 2 || strcmp(argv[0], "stats") != 0) usage_error("usage: spate topic stats TOPIC");
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *s == '-' || errno) return -1;
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    if (*end == '\0') return v == 0 ? 0 : -1; /* a number needs its unit, but for 0 */
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0)
+            return v > (uint64_t)INT64_MAX / units[i].ms ? -1 : (int64_t)(v * units[i].ms);
+    return -1;
+}
+
+/* "1048576", "64K", "64M", "1G" (powers of 1024) in bytes; -1 if not one. */
+static int64_t parse_size(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *s == '-' || errno) return -1;
+    uint64_t mult = 1;
+    if (*end && (!end[1] || strcmp(end + 1, "iB") == 0 || strcmp(end + 1, "B") == 0)) {
+        const char *units = "KMGT";
+        const char *u = strchr(units, *end == 'k' ? 'K' : *end);
+        if (!u || !*end) return -1;
+        for (const char *p = units; p <= u; p++) mult *= 1024;
+        end += strlen(end);
+    }
+    if (*end) return -1;
+    return v > (uint64_t)INT64_MAX / mult ? -1 : (int64_t)(v * mult);
+}
+
+/* A topic's retention as a few words: "none", "7d, 64 MiB, 1000 messages". */
+static void format_retention(const cJSON *r, char *out, size_t cap)
+{
+    double age = json_num(r, "max_age_ms"), bytes = json_num(r, "max_bytes"),
+           msgs = json_num(r, "max_messages");
+    size_t n = 0;
+    out[0] = '\0';
+    if (age > 0) {
+        static const struct {
+            const char *unit;
+            double ms;
+        } units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+        size_t i = 0;
+        while (i + 1 < sizeof units / sizeof units[0] &&
+               (age < units[i].ms || (uint64_t)age % (uint64_t)units[i].ms))
+            i++;
+        n += (size_t)snprintf(out + n, cap - n, "%.0f%s", age / units[i].ms, units[i].unit);
+    }
+    if (bytes > 0 && n < cap)
+        n += (size_t)snprintf(out + n, cap - n, "%s%.0f bytes", n ? ", " : "", bytes);
+    if (msgs > 0 && n < cap)
+        n += (size_t)snprintf(out + n, cap - n, "%s%.0f message%s", n ? ", " : "", msgs,
+                              msgs == 1 ? "" : "s");
+    if (!n) snprintf(out, cap, "none");
+}
+
+/* "a -> f, b -> g" of an array of {topic, function}. */
+static void format_refs(const cJSON *arr, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) if (n < cap) n +=
+        (size_t)snprintf(out + n, cap - n, "%s%s -> %s", n ? ", " : "", json_str(e, "topic"),
+                         json_str(e, "function"));
+}
+
+static int topic_ls(const cli *c)
+{
+    answer a;
+    if (request(c, "GET", "/v1/topics", NULL, 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("topic ls failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("topic ls", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    printf("%-24s %8s %8s %10s %8s %10s %8s %8s  %s\n", "TOPIC", "DEPTH", "INFLIGHT", "OLDEST",
+           "STORED", "BYTES", "DEADLTRD", "TRIGGERS", "RETENTION");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "topics"))
+    {
+        char ret[128];
+        format_retention(cJSON_GetObjectItemCaseSensitive(t, "retention"), ret, sizeof ret);
+        printf("%-24s %8.0f %8.0f %8.1f s %8.0f %10.0f %8.0f %8d  %s\n", json_str(t, "name"),
+               json_num(t, "depth"), json_num(t, "in_flight"), json_num(t, "oldest_age_s"),
+               json_num(t, "stored"), json_num(t, "bytes"), json_num(t, "dead_lettered"),
+               cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "triggers")), ret);
+    }
+    return finish(&a, doc, 0);
+}
+
+static int topic_stats(const cli *c, const char *topic)
+{
     char path[512];
-    topic_path(path, sizeof path, "/v1/topics/", argv[1], "");
+    topic_path(path, sizeof path, "/v1/topics/", topic, "");
     answer a;
     if (request(c, "GET", path, NULL, 0, &a)) return 1;
     if (a.status != 200) return finish(&a, NULL, answer_error("topic stats failed", &a));
@@ -1030,6 +1142,8 @@ static int cmd_topic(const cli *c, int argc, char **argv)
     }
     cJSON *doc = answer_json("topic stats", &a);
     if (!doc) return finish(&a, NULL, 1);
+    char ret[128], refs[1024];
+    format_retention(cJSON_GetObjectItemCaseSensitive(doc, "retention"), ret, sizeof ret);
     printf("%-14s %s\n", "topic", json_str(doc, "name"));
     printf("%-14s %.0f\n", "depth", json_num(doc, "depth"));
     printf("%-14s %.0f\n", "in flight", json_num(doc, "in_flight"));
@@ -1037,8 +1151,14 @@ static int cmd_topic(const cli *c, int argc, char **argv)
     printf("%-14s %.0f\n", "published", json_num(doc, "published"));
     printf("%-14s %.0f\n", "acknowledged", json_num(doc, "acknowledged"));
     printf("%-14s %.0f\n", "dead-lettered", json_num(doc, "dead_lettered"));
-    printf("%-14s %.0f\n", "stored", json_num(doc, "stored"));
+    printf("%-14s %.0f (%.0f bytes)\n", "stored", json_num(doc, "stored"), json_num(doc, "bytes"));
     const cJSON *trs = cJSON_GetObjectItemCaseSensitive(doc, "triggers");
+    printf("%-14s %s%s\n", "retention", ret,
+           strcmp(ret, "none") != 0 && cJSON_GetArraySize(trs) > 0
+               ? " (paused: triggers read it, and keep what they have not settled)"
+               : "");
+    format_refs(cJSON_GetObjectItemCaseSensitive(doc, "dead_letter_topic_of"), refs, sizeof refs);
+    if (refs[0]) printf("%-14s %s\n", "dead letters of", refs);
     if (cJSON_GetArraySize(trs) > 0) {
         printf("\n");
         print_trigger_header();
@@ -1048,62 +1168,331 @@ static int cmd_topic(const cli *c, int argc, char **argv)
     return finish(&a, doc, 0);
 }
 
-/* The dead-letter topic for TOPIC: TOPIC itself if it is one, else TOPIC.dlq. */
-static void dlq_name(const cli *c, const char *topic, char *out, size_t cap)
+static int topic_rm(const cli *c, int argc, char **argv)
 {
-    size_t n = strlen(topic);
-    snprintf(out, cap, "%s", topic);
-    if (n >= 4 && strcmp(topic + n - 4, ".dlq") == 0) return;
-    char path[512], name[300];
+    const char *topic = NULL;
+    int force = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--force") == 0)
+            force = 1;
+        else if (argv[i][0] == '-' && argv[i][1] == '-')
+            usage_error("unknown topic rm option '%s'", argv[i]);
+        else if (!topic)
+            topic = argv[i];
+        else
+            usage_error("topic rm takes one TOPIC");
+    }
+    if (!topic) usage_error("topic rm needs TOPIC");
+    char path[512];
+    topic_path(path, sizeof path, "/v1/topics/", topic, force ? "?force=true" : "");
+    answer a;
+    if (request(c, "DELETE", path, NULL, 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("topic rm failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("topic rm", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "removed_triggers"))
+        printf("removed trigger %s -> %s\n", json_str(t, "topic"), json_str(t, "function"));
+    double n = json_num(doc, "messages");
+    printf("removed topic %s and its %.0f message%s\n", topic, n, n == 1 ? "" : "s");
+    char refs[1024];
+    format_refs(cJSON_GetObjectItemCaseSensitive(doc, "dead_letter_topic_of"), refs, sizeof refs);
+    if (refs[0])
+        printf("note: it stays the dead-letter topic of %s; their next dead letter makes it "
+               "again\n",
+               refs);
+    return finish(&a, doc, 0);
+}
+
+static int topic_purge(const cli *c, const char *topic)
+{
+    char path[512];
+    topic_path(path, sizeof path, "/v1/topics/", topic, "/purge");
+    answer a;
+    if (request(c, "POST", path, "", 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("topic purge failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("topic purge", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    double n = json_num(doc, "purged");
+    printf("purged %.0f message%s from %s\n", n, n == 1 ? "" : "s", topic);
+    return finish(&a, doc, 0);
+}
+
+static int topic_set(const cli *c, int argc, char **argv)
+{
+    if (argc < 1 || argv[0][0] == '-') usage_error("topic set needs TOPIC");
+    buf q;
+    buf_init(&q, 4 * KIB);
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (strcmp(opt, "--max-age") && strcmp(opt, "--max-bytes") && strcmp(opt, "--max-messages"))
+            usage_error("unknown topic set option '%s'", opt);
+        if (i + 1 >= argc) usage_error("option '%s' needs a value", opt);
+        const char *val = argv[++i];
+        char num[32];
+        int64_t v;
+        if (strcmp(opt, "--max-age") == 0) {
+            if ((v = parse_duration_ms(val)) < 0)
+                usage_error("--max-age takes a duration such as 90s, 30m, 12h or 7d (0: no "
+                            "limit), not '%s'",
+                            val);
+            snprintf(num, sizeof num, "%lld", (long long)v);
+            add_param(&q, "max_age_ms", num);
+        } else if (strcmp(opt, "--max-bytes") == 0) {
+            if ((v = parse_size(val)) < 0)
+                usage_error("--max-bytes takes a size such as 1048576, 64M or 1G (0: no limit), "
+                            "not '%s'",
+                            val);
+            snprintf(num, sizeof num, "%lld", (long long)v);
+            add_param(&q, "max_bytes", num);
+        } else {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(val, &end, 10);
+            if (end == val || *end || *val == '-' || errno || n > INT64_MAX)
+                usage_error("--max-messages takes a number (0: no limit), not '%s'", val);
+            add_param(&q, "max_messages", val);
+        }
+    }
+    if (!q.len) usage_error("topic set needs --max-age, --max-bytes or --max-messages");
+    char path[5 * KIB];
+    topic_path(path, sizeof path, "/v1/topics/", argv[0], q.data);
+    buf_free(&q);
+    answer a;
+    if (request(c, "PUT", path, "", 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("topic set failed", &a));
+    if (c->json) {
+        print_raw(&a);
+        return finish(&a, NULL, 0);
+    }
+    cJSON *doc = answer_json("topic set", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    char ret[128];
+    format_retention(cJSON_GetObjectItemCaseSensitive(doc, "retention"), ret, sizeof ret);
+    printf("topic %s keeps: %s%s\n", argv[0], ret,
+           cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "triggers")) > 0
+               ? " (applied only while no trigger reads it)"
+               : "");
+    return finish(&a, doc, 0);
+}
+
+static int cmd_topic(const cli *c, int argc, char **argv)
+{
+    const char *sub = argc ? argv[0] : "";
+    if (strcmp(sub, "ls") == 0) {
+        if (argc != 1) usage_error("topic ls takes no arguments");
+        return topic_ls(c);
+    }
+    if (strcmp(sub, "stats") == 0) {
+        if (argc != 2) usage_error("usage: spate topic stats TOPIC");
+        return topic_stats(c, argv[1]);
+    }
+    if (strcmp(sub, "rm") == 0) return topic_rm(c, argc - 1, argv + 1);
+    if (strcmp(sub, "purge") == 0) {
+        if (argc != 2) usage_error("usage: spate topic purge TOPIC");
+        return topic_purge(c, argv[1]);
+    }
+    if (strcmp(sub, "set") == 0) return topic_set(c, argc - 1, argv + 1);
+    usage_error("usage: spate topic ls | stats TOPIC | rm TOPIC [--force] | purge TOPIC | "
+                "set TOPIC [--max-age DURATION] [--max-bytes N] [--max-messages N]");
+}
+
+/* A dead-letter topic that TOPIC stands for, and the triggers whose dead
+ * letters it holds ("in -> f, in -> g"; empty when none says so). */
+#define DLQ_TARGETS 16
+typedef struct dlq_target {
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char of[512];
+} dlq_target;
+
+static void add_of(dlq_target *t, const cJSON *trigger)
+{
+    size_t n = strlen(t->of);
+    if (n < sizeof t->of)
+        snprintf(t->of + n, sizeof t->of - n, "%s%s -> %s", n ? ", " : "",
+                 json_str(trigger, "topic"), json_str(trigger, "function"));
+}
+
+/* Asks the server which dead-letter topics TOPIC stands for: itself when a
+ * trigger sends its dead letters there, else those of the triggers that read
+ * it (each trigger's own --dlq); a topic with neither stands for TOPIC.dlq
+ * if that exists (the default of a trigger since removed), else for itself.
+ * 0 with *n set, or 1 after saying why not. */
+static int find_dlqs(const cli *c, const char *topic, dlq_target *out, int *n)
+{
+    *n = 0;
+    answer a;
+    if (request(c, "GET", "/v1/triggers", NULL, 0, &a)) return 1;
+    if (a.status != 200) return finish(&a, NULL, answer_error("dlq: cannot list triggers", &a));
+    cJSON *doc = answer_json("trigger ls", &a);
+    if (!doc) return finish(&a, NULL, 1);
+    const cJSON *t, *trs = cJSON_GetObjectItemCaseSensitive(doc, "triggers");
+    cJSON_ArrayForEach(t, trs) if (strcmp(json_str(t, "dlq"), topic) == 0)
+    {
+        if (!*n) snprintf(out[(*n)++].topic, sizeof out->topic, "%s", topic);
+        add_of(&out[0], t);
+    }
+    if (*n) return finish(&a, doc, 0);
+    cJSON_ArrayForEach(t, trs)
+    {
+        if (strcmp(json_str(t, "topic"), topic) != 0) continue;
+        int i = 0;
+        while (i < *n && strcmp(out[i].topic, json_str(t, "dlq")) != 0) i++;
+        if (i == *n && *n == DLQ_TARGETS) continue;
+        if (i == *n) snprintf(out[(*n)++].topic, sizeof out->topic, "%s", json_str(t, "dlq"));
+        add_of(&out[i], t);
+    }
+    finish(&a, doc, 0);
+    if (*n) return 0;
+    char name[SPATE_TOPIC_NAME_MAX + 8], path[1024];
     snprintf(name, sizeof name, "%s.dlq", topic);
     topic_path(path, sizeof path, "/v1/topics/", name, "");
-    answer a;
-    if (request(c, "GET", path, NULL, 0, &a) == 0 && a.status == 200)
-        snprintf(out, cap, "%s", name);
-    buf_free(&a.body);
+    int found = request(c, "GET", path, NULL, 0, &a) == 0 && a.status == 200;
+    if (!found) buf_free(&a.body);
+    if (found) finish(&a, NULL, 0);
+    snprintf(out[(*n)++].topic, sizeof out->topic, "%.128s", found ? name : topic);
+    return 0;
+}
+
+/* How a target was found, for the user: " (dead letters of trigger in -> f)". */
+static void describe_target(const dlq_target *t, const char *asked, char *out, size_t cap)
+{
+    if (t->of[0])
+        snprintf(out, cap, " (the dead-letter topic of trigger%s %s)",
+                 strchr(t->of, ',') ? "s" : "", t->of);
+    else if (strcmp(t->topic, asked) != 0)
+        snprintf(out, cap, " (no trigger reads %s now; %s is its default dead-letter topic)", asked,
+                 t->topic);
+    else
+        snprintf(out, cap, " (no trigger reads it or sends it dead letters)");
+}
+
+static int dlq_redrive(const cli *c, const char *asked, const dlq_target *t, int n)
+{
+    int rc = 0;
+    cJSON *all = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        char path[512], how[700];
+        describe_target(&t[i], asked, how, sizeof how);
+        topic_path(path, sizeof path, "/v1/topics/", t[i].topic, "/redrive");
+        answer a;
+        if (request(c, "POST", path, "", 0, &a)) {
+            rc = 1;
+            continue;
+        }
+        if (a.status == 404 && t[i].of[0]) {
+            /* Named by a trigger, never written to: nothing to move. */
+            if (!c->json) printf("no dead letters in %s%s\n", t[i].topic, how);
+            finish(&a, NULL, 0);
+            continue;
+        }
+        if (a.status != 200) {
+            char what[SPATE_TOPIC_NAME_MAX + 32];
+            snprintf(what, sizeof what, "dlq redrive %.128s failed", t[i].topic);
+            rc = finish(&a, NULL, answer_error(what, &a));
+            continue;
+        }
+        cJSON *doc = answer_json("dlq redrive", &a);
+        if (!doc) {
+            rc = finish(&a, NULL, 1);
+            continue;
+        }
+        double moved = json_num(doc, "redriven");
+        if (!c->json)
+            printf("redrove %.0f message%s from %s%s to their source topics\n", moved,
+                   moved == 1 ? "" : "s", t[i].topic, how);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "topic", t[i].topic);
+        cJSON_AddNumberToObject(o, "redriven", moved);
+        cJSON_AddItemToArray(all, o);
+        finish(&a, doc, 0);
+    }
+    if (c->json) {
+        char *text = cJSON_PrintUnformatted(all);
+        if (text) printf("{\"dead_letter_topics\":%s}\n", text);
+        free(text);
+    }
+    cJSON_Delete(all);
+    return rc;
+}
+
+static int dlq_ls(const cli *c, const char *asked, const dlq_target *t, int n)
+{
+    int rc = 0;
+    cJSON *all = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        char path[512], how[700];
+        describe_target(&t[i], asked, how, sizeof how);
+        topic_path(path, sizeof path, "/v1/topics/", t[i].topic, "/messages?limit=1000");
+        answer a;
+        if (request(c, "GET", path, NULL, 0, &a)) {
+            rc = 1;
+            continue;
+        }
+        cJSON *doc = NULL;
+        if (a.status == 200) {
+            doc = answer_json("dlq ls", &a);
+            if (!doc) rc = 1;
+        } else if (!(a.status == 404 && t[i].of[0])) {
+            char what[SPATE_TOPIC_NAME_MAX + 32];
+            snprintf(what, sizeof what, "dlq ls %.128s failed", t[i].topic);
+            rc = finish(&a, NULL, answer_error(what, &a));
+            continue;
+        }
+        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(doc, "messages"), *m;
+        if (c->json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "topic", t[i].topic);
+            cJSON_AddItemToObject(o, "messages",
+                                  msgs ? cJSON_Duplicate(msgs, 1) : cJSON_CreateArray());
+            cJSON_AddItemToArray(all, o);
+            finish(&a, doc, 0);
+            continue;
+        }
+        int dead = 0;
+        cJSON_ArrayForEach(m, msgs) dead += *json_str(m, "source") != '\0';
+        if (i) printf("\n");
+        printf("%s%s: %d dead letter%s\n", t[i].topic, how, dead, dead == 1 ? "" : "s");
+        if (dead) {
+            printf("%-8s %-16s %-8s %-20s %-30s %s\n", "SEQ", "SOURCE", "ATTEMPTS", "KEY",
+                   "PAYLOAD", "LAST ERROR");
+            cJSON_ArrayForEach(m, msgs)
+            {
+                if (!*json_str(m, "source")) continue; /* not a dead letter */
+                const char *payload = json_str(m, "payload");
+                printf("%-8.0f %-16s %-8.0f %-20.20s %-30.30s %s\n", json_num(m, "seq"),
+                       json_str(m, "source"), json_num(m, "attempts"), json_str(m, "key"),
+                       *payload ? payload : "(binary)", json_str(m, "error"));
+            }
+        }
+        finish(&a, doc, 0);
+    }
+    if (c->json) {
+        char *text = cJSON_PrintUnformatted(all);
+        if (text) printf("{\"dead_letter_topics\":%s}\n", text);
+        free(text);
+    }
+    cJSON_Delete(all);
+    return rc;
 }
 
 static int cmd_dlq(const cli *c, int argc, char **argv)
 {
     if (argc != 2 || (strcmp(argv[0], "ls") != 0 && strcmp(argv[0], "redrive") != 0))
         usage_error("usage: spate dlq ls TOPIC | spate dlq redrive TOPIC");
-    char dlq[300], path[512];
-    dlq_name(c, argv[1], dlq, sizeof dlq);
-    answer a;
-    if (strcmp(argv[0], "redrive") == 0) {
-        topic_path(path, sizeof path, "/v1/topics/", dlq, "/redrive");
-        if (request(c, "POST", path, "", 0, &a)) return 1;
-        if (a.status != 200) return finish(&a, NULL, answer_error("dlq redrive failed", &a));
-        if (c->json) {
-            print_raw(&a);
-            return finish(&a, NULL, 0);
-        }
-        cJSON *doc = answer_json("dlq redrive", &a);
-        if (!doc) return finish(&a, NULL, 1);
-        printf("redrove %.0f message%s from %s to their source topics\n", json_num(doc, "redriven"),
-               json_num(doc, "redriven") == 1 ? "" : "s", dlq);
-        return finish(&a, doc, 0);
-    }
-    topic_path(path, sizeof path, "/v1/topics/", dlq, "/messages?limit=1000");
-    if (request(c, "GET", path, NULL, 0, &a)) return 1;
-    if (a.status != 200) return finish(&a, NULL, answer_error("dlq ls failed", &a));
-    if (c->json) {
-        print_raw(&a);
-        return finish(&a, NULL, 0);
-    }
-    cJSON *doc = answer_json("dlq ls", &a);
-    if (!doc) return finish(&a, NULL, 1);
-    printf("%-8s %-16s %-8s %-20s %-30s %s\n", "SEQ", "SOURCE", "ATTEMPTS", "KEY", "PAYLOAD",
-           "LAST ERROR");
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(doc, "messages"))
-    {
-        const char *payload = json_str(m, "payload");
-        printf("%-8.0f %-16s %-8.0f %-20.20s %-30.30s %s\n", json_num(m, "seq"),
-               json_str(m, "source"), json_num(m, "attempts"), json_str(m, "key"),
-               *payload ? payload : "(binary)", json_str(m, "error"));
-    }
-    return finish(&a, doc, 0);
+    dlq_target t[DLQ_TARGETS];
+    int n;
+    if (find_dlqs(c, argv[1], t, &n)) return 1;
+    return strcmp(argv[0], "redrive") == 0 ? dlq_redrive(c, argv[1], t, n)
+                                           : dlq_ls(c, argv[1], t, n);
 }
 
 int main(int argc, char **argv)

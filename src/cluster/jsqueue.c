@@ -60,6 +60,12 @@ typedef struct jtopic {
     char subject[SPATE_TOPIC_NAME_MAX * 3 + 16]; /* the base of its subjects */
     int created;                                 /* the stream exists */
     q_topic_stats stats;
+    /* Deleted (here, or its stream went from another node): hidden until a
+     * publish or a trigger brings the name back. */
+    int gone;
+    uint32_t touched; /* q->refresh_serial when this node last made its stream */
+    q_retention ret;  /* as its stream's description says */
+    uint64_t retired_acked, retired_dead; /* of its removed triggers, on this node */
 } jtopic;
 
 struct q_sub {
@@ -115,10 +121,13 @@ struct queue {
     list_node topics;
     list_node subs;
     int closing;
-    uv_timer_t refresh; /* every topic of the cluster, and its figures */
-    int refreshing;     /* a refresh is on the worker thread */
-    uint32_t refreshes; /* every TRIM_EVERY-th also trims the streams */
-    int zombies;        /* subscriptions removed but not yet freed */
+    uv_timer_t refresh;      /* every topic of the cluster, and its figures */
+    int refreshing;          /* a refresh is on the worker thread */
+    uint32_t refreshes;      /* every TRIM_EVERY-th also trims the streams */
+    uint32_t refresh_serial; /* refreshes started: what a refresh saw is as of then */
+    uint32_t deletions;      /* topics deleted here: a refresh started before does not
+                                bring them back */
+    int zombies;             /* subscriptions removed but not yet freed */
     int closed;
     void (*close_cb)(void *data);
     void *close_data;
@@ -143,7 +152,15 @@ static jtopic *topic_of(queue *q, const char *name, int create)
 {
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
         jtopic *t = list_entry(n, jtopic, link);
-        if (strcmp(t->name, name) == 0) return t;
+        if (strcmp(t->name, name) != 0) continue;
+        if (t->gone && !create) return NULL;
+        if (t->gone) {
+            t->gone = 0;
+            memset(&t->stats, 0, sizeof t->stats);
+            memset(&t->ret, 0, sizeof t->ret);
+            t->retired_acked = t->retired_dead = 0;
+        }
+        return t;
     }
     if (!create) return NULL;
     jtopic *t = calloc(1, sizeof *t);
@@ -180,6 +197,60 @@ static natsStatus ensure_stream(queue *q, const char *stream, const char *subjec
     return s;
 }
 
+/* A topic's retention lives in its stream's description (replicated with the
+ * stream, seen by every node's refresh) and is put in force as the stream's
+ * JetStream limits only while no consumer reads the stream: JetStream's
+ * limits drop the oldest messages whoever has yet to read them, and a trigger
+ * must never lose a message it has not settled. */
+#define RETENTION_FMT "spate retention: max_age_ms=%llu max_bytes=%llu max_messages=%llu"
+
+static void parse_retention(const char *description, q_retention *out)
+{
+    unsigned long long age = 0, bytes = 0, msgs = 0;
+    memset(out, 0, sizeof *out);
+    if (description && sscanf(description, RETENTION_FMT, &age, &bytes, &msgs) == 3) {
+        out->max_age_ms = age;
+        out->max_bytes = bytes;
+        out->max_messages = msgs;
+    }
+}
+
+/* Worker thread: the stream's limits as its retention wants them now (none
+ * while a consumer reads it). Changes si's configuration. */
+static natsStatus apply_limits(queue *q, jsStreamInfo *si, int consumers)
+{
+    jsStreamConfig *c = si->Config;
+    q_retention r;
+    parse_retention(c->Description, &r);
+    int64_t age = consumers ? 0 : (int64_t)r.max_age_ms * 1000000;
+    int64_t bytes = consumers || !r.max_bytes ? -1 : (int64_t)r.max_bytes;
+    int64_t msgs = consumers || !r.max_messages ? -1 : (int64_t)r.max_messages;
+    if (c->MaxAge == age && c->MaxBytes == bytes && c->MaxMsgs == msgs) return NATS_OK;
+    c->MaxAge = age;
+    c->MaxBytes = bytes;
+    c->MaxMsgs = msgs;
+    /* JetStream refuses a duplicate window longer than the age limit. */
+    if (age && (c->Duplicates == 0 || c->Duplicates > age)) c->Duplicates = age;
+    jsStreamInfo *up = NULL;
+    natsStatus s = js_UpdateStream(&up, q->js, c, NULL, NULL);
+    /* A trigger added meanwhile (through another node, whose lift_limits ran
+     * before this update): lifted again at once, not at the next refresh. */
+    if (s == NATS_OK && up && !consumers && up->State.Consumers > 0) s = apply_limits(q, up, 1);
+    if (up) jsStreamInfo_Destroy(up);
+    return s;
+}
+
+/* Worker thread: the limits of a stream a trigger is about to read are
+ * lifted before its consumer exists. */
+static natsStatus lift_limits(queue *q, const char *stream)
+{
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, q->js, stream, NULL, NULL);
+    if (s == NATS_OK) s = apply_limits(q, si, 1);
+    if (si) jsStreamInfo_Destroy(si);
+    return s;
+}
+
 /* Worker or puller thread: the stream's figures. */
 static int stream_stats(queue *q, const char *stream, q_topic_stats *out)
 {
@@ -187,6 +258,8 @@ static int stream_stats(queue *q, const char *stream, q_topic_stats *out)
     if (js_GetStreamInfo(&si, q->js, stream, NULL, NULL) != NATS_OK) return -1;
     out->published = si->State.LastSeq;
     out->stored = si->State.Msgs;
+    out->bytes = si->State.Bytes;
+    parse_retention(si->Config->Description, &out->retention);
     out->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
     jsStreamInfo_Destroy(si);
     return 0;
@@ -318,7 +391,10 @@ static void publish_work(void *arg)
 static void publish_done(void *arg)
 {
     pub_job *j = arg;
-    if (j->status == 0) j->topic->created = 1;
+    if (j->status == 0) {
+        j->topic->created = 1;
+        j->topic->touched = j->q->refresh_serial;
+    }
     if (j->has_stats) j->topic->stats = j->stats;
     if (j->err[0]) log_warn("cluster: cannot publish to %s: %s", j->topic->name, j->err);
     if (j->done) j->done(j->data, j->status, 0);
@@ -685,7 +761,10 @@ static void js_ack(q_lease *l)
 {
     jlease *jl = (jlease *)l;
     natsMsg_Ack(jl->nm, NULL);
-    jl->l.sub->acked++;
+    if (jl->l.sub->removed)
+        jl->l.sub->topic->retired_acked++;
+    else
+        jl->l.sub->acked++;
     settle_job *j = jl->failed ? new_settle(jl, 0) : NULL;
     if (j) cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
     lease_free(jl);
@@ -739,7 +818,10 @@ static void js_dead_letter(q_lease *l, const char *error)
     if (jl->failed) attempts_key(j->attempts_key, sizeof j->attempts_key, s, jl->pt, jl->m.seq);
     jl->nm = NULL;
     /* The input points into the message, which the job keeps alive. */
-    s->dead++;
+    if (s->removed)
+        s->topic->retired_dead++;
+    else
+        s->dead++;
     free(jl);
     s->leases--;
     cluster_run(s->q->c, publish_work, publish_done, j);
@@ -818,6 +900,7 @@ static void subscribe_work(void *arg)
         }
     } else {
         st = ensure_stream(q, s->topic->stream, s->topic->subject);
+        if (st == NATS_OK) st = lift_limits(q, s->topic->stream);
         maker m[MAKERS];
         pthread_t th[MAKERS];
         int n = 0;
@@ -887,6 +970,7 @@ static void subscribe_done(void *arg)
             }
         }
         s->topic->created = 1;
+        s->topic->touched = s->q->refresh_serial;
     }
     if (j->done) j->done(j->data, j->status);
     s->jobs--;
@@ -974,6 +1058,9 @@ static int js_unsubscribe(queue *q, const char *topic, const char *function, que
     q->zombies++;
     stop_puller(s);
     give_back_ready(s);
+    /* Its counters stay the topic's. */
+    s->topic->retired_acked += s->acked;
+    s->topic->retired_dead += s->dead;
     j->s = s;
     j->remove = 1;
     j->done = done;
@@ -1032,15 +1119,25 @@ static int js_topic_stats(queue *q, const char *topic, q_topic_stats *out)
     if (!t) return ERR_NOTFOUND;
     *out = t->stats;
     out->subscriptions = 0;
-    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next)
-        if (list_entry(n, q_sub, link)->topic == t) out->subscriptions++;
+    out->acked = t->retired_acked;
+    out->dead_lettered = t->retired_dead;
+    out->retention = t->ret;
+    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
+        q_sub *s = list_entry(n, q_sub, link);
+        if (s->topic != t) continue;
+        out->subscriptions++;
+        out->acked += s->acked;
+        out->dead_lettered += s->dead;
+    }
     return 0;
 }
 
 static void js_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
 {
-    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
-        cb(list_entry(n, jtopic, link)->name, data);
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        jtopic *t = list_entry(n, jtopic, link);
+        if (!t->gone) cb(t->name, data);
+    }
 }
 
 /* --- Reading and redriving stored messages ----------------------------------------------- */
@@ -1233,11 +1330,173 @@ static void js_set_events(queue *q, const queue_events *ev)
     q->ev = ev ? *ev : (queue_events){0};
 }
 
+/* --- Administering topics ------------------------------------------------------------------ */
+
+enum admin_what { A_DELETE, A_PURGE, A_RETENTION };
+
+typedef struct admin_job {
+    queue *q;
+    jtopic *topic;
+    enum admin_what what;
+    char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    q_retention ret;
+    int created; /* its stream was there, as far as this node knew */
+    uint64_t count;
+    int status;
+    char err[200];
+    queue_count_cb count_cb;
+    queue_done_cb done_cb;
+    void *data;
+} admin_job;
+
+static void admin_work(void *arg)
+{
+    admin_job *j = arg;
+    queue *q = j->q;
+    if (!cluster_connected(q->c)) {
+        j->status = ERR_DISCONNECTED;
+        return;
+    }
+    natsStatus s = NATS_OK;
+    if (j->what == A_RETENTION) s = ensure_stream(q, j->stream, j->subject);
+    jsStreamInfo *si = NULL;
+    if (s == NATS_OK) s = js_GetStreamInfo(&si, q->js, j->stream, NULL, NULL);
+    if (s == NATS_NOT_FOUND) {
+        /* A topic only triggered yet, or one another node deleted: nothing stored. */
+        j->status = j->created ? ERR_NOTFOUND : 0;
+        return;
+    }
+    if (s == NATS_OK && j->what == A_DELETE) {
+        j->count = si->State.Msgs;
+        s = js_DeleteStream(q->js, j->stream, NULL, NULL);
+    } else if (s == NATS_OK && j->what == A_PURGE) {
+        /* Up to the last message as of now: a publish meanwhile stays. */
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Purge.Sequence = si->State.LastSeq + 1;
+        j->count = si->State.Msgs;
+        s = js_PurgeStream(q->js, j->stream, &o, NULL);
+    } else if (s == NATS_OK) {
+        char description[160];
+        snprintf(description, sizeof description, RETENTION_FMT,
+                 (unsigned long long)j->ret.max_age_ms, (unsigned long long)j->ret.max_bytes,
+                 (unsigned long long)j->ret.max_messages);
+        /* The description first (whatever the limits), then the limits it says. */
+        const char *before = si->Config->Description;
+        si->Config->Description = description;
+        jsStreamInfo *up = NULL;
+        s = js_UpdateStream(&up, q->js, si->Config, NULL, NULL);
+        si->Config->Description = before; /* si's own, freed with it */
+        if (s == NATS_OK && up) s = apply_limits(q, up, up->State.Consumers > 0);
+        if (up) jsStreamInfo_Destroy(up);
+    }
+    if (si) jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) {
+        j->status = ERR_IO;
+        snprintf(j->err, sizeof j->err, "%s",
+                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+    }
+}
+
+static void admin_done(void *arg)
+{
+    admin_job *j = arg;
+    jtopic *t = j->topic;
+    if (j->err[0]) log_warn("cluster: cannot change topic %s: %s", t->name, j->err);
+    if (j->what == A_DELETE && j->status == 0) {
+        t->created = 0;
+    } else if (j->what == A_DELETE && j->status != ERR_NOTFOUND && t->gone) {
+        t->gone = 0; /* still there */
+    }
+    if (j->what != A_DELETE && j->status == 0) {
+        t->created = 1; /* its stream is there (an unlisted one shows now) */
+        t->gone = 0;
+    }
+    if (j->count_cb) j->count_cb(j->data, j->status, j->count);
+    if (j->done_cb) j->done_cb(j->data, j->status);
+    free(j);
+}
+
+static admin_job *admin_new(queue *q, jtopic *t, enum admin_what what)
+{
+    admin_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->q = q;
+    j->topic = t;
+    j->what = what;
+    memcpy(j->stream, t->stream, sizeof j->stream);
+    memcpy(j->subject, t->subject, sizeof j->subject);
+    j->created = t->created;
+    return j;
+}
+
+/* The topic to change. One published to through another node a moment ago
+ * may not be listed here yet (the list refreshes every second): then its
+ * stream decides, and it stays hidden unless the change finds it. */
+static jtopic *admin_topic(queue *q, const char *topic, int *unlisted)
+{
+    jtopic *t = topic_of(q, topic, 0);
+    *unlisted = !t;
+    if (t) return t;
+    if ((t = topic_of(q, topic, 1))) t->gone = 1;
+    return t;
+}
+
+static int js_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    int unlisted;
+    jtopic *t = admin_topic(q, topic, &unlisted);
+    if (!t) return ERR_NOMEM;
+    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next)
+        if (list_entry(n, q_sub, link)->topic == t) return ERR_BUSY;
+    admin_job *j = admin_new(q, t, A_DELETE);
+    if (!j) return ERR_NOMEM;
+    j->created |= unlisted; /* no stream: it does not exist */
+    j->count_cb = done;
+    j->data = data;
+    t->gone = 1;
+    q->deletions++;
+    cluster_run(q->c, admin_work, admin_done, j);
+    return 0;
+}
+
+static int js_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    int unlisted;
+    jtopic *t = admin_topic(q, topic, &unlisted);
+    if (!t) return ERR_NOMEM;
+    admin_job *j = admin_new(q, t, A_PURGE);
+    if (!j) return ERR_NOMEM;
+    j->created |= unlisted;
+    j->count_cb = done;
+    j->data = data;
+    cluster_run(q->c, admin_work, admin_done, j);
+    return 0;
+}
+
+static int js_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                              void *data)
+{
+    jtopic *t = topic_of(q, topic, 1);
+    if (!t) return ERR_NOMEM;
+    admin_job *j = admin_new(q, t, A_RETENTION);
+    if (!j) return ERR_NOMEM;
+    j->ret = *r;
+    t->ret = *r;
+    t->touched = q->refresh_serial;
+    j->done_cb = done;
+    j->data = data;
+    cluster_run(q->c, admin_work, admin_done, j);
+    return 0;
+}
+
 /* --- Every topic: what the cluster's streams say, every second -------------------------- */
 
 typedef struct refresh_job {
     queue *q;
-    int trim; /* and drop what every trigger has settled */
+    int trim;                   /* and drop what every trigger has settled */
+    uint32_t serial, deletions; /* as of its start */
     int n;
     struct {
         char name[SPATE_TOPIC_NAME_MAX + 1];
@@ -1308,7 +1567,14 @@ static void refresh_work(void *arg)
         q_topic_stats *st = &j->items[j->n].stats;
         st->published = si->State.LastSeq;
         st->stored = si->State.Msgs;
+        st->bytes = si->State.Bytes;
         st->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
+        parse_retention(si->Config->Description, &st->retention);
+        /* Retention in force only while no trigger reads the stream. */
+        natsStatus ls = apply_limits(j->q, si, si->State.Consumers > 0);
+        if (ls != NATS_OK)
+            log_debug("cluster: cannot set the limits of %s: %s", si->Config->Name,
+                      natsStatus_GetText(ls));
         j->n++;
     }
     jsStreamInfoList_Destroy(list);
@@ -1325,11 +1591,30 @@ static void refresh_done(void *arg)
         finish_close(q);
         return;
     }
+    int deleted_since = j->deletions != q->deletions;
     for (int i = 0; i < j->n; i++) {
-        jtopic *t = topic_of(q, j->items[i].name, 1);
+        jtopic *t = topic_of(q, j->items[i].name, 0);
+        /* A topic deleted here after the refresh began stays deleted. */
+        if (!t && deleted_since) continue;
+        if (!t) t = topic_of(q, j->items[i].name, 1);
         if (t) {
             t->created = 1;
+            t->ret = j->items[i].stats.retention;
             t->stats = j->items[i].stats;
+        }
+    }
+    /* Streams gone (deleted through another node): their topics too, unless
+     * a trigger here reads them or this node made the stream since. */
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        jtopic *t = list_entry(n, jtopic, link);
+        if (t->gone || !t->created || t->touched >= j->serial) continue;
+        int listed = 0;
+        for (int i = 0; i < j->n && !listed; i++) listed = strcmp(j->items[i].name, t->name) == 0;
+        for (list_node *m = list_first(&q->subs); m != &q->subs && !listed; m = m->next)
+            listed = list_entry(m, q_sub, link)->topic == t;
+        if (!listed) {
+            t->created = 0;
+            t->gone = 1;
         }
     }
     free(j->items);
@@ -1344,6 +1629,8 @@ static void on_refresh(uv_timer_t *h)
     if (!j) return;
     j->q = q;
     j->trim = q->refreshes++ % TRIM_EVERY == TRIM_EVERY - 1;
+    j->serial = ++q->refresh_serial;
+    j->deletions = q->deletions;
     q->refreshing = 1;
     cluster_run(q->c, refresh_work, refresh_done, j);
 }
@@ -1411,6 +1698,9 @@ static const queue_ops js_ops = {
     .each_topic = js_each_topic,
     .read = js_read,
     .redrive = js_redrive,
+    .topic_delete = js_topic_delete,
+    .topic_purge = js_topic_purge,
+    .topic_retention = js_topic_retention,
     .set_events = js_set_events,
     .close = js_close,
 };

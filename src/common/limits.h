@@ -124,6 +124,9 @@
 /* The autoscaler looks again at least this often (ms), besides reacting to
  * publishes and completions at once. */
 #define SPATE_AUTOSCALE_TICK_MS 50
+/* How often topics no trigger reads are held to their retention (a topic
+ * goes over its limits by at most this much time's publishes). */
+#define SPATE_RETENTION_TICK_MS 1000
 /* Instances on one node (default: one per 16 MiB of memory, within these). */
 #define SPATE_NODE_INSTANCES_FLOOR 64
 #define SPATE_NODE_INSTANCES_CEILING 10000

@@ -258,6 +258,8 @@ static void on_done(invocation *inv, enum inv_outcome outcome, const char *body,
     free(ti);
     if (t->removed) {
         if (t->inflight == 0) free(t);
+        /* A stop waits for this one too (it was running when its trigger went). */
+        if (tr->closing) maybe_closed(tr);
         return;
     }
     if (tr->closing) {

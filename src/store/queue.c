@@ -35,9 +35,17 @@ struct q_topic {
     uint64_t published;
     uint64_t stored;
     uint64_t trimmed; /* rows below are deleted (or asked to be) */
+    uint64_t bytes;   /* payload and key bytes of the stored messages */
     int64_t oldest_stored_ms;
     list_node subs;
     uint32_t nsubs;
+    /* What removed subscriptions had settled (q_topic_stats.acked). */
+    uint64_t retired_acked, retired_dead;
+    q_retention ret;
+    int retaining; /* a retention pass is with the writer */
+    /* Deleted: hidden, and its memory kept (ops in flight point to it) until
+     * a publish or a subscription brings the name back. */
+    int deleted;
 };
 
 struct q_sub {
@@ -87,7 +95,9 @@ struct queue {
     strmap by_name;
     int64_t next_topic_id, next_sub_id;
     list_node dirty;
+    uv_timer_t retention; /* every SPATE_RETENTION_TICK_MS: topics over their limits */
     int closing;
+    int closed_parts; /* the writer stopped, the timer closed: both free q */
     void (*close_cb)(void *);
     void *close_data;
     /* Statements of the writer thread's connection (used only there). */
@@ -444,6 +454,8 @@ static void done_publish(wop *op, int status)
         t->published += p->block->n;
         if (t->stored == 0) t->oldest_stored_ms = p->block->msgs[0].published_ms;
         t->stored += p->block->n;
+        for (size_t i = 0; i < p->block->n; i++)
+            t->bytes += p->block->msgs[i].len + p->block->msgs[i].key_len;
     } else if (p->create_topic) {
         t->persisted = 0; /* insert it with the next publish */
     }
@@ -467,6 +479,15 @@ static void done_publish(wop *op, int status)
 static q_topic *topic_get(queue *q, const char *name, int create)
 {
     q_topic *t = strmap_get(&q->by_name, name, strlen(name));
+    if (t && t->deleted) {
+        if (!create) return NULL;
+        /* Back: a new topic under the old name. Its numbering goes on (rows
+         * of the old one may still be on their way out); the counters start
+         * again once the deletion is done (done_delete). */
+        t->deleted = 0;
+        t->persisted = 0;
+        return t;
+    }
     if (t || !create) return t;
     t = calloc(1, sizeof *t);
     if (!t || !(t->name = strdup(name))) {
@@ -552,7 +573,8 @@ typedef struct trim_op {
     q_topic *topic;
     int64_t topic_id;
     uint64_t below;
-    uint64_t deleted;
+    uint64_t deleted, bytes;
+    int64_t oldest_ms; /* of what is left */
 } trim_op;
 
 static uint64_t sub_cursor(const q_sub *s)
@@ -608,16 +630,58 @@ static void done_state(wop *op, int status)
     free(s);
 }
 
+/* Writer thread: steps a DELETE ... RETURNING the bytes of each row,
+ * adding up rows and bytes. */
+static int delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        (*rows)++;
+        *bytes += (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* What delete_rows wants back of each row. */
+#define RETURNING_BYTES " RETURNING length(payload) + ifnull(length(key), 0)"
+
+/* Writer thread: the publish time of the topic's oldest stored message, 0
+ * when it stores none. */
+static int64_t first_published(sqlite3 *db, int64_t topic_id)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT published_ms FROM messages WHERE topic_id = ? ORDER BY seq"
+                           " LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(st, 1, topic_id);
+    int64_t ms = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return ms;
+}
+
+/* Loop thread: rows and bytes that left topic t. */
+static void forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms)
+{
+    t->stored = t->stored > rows ? t->stored - rows : 0;
+    t->bytes = t->bytes > bytes ? t->bytes - bytes : 0;
+    t->oldest_stored_ms = oldest_ms;
+}
+
 static int apply_trim(sqlite3 *db, wop *op)
 {
     trim_op *t = (trim_op *)op;
     queue *q = t->q;
-    int rc = prepare(db, &q->del_msgs, "DELETE FROM messages WHERE topic_id = ? AND seq < ?");
+    int rc = prepare(db, &q->del_msgs,
+                     "DELETE FROM messages WHERE topic_id = ? AND seq < ?" RETURNING_BYTES);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->del_msgs, 1, t->topic_id);
     sqlite3_bind_int64(q->del_msgs, 2, (sqlite3_int64)t->below);
-    rc = step(q->del_msgs);
-    t->deleted = (uint64_t)sqlite3_changes(db);
+    rc = delete_rows(q->del_msgs, &t->deleted, &t->bytes);
+    /* The oldest left: what the topic's age says once no trigger reads it. */
+    if (rc == SQLITE_OK) t->oldest_ms = first_published(db, t->topic_id);
     return rc;
 }
 
@@ -625,7 +689,7 @@ static void done_trim(wop *op, int status)
 {
     trim_op *t = (trim_op *)op;
     if (status == 0 && t->topic) {
-        t->topic->stored = t->topic->stored > t->deleted ? t->topic->stored - t->deleted : 0;
+        forget_rows(t->topic, t->deleted, t->bytes, t->oldest_ms);
     } else if (t->topic && t->topic->trimmed == t->below) {
         t->topic->trimmed = 1; /* try again later */
     }
@@ -705,6 +769,57 @@ static void presubmit(void *data)
         writer_submit(q->w, &op->op);
         maybe_trim(q, s->topic);
     }
+}
+
+/* The counters of a topic's removed subscriptions: added to its row when a
+ * subscription goes, and for each settling that comes after (a lease that
+ * was out when its trigger was removed). */
+typedef struct counter_op {
+    wop op;
+    int64_t topic_id;
+    uint64_t acked, dead_lettered;
+} counter_op;
+
+static int apply_counter(sqlite3 *db, wop *op)
+{
+    counter_op *c = (counter_op *)op;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db,
+                                "UPDATE topics SET acked = acked + ?, dead_lettered ="
+                                " dead_lettered + ? WHERE id = ?",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)c->acked);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->dead_lettered);
+    sqlite3_bind_int64(st, 3, c->topic_id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static void done_counter(wop *op, int status)
+{
+    if (status) log_warn("cannot save the counters of a removed trigger: %s", err_str(status));
+    free(op);
+}
+
+/* Counts settlings of t's removed subscriptions, in memory and in its row. */
+static void retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead)
+{
+    if (!acked && !dead) return;
+    t->retired_acked += acked;
+    t->retired_dead += dead;
+    counter_op *c = calloc(1, sizeof *c);
+    if (!c || !t->persisted) {
+        free(c);
+        return;
+    }
+    c->topic_id = t->id;
+    c->acked = acked;
+    c->dead_lettered = dead;
+    c->op.apply = apply_counter;
+    c->op.done = done_counter;
+    writer_submit(q->w, &c->op);
 }
 
 /* --- Fetching from the store ------------------------------------------------------- */
@@ -1051,7 +1166,10 @@ static void sq_ack(q_lease *l)
     q_sub *s = l->sub;
     unlease(l);
     key_free(s, l->msg);
-    s->acked++;
+    if (s->closed)
+        retire_counts(s->q, s->topic, 1, 0);
+    else
+        s->acked++;
     if (l->in_retry_table && !s->closed) submit_retry(l, NULL);
     lease_free(l);
 }
@@ -1128,7 +1246,10 @@ static void done_dead(wop *op, int status)
     q_sub *s = l->sub;
     if (status == 0) {
         key_free(s, l->msg);
-        s->dead_lettered++;
+        if (s->closed)
+            retire_counts(s->q, s->topic, 0, 1);
+        else
+            s->dead_lettered++;
         mark_dirty(s);
         lease_free(l);
     } else if (!s->closed) {
@@ -1386,6 +1507,9 @@ static int sq_unsubscribe(queue *q, const char *topic, const char *function, que
         list_remove(&s->dirty_link);
         s->dirty = 0;
     }
+    /* Its counters stay the topic's; what it alone held back may go now. */
+    retire_counts(q, t, s->acked, s->dead_lettered);
+    maybe_trim(q, t);
     uv_timer_stop(&s->timer);
     /* What waits is dropped; leases still out settle into nothing. */
     while (s->rlen) msg_unref(ready_take(s, 0));
@@ -1472,11 +1596,17 @@ static int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
     memset(out, 0, sizeof *out);
     out->published = t->published;
     out->stored = t->stored;
+    out->bytes = t->bytes;
     out->subscriptions = t->nsubs;
     out->oldest_ms = t->stored ? t->oldest_stored_ms : 0;
+    out->acked = t->retired_acked;
+    out->dead_lettered = t->retired_dead;
+    out->retention = t->ret;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
         q_sub_stats ss;
         sq_sub_stats(list_entry(n, q_sub, link), &ss);
+        out->acked += ss.acked;
+        out->dead_lettered += ss.dead_lettered;
         if (ss.oldest_ms && (!out->oldest_ms || ss.oldest_ms > out->oldest_ms))
             out->oldest_ms = ss.oldest_ms;
     }
@@ -1485,8 +1615,10 @@ static int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
 
 static void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
 {
-    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
-        cb(list_entry(n, q_topic, link)->name, data);
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        q_topic *t = list_entry(n, q_topic, link);
+        if (!t->deleted) cb(t->name, data);
+    }
 }
 
 /* --- Reading and redriving ------------------------------------------------------------- */
@@ -1533,7 +1665,8 @@ typedef struct redrive_op {
     q_topic *dlq;
     uint64_t *seqs; /* republished: these are deleted, nothing else */
     size_t nseqs;
-    uint64_t deleted;
+    uint64_t deleted, bytes;
+    int64_t oldest_ms;  /* of what is left */
     int publish_failed; /* set by on_redrive_published when a publish failed at once */
     queue_redrive_cb cb;
     void *data;
@@ -1545,16 +1678,16 @@ static int apply_redrive_delete(sqlite3 *db, wop *op)
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db,
                                 "DELETE FROM messages WHERE topic_id = ? AND seq = ?"
-                                " AND source IS NOT NULL",
+                                " AND source IS NOT NULL" RETURNING_BYTES,
                                 -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
     for (size_t i = 0; i < r->nseqs && rc == SQLITE_OK; i++) {
         sqlite3_bind_int64(st, 1, r->dlq->id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seqs[i]);
-        rc = step(st);
-        if (rc == SQLITE_OK) r->deleted += (uint64_t)sqlite3_changes(db);
+        rc = delete_rows(st, &r->deleted, &r->bytes);
     }
     sqlite3_finalize(st);
+    if (rc == SQLITE_OK) r->oldest_ms = first_published(db, r->dlq->id);
     return rc;
 }
 
@@ -1562,7 +1695,7 @@ static void done_redrive_delete(wop *op, int status)
 {
     redrive_op *r = (redrive_op *)op;
     /* trimmed stays: the deletion left holes, not a clean prefix. */
-    if (status == 0) r->dlq->stored = r->dlq->stored > r->deleted ? r->dlq->stored - r->deleted : 0;
+    if (status == 0) forget_rows(r->dlq, r->deleted, r->bytes, r->oldest_ms);
     r->cb(r->data, status, status ? 0 : r->nseqs);
     free(r->seqs);
     free(r);
@@ -1702,13 +1835,349 @@ static int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limi
     return 0;
 }
 
-/* --- Opening and closing ------------------------------------------------------------- */
-
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
+
+/* --- Administering topics ---------------------------------------------------------- */
+
+typedef struct admin_op {
+    wop op;
+    queue *q;
+    q_topic *topic;
+    int64_t topic_id;
+    uint64_t below; /* purge, retention: only committed messages, below this seq */
+    uint64_t *keep; /* purge: seqs leased now, which stay (sorted) */
+    size_t nkeep;
+    q_retention ret;  /* set: to save; retention: the limits; delete: to restore on failure */
+    int create_topic; /* set: insert the topic's row first */
+    int64_t now_ms;
+    uint64_t rows, bytes; /* deleted */
+    uint64_t stop;        /* retention: the first seq kept */
+    int64_t oldest_ms;    /* of what is left */
+    queue_count_cb count_cb;
+    queue_done_cb done_cb;
+    void *data;
+} admin_op;
+
+static admin_op *admin_new(queue *q, q_topic *t, int (*apply)(sqlite3 *, wop *),
+                           void (*done)(wop *, int))
+{
+    admin_op *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->q = q;
+    a->topic = t;
+    a->topic_id = t->id;
+    a->op.apply = apply;
+    a->op.done = done;
+    return a;
+}
+
+/* Writer thread: one statement bound to the topic's id (?1) and run. */
+static int exec_topic(sqlite3 *db, const char *sql, int64_t topic_id)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, topic_id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int apply_delete(sqlite3 *db, wop *op)
+{
+    admin_op *a = (admin_op *)op;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "DELETE FROM messages WHERE topic_id = ?" RETURNING_BYTES, -1,
+                                &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, a->topic_id);
+    rc = delete_rows(st, &a->rows, &a->bytes);
+    sqlite3_finalize(st);
+    /* Subscriptions are gone already (the topic had none); their rows too,
+     * unless a removal failed on its own. */
+    if (rc == SQLITE_OK)
+        rc = exec_topic(db,
+                        "DELETE FROM retries WHERE sub_id IN"
+                        " (SELECT id FROM subscriptions WHERE topic_id = ?1)",
+                        a->topic_id);
+    if (rc == SQLITE_OK)
+        rc = exec_topic(db, "DELETE FROM subscriptions WHERE topic_id = ?1", a->topic_id);
+    if (rc == SQLITE_OK) rc = exec_topic(db, "DELETE FROM topics WHERE id = ?1", a->topic_id);
+    return rc;
+}
+
+static void done_delete(wop *op, int status)
+{
+    admin_op *a = (admin_op *)op;
+    q_topic *t = a->topic;
+    if (status == 0) {
+        /* The counters start again: what was published before the deletion
+         * went with it (a publish asked for after it is counted after this,
+         * as its done comes later). */
+        t->published = t->stored = t->bytes = 0;
+        t->oldest_stored_ms = 0;
+        t->retired_acked = t->retired_dead = 0;
+    } else if (t->deleted) {
+        t->deleted = 0; /* still there, as it was */
+        t->ret = a->ret;
+    }
+    a->count_cb(a->data, status, a->rows);
+    free(a);
+}
+
+static int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    if (q->closing) return ERR_CLOSED;
+    q_topic *t = topic_get(q, topic, 0);
+    if (!t) return ERR_NOTFOUND;
+    if (t->nsubs) return ERR_BUSY;
+    admin_op *a = admin_new(q, t, apply_delete, done_delete);
+    if (!a) return ERR_NOMEM;
+    a->count_cb = done;
+    a->data = data;
+    a->ret = t->ret;
+    memset(&t->ret, 0, sizeof t->ret);
+    t->deleted = 1;
+    writer_submit(q->w, &a->op);
+    return 0;
+}
+
+static int apply_purge(sqlite3 *db, wop *op)
+{
+    admin_op *a = (admin_op *)op;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(
+        db, "DELETE FROM messages WHERE topic_id = ? AND seq >= ? AND seq < ?" RETURNING_BYTES, -1,
+        &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    /* Everything below the bound but the leased seqs: the ranges between them. */
+    uint64_t from = 0;
+    for (size_t i = 0; i <= a->nkeep && rc == SQLITE_OK; i++) {
+        uint64_t to = i < a->nkeep ? a->keep[i] : a->below;
+        if (to > from) {
+            sqlite3_bind_int64(st, 1, a->topic_id);
+            sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
+            sqlite3_bind_int64(st, 3, (sqlite3_int64)to);
+            rc = delete_rows(st, &a->rows, &a->bytes);
+        }
+        if (to + 1 > from) from = to + 1;
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK) a->oldest_ms = first_published(db, a->topic_id);
+    return rc;
+}
+
+static void done_purge(wop *op, int status)
+{
+    admin_op *a = (admin_op *)op;
+    if (status == 0) forget_rows(a->topic, a->rows, a->bytes, a->oldest_ms);
+    a->count_cb(a->data, status, a->rows);
+    free(a->keep);
+    free(a);
+}
+
+/* Empties what a subscription holds but its leases: it goes on from the next
+ * publish (bound: the first seq not yet committed). Returns the seqs it has
+ * leased into keep. */
+static void sub_purge(q_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
+{
+    for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
+        keep[(*nkeep)++] = list_entry(n, q_lease, link)->msg->seq;
+    while (s->rlen) msg_unref(ready_take(s, 0));
+    while (s->nheap) {
+        q_lease *l = heap_pop(s);
+        key_free(s, l->msg);
+        if (l->in_retry_table) submit_retry(l, NULL);
+        lease_free(l);
+    }
+    uv_timer_stop(&s->timer);
+    free(s->restore);
+    s->restore = NULL;
+    s->nrestore = 0;
+    if (s->fetched < bound) s->fetched = bound;
+    s->lagging = 0;
+    s->lag_oldest_ms = 0;
+    mark_dirty(s);
+}
+
+static int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    if (q->closing) return ERR_CLOSED;
+    q_topic *t = topic_get(q, topic, 0);
+    if (!t) return ERR_NOTFOUND;
+    size_t leased = 0;
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
+        leased += list_entry(n, q_sub, link)->nleased;
+    admin_op *a = admin_new(q, t, apply_purge, done_purge);
+    uint64_t *keep = a && leased ? malloc(leased * sizeof *keep) : NULL;
+    if (!a || (leased && !keep)) {
+        free(a);
+        return ERR_NOMEM;
+    }
+    /* Committed messages only: a publish still on its way is after the purge. */
+    a->below = t->committed;
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
+        sub_purge(list_entry(n, q_sub, link), a->below, keep, &a->nkeep);
+    if (a->nkeep) qsort(keep, a->nkeep, sizeof *keep, cmp_u64);
+    a->keep = keep;
+    if (t->trimmed < a->below) t->trimmed = a->below; /* a new subscription starts there */
+    a->count_cb = done;
+    a->data = data;
+    writer_submit(q->w, &a->op);
+    return 0;
+}
+
+/* Retention: the oldest messages of a topic no subscription reads, while it
+ * is over a limit. */
+static int over_limits(const q_topic *t, int64_t now)
+{
+    const q_retention *r = &t->ret;
+    return (r->max_messages && t->stored > r->max_messages) ||
+           (r->max_bytes && t->bytes > r->max_bytes) ||
+           (r->max_age_ms && t->stored && t->oldest_stored_ms &&
+            now - t->oldest_stored_ms > (int64_t)r->max_age_ms);
+}
+
+static int apply_retain(sqlite3 *db, wop *op)
+{
+    admin_op *a = (admin_op *)op;
+    const q_retention *r = &a->ret;
+    sqlite3_stmt *st;
+    /* The figures of the store, not of memory: publishes and deletions may be
+     * in this same transaction. */
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT COUNT(*), TOTAL(length(payload) + ifnull(length(key), 0))"
+                                " FROM messages WHERE topic_id = ?",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, a->topic_id);
+    uint64_t count = 0, bytes = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        count = (uint64_t)sqlite3_column_int64(st, 0);
+        bytes = (uint64_t)sqlite3_column_double(st, 1);
+    }
+    sqlite3_finalize(st);
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT seq, published_ms, length(payload) + ifnull(length(key), 0)"
+                            " FROM messages WHERE topic_id = ? AND seq < ? ORDER BY seq",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, a->topic_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)a->below);
+    a->stop = a->below;
+    int64_t cutoff = a->now_ms - (int64_t)r->max_age_ms;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int old = r->max_age_ms && sqlite3_column_int64(st, 1) < cutoff;
+        if (!old && !(r->max_messages && count > r->max_messages) &&
+            !(r->max_bytes && bytes > r->max_bytes)) {
+            a->stop = (uint64_t)sqlite3_column_int64(st, 0);
+            break;
+        }
+        count--;
+        bytes -= (uint64_t)sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    rc = sqlite3_prepare_v2(
+        db, "DELETE FROM messages WHERE topic_id = ? AND seq < ?" RETURNING_BYTES, -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, a->topic_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)a->stop);
+    rc = delete_rows(st, &a->rows, &a->bytes);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK) a->oldest_ms = first_published(db, a->topic_id);
+    return rc;
+}
+
+static void done_retain(wop *op, int status)
+{
+    admin_op *a = (admin_op *)op;
+    q_topic *t = a->topic;
+    t->retaining = 0;
+    if (status == 0 && !t->deleted) {
+        forget_rows(t, a->rows, a->bytes, a->oldest_ms);
+        if (t->trimmed < a->stop) t->trimmed = a->stop;
+        if (a->rows)
+            log_debug("retention dropped %llu messages (%llu bytes) of topic '%s'",
+                      (unsigned long long)a->rows, (unsigned long long)a->bytes, t->name);
+    } else if (status) {
+        log_warn("cannot apply the retention of topic '%s': %s", t->name, err_str(status));
+    }
+    free(a);
+}
+
+static void retain(queue *q, q_topic *t)
+{
+    if (t->deleted || t->nsubs || t->retaining || !t->persisted || q->closing) return;
+    int64_t now = clock_now_ms();
+    if (!over_limits(t, now)) return;
+    admin_op *a = admin_new(q, t, apply_retain, done_retain);
+    if (!a) return;
+    a->ret = t->ret;
+    a->now_ms = now;
+    a->below = t->committed;
+    t->retaining = 1;
+    writer_submit(q->w, &a->op);
+}
+
+static void on_retention_tick(uv_timer_t *h)
+{
+    queue *q = h->data;
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
+        retain(q, list_entry(n, q_topic, link));
+}
+
+static int apply_set_retention(sqlite3 *db, wop *op)
+{
+    admin_op *a = (admin_op *)op;
+    int rc = a->create_topic ? insert_topic(db, a->topic) : SQLITE_OK;
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_stmt *st;
+    rc = sqlite3_prepare_v2(db,
+                            "UPDATE topics SET max_age_ms = ?, max_bytes = ?, max_messages = ?"
+                            " WHERE id = ?",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)a->ret.max_age_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)a->ret.max_bytes);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)a->ret.max_messages);
+    sqlite3_bind_int64(st, 4, a->topic_id);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static void done_set_retention(wop *op, int status)
+{
+    admin_op *a = (admin_op *)op;
+    if (status && a->create_topic) a->topic->persisted = 0;
+    if (status == 0) retain(a->q, a->topic); /* now, not at the next tick */
+    a->done_cb(a->data, status);
+    free(a);
+}
+
+static int sq_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                              void *data)
+{
+    if (q->closing) return ERR_CLOSED;
+    q_topic *t = topic_get(q, topic, 1);
+    if (!t) return ERR_NOMEM;
+    admin_op *a = admin_new(q, t, apply_set_retention, done_set_retention);
+    if (!a) return ERR_NOMEM;
+    a->ret = *r;
+    a->create_topic = !t->persisted;
+    t->persisted = 1;
+    t->ret = *r; /* in force from now: a failed save says so to the caller */
+    a->done_cb = done;
+    a->data = data;
+    writer_submit(q->w, &a->op);
+    return 0;
+}
+
+/* --- Opening and closing ------------------------------------------------------------- */
 
 /* Reloads, after a restart, the messages a subscription had leased (they were
  * in flight: due again now, their attempt repeated) and those waiting for a
@@ -1805,14 +2274,19 @@ static int load(queue *q, char *err, size_t errcap)
 {
     sqlite3 *db = store_db(q->st);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT t.id, t.name, t.published, t.next_seq,"
-                           " (SELECT MAX(seq) FROM messages m WHERE m.topic_id = t.id),"
-                           " (SELECT MIN(seq) FROM messages m WHERE m.topic_id = t.id),"
-                           " (SELECT COUNT(*) FROM messages m WHERE m.topic_id = t.id),"
-                           " (SELECT MIN(published_ms) FROM messages m WHERE m.topic_id = t.id)"
-                           " FROM topics t ORDER BY t.name",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT t.id, t.name, t.published, t.next_seq,"
+            " (SELECT MAX(seq) FROM messages m WHERE m.topic_id = t.id),"
+            " (SELECT MIN(seq) FROM messages m WHERE m.topic_id = t.id),"
+            " (SELECT COUNT(*) FROM messages m WHERE m.topic_id = t.id),"
+            " (SELECT published_ms FROM messages m WHERE m.topic_id = t.id"
+            "  ORDER BY seq LIMIT 1),"
+            " (SELECT TOTAL(length(payload) + ifnull(length(key), 0)) FROM messages m"
+            "  WHERE m.topic_id = t.id),"
+            " t.max_age_ms, t.max_bytes, t.max_messages, t.acked, t.dead_lettered"
+            " FROM topics t ORDER BY t.name",
+            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errcap, "cannot read topics: %s", sqlite3_errmsg(db));
         return ERR_STORE;
     }
@@ -1832,6 +2306,12 @@ static int load(queue *q, char *err, size_t errcap)
         t->trimmed = min ? min : next;
         t->stored = (uint64_t)sqlite3_column_int64(st, 6);
         t->oldest_stored_ms = sqlite3_column_int64(st, 7);
+        t->bytes = (uint64_t)sqlite3_column_double(st, 8);
+        t->ret.max_age_ms = (uint64_t)sqlite3_column_int64(st, 9);
+        t->ret.max_bytes = (uint64_t)sqlite3_column_int64(st, 10);
+        t->ret.max_messages = (uint64_t)sqlite3_column_int64(st, 11);
+        t->retired_acked = (uint64_t)sqlite3_column_int64(st, 12);
+        t->retired_dead = (uint64_t)sqlite3_column_int64(st, 13);
     }
     sqlite3_finalize(st);
     if (q->next_topic_id < 1) q->next_topic_id = 1;
@@ -1897,6 +2377,10 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
         return rc;
     }
     writer_set_presubmit(q->w, presubmit, q);
+    /* Retention: at once (what aged while spated was down), then every tick. */
+    uv_timer_init(loop, &q->retention);
+    q->retention.data = q;
+    uv_timer_start(&q->retention, on_retention_tick, 0, SPATE_RETENTION_TICK_MS);
     /* Start every subscription: reload from the store. */
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
         q_topic *t = list_entry(n, q_topic, link);
@@ -1915,11 +2399,24 @@ static void sq_set_events(queue *q, const queue_events *ev)
     q->ev = *ev;
 }
 
+/* The writer stopped and the retention timer closed: q goes. */
+static void close_part(queue *q)
+{
+    if (++q->closed_parts < 2) return;
+    void (*cb)(void *) = q->close_cb;
+    void *cbdata = q->close_data;
+    free(q);
+    if (cb) cb(cbdata);
+}
+
+static void on_retention_closed(uv_handle_t *h)
+{
+    close_part(h->data);
+}
+
 static void on_writer_stopped(void *data)
 {
     queue *q = data;
-    void (*cb)(void *) = q->close_cb;
-    void *cbdata = q->close_data;
     while (!list_empty(&q->topics)) {
         q_topic *t = list_entry(list_first(&q->topics), q_topic, link);
         list_remove(&t->link);
@@ -1946,8 +2443,7 @@ static void on_writer_stopped(void *data)
     sqlite3_stmt *sts[] = {q->ins_msg,  q->upd_pub,      q->upd_sub,
                            q->del_msgs, q->upsert_retry, q->del_retry};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++) sqlite3_finalize(sts[i]);
-    free(q);
-    if (cb) cb(cbdata);
+    close_part(q);
 }
 
 static void sq_close(queue *q, void (*cb)(void *data), void *data)
@@ -1955,6 +2451,7 @@ static void sq_close(queue *q, void (*cb)(void *data), void *data)
     q->closing = 1;
     q->close_cb = cb;
     q->close_data = data;
+    uv_close((uv_handle_t *)&q->retention, on_retention_closed);
     /* Save the latest state of every subscription with the last commit. */
     writer_stop(q->w, on_writer_stopped, q);
 }
@@ -1979,6 +2476,9 @@ static const queue_ops sqlite_ops = {
     .each_topic = sq_each_topic,
     .read = sq_read,
     .redrive = sq_redrive,
+    .topic_delete = sq_topic_delete,
+    .topic_purge = sq_topic_purge,
+    .topic_retention = sq_topic_retention,
     .set_events = sq_set_events,
     .close = sq_close,
 };

@@ -95,11 +95,27 @@ typedef struct q_sub_stats {
     uint64_t delivered; /* leases handed out */
 } q_sub_stats;
 
+/* How much a topic nobody consumes keeps; 0 is no limit. Retention deletes
+ * the oldest stored messages while the topic has no subscription only: a
+ * message some subscription has not settled is never deleted by it (and a
+ * settled one leaves the store anyway). */
+typedef struct q_retention {
+    uint64_t max_age_ms;
+    uint64_t max_bytes; /* payload and key bytes of the stored messages */
+    uint64_t max_messages;
+} q_retention;
+
 typedef struct q_topic_stats {
     uint64_t published; /* since the topic was created */
     uint64_t stored;    /* messages in the store */
+    uint64_t bytes;     /* their payload and key bytes */
     int64_t oldest_ms;  /* publish time of the oldest stored message, 0 if none */
     uint32_t subscriptions;
+    /* Over every subscription the topic has had, removed ones included: a
+     * counter never goes down when a trigger goes. */
+    uint64_t acked;
+    uint64_t dead_lettered;
+    q_retention retention;
 } q_topic_stats;
 
 typedef struct queue_events {
@@ -173,6 +189,23 @@ int queue_topic_stats(queue *q, const char *topic, q_topic_stats *out);
 /* Calls cb for each topic name. */
 void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
 
+/* --- Administering topics ------------------------------------------------------------- */
+
+/* done gets how many messages went (status 0) or the error. */
+typedef void (*queue_count_cb)(void *data, int status, uint64_t count);
+/* Deletes the topic and every message it stores. ERR_NOTFOUND; ERR_BUSY while
+ * a subscription reads it (remove those first). A publish after it creates
+ * the topic anew. */
+int queue_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data);
+/* Deletes the topic's stored messages but those leased now (in flight: their
+ * invocations settle them as usual); every subscription goes on from the
+ * next publish. ERR_NOTFOUND. */
+int queue_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
+/* Sets the topic's retention (created if new); enforced within about a
+ * second and after every restart. */
+int queue_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                          void *data);
+
 /* --- Reading and redriving ------------------------------------------------------------- */
 
 /* Reads up to limit stored messages of topic with seq > after. cb gets them
@@ -220,6 +253,10 @@ typedef struct queue_ops {
                 void *data);
     int (*redrive)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
                    void *data);
+    int (*topic_delete)(queue *q, const char *topic, queue_count_cb done, void *data);
+    int (*topic_purge)(queue *q, const char *topic, queue_count_cb done, void *data);
+    int (*topic_retention)(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                           void *data);
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
 } queue_ops;

@@ -104,6 +104,22 @@ int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, q
     return OPS(q)->redrive(q, topic, after, limit, cb, data);
 }
 
+int queue_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    return OPS(q)->topic_delete(q, topic, done, data);
+}
+
+int queue_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
+{
+    return OPS(q)->topic_purge(q, topic, done, data);
+}
+
+int queue_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                          void *data)
+{
+    return OPS(q)->topic_retention(q, topic, r, done, data);
+}
+
 void queue_set_events(queue *q, const queue_events *ev)
 {
     OPS(q)->set_events(q, ev);

@@ -93,6 +93,13 @@ static const char *const migrations[] = {
     "ALTER TABLE versions ADD COLUMN tmp_mb INTEGER NOT NULL DEFAULT 512;",
     /* 5: secret variables, "K=V" lines like env (common/fnconfig.h). */
     "ALTER TABLE versions ADD COLUMN secrets TEXT;",
+    /* 6: per-topic retention (for topics no trigger reads), and the counters
+     * of the topic's removed subscriptions (store/queue.c). */
+    ("ALTER TABLE topics ADD COLUMN max_age_ms INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE topics ADD COLUMN max_bytes INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE topics ADD COLUMN max_messages INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE topics ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE topics ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -336,6 +336,81 @@ def test_ordered_keys_keep_their_order_across_nodes(cluster, functions, tmp_path
     assert most > 1, most
 
 
+def test_topic_ls_rm_purge_retention_and_dlq_across_nodes(cluster, functions, tmp_path):
+    """Issue 14, items 5 and 6, on JetStream: the same commands, any node."""
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "adm.txt"
+    assert a.deploy("adm", functions["recorder"], max=2, env=f"RECORD%3D{rec}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "adm"), timeout=10) for d in (a, b, c))
+
+    def names(d):
+        r = d.cli("topic", "ls")
+        assert r.returncode == 0, r.stderr
+        return {line.split()[0] for line in r.stdout.decode().splitlines()[1:]}
+
+    def stored(topic):
+        return (nats.stream_state("SPATE_T_" + topic) or {"messages": None})["messages"]
+
+    # ls: a topic published through one node is listed by every node.
+    publish_lines(a, "kept", [f"k{i}" for i in range(6)])
+    assert all(wait_for(lambda: "kept" in names(d), timeout=10) for d in (a, b, c))
+    # Retention of a topic no trigger reads: set through one node, held by JetStream.
+    r = c.cli("topic", "set", "kept", "--max-messages", "2")
+    assert r.returncode == 0 and b"2 messages" in r.stdout, r.stderr
+    assert wait_for(lambda: stored("kept") == 2, timeout=10), stored("kept")
+    assert [m["payload"] for m in a.json("GET", "/v1/topics/kept/messages")[1]["messages"]] == \
+        ["k4", "k5"]
+    assert wait_for(lambda: b.json("GET", "/v1/topics/kept")[1]["retention"]["max_messages"] == 2,
+                    timeout=10)
+    # Purge: every message goes, and how many is said.
+    r = b.cli("topic", "purge", "kept")
+    assert r.returncode == 0 and b"purged 2 messages" in r.stdout, (r.stdout, r.stderr)
+    assert stored("kept") == 0
+    # A trigger reading a topic with retention: nothing it has not settled goes.
+    r = a.cli("topic", "set", "held", "--max-messages", "1")
+    assert r.returncode == 0, r.stderr
+    add_trigger(a, (a, b, c), "held", "adm", "?max_attempts=1&dlq=held-dead")
+    publish_lines(b, "held", ["h0", "h1", "h2", "h3", "fail-h4"])
+    assert wait_for(lambda: sorted(set(ended(rec))) == ["fail-h4", "h0", "h1", "h2", "h3"],
+                    timeout=30), ended(rec)
+    # dlq ls through the source topic finds the trigger's own dead-letter topic.
+    assert wait_for(lambda: c.cli("dlq", "ls", "held").stdout.count(b"fail-h4") == 1, timeout=15)
+    r = c.cli("dlq", "ls", "held")
+    assert b"held-dead" in r.stdout and b"held -> adm" in r.stdout, r.stdout
+    acked = sum(d.json("GET", "/v1/topics/held")[1]["acknowledged"] for d in (a, b, c))
+    assert acked == 4
+    # rm: refused while the trigger reads it, through any node; --force removes both.
+    r = b.cli("topic", "rm", "held")
+    assert r.returncode == 1 and b"held -> adm" in r.stderr, r.stderr
+    r = c.cli("topic", "rm", "held", "--force")
+    assert r.returncode == 0 and b"removed trigger held -> adm" in r.stdout, (r.stdout, r.stderr)
+    for d in (a, b, c):
+        assert wait_for(lambda: d.json("GET", "/v1/triggers/held/adm")[0] == 404, timeout=15)
+        assert wait_for(lambda: "held" not in names(d), timeout=10), names(d)
+    assert stored("held") is None
+    # The dead-letter topic stays, with its dead letter; a plain rm of it is
+    # refused no longer (its trigger is gone).
+    assert b"fail-h4" in a.cli("dlq", "ls", "held-dead").stdout
+    r = a.cli("topic", "rm", "held-dead")
+    assert r.returncode == 0 and b"removed topic held-dead" in r.stdout, r.stderr
+    assert all(wait_for(lambda: "held-dead" not in names(d), timeout=10) for d in (a, b, c))
+    # A topic published through another node a moment ago (not yet in this
+    # node's list): its stream decides.
+    publish_lines(b, "fresh", ["f1", "f2"])
+    r = a.cli("topic", "purge", "fresh")
+    assert r.returncode == 0 and b"purged 2 messages" in r.stdout, (r.stdout, r.stderr)
+    publish_lines(c, "fresher", ["f3"])
+    r = a.cli("topic", "rm", "fresher")
+    assert r.returncode == 0 and b"its 1 message" in r.stdout, (r.stdout, r.stderr)
+    r = a.cli("topic", "rm", "never-was")
+    assert r.returncode == 1 and b"topic 'never-was' does not exist" in r.stderr, r.stderr
+    # Redrive of an ordinary topic: refused, nothing deleted.
+    publish_lines(a, "kept", ["again"])
+    r = b.cli("dlq", "redrive", "kept")
+    assert r.returncode == 1 and b"not the dead-letter topic" in r.stderr, r.stderr
+    assert wait_for(lambda: stored("kept") == 1, timeout=5)
+
+
 def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions, tmp_path):
     nats, (a, b, c) = cluster
     rec = record_dir(tmp_path) / "steady.txt"
