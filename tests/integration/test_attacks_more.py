@@ -89,3 +89,55 @@ def test_runtime_api_bodies_are_bounded_per_instance(spated, hostile_runtime, tm
     assert held <= 1, f"spated kept reading {held} response bodies of 6 MiB for one instance"
     grown = rss_kb(pid) - before
     assert grown < 200 * 1024, f"spated grew by {grown // 1024} MB for 4 instances"
+
+
+# --- System V IPC: the host's namespace -----------------------------------------------------
+
+
+def sysv_objects(kind, uid):
+    """Ids of the host's System V objects of kind (shm, msg) owned by uid."""
+    with open(f"/proc/sysvipc/{kind}") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    col = {"shm": 7, "msg": 7}[kind]
+    return [int(r[1]) for r in rows if len(r) > col and int(r[col]) == uid]
+
+
+def function_uid(d, name):
+    pid = d.describe(name)["zygote_pid"]
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+
+
+def test_system_v_ipc_dies_with_its_instance(spated, functions):
+    """Shared memory made by a function lived on in the host's IPC namespace
+    after its instance, its version and its deletion: each instance could
+    leave its --memory worth there (charged to a cgroup that then went away,
+    or to the slot the next function got), with no bound but the host's.
+    Message queues alike. Each instance has an IPC namespace of its own now."""
+    status, doc = spated.deploy("hoard", functions["atk_m_ipc"], memory=128)
+    assert status == 201, doc
+    uid = function_uid(spated, "hoard")
+    made = []
+    for _ in range(3):
+        status, out = spated.invoke("hoard", b"shm:30:0")
+        assert status == 200 and not out.startswith(b"error"), out
+        made.append(out)
+        status, out = spated.invoke("hoard", b"msg:4242")
+        assert status == 200 and not out.startswith(b"error"), out
+    assert spated.json("DELETE", "/v1/functions/hoard")[0] == 204
+    left = wait_for(lambda: not sysv_objects("shm", uid) and not sysv_objects("msg", uid), timeout=10)
+    assert left, (f"the function's shared memory {sysv_objects('shm', uid)} and queues "
+                  f"{sysv_objects('msg', uid)} outlived it")
+
+
+def test_functions_share_no_system_v_ipc(spated, functions):
+    """A segment under a well-known key with mode 0666 was readable by every
+    other function (and every user of the host): a channel past the uids."""
+    for name in ("writer", "reader"):
+        status, doc = spated.deploy(name, functions["atk_m_ipc"])
+        assert status == 201, doc
+    status, out = spated.invoke("writer", b"shm:1:770077")
+    assert status == 200 and not out.startswith(b"error"), out
+    status, out = spated.invoke("reader", b"peek:770077")
+    assert status == 200, out
+    assert b"secret" not in out, out
