@@ -24,7 +24,11 @@
 
 /* Denied with EPERM: debugging other processes, the mount table, kernel
  * modules and images, bpf and perf, keyrings, reboot and swap, entering or
- * making namespaces, raw I/O ports, file handles, the clock and accounting. */
+ * making namespaces, raw I/O ports, file handles, the clock and accounting;
+ * io_uring, whose operations (socket, openat, connect, ...) are system calls
+ * this filter never sees: through it a function without network made an
+ * AF_INET socket. pidfd_getfd takes another process's descriptors (another
+ * instance's of the same function: its Runtime API connection). */
 static const char *const denied[] = {
     "ptrace",
     "process_vm_readv",
@@ -67,6 +71,10 @@ static const char *const denied[] = {
     "fsopen",
     "fsmount",
     "open_tree",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "pidfd_getfd",
 };
 
 /* The flags a native instance unshares with to build its /tmp, and to have

@@ -141,3 +141,29 @@ def test_functions_share_no_system_v_ipc(spated, functions):
     status, out = spated.invoke("reader", b"peek:770077")
     assert status == 200, out
     assert b"secret" not in out, out
+
+
+# --- seccomp: io_uring ----------------------------------------------------------------------
+
+
+def test_io_uring_cannot_make_what_seccomp_refuses(spated, functions):
+    """io_uring performs socket, open, connect, ... without the system call
+    that seccomp filters: a function without network got an AF_INET socket
+    through IORING_OP_SOCKET. io_uring is refused now (and with it a large
+    part of the kernel no function needs)."""
+    status, doc = spated.deploy("ringer", functions["atk_m_uring"], network="false")
+    assert status == 201, doc
+    status, out = spated.invoke("ringer")
+    assert status == 200, out
+    assert out.startswith(b"setup refused: Operation not permitted"), out
+
+
+def test_a_function_cannot_take_descriptors_of_its_processes(spated, functions):
+    """pidfd_getfd copies a descriptor out of any process the caller may
+    trace: an exec bootstrap is dumpable, so another instance of the same
+    function took its Runtime API connection (and its invocations) that way."""
+    status, doc = spated.deploy("taker", functions["atk_m_uring"])
+    assert status == 201, doc
+    status, out = spated.invoke("taker", b"getfd")
+    assert status == 200, out
+    assert out.startswith(b"getfd refused: Operation not permitted"), out
