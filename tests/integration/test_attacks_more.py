@@ -167,3 +167,28 @@ def test_a_function_cannot_take_descriptors_of_its_processes(spated, functions):
     status, out = spated.invoke("taker", b"getfd")
     assert status == 200, out
     assert out.startswith(b"getfd refused: Operation not permitted"), out
+
+
+# --- spated's log ---------------------------------------------------------------------------
+
+FORGING_BOOTSTRAP = rb"""#!/bin/sh
+curl -s -X POST "http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/init/error" \
+  -d '{"errorType":"Boom","errorMessage":"x\n2030-01-01T00:00:00.000Z info  spated: function deleted fn=victim\r\u001b[2Kcleared"}'
+sleep 10
+"""
+
+
+def test_a_function_cannot_write_lines_into_spateds_log(spated):
+    """The reason an instance gives for failing to start (a Runtime API init
+    error, a native INIT_FAILED frame) went into spated's log as it was: a
+    newline in it began a line of the function's making, dated and tagged
+    as spated's own, and terminal escapes reached whoever read the log."""
+    status, doc = spated.json("PUT", "/v1/functions/forger?runtime=exec", FORGING_BOOTSTRAP)
+    assert status == 201, doc
+    status, body = spated.invoke("forger")
+    assert status == 502 and b"Boom" in body, body
+    assert wait_for(lambda: "instance could not start" in spated.log(), timeout=10), spated.log()
+    log = spated.log()
+    forged = [line for line in log.splitlines() if line.startswith("2030-")]
+    assert not forged, forged
+    assert "\x1b" not in log and "\r" not in log, repr(log[-400:])
