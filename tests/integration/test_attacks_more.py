@@ -192,3 +192,59 @@ def test_a_function_cannot_write_lines_into_spateds_log(spated):
     forged = [line for line in log.splitlines() if line.startswith("2030-")]
     assert not forged, forged
     assert "\x1b" not in log and "\r" not in log, repr(log[-400:])
+
+
+# --- The cluster's NATS -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """One nats-server with JetStream and a user, on a loopback port."""
+    from natscluster import free_port
+    port = free_port()
+    log = open(tmp_path / "nats.log", "wb")
+    proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                             str(tmp_path / "js"), "--user", "spate", "--pass", "s3cret-nats-pw"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    assert wait_for(lambda: "Server is ready" in (tmp_path / "nats.log").read_text(), timeout=20)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_nats_credentials_stay_out_of_the_log(make_spated, nats_server, tmp_path, functions):
+    """In a cluster, NATS holds every function's environment and code: a
+    function (it has the host's network) read DB_PASSWORD from the registry
+    bucket of a nats-server without users. With users, the URL carries the
+    password, which spated then wrote into its log ("joined nats://..."). It
+    shows "***" now, and warns when NATS has no credentials."""
+    conf = tmp_path / "spated.conf"
+    conf.write_text(f"cluster = nats://spate:s3cret-nats-pw@127.0.0.1:{nats_server}\n")
+    conf.chmod(0o600)
+    d = make_spated("--config", str(conf))
+    assert wait_for(lambda: "cluster: joined" in d.log(), timeout=20), d.log()
+    status, doc = d.deploy("hello", functions["hello"])
+    assert status == 201, doc
+    assert d.invoke("hello", b"x")[0] == 200
+    assert "s3cret-nats-pw" not in d.log(), d.log()
+    assert "nats://***@127.0.0.1" in d.log(), d.log()
+    assert "without credentials" not in d.log()
+
+
+def test_nats_without_credentials_is_warned_of(make_spated, tmp_path):
+    from natscluster import free_port
+    port = free_port()
+    log = open(tmp_path / "nats.log", "wb")
+    proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd",
+                             str(tmp_path / "js")], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        assert wait_for(lambda: "Server is ready" in (tmp_path / "nats.log").read_text(), timeout=20)
+        d = make_spated("--cluster", f"nats://127.0.0.1:{port}")
+        assert wait_for(lambda: "cluster: joined" in d.log(), timeout=20), d.log()
+        assert "NATS without credentials" in d.log(), d.log()
+        d.stop()
+    finally:
+        proc.terminate()
+        proc.wait(10)
