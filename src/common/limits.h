@@ -94,6 +94,11 @@
 #define SPATE_LOG_BURST_BYTES (256u * KIB)
 #define SPATE_LOG_WAIT_MAX_MS 60000   /* a long poll of GET .../logs?wait= */
 #define SPATE_LOG_FILE_MAX (8u * MIB) /* a function's log file; one older file is kept */
+/* What spated's own log quotes of a function's words (why an instance failed
+ * to start: its init error), at most: a line must still end with whose it is
+ * (fn=...) within the log's line length, even once control characters are
+ * escaped (4 bytes each). */
+#define SPATE_LOG_QUOTE_MAX 300
 /* Functions run as uids from here on, one each (spated --uid-base): far
  * above the users of the host. */
 #define SPATE_UID_BASE 2000000000u

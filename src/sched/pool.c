@@ -75,8 +75,8 @@ struct pool {
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
     uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
     uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
-    double service_us; /* moving average of handler time; 0 until known */
-    double cold_us;    /* moving average of instance start time */
+    double service_us;    /* moving average of handler time; 0 until known */
+    double cold_us;       /* moving average of instance start time */
     pool_metrics m;
 };
 
@@ -229,13 +229,13 @@ static void instance_failed(pool *p)
 {
     if (++p->fail_streak <= SPATE_CRASH_FREE) return;
     uint32_t shift = p->fail_streak - SPATE_CRASH_FREE - 1;
-    uint64_t delay = shift >= 16 ? SPATE_CRASH_BACKOFF_CAP_MS
-                                 : (uint64_t)SPATE_CRASH_BACKOFF_BASE_MS << shift;
+    uint64_t delay =
+        shift >= 16 ? SPATE_CRASH_BACKOFF_CAP_MS : (uint64_t)SPATE_CRASH_BACKOFF_BASE_MS << shift;
     if (delay > SPATE_CRASH_BACKOFF_CAP_MS) delay = SPATE_CRASH_BACKOFF_CAP_MS;
     p->restart_at = now_ms(p) + delay;
     if (p->fail_streak == SPATE_CRASH_FREE + 1)
-        log_warn("instances keep failing (%u in a row): restarts slowed down fn=%s",
-                 p->fail_streak, p->name);
+        log_warn("instances keep failing (%u in a row): restarts slowed down fn=%s", p->fail_streak,
+                 p->name);
 }
 
 /* Puts what an instance will not run back at the front of the wait queue,
@@ -437,19 +437,22 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
 
     invocation *failed = NULL;
     if (head || was == PI_STARTING || never_ready) instance_failed(p);
+    /* why may quote the function at length (its init error): the log keeps
+     * a part of it, so that the line still ends with whose it is. */
+    int cut = SPATE_LOG_QUOTE_MAX;
     if (head) {
         p->crashes++;
         failed = head;
-        log_warn("instance %s during an invocation fn=%s req=%s instance=%llu", why, p->name,
+        log_warn("instance %.*s during an invocation fn=%s req=%s instance=%llu", cut, why, p->name,
                  head->request_id, (unsigned long long)inst->id);
     } else if (was == PI_STARTING || never_ready) {
         /* A start that fails (spate_init error, crash) fails one waiting
          * invocation with the reason, rather than retrying for ever. */
-        log_warn("instance could not start: %s fn=%s version=%u instance=%llu", why, p->name,
+        log_warn("instance could not start: %.*s fn=%s version=%u instance=%llu", cut, why, p->name,
                  v->number, (unsigned long long)inst->id);
         if (p->nwaiting > 0) failed = dequeue(p);
     } else if (was == PI_IDLE) {
-        log_warn("idle instance %s fn=%s instance=%llu", why, p->name,
+        log_warn("idle instance %.*s fn=%s instance=%llu", cut, why, p->name,
                  (unsigned long long)inst->id);
     }
     if (v->retired && v->ninstances == 0) free_version(v);
