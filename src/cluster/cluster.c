@@ -1393,6 +1393,30 @@ static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
     return s;
 }
 
+/* urls ("nats://[USER:PASSWORD@]HOST:PORT,...") as they may be shown in
+ * logs and errors: each one's credentials replaced by "***". 1 when every
+ * URL carries credentials. */
+static int shown_urls(const char *urls, char *out, size_t cap)
+{
+    int all = 1;
+    size_t used = 0;
+    out[0] = '\0';
+    for (const char *u = urls; *u;) {
+        size_t len = strcspn(u, ",");
+        const char *scheme = strstr(u, "://");
+        size_t start = scheme && (size_t)(scheme - u) < len ? (size_t)(scheme - u) + 3 : 0;
+        const char *at = memchr(u + start, '@', len - start);
+        int n = at ? snprintf(out + used, cap - used, "%s%.*s***%.*s", used ? "," : "", (int)start,
+                              u, (int)(len - (size_t)(at - u)), at)
+                   : snprintf(out + used, cap - used, "%s%.*s", used ? "," : "", (int)len, u);
+        if (!at) all = 0;
+        if (n < 0 || (size_t)n >= cap - used) break;
+        used += (size_t)n;
+        u += len + (u[len] == ',');
+    }
+    return all;
+}
+
 int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, cluster **out,
                   char *err, size_t errcap)
 {
@@ -1411,6 +1435,14 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     pthread_cond_init(&c->work, NULL);
     load_node_id(c);
 
+    char shown[1024];
+    if (!shown_urls(cfg->urls, shown, sizeof shown))
+        log_warn("cluster: NATS without credentials (%s): whoever reaches it, functions too "
+                 "(they have the host's network unless deployed with network=false), can read "
+                 "every function's environment and replace its code; give nats-server users "
+                 "and name them in cluster = nats://USER:PASSWORD@HOST:PORT in a config file "
+                 "only root may read (the command line is visible to every process)",
+                 shown);
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
     char *urls = strdup(cfg->urls);
@@ -1439,8 +1471,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     natsOptions_Destroy(o);
     free(urls);
     if (s != NATS_OK) {
-        snprintf(err, errcap, "cluster: cannot connect to %s: %s", cfg->urls,
-                 natsStatus_GetText(s));
+        snprintf(err, errcap, "cluster: cannot connect to %s: %s", shown, natsStatus_GetText(s));
         return ERR_IO;
     }
     int replicas = (int)cfg->replicas;
@@ -1483,7 +1514,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, 
     uv_timer_start(&c->heartbeat, send_heartbeat, 0, HEARTBEAT_MS);
     pthread_create(&c->worker, NULL, worker_main, c);
     c->watching = 0; /* cluster_follow starts the watcher */
-    log_info("cluster: joined %s node=%s replicas=%d", cfg->urls, c->id, replicas);
+    log_info("cluster: joined %s node=%s replicas=%d", shown, c->id, replicas);
     *out = c;
     return 0;
 }

@@ -94,6 +94,11 @@
 #define SPATE_LOG_BURST_BYTES (256u * KIB)
 #define SPATE_LOG_WAIT_MAX_MS 60000   /* a long poll of GET .../logs?wait= */
 #define SPATE_LOG_FILE_MAX (8u * MIB) /* a function's log file; one older file is kept */
+/* What spated's own log quotes of a function's words (why an instance failed
+ * to start: its init error), at most: a line must still end with whose it is
+ * (fn=...) within the log's line length, even once control characters are
+ * escaped (4 bytes each). */
+#define SPATE_LOG_QUOTE_MAX 300
 /* Functions run as uids from here on, one each (spated --uid-base): far
  * above the users of the host. */
 #define SPATE_UID_BASE 2000000000u
@@ -178,6 +183,22 @@
 /* Processes a version's zygote cgroup holds beyond --pids-max: instances pass
  * through it between their fork and joining their own cgroups. */
 #define SPATE_ZYGOTE_PIDS_HEADROOM 256
+/* Finding which process holds a Runtime API client's socket reads one /proc
+ * entry per process and per descriptor of the instance: a hostile instance
+ * with thousands of descriptors in each of its processes made each of its
+ * connections cost spated seconds of its event loop. One check reads at most
+ * SPATE_RUNTIME_API_CHECK_MAX entries (the bootstrap's own first), and the
+ * checks of one version's instances together at most
+ * SPATE_RUNTIME_API_CHECK_RATE entries a second (a burst as large); a check
+ * that would go beyond is a refusal. About 0.7 us an entry: a function can
+ * cost spated at most ~25 ms a second this way, any single check ~6 ms. */
+#define SPATE_RUNTIME_API_CHECK_MAX 8192
+#define SPATE_RUNTIME_API_CHECK_RATE 32768
+/* The bodies a Runtime API endpoint is reading or holding, all its
+ * connections together: one response of the largest size and room for an
+ * error beside it. Without it an instance's 16 connections each sending a
+ * 6 MiB body made spated hold ~100 MB per instance, outside every cgroup. */
+#define SPATE_RUNTIME_API_BODIES_MAX (SPATE_RESPONSE_MAX + 128u * KIB)
 /* The environment spate-runner reads from --env-fd (the function's
  * variables, at most SPATE_ENV_BYTES_MAX, plus spate's and Lambda's). */
 #define SPATE_RUNNER_ENV_MAX (64u * KIB)

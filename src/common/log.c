@@ -109,6 +109,42 @@ static size_t format_json(char *line, const char *when, int level, const char *m
     return (size_t)(p - line);
 }
 
+/* Control characters of msg as escapes ("\n", "\x1b"), in place, within cap:
+ * a message may quote what a function or a client said, and a newline there
+ * would begin a line of their making in the log, an escape sequence act on
+ * the terminal of whoever reads it. Returns the new length. */
+static size_t escape_controls(char *msg, size_t len, size_t cap)
+{
+    size_t extra = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c < 0x20 || c == 0x7f) extra += c == '\n' || c == '\r' || c == '\t' ? 1 : 3;
+    }
+    if (!extra) return len;
+    while (len + extra >= cap) { /* cut the end off: whole escapes only */
+        unsigned char c = (unsigned char)msg[--len];
+        if (c < 0x20 || c == 0x7f) extra -= c == '\n' || c == '\r' || c == '\t' ? 1 : 3;
+    }
+    static const char hex[] = "0123456789abcdef";
+    size_t out = len + extra;
+    msg[out] = '\0';
+    for (size_t i = len; i-- > 0;) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c >= 0x20 && c != 0x7f) {
+            msg[--out] = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            msg[--out] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            msg[--out] = '\\';
+        } else {
+            msg[--out] = hex[c & 15];
+            msg[--out] = hex[c >> 4];
+            msg[--out] = 'x';
+            msg[--out] = '\\';
+        }
+    }
+    return len + extra;
+}
+
 void log_write(int level, const char *fmt, ...)
 {
     char when[64];
@@ -131,6 +167,7 @@ void log_write(int level, const char *fmt, ...)
     if (log_format == LOG_JSON) {
         len = format_json(line, when, level, msg, mlen);
     } else {
+        mlen = escape_controls(msg, mlen, sizeof msg);
         int n = snprintf(line, sizeof line, "%s %-5s %s: %.*s", when, level_names[level & 3],
                          log_tag, (int)mlen, msg);
         len = n < 0 ? 0 : (size_t)n >= sizeof line - 1 ? sizeof line - 2 : (size_t)n;

@@ -54,8 +54,9 @@ typedef struct http_conn {
     unsigned ready : 1, pending : 1, keep_alive : 1, in_process : 1, closed : 1, reading : 1,
         peer_eof : 1, trusted : 1, is_new : 1, header_timer : 1;
     int handles;
-    buf out;  /* answer bytes the socket did not take at once */
-    buf cork; /* answers to pipelined requests, sent together when parsing stops */
+    buf out;        /* answer bytes the socket did not take at once */
+    buf cork;       /* answers to pipelined requests, sent together when parsing stops */
+    size_t charged; /* bytes of its body counted in srv->bodies */
     char client[64];
     char head[1024];
 } http_conn;
@@ -77,6 +78,7 @@ struct http_server {
     int port;
     int draining;
     uint64_t next_id;
+    size_t bodies; /* counted against cfg.bodies_max */
     void (*close_cb)(void *);
     void *close_data;
     int closing;
@@ -161,10 +163,31 @@ const char *http_status_text(int status)
 
 /* --- Connection lifetime ------------------------------------------------------ */
 
+/* Counts c's body, total bytes of it, against the server's bodies_max. 0,
+ * or -1 when that does not fit. */
+static int charge_body(http_conn *c, size_t total)
+{
+    http_server *s = c->srv;
+    if (total <= c->charged) return 0;
+    size_t extra = total - c->charged;
+    if (s->cfg.bodies_max && s->bodies + extra > s->cfg.bodies_max) return -1;
+    s->bodies += extra;
+    c->charged = total;
+    return 0;
+}
+
+/* c's body is gone (answered, or the connection is): it counts no more. */
+static void release_body(http_conn *c)
+{
+    c->srv->bodies -= c->charged;
+    c->charged = 0;
+}
+
 static void maybe_free(http_conn *c)
 {
     if (c->handles > 0 || c->pending) return;
     http_server *s = c->srv;
+    release_body(c);
     buf_free(&c->arena);
     buf_free(&c->req.body);
     buf_free(&c->out);
@@ -402,6 +425,7 @@ static int on_headers_complete(http_parser *p)
 
     if (c->srv->h->admit && c->srv->h->admit(&c->req, c->srv->data) != 0) return -1;
     size_t limit = c->srv->h->body_limit(&c->req, c->srv->data);
+    release_body(c);
     buf_free(&c->req.body);
     buf_init(&c->req.body, limit);
     int has_length = (p->flags & F_CONTENTLENGTH) != 0;
@@ -409,6 +433,8 @@ static int on_headers_complete(http_parser *p)
         return fail(c, 413, "payload_too_large",
                     "request body of %llu bytes exceeds the limit of %zu bytes",
                     (unsigned long long)p->content_length, limit);
+    if (has_length && charge_body(c, p->content_length))
+        return fail(c, 503, "busy", "too many request bodies in progress: try again");
     if (has_length && p->content_length > 0 && buf_reserve(&c->req.body, p->content_length))
         return fail(c, 503, "out_of_memory", "cannot allocate the request body");
     const char *expect = http_header(&c->req, "expect");
@@ -428,6 +454,8 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     http_conn *c = p->data;
+    if (charge_body(c, c->req.body.len + len))
+        return fail(c, 503, "busy", "too many request bodies in progress: try again");
     int rc = buf_append(&c->req.body, at, len);
     if (rc == ERR_TOOBIG)
         return fail(c, 413, "payload_too_large", "request body exceeds the limit of %zu bytes",
@@ -578,6 +606,7 @@ void http_respond(http_request *req, int status, const char *content_type,
     http_conn *c = CONN(req);
     c->pending = 0;
     c->ready = 0;
+    release_body(c);
     buf_free(&req->body);
     if (c->closed) {
         maybe_free(c);

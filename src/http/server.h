@@ -8,6 +8,7 @@
  *   headers over the limit or too many   431
  *   body over the route's limit          413
  *   too many connections                 503 (only when none can be closed, below)
+ *   bodies over the server's bodies_max  503
  *   request not complete in time         408 (headers of a new connection: header_timeout_ms)
  *   malformed request                    400
  * An idle keep-alive connection is closed quietly after the idle timeout.
@@ -68,6 +69,10 @@ typedef struct http_config {
     /* Connections that have not sent a complete request yet (0: no budget
      * but max_connections). */
     uint32_t new_max;
+    /* Bytes the bodies of requests being read or not yet answered may hold,
+     * all connections together (0: no bound but each route's limit); a
+     * request whose body would go over it is answered 503. */
+    size_t bodies_max;
 } http_config;
 
 typedef struct http_handlers {

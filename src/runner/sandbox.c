@@ -24,7 +24,11 @@
 
 /* Denied with EPERM: debugging other processes, the mount table, kernel
  * modules and images, bpf and perf, keyrings, reboot and swap, entering or
- * making namespaces, raw I/O ports, file handles, the clock and accounting. */
+ * making namespaces, raw I/O ports, file handles, the clock and accounting;
+ * io_uring, whose operations (socket, openat, connect, ...) are system calls
+ * this filter never sees: through it a function without network made an
+ * AF_INET socket. pidfd_getfd takes another process's descriptors (another
+ * instance's of the same function: its Runtime API connection). */
 static const char *const denied[] = {
     "ptrace",
     "process_vm_readv",
@@ -67,10 +71,15 @@ static const char *const denied[] = {
     "fsopen",
     "fsmount",
     "open_tree",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "pidfd_getfd",
 };
 
-/* The flags a native instance unshares with to build its /tmp. */
-#define INSTANCE_NS_FLAGS ((unsigned long)(CLONE_NEWUSER | CLONE_NEWNS))
+/* The flags a native instance unshares with to build its /tmp, and to have
+ * System V IPC and POSIX message queues of its own (isolate.h). */
+#define INSTANCE_NS_FLAGS ((unsigned long)(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC))
 
 /* The filter; zygote_ns leaves mount and unshare(INSTANCE_NS_FLAGS) open for
  * the instances to build their namespaces, which then load the full filter
@@ -156,11 +165,16 @@ int sandbox_prepare_instance_filter(int no_network, char *why, size_t cap)
 
 /* --- Mount namespaces ------------------------------------------------------------- */
 
-/* A mount namespace of this process's own whose mounts propagate nowhere. */
+/* A mount namespace of this process's own whose mounts propagate nowhere,
+ * and an IPC namespace: System V shared memory, semaphores and message
+ * queues (and POSIX ones) outlive the process that made them, so in the
+ * host's namespace a function could leave memory there that no cgroup of
+ * its own holds, and share them with other functions. In a namespace of its
+ * own they go when its last process does. */
 static int private_mounts(char *why, size_t cap)
 {
-    if (unshare(CLONE_NEWNS) != 0) {
-        snprintf(why, cap, "cannot make a mount namespace: %s", strerror(errno));
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0) {
+        snprintf(why, cap, "cannot make a mount and IPC namespace: %s", strerror(errno));
         return -1;
     }
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {

@@ -14,12 +14,13 @@
  *
  * With mount namespaces (spated passes --tmp-mb only where they work), each
  * instance sees the function's code read-only at /var/task and a private
- * tmpfs at /tmp and /dev/shm, which vanish with it; nothing else it can write
- * is shared with another instance. An exec instance's runner is still root
- * when it builds them (sandbox_mount_task, sandbox_mount_tmp); a native
- * instance is forked unprivileged from a zygote that made /var/task while it
- * was root, so it builds its /tmp in a user namespace of its own
- * (sandbox_enter_instance_ns) and then gives up every capability there.
+ * tmpfs at /tmp and /dev/shm and an IPC namespace of its own, which vanish
+ * with it; nothing else it can write is shared with another instance. An
+ * exec instance's runner is still root when it builds them
+ * (sandbox_mount_task, sandbox_mount_tmp); a native instance is forked
+ * unprivileged from a zygote that made /var/task while it was root, so it
+ * builds its /tmp in a user namespace of its own (sandbox_enter_instance_ns)
+ * and then gives up every capability there.
  */
 #ifndef SPATE_RUNNER_SANDBOX_H
 #define SPATE_RUNNER_SANDBOX_H
@@ -41,7 +42,8 @@ typedef struct sandbox_version {
 #define SANDBOX_TASK_ROOT "/var/task"
 
 /* As root: a mount namespace of this process's own (made private) with
- * code_dir bound read-only at /var/task. 0, or -1 with why filled. */
+ * code_dir bound read-only at /var/task, and an IPC namespace of its own.
+ * 0, or -1 with why filled. */
 int sandbox_mount_task(const char *code_dir, char *why, size_t cap);
 /* As root: the same, but /var/task is a small read-only tmpfs holding a copy
  * of the object open on fd, as "function.so". */
@@ -67,10 +69,10 @@ typedef struct sandbox_instance {
  * 0, or -1 with why filled. */
 int sandbox_enter_instance(const sandbox_instance *s, int keep, char *why, size_t cap);
 
-/* A native instance with namespaces, after sandbox_enter_instance: a user and
- * mount namespace of its own (its uid and gid mapped to themselves), its
- * private /tmp and /dev/shm, no capability left, then the prepared filter.
- * 0, or -1 with why filled. */
+/* A native instance with namespaces, after sandbox_enter_instance: a user,
+ * mount and IPC namespace of its own (its uid and gid mapped to themselves),
+ * its private /tmp and /dev/shm, no capability left, then the prepared
+ * filter. 0, or -1 with why filled. */
 int sandbox_enter_instance_ns(uint32_t tmp_mb, char *why, size_t cap);
 
 #endif

@@ -36,6 +36,10 @@ struct exec_version {
     size_t nenv;
     char arn[160];
     uint32_t refs; /* 1 while not stopped, + live instances */
+    /* /proc entries its instances' Runtime API checks may still read
+     * (SPATE_RUNTIME_API_CHECK_RATE), as of check_at_ms. */
+    uint32_t check_left;
+    uint64_t check_at_ms;
 };
 
 /* An invocation the instance has been given and not yet finished. */
@@ -109,6 +113,8 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
     if (!x) return ERR_NOMEM;
     x->loop = loop;
     x->refs = 1;
+    x->check_left = SPATE_RUNTIME_API_CHECK_RATE;
+    x->check_at_ms = clock_mono_ns() / 1000000;
     x->root = strdup(cfg->path);
     x->function = strdup(cfg->function);
     x->runner = strdup(cfg->runner_path);
@@ -430,8 +436,10 @@ static int of_instance(pid_t pid, pid_t leader)
     return 0;
 }
 
-/* Whether process pid holds the socket "socket:[INODE]" among its descriptors. */
-static int holds_socket(pid_t pid, const char *want)
+/* Whether process pid holds the socket "socket:[INODE]" among its
+ * descriptors; each descriptor looked at costs one of *left, and the search
+ * stops when none is left. */
+static int holds_socket(pid_t pid, const char *want, uint32_t *left)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
@@ -439,8 +447,9 @@ static int holds_socket(pid_t pid, const char *want)
     if (!d) return 0;
     int found = 0;
     struct dirent *de;
-    while (!found && (de = readdir(d))) {
+    while (!found && *left > 0 && (de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
+        --*left;
         char link[64];
         ssize_t n = readlinkat(dirfd(d), de->d_name, link, sizeof link - 1);
         if (n <= 0) continue;
@@ -452,27 +461,35 @@ static int holds_socket(pid_t pid, const char *want)
 }
 
 /* The next candidate process of instance e: from its pids cgroup, or
- * without one every process of uid; 0 at the end. */
-static pid_t next_candidate(FILE *procs, DIR *all, uid_t uid)
+ * without one every process of uid; 0 at the end. Each costs one of *left. */
+static pid_t next_candidate(FILE *procs, DIR *all, uid_t uid, uint32_t *left)
 {
     long pid;
+    if (*left == 0) return 0;
+    --*left;
     if (procs) return fscanf(procs, "%ld", &pid) == 1 ? (pid_t)pid : 0;
     struct dirent *de;
-    while (all && (de = readdir(all))) {
+    while (all && *left > 0 && (de = readdir(all))) {
         char *end;
         pid = strtol(de->d_name, &end, 10);
         struct stat st;
-        if (*end || pid <= 0 || fstatat(dirfd(all), de->d_name, &st, 0) != 0) continue;
+        if (*end || pid <= 0) continue;
+        --*left;
+        if (fstatat(dirfd(all), de->d_name, &st, 0) != 0) continue;
         if (st.st_uid == uid) return (pid_t)pid;
     }
     return 0;
 }
 
-/* The process of instance e that holds the socket, or 0. */
-static pid_t instance_holder(const exec_instance *e, uid_t uid, uint64_t inode)
+/* The process of instance e that holds the socket, or 0; the bootstrap is
+ * looked at first (most runtimes connect from it). At most *left /proc
+ * entries are read; what was read is taken off it. */
+static pid_t instance_holder(const exec_instance *e, uid_t uid, uint64_t inode, uint32_t *left)
 {
     char want[48];
     snprintf(want, sizeof want, "socket:[%llu]", (unsigned long long)inode);
+    pid_t leader = e->proc.pid;
+    if (holds_socket(leader, want, left)) return leader;
     const isolate_slot *iso = e->base.iso;
     FILE *procs = NULL;
     if (iso && iso->pids >= 0) {
@@ -482,11 +499,28 @@ static pid_t instance_holder(const exec_instance *e, uid_t uid, uint64_t inode)
     }
     DIR *all = procs ? NULL : opendir("/proc");
     pid_t pid, found = 0;
-    while (!found && (pid = next_candidate(procs, all, uid)) > 0)
-        if (holds_socket(pid, want) && of_instance(pid, e->proc.pid)) found = pid;
+    while (!found && (pid = next_candidate(procs, all, uid, left)) > 0)
+        if (pid != leader && holds_socket(pid, want, left) && of_instance(pid, leader)) found = pid;
     if (procs) fclose(procs);
     if (all) closedir(all);
     return found;
+}
+
+/* How many /proc entries the next check of x's instances may read: the
+ * version's allowance refilled at SPATE_RUNTIME_API_CHECK_RATE a second,
+ * at most SPATE_RUNTIME_API_CHECK_MAX. */
+static uint32_t check_allowance(exec_version *x)
+{
+    uint64_t now = clock_mono_ns() / 1000000;
+    uint64_t gained = (now - x->check_at_ms) * SPATE_RUNTIME_API_CHECK_RATE / 1000;
+    if (gained > 0) {
+        uint64_t left = x->check_left + gained;
+        x->check_left =
+            left > SPATE_RUNTIME_API_CHECK_RATE ? SPATE_RUNTIME_API_CHECK_RATE : (uint32_t)left;
+        x->check_at_ms = now;
+    }
+    return x->check_left < SPATE_RUNTIME_API_CHECK_MAX ? x->check_left
+                                                       : SPATE_RUNTIME_API_CHECK_MAX;
 }
 
 static int check_peers = 1;
@@ -509,15 +543,24 @@ static int api_connect(http_peer *peer, const char *client, void *data)
     uint64_t t0 = clock_mono_ns();
     char why[200];
     pid_t pid = 0;
-    if (!peer->known)
+    uint32_t allowed = 0, left = 0;
+    if (!peer->known) {
         snprintf(why, sizeof why, "its uid is unknown");
-    else if (peer->uid != want)
+    } else if (peer->uid != want) {
         snprintf(why, sizeof why, "uid %u is not the instance's (%u)", (unsigned)peer->uid,
                  (unsigned)want);
-    else if (!peer->inode || !(pid = instance_holder(e, want, peer->inode)))
+    } else if (!peer->inode || (allowed = left = check_allowance(e->ver)) == 0) {
         snprintf(why, sizeof why,
-                 "uid %u, but no process of this instance (bootstrap pid %d) holds its socket %llu",
-                 (unsigned)peer->uid, (int)e->proc.pid, (unsigned long long)peer->inode);
+                 "uid %u, but the function's budget for checking Runtime API clients is spent",
+                 (unsigned)peer->uid);
+    } else if (!(pid = instance_holder(e, want, peer->inode, &left))) {
+        snprintf(why, sizeof why,
+                 "uid %u, but no process of this instance (bootstrap pid %d) holds its socket "
+                 "%llu%s",
+                 (unsigned)peer->uid, (int)e->proc.pid, (unsigned long long)peer->inode,
+                 left ? "" : " among the descriptors it may look at");
+    }
+    e->ver->check_left -= allowed - left;
     if (pid) {
         log_debug("runtime api connection from pid %d checked in %llu us fn=%s", (int)pid,
                   (unsigned long long)((clock_mono_ns() - t0) / 1000), e->ver->function);
@@ -705,6 +748,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     http_config hc;
     http_config_defaults(&hc);
     hc.max_connections = 16;
+    hc.bodies_max = SPATE_RUNTIME_API_BODIES_MAX;
     char err[256];
     if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &api_handlers, e, &e->api, err,
                           sizeof err) != 0) {

@@ -545,7 +545,8 @@ static int probe_namespaces(void)
         gid_t gid = cfg.drop ? cfg.gid : 0;
         char map[48];
         int step = 1;
-        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        if (unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0 ||
+            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
             mount("/", "/var/task", NULL, MS_BIND, NULL) != 0 ||
             mount(NULL, "/var/task", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
             _exit(step);
@@ -555,7 +556,7 @@ static int probe_namespaces(void)
             _exit(step);
         step++;
         prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) _exit(step);
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC) != 0) _exit(step);
         step++;
         int fd = open("/proc/self/setgroups", O_WRONLY);
         if (fd < 0 || write(fd, "deny", 4) != 4) _exit(step);
@@ -578,7 +579,7 @@ static int probe_namespaces(void)
     if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
         WEXITSTATUS(status) != 0) {
         static const char *const what[] = {"?",
-                                           "a mount namespace with a bind at /var/task",
+                                           "a mount and IPC namespace with a bind at /var/task",
                                            "the functions' user",
                                            "a user namespace",
                                            "the user namespace's maps",

@@ -28,7 +28,8 @@ typedef struct isolate_config {
     uint32_t pids_max;
     /* Mount namespaces work (spated is root and the kernel lets an
      * unprivileged process make a user namespace): each instance sees its
-     * code at /var/task and has a private tmpfs /tmp and /dev/shm, and no
+     * code at /var/task and has a private tmpfs /tmp and /dev/shm, an IPC
+     * namespace of its own (System V and POSIX IPC die with it), and no
      * temporary directory on the host. Else those directories, as before. */
     int mount_ns;
 } isolate_config;
@@ -71,8 +72,8 @@ typedef struct isolate_slot {
     int cpu_own;   /* it is the instance's (a quota), not its function's */
     uid_t cpu_uid; /* whose function's group it is, when shared */
     uint32_t memory_mb, cpu_millis;
-    uid_t owner;        /* of the temporary directory and cgroup.procs files */
-    uint64_t oom_kills; /* the memory cgroup's count when the instance started */
+    uid_t owner;            /* of the temporary directory and cgroup.procs files */
+    uint64_t oom_kills;     /* the memory cgroup's count when the instance started */
     uint64_t forks_refused; /* the pids cgroup's count (pids.events) when it started */
 } isolate_slot;
 

@@ -441,18 +441,21 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     invocation *failed = NULL;
     if (head || was == PI_STARTING || never_ready) instance_failed(p);
     /* The function's log says it too, after the last lines the instance
-     * wrote (read when it was released): its developer may not see ours. */
+     * wrote (read when it was released): its developer may not see ours.
+     * why may quote the function at length (its init error): spated's log
+     * keeps a part of it, so that the line still ends with whose it is. */
+    int cut = SPATE_LOG_QUOTE_MAX;
     if (head) {
         p->crashes++;
         failed = head;
-        log_warn("instance %s during an invocation fn=%s req=%s instance=%llu", why, p->name,
+        log_warn("instance %.*s during an invocation fn=%s req=%s instance=%llu", cut, why, p->name,
                  head->request_id, (unsigned long long)id);
         fnlog_platform(p->log, id, v->number, head->request_id,
                        "instance ended during the invocation: %s", why);
     } else if (was == PI_STARTING || never_ready) {
         /* A start that fails (spate_init error, crash) fails one waiting
          * invocation with the reason, rather than retrying for ever. */
-        log_warn("instance could not start: %s fn=%s version=%u instance=%llu", why, p->name,
+        log_warn("instance could not start: %.*s fn=%s version=%u instance=%llu", cut, why, p->name,
                  v->number, (unsigned long long)id);
         if (p->nwaiting > 0) failed = dequeue(p);
         const char *cause = why;
@@ -461,7 +464,8 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         fnlog_platform(p->log, id, v->number, failed ? failed->request_id : NULL,
                        "instance could not start: %s", cause);
     } else if (was == PI_IDLE) {
-        log_warn("idle instance %s fn=%s instance=%llu", why, p->name, (unsigned long long)id);
+        log_warn("idle instance %.*s fn=%s instance=%llu", cut, why, p->name,
+                 (unsigned long long)id);
         fnlog_platform(p->log, id, v->number, NULL, "idle instance ended: %s", why);
     }
     if (v->retired && v->ninstances == 0) free_version(v);
