@@ -157,6 +157,12 @@
  * this way, so a mailbox holds at most about 2 MiB. */
 #define SPATE_PREFETCH_MAX 16
 #define SPATE_PREFETCH_PAYLOAD_MAX (64u * KIB)
+/* Counters in the page a zygote shares with spated and its instances: spated
+ * bumps an instance's (its spawn number modulo this) when it sends it a
+ * CANCEL, and the instance looks at it before each invocation rather than
+ * ask its socket (runtime/frame.h). Instances that share one only look at
+ * their socket more often. */
+#define SPATE_CANCEL_COUNTERS 1024
 /* What waking an idle instance costs, against which the dispatcher weighs
  * queueing behind a busy one (us; a socketpair round trip is 8-11 us here). */
 #define SPATE_WAKE_COST_US 20
@@ -167,6 +173,23 @@
  * until its timeout. Each look is one read of pids.events. */
 #define SPATE_PIDS_FIRST_CHECK_MS 3
 #define SPATE_PIDS_CHECK_MS 50
+/* A mailbox bets that the invocation running ahead ends within a cold start.
+ * One that has run past a cold start, four times the handler time estimate
+ * and this floor (ms) has lost the bet: the estimate is stale (a function
+ * fast at first, slow now). What waits behind it moves to other instances,
+ * mailboxes stay off while it runs, and the handler time reported to the
+ * autoscaler is at least what every running invocation has already lasted.
+ * The floor keeps a microsecond handler that a loaded machine did not run
+ * for a while from counting (stalls of 60 ms were seen under bench/invoke
+ * with other work on the machine); handlers that end sooner correct the
+ * estimate with their result. Looked at with the process limit, every
+ * SPATE_PIDS_CHECK_MS. */
+#define SPATE_OUTLASTED_MIN_MS 200
+/* An invocation past that point is looked at again this much later (ms),
+ * after the loop has read what the instances sent meanwhile: when spated
+ * itself did not run for a while (a loaded machine), the timer comes before
+ * the results that arrived, and every invocation looks long. */
+#define SPATE_OUTLASTED_CONFIRM_MS 5
 /* Instances of a function that keep failing (a crash, a timeout, a limit)
  * are restarted after a pause, so that a crash loop cannot keep the CPUs
  * busy with cold starts: the first SPATE_CRASH_FREE failures in a row

@@ -50,6 +50,7 @@
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -145,9 +146,11 @@ static int send_frame(int fd, uint8_t type, uint8_t flags, const void *body, siz
 }
 
 /* Reads at least want bytes in total into in (more if they are there);
- * 0, or -1 at end of stream or on error. */
-static int fill(int fd, buf *in, size_t want)
+ * 0, or -1 at end of stream or on error. *emptied: the last read took all
+ * there was (it returned less than it had room for). */
+static int fill(int fd, buf *in, size_t want, int *emptied)
 {
+    *emptied = 0;
     while (in->len < want) {
         /* Room for many small frames at once: spated may have queued several. */
         size_t room = want - in->len < 64 * KIB ? 64 * KIB : want - in->len;
@@ -157,8 +160,57 @@ static int fill(int fd, buf *in, size_t want)
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
         in->len += (size_t)n;
+        *emptied = (size_t)n < in->cap - (in->len - (size_t)n);
     }
     return 0;
+}
+
+/* The CANCEL counters spated shares (--cancel-fd; NULL: none), and this
+ * instance's: while it stays the same, spated has sent no CANCEL and the
+ * socket need not be read before the next invocation (limits.h). */
+static const uint32_t *cancel_counters;
+static const uint32_t *my_cancel;
+
+/* Reads, without waiting, what spated has sent since: a CANCEL sent before
+ * this instance's last answer is in it (frame.h). End of stream is left for
+ * the next fill to find. */
+static void read_more(int fd, buf *in)
+{
+    for (;;) {
+        size_t room = in->max - in->len < 64 * KIB ? in->max - in->len : 64 * KIB;
+        if (room == 0 || buf_reserve(in, room) != 0) return;
+        ssize_t n = recv(fd, in->data + in->len, room, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        in->len += (size_t)n;
+    }
+}
+
+/* Marks an INVOKE that a CANCEL covers (a header flag spated never sets). */
+#define CANCELLED_HERE 0x80
+
+/* Applies the CANCELs among the whole frames of in from scanned on: each
+ * covers the INVOKEs before it from off (the next to run) on, none of which
+ * has started. Returns where the next look starts. */
+static size_t apply_cancels(buf *in, size_t off, size_t scanned)
+{
+    if (scanned < off) scanned = off;
+    while (in->len - scanned >= FRAME_HEADER_SIZE) {
+        frame f;
+        if (frame_header_decode((const uint8_t *)in->data + scanned, SPATE_FRAME_MAX, &f)) _exit(2);
+        size_t whole = FRAME_HEADER_SIZE + f.len;
+        if (in->len - scanned < whole) break;
+        if (f.type == FRAME_CANCEL) {
+            for (size_t at = off; at < scanned;) {
+                frame g;
+                frame_header_decode((const uint8_t *)in->data + at, SPATE_FRAME_MAX, &g);
+                if (g.type == FRAME_INVOKE) in->data[at + 5] |= (char)CANCELLED_HERE;
+                at += FRAME_HEADER_SIZE + g.len;
+            }
+        }
+        scanned += whole;
+    }
+    return scanned;
 }
 
 /* The result being written. Each leaves before the next invocation starts:
@@ -266,25 +318,44 @@ static void __attribute__((noreturn)) run_instance(int fd)
     buf in;
     buf_init(&in, FRAME_HEADER_SIZE + SPATE_FRAME_MAX);
     size_t want = FRAME_HEADER_SIZE;
+    uint32_t cancels = my_cancel ? __atomic_load_n(my_cancel, __ATOMIC_ACQUIRE) : 0;
     for (;;) {
-        if (fill(fd, &in, want)) _exit(0);
+        int emptied;
+        if (fill(fd, &in, want, &emptied)) _exit(0);
         /* Run every whole frame that is here, one at a time, in order: several
-         * arrive in one read when spated queued them. */
-        size_t off = 0;
+         * arrive in one read when spated queued them. Before each but a first
+         * that a read emptying the socket brought, whatever spated sent
+         * meanwhile is read, and its CANCELs applied: a CANCEL spated can be
+         * sure of covers only invocations after the oldest it has no answer
+         * to, and that answer went out before this read. */
+        size_t off = 0, scanned = 0;
         want = FRAME_HEADER_SIZE;
-        while (in.len - off >= FRAME_HEADER_SIZE) {
+        for (int first = 1; in.len - off >= FRAME_HEADER_SIZE; first = 0) {
+            if (my_cancel) {
+                /* spated bumps it after the CANCEL is in the socket. */
+                uint32_t now = __atomic_load_n(my_cancel, __ATOMIC_ACQUIRE);
+                if (now != cancels) read_more(fd, &in);
+                cancels = now;
+            } else if (!first || !emptied) {
+                read_more(fd, &in);
+            }
+            scanned = apply_cancels(&in, off, scanned);
             frame f;
-            if (frame_header_decode((const uint8_t *)in.data + off, SPATE_FRAME_MAX, &f) ||
-                f.type != FRAME_INVOKE)
-                _exit(2);
+            if (frame_header_decode((const uint8_t *)in.data + off, SPATE_FRAME_MAX, &f)) _exit(2);
             size_t whole = FRAME_HEADER_SIZE + f.len;
             if (in.len - off < whole) {
                 want = whole;
                 break;
             }
-            frame_invoke inv;
-            if (frame_invoke_decode(in.data + off + FRAME_HEADER_SIZE, f.len, &inv)) _exit(2);
-            invoke(fd, &inv, &res);
+            if (f.type == FRAME_INVOKE && (f.flags & CANCELLED_HERE)) {
+                put_result(fd, FRAME_CANCELLED, 0, NULL, 0);
+            } else if (f.type == FRAME_INVOKE) {
+                frame_invoke inv;
+                if (frame_invoke_decode(in.data + off + FRAME_HEADER_SIZE, f.len, &inv)) _exit(2);
+                invoke(fd, &inv, &res);
+            } else if (f.type != FRAME_CANCEL) {
+                _exit(2);
+            }
             off += whole;
         }
         memmove(in.data, in.data + off, in.len - off);
@@ -341,6 +412,7 @@ static void spawn(uint64_t id, int fd, const int out[2], char *text)
             has_output_pipe = 1;
         }
         enter_instance(fd, text); /* closes the zygote's descriptors */
+        if (cancel_counters) my_cancel = &cancel_counters[id % SPATE_CANCEL_COUNTERS];
         setvbuf(stdout, NULL, _IOLBF, 0);
         run_instance(fd);
     }
@@ -554,7 +626,7 @@ int main(int argc, char **argv)
     const char *function = "?", *version = "?", *object = NULL, *task = NULL;
     sandbox_version sv = {.seccomp = 1};
     sandbox_instance si = {.cgroups = "", .tmpdir = ""};
-    int exec_mode = 0, env_fd = -1, status_fd = -1, i;
+    int exec_mode = 0, env_fd = -1, status_fd = -1, cancel_fd = -1, i;
     for (i = 1; i < argc && !object; i++) {
         if (strcmp(argv[i], "--version") == 0 && i + 1 < argc)
             version = argv[++i];
@@ -579,6 +651,8 @@ int main(int argc, char **argv)
             env_fd = (int)arg_u32(argv[++i], 1 << 20);
         else if (strcmp(argv[i], "--status-fd") == 0 && i + 1 < argc)
             status_fd = (int)arg_u32(argv[++i], 1 << 20);
+        else if (strcmp(argv[i], "--cancel-fd") == 0 && i + 1 < argc)
+            cancel_fd = (int)arg_u32(argv[++i], 1 << 20);
         else if (strcmp(argv[i], "--tmpdir") == 0 && i + 1 < argc)
             si.tmpdir = argv[++i];
         else if (strcmp(argv[i], "--tmp-mb") == 0 && i + 1 < argc)
@@ -593,6 +667,11 @@ int main(int argc, char **argv)
     if (!object || (task && !tmp_mb)) usage();
     if (exec_mode) run_exec(&sv, &si, task, env_fd, status_fd, argv + i - 1);
     if (control_fd < 0 || env_fd == control_fd) usage();
+    if (cancel_fd >= 0) { /* the fd goes with the others below; the mapping stays */
+        void *p = mmap(NULL, SPATE_CANCEL_COUNTERS * sizeof(uint32_t), PROT_READ, MAP_SHARED,
+                       cancel_fd, 0);
+        cancel_counters = p == MAP_FAILED ? NULL : p;
+    }
     sv.cgroups = si.cgroups; /* the zygote's are its version's */
 
     static char tag[128];

@@ -662,6 +662,21 @@ static int exec_invoke(instance *base, const frame_invoke *inv)
     return 0;
 }
 
+/* What the bootstrap has not asked for yet is still here: sure. */
+static uint32_t exec_withdraw(instance *base, uint32_t n)
+{
+    exec_instance *e = (exec_instance *)base;
+    uint32_t queued = 0;
+    for (list_node *l = list_first(&e->queue); l != &e->queue; l = l->next) queued++;
+    if (n == 0 || queued < n) return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        pending_inv *p = list_entry(list_last(&e->queue), pending_inv, link);
+        list_remove(&p->link);
+        free(p);
+    }
+    return n;
+}
+
 static void exec_kill(instance *base)
 {
     exec_instance *e = (exec_instance *)base;
@@ -683,6 +698,7 @@ static pid_t exec_pid(const instance *base)
 
 static const instance_ops ops = {
     .invoke = exec_invoke,
+    .withdraw = exec_withdraw,
     .kill = exec_kill,
     .usable = exec_usable,
     .pid = exec_pid,

@@ -49,7 +49,7 @@ int frame_header_decode(const uint8_t in[FRAME_HEADER_SIZE], uint32_t max, frame
     f->len = get_u32(in);
     f->type = in[4];
     f->flags = in[5];
-    if (f->type < FRAME_READY || f->type > FRAME_RESULT || in[6] || in[7]) return ERR_PROTO;
+    if (f->type < FRAME_READY || f->type > FRAME_CANCEL || in[6] || in[7]) return ERR_PROTO;
     if (f->len > max) return ERR_TOOBIG;
     return 0;
 }

@@ -9,10 +9,18 @@
  *   INIT_FAILED  instance -> spated  body: message
  *   INVOKE       spated -> instance  body: invocation (below)
  *   RESULT       instance -> spated  u32 handler duration in us, then: with flag
- *                                    FRAME_FAILED the error message, else the output
+ *                                    FRAME_FAILED the error message, else the output;
+ *                                    with FRAME_CANCELLED (body: duration 0) the
+ *                                    invocation did not run
+ *   CANCEL       spated -> instance  body empty: every INVOKE sent before it that
+ *                                    has not started is not to run
  *
  * spated may queue several INVOKE frames on an instance; it runs them one at
- * a time, in order, and answers each with a RESULT in the same order.
+ * a time, in order, and answers each with a RESULT in the same order. Before
+ * it starts one it has read everything spated sent until it answered the one
+ * before (runner/main.c): a CANCEL that spated sent before that answer came
+ * is always in time for the invocations it covers (runtime/native.c relies
+ * on it to take invocations back from a busy instance).
  *
  * INVOKE body: i64 deadline_ms | u32 attempt | u16 request_id_len | u16 function_len |
  *              u16 topic_len | u16 key_len | u32 payload_len | u32 flags (FRAME_HAS_TOPIC,
@@ -37,11 +45,12 @@ enum frame_type {
     FRAME_INIT_FAILED = 2,
     FRAME_INVOKE = 3,
     FRAME_RESULT = 4,
+    FRAME_CANCEL = 5,
 };
 
 /* RESULT flags. OUTPUT_PENDING: the handler's output was still in the pipe
  * when it answered, so spated reads it before the next request's. */
-enum { FRAME_FAILED = 1, FRAME_OUTPUT_PENDING = 2 };
+enum { FRAME_FAILED = 1, FRAME_OUTPUT_PENDING = 2, FRAME_CANCELLED = 4 };
 enum { FRAME_HAS_TOPIC = 1, FRAME_HAS_KEY = 2 };
 
 typedef struct frame {

@@ -31,12 +31,16 @@ typedef struct instance_callbacks {
     /* The instance is gone; why is e.g. "killed by signal 11 (Segmentation
      * fault)". Called once; the instance is freed after it returns. */
     void (*exited)(instance *inst, const char *why, void *data);
+    /* The oldest invocation sent did not run: instance_withdraw asked for it
+     * back without being sure of it. It comes instead of its result. */
+    void (*withdrawn)(instance *inst, void *data);
 } instance_callbacks;
 
 typedef struct instance_ops {
     int (*invoke)(instance *inst, const frame_invoke *inv);
     void (*kill)(instance *inst);
     int (*usable)(const instance *inst);
+    uint32_t (*withdraw)(instance *inst, uint32_t n);
     pid_t (*pid)(const instance *inst);
 } instance_ops;
 
@@ -71,6 +75,16 @@ struct instance {
 static inline int instance_invoke(instance *i, const frame_invoke *inv)
 {
     return i->ops->invoke(i, inv);
+}
+
+/* Takes back the n newest invocations sent, none of which may have started:
+ * n is every one sent but the oldest, still unanswered. Returns n when the
+ * instance is sure none of them will run (they get no result), else 0: then
+ * each that had not started when the request reached it comes back through
+ * the withdrawn callback instead of its result. */
+static inline uint32_t instance_withdraw(instance *i, uint32_t n)
+{
+    return i->ops->withdraw(i, n);
 }
 
 /* Kills the process (SIGKILL); exited follows. Safe to call more than once. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -32,13 +33,17 @@ typedef struct native {
     buf out;         /* frames not yet handed to the socket */
     buf sending;     /* frames a pending uv_write is sending */
     int writing;
-    int status; /* as from waitpid, once exited */
+    int status;          /* as from waitpid, once exited */
+    uint32_t unanswered; /* INVOKE frames sent without a RESULT yet */
+    uint32_t pass;       /* after a sure withdrawal: answers to report first (the running one) */
+    uint32_t swallow;    /* then CANCELLED answers for invocations already taken back */
     char *init_error;
     unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1,
         polling : 1;
 } native;
 
 static void native_kill(instance *base);
+static int native_usable(const instance *base);
 
 /* Frames queued during one turn of the loop leave together at its end (a
  * check handle), so several invocations for one instance cost one write. */
@@ -102,6 +107,21 @@ static void handle_frame(native *inst, const frame *f)
         const char *body;
         if (frame_result_decode(f->body, f->len, &duration, &body, &len)) {
             protocol_error(inst, "short result frame");
+            break;
+        }
+        if (inst->unanswered) inst->unanswered--;
+        if (inst->pass) {
+            inst->pass--;
+        } else if (inst->swallow) {
+            /* Taken back for sure (native_withdraw): it cannot have run. */
+            if (!(f->flags & FRAME_CANCELLED))
+                protocol_error(inst, "ran an invocation it was told not to");
+            else
+                inst->swallow--;
+            break;
+        }
+        if (f->flags & FRAME_CANCELLED) {
+            inst->base.cb->withdrawn(&inst->base, inst->base.data);
             break;
         }
         inst->base.output_unread = (f->flags & FRAME_OUTPUT_PENDING) != 0;
@@ -299,7 +319,35 @@ static int native_invoke(instance *base, const frame_invoke *inv)
         list_push_back(&dirty_list, &inst->dirty);
         uv_check_start(&flusher, on_check);
     }
+    inst->unanswered++;
     return 0;
+}
+
+/* Sends a CANCEL for every invocation not started. The instance reads all
+ * that spated sent before it answers the one it runs, before it starts the
+ * next (frame.h): if the CANCEL is in the socket while that answer is not
+ * (nothing of it has arrived), none of the n newest will run. */
+static uint32_t native_withdraw(instance *base, uint32_t n)
+{
+    native *inst = (native *)base;
+    if (n == 0 || n + 1 != inst->unanswered || inst->pass || inst->swallow || !native_usable(base))
+        return 0;
+    uint8_t hdr[FRAME_HEADER_SIZE];
+    frame_header_encode(hdr, 0, FRAME_CANCEL, 0);
+    if (buf_append(&inst->out, hdr, sizeof hdr) != 0) return 0;
+    flush(inst);
+    if (inst->out.len || inst->writing) return 0; /* unsure: CANCELLED answers will tell */
+    /* The instance looks at this before each invocation (frame.h). */
+    uint32_t *counter = inst->z ? zygote_cancel_counter(inst->z, base) : NULL;
+    if (counter) __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
+    uv_os_fd_t fd;
+    int unread = 0;
+    if (uv_fileno((uv_handle_t *)&inst->pipe, &fd) != 0 || ioctl(fd, FIONREAD, &unread) != 0 ||
+        unread > 0 || inst->reader.in.len > inst->reader.consumed)
+        return 0;
+    inst->pass = 1;
+    inst->swallow = n;
+    return n;
 }
 
 static int native_usable(const instance *base)
@@ -332,6 +380,7 @@ static const instance_ops ops = {
     .invoke = native_invoke,
     .kill = native_kill,
     .usable = native_usable,
+    .withdraw = native_withdraw,
     .pid = native_pid,
 };
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -52,11 +53,32 @@ struct zygote {
     zslot *slots;
     size_t nslots, capslots;
     uint64_t next_id;
+    uint32_t *cancel; /* SPATE_CANCEL_COUNTERS, shared with the runner; NULL: none */
 };
+
+#define CANCEL_BYTES (SPATE_CANCEL_COUNTERS * sizeof(uint32_t))
+
+/* The page of CANCEL counters (limits.h), or -1 when the host refuses one:
+ * then instances look at their socket before each invocation. */
+static int cancel_page(zygote *z)
+{
+    int fd = memfd_create("spate-cancel", MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    void *p = ftruncate(fd, CANCEL_BYTES) == 0
+                  ? mmap(NULL, CANCEL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
+    if (p == MAP_FAILED) {
+        close(fd);
+        return -1;
+    }
+    z->cancel = p;
+    return fd;
+}
 
 static void maybe_free(zygote *z)
 {
     if (z->open_handles > 0) return;
+    if (z->cancel) munmap(z->cancel, CANCEL_BYTES);
     free(z->slots);
     free(z->function);
     free(z);
@@ -482,6 +504,11 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     }
     args[n++] = "--env-fd";
     args[n++] = "4";
+    int cancelfd = cancel_page(z);
+    if (cancelfd >= 0) {
+        args[n++] = "--cancel-fd";
+        args[n++] = "5";
+    }
     if (iso->mount_ns) { /* /var/task, and a private /tmp per instance */
         snprintf(tmp, sizeof tmp, "%u", cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB);
         args[n++] = "--tmp-mb";
@@ -492,25 +519,27 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int outfd[2] = {-1, -1};
     if (cfg->log && output_open(loop, cfg->log, 0, cfg->version, outfd, &z->out) != 0)
         outfd[0] = outfd[1] = -1;
-    uv_stdio_container_t stdio[5] = {
+    uv_stdio_container_t stdio[6] = {
         {.flags = UV_IGNORE},
         {.flags = UV_INHERIT_FD, .data.fd = outfd[0] >= 0 ? outfd[0] : STDOUT_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = outfd[1] >= 0 ? outfd[1] : STDERR_FILENO},
         {.flags = UV_INHERIT_FD, .data.fd = sv[1]},
         {.flags = UV_INHERIT_FD, .data.fd = envfd},
+        {.flags = UV_INHERIT_FD, .data.fd = cancelfd},
     };
     uv_process_options_t opt = {
         .exit_cb = on_process_exit,
         .file = cfg->runner_path,
         .args = args,
         .env = isolate_runner_env(), /* it starts as root: nothing of the function's */
-        .stdio_count = 5,
+        .stdio_count = cancelfd >= 0 ? 6 : 5,
         .stdio = stdio,
     };
     z->proc.data = z;
     int rc = uv_spawn(loop, &z->proc, &opt);
     close(sv[1]);
     close(envfd);
+    if (cancelfd >= 0) close(cancelfd);
     output_close_fds(outfd);
     if (rc != 0) {
         isolate_version_release(z->iso);
@@ -561,6 +590,14 @@ uv_loop_t *zygote_loop(const zygote *z)
 int zygote_pid(const zygote *z)
 {
     return z->proc.pid;
+}
+
+uint32_t *zygote_cancel_counter(zygote *z, const instance *inst)
+{
+    if (!z->cancel) return NULL;
+    for (size_t i = 0; i < z->nslots; i++)
+        if (z->slots[i].inst == inst) return &z->cancel[z->slots[i].id % SPATE_CANCEL_COUNTERS];
+    return NULL;
 }
 
 int zygote_request_spawn(zygote *z, instance *inst, int fd, int out[2], const char *text)

@@ -55,6 +55,9 @@ void zygote_await_spawned(zygote *z, instance *inst);
  * zygote does not report how within SPATE_ZYGOTE_REPORT_MS, the instance
  * ends anyway (native_on_unreported_exit). */
 void zygote_await_exited(zygote *z, instance *inst);
+/* For native.c: the counter to bump after sending inst a CANCEL (frame.h),
+ * or NULL when the zygote has none. */
+uint32_t *zygote_cancel_counter(zygote *z, const instance *inst);
 /* For native.c: the instance is finished; stop reporting on it. */
 void zygote_forget(zygote *z, instance *inst);
 

@@ -50,9 +50,12 @@ struct pinst {
     pversion *ver;
     instance *inst;
     enum pi_state state;
-    uint64_t since;    /* loop ms: idle since */
-    uint64_t deadline; /* loop ms: end of init (starting) or of the running invocation (busy) */
-    uint64_t check_at; /* loop ms: next look at its process limit (busy) */
+    uint64_t since;        /* loop ms: idle since */
+    uint64_t deadline;     /* loop ms: end of init (starting) or of the running invocation (busy) */
+    uint64_t check_at;     /* loop ms: next look at its process limit (busy) */
+    uint64_t started;      /* loop ms: the running invocation started (busy) */
+    uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */
+    int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
     int never_ready; /* stopped while starting (init took too long) */
 };
@@ -67,7 +70,9 @@ struct pool {
     list_node starting, idle, busy; /* idle: most recently used first */
     list_node waiting;              /* FIFO of invocations */
     uint32_t nstarting, nidle, nbusy, nstopping, nwaiting;
-    uint32_t nqueued; /* invocations in mailboxes behind a running one */
+    uint32_t nqueued;    /* invocations in mailboxes behind a running one */
+    uint32_t noutlasted; /* running invocations past SPATE_OUTLASTED_MIN_MS & co: no mailboxes */
+    uint64_t last_start; /* loop ms: the latest invocation to start */
     uv_timer_t timer;
     uint64_t timer_at;
     int timer_armed;
@@ -217,6 +222,8 @@ static void head_started(pinst *pi)
     pool *p = pi->pool;
     invocation *head = head_of(pi);
     pi->state = PI_BUSY;
+    pi->started = p->last_start = now_ms(p);
+    pi->overdue_seen = 0;
     pi->deadline = now_ms(p) + head->timeout_ms;
     pi->check_at = now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
     histogram_observe(&p->m.queue_wait, (double)(clock_mono_ns() - head->queued_ns) / 1e9);
@@ -240,26 +247,41 @@ static void instance_failed(pool *p)
                  p->name);
 }
 
-/* Puts what an instance will not run back at the front of the wait queue,
- * in order: none of it has started. */
-static void requeue_inflight(pinst *pi)
+/* The running invocation leaves pi (done, failed, or moved). */
+static void head_left(pinst *pi)
+{
+    if (!pi->outlasted) return;
+    pi->outlasted = 0;
+    pi->pool->noutlasted--;
+}
+
+/* Puts what pi holds beyond its first keep invocations back at the front of
+ * the wait queue, in order: none of it has started (with keep 0, pi's head
+ * had not really started either: the instance could not take it or died). */
+static void requeue_beyond(pinst *pi, uint32_t keep)
 {
     pool *p = pi->pool;
-    while (!list_empty(&pi->inflight)) {
+    if (keep == 0) head_left(pi);
+    while (pi->depth > keep) {
         invocation *inv = list_entry(list_last(&pi->inflight), invocation, link);
         list_remove(&inv->link);
         inv->runner = NULL;
         list_push_front(&p->waiting, &inv->link);
         p->nwaiting++;
+        if (--pi->depth > 0) p->nqueued--;
         arm(p, inv->wait_deadline);
     }
-    if (pi->depth > 1) p->nqueued -= pi->depth - 1;
-    pi->depth = 0;
+}
+
+static void requeue_inflight(pinst *pi)
+{
+    requeue_beyond(pi, 0);
 }
 
 static invocation *pop_head(pinst *pi)
 {
     invocation *inv = head_of(pi);
+    head_left(pi);
     list_remove(&inv->link);
     if (pi->depth-- > 1) pi->pool->nqueued--;
     inv->runner = NULL;
@@ -306,12 +328,68 @@ static void dispatch_to(pinst *pi, invocation *inv)
 /* How many invocations one instance may hold: queueing behind a busy
  * instance beats starting another only while the wait (depth times the
  * handler time) is shorter than a cold start. 1 means no queueing. */
-static uint32_t mailbox_limit(const pool *p)
+static uint32_t mailbox_fit(const pool *p)
 {
     if (p->service_us <= 0) return 1;
     double n = p->cold_us / p->service_us;
     if (n < 1) return 1;
     return n > SPATE_PREFETCH_MAX ? SPATE_PREFETCH_MAX : (uint32_t)n;
+}
+
+/* The same, and no queueing while an invocation runs that has proved the
+ * handler time estimate wrong (see outlasted()). */
+static uint32_t mailbox_limit(const pool *p)
+{
+    return p->noutlasted ? 1 : mailbox_fit(p);
+}
+
+/* How long (loop ms) an invocation may run before it proves the handler
+ * time estimate stale (SPATE_OUTLASTED_MIN_MS). */
+static uint64_t outlasted_after_ms(const pool *p)
+{
+    double us = p->cold_us > 4 * p->service_us ? p->cold_us : 4 * p->service_us;
+    uint64_t ms = (uint64_t)(us / 1000) + 1;
+    return ms > SPATE_OUTLASTED_MIN_MS ? ms : SPATE_OUTLASTED_MIN_MS;
+}
+
+/* The handler time: the moving average of results, or what every running
+ * invocation has already lasted when that is longer (past the floor that
+ * keeps scheduling noise out, or at once when one has proved the average
+ * wrong). A function fast at first and slow now must not look fast to the
+ * autoscaler until its first slow result is in. */
+static double service_estimate(const pool *p)
+{
+    if (p->nbusy == 0) return p->service_us;
+    double ran_us = (double)(now_ms(p) - p->last_start) * 1000;
+    if (ran_us <= p->service_us) return p->service_us;
+    return p->noutlasted || ran_us >= SPATE_OUTLASTED_MIN_MS * 1000.0 ? ran_us : p->service_us;
+}
+
+/* Takes back what waits in pi's mailbox behind the invocation it runs and
+ * puts it in the wait queue (the caller serves it). What the instance cannot
+ * be sure of giving back stays, and comes back through
+ * on_instance_withdrawn if it did not run. */
+static void release_tail(pinst *pi)
+{
+    if (pi->depth < 2) return;
+    uint32_t n = instance_withdraw(pi->inst, pi->depth - 1);
+    requeue_beyond(pi, pi->depth - n);
+}
+
+/* pi's running invocation has lasted past what its mailbox bet on: what
+ * waits behind it goes to idle or new instances, and no mailbox takes more
+ * while it runs. */
+static void outlasted(pinst *pi, uint64_t ran_ms)
+{
+    pool *p = pi->pool;
+    pi->outlasted = 1;
+    p->noutlasted++;
+    if (pi->depth > 1)
+        log_info("invocation running for %llu ms, handler time estimate %.3f ms: %u waiting "
+                 "behind it go to other instances fn=%s req=%s",
+                 (unsigned long long)ran_ms, p->service_us / 1000, pi->depth - 1, p->name,
+                 head_of(pi)->request_id);
+    release_tail(pi);
 }
 
 /* The instance that will start inv soonest, or NULL: an idle one (waking it
@@ -372,6 +450,17 @@ static void became_idle(pinst *pi)
     if (live(p) > pi->ver->cfg.min_instances) arm(p, pi->since + pi->ver->cfg.keep_alive_ms);
 }
 
+/* Gives waiting invocations to idle instances: invocations put back in the
+ * wait queue from a mailbox may find some. */
+static void serve_waiting(pool *p)
+{
+    while (p->nwaiting > 0 && p->nidle > 0) {
+        pinst *pi = list_entry(list_first(&p->idle), pinst, link);
+        unlink_instance(pi);
+        became_idle(pi);
+    }
+}
+
 static void on_instance_ready(instance *inst, void *data)
 {
     pinst *pi = data;
@@ -393,28 +482,73 @@ static void on_instance_result(instance *inst, int failed, uint32_t duration_us,
     if (pi->state != PI_BUSY || pi->depth == 0) return; /* e.g. it had timed out */
     pool *p = pi->pool;
     unlink_instance(pi);
+    int stale = pi->outlasted; /* this result proved the estimate wrong while it ran */
     invocation *inv = pop_head(pi);
     p->invocations++;
     p->fail_streak = 0;
     p->restart_at = 0;
     if (failed) p->errors++;
     histogram_observe_us(&p->m.duration, duration_us);
-    p->service_us = p->service_us > 0
-                        ? p->service_us + EWMA_ALPHA * ((double)duration_us - p->service_us)
-                        : (double)(duration_us ? duration_us : 1);
+    /* A result that outlasted the estimate replaces it: averaged with the
+     * times of a function that has since changed speed, it would take a
+     * dozen results to tell the truth. */
+    if (stale && duration_us > p->service_us)
+        p->service_us = duration_us;
+    else if (p->service_us > 0)
+        p->service_us += EWMA_ALPHA * ((double)duration_us - p->service_us);
+    else
+        p->service_us = duration_us ? duration_us : 1;
     /* Settle the instance first: the callback may bring the next request. */
     if (!instance_usable(inst)) {
         requeue_inflight(pi);
         pi->state = PI_STOPPING;
         p->nstopping++;
+        serve_waiting(p);
         grow(p);
     } else if (pi->depth > 0) {
         head_started(pi);
-        top_up(pi);
+        uint32_t fit = mailbox_fit(p);
+        if (duration_us > p->cold_us && pi->depth > fit) {
+            /* Queued here when calls looked shorter, and this one took longer
+             * than a cold start: the mailbox is taken back, what still fits
+             * comes back to it, the rest goes to idle or new instances. (A
+             * short call that a loaded machine slowed down moves nothing.) */
+            release_tail(pi);
+            top_up(pi);
+            serve_waiting(p);
+            grow(p);
+        } else {
+            top_up(pi);
+        }
     } else {
         became_idle(pi);
     }
     finish(p, inv, failed ? INV_FAILED : INV_OK, body, len);
+}
+
+/* The oldest invocation pi was given did not run (release_tail asked for
+ * it back): it waits again, first in line. */
+static void on_instance_withdrawn(instance *inst, void *data)
+{
+    pinst *pi = data;
+    if (pi->state != PI_BUSY || pi->depth == 0) return;
+    pool *p = pi->pool;
+    unlink_instance(pi);
+    invocation *inv = pop_head(pi);
+    list_push_front(&p->waiting, &inv->link);
+    p->nwaiting++;
+    arm(p, inv->wait_deadline);
+    if (!instance_usable(inst)) {
+        requeue_inflight(pi);
+        pi->state = PI_STOPPING;
+        p->nstopping++;
+    } else if (pi->depth > 0) {
+        head_started(pi);
+    } else {
+        became_idle(pi);
+    }
+    serve_waiting(p);
+    grow(p);
 }
 
 static void free_version(pversion *v);
@@ -470,6 +604,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     }
     if (v->retired && v->ninstances == 0) free_version(v);
     if (failed) finish_msg(p, failed, INV_CRASHED, why);
+    serve_waiting(p);
     grow(p);
     maybe_finish_close(p);
 }
@@ -477,6 +612,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
 static const instance_callbacks callbacks = {
     .ready = on_instance_ready,
     .result = on_instance_result,
+    .withdrawn = on_instance_withdrawn,
     .exited = on_instance_exited,
 };
 
@@ -893,9 +1029,11 @@ static void on_timer(uv_timer_t *t)
     }
     /* Instances that reached their process limit (a fork bomb): stopped now,
      * as the memory limit stops a memory hog. Each busy one is looked at
-     * every SPATE_PIDS_CHECK_MS: one read of its pids.events. */
+     * every SPATE_PIDS_CHECK_MS: one read of its pids.events. At the same
+     * looks, invocations that outlasted the handler time estimate. */
     list_node over_limit;
     list_init(&over_limit);
+    uint64_t outlast_ms = outlasted_after_ms(p);
     for (list_node *n = list_first(&p->busy); n != &p->busy;) {
         pinst *pi = list_entry(n, pinst, link);
         n = n->next;
@@ -914,6 +1052,16 @@ static void on_timer(uv_timer_t *t)
                 continue;
             }
             pi->check_at = now + SPATE_PIDS_CHECK_MS;
+            if (!pi->outlasted && now - pi->started >= outlast_ms) {
+                /* Seen twice, with the results that came in between read:
+                 * after spated itself stalled, every invocation looks long. */
+                if (!pi->overdue_seen) {
+                    pi->overdue_seen = now;
+                    pi->check_at = now + SPATE_OUTLASTED_CONFIRM_MS;
+                } else {
+                    outlasted(pi, now - pi->started);
+                }
+            }
         }
         if (pi->check_at < next) next = pi->check_at;
     }
@@ -974,6 +1122,7 @@ static void on_timer(uv_timer_t *t)
                  inv->request_id);
         finish_msg(p, inv, INV_TIMEOUT, msg);
     }
+    serve_waiting(p);
     grow(p);
     maybe_finish_close(p);
 }
@@ -996,7 +1145,7 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->last_cold_start_us = p->last_cold_us;
     if (p->active && p->active->z && p->active->zstate == ZS_READY)
         out->zygote_pid = launcher_pid(p->active->z);
-    out->service_us = p->service_us;
+    out->service_us = service_estimate(p);
     out->cold_us = p->cold_us;
     out->mailbox = mailbox_limit(p);
     out->max_instances = p->active ? p->active->cfg.max_instances : 0;

@@ -89,11 +89,14 @@ typedef struct pool_version_spec {
 typedef struct pool_stats {
     uint32_t active_version;
     uint32_t starting, idle, busy, stopping;
-    uint32_t waiting;
+    uint32_t waiting; /* in the wait queue or a mailbox; busy ones run one each */
     uint64_t invocations, errors, timeouts, crashes, rejected;
     uint64_t cold_starts;
     uint64_t last_cold_start_us; /* spawn request to ready */
-    double service_us;           /* moving average of handler time, 0 if unknown */
+    double service_us;           /* handler time: moving average of results, or what every
+                                  * running invocation has already lasted if longer (past
+                                  * SPATE_OUTLASTED_MIN_MS, or once one outlasted the
+                                  * average); 0 if unknown */
     double cold_us;              /* moving average of instance start time */
     uint32_t mailbox;            /* invocations one instance may hold now */
     uint32_t max_instances;      /* of the active version */

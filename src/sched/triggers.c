@@ -88,13 +88,16 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
 {
     pool_stats ps;
     pool_stats_get(f->pool, &ps);
-    uint64_t backlog = ps.waiting;
+    /* Each message or invocation once: the subscriptions count their
+     * messages, those in the pool too (leased); the pool adds what is not
+     * theirs, direct invokes running or waiting. */
+    uint64_t in_pool = (uint64_t)ps.busy + ps.waiting;
+    uint64_t backlog = in_pool > fs->inflight ? in_pool - fs->inflight : 0;
     double deadline = 0;
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
         q_sub_stats ss;
         queue_sub_stats(t->sub, &ss);
-        /* Messages handed to the pool are counted by the subscription (leased). */
         backlog += ss.depth;
         const q_sub_config *cfg = queue_sub_config(t->sub);
         if (cfg->deadline_ms && (!deadline || cfg->deadline_ms / 1000.0 < deadline))
@@ -480,6 +483,10 @@ void triggers_scale_view(triggers *tr, const char *function, scale_view *out)
     memset(out, 0, sizeof *out);
     fscale *fs = strmap_get(&tr->scales, function, strlen(function));
     if (!fs || list_empty(&fs->triggers)) return;
+    /* Figures of this moment, as the pool's beside them: the ETA agrees
+     * with the backlog and handler time shown. */
+    fn *f = functions_find(tr->table, fs->name, strlen(fs->name));
+    if (f) rescale(tr, fs, f);
     out->has_triggers = 1;
     out->arrival_per_s = fs->in.arrival_per_s;
     out->service_ms = fs->in.service_s * 1000;

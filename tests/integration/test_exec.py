@@ -2,6 +2,7 @@
 a shell bootstrap with curl, a C bootstrap, and the real AWS Lambda Runtime
 Interface Client for Node.js (npm aws-lambda-ric) with an unmodified handler."""
 
+import concurrent.futures
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import zipfile
 
 import pytest
 
-from conftest import ROOT, SPATED
+from conftest import ROOT, SPATED, wait_for
 
 SHELL_BOOTSTRAP = b"""#!/bin/sh
 # The Runtime API loop of the AWS custom-runtime tutorial, with curl.
@@ -356,3 +357,21 @@ def test_a_bootstrap_that_cannot_run_says_why(spated):
     assert "the instance could not enter its sandbox: cannot run" in err(body), body
     assert "No such file or directory" in err(body), body
     assert "could not enter its sandbox: cannot run" in spated.log()
+
+
+def test_a_slow_burst_after_a_fast_call_spreads_over_exec_instances(spated, c_bootstrap):
+    """Issue 14.2 for exec functions: what waits in a busy instance's mailbox
+    behind a call that outlasts the handler time estimate is taken back (the
+    instance still holds it) and runs on new instances."""
+    status, doc = deploy_exec(spated, "c", c_bootstrap, max=4)
+    assert status == 201, doc
+    assert spated.invoke("c", b"quick") == (200, b"quick")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(spated.invoke, "c", b"sleep:3000") for _ in range(8)]
+        doc = wait_for(lambda: (lambda d: d["instances"]["busy"] == 4 and d)(spated.describe("c")),
+                       timeout=15)
+        assert doc, "the pool never reached its maximum of 4 instances"
+        assert doc["stats"]["invocations"] == 1, doc
+        results = [f.result() for f in futures]
+    assert results == [(200, b"slept")] * 8
+    assert spated.describe("c")["stats"]["invocations"] == 9

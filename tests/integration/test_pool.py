@@ -36,6 +36,43 @@ def test_scales_to_the_maximum_and_queues_the_rest(spated, functions):
     assert spated.describe("probe")["stats"]["cold_starts"] == 3
 
 
+def test_a_fast_first_call_does_not_keep_a_slow_burst_on_one_instance(spated, functions, tmp_path):
+    """Issue 14.2, direct invokes: after one quick call the handler time is
+    microseconds, so a burst of 3 s calls went into the warm instance's
+    mailbox and ran one after another (24 s) while the pool stayed at one.
+    A call that outlasts the estimate sends what waits behind it to new
+    instances: the pool reaches its maximum while the first slow call runs,
+    and each call still runs once."""
+    rec = tmp_path / "rec.log"
+    status, doc = spated.json("PUT", f"/v1/functions/rec?max=4&env=RECORD%3D{rec}",
+                              functions["recorder"].read_bytes())
+    assert status == 201, doc
+    assert spated.invoke("rec", b"quick") == (200, b"ok")
+    burst = [f"sleep:3000:{i}".encode() for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(spated.invoke, "rec", m) for m in burst]
+        doc = wait_for(lambda: (lambda d: d["instances"]["busy"] == 4 and d)(spated.describe("rec")),
+                       timeout=15)
+        assert doc, "the pool never reached its maximum of 4 instances"
+        # Scaled before any slow call ended: only the quick one is done.
+        assert doc["stats"]["invocations"] == 1, doc
+        seen = time.monotonic()
+        assert doc["instances"]["busy"] + doc["waiting"] == 8, doc
+        # The handler time shown is no longer the quick call's microseconds:
+        # at least what the four running calls have lasted.
+        time.sleep(1)
+        before = time.monotonic()
+        later = spated.describe("rec")
+        if later["stats"]["invocations"] == 1:  # none ended yet (a loaded machine aside)
+            assert later["scaling"]["service_ms"] >= (before - seen) * 1000 - 50, later["scaling"]
+        results = [f.result() for f in futures]
+    assert results == [(200, b"ok")] * 8
+    assert spated.describe("rec")["stats"]["cold_starts"] == 4
+    assert "go to other instances fn=rec" in spated.log()
+    starts = sorted(line.split()[1] for line in rec.read_text().splitlines() if line.startswith("S "))
+    assert starts == sorted(["quick"] + [m.decode() for m in burst]), starts
+
+
 def test_full_queue_answers_429(spated, functions):
     spated.deploy("probe", functions["probe"], max=1, queue=2)
     # Warm: the one instance is idle, so the first call runs at once (otherwise

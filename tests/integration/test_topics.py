@@ -272,6 +272,78 @@ def test_scales_from_zero_up_and_back_to_zero(spated, functions, tmp_path):
     assert b"backlog" in r.stdout
 
 
+def test_a_fast_first_message_does_not_stall_the_autoscaler(spated, functions, tmp_path):
+    """Issue 14.2, exactly as reported: one quick message, then 8 messages of
+    3 s each, --max 4. The quick one made the handler time microseconds, the
+    burst went into one busy instance's mailbox, and for 20 s `spate status`
+    said "1 busy, 7 waiting | backlog 15, desired 4, drain ETA 3.10 s". The
+    instances must reach the desired count while the first slow message
+    runs, the backlog count each message once, and the ETA follow from the
+    backlog, instances and handler time shown beside it."""
+    rec = tmp_path / "slow.log"
+    r = spated.cli("deploy", "slow", str(functions["recorder"]), "--max", "4", "--env", f"RECORD={rec}")
+    assert r.returncode == 0, r.stderr
+    assert spated.cli("trigger", "add", "burst", "slow").returncode == 0
+    assert spated.cli("publish", "burst", "quick").returncode == 0
+    assert wait_for(lambda: topic(spated, "burst")["acknowledged"] == 1, timeout=10)
+    burst = [f"sleep:3000:{i}" for i in range(8)]
+    r = spated.cli("publish", "burst", "--lines", input="".join(m + "\n" for m in burst).encode())
+    assert r.returncode == 0, r.stderr
+
+    samples = []
+
+    def status():
+        before = time.monotonic()
+        r = spated.cli("--json", "status", "slow")
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        samples.append(doc)
+        return before, time.monotonic(), doc
+
+    def consistent(doc):
+        sc = doc["scaling"]
+        s, n, lam, b = sc["service_ms"] / 1000, sc["desired_instances"], sc["arrival_per_s"], sc["backlog"]
+        if b == 0:
+            return sc["drain_eta_s"] == 0
+        if s <= 0 or n / s <= lam:
+            return sc["drain_eta_s"] is None
+        return abs(sc["drain_eta_s"] - b / (n / s - lam)) <= 1e-6 * sc["drain_eta_s"] + 1e-9
+
+    full = wait_for(lambda: (lambda t: t[2]["instances"]["busy"] == 4 and t)(status()), timeout=15)
+    assert full, f"never 4 busy instances: {samples[-1]}"
+    _, seen, doc = full
+    # Scaled before the first slow message ended (the old code: 1 instance for 24 s).
+    assert doc["stats"]["invocations"] == 1, doc
+    # Nothing settled yet: the 8 messages, once each (it said 15 for 8).
+    assert doc["scaling"]["backlog"] == 8, doc["scaling"]
+    assert doc["instances"]["busy"] + doc["waiting"] == 8, doc
+
+    # A second later the four running messages have each run a second: the
+    # handler time, the desired instances and the ETA say so.
+    time.sleep(1)
+    before, _, later = status()
+    if later["stats"]["invocations"] == 1:  # no slow one ended yet (a loaded machine aside)
+        sc = later["scaling"]
+        assert sc["service_ms"] >= (before - seen) * 1000 - 50, (before - seen, sc)
+        assert sc["desired_instances"] == 4, sc
+        assert sc["backlog"] == 8, sc
+        assert sc["drain_eta_s"] is None or sc["drain_eta_s"] >= 8 * sc["service_ms"] / 1000 / 4, sc
+
+    assert wait_for(lambda: topic(spated, "burst")["acknowledged"] == 9, timeout=40)
+    status()
+    # Moved, not copied: each message ran once (a mailbox already sent to an
+    # instance is taken back with a CANCEL frame, never run twice).
+    runs = collections.Counter(p for k, p, *_ in records(rec) if k == "S")
+    assert runs == collections.Counter(["quick"] + burst), runs
+    # Every figure shown was consistent, and the backlog never counted more
+    # than the 8 messages of the burst.
+    assert all(d["scaling"]["backlog"] <= 8 for d in samples), [d["scaling"]["backlog"] for d in samples]
+    assert all(consistent(d) for d in samples), [d["scaling"] for d in samples if not consistent(d)]
+    assert later["stats"]["cold_starts"] == 4 or spated.describe("slow")["stats"]["cold_starts"] == 4
+    r = spated.cli("status", "slow")
+    assert b"backlog        0" in r.stdout, r.stdout
+
+
 def test_deadline_at_risk_is_reported(spated, functions, tmp_path):
     deploy_recorder(spated, functions, tmp_path, sleep_us=100000, max=2)
     add_trigger(spated, "late", "rec", deadline=1000)

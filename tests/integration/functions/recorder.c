@@ -3,6 +3,7 @@
  * spated, so tests can see exactly what ran, when, and how often.
  *
  * Environment: RECORD (the file, required), SLEEP_US (time spent per call).
+ * A payload "sleep:MS:..." spends MS milliseconds instead.
  * Each call appends two lines, at its start and at its end:
  *     S <payload> <attempt> <key or -> <monotonic us>
  *     E <payload> <attempt> <key or -> <monotonic us>
@@ -49,8 +50,11 @@ static void record(char what, const spate_request *req)
 int spate_handler(const spate_request *req, spate_response *res)
 {
     record('S', req);
-    if (sleep_us > 0) {
-        struct timespec ts = {sleep_us / 1000000, (sleep_us % 1000000) * 1000};
+    long us = sleep_us;
+    if (req->payload_len > 6 && memcmp(req->payload, "sleep:", 6) == 0)
+        us = strtol((const char *)req->payload + 6, NULL, 10) * 1000;
+    if (us > 0) {
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
         nanosleep(&ts, NULL);
     }
     record('E', req);
