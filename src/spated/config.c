@@ -435,7 +435,10 @@ int config_load(int argc, char **argv, options *o, char *err, size_t errcap)
             }
             val = argv[++i];
         }
-        if (d->kind == OPT_PATHS && !listed[d - opt_defs]++) ((char *)o + d->offset)[0] = '\0';
+        if (d->kind == OPT_PATHS && !listed[d - opt_defs]) {
+            listed[d - opt_defs] = 1;
+            ((char *)o + d->offset)[0] = '\0';
+        }
         char why[512];
         const char *bad = apply(o, d, val, why, sizeof why);
         if (bad) {
