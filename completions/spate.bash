@@ -121,7 +121,7 @@ _spated()
         COMPREPLY=($(compgen -f -- "$cur"))
         return
         ;;
-    --data)
+    --data | --writable)
         COMPREPLY=($(compgen -d -- "$cur"))
         return
         ;;

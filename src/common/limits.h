@@ -225,6 +225,11 @@
 /* The environment spate-runner reads from --env-fd (the function's
  * variables, at most SPATE_ENV_BYTES_MAX, plus spate's and Lambda's). */
 #define SPATE_RUNNER_ENV_MAX (64u * KIB)
+/* Host paths an operator leaves writable in every instance (spated
+ * --writable), at most; the rest of the host is read-only there. Each is a
+ * bind mount in every zygote's and exec instance's namespace, so a few, not
+ * a tree of them: bind a common parent instead. */
+#define SPATE_WRITABLE_MAX 16
 
 /* --- Daemon ----------------------------------------------------------------- */
 

@@ -19,15 +19,17 @@
  * exits with SPATE_SANDBOX_FAILED_STATUS.
  *
  * SANDBOX is [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]
- * [--env-fd FD] [--tmp-mb N]. The zygote joins DIRS (its version's cgroups)
- * while still root; the exec wrapper joins them (its instance's) after the
- * drop. The runner starts with a clean environment (spated gives it nothing
+ * [--env-fd FD] [--tmp-mb N [--writable PATH]...]. The zygote joins DIRS (its
+ * version's cgroups) while still root; the exec wrapper joins them (its
+ * instance's) after the drop. The runner starts with a clean environment (spated gives it nothing
  * of the function's: it is root); the function's variables come in FD,
  * "K=V\0...", and become the environment only once it runs as the function's
  * user.
  *
  * --tmp-mb asks for mount namespaces (runner/sandbox.h): spated passes it only
- * where they work. The zygote then holds a copy of the object at
+ * where they work. The host's filesystem is then read-only for the zygote
+ * and the instances but for each --writable PATH (spated's --writable), /proc
+ * and /sys/fs/cgroup. The zygote holds a copy of the object at
  * /var/task/function.so and each instance makes its own /tmp and /dev/shm;
  * an exec runner binds --task DIR at /var/task, makes /tmp and /dev/shm and
  * runs BOOTSTRAP (then /var/task/bootstrap) in /var/task.
@@ -370,6 +372,8 @@ static int control_fd = -1;
 static int sigchld_fd = -1;
 static uint32_t memory_mb;
 static uint32_t tmp_mb; /* 0: no mount namespaces */
+/* --writable paths, NULL-terminated: the only host paths left writable. */
+static const char *writable[SPATE_WRITABLE_MAX + 1];
 
 static void send_load_failed(const char *fmt, const char *a, const char *b)
 {
@@ -515,7 +519,7 @@ static void usage(void)
             "       spate-runner --exec [SANDBOX] [--status-fd FD] [--tmpdir DIR] [--task DIR] "
             "BOOTSTRAP\n"
             "SANDBOX: [--uid N --gid N] [--no-network] [--memory-mb N] [--cgroups DIRS]\n"
-            "         [--env-fd FD] [--tmp-mb N]\n"
+            "         [--env-fd FD] [--tmp-mb N [--writable PATH]...]\n"
             "spate-runner is started by spated; it is not meant to be run by hand\n");
     exit(2);
 }
@@ -605,7 +609,7 @@ run_exec(const sandbox_version *v, const sandbox_instance *si, const char *task,
 {
     char why[512];
     if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
-    if ((task && (sandbox_mount_task(task, why, sizeof why) != 0 ||
+    if ((task && (sandbox_mount_task(task, writable, why, sizeof why) != 0 ||
                   sandbox_mount_tmp(tmp_mb, why, sizeof why) != 0)) ||
         sandbox_enter_version(v, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0 ||
         (task && setenv("TMPDIR", "/tmp", 1) != 0) ||
@@ -626,7 +630,7 @@ int main(int argc, char **argv)
     const char *function = "?", *version = "?", *object = NULL, *task = NULL;
     sandbox_version sv = {.seccomp = 1};
     sandbox_instance si = {.cgroups = "", .tmpdir = ""};
-    int exec_mode = 0, env_fd = -1, status_fd = -1, cancel_fd = -1, i;
+    int exec_mode = 0, env_fd = -1, status_fd = -1, cancel_fd = -1, nwritable = 0, i;
     for (i = 1; i < argc && !object; i++) {
         if (strcmp(argv[i], "--version") == 0 && i + 1 < argc)
             version = argv[++i];
@@ -659,12 +663,15 @@ int main(int argc, char **argv)
             tmp_mb = arg_u32(argv[++i], 1 << 20);
         else if (strcmp(argv[i], "--task") == 0 && i + 1 < argc)
             task = argv[++i];
+        else if (strcmp(argv[i], "--writable") == 0 && i + 1 < argc &&
+                 nwritable < SPATE_WRITABLE_MAX && argv[i + 1][0] == '/')
+            writable[nwritable++] = argv[++i];
         else if (argv[i][0] != '-')
             object = argv[i];
         else
             usage();
     }
-    if (!object || (task && !tmp_mb)) usage();
+    if (!object || (task && !tmp_mb) || (nwritable && !tmp_mb)) usage();
     if (exec_mode) run_exec(&sv, &si, task, env_fd, status_fd, argv + i - 1);
     if (control_fd < 0 || env_fd == control_fd) usage();
     if (cancel_fd >= 0) { /* the fd goes with the others below; the mapping stays */
@@ -695,7 +702,8 @@ int main(int argc, char **argv)
     if (tmp_mb) {
         /* While root: the instances' /var/task, then a filter that lets them
          * build their /tmp, and the full one they load after that. */
-        if (sandbox_mount_task_object(mem, why, sizeof why) != 0) send_load_failed("%s%s", why, "");
+        if (sandbox_mount_task_object(mem, writable, why, sizeof why) != 0)
+            send_load_failed("%s%s", why, "");
         sv.zygote_ns = 1;
     }
     if (sandbox_enter_version(&sv, why, sizeof why) != 0 || apply_env(env_fd, why, sizeof why) != 0)

@@ -22,6 +22,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/limits.h"
+
 /* Denied with EPERM: debugging other processes, the mount table, kernel
  * modules and images, bpf and perf, keyrings, reboot and swap, entering or
  * making namespaces, raw I/O ports, file handles, the clock and accounting;
@@ -71,6 +73,8 @@ static const char *const denied[] = {
     "fsopen",
     "fsmount",
     "open_tree",
+    "fspick",
+    "mount_setattr",
     "io_uring_setup",
     "io_uring_enter",
     "io_uring_register",
@@ -165,13 +169,64 @@ int sandbox_prepare_instance_filter(int no_network, char *why, size_t cap)
 
 /* --- Mount namespaces ------------------------------------------------------------- */
 
+/* What stays writable in every instance's namespace besides the operator's
+ * --writable paths: /proc, where a native instance writes its user
+ * namespace's maps and a function its own /proc/self files, and
+ * /sys/fs/cgroup, whose cgroup.procs files instances write to join their
+ * cgroups after the privilege drop. Skipped where missing. */
+static const char *const sandbox_writable[] = {"/proc", "/sys/fs/cgroup"};
+
+/* Every mount of this (private) namespace read-only, but the paths above and
+ * those of writable (NULL-terminated), which keep the flags they had on the
+ * host: each is cloned (with what is mounted below it) before the change and
+ * mounted back on top after it. Without this a function could fill the
+ * host's disk through any directory its uid may write (/var/tmp, /run/lock,
+ * a 1777 directory anywhere), and two functions could pass files to each
+ * other there. Device nodes stay usable: the kernel checks a mount's
+ * read-only flag for regular files, directories and links, not for them. */
+static int read_only_host(const char *const *writable, char *why, size_t cap)
+{
+    enum { KEPT = sizeof sandbox_writable / sizeof sandbox_writable[0] };
+    const char *path[KEPT + SPATE_WRITABLE_MAX];
+    int fd[KEPT + SPATE_WRITABLE_MAX];
+    int n = 0, rc = -1;
+    for (size_t i = 0; i < KEPT + SPATE_WRITABLE_MAX; i++) {
+        const char *p = i < KEPT ? sandbox_writable[i] : writable ? writable[i - KEPT] : NULL;
+        if (i >= KEPT && !p) break;
+        int t = open_tree(AT_FDCWD, p, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (t < 0 && i < KEPT && errno == ENOENT) continue;
+        if (t < 0) {
+            snprintf(why, cap, "cannot keep '%s' writable: %s", p, strerror(errno));
+            goto out;
+        }
+        path[n] = p;
+        fd[n++] = t;
+    }
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) != 0) {
+        snprintf(why, cap, "cannot make the host's filesystem read-only: %s", strerror(errno));
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if (move_mount(fd[i], "", AT_FDCWD, path[i], MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+            snprintf(why, cap, "cannot mount '%s' writable: %s", path[i], strerror(errno));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    for (int i = 0; i < n; i++) close(fd[i]);
+    return rc;
+}
+
 /* A mount namespace of this process's own whose mounts propagate nowhere,
- * and an IPC namespace: System V shared memory, semaphores and message
- * queues (and POSIX ones) outlive the process that made them, so in the
- * host's namespace a function could leave memory there that no cgroup of
- * its own holds, and share them with other functions. In a namespace of its
- * own they go when its last process does. */
-static int private_mounts(char *why, size_t cap)
+ * with the host read-only in it (read_only_host), and an IPC namespace:
+ * System V shared memory, semaphores and message queues (and POSIX ones)
+ * outlive the process that made them, so in the host's namespace a function
+ * could leave memory there that no cgroup of its own holds, and share them
+ * with other functions. In a namespace of its own they go when its last
+ * process does. */
+static int private_mounts(const char *const *writable, char *why, size_t cap)
 {
     if (unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0) {
         snprintf(why, cap, "cannot make a mount and IPC namespace: %s", strerror(errno));
@@ -181,7 +236,7 @@ static int private_mounts(char *why, size_t cap)
         snprintf(why, cap, "cannot make the mounts private: %s", strerror(errno));
         return -1;
     }
-    return 0;
+    return read_only_host(writable, why, cap);
 }
 
 /* /var/task as it stays: read-only, no set-uid programs, no devices. */
@@ -195,9 +250,9 @@ static int task_read_only(char *why, size_t cap)
     return 0;
 }
 
-int sandbox_mount_task(const char *code_dir, char *why, size_t cap)
+int sandbox_mount_task(const char *code_dir, const char *const *writable, char *why, size_t cap)
 {
-    if (private_mounts(why, cap) != 0) return -1;
+    if (private_mounts(writable, why, cap) != 0) return -1;
     if (mount(code_dir, SANDBOX_TASK_ROOT, NULL, MS_BIND, NULL) != 0) {
         snprintf(why, cap, "cannot bind '%s' at %s: %s", code_dir, SANDBOX_TASK_ROOT,
                  strerror(errno));
@@ -206,14 +261,14 @@ int sandbox_mount_task(const char *code_dir, char *why, size_t cap)
     return task_read_only(why, cap);
 }
 
-int sandbox_mount_task_object(int fd, char *why, size_t cap)
+int sandbox_mount_task_object(int fd, const char *const *writable, char *why, size_t cap)
 {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         snprintf(why, cap, "cannot read the shared object: %s", strerror(errno));
         return -1;
     }
-    if (private_mounts(why, cap) != 0) return -1;
+    if (private_mounts(writable, why, cap) != 0) return -1;
     char opts[64];
     snprintf(opts, sizeof opts, "size=%lluk,nr_inodes=16,mode=0755",
              (unsigned long long)st.st_size / 1024 + 64);

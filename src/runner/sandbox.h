@@ -13,9 +13,11 @@
  * without cgroups, RLIMIT_AS, and its own TMPDIR.
  *
  * With mount namespaces (spated passes --tmp-mb only where they work), each
- * instance sees the function's code read-only at /var/task and a private
- * tmpfs at /tmp and /dev/shm and an IPC namespace of its own, which vanish
- * with it; nothing else it can write is shared with another instance. An
+ * instance sees the host's filesystem read-only, the function's code
+ * read-only at /var/task and a private tmpfs at /tmp and /dev/shm and an IPC
+ * namespace of its own, which vanish with it; what stays writable is /proc,
+ * /sys/fs/cgroup (as file permissions allow) and the operator's --writable
+ * paths, so nothing else it can write is shared with another instance. An
  * exec instance's runner is still root when it builds them
  * (sandbox_mount_task, sandbox_mount_tmp); a native instance is forked
  * unprivileged from a zygote that made /var/task while it was root, so it
@@ -41,13 +43,15 @@ typedef struct sandbox_version {
 /* Where a function sees its code. */
 #define SANDBOX_TASK_ROOT "/var/task"
 
-/* As root: a mount namespace of this process's own (made private) with
+/* As root: a mount namespace of this process's own (made private) in which
+ * every mount is read-only but /proc, /sys/fs/cgroup and the paths of
+ * writable (NULL-terminated, at most SPATE_WRITABLE_MAX; NULL: none), with
  * code_dir bound read-only at /var/task, and an IPC namespace of its own.
  * 0, or -1 with why filled. */
-int sandbox_mount_task(const char *code_dir, char *why, size_t cap);
+int sandbox_mount_task(const char *code_dir, const char *const *writable, char *why, size_t cap);
 /* As root: the same, but /var/task is a small read-only tmpfs holding a copy
  * of the object open on fd, as "function.so". */
-int sandbox_mount_task_object(int fd, char *why, size_t cap);
+int sandbox_mount_task_object(int fd, const char *const *writable, char *why, size_t cap);
 /* Private tmpfs at /tmp and /dev/shm of tmp_mb each, in this process's own
  * mount namespace; sets TMPDIR=/tmp. 0, or -1 with why filled. */
 int sandbox_mount_tmp(uint32_t tmp_mb, char *why, size_t cap);

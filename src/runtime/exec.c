@@ -705,7 +705,8 @@ static const instance_ops ops = {
 };
 
 /* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --env-fd 3 --tmpdir T
- * BOOTSTRAP, or with mount namespaces ... --tmp-mb N --task ROOT /var/task/bootstrap */
+ * BOOTSTRAP, or with mount namespaces ... --tmp-mb N --task ROOT [--writable PATH]...
+ * /var/task/bootstrap */
 static void sandbox_args(exec_version *x, exec_instance *e, char **args, char num[4][16])
 {
     int n = 0;
@@ -737,6 +738,10 @@ static void sandbox_args(exec_version *x, exec_instance *e, char **args, char nu
         args[n++] = num[3];
         args[n++] = "--task";
         args[n++] = x->root;
+        for (int i = 0; iso->writable[i]; i++) {
+            args[n++] = "--writable";
+            args[n++] = (char *)iso->writable[i];
+        }
         args[n++] = "/var/task/bootstrap";
         args[n] = NULL;
         return;
@@ -794,7 +799,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     int status[2] = {-1, -1};
     if (pipe2(status, O_CLOEXEC | O_NONBLOCK) != 0) status[0] = status[1] = -1;
     e->status_fd = status[0];
-    char *args[26], num[4][16];
+    char *args[26 + 2 * SPATE_WRITABLE_MAX], num[4][16];
     sandbox_args(x, e, args, num);
     uv_stdio_container_t stdio[5] = {
         {.flags = UV_IGNORE},

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -528,8 +529,9 @@ static int own_tmp_base(const char *base)
 }
 
 /* Tries, in a child, what the runner does for an instance: a private mount
- * namespace with a bind at /var/task as root, then (as the functions' user)
- * a user and mount namespace with a tmpfs of its own. 1 when all of it works. */
+ * namespace as root with everything read-only but /proc (mount_setattr,
+ * Linux 5.12) and a bind at /var/task, then (as the functions' user) a user
+ * and mount namespace with a tmpfs of its own. 1 when all of it works. */
 static int probe_namespaces(void)
 {
     /* The mount point each instance's code is bound on; nothing is ever
@@ -545,8 +547,13 @@ static int probe_namespaces(void)
         gid_t gid = cfg.drop ? cfg.gid : 0;
         char map[48];
         int step = 1;
+        struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+        int proc = -1;
         if (unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0 ||
             mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            (proc = open_tree(AT_FDCWD, "/proc", OPEN_TREE_CLONE | AT_RECURSIVE)) < 0 ||
+            mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) != 0 ||
+            move_mount(proc, "", AT_FDCWD, "/proc", MOVE_MOUNT_F_EMPTY_PATH) != 0 ||
             mount("/", "/var/task", NULL, MS_BIND, NULL) != 0 ||
             mount(NULL, "/var/task", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
             _exit(step);
@@ -579,14 +586,16 @@ static int probe_namespaces(void)
     if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
         WEXITSTATUS(status) != 0) {
         static const char *const what[] = {"?",
-                                           "a mount and IPC namespace with a bind at /var/task",
+                                           "a read-only mount and IPC namespace with a bind at "
+                                           "/var/task",
                                            "the functions' user",
                                            "a user namespace",
                                            "the user namespace's maps",
                                            "a tmpfs in it"};
         int step = pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : 0;
-        log_warn("no mount namespaces (cannot make %s): instances share /tmp and /dev/shm and "
-                 "exec code must be reachable through --data",
+        log_warn("no mount namespaces (cannot make %s): instances share /tmp and /dev/shm, may "
+                 "write the host's files wherever their uid may, and exec code must be reachable "
+                 "through --data",
                  what[step < 6 ? step : 0]);
         return 0;
     }
@@ -687,6 +696,24 @@ int isolate_init(uv_loop_t *l, const char *run_as, uint32_t uid_base, uint32_t p
 const isolate_config *isolate_get(void)
 {
     return &cfg;
+}
+
+int isolate_set_writable(const char *list)
+{
+    static char text[PATH_MAX];
+    if (strlen(list) >= sizeof text) return ERR_INVAL;
+    memcpy(text, list, strlen(list) + 1);
+    int n = 0;
+    for (char *p = text; *p;) {
+        size_t len = strcspn(p, ",");
+        char *next = p + len + (p[len] == ',');
+        p[len] = '\0';
+        if (len && n == SPATE_WRITABLE_MAX) return ERR_INVAL;
+        if (len) cfg.writable[n++] = p;
+        p = next;
+    }
+    cfg.writable[n] = NULL;
+    return 0;
 }
 
 static void free_uid(const char *key, void *value, void *data)

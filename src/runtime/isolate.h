@@ -18,6 +18,8 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "common/limits.h"
+
 typedef struct isolate_config {
     int drop;       /* spated is root: instances run as unprivileged users */
     uid_t uid;      /* of --run-as: every function's when uid_base is 0 */
@@ -27,11 +29,15 @@ typedef struct isolate_config {
     int cgroups; /* per-instance memory cgroups are available */
     uint32_t pids_max;
     /* Mount namespaces work (spated is root and the kernel lets an
-     * unprivileged process make a user namespace): each instance sees its
-     * code at /var/task and has a private tmpfs /tmp and /dev/shm, an IPC
-     * namespace of its own (System V and POSIX IPC die with it), and no
-     * temporary directory on the host. Else those directories, as before. */
+     * unprivileged process make a user namespace): each instance sees the
+     * host read-only, its code at /var/task and has a private tmpfs /tmp and
+     * /dev/shm, an IPC namespace of its own (System V and POSIX IPC die with
+     * it), and no temporary directory on the host. Else those directories,
+     * as before, and the host as writable as file permissions make it. */
     int mount_ns;
+    /* The operator's --writable paths, left writable in every instance's
+     * namespace (spate-runner --writable); NULL-terminated. */
+    const char *writable[SPATE_WRITABLE_MAX + 1];
 } isolate_config;
 
 /* Once at start-up: resolves run_as (used only when spated is root); with
@@ -42,6 +48,10 @@ typedef struct isolate_config {
 int isolate_init(uv_loop_t *loop, const char *run_as, uint32_t uid_base, uint32_t pids_max,
                  char *err, size_t errcap);
 const isolate_config *isolate_get(void);
+/* The host paths instances may write ("PATH,PATH,...", resolved: spated's
+ * --writable), where they have mount namespaces; copied. Call once, after
+ * isolate_init. ERR_INVAL past SPATE_WRITABLE_MAX paths or PATH_MAX bytes. */
+int isolate_set_writable(const char *list);
 /* The uid a function's processes run as: the same for the life of spated. */
 uid_t isolate_uid(const char *function);
 /* Removes this process's cgroup and temporary roots (at exit). */

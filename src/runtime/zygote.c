@@ -479,8 +479,9 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
 
     char version[16], uid[16], gid[16], memory[16], tmp[16];
     snprintf(version, sizeof version, "%u", cfg->version);
-    char *args[28] = {(char *)cfg->runner_path, "--control-fd", "3",    "--function",
-                      (char *)cfg->function,    "--version",    version};
+    char *args[28 + 2 * SPATE_WRITABLE_MAX] = {
+        (char *)cfg->runner_path, "--control-fd", "3",    "--function",
+        (char *)cfg->function,    "--version",    version};
     int n = 7;
     const isolate_config *iso = isolate_get();
     if (iso->drop) {
@@ -513,6 +514,10 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         snprintf(tmp, sizeof tmp, "%u", cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB);
         args[n++] = "--tmp-mb";
         args[n++] = tmp;
+        for (int i = 0; iso->writable[i]; i++) {
+            args[n++] = "--writable";
+            args[n++] = (char *)iso->writable[i];
+        }
     }
     args[n++] = (char *)cfg->object_path;
     args[n] = NULL;

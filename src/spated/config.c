@@ -14,7 +14,19 @@
 
 #define CONFIG_FILE_MAX (1u * MIB)
 
-enum opt_kind { OPT_STR, OPT_LISTEN, OPT_U32, OPT_SIZE, OPT_LOGLEVEL, OPT_LOGFORMAT, OPT_FLAG };
+/* OPT_PATHS is a list, "A,B,...": each occurrence adds to it (repeated
+ * --KEY options, repeated keys or a comma-separated value in the file), and
+ * the command line's, if any, replace the file's. */
+enum opt_kind {
+    OPT_STR,
+    OPT_LISTEN,
+    OPT_U32,
+    OPT_SIZE,
+    OPT_LOGLEVEL,
+    OPT_LOGFORMAT,
+    OPT_FLAG,
+    OPT_PATHS
+};
 
 typedef struct opt_def {
     const char *key; /* the option is --key */
@@ -66,6 +78,9 @@ static const opt_def opt_defs[] = {
      "processes and threads one instance may have (pids cgroup) [128]"},
     {"function-log-max", OPT_SIZE, OFF(function_log_max), 65536, 1024u * MIB, 1,
      "bytes of a function's output file DATA/logs/NAME.log; one older file is kept [8388608]"},
+    {"writable", OPT_PATHS, OFF(writable), 0, sizeof(((options *)0)->writable), 0,
+     "PATH[,PATH]: a host path functions may write; the rest is read-only to them (repeatable) "
+     "[none]"},
     {"cluster", STR(cluster), 0,
      "nats://HOST:PORT[,...]: join the nodes sharing that NATS JetStream [none]"},
     {"cluster-replicas", OPT_U32, OFF(cluster_replicas), 0, 5, 0,
@@ -170,6 +185,17 @@ static const char *apply(options *o, const opt_def *d, const char *val, char *wh
         }
         snprintf(field, d->max, "%s", val);
         return NULL;
+    case OPT_PATHS: {
+        size_t used = strlen(field), add = strlen(val);
+        if (!add) return NULL;
+        if (used + (used > 0) + add >= d->max) {
+            snprintf(why, cap, "the list is longer than %llu bytes",
+                     (unsigned long long)d->max - 1);
+            return why;
+        }
+        snprintf(field + used, d->max - used, "%s%s", used ? "," : "", val);
+        return NULL;
+    }
     case OPT_LISTEN:
         if (parse_host_port(val, o->host, sizeof o->host, &o->port)) {
             snprintf(why, cap, "'%.200s' is not HOST:PORT", val);
@@ -221,6 +247,7 @@ static void value_text(const options *o, const opt_def *d, char *out, size_t cap
     const char *field = (const char *)o + d->offset;
     switch (d->kind) {
     case OPT_STR:
+    case OPT_PATHS:
         snprintf(out, cap, "%s", field);
         return;
     case OPT_LISTEN:
@@ -380,6 +407,7 @@ int config_load(int argc, char **argv, options *o, char *err, size_t errcap)
     }
     if (o->config_file[0] && load_file(o->config_file, o, err, errcap) != 0) return -1;
 
+    unsigned char listed[NOPTS] = {0}; /* lists the command line has begun anew */
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--check-config") == 0 || strncmp(arg, "--config=", 9) == 0) continue;
@@ -406,6 +434,10 @@ int config_load(int argc, char **argv, options *o, char *err, size_t errcap)
                 return -1;
             }
             val = argv[++i];
+        }
+        if (d->kind == OPT_PATHS && !listed[d - opt_defs]) {
+            listed[d - opt_defs] = 1;
+            ((char *)o + d->offset)[0] = '\0';
         }
         char why[512];
         const char *bad = apply(o, d, val, why, sizeof why);
@@ -445,9 +477,78 @@ static int absolute(char *path, size_t cap, const char *what, char *err, size_t 
     return 0;
 }
 
+/* Whether path is dir or below it. */
+static int is_under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* The --writable list, each entry absolute and resolved (the runner binds
+ * exactly that path, so no link in it may lead elsewhere later), checked,
+ * and written back "A,B,...". */
+static int resolve_writable(options *o, char *err, size_t errcap)
+{
+    char out[sizeof o->writable] = "";
+    size_t used = 0;
+    int count = 0;
+    for (const char *p = o->writable; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *next = p + len + (p[len] == ',');
+        while (len && (*p == ' ' || *p == '\t')) p++, len--;
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        if (!len) {
+            p = next;
+            continue;
+        }
+        char path[PATH_MAX], real[PATH_MAX];
+        snprintf(path, sizeof path, "%.*s", (int)len, p);
+        p = next;
+        if (absolute(path, sizeof path, "--writable", err, errcap)) return -1;
+        if (!realpath(path, real)) {
+            snprintf(err, errcap, "cannot use --writable '%s': %s", path, strerror(errno));
+            return -1;
+        }
+        static const char *const own[] = {"/tmp", "/dev/shm", "/var/task"};
+        for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+            if (is_under(real, own[i])) {
+                snprintf(err, errcap,
+                         "cannot use --writable '%s': each instance has a %s of its own, which "
+                         "hides it",
+                         real, own[i]);
+                return -1;
+            }
+        if (strcmp(real, "/") == 0) {
+            snprintf(err, errcap,
+                     "cannot use --writable '/': name the directories to leave writable");
+            return -1;
+        }
+        if (strchr(real, ',')) {
+            snprintf(err, errcap, "cannot use --writable '%s': commas separate the list's paths",
+                     real);
+            return -1;
+        }
+        if (++count > SPATE_WRITABLE_MAX) {
+            snprintf(err, errcap, "--writable: more than %d paths (bind a common parent instead)",
+                     SPATE_WRITABLE_MAX);
+            return -1;
+        }
+        size_t rl = strlen(real);
+        if (used + (used > 0) + rl >= sizeof out) {
+            snprintf(err, errcap, "--writable: the list is longer than %zu bytes once resolved",
+                     sizeof out - 1);
+            return -1;
+        }
+        used += (size_t)snprintf(out + used, sizeof out - used, "%s%s", used ? "," : "", real);
+    }
+    memcpy(o->writable, out, used + 1);
+    return 0;
+}
+
 int config_absolute_paths(options *o, char *err, size_t errcap)
 {
-    return absolute(o->data_dir, sizeof o->data_dir, "--data", err, errcap) ||
+    return resolve_writable(o, err, errcap) ||
+           absolute(o->data_dir, sizeof o->data_dir, "--data", err, errcap) ||
            /* A bare name is looked up in PATH. */
            (strchr(o->runner, '/') &&
             absolute(o->runner, sizeof o->runner, "--runner", err, errcap)) ||

@@ -34,6 +34,9 @@ typedef struct options {
     int log_level;      /* enum log_level */
     int log_format;     /* enum log_format */
     char cluster[1024]; /* nats://HOST:PORT[,...]; "" for a single node */
+    /* Host paths left writable in instances: "PATH,PATH,..." (each absolute
+     * and resolved once loaded, at most SPATE_WRITABLE_MAX), "" for none. */
+    char writable[PATH_MAX];
     uint32_t cluster_replicas;
     char config_file[PATH_MAX]; /* "" when none */
     int check_config;
@@ -45,8 +48,10 @@ typedef struct options {
 int config_load(int argc, char **argv, options *o, char *err, size_t errcap);
 
 /* Makes the paths among the options (data, runner, token file, config file)
- * absolute against the working directory; config_load does it. 0, or -1 with
- * err set when one cannot be. */
+ * absolute against the working directory, and resolves each --writable path
+ * (which must exist, and not be /, nor under what each instance has of its
+ * own: /tmp, /dev/shm, /var/task); config_load does it. 0, or -1 with err set
+ * when one cannot be. */
 int config_absolute_paths(options *o, char *err, size_t errcap);
 
 /* Writes the effective configuration as a config file would hold it. */

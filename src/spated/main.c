@@ -328,6 +328,10 @@ int main(int argc, char **argv)
     n.loop = uv_default_loop();
     if (isolate_init(n.loop, n.opt.run_as, n.opt.uid_base, n.opt.pids_max, err, sizeof err) != 0)
         die("%s", err);
+    if (isolate_set_writable(n.opt.writable) != 0) die("--writable: too many paths");
+    if (n.opt.writable[0] && !isolate_get()->mount_ns)
+        log_warn("--writable means nothing without mount namespaces: functions may write wherever "
+                 "their uid may");
     if (isolate_get()->drop && !isolate_get()->mount_ns) {
         /* No /var/task: exec functions reach their code through --data, as
          * before mount namespaces (isolate_init said so). */

@@ -23,9 +23,13 @@ SPATED = BUILD / "spated"
 SPATE = BUILD / "spate"
 
 # Each instance has a private /tmp (its own mount namespace): files tests
-# hand to functions, or read back from them, live under /var/tmp instead,
-# which functions share with the host as before.
+# hand to functions, or read back from them, live under /var/tmp instead.
+# The rest of the host is read-only to functions: every spated started here
+# leaves pytest's base temporary directory writable to them (--writable).
 os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
+
+# pytest's base temporary directory, once the session has made it.
+BASETEMP = None
 
 
 def wait_for(predicate, timeout=10.0, step=0.05):
@@ -43,8 +47,12 @@ def wait_for(predicate, timeout=10.0, step=0.05):
 class Spated:
     """One spated process and helpers to talk to it."""
 
-    def __init__(self, workdir, data=None, args=(), host="127.0.0.1", prefix=(), cwd=None):
+    def __init__(self, workdir, data=None, args=(), host="127.0.0.1", prefix=(), cwd=None,
+                 writable=None):
         self.workdir = pathlib.Path(workdir)
+        # Host paths its functions may write (--writable): by default the
+        # tests' base temporary directory, where they record what they saw.
+        self.writable = [BASETEMP] if writable is None and BASETEMP else list(writable or ())
         self.cwd = cwd  # spated's working directory (a relative --data is taken from it)
         self.data_arg = str(data) if data else str(self.workdir / "data")  # as typed
         self.data = pathlib.Path(cwd or ".", data) if data else self.workdir / "data"
@@ -64,7 +72,8 @@ class Spated:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [*self.prefix, str(SPATED), "--data", self.data_arg,
-             "--listen", listen or f"{self.host}:0", *self.args],
+             "--listen", listen or f"{self.host}:0",
+             *(a for p in self.writable for a in ("--writable", str(p))), *self.args],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         log.close()
         deadline = time.time() + 10
@@ -138,9 +147,11 @@ def reachable_basetemp(tmp_path_factory):
     """spated runs as root and its functions as nobody: the data directories
     and the files tests hand to functions live under pytest's temporary
     directory, which nobody must be able to pass through."""
+    global BASETEMP
     base = tmp_path_factory.getbasetemp()
     for p in (base, base.parent):
         p.chmod(p.stat().st_mode | 0o011)
+    BASETEMP = base
 
 
 @pytest.fixture(autouse=True)
@@ -182,8 +193,9 @@ def make_spated(tmp_path):
     """Starts spated processes with extra options; stops them all at the end."""
     started = []
 
-    def make(*args, data=None, start=True, cwd=None):
-        d = Spated(tmp_path / f"node{len(started)}", data=data, args=args, cwd=cwd)
+    def make(*args, data=None, start=True, cwd=None, writable=None):
+        d = Spated(tmp_path / f"node{len(started)}", data=data, args=args, cwd=cwd,
+                   writable=writable)
         d.workdir.mkdir(parents=True, exist_ok=True)
         started.append(d)
         return d.start() if start else d

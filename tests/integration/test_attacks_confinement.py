@@ -2,7 +2,8 @@
 see and leave behind of the machine's files and of the instance slots it
 shares with other functions.
 
-Each instance has a mount namespace of its own: its code read-only at
+Each instance has a mount namespace of its own: the host's filesystem
+read-only but for spated's --writable paths, its code read-only at
 /var/task, a private tmpfs /tmp (deploy tmp= MB) and /dev/shm. Exec code lives
 in DATA/exec, which only root can enter. A kept instance slot is root's from
 the end of one instance to the start of the next. Hostile native code is
@@ -106,6 +107,43 @@ def test_var_task_is_read_only_and_holds_the_code(spated, functions, c_bootstrap
     cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert cmdline[0] == b"/var/task/bootstrap", cmdline
     assert str(spated.data).encode() not in b" ".join(cmdline)
+
+
+# --- the host's filesystem -------------------------------------------------------------------
+
+# Directories of the host that any uid may write (mode 1777): the disk a
+# function could fill, the place two functions could pass files through.
+WORLD_WRITABLE = [p for p in ("/var/tmp", "/run/lock", "/dev/mqueue")
+                  if os.path.isdir(p) and os.stat(p).st_mode & 0o1777 == 0o1777]
+
+
+def test_the_host_is_read_only_but_for_writable_paths(make_spated, tmp_path, functions,
+                                                       c_bootstrap):
+    parent = tmp_path / "parent"
+    allowed = parent / "allowed"
+    allowed.mkdir(parents=True)
+    parent.chmod(0o1777)  # its user may write both, as far as permissions go
+    allowed.chmod(0o1777)
+    d = make_spated("--writable", str(allowed), writable=())  # not pytest's whole tree
+    assert d.deploy("nat", functions["atk_c_confine"])[0] == 201
+    status, doc = deploy_exec(d, "ex", zipped({"bootstrap": c_bootstrap}))
+    assert status == 201, doc
+    assert WORLD_WRITABLE
+    for fn, code in (("nat", "/var/task/function.so"), ("ex", "/var/task/bootstrap")):
+        for where in WORLD_WRITABLE + [str(parent), "/var/task"]:
+            leaked = f"{where}/spate-{fn}-{os.getpid()}"
+            assert call(d, fn, f"write:{leaked}") == "error: Read-only file system", (fn, where)
+            assert not os.path.exists(leaked)
+        # What stays writable: the operator's path, its own /tmp and
+        # /dev/shm, and device nodes; its code is still there to read.
+        assert call(d, fn, f"write:{allowed}/{fn}") == "ok"
+        assert (allowed / fn).read_text() == "x"
+        for path in ("/tmp/x", "/dev/shm/x", "/dev/null"):
+            assert call(d, fn, f"write:{path}") == "ok", (fn, path)
+        assert call(d, fn, f"read:{code}").startswith("\x7fELF"), fn
+    # What one function leaves in the writable path, another may read: the
+    # operator asked for that; nothing else of the host carries it.
+    assert call(d, "ex", f"read:{allowed}/nat") == "x"
 
 
 # --- /tmp ------------------------------------------------------------------------------------

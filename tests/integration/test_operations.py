@@ -104,6 +104,32 @@ def test_config_file_problems(tmp_path):
     assert r.returncode == 2 and "option '--max-instances': '0' is not an integer" in r.stderr
 
 
+def test_writable_is_a_list_of_resolved_paths(tmp_path):
+    a, b, c = (tmp_path / n for n in "abc")
+    for p in (a, b, c):
+        p.mkdir()
+    (tmp_path / "link").symlink_to(b)
+    conf = tmp_path / "w.conf"
+    # Repeated keys add, and so does a comma-separated value.
+    conf.write_text(f"writable = {a}, {tmp_path}/link\nwritable = {c}\n")
+    r = check_config("--config", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert effective(r.stdout)["writable"] == f"{a},{b},{c}"  # the link resolved
+    # The command line's replace the file's; repeated, they add.
+    r = check_config("--config", str(conf), "--writable", str(c), "--writable", str(a))
+    assert r.returncode == 0, r.stderr
+    assert effective(r.stdout)["writable"] == f"{c},{a}"
+    assert effective(check_config().stdout)["writable"] == ""
+    for bad, message in ((tmp_path / "missing", "No such file or directory"),
+                         ("/", "name the directories to leave writable"),
+                         ("/tmp", "each instance has a /tmp of its own"),
+                         ("/dev/shm", "each instance has a /dev/shm of its own")):
+        r = check_config("--writable", str(bad))
+        assert r.returncode == 2 and f"cannot use --writable '{bad}': {message}" in r.stderr, r.stderr
+    r = check_config(*[x for _ in range(17) for x in ("--writable", str(a))])
+    assert r.returncode == 2 and "--writable: more than 16 paths" in r.stderr, r.stderr
+
+
 def test_check_config_reports_every_error_of_a_file(tmp_path):
     conf = tmp_path / "bad.conf"
     conf.write_text("max-instances = many\nlog-level = loud\nmax-instance = 4\nthis is not a key\n")
