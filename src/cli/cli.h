@@ -65,7 +65,7 @@ enum cli_opt_kind {
     OPT_TEXT,      /* any value, sent as it is */
     OPT_NUMBER,    /* a non-negative integer (spated checks the range) */
     OPT_KV,        /* KEY=VALUE (--env, --secret) */
-    OPT_VARS_FILE, /* a file of KEY=VALUE lines, each sent as opt->value */
+    OPT_VARS_FILE, /* a file of KEY=VALUE lines, each sent as param */
     OPT_DURATION,  /* 90s, 30m, 7d, 500ms or 0, sent in milliseconds */
     OPT_SIZE,      /* 1048576, 64K, 64M, 1G, sent in bytes */
 };
@@ -75,7 +75,7 @@ typedef struct cli_opt {
     char short_name;  /* 0: none */
     enum cli_opt_kind kind;
     const char *param; /* the query parameter it becomes; NULL: the command reads it */
-    const char *value; /* OPT_FLAG: the parameter's value; OPT_VARS_FILE: the parameter */
+    const char *value; /* OPT_FLAG: the parameter's value */
     const char *arg;   /* what the value is, for help ("N", "MS"); NULL for a flag */
     const char *help;  /* one line or a few, for --help */
 } cli_opt;

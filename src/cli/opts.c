@@ -176,10 +176,14 @@ void cli_parse(cli *c, const cli_cmd *cmd, int argc, char **argv, cli_args *out)
     out->opts = cmd->opts;
     c->cmd = cmd;
     size_t total = count(cmd->opts) + count(global_opts);
+    if (total > CLI_OPTS_MAX) { /* a table too long for value[]: raise CLI_OPTS_MAX */
+        cli_fail(c, CLI_FAILED, "internal", "%s has more than %d options", cmd->name, CLI_OPTS_MAX);
+        exit(CLI_FAILED);
+    }
     struct option lo[CLI_OPTS_MAX + 1];
     char shorts[3 * CLI_OPTS_MAX + 2] = ":"; /* ':' first: a missing value returns ':' */
     size_t ns = 1;
-    for (size_t i = 0; i < total && i < CLI_OPTS_MAX; i++) {
+    for (size_t i = 0; i < total; i++) {
         const cli_opt *o = nth(cmd, i);
         lo[i] = (struct option){o->name, o->kind == OPT_FLAG ? no_argument : required_argument,
                                 NULL, o->short_name ? o->short_name : 256 + (int)i};
