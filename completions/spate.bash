@@ -17,7 +17,7 @@ _spate()
     local cur prev cmd sub i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="deploy config invoke ls status rm logs publish trigger topic dlq nodes"
+    local commands="deploy config invoke ls status rm logs publish trigger topic dlq nodes help"
 
     # The command is the first word that is not a global option.
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -34,11 +34,16 @@ _spate()
 
     case $prev in
     --url) return ;;
+    --env-file | --secret-file)
+        COMPREPLY=($(compgen -f -- "$cur"))
+        return
+        ;;
     --runtime)
         COMPREPLY=($(compgen -W "native exec" -- "$cur"))
         return
         ;;
     --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --unset-env | --cpu | --tmp | --limit | \
+        --secret | --since | --request | --instance | \
         --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency | \
         --max-age | --max-bytes | --max-messages)
         return
@@ -54,10 +59,20 @@ _spate()
         return
     fi
 
+    # A PAYLOAD of @FILE: complete the file.
+    if [[ $cur == @* && ($cmd == invoke || $cmd == publish) ]]; then
+        COMPREPLY=($(compgen -f -P @ -- "${cur#@}"))
+        return
+    fi
+
     local opts=""
     case $cmd in
+    help)
+        [[ $prev == help ]] && COMPREPLY=($(compgen -W "${commands% help}" -- "$cur"))
+        return
+        ;;
     deploy)
-        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --unset-env --clear-env --cpu --tmp --network --no-network"
+        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network"
         # NAME, then FILE.
         if [[ $cur != -* && $prev != deploy ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))
@@ -65,7 +80,7 @@ _spate()
         fi
         ;;
     config)
-        opts="--min --max --timeout --memory --keep-alive --queue --env --unset-env --clear-env --cpu --tmp --network --no-network"
+        opts="--min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network"
         if [[ $prev == config ]]; then
             COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
             return
@@ -73,6 +88,7 @@ _spate()
         ;;
     invoke | status | rm)
         [[ $cmd == rm ]] && opts="--force"
+        [[ $cmd == invoke ]] && opts="--timeout"
         if [[ $prev == "$cmd" ]]; then
             COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
             return
@@ -108,7 +124,7 @@ _spate()
         ;;
     esac
     if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        COMPREPLY=($(compgen -W "$opts --url --json --help" -- "$cur"))
     fi
 }
 complete -F _spate spate

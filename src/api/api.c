@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "api/artifact.h"
 #include "cluster/cluster.h"
 #include "api/json.h"
 #include "common/err.h"
@@ -297,6 +298,24 @@ static void on_invoke_abort(http_request *req)
     pool_cancel(ai->pool, &ai->inv);
 }
 
+/* ?timeout=MS: this invocation's timeout, which may only shorten the
+ * function's (a caller's deadline, not a way past the operator's limit). */
+typedef struct invoke_params {
+    uint32_t timeout_ms; /* 0: the function's */
+    char why[200];
+} invoke_params;
+
+static int on_invoke_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    invoke_params *p = data;
+    if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &p->timeout_ms, p->why,
+                                sizeof p->why);
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout)",
+             (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
 static void invoke(api *a, http_request *req, const route_match *m)
 {
     fn *f = functions_find(a->table, m->name, m->name_len);
@@ -305,6 +324,26 @@ static void invoke(api *a, http_request *req, const route_match *m)
                            (int)(m->name_len > SPATE_NAME_MAX ? SPATE_NAME_MAX : m->name_len),
                            m->name);
         return;
+    }
+    invoke_params ip = {0};
+    if (req->query[0]) { /* the common invoke has none: no parsing, no allocation */
+        int rc = http_query_parse(req->query, on_invoke_param, &ip);
+        if (rc == ERR_NOMEM) {
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        if (rc) {
+            http_respond_error(req, 400, "bad_parameter", "%s",
+                               ip.why[0] ? ip.why : "malformed query string");
+            return;
+        }
+        if (ip.timeout_ms > f->active.config.timeout_ms) {
+            http_respond_error(req, 400, "bad_parameter",
+                               "parameter 'timeout' (%u ms) is longer than the function's timeout "
+                               "(%u ms): it may only shorten it",
+                               ip.timeout_ms, f->active.config.timeout_ms);
+            return;
+        }
     }
     api_invocation *ai = malloc(sizeof *ai);
     if (!ai) {
@@ -321,6 +360,7 @@ static void invoke(api *a, http_request *req, const route_match *m)
         .payload = ai->payload.data,
         .payload_len = (uint32_t)ai->payload.len,
         .attempt = 1,
+        .timeout_limit_ms = ip.timeout_ms,
         .done = on_invoke_done,
         .data = ai,
     };
@@ -331,8 +371,9 @@ static void invoke(api *a, http_request *req, const route_match *m)
         ai->a = a;
         snprintf(ai->function, sizeof ai->function, "%s", f->name);
         if (cluster_route_invoke(a->cluster, f->name, ai->request_id, ai->payload.data,
-                                 ai->payload.len, f->active.config.timeout_ms, on_routed_done,
-                                 ai) == 0) {
+                                 ai->payload.len,
+                                 ip.timeout_ms ? ip.timeout_ms : f->active.config.timeout_ms,
+                                 on_routed_done, ai) == 0) {
             req->on_abort = NULL; /* it runs elsewhere; the answer is dropped if the client left */
             return;
         }
@@ -487,6 +528,13 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
     if (req->body.len == 0) {
         fnconfig_free(&p.cfg);
         http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
+        return;
+    }
+    /* The runtime is the one asked for, or the active version's. */
+    char why[400];
+    if (api_artifact_check(req->body.data, req->body.len, p.cfg.runtime, why, sizeof why)) {
+        fnconfig_free(&p.cfg);
+        http_respond_error(req, 400, "bad_artifact", "%s", why);
         return;
     }
     req->data = a;

@@ -127,6 +127,9 @@ static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
         cJSON_AddNumberToObject(sc, "drain_eta_s", sv->eta_s);
     else
         cJSON_AddNullToObject(sc, "drain_eta_s");
+    /* null for two reasons: arrivals outpace the instances (never), or no
+     * invocation has finished yet, so the handler time is not known. */
+    cJSON_AddBoolToObject(sc, "drain_eta_known", isfinite(sv->eta_s) || sv->service_ms > 0);
     if (sv->deadline_s > 0) {
         cJSON_AddNumberToObject(sc, "deadline_s", sv->deadline_s);
         cJSON_AddNumberToObject(sc, "time_left_s", sv->time_left_s);

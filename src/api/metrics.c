@@ -110,6 +110,8 @@ static void value(scrape *s, const char *name, const char *labels, double v)
 {
     if (isinf(v))
         buf_printf(&s->out, "%s{%s} +Inf\n", name, labels);
+    else if (isnan(v))
+        buf_printf(&s->out, "%s{%s} NaN\n", name, labels);
     else
         buf_printf(&s->out, "%s{%s} %.17g\n", name, labels, v);
 }
@@ -209,7 +211,8 @@ static void write_scaling(scrape *s)
          "Arrival rate on the topics of the function's triggers."},
         {"spate_autoscaler_service_seconds", "Moving average of the handler time."},
         {"spate_autoscaler_drain_eta_seconds",
-         "Time to drain the backlog at the desired instances (+Inf: it cannot)."},
+         "Time to drain the backlog at the desired instances (+Inf: it cannot; NaN: not "
+         "known until an invocation finishes)."},
         {"spate_autoscaler_deadline_seconds",
          "The tightest deadline of the function's triggers (0: none)."},
         {"spate_autoscaler_deadline_at_risk",
@@ -221,8 +224,10 @@ static void write_scaling(scrape *s)
         for (size_t i = 0; i < s->nfns; i++) {
             const scale_view *v = &s->fns[i].sv;
             if (!v->has_triggers) continue;
+            /* No handler time measured yet: the ETA is unknown, not infinite. */
+            double eta = isinf(v->eta_s) && v->service_ms <= 0 ? NAN : v->eta_s;
             double x[] = {v->desired, (double)v->backlog, v->arrival_per_s,  v->service_ms / 1e3,
-                          v->eta_s,   v->deadline_s,      v->at_risk ? 1 : 0};
+                          eta,        v->deadline_s,      v->at_risk ? 1 : 0};
             fn_labels(&s->fns[i], l);
             value(s, g[k].name, l, x[k]);
         }

@@ -1114,9 +1114,10 @@ static void on_invoke_in(cluster *c, natsMsg *m)
 {
     const char *subj = natsMsg_GetSubject(m);
     const char *name = subj + strlen("spate.invoke.");
-    const char *origin = NULL, *rid = NULL;
+    const char *origin = NULL, *rid = NULL, *timeout = NULL;
     natsMsgHeader_Get(m, "Spate-Origin", &origin);
     natsMsgHeader_Get(m, "Spate-Request-Id", &rid);
+    natsMsgHeader_Get(m, "Spate-Timeout-Ms", &timeout);
     fn *f = functions_find(c->table, name, strlen(name));
     /* The asker itself, or no room here: say so at once, it asks another. */
     if (!f || (origin && strcmp(origin, c->id) == 0) || !pool_has_room(f->pool)) {
@@ -1138,6 +1139,8 @@ static void on_invoke_in(cluster *c, natsMsg *m)
         .payload = natsMsg_GetData(m),
         .payload_len = (uint32_t)natsMsg_GetDataLength(m),
         .attempt = 1,
+        /* At most the asker's; the pool takes the shorter of it and the function's. */
+        .timeout_limit_ms = timeout ? (uint32_t)strtoul(timeout, NULL, 10) : 0,
         .done = on_inbound_done,
         .data = in,
     };
@@ -1172,6 +1175,9 @@ static int send_routed(routed *r)
     if (natsMsg_Create(&m, subj, inbox, r->payload.data, (int)r->payload.len) != NATS_OK) return -1;
     natsMsgHeader_Set(m, "Spate-Origin", c->id);
     natsMsgHeader_Set(m, "Spate-Request-Id", r->request_id);
+    char timeout[16]; /* the caller's (?timeout=), else the function's here */
+    snprintf(timeout, sizeof timeout, "%u", r->timeout_ms);
+    natsMsgHeader_Set(m, "Spate-Timeout-Ms", timeout);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
     r->attempts++;
@@ -1221,6 +1227,7 @@ int cluster_route_invoke(cluster *c, const char *function, const char *request_i
     if (!r) return -1;
     r->c = c;
     r->seq = ++c->next_seq;
+    r->timeout_ms = timeout_ms;
     snprintf(r->function, sizeof r->function, "%s", function);
     snprintf(r->request_id, sizeof r->request_id, "%s", request_id);
     buf_init(&r->payload, len);

@@ -288,12 +288,19 @@ static invocation *pop_head(pinst *pi)
     return inv;
 }
 
+/* An invocation's timeout: the version's, or the caller's if shorter. */
+static uint32_t timeout_of(const invocation *inv, uint32_t configured)
+{
+    return inv->timeout_limit_ms && inv->timeout_limit_ms < configured ? inv->timeout_limit_ms
+                                                                       : configured;
+}
+
 /* Sends inv to pi's mailbox; pi is idle (and unlinked) or busy. If the
  * instance cannot take it, inv goes back to the wait queue and pi stops. */
 static void dispatch_to(pinst *pi, invocation *inv)
 {
     pool *p = pi->pool;
-    uint32_t timeout = pi->ver->cfg.timeout_ms;
+    uint32_t timeout = timeout_of(inv, pi->ver->cfg.timeout_ms);
     frame_invoke fi = {
         .deadline_ms = clock_now_ms() + timeout,
         .attempt = inv->attempt ? inv->attempt : 1,
@@ -941,7 +948,7 @@ void pool_invoke(pool *p, invocation *inv)
     }
     /* Also for one sent straight to a mailbox: a crash ahead of it puts it
      * back in the wait queue, where this deadline holds. */
-    inv->wait_deadline = now_ms(p) + v->cfg.timeout_ms;
+    inv->wait_deadline = now_ms(p) + timeout_of(inv, v->cfg.timeout_ms);
     pinst *pi = pick(p, inv);
     if (pi) {
         if (pi->state == PI_IDLE) unlink_instance(pi);
@@ -957,9 +964,9 @@ void pool_invoke(pool *p, invocation *inv)
     if (p->nwaiting + p->nqueued >= v->cfg.queue_max) {
         p->rejected++;
         char msg[128];
-        snprintf(msg, sizeof msg,
-                 "function is at its maximum of %u instances and %u invocations wait",
-                 v->cfg.max_instances, p->nwaiting + p->nqueued);
+        snprintf(msg, sizeof msg, "function is at its maximum of %u instance%s and %u invocation%s",
+                 v->cfg.max_instances, v->cfg.max_instances == 1 ? "" : "s",
+                 p->nwaiting + p->nqueued, p->nwaiting + p->nqueued == 1 ? " waits" : "s wait");
         finish_msg(p, inv, INV_OVERLOADED, msg);
         return;
     }

@@ -53,6 +53,7 @@ struct invocation {
     uint32_t attempt;  /* 1 on first delivery */
     const char *topic; /* NULL for a direct invoke */
     const char *key;
+    uint32_t timeout_limit_ms; /* 0: the version's timeout; else the shorter of the two */
     invocation_done_cb done;
     void *data;
 

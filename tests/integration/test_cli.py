@@ -43,26 +43,26 @@ def test_invoke_passes_binary_payloads(spated, functions):
 def test_errors_go_to_stderr_with_a_non_zero_status(spated, functions, tmp_path):
     spated.deploy("probe", functions["probe"], timeout=300)
     r = spated.cli("invoke", "probe", "fail")
-    assert r.returncode == 1 and r.stdout == b""
+    assert r.returncode == 5 and r.stdout == b""
     assert b"probe was asked to fail" in r.stderr and b"HTTP 502" in r.stderr
     r = spated.cli("invoke", "probe", "hang")
-    assert r.returncode == 1 and b"504" in r.stderr
+    assert r.returncode == 5 and b"504" in r.stderr
     r = spated.cli("invoke", "nosuch")
-    assert r.returncode == 1 and b"function 'nosuch' does not exist" in r.stderr
+    assert r.returncode == 3 and b"function 'nosuch' does not exist" in r.stderr
     r = spated.cli("status", "nosuch")
-    assert r.returncode == 1
+    assert r.returncode == 3
     r = spated.cli("rm", "nosuch")
-    assert r.returncode == 1
+    assert r.returncode == 3
     r = spated.cli("deploy", "x", str(tmp_path / "missing.so"))
     assert r.returncode == 1 and b"cannot open" in r.stderr
     bad = tmp_path / "bad.so"
     bad.write_bytes(b"not an elf file at all, just some text that is long enough" * 3)
     r = spated.cli("deploy", "x", str(bad))
-    assert r.returncode == 1 and b"invalid ELF header" in r.stderr
+    assert r.returncode == 2 and b"invalid ELF header" in r.stderr
     r = spated.cli("deploy", "x", str(functions["hello"]), "--min", "many")
-    assert r.returncode == 1 and b"'min' must be an integer" in r.stderr
+    assert r.returncode == 2 and b"--min takes a number, not 'many'" in r.stderr
     r = spated.cli("deploy", "bad/name", str(functions["hello"]))
-    assert r.returncode == 1 and b"invalid function name" in r.stderr
+    assert r.returncode == 2 and b"invalid function name 'bad/name'" in r.stderr
 
 
 def test_usage_errors(spated):
@@ -78,6 +78,6 @@ def test_usage_errors(spated):
 
 def test_unreachable_server(spated):
     r = spated.cli("ls", env={"SPATE_URL": "http://127.0.0.1:1"})
-    assert r.returncode == 1 and b"cannot reach spated" in r.stderr
+    assert r.returncode == 6 and b"cannot reach spated" in r.stderr
     r = spated.cli("--url", spated.url, "ls", env={"SPATE_URL": "http://127.0.0.1:1"})
     assert r.returncode == 0

@@ -129,7 +129,7 @@ def test_configuration_changes_reach_every_node(cluster, functions):
         assert wait_for(lambda: trigger_set(d), timeout=10)
 
     r = b.cli("rm", "tuned")
-    assert r.returncode == 1 and b"has triggers from 'tuned-in'" in r.stderr
+    assert r.returncode == 4 and b"has triggers from 'tuned-in'" in r.stderr
     r = b.cli("rm", "--force", "tuned")
     assert r.returncode == 0 and b"removed trigger tuned-in -> tuned" in r.stdout, r.stderr
     for d in (a, b, c):
@@ -381,7 +381,7 @@ def test_topic_ls_rm_purge_retention_and_dlq_across_nodes(cluster, functions, tm
     assert acked == 4
     # rm: refused while the trigger reads it, through any node; --force removes both.
     r = b.cli("topic", "rm", "held")
-    assert r.returncode == 1 and b"held -> adm" in r.stderr, r.stderr
+    assert r.returncode == 4 and b"held -> adm" in r.stderr, r.stderr
     r = c.cli("topic", "rm", "held", "--force")
     assert r.returncode == 0 and b"removed trigger held -> adm" in r.stdout, (r.stdout, r.stderr)
     for d in (a, b, c):
@@ -403,11 +403,11 @@ def test_topic_ls_rm_purge_retention_and_dlq_across_nodes(cluster, functions, tm
     r = a.cli("topic", "rm", "fresher")
     assert r.returncode == 0 and b"its 1 message" in r.stdout, (r.stdout, r.stderr)
     r = a.cli("topic", "rm", "never-was")
-    assert r.returncode == 1 and b"topic 'never-was' does not exist" in r.stderr, r.stderr
+    assert r.returncode == 3 and b"topic 'never-was' does not exist" in r.stderr, r.stderr
     # Redrive of an ordinary topic: refused, nothing deleted.
     publish_lines(a, "kept", ["again"])
     r = b.cli("dlq", "redrive", "kept")
-    assert r.returncode == 1 and b"not the dead-letter topic" in r.stderr, r.stderr
+    assert r.returncode == 4 and b"not the dead-letter topic" in r.stderr, r.stderr
     assert wait_for(lambda: stored("kept") == 1, timeout=5)
 
 

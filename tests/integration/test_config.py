@@ -48,7 +48,7 @@ def test_redeploy_keeps_what_it_does_not_change(spated, functions):
     assert config(spated, "probe")["env"] == {"ONLY": "1"}
     # Removing a variable that is not set is a mistake, and named; nothing is deployed.
     r = spated.cli("deploy", "probe", so, "--unset-env", "GRETING")
-    assert r.returncode == 1 and b"'GRETING' is not set" in r.stderr, r.stderr
+    assert r.returncode == 2 and b"'GRETING' is not set" in r.stderr, r.stderr
     assert spated.describe("probe")["version"] == 4
     # The old versions keep what they had.
     versions = spated.describe("probe")["versions"]
@@ -90,9 +90,9 @@ def test_config_makes_a_version_with_the_same_artifact(make_spated, functions):
     r = d.cli("config", "probe")
     assert r.returncode == 2
     r = d.cli("config", "ghost", "--max", "2")
-    assert r.returncode == 1 and b"'ghost' does not exist" in r.stderr
+    assert r.returncode == 3 and b"'ghost' does not exist" in r.stderr
     r = d.cli("config", "probe", "--min", "9")
-    assert r.returncode == 1 and b"min (9) is larger than max (3)" in r.stderr
+    assert r.returncode == 2 and b"min (9) is larger than max (3)" in r.stderr
     status, doc = d.json("PATCH", "/v1/functions/probe?max=2", b"an artifact")
     assert status == 400 and doc["code"] == "bad_request"
     status, doc = d.json("PATCH", "/v1/functions/probe?runtime=exec")
@@ -118,7 +118,7 @@ def test_rm_refuses_while_triggers_exist_and_force_removes_them(spated, function
     cli_ok(spated, "trigger", "add", "orders", "other")
 
     r = spated.cli("rm", "probe")
-    assert r.returncode == 1
+    assert r.returncode == 4
     err = r.stderr.decode()
     assert "has triggers from 'orders', 'refunds'" in err and "--force" in err, err
     assert spated.describe("probe")["version"] == 1
@@ -159,7 +159,7 @@ def test_trigger_add_refuses_an_existing_one_and_set_changes_only_what_is_given(
 
     # add again, even without flags: refused, and nothing changed.
     r = d.cli("trigger", "add", "trades", "probe")
-    assert r.returncode == 1
+    assert r.returncode == 4
     err = r.stderr.decode()
     assert "exists" in err and "trigger set" in err, err
     assert trigger(d, "trades", "probe") == before
@@ -182,7 +182,7 @@ def test_trigger_add_refuses_an_existing_one_and_set_changes_only_what_is_given(
 
     # set on a trigger that does not exist, or with nothing to change.
     r = d.cli("trigger", "set", "nothing", "probe", "--max-attempts", "2")
-    assert r.returncode == 1 and b"no trigger from 'nothing' to 'probe'" in r.stderr
+    assert r.returncode == 3 and b"no trigger from 'nothing' to 'probe'" in r.stderr
     assert d.json("GET", "/v1/triggers/nothing/probe")[0] == 404
     assert d.cli("trigger", "set", "trades", "probe").returncode == 2
 
@@ -209,9 +209,9 @@ def test_changes_wait_for_a_deploy_in_flight(spated, functions, tmp_path):
         status, doc = spated.deploy("probe", functions["probe"], max=2)
         assert status == 409 and doc["code"] == "deploy_in_progress", doc
         r = spated.cli("config", "probe", "--max", "2")
-        assert r.returncode == 1 and b"in progress" in r.stderr, r.stderr
+        assert r.returncode == 4 and b"in progress" in r.stderr, r.stderr
         r = spated.cli("rm", "probe")
-        assert r.returncode == 1 and b"in progress" in r.stderr, r.stderr
+        assert r.returncode == 4 and b"in progress" in r.stderr, r.stderr
     finally:
         t.join()
     assert result["r"].returncode == 0, result["r"].stderr

@@ -244,5 +244,5 @@ def test_logs_of_a_removed_function(spated, functions):
     for f in (d.data / "logs").glob("probe.log*"):
         f.unlink()
     # (once the pool, which drains first, has let go of the log)
-    assert wait_for(lambda: d.cli("logs", "probe").returncode == 1)
+    assert wait_for(lambda: d.cli("logs", "probe").returncode == 3)
     assert b"does not exist" in d.cli("logs", "probe").stderr

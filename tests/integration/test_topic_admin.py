@@ -65,13 +65,13 @@ def test_topic_ls_rm_refused_then_forced(spated, functions, tmp_path):
 
     # Refused while a trigger reads it: the message names the trigger.
     r = spated.cli("topic", "rm", "orders")
-    assert r.returncode == 1 and b"orders -> rec" in r.stderr and b"--force" in r.stderr, r.stderr
+    assert r.returncode == 4 and b"orders -> rec" in r.stderr and b"--force" in r.stderr, r.stderr
     assert spated.json("GET", "/v1/topics/orders")[0] == 200
     assert len(spated.json("GET", "/v1/triggers")[1]["triggers"]) == 1
     # A trigger's dead-letter topic is in use too (its dead letters would go).
     publish(spated, "orders-dead", "kept")
     r = spated.cli("topic", "rm", "orders-dead")
-    assert r.returncode == 1 and b"dead-letter topic of trigger orders -> rec" in r.stderr, r.stderr
+    assert r.returncode == 4 and b"dead-letter topic of trigger orders -> rec" in r.stderr, r.stderr
     assert payloads(spated, "orders-dead") == ["kept"]
 
     # --force removes the triggers that read it, and says which.
@@ -85,7 +85,7 @@ def test_topic_ls_rm_refused_then_forced(spated, functions, tmp_path):
     out = ok(spated.cli("topic", "rm", "loose"))
     assert "removed topic loose and its 2 messages" in out
     r = spated.cli("topic", "rm", "loose")
-    assert r.returncode == 1 and b"topic 'loose' does not exist" in r.stderr
+    assert r.returncode == 3 and b"topic 'loose' does not exist" in r.stderr
     # Gone for good, also after a restart; the name can be used again afresh.
     spated.stop()
     spated.start()
@@ -122,7 +122,7 @@ def test_purge_empties_and_counts_but_spares_in_flight(spated, functions, tmp_pa
     publish(spated, "busy", "later")
     assert wait_for(lambda: ended(rec) == ["b0", "after", "later"], timeout=15), ended(rec)
     r = spated.cli("topic", "purge", "nope")
-    assert r.returncode == 1 and b"topic 'nope' does not exist" in r.stderr
+    assert r.returncode == 3 and b"topic 'nope' does not exist" in r.stderr
 
 
 def test_retention_of_an_unconsumed_topic_also_after_a_restart(spated):
@@ -271,7 +271,7 @@ def test_dlq_ls_and_redrive_find_the_triggers_own_dead_letter_topic(spated, func
 def test_redrive_of_an_ordinary_topic_is_refused_with_a_message(spated, functions, tmp_path):
     publish(spated, "plain", "p1", "p2")
     r = spated.cli("dlq", "redrive", "plain")
-    assert r.returncode == 1, r
+    assert r.returncode == 4, r
     assert b"not the dead-letter topic of any trigger" in r.stderr, r.stderr
     assert payloads(spated, "plain") == ["p1", "p2"]  # nothing deleted
     out = ok(spated.cli("dlq", "ls", "plain"))

@@ -1,0 +1,115 @@
+#include "api/artifact.h"
+
+#include <elf.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/err.h"
+
+enum kind {
+    K_UNKNOWN,
+    K_SHARED_OBJECT, /* ELF ET_DYN, no interpreter, not marked PIE: a library */
+    K_EXECUTABLE,    /* ELF ET_EXEC, or ET_DYN marked PIE */
+    K_SCRIPT,        /* #! */
+    K_ZIP,
+    K_TAR,
+    K_COMPRESSED, /* gzip, bzip2, xz, zstd: a compressed tar, most likely */
+};
+
+/* An unsigned field of size n at off, in the file's byte order (little
+ * endian: the hosts spate runs on); 0 when past the end. */
+static uint64_t field(const uint8_t *d, size_t len, uint64_t off, unsigned n)
+{
+    if (off > len || n > len - off) return 0;
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++) v |= (uint64_t)d[off + i] << (8 * i);
+    return v;
+}
+
+/* An ELF file: a library, an executable, or unknown (another type, byte
+ * order, or a header that does not hold together). A position-independent
+ * executable is ET_DYN too: it has an interpreter (PT_INTERP) or, static,
+ * DF_1_PIE in its dynamic section; a shared object has neither. */
+static enum kind elf_kind(const uint8_t *d, size_t len)
+{
+    if (len < EI_NIDENT || d[EI_DATA] != ELFDATA2LSB) return K_UNKNOWN;
+    int is64 = d[EI_CLASS] == ELFCLASS64;
+    if (!is64 && d[EI_CLASS] != ELFCLASS32) return K_UNKNOWN;
+    uint64_t type = field(d, len, 16, 2);
+    if (type == ET_EXEC) return K_EXECUTABLE;
+    if (type != ET_DYN) return K_UNKNOWN;
+    uint64_t phoff = is64 ? field(d, len, 32, 8) : field(d, len, 28, 4);
+    uint64_t phentsize = field(d, len, is64 ? 54 : 42, 2);
+    uint64_t phnum = field(d, len, is64 ? 56 : 44, 2);
+    if (!phoff || phentsize < (is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr))) return K_UNKNOWN;
+    uint64_t dyn_off = 0, dyn_size = 0;
+    for (uint64_t i = 0; i < phnum; i++) {
+        uint64_t ph = phoff + i * phentsize;
+        if (ph > len || phentsize > len - ph) return K_UNKNOWN;
+        uint64_t ptype = field(d, len, ph, 4);
+        if (ptype == PT_INTERP) return K_EXECUTABLE;
+        if (ptype == PT_DYNAMIC) {
+            dyn_off = is64 ? field(d, len, ph + 8, 8) : field(d, len, ph + 4, 4);
+            dyn_size = is64 ? field(d, len, ph + 32, 8) : field(d, len, ph + 16, 4);
+        }
+    }
+    unsigned word = is64 ? 8 : 4;
+    for (uint64_t at = dyn_off; dyn_off && at + 2 * word <= dyn_off + dyn_size; at += 2 * word) {
+        if (at > len || 2 * word > len - at) return K_UNKNOWN; /* cut short: say nothing */
+        uint64_t tag = field(d, len, at, word);
+        if (tag == DT_NULL) break;
+        if (tag == DT_FLAGS_1 && (field(d, len, at + word, word) & DF_1_PIE)) return K_EXECUTABLE;
+    }
+    return K_SHARED_OBJECT;
+}
+
+static enum kind kind_of(const uint8_t *d, size_t len)
+{
+    if (len >= 4 && memcmp(d,
+                           "\x7f"
+                           "ELF",
+                           4) == 0)
+        return elf_kind(d, len);
+    if (len >= 2 && memcmp(d, "#!", 2) == 0) return K_SCRIPT;
+    if (len >= 4 && (memcmp(d, "PK\x03\x04", 4) == 0 || memcmp(d, "PK\x05\x06", 4) == 0))
+        return K_ZIP;
+    if (len >= 262 && memcmp(d + 257, "ustar", 5) == 0) return K_TAR;
+    if ((len >= 2 && d[0] == 0x1f && d[1] == 0x8b) || (len >= 3 && memcmp(d, "BZh", 3) == 0) ||
+        (len >= 6 && memcmp(d,
+                            "\xfd"
+                            "7zXZ\x00",
+                            6) == 0) ||
+        (len >= 4 && memcmp(d, "\x28\xb5\x2f\xfd", 4) == 0))
+        return K_COMPRESSED;
+    return K_UNKNOWN;
+}
+
+int api_artifact_check(const void *data, size_t len, enum fn_runtime rt, char *why, size_t cap)
+{
+    static const char *const names[] = {
+        [K_EXECUTABLE] = "an executable",
+        [K_SCRIPT] = "a script",
+        [K_ZIP] = "a zip archive",
+        [K_TAR] = "a tar archive",
+        [K_COMPRESSED] = "a compressed archive",
+    };
+    enum kind k = kind_of(data, len);
+    if (rt == RUNTIME_NATIVE && k != K_UNKNOWN && k != K_SHARED_OBJECT) {
+        snprintf(why, cap,
+                 "the artifact is %s, not a shared object: runtime native loads a shared object "
+                 "(.so); an executable, or an archive with a bootstrap at its root, runs with "
+                 "runtime=exec (use --runtime exec)",
+                 names[k]);
+        return ERR_INVAL;
+    }
+    if (rt == RUNTIME_EXEC && k == K_SHARED_OBJECT) {
+        snprintf(why, cap,
+                 "the artifact is a shared object (an ELF library without an interpreter), "
+                 "which cannot run as a bootstrap: runtime exec runs an executable, or an archive "
+                 "with a bootstrap at its root; a shared object runs with runtime=native (use "
+                 "--runtime native)");
+        return ERR_INVAL;
+    }
+    return 0;
+}
