@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 
 #include "cli/cli.h"
+#include "common/fnconfig.h"
 
 /* --url, --json and --help belong to every command. */
 static const cli_opt global_opts[] = {
@@ -84,13 +85,21 @@ int64_t cli_parse_size(const char *s)
 /* A file of variables for --env-file and --secret-file: one KEY=VALUE a
  * line, taken as it stands (no quotes, no expansion, as docker's
  * --env-file); blank lines and lines starting with '#' are skipped. Each
- * becomes a query parameter key; a line without '=' is a usage error that
- * names the file and the line. */
+ * becomes a query parameter key. A line spated would refuse (not KEY=VALUE,
+ * a key such as "B " or "export B", a loader variable) is a usage error
+ * that names the file and the line: spated's own message could not say
+ * where in the file it was. The file that cannot be read is an I/O error
+ * (exit 1, io_error), as an artifact or an @FILE payload is. */
 static void vars_file(cli *c, const char *opt, const char *path, const char *key, buf *q)
 {
     FILE *f = fopen(path, "r");
-    if (!f) cli_usage(c, "%s: cannot open '%s': %s", opt, path, strerror(errno));
+    if (!f)
+        exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot open '%s': %s", opt, path,
+                      strerror(errno)));
     char line[SPATE_ENV_BYTES_MAX + 2];
+    fn_config check; /* the same rules as spated's, applied line by line */
+    fnconfig_defaults(&check);
+    char why[256];
     int n = 0;
     while (fgets(line, sizeof line, f)) {
         n++;
@@ -101,9 +110,14 @@ static void vars_file(cli *c, const char *opt, const char *path, const char *key
         if (len == 0 || line[0] == '#') continue;
         if (!strchr(line, '=') || line[0] == '=')
             cli_usage(c, "%s: %s:%d: '%.40s' is not KEY=VALUE", opt, path, n, line);
+        if (fnconfig_add_env(&check, line, len, why, sizeof why) != 0)
+            cli_usage(c, "%s: %s:%d: %s", opt, path, n, why);
         cli_add_param(q, key, line);
     }
-    if (ferror(f)) cli_usage(c, "%s: cannot read '%s': %s", opt, path, strerror(errno));
+    fnconfig_free(&check);
+    if (ferror(f))
+        exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot read '%s': %s", opt, path,
+                      strerror(errno)));
     fclose(f);
 }
 

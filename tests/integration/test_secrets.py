@@ -3,6 +3,7 @@ plain variables (--env-file). A secret reaches the instance's environment;
 its value is shown to no one — not describe, status, ls, logs or metrics,
 not even to an admin — only its name."""
 
+import json
 import os
 import stat
 
@@ -76,8 +77,22 @@ def test_variable_files_and_entries_are_checked(spated, functions, tmp_path):
     r = spated.cli("deploy", "probe", str(functions["probe"]), "--env-file", str(bad))
     assert r.returncode == 2 and f"--env-file: {bad}:2: 'no equals sign here' is not KEY=VALUE" \
         in r.stderr.decode(), r.stderr
+    # A file that cannot be read is exit 1 and io_error, as an artifact or an
+    # @FILE payload that cannot be (spate(1)), not a usage error.
     r = spated.cli("deploy", "probe", str(functions["probe"]), "--secret-file", "/nonexistent")
-    assert r.returncode == 2 and b"--secret-file: cannot open '/nonexistent'" in r.stderr
+    assert r.returncode == 1 and b"--secret-file: cannot open '/nonexistent'" in r.stderr
+    r = spated.cli("--json", "deploy", "probe", str(functions["probe"]), "--env-file", "/nonexistent")
+    assert r.returncode == 1 and json.loads(r.stderr)["code"] == "io_error", r.stderr
+    # A line spated would refuse is named by file and line, not only by key.
+    for text, line, why in (("A=1\nB = 2\n", 2, "environment key 'B ' must match"),
+                            ("# shell habit\nexport E=y\n", 2, "environment key 'export E'"),
+                            ("LD_PRELOAD=/x.so\n", 1, "'LD_PRELOAD' is refused")):
+        bad.write_text(text)
+        for opt in ("--env-file", "--secret-file"):
+            r = spated.cli("deploy", "probe", str(functions["probe"]), opt, str(bad))
+            assert r.returncode == 2 and f"{opt}: {bad}:{line}: " in r.stderr.decode() \
+                and why in r.stderr.decode(), r.stderr
+    assert spated.cli("status", "probe").returncode == 3  # nothing was deployed
     r = spated.cli("deploy", "probe", str(functions["probe"]), "--env", "JUSTANAME")
     assert r.returncode == 2 and b"--env 'JUSTANAME': not KEY=VALUE" in r.stderr, r.stderr
     r = spated.cli("deploy", "probe", str(functions["probe"]), "--secret", "LD_PRELOAD=/x.so")
