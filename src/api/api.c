@@ -457,9 +457,19 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
                                 cap);
     if (strcmp(k, "queue") == 0 || strcmp(k, "queue_max") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_WAIT_QUEUE_CEILING, &c->queue_max, why, cap);
-    if (strcmp(k, "cpu") == 0 || strcmp(k, "cpu_millis") == 0)
-        return api_number_param(k, v, vlen, SPATE_CPU_FLOOR_MILLIS, SPATE_CPU_CEILING_MILLIS,
-                                &c->cpu_millis, why, cap);
+    if (strcmp(k, "cpu") == 0 || strcmp(k, "cpu_millis") == 0) {
+        /* 0 takes the limit away: a redeploy keeps the one set before, so
+         * without it a CPU quota, once set, could never be lifted. */
+        uint32_t millis;
+        if (api_number_param(k, v, vlen, 0, SPATE_CPU_CEILING_MILLIS, &millis, why, cap) != 0 ||
+            (millis != 0 && millis < SPATE_CPU_FLOOR_MILLIS)) {
+            snprintf(why, cap, "parameter '%s' must be 0 (no limit) or an integer from %u to %u", k,
+                     (unsigned)SPATE_CPU_FLOOR_MILLIS, (unsigned)SPATE_CPU_CEILING_MILLIS);
+            return ERR_INVAL;
+        }
+        c->cpu_millis = millis;
+        return 0;
+    }
     if (strcmp(k, "tmp") == 0 || strcmp(k, "tmp_mb") == 0)
         return api_number_param(k, v, vlen, SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, &c->tmp_mb,
                                 why, cap);

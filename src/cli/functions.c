@@ -61,7 +61,7 @@
          "cpu",                                                                                    \
          NULL,                                                                                     \
          "MILLICORES",                                                                             \
-         "CPU share of an instance (default: no limit)"},                                          \
+         "CPU share of an instance (default: no limit; 0 lifts it)"},                              \
         {"tmp",                                                                                    \
          0,                                                                                        \
          OPT_NUMBER,                                                                               \

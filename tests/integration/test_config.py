@@ -56,6 +56,23 @@ def test_redeploy_keeps_what_it_does_not_change(spated, functions):
     assert versions[-1]["config"]["max"] == 3
 
 
+def test_a_cpu_limit_kept_by_redeploys_can_be_lifted(spated, functions):
+    """A redeploy keeps --cpu, so --cpu 0 must take it away (it was refused:
+    once set, a CPU quota stayed for good)."""
+    so = str(functions["probe"])
+    cli_ok(spated, "deploy", "probe", so, "--cpu", "500")
+    cli_ok(spated, "deploy", "probe", so, "--env", "A=1")
+    assert config(spated, "probe")["cpu_millis"] == 500
+    assert "cpu 500 millicores" in cli_ok(spated, "status", "probe")
+    out = cli_ok(spated, "config", "probe", "--cpu", "0")
+    assert "version 3" in out and "cpu" not in out, out
+    assert config(spated, "probe")["cpu_millis"] == 0
+    assert spated.invoke("probe", b"env:A") == (200, b"1")
+    r = spated.cli("config", "probe", "--cpu", "5")
+    assert r.returncode == 2 and b"option '--cpu' must be 0 (no limit) or an integer from 10" \
+        in r.stderr, r.stderr
+
+
 def test_config_makes_a_version_with_the_same_artifact(make_spated, functions):
     d = make_spated()
     cli_ok(d, "deploy", "probe", str(functions["probe"]), "--max", "5", "--timeout", "7000",
