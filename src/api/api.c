@@ -594,6 +594,7 @@ static void list_nodes(api *a, http_request *req)
         cJSON_AddBoolToObject(o, "self", 1);
         cJSON_AddStringToObject(o, "state", "up");
         cJSON_AddNumberToObject(o, "instances", pool_node_live());
+        cJSON_AddNumberToObject(o, "functions", functions_count(a->table));
         cJSON_AddItemToArray(arr, o);
     }
     api_respond_json(req, 200, doc);

@@ -701,16 +701,10 @@ static node_info *node_slot(cluster *c, const char *id)
     return n;
 }
 
-static void count_fn(fn *f, void *data)
-{
-    (*(uint32_t *)data)++;
-}
-
 static void send_heartbeat(uv_timer_t *t)
 {
     cluster *c = t->data;
-    uint32_t nfns = 0;
-    functions_each(c->table, count_fn, &nfns);
+    uint32_t nfns = functions_count(c->table);
     char msg[512];
     int n = snprintf(msg, sizeof msg,
                      "{\"id\":\"%s\",\"url\":\"%s\",\"instances\":%u,\"functions\":%u}", c->id,

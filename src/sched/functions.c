@@ -276,6 +276,19 @@ void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data)
     free(c.list);
 }
 
+static void count_registered(const char *key, void *value, void *data)
+{
+    (void)key;
+    *(uint32_t *)data += ((fn *)value)->registered ? 1 : 0;
+}
+
+uint32_t functions_count(functions *t)
+{
+    uint32_t n = 0;
+    strmap_each(&t->byname, count_registered, &n);
+    return n;
+}
+
 int functions_versions(functions *t, const fn *f, registry_version_cb cb, void *data)
 {
     return registry_each_version(t->st, f->name, cb, data);

@@ -40,6 +40,8 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
 fn *functions_find(functions *t, const char *name, size_t len);
 /* Calls cb for each registered function, by name. */
 void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data);
+/* How many functions are registered (GET /v1/nodes, the cluster's heartbeat). */
+uint32_t functions_count(functions *t);
 /* Calls cb for each version of f, newest first (from the registry). */
 int functions_versions(functions *t, const fn *f, registry_version_cb cb, void *data);
 
