@@ -216,7 +216,14 @@ static int cmd_invoke(const cli *c, cli_args *a)
     rc = cli_request(c, "POST", path, payload.data ? payload.data : "", payload.len, NULL, &r);
     buf_free(&payload);
     if (rc) return rc;
-    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "invoke failed", &r));
+    if (r.status != 200) {
+        rc = cli_answer_error(c, "invoke failed", &r);
+        /* What the function wrote and what happened to its instance are in
+         * its log under the request id, which only --json showed. */
+        if (rc == CLI_FUNCTION && !c->json && r.request_id[0])
+            fprintf(stderr, "(its log: spate logs %s --request %s)\n", a->argv[0], r.request_id);
+        return cli_finish(&r, NULL, rc);
+    }
     cli_print_raw(&r);
     /* Output without a final newline would run into the shell's prompt; a
      * pipe or a file gets the bytes exactly as the function wrote them. */

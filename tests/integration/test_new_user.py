@@ -20,3 +20,23 @@ def test_a_single_node_counts_its_functions(spated, functions):
     assert doc["nodes"][0]["functions"] == 2, doc
     cli_ok(spated, "rm", "b")
     assert json.loads(cli_ok(spated, "nodes", "--json"))["nodes"][0]["functions"] == 1
+
+
+def test_a_failed_invocation_says_where_its_log_is(spated, functions):
+    """spate(1) sends the user to `spate logs NAME --request ID` for a
+    failed invocation, but only --json showed the id."""
+    cli_ok(spated, "deploy", "crash", str(functions["probe"]))
+    r = spated.cli("invoke", "crash", "abort")
+    assert r.returncode == 5, r
+    lines = r.stderr.decode().splitlines()
+    assert "killed by signal 6" in lines[0], lines
+    assert lines[1].startswith("(its log: spate logs crash --request "), lines
+    request = lines[1].split("--request ")[1].rstrip(")")
+    log = cli_ok(spated, "logs", "crash", "--request", request)
+    assert "killed by signal 6" in log and request in log, log
+    # With --json the id is in the object, and standard error is that object only.
+    r = spated.cli("invoke", "crash", "abort", "--json")
+    assert r.returncode == 5 and json.loads(r.stderr)["request_id"], r.stderr
+    # A refusal before anything ran has no log to point at.
+    r = spated.cli("invoke", "ghost")
+    assert r.returncode == 3 and b"its log" not in r.stderr, r.stderr
