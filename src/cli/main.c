@@ -92,6 +92,13 @@ static int help(cli *c, int n, char **words)
         usage(stdout);
         return 0;
     }
+    /* help is a command too (spate --help lists it): "spate help help". */
+    if (n == 1 && (strcmp(words[0], "help") == 0 || strcmp(words[0], "--help") == 0 ||
+                   strcmp(words[0], "-h") == 0)) {
+        printf("usage: spate help [COMMAND]\n\nThe commands, or a command's usage and options "
+               "(as 'spate COMMAND --help').\n");
+        return 0;
+    }
     int used;
     const cli_cmd *cmd = find(n, words, &used);
     if (cmd && used == n) {

@@ -40,3 +40,11 @@ def test_a_failed_invocation_says_where_its_log_is(spated, functions):
     # A refusal before anything ran has no log to point at.
     r = spated.cli("invoke", "ghost")
     assert r.returncode == 3 and b"its log" not in r.stderr, r.stderr
+
+
+def test_help_has_help_too(spated):
+    """`spate --help` lists `help [COMMAND]`, but `spate help help` said
+    "no such command 'help'"."""
+    for args in (("help", "help"), ("help", "--help"), ("help", "-h")):
+        r = spated.cli(*args)
+        assert r.returncode == 0 and r.stdout.decode().startswith("usage: spate help [COMMAND]"), r
