@@ -821,8 +821,7 @@ static void handle(http_request *req, void *data)
     if (m.name && !name_is_function(m.name, m.name_len) &&
         (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE || m.route == R_FUNCTION_LOGS)) {
         http_respond_error(req, 400, "bad_name",
-                           "invalid function name '%.*s': use 1 to %d letters, digits, '-' or "
-                           "'_', starting with a letter or digit",
+                           "invalid function name '%.*s': " NAME_FUNCTION_RULE,
                            (int)(m.name_len > 80 ? 80 : m.name_len), m.name, SPATE_NAME_MAX);
         return;
     }

@@ -1052,8 +1052,10 @@ void api_topics(api *a, http_request *req, const route_match *m)
     }
     case R_TRIGGER: {
         if (!name_is_function(m->name2, m->name2_len)) {
-            http_respond_error(req, 400, "bad_name", "invalid function name '%.*s'",
-                               NAME_FMT(m->name2_len), m->name2);
+            /* The rule, as a deploy's refusal gives it. */
+            http_respond_error(req, 400, "bad_name",
+                               "invalid function name '%.*s': " NAME_FUNCTION_RULE,
+                               NAME_FMT(m->name2_len), m->name2, SPATE_NAME_MAX);
             return;
         }
         char function[SPATE_NAME_MAX + 1];

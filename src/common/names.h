@@ -7,6 +7,9 @@
 
 /* Function: [A-Za-z0-9][A-Za-z0-9_-]*, 1..SPATE_NAME_MAX bytes. */
 bool name_is_function(const char *s, size_t len);
+/* The rule as a refusal states it; its %d is SPATE_NAME_MAX. */
+#define NAME_FUNCTION_RULE                                                                         \
+    "use 1 to %d letters, digits, '-' or '_', starting with a letter or digit"
 /* Topic: as a function name, plus '.' after the first character, 1..SPATE_TOPIC_NAME_MAX. */
 bool name_is_topic(const char *s, size_t len);
 

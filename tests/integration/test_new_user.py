@@ -48,3 +48,12 @@ def test_help_has_help_too(spated):
     for args in (("help", "help"), ("help", "--help"), ("help", "-h")):
         r = spated.cli(*args)
         assert r.returncode == 0 and r.stdout.decode().startswith("usage: spate help [COMMAND]"), r
+
+
+def test_a_trigger_to_a_bad_function_name_says_the_rule(spated):
+    """deploy said what a name may be; trigger add and set did not."""
+    for args in (("trigger", "add", "jobs", "ghost fn"), ("trigger", "set", "jobs", "a.b", "--ordered")):
+        r = spated.cli(*args)
+        assert r.returncode == 2, r
+        assert b"use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit" \
+            in r.stderr, r.stderr
