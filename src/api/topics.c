@@ -77,8 +77,12 @@ static int add_key(parse_state *ps, const char *key, size_t len, size_t line, pe
 static int key_from_field(parse_state *ps, const char *line, size_t len, const char *field,
                           size_t lineno, pending_msg *m)
 {
-    cJSON *doc = cJSON_ParseWithLength(line, len);
-    if (!cJSON_IsObject(doc)) {
+    /* The whole line is the object: '{"a":1} junk' or '{"a":1}{"a":2}' is
+     * not one (cJSON stops after the first value and would take it). */
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(line, len, &end, 0);
+    while (doc && end && end < line + len && memchr(" \t\r\n", *end, 4)) end++;
+    if (!cJSON_IsObject(doc) || end != line + len) {
         cJSON_Delete(doc);
         return parse_fail(ps, 400, "bad_message",
                           "message %zu is not a JSON object (Spate-Key-Field)", lineno);

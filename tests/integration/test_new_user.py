@@ -57,3 +57,22 @@ def test_a_trigger_to_a_bad_function_name_says_the_rule(spated):
         assert r.returncode == 2, r
         assert b"use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit" \
             in r.stderr, r.stderr
+
+
+def test_a_key_field_message_is_one_json_object_whole(spated, tmp_path):
+    """--key-field took the first object of '{"a":"k"} junk' and published
+    the junk with it."""
+    for payload in ('{"a":"k1"} trailing', '{"a":"k1"}{"a":"k2"}'):
+        r = spated.cli("publish", "t", payload, "--key-field", "a")
+        assert r.returncode == 2 and b"not a JSON object" in r.stderr, (payload, r)
+    status, _, body = spated.request("POST", "/v1/topics/t/messages", b'{"a":"k1"}\x00x',
+                                     headers={"Spate-Key-Field": "a"})
+    assert status == 400 and b"not a JSON object" in body, body
+    batch = tmp_path / "b.ndjson"
+    batch.write_bytes(b'{"a":"k1"}\n{"a":"k2"} {"a":"k3"}\n')
+    r = spated.cli("publish", "t", f"@{batch}", "--lines", "--key-field", "a")
+    assert r.returncode == 2 and b"message 2 is not a JSON object" in r.stderr, r
+    # Whitespace around the object is fine; nothing of the refused ones was stored.
+    assert spated.cli("publish", "t", ' {"a":"k1"} \t', "--key-field", "a").returncode == 0
+    status, doc = spated.json("GET", "/v1/topics/t")
+    assert status == 200 and doc["published"] == 1, doc
