@@ -216,8 +216,21 @@ static void format_retention(const cJSON *r, char *out, size_t cap)
             i++;
         n += (size_t)snprintf(out + n, cap - n, "%.0f%s", age / units[i].ms, units[i].unit);
     }
-    if (bytes > 0 && n < cap)
-        n += (size_t)snprintf(out + n, cap - n, "%s%.0f bytes", n ? ", " : "", bytes);
+    if (bytes > 0 && n < cap) {
+        /* As --max-bytes takes it: 1G shows as 1 GiB, not 1073741824 bytes. */
+        static const char *const units[] = {"TiB", "GiB", "MiB", "KiB"};
+        uint64_t b = (uint64_t)bytes, scale = (uint64_t)1 << 40;
+        size_t i = 0;
+        while (i < 4 && (b < scale || b % scale)) {
+            i++;
+            scale >>= 10;
+        }
+        if (i < 4)
+            n += (size_t)snprintf(out + n, cap - n, "%s%llu %s", n ? ", " : "",
+                                  (unsigned long long)(b / scale), units[i]);
+        else
+            n += (size_t)snprintf(out + n, cap - n, "%s%.0f bytes", n ? ", " : "", bytes);
+    }
     if (msgs > 0 && n < cap)
         n += (size_t)snprintf(out + n, cap - n, "%s%.0f message%s", n ? ", " : "", msgs,
                               msgs == 1 ? "" : "s");

@@ -76,3 +76,13 @@ def test_a_key_field_message_is_one_json_object_whole(spated, tmp_path):
     assert spated.cli("publish", "t", ' {"a":"k1"} \t', "--key-field", "a").returncode == 0
     status, doc = spated.json("GET", "/v1/topics/t")
     assert status == 200 and doc["published"] == 1, doc
+
+
+def test_retention_reads_as_it_was_typed(spated):
+    """topic set --max-bytes 1G answered 'keeps: 1073741824 bytes'."""
+    out = cli_ok(spated, "topic", "set", "audit", "--max-age", "7d", "--max-bytes", "1G")
+    assert out.strip() == "topic audit keeps: 7d, 1 GiB", out
+    assert "7d, 1 GiB" in cli_ok(spated, "topic", "ls")
+    assert "7d, 1 GiB" in cli_ok(spated, "topic", "stats", "audit")
+    assert "keeps: 7d, 64 MiB" in cli_ok(spated, "topic", "set", "audit", "--max-bytes", "64M")
+    assert "keeps: 7d, 1025 bytes" in cli_ok(spated, "topic", "set", "audit", "--max-bytes", "1025")
