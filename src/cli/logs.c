@@ -37,13 +37,21 @@ static void print_log_line(const cJSON *line)
     printf("%s.%03dZ%s: %s\n", when, (int)((int64_t)ms % 1000), who, cli_json_str(line, "text"));
 }
 
-/* Prints the lines of a logs answer; returns the after= of the next request. */
-static uint64_t print_log_lines(const cJSON *doc, uint64_t after)
+/* Prints the lines of a logs answer, as text or (--json --follow) one JSON
+ * object a line, as the answer holds them: a stream has no one document to
+ * print. Returns the after= of the next request. */
+static uint64_t print_log_lines(const cJSON *doc, uint64_t after, int json)
 {
     const cJSON *line;
     cJSON_ArrayForEach(line, cJSON_GetObjectItemCaseSensitive(doc, "lines"))
     {
-        print_log_line(line);
+        if (json) {
+            char *text = cJSON_PrintUnformatted(line);
+            if (text) printf("%s\n", text);
+            free(text);
+        } else {
+            print_log_line(line);
+        }
         after = (uint64_t)cli_json_num(line, "seq");
     }
     fflush(stdout);
@@ -210,7 +218,7 @@ static int cmd_logs(const cli *c, cli_args *a)
         }
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(doc, "removed")) && !said_removed++)
             fprintf(stderr, "spate: function '%s' was removed; this is what its log kept\n", name);
-        after = print_log_lines(doc, after);
+        after = print_log_lines(doc, after, c->json);
         cli_finish(&r, doc, 0);
         if (!follow) break;
     }

@@ -2,6 +2,11 @@
 still found, each through the CLI where the user meets it."""
 
 import json
+import os
+import subprocess
+import threading
+
+from conftest import SPATE, wait_for
 
 
 def cli_ok(d, *args, **kw):
@@ -86,3 +91,26 @@ def test_retention_reads_as_it_was_typed(spated):
     assert "7d, 1 GiB" in cli_ok(spated, "topic", "stats", "audit")
     assert "keeps: 7d, 64 MiB" in cli_ok(spated, "topic", "set", "audit", "--max-bytes", "64M")
     assert "keeps: 7d, 1025 bytes" in cli_ok(spated, "topic", "set", "audit", "--max-bytes", "1025")
+
+
+def test_follow_with_json_prints_json(spated, functions):
+    """`spate logs NAME --json` printed JSON, and with --follow text lines."""
+    cli_ok(spated, "deploy", "probe", str(functions["probe"]))
+    cli_ok(spated, "invoke", "probe", "print:1")
+    proc = subprocess.Popen([str(SPATE), "logs", "probe", "--follow", "--json", "--limit", "5"],
+                            env=dict(os.environ, SPATE_URL=spated.url), stdout=subprocess.PIPE,
+                            text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: lines, timeout=20)
+        cli_ok(spated, "invoke", "probe", "print:1")
+        assert wait_for(lambda: len(lines) >= 2, timeout=20), lines
+    finally:
+        proc.kill()
+        proc.wait()
+        reader.join(5)
+    docs = [json.loads(line) for line in lines]  # one object a line, each a log line
+    assert all(d["stream"] in ("stderr", "stdout", "platform") and "seq" in d for d in docs), docs
+    assert [d["seq"] for d in docs] == sorted({d["seq"] for d in docs}), docs
