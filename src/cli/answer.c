@@ -168,6 +168,11 @@ int cli_answer_error(const cli *c, const char *what, const answer *a)
                  a->body.data ? a->body.data : "");
     report(c, what, msg, cJSON_IsString(code) ? code->valuestring : "", a->status, rc,
            a->request_id);
+    /* The server speaks of an Authorization header; the client sends one
+     * from $SPATE_TOKEN, set or not. */
+    if (a->status == 401 && !c->json)
+        fprintf(stderr, "(spate sends $SPATE_TOKEN as the token%s)\n",
+                c->token ? ": spated does not know the one set" : ", which is not set");
     cJSON_Delete(doc);
     return rc;
 }

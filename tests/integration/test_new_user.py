@@ -114,3 +114,17 @@ def test_follow_with_json_prints_json(spated, functions):
     docs = [json.loads(line) for line in lines]  # one object a line, each a log line
     assert all(d["stream"] in ("stderr", "stdout", "platform") and "seq" in d for d in docs), docs
     assert [d["seq"] for d in docs] == sorted({d["seq"] for d in docs}), docs
+
+
+def test_a_missing_or_unknown_token_says_where_the_cli_takes_it(make_spated, tmp_path):
+    """401 spoke of an Authorization header; a CLI user sets $SPATE_TOKEN."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("admin " + "a" * 32 + "\n")
+    d = make_spated("--token-file", str(tokens))
+    r = d.cli("ls", env={"SPATE_TOKEN": ""})
+    assert r.returncode == 1 and b"$SPATE_TOKEN as the token, which is not set" in r.stderr, r
+    r = d.cli("ls", env={"SPATE_TOKEN": "b" * 32})
+    assert r.returncode == 1 and b"spated does not know the one set" in r.stderr, r
+    r = d.cli("ls", "--json", env={"SPATE_TOKEN": ""})  # JSON errors stay one object
+    assert json.loads(r.stderr)["status"] == 401, r.stderr
+    assert d.cli("ls", env={"SPATE_TOKEN": "a" * 32}).returncode == 0
