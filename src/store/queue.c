@@ -152,7 +152,10 @@ static void block_settle(q_block *b)
 
 static void mark_dirty(q_sub *s)
 {
-    if (s->dirty || !s->persisted) return;
+    /* A removed subscription has no state to save, and a lease that settles
+     * after the removal may drop its last reference: on the dirty list it
+     * would be snapshot after it was freed. */
+    if (s->dirty || !s->persisted || s->closed) return;
     s->dirty = 1;
     list_push_back(&s->q->dirty, &s->dirty_link);
     writer_kick(s->q->w);

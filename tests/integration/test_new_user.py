@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 
 from conftest import SPATE, wait_for
 
@@ -128,3 +129,29 @@ def test_a_missing_or_unknown_token_says_where_the_cli_takes_it(make_spated, tmp
     r = d.cli("ls", "--json", env={"SPATE_TOKEN": ""})  # JSON errors stay one object
     assert json.loads(r.stderr)["status"] == 401, r.stderr
     assert d.cli("ls", env={"SPATE_TOKEN": "a" * 32}).returncode == 0
+
+
+def test_removing_a_trigger_while_its_messages_run(spated, functions):
+    """rm --force (or trigger rm) while the trigger's invocations ran: each
+    one that ended afterwards queued the freed subscription for a state
+    snapshot, and the store's writer used it after it was freed (ASan:
+    heap-use-after-free in presubmit; spated died)."""
+    cli_ok(spated, "deploy", "slow", str(functions["probe"]), "--max", "3")
+    for topic in ("a", "b"):
+        cli_ok(spated, "trigger", "add", topic, "slow")
+        cli_ok(spated, "publish", topic, "-", "--lines", input=b"sleep:600\n" * 6)
+    assert wait_for(lambda: spated.describe("slow")["instances"]["busy"] >= 2, timeout=20)
+    cli_ok(spated, "trigger", "rm", "a", "slow")
+    assert wait_for(lambda: spated.describe("slow")["instances"]["busy"] == 0, timeout=30)
+    cli_ok(spated, "publish", "b", "-", "--lines", input=b"sleep:600\n" * 3)
+    assert wait_for(lambda: spated.describe("slow")["instances"]["busy"] >= 1, timeout=20)
+    out = cli_ok(spated, "rm", "slow", "--force")
+    assert "removed trigger b -> slow" in out, out
+    # The invocations that were running end, their settling goes nowhere,
+    # and spated goes on: the writer commits again, publishes are answered.
+    for i in range(3):
+        time.sleep(0.7)
+        cli_ok(spated, "publish", "a", f"after {i}")
+    assert spated.proc.poll() is None, spated.log()
+    status, doc = spated.json("GET", "/v1/topics/a")
+    assert status == 200 and doc["published"] >= 9, doc
