@@ -47,7 +47,8 @@ static void on_exited(instance *i, const char *why, void *data)
     outstanding = 0;
 }
 
-static const instance_callbacks callbacks = {on_ready, on_result, on_exited};
+static const instance_callbacks callbacks = {
+    .ready = on_ready, .result = on_result, .exited = on_exited};
 
 static void on_loaded(launcher *l, int status, const char *message, void *data)
 {
