@@ -586,8 +586,8 @@ static int probe_namespaces(void)
     if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
         WEXITSTATUS(status) != 0) {
         static const char *const what[] = {"?",
-                                           "a read-only mount and IPC namespace with a bind at "
-                                           "/var/task",
+                                           ("a read-only mount and IPC namespace with a bind "
+                                            "at /var/task"),
                                            "the functions' user",
                                            "a user namespace",
                                            "the user namespace's maps",
