@@ -626,10 +626,8 @@ typedef struct delete_req {
     http_request *req;
     char name[SPATE_NAME_MAX + 1];
     int force;
-    uint32_t pending; /* trigger removals not committed yet, + 1 while starting them */
-    cJSON *triggers;  /* [{"topic", "function"}]: found, then removed */
-    cJSON *removed;
-    char err[300]; /* the first removal that failed */
+    cJSON *triggers; /* [{"topic", "function"}] that feed it */
+    cJSON *removed;  /* of those, removed (force=true) */
     char why[200];
 } delete_req;
 
@@ -642,19 +640,11 @@ static int on_delete_param(const char *k, size_t klen, const char *v, size_t vle
     return ERR_INVAL;
 }
 
-static cJSON *trigger_ref(const char *topic, const char *function)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "topic", topic);
-    cJSON_AddStringToObject(o, "function", function);
-    return o;
-}
-
 static void find_triggers(q_sub *sub, void *data)
 {
     delete_req *d = data;
     if (strcmp(queue_sub_config(sub)->function, d->name) == 0)
-        cJSON_AddItemToArray(d->triggers, trigger_ref(queue_sub_topic(sub), d->name));
+        cJSON_AddItemToArray(d->triggers, api_trigger_ref(queue_sub_topic(sub), d->name));
 }
 
 /* "'a', 'b'" of the triggers' topics, cut short to fit. */
@@ -710,37 +700,17 @@ static void delete_now(delete_req *d)
     delete_free(d);
 }
 
-static void untriggered(delete_req *d)
+static void on_untriggered(void *data, cJSON *removed, const char *err)
 {
-    if (--d->pending > 0) return;
-    if (!d->err[0]) return delete_now(d);
+    delete_req *d = data;
+    d->removed = removed;
+    if (!err) return delete_now(d);
     char done[400];
-    topic_list(d->removed, done, sizeof done);
+    topic_list(removed, done, sizeof done);
     http_respond_error(d->req, 503, "store_unavailable",
-                       "%s; function '%s' was not deleted (triggers removed: %s)", d->err, d->name,
+                       "%s; function '%s' was not deleted (triggers removed: %s)", err, d->name,
                        done[0] ? done : "none");
     delete_free(d);
-}
-
-typedef struct untrigger {
-    delete_req *d;
-    char topic[SPATE_TOPIC_NAME_MAX + 1];
-} untrigger;
-
-static void on_untriggered(void *data, int status)
-{
-    untrigger *u = data;
-    delete_req *d = u->d;
-    if (status == 0) {
-        cJSON_AddItemToArray(d->removed, trigger_ref(u->topic, d->name));
-        if (d->a->cluster) cluster_announce_untrigger(d->a->cluster, u->topic, d->name);
-        log_info("removed trigger with its function (force) topic=%s fn=%s", u->topic, d->name);
-    } else if (!d->err[0]) {
-        snprintf(d->err, sizeof d->err, "cannot remove the trigger from '%s': %s", u->topic,
-                 err_str(status));
-    }
-    free(u);
-    untriggered(d);
 }
 
 /* A function with triggers is deleted only with force=true, which removes
@@ -748,11 +718,8 @@ static void on_untriggered(void *data, int status)
 static void delete_fn(api *a, http_request *req, const route_match *m)
 {
     delete_req *d = calloc(1, sizeof *d);
-    if (d) {
-        d->triggers = cJSON_CreateArray();
-        d->removed = cJSON_CreateArray();
-    }
-    if (!d || !d->triggers || !d->removed) {
+    if (d) d->triggers = cJSON_CreateArray();
+    if (!d || !d->triggers) {
         if (d) delete_free(d);
         http_respond_error(req, 503, "out_of_memory", "out of memory");
         return;
@@ -785,30 +752,9 @@ static void delete_fn(api *a, http_request *req, const route_match *m)
         api_respond_json(req, 409, doc);
         return delete_free(d);
     }
-    d->pending = 1; /* until every removal has started: one may finish at once */
-    const cJSON *t;
-    cJSON_ArrayForEach(t, d->triggers)
-    {
-        untrigger *u = calloc(1, sizeof *u);
-        const char *topic = cJSON_GetObjectItemCaseSensitive(t, "topic")->valuestring;
-        if (!u) {
-            if (!d->err[0]) snprintf(d->err, sizeof d->err, "out of memory");
-            break;
-        }
-        u->d = d;
-        snprintf(u->topic, sizeof u->topic, "%s", topic);
-        d->pending++;
-        int rc = triggers_remove(a->tr, topic, d->name, on_untriggered, u);
-        if (rc != 0) {
-            free(u);
-            d->pending--;
-            /* Gone meanwhile is as good as removed; anything else keeps the function. */
-            if (rc != ERR_NOTFOUND && !d->err[0])
-                snprintf(d->err, sizeof d->err, "cannot remove the trigger from '%s': %s", topic,
-                         err_str(rc));
-        }
-    }
-    untriggered(d);
+    cJSON *refs = d->triggers;
+    d->triggers = NULL;
+    api_remove_triggers(a, refs, on_untriggered, d);
 }
 
 /* --- Entry ------------------------------------------------------------------------------- */

@@ -67,6 +67,15 @@ int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min
 int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char *why,
                    size_t whycap);
 
+/* api/untrigger.c: {"topic": T, "function": F}, as answers name a trigger. */
+cJSON *api_trigger_ref(const char *topic, const char *function);
+/* Removes the triggers refs names ([api_trigger_ref...], taken), announcing
+ * each in cluster mode, then calls cb once — perhaps before returning — with
+ * those removed (the callback's to free) and the first failure, or NULL when
+ * there was none (a trigger already gone is no failure). */
+typedef void (*api_untriggered_cb)(void *data, cJSON *removed, const char *err);
+void api_remove_triggers(api *a, cJSON *refs, api_untriggered_cb cb, void *data);
+
 /* api/topics.c: publish, topic stats and messages, redrive, triggers. */
 void api_topics(api *a, http_request *req, const route_match *m);
 /* A topic over its triggers, as GET /v1/topics/TOPIC and /metrics show it. */

@@ -300,14 +300,6 @@ static int has_string(const cJSON *arr, const char *s)
     return 0;
 }
 
-static cJSON *trigger_ref(const char *topic, const char *function)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "topic", topic);
-    cJSON_AddStringToObject(o, "function", function);
-    return o;
-}
-
 /* The topic's own triggers and where their dead letters go; the triggers
  * whose dead letters come here. */
 static void add_trigger(const trigger_view *v, void *data)
@@ -319,7 +311,7 @@ static void add_trigger(const trigger_view *v, void *data)
             cJSON_AddItemToArray(c->dlqs, cJSON_CreateString(v->cfg->dlq));
     }
     if (strcmp(v->cfg->dlq, c->topic) == 0)
-        cJSON_AddItemToArray(c->dlq_of, trigger_ref(v->topic, v->cfg->function));
+        cJSON_AddItemToArray(c->dlq_of, api_trigger_ref(v->topic, v->cfg->function));
 }
 
 static cJSON *retention_json(const q_retention *r)
@@ -658,11 +650,9 @@ typedef struct delete_req {
     api *a;
     http_request *req;
     char topic[SPATE_TOPIC_NAME_MAX + 1];
-    cJSON *readers;   /* functions of the triggers that read it */
-    cJSON *dead_from; /* triggers that dead-letter into it */
-    cJSON *removed;   /* the triggers removed, as the answer says them */
-    size_t pending;   /* trigger removals not yet done */
-    int failed;       /* one of them failed */
+    cJSON *readers;   /* the triggers that read it */
+    cJSON *dead_from; /* the triggers that dead-letter into it */
+    cJSON *removed;   /* of the readers, removed (force=true) */
 } delete_req;
 
 static void delete_req_free(delete_req *d)
@@ -677,31 +667,24 @@ static void find_users(const trigger_view *v, void *data)
 {
     delete_req *d = data;
     if (strcmp(v->topic, d->topic) == 0)
-        cJSON_AddItemToArray(d->readers, cJSON_CreateString(v->cfg->function));
+        cJSON_AddItemToArray(d->readers, api_trigger_ref(v->topic, v->cfg->function));
     else if (strcmp(v->cfg->dlq, d->topic) == 0)
-        cJSON_AddItemToArray(d->dead_from, trigger_ref(v->topic, v->cfg->function));
+        cJSON_AddItemToArray(d->dead_from, api_trigger_ref(v->topic, v->cfg->function));
 }
 
-/* "trigger T -> f, trigger U -> g" into out. */
-static void name_triggers(char *out, size_t cap, const char *topic, const cJSON *fns,
-                          const cJSON *refs)
+/* "T -> f, U -> g" of two lists of trigger refs (either may be NULL) into out. */
+static void name_triggers(char *out, size_t cap, const cJSON *refs, const cJSON *more)
 {
     size_t n = 0;
     out[0] = '\0';
-    const cJSON *e;
-    cJSON_ArrayForEach(e, fns)
-    {
-        if (n < cap)
-            n += (size_t)snprintf(out + n, cap - n, "%s%s -> %s", n ? ", " : "", topic,
-                                  e->valuestring);
-    }
-    cJSON_ArrayForEach(e, refs)
-    {
-        if (n < cap)
-            n += (size_t)snprintf(out + n, cap - n, "%s%s -> %s", n ? ", " : "",
-                                  cJSON_GetObjectItemCaseSensitive(e, "topic")->valuestring,
-                                  cJSON_GetObjectItemCaseSensitive(e, "function")->valuestring);
-    }
+    const cJSON *lists[2] = {refs, more}, *e;
+    for (int l = 0; l < 2; l++) cJSON_ArrayForEach(e, lists[l])
+        {
+            if (n < cap)
+                n += (size_t)snprintf(out + n, cap - n, "%s%s -> %s", n ? ", " : "",
+                                      cJSON_GetObjectItemCaseSensitive(e, "topic")->valuestring,
+                                      cJSON_GetObjectItemCaseSensitive(e, "function")->valuestring);
+        }
 }
 
 static void on_topic_deleted(void *data, int status, uint64_t messages)
@@ -716,7 +699,7 @@ static void on_topic_deleted(void *data, int status, uint64_t messages)
                            d->topic);
     } else if (status) {
         char removed[1024];
-        name_triggers(removed, sizeof removed, d->topic, d->removed, NULL);
+        name_triggers(removed, sizeof removed, d->removed, NULL);
         http_respond_error(req, 503, "store_unavailable", "cannot delete topic '%s': %s%s%s",
                            d->topic, err_str(status),
                            removed[0] ? "; the triggers removed before: " : "", removed);
@@ -724,10 +707,9 @@ static void on_topic_deleted(void *data, int status, uint64_t messages)
         cJSON *doc = cJSON_CreateObject();
         cJSON_AddStringToObject(doc, "deleted", d->topic);
         cJSON_AddNumberToObject(doc, "messages", (double)messages);
-        cJSON *removed = cJSON_AddArrayToObject(doc, "removed_triggers");
-        const cJSON *e;
-        cJSON_ArrayForEach(e, d->removed)
-            cJSON_AddItemToArray(removed, trigger_ref(d->topic, e->valuestring));
+        cJSON_AddItemToObject(doc, "removed_triggers",
+                              d->removed ? d->removed : cJSON_CreateArray());
+        d->removed = NULL;
         cJSON_AddItemToObject(doc, "dead_letter_topic_of", d->dead_from);
         d->dead_from = NULL;
         api_respond_json(req, 200, doc);
@@ -741,48 +723,27 @@ static void delete_topic_now(delete_req *d)
     if (rc) on_topic_deleted(d, rc, 0);
 }
 
-typedef struct untrigger {
-    delete_req *d;
-    char function[SPATE_NAME_MAX + 1];
-} untrigger;
-
-static void on_untriggered(void *data, int status)
+static void on_untriggered(void *data, cJSON *removed, const char *err)
 {
-    untrigger *u = data;
-    delete_req *d = u->d;
-    if (status) {
-        d->failed = 1;
-        log_warn("cannot remove trigger %s -> %s: %s", d->topic, u->function, err_str(status));
-    } else {
-        cJSON_AddItemToArray(d->removed, cJSON_CreateString(u->function));
-        if (d->a->cluster) cluster_announce_untrigger(d->a->cluster, d->topic, u->function);
-    }
-    free(u);
-    if (--d->pending > 0) return;
-    if (!d->failed) {
+    delete_req *d = data;
+    d->removed = removed;
+    if (!err) {
         delete_topic_now(d);
         return;
     }
-    char removed[1024];
-    name_triggers(removed, sizeof removed, d->topic, d->removed, NULL);
-    http_respond_error(d->req, 503, "store_unavailable",
-                       "cannot remove every trigger of topic '%s': nothing deleted%s%s", d->topic,
-                       removed[0] ? "; removed: " : "", removed);
+    char done[1024];
+    name_triggers(done, sizeof done, removed, NULL);
+    http_respond_error(d->req, 503, "store_unavailable", "%s: topic '%s' was not deleted%s%s", err,
+                       d->topic, done[0] ? "; removed: " : "", done);
     delete_req_free(d);
 }
 
 static int on_delete_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
 {
     int *force = data;
-    if (strcmp(k, "force") != 0) return ERR_INVAL;
-    if (vlen == 0 || (vlen == 4 && memcmp(v, "true", 4) == 0) || (vlen == 1 && *v == '1'))
-        *force = 1;
-    else if ((vlen == 5 && memcmp(v, "false", 5) == 0) || (vlen == 1 && *v == '0'))
-        *force = 0;
-    else
-        return ERR_INVAL;
+    char why[160];
     (void)klen;
-    return 0;
+    return strcmp(k, "force") == 0 ? api_bool_param(k, v, vlen, force, why, sizeof why) : ERR_INVAL;
 }
 
 static void delete_topic_route(api *a, http_request *req, const char *topic)
@@ -794,8 +755,7 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
         return;
     }
     delete_req *d = calloc(1, sizeof *d);
-    if (!d || !(d->readers = cJSON_CreateArray()) || !(d->dead_from = cJSON_CreateArray()) ||
-        !(d->removed = cJSON_CreateArray())) {
+    if (!d || !(d->readers = cJSON_CreateArray()) || !(d->dead_from = cJSON_CreateArray())) {
         if (d) delete_req_free(d);
         http_respond_error(req, 503, "out_of_memory", "out of memory");
         return;
@@ -815,7 +775,7 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
     int nreaders = cJSON_GetArraySize(d->readers), nfrom = cJSON_GetArraySize(d->dead_from);
     if (!force && (nreaders || nfrom)) {
         char users[1024];
-        name_triggers(users, sizeof users, topic, d->readers, d->dead_from);
+        name_triggers(users, sizeof users, d->readers, d->dead_from);
         if (nreaders)
             http_respond_error(req, 409, "topic_in_use",
                                "topic '%s' is in use by trigger%s %s: remove %s first, or delete "
@@ -836,29 +796,9 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
         delete_topic_now(d);
         return;
     }
-    /* Every removal's context first: either all are asked for or none. */
-    untrigger **u = calloc((size_t)nreaders, sizeof *u);
-    int ok = u != NULL;
-    for (int i = 0; ok && i < nreaders; i++) ok = (u[i] = calloc(1, sizeof **u)) != NULL;
-    if (!ok) {
-        for (int i = 0; u && i < nreaders; i++) free(u[i]);
-        free(u);
-        http_respond_error(req, 503, "out_of_memory", "out of memory");
-        delete_req_free(d);
-        return;
-    }
-    d->pending = (size_t)nreaders;
-    for (int i = 0; i < nreaders; i++) {
-        u[i]->d = d;
-        snprintf(u[i]->function, sizeof u[i]->function, "%s",
-                 cJSON_GetArrayItem(d->readers, i)->valuestring);
-    }
-    /* u[i] may be freed (and d with the last) as soon as its removal is asked for. */
-    for (int i = 0; i < nreaders; i++) {
-        int rc = triggers_remove(a->tr, topic, u[i]->function, on_untriggered, u[i]);
-        if (rc) on_untriggered(u[i], rc);
-    }
-    free(u);
+    cJSON *refs = d->readers;
+    d->readers = NULL;
+    api_remove_triggers(a, refs, on_untriggered, d);
 }
 
 typedef struct purge_req {
