@@ -44,6 +44,24 @@ def wait_for(predicate, timeout=10.0, step=0.05):
     return predicate()
 
 
+def deploy_recorder(d, functions, tmp_path, name="rec", sleep_us=0, **params):
+    """Deploys tests/integration/functions/recorder.c as NAME, recording into
+    tmp_path/NAME.log (returned); params are more deploy parameters."""
+    path = tmp_path / f"{name}.log"
+    query = f"env=RECORD%3D{path}&env=SLEEP_US%3D{sleep_us}"
+    query += "".join(f"&{k}={v}" for k, v in params.items())
+    status, doc = d.json("PUT", f"/v1/functions/{name}?{query}", functions["recorder"].read_bytes())
+    assert status in (200, 201), doc
+    return path
+
+
+def topic_stats(d, name):
+    """GET /v1/topics/NAME, which must answer 200."""
+    status, doc = d.json("GET", f"/v1/topics/{name}")
+    assert status == 200, doc
+    return doc
+
+
 class Spated:
     """One spated process and helpers to talk to it."""
 

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from conftest import Spated, wait_for
+from conftest import Spated, deploy_recorder, topic_stats, wait_for
 
 
 def publish(d, topic, body):
@@ -25,18 +25,6 @@ def messages(d, topic, query=""):
     return doc["messages"]
 
 
-def topic(d, name):
-    status, doc = d.json("GET", f"/v1/topics/{name}")
-    assert status == 200, doc
-    return doc
-
-
-def deploy_recorder(d, functions, tmp_path, name="rec"):
-    path = tmp_path / f"{name}.log"
-    status, doc = d.json("PUT", f"/v1/functions/{name}?env=RECORD%3D{path}",
-                         functions["recorder"].read_bytes())
-    assert status in (200, 201), doc
-    return path
 
 
 # --- Item 12: a redrive never deletes what it does not redrive --------------------------
@@ -52,12 +40,12 @@ def test_atk_i_redrive_of_ordinary_topic_deletes_nothing(make_spated, sig):
     assert status == 409, doc
     assert doc["code"] == "not_dead_letters" and "'t2'" in doc["error"], doc
     assert [m["payload"] for m in messages(d, "t2")] == bodies
-    assert topic(d, "t2")["stored"] == 5
+    assert topic_stats(d, "t2")["stored"] == 5
     # What is on disk survives a stop or a crash.
     d.stop(sig)
     d.start()
     assert [m["payload"] for m in messages(d, "t2")] == bodies
-    assert topic(d, "t2")["stored"] == 5
+    assert topic_stats(d, "t2")["stored"] == 5
     # Refused again (also through the CLI, which falls back to the topic
     # itself when there is no t2.dlq), and still nothing lost.
     assert d.json("POST", "/v1/topics/t2/redrive?after=2")[0] == 409
@@ -75,7 +63,7 @@ def test_atk_i_redrive_moves_dead_letters_only_and_honours_after(make_spated, fu
     assert status == 201, doc
     for b in (b"fail-a", b"fail-b", b"fail-c"):
         publish(d, "jobs", b)
-    assert wait_for(lambda: topic(d, "jobs")["dead_lettered"] == 3, timeout=10)
+    assert wait_for(lambda: topic_stats(d, "jobs")["dead_lettered"] == 3, timeout=10)
     # A message published straight into the dead-letter topic has no source.
     publish(d, "jobs.dlq", b"plain")
     dead = messages(d, "jobs.dlq")
@@ -85,7 +73,7 @@ def test_atk_i_redrive_moves_dead_letters_only_and_honours_after(make_spated, fu
     status, doc = d.json("POST", f"/v1/topics/jobs.dlq/redrive?after={first}")
     assert status == 200 and doc == {"redriven": 2}, doc
     # They fail again (one attempt) and come back as new dead letters.
-    assert wait_for(lambda: topic(d, "jobs")["dead_lettered"] == 5, timeout=10)
+    assert wait_for(lambda: topic_stats(d, "jobs")["dead_lettered"] == 5, timeout=10)
     dead = messages(d, "jobs.dlq")
     assert sorted(m["payload"] for m in dead) == ["fail-a", "fail-b", "fail-c", "plain"]
     assert [m["seq"] for m in dead if m["payload"] == "fail-a"] == [first]
@@ -94,14 +82,14 @@ def test_atk_i_redrive_moves_dead_letters_only_and_honours_after(make_spated, fu
     # Everything else: the three dead letters move, the plain message stays.
     status, doc = d.json("POST", "/v1/topics/jobs.dlq/redrive")
     assert status == 200 and doc == {"redriven": 3}, doc
-    assert wait_for(lambda: topic(d, "jobs")["dead_lettered"] == 8, timeout=10)
+    assert wait_for(lambda: topic_stats(d, "jobs")["dead_lettered"] == 8, timeout=10)
     # A dead-letter topic with nothing redrivable after a point: 0, not refused.
     last = max(m["seq"] for m in messages(d, "jobs.dlq"))
     assert d.json("POST", f"/v1/topics/jobs.dlq/redrive?after={last}") == (200, {"redriven": 0})
     d.stop(signal.SIGKILL)
     d.start()
     assert "plain" in [m["payload"] for m in messages(d, "jobs.dlq")]
-    assert topic(d, "jobs.dlq")["stored"] == 4
+    assert topic_stats(d, "jobs.dlq")["stored"] == 4
 
 
 def test_atk_i_redrive_after_trigger_removed(make_spated, functions, tmp_path):
@@ -111,7 +99,7 @@ def test_atk_i_redrive_after_trigger_removed(make_spated, functions, tmp_path):
     deploy_recorder(d, functions, tmp_path)
     assert d.json("PUT", "/v1/triggers/in/rec?max_attempts=1&dlq=grave")[0] == 201
     publish(d, "in", b"fail-x")
-    assert wait_for(lambda: topic(d, "in")["dead_lettered"] == 1, timeout=10)
+    assert wait_for(lambda: topic_stats(d, "in")["dead_lettered"] == 1, timeout=10)
     assert d.json("DELETE", "/v1/triggers/in/rec")[0] == 204
     assert d.json("POST", "/v1/topics/grave/redrive") == (200, {"redriven": 1})
     assert [m["payload"] for m in messages(d, "in")][-1:] == ["fail-x"]

@@ -4,9 +4,7 @@ functions. Each test failed on the code before its fix.
 """
 
 import os
-import pathlib
 import subprocess
-import threading
 import time
 
 import pytest
@@ -80,8 +78,8 @@ def test_runtime_api_bodies_are_bounded_per_instance(spated, hostile_runtime, tm
     response's worth; the others are answered 503 at once."""
     pid = spated.proc.pid
     before = rss_kb(pid)
-    out = deploy_runtime(spated, hostile_runtime, tmp_path, "hoarder", "bodies", min=4,
-                         env={"ATK_CONNS": 12})
+    deploy_runtime(spated, hostile_runtime, tmp_path, "hoarder", "bodies", min=4,
+                   env={"ATK_CONNS": 12})
     assert wait_for(lambda: spated.describe("hoarder")["instances"]["idle"] == 4, timeout=60), spated.log()
     status, body = spated.invoke("hoarder")
     assert status == 200, body

@@ -6,7 +6,7 @@ is changed only on purpose (`spate trigger set`). Issue 14, items 3 and 4."""
 import json
 import os
 
-from conftest import Spated, wait_for
+from conftest import wait_for
 
 
 def cli_ok(d, *args):

@@ -5,7 +5,6 @@ starts) under the request they hit, filters, --follow, and the log's life
 across a restart of spated and after `spate rm`."""
 
 import datetime
-import json
 import os
 import re
 import subprocess

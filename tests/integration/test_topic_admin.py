@@ -10,7 +10,7 @@ import pty
 import subprocess
 import time
 
-from conftest import SPATE, wait_for
+from conftest import SPATE, deploy_recorder, topic_stats, wait_for
 
 
 def publish(d, topic, *bodies):
@@ -20,25 +20,12 @@ def publish(d, topic, *bodies):
     assert status == 202, data
 
 
-def topic(d, name):
-    status, doc = d.json("GET", f"/v1/topics/{name}")
-    assert status == 200, doc
-    return doc
-
 
 def payloads(d, name):
     status, doc = d.json("GET", f"/v1/topics/{name}/messages?limit=1000")
     assert status == 200, doc
     return [m["payload"] for m in doc["messages"]]
 
-
-def deploy_recorder(d, functions, tmp_path, name="rec", sleep_us=0, **params):
-    path = tmp_path / f"{name}.log"
-    query = f"env=RECORD%3D{path}&env=SLEEP_US%3D{sleep_us}"
-    query += "".join(f"&{k}={v}" for k, v in params.items())
-    status, doc = d.json("PUT", f"/v1/functions/{name}?{query}", functions["recorder"].read_bytes())
-    assert status in (200, 201), doc
-    return path
 
 
 def ended(path):
@@ -91,7 +78,7 @@ def test_topic_ls_rm_refused_then_forced(spated, functions, tmp_path):
     spated.start()
     assert spated.json("GET", "/v1/topics/loose")[0] == 404
     publish(spated, "loose", "again")
-    doc = topic(spated, "loose")
+    doc = topic_stats(spated, "loose")
     assert doc["published"] == 1 and payloads(spated, "loose") == ["again"], doc
 
 
@@ -99,20 +86,20 @@ def test_purge_empties_and_counts_but_spares_in_flight(spated, functions, tmp_pa
     publish(spated, "idle", *[f"i{i}" for i in range(7)])
     out = ok(spated.cli("topic", "purge", "idle"))
     assert "purged 7 messages from idle" in out, out
-    assert payloads(spated, "idle") == [] and topic(spated, "idle")["stored"] == 0
+    assert payloads(spated, "idle") == [] and topic_stats(spated, "idle")["stored"] == 0
     assert json.loads(ok(spated.cli("--json", "topic", "purge", "idle"))) == {"purged": 0}
 
     # With a trigger: what waits goes, what runs finishes and is settled.
     rec = deploy_recorder(spated, functions, tmp_path, sleep_us=1500000, max=1)
     ok(spated.cli("trigger", "add", "busy", "rec"))
     publish(spated, "busy", *[f"b{i}" for i in range(5)])
-    assert wait_for(lambda: topic(spated, "busy")["in_flight"] == 1)
+    assert wait_for(lambda: topic_stats(spated, "busy")["in_flight"] == 1)
     out = ok(spated.cli("topic", "purge", "busy"))
     assert "purged 4 messages from busy" in out, out
-    assert wait_for(lambda: topic(spated, "busy")["acknowledged"] == 1, timeout=15)
+    assert wait_for(lambda: topic_stats(spated, "busy")["acknowledged"] == 1, timeout=15)
     time.sleep(2)  # nothing purged runs
     assert ended(rec) == ["b0"]
-    doc = topic(spated, "busy")
+    doc = topic_stats(spated, "busy")
     assert doc["depth"] == 0 and doc["in_flight"] == 0, doc
     # The trigger goes on with what comes next, also after a restart.
     publish(spated, "busy", "after")
@@ -134,7 +121,7 @@ def test_retention_of_an_unconsumed_topic_also_after_a_restart(spated):
     out = ok(spated.cli("topic", "set", "audit", "--max-bytes", "5"))
     assert "4 messages" in out and "5 bytes" in out, out  # a limit not given stays
     assert wait_for(lambda: payloads(spated, "audit") == ["a8", "a9"], timeout=5)
-    doc = topic(spated, "audit")
+    doc = topic_stats(spated, "audit")
     assert doc["stored"] == 2 and doc["bytes"] == 4, doc
     assert doc["retention"] == {"max_age_ms": 0, "max_bytes": 5, "max_messages": 4}
     # Age: what is older than 2 s goes, also while spated was down.
@@ -145,7 +132,7 @@ def test_retention_of_an_unconsumed_topic_also_after_a_restart(spated):
     time.sleep(2.5)
     spated.start()
     assert wait_for(lambda: payloads(spated, "audit") == [], timeout=5), payloads(spated, "audit")
-    assert topic(spated, "audit")["retention"]["max_age_ms"] == 2000
+    assert topic_stats(spated, "audit")["retention"]["max_age_ms"] == 2000
     assert "2s" in ok(spated.cli("topic", "stats", "audit"))
     # Bad values are the user's to fix, and said so.
     r = spated.cli("topic", "set", "audit", "--max-age", "10")
@@ -193,32 +180,32 @@ def test_counters_stay_true_after_trigger_rm(spated, functions, tmp_path):
     publish(spated, "ticks", "t0", "fail-t1")
     time.sleep(1.2)
     publish(spated, "ticks", "t2", "t3")
-    assert wait_for(lambda: topic(spated, "ticks")["acknowledged"] == 3 and
-                    topic(spated, "ticks")["dead_lettered"] == 1, timeout=10)
-    stored = topic(spated, "ticks")["stored"]
+    assert wait_for(lambda: topic_stats(spated, "ticks")["acknowledged"] == 3 and
+                    topic_stats(spated, "ticks")["dead_lettered"] == 1, timeout=10)
+    stored = topic_stats(spated, "ticks")["stored"]
     assert stored == 4, stored  # slow has not settled any
     # slow goes: what only it held back leaves the store; the counts of what
     # was done stay (they are the topic's, not the trigger's).
     ok(spated.cli("trigger", "rm", "ticks", "slow"))
-    assert wait_for(lambda: topic(spated, "ticks")["stored"] == 0, timeout=5), topic(spated, "ticks")
-    doc = topic(spated, "ticks")
+    assert wait_for(lambda: topic_stats(spated, "ticks")["stored"] == 0, timeout=5), topic_stats(spated, "ticks")
+    doc = topic_stats(spated, "ticks")
     assert doc["acknowledged"] == 3 and doc["dead_lettered"] == 1 and doc["published"] == 4, doc
     # slow's invocation that was running finishes, and counts.
     assert wait_for(lambda: ended(slow) == ["t0"], timeout=10)
-    assert wait_for(lambda: topic(spated, "ticks")["acknowledged"] == 4, timeout=5)
+    assert wait_for(lambda: topic_stats(spated, "ticks")["acknowledged"] == 4, timeout=5)
     # Without triggers: depth and age are those of what is stored.
     ok(spated.cli("trigger", "rm", "ticks", "fast"))
     publish(spated, "ticks", "u0")
     time.sleep(1.5)
     publish(spated, "ticks", "u1")
-    doc = topic(spated, "ticks")
+    doc = topic_stats(spated, "ticks")
     assert doc["depth"] == 2 and doc["in_flight"] == 0 and 1.4 < doc["oldest_age_s"] < 10, doc
     assert doc["acknowledged"] == 4 and doc["dead_lettered"] == 1, doc
     metrics = spated.request("GET", "/metrics")[2].decode()
     assert 'spate_topic_dead_lettered_total{topic="ticks"} 1' in metrics
     spated.stop()
     spated.start()
-    doc = topic(spated, "ticks")
+    doc = topic_stats(spated, "ticks")
     assert doc["acknowledged"] == 4 and doc["dead_lettered"] == 1 and doc["depth"] == 2, doc
 
 
@@ -229,10 +216,10 @@ def test_oldest_age_after_trigger_rm_is_that_of_what_is_left(spated, functions, 
     time.sleep(1.0)
     publish(spated, "q", "second")
     # first done and gone from the store; second waits or runs.
-    assert wait_for(lambda: ended(rec) == ["first"] and topic(spated, "q")["stored"] == 1,
+    assert wait_for(lambda: ended(rec) == ["first"] and topic_stats(spated, "q")["stored"] == 1,
                     timeout=10)
     ok(spated.cli("trigger", "rm", "q", "rec"))
-    doc = topic(spated, "q")
+    doc = topic_stats(spated, "q")
     # The age of second (published ~2 s ago), not of first (~3 s ago and gone).
     first_age = doc["oldest_age_s"]
     time.sleep(0.01)
@@ -246,7 +233,7 @@ def test_dlq_ls_and_redrive_find_the_triggers_own_dead_letter_topic(spated, func
     rec = deploy_recorder(spated, functions, tmp_path)
     ok(spated.cli("trigger", "add", "payments", "rec", "--max-attempts", "1", "--dlq", "morgue"))
     ok(spated.cli("publish", "payments", "fail-card"))
-    assert wait_for(lambda: topic(spated, "payments")["dead_lettered"] == 1)
+    assert wait_for(lambda: topic_stats(spated, "payments")["dead_lettered"] == 1)
     # Through the source topic: the CLI asks which topic its trigger uses.
     out = ok(spated.cli("dlq", "ls", "payments"))
     assert "morgue" in out and "payments -> rec" in out and "fail-card" in out, out
@@ -259,7 +246,7 @@ def test_dlq_ls_and_redrive_find_the_triggers_own_dead_letter_topic(spated, func
     out = ok(spated.cli("dlq", "redrive", "payments"))
     assert "redrove 1 message from morgue" in out and "payments -> rec" in out, out
     assert wait_for(lambda: ended(rec).count("fail-card") == 2, timeout=10)
-    assert wait_for(lambda: topic(spated, "payments")["dead_lettered"] == 2)
+    assert wait_for(lambda: topic_stats(spated, "payments")["dead_lettered"] == 2)
     out = ok(spated.cli("dlq", "redrive", "morgue"))
     assert "redrove 1 message from morgue" in out, out
     # A trigger whose dead-letter topic holds nothing yet: said, not an error.
@@ -279,6 +266,6 @@ def test_redrive_of_an_ordinary_topic_is_refused_with_a_message(spated, function
     # A topic with a trigger: its trigger's dead-letter topic, not the topic.
     deploy_recorder(spated, functions, tmp_path)
     ok(spated.cli("trigger", "add", "plain", "rec"))
-    assert wait_for(lambda: topic(spated, "plain")["acknowledged"] == 2)
+    assert wait_for(lambda: topic_stats(spated, "plain")["acknowledged"] == 2)
     out = ok(spated.cli("dlq", "redrive", "plain"))
     assert "no dead letters in plain.dlq" in out, out

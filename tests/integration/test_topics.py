@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import deploy_recorder, topic_stats, wait_for
 
 
 def publish(d, topic, lines=None, body=None, key=None, key_field=None):
@@ -27,11 +27,6 @@ def publish(d, topic, lines=None, body=None, key=None, key_field=None):
     status, _, data = d.request("POST", f"/v1/topics/{topic}/messages", body or b"", headers)
     return status, (json.loads(data) if data else None)
 
-
-def topic(d, name):
-    status, doc = d.json("GET", f"/v1/topics/{name}")
-    assert status == 200, doc
-    return doc
 
 
 def records(path):
@@ -56,14 +51,6 @@ def alive(pid):
         return False
 
 
-def deploy_recorder(d, functions, tmp_path, name="rec", sleep_us=0, **params):
-    path = tmp_path / f"{name}.log"
-    query = f"env=RECORD%3D{path}&env=SLEEP_US%3D{sleep_us}"
-    query += "".join(f"&{k}={v}" for k, v in params.items())
-    status, doc = d.json("PUT", f"/v1/functions/{name}?{query}", functions["recorder"].read_bytes())
-    assert status in (200, 201), doc
-    return path
-
 
 def add_trigger(d, topic_name, function, **params):
     query = "&".join(f"{k}={v}" for k, v in params.items())
@@ -79,12 +66,12 @@ def test_publish_then_every_message_runs_once(spated, functions, tmp_path):
     assert status == 202 and doc == {"published": 1, "first_seq": 1, "last_seq": 1}
     status, doc = publish(spated, "orders", lines=[f"m{i}" for i in range(500)])
     assert status == 202 and doc["published"] == 500 and doc["first_seq"] == 2
-    assert wait_for(lambda: topic(spated, "orders")["acknowledged"] == 501)
+    assert wait_for(lambda: topic_stats(spated, "orders")["acknowledged"] == 501)
     started = collections.Counter(p for k, p, *_ in records(rec) if k == "S")
     assert started == collections.Counter(["single"] + [f"m{i}" for i in range(500)])
     # Consumed messages leave the store with a later commit.
-    assert wait_for(lambda: topic(spated, "orders")["stored"] == 0)
-    doc = topic(spated, "orders")
+    assert wait_for(lambda: topic_stats(spated, "orders")["stored"] == 0)
+    doc = topic_stats(spated, "orders")
     assert doc["depth"] == 0 and doc["published"] == 501
     t = doc["triggers"][0]
     assert t["function"] == "rec" and t["dlq"] == "orders.dlq" and t["max_attempts"] == 3
@@ -97,7 +84,7 @@ def test_keys_from_header_and_from_a_field(spated, functions, tmp_path):
     lines = [json.dumps({"account": f"a{i}", "n": i}).replace(" ", "") for i in range(3)]
     assert publish(spated, "k", lines=lines, key_field="account")[0] == 202
     assert publish(spated, "k", lines=['{"account":42}'], key_field="account")[0] == 202
-    assert wait_for(lambda: topic(spated, "k")["acknowledged"] == 5)
+    assert wait_for(lambda: topic_stats(spated, "k")["acknowledged"] == 5)
     keys = {p: k for kind, p, _, k, _ in records(rec) if kind == "S"}
     assert keys["one"] == "acct-1"
     assert keys['{"account":"a2","n":2}'] == "a2"
@@ -139,7 +126,7 @@ def test_bad_publishes_are_refused_whole(spated, functions, tmp_path, case):
     assert "error" in json.loads(data)
     # Nothing of the batch was stored: only the message from before.
     time.sleep(0.2)
-    doc = topic(spated, "good")
+    doc = topic_stats(spated, "good")
     assert doc["published"] == 1, doc
 
 
@@ -149,7 +136,7 @@ def test_retries_then_dead_letter_then_redrive(spated, functions, tmp_path):
     publish(spated, "jobs", body=b"fail-me", key="k1")
     publish(spated, "jobs", body=b"fine")
     # Attempts at 1, then ~100 ms, then ~200 ms later (back-off with jitter).
-    assert wait_for(lambda: topic(spated, "jobs")["dead_lettered"] == 1, timeout=5)
+    assert wait_for(lambda: topic_stats(spated, "jobs")["dead_lettered"] == 1, timeout=5)
     attempts = [(a, us) for kind, p, a, _, us in records(rec) if kind == "S" and p == "fail-me"]
     assert [a for a, _ in attempts] == [1, 2, 3]
     gaps = [(attempts[i + 1][1] - attempts[i][1]) / 1000 for i in range(2)]
@@ -159,11 +146,11 @@ def test_retries_then_dead_letter_then_redrive(spated, functions, tmp_path):
     [dead] = doc["messages"]
     assert dead["payload"] == "fail-me" and dead["key"] == "k1" and dead["source"] == "jobs"
     assert dead["attempts"] == 3 and "recorder was told to fail" in dead["error"]
-    assert topic(spated, "jobs")["acknowledged"] == 1
+    assert topic_stats(spated, "jobs")["acknowledged"] == 1
     # Redrive: back to the source topic, attempts start again.
     status, doc = spated.json("POST", "/v1/topics/jobs.dlq/redrive")
     assert status == 200 and doc == {"redriven": 1}
-    assert wait_for(lambda: topic(spated, "jobs")["dead_lettered"] == 2, timeout=5)
+    assert wait_for(lambda: topic_stats(spated, "jobs")["dead_lettered"] == 2, timeout=5)
     again = [a for kind, p, a, _, _ in records(rec) if kind == "S" and p == "fail-me"]
     assert again == [1, 2, 3, 1, 2, 3]
     # The dead-letter topic holds only the newest copy.
@@ -176,7 +163,7 @@ def test_custom_dead_letter_topic_and_cli(spated, functions, tmp_path):
     assert r.returncode == 0, r.stderr
     r = spated.cli("publish", "in", "fail-now")
     assert r.returncode == 0 and b"published 1 message" in r.stdout
-    assert wait_for(lambda: topic(spated, "in")["dead_lettered"] == 1)
+    assert wait_for(lambda: topic_stats(spated, "in")["dead_lettered"] == 1)
     r = spated.cli("dlq", "ls", "graveyard")
     assert r.returncode == 0 and b"fail-now" in r.stdout and b"recorder was told to fail" in r.stdout
     r = spated.cli("topic", "stats", "in")
@@ -196,7 +183,7 @@ def test_fan_out_to_every_trigger(spated, functions, tmp_path):
     add_trigger(spated, "events", "a")
     add_trigger(spated, "events", "b")
     publish(spated, "events", lines=[f"e{i}" for i in range(100)])
-    assert wait_for(lambda: topic(spated, "events")["acknowledged"] == 200)
+    assert wait_for(lambda: topic_stats(spated, "events")["acknowledged"] == 200)
     for path in (a, b):
         assert sorted(p for k, p, *_ in records(path) if k == "S") == sorted(f"e{i}" for i in range(100))
 
@@ -209,7 +196,7 @@ def test_ordered_keys_never_overlap_and_keep_order(spated, functions, tmp_path):
         for k in range(6):
             lines.append(json.dumps({"acct": f"k{k}", "n": i}).replace(" ", ""))
     publish(spated, "ledger", lines=lines, key_field="acct")
-    assert wait_for(lambda: topic(spated, "ledger")["acknowledged"] == 240, timeout=30)
+    assert wait_for(lambda: topic_stats(spated, "ledger")["acknowledged"] == 240, timeout=30)
     per_key = collections.defaultdict(list)
     for kind, p, _, key, us in records(rec):
         per_key[key].append((us, kind, json.loads(p)["n"]))
@@ -243,8 +230,8 @@ def test_waiting_for_capacity_never_costs_an_attempt(spated, functions, tmp_path
     t = threading.Thread(target=direct)
     t.start()
     t.join()
-    assert wait_for(lambda: topic(spated, "busy")["acknowledged"] == 60, timeout=30)
-    doc = topic(spated, "busy")
+    assert wait_for(lambda: topic_stats(spated, "busy")["acknowledged"] == 60, timeout=30)
+    doc = topic_stats(spated, "busy")
     assert doc["dead_lettered"] == 0
     attempts = {a for kind, p, a, _, _ in records(rec) if kind == "S" and p.startswith("w")}
     assert attempts == {1}
@@ -264,7 +251,7 @@ def test_scales_from_zero_up_and_back_to_zero(spated, functions, tmp_path):
     assert live()["instances"]["idle"] == 0
     publish(spated, "wave", lines=[f"x{i}" for i in range(200)])
     assert wait_for(lambda: live() and max(seen) >= 10, timeout=5)
-    assert wait_for(lambda: topic(spated, "wave")["acknowledged"] == 200, timeout=20)
+    assert wait_for(lambda: topic_stats(spated, "wave")["acknowledged"] == 200, timeout=20)
     assert wait_for(lambda: sum(live()["instances"][k] for k in ("starting", "idle", "busy")) == 0,
                     timeout=5)
     assert max(seen) >= 10 and seen[-1] == 0
@@ -285,7 +272,7 @@ def test_a_fast_first_message_does_not_stall_the_autoscaler(spated, functions, t
     assert r.returncode == 0, r.stderr
     assert spated.cli("trigger", "add", "burst", "slow").returncode == 0
     assert spated.cli("publish", "burst", "quick").returncode == 0
-    assert wait_for(lambda: topic(spated, "burst")["acknowledged"] == 1, timeout=10)
+    assert wait_for(lambda: topic_stats(spated, "burst")["acknowledged"] == 1, timeout=10)
     burst = [f"sleep:3000:{i}" for i in range(8)]
     r = spated.cli("publish", "burst", "--lines", input="".join(m + "\n" for m in burst).encode())
     assert r.returncode == 0, r.stderr
@@ -329,7 +316,7 @@ def test_a_fast_first_message_does_not_stall_the_autoscaler(spated, functions, t
         assert sc["backlog"] == 8, sc
         assert sc["drain_eta_s"] is None or sc["drain_eta_s"] >= 8 * sc["service_ms"] / 1000 / 4, sc
 
-    assert wait_for(lambda: topic(spated, "burst")["acknowledged"] == 9, timeout=40)
+    assert wait_for(lambda: topic_stats(spated, "burst")["acknowledged"] == 9, timeout=40)
     status()
     # Moved, not copied: each message ran once (a mailbox already sent to an
     # instance is taken back with a CANCEL frame, never run twice).
@@ -371,7 +358,7 @@ def test_sigterm_finishes_in_flight_and_loses_nothing(spated, functions, tmp_pat
     done_before = [p for k, p, *_ in records(rec) if k == "E"]
     assert 0 < len(done_before) < 200
     spated.start()
-    assert wait_for(lambda: topic(spated, "work")["acknowledged"] == 200, timeout=30)
+    assert wait_for(lambda: topic_stats(spated, "work")["acknowledged"] == 200, timeout=30)
     started = collections.Counter(p for k, p, *_ in records(rec) if k == "S")
     assert set(started) == set(ids)
     # A graceful stop lets what runs finish: nothing runs twice.
@@ -431,7 +418,7 @@ def test_kill_9_under_load_loses_nothing(make_spated, functions, tmp_path):
     t.join(120)
     stop.set()
     assert len(acked) == total
-    assert wait_for(lambda: topic(d, "firehose")["depth"] == 0, timeout=120, step=0.5)
+    assert wait_for(lambda: topic_stats(d, "firehose")["depth"] == 0, timeout=120, step=0.5)
     assert kills >= 3
 
     # Every acknowledged message ran at least once.
@@ -501,7 +488,7 @@ def test_full_disk_refuses_publishes_and_keeps_what_was_acknowledged(functions, 
         d.start()
         rec = deploy_recorder(d, functions, tmp_path, max=4)
         add_trigger(d, "fill", "rec", max_attempts=100)
-        assert wait_for(lambda: topic(d, "fill")["depth"] == 0, timeout=60, step=0.2)
+        assert wait_for(lambda: topic_stats(d, "fill")["depth"] == 0, timeout=60, step=0.2)
         ran = {p for k, p, *_ in records(rec) if k == "S"}
         assert set(acked) <= ran, f"{len(set(acked) - ran)} acknowledged messages were lost"
     finally:
@@ -524,7 +511,7 @@ def test_max_concurrency_bounds_a_trigger(spated, functions, tmp_path):
     rec = deploy_recorder(spated, functions, tmp_path, sleep_us=30000, max=10)
     add_trigger(spated, "capped", "rec", max_concurrency=2)
     publish(spated, "capped", lines=[f"c{i}" for i in range(20)])
-    assert wait_for(lambda: topic(spated, "capped")["acknowledged"] == 20, timeout=20)
+    assert wait_for(lambda: topic_stats(spated, "capped")["acknowledged"] == 20, timeout=20)
     assert max_concurrent(rec) == 2
 
 
@@ -538,7 +525,7 @@ def test_node_wide_instance_limit(make_spated, functions, tmp_path):
     def done():
         doc = d.describe("rec")
         peak.append(sum(doc["instances"][k] for k in ("starting", "idle", "busy")))
-        return topic(d, "crowd")["acknowledged"] == 30
+        return topic_stats(d, "crowd")["acknowledged"] == 30
 
     assert wait_for(done, timeout=20, step=0.01)
     assert max(peak) <= 3 and max_concurrent(rec) <= 3
