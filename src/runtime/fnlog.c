@@ -479,7 +479,8 @@ int fnlog_parse_line(const char *s, size_t len, fnlog_record *r)
 static int read_tail(const char *path, size_t want, char *out, size_t *got)
 {
     *got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO found there must not hang spated (not a file: refused below). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return errno == ENOENT ? 0 : errno;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

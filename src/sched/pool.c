@@ -994,6 +994,21 @@ static const char *pids_limit_message(char *out, size_t cap)
     return out;
 }
 
+/* Stops busy pi, whose running invocation failed (its time is up, or it went
+ * past a limit): what waits behind it goes back to the wait queue, nothing it
+ * started may fork on, and the running invocation joins failed, to be
+ * answered once the timer's walk of the lists is over. Returns it. */
+static invocation *stop_running(pinst *pi, list_node *failed)
+{
+    invocation *inv = pop_head(pi);
+    requeue_inflight(pi);
+    instance_stop_forks(pi->inst);
+    stop_instance(pi);
+    instance_failed(pi->pool);
+    list_push_back(failed, &inv->link);
+    return inv;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     pool *p = t->data;
@@ -1024,15 +1039,10 @@ static void on_timer(uv_timer_t *t)
             next = pi->deadline < next ? pi->deadline : next;
             break;
         }
-        invocation *inv = pop_head(pi);
-        requeue_inflight(pi);
-        instance_stop_forks(pi->inst);
-        stop_instance(pi);
+        invocation *inv = stop_running(pi, &timed_out);
         p->timeouts++;
-        instance_failed(p);
         fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id,
                        "invocation timed out after %u ms: instance stopped", inv->timeout_ms);
-        list_push_back(&timed_out, &inv->link);
     }
     /* Instances that reached their process limit (a fork bomb): stopped now,
      * as the memory limit stops a memory hog. Each busy one is looked at
@@ -1046,16 +1056,11 @@ static void on_timer(uv_timer_t *t)
         n = n->next;
         if (pi->check_at <= now) {
             if (instance_at_pids_limit(pi->inst)) {
-                invocation *inv = pop_head(pi);
-                requeue_inflight(pi);
-                instance_stop_forks(pi->inst);
-                stop_instance(pi);
+                invocation *inv = stop_running(pi, &over_limit);
                 p->crashes++;
-                instance_failed(p);
                 char msg[160];
                 fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id, "%s",
                                pids_limit_message(msg, sizeof msg));
-                list_push_back(&over_limit, &inv->link);
                 continue;
             }
             pi->check_at = now + SPATE_PIDS_CHECK_MS;
