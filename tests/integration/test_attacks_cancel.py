@@ -57,3 +57,33 @@ def test_cancelled_answers_spated_never_asked_for_are_refused(spated, functions)
     # The instance was ended: the next invocation starts another (which does the same).
     status, _, _ = spated.request("GET", "/v1/health")
     assert status == 200
+
+
+# --- Logs rebuilt from their files -------------------------------------------------------
+
+
+def test_a_function_cannot_forge_lines_of_its_log_file(make_spated, functions):
+    """A native instance's init error (an INIT_FAILED frame, the function's
+    own words) went into a platform line of the function's log file as it
+    was: a newline in it began a line of the file's format, which spated read
+    back after a restart as its own: a platform line, numbered and dated as
+    the function chose, blaming a request of the function's choosing for a
+    crash. Control characters of a platform line are now escaped, as in
+    spated's own log."""
+    d = make_spated()
+    victim = "0123456789abcdef0123456789abcdef"
+    status, doc = deploy(d, "forger", functions["atk_n_frames"], "ATK_MODE=init_forge",
+                         f"ATK_REQ={victim}")
+    assert status == 201, doc
+    status, _, body = d.request("POST", "/v1/functions/forger/invoke", b"x")
+    assert status >= 500, body
+    assert wait_for(lambda: "FORGED" in (d.data / "logs" / "forger.log").read_text(errors="replace"),
+                    timeout=10)
+    assert d.stop() == 0
+    d.start()
+    status, doc = d.json("GET", "/v1/functions/forger/logs")
+    assert status == 200, doc
+    forged = [l for l in doc["lines"] if l["request_id"] == victim]
+    assert not forged, doc["lines"]
+    assert all(l["seq"] < 1000000 for l in doc["lines"]), doc["lines"]
+    assert any("FORGED" in l["text"] and "\\n" in l["text"] for l in doc["lines"]), doc["lines"]

@@ -5,9 +5,13 @@
  *
  *   cancel_all  every INVOKE is answered "cancelled" (FRAME_CANCELLED),
  *               though spated never sent a CANCEL
+ *   init_forge  fails to start with a message whose second line is a line
+ *               of the function's log file (DATA/logs/NAME.log): a platform
+ *               line blaming request ATK_REQ for a crash
  */
 #include <dirent.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,7 +21,13 @@
 
 /* The protocol as src/runtime/frame.h has it (the header itself needs the
  * tree's include path, which functions are not built with). */
-enum { FRAME_READY = 1, FRAME_INVOKE = 3, FRAME_RESULT = 4, FRAME_CANCEL = 5 };
+enum {
+    FRAME_READY = 1,
+    FRAME_INIT_FAILED = 2,
+    FRAME_INVOKE = 3,
+    FRAME_RESULT = 4,
+    FRAME_CANCEL = 5
+};
 enum { FRAME_FAILED = 1, FRAME_CANCELLED = 4 };
 
 /* The instance socket: its only SOCK_STREAM unix socket. */
@@ -66,6 +76,16 @@ int spate_init(void)
     const char *mode = getenv("ATK_MODE");
     int fd = instance_fd();
     if (!mode || fd < 0) return 0; /* nothing to attack: behave */
+    if (strcmp(mode, "init_forge") == 0) {
+        char msg[512];
+        const char *req = getenv("ATK_REQ");
+        int n = snprintf(msg, sizeof msg,
+                         "boom\n2030-01-01T00:00:00.000Z seq=1000000 version=1 instance=1 "
+                         "stream=platform req=%s instance ended during the invocation: FORGED",
+                         req ? req : "-");
+        put(fd, FRAME_INIT_FAILED, 0, msg, (uint32_t)n);
+        _exit(1);
+    }
     put(fd, FRAME_READY, 0, NULL, 0);
     static char body[8u << 20];
     for (;;) {
