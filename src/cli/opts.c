@@ -108,8 +108,11 @@ static void vars_file(cli *c, const char *opt, const char *path, const char *key
             cli_usage(c, "%s: %s:%d: longer than %u bytes", opt, path, n, SPATE_ENV_BYTES_MAX);
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
         if (len == 0 || line[0] == '#') continue;
-        if (!strchr(line, '=') || line[0] == '=')
+        if (!strchr(line, '=') || line[0] == '=') {
+            /* A secret's line may be all value (a PEM key's second line). */
+            if (strcmp(key, "secret") == 0) cli_usage(c, "%s: %s:%d: not KEY=VALUE", opt, path, n);
             cli_usage(c, "%s: %s:%d: '%.40s' is not KEY=VALUE", opt, path, n, line);
+        }
         if (fnconfig_add_env(&check, line, len, why, sizeof why) != 0)
             cli_usage(c, "%s: %s:%d: %s", opt, path, n, why);
         cli_add_param(q, key, line);
@@ -138,6 +141,9 @@ static void take(cli *c, const cli_opt *o, const char *v, cli_args *out)
             cli_usage(c, "--%s takes a number, not '%s'", o->name, v);
         break;
     case OPT_KV:
+        if (!strchr(v, '=') && o->param && strcmp(o->param, "secret") == 0)
+            cli_usage(c, "--%s takes KEY=VALUE (what was given is not shown: a secret's value)",
+                      o->name);
         if (!strchr(v, '=')) cli_usage(c, "--%s '%s': not KEY=VALUE", o->name, v);
         break;
     case OPT_VARS_FILE: {

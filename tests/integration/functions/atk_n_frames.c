@@ -1,6 +1,6 @@
 /*
  * atk_n_frames - a hostile native instance that speaks the frame protocol
- * itself (tests/integration/test_attacks_cancel.py): spate_init takes over
+ * itself (tests/integration/test_attacks_issue14.py): spate_init takes over
  * the instance socket, says READY and answers invocations as ATK_MODE says.
  *
  *   cancel_all  every INVOKE is answered "cancelled" (FRAME_CANCELLED),

@@ -87,3 +87,26 @@ def test_a_function_cannot_forge_lines_of_its_log_file(make_spated, functions):
     assert not forged, doc["lines"]
     assert all(l["seq"] < 1000000 for l in doc["lines"]), doc["lines"]
     assert any("FORGED" in l["text"] and "\\n" in l["text"] for l in doc["lines"]), doc["lines"]
+
+
+# --- Secrets ------------------------------------------------------------------------------
+
+
+def test_a_refused_secret_is_not_echoed(spated, functions, tmp_path):
+    """`spate deploy --secret VALUE` (the key forgotten) and a --secret-file
+    line without '=' (the second line of a PEM key, a value on a line of its
+    own) were refused with the value quoted on standard error, which CI
+    logs and terminals keep. The option and the file's line are named; the
+    value is not."""
+    so = str(functions["hello"])
+    r = spated.cli("deploy", "f", so, "--secret", "hunter2-s3cr3t")
+    assert r.returncode == 2, r
+    assert b"hunter2" not in r.stderr and b"--secret" in r.stderr, r.stderr
+    f = tmp_path / "secrets"
+    f.write_text("KEY=-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n")
+    r = spated.cli("deploy", "f", so, "--secret-file", str(f))
+    assert r.returncode == 2, r
+    assert b"MIIEvQ" not in r.stderr and f"{f}:2".encode() in r.stderr, r.stderr
+    # --env and --env-file still quote what they refuse: nothing there is secret.
+    r = spated.cli("deploy", "f", so, "--env", "plain")
+    assert r.returncode == 2 and b"plain" in r.stderr, r.stderr
