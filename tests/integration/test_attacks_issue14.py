@@ -110,3 +110,30 @@ def test_a_refused_secret_is_not_echoed(spated, functions, tmp_path):
     # --env and --env-file still quote what they refuse: nothing there is secret.
     r = spated.cli("deploy", "f", so, "--env", "plain")
     assert r.returncode == 2 and b"plain" in r.stderr, r.stderr
+
+
+# --- The CLI and what it prints ----------------------------------------------------------
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\rspate: all is well"
+
+
+def test_a_functions_words_reach_no_terminal_as_control_characters(spated, functions):
+    """A function's error message (spate invoke) and its output (spate logs)
+    were printed as they were: escape sequences acted on the terminal of
+    whoever ran the command (set its title, cleared it, moved the cursor),
+    and a carriage return or newline wrote text that read as spate's own.
+    Control characters are now shown escaped (as spated's log does); --json
+    carries the text as it is."""
+    status, doc = deploy(spated, "words", functions["atk_n_frames"])
+    assert status == 201, doc
+    r = spated.cli("invoke", "words", "fail:" + ESCAPES)
+    assert r.returncode == 5, r
+    assert b"\x1b" not in r.stderr and b"\r" not in r.stderr and b"\x07" not in r.stderr, r.stderr
+    assert b"\\x1b]0;owned" in r.stderr, r.stderr
+    r = spated.cli("invoke", "words", "say:" + ESCAPES)
+    assert r.returncode == 0, r
+    out = wait_for(lambda: (lambda o: o if b"owned" in o else b"")(spated.cli("logs", "words").stdout))
+    assert b"\x1b" not in out and b"\r" not in out and b"\x07" not in out, out
+    assert b"\\x1b[2J\\rspate: all is well" in out, out
+    r = spated.cli("logs", "words", "--json")
+    assert "\\u001b" in r.stdout.decode(), r.stdout

@@ -8,6 +8,9 @@
  *   init_forge  fails to start with a message whose second line is a line
  *               of the function's log file (DATA/logs/NAME.log): a platform
  *               line blaming request ATK_REQ for a crash
+ *
+ * Without ATK_MODE it is an ordinary function whose words are hostile: see
+ * spate_handler.
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -102,8 +105,17 @@ int spate_init(void)
     }
 }
 
+/* Without ATK_MODE: "fail:TEXT" fails with TEXT, "say:TEXT" prints it. */
 int spate_handler(const spate_request *req, spate_response *res)
 {
-    (void)req;
+    char text[1024];
+    size_t n = req->payload_len < sizeof text - 1 ? req->payload_len : sizeof text - 1;
+    memcpy(text, req->payload, n);
+    text[n] = '\0';
+    if (strncmp(text, "fail:", 5) == 0) return spate_fail(res, text + 5), 1;
+    if (strncmp(text, "say:", 4) == 0) {
+        printf("%s\n", text + 4);
+        fflush(stdout);
+    }
     return spate_write(res, "ok", 2);
 }
