@@ -5,12 +5,13 @@ the code before its fix.
 """
 
 import os
+import subprocess
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import wait_for
+from conftest import SPATE, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks are on spated as root")
 
@@ -137,3 +138,26 @@ def test_a_functions_words_reach_no_terminal_as_control_characters(spated, funct
     assert b"\\x1b[2J\\rspate: all is well" in out, out
     r = spated.cli("logs", "words", "--json")
     assert "\\u001b" in r.stdout.decode(), r.stdout
+
+
+def test_a_variables_file_that_never_ends_is_refused(spated, functions, tmp_path):
+    """`spate deploy --env-file /dev/zero` (or any file of NUL bytes) never
+    ended: each read found an empty line, skipped it, and read again, at a
+    full core. A variables file is now read whole, at most 1 MiB, and a NUL
+    byte in it is refused with its line."""
+    so = str(functions["hello"])
+    env = dict(os.environ, SPATE_URL=spated.url)
+    try:
+        r = subprocess.run([str(SPATE), "deploy", "f", so, "--env-file", "/dev/zero"], env=env,
+                           capture_output=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("spate read /dev/zero as a file of variables for 20 s")
+    assert r.returncode == 2 and b"larger than" in r.stderr, r
+    f = tmp_path / "vars"
+    f.write_bytes(b"A=1\nB=2\x00C=3\n")
+    r = spated.cli("deploy", "f", so, "--secret-file", str(f))
+    assert r.returncode == 2 and f"{f}:2: holds a NUL byte".encode() in r.stderr, r
+    f.write_bytes(b"# comment\r\nA=1\r\n\nB=2")
+    r = spated.cli("deploy", "f", so, "--env-file", str(f))
+    assert r.returncode == 0, r
+    assert spated.describe("f")["config"]["env"] == {"A": "1", "B": "2"}
