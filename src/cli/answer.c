@@ -30,6 +30,23 @@ void cli_remember_name(const char *name)
     if (nsent < NAMES_MAX) sent_names[nsent++] = name;
 }
 
+void cli_put_text(FILE *out, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        /* C1 controls in UTF-8 (U+0080..U+009F: 0xc2 0x80..0x9f) act on some terminals too. */
+        int c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
+        if ((*p >= 0x20 && *p != 0x7f && !c1) || *p == '\t') {
+            putc(*p, out);
+        } else if (*p == '\n' || *p == '\r') {
+            fputs(*p == '\n' ? "\\n" : "\\r", out);
+        } else {
+            for (int i = 0; i <= c1; i++) fprintf(out, "\\x%c%c", hex[p[i] >> 4], hex[p[i] & 15]);
+            p += c1;
+        }
+    }
+}
+
 /* One failure, as text ("spate: what: message (HTTP 404, not_found)") or as
  * a JSON object with --json; both on standard error. */
 static void report(const cli *c, const char *what, const char *message, const char *code,
@@ -48,8 +65,15 @@ static void report(const cli *c, const char *what, const char *message, const ch
         cJSON_Delete(o);
         return;
     }
-    fprintf(stderr, "spate: %s%s%s", what ? what : "", what ? ": " : "", message);
-    if (status) fprintf(stderr, " (HTTP %ld%s%s)", status, *code ? ", " : "", code);
+    /* The message may quote the server, a function or a file: its control
+     * characters are shown, not sent to the terminal. */
+    fprintf(stderr, "spate: %s%s", what ? what : "", what ? ": " : "");
+    cli_put_text(stderr, message);
+    if (status) {
+        fprintf(stderr, " (HTTP %ld%s", status, *code ? ", " : "");
+        cli_put_text(stderr, code);
+        fputc(')', stderr);
+    }
     fprintf(stderr, "\n");
 }
 

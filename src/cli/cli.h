@@ -145,6 +145,10 @@ int cli_answer_error(const cli *c, const char *what, const answer *a);
 /* The answer as JSON, or NULL after saying it is not. */
 cJSON *cli_answer_json(const cli *c, const char *what, const answer *a);
 void cli_print_raw(const answer *a);
+/* Prints s with its control characters escaped ("\n", "\x1b"): text from
+ * the server, a function or a file must not act on the user's terminal, nor
+ * begin a line that reads as spate's own. */
+void cli_put_text(FILE *out, const char *s);
 /* Every command ends here: the answer and doc are released and rc returned. */
 int cli_finish(answer *a, cJSON *doc, int rc);
 /* For commands whose --json output is the server's answer as it is: prints

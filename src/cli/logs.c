@@ -34,7 +34,12 @@ static void print_log_line(const cJSON *line)
     if (*req) n += snprintf(who + n, sizeof who - (size_t)n, " req %s", req);
     if (*stream && strcmp(stream, "unknown") != 0)
         snprintf(who + n, sizeof who - (size_t)n, " %s", stream);
-    printf("%s.%03dZ%s: %s\n", when, (int)((int64_t)ms % 1000), who, cli_json_str(line, "text"));
+    printf("%s.%03dZ", when, (int)((int64_t)ms % 1000));
+    cli_put_text(stdout, who);
+    fputs(": ", stdout);
+    cli_put_text(stdout,
+                 cli_json_str(line, "text")); /* the function's words: --json has them raw */
+    putchar('\n');
 }
 
 /* Prints the lines of a logs answer, as text or (--json --follow) one JSON

@@ -82,43 +82,64 @@ int64_t cli_parse_size(const char *s)
     return v > (uint64_t)INT64_MAX / mult ? -1 : (int64_t)(v * mult);
 }
 
+/* The most a variables file may hold, comments included: its variables
+ * are at most SPATE_ENV_BYTES_MAX, so anything much larger is not one (a
+ * FIFO or /dev/zero given by mistake would be read for ever). */
+#define VARS_FILE_MAX (1024u * KIB)
+
 /* A file of variables for --env-file and --secret-file: one KEY=VALUE a
  * line, taken as it stands (no quotes, no expansion, as docker's
  * --env-file); blank lines and lines starting with '#' are skipped. Each
  * becomes a query parameter key. A line spated would refuse (not KEY=VALUE,
- * a key such as "B " or "export B", a loader variable) is a usage error
- * that names the file and the line: spated's own message could not say
- * where in the file it was. The file that cannot be read is an I/O error
- * (exit 1, io_error), as an artifact or an @FILE payload is. */
+ * a key such as "B " or "export B", a loader variable, a NUL byte) is a
+ * usage error that names the file and the line: spated's own message could
+ * not say where in the file it was. The file that cannot be read is an I/O
+ * error (exit 1, io_error), as an artifact or an @FILE payload is. */
 static void vars_file(cli *c, const char *opt, const char *path, const char *key, buf *q)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot open '%s': %s", opt, path,
                       strerror(errno)));
-    char line[SPATE_ENV_BYTES_MAX + 2];
+    buf data;
+    buf_init(&data, VARS_FILE_MAX);
+    char chunk[16 * 1024];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (buf_append(&data, chunk, got) != 0)
+            cli_usage(c, "%s: '%s' is larger than %u bytes: not a file of variables", opt, path,
+                      VARS_FILE_MAX);
+    if (ferror(f))
+        exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot read '%s': %s", opt, path,
+                      strerror(errno)));
+    fclose(f);
     fn_config check; /* the same rules as spated's, applied line by line */
     fnconfig_defaults(&check);
-    char why[256];
+    char why[256], line[SPATE_ENV_BYTES_MAX + 1];
     int n = 0;
-    while (fgets(line, sizeof line, f)) {
+    for (size_t at = 0; at < data.len;) {
         n++;
-        size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n')
+        const char *start = data.data + at, *nl = memchr(start, '\n', data.len - at);
+        size_t len = nl ? (size_t)(nl - start) : data.len - at;
+        at += len + (nl != NULL);
+        if (len > 0 && start[len - 1] == '\r') len--;
+        if (len > SPATE_ENV_BYTES_MAX)
             cli_usage(c, "%s: %s:%d: longer than %u bytes", opt, path, n, SPATE_ENV_BYTES_MAX);
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (memchr(start, '\0', len)) cli_usage(c, "%s: %s:%d: holds a NUL byte", opt, path, n);
+        memcpy(line, start, len);
+        line[len] = '\0';
         if (len == 0 || line[0] == '#') continue;
-        if (!strchr(line, '=') || line[0] == '=')
+        if (!strchr(line, '=') || line[0] == '=') {
+            /* A secret's line may be all value (a PEM key's second line). */
+            if (strcmp(key, "secret") == 0) cli_usage(c, "%s: %s:%d: not KEY=VALUE", opt, path, n);
             cli_usage(c, "%s: %s:%d: '%.40s' is not KEY=VALUE", opt, path, n, line);
+        }
         if (fnconfig_add_env(&check, line, len, why, sizeof why) != 0)
             cli_usage(c, "%s: %s:%d: %s", opt, path, n, why);
         cli_add_param(q, key, line);
     }
     fnconfig_free(&check);
-    if (ferror(f))
-        exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot read '%s': %s", opt, path,
-                      strerror(errno)));
-    fclose(f);
+    buf_free(&data);
 }
 
 /* One occurrence of option o with value v (NULL for a flag): checked by its
@@ -138,6 +159,9 @@ static void take(cli *c, const cli_opt *o, const char *v, cli_args *out)
             cli_usage(c, "--%s takes a number, not '%s'", o->name, v);
         break;
     case OPT_KV:
+        if (!strchr(v, '=') && o->param && strcmp(o->param, "secret") == 0)
+            cli_usage(c, "--%s takes KEY=VALUE (what was given is not shown: a secret's value)",
+                      o->name);
         if (!strchr(v, '=')) cli_usage(c, "--%s '%s': not KEY=VALUE", o->name, v);
         break;
     case OPT_VARS_FILE: {

@@ -113,7 +113,7 @@ static size_t format_json(char *line, const char *when, int level, const char *m
  * a message may quote what a function or a client said, and a newline there
  * would begin a line of their making in the log, an escape sequence act on
  * the terminal of whoever reads it. Returns the new length. */
-static size_t escape_controls(char *msg, size_t len, size_t cap)
+size_t log_escape_controls(char *msg, size_t len, size_t cap)
 {
     size_t extra = 0;
     for (size_t i = 0; i < len; i++) {
@@ -167,7 +167,7 @@ void log_write(int level, const char *fmt, ...)
     if (log_format == LOG_JSON) {
         len = format_json(line, when, level, msg, mlen);
     } else {
-        mlen = escape_controls(msg, mlen, sizeof msg);
+        mlen = log_escape_controls(msg, mlen, sizeof msg);
         int n = snprintf(line, sizeof line, "%s %-5s %s: %.*s", when, level_names[level & 3],
                          log_tag, (int)mlen, msg);
         len = n < 0 ? 0 : (size_t)n >= sizeof line - 1 ? sizeof line - 2 : (size_t)n;

@@ -9,6 +9,8 @@
 #ifndef SPATE_LOG_H
 #define SPATE_LOG_H
 
+#include <stddef.h>
+
 enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_WARN, LOGL_ERROR };
 
 extern int log_level_min;
@@ -23,6 +25,10 @@ int log_level_parse(const char *name);
 /* Tags every line, e.g. "spated" or "runner fn=x". Borrowed for the process life. */
 void log_set_tag(const char *tag);
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The control characters of msg (len bytes, room for cap) as escapes ("\n",
+ * "\x1b"), in place, the end cut off to fit: a line that quotes foreign words
+ * stays one line. Returns the new length (msg is NUL-terminated there). */
+size_t log_escape_controls(char *msg, size_t len, size_t cap);
 
 #define log_at(level, ...)                                                                         \
     do {                                                                                           \

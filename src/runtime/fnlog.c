@@ -294,9 +294,13 @@ void fnlog_platform(fnlog *l, uint64_t instance, uint32_t version, const char *r
     int n = vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     if (n < 0) return;
+    /* It may quote the function (its init error): a newline there began a
+     * line of the file that was read back as the platform's (fill). */
+    size_t len = log_escape_controls(text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1,
+                                     sizeof text);
     fnlog_tag tag = {
         .instance = instance, .version = version, .stream = FNLOG_PLATFORM, .req = req};
-    fnlog_append(l, &tag, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
+    fnlog_append(l, &tag, text, len);
     fnlog_flush(l);
 }
 

@@ -35,11 +35,15 @@ typedef struct native {
     int writing;
     int status;          /* as from waitpid, once exited */
     uint32_t unanswered; /* INVOKE frames sent without a RESULT yet */
-    uint32_t pass;       /* after a sure withdrawal: answers to report first (the running one) */
-    uint32_t swallow;    /* then CANCELLED answers for invocations already taken back */
+    /* INVOKE frames queued and RESULT frames read since the start, and how
+     * many INVOKEs had been queued when the last CANCEL was: only those may
+     * come back cancelled (a CANCEL covers what was sent before it). */
+    uint64_t sent, answered, cancel_upto;
+    uint32_t pass;    /* after a sure withdrawal: answers to report first (the running one) */
+    uint32_t swallow; /* then CANCELLED answers for invocations already taken back */
     char *init_error;
     unsigned spawned : 1, exited : 1, kill_pending : 1, killed : 1, closed : 1, finalized : 1,
-        polling : 1;
+        polling : 1, broken : 1;
 } native;
 
 static void native_kill(instance *base);
@@ -84,8 +88,10 @@ static void finalize(native *inst, const char *why)
     uv_close((uv_handle_t *)&inst->pipe, on_closed);
 }
 
+/* Nothing it says after that is believed: the frames already read are dropped. */
 static void protocol_error(native *inst, const char *what)
 {
+    inst->broken = 1;
     log_warn("instance broke the frame protocol: %s instance=%llu pid=%d", what,
              (unsigned long long)inst->base.id, (int)inst->pid);
     uv_read_stop((uv_stream_t *)&inst->pipe);
@@ -107,6 +113,17 @@ static void handle_frame(native *inst, const frame *f)
         const char *body;
         if (frame_result_decode(f->body, f->len, &duration, &body, &len)) {
             protocol_error(inst, "short result frame");
+            break;
+        }
+        /* A result for no invocation, or a "cancelled" that no CANCEL asked
+         * for: a cancelled invocation goes back first in line, to this very
+         * instance if it is idle, which would bounce it for ever. */
+        if (++inst->answered > inst->sent) {
+            protocol_error(inst, "a result for no invocation");
+            break;
+        }
+        if ((f->flags & FRAME_CANCELLED) && inst->answered > inst->cancel_upto) {
+            protocol_error(inst, "cancelled an invocation spated did not take back");
             break;
         }
         if (inst->unanswered) inst->unanswered--;
@@ -138,10 +155,10 @@ static void consume(native *inst, size_t n)
 {
     frame_reader_commit(&inst->reader, n);
     frame f;
-    int rc;
-    while (!inst->finalized && (rc = frame_reader_next(&inst->reader, &f)) == 1)
+    int rc = 0;
+    while (!inst->finalized && !inst->broken && (rc = frame_reader_next(&inst->reader, &f)) == 1)
         handle_frame(inst, &f);
-    if (rc < 0 && !inst->finalized) protocol_error(inst, err_str(rc));
+    if (rc < 0 && !inst->finalized && !inst->broken) protocol_error(inst, err_str(rc));
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
@@ -176,7 +193,7 @@ static void drain(native *inst)
 {
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&inst->pipe, &fd) != 0) return;
-    while (!inst->finalized) {
+    while (!inst->finalized && !inst->broken) {
         char *p;
         size_t len;
         if (frame_reader_space(&inst->reader, 64 * KIB, &p, &len) != 0) return;
@@ -320,6 +337,7 @@ static int native_invoke(instance *base, const frame_invoke *inv)
         uv_check_start(&flusher, on_check);
     }
     inst->unanswered++;
+    inst->sent++;
     return 0;
 }
 
@@ -335,6 +353,7 @@ static uint32_t native_withdraw(instance *base, uint32_t n)
     uint8_t hdr[FRAME_HEADER_SIZE];
     frame_header_encode(hdr, 0, FRAME_CANCEL, 0);
     if (buf_append(&inst->out, hdr, sizeof hdr) != 0) return 0;
+    inst->cancel_upto = inst->sent;
     flush(inst);
     if (inst->out.len || inst->writing) return 0; /* unsure: CANCELLED answers will tell */
     /* The instance looks at this before each invocation (frame.h). */
