@@ -185,10 +185,17 @@ static int file_open(fnlog *l, int rotate)
         snprintf(old, sizeof old, "%s.1", l->path);
         if (rename(l->path, old) != 0 && errno != ENOENT) return -1;
     }
-    l->fd = open(l->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    /* Never through a link or into a FIFO put in its place. */
+    l->fd = open(l->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (l->fd < 0) return -1;
     struct stat st;
-    l->size = fstat(l->fd, &st) == 0 ? st.st_size : 0;
+    if (fstat(l->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(l->fd);
+        l->fd = -1;
+        errno = EINVAL;
+        return -1;
+    }
+    l->size = st.st_size;
     char last;
     if (l->size > 0 && pread(l->fd, &last, 1, l->size - 1) == 1 && last != '\n' &&
         write(l->fd, "\n", 1) == 1)
@@ -483,8 +490,9 @@ int fnlog_parse_line(const char *s, size_t len, fnlog_record *r)
 static int read_tail(const char *path, size_t want, char *out, size_t *got)
 {
     *got = 0;
-    /* O_NONBLOCK: a FIFO found there must not hang spated (not a file: refused below). */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    /* Not through a link; O_NONBLOCK: a FIFO found there must not hang spated
+     * (not a file: refused below). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) return errno == ENOENT ? 0 : errno;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

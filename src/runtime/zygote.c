@@ -62,9 +62,12 @@ struct zygote {
  * then instances look at their socket before each invocation. */
 static int cancel_page(zygote *z)
 {
-    int fd = memfd_create("spate-cancel", MFD_CLOEXEC);
+    int fd = memfd_create("spate-cancel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) return -1;
-    void *p = ftruncate(fd, CANCEL_BYTES) == 0
+    /* Sealed at its size: the zygote runs function code, and a page it could
+     * shrink would fault (SIGBUS) in spated, which writes it. */
+    void *p = ftruncate(fd, CANCEL_BYTES) == 0 &&
+                      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0
                   ? mmap(NULL, CANCEL_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
                   : MAP_FAILED;
     if (p == MAP_FAILED) {
