@@ -111,6 +111,10 @@
  * 429. Each costs only its payload and a small record. */
 #define SPATE_WAIT_QUEUE_DEFAULT 4096
 #define SPATE_WAIT_QUEUE_CEILING 1000000
+/* Why an invocation found its function unable to start, as it is told:
+ * "cannot start function: " and the loader's message (an init error may
+ * quote up to SPATE_ERROR_MESSAGE_MAX of the function), cut to this. */
+#define SPATE_LOAD_ERROR_MAX 4200
 
 /* --- Topics and triggers -------------------------------------------------- */
 

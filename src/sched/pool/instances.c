@@ -1,0 +1,298 @@
+/*
+ * instances.c - the life of the pool's instances: starting them (within the
+ * function's and the node's maximum), the runtime's callbacks (ready, result,
+ * withdrawn, exited), stopping them, and the crash-loop back-off.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "sched/pool/internal.h"
+
+/* How runtimes begin the reason an instance did not start (native.c, exec.c). */
+#define START_FAILED "instance failed to start: "
+
+/* Weight of a new sample in the moving averages. */
+#define EWMA_ALPHA 0.2
+
+/* Live instances of the whole node, against --max-instances. */
+static uint32_t node_live, node_max = UINT32_MAX;
+
+void pool_set_node_max(uint32_t max)
+{
+    node_max = max;
+}
+
+uint32_t pool_node_live(void)
+{
+    return node_live;
+}
+
+/* --- Instances ------------------------------------------------------------------ */
+
+/* Takes pi out of its list (starting, idle or busy), if it is in one.
+ * Stopping instances are in no list; only nstopping counts them. */
+void pool__unlink_instance(pinst *pi)
+{
+    pool *p = pi->pool;
+    if (pi->link.next == &pi->link) return;
+    list_remove(&pi->link);
+    switch (pi->state) {
+    case PI_STARTING:
+        p->nstarting--;
+        break;
+    case PI_IDLE:
+        p->nidle--;
+        break;
+    case PI_BUSY:
+        p->nbusy--;
+        break;
+    case PI_STOPPING:
+        break;
+    }
+}
+
+void pool__stop_instance(pinst *pi)
+{
+    pool__unlink_instance(pi);
+    pi->state = PI_STOPPING;
+    pi->pool->nstopping++;
+    instance_kill(pi->inst);
+}
+
+/* An instance failed (crashed, timed out, went past a limit): after a few in
+ * a row, the next start waits, longer each time (SPATE_CRASH_BACKOFF_*). */
+void pool__instance_failed(pool *p)
+{
+    if (++p->fail_streak <= SPATE_CRASH_FREE) return;
+    uint32_t shift = p->fail_streak - SPATE_CRASH_FREE - 1;
+    uint64_t delay =
+        shift >= 16 ? SPATE_CRASH_BACKOFF_CAP_MS : (uint64_t)SPATE_CRASH_BACKOFF_BASE_MS << shift;
+    if (delay > SPATE_CRASH_BACKOFF_CAP_MS) delay = SPATE_CRASH_BACKOFF_CAP_MS;
+    p->restart_at = pool__now_ms(p) + delay;
+    if (p->fail_streak == SPATE_CRASH_FREE + 1)
+        log_warn("instances keep failing (%u in a row): restarts slowed down fn=%s", p->fail_streak,
+                 p->name);
+}
+
+static void on_instance_ready(instance *inst, void *data)
+{
+    pinst *pi = data;
+    if (pi->state != PI_STARTING) return;
+    pool *p = pi->pool;
+    pool__unlink_instance(pi);
+    p->cold_starts++;
+    p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
+    histogram_observe_us(&p->m.cold_start, p->last_cold_us);
+    p->cold_us += EWMA_ALPHA * ((double)p->last_cold_us - p->cold_us);
+    pool__became_idle(pi);
+    pool__grow(p); /* slow start goes on as instances come up */
+}
+
+static void on_instance_result(instance *inst, int failed, uint32_t duration_us, const char *body,
+                               size_t len, void *data)
+{
+    pinst *pi = data;
+    if (pi->state != PI_BUSY || pi->depth == 0) return; /* e.g. it had timed out */
+    pool *p = pi->pool;
+    pool__unlink_instance(pi);
+    int stale = pi->outlasted; /* this result proved the estimate wrong while it ran */
+    invocation *inv = pool__pop_head(pi);
+    p->invocations++;
+    p->fail_streak = 0;
+    p->restart_at = 0;
+    if (failed) p->errors++;
+    histogram_observe_us(&p->m.duration, duration_us);
+    /* A result that outlasted the estimate replaces it: averaged with the
+     * times of a function that has since changed speed, it would take a
+     * dozen results to tell the truth. */
+    if (stale && duration_us > p->service_us)
+        p->service_us = duration_us;
+    else if (p->service_us > 0)
+        p->service_us += EWMA_ALPHA * ((double)duration_us - p->service_us);
+    else
+        p->service_us = duration_us ? duration_us : 1;
+    /* Settle the instance first: the callback may bring the next request. */
+    if (!instance_usable(inst)) {
+        pool__requeue_inflight(pi);
+        pi->state = PI_STOPPING;
+        p->nstopping++;
+        pool__serve_waiting(p);
+        pool__grow(p);
+    } else if (pi->depth > 0) {
+        pool__head_started(pi);
+        uint32_t fit = pool__mailbox_fit(p);
+        if (duration_us > p->cold_us && pi->depth > fit) {
+            /* Queued here when calls looked shorter, and this one took longer
+             * than a cold start: the mailbox is taken back, what still fits
+             * comes back to it, the rest goes to idle or new instances. (A
+             * short call that a loaded machine slowed down moves nothing.) */
+            pool__release_tail(pi);
+            pool__top_up(pi);
+            pool__serve_waiting(p);
+            pool__grow(p);
+        } else {
+            pool__top_up(pi);
+        }
+    } else {
+        pool__became_idle(pi);
+    }
+    pool__finish(p, inv, failed ? INV_FAILED : INV_OK, body, len);
+}
+
+/* The oldest invocation pi was given did not run (release_tail asked for
+ * it back): it waits again, first in line. */
+static void on_instance_withdrawn(instance *inst, void *data)
+{
+    pinst *pi = data;
+    if (pi->state != PI_BUSY || pi->depth == 0) return;
+    pool *p = pi->pool;
+    pool__unlink_instance(pi);
+    invocation *inv = pool__pop_head(pi);
+    list_push_front(&p->waiting, &inv->link);
+    p->nwaiting++;
+    pool__arm(p, inv->wait_deadline);
+    if (!instance_usable(inst)) {
+        pool__requeue_inflight(pi);
+        pi->state = PI_STOPPING;
+        p->nstopping++;
+    } else if (pi->depth > 0) {
+        pool__head_started(pi);
+    } else {
+        pool__became_idle(pi);
+    }
+    pool__serve_waiting(p);
+    pool__grow(p);
+}
+
+static void on_instance_exited(instance *inst, const char *why, void *data)
+{
+    pinst *pi = data;
+    pool *p = pi->pool;
+    pversion *v = pi->ver;
+    enum pi_state was = pi->state;
+    int never_ready = pi->never_ready;
+    uint64_t id = inst->id;
+    if (was == PI_STOPPING)
+        p->nstopping--;
+    else
+        pool__unlink_instance(pi);
+    node_live--;
+    /* The head was running; the rest never started and go to another. */
+    invocation *head = pi->depth ? pool__pop_head(pi) : NULL;
+    pool__requeue_inflight(pi);
+    v->ninstances--;
+    free(pi);
+
+    invocation *failed = NULL;
+    if (head || was == PI_STARTING || never_ready) pool__instance_failed(p);
+    /* The function's log says it too, after the last lines the instance
+     * wrote (read when it was released): its developer may not see ours.
+     * why may quote the function at length (its init error): spated's log
+     * keeps a part of it, so that the line still ends with whose it is. */
+    int cut = SPATE_LOG_QUOTE_MAX;
+    if (head) {
+        p->crashes++;
+        failed = head;
+        log_warn("instance %.*s during an invocation fn=%s req=%s instance=%llu", cut, why, p->name,
+                 head->request_id, (unsigned long long)id);
+        fnlog_platform(p->log, id, v->number, head->request_id,
+                       "instance ended during the invocation: %s", why);
+    } else if (was == PI_STARTING || never_ready) {
+        /* A start that fails (spate_init error, crash) fails one waiting
+         * invocation with the reason, rather than retrying for ever. */
+        log_warn("instance could not start: %.*s fn=%s version=%u instance=%llu", cut, why, p->name,
+                 v->number, (unsigned long long)id);
+        if (p->nwaiting > 0) failed = pool__dequeue(p);
+        const char *cause = why;
+        if (strncmp(cause, START_FAILED, sizeof START_FAILED - 1) == 0)
+            cause += sizeof START_FAILED - 1;
+        fnlog_platform(p->log, id, v->number, failed ? failed->request_id : NULL,
+                       "instance could not start: %s", cause);
+    } else if (was == PI_IDLE) {
+        log_warn("idle instance %.*s fn=%s instance=%llu", cut, why, p->name,
+                 (unsigned long long)id);
+        fnlog_platform(p->log, id, v->number, NULL, "idle instance ended: %s", why);
+    }
+    if (v->retired && v->ninstances == 0) pool__free_version(v);
+    if (failed) pool__finish_msg(p, failed, INV_CRASHED, why);
+    pool__serve_waiting(p);
+    pool__grow(p);
+    pool__maybe_finish_close(p);
+}
+
+static const instance_callbacks callbacks = {
+    .ready = on_instance_ready,
+    .result = on_instance_result,
+    .withdrawn = on_instance_withdrawn,
+    .exited = on_instance_exited,
+};
+
+static int start_instance(pool *p, pversion *v)
+{
+    pinst *pi = calloc(1, sizeof *pi);
+    if (!pi) return ERR_NOMEM;
+    pi->pool = p;
+    pi->ver = v;
+    pi->state = PI_STARTING;
+    list_init(&pi->link);
+    list_init(&pi->inflight);
+    pi->spawn_ns = clock_mono_ns();
+    int rc = launcher_spawn(v->z, &callbacks, pi, &pi->inst);
+    if (rc != 0) {
+        free(pi);
+        return rc;
+    }
+    pi->deadline = pool__now_ms(p) + SPATE_INSTANCE_INIT_TIMEOUT_MS;
+    node_live++;
+    list_push_back(&p->starting, &pi->link);
+    p->nstarting++;
+    v->ninstances++;
+    pool__arm(p, pi->deadline);
+    return 0;
+}
+
+/* Starts as many instances as waiting invocations need (and the minimum
+ * asks), within the maximum. Each new instance will take a mailbox full. */
+void pool__grow(pool *p)
+{
+    pversion *v = p->active;
+    if (!v || p->closed) return;
+    if (p->restart_at > pool__now_ms(p)) {
+        pool__arm(p, p->restart_at);
+        return;
+    }
+    uint32_t limit = pool__mailbox_limit(p);
+    uint32_t need = (p->nwaiting + limit - 1) / limit;
+    uint32_t want = need > p->nstarting ? need - p->nstarting : 0;
+    if (p->service_us <= 0) {
+        /* Handler time not known yet: how many instances a burst needs is not
+         * known either. Slow start: at most as many starting as are up (one
+         * when none is), so the count doubles per cold start until the first
+         * result says how long calls take. */
+        uint32_t up = p->nidle + p->nbusy, room = up ? up : 1;
+        room = room > p->nstarting ? room - p->nstarting : 0;
+        if (want > room) want = room;
+    }
+    if (!p->closing && v->cfg.min_instances > pool__live(p)) {
+        uint32_t short_by = v->cfg.min_instances - pool__live(p);
+        if (short_by > want) want = short_by;
+    }
+    if (want == 0) return;
+    if (v->zstate != ZS_READY) {
+        pool__ensure_zygote(p, v);
+        return;
+    }
+    while (want-- > 0 && pool__live(p) < v->cfg.max_instances && node_live < node_max)
+        if (start_instance(p, v) != 0) break;
+}
+
+int pool_has_room(const pool *p)
+{
+    if (!p->active || p->closing) return 0;
+    if (p->nidle > p->nwaiting) return 1;
+    return pool__live(p) < p->active->cfg.max_instances && node_live < node_max;
+}

@@ -1,0 +1,156 @@
+/*
+ * internal.h - what the files of the pool share; nothing outside src/sched/pool/
+ * includes it (the public face is sched/pool.h).
+ *
+ * A pool is one function's dispatcher. Its state is struct pool, owned by the
+ * pool and freed by pool_close; each version (pversion) and instance (pinst)
+ * belongs to its pool and is freed by the file that owns its life:
+ *
+ *   pool.c       create, stats, metrics, close (the pool's own life)
+ *   dispatch.c   invocations: the wait queue, the mailboxes of busy instances,
+ *                finishing an invocation exactly once; pool_invoke, pool_cancel
+ *   instances.c  instance life: start, the runtime's callbacks, stop; growing
+ *                the pool (pool__grow) within the function's and node's maximum
+ *   versions.c   versions and their zygotes: load, activate, retire, discard
+ *   timer.c      the pool's one timer: wait and run timeouts, init deadlines,
+ *                process limits, keep-alive, restart back-off
+ *
+ * Names: pool_* is the public API (sched/pool.h), pool__* is shared between
+ * these files only, plain static names stay in their file. Everything runs on
+ * the pool's loop thread.
+ */
+#ifndef SPATE_SCHED_POOL_INTERNAL_H
+#define SPATE_SCHED_POOL_INTERNAL_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "runtime/instance.h"
+#include "runtime/launcher.h"
+#include "sched/pool.h"
+
+enum pi_state { PI_STARTING, PI_IDLE, PI_BUSY, PI_STOPPING };
+enum zstate { ZS_NONE, ZS_LOADING, ZS_READY };
+
+typedef struct pversion {
+    list_node link; /* in pool->versions */
+    pool *pool;
+    uint32_t number;
+    char *object_path;
+    char **env;
+    enum fn_runtime runtime;
+    uint32_t memory_mb;
+    uint32_t cpu_millis;
+    uint32_t tmp_mb;
+    int no_network;
+    pool_config cfg;
+    launcher *z; /* the zygote (native) or the bootstrap root (exec) */
+    enum zstate zstate;
+    uint64_t retry_at; /* loop ms: no zygote restart before this */
+    char *load_error;
+    uint32_t ninstances; /* instances of this version in any state */
+    int retired;
+    pool_load_cb load_cb; /* pending pool_load_version */
+    void *load_data;
+} pversion;
+
+struct pinst {
+    list_node link;     /* in starting, idle or busy; self-linked when stopping */
+    list_node inflight; /* invocations sent to it, the running one first */
+    uint32_t depth;     /* how many */
+    pool *pool;
+    pversion *ver;
+    instance *inst;
+    enum pi_state state;
+    uint64_t since;        /* loop ms: idle since */
+    uint64_t deadline;     /* loop ms: end of init (starting) or of the running invocation (busy) */
+    uint64_t check_at;     /* loop ms: next look at its process limit (busy) */
+    uint64_t started;      /* loop ms: the running invocation started (busy) */
+    uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */
+    int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
+    uint64_t spawn_ns;
+    int never_ready; /* stopped while starting (init took too long) */
+};
+
+struct pool {
+    uv_loop_t *loop;
+    char *name;
+    fnlog *log; /* what its processes write */
+    const char *runner_path;
+    pversion *active;
+    list_node versions;
+    list_node starting, idle, busy; /* idle: most recently used first */
+    list_node waiting;              /* FIFO of invocations */
+    uint32_t nstarting, nidle, nbusy, nstopping, nwaiting;
+    uint32_t nqueued;    /* invocations in mailboxes behind a running one */
+    uint32_t noutlasted; /* running invocations past SPATE_OUTLASTED_MIN_MS & co: no mailboxes */
+    uint64_t last_start; /* loop ms: the latest invocation to start */
+    uv_timer_t timer;
+    uint64_t timer_at;
+    int timer_armed;
+    int closing, drain, closed;
+    void (*close_cb)(void *);
+    void *close_data;
+    uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
+    uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
+    uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
+    double service_us;    /* moving average of handler time; 0 until known */
+    double cold_us;       /* moving average of instance start time */
+    pool_metrics m;
+};
+
+static inline uint64_t pool__now_ms(const pool *p)
+{
+    return uv_now(p->loop);
+}
+
+/* Instances that count against the maximum: all but the stopping ones. */
+static inline uint32_t pool__live(const pool *p)
+{
+    return p->nstarting + p->nidle + p->nbusy;
+}
+
+/* --- dispatch.c --------------------------------------------------------------- */
+
+/* Answers inv exactly once (body borrowed for the call). */
+void pool__finish(pool *p, invocation *inv, enum inv_outcome outcome, const char *body, size_t len);
+void pool__finish_msg(pool *p, invocation *inv, enum inv_outcome outcome, const char *msg);
+void pool__fail_waiting(pool *p, enum inv_outcome outcome, const char *msg);
+invocation *pool__dequeue(pool *p);
+void pool__head_started(pinst *pi);
+void pool__requeue_inflight(pinst *pi);
+invocation *pool__pop_head(pinst *pi);
+uint32_t pool__mailbox_fit(const pool *p);
+uint32_t pool__mailbox_limit(const pool *p);
+uint64_t pool__outlasted_after_ms(const pool *p);
+double pool__service_estimate(const pool *p);
+void pool__release_tail(pinst *pi);
+void pool__outlasted(pinst *pi, uint64_t ran_ms);
+void pool__top_up(pinst *pi);
+void pool__became_idle(pinst *pi);
+void pool__serve_waiting(pool *p);
+
+/* --- instances.c -------------------------------------------------------------- */
+
+void pool__unlink_instance(pinst *pi);
+void pool__stop_instance(pinst *pi);
+void pool__instance_failed(pool *p);
+void pool__grow(pool *p);
+
+/* --- versions.c --------------------------------------------------------------- */
+
+void pool__ensure_zygote(pool *p, pversion *v);
+/* Frees v and stops its zygote; v must have no instances left. */
+void pool__free_version(pversion *v);
+
+/* --- timer.c ------------------------------------------------------------------ */
+
+/* Makes the pool's timer fire at loop time at (ms) or sooner. */
+void pool__arm(pool *p, uint64_t at);
+
+/* --- pool.c ------------------------------------------------------------------- */
+
+/* Once closing and nothing is left to serve: stops what stands and frees the pool. */
+void pool__maybe_finish_close(pool *p);
+
+#endif

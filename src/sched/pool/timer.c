@@ -1,0 +1,179 @@
+/*
+ * timer.c - the pool's one timer, armed for its earliest deadline: invocations
+ * that waited or ran past their timeout, instances whose init hangs or that
+ * reached their process limit, running invocations that outlasted the handler
+ * time estimate, idle instances past the keep-alive.
+ */
+#include <stdio.h>
+
+#include "common/limits.h"
+#include "common/log.h"
+#include "runtime/isolate.h"
+#include "sched/pool/internal.h"
+
+/* --- Timer: one per pool, armed for the earliest deadline ----------------- */
+
+static void on_timer(uv_timer_t *t);
+
+void pool__arm(pool *p, uint64_t at)
+{
+    if (p->closed || (p->timer_armed && p->timer_at <= at)) return;
+    uint64_t now = pool__now_ms(p);
+    uv_timer_start(&p->timer, on_timer, at > now ? at - now : 0, 0);
+    p->timer_armed = 1;
+    p->timer_at = at;
+}
+
+static const char *pids_limit_message(char *out, size_t cap)
+{
+    snprintf(out, cap,
+             "the instance went past its limit of %u processes and threads "
+             "(spated --pids-max): stopped",
+             isolate_get()->pids_max);
+    return out;
+}
+
+/* Stops busy pi, whose running invocation failed (its time is up, or it went
+ * past a limit): what waits behind it goes back to the wait queue, nothing it
+ * started may fork on, and the running invocation joins failed, to be
+ * answered once the timer's walk of the lists is over. Returns it. */
+static invocation *stop_running(pinst *pi, list_node *failed)
+{
+    invocation *inv = pool__pop_head(pi);
+    pool__requeue_inflight(pi);
+    instance_stop_forks(pi->inst);
+    pool__stop_instance(pi);
+    pool__instance_failed(pi->pool);
+    list_push_back(failed, &inv->link);
+    return inv;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    pool *p = t->data;
+    p->timer_armed = 0;
+    uint64_t now = pool__now_ms(p);
+    uint64_t next = UINT64_MAX;
+    list_node expired;
+    list_init(&expired);
+
+    /* Invocations that waited their whole timeout for an instance. */
+    for (list_node *n = list_first(&p->waiting); n != &p->waiting;) {
+        invocation *inv = list_entry(n, invocation, link);
+        n = n->next;
+        if (inv->wait_deadline <= now) {
+            list_remove(&inv->link);
+            p->nwaiting--;
+            list_push_back(&expired, &inv->link);
+        } else if (inv->wait_deadline < next) {
+            next = inv->wait_deadline;
+        }
+    }
+    /* Invocations that ran past their timeout: the instance is killed. */
+    list_node timed_out;
+    list_init(&timed_out);
+    while (!list_empty(&p->busy)) {
+        pinst *pi = list_entry(list_first(&p->busy), pinst, link);
+        if (pi->deadline > now) {
+            next = pi->deadline < next ? pi->deadline : next;
+            break;
+        }
+        invocation *inv = stop_running(pi, &timed_out);
+        p->timeouts++;
+        fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id,
+                       "invocation timed out after %u ms: instance stopped", inv->timeout_ms);
+    }
+    /* Instances that reached their process limit (a fork bomb): stopped now,
+     * as the memory limit stops a memory hog. Each busy one is looked at
+     * every SPATE_PIDS_CHECK_MS: one read of its pids.events. At the same
+     * looks, invocations that outlasted the handler time estimate. */
+    list_node over_limit;
+    list_init(&over_limit);
+    uint64_t outlast_ms = pool__outlasted_after_ms(p);
+    for (list_node *n = list_first(&p->busy); n != &p->busy;) {
+        pinst *pi = list_entry(n, pinst, link);
+        n = n->next;
+        if (pi->check_at <= now) {
+            if (instance_at_pids_limit(pi->inst)) {
+                invocation *inv = stop_running(pi, &over_limit);
+                p->crashes++;
+                char msg[160];
+                fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id, "%s",
+                               pids_limit_message(msg, sizeof msg));
+                continue;
+            }
+            pi->check_at = now + SPATE_PIDS_CHECK_MS;
+            if (!pi->outlasted && now - pi->started >= outlast_ms) {
+                /* Seen twice, with the results that came in between read:
+                 * after spated itself stalled, every invocation looks long. */
+                if (!pi->overdue_seen) {
+                    pi->overdue_seen = now;
+                    pi->check_at = now + SPATE_OUTLASTED_CONFIRM_MS;
+                } else {
+                    pool__outlasted(pi, now - pi->started);
+                }
+            }
+        }
+        if (pi->check_at < next) next = pi->check_at;
+    }
+    /* Instances whose spate_init hangs. */
+    for (list_node *n = list_first(&p->starting); n != &p->starting;) {
+        pinst *pi = list_entry(n, pinst, link);
+        n = n->next;
+        if (pi->deadline <= now) {
+            log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
+                     SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
+            fnlog_platform(p->log, pi->inst->id, pi->ver->number, NULL,
+                           "instance did not become ready within %d ms: stopped",
+                           SPATE_INSTANCE_INIT_TIMEOUT_MS);
+            pi->never_ready = 1;
+            pool__stop_instance(pi);
+        } else if (pi->deadline < next) {
+            next = pi->deadline;
+        }
+    }
+    /* Instances idle past the keep-alive, oldest first, down to the minimum. */
+    while (!list_empty(&p->idle)) {
+        pinst *pi = list_entry(list_last(&p->idle), pinst, link);
+        uint64_t expiry = pi->since + pi->ver->cfg.keep_alive_ms;
+        uint32_t min = p->active ? p->active->cfg.min_instances : 0;
+        if (pool__live(p) <= min) break;
+        if (expiry > now) {
+            next = expiry < next ? expiry : next;
+            break;
+        }
+        pool__stop_instance(pi);
+    }
+    if (p->active && p->active->zstate == ZS_NONE && p->active->retry_at > now)
+        next = p->active->retry_at < next ? p->active->retry_at : next;
+    if (p->restart_at > now && p->restart_at < next) next = p->restart_at;
+    if (next != UINT64_MAX) pool__arm(p, next);
+
+    while (!list_empty(&expired)) {
+        invocation *inv = list_entry(list_first(&expired), invocation, link);
+        list_remove(&inv->link);
+        char msg[96];
+        snprintf(msg, sizeof msg, "no instance became free within the timeout");
+        p->timeouts++;
+        pool__finish_msg(p, inv, INV_TIMEOUT, msg);
+    }
+    while (!list_empty(&over_limit)) {
+        invocation *inv = list_entry(list_first(&over_limit), invocation, link);
+        list_remove(&inv->link);
+        char msg[160];
+        log_warn("instance stopped at its process limit fn=%s req=%s", p->name, inv->request_id);
+        pool__finish_msg(p, inv, INV_CRASHED, pids_limit_message(msg, sizeof msg));
+    }
+    while (!list_empty(&timed_out)) {
+        invocation *inv = list_entry(list_first(&timed_out), invocation, link);
+        list_remove(&inv->link);
+        char msg[96];
+        snprintf(msg, sizeof msg, "function timed out after %u ms", inv->timeout_ms);
+        log_warn("invocation timed out after %u ms fn=%s req=%s", inv->timeout_ms, p->name,
+                 inv->request_id);
+        pool__finish_msg(p, inv, INV_TIMEOUT, msg);
+    }
+    pool__serve_waiting(p);
+    pool__grow(p);
+    pool__maybe_finish_close(p);
+}

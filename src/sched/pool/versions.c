@@ -1,0 +1,233 @@
+/*
+ * versions.c - a pool's versions and their zygotes: a deploy loads a version
+ * beside the active one, activating it retires the old one, whose zygote
+ * stops once its last instance has.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "sched/pool/internal.h"
+
+/* --- Zygotes ----------------------------------------------------------------------- */
+
+static void on_zygote_loaded(launcher *z, int status, const char *message, void *data)
+{
+    pversion *v = data;
+    pool *p = v->pool;
+    pool_load_cb cb = v->load_cb;
+    v->load_cb = NULL;
+    if (status == 0) {
+        v->zstate = ZS_READY;
+        free(v->load_error);
+        v->load_error = NULL;
+        log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, launcher_pid(z));
+        if (cb) cb(p, v->number, 0, NULL, v->load_data); /* may discard v */
+        pool__grow(p);
+        return;
+    }
+    v->z = NULL;
+    v->zstate = ZS_NONE;
+    v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+    free(v->load_error);
+    v->load_error = strdup(message);
+    fnlog_platform(p->log, 0, v->number, NULL, "cannot load function: %s", message);
+    if (cb) {
+        cb(p, v->number, ERR_INVAL, message, v->load_data);
+        return;
+    }
+    log_error("cannot load function: %s fn=%s version=%u", message, p->name, v->number);
+    if (v == p->active) {
+        char msg[SPATE_LOAD_ERROR_MAX];
+        snprintf(msg, sizeof msg, "cannot start function: %s", message);
+        pool__fail_waiting(p, INV_UNAVAILABLE, msg);
+    }
+    pool__maybe_finish_close(p);
+}
+
+static void on_zygote_exit(launcher *z, void *data)
+{
+    pversion *v = data;
+    pool *p = v->pool;
+    v->z = NULL;
+    v->zstate = ZS_NONE;
+    v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+    if (v->retired && v->ninstances == 0) {
+        pool__free_version(v);
+        pool__maybe_finish_close(p);
+        return;
+    }
+    pool__grow(p);
+    pool__maybe_finish_close(p);
+}
+
+static int start_zygote(pool *p, pversion *v)
+{
+    launcher_config lc = {
+        .runtime = v->runtime,
+        .runner_path = p->runner_path,
+        .path = v->object_path,
+        .function = p->name,
+        .version = v->number,
+        .memory_mb = v->memory_mb,
+        .cpu_millis = v->cpu_millis,
+        .tmp_mb = v->tmp_mb,
+        .no_network = v->no_network,
+        .log = p->log,
+        .env = v->env,
+    };
+    int rc = launcher_start(p->loop, &lc, on_zygote_loaded, on_zygote_exit, v, &v->z);
+    if (rc != 0) {
+        v->z = NULL;
+        v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+        free(v->load_error);
+        v->load_error =
+            strdup(v->runtime == RUNTIME_NATIVE ? "cannot start spate-runner (see the spated log)"
+                                                : "cannot start the function (see the spated log)");
+        return rc;
+    }
+    v->zstate = ZS_LOADING;
+    return 0;
+}
+
+/* Makes sure the active version has a zygote, or one is on its way. */
+void pool__ensure_zygote(pool *p, pversion *v)
+{
+    if (v->zstate != ZS_NONE) return;
+    if (pool__now_ms(p) < v->retry_at) {
+        pool__arm(p, v->retry_at);
+        return;
+    }
+    if (start_zygote(p, v) != 0 && v == p->active) {
+        pool__fail_waiting(p, INV_UNAVAILABLE, v->load_error);
+        pool__arm(p, v->retry_at);
+    }
+}
+
+/* --- Versions ------------------------------------------------------------------------ */
+
+static void free_env(char **env)
+{
+    if (!env) return;
+    for (char **e = env; *e; e++) free(*e);
+    free(env);
+}
+
+static pversion *find_version(pool *p, uint32_t number)
+{
+    for (list_node *n = list_first(&p->versions); n != &p->versions; n = n->next) {
+        pversion *v = list_entry(n, pversion, link);
+        if (v->number == number) return v;
+    }
+    return NULL;
+}
+
+static pversion *new_version(pool *p, const pool_version_spec *spec)
+{
+    pversion *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    v->pool = p;
+    v->number = spec->version;
+    v->cfg = spec->config;
+    v->runtime = spec->runtime;
+    v->memory_mb = spec->memory_mb;
+    v->cpu_millis = spec->cpu_millis;
+    v->tmp_mb = spec->tmp_mb;
+    v->no_network = spec->no_network;
+    v->object_path = strdup(spec->object_path);
+    size_t n = 0;
+    while (spec->env && spec->env[n]) n++;
+    v->env = calloc(n + 1, sizeof *v->env);
+    int ok = v->object_path && v->env;
+    for (size_t i = 0; ok && i < n; i++) ok = (v->env[i] = strdup(spec->env[i])) != NULL;
+    if (!ok) {
+        free(v->object_path);
+        free_env(v->env);
+        free(v);
+        return NULL;
+    }
+    list_push_back(&p->versions, &v->link);
+    return v;
+}
+
+void pool__free_version(pversion *v)
+{
+    pool *p = v->pool;
+    if (p->active == v) p->active = NULL;
+    list_remove(&v->link);
+    if (v->z) launcher_stop(v->z);
+    free(v->object_path);
+    free_env(v->env);
+    free(v->load_error);
+    free(v);
+}
+
+/* The version stops taking work: idle instances stop now, busy ones when done. */
+static void retire(pool *p, pversion *v)
+{
+    v->retired = 1;
+    list_node *lists[2] = {&p->idle, &p->starting};
+    for (int i = 0; i < 2; i++) {
+        list_node *n = list_first(lists[i]);
+        while (n != lists[i]) {
+            pinst *pi = list_entry(n, pinst, link);
+            n = n->next;
+            if (pi->ver == v) pool__stop_instance(pi);
+        }
+    }
+    if (v->ninstances == 0) pool__free_version(v);
+}
+
+int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, void *data)
+{
+    if (p->closing) return ERR_CLOSED;
+    if (find_version(p, spec->version)) return ERR_EXISTS;
+    pversion *v = new_version(p, spec);
+    if (!v) return ERR_NOMEM;
+    v->load_cb = cb;
+    v->load_data = data;
+    int rc = start_zygote(p, v);
+    if (rc != 0) {
+        v->load_cb = NULL;
+        pool__free_version(v);
+    }
+    return rc;
+}
+
+int pool_activate(pool *p, uint32_t version)
+{
+    pversion *v = find_version(p, version);
+    if (!v || v->retired) return ERR_NOTFOUND;
+    pversion *old = p->active;
+    p->active = v;
+    if (old && old != v) {
+        retire(p, old);
+        p->fail_streak = 0; /* new code: no crash loop yet */
+        p->restart_at = 0;
+    }
+    pool__grow(p);
+    return 0;
+}
+
+void pool_discard(pool *p, uint32_t version)
+{
+    pversion *v = find_version(p, version);
+    if (!v || v == p->active) return;
+    v->load_cb = NULL;
+    v->retired = 1;
+    if (v->ninstances == 0) pool__free_version(v);
+    pool__maybe_finish_close(p);
+}
+
+int pool_restore_version(pool *p, const pool_version_spec *spec)
+{
+    if (find_version(p, spec->version)) return ERR_EXISTS;
+    pversion *v = new_version(p, spec);
+    if (!v) return ERR_NOMEM;
+    pool_activate(p, v->number);
+    pool__ensure_zygote(p, v);
+    return 0;
+}
