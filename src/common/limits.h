@@ -49,6 +49,15 @@
  * take the places of clients that send their request at once. A quarter of
  * the connections. */
 #define SPATE_HTTP_NEW_CONNECTIONS_MAX 256
+/* After a final answer that closes the connection, unread input is drained
+ * for at most this long (ms), so the client reads the answer instead of a
+ * reset. */
+#define SPATE_HTTP_LINGER_MS 2000
+/* Answers that go out while more pipelined requests already wait in the read
+ * buffer are held and leave in one write when parsing stops (a runtime that
+ * sends its response and its next /next together gets both answers in one
+ * segment). Up to this much; a larger answer goes at once. */
+#define SPATE_HTTP_CORK_MAX (64u * KIB)
 
 /* --- Functions ----------------------------------------------------------- */
 

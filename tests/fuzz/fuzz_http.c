@@ -1,6 +1,6 @@
 /*
  * fuzz_http - HTTP request parsing and routing: arbitrary bytes as one
- * client connection to the real API (http/server.c and api/), served on
+ * client connection to the real API (http/server/ and api/), served on
  * this thread's loop from a scratch data directory. The first byte chooses
  * the server with a token file (admin token "fuzz-admin-token-0001", invoke token
  * "fuzz-invoke-token-0002") or the one without.

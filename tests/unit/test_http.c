@@ -1,5 +1,5 @@
 /*
- * Unit tests of the HTTP server (http/server.c): the server runs on a libuv
+ * Unit tests of the HTTP server (http/server/): the server runs on a libuv
  * loop in a thread; the test talks to it over loopback with plain sockets.
  */
 #include <arpa/inet.h>
