@@ -155,6 +155,11 @@
  * many bytes; beyond, it is refused (archive bombs). */
 #define SPATE_ARCHIVE_ENTRIES_MAX 10000
 #define SPATE_ARCHIVE_BYTES_MAX (512u * MIB)
+/* Directories a tree removal (common/fs.h) goes down at most: each level
+ * holds a descriptor, and an instance's temporary directory is a tree its
+ * function made, maybe to hurt. At least the 64 path components an archive
+ * entry may have (store/unpack.c), so an unpacked artifact goes whole. */
+#define SPATE_TREE_DEPTH_MAX 64
 
 /* --- Runtime --------------------------------------------------------------- */
 

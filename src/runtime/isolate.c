@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "common/err.h"
+#include "common/fs.h"
 #include "common/hash.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -78,56 +79,6 @@ static int read_file(const char *dir, const char *name, char *out, size_t cap)
     if (n < 0) return -1;
     out[n] = '\0';
     return 0;
-}
-
-/* Empties the directory open on fd (which it closes); depth bounds the
- * recursion a hostile tree could ask for. */
-static int empty_dir(int fd, int depth)
-{
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        /* Try it as a file (or link) first: unlinkat never follows a link. */
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0) continue;
-        if (errno != EISDIR && errno != EPERM) {
-            if (errno != ENOENT) rc = -1;
-            continue;
-        }
-        int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (sub < 0 || depth <= 0) {
-            if (sub >= 0) close(sub);
-            rc = -1;
-            continue;
-        }
-        if (empty_dir(sub, depth - 1) != 0) rc = -1;
-        if (unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) != 0 && errno != ENOENT) rc = -1;
-    }
-    closedir(d);
-    return rc;
-}
-
-int isolate_remove_tree(int dirfd, const char *name, int keep_top)
-{
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return 0;
-        /* Not a directory (or a link): removed as what it is. */
-        return keep_top || (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) ? -1 : 0;
-    }
-    int rc = empty_dir(fd, 64);
-    if (!keep_top && unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) rc = -1;
-    return rc;
-}
-
-static void remove_tree(const char *path)
-{
-    isolate_remove_tree(AT_FDCWD, path, 0);
 }
 
 /* --- cgroups -------------------------------------------------------------------- */
@@ -376,7 +327,7 @@ static void free_slot(isolate_slot *s, int wait)
 {
     for (int i = 0; i < own_dirs(s); i++)
         if (!remove_cgroup(s->dirs[i], wait)) remember_stale(s->dirs[i]);
-    if (s->tmpdir[0]) remove_tree(s->tmpdir);
+    if (s->tmpdir[0]) fs_remove_tree(AT_FDCWD, s->tmpdir, 0);
     free(s);
 }
 
@@ -462,7 +413,7 @@ int isolate_release(isolate_slot *s)
     }
     /* Not the function's cpu group: its other instances are there. */
     for (int i = 0; i < own_dirs(s); i++) empty &= kill_all(s->dirs[i]);
-    if (empty && s->tmpdir[0] && isolate_remove_tree(AT_FDCWD, s->tmpdir, 1) != 0) empty = 0;
+    if (empty && s->tmpdir[0] && fs_remove_tree(AT_FDCWD, s->tmpdir, 1) != 0) empty = 0;
     if (empty && nspare < SPARE_MAX) {
         /* pids.events only grows: the next owner starts from here. */
         s->forks_refused = forks_refused(s);
@@ -489,7 +440,7 @@ static void sweep(const char *root, int cgroup)
         char path[400];
         snprintf(path, sizeof path, "%s/%s", root, e->d_name);
         if (!cgroup) {
-            remove_tree(path);
+            fs_remove_tree(AT_FDCWD, path, 0);
             continue;
         }
         DIR *sub = opendir(path);
@@ -670,7 +621,7 @@ int isolate_init(uv_loop_t *l, const char *run_as, uint32_t uid_base, uint32_t p
     if (own_tmp_base("/tmp/spate") == 0) {
         sweep("/tmp/spate", 0);
         snprintf(tmp_root, sizeof tmp_root, "/tmp/spate/%d", (int)getpid());
-        remove_tree(tmp_root);
+        fs_remove_tree(AT_FDCWD, tmp_root, 0);
         if (!cfg.mount_ns && mkdir(tmp_root, 0711) != 0) {
             log_warn("cannot create %s: %s", tmp_root, strerror(errno));
             tmp_root[0] = '\0';
@@ -743,7 +694,7 @@ void isolate_cleanup(void)
     if (loop) uv_close((uv_handle_t *)&stale_timer, NULL);
     for (int i = 0; i < CG_COUNT; i++)
         if (cg_root[i][0]) rmdir(cg_root[i]);
-    if (tmp_root[0]) remove_tree(tmp_root);
+    if (tmp_root[0]) fs_remove_tree(AT_FDCWD, tmp_root, 0);
 }
 
 int isolate_reachable(const char *path, char *why, size_t cap)

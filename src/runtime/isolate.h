@@ -57,13 +57,6 @@ uid_t isolate_uid(const char *function);
 /* Removes this process's cgroup and temporary roots (at exit). */
 void isolate_cleanup(void);
 
-/* Removes the tree at name under the directory dirfd (AT_FDCWD: a path)
- * without following any symbolic link: each directory is opened with
- * O_NOFOLLOW|O_DIRECTORY relative to its parent's descriptor, so a link
- * swapped in mid-way is removed as a link, never entered. With keep_top the
- * directory itself stays (emptied). 0, or -1 when something could not go. */
-int isolate_remove_tree(int dirfd, const char *name, int keep_top);
-
 /* 0 when the user instances run as can reach path (search permission on
  * every directory on the way), or need not (with mount namespaces their code
  * is bound at /var/task by the runner while it is root); else why says where

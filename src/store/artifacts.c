@@ -2,13 +2,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/fs.h"
 #include "store/unpack.h"
 
 void artifacts_path(const char *dir, const char *sha, char *out, size_t cap)
@@ -85,14 +85,9 @@ void artifacts_unpacked_path(const char *dir, const char *sha, char *out, size_t
     snprintf(out, cap, "%s/exec/%s", dir, sha);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void remove_tree(const char *path)
 {
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fs_remove_tree(AT_FDCWD, path, 0);
 }
 
 int artifacts_unpack(const char *dir, const void *data, size_t len, const char *sha, char *err,

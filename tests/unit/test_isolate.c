@@ -1,6 +1,8 @@
-/* Unit tests for runtime/isolate.c: removing an instance's temporary
- * directory (only without mount namespaces) never follows a link out of it,
- * even one swapped in while the removal runs (issue 13, item 3). */
+/* Unit tests for common/fs.c, as runtime/isolate.c and store/artifacts.c use
+ * it: removing an instance's temporary directory (only without mount
+ * namespaces) never follows a link out of it, even one swapped in while the
+ * removal runs (issue 13, item 3); an unpacked artifact, as deep as an
+ * archive entry may be, goes whole. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/isolate.h"
+#include "common/fs.h"
 #include "test.h"
 
 static char base[256];
@@ -80,13 +82,13 @@ static void test_removes_a_tree_but_not_what_links_point_to(void)
     make_link(victim, "tree/a/link");
     make_link("../../victim/keep", "tree/a/b/rel");
     path_of(tree, sizeof tree, "tree");
-    CHECK_INT(isolate_remove_tree(AT_FDCWD, tree, 1), 0);
+    CHECK_INT(fs_remove_tree(AT_FDCWD, tree, 1), 0);
     CHECK(exists("tree"));
     CHECK(!exists("tree/a"));
     CHECK(!exists("tree/g"));
     victim_intact();
     make_file("tree/h");
-    CHECK_INT(isolate_remove_tree(AT_FDCWD, tree, 0), 0);
+    CHECK_INT(fs_remove_tree(AT_FDCWD, tree, 0), 0);
     CHECK(!exists("tree"));
     victim_intact();
 }
@@ -98,9 +100,9 @@ static void test_a_link_given_as_the_tree_is_removed_as_a_link(void)
     path_of(victim, sizeof victim, "victim");
     make_link(victim, "top");
     path_of(link, sizeof link, "top");
-    CHECK_INT(isolate_remove_tree(AT_FDCWD, link, 1), -1); /* not a directory: kept, untouched */
+    CHECK_INT(fs_remove_tree(AT_FDCWD, link, 1), -1); /* not a directory: kept, untouched */
     victim_intact();
-    CHECK_INT(isolate_remove_tree(AT_FDCWD, link, 0), 0);
+    CHECK_INT(fs_remove_tree(AT_FDCWD, link, 0), 0);
     CHECK(!exists("top"));
     victim_intact();
 }
@@ -138,11 +140,29 @@ static void test_a_link_swapped_in_mid_removal_deletes_nothing_outside(void)
     pthread_t t;
     atomic_store(&stop, 0);
     pthread_create(&t, NULL, swapper, NULL);
-    for (int round = 0; round < 2000; round++) isolate_remove_tree(AT_FDCWD, race, 1);
+    for (int round = 0; round < 2000; round++) fs_remove_tree(AT_FDCWD, race, 1);
     atomic_store(&stop, 1);
     pthread_join(t, NULL);
     victim_intact();
-    isolate_remove_tree(AT_FDCWD, race, 0);
+    fs_remove_tree(AT_FDCWD, race, 0);
+}
+
+/* store/unpack.c takes entries of up to 64 path components: the removal of
+ * an unpacked artifact (store/artifacts.c) must reach the deepest. */
+static void test_a_tree_as_deep_as_an_archive_entry_goes_whole(void)
+{
+    char rel[512] = "deep", tree[512];
+    make_dir(rel);
+    for (int i = 1; i < 64; i++) {
+        strcat(rel, "/d");
+        make_dir(rel);
+    }
+    strcat(rel, "/f");
+    make_file(rel);
+    CHECK(exists(rel));
+    path_of(tree, sizeof tree, "deep");
+    CHECK_INT(fs_remove_tree(AT_FDCWD, tree, 0), 0);
+    CHECK(!exists("deep"));
 }
 
 int main(void)
@@ -155,6 +175,7 @@ int main(void)
     RUN(test_removes_a_tree_but_not_what_links_point_to);
     RUN(test_a_link_given_as_the_tree_is_removed_as_a_link);
     RUN(test_a_link_swapped_in_mid_removal_deletes_nothing_outside);
-    isolate_remove_tree(AT_FDCWD, base, 0);
+    RUN(test_a_tree_as_deep_as_an_archive_entry_goes_whole);
+    fs_remove_tree(AT_FDCWD, base, 0);
     return TEST_RESULT();
 }
