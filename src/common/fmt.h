@@ -40,4 +40,24 @@ static inline char *fmt_hex(char *p, uint64_t v, int digits)
     return p + digits;
 }
 
+/* s[0..len) as the inside of a JSON string ('"' and '\\' escaped, control
+ * characters as \u00XX), written at p; stops before p reaches end - 6, so
+ * that one escape always fits and room is left after it. Returns the end. */
+static inline char *fmt_json_str(char *p, const char *end, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len && p < end - 6; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = (char)c;
+        } else if (c < 0x20) {
+            p = fmt_lit(p, "\\u00");
+            p = fmt_hex(p, c, 2);
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    return p;
+}
+
 #endif

@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fmt.h"
+
 int log_level_min = LOGL_INFO;
 int log_format = LOG_TEXT;
 static const char *log_tag = "spate";
@@ -31,27 +33,6 @@ int log_format_parse(const char *name)
 void log_set_tag(const char *tag)
 {
     log_tag = tag;
-}
-
-/* Appends s[0..len) as the inside of a JSON string; stops short of end. */
-static char *json_escape(char *p, const char *end, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < len && p < end - 6; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *p++ = '\\';
-            *p++ = (char)c;
-        } else if (c < 0x20) {
-            memcpy(p, "\\u00", 4);
-            p[4] = hex[c >> 4];
-            p[5] = hex[c & 15];
-            p += 6;
-        } else {
-            *p++ = (char)c;
-        }
-    }
-    return p;
 }
 
 static int is_key_char(char c)
@@ -80,10 +61,10 @@ static size_t format_json(char *line, const char *when, int level, const char *m
     char *p = line, *end = line + LINE_MAX_BYTES - 2;
     p += snprintf(p, (size_t)(end - p), "{\"time\":\"%s\",\"level\":\"%s\",\"tag\":\"", when,
                   level_names[level & 3]);
-    p = json_escape(p, end, log_tag, strlen(log_tag));
+    p = fmt_json_str(p, end, log_tag, strlen(log_tag));
     p += snprintf(p, (size_t)(end - p), "\",\"msg\":\"");
     size_t ctx = context_start(msg, mlen);
-    p = json_escape(p, end, msg, ctx);
+    p = fmt_json_str(p, end, msg, ctx);
     if (p < end) *p++ = '"';
     /* Each key=value word becomes a field. */
     size_t i = ctx;
@@ -96,12 +77,12 @@ static size_t format_json(char *line, const char *when, int level, const char *m
         if (eq >= mlen) break;
         *p++ = ',';
         *p++ = '"';
-        p = json_escape(p, end, msg + i, eq - i);
+        p = fmt_json_str(p, end, msg + i, eq - i);
         if (p < end - 3) {
             memcpy(p, "\":\"", 3);
             p += 3;
         }
-        p = json_escape(p, end, msg + eq + 1, stop - eq - 1);
+        p = fmt_json_str(p, end, msg + eq + 1, stop - eq - 1);
         if (p < end) *p++ = '"';
         i = stop;
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/fmt.h"
 #include "http/server.h"
 #include "test.h"
 
@@ -306,6 +307,7 @@ static void head_has_no_body(void)
 }
 
 static void query_parse_cb_count(void);
+static void json_string_escaping(void);
 
 /* The kernel names the client of a loopback connection: this process's uid
  * and the client socket's inode. */
@@ -429,6 +431,7 @@ int main(void)
     RUN(peer_of_unix_socket);
 
     RUN(query_parse_cb_count);
+    RUN(json_string_escaping);
 
     uv_async_send(&stop_async);
     pthread_join(th, NULL);
@@ -476,4 +479,20 @@ static void query_parse_cb_count(void)
     qseen nul = {0};
     CHECK_INT(http_query_parse("a=x%00y", on_q, &nul), 0);
     CHECK_INT(nul.vlen[0], 3);
+}
+
+/* The one JSON string escaping (common/fmt.h) that error bodies and JSON log
+ * lines share: quotes, backslashes and control characters escaped, the rest
+ * as it is, and the output cut short of end with whole escapes only. */
+static void json_string_escaping(void)
+{
+    char out[64];
+    const char in[] = "a\"b\\c\n\x1b\x7f\xc3\xa9";
+    char *end = fmt_json_str(out, out + sizeof out, in, sizeof in - 1);
+    *end = '\0';
+    CHECK(strcmp(out, "a\\\"b\\\\c\\u000a\\u001b\x7f\xc3\xa9") == 0);
+    /* Room for 10 bytes: writing stops before end - 6, never inside an escape. */
+    end = fmt_json_str(out, out + 10, "ab\x01\x01", 4);
+    CHECK_INT(end - out, 8);
+    CHECK(memcmp(out, "ab\\u0001", 8) == 0);
 }

@@ -234,17 +234,12 @@ static void respond_verror(http_request *req, int status, const char *extra_head
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    /* JSON-escape the message by hand: it is short and has no structure. */
+    /* The message is short and has no structure: escaped into the body
+     * directly, with room kept for the code after it. */
     char body[2300];
-    size_t n = (size_t)snprintf(body, sizeof body, "{\"error\":\"");
-    for (const unsigned char *p = (const unsigned char *)msg; *p && n < sizeof body - 64; p++) {
-        if (*p == '"' || *p == '\\')
-            n += (size_t)snprintf(body + n, sizeof body - n, "\\%c", *p);
-        else if (*p < 0x20)
-            n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", *p);
-        else
-            body[n++] = (char)*p;
-    }
+    char *p = fmt_lit(body, "{\"error\":\"");
+    p = fmt_json_str(p, body + sizeof body - 58, msg, strlen(msg));
+    size_t n = (size_t)(p - body);
     n += (size_t)snprintf(body + n, sizeof body - n, "\",\"code\":\"%s\"}\n", code);
     http_respond(req, status, "application/json", extra_headers, body, n);
 }
