@@ -6,16 +6,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/err.h"
+#include <openssl/crypto.h>
 
-/* Tokens are 16 to 256 printable characters: long enough to resist guessing,
- * short enough to bound the file and the comparison. */
-#define TOKEN_MIN 16
-#define TOKEN_MAX 256
-#define TOKENS_MAX 1024
+#include "common/err.h"
+#include "common/limits.h"
 
 typedef struct token {
-    char value[TOKEN_MAX];
+    char value[SPATE_TOKEN_MAX];
     size_t len;
     unsigned scopes;
 } token;
@@ -38,7 +35,7 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
         return ERR_IO;
     }
     auth *a = calloc(1, sizeof *a);
-    a->tokens = calloc(TOKENS_MAX, sizeof *a->tokens);
+    a->tokens = calloc(SPATE_TOKENS_MAX, sizeof *a->tokens);
     char line[1024];
     int lineno = 0, rc = 0;
     while (!rc && fgets(line, sizeof line, f)) {
@@ -52,7 +49,7 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0') continue;
-        char scope[32], value[TOKEN_MAX + 2], extra[2];
+        char scope[32], value[SPATE_TOKEN_MAX + 2], extra[2];
         int got = sscanf(p, "%31s %257s %1s", scope, value, extra);
         unsigned s = 0;
         for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++)
@@ -65,12 +62,12 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
             snprintf(err, errcap, "%s:%d: unknown scope '%s' (admin, invoke or publish)", path,
                      lineno, scope);
             rc = ERR_INVAL;
-        } else if (vlen < TOKEN_MIN || vlen > TOKEN_MAX - 1) {
+        } else if (vlen < SPATE_TOKEN_MIN || vlen > SPATE_TOKEN_MAX - 1) {
             snprintf(err, errcap, "%s:%d: a token must have %d to %d characters", path, lineno,
-                     TOKEN_MIN, TOKEN_MAX - 1);
+                     SPATE_TOKEN_MIN, SPATE_TOKEN_MAX - 1);
             rc = ERR_INVAL;
-        } else if (a->n == TOKENS_MAX) {
-            snprintf(err, errcap, "%s:%d: more than %d tokens", path, lineno, TOKENS_MAX);
+        } else if (a->n == SPATE_TOKENS_MAX) {
+            snprintf(err, errcap, "%s:%d: more than %d tokens", path, lineno, SPATE_TOKENS_MAX);
             rc = ERR_INVAL;
         } else {
             token *t = &a->tokens[a->n++];
@@ -95,21 +92,17 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
 void auth_free(auth *a)
 {
     if (!a) return;
-    explicit_bzero(a->tokens, TOKENS_MAX * sizeof *a->tokens);
+    explicit_bzero(a->tokens, SPATE_TOKENS_MAX * sizeof *a->tokens);
     free(a->tokens);
     free(a);
 }
 
-/* Equal in time that depends only on the lengths bounded above. */
-static int same(const char *x, size_t xl, const char *y, size_t yl)
+/* Equal in time that depends on neither token: both are compared whole, as
+ * SPATE_TOKEN_MAX bytes padded with zeros (libcrypto's constant-time
+ * compare), and the lengths without a branch. */
+static int same(const char *padded, size_t len, const token *t)
 {
-    unsigned char d = (unsigned char)(xl != yl);
-    for (size_t i = 0; i < TOKEN_MAX - 1; i++) {
-        unsigned char a = i < xl ? (unsigned char)x[i] : 0;
-        unsigned char b = i < yl ? (unsigned char)y[i] : 0;
-        d |= a ^ b;
-    }
-    return d == 0;
+    return (CRYPTO_memcmp(padded, t->value, SPATE_TOKEN_MAX) | (len != t->len)) == 0;
 }
 
 unsigned auth_scopes(const auth *a, const char *authorization)
@@ -119,11 +112,14 @@ unsigned auth_scopes(const auth *a, const char *authorization)
     while (*t == ' ') t++;
     size_t len = strlen(t);
     while (len && (t[len - 1] == ' ' || t[len - 1] == '\t')) len--;
-    if (len == 0 || len > TOKEN_MAX - 1) return 0;
+    if (len == 0 || len > SPATE_TOKEN_MAX - 1) return 0;
+    char padded[SPATE_TOKEN_MAX] = {0};
+    memcpy(padded, t, len);
     /* Every token is compared, so the time does not say which one matched. */
     unsigned granted = 0;
     for (size_t i = 0; i < a->n; i++)
-        if (same(t, len, a->tokens[i].value, a->tokens[i].len)) granted |= a->tokens[i].scopes;
+        if (same(padded, len, &a->tokens[i])) granted |= a->tokens[i].scopes;
+    explicit_bzero(padded, sizeof padded);
     return granted & SCOPE_ADMIN ? SCOPE_ANY : granted;
 }
 

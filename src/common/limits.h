@@ -49,6 +49,13 @@
  * take the places of clients that send their request at once. A quarter of
  * the connections. */
 #define SPATE_HTTP_NEW_CONNECTIONS_MAX 256
+/* API tokens (--token-file): SPATE_TOKEN_MIN to SPATE_TOKEN_MAX - 1
+ * printable characters (SPATE_TOKEN_MAX is with the NUL), long enough to
+ * resist guessing, short enough to bound the file and the comparison (each
+ * request compares every token whole); at most SPATE_TOKENS_MAX of them. */
+#define SPATE_TOKEN_MIN 16
+#define SPATE_TOKEN_MAX 256
+#define SPATE_TOKENS_MAX 1024
 /* After a final answer that closes the connection, unread input is drained
  * for at most this long (ms), so the client reads the answer instead of a
  * reset. */
