@@ -82,11 +82,6 @@ int64_t cli_parse_size(const char *s)
     return v > (uint64_t)INT64_MAX / mult ? -1 : (int64_t)(v * mult);
 }
 
-/* The most a variables file may hold, comments included: its variables
- * are at most SPATE_ENV_BYTES_MAX, so anything much larger is not one (a
- * FIFO or /dev/zero given by mistake would be read for ever). */
-#define VARS_FILE_MAX (1024u * KIB)
-
 /* A file of variables for --env-file and --secret-file: one KEY=VALUE a
  * line, taken as it stands (no quotes, no expansion, as docker's
  * --env-file); blank lines and lines starting with '#' are skipped. Each
@@ -102,13 +97,13 @@ static void vars_file(cli *c, const char *opt, const char *path, const char *key
         exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot open '%s': %s", opt, path,
                       strerror(errno)));
     buf data;
-    buf_init(&data, VARS_FILE_MAX);
+    buf_init(&data, SPATE_VARS_FILE_MAX);
     char chunk[16 * 1024];
     size_t got;
     while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
         if (buf_append(&data, chunk, got) != 0)
             cli_usage(c, "%s: '%s' is larger than %u bytes: not a file of variables", opt, path,
-                      VARS_FILE_MAX);
+                      SPATE_VARS_FILE_MAX);
     if (ferror(f))
         exit(cli_fail(c, CLI_FAILED, "io_error", "%s: cannot read '%s': %s", opt, path,
                       strerror(errno)));

@@ -396,7 +396,6 @@ static int topic_set(const cli *c, cli_args *a)
 
 /* A dead-letter topic that TOPIC stands for, and the triggers whose dead
  * letters it holds ("in -> f, in -> g"; empty when none says so). */
-#define DLQ_TARGETS 16
 typedef struct dlq_target {
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char of[512];
@@ -437,7 +436,7 @@ static int find_dlqs(const cli *c, const char *topic, dlq_target *out, int *n)
         if (strcmp(cli_json_str(t, "topic"), topic) != 0) continue;
         int i = 0;
         while (i < *n && strcmp(out[i].topic, cli_json_str(t, "dlq")) != 0) i++;
-        if (i == *n && *n == DLQ_TARGETS) continue;
+        if (i == *n && *n == SPATE_DLQ_TARGETS_SHOWN) continue;
         if (i == *n) snprintf(out[(*n)++].topic, sizeof out->topic, "%s", cli_json_str(t, "dlq"));
         add_of(&out[i], t);
     }
@@ -478,7 +477,7 @@ static void print_all(const cli *c, cJSON *all)
 static int dlq_redrive(const cli *c, cli_args *args)
 {
     const char *asked = args->argv[0];
-    dlq_target t[DLQ_TARGETS];
+    dlq_target t[SPATE_DLQ_TARGETS_SHOWN];
     int n, rc = find_dlqs(c, asked, t, &n);
     if (rc) return rc;
     cJSON *all = cJSON_CreateArray();
@@ -527,7 +526,7 @@ static int dlq_redrive(const cli *c, cli_args *args)
 static int dlq_ls(const cli *c, cli_args *args)
 {
     const char *asked = args->argv[0];
-    dlq_target t[DLQ_TARGETS];
+    dlq_target t[SPATE_DLQ_TARGETS_SHOWN];
     int n, rc = find_dlqs(c, asked, t, &n);
     if (rc) return rc;
     cJSON *all = cJSON_CreateArray();

@@ -65,6 +65,12 @@
  * sends its response and its next /next together gets both answers in one
  * segment). Up to this much; a larger answer goes at once. */
 #define SPATE_HTTP_CORK_MAX (64u * KIB)
+/* Who is at the other end of a connection (http/peer.c) is asked of the
+ * kernel over netlink: its answer about one socket is well under
+ * SPATE_PEER_DIAG_REPLY_MAX bytes, and it answers at once, so the wait
+ * (us) only bounds a loop that must never hang. */
+#define SPATE_PEER_DIAG_REPLY_MAX 8192
+#define SPATE_PEER_DIAG_TIMEOUT_US 200000
 
 /* --- Functions ----------------------------------------------------------- */
 
@@ -112,9 +118,12 @@
 #define SPATE_LOG_FILE_MAX (8u * MIB) /* a function's log file; one older file is kept */
 /* What spated's own log quotes of a function's words (why an instance failed
  * to start: its init error), at most: a line must still end with whose it is
- * (fn=...) within the log's line length, even once control characters are
- * escaped (4 bytes each). */
+ * (fn=...) within the log's line length (SPATE_LOG_MESSAGE_MAX), even once
+ * control characters are escaped (4 bytes each). */
 #define SPATE_LOG_QUOTE_MAX 300
+/* One message of spated's (and spate-runner's) own log, before its time,
+ * level and tag: longer ones are cut. */
+#define SPATE_LOG_MESSAGE_MAX 2048
 /* Functions run as uids from here on, one each (spated --uid-base): far
  * above the users of the host. */
 #define SPATE_UID_BASE 2000000000u
@@ -255,6 +264,14 @@
  * bind mount in every zygote's and exec instance's namespace, so a few, not
  * a tree of them: bind a common parent instead. */
 #define SPATE_WRITABLE_MAX 16
+/* Slots (cgroups and temporary directory) of instances that ended cleanly,
+ * kept emptied for the next instance: making them costs about as much as the
+ * fork. Beyond this many, a slot is freed; each kept costs a few cgroups. */
+#define SPATE_SPARE_SLOTS_MAX 64
+/* Cgroups still busy when their instance ended (a process not yet reaped),
+ * retried on a timer until they go. Beyond this many, one is left behind
+ * with a warning. */
+#define SPATE_STALE_CGROUPS_MAX 256
 
 /* --- Daemon ----------------------------------------------------------------- */
 
@@ -264,5 +281,19 @@
  * stopped, the store committed) before spated kills what is left and exits
  * anyway (ms): shutdown is bounded whatever a function does. */
 #define SPATE_SHUTDOWN_CUT_MS 3000
+/* spated's configuration file (--config): a few dozen options fit in a few
+ * KiB; anything near this is not one. */
+#define SPATE_CONFIG_FILE_MAX (1u * MIB)
+
+/* --- Client (spate) ------------------------------------------------------------ */
+
+/* The most a variables file (--env-file, --secret-file) may hold, comments
+ * included: its variables are at most SPATE_ENV_BYTES_MAX, so anything much
+ * larger is not one (a FIFO or /dev/zero given by mistake would be read for
+ * ever). */
+#define SPATE_VARS_FILE_MAX (1024u * KIB)
+/* The triggers `spate topics dlq` names for one dead-letter topic; more are
+ * not listed. */
+#define SPATE_DLQ_TARGETS_SHOWN 16
 
 #endif /* SPATE_LIMITS_H */

@@ -7,14 +7,13 @@
 #include <unistd.h>
 
 #include "common/fmt.h"
+#include "common/limits.h"
 
 int log_level_min = LOGL_INFO;
 int log_format = LOG_TEXT;
 static const char *log_tag = "spate";
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
-
-#define LINE_MAX_BYTES 2048
 
 int log_level_parse(const char *name)
 {
@@ -58,7 +57,7 @@ static size_t context_start(const char *msg, size_t len)
 
 static size_t format_json(char *line, const char *when, int level, const char *msg, size_t mlen)
 {
-    char *p = line, *end = line + LINE_MAX_BYTES - 2;
+    char *p = line, *end = line + SPATE_LOG_MESSAGE_MAX - 2;
     p += snprintf(p, (size_t)(end - p), "{\"time\":\"%s\",\"level\":\"%s\",\"tag\":\"", when,
                   level_names[level & 3]);
     p = fmt_json_str(p, end, log_tag, strlen(log_tag));
@@ -136,14 +135,14 @@ void log_write(int level, const char *fmt, ...)
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
-    char msg[LINE_MAX_BYTES];
+    char msg[SPATE_LOG_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     size_t mlen = m < 0 ? 0 : (size_t)m >= sizeof msg ? sizeof msg - 1 : (size_t)m;
 
-    char line[LINE_MAX_BYTES + 64];
+    char line[SPATE_LOG_MESSAGE_MAX + 64];
     size_t len;
     if (log_format == LOG_JSON) {
         len = format_json(line, when, level, msg, mlen);

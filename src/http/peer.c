@@ -11,12 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "common/log.h"
-
-/* A netlink answer about one socket is well under this. */
-#define DIAG_REPLY_MAX 8192
-/* The kernel answers at once; this only bounds a loop that must never hang. */
-#define DIAG_TIMEOUT_US 200000
 
 /* One netlink socket for the life of the process: opening one per
  * connection would double the cost of a lookup. */
@@ -34,7 +30,7 @@ static int diag_socket(void)
                      strerror(errno));
         return -1;
     }
-    struct timeval tv = {.tv_sec = 0, .tv_usec = DIAG_TIMEOUT_US};
+    struct timeval tv = {.tv_sec = 0, .tv_usec = SPATE_PEER_DIAG_TIMEOUT_US};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     diag_fd = fd;
     return fd;
@@ -115,7 +111,7 @@ static int diag_lookup(const struct sockaddr_storage *peer, const struct sockadd
     /* Answers to earlier queries that timed out may still be queued: skip
      * anything that is not for this one. */
     for (;;) {
-        long reply[DIAG_REPLY_MAX / sizeof(long)];
+        long reply[SPATE_PEER_DIAG_REPLY_MAX / sizeof(long)];
         ssize_t n = recv(fd, reply, sizeof reply, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return n < 0 ? -errno : -EIO;

@@ -44,13 +44,11 @@ static strmap uids;
 static strmap uids_taken;
 
 /* Slots of instances that ended cleanly, for the next ones. */
-#define SPARE_MAX 64
-static isolate_slot *spare[SPARE_MAX];
+static isolate_slot *spare[SPATE_SPARE_SLOTS_MAX];
 static int nspare;
 
 /* Cgroups that were still busy when their instance ended, retried later. */
-#define STALE_MAX 256
-static char *stale[STALE_MAX];
+static char *stale[SPATE_STALE_CGROUPS_MAX];
 static uv_loop_t *loop;
 static uv_timer_t stale_timer; /* retries them while there are any */
 static int stale_timer_on;
@@ -117,7 +115,7 @@ static int remove_cgroup(const char *dir, int wait)
 static void retry_stale(int wait)
 {
     int left = 0;
-    for (int i = 0; i < STALE_MAX; i++) {
+    for (int i = 0; i < SPATE_STALE_CGROUPS_MAX; i++) {
         if (stale[i] && remove_cgroup(stale[i], wait)) {
             free(stale[i]);
             stale[i] = NULL;
@@ -137,7 +135,7 @@ static void on_stale_timer(uv_timer_t *t)
 
 static void remember_stale(const char *dir)
 {
-    for (int i = 0; i < STALE_MAX; i++)
+    for (int i = 0; i < SPATE_STALE_CGROUPS_MAX; i++)
         if (!stale[i]) {
             stale[i] = strdup(dir);
             if (loop && !stale_timer_on) {
@@ -414,7 +412,7 @@ int isolate_release(isolate_slot *s)
     /* Not the function's cpu group: its other instances are there. */
     for (int i = 0; i < own_dirs(s); i++) empty &= kill_all(s->dirs[i]);
     if (empty && s->tmpdir[0] && fs_remove_tree(AT_FDCWD, s->tmpdir, 1) != 0) empty = 0;
-    if (empty && nspare < SPARE_MAX) {
+    if (empty && nspare < SPATE_SPARE_SLOTS_MAX) {
         /* pids.events only grows: the next owner starts from here. */
         s->forks_refused = forks_refused(s);
         spare[nspare++] = s;

@@ -12,8 +12,6 @@
 #include "common/log.h"
 #include "common/parse.h"
 
-#define CONFIG_FILE_MAX (1u * MIB)
-
 /* OPT_PATHS is a list, "A,B,...": each occurrence adds to it (repeated
  * --KEY options, repeated keys or a comma-separated value in the file), and
  * the command line's, if any, replace the file's. */
@@ -358,8 +356,9 @@ static int load_file(const char *path, options *o, char *err, size_t errcap)
         return -1;
     }
     struct stat st;
-    if (fstat(fileno(c.f), &st) == 0 && st.st_size > (off_t)CONFIG_FILE_MAX) {
-        snprintf(err, errcap, "config file %s is larger than %u bytes", path, CONFIG_FILE_MAX);
+    if (fstat(fileno(c.f), &st) == 0 && st.st_size > (off_t)SPATE_CONFIG_FILE_MAX) {
+        snprintf(err, errcap, "config file %s is larger than %u bytes", path,
+                 SPATE_CONFIG_FILE_MAX);
         fclose(c.f);
         return -1;
     }
