@@ -32,78 +32,65 @@ typedef struct opt_def {
     size_t offset;
     uint64_t min, max; /* numbers; for OPT_STR max is the field's size */
     int live;          /* a reload can change it */
-    const char *help;
+    const char *help;  /* --help shows the default after it, from defaults() */
+    const char *dflt;  /* the default in words, where it is not a fixed value */
 } opt_def;
 
 #define OFF(f) offsetof(options, f)
 #define STR(f) OPT_STR, OFF(f), 0, sizeof(((options *)0)->f)
 static const opt_def opt_defs[] = {
-    {"data", STR(data_dir), 0, "data directory (store, artifacts, logs) [./spate-data]"},
-    {"listen", OPT_LISTEN, 0, 0, 0, 0, "HOST:PORT to serve the API on [127.0.0.1:7728]"},
-    {"runner", STR(runner), 0, "path of spate-runner [beside spated]"},
+    {"data", STR(data_dir), 0, "data directory (store, artifacts, logs)", NULL},
+    {"listen", OPT_LISTEN, 0, 0, 0, 0, "HOST:PORT to serve the API on", NULL},
+    {"runner", STR(runner), 0, "path of spate-runner", "beside spated"},
     {"max-connections", OPT_U32, OFF(http.max_connections), 1, 1000000, 1,
-     "open client connections [1024]"},
+     "open client connections", NULL},
     {"idle-timeout", OPT_U32, OFF(http.idle_timeout_ms), 100, 86400000, 1,
-     "ms before an idle keep-alive connection closes [60000]"},
+     "ms before an idle keep-alive connection closes", NULL},
     {"request-timeout", OPT_U32, OFF(http.request_timeout_ms), 100, 3600000, 1,
-     "ms for a request to arrive whole, else 408 [30000]"},
+     "ms for a request to arrive whole, else 408", NULL},
     {"header-timeout", OPT_U32, OFF(http.header_timeout_ms), 100, 3600000, 1,
-     "ms for a new connection to send its first request's headers, else 408 [5000]"},
+     "ms for a new connection to send its first request's headers, else 408", NULL},
     {"max-new-connections", OPT_U32, OFF(http.new_max), 1, 1000000, 1,
-     "connections without a complete request yet; over it the oldest closes [256]"},
+     "connections without a complete request yet; over it the oldest closes", NULL},
     {"header-max", OPT_U32, OFF(http.header_bytes_max), 1024, 1048576, 1,
-     "bytes of request line and headers, else 431 [16384]"},
+     "bytes of request line and headers, else 431", NULL},
     {"payload-max", OPT_SIZE, OFF(limits.invoke_payload_max), 0, SPATE_INVOKE_PAYLOAD_MAX, 1,
-     "bytes of an invoke payload, else 413 [6291456]"},
+     "bytes of an invoke payload, else 413", NULL},
     {"artifact-max", OPT_SIZE, OFF(limits.artifact_max), 1, 1024u * MIB, 1,
-     "bytes of an artifact, else 413 [67108864]"},
+     "bytes of an artifact, else 413", NULL},
     {"message-max", OPT_SIZE, OFF(limits.message_max), 1, 64u * MIB, 1,
-     "bytes of one published message, else 413 [262144]"},
+     "bytes of one published message, else 413", NULL},
     {"publish-max", OPT_SIZE, OFF(limits.publish_max), 1, 1024u * MIB, 1,
-     "bytes of one publish request (an NDJSON batch), else 413 [16777216]"},
+     "bytes of one publish request (an NDJSON batch), else 413", NULL},
     {"max-instances", OPT_U32, OFF(max_instances), 1, SPATE_NODE_INSTANCES_CEILING, 1,
-     "live instances on this node, over all functions [one per 16 MiB of memory]"},
+     "live instances on this node, over all functions", "one per 16 MiB of memory"},
     {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
-     "ms in-flight invocations get on SIGTERM [30000]"},
+     "ms in-flight invocations get on SIGTERM", NULL},
     {"token-file", STR(token_file), 1,
-     "lines 'SCOPE TOKEN' (admin, invoke, publish); requests need a token [none]"},
+     "lines 'SCOPE TOKEN' (admin, invoke, publish); requests need a token", NULL},
     {"insecure", OPT_FLAG, OFF(insecure), 0, 0, 0,
-     "allow a non-loopback --listen without a token file"},
-    {"run-as", STR(run_as), 0, "when spated is root, functions run in this user's group [nobody]"},
+     "allow a non-loopback --listen without a token file", NULL},
+    {"run-as", STR(run_as), 0, "when spated is root, functions run in this user's group", NULL},
     {"uid-base", OPT_U32, OFF(uid_base), 0, 4000000000u, 0,
-     "each function runs as its own uid from here on; 0: all as --run-as [2000000000]"},
+     "each function runs as its own uid from here on; 0: all as --run-as", NULL},
     {"pids-max", OPT_U32, OFF(pids_max), 1, 1000000, 0,
-     "processes and threads one instance may have (pids cgroup) [128]"},
+     "processes and threads one instance may have (pids cgroup)", NULL},
     {"function-log-max", OPT_SIZE, OFF(function_log_max), 65536, 1024u * MIB, 1,
-     "bytes of a function's output file DATA/logs/NAME.log; one older file is kept [8388608]"},
+     "bytes of a function's output file DATA/logs/NAME.log; one older file is kept", NULL},
     {"writable", OPT_PATHS, OFF(writable), 0, sizeof(((options *)0)->writable), 0,
-     "PATH[,PATH]: a host path functions may write; the rest is read-only to them (repeatable) "
-     "[none]"},
+     "PATH[,PATH]: a host path functions may write; the rest is read-only to them (repeatable)",
+     NULL},
     {"cluster", STR(cluster), 0,
-     "nats://HOST:PORT[,...]: join the nodes sharing that NATS JetStream [none]"},
+     "nats://HOST:PORT[,...]: join the nodes sharing that NATS JetStream", NULL},
     {"cluster-replicas", OPT_U32, OFF(cluster_replicas), 0, 5, 0,
-     "replicas of the shared registry; 0: 3 with 3 NATS servers or more, else 1 [0]"},
-    {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, 1, "debug, info, warn or error [info]"},
-    {"log-format", OPT_LOGFORMAT, OFF(log_format), 0, 0, 1,
-     "text, or json: one object a line [text]"},
+     "replicas of the shared registry; 0: 3 with 3 NATS servers or more, else 1", NULL},
+    {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, 1, "debug, info, warn or error", NULL},
+    {"log-format", OPT_LOGFORMAT, OFF(log_format), 0, 0, 1, "text, or json: one object a line",
+     NULL},
 };
 #define NOPTS (sizeof opt_defs / sizeof opt_defs[0])
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
-
-static void usage(FILE *out)
-{
-    fprintf(out, "usage: spated [options]\n\n");
-    for (size_t i = 0; i < NOPTS; i++) {
-        char name[40];
-        snprintf(name, sizeof name, "--%s", opt_defs[i].key);
-        fprintf(out, "  %-20s %s\n", name, opt_defs[i].help);
-    }
-    fprintf(out, "  %-20s %s\n  %-20s %s\n  %-20s %s\n  %-20s %s\n", "--config FILE",
-            "read options from FILE (key = value; the command line wins)", "--check-config",
-            "print the effective configuration and exit (0 when valid)", "--version",
-            "print the version and exit", "--help", "print this help and exit");
-}
 
 /* --- Defaults ------------------------------------------------------------------------ */
 
@@ -267,6 +254,35 @@ static void value_text(const options *o, const opt_def *d, char *out, size_t cap
         snprintf(out, cap, "%s", *(const int *)field ? "true" : "false");
         return;
     }
+}
+
+static void defaults(options *o);
+
+/* Each option's default is the value defaults() gives it, so that the help
+ * says what spated does (a flag has none to say). */
+static void usage(FILE *out)
+{
+    options d;
+    defaults(&d);
+    fprintf(out, "usage: spated [options]\n\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_def *o = &opt_defs[i];
+        char name[40], val[512];
+        snprintf(name, sizeof name, "--%s", o->key);
+        if (o->kind == OPT_FLAG) {
+            fprintf(out, "  %-20s %s\n", name, o->help);
+            continue;
+        }
+        if (o->dflt)
+            snprintf(val, sizeof val, "%s", o->dflt);
+        else
+            value_text(&d, o, val, sizeof val);
+        fprintf(out, "  %-20s %s [%s]\n", name, o->help, val[0] ? val : "none");
+    }
+    fprintf(out, "  %-20s %s\n  %-20s %s\n  %-20s %s\n  %-20s %s\n", "--config FILE",
+            "read options from FILE (key = value; the command line wins)", "--check-config",
+            "print the effective configuration and exit (0 when valid)", "--version",
+            "print the version and exit", "--help", "print this help and exit");
 }
 
 /* --- The file ----------------------------------------------------------------------------- */

@@ -164,6 +164,25 @@ def test_sample_config_has_every_option(tmp_path):
     assert cfg["max-instances"] == "1024" and cfg["data"] == f"{os.getcwd()}/spate-data"
 
 
+def test_help_states_the_defaults_spated_uses():
+    # The help's "[default]" of each option is what --check-config says
+    # spated runs with when nothing is set (issue 15: no default typed twice).
+    help_text = subprocess.run([str(SPATED), "--help"], capture_output=True, text=True).stdout
+    stated = dict(re.findall(r"^  --([a-z-]+) .*\[([^\]]*)\]$", help_text, re.M))
+    r = check_config()
+    assert r.returncode == 0, r.stderr
+    cfg = effective(r.stdout)
+    words = {"none": "", "beside spated": None, "one per 16 MiB of memory": None}
+    assert len(stated) > 20 and "max-connections" in stated
+    for key, default in stated.items():
+        want = words.get(default, default)
+        if want is None:
+            continue
+        if key == "data":
+            want = os.path.abspath(want)
+        assert cfg[key] == want, (key, default, cfg[key])
+
+
 def test_sighup_reloads_tokens_without_dropping_work(tmp_path, functions):
     tokens = tmp_path / "tokens"
     tokens.write_text("admin old-admin-token-0123456789\n")
