@@ -47,12 +47,7 @@ void http__maybe_free(http_conn *c)
     free(c->in);
     free(c);
     s->nalloc--;
-    if (s->closing && s->nalloc == 0 && !s->listening) {
-        void (*cb)(void *) = s->close_cb;
-        void *data = s->close_data;
-        free(s);
-        if (cb) cb(data);
-    }
+    http__maybe_free_server(s);
 }
 
 void http__on_handle_closed(uv_handle_t *h)

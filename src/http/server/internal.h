@@ -117,6 +117,12 @@ void http__linger(http_conn *c);
 void http__process(http_conn *c);
 void http__keep_reading(http_conn *c);
 
+/* --- server.c ----------------------------------------------------------------- */
+
+/* Frees a closing server (and calls its close callback) once its listener
+ * and every connection are gone. */
+void http__maybe_free_server(http_server *s);
+
 /* --- respond.c ---------------------------------------------------------------- */
 
 /* Sends the answers held for pipelined requests; 0, 1 while a write is under

@@ -239,12 +239,16 @@ static void on_listener_closed(uv_handle_t *h)
 {
     http_server *s = h->data;
     s->listening = 0;
-    if (s->closing && s->nalloc == 0) {
-        void (*cb)(void *) = s->close_cb;
-        void *data = s->close_data;
-        free(s);
-        if (cb) cb(data);
-    }
+    http__maybe_free_server(s);
+}
+
+void http__maybe_free_server(http_server *s)
+{
+    if (!s->closing || s->nalloc > 0 || s->listening) return;
+    void (*cb)(void *) = s->close_cb;
+    void *data = s->close_data;
+    free(s);
+    if (cb) cb(data);
 }
 
 void http_server_drain(http_server *s)
