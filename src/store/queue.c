@@ -1,4 +1,4 @@
-#include "store/queue.h"
+#include "store/sqlqueue.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,13 +13,43 @@
 
 /* --- In memory --------------------------------------------------------------------- */
 
+typedef struct q_block q_block;
+typedef struct q_topic q_topic;
+
+/* A message as this queue holds it: what the consumer reads first. */
+typedef struct sq_msg {
+    q_msg m;
+    uint32_t refs; /* the ready ring, leases and reads that hold it */
+    q_block *block;
+} sq_msg;
+
+static sq_msg *sq_msg_of(const q_msg *m)
+{
+    return (sq_msg *)m;
+}
+
+/* A lease as this queue keeps it: what the consumer reads first. */
+typedef struct sq_lease {
+    q_lease base;
+    list_node link;     /* in the subscription's leased list */
+    int64_t visible_ms; /* retries: when it may run again */
+    char *error;        /* retries: the last error */
+    uint32_t heap_index;
+    unsigned in_retry_table : 1;
+} sq_lease;
+
+static sq_lease *lease_of(q_lease *l)
+{
+    return (sq_lease *)l;
+}
+
 /* One allocation holding the bytes of several messages (a published batch,
  * a fetched chunk) and their records; freed when the last message goes. */
 struct q_block {
     uint32_t refs; /* messages still referenced */
     char *mem;     /* owned: the bytes the messages point into */
     size_t n;
-    q_msg msgs[];
+    sq_msg msgs[];
 };
 
 static const queue_ops sqlite_ops;
@@ -71,7 +101,7 @@ struct q_sub {
 
     list_node leased;
     uint32_t nleased;
-    q_lease **heap; /* retries, earliest visible first */
+    sq_lease **heap; /* retries, earliest visible first */
     uint32_t nheap, heapcap;
     uint64_t retry_bytes;
     uv_timer_t timer;
@@ -116,8 +146,9 @@ struct queue {
 /* Past this much retrying, new messages wait in the store (back-pressure). */
 #define RETRY_BYTES_MAX (64u * MIB)
 
-static void msg_unref(q_msg *m)
+static void msg_unref(q_msg *pm)
 {
+    sq_msg *m = sq_msg_of(pm);
     if (--m->refs > 0) return;
     q_block *b = m->block;
     if (--b->refs == 0) {
@@ -128,7 +159,7 @@ static void msg_unref(q_msg *m)
 
 static q_block *block_new(size_t n, char *mem)
 {
-    q_block *b = calloc(1, sizeof *b + n * sizeof(q_msg));
+    q_block *b = calloc(1, sizeof *b + n * sizeof(sq_msg));
     if (!b) return NULL;
     b->mem = mem;
     b->n = n;
@@ -192,7 +223,7 @@ static int ready_push(q_sub *s, q_msg *m)
     s->ready[(s->rhead + s->rlen) % s->rcap] = m;
     s->rlen++;
     s->ready_bytes += m->len;
-    m->refs++;
+    sq_msg_of(m)->refs++;
     return 0;
 }
 
@@ -231,7 +262,7 @@ static int ready_full(const q_sub *s)
 
 static void heap_swap(q_sub *s, uint32_t a, uint32_t b)
 {
-    q_lease *t = s->heap[a];
+    sq_lease *t = s->heap[a];
     s->heap[a] = s->heap[b];
     s->heap[b] = t;
     s->heap[a]->heap_index = a;
@@ -260,11 +291,11 @@ static void heap_down(q_sub *s, uint32_t i)
     }
 }
 
-static int heap_push(q_sub *s, q_lease *l)
+static int heap_push(q_sub *s, sq_lease *l)
 {
     if (s->nheap == s->heapcap) {
         uint32_t cap = s->heapcap ? s->heapcap * 2 : 64;
-        q_lease **h = realloc(s->heap, cap * sizeof *h);
+        sq_lease **h = realloc(s->heap, cap * sizeof *h);
         if (!h) return ERR_NOMEM;
         s->heap = h;
         s->heapcap = cap;
@@ -272,19 +303,19 @@ static int heap_push(q_sub *s, q_lease *l)
     l->heap_index = s->nheap;
     s->heap[s->nheap++] = l;
     heap_up(s, l->heap_index);
-    s->retry_bytes += l->msg->len;
+    s->retry_bytes += l->base.msg->len;
     return 0;
 }
 
-static q_lease *heap_pop(q_sub *s)
+static sq_lease *heap_pop(q_sub *s)
 {
-    q_lease *top = s->heap[0];
+    sq_lease *top = s->heap[0];
     s->heap[0] = s->heap[--s->nheap];
     if (s->nheap) {
         s->heap[0]->heap_index = 0;
         heap_down(s, 0);
     }
-    s->retry_bytes -= top->msg->len;
+    s->retry_bytes -= top->base.msg->len;
     return top;
 }
 
@@ -389,7 +420,7 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
                      " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (rc != SQLITE_OK) return rc;
     for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
-        const q_msg *m = &b->msgs[i];
+        const q_msg *m = &b->msgs[i].m;
         sqlite3_bind_int64(q->ins_msg, 1, topic_id);
         sqlite3_bind_int64(q->ins_msg, 2, (sqlite3_int64)m->seq);
         sqlite3_bind_int64(q->ins_msg, 3, m->published_ms);
@@ -417,7 +448,7 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
                  " WHERE id = ?");
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->upd_pub, 1, (sqlite3_int64)b->n);
-    sqlite3_bind_int64(q->upd_pub, 2, (sqlite3_int64)(b->msgs[b->n - 1].seq + 1));
+    sqlite3_bind_int64(q->upd_pub, 2, (sqlite3_int64)(b->msgs[b->n - 1].m.seq + 1));
     sqlite3_bind_int64(q->upd_pub, 3, topic_id);
     return step(q->upd_pub);
 }
@@ -438,11 +469,11 @@ static void fan_out(q_topic *t, q_block *b, uint64_t first, uint64_t last)
         q_sub *s = list_entry(n, q_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
         if (s->lagging || ready_full(s) || s->retry_bytes > RETRY_BYTES_MAX) {
-            if (!s->lagging) s->lag_oldest_ms = b->msgs[0].published_ms;
+            if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
             s->lagging = 1;
             continue;
         }
-        for (size_t i = 0; i < b->n; i++) ready_push(s, &b->msgs[i]);
+        for (size_t i = 0; i < b->n; i++) ready_push(s, &b->msgs[i].m);
         s->fetched = last + 1;
         notify(s);
     }
@@ -455,10 +486,10 @@ static void done_publish(wop *op, int status)
     uint64_t last = p->first + p->block->n - 1;
     if (status == 0) {
         t->published += p->block->n;
-        if (t->stored == 0) t->oldest_stored_ms = p->block->msgs[0].published_ms;
+        if (t->stored == 0) t->oldest_stored_ms = p->block->msgs[0].m.published_ms;
         t->stored += p->block->n;
         for (size_t i = 0; i < p->block->n; i++)
-            t->bytes += p->block->msgs[i].len + p->block->msgs[i].key_len;
+            t->bytes += p->block->msgs[i].m.len + p->block->msgs[i].m.key_len;
     } else if (p->create_topic) {
         t->persisted = 0; /* insert it with the next publish */
     }
@@ -522,8 +553,8 @@ static void submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb d
     int64_t now = clock_now_ms();
     p->first = t->next_seq;
     for (size_t i = 0; i < b->n; i++) {
-        b->msgs[i].seq = t->next_seq++;
-        if (!b->msgs[i].published_ms) b->msgs[i].published_ms = now;
+        b->msgs[i].m.seq = t->next_seq++;
+        if (!b->msgs[i].m.published_ms) b->msgs[i].m.published_ms = now;
     }
     p->q = q;
     p->topic = t;
@@ -549,7 +580,7 @@ static void sq_publish(queue *q, const char *topic, buf *body, const q_input *in
     }
     b->mem = buf_detach(body, NULL);
     for (size_t i = 0; i < n; i++) {
-        q_msg *m = &b->msgs[i];
+        q_msg *m = &b->msgs[i].m;
         m->key = in[i].key;
         m->key_len = in[i].key_len;
         m->data = in[i].data;
@@ -590,11 +621,11 @@ static uint64_t sub_low(const q_sub *s)
 {
     uint64_t low = sub_cursor(s);
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next) {
-        q_lease *l = list_entry(n, q_lease, link);
-        if (l->msg->seq < low) low = l->msg->seq;
+        sq_lease *l = list_entry(n, sq_lease, link);
+        if (l->base.msg->seq < low) low = l->base.msg->seq;
     }
     for (uint32_t i = 0; i < s->nheap; i++)
-        if (s->heap[i]->msg->seq < low) low = s->heap[i]->msg->seq;
+        if (s->heap[i]->base.msg->seq < low) low = s->heap[i]->base.msg->seq;
     return low;
 }
 
@@ -761,9 +792,9 @@ static void presubmit(void *data)
         op->leased = s->nleased ? malloc(s->nleased * 12) : NULL;
         uint8_t *p = op->leased;
         for (list_node *n = list_first(&s->leased); p && n != &s->leased; n = n->next) {
-            q_lease *l = list_entry(n, q_lease, link);
-            put_u64(p, l->msg->seq);
-            put_u32(p + 8, l->attempt);
+            sq_lease *l = list_entry(n, sq_lease, link);
+            put_u64(p, l->base.msg->seq);
+            put_u32(p + 8, l->base.attempt);
             p += 12;
         }
         if (s->nleased && !op->leased) op->nleased = 0;
@@ -907,7 +938,7 @@ static int read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *
     for (size_t i = 0; i < n; i++) {
         row *r = &rows[i];
         if (b) {
-            q_msg *m = &b->msgs[i];
+            q_msg *m = &b->msgs[i].m;
             m->seq = r->seq;
             m->published_ms = r->published_ms;
             m->len = r->len;
@@ -991,7 +1022,7 @@ static void done_fetch(wop *op, int status)
         q_block *b = f->block;
         uint64_t last = f->from - 1;
         for (size_t i = 0; i < b->n; i++) {
-            q_msg *m = &b->msgs[i];
+            q_msg *m = &b->msgs[i].m;
             last = m->seq;
             if (m->seq < s->fetched) continue; /* it came with a publish meanwhile */
             if (restored(s, m->seq)) continue; /* reloaded at start-up */
@@ -1038,13 +1069,13 @@ static void maybe_fetch(q_sub *s)
 
 /* --- Leasing ------------------------------------------------------------------------ */
 
-static q_lease *lease_new(q_sub *s, q_msg *m, uint32_t attempt)
+static sq_lease *lease_new(q_sub *s, q_msg *m, uint32_t attempt)
 {
-    q_lease *l = calloc(1, sizeof *l);
+    sq_lease *l = calloc(1, sizeof *l);
     if (!l) return NULL;
-    l->msg = m;
-    l->attempt = attempt;
-    l->sub = s;
+    l->base.msg = m;
+    l->base.attempt = attempt;
+    l->base.sub = s;
     list_push_back(&s->leased, &l->link);
     s->nleased++;
     s->refs++;
@@ -1052,21 +1083,21 @@ static q_lease *lease_new(q_sub *s, q_msg *m, uint32_t attempt)
     return l;
 }
 
-static q_lease *sq_lease(q_sub *s)
+static q_lease *sq_lease_next(q_sub *s)
 {
     if (s->closed) return NULL;
     int64_t now = clock_now_ms();
     if (s->nheap && s->heap[0]->visible_ms <= now) {
-        q_lease *l = heap_pop(s);
-        l->attempt++;
+        sq_lease *l = heap_pop(s);
+        l->base.attempt++;
         list_push_back(&s->leased, &l->link);
         s->nleased++;
         s->delivered++;
         mark_dirty(s);
         maybe_fetch(s);
-        return l;
+        return &l->base;
     }
-    q_lease *l = NULL;
+    sq_lease *l = NULL;
     if (s->cfg.ordered) {
         size_t scan = s->rlen < ORDERED_SCAN ? s->rlen : ORDERED_SCAN;
         for (size_t i = 0; i < scan; i++) {
@@ -1082,13 +1113,13 @@ static q_lease *sq_lease(q_sub *s)
     }
     if (l) mark_dirty(s);
     maybe_fetch(s);
-    return l;
+    return l ? &l->base : NULL;
 }
 
 /* Takes l off the leased list; the message reference stays with l. */
-static void unlease(q_lease *l)
+static void unlease(sq_lease *l)
 {
-    q_sub *s = l->sub;
+    q_sub *s = l->base.sub;
     list_remove(&l->link);
     s->nleased--;
     mark_dirty(s);
@@ -1139,15 +1170,15 @@ static void done_retry(wop *op, int status)
     free(r);
 }
 
-static void submit_retry(q_lease *l, const char *error)
+static void submit_retry(sq_lease *l, const char *error)
 {
-    q_sub *s = l->sub;
+    q_sub *s = l->base.sub;
     retry_op *r = calloc(1, sizeof *r);
     if (!r) return;
     r->q = s->q;
     r->sub_id = s->id;
-    r->seq = l->msg->seq;
-    r->attempts = l->attempt;
+    r->seq = l->base.msg->seq;
+    r->attempts = l->base.attempt;
     r->visible_ms = l->visible_ms;
     r->error = error ? strdup(error) : NULL;
     r->op.apply = apply_retry;
@@ -1155,20 +1186,21 @@ static void submit_retry(q_lease *l, const char *error)
     writer_submit(s->q->w, &r->op);
 }
 
-static void lease_free(q_lease *l)
+static void lease_free(sq_lease *l)
 {
-    q_sub *s = l->sub;
-    msg_unref(l->msg);
+    q_sub *s = l->base.sub;
+    msg_unref(l->base.msg);
     free(l->error);
     free(l);
     sub_unref(s);
 }
 
-static void sq_ack(q_lease *l)
+static void sq_ack(q_lease *ql)
 {
-    q_sub *s = l->sub;
+    sq_lease *l = lease_of(ql);
+    q_sub *s = l->base.sub;
     unlease(l);
-    key_free(s, l->msg);
+    key_free(s, l->base.msg);
     if (s->closed)
         retire_counts(s->q, s->topic, 1, 0);
     else
@@ -1177,9 +1209,10 @@ static void sq_ack(q_lease *l)
     lease_free(l);
 }
 
-static void sq_nack(q_lease *l, uint32_t delay_ms, const char *error)
+static void sq_nack(q_lease *ql, uint32_t delay_ms, const char *error)
 {
-    q_sub *s = l->sub;
+    sq_lease *l = lease_of(ql);
+    q_sub *s = l->base.sub;
     unlease(l);
     if (s->closed) {
         lease_free(l);
@@ -1197,38 +1230,39 @@ static void sq_nack(q_lease *l, uint32_t delay_ms, const char *error)
     arm_retry(s);
 }
 
-static void sq_release(q_lease *l)
+static void sq_release(q_lease *ql)
 {
-    q_sub *s = l->sub;
+    sq_lease *l = lease_of(ql);
+    q_sub *s = l->base.sub;
     unlease(l);
     if (s->closed) {
         lease_free(l);
         return;
     }
-    if (l->attempt > 1 || l->in_retry_table) {
+    if (l->base.attempt > 1 || l->in_retry_table) {
         /* A retry: back in the heap, due now, its count unchanged. */
-        l->attempt--;
+        l->base.attempt--;
         l->visible_ms = clock_now_ms();
         if (heap_push(s, l) == 0) {
             notify(s);
             return;
         }
     } else {
-        key_free(s, l->msg);
-        l->msg->refs++;
-        if (ready_insert(s, l->msg) == 0) {
+        key_free(s, l->base.msg);
+        sq_msg_of(l->base.msg)->refs++;
+        if (ready_insert(s, l->base.msg) == 0) {
             lease_free(l);
             notify(s);
             return;
         }
-        l->msg->refs--;
+        sq_msg_of(l->base.msg)->refs--;
     }
     lease_free(l);
 }
 
 typedef struct dead_op {
     publish_op pub; /* the insertion into the dead-letter topic */
-    q_lease *lease;
+    sq_lease *lease;
 } dead_op;
 
 static int apply_dead(sqlite3 *db, wop *op)
@@ -1236,7 +1270,8 @@ static int apply_dead(sqlite3 *db, wop *op)
     dead_op *d = (dead_op *)op;
     int rc = apply_publish(db, op);
     if (rc == SQLITE_OK && d->lease->in_retry_table) {
-        retry_op r = {.q = d->pub.q, .sub_id = d->lease->sub->id, .seq = d->lease->msg->seq};
+        retry_op r = {
+            .q = d->pub.q, .sub_id = d->lease->base.sub->id, .seq = d->lease->base.msg->seq};
         rc = apply_retry(db, &r.op);
     }
     return rc;
@@ -1245,10 +1280,10 @@ static int apply_dead(sqlite3 *db, wop *op)
 static void done_dead(wop *op, int status)
 {
     dead_op *d = (dead_op *)op;
-    q_lease *l = d->lease;
-    q_sub *s = l->sub;
+    sq_lease *l = d->lease;
+    q_sub *s = l->base.sub;
     if (status == 0) {
-        key_free(s, l->msg);
+        key_free(s, l->base.msg);
         if (s->closed)
             retire_counts(s->q, s->topic, 0, 1);
         else
@@ -1258,7 +1293,7 @@ static void done_dead(wop *op, int status)
     } else if (!s->closed) {
         /* Not moved: keep it, and try again soon. */
         l->visible_ms = clock_now_ms() + 1000;
-        l->attempt--;
+        l->base.attempt--;
         if (heap_push(s, l) == 0)
             arm_retry(s);
         else
@@ -1270,13 +1305,14 @@ static void done_dead(wop *op, int status)
     done_publish(op, status); /* frees d (its first member) */
 }
 
-static void sq_dead_letter(q_lease *l, const char *error)
+static void sq_dead_letter(q_lease *ql, const char *error)
 {
-    q_sub *s = l->sub;
+    sq_lease *l = lease_of(ql);
+    q_sub *s = l->base.sub;
     queue *q = s->q;
     unlease(l);
     q_topic *t = topic_get(q, s->cfg.dlq, 1);
-    const q_msg *m = l->msg;
+    const q_msg *m = l->base.msg;
     size_t srclen = strlen(s->topic->name) + 1;
     size_t errlen = strlen(error ? error : "") + 1;
     char *mem = malloc(m->len + 1 + (m->key ? m->key_len + 1 : 0) + srclen + errlen);
@@ -1290,7 +1326,7 @@ static void sq_dead_letter(q_lease *l, const char *error)
         if (heap_push(s, l) == 0) arm_retry(s);
         return;
     }
-    q_msg *dm = &b->msgs[0];
+    q_msg *dm = &b->msgs[0].m;
     char *p = mem;
     memcpy(p, m->data, m->len);
     dm->data = p;
@@ -1307,7 +1343,7 @@ static void sq_dead_letter(q_lease *l, const char *error)
     p += srclen;
     memcpy(p, error ? error : "", errlen);
     dm->error = p;
-    dm->attempts = l->attempt;
+    dm->attempts = l->base.attempt;
     d->lease = l;
     publish_op *pub = &d->pub;
     pub->first = t->next_seq;
@@ -1353,8 +1389,8 @@ static void sub_unref(q_sub *s)
     if (--s->refs > 0) return;
     while (s->rlen) msg_unref(ready_take(s, 0));
     while (s->nheap) {
-        q_lease *l = heap_pop(s);
-        msg_unref(l->msg);
+        sq_lease *l = heap_pop(s);
+        msg_unref(l->base.msg);
         free(l->error);
         free(l);
     }
@@ -1586,8 +1622,8 @@ static void sq_sub_stats(const q_sub *s, q_sub_stats *out)
     if (s->rlen) OLDER(ready_at(s, 0)->published_ms);
     if (lag) OLDER(s->lag_oldest_ms);
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
-        OLDER(list_entry(n, q_lease, link)->msg->published_ms);
-    for (uint32_t i = 0; i < s->nheap; i++) OLDER(s->heap[i]->msg->published_ms);
+        OLDER(list_entry(n, sq_lease, link)->base.msg->published_ms);
+    for (uint32_t i = 0; i < s->nheap; i++) OLDER(s->heap[i]->base.msg->published_ms);
 #undef OLDER
     out->oldest_ms = oldest;
 }
@@ -1725,12 +1761,12 @@ static int republish(queue *q, q_topic *t, const q_msg *m, redrive_op *d)
         return -1;
     }
     memcpy(mem, m->data, m->len);
-    nb->msgs[0].data = mem;
-    nb->msgs[0].len = m->len;
+    nb->msgs[0].m.data = mem;
+    nb->msgs[0].m.len = m->len;
     if (m->key) {
         memcpy(mem + m->len + 1, m->key, kl);
-        nb->msgs[0].key = mem + m->len + 1;
-        nb->msgs[0].key_len = m->key_len;
+        nb->msgs[0].m.key = mem + m->len + 1;
+        nb->msgs[0].m.key_len = m->key_len;
     }
     d->publish_failed = 0;
     submit_messages(q, t, nb, on_redrive_published, d);
@@ -1768,7 +1804,7 @@ static void redrive_block(queue *q, read_op *r, q_block *b)
         return;
     }
     for (size_t i = 0; i < b->n; i++) {
-        const q_msg *m = &b->msgs[i];
+        const q_msg *m = &b->msgs[i].m;
         if (!m->source || !*m->source) continue; /* never: the read asked for sources */
         q_topic *t = topic_get(q, m->source, 1);
         if (!t || t == d->dlq) continue; /* back to itself would loop; leave it */
@@ -1787,7 +1823,7 @@ static void done_read(wop *op, int status)
     if (!r->redrive) {
         q_msg *ptrs[1024];
         size_t n = b ? b->n : 0;
-        for (size_t i = 0; i < n && i < 1024; i++) ptrs[i] = &b->msgs[i];
+        for (size_t i = 0; i < n && i < 1024; i++) ptrs[i] = &b->msgs[i].m;
         r->cb(r->data, status, ptrs, status ? 0 : n);
     } else if (status != 0 || !b || b->n == 0) {
         r->rcb(r->data, status, 0);
@@ -1989,11 +2025,11 @@ static void done_purge(wop *op, int status)
 static void sub_purge(q_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
 {
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
-        keep[(*nkeep)++] = list_entry(n, q_lease, link)->msg->seq;
+        keep[(*nkeep)++] = list_entry(n, sq_lease, link)->base.msg->seq;
     while (s->rlen) msg_unref(ready_take(s, 0));
     while (s->nheap) {
-        q_lease *l = heap_pop(s);
-        key_free(s, l->msg);
+        sq_lease *l = heap_pop(s);
+        key_free(s, l->base.msg);
         if (l->in_retry_table) submit_retry(l, NULL);
         lease_free(l);
     }
@@ -2240,12 +2276,12 @@ static int restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
         read_rows(one, 1, &blk, &got);
         sqlite3_reset(one);
         if (blk && got == 1) {
-            q_lease *l = calloc(1, sizeof *l);
+            sq_lease *l = calloc(1, sizeof *l);
             if (l) {
-                l->msg = &blk->msgs[0];
-                l->msg->refs = 1;
-                l->sub = s;
-                l->attempt = p[i].attempts;
+                l->base.msg = &blk->msgs[0].m;
+                blk->msgs[0].refs = 1;
+                l->base.sub = s;
+                l->base.attempt = p[i].attempts;
                 l->visible_ms = p[i].visible_ms;
                 l->error = p[i].error;
                 p[i].error = NULL;
@@ -2253,7 +2289,7 @@ static int restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
                 list_init(&l->link);
                 s->refs++;
                 heap_push(s, l);
-                key_hold(s, l->msg);
+                key_hold(s, l->base.msg);
                 uint64_t *r = realloc(s->restore, (s->nrestore + 1) * sizeof *r);
                 if (r) {
                     s->restore = r;
@@ -2429,9 +2465,9 @@ static void on_writer_stopped(void *data)
             s->closed = 1;
             /* Leases still out are forgotten: the scheduler has stopped. */
             while (!list_empty(&s->leased)) {
-                q_lease *l = list_entry(list_first(&s->leased), q_lease, link);
+                sq_lease *l = list_entry(list_first(&s->leased), sq_lease, link);
                 list_remove(&l->link);
-                msg_unref(l->msg);
+                msg_unref(l->base.msg);
                 free(l->error);
                 free(l);
                 s->refs--;
@@ -2461,7 +2497,7 @@ static void sq_close(queue *q, void (*cb)(void *data), void *data)
 
 static const queue_ops sqlite_ops = {
     .publish = sq_publish,
-    .lease = sq_lease,
+    .lease = sq_lease_next,
     .ack = sq_ack,
     .nack = sq_nack,
     .release = sq_release,

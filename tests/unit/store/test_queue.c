@@ -9,7 +9,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/err.h"
-#include "store/queue.h"
+#include "store/sqlqueue.h"
 #include "store/store.h"
 #include "test.h"
 
