@@ -38,7 +38,7 @@ typedef struct sq_lease {
     unsigned in_retry_table : 1;
 } sq_lease;
 
-static sq_lease *lease_of(q_lease *l)
+static sq_lease *sq_lease_of(q_lease *l)
 {
     return (sq_lease *)l;
 }
@@ -52,7 +52,7 @@ struct q_block {
     sq_msg msgs[];
 };
 
-static const queue_ops sqlite_ops;
+static const queue_ops sq_ops;
 
 struct q_topic {
     list_node link;
@@ -146,7 +146,7 @@ struct queue {
 /* Past this much retrying, new messages wait in the store (back-pressure). */
 #define RETRY_BYTES_MAX (64u * MIB)
 
-static void msg_unref(q_msg *pm)
+static void sq_msg_unref(q_msg *pm)
 {
     sq_msg *m = sq_msg_of(pm);
     if (--m->refs > 0) return;
@@ -157,7 +157,7 @@ static void msg_unref(q_msg *pm)
     }
 }
 
-static q_block *block_new(size_t n, char *mem)
+static q_block *sq_block_new(size_t n, char *mem)
 {
     q_block *b = calloc(1, sizeof *b + n * sizeof(sq_msg));
     if (!b) return NULL;
@@ -170,7 +170,7 @@ static q_block *block_new(size_t n, char *mem)
 
 /* Drops the references nobody took (messages no subscription wanted); frees
  * the block if none was taken (or it held no message). */
-static void block_settle(q_block *b)
+static void sq_block_settle(q_block *b)
 {
     uint32_t untaken = 0;
     for (size_t i = 0; i < b->n; i++) untaken += b->msgs[i].refs == 0;
@@ -181,7 +181,7 @@ static void block_settle(q_block *b)
     }
 }
 
-static void mark_dirty(q_sub *s)
+static void sq_mark_dirty(q_sub *s)
 {
     /* A removed subscription has no state to save, and a lease that settles
      * after the removal may drop its last reference: on the dirty list it
@@ -192,7 +192,7 @@ static void mark_dirty(q_sub *s)
     writer_kick(s->q->w);
 }
 
-static void notify(q_sub *s)
+static void sq_notify(q_sub *s)
 {
     if (!s->closed && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
 }
@@ -212,12 +212,12 @@ static int ready_grow(q_sub *s)
     return 0;
 }
 
-static q_msg *ready_at(const q_sub *s, size_t i)
+static q_msg *sq_ready_at(const q_sub *s, size_t i)
 {
     return s->ready[(s->rhead + i) % s->rcap];
 }
 
-static int ready_push(q_sub *s, q_msg *m)
+static int sq_ready_push(q_sub *s, q_msg *m)
 {
     if (s->rlen == s->rcap && ready_grow(s)) return ERR_NOMEM;
     s->ready[(s->rhead + s->rlen) % s->rcap] = m;
@@ -228,11 +228,11 @@ static int ready_push(q_sub *s, q_msg *m)
 }
 
 /* Inserts in seq order (a released message goes back near the front). */
-static int ready_insert(q_sub *s, q_msg *m)
+static int sq_ready_insert(q_sub *s, q_msg *m)
 {
     if (s->rlen == s->rcap && ready_grow(s)) return ERR_NOMEM;
     size_t pos = 0;
-    while (pos < s->rlen && ready_at(s, pos)->seq < m->seq) pos++;
+    while (pos < s->rlen && sq_ready_at(s, pos)->seq < m->seq) pos++;
     s->rhead = (s->rhead + s->rcap - 1) % s->rcap;
     for (size_t i = 0; i < pos; i++)
         s->ready[(s->rhead + i) % s->rcap] = s->ready[(s->rhead + i + 1) % s->rcap];
@@ -242,9 +242,9 @@ static int ready_insert(q_sub *s, q_msg *m)
     return 0;
 }
 
-static q_msg *ready_take(q_sub *s, size_t pos)
+static q_msg *sq_ready_take(q_sub *s, size_t pos)
 {
-    q_msg *m = ready_at(s, pos);
+    q_msg *m = sq_ready_at(s, pos);
     for (size_t i = pos; i > 0; i--)
         s->ready[(s->rhead + i) % s->rcap] = s->ready[(s->rhead + i - 1) % s->rcap];
     s->rhead = (s->rhead + 1) % s->rcap;
@@ -253,7 +253,7 @@ static q_msg *ready_take(q_sub *s, size_t pos)
     return m;
 }
 
-static int ready_full(const q_sub *s)
+static int sq_ready_full(const q_sub *s)
 {
     return s->rlen >= READY_MAX || s->ready_bytes >= READY_BYTES;
 }
@@ -291,7 +291,7 @@ static void heap_down(q_sub *s, uint32_t i)
     }
 }
 
-static int heap_push(q_sub *s, sq_lease *l)
+static int sq_heap_push(q_sub *s, sq_lease *l)
 {
     if (s->nheap == s->heapcap) {
         uint32_t cap = s->heapcap ? s->heapcap * 2 : 64;
@@ -307,7 +307,7 @@ static int heap_push(q_sub *s, sq_lease *l)
     return 0;
 }
 
-static sq_lease *heap_pop(q_sub *s)
+static sq_lease *sq_heap_pop(q_sub *s)
 {
     sq_lease *top = s->heap[0];
     s->heap[0] = s->heap[--s->nheap];
@@ -324,7 +324,7 @@ static void on_retry_timer(uv_timer_t *t);
 /* Wakes the scheduler when the earliest retry comes due. A retry already due
  * arms nothing: the scheduler was told, and leases it when it has room
  * (re-arming at once would spin the loop while the function is full). */
-static void arm_retry(q_sub *s)
+static void sq_arm_retry(q_sub *s)
 {
     if (s->nheap == 0 || s->closed) return;
     int64_t at = s->heap[0]->visible_ms, now = clock_now_ms();
@@ -337,7 +337,7 @@ static void arm_retry(q_sub *s)
 static void on_retry_timer(uv_timer_t *t)
 {
     q_sub *s = t->data;
-    notify(s);
+    sq_notify(s);
     /* Due ones it could not take stay at the top; look past them. */
     int64_t now = clock_now_ms();
     int64_t next = 0;
@@ -352,17 +352,17 @@ static void on_retry_timer(uv_timer_t *t)
 
 /* --- Keys of ordered subscriptions ------------------------------------------------- */
 
-static int key_busy(const q_sub *s, const q_msg *m)
+static int sq_key_busy(const q_sub *s, const q_msg *m)
 {
     return s->cfg.ordered && m->key && strmap_get(&s->busy_keys, m->key, m->key_len);
 }
 
-static void key_hold(q_sub *s, q_msg *m)
+static void sq_key_hold(q_sub *s, q_msg *m)
 {
     if (s->cfg.ordered && m->key) strmap_put(&s->busy_keys, m->key, m);
 }
 
-static void key_free(q_sub *s, q_msg *m)
+static void sq_key_free(q_sub *s, q_msg *m)
 {
     if (s->cfg.ordered && m->key && strmap_get(&s->busy_keys, m->key, m->key_len) == m)
         strmap_remove(&s->busy_keys, m->key);
@@ -397,7 +397,7 @@ static int step(sqlite3_stmt *st)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int insert_topic(sqlite3 *db, const q_topic *t)
+static int sq_insert_topic(sqlite3 *db, const q_topic *t)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db,
@@ -453,11 +453,11 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
     return step(q->upd_pub);
 }
 
-static int apply_publish(sqlite3 *db, wop *op)
+static int sq_apply_publish(sqlite3 *db, wop *op)
 {
     publish_op *p = (publish_op *)op;
     int rc = SQLITE_OK;
-    if (p->create_topic) rc = insert_topic(db, p->topic);
+    if (p->create_topic) rc = sq_insert_topic(db, p->topic);
     if (rc == SQLITE_OK) rc = insert_messages(p->q, db, p->topic->id, p->block);
     return rc;
 }
@@ -468,18 +468,18 @@ static void fan_out(q_topic *t, q_block *b, uint64_t first, uint64_t last)
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
         q_sub *s = list_entry(n, q_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
-        if (s->lagging || ready_full(s) || s->retry_bytes > RETRY_BYTES_MAX) {
+        if (s->lagging || sq_ready_full(s) || s->retry_bytes > RETRY_BYTES_MAX) {
             if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
             s->lagging = 1;
             continue;
         }
-        for (size_t i = 0; i < b->n; i++) ready_push(s, &b->msgs[i].m);
+        for (size_t i = 0; i < b->n; i++) sq_ready_push(s, &b->msgs[i].m);
         s->fetched = last + 1;
-        notify(s);
+        sq_notify(s);
     }
 }
 
-static void done_publish(wop *op, int status)
+static void sq_done_publish(wop *op, int status)
 {
     publish_op *p = (publish_op *)op;
     q_topic *t = p->topic;
@@ -503,14 +503,14 @@ static void done_publish(wop *op, int status)
             if (s->fetched == p->first) s->fetched = last + 1;
         }
     }
-    block_settle(p->block);
+    sq_block_settle(p->block);
     if (p->done) p->done(p->data, status, p->first);
     free(p);
 }
 
 /* --- Topics ---------------------------------------------------------------------- */
 
-static q_topic *topic_get(queue *q, const char *name, int create)
+static q_topic *sq_topic_get(queue *q, const char *name, int create)
 {
     q_topic *t = strmap_get(&q->by_name, name, strlen(name));
     if (t && t->deleted) {
@@ -542,11 +542,11 @@ static q_topic *topic_get(queue *q, const char *name, int create)
 }
 
 /* Builds and submits the insertion of block's messages into topic t. */
-static void submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done, void *data)
+static void sq_submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done, void *data)
 {
     publish_op *p = calloc(1, sizeof *p);
     if (!p) {
-        block_settle(b);
+        sq_block_settle(b);
         if (done) done(data, ERR_NOMEM, 0);
         return;
     }
@@ -563,16 +563,16 @@ static void submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb d
     t->persisted = 1;
     p->done = done;
     p->data = data;
-    p->op.apply = apply_publish;
-    p->op.done = done_publish;
+    p->op.apply = sq_apply_publish;
+    p->op.done = sq_done_publish;
     writer_submit(q->w, &p->op);
 }
 
 static void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
                        queue_publish_cb done, void *data)
 {
-    q_topic *t = q->closing ? NULL : topic_get(q, topic, 1);
-    q_block *b = t && n ? block_new(n, NULL) : NULL;
+    q_topic *t = q->closing ? NULL : sq_topic_get(q, topic, 1);
+    q_block *b = t && n ? sq_block_new(n, NULL) : NULL;
     if (!b) {
         buf_free(body);
         done(data, q->closing ? ERR_CLOSED : (n ? ERR_NOMEM : ERR_INVAL), 0);
@@ -586,7 +586,7 @@ static void sq_publish(queue *q, const char *topic, buf *body, const q_input *in
         m->data = in[i].data;
         m->len = in[i].len;
     }
-    submit_messages(q, t, b, done, data);
+    sq_submit_messages(q, t, b, done, data);
 }
 
 /* --- Subscription state: saved in every commit after it changes ------------------------ */
@@ -613,7 +613,7 @@ typedef struct trim_op {
 
 static uint64_t sub_cursor(const q_sub *s)
 {
-    return s->rlen ? ready_at(s, 0)->seq : s->fetched;
+    return s->rlen ? sq_ready_at(s, 0)->seq : s->fetched;
 }
 
 /* The lowest seq this subscription has not settled. */
@@ -656,7 +656,7 @@ static void done_state(wop *op, int status)
             q_topic *t = list_entry(n, q_topic, link);
             for (list_node *m = list_first(&t->subs); m != &t->subs; m = m->next) {
                 q_sub *sub = list_entry(m, q_sub, link);
-                if (sub->id == s->sub_id) mark_dirty(sub);
+                if (sub->id == s->sub_id) sq_mark_dirty(sub);
             }
         }
     }
@@ -666,7 +666,7 @@ static void done_state(wop *op, int status)
 
 /* Writer thread: steps a DELETE ... RETURNING the bytes of each row,
  * adding up rows and bytes. */
-static int delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes)
+static int sq_delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes)
 {
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -677,12 +677,12 @@ static int delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* What delete_rows wants back of each row. */
+/* What sq_delete_rows wants back of each row. */
 #define RETURNING_BYTES " RETURNING length(payload) + ifnull(length(key), 0)"
 
 /* Writer thread: the publish time of the topic's oldest stored message, 0
  * when it stores none. */
-static int64_t first_published(sqlite3 *db, int64_t topic_id)
+static int64_t sq_first_published(sqlite3 *db, int64_t topic_id)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db,
@@ -697,7 +697,7 @@ static int64_t first_published(sqlite3 *db, int64_t topic_id)
 }
 
 /* Loop thread: rows and bytes that left topic t. */
-static void forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms)
+static void sq_forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms)
 {
     t->stored = t->stored > rows ? t->stored - rows : 0;
     t->bytes = t->bytes > bytes ? t->bytes - bytes : 0;
@@ -713,9 +713,9 @@ static int apply_trim(sqlite3 *db, wop *op)
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->del_msgs, 1, t->topic_id);
     sqlite3_bind_int64(q->del_msgs, 2, (sqlite3_int64)t->below);
-    rc = delete_rows(q->del_msgs, &t->deleted, &t->bytes);
+    rc = sq_delete_rows(q->del_msgs, &t->deleted, &t->bytes);
     /* The oldest left: what the topic's age says once no trigger reads it. */
-    if (rc == SQLITE_OK) t->oldest_ms = first_published(db, t->topic_id);
+    if (rc == SQLITE_OK) t->oldest_ms = sq_first_published(db, t->topic_id);
     return rc;
 }
 
@@ -723,7 +723,7 @@ static void done_trim(wop *op, int status)
 {
     trim_op *t = (trim_op *)op;
     if (status == 0 && t->topic) {
-        forget_rows(t->topic, t->deleted, t->bytes, t->oldest_ms);
+        sq_forget_rows(t->topic, t->deleted, t->bytes, t->oldest_ms);
     } else if (t->topic && t->topic->trimmed == t->below) {
         t->topic->trimmed = 1; /* try again later */
     }
@@ -752,7 +752,7 @@ static uint32_t get_u32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static void maybe_trim(queue *q, q_topic *t)
+static void sq_maybe_trim(queue *q, q_topic *t)
 {
     if (t->nsubs == 0) return; /* messages stay until a subscription takes them */
     uint64_t low = UINT64_MAX;
@@ -774,7 +774,7 @@ static void maybe_trim(queue *q, q_topic *t)
 }
 
 /* Writer hook, just before a handoff: snapshot every changed subscription. */
-static void presubmit(void *data)
+static void sq_presubmit(void *data)
 {
     queue *q = data;
     while (!list_empty(&q->dirty)) {
@@ -801,7 +801,7 @@ static void presubmit(void *data)
         op->op.apply = apply_state;
         op->op.done = done_state;
         writer_submit(q->w, &op->op);
-        maybe_trim(q, s->topic);
+        sq_maybe_trim(q, s->topic);
     }
 }
 
@@ -838,7 +838,7 @@ static void done_counter(wop *op, int status)
 }
 
 /* Counts settlings of t's removed subscriptions, in memory and in its row. */
-static void retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead)
+static void sq_retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead)
 {
     if (!acked && !dead) return;
     t->retired_acked += acked;
@@ -870,7 +870,7 @@ typedef struct fetch_op {
 
 /* Reads rows of a SELECT (seq, published_ms, key, payload, source, attempts,
  * error) into one block. */
-static int read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *count)
+static int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *count)
 {
     size_t cap = 64, n = 0, bytes = 0;
     typedef struct row {
@@ -927,7 +927,7 @@ static int read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *
         total += rows[i].len + 1 + (rows[i].key ? rows[i].key_len + 1 : 0) +
                  (rows[i].source ? strlen(rows[i].source) + 1 : 0) +
                  (rows[i].error ? strlen(rows[i].error) + 1 : 0);
-    q_block *b = rc == SQLITE_OK ? block_new(n, NULL) : NULL;
+    q_block *b = rc == SQLITE_OK ? sq_block_new(n, NULL) : NULL;
     char *mem = b ? malloc(total + 1) : NULL;
     if (b && !mem) {
         free(b);
@@ -975,7 +975,7 @@ static int read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *
     return rc;
 }
 
-static const char *const select_rows =
+static const char *const sq_select_rows =
     "SELECT seq, published_ms, key, payload, source, attempts, error FROM messages";
 
 static int read_fetch(sqlite3 *db, wop *op)
@@ -984,20 +984,20 @@ static int read_fetch(sqlite3 *db, wop *op)
     sqlite3_stmt *st;
     char sql[256];
     snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
-             select_rows);
+             sq_select_rows);
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, f->topic_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)f->from);
     sqlite3_bind_int64(st, 3, f->limit);
     uint32_t n = 0;
-    rc = read_rows(st, f->limit, &f->block, &n);
+    rc = sq_read_rows(st, f->limit, &f->block, &n);
     sqlite3_finalize(st);
     f->complete = n < f->limit;
     return rc;
 }
 
-static void sub_unref(q_sub *s);
+static void sq_sub_unref(q_sub *s);
 
 static int restored(const q_sub *s, uint64_t seq)
 {
@@ -1026,7 +1026,7 @@ static void done_fetch(wop *op, int status)
             last = m->seq;
             if (m->seq < s->fetched) continue; /* it came with a publish meanwhile */
             if (restored(s, m->seq)) continue; /* reloaded at start-up */
-            ready_push(s, m);
+            sq_ready_push(s, m);
         }
         if (last + 1 > s->fetched) s->fetched = last + 1;
         if (f->complete) {
@@ -1040,16 +1040,16 @@ static void done_fetch(wop *op, int status)
         } else if (b->n) {
             s->lag_oldest_ms = 0;
         }
-        mark_dirty(s);
-        notify(s);
+        sq_mark_dirty(s);
+        sq_notify(s);
     }
-    if (f->block) block_settle(f->block);
-    sub_unref(s);
+    if (f->block) sq_block_settle(f->block);
+    sq_sub_unref(s);
     free(f);
 }
 
 /* Fetches the next chunk for a lagging subscription when ready runs low. */
-static void maybe_fetch(q_sub *s)
+static void sq_maybe_fetch(q_sub *s)
 {
     if (!s->lagging || s->fetching || s->closed || s->rlen > READY_MAX / 4 ||
         s->retry_bytes > RETRY_BYTES_MAX)
@@ -1088,31 +1088,31 @@ static q_lease *sq_lease_next(q_sub *s)
     if (s->closed) return NULL;
     int64_t now = clock_now_ms();
     if (s->nheap && s->heap[0]->visible_ms <= now) {
-        sq_lease *l = heap_pop(s);
+        sq_lease *l = sq_heap_pop(s);
         l->base.attempt++;
         list_push_back(&s->leased, &l->link);
         s->nleased++;
         s->delivered++;
-        mark_dirty(s);
-        maybe_fetch(s);
+        sq_mark_dirty(s);
+        sq_maybe_fetch(s);
         return &l->base;
     }
     sq_lease *l = NULL;
     if (s->cfg.ordered) {
         size_t scan = s->rlen < ORDERED_SCAN ? s->rlen : ORDERED_SCAN;
         for (size_t i = 0; i < scan; i++) {
-            q_msg *m = ready_at(s, i);
-            if (key_busy(s, m)) continue;
-            ready_take(s, i);
-            key_hold(s, m);
+            q_msg *m = sq_ready_at(s, i);
+            if (sq_key_busy(s, m)) continue;
+            sq_ready_take(s, i);
+            sq_key_hold(s, m);
             l = lease_new(s, m, 1);
             break;
         }
     } else if (s->rlen) {
-        l = lease_new(s, ready_take(s, 0), 1);
+        l = lease_new(s, sq_ready_take(s, 0), 1);
     }
-    if (l) mark_dirty(s);
-    maybe_fetch(s);
+    if (l) sq_mark_dirty(s);
+    sq_maybe_fetch(s);
     return l ? &l->base : NULL;
 }
 
@@ -1122,7 +1122,7 @@ static void unlease(sq_lease *l)
     q_sub *s = l->base.sub;
     list_remove(&l->link);
     s->nleased--;
-    mark_dirty(s);
+    sq_mark_dirty(s);
 }
 
 typedef struct retry_op {
@@ -1170,7 +1170,7 @@ static void done_retry(wop *op, int status)
     free(r);
 }
 
-static void submit_retry(sq_lease *l, const char *error)
+static void sq_submit_retry(sq_lease *l, const char *error)
 {
     q_sub *s = l->base.sub;
     retry_op *r = calloc(1, sizeof *r);
@@ -1186,78 +1186,78 @@ static void submit_retry(sq_lease *l, const char *error)
     writer_submit(s->q->w, &r->op);
 }
 
-static void lease_free(sq_lease *l)
+static void sq_lease_free(sq_lease *l)
 {
     q_sub *s = l->base.sub;
-    msg_unref(l->base.msg);
+    sq_msg_unref(l->base.msg);
     free(l->error);
     free(l);
-    sub_unref(s);
+    sq_sub_unref(s);
 }
 
 static void sq_ack(q_lease *ql)
 {
-    sq_lease *l = lease_of(ql);
+    sq_lease *l = sq_lease_of(ql);
     q_sub *s = l->base.sub;
     unlease(l);
-    key_free(s, l->base.msg);
+    sq_key_free(s, l->base.msg);
     if (s->closed)
-        retire_counts(s->q, s->topic, 1, 0);
+        sq_retire_counts(s->q, s->topic, 1, 0);
     else
         s->acked++;
-    if (l->in_retry_table && !s->closed) submit_retry(l, NULL);
-    lease_free(l);
+    if (l->in_retry_table && !s->closed) sq_submit_retry(l, NULL);
+    sq_lease_free(l);
 }
 
 static void sq_nack(q_lease *ql, uint32_t delay_ms, const char *error)
 {
-    sq_lease *l = lease_of(ql);
+    sq_lease *l = sq_lease_of(ql);
     q_sub *s = l->base.sub;
     unlease(l);
     if (s->closed) {
-        lease_free(l);
+        sq_lease_free(l);
         return;
     }
     l->visible_ms = clock_now_ms() + delay_ms;
     free(l->error);
     l->error = strdup(error ? error : "");
     l->in_retry_table = 1;
-    submit_retry(l, l->error ? l->error : "");
-    if (heap_push(s, l) != 0) {
-        lease_free(l);
+    sq_submit_retry(l, l->error ? l->error : "");
+    if (sq_heap_push(s, l) != 0) {
+        sq_lease_free(l);
         return;
     }
-    arm_retry(s);
+    sq_arm_retry(s);
 }
 
 static void sq_release(q_lease *ql)
 {
-    sq_lease *l = lease_of(ql);
+    sq_lease *l = sq_lease_of(ql);
     q_sub *s = l->base.sub;
     unlease(l);
     if (s->closed) {
-        lease_free(l);
+        sq_lease_free(l);
         return;
     }
     if (l->base.attempt > 1 || l->in_retry_table) {
         /* A retry: back in the heap, due now, its count unchanged. */
         l->base.attempt--;
         l->visible_ms = clock_now_ms();
-        if (heap_push(s, l) == 0) {
-            notify(s);
+        if (sq_heap_push(s, l) == 0) {
+            sq_notify(s);
             return;
         }
     } else {
-        key_free(s, l->base.msg);
+        sq_key_free(s, l->base.msg);
         sq_msg_of(l->base.msg)->refs++;
-        if (ready_insert(s, l->base.msg) == 0) {
-            lease_free(l);
-            notify(s);
+        if (sq_ready_insert(s, l->base.msg) == 0) {
+            sq_lease_free(l);
+            sq_notify(s);
             return;
         }
         sq_msg_of(l->base.msg)->refs--;
     }
-    lease_free(l);
+    sq_lease_free(l);
 }
 
 typedef struct dead_op {
@@ -1268,7 +1268,7 @@ typedef struct dead_op {
 static int apply_dead(sqlite3 *db, wop *op)
 {
     dead_op *d = (dead_op *)op;
-    int rc = apply_publish(db, op);
+    int rc = sq_apply_publish(db, op);
     if (rc == SQLITE_OK && d->lease->in_retry_table) {
         retry_op r = {
             .q = d->pub.q, .sub_id = d->lease->base.sub->id, .seq = d->lease->base.msg->seq};
@@ -1283,47 +1283,47 @@ static void done_dead(wop *op, int status)
     sq_lease *l = d->lease;
     q_sub *s = l->base.sub;
     if (status == 0) {
-        key_free(s, l->base.msg);
+        sq_key_free(s, l->base.msg);
         if (s->closed)
-            retire_counts(s->q, s->topic, 0, 1);
+            sq_retire_counts(s->q, s->topic, 0, 1);
         else
             s->dead_lettered++;
-        mark_dirty(s);
-        lease_free(l);
+        sq_mark_dirty(s);
+        sq_lease_free(l);
     } else if (!s->closed) {
         /* Not moved: keep it, and try again soon. */
         l->visible_ms = clock_now_ms() + 1000;
         l->base.attempt--;
-        if (heap_push(s, l) == 0)
-            arm_retry(s);
+        if (sq_heap_push(s, l) == 0)
+            sq_arm_retry(s);
         else
-            lease_free(l);
+            sq_lease_free(l);
     } else {
-        lease_free(l);
+        sq_lease_free(l);
     }
     d->pub.op.done = NULL;
-    done_publish(op, status); /* frees d (its first member) */
+    sq_done_publish(op, status); /* frees d (its first member) */
 }
 
 static void sq_dead_letter(q_lease *ql, const char *error)
 {
-    sq_lease *l = lease_of(ql);
+    sq_lease *l = sq_lease_of(ql);
     q_sub *s = l->base.sub;
     queue *q = s->q;
     unlease(l);
-    q_topic *t = topic_get(q, s->cfg.dlq, 1);
+    q_topic *t = sq_topic_get(q, s->cfg.dlq, 1);
     const q_msg *m = l->base.msg;
     size_t srclen = strlen(s->topic->name) + 1;
     size_t errlen = strlen(error ? error : "") + 1;
     char *mem = malloc(m->len + 1 + (m->key ? m->key_len + 1 : 0) + srclen + errlen);
-    q_block *b = mem && t ? block_new(1, mem) : NULL;
+    q_block *b = mem && t ? sq_block_new(1, mem) : NULL;
     dead_op *d = b ? calloc(1, sizeof *d) : NULL;
     if (!d) {
         free(mem);
         free(b);
         log_error("out of memory moving a message to '%s'", s->cfg.dlq);
         l->visible_ms = clock_now_ms() + 1000;
-        if (heap_push(s, l) == 0) arm_retry(s);
+        if (sq_heap_push(s, l) == 0) sq_arm_retry(s);
         return;
     }
     q_msg *dm = &b->msgs[0].m;
@@ -1384,23 +1384,23 @@ static void on_timer_closed(uv_handle_t *h)
     free(s);
 }
 
-static void sub_unref(q_sub *s)
+static void sq_sub_unref(q_sub *s)
 {
     if (--s->refs > 0) return;
-    while (s->rlen) msg_unref(ready_take(s, 0));
+    while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
     while (s->nheap) {
-        sq_lease *l = heap_pop(s);
-        msg_unref(l->base.msg);
+        sq_lease *l = sq_heap_pop(s);
+        sq_msg_unref(l->base.msg);
         free(l->error);
         free(l);
     }
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
 
-static q_sub *sub_new(queue *q, q_topic *t, const q_sub_config *cfg)
+static q_sub *sq_sub_new(queue *q, q_topic *t, const q_sub_config *cfg)
 {
     q_sub *s = calloc(1, sizeof *s);
-    if (s) s->ops = &sqlite_ops;
+    if (s) s->ops = &sq_ops;
     if (!s) return NULL;
     s->q = q;
     s->topic = t;
@@ -1422,7 +1422,7 @@ static int apply_sub(sqlite3 *db, wop *op)
 {
     sub_op *o = (sub_op *)op;
     int rc = SQLITE_OK;
-    if (o->create_topic) rc = insert_topic(db, o->topic);
+    if (o->create_topic) rc = sq_insert_topic(db, o->topic);
     if (rc != SQLITE_OK) return rc;
     sqlite3_stmt *st;
     if (o->remove) {
@@ -1469,14 +1469,14 @@ static void done_sub(wop *op, int status)
     if (!o->remove) {
         if (status == 0) {
             s->persisted = 1;
-            maybe_fetch(s);
-            notify(s);
+            sq_maybe_fetch(s);
+            sq_notify(s);
         } else if (o->create_topic) {
             o->topic->persisted = 0;
         }
     }
     if (o->done) o->done(o->data, status);
-    sub_unref(s);
+    sq_sub_unref(s);
     free(o);
 }
 
@@ -1493,12 +1493,12 @@ static int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, qu
                         void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = topic_get(q, topic, 1);
+    q_topic *t = sq_topic_get(q, topic, 1);
     if (!t) return ERR_NOMEM;
     q_sub *s = find_sub(t, cfg->function);
     int created = 0;
     if (!s) {
-        if (!(s = sub_new(q, t, cfg))) return ERR_NOMEM;
+        if (!(s = sq_sub_new(q, t, cfg))) return ERR_NOMEM;
         s->id = q->next_sub_id++;
         created = 1;
     } else {
@@ -1511,7 +1511,7 @@ static int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, qu
         if (created) {
             list_remove(&s->link);
             t->nsubs--;
-            sub_unref(s);
+            sq_sub_unref(s);
         }
         return ERR_NOMEM;
     }
@@ -1534,7 +1534,7 @@ static int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, qu
 static int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                           void *data)
 {
-    q_topic *t = topic_get(q, topic, 0);
+    q_topic *t = sq_topic_get(q, topic, 0);
     q_sub *s = find_sub(t, function);
     if (!s) return ERR_NOTFOUND;
     sub_op *o = calloc(1, sizeof *o);
@@ -1547,12 +1547,12 @@ static int sq_unsubscribe(queue *q, const char *topic, const char *function, que
         s->dirty = 0;
     }
     /* Its counters stay the topic's; what it alone held back may go now. */
-    retire_counts(q, t, s->acked, s->dead_lettered);
-    maybe_trim(q, t);
+    sq_retire_counts(q, t, s->acked, s->dead_lettered);
+    sq_maybe_trim(q, t);
     uv_timer_stop(&s->timer);
     /* What waits is dropped; leases still out settle into nothing. */
-    while (s->rlen) msg_unref(ready_take(s, 0));
-    while (s->nheap) lease_free(heap_pop(s));
+    while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
+    while (s->nheap) sq_lease_free(sq_heap_pop(s));
     o->q = q;
     o->sub = s;
     o->topic = t;
@@ -1569,7 +1569,7 @@ static int sq_unsubscribe(queue *q, const char *topic, const char *function, que
 
 static q_sub *sq_find_sub(queue *q, const char *topic, const char *function)
 {
-    return find_sub(topic_get(q, topic, 0), function);
+    return find_sub(sq_topic_get(q, topic, 0), function);
 }
 
 static void sq_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
@@ -1619,7 +1619,7 @@ static void sq_sub_stats(const q_sub *s, q_sub_stats *out)
     int64_t oldest = 0;
 #define OLDER(ms)                                                                                  \
     if ((ms) && (!oldest || (ms) < oldest)) oldest = (ms)
-    if (s->rlen) OLDER(ready_at(s, 0)->published_ms);
+    if (s->rlen) OLDER(sq_ready_at(s, 0)->published_ms);
     if (lag) OLDER(s->lag_oldest_ms);
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
         OLDER(list_entry(n, sq_lease, link)->base.msg->published_ms);
@@ -1630,7 +1630,7 @@ static void sq_sub_stats(const q_sub *s, q_sub_stats *out)
 
 static int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
 {
-    q_topic *t = topic_get(q, topic, 0);
+    q_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     memset(out, 0, sizeof *out);
     out->published = t->published;
@@ -1684,14 +1684,14 @@ static int read_topic(sqlite3 *db, wop *op)
     /* A redrive reads dead letters only: a message without a source has
      * nowhere to go back to, and is not the redrive's to move or delete. */
     snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq > ?%s ORDER BY seq LIMIT ?",
-             select_rows, r->redrive ? " AND source IS NOT NULL AND source <> ''" : "");
+             sq_select_rows, r->redrive ? " AND source IS NOT NULL AND source <> ''" : "");
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, r->topic_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)r->after);
     sqlite3_bind_int64(st, 3, r->limit);
     uint32_t n;
-    rc = read_rows(st, r->limit, &r->block, &n);
+    rc = sq_read_rows(st, r->limit, &r->block, &n);
     sqlite3_finalize(st);
     return rc;
 }
@@ -1723,10 +1723,10 @@ static int apply_redrive_delete(sqlite3 *db, wop *op)
     for (size_t i = 0; i < r->nseqs && rc == SQLITE_OK; i++) {
         sqlite3_bind_int64(st, 1, r->dlq->id);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)r->seqs[i]);
-        rc = delete_rows(st, &r->deleted, &r->bytes);
+        rc = sq_delete_rows(st, &r->deleted, &r->bytes);
     }
     sqlite3_finalize(st);
-    if (rc == SQLITE_OK) r->oldest_ms = first_published(db, r->dlq->id);
+    if (rc == SQLITE_OK) r->oldest_ms = sq_first_published(db, r->dlq->id);
     return rc;
 }
 
@@ -1734,7 +1734,7 @@ static void done_redrive_delete(wop *op, int status)
 {
     redrive_op *r = (redrive_op *)op;
     /* trimmed stays: the deletion left holes, not a clean prefix. */
-    if (status == 0) forget_rows(r->dlq, r->deleted, r->bytes, r->oldest_ms);
+    if (status == 0) sq_forget_rows(r->dlq, r->deleted, r->bytes, r->oldest_ms);
     r->cb(r->data, status, status ? 0 : r->nseqs);
     free(r->seqs);
     free(r);
@@ -1755,7 +1755,7 @@ static int republish(queue *q, q_topic *t, const q_msg *m, redrive_op *d)
 {
     size_t kl = m->key ? m->key_len + 1 : 0;
     char *mem = malloc(m->len + 1 + kl);
-    q_block *nb = mem ? block_new(1, mem) : NULL;
+    q_block *nb = mem ? sq_block_new(1, mem) : NULL;
     if (!nb) {
         free(mem);
         return -1;
@@ -1769,7 +1769,7 @@ static int republish(queue *q, q_topic *t, const q_msg *m, redrive_op *d)
         nb->msgs[0].m.key_len = m->key_len;
     }
     d->publish_failed = 0;
-    submit_messages(q, t, nb, on_redrive_published, d);
+    sq_submit_messages(q, t, nb, on_redrive_published, d);
     return d->publish_failed ? -1 : 0;
 }
 
@@ -1806,7 +1806,7 @@ static void redrive_block(queue *q, read_op *r, q_block *b)
     for (size_t i = 0; i < b->n; i++) {
         const q_msg *m = &b->msgs[i].m;
         if (!m->source || !*m->source) continue; /* never: the read asked for sources */
-        q_topic *t = topic_get(q, m->source, 1);
+        q_topic *t = sq_topic_get(q, m->source, 1);
         if (!t || t == d->dlq) continue; /* back to itself would loop; leave it */
         if (republish(q, t, m, d) == 0) d->seqs[d->nseqs++] = m->seq;
     }
@@ -1830,7 +1830,7 @@ static void done_read(wop *op, int status)
     } else {
         redrive_block(q, r, b);
     }
-    if (b) block_settle(b);
+    if (b) sq_block_settle(b);
     free(r);
 }
 
@@ -1850,7 +1850,7 @@ static read_op *new_read(queue *q, q_topic *t, uint64_t after, uint32_t limit)
 static int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                    void *data)
 {
-    q_topic *t = topic_get(q, topic, 0);
+    q_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     read_op *r = new_read(q, t, after, limit);
     if (!r) return ERR_NOMEM;
@@ -1863,7 +1863,7 @@ static int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, 
 static int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit,
                       queue_redrive_cb cb, void *data)
 {
-    q_topic *t = topic_get(q, topic, 0);
+    q_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     read_op *r = new_read(q, t, after, limit);
     if (!r) return ERR_NOMEM;
@@ -1874,7 +1874,7 @@ static int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limi
     return 0;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int sq_cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -1915,7 +1915,7 @@ static admin_op *admin_new(queue *q, q_topic *t, int (*apply)(sqlite3 *, wop *),
 }
 
 /* Writer thread: one statement bound to the topic's id (?1) and run. */
-static int exec_topic(sqlite3 *db, const char *sql, int64_t topic_id)
+static int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -1934,18 +1934,18 @@ static int apply_delete(sqlite3 *db, wop *op)
                                 &st, NULL);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, a->topic_id);
-    rc = delete_rows(st, &a->rows, &a->bytes);
+    rc = sq_delete_rows(st, &a->rows, &a->bytes);
     sqlite3_finalize(st);
     /* Subscriptions are gone already (the topic had none); their rows too,
      * unless a removal failed on its own. */
     if (rc == SQLITE_OK)
-        rc = exec_topic(db,
-                        "DELETE FROM retries WHERE sub_id IN"
-                        " (SELECT id FROM subscriptions WHERE topic_id = ?1)",
-                        a->topic_id);
+        rc = sq_exec_topic(db,
+                           "DELETE FROM retries WHERE sub_id IN"
+                           " (SELECT id FROM subscriptions WHERE topic_id = ?1)",
+                           a->topic_id);
     if (rc == SQLITE_OK)
-        rc = exec_topic(db, "DELETE FROM subscriptions WHERE topic_id = ?1", a->topic_id);
-    if (rc == SQLITE_OK) rc = exec_topic(db, "DELETE FROM topics WHERE id = ?1", a->topic_id);
+        rc = sq_exec_topic(db, "DELETE FROM subscriptions WHERE topic_id = ?1", a->topic_id);
+    if (rc == SQLITE_OK) rc = sq_exec_topic(db, "DELETE FROM topics WHERE id = ?1", a->topic_id);
     return rc;
 }
 
@@ -1971,7 +1971,7 @@ static void done_delete(wop *op, int status)
 static int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = topic_get(q, topic, 0);
+    q_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     if (t->nsubs) return ERR_BUSY;
     admin_op *a = admin_new(q, t, apply_delete, done_delete);
@@ -2001,19 +2001,19 @@ static int apply_purge(sqlite3 *db, wop *op)
             sqlite3_bind_int64(st, 1, a->topic_id);
             sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
             sqlite3_bind_int64(st, 3, (sqlite3_int64)to);
-            rc = delete_rows(st, &a->rows, &a->bytes);
+            rc = sq_delete_rows(st, &a->rows, &a->bytes);
         }
         if (to + 1 > from) from = to + 1;
     }
     sqlite3_finalize(st);
-    if (rc == SQLITE_OK) a->oldest_ms = first_published(db, a->topic_id);
+    if (rc == SQLITE_OK) a->oldest_ms = sq_first_published(db, a->topic_id);
     return rc;
 }
 
 static void done_purge(wop *op, int status)
 {
     admin_op *a = (admin_op *)op;
-    if (status == 0) forget_rows(a->topic, a->rows, a->bytes, a->oldest_ms);
+    if (status == 0) sq_forget_rows(a->topic, a->rows, a->bytes, a->oldest_ms);
     a->count_cb(a->data, status, a->rows);
     free(a->keep);
     free(a);
@@ -2026,12 +2026,12 @@ static void sub_purge(q_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
 {
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
         keep[(*nkeep)++] = list_entry(n, sq_lease, link)->base.msg->seq;
-    while (s->rlen) msg_unref(ready_take(s, 0));
+    while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
     while (s->nheap) {
-        sq_lease *l = heap_pop(s);
-        key_free(s, l->base.msg);
-        if (l->in_retry_table) submit_retry(l, NULL);
-        lease_free(l);
+        sq_lease *l = sq_heap_pop(s);
+        sq_key_free(s, l->base.msg);
+        if (l->in_retry_table) sq_submit_retry(l, NULL);
+        sq_lease_free(l);
     }
     uv_timer_stop(&s->timer);
     free(s->restore);
@@ -2040,13 +2040,13 @@ static void sub_purge(q_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
     if (s->fetched < bound) s->fetched = bound;
     s->lagging = 0;
     s->lag_oldest_ms = 0;
-    mark_dirty(s);
+    sq_mark_dirty(s);
 }
 
 static int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = topic_get(q, topic, 0);
+    q_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     size_t leased = 0;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
@@ -2061,7 +2061,7 @@ static int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void
     a->below = t->committed;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
         sub_purge(list_entry(n, q_sub, link), a->below, keep, &a->nkeep);
-    if (a->nkeep) qsort(keep, a->nkeep, sizeof *keep, cmp_u64);
+    if (a->nkeep) qsort(keep, a->nkeep, sizeof *keep, sq_cmp_u64);
     a->keep = keep;
     if (t->trimmed < a->below) t->trimmed = a->below; /* a new subscription starts there */
     a->count_cb = done;
@@ -2125,9 +2125,9 @@ static int apply_retain(sqlite3 *db, wop *op)
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, a->topic_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)a->stop);
-    rc = delete_rows(st, &a->rows, &a->bytes);
+    rc = sq_delete_rows(st, &a->rows, &a->bytes);
     sqlite3_finalize(st);
-    if (rc == SQLITE_OK) a->oldest_ms = first_published(db, a->topic_id);
+    if (rc == SQLITE_OK) a->oldest_ms = sq_first_published(db, a->topic_id);
     return rc;
 }
 
@@ -2137,7 +2137,7 @@ static void done_retain(wop *op, int status)
     q_topic *t = a->topic;
     t->retaining = 0;
     if (status == 0 && !t->deleted) {
-        forget_rows(t, a->rows, a->bytes, a->oldest_ms);
+        sq_forget_rows(t, a->rows, a->bytes, a->oldest_ms);
         if (t->trimmed < a->stop) t->trimmed = a->stop;
         if (a->rows)
             log_debug("retention dropped %llu messages (%llu bytes) of topic '%s'",
@@ -2162,7 +2162,7 @@ static void retain(queue *q, q_topic *t)
     writer_submit(q->w, &a->op);
 }
 
-static void on_retention_tick(uv_timer_t *h)
+static void sq_retention_tick(uv_timer_t *h)
 {
     queue *q = h->data;
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
@@ -2172,7 +2172,7 @@ static void on_retention_tick(uv_timer_t *h)
 static int apply_set_retention(sqlite3 *db, wop *op)
 {
     admin_op *a = (admin_op *)op;
-    int rc = a->create_topic ? insert_topic(db, a->topic) : SQLITE_OK;
+    int rc = a->create_topic ? sq_insert_topic(db, a->topic) : SQLITE_OK;
     if (rc != SQLITE_OK) return rc;
     sqlite3_stmt *st;
     rc = sqlite3_prepare_v2(db,
@@ -2202,7 +2202,7 @@ static int sq_topic_retention(queue *q, const char *topic, const q_retention *r,
                               void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = topic_get(q, topic, 1);
+    q_topic *t = sq_topic_get(q, topic, 1);
     if (!t) return ERR_NOMEM;
     admin_op *a = admin_new(q, t, apply_set_retention, done_set_retention);
     if (!a) return ERR_NOMEM;
@@ -2221,12 +2221,12 @@ static int sq_topic_retention(queue *q, const char *topic, const q_retention *r,
 /* Reloads, after a restart, the messages a subscription had leased (they were
  * in flight: due again now, their attempt repeated) and those waiting for a
  * retry. Runs on the store's own connection before the writer starts. */
-static int restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
+static int sq_restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
 {
     sqlite3 *db = store_db(q->st);
     sqlite3_stmt *one;
     char sql[256];
-    snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq = ?", select_rows);
+    snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq = ?", sq_select_rows);
     if (sqlite3_prepare_v2(db, sql, -1, &one, NULL) != SQLITE_OK) return ERR_STORE;
 
     /* (seq, attempt, visible_ms, error) of everything to reload. */
@@ -2273,7 +2273,7 @@ static int restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
         sqlite3_bind_int64(one, 2, (sqlite3_int64)p[i].seq);
         q_block *blk = NULL;
         uint32_t got = 0;
-        read_rows(one, 1, &blk, &got);
+        sq_read_rows(one, 1, &blk, &got);
         sqlite3_reset(one);
         if (blk && got == 1) {
             sq_lease *l = calloc(1, sizeof *l);
@@ -2288,24 +2288,24 @@ static int restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
                 l->in_retry_table = (unsigned)p[i].in_table;
                 list_init(&l->link);
                 s->refs++;
-                heap_push(s, l);
-                key_hold(s, l->base.msg);
+                sq_heap_push(s, l);
+                sq_key_hold(s, l->base.msg);
                 uint64_t *r = realloc(s->restore, (s->nrestore + 1) * sizeof *r);
                 if (r) {
                     s->restore = r;
                     s->restore[s->nrestore++] = p[i].seq;
                 }
             } else {
-                block_settle(blk);
+                sq_block_settle(blk);
             }
         } else if (blk) {
-            block_settle(blk);
+            sq_block_settle(blk);
         }
         free(p[i].error);
     }
     free(p);
     sqlite3_finalize(one);
-    if (s->nrestore) qsort(s->restore, s->nrestore, sizeof *s->restore, cmp_u64);
+    if (s->nrestore) qsort(s->restore, s->nrestore, sizeof *s->restore, sq_cmp_u64);
     return 0;
 }
 
@@ -2332,7 +2332,7 @@ static int load(queue *q, char *err, size_t errcap)
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         if (id >= q->next_topic_id) q->next_topic_id = id + 1;
-        q_topic *t = topic_get(q, (const char *)sqlite3_column_text(st, 1), 1);
+        q_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 1);
         if (!t) continue;
         t->id = id;
         t->persisted = 1;
@@ -2365,7 +2365,7 @@ static int load(queue *q, char *err, size_t errcap)
         return ERR_STORE;
     }
     while (sqlite3_step(st) == SQLITE_ROW) {
-        q_topic *t = topic_get(q, (const char *)sqlite3_column_text(st, 1), 0);
+        q_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 0);
         if (!t) continue;
         q_sub_config cfg = {0};
         snprintf(cfg.function, sizeof cfg.function, "%s", sqlite3_column_text(st, 2));
@@ -2374,7 +2374,7 @@ static int load(queue *q, char *err, size_t errcap)
         cfg.ordered = sqlite3_column_int(st, 5);
         cfg.deadline_ms = (uint32_t)sqlite3_column_int64(st, 6);
         cfg.max_concurrency = (uint32_t)sqlite3_column_int64(st, 7);
-        q_sub *s = sub_new(q, t, &cfg);
+        q_sub *s = sq_sub_new(q, t, &cfg);
         if (!s) continue;
         s->id = sqlite3_column_int64(st, 0);
         if (s->id >= q->next_sub_id) q->next_sub_id = s->id + 1;
@@ -2385,7 +2385,7 @@ static int load(queue *q, char *err, size_t errcap)
         if (s->fetched > t->next_seq) t->next_seq = t->committed = s->fetched;
         s->acked = (uint64_t)sqlite3_column_int64(st, 10);
         s->dead_lettered = (uint64_t)sqlite3_column_int64(st, 11);
-        restore_sub(q, s, sqlite3_column_blob(st, 9), sqlite3_column_bytes(st, 9));
+        sq_restore_sub(q, s, sqlite3_column_blob(st, 9), sqlite3_column_bytes(st, 9));
     }
     sqlite3_finalize(st);
     if (q->next_sub_id < 1) q->next_sub_id = 1;
@@ -2397,7 +2397,7 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
 {
     queue *q = calloc(1, sizeof *q);
     if (!q) return ERR_NOMEM;
-    q->ops = &sqlite_ops;
+    q->ops = &sq_ops;
     q->loop = loop;
     q->st = st;
     q->ev = *ev;
@@ -2415,18 +2415,18 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
         free(q);
         return rc;
     }
-    writer_set_presubmit(q->w, presubmit, q);
+    writer_set_presubmit(q->w, sq_presubmit, q);
     /* Retention: at once (what aged while spated was down), then every tick. */
     uv_timer_init(loop, &q->retention);
     q->retention.data = q;
-    uv_timer_start(&q->retention, on_retention_tick, 0, SPATE_RETENTION_TICK_MS);
+    uv_timer_start(&q->retention, sq_retention_tick, 0, SPATE_RETENTION_TICK_MS);
     /* Start every subscription: reload from the store. */
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
         q_topic *t = list_entry(n, q_topic, link);
         for (list_node *m = list_first(&t->subs); m != &t->subs; m = m->next) {
             q_sub *s = list_entry(m, q_sub, link);
-            maybe_fetch(s);
-            arm_retry(s);
+            sq_maybe_fetch(s);
+            sq_arm_retry(s);
         }
     }
     *out = q;
@@ -2467,13 +2467,13 @@ static void on_writer_stopped(void *data)
             while (!list_empty(&s->leased)) {
                 sq_lease *l = list_entry(list_first(&s->leased), sq_lease, link);
                 list_remove(&l->link);
-                msg_unref(l->base.msg);
+                sq_msg_unref(l->base.msg);
                 free(l->error);
                 free(l);
                 s->refs--;
             }
             s->refs = 1;
-            sub_unref(s);
+            sq_sub_unref(s);
         }
         free(t->name);
         free(t);
@@ -2495,7 +2495,7 @@ static void sq_close(queue *q, void (*cb)(void *data), void *data)
     writer_stop(q->w, on_writer_stopped, q);
 }
 
-static const queue_ops sqlite_ops = {
+static const queue_ops sq_ops = {
     .publish = sq_publish,
     .lease = sq_lease_next,
     .ack = sq_ack,
