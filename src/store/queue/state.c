@@ -9,6 +9,7 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/strmap.h"
+#include "store/sql.h"
 #include "store/writer.h"
 
 /* --- In memory --------------------------------------------------------------------- */
@@ -381,22 +382,6 @@ typedef struct publish_op {
     void *data;
 } publish_op;
 
-static int prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql)
-{
-    if (*st) {
-        sqlite3_reset(*st);
-        return SQLITE_OK;
-    }
-    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
-}
-
-static int step(sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 static int sq_insert_topic(sqlite3 *db, const q_topic *t)
 {
     sqlite3_stmt *st;
@@ -408,16 +393,15 @@ static int sq_insert_topic(sqlite3 *db, const q_topic *t)
     sqlite3_bind_int64(st, 1, t->id);
     sqlite3_bind_text(st, 2, t->name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, clock_now_ms());
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return sql_step_finalize(st);
 }
 
 static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
 {
-    int rc = prepare(db, &q->ins_msg,
-                     "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
-                     " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    int rc = sql_prepare_cached(
+        db, &q->ins_msg,
+        "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
+        " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (rc != SQLITE_OK) return rc;
     for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
         const q_msg *m = &b->msgs[i].m;
@@ -438,19 +422,20 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
             sqlite3_bind_null(q->ins_msg, 7);
             sqlite3_bind_null(q->ins_msg, 8);
         }
-        rc = step(q->ins_msg);
+        rc = sql_step_reset(q->ins_msg);
     }
     if (rc != SQLITE_OK) return rc;
     /* The next number is kept too: once every message is consumed and deleted,
      * it alone says where numbering goes on after a restart. */
-    rc = prepare(db, &q->upd_pub,
-                 "UPDATE topics SET published = published + ?, next_seq = MAX(next_seq, ?)"
-                 " WHERE id = ?");
+    rc = sql_prepare_cached(
+        db, &q->upd_pub,
+        "UPDATE topics SET published = published + ?, next_seq = MAX(next_seq, ?)"
+        " WHERE id = ?");
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->upd_pub, 1, (sqlite3_int64)b->n);
     sqlite3_bind_int64(q->upd_pub, 2, (sqlite3_int64)(b->msgs[b->n - 1].m.seq + 1));
     sqlite3_bind_int64(q->upd_pub, 3, topic_id);
-    return step(q->upd_pub);
+    return sql_step_reset(q->upd_pub);
 }
 
 static int sq_apply_publish(sqlite3 *db, wop *op)
@@ -633,9 +618,9 @@ static int apply_state(sqlite3 *db, wop *op)
 {
     state_op *s = (state_op *)op;
     queue *q = s->q;
-    int rc = prepare(db, &q->upd_sub,
-                     "UPDATE subscriptions SET cursor = ?, leased = ?, acked = ?,"
-                     " dead_lettered = ? WHERE id = ?");
+    int rc = sql_prepare_cached(db, &q->upd_sub,
+                                "UPDATE subscriptions SET cursor = ?, leased = ?, acked = ?,"
+                                " dead_lettered = ? WHERE id = ?");
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->upd_sub, 1, (sqlite3_int64)s->cursor);
     sqlite3_bind_blob(q->upd_sub, 2, s->leased ? (const void *)s->leased : "",
@@ -643,7 +628,7 @@ static int apply_state(sqlite3 *db, wop *op)
     sqlite3_bind_int64(q->upd_sub, 3, (sqlite3_int64)s->acked);
     sqlite3_bind_int64(q->upd_sub, 4, (sqlite3_int64)s->dead_lettered);
     sqlite3_bind_int64(q->upd_sub, 5, s->sub_id);
-    return step(q->upd_sub);
+    return sql_step_reset(q->upd_sub);
 }
 
 static void done_state(wop *op, int status)
@@ -708,8 +693,8 @@ static int apply_trim(sqlite3 *db, wop *op)
 {
     trim_op *t = (trim_op *)op;
     queue *q = t->q;
-    int rc = prepare(db, &q->del_msgs,
-                     "DELETE FROM messages WHERE topic_id = ? AND seq < ?" RETURNING_BYTES);
+    int rc = sql_prepare_cached(
+        db, &q->del_msgs, "DELETE FROM messages WHERE topic_id = ? AND seq < ?" RETURNING_BYTES);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(q->del_msgs, 1, t->topic_id);
     sqlite3_bind_int64(q->del_msgs, 2, (sqlite3_int64)t->below);
@@ -826,9 +811,7 @@ static int apply_counter(sqlite3 *db, wop *op)
     sqlite3_bind_int64(st, 1, (sqlite3_int64)c->acked);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)c->dead_lettered);
     sqlite3_bind_int64(st, 3, c->topic_id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return sql_step_finalize(st);
 }
 
 static void done_counter(wop *op, int status)
@@ -1142,14 +1125,15 @@ static int apply_retry(sqlite3 *db, wop *op)
     sqlite3_stmt *st;
     int rc;
     if (r->error) {
-        rc = prepare(db, &q->upsert_retry,
-                     "INSERT INTO retries (sub_id, seq, attempts, visible_ms, error)"
-                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT(sub_id, seq) DO UPDATE SET"
-                     " attempts = excluded.attempts, visible_ms = excluded.visible_ms,"
-                     " error = excluded.error");
+        rc = sql_prepare_cached(db, &q->upsert_retry,
+                                "INSERT INTO retries (sub_id, seq, attempts, visible_ms, error)"
+                                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(sub_id, seq) DO UPDATE SET"
+                                " attempts = excluded.attempts, visible_ms = excluded.visible_ms,"
+                                " error = excluded.error");
         st = q->upsert_retry;
     } else {
-        rc = prepare(db, &q->del_retry, "DELETE FROM retries WHERE sub_id = ? AND seq = ?");
+        rc = sql_prepare_cached(db, &q->del_retry,
+                                "DELETE FROM retries WHERE sub_id = ? AND seq = ?");
         st = q->del_retry;
     }
     if (rc != SQLITE_OK) return rc;
@@ -1160,7 +1144,7 @@ static int apply_retry(sqlite3 *db, wop *op)
         sqlite3_bind_int64(st, 4, r->visible_ms);
         sqlite3_bind_text(st, 5, r->error, -1, SQLITE_STATIC);
     }
-    return step(st);
+    return sql_step_reset(st);
 }
 
 static void done_retry(wop *op, int status)
@@ -1457,9 +1441,7 @@ static int apply_sub(sqlite3 *db, wop *op)
         sqlite3_bind_int64(st, 9, clock_now_ms());
         sqlite3_bind_int64(st, 10, (sqlite3_int64)o->sub->fetched);
     }
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return sql_step_finalize(st);
 }
 
 static void done_sub(wop *op, int status)
@@ -1921,9 +1903,7 @@ static int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id)
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, topic_id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return sql_step_finalize(st);
 }
 
 static int apply_delete(sqlite3 *db, wop *op)
@@ -2184,9 +2164,7 @@ static int apply_set_retention(sqlite3 *db, wop *op)
     sqlite3_bind_int64(st, 2, (sqlite3_int64)a->ret.max_bytes);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)a->ret.max_messages);
     sqlite3_bind_int64(st, 4, a->topic_id);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return sql_step_finalize(st);
 }
 
 static void done_set_retention(wop *op, int status)
