@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/limits.h"
 #include "common/log.h"
 
 struct store {
@@ -194,7 +195,7 @@ int store_open(const char *dir, store **out, char *err, size_t errcap)
         store_close(s);
         return ERR_STORE;
     }
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(s->db, SPATE_STORE_BUSY_TIMEOUT_MS);
     /* WAL with FULL sync: a commit has reached the disk when it returns. */
     if (store_exec(s, "PRAGMA journal_mode=WAL") || store_exec(s, "PRAGMA synchronous=FULL") ||
         store_exec(s, "PRAGMA foreign_keys=ON") || migrate(s, err, errcap)) {

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/limits.h"
+
 typedef struct fetch_op {
     wop op;
     q_sub *sub;
@@ -86,15 +88,15 @@ static void done_fetch(wop *op, int status)
 /* Fetches the next chunk for a lagging subscription when ready runs low. */
 void sq_maybe_fetch(q_sub *s)
 {
-    if (!s->lagging || s->fetching || s->closed || s->rlen > READY_MAX / 4 ||
-        s->retry_bytes > RETRY_BYTES_MAX)
+    if (!s->lagging || s->fetching || s->closed || s->rlen > SPATE_QUEUE_READY_MAX / 4 ||
+        s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX)
         return;
     fetch_op *f = calloc(1, sizeof *f);
     if (!f) return;
     f->sub = s;
     f->topic_id = s->topic->id;
     f->from = s->fetched;
-    f->limit = FETCH_ROWS;
+    f->limit = SPATE_QUEUE_FETCH_ROWS;
     f->op.read = read_fetch;
     f->op.done = done_fetch;
     s->fetching = 1;

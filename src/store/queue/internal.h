@@ -37,7 +37,6 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "common/limits.h"
 #include "common/list.h"
 #include "common/strmap.h"
 #include "store/queue.h"
@@ -163,17 +162,6 @@ struct queue {
     sqlite3 *wdb;
     sqlite3_stmt *ins_msg, *upd_pub, *upd_sub, *del_msgs, *upsert_retry, *del_retry;
 };
-
-/* Memory a subscription keeps in ready before it leaves the rest in the
- * store; it fetches again below the low mark. */
-#define READY_MAX 65536
-#define READY_BYTES (64u * MIB)
-#define FETCH_ROWS 4096
-#define FETCH_BYTES (16u * MIB)
-/* Past this, an ordered subscription stops scanning ready for a free key. */
-#define ORDERED_SCAN 4096
-/* Past this much retrying, new messages wait in the store (back-pressure). */
-#define RETRY_BYTES_MAX (64u * MIB)
 
 typedef struct publish_op {
     wop op;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/limits.h"
 #include "common/log.h"
 #include "store/sql.h"
 
@@ -38,7 +39,7 @@ q_lease *sq_lease_next(q_sub *s)
     }
     sq_lease *l = NULL;
     if (s->cfg.ordered) {
-        size_t scan = s->rlen < ORDERED_SCAN ? s->rlen : ORDERED_SCAN;
+        size_t scan = s->rlen < SPATE_QUEUE_ORDERED_SCAN ? s->rlen : SPATE_QUEUE_ORDERED_SCAN;
         for (size_t i = 0; i < scan; i++) {
             q_msg *m = sq_ready_at(s, i);
             if (sq_key_busy(s, m)) continue;
@@ -232,7 +233,7 @@ static void done_dead(wop *op, int status)
         sq_lease_free(l);
     } else if (!s->closed) {
         /* Not moved: keep it, and try again soon. */
-        l->visible_ms = clock_now_ms() + 1000;
+        l->visible_ms = clock_now_ms() + SPATE_QUEUE_DEAD_LETTER_RETRY_MS;
         l->base.attempt--;
         if (sq_heap_push(s, l) == 0)
             sq_arm_retry(s);
@@ -262,7 +263,7 @@ void sq_dead_letter(q_lease *ql, const char *error)
         free(mem);
         free(b);
         log_error("out of memory moving a message to '%s'", s->cfg.dlq);
-        l->visible_ms = clock_now_ms() + 1000;
+        l->visible_ms = clock_now_ms() + SPATE_QUEUE_DEAD_LETTER_RETRY_MS;
         if (sq_heap_push(s, l) == 0) sq_arm_retry(s);
         return;
     }

@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/limits.h"
 
 void sq_msg_unref(q_msg *pm)
 {
@@ -116,7 +117,7 @@ q_msg *sq_ready_take(q_sub *s, size_t pos)
 
 int sq_ready_full(const q_sub *s)
 {
-    return s->rlen >= READY_MAX || s->ready_bytes >= READY_BYTES;
+    return s->rlen >= SPATE_QUEUE_READY_MAX || s->ready_bytes >= SPATE_QUEUE_READY_BYTES;
 }
 
 /* --- Retry heap -------------------------------------------------------------------- */

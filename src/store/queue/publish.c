@@ -7,6 +7,7 @@
 
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/limits.h"
 #include "store/sql.h"
 
 static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
@@ -66,7 +67,7 @@ static void fan_out(q_topic *t, q_block *b, uint64_t first, uint64_t last)
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
         q_sub *s = list_entry(n, q_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
-        if (s->lagging || sq_ready_full(s) || s->retry_bytes > RETRY_BYTES_MAX) {
+        if (s->lagging || sq_ready_full(s) || s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX) {
             if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
             s->lagging = 1;
             continue;

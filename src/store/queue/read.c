@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/limits.h"
 
 typedef struct read_op {
     wop op;
@@ -167,9 +168,9 @@ static void done_read(wop *op, int status)
     queue *q = r->q;
     q_block *b = r->block;
     if (!r->redrive) {
-        q_msg *ptrs[1024];
+        q_msg *ptrs[SPATE_QUEUE_READ_MAX];
         size_t n = b ? b->n : 0;
-        for (size_t i = 0; i < n && i < 1024; i++) ptrs[i] = &b->msgs[i].m;
+        for (size_t i = 0; i < n && i < SPATE_QUEUE_READ_MAX; i++) ptrs[i] = &b->msgs[i].m;
         r->cb(r->data, status, ptrs, status ? 0 : n);
     } else if (status != 0 || !b || b->n == 0) {
         r->rcb(r->data, status, 0);
@@ -187,7 +188,7 @@ static read_op *new_read(queue *q, q_topic *t, uint64_t after, uint32_t limit)
     r->q = q;
     r->topic_id = t->id;
     r->after = after;
-    r->limit = limit > 1024 ? 1024 : limit;
+    r->limit = limit > SPATE_QUEUE_READ_MAX ? SPATE_QUEUE_READ_MAX : limit;
     r->op.read = read_topic;
     r->op.done = done_read;
     return r;

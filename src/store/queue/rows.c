@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/limits.h"
 #include "store/sql.h"
 
 int sq_insert_topic(sqlite3 *db, const q_topic *t)
@@ -64,7 +65,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *coun
     } row;
     row *rows = malloc(cap * sizeof *rows);
     int rc = rows ? SQLITE_OK : SQLITE_NOMEM;
-    while (rc == SQLITE_OK && n < limit && bytes < FETCH_BYTES) {
+    while (rc == SQLITE_OK && n < limit && bytes < SPATE_QUEUE_FETCH_BYTES) {
         int s = sqlite3_step(st);
         if (s == SQLITE_DONE) break;
         if (s != SQLITE_ROW) {
