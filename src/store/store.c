@@ -44,7 +44,7 @@ static const char *const migrations[] = {
     ");"
     "CREATE INDEX versions_sha256 ON versions(sha256);",
 
-    /* 2: durable topics and the subscriptions of triggers (store/queue.c). */
+    /* 2: durable topics and the subscriptions of triggers (store/queue/). */
     "CREATE TABLE topics ("
     "  id INTEGER PRIMARY KEY,"
     "  name TEXT NOT NULL UNIQUE,"
@@ -95,7 +95,7 @@ static const char *const migrations[] = {
     /* 5: secret variables, "K=V" lines like env (common/fnconfig.h). */
     "ALTER TABLE versions ADD COLUMN secrets TEXT;",
     /* 6: per-topic retention (for topics no trigger reads), and the counters
-     * of the topic's removed subscriptions (store/queue.c). */
+     * of the topic's removed subscriptions (store/queue/). */
     ("ALTER TABLE topics ADD COLUMN max_age_ms INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN max_bytes INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN max_messages INTEGER NOT NULL DEFAULT 0;"
