@@ -165,17 +165,63 @@
 #define SPATE_NODE_INSTANCES_FLOOR 64
 #define SPATE_NODE_INSTANCES_CEILING 10000
 
+/* --- The queue on SQLite (src/store/queue/) ------------------------------- */
+
+/* A subscription keeps up to this many committed messages (and bytes of
+ * them) in memory, ready to lease; beyond, the rest waits in the store and is
+ * fetched again once ready is down to a quarter of the count. Bounds a
+ * subscription's memory whatever the backlog; the ceiling is the host's
+ * memory, times the number of triggers. */
+#define SPATE_QUEUE_READY_MAX 65536
+#define SPATE_QUEUE_READY_BYTES (64u * MIB)
+/* One fetch from the store reads at most this many rows or bytes: a chunk
+ * read on the writer thread between two commits, so a larger one delays the
+ * next commit (and every publish waiting for it). */
+#define SPATE_QUEUE_FETCH_ROWS 4096
+#define SPATE_QUEUE_FETCH_BYTES (16u * MIB)
+/* An ordered subscription looks this far into ready for a message whose key
+ * is not busy: the scan runs on every lease, so it is bounded; past it, the
+ * subscription waits for a key to be settled. */
+#define SPATE_QUEUE_ORDERED_SCAN 4096
+/* Past this many bytes of messages waiting for a retry, a subscription takes
+ * no new messages into memory (back-pressure: a failing function does not
+ * pull its whole topic into memory). */
+#define SPATE_QUEUE_RETRY_BYTES_MAX (64u * MIB)
+/* One read of a topic (queue_read, a redrive) returns at most this many
+ * messages; the API asks for at most 1000. Their pointers are on the stack. */
+#define SPATE_QUEUE_READ_MAX 1024
+/* A dead letter that could not be moved (out of memory, a failed commit) is
+ * tried again this much later (ms), as a retry. */
+#define SPATE_QUEUE_DEAD_LETTER_RETRY_MS 1000
+
+/* --- Store ------------------------------------------------------------------ */
+
+/* How long a connection to the database waits for the other's write lock
+ * before its statement fails (ms). The store's own connection runs on the
+ * loop thread, which stands still meanwhile, so it waits less; the writer
+ * thread's failure fails a whole group commit, so it waits more. */
+#define SPATE_STORE_BUSY_TIMEOUT_MS 5000
+#define SPATE_WRITER_BUSY_TIMEOUT_MS 10000
+/* The writer's page cache (KiB): the tables it writes stay in memory
+ * between commits. Per node, one writer. */
+#define SPATE_WRITER_CACHE_KIB 65536
+
 /* --- Exec artifacts ------------------------------------------------------- */
 
 /* An archive may hold at most this many entries and unpack to at most this
  * many bytes; beyond, it is refused (archive bombs). */
 #define SPATE_ARCHIVE_ENTRIES_MAX 10000
 #define SPATE_ARCHIVE_BYTES_MAX (512u * MIB)
+/* An entry's path, bytes with its NUL, and its depth in directories; a
+ * longer or deeper one is refused. Real archives stay far below; the path
+ * buffer is on the stack. */
+#define SPATE_ARCHIVE_NAME_MAX 1024
+#define SPATE_ARCHIVE_DEPTH_MAX 64
 /* Directories a tree removal (common/fs.h) goes down at most: each level
  * holds a descriptor, and an instance's temporary directory is a tree its
  * function made, maybe to hurt. At least the 64 path components an archive
  * entry may have (store/unpack.c), so an unpacked artifact goes whole. */
-#define SPATE_TREE_DEPTH_MAX 64
+#define SPATE_TREE_DEPTH_MAX SPATE_ARCHIVE_DEPTH_MAX
 
 /* --- Runtime --------------------------------------------------------------- */
 

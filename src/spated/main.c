@@ -31,7 +31,7 @@
 #include "sched/pool.h"
 #include "sched/triggers.h"
 #include "spated/config.h"
-#include "store/queue.h"
+#include "store/sqlqueue.h"
 #include "store/store.h"
 
 typedef struct node {

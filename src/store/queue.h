@@ -1,43 +1,51 @@
 /*
- * queue.h - durable topics and the subscriptions of triggers to them: the
- * queue interface the scheduler uses (publish, lease, ack, nack with delay,
- * release, dead-letter, stats). This implementation keeps the log in SQLite
- * (through the group-committing writer) and the working set in memory.
+ * queue.h - the queue interface: durable topics and the subscriptions of
+ * triggers to them. The scheduler and the API use only this header; two
+ * implementations provide it, the queue of one node (store/sqlqueue.h, on
+ * SQLite) and the queue that nodes share (cluster/jsqueue.h, on JetStream).
  *
- * A topic is an append-only log of messages numbered 1, 2, ... Each
- * subscription (one per trigger) sees every message of its topic (fan-out) and
- * tracks its own progress:
- *   ready    committed messages in memory, not yet leased, in order;
- *   leased   handed to the scheduler and not yet settled;
- *   retry    failed, visible again at a time (attempts counted);
- *   lagging  committed but only in the store (fetched in chunks when ready runs low).
- * A message is removed from the store once every subscription has settled it.
+ * Topics. A topic is an append-only log of messages, each numbered (seq) in
+ * publish order, created by its first publish or subscription. A publish
+ * completes (its callback, status 0) only once its messages are durable: they
+ * survive a crash of the process and of the machine.
  *
- * Durability: a publish completes after its commit. A subscription's progress
- * (the first message not yet leased, and the leased set) is saved in every
- * commit after it changes, so after a crash only messages that were leased
- * (in flight) or not yet leased are delivered again.
+ * Subscriptions. A trigger is a subscription of one function to one topic.
+ * Each subscription sees every message of its topic (fan-out), from the
+ * oldest one stored when it was created, and keeps its own progress.
  *
- * Ordered subscriptions lease at most one message per key at a time (a key is
- * busy while one of its messages is leased or waits for a retry), in order.
+ * Leases. The consumer takes one message at a time with queue_lease and
+ * settles each lease exactly once: ack (done: the message is settled for this
+ * subscription), nack (failed: the attempt counts, visible again after a
+ * delay), release (not run: back at once, the attempt not counted) or
+ * dead_letter (failed for good: moved to the subscription's dead-letter
+ * topic with its source, attempts and last error). A message leaves a topic
+ * once every subscription has settled it (or by purge, deletion or
+ * retention).
+ *
+ * Delivery is at least once: a lease that is never settled (the node stopped
+ * or died) is delivered again, to this node after a restart or to another
+ * node of a cluster. A settled message is never delivered again to that
+ * subscription. An ordered subscription leases at most one message per key
+ * at a time (a key is busy while one of its messages is leased or waits for
+ * a retry), in publish order.
+ *
+ * Ownership: leases and messages belong to the queue. A lease and its message
+ * are borrowed from queue_lease until the lease is settled; messages given to
+ * a read callback are borrowed for the call. Every call is made on the loop
+ * thread; callbacks come on it too.
  */
 #ifndef SPATE_QUEUE_H
 #define SPATE_QUEUE_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
 
 #include "common/buf.h"
-#include "common/list.h"
-#include "store/store.h"
 
 typedef struct queue queue;
-typedef struct q_topic q_topic;
-typedef struct q_sub q_sub;
-typedef struct q_block q_block;
+typedef struct q_sub q_sub; /* each implementation's own; begins with its queue_ops */
 
-/* A committed message. Read-only for users; alive while leased. */
+/* A committed message, read-only. */
 typedef struct q_msg {
     uint64_t seq;
     int64_t published_ms;
@@ -49,23 +57,14 @@ typedef struct q_msg {
     const char *source;
     const char *error;
     uint32_t attempts;
-    /* Private. */
-    uint32_t refs;
-    q_block *block;
 } q_msg;
 
-/* One delivery of a message to a subscription. Settle it exactly once with
- * ack, nack, release or dead_letter. */
+/* One delivery of a message to a subscription, read-only. An implementation
+ * embeds it as the first member of its own lease. */
 typedef struct q_lease {
     q_msg *msg;
     uint32_t attempt; /* 1 on first delivery */
-    /* Private. */
-    q_sub *sub;
-    list_node link;     /* in the subscription's leased list */
-    int64_t visible_ms; /* retries: when it may run again */
-    char *error;        /* retries: the last error */
-    uint32_t heap_index;
-    unsigned in_retry_table : 1;
+    q_sub *sub;       /* the subscription it came from (settling goes through its table) */
 } q_lease;
 
 /* One message to publish; pointers into the body given to queue_publish. */
@@ -86,7 +85,7 @@ typedef struct q_sub_config {
 } q_sub_config;
 
 typedef struct q_sub_stats {
-    uint64_t depth; /* not yet settled: lagging + ready + leased + retry */
+    uint64_t depth; /* not yet settled: waiting, leased or retrying */
     uint64_t leased;
     uint64_t retrying;
     int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
@@ -128,13 +127,10 @@ typedef struct queue_events {
     void *data;
 } queue_events;
 
-/* Loads topics and subscriptions from the store and starts the writer. */
-int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, char *err,
-               size_t errcap);
 /* Replaces the event callbacks (NULL callbacks: no events). */
 void queue_set_events(queue *q, const queue_events *ev);
-/* Commits what is pending, then frees everything; cb when done. Leases still
- * out are forgotten (in flight: delivered again after restart). */
+/* Makes durable what is pending, then frees everything; cb when done. Leases
+ * still out are forgotten (in flight: delivered again). */
 void queue_close(queue *q, void (*cb)(void *data), void *data);
 
 /* --- Publishing --------------------------------------------------------------------- */
@@ -224,10 +220,10 @@ int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, q
 
 /* --- Implementations ----------------------------------------------------------------------
  *
- * Every function above but queue_open is a call through a table
- * (store/queue_dispatch.c): the queue of one node in SQLite (store/queue.c),
- * or one that nodes share. An implementation's queue and q_sub structs begin
- * with a pointer to its table. */
+ * Every function above is a call through a table (store/queue_dispatch.c).
+ * An implementation's queue and q_sub structs begin with a pointer to its
+ * table; its leases begin with a q_lease whose sub is set. Each is created
+ * by its own open call (sqlqueue.h, jsqueue.h). */
 typedef struct queue_ops {
     void (*publish)(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
                     queue_publish_cb done, void *data);

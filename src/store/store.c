@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/limits.h"
 #include "common/log.h"
 
 struct store {
@@ -43,7 +44,7 @@ static const char *const migrations[] = {
     ");"
     "CREATE INDEX versions_sha256 ON versions(sha256);",
 
-    /* 2: durable topics and the subscriptions of triggers (store/queue.c). */
+    /* 2: durable topics and the subscriptions of triggers (store/queue/). */
     "CREATE TABLE topics ("
     "  id INTEGER PRIMARY KEY,"
     "  name TEXT NOT NULL UNIQUE,"
@@ -94,7 +95,7 @@ static const char *const migrations[] = {
     /* 5: secret variables, "K=V" lines like env (common/fnconfig.h). */
     "ALTER TABLE versions ADD COLUMN secrets TEXT;",
     /* 6: per-topic retention (for topics no trigger reads), and the counters
-     * of the topic's removed subscriptions (store/queue.c). */
+     * of the topic's removed subscriptions (store/queue/). */
     ("ALTER TABLE topics ADD COLUMN max_age_ms INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN max_bytes INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN max_messages INTEGER NOT NULL DEFAULT 0;"
@@ -194,7 +195,7 @@ int store_open(const char *dir, store **out, char *err, size_t errcap)
         store_close(s);
         return ERR_STORE;
     }
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(s->db, SPATE_STORE_BUSY_TIMEOUT_MS);
     /* WAL with FULL sync: a commit has reached the disk when it returns. */
     if (store_exec(s, "PRAGMA journal_mode=WAL") || store_exec(s, "PRAGMA synchronous=FULL") ||
         store_exec(s, "PRAGMA foreign_keys=ON") || migrate(s, err, errcap)) {

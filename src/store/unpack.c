@@ -208,15 +208,15 @@ int unpack_artifact(const char *data, size_t len, const char *dest, char *err, s
                       limit, name);
             break;
         }
-        char path[1024];
-        char *parts[64];
+        char path[SPATE_ARCHIVE_NAME_MAX];
+        char *parts[SPATE_ARCHIVE_DEPTH_MAX];
         if (strlen(name) >= sizeof path) {
             rc = fail(err, errcap, ERR_INVAL, "archive entry name is too long: '%.200s'%s", name,
                       "");
             break;
         }
         strcpy(path, name);
-        int n = split_path(path, parts, 64);
+        int n = split_path(path, parts, SPATE_ARCHIVE_DEPTH_MAX);
         if (n < 0) {
             rc = fail(err, errcap, ERR_INVAL, "archive entry '%s' escapes the root%s", name, "");
             break;

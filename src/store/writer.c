@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/limits.h"
 #include "common/log.h"
 
 struct writer {
@@ -188,17 +189,18 @@ int writer_start(uv_loop_t *loop, const char *path, writer **out, char *err, siz
     list_init(&w->pending);
     list_init(&w->handed);
     list_init(&w->finished);
+    char cache[64];
+    snprintf(cache, sizeof cache, "PRAGMA cache_size=-%u", SPATE_WRITER_CACHE_KIB);
     if (sqlite3_open_v2(path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
             SQLITE_OK ||
-        exec(w->db, "PRAGMA synchronous=FULL") != SQLITE_OK ||
-        exec(w->db, "PRAGMA cache_size=-65536") != SQLITE_OK) {
+        exec(w->db, "PRAGMA synchronous=FULL") != SQLITE_OK || exec(w->db, cache) != SQLITE_OK) {
         snprintf(err, errcap, "cannot open store '%s' for writing: %s", path,
                  w->db ? sqlite3_errmsg(w->db) : "out of memory");
         sqlite3_close_v2(w->db);
         free(w);
         return ERR_STORE;
     }
-    sqlite3_busy_timeout(w->db, 10000);
+    sqlite3_busy_timeout(w->db, SPATE_WRITER_BUSY_TIMEOUT_MS);
     uv_mutex_init(&w->mu);
     uv_cond_init(&w->cv);
     uv_async_init(loop, &w->async, on_async);

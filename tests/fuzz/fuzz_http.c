@@ -21,7 +21,7 @@
 #include "runtime/isolate.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
-#include "store/queue.h"
+#include "store/sqlqueue.h"
 #include "store/store.h"
 
 static uv_loop_t *loop;

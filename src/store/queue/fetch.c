@@ -1,0 +1,105 @@
+/* fetch.c - the SQLite queue: fetching: a lagging subscription reads the next chunk from the store
+ * when its ready ring runs low. */
+#include "store/queue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/limits.h"
+
+typedef struct fetch_op {
+    wop op;
+    q_sub *sub;
+    int64_t topic_id;
+    uint64_t from;
+    uint32_t limit;
+    q_block *block;
+    int complete; /* fewer rows than asked: nothing more to fetch now */
+} fetch_op;
+
+static int read_fetch(sqlite3 *db, wop *op)
+{
+    fetch_op *f = (fetch_op *)op;
+    sqlite3_stmt *st;
+    char sql[256];
+    snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+             sq_select_rows);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, f->topic_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)f->from);
+    sqlite3_bind_int64(st, 3, f->limit);
+    uint32_t n = 0;
+    rc = sq_read_rows(st, f->limit, &f->block, &n);
+    sqlite3_finalize(st);
+    f->complete = n < f->limit;
+    return rc;
+}
+
+static int restored(const q_sub *s, uint64_t seq)
+{
+    size_t lo = 0, hi = s->nrestore;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->restore[mid] == seq) return 1;
+        if (s->restore[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+static void done_fetch(wop *op, int status)
+{
+    fetch_op *f = (fetch_op *)op;
+    q_sub *s = f->sub;
+    s->fetching = 0;
+    if (status == 0 && f->block && !s->closed) {
+        q_block *b = f->block;
+        uint64_t last = f->from - 1;
+        for (size_t i = 0; i < b->n; i++) {
+            q_msg *m = &b->msgs[i].m;
+            last = m->seq;
+            if (m->seq < s->fetched) continue; /* it came with a publish meanwhile */
+            if (restored(s, m->seq)) continue; /* reloaded at start-up */
+            sq_ready_push(s, m);
+        }
+        if (last + 1 > s->fetched) s->fetched = last + 1;
+        if (f->complete) {
+            /* Everything committed so far is in memory now. */
+            if (s->fetched < s->topic->committed) s->fetched = s->topic->committed;
+            s->lagging = 0;
+            s->lag_oldest_ms = 0;
+            free(s->restore);
+            s->restore = NULL;
+            s->nrestore = 0;
+        } else if (b->n) {
+            s->lag_oldest_ms = 0;
+        }
+        sq_mark_dirty(s);
+        sq_notify(s);
+    }
+    if (f->block) sq_block_settle(f->block);
+    sq_sub_unref(s);
+    free(f);
+}
+
+/* Fetches the next chunk for a lagging subscription when ready runs low. */
+void sq_maybe_fetch(q_sub *s)
+{
+    if (!s->lagging || s->fetching || s->closed || s->rlen > SPATE_QUEUE_READY_MAX / 4 ||
+        s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX)
+        return;
+    fetch_op *f = calloc(1, sizeof *f);
+    if (!f) return;
+    f->sub = s;
+    f->topic_id = s->topic->id;
+    f->from = s->fetched;
+    f->limit = SPATE_QUEUE_FETCH_ROWS;
+    f->op.read = read_fetch;
+    f->op.done = done_fetch;
+    s->fetching = 1;
+    s->refs++;
+    writer_submit(s->q->w, &f->op);
+}

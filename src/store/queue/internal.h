@@ -1,0 +1,268 @@
+/*
+ * internal.h - the queue of one node on SQLite (store/sqlqueue.h), shared by
+ * the files of src/store/queue/ and by nothing else.
+ *
+ * The log of each topic is in the store's database, written by the
+ * group-committing writer thread (store/writer.h); the working set is in
+ * memory. A topic is an append-only log of messages numbered 1, 2, ... Each
+ * subscription (one per trigger) tracks its own progress:
+ *   ready    committed messages in memory, not yet leased, in order (memory.c);
+ *   leased   handed to the scheduler and not yet settled (lease.c);
+ *   retry    failed, visible again at a time, attempts counted (memory.c, lease.c);
+ *   lagging  committed but only in the store, fetched in chunks when ready runs
+ *            low (fetch.c).
+ * A message is removed from the store once every subscription has settled it
+ * (state.c trims), or by purge, deletion or retention (admin.c).
+ *
+ * Durability: a publish completes after its commit (publish.c). A
+ * subscription's progress (the first message not yet leased, and the leased
+ * set) is saved in every commit after it changes (state.c), so after a crash
+ * only messages that were leased (in flight) or not yet leased are delivered
+ * again; retries keep their own rows (lease.c).
+ *
+ * Threads: everything here runs on the loop thread but the apply and read
+ * callbacks of writer operations (wop), which run on the writer thread and
+ * touch only their op and the SQLite connection they are given.
+ *
+ * Ownership: the queue owns its topics; a topic its subscriptions; a block
+ * the bytes of its messages, freed when its last message is unreferenced
+ * (ready ring, leases, retries). A subscription lives while it is subscribed
+ * or has leases or operations out (refs).
+ */
+#ifndef SPATE_QUEUE_INTERNAL_H
+#define SPATE_QUEUE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/list.h"
+#include "common/strmap.h"
+#include "store/queue.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+typedef struct q_block q_block;
+typedef struct q_topic q_topic;
+
+/* A message as this queue holds it: what the consumer reads first. */
+typedef struct sq_msg {
+    q_msg m;
+    uint32_t refs; /* the ready ring, leases and reads that hold it */
+    q_block *block;
+} sq_msg;
+
+static inline sq_msg *sq_msg_of(const q_msg *m)
+{
+    return (sq_msg *)m;
+}
+
+/* A lease as this queue keeps it: what the consumer reads first. */
+typedef struct sq_lease {
+    q_lease base;
+    list_node link;     /* in the subscription's leased list */
+    int64_t visible_ms; /* retries: when it may run again */
+    char *error;        /* retries: the last error */
+    uint32_t heap_index;
+    unsigned in_retry_table : 1;
+} sq_lease;
+
+static inline sq_lease *sq_lease_of(q_lease *l)
+{
+    return (sq_lease *)l;
+}
+
+/* One allocation holding the bytes of several messages (a published batch,
+ * a fetched chunk) and their records; freed when the last message goes. */
+struct q_block {
+    uint32_t refs; /* messages still referenced */
+    char *mem;     /* owned: the bytes the messages point into */
+    size_t n;
+    sq_msg msgs[];
+};
+
+struct q_topic {
+    list_node link;
+    queue *q;
+    char *name;
+    int64_t id;
+    int persisted;      /* its row is committed (or in the batch being committed) */
+    uint64_t next_seq;  /* next number to give */
+    uint64_t committed; /* every seq below is committed or never will be */
+    uint64_t published;
+    uint64_t stored;
+    uint64_t trimmed; /* rows below are deleted (or asked to be) */
+    uint64_t bytes;   /* payload and key bytes of the stored messages */
+    int64_t oldest_stored_ms;
+    list_node subs;
+    uint32_t nsubs;
+    /* What removed subscriptions had settled (q_topic_stats.acked). */
+    uint64_t retired_acked, retired_dead;
+    q_retention ret;
+    int retaining; /* a retention pass is with the writer */
+    /* Deleted: hidden, and its memory kept (ops in flight point to it) until
+     * a publish or a subscription brings the name back. */
+    int deleted;
+};
+
+struct q_sub {
+    const queue_ops *ops; /* first, as queue.h wants */
+    list_node link;       /* in topic->subs */
+    queue *q;
+    q_topic *topic;
+    int64_t id;
+    int persisted;
+    q_sub_config cfg;
+    void *user;
+    uint32_t refs; /* 1 while subscribed, + leases out */
+    int closed;
+
+    /* ready: a ring of committed messages, in seq order */
+    q_msg **ready;
+    size_t rhead, rlen, rcap;
+    uint64_t ready_bytes;
+    uint64_t fetched; /* every seq below is in memory, settled, or absent */
+    int lagging;      /* messages from fetched on are only in the store */
+    int fetching;
+    int64_t lag_oldest_ms;
+
+    list_node leased;
+    uint32_t nleased;
+    sq_lease **heap; /* retries, earliest visible first */
+    uint32_t nheap, heapcap;
+    uint64_t retry_bytes;
+    uv_timer_t timer;
+    int64_t timer_at;
+
+    strmap busy_keys;  /* ordered: keys with a message leased or retrying */
+    uint64_t *restore; /* after a restart: reloaded seqs the range fetches skip (sorted) */
+    size_t nrestore;
+    int dirty;
+    list_node dirty_link;
+    uint64_t acked, dead_lettered, delivered;
+};
+
+struct queue {
+    const queue_ops *ops; /* first, as queue.h wants */
+    uv_loop_t *loop;
+    store *st;
+    writer *w;
+    queue_events ev;
+    list_node topics;
+    strmap by_name;
+    int64_t next_topic_id, next_sub_id;
+    list_node dirty;
+    uv_timer_t retention; /* every SPATE_RETENTION_TICK_MS: topics over their limits */
+    int closing;
+    int closed_parts; /* the writer stopped, the timer closed: both free q */
+    void (*close_cb)(void *);
+    void *close_data;
+    /* Statements of the writer thread's connection (used only there). */
+    sqlite3 *wdb;
+    sqlite3_stmt *ins_msg, *upd_pub, *upd_sub, *del_msgs, *upsert_retry, *del_retry;
+};
+
+typedef struct publish_op {
+    wop op;
+    queue *q;
+    q_topic *topic;
+    q_block *block;
+    uint64_t first;
+    int create_topic;
+    queue_publish_cb done;
+    void *data;
+} publish_op;
+
+/* What sq_delete_rows wants back of each row. */
+#define RETURNING_BYTES " RETURNING length(payload) + ifnull(length(key), 0)"
+
+/* --- memory.c: blocks, the ready ring, the retry heap, busy keys */
+void sq_msg_unref(q_msg *pm);
+q_block *sq_block_new(size_t n, char *mem);
+void sq_block_settle(q_block *b);
+void sq_mark_dirty(q_sub *s);
+void sq_notify(q_sub *s);
+q_msg *sq_ready_at(const q_sub *s, size_t i);
+int sq_ready_push(q_sub *s, q_msg *m);
+int sq_ready_insert(q_sub *s, q_msg *m);
+q_msg *sq_ready_take(q_sub *s, size_t pos);
+int sq_ready_full(const q_sub *s);
+int sq_heap_push(q_sub *s, sq_lease *l);
+sq_lease *sq_heap_pop(q_sub *s);
+void sq_arm_retry(q_sub *s);
+int sq_key_busy(const q_sub *s, const q_msg *m);
+void sq_key_hold(q_sub *s, q_msg *m);
+void sq_key_free(q_sub *s, q_msg *m);
+
+/* --- rows.c: writer thread: SQL the files share */
+int sq_insert_topic(sqlite3 *db, const q_topic *t);
+int sq_delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes);
+int64_t sq_first_published(sqlite3 *db, int64_t topic_id);
+int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *count);
+extern const char
+    *const sq_select_rows; /* SELECT ... FROM messages: the columns sq_read_rows wants */
+int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id);
+
+/* --- publish.c: numbering, inserting, fanning out */
+int sq_apply_publish(sqlite3 *db, wop *op);
+void sq_done_publish(wop *op, int status);
+q_topic *sq_topic_get(queue *q, const char *name, int create);
+void sq_submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done, void *data);
+void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                queue_publish_cb done, void *data);
+
+/* --- state.c: each subscription's saved state; trimming; counters of removed ones */
+void sq_forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms);
+void sq_maybe_trim(queue *q, q_topic *t);
+void sq_presubmit(void *data);
+void sq_retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead);
+int sq_cmp_u64(const void *a, const void *b);
+int sq_restore_sub(queue *q, q_sub *s, const void *leased, int leased_len);
+
+/* --- fetch.c: lagging subscriptions read the next chunk */
+void sq_maybe_fetch(q_sub *s);
+
+/* --- lease.c: lease, ack, nack, release, dead letter */
+q_lease *sq_lease_next(q_sub *s);
+void sq_submit_retry(sq_lease *l, const char *error);
+void sq_lease_free(sq_lease *l);
+void sq_ack(q_lease *ql);
+void sq_nack(q_lease *ql, uint32_t delay_ms, const char *error);
+void sq_release(q_lease *ql);
+void sq_dead_letter(q_lease *ql, const char *error);
+
+/* --- subs.c: subscriptions and figures */
+void sq_sub_unref(q_sub *s);
+q_sub *sq_sub_new(queue *q, q_topic *t, const q_sub_config *cfg);
+int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                 void *data);
+int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                   void *data);
+q_sub *sq_find_sub(queue *q, const char *topic, const char *function);
+void sq_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
+const q_sub_config *sq_sub_config(const q_sub *s);
+const char *sq_sub_topic(const q_sub *s);
+void sq_sub_set_data(q_sub *s, void *data);
+void *sq_sub_data(const q_sub *s);
+void sq_sub_stats(const q_sub *s, q_sub_stats *out);
+int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out);
+void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+
+/* --- read.c: reading topics, redriving dead letters */
+int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
+            void *data);
+int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
+               void *data);
+
+/* --- admin.c: deletion, purge, retention */
+int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data);
+int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
+void sq_retention_tick(uv_timer_t *h);
+int sq_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                       void *data);
+
+/* --- open.c: opening, closing, the table of operations */
+extern const queue_ops sq_ops;
+
+#endif

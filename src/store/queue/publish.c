@@ -1,0 +1,189 @@
+/* publish.c - the SQLite queue: publishing: numbering, the insertion, and handing committed
+ * messages to the subscriptions that are caught up. */
+#include "store/queue/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "store/sql.h"
+
+static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
+{
+    int rc = sql_prepare_cached(
+        db, &q->ins_msg,
+        "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
+        " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    if (rc != SQLITE_OK) return rc;
+    for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
+        const q_msg *m = &b->msgs[i].m;
+        sqlite3_bind_int64(q->ins_msg, 1, topic_id);
+        sqlite3_bind_int64(q->ins_msg, 2, (sqlite3_int64)m->seq);
+        sqlite3_bind_int64(q->ins_msg, 3, m->published_ms);
+        if (m->key)
+            sqlite3_bind_blob(q->ins_msg, 4, m->key, (int)m->key_len, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(q->ins_msg, 4);
+        sqlite3_bind_blob(q->ins_msg, 5, m->len ? m->data : "", (int)m->len, SQLITE_STATIC);
+        if (m->source) {
+            sqlite3_bind_text(q->ins_msg, 6, m->source, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(q->ins_msg, 7, m->attempts);
+            sqlite3_bind_text(q->ins_msg, 8, m->error ? m->error : "", -1, SQLITE_STATIC);
+        } else {
+            sqlite3_bind_null(q->ins_msg, 6);
+            sqlite3_bind_null(q->ins_msg, 7);
+            sqlite3_bind_null(q->ins_msg, 8);
+        }
+        rc = sql_step_reset(q->ins_msg);
+    }
+    if (rc != SQLITE_OK) return rc;
+    /* The next number is kept too: once every message is consumed and deleted,
+     * it alone says where numbering goes on after a restart. */
+    rc = sql_prepare_cached(
+        db, &q->upd_pub,
+        "UPDATE topics SET published = published + ?, next_seq = MAX(next_seq, ?)"
+        " WHERE id = ?");
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(q->upd_pub, 1, (sqlite3_int64)b->n);
+    sqlite3_bind_int64(q->upd_pub, 2, (sqlite3_int64)(b->msgs[b->n - 1].m.seq + 1));
+    sqlite3_bind_int64(q->upd_pub, 3, topic_id);
+    return sql_step_reset(q->upd_pub);
+}
+
+int sq_apply_publish(sqlite3 *db, wop *op)
+{
+    publish_op *p = (publish_op *)op;
+    int rc = SQLITE_OK;
+    if (p->create_topic) rc = sq_insert_topic(db, p->topic);
+    if (rc == SQLITE_OK) rc = insert_messages(p->q, db, p->topic->id, p->block);
+    return rc;
+}
+
+/* Hands committed messages to the subscriptions that are caught up. */
+static void fan_out(q_topic *t, q_block *b, uint64_t first, uint64_t last)
+{
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
+        q_sub *s = list_entry(n, q_sub, link);
+        if (s->fetched != first) continue; /* behind (lagging) or already has them */
+        if (s->lagging || sq_ready_full(s) || s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX) {
+            if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
+            s->lagging = 1;
+            continue;
+        }
+        for (size_t i = 0; i < b->n; i++) sq_ready_push(s, &b->msgs[i].m);
+        s->fetched = last + 1;
+        sq_notify(s);
+    }
+}
+
+void sq_done_publish(wop *op, int status)
+{
+    publish_op *p = (publish_op *)op;
+    q_topic *t = p->topic;
+    uint64_t last = p->first + p->block->n - 1;
+    if (status == 0) {
+        t->published += p->block->n;
+        if (t->stored == 0) t->oldest_stored_ms = p->block->msgs[0].m.published_ms;
+        t->stored += p->block->n;
+        for (size_t i = 0; i < p->block->n; i++)
+            t->bytes += p->block->msgs[i].m.len + p->block->msgs[i].m.key_len;
+    } else if (p->create_topic) {
+        t->persisted = 0; /* insert it with the next publish */
+    }
+    if (t->committed <= last) t->committed = last + 1;
+    if (status == 0) {
+        fan_out(t, p->block, p->first, last);
+    } else {
+        /* Those numbers will never exist: step over them. */
+        for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
+            q_sub *s = list_entry(n, q_sub, link);
+            if (s->fetched == p->first) s->fetched = last + 1;
+        }
+    }
+    sq_block_settle(p->block);
+    if (p->done) p->done(p->data, status, p->first);
+    free(p);
+}
+
+/* --- Topics ---------------------------------------------------------------------- */
+
+q_topic *sq_topic_get(queue *q, const char *name, int create)
+{
+    q_topic *t = strmap_get(&q->by_name, name, strlen(name));
+    if (t && t->deleted) {
+        if (!create) return NULL;
+        /* Back: a new topic under the old name. Its numbering goes on (rows
+         * of the old one may still be on their way out); the counters start
+         * again once the deletion is done (done_delete). */
+        t->deleted = 0;
+        t->persisted = 0;
+        return t;
+    }
+    if (t || !create) return t;
+    t = calloc(1, sizeof *t);
+    if (!t || !(t->name = strdup(name))) {
+        free(t);
+        return NULL;
+    }
+    t->q = q;
+    t->id = q->next_topic_id++;
+    t->next_seq = t->committed = t->trimmed = 1;
+    list_init(&t->subs);
+    if (strmap_put(&q->by_name, t->name, t)) {
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    list_push_back(&q->topics, &t->link);
+    return t;
+}
+
+/* Builds and submits the insertion of block's messages into topic t. */
+void sq_submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done, void *data)
+{
+    publish_op *p = calloc(1, sizeof *p);
+    if (!p) {
+        sq_block_settle(b);
+        if (done) done(data, ERR_NOMEM, 0);
+        return;
+    }
+    int64_t now = clock_now_ms();
+    p->first = t->next_seq;
+    for (size_t i = 0; i < b->n; i++) {
+        b->msgs[i].m.seq = t->next_seq++;
+        if (!b->msgs[i].m.published_ms) b->msgs[i].m.published_ms = now;
+    }
+    p->q = q;
+    p->topic = t;
+    p->block = b;
+    p->create_topic = !t->persisted;
+    t->persisted = 1;
+    p->done = done;
+    p->data = data;
+    p->op.apply = sq_apply_publish;
+    p->op.done = sq_done_publish;
+    writer_submit(q->w, &p->op);
+}
+
+void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                queue_publish_cb done, void *data)
+{
+    q_topic *t = q->closing ? NULL : sq_topic_get(q, topic, 1);
+    q_block *b = t && n ? sq_block_new(n, NULL) : NULL;
+    if (!b) {
+        buf_free(body);
+        done(data, q->closing ? ERR_CLOSED : (n ? ERR_NOMEM : ERR_INVAL), 0);
+        return;
+    }
+    b->mem = buf_detach(body, NULL);
+    for (size_t i = 0; i < n; i++) {
+        q_msg *m = &b->msgs[i].m;
+        m->key = in[i].key;
+        m->key_len = in[i].key_len;
+        m->data = in[i].data;
+        m->len = in[i].len;
+    }
+    sq_submit_messages(q, t, b, done, data);
+}

@@ -1,0 +1,321 @@
+/* state.c - the SQLite queue: the state of each subscription, saved in every commit after it
+ * changes (its codec), reloaded after a restart; trimming what every subscription has settled. */
+#include "store/queue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/bytes.h"
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "store/sql.h"
+
+typedef struct state_op {
+    wop op;
+    queue *q;
+    int64_t sub_id;
+    uint64_t cursor;
+    uint64_t acked, dead_lettered;
+    size_t nleased;
+    uint8_t *leased; /* (u64 seq, u32 attempt) pairs, little endian */
+} state_op;
+
+typedef struct trim_op {
+    wop op;
+    queue *q;
+    q_topic *topic;
+    int64_t topic_id;
+    uint64_t below;
+    uint64_t deleted, bytes;
+    int64_t oldest_ms; /* of what is left */
+} trim_op;
+
+static uint64_t sub_cursor(const q_sub *s)
+{
+    return s->rlen ? sq_ready_at(s, 0)->seq : s->fetched;
+}
+
+/* The lowest seq this subscription has not settled. */
+static uint64_t sub_low(const q_sub *s)
+{
+    uint64_t low = sub_cursor(s);
+    for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next) {
+        sq_lease *l = list_entry(n, sq_lease, link);
+        if (l->base.msg->seq < low) low = l->base.msg->seq;
+    }
+    for (uint32_t i = 0; i < s->nheap; i++)
+        if (s->heap[i]->base.msg->seq < low) low = s->heap[i]->base.msg->seq;
+    return low;
+}
+
+static int apply_state(sqlite3 *db, wop *op)
+{
+    state_op *s = (state_op *)op;
+    queue *q = s->q;
+    int rc = sql_prepare_cached(db, &q->upd_sub,
+                                "UPDATE subscriptions SET cursor = ?, leased = ?, acked = ?,"
+                                " dead_lettered = ? WHERE id = ?");
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(q->upd_sub, 1, (sqlite3_int64)s->cursor);
+    sqlite3_bind_blob(q->upd_sub, 2, s->leased ? (const void *)s->leased : "",
+                      (int)(s->nleased * 12), SQLITE_STATIC);
+    sqlite3_bind_int64(q->upd_sub, 3, (sqlite3_int64)s->acked);
+    sqlite3_bind_int64(q->upd_sub, 4, (sqlite3_int64)s->dead_lettered);
+    sqlite3_bind_int64(q->upd_sub, 5, s->sub_id);
+    return sql_step_reset(q->upd_sub);
+}
+
+static void done_state(wop *op, int status)
+{
+    state_op *s = (state_op *)op;
+    if (status != 0) {
+        /* Not saved: save it again with the next commit. */
+        queue *q = s->q;
+        for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+            q_topic *t = list_entry(n, q_topic, link);
+            for (list_node *m = list_first(&t->subs); m != &t->subs; m = m->next) {
+                q_sub *sub = list_entry(m, q_sub, link);
+                if (sub->id == s->sub_id) sq_mark_dirty(sub);
+            }
+        }
+    }
+    free(s->leased);
+    free(s);
+}
+
+/* Loop thread: rows and bytes that left topic t. */
+void sq_forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms)
+{
+    t->stored = t->stored > rows ? t->stored - rows : 0;
+    t->bytes = t->bytes > bytes ? t->bytes - bytes : 0;
+    t->oldest_stored_ms = oldest_ms;
+}
+
+static int apply_trim(sqlite3 *db, wop *op)
+{
+    trim_op *t = (trim_op *)op;
+    queue *q = t->q;
+    int rc = sql_prepare_cached(
+        db, &q->del_msgs, "DELETE FROM messages WHERE topic_id = ? AND seq < ?" RETURNING_BYTES);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(q->del_msgs, 1, t->topic_id);
+    sqlite3_bind_int64(q->del_msgs, 2, (sqlite3_int64)t->below);
+    rc = sq_delete_rows(q->del_msgs, &t->deleted, &t->bytes);
+    /* The oldest left: what the topic's age says once no trigger reads it. */
+    if (rc == SQLITE_OK) t->oldest_ms = sq_first_published(db, t->topic_id);
+    return rc;
+}
+
+static void done_trim(wop *op, int status)
+{
+    trim_op *t = (trim_op *)op;
+    if (status == 0 && t->topic) {
+        sq_forget_rows(t->topic, t->deleted, t->bytes, t->oldest_ms);
+    } else if (t->topic && t->topic->trimmed == t->below) {
+        t->topic->trimmed = 1; /* try again later */
+    }
+    free(t);
+}
+
+void sq_maybe_trim(queue *q, q_topic *t)
+{
+    if (t->nsubs == 0) return; /* messages stay until a subscription takes them */
+    uint64_t low = UINT64_MAX;
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
+        uint64_t l = sub_low(list_entry(n, q_sub, link));
+        if (l < low) low = l;
+    }
+    if (low <= t->trimmed || low == UINT64_MAX) return;
+    trim_op *op = calloc(1, sizeof *op);
+    if (!op) return;
+    op->q = q;
+    op->topic = t;
+    op->topic_id = t->id;
+    op->below = low;
+    t->trimmed = low;
+    op->op.apply = apply_trim;
+    op->op.done = done_trim;
+    writer_submit(q->w, &op->op);
+}
+
+/* Writer hook, just before a handoff: snapshot every changed subscription. */
+void sq_presubmit(void *data)
+{
+    queue *q = data;
+    while (!list_empty(&q->dirty)) {
+        q_sub *s = list_entry(list_first(&q->dirty), q_sub, dirty_link);
+        list_remove(&s->dirty_link);
+        s->dirty = 0;
+        state_op *op = calloc(1, sizeof *op);
+        if (!op) continue;
+        op->q = q;
+        op->sub_id = s->id;
+        op->cursor = sub_cursor(s);
+        op->acked = s->acked;
+        op->dead_lettered = s->dead_lettered;
+        op->nleased = s->nleased;
+        op->leased = s->nleased ? malloc(s->nleased * 12) : NULL;
+        uint8_t *p = op->leased;
+        for (list_node *n = list_first(&s->leased); p && n != &s->leased; n = n->next) {
+            sq_lease *l = list_entry(n, sq_lease, link);
+            put_u64(p, l->base.msg->seq);
+            put_u32(p + 8, l->base.attempt);
+            p += 12;
+        }
+        if (s->nleased && !op->leased) op->nleased = 0;
+        op->op.apply = apply_state;
+        op->op.done = done_state;
+        writer_submit(q->w, &op->op);
+        sq_maybe_trim(q, s->topic);
+    }
+}
+
+/* The counters of a topic's removed subscriptions: added to its row when a
+ * subscription goes, and for each settling that comes after (a lease that
+ * was out when its trigger was removed). */
+typedef struct counter_op {
+    wop op;
+    int64_t topic_id;
+    uint64_t acked, dead_lettered;
+} counter_op;
+
+static int apply_counter(sqlite3 *db, wop *op)
+{
+    counter_op *c = (counter_op *)op;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db,
+                                "UPDATE topics SET acked = acked + ?, dead_lettered ="
+                                " dead_lettered + ? WHERE id = ?",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)c->acked);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->dead_lettered);
+    sqlite3_bind_int64(st, 3, c->topic_id);
+    return sql_step_finalize(st);
+}
+
+static void done_counter(wop *op, int status)
+{
+    if (status) log_warn("cannot save the counters of a removed trigger: %s", err_str(status));
+    free(op);
+}
+
+/* Counts settlings of t's removed subscriptions, in memory and in its row. */
+void sq_retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead)
+{
+    if (!acked && !dead) return;
+    t->retired_acked += acked;
+    t->retired_dead += dead;
+    counter_op *c = calloc(1, sizeof *c);
+    if (!c || !t->persisted) {
+        free(c);
+        return;
+    }
+    c->topic_id = t->id;
+    c->acked = acked;
+    c->dead_lettered = dead;
+    c->op.apply = apply_counter;
+    c->op.done = done_counter;
+    writer_submit(q->w, &c->op);
+}
+
+int sq_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* --- Restoring after a restart ----------------------------------------------------------- */
+
+/* Reloads, after a restart, the messages a subscription had leased (they were
+ * in flight: due again now, their attempt repeated) and those waiting for a
+ * retry. Runs on the store's own connection before the writer starts. */
+int sq_restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
+{
+    sqlite3 *db = store_db(q->st);
+    sqlite3_stmt *one;
+    char sql[256];
+    snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq = ?", sq_select_rows);
+    if (sqlite3_prepare_v2(db, sql, -1, &one, NULL) != SQLITE_OK) return ERR_STORE;
+
+    /* (seq, attempt, visible_ms, error) of everything to reload. */
+    typedef struct pending {
+        uint64_t seq;
+        uint32_t attempts;
+        int64_t visible_ms;
+        char *error;
+        int in_table;
+    } pending;
+    size_t n = 0, cap = 16;
+    pending *p = malloc(cap * sizeof *p);
+    const uint8_t *b = leased;
+    for (int i = 0; p && i + 12 <= leased_len; i += 12) {
+        if (n == cap) {
+            pending *np = realloc(p, (cap *= 2) * sizeof *p);
+            if (!np) break;
+            p = np;
+        }
+        p[n++] = (pending){get_u64(b + i), get_u32(b + i + 8) ? get_u32(b + i + 8) - 1 : 0,
+                           clock_now_ms(), NULL, 0};
+    }
+    sqlite3_stmt *rs;
+    if (p && sqlite3_prepare_v2(db,
+                                "SELECT seq, attempts, visible_ms, error FROM retries"
+                                " WHERE sub_id = ?",
+                                -1, &rs, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(rs, 1, s->id);
+        while (sqlite3_step(rs) == SQLITE_ROW) {
+            if (n == cap) {
+                pending *np = realloc(p, (cap *= 2) * sizeof *p);
+                if (!np) break;
+                p = np;
+            }
+            const char *e = (const char *)sqlite3_column_text(rs, 3);
+            p[n++] = (pending){(uint64_t)sqlite3_column_int64(rs, 0),
+                               (uint32_t)sqlite3_column_int64(rs, 1), sqlite3_column_int64(rs, 2),
+                               strdup(e ? e : ""), 1};
+        }
+        sqlite3_finalize(rs);
+    }
+    for (size_t i = 0; p && i < n; i++) {
+        sqlite3_bind_int64(one, 1, s->topic->id);
+        sqlite3_bind_int64(one, 2, (sqlite3_int64)p[i].seq);
+        q_block *blk = NULL;
+        uint32_t got = 0;
+        sq_read_rows(one, 1, &blk, &got);
+        sqlite3_reset(one);
+        if (blk && got == 1) {
+            sq_lease *l = calloc(1, sizeof *l);
+            if (l) {
+                l->base.msg = &blk->msgs[0].m;
+                blk->msgs[0].refs = 1;
+                l->base.sub = s;
+                l->base.attempt = p[i].attempts;
+                l->visible_ms = p[i].visible_ms;
+                l->error = p[i].error;
+                p[i].error = NULL;
+                l->in_retry_table = (unsigned)p[i].in_table;
+                list_init(&l->link);
+                s->refs++;
+                sq_heap_push(s, l);
+                sq_key_hold(s, l->base.msg);
+                uint64_t *r = realloc(s->restore, (s->nrestore + 1) * sizeof *r);
+                if (r) {
+                    s->restore = r;
+                    s->restore[s->nrestore++] = p[i].seq;
+                }
+            } else {
+                sq_block_settle(blk);
+            }
+        } else if (blk) {
+            sq_block_settle(blk);
+        }
+        free(p[i].error);
+    }
+    free(p);
+    sqlite3_finalize(one);
+    if (s->nrestore) qsort(s->restore, s->nrestore, sizeof *s->restore, sq_cmp_u64);
+    return 0;
+}

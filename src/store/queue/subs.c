@@ -1,0 +1,307 @@
+/* subs.c - the SQLite queue: subscriptions: adding, reconfiguring, removing, finding; their figures
+ * and the topics'. */
+#include "store/queue/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "store/sql.h"
+
+typedef struct sub_op {
+    wop op;
+    queue *q;
+    q_sub *sub;
+    int64_t topic_id;
+    q_topic *topic;
+    int create_topic;
+    int remove;
+    q_sub_config cfg;
+    queue_done_cb done;
+    void *data;
+} sub_op;
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    q_sub *s = h->data;
+    free(s->ready);
+    free(s->heap);
+    free(s->restore);
+    strmap_free(&s->busy_keys);
+    free(s);
+}
+
+void sq_sub_unref(q_sub *s)
+{
+    if (--s->refs > 0) return;
+    while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
+    while (s->nheap) {
+        sq_lease *l = sq_heap_pop(s);
+        sq_msg_unref(l->base.msg);
+        free(l->error);
+        free(l);
+    }
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+q_sub *sq_sub_new(queue *q, q_topic *t, const q_sub_config *cfg)
+{
+    q_sub *s = calloc(1, sizeof *s);
+    if (s) s->ops = &sq_ops;
+    if (!s) return NULL;
+    s->q = q;
+    s->topic = t;
+    s->cfg = *cfg;
+    s->refs = 1;
+    s->fetched = t->trimmed;
+    s->lagging = 1;
+    list_init(&s->leased);
+    list_init(&s->dirty_link);
+    strmap_init(&s->busy_keys);
+    uv_timer_init(q->loop, &s->timer);
+    s->timer.data = s;
+    list_push_back(&t->subs, &s->link);
+    t->nsubs++;
+    return s;
+}
+
+static int apply_sub(sqlite3 *db, wop *op)
+{
+    sub_op *o = (sub_op *)op;
+    int rc = SQLITE_OK;
+    if (o->create_topic) rc = sq_insert_topic(db, o->topic);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_stmt *st;
+    if (o->remove) {
+        rc = sqlite3_prepare_v2(db, "DELETE FROM subscriptions WHERE id = ?", -1, &st, NULL);
+        if (rc != SQLITE_OK) return rc;
+        sqlite3_bind_int64(st, 1, o->sub->id);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) return rc;
+        rc = sqlite3_prepare_v2(db, "DELETE FROM retries WHERE sub_id = ?", -1, &st, NULL);
+        if (rc != SQLITE_OK) return rc;
+        sqlite3_bind_int64(st, 1, o->sub->id);
+    } else {
+        rc = sqlite3_prepare_v2(
+            db,
+            "INSERT INTO subscriptions (id, topic_id, function, max_attempts, dlq, ordered,"
+            " deadline_ms, max_concurrency, created_ms, cursor, leased)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, x'') ON CONFLICT(id) DO UPDATE SET"
+            " max_attempts = excluded.max_attempts, dlq = excluded.dlq,"
+            " ordered = excluded.ordered, deadline_ms = excluded.deadline_ms,"
+            " max_concurrency = excluded.max_concurrency",
+            -1, &st, NULL);
+        if (rc != SQLITE_OK) return rc;
+        sqlite3_bind_int64(st, 1, o->sub->id);
+        sqlite3_bind_int64(st, 2, o->topic_id);
+        sqlite3_bind_text(st, 3, o->cfg.function, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, o->cfg.max_attempts);
+        sqlite3_bind_text(st, 5, o->cfg.dlq, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 6, o->cfg.ordered);
+        sqlite3_bind_int64(st, 7, o->cfg.deadline_ms);
+        sqlite3_bind_int64(st, 8, o->cfg.max_concurrency);
+        sqlite3_bind_int64(st, 9, clock_now_ms());
+        sqlite3_bind_int64(st, 10, (sqlite3_int64)o->sub->fetched);
+    }
+    return sql_step_finalize(st);
+}
+
+static void done_sub(wop *op, int status)
+{
+    sub_op *o = (sub_op *)op;
+    q_sub *s = o->sub;
+    if (!o->remove) {
+        if (status == 0) {
+            s->persisted = 1;
+            sq_maybe_fetch(s);
+            sq_notify(s);
+        } else if (o->create_topic) {
+            o->topic->persisted = 0;
+        }
+    }
+    if (o->done) o->done(o->data, status);
+    sq_sub_unref(s);
+    free(o);
+}
+
+static q_sub *find_sub(q_topic *t, const char *function)
+{
+    for (list_node *n = t ? list_first(&t->subs) : NULL; t && n != &t->subs; n = n->next) {
+        q_sub *s = list_entry(n, q_sub, link);
+        if (strcmp(s->cfg.function, function) == 0) return s;
+    }
+    return NULL;
+}
+
+int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                 void *data)
+{
+    if (q->closing) return ERR_CLOSED;
+    q_topic *t = sq_topic_get(q, topic, 1);
+    if (!t) return ERR_NOMEM;
+    q_sub *s = find_sub(t, cfg->function);
+    int created = 0;
+    if (!s) {
+        if (!(s = sq_sub_new(q, t, cfg))) return ERR_NOMEM;
+        s->id = q->next_sub_id++;
+        created = 1;
+    } else {
+        int was_ordered = s->cfg.ordered;
+        s->cfg = *cfg;
+        if (was_ordered && !cfg->ordered) strmap_free(&s->busy_keys);
+    }
+    sub_op *o = calloc(1, sizeof *o);
+    if (!o) {
+        if (created) {
+            list_remove(&s->link);
+            t->nsubs--;
+            sq_sub_unref(s);
+        }
+        return ERR_NOMEM;
+    }
+    o->q = q;
+    o->sub = s;
+    o->topic = t;
+    o->topic_id = t->id;
+    o->create_topic = !t->persisted;
+    t->persisted = 1;
+    o->cfg = *cfg;
+    o->done = done;
+    o->data = data;
+    o->op.apply = apply_sub;
+    o->op.done = done_sub;
+    s->refs++;
+    writer_submit(q->w, &o->op);
+    return 0;
+}
+
+int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                   void *data)
+{
+    q_topic *t = sq_topic_get(q, topic, 0);
+    q_sub *s = find_sub(t, function);
+    if (!s) return ERR_NOTFOUND;
+    sub_op *o = calloc(1, sizeof *o);
+    if (!o) return ERR_NOMEM;
+    s->closed = 1;
+    list_remove(&s->link);
+    t->nsubs--;
+    if (s->dirty) {
+        list_remove(&s->dirty_link);
+        s->dirty = 0;
+    }
+    /* Its counters stay the topic's; what it alone held back may go now. */
+    sq_retire_counts(q, t, s->acked, s->dead_lettered);
+    sq_maybe_trim(q, t);
+    uv_timer_stop(&s->timer);
+    /* What waits is dropped; leases still out settle into nothing. */
+    while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
+    while (s->nheap) sq_lease_free(sq_heap_pop(s));
+    o->q = q;
+    o->sub = s;
+    o->topic = t;
+    o->remove = 1;
+    o->done = done;
+    o->data = data;
+    o->op.apply = apply_sub;
+    o->op.done = done_sub;
+    writer_submit(q->w, &o->op);
+    /* The queue's own reference goes now; done_sub holds the op's one (the
+     * subscription's reference passes to the op). */
+    return 0;
+}
+
+q_sub *sq_find_sub(queue *q, const char *topic, const char *function)
+{
+    return find_sub(sq_topic_get(q, topic, 0), function);
+}
+
+void sq_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+{
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        q_topic *t = list_entry(n, q_topic, link);
+        for (list_node *m = list_first(&t->subs); m != &t->subs;) {
+            q_sub *s = list_entry(m, q_sub, link);
+            m = m->next;
+            cb(s, data);
+        }
+    }
+}
+
+const q_sub_config *sq_sub_config(const q_sub *s)
+{
+    return &s->cfg;
+}
+
+const char *sq_sub_topic(const q_sub *s)
+{
+    return s->topic->name;
+}
+
+void sq_sub_set_data(q_sub *s, void *data)
+{
+    s->user = data;
+}
+
+void *sq_sub_data(const q_sub *s)
+{
+    return s->user;
+}
+
+/* --- Stats ---------------------------------------------------------------------------- */
+
+void sq_sub_stats(const q_sub *s, q_sub_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t lag = s->topic->committed > s->fetched ? s->topic->committed - s->fetched : 0;
+    out->depth = lag + s->rlen + s->nleased + s->nheap;
+    out->leased = s->nleased;
+    out->retrying = s->nheap;
+    out->acked = s->acked;
+    out->dead_lettered = s->dead_lettered;
+    out->delivered = s->delivered;
+    int64_t oldest = 0;
+#define OLDER(ms)                                                                                  \
+    if ((ms) && (!oldest || (ms) < oldest)) oldest = (ms)
+    if (s->rlen) OLDER(sq_ready_at(s, 0)->published_ms);
+    if (lag) OLDER(s->lag_oldest_ms);
+    for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
+        OLDER(list_entry(n, sq_lease, link)->base.msg->published_ms);
+    for (uint32_t i = 0; i < s->nheap; i++) OLDER(s->heap[i]->base.msg->published_ms);
+#undef OLDER
+    out->oldest_ms = oldest;
+}
+
+int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
+{
+    q_topic *t = sq_topic_get(q, topic, 0);
+    if (!t) return ERR_NOTFOUND;
+    memset(out, 0, sizeof *out);
+    out->published = t->published;
+    out->stored = t->stored;
+    out->bytes = t->bytes;
+    out->subscriptions = t->nsubs;
+    out->oldest_ms = t->stored ? t->oldest_stored_ms : 0;
+    out->acked = t->retired_acked;
+    out->dead_lettered = t->retired_dead;
+    out->retention = t->ret;
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
+        q_sub_stats ss;
+        sq_sub_stats(list_entry(n, q_sub, link), &ss);
+        out->acked += ss.acked;
+        out->dead_lettered += ss.dead_lettered;
+        if (ss.oldest_ms && (!out->oldest_ms || ss.oldest_ms > out->oldest_ms))
+            out->oldest_ms = ss.oldest_ms;
+    }
+    return 0;
+}
+
+void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
+{
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        q_topic *t = list_entry(n, q_topic, link);
+        if (!t->deleted) cb(t->name, data);
+    }
+}

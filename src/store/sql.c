@@ -1,0 +1,28 @@
+#include "store/sql.h"
+
+#include <stddef.h>
+
+int sql_prepare_cached(sqlite3 *db, sqlite3_stmt **st, const char *sql)
+{
+    if (*st) {
+        sqlite3_reset(*st);
+        return SQLITE_OK;
+    }
+    /* Persistent: SQLite keeps it out of its lookaside memory, as it lives
+     * as long as the connection. */
+    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+}
+
+int sql_step_reset(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int sql_step_finalize(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}

@@ -1,0 +1,21 @@
+/*
+ * sql.h - the statement helpers the store's modules share. Each returns an
+ * SQLite result code, SQLITE_OK on success, as the writer thread's
+ * operations do (store/writer.h); the caller says what failed and maps the
+ * code to an ERR_*.
+ */
+#ifndef SPATE_SQL_H
+#define SPATE_SQL_H
+
+#include <sqlite3.h>
+
+/* A statement run again and again on one connection: prepared once into *st
+ * (kept by the caller, finalized when the connection goes), reset on every
+ * later call. */
+int sql_prepare_cached(sqlite3 *db, sqlite3_stmt **st, const char *sql);
+/* Runs a statement that returns no rows and resets it for its next use. */
+int sql_step_reset(sqlite3_stmt *st);
+/* Runs a statement that returns no rows and finalizes it. */
+int sql_step_finalize(sqlite3_stmt *st);
+
+#endif

@@ -1,0 +1,535 @@
+/* Unit tests of the queue on SQLite (store/queue.h), without spated: a
+ * temporary store, a real uv loop, the writer thread committing as in
+ * production. Each test starts from an empty store. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/err.h"
+#include "store/sqlqueue.h"
+#include "store/store.h"
+#include "test.h"
+
+/* A wait gives up after this: far beyond any commit on a loaded machine,
+ * short of ctest's timeout. */
+#define WAIT_MS 10000
+
+static char root[256];
+static char dir[300];
+static int dirs;
+static uv_loop_t loop;
+static uv_timer_t tick; /* keeps uv_run from blocking while a test waits */
+static store *st;
+static queue *q;
+static int available;
+
+static void on_available(q_sub *sub, void *data)
+{
+    available++;
+}
+
+static void on_tick(uv_timer_t *t) {}
+
+/* Runs the loop until *flag is set or WAIT_MS have passed; 0 when it was. */
+static int run_until(const int *flag)
+{
+    int64_t end = clock_now_ms() + WAIT_MS;
+    uv_timer_start(&tick, on_tick, 5, 5);
+    while (!*flag && clock_now_ms() < end) uv_run(&loop, UV_RUN_ONCE);
+    uv_timer_stop(&tick);
+    return *flag ? 0 : -1;
+}
+
+/* Runs the loop for about ms. */
+static void run_for(int64_t ms)
+{
+    int64_t end = clock_now_ms() + ms;
+    uv_timer_start(&tick, on_tick, 5, 5);
+    while (clock_now_ms() < end) uv_run(&loop, UV_RUN_ONCE);
+    uv_timer_stop(&tick);
+}
+
+static void open_queue(void)
+{
+    char err[256] = "";
+    int rc = store_open(dir, &st, err, sizeof err);
+    if (rc) fprintf(stderr, "store_open: %s\n", err);
+    CHECK_INT(rc, 0);
+    queue_events ev = {.available = on_available};
+    rc = queue_open(&loop, st, &ev, &q, err, sizeof err);
+    if (rc) fprintf(stderr, "queue_open: %s\n", err);
+    CHECK_INT(rc, 0);
+}
+
+static void on_closed(void *data)
+{
+    *(int *)data = 1;
+}
+
+static void close_queue(void)
+{
+    int done = 0;
+    queue_close(q, on_closed, &done);
+    CHECK_INT(run_until(&done), 0);
+    store_close(st);
+    q = NULL;
+    st = NULL;
+}
+
+/* A new, empty store directory for the next test. */
+static void fresh(void)
+{
+    snprintf(dir, sizeof dir, "%s/%d", root, ++dirs);
+    open_queue();
+}
+
+typedef struct result {
+    int done, status;
+    uint64_t value; /* first seq, count */
+} result;
+
+static void on_published(void *data, int status, uint64_t first)
+{
+    result *r = data;
+    r->done = 1;
+    r->status = status;
+    r->value = first;
+}
+
+static void on_done(void *data, int status)
+{
+    result *r = data;
+    r->done = 1;
+    r->status = status;
+}
+
+static void on_count(void *data, int status, uint64_t count)
+{
+    result *r = data;
+    r->done = 1;
+    r->status = status;
+    r->value = count;
+}
+
+/* Publishes one message (key NULL: none) and waits for its commit; its seq. */
+static uint64_t publish(const char *topic, const char *key, const char *data)
+{
+    buf body;
+    buf_init(&body, 1u << 20);
+    size_t klen = key ? strlen(key) : 0, dlen = strlen(data);
+    /* The key NUL-terminated, as q_msg promises it. */
+    if (key) buf_append(&body, key, klen + 1);
+    buf_append(&body, data, dlen + 1);
+    q_input in = {.key = key ? body.data : NULL,
+                  .key_len = (uint32_t)klen,
+                  .data = body.data + (key ? klen + 1 : 0),
+                  .len = (uint32_t)dlen};
+    result r = {0};
+    queue_publish(q, topic, &body, &in, 1, on_published, &r);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    return r.value;
+}
+
+static q_sub *subscribe(const char *topic, const char *function, const char *dlq, int ordered)
+{
+    q_sub_config cfg = {.max_attempts = 3, .ordered = ordered};
+    snprintf(cfg.function, sizeof cfg.function, "%s", function);
+    snprintf(cfg.dlq, sizeof cfg.dlq, "%s", dlq ? dlq : "none.dlq");
+    result r = {0};
+    CHECK_INT(queue_subscribe(q, topic, &cfg, on_done, &r), 0);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    q_sub *s = queue_find_sub(q, topic, function);
+    CHECK(s != NULL);
+    return s;
+}
+
+/* The next lease of s, waiting for one up to WAIT_MS; NULL when none came. */
+static q_lease *lease_wait(q_sub *s)
+{
+    int64_t end = clock_now_ms() + WAIT_MS;
+    uv_timer_start(&tick, on_tick, 5, 5);
+    q_lease *l;
+    while (!(l = queue_lease(s)) && clock_now_ms() < end) uv_run(&loop, UV_RUN_ONCE);
+    uv_timer_stop(&tick);
+    return l;
+}
+
+static int msg_is(const q_msg *m, const char *data)
+{
+    return m->len == strlen(data) && memcmp(m->data, data, m->len) == 0;
+}
+
+static q_topic_stats topic_stats(const char *topic)
+{
+    q_topic_stats ts;
+    memset(&ts, 0, sizeof ts);
+    CHECK_INT(queue_topic_stats(q, topic, &ts), 0);
+    return ts;
+}
+
+/* Runs the loop until topic stores n messages (settled ones leave the store
+ * in a later commit); 0 when it did. */
+static int stored_becomes(const char *topic, uint64_t n)
+{
+    int64_t end = clock_now_ms() + WAIT_MS;
+    while (topic_stats(topic).stored != n && clock_now_ms() < end) run_for(10);
+    return topic_stats(topic).stored == n ? 0 : -1;
+}
+
+/* --- Reading a topic -------------------------------------------------------------- */
+
+typedef struct readout {
+    int done, status;
+    size_t n;
+    uint64_t seq[8];
+    char data[8][32], key[8][32], source[8][32], error[8][32];
+    uint32_t attempts[8];
+} readout;
+
+static void on_read(void *data, int status, q_msg *const *msgs, size_t n)
+{
+    readout *r = data;
+    r->done = 1;
+    r->status = status;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        const q_msg *m = msgs[i];
+        r->seq[i] = m->seq;
+        snprintf(r->data[i], sizeof r->data[i], "%.*s", (int)m->len, m->data);
+        snprintf(r->key[i], sizeof r->key[i], "%s", m->key ? m->key : "");
+        snprintf(r->source[i], sizeof r->source[i], "%s", m->source ? m->source : "");
+        snprintf(r->error[i], sizeof r->error[i], "%s", m->error ? m->error : "");
+        r->attempts[i] = m->attempts;
+    }
+    r->n = n;
+}
+
+static readout read_topic(const char *topic)
+{
+    readout r;
+    memset(&r, 0, sizeof r);
+    CHECK_INT(queue_read(q, topic, 0, 8, on_read, &r), 0);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    return r;
+}
+
+/* --- Tests ------------------------------------------------------------------------ */
+
+/* Messages come in publish order, once each; acked ones leave the store. */
+static void publish_lease_ack(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", NULL, 0);
+    CHECK_INT(publish("orders", NULL, "one"), 1);
+    CHECK_INT(publish("orders", NULL, "two"), 2);
+    CHECK_INT(publish("orders", NULL, "three"), 3);
+    CHECK_INT(topic_stats("orders").stored, 3);
+    const char *want[] = {"one", "two", "three"};
+    q_lease *l[3];
+    for (int i = 0; i < 3; i++) {
+        l[i] = lease_wait(s);
+        CHECK(l[i] != NULL);
+        if (!l[i]) return;
+        CHECK_INT(l[i]->msg->seq, i + 1);
+        CHECK_INT(l[i]->attempt, 1);
+        CHECK(msg_is(l[i]->msg, want[i]));
+    }
+    CHECK(queue_lease(s) == NULL); /* each message once */
+    q_sub_stats ss;
+    queue_sub_stats(s, &ss);
+    CHECK_INT(ss.leased, 3);
+    CHECK_INT(ss.depth, 3);
+    for (int i = 0; i < 3; i++) queue_ack(l[i]);
+    queue_sub_stats(s, &ss);
+    CHECK_INT(ss.depth, 0);
+    CHECK_INT(ss.leased, 0);
+    CHECK_INT(ss.acked, 3);
+    CHECK_INT(ss.delivered, 3);
+    CHECK_INT(stored_becomes("orders", 0), 0);
+    CHECK_INT(topic_stats("orders").published, 3);
+    close_queue();
+}
+
+/* A nack counts the attempt and hides the message for its delay. */
+static void nack_with_delay(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", NULL, 0);
+    publish("orders", NULL, "m");
+    q_lease *l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    int64_t nacked = clock_now_ms();
+    queue_nack(l, 300, "boom");
+    CHECK(queue_lease(s) == NULL); /* not visible before the delay */
+    q_sub_stats ss;
+    queue_sub_stats(s, &ss);
+    CHECK_INT(ss.retrying, 1);
+    CHECK_INT(ss.depth, 1);
+    run_for(100);
+    CHECK(queue_lease(s) == NULL); /* still hidden */
+    available = 0;
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(clock_now_ms() - nacked >= 300);
+    CHECK(available > 0); /* the consumer was told when it came due */
+    CHECK_INT(l->attempt, 2);
+    CHECK(msg_is(l->msg, "m"));
+    queue_ack(l);
+    queue_sub_stats(s, &ss);
+    CHECK_INT(ss.depth, 0);
+    CHECK_INT(ss.retrying, 0);
+    close_queue();
+}
+
+/* A release gives the message back at once without counting the attempt. */
+static void release_keeps_attempt(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", NULL, 0);
+    publish("orders", NULL, "a");
+    publish("orders", NULL, "b");
+    q_lease *l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    queue_release(l);
+    l = queue_lease(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK_INT(l->msg->seq, 1); /* back in its place, before "b" */
+    CHECK_INT(l->attempt, 1);
+    /* A retry released stays at its attempt too. */
+    queue_nack(l, 0, "once");
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK_INT(l->msg->seq, 1);
+    CHECK_INT(l->attempt, 2);
+    queue_release(l);
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK_INT(l->msg->seq, 1);
+    CHECK_INT(l->attempt, 2);
+    queue_ack(l);
+    l = queue_lease(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(msg_is(l->msg, "b"));
+    queue_ack(l);
+    close_queue();
+}
+
+/* A dead letter lands in the DLQ topic with its source, attempts and error,
+ * and leaves the subscription. */
+static void dead_letter(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", "orders.dlq", 0);
+    publish("orders", "k1", "payload");
+    q_lease *l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    queue_nack(l, 0, "first");
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK_INT(l->attempt, 2);
+    queue_dead_letter(l, "final error");
+    CHECK_INT(stored_becomes("orders.dlq", 1), 0);
+    readout r = read_topic("orders.dlq");
+    CHECK_INT(r.n, 1);
+    CHECK_STR(r.data[0], "payload");
+    CHECK_STR(r.key[0], "k1");
+    CHECK_STR(r.source[0], "orders");
+    CHECK_STR(r.error[0], "final error");
+    CHECK_INT(r.attempts[0], 2);
+    q_sub_stats ss;
+    queue_sub_stats(s, &ss);
+    CHECK_INT(ss.dead_lettered, 1);
+    CHECK_INT(ss.depth, 0);
+    CHECK(queue_lease(s) == NULL);
+    CHECK_INT(stored_becomes("orders", 0), 0);
+    close_queue();
+}
+
+/* An ordered subscription leases one message per key at a time, in order. */
+static void ordered_keys(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", NULL, 1);
+    publish("orders", "a", "a1");
+    publish("orders", "a", "a2");
+    publish("orders", "b", "b1");
+    publish("orders", NULL, "nokey");
+    q_lease *a1 = lease_wait(s);
+    CHECK(a1 != NULL);
+    if (!a1) return;
+    CHECK(msg_is(a1->msg, "a1"));
+    q_lease *b1 = queue_lease(s); /* a is busy: a2 waits */
+    CHECK(b1 != NULL);
+    if (!b1) return;
+    CHECK(msg_is(b1->msg, "b1"));
+    q_lease *nk = queue_lease(s); /* no key: never held back */
+    CHECK(nk != NULL);
+    if (!nk) return;
+    CHECK(msg_is(nk->msg, "nokey"));
+    CHECK(queue_lease(s) == NULL);
+    /* A key stays busy while its message waits for a retry. */
+    queue_nack(a1, 0, "again");
+    a1 = lease_wait(s);
+    CHECK(a1 != NULL);
+    if (!a1) return;
+    CHECK(msg_is(a1->msg, "a1"));
+    CHECK_INT(a1->attempt, 2);
+    CHECK(queue_lease(s) == NULL);
+    queue_ack(a1);
+    q_lease *a2 = queue_lease(s);
+    CHECK(a2 != NULL);
+    if (!a2) return;
+    CHECK(msg_is(a2->msg, "a2"));
+    queue_ack(a2);
+    queue_ack(b1);
+    queue_ack(nk);
+    close_queue();
+}
+
+/* After close and reopen, what was leased but not settled and what was never
+ * leased come back; what was acked does not; a retry keeps its attempts. */
+static void restore_after_reopen(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", NULL, 0);
+    for (int i = 1; i <= 5; i++) {
+        char d[8];
+        snprintf(d, sizeof d, "m%d", i);
+        publish("orders", NULL, d);
+    }
+    q_lease *l1 = lease_wait(s), *l2 = queue_lease(s), *l3 = queue_lease(s);
+    CHECK(l1 && l2 && l3);
+    if (!l1 || !l2 || !l3) return;
+    queue_ack(l1);                  /* settled: gone for good */
+    queue_nack(l3, 60000, "later"); /* retrying, far in the future */
+    run_for(50);                    /* its state committed */
+    (void)l2;                       /* in flight when the node stops */
+    close_queue();
+
+    open_queue();
+    s = queue_find_sub(q, "orders", "f");
+    CHECK(s != NULL);
+    if (!s) return;
+    uint64_t seen[8];
+    uint32_t attempts[8];
+    size_t n = 0;
+    q_lease *l;
+    while (n < 8 && (l = lease_wait(s)) != NULL) {
+        seen[n] = l->msg->seq;
+        attempts[n++] = l->attempt;
+        queue_ack(l);
+        if (n == 3) break;
+    }
+    CHECK_INT(n, 3);
+    CHECK(queue_lease(s) == NULL); /* m1 acked, m3 not yet due */
+    /* m2 first (it was in flight), then m4 and m5 never leased. */
+    if (n == 3) {
+        CHECK_INT(seen[0], 2);
+        CHECK_INT(attempts[0], 1);
+        CHECK_INT(seen[1], 4);
+        CHECK_INT(seen[2], 5);
+    }
+    q_sub_stats ss;
+    queue_sub_stats(s, &ss);
+    CHECK_INT(ss.retrying, 1);
+    CHECK_INT(ss.depth, 1);
+    CHECK_INT(ss.acked, 4); /* the one acked before the restart is counted */
+    close_queue();
+}
+
+/* A purge deletes what is stored but the leased messages; the subscription
+ * goes on from the next publish. */
+static void purge(void)
+{
+    fresh();
+    q_sub *s = subscribe("orders", "f", NULL, 0);
+    publish("orders", NULL, "a");
+    publish("orders", NULL, "b");
+    publish("orders", NULL, "c");
+    q_lease *l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    result r = {0};
+    CHECK_INT(queue_topic_purge(q, "orders", on_count, &r), 0);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.value, 2);
+    CHECK(queue_lease(s) == NULL);
+    CHECK_INT(topic_stats("orders").stored, 1); /* the leased one stays */
+    queue_ack(l);
+    publish("orders", NULL, "d");
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(msg_is(l->msg, "d"));
+    queue_ack(l);
+    CHECK_INT(stored_becomes("orders", 0), 0);
+    CHECK_INT(queue_topic_purge(q, "nosuch", on_count, &r), ERR_NOTFOUND);
+    close_queue();
+}
+
+/* A topic nobody reads keeps its newest messages within its retention. */
+static void retention_trim(void)
+{
+    fresh();
+    for (int i = 1; i <= 5; i++) {
+        char d[8];
+        snprintf(d, sizeof d, "m%d", i);
+        publish("log", NULL, d);
+    }
+    CHECK_INT(topic_stats("log").stored, 5);
+    q_retention ret = {.max_messages = 2};
+    result r = {0};
+    CHECK_INT(queue_topic_retention(q, "log", &ret, on_done, &r), 0);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    CHECK_INT(stored_becomes("log", 2), 0);
+    readout out = read_topic("log");
+    CHECK_INT(out.n, 2);
+    CHECK_INT(out.seq[0], 4);
+    CHECK_STR(out.data[1], "m5");
+    CHECK_INT(topic_stats("log").retention.max_messages, 2);
+    close_queue();
+    /* The limit is kept across a restart. */
+    open_queue();
+    CHECK_INT(topic_stats("log").retention.max_messages, 2);
+    CHECK_INT(topic_stats("log").published, 5);
+    close_queue();
+}
+
+int main(void)
+{
+    snprintf(root, sizeof root, "/tmp/spate-test-queue-XXXXXX");
+    if (!mkdtemp(root)) return 1;
+    uv_loop_init(&loop);
+    uv_timer_init(&loop, &tick);
+    RUN(publish_lease_ack);
+    RUN(nack_with_delay);
+    RUN(release_keeps_attempt);
+    RUN(dead_letter);
+    RUN(ordered_keys);
+    RUN(restore_after_reopen);
+    RUN(purge);
+    RUN(retention_trim);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_INT(uv_loop_close(&loop), 0);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", root);
+    return TEST_RESULT();
+}
