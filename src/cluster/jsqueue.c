@@ -7,8 +7,9 @@
  *                  message goes to the part its key hashes to) and .u (no
  *                  key); a message carries its key and publish time as headers
  *   subscription   a durable pull consumer named after the function, shared
- *                  by every node; AckWait is the function's timeout plus a
- *                  margin, so the messages of a node that dies go to others
+ *                  by every node; AckWait is the subscription's ack wait
+ *                  (the function's timeout) plus a margin, so the messages
+ *                  of a node that dies go to others
  *   lease          a fetched message. A node fetches only what its trigger
  *                  says it has room for (queue_events.room), so work flows to
  *                  free capacity
@@ -1038,7 +1039,8 @@ static int js_subscribe(queue *q, const char *topic, const q_sub_config *cfg, qu
     }
     s->cfg = *cfg;
     j->s = s;
-    j->ack_wait_ms = cluster_function_timeout_ms(q->c, cfg->function) + ACK_MARGIN_MS;
+    j->ack_wait_ms =
+        (cfg->ack_wait_ms ? cfg->ack_wait_ms : SPATE_TIMEOUT_DEFAULT_MS) + ACK_MARGIN_MS;
     j->done = done;
     j->data = data;
     s->jobs++;
