@@ -159,8 +159,9 @@ def test_ack_wait_comes_from_the_function_timeout(cluster, functions):
     r = c.cli("trigger", "set", "patience", "patient", "--max-attempts", "4")
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: ack_wait_s() == 11, timeout=10), ack_wait_s()
+    # The function stays: its artifact leaving the stream would race the
+    # next test's count of the artifact stream's bytes.
     assert a.request("DELETE", "/v1/triggers/patience/patient")[0] == 204
-    assert a.request("DELETE", "/v1/functions/patient")[0] == 204
 
 
 def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
