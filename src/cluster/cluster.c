@@ -681,12 +681,6 @@ int cluster_replicas(const cluster *c)
     return c->replicas;
 }
 
-uint32_t cluster_function_timeout_ms(const cluster *c, const char *name)
-{
-    fn *f = functions_find(c->table, name, strlen(name));
-    return f ? f->active.config.timeout_ms : SPATE_TIMEOUT_DEFAULT_MS;
-}
-
 /* --- Nodes -------------------------------------------------------------------------------------
  */
 

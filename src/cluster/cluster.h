@@ -88,8 +88,6 @@ void cluster_acks_end(cluster *c);
  * count hand-backs that never ran it (jsqueue.c). */
 struct __kvStore *cluster_attempts(const cluster *c);
 int cluster_replicas(const cluster *c);
-/* The timeout of a function, or the default when it does not exist (yet). */
-uint32_t cluster_function_timeout_ms(const cluster *c, const char *name);
 
 /* Triggers: added or removed through this node's API, told to the others;
  * those the registry holds are applied to tr. */

@@ -319,6 +319,56 @@
  * with a warning. */
 #define SPATE_STALE_CGROUPS_MAX 256
 
+/* --- Cluster: the queue on JetStream (cluster/jsqueue/) ------------------------ */
+
+/* Messages one fetch of a puller asks for at most: enough to fill a node's
+ * free instances in a round trip or two. Each fetched message may be
+ * SPATE_MESSAGE_MAX, so a fetch holds at most 16 MiB; its records are
+ * arrays of this size. Ceiling: what a fetch may hold in memory. */
+#define SPATE_JS_FETCH_MAX 64
+/* A fetch waits this long (ms) for messages (a long poll), so a puller
+ * notices a stop or a change of room at least this often. Ceiling: how long
+ * removing a trigger or stopping spated may wait for its pullers. */
+#define SPATE_JS_FETCH_WAIT_MS 1000
+/* After a fetch failed other than by timing out, a puller waits this long
+ * (ms): not a hot loop against a failing server. */
+#define SPATE_JS_FETCH_RETRY_MS 250
+/* How often (ms) the cluster's streams are listed and a subscription's
+ * consumer figures read: what other nodes published or deleted shows within
+ * it, and the autoscaler sees the cluster's backlog this fresh. Each look
+ * is a JetStream request per stream and per consumer. */
+#define SPATE_JS_STATS_MS 1000
+/* Every this-many listings also trims from each stream what every trigger
+ * has settled (settled messages leave the streams every 5 s), as a node's
+ * store deletes them. */
+#define SPATE_JS_TRIM_EVERY 5
+/* A consumer's AckWait is the subscription's ack wait (the function's
+ * timeout) plus this (ms): time to fetch, start and settle beyond the run.
+ * What a dead node held goes to the others after it, so it is also how much
+ * later than the timeout that happens. */
+#define SPATE_JS_ACK_MARGIN_MS 5000
+/* An ordered trigger has a consumer per key part (and one for unkeyed
+ * messages): the parts run in parallel, a part's messages one at a time.
+ * Keys hash to parts in the subjects (spate.t.<topic>.k00 ...) and the
+ * consumers' names, so every node and every existing stream depend on it:
+ * not to be changed on a running cluster. Ceiling: 100 (two digits). */
+#define SPATE_JS_KEY_PARTS 64
+/* Messages a plain trigger's consumer may have delivered and not yet
+ * settled, over all nodes (JetStream's MaxAckPending): far above what the
+ * instances of a cluster run at once, so room, not this, bounds fetching. */
+#define SPATE_JS_ACK_PENDING_MAX 100000
+/* Consumers made side by side when a trigger is set up: a replicated
+ * consumer takes JetStream ~0.5 s, and an ordered trigger has 65. A thread
+ * each, for the set-up only. */
+#define SPATE_JS_CONSUMER_MAKERS 8
+/* A publish waits this long (ms) for JetStream's acknowledgement of its
+ * batch before it fails (nothing acknowledged to the client). */
+#define SPATE_JS_PUBLISH_ACK_WAIT_MS 10000
+/* Stored messages one read or redrive takes at most (the API asks for at
+ * most 1000). Each may be SPATE_MESSAGE_MAX, and a read holds them all until
+ * it is answered. */
+#define SPATE_JS_READ_MAX 1024
+
 /* --- Daemon ----------------------------------------------------------------- */
 
 /* Time given to in-flight invocations on SIGTERM before they are cut (ms). */

@@ -454,7 +454,14 @@ int triggers_add(triggers *tr, const char *topic, const q_sub_config *cfg, queue
     snprintf(c->function, sizeof c->function, "%s", cfg->function);
     c->done = done;
     c->data = data;
-    int rc = queue_subscribe(tr->q, topic, cfg, on_added, c);
+    /* The lease lasts as long as the function may run, as the function is
+     * now: set at every add or change of the trigger (a redeploy with another
+     * timeout reaches it at its next change, or when a node applies it again
+     * at start), whatever the caller's copy of the configuration says. */
+    q_sub_config with = *cfg;
+    fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
+    with.ack_wait_ms = f ? f->active.config.timeout_ms : 0;
+    int rc = queue_subscribe(tr->q, topic, &with, on_added, c);
     if (rc) free(c);
     return rc;
 }

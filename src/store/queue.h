@@ -82,6 +82,14 @@ typedef struct q_sub_config {
     uint32_t deadline_ms;     /* 0: none */
     uint32_t max_concurrency; /* 0: no limit beyond the function's */
     int ordered;
+    /* How long a lease may be out before the queue may take it for lost and
+     * deliver its message again (the trigger sets it from its function's
+     * timeout); 0: the implementation's default. Not part of the trigger's
+     * saved or shown configuration. A queue shared by nodes (cluster/jsqueue)
+     * makes it, plus a margin, its consumers' AckWait, so that a dead node's
+     * messages go to the others; the SQLite queue ignores it: its leases live
+     * in this process, where the pool's timeout bounds them. */
+    uint32_t ack_wait_ms;
 } q_sub_config;
 
 typedef struct q_sub_stats {

@@ -137,6 +137,33 @@ def test_configuration_changes_reach_every_node(cluster, functions):
                         d.request("GET", "/v1/triggers/tuned-in/tuned")[0] == 404, timeout=10)
 
 
+def test_ack_wait_comes_from_the_function_timeout(cluster, functions):
+    """A trigger's consumer gives a message held by a silent node to the
+    others once the function's timeout and a 5 s margin have passed (its
+    AckWait): the trigger sets it on the subscription from the function as it
+    is when the trigger is added or changed."""
+    nats, (a, b, c) = cluster
+
+    def ack_wait_s():
+        cfg = nats.consumer_config("SPATE_T_patience", "F_patient") or {}
+        return cfg.get("ack_wait", 0) / 1e9
+
+    assert a.deploy("patient", functions["hello"], timeout=3000)[0] == 201
+    assert all(wait_for(lambda: listed(d, "patient"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "patience", "patient")
+    assert wait_for(lambda: ack_wait_s() == 8, timeout=10), ack_wait_s()
+    # A longer timeout reaches the consumer with the next change of the trigger.
+    assert b.deploy("patient", functions["hello"], timeout=6000)[0] == 200
+    for d in (a, b, c):
+        assert wait_for(lambda: d.describe("patient")["config"]["timeout_ms"] == 6000, timeout=10)
+    r = c.cli("trigger", "set", "patience", "patient", "--max-attempts", "4")
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: ack_wait_s() == 11, timeout=10), ack_wait_s()
+    # The function stays: its artifact leaving the stream would race the
+    # next test's count of the artifact stream's bytes.
+    assert a.request("DELETE", "/v1/triggers/patience/patient")[0] == 204
+
+
 def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
     nats, (a, b, c) = cluster
 

@@ -1,0 +1,224 @@
+/*
+ * jsqueue/internal.h - what the files of the JetStream queue share (the
+ * mapping of the interface onto JetStream is in cluster/jsqueue.h). Only
+ * files under cluster/jsqueue/ include it.
+ *
+ *   open.c       the table of calls (queue_ops), open and close
+ *   streams.c    topic names, streams, their retention limits and figures
+ *   publish.c    publishing, dead letters included (settle.c makes their job)
+ *   subscribe.c  subscriptions: their consumers, pullers and lifetime
+ *   pull.c       the puller threads: fetching; leasing what they fetched
+ *   settle.c     ack, nack, release, dead letter; the attempts bucket
+ *   read.c       reading and redriving stored messages
+ *   topics.c     a topic's figures; delete, purge, retention
+ *   refresh.c    every second: the cluster's streams, their figures, trimming
+ *
+ * Threads. The loop owns every structure below. Blocking NATS calls run on
+ * the cluster's worker thread (cluster_run): a *_work function there touches
+ * only its job (and the NATS context), which its *_done gets back on the
+ * loop. A subscription's puller threads (one per consumer) read its parts,
+ * want and stop, and hand what they fetch to the loop (cluster_post).
+ * Nothing else crosses threads.
+ */
+#ifndef SPATE_JSQUEUE_INTERNAL_H
+#define SPATE_JSQUEUE_INTERNAL_H
+
+#include <nats/nats.h>
+#include <pthread.h>
+
+#include "cluster/jsqueue.h"
+#include "common/limits.h"
+#include "common/list.h"
+
+#define PARTS_MAX (SPATE_JS_KEY_PARTS + 1) /* the key parts and the unkeyed one */
+/* A message's record in the attempts bucket: "<stream>.<consumer>.<seq>". */
+#define KV_KEY_CAP (SPATE_TOPIC_NAME_MAX * 3 + SPATE_NAME_MAX + 48)
+
+typedef struct jtopic {
+    list_node link;
+    char name[SPATE_TOPIC_NAME_MAX + 1];
+    char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 16]; /* the base of its subjects */
+    int created;                                 /* the stream exists */
+    q_topic_stats stats;
+    /* Deleted (here, or its stream went from another node): hidden until a
+     * publish or a trigger brings the name back. */
+    int gone;
+    uint32_t touched; /* q->refresh_serial when this node last made its stream */
+    q_retention ret;  /* as its stream's description says */
+    uint64_t retired_acked, retired_dead; /* of its removed triggers, on this node */
+} jtopic;
+
+struct q_sub {
+    const queue_ops *ops; /* first, as queue.h wants */
+    list_node link;
+    queue *q;
+    jtopic *topic;
+    q_sub_config cfg;
+    void *user;
+    /* One consumer (a plain trigger) or one per key part and one for
+     * unkeyed messages (ordered). */
+    struct part {
+        q_sub *sub;
+        pthread_t thread;
+        int running;
+        natsSubscription *pull;
+        char durable[SPATE_NAME_MAX + 8];
+        char filter[SPATE_TOPIC_NAME_MAX * 3 + 32];
+        int one_at_a_time;
+    } parts[PARTS_MAX];
+    int nparts;
+    int started;      /* its pullers run */
+    _Atomic int want; /* messages the trigger has room for */
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake; /* want went up: pullers fetch at once */
+    _Atomic int stop;
+    list_node ready;   /* fetched, not yet leased (jlease) */
+    q_sub_stats stats; /* from consumer info, refreshed by the puller */
+    uint64_t acked, dead;
+    int removed;
+    uint32_t leases;   /* out: the struct lives until they are settled */
+    _Atomic int posts; /* fetches posted to the loop and not yet seen there */
+    int jobs;          /* subscribe or unsubscribe jobs on the worker thread */
+};
+
+typedef struct jlease {
+    q_lease l;
+    q_msg m;
+    list_node link;
+    natsMsg *nm;
+    uint32_t failed; /* attempts that failed before this delivery */
+    struct part *pt; /* the consumer it came from */
+    char key[SPATE_KEY_MAX + 1];
+} jlease;
+
+struct queue {
+    const queue_ops *ops; /* first */
+    uv_loop_t *loop;
+    cluster *c;
+    jsCtx *js;
+    int replicas;
+    queue_events ev;
+    list_node topics;
+    list_node subs;
+    int closing;
+    uv_timer_t refresh;      /* every topic of the cluster, and its figures */
+    int refreshing;          /* a refresh is on the worker thread */
+    uint32_t refreshes;      /* every SPATE_JS_TRIM_EVERY-th also trims the streams */
+    uint32_t refresh_serial; /* refreshes started: what a refresh saw is as of then */
+    uint32_t deletions;      /* topics deleted here: a refresh started before does not
+                                bring them back */
+    int zombies;             /* subscriptions removed but not yet freed */
+    int closed;
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+/* A topic's retention lives in its stream's description (replicated with the
+ * stream, seen by every node's refresh) and is put in force as the stream's
+ * JetStream limits only while no consumer reads the stream: JetStream's
+ * limits drop the oldest messages whoever has yet to read them, and a trigger
+ * must never lose a message it has not settled. */
+#define RETENTION_FMT "spate retention: max_age_ms=%llu max_bytes=%llu max_messages=%llu"
+
+typedef struct pub_job {
+    queue *q;
+    jtopic *topic; /* lives as long as the queue */
+    char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 16];
+    buf body;
+    q_input *in;
+    size_t n;
+    /* Dead letters: the source, its error and attempts, as headers. */
+    char source[SPATE_TOPIC_NAME_MAX + 1];
+    char *error;
+    uint32_t attempts;
+    natsMsg *term;                 /* terminated once the dead letter is stored */
+    char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
+    int has_stats;
+    q_topic_stats stats;
+    queue_publish_cb done;
+    void *data;
+    int status;
+    char err[200];
+} pub_job;
+
+extern const queue_ops jsqueue__ops;
+
+/* --- Loop thread unless said ----------------------------------------------------------- */
+
+/* streams.c */
+void jsqueue__stream_name(const char *topic, char *out, size_t cap);
+/* The topic called name; NULL if unknown or deleted, unless create (NULL
+ * then only without memory). Lives as long as the queue. */
+jtopic *jsqueue__topic_of(queue *q, const char *name, int create);
+void jsqueue__parse_retention(const char *description, q_retention *out);
+/* Worker thread (stream_stats: or a puller). */
+natsStatus jsqueue__ensure_stream(queue *q, const char *stream, const char *subject);
+natsStatus jsqueue__apply_limits(queue *q, jsStreamInfo *si, int consumers);
+natsStatus jsqueue__lift_limits(queue *q, const char *stream);
+int jsqueue__stream_stats(queue *q, const char *stream, q_topic_stats *out);
+
+/* publish.c: a job from new_pub runs as cluster_run(c, publish_work,
+ * publish_done, j), which frees it. topic_msg and await_acks: worker thread. */
+pub_job *jsqueue__new_pub(queue *q, const char *topic);
+void jsqueue__publish_work(void *arg);
+void jsqueue__publish_done(void *arg);
+natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const q_input *in, const char *when);
+natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap);
+void jsqueue__publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                      queue_publish_cb done, void *data);
+
+/* subscribe.c */
+int jsqueue__subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                       void *data);
+int jsqueue__unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                         void *data);
+q_sub *jsqueue__find_sub(queue *q, const char *topic, const char *function);
+void jsqueue__each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
+const q_sub_config *jsqueue__sub_config(const q_sub *s);
+const char *jsqueue__sub_topic(const q_sub *s);
+void jsqueue__sub_set_data(q_sub *s, void *data);
+void *jsqueue__sub_data(const q_sub *s);
+void jsqueue__sub_stats(const q_sub *s, q_sub_stats *out);
+/* Frees a removed subscription once nothing refers to it. */
+void jsqueue__sub_maybe_free(q_sub *s);
+void jsqueue__stop_puller(q_sub *s);
+void jsqueue__give_back_ready(q_sub *s);
+
+/* pull.c: puller_main is a puller thread's (arg: its struct part). */
+void *jsqueue__puller_main(void *arg);
+q_lease *jsqueue__lease(q_sub *s);
+
+/* settle.c (attempts_key: any thread) */
+void jsqueue__attempts_key(char *out, size_t cap, const q_sub *s, const struct part *pt,
+                           uint64_t seq);
+void jsqueue__ack(q_lease *l);
+void jsqueue__nack(q_lease *l, uint32_t delay_ms, const char *error);
+void jsqueue__release(q_lease *l);
+void jsqueue__dead_letter(q_lease *l, const char *error);
+
+/* read.c */
+int jsqueue__read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
+                  void *data);
+int jsqueue__redrive(queue *q, const char *topic, uint64_t after, uint32_t limit,
+                     queue_redrive_cb cb, void *data);
+
+/* topics.c */
+int jsqueue__topic_stats(queue *q, const char *topic, q_topic_stats *out);
+void jsqueue__each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+int jsqueue__topic_delete(queue *q, const char *topic, queue_count_cb done, void *data);
+int jsqueue__topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
+int jsqueue__topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+                             void *data);
+
+/* refresh.c: the timer's callback. */
+void jsqueue__on_refresh(uv_timer_t *h);
+
+/* open.c: close ends once no refresh runs and every removed subscription is
+ * freed; those call finish_close again. */
+void jsqueue__set_events(queue *q, const queue_events *ev);
+void jsqueue__close(queue *q, void (*cb)(void *data), void *data);
+void jsqueue__finish_close(queue *q);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * jsqueue/publish.c - publishing to a topic's stream, on the worker thread:
+ * a batch as async publishes, answered once JetStream acknowledged every
+ * message. Dead letters take the same path (settle.c).
+ */
+#include "cluster/jsqueue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/hash.h"
+#include "common/log.h"
+
+/* A message of a topic whose subjects begin with base: to its key's part
+ * (ordered triggers keep one part in order), with its key and publish time
+ * as headers. */
+natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const q_input *in, const char *when)
+{
+    char subject[SPATE_TOPIC_NAME_MAX * 3 + 32];
+    if (in->key) {
+        snprintf(subject, sizeof subject, "%s.k%02u", base,
+                 (unsigned)(hash_fnv1a(in->key, in->key_len) % SPATE_JS_KEY_PARTS));
+    } else {
+        snprintf(subject, sizeof subject, "%s.u", base);
+    }
+    natsStatus s = natsMsg_Create(m, subject, NULL, in->data, (int)in->len);
+    if (s != NATS_OK) return s;
+    natsMsgHeader_Set(*m, "Spate-Published", when);
+    if (in->key) {
+        char key[SPATE_KEY_MAX + 1];
+        snprintf(key, sizeof key, "%.*s", (int)in->key_len, in->key);
+        natsMsgHeader_Set(*m, "Spate-Key", key);
+    }
+    return NATS_OK;
+}
+
+/* Worker thread: until JetStream has answered every async publish since
+ * cluster_acks_begin; an error unless it stored them all. */
+natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = SPATE_JS_PUBLISH_ACK_WAIT_MS;
+    natsStatus s = js_PublishAsyncComplete(q->js, &po);
+    natsMsgList failed = {0};
+    if (js_PublishAsyncGetPendingList(&failed, q->js) == NATS_OK) {
+        if (failed.Count) {
+            snprintf(err, cap, "%d not acknowledged in time", failed.Count);
+            s = NATS_ERR;
+        }
+        natsMsgList_Destroy(&failed);
+    }
+    cluster_acks_end(q->c);
+    if (a->failed) {
+        snprintf(err, cap, "JetStream refused %u: %s", a->failed, a->err);
+        s = NATS_ERR;
+    }
+    return s;
+}
+
+void jsqueue__publish_work(void *arg)
+{
+    pub_job *j = arg;
+    if (!cluster_connected(j->q->c)) {
+        /* nats.c would buffer it and send it on reconnection, after the
+         * caller had been told it failed: say so at once instead. */
+        j->status = ERR_DISCONNECTED;
+        return;
+    }
+    natsStatus s = jsqueue__ensure_stream(j->q, j->stream, j->subject);
+    char when[24];
+    snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
+    cluster_acks acks;
+    cluster_acks_begin(j->q->c, &acks);
+    for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
+        natsMsg *m = NULL;
+        s = jsqueue__topic_msg(&m, j->subject, &j->in[i], when);
+        if (s != NATS_OK) break;
+        if (j->source[0]) {
+            char att[16];
+            snprintf(att, sizeof att, "%u", j->attempts);
+            natsMsgHeader_Set(m, "Spate-Source", j->source);
+            natsMsgHeader_Set(m, "Spate-Attempts", att);
+            if (j->error) natsMsgHeader_Set(m, "Spate-Error", j->error);
+        }
+        /* Async: the whole batch is in flight at once; complete waits for
+         * JetStream's acknowledgement of every message. */
+        s = js_PublishMsgAsync(j->q->js, &m, NULL);
+        if (m) natsMsg_Destroy(m);
+    }
+    natsStatus acked = jsqueue__await_acks(j->q, &acks, j->err, sizeof j->err);
+    if (s == NATS_OK) s = acked;
+    j->status = s == NATS_OK ? 0 : ERR_IO;
+    if (s != NATS_OK && !j->err[0]) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+    if (s == NATS_OK && j->term) natsMsg_Term(j->term, NULL);
+    if (s == NATS_OK && j->attempts_key[0])
+        kvStore_Delete(cluster_attempts(j->q->c), j->attempts_key);
+    j->has_stats = s == NATS_OK && jsqueue__stream_stats(j->q, j->stream, &j->stats) == 0;
+}
+
+void jsqueue__publish_done(void *arg)
+{
+    pub_job *j = arg;
+    if (j->status == 0) {
+        j->topic->created = 1;
+        j->topic->touched = j->q->refresh_serial;
+    }
+    if (j->has_stats) j->topic->stats = j->stats;
+    if (j->err[0]) log_warn("cluster: cannot publish to %s: %s", j->topic->name, j->err);
+    if (j->done) j->done(j->data, j->status, 0);
+    buf_free(&j->body);
+    free(j->in);
+    free(j->error);
+    if (j->term) natsMsg_Destroy(j->term);
+    free(j);
+}
+
+pub_job *jsqueue__new_pub(queue *q, const char *topic)
+{
+    pub_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->q = q;
+    j->topic = jsqueue__topic_of(q, topic, 1);
+    if (!j->topic) {
+        free(j);
+        return NULL;
+    }
+    memcpy(j->stream, j->topic->stream, sizeof j->stream);
+    memcpy(j->subject, j->topic->subject, sizeof j->subject);
+    return j;
+}
+
+void jsqueue__publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+                      queue_publish_cb done, void *data)
+{
+    pub_job *j = jsqueue__new_pub(q, topic);
+    q_input *copy = j ? malloc(n * sizeof *copy) : NULL;
+    if (!copy) {
+        free(j);
+        buf_free(body);
+        done(data, ERR_NOMEM, 0);
+        return;
+    }
+    memcpy(copy, in, n * sizeof *copy);
+    buf_init(&j->body, 0);
+    buf_move(&j->body, body); /* the inputs point into it */
+    j->in = copy;
+    j->n = n;
+    j->done = done;
+    j->data = data;
+    cluster_run(q->c, jsqueue__publish_work, jsqueue__publish_done, j);
+}

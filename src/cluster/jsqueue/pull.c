@@ -1,0 +1,268 @@
+/*
+ * jsqueue/pull.c - the puller threads of a subscription, which fetch only as
+ * much as the trigger has room for, and leasing on the loop what they
+ * fetched.
+ */
+#include "cluster/jsqueue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+typedef struct fetched {
+    q_sub *sub;
+    struct part *pt;
+    natsMsgList list;
+    struct {
+        uint64_t seq;    /* in the stream */
+        uint32_t failed; /* attempts that failed before (the attempts bucket) */
+    } meta[SPATE_JS_FETCH_MAX];
+    int has_info;
+    q_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
+    int has_stream;
+    q_topic_stats stream; /* published, stored, oldest */
+} fetched;
+
+static void on_fetched(void *arg);
+
+/* The publish time of a stored message (its header), 0 if unknown. */
+static int64_t published_at(queue *q, const char *stream, uint64_t seq)
+{
+    natsMsg *m = NULL;
+    if (js_GetMsg(&m, q->js, stream, seq, NULL, NULL) != NATS_OK) return 0;
+    const char *v = NULL;
+    int64_t ms =
+        natsMsgHeader_Get(m, "Spate-Published", &v) == NATS_OK && v ? strtoll(v, NULL, 10) : 0;
+    natsMsg_Destroy(m);
+    return ms;
+}
+
+/* Puller thread: the figures of the subscription's consumers, added up. */
+static int consumer_stats(q_sub *s, q_sub_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    int got = 0;
+    uint64_t first_unsettled = 0; /* the lowest stream sequence not yet done, over the parts */
+    for (int i = 0; i < s->nparts; i++) {
+        jsConsumerInfo *ci = NULL;
+        natsStatus cs =
+            js_GetConsumerInfo(&ci, s->q->js, s->topic->stream, s->parts[i].durable, NULL, NULL);
+        if (cs != NATS_OK) {
+            log_debug("cluster: consumer info of %s: %s", s->parts[i].durable,
+                      natsStatus_GetText(cs));
+            continue;
+        }
+        got = 1;
+        uint64_t pending = ci->NumPending + (uint64_t)ci->NumAckPending;
+        out->depth += pending;
+        out->leased += (uint64_t)ci->NumAckPending;
+        out->retrying += (uint64_t)ci->NumRedelivered;
+        out->delivered += ci->Delivered.Consumer;
+        /* A part's oldest message not yet done is the one after its ack floor. */
+        uint64_t next = ci->AckFloor.Stream + 1;
+        if (pending && (!first_unsettled || next < first_unsettled)) first_unsettled = next;
+        jsConsumerInfo_Destroy(ci);
+    }
+    /* Its publish time: one read, not one a part. */
+    if (first_unsettled) out->oldest_ms = published_at(s->q, s->topic->stream, first_unsettled);
+    return got;
+}
+
+static void post_fetched(q_sub *s, fetched *f)
+{
+    if (f->list.Count || f->has_info || f->has_stream) {
+        s->posts++;
+        cluster_post(s->q->c, on_fetched, f);
+    } else {
+        natsMsgList_Destroy(&f->list);
+        free(f);
+    }
+}
+
+/* Puller thread: where each fetched message sits, and how many of its
+ * attempts failed. JetStream's delivery count also counts the times a node
+ * handed it back without running it (no room after all, a trigger going,
+ * a node stopping or cut off), and waiting for capacity must never cost an
+ * attempt: failures are recorded in a bucket of their own, read only for a
+ * message delivered before. */
+static void read_meta(fetched *f)
+{
+    for (int i = 0; i < f->list.Count && i < SPATE_JS_FETCH_MAX; i++) {
+        jsMsgMetaData *meta = NULL;
+        f->meta[i].seq = 0;
+        f->meta[i].failed = 0;
+        if (natsMsg_GetMetaData(&meta, f->list.Msgs[i]) != NATS_OK) continue;
+        f->meta[i].seq = meta->Sequence.Stream;
+        uint64_t delivered = meta->NumDelivered;
+        jsMsgMetaData_Destroy(meta);
+        if (delivered <= 1) continue;
+        char key[KV_KEY_CAP];
+        jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq);
+        kvEntry *e = NULL;
+        natsStatus st = kvStore_Get(&e, cluster_attempts(f->sub->q->c), key);
+        if (st == NATS_OK) {
+            char v[16];
+            int n = kvEntry_ValueLen(e);
+            if (n > 0 && n < (int)sizeof v) {
+                memcpy(v, kvEntry_Value(e), (size_t)n);
+                v[n] = '\0';
+                f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
+            }
+            kvEntry_Destroy(e);
+        } else if (st != NATS_NOT_FOUND) {
+            /* Unknown: count none, so a message gets more attempts, never fewer. */
+            log_debug("cluster: attempts of %s: %s", key, natsStatus_GetText(st));
+        }
+    }
+}
+
+/* A puller per consumer: fetches as much as the trigger has room for,
+ * waiting up to a second for messages (an ordered part gives one at a time,
+ * so it asks for one); the first also refreshes the figures every second. */
+void *jsqueue__puller_main(void *arg)
+{
+    struct part *pt = arg;
+    q_sub *s = pt->sub;
+    int first = pt == &s->parts[0];
+    uint64_t last_stats = 0;
+    int busy = 0; /* the last fetch found messages */
+    while (!s->stop) {
+        int want = s->want;
+        /* Cut off from NATS: nothing to pull until it is back. */
+        if (!cluster_connected(s->q->c)) want = 0;
+        if (want > 0) {
+            fetched *f = calloc(1, sizeof *f);
+            if (!f) break;
+            f->sub = s;
+            int batch =
+                pt->one_at_a_time ? 1 : (want > SPATE_JS_FETCH_MAX ? SPATE_JS_FETCH_MAX : want);
+            natsStatus st =
+                natsSubscription_Fetch(&f->list, pt->pull, batch, SPATE_JS_FETCH_WAIT_MS, NULL);
+            int was_busy = busy;
+            busy = st == NATS_OK && f->list.Count > 0;
+            if (st == NATS_OK) {
+                s->want -= f->list.Count;
+                f->pt = pt;
+                read_meta(f);
+            }
+            post_fetched(s, f);
+            /* Work after a quiet spell: the autoscaler wants the backlog
+             * now, not at the next round of figures. */
+            if (busy && !was_busy) last_stats = 0;
+            if (st != NATS_OK && st != NATS_TIMEOUT) {
+                log_debug("cluster: fetch from %s: %s", pt->durable, natsStatus_GetText(st));
+                usleep(SPATE_JS_FETCH_RETRY_MS * 1000); /* not a hot loop on a failing server */
+            }
+        } else {
+            /* Until the trigger has room again (jsqueue__lease signals). */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 100 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_mutex_lock(&s->wake_lock);
+            if ((s->want <= 0 || !cluster_connected(s->q->c)) && !s->stop)
+                pthread_cond_timedwait(&s->wake, &s->wake_lock, &until);
+            pthread_mutex_unlock(&s->wake_lock);
+        }
+        uint64_t now = clock_mono_ns() / 1000000;
+        if (first && now - last_stats >= SPATE_JS_STATS_MS && cluster_connected(s->q->c)) {
+            last_stats = now;
+            fetched *f = calloc(1, sizeof *f);
+            if (f) {
+                f->sub = s;
+                f->has_info = consumer_stats(s, &f->info);
+                f->has_stream = jsqueue__stream_stats(s->q, s->topic->stream, &f->stream) == 0;
+                post_fetched(s, f);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void on_fetched(void *arg)
+{
+    fetched *f = arg;
+    q_sub *s = f->sub;
+    s->posts--;
+    if (s->removed) {
+        /* Gone meanwhile: what it fetched goes back to the others at once. */
+        for (int i = 0; i < f->list.Count; i++) natsMsg_Nak(f->list.Msgs[i], NULL);
+        natsMsgList_Destroy(&f->list);
+        free(f);
+        jsqueue__sub_maybe_free(s);
+        return;
+    }
+    if (f->has_info) {
+        /* Cluster-wide: what the consumers have not yet had acknowledged. */
+        uint64_t acked = s->stats.acked, dead = s->stats.dead_lettered;
+        s->stats = f->info;
+        s->stats.acked = acked;
+        s->stats.dead_lettered = dead;
+    }
+    if (f->has_stream) s->topic->stats = f->stream;
+    for (int i = 0; i < f->list.Count; i++) {
+        natsMsg *nm = f->list.Msgs[i];
+        f->list.Msgs[i] = NULL;
+        jlease *jl = calloc(1, sizeof *jl);
+        if (!jl || s->removed || s->q->closing) {
+            free(jl);
+            natsMsg_Nak(nm, NULL); /* back for another node */
+            natsMsg_Destroy(nm);
+            continue;
+        }
+        jl->nm = nm;
+        jl->pt = f->pt;
+        jl->l.msg = &jl->m;
+        jl->l.sub = s;
+        jl->failed = f->meta[i].failed;
+        jl->l.attempt = jl->failed + 1;
+        jl->m.seq = f->meta[i].seq;
+        const char *v = NULL;
+        if (natsMsgHeader_Get(nm, "Spate-Key", &v) == NATS_OK && v) {
+            snprintf(jl->key, sizeof jl->key, "%s", v);
+            jl->m.key = jl->key;
+            jl->m.key_len = (uint32_t)strlen(jl->key);
+        }
+        if (natsMsgHeader_Get(nm, "Spate-Published", &v) == NATS_OK && v)
+            jl->m.published_ms = strtoll(v, NULL, 10);
+        jl->m.data = natsMsg_GetData(nm);
+        jl->m.len = (uint32_t)natsMsg_GetDataLength(nm);
+        list_push_back(&s->ready, &jl->link);
+    }
+    natsMsgList_Destroy(&f->list);
+    free(f);
+    /* Also what waited while the node was cut off from NATS: the figures
+     * come every second, and only while it is connected. */
+    if (!list_empty(&s->ready) && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
+}
+
+q_lease *jsqueue__lease(q_sub *s)
+{
+    /* Cut off from NATS, a result could not be acknowledged: what was
+     * fetched waits, and JetStream gives it to others after AckWait. */
+    if (s->removed || s->q->closing || !cluster_connected(s->q->c)) return NULL;
+    if (list_empty(&s->ready)) {
+        /* Pull as much as there is room for; a trigger without a room
+         * callback takes one at a time. */
+        int room = s->q->ev.room ? (int)s->q->ev.room(s, s->q->ev.data) : 1;
+        if (room > s->want) {
+            pthread_mutex_lock(&s->wake_lock);
+            s->want = room;
+            pthread_cond_broadcast(&s->wake);
+            pthread_mutex_unlock(&s->wake_lock);
+        }
+        return NULL;
+    }
+    jlease *jl = list_entry(list_first(&s->ready), jlease, link);
+    list_remove(&jl->link);
+    s->leases++;
+    return &jl->l;
+}

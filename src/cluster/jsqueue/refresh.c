@@ -1,0 +1,154 @@
+/*
+ * jsqueue/refresh.c - every second, the cluster's streams: the topics this
+ * node shows and their figures, retention limits put in force or lifted, and
+ * (every few seconds) what every trigger has settled trimmed off.
+ */
+#include "cluster/jsqueue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+typedef struct refresh_job {
+    queue *q;
+    int trim;                   /* and drop what every trigger has settled */
+    uint32_t serial, deletions; /* as of its start */
+    int n;
+    struct {
+        char name[SPATE_TOPIC_NAME_MAX + 1];
+        q_topic_stats stats;
+    } * items;
+} refresh_job;
+
+/* SPATE_T_a_2eb -> a.b */
+static int topic_from_stream(const char *stream, char *out, size_t cap)
+{
+    if (strncmp(stream, "SPATE_T_", 8) != 0) return -1;
+    size_t n = 0;
+    for (const char *p = stream + 8; *p && n + 1 < cap; p++) {
+        unsigned v;
+        if (*p == '_' && sscanf(p + 1, "%2x", &v) == 1 && p[1] && p[2]) {
+            out[n++] = (char)v;
+            p += 2;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+    return n ? 0 : -1;
+}
+
+/* Worker thread: a topic's stream keeps what some trigger has not yet
+ * settled, and the rest goes, as on one node (JetStream's limits retention
+ * alone would keep every message for ever). A consumer with nothing pending
+ * or unacknowledged has settled all up to the stream's last message as read
+ * before its figures; otherwise all up to its ack floor. A stream no
+ * trigger reads (a dead-letter topic, a topic without triggers) keeps
+ * everything. */
+static void trim_stream(queue *q, const jsStreamInfo *si)
+{
+    uint64_t last = si->State.LastSeq;
+    if (!si->State.Msgs) return;
+    jsConsumerInfoList *cl = NULL;
+    if (js_Consumers(&cl, q->js, si->Config->Name, NULL, NULL) != NATS_OK || !cl) return;
+    uint64_t keep = cl->Count ? last + 1 : 0; /* the first message still wanted */
+    for (int i = 0; i < cl->Count; i++) {
+        const jsConsumerInfo *ci = cl->List[i];
+        uint64_t from =
+            ci->NumPending == 0 && ci->NumAckPending == 0 ? last + 1 : ci->AckFloor.Stream + 1;
+        if (from < keep) keep = from;
+    }
+    jsConsumerInfoList_Destroy(cl);
+    if (keep <= si->State.FirstSeq) return;
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Sequence = keep; /* up to, not including */
+    natsStatus s = js_PurgeStream(q->js, si->Config->Name, &o, NULL);
+    if (s != NATS_OK)
+        log_debug("cluster: cannot trim %s: %s", si->Config->Name, natsStatus_GetText(s));
+}
+
+static void refresh_work(void *arg)
+{
+    refresh_job *j = arg;
+    jsStreamInfoList *list = NULL;
+    if (js_Streams(&list, j->q->js, NULL, NULL) != NATS_OK || !list) return;
+    j->items = calloc((size_t)list->Count + 1, sizeof *j->items);
+    for (int i = 0; j->items && i < list->Count; i++) {
+        jsStreamInfo *si = list->List[i];
+        if (!si->Config || topic_from_stream(si->Config->Name, j->items[j->n].name,
+                                             sizeof j->items[j->n].name) != 0)
+            continue;
+        if (j->trim) trim_stream(j->q, si);
+        q_topic_stats *st = &j->items[j->n].stats;
+        st->published = si->State.LastSeq;
+        st->stored = si->State.Msgs;
+        st->bytes = si->State.Bytes;
+        st->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
+        jsqueue__parse_retention(si->Config->Description, &st->retention);
+        /* Retention in force only while no trigger reads the stream. */
+        natsStatus ls = jsqueue__apply_limits(j->q, si, si->State.Consumers > 0);
+        if (ls != NATS_OK)
+            log_debug("cluster: cannot set the limits of %s: %s", si->Config->Name,
+                      natsStatus_GetText(ls));
+        j->n++;
+    }
+    jsStreamInfoList_Destroy(list);
+}
+
+static void refresh_done(void *arg)
+{
+    refresh_job *j = arg;
+    queue *q = j->q;
+    q->refreshing = 0;
+    if (q->closing) {
+        free(j->items);
+        free(j);
+        jsqueue__finish_close(q);
+        return;
+    }
+    int deleted_since = j->deletions != q->deletions;
+    for (int i = 0; i < j->n; i++) {
+        jtopic *t = jsqueue__topic_of(q, j->items[i].name, 0);
+        /* A topic deleted here after the refresh began stays deleted. */
+        if (!t && deleted_since) continue;
+        if (!t) t = jsqueue__topic_of(q, j->items[i].name, 1);
+        if (t) {
+            t->created = 1;
+            t->ret = j->items[i].stats.retention;
+            t->stats = j->items[i].stats;
+        }
+    }
+    /* Streams gone (deleted through another node): their topics too, unless
+     * a trigger here reads them or this node made the stream since. */
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        jtopic *t = list_entry(n, jtopic, link);
+        if (t->gone || !t->created || t->touched >= j->serial) continue;
+        int listed = 0;
+        for (int i = 0; i < j->n && !listed; i++) listed = strcmp(j->items[i].name, t->name) == 0;
+        for (list_node *m = list_first(&q->subs); m != &q->subs && !listed; m = m->next)
+            listed = list_entry(m, q_sub, link)->topic == t;
+        if (!listed) {
+            t->created = 0;
+            t->gone = 1;
+        }
+    }
+    free(j->items);
+    free(j);
+}
+
+void jsqueue__on_refresh(uv_timer_t *h)
+{
+    queue *q = h->data;
+    if (q->refreshing || q->closing) return;
+    refresh_job *j = calloc(1, sizeof *j);
+    if (!j) return;
+    j->q = q;
+    j->trim = q->refreshes++ % SPATE_JS_TRIM_EVERY == SPATE_JS_TRIM_EVERY - 1;
+    j->serial = ++q->refresh_serial;
+    j->deletions = q->deletions;
+    q->refreshing = 1;
+    cluster_run(q->c, refresh_work, refresh_done, j);
+}

@@ -1,0 +1,144 @@
+/*
+ * jsqueue/settle.c - settling a lease: ack, nack with delay, release, dead
+ * letter, and the attempts bucket that counts failures apart from
+ * JetStream's deliveries.
+ */
+#include "cluster/jsqueue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>". */
+void jsqueue__attempts_key(char *out, size_t cap, const q_sub *s, const struct part *pt,
+                           uint64_t seq)
+{
+    snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
+}
+
+static void lease_free(jlease *jl)
+{
+    q_sub *s = jl->l.sub;
+    natsMsg_Destroy(jl->nm);
+    free(jl);
+    s->leases--;
+    jsqueue__sub_maybe_free(s);
+}
+
+/* Worker thread: a failure is recorded before the NAK, so that the next
+ * delivery reads it; the record of a message done with is dropped (what a
+ * lost drop leaves behind goes with the bucket's TTL). */
+typedef struct settle_job {
+    kvStore *kv;
+    natsMsg *nm;      /* to NAK once recorded; NULL when dropping */
+    uint32_t failed;  /* attempts failed so far; 0: drop the record */
+    int64_t delay_ms; /* before the next delivery */
+    char key[KV_KEY_CAP];
+} settle_job;
+
+static void settle_work(void *arg)
+{
+    settle_job *j = arg;
+    if (!j->failed) {
+        kvStore_Delete(j->kv, j->key);
+        return;
+    }
+    char v[16];
+    snprintf(v, sizeof v, "%u", j->failed);
+    natsStatus st = kvStore_PutString(NULL, j->kv, j->key, v);
+    if (st != NATS_OK) /* then it has one more attempt than it should */
+        log_warn("cluster: cannot record failed attempt %u of %s: %s", j->failed, j->key,
+                 natsStatus_GetText(st));
+    natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
+}
+
+static void settle_done(void *arg)
+{
+    settle_job *j = arg;
+    natsMsg_Destroy(j->nm);
+    free(j);
+}
+
+static settle_job *new_settle(const jlease *jl, uint32_t failed)
+{
+    settle_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->kv = cluster_attempts(jl->l.sub->q->c);
+    j->failed = failed;
+    jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq);
+    return j;
+}
+
+void jsqueue__ack(q_lease *l)
+{
+    jlease *jl = (jlease *)l;
+    natsMsg_Ack(jl->nm, NULL);
+    if (jl->l.sub->removed)
+        jl->l.sub->topic->retired_acked++;
+    else
+        jl->l.sub->acked++;
+    settle_job *j = jl->failed ? new_settle(jl, 0) : NULL;
+    if (j) cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
+    lease_free(jl);
+}
+
+void jsqueue__nack(q_lease *l, uint32_t delay_ms, const char *error)
+{
+    jlease *jl = (jlease *)l;
+    settle_job *j = new_settle(jl, jl->failed + 1);
+    if (!j) {
+        natsMsg_NakWithDelay(jl->nm, (int64_t)delay_ms, NULL);
+    } else {
+        j->nm = jl->nm;
+        j->delay_ms = delay_ms;
+        jl->nm = NULL;
+        cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
+    }
+    lease_free(jl);
+}
+
+void jsqueue__release(q_lease *l)
+{
+    jlease *jl = (jlease *)l;
+    natsMsg_Nak(jl->nm, NULL);
+    lease_free(jl);
+}
+
+void jsqueue__dead_letter(q_lease *l, const char *error)
+{
+    jlease *jl = (jlease *)l;
+    q_sub *s = l->sub;
+    pub_job *j = jsqueue__new_pub(s->q, s->cfg.dlq);
+    q_input *in = j ? calloc(1, sizeof *in) : NULL;
+    if (!in) {
+        free(j);
+        natsMsg_NakWithDelay(jl->nm, 1000, NULL); /* try again later */
+        lease_free(jl);
+        return;
+    }
+    buf_init(&j->body, 0);
+    in->data = jl->m.data;
+    in->len = jl->m.len;
+    in->key = jl->m.key;
+    in->key_len = jl->m.key_len;
+    j->in = in;
+    j->n = 1;
+    snprintf(j->source, sizeof j->source, "%s", s->topic->name);
+    j->error = strdup(error ? error : "");
+    j->attempts = l->attempt;
+    j->term = jl->nm; /* the job owns it now, and terminates it once stored */
+    if (jl->failed)
+        jsqueue__attempts_key(j->attempts_key, sizeof j->attempts_key, s, jl->pt, jl->m.seq);
+    jl->nm = NULL;
+    /* The input points into the message, which the job keeps alive. */
+    if (s->removed)
+        s->topic->retired_dead++;
+    else
+        s->dead++;
+    free(jl);
+    s->leases--;
+    cluster_run(s->q->c, jsqueue__publish_work, jsqueue__publish_done, j);
+    jsqueue__sub_maybe_free(s);
+}

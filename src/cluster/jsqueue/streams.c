@@ -1,0 +1,133 @@
+/*
+ * jsqueue/streams.c - topics and their streams: names, creating a stream,
+ * the retention limits a stream's description asks for, a stream's figures.
+ */
+#include "cluster/jsqueue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Stream names cannot hold '.': escaped, so that names stay distinct. */
+void jsqueue__stream_name(const char *topic, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "SPATE_T_");
+    for (const char *p = topic; *p && n + 4 < cap; p++) {
+        if (*p == '.' || *p == '_')
+            n += (size_t)snprintf(out + n, cap - n, "_%02x", (unsigned char)*p);
+        else
+            out[n++] = *p;
+    }
+    out[n] = '\0';
+}
+
+jtopic *jsqueue__topic_of(queue *q, const char *name, int create)
+{
+    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
+        jtopic *t = list_entry(n, jtopic, link);
+        if (strcmp(t->name, name) != 0) continue;
+        if (t->gone && !create) return NULL;
+        if (t->gone) {
+            t->gone = 0;
+            memset(&t->stats, 0, sizeof t->stats);
+            memset(&t->ret, 0, sizeof t->ret);
+            t->retired_acked = t->retired_dead = 0;
+        }
+        return t;
+    }
+    if (!create) return NULL;
+    jtopic *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    snprintf(t->name, sizeof t->name, "%s", name);
+    jsqueue__stream_name(name, t->stream, sizeof t->stream);
+    snprintf(t->subject, sizeof t->subject, "spate.t.%s", t->stream + 8); /* no '.' in it */
+    list_push_back(&q->topics, &t->link);
+    return t;
+}
+
+/* Worker thread: the stream, created if new. */
+natsStatus jsqueue__ensure_stream(queue *q, const char *stream, const char *subject)
+{
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, q->js, stream, NULL, NULL);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return NATS_OK;
+    }
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    sc.Name = stream;
+    char all[SPATE_TOPIC_NAME_MAX * 3 + 32];
+    snprintf(all, sizeof all, "%s.>", subject);
+    const char *subjects[] = {all};
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Replicas = q->replicas;
+    sc.AllowDirect = true; /* reading stored messages: any replica answers */
+    s = js_AddStream(&si, q->js, &sc, NULL, NULL);
+    if (s == NATS_OK) jsStreamInfo_Destroy(si);
+    return s;
+}
+
+void jsqueue__parse_retention(const char *description, q_retention *out)
+{
+    unsigned long long age = 0, bytes = 0, msgs = 0;
+    memset(out, 0, sizeof *out);
+    if (description && sscanf(description, RETENTION_FMT, &age, &bytes, &msgs) == 3) {
+        out->max_age_ms = age;
+        out->max_bytes = bytes;
+        out->max_messages = msgs;
+    }
+}
+
+/* Worker thread: the stream's limits as its retention wants them now (none
+ * while a consumer reads it). Changes si's configuration. */
+natsStatus jsqueue__apply_limits(queue *q, jsStreamInfo *si, int consumers)
+{
+    jsStreamConfig *c = si->Config;
+    q_retention r;
+    jsqueue__parse_retention(c->Description, &r);
+    int64_t age = consumers ? 0 : (int64_t)r.max_age_ms * 1000000;
+    int64_t bytes = consumers || !r.max_bytes ? -1 : (int64_t)r.max_bytes;
+    int64_t msgs = consumers || !r.max_messages ? -1 : (int64_t)r.max_messages;
+    if (c->MaxAge == age && c->MaxBytes == bytes && c->MaxMsgs == msgs) return NATS_OK;
+    c->MaxAge = age;
+    c->MaxBytes = bytes;
+    c->MaxMsgs = msgs;
+    /* JetStream refuses a duplicate window longer than the age limit. */
+    if (age && (c->Duplicates == 0 || c->Duplicates > age)) c->Duplicates = age;
+    jsStreamInfo *up = NULL;
+    natsStatus s = js_UpdateStream(&up, q->js, c, NULL, NULL);
+    /* A trigger added meanwhile (through another node, whose jsqueue__lift_limits ran
+     * before this update): lifted again at once, not at the next refresh. */
+    if (s == NATS_OK && up && !consumers && up->State.Consumers > 0)
+        s = jsqueue__apply_limits(q, up, 1);
+    if (up) jsStreamInfo_Destroy(up);
+    return s;
+}
+
+/* Worker thread: the limits of a stream a trigger is about to read are
+ * lifted before its consumer exists. */
+natsStatus jsqueue__lift_limits(queue *q, const char *stream)
+{
+    jsStreamInfo *si = NULL;
+    natsStatus s = js_GetStreamInfo(&si, q->js, stream, NULL, NULL);
+    if (s == NATS_OK) s = jsqueue__apply_limits(q, si, 1);
+    if (si) jsStreamInfo_Destroy(si);
+    return s;
+}
+
+/* Worker or puller thread: the stream's figures. */
+int jsqueue__stream_stats(queue *q, const char *stream, q_topic_stats *out)
+{
+    jsStreamInfo *si = NULL;
+    if (js_GetStreamInfo(&si, q->js, stream, NULL, NULL) != NATS_OK) return -1;
+    out->published = si->State.LastSeq;
+    out->stored = si->State.Msgs;
+    out->bytes = si->State.Bytes;
+    jsqueue__parse_retention(si->Config->Description, &out->retention);
+    out->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
+    jsStreamInfo_Destroy(si);
+    return 0;
+}

@@ -1,0 +1,307 @@
+/*
+ * jsqueue/subscribe.c - subscriptions: the durable consumers of a trigger
+ * (one, or one per key part when ordered), their pullers, and a removed
+ * subscription's lifetime.
+ */
+#include "cluster/jsqueue/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/log.h"
+
+typedef struct sub_job {
+    q_sub *s;
+    int remove;
+    uint32_t ack_wait_ms;
+    queue_done_cb done;
+    void *data;
+    int status;
+    char err[200];
+} sub_job;
+
+/* One consumer of a subscription, created (or changed) and bound. */
+static natsStatus make_consumer(q_sub *s, struct part *pt, uint32_t ack_wait_ms)
+{
+    queue *q = s->q;
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = pt->durable;
+    cc.FilterSubject = pt->filter;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
+    cc.AckWait = (int64_t)ack_wait_ms * 1000000;
+    cc.MaxAckPending = pt->one_at_a_time ? 1 : SPATE_JS_ACK_PENDING_MAX;
+    jsConsumerInfo *ci = NULL;
+    natsStatus st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+    if (st != NATS_OK) /* it exists: a new trigger configuration */
+        st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+    if (ci) jsConsumerInfo_Destroy(ci);
+    if (st == NATS_OK && !pt->pull) {
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = s->topic->stream;
+        so.Consumer = pt->durable;
+        st = js_PullSubscribe(&pt->pull, q->js, pt->filter, pt->durable, NULL, &so, NULL);
+    }
+    return st;
+}
+
+typedef struct maker {
+    sub_job *j;
+    int first;
+    natsStatus st;
+} maker;
+
+static void *maker_main(void *arg)
+{
+    maker *m = arg;
+    q_sub *s = m->j->s;
+    m->st = NATS_OK;
+    for (int i = m->first; i < s->nparts && m->st == NATS_OK; i += SPATE_JS_CONSUMER_MAKERS)
+        m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms);
+    return NULL;
+}
+
+static void subscribe_work(void *arg)
+{
+    sub_job *j = arg;
+    q_sub *s = j->s;
+    queue *q = s->q;
+    natsStatus st;
+    if (j->remove) {
+        st = NATS_OK;
+        for (int i = 0; i < s->nparts; i++) {
+            natsStatus d =
+                js_DeleteConsumer(q->js, s->topic->stream, s->parts[i].durable, NULL, NULL);
+            if (d != NATS_OK && d != NATS_NOT_FOUND) st = d;
+        }
+    } else {
+        st = jsqueue__ensure_stream(q, s->topic->stream, s->topic->subject);
+        if (st == NATS_OK) st = jsqueue__lift_limits(q, s->topic->stream);
+        maker m[SPATE_JS_CONSUMER_MAKERS];
+        pthread_t th[SPATE_JS_CONSUMER_MAKERS];
+        int n = 0;
+        for (; st == NATS_OK && n < SPATE_JS_CONSUMER_MAKERS && n < s->nparts; n++) {
+            m[n] = (maker){.j = j, .first = n};
+            if (pthread_create(&th[n], NULL, maker_main, &m[n]) != 0) {
+                maker_main(&m[n]); /* no thread: here, then */
+                th[n] = 0;
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            if (th[i]) pthread_join(th[i], NULL);
+            if (m[i].st != NATS_OK) st = m[i].st;
+        }
+    }
+    j->status = st == NATS_OK ? 0 : ERR_IO;
+    if (st != NATS_OK)
+        snprintf(j->err, sizeof j->err, "%s",
+                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(st));
+}
+
+/* Fetched and not leased: back to the other nodes now, not after AckWait. */
+void jsqueue__give_back_ready(q_sub *s)
+{
+    while (!list_empty(&s->ready)) {
+        jlease *jl = list_entry(list_first(&s->ready), jlease, link);
+        list_remove(&jl->link);
+        natsMsg_Nak(jl->nm, NULL);
+        natsMsg_Destroy(jl->nm);
+        free(jl);
+    }
+}
+
+void jsqueue__stop_puller(q_sub *s)
+{
+    if (!s->started) return;
+    pthread_mutex_lock(&s->wake_lock);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->wake_lock);
+    for (int i = 0; i < s->nparts; i++)
+        if (s->parts[i].running) {
+            pthread_join(s->parts[i].thread, NULL);
+            s->parts[i].running = 0;
+        }
+    s->started = 0;
+    for (int i = 0; i < s->nparts; i++) {
+        natsSubscription_Destroy(s->parts[i].pull);
+        s->parts[i].pull = NULL;
+    }
+}
+
+static void subscribe_done(void *arg)
+{
+    sub_job *j = arg;
+    q_sub *s = j->s;
+    if (j->status)
+        log_warn("cluster: cannot %s trigger %s -> %s: %s", j->remove ? "remove" : "set up",
+                 s->topic->name, s->cfg.function, j->err);
+    if (!j->remove && j->status == 0 && !s->started && !s->removed) {
+        s->stop = 0;
+        for (int i = 0; i < s->nparts; i++) {
+            s->parts[i].sub = s;
+            if (pthread_create(&s->parts[i].thread, NULL, jsqueue__puller_main, &s->parts[i]) ==
+                0) {
+                s->parts[i].running = 1;
+                s->started = 1;
+            }
+        }
+        s->topic->created = 1;
+        s->topic->touched = s->q->refresh_serial;
+    }
+    if (j->done) j->done(j->data, j->status);
+    s->jobs--;
+    free(j);
+    jsqueue__sub_maybe_free(s);
+}
+
+static q_sub *find(queue *q, const char *topic, const char *function)
+{
+    for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
+        q_sub *s = list_entry(n, q_sub, link);
+        if (strcmp(s->topic->name, topic) == 0 && strcmp(s->cfg.function, function) == 0) return s;
+    }
+    return NULL;
+}
+
+/* A plain trigger reads the whole topic through one consumer; an ordered one
+ * has a consumer per key part, one at a time each, and one for unkeyed
+ * messages. */
+static void set_parts(q_sub *s, const q_sub_config *cfg)
+{
+    const char *base = s->topic->subject;
+    if (!cfg->ordered) {
+        s->nparts = 1;
+        snprintf(s->parts[0].durable, sizeof s->parts[0].durable, "F_%s", cfg->function);
+        snprintf(s->parts[0].filter, sizeof s->parts[0].filter, "%s.>", base);
+        return;
+    }
+    s->nparts = PARTS_MAX;
+    for (int i = 0; i < SPATE_JS_KEY_PARTS; i++) {
+        snprintf(s->parts[i].durable, sizeof s->parts[i].durable, "F_%s_k%02d", cfg->function, i);
+        snprintf(s->parts[i].filter, sizeof s->parts[i].filter, "%s.k%02d", base, i);
+        s->parts[i].one_at_a_time = 1;
+    }
+    struct part *u = &s->parts[SPATE_JS_KEY_PARTS];
+    snprintf(u->durable, sizeof u->durable, "F_%s_u", cfg->function);
+    snprintf(u->filter, sizeof u->filter, "%s.u", base);
+}
+
+int jsqueue__subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                       void *data)
+{
+    q_sub *s = find(q, topic, cfg->function);
+    sub_job *j = calloc(1, sizeof *j);
+    if (!j) return ERR_NOMEM;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        jtopic *t = s ? jsqueue__topic_of(q, topic, 1) : NULL;
+        if (!t) {
+            free(s);
+            free(j);
+            return ERR_NOMEM;
+        }
+        s->ops = &jsqueue__ops;
+        s->q = q;
+        s->topic = t;
+        pthread_mutex_init(&s->wake_lock, NULL);
+        pthread_cond_init(&s->wake, NULL);
+        list_init(&s->ready);
+        set_parts(s, cfg);
+        list_push_back(&q->subs, &s->link);
+    } else if (s->cfg.ordered != cfg->ordered) {
+        free(j); /* its consumers differ: a new trigger, not a change */
+        return ERR_BUSY;
+    }
+    s->cfg = *cfg;
+    j->s = s;
+    j->ack_wait_ms =
+        (cfg->ack_wait_ms ? cfg->ack_wait_ms : SPATE_TIMEOUT_DEFAULT_MS) + SPATE_JS_ACK_MARGIN_MS;
+    j->done = done;
+    j->data = data;
+    s->jobs++;
+    cluster_run(q->c, subscribe_work, subscribe_done, j);
+    return 0;
+}
+
+int jsqueue__unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
+                         void *data)
+{
+    q_sub *s = find(q, topic, function);
+    if (!s) return ERR_NOTFOUND;
+    sub_job *j = calloc(1, sizeof *j);
+    if (!j) return ERR_NOMEM;
+    list_remove(&s->link);
+    s->removed = 1;
+    q->zombies++;
+    jsqueue__stop_puller(s);
+    jsqueue__give_back_ready(s);
+    /* Its counters stay the topic's. */
+    s->topic->retired_acked += s->acked;
+    s->topic->retired_dead += s->dead;
+    j->s = s;
+    j->remove = 1;
+    j->done = done;
+    j->data = data;
+    s->jobs++;
+    cluster_run(q->c, subscribe_work, subscribe_done, j);
+    return 0;
+}
+
+q_sub *jsqueue__find_sub(queue *q, const char *topic, const char *function)
+{
+    return find(q, topic, function);
+}
+
+void jsqueue__each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+{
+    for (list_node *n = list_first(&q->subs); n != &q->subs;) {
+        q_sub *s = list_entry(n, q_sub, link);
+        n = n->next;
+        cb(s, data);
+    }
+}
+
+const q_sub_config *jsqueue__sub_config(const q_sub *s)
+{
+    return &s->cfg;
+}
+
+const char *jsqueue__sub_topic(const q_sub *s)
+{
+    return s->topic->name;
+}
+
+void jsqueue__sub_set_data(q_sub *s, void *data)
+{
+    s->user = data;
+}
+
+void *jsqueue__sub_data(const q_sub *s)
+{
+    return s->user;
+}
+
+void jsqueue__sub_stats(const q_sub *s, q_sub_stats *out)
+{
+    *out = s->stats;
+    out->acked = s->acked;
+    out->dead_lettered = s->dead;
+}
+
+/* A removed subscription goes once nothing refers to it: no lease out, no
+ * fetch on its way to the loop, no job on the worker thread. */
+void jsqueue__sub_maybe_free(q_sub *s)
+{
+    if (!s->removed || s->started || s->leases || s->posts || s->jobs) return;
+    queue *q = s->q;
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->wake_lock);
+    free(s);
+    q->zombies--;
+    if (q->closing) jsqueue__finish_close(q);
+}
