@@ -4,7 +4,7 @@ BUILD   ?= build
 JOBS    ?= $(shell nproc)
 PYTEST  ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps configure test check unit integration sanitize fuzz bench demo demo-cluster \
+.PHONY: all deps configure test check layers unit integration sanitize fuzz bench demo demo-cluster \
         clean format \
         install uninstall
 
@@ -25,12 +25,16 @@ test: deps
 	$(MAKE) --no-print-directory sanitize
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
-# One build folder: build with -Werror, unit tests (one process each, under
-# ctest), integration tests against real spated processes.
-check:
+# One build folder: the layers' include check, build with -Werror, unit tests
+# (one process each, under ctest), integration tests against real spated processes.
+check: layers
 	cmake -S . -B $(BUILD) -DSPATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 	$(MAKE) --no-print-directory unit integration
+
+# Fails when an #include points up the layers of docs/architecture.md.
+layers:
+	./scripts/check-layers
 
 unit:
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
