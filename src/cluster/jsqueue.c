@@ -1703,6 +1703,7 @@ static const queue_ops js_ops = {
     .topic_retention = js_topic_retention,
     .set_events = js_set_events,
     .close = js_close,
+    .flags = QUEUE_SHARED,
 };
 
 int jsqueue_open(uv_loop_t *loop, cluster *c, const queue_events *ev, queue **out)

@@ -5,7 +5,7 @@
 
 #include "common/err.h"
 #include "store/artifacts.h"
-#include "store/registry.h"
+#include "store/registry_sqlite.h"
 #include "test.h"
 
 static char dir[256];
@@ -18,6 +18,14 @@ static store *open_store(void)
     if (rc) fprintf(stderr, "store_open: %s\n", err);
     CHECK_INT(rc, 0);
     return s;
+}
+
+/* The registry of one node, over s (no loop: nothing here stores artifacts). */
+static registry *open_registry(store *s)
+{
+    registry *r = NULL;
+    CHECK_INT(registry_sqlite_open(NULL, s, &r), 0);
+    return r;
 }
 
 static reg_version make(const char *name, uint32_t version, const char *sha, const char *env)
@@ -55,24 +63,27 @@ static int record(const reg_version *v, int64_t created, void *data)
 static void versions_survive_reopen(void)
 {
     store *s = open_store();
+    registry *r = open_registry(s);
     uint32_t next;
-    CHECK_INT(registry_next_version(s, "alpha", &next), 0);
+    CHECK_INT(registry_next_version(r, "alpha", &next), 0);
     CHECK_INT(next, 1);
     reg_version v1 = make("alpha", 1, "aa11", "A=1");
     reg_version v2 = make("alpha", 2, "bb22", NULL);
     reg_version b1 = make("beta", 1, "aa11", "X=y\nZ=w");
-    CHECK_INT(registry_put_version(s, &v1), 0);
-    CHECK_INT(registry_put_version(s, &v2), 0);
-    CHECK_INT(registry_put_version(s, &b1), 0);
+    CHECK_INT(registry_put_version(r, &v1), 0);
+    CHECK_INT(registry_put_version(r, &v2), 0);
+    CHECK_INT(registry_put_version(r, &b1), 0);
     /* A version number is immutable: a second put of the same one fails. */
-    CHECK_INT(registry_put_version(s, &v2), ERR_STORE);
-    CHECK_INT(registry_next_version(s, "alpha", &next), 0);
+    CHECK_INT(registry_put_version(r, &v2), ERR_STORE);
+    CHECK_INT(registry_next_version(r, "alpha", &next), 0);
     CHECK_INT(next, 3);
+    registry_close(r);
     store_close(s);
 
     s = open_store();
+    r = open_registry(s);
     seen active = {0};
-    CHECK_INT(registry_each_active(s, record, &active), 0);
+    CHECK_INT(registry_each_active(r, record, &active), 0);
     CHECK_INT(active.n, 2);
     CHECK_STR(active.names[0], "alpha");
     CHECK_INT(active.versions[0], 2);
@@ -81,26 +92,29 @@ static void versions_survive_reopen(void)
     CHECK_STR(active.env[1], "X=y\nZ=w");
 
     seen all = {0};
-    CHECK_INT(registry_each_version(s, "alpha", record, &all), 0);
+    CHECK_INT(registry_each_version(r, "alpha", record, &all), 0);
     CHECK_INT(all.n, 2);
     CHECK_INT(all.versions[0], 2); /* newest first */
     CHECK_INT(all.versions[1], 1);
     CHECK_STR(all.env[1], "A=1");
 
-    CHECK_INT(registry_artifact_used(s, "aa11"), 1);
-    CHECK_INT(registry_delete_function(s, "alpha"), 0);
-    CHECK_INT(registry_delete_function(s, "alpha"), ERR_NOTFOUND);
-    CHECK_INT(registry_artifact_used(s, "bb22"), 0);
-    CHECK_INT(registry_artifact_used(s, "aa11"), 1); /* beta still uses it */
-    CHECK_INT(registry_next_version(s, "alpha", &next), 0);
+    CHECK_INT(registry_artifact_used(r, "aa11"), 1);
+    CHECK_INT(registry_delete_function(r, "alpha"), 0);
+    CHECK_INT(registry_delete_function(r, "alpha"), ERR_NOTFOUND);
+    CHECK_INT(registry_artifact_used(r, "bb22"), 0);
+    CHECK_INT(registry_artifact_used(r, "aa11"), 1); /* beta still uses it */
+    CHECK_INT(registry_next_version(r, "alpha", &next), 0);
     CHECK_INT(next, 1);
+    registry_close(r);
     store_close(s);
 
     s = open_store();
+    r = open_registry(s);
     seen after = {0};
-    registry_each_active(s, record, &after);
+    registry_each_active(r, record, &after);
     CHECK_INT(after.n, 1);
     CHECK_STR(after.names[0], "beta");
+    registry_close(r);
     store_close(s);
 }
 
