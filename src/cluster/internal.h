@@ -6,8 +6,8 @@
  *   bridge.c        the worker thread and the calls back to the loop
  *   node.c          heartbeats and the nodes view
  *   route.c         direct invocations between nodes, both ways
- *   registry_js.c   the registry interface on the key-value bucket, and its
- *                   watcher thread
+ *   registry_js.c   the registry interface on the key-value bucket
+ *   watch.c         the thread that follows the bucket
  *   chunks.c        artifacts as chunks of the artifact stream
  *
  * The struct cluster is owned by cluster.c; each file touches the fields its
@@ -87,7 +87,16 @@ int cluster__route_start(cluster *c, char *err, size_t errcap);
 /* Unsubscribes; invocations sent away and not answered get status 0. */
 void cluster__route_stop(cluster *c);
 
-/* registry_js.c: following the bucket, and the thread that watches it. */
+/* watch.c: a thread that follows the bucket until c stops, and calls heard
+ * (on itself) with each change: the key without its "fn."/"tr." and the
+ * value (taken; NULL: deleted); CLUSTER_CH_READY once the current values
+ * are in, again after each new start (a reconnect). */
+#define CLUSTER_KEY_MAX (SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8)
+enum cluster_change { CLUSTER_CH_FUNCTION, CLUSTER_CH_TRIGGER, CLUSTER_CH_READY };
+typedef void (*cluster_heard_fn)(void *data, enum cluster_change kind, const char *key, char *text);
+int cluster__watch_start(cluster *c, cluster_heard_fn heard, void *data, pthread_t *out);
+
+/* registry_js.c: following the bucket (its watcher). */
 void cluster__registry_follow(rjs *r);
 /* Joins the watcher; the registry stays usable (locally) until closed. */
 void cluster__registry_stop(rjs *r);

@@ -437,12 +437,11 @@ static void on_registry_ready(rjs *r)
 }
 
 /* A change the watcher saw, for the loop. */
-enum change_kind { CH_FN, CH_TR, CH_READY };
 typedef struct change {
     rjs *r;
-    enum change_kind kind;
-    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8];
-    char *text; /* the value, NULL-terminated; NULL: deleted */
+    enum cluster_change kind;
+    char key[CLUSTER_KEY_MAX];
+    char *text; /* the value, NUL-terminated; NULL: deleted */
 } change;
 
 static void drop_change(void *arg)
@@ -458,9 +457,9 @@ static void on_change(void *arg)
     rjs *r = ch->r;
     /* While stopping, registry changes wait for the next start. */
     if (!r->c->quiet) {
-        if (ch->kind == CH_READY) {
+        if (ch->kind == CLUSTER_CH_READY) {
             on_registry_ready(r);
-        } else if (ch->kind == CH_TR) {
+        } else if (ch->kind == CLUSTER_CH_TRIGGER) {
             on_trigger_entry(r, ch->key, ch->text);
         } else {
             fn_sync *s = sync_of(r, ch->key);
@@ -475,35 +474,10 @@ static void on_change(void *arg)
     drop_change(ch);
 }
 
-/* --- The watcher thread ---------------------------------------------------------------------- */
-
-/* A watcher whose consumer lived on a lost server stops hearing, silently,
- * until nats.c notices missed heartbeats. The bucket's stream, replicated,
- * knows its last revision: behind it for over a second, watch again. */
-static int watcher_behind(cluster *c, uint64_t seen, uint64_t *since)
+/* From the watcher thread (watch.c): a change, for the loop. */
+static void on_heard(void *data, enum cluster_change kind, const char *key, char *text)
 {
-    static __thread uint64_t checked;
-    uint64_t now = clock_mono_ns() / 1000000;
-    if (now - checked < 1000) return 0;
-    checked = now;
-    jsStreamInfo *si = NULL;
-    if (js_GetStreamInfo(&si, c->js, "KV_" CLUSTER_BUCKET, NULL, NULL) != NATS_OK) return 0;
-    uint64_t last = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    if (last <= seen) {
-        *since = 0;
-        return 0;
-    }
-    if (!*since) *since = now;
-    if (now - *since < 1000) return 0;
-    *since = 0;
-    log_info("cluster: the registry watcher fell behind (revision %llu of %llu); watching again",
-             (unsigned long long)seen, (unsigned long long)last);
-    return 1;
-}
-
-static void post_change(rjs *r, enum change_kind kind, const char *key, char *text)
-{
+    rjs *r = data;
     change *ch = calloc(1, sizeof *ch);
     if (!ch) {
         free(text);
@@ -514,64 +488,9 @@ static void post_change(rjs *r, enum change_kind kind, const char *key, char *te
     bridge_post(r->c->bridge, on_change, drop_change, ch);
 }
 
-static void *watcher_main(void *arg)
-{
-    rjs *r = arg;
-    cluster *c = r->c;
-    kvWatcher *w = NULL;
-    kvWatchOptions o;
-    kvWatchOptions_Init(&o);
-    natsStatus s;
-    uint64_t seen = 0, behind_since = 0;
-    while (!c->stopping) {
-        /* (Again) from the current values: after a reconnect or an error the
-         * watcher's consumer may be gone; applying a value twice is harmless. */
-        if (!w || c->rewatch) {
-            c->rewatch = 0;
-            kvWatcher_Destroy(w);
-            w = NULL;
-            s = kvStore_Watch(&w, c->kv, ">", &o);
-            if (s != NATS_OK) {
-                log_warn("cluster: cannot watch the registry (trying again): %s",
-                         natsStatus_GetText(s));
-                w = NULL;
-                usleep(500 * 1000);
-                continue;
-            }
-        }
-        kvEntry *ent = NULL;
-        s = kvWatcher_Next(&ent, w, 500);
-        if (s == NATS_TIMEOUT) {
-            if (watcher_behind(c, seen, &behind_since)) c->rewatch = 1;
-            continue;
-        }
-        if (s != NATS_OK) {
-            c->rewatch = 1;
-            usleep(200 * 1000);
-            continue;
-        }
-        if (!ent) { /* the current values are all in */
-            post_change(r, CH_READY, "", NULL);
-            continue;
-        }
-        if (kvEntry_Revision(ent) > seen) seen = kvEntry_Revision(ent);
-        const char *key = kvEntry_Key(ent);
-        int put = kvEntry_Operation(ent) == kvOp_Put;
-        int is_fn = strncmp(key, "fn.", 3) == 0, is_tr = strncmp(key, "tr.", 3) == 0;
-        if ((is_fn || is_tr) && strlen(key + 3) < sizeof((change *)0)->key) {
-            char *text = put ? strndup(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent)) : NULL;
-            if (!put || text) post_change(r, is_fn ? CH_FN : CH_TR, key + 3, text);
-        }
-        kvEntry_Destroy(ent);
-    }
-    kvWatcher_Destroy(w);
-    return NULL;
-}
-
 void cluster__registry_follow(rjs *r)
 {
-    if (r->watching) return;
-    if (pthread_create(&r->watcher, NULL, watcher_main, r) == 0) r->watching = 1;
+    if (!r->watching && cluster__watch_start(r->c, on_heard, r, &r->watcher) == 0) r->watching = 1;
 }
 
 void cluster__registry_stop(rjs *r)
