@@ -34,10 +34,11 @@
  * schedules (cron-like publishes) — each a kind of entry with put, remove,
  * each and an event when another node changes one.
  *
- * All calls are made on the loop. Calls that wait for a disk or a network
- * take a callback; the rest answer at once: in a cluster the local change is
- * made at once and its replication queued (a replication that fails is
- * logged; the change stands here).
+ * All calls are made on the loop. What may take long (storing an artifact,
+ * anything that waits for the network) completes through a callback; the
+ * rest answer at once (a few rows in SQLite): in a cluster the local change
+ * is made at once and its replication queued on the worker thread (one that
+ * fails is logged; the change stands here).
  */
 #ifndef SPATE_REGISTRY_H
 #define SPATE_REGISTRY_H
