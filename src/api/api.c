@@ -6,7 +6,6 @@
 
 #include "api/internal.h"
 #include "api/artifact.h"
-#include "cluster/cluster.h"
 #include "api/json.h"
 #include "common/err.h"
 #include "common/fmt.h"
@@ -367,13 +366,12 @@ static void invoke(api *a, http_request *req, const route_match *m)
     req->data = ai;
     req->on_abort = on_invoke_abort;
     /* No room here: another node may have some (cluster mode). */
-    if (a->cluster && !pool_has_room(f->pool)) {
+    if (!pool_has_room(f->pool)) {
         ai->a = a;
         snprintf(ai->function, sizeof ai->function, "%s", f->name);
-        if (cluster_route_invoke(a->cluster, f->name, ai->request_id, ai->payload.data,
-                                 ai->payload.len,
-                                 ip.timeout_ms ? ip.timeout_ms : f->active.config.timeout_ms,
-                                 on_routed_done, ai) == 0) {
+        if (functions_route(a->table, f, ai->request_id, ai->payload.data, ai->payload.len,
+                            ip.timeout_ms ? ip.timeout_ms : f->active.config.timeout_ms,
+                            on_routed_done, ai) == 0) {
             req->on_abort = NULL; /* it runs elsewhere; the answer is dropped if the client left */
             return;
         }
@@ -490,12 +488,10 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
 static void on_deployed(const deploy_result *r, void *data)
 {
     http_request *req = data;
-    api *a = req->data;
     if (r->status >= 400) {
         http_respond_error(req, r->status, r->code, "%s", r->message);
         return;
     }
-    if (a->cluster) cluster_announce_deploy(a->cluster, r->f);
     cJSON *doc = json_function(r->f, NULL, 0, NULL, 1); /* an admin's */
     if (req->method == HTTP_PATCH) cJSON_AddBoolToObject(doc, "changed", 1);
     api_respond_json(req, r->status, doc);
@@ -547,7 +543,6 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
         http_respond_error(req, 400, "bad_artifact", "%s", why);
         return;
     }
-    req->data = a;
     functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
 }
 
@@ -575,18 +570,18 @@ static void configure_fn(api *a, http_request *req, const route_match *m)
         api_respond_json(req, 200, doc);
         return;
     }
-    req->data = a;
     functions_reconfigure(a->table, f->name, &p.cfg, on_deployed, req);
 }
 
 static void list_nodes(api *a, http_request *req)
 {
     cJSON *doc = cJSON_CreateObject();
-    cJSON_AddBoolToObject(doc, "cluster", a->cluster != NULL);
-    if (a->cluster) {
-        cJSON_AddStringToObject(doc, "self", cluster_node_id(a->cluster));
-        cJSON_AddBoolToObject(doc, "connected", cluster_connected(a->cluster));
-        cJSON_AddItemToObject(doc, "nodes", cluster_nodes_json(a->cluster));
+    const api_nodes *n = &a->nodes;
+    cJSON_AddBoolToObject(doc, "cluster", n->json != NULL);
+    if (n->json) {
+        cJSON_AddStringToObject(doc, "self", n->self(n->data));
+        cJSON_AddBoolToObject(doc, "connected", n->connected(n->data));
+        cJSON_AddItemToObject(doc, "nodes", n->json(n->data));
     } else {
         cJSON *arr = cJSON_AddArrayToObject(doc, "nodes");
         cJSON *o = cJSON_CreateObject();
@@ -687,7 +682,6 @@ static void delete_now(delete_req *d)
     else if (rc != 0)
         http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
     if (rc != 0) return delete_free(d);
-    if (a->cluster) cluster_announce_delete(a->cluster, name);
     if (!d->force) {
         http_respond(req, 204, NULL, NULL, NULL, 0);
         return delete_free(d);
@@ -871,9 +865,9 @@ void api_set_function_uids(api *a, int (*is_function_uid)(uid_t uid, void *data)
     a->function_uid_data = data;
 }
 
-void api_set_cluster(api *a, struct cluster *c)
+void api_set_nodes(api *a, const api_nodes *nodes)
 {
-    a->cluster = c;
+    a->nodes = *nodes;
 }
 
 void api_free(api *a)

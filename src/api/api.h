@@ -5,7 +5,9 @@
 #ifndef SPATE_API_H
 #define SPATE_API_H
 
+#include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "http/server.h"
@@ -37,10 +39,17 @@ void api_set_limits(api *a, const api_limits *limits);
  * The predicate and data are borrowed for the life of the api. Without it
  * only peers whose uid is unknown are treated so. */
 void api_set_function_uids(api *a, int (*is_function_uid)(uid_t uid, void *data), void *data);
-/* Cluster mode: deploys and deletes are announced, invocations that find no
- * room here are routed (cluster/cluster.h). */
-struct cluster;
-void api_set_cluster(api *a, struct cluster *c);
+/* Cluster mode: what the API shows of the nodes (GET /v1/nodes, /metrics),
+ * read-only, filled by spated's main. Without it the API shows one node. */
+typedef struct api_nodes {
+    const char *(*self)(void *data); /* this node's id */
+    int (*connected)(void *data);    /* to the cluster now */
+    uint32_t (*live)(void *data);    /* nodes heard from lately */
+    cJSON *(*json)(void *data);      /* the nodes, this one first; caller owns */
+    void *data;
+} api_nodes;
+/* Copied; its data borrowed for the life of the api. */
+void api_set_nodes(api *a, const api_nodes *nodes);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

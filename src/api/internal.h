@@ -16,7 +16,7 @@ struct api {
     queue *q;
     triggers *tr;
     api_limits limits;
-    struct cluster *cluster;                    /* NULL: a single node */
+    api_nodes nodes;                            /* nodes.json NULL: a single node */
     int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
     void *function_uid_data;
 };
@@ -70,7 +70,7 @@ int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char
 /* api/untrigger.c: {"topic": T, "function": F}, as answers name a trigger. */
 cJSON *api_trigger_ref(const char *topic, const char *function);
 /* Removes the triggers refs names ([api_trigger_ref...], taken), announcing
- * each in cluster mode, then calls cb once — perhaps before returning — with
+ * then calls cb once — perhaps before returning — with
  * those removed (the callback's to free) and the first failure, or NULL when
  * there was none (a trigger already gone is no failure). */
 typedef void (*api_untriggered_cb)(void *data, cJSON *removed, const char *err);

@@ -3,60 +3,12 @@
 #include <math.h>
 #include <string.h>
 
+#include "common/fnconfig_json.h"
 #include "common/limits.h"
-
-/* Adds the "K=V" lines of text to obj: as "K": "V" with values, else as
- * "K": null (the name only), or, when obj is an array, as the names. */
-static void add_vars(cJSON *obj, const char *text, int values)
-{
-    for (const char *p = text; p && *p;) {
-        size_t len = strcspn(p, "\n");
-        char line[SPATE_ENV_BYTES_MAX + 1];
-        if (len < sizeof line) {
-            memcpy(line, p, len);
-            line[len] = '\0';
-            char *eq = strchr(line, '=');
-            if (eq) {
-                *eq = '\0';
-                if (cJSON_IsArray(obj))
-                    cJSON_AddItemToArray(obj, cJSON_CreateString(line));
-                else if (values)
-                    cJSON_AddStringToObject(obj, line, eq + 1);
-                else
-                    cJSON_AddNullToObject(obj, line);
-            }
-        }
-        p += len + (p[len] == '\n');
-    }
-}
-
-cJSON *json_config(const fn_config *c)
-{
-    cJSON *o = json_config_shown(c, 1);
-    /* The registry's copy: the secrets' values too (cluster/cluster.c). */
-    cJSON_DeleteItemFromObjectCaseSensitive(o, "secrets");
-    add_vars(cJSON_AddObjectToObject(o, "secrets"), c->secrets, 1);
-    return o;
-}
 
 cJSON *json_config_shown(const fn_config *c, int env_values)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "runtime", fnconfig_runtime_name(c->runtime));
-    cJSON_AddNumberToObject(o, "min", c->min_instances);
-    cJSON_AddNumberToObject(o, "max", c->max_instances);
-    cJSON_AddNumberToObject(o, "timeout_ms", c->timeout_ms);
-    cJSON_AddNumberToObject(o, "memory_mb", c->memory_mb);
-    cJSON_AddNumberToObject(o, "keep_alive_ms", c->keep_alive_ms);
-    cJSON_AddNumberToObject(o, "queue", c->queue_max);
-    cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
-    cJSON_AddBoolToObject(o, "network", c->network);
-    cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
-    /* Values only for who may see them (admin); names for the others. */
-    add_vars(cJSON_AddObjectToObject(o, "env"), c->env, env_values);
-    /* Secrets: the names, to anyone; their values are never shown. */
-    add_vars(cJSON_AddArrayToObject(o, "secrets"), c->secrets, 0);
-    return o;
+    return fnconfig_json(c, env_values, 0);
 }
 
 static void add_instances(cJSON *o, const pool_stats *s)
@@ -67,19 +19,6 @@ static void add_instances(cJSON *o, const pool_stats *s)
     cJSON_AddNumberToObject(i, "busy", s->busy);
     cJSON_AddNumberToObject(i, "stopping", s->stopping);
     cJSON_AddNumberToObject(o, "waiting", s->waiting);
-}
-
-cJSON *json_trigger_config(const char *topic, const q_sub_config *cfg)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "topic", topic);
-    cJSON_AddStringToObject(o, "function", cfg->function);
-    cJSON_AddNumberToObject(o, "max_attempts", cfg->max_attempts);
-    cJSON_AddStringToObject(o, "dlq", cfg->dlq);
-    cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
-    cJSON_AddNumberToObject(o, "deadline_ms", cfg->deadline_ms);
-    cJSON_AddNumberToObject(o, "max_concurrency", cfg->max_concurrency);
-    return o;
 }
 
 cJSON *json_function_summary(const fn *f)

@@ -7,18 +7,10 @@
 #include "sched/functions.h"
 #include "sched/triggers.h"
 
-/* A version's whole configuration, as the cluster registry keeps it:
- * runtime, min, max, timeout_ms, memory_mb, keep_alive_ms, queue,
- * cpu_millis, network, env {K: V}, secrets {K: V}. Never for an answer of
- * the API: it holds the secrets' values. Caller owns. */
-cJSON *json_config(const fn_config *c);
 /* The configuration as the API shows it: env with its values (env_values 1,
  * admin) or only its names, each mapped to null; secrets as a list of names,
  * to anyone. Caller owns. */
 cJSON *json_config_shown(const fn_config *c, int env_values);
-/* A trigger's configuration: topic, function, max_attempts, dlq, ordered,
- * deadline_ms, max_concurrency (the API's and the cluster registry's). */
-cJSON *json_trigger_config(const char *topic, const q_sub_config *cfg);
 /* One line of the list: name, version, runtime, instances. Caller owns. */
 cJSON *json_function_summary(const fn *f);
 /* A whole description; with versions (read through table) when asked, and

@@ -19,7 +19,6 @@
 
 #include "api/internal.h"
 #include "common/limits.h"
-#include "cluster/cluster.h"
 #include "common/buf.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
@@ -357,13 +356,14 @@ static void write_process(scrape *s)
         buf_printf(&s->out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
     }
 
-    if (s->a->cluster) {
+    const api_nodes *nodes = &s->a->nodes;
+    if (nodes->json) {
         family(s, "spate_cluster_nodes", "gauge",
                "Nodes of the cluster heard from in the last 5 s.");
-        buf_printf(&s->out, "spate_cluster_nodes %u\n", cluster_live_nodes(s->a->cluster));
+        buf_printf(&s->out, "spate_cluster_nodes %u\n", nodes->live(nodes->data));
         family(s, "spate_cluster_connected", "gauge",
                "1 while the node is connected to a NATS server, 0 while it reconnects.");
-        buf_printf(&s->out, "spate_cluster_connected %d\n", cluster_connected(s->a->cluster));
+        buf_printf(&s->out, "spate_cluster_connected %d\n", nodes->connected(nodes->data));
     }
     family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
     buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());

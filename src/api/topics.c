@@ -14,7 +14,6 @@
 
 #include "api/internal.h"
 #include "api/json.h"
-#include "cluster/cluster.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
@@ -130,7 +129,7 @@ static int add_message(parse_state *ps, const buf *body, size_t off, size_t len,
 typedef struct publish_ctx {
     http_request *req;
     size_t n;
-    int cluster; /* JetStream: a batch is not one transaction */
+    int shared; /* a queue shared by nodes: a batch is not one transaction */
 } publish_ctx;
 
 static void on_published(void *data, int status, uint64_t first)
@@ -144,7 +143,7 @@ static void on_published(void *data, int status, uint64_t first)
         http_respond_error(req, 503, "cluster_unavailable",
                            "this node is cut off from NATS and reconnecting; nothing was "
                            "published (another node can take it)");
-    } else if (status != 0 && c->cluster) {
+    } else if (status != 0 && c->shared) {
         http_respond_error(req, 503, "store_unavailable",
                            "JetStream did not store every message (see the node's log); some may "
                            "have been stored: publish again");
@@ -229,7 +228,7 @@ static void publish(api *a, http_request *req, const char *topic)
     }
     c->req = req;
     c->n = ps.n;
-    c->cluster = a->cluster != NULL;
+    c->shared = (queue_flags(a->q) & QUEUE_SHARED) != 0;
     free(ps.msgs);
     buf_free(&ps.keys);
     queue_publish(a->q, topic, body, in, c->n, on_published, c);
@@ -245,7 +244,7 @@ static double age_s(int64_t oldest_ms)
 
 static cJSON *trigger_json(const trigger_view *v)
 {
-    cJSON *o = json_trigger_config(v->topic, v->cfg);
+    cJSON *o = registry_trigger_json(v->topic, v->cfg);
     cJSON_AddNumberToObject(o, "depth", (double)v->stats.depth);
     cJSON_AddNumberToObject(o, "in_flight", (double)v->stats.leased);
     cJSON_AddNumberToObject(o, "retrying", (double)v->stats.retrying);
@@ -555,13 +554,10 @@ static void on_trigger_done(void *data, int status)
         http_respond_error(t->req, 503, "store_unavailable", "cannot save the trigger: %s",
                            err_str(status));
     } else if (t->removing) {
-        if (t->a->cluster) cluster_announce_untrigger(t->a->cluster, t->topic, t->function);
         http_respond(t->req, 204, NULL, NULL, NULL, 0);
     } else {
         cJSON *doc = NULL;
         q_sub *sub = queue_find_sub(t->a->q, t->topic, t->function);
-        if (sub && t->a->cluster)
-            cluster_announce_trigger(t->a->cluster, t->topic, queue_sub_config(sub));
         if (sub) {
             trigger_view v = {.topic = t->topic, .cfg = queue_sub_config(sub)};
             queue_sub_stats(sub, &v.stats);
@@ -766,7 +762,8 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
     /* In a cluster, a topic published to through another node a moment ago
      * may not be listed here yet: the queue finds its stream, or says 404. */
     q_topic_stats ts;
-    if (!a->cluster && queue_topic_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
+    if (!(queue_flags(a->q) & QUEUE_SHARED) &&
+        queue_topic_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
         http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
         delete_req_free(d);
         return;

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "api/internal.h"
-#include "cluster/cluster.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -56,7 +55,6 @@ static void on_removed(void *data, int status)
     batch *b = r->b;
     if (status == 0) {
         cJSON_AddItemToArray(b->removed, api_trigger_ref(r->topic, r->function));
-        if (b->a->cluster) cluster_announce_untrigger(b->a->cluster, r->topic, r->function);
         log_info("removed trigger (force) topic=%s fn=%s", r->topic, r->function);
     } else {
         failed(b, r->topic, r->function, err_str(status));

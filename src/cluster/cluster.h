@@ -1,24 +1,29 @@
 /*
  * cluster.h - spated as one node of many (--cluster nats://...): the nodes
- * share their registry of functions through NATS JetStream and hand direct
- * invocations to each other when they have no room.
+ * share their registry through NATS JetStream and hand direct invocations
+ * to each other when they have no room.
  *
- *   registry   a JetStream key-value bucket, key fn.NAME -> the version's
- *              SHA-256, size and configuration; every node watches it and
- *              makes its own functions match (deploying, or deleting)
+ *   registry   the registry interface (store/registry.h) on JetStream
+ *              (registry_js.c): a key-value bucket, key fn.NAME -> the
+ *              version's SHA-256, size and configuration, tr.FUNCTION.TOPIC
+ *              -> a trigger's; every node watches it and tells its user of
+ *              changes made elsewhere; each node keeps its own SQLite
+ *              registry beneath it
  *   artifacts  a JetStream stream, one message per 256 KiB chunk
  *              (spate.artifact.SHA.I) and a count (spate.artifact.SHA.n);
  *              fetched chunk by chunk and checked against the SHA-256
  *   nodes      heartbeats on spate.node.hb every second; a node unheard of
- *              for 5 s is down
+ *              for 5 s is down (node.c)
  *   invokes    requests on spate.invoke.NAME to the queue group of all nodes;
  *              a node without room (or the asker itself) answers "busy" and
- *              the asker tries again, then runs it itself
+ *              the asker tries again, then runs it itself (route.c)
  *
  * nats.c blocks (JetStream calls, the key-value watcher) or calls back on its
- * own threads; all of that stays in two threads of this module, which talk to
- * the loop through a locked list and a uv_async. Everything else here runs on
- * the loop.
+ * own threads; all of that stays in this module's threads, which talk to the
+ * loop through a bridge (cluster/bridge.h). Everything else here runs on the
+ * loop. The cluster knows nothing of the scheduler: spated's main wires what
+ * it needs of it (the figures of heartbeats, the handler of invocations
+ * other nodes send).
  */
 #ifndef SPATE_CLUSTER_H
 #define SPATE_CLUSTER_H
@@ -28,8 +33,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "sched/functions.h"
-#include "sched/triggers.h"
+#include "store/registry.h"
 
 typedef struct cluster cluster;
 
@@ -40,13 +44,18 @@ typedef struct cluster_config {
     uint32_t replicas;    /* of streams and the bucket; 0: 3 with 3 servers or more, else 1 */
 } cluster_config;
 
-/* Connects, creates (or binds) the bucket and the stream, and starts
- * following the registry. On failure err says why. */
-int cluster_start(uv_loop_t *loop, const cluster_config *cfg, functions *table, cluster **out,
-                  char *err, size_t errcap);
+/* Connects and creates (or binds) the buckets and the artifact stream. On
+ * failure err says why. */
+int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, char *err,
+                  size_t errcap);
+/* The registry of the cluster over this node's own one (local, taken):
+ * every change made through it reaches every node. One per cluster; it
+ * outlives cluster_stop (free it with registry_close after). */
+int cluster_registry(cluster *c, registry *local, registry **out);
 /* Once the API listens: the URL other nodes see in heartbeats. */
 void cluster_set_api_url(cluster *c, const char *url);
-/* Starts following the registry (after cluster_attach_triggers). */
+/* Starts following the registry: the changes other nodes made, and those
+ * they make from now on, reach the registry's events. */
 void cluster_follow(cluster *c);
 /* spated is stopping: no more registry changes applied, no invocations
  * taken from other nodes, no heartbeats (its topics still work). */
@@ -56,9 +65,10 @@ void cluster_stop(cluster *c);
 
 const char *cluster_node_id(const cluster *c);
 
-/* A deploy or delete made through this node: tell the other nodes. */
-void cluster_announce_deploy(cluster *c, const fn *f);
-void cluster_announce_delete(cluster *c, const char *name);
+/* What this node's heartbeats say of it: instances running, functions
+ * deployed. fn and data are borrowed until cluster_stop. */
+typedef void (*cluster_figures_fn)(void *data, uint32_t *instances, uint32_t *deployed);
+void cluster_set_figures(cluster *c, cluster_figures_fn fn, void *data);
 
 /* Runs an invocation on another node that has room. Returns -1 when there is
  * no other live node (run it here); else cb follows exactly once: status is
@@ -69,9 +79,21 @@ typedef void (*cluster_invoke_cb)(int status, const char *body, size_t len, cons
 int cluster_route_invoke(cluster *c, const char *function, const char *request_id,
                          const void *payload, size_t len, uint32_t timeout_ms, cluster_invoke_cb cb,
                          void *data);
+/* An invocation another node sent here: the handler runs it, or declines,
+ * and calls answer(ctx, ...) exactly once, perhaps before returning: status
+ * 200 with the output; 0 when not taken (busy: the asker asks another
+ * node); else the HTTP status of the failure with its code and message.
+ * payload is borrowed until answer. Without a handler every one is busy. */
+typedef void (*cluster_answer_fn)(void *ctx, int status, const char *code, const char *body,
+                                  size_t len);
+typedef void (*cluster_invoke_handler)(void *data, const char *function, const char *request_id,
+                                       const void *payload, size_t len, uint32_t timeout_ms,
+                                       cluster_answer_fn answer, void *ctx);
+void cluster_set_invoke_handler(cluster *c, cluster_invoke_handler h, void *data);
 
 /* For the cluster's queue (cluster/jsqueue.c): work runs on the worker
- * thread, then done on the loop; post runs fn on the loop (from any thread). */
+ * thread, then done on the loop; post runs fn on the loop (from any thread)
+ * (cluster/bridge.h, without drop). */
 typedef void (*cluster_fn)(void *arg);
 void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg);
 void cluster_post(cluster *c, cluster_fn call, void *arg);
@@ -88,12 +110,6 @@ void cluster_acks_end(cluster *c);
  * count hand-backs that never ran it (jsqueue.c). */
 struct __kvStore *cluster_attempts(const cluster *c);
 int cluster_replicas(const cluster *c);
-
-/* Triggers: added or removed through this node's API, told to the others;
- * those the registry holds are applied to tr. */
-void cluster_attach_triggers(cluster *c, triggers *tr);
-void cluster_announce_trigger(cluster *c, const char *topic, const q_sub_config *cfg);
-void cluster_announce_untrigger(cluster *c, const char *topic, const char *function);
 
 /* The nodes heard from, this one first: [{"id", "url", "instances", ...}]. */
 cJSON *cluster_nodes_json(const cluster *c);

@@ -369,6 +369,39 @@
  * it is answered. */
 #define SPATE_JS_READ_MAX 1024
 
+/* --- Cluster (cluster/) ---------------------------------------------------- */
+
+/* An artifact travels between nodes in chunks of this size, each one message
+ * of the artifact stream: well under NATS's default 1 MiB message limit
+ * (its ceiling), so a server with default settings carries them. */
+#define SPATE_CLUSTER_CHUNK (256u * KIB)
+/* An artifact fetched from another node may announce at most this size;
+ * a count above it is refused as corrupt. Far above SPATE_ARTIFACT_MAX,
+ * which bounds what a deploy can upload. */
+#define SPATE_CLUSTER_ARTIFACT_MAX (1024ull * MIB)
+/* Nodes a node keeps track of (heartbeats from more are not shown). */
+#define SPATE_CLUSTER_NODES_MAX 64
+/* Heartbeats go out this often (ms); a node unheard of for
+ * SPATE_CLUSTER_NODE_DOWN_MS is down: five missed beats. */
+#define SPATE_CLUSTER_HEARTBEAT_MS 1000
+#define SPATE_CLUSTER_NODE_DOWN_MS 5000
+/* PINGs to the NATS server this often (ms), two unanswered then the
+ * connection counts as lost: a silent partition shows within ~6 s, not
+ * nats.c's default of minutes. */
+#define SPATE_CLUSTER_PING_MS 2000
+/* A direct invoke larger than this runs where it arrived: routed ones travel
+ * as one NATS message (default limit 1 MiB). */
+#define SPATE_CLUSTER_ROUTED_PAYLOAD_MAX (512u * KIB)
+/* A registry write is tried this many times, this far apart (ms): half a
+ * minute, long enough for JetStream to elect new leaders after a server is
+ * lost. */
+#define SPATE_CLUSTER_JOB_TRIES 60
+#define SPATE_CLUSTER_JOB_RETRY_MS 500
+/* How long a message's record of failed attempts outlives it (ns): longer
+ * than any retry schedule (SPATE_RETRY_CAP_MS times SPATE_MAX_ATTEMPTS_CEILING
+ * is under an hour); one left behind goes by itself. */
+#define SPATE_CLUSTER_ATTEMPTS_TTL_NS (7LL * 24 * 3600 * 1000000000)
+
 /* --- Daemon ----------------------------------------------------------------- */
 
 /* Time given to in-flight invocations on SIGTERM before they are cut (ms). */

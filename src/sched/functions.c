@@ -10,11 +10,10 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/strmap.h"
-#include "store/artifacts.h"
 
 struct functions {
     uv_loop_t *loop;
-    store *st;
+    registry *reg;
     const char *runner_path;
     strmap byname;
     list_node retiring; /* functions whose pools are stopping */
@@ -22,6 +21,8 @@ struct functions {
     int pools_open;
     void (*close_cb)(void *);
     void *close_data;
+    fn_route_fn route; /* cluster mode: to run a direct invoke elsewhere */
+    void *router;
 };
 
 /* --- Environment of a version's processes -------------------------------------- */
@@ -91,10 +92,7 @@ static void free_env_array(char **env)
 static int version_spec(functions *t, const char *name, uint32_t version, const char *sha,
                         const fn_config *c, pool_version_spec *spec, char *path, size_t pathcap)
 {
-    if (c->runtime == RUNTIME_EXEC)
-        artifacts_unpacked_path(store_dir(t->st), sha, path, pathcap);
-    else
-        artifacts_path(store_dir(t->st), sha, path, pathcap);
+    registry_artifact_path(t->reg, sha, c->runtime == RUNTIME_EXEC, path, pathcap);
     spec->version = version;
     spec->runtime = c->runtime;
     spec->memory_mb = c->memory_mb;
@@ -193,16 +191,16 @@ static int restore_one(const reg_version *v, int64_t created_ms, void *data)
     return rc;
 }
 
-int functions_open(uv_loop_t *loop, store *st, const char *runner_path, functions **out)
+int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, functions **out)
 {
     functions *t = calloc(1, sizeof *t);
     if (!t) return ERR_NOMEM;
     t->loop = loop;
-    t->st = st;
+    t->reg = reg;
     t->runner_path = runner_path;
     strmap_init(&t->byname);
     list_init(&t->retiring);
-    int rc = registry_each_active(st, restore_one, t);
+    int rc = registry_each_active(reg, restore_one, t);
     if (rc) log_error("cannot restore functions from the store: %s", err_str(rc));
     *out = t;
     return rc;
@@ -291,13 +289,12 @@ uint32_t functions_count(functions *t)
 
 int functions_versions(functions *t, const fn *f, registry_version_cb cb, void *data)
 {
-    return registry_each_version(t->st, f->name, cb, data);
+    return registry_each_version(t->reg, f->name, cb, data);
 }
 
 /* --- Deploy ---------------------------------------------------------------------------- */
 
 typedef struct deploy {
-    uv_work_t work;
     functions *t;
     fn *f;
     fn_config cfg;
@@ -331,8 +328,8 @@ static void finish_deploy(deploy *d, int status, const char *code, const char *f
         log_warn("deploy failed: %s fn=%s", msg, f->name);
         /* Leave nothing behind: the artifact if no version uses it, the
          * function if this was its first deploy. */
-        if (d->sha[0] && registry_artifact_used(d->t->st, d->sha) == 0)
-            artifacts_remove(store_dir(d->t->st), d->sha);
+        if (d->sha[0] && registry_artifact_used(d->t->reg, d->sha) == 0)
+            registry_artifact_remove(d->t->reg, d->sha);
         if (!f->registered) {
             r.f = NULL;
             retire_fn(d->t, f, 0);
@@ -360,7 +357,7 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     snprintf(v.function, sizeof v.function, "%s", f->name);
     memcpy(v.sha256, d->sha, sizeof v.sha256);
     v.config = d->cfg;
-    if (registry_put_version(d->t->st, &v)) {
+    if (registry_put_version(d->t->reg, &v)) {
         pool_discard(p, version);
         finish_deploy(d, 500, "store_error", "cannot record the new version in the store");
         return;
@@ -377,23 +374,16 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     finish_deploy(d, created ? 201 : 200, NULL, NULL);
 }
 
-static void store_artifact(uv_work_t *w)
-{
-    deploy *d = w->data;
-    const char *dir = store_dir(d->t->st);
-    d->rc = artifacts_put(dir, d->artifact.data, d->artifact.len, d->sha, d->err, sizeof d->err);
-    if (d->rc == 0 && d->cfg.runtime == RUNTIME_EXEC) {
-        d->rc =
-            artifacts_unpack(dir, d->artifact.data, d->artifact.len, d->sha, d->err, sizeof d->err);
-        d->refused = d->rc == ERR_INVAL;
-    }
-}
-
 static void load_version(deploy *d);
 
-static void after_store(uv_work_t *w, int status)
+/* The artifact is stored (on the registry's worker thread). */
+static void on_stored(void *data, int status, const char *sha, const char *err)
 {
-    deploy *d = w->data;
+    deploy *d = data;
+    d->rc = status;
+    d->refused = status == ERR_INVAL;
+    snprintf(d->sha, sizeof d->sha, "%s", sha);
+    snprintf(d->err, sizeof d->err, "%s", err);
     /* Only the size is needed from here on: the file holds the bytes. */
     size_t size = d->artifact.len;
     buf_free(&d->artifact);
@@ -417,7 +407,7 @@ static void load_version(deploy *d)
         finish_deploy(d, 503, "shutting_down", "spated is shutting down");
         return;
     }
-    if (registry_next_version(d->t->st, d->f->name, &d->version)) {
+    if (registry_next_version(d->t->reg, d->f->name, &d->version)) {
         finish_deploy(d, 500, "store_error", "cannot read versions from the store");
         return;
     }
@@ -430,11 +420,6 @@ static void load_version(deploy *d)
     int rc = pool_load_version(d->f->pool, &spec, on_loaded, d);
     free_env_array(spec.env);
     if (rc != 0) finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
-}
-
-void functions_artifact_path(const functions *t, const fn *f, char *out, size_t cap)
-{
-    artifacts_path(store_dir(t->st), f->active.sha256, out, cap);
 }
 
 /* A deploy of name may start: the record for it, which takes cfg and the
@@ -484,10 +469,9 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
 {
     deploy *d = begin_deploy(t, name, cfg, artifact, cb, data);
     if (!d) return;
-    d->work.data = d;
     /* Hashing and syncing 64 MiB must not stall the loop. */
-    if (uv_queue_work(t->loop, &d->work, store_artifact, after_store) != 0)
-        finish_deploy(d, 500, "internal", "cannot queue the artifact write");
+    registry_artifact_put(t->reg, d->artifact.data, d->artifact.len, d->cfg.runtime == RUNTIME_EXEC,
+                          on_stored, d);
 }
 
 void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deploy_cb cb, void *data)
@@ -532,17 +516,102 @@ int functions_delete(functions *t, const char *name)
     if (!f || !f->registered) return ERR_NOTFOUND;
     if (f->deploying) return ERR_BUSY;
     sha_list shas = {0};
-    registry_each_version(t->st, name, collect_sha, &shas);
-    int rc = registry_delete_function(t->st, name);
+    registry_each_version(t->reg, name, collect_sha, &shas);
+    int rc = registry_delete_function(t->reg, name);
     if (rc != 0) {
         free(shas.sha);
         return rc;
     }
     for (size_t i = 0; i < shas.n; i++)
-        if (registry_artifact_used(t->st, shas.sha[i]) == 0)
-            artifacts_remove(store_dir(t->st), shas.sha[i]);
+        if (registry_artifact_used(t->reg, shas.sha[i]) == 0)
+            registry_artifact_remove(t->reg, shas.sha[i]);
     free(shas.sha);
     log_info("deleted fn=%s", name);
     retire_fn(t, f, 1);
     return 0;
+}
+
+registry *functions_registry(functions *t)
+{
+    return t->reg;
+}
+
+/* --- Invocations between nodes (cluster mode) ------------------------------------------ */
+
+void functions_set_router(functions *t, fn_route_fn route, void *router)
+{
+    t->route = route;
+    t->router = router;
+}
+
+int functions_route(functions *t, const fn *f, const char *request_id, const void *payload,
+                    size_t len, uint32_t timeout_ms, fn_routed_cb cb, void *data)
+{
+    if (!t->route) return -1;
+    return t->route(t->router, f->name, request_id, payload, len, timeout_ms, cb, data);
+}
+
+typedef struct routed_in {
+    invocation inv;
+    char request_id[64];
+    fn_answer_cb answer;
+    void *ctx;
+} routed_in;
+
+static void on_routed_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+                           void *data)
+{
+    routed_in *in = data;
+    char msg[SPATE_ERROR_MESSAGE_MAX + 64];
+    switch (outcome) {
+    case INV_OK:
+        in->answer(in->ctx, 200, NULL, body, len);
+        break;
+    case INV_FAILED:
+        in->answer(in->ctx, 502, "function_error", body, len);
+        break;
+    case INV_CRASHED: {
+        int n = snprintf(msg, sizeof msg, "function crashed: %.*s", (int)(len > 2048 ? 2048 : len),
+                         body);
+        in->answer(in->ctx, 502, "function_crashed", msg, (size_t)n);
+        break;
+    }
+    case INV_TIMEOUT:
+        in->answer(in->ctx, 504, "function_timeout", body, len);
+        break;
+    case INV_OVERLOADED:
+        in->answer(in->ctx, 0, "busy", "", 0);
+        break;
+    case INV_UNAVAILABLE:
+        in->answer(in->ctx, 503, "unavailable", body, len);
+        break;
+    }
+    free(in);
+}
+
+void functions_run_routed(functions *t, const char *name, const char *request_id,
+                          const void *payload, size_t len, uint32_t timeout_ms, fn_answer_cb answer,
+                          void *ctx)
+{
+    fn *f = functions_find(t, name, strlen(name));
+    /* No room here: say so at once, the asker asks another. */
+    routed_in *in = f && pool_has_room(f->pool) ? calloc(1, sizeof *in) : NULL;
+    if (!in) {
+        answer(ctx, 0, "busy", "", 0);
+        return;
+    }
+    in->answer = answer;
+    in->ctx = ctx;
+    snprintf(in->request_id, sizeof in->request_id, "%s", request_id);
+    in->inv = (invocation){
+        .request_id = in->request_id,
+        .payload = payload,
+        .payload_len = (uint32_t)len,
+        .attempt = 1,
+        /* At most the asker's; the pool takes the shorter of it and the function's. */
+        .timeout_limit_ms = timeout_ms,
+        .done = on_routed_done,
+        .data = in,
+    };
+    pool_invoke(f->pool, &in->inv);
 }

@@ -18,6 +18,12 @@
 #include "sched/pool.h"
 #include "store/registry.h"
 
+/*
+ * The registry (store/registry.h) is the only way to what is deployed: the
+ * table reads and records versions and artifacts through it, and never
+ * learns whether it is one node's or a cluster's.
+ */
+
 typedef struct functions functions;
 
 typedef struct fn {
@@ -29,9 +35,9 @@ typedef struct fn {
     int deploying;
 } fn;
 
-/* Loads every function of the registry and starts their zygotes.
- * runner_path is borrowed for the life of the table. */
-int functions_open(uv_loop_t *loop, store *st, const char *runner_path, functions **out);
+/* Loads every function of the registry and starts their zygotes. reg and
+ * runner_path are borrowed for the life of the table. */
+int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, functions **out);
 /* Stops every pool (drain: let invocations finish) then frees the table; cb
  * runs when done. */
 void functions_close(functions *t, int drain, void (*cb)(void *data), void *data);
@@ -67,11 +73,41 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
 void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deploy_cb cb,
                            void *data);
 
-/* Where the artifact of f's active version is stored, as uploaded. */
-void functions_artifact_path(const functions *t, const fn *f, char *out, size_t cap);
-
 /* Removes a function: the registry first, then its pool drains and stops.
  * ERR_NOTFOUND, ERR_BUSY (a deploy is in flight) or ERR_STORE. */
 int functions_delete(functions *t, const char *name);
+
+/* The registry the table was opened with. */
+registry *functions_registry(functions *t);
+
+/* --- Invocations between nodes (cluster mode; spated's main wires them) --- */
+
+/* route runs a direct invoke on another node that has room: -1 when there
+ * is none to ask (run it here); else cb follows exactly once: status is the
+ * HTTP status of the answer (body the output or the error's JSON, node the
+ * node that ran it), or 0 when no node had room (run it here). payload is
+ * copied. */
+typedef void (*fn_routed_cb)(int status, const char *body, size_t len, const char *node,
+                             void *data);
+typedef int (*fn_route_fn)(void *router, const char *function, const char *request_id,
+                           const void *payload, size_t len, uint32_t timeout_ms, fn_routed_cb cb,
+                           void *data);
+/* Sets the router (borrowed; NULL: a single node, nothing is routed). */
+void functions_set_router(functions *t, fn_route_fn route, void *router);
+/* A direct invoke of f that found no room here: through the router, as
+ * fn_route_fn says; -1 without one. */
+int functions_route(functions *t, const fn *f, const char *request_id, const void *payload,
+                    size_t len, uint32_t timeout_ms, fn_routed_cb cb, void *data);
+
+/* An invocation another node routed here. answer follows exactly once,
+ * perhaps before this returns: status 200 with the output; 0 when it is not
+ * taken here (no such function, or no room: the asker asks another node);
+ * else the HTTP status of the failure with its code and message. payload is
+ * borrowed until answer; timeout_ms (0: none) may only shorten the
+ * function's. */
+typedef void (*fn_answer_cb)(void *ctx, int status, const char *code, const char *body, size_t len);
+void functions_run_routed(functions *t, const char *name, const char *request_id,
+                          const void *payload, size_t len, uint32_t timeout_ms, fn_answer_cb answer,
+                          void *ctx);
 
 #endif

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 
 #include "common/clock.h"
+#include "common/err.h"
 #include "common/limits.h"
 #include "common/list.h"
 #include "common/log.h"
@@ -415,17 +416,38 @@ queue *triggers_queue(triggers *tr)
     return tr->q;
 }
 
+static void on_function_put(const char *name, fn_config *cfg, buf *artifact,
+                            registry_applied_cb applied, void *applied_data, void *data);
+static int on_function_deleted(const char *name, void *data);
+static void on_trigger_put(const char *topic, const q_sub_config *cfg, registry_done_cb applied,
+                           void *applied_data, void *data);
+static void on_trigger_removed(const char *topic, const char *function, registry_done_cb applied,
+                               void *applied_data, void *data);
+
 void triggers_attach(triggers *tr, queue *q)
 {
     tr->q = q;
+    /* From now on the changes other nodes make reach this one. */
+    registry_events ev = {
+        .function_put = on_function_put,
+        .function_deleted = on_function_deleted,
+        .trigger_put = on_trigger_put,
+        .trigger_removed = on_trigger_removed,
+        .data = tr,
+    };
+    registry_set_events(functions_registry(tr->table), &ev);
     queue_each_sub(q, attach_one, tr);
     uv_timer_start(&tr->tick, on_tick, SPATE_AUTOSCALE_TICK_MS, SPATE_AUTOSCALE_TICK_MS);
 }
 
+/* A trigger added or removed: through this node (recorded in the registry,
+ * which tells the other nodes), or as the registry says (made elsewhere:
+ * applied to the queue only). */
 typedef struct add_ctx {
     triggers *tr;
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char function[SPATE_NAME_MAX + 1];
+    int record;
     queue_done_cb done;
     void *data;
 } add_ctx;
@@ -435,6 +457,8 @@ static void on_added(void *data, int status)
     add_ctx *c = data;
     if (status == 0) {
         q_sub *sub = queue_find_sub(c->tr->q, c->topic, c->function);
+        if (sub && c->record)
+            registry_trigger_put(functions_registry(c->tr->table), c->topic, queue_sub_config(sub));
         if (sub) {
             trigger *t = trigger_of(c->tr, sub);
             if (t) pump(t);
@@ -444,16 +468,25 @@ static void on_added(void *data, int status)
     free(c);
 }
 
-int triggers_add(triggers *tr, const char *topic, const q_sub_config *cfg, queue_done_cb done,
-                 void *data)
+static add_ctx *new_ctx(triggers *tr, const char *topic, const char *function, int record,
+                        queue_done_cb done, void *data)
 {
     add_ctx *c = calloc(1, sizeof *c);
-    if (!c) return -1;
+    if (!c) return NULL;
     c->tr = tr;
     snprintf(c->topic, sizeof c->topic, "%s", topic);
-    snprintf(c->function, sizeof c->function, "%s", cfg->function);
+    snprintf(c->function, sizeof c->function, "%s", function);
+    c->record = record;
     c->done = done;
     c->data = data;
+    return c;
+}
+
+static int add(triggers *tr, const char *topic, const q_sub_config *cfg, int record,
+               queue_done_cb done, void *data)
+{
+    add_ctx *c = new_ctx(tr, topic, cfg->function, record, done, data);
+    if (!c) return -1;
     /* The lease lasts as long as the function may run, as the function is
      * now: set at every add or change of the trigger (a redeploy with another
      * timeout reaches it at its next change, or when a node applies it again
@@ -466,9 +499,26 @@ int triggers_add(triggers *tr, const char *topic, const q_sub_config *cfg, queue
     return rc;
 }
 
-int triggers_remove(triggers *tr, const char *topic, const char *function, queue_done_cb done,
-                    void *data)
+int triggers_add(triggers *tr, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+                 void *data)
 {
+    return add(tr, topic, cfg, 1, done, data);
+}
+
+static void on_removed(void *data, int status)
+{
+    add_ctx *c = data;
+    if (status == 0 && c->record)
+        registry_trigger_remove(functions_registry(c->tr->table), c->topic, c->function);
+    c->done(c->data, status);
+    free(c);
+}
+
+static int remove_trigger(triggers *tr, const char *topic, const char *function, int record,
+                          queue_done_cb done, void *data)
+{
+    add_ctx *c = new_ctx(tr, topic, function, record, done, data);
+    if (!c) return ERR_NOMEM;
     q_sub *sub = queue_find_sub(tr->q, topic, function);
     if (sub) {
         trigger *t = queue_sub_data(sub);
@@ -482,7 +532,79 @@ int triggers_remove(triggers *tr, const char *topic, const char *function, queue
             if (t->inflight == 0) free(t);
         }
     }
-    return queue_unsubscribe(tr->q, topic, function, done, data);
+    int rc = queue_unsubscribe(tr->q, topic, function, on_removed, c);
+    if (rc) free(c);
+    return rc;
+}
+
+int triggers_remove(triggers *tr, const char *topic, const char *function, queue_done_cb done,
+                    void *data)
+{
+    return remove_trigger(tr, topic, function, 1, done, data);
+}
+
+/* --- Changes made on other nodes (the registry's events) ---------------------------- */
+
+typedef struct applying {
+    registry_applied_cb applied;
+    void *applied_data;
+} applying;
+
+static void on_fn_applied(const deploy_result *r, void *data)
+{
+    applying *a = data;
+    a->applied(a->applied_data, r->status, r->message, r->f ? r->f->active.version : 0);
+    free(a);
+}
+
+static void on_function_put(const char *name, fn_config *cfg, buf *artifact,
+                            registry_applied_cb applied, void *applied_data, void *data)
+{
+    triggers *tr = data;
+    applying *a = malloc(sizeof *a);
+    if (!a) {
+        fnconfig_free(cfg);
+        buf_free(artifact);
+        applied(applied_data, 500, "out of memory", 0);
+        return;
+    }
+    *a = (applying){applied, applied_data};
+    functions_deploy(tr->table, name, cfg, artifact, on_fn_applied, a);
+}
+
+static int on_function_deleted(const char *name, void *data)
+{
+    triggers *tr = data;
+    return functions_delete(tr->table, name);
+}
+
+/* Applied to the queue only: the registry holds it already. */
+static void on_trigger_put(const char *topic, const q_sub_config *cfg, registry_done_cb applied,
+                           void *applied_data, void *data)
+{
+    triggers *tr = data;
+    q_sub *sub = queue_find_sub(tr->q, topic, cfg->function);
+    const q_sub_config *cur = sub ? queue_sub_config(sub) : NULL;
+    if (cur && strcmp(cur->dlq, cfg->dlq) == 0 && cur->max_attempts == cfg->max_attempts &&
+        cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
+        cur->ordered == cfg->ordered) {
+        applied(applied_data, 0); /* as it is here already */
+        return;
+    }
+    int rc = add(tr, topic, cfg, 0, applied, applied_data);
+    if (rc) applied(applied_data, rc);
+}
+
+static void on_trigger_removed(const char *topic, const char *function, registry_done_cb applied,
+                               void *applied_data, void *data)
+{
+    triggers *tr = data;
+    if (!queue_find_sub(tr->q, topic, function)) {
+        applied(applied_data, 0); /* gone here already */
+        return;
+    }
+    int rc = remove_trigger(tr, topic, function, 0, applied, applied_data);
+    if (rc) applied(applied_data, rc);
 }
 
 void triggers_scale_view(triggers *tr, const char *function, scale_view *out)
@@ -559,6 +681,8 @@ static void on_tick_closed(uv_handle_t *h)
         queue_each_sub(tr->q, free_trigger, NULL);
         queue_events none = {0};
         queue_set_events(tr->q, &none);
+        registry_events no_changes = {0};
+        registry_set_events(functions_registry(tr->table), &no_changes);
     }
     strmap_each(&tr->scales, free_scale, NULL);
     strmap_free(&tr->scales);

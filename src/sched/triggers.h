@@ -31,7 +31,10 @@ void triggers_attach(triggers *t, queue *q);
  * without, they are cut and their messages go back. cb when nothing runs. */
 void triggers_close(triggers *t, int drain, void (*cb)(void *data), void *data);
 
-/* Adds or updates a trigger; done reports the commit. */
+/* Adds or updates a trigger; done reports the commit. A trigger added or
+ * removed here is recorded in the registry (which, in a cluster, tells the
+ * other nodes); those the registry says another node changed are applied
+ * here from triggers_attach on (the registry's events, functions' too). */
 int triggers_add(triggers *t, const char *topic, const q_sub_config *cfg, queue_done_cb done,
                  void *data);
 int triggers_remove(triggers *t, const char *topic, const char *function, queue_done_cb done,

@@ -31,6 +31,7 @@
 #include "sched/pool.h"
 #include "sched/triggers.h"
 #include "spated/config.h"
+#include "store/registry_sqlite.h"
 #include "store/sqlqueue.h"
 #include "store/store.h"
 
@@ -42,6 +43,7 @@ typedef struct node {
     auth *tokens;
     char logs_dir[PATH_MAX + 8];
     store *st;
+    registry *reg; /* the node's, or the cluster's over it */
     functions *table;
     queue *q;
     triggers *tr;
@@ -286,9 +288,47 @@ static void on_reload(uv_signal_t *s, int signum)
 
 /* --- Starting ------------------------------------------------------------------------------ */
 
+/* Cluster mode: what the cluster and the scheduler need of each other, and
+ * what the API shows of the nodes, wired here so that neither knows the
+ * other. */
 static uint32_t live_nodes(void *data)
 {
     return cluster_live_nodes(data);
+}
+
+static const char *node_self(void *data)
+{
+    return cluster_node_id(data);
+}
+
+static int node_connected(void *data)
+{
+    return cluster_connected(data);
+}
+
+static cJSON *nodes_json(void *data)
+{
+    return cluster_nodes_json(data);
+}
+
+static void node_figures(void *data, uint32_t *instances, uint32_t *deployed)
+{
+    *instances = pool_node_live();
+    *deployed = functions_count(data);
+}
+
+static void run_routed(void *data, const char *function, const char *request_id,
+                       const void *payload, size_t len, uint32_t timeout_ms,
+                       cluster_answer_fn answer, void *ctx)
+{
+    functions_run_routed(data, function, request_id, payload, len, timeout_ms, answer, ctx);
+}
+
+static int route_invoke(void *router, const char *function, const char *request_id,
+                        const void *payload, size_t len, uint32_t timeout_ms, fn_routed_cb cb,
+                        void *data)
+{
+    return cluster_route_invoke(router, function, request_id, payload, len, timeout_ms, cb, data);
 }
 
 int main(int argc, char **argv)
@@ -340,20 +380,28 @@ int main(int argc, char **argv)
         if (chmod(exec_dir, 0711) != 0) log_warn("cannot open %s: %s", exec_dir, strerror(errno));
     }
     pool_set_node_max(n.opt.max_instances);
-    if (functions_open(n.loop, n.st, n.opt.runner, &n.table) != 0)
-        log_warn("some functions could not be restored (see above)");
-    n.tr = triggers_create(n.loop, n.table);
-    if (!n.tr) die("out of memory");
+    if (registry_sqlite_open(n.loop, n.st, &n.reg) != 0) die("out of memory");
     if (n.opt.cluster[0]) {
-        /* Topics and triggers live in NATS JetStream, shared by the nodes. */
+        /* Topics, triggers and the registry live in NATS JetStream, shared by
+         * the nodes; each keeps its own registry beneath the cluster's. */
         cluster_config cc = {.urls = n.opt.cluster,
                              .data_dir = n.opt.data_dir,
                              .api_url = "",
                              .replicas = n.opt.cluster_replicas};
-        if (cluster_start(n.loop, &cc, n.table, &n.cluster, err, sizeof err) != 0) die("%s", err);
+        if (cluster_start(n.loop, &cc, &n.cluster, err, sizeof err) != 0) die("%s", err);
+        registry *local = n.reg;
+        if (cluster_registry(n.cluster, local, &n.reg) != 0) die("out of memory");
+    }
+    if (functions_open(n.loop, n.reg, n.opt.runner, &n.table) != 0)
+        log_warn("some functions could not be restored (see above)");
+    n.tr = triggers_create(n.loop, n.table);
+    if (!n.tr) die("out of memory");
+    if (n.cluster) {
         if (jsqueue_open(n.loop, n.cluster, triggers_events(n.tr), &n.q) != 0) die("out of memory");
-        cluster_attach_triggers(n.cluster, n.tr);
         triggers_set_nodes(n.tr, live_nodes, n.cluster);
+        cluster_set_figures(n.cluster, node_figures, n.table);
+        cluster_set_invoke_handler(n.cluster, run_routed, n.table);
+        functions_set_router(n.table, route_invoke, n.cluster);
     } else if (queue_open(n.loop, n.st, triggers_events(n.tr), &n.q, err, sizeof err) != 0) {
         die("%s", err);
     }
@@ -382,7 +430,12 @@ int main(int argc, char **argv)
         char url[300];
         snprintf(url, sizeof url, "http://%s:%d", n.opt.host, http_server_port(n.http));
         cluster_set_api_url(n.cluster, url);
-        api_set_cluster(n.api, n.cluster);
+        api_nodes nodes = {.self = node_self,
+                           .connected = node_connected,
+                           .live = live_nodes,
+                           .json = nodes_json,
+                           .data = n.cluster};
+        api_set_nodes(n.api, &nodes);
         cluster_follow(n.cluster); /* the registry: functions and triggers */
     }
     log_info("listening on %s:%d data=%s version=%s max-instances=%u%s%s", n.opt.host,
@@ -395,6 +448,7 @@ int main(int argc, char **argv)
 
     api_free(n.api);
     auth_free(n.tokens);
+    registry_close(n.reg);
     store_close(n.st);
     isolate_cleanup();
     uv_run(n.loop, UV_RUN_DEFAULT); /* the handles isolate_cleanup closed */

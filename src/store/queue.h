@@ -226,6 +226,12 @@ typedef void (*queue_redrive_cb)(void *data, int status, uint64_t moved);
 int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
                   void *data);
 
+/* What kind of queue q is. QUEUE_SHARED: nodes share its topics (cluster
+ * mode): a publish batch is not one transaction (some of a failed one may
+ * be stored), and a topic may exist that this node has not heard of yet. */
+#define QUEUE_SHARED 1u
+unsigned queue_flags(queue *q);
+
 /* --- Implementations ----------------------------------------------------------------------
  *
  * Every function above is a call through a table (store/queue_dispatch.c).
@@ -263,6 +269,7 @@ typedef struct queue_ops {
                            void *data);
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
+    unsigned flags; /* queue_flags */
 } queue_ops;
 
 #endif

@@ -129,3 +129,8 @@ void queue_close(queue *q, void (*cb)(void *data), void *data)
 {
     OPS(q)->close(q, cb, data);
 }
+
+unsigned queue_flags(queue *q)
+{
+    return OPS(q)->flags;
+}

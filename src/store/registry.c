@@ -1,10 +1,26 @@
-#include "store/registry.h"
+/*
+ * registry.c - the registry of one node (store/registry.h): functions and
+ * versions as rows of the store's SQLite database, artifacts as the files of
+ * store/artifacts.c under the data directory. Triggers are the queue's
+ * subscriptions, which store/queue.c saves with the topics: nothing here.
+ */
+#include "store/registry_sqlite.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
 #include "common/log.h"
+#include "store/artifacts.h"
+
+typedef struct sqlreg {
+    const registry_ops *ops; /* first, as registry.h wants */
+    uv_loop_t *loop;
+    store *st;
+} sqlreg;
+
+#define STORE(r) (((sqlreg *)(r))->st)
 
 static int prepare(store *s, const char *sql, sqlite3_stmt **st)
 {
@@ -26,8 +42,9 @@ static int step_done(store *s, sqlite3_stmt *st)
     return 0;
 }
 
-int registry_next_version(store *s, const char *name, uint32_t *out)
+static int sq_next_version(registry *r, const char *name, uint32_t *out)
 {
+    store *s = STORE(r);
     sqlite3_stmt *st;
     if (prepare(s, "SELECT COALESCE(MAX(version), 0) FROM versions WHERE function = ?", &st))
         return ERR_STORE;
@@ -38,8 +55,9 @@ int registry_next_version(store *s, const char *name, uint32_t *out)
     return rc == SQLITE_ROW ? 0 : ERR_STORE;
 }
 
-int registry_put_version(store *s, const reg_version *v)
+static int sq_put_version(registry *r, const reg_version *v)
 {
+    store *s = STORE(r);
     if (store_exec(s, "BEGIN IMMEDIATE")) return ERR_STORE;
     sqlite3_stmt *st;
     int rc = prepare(
@@ -93,8 +111,9 @@ int registry_put_version(store *s, const reg_version *v)
     return rc;
 }
 
-int registry_delete_function(store *s, const char *name)
+static int sq_delete_function(registry *r, const char *name)
 {
+    store *s = STORE(r);
     if (store_exec(s, "BEGIN IMMEDIATE")) return ERR_STORE;
     sqlite3_stmt *st;
     int rc = prepare(s, "DELETE FROM functions WHERE name = ?", &st);
@@ -167,8 +186,9 @@ static int each(store *s, sqlite3_stmt *st, registry_version_cb cb, void *data)
     return 0;
 }
 
-int registry_each_active(store *s, registry_version_cb cb, void *data)
+static int sq_each_active(registry *r, registry_version_cb cb, void *data)
 {
+    store *s = STORE(r);
     sqlite3_stmt *st;
     if (prepare(s,
                 "SELECT " VERSION_COLUMNS " FROM functions f JOIN versions v"
@@ -178,8 +198,9 @@ int registry_each_active(store *s, registry_version_cb cb, void *data)
     return each(s, st, cb, data);
 }
 
-int registry_each_version(store *s, const char *name, registry_version_cb cb, void *data)
+static int sq_each_version(registry *r, const char *name, registry_version_cb cb, void *data)
 {
+    store *s = STORE(r);
     sqlite3_stmt *st;
     if (prepare(s,
                 "SELECT " VERSION_COLUMNS " FROM versions v JOIN functions f"
@@ -190,8 +211,9 @@ int registry_each_version(store *s, const char *name, registry_version_cb cb, vo
     return each(s, st, cb, data);
 }
 
-int registry_artifact_used(store *s, const char *sha256)
+static int sq_artifact_used(registry *r, const char *sha256)
 {
+    store *s = STORE(r);
     sqlite3_stmt *st;
     if (prepare(s, "SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, sha256, -1, SQLITE_STATIC);
@@ -199,4 +221,123 @@ int registry_artifact_used(store *s, const char *sha256)
     sqlite3_finalize(st);
     if (rc == SQLITE_ROW) return 1;
     return rc == SQLITE_DONE ? 0 : ERR_STORE;
+}
+
+/* --- Artifacts: files under the data directory -------------------------------------- */
+
+typedef struct put_job {
+    uv_work_t work;
+    const char *dir;
+    const void *bytes;
+    size_t len;
+    int unpack;
+    int rc;
+    char sha[HASH_HEX_LEN + 1];
+    char err[512];
+    registry_stored_cb cb;
+    void *data;
+} put_job;
+
+static void put_work(uv_work_t *w)
+{
+    put_job *j = w->data;
+    j->rc = artifacts_put(j->dir, j->bytes, j->len, j->sha, j->err, sizeof j->err);
+    if (j->rc == 0 && j->unpack)
+        j->rc = artifacts_unpack(j->dir, j->bytes, j->len, j->sha, j->err, sizeof j->err);
+}
+
+static void put_done(uv_work_t *w, int status)
+{
+    put_job *j = w->data;
+    j->cb(j->data, j->rc, j->sha, j->err);
+    free(j);
+}
+
+static void sq_artifact_put(registry *r, const void *bytes, size_t len, int unpack,
+                            registry_stored_cb cb, void *data)
+{
+    sqlreg *sr = (sqlreg *)r;
+    put_job *j = calloc(1, sizeof *j);
+    if (j) {
+        *j = (put_job){.dir = store_dir(sr->st),
+                       .bytes = bytes,
+                       .len = len,
+                       .unpack = unpack,
+                       .cb = cb,
+                       .data = data};
+        j->work.data = j;
+    }
+    if (!j || uv_queue_work(sr->loop, &j->work, put_work, put_done) != 0) {
+        /* Never before returning (registry.h): the loop's next turn would
+         * need a handle; a failure to queue is reported as the store's. */
+        if (j) {
+            snprintf(j->err, sizeof j->err, "cannot queue the artifact write");
+            j->rc = ERR_IO;
+            cb(data, j->rc, "", j->err);
+            free(j);
+        } else {
+            cb(data, ERR_NOMEM, "", "out of memory");
+        }
+    }
+}
+
+static void sq_artifact_path(registry *r, const char *sha256, int unpacked, char *out, size_t cap)
+{
+    if (unpacked)
+        artifacts_unpacked_path(store_dir(STORE(r)), sha256, out, cap);
+    else
+        artifacts_path(store_dir(STORE(r)), sha256, out, cap);
+}
+
+static int sq_artifact_remove(registry *r, const char *sha256)
+{
+    return artifacts_remove(store_dir(STORE(r)), sha256);
+}
+
+/* --- Triggers: the queue's subscriptions (store/queue.c) ---------------------------- */
+
+static int sq_trigger_put(registry *r, const char *topic, const q_sub_config *cfg)
+{
+    return 0;
+}
+
+static int sq_trigger_remove(registry *r, const char *topic, const char *function)
+{
+    return 0;
+}
+
+static void sq_each_trigger(registry *r, registry_trigger_cb cb, void *data) {}
+
+/* One node hears of no change made elsewhere. */
+static void sq_set_events(registry *r, const registry_events *ev) {}
+
+static void sq_close(registry *r)
+{
+    free(r);
+}
+
+static const registry_ops sqlite_ops = {
+    .next_version = sq_next_version,
+    .put_version = sq_put_version,
+    .delete_function = sq_delete_function,
+    .each_active = sq_each_active,
+    .each_version = sq_each_version,
+    .artifact_used = sq_artifact_used,
+    .artifact_put = sq_artifact_put,
+    .artifact_path = sq_artifact_path,
+    .artifact_remove = sq_artifact_remove,
+    .trigger_put = sq_trigger_put,
+    .trigger_remove = sq_trigger_remove,
+    .each_trigger = sq_each_trigger,
+    .set_events = sq_set_events,
+    .close = sq_close,
+};
+
+int registry_sqlite_open(uv_loop_t *loop, store *st, registry **out)
+{
+    sqlreg *sr = calloc(1, sizeof *sr);
+    if (!sr) return ERR_NOMEM;
+    *sr = (sqlreg){.ops = &sqlite_ops, .loop = loop, .st = st};
+    *out = (registry *)sr;
+    return 0;
 }

@@ -1,19 +1,59 @@
 /*
- * registry.h - functions and their immutable versions in the store.
+ * registry.h - the registry interface: what is deployed (functions, their
+ * immutable versions and the artifacts those run) and which topics trigger
+ * which functions. The scheduler reaches it only through these calls; it
+ * never learns where the registry keeps things.
  *
- * Every deploy adds a version (numbered 1, 2, ... per function) and makes it
- * the function's active one, in one transaction. Deleting a function removes
- * it and its versions; its artifacts become unreferenced.
+ * Two implementations: the one of a single node (store/registry.c: SQLite
+ * rows and the content-addressed files of store/artifacts.c), and the one of
+ * a cluster (cluster/registry_js.c), which keeps a node's own SQLite registry
+ * and also replicates every change made through it to the other nodes, so a
+ * change reaches every node whoever made it. Changes made on another node
+ * come back through registry_events.
+ *
+ * Functions and versions. Every put adds a version (numbered 1, 2, ... per
+ * function: registry_next_version) and makes it the function's active one, in
+ * one transaction. Deleting a function removes it and its versions; its
+ * artifacts become unreferenced (registry_artifact_used says so) and the
+ * caller removes those it wants gone.
+ *
+ * Artifacts are content-addressed by their SHA-256. They are stored on a
+ * worker thread (hashing and syncing 64 MiB must not stall the loop); a
+ * stored one has a path a runtime loads or runs (for exec, its unpacked
+ * tree). In a cluster the bytes travel to the other nodes with the version
+ * that uses them.
+ *
+ * Triggers: a topic's subscription by a function, configured by a
+ * q_sub_config. In one node the queue's subscriptions are saved with the
+ * topics (store/queue.c), so the SQLite registry keeps nothing of its own
+ * for them: put and remove succeed at once and each lists none. A cluster
+ * registry keeps them so that every node's queue subscribes alike.
+ *
+ * Later (room left, no calls yet): aliases (a name for a version, with
+ * weights), event sources (upstream brokers drained into topics) and
+ * schedules (cron-like publishes) — each a kind of entry with put, remove,
+ * each and an event when another node changes one.
+ *
+ * All calls are made on the loop. What may take long (storing an artifact,
+ * anything that waits for the network) completes through a callback; the
+ * rest answer at once (a few rows in SQLite): in a cluster the local change
+ * is made at once and its replication queued on the worker thread (one that
+ * fails is logged; the change stands here).
  */
 #ifndef SPATE_REGISTRY_H
 #define SPATE_REGISTRY_H
 
+#include <cjson/cJSON.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/fnconfig.h"
 #include "common/hash.h"
 #include "common/limits.h"
-#include "store/store.h"
+#include "store/queue.h"
+
+typedef struct registry registry;
 
 typedef struct reg_version {
     char function[SPATE_NAME_MAX + 1];
@@ -24,20 +64,115 @@ typedef struct reg_version {
     fn_config config; /* owned; fnconfig_free when done */
 } reg_version;
 
-/* The number the next deploy of name gets (1 for a new function). */
-int registry_next_version(store *s, const char *name, uint32_t *out);
-/* Adds v and makes it active; creates the function if new. 0 or ERR_STORE. */
-int registry_put_version(store *s, const reg_version *v);
+/* --- Functions and versions ------------------------------------------------------- */
+
+/* The number the next put of name gets (1 for a new function). */
+int registry_next_version(registry *r, const char *name, uint32_t *out);
+/* Adds v and makes it active; creates the function if new. 0 or ERR_STORE.
+ * v is borrowed for the call. */
+int registry_put_version(registry *r, const reg_version *v);
 /* ERR_NOTFOUND when there is no such function. */
-int registry_delete_function(store *s, const char *name);
+int registry_delete_function(registry *r, const char *name);
 
 /* Calls cb for each function's active version, by name; v is borrowed for the
  * call. Stops early if cb returns non-zero. */
 typedef int (*registry_version_cb)(const reg_version *v, int64_t function_created_ms, void *data);
-int registry_each_active(store *s, registry_version_cb cb, void *data);
-/* Calls cb for each version of name, newest first. */
-int registry_each_version(store *s, const char *name, registry_version_cb cb, void *data);
+int registry_each_active(registry *r, registry_version_cb cb, void *data);
+/* Calls cb for each version of name, newest (the active one) first. */
+int registry_each_version(registry *r, const char *name, registry_version_cb cb, void *data);
+
+/* --- Artifacts ------------------------------------------------------------------------ */
+
 /* 1 if any version uses the artifact, 0 if none, or a negative error. */
-int registry_artifact_used(store *s, const char *sha256);
+int registry_artifact_used(registry *r, const char *sha256);
+/* Stores data (borrowed until cb) unless an artifact with its hash is
+ * stored, and with unpack also its unpacked tree (an executable, or a zip or
+ * tar archive). cb follows once, on the loop (before this returns only when
+ * the write cannot start): status 0, ERR_INVAL when the artifact is refused (err says why), or
+ * another error; sha is its hex SHA-256 ("" when it could not be hashed). */
+typedef void (*registry_stored_cb)(void *data, int status, const char *sha, const char *err);
+void registry_artifact_put(registry *r, const void *bytes, size_t len, int unpack,
+                           registry_stored_cb cb, void *data);
+/* Where a stored artifact is on this node: the file as uploaded, or (with
+ * unpacked) the directory of its unpacked tree. */
+void registry_artifact_path(registry *r, const char *sha256, int unpacked, char *out, size_t cap);
+/* Removes a stored artifact and its unpacked tree; missing is no error. */
+int registry_artifact_remove(registry *r, const char *sha256);
+
+/* --- Triggers ------------------------------------------------------------------------ */
+
+/* Records the trigger of cfg->function on topic (added or changed), or its
+ * removal. Called after the queue has taken the change. */
+int registry_trigger_put(registry *r, const char *topic, const q_sub_config *cfg);
+int registry_trigger_remove(registry *r, const char *topic, const char *function);
+/* Calls cb for each trigger the registry keeps (none in one node's). */
+typedef void (*registry_trigger_cb)(const char *topic, const q_sub_config *cfg, void *data);
+void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data);
+
+/* A trigger's configuration as JSON: topic, function, max_attempts, dlq,
+ * ordered, deadline_ms, max_concurrency (the API shows it so, a cluster
+ * registry keeps it so). Caller owns. */
+cJSON *registry_trigger_json(const char *topic, const q_sub_config *cfg);
+/* Reads it back into cfg for function on topic: what o does not name takes
+ * its default (3 attempts, dead letters to TOPIC.dlq). */
+void registry_trigger_from_json(const cJSON *o, const char *topic, const char *function,
+                                q_sub_config *cfg);
+
+/* --- Changes made elsewhere ------------------------------------------------------------ */
+
+/* How the registry tells its user of changes made on another node (never of
+ * those made through itself). The user makes this node match, then calls
+ * applied once (perhaps before returning), whose data is the registry's. */
+typedef void (*registry_applied_cb)(void *applied_data, int status, const char *message,
+                                    uint32_t version);
+typedef void (*registry_done_cb)(void *applied_data, int status);
+typedef struct registry_events {
+    /* name's active version is now one with cfg and the artifact's bytes
+     * (both taken). The user deploys them here, through this registry (a
+     * put of exactly that version is recorded on this node only), and calls
+     * applied with the deploy's HTTP-like status (>= 400: failed, message
+     * says why) and the version it got. */
+    void (*function_put)(const char *name, fn_config *cfg, buf *artifact,
+                         registry_applied_cb applied, void *applied_data, void *data);
+    /* name is deleted: the user deletes it here (through this registry,
+     * which then records it on this node only). 0 when it did. */
+    int (*function_deleted)(const char *name, void *data);
+    /* A trigger was added or changed (cfg borrowed for the call), or removed:
+     * the user applies it to its queue (not to the registry), and calls
+     * applied with the queue's status. */
+    void (*trigger_put)(const char *topic, const q_sub_config *cfg, registry_done_cb applied,
+                        void *applied_data, void *data);
+    void (*trigger_removed)(const char *topic, const char *function, registry_done_cb applied,
+                            void *applied_data, void *data);
+    void *data;
+} registry_events;
+/* Replaces the events (copied; NULL callbacks: none wanted). */
+void registry_set_events(registry *r, const registry_events *ev);
+
+/* Frees the registry (and one it wraps). NULL is a no-op. */
+void registry_close(registry *r);
+
+/* --- Implementations ------------------------------------------------------------------
+ *
+ * Every call above but the JSON codec goes through a table
+ * (store/registry_dispatch.c); an implementation's registry struct begins
+ * with a pointer to its table. */
+typedef struct registry_ops {
+    int (*next_version)(registry *r, const char *name, uint32_t *out);
+    int (*put_version)(registry *r, const reg_version *v);
+    int (*delete_function)(registry *r, const char *name);
+    int (*each_active)(registry *r, registry_version_cb cb, void *data);
+    int (*each_version)(registry *r, const char *name, registry_version_cb cb, void *data);
+    int (*artifact_used)(registry *r, const char *sha256);
+    void (*artifact_put)(registry *r, const void *bytes, size_t len, int unpack,
+                         registry_stored_cb cb, void *data);
+    void (*artifact_path)(registry *r, const char *sha256, int unpacked, char *out, size_t cap);
+    int (*artifact_remove)(registry *r, const char *sha256);
+    int (*trigger_put)(registry *r, const char *topic, const q_sub_config *cfg);
+    int (*trigger_remove)(registry *r, const char *topic, const char *function);
+    void (*each_trigger)(registry *r, registry_trigger_cb cb, void *data);
+    void (*set_events)(registry *r, const registry_events *ev);
+    void (*close)(registry *r);
+} registry_ops;
 
 #endif

@@ -81,6 +81,7 @@ const queue_ops jsqueue__ops = {
     .topic_retention = jsqueue__topic_retention,
     .set_events = jsqueue__set_events,
     .close = jsqueue__close,
+    .flags = QUEUE_SHARED,
 };
 
 int jsqueue_open(uv_loop_t *loop, cluster *c, const queue_events *ev, queue **out)

@@ -1,0 +1,105 @@
+/* chunks.c - artifacts between nodes: one message of the artifact stream per
+ * SPATE_CLUSTER_CHUNK bytes (spate.artifact.SHA.I) and their count and size
+ * (spate.artifact.SHA.n). Blocking calls, for the worker thread. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster/internal.h"
+#include "common/log.h"
+
+void cluster__chunks_purge(cluster *c, const char *sha)
+{
+    char subj[128];
+    snprintf(subj, sizeof subj, "spate.artifact.%s.>", sha);
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Subject = subj;
+    natsStatus s = js_PurgeStream(c->js, CLUSTER_ARTIFACT_STREAM, &o, NULL);
+    if (s != NATS_OK)
+        log_warn("cluster: cannot purge artifact %.12s: %s", sha, natsStatus_GetText(s));
+    else
+        log_debug("cluster: purged artifact %.12s", sha);
+}
+
+natsStatus cluster__chunks_put(cluster *c, const char *sha, const char *path, char *err,
+                               size_t errcap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errcap, "cannot read artifact %.12s: %s", sha, strerror(errno));
+        if (fd >= 0) close(fd);
+        return NATS_ERR;
+    }
+    char *chunk = malloc(SPATE_CLUSTER_CHUNK);
+    uint64_t n = 0, size = (uint64_t)st.st_size;
+    natsStatus s = chunk ? NATS_OK : NATS_NO_MEMORY;
+    char subj[128];
+    for (uint64_t off = 0; s == NATS_OK && (off < size || n == 0);
+         off += SPATE_CLUSTER_CHUNK, n++) {
+        ssize_t r = pread(fd, chunk, SPATE_CLUSTER_CHUNK, (off_t)off);
+        if (r < 0) {
+            snprintf(err, errcap, "cannot read artifact %.12s: %s", sha, strerror(errno));
+            break;
+        }
+        snprintf(subj, sizeof subj, "spate.artifact.%s.%llu", sha, (unsigned long long)n);
+        s = js_Publish(NULL, c->js, subj, chunk, (int)r, NULL, NULL);
+        if (size == 0) {
+            n++;
+            break;
+        }
+    }
+    close(fd);
+    free(chunk);
+    if (!err[0] && s == NATS_OK) {
+        char count[64];
+        int len = snprintf(count, sizeof count, "%llu %llu", (unsigned long long)n,
+                           (unsigned long long)size);
+        snprintf(subj, sizeof subj, "spate.artifact.%s.n", sha);
+        s = js_Publish(NULL, c->js, subj, count, len, NULL, NULL);
+    }
+    return s;
+}
+
+void cluster__chunks_get(cluster *c, const char *sha, buf *data, char *err, size_t errcap)
+{
+    char subj[128];
+    natsMsg *m = NULL;
+    snprintf(subj, sizeof subj, "spate.artifact.%s.n", sha);
+    natsStatus s = js_GetLastMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, subj, NULL, NULL);
+    unsigned long long n = 0, size = 0;
+    if (s == NATS_OK) {
+        char count[64];
+        snprintf(count, sizeof count, "%.*s", natsMsg_GetDataLength(m), natsMsg_GetData(m));
+        natsMsg_Destroy(m);
+        if (sscanf(count, "%llu %llu", &n, &size) != 2 || size > SPATE_CLUSTER_ARTIFACT_MAX) {
+            snprintf(err, errcap, "artifact %.12s: bad chunk count", sha);
+            return;
+        }
+    }
+    buf_init(data, (size_t)size);
+    for (unsigned long long i = 0; s == NATS_OK && i < n; i++) {
+        snprintf(subj, sizeof subj, "spate.artifact.%s.%llu", sha, i);
+        s = js_GetLastMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, subj, NULL, NULL);
+        if (s != NATS_OK) break;
+        if (buf_append(data, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m)) != 0) {
+            snprintf(err, errcap, "artifact %.12s: larger than announced", sha);
+            natsMsg_Destroy(m);
+            return;
+        }
+        natsMsg_Destroy(m);
+    }
+    if (s != NATS_OK) {
+        snprintf(err, errcap, "cannot fetch artifact %.12s: %s", sha, natsStatus_GetText(s));
+        return;
+    }
+    char got[HASH_HEX_LEN + 1];
+    hash_sha256_hex(data->data, data->len, got);
+    if (strcmp(got, sha) != 0)
+        snprintf(err, errcap, "artifact %.12s arrived as %.12s: refused", sha, got);
+}

@@ -1,0 +1,704 @@
+/*
+ * registry_js.c - the registry interface (store/registry.h) of a cluster.
+ *
+ * Each node keeps its own registry (SQLite, wrapped here: versions, numbers
+ * and artifact files are local) and the nodes agree through a JetStream
+ * key-value bucket:
+ *   fn.NAME           {"sha256", "size", "origin", "config"}: the function's
+ *                     active version, its artifact in the artifact stream
+ *   tr.FUNCTION.TOPIC the trigger's configuration (registry_trigger_json)
+ * A put or delete made through this registry is made locally, then written
+ * to the bucket on the worker thread (with the artifact's chunks first).
+ * The watcher thread follows the bucket; a change another node made is
+ * fetched if need be and handed to the events (the scheduler), which makes
+ * this node match through this same registry: a put of exactly the version
+ * being applied, or a delete being applied, is recorded here only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster/internal.h"
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/fnconfig_json.h"
+#include "common/log.h"
+#include "common/strmap.h"
+
+/* What the registry wants of one function, and how far this node is. */
+typedef struct fn_sync {
+    char name[SPATE_NAME_MAX + 1]; /* the map's key */
+    char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
+    int applying;                  /* a fetch or deploy (or a delete) is under way */
+    int changed;                   /* a newer entry came while applying */
+} fn_sync;
+
+/* A trigger the bucket holds (registry_each_trigger). */
+typedef struct tr_entry {
+    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 2]; /* FUNCTION.TOPIC, the map's key */
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    q_sub_config cfg;
+} tr_entry;
+
+struct rjs {
+    const registry_ops *ops; /* first, as registry.h wants */
+    cluster *c;              /* NULL after cluster_stop */
+    registry *local;
+    registry_events ev;
+    strmap syncs; /* name -> fn_sync */
+    strmap trigs; /* FUNCTION.TOPIC -> tr_entry */
+    int ready;    /* the bucket's current values are in */
+    pthread_t watcher;
+    int watching;
+};
+
+/* Blocking work for the worker thread. */
+enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT };
+typedef struct job {
+    rjs *r;
+    cluster *c;
+    enum job_kind kind;
+    char name[SPATE_NAME_MAX + 1];
+    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8]; /* PUT, DELETE */
+    char sha[HASH_HEX_LEN + 1];
+    char path[4096];              /* PUBLISH: the artifact file */
+    char *value;                  /* PUBLISH, PUT: the registry entry */
+    char purge[HASH_HEX_LEN + 1]; /* PUBLISH, DELETE: an artifact no entry uses now, or "" */
+    buf data;                     /* FETCH: the artifact */
+    char err[256];                /* "" on success */
+} job;
+
+static void apply(rjs *r, const char *name);
+
+/* --- The registry entry: a function version as JSON ------------------------------------ */
+
+/* {"sha256", "size", "origin", "config": as GET /v1/functions/NAME shows it,
+ * with the values of env and secrets} */
+static char *entry_json(const rjs *r, const reg_version *v)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "sha256", v->sha256);
+    cJSON_AddNumberToObject(o, "size", (double)v->size);
+    cJSON_AddStringToObject(o, "origin", r->c->id);
+    cJSON_AddItemToObject(o, "config", fnconfig_json(&v->config, 1, 1));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+/* The SHA-256 a parsed entry names into sha; -1 if it names none. */
+static int sha_of(const cJSON *o, char sha[HASH_HEX_LEN + 1])
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "sha256");
+    if (!cJSON_IsString(s) || strlen(s->valuestring) != HASH_HEX_LEN) return -1;
+    memcpy(sha, s->valuestring, HASH_HEX_LEN + 1);
+    return 0;
+}
+
+/* Reads an entry: its SHA-256 into sha and its configuration into cfg. */
+static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *cfg, char *why,
+                       size_t cap)
+{
+    cJSON *o = cJSON_Parse(text);
+    if (sha_of(o, sha) != 0) {
+        snprintf(why, cap, "malformed registry entry");
+        cJSON_Delete(o);
+        return -1;
+    }
+    int rc = fnconfig_from_json(cJSON_GetObjectItemCaseSensitive(o, "config"), cfg, why, cap);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* The SHA-256 an entry's text names into sha; -1 if it names none. */
+static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
+{
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    int rc = sha_of(o, sha);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* The same version and configuration, whoever deployed it. */
+static int same_entry(const char *x, const char *y)
+{
+    if (!x || !y) return 0;
+    cJSON *a = cJSON_Parse(x), *b = cJSON_Parse(y);
+    cJSON_DeleteItemFromObject(a, "origin");
+    cJSON_DeleteItemFromObject(b, "origin");
+    int same = cJSON_Compare(a, b, 1);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    return same;
+}
+
+typedef struct first {
+    rjs *r;
+    char *entry;
+} first;
+
+static int first_version(const reg_version *v, int64_t created, void *data)
+{
+    first *f = data;
+    f->entry = entry_json(f->r, v);
+    return 1;
+}
+
+/* The entry of what this node runs of name (its active version), or NULL. */
+static char *local_entry(rjs *r, const char *name)
+{
+    first f = {r, NULL};
+    registry_each_version(r->local, name, first_version, &f);
+    return f.entry;
+}
+
+static fn_sync *sync_of(rjs *r, const char *name)
+{
+    fn_sync *s = strmap_get(&r->syncs, name, strlen(name));
+    if (s) return s;
+    s = calloc(1, sizeof *s);
+    if (s) snprintf(s->name, sizeof s->name, "%s", name);
+    if (s && strmap_put(&r->syncs, s->name, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct sha_use {
+    const char *sha;
+    int used;
+};
+
+static void count_use(const char *key, void *value, void *data)
+{
+    const fn_sync *s = value;
+    struct sha_use *u = data;
+    char sha[HASH_HEX_LEN + 1];
+    if (!u->used && s->entry && entry_sha(s->entry, sha) == 0 && strcmp(sha, u->sha) == 0)
+        u->used = 1;
+}
+
+/* A function's entry is replaced or deleted: if no entry names the artifact
+ * it named any more, the job purges it from the artifact stream after the
+ * registry write. (A deploy uploads its artifact again each time, so one
+ * purged while another node deploys the same bytes comes back with that
+ * deploy's next write.) */
+static void purge_if_unused(rjs *r, job *j, const char *old_entry)
+{
+    char sha[HASH_HEX_LEN + 1];
+    if (entry_sha(old_entry, sha) != 0) return;
+    struct sha_use u = {.sha = sha};
+    strmap_each(&r->syncs, count_use, &u);
+    if (!u.used) memcpy(j->purge, sha, sizeof j->purge);
+}
+
+/* --- The worker thread: JetStream calls that block ------------------------------------- */
+
+static void job_free(void *arg)
+{
+    job *j = arg;
+    buf_free(&j->data);
+    free(j->value);
+    free(j);
+}
+
+static void job_publish(job *j)
+{
+    natsStatus s = cluster__chunks_put(j->c, j->sha, j->path, j->err, sizeof j->err);
+    if (!j->err[0] && s == NATS_OK) {
+        char key[SPATE_NAME_MAX + 8];
+        snprintf(key, sizeof key, "fn.%s", j->name);
+        s = kvStore_PutString(NULL, j->c->kv, key, j->value);
+    }
+    if (!j->err[0] && s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+}
+
+static void job_work(void *arg)
+{
+    job *j = arg;
+    cluster *c = j->c;
+    /* While a NATS server is lost, its clients reconnect and JetStream
+     * elects new leaders: seconds in which calls fail. Try again for a
+     * while before giving up. */
+    for (int tries = 0; tries < SPATE_CLUSTER_JOB_TRIES && !c->stopping; tries++) {
+        j->err[0] = '\0';
+        buf_free(&j->data);
+        if (j->kind == JOB_PUBLISH) {
+            job_publish(j);
+        } else if (j->kind == JOB_DELETE) {
+            natsStatus s = kvStore_Delete(c->kv, j->key);
+            if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+        } else if (j->kind == JOB_PUT) {
+            natsStatus s = kvStore_PutString(NULL, c->kv, j->key, j->value);
+            if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+        } else {
+            cluster__chunks_get(c, j->sha, &j->data, j->err, sizeof j->err);
+        }
+        if (!j->err[0] || strstr(j->err, "refused")) break;
+        usleep(SPATE_CLUSTER_JOB_RETRY_MS * 1000);
+    }
+    if (!j->err[0] && j->purge[0]) cluster__chunks_purge(c, j->purge);
+}
+
+static void fetched(rjs *r, job *j);
+
+/* On the loop: a job is done. */
+static void job_done(void *arg)
+{
+    job *j = arg;
+    if (j->kind == JOB_FETCH) {
+        /* A deploy from the registry: not while stopping. */
+        if (!j->c->quiet) fetched(j->r, j);
+    } else if (j->err[0]) {
+        log_error("cluster: cannot %s the registry: %s fn=%s",
+                  j->kind == JOB_PUBLISH ? "update" : "delete from", j->err, j->name);
+    }
+    job_free(j);
+}
+
+static job *new_job(rjs *r, enum job_kind kind, const char *name)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->r = r;
+    j->c = r->c;
+    j->kind = kind;
+    snprintf(j->name, sizeof j->name, "%s", name);
+    return j;
+}
+
+static void submit(job *j)
+{
+    bridge_run(j->c->bridge, job_work, job_done, job_free, j);
+}
+
+/* --- Following the registry ------------------------------------------------------------------- */
+
+typedef struct kv_deploy {
+    rjs *r;
+    char name[SPATE_NAME_MAX + 1];
+} kv_deploy;
+
+static void applied(rjs *r, const char *name)
+{
+    fn_sync *s = sync_of(r, name);
+    if (!s) return;
+    s->applying = 0;
+    if (s->changed) {
+        s->changed = 0;
+        apply(r, name);
+    }
+}
+
+static void on_kv_deployed(void *data, int status, const char *message, uint32_t version)
+{
+    kv_deploy *d = data;
+    if (status >= 400)
+        log_warn("cluster: cannot deploy from the registry: %s fn=%s", message, d->name);
+    else
+        log_info("cluster: deployed from the registry fn=%s version=%u", d->name, version);
+    applied(d->r, d->name);
+    free(d);
+}
+
+/* The registry holds a version of name this node does not run: fetch its
+ * artifact and deploy it; or it holds none of a function this node runs:
+ * delete it here. */
+static void apply(rjs *r, const char *name)
+{
+    fn_sync *s = r->c ? sync_of(r, name) : NULL;
+    if (!s) return;
+    if (s->applying) {
+        s->changed = 1;
+        return;
+    }
+    char *mine = local_entry(r, name);
+    if (!s->entry) {
+        if (mine && r->ev.function_deleted) {
+            s->applying = 1; /* the delete that follows is recorded here only */
+            if (r->ev.function_deleted(name, r->ev.data) == 0)
+                log_info("cluster: deleted as the registry says fn=%s", name);
+            s->applying = 0;
+        }
+        free(mine);
+        return;
+    }
+    char sha[HASH_HEX_LEN + 1], why[256];
+    fn_config cfg;
+    if (entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0) {
+        log_warn("cluster: %s fn=%s", why, name);
+        free(mine);
+        return;
+    }
+    int same = same_entry(mine, s->entry);
+    free(mine);
+    fnconfig_free(&cfg);
+    if (same) return;
+    job *j = new_job(r, JOB_FETCH, name);
+    if (!j) return;
+    memcpy(j->sha, sha, sizeof j->sha);
+    s->applying = 1;
+    submit(j);
+}
+
+static void fetched(rjs *r, job *j)
+{
+    fn_sync *s = sync_of(r, j->name);
+    if (j->err[0] || !s || !s->entry) {
+        if (j->err[0]) log_warn("cluster: %s fn=%s", j->err, j->name);
+        applied(r, j->name);
+        return;
+    }
+    char sha[HASH_HEX_LEN + 1], why[256];
+    fn_config cfg;
+    kv_deploy *d = calloc(1, sizeof *d);
+    if (!d || entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0 || strcmp(sha, j->sha) != 0) {
+        free(d);
+        applied(r, j->name); /* a newer entry came; apply() runs again */
+        return;
+    }
+    d->r = r;
+    snprintf(d->name, sizeof d->name, "%s", j->name);
+    if (!r->ev.function_put) {
+        fnconfig_free(&cfg);
+        on_kv_deployed(d, 503, "nothing applies registry changes here", 0);
+        return;
+    }
+    r->ev.function_put(j->name, &cfg, &j->data, on_kv_deployed, d, r->ev.data);
+}
+
+static void on_trigger_applied(void *data, int status)
+{
+    char *what = data;
+    if (status)
+        log_warn("cluster: cannot apply trigger %s from the registry: %s", what, err_str(status));
+    free(what);
+}
+
+/* key is FUNCTION.TOPIC; text the configuration, NULL when removed. */
+static void on_trigger_entry(rjs *r, const char *key, const char *text)
+{
+    const char *dot = strchr(key, '.');
+    if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) return;
+    char function[SPATE_NAME_MAX + 1];
+    snprintf(function, sizeof function, "%.*s", (int)(dot - key), key);
+    const char *topic = dot + 1;
+    tr_entry *t = strmap_get(&r->trigs, key, strlen(key));
+    if (!text) {
+        if (t) {
+            strmap_remove(&r->trigs, key);
+            free(t);
+        }
+        if (r->ev.trigger_removed)
+            r->ev.trigger_removed(topic, function, on_trigger_applied, strdup(key), r->ev.data);
+        return;
+    }
+    cJSON *o = cJSON_Parse(text);
+    q_sub_config cfg;
+    registry_trigger_from_json(o, topic, function, &cfg);
+    cJSON_Delete(o);
+    if (!t && strlen(key) < sizeof t->key && strlen(topic) < sizeof t->topic &&
+        (t = calloc(1, sizeof *t)) != NULL) {
+        snprintf(t->key, sizeof t->key, "%s", key);
+        snprintf(t->topic, sizeof t->topic, "%s", topic);
+        if (strmap_put(&r->trigs, t->key, t) != 0) {
+            free(t);
+            t = NULL;
+        }
+    }
+    if (t) t->cfg = cfg;
+    if (r->ev.trigger_put)
+        r->ev.trigger_put(topic, &cfg, on_trigger_applied, strdup(key), r->ev.data);
+}
+
+/* A function here that the registry does not hold (deleted while this node
+ * was away) goes: in cluster mode the registry decides. */
+static int reconcile_one(const reg_version *v, int64_t created, void *data)
+{
+    sync_of(data, v->function);
+    return 0;
+}
+
+static void apply_each(const char *key, void *value, void *data)
+{
+    apply(data, key);
+}
+
+/* The registry's current values are in: make this node match them. */
+static void on_registry_ready(rjs *r)
+{
+    if (r->ready) return;
+    r->ready = 1;
+    registry_each_active(r->local, reconcile_one, r);
+    strmap_each(&r->syncs, apply_each, r);
+    log_info("cluster: registry followed node=%s", r->c->id);
+}
+
+/* A change the watcher saw, for the loop. */
+typedef struct change {
+    rjs *r;
+    enum cluster_change kind;
+    char key[CLUSTER_KEY_MAX];
+    char *text; /* the value, NUL-terminated; NULL: deleted */
+} change;
+
+static void drop_change(void *arg)
+{
+    change *ch = arg;
+    free(ch->text);
+    free(ch);
+}
+
+static void on_change(void *arg)
+{
+    change *ch = arg;
+    rjs *r = ch->r;
+    /* While stopping, registry changes wait for the next start. */
+    if (!r->c->quiet) {
+        if (ch->kind == CLUSTER_CH_READY) {
+            on_registry_ready(r);
+        } else if (ch->kind == CLUSTER_CH_TRIGGER) {
+            on_trigger_entry(r, ch->key, ch->text);
+        } else {
+            fn_sync *s = sync_of(r, ch->key);
+            if (s) {
+                free(s->entry);
+                s->entry = ch->text; /* NULL for a delete */
+                ch->text = NULL;
+                if (r->ready) apply(r, ch->key);
+            }
+        }
+    }
+    drop_change(ch);
+}
+
+/* From the watcher thread (watch.c): a change, for the loop. */
+static void on_heard(void *data, enum cluster_change kind, const char *key, char *text)
+{
+    rjs *r = data;
+    change *ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        free(text);
+        return;
+    }
+    *ch = (change){.r = r, .kind = kind, .text = text};
+    snprintf(ch->key, sizeof ch->key, "%s", key);
+    bridge_post(r->c->bridge, on_change, drop_change, ch);
+}
+
+void cluster__registry_follow(rjs *r)
+{
+    if (!r->watching && cluster__watch_start(r->c, on_heard, r, &r->watcher) == 0) r->watching = 1;
+}
+
+void cluster__registry_stop(rjs *r)
+{
+    if (r->watching) pthread_join(r->watcher, NULL);
+    r->watching = 0;
+    r->c = NULL;
+}
+
+/* --- The registry interface ------------------------------------------------------------------ */
+
+#define RJS(x) ((rjs *)(x))
+
+static int js_next_version(registry *reg, const char *name, uint32_t *out)
+{
+    return registry_next_version(RJS(reg)->local, name, out);
+}
+
+/* Recorded here; and, unless it is the version being applied from the
+ * registry, written to the bucket with its artifact's chunks. */
+static int js_put_version(registry *reg, const reg_version *v)
+{
+    rjs *r = RJS(reg);
+    int rc = registry_put_version(r->local, v);
+    if (rc != 0 || !r->c) return rc;
+    char *value = entry_json(r, v);
+    fn_sync *s = sync_of(r, v->function);
+    if (s && s->applying && same_entry(value, s->entry)) {
+        free(value); /* what the registry says already */
+        return 0;
+    }
+    job *j = new_job(r, JOB_PUBLISH, v->function);
+    if (!j) {
+        free(value);
+        return 0;
+    }
+    memcpy(j->sha, v->sha256, sizeof j->sha);
+    registry_artifact_path(r->local, v->sha256, 0, j->path, sizeof j->path);
+    j->value = value;
+    /* What this node runs is what the registry will say: no need to apply it. */
+    if (s) {
+        char *old = s->entry;
+        s->entry = j->value ? strdup(j->value) : NULL;
+        purge_if_unused(r, j, old);
+        free(old);
+    }
+    submit(j);
+    return 0;
+}
+
+static int js_delete_function(registry *reg, const char *name)
+{
+    rjs *r = RJS(reg);
+    int rc = registry_delete_function(r->local, name);
+    if (rc != 0 || !r->c) return rc;
+    fn_sync *s = sync_of(r, name);
+    if (s && s->applying) return 0; /* the registry's own delete, applied here */
+    job *j = new_job(r, JOB_DELETE, name);
+    if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
+    if (s) {
+        char *old = s->entry;
+        s->entry = NULL;
+        if (j) purge_if_unused(r, j, old);
+        free(old);
+    }
+    if (j) submit(j);
+    return 0;
+}
+
+static int js_each_active(registry *reg, registry_version_cb cb, void *data)
+{
+    return registry_each_active(RJS(reg)->local, cb, data);
+}
+
+static int js_each_version(registry *reg, const char *name, registry_version_cb cb, void *data)
+{
+    return registry_each_version(RJS(reg)->local, name, cb, data);
+}
+
+static int js_artifact_used(registry *reg, const char *sha256)
+{
+    return registry_artifact_used(RJS(reg)->local, sha256);
+}
+
+/* Stored here; the bytes reach the bucket's artifact stream with the version
+ * that uses them (js_put_version). */
+static void js_artifact_put(registry *reg, const void *bytes, size_t len, int unpack,
+                            registry_stored_cb cb, void *data)
+{
+    registry_artifact_put(RJS(reg)->local, bytes, len, unpack, cb, data);
+}
+
+static void js_artifact_path(registry *reg, const char *sha256, int unpacked, char *out, size_t cap)
+{
+    registry_artifact_path(RJS(reg)->local, sha256, unpacked, out, cap);
+}
+
+static int js_artifact_remove(registry *reg, const char *sha256)
+{
+    return registry_artifact_remove(RJS(reg)->local, sha256);
+}
+
+static void trigger_key(char *out, size_t cap, const char *topic, const char *function)
+{
+    snprintf(out, cap, "tr.%s.%s", function, topic);
+}
+
+static int js_trigger_put(registry *reg, const char *topic, const q_sub_config *cfg)
+{
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    job *j = new_job(r, JOB_PUT, cfg->function);
+    if (!j) return ERR_NOMEM;
+    trigger_key(j->key, sizeof j->key, topic, cfg->function);
+    cJSON *o = registry_trigger_json(topic, cfg);
+    j->value = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    submit(j);
+    return 0;
+}
+
+static int js_trigger_remove(registry *reg, const char *topic, const char *function)
+{
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    job *j = new_job(r, JOB_DELETE, function);
+    if (!j) return ERR_NOMEM;
+    trigger_key(j->key, sizeof j->key, topic, function);
+    submit(j);
+    return 0;
+}
+
+typedef struct each_tr {
+    registry_trigger_cb cb;
+    void *data;
+} each_tr;
+
+static void each_trigger_one(const char *key, void *value, void *data)
+{
+    const tr_entry *t = value;
+    each_tr *e = data;
+    e->cb(t->topic, &t->cfg, e->data);
+}
+
+/* The triggers of the bucket as this node last heard (those it wrote itself
+ * come back through the watcher). */
+static void js_each_trigger(registry *reg, registry_trigger_cb cb, void *data)
+{
+    each_tr e = {cb, data};
+    strmap_each(&RJS(reg)->trigs, each_trigger_one, &e);
+}
+
+static void js_set_events(registry *reg, const registry_events *ev)
+{
+    RJS(reg)->ev = *ev;
+}
+
+static void free_sync(const char *key, void *value, void *data)
+{
+    fn_sync *s = value;
+    free(s->entry);
+    free(s);
+}
+
+static void free_trigger(const char *key, void *value, void *data)
+{
+    free(value);
+}
+
+static void js_close(registry *reg)
+{
+    rjs *r = RJS(reg);
+    strmap_each(&r->syncs, free_sync, NULL);
+    strmap_free(&r->syncs);
+    strmap_each(&r->trigs, free_trigger, NULL);
+    strmap_free(&r->trigs);
+    registry_close(r->local);
+    free(r);
+}
+
+static const registry_ops js_ops = {
+    .next_version = js_next_version,
+    .put_version = js_put_version,
+    .delete_function = js_delete_function,
+    .each_active = js_each_active,
+    .each_version = js_each_version,
+    .artifact_used = js_artifact_used,
+    .artifact_put = js_artifact_put,
+    .artifact_path = js_artifact_path,
+    .artifact_remove = js_artifact_remove,
+    .trigger_put = js_trigger_put,
+    .trigger_remove = js_trigger_remove,
+    .each_trigger = js_each_trigger,
+    .set_events = js_set_events,
+    .close = js_close,
+};
+
+int cluster_registry(cluster *c, registry *local, registry **out)
+{
+    if (c->reg) return ERR_BUSY;
+    rjs *r = calloc(1, sizeof *r);
+    if (!r) return ERR_NOMEM;
+    r->ops = &js_ops;
+    r->c = c;
+    r->local = local;
+    strmap_init(&r->syncs);
+    strmap_init(&r->trigs);
+    c->reg = r;
+    *out = (registry *)r;
+    return 0;
+}

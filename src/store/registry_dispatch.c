@@ -1,0 +1,76 @@
+/* registry_dispatch.c - the registry interface (registry.h) as calls through
+ * the table each implementation's registry begins with. */
+#include "store/registry.h"
+
+#define OPS(x) (*(const registry_ops *const *)(const void *)(x))
+
+int registry_next_version(registry *r, const char *name, uint32_t *out)
+{
+    return OPS(r)->next_version(r, name, out);
+}
+
+int registry_put_version(registry *r, const reg_version *v)
+{
+    return OPS(r)->put_version(r, v);
+}
+
+int registry_delete_function(registry *r, const char *name)
+{
+    return OPS(r)->delete_function(r, name);
+}
+
+int registry_each_active(registry *r, registry_version_cb cb, void *data)
+{
+    return OPS(r)->each_active(r, cb, data);
+}
+
+int registry_each_version(registry *r, const char *name, registry_version_cb cb, void *data)
+{
+    return OPS(r)->each_version(r, name, cb, data);
+}
+
+int registry_artifact_used(registry *r, const char *sha256)
+{
+    return OPS(r)->artifact_used(r, sha256);
+}
+
+void registry_artifact_put(registry *r, const void *bytes, size_t len, int unpack,
+                           registry_stored_cb cb, void *data)
+{
+    OPS(r)->artifact_put(r, bytes, len, unpack, cb, data);
+}
+
+void registry_artifact_path(registry *r, const char *sha256, int unpacked, char *out, size_t cap)
+{
+    OPS(r)->artifact_path(r, sha256, unpacked, out, cap);
+}
+
+int registry_artifact_remove(registry *r, const char *sha256)
+{
+    return OPS(r)->artifact_remove(r, sha256);
+}
+
+int registry_trigger_put(registry *r, const char *topic, const q_sub_config *cfg)
+{
+    return OPS(r)->trigger_put(r, topic, cfg);
+}
+
+int registry_trigger_remove(registry *r, const char *topic, const char *function)
+{
+    return OPS(r)->trigger_remove(r, topic, function);
+}
+
+void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data)
+{
+    OPS(r)->each_trigger(r, cb, data);
+}
+
+void registry_set_events(registry *r, const registry_events *ev)
+{
+    OPS(r)->set_events(r, ev);
+}
+
+void registry_close(registry *r)
+{
+    if (r) OPS(r)->close(r);
+}

@@ -1,0 +1,34 @@
+/* registry_json.c - a trigger's configuration as JSON (registry.h): what the
+ * API shows and what a cluster registry keeps. */
+#include <stdio.h>
+
+#include "common/fnconfig_json.h"
+#include "store/registry.h"
+
+cJSON *registry_trigger_json(const char *topic, const q_sub_config *cfg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "topic", topic);
+    cJSON_AddStringToObject(o, "function", cfg->function);
+    cJSON_AddNumberToObject(o, "max_attempts", cfg->max_attempts);
+    cJSON_AddStringToObject(o, "dlq", cfg->dlq);
+    cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
+    cJSON_AddNumberToObject(o, "deadline_ms", cfg->deadline_ms);
+    cJSON_AddNumberToObject(o, "max_concurrency", cfg->max_concurrency);
+    return o;
+}
+
+void registry_trigger_from_json(const cJSON *o, const char *topic, const char *function,
+                                q_sub_config *cfg)
+{
+    *cfg = (q_sub_config){0};
+    snprintf(cfg->function, sizeof cfg->function, "%s", function);
+    const cJSON *dlq = cJSON_GetObjectItemCaseSensitive(o, "dlq");
+    snprintf(cfg->dlq, sizeof cfg->dlq, "%s", cJSON_IsString(dlq) ? dlq->valuestring : "");
+    cfg->max_attempts = fnconfig_json_u32(o, "max_attempts", 3);
+    cfg->deadline_ms = fnconfig_json_u32(o, "deadline_ms", 0);
+    cfg->max_concurrency = fnconfig_json_u32(o, "max_concurrency", 0);
+    cfg->ordered = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ordered"));
+    if (!cfg->dlq[0])
+        snprintf(cfg->dlq, sizeof cfg->dlq, "%.*s.dlq", SPATE_TOPIC_NAME_MAX - 4, topic);
+}
