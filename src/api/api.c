@@ -215,11 +215,11 @@ typedef struct api_invocation {
     char function[SPATE_NAME_MAX + 1];
 } api_invocation;
 
-static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+static void on_invoke_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
                            void *data);
 static void on_invoke_abort(http_request *req);
 
-static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+static void on_invoke_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
                            void *data)
 {
     api_invocation *ai = data;
@@ -235,23 +235,23 @@ static void on_invoke_done(invocation *inv, enum inv_outcome outcome, const char
     /* Errors carry the request id too: the function's log has what happened
      * to it under that id (spate logs NAME --request ID). */
     switch (outcome) {
-    case INV_OK:
+    case POOL_OK:
         http_respond(req, 200, "application/octet-stream", hdr, body, len);
         break;
-    case INV_FAILED:
+    case POOL_FAILED:
         http_respond_error_with(req, 502, hdr, "function_error", "%.*s", n, body);
         break;
-    case INV_CRASHED:
+    case POOL_CRASHED:
         http_respond_error_with(req, 502, hdr, "function_crashed", "function crashed: %.*s", n,
                                 body);
         break;
-    case INV_TIMEOUT:
+    case POOL_TIMEOUT:
         http_respond_error_with(req, 504, hdr, "function_timeout", "%.*s", n, body);
         break;
-    case INV_OVERLOADED:
+    case POOL_OVERLOADED:
         http_respond_error_with(req, 429, hdr, "over_capacity", "%.*s", n, body);
         break;
-    case INV_UNAVAILABLE:
+    case POOL_UNAVAILABLE:
         http_respond_error_with(req, 503, hdr, "unavailable", "%.*s", n, body);
         break;
     }
@@ -492,7 +492,7 @@ static void on_deployed(const deploy_result *r, void *data)
         http_respond_error(req, r->status, r->code, "%s", r->message);
         return;
     }
-    cJSON *doc = json_function(r->f, NULL, 0, NULL, 1); /* an admin's */
+    cJSON *doc = api_json_function(r->f, NULL, 0, NULL, 1); /* an admin's */
     if (req->method == HTTP_PATCH) cJSON_AddBoolToObject(doc, "changed", 1);
     api_respond_json(req, r->status, doc);
 }
@@ -565,7 +565,7 @@ static void configure_fn(api *a, http_request *req, const route_match *m)
     if (config_params(req, f, &p)) return;
     if (fnconfig_equal(&p.cfg, &f->active.config)) {
         fnconfig_free(&p.cfg);
-        cJSON *doc = json_function(f, NULL, 0, NULL, 1); /* PATCH needs an admin */
+        cJSON *doc = api_json_function(f, NULL, 0, NULL, 1); /* PATCH needs an admin */
         cJSON_AddBoolToObject(doc, "changed", 0);
         api_respond_json(req, 200, doc);
         return;
@@ -597,7 +597,7 @@ static void list_nodes(api *a, http_request *req)
 
 static void list_one(fn *f, void *data)
 {
-    cJSON_AddItemToArray(data, json_function_summary(f));
+    cJSON_AddItemToArray(data, api_json_function_summary(f));
 }
 
 static void list_fns(api *a, http_request *req)
@@ -612,7 +612,7 @@ static void describe_fn(api *a, http_request *req, fn *f)
 {
     scale_view sv;
     triggers_scale_view(a->tr, f->name, &sv);
-    api_respond_json(req, 200, json_function(f, a->table, 1, &sv, api_caller_is_admin(a, req)));
+    api_respond_json(req, 200, api_json_function(f, a->table, 1, &sv, api_caller_is_admin(a, req)));
 }
 
 /* A delete that removes the function's triggers first (force=true). */
@@ -635,10 +635,10 @@ static int on_delete_param(const char *k, size_t klen, const char *v, size_t vle
     return ERR_INVAL;
 }
 
-static void find_triggers(q_sub *sub, void *data)
+static void find_triggers(queue_sub *sub, void *data)
 {
     delete_req *d = data;
-    if (strcmp(queue_sub_config(sub)->function, d->name) == 0)
+    if (strcmp(queue_sub_get_config(sub)->function, d->name) == 0)
         cJSON_AddItemToArray(d->triggers, api_trigger_ref(queue_sub_topic(sub), d->name));
 }
 

@@ -83,7 +83,7 @@ typedef struct topic_summary {
     uint64_t depth; /* what the slowest trigger has left; with none, what is stored */
     uint64_t in_flight, published, stored, bytes;
     uint64_t dead_lettered, acked; /* over every trigger it had: they never go down */
-    q_retention retention;
+    queue_retention retention;
     int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
     double oldest_age_s;
 } topic_summary;

@@ -6,7 +6,7 @@
 #include "common/fnconfig_json.h"
 #include "common/limits.h"
 
-cJSON *json_config_shown(const fn_config *c, int env_values)
+cJSON *api_json_config_shown(const fn_config *c, int env_values)
 {
     return fnconfig_json(c, env_values, 0);
 }
@@ -21,7 +21,7 @@ static void add_instances(cJSON *o, const pool_stats *s)
     cJSON_AddNumberToObject(o, "waiting", s->waiting);
 }
 
-cJSON *json_function_summary(const fn *f)
+cJSON *api_json_function_summary(const fn *f)
 {
     pool_stats s;
     pool_stats_get(f->pool, &s);
@@ -46,7 +46,7 @@ static int add_version(const reg_version *v, int64_t created, void *data)
     cJSON_AddStringToObject(o, "sha256", v->sha256);
     cJSON_AddNumberToObject(o, "size", (double)v->size);
     cJSON_AddNumberToObject(o, "created_ms", (double)v->created_ms);
-    cJSON_AddItemToObject(o, "config", json_config_shown(&v->config, out->env_values));
+    cJSON_AddItemToObject(o, "config", api_json_config_shown(&v->config, out->env_values));
     cJSON_AddItemToArray(out->arr, o);
     return 0;
 }
@@ -76,8 +76,8 @@ static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
     cJSON_AddBoolToObject(sc, "deadline_at_risk", sv->at_risk);
 }
 
-cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
-                     int env_values)
+cJSON *api_json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
+                         int env_values)
 {
     pool_stats s;
     pool_stats_get(f->pool, &s);
@@ -88,7 +88,7 @@ cJSON *json_function(const fn *f, functions *table, int with_versions, const sca
     cJSON_AddNumberToObject(o, "size", (double)f->active.size);
     cJSON_AddNumberToObject(o, "created_ms", (double)f->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)f->active.created_ms);
-    cJSON_AddItemToObject(o, "config", json_config_shown(&f->active.config, env_values));
+    cJSON_AddItemToObject(o, "config", api_json_config_shown(&f->active.config, env_values));
     add_instances(o, &s);
     cJSON *st = cJSON_AddObjectToObject(o, "stats");
     cJSON_AddNumberToObject(st, "invocations", (double)s.invocations);

@@ -10,13 +10,13 @@
 /* The configuration as the API shows it: env with its values (env_values 1,
  * admin) or only its names, each mapped to null; secrets as a list of names,
  * to anyone. Caller owns. */
-cJSON *json_config_shown(const fn_config *c, int env_values);
+cJSON *api_json_config_shown(const fn_config *c, int env_values);
 /* One line of the list: name, version, runtime, instances. Caller owns. */
-cJSON *json_function_summary(const fn *f);
+cJSON *api_json_function_summary(const fn *f);
 /* A whole description; with versions (read through table) when asked, and
  * its scaling when sv is given; env values only with env_values (else the
  * names, mapped to null). Caller owns. */
-cJSON *json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
-                     int env_values);
+cJSON *api_json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
+                         int env_values);
 
 #endif

@@ -40,7 +40,7 @@ typedef struct topic_row {
 typedef struct trigger_row {
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char function[SPATE_NAME_MAX + 1];
-    q_sub_stats stats;
+    queue_sub_stats stats;
     uint32_t in_flight;
     const histogram *end_to_end;
 } trigger_row;
@@ -130,9 +130,9 @@ static void write_functions(scrape *s)
            "Invocations finished, by function and outcome (ok, error, crashed, timeout, "
            "rejected, unavailable).");
     for (size_t i = 0; i < s->nfns; i++)
-        for (int o = 0; o < INV_OUTCOMES; o++) {
+        for (int o = 0; o < POOL_OUTCOMES; o++) {
             snprintf(l, sizeof l, "function=\"%s\",outcome=\"%s\"", s->fns[i].f->name,
-                     inv_outcome_name((enum inv_outcome)o));
+                     pool_outcome_name((enum pool_outcome)o));
             value(s, "spate_invocations_total", l, (double)s->fns[i].m->outcomes[o]);
         }
 

@@ -205,7 +205,7 @@ static void publish(api *a, http_request *req, const char *topic)
     /* The keys go after the body, so that one allocation holds the batch. */
     size_t keys_at = body->len;
     body->max = body->len + ps.keys.len + 1;
-    q_input *in = malloc(ps.n * sizeof *in);
+    queue_input *in = malloc(ps.n * sizeof *in);
     publish_ctx *c = malloc(sizeof *c);
     if (!in || !c || (ps.keys.len && buf_append(body, ps.keys.data, ps.keys.len))) {
         free(in);
@@ -219,7 +219,7 @@ static void publish(api *a, http_request *req, const char *topic)
     const char *base = body->data ? body->data : "";
     for (size_t i = 0; i < ps.n; i++) {
         pending_msg *m = &ps.msgs[i];
-        in[i] = (q_input){
+        in[i] = (queue_input){
             .key = m->has_key ? base + keys_at + m->key_off : NULL,
             .key_len = m->key_len,
             .data = base + m->data_off,
@@ -267,8 +267,8 @@ static void sum_trigger(const trigger_view *v, void *data)
 int api_topic_summary(api *a, const char *topic, topic_summary *out)
 {
     memset(out, 0, sizeof *out);
-    q_topic_stats ts;
-    int rc = queue_topic_stats(a->q, topic, &ts);
+    queue_topic_stats ts;
+    int rc = queue_topic_get_stats(a->q, topic, &ts);
     if (rc != 0) return rc;
     triggers_each_of_topic(a->tr, topic, sum_trigger, out);
     /* Depth: what the slowest trigger has left; with no trigger, what is stored. */
@@ -313,7 +313,7 @@ static void add_trigger(const trigger_view *v, void *data)
         cJSON_AddItemToArray(c->dlq_of, api_trigger_ref(v->topic, v->cfg->function));
 }
 
-static cJSON *retention_json(const q_retention *r)
+static cJSON *retention_json(const queue_retention *r)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "max_age_ms", (double)r->max_age_ms);
@@ -375,7 +375,7 @@ static void add_bytes(cJSON *o, const char *name, const char *data, size_t len)
     free(b64);
 }
 
-static void on_read(void *data, int status, q_msg *const *msgs, size_t n)
+static void on_read(void *data, int status, queue_msg *const *msgs, size_t n)
 {
     http_request *req = data;
     if (status == ERR_NOTFOUND) {
@@ -390,7 +390,7 @@ static void on_read(void *data, int status, q_msg *const *msgs, size_t n)
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "messages");
     for (size_t i = 0; i < n; i++) {
-        const q_msg *m = msgs[i];
+        const queue_msg *m = msgs[i];
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "seq", (double)m->seq);
         cJSON_AddNumberToObject(o, "published_ms", (double)m->published_ms);
@@ -444,10 +444,10 @@ typedef struct redrive_req {
     char topic[SPATE_TOPIC_NAME_MAX + 1];
 } redrive_req;
 
-static void find_dlq(q_sub *sub, void *data)
+static void find_dlq(queue_sub *sub, void *data)
 {
     redrive_req *r = data;
-    if (strcmp(queue_sub_config(sub)->dlq, r->topic) == 0) r->is_dlq = 1;
+    if (strcmp(queue_sub_get_config(sub)->dlq, r->topic) == 0) r->is_dlq = 1;
 }
 
 static void on_redriven(void *data, int status, uint64_t moved)
@@ -504,7 +504,7 @@ static void redrive_route(api *a, http_request *req, const char *topic)
 /* --- Triggers ---------------------------------------------------------------------------- */
 
 typedef struct trigger_params {
-    q_sub_config cfg;
+    queue_sub_config cfg;
     int update; /* change an existing trigger; without it, an existing one is refused */
     char why[256];
 } trigger_params;
@@ -512,7 +512,7 @@ typedef struct trigger_params {
 static int on_trigger_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
 {
     trigger_params *p = data;
-    q_sub_config *c = &p->cfg;
+    queue_sub_config *c = &p->cfg;
     if (strcmp(k, "max_attempts") == 0 || strcmp(k, "max-attempts") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_MAX_ATTEMPTS_CEILING, &c->max_attempts, p->why,
                                 sizeof p->why);
@@ -557,10 +557,10 @@ static void on_trigger_done(void *data, int status)
         http_respond(t->req, 204, NULL, NULL, NULL, 0);
     } else {
         cJSON *doc = NULL;
-        q_sub *sub = queue_find_sub(t->a->q, t->topic, t->function);
+        queue_sub *sub = queue_find_sub(t->a->q, t->topic, t->function);
         if (sub) {
-            trigger_view v = {.topic = t->topic, .cfg = queue_sub_config(sub)};
-            queue_sub_stats(sub, &v.stats);
+            trigger_view v = {.topic = t->topic, .cfg = queue_sub_get_config(sub)};
+            queue_sub_get_stats(sub, &v.stats);
             doc = trigger_json(&v);
         }
         api_respond_json(t->req, t->updating ? 200 : 201, doc);
@@ -576,10 +576,10 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
     }
     /* A change starts from the trigger as it is: what the request does not
      * name stays (its dead-letter topic, order, attempts). */
-    q_sub *sub = queue_find_sub(a->q, topic, function);
+    queue_sub *sub = queue_find_sub(a->q, topic, function);
     trigger_params p = {0};
     if (sub) {
-        p.cfg = *queue_sub_config(sub);
+        p.cfg = *queue_sub_get_config(sub);
     } else {
         snprintf(p.cfg.function, sizeof p.cfg.function, "%s", function);
         p.cfg.max_attempts = SPATE_MAX_ATTEMPTS_DEFAULT;
@@ -761,9 +761,9 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
     snprintf(d->topic, sizeof d->topic, "%s", topic);
     /* In a cluster, a topic published to through another node a moment ago
      * may not be listed here yet: the queue finds its stream, or says 404. */
-    q_topic_stats ts;
+    queue_topic_stats ts;
     if (!(queue_flags(a->q) & QUEUE_SHARED) &&
-        queue_topic_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
+        queue_topic_get_stats(a->q, topic, &ts) == ERR_NOTFOUND) {
         http_respond_error(req, 404, "not_found", "topic '%s' does not exist", topic);
         delete_req_free(d);
         return;
@@ -837,7 +837,7 @@ static void purge_route(api *a, http_request *req, const char *topic)
 typedef struct retention_req {
     api *a;
     http_request *req;
-    q_retention ret;
+    queue_retention ret;
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char why[200];
 } retention_req;
@@ -851,10 +851,10 @@ static int on_retention_param(const char *k, size_t klen, const char *v, size_t 
         size_t off;
         uint64_t max;
     } limits[] = {
-        {"max_age_ms", offsetof(q_retention, max_age_ms), 315360000000ull},
-        {"retention_ms", offsetof(q_retention, max_age_ms), 315360000000ull},
-        {"max_bytes", offsetof(q_retention, max_bytes), INT64_MAX},
-        {"max_messages", offsetof(q_retention, max_messages), INT64_MAX},
+        {"max_age_ms", offsetof(queue_retention, max_age_ms), 315360000000ull},
+        {"retention_ms", offsetof(queue_retention, max_age_ms), 315360000000ull},
+        {"max_bytes", offsetof(queue_retention, max_bytes), INT64_MAX},
+        {"max_messages", offsetof(queue_retention, max_messages), INT64_MAX},
     };
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         if (strcmp(k, limits[i].name) != 0) continue;
@@ -902,8 +902,8 @@ static void retention_route(api *a, http_request *req, const char *topic)
     r->a = a;
     r->req = req;
     snprintf(r->topic, sizeof r->topic, "%s", topic);
-    q_topic_stats ts;
-    if (queue_topic_stats(a->q, topic, &ts) == 0) r->ret = ts.retention;
+    queue_topic_stats ts;
+    if (queue_topic_get_stats(a->q, topic, &ts) == 0) r->ret = ts.retention;
     if (!req->query || !*req->query) {
         snprintf(r->why, sizeof r->why, "give max_age_ms, max_bytes or max_messages");
     } else if (http_query_parse(req->query, on_retention_param, r) && !r->why[0]) {
@@ -1021,14 +1021,14 @@ void api_topics(api *a, http_request *req, const route_match *m)
                                    function);
             }
         } else if (get) {
-            q_sub *sub = queue_find_sub(a->q, topic, function);
+            queue_sub *sub = queue_find_sub(a->q, topic, function);
             if (!sub) {
                 http_respond_error(req, 404, "not_found", "no trigger from '%s' to '%s'", topic,
                                    function);
                 return;
             }
-            trigger_view v = {.topic = topic, .cfg = queue_sub_config(sub)};
-            queue_sub_stats(sub, &v.stats);
+            trigger_view v = {.topic = topic, .cfg = queue_sub_get_config(sub)};
+            queue_sub_get_stats(sub, &v.stats);
             api_respond_json(req, 200, trigger_json(&v));
         } else {
             api_method_not_allowed(req, "GET, HEAD, PUT, DELETE");

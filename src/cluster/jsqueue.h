@@ -8,7 +8,7 @@
  *                  key); a message carries its key and publish time as headers
  *   subscription   a durable pull consumer named after the function, shared
  *                  by every node; AckWait is the subscription's ack wait
- *                  (q_sub_config.ack_wait_ms: the function's timeout) plus a
+ *                  (queue_sub_config.ack_wait_ms: the function's timeout) plus a
  *                  margin, so the messages of a node that dies go to others
  *   lease          a fetched message. A node fetches only what its trigger
  *                  says it has room for (queue_events.room), so work flows to

@@ -38,7 +38,7 @@ typedef struct fn_sync {
 typedef struct tr_entry {
     char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 2]; /* FUNCTION.TOPIC, the map's key */
     char topic[SPATE_TOPIC_NAME_MAX + 1];
-    q_sub_config cfg;
+    queue_sub_config cfg;
 } tr_entry;
 
 struct rjs {
@@ -396,7 +396,7 @@ static void on_trigger_entry(rjs *r, const char *key, const char *text)
         return;
     }
     cJSON *o = cJSON_Parse(text);
-    q_sub_config cfg;
+    queue_sub_config cfg;
     registry_trigger_from_json(o, topic, function, &cfg);
     cJSON_Delete(o);
     if (!t && strlen(key) < sizeof t->key && strlen(topic) < sizeof t->topic &&
@@ -598,7 +598,7 @@ static void trigger_key(char *out, size_t cap, const char *topic, const char *fu
     snprintf(out, cap, "tr.%s.%s", function, topic);
 }
 
-static int js_trigger_put(registry *reg, const char *topic, const q_sub_config *cfg)
+static int js_trigger_put(registry *reg, const char *topic, const queue_sub_config *cfg)
 {
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;

@@ -558,31 +558,31 @@ typedef struct routed_in {
     void *ctx;
 } routed_in;
 
-static void on_routed_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+static void on_routed_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
                            void *data)
 {
     routed_in *in = data;
     char msg[SPATE_ERROR_MESSAGE_MAX + 64];
     switch (outcome) {
-    case INV_OK:
+    case POOL_OK:
         in->answer(in->ctx, 200, NULL, body, len);
         break;
-    case INV_FAILED:
+    case POOL_FAILED:
         in->answer(in->ctx, 502, "function_error", body, len);
         break;
-    case INV_CRASHED: {
+    case POOL_CRASHED: {
         int n = snprintf(msg, sizeof msg, "function crashed: %.*s", (int)(len > 2048 ? 2048 : len),
                          body);
         in->answer(in->ctx, 502, "function_crashed", msg, (size_t)n);
         break;
     }
-    case INV_TIMEOUT:
+    case POOL_TIMEOUT:
         in->answer(in->ctx, 504, "function_timeout", body, len);
         break;
-    case INV_OVERLOADED:
+    case POOL_OVERLOADED:
         in->answer(in->ctx, 0, "busy", "", 0);
         break;
-    case INV_UNAVAILABLE:
+    case POOL_UNAVAILABLE:
         in->answer(in->ctx, 503, "unavailable", body, len);
         break;
     }

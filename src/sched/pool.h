@@ -27,22 +27,22 @@
 typedef struct pool pool;
 typedef struct pinst pinst;
 
-enum inv_outcome {
-    INV_OK,          /* output in body */
-    INV_FAILED,      /* the function reported an error: body is its message */
-    INV_CRASHED,     /* the instance died or could not start: body says how */
-    INV_TIMEOUT,     /* ran or waited past the timeout */
-    INV_OVERLOADED,  /* the wait queue is full */
-    INV_UNAVAILABLE, /* the function cannot run now (loading failed, shutting down, deleted) */
+enum pool_outcome {
+    POOL_OK,          /* output in body */
+    POOL_FAILED,      /* the function reported an error: body is its message */
+    POOL_CRASHED,     /* the instance died or could not start: body says how */
+    POOL_TIMEOUT,     /* ran or waited past the timeout */
+    POOL_OVERLOADED,  /* the wait queue is full */
+    POOL_UNAVAILABLE, /* the function cannot run now (loading failed, shutting down, deleted) */
 };
-#define INV_OUTCOMES 6
+#define POOL_OUTCOMES 6
 
 /* "ok", "error", "crashed", "timeout", "rejected", "unavailable". */
-const char *inv_outcome_name(enum inv_outcome o);
+const char *pool_outcome_name(enum pool_outcome o);
 
 typedef struct invocation invocation;
 /* Called exactly once per invocation; body is borrowed for the call. */
-typedef void (*invocation_done_cb)(invocation *inv, enum inv_outcome outcome, const char *body,
+typedef void (*invocation_done_cb)(invocation *inv, enum pool_outcome outcome, const char *body,
                                    size_t len, void *data);
 
 struct invocation {
@@ -108,10 +108,10 @@ typedef struct pool_stats {
 
 /* What /metrics shows of a pool; counts since spated started. */
 typedef struct pool_metrics {
-    uint64_t outcomes[INV_OUTCOMES]; /* by enum inv_outcome */
-    histogram duration;              /* handler time, as the instance measured it */
-    histogram queue_wait;            /* from pool_invoke until an instance starts it */
-    histogram cold_start;            /* from asking for an instance until it is ready */
+    uint64_t outcomes[POOL_OUTCOMES]; /* by enum pool_outcome */
+    histogram duration;               /* handler time, as the instance measured it */
+    histogram queue_wait;             /* from pool_invoke until an instance starts it */
+    histogram cold_start;             /* from asking for an instance until it is ready */
 } pool_metrics;
 
 /* Creates an empty pool. runner_path is borrowed for the life of the pool. */
@@ -133,10 +133,10 @@ void pool_discard(pool *p, uint32_t version);
 int pool_restore_version(pool *p, const pool_version_spec *spec);
 
 /* Queues an invocation; inv->done is called exactly once (possibly before
- * this returns, e.g. with INV_OVERLOADED). */
+ * this returns, e.g. with POOL_OVERLOADED). */
 void pool_invoke(pool *p, invocation *inv);
 /* Withdraws an invocation that still waits for an instance: done is called
- * with INV_UNAVAILABLE and 1 is returned. Returns 0 if it already runs (done
+ * with POOL_UNAVAILABLE and 1 is returned. Returns 0 if it already runs (done
  * will follow when it ends). */
 int pool_cancel(pool *p, invocation *inv);
 
@@ -157,7 +157,7 @@ uint32_t pool_node_live(void);
 /* Stops the pool. With drain, waiting and running invocations finish first;
  * without, waiting ones fail and running instances are killed. Then every
  * instance and zygote stops, cb runs, and the pool frees itself. New
- * invocations fail with INV_UNAVAILABLE from the moment this is called.
+ * invocations fail with POOL_UNAVAILABLE from the moment this is called.
  * Calling it again (e.g. without drain, when a grace period ends) hurries it. */
 void pool_close(pool *p, int drain, void (*cb)(void *data), void *data);
 

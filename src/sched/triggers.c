@@ -31,7 +31,7 @@ typedef struct fscale {
 typedef struct trigger {
     list_node link; /* in fscale->triggers */
     triggers *owner;
-    q_sub *sub;
+    queue_sub *sub;
     fscale *fs;
     uint32_t inflight;
     int pumping;
@@ -44,7 +44,7 @@ typedef struct trigger {
 typedef struct tinv {
     invocation inv;
     trigger *t;
-    q_lease *lease;
+    queue_lease *lease;
     char request_id[REQID_LEN + 1];
 } tinv;
 
@@ -97,10 +97,10 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
     double deadline = 0;
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
-        q_sub_stats ss;
-        queue_sub_stats(t->sub, &ss);
+        queue_sub_stats ss;
+        queue_sub_get_stats(t->sub, &ss);
         backlog += ss.depth;
-        const q_sub_config *cfg = queue_sub_config(t->sub);
+        const queue_sub_config *cfg = queue_sub_get_config(t->sub);
         if (cfg->deadline_ms && (!deadline || cfg->deadline_ms / 1000.0 < deadline))
             deadline = cfg->deadline_ms / 1000.0;
     }
@@ -159,10 +159,11 @@ static void tick_scale(triggers *tr, fscale *fs)
     int64_t oldest = 0;
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
-        q_topic_stats ts;
-        if (queue_topic_stats(tr->q, queue_sub_topic(t->sub), &ts) == 0) published += ts.published;
-        q_sub_stats ss;
-        queue_sub_stats(t->sub, &ss);
+        queue_topic_stats ts;
+        if (queue_topic_get_stats(tr->q, queue_sub_topic(t->sub), &ts) == 0)
+            published += ts.published;
+        queue_sub_stats ss;
+        queue_sub_get_stats(t->sub, &ss);
         if (ss.oldest_ms && (!oldest || ss.oldest_ms < oldest)) oldest = ss.oldest_ms;
     }
     rate_update(&fs->arrivals, published, clock_mono_ns());
@@ -221,24 +222,24 @@ static uint32_t backoff_ms(triggers *tr, uint32_t attempt)
 
 static void maybe_closed(triggers *tr);
 
-static void on_done(invocation *inv, enum inv_outcome outcome, const char *body, size_t len,
+static void on_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
                     void *data)
 {
     tinv *ti = data;
     trigger *t = ti->t;
     triggers *tr = t->owner;
-    q_lease *l = ti->lease;
-    const q_sub_config *cfg = queue_sub_config(t->sub);
+    queue_lease *l = ti->lease;
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     char error[SPATE_ERROR_MESSAGE_MAX + 64];
     switch (outcome) {
-    case INV_OK:
+    case POOL_OK:
         histogram_observe(&t->end_to_end, (double)(clock_now_ms() - l->msg->published_ms) / 1e3);
         queue_ack(l);
         break;
-    case INV_FAILED:
-    case INV_CRASHED:
-    case INV_TIMEOUT:
-        snprintf(error, sizeof error, "%s%.*s", outcome == INV_CRASHED ? "function crashed: " : "",
+    case POOL_FAILED:
+    case POOL_CRASHED:
+    case POOL_TIMEOUT:
+        snprintf(error, sizeof error, "%s%.*s", outcome == POOL_CRASHED ? "function crashed: " : "",
                  (int)len, body);
         if (l->attempt >= cfg->max_attempts) {
             log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
@@ -249,8 +250,8 @@ static void on_done(invocation *inv, enum inv_outcome outcome, const char *body,
             queue_nack(l, backoff_ms(tr, l->attempt), error);
         }
         break;
-    case INV_OVERLOADED:
-    case INV_UNAVAILABLE:
+    case POOL_OVERLOADED:
+    case POOL_UNAVAILABLE:
         /* It never ran: no attempt is lost. */
         queue_release(l);
         t->stalled = 1;
@@ -270,7 +271,7 @@ static void on_done(invocation *inv, enum inv_outcome outcome, const char *body,
         maybe_closed(tr);
         return;
     }
-    if (outcome != INV_OVERLOADED && outcome != INV_UNAVAILABLE) {
+    if (outcome != POOL_OVERLOADED && outcome != POOL_UNAVAILABLE) {
         /* Room for more: this trigger first, then the function's others. */
         pump(t);
         for (list_node *n = list_first(&t->fs->triggers); n != &t->fs->triggers; n = n->next)
@@ -278,7 +279,7 @@ static void on_done(invocation *inv, enum inv_outcome outcome, const char *body,
     }
 }
 
-static void dispatch(trigger *t, fn *f, q_lease *l)
+static void dispatch(trigger *t, fn *f, queue_lease *l)
 {
     tinv *ti = calloc(1, sizeof *ti);
     if (!ti) {
@@ -309,7 +310,7 @@ static void pump(trigger *t)
 {
     triggers *tr = t->owner;
     if (tr->closing || t->pumping || t->stalled || !t->fs) return;
-    const q_sub_config *cfg = queue_sub_config(t->sub);
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) {
         if (!t->missing_warned)
@@ -326,7 +327,7 @@ static void pump(trigger *t)
     t->pumping = 1;
     while (!t->stalled && fs->inflight < allowed &&
            (!cfg->max_concurrency || t->inflight < cfg->max_concurrency)) {
-        q_lease *l = queue_lease(t->sub);
+        queue_lease *l = queue_lease_next(t->sub);
         if (!l) break;
         dispatch(t, f, l);
     }
@@ -335,7 +336,7 @@ static void pump(trigger *t)
 
 /* --- Triggers ---------------------------------------------------------------------- */
 
-static trigger *trigger_of(triggers *tr, q_sub *sub)
+static trigger *trigger_of(triggers *tr, queue_sub *sub)
 {
     trigger *t = queue_sub_data(sub);
     if (t) return t;
@@ -343,7 +344,7 @@ static trigger *trigger_of(triggers *tr, q_sub *sub)
     if (!t) return NULL;
     t->owner = tr;
     t->sub = sub;
-    t->fs = scale_for(tr, queue_sub_config(sub)->function);
+    t->fs = scale_for(tr, queue_sub_get_config(sub)->function);
     if (t->fs)
         list_push_back(&t->fs->triggers, &t->link);
     else
@@ -352,7 +353,7 @@ static trigger *trigger_of(triggers *tr, q_sub *sub)
     return t;
 }
 
-static void on_available(q_sub *sub, void *data)
+static void on_available(queue_sub *sub, void *data)
 {
     triggers *tr = data;
     trigger *t = trigger_of(tr, sub);
@@ -360,12 +361,12 @@ static void on_available(q_sub *sub, void *data)
 }
 
 /* How many more of sub's messages may start now: what pump would take. */
-static uint32_t on_room(q_sub *sub, void *data)
+static uint32_t on_room(queue_sub *sub, void *data)
 {
     triggers *tr = data;
     trigger *t = trigger_of(tr, sub);
     if (!t || !t->fs || t->stalled || tr->closing) return 0;
-    const q_sub_config *cfg = queue_sub_config(sub);
+    const queue_sub_config *cfg = queue_sub_get_config(sub);
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) return 0;
     uint32_t allowed = allowance(t->fs, f);
@@ -399,7 +400,7 @@ const queue_events *triggers_events(triggers *tr)
     return &tr->ev;
 }
 
-static void attach_one(q_sub *sub, void *data)
+static void attach_one(queue_sub *sub, void *data)
 {
     trigger *t = trigger_of(data, sub);
     if (t) pump(t);
@@ -419,7 +420,7 @@ queue *triggers_queue(triggers *tr)
 static void on_function_put(const char *name, fn_config *cfg, buf *artifact,
                             registry_applied_cb applied, void *applied_data, void *data);
 static int on_function_deleted(const char *name, void *data);
-static void on_trigger_put(const char *topic, const q_sub_config *cfg, registry_done_cb applied,
+static void on_trigger_put(const char *topic, const queue_sub_config *cfg, registry_done_cb applied,
                            void *applied_data, void *data);
 static void on_trigger_removed(const char *topic, const char *function, registry_done_cb applied,
                                void *applied_data, void *data);
@@ -456,9 +457,10 @@ static void on_added(void *data, int status)
 {
     add_ctx *c = data;
     if (status == 0) {
-        q_sub *sub = queue_find_sub(c->tr->q, c->topic, c->function);
+        queue_sub *sub = queue_find_sub(c->tr->q, c->topic, c->function);
         if (sub && c->record)
-            registry_trigger_put(functions_registry(c->tr->table), c->topic, queue_sub_config(sub));
+            registry_trigger_put(functions_registry(c->tr->table), c->topic,
+                                 queue_sub_get_config(sub));
         if (sub) {
             trigger *t = trigger_of(c->tr, sub);
             if (t) pump(t);
@@ -482,7 +484,7 @@ static add_ctx *new_ctx(triggers *tr, const char *topic, const char *function, i
     return c;
 }
 
-static int add(triggers *tr, const char *topic, const q_sub_config *cfg, int record,
+static int add(triggers *tr, const char *topic, const queue_sub_config *cfg, int record,
                queue_done_cb done, void *data)
 {
     add_ctx *c = new_ctx(tr, topic, cfg->function, record, done, data);
@@ -491,7 +493,7 @@ static int add(triggers *tr, const char *topic, const q_sub_config *cfg, int rec
      * now: set at every add or change of the trigger (a redeploy with another
      * timeout reaches it at its next change, or when a node applies it again
      * at start), whatever the caller's copy of the configuration says. */
-    q_sub_config with = *cfg;
+    queue_sub_config with = *cfg;
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     with.ack_wait_ms = f ? f->active.config.timeout_ms : 0;
     int rc = queue_subscribe(tr->q, topic, &with, on_added, c);
@@ -499,7 +501,7 @@ static int add(triggers *tr, const char *topic, const q_sub_config *cfg, int rec
     return rc;
 }
 
-int triggers_add(triggers *tr, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int triggers_add(triggers *tr, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                  void *data)
 {
     return add(tr, topic, cfg, 1, done, data);
@@ -519,7 +521,7 @@ static int remove_trigger(triggers *tr, const char *topic, const char *function,
 {
     add_ctx *c = new_ctx(tr, topic, function, record, done, data);
     if (!c) return ERR_NOMEM;
-    q_sub *sub = queue_find_sub(tr->q, topic, function);
+    queue_sub *sub = queue_find_sub(tr->q, topic, function);
     if (sub) {
         trigger *t = queue_sub_data(sub);
         if (t) {
@@ -579,12 +581,12 @@ static int on_function_deleted(const char *name, void *data)
 }
 
 /* Applied to the queue only: the registry holds it already. */
-static void on_trigger_put(const char *topic, const q_sub_config *cfg, registry_done_cb applied,
+static void on_trigger_put(const char *topic, const queue_sub_config *cfg, registry_done_cb applied,
                            void *applied_data, void *data)
 {
     triggers *tr = data;
-    q_sub *sub = queue_find_sub(tr->q, topic, cfg->function);
-    const q_sub_config *cur = sub ? queue_sub_config(sub) : NULL;
+    queue_sub *sub = queue_find_sub(tr->q, topic, cfg->function);
+    const queue_sub_config *cur = sub ? queue_sub_get_config(sub) : NULL;
     if (cur && strcmp(cur->dlq, cfg->dlq) == 0 && cur->max_attempts == cfg->max_attempts &&
         cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
         cur->ordered == cfg->ordered) {
@@ -634,12 +636,12 @@ typedef struct each_ctx {
     void *data;
 } each_ctx;
 
-static void view_one(q_sub *sub, void *data)
+static void view_one(queue_sub *sub, void *data)
 {
     each_ctx *c = data;
     if (c->topic && strcmp(queue_sub_topic(sub), c->topic) != 0) return;
-    trigger_view v = {.topic = queue_sub_topic(sub), .cfg = queue_sub_config(sub)};
-    queue_sub_stats(sub, &v.stats);
+    trigger_view v = {.topic = queue_sub_topic(sub), .cfg = queue_sub_get_config(sub)};
+    queue_sub_get_stats(sub, &v.stats);
     trigger *t = queue_sub_data(sub);
     v.in_flight = t ? t->inflight : 0;
     v.end_to_end = t ? &t->end_to_end : NULL;
@@ -666,7 +668,7 @@ static void free_scale(const char *key, void *value, void *data)
     free(value);
 }
 
-static void free_trigger(q_sub *sub, void *data)
+static void free_trigger(queue_sub *sub, void *data)
 {
     free(queue_sub_data(sub));
     queue_sub_set_data(sub, NULL);

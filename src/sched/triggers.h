@@ -35,7 +35,7 @@ void triggers_close(triggers *t, int drain, void (*cb)(void *data), void *data);
  * removed here is recorded in the registry (which, in a cluster, tells the
  * other nodes); those the registry says another node changed are applied
  * here from triggers_attach on (the registry's events, functions' too). */
-int triggers_add(triggers *t, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int triggers_add(triggers *t, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                  void *data);
 int triggers_remove(triggers *t, const char *topic, const char *function, queue_done_cb done,
                     void *data);
@@ -64,8 +64,8 @@ void triggers_scale_view(triggers *t, const char *function, scale_view *out);
 /* A trigger as the API lists it. */
 typedef struct trigger_view {
     const char *topic;
-    const q_sub_config *cfg;
-    q_sub_stats stats;
+    const queue_sub_config *cfg;
+    queue_sub_stats stats;
     uint32_t in_flight;          /* invocations handed to the pool */
     const histogram *end_to_end; /* publish to success; NULL before it runs */
 } trigger_view;

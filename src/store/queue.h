@@ -13,7 +13,7 @@
  * Each subscription sees every message of its topic (fan-out), from the
  * oldest one stored when it was created, and keeps its own progress.
  *
- * Leases. The consumer takes one message at a time with queue_lease and
+ * Leases. The consumer takes one message at a time with queue_lease_next and
  * settles each lease exactly once: ack (done: the message is settled for this
  * subscription), nack (failed: the attempt counts, visible again after a
  * delay), release (not run: back at once, the attempt not counted) or
@@ -30,7 +30,7 @@
  * a retry), in publish order.
  *
  * Ownership: leases and messages belong to the queue. A lease and its message
- * are borrowed from queue_lease until the lease is settled; messages given to
+ * are borrowed from queue_lease_next until the lease is settled; messages given to
  * a read callback are borrowed for the call. Every call is made on the loop
  * thread; callbacks come on it too.
  */
@@ -43,10 +43,10 @@
 #include "common/buf.h"
 
 typedef struct queue queue;
-typedef struct q_sub q_sub; /* each implementation's own; begins with its queue_ops */
+typedef struct queue_sub queue_sub; /* each implementation's own; begins with its queue_ops */
 
 /* A committed message, read-only. */
-typedef struct q_msg {
+typedef struct queue_msg {
     uint64_t seq;
     int64_t published_ms;
     const char *key; /* NUL-terminated, or NULL */
@@ -57,25 +57,25 @@ typedef struct q_msg {
     const char *source;
     const char *error;
     uint32_t attempts;
-} q_msg;
+} queue_msg;
 
 /* One delivery of a message to a subscription, read-only. An implementation
  * embeds it as the first member of its own lease. */
-typedef struct q_lease {
-    q_msg *msg;
+typedef struct queue_lease {
+    queue_msg *msg;
     uint32_t attempt; /* 1 on first delivery */
-    q_sub *sub;       /* the subscription it came from (settling goes through its table) */
-} q_lease;
+    queue_sub *sub;   /* the subscription it came from (settling goes through its table) */
+} queue_lease;
 
 /* One message to publish; pointers into the body given to queue_publish. */
-typedef struct q_input {
+typedef struct queue_input {
     const char *key; /* NULL when none */
     uint32_t key_len;
     const char *data;
     uint32_t len;
-} q_input;
+} queue_input;
 
-typedef struct q_sub_config {
+typedef struct queue_sub_config {
     char function[65];
     char dlq[129];
     uint32_t max_attempts;
@@ -90,9 +90,9 @@ typedef struct q_sub_config {
      * messages go to the others; the SQLite queue ignores it: its leases live
      * in this process, where the pool's timeout bounds them. */
     uint32_t ack_wait_ms;
-} q_sub_config;
+} queue_sub_config;
 
-typedef struct q_sub_stats {
+typedef struct queue_sub_stats {
     uint64_t depth; /* not yet settled: waiting, leased or retrying */
     uint64_t leased;
     uint64_t retrying;
@@ -100,19 +100,19 @@ typedef struct q_sub_stats {
     uint64_t acked;
     uint64_t dead_lettered;
     uint64_t delivered; /* leases handed out */
-} q_sub_stats;
+} queue_sub_stats;
 
 /* How much a topic nobody consumes keeps; 0 is no limit. Retention deletes
  * the oldest stored messages while the topic has no subscription only: a
  * message some subscription has not settled is never deleted by it (and a
  * settled one leaves the store anyway). */
-typedef struct q_retention {
+typedef struct queue_retention {
     uint64_t max_age_ms;
     uint64_t max_bytes; /* payload and key bytes of the stored messages */
     uint64_t max_messages;
-} q_retention;
+} queue_retention;
 
-typedef struct q_topic_stats {
+typedef struct queue_topic_stats {
     uint64_t published; /* since the topic was created */
     uint64_t stored;    /* messages in the store */
     uint64_t bytes;     /* their payload and key bytes */
@@ -122,16 +122,16 @@ typedef struct q_topic_stats {
      * counter never goes down when a trigger goes. */
     uint64_t acked;
     uint64_t dead_lettered;
-    q_retention retention;
-} q_topic_stats;
+    queue_retention retention;
+} queue_topic_stats;
 
 typedef struct queue_events {
     /* Messages became available to lease on sub (published, fetched, or a
      * retry came due). */
-    void (*available)(q_sub *sub, void *data);
+    void (*available)(queue_sub *sub, void *data);
     /* Optional: how many more leases sub's consumer could start now. A
      * queue that must fetch (cluster mode) fetches no more than that. */
-    uint32_t (*room)(q_sub *sub, void *data);
+    uint32_t (*room)(queue_sub *sub, void *data);
     void *data;
 } queue_events;
 
@@ -147,7 +147,7 @@ void queue_close(queue *q, void (*cb)(void *data), void *data);
  * inputs point into body, whose storage is taken. done is called once, after
  * the commit (status 0) or its failure (ERR_IO / ERR_STORE: nothing stored). */
 typedef void (*queue_publish_cb)(void *data, int status, uint64_t first_seq);
-void queue_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+void queue_publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                    queue_publish_cb done, void *data);
 
 /* --- Subscriptions -------------------------------------------------------------------- */
@@ -156,40 +156,40 @@ void queue_publish(queue *q, const char *topic, buf *body, const q_input *in, si
  * topic; done reports the commit. The subscription starts at the oldest stored
  * message. */
 typedef void (*queue_done_cb)(void *data, int status);
-int queue_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int queue_subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                     void *data);
 /* Removes it; its leases must all have been settled or are dropped.
  * ERR_NOTFOUND. */
 int queue_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                       void *data);
-q_sub *queue_find_sub(queue *q, const char *topic, const char *function);
+queue_sub *queue_find_sub(queue *q, const char *topic, const char *function);
 /* Calls cb for every subscription (by topic, then function). */
-void queue_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
-const q_sub_config *queue_sub_config(const q_sub *sub);
-const char *queue_sub_topic(const q_sub *sub);
+void queue_each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data);
+const queue_sub_config *queue_sub_get_config(const queue_sub *sub);
+const char *queue_sub_topic(const queue_sub *sub);
 /* The scheduler's own pointer for a subscription. */
-void queue_sub_set_data(q_sub *sub, void *data);
-void *queue_sub_data(const q_sub *sub);
+void queue_sub_set_data(queue_sub *sub, void *data);
+void *queue_sub_data(const queue_sub *sub);
 
 /* --- Leasing ------------------------------------------------------------------------ */
 
 /* The next message to deliver: a due retry first, else the oldest ready one
  * (for ordered subscriptions, the oldest whose key is not busy). NULL when
  * none is available now; events.available follows when one is. */
-q_lease *queue_lease(q_sub *sub);
+queue_lease *queue_lease_next(queue_sub *sub);
 /* Done: the message is settled for this subscription. */
-void queue_ack(q_lease *l);
+void queue_ack(queue_lease *l);
 /* Failed: counts the attempt; visible again after delay_ms. */
-void queue_nack(q_lease *l, uint32_t delay_ms, const char *error);
+void queue_nack(queue_lease *l, uint32_t delay_ms, const char *error);
 /* Not run (no capacity): back at once, the attempt not counted. */
-void queue_release(q_lease *l);
+void queue_release(queue_lease *l);
 /* Failed for good: moves it to the subscription's dead-letter topic with its
  * attempts and error, in one transaction with its settling. */
-void queue_dead_letter(q_lease *l, const char *error);
+void queue_dead_letter(queue_lease *l, const char *error);
 
-void queue_sub_stats(const q_sub *sub, q_sub_stats *out);
+void queue_sub_get_stats(const queue_sub *sub, queue_sub_stats *out);
 /* ERR_NOTFOUND for a topic never published to nor subscribed to. */
-int queue_topic_stats(queue *q, const char *topic, q_topic_stats *out);
+int queue_topic_get_stats(queue *q, const char *topic, queue_topic_stats *out);
 /* Calls cb for each topic name. */
 void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
 
@@ -207,14 +207,14 @@ int queue_topic_delete(queue *q, const char *topic, queue_count_cb done, void *d
 int queue_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
 /* Sets the topic's retention (created if new); enforced within about a
  * second and after every restart. */
-int queue_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+int queue_topic_retention(queue *q, const char *topic, const queue_retention *r, queue_done_cb done,
                           void *data);
 
 /* --- Reading and redriving ------------------------------------------------------------- */
 
 /* Reads up to limit stored messages of topic with seq > after. cb gets them
  * (borrowed for the call) or an error. */
-typedef void (*queue_read_cb)(void *data, int status, q_msg *const *msgs, size_t n);
+typedef void (*queue_read_cb)(void *data, int status, queue_msg *const *msgs, size_t n);
 int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                void *data);
 /* Moves up to limit dead letters of topic with seq > after back to their
@@ -235,29 +235,29 @@ unsigned queue_flags(queue *q);
 /* --- Implementations ----------------------------------------------------------------------
  *
  * Every function above is a call through a table (store/queue_dispatch.c).
- * An implementation's queue and q_sub structs begin with a pointer to its
- * table; its leases begin with a q_lease whose sub is set. Each is created
+ * An implementation's queue and queue_sub structs begin with a pointer to its
+ * table; its leases begin with a queue_lease whose sub is set. Each is created
  * by its own open call (sqlqueue.h, jsqueue.h). */
 typedef struct queue_ops {
-    void (*publish)(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+    void (*publish)(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                     queue_publish_cb done, void *data);
-    q_lease *(*lease)(q_sub *sub);
-    void (*ack)(q_lease *l);
-    void (*nack)(q_lease *l, uint32_t delay_ms, const char *error);
-    void (*release)(q_lease *l);
-    void (*dead_letter)(q_lease *l, const char *error);
-    int (*subscribe)(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+    queue_lease *(*lease)(queue_sub *sub);
+    void (*ack)(queue_lease *l);
+    void (*nack)(queue_lease *l, uint32_t delay_ms, const char *error);
+    void (*release)(queue_lease *l);
+    void (*dead_letter)(queue_lease *l, const char *error);
+    int (*subscribe)(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                      void *data);
     int (*unsubscribe)(queue *q, const char *topic, const char *function, queue_done_cb done,
                        void *data);
-    q_sub *(*find_sub)(queue *q, const char *topic, const char *function);
-    void (*each_sub)(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
-    const q_sub_config *(*sub_config)(const q_sub *sub);
-    const char *(*sub_topic)(const q_sub *sub);
-    void (*sub_set_data)(q_sub *sub, void *data);
-    void *(*sub_data)(const q_sub *sub);
-    void (*sub_stats)(const q_sub *sub, q_sub_stats *out);
-    int (*topic_stats)(queue *q, const char *topic, q_topic_stats *out);
+    queue_sub *(*find_sub)(queue *q, const char *topic, const char *function);
+    void (*each_sub)(queue *q, void (*cb)(queue_sub *sub, void *data), void *data);
+    const queue_sub_config *(*sub_config)(const queue_sub *sub);
+    const char *(*sub_topic)(const queue_sub *sub);
+    void (*sub_set_data)(queue_sub *sub, void *data);
+    void *(*sub_data)(const queue_sub *sub);
+    void (*sub_stats)(const queue_sub *sub, queue_sub_stats *out);
+    int (*topic_stats)(queue *q, const char *topic, queue_topic_stats *out);
     void (*each_topic)(queue *q, void (*cb)(const char *topic, void *data), void *data);
     int (*read)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                 void *data);
@@ -265,8 +265,8 @@ typedef struct queue_ops {
                    void *data);
     int (*topic_delete)(queue *q, const char *topic, queue_count_cb done, void *data);
     int (*topic_purge)(queue *q, const char *topic, queue_count_cb done, void *data);
-    int (*topic_retention)(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
-                           void *data);
+    int (*topic_retention)(queue *q, const char *topic, const queue_retention *r,
+                           queue_done_cb done, void *data);
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
     unsigned flags; /* queue_flags */

@@ -1,41 +1,41 @@
 /* queue_dispatch.c - the queue interface (queue.h) as calls through the
- * table each implementation's queue and q_sub begin with. */
+ * table each implementation's queue and queue_sub begin with. */
 #include "store/queue.h"
 
 #define OPS(x) (*(const queue_ops *const *)(const void *)(x))
 
-void queue_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+void queue_publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                    queue_publish_cb done, void *data)
 {
     OPS(q)->publish(q, topic, body, in, n, done, data);
 }
 
-q_lease *queue_lease(q_sub *sub)
+queue_lease *queue_lease_next(queue_sub *sub)
 {
     return OPS(sub)->lease(sub);
 }
 
-void queue_ack(q_lease *l)
+void queue_ack(queue_lease *l)
 {
     OPS(l->sub)->ack(l);
 }
 
-void queue_nack(q_lease *l, uint32_t delay_ms, const char *error)
+void queue_nack(queue_lease *l, uint32_t delay_ms, const char *error)
 {
     OPS(l->sub)->nack(l, delay_ms, error);
 }
 
-void queue_release(q_lease *l)
+void queue_release(queue_lease *l)
 {
     OPS(l->sub)->release(l);
 }
 
-void queue_dead_letter(q_lease *l, const char *error)
+void queue_dead_letter(queue_lease *l, const char *error)
 {
     OPS(l->sub)->dead_letter(l, error);
 }
 
-int queue_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int queue_subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                     void *data)
 {
     return OPS(q)->subscribe(q, topic, cfg, done, data);
@@ -47,42 +47,42 @@ int queue_unsubscribe(queue *q, const char *topic, const char *function, queue_d
     return OPS(q)->unsubscribe(q, topic, function, done, data);
 }
 
-q_sub *queue_find_sub(queue *q, const char *topic, const char *function)
+queue_sub *queue_find_sub(queue *q, const char *topic, const char *function)
 {
     return OPS(q)->find_sub(q, topic, function);
 }
 
-void queue_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+void queue_each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data)
 {
     OPS(q)->each_sub(q, cb, data);
 }
 
-const q_sub_config *queue_sub_config(const q_sub *sub)
+const queue_sub_config *queue_sub_get_config(const queue_sub *sub)
 {
     return OPS(sub)->sub_config(sub);
 }
 
-const char *queue_sub_topic(const q_sub *sub)
+const char *queue_sub_topic(const queue_sub *sub)
 {
     return OPS(sub)->sub_topic(sub);
 }
 
-void queue_sub_set_data(q_sub *sub, void *data)
+void queue_sub_set_data(queue_sub *sub, void *data)
 {
     OPS(sub)->sub_set_data(sub, data);
 }
 
-void *queue_sub_data(const q_sub *sub)
+void *queue_sub_data(const queue_sub *sub)
 {
     return OPS(sub)->sub_data(sub);
 }
 
-void queue_sub_stats(const q_sub *sub, q_sub_stats *out)
+void queue_sub_get_stats(const queue_sub *sub, queue_sub_stats *out)
 {
     OPS(sub)->sub_stats(sub, out);
 }
 
-int queue_topic_stats(queue *q, const char *topic, q_topic_stats *out)
+int queue_topic_get_stats(queue *q, const char *topic, queue_topic_stats *out)
 {
     return OPS(q)->topic_stats(q, topic, out);
 }
@@ -114,7 +114,7 @@ int queue_topic_purge(queue *q, const char *topic, queue_count_cb done, void *da
     return OPS(q)->topic_purge(q, topic, done, data);
 }
 
-int queue_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+int queue_topic_retention(queue *q, const char *topic, const queue_retention *r, queue_done_cb done,
                           void *data)
 {
     return OPS(q)->topic_retention(q, topic, r, done, data);

@@ -296,7 +296,7 @@ static int sq_artifact_remove(registry *r, const char *sha256)
 
 /* --- Triggers: the queue's subscriptions (store/queue.c) ---------------------------- */
 
-static int sq_trigger_put(registry *r, const char *topic, const q_sub_config *cfg)
+static int sq_trigger_put(registry *r, const char *topic, const queue_sub_config *cfg)
 {
     return 0;
 }

@@ -24,7 +24,7 @@
  * that uses them.
  *
  * Triggers: a topic's subscription by a function, configured by a
- * q_sub_config. In one node the queue's subscriptions are saved with the
+ * queue_sub_config. In one node the queue's subscriptions are saved with the
  * topics (store/queue.c), so the SQLite registry keeps nothing of its own
  * for them: put and remove succeed at once and each lists none. A cluster
  * registry keeps them so that every node's queue subscribes alike.
@@ -103,20 +103,20 @@ int registry_artifact_remove(registry *r, const char *sha256);
 
 /* Records the trigger of cfg->function on topic (added or changed), or its
  * removal. Called after the queue has taken the change. */
-int registry_trigger_put(registry *r, const char *topic, const q_sub_config *cfg);
+int registry_trigger_put(registry *r, const char *topic, const queue_sub_config *cfg);
 int registry_trigger_remove(registry *r, const char *topic, const char *function);
 /* Calls cb for each trigger the registry keeps (none in one node's). */
-typedef void (*registry_trigger_cb)(const char *topic, const q_sub_config *cfg, void *data);
+typedef void (*registry_trigger_cb)(const char *topic, const queue_sub_config *cfg, void *data);
 void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data);
 
 /* A trigger's configuration as JSON: topic, function, max_attempts, dlq,
  * ordered, deadline_ms, max_concurrency (the API shows it so, a cluster
  * registry keeps it so). Caller owns. */
-cJSON *registry_trigger_json(const char *topic, const q_sub_config *cfg);
+cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg);
 /* Reads it back into cfg for function on topic: what o does not name takes
  * its default (3 attempts, dead letters to TOPIC.dlq). */
 void registry_trigger_from_json(const cJSON *o, const char *topic, const char *function,
-                                q_sub_config *cfg);
+                                queue_sub_config *cfg);
 
 /* --- Changes made elsewhere ------------------------------------------------------------ */
 
@@ -140,7 +140,7 @@ typedef struct registry_events {
     /* A trigger was added or changed (cfg borrowed for the call), or removed:
      * the user applies it to its queue (not to the registry), and calls
      * applied with the queue's status. */
-    void (*trigger_put)(const char *topic, const q_sub_config *cfg, registry_done_cb applied,
+    void (*trigger_put)(const char *topic, const queue_sub_config *cfg, registry_done_cb applied,
                         void *applied_data, void *data);
     void (*trigger_removed)(const char *topic, const char *function, registry_done_cb applied,
                             void *applied_data, void *data);
@@ -168,7 +168,7 @@ typedef struct registry_ops {
                          registry_stored_cb cb, void *data);
     void (*artifact_path)(registry *r, const char *sha256, int unpacked, char *out, size_t cap);
     int (*artifact_remove)(registry *r, const char *sha256);
-    int (*trigger_put)(registry *r, const char *topic, const q_sub_config *cfg);
+    int (*trigger_put)(registry *r, const char *topic, const queue_sub_config *cfg);
     int (*trigger_remove)(registry *r, const char *topic, const char *function);
     void (*each_trigger)(registry *r, registry_trigger_cb cb, void *data);
     void (*set_events)(registry *r, const registry_events *ev);

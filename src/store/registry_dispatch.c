@@ -50,7 +50,7 @@ int registry_artifact_remove(registry *r, const char *sha256)
     return OPS(r)->artifact_remove(r, sha256);
 }
 
-int registry_trigger_put(registry *r, const char *topic, const q_sub_config *cfg)
+int registry_trigger_put(registry *r, const char *topic, const queue_sub_config *cfg)
 {
     return OPS(r)->trigger_put(r, topic, cfg);
 }

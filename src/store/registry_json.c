@@ -5,7 +5,7 @@
 #include "common/fnconfig_json.h"
 #include "store/registry.h"
 
-cJSON *registry_trigger_json(const char *topic, const q_sub_config *cfg)
+cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "topic", topic);
@@ -19,9 +19,9 @@ cJSON *registry_trigger_json(const char *topic, const q_sub_config *cfg)
 }
 
 void registry_trigger_from_json(const cJSON *o, const char *topic, const char *function,
-                                q_sub_config *cfg)
+                                queue_sub_config *cfg)
 {
-    *cfg = (q_sub_config){0};
+    *cfg = (queue_sub_config){0};
     snprintf(cfg->function, sizeof cfg->function, "%s", function);
     const cJSON *dlq = cJSON_GetObjectItemCaseSensitive(o, "dlq");
     snprintf(cfg->dlq, sizeof cfg->dlq, "%s", cJSON_IsString(dlq) ? dlq->valuestring : "");

@@ -151,7 +151,7 @@ static void on_stored(void *data, int status, const char *sha, const char *err)
     snprintf(st->err, sizeof st->err, "%s", err);
 }
 
-static void count_trigger(const char *topic, const q_sub_config *cfg, void *data)
+static void count_trigger(const char *topic, const queue_sub_config *cfg, void *data)
 {
     (*(int *)data)++;
 }
@@ -189,7 +189,7 @@ static void registry_artifacts(void)
     CHECK(bad.err[0] != '\0');
     registry_artifact_remove(r, bad.sha);
 
-    q_sub_config cfg = {.function = "f", .dlq = "t.dlq", .max_attempts = 3};
+    queue_sub_config cfg = {.function = "f", .dlq = "t.dlq", .max_attempts = 3};
     CHECK_INT(registry_trigger_put(r, "t", &cfg), 0);
     int triggers = 0;
     registry_each_trigger(r, count_trigger, &triggers);
@@ -225,13 +225,13 @@ static void entries_as_json(void)
     cJSON_Delete(o);
     fnconfig_free(&c);
 
-    q_sub_config t = {.function = "f",
-                      .dlq = "d",
-                      .max_attempts = 5,
-                      .ordered = 1,
-                      .deadline_ms = 60000,
-                      .max_concurrency = 2},
-                 t2;
+    queue_sub_config t = {.function = "f",
+                          .dlq = "d",
+                          .max_attempts = 5,
+                          .ordered = 1,
+                          .deadline_ms = 60000,
+                          .max_concurrency = 2},
+                     t2;
     o = registry_trigger_json("orders", &t);
     registry_trigger_from_json(o, "orders", "f", &t2);
     CHECK_STR(t2.function, "f");

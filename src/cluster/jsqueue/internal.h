@@ -40,26 +40,26 @@ typedef struct jtopic {
     char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
     char subject[SPATE_TOPIC_NAME_MAX * 3 + 16]; /* the base of its subjects */
     int created;                                 /* the stream exists */
-    q_topic_stats stats;
+    queue_topic_stats stats;
     /* Deleted (here, or its stream went from another node): hidden until a
      * publish or a trigger brings the name back. */
     int gone;
-    uint32_t touched; /* q->refresh_serial when this node last made its stream */
-    q_retention ret;  /* as its stream's description says */
+    uint32_t touched;    /* q->refresh_serial when this node last made its stream */
+    queue_retention ret; /* as its stream's description says */
     uint64_t retired_acked, retired_dead; /* of its removed triggers, on this node */
 } jtopic;
 
-struct q_sub {
+struct queue_sub {
     const queue_ops *ops; /* first, as queue.h wants */
     list_node link;
     queue *q;
     jtopic *topic;
-    q_sub_config cfg;
+    queue_sub_config cfg;
     void *user;
     /* One consumer (a plain trigger) or one per key part and one for
      * unkeyed messages (ordered). */
     struct part {
-        q_sub *sub;
+        queue_sub *sub;
         pthread_t thread;
         int running;
         natsSubscription *pull;
@@ -73,8 +73,8 @@ struct q_sub {
     pthread_mutex_t wake_lock;
     pthread_cond_t wake; /* want went up: pullers fetch at once */
     _Atomic int stop;
-    list_node ready;   /* fetched, not yet leased (jlease) */
-    q_sub_stats stats; /* from consumer info, refreshed by the puller */
+    list_node ready;       /* fetched, not yet leased (jlease) */
+    queue_sub_stats stats; /* from consumer info, refreshed by the puller */
     uint64_t acked, dead;
     int removed;
     uint32_t leases;   /* out: the struct lives until they are settled */
@@ -83,8 +83,8 @@ struct q_sub {
 };
 
 typedef struct jlease {
-    q_lease l;
-    q_msg m;
+    queue_lease l;
+    queue_msg m;
     list_node link;
     natsMsg *nm;
     uint32_t failed; /* attempts that failed before this delivery */
@@ -127,7 +127,7 @@ typedef struct pub_job {
     char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
     char subject[SPATE_TOPIC_NAME_MAX * 3 + 16];
     buf body;
-    q_input *in;
+    queue_input *in;
     size_t n;
     /* Dead letters: the source, its error and attempts, as headers. */
     char source[SPATE_TOPIC_NAME_MAX + 1];
@@ -136,7 +136,7 @@ typedef struct pub_job {
     natsMsg *term;                 /* terminated once the dead letter is stored */
     char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
     int has_stats;
-    q_topic_stats stats;
+    queue_topic_stats stats;
     queue_publish_cb done;
     void *data;
     int status;
@@ -152,51 +152,52 @@ void jsqueue__stream_name(const char *topic, char *out, size_t cap);
 /* The topic called name; NULL if unknown or deleted, unless create (NULL
  * then only without memory). Lives as long as the queue. */
 jtopic *jsqueue__topic_of(queue *q, const char *name, int create);
-void jsqueue__parse_retention(const char *description, q_retention *out);
+void jsqueue__parse_retention(const char *description, queue_retention *out);
 /* Worker thread (stream_stats: or a puller). */
 natsStatus jsqueue__ensure_stream(queue *q, const char *stream, const char *subject);
 natsStatus jsqueue__apply_limits(queue *q, jsStreamInfo *si, int consumers);
 natsStatus jsqueue__lift_limits(queue *q, const char *stream);
-int jsqueue__stream_stats(queue *q, const char *stream, q_topic_stats *out);
+int jsqueue__stream_stats(queue *q, const char *stream, queue_topic_stats *out);
 
 /* publish.c: a job from new_pub runs as cluster_run(c, publish_work,
  * publish_done, j), which frees it. topic_msg and await_acks: worker thread. */
 pub_job *jsqueue__new_pub(queue *q, const char *topic);
 void jsqueue__publish_work(void *arg);
 void jsqueue__publish_done(void *arg);
-natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const q_input *in, const char *when);
+natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const queue_input *in,
+                              const char *when);
 natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap);
-void jsqueue__publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                       queue_publish_cb done, void *data);
 
 /* subscribe.c */
-int jsqueue__subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int jsqueue__subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                        void *data);
 int jsqueue__unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                          void *data);
-q_sub *jsqueue__find_sub(queue *q, const char *topic, const char *function);
-void jsqueue__each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
-const q_sub_config *jsqueue__sub_config(const q_sub *s);
-const char *jsqueue__sub_topic(const q_sub *s);
-void jsqueue__sub_set_data(q_sub *s, void *data);
-void *jsqueue__sub_data(const q_sub *s);
-void jsqueue__sub_stats(const q_sub *s, q_sub_stats *out);
+queue_sub *jsqueue__find_sub(queue *q, const char *topic, const char *function);
+void jsqueue__each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data);
+const queue_sub_config *jsqueue__sub_config(const queue_sub *s);
+const char *jsqueue__sub_topic(const queue_sub *s);
+void jsqueue__sub_set_data(queue_sub *s, void *data);
+void *jsqueue__sub_data(const queue_sub *s);
+void jsqueue__sub_stats(const queue_sub *s, queue_sub_stats *out);
 /* Frees a removed subscription once nothing refers to it. */
-void jsqueue__sub_maybe_free(q_sub *s);
-void jsqueue__stop_puller(q_sub *s);
-void jsqueue__give_back_ready(q_sub *s);
+void jsqueue__sub_maybe_free(queue_sub *s);
+void jsqueue__stop_puller(queue_sub *s);
+void jsqueue__give_back_ready(queue_sub *s);
 
 /* pull.c: puller_main is a puller thread's (arg: its struct part). */
 void *jsqueue__puller_main(void *arg);
-q_lease *jsqueue__lease(q_sub *s);
+queue_lease *jsqueue__lease(queue_sub *s);
 
 /* settle.c (attempts_key: any thread) */
-void jsqueue__attempts_key(char *out, size_t cap, const q_sub *s, const struct part *pt,
+void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
                            uint64_t seq);
-void jsqueue__ack(q_lease *l);
-void jsqueue__nack(q_lease *l, uint32_t delay_ms, const char *error);
-void jsqueue__release(q_lease *l);
-void jsqueue__dead_letter(q_lease *l, const char *error);
+void jsqueue__ack(queue_lease *l);
+void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error);
+void jsqueue__release(queue_lease *l);
+void jsqueue__dead_letter(queue_lease *l, const char *error);
 
 /* read.c */
 int jsqueue__read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
@@ -205,12 +206,12 @@ int jsqueue__redrive(queue *q, const char *topic, uint64_t after, uint32_t limit
                      queue_redrive_cb cb, void *data);
 
 /* topics.c */
-int jsqueue__topic_stats(queue *q, const char *topic, q_topic_stats *out);
+int jsqueue__topic_stats(queue *q, const char *topic, queue_topic_stats *out);
 void jsqueue__each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
 int jsqueue__topic_delete(queue *q, const char *topic, queue_count_cb done, void *data);
 int jsqueue__topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
-int jsqueue__topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
-                             void *data);
+int jsqueue__topic_retention(queue *q, const char *topic, const queue_retention *r,
+                             queue_done_cb done, void *data);
 
 /* refresh.c: the timer's callback. */
 void jsqueue__on_refresh(uv_timer_t *h);

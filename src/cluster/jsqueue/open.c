@@ -42,12 +42,12 @@ void jsqueue__close(queue *q, void (*cb)(void *data), void *data)
     q->close_data = data;
     uv_timer_stop(&q->refresh);
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
-        q_sub *s = list_entry(n, q_sub, link);
+        queue_sub *s = list_entry(n, queue_sub, link);
         jsqueue__stop_puller(s);
         jsqueue__give_back_ready(s);
     }
     while (!list_empty(&q->subs)) {
-        q_sub *s = list_entry(list_first(&q->subs), q_sub, link);
+        queue_sub *s = list_entry(list_first(&q->subs), queue_sub, link);
         list_remove(&s->link);
         s->removed = 1;
         q->zombies++;

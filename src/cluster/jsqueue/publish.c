@@ -17,7 +17,8 @@
 /* A message of a topic whose subjects begin with base: to its key's part
  * (ordered triggers keep one part in order), with its key and publish time
  * as headers. */
-natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const q_input *in, const char *when)
+natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const queue_input *in,
+                              const char *when)
 {
     char subject[SPATE_TOPIC_NAME_MAX * 3 + 32];
     if (in->key) {
@@ -133,11 +134,11 @@ pub_job *jsqueue__new_pub(queue *q, const char *topic)
     return j;
 }
 
-void jsqueue__publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                       queue_publish_cb done, void *data)
 {
     pub_job *j = jsqueue__new_pub(q, topic);
-    q_input *copy = j ? malloc(n * sizeof *copy) : NULL;
+    queue_input *copy = j ? malloc(n * sizeof *copy) : NULL;
     if (!copy) {
         free(j);
         buf_free(body);

@@ -15,7 +15,7 @@
 #include "common/log.h"
 
 typedef struct fetched {
-    q_sub *sub;
+    queue_sub *sub;
     struct part *pt;
     natsMsgList list;
     struct {
@@ -23,9 +23,9 @@ typedef struct fetched {
         uint32_t failed; /* attempts that failed before (the attempts bucket) */
     } meta[SPATE_JS_FETCH_MAX];
     int has_info;
-    q_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
+    queue_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
     int has_stream;
-    q_topic_stats stream; /* published, stored, oldest */
+    queue_topic_stats stream; /* published, stored, oldest */
 } fetched;
 
 static void on_fetched(void *arg);
@@ -43,7 +43,7 @@ static int64_t published_at(queue *q, const char *stream, uint64_t seq)
 }
 
 /* Puller thread: the figures of the subscription's consumers, added up. */
-static int consumer_stats(q_sub *s, q_sub_stats *out)
+static int consumer_stats(queue_sub *s, queue_sub_stats *out)
 {
     memset(out, 0, sizeof *out);
     int got = 0;
@@ -73,7 +73,7 @@ static int consumer_stats(q_sub *s, q_sub_stats *out)
     return got;
 }
 
-static void post_fetched(q_sub *s, fetched *f)
+static void post_fetched(queue_sub *s, fetched *f)
 {
     if (f->list.Count || f->has_info || f->has_stream) {
         s->posts++;
@@ -127,7 +127,7 @@ static void read_meta(fetched *f)
 void *jsqueue__puller_main(void *arg)
 {
     struct part *pt = arg;
-    q_sub *s = pt->sub;
+    queue_sub *s = pt->sub;
     int first = pt == &s->parts[0];
     uint64_t last_stats = 0;
     int busy = 0; /* the last fetch found messages */
@@ -190,7 +190,7 @@ void *jsqueue__puller_main(void *arg)
 static void on_fetched(void *arg)
 {
     fetched *f = arg;
-    q_sub *s = f->sub;
+    queue_sub *s = f->sub;
     s->posts--;
     if (s->removed) {
         /* Gone meanwhile: what it fetched goes back to the others at once. */
@@ -244,7 +244,7 @@ static void on_fetched(void *arg)
     if (!list_empty(&s->ready) && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
 }
 
-q_lease *jsqueue__lease(q_sub *s)
+queue_lease *jsqueue__lease(queue_sub *s)
 {
     /* Cut off from NATS, a result could not be acknowledged: what was
      * fetched waits, and JetStream gives it to others after AckWait. */

@@ -21,7 +21,7 @@ typedef struct read_job {
     int redrive;
     int known; /* listed here: a trigger's topic exists before its stream */
     natsMsg *nm[SPATE_JS_READ_MAX];
-    q_msg m[SPATE_JS_READ_MAX];
+    queue_msg m[SPATE_JS_READ_MAX];
     size_t n;
     uint64_t moved;
     int status;
@@ -51,7 +51,7 @@ static natsStatus read_stored(read_job *j)
         natsStatus s = js_DirectGetMsg(&nm, j->q->js, j->stream, NULL, &o);
         if (s == NATS_NOT_FOUND) break; /* the end */
         if (s != NATS_OK) return s;
-        q_msg *m = &j->m[j->n];
+        queue_msg *m = &j->m[j->n];
         j->nm[j->n++] = nm;
         m->seq = natsMsg_GetSequence(nm);
         m->data = natsMsg_GetData(nm);
@@ -82,7 +82,7 @@ static natsStatus redrive_stored(read_job *j)
     cluster_acks acks;
     cluster_acks_begin(j->q->c, &acks);
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
-        const q_msg *m = &j->m[i];
+        const queue_msg *m = &j->m[i];
         if (!m->source || !*m->source) continue; /* not a dead letter */
         char stream[sizeof last], base[SPATE_TOPIC_NAME_MAX * 3 + 16];
         jsqueue__stream_name(m->source, stream, sizeof stream);
@@ -91,7 +91,7 @@ static natsStatus redrive_stored(read_job *j)
             s = jsqueue__ensure_stream(j->q, stream, base);
             snprintf(last, sizeof last, "%s", stream);
         }
-        q_input in = {.key = m->key, .key_len = m->key_len, .data = m->data, .len = m->len};
+        queue_input in = {.key = m->key, .key_len = m->key_len, .data = m->data, .len = m->len};
         natsMsg *out = NULL;
         if (s == NATS_OK) s = jsqueue__topic_msg(&out, base, &in, when);
         if (s == NATS_OK) s = js_PublishMsgAsync(j->q->js, &out, NULL);
@@ -146,7 +146,7 @@ static void read_done(void *arg)
     if (j->redrive) {
         j->rcb(j->data, j->status, j->moved);
     } else {
-        q_msg *ptrs[SPATE_JS_READ_MAX];
+        queue_msg *ptrs[SPATE_JS_READ_MAX];
         for (size_t i = 0; i < j->n; i++) ptrs[i] = &j->m[i];
         j->cb(j->data, j->status, ptrs, j->status ? 0 : j->n);
     }

@@ -18,7 +18,7 @@ typedef struct refresh_job {
     int n;
     struct {
         char name[SPATE_TOPIC_NAME_MAX + 1];
-        q_topic_stats stats;
+        queue_topic_stats stats;
     } * items;
 } refresh_job;
 
@@ -82,7 +82,7 @@ static void refresh_work(void *arg)
                                              sizeof j->items[j->n].name) != 0)
             continue;
         if (j->trim) trim_stream(j->q, si);
-        q_topic_stats *st = &j->items[j->n].stats;
+        queue_topic_stats *st = &j->items[j->n].stats;
         st->published = si->State.LastSeq;
         st->stored = si->State.Msgs;
         st->bytes = si->State.Bytes;
@@ -129,7 +129,7 @@ static void refresh_done(void *arg)
         int listed = 0;
         for (int i = 0; i < j->n && !listed; i++) listed = strcmp(j->items[i].name, t->name) == 0;
         for (list_node *m = list_first(&q->subs); m != &q->subs && !listed; m = m->next)
-            listed = list_entry(m, q_sub, link)->topic == t;
+            listed = list_entry(m, queue_sub, link)->topic == t;
         if (!listed) {
             t->created = 0;
             t->gone = 1;

@@ -12,7 +12,7 @@
 #include "common/log.h"
 
 /* The record of a message's failed attempts: "<stream>.<consumer>.<seq>". */
-void jsqueue__attempts_key(char *out, size_t cap, const q_sub *s, const struct part *pt,
+void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
                            uint64_t seq)
 {
     snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
@@ -20,7 +20,7 @@ void jsqueue__attempts_key(char *out, size_t cap, const q_sub *s, const struct p
 
 static void lease_free(jlease *jl)
 {
-    q_sub *s = jl->l.sub;
+    queue_sub *s = jl->l.sub;
     natsMsg_Destroy(jl->nm);
     free(jl);
     s->leases--;
@@ -71,7 +71,7 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
     return j;
 }
 
-void jsqueue__ack(q_lease *l)
+void jsqueue__ack(queue_lease *l)
 {
     jlease *jl = (jlease *)l;
     natsMsg_Ack(jl->nm, NULL);
@@ -84,7 +84,7 @@ void jsqueue__ack(q_lease *l)
     lease_free(jl);
 }
 
-void jsqueue__nack(q_lease *l, uint32_t delay_ms, const char *error)
+void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error)
 {
     jlease *jl = (jlease *)l;
     settle_job *j = new_settle(jl, jl->failed + 1);
@@ -99,19 +99,19 @@ void jsqueue__nack(q_lease *l, uint32_t delay_ms, const char *error)
     lease_free(jl);
 }
 
-void jsqueue__release(q_lease *l)
+void jsqueue__release(queue_lease *l)
 {
     jlease *jl = (jlease *)l;
     natsMsg_Nak(jl->nm, NULL);
     lease_free(jl);
 }
 
-void jsqueue__dead_letter(q_lease *l, const char *error)
+void jsqueue__dead_letter(queue_lease *l, const char *error)
 {
     jlease *jl = (jlease *)l;
-    q_sub *s = l->sub;
+    queue_sub *s = l->sub;
     pub_job *j = jsqueue__new_pub(s->q, s->cfg.dlq);
-    q_input *in = j ? calloc(1, sizeof *in) : NULL;
+    queue_input *in = j ? calloc(1, sizeof *in) : NULL;
     if (!in) {
         free(j);
         natsMsg_NakWithDelay(jl->nm, 1000, NULL); /* try again later */

@@ -70,7 +70,7 @@ natsStatus jsqueue__ensure_stream(queue *q, const char *stream, const char *subj
     return s;
 }
 
-void jsqueue__parse_retention(const char *description, q_retention *out)
+void jsqueue__parse_retention(const char *description, queue_retention *out)
 {
     unsigned long long age = 0, bytes = 0, msgs = 0;
     memset(out, 0, sizeof *out);
@@ -86,7 +86,7 @@ void jsqueue__parse_retention(const char *description, q_retention *out)
 natsStatus jsqueue__apply_limits(queue *q, jsStreamInfo *si, int consumers)
 {
     jsStreamConfig *c = si->Config;
-    q_retention r;
+    queue_retention r;
     jsqueue__parse_retention(c->Description, &r);
     int64_t age = consumers ? 0 : (int64_t)r.max_age_ms * 1000000;
     int64_t bytes = consumers || !r.max_bytes ? -1 : (int64_t)r.max_bytes;
@@ -119,7 +119,7 @@ natsStatus jsqueue__lift_limits(queue *q, const char *stream)
 }
 
 /* Worker or puller thread: the stream's figures. */
-int jsqueue__stream_stats(queue *q, const char *stream, q_topic_stats *out)
+int jsqueue__stream_stats(queue *q, const char *stream, queue_topic_stats *out)
 {
     jsStreamInfo *si = NULL;
     if (js_GetStreamInfo(&si, q->js, stream, NULL, NULL) != NATS_OK) return -1;

@@ -13,7 +13,7 @@
 #include "common/log.h"
 
 typedef struct sub_job {
-    q_sub *s;
+    queue_sub *s;
     int remove;
     uint32_t ack_wait_ms;
     queue_done_cb done;
@@ -23,7 +23,7 @@ typedef struct sub_job {
 } sub_job;
 
 /* One consumer of a subscription, created (or changed) and bound. */
-static natsStatus make_consumer(q_sub *s, struct part *pt, uint32_t ack_wait_ms)
+static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait_ms)
 {
     queue *q = s->q;
     jsConsumerConfig cc;
@@ -58,7 +58,7 @@ typedef struct maker {
 static void *maker_main(void *arg)
 {
     maker *m = arg;
-    q_sub *s = m->j->s;
+    queue_sub *s = m->j->s;
     m->st = NATS_OK;
     for (int i = m->first; i < s->nparts && m->st == NATS_OK; i += SPATE_JS_CONSUMER_MAKERS)
         m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms);
@@ -68,7 +68,7 @@ static void *maker_main(void *arg)
 static void subscribe_work(void *arg)
 {
     sub_job *j = arg;
-    q_sub *s = j->s;
+    queue_sub *s = j->s;
     queue *q = s->q;
     natsStatus st;
     if (j->remove) {
@@ -103,7 +103,7 @@ static void subscribe_work(void *arg)
 }
 
 /* Fetched and not leased: back to the other nodes now, not after AckWait. */
-void jsqueue__give_back_ready(q_sub *s)
+void jsqueue__give_back_ready(queue_sub *s)
 {
     while (!list_empty(&s->ready)) {
         jlease *jl = list_entry(list_first(&s->ready), jlease, link);
@@ -114,7 +114,7 @@ void jsqueue__give_back_ready(q_sub *s)
     }
 }
 
-void jsqueue__stop_puller(q_sub *s)
+void jsqueue__stop_puller(queue_sub *s)
 {
     if (!s->started) return;
     pthread_mutex_lock(&s->wake_lock);
@@ -136,7 +136,7 @@ void jsqueue__stop_puller(q_sub *s)
 static void subscribe_done(void *arg)
 {
     sub_job *j = arg;
-    q_sub *s = j->s;
+    queue_sub *s = j->s;
     if (j->status)
         log_warn("cluster: cannot %s trigger %s -> %s: %s", j->remove ? "remove" : "set up",
                  s->topic->name, s->cfg.function, j->err);
@@ -159,10 +159,10 @@ static void subscribe_done(void *arg)
     jsqueue__sub_maybe_free(s);
 }
 
-static q_sub *find(queue *q, const char *topic, const char *function)
+static queue_sub *find(queue *q, const char *topic, const char *function)
 {
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
-        q_sub *s = list_entry(n, q_sub, link);
+        queue_sub *s = list_entry(n, queue_sub, link);
         if (strcmp(s->topic->name, topic) == 0 && strcmp(s->cfg.function, function) == 0) return s;
     }
     return NULL;
@@ -171,7 +171,7 @@ static q_sub *find(queue *q, const char *topic, const char *function)
 /* A plain trigger reads the whole topic through one consumer; an ordered one
  * has a consumer per key part, one at a time each, and one for unkeyed
  * messages. */
-static void set_parts(q_sub *s, const q_sub_config *cfg)
+static void set_parts(queue_sub *s, const queue_sub_config *cfg)
 {
     const char *base = s->topic->subject;
     if (!cfg->ordered) {
@@ -191,10 +191,10 @@ static void set_parts(q_sub *s, const q_sub_config *cfg)
     snprintf(u->filter, sizeof u->filter, "%s.u", base);
 }
 
-int jsqueue__subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int jsqueue__subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                        void *data)
 {
-    q_sub *s = find(q, topic, cfg->function);
+    queue_sub *s = find(q, topic, cfg->function);
     sub_job *j = calloc(1, sizeof *j);
     if (!j) return ERR_NOMEM;
     if (!s) {
@@ -231,7 +231,7 @@ int jsqueue__subscribe(queue *q, const char *topic, const q_sub_config *cfg, que
 int jsqueue__unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                          void *data)
 {
-    q_sub *s = find(q, topic, function);
+    queue_sub *s = find(q, topic, function);
     if (!s) return ERR_NOTFOUND;
     sub_job *j = calloc(1, sizeof *j);
     if (!j) return ERR_NOMEM;
@@ -252,41 +252,41 @@ int jsqueue__unsubscribe(queue *q, const char *topic, const char *function, queu
     return 0;
 }
 
-q_sub *jsqueue__find_sub(queue *q, const char *topic, const char *function)
+queue_sub *jsqueue__find_sub(queue *q, const char *topic, const char *function)
 {
     return find(q, topic, function);
 }
 
-void jsqueue__each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+void jsqueue__each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data)
 {
     for (list_node *n = list_first(&q->subs); n != &q->subs;) {
-        q_sub *s = list_entry(n, q_sub, link);
+        queue_sub *s = list_entry(n, queue_sub, link);
         n = n->next;
         cb(s, data);
     }
 }
 
-const q_sub_config *jsqueue__sub_config(const q_sub *s)
+const queue_sub_config *jsqueue__sub_config(const queue_sub *s)
 {
     return &s->cfg;
 }
 
-const char *jsqueue__sub_topic(const q_sub *s)
+const char *jsqueue__sub_topic(const queue_sub *s)
 {
     return s->topic->name;
 }
 
-void jsqueue__sub_set_data(q_sub *s, void *data)
+void jsqueue__sub_set_data(queue_sub *s, void *data)
 {
     s->user = data;
 }
 
-void *jsqueue__sub_data(const q_sub *s)
+void *jsqueue__sub_data(const queue_sub *s)
 {
     return s->user;
 }
 
-void jsqueue__sub_stats(const q_sub *s, q_sub_stats *out)
+void jsqueue__sub_stats(const queue_sub *s, queue_sub_stats *out)
 {
     *out = s->stats;
     out->acked = s->acked;
@@ -295,7 +295,7 @@ void jsqueue__sub_stats(const q_sub *s, q_sub_stats *out)
 
 /* A removed subscription goes once nothing refers to it: no lease out, no
  * fetch on its way to the loop, no job on the worker thread. */
-void jsqueue__sub_maybe_free(q_sub *s)
+void jsqueue__sub_maybe_free(queue_sub *s)
 {
     if (!s->removed || s->started || s->leases || s->posts || s->jobs) return;
     queue *q = s->q;

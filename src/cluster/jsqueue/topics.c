@@ -11,7 +11,7 @@
 #include "common/err.h"
 #include "common/log.h"
 
-int jsqueue__topic_stats(queue *q, const char *topic, q_topic_stats *out)
+int jsqueue__topic_stats(queue *q, const char *topic, queue_topic_stats *out)
 {
     jtopic *t = jsqueue__topic_of(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
@@ -21,7 +21,7 @@ int jsqueue__topic_stats(queue *q, const char *topic, q_topic_stats *out)
     out->dead_lettered = t->retired_dead;
     out->retention = t->ret;
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
-        q_sub *s = list_entry(n, q_sub, link);
+        queue_sub *s = list_entry(n, queue_sub, link);
         if (s->topic != t) continue;
         out->subscriptions++;
         out->acked += s->acked;
@@ -46,7 +46,7 @@ typedef struct admin_job {
     enum admin_what what;
     char stream[SPATE_TOPIC_NAME_MAX * 3 + 16];
     char subject[SPATE_TOPIC_NAME_MAX * 3 + 16];
-    q_retention ret;
+    queue_retention ret;
     int created; /* its stream was there, as far as this node knew */
     uint64_t count;
     int status;
@@ -155,7 +155,7 @@ int jsqueue__topic_delete(queue *q, const char *topic, queue_count_cb done, void
     jtopic *t = admin_topic(q, topic, &unlisted);
     if (!t) return ERR_NOMEM;
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next)
-        if (list_entry(n, q_sub, link)->topic == t) return ERR_BUSY;
+        if (list_entry(n, queue_sub, link)->topic == t) return ERR_BUSY;
     admin_job *j = admin_new(q, t, A_DELETE);
     if (!j) return ERR_NOMEM;
     j->created |= unlisted; /* no stream: it does not exist */
@@ -181,8 +181,8 @@ int jsqueue__topic_purge(queue *q, const char *topic, queue_count_cb done, void 
     return 0;
 }
 
-int jsqueue__topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
-                             void *data)
+int jsqueue__topic_retention(queue *q, const char *topic, const queue_retention *r,
+                             queue_done_cb done, void *data)
 {
     jtopic *t = jsqueue__topic_of(q, topic, 1);
     if (!t) return ERR_NOMEM;

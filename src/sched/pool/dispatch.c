@@ -13,22 +13,22 @@
 
 /* --- Invocations ------------------------------------------------------------ */
 
-void pool__finish(pool *p, invocation *inv, enum inv_outcome outcome, const char *body, size_t len)
+void pool__finish(pool *p, invocation *inv, enum pool_outcome outcome, const char *body, size_t len)
 {
     p->m.outcomes[outcome]++;
-    log_debug("invocation %s fn=%s req=%s", inv_outcome_name(outcome), p->name, inv->request_id);
+    log_debug("invocation %s fn=%s req=%s", pool_outcome_name(outcome), p->name, inv->request_id);
     inv->runner = NULL;
     inv->done(inv, outcome, body, len, inv->data);
 }
 
-void pool__finish_msg(pool *p, invocation *inv, enum inv_outcome outcome, const char *msg)
+void pool__finish_msg(pool *p, invocation *inv, enum pool_outcome outcome, const char *msg)
 {
     pool__finish(p, inv, outcome, msg, strlen(msg));
 }
 
 /* Fails every waiting invocation. The queue is emptied before any callback
  * runs, since a callback may queue new work. */
-void pool__fail_waiting(pool *p, enum inv_outcome outcome, const char *msg)
+void pool__fail_waiting(pool *p, enum pool_outcome outcome, const char *msg)
 {
     list_node failed;
     list_init(&failed);
@@ -312,7 +312,7 @@ void pool_invoke(pool *p, invocation *inv)
     inv->queued_ns = clock_mono_ns();
     pversion *v = p->active;
     if (p->closing || !v) {
-        pool__finish_msg(p, inv, INV_UNAVAILABLE,
+        pool__finish_msg(p, inv, POOL_UNAVAILABLE,
                          p->closing ? "spated is shutting down" : "function has no active version");
         return;
     }
@@ -328,7 +328,7 @@ void pool_invoke(pool *p, invocation *inv)
     if (v->zstate == ZS_NONE && v->load_error && pool__now_ms(p) < v->retry_at) {
         char msg[SPATE_LOAD_ERROR_MAX];
         snprintf(msg, sizeof msg, "cannot start function: %s", v->load_error);
-        pool__finish_msg(p, inv, INV_UNAVAILABLE, msg);
+        pool__finish_msg(p, inv, POOL_UNAVAILABLE, msg);
         return;
     }
     if (p->nwaiting + p->nqueued >= v->cfg.queue_max) {
@@ -337,7 +337,7 @@ void pool_invoke(pool *p, invocation *inv)
         snprintf(msg, sizeof msg, "function is at its maximum of %u instance%s and %u invocation%s",
                  v->cfg.max_instances, v->cfg.max_instances == 1 ? "" : "s",
                  p->nwaiting + p->nqueued, p->nwaiting + p->nqueued == 1 ? " waits" : "s wait");
-        pool__finish_msg(p, inv, INV_OVERLOADED, msg);
+        pool__finish_msg(p, inv, POOL_OVERLOADED, msg);
         return;
     }
     list_push_back(&p->waiting, &inv->link);
@@ -351,6 +351,6 @@ int pool_cancel(pool *p, invocation *inv)
     if (inv->runner || inv->link.next == &inv->link) return 0;
     list_remove(&inv->link);
     p->nwaiting--;
-    pool__finish_msg(p, inv, INV_UNAVAILABLE, "cancelled");
+    pool__finish_msg(p, inv, POOL_UNAVAILABLE, "cancelled");
     return 1;
 }

@@ -140,7 +140,7 @@ static void on_instance_result(instance *inst, int failed, uint32_t duration_us,
     } else {
         pool__became_idle(pi);
     }
-    pool__finish(p, inv, failed ? INV_FAILED : INV_OK, body, len);
+    pool__finish(p, inv, failed ? POOL_FAILED : POOL_OK, body, len);
 }
 
 /* The oldest invocation pi was given did not run (release_tail asked for
@@ -218,7 +218,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         fnlog_platform(p->log, id, v->number, NULL, "idle instance ended: %s", why);
     }
     if (v->retired && v->ninstances == 0) pool__free_version(v);
-    if (failed) pool__finish_msg(p, failed, INV_CRASHED, why);
+    if (failed) pool__finish_msg(p, failed, POOL_CRASHED, why);
     pool__serve_waiting(p);
     pool__grow(p);
     pool__maybe_finish_close(p);

@@ -113,9 +113,10 @@ static inline uint32_t pool__live(const pool *p)
 /* --- dispatch.c --------------------------------------------------------------- */
 
 /* Answers inv exactly once (body borrowed for the call). */
-void pool__finish(pool *p, invocation *inv, enum inv_outcome outcome, const char *body, size_t len);
-void pool__finish_msg(pool *p, invocation *inv, enum inv_outcome outcome, const char *msg);
-void pool__fail_waiting(pool *p, enum inv_outcome outcome, const char *msg);
+void pool__finish(pool *p, invocation *inv, enum pool_outcome outcome, const char *body,
+                  size_t len);
+void pool__finish_msg(pool *p, invocation *inv, enum pool_outcome outcome, const char *msg);
+void pool__fail_waiting(pool *p, enum pool_outcome outcome, const char *msg);
 invocation *pool__dequeue(pool *p);
 void pool__head_started(pinst *pi);
 void pool__requeue_inflight(pinst *pi);

@@ -71,11 +71,11 @@ const pool_metrics *pool_metrics_get(const pool *p)
     return &p->m;
 }
 
-const char *inv_outcome_name(enum inv_outcome o)
+const char *pool_outcome_name(enum pool_outcome o)
 {
-    static const char *const names[INV_OUTCOMES] = {"ok",      "error",    "crashed",
-                                                    "timeout", "rejected", "unavailable"};
-    return (unsigned)o < INV_OUTCOMES ? names[o] : "unknown";
+    static const char *const names[POOL_OUTCOMES] = {"ok",      "error",    "crashed",
+                                                     "timeout", "rejected", "unavailable"};
+    return (unsigned)o < POOL_OUTCOMES ? names[o] : "unknown";
 }
 
 uint32_t pool_capacity(const pool *p)
@@ -129,7 +129,7 @@ void pool_close(pool *p, int drain, void (*cb)(void *data), void *data)
     }
     p->closing = 1;
     if (!drain) {
-        pool__fail_waiting(p, INV_UNAVAILABLE, "spated is shutting down");
+        pool__fail_waiting(p, POOL_UNAVAILABLE, "spated is shutting down");
         /* Running invocations are cut: report them, then kill. */
         list_node cut;
         list_init(&cut);
@@ -141,7 +141,7 @@ void pool_close(pool *p, int drain, void (*cb)(void *data), void *data)
         while (!list_empty(&cut)) {
             invocation *inv = list_entry(list_first(&cut), invocation, link);
             list_remove(&inv->link);
-            pool__finish_msg(p, inv, INV_UNAVAILABLE,
+            pool__finish_msg(p, inv, POOL_UNAVAILABLE,
                              "spated stopped before the function finished");
         }
     }

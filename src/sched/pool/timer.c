@@ -155,14 +155,14 @@ static void on_timer(uv_timer_t *t)
         char msg[96];
         snprintf(msg, sizeof msg, "no instance became free within the timeout");
         p->timeouts++;
-        pool__finish_msg(p, inv, INV_TIMEOUT, msg);
+        pool__finish_msg(p, inv, POOL_TIMEOUT, msg);
     }
     while (!list_empty(&over_limit)) {
         invocation *inv = list_entry(list_first(&over_limit), invocation, link);
         list_remove(&inv->link);
         char msg[160];
         log_warn("instance stopped at its process limit fn=%s req=%s", p->name, inv->request_id);
-        pool__finish_msg(p, inv, INV_CRASHED, pids_limit_message(msg, sizeof msg));
+        pool__finish_msg(p, inv, POOL_CRASHED, pids_limit_message(msg, sizeof msg));
     }
     while (!list_empty(&timed_out)) {
         invocation *inv = list_entry(list_first(&timed_out), invocation, link);
@@ -171,7 +171,7 @@ static void on_timer(uv_timer_t *t)
         snprintf(msg, sizeof msg, "function timed out after %u ms", inv->timeout_ms);
         log_warn("invocation timed out after %u ms fn=%s req=%s", inv->timeout_ms, p->name,
                  inv->request_id);
-        pool__finish_msg(p, inv, INV_TIMEOUT, msg);
+        pool__finish_msg(p, inv, POOL_TIMEOUT, msg);
     }
     pool__serve_waiting(p);
     pool__grow(p);

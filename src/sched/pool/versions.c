@@ -43,7 +43,7 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
     if (v == p->active) {
         char msg[SPATE_LOAD_ERROR_MAX];
         snprintf(msg, sizeof msg, "cannot start function: %s", message);
-        pool__fail_waiting(p, INV_UNAVAILABLE, msg);
+        pool__fail_waiting(p, POOL_UNAVAILABLE, msg);
     }
     pool__maybe_finish_close(p);
 }
@@ -102,7 +102,7 @@ void pool__ensure_zygote(pool *p, pversion *v)
         return;
     }
     if (start_zygote(p, v) != 0 && v == p->active) {
-        pool__fail_waiting(p, INV_UNAVAILABLE, v->load_error);
+        pool__fail_waiting(p, POOL_UNAVAILABLE, v->load_error);
         pool__arm(p, v->retry_at);
     }
 }

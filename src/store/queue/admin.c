@@ -12,13 +12,13 @@
 typedef struct admin_op {
     wop op;
     queue *q;
-    q_topic *topic;
+    sq_topic *topic;
     int64_t topic_id;
     uint64_t below; /* purge, retention: only committed messages, below this seq */
     uint64_t *keep; /* purge: seqs leased now, which stay (sorted) */
     size_t nkeep;
-    q_retention ret;  /* set: to save; retention: the limits; delete: to restore on failure */
-    int create_topic; /* set: insert the topic's row first */
+    queue_retention ret; /* set: to save; retention: the limits; delete: to restore on failure */
+    int create_topic;    /* set: insert the topic's row first */
     int64_t now_ms;
     uint64_t rows, bytes; /* deleted */
     uint64_t stop;        /* retention: the first seq kept */
@@ -28,7 +28,7 @@ typedef struct admin_op {
     void *data;
 } admin_op;
 
-static admin_op *admin_new(queue *q, q_topic *t, int (*apply)(sqlite3 *, wop *),
+static admin_op *admin_new(queue *q, sq_topic *t, int (*apply)(sqlite3 *, wop *),
                            void (*done)(wop *, int))
 {
     admin_op *a = calloc(1, sizeof *a);
@@ -67,7 +67,7 @@ static int apply_delete(sqlite3 *db, wop *op)
 static void done_delete(wop *op, int status)
 {
     admin_op *a = (admin_op *)op;
-    q_topic *t = a->topic;
+    sq_topic *t = a->topic;
     if (status == 0) {
         /* The counters start again: what was published before the deletion
          * went with it (a publish asked for after it is counted after this,
@@ -86,7 +86,7 @@ static void done_delete(wop *op, int status)
 int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = sq_topic_get(q, topic, 0);
+    sq_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     if (t->nsubs) return ERR_BUSY;
     admin_op *a = admin_new(q, t, apply_delete, done_delete);
@@ -137,7 +137,7 @@ static void done_purge(wop *op, int status)
 /* Empties what a subscription holds but its leases: it goes on from the next
  * publish (bound: the first seq not yet committed). Returns the seqs it has
  * leased into keep. */
-static void sub_purge(q_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
+static void sub_purge(queue_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
 {
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
         keep[(*nkeep)++] = list_entry(n, sq_lease, link)->base.msg->seq;
@@ -161,11 +161,11 @@ static void sub_purge(q_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
 int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = sq_topic_get(q, topic, 0);
+    sq_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     size_t leased = 0;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
-        leased += list_entry(n, q_sub, link)->nleased;
+        leased += list_entry(n, queue_sub, link)->nleased;
     admin_op *a = admin_new(q, t, apply_purge, done_purge);
     uint64_t *keep = a && leased ? malloc(leased * sizeof *keep) : NULL;
     if (!a || (leased && !keep)) {
@@ -175,7 +175,7 @@ int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
     /* Committed messages only: a publish still on its way is after the purge. */
     a->below = t->committed;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
-        sub_purge(list_entry(n, q_sub, link), a->below, keep, &a->nkeep);
+        sub_purge(list_entry(n, queue_sub, link), a->below, keep, &a->nkeep);
     if (a->nkeep) qsort(keep, a->nkeep, sizeof *keep, sq_cmp_u64);
     a->keep = keep;
     if (t->trimmed < a->below) t->trimmed = a->below; /* a new subscription starts there */
@@ -187,9 +187,9 @@ int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
 
 /* Retention: the oldest messages of a topic no subscription reads, while it
  * is over a limit. */
-static int over_limits(const q_topic *t, int64_t now)
+static int over_limits(const sq_topic *t, int64_t now)
 {
-    const q_retention *r = &t->ret;
+    const queue_retention *r = &t->ret;
     return (r->max_messages && t->stored > r->max_messages) ||
            (r->max_bytes && t->bytes > r->max_bytes) ||
            (r->max_age_ms && t->stored && t->oldest_stored_ms &&
@@ -199,7 +199,7 @@ static int over_limits(const q_topic *t, int64_t now)
 static int apply_retain(sqlite3 *db, wop *op)
 {
     admin_op *a = (admin_op *)op;
-    const q_retention *r = &a->ret;
+    const queue_retention *r = &a->ret;
     sqlite3_stmt *st;
     /* The figures of the store, not of memory: publishes and deletions may be
      * in this same transaction. */
@@ -249,7 +249,7 @@ static int apply_retain(sqlite3 *db, wop *op)
 static void done_retain(wop *op, int status)
 {
     admin_op *a = (admin_op *)op;
-    q_topic *t = a->topic;
+    sq_topic *t = a->topic;
     t->retaining = 0;
     if (status == 0 && !t->deleted) {
         sq_forget_rows(t, a->rows, a->bytes, a->oldest_ms);
@@ -263,7 +263,7 @@ static void done_retain(wop *op, int status)
     free(a);
 }
 
-static void retain(queue *q, q_topic *t)
+static void retain(queue *q, sq_topic *t)
 {
     if (t->deleted || t->nsubs || t->retaining || !t->persisted || q->closing) return;
     int64_t now = clock_now_ms();
@@ -281,7 +281,7 @@ void sq_retention_tick(uv_timer_t *h)
 {
     queue *q = h->data;
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next)
-        retain(q, list_entry(n, q_topic, link));
+        retain(q, list_entry(n, sq_topic, link));
 }
 
 static int apply_set_retention(sqlite3 *db, wop *op)
@@ -311,11 +311,11 @@ static void done_set_retention(wop *op, int status)
     free(a);
 }
 
-int sq_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+int sq_topic_retention(queue *q, const char *topic, const queue_retention *r, queue_done_cb done,
                        void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = sq_topic_get(q, topic, 1);
+    sq_topic *t = sq_topic_get(q, topic, 1);
     if (!t) return ERR_NOMEM;
     admin_op *a = admin_new(q, t, apply_set_retention, done_set_retention);
     if (!a) return ERR_NOMEM;

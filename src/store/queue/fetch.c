@@ -9,11 +9,11 @@
 
 typedef struct fetch_op {
     wop op;
-    q_sub *sub;
+    queue_sub *sub;
     int64_t topic_id;
     uint64_t from;
     uint32_t limit;
-    q_block *block;
+    sq_block *block;
     int complete; /* fewer rows than asked: nothing more to fetch now */
 } fetch_op;
 
@@ -36,7 +36,7 @@ static int read_fetch(sqlite3 *db, wop *op)
     return rc;
 }
 
-static int restored(const q_sub *s, uint64_t seq)
+static int restored(const queue_sub *s, uint64_t seq)
 {
     size_t lo = 0, hi = s->nrestore;
     while (lo < hi) {
@@ -53,13 +53,13 @@ static int restored(const q_sub *s, uint64_t seq)
 static void done_fetch(wop *op, int status)
 {
     fetch_op *f = (fetch_op *)op;
-    q_sub *s = f->sub;
+    queue_sub *s = f->sub;
     s->fetching = 0;
     if (status == 0 && f->block && !s->closed) {
-        q_block *b = f->block;
+        sq_block *b = f->block;
         uint64_t last = f->from - 1;
         for (size_t i = 0; i < b->n; i++) {
-            q_msg *m = &b->msgs[i].m;
+            queue_msg *m = &b->msgs[i].m;
             last = m->seq;
             if (m->seq < s->fetched) continue; /* it came with a publish meanwhile */
             if (restored(s, m->seq)) continue; /* reloaded at start-up */
@@ -86,7 +86,7 @@ static void done_fetch(wop *op, int status)
 }
 
 /* Fetches the next chunk for a lagging subscription when ready runs low. */
-void sq_maybe_fetch(q_sub *s)
+void sq_maybe_fetch(queue_sub *s)
 {
     if (!s->lagging || s->fetching || s->closed || s->rlen > SPATE_QUEUE_READY_MAX / 4 ||
         s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX)

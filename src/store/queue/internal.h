@@ -43,24 +43,24 @@
 #include "store/store.h"
 #include "store/writer.h"
 
-typedef struct q_block q_block;
-typedef struct q_topic q_topic;
+typedef struct sq_block sq_block;
+typedef struct sq_topic sq_topic;
 
 /* A message as this queue holds it: what the consumer reads first. */
 typedef struct sq_msg {
-    q_msg m;
+    queue_msg m;
     uint32_t refs; /* the ready ring, leases and reads that hold it */
-    q_block *block;
+    sq_block *block;
 } sq_msg;
 
-static inline sq_msg *sq_msg_of(const q_msg *m)
+static inline sq_msg *sq_msg_of(const queue_msg *m)
 {
     return (sq_msg *)m;
 }
 
 /* A lease as this queue keeps it: what the consumer reads first. */
 typedef struct sq_lease {
-    q_lease base;
+    queue_lease base;
     list_node link;     /* in the subscription's leased list */
     int64_t visible_ms; /* retries: when it may run again */
     char *error;        /* retries: the last error */
@@ -68,21 +68,21 @@ typedef struct sq_lease {
     unsigned in_retry_table : 1;
 } sq_lease;
 
-static inline sq_lease *sq_lease_of(q_lease *l)
+static inline sq_lease *sq_lease_of(queue_lease *l)
 {
     return (sq_lease *)l;
 }
 
 /* One allocation holding the bytes of several messages (a published batch,
  * a fetched chunk) and their records; freed when the last message goes. */
-struct q_block {
+struct sq_block {
     uint32_t refs; /* messages still referenced */
     char *mem;     /* owned: the bytes the messages point into */
     size_t n;
     sq_msg msgs[];
 };
 
-struct q_topic {
+struct sq_topic {
     list_node link;
     queue *q;
     char *name;
@@ -97,29 +97,29 @@ struct q_topic {
     int64_t oldest_stored_ms;
     list_node subs;
     uint32_t nsubs;
-    /* What removed subscriptions had settled (q_topic_stats.acked). */
+    /* What removed subscriptions had settled (queue_topic_stats.acked). */
     uint64_t retired_acked, retired_dead;
-    q_retention ret;
+    queue_retention ret;
     int retaining; /* a retention pass is with the writer */
     /* Deleted: hidden, and its memory kept (ops in flight point to it) until
      * a publish or a subscription brings the name back. */
     int deleted;
 };
 
-struct q_sub {
+struct queue_sub {
     const queue_ops *ops; /* first, as queue.h wants */
     list_node link;       /* in topic->subs */
     queue *q;
-    q_topic *topic;
+    sq_topic *topic;
     int64_t id;
     int persisted;
-    q_sub_config cfg;
+    queue_sub_config cfg;
     void *user;
     uint32_t refs; /* 1 while subscribed, + leases out */
     int closed;
 
     /* ready: a ring of committed messages, in seq order */
-    q_msg **ready;
+    queue_msg **ready;
     size_t rhead, rlen, rcap;
     uint64_t ready_bytes;
     uint64_t fetched; /* every seq below is in memory, settled, or absent */
@@ -166,8 +166,8 @@ struct queue {
 typedef struct publish_op {
     wop op;
     queue *q;
-    q_topic *topic;
-    q_block *block;
+    sq_topic *topic;
+    sq_block *block;
     uint64_t first;
     int create_topic;
     queue_publish_cb done;
@@ -178,28 +178,28 @@ typedef struct publish_op {
 #define RETURNING_BYTES " RETURNING length(payload) + ifnull(length(key), 0)"
 
 /* --- memory.c: blocks, the ready ring, the retry heap, busy keys */
-void sq_msg_unref(q_msg *pm);
-q_block *sq_block_new(size_t n, char *mem);
-void sq_block_settle(q_block *b);
-void sq_mark_dirty(q_sub *s);
-void sq_notify(q_sub *s);
-q_msg *sq_ready_at(const q_sub *s, size_t i);
-int sq_ready_push(q_sub *s, q_msg *m);
-int sq_ready_insert(q_sub *s, q_msg *m);
-q_msg *sq_ready_take(q_sub *s, size_t pos);
-int sq_ready_full(const q_sub *s);
-int sq_heap_push(q_sub *s, sq_lease *l);
-sq_lease *sq_heap_pop(q_sub *s);
-void sq_arm_retry(q_sub *s);
-int sq_key_busy(const q_sub *s, const q_msg *m);
-void sq_key_hold(q_sub *s, q_msg *m);
-void sq_key_free(q_sub *s, q_msg *m);
+void sq_msg_unref(queue_msg *pm);
+sq_block *sq_block_new(size_t n, char *mem);
+void sq_block_settle(sq_block *b);
+void sq_mark_dirty(queue_sub *s);
+void sq_notify(queue_sub *s);
+queue_msg *sq_ready_at(const queue_sub *s, size_t i);
+int sq_ready_push(queue_sub *s, queue_msg *m);
+int sq_ready_insert(queue_sub *s, queue_msg *m);
+queue_msg *sq_ready_take(queue_sub *s, size_t pos);
+int sq_ready_full(const queue_sub *s);
+int sq_heap_push(queue_sub *s, sq_lease *l);
+sq_lease *sq_heap_pop(queue_sub *s);
+void sq_arm_retry(queue_sub *s);
+int sq_key_busy(const queue_sub *s, const queue_msg *m);
+void sq_key_hold(queue_sub *s, queue_msg *m);
+void sq_key_free(queue_sub *s, queue_msg *m);
 
 /* --- rows.c: writer thread: SQL the files share */
-int sq_insert_topic(sqlite3 *db, const q_topic *t);
+int sq_insert_topic(sqlite3 *db, const sq_topic *t);
 int sq_delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes);
 int64_t sq_first_published(sqlite3 *db, int64_t topic_id);
-int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *count);
+int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *count);
 extern const char
     *const sq_select_rows; /* SELECT ... FROM messages: the columns sq_read_rows wants */
 int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id);
@@ -207,46 +207,46 @@ int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id);
 /* --- publish.c: numbering, inserting, fanning out */
 int sq_apply_publish(sqlite3 *db, wop *op);
 void sq_done_publish(wop *op, int status);
-q_topic *sq_topic_get(queue *q, const char *name, int create);
-void sq_submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done, void *data);
-void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+sq_topic *sq_topic_get(queue *q, const char *name, int create);
+void sq_submit_messages(queue *q, sq_topic *t, sq_block *b, queue_publish_cb done, void *data);
+void sq_publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                 queue_publish_cb done, void *data);
 
 /* --- state.c: each subscription's saved state; trimming; counters of removed ones */
-void sq_forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms);
-void sq_maybe_trim(queue *q, q_topic *t);
+void sq_forget_rows(sq_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms);
+void sq_maybe_trim(queue *q, sq_topic *t);
 void sq_presubmit(void *data);
-void sq_retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead);
+void sq_retire_counts(queue *q, sq_topic *t, uint64_t acked, uint64_t dead);
 int sq_cmp_u64(const void *a, const void *b);
-int sq_restore_sub(queue *q, q_sub *s, const void *leased, int leased_len);
+int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len);
 
 /* --- fetch.c: lagging subscriptions read the next chunk */
-void sq_maybe_fetch(q_sub *s);
+void sq_maybe_fetch(queue_sub *s);
 
 /* --- lease.c: lease, ack, nack, release, dead letter */
-q_lease *sq_lease_next(q_sub *s);
+queue_lease *sq_lease_next(queue_sub *s);
 void sq_submit_retry(sq_lease *l, const char *error);
 void sq_lease_free(sq_lease *l);
-void sq_ack(q_lease *ql);
-void sq_nack(q_lease *ql, uint32_t delay_ms, const char *error);
-void sq_release(q_lease *ql);
-void sq_dead_letter(q_lease *ql, const char *error);
+void sq_ack(queue_lease *ql);
+void sq_nack(queue_lease *ql, uint32_t delay_ms, const char *error);
+void sq_release(queue_lease *ql);
+void sq_dead_letter(queue_lease *ql, const char *error);
 
 /* --- subs.c: subscriptions and figures */
-void sq_sub_unref(q_sub *s);
-q_sub *sq_sub_new(queue *q, q_topic *t, const q_sub_config *cfg);
-int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+void sq_sub_unref(queue_sub *s);
+queue_sub *sq_sub_new(queue *q, sq_topic *t, const queue_sub_config *cfg);
+int sq_subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                  void *data);
 int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                    void *data);
-q_sub *sq_find_sub(queue *q, const char *topic, const char *function);
-void sq_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data);
-const q_sub_config *sq_sub_config(const q_sub *s);
-const char *sq_sub_topic(const q_sub *s);
-void sq_sub_set_data(q_sub *s, void *data);
-void *sq_sub_data(const q_sub *s);
-void sq_sub_stats(const q_sub *s, q_sub_stats *out);
-int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out);
+queue_sub *sq_find_sub(queue *q, const char *topic, const char *function);
+void sq_each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data);
+const queue_sub_config *sq_sub_config(const queue_sub *s);
+const char *sq_sub_topic(const queue_sub *s);
+void sq_sub_set_data(queue_sub *s, void *data);
+void *sq_sub_data(const queue_sub *s);
+void sq_sub_stats(const queue_sub *s, queue_sub_stats *out);
+int sq_topic_stats(queue *q, const char *topic, queue_topic_stats *out);
 void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
 
 /* --- read.c: reading topics, redriving dead letters */
@@ -259,7 +259,7 @@ int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, queu
 int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data);
 int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
 void sq_retention_tick(uv_timer_t *h);
-int sq_topic_retention(queue *q, const char *topic, const q_retention *r, queue_done_cb done,
+int sq_topic_retention(queue *q, const char *topic, const queue_retention *r, queue_done_cb done,
                        void *data);
 
 /* --- open.c: opening, closing, the table of operations */

@@ -9,7 +9,7 @@
 #include "common/log.h"
 #include "store/sql.h"
 
-static sq_lease *lease_new(q_sub *s, q_msg *m, uint32_t attempt)
+static sq_lease *lease_new(queue_sub *s, queue_msg *m, uint32_t attempt)
 {
     sq_lease *l = calloc(1, sizeof *l);
     if (!l) return NULL;
@@ -23,7 +23,7 @@ static sq_lease *lease_new(q_sub *s, q_msg *m, uint32_t attempt)
     return l;
 }
 
-q_lease *sq_lease_next(q_sub *s)
+queue_lease *sq_lease_next(queue_sub *s)
 {
     if (s->closed) return NULL;
     int64_t now = clock_now_ms();
@@ -41,7 +41,7 @@ q_lease *sq_lease_next(q_sub *s)
     if (s->cfg.ordered) {
         size_t scan = s->rlen < SPATE_QUEUE_ORDERED_SCAN ? s->rlen : SPATE_QUEUE_ORDERED_SCAN;
         for (size_t i = 0; i < scan; i++) {
-            q_msg *m = sq_ready_at(s, i);
+            queue_msg *m = sq_ready_at(s, i);
             if (sq_key_busy(s, m)) continue;
             sq_ready_take(s, i);
             sq_key_hold(s, m);
@@ -59,7 +59,7 @@ q_lease *sq_lease_next(q_sub *s)
 /* Takes l off the leased list; the message reference stays with l. */
 static void unlease(sq_lease *l)
 {
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     list_remove(&l->link);
     s->nleased--;
     sq_mark_dirty(s);
@@ -113,7 +113,7 @@ static void done_retry(wop *op, int status)
 
 void sq_submit_retry(sq_lease *l, const char *error)
 {
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     retry_op *r = calloc(1, sizeof *r);
     if (!r) return;
     r->q = s->q;
@@ -129,17 +129,17 @@ void sq_submit_retry(sq_lease *l, const char *error)
 
 void sq_lease_free(sq_lease *l)
 {
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     sq_msg_unref(l->base.msg);
     free(l->error);
     free(l);
     sq_sub_unref(s);
 }
 
-void sq_ack(q_lease *ql)
+void sq_ack(queue_lease *ql)
 {
     sq_lease *l = sq_lease_of(ql);
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     unlease(l);
     sq_key_free(s, l->base.msg);
     if (s->closed)
@@ -150,10 +150,10 @@ void sq_ack(q_lease *ql)
     sq_lease_free(l);
 }
 
-void sq_nack(q_lease *ql, uint32_t delay_ms, const char *error)
+void sq_nack(queue_lease *ql, uint32_t delay_ms, const char *error)
 {
     sq_lease *l = sq_lease_of(ql);
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     unlease(l);
     if (s->closed) {
         sq_lease_free(l);
@@ -171,10 +171,10 @@ void sq_nack(q_lease *ql, uint32_t delay_ms, const char *error)
     sq_arm_retry(s);
 }
 
-void sq_release(q_lease *ql)
+void sq_release(queue_lease *ql)
 {
     sq_lease *l = sq_lease_of(ql);
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     unlease(l);
     if (s->closed) {
         sq_lease_free(l);
@@ -222,7 +222,7 @@ static void done_dead(wop *op, int status)
 {
     dead_op *d = (dead_op *)op;
     sq_lease *l = d->lease;
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     if (status == 0) {
         sq_key_free(s, l->base.msg);
         if (s->closed)
@@ -246,18 +246,18 @@ static void done_dead(wop *op, int status)
     sq_done_publish(op, status); /* frees d (its first member) */
 }
 
-void sq_dead_letter(q_lease *ql, const char *error)
+void sq_dead_letter(queue_lease *ql, const char *error)
 {
     sq_lease *l = sq_lease_of(ql);
-    q_sub *s = l->base.sub;
+    queue_sub *s = l->base.sub;
     queue *q = s->q;
     unlease(l);
-    q_topic *t = sq_topic_get(q, s->cfg.dlq, 1);
-    const q_msg *m = l->base.msg;
+    sq_topic *t = sq_topic_get(q, s->cfg.dlq, 1);
+    const queue_msg *m = l->base.msg;
     size_t srclen = strlen(s->topic->name) + 1;
     size_t errlen = strlen(error ? error : "") + 1;
     char *mem = malloc(m->len + 1 + (m->key ? m->key_len + 1 : 0) + srclen + errlen);
-    q_block *b = mem && t ? sq_block_new(1, mem) : NULL;
+    sq_block *b = mem && t ? sq_block_new(1, mem) : NULL;
     dead_op *d = b ? calloc(1, sizeof *d) : NULL;
     if (!d) {
         free(mem);
@@ -267,7 +267,7 @@ void sq_dead_letter(q_lease *ql, const char *error)
         if (sq_heap_push(s, l) == 0) sq_arm_retry(s);
         return;
     }
-    q_msg *dm = &b->msgs[0].m;
+    queue_msg *dm = &b->msgs[0].m;
     char *p = mem;
     memcpy(p, m->data, m->len);
     dm->data = p;

@@ -8,20 +8,20 @@
 #include "common/err.h"
 #include "common/limits.h"
 
-void sq_msg_unref(q_msg *pm)
+void sq_msg_unref(queue_msg *pm)
 {
     sq_msg *m = sq_msg_of(pm);
     if (--m->refs > 0) return;
-    q_block *b = m->block;
+    sq_block *b = m->block;
     if (--b->refs == 0) {
         free(b->mem);
         free(b);
     }
 }
 
-q_block *sq_block_new(size_t n, char *mem)
+sq_block *sq_block_new(size_t n, char *mem)
 {
-    q_block *b = calloc(1, sizeof *b + n * sizeof(sq_msg));
+    sq_block *b = calloc(1, sizeof *b + n * sizeof(sq_msg));
     if (!b) return NULL;
     b->mem = mem;
     b->n = n;
@@ -32,7 +32,7 @@ q_block *sq_block_new(size_t n, char *mem)
 
 /* Drops the references nobody took (messages no subscription wanted); frees
  * the block if none was taken (or it held no message). */
-void sq_block_settle(q_block *b)
+void sq_block_settle(sq_block *b)
 {
     uint32_t untaken = 0;
     for (size_t i = 0; i < b->n; i++) untaken += b->msgs[i].refs == 0;
@@ -43,7 +43,7 @@ void sq_block_settle(q_block *b)
     }
 }
 
-void sq_mark_dirty(q_sub *s)
+void sq_mark_dirty(queue_sub *s)
 {
     /* A removed subscription has no state to save, and a lease that settles
      * after the removal may drop its last reference: on the dirty list it
@@ -54,17 +54,17 @@ void sq_mark_dirty(q_sub *s)
     writer_kick(s->q->w);
 }
 
-void sq_notify(q_sub *s)
+void sq_notify(queue_sub *s)
 {
     if (!s->closed && s->q->ev.available) s->q->ev.available(s, s->q->ev.data);
 }
 
 /* --- Ready ring ---------------------------------------------------------------------- */
 
-static int ready_grow(q_sub *s)
+static int ready_grow(queue_sub *s)
 {
     size_t cap = s->rcap ? s->rcap * 2 : 256;
-    q_msg **r = malloc(cap * sizeof *r);
+    queue_msg **r = malloc(cap * sizeof *r);
     if (!r) return ERR_NOMEM;
     for (size_t i = 0; i < s->rlen; i++) r[i] = s->ready[(s->rhead + i) % s->rcap];
     free(s->ready);
@@ -74,12 +74,12 @@ static int ready_grow(q_sub *s)
     return 0;
 }
 
-q_msg *sq_ready_at(const q_sub *s, size_t i)
+queue_msg *sq_ready_at(const queue_sub *s, size_t i)
 {
     return s->ready[(s->rhead + i) % s->rcap];
 }
 
-int sq_ready_push(q_sub *s, q_msg *m)
+int sq_ready_push(queue_sub *s, queue_msg *m)
 {
     if (s->rlen == s->rcap && ready_grow(s)) return ERR_NOMEM;
     s->ready[(s->rhead + s->rlen) % s->rcap] = m;
@@ -90,7 +90,7 @@ int sq_ready_push(q_sub *s, q_msg *m)
 }
 
 /* Inserts in seq order (a released message goes back near the front). */
-int sq_ready_insert(q_sub *s, q_msg *m)
+int sq_ready_insert(queue_sub *s, queue_msg *m)
 {
     if (s->rlen == s->rcap && ready_grow(s)) return ERR_NOMEM;
     size_t pos = 0;
@@ -104,9 +104,9 @@ int sq_ready_insert(q_sub *s, q_msg *m)
     return 0;
 }
 
-q_msg *sq_ready_take(q_sub *s, size_t pos)
+queue_msg *sq_ready_take(queue_sub *s, size_t pos)
 {
-    q_msg *m = sq_ready_at(s, pos);
+    queue_msg *m = sq_ready_at(s, pos);
     for (size_t i = pos; i > 0; i--)
         s->ready[(s->rhead + i) % s->rcap] = s->ready[(s->rhead + i - 1) % s->rcap];
     s->rhead = (s->rhead + 1) % s->rcap;
@@ -115,14 +115,14 @@ q_msg *sq_ready_take(q_sub *s, size_t pos)
     return m;
 }
 
-int sq_ready_full(const q_sub *s)
+int sq_ready_full(const queue_sub *s)
 {
     return s->rlen >= SPATE_QUEUE_READY_MAX || s->ready_bytes >= SPATE_QUEUE_READY_BYTES;
 }
 
 /* --- Retry heap -------------------------------------------------------------------- */
 
-static void heap_swap(q_sub *s, uint32_t a, uint32_t b)
+static void heap_swap(queue_sub *s, uint32_t a, uint32_t b)
 {
     sq_lease *t = s->heap[a];
     s->heap[a] = s->heap[b];
@@ -131,7 +131,7 @@ static void heap_swap(q_sub *s, uint32_t a, uint32_t b)
     s->heap[b]->heap_index = b;
 }
 
-static void heap_up(q_sub *s, uint32_t i)
+static void heap_up(queue_sub *s, uint32_t i)
 {
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
@@ -141,7 +141,7 @@ static void heap_up(q_sub *s, uint32_t i)
     }
 }
 
-static void heap_down(q_sub *s, uint32_t i)
+static void heap_down(queue_sub *s, uint32_t i)
 {
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = i;
@@ -153,7 +153,7 @@ static void heap_down(q_sub *s, uint32_t i)
     }
 }
 
-int sq_heap_push(q_sub *s, sq_lease *l)
+int sq_heap_push(queue_sub *s, sq_lease *l)
 {
     if (s->nheap == s->heapcap) {
         uint32_t cap = s->heapcap ? s->heapcap * 2 : 64;
@@ -169,7 +169,7 @@ int sq_heap_push(q_sub *s, sq_lease *l)
     return 0;
 }
 
-sq_lease *sq_heap_pop(q_sub *s)
+sq_lease *sq_heap_pop(queue_sub *s)
 {
     sq_lease *top = s->heap[0];
     s->heap[0] = s->heap[--s->nheap];
@@ -186,7 +186,7 @@ static void on_retry_timer(uv_timer_t *t);
 /* Wakes the scheduler when the earliest retry comes due. A retry already due
  * arms nothing: the scheduler was told, and leases it when it has room
  * (re-arming at once would spin the loop while the function is full). */
-void sq_arm_retry(q_sub *s)
+void sq_arm_retry(queue_sub *s)
 {
     if (s->nheap == 0 || s->closed) return;
     int64_t at = s->heap[0]->visible_ms, now = clock_now_ms();
@@ -198,7 +198,7 @@ void sq_arm_retry(q_sub *s)
 
 static void on_retry_timer(uv_timer_t *t)
 {
-    q_sub *s = t->data;
+    queue_sub *s = t->data;
     sq_notify(s);
     /* Due ones it could not take stay at the top; look past them. */
     int64_t now = clock_now_ms();
@@ -214,17 +214,17 @@ static void on_retry_timer(uv_timer_t *t)
 
 /* --- Keys of ordered subscriptions ------------------------------------------------- */
 
-int sq_key_busy(const q_sub *s, const q_msg *m)
+int sq_key_busy(const queue_sub *s, const queue_msg *m)
 {
     return s->cfg.ordered && m->key && strmap_get(&s->busy_keys, m->key, m->key_len);
 }
 
-void sq_key_hold(q_sub *s, q_msg *m)
+void sq_key_hold(queue_sub *s, queue_msg *m)
 {
     if (s->cfg.ordered && m->key) strmap_put(&s->busy_keys, m->key, m);
 }
 
-void sq_key_free(q_sub *s, q_msg *m)
+void sq_key_free(queue_sub *s, queue_msg *m)
 {
     if (s->cfg.ordered && m->key && strmap_get(&s->busy_keys, m->key, m->key_len) == m)
         strmap_remove(&s->busy_keys, m->key);

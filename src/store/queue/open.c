@@ -32,7 +32,7 @@ static int load(queue *q, char *err, size_t errcap)
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         if (id >= q->next_topic_id) q->next_topic_id = id + 1;
-        q_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 1);
+        sq_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 1);
         if (!t) continue;
         t->id = id;
         t->persisted = 1;
@@ -65,16 +65,16 @@ static int load(queue *q, char *err, size_t errcap)
         return ERR_STORE;
     }
     while (sqlite3_step(st) == SQLITE_ROW) {
-        q_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 0);
+        sq_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 0);
         if (!t) continue;
-        q_sub_config cfg = {0};
+        queue_sub_config cfg = {0};
         snprintf(cfg.function, sizeof cfg.function, "%s", sqlite3_column_text(st, 2));
         cfg.max_attempts = (uint32_t)sqlite3_column_int64(st, 3);
         snprintf(cfg.dlq, sizeof cfg.dlq, "%s", sqlite3_column_text(st, 4));
         cfg.ordered = sqlite3_column_int(st, 5);
         cfg.deadline_ms = (uint32_t)sqlite3_column_int64(st, 6);
         cfg.max_concurrency = (uint32_t)sqlite3_column_int64(st, 7);
-        q_sub *s = sq_sub_new(q, t, &cfg);
+        queue_sub *s = sq_sub_new(q, t, &cfg);
         if (!s) continue;
         s->id = sqlite3_column_int64(st, 0);
         if (s->id >= q->next_sub_id) q->next_sub_id = s->id + 1;
@@ -122,9 +122,9 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
     uv_timer_start(&q->retention, sq_retention_tick, 0, SPATE_RETENTION_TICK_MS);
     /* Start every subscription: reload from the store. */
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-        q_topic *t = list_entry(n, q_topic, link);
+        sq_topic *t = list_entry(n, sq_topic, link);
         for (list_node *m = list_first(&t->subs); m != &t->subs; m = m->next) {
-            q_sub *s = list_entry(m, q_sub, link);
+            queue_sub *s = list_entry(m, queue_sub, link);
             sq_maybe_fetch(s);
             sq_arm_retry(s);
         }
@@ -157,10 +157,10 @@ static void on_writer_stopped(void *data)
 {
     queue *q = data;
     while (!list_empty(&q->topics)) {
-        q_topic *t = list_entry(list_first(&q->topics), q_topic, link);
+        sq_topic *t = list_entry(list_first(&q->topics), sq_topic, link);
         list_remove(&t->link);
         while (!list_empty(&t->subs)) {
-            q_sub *s = list_entry(list_first(&t->subs), q_sub, link);
+            queue_sub *s = list_entry(list_first(&t->subs), queue_sub, link);
             list_remove(&s->link);
             s->closed = 1;
             /* Leases still out are forgotten: the scheduler has stopped. */

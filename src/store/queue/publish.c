@@ -10,7 +10,7 @@
 #include "common/limits.h"
 #include "store/sql.h"
 
-static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
+static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, sq_block *b)
 {
     int rc = sql_prepare_cached(
         db, &q->ins_msg,
@@ -18,7 +18,7 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, q_block *b)
         " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (rc != SQLITE_OK) return rc;
     for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
-        const q_msg *m = &b->msgs[i].m;
+        const queue_msg *m = &b->msgs[i].m;
         sqlite3_bind_int64(q->ins_msg, 1, topic_id);
         sqlite3_bind_int64(q->ins_msg, 2, (sqlite3_int64)m->seq);
         sqlite3_bind_int64(q->ins_msg, 3, m->published_ms);
@@ -62,10 +62,10 @@ int sq_apply_publish(sqlite3 *db, wop *op)
 }
 
 /* Hands committed messages to the subscriptions that are caught up. */
-static void fan_out(q_topic *t, q_block *b, uint64_t first, uint64_t last)
+static void fan_out(sq_topic *t, sq_block *b, uint64_t first, uint64_t last)
 {
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
-        q_sub *s = list_entry(n, q_sub, link);
+        queue_sub *s = list_entry(n, queue_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
         if (s->lagging || sq_ready_full(s) || s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX) {
             if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
@@ -81,7 +81,7 @@ static void fan_out(q_topic *t, q_block *b, uint64_t first, uint64_t last)
 void sq_done_publish(wop *op, int status)
 {
     publish_op *p = (publish_op *)op;
-    q_topic *t = p->topic;
+    sq_topic *t = p->topic;
     uint64_t last = p->first + p->block->n - 1;
     if (status == 0) {
         t->published += p->block->n;
@@ -98,7 +98,7 @@ void sq_done_publish(wop *op, int status)
     } else {
         /* Those numbers will never exist: step over them. */
         for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
-            q_sub *s = list_entry(n, q_sub, link);
+            queue_sub *s = list_entry(n, queue_sub, link);
             if (s->fetched == p->first) s->fetched = last + 1;
         }
     }
@@ -109,9 +109,9 @@ void sq_done_publish(wop *op, int status)
 
 /* --- Topics ---------------------------------------------------------------------- */
 
-q_topic *sq_topic_get(queue *q, const char *name, int create)
+sq_topic *sq_topic_get(queue *q, const char *name, int create)
 {
-    q_topic *t = strmap_get(&q->by_name, name, strlen(name));
+    sq_topic *t = strmap_get(&q->by_name, name, strlen(name));
     if (t && t->deleted) {
         if (!create) return NULL;
         /* Back: a new topic under the old name. Its numbering goes on (rows
@@ -141,7 +141,7 @@ q_topic *sq_topic_get(queue *q, const char *name, int create)
 }
 
 /* Builds and submits the insertion of block's messages into topic t. */
-void sq_submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done, void *data)
+void sq_submit_messages(queue *q, sq_topic *t, sq_block *b, queue_publish_cb done, void *data)
 {
     publish_op *p = calloc(1, sizeof *p);
     if (!p) {
@@ -167,11 +167,11 @@ void sq_submit_messages(queue *q, q_topic *t, q_block *b, queue_publish_cb done,
     writer_submit(q->w, &p->op);
 }
 
-void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_t n,
+void sq_publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                 queue_publish_cb done, void *data)
 {
-    q_topic *t = q->closing ? NULL : sq_topic_get(q, topic, 1);
-    q_block *b = t && n ? sq_block_new(n, NULL) : NULL;
+    sq_topic *t = q->closing ? NULL : sq_topic_get(q, topic, 1);
+    sq_block *b = t && n ? sq_block_new(n, NULL) : NULL;
     if (!b) {
         buf_free(body);
         done(data, q->closing ? ERR_CLOSED : (n ? ERR_NOMEM : ERR_INVAL), 0);
@@ -179,7 +179,7 @@ void sq_publish(queue *q, const char *topic, buf *body, const q_input *in, size_
     }
     b->mem = buf_detach(body, NULL);
     for (size_t i = 0; i < n; i++) {
-        q_msg *m = &b->msgs[i].m;
+        queue_msg *m = &b->msgs[i].m;
         m->key = in[i].key;
         m->key_len = in[i].key_len;
         m->data = in[i].data;

@@ -15,7 +15,7 @@ typedef struct read_op {
     int64_t topic_id;
     uint64_t after;
     uint32_t limit;
-    q_block *block;
+    sq_block *block;
     queue_read_cb cb;
     void *data;
     /* redrive */
@@ -48,7 +48,7 @@ static int read_topic(sqlite3 *db, wop *op)
  * turn, so in the same batch): both happen or neither. */
 typedef struct redrive_op {
     wop op;
-    q_topic *dlq;
+    sq_topic *dlq;
     uint64_t *seqs; /* republished: these are deleted, nothing else */
     size_t nseqs;
     uint64_t deleted, bytes;
@@ -98,11 +98,11 @@ static void on_redrive_published(void *data, int status, uint64_t first)
 
 /* Copies dead letter m as a new message of its source topic t (no source,
  * attempts start again) and submits it. 0, or -1 when it was not published. */
-static int republish(queue *q, q_topic *t, const q_msg *m, redrive_op *d)
+static int republish(queue *q, sq_topic *t, const queue_msg *m, redrive_op *d)
 {
     size_t kl = m->key ? m->key_len + 1 : 0;
     char *mem = malloc(m->len + 1 + kl);
-    q_block *nb = mem ? sq_block_new(1, mem) : NULL;
+    sq_block *nb = mem ? sq_block_new(1, mem) : NULL;
     if (!nb) {
         free(mem);
         return -1;
@@ -120,10 +120,10 @@ static int republish(queue *q, q_topic *t, const q_msg *m, redrive_op *d)
     return d->publish_failed ? -1 : 0;
 }
 
-static q_topic *topic_by_id(queue *q, int64_t id)
+static sq_topic *topic_by_id(queue *q, int64_t id)
 {
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-        q_topic *t = list_entry(n, q_topic, link);
+        sq_topic *t = list_entry(n, sq_topic, link);
         if (t->id == id) return t;
     }
     return NULL;
@@ -131,7 +131,7 @@ static q_topic *topic_by_id(queue *q, int64_t id)
 
 /* The dead letters read: each published back to its source, and deleted from
  * the dead-letter topic in the same transaction. */
-static void redrive_block(queue *q, read_op *r, q_block *b)
+static void redrive_block(queue *q, read_op *r, sq_block *b)
 {
     redrive_op *d = calloc(1, sizeof *d);
     uint64_t *seqs = d ? calloc(b->n, sizeof *seqs) : NULL;
@@ -151,9 +151,9 @@ static void redrive_block(queue *q, read_op *r, q_block *b)
         return;
     }
     for (size_t i = 0; i < b->n; i++) {
-        const q_msg *m = &b->msgs[i].m;
+        const queue_msg *m = &b->msgs[i].m;
         if (!m->source || !*m->source) continue; /* never: the read asked for sources */
-        q_topic *t = sq_topic_get(q, m->source, 1);
+        sq_topic *t = sq_topic_get(q, m->source, 1);
         if (!t || t == d->dlq) continue; /* back to itself would loop; leave it */
         if (republish(q, t, m, d) == 0) d->seqs[d->nseqs++] = m->seq;
     }
@@ -166,9 +166,9 @@ static void done_read(wop *op, int status)
 {
     read_op *r = (read_op *)op;
     queue *q = r->q;
-    q_block *b = r->block;
+    sq_block *b = r->block;
     if (!r->redrive) {
-        q_msg *ptrs[SPATE_QUEUE_READ_MAX];
+        queue_msg *ptrs[SPATE_QUEUE_READ_MAX];
         size_t n = b ? b->n : 0;
         for (size_t i = 0; i < n && i < SPATE_QUEUE_READ_MAX; i++) ptrs[i] = &b->msgs[i].m;
         r->cb(r->data, status, ptrs, status ? 0 : n);
@@ -181,7 +181,7 @@ static void done_read(wop *op, int status)
     free(r);
 }
 
-static read_op *new_read(queue *q, q_topic *t, uint64_t after, uint32_t limit)
+static read_op *new_read(queue *q, sq_topic *t, uint64_t after, uint32_t limit)
 {
     read_op *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -197,7 +197,7 @@ static read_op *new_read(queue *q, q_topic *t, uint64_t after, uint32_t limit)
 int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
             void *data)
 {
-    q_topic *t = sq_topic_get(q, topic, 0);
+    sq_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     read_op *r = new_read(q, t, after, limit);
     if (!r) return ERR_NOMEM;
@@ -210,7 +210,7 @@ int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_r
 int sq_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,
                void *data)
 {
-    q_topic *t = sq_topic_get(q, topic, 0);
+    sq_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     read_op *r = new_read(q, t, after, limit);
     if (!r) return ERR_NOMEM;

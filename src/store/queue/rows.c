@@ -9,7 +9,7 @@
 #include "common/limits.h"
 #include "store/sql.h"
 
-int sq_insert_topic(sqlite3 *db, const q_topic *t)
+int sq_insert_topic(sqlite3 *db, const sq_topic *t)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db,
@@ -54,7 +54,7 @@ int64_t sq_first_published(sqlite3 *db, int64_t topic_id)
 
 /* Reads rows of a SELECT (seq, published_ms, key, payload, source, attempts,
  * error) into one block. */
-int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *count)
+int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *count)
 {
     size_t cap = 64, n = 0, bytes = 0;
     typedef struct row {
@@ -111,7 +111,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *coun
         total += rows[i].len + 1 + (rows[i].key ? rows[i].key_len + 1 : 0) +
                  (rows[i].source ? strlen(rows[i].source) + 1 : 0) +
                  (rows[i].error ? strlen(rows[i].error) + 1 : 0);
-    q_block *b = rc == SQLITE_OK ? sq_block_new(n, NULL) : NULL;
+    sq_block *b = rc == SQLITE_OK ? sq_block_new(n, NULL) : NULL;
     char *mem = b ? malloc(total + 1) : NULL;
     if (b && !mem) {
         free(b);
@@ -122,7 +122,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, q_block **out, uint32_t *coun
     for (size_t i = 0; i < n; i++) {
         row *r = &rows[i];
         if (b) {
-            q_msg *m = &b->msgs[i].m;
+            queue_msg *m = &b->msgs[i].m;
             m->seq = r->seq;
             m->published_ms = r->published_ms;
             m->len = r->len;

@@ -25,20 +25,20 @@ typedef struct state_op {
 typedef struct trim_op {
     wop op;
     queue *q;
-    q_topic *topic;
+    sq_topic *topic;
     int64_t topic_id;
     uint64_t below;
     uint64_t deleted, bytes;
     int64_t oldest_ms; /* of what is left */
 } trim_op;
 
-static uint64_t sub_cursor(const q_sub *s)
+static uint64_t sub_cursor(const queue_sub *s)
 {
     return s->rlen ? sq_ready_at(s, 0)->seq : s->fetched;
 }
 
 /* The lowest seq this subscription has not settled. */
-static uint64_t sub_low(const q_sub *s)
+static uint64_t sub_low(const queue_sub *s)
 {
     uint64_t low = sub_cursor(s);
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next) {
@@ -74,9 +74,9 @@ static void done_state(wop *op, int status)
         /* Not saved: save it again with the next commit. */
         queue *q = s->q;
         for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-            q_topic *t = list_entry(n, q_topic, link);
+            sq_topic *t = list_entry(n, sq_topic, link);
             for (list_node *m = list_first(&t->subs); m != &t->subs; m = m->next) {
-                q_sub *sub = list_entry(m, q_sub, link);
+                queue_sub *sub = list_entry(m, queue_sub, link);
                 if (sub->id == s->sub_id) sq_mark_dirty(sub);
             }
         }
@@ -86,7 +86,7 @@ static void done_state(wop *op, int status)
 }
 
 /* Loop thread: rows and bytes that left topic t. */
-void sq_forget_rows(q_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms)
+void sq_forget_rows(sq_topic *t, uint64_t rows, uint64_t bytes, int64_t oldest_ms)
 {
     t->stored = t->stored > rows ? t->stored - rows : 0;
     t->bytes = t->bytes > bytes ? t->bytes - bytes : 0;
@@ -119,12 +119,12 @@ static void done_trim(wop *op, int status)
     free(t);
 }
 
-void sq_maybe_trim(queue *q, q_topic *t)
+void sq_maybe_trim(queue *q, sq_topic *t)
 {
     if (t->nsubs == 0) return; /* messages stay until a subscription takes them */
     uint64_t low = UINT64_MAX;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
-        uint64_t l = sub_low(list_entry(n, q_sub, link));
+        uint64_t l = sub_low(list_entry(n, queue_sub, link));
         if (l < low) low = l;
     }
     if (low <= t->trimmed || low == UINT64_MAX) return;
@@ -145,7 +145,7 @@ void sq_presubmit(void *data)
 {
     queue *q = data;
     while (!list_empty(&q->dirty)) {
-        q_sub *s = list_entry(list_first(&q->dirty), q_sub, dirty_link);
+        queue_sub *s = list_entry(list_first(&q->dirty), queue_sub, dirty_link);
         list_remove(&s->dirty_link);
         s->dirty = 0;
         state_op *op = calloc(1, sizeof *op);
@@ -203,7 +203,7 @@ static void done_counter(wop *op, int status)
 }
 
 /* Counts settlings of t's removed subscriptions, in memory and in its row. */
-void sq_retire_counts(queue *q, q_topic *t, uint64_t acked, uint64_t dead)
+void sq_retire_counts(queue *q, sq_topic *t, uint64_t acked, uint64_t dead)
 {
     if (!acked && !dead) return;
     t->retired_acked += acked;
@@ -232,7 +232,7 @@ int sq_cmp_u64(const void *a, const void *b)
 /* Reloads, after a restart, the messages a subscription had leased (they were
  * in flight: due again now, their attempt repeated) and those waiting for a
  * retry. Runs on the store's own connection before the writer starts. */
-int sq_restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
+int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
 {
     sqlite3 *db = store_db(q->st);
     sqlite3_stmt *one;
@@ -282,7 +282,7 @@ int sq_restore_sub(queue *q, q_sub *s, const void *leased, int leased_len)
     for (size_t i = 0; p && i < n; i++) {
         sqlite3_bind_int64(one, 1, s->topic->id);
         sqlite3_bind_int64(one, 2, (sqlite3_int64)p[i].seq);
-        q_block *blk = NULL;
+        sq_block *blk = NULL;
         uint32_t got = 0;
         sq_read_rows(one, 1, &blk, &got);
         sqlite3_reset(one);

@@ -12,19 +12,19 @@
 typedef struct sub_op {
     wop op;
     queue *q;
-    q_sub *sub;
+    queue_sub *sub;
     int64_t topic_id;
-    q_topic *topic;
+    sq_topic *topic;
     int create_topic;
     int remove;
-    q_sub_config cfg;
+    queue_sub_config cfg;
     queue_done_cb done;
     void *data;
 } sub_op;
 
 static void on_timer_closed(uv_handle_t *h)
 {
-    q_sub *s = h->data;
+    queue_sub *s = h->data;
     free(s->ready);
     free(s->heap);
     free(s->restore);
@@ -32,7 +32,7 @@ static void on_timer_closed(uv_handle_t *h)
     free(s);
 }
 
-void sq_sub_unref(q_sub *s)
+void sq_sub_unref(queue_sub *s)
 {
     if (--s->refs > 0) return;
     while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
@@ -45,9 +45,9 @@ void sq_sub_unref(q_sub *s)
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
 }
 
-q_sub *sq_sub_new(queue *q, q_topic *t, const q_sub_config *cfg)
+queue_sub *sq_sub_new(queue *q, sq_topic *t, const queue_sub_config *cfg)
 {
-    q_sub *s = calloc(1, sizeof *s);
+    queue_sub *s = calloc(1, sizeof *s);
     if (s) s->ops = &sq_ops;
     if (!s) return NULL;
     s->q = q;
@@ -111,7 +111,7 @@ static int apply_sub(sqlite3 *db, wop *op)
 static void done_sub(wop *op, int status)
 {
     sub_op *o = (sub_op *)op;
-    q_sub *s = o->sub;
+    queue_sub *s = o->sub;
     if (!o->remove) {
         if (status == 0) {
             s->persisted = 1;
@@ -126,22 +126,22 @@ static void done_sub(wop *op, int status)
     free(o);
 }
 
-static q_sub *find_sub(q_topic *t, const char *function)
+static queue_sub *find_sub(sq_topic *t, const char *function)
 {
     for (list_node *n = t ? list_first(&t->subs) : NULL; t && n != &t->subs; n = n->next) {
-        q_sub *s = list_entry(n, q_sub, link);
+        queue_sub *s = list_entry(n, queue_sub, link);
         if (strcmp(s->cfg.function, function) == 0) return s;
     }
     return NULL;
 }
 
-int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_done_cb done,
+int sq_subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue_done_cb done,
                  void *data)
 {
     if (q->closing) return ERR_CLOSED;
-    q_topic *t = sq_topic_get(q, topic, 1);
+    sq_topic *t = sq_topic_get(q, topic, 1);
     if (!t) return ERR_NOMEM;
-    q_sub *s = find_sub(t, cfg->function);
+    queue_sub *s = find_sub(t, cfg->function);
     int created = 0;
     if (!s) {
         if (!(s = sq_sub_new(q, t, cfg))) return ERR_NOMEM;
@@ -180,8 +180,8 @@ int sq_subscribe(queue *q, const char *topic, const q_sub_config *cfg, queue_don
 int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                    void *data)
 {
-    q_topic *t = sq_topic_get(q, topic, 0);
-    q_sub *s = find_sub(t, function);
+    sq_topic *t = sq_topic_get(q, topic, 0);
+    queue_sub *s = find_sub(t, function);
     if (!s) return ERR_NOTFOUND;
     sub_op *o = calloc(1, sizeof *o);
     if (!o) return ERR_NOMEM;
@@ -213,46 +213,46 @@ int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done
     return 0;
 }
 
-q_sub *sq_find_sub(queue *q, const char *topic, const char *function)
+queue_sub *sq_find_sub(queue *q, const char *topic, const char *function)
 {
     return find_sub(sq_topic_get(q, topic, 0), function);
 }
 
-void sq_each_sub(queue *q, void (*cb)(q_sub *sub, void *data), void *data)
+void sq_each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data)
 {
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-        q_topic *t = list_entry(n, q_topic, link);
+        sq_topic *t = list_entry(n, sq_topic, link);
         for (list_node *m = list_first(&t->subs); m != &t->subs;) {
-            q_sub *s = list_entry(m, q_sub, link);
+            queue_sub *s = list_entry(m, queue_sub, link);
             m = m->next;
             cb(s, data);
         }
     }
 }
 
-const q_sub_config *sq_sub_config(const q_sub *s)
+const queue_sub_config *sq_sub_config(const queue_sub *s)
 {
     return &s->cfg;
 }
 
-const char *sq_sub_topic(const q_sub *s)
+const char *sq_sub_topic(const queue_sub *s)
 {
     return s->topic->name;
 }
 
-void sq_sub_set_data(q_sub *s, void *data)
+void sq_sub_set_data(queue_sub *s, void *data)
 {
     s->user = data;
 }
 
-void *sq_sub_data(const q_sub *s)
+void *sq_sub_data(const queue_sub *s)
 {
     return s->user;
 }
 
 /* --- Stats ---------------------------------------------------------------------------- */
 
-void sq_sub_stats(const q_sub *s, q_sub_stats *out)
+void sq_sub_stats(const queue_sub *s, queue_sub_stats *out)
 {
     memset(out, 0, sizeof *out);
     uint64_t lag = s->topic->committed > s->fetched ? s->topic->committed - s->fetched : 0;
@@ -274,9 +274,9 @@ void sq_sub_stats(const q_sub *s, q_sub_stats *out)
     out->oldest_ms = oldest;
 }
 
-int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
+int sq_topic_stats(queue *q, const char *topic, queue_topic_stats *out)
 {
-    q_topic *t = sq_topic_get(q, topic, 0);
+    sq_topic *t = sq_topic_get(q, topic, 0);
     if (!t) return ERR_NOTFOUND;
     memset(out, 0, sizeof *out);
     out->published = t->published;
@@ -288,8 +288,8 @@ int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
     out->dead_lettered = t->retired_dead;
     out->retention = t->ret;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
-        q_sub_stats ss;
-        sq_sub_stats(list_entry(n, q_sub, link), &ss);
+        queue_sub_stats ss;
+        sq_sub_stats(list_entry(n, queue_sub, link), &ss);
         out->acked += ss.acked;
         out->dead_lettered += ss.dead_lettered;
         if (ss.oldest_ms && (!out->oldest_ms || ss.oldest_ms > out->oldest_ms))
@@ -301,7 +301,7 @@ int sq_topic_stats(queue *q, const char *topic, q_topic_stats *out)
 void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data)
 {
     for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-        q_topic *t = list_entry(n, q_topic, link);
+        sq_topic *t = list_entry(n, sq_topic, link);
         if (!t->deleted) cb(t->name, data);
     }
 }

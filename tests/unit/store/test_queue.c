@@ -26,7 +26,7 @@ static store *st;
 static queue *q;
 static int available;
 
-static void on_available(q_sub *sub, void *data)
+static void on_available(queue_sub *sub, void *data)
 {
     available++;
 }
@@ -120,13 +120,13 @@ static uint64_t publish(const char *topic, const char *key, const char *data)
     buf body;
     buf_init(&body, 1u << 20);
     size_t klen = key ? strlen(key) : 0, dlen = strlen(data);
-    /* The key NUL-terminated, as q_msg promises it. */
+    /* The key NUL-terminated, as queue_msg promises it. */
     if (key) buf_append(&body, key, klen + 1);
     buf_append(&body, data, dlen + 1);
-    q_input in = {.key = key ? body.data : NULL,
-                  .key_len = (uint32_t)klen,
-                  .data = body.data + (key ? klen + 1 : 0),
-                  .len = (uint32_t)dlen};
+    queue_input in = {.key = key ? body.data : NULL,
+                      .key_len = (uint32_t)klen,
+                      .data = body.data + (key ? klen + 1 : 0),
+                      .len = (uint32_t)dlen};
     result r = {0};
     queue_publish(q, topic, &body, &in, 1, on_published, &r);
     CHECK_INT(run_until(&r.done), 0);
@@ -134,41 +134,41 @@ static uint64_t publish(const char *topic, const char *key, const char *data)
     return r.value;
 }
 
-static q_sub *subscribe(const char *topic, const char *function, const char *dlq, int ordered)
+static queue_sub *subscribe(const char *topic, const char *function, const char *dlq, int ordered)
 {
-    q_sub_config cfg = {.max_attempts = 3, .ordered = ordered};
+    queue_sub_config cfg = {.max_attempts = 3, .ordered = ordered};
     snprintf(cfg.function, sizeof cfg.function, "%s", function);
     snprintf(cfg.dlq, sizeof cfg.dlq, "%s", dlq ? dlq : "none.dlq");
     result r = {0};
     CHECK_INT(queue_subscribe(q, topic, &cfg, on_done, &r), 0);
     CHECK_INT(run_until(&r.done), 0);
     CHECK_INT(r.status, 0);
-    q_sub *s = queue_find_sub(q, topic, function);
+    queue_sub *s = queue_find_sub(q, topic, function);
     CHECK(s != NULL);
     return s;
 }
 
 /* The next lease of s, waiting for one up to WAIT_MS; NULL when none came. */
-static q_lease *lease_wait(q_sub *s)
+static queue_lease *lease_wait(queue_sub *s)
 {
     int64_t end = clock_now_ms() + WAIT_MS;
     uv_timer_start(&tick, on_tick, 5, 5);
-    q_lease *l;
-    while (!(l = queue_lease(s)) && clock_now_ms() < end) uv_run(&loop, UV_RUN_ONCE);
+    queue_lease *l;
+    while (!(l = queue_lease_next(s)) && clock_now_ms() < end) uv_run(&loop, UV_RUN_ONCE);
     uv_timer_stop(&tick);
     return l;
 }
 
-static int msg_is(const q_msg *m, const char *data)
+static int msg_is(const queue_msg *m, const char *data)
 {
     return m->len == strlen(data) && memcmp(m->data, data, m->len) == 0;
 }
 
-static q_topic_stats topic_stats(const char *topic)
+static queue_topic_stats topic_stats(const char *topic)
 {
-    q_topic_stats ts;
+    queue_topic_stats ts;
     memset(&ts, 0, sizeof ts);
-    CHECK_INT(queue_topic_stats(q, topic, &ts), 0);
+    CHECK_INT(queue_topic_get_stats(q, topic, &ts), 0);
     return ts;
 }
 
@@ -191,13 +191,13 @@ typedef struct readout {
     uint32_t attempts[8];
 } readout;
 
-static void on_read(void *data, int status, q_msg *const *msgs, size_t n)
+static void on_read(void *data, int status, queue_msg *const *msgs, size_t n)
 {
     readout *r = data;
     r->done = 1;
     r->status = status;
     for (size_t i = 0; i < n && i < 8; i++) {
-        const q_msg *m = msgs[i];
+        const queue_msg *m = msgs[i];
         r->seq[i] = m->seq;
         snprintf(r->data[i], sizeof r->data[i], "%.*s", (int)m->len, m->data);
         snprintf(r->key[i], sizeof r->key[i], "%s", m->key ? m->key : "");
@@ -224,13 +224,13 @@ static readout read_topic(const char *topic)
 static void publish_lease_ack(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", NULL, 0);
+    queue_sub *s = subscribe("orders", "f", NULL, 0);
     CHECK_INT(publish("orders", NULL, "one"), 1);
     CHECK_INT(publish("orders", NULL, "two"), 2);
     CHECK_INT(publish("orders", NULL, "three"), 3);
     CHECK_INT(topic_stats("orders").stored, 3);
     const char *want[] = {"one", "two", "three"};
-    q_lease *l[3];
+    queue_lease *l[3];
     for (int i = 0; i < 3; i++) {
         l[i] = lease_wait(s);
         CHECK(l[i] != NULL);
@@ -239,13 +239,13 @@ static void publish_lease_ack(void)
         CHECK_INT(l[i]->attempt, 1);
         CHECK(msg_is(l[i]->msg, want[i]));
     }
-    CHECK(queue_lease(s) == NULL); /* each message once */
-    q_sub_stats ss;
-    queue_sub_stats(s, &ss);
+    CHECK(queue_lease_next(s) == NULL); /* each message once */
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
     CHECK_INT(ss.leased, 3);
     CHECK_INT(ss.depth, 3);
     for (int i = 0; i < 3; i++) queue_ack(l[i]);
-    queue_sub_stats(s, &ss);
+    queue_sub_get_stats(s, &ss);
     CHECK_INT(ss.depth, 0);
     CHECK_INT(ss.leased, 0);
     CHECK_INT(ss.acked, 3);
@@ -259,20 +259,20 @@ static void publish_lease_ack(void)
 static void nack_with_delay(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", NULL, 0);
+    queue_sub *s = subscribe("orders", "f", NULL, 0);
     publish("orders", NULL, "m");
-    q_lease *l = lease_wait(s);
+    queue_lease *l = lease_wait(s);
     CHECK(l != NULL);
     if (!l) return;
     int64_t nacked = clock_now_ms();
     queue_nack(l, 300, "boom");
-    CHECK(queue_lease(s) == NULL); /* not visible before the delay */
-    q_sub_stats ss;
-    queue_sub_stats(s, &ss);
+    CHECK(queue_lease_next(s) == NULL); /* not visible before the delay */
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
     CHECK_INT(ss.retrying, 1);
     CHECK_INT(ss.depth, 1);
     run_for(100);
-    CHECK(queue_lease(s) == NULL); /* still hidden */
+    CHECK(queue_lease_next(s) == NULL); /* still hidden */
     available = 0;
     l = lease_wait(s);
     CHECK(l != NULL);
@@ -282,7 +282,7 @@ static void nack_with_delay(void)
     CHECK_INT(l->attempt, 2);
     CHECK(msg_is(l->msg, "m"));
     queue_ack(l);
-    queue_sub_stats(s, &ss);
+    queue_sub_get_stats(s, &ss);
     CHECK_INT(ss.depth, 0);
     CHECK_INT(ss.retrying, 0);
     close_queue();
@@ -292,14 +292,14 @@ static void nack_with_delay(void)
 static void release_keeps_attempt(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", NULL, 0);
+    queue_sub *s = subscribe("orders", "f", NULL, 0);
     publish("orders", NULL, "a");
     publish("orders", NULL, "b");
-    q_lease *l = lease_wait(s);
+    queue_lease *l = lease_wait(s);
     CHECK(l != NULL);
     if (!l) return;
     queue_release(l);
-    l = queue_lease(s);
+    l = queue_lease_next(s);
     CHECK(l != NULL);
     if (!l) return;
     CHECK_INT(l->msg->seq, 1); /* back in its place, before "b" */
@@ -318,7 +318,7 @@ static void release_keeps_attempt(void)
     CHECK_INT(l->msg->seq, 1);
     CHECK_INT(l->attempt, 2);
     queue_ack(l);
-    l = queue_lease(s);
+    l = queue_lease_next(s);
     CHECK(l != NULL);
     if (!l) return;
     CHECK(msg_is(l->msg, "b"));
@@ -331,9 +331,9 @@ static void release_keeps_attempt(void)
 static void dead_letter(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", "orders.dlq", 0);
+    queue_sub *s = subscribe("orders", "f", "orders.dlq", 0);
     publish("orders", "k1", "payload");
-    q_lease *l = lease_wait(s);
+    queue_lease *l = lease_wait(s);
     CHECK(l != NULL);
     if (!l) return;
     queue_nack(l, 0, "first");
@@ -350,11 +350,11 @@ static void dead_letter(void)
     CHECK_STR(r.source[0], "orders");
     CHECK_STR(r.error[0], "final error");
     CHECK_INT(r.attempts[0], 2);
-    q_sub_stats ss;
-    queue_sub_stats(s, &ss);
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
     CHECK_INT(ss.dead_lettered, 1);
     CHECK_INT(ss.depth, 0);
-    CHECK(queue_lease(s) == NULL);
+    CHECK(queue_lease_next(s) == NULL);
     CHECK_INT(stored_becomes("orders", 0), 0);
     close_queue();
 }
@@ -363,24 +363,24 @@ static void dead_letter(void)
 static void ordered_keys(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", NULL, 1);
+    queue_sub *s = subscribe("orders", "f", NULL, 1);
     publish("orders", "a", "a1");
     publish("orders", "a", "a2");
     publish("orders", "b", "b1");
     publish("orders", NULL, "nokey");
-    q_lease *a1 = lease_wait(s);
+    queue_lease *a1 = lease_wait(s);
     CHECK(a1 != NULL);
     if (!a1) return;
     CHECK(msg_is(a1->msg, "a1"));
-    q_lease *b1 = queue_lease(s); /* a is busy: a2 waits */
+    queue_lease *b1 = queue_lease_next(s); /* a is busy: a2 waits */
     CHECK(b1 != NULL);
     if (!b1) return;
     CHECK(msg_is(b1->msg, "b1"));
-    q_lease *nk = queue_lease(s); /* no key: never held back */
+    queue_lease *nk = queue_lease_next(s); /* no key: never held back */
     CHECK(nk != NULL);
     if (!nk) return;
     CHECK(msg_is(nk->msg, "nokey"));
-    CHECK(queue_lease(s) == NULL);
+    CHECK(queue_lease_next(s) == NULL);
     /* A key stays busy while its message waits for a retry. */
     queue_nack(a1, 0, "again");
     a1 = lease_wait(s);
@@ -388,9 +388,9 @@ static void ordered_keys(void)
     if (!a1) return;
     CHECK(msg_is(a1->msg, "a1"));
     CHECK_INT(a1->attempt, 2);
-    CHECK(queue_lease(s) == NULL);
+    CHECK(queue_lease_next(s) == NULL);
     queue_ack(a1);
-    q_lease *a2 = queue_lease(s);
+    queue_lease *a2 = queue_lease_next(s);
     CHECK(a2 != NULL);
     if (!a2) return;
     CHECK(msg_is(a2->msg, "a2"));
@@ -405,13 +405,13 @@ static void ordered_keys(void)
 static void restore_after_reopen(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", NULL, 0);
+    queue_sub *s = subscribe("orders", "f", NULL, 0);
     for (int i = 1; i <= 5; i++) {
         char d[8];
         snprintf(d, sizeof d, "m%d", i);
         publish("orders", NULL, d);
     }
-    q_lease *l1 = lease_wait(s), *l2 = queue_lease(s), *l3 = queue_lease(s);
+    queue_lease *l1 = lease_wait(s), *l2 = queue_lease_next(s), *l3 = queue_lease_next(s);
     CHECK(l1 && l2 && l3);
     if (!l1 || !l2 || !l3) return;
     queue_ack(l1);                  /* settled: gone for good */
@@ -427,7 +427,7 @@ static void restore_after_reopen(void)
     uint64_t seen[8];
     uint32_t attempts[8];
     size_t n = 0;
-    q_lease *l;
+    queue_lease *l;
     while (n < 8 && (l = lease_wait(s)) != NULL) {
         seen[n] = l->msg->seq;
         attempts[n++] = l->attempt;
@@ -435,7 +435,7 @@ static void restore_after_reopen(void)
         if (n == 3) break;
     }
     CHECK_INT(n, 3);
-    CHECK(queue_lease(s) == NULL); /* m1 acked, m3 not yet due */
+    CHECK(queue_lease_next(s) == NULL); /* m1 acked, m3 not yet due */
     /* m2 first (it was in flight), then m4 and m5 never leased. */
     if (n == 3) {
         CHECK_INT(seen[0], 2);
@@ -443,8 +443,8 @@ static void restore_after_reopen(void)
         CHECK_INT(seen[1], 4);
         CHECK_INT(seen[2], 5);
     }
-    q_sub_stats ss;
-    queue_sub_stats(s, &ss);
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
     CHECK_INT(ss.retrying, 1);
     CHECK_INT(ss.depth, 1);
     CHECK_INT(ss.acked, 4); /* the one acked before the restart is counted */
@@ -456,11 +456,11 @@ static void restore_after_reopen(void)
 static void purge(void)
 {
     fresh();
-    q_sub *s = subscribe("orders", "f", NULL, 0);
+    queue_sub *s = subscribe("orders", "f", NULL, 0);
     publish("orders", NULL, "a");
     publish("orders", NULL, "b");
     publish("orders", NULL, "c");
-    q_lease *l = lease_wait(s);
+    queue_lease *l = lease_wait(s);
     CHECK(l != NULL);
     if (!l) return;
     result r = {0};
@@ -468,7 +468,7 @@ static void purge(void)
     CHECK_INT(run_until(&r.done), 0);
     CHECK_INT(r.status, 0);
     CHECK_INT(r.value, 2);
-    CHECK(queue_lease(s) == NULL);
+    CHECK(queue_lease_next(s) == NULL);
     CHECK_INT(topic_stats("orders").stored, 1); /* the leased one stays */
     queue_ack(l);
     publish("orders", NULL, "d");
@@ -492,7 +492,7 @@ static void retention_trim(void)
         publish("log", NULL, d);
     }
     CHECK_INT(topic_stats("log").stored, 5);
-    q_retention ret = {.max_messages = 2};
+    queue_retention ret = {.max_messages = 2};
     result r = {0};
     CHECK_INT(queue_topic_retention(q, "log", &ret, on_done, &r), 0);
     CHECK_INT(run_until(&r.done), 0);
