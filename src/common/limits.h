@@ -99,7 +99,7 @@
 #define SPATE_CPU_FLOOR_MILLIS 10
 #define SPATE_CPU_CEILING_MILLIS 256000
 /* By default no quota: the instances of a function share one cpu cgroup,
- * so the CPU is shared fairly between functions (runtime/isolate.c). */
+ * so the CPU is shared fairly between functions (runtime/isolate/). */
 #define SPATE_CPU_DEFAULT_MILLIS 0
 /* Size of an instance's private /tmp and /dev/shm (deploy tmp=), MB: Lambda's
  * default ephemeral storage. Its pages count against the instance's memory. */

@@ -3,7 +3,7 @@
  * process that runs invocations one at a time, in the order it was given
  * them, and reports each result and, exactly once, its end.
  *
- * Runtimes (native.c: a zygote's child speaking frames; exec.c: a bootstrap
+ * Runtimes (native.c: a zygote's child speaking frames; exec/: a bootstrap
  * speaking the Lambda Runtime API) embed `instance` first in their own
  * struct and fill in its ops.
  */

@@ -61,7 +61,7 @@ static char **build_env(const char *name, uint32_t version, const fn_config *c)
     snprintf(defaults[3], sizeof defaults[3], "SPATE_FUNCTION_NAME=%s", name);
     snprintf(defaults[4], sizeof defaults[4], "SPATE_FUNCTION_VERSION=%u", version);
     snprintf(defaults[5], sizeof defaults[5], "SPATE_FUNCTION_MEMORY_MB=%u", c->memory_mb);
-    /* Exec functions get the Lambda defaults instead (runtime/exec.c). */
+    /* Exec functions get the Lambda defaults instead (runtime/exec/). */
     for (int i = c->runtime == RUNTIME_EXEC ? 3 : 0; i < 6; i++)
         if (!env_has(env, n, defaults[i])) env[n++] = strdup(defaults[i]);
     for (size_t i = 0; i < sizeof passthrough / sizeof *passthrough; i++) {

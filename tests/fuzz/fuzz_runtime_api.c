@@ -1,6 +1,6 @@
 /*
  * fuzz_runtime_api - the requests an exec function's runtime makes to its
- * Runtime API endpoint (runtime/exec.c): arbitrary bytes as one client
+ * Runtime API endpoint (runtime/exec/): arbitrary bytes as one client
  * connection to the endpoint of a real exec instance (whose bootstrap only
  * sleeps: the fuzzer is its runtime). An invocation is kept waiting, so
  * /next has work; "{id}" in the input becomes its request id, so that

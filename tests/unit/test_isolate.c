@@ -1,4 +1,4 @@
-/* Unit tests for common/fs.c, as runtime/isolate.c and store/artifacts.c use
+/* Unit tests for common/fs.c, as runtime/isolate/ and store/artifacts.c use
  * it: removing an instance's temporary directory (only without mount
  * namespaces) never follows a link out of it, even one swapped in while the
  * removal runs (issue 13, item 3); an unpacked artifact, as deep as an

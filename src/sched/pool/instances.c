@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "sched/pool/internal.h"
 
-/* How runtimes begin the reason an instance did not start (native.c, exec.c). */
+/* How runtimes begin the reason an instance did not start (runtime/native.c, runtime/exec/). */
 #define START_FAILED "instance failed to start: "
 
 /* Weight of a new sample in the moving averages. */

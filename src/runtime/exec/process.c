@@ -1,0 +1,303 @@
+/*
+ * process.c - an exec instance's life: spate-runner --exec started in its
+ * own process group with its Runtime API endpoint, the instance interface
+ * the pool drives, its exit and its free (internal.h has who owns what).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "runtime/exec/internal.h"
+#include "runtime/isolate.h"
+#include "runtime/output.h"
+#include "runtime/zproto.h"
+
+static void maybe_free(exec_instance *e)
+{
+    if (e->open > 0) return;
+    while (!list_empty(&e->queue)) {
+        pending_inv *p = list_entry(list_first(&e->queue), pending_inv, link);
+        list_remove(&p->link);
+        free(p);
+    }
+    free(e->running);
+    free(e->init_error);
+    exec__version_unref(e->ver);
+    free(e);
+}
+
+static void on_api_closed(void *data)
+{
+    exec_instance *e = data;
+    e->open--;
+    maybe_free(e);
+}
+
+static void on_proc_closed(uv_handle_t *h)
+{
+    exec_instance *e = h->data;
+    e->open--;
+    maybe_free(e);
+}
+
+/* Why the runner could not start the bootstrap, as it wrote to the status
+ * pipe (its write end is closed now: the process is gone). */
+static void sandbox_failure(exec_instance *e, char *why, size_t cap)
+{
+    char text[400];
+    ssize_t n = e->status_fd >= 0 ? read(e->status_fd, text, sizeof text - 1) : -1;
+    if (n <= 0) {
+        snprintf(why, cap, "the instance could not enter its sandbox (spate-runner said nothing)");
+    } else {
+        text[n] = '\0';
+        for (ssize_t i = 0; i < n; i++)
+            if ((unsigned char)text[i] < 0x20) text[i] = ' ';
+        snprintf(why, cap, "the instance could not enter its sandbox: %s", text);
+    }
+    log_warn("%s fn=%s", why, e->ver->function);
+}
+
+static void on_process_exit(uv_process_t *p, int64_t status, int signal)
+{
+    exec_instance *e = p->data;
+    e->alive = 0;
+    e->exited = 1;
+    /* Whatever it started dies with it. */
+    uv_kill(-p->pid, SIGKILL);
+    char why[SPATE_ERROR_MESSAGE_MAX + 64];
+    if (instance_release(&e->base, why, sizeof why))
+        ; /* out of memory: said */
+    else if (e->init_error)
+        snprintf(why, sizeof why, "instance failed to start: %s", e->init_error);
+    else if (e->killed && !e->ready)
+        snprintf(why, sizeof why,
+                 "the bootstrap did not ask for work (GET %s/invocation/next) in time", EXEC__API);
+    else if (signal)
+        snprintf(why, sizeof why, "killed by signal %d (%s)", signal, strsignal(signal));
+    else if (!e->ready && status == SPATE_SANDBOX_FAILED_STATUS)
+        sandbox_failure(e, why, sizeof why);
+    else if (!e->ready)
+        snprintf(why, sizeof why, "bootstrap exited with status %lld before asking for work",
+                 (long long)status);
+    else
+        snprintf(why, sizeof why, "exited with status %lld", (long long)status);
+    if (e->status_fd >= 0) close(e->status_fd);
+    e->status_fd = -1;
+    e->base.cb->exited(&e->base, why, e->base.data);
+    uv_close((uv_handle_t *)&e->proc, on_proc_closed);
+    http_server_close(e->api, on_api_closed, e);
+}
+
+static int exec_invoke(instance *base, const frame_invoke *inv)
+{
+    exec_instance *e = (exec_instance *)base;
+    if (e->exited) return ERR_CLOSED;
+    pending_inv *p = malloc(sizeof *p + inv->payload_len);
+    if (!p) return ERR_NOMEM;
+    snprintf(p->request_id, sizeof p->request_id, "%s", inv->request_id);
+    p->deadline_ms = inv->deadline_ms;
+    p->attempt = inv->attempt;
+    p->len = inv->payload_len;
+    if (inv->payload_len) memcpy(p->payload, inv->payload, inv->payload_len);
+    list_push_back(&e->queue, &p->link);
+    if (e->next_req) {
+        http_request *req = e->next_req;
+        e->next_req = NULL;
+        req->on_abort = NULL;
+        exec__hand_out(e, req);
+    }
+    return 0;
+}
+
+/* What the bootstrap has not asked for yet is still here: sure. */
+static uint32_t exec_withdraw(instance *base, uint32_t n)
+{
+    exec_instance *e = (exec_instance *)base;
+    uint32_t queued = 0;
+    for (list_node *l = list_first(&e->queue); l != &e->queue; l = l->next) queued++;
+    if (n == 0 || queued < n) return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        pending_inv *p = list_entry(list_last(&e->queue), pending_inv, link);
+        list_remove(&p->link);
+        free(p);
+    }
+    return n;
+}
+
+static void exec_kill(instance *base)
+{
+    exec_instance *e = (exec_instance *)base;
+    e->killed = 1;
+    /* Its process group: the bootstrap and whatever it started. */
+    if (e->alive) uv_kill(-e->proc.pid, SIGKILL);
+}
+
+static int exec_usable(const instance *base)
+{
+    const exec_instance *e = (const exec_instance *)base;
+    return e->alive && !e->killed;
+}
+
+static pid_t exec_pid(const instance *base)
+{
+    return ((const exec_instance *)base)->proc.pid;
+}
+
+static const instance_ops ops = {
+    .invoke = exec_invoke,
+    .withdraw = exec_withdraw,
+    .kill = exec_kill,
+    .usable = exec_usable,
+    .pid = exec_pid,
+};
+
+/* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --env-fd 3 --tmpdir T
+ * BOOTSTRAP, or with mount namespaces ... --tmp-mb N --task ROOT [--writable PATH]...
+ * /var/task/bootstrap */
+static void sandbox_args(exec_version *x, exec_instance *e, char **args, char num[4][16])
+{
+    int n = 0;
+    const isolate_config *iso = isolate_get();
+    args[n++] = x->runner;
+    args[n++] = "--exec";
+    if (iso->drop) {
+        snprintf(num[0], sizeof num[0], "%u", (unsigned)e->base.iso->owner);
+        snprintf(num[1], sizeof num[1], "%u", (unsigned)iso->gid);
+        args[n++] = "--uid";
+        args[n++] = num[0];
+        args[n++] = "--gid";
+        args[n++] = num[1];
+    }
+    if (e->base.memory_mb) {
+        snprintf(num[2], sizeof num[2], "%u", e->base.memory_mb);
+        args[n++] = "--memory-mb";
+        args[n++] = num[2];
+    }
+    args[n++] = "--cgroups";
+    args[n++] = e->base.iso->cgroups;
+    args[n++] = "--env-fd";
+    args[n++] = "3";
+    args[n++] = "--status-fd";
+    args[n++] = "4";
+    if (x->tmp_mb) {
+        snprintf(num[3], sizeof num[3], "%u", x->tmp_mb);
+        args[n++] = "--tmp-mb";
+        args[n++] = num[3];
+        args[n++] = "--task";
+        args[n++] = x->root;
+        for (int i = 0; iso->writable[i]; i++) {
+            args[n++] = "--writable";
+            args[n++] = (char *)iso->writable[i];
+        }
+        args[n++] = "/var/task/bootstrap";
+        args[n] = NULL;
+        return;
+    }
+    args[n++] = "--tmpdir";
+    args[n++] = e->base.iso->tmpdir;
+    args[n++] = x->bootstrap;
+    args[n] = NULL;
+}
+
+int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callbacks *cb,
+               void *data, instance **out)
+{
+    exec_instance *e = calloc(1, sizeof *e);
+    if (!e) return ERR_NOMEM;
+    instance_init(&e->base, &ops, cb, data);
+    int outfd[2];
+    int rc = instance_isolate(&e->base, lim, outfd);
+    if (rc != 0) {
+        free(e);
+        return rc;
+    }
+    e->ver = x;
+    list_init(&e->queue);
+    http_config hc;
+    http_config_defaults(&hc);
+    hc.max_connections = 16;
+    hc.bodies_max = SPATE_RUNTIME_API_BODIES_MAX;
+    char err[256];
+    if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &exec__api_handlers, e, &e->api, err,
+                          sizeof err) != 0) {
+        log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        output_close_fds(outfd);
+        instance_release(&e->base, NULL, 0);
+        free(e);
+        return ERR_IO;
+    }
+    e->port = http_server_port(e->api);
+    /* The version's environment plus this instance's own endpoint, in a
+     * descriptor the runner reads once it is no longer root (isolate.h). */
+    char api[48];
+    snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", e->port);
+    int envfd = isolate_env_fd(x->env, api);
+    if (envfd < 0) {
+        log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(errno),
+                 x->function);
+        output_close_fds(outfd);
+        http_server_close(e->api, NULL, NULL);
+        instance_release(&e->base, NULL, 0);
+        free(e);
+        return ERR_IO;
+    }
+    /* Why the runner could not start the bootstrap comes back on a pipe,
+     * read once it has exited (a successful exec closes it). */
+    int status[2] = {-1, -1};
+    if (pipe2(status, O_CLOEXEC | O_NONBLOCK) != 0) status[0] = status[1] = -1;
+    e->status_fd = status[0];
+    char *args[26 + 2 * SPATE_WRITABLE_MAX], num[4][16];
+    sandbox_args(x, e, args, num);
+    uv_stdio_container_t stdio[5] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd[0] >= 0 ? outfd[0] : STDOUT_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = outfd[1] >= 0 ? outfd[1] : STDERR_FILENO},
+        {.flags = UV_INHERIT_FD, .data.fd = envfd},
+        {.flags = status[1] >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = status[1]},
+    };
+    uv_process_options_t opt = {
+        .exit_cb = on_process_exit,
+        .file = x->runner,
+        .args = args,
+        .env = isolate_runner_env(), /* it starts as root: nothing of the function's */
+        .cwd = x->root,
+        .stdio_count = 5,
+        .stdio = stdio,
+        /* Its own process group, so that a kill reaches what it starts. */
+        .flags = UV_PROCESS_DETACHED,
+    };
+    e->proc.data = e;
+    rc = uv_spawn(x->loop, &e->proc, &opt);
+    close(envfd);
+    output_close_fds(outfd);
+    if (status[1] >= 0) close(status[1]);
+    if (rc != 0) {
+        if (e->status_fd >= 0) close(e->status_fd);
+        e->status_fd = -1;
+        log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
+        instance_release(&e->base, NULL, 0);
+        e->open = 2;
+        e->exited = 1;
+        x->refs++;
+        uv_close((uv_handle_t *)&e->proc, on_proc_closed);
+        http_server_close(e->api, on_api_closed, e);
+        return ERR_IO;
+    }
+    e->alive = 1;
+    e->open = 2;
+    x->refs++;
+    *out = &e->base;
+    return 0;
+}
+
+int exec_api_port(const instance *inst)
+{
+    return ((const exec_instance *)inst)->port;
+}
