@@ -91,7 +91,7 @@ typedef void (*cluster_invoke_handler)(void *data, const char *function, const c
                                        cluster_answer_fn answer, void *ctx);
 void cluster_set_invoke_handler(cluster *c, cluster_invoke_handler h, void *data);
 
-/* For the cluster's queue (cluster/jsqueue.c): work runs on the worker
+/* For the cluster's queue (cluster/jsqueue/): work runs on the worker
  * thread, then done on the loop; post runs fn on the loop (from any thread)
  * (cluster/bridge.h, without drop). */
 typedef void (*cluster_fn)(void *arg);
@@ -107,7 +107,7 @@ typedef struct cluster_acks {
 void cluster_acks_begin(cluster *c, cluster_acks *a);
 void cluster_acks_end(cluster *c);
 /* The bucket of failed attempts: a message's JetStream deliveries also
- * count hand-backs that never ran it (jsqueue.c). */
+ * count hand-backs that never ran it (jsqueue/). */
 struct __kvStore *cluster_attempts(const cluster *c);
 int cluster_replicas(const cluster *c);
 

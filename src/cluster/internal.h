@@ -2,7 +2,7 @@
  * internal.h - what the files of cluster/ share (cluster.h is the face):
  *
  *   cluster.c       connecting, the buckets and stream, starting, stopping,
- *                   nats.c's connection callbacks, what jsqueue.c uses
+ *                   nats.c's connection callbacks, what jsqueue/ uses
  *   bridge.c        the worker thread and the calls back to the loop
  *   node.c          heartbeats and the nodes view
  *   route.c         direct invocations between nodes, both ways
@@ -27,7 +27,7 @@
 #include "common/list.h"
 
 #define CLUSTER_BUCKET "spate-registry"
-/* The failed attempts of messages being retried (jsqueue.c). */
+/* The failed attempts of messages being retried (jsqueue/). */
 #define CLUSTER_ATTEMPTS_BUCKET "spate-attempts"
 #define CLUSTER_ARTIFACT_STREAM "SPATE_ARTIFACTS"
 #define CLUSTER_ID_LEN 16 /* a node's id: hex of 8 random bytes */

@@ -2,7 +2,7 @@
  * registry.c - the registry of one node (store/registry.h): functions and
  * versions as rows of the store's SQLite database, artifacts as the files of
  * store/artifacts.c under the data directory. Triggers are the queue's
- * subscriptions, which store/queue.c saves with the topics: nothing here.
+ * subscriptions, which store/queue/ saves with the topics: nothing here.
  */
 #include "store/registry_sqlite.h"
 
@@ -294,7 +294,7 @@ static int sq_artifact_remove(registry *r, const char *sha256)
     return artifacts_remove(store_dir(STORE(r)), sha256);
 }
 
-/* --- Triggers: the queue's subscriptions (store/queue.c) ---------------------------- */
+/* --- Triggers: the queue's subscriptions (store/queue/) ---------------------------- */
 
 static int sq_trigger_put(registry *r, const char *topic, const queue_sub_config *cfg)
 {

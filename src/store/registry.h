@@ -25,7 +25,7 @@
  *
  * Triggers: a topic's subscription by a function, configured by a
  * queue_sub_config. In one node the queue's subscriptions are saved with the
- * topics (store/queue.c), so the SQLite registry keeps nothing of its own
+ * topics (store/queue/), so the SQLite registry keeps nothing of its own
  * for them: put and remove succeed at once and each lists none. A cluster
  * registry keeps them so that every node's queue subscribes alike.
  *
