@@ -2,7 +2,7 @@
  * cluster.c - joining the cluster (cluster.h): the connection to NATS and its
  * callbacks, the buckets and the artifact stream, starting and stopping the
  * parts (internal.h says which file does what), and what the cluster's queue
- * (jsqueue.c) uses of the connection.
+ * (jsqueue/) uses of the connection.
  */
 #include <errno.h>
 #include <stdio.h>
