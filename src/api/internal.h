@@ -55,10 +55,17 @@ typedef struct route_match {
     size_t name2_len;
 } route_match;
 
-/* Answers with doc (taken; NULL answers 500). */
+/* api/route.c: the route of a path (its names point into path), and the
+ * scope of token a request on it needs (0: none). */
+route_match api_route_match(const char *path);
+unsigned api_route_scope(const route_match *m, enum http_method method);
+
+/* api/api.c: answers every route gives the same way. Answers with doc
+ * (taken; NULL answers 500). */
 void api_respond_json(http_request *req, int status, cJSON *doc);
 void api_method_not_allowed(http_request *req, const char *allow);
-/* Parses an integer query parameter into out, or writes why it is wrong. */
+/* api/params.c: parses an integer query parameter into out, or writes why
+ * it is wrong. */
 int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
                      uint32_t *out, char *why, size_t whycap);
 
@@ -66,6 +73,15 @@ int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min
  * 1; false or 0 is 0; anything else writes why it is wrong. */
 int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char *why,
                    size_t whycap);
+
+/* api/functions.c: GET /v1/functions; and PUT, PATCH, DELETE, GET of
+ * /v1/functions/NAME (m->name is a valid function name). */
+void api_functions_list(api *a, http_request *req);
+void api_function(api *a, http_request *req, const route_match *m);
+/* api/invoke.c: POST /v1/functions/NAME/invoke. */
+void api_invoke(api *a, http_request *req, const route_match *m);
+/* api/nodes.c: GET /v1/nodes. */
+void api_nodes_list(api *a, http_request *req);
 
 /* api/untrigger.c: {"topic": T, "function": F}, as answers name a trigger. */
 cJSON *api_trigger_ref(const char *topic, const char *function);

@@ -1,0 +1,215 @@
+/*
+ * api.c - the api itself: its life and settings, the HTTP server's handlers
+ * (a connection's trust, admission by token before the body is read, the
+ * body's limit per route) and the dispatch of a request to the file of its
+ * route; and the answers every route gives the same way.
+ */
+#include "api/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/limits.h"
+#include "common/names.h"
+
+/* Once per connection: a local peer that runs as one of the functions'
+ * uids, or whose uid the kernel would not tell, is function code as far as
+ * the API knows, and gets no tokenless trust. A remote peer is left as it
+ * was: it needs a token whenever spated has a token file. */
+static int on_connect(http_peer *peer, const char *client, void *data)
+{
+    api *a = data;
+    (void)client;
+    if (peer->local &&
+        (!peer->known || (a->function_uid && a->function_uid(peer->uid, a->function_uid_data))))
+        peer->flags |= API_PEER_FUNCTION;
+    return 0;
+}
+
+static int from_function(const http_request *req)
+{
+    return (http_request_peer(req)->flags & API_PEER_FUNCTION) != 0;
+}
+
+int api_caller_is_admin(const api *a, const http_request *req)
+{
+    if (!a->auth) return !from_function(req);
+    return (auth_scopes(a->auth, http_header(req, "authorization")) & SCOPE_ADMIN) != 0;
+}
+
+/* Before the body is read: a request without a valid token, or with one of
+ * the wrong scope, is refused here, so its body never costs memory. Without
+ * a token file every request is let in, but those of function code. */
+static int admit(http_request *req, void *data)
+{
+    api *a = data;
+    int function = from_function(req);
+    if (!a->auth && !function) {
+        http_trust(req);
+        return 0;
+    }
+    route_match m = api_route_match(req->path);
+    unsigned need = api_route_scope(&m, req->method);
+    if (!need) return 0;
+    if (!a->auth)
+        return http_refuse(req, 403, "forbidden",
+                           "function code may not use the API without a token, and spated has "
+                           "no token file (--token-file)");
+    unsigned have = auth_scopes(a->auth, http_header(req, "authorization"));
+    if (!have)
+        return http_refuse(req, 401, "unauthorized",
+                           "a valid token is required: Authorization: Bearer TOKEN");
+    if (!(have & need))
+        return http_refuse(req, 403, "forbidden",
+                           "this request needs the %s scope; the token has %s",
+                           auth_scope_name(need), auth_scope_name(have));
+    http_trust(req);
+    return 0;
+}
+
+static size_t body_limit(const http_request *req, void *data)
+{
+    api *a = data;
+    route_match m = api_route_match(req->path);
+    if (m.route == R_FUNCTION && req->method == HTTP_PUT) return a->limits.artifact_max;
+    if (m.route == R_FUNCTION_INVOKE) return a->limits.invoke_payload_max;
+    if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
+    return SPATE_HTTP_SMALL_BODY_MAX;
+}
+
+void api_method_not_allowed(http_request *req, const char *allow)
+{
+    char hdr[96];
+    snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+    char body[160];
+    int n =
+        snprintf(body, sizeof body,
+                 "{\"error\":\"method %s is not allowed here\",\"code\":\"method_not_allowed\"}\n",
+                 http_method_str(req->method));
+    http_respond(req, 405, "application/json", hdr, body, (size_t)n);
+}
+
+void api_respond_json(http_request *req, int status, cJSON *doc)
+{
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!text) {
+        http_respond_error(req, 500, "out_of_memory", "cannot build the answer");
+        return;
+    }
+    size_t len = strlen(text);
+    text[len] = '\n'; /* replaces the NUL: the length is known */
+    http_respond(req, status, "application/json", NULL, text, len + 1);
+    free(text);
+}
+
+/* --- Dispatch ---------------------------------------------------------------------------- */
+
+static void handle(http_request *req, void *data)
+{
+    api *a = data;
+    route_match m = api_route_match(req->path);
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (m.name && !name_is_function(m.name, m.name_len) &&
+        (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE || m.route == R_FUNCTION_LOGS)) {
+        http_respond_error(req, 400, "bad_name",
+                           "invalid function name '%.*s': " NAME_FUNCTION_RULE,
+                           (int)(m.name_len > 80 ? 80 : m.name_len), m.name, SPATE_NAME_MAX);
+        return;
+    }
+    switch (m.route) {
+    case R_HEALTH:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        http_respond(req, 200, "application/json", NULL, "{\"status\":\"ok\"}\n", 16);
+        return;
+    case R_FUNCTIONS:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_functions_list(a, req);
+        return;
+    case R_METRICS:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_metrics(a, req);
+        return;
+    case R_NODES:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_nodes_list(a, req);
+        return;
+    case R_UI:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_ui(req);
+        return;
+    case R_FUNCTION_INVOKE:
+        if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
+        api_invoke(a, req, &m);
+        return;
+    case R_FUNCTION_LOGS:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_logs(a, req, &m);
+        return;
+    case R_FUNCTION:
+        api_function(a, req, &m);
+        return;
+    case R_TOPICS:
+    case R_TOPIC:
+    case R_TOPIC_MESSAGES:
+    case R_TOPIC_REDRIVE:
+    case R_TOPIC_PURGE:
+    case R_TRIGGERS:
+    case R_TRIGGER:
+        api_topics(a, req, &m);
+        return;
+    case R_NONE:
+        break;
+    }
+    http_respond_error(req, 404, "not_found", "no route for %s %.200s",
+                       http_method_str(req->method), req->path);
+}
+
+static const http_handlers handlers = {
+    .connect = on_connect, .admit = admit, .body_limit = body_limit, .handle = handle};
+
+const http_handlers *api_http_handlers(void)
+{
+    return &handlers;
+}
+
+api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
+                const api_limits *limits)
+{
+    api *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->auth = tokens;
+    a->table = table;
+    a->q = q;
+    a->tr = tr;
+    a->limits = *limits;
+    return a;
+}
+
+void api_set_auth(api *a, const auth *tokens)
+{
+    a->auth = tokens;
+}
+
+void api_set_limits(api *a, const api_limits *limits)
+{
+    a->limits = *limits;
+}
+
+void api_set_function_uids(api *a, int (*is_function_uid)(uid_t uid, void *data), void *data)
+{
+    a->function_uid = is_function_uid;
+    a->function_uid_data = data;
+}
+
+void api_set_nodes(api *a, const api_nodes *nodes)
+{
+    a->nodes = *nodes;
+}
+
+void api_free(api *a)
+{
+    free(a);
+}
