@@ -92,8 +92,15 @@ cJSON *api_trigger_ref(const char *topic, const char *function);
 typedef void (*api_untriggered_cb)(void *data, cJSON *removed, const char *err);
 void api_remove_triggers(api *a, cJSON *refs, api_untriggered_cb cb, void *data);
 
-/* api/topics.c: publish, topic stats and messages, redrive, triggers. */
+/* A name from the path, cut short for a message (as %.*s takes it). */
+#define API_NAME_FMT(len) (int)((len) > 128 ? 128 : (len))
+
+/* api/topics.c: the /v1/topics and /v1/triggers routes, which it hands on
+ * to the files below once the topic's name is checked. */
 void api_topics(api *a, http_request *req, const route_match *m);
+/* A trigger with its figures, as GET of a topic or a trigger shows it.
+ * Caller owns. */
+cJSON *api_trigger_json(const trigger_view *v);
 /* A topic over its triggers, as GET /v1/topics/TOPIC and /metrics show it. */
 typedef struct topic_summary {
     uint64_t depth; /* what the slowest trigger has left; with none, what is stored */
@@ -104,6 +111,16 @@ typedef struct topic_summary {
     double oldest_age_s;
 } topic_summary;
 int api_topic_summary(api *a, const char *topic, topic_summary *out);
+
+/* api/publish.c: POST /v1/topics/TOPIC/messages. */
+void api_publish(api *a, http_request *req, const char *topic);
+/* api/messages.c: GET /v1/topics/TOPIC/messages; POST .../redrive. */
+void api_messages_read(api *a, http_request *req, const char *topic);
+void api_redrive(api *a, http_request *req, const char *topic);
+/* api/triggers.c: GET /v1/triggers; PUT, DELETE, GET of
+ * /v1/triggers/TOPIC/FUNCTION (m->name2 is the function, not yet checked). */
+void api_triggers_list(api *a, http_request *req);
+void api_trigger(api *a, http_request *req, const route_match *m, const char *topic);
 
 /* api/logs.c: a function's output. */
 void api_logs(api *a, http_request *req, const route_match *m);
