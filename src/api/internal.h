@@ -1,5 +1,33 @@
-/* internal.h - what the api's files share: the api itself, the route match
- * and small answer helpers. */
+/*
+ * internal.h - what the files of src/api/ share; nothing outside api/
+ * includes it (the public face is api/api.h).
+ *
+ * The api borrows everything it holds (struct api) for its life. A request
+ * is the HTTP server's: a route answers it once, now or from a callback,
+ * and a request context a route allocates for a callback (a deploy, a
+ * delete, a publish) is freed by that route when it answers.
+ *
+ *   api.c        the api's life and settings; the server's handlers: a
+ *                connection's trust, admission by token before the body,
+ *                the body's limit, dispatch by route; JSON and 405 answers
+ *   route.c      which route a path is, the scope a request on it needs
+ *   params.c     integer and boolean query parameters
+ *   functions.c  /v1/functions: list, deploy, configure, describe, delete
+ *   invoke.c     /v1/functions/NAME/invoke, here or routed to another node
+ *   logs.c       /v1/functions/NAME/logs
+ *   topics.c     /v1/topics: a topic's figures, list, delete, purge,
+ *                retention; the dispatch of the topic and trigger routes
+ *   publish.c    /v1/topics/TOPIC/messages (POST)
+ *   messages.c   /v1/topics/TOPIC/messages (GET) and .../redrive
+ *   triggers.c   /v1/triggers
+ *   untrigger.c  removing the triggers of a forced delete
+ *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
+ *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
+ *
+ * Names: api_* in api/api.h is the public face; api_* here is shared
+ * between these files only; plain static names stay in their file. All
+ * runs on the loop thread.
+ */
 #ifndef SPATE_API_INTERNAL_H
 #define SPATE_API_INTERNAL_H
 
