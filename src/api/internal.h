@@ -1,5 +1,33 @@
-/* internal.h - what the api's files share: the api itself, the route match
- * and small answer helpers. */
+/*
+ * internal.h - what the files of src/api/ share; nothing outside api/
+ * includes it (the public face is api/api.h).
+ *
+ * The api borrows everything it holds (struct api) for its life. A request
+ * is the HTTP server's: a route answers it once, now or from a callback,
+ * and a request context a route allocates for a callback (a deploy, a
+ * delete, a publish) is freed by that route when it answers.
+ *
+ *   api.c        the api's life and settings; the server's handlers: a
+ *                connection's trust, admission by token before the body,
+ *                the body's limit, dispatch by route; JSON and 405 answers
+ *   route.c      which route a path is, the scope a request on it needs
+ *   params.c     integer and boolean query parameters
+ *   functions.c  /v1/functions: list, deploy, configure, describe, delete
+ *   invoke.c     /v1/functions/NAME/invoke, here or routed to another node
+ *   logs.c       /v1/functions/NAME/logs
+ *   topics.c     /v1/topics: a topic's figures, list, delete, purge,
+ *                retention; the dispatch of the topic and trigger routes
+ *   publish.c    /v1/topics/TOPIC/messages (POST)
+ *   messages.c   /v1/topics/TOPIC/messages (GET) and .../redrive
+ *   triggers.c   /v1/triggers
+ *   untrigger.c  removing the triggers of a forced delete
+ *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
+ *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
+ *
+ * Names: api_* in api/api.h is the public face; api_* here is shared
+ * between these files only; plain static names stay in their file. All
+ * runs on the loop thread.
+ */
 #ifndef SPATE_API_INTERNAL_H
 #define SPATE_API_INTERNAL_H
 
@@ -55,10 +83,17 @@ typedef struct route_match {
     size_t name2_len;
 } route_match;
 
-/* Answers with doc (taken; NULL answers 500). */
+/* api/route.c: the route of a path (its names point into path), and the
+ * scope of token a request on it needs (0: none). */
+route_match api_route_match(const char *path);
+unsigned api_route_scope(const route_match *m, enum http_method method);
+
+/* api/api.c: answers every route gives the same way. Answers with doc
+ * (taken; NULL answers 500). */
 void api_respond_json(http_request *req, int status, cJSON *doc);
 void api_method_not_allowed(http_request *req, const char *allow);
-/* Parses an integer query parameter into out, or writes why it is wrong. */
+/* api/params.c: parses an integer query parameter into out, or writes why
+ * it is wrong. */
 int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
                      uint32_t *out, char *why, size_t whycap);
 
@@ -66,6 +101,15 @@ int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min
  * 1; false or 0 is 0; anything else writes why it is wrong. */
 int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char *why,
                    size_t whycap);
+
+/* api/functions.c: GET /v1/functions; and PUT, PATCH, DELETE, GET of
+ * /v1/functions/NAME (m->name is a valid function name). */
+void api_functions_list(api *a, http_request *req);
+void api_function(api *a, http_request *req, const route_match *m);
+/* api/invoke.c: POST /v1/functions/NAME/invoke. */
+void api_invoke(api *a, http_request *req, const route_match *m);
+/* api/nodes.c: GET /v1/nodes. */
+void api_nodes_list(api *a, http_request *req);
 
 /* api/untrigger.c: {"topic": T, "function": F}, as answers name a trigger. */
 cJSON *api_trigger_ref(const char *topic, const char *function);
@@ -76,8 +120,15 @@ cJSON *api_trigger_ref(const char *topic, const char *function);
 typedef void (*api_untriggered_cb)(void *data, cJSON *removed, const char *err);
 void api_remove_triggers(api *a, cJSON *refs, api_untriggered_cb cb, void *data);
 
-/* api/topics.c: publish, topic stats and messages, redrive, triggers. */
+/* A name from the path, cut short for a message (as %.*s takes it). */
+#define API_NAME_FMT(len) (int)((len) > 128 ? 128 : (len))
+
+/* api/topics.c: the /v1/topics and /v1/triggers routes, which it hands on
+ * to the files below once the topic's name is checked. */
 void api_topics(api *a, http_request *req, const route_match *m);
+/* A trigger with its figures, as GET of a topic or a trigger shows it.
+ * Caller owns. */
+cJSON *api_trigger_json(const trigger_view *v);
 /* A topic over its triggers, as GET /v1/topics/TOPIC and /metrics show it. */
 typedef struct topic_summary {
     uint64_t depth; /* what the slowest trigger has left; with none, what is stored */
@@ -88,6 +139,16 @@ typedef struct topic_summary {
     double oldest_age_s;
 } topic_summary;
 int api_topic_summary(api *a, const char *topic, topic_summary *out);
+
+/* api/publish.c: POST /v1/topics/TOPIC/messages. */
+void api_publish(api *a, http_request *req, const char *topic);
+/* api/messages.c: GET /v1/topics/TOPIC/messages; POST .../redrive. */
+void api_messages_read(api *a, http_request *req, const char *topic);
+void api_redrive(api *a, http_request *req, const char *topic);
+/* api/triggers.c: GET /v1/triggers; PUT, DELETE, GET of
+ * /v1/triggers/TOPIC/FUNCTION (m->name2 is the function, not yet checked). */
+void api_triggers_list(api *a, http_request *req);
+void api_trigger(api *a, http_request *req, const route_match *m, const char *topic);
 
 /* api/logs.c: a function's output. */
 void api_logs(api *a, http_request *req, const route_match *m);

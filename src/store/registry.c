@@ -13,6 +13,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "store/artifacts.h"
+#include "store/sql.h"
 
 typedef struct sqlreg {
     const registry_ops *ops; /* first, as registry.h wants */
@@ -22,9 +23,11 @@ typedef struct sqlreg {
 
 #define STORE(r) (((sqlreg *)(r))->st)
 
+/* The statement helpers are the store's (store/sql.h); these say on the
+ * log what failed and turn SQLite's code into the registry's ERR_STORE. */
 static int prepare(store *s, const char *sql, sqlite3_stmt **st)
 {
-    if (sqlite3_prepare_v2(store_db(s), sql, -1, st, NULL) != SQLITE_OK) {
+    if (sql_prepare(store_db(s), st, sql) != SQLITE_OK) {
         log_error("store: cannot prepare statement: %s", sqlite3_errmsg(store_db(s)));
         return ERR_STORE;
     }
@@ -33,9 +36,7 @@ static int prepare(store *s, const char *sql, sqlite3_stmt **st)
 
 static int step_done(store *s, sqlite3_stmt *st)
 {
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
+    if (sql_step_finalize(st) != SQLITE_OK) {
         log_error("store: %s", sqlite3_errmsg(store_db(s)));
         return ERR_STORE;
     }
@@ -294,7 +295,7 @@ static int sq_artifact_remove(registry *r, const char *sha256)
     return artifacts_remove(store_dir(STORE(r)), sha256);
 }
 
-/* --- Triggers: the queue's subscriptions (store/queue/) ---------------------------- */
+/* --- Triggers: the queue's subscriptions (store/queue/) ------------------------------ */
 
 static int sq_trigger_put(registry *r, const char *topic, const queue_sub_config *cfg)
 {

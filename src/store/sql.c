@@ -2,6 +2,11 @@
 
 #include <stddef.h>
 
+int sql_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql)
+{
+    return sqlite3_prepare_v2(db, sql, -1, st, NULL);
+}
+
 int sql_prepare_cached(sqlite3 *db, sqlite3_stmt **st, const char *sql)
 {
     if (*st) {

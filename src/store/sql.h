@@ -9,6 +9,9 @@
 
 #include <sqlite3.h>
 
+/* A statement run once: prepared into *st, which the caller finalizes
+ * (sql_step_finalize, or sqlite3_finalize after reading its rows). */
+int sql_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql);
 /* A statement run again and again on one connection: prepared once into *st
  * (kept by the caller, finalized when the connection goes), reset on every
  * later call. */

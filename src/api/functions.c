@@ -1,0 +1,357 @@
+/*
+ * functions.c - the /v1/functions routes but invoke and logs: deploy (PUT,
+ * an artifact and its configuration), configuration changes (PATCH), the
+ * list, a function's description, and delete (DELETE, with force=true its
+ * triggers first).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/artifact.h"
+#include "api/internal.h"
+#include "api/json.h"
+#include "common/err.h"
+#include "common/limits.h"
+
+typedef struct deploy_params {
+    fn_config cfg;
+    int clear_env;
+    char why[256];
+} deploy_params;
+
+/* The first pass over a deploy's parameters: clear_env applies before any
+ * env, wherever it stands in the query. */
+static int on_clear_env_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    deploy_params *p = data;
+    (void)klen;
+    if (strcmp(k, "clear_env") != 0) return 0;
+    return api_bool_param(k, v, vlen, &p->clear_env, p->why, sizeof p->why);
+}
+
+static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    deploy_params *p = data;
+    fn_config *c = &p->cfg;
+    char *why = p->why;
+    size_t cap = sizeof p->why;
+    if (strcmp(k, "runtime") == 0) {
+        int rt = fnconfig_runtime_parse(v, vlen);
+        if (rt < 0) {
+            snprintf(why, cap, "parameter 'runtime' must be 'native' or 'exec'");
+            return ERR_INVAL;
+        }
+        c->runtime = (enum fn_runtime)rt;
+        return 0;
+    }
+    if (strcmp(k, "min") == 0)
+        return api_number_param(k, v, vlen, 0, SPATE_MAX_CEILING, &c->min_instances, why, cap);
+    if (strcmp(k, "max") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_MAX_CEILING, &c->max_instances, why, cap);
+    if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &c->timeout_ms, why, cap);
+    if (strcmp(k, "memory") == 0 || strcmp(k, "memory_mb") == 0)
+        return api_number_param(k, v, vlen, SPATE_MEMORY_FLOOR_MB, SPATE_MEMORY_CEILING_MB,
+                                &c->memory_mb, why, cap);
+    if (strcmp(k, "keep_alive") == 0 || strcmp(k, "keep-alive") == 0 ||
+        strcmp(k, "keep_alive_ms") == 0)
+        return api_number_param(k, v, vlen, 0, SPATE_KEEP_ALIVE_CEILING_MS, &c->keep_alive_ms, why,
+                                cap);
+    if (strcmp(k, "queue") == 0 || strcmp(k, "queue_max") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_WAIT_QUEUE_CEILING, &c->queue_max, why, cap);
+    if (strcmp(k, "cpu") == 0 || strcmp(k, "cpu_millis") == 0) {
+        /* 0 takes the limit away: a redeploy keeps the one set before, so
+         * without it a CPU quota, once set, could never be lifted. */
+        uint32_t millis;
+        if (api_number_param(k, v, vlen, 0, SPATE_CPU_CEILING_MILLIS, &millis, why, cap) != 0 ||
+            (millis != 0 && millis < SPATE_CPU_FLOOR_MILLIS)) {
+            snprintf(why, cap, "parameter '%s' must be 0 (no limit) or an integer from %u to %u", k,
+                     (unsigned)SPATE_CPU_FLOOR_MILLIS, (unsigned)SPATE_CPU_CEILING_MILLIS);
+            return ERR_INVAL;
+        }
+        c->cpu_millis = millis;
+        return 0;
+    }
+    if (strcmp(k, "tmp") == 0 || strcmp(k, "tmp_mb") == 0)
+        return api_number_param(k, v, vlen, SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, &c->tmp_mb,
+                                why, cap);
+    if (strcmp(k, "network") == 0) return api_bool_param(k, v, vlen, &c->network, why, cap);
+    if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
+    if (strcmp(k, "secret") == 0) return fnconfig_add_secret(c, v, vlen, why, cap);
+    if (strcmp(k, "unset_env") == 0) {
+        if (fnconfig_unset_env(c, v, vlen) == 0) return 0;
+        snprintf(why, cap, "environment variable '%.*s' is not set (parameter 'unset_env')",
+                 (int)(vlen > 64 ? 64 : vlen), v);
+        return ERR_INVAL;
+    }
+    if (strcmp(k, "clear_env") == 0) return 0; /* the first pass took it */
+    snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+static void on_deployed(const deploy_result *r, void *data)
+{
+    http_request *req = data;
+    if (r->status >= 400) {
+        http_respond_error(req, r->status, r->code, "%s", r->message);
+        return;
+    }
+    cJSON *doc = api_json_function(r->f, NULL, 0, NULL, 1); /* an admin's */
+    if (req->method == HTTP_PATCH) cJSON_AddBoolToObject(doc, "changed", 1);
+    api_respond_json(req, r->status, doc);
+}
+
+/* The configuration a deploy or a configuration change asks for: the
+ * parameters applied over f's active configuration (over the defaults for a
+ * new function), so that what a request does not name stays as it was. On
+ * error it has answered 400 and returns -1. */
+static int config_params(http_request *req, const fn *f, deploy_params *p)
+{
+    p->why[0] = '\0';
+    p->clear_env = 0;
+    int rc = 0;
+    if (f)
+        rc = fnconfig_copy(&p->cfg, &f->active.config);
+    else
+        fnconfig_defaults(&p->cfg);
+    if (rc == 0) rc = http_query_parse(req->query, on_clear_env_param, p);
+    if (rc == 0 && p->clear_env) fnconfig_free(&p->cfg);
+    if (rc == 0) rc = http_query_parse(req->query, on_deploy_param, p);
+    if (rc == 0) rc = fnconfig_check(&p->cfg, p->why, sizeof p->why);
+    if (rc == 0) return 0;
+    fnconfig_free(&p->cfg);
+    if (rc == ERR_NOMEM)
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+    else
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           p->why[0] ? p->why : "malformed query string");
+    return -1;
+}
+
+static void deploy_fn(api *a, http_request *req, const route_match *m)
+{
+    char name[SPATE_NAME_MAX + 1];
+    memcpy(name, m->name, m->name_len);
+    name[m->name_len] = '\0';
+    deploy_params p;
+    if (config_params(req, functions_find(a->table, name, m->name_len), &p)) return;
+    if (req->body.len == 0) {
+        fnconfig_free(&p.cfg);
+        http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
+        return;
+    }
+    /* The runtime is the one asked for, or the active version's. */
+    char why[400];
+    if (api_artifact_check(req->body.data, req->body.len, p.cfg.runtime, why, sizeof why)) {
+        fnconfig_free(&p.cfg);
+        http_respond_error(req, 400, "bad_artifact", "%s", why);
+        return;
+    }
+    functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
+}
+
+/* PATCH: a new version with the same artifact and the changed configuration;
+ * a request that changes nothing makes no version and says so. */
+static void configure_fn(api *a, http_request *req, const route_match *m)
+{
+    fn *f = functions_find(a->table, m->name, m->name_len);
+    if (!f) {
+        http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
+                           (int)m->name_len, m->name);
+        return;
+    }
+    if (req->body.len) {
+        http_respond_error(req, 400, "bad_request",
+                           "a configuration change takes no body (PUT deploys an artifact)");
+        return;
+    }
+    deploy_params p;
+    if (config_params(req, f, &p)) return;
+    if (fnconfig_equal(&p.cfg, &f->active.config)) {
+        fnconfig_free(&p.cfg);
+        cJSON *doc = api_json_function(f, NULL, 0, NULL, 1); /* PATCH needs an admin */
+        cJSON_AddBoolToObject(doc, "changed", 0);
+        api_respond_json(req, 200, doc);
+        return;
+    }
+    functions_reconfigure(a->table, f->name, &p.cfg, on_deployed, req);
+}
+
+static void list_one(fn *f, void *data)
+{
+    cJSON_AddItemToArray(data, api_json_function_summary(f));
+}
+
+void api_functions_list(api *a, http_request *req)
+{
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
+    if (arr) functions_each(a->table, list_one, arr);
+    api_respond_json(req, 200, doc);
+}
+
+static void describe_fn(api *a, http_request *req, fn *f)
+{
+    scale_view sv;
+    triggers_scale_view(a->tr, f->name, &sv);
+    api_respond_json(req, 200, api_json_function(f, a->table, 1, &sv, api_caller_is_admin(a, req)));
+}
+
+/* A delete that removes the function's triggers first (force=true). */
+typedef struct delete_req {
+    api *a;
+    http_request *req;
+    char name[SPATE_NAME_MAX + 1];
+    int force;
+    cJSON *triggers; /* [{"topic", "function"}] that feed it */
+    cJSON *removed;  /* of those, removed (force=true) */
+    char why[200];
+} delete_req;
+
+static int on_delete_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    delete_req *d = data;
+    if (strcmp(k, "force") == 0)
+        return api_bool_param(k, v, vlen, &d->force, d->why, sizeof d->why);
+    snprintf(d->why, sizeof d->why, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+static void find_triggers(queue_sub *sub, void *data)
+{
+    delete_req *d = data;
+    if (strcmp(queue_sub_get_config(sub)->function, d->name) == 0)
+        cJSON_AddItemToArray(d->triggers, api_trigger_ref(queue_sub_topic(sub), d->name));
+}
+
+/* "'a', 'b'" of the triggers' topics, cut short to fit. */
+static void topic_list(const cJSON *refs, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const cJSON *t;
+    cJSON_ArrayForEach(t, refs)
+    {
+        const cJSON *topic = cJSON_GetObjectItemCaseSensitive(t, "topic");
+        int w = snprintf(out + n, cap - n, "%s'%s'", n ? ", " : "", topic->valuestring);
+        if (w < 0 || (size_t)w >= cap - n) {
+            snprintf(out + (n > cap - 8 ? cap - 8 : n), 8, ", ...");
+            return;
+        }
+        n += (size_t)w;
+    }
+}
+
+static void delete_free(delete_req *d)
+{
+    cJSON_Delete(d->triggers);
+    cJSON_Delete(d->removed);
+    free(d);
+}
+
+/* The function goes (its triggers, if any, are gone already). */
+static void delete_now(delete_req *d)
+{
+    http_request *req = d->req;
+    api *a = d->a;
+    const char *name = d->name;
+    int rc = functions_delete(a->table, name);
+    if (rc == ERR_NOTFOUND)
+        http_respond_error(req, 404, "not_found", "function '%s' does not exist", name);
+    else if (rc == ERR_BUSY)
+        http_respond_error(req, 409, "deploy_in_progress",
+                           "a deploy of '%s' is in progress; delete it after", name);
+    else if (rc != 0)
+        http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
+    if (rc != 0) return delete_free(d);
+    if (!d->force) {
+        http_respond(req, 204, NULL, NULL, NULL, 0);
+        return delete_free(d);
+    }
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "deleted", name);
+    cJSON_AddItemToObject(doc, "triggers_removed", d->removed);
+    d->removed = NULL;
+    api_respond_json(req, 200, doc);
+    delete_free(d);
+}
+
+static void on_untriggered(void *data, cJSON *removed, const char *err)
+{
+    delete_req *d = data;
+    d->removed = removed;
+    if (!err) return delete_now(d);
+    char done[400];
+    topic_list(removed, done, sizeof done);
+    http_respond_error(d->req, 503, "store_unavailable",
+                       "%s; function '%s' was not deleted (triggers removed: %s)", err, d->name,
+                       done[0] ? done : "none");
+    delete_free(d);
+}
+
+/* A function with triggers is deleted only with force=true, which removes
+ * them first: else its topics would keep feeding a function that is gone. */
+static void delete_fn(api *a, http_request *req, const route_match *m)
+{
+    delete_req *d = calloc(1, sizeof *d);
+    if (d) d->triggers = cJSON_CreateArray();
+    if (!d || !d->triggers) {
+        if (d) delete_free(d);
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    d->a = a;
+    d->req = req;
+    memcpy(d->name, m->name, m->name_len);
+    d->name[m->name_len] = '\0';
+    if (http_query_parse(req->query, on_delete_param, d)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           d->why[0] ? d->why : "malformed query string");
+        return delete_free(d);
+    }
+    fn *f = functions_find(a->table, d->name, m->name_len);
+    queue_each_sub(a->q, find_triggers, d);
+    if (!f || f->deploying || cJSON_GetArraySize(d->triggers) == 0) return delete_now(d);
+    if (!d->force) {
+        char list[1200];
+        topic_list(d->triggers, list, sizeof list);
+        cJSON *doc = cJSON_CreateObject();
+        char msg[1500];
+        snprintf(msg, sizeof msg,
+                 "function '%s' has triggers from %s: remove them first (spate trigger rm), or "
+                 "delete with force=true (spate rm --force), which removes them too",
+                 d->name, list);
+        cJSON_AddStringToObject(doc, "error", msg);
+        cJSON_AddStringToObject(doc, "code", "has_triggers");
+        cJSON_AddItemToObject(doc, "triggers", d->triggers);
+        d->triggers = NULL;
+        api_respond_json(req, 409, doc);
+        return delete_free(d);
+    }
+    cJSON *refs = d->triggers;
+    d->triggers = NULL;
+    api_remove_triggers(a, refs, on_untriggered, d);
+}
+
+/* PUT deploys, PATCH changes the configuration, DELETE deletes, GET shows. */
+void api_function(api *a, http_request *req, const route_match *m)
+{
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (req->method == HTTP_PUT) {
+        deploy_fn(a, req, m);
+    } else if (req->method == HTTP_PATCH) {
+        configure_fn(a, req, m);
+    } else if (req->method == HTTP_DELETE) {
+        delete_fn(a, req, m);
+    } else if (get) {
+        fn *f = functions_find(a->table, m->name, m->name_len);
+        if (!f)
+            http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
+                               (int)m->name_len, m->name);
+        else
+            describe_fn(a, req, f);
+    } else {
+        api_method_not_allowed(req, "GET, HEAD, PUT, PATCH, DELETE");
+    }
+}

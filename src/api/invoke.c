@@ -1,0 +1,188 @@
+/*
+ * invoke.c - POST /v1/functions/NAME/invoke: the payload goes to the
+ * function's pool, or to another node when this one has no room (cluster
+ * mode), and the outcome becomes the answer's status.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/err.h"
+#include "common/fmt.h"
+#include "common/limits.h"
+#include "common/reqid.h"
+
+typedef struct api_invocation {
+    invocation inv;
+    http_request *req;
+    pool *pool;
+    buf payload;
+    char request_id[REQID_LEN + 1];
+    api *a; /* routed ones: to find the function again */
+    char function[SPATE_NAME_MAX + 1];
+} api_invocation;
+
+static void on_invoke_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
+                           void *data);
+static void on_invoke_abort(http_request *req);
+
+static void on_invoke_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
+                           void *data)
+{
+    api_invocation *ai = data;
+    http_request *req = ai->req;
+    char hdr[128];
+    char *p = fmt_lit(hdr, "Spate-Request-Id: ");
+    p = fmt_str(p, ai->request_id, strlen(ai->request_id));
+    p = fmt_lit(p, "\r\nSpate-Version: ");
+    p = fmt_u64(p, inv->version);
+    p = fmt_lit(p, "\r\n");
+    *p = '\0';
+    int n = (int)(len > 2048 ? 2048 : len);
+    /* Errors carry the request id too: the function's log has what happened
+     * to it under that id (spate logs NAME --request ID). */
+    switch (outcome) {
+    case POOL_OK:
+        http_respond(req, 200, "application/octet-stream", hdr, body, len);
+        break;
+    case POOL_FAILED:
+        http_respond_error_with(req, 502, hdr, "function_error", "%.*s", n, body);
+        break;
+    case POOL_CRASHED:
+        http_respond_error_with(req, 502, hdr, "function_crashed", "function crashed: %.*s", n,
+                                body);
+        break;
+    case POOL_TIMEOUT:
+        http_respond_error_with(req, 504, hdr, "function_timeout", "%.*s", n, body);
+        break;
+    case POOL_OVERLOADED:
+        http_respond_error_with(req, 429, hdr, "over_capacity", "%.*s", n, body);
+        break;
+    case POOL_UNAVAILABLE:
+        http_respond_error_with(req, 503, hdr, "unavailable", "%.*s", n, body);
+        break;
+    }
+    buf_free(&ai->payload);
+    free(ai);
+}
+
+/* The answer of another node (cluster mode), passed on as it is; status 0:
+ * no node had room, so it waits here. */
+static void on_routed_done(int status, const char *body, size_t len, const char *node, void *data)
+{
+    api_invocation *ai = data;
+    http_request *req = ai->req;
+    if (status == 0) {
+        /* It may have been deleted meanwhile. */
+        fn *f = functions_find(ai->a->table, ai->function, strlen(ai->function));
+        if (f) {
+            ai->pool = f->pool;
+            req->on_abort = on_invoke_abort;
+            pool_invoke(f->pool, &ai->inv);
+            return;
+        }
+        status = 404;
+        static const char gone[] =
+            "{\"error\":\"the function was deleted\",\"code\":\"not_found\"}";
+        body = gone;
+        len = sizeof gone - 1;
+    }
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "Spate-Request-Id: %s\r\nSpate-Node: %.32s\r\n", ai->request_id,
+             node);
+    http_respond(req, status, status == 200 ? "application/octet-stream" : "application/json", hdr,
+                 body, len);
+    buf_free(&ai->payload);
+    free(ai);
+}
+
+/* The client went away: a waiting invocation is withdrawn; a running one
+ * finishes and its answer is dropped. */
+static void on_invoke_abort(http_request *req)
+{
+    api_invocation *ai = req->data;
+    pool_cancel(ai->pool, &ai->inv);
+}
+
+/* ?timeout=MS: this invocation's timeout, which may only shorten the
+ * function's (a caller's deadline, not a way past the operator's limit). */
+typedef struct invoke_params {
+    uint32_t timeout_ms; /* 0: the function's */
+    char why[200];
+} invoke_params;
+
+static int on_invoke_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    invoke_params *p = data;
+    if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &p->timeout_ms, p->why,
+                                sizeof p->why);
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout)",
+             (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+void api_invoke(api *a, http_request *req, const route_match *m)
+{
+    fn *f = functions_find(a->table, m->name, m->name_len);
+    if (!f) {
+        http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
+                           (int)(m->name_len > SPATE_NAME_MAX ? SPATE_NAME_MAX : m->name_len),
+                           m->name);
+        return;
+    }
+    invoke_params ip = {0};
+    if (req->query[0]) { /* the common invoke has none: no parsing, no allocation */
+        int rc = http_query_parse(req->query, on_invoke_param, &ip);
+        if (rc == ERR_NOMEM) {
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        if (rc) {
+            http_respond_error(req, 400, "bad_parameter", "%s",
+                               ip.why[0] ? ip.why : "malformed query string");
+            return;
+        }
+        if (ip.timeout_ms > f->active.config.timeout_ms) {
+            http_respond_error(req, 400, "bad_parameter",
+                               "parameter 'timeout' (%u ms) is longer than the function's timeout "
+                               "(%u ms): it may only shorten it",
+                               ip.timeout_ms, f->active.config.timeout_ms);
+            return;
+        }
+    }
+    api_invocation *ai = malloc(sizeof *ai);
+    if (!ai) {
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    ai->req = req;
+    ai->pool = f->pool;
+    buf_init(&ai->payload, 0);
+    buf_move(&ai->payload, &req->body);
+    reqid_next(ai->request_id);
+    ai->inv = (invocation){
+        .request_id = ai->request_id,
+        .payload = ai->payload.data,
+        .payload_len = (uint32_t)ai->payload.len,
+        .attempt = 1,
+        .timeout_limit_ms = ip.timeout_ms,
+        .done = on_invoke_done,
+        .data = ai,
+    };
+    req->data = ai;
+    req->on_abort = on_invoke_abort;
+    /* No room here: another node may have some (cluster mode). */
+    if (!pool_has_room(f->pool)) {
+        ai->a = a;
+        snprintf(ai->function, sizeof ai->function, "%s", f->name);
+        if (functions_route(a->table, f, ai->request_id, ai->payload.data, ai->payload.len,
+                            ip.timeout_ms ? ip.timeout_ms : f->active.config.timeout_ms,
+                            on_routed_done, ai) == 0) {
+            req->on_abort = NULL; /* it runs elsewhere; the answer is dropped if the client left */
+            return;
+        }
+    }
+    pool_invoke(f->pool, &ai->inv);
+}

@@ -1,0 +1,27 @@
+/*
+ * nodes.c - GET /v1/nodes: the nodes as the cluster shows them (api_nodes,
+ * read-only), or this one alone.
+ */
+#include "api/internal.h"
+
+void api_nodes_list(api *a, http_request *req)
+{
+    cJSON *doc = cJSON_CreateObject();
+    const api_nodes *n = &a->nodes;
+    cJSON_AddBoolToObject(doc, "cluster", n->json != NULL);
+    if (n->json) {
+        cJSON_AddStringToObject(doc, "self", n->self(n->data));
+        cJSON_AddBoolToObject(doc, "connected", n->connected(n->data));
+        cJSON_AddItemToObject(doc, "nodes", n->json(n->data));
+    } else {
+        cJSON *arr = cJSON_AddArrayToObject(doc, "nodes");
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", "local");
+        cJSON_AddBoolToObject(o, "self", 1);
+        cJSON_AddStringToObject(o, "state", "up");
+        cJSON_AddNumberToObject(o, "instances", pool_node_live());
+        cJSON_AddNumberToObject(o, "functions", functions_count(a->table));
+        cJSON_AddItemToArray(arr, o);
+    }
+    api_respond_json(req, 200, doc);
+}

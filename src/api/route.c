@@ -1,0 +1,103 @@
+/*
+ * route.c - the API's routes: which route a path is (api_route_match) and the
+ * token scope a request on it needs (api_route_scope). Nothing here reads a
+ * body or answers: admission and dispatch are api.c's.
+ */
+#include <string.h>
+
+#include "api/internal.h"
+
+#define PREFIX "/v1/functions"
+#define PREFIX_LEN (sizeof PREFIX - 1)
+
+/* /v1/topics/TOPIC[/messages|/redrive] and /v1/triggers/TOPIC/FUNCTION. */
+static int match_topics(const char *path, route_match *m)
+{
+    if (strcmp(path, "/v1/topics") == 0 || strcmp(path, "/v1/topics/") == 0) {
+        m->route = R_TOPICS;
+    } else if (strncmp(path, "/v1/topics/", 11) == 0) {
+        m->name = path + 11;
+        const char *slash = strchr(m->name, '/');
+        m->name_len = slash ? (size_t)(slash - m->name) : strlen(m->name);
+        if (!slash)
+            m->route = R_TOPIC;
+        else if (strcmp(slash, "/messages") == 0)
+            m->route = R_TOPIC_MESSAGES;
+        else if (strcmp(slash, "/redrive") == 0)
+            m->route = R_TOPIC_REDRIVE;
+        else if (strcmp(slash, "/purge") == 0)
+            m->route = R_TOPIC_PURGE;
+    } else if (strcmp(path, "/v1/triggers") == 0 || strcmp(path, "/v1/triggers/") == 0) {
+        m->route = R_TRIGGERS;
+    } else if (strncmp(path, "/v1/triggers/", 13) == 0) {
+        m->name = path + 13;
+        const char *slash = strchr(m->name, '/');
+        if (slash && !strchr(slash + 1, '/')) {
+            m->name_len = (size_t)(slash - m->name);
+            m->name2 = slash + 1;
+            m->name2_len = strlen(m->name2);
+            m->route = R_TRIGGER;
+        }
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+route_match api_route_match(const char *path)
+{
+    route_match m = {R_NONE, NULL, 0, NULL, 0};
+    if (match_topics(path, &m)) return m;
+    if (strcmp(path, "/v1/health") == 0) {
+        m.route = R_HEALTH;
+    } else if (strcmp(path, "/metrics") == 0) {
+        m.route = R_METRICS;
+    } else if (strcmp(path, "/v1/nodes") == 0) {
+        m.route = R_NODES;
+    } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
+        m.route = R_UI;
+    } else if (strncmp(path, PREFIX, PREFIX_LEN) == 0) {
+        const char *rest = path + PREFIX_LEN;
+        if (*rest == '\0' || strcmp(rest, "/") == 0) {
+            m.route = R_FUNCTIONS;
+        } else if (*rest == '/') {
+            m.name = rest + 1;
+            const char *slash = strchr(m.name, '/');
+            m.name_len = slash ? (size_t)(slash - m.name) : strlen(m.name);
+            if (!slash)
+                m.route = R_FUNCTION;
+            else if (strcmp(slash, "/invoke") == 0)
+                m.route = R_FUNCTION_INVOKE;
+            else if (strcmp(slash, "/logs") == 0)
+                m.route = R_FUNCTION_LOGS;
+        }
+    }
+    return m;
+}
+
+/* The scope a request needs: none for health; admin to change functions and
+ * triggers, redrive, or read message payloads; invoke to invoke; publish to
+ * publish; any token to read. */
+unsigned api_route_scope(const route_match *m, enum http_method method)
+{
+    int read = method == HTTP_GET || method == HTTP_HEAD;
+    switch (m->route) {
+    case R_HEALTH:
+    case R_UI: /* the page's files hold no data; it asks for a token to read any */
+        return 0;
+    case R_FUNCTION_INVOKE:
+        return method == HTTP_POST ? SCOPE_INVOKE : SCOPE_ANY;
+    case R_TOPIC_MESSAGES:
+        return method == HTTP_POST ? SCOPE_PUBLISH : SCOPE_ADMIN;
+    case R_FUNCTION:
+    case R_TRIGGER:
+    case R_TOPIC: /* DELETE and PUT (retention) change it */
+        return read ? SCOPE_ANY : SCOPE_ADMIN;
+    case R_TOPIC_REDRIVE:
+    case R_TOPIC_PURGE:
+    case R_FUNCTION_LOGS: /* what functions print may be as private as payloads */
+        return SCOPE_ADMIN;
+    default:
+        return SCOPE_ANY;
+    }
+}

@@ -1,0 +1,200 @@
+/*
+ * triggers.c - the /v1/triggers routes: adding a trigger (PUT, or changing
+ * one with update=true), removing it (DELETE), showing it and listing them
+ * all (GET).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/names.h"
+
+typedef struct trigger_params {
+    queue_sub_config cfg;
+    int update; /* change an existing trigger; without it, an existing one is refused */
+    char why[256];
+} trigger_params;
+
+static int on_trigger_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    trigger_params *p = data;
+    queue_sub_config *c = &p->cfg;
+    if (strcmp(k, "max_attempts") == 0 || strcmp(k, "max-attempts") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_MAX_ATTEMPTS_CEILING, &c->max_attempts, p->why,
+                                sizeof p->why);
+    /* 0: none (a change takes a deadline or a concurrency limit away). */
+    if (strcmp(k, "deadline") == 0 || strcmp(k, "deadline_ms") == 0)
+        return api_number_param(k, v, vlen, 0, 86400000, &c->deadline_ms, p->why, sizeof p->why);
+    if (strcmp(k, "max_concurrency") == 0 || strcmp(k, "max-concurrency") == 0)
+        return api_number_param(k, v, vlen, 0, 1000000, &c->max_concurrency, p->why, sizeof p->why);
+    if (strcmp(k, "ordered") == 0)
+        return api_bool_param(k, v, vlen, &c->ordered, p->why, sizeof p->why);
+    if (strcmp(k, "update") == 0)
+        return api_bool_param(k, v, vlen, &p->update, p->why, sizeof p->why);
+    if (strcmp(k, "dlq") == 0) {
+        if (!name_is_topic(v, vlen)) {
+            snprintf(p->why, sizeof p->why, "parameter 'dlq' is not a valid topic name");
+            return ERR_INVAL;
+        }
+        memcpy(c->dlq, v, vlen);
+        c->dlq[vlen] = '\0';
+        return 0;
+    }
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+typedef struct trigger_req {
+    api *a;
+    http_request *req;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char function[SPATE_NAME_MAX + 1];
+    int removing;
+    int updating; /* 200, not 201 */
+} trigger_req;
+
+static void on_trigger_done(void *data, int status)
+{
+    trigger_req *t = data;
+    if (status) {
+        http_respond_error(t->req, 503, "store_unavailable", "cannot save the trigger: %s",
+                           err_str(status));
+    } else if (t->removing) {
+        http_respond(t->req, 204, NULL, NULL, NULL, 0);
+    } else {
+        cJSON *doc = NULL;
+        queue_sub *sub = queue_find_sub(t->a->q, t->topic, t->function);
+        if (sub) {
+            trigger_view v = {.topic = t->topic, .cfg = queue_sub_get_config(sub)};
+            queue_sub_get_stats(sub, &v.stats);
+            doc = api_trigger_json(&v);
+        }
+        api_respond_json(t->req, t->updating ? 200 : 201, doc);
+    }
+    free(t);
+}
+
+static void add_trigger_route(api *a, http_request *req, const char *topic, const char *function)
+{
+    if (!functions_find(a->table, function, strlen(function))) {
+        http_respond_error(req, 404, "not_found", "function '%s' does not exist", function);
+        return;
+    }
+    /* A change starts from the trigger as it is: what the request does not
+     * name stays (its dead-letter topic, order, attempts). */
+    queue_sub *sub = queue_find_sub(a->q, topic, function);
+    trigger_params p = {0};
+    if (sub) {
+        p.cfg = *queue_sub_get_config(sub);
+    } else {
+        snprintf(p.cfg.function, sizeof p.cfg.function, "%s", function);
+        p.cfg.max_attempts = SPATE_MAX_ATTEMPTS_DEFAULT;
+    }
+    int rc = http_query_parse(req->query, on_trigger_param, &p);
+    if (rc) {
+        if (!p.why[0]) snprintf(p.why, sizeof p.why, "malformed query string");
+        http_respond_error(req, 400, "bad_parameter", "%s", p.why);
+        return;
+    }
+    if (sub && !p.update) {
+        http_respond_error(req, 409, "trigger_exists",
+                           "a trigger from '%s' to '%s' exists: change it with 'spate trigger "
+                           "set' (update=true), which keeps what it does not name",
+                           topic, function);
+        return;
+    }
+    if (!sub && p.update) {
+        http_respond_error(req, 404, "not_found",
+                           "no trigger from '%s' to '%s' to change (spate trigger add makes one)",
+                           topic, function);
+        return;
+    }
+    if (!p.cfg.dlq[0]) {
+        if (strlen(topic) + 4 > SPATE_TOPIC_NAME_MAX) {
+            http_respond_error(req, 400, "bad_parameter",
+                               "topic name too long for the default dead-letter topic; give dlq");
+            return;
+        }
+        snprintf(p.cfg.dlq, sizeof p.cfg.dlq, "%s.dlq", topic);
+    }
+    if (strcmp(p.cfg.dlq, topic) == 0) {
+        http_respond_error(req, 400, "bad_parameter", "the dead-letter topic cannot be the topic");
+        return;
+    }
+    trigger_req *t = calloc(1, sizeof *t);
+    if (!t) {
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    t->a = a;
+    t->req = req;
+    t->updating = p.update;
+    snprintf(t->topic, sizeof t->topic, "%s", topic);
+    snprintf(t->function, sizeof t->function, "%s", function);
+    if (triggers_add(a->tr, topic, &p.cfg, on_trigger_done, t) != 0) {
+        free(t);
+        http_respond_error(req, 503, "unavailable", "cannot add the trigger now");
+    }
+}
+
+static void list_trigger(const trigger_view *v, void *data)
+{
+    cJSON_AddItemToArray(data, api_trigger_json(v));
+}
+
+void api_triggers_list(api *a, http_request *req)
+{
+    cJSON *doc = cJSON_CreateObject();
+    triggers_each(a->tr, list_trigger, cJSON_AddArrayToObject(doc, "triggers"));
+    api_respond_json(req, 200, doc);
+}
+
+/* PUT adds (or with update=true changes), DELETE removes, GET shows. */
+void api_trigger(api *a, http_request *req, const route_match *m, const char *topic)
+{
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (!name_is_function(m->name2, m->name2_len)) {
+        /* The rule, as a deploy's refusal gives it. */
+        http_respond_error(req, 400, "bad_name",
+                           "invalid function name '%.*s': " NAME_FUNCTION_RULE,
+                           API_NAME_FMT(m->name2_len), m->name2, SPATE_NAME_MAX);
+        return;
+    }
+    char function[SPATE_NAME_MAX + 1];
+    memcpy(function, m->name2, m->name2_len);
+    function[m->name2_len] = '\0';
+    if (req->method == HTTP_PUT) {
+        add_trigger_route(a, req, topic, function);
+    } else if (req->method == HTTP_DELETE) {
+        trigger_req *t = calloc(1, sizeof *t);
+        if (!t) {
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        t->a = a;
+        t->req = req;
+        t->removing = 1;
+        snprintf(t->topic, sizeof t->topic, "%s", topic);
+        snprintf(t->function, sizeof t->function, "%s", function);
+        if (triggers_remove(a->tr, topic, function, on_trigger_done, t) != 0) {
+            free(t);
+            http_respond_error(req, 404, "not_found", "no trigger from '%s' to '%s'", topic,
+                               function);
+        }
+    } else if (get) {
+        queue_sub *sub = queue_find_sub(a->q, topic, function);
+        if (!sub) {
+            http_respond_error(req, 404, "not_found", "no trigger from '%s' to '%s'", topic,
+                               function);
+            return;
+        }
+        trigger_view v = {.topic = topic, .cfg = queue_sub_get_config(sub)};
+        queue_sub_get_stats(sub, &v.stats);
+        api_respond_json(req, 200, api_trigger_json(&v));
+    } else {
+        api_method_not_allowed(req, "GET, HEAD, PUT, DELETE");
+    }
+}
