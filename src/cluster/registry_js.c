@@ -32,6 +32,10 @@ typedef struct fn_sync {
     char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
     int applying;                  /* a fetch or deploy (or a delete) is under way */
     int changed;                   /* a newer entry came while applying */
+    /* The entry being deployed here from the registry: its put is recorded
+     * on this node only. Not entry, which a newer value may replace while
+     * the deploy runs: that put would write the older version back. */
+    char *deploying;
 } fn_sync;
 
 /* A trigger the bucket holds (registry_each_trigger). */
@@ -286,6 +290,8 @@ static void applied(rjs *r, const char *name)
     fn_sync *s = sync_of(r, name);
     if (!s) return;
     s->applying = 0;
+    free(s->deploying);
+    s->deploying = NULL;
     if (s->changed) {
         s->changed = 0;
         apply(r, name);
@@ -361,6 +367,8 @@ static void fetched(rjs *r, job *j)
     }
     d->r = r;
     snprintf(d->name, sizeof d->name, "%s", j->name);
+    free(s->deploying);
+    s->deploying = strdup(s->entry);
     if (!r->ev.function_put) {
         fnconfig_free(&cfg);
         on_kv_deployed(d, 503, "nothing applies registry changes here", 0);
@@ -518,8 +526,8 @@ static int js_put_version(registry *reg, const reg_version *v)
     if (rc != 0 || !r->c) return rc;
     char *value = entry_json(r, v);
     fn_sync *s = sync_of(r, v->function);
-    if (s && s->applying && same_entry(value, s->entry)) {
-        free(value); /* what the registry says already */
+    if (s && s->deploying && same_entry(value, s->deploying)) {
+        free(value); /* the registry's own version, applied here */
         return 0;
     }
     job *j = new_job(r, JOB_PUBLISH, v->function);
@@ -652,6 +660,7 @@ static void free_sync(const char *key, void *value, void *data)
 {
     fn_sync *s = value;
     free(s->entry);
+    free(s->deploying);
     free(s);
 }
 
