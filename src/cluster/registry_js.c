@@ -30,12 +30,16 @@
 typedef struct fn_sync {
     char name[SPATE_NAME_MAX + 1]; /* the map's key */
     char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
-    int applying;                  /* a fetch or deploy (or a delete) is under way */
+    int applying;                  /* a fetch or deploy is under way */
     int changed;                   /* a newer entry came while applying */
     /* The entry being deployed here from the registry: its put is recorded
      * on this node only. Not entry, which a newer value may replace while
      * the deploy runs: that put would write the older version back. */
     char *deploying;
+    /* The registry's delete is being applied here: recorded on this node
+     * only. Not applying, which a fetch sets too: a delete made through
+     * this node meanwhile is the user's, and goes to the bucket. */
+    int deleting;
 } fn_sync;
 
 /* A trigger the bucket holds (registry_each_trigger). */
@@ -323,10 +327,10 @@ static void apply(rjs *r, const char *name)
     char *mine = local_entry(r, name);
     if (!s->entry) {
         if (mine && r->ev.function_deleted) {
-            s->applying = 1; /* the delete that follows is recorded here only */
+            s->deleting = 1; /* the delete that follows is recorded here only */
             if (r->ev.function_deleted(name, r->ev.data) == 0)
                 log_info("cluster: deleted as the registry says fn=%s", name);
-            s->applying = 0;
+            s->deleting = 0;
         }
         free(mine);
         return;
@@ -555,7 +559,7 @@ static int js_delete_function(registry *reg, const char *name)
     int rc = registry_delete_function(r->local, name);
     if (rc != 0 || !r->c) return rc;
     fn_sync *s = sync_of(r, name);
-    if (s && s->applying) return 0; /* the registry's own delete, applied here */
+    if (s && s->deleting) return 0; /* the registry's own delete, applied here */
     job *j = new_job(r, JOB_DELETE, name);
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     if (s) {

@@ -5,6 +5,7 @@ another node" must arrive at a given moment, the test writes the registry
 bucket itself, as a node would, through a few lines of the NATS protocol."""
 
 import base64
+import hashlib
 import json
 import random
 import shutil
@@ -141,3 +142,43 @@ def test_a_newer_version_heard_while_applying_an_older_one_is_not_reverted(pair,
     op, value = client.kv_get("fn.flip")
     assert op == "PUT" and json.loads(value)["config"]["env"]["GEN"] == "2"
     assert a.describe("flip")["versions"][0]["version"] == 2, a.describe("flip")
+
+
+def put_entry(client, name, sha, size, config):
+    """Writes fn.NAME as another node's deploy would (its chunks apart)."""
+    entry = {"sha256": sha, "size": size, "origin": "f" * 16, "config": config}
+    client.publish(f"$KV.{BUCKET}.fn.{name}", json.dumps(entry).encode())
+
+
+def put_chunks(client, sha, data):
+    """The artifact's bytes in the artifact stream, as one chunk and its count."""
+    client.publish(f"spate.artifact.{sha}.0", data)
+    client.publish(f"spate.artifact.{sha}.n", f"1 {len(data)}".encode())
+
+
+def test_a_delete_made_while_fetching_a_version_is_replicated(pair, functions):
+    """Another node deploys a new version of a function; while b is still
+    fetching its artifact (its chunks are not in the stream yet), the
+    function is deleted through b. The delete reaches the registry and stays
+    a delete everywhere; it was taken for the registry's own, recorded on b
+    only, and the fetched version then brought the function back."""
+    nats, client, (a, b) = pair
+    assert a.deploy("gone", functions["hello"])[0] == 201
+    assert wait_for(lambda: listed(b, "gone"), timeout=10)
+    op, value = client.kv_get("fn.gone")
+    assert op == "PUT"
+    config = json.loads(value)["config"]
+    probe = functions["probe"].read_bytes()
+
+    sha = hashlib.sha256(probe).hexdigest()
+    put_entry(client, "gone", sha, len(probe), config)
+    time.sleep(2)  # both nodes heard it and are fetching (trying again every 0.5 s)
+    assert b.request("DELETE", "/v1/functions/gone")[0] == 204
+    put_chunks(client, sha, probe)
+    assert wait_for(lambda: client.kv_get("fn.gone")[0] == "DEL", timeout=30), \
+        (client.kv_get("fn.gone"), b.log()[-3000:])
+    for d in (a, b):
+        assert wait_for(lambda: not listed(d, "gone"), timeout=30), d.log()[-3000:]
+    time.sleep(2)
+    for d in (a, b):
+        assert not listed(d, "gone") and d.invoke("gone")[0] == 404
