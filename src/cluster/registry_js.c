@@ -364,7 +364,9 @@ static void fetched(rjs *r, job *j)
     char sha[HASH_HEX_LEN + 1], why[256];
     fn_config cfg;
     kv_deploy *d = calloc(1, sizeof *d);
-    if (!d || entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0 || strcmp(sha, j->sha) != 0) {
+    int parsed = d && entry_parse(s->entry, sha, &cfg, why, sizeof why) == 0;
+    if (!parsed || strcmp(sha, j->sha) != 0) {
+        if (parsed) fnconfig_free(&cfg);
         free(d);
         applied(r, j->name); /* a newer entry came; apply() runs again */
         return;

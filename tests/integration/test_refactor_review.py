@@ -112,9 +112,16 @@ def pair(tmp_path_factory):
         yield nats, client, nodes
         client.close()
     finally:
-        for d in nodes:
-            d.stop()
+        codes = [d.stop() for d in nodes]
         nats.stop()
+    for d, rc in zip(nodes, codes):
+        assert_clean_exit(d, rc)
+
+
+def assert_clean_exit(d, rc):
+    """Stopped with 0, and nothing from a sanitizer (the ASan build) in its log."""
+    assert rc == 0 and "Sanitizer" not in d.log() and "runtime error" not in d.log(), \
+        f"spated exited with {rc}:\n{d.log()[-6000:]}"
 
 
 def env_of(d, name, var):
@@ -156,6 +163,12 @@ def put_chunks(client, sha, data):
     client.publish(f"spate.artifact.{sha}.n", f"1 {len(data)}".encode())
 
 
+def unique(so):
+    """The shared object with bytes of its own at the end (which the loader
+    ignores): an artifact no test has put in the artifact stream before."""
+    return so.read_bytes() + b"\0" * 8 + random.randbytes(16)
+
+
 def test_a_delete_made_while_fetching_a_version_is_replicated(pair, functions):
     """Another node deploys a new version of a function; while b is still
     fetching its artifact (its chunks are not in the stream yet), the
@@ -168,8 +181,7 @@ def test_a_delete_made_while_fetching_a_version_is_replicated(pair, functions):
     op, value = client.kv_get("fn.gone")
     assert op == "PUT"
     config = json.loads(value)["config"]
-    probe = functions["probe"].read_bytes()
-
+    probe = unique(functions["probe"])
     sha = hashlib.sha256(probe).hexdigest()
     put_entry(client, "gone", sha, len(probe), config)
     time.sleep(2)  # both nodes heard it and are fetching (trying again every 0.5 s)
@@ -182,3 +194,33 @@ def test_a_delete_made_while_fetching_a_version_is_replicated(pair, functions):
     time.sleep(2)
     for d in (a, b):
         assert not listed(d, "gone") and d.invoke("gone")[0] == 404
+
+
+def test_a_version_overtaken_while_its_artifact_was_fetched_leaves_nothing(pair, functions):
+    """A node fetches one version's artifact while the registry moves on to
+    another: the fetched one is dropped (its configuration with it, which
+    leaked: the ASan build's leak check at exit says so) and the newer one is
+    deployed. The node then restarts and finds the function as it was."""
+    nats, client, (a, b) = pair
+    probe, hello = unique(functions["probe"]), functions["hello"].read_bytes()
+    old_sha, new_sha = hashlib.sha256(probe).hexdigest(), hashlib.sha256(hello).hexdigest()
+    assert a.deploy("overtaken", functions["hello"], env="GREETING%3Dfirst")[0] == 201
+    assert wait_for(lambda: listed(b, "overtaken"), timeout=10)
+    config = json.loads(client.kv_get("fn.overtaken")[1])["config"]
+    config["env"] = {"GREETING": "old"}
+    put_entry(client, "overtaken", old_sha, len(probe), config)
+    time.sleep(2)  # both nodes fetch the old one, trying again every 0.5 s
+    put_chunks(client, new_sha, hello)
+    put_entry(client, "overtaken", new_sha, len(hello), dict(config, env={"GREETING": "new"}))
+    time.sleep(1)
+    put_chunks(client, old_sha, probe)  # the old fetch ends; the newer entry is deployed
+    for d in (a, b):
+        assert wait_for(lambda: d.invoke("overtaken") == (200, b"new, world\n"), timeout=30), \
+            (d.invoke("overtaken"), d.log()[-3000:])
+        assert d.describe("overtaken")["sha256"] == new_sha
+    assert_clean_exit(b, b.stop())
+    b.start()
+    assert wait_for(lambda: listed(b, "overtaken"), timeout=15)
+    assert b.invoke("overtaken") == (200, b"new, world\n")
+    assert wait_for(lambda: len([n for n in b.json("GET", "/v1/nodes")[1]["nodes"]
+                                 if n["state"] == "up"]) == 2, timeout=15)
