@@ -30,8 +30,16 @@
 typedef struct fn_sync {
     char name[SPATE_NAME_MAX + 1]; /* the map's key */
     char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
-    int applying;                  /* a fetch or deploy (or a delete) is under way */
+    int applying;                  /* a fetch or deploy is under way */
     int changed;                   /* a newer entry came while applying */
+    /* The entry being deployed here from the registry: its put is recorded
+     * on this node only. Not entry, which a newer value may replace while
+     * the deploy runs: that put would write the older version back. */
+    char *deploying;
+    /* The registry's delete is being applied here: recorded on this node
+     * only. Not applying, which a fetch sets too: a delete made through
+     * this node meanwhile is the user's, and goes to the bucket. */
+    int deleting;
 } fn_sync;
 
 /* A trigger the bucket holds (registry_each_trigger). */
@@ -286,6 +294,8 @@ static void applied(rjs *r, const char *name)
     fn_sync *s = sync_of(r, name);
     if (!s) return;
     s->applying = 0;
+    free(s->deploying);
+    s->deploying = NULL;
     if (s->changed) {
         s->changed = 0;
         apply(r, name);
@@ -317,10 +327,10 @@ static void apply(rjs *r, const char *name)
     char *mine = local_entry(r, name);
     if (!s->entry) {
         if (mine && r->ev.function_deleted) {
-            s->applying = 1; /* the delete that follows is recorded here only */
+            s->deleting = 1; /* the delete that follows is recorded here only */
             if (r->ev.function_deleted(name, r->ev.data) == 0)
                 log_info("cluster: deleted as the registry says fn=%s", name);
-            s->applying = 0;
+            s->deleting = 0;
         }
         free(mine);
         return;
@@ -354,13 +364,17 @@ static void fetched(rjs *r, job *j)
     char sha[HASH_HEX_LEN + 1], why[256];
     fn_config cfg;
     kv_deploy *d = calloc(1, sizeof *d);
-    if (!d || entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0 || strcmp(sha, j->sha) != 0) {
+    int parsed = d && entry_parse(s->entry, sha, &cfg, why, sizeof why) == 0;
+    if (!parsed || strcmp(sha, j->sha) != 0) {
+        if (parsed) fnconfig_free(&cfg);
         free(d);
         applied(r, j->name); /* a newer entry came; apply() runs again */
         return;
     }
     d->r = r;
     snprintf(d->name, sizeof d->name, "%s", j->name);
+    free(s->deploying);
+    s->deploying = strdup(s->entry);
     if (!r->ev.function_put) {
         fnconfig_free(&cfg);
         on_kv_deployed(d, 503, "nothing applies registry changes here", 0);
@@ -518,8 +532,8 @@ static int js_put_version(registry *reg, const reg_version *v)
     if (rc != 0 || !r->c) return rc;
     char *value = entry_json(r, v);
     fn_sync *s = sync_of(r, v->function);
-    if (s && s->applying && same_entry(value, s->entry)) {
-        free(value); /* what the registry says already */
+    if (s && s->deploying && same_entry(value, s->deploying)) {
+        free(value); /* the registry's own version, applied here */
         return 0;
     }
     job *j = new_job(r, JOB_PUBLISH, v->function);
@@ -547,7 +561,7 @@ static int js_delete_function(registry *reg, const char *name)
     int rc = registry_delete_function(r->local, name);
     if (rc != 0 || !r->c) return rc;
     fn_sync *s = sync_of(r, name);
-    if (s && s->applying) return 0; /* the registry's own delete, applied here */
+    if (s && s->deleting) return 0; /* the registry's own delete, applied here */
     job *j = new_job(r, JOB_DELETE, name);
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     if (s) {
@@ -652,6 +666,7 @@ static void free_sync(const char *key, void *value, void *data)
 {
     fn_sync *s = value;
     free(s->entry);
+    free(s->deploying);
     free(s);
 }
 
