@@ -56,7 +56,7 @@ sanitize:
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS  = http frame unpack runtime_api fnlog
 fuzz: all
-	CC=clang cmake -S . -B build-fuzz -DSPATE_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	CC=clang cmake -S . -B build-fuzz -DSPATE_FUZZ=ON -DSPATE_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-fuzz -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	    mkdir -p build-fuzz/corpus/$$t build-fuzz/crashes/$$t && \

@@ -21,6 +21,7 @@
 #include "runtime/isolate.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
+#include "store/registry_sqlite.h"
 #include "store/sqlqueue.h"
 #include "store/store.h"
 
@@ -55,8 +56,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         die("isolate_init", err);
     store *st;
     if (store_open(dir, &st, err, sizeof err)) die("store_open", err);
+    registry *reg;
+    if (registry_sqlite_open(loop, st, &reg)) die("registry_sqlite_open", "out of memory");
     functions *table;
-    if (functions_open(loop, st, runner, &table)) die("functions_open", "failed");
+    if (functions_open(loop, reg, runner, &table)) die("functions_open", "failed");
     triggers *tr = triggers_create(loop, table);
     queue *q;
     if (queue_open(loop, st, triggers_events(tr), &q, err, sizeof err)) die("queue_open", err);
