@@ -686,6 +686,28 @@ static void js_close(registry *reg)
     free(r);
 }
 
+/* Schedules stay in this node's own registry for now: not replicated, so in
+ * a cluster each node fires the schedules made through it (docs say so). */
+static int js_schedule_put(registry *reg, const reg_schedule *s)
+{
+    return registry_schedule_put(RJS(reg)->local, s);
+}
+
+static int js_schedule_remove(registry *reg, const char *name)
+{
+    return registry_schedule_remove(RJS(reg)->local, name);
+}
+
+static int js_schedule_fired(registry *reg, const char *name, int64_t fire_ms)
+{
+    return registry_schedule_fired(RJS(reg)->local, name, fire_ms);
+}
+
+static int js_each_schedule(registry *reg, registry_schedule_cb cb, void *data)
+{
+    return registry_each_schedule(RJS(reg)->local, cb, data);
+}
+
 static const registry_ops js_ops = {
     .next_version = js_next_version,
     .put_version = js_put_version,
@@ -701,6 +723,10 @@ static const registry_ops js_ops = {
     .each_trigger = js_each_trigger,
     .set_events = js_set_events,
     .close = js_close,
+    .schedule_put = js_schedule_put,
+    .schedule_remove = js_schedule_remove,
+    .schedule_fired = js_schedule_fired,
+    .each_schedule = js_each_schedule,
 };
 
 int cluster_registry(cluster *c, registry *local, registry **out)

@@ -425,4 +425,19 @@
  * not listed. */
 #define SPATE_DLQ_TARGETS_SHOWN 16
 
+/* Schedules (schedules/). An expression and a zone are short text; a
+ * payload is one message, kept in the registry, so it is kept small. */
+#define SPATE_SCHEDULE_EXPR_MAX 255
+#define SPATE_SCHEDULE_ZONE_MAX 63
+#define SPATE_SCHEDULE_PAYLOAD_MAX (32u * KIB)
+/* Runs missed while spated was down that are published at start (the most
+ * recent ones; the rest are skipped and counted). One, as anacron does: a
+ * job that was due runs once, however long the machine was off, so a daily
+ * report after a week away is not sent seven times. --catch-up changes it. */
+#define SPATE_SCHEDULE_CATCH_UP_DEFAULT 1
+#define SPATE_SCHEDULE_CATCH_UP_CEILING 1000
+/* How long a timer waits at most before it looks at the wall clock again
+ * (a clock set forward or back is noticed within it). */
+#define SPATE_SCHEDULE_TIMER_MAX_MS (60u * 60 * 1000)
+
 #endif /* SPATE_LIMITS_H */

@@ -312,6 +312,92 @@ static void sq_each_trigger(registry *r, registry_trigger_cb cb, void *data) {}
 /* One node hears of no change made elsewhere. */
 static void sq_set_events(registry *r, const registry_events *ev) {}
 
+/* --- Schedules: rows of the schedules table ------------------------------------------ */
+
+static int sq_schedule_put(registry *r, const reg_schedule *sc)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s,
+                "INSERT OR REPLACE INTO schedules (name, expression, zone, topic, function,"
+                " payload, created_ms, last_fire_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                &st))
+        return ERR_STORE;
+    sqlite3_bind_text(st, 1, sc->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sc->expression, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, sc->zone, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, sc->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, sc->function, -1, SQLITE_STATIC);
+    if (sc->payload)
+        sqlite3_bind_blob(st, 6, sc->payload, (int)sc->payload_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_int64(st, 7, sc->created_ms);
+    sqlite3_bind_int64(st, 8, sc->last_fire_ms);
+    return step_done(s, st);
+}
+
+static int sq_schedule_remove(registry *r, const char *name)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s, "DELETE FROM schedules WHERE name = ?", &st)) return ERR_STORE;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = step_done(s, st);
+    if (rc) return rc;
+    return sqlite3_changes(store_db(s)) ? 0 : ERR_NOTFOUND;
+}
+
+static int sq_schedule_fired(registry *r, const char *name, int64_t fire_ms)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s, "UPDATE schedules SET last_fire_ms = ? WHERE name = ?", &st)) return ERR_STORE;
+    sqlite3_bind_int64(st, 1, fire_ms);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    return step_done(s, st);
+}
+
+static void text_column(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+    const char *t = (const char *)sqlite3_column_text(st, col);
+    snprintf(out, cap, "%s", t ? t : "");
+}
+
+static int sq_each_schedule(registry *r, registry_schedule_cb cb, void *data)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s,
+                "SELECT name, expression, zone, topic, function, payload, created_ms,"
+                " last_fire_ms FROM schedules ORDER BY name",
+                &st))
+        return ERR_STORE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        reg_schedule sc = {0};
+        text_column(st, 0, sc.name, sizeof sc.name);
+        text_column(st, 1, sc.expression, sizeof sc.expression);
+        text_column(st, 2, sc.zone, sizeof sc.zone);
+        text_column(st, 3, sc.topic, sizeof sc.topic);
+        text_column(st, 4, sc.function, sizeof sc.function);
+        if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+            sc.payload = sqlite3_column_blob(st, 5);
+            sc.payload_len = (size_t)sqlite3_column_bytes(st, 5);
+            if (!sc.payload) sc.payload = ""; /* an empty blob: an empty payload */
+        }
+        sc.created_ms = sqlite3_column_int64(st, 6);
+        sc.last_fire_ms = sqlite3_column_int64(st, 7);
+        cb(&sc, data);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        log_error("store: %s", sqlite3_errmsg(store_db(s)));
+        return ERR_STORE;
+    }
+    return 0;
+}
+
 static void sq_close(registry *r)
 {
     free(r);
@@ -332,6 +418,10 @@ static const registry_ops sqlite_ops = {
     .each_trigger = sq_each_trigger,
     .set_events = sq_set_events,
     .close = sq_close,
+    .schedule_put = sq_schedule_put,
+    .schedule_remove = sq_schedule_remove,
+    .schedule_fired = sq_schedule_fired,
+    .each_schedule = sq_each_schedule,
 };
 
 int registry_sqlite_open(uv_loop_t *loop, store *st, registry **out)

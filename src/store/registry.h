@@ -118,6 +118,33 @@ cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg);
 void registry_trigger_from_json(const cJSON *o, const char *topic, const char *function,
                                 queue_sub_config *cfg);
 
+/* --- Schedules ----------------------------------------------------------------------- */
+
+/* A schedule (schedules/): when it fires (expression, zone), what it
+ * publishes where, and when it last fired. In a cluster schedules are kept
+ * in each node's own registry for now (not replicated: see docs). */
+typedef struct reg_schedule {
+    char name[SPATE_NAME_MAX + 1];
+    char expression[SPATE_SCHEDULE_EXPR_MAX + 1];
+    char zone[SPATE_SCHEDULE_ZONE_MAX + 1]; /* "" is UTC */
+    char topic[SPATE_TOPIC_NAME_MAX + 1];   /* where it publishes */
+    char function[SPATE_NAME_MAX + 1];      /* --function: run by a trigger on topic; "" */
+    const char *payload;                    /* NULL: the default; borrowed */
+    size_t payload_len;
+    int64_t created_ms;   /* the anchor of @every */
+    int64_t last_fire_ms; /* the fire time last published, 0 if none */
+} reg_schedule;
+
+/* Adds or replaces s (borrowed). 0 or ERR_STORE. */
+int registry_schedule_put(registry *r, const reg_schedule *s);
+/* ERR_NOTFOUND when there is none. */
+int registry_schedule_remove(registry *r, const char *name);
+/* Records that name fired for fire_ms. */
+int registry_schedule_fired(registry *r, const char *name, int64_t fire_ms);
+/* Calls cb for each schedule, by name (s borrowed for the call). */
+typedef void (*registry_schedule_cb)(const reg_schedule *s, void *data);
+int registry_each_schedule(registry *r, registry_schedule_cb cb, void *data);
+
 /* --- Changes made elsewhere ------------------------------------------------------------ */
 
 /* How the registry tells its user of changes made on another node (never of
@@ -173,6 +200,11 @@ typedef struct registry_ops {
     void (*each_trigger)(registry *r, registry_trigger_cb cb, void *data);
     void (*set_events)(registry *r, const registry_events *ev);
     void (*close)(registry *r);
+    /* schedules (keep together) */
+    int (*schedule_put)(registry *r, const reg_schedule *s);
+    int (*schedule_remove)(registry *r, const char *name);
+    int (*schedule_fired)(registry *r, const char *name, int64_t fire_ms);
+    int (*each_schedule)(registry *r, registry_schedule_cb cb, void *data);
 } registry_ops;
 
 #endif

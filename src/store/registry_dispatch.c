@@ -74,3 +74,23 @@ void registry_close(registry *r)
 {
     if (r) OPS(r)->close(r);
 }
+
+int registry_schedule_put(registry *r, const reg_schedule *s)
+{
+    return OPS(r)->schedule_put(r, s);
+}
+
+int registry_schedule_remove(registry *r, const char *name)
+{
+    return OPS(r)->schedule_remove(r, name);
+}
+
+int registry_schedule_fired(registry *r, const char *name, int64_t fire_ms)
+{
+    return OPS(r)->schedule_fired(r, name, fire_ms);
+}
+
+int registry_each_schedule(registry *r, registry_schedule_cb cb, void *data)
+{
+    return OPS(r)->each_schedule(r, cb, data);
+}

@@ -101,6 +101,17 @@ static const char *const migrations[] = {
      "ALTER TABLE topics ADD COLUMN max_messages INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0;"),
+    /* 7: schedules (schedules/), and when each last fired. */
+    ("CREATE TABLE schedules ("
+     "  name TEXT PRIMARY KEY,"
+     "  expression TEXT NOT NULL,"
+     "  zone TEXT NOT NULL DEFAULT '',"
+     "  topic TEXT NOT NULL,"
+     "  function TEXT NOT NULL DEFAULT '',"
+     "  payload BLOB,"
+     "  created_ms INTEGER NOT NULL,"
+     "  last_fire_ms INTEGER NOT NULL DEFAULT 0"
+     ");"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
