@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "http/server.h"
+#include "schedules/schedules.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
 #include "store/queue.h"
@@ -50,6 +51,9 @@ typedef struct api_nodes {
 } api_nodes;
 /* Copied; its data borrowed for the life of the api. */
 void api_set_nodes(api *a, const api_nodes *nodes);
+/* The schedules the API shows and changes (borrowed for the life of the
+ * api); without them /v1/schedules answers 503. */
+void api_set_schedules(api *a, schedules *s);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -21,6 +21,7 @@
  *   messages.c   /v1/topics/TOPIC/messages (GET) and .../redrive
  *   triggers.c   /v1/triggers
  *   untrigger.c  removing the triggers of a forced delete
+ *   schedules.c  /v1/schedules (and the trigger a --function schedule needs)
  *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
  *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
  *
@@ -47,6 +48,7 @@ struct api {
     api_nodes nodes;                            /* nodes.json NULL: a single node */
     int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
     void *function_uid_data;
+    schedules *sched; /* NULL: none (api_set_schedules) */
 };
 
 /* http_peer.flags: the connection is from function code (api_set_function_uids). */
@@ -73,6 +75,8 @@ enum route {
     R_METRICS,         /* /metrics */
     R_NODES,           /* /v1/nodes */
     R_UI,              /* /ui and what is under it */
+    R_SCHEDULES,       /* /v1/schedules */
+    R_SCHEDULE,        /* /v1/schedules/NAME */
 };
 
 typedef struct route_match {
@@ -154,6 +158,8 @@ void api_trigger(api *a, http_request *req, const route_match *m, const char *to
 void api_logs(api *a, http_request *req, const route_match *m);
 /* api/metrics.c: GET /metrics. */
 void api_metrics(api *a, http_request *req);
+/* api/schedules.c: GET /v1/schedules; PUT, DELETE, GET of /v1/schedules/NAME. */
+void api_schedules(api *a, http_request *req, const route_match *m);
 /* api/ui.c: the dashboard's files. */
 void api_ui(http_request *req);
 

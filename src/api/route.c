@@ -52,6 +52,12 @@ route_match api_route_match(const char *path)
         m.route = R_HEALTH;
     } else if (strcmp(path, "/metrics") == 0) {
         m.route = R_METRICS;
+    } else if (strcmp(path, "/v1/schedules") == 0 || strcmp(path, "/v1/schedules/") == 0) {
+        m.route = R_SCHEDULES;
+    } else if (strncmp(path, "/v1/schedules/", 14) == 0 && !strchr(path + 14, '/')) {
+        m.route = R_SCHEDULE;
+        m.name = path + 14;
+        m.name_len = strlen(m.name);
     } else if (strcmp(path, "/v1/nodes") == 0) {
         m.route = R_NODES;
     } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
@@ -92,6 +98,7 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_FUNCTION:
     case R_TRIGGER:
     case R_TOPIC: /* DELETE and PUT (retention) change it */
+    case R_SCHEDULE:
         return read ? SCOPE_ANY : SCOPE_ADMIN;
     case R_TOPIC_REDRIVE:
     case R_TOPIC_PURGE:

@@ -84,6 +84,10 @@ static const opt_def opt_defs[] = {
      "nats://HOST:PORT[,...]: join the nodes sharing that NATS JetStream", NULL},
     {"cluster-replicas", OPT_U32, OFF(cluster_replicas), 0, 5, 0,
      "replicas of the shared registry; 0: 3 with 3 NATS servers or more, else 1", NULL},
+    {"catch-up", OPT_U32, OFF(catch_up), 0, SPATE_SCHEDULE_CATCH_UP_CEILING, 0,
+     "runs of each schedule missed while spated was down that are published at start (the "
+     "latest; the rest are skipped); 0: skip them all",
+     NULL},
     {"log-level", OPT_LOGLEVEL, OFF(log_level), 0, 0, 1, "debug, info, warn or error", NULL},
     {"log-format", OPT_LOGFORMAT, OFF(log_format), 0, 0, 1, "text, or json: one object a line",
      NULL},
@@ -139,6 +143,7 @@ static void defaults(options *o)
     o->limits.publish_max = SPATE_PUBLISH_BODY_MAX;
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
     o->max_instances = default_max_instances();
+    o->catch_up = SPATE_SCHEDULE_CATCH_UP_DEFAULT;
     snprintf(o->run_as, sizeof o->run_as, "nobody");
     o->uid_base = SPATE_UID_BASE;
     o->pids_max = SPATE_PIDS_DEFAULT;

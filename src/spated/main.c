@@ -30,6 +30,7 @@
 #include "sched/functions.h"
 #include "sched/pool.h"
 #include "sched/triggers.h"
+#include "schedules/schedules.h"
 #include "spated/config.h"
 #include "store/registry_sqlite.h"
 #include "store/sqlqueue.h"
@@ -46,6 +47,7 @@ typedef struct node {
     registry *reg; /* the node's, or the cluster's over it */
     functions *table;
     queue *q;
+    schedules *sched;
     triggers *tr;
     api *api;
     http_server *http;
@@ -209,6 +211,7 @@ static void on_signal(uv_signal_t *s, int signum)
     log_info("%s: stopping; in-flight invocations may finish", strsignal(signum));
     /* New connections and requests get 503 from here on. */
     http_server_drain(n->http);
+    schedules_stop(n->sched); /* no more runs; those publishing complete with the queue */
     uv_timer_start(&n->grace, on_grace_over, n->opt.grace_ms, 0);
     triggers_close(n->tr, 1, on_triggers_closed, n);
 }
@@ -409,6 +412,10 @@ int main(int argc, char **argv)
     n.api = api_create(n.table, n.q, n.tr, n.tokens, &n.opt.limits);
     if (!n.api) die("out of memory");
     api_set_function_uids(n.api, is_function_uid, NULL);
+    /* Schedules publish into the queue: after it, before the API takes requests. */
+    n.sched = schedules_open(n.loop, n.q, n.reg, n.opt.catch_up);
+    if (!n.sched) die("out of memory");
+    api_set_schedules(n.api, n.sched);
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
                           &n.http, err, sizeof err) != 0)
         die("%s", err);
@@ -447,6 +454,7 @@ int main(int argc, char **argv)
     uv_run(n.loop, UV_RUN_DEFAULT);
 
     api_free(n.api);
+    schedules_free(n.sched);
     auth_free(n.tokens);
     registry_close(n.reg);
     store_close(n.st);
