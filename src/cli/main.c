@@ -1,7 +1,7 @@
 /*
  * spate - the command-line client: global options, finding the command
- * (one word, or two for trigger, topic and dlq), and help. The commands
- * live in functions.c, logs.c and topics.c; cli.h says how they fit.
+ * (one word, or two for trigger, topic, dlq and schedule), and help. The commands
+ * live in functions.c, logs.c, topics.c and schedules.c; cli.h says how they fit.
  *
  * Server from --url or SPATE_URL (default http://127.0.0.1:7728), token from
  * SPATE_TOKEN. The exit status says what went wrong (cli.h, spate(1)).
@@ -15,7 +15,8 @@
 
 #include "cli/cli.h"
 
-static const cli_cmd *const tables[] = {cli_function_cmds, cli_logs_cmds, cli_topic_cmds};
+static const cli_cmd *const tables[] = {cli_function_cmds, cli_logs_cmds, cli_topic_cmds,
+                                        cli_schedule_cmds};
 #define NTABLES (sizeof tables / sizeof tables[0])
 
 /* The command named by words[0] (and words[1] for a group); *used says how
