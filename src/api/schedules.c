@@ -25,6 +25,7 @@ typedef struct schedule_req {
     reg_schedule def;
     char *payload;                         /* def.payload's storage */
     char old_function[SPATE_NAME_MAX + 1]; /* a replaced schedule's trigger to take away */
+    char old_topic[SPATE_TOPIC_NAME_MAX + 1];
     int removing;
 } schedule_req;
 
@@ -60,7 +61,7 @@ static void put_schedule(schedule_req *r)
         http_respond_error(r->req, 503, "store_unavailable", "%s", err);
     } else {
         if (r->old_function[0] && strcmp(r->old_function, r->def.function) != 0)
-            untrigger(a, r->def.topic, r->old_function);
+            untrigger(a, r->old_topic, r->old_function);
         api_respond_json(r->req, replaced ? 200 : 201, schedules_json(a->sched, r->def.name));
     }
     req_free(r);
@@ -173,12 +174,15 @@ static void add_schedule(api *a, http_request *req, const char *name)
         goto done;
     }
     const reg_schedule *old = schedules_get(a->sched, name);
-    if (old) snprintf(r->old_function, sizeof r->old_function, "%s", old->function);
+    if (old) {
+        snprintf(r->old_function, sizeof r->old_function, "%s", old->function);
+        snprintf(r->old_topic, sizeof r->old_topic, "%s", old->topic);
+    }
     cJSON_Delete(doc);
     if (d->function[0] && !queue_find_sub(a->q, d->topic, d->function)) {
         queue_sub_config cfg = {.max_attempts = SPATE_MAX_ATTEMPTS_DEFAULT};
         snprintf(cfg.function, sizeof cfg.function, "%s", d->function);
-        snprintf(cfg.dlq, sizeof cfg.dlq, "%s.dlq", d->topic);
+        snprintf(cfg.dlq, sizeof cfg.dlq, SCHEDULE_TOPIC_PREFIX "%s.dlq", d->name);
         if (triggers_add(a->tr, d->topic, &cfg, on_triggered, r) != 0) {
             http_respond_error(req, 503, "unavailable", "cannot add the trigger now");
             req_free(r);

@@ -96,6 +96,12 @@ def test_function_schedule_runs_through_a_trigger(spated, functions, tmp_path):
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: spated.json("GET", "/v1/triggers/schedule.job/rec")[0] == 404,
                     timeout=10)
+    # So does replacing it by one that publishes to a topic.
+    assert put(spated, "job2", expression="@daily", function="rec")[0] == 201
+    assert spated.json("GET", "/v1/triggers/schedule.job2/rec")[0] == 200
+    assert put(spated, "job2", expression="@daily", topic="elsewhere")[0] == 200
+    assert wait_for(lambda: spated.json("GET", "/v1/triggers/schedule.job2/rec")[0] == 404,
+                    timeout=10)
     # A function that does not exist: 404, nothing made.
     code, doc = put(spated, "ghost", expression="@every 1s", function="nope")
     assert code == 404 and "nope" in doc["error"]
