@@ -217,6 +217,18 @@ static void remove_schedule(api *a, http_request *req, const char *name)
     http_respond(req, 204, NULL, NULL, NULL, 0);
 }
 
+/* A payload may be as private as a message's (reading those needs admin):
+ * others see that there is one, not what it says. */
+static cJSON *shown(const api *a, const http_request *req, cJSON *s)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(s, "payload");
+    if (s && cJSON_IsString(p) && !api_caller_is_admin(a, req)) {
+        cJSON_ReplaceItemInObjectCaseSensitive(s, "payload", cJSON_CreateNull());
+        cJSON_AddBoolToObject(s, "payload_hidden", 1);
+    }
+    return s;
+}
+
 void api_schedules(api *a, http_request *req, const route_match *m)
 {
     int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
@@ -226,7 +238,10 @@ void api_schedules(api *a, http_request *req, const route_match *m)
     }
     if (m->route == R_SCHEDULES) {
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
-        api_respond_json(req, 200, schedules_json_all(a->sched));
+        cJSON *doc = schedules_json_all(a->sched), *one;
+        cJSON_ArrayForEach(one, cJSON_GetObjectItemCaseSensitive(doc, "schedules"))
+            shown(a, req, one);
+        api_respond_json(req, 200, doc);
         return;
     }
     if (!name_is_function(m->name, m->name_len)) {
@@ -243,7 +258,7 @@ void api_schedules(api *a, http_request *req, const route_match *m)
     } else if (req->method == HTTP_DELETE) {
         remove_schedule(a, req, name);
     } else if (get) {
-        cJSON *doc = schedules_json(a->sched, name);
+        cJSON *doc = shown(a, req, schedules_json(a->sched, name));
         if (!doc)
             http_respond_error(req, 404, "not_found", "no schedule '%s'", name);
         else

@@ -202,13 +202,18 @@ def test_changing_schedules_needs_the_admin_scope(make_spated, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text(f"admin {ADMIN}\ninvoke {INVOKE}\n")
     d = make_spated("--token-file", str(tokens))
-    body = json.dumps({"expression": "@daily", "topic": "t"}).encode()
+    body = json.dumps({"expression": "@daily", "topic": "t", "payload": "private"}).encode()
     code, _, _ = d.request("PUT", "/v1/schedules/s", body, {"Authorization": f"Bearer {INVOKE}"})
     assert code == 403
     code, _, _ = d.request("PUT", "/v1/schedules/s", body, {"Authorization": f"Bearer {ADMIN}"})
     assert code == 201
-    code, _, _ = d.request("GET", "/v1/schedules", None, {"Authorization": f"Bearer {INVOKE}"})
+    code, _, data = d.request("GET", "/v1/schedules", None, {"Authorization": f"Bearer {INVOKE}"})
     assert code == 200
+    # The payload is for admin eyes, as messages' payloads are.
+    [s] = json.loads(data)["schedules"]
+    assert s["payload"] is None and s["payload_hidden"] is True
+    code, _, data = d.request("GET", "/v1/schedules/s", None, {"Authorization": f"Bearer {ADMIN}"})
+    assert code == 200 and json.loads(data)["payload"] == "private"
     code, _, _ = d.request("DELETE", "/v1/schedules/s", None,
                            {"Authorization": f"Bearer {INVOKE}"})
     assert code == 403
