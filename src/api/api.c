@@ -160,6 +160,10 @@ static void handle(http_request *req, void *data)
     case R_TRIGGER:
         api_topics(a, req, &m);
         return;
+    case R_SOURCES:
+    case R_SOURCE:
+        api_sources(a, req, &m);
+        return;
     case R_NONE:
         break;
     }
@@ -207,6 +211,11 @@ void api_set_function_uids(api *a, int (*is_function_uid)(uid_t uid, void *data)
 void api_set_nodes(api *a, const api_nodes *nodes)
 {
     a->nodes = *nodes;
+}
+
+void api_set_sources(api *a, sources *src)
+{
+    a->src = src;
 }
 
 void api_free(api *a)

@@ -13,6 +13,7 @@
 #include "http/server.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
+#include "sources/sources.h"
 #include "store/queue.h"
 
 typedef struct api_limits {
@@ -50,6 +51,9 @@ typedef struct api_nodes {
 } api_nodes;
 /* Copied; its data borrowed for the life of the api. */
 void api_set_nodes(api *a, const api_nodes *nodes);
+/* The event sources /v1/sources manages (borrowed for the life of the api);
+ * without them those routes answer 503. */
+void api_set_sources(api *a, sources *src);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -21,6 +21,7 @@
  *   messages.c   /v1/topics/TOPIC/messages (GET) and .../redrive
  *   triggers.c   /v1/triggers
  *   untrigger.c  removing the triggers of a forced delete
+ *   sources.c    /v1/sources: add or replace, list, status, remove
  *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
  *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
  *
@@ -45,6 +46,7 @@ struct api {
     triggers *tr;
     api_limits limits;
     api_nodes nodes;                            /* nodes.json NULL: a single node */
+    sources *src;                               /* NULL: no sources (api_set_sources) */
     int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
     void *function_uid_data;
 };
@@ -73,6 +75,8 @@ enum route {
     R_METRICS,         /* /metrics */
     R_NODES,           /* /v1/nodes */
     R_UI,              /* /ui and what is under it */
+    R_SOURCES,         /* /v1/sources */
+    R_SOURCE,          /* /v1/sources/NAME */
 };
 
 typedef struct route_match {
@@ -152,6 +156,11 @@ void api_trigger(api *a, http_request *req, const route_match *m, const char *to
 
 /* api/logs.c: a function's output. */
 void api_logs(api *a, http_request *req, const route_match *m);
+/* api/sources.c: GET /v1/sources; PUT, GET, DELETE /v1/sources/NAME. */
+void api_sources(api *a, http_request *req, const route_match *m);
+/* The spate_source_* families of /metrics. */
+void api_sources_metrics(api *a, buf *out);
+
 /* api/metrics.c: GET /metrics. */
 void api_metrics(api *a, http_request *req);
 /* api/ui.c: the dashboard's files. */

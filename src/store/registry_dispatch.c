@@ -74,3 +74,18 @@ void registry_close(registry *r)
 {
     if (r) OPS(r)->close(r);
 }
+
+int registry_source_put(registry *r, const reg_source *s)
+{
+    return OPS(r)->source_put(r, s);
+}
+
+int registry_source_remove(registry *r, const char *name)
+{
+    return OPS(r)->source_remove(r, name);
+}
+
+int registry_each_source(registry *r, registry_source_cb cb, void *data)
+{
+    return OPS(r)->each_source(r, cb, data);
+}

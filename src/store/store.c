@@ -101,6 +101,15 @@ static const char *const migrations[] = {
      "ALTER TABLE topics ADD COLUMN max_messages INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE topics ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0;"),
+    /* 7: event sources (src/sources/): the URL whole, credentials included
+     * (the database is 0600 in a 0711 directory, read by spated only). */
+    ("CREATE TABLE sources ("
+     "  name TEXT PRIMARY KEY,"
+     "  url TEXT NOT NULL,"
+     "  topic TEXT NOT NULL,"
+     "  key_field TEXT NOT NULL DEFAULT '',"
+     "  created_ms INTEGER NOT NULL"
+     ");"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
