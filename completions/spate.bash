@@ -17,7 +17,7 @@ _spate()
     local cur prev cmd sub i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="deploy config invoke ls status rm logs publish trigger topic dlq nodes help"
+    local commands="deploy config invoke ls status rm logs publish trigger topic dlq source nodes help"
 
     # The command is the first word that is not a global option.
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -45,7 +45,7 @@ _spate()
     --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --unset-env | --cpu | --tmp | --limit | \
         --secret | --since | --request | --instance | \
         --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency | \
-        --max-age | --max-bytes | --max-messages)
+        --max-age | --max-bytes | --max-messages | --to)
         return
         ;;
     esac
@@ -117,6 +117,13 @@ _spate()
         fi
         [[ $sub == rm ]] && opts="--force"
         [[ $sub == set ]] && opts="--max-age --max-bytes --max-messages"
+        ;;
+    source)
+        if [[ $prev == source ]]; then
+            COMPREPLY=($(compgen -W "add ls status rm" -- "$cur"))
+            return
+        fi
+        [[ $sub == add ]] && opts="--to --key-field"
         ;;
     dlq)
         [[ $prev == dlq ]] && COMPREPLY=($(compgen -W "ls redrive" -- "$cur"))
