@@ -63,7 +63,7 @@ int src_url_parse(const char *url, src_url *u, char *err, size_t errcap)
     for (size_t i = 0; i < (size_t)(sep - url); i++) u->scheme[i] = (char)tolower(url[i]);
     const char *auth = sep + 3;
     const char *end = auth + strcspn(auth, "/?#");
-    if (*end == '#') {
+    if (strchr(url, '#')) {
         snprintf(err, errcap, "malformed URL: a fragment ('#') means nothing here");
         return ERR_INVAL;
     }
