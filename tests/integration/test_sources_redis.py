@@ -285,3 +285,19 @@ def test_source_cli_round_trip(spated, redis):
     spated.stop()
     spated.start()
     assert "kept" in cli(spated, "source", "ls")[1]
+
+
+def test_sources_need_the_admin_scope(make_spated, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("admin adm1n-token-0123456789\ninvoke inv0ke-token-0123456789\npublish publ1sh-token-0123456789\n")
+    d = make_spated("--token-file", str(tokens))
+    body = json.dumps({"url": "redis://127.0.0.1:1/s?group=g", "topic": "t"}).encode()
+    for token in ("inv0ke-token-0123456789", "publ1sh-token-0123456789"):
+        auth = {"Authorization": f"Bearer {token}"}
+        assert d.request("PUT", "/v1/sources/s", body, auth)[0] == 403
+        assert d.request("GET", "/v1/sources", None, auth)[0] == 403
+    assert d.request("GET", "/v1/sources")[0] == 401
+    admin = {"Authorization": "Bearer adm1n-token-0123456789"}
+    assert d.request("PUT", "/v1/sources/s", body, admin)[0] == 201
+    assert d.request("GET", "/v1/sources/s", None, admin)[0] == 200
+    assert d.request("DELETE", "/v1/sources/s", None, admin)[0] == 204
