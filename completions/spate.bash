@@ -17,7 +17,7 @@ _spate()
     local cur prev cmd sub i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="deploy config invoke ls status rm logs publish trigger topic dlq schedule nodes help"
+    local commands="deploy config invoke ls status rm logs publish trigger topic dlq schedule source nodes help"
 
     # The command is the first word that is not a global option.
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -128,6 +128,12 @@ _spate()
             return
         fi
         [[ $sub == add ]] && opts="--to --function --payload --tz"
+    source)
+        if [[ $prev == source ]]; then
+            COMPREPLY=($(compgen -W "add ls status rm" -- "$cur"))
+            return
+        fi
+        [[ $sub == add ]] && opts="--to --key-field"
         ;;
     dlq)
         [[ $prev == dlq ]] && COMPREPLY=($(compgen -W "ls redrive" -- "$cur"))

@@ -164,6 +164,10 @@ static void handle(http_request *req, void *data)
     case R_SCHEDULE:
         api_schedules(a, req, &m);
         return;
+    case R_SOURCES:
+    case R_SOURCE:
+        api_sources(a, req, &m);
+        return;
     case R_NONE:
         break;
     }
@@ -216,6 +220,11 @@ void api_set_nodes(api *a, const api_nodes *nodes)
 void api_set_schedules(api *a, schedules *s)
 {
     a->sched = s;
+}
+
+void api_set_sources(api *a, sources *src)
+{
+    a->src = src;
 }
 
 void api_free(api *a)

@@ -14,6 +14,7 @@
 #include "schedules/schedules.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
+#include "sources/sources.h"
 #include "store/queue.h"
 
 typedef struct api_limits {
@@ -54,6 +55,9 @@ void api_set_nodes(api *a, const api_nodes *nodes);
 /* The schedules the API shows and changes (borrowed for the life of the
  * api); without them /v1/schedules answers 503. */
 void api_set_schedules(api *a, schedules *s);
+/* The event sources /v1/sources manages (borrowed for the life of the api);
+ * without them those routes answer 503. */
+void api_set_sources(api *a, sources *src);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -22,6 +22,7 @@
  *   triggers.c   /v1/triggers
  *   untrigger.c  removing the triggers of a forced delete
  *   schedules.c  /v1/schedules (and the trigger a --function schedule needs)
+ *   sources.c    /v1/sources: add or replace, list, status, remove
  *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
  *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
  *
@@ -46,6 +47,7 @@ struct api {
     triggers *tr;
     api_limits limits;
     api_nodes nodes;                            /* nodes.json NULL: a single node */
+    sources *src;                               /* NULL: no sources (api_set_sources) */
     int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
     void *function_uid_data;
     schedules *sched; /* NULL: none (api_set_schedules) */
@@ -77,6 +79,8 @@ enum route {
     R_UI,              /* /ui and what is under it */
     R_SCHEDULES,       /* /v1/schedules */
     R_SCHEDULE,        /* /v1/schedules/NAME */
+    R_SOURCES,         /* /v1/sources */
+    R_SOURCE,          /* /v1/sources/NAME */
 };
 
 typedef struct route_match {
@@ -156,6 +160,11 @@ void api_trigger(api *a, http_request *req, const route_match *m, const char *to
 
 /* api/logs.c: a function's output. */
 void api_logs(api *a, http_request *req, const route_match *m);
+/* api/sources.c: GET /v1/sources; PUT, GET, DELETE /v1/sources/NAME. */
+void api_sources(api *a, http_request *req, const route_match *m);
+/* The spate_source_* families of /metrics. */
+void api_sources_metrics(api *a, buf *out);
+
 /* api/metrics.c: GET /metrics. */
 void api_metrics(api *a, http_request *req);
 /* api/schedules.c: GET /v1/schedules; PUT, DELETE, GET of /v1/schedules/NAME. */

@@ -383,6 +383,7 @@ void api_metrics(api *a, http_request *req)
     write_functions(&s);
     write_scaling(&s);
     write_topics(&s);
+    api_sources_metrics(a, &s.out);
     write_process(&s);
 
     http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, s.out.data, s.out.len);

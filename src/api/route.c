@@ -57,6 +57,11 @@ route_match api_route_match(const char *path)
     } else if (strncmp(path, "/v1/schedules/", 14) == 0 && !strchr(path + 14, '/')) {
         m.route = R_SCHEDULE;
         m.name = path + 14;
+    } else if (strcmp(path, "/v1/sources") == 0 || strcmp(path, "/v1/sources/") == 0) {
+        m.route = R_SOURCES;
+    } else if (strncmp(path, "/v1/sources/", 12) == 0) {
+        m.route = R_SOURCE;
+        m.name = path + 12;
         m.name_len = strlen(m.name);
     } else if (strcmp(path, "/v1/nodes") == 0) {
         m.route = R_NODES;
@@ -83,7 +88,8 @@ route_match api_route_match(const char *path)
 
 /* The scope a request needs: none for health; admin to change functions and
  * triggers, redrive, or read message payloads; invoke to invoke; publish to
- * publish; any token to read. */
+ * publish; any token to read. Sources are admin's alone, reading too: they
+ * name the user's brokers. */
 unsigned api_route_scope(const route_match *m, enum http_method method)
 {
     int read = method == HTTP_GET || method == HTTP_HEAD;
@@ -100,6 +106,8 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_TOPIC: /* DELETE and PUT (retention) change it */
     case R_SCHEDULE:
         return read ? SCOPE_ANY : SCOPE_ADMIN;
+    case R_SOURCES:
+    case R_SOURCE:
     case R_TOPIC_REDRIVE:
     case R_TOPIC_PURGE:
     case R_FUNCTION_LOGS: /* what functions print may be as private as payloads */

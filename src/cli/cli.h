@@ -14,6 +14,7 @@
  *   logs.c       logs
  *   topics.c     publish, topic *, trigger *, dlq *
  *   schedules.c  schedule *
+ *   sources.c    source *
  *
  * Every message goes through answer.c, so that --json turns errors into
  * JSON and each failure exits with the status documented in spate(1).
@@ -105,6 +106,7 @@ extern const cli_cmd cli_function_cmds[];
 extern const cli_cmd cli_logs_cmds[];
 extern const cli_cmd cli_topic_cmds[];
 extern const cli_cmd cli_schedule_cmds[];
+extern const cli_cmd cli_source_cmds[];
 
 /* Parses argv (what follows the command's words) by cmd's table into *out
  * (free with cli_args_free); --url and --json change *c. A usage error

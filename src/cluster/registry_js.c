@@ -708,6 +708,24 @@ static int js_each_schedule(registry *reg, registry_schedule_cb cb, void *data)
     return registry_each_schedule(RJS(reg)->local, cb, data);
 }
 
+/* Event sources stay in the node's own registry for now: each node runs the
+ * sources it was given (a Redis consumer group balances the nodes that
+ * share one); replicating them through the bucket is to come. */
+static int js_source_put(registry *reg, const reg_source *s)
+{
+    return registry_source_put(RJS(reg)->local, s);
+}
+
+static int js_source_remove(registry *reg, const char *name)
+{
+    return registry_source_remove(RJS(reg)->local, name);
+}
+
+static int js_each_source(registry *reg, registry_source_cb cb, void *data)
+{
+    return registry_each_source(RJS(reg)->local, cb, data);
+}
+
 static const registry_ops js_ops = {
     .next_version = js_next_version,
     .put_version = js_put_version,
@@ -727,6 +745,9 @@ static const registry_ops js_ops = {
     .schedule_remove = js_schedule_remove,
     .schedule_fired = js_schedule_fired,
     .each_schedule = js_each_schedule,
+    .source_put = js_source_put,
+    .source_remove = js_source_remove,
+    .each_source = js_each_source,
 };
 
 int cluster_registry(cluster *c, registry *local, registry **out)

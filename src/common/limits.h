@@ -440,4 +440,31 @@
  * (a clock set forward or back is noticed within it). */
 #define SPATE_SCHEDULE_TIMER_MAX_MS (60u * 60 * 1000)
 
+/* --- Event sources (src/sources/) ------------------------------------------ */
+
+/* A source's URL, credentials included (the registry keeps it whole). */
+#define SPATE_SOURCE_URL_MAX 2048
+/* The entry field a source takes the message key from. */
+#define SPATE_SOURCE_FIELD_MAX 256
+/* Sources one node runs: each is a thread and a connection upstream. */
+#define SPATE_SOURCES_MAX 256
+/* Entries one fetch takes upstream: one batch, one publish, one commit. */
+#define SPATE_SOURCE_BATCH_MAX 256
+/* How long a fetch blocks upstream waiting for entries (ms): also how long
+ * a removed source may take to notice. */
+#define SPATE_SOURCE_WAIT_MS 500
+/* Connecting and every command but the blocking fetch (ms). */
+#define SPATE_SOURCE_IO_TIMEOUT_MS 5000
+/* Back-off after an error upstream or a refused publish: doubling from the
+ * base to the cap (ms). */
+#define SPATE_SOURCE_BACKOFF_BASE_MS 200
+#define SPATE_SOURCE_BACKOFF_CAP_MS 10000
+/* Entries pending with another consumer of the group this long (ms) are
+ * taken for a dead consumer's and claimed (Redis XAUTOCLAIM), checked this
+ * often (ms). */
+#define SPATE_SOURCE_CLAIM_IDLE_MS 60000
+#define SPATE_SOURCE_CLAIM_EVERY_MS 15000
+/* How often the upstream lag is asked for (ms). */
+#define SPATE_SOURCE_LAG_EVERY_MS 2000
+
 #endif /* SPATE_LIMITS_H */

@@ -31,6 +31,7 @@
 #include "sched/pool.h"
 #include "sched/triggers.h"
 #include "schedules/schedules.h"
+#include "sources/sources.h"
 #include "spated/config.h"
 #include "store/registry_sqlite.h"
 #include "store/sqlqueue.h"
@@ -49,6 +50,7 @@ typedef struct node {
     queue *q;
     schedules *sched;
     triggers *tr;
+    sources *src;
     api *api;
     http_server *http;
     cluster *cluster;
@@ -58,6 +60,7 @@ typedef struct node {
     int cutting;
     int stopping;
     int queue_closing;
+    int src_closing;
 } node;
 
 /* --- Options: one table of name, bounds and default ----------------------------- */
@@ -141,12 +144,32 @@ static void on_queue_closed(void *data)
     http_server_close(n->http, on_http_closed, n);
 }
 
-/* The queue goes last: triggers and pools hold its leases until they stop. */
+/* The queue goes last: triggers and pools hold its leases until they stop,
+ * sources publish into it until theirs do. */
 static void maybe_close_queue(node *n)
 {
-    if (!n->tr && !n->table && n->q && !n->queue_closing) {
+    if (!n->tr && !n->table && !n->src && n->q && !n->queue_closing) {
         n->queue_closing = 1;
         queue_close(n->q, on_queue_closed, n);
+    }
+}
+
+static void on_sources_closed(void *data)
+{
+    node *n = data;
+    n->src = NULL;
+    api_set_sources(n->api, NULL);
+    maybe_close_queue(n);
+}
+
+/* Sources stop first: each finishes its batch in flight (a committed one is
+ * acked upstream), and what is not acked stays pending upstream for the
+ * next start. */
+static void close_sources(node *n)
+{
+    if (n->src && !n->src_closing) {
+        n->src_closing = 1;
+        sources_close(n->src, on_sources_closed, n);
     }
 }
 
@@ -186,6 +209,7 @@ static void cut(node *n)
         n->cutting = 1;
         uv_timer_start(&n->hard, on_hard_stop, SPATE_SHUTDOWN_CUT_MS, 0);
     }
+    close_sources(n);
     if (n->tr) triggers_close(n->tr, 0, on_triggers_closed, n);
     if (n->table) functions_close(n->table, 0, on_functions_closed, n);
 }
@@ -213,6 +237,7 @@ static void on_signal(uv_signal_t *s, int signum)
     http_server_drain(n->http);
     schedules_stop(n->sched); /* no more runs; those publishing complete with the queue */
     uv_timer_start(&n->grace, on_grace_over, n->opt.grace_ms, 0);
+    close_sources(n);
     triggers_close(n->tr, 1, on_triggers_closed, n);
 }
 
@@ -239,6 +264,7 @@ static void apply_live(node *n)
     log_format = n->opt.log_format;
     http_server_set_config(n->http, &n->opt.http);
     api_set_limits(n->api, &n->opt.limits);
+    if (n->src) sources_set_message_max(n->src, n->opt.limits.message_max);
     pool_set_node_max(n->opt.max_instances);
     fnlog_set_files(n->logs_dir, n->opt.function_log_max);
 }
@@ -416,6 +442,18 @@ int main(int argc, char **argv)
     n.sched = schedules_open(n.loop, n.q, n.reg, n.opt.catch_up);
     if (!n.sched) die("out of memory");
     api_set_schedules(n.api, n.sched);
+    {
+        /* Upstream, this node is consumer spate-HOSTNAME: the same after a
+         * restart, so what it fetched and never acked comes back to it. */
+        char host[256] = "", consumer[300];
+        if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+            snprintf(host, sizeof host, "node");
+        snprintf(consumer, sizeof consumer, "spate-%s", host);
+        if (sources_create(n.loop, n.q, n.reg, consumer, n.opt.limits.message_max, &n.src) != 0)
+            die("out of memory");
+        api_set_sources(n.api, n.src);
+        sources_start(n.src);
+    }
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
                           &n.http, err, sizeof err) != 0)
         die("%s", err);

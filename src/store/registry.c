@@ -403,6 +403,67 @@ static void sq_close(registry *r)
     free(r);
 }
 
+/* --- Event sources ------------------------------------------------------------------- */
+
+static int sq_source_put(registry *r, const reg_source *src)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s,
+                "INSERT OR REPLACE INTO sources (name, url, topic, key_field, created_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                &st))
+        return ERR_STORE;
+    sqlite3_bind_text(st, 1, src->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, src->url, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, src->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, src->key_field, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, src->created_ms);
+    return step_done(s, st);
+}
+
+static int sq_source_remove(registry *r, const char *name)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s, "DELETE FROM sources WHERE name = ?", &st)) return ERR_STORE;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = step_done(s, st);
+    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
+    return rc;
+}
+
+static void copy_column(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+    const char *v = (const char *)sqlite3_column_text(st, col);
+    snprintf(out, cap, "%s", v ? v : "");
+}
+
+static int sq_each_source(registry *r, registry_source_cb cb, void *data)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s, "SELECT name, url, topic, key_field, created_ms FROM sources ORDER BY name",
+                &st))
+        return ERR_STORE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        reg_source src;
+        copy_column(st, 0, src.name, sizeof src.name);
+        copy_column(st, 1, src.url, sizeof src.url);
+        copy_column(st, 2, src.topic, sizeof src.topic);
+        copy_column(st, 3, src.key_field, sizeof src.key_field);
+        src.created_ms = sqlite3_column_int64(st, 4);
+        cb(&src, data);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        log_error("store: cannot read the sources: %s", sqlite3_errmsg(store_db(s)));
+        return ERR_STORE;
+    }
+    return 0;
+}
+
 static const registry_ops sqlite_ops = {
     .next_version = sq_next_version,
     .put_version = sq_put_version,
@@ -422,6 +483,9 @@ static const registry_ops sqlite_ops = {
     .schedule_remove = sq_schedule_remove,
     .schedule_fired = sq_schedule_fired,
     .each_schedule = sq_each_schedule,
+    .source_put = sq_source_put,
+    .source_remove = sq_source_remove,
+    .each_source = sq_each_source,
 };
 
 int registry_sqlite_open(uv_loop_t *loop, store *st, registry **out)

@@ -29,10 +29,13 @@
  * for them: put and remove succeed at once and each lists none. A cluster
  * registry keeps them so that every node's queue subscribes alike.
  *
+ * Event sources (upstream brokers drained into topics): put, remove, each.
+ * A cluster registry keeps them in the node's own registry only for now
+ * (each node runs the sources it was given; see docs/api.md).
+ *
  * Later (room left, no calls yet): aliases (a name for a version, with
- * weights), event sources (upstream brokers drained into topics) and
- * schedules (cron-like publishes) — each a kind of entry with put, remove,
- * each and an event when another node changes one.
+ * weights) and schedules (cron-like publishes) — each a kind of entry with
+ * put, remove, each and an event when another node changes one.
  *
  * All calls are made on the loop. What may take long (storing an artifact,
  * anything that waits for the network) completes through a callback; the
@@ -176,6 +179,26 @@ typedef struct registry_events {
 /* Replaces the events (copied; NULL callbacks: none wanted). */
 void registry_set_events(registry *r, const registry_events *ev);
 
+/* --- Event sources ------------------------------------------------------------------- */
+
+/* An upstream broker drained into a topic (src/sources/). url is kept whole,
+ * credentials included: whoever shows it redacts it (sources_url_redact). */
+typedef struct reg_source {
+    char name[SPATE_NAME_MAX + 1];
+    char url[SPATE_SOURCE_URL_MAX + 1];
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char key_field[SPATE_SOURCE_FIELD_MAX + 1]; /* "": no key */
+    int64_t created_ms;
+} reg_source;
+
+/* Adds s, or replaces the source of that name. 0 or ERR_STORE. */
+int registry_source_put(registry *r, const reg_source *s);
+/* ERR_NOTFOUND when there is no such source. */
+int registry_source_remove(registry *r, const char *name);
+/* Calls cb for each source, by name; s is borrowed for the call. */
+typedef void (*registry_source_cb)(const reg_source *s, void *data);
+int registry_each_source(registry *r, registry_source_cb cb, void *data);
+
 /* Frees the registry (and one it wraps). NULL is a no-op. */
 void registry_close(registry *r);
 
@@ -205,6 +228,10 @@ typedef struct registry_ops {
     int (*schedule_remove)(registry *r, const char *name);
     int (*schedule_fired)(registry *r, const char *name, int64_t fire_ms);
     int (*each_schedule)(registry *r, registry_schedule_cb cb, void *data);
+    /* Event sources (kept together, at the end). */
+    int (*source_put)(registry *r, const reg_source *s);
+    int (*source_remove)(registry *r, const char *name);
+    int (*each_source)(registry *r, registry_source_cb cb, void *data);
 } registry_ops;
 
 #endif

@@ -94,3 +94,18 @@ int registry_each_schedule(registry *r, registry_schedule_cb cb, void *data)
 {
     return OPS(r)->each_schedule(r, cb, data);
 }
+
+int registry_source_put(registry *r, const reg_source *s)
+{
+    return OPS(r)->source_put(r, s);
+}
+
+int registry_source_remove(registry *r, const char *name)
+{
+    return OPS(r)->source_remove(r, name);
+}
+
+int registry_each_source(registry *r, registry_source_cb cb, void *data)
+{
+    return OPS(r)->each_source(r, cb, data);
+}

@@ -112,6 +112,15 @@ static const char *const migrations[] = {
      "  created_ms INTEGER NOT NULL,"
      "  last_fire_ms INTEGER NOT NULL DEFAULT 0"
      ");"),
+    /* 8: event sources (src/sources/): the URL whole, credentials included
+     * (the database is 0600 in a 0711 directory, read by spated only). */
+    ("CREATE TABLE sources ("
+     "  name TEXT PRIMARY KEY,"
+     "  url TEXT NOT NULL,"
+     "  topic TEXT NOT NULL,"
+     "  key_field TEXT NOT NULL DEFAULT '',"
+     "  created_ms INTEGER NOT NULL"
+     ");"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -1,0 +1,537 @@
+/*
+ * sources.c - the manager of event sources (sources.h): a thread per
+ * source that fetches upstream, the loop's side that publishes each batch
+ * through the queue interface, and the handshake between them.
+ *
+ * The handshake, per source, under its mutex: the thread fills its batch and
+ * sets submitted; the loop (woken by the manager's uv_async) copies the
+ * batch into a publish and sets publishing; the publish's callback sets
+ * result and result_ready and signals the thread, which acks upstream only
+ * when result is 0. The thread waits meanwhile, so a source has at most one
+ * batch in flight, and a slow or refusing store stops it from taking more.
+ */
+#include "sources/sources.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "sources/connector.h"
+
+typedef struct source source;
+struct source {
+    sources *mgr;
+    source *next;
+    reg_source cfg; /* the real URL: never shown */
+    char shown[SPATE_SOURCE_URL_MAX + 1];
+    const connector *conn;
+    void *ccfg;
+    pthread_t thread;
+    int started; /* a thread runs (or ran) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* Under mu. */
+    int stop;
+    int submitted, publishing, result_ready, result;
+    int exited;
+    const char *state;
+    int connected;
+    char last_error[512];
+    int64_t last_error_ms;
+    uint64_t received, committed, refused, publish_failures;
+    int64_t lag;
+    /* The thread's, lent to the loop while submitted. */
+    src_batch batch;
+    size_t to_publish; /* entries of batch not refused */
+};
+
+struct sources {
+    uv_loop_t *loop;
+    queue *q;
+    registry *reg;
+    char consumer[256];
+    size_t message_max; /* read by the threads: __atomic */
+    uv_async_t async;
+    source *live;  /* by name */
+    source *dying; /* stopped, their threads not yet joined */
+    void (*closed)(void *data);
+    void *closed_data;
+    int closing;
+};
+
+/* --- The source's thread ----------------------------------------------------------------- */
+
+static void set_state(source *s, const char *state, int connected)
+{
+    pthread_mutex_lock(&s->mu);
+    s->state = state;
+    s->connected = connected;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void set_error(source *s, const char *what, const char *err)
+{
+    pthread_mutex_lock(&s->mu);
+    snprintf(s->last_error, sizeof s->last_error, "%s%s", what, err);
+    s->last_error_ms = clock_now_ms();
+    pthread_mutex_unlock(&s->mu);
+    /* The URL is never quoted: only the source's name, and the connector's
+     * message, which names the host and port at most. */
+    log_warn("source %s: %s%s", s->cfg.name, what, err);
+}
+
+static int stopping(source *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+/* Waits ms, or less when the source is stopped. */
+static void pause_ms(source *s, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop && pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT) {
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static uint32_t next_backoff(uint32_t *b)
+{
+    *b = *b ? *b * 2 : SPATE_SOURCE_BACKOFF_BASE_MS;
+    if (*b > SPATE_SOURCE_BACKOFF_CAP_MS) *b = SPATE_SOURCE_BACKOFF_CAP_MS;
+    return *b;
+}
+
+/* Hands the batch to the loop and waits for the publish's outcome. */
+static int publish_batch(source *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->submitted = 1;
+    s->result_ready = 0;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->mgr->async);
+    pthread_mutex_lock(&s->mu);
+    while (!s->result_ready) pthread_cond_wait(&s->cv, &s->mu);
+    int rc = s->result;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void *run(void *arg)
+{
+    source *s = arg;
+    src_conn *c = NULL;
+    uint32_t backoff = 0;
+    uint64_t last_lag = 0;
+    char err[512];
+    while (!stopping(s)) {
+        if (!c) {
+            set_state(s, "connecting", 0);
+            if (s->conn->connect(s->ccfg, s->mgr->consumer, &c, err, sizeof err) != 0) {
+                c = NULL;
+                set_error(s, "", err);
+                set_state(s, "backing-off", 0);
+                pause_ms(s, next_backoff(&backoff));
+                continue;
+            }
+            log_info("source %s: connected to %s", s->cfg.name, s->shown);
+            set_state(s, "running", 1);
+        }
+        src_limits lim = {.message_max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED),
+                          .key_field = s->cfg.key_field};
+        src_batch_reset(&s->batch);
+        if (s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, SPATE_SOURCE_WAIT_MS, &s->batch, err,
+                           sizeof err) != 0) {
+            set_error(s, "", err);
+            s->conn->disconnect(c);
+            c = NULL;
+            set_state(s, "backing-off", 0);
+            pause_ms(s, next_backoff(&backoff));
+            continue;
+        }
+        uint64_t now = clock_mono_ns();
+        if (s->conn->lag && now - last_lag > (uint64_t)SPATE_SOURCE_LAG_EVERY_MS * 1000000) {
+            last_lag = now;
+            int64_t lag = s->conn->lag(c);
+            pthread_mutex_lock(&s->mu);
+            s->lag = lag;
+            pthread_mutex_unlock(&s->mu);
+        }
+        if (s->batch.n == 0) {
+            backoff = 0;
+            continue;
+        }
+        size_t good = 0;
+        for (size_t i = 0; i < s->batch.n; i++) good += !s->batch.e[i].refused[0];
+        s->to_publish = good;
+        pthread_mutex_lock(&s->mu);
+        s->received += s->batch.n;
+        pthread_mutex_unlock(&s->mu);
+        /* Until the store takes it: a refused publish is retried, never dropped. */
+        int rc = good ? publish_batch(s) : 0;
+        while (rc != 0 && !stopping(s)) {
+            pthread_mutex_lock(&s->mu);
+            s->publish_failures++;
+            pthread_mutex_unlock(&s->mu);
+            set_error(s, "cannot publish into the topic: ", err_str(rc));
+            set_state(s, "backing-off", 1);
+            pause_ms(s, next_backoff(&backoff));
+            if (stopping(s)) break;
+            set_state(s, "running", 1);
+            rc = publish_batch(s);
+        }
+        if (rc != 0) break; /* stopped: not acked, delivered again upstream */
+        backoff = 0;
+        if (s->conn->ack(c, &s->batch, err, sizeof err) != 0) {
+            /* Committed here but not acked there: the pending entries come
+             * again after the reconnect (at least once). */
+            set_error(s, "", err);
+            s->conn->disconnect(c);
+            c = NULL;
+        }
+        for (size_t i = 0; i < s->batch.n; i++)
+            if (s->batch.e[i].refused[0])
+                log_warn("source %s: entry %s not published (acked upstream, counted as refused): "
+                         "%s",
+                         s->cfg.name, s->batch.e[i].id, s->batch.e[i].refused);
+        pthread_mutex_lock(&s->mu);
+        s->committed += good;
+        s->refused += s->batch.n - good;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (c) s->conn->disconnect(c);
+    pthread_mutex_lock(&s->mu);
+    s->exited = 1;
+    s->connected = 0;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->mgr->async);
+    return NULL;
+}
+
+/* --- The loop's side ---------------------------------------------------------------------- */
+
+static void on_published(void *data, int status, uint64_t first)
+{
+    source *s = data;
+    (void)first;
+    pthread_mutex_lock(&s->mu);
+    s->publishing = 0;
+    s->result = status;
+    s->result_ready = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Copies the batch's messages into one publish (the thread keeps its batch
+ * to publish again if this one fails). */
+static void start_publish(source *s)
+{
+    src_batch *b = &s->batch;
+    buf body;
+    buf_init(&body, b->bytes.len + 1);
+    queue_input *in = calloc(s->to_publish, sizeof *in);
+    if (!in || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len))) {
+        free(in);
+        buf_free(&body);
+        on_published(s, ERR_NOMEM, 0);
+        return;
+    }
+    const char *base = body.data ? body.data : "";
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const src_entry *e = &b->e[i];
+        if (e->refused[0]) continue;
+        in[k++] = (queue_input){.key = e->has_key ? base + e->key_at : NULL,
+                                .key_len = (uint32_t)e->key_len,
+                                .data = base + e->data_at,
+                                .len = (uint32_t)e->len};
+    }
+    queue_publish(s->mgr->q, s->cfg.topic, &body, in, k, on_published, s);
+    free(in);
+}
+
+static void source_free(source *s)
+{
+    if (s->ccfg) s->conn->free_cfg(s->ccfg);
+    src_batch_free(&s->batch);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    sources *m = h->data;
+    void (*cb)(void *) = m->closed;
+    void *data = m->closed_data;
+    free(m);
+    if (cb) cb(data);
+}
+
+/* Serves the publishes the threads asked for, and joins those that ended. */
+static void on_async(uv_async_t *a)
+{
+    sources *m = a->data;
+    source **lists[] = {&m->live, &m->dying};
+    for (int l = 0; l < 2; l++) {
+        for (source **pp = lists[l]; *pp;) {
+            source *s = *pp;
+            pthread_mutex_lock(&s->mu);
+            int go = s->submitted && !s->publishing;
+            if (go) {
+                s->submitted = 0;
+                if (s->stop) {
+                    /* Stopping: not published, so not acked upstream. */
+                    s->result = ERR_CLOSED;
+                    s->result_ready = 1;
+                    pthread_cond_signal(&s->cv);
+                    go = 0;
+                } else {
+                    s->publishing = 1;
+                }
+            }
+            int done = s->exited && !s->publishing && !s->submitted;
+            pthread_mutex_unlock(&s->mu);
+            if (go) start_publish(s);
+            if (done && l == 1) {
+                if (s->started) pthread_join(s->thread, NULL);
+                *pp = s->next;
+                source_free(s);
+                continue;
+            }
+            pp = &s->next;
+        }
+    }
+    if (m->closing && !m->live && !m->dying && !uv_is_closing((uv_handle_t *)&m->async))
+        uv_close((uv_handle_t *)&m->async, on_async_closed);
+}
+
+static void stop_source(sources *m, source *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    s->state = "stopping";
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (!s->started) {
+        s->exited = 1;
+    }
+    s->next = m->dying;
+    m->dying = s;
+    uv_async_send(&m->async);
+}
+
+/* A source from its saved configuration; a URL that no longer parses (a
+ * connector gone from this build) leaves it listed, with why, and idle. */
+static source *source_new(sources *m, const reg_source *cfg)
+{
+    source *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->mgr = m;
+    s->cfg = *cfg;
+    sources_url_redact(cfg->url, s->shown, sizeof s->shown);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    src_batch_init(&s->batch);
+    s->lag = -1;
+    s->state = "connecting";
+    char err[512];
+    s->conn = connector_for(cfg->url, err, sizeof err);
+    if (!s->conn || s->conn->parse(cfg->url, &s->ccfg, err, sizeof err) != 0) {
+        s->ccfg = NULL;
+        s->state = "invalid";
+        snprintf(s->last_error, sizeof s->last_error, "%s", err);
+        log_error("source %s: %s; it does not run", cfg->name, err);
+        return s;
+    }
+    if (pthread_create(&s->thread, NULL, run, s) != 0) {
+        s->state = "invalid";
+        snprintf(s->last_error, sizeof s->last_error, "cannot start its thread");
+        log_error("source %s: cannot start its thread", cfg->name);
+        return s;
+    }
+    s->started = 1;
+    return s;
+}
+
+static void insert_live(sources *m, source *s)
+{
+    source **pp = &m->live;
+    while (*pp && strcmp((*pp)->cfg.name, s->cfg.name) < 0) pp = &(*pp)->next;
+    s->next = *pp;
+    *pp = s;
+}
+
+static source **find_live(sources *m, const char *name)
+{
+    for (source **pp = &m->live; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->cfg.name, name) == 0) return pp;
+    return NULL;
+}
+
+int sources_create(uv_loop_t *loop, queue *q, registry *reg, const char *consumer,
+                   size_t message_max, sources **out)
+{
+    sources *m = calloc(1, sizeof *m);
+    if (!m) return ERR_NOMEM;
+    m->loop = loop;
+    m->q = q;
+    m->reg = reg;
+    snprintf(m->consumer, sizeof m->consumer, "%s", consumer);
+    m->message_max = message_max;
+    if (uv_async_init(loop, &m->async, on_async) != 0) {
+        free(m);
+        return ERR_NOMEM;
+    }
+    m->async.data = m;
+    *out = m;
+    return 0;
+}
+
+void sources_set_message_max(sources *m, size_t message_max)
+{
+    __atomic_store_n(&m->message_max, message_max, __ATOMIC_RELAXED);
+}
+
+static void start_saved(const reg_source *cfg, void *data)
+{
+    sources *m = data;
+    source *s = source_new(m, cfg);
+    if (s)
+        insert_live(m, s);
+    else
+        log_error("source %s: out of memory; it does not run", cfg->name);
+}
+
+void sources_start(sources *m)
+{
+    if (registry_each_source(m->reg, start_saved, m) != 0)
+        log_error("cannot read the sources from the registry; none runs");
+}
+
+void sources_close(sources *m, void (*cb)(void *data), void *data)
+{
+    m->closing = 1;
+    m->closed = cb;
+    m->closed_data = data;
+    while (m->live) {
+        source *s = m->live;
+        m->live = s->next;
+        stop_source(m, s);
+    }
+    uv_async_send(&m->async);
+}
+
+int sources_check_url(const char *url, char *err, size_t errcap)
+{
+    const connector *c = connector_for(url, err, errcap);
+    if (!c) return ERR_INVAL;
+    void *cfg = NULL;
+    int rc = c->parse(url, &cfg, err, errcap);
+    if (rc) return rc == ERR_NOMEM ? rc : ERR_INVAL;
+    c->free_cfg(cfg);
+    return 0;
+}
+
+int sources_put(sources *m, const reg_source *src, int *replaced, char *err, size_t errcap)
+{
+    int rc = sources_check_url(src->url, err, errcap);
+    if (rc) return rc;
+    source **old = find_live(m, src->name);
+    *replaced = old != NULL;
+    size_t count = 0;
+    for (source *s = m->live; s; s = s->next) count++;
+    if (!old && count >= SPATE_SOURCES_MAX) {
+        snprintf(err, errcap, "this node runs %d sources, its maximum", SPATE_SOURCES_MAX);
+        return ERR_TOOBIG;
+    }
+    reg_source cfg = *src;
+    if (old) cfg.created_ms = (*old)->cfg.created_ms;
+    if (registry_source_put(m->reg, &cfg) != 0) {
+        snprintf(err, errcap, "cannot save the source");
+        return ERR_STORE;
+    }
+    if (old) {
+        source *s = *old;
+        *old = s->next;
+        stop_source(m, s);
+    }
+    source *s = source_new(m, &cfg);
+    if (!s) {
+        snprintf(err, errcap, "out of memory (the source is saved and starts with spated)");
+        return ERR_NOMEM;
+    }
+    insert_live(m, s);
+    log_info("source %s: %s %s into topic %s", cfg.name, old ? "replaced:" : "added:", s->shown,
+             cfg.topic);
+    return 0;
+}
+
+int sources_remove(sources *m, const char *name)
+{
+    source **pp = find_live(m, name);
+    if (!pp) return ERR_NOTFOUND;
+    int rc = registry_source_remove(m->reg, name);
+    if (rc && rc != ERR_NOTFOUND) return rc;
+    source *s = *pp;
+    *pp = s->next;
+    stop_source(m, s);
+    log_info("source %s: removed", name);
+    return 0;
+}
+
+static void view(source *s, sources_view_cb cb, void *data)
+{
+    source_view v = {.name = s->cfg.name,
+                     .url = s->shown,
+                     .topic = s->cfg.topic,
+                     .key_field = s->cfg.key_field,
+                     .created_ms = s->cfg.created_ms};
+    pthread_mutex_lock(&s->mu);
+    v.state = s->state;
+    v.connected = s->connected;
+    memcpy(v.last_error, s->last_error, sizeof v.last_error);
+    v.last_error_ms = s->last_error_ms;
+    v.received = s->received;
+    v.committed = s->committed;
+    v.refused = s->refused;
+    v.publish_failures = s->publish_failures;
+    v.lag = s->lag;
+    pthread_mutex_unlock(&s->mu);
+    cb(&v, data);
+}
+
+void sources_each(sources *m, sources_view_cb cb, void *data)
+{
+    for (source *s = m->live; s; s = s->next) view(s, cb, data);
+}
+
+int sources_get(sources *m, const char *name, sources_view_cb cb, void *data)
+{
+    source **pp = find_live(m, name);
+    if (!pp) return ERR_NOTFOUND;
+    view(*pp, cb, data);
+    return 0;
+}

@@ -1,0 +1,93 @@
+/* Unit tests of sources/url.c and the connector table: URL parts,
+ * percent-decoding, query parameters, the refusals a PUT answers with 400,
+ * and redaction of credentials. */
+#include <stdlib.h>
+
+#include "common/err.h"
+#include "sources/connector.h"
+#include "sources/sources.h"
+#include "test.h"
+
+static void parts(void)
+{
+    char err[256];
+    src_url u;
+    CHECK_INT(src_url_parse("redis://us%40er:p%3Ass@[::1]:6380/my%2Fst?group=g&consumer=c", &u, err,
+                            sizeof err),
+              0);
+    CHECK_STR(u.scheme, "redis");
+    CHECK_STR(u.user, "us@er");
+    CHECK_STR(u.pass, "p:ss");
+    CHECK_STR(u.host, "::1");
+    CHECK_INT(u.port, 6380);
+    CHECK_STR(u.path, "my/st");
+    char v[64];
+    CHECK_INT(src_url_param(&u, "group", v, sizeof v), 0);
+    CHECK_STR(v, "g");
+    CHECK_INT(src_url_param(&u, "nothing", v, sizeof v), 1);
+    static const char *const known[] = {"group", NULL};
+    CHECK_INT(src_url_check_keys(&u, known, err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "'consumer'") != NULL);
+    src_url_free(&u);
+
+    CHECK_INT(src_url_parse("redis://h/s", &u, err, sizeof err), 0);
+    CHECK_INT(u.port, 0);
+    CHECK_STR(u.user, "");
+    src_url_free(&u);
+    CHECK_INT(src_url_parse("redis://h:0/s", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://h:65536/s", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://h:6x/s", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://:1/s", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://h/s%4", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://h/s%00", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://h/s#frag", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("redis://h /s", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("h:1/s", &u, err, sizeof err), ERR_INVAL);
+    char *huge = malloc(5000);
+    memset(huge, 'a', 4999);
+    memcpy(huge, "redis://", 8);
+    huge[4999] = '\0';
+    CHECK_INT(src_url_parse(huge, &u, err, sizeof err), ERR_INVAL);
+    free(huge);
+}
+
+static void refusals(void)
+{
+    char err[256];
+    CHECK_INT(sources_check_url("redis://127.0.0.1:6379/s?group=g", err, sizeof err), 0);
+    CHECK_INT(sources_check_url("REDIS://127.0.0.1/s?group=g", err, sizeof err), 0);
+    CHECK_INT(sources_check_url("ftp://h/s?group=g", err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "unknown scheme 'ftp'") != NULL);
+    CHECK_INT(sources_check_url("amqp://h/v?queue=q", err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "not supported yet") != NULL);
+    CHECK_INT(sources_check_url("redis://h:1?group=g", err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "missing stream") != NULL);
+    CHECK_INT(sources_check_url("redis://h:1/s", err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "missing group") != NULL);
+    CHECK_INT(sources_check_url("redis://h:1/s?group=", err, sizeof err), ERR_INVAL);
+    CHECK_INT(sources_check_url("redis://h:1/a/b?group=g", err, sizeof err), ERR_INVAL);
+}
+
+static void redaction(void)
+{
+    char out[256];
+    sources_url_redact("redis://user:secret@h:1/s?group=g", out, sizeof out);
+    CHECK_STR(out, "redis://user:***@h:1/s?group=g");
+    sources_url_redact("redis://:secret@h:1/s?group=g", out, sizeof out);
+    CHECK_STR(out, "redis://:***@h:1/s?group=g");
+    /* An '@' in the password: the last one before the path ends it. */
+    sources_url_redact("redis://u:se@cret@h:1/s", out, sizeof out);
+    CHECK_STR(out, "redis://u:***@h:1/s");
+    sources_url_redact("redis://h:1/s?group=g", out, sizeof out);
+    CHECK_STR(out, "redis://h:1/s?group=g");
+    sources_url_redact("no scheme:secret@h", out, sizeof out);
+    CHECK(strstr(out, "secret") == NULL);
+}
+
+int main(void)
+{
+    RUN(parts);
+    RUN(refusals);
+    RUN(redaction);
+    return TEST_RESULT();
+}
