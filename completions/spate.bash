@@ -128,6 +128,7 @@ _spate()
             return
         fi
         [[ $sub == add ]] && opts="--to --function --payload --tz"
+        ;;
     source)
         if [[ $prev == source ]]; then
             COMPREPLY=($(compgen -W "add ls status rm" -- "$cur"))

@@ -57,6 +57,7 @@ route_match api_route_match(const char *path)
     } else if (strncmp(path, "/v1/schedules/", 14) == 0 && !strchr(path + 14, '/')) {
         m.route = R_SCHEDULE;
         m.name = path + 14;
+        m.name_len = strlen(m.name);
     } else if (strcmp(path, "/v1/sources") == 0 || strcmp(path, "/v1/sources/") == 0) {
         m.route = R_SOURCES;
     } else if (strncmp(path, "/v1/sources/", 12) == 0) {

