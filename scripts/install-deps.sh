@@ -10,7 +10,8 @@ libcurl4-openssl-dev libseccomp-dev libarchive-dev
 python3-pytest nginx-light wrk nats-server libnats-dev gnuplot-nox
 autoconf automake libtool clang libclang-rt-14-dev
 prometheus chromium libinih-dev libsystemd-dev scdoc iproute2
-libhiredis-dev redis-server"
+libhiredis-dev redis-server librabbitmq-dev rabbitmq-server librdkafka-dev kcat
+libmosquitto-dev mosquitto"
 
 missing=""
 for p in $PACKAGES; do

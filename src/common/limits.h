@@ -464,6 +464,9 @@
  * often (ms). */
 #define SPATE_SOURCE_CLAIM_IDLE_MS 60000
 #define SPATE_SOURCE_CLAIM_EVERY_MS 15000
+/* An upstream entry's headers, as the JSON object kept with the message:
+ * over it the entry is refused (dead-lettered), never cut. */
+#define SPATE_SOURCE_HEADERS_MAX (8u * KIB)
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
 

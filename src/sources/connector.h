@@ -25,6 +25,15 @@ typedef struct src_entry {
     size_t key_at; /* key: offset and length in the batch's bytes */
     size_t key_len;
     int has_key;
+    /* Attributes kept with the message (DESIGN.md "Round 2"): the upstream
+     * timestamp (epoch ms, 0: the upstream has none; the deadline counts
+     * from it), the headers (a JSON object of strings in the batch's bytes,
+     * hdr_len 0: none; see src_entry_header), and whether the upstream says
+     * it delivered this entry before (AMQP redelivered, a Redis pending
+     * entry read again, a JetStream delivery count above 1). */
+    int64_t ts_ms;
+    size_t hdr_at, hdr_len;
+    unsigned redelivered : 1;
     char refused[256]; /* "": a message; else why it cannot be one (acked, counted) */
 } src_entry;
 
@@ -44,6 +53,13 @@ void src_batch_free(src_batch *b);
 src_entry *src_batch_add(src_batch *b, const char *id, size_t id_len);
 /* Marks e refused with a reason (printf-like). */
 void src_entry_refuse(src_entry *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Adds one upstream header (name and value: any bytes; not UTF-8 is kept as
+ * Latin-1) to e's headers; call it for each header of e with nothing else
+ * appended to the batch's bytes in between, then src_entry_headers_end.
+ * Headers over SPATE_SOURCE_HEADERS_MAX refuse the entry. -1: no memory. */
+int src_entry_header(src_batch *b, src_entry *e, const char *name, size_t nlen, const void *val,
+                     size_t vlen);
+int src_entry_headers_end(src_batch *b, src_entry *e);
 
 /* Limits a connector applies to every entry: over them an entry is refused. */
 typedef struct src_limits {

@@ -8,11 +8,20 @@
 #include "sources/connector.h"
 
 extern const connector connector_redis;
+/* Each in its own file; weak so that the table builds while one is missing. */
+extern const connector connector_amqp __attribute__((weak));
+extern const connector connector_kafka __attribute__((weak));
+extern const connector connector_nats __attribute__((weak));
+extern const connector connector_mqtt __attribute__((weak));
 
-static const connector *const all[] = {&connector_redis};
-
-/* Named in DESIGN.md, not built yet: a clear refusal rather than "unknown". */
-static const char *const later[] = {"amqp", "amqps", "kafka", "nats", "mqtt", "mqtts"};
+/* Each URL scheme and its connector; a connector may answer to several
+ * (amqp and amqps). A NULL connector: named in DESIGN.md, not in this build. */
+static const struct {
+    const char *scheme;
+    const connector *c;
+} all[] = {{"redis", &connector_redis}, {"amqp", &connector_amqp}, {"amqps", &connector_amqp},
+           {"kafka", &connector_kafka}, {"nats", &connector_nats}, {"mqtt", &connector_mqtt},
+           {"mqtts", &connector_mqtt}};
 
 const connector *connector_for(const char *url, char *err, size_t errcap)
 {
@@ -22,16 +31,20 @@ const connector *connector_for(const char *url, char *err, size_t errcap)
         snprintf(err, errcap, "malformed URL: no scheme (SCHEME://HOST:PORT/...)");
         return NULL;
     }
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (strlen(all[i]->scheme) == len && strncasecmp(url, all[i]->scheme, len) == 0)
-            return all[i];
-    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
-        if (strlen(later[i]) == len && strncasecmp(url, later[i], len) == 0) {
-            snprintf(err, errcap,
-                     "scheme '%.*s' is not supported yet: this spated drains redis:// only",
+    char known[128] = "";
+    size_t k = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (strlen(all[i].scheme) == len && strncasecmp(url, all[i].scheme, len) == 0) {
+            if (all[i].c) return all[i].c;
+            snprintf(err, errcap, "scheme '%.*s' is not supported by this build of spated",
                      (int)len, url);
             return NULL;
         }
-    snprintf(err, errcap, "unknown scheme '%.*s' (known: redis)", (int)(len > 32 ? 32 : len), url);
+        if (all[i].c && k < sizeof known)
+            k +=
+                (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", all[i].scheme);
+    }
+    snprintf(err, errcap, "unknown scheme '%.*s' (known: %s)", (int)(len > 32 ? 32 : len), url,
+             known);
     return NULL;
 }

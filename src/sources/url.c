@@ -1,7 +1,6 @@
 /*
  * url.c - the parts of a source's URL every connector shares
- * (scheme://[USER[:PASS]@]HOST[:PORT]/PATH[?QUERY]), the batch helpers, and
- * redacting credentials for everything shown (sources.h).
+ * (scheme://[USER[:PASS]@]HOST[:PORT]/PATH[?QUERY]) and redacting credentials for everything shown (sources.h).
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -225,54 +224,4 @@ void sources_url_redact(const char *url, char *out, size_t cap)
         return;
     }
     snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
-}
-
-/* --- Batches ------------------------------------------------------------------------------- */
-
-void src_batch_init(src_batch *b)
-{
-    memset(b, 0, sizeof *b);
-    buf_init(&b->bytes, (size_t)-1);
-}
-
-void src_batch_reset(src_batch *b)
-{
-    for (size_t i = 0; i < b->n; i++) {
-        free(b->e[i].id);
-    }
-    b->n = 0;
-    buf_reset(&b->bytes);
-}
-
-void src_batch_free(src_batch *b)
-{
-    src_batch_reset(b);
-    free(b->e);
-    buf_free(&b->bytes);
-    memset(b, 0, sizeof *b);
-}
-
-src_entry *src_batch_add(src_batch *b, const char *id, size_t id_len)
-{
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        src_entry *e = realloc(b->e, cap * sizeof *e);
-        if (!e) return NULL;
-        b->e = e;
-        b->cap = cap;
-    }
-    src_entry *e = &b->e[b->n];
-    memset(e, 0, sizeof *e);
-    e->id = strndup(id, id_len);
-    if (!e->id) return NULL;
-    b->n++;
-    return e;
-}
-
-void src_entry_refuse(src_entry *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->refused, sizeof e->refused, fmt, ap);
-    va_end(ap);
 }

@@ -216,7 +216,6 @@ def test_redis_restart_mid_stream_loses_nothing(spated, functions, tmp_path, red
 
 @pytest.mark.parametrize("url,why", [
     ("ftp://h:1/x?group=g", "unknown scheme 'ftp'"),
-    ("kafka://h:9092/t?group=g", "scheme 'kafka' is not supported yet"),
     ("redis://127.0.0.1:6379?group=g", "missing stream"),
     ("redis://127.0.0.1:6379/s", "missing group"),
     ("redis://127.0.0.1:99999/s?group=g", "port"),

@@ -58,8 +58,8 @@ static void refusals(void)
     CHECK_INT(sources_check_url("REDIS://127.0.0.1/s?group=g", err, sizeof err), 0);
     CHECK_INT(sources_check_url("ftp://h/s?group=g", err, sizeof err), ERR_INVAL);
     CHECK(strstr(err, "unknown scheme 'ftp'") != NULL);
-    CHECK_INT(sources_check_url("amqp://h/v?queue=q", err, sizeof err), ERR_INVAL);
-    CHECK(strstr(err, "not supported yet") != NULL);
+    CHECK_INT(sources_check_url("sqs://h/q", err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "(known: redis") != NULL);
     CHECK_INT(sources_check_url("redis://h:1?group=g", err, sizeof err), ERR_INVAL);
     CHECK(strstr(err, "missing stream") != NULL);
     CHECK_INT(sources_check_url("redis://h:1/s", err, sizeof err), ERR_INVAL);
