@@ -27,8 +27,8 @@ static const cli_opt add_opts[] = {
      "the message of each run: text, @FILE or - (standard input); default\n"
      "{\"schedule\":NAME,\"time\":ISO8601}"},
     {"tz", 0, OPT_TEXT, NULL, NULL, "ZONE",
-     "read the cron fields in ZONE: UTC (the default) or a fixed offset like\n"
-     "+02:00; named zones are not supported yet"},
+     "read the cron fields in ZONE: UTC (the default), a fixed offset like\n"
+     "+02:00, or a named zone like Europe/Paris"},
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 

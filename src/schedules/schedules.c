@@ -28,7 +28,7 @@ typedef struct entry {
     reg_schedule def;
     char *payload; /* def.payload's storage, or NULL */
     cron_expr expr;
-    int32_t offset_s;
+    cron_zone zone;
     uv_timer_t timer;
     int64_t next_ms; /* -1: never again */
     uint64_t fired, failed, caught_up, skipped;
@@ -55,6 +55,7 @@ typedef struct fire {
 static void on_entry_closed(uv_handle_t *h)
 {
     entry *e = h->data;
+    cron_zone_close(&e->zone);
     free(e->payload);
     free(e);
 }
@@ -68,11 +69,13 @@ static void drop(entry *e)
 int schedules_check(const reg_schedule *def, char *err, size_t errcap)
 {
     cron_expr x;
-    int32_t off;
+    cron_zone zone;
     if (cron_parse(def->expression, &x, err, errcap) ||
-        cron_parse_zone(def->zone, &off, err, errcap))
+        cron_zone_open(def->zone, &zone, err, errcap))
         return ERR_INVAL;
-    if (x.every_ms == 0 && cron_next(&x, off, 0, clock_now_ms()) < 0) {
+    int64_t next = x.every_ms == 0 ? cron_next(&x, &zone, 0, clock_now_ms()) : 0;
+    cron_zone_close(&zone);
+    if (next < 0) {
         snprintf(err, errcap, "'%s' never fires (no such date within eight years)",
                  def->expression);
         return ERR_INVAL;
@@ -167,7 +170,7 @@ static void arm(entry *e, int64_t now)
 
 static int64_t next_after(const entry *e, int64_t after)
 {
-    return cron_next(&e->expr, e->offset_s, e->def.created_ms, after);
+    return cron_next(&e->expr, &e->zone, e->def.created_ms, after);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -253,7 +256,7 @@ static entry *make(schedules *s, const reg_schedule *def, char *err, size_t errc
         e->def.payload = e->payload;
     }
     if (cron_parse(def->expression, &e->expr, err, errcap) ||
-        cron_parse_zone(def->zone, &e->offset_s, err, errcap)) {
+        cron_zone_open(def->zone, &e->zone, err, errcap)) {
         free(e->payload);
         free(e);
         return NULL;
