@@ -9,6 +9,7 @@ commit. Nothing asserts on speed: waits are generous bounds.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -144,6 +145,17 @@ def test_entries_are_all_processed_and_acked_after_commit(spated, functions, tmp
     assert 'spate_source_committed_total{source="orders-in"} 500' in metrics
     assert 'spate_source_connected{source="orders-in"} 1' in metrics
     assert 'spate_source_received_total{source="orders-in"}' in metrics
+    assert 'spate_source_info{source="orders-in",topic="orders",scheme="redis"} 1' in metrics
+    assert 'spate_source_lag{source="orders-in",topic="orders"} 0' in metrics
+    # The dashboard shows it, read as an operator's browser does.
+    from test_observability import run_chromium
+    dom = run_chromium(f"{spated.url}/ui/", "--dump-dom", tmp_path=tmp_path)
+    html = dom.stdout.decode()
+    row = re.search(r'<tr data-source="orders-in">(.*?)</tr>', html)
+    assert row, html[-3000:]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1))
+    assert cells[:3] == ["orders-in", "orders", "connected (redis)"], cells
+    assert cells[4] == "500" and cells[6] == "0", cells
     # Listed, and removed: 204, then 404.
     assert [s["name"] for s in spated.json("GET", "/v1/sources")[1]["sources"]] == ["orders-in"]
     assert spated.request("DELETE", "/v1/sources/orders-in")[0] == 204
