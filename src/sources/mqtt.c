@@ -507,6 +507,20 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     return 0;
 }
 
+/* Moves the messages held since the connect into the fetch's batch. */
+static void take_held(src_conn *c, size_t max)
+{
+    while (c->held && c->out->n < max) {
+        held *h = c->held;
+        c->held = h->next;
+        if (!c->held) c->held_tail = &c->held;
+        convert(c, &h->msg, h->props);
+        mosquitto_message_free_contents(&h->msg);
+        mosquitto_property_free_all(&h->props);
+        free(h);
+    }
+}
+
 /* Reads messages into out until max of them, wait_ms, or no more ready
  * once some came. The SUBACK comes in here too (a refusal drops the
  * connection). What was read is always handed over, even when the
@@ -517,15 +531,7 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     uint64_t end = clock_mono_ns() + (uint64_t)wait_ms * 1000000;
     c->out = out;
     c->lim = lim;
-    while (c->held && out->n < max) {
-        held *h = c->held;
-        c->held = h->next;
-        if (!c->held) c->held_tail = &c->held;
-        convert(c, &h->msg, h->props);
-        mosquitto_message_free_contents(&h->msg);
-        mosquitto_property_free_all(&h->props);
-        free(h);
-    }
+    take_held(c, max);
     while (!c->failed[0] && out->n < max) {
         size_t before = out->n;
         uint64_t now = clock_mono_ns();

@@ -255,6 +255,26 @@ def test_broker_restart_mid_stream_loses_nothing_accepted(spated, functions, tmp
     assert wait_for(lambda: want <= set(seen(rec)), timeout=120), len(want - set(seen(rec)))
 
 
+def test_stop_mid_stream_loses_nothing(spated, functions, tmp_path, mosquitto):
+    """A stopping source still publishes the batch it read (acknowledged to
+    the broker already); the rest waits in the session."""
+    m = mosquitto()
+    rec = deploy_recorder(spated, functions, tmp_path)
+    add_trigger(spated, "steady", "rec")
+    assert add_source(spated, "steady", f"mqtt://127.0.0.1:{m.port}/steady", "steady")[0] == 201
+    assert connected(spated, "steady")
+    pub = subprocess.Popen([str(m.pub_tool), "-p", str(m.port), "-t", "steady", "-n", "1500",
+                            "-w", "2"], stdout=subprocess.PIPE, text=True)
+    for _ in range(3):
+        n = len(seen(rec))
+        assert wait_for(lambda: len(seen(rec)) > n + 50, timeout=60)
+        spated.stop()  # SIGTERM, while messages flow
+        spated.start()
+    assert pub.wait(120) == 0
+    want = {f"e{i}" for i in range(1500)}
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=120), sorted(want - set(seen(rec)))[:20]
+
+
 @pytest.mark.parametrize("url,why", [
     ("mqtt://127.0.0.1:1883", "missing topic filter"),
     ("mqtt://127.0.0.1:1883/a?qos=2", "bad value of 'qos'"),
