@@ -535,14 +535,17 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     while (!c->failed[0] && out->n < max) {
         size_t before = out->n;
         uint64_t now = clock_mono_ns();
-        if (now >= end && before) break;
-        int timeout = before || now >= end ? 0 : (int)((end - now) / 1000000) + 1;
+        if (now >= end && (before || wait_ms)) break;
+        /* Once some came, a little longer for more: a broker draining a
+         * backlog refills the socket within microseconds, and a full batch
+         * is one commit instead of many. */
+        int timeout = before ? SPATE_SOURCE_MQTT_LINGER_MS : (int)((end - now) / 1000000) + 1;
         int rc = mosquitto_loop(c->m, timeout, 1);
         if (rc != MOSQ_ERR_SUCCESS && !c->failed[0])
             snprintf(c->failed, sizeof c->failed, "connection lost: %s",
                      rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        if (before && out->n == before) break; /* nothing more ready now */
-        if (!before && now >= end) break;
+        if (before && out->n == before) break; /* nothing more came meanwhile */
+        if (!wait_ms) break;
     }
     c->out = NULL;
     c->lim = NULL;
