@@ -171,6 +171,8 @@ def test_qos_0_says_at_most_once(spated, mosquitto):
     status, doc = add_source(spated, "q0", f"mqtt://127.0.0.1:{m.port}/a/%23?qos=0", "t")
     assert status == 201, doc
     assert doc["delivery"] == "at-most-once"
+    r = spated.cli("source", "status", "q0")
+    assert r.returncode == 0 and b"delivery   at-most-once" in r.stdout, r.stdout + r.stderr
 
 
 def test_keys_and_refusals(make_spated, functions, tmp_path, mosquitto):
