@@ -22,10 +22,8 @@
  * batch it read (connector.acked_on_fetch). With qos=0 nothing is
  * acknowledged at all: at most once.
  */
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <netdb.h>
@@ -496,8 +494,12 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
      * queued messages, which may come before the SUBACK: the fetch sees it. */
     if (!rc) loop_while(c, awaiting_suback);
     if (!rc && (c->failed[0] || (!c->session_present && !c->suback))) {
-        snprintf(err, errcap, "%s", c->failed[0] ? c->failed : "no SUBACK from the broker in time");
-        rc = ERR_IO;
+        if (!c->failed[0])
+            snprintf(c->failed, sizeof c->failed, "no SUBACK from the broker in time");
+        snprintf(err, errcap, "%s", c->failed);
+        /* Messages read meanwhile are acknowledged already: handed to the
+         * first fetch, which then reports the failure. */
+        if (!c->held) rc = ERR_IO;
     }
     if (rc) {
         disconnect(c);
