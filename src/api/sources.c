@@ -41,6 +41,7 @@ static cJSON *source_json(const source_view *v)
         cJSON_AddNumberToObject(o, "lag", (double)v->lag);
     else
         cJSON_AddNullToObject(o, "lag");
+    if (v->delivery) cJSON_AddStringToObject(o, "delivery", v->delivery);
     return o;
 }
 

@@ -469,5 +469,26 @@
 #define SPATE_SOURCE_HEADERS_MAX (8u * KIB)
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
+/* MQTT: the Receive Maximum a source asks of the broker (MQTT 5), i.e. how
+ * many QoS 1 messages it may send before a PUBACK. libmosquitto PUBACKs a
+ * message as it reads it, so what this bounds is what waits unread in the
+ * socket (safe: not acknowledged); a batch's worth, so that the next batch
+ * is there when a commit is done. What was read and not yet committed is
+ * the one batch a fetch holds (SPATE_SOURCE_BATCH_MAX): the most a crash of
+ * spated can lose. At most 65535 (MQTT). */
+#define SPATE_SOURCE_MQTT_RECEIVE_MAX 256
+/* MQTT: once a fetch has messages, how long (ms) it waits for one more
+ * before handing the batch over (the batch fills while they keep coming,
+ * up to SPATE_SOURCE_WAIT_MS). A latency of a few ms at low rates for whole
+ * batches (one commit each) at high ones. */
+#define SPATE_SOURCE_MQTT_LINGER_MS 2
+/* MQTT keep-alive (s): PINGREQ goes from the fetch's network loop, so it
+ * must outlast a slow publish into the topic (the broker drops a client
+ * silent for 1.5 times this). */
+#define SPATE_SOURCE_MQTT_KEEPALIVE_S 60
+/* MQTT 5 Session Expiry Interval (s) the source asks: the broker keeps the
+ * session, and queues QoS 1 messages for it, this long while spated is
+ * down (a week). */
+#define SPATE_SOURCE_MQTT_SESSION_S (7 * 24 * 3600)
 
 #endif /* SPATE_LIMITS_H */

@@ -298,8 +298,10 @@ static void on_async(uv_async_t *a)
             int go = s->submitted && !s->publishing;
             if (go) {
                 s->submitted = 0;
-                if (s->stop) {
-                    /* Stopping: not published, so not acked upstream. */
+                if (s->stop && !s->conn->acked_on_fetch) {
+                    /* Stopping: not published, so not acked upstream (a
+                     * connector whose upstream forgot the batch when it was
+                     * read publishes it still: it is not coming again). */
                     s->result = ERR_CLOSED;
                     s->result_ready = 1;
                     pthread_cond_signal(&s->cv);
@@ -366,6 +368,7 @@ static source *source_new(sources *m, const reg_source *cfg)
         log_error("source %s: %s; it does not run", cfg->name, err);
         return s;
     }
+    if (s->conn->name_cfg) s->conn->name_cfg(s->ccfg, cfg->name);
     if (pthread_create(&s->thread, NULL, run, s) != 0) {
         s->state = "invalid";
         snprintf(s->last_error, sizeof s->last_error, "cannot start its thread");
@@ -520,6 +523,8 @@ static void view(source *s, sources_view_cb cb, void *data)
     v.publish_failures = s->publish_failures;
     v.lag = s->lag;
     pthread_mutex_unlock(&s->mu);
+    v.delivery = "at-least-once";
+    if (s->ccfg && s->conn->delivery) v.delivery = s->conn->delivery(s->ccfg);
     cb(&v, data);
 }
 
