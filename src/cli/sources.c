@@ -108,6 +108,9 @@ static int source_status(const cli *c, cli_args *a)
     printf("received   %.0f\ncommitted  %.0f\nrefused    %.0f\n", cli_json_num(s, "received"),
            cli_json_num(s, "committed"), cli_json_num(s, "refused"));
     if (cJSON_IsNumber(lag)) printf("lag        %.0f\n", lag->valuedouble);
+    /* In a cluster: one node runs a source without a consumer group. */
+    const char *holder = cli_json_str(s, "lease_holder");
+    if (holder && *holder) printf("runs on    node %s (holds its lease)\n", holder);
     const char *err = cli_json_str(s, "last_error");
     if (err && *err) {
         printf("last error ");
