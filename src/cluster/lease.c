@@ -207,6 +207,7 @@ static void tick(cluster *c)
             strmap_remove(&c->leases, cur->key);
             changed |= cur->mine;
             free(cur);
+            cur = NULL;
         } else if (cur && l->want && o.known) {
             if (cur->mine != o.mine || strcmp(cur->holder, o.holder) != 0) changed = 1;
             if (o.rev != cur->rev) cur->seen_ns = now;
