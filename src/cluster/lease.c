@@ -34,11 +34,12 @@ typedef struct lease {
     char key[CLUSTER_LEASE_KEY_MAX + 1]; /* KIND.NAME, the map's key */
     int want;                            /* asked for since its last drop */
     int mine;
-    uint64_t until_ns;   /* mine: acts until then (monotonic) */
-    uint64_t renewed_ns; /* mine: when the last write was sent */
-    uint64_t rev;        /* the revision last seen or written */
-    uint64_t seen_ns;    /* another's: when rev was first seen */
-    char holder[CLUSTER_ID_LEN + 1];
+    uint64_t until_ns;               /* mine: acts until then (monotonic) */
+    uint64_t renewed_ns;             /* mine: when the last write was sent */
+    uint64_t rev;                    /* the revision last seen or written */
+    uint64_t seen_ns;                /* another's: when rev was first seen */
+    char holder[CLUSTER_ID_LEN + 1]; /* "" while taken and not yet confirmed */
+    int taken;                       /* written as ours, to be confirmed */
 } lease;
 
 static uint64_t now_ns(void)
@@ -77,6 +78,7 @@ typedef struct outcome {
     int mine;
     uint64_t rev, renewed_ns;
     char holder[CLUSTER_ID_LEN + 1];
+    int taken;
     int known; /* the bucket answered */
 } outcome;
 
@@ -88,8 +90,8 @@ typedef struct outcome {
  * fails. So one node acts, a tick later. */
 static void taken(cluster *c, outcome *o, uint64_t rev)
 {
-    *o = (outcome){.mine = 0, .rev = rev, .known = 1};
-    snprintf(o->holder, sizeof o->holder, "%s", c->id);
+    (void)c;
+    *o = (outcome){.mine = 0, .rev = rev, .taken = 1, .known = 1};
 }
 
 /* One look at a lease (a copy of its state in l): blocking. */
@@ -135,14 +137,17 @@ static void step(cluster *c, const lease *l, outcome *o)
     if ((ours && due) || !node[0] || quiet) {
         if (kvStore_Update(&rev, c->kv, k, val, len, seen) == NATS_OK) {
             if (confirmed) {
+                if (!l->mine) log_info("cluster: this node holds lease %s", l->key);
                 *o = (outcome){.mine = 1, .rev = rev, .renewed_ns = t0, .known = 1};
                 snprintf(o->holder, sizeof o->holder, "%s", c->id);
             } else {
                 taken(c, o, rev);
             }
             if (quiet)
-                log_info("cluster: took over lease %s from node %s (revision %llu, now %llu)",
-                         l->key, node, (unsigned long long)seen, (unsigned long long)rev);
+                log_info("cluster: lease %s of node %s unrenewed for %d ms: claimed (revision "
+                         "%llu, now %llu)",
+                         l->key, node, SPATE_CLUSTER_LEASE_TTL_MS, (unsigned long long)seen,
+                         (unsigned long long)rev);
             return;
         }
         o->mine = 0; /* another node was first */
@@ -198,7 +203,7 @@ static void tick(cluster *c)
         outcome o = {0};
         if (l->want)
             step(c, l, &o);
-        else if (l->mine)
+        else if (l->mine || l->taken)
             release(c, l);
         uint64_t now = now_ns();
         pthread_mutex_lock(&c->lease_mu);
@@ -212,6 +217,7 @@ static void tick(cluster *c)
             if (cur->mine != o.mine || strcmp(cur->holder, o.holder) != 0) changed = 1;
             if (o.rev != cur->rev) cur->seen_ns = now;
             cur->mine = o.mine;
+            cur->taken = o.taken;
             cur->rev = o.rev;
             cur->renewed_ns = o.renewed_ns;
             if (o.mine)
@@ -251,7 +257,7 @@ static void *lease_main(void *arg)
     if (snap.v) strmap_each(&c->leases, copy_one, &snap);
     pthread_mutex_unlock(&c->lease_mu);
     for (size_t i = 0; snap.v && i < snap.n; i++)
-        if (snap.v[i].mine) release(c, &snap.v[i]);
+        if (snap.v[i].mine || snap.v[i].taken) release(c, &snap.v[i]);
     free(snap.v);
     return NULL;
 }

@@ -619,6 +619,65 @@ static void apply_each(const char *key, void *value, void *data)
     apply(data, key);
 }
 
+static int js_schedule_put(registry *reg, const reg_schedule *sc);
+static int js_source_put(registry *reg, const reg_source *src);
+
+/* Before schedules and sources were shared, a cluster's node kept them in
+ * its own SQLite registry. Those the bucket does not hold move into it
+ * (every node then has them); all leave the node's own registry, so that
+ * one deleted in the cluster later does not come back at the next start.
+ * Of two nodes with one of the same name, the last written stands. */
+typedef struct adopt {
+    rjs *r;
+    char (*names)[SPATE_NAME_MAX + 1];
+    size_t n, cap;
+} adopt;
+
+static void adopted(adopt *a, const char *name)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        void *v = realloc(a->names, cap * sizeof *a->names);
+        if (!v) return; /* kept locally: moved at the next start */
+        a->names = v;
+        a->cap = cap;
+    }
+    snprintf(a->names[a->n++], sizeof a->names[0], "%s", name);
+}
+
+static void adopt_schedule(const reg_schedule *sc, void *data)
+{
+    adopt *a = data;
+    if (!strmap_get(&a->r->scheds, sc->name, strlen(sc->name))) {
+        if (js_schedule_put((registry *)a->r, sc) != 0) return;
+        log_info("cluster: schedule %s moved from this node's registry into the cluster's",
+                 sc->name);
+    }
+    adopted(a, sc->name);
+}
+
+static void adopt_source(const reg_source *src, void *data)
+{
+    adopt *a = data;
+    if (!strmap_get(&a->r->srcs, src->name, strlen(src->name))) {
+        if (js_source_put((registry *)a->r, src) != 0) return;
+        log_info("cluster: source %s moved from this node's registry into the cluster's",
+                 src->name);
+    }
+    adopted(a, src->name);
+}
+
+static void adopt_local(rjs *r)
+{
+    adopt a = {.r = r};
+    registry_each_schedule(r->local, adopt_schedule, &a);
+    for (size_t i = 0; i < a.n; i++) registry_schedule_remove(r->local, a.names[i]);
+    a.n = 0;
+    registry_each_source(r->local, adopt_source, &a);
+    for (size_t i = 0; i < a.n; i++) registry_source_remove(r->local, a.names[i]);
+    free(a.names);
+}
+
 /* The registry's current values are in: make this node match them. */
 static void on_registry_ready(rjs *r)
 {
@@ -626,6 +685,7 @@ static void on_registry_ready(rjs *r)
     r->ready = 1;
     registry_each_active(r->local, reconcile_one, r);
     strmap_each(&r->syncs, apply_each, r);
+    adopt_local(r);
     tell(r, REGISTRY_SCHEDULES);
     tell(r, REGISTRY_SOURCES);
     log_info("cluster: registry followed node=%s", r->c->id);

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import deploy_recorder, wait_for
+from conftest import Spated, deploy_recorder, wait_for
 from natscluster import add_trigger, node_id, spated_cluster
 from test_sources_redis import Redis, seen
 
@@ -76,12 +76,14 @@ def test_schedule_fires_once_per_cluster_and_moves_when_its_node_dies(cluster):
     dead = ids[first]
     dead.proc.send_signal(signal.SIGKILL)
     dead.proc.wait()
+    killed = time.monotonic()
     alive = [d for d in nodes if d is not dead]
     assert wait_for(lambda: all(holder(d, "tick") not in (None, first) for d in alive) and
                     holder(alive[0], "tick") == holder(alive[1], "tick"),
                     timeout=TAKEOVER_S), [schedule(d, "tick") for d in alive]
     second = holder(alive[0], "tick")
-    print(f"\nlease of 'tick' moved from {first} to {second}")
+    print(f"\nlease of 'tick' moved from {first} to {second} "
+          f"{time.monotonic() - killed:.1f} s after the kill")
     before = len(runs(alive[0], "ticks"))
     assert wait_for(lambda: len(runs(alive[0], "ticks")) >= before + 3, timeout=30)
     times = runs(alive[0], "ticks")
@@ -160,3 +162,66 @@ def test_source_on_every_node_with_a_consumer_group(cluster, functions, tmp_path
         assert not {f"e{i}" for i in range(600, 620)} & set(seen(rec))
     finally:
         r.stop()
+
+
+def test_a_stopped_node_lets_its_leases_go(cluster):
+    nats, nodes = cluster
+    a = nodes[0]
+    code, doc = a.json("PUT", "/v1/schedules/tock",
+                       json.dumps({"expression": "@every 1s", "topic": "tocks"}).encode())
+    assert code == 201, doc
+    assert wait_for(lambda: len({holder(d, "tock") for d in nodes}) == 1 and holder(a, "tock"),
+                    timeout=TAKEOVER_S), [schedule(d, "tock") for d in nodes]
+    ids = {node_id(d): d for d in nodes}
+    first = holder(a, "tock")
+    d = ids[first]
+    assert wait_for(lambda: schedule(d, "tock")["fired"] >= 1, timeout=30)
+    d.stop()  # SIGTERM: it releases the lease on its way out
+    assert "released lease schedule.tock" in d.log()
+    alive = [x for x in nodes if x is not d]
+    assert wait_for(lambda: holder(alive[0], "tock") not in (None, first), timeout=TAKEOVER_S)
+    before = len(runs(alive[0], "tocks"))
+    assert wait_for(lambda: len(runs(alive[0], "tocks")) >= before + 2, timeout=30)
+    d.start()
+    assert wait_for(lambda: holder(d, "tock") not in (None, first), timeout=TAKEOVER_S), d.log()
+    assert alive[1].request("DELETE", "/v1/schedules/tock")[0] == 204
+
+
+def test_a_nodes_own_schedules_and_sources_move_into_the_cluster(cluster, tmp_path):
+    """Made on a node before they were shared (its own SQLite registry): at
+    its first start in the cluster they move into the bucket."""
+    nats, (a, b, c) = cluster
+    alone = Spated(tmp_path / "alone")
+    alone.workdir.mkdir()
+    alone.start()
+    try:
+        code, doc = alone.json("PUT", "/v1/schedules/legacy", json.dumps(
+            {"expression": "@every 1h", "topic": "old"}).encode())
+        assert code == 201, doc
+        code, doc = alone.json("PUT", "/v1/sources/legacy-in", json.dumps(
+            {"url": "redis://127.0.0.1:1/s?group=g", "topic": "old"}).encode())
+        assert code == 201, doc
+    finally:
+        alone.stop()
+    joined = Spated(tmp_path / "alone", data=alone.data, args=["--cluster", nats.urls])
+    joined.start()
+    try:
+        for d in (a, b):
+            assert wait_for(lambda: schedule(d, "legacy") and source(d, "legacy-in"),
+                            timeout=30), joined.log()
+        assert schedule(a, "legacy")["expression"] == "@every 1h"
+        assert "moved from this node's registry" in joined.log()
+    finally:
+        joined.stop()
+    # Removed in the cluster: it does not come back when that node starts again.
+    assert a.request("DELETE", "/v1/schedules/legacy")[0] == 204
+    assert a.request("DELETE", "/v1/sources/legacy-in")[0] == 204
+    joined.start()
+    try:
+        assert wait_for(lambda: joined.json("GET", "/v1/nodes")[1]["nodes"], timeout=15)
+        time.sleep(2)
+        for d in (a, joined):
+            assert d.json("GET", "/v1/schedules/legacy")[0] == 404
+            assert d.json("GET", "/v1/sources/legacy-in")[0] == 404
+    finally:
+        joined.stop()
