@@ -979,12 +979,14 @@ static int js_schedule_remove(registry *reg, const char *name)
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;
     sc_free(strmap_remove(&r->scheds, name));
+    /* The lease goes with it; written first so that the entry's delete is
+     * the last write, the one registry_sync answers for. (A node that has
+     * not heard yet may take the lease again: a stale lease key is inert.) */
     char key[CLUSTER_KEY_MAX + 8];
-    snprintf(key, sizeof key, "sc.%s", name);
-    int rc = write_key(r, key, NULL);
     snprintf(key, sizeof key, "lease.schedule.%s", name);
-    if (!rc) write_key(r, key, NULL); /* the lease goes with it */
-    return rc;
+    write_key(r, key, NULL);
+    snprintf(key, sizeof key, "sc.%s", name);
+    return write_key(r, key, NULL);
 }
 
 /* The holder fired name: written into its entry, which the next holder
@@ -1071,12 +1073,11 @@ static int js_source_remove(registry *reg, const char *name)
     so_entry *e = strmap_remove(&r->srcs, name);
     if (e) explicit_bzero(e, sizeof *e);
     free(e);
-    char key[CLUSTER_KEY_MAX + 8];
-    snprintf(key, sizeof key, "so.%s", name);
-    int rc = write_key(r, key, NULL);
+    char key[CLUSTER_KEY_MAX + 8]; /* the lease first, as for a schedule */
     snprintf(key, sizeof key, "lease.source.%s", name);
-    if (!rc) write_key(r, key, NULL);
-    return rc;
+    write_key(r, key, NULL);
+    snprintf(key, sizeof key, "so.%s", name);
+    return write_key(r, key, NULL);
 }
 
 static int js_each_source(registry *reg, registry_source_cb cb, void *data)
