@@ -42,6 +42,13 @@ static cJSON *source_json(const source_view *v)
     else
         cJSON_AddNullToObject(o, "lag");
     if (v->delivery) cJSON_AddStringToObject(o, "delivery", v->delivery);
+    /* In a cluster: every node runs it (the broker balances a consumer
+     * group), or one, the lease holder. */
+    cJSON_AddStringToObject(o, "runs_on", v->leased ? "lease_holder" : "every_node");
+    if (v->lease_holder[0])
+        cJSON_AddStringToObject(o, "lease_holder", v->lease_holder);
+    else
+        cJSON_AddNullToObject(o, "lease_holder");
     return o;
 }
 
@@ -118,7 +125,7 @@ static void put_source(api *a, http_request *req, const char *name)
     }
     cJSON *doc = NULL;
     sources_get(a->src, name, answer_one, &doc);
-    api_respond_json(req, replaced ? 200 : 201, doc);
+    api_respond_durable(a, req, replaced ? 200 : 201, doc);
 }
 
 void api_sources(api *a, http_request *req, const route_match *m)
@@ -153,7 +160,7 @@ void api_sources(api *a, http_request *req, const route_match *m)
             http_respond_error(req, 503, "store_unavailable", "cannot remove the source: %s",
                                err_str(rc));
         else
-            http_respond(req, 204, NULL, NULL, NULL, 0);
+            api_respond_durable(a, req, 204, NULL);
     } else if (get) {
         cJSON *doc = NULL;
         if (sources_get(a->src, name, answer_one, &doc) != 0)

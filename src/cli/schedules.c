@@ -83,6 +83,9 @@ static void print_status(const cJSON *s)
            cli_json_num(s, "failed"));
     printf("%-11s %.0f caught up, %.0f skipped\n", "missed", cli_json_num(s, "caught_up"),
            cli_json_num(s, "skipped"));
+    /* In a cluster: the node that fires it. */
+    const char *holder = cli_json_str(s, "lease_holder");
+    if (holder && *holder) printf("%-11s node %s (holds its lease)\n", "fired by", holder);
 }
 
 static int schedule_status(const cli *c, cli_args *a)

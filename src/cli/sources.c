@@ -110,6 +110,9 @@ static int source_status(const cli *c, cli_args *a)
     if (cJSON_IsNumber(lag)) printf("lag        %.0f\n", lag->valuedouble);
     const char *delivery = cli_json_str(s, "delivery");
     if (delivery && *delivery) printf("delivery   %s\n", delivery);
+    /* In a cluster: one node runs a source without a consumer group. */
+    const char *holder = cli_json_str(s, "lease_holder");
+    if (holder && *holder) printf("runs on    node %s (holds its lease)\n", holder);
     const char *err = cli_json_str(s, "last_error");
     if (err && *err) {
         printf("last error ");

@@ -401,6 +401,25 @@
  * than any retry schedule (SPATE_RETRY_CAP_MS times SPATE_MAX_ATTEMPTS_CEILING
  * is under an hour); one left behind goes by itself. */
 #define SPATE_CLUSTER_ATTEMPTS_TTL_NS (7LL * 24 * 3600 * 1000000000)
+/* Leases (cluster/lease.c): what runs on one node of a cluster (schedules,
+ * sources without a consumer group) runs where its lease in the registry
+ * bucket is held. The holder rewrites it every SPATE_CLUSTER_LEASE_RENEW_MS;
+ * another node takes it once its revision has not moved for
+ * SPATE_CLUSTER_LEASE_TTL_MS as that node measures (its own clock: no
+ * skew between nodes counts). The holder stops acting RENEW before its last
+ * renewal is TTL old, so two holders never act at once (a process stalled
+ * longer than that aside). TTL is five renewals: a NATS leader election
+ * (a few seconds) does not move every lease; a dead holder's leases move
+ * within TTL plus a tick. The lease thread looks at them every TICK. */
+#define SPATE_CLUSTER_LEASE_TICK_MS 1000
+#define SPATE_CLUSTER_LEASE_RENEW_MS 2000
+#define SPATE_CLUSTER_LEASE_TTL_MS 10000
+/* Leases one node follows: one per schedule and per leased source. */
+#define SPATE_CLUSTER_LEASES_MAX 4096
+/* A schedule's or a source's registry entry read from the bucket: a
+ * schedule with its largest payload, a source with its longest URL, and
+ * room for the JSON around them. Larger ones are ignored as corrupt. */
+#define SPATE_CLUSTER_ENTRY_MAX (SPATE_SCHEDULE_PAYLOAD_MAX * 6 + 8u * KIB)
 
 /* --- Daemon ----------------------------------------------------------------- */
 

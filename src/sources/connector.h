@@ -100,6 +100,15 @@ typedef struct connector {
      * source still publishes the batch it holds instead of leaving it to a
      * redelivery that will not come. */
     unsigned acked_on_fetch : 1;
+    /* Where a source runs in a cluster (docs/operations.md). When the
+     * broker balances the consumers of a group (a Redis group, a Kafka
+     * consumer group, an AMQP queue, a JetStream durable), every node runs
+     * the source and each gets its share: group returns 1 for that cfg.
+     * When every subscriber gets every message (core NATS subjects, MQTT
+     * subscriptions) one node runs it, the holder of the source's lease in
+     * the registry: group returns 0, or is left NULL (the default, which
+     * never consumes twice). One node alone runs every source either way. */
+    int (*group)(const void *cfg);
 } connector;
 
 /* The connector of url's scheme, or NULL with why in err (unknown scheme,
