@@ -235,6 +235,7 @@ static void on_fetched(void *arg)
             jl->m.published_ms = strtoll(v, NULL, 10);
         jl->m.data = natsMsg_GetData(nm);
         jl->m.len = (uint32_t)natsMsg_GetDataLength(nm);
+        jl->m.attrs = jsqueue__msg_attrs(nm, &jl->attrs);
         list_push_back(&s->ready, &jl->link);
     }
     natsMsgList_Destroy(&f->list);
