@@ -1,0 +1,74 @@
+"""Message attributes from an event source, and upstream entries that cannot
+be messages (docs/api.md "Message attributes", "Sources").
+
+A Redis stream (redis-server started by the test, as in test_sources_redis)
+feeds a topic: each message keeps the source's name, the entry's stream id,
+the id's time (the upstream timestamp) and whether Redis delivered it
+before; they are shown by GET /v1/topics/T/messages, survive a restart of
+spated, and follow a message into its dead letters. Entries that cannot be
+messages land in the topic's dead letters (T.dlq) with the reason before
+Redis is told they are done.
+"""
+
+import json
+import time
+
+from conftest import wait_for
+from test_sources_redis import add_source, add_trigger, redis, seen  # noqa: F401 (fixture)
+from conftest import deploy_recorder
+
+
+def messages(d, topic):
+    status, doc = d.json("GET", f"/v1/topics/{topic}/messages")
+    assert status == 200, doc
+    return doc["messages"]
+
+
+def test_attributes_are_kept_shown_and_survive_a_restart(make_spated, redis):
+    r = redis()
+    d = make_spated()
+    # An explicit id: its time part is the upstream timestamp.
+    r.cli("XADD", "st", "1700000000000-1", "v", "one")
+    assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+    status, doc = d.json("POST", "/v1/topics/t/messages", b"plain")  # no attributes
+    assert status in (200, 201, 202), doc
+    assert wait_for(lambda: len(messages(d, "t")) == 2, timeout=30)
+    for attempt in range(2):
+        ms = messages(d, "t")
+        by_payload = {m["payload"]: m for m in ms}
+        a = by_payload["one"]["attributes"]
+        assert a == {"source": "s", "upstream_id": "1700000000000-1",
+                     "upstream_ts": 1700000000000, "redelivered": False}, a
+        assert "attributes" not in by_payload["plain"]
+        if attempt == 0:  # kept in the store: the same after a restart
+            assert d.stop() == 0
+            d.start()
+
+
+def test_refused_entries_land_in_the_dead_letters_and_later_ones_flow(make_spated, functions,
+                                                                       tmp_path, redis):
+    r = redis()
+    d = make_spated("--message-max", "1024")
+    rec = deploy_recorder(d, functions, tmp_path)
+    add_trigger(d, "t", "rec")
+    assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t",
+                      key_field="acct")[0] == 201
+    big_id = r.cli("XADD", "st", "*", "acct", "a1", "v", "x" * 2000)  # over --message-max
+    nokey_id = r.cli("XADD", "st", "*", "v", "nokey")  # no key field
+    r.cli("XADD", "st", "*", "acct", "a2", "v", "after")
+    assert wait_for(lambda: "after" in seen(rec), timeout=30)
+    assert wait_for(lambda: d.json("GET", "/v1/sources/s")[1]["dead_lettered"] == 2, timeout=30)
+    doc = d.json("GET", "/v1/sources/s")[1]
+    assert doc["refused"] == 2 and doc["committed"] == 1, doc
+    dead = {m["attributes"]["upstream_id"]: m for m in messages(d, "t.dlq")}
+    assert set(dead) == {big_id, nokey_id}, dead
+    big, nokey = dead[big_id], dead[nokey_id]
+    assert big["source"] == "t" and big["attempts"] == 0
+    assert "over the topic's maximum of 1024 bytes" in big["error"] and big["payload"] == ""
+    assert big["attributes"]["source"] == "s"
+    assert nokey["error"] == "the key field 'acct' is missing" and nokey["payload"] == "nokey"
+    assert "nokey" not in seen(rec)  # never a message of t
+    # Done upstream only once stored here.
+    assert wait_for(lambda: r.pending("st", "g") == 0, timeout=10)
+    metrics = d.request("GET", "/metrics")[2].decode()
+    assert 'spate_source_dead_lettered_total{source="s"} 2' in metrics
