@@ -74,6 +74,16 @@ typedef struct queue_msg {
     const queue_attrs *attrs; /* NULL: none */
 } queue_msg;
 
+/* Where a message's age counts from (a trigger's deadline, the oldest age
+ * the autoscaler sees): its upstream timestamp when it has one, else its
+ * publish time, whichever is earlier, so that an upstream clock ahead of
+ * this one never extends a deadline. */
+static inline int64_t queue_msg_since_ms(const queue_msg *m)
+{
+    int64_t up = m->attrs ? m->attrs->upstream_ts_ms : 0;
+    return up > 0 && up < m->published_ms ? up : m->published_ms;
+}
+
 /* One delivery of a message to a subscription, read-only. An implementation
  * embeds it as the first member of its own lease. */
 typedef struct queue_lease {
@@ -130,7 +140,10 @@ typedef struct queue_sub_stats {
     uint64_t depth; /* not yet settled: waiting, leased or retrying */
     uint64_t leased;
     uint64_t retrying;
-    int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
+    /* Age origin (queue_msg_since_ms) of the oldest unsettled message, 0 if
+     * none; an implementation may take it from the first such message in
+     * publish order only for what it does not hold in memory. */
+    int64_t oldest_ms;
     uint64_t acked;
     uint64_t dead_lettered;
     uint64_t delivered; /* leases handed out */

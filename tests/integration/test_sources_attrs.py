@@ -72,3 +72,44 @@ def test_refused_entries_land_in_the_dead_letters_and_later_ones_flow(make_spate
     assert wait_for(lambda: r.pending("st", "g") == 0, timeout=10)
     metrics = d.request("GET", "/metrics")[2].decode()
     assert 'spate_source_dead_lettered_total{source="s"} 2' in metrics
+
+
+def scaling(d, name):
+    status, doc = d.json("GET", f"/v1/functions/{name}")
+    assert status == 200, doc
+    return doc["scaling"]
+
+
+def test_the_deadline_counts_from_the_upstream_timestamp(spated, functions, tmp_path, redis):
+    r = redis()
+    rec = deploy_recorder(spated, functions, tmp_path, max=1)
+    status, doc = spated.json("PUT", "/v1/triggers/t/rec?deadline=60000")
+    assert status == 201, doc
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+    # Produced an hour ago upstream (the stream id's time part), published
+    # here just now: a deadline of 60 s is past at once. Each call takes 3 s
+    # (one instance), so the second waits while the first runs.
+    old = int(time.time() * 1000) - 3600 * 1000
+    r.cli("XADD", "st", f"{old}-1", "v", "sleep:3000:a")
+    r.cli("XADD", "st", f"{old}-2", "v", "sleep:3000:b")
+    assert wait_for(lambda: "sleep:3000:a" in seen(rec), timeout=30)
+    assert wait_for(lambda: scaling(spated, "rec").get("time_left_s", 60) < -3000, timeout=10), \
+        scaling(spated, "rec")
+    assert scaling(spated, "rec")["oldest_age_s"] > 3500
+    # Once a call's time is known, the backlog is at risk (it already missed).
+    assert wait_for(lambda: scaling(spated, "rec")["deadline_at_risk"] is True, timeout=20), \
+        scaling(spated, "rec")
+
+
+def test_an_upstream_clock_ahead_does_not_extend_the_deadline(spated, functions, tmp_path,
+                                                              redis):
+    r = redis()
+    rec = deploy_recorder(spated, functions, tmp_path, max=1)
+    assert spated.json("PUT", "/v1/triggers/t/rec?deadline=60000")[0] == 201
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+    ahead = int(time.time() * 1000) + 3600 * 1000
+    r.cli("XADD", "st", f"{ahead}-1", "v", "sleep:3000:a")
+    assert wait_for(lambda: "sleep:3000:a" in seen(rec), timeout=30)
+    assert wait_for(lambda: "time_left_s" in scaling(spated, "rec"), timeout=10)
+    sc = scaling(spated, "rec")
+    assert 0 <= sc["oldest_age_s"] < 60 and sc["time_left_s"] <= 60, sc

@@ -89,7 +89,7 @@ static void fan_out(sq_topic *t, sq_block *b, uint64_t first, uint64_t last)
         queue_sub *s = list_entry(n, queue_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
         if (s->lagging || sq_ready_full(s) || s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX) {
-            if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
+            if (!s->lagging) s->lag_oldest_ms = queue_msg_since_ms(&b->msgs[0].m);
             s->lagging = 1;
             continue;
         }
