@@ -469,5 +469,10 @@
 #define SPATE_SOURCE_HEADERS_MAX (8u * KIB)
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
+/* A message's attributes as Runtime API header lines (/next of an exec
+ * function): the answer's head is 1 KiB (http/server) and the Lambda
+ * headers take about 300 bytes. Over it the upstream headers' line, then the
+ * upstream id's, is left out and a Spate-...-Omitted line says so. */
+#define SPATE_EXEC_ATTR_HEADERS_MAX 600
 
 #endif /* SPATE_LIMITS_H */

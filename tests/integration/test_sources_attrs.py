@@ -113,3 +113,68 @@ def test_an_upstream_clock_ahead_does_not_extend_the_deadline(spated, functions,
     assert wait_for(lambda: "time_left_s" in scaling(spated, "rec"), timeout=10)
     sc = scaling(spated, "rec")
     assert 0 <= sc["oldest_age_s"] < 60 and sc["time_left_s"] <= 60, sc
+
+
+def deploy_attrs(d, functions, tmp_path):
+    path = tmp_path / "attrs.log"
+    status, doc = d.json("PUT", f"/v1/functions/attrs?env=RECORD%3D{path}",
+                         functions["attrs"].read_bytes())
+    assert status == 201, doc
+    return path
+
+
+def lines(path):
+    return open(path).read().splitlines() if path.exists() else []
+
+
+def test_a_native_function_is_given_the_attributes(spated, functions, tmp_path, redis):
+    r = redis()
+    out = deploy_attrs(spated, functions, tmp_path)
+    add_trigger(spated, "t", "attrs")
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+    r.cli("XADD", "st", "1700000000000-7", "v", "one")
+    spated.request("POST", "/v1/topics/t/messages", b"plain")
+    assert wait_for(lambda: len(lines(out)) == 2, timeout=30), lines(out)
+    got = sorted(lines(out))
+    assert got[0] == ("one abi=2 source=s id=1700000000000-7 ts=1700000000000 redelivered=0 "
+                      "headers=-"), got
+    # A message published to spate directly has none; a direct invoke neither.
+    assert got[1] == "plain abi=2 source=- id=- ts=0 redelivered=0 headers=-", got
+    assert spated.invoke("attrs", b"direct") == (200, b"ok")
+    assert lines(out)[-1] == "direct abi=2 source=- id=- ts=0 redelivered=0 headers=-"
+
+
+EXEC_ATTRS = b"""#!/bin/sh
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  H="$(mktemp)"
+  E=$(curl -sS -LD "$H" "$API/invocation/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$H" | tr -d '[:space:]' | cut -d: -f2)
+  { echo "event $E"; grep -i '^Spate-' "$H" | tr -d '\\r' | sort; } >> "$OUT"
+  rm -f "$H"
+  curl -sS -X POST "$API/invocation/$ID/response" -d ok > /dev/null
+done
+"""
+
+
+def test_an_exec_function_gets_them_as_runtime_api_headers(spated, tmp_path, redis):
+    r = redis()
+    out = tmp_path / "exec.log"
+    status, doc = spated.json("PUT", f"/v1/functions/shattrs?runtime=exec&env=OUT%3D{out}",
+                              EXEC_ATTRS)
+    assert status == 201, doc
+    add_trigger(spated, "t", "shattrs")
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+    r.cli("XADD", "st", "1700000000000-9", "v", "one")
+    assert wait_for(lambda: "Spate-Redelivered: false" in (out.read_text() if out.exists()
+                                                           else ""), timeout=30)
+    text = out.read_text()
+    assert "event one" in text
+    assert "Spate-Source: s" in text
+    assert "Spate-Upstream-Id: 1700000000000-9" in text
+    assert "Spate-Upstream-Timestamp: 1700000000000" in text
+    # A message without attributes: no Spate- header at all.
+    spated.request("POST", "/v1/topics/t/messages", b"plain")
+    assert wait_for(lambda: "event plain" in out.read_text(), timeout=30)
+    assert out.read_text().split("event plain")[1].strip() == ""
