@@ -255,8 +255,13 @@ static void on_published(void *data, int status, uint64_t first)
 static void publish_entries(source *s, const char *topic, int dead, size_t n, queue_publish_cb cb)
 {
     src_batch *b = &s->batch;
+    /* The queue wants NUL-terminated keys; in the batch's bytes a key is
+     * followed by whatever came next: each is copied after them, with its NUL. */
+    size_t key_bytes = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i].has_key) key_bytes += b->e[i].key_len + 1;
     buf body;
-    buf_init(&body, b->bytes.len + 1);
+    buf_init(&body, b->bytes.len + key_bytes + 1);
     queue_input *in = calloc(n, sizeof *in);
     queue_attrs *at = calloc(n, sizeof *at);
     if (!in || !at || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len))) {
@@ -266,11 +271,27 @@ static void publish_entries(source *s, const char *topic, int dead, size_t n, qu
         cb(s, ERR_NOMEM, 0);
         return;
     }
+    if (key_bytes && buf_reserve(&body, key_bytes)) {
+        free(in);
+        free(at);
+        buf_free(&body);
+        cb(s, ERR_NOMEM, 0);
+        return;
+    }
+    size_t keys_at = body.len;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i].has_key) {
+            buf_append(&body, b->bytes.data + b->e[i].key_at, b->e[i].key_len);
+            buf_append(&body, "", 1);
+        }
     size_t max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED);
     const char *base = body.data ? body.data : "";
+    const char *key = base + keys_at;
     size_t k = 0;
     for (size_t i = 0; i < b->n && k < n; i++) {
         const src_entry *e = &b->e[i];
+        const char *this_key = e->has_key ? key : NULL;
+        if (e->has_key) key += e->key_len + 1;
         if ((e->refused[0] != 0) != dead) continue;
         at[k] = (queue_attrs){.source = s->cfg.name,
                               .upstream_id = e->id,
@@ -280,7 +301,7 @@ static void publish_entries(source *s, const char *topic, int dead, size_t n, qu
                               .redelivered = e->redelivered};
         /* A dead letter keeps the body its connector kept (none for an
          * entry over the maximum), never more than a message may be. */
-        in[k] = (queue_input){.key = e->has_key ? base + e->key_at : NULL,
+        in[k] = (queue_input){.key = this_key,
                               .key_len = (uint32_t)e->key_len,
                               .data = base + e->data_at,
                               .len = (uint32_t)(dead && e->len > max ? max : e->len),

@@ -178,3 +178,99 @@ def test_an_exec_function_gets_them_as_runtime_api_headers(spated, tmp_path, red
     spated.request("POST", "/v1/topics/t/messages", b"plain")
     assert wait_for(lambda: "event plain" in out.read_text(), timeout=30)
     assert out.read_text().split("event plain")[1].strip() == ""
+
+
+def test_a_refused_publish_stops_the_source_and_loses_nothing(functions, tmp_path, redis):
+    """The store refuses for real (its disk is full): the source takes no
+    more and acks nothing upstream; once there is room again every entry
+    flows."""
+    import os
+    import subprocess
+
+    import pytest
+    from conftest import Spated
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
+                                            str(mnt)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    r = redis()
+    d = Spated(tmp_path, data=mnt / "data")
+    filler = mnt / "filler"
+    try:
+        d.start()
+        rec = deploy_recorder(d, functions, tmp_path)
+        add_trigger(d, "t", "rec")
+        assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+        r.xadd("st", 0, 10)
+        assert wait_for(lambda: {f"e{i}" for i in range(10)} <= set(seen(rec)), timeout=30)
+        # Fill the disk to the last block.
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        for size in (65536, 512):
+            try:
+                while os.write(fd, b"\0" * size) > 0:
+                    pass
+            except OSError:
+                pass
+        os.close(fd)
+        r.xadd("st", 10, 300, field="v")
+        assert wait_for(lambda: d.json("GET", "/v1/sources/s")[1]["publish_failures"] > 0,
+                        timeout=30), d.json("GET", "/v1/sources/s")[1]
+        doc = d.json("GET", "/v1/sources/s")[1]
+        assert "cannot publish into the topic" in doc["last_error"], doc
+        # Taken upstream but not acked: pending there; nothing past the first batch taken.
+        assert r.pending("st", "g") > 0
+        assert doc["committed"] == 10, doc
+        time.sleep(1)
+        assert d.json("GET", "/v1/sources/s")[1]["committed"] == 10
+        filler.unlink()  # room again: the same batch goes, then the rest
+        want = {f"e{i}" for i in range(310)}
+        assert wait_for(lambda: want <= set(seen(rec)), timeout=90), len(want - set(seen(rec)))
+        assert wait_for(lambda: r.pending("st", "g") == 0, timeout=30)
+        assert wait_for(lambda: d.json("GET", "/v1/sources/s")[1]["committed"] == 310, timeout=30)
+        assert d.json("GET", "/v1/sources/s")[1]["state"] == "running"
+    finally:
+        d.stop()
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_keyed_entries_keep_order_per_key_and_run_keys_in_parallel(spated, functions, tmp_path,
+                                                                   redis):
+    import collections
+    r = redis()
+    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=3000, max=8)
+    status, doc = spated.json("PUT", "/v1/triggers/ledger/rec?ordered=true")
+    assert status == 201, doc
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "ledger",
+                      key_field="acct")[0] == 201
+    cmds = "".join(f"XADD st * acct k{k} n {i}\n" for i in range(40) for k in range(6))
+    import subprocess
+    from test_sources_redis import CLI
+    subprocess.run([CLI, "-p", str(r.port)], input=cmds, text=True, capture_output=True,
+                   check=True, timeout=60)
+    assert wait_for(lambda: len([l for l in open(rec) if l.startswith("E ")]) == 240
+                    if rec.exists() else False, timeout=60)
+    per_key = collections.defaultdict(list)
+    for line in open(rec):
+        kind, p, _, key, us = line.split()
+        per_key[key].append((int(us), kind, int(p)))
+    assert sorted(per_key) == [f"k{k}" for k in range(6)]
+    for key, events in per_key.items():
+        events.sort(key=lambda e: (e[0], e[1] == "S"))
+        running, order = 0, []
+        for _, kind, n in events:
+            running += 1 if kind == "S" else -1
+            assert running <= 1, f"two entries of key {key} ran at once"
+            if kind == "S":
+                order.append(n)
+        assert order == list(range(40)), (key, order)
+    # Different keys did run at the same time.
+    spans = {}
+    for key, events in per_key.items():
+        starts = [us for us, kind, _ in events if kind == "S"]
+        ends = [us for us, kind, _ in events if kind == "E"]
+        spans[key] = list(zip(sorted(starts), sorted(ends)))
+    overlap = any(a0 < b1 and b0 < a1
+                  for ka, sa in spans.items() for kb, sb in spans.items() if ka < kb
+                  for a0, a1 in sa for b0, b1 in sb)
+    assert overlap
