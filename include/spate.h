@@ -52,9 +52,9 @@ typedef struct spate_request {
     /* --- SPATE_ABI_VERSION 2: the message's attributes, from an event
      * source (all NULL / 0 for a message published to spate directly and
      * for a direct invoke). */
-    const char *source;      /* the event source's name */
-    const char *upstream_id; /* the entry's id upstream (stream id, partition/offset, ...) */
-    int64_t upstream_ts_ms;  /* its timestamp upstream, epoch ms; 0: none */
+    const char *source;       /* the event source's name */
+    const char *upstream_id;  /* the entry's id upstream (stream id, partition/offset, ...) */
+    int64_t upstream_ts_ms;   /* its timestamp upstream, epoch ms; 0: none */
     const char *headers_json; /* its upstream headers: a JSON object of strings, NUL-terminated */
     size_t headers_len;
     uint32_t redelivered; /* 1: the upstream delivered it before */

@@ -84,10 +84,10 @@ typedef struct frame_invoke {
     /* A message's attributes (store/queue.h queue_attrs); has_attrs 0: none. */
     int has_attrs;
     int redelivered;
-    int64_t upstream_ts_ms;        /* 0: none */
-    const char *source;            /* NULL when absent */
-    const char *upstream_id;       /* NULL when absent */
-    const char *headers;           /* a JSON object, NULL when absent */
+    int64_t upstream_ts_ms;  /* 0: none */
+    const char *source;      /* NULL when absent */
+    const char *upstream_id; /* NULL when absent */
+    const char *headers;     /* a JSON object, NULL when absent */
     uint32_t headers_len;
 } frame_invoke;
 

@@ -93,8 +93,11 @@ static natsStatus redrive_stored(read_job *j)
             s = jsqueue__ensure_stream(j->q, stream, base);
             snprintf(last, sizeof last, "%s", stream);
         }
-        queue_input in = {
-            .key = m->key, .key_len = m->key_len, .data = m->data, .len = m->len, .attrs = m->attrs};
+        queue_input in = {.key = m->key,
+                          .key_len = m->key_len,
+                          .data = m->data,
+                          .len = m->len,
+                          .attrs = m->attrs};
         natsMsg *out = NULL;
         if (s == NATS_OK) s = jsqueue__topic_msg(&out, base, &in, when);
         if (s == NATS_OK) s = js_PublishMsgAsync(j->q->js, &out, NULL);

@@ -26,13 +26,13 @@ int spate_handler(const spate_request *req, spate_response *res)
     char line[1024];
     int n;
     if (req->abi_version >= 2)
-        n = snprintf(line, sizeof line, "%.*s abi=%u source=%s id=%s ts=%lld redelivered=%u "
+        n = snprintf(line, sizeof line,
+                     "%.*s abi=%u source=%s id=%s ts=%lld redelivered=%u "
                      "headers=%.*s\n",
                      (int)(req->payload_len > 100 ? 100 : req->payload_len),
-                     (const char *)req->payload, req->abi_version,
-                     req->source ? req->source : "-", req->upstream_id ? req->upstream_id : "-",
-                     (long long)req->upstream_ts_ms, req->redelivered,
-                     req->headers_json ? (int)req->headers_len : 1,
+                     (const char *)req->payload, req->abi_version, req->source ? req->source : "-",
+                     req->upstream_id ? req->upstream_id : "-", (long long)req->upstream_ts_ms,
+                     req->redelivered, req->headers_json ? (int)req->headers_len : 1,
                      req->headers_json ? req->headers_json : "-");
     else
         n = snprintf(line, sizeof line, "%.*s abi=1\n", (int)req->payload_len,
