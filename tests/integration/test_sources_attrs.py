@@ -238,7 +238,9 @@ def test_keyed_entries_keep_order_per_key_and_run_keys_in_parallel(spated, funct
                                                                    redis):
     import collections
     r = redis()
-    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=3000, max=8)
+    # Six instances from the start: keys can run side by side at once,
+    # whatever the autoscaler would have made of a loaded machine.
+    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=5000, min=6, max=8)
     status, doc = spated.json("PUT", "/v1/triggers/ledger/rec?ordered=true")
     assert status == 201, doc
     assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "ledger",
