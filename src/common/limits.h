@@ -467,6 +467,11 @@
 /* An upstream entry's headers, as the JSON object kept with the message:
  * over it the entry is refused (dead-lettered), never cut. */
 #define SPATE_SOURCE_HEADERS_MAX (8u * KIB)
+/* An upstream id kept as a message's attribute (ids upstream are short: a
+ * Redis stream id is at most 41 bytes); a longer one is not kept, so that
+ * the attributes always fit an invocation frame's room for metadata
+ * (SPATE_FRAME_MAX). */
+#define SPATE_SOURCE_UPSTREAM_ID_MAX 1024
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
 /* A message's attributes as Runtime API header lines (/next of an exec

@@ -294,7 +294,8 @@ static void publish_entries(source *s, const char *topic, int dead, size_t n, qu
         if (e->has_key) key += e->key_len + 1;
         if ((e->refused[0] != 0) != dead) continue;
         at[k] = (queue_attrs){.source = s->cfg.name,
-                              .upstream_id = e->id,
+                              .upstream_id =
+                                  strlen(e->id) <= SPATE_SOURCE_UPSTREAM_ID_MAX ? e->id : NULL,
                               .upstream_ts_ms = e->ts_ms,
                               .headers = e->hdr_len ? base + e->hdr_at : NULL,
                               .headers_len = (uint32_t)e->hdr_len,

@@ -72,6 +72,12 @@ def test_refused_entries_land_in_the_dead_letters_and_later_ones_flow(make_spate
     assert wait_for(lambda: r.pending("st", "g") == 0, timeout=10)
     metrics = d.request("GET", "/metrics")[2].decode()
     assert 'spate_source_dead_lettered_total{source="s"} 2' in metrics
+    # The CLI shows them with where they came from.
+    r = d.cli("dlq", "ls", "t")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode()
+    assert f"from source s, upstream id {nokey_id}, upstream time" in text, text
+    assert "(empty)" in text and "the key field 'acct' is missing" in text, text
 
 
 def scaling(d, name):
