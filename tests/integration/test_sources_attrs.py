@@ -282,3 +282,19 @@ def test_keyed_entries_keep_order_per_key_and_run_keys_in_parallel(spated, funct
                   for ka, sa in spans.items() for kb, sb in spans.items() if ka < kb
                   for a0, a1 in sa for b0, b1 in sb)
     assert overlap
+
+
+def test_an_entry_read_again_is_marked_redelivered(spated, redis):
+    r = redis()
+    r.cli("XADD", "st", "1700000000000-1", "v", "taken")
+    r.cli("XADD", "st", "1700000000000-2", "v", "fresh")
+    # Consumer c1 took the first before (and never acked it): it is pending.
+    assert r.cli("XGROUP", "CREATE", "st", "g", "0") == "OK"
+    r.cli("XREADGROUP", "GROUP", "g", "c1", "COUNT", "1", "STREAMS", "st", ">")
+    assert r.pending("st", "g") == 1
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g&consumer=c1",
+                      "t")[0] == 201
+    assert wait_for(lambda: len(messages(spated, "t")) == 2, timeout=30)
+    got = {m["payload"]: m["attributes"]["redelivered"] for m in messages(spated, "t")}
+    assert got == {"taken": True, "fresh": False}, got
+    assert wait_for(lambda: r.pending("st", "g") == 0, timeout=10)
