@@ -264,14 +264,8 @@ static void publish_entries(source *s, const char *topic, int dead, size_t n, qu
     buf_init(&body, b->bytes.len + key_bytes + 1);
     queue_input *in = calloc(n, sizeof *in);
     queue_attrs *at = calloc(n, sizeof *at);
-    if (!in || !at || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len))) {
-        free(in);
-        free(at);
-        buf_free(&body);
-        cb(s, ERR_NOMEM, 0);
-        return;
-    }
-    if (key_bytes && buf_reserve(&body, key_bytes)) {
+    if (!in || !at || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len)) ||
+        (key_bytes && buf_reserve(&body, key_bytes))) {
         free(in);
         free(at);
         buf_free(&body);
