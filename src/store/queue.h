@@ -141,8 +141,9 @@ typedef struct queue_sub_stats {
     uint64_t leased;
     uint64_t retrying;
     /* Age origin (queue_msg_since_ms) of the oldest unsettled message, 0 if
-     * none; an implementation may take it from the first such message in
-     * publish order only for what it does not hold in memory. */
+     * none. Among messages not yet leased an implementation may look at the
+     * first in publish order only (SQLite: the ready ring's head; JetStream:
+     * the first after the ack floor), to stay cheap. */
     int64_t oldest_ms;
     uint64_t acked;
     uint64_t dead_lettered;
