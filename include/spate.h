@@ -28,7 +28,18 @@
 extern "C" {
 #endif
 
-/* One invocation. Everything is borrowed until spate_handler returns. */
+/* The version of this ABI. 1: the fields up to key. 2: a message's
+ * attributes after them (docs/functions.md "Message attributes"). */
+#define SPATE_ABI_VERSION 2
+
+/* One invocation. Everything is borrowed until spate_handler returns.
+ *
+ * Compatibility: fields are only ever added at the end. An object built
+ * against an older spate.h sees a shorter struct and keeps working; a newer
+ * object reads a field added in version N only when abi_version >= N.
+ * (spate-runner, part of the spated that loads the object, fills
+ * abi_version; an object built against this header needs a spated of
+ * SPATE_ABI_VERSION 2 or later, as it reads abi_version itself.) */
 typedef struct spate_request {
     const char *request_id; /* unique per invocation */
     const char *function;   /* function name */
@@ -38,6 +49,16 @@ typedef struct spate_request {
     uint32_t attempt;    /* 1 on first delivery */
     const char *topic;   /* NULL for a direct invoke */
     const char *key;     /* ordering key or NULL */
+    /* --- SPATE_ABI_VERSION 2: the message's attributes, from an event
+     * source (all NULL / 0 for a message published to spate directly and
+     * for a direct invoke). */
+    const char *source;       /* the event source's name */
+    const char *upstream_id;  /* the entry's id upstream (stream id, partition/offset, ...) */
+    int64_t upstream_ts_ms;   /* its timestamp upstream, epoch ms; 0: none */
+    const char *headers_json; /* its upstream headers: a JSON object of strings, NUL-terminated */
+    size_t headers_len;
+    uint32_t redelivered; /* 1: the upstream delivered it before */
+    uint32_t abi_version; /* SPATE_ABI_VERSION of the runtime that calls the handler */
 } spate_request;
 
 /* Opaque; owned by the runtime. */

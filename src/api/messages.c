@@ -34,6 +34,25 @@ static void add_bytes(cJSON *o, const char *name, const char *data, size_t len)
     free(b64);
 }
 
+/* A message's attributes (store/queue.h queue_attrs) as "attributes". */
+static void add_attrs(cJSON *o, const queue_attrs *a)
+{
+    cJSON *at = cJSON_AddObjectToObject(o, "attributes");
+    if (!at) return;
+    if (a->source) cJSON_AddStringToObject(at, "source", a->source);
+    if (a->upstream_id) cJSON_AddStringToObject(at, "upstream_id", a->upstream_id);
+    if (a->upstream_ts_ms) cJSON_AddNumberToObject(at, "upstream_ts", (double)a->upstream_ts_ms);
+    if (a->headers) {
+        /* Kept as the JSON object it was built as (sources/batch.c). */
+        cJSON *h = cJSON_ParseWithLength(a->headers, a->headers_len);
+        if (h && cJSON_IsObject(h))
+            cJSON_AddItemToObject(at, "headers", h);
+        else
+            cJSON_Delete(h);
+    }
+    cJSON_AddBoolToObject(at, "redelivered", a->redelivered);
+}
+
 static void on_read(void *data, int status, queue_msg *const *msgs, size_t n)
 {
     http_request *req = data;
@@ -60,6 +79,7 @@ static void on_read(void *data, int status, queue_msg *const *msgs, size_t n)
             cJSON_AddNumberToObject(o, "attempts", m->attempts);
             cJSON_AddStringToObject(o, "error", m->error ? m->error : "");
         }
+        if (m->attrs) add_attrs(o, m->attrs);
         cJSON_AddItemToArray(arr, o);
     }
     api_respond_json(req, 200, doc);

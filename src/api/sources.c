@@ -36,6 +36,7 @@ static cJSON *source_json(const source_view *v)
     cJSON_AddNumberToObject(o, "received", (double)v->received);
     cJSON_AddNumberToObject(o, "committed", (double)v->committed);
     cJSON_AddNumberToObject(o, "refused", (double)v->refused);
+    cJSON_AddNumberToObject(o, "dead_lettered", (double)v->dead_lettered);
     cJSON_AddNumberToObject(o, "publish_failures", (double)v->publish_failures);
     if (v->lag >= 0)
         cJSON_AddNumberToObject(o, "lag", (double)v->lag);
@@ -201,6 +202,7 @@ static void metric_row(const source_view *v, void *data)
     double x = p->which == 0   ? (double)v->received
                : p->which == 1 ? (double)v->committed
                : p->which == 2 ? (double)v->refused
+               : p->which == 3 ? (double)v->dead_lettered
                                : (double)v->connected;
     /* The label is the source's name (names.h: nothing to escape), never its URL. */
     buf_printf(p->out, "%s{source=\"%s\"} %.17g\n", p->name, v->name, x);
@@ -217,6 +219,8 @@ void api_sources_metrics(api *a, buf *out)
          "Entries published into the topic and then acknowledged upstream."},
         {"spate_source_refused_total", "counter",
          "Entries acknowledged upstream but not published (too large, no key)."},
+        {"spate_source_dead_lettered_total", "counter",
+         "Refused entries stored in the topic's dead letters before the upstream ack."},
         {"spate_source_connected", "gauge", "1 while the source is connected upstream."},
         {"spate_source_lag", "gauge",
          "Entries upstream not yet delivered to the source (where the broker tells it)."},

@@ -105,8 +105,9 @@ static int source_status(const cli *c, cli_args *a)
            or_dash(cli_json_str(s, "key_field")), cli_json_str(s, "state"),
            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "connected")) ? "connected"
                                                                           : "not connected");
-    printf("received   %.0f\ncommitted  %.0f\nrefused    %.0f\n", cli_json_num(s, "received"),
-           cli_json_num(s, "committed"), cli_json_num(s, "refused"));
+    printf("received   %.0f\ncommitted  %.0f\nrefused    %.0f (%.0f in the dead letters)\n",
+           cli_json_num(s, "received"), cli_json_num(s, "committed"), cli_json_num(s, "refused"),
+           cli_json_num(s, "dead_lettered"));
     if (cJSON_IsNumber(lag)) printf("lag        %.0f\n", lag->valuedouble);
     const char *delivery = cli_json_str(s, "delivery");
     if (delivery && *delivery) printf("delivery   %s\n", delivery);

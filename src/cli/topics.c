@@ -523,6 +523,28 @@ static int dlq_redrive(const cli *c, cli_args *args)
     return rc;
 }
 
+/* A message's attributes (from an event source), on a line under it. */
+static void print_attributes(const cJSON *m)
+{
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(m, "attributes");
+    if (!cJSON_IsObject(at)) return;
+    printf("         from source %s, upstream id %s", cli_json_str(at, "source"),
+           cli_json_str(at, "upstream_id"));
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(at, "upstream_ts");
+    if (cJSON_IsNumber(ts)) printf(", upstream time %.0f ms", ts->valuedouble);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(at, "redelivered"))) printf(", redelivered");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(at, "headers");
+    if (cJSON_IsObject(h)) {
+        char *text = cJSON_PrintUnformatted(h);
+        if (text) {
+            printf(", headers ");
+            cli_put_text(stdout, text);
+            free(text);
+        }
+    }
+    printf("\n");
+}
+
 static int dlq_ls(const cli *c, cli_args *args)
 {
     const char *asked = args->argv[0];
@@ -571,10 +593,15 @@ static int dlq_ls(const cli *c, cli_args *args)
             {
                 if (!*cli_json_str(m, "source")) continue; /* not a dead letter */
                 const char *payload = cli_json_str(m, "payload");
+                int binary = cJSON_HasObjectItem(m, "payload_base64");
                 printf("%-8.0f %-16s %-8.0f %-20.20s %-30.30s %s\n", cli_json_num(m, "seq"),
                        cli_json_str(m, "source"), cli_json_num(m, "attempts"),
-                       cli_json_str(m, "key"), *payload ? payload : "(binary)",
+                       cli_json_str(m, "key"),
+                       binary     ? "(binary)"
+                       : *payload ? payload
+                                  : "(empty)",
                        cli_json_str(m, "error"));
+                print_attributes(m);
             }
         }
         cli_finish(&a, doc, 0);

@@ -486,6 +486,11 @@
 /* An upstream entry's headers, as the JSON object kept with the message:
  * over it the entry is refused (dead-lettered), never cut. */
 #define SPATE_SOURCE_HEADERS_MAX (8u * KIB)
+/* An upstream id kept as a message's attribute (ids upstream are short: a
+ * Redis stream id is at most 41 bytes); a longer one is not kept, so that
+ * the attributes always fit an invocation frame's room for metadata
+ * (SPATE_FRAME_MAX). */
+#define SPATE_SOURCE_UPSTREAM_ID_MAX 1024
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
 /* MQTT: the Receive Maximum a source asks of the broker (MQTT 5), i.e. how
@@ -509,5 +514,10 @@
  * session, and queues QoS 1 messages for it, this long while spated is
  * down (a week). */
 #define SPATE_SOURCE_MQTT_SESSION_S (7 * 24 * 3600)
+/* A message's attributes as Runtime API header lines (/next of an exec
+ * function): the answer's head is 1 KiB (http/server) and the Lambda
+ * headers take about 300 bytes. Over it the upstream headers' line, then the
+ * upstream id's, is left out and a Spate-...-Omitted line says so. */
+#define SPATE_EXEC_ATTR_HEADERS_MAX 600
 
 #endif /* SPATE_LIMITS_H */

@@ -267,6 +267,13 @@ static void invoke(int fd, const frame_invoke *inv, spate_response *res)
         .attempt = inv->attempt,
         .topic = inv->topic,
         .key = inv->key,
+        .source = inv->source,
+        .upstream_id = inv->upstream_id,
+        .upstream_ts_ms = inv->upstream_ts_ms,
+        .headers_json = inv->headers,
+        .headers_len = inv->headers_len,
+        .redelivered = inv->redelivered ? 1 : 0,
+        .abi_version = SPATE_ABI_VERSION,
     };
     buf_reset(&res->out);
     res->failed = 0;

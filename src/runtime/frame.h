@@ -24,7 +24,12 @@
  *
  * INVOKE body: i64 deadline_ms | u32 attempt | u16 request_id_len | u16 function_len |
  *              u16 topic_len | u16 key_len | u32 payload_len | u32 flags (FRAME_HAS_TOPIC,
- *              FRAME_HAS_KEY) | request_id NUL | function NUL | topic NUL | key NUL | payload
+ *              FRAME_HAS_KEY, FRAME_HAS_ATTRS) | u32 zero | request_id NUL | function NUL |
+ *              topic NUL | key NUL | [attributes] | payload
+ * attributes, only with FRAME_HAS_ATTRS (a message from an event source;
+ * nothing is sent for others): i64 upstream_ts_ms | u16 source_len |
+ * u16 upstream_id_len | u32 headers_len | u32 attr flags (FRAME_ATTR_*) |
+ * source NUL | upstream_id NUL | headers NUL.
  * The strings carry their NUL so the instance can hand them to the handler
  * without copying.
  */
@@ -38,6 +43,7 @@
 
 #define FRAME_HEADER_SIZE 8
 #define FRAME_INVOKE_FIXED 32
+#define FRAME_ATTRS_FIXED 20
 #define FRAME_RESULT_FIXED 4
 
 enum frame_type {
@@ -51,7 +57,13 @@ enum frame_type {
 /* RESULT flags. OUTPUT_PENDING: the handler's output was still in the pipe
  * when it answered, so spated reads it before the next request's. */
 enum { FRAME_FAILED = 1, FRAME_OUTPUT_PENDING = 2, FRAME_CANCELLED = 4 };
-enum { FRAME_HAS_TOPIC = 1, FRAME_HAS_KEY = 2 };
+enum { FRAME_HAS_TOPIC = 1, FRAME_HAS_KEY = 2, FRAME_HAS_ATTRS = 4 };
+enum {
+    FRAME_ATTR_REDELIVERED = 1,
+    FRAME_ATTR_SOURCE = 2,
+    FRAME_ATTR_UPSTREAM_ID = 4,
+    FRAME_ATTR_HEADERS = 8
+};
 
 typedef struct frame {
     uint8_t type;
@@ -69,6 +81,14 @@ typedef struct frame_invoke {
     const char *key;   /* NULL when absent */
     const void *payload;
     uint32_t payload_len;
+    /* A message's attributes (store/queue.h queue_attrs); has_attrs 0: none. */
+    int has_attrs;
+    int redelivered;
+    int64_t upstream_ts_ms;  /* 0: none */
+    const char *source;      /* NULL when absent */
+    const char *upstream_id; /* NULL when absent */
+    const char *headers;     /* a JSON object, NULL when absent */
+    uint32_t headers_len;
 } frame_invoke;
 
 void frame_header_encode(uint8_t out[FRAME_HEADER_SIZE], uint32_t len, uint8_t type, uint8_t flags);

@@ -23,6 +23,7 @@
 #include "common/list.h"
 #include "metrics/histogram.h"
 #include "runtime/fnlog.h"
+#include "store/queue.h"
 
 typedef struct pool pool;
 typedef struct pinst pinst;
@@ -53,6 +54,7 @@ struct invocation {
     uint32_t attempt;  /* 1 on first delivery */
     const char *topic; /* NULL for a direct invoke */
     const char *key;
+    const queue_attrs *attrs;  /* the message's attributes, NULL: none */
     uint32_t timeout_limit_ms; /* 0: the version's timeout; else the shorter of the two */
     invocation_done_cb done;
     void *data;

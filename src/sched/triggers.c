@@ -297,6 +297,7 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
         .attempt = l->attempt,
         .topic = queue_sub_topic(t->sub),
         .key = l->msg->key,
+        .attrs = l->msg->attrs,
         .done = on_done,
         .data = ti,
     };

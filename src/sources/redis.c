@@ -203,22 +203,20 @@ static void convert(src_batch *b, src_entry *e, const redisReply *fields, const 
         }
     const redisReply *key = NULL;
     size_t n = fields->elements / 2, kept = n;
+    /* A key that is missing or bad refuses the entry after its body is
+     * built: the dead letter keeps it. */
+    const char *key_problem = NULL;
     if (lim->key_field && lim->key_field[0]) {
         for (size_t i = 0; i < n && !key; i++)
             if (strcmp(fields->element[2 * i]->str, lim->key_field) == 0)
                 key = fields->element[2 * i + 1];
-        if (!key) {
-            src_entry_refuse(e, "the key field '%s' is missing", lim->key_field);
-            return;
-        }
-        if (key->len > SPATE_KEY_MAX || !utf8_valid(key->str, key->len)) {
-            src_entry_refuse(e,
-                             key->len > SPATE_KEY_MAX ? "the key is over %d bytes"
-                                                      : "the key is not valid UTF-8 (max %d bytes)",
-                             SPATE_KEY_MAX);
-            return;
-        }
-        if (n > 1) kept = n - 1;
+        if (!key)
+            key_problem = "the key field '%s' is missing";
+        else if (key->len > SPATE_KEY_MAX)
+            key_problem = "the key is over %d bytes";
+        else if (!utf8_valid(key->str, key->len))
+            key_problem = "the key is not valid UTF-8 (max %d bytes)";
+        if (key && n > 1) kept = n - 1;
     }
     size_t start = b->bytes.len;
     int rc = 0;
@@ -272,10 +270,18 @@ static void convert(src_batch *b, src_entry *e, const redisReply *fields, const 
     e->data_at = start;
     e->len = b->bytes.len - start;
     if (e->len > lim->message_max) {
+        /* The dead letter keeps no body: the upstream id finds it. */
         b->bytes.len = start;
+        src_entry_refuse(e, "the message is %zu bytes, over the topic's maximum of %zu bytes",
+                         e->len, lim->message_max);
         e->len = 0;
-        src_entry_refuse(e, "the message is over the topic's maximum of %zu bytes",
-                         lim->message_max);
+        return;
+    }
+    if (key_problem) {
+        if (!key)
+            src_entry_refuse(e, key_problem, lim->key_field);
+        else
+            src_entry_refuse(e, key_problem, SPATE_KEY_MAX);
         return;
     }
     if (key) {
@@ -288,6 +294,15 @@ static void convert(src_batch *b, src_entry *e, const redisReply *fields, const 
         e->key_len = key->len;
         e->has_key = 1;
     }
+}
+
+/* A stream id's millisecond part ("1700000000000-3"): the time Redis gave
+ * the entry, or the producer's own with an explicit id. 0 if it has none. */
+static int64_t id_ms(const char *id)
+{
+    char *end;
+    long long ms = strtoll(id, &end, 10);
+    return end != id && *end == '-' && ms > 0 ? (int64_t)ms : 0;
 }
 
 /* Claims a dead consumer's entries now and then: they become this
@@ -367,6 +382,10 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
             break;
         }
         convert(out, e, en->element[1], lim);
+        e->ts_ms = id_ms(e->id);
+        /* A pending entry was delivered to this consumer (or claimed from a
+         * dead one) before and never acked. */
+        e->redelivered = c->pending;
         if (c->pending) snprintf(c->pending_after, sizeof c->pending_after, "%s", e->id);
     }
     if (!rc && c->pending && (!entries || entries->elements == 0)) c->pending = 0;

@@ -49,11 +49,13 @@ struct source {
     int connected;
     char last_error[512];
     int64_t last_error_ms;
-    uint64_t received, committed, refused, publish_failures;
+    uint64_t received, committed, refused, dead_lettered, publish_failures;
     int64_t lag;
     /* The thread's, lent to the loop while submitted. */
     src_batch batch;
     size_t to_publish; /* entries of batch not refused */
+    size_t to_dead;    /* entries of batch refused, to put into the dead letters */
+    int dead_done;     /* they are stored (a failed publish of the rest does not repeat them) */
 };
 
 struct sources {
@@ -178,11 +180,16 @@ static void *run(void *arg)
         size_t good = 0;
         for (size_t i = 0; i < s->batch.n; i++) good += !s->batch.e[i].refused[0];
         s->to_publish = good;
+        /* Refused entries go to the dead letters of the topic (the default
+         * dead-letter topic of its triggers), stored before anything is
+         * acked; with no room for that name they are only logged. */
+        s->to_dead = strlen(s->cfg.topic) + 4 <= SPATE_TOPIC_NAME_MAX ? s->batch.n - good : 0;
+        s->dead_done = 0;
         pthread_mutex_lock(&s->mu);
         s->received += s->batch.n;
         pthread_mutex_unlock(&s->mu);
         /* Until the store takes it: a refused publish is retried, never dropped. */
-        int rc = good ? publish_batch(s) : 0;
+        int rc = good || s->to_dead ? publish_batch(s) : 0;
         while (rc != 0 && !stopping(s)) {
             pthread_mutex_lock(&s->mu);
             s->publish_failures++;
@@ -205,12 +212,14 @@ static void *run(void *arg)
         }
         for (size_t i = 0; i < s->batch.n; i++)
             if (s->batch.e[i].refused[0])
-                log_warn("source %s: entry %s not published (acked upstream, counted as refused): "
-                         "%s",
-                         s->cfg.name, s->batch.e[i].id, s->batch.e[i].refused);
+                log_warn("source %s: entry %s refused (%s, acked upstream): %s", s->cfg.name,
+                         s->batch.e[i].id,
+                         s->to_dead ? "in the dead letters" : "topic name too long for .dlq",
+                         s->batch.e[i].refused);
         pthread_mutex_lock(&s->mu);
         s->committed += good;
         s->refused += s->batch.n - good;
+        s->dead_lettered += s->to_dead;
         pthread_mutex_unlock(&s->mu);
     }
     if (c) s->conn->disconnect(c);
@@ -236,32 +245,97 @@ static void on_published(void *data, int status, uint64_t first)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Copies the batch's messages into one publish (the thread keeps its batch
- * to publish again if this one fails). */
-static void start_publish(source *s)
+/* Copies the batch's entries (refused ones when dead, the others when not)
+ * into one publish to topic, with their attributes (the thread keeps its
+ * batch to publish again if this one fails). */
+static void publish_entries(source *s, const char *topic, int dead, size_t n, queue_publish_cb cb)
 {
     src_batch *b = &s->batch;
+    /* The queue wants NUL-terminated keys; in the batch's bytes a key is
+     * followed by whatever came next: each is copied after them, with its NUL. */
+    size_t key_bytes = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i].has_key) key_bytes += b->e[i].key_len + 1;
     buf body;
-    buf_init(&body, b->bytes.len + 1);
-    queue_input *in = calloc(s->to_publish, sizeof *in);
-    if (!in || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len))) {
+    buf_init(&body, b->bytes.len + key_bytes + 1);
+    queue_input *in = calloc(n, sizeof *in);
+    queue_attrs *at = calloc(n, sizeof *at);
+    if (!in || !at || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len)) ||
+        (key_bytes && buf_reserve(&body, key_bytes))) {
         free(in);
+        free(at);
         buf_free(&body);
-        on_published(s, ERR_NOMEM, 0);
+        cb(s, ERR_NOMEM, 0);
         return;
     }
+    size_t keys_at = body.len;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i].has_key) {
+            buf_append(&body, b->bytes.data + b->e[i].key_at, b->e[i].key_len);
+            buf_append(&body, "", 1);
+        }
+    size_t max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED);
     const char *base = body.data ? body.data : "";
+    const char *key = base + keys_at;
     size_t k = 0;
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = 0; i < b->n && k < n; i++) {
         const src_entry *e = &b->e[i];
-        if (e->refused[0]) continue;
-        in[k++] = (queue_input){.key = e->has_key ? base + e->key_at : NULL,
-                                .key_len = (uint32_t)e->key_len,
-                                .data = base + e->data_at,
-                                .len = (uint32_t)e->len};
+        const char *this_key = e->has_key ? key : NULL;
+        if (e->has_key) key += e->key_len + 1;
+        if ((e->refused[0] != 0) != dead) continue;
+        at[k] = (queue_attrs){.source = s->cfg.name,
+                              .upstream_id =
+                                  strlen(e->id) <= SPATE_SOURCE_UPSTREAM_ID_MAX ? e->id : NULL,
+                              .upstream_ts_ms = e->ts_ms,
+                              .headers = e->hdr_len ? base + e->hdr_at : NULL,
+                              .headers_len = (uint32_t)e->hdr_len,
+                              .redelivered = e->redelivered};
+        /* A dead letter keeps the body its connector kept (none for an
+         * entry over the maximum), never more than a message may be. */
+        in[k] = (queue_input){.key = this_key,
+                              .key_len = (uint32_t)e->key_len,
+                              .data = base + e->data_at,
+                              .len = (uint32_t)(dead && e->len > max ? max : e->len),
+                              .attrs = &at[k],
+                              .error = dead ? e->refused : NULL,
+                              .source_topic = dead ? s->cfg.topic : NULL};
+        k++;
     }
-    queue_publish(s->mgr->q, s->cfg.topic, &body, in, k, on_published, s);
+    queue_publish(s->mgr->q, topic, &body, in, k, cb, s);
     free(in);
+    free(at);
+}
+
+static void start_publish(source *s);
+
+static void on_dead_published(void *data, int status, uint64_t first)
+{
+    source *s = data;
+    if (status) {
+        on_published(s, status, first);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->dead_done = 1;
+    pthread_mutex_unlock(&s->mu);
+    start_publish(s);
+}
+
+/* The refused entries first, into the dead letters, then the messages. */
+static void start_publish(source *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int dead = s->to_dead && !s->dead_done;
+    pthread_mutex_unlock(&s->mu);
+    if (dead) {
+        char dlq[SPATE_TOPIC_NAME_MAX + 8]; /* fits: checked when the batch came */
+        snprintf(dlq, sizeof dlq, "%s.dlq", s->cfg.topic);
+        publish_entries(s, dlq, 1, s->to_dead, on_dead_published);
+    } else if (s->to_publish) {
+        publish_entries(s, s->cfg.topic, 0, s->to_publish, on_published);
+    } else {
+        on_published(s, 0, 0);
+    }
 }
 
 static void source_free(source *s)
@@ -661,6 +735,7 @@ static void view(source *s, sources_view_cb cb, void *data)
     v.received = s->received;
     v.committed = s->committed;
     v.refused = s->refused;
+    v.dead_lettered = s->dead_lettered;
     v.publish_failures = s->publish_failures;
     v.lag = s->lag;
     pthread_mutex_unlock(&s->mu);

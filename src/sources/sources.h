@@ -58,9 +58,10 @@ typedef struct source_view {
     int connected;
     char last_error[512]; /* "" if none since the last success */
     int64_t last_error_ms;
-    uint64_t received;  /* entries fetched upstream (a redelivery counts again) */
-    uint64_t committed; /* published into the topic, then acked upstream */
-    uint64_t refused;   /* acked upstream but not published (too big, no key) */
+    uint64_t received;      /* entries fetched upstream (a redelivery counts again) */
+    uint64_t committed;     /* published into the topic, then acked upstream */
+    uint64_t refused;       /* acked upstream but not published (too big, no key) */
+    uint64_t dead_lettered; /* of those, stored in the topic's dead letters first */
     uint64_t publish_failures;
     int64_t lag;          /* entries upstream not yet delivered to the group; -1 unknown */
     const char *delivery; /* what the connector promises ("at-least-once", "at-most-once"...) */

@@ -45,6 +45,20 @@
 typedef struct queue queue;
 typedef struct queue_sub queue_sub; /* each implementation's own; begins with its queue_ops */
 
+/* Attributes a message may carry from where it came from (an event source,
+ * DESIGN.md "Round 2"): kept with it in the store, in its dead letters and
+ * through a redrive, shown when it is read and given to functions. A plain
+ * message has none (its attrs pointer is NULL: nothing stored, nothing
+ * allocated). Strings are NUL-terminated; NULL is absent. */
+typedef struct queue_attrs {
+    const char *source;      /* the event source's name */
+    const char *upstream_id; /* stream id, delivery tag, partition/offset, ... */
+    const char *headers;     /* a JSON object of strings, headers_len bytes */
+    int64_t upstream_ts_ms;  /* the upstream's timestamp, epoch ms; 0: none */
+    uint32_t headers_len;
+    int redelivered; /* the upstream said it delivered it before */
+} queue_attrs;
+
 /* A committed message, read-only. */
 typedef struct queue_msg {
     uint64_t seq;
@@ -57,7 +71,18 @@ typedef struct queue_msg {
     const char *source;
     const char *error;
     uint32_t attempts;
+    const queue_attrs *attrs; /* NULL: none */
 } queue_msg;
+
+/* Where a message's age counts from (a trigger's deadline, the oldest age
+ * the autoscaler sees): its upstream timestamp when it has one, else its
+ * publish time, whichever is earlier, so that an upstream clock ahead of
+ * this one never extends a deadline. */
+static inline int64_t queue_msg_since_ms(const queue_msg *m)
+{
+    int64_t up = m->attrs ? m->attrs->upstream_ts_ms : 0;
+    return up > 0 && up < m->published_ms ? up : m->published_ms;
+}
 
 /* One delivery of a message to a subscription, read-only. An implementation
  * embeds it as the first member of its own lease. */
@@ -67,13 +92,32 @@ typedef struct queue_lease {
     queue_sub *sub;   /* the subscription it came from (settling goes through its table) */
 } queue_lease;
 
-/* One message to publish; pointers into the body given to queue_publish. */
+/* Bytes queue_attrs_copy needs for a (0 for NULL), alignment included. */
+size_t queue_attrs_size(const queue_attrs *a);
+/* Copies a (the struct, then its strings) to *p, advancing it past them;
+ * NULL for NULL. */
+const queue_attrs *queue_attrs_copy(char **p, const queue_attrs *a);
+
+/* One message to publish; pointers into the body given to queue_publish,
+ * or, for attrs and error (which the queue copies), borrowed for the call. */
 typedef struct queue_input {
     const char *key; /* NULL when none */
     uint32_t key_len;
     const char *data;
     uint32_t len;
+    const queue_attrs *attrs; /* NULL: none */
+    /* Not NULL: the message is stored as a dead letter of source_topic that
+     * never was a message there (attempts 0), refused for this reason: how an
+     * event source keeps an upstream entry it cannot publish. */
+    const char *error;
+    const char *source_topic;
 } queue_input;
+
+/* Copies what in[0..n) carry beside the body (attributes, a refused
+ * message's reason and topic) into one allocation and points in[] at the
+ * copies: what a queue that publishes later keeps. *extra: caller owns, free
+ * with free(); NULL when no input has any (nothing allocated). ERR_NOMEM. */
+int queue_inputs_own_extras(queue_input *in, size_t n, char **extra);
 
 typedef struct queue_sub_config {
     char function[65];
@@ -96,7 +140,11 @@ typedef struct queue_sub_stats {
     uint64_t depth; /* not yet settled: waiting, leased or retrying */
     uint64_t leased;
     uint64_t retrying;
-    int64_t oldest_ms; /* publish time of the oldest unsettled message, 0 if none */
+    /* Age origin (queue_msg_since_ms) of the oldest unsettled message, 0 if
+     * none. Among messages not yet leased an implementation may look at the
+     * first in publish order only (SQLite: the ready ring's head; JetStream:
+     * the first after the ack floor), to stay cheap. */
+    int64_t oldest_ms;
     uint64_t acked;
     uint64_t dead_lettered;
     uint64_t delivered; /* leases handed out */

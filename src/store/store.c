@@ -121,6 +121,14 @@ static const char *const migrations[] = {
      "  key_field TEXT NOT NULL DEFAULT '',"
      "  created_ms INTEGER NOT NULL"
      ");"),
+    /* 9: a message's attributes from an event source (store/queue.h
+     * queue_attrs); NULL in every column for a plain message. redelivered
+     * is written (0 or 1) whenever a message has attributes: it says so. */
+    ("ALTER TABLE messages ADD COLUMN event_source TEXT;"
+     "ALTER TABLE messages ADD COLUMN upstream_id TEXT;"
+     "ALTER TABLE messages ADD COLUMN upstream_ts_ms INTEGER;"
+     "ALTER TABLE messages ADD COLUMN headers TEXT;"
+     "ALTER TABLE messages ADD COLUMN redelivered INTEGER;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -15,8 +15,9 @@ import time
 import pytest
 
 from conftest import Spated, wait_for
-from natscluster import (add_trigger, attempts, ended, free_port, listed, node_id,
-                         ok_count, publish_lines, record_dir, spated_cluster)
+from test_sources_redis import redis  # noqa: F401 (a fixture)
+from natscluster import (add_trigger, attempts, ended, free_port, listed, node_id, ok_count,
+                         publish_lines, record_dir, spated_cluster)
 
 
 @pytest.fixture(scope="module")
@@ -485,3 +486,37 @@ def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
         d.stop()
         server.terminate()
         server.wait(10)
+
+
+def test_source_attributes_and_refused_entries_through_jetstream(cluster, functions, tmp_path,
+                                                                 redis):
+    """Message attributes are JetStream headers: any node shows them and hands
+    them to the function; a refused entry lands in the dead letters with its
+    reason and attributes."""
+    from test_sources_redis import add_source
+    nats, (a, b, c) = cluster
+    r = redis()
+    out = record_dir(tmp_path) / "attrs.txt"
+    assert a.deploy("attrs", functions["attrs"], env=f"RECORD%3D{out}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "attrs"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "srcq", "attrs")
+    assert add_source(a, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "srcq",
+                      key_field="acct")[0] == 201
+    r.cli("XADD", "st", "1700000000000-4", "v", "nokey")  # refused: no key field
+    r.cli("XADD", "st", "1700000000000-5", "acct", "a1", "v", "one")
+    assert wait_for(lambda: out.exists() and "one abi=2" in out.read_text(), timeout=30)
+    assert out.read_text().splitlines() == [
+        "one abi=2 source=s id=1700000000000-5 ts=1700000000000 redelivered=0 headers=-"]
+
+    def dead():
+        status, doc = c.json("GET", "/v1/topics/srcq.dlq/messages")
+        return doc["messages"] if status == 200 else []
+
+    assert wait_for(lambda: len(dead()) == 1, timeout=30)
+    [d] = dead()
+    assert d["payload"] == "nokey" and d["source"] == "srcq" and d["attempts"] == 0
+    assert d["error"] == "the key field 'acct' is missing"
+    assert d["attributes"] == {"source": "s", "upstream_id": "1700000000000-4",
+                               "upstream_ts": 1700000000000, "redelivered": False}
+    assert wait_for(lambda: a.json("GET", "/v1/sources/s")[1]["dead_lettered"] == 1, timeout=10)
+    assert a.request("DELETE", "/v1/sources/s")[0] == 204

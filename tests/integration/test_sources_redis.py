@@ -185,7 +185,8 @@ def test_fields_keys_and_refusals(spated, functions, tmp_path, redis):
     assert by_key["a1"] == "one"
     assert json.loads(by_key["a2"]) == {"x": "1", "y": "2"}
     assert wait_for(lambda: r.pending("st", "g") == 0, timeout=10)
-    assert "not published" in spated.log() and "key field 'acct' is missing" in spated.log()
+    assert "refused (in the dead letters" in spated.log()
+    assert "key field 'acct' is missing" in spated.log()
 
 
 def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, redis):

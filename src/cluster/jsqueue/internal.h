@@ -90,6 +90,7 @@ typedef struct jlease {
     uint32_t failed; /* attempts that failed before this delivery */
     struct part *pt; /* the consumer it came from */
     char key[SPATE_KEY_MAX + 1];
+    queue_attrs attrs; /* m.attrs when it has some: strings in nm's headers */
 } jlease;
 
 struct queue {
@@ -129,6 +130,7 @@ typedef struct pub_job {
     buf body;
     queue_input *in;
     size_t n;
+    char *extra; /* owned: the inputs' attributes and refusals (queue_inputs_own_extras) */
     /* Dead letters: the source, its error and attempts, as headers. */
     char source[SPATE_TOPIC_NAME_MAX + 1];
     char *error;
@@ -166,6 +168,9 @@ void jsqueue__publish_work(void *arg);
 void jsqueue__publish_done(void *arg);
 natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const queue_input *in,
                               const char *when);
+/* The attributes among m's headers into *out (strings borrowed from m):
+ * out, or NULL when it has none. */
+const queue_attrs *jsqueue__msg_attrs(natsMsg *m, queue_attrs *out);
 natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap);
 void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                       queue_publish_cb done, void *data);

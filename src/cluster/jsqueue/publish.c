@@ -35,7 +35,43 @@ natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const queue_input *
         snprintf(key, sizeof key, "%.*s", (int)in->key_len, in->key);
         natsMsgHeader_Set(*m, "Spate-Key", key);
     }
+    const queue_attrs *a = in->attrs;
+    if (a) {
+        /* Spate-Source is a dead letter's topic: the event source's name has
+         * its own header. The headers' JSON has no line break (its control
+         * characters are escaped), as a NATS header value must not. */
+        char v[24];
+        if (a->source) natsMsgHeader_Set(*m, "Spate-Event-Source", a->source);
+        if (a->upstream_id) natsMsgHeader_Set(*m, "Spate-Upstream-Id", a->upstream_id);
+        if (a->upstream_ts_ms) {
+            snprintf(v, sizeof v, "%lld", (long long)a->upstream_ts_ms);
+            natsMsgHeader_Set(*m, "Spate-Upstream-Ts", v);
+        }
+        if (a->headers) natsMsgHeader_Set(*m, "Spate-Upstream-Headers", a->headers);
+        natsMsgHeader_Set(*m, "Spate-Redelivered", a->redelivered ? "1" : "0");
+    }
     return NATS_OK;
+}
+
+static const char *header(natsMsg *m, const char *name)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, name, &v) == NATS_OK ? v : NULL;
+}
+
+const queue_attrs *jsqueue__msg_attrs(natsMsg *m, queue_attrs *out)
+{
+    const char *red = header(m, "Spate-Redelivered"); /* written whenever there are some */
+    if (!red) return NULL;
+    memset(out, 0, sizeof *out);
+    out->redelivered = red[0] == '1';
+    out->source = header(m, "Spate-Event-Source");
+    out->upstream_id = header(m, "Spate-Upstream-Id");
+    const char *ts = header(m, "Spate-Upstream-Ts");
+    out->upstream_ts_ms = ts ? strtoll(ts, NULL, 10) : 0;
+    out->headers = header(m, "Spate-Upstream-Headers");
+    out->headers_len = out->headers ? (uint32_t)strlen(out->headers) : 0;
+    return out;
 }
 
 /* Worker thread: until JetStream has answered every async publish since
@@ -80,12 +116,14 @@ void jsqueue__publish_work(void *arg)
         natsMsg *m = NULL;
         s = jsqueue__topic_msg(&m, j->subject, &j->in[i], when);
         if (s != NATS_OK) break;
-        if (j->source[0]) {
+        const queue_input *in = &j->in[i];
+        if (j->source[0] || in->error) {
             char att[16];
-            snprintf(att, sizeof att, "%u", j->attempts);
-            natsMsgHeader_Set(m, "Spate-Source", j->source);
+            snprintf(att, sizeof att, "%u", in->error ? 0 : j->attempts);
+            natsMsgHeader_Set(m, "Spate-Source", in->error ? in->source_topic : j->source);
             natsMsgHeader_Set(m, "Spate-Attempts", att);
-            if (j->error) natsMsgHeader_Set(m, "Spate-Error", j->error);
+            const char *e = in->error ? in->error : j->error;
+            if (e) natsMsgHeader_Set(m, "Spate-Error", e);
         }
         /* Async: the whole batch is in flight at once; complete waits for
          * JetStream's acknowledgement of every message. */
@@ -114,6 +152,7 @@ void jsqueue__publish_done(void *arg)
     if (j->done) j->done(j->data, j->status, 0);
     buf_free(&j->body);
     free(j->in);
+    free(j->extra);
     free(j->error);
     if (j->term) natsMsg_Destroy(j->term);
     free(j);
@@ -146,6 +185,13 @@ void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input 
         return;
     }
     memcpy(copy, in, n * sizeof *copy);
+    if (queue_inputs_own_extras(copy, n, &j->extra) != 0) {
+        free(copy);
+        free(j);
+        buf_free(body);
+        done(data, ERR_NOMEM, 0);
+        return;
+    }
     buf_init(&j->body, 0);
     buf_move(&j->body, body); /* the inputs point into it */
     j->in = copy;

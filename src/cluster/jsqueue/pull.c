@@ -30,14 +30,18 @@ typedef struct fetched {
 
 static void on_fetched(void *arg);
 
-/* The publish time of a stored message (its header), 0 if unknown. */
+/* Where a stored message's age counts from (queue_msg_since_ms: its
+ * headers), 0 if unknown. */
 static int64_t published_at(queue *q, const char *stream, uint64_t seq)
 {
     natsMsg *m = NULL;
     if (js_GetMsg(&m, q->js, stream, seq, NULL, NULL) != NATS_OK) return 0;
     const char *v = NULL;
-    int64_t ms =
+    queue_attrs a;
+    queue_msg qm = {.attrs = jsqueue__msg_attrs(m, &a)};
+    qm.published_ms =
         natsMsgHeader_Get(m, "Spate-Published", &v) == NATS_OK && v ? strtoll(v, NULL, 10) : 0;
+    int64_t ms = qm.published_ms ? queue_msg_since_ms(&qm) : 0;
     natsMsg_Destroy(m);
     return ms;
 }
@@ -235,6 +239,7 @@ static void on_fetched(void *arg)
             jl->m.published_ms = strtoll(v, NULL, 10);
         jl->m.data = natsMsg_GetData(nm);
         jl->m.len = (uint32_t)natsMsg_GetDataLength(nm);
+        jl->m.attrs = jsqueue__msg_attrs(nm, &jl->attrs);
         list_push_back(&s->ready, &jl->link);
     }
     natsMsgList_Destroy(&f->list);

@@ -22,6 +22,7 @@ typedef struct read_job {
     int known; /* listed here: a trigger's topic exists before its stream */
     natsMsg *nm[SPATE_JS_READ_MAX];
     queue_msg m[SPATE_JS_READ_MAX];
+    queue_attrs attrs[SPATE_JS_READ_MAX];
     size_t n;
     uint64_t moved;
     int status;
@@ -64,6 +65,7 @@ static natsStatus read_stored(read_job *j)
         m->error = header(nm, "Spate-Error");
         v = header(nm, "Spate-Attempts");
         m->attempts = v ? (uint32_t)strtoul(v, NULL, 10) : 0;
+        m->attrs = jsqueue__msg_attrs(nm, &j->attrs[j->n - 1]);
         if (m->seq < seq) return NATS_ERR; /* never: it would loop */
         seq = m->seq + 1;
     }
@@ -91,7 +93,11 @@ static natsStatus redrive_stored(read_job *j)
             s = jsqueue__ensure_stream(j->q, stream, base);
             snprintf(last, sizeof last, "%s", stream);
         }
-        queue_input in = {.key = m->key, .key_len = m->key_len, .data = m->data, .len = m->len};
+        queue_input in = {.key = m->key,
+                          .key_len = m->key_len,
+                          .data = m->data,
+                          .len = m->len,
+                          .attrs = m->attrs};
         natsMsg *out = NULL;
         if (s == NATS_OK) s = jsqueue__topic_msg(&out, base, &in, when);
         if (s == NATS_OK) s = js_PublishMsgAsync(j->q->js, &out, NULL);

@@ -123,6 +123,14 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     in->len = jl->m.len;
     in->key = jl->m.key;
     in->key_len = jl->m.key_len;
+    in->attrs = jl->m.attrs; /* copied: jl goes below, the message's headers stay */
+    if (queue_inputs_own_extras(in, 1, &j->extra) != 0) {
+        free(in);
+        free(j);
+        natsMsg_NakWithDelay(jl->nm, 1000, NULL);
+        lease_free(jl);
+        return;
+    }
     j->in = in;
     j->n = 1;
     snprintf(j->source, sizeof j->source, "%s", s->topic->name);

@@ -58,12 +58,99 @@ void exec__hand_out(exec_instance *e, http_request *req)
     t = fmt_hex(t, next_random(), 16);
     t = fmt_lit(t, ";Sampled=0");
     *t = '\0';
-    char headers[512];
-    snprintf(headers, sizeof headers,
-             "Lambda-Runtime-Aws-Request-Id: %s\r\nLambda-Runtime-Deadline-Ms: %lld\r\n"
-             "Lambda-Runtime-Invoked-Function-Arn: %s\r\nLambda-Runtime-Trace-Id: %s\r\n",
-             p->request_id, (long long)p->deadline_ms, e->ver->arn, trace);
+    char fixed[512];
+    int n = snprintf(fixed, sizeof fixed,
+                     "Lambda-Runtime-Aws-Request-Id: %s\r\nLambda-Runtime-Deadline-Ms: %lld\r\n"
+                     "Lambda-Runtime-Invoked-Function-Arn: %s\r\nLambda-Runtime-Trace-Id: %s\r\n",
+                     p->request_id, (long long)p->deadline_ms, e->ver->arn, trace);
+    char *headers = fixed;
+    if (p->attr_len) {
+        /* A message from an event source: its attributes follow. */
+        size_t fl = n > 0 && (size_t)n < sizeof fixed ? (size_t)n : strlen(fixed);
+        headers = malloc(fl + p->attr_len + 1);
+        if (headers) {
+            memcpy(headers, fixed, fl);
+            memcpy(headers + fl, p->payload + p->len, p->attr_len);
+            headers[fl + p->attr_len] = '\0';
+        } else {
+            headers = fixed; /* the invocation still runs, without them */
+        }
+    }
     http_respond(req, 200, "application/json", headers, p->payload, p->len);
+    if (headers != fixed) free(headers);
+}
+
+/* The header lines of an invocation's attributes. A value's control
+ * characters (none in the JSON of headers, which escapes them; an
+ * upstream id could have some) become '?': a line break would end the
+ * header. */
+static const char *const attr_names[] = {"Spate-Source", "Spate-Upstream-Id",
+                                         "Spate-Upstream-Headers"};
+
+static char *put_line(char *o, const char *name, const char *v, size_t len)
+{
+    size_t nl = strlen(name);
+    memcpy(o, name, nl);
+    o += nl;
+    *o++ = ':';
+    *o++ = ' ';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        *o++ = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
+}
+
+/* Which attribute lines fit (bit i: attr_names[i] is written), and the
+ * bytes of all the lines. */
+static unsigned attr_lines(const frame_invoke *inv, size_t *bytes)
+{
+    const char *v[] = {inv->source, inv->upstream_id, inv->headers};
+    size_t lens[] = {v[0] ? strlen(v[0]) : 0, v[1] ? strlen(v[1]) : 0, inv->headers_len};
+    unsigned mask = 0;
+    size_t n = 96; /* the timestamp's and redelivered's lines */
+    for (int i = 0; i < 3; i++)
+        if (v[i]) {
+            mask |= 1u << i;
+            n += strlen(attr_names[i]) + 4 + lens[i];
+        }
+    /* Too long for the answer's head: the headers' line first, then the id's. */
+    for (int i = 2; i >= 1 && n > SPATE_EXEC_ATTR_HEADERS_MAX; i--)
+        if (mask & (1u << i)) {
+            mask &= ~(1u << i);
+            n -= strlen(attr_names[i]) + 4 + lens[i];
+            n += strlen(attr_names[i]) + 40; /* its "-Omitted: N bytes" line */
+        }
+    *bytes = n;
+    return mask;
+}
+
+size_t exec__attr_headers_size(const frame_invoke *inv)
+{
+    size_t n = 0;
+    if (inv->has_attrs) attr_lines(inv, &n);
+    return n;
+}
+
+size_t exec__attr_headers(char *out, const frame_invoke *inv)
+{
+    char *o = out;
+    size_t bytes;
+    unsigned mask = attr_lines(inv, &bytes);
+    const char *v[] = {inv->source, inv->upstream_id, inv->headers};
+    size_t lens[] = {v[0] ? strlen(v[0]) : 0, v[1] ? strlen(v[1]) : 0, inv->headers_len};
+    for (int i = 0; i < 3; i++) {
+        if (mask & (1u << i))
+            o = put_line(o, attr_names[i], v[i], lens[i]);
+        else if (v[i])
+            o += sprintf(o, "%s-Omitted: %zu bytes\r\n", attr_names[i], lens[i]);
+    }
+    if (inv->upstream_ts_ms)
+        o += sprintf(o, "Spate-Upstream-Timestamp: %lld\r\n", (long long)inv->upstream_ts_ms);
+    o += sprintf(o, "Spate-Redelivered: %s\r\n", inv->redelivered ? "true" : "false");
+    return (size_t)(o - out);
 }
 
 static void next_aborted(http_request *req)

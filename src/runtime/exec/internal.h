@@ -62,8 +62,14 @@ typedef struct pending_inv {
     int64_t deadline_ms;
     uint32_t attempt;
     uint32_t len;
-    char payload[]; /* len bytes */
+    uint32_t attr_len; /* the header lines of its attributes, after the payload; 0: none */
+    char payload[];    /* len bytes, then attr_len bytes of "Spate-...: ...\r\n" lines */
 } pending_inv;
+
+/* Bytes exec__attr_headers writes for inv's attributes (0 when none). */
+size_t exec__attr_headers_size(const frame_invoke *inv);
+/* Writes them as the header lines /next answers with (docs/functions.md). */
+size_t exec__attr_headers(char *out, const frame_invoke *inv);
 
 typedef struct exec_instance {
     instance base;

@@ -99,8 +99,10 @@ static int exec_invoke(instance *base, const frame_invoke *inv)
 {
     exec_instance *e = (exec_instance *)base;
     if (e->exited) return ERR_CLOSED;
-    pending_inv *p = malloc(sizeof *p + inv->payload_len);
+    size_t attrs = exec__attr_headers_size(inv);
+    pending_inv *p = malloc(sizeof *p + inv->payload_len + attrs);
     if (!p) return ERR_NOMEM;
+    p->attr_len = attrs ? (uint32_t)exec__attr_headers(p->payload + inv->payload_len, inv) : 0;
     snprintf(p->request_id, sizeof p->request_id, "%s", inv->request_id);
     p->deadline_ms = inv->deadline_ms;
     p->attempt = inv->attempt;

@@ -146,6 +146,15 @@ static void dispatch_to(pinst *pi, invocation *inv)
         .payload = inv->payload,
         .payload_len = inv->payload_len,
     };
+    if (inv->attrs) {
+        fi.has_attrs = 1;
+        fi.redelivered = inv->attrs->redelivered;
+        fi.upstream_ts_ms = inv->attrs->upstream_ts_ms;
+        fi.source = inv->attrs->source;
+        fi.upstream_id = inv->attrs->upstream_id;
+        fi.headers = inv->attrs->headers;
+        fi.headers_len = inv->attrs->headers_len;
+    }
     if (instance_invoke(pi->inst, &fi) != 0) {
         list_push_front(&p->waiting, &inv->link);
         p->nwaiting++;

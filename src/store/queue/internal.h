@@ -78,6 +78,7 @@ static inline sq_lease *sq_lease_of(queue_lease *l)
 struct sq_block {
     uint32_t refs; /* messages still referenced */
     char *mem;     /* owned: the bytes the messages point into */
+    char *extra;   /* owned: their attributes and dead-letter fields, NULL if none */
     size_t n;
     sq_msg msgs[];
 };
@@ -160,7 +161,7 @@ struct queue {
     void *close_data;
     /* Statements of the writer thread's connection (used only there). */
     sqlite3 *wdb;
-    sqlite3_stmt *ins_msg, *upd_pub, *upd_sub, *del_msgs, *upsert_retry, *del_retry;
+    sqlite3_stmt *ins_msg, *ins_msg_attrs, *upd_pub, *upd_sub, *del_msgs, *upsert_retry, *del_retry;
 };
 
 typedef struct publish_op {
@@ -180,6 +181,10 @@ typedef struct publish_op {
 /* --- memory.c: blocks, the ready ring, the retry heap, busy keys */
 void sq_msg_unref(queue_msg *pm);
 sq_block *sq_block_new(size_t n, char *mem);
+/* Copies what in[0..n) carry beside their bytes (attributes, a refused
+ * message's reason and topic) into b->extra: one allocation, made only when
+ * some input has any. ERR_NOMEM. */
+int sq_block_take_extras(sq_block *b, const queue_input *in, size_t n);
 void sq_block_settle(sq_block *b);
 void sq_mark_dirty(queue_sub *s);
 void sq_notify(queue_sub *s);

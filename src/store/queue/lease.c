@@ -256,7 +256,8 @@ void sq_dead_letter(queue_lease *ql, const char *error)
     const queue_msg *m = l->base.msg;
     size_t srclen = strlen(s->topic->name) + 1;
     size_t errlen = strlen(error ? error : "") + 1;
-    char *mem = malloc(m->len + 1 + (m->key ? m->key_len + 1 : 0) + srclen + errlen);
+    char *mem = malloc(m->len + 1 + (m->key ? m->key_len + 1 : 0) + srclen + errlen +
+                       queue_attrs_size(m->attrs));
     sq_block *b = mem && t ? sq_block_new(1, mem) : NULL;
     dead_op *d = b ? calloc(1, sizeof *d) : NULL;
     if (!d) {
@@ -284,6 +285,8 @@ void sq_dead_letter(queue_lease *ql, const char *error)
     p += srclen;
     memcpy(p, error ? error : "", errlen);
     dm->error = p;
+    p += errlen;
+    dm->attrs = queue_attrs_copy(&p, m->attrs); /* a dead letter keeps where it came from */
     dm->attempts = l->base.attempt;
     d->lease = l;
     publish_op *pub = &d->pub;

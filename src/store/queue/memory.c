@@ -3,6 +3,7 @@
 #include "store/queue/internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/clock.h"
 #include "common/err.h"
@@ -15,6 +16,7 @@ void sq_msg_unref(queue_msg *pm)
     sq_block *b = m->block;
     if (--b->refs == 0) {
         free(b->mem);
+        free(b->extra);
         free(b);
     }
 }
@@ -30,6 +32,28 @@ sq_block *sq_block_new(size_t n, char *mem)
     return b;
 }
 
+int sq_block_take_extras(sq_block *b, const queue_input *in, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !in[i].attrs && !in[i].error) i++;
+    if (i == n) return 0; /* the plain path: nothing allocated */
+    queue_input *own = malloc(n * sizeof *own);
+    if (!own) return ERR_NOMEM;
+    memcpy(own, in, n * sizeof *own);
+    int rc = queue_inputs_own_extras(own, n, &b->extra);
+    for (i = 0; rc == 0 && i < n; i++) {
+        queue_msg *m = &b->msgs[i].m;
+        m->attrs = own[i].attrs;
+        if (own[i].error) {
+            m->source = own[i].source_topic;
+            m->error = own[i].error;
+            m->attempts = 0;
+        }
+    }
+    free(own);
+    return rc;
+}
+
 /* Drops the references nobody took (messages no subscription wanted); frees
  * the block if none was taken (or it held no message). */
 void sq_block_settle(sq_block *b)
@@ -39,6 +63,7 @@ void sq_block_settle(sq_block *b)
     b->refs -= untaken;
     if (b->refs == 0) {
         free(b->mem);
+        free(b->extra);
         free(b);
     }
 }

@@ -10,33 +10,54 @@
 #include "common/limits.h"
 #include "store/sql.h"
 
+/* The columns of a message's attributes (migration 9) are written only for
+ * a message that has some: the plain path's statement does not name them. */
 static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, sq_block *b)
 {
     int rc = sql_prepare_cached(
         db, &q->ins_msg,
         "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
         " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    for (size_t i = 0; i < b->n && rc == SQLITE_OK && !q->ins_msg_attrs; i++)
+        if (b->msgs[i].m.attrs)
+            rc = sql_prepare_cached(
+                db, &q->ins_msg_attrs,
+                "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
+                " attempts, error, event_source, upstream_id, upstream_ts_ms, headers,"
+                " redelivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (rc != SQLITE_OK) return rc;
     for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
         const queue_msg *m = &b->msgs[i].m;
-        sqlite3_bind_int64(q->ins_msg, 1, topic_id);
-        sqlite3_bind_int64(q->ins_msg, 2, (sqlite3_int64)m->seq);
-        sqlite3_bind_int64(q->ins_msg, 3, m->published_ms);
+        sqlite3_stmt *st = m->attrs ? q->ins_msg_attrs : q->ins_msg;
+        sqlite3_bind_int64(st, 1, topic_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)m->seq);
+        sqlite3_bind_int64(st, 3, m->published_ms);
         if (m->key)
-            sqlite3_bind_blob(q->ins_msg, 4, m->key, (int)m->key_len, SQLITE_STATIC);
+            sqlite3_bind_blob(st, 4, m->key, (int)m->key_len, SQLITE_STATIC);
         else
-            sqlite3_bind_null(q->ins_msg, 4);
-        sqlite3_bind_blob(q->ins_msg, 5, m->len ? m->data : "", (int)m->len, SQLITE_STATIC);
+            sqlite3_bind_null(st, 4);
+        sqlite3_bind_blob(st, 5, m->len ? m->data : "", (int)m->len, SQLITE_STATIC);
         if (m->source) {
-            sqlite3_bind_text(q->ins_msg, 6, m->source, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(q->ins_msg, 7, m->attempts);
-            sqlite3_bind_text(q->ins_msg, 8, m->error ? m->error : "", -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 6, m->source, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 7, m->attempts);
+            sqlite3_bind_text(st, 8, m->error ? m->error : "", -1, SQLITE_STATIC);
         } else {
-            sqlite3_bind_null(q->ins_msg, 6);
-            sqlite3_bind_null(q->ins_msg, 7);
-            sqlite3_bind_null(q->ins_msg, 8);
+            sqlite3_bind_null(st, 6);
+            sqlite3_bind_null(st, 7);
+            sqlite3_bind_null(st, 8);
         }
-        rc = sql_step_reset(q->ins_msg);
+        if (m->attrs) {
+            const queue_attrs *a = m->attrs;
+            sqlite3_bind_text(st, 9, a->source, -1, SQLITE_STATIC); /* NULL binds NULL */
+            sqlite3_bind_text(st, 10, a->upstream_id, -1, SQLITE_STATIC);
+            if (a->upstream_ts_ms)
+                sqlite3_bind_int64(st, 11, a->upstream_ts_ms);
+            else
+                sqlite3_bind_null(st, 11);
+            sqlite3_bind_text(st, 12, a->headers, (int)a->headers_len, SQLITE_STATIC);
+            sqlite3_bind_int(st, 13, a->redelivered ? 1 : 0);
+        }
+        rc = sql_step_reset(st);
     }
     if (rc != SQLITE_OK) return rc;
     /* The next number is kept too: once every message is consumed and deleted,
@@ -68,7 +89,7 @@ static void fan_out(sq_topic *t, sq_block *b, uint64_t first, uint64_t last)
         queue_sub *s = list_entry(n, queue_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
         if (s->lagging || sq_ready_full(s) || s->retry_bytes > SPATE_QUEUE_RETRY_BYTES_MAX) {
-            if (!s->lagging) s->lag_oldest_ms = b->msgs[0].m.published_ms;
+            if (!s->lagging) s->lag_oldest_ms = queue_msg_since_ms(&b->msgs[0].m);
             s->lagging = 1;
             continue;
         }
@@ -178,6 +199,11 @@ void sq_publish(queue *q, const char *topic, buf *body, const queue_input *in, s
         return;
     }
     b->mem = buf_detach(body, NULL);
+    if (sq_block_take_extras(b, in, n) != 0) {
+        sq_block_settle(b);
+        done(data, ERR_NOMEM, 0);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         queue_msg *m = &b->msgs[i].m;
         m->key = in[i].key;

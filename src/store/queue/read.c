@@ -101,7 +101,7 @@ static void on_redrive_published(void *data, int status, uint64_t first)
 static int republish(queue *q, sq_topic *t, const queue_msg *m, redrive_op *d)
 {
     size_t kl = m->key ? m->key_len + 1 : 0;
-    char *mem = malloc(m->len + 1 + kl);
+    char *mem = malloc(m->len + 1 + kl + queue_attrs_size(m->attrs));
     sq_block *nb = mem ? sq_block_new(1, mem) : NULL;
     if (!nb) {
         free(mem);
@@ -115,6 +115,8 @@ static int republish(queue *q, sq_topic *t, const queue_msg *m, redrive_op *d)
         nb->msgs[0].m.key = mem + m->len + 1;
         nb->msgs[0].m.key_len = m->key_len;
     }
+    char *p = mem + m->len + 1 + kl;
+    nb->msgs[0].m.attrs = queue_attrs_copy(&p, m->attrs);
     d->publish_failed = 0;
     sq_submit_messages(q, t, nb, on_redrive_published, d);
     return d->publish_failed ? -1 : 0;

@@ -52,8 +52,16 @@ int64_t sq_first_published(sqlite3 *db, int64_t topic_id)
     return ms;
 }
 
+static char *column_dup(sqlite3_stmt *st, int col)
+{
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) return NULL;
+    const char *v = (const char *)sqlite3_column_text(st, col);
+    return strndup(v ? v : "", (size_t)sqlite3_column_bytes(st, col));
+}
+
 /* Reads rows of a SELECT (seq, published_ms, key, payload, source, attempts,
- * error) into one block. */
+ * error, then the attributes: event_source, upstream_id, upstream_ts_ms,
+ * headers, redelivered) into one block. */
 int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *count)
 {
     size_t cap = 64, n = 0, bytes = 0;
@@ -62,6 +70,8 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
         int64_t published_ms;
         char *key, *data, *source, *error;
         uint32_t key_len, len, attempts;
+        int has_attrs;
+        queue_attrs attrs; /* its strings owned until packed */
     } row;
     row *rows = malloc(cap * sizeof *rows);
     int rc = rows ? SQLITE_OK : SQLITE_NOMEM;
@@ -102,6 +112,15 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
             const char *e = (const char *)sqlite3_column_text(st, 6);
             r->error = strdup(e ? e : "");
         }
+        if (sqlite3_column_type(st, 11) != SQLITE_NULL) {
+            r->has_attrs = 1;
+            r->attrs.source = column_dup(st, 7);
+            r->attrs.upstream_id = column_dup(st, 8);
+            r->attrs.upstream_ts_ms = sqlite3_column_int64(st, 9);
+            r->attrs.headers = column_dup(st, 10);
+            r->attrs.headers_len = r->attrs.headers ? (uint32_t)strlen(r->attrs.headers) : 0;
+            r->attrs.redelivered = sqlite3_column_int(st, 11) != 0;
+        }
         bytes += r->len + r->key_len;
         n++;
     }
@@ -110,7 +129,8 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
     for (size_t i = 0; i < n; i++)
         total += rows[i].len + 1 + (rows[i].key ? rows[i].key_len + 1 : 0) +
                  (rows[i].source ? strlen(rows[i].source) + 1 : 0) +
-                 (rows[i].error ? strlen(rows[i].error) + 1 : 0);
+                 (rows[i].error ? strlen(rows[i].error) + 1 : 0) +
+                 queue_attrs_size(rows[i].has_attrs ? &rows[i].attrs : NULL);
     sq_block *b = rc == SQLITE_OK ? sq_block_new(n, NULL) : NULL;
     char *mem = b ? malloc(total + 1) : NULL;
     if (b && !mem) {
@@ -146,7 +166,11 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
                 p += el;
                 m->attempts = r->attempts;
             }
+            m->attrs = queue_attrs_copy(&p, r->has_attrs ? &r->attrs : NULL);
         }
+        free((char *)r->attrs.source);
+        free((char *)r->attrs.upstream_id);
+        free((char *)r->attrs.headers);
         free(r->key);
         free(r->data);
         free(r->source);
@@ -160,7 +184,8 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
 }
 
 const char *const sq_select_rows =
-    "SELECT seq, published_ms, key, payload, source, attempts, error FROM messages";
+    "SELECT seq, published_ms, key, payload, source, attempts, error, event_source, upstream_id,"
+    " upstream_ts_ms, headers, redelivered FROM messages";
 
 /* Writer thread: one statement bound to the topic's id (?1) and run. */
 int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id)

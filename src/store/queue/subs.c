@@ -265,11 +265,13 @@ void sq_sub_stats(const queue_sub *s, queue_sub_stats *out)
     int64_t oldest = 0;
 #define OLDER(ms)                                                                                  \
     if ((ms) && (!oldest || (ms) < oldest)) oldest = (ms)
-    if (s->rlen) OLDER(sq_ready_at(s, 0)->published_ms);
+    /* The ready ring's head is its oldest by publish; one further back
+     * upstream is not looked for among the rest (a tick must stay cheap). */
+    if (s->rlen) OLDER(queue_msg_since_ms(sq_ready_at(s, 0)));
     if (lag) OLDER(s->lag_oldest_ms);
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
-        OLDER(list_entry(n, sq_lease, link)->base.msg->published_ms);
-    for (uint32_t i = 0; i < s->nheap; i++) OLDER(s->heap[i]->base.msg->published_ms);
+        OLDER(queue_msg_since_ms(list_entry(n, sq_lease, link)->base.msg));
+    for (uint32_t i = 0; i < s->nheap; i++) OLDER(queue_msg_since_ms(s->heap[i]->base.msg));
 #undef OLDER
     out->oldest_ms = oldest;
 }

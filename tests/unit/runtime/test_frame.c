@@ -2,6 +2,7 @@
 #include "runtime/frame.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/err.h"
 #include "test.h"
@@ -97,6 +98,67 @@ static void invoke_malformed(void)
 }
 
 /* Feeds two frames one byte at a time: each comes out whole, once. */
+/* Attributes travel only when there are some, and come back as they went. */
+static void invoke_attributes(void)
+{
+    const char hdrs[] = "{\"trace\":\"t-1\"}";
+    frame_invoke in = {.request_id = "req",
+                       .function = "fn",
+                       .topic = "t",
+                       .payload = "xyz",
+                       .payload_len = 3,
+                       .has_attrs = 1,
+                       .redelivered = 1,
+                       .upstream_ts_ms = 1700000000000,
+                       .source = "orders-in",
+                       .upstream_id = "1700000000000-1",
+                       .headers = hdrs,
+                       .headers_len = sizeof hdrs - 1};
+    buf b;
+    encode_whole(&b, &in);
+    frame_invoke out;
+    CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
+                                  &out),
+              0);
+    CHECK_INT(out.has_attrs, 1);
+    CHECK_INT(out.redelivered, 1);
+    CHECK_INT(out.upstream_ts_ms, 1700000000000);
+    CHECK_STR(out.source, "orders-in");
+    CHECK_STR(out.upstream_id, "1700000000000-1");
+    CHECK_STR(out.headers, hdrs);
+    CHECK_INT(out.headers_len, sizeof hdrs - 1);
+    CHECK_STR(out.topic, "t");
+    CHECK_INT(out.payload_len, 3);
+    CHECK(memcmp(out.payload, "xyz", 3) == 0);
+    /* Cut anywhere in the attributes: refused, never read past. */
+    for (uint32_t cut = 1; cut < b.len - FRAME_HEADER_SIZE; cut++)
+        CHECK(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, cut, &out) != 0);
+    size_t with = b.len;
+    buf_free(&b);
+    /* Some absent: NULL again; none: not a byte more than before. */
+    frame_invoke some = in;
+    some.source = NULL;
+    some.headers = NULL;
+    some.redelivered = 0;
+    encode_whole(&b, &some);
+    CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
+                                  &out),
+              0);
+    CHECK(out.source == NULL && out.headers == NULL && out.headers_len == 0);
+    CHECK_INT(out.redelivered, 0);
+    CHECK_STR(out.upstream_id, "1700000000000-1");
+    buf_free(&b);
+    frame_invoke none = in;
+    none.has_attrs = 0;
+    encode_whole(&b, &none);
+    CHECK(b.len < with);
+    CHECK_INT(frame_invoke_decode(b.data + FRAME_HEADER_SIZE, (uint32_t)(b.len - FRAME_HEADER_SIZE),
+                                  &out),
+              0);
+    CHECK(!out.has_attrs && out.source == NULL && out.upstream_id == NULL);
+    buf_free(&b);
+}
+
 static void reader_byte_by_byte(void)
 {
     buf stream;
@@ -188,6 +250,7 @@ int main(void)
     RUN(header_round_trip);
     RUN(invoke_round_trip);
     RUN(invoke_malformed);
+    RUN(invoke_attributes);
     RUN(reader_byte_by_byte);
     RUN(result_round_trip);
     RUN(reader_limits);

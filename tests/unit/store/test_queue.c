@@ -359,6 +359,118 @@ static void dead_letter(void)
     close_queue();
 }
 
+/* Publishes what in says (attributes, a refusal) with data as its body. */
+static void publish_input(const char *topic, queue_input in, const char *data)
+{
+    buf body;
+    buf_init(&body, 1u << 20);
+    buf_append(&body, data, strlen(data) + 1);
+    in.data = body.data;
+    in.len = (uint32_t)strlen(data);
+    result r = {0};
+    queue_publish(q, topic, &body, &in, 1, on_published, &r);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+}
+
+static int attrs_are(const queue_attrs *a, const char *source, const char *id, int64_t ts,
+                     const char *headers, int redelivered)
+{
+    return a && a->source && strcmp(a->source, source) == 0 && a->upstream_id &&
+           strcmp(a->upstream_id, id) == 0 && a->upstream_ts_ms == ts &&
+           (headers ? a->headers && a->headers_len == strlen(headers) &&
+                          strcmp(a->headers, headers) == 0
+                    : !a->headers) &&
+           a->redelivered == redelivered;
+}
+
+static int read_attrs_ok;
+
+static void on_read_attrs(void *data, int status, queue_msg *const *msgs, size_t n)
+{
+    int *done = data;
+    *done = 1;
+    read_attrs_ok =
+        status == 0 && n == 2 && msgs[0]->attrs == NULL &&
+        attrs_are(msgs[1]->attrs, "src", "1700000000000-1", 1700000000000, "{\"h\":\"v\"}", 1);
+}
+
+/* Attributes go in with a message and come out with it: leased, after a
+ * restart, in its dead letter, back through a redrive; a message without
+ * them has none. The deadline's origin is the earlier of the two times. */
+static void attributes(void)
+{
+    fresh();
+    queue_sub *s = subscribe("orders", "f", "orders.dlq", 0);
+    publish("orders", NULL, "plain");
+    const char *hdr = "{\"h\":\"v\"}";
+    queue_attrs a = {.source = "src",
+                     .upstream_id = "1700000000000-1",
+                     .upstream_ts_ms = 1700000000000,
+                     .headers = hdr,
+                     .headers_len = (uint32_t)strlen(hdr),
+                     .redelivered = 1};
+    publish_input("orders", (queue_input){.attrs = &a}, "with");
+    queue_lease *l = lease_wait(s);
+    CHECK(l != NULL && l->msg->attrs == NULL && queue_msg_since_ms(l->msg) == l->msg->published_ms);
+    if (l) queue_ack(l);
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(attrs_are(l->msg->attrs, "src", "1700000000000-1", 1700000000000, hdr, 1));
+    CHECK(queue_msg_since_ms(l->msg) == 1700000000000);
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
+    CHECK(ss.oldest_ms == 1700000000000);
+    queue_dead_letter(l, "gave up");
+    CHECK_INT(stored_becomes("orders.dlq", 1), 0);
+    /* A refused entry: stored as a dead letter of orders, attempts 0. */
+    a.redelivered = 0;
+    a.headers = NULL;
+    a.headers_len = 0;
+    publish_input("orders.dlq",
+                  (queue_input){.attrs = &a, .error = "too big", .source_topic = "orders"}, "");
+    close_queue();
+    open_queue();
+    readout r = read_topic("orders.dlq");
+    CHECK_INT(r.n, 2);
+    CHECK_STR(r.source[0], "orders");
+    CHECK_STR(r.source[1], "orders");
+    CHECK_STR(r.error[1], "too big");
+    CHECK_INT(r.attempts[1], 0);
+    /* Redriven: both back in orders, their attributes with them. */
+    result rr = {0};
+    CHECK_INT(queue_redrive(q, "orders.dlq", 0, 10, (queue_redrive_cb)on_count, &rr), 0);
+    CHECK_INT(run_until(&rr.done), 0);
+    CHECK_INT(rr.value, 2);
+    s = queue_find_sub(q, "orders", "f");
+    CHECK(s != NULL);
+    if (!s) return;
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(attrs_are(l->msg->attrs, "src", "1700000000000-1", 1700000000000, hdr, 1));
+    CHECK(l->msg->source == NULL);
+    queue_ack(l);
+    l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(attrs_are(l->msg->attrs, "src", "1700000000000-1", 1700000000000, NULL, 0));
+    CHECK_INT(l->msg->len, 0);
+    queue_ack(l);
+    /* Read back from the store, the plain one without. */
+    publish("plain", NULL, "p");
+    a.headers = hdr;
+    a.headers_len = (uint32_t)strlen(hdr);
+    a.redelivered = 1;
+    publish_input("plain", (queue_input){.attrs = &a}, "w");
+    int done = 0;
+    CHECK_INT(queue_read(q, "plain", 0, 8, on_read_attrs, &done), 0);
+    CHECK_INT(run_until(&done), 0);
+    CHECK(read_attrs_ok);
+    close_queue();
+}
+
 /* An ordered subscription leases one message per key at a time, in order. */
 static void ordered_keys(void)
 {
@@ -525,6 +637,7 @@ int main(void)
     RUN(restore_after_reopen);
     RUN(purge);
     RUN(retention_trim);
+    RUN(attributes);
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_INT(uv_loop_close(&loop), 0);
