@@ -41,6 +41,11 @@ static cJSON *source_json(const source_view *v)
         cJSON_AddNumberToObject(o, "lag", (double)v->lag);
     else
         cJSON_AddNullToObject(o, "lag");
+    if (v->delivery) cJSON_AddStringToObject(o, "delivery", v->delivery);
+    if (v->dropped >= 0)
+        cJSON_AddNumberToObject(o, "dropped", (double)v->dropped);
+    else
+        cJSON_AddNullToObject(o, "dropped");
     return o;
 }
 
@@ -175,10 +180,12 @@ typedef struct metric_pass {
 static void metric_row(const source_view *v, void *data)
 {
     metric_pass *p = data;
+    if (p->which == 4 && v->dropped < 0) return; /* only where the library can drop */
     double x = p->which == 0   ? (double)v->received
                : p->which == 1 ? (double)v->committed
                : p->which == 2 ? (double)v->refused
-                               : (double)v->connected;
+               : p->which == 3 ? (double)v->connected
+                               : (double)v->dropped;
     /* The label is the source's name (names.h: nothing to escape), never its URL. */
     buf_printf(p->out, "%s{source=\"%s\"} %.17g\n", p->name, v->name, x);
 }
@@ -195,8 +202,10 @@ void api_sources_metrics(api *a, buf *out)
         {"spate_source_refused_total", "counter",
          "Entries acknowledged upstream but not published (too large, no key)."},
         {"spate_source_connected", "gauge", "1 while the source is connected upstream."},
+        {"spate_source_dropped_total", "counter",
+         "Messages an at-most-once source's client library dropped (core NATS: slow consumer)."},
     };
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < (int)(sizeof g / sizeof g[0]); k++) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", g[k].name, g[k].help, g[k].name, g[k].type);
         metric_pass p = {out, g[k].name, k};
         sources_each(a->src, metric_row, &p);

@@ -108,6 +108,14 @@ static int source_status(const cli *c, cli_args *a)
     printf("received   %.0f\ncommitted  %.0f\nrefused    %.0f\n", cli_json_num(s, "received"),
            cli_json_num(s, "committed"), cli_json_num(s, "refused"));
     if (cJSON_IsNumber(lag)) printf("lag        %.0f\n", lag->valuedouble);
+    const char *delivery = cli_json_str(s, "delivery");
+    if (delivery && *delivery)
+        printf("delivery   %s%s\n", delivery,
+               strcmp(delivery, "at-most-once") == 0
+                   ? " (what is published upstream while not connected, or dropped, is lost)"
+                   : "");
+    const cJSON *dropped = cJSON_GetObjectItemCaseSensitive(s, "dropped");
+    if (cJSON_IsNumber(dropped)) printf("dropped    %.0f\n", dropped->valuedouble);
     const char *err = cli_json_str(s, "last_error");
     if (err && *err) {
         printf("last error ");

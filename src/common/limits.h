@@ -469,5 +469,25 @@
 #define SPATE_SOURCE_HEADERS_MAX (8u * KIB)
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
+/* NATS (sources/nats.c). A subject in a source's URL (the server's own
+ * limit is larger; this one keeps log lines and status readable). */
+#define SPATE_SOURCE_NATS_SUBJECT_MAX 256
+/* JetStream: how long the server waits for an ack before it delivers a
+ * message again (s; ack_wait=S in the URL, up to the max). A fetched batch
+ * is acked once committed, which takes far less unless the store refuses;
+ * then a redelivery is a duplicate, never a loss. */
+#define SPATE_SOURCE_NATS_ACK_WAIT_S 30
+#define SPATE_SOURCE_NATS_ACK_WAIT_MAX_S 3600
+/* JetStream: unacknowledged messages the durable consumer may have out at
+ * once, all nodes together: a batch per node in flight, with room for 8
+ * nodes (or a dead node's batch waiting for its ack wait). Beyond it the
+ * server holds the rest: the client never buffers more than one fetch. */
+#define SPATE_SOURCE_NATS_ACK_PENDING (8 * SPATE_SOURCE_BATCH_MAX)
+/* Core NATS: messages (and bytes) the library buffers for a subscription
+ * before the source fetches them; beyond, it drops them (a slow consumer,
+ * counted as the source's "dropped"): at most once, the bound is what a
+ * crash or a slow topic can lose. */
+#define SPATE_SOURCE_NATS_PENDING_MSGS 16384
+#define SPATE_SOURCE_NATS_PENDING_BYTES (16 * 1024 * 1024)
 
 #endif /* SPATE_LIMITS_H */

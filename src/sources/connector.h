@@ -88,6 +88,15 @@ typedef struct connector {
     /* Entries upstream not yet delivered to the group; -1 when unknown. */
     int64_t (*lag)(src_conn *c);
     void (*disconnect)(src_conn *c);
+    /* Optional. Tells cfg the source's name (after parse, before connect):
+     * a default upstream name derived from it (a JetStream durable). */
+    void (*name_cfg)(void *cfg, const char *source);
+    /* Optional. "at-least-once" (NULL: that) or "at-most-once": what the
+     * upstream guarantees for cfg's URL (core NATS keeps nothing). */
+    const char *(*delivery)(const void *cfg);
+    /* Optional. Messages the client library dropped on this connection
+     * (an at-most-once upstream's slow consumer). */
+    int64_t (*dropped)(src_conn *c);
 } connector;
 
 /* The connector of url's scheme, or NULL with why in err (unknown scheme,
@@ -104,6 +113,7 @@ typedef struct src_url {
     int port;       /* 0: none given */
     char path[512]; /* without its leading '/' */
     char *query;    /* owned: the raw query, "" if none */
+    int has_pass;   /* a ':' after the user: USER:PASS@, else USER@ (a NATS token) */
 } src_url;
 int src_url_parse(const char *url, src_url *out, char *err, size_t errcap);
 void src_url_free(src_url *u);

@@ -59,7 +59,9 @@ typedef struct source_view {
     uint64_t committed; /* published into the topic, then acked upstream */
     uint64_t refused;   /* acked upstream but not published (too big, no key) */
     uint64_t publish_failures;
-    int64_t lag; /* entries upstream not yet delivered to the group; -1 unknown */
+    int64_t lag;          /* entries upstream not yet delivered to the group; -1 unknown */
+    const char *delivery; /* what the connector promises ("at-least-once", "at-most-once"...) */
+    int64_t dropped;      /* dropped by the client library (at-most-once); -1: cannot be */
 } source_view;
 typedef void (*sources_view_cb)(const source_view *v, void *data);
 /* By name. */
