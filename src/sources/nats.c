@@ -28,7 +28,6 @@
  * the manager connects again with back-off, so that every (re)connect
  * starts from the same place (connect_).
  */
-#include <cjson/cJSON.h>
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +35,6 @@
 
 #include "common/err.h"
 #include "common/limits.h"
-#include "common/utf8.h"
 #include "sources/connector.h"
 
 typedef struct nats_cfg {
@@ -361,41 +359,6 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     return 0;
 }
 
-/* The payload's key_field as a key: the payload must be a JSON object whose
- * member is a string (or a number, taken as written). */
-static void take_key(src_batch *b, src_entry *e, const char *data, size_t len, const char *field)
-{
-    cJSON *doc = cJSON_ParseWithLength(data, len);
-    const cJSON *k = cJSON_IsObject(doc) ? cJSON_GetObjectItemCaseSensitive(doc, field) : NULL;
-    char num[64];
-    const char *key = NULL;
-    if (cJSON_IsString(k)) {
-        key = k->valuestring;
-    } else if (cJSON_IsNumber(k)) {
-        snprintf(num, sizeof num, "%.17g", k->valuedouble);
-        key = num;
-    }
-    size_t klen = key ? strlen(key) : 0;
-    if (!key)
-        src_entry_refuse(e,
-                         "the key field '%s' is missing (the payload must be a JSON object "
-                         "with it as a string)",
-                         field);
-    else if (klen > SPATE_KEY_MAX || !utf8_valid(key, klen))
-        src_entry_refuse(e,
-                         klen > SPATE_KEY_MAX ? "the key is over %d bytes"
-                                              : "the key is not valid UTF-8 (max %d bytes)",
-                         SPATE_KEY_MAX);
-    else if (buf_append(&b->bytes, key, klen) != 0)
-        src_entry_refuse(e, "out of memory converting the message");
-    else {
-        e->key_at = b->bytes.len - klen;
-        e->key_len = klen;
-        e->has_key = 1;
-    }
-    cJSON_Delete(doc);
-}
-
 /* Appends m's headers, payload and key to b as entry e. */
 static int convert(src_batch *b, src_entry *e, natsMsg *m, const src_limits *lim)
 {
@@ -442,8 +405,7 @@ static int convert(src_batch *b, src_entry *e, natsMsg *m, const src_limits *lim
     e->data_at = b->bytes.len;
     e->len = len;
     if (len && buf_append(&b->bytes, data, len) != 0) return ERR_NOMEM;
-    if (lim->key_field && lim->key_field[0]) take_key(b, e, data ? data : "", len, lim->key_field);
-    return 0;
+    return src_entry_json_key(b, e, lim->key_field) ? ERR_NOMEM : 0;
 }
 
 static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms,
