@@ -7,6 +7,7 @@
  *                                           each with header X-Seq: i, padded with 'x'
  *                                           to SIZE bytes; every one acked by the stream
  *   nats-pub URL core SUBJECT START N       the same, core NATS, flushed
+ *   nats-pub URL one SUBJECT PAYLOAD...     JetStream-publish each PAYLOAD as it is
  *   nats-pub URL info STREAM CONSUMER       "ACK_PENDING NUM_PENDING" of a consumer
  */
 #include <nats/nats.h>
@@ -92,6 +93,13 @@ int main(int argc, char **argv)
             }
         }
         if (s == NATS_OK) s = natsConnection_FlushTimeout(nc, 10000);
+        if (s != NATS_OK) die("publish", s);
+    } else if (!strcmp(cmd, "one") && argc >= 5) {
+        for (int i = 4; i < argc && s == NATS_OK; i++) {
+            jsPubAck *pa = NULL;
+            s = js_Publish(&pa, js, argv[3], argv[i], (int)strlen(argv[i]), NULL, NULL);
+            jsPubAck_Destroy(pa);
+        }
         if (s != NATS_OK) die("publish", s);
     } else if (!strcmp(cmd, "info") && argc == 5) {
         jsConsumerInfo *ci = NULL;
