@@ -479,10 +479,10 @@
 #define SPATE_SOURCE_NATS_ACK_WAIT_S 30
 #define SPATE_SOURCE_NATS_ACK_WAIT_MAX_S 3600
 /* JetStream: unacknowledged messages the durable consumer may have out at
- * once, all nodes together: a batch per node in flight, with room for 8
- * nodes (or a dead node's batch waiting for its ack wait). Beyond it the
- * server holds the rest: the client never buffers more than one fetch. */
-#define SPATE_SOURCE_NATS_ACK_PENDING (8 * SPATE_SOURCE_BATCH_MAX)
+ * once, all nodes together: two batches per node (one published, the next
+ * pulled meanwhile), with room for 8 nodes (or a dead node's batches
+ * waiting for their ack wait). Beyond it the server holds the rest. */
+#define SPATE_SOURCE_NATS_ACK_PENDING (16 * SPATE_SOURCE_BATCH_MAX)
 /* Core NATS: messages (and bytes) the library buffers for a subscription
  * before the source fetches them; beyond, it drops them (a slow consumer,
  * counted as the source's "dropped"): at most once, the bound is what a

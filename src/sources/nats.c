@@ -11,11 +11,14 @@
  * name) of stream S is created when missing, with explicit acks, the
  * subject as its filter, every message the stream holds from its start,
  * and at most SPATE_SOURCE_NATS_ACK_PENDING unacknowledged messages. A
- * fetch pulls one batch (natsSubscription_Fetch): the client never holds
- * more than that. What was fetched and not acked (spated died, the
- * connection broke) the server delivers again after the ack wait. Nodes
- * that run the same source pull from the same durable consumer: the server
- * shares its messages among them.
+ * puller thread pulls one batch (natsSubscription_Fetch) while the source
+ * publishes the one before: the client holds two batches at most, and the
+ * pull's round trip overlaps spate's commit. The acks of a committed batch
+ * go out together on a second, buffering connection. What was fetched and
+ * not acked is given back (a NAK, redelivered at once) when the source
+ * stops, and delivered again after the ack wait when spated died or the
+ * connection broke. Nodes that run the same source pull from the same
+ * durable consumer: the server shares its messages among them.
  *
  * Core: a subscription (a queue group with queue=Q, so nodes share the
  * messages) whose messages wait in the library's buffer, bounded by
@@ -28,10 +31,13 @@
  * the manager connects again with back-off, so that every (re)connect
  * starts from the same place (connect_).
  */
+#include <errno.h>
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/limits.h"
@@ -54,10 +60,26 @@ typedef struct nats_cfg {
 struct src_conn {
     const nats_cfg *cfg;
     natsConnection *nc;
+    natsConnection *acks; /* JetStream: where the acks go, buffered */
     jsCtx *js;
     natsSubscription *sub;
     /* JetStream: the messages of the last fetch, acked (and freed) by ack. */
     natsMsgList held;
+    /* JetStream: the puller thread fetches the next batch while the
+     * manager publishes this one (one batch ahead, no more), so that the
+     * round trip of a pull overlaps spate's commit. Under mu. */
+    pthread_t puller;
+    int puller_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int want;  /* the puller is to fetch (or fetching) */
+    int ready; /* it fetched: next, pull_status, pull_err */
+    int stop;  /* it is to end */
+    size_t pull_max;
+    uint32_t pull_wait_ms;
+    natsMsgList next;
+    natsStatus pull_status;
+    char pull_err[256];
 };
 
 /* A subject to subscribe to: dot-separated tokens, none empty, '*' and '>'
@@ -229,10 +251,40 @@ static void nats_err(char *err, size_t errcap, const char *what, natsStatus s)
     snprintf(err, errcap, "%s: %s", what, text);
 }
 
+/* Gives msgs back to the server for a redelivery at once (a stop, a
+ * failed publish), rather than after the ack wait; on a broken connection
+ * that fails, and the ack wait it is. */
+static void give_back(natsMsgList *msgs)
+{
+    for (int i = 0; i < msgs->Count; i++) natsMsg_Nak(msgs->Msgs[i], NULL);
+    natsMsgList_Destroy(msgs);
+    memset(msgs, 0, sizeof *msgs);
+}
+
 static void disconnect(src_conn *c)
 {
     if (!c) return;
-    natsMsgList_Destroy(&c->held);
+    if (c->puller_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = 1;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        /* Ends the fetch under way (on the wire, its messages come again
+         * after the ack wait). */
+        if (c->sub) natsSubscription_Unsubscribe(c->sub);
+        pthread_join(c->puller, NULL);
+        give_back(&c->next);
+    }
+    give_back(&c->held);
+    if (c->puller_started) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+    }
+    if (c->acks) {
+        natsConnection_FlushTimeout(c->acks, SPATE_SOURCE_IO_TIMEOUT_MS); /* the last acks */
+        natsConnection_Close(c->acks);
+        natsConnection_Destroy(c->acks);
+    }
     if (c->sub) natsSubscription_Destroy(c->sub);
     if (c->js) jsCtx_Destroy(c->js);
     if (c->nc) {
@@ -313,6 +365,8 @@ static natsStatus subscribe_core(src_conn *c, char *err, size_t errcap)
     return s;
 }
 
+static void *pull(void *arg);
+
 static int connect_(const void *cfgp, const char *consumer, src_conn **out, char *err,
                     size_t errcap)
 {
@@ -334,13 +388,19 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK) s = natsOptions_SetURL(o, url);
     if (s == NATS_OK) s = natsOptions_SetName(o, name);
-    if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true); /* acks go out at once */
+    /* Pull requests go out at once, not after the library's flusher (1 ms). */
+    if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(o, false);
     if (s == NATS_OK) s = natsOptions_SetTimeout(o, SPATE_SOURCE_IO_TIMEOUT_MS);
     if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(o, SPATE_SOURCE_NATS_PENDING_MSGS);
     if (s == NATS_OK && cfg->user[0]) s = natsOptions_SetUserInfo(o, cfg->user, cfg->pass);
     if (s == NATS_OK && cfg->token[0]) s = natsOptions_SetToken(o, cfg->token);
     if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
+    /* The acks through a second connection that buffers: a batch's acks
+     * leave in one write (natsMsg_Ack on the first would write each: a
+     * third of the time a batch took). */
+    if (s == NATS_OK && cfg->stream[0]) s = natsOptions_SetSendAsap(o, false);
+    if (s == NATS_OK && cfg->stream[0]) s = natsConnection_Connect(&c->acks, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
         char what[400];
@@ -353,6 +413,22 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     if (s != NATS_OK) {
         disconnect(c);
         return ERR_IO;
+    }
+    if (cfg->stream[0]) {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_mutex_init(&c->mu, NULL);
+        pthread_cond_init(&c->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&c->puller, NULL, pull, c) != 0) {
+            pthread_mutex_destroy(&c->mu);
+            pthread_cond_destroy(&c->cv);
+            snprintf(err, errcap, "cannot start a thread");
+            disconnect(c);
+            return ERR_NOMEM;
+        }
+        c->puller_started = 1;
     }
     err[0] = '\0';
     *out = c;
@@ -408,18 +484,78 @@ static int convert(src_batch *b, src_entry *e, natsMsg *m, const src_limits *lim
     return src_entry_json_key(b, e, lim->key_field) ? ERR_NOMEM : 0;
 }
 
+/* The puller thread: one fetch each time the manager's fetch asks. */
+static void *pull(void *arg)
+{
+    src_conn *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && (!c->want || c->ready)) pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop) break;
+        int max = (int)c->pull_max;
+        int64_t wait_ms = c->pull_wait_ms;
+        pthread_mutex_unlock(&c->mu);
+        natsMsgList got = {0};
+        jsErrCode jerr = 0;
+        char err[sizeof c->pull_err] = "";
+        natsStatus s = natsSubscription_Fetch(&got, c->sub, max, wait_ms, &jerr);
+        if (s != NATS_OK && s != NATS_TIMEOUT) nats_err(err, sizeof err, "fetch", s);
+        pthread_mutex_lock(&c->mu);
+        c->next = got;
+        c->pull_status = s;
+        memcpy(c->pull_err, err, sizeof err);
+        c->ready = 1;
+        c->want = 0;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Asks the puller for a batch (under mu). */
+static void ask_pull(src_conn *c, size_t max, uint32_t wait_ms)
+{
+    c->pull_max = max;
+    c->pull_wait_ms = wait_ms;
+    c->want = 1;
+    pthread_cond_broadcast(&c->cv);
+}
+
 static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms,
                     src_batch *out, char *err, size_t errcap)
 {
-    natsMsgList_Destroy(&c->held); /* not acked: a failed publish; they come again */
-    memset(&c->held, 0, sizeof c->held);
-    jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&c->held, c->sub, (int)max, wait_ms, &jerr);
-    if (s == NATS_TIMEOUT) return 0;
-    if (s != NATS_OK) {
-        nats_err(err, errcap, "fetch", s);
+    give_back(&c->held); /* not acked: a publish that did not commit */
+    pthread_mutex_lock(&c->mu);
+    if (!c->want && !c->ready) ask_pull(c, max, wait_ms);
+    /* The fetch waits wait_ms at most; beyond that (and the I/O timeout)
+     * the puller is stuck: the connection is dropped. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ms = (uint64_t)wait_ms + SPATE_SOURCE_IO_TIMEOUT_MS;
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int timed_out = 0;
+    while (!c->ready && !timed_out)
+        timed_out = pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT;
+    if (!c->ready) {
+        pthread_mutex_unlock(&c->mu);
+        snprintf(err, errcap, "fetch: no answer in %llu ms", (unsigned long long)ms);
         return ERR_IO;
     }
+    c->held = c->next;
+    memset(&c->next, 0, sizeof c->next);
+    natsStatus s = c->pull_status;
+    c->ready = 0;
+    if (s != NATS_OK && s != NATS_TIMEOUT) snprintf(err, errcap, "%s", c->pull_err);
+    /* A full batch: more are likely waiting, the next is fetched now. */
+    if (s == NATS_OK && c->held.Count > 0) ask_pull(c, max, wait_ms);
+    pthread_mutex_unlock(&c->mu);
+    if (s == NATS_TIMEOUT) return 0;
+    if (s != NATS_OK) return ERR_IO;
     for (int i = 0; i < c->held.Count; i++) {
         natsMsg *m = c->held.Msgs[i];
         jsMsgMetaData *meta = NULL;
@@ -479,12 +615,16 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
 }
 
 /* JetStream: each message of the last fetch acked (the batch is what the
- * manager committed). Core: nothing to ack. */
+ * manager committed): "+ACK" to its reply subject, what natsMsg_Ack sends,
+ * on the buffering connection. Core: nothing to ack. */
 static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
 {
     (void)b;
     natsStatus s = NATS_OK;
-    for (int i = 0; i < c->held.Count && s == NATS_OK; i++) s = natsMsg_Ack(c->held.Msgs[i], NULL);
+    for (int i = 0; i < c->held.Count && s == NATS_OK; i++) {
+        const char *reply = natsMsg_GetReply(c->held.Msgs[i]);
+        if (reply) s = natsConnection_Publish(c->acks, reply, "+ACK", 4);
+    }
     natsMsgList_Destroy(&c->held);
     memset(&c->held, 0, sizeof c->held);
     if (s != NATS_OK) {
