@@ -166,12 +166,13 @@ def test_jetstream_keys_and_refusals(make_spated, functions, tmp_path, nats):
     n.stream("ACCTS", "accts")
     rec = deploy_recorder(d, functions, tmp_path)
     add_trigger(d, "t", "rec")
-    status, doc = add_source(d, "s", n.url("accts?stream=ACCTS&consumer=mine"), "t",
-                             key_field="acct")
-    assert status == 201, doc
+    # All in the stream first: one fetch takes them together, keys side by side.
     n.run("one", "accts", '{"acct":"a1","v":1}', '{"v":2}', "not-json")  # 2 refused (no key)
     n.publish("accts", 0, 1, size=5000)  # over --message-max: refused, acked
     n.run("one", "accts", '{"acct":"a2","v":3}')  # later messages still arrive
+    status, doc = add_source(d, "s", n.url("accts?stream=ACCTS&consumer=mine"), "t",
+                             key_field="acct")
+    assert status == 201, doc
     assert wait_for(lambda: source(d, "s")["committed"] == 2, timeout=30), source(d, "s")
     assert wait_for(lambda: source(d, "s")["refused"] == 3, timeout=30), source(d, "s")
     assert wait_for(lambda: len(seen(rec)) == 2, timeout=30)
