@@ -145,7 +145,10 @@ const cli_cmd cli_source_cmds[] = {
      "Drain an upstream broker into a topic: each entry becomes a message of\n"
      "--to TOPIC, acknowledged upstream only once it is durable in spate.\n"
      "URL: redis://[USER:PASS@]HOST:PORT/STREAM?group=G (Redis Streams, a\n"
-     "consumer group). An existing source of that name is replaced.",
+     "consumer group).\n"
+     "URL: nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S (NATS JetStream,\n"
+     "a durable pull consumer), or without stream=S (core NATS: at most once).\n"
+     "An existing source of that name is replaced.",
      source_add},
     {"source ls", "", 0, 0, NULL, "list sources",
      "List sources: state, topic, committed entries, upstream lag, URL (its\n"
@@ -153,8 +156,9 @@ const cli_cmd cli_source_cmds[] = {
      source_ls},
     {"source status", "NAME", 1, 1, NULL, "a source's state, counters, last error",
      "A source's state (connecting, running, backing-off), whether it is\n"
-     "connected, entries received, committed and refused, upstream lag, and\n"
-     "the last error.",
+     "connected, entries received, committed and refused, upstream lag, the\n"
+     "last error, its delivery (at-least-once, at-most-once) and what an\n"
+     "at-most-once source dropped.",
      source_status},
     {"source rm", "NAME", 1, 1, NULL, "remove a source",
      "Remove a source: it stops taking entries; what it fetched and did not\n"
