@@ -269,9 +269,8 @@ static void disconnect(src_conn *c)
         c->stop = 1;
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&c->mu);
-        /* Ends the fetch under way (on the wire, its messages come again
-         * after the ack wait). */
-        if (c->sub) natsSubscription_Unsubscribe(c->sub);
+        /* After the fetch under way (SPATE_SOURCE_WAIT_MS at most). Not
+         * natsSubscription_Unsubscribe, which would delete the consumer. */
         pthread_join(c->puller, NULL);
         give_back(&c->next);
     }
@@ -285,12 +284,12 @@ static void disconnect(src_conn *c)
         natsConnection_Close(c->acks);
         natsConnection_Destroy(c->acks);
     }
+    /* Closed first, so that destroying the subscription unsubscribes
+     * nothing upstream: the durable consumer stays, with its position. */
+    if (c->nc) natsConnection_Close(c->nc);
     if (c->sub) natsSubscription_Destroy(c->sub);
     if (c->js) jsCtx_Destroy(c->js);
-    if (c->nc) {
-        natsConnection_Close(c->nc);
-        natsConnection_Destroy(c->nc);
-    }
+    if (c->nc) natsConnection_Destroy(c->nc);
     free(c);
 }
 
@@ -309,9 +308,6 @@ static natsStatus subscribe_js(src_conn *c, char *err, size_t errcap)
     char what[600];
     snprintf(what, sizeof what, "cannot pull from stream '%s' as consumer '%s'", cfg->stream,
              cfg->durable);
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = cfg->stream;
     /* A consumer that exists (an earlier run's, another node's, the
      * user's) is bound as it is, once it acks explicitly: an ack policy of
      * none or all would lose messages of a batch not yet committed. */
@@ -332,18 +328,33 @@ static natsStatus subscribe_js(src_conn *c, char *err, size_t errcap)
                      what, (long long)(cc->AckWait / 1000000000LL), cfg->ack_wait_s);
         jsConsumerInfo_Destroy(ci);
         if (err[0]) return NATS_ERR;
-        so.Consumer = cfg->durable;
     } else if (jerr != JSConsumerNotFoundErr) {
         nats_err(err, errcap, what, s);
         return s;
     } else {
-        /* Created: every message the stream holds, acked one by one. */
-        so.Config.Durable = cfg->durable;
-        so.Config.AckPolicy = js_AckExplicit;
-        so.Config.DeliverPolicy = js_DeliverAll;
-        so.Config.AckWait = (int64_t)cfg->ack_wait_s * 1000000000LL;
-        so.Config.MaxAckPending = SPATE_SOURCE_NATS_ACK_PENDING;
+        /* Created here, not by the subscription: the library deletes a
+         * consumer it created when its subscription ends (a removed
+         * source, a reconnect, spated stopping), and the next would start
+         * the stream over. Every message the stream holds, acked one by one. */
+        jsConsumerConfig cc;
+        jsConsumerConfig_Init(&cc);
+        cc.Durable = cfg->durable;
+        cc.AckPolicy = js_AckExplicit;
+        cc.DeliverPolicy = js_DeliverAll;
+        cc.AckWait = (int64_t)cfg->ack_wait_s * 1000000000LL;
+        cc.MaxAckPending = SPATE_SOURCE_NATS_ACK_PENDING;
+        cc.FilterSubject = cfg->subject;
+        s = js_AddConsumer(&ci, c->js, cfg->stream, &cc, NULL, &jerr);
+        jsConsumerInfo_Destroy(ci);
+        if (s != NATS_OK) {
+            nats_err(err, errcap, what, s);
+            return s;
+        }
     }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = cfg->stream;
+    so.Consumer = cfg->durable;
     s = js_PullSubscribe(&c->sub, c->js, cfg->subject, cfg->durable, NULL, &so, &jerr);
     if (s != NATS_OK) nats_err(err, errcap, what, s);
     return s;
@@ -644,7 +655,8 @@ static int64_t lag(src_conn *c)
     }
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
-    if (natsSubscription_GetConsumerInfo(&ci, c->sub, NULL, &jerr) != NATS_OK) return -1;
+    if (js_GetConsumerInfo(&ci, c->js, c->cfg->stream, c->cfg->durable, NULL, &jerr) != NATS_OK)
+        return -1;
     int64_t out = (int64_t)ci->NumPending;
     jsConsumerInfo_Destroy(ci);
     return out;

@@ -157,7 +157,18 @@ def test_jetstream_messages_all_processed_and_acked_after_commit(spated, functio
     assert 'spate_source_committed_total{source="orders-in"} 500' in metrics
     assert 'spate_source_connected{source="orders-in"} 1' in metrics
     assert 'spate_source_dropped_total{source="orders-in"}' not in metrics
+    # spated stopped and started: the consumer goes on where it was (the
+    # stream is not drained again).
+    spated.stop()
+    spated.start()
+    n.publish("orders.new", 500, 1)
+    assert wait_for(lambda: "e500" in seen(rec), timeout=30)
+    time.sleep(1)
+    assert len(seen(rec)) == 501 and source(spated, "orders-in")["received"] == 1
     assert spated.request("DELETE", "/v1/sources/orders-in")[0] == 204
+    # Removed, it keeps its durable consumer upstream (and its position).
+    time.sleep(1)
+    assert n.consumer("ORDERS", "spate-orders-in") == (0, 0)
 
 
 def test_jetstream_keys_and_refusals(make_spated, functions, tmp_path, nats):
