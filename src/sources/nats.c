@@ -77,7 +77,9 @@ struct src_conn {
     int stop;  /* it is to end */
     size_t pull_max;
     uint32_t pull_wait_ms;
+    src_limits pull_lim;
     natsMsgList next;
+    src_batch pre; /* next's messages converted */
     natsStatus pull_status;
     char pull_err[256];
 };
@@ -273,6 +275,7 @@ static void disconnect(src_conn *c)
          * natsSubscription_Unsubscribe, which would delete the consumer. */
         pthread_join(c->puller, NULL);
         give_back(&c->next);
+        src_batch_free(&c->pre);
     }
     give_back(&c->held);
     if (c->puller_started) {
@@ -432,9 +435,11 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
         pthread_mutex_init(&c->mu, NULL);
         pthread_cond_init(&c->cv, &ca);
         pthread_condattr_destroy(&ca);
+        src_batch_init(&c->pre);
         if (pthread_create(&c->puller, NULL, pull, c) != 0) {
             pthread_mutex_destroy(&c->mu);
             pthread_cond_destroy(&c->cv);
+            src_batch_free(&c->pre);
             snprintf(err, errcap, "cannot start a thread");
             disconnect(c);
             return ERR_NOMEM;
@@ -495,7 +500,32 @@ static int convert(src_batch *b, src_entry *e, natsMsg *m, const src_limits *lim
     return src_entry_json_key(b, e, lim->key_field) ? ERR_NOMEM : 0;
 }
 
-/* The puller thread: one fetch each time the manager's fetch asks. */
+/* The messages of got as entries of b (its stream sequence the id). */
+static int convert_js(const natsMsgList *got, const src_limits *lim, src_batch *b, char *err,
+                      size_t errcap)
+{
+    for (int i = 0; i < got->Count; i++) {
+        natsMsg *m = got->Msgs[i];
+        jsMsgMetaData *meta = NULL;
+        char id[32] = "?";
+        if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
+            snprintf(id, sizeof id, "%llu", (unsigned long long)meta->Sequence.Stream);
+        src_entry *e = src_batch_add(b, id, strlen(id));
+        if (e && meta) {
+            e->ts_ms = meta->Timestamp / 1000000;
+            e->redelivered = meta->NumDelivered > 1;
+        }
+        jsMsgMetaData_Destroy(meta);
+        if (!e || convert(b, e, m, lim)) {
+            snprintf(err, errcap, "out of memory");
+            return ERR_NOMEM;
+        }
+    }
+    return 0;
+}
+
+/* The puller thread: one fetch each time the manager's fetch asks, its
+ * messages converted to the entries of pre meanwhile. */
 static void *pull(void *arg)
 {
     src_conn *c = arg;
@@ -505,12 +535,15 @@ static void *pull(void *arg)
         if (c->stop) break;
         int max = (int)c->pull_max;
         int64_t wait_ms = c->pull_wait_ms;
+        src_limits lim = c->pull_lim;
         pthread_mutex_unlock(&c->mu);
         natsMsgList got = {0};
         jsErrCode jerr = 0;
         char err[sizeof c->pull_err] = "";
         natsStatus s = natsSubscription_Fetch(&got, c->sub, max, wait_ms, &jerr);
         if (s != NATS_OK && s != NATS_TIMEOUT) nats_err(err, sizeof err, "fetch", s);
+        src_batch_reset(&c->pre); /* the puller's until ready */
+        if (s == NATS_OK && convert_js(&got, &lim, &c->pre, err, sizeof err)) s = NATS_NO_MEMORY;
         pthread_mutex_lock(&c->mu);
         c->next = got;
         c->pull_status = s;
@@ -524,10 +557,11 @@ static void *pull(void *arg)
 }
 
 /* Asks the puller for a batch (under mu). */
-static void ask_pull(src_conn *c, size_t max, uint32_t wait_ms)
+static void ask_pull(src_conn *c, size_t max, uint32_t wait_ms, const src_limits *lim)
 {
     c->pull_max = max;
     c->pull_wait_ms = wait_ms;
+    c->pull_lim = *lim;
     c->want = 1;
     pthread_cond_broadcast(&c->cv);
 }
@@ -537,7 +571,7 @@ static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wai
 {
     give_back(&c->held); /* not acked: a publish that did not commit */
     pthread_mutex_lock(&c->mu);
-    if (!c->want && !c->ready) ask_pull(c, max, wait_ms);
+    if (!c->want && !c->ready) ask_pull(c, max, wait_ms, lim);
     /* The fetch waits wait_ms at most; beyond that (and the I/O timeout)
      * the puller is stuck: the connection is dropped. */
     struct timespec ts;
@@ -562,34 +596,16 @@ static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wai
     natsStatus s = c->pull_status;
     c->ready = 0;
     if (s != NATS_OK && s != NATS_TIMEOUT) snprintf(err, errcap, "%s", c->pull_err);
-    /* A full batch: more are likely waiting, the next is fetched now. */
-    if (s == NATS_OK && c->held.Count > 0) ask_pull(c, max, wait_ms);
+    /* The converted batch is the caller's; the caller's (emptied) the
+     * puller's for the next. */
+    src_batch swap = *out;
+    *out = c->pre;
+    c->pre = swap;
+    /* A batch came: more are likely waiting, the next is fetched now. */
+    if (s == NATS_OK && c->held.Count > 0) ask_pull(c, max, wait_ms, lim);
     pthread_mutex_unlock(&c->mu);
     if (s == NATS_TIMEOUT) return 0;
-    if (s != NATS_OK) return ERR_IO;
-    for (int i = 0; i < c->held.Count; i++) {
-        natsMsg *m = c->held.Msgs[i];
-        jsMsgMetaData *meta = NULL;
-        char id[32] = "?";
-        if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
-            snprintf(id, sizeof id, "%llu", (unsigned long long)meta->Sequence.Stream);
-        src_entry *e = src_batch_add(out, id, strlen(id));
-        if (!e) {
-            jsMsgMetaData_Destroy(meta);
-            snprintf(err, errcap, "out of memory");
-            return ERR_NOMEM;
-        }
-        if (meta) {
-            e->ts_ms = meta->Timestamp / 1000000;
-            e->redelivered = meta->NumDelivered > 1;
-            jsMsgMetaData_Destroy(meta);
-        }
-        if (convert(out, e, m, lim)) {
-            snprintf(err, errcap, "out of memory");
-            return ERR_NOMEM;
-        }
-    }
-    return 0;
+    return s == NATS_OK ? 0 : ERR_IO;
 }
 
 static int fetch_core(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms,
