@@ -267,52 +267,31 @@ static void on_published(void *data, int status, uint64_t first)
 }
 
 /* Copies the batch's messages into one publish (the thread keeps its batch
- * to publish again if this one fails). A message's key must be
- * NUL-terminated (queue.h): the keys are copied after the batch's bytes,
- * each with its NUL (in the batch a key may run on into the next entry). */
+ * to publish again if this one fails). */
 static void start_publish(source *s)
 {
     src_batch *b = &s->batch;
-    size_t keys = 0;
-    for (size_t i = 0; i < b->n; i++)
-        if (!b->e[i].refused[0] && b->e[i].has_key) keys += b->e[i].key_len + 1;
     buf body;
-    buf_init(&body, b->bytes.len + keys + 1);
+    buf_init(&body, b->bytes.len + 1);
     queue_input *in = calloc(s->to_publish, sizeof *in);
-    size_t *key_at = calloc(s->to_publish, sizeof *key_at);
-    int rc = !in || !key_at || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len));
-    size_t k = 0;
-    for (size_t i = 0; !rc && i < b->n; i++) {
-        const src_entry *e = &b->e[i];
-        if (e->refused[0]) continue;
-        if (e->has_key) {
-            key_at[k] = body.len;
-            rc = buf_append(&body, b->bytes.data + e->key_at, e->key_len) ||
-                 buf_append(&body, "", 1);
-        }
-        k++;
-    }
-    if (rc) {
+    if (!in || (b->bytes.len && buf_append(&body, b->bytes.data, b->bytes.len))) {
         free(in);
-        free(key_at);
         buf_free(&body);
         on_published(s, ERR_NOMEM, 0);
         return;
     }
     const char *base = body.data ? body.data : "";
-    k = 0;
+    size_t k = 0;
     for (size_t i = 0; i < b->n; i++) {
         const src_entry *e = &b->e[i];
         if (e->refused[0]) continue;
-        in[k] = (queue_input){.key = e->has_key ? base + key_at[k] : NULL,
-                              .key_len = (uint32_t)e->key_len,
-                              .data = base + e->data_at,
-                              .len = (uint32_t)e->len};
-        k++;
+        in[k++] = (queue_input){.key = e->has_key ? base + e->key_at : NULL,
+                                .key_len = (uint32_t)e->key_len,
+                                .data = base + e->data_at,
+                                .len = (uint32_t)e->len};
     }
     queue_publish(s->mgr->q, s->cfg.topic, &body, in, k, on_published, s);
     free(in);
-    free(key_at);
 }
 
 static void source_free(source *s)
