@@ -50,6 +50,10 @@ static cJSON *source_json(const source_view *v)
         cJSON_AddStringToObject(o, "lease_holder", v->lease_holder);
     else
         cJSON_AddNullToObject(o, "lease_holder");
+    if (v->dropped >= 0)
+        cJSON_AddNumberToObject(o, "dropped", (double)v->dropped);
+    else
+        cJSON_AddNullToObject(o, "dropped");
     return o;
 }
 
@@ -175,6 +179,9 @@ void api_sources(api *a, http_request *req, const route_match *m)
 
 /* --- /metrics ------------------------------------------------------------------------------ */
 
+/* The source metrics, in the order they are written. */
+enum { M_RECEIVED, M_COMMITTED, M_REFUSED, M_DEAD, M_CONNECTED, M_LAG, M_INFO, M_DROPPED };
+
 typedef struct metric_pass {
     buf *out;
     const char *name;
@@ -184,7 +191,8 @@ typedef struct metric_pass {
 static void metric_row(const source_view *v, void *data)
 {
     metric_pass *p = data;
-    if (p->which == 5) {
+    switch (p->which) {
+    case M_INFO: {
         /* Names follow names.h and the scheme is letters: nothing to escape. */
         const char *sep = strstr(v->url, "://");
         int n = sep ? (int)(sep - v->url) : 0;
@@ -192,18 +200,24 @@ static void metric_row(const source_view *v, void *data)
                    v->topic, n > 16 ? 16 : n, v->url);
         return;
     }
-    if (p->which == 4) {
+    case M_LAG:
         /* Only where the upstream tells it; the topic says where it drains to. */
         if (v->lag >= 0)
             buf_printf(p->out, "%s{source=\"%s\",topic=\"%s\"} %lld\n", p->name, v->name, v->topic,
                        (long long)v->lag);
         return;
+    case M_DROPPED:
+        if (v->dropped < 0) return; /* only where the library can drop */
+        break;
+    default:
+        break;
     }
-    double x = p->which == 0   ? (double)v->received
-               : p->which == 1 ? (double)v->committed
-               : p->which == 2 ? (double)v->refused
-               : p->which == 3 ? (double)v->dead_lettered
-                               : (double)v->connected;
+    double x = p->which == M_RECEIVED    ? (double)v->received
+               : p->which == M_COMMITTED ? (double)v->committed
+               : p->which == M_REFUSED   ? (double)v->refused
+               : p->which == M_DEAD      ? (double)v->dead_lettered
+               : p->which == M_DROPPED   ? (double)v->dropped
+                                         : (double)v->connected;
     /* The label is the source's name (names.h: nothing to escape), never its URL. */
     buf_printf(p->out, "%s{source=\"%s\"} %.17g\n", p->name, v->name, x);
 }
@@ -214,6 +228,7 @@ void api_sources_metrics(api *a, buf *out)
     static const struct {
         const char *name, *type, *help;
     } g[] = {
+        /* Indexed by M_...: */
         {"spate_source_received_total", "counter", "Entries fetched upstream (redeliveries too)."},
         {"spate_source_committed_total", "counter",
          "Entries published into the topic and then acknowledged upstream."},
@@ -225,6 +240,8 @@ void api_sources_metrics(api *a, buf *out)
         {"spate_source_lag", "gauge",
          "Entries upstream not yet delivered to the source (where the broker tells it)."},
         {"spate_source_info", "gauge", "1 per source: the topic it drains into, its scheme."},
+        {"spate_source_dropped_total", "counter",
+         "Messages an at-most-once source's client library dropped (core NATS: slow consumer)."},
     };
     for (int k = 0; k < (int)(sizeof g / sizeof g[0]); k++) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", g[k].name, g[k].help, g[k].name, g[k].type);

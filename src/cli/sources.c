@@ -110,7 +110,13 @@ static int source_status(const cli *c, cli_args *a)
            cli_json_num(s, "dead_lettered"));
     if (cJSON_IsNumber(lag)) printf("lag        %.0f\n", lag->valuedouble);
     const char *delivery = cli_json_str(s, "delivery");
-    if (delivery && *delivery) printf("delivery   %s\n", delivery);
+    if (delivery && *delivery)
+        printf("delivery   %s%s\n", delivery,
+               strcmp(delivery, "at-most-once") == 0
+                   ? " (what is published upstream while not connected, or dropped, is lost)"
+                   : "");
+    const cJSON *dropped = cJSON_GetObjectItemCaseSensitive(s, "dropped");
+    if (cJSON_IsNumber(dropped)) printf("dropped    %.0f\n", dropped->valuedouble);
     /* In a cluster: one node runs a source without a consumer group. */
     const char *holder = cli_json_str(s, "lease_holder");
     if (holder && *holder) printf("runs on    node %s (holds its lease)\n", holder);
@@ -144,8 +150,10 @@ const cli_cmd cli_source_cmds[] = {
      "--to TOPIC, acknowledged upstream only once it is durable in spate.\n"
      "URL: redis://[USER:PASS@]HOST:PORT/STREAM?group=G (Redis Streams, a\n"
      "consumer group), mqtt://[USER:PASS@]HOST:PORT/TOPIC-FILTER?qos=1 (MQTT,\n"
-     "a persistent session; '#' written %23). An existing source of that name\n"
-     "is replaced.",
+     "a persistent session; '#' written %23),\n"
+     "nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S (NATS JetStream,\n"
+     "a durable pull consumer), or without stream=S (core NATS: at most once).\n"
+     "An existing source of that name is replaced.",
      source_add},
     {"source ls", "", 0, 0, NULL, "list sources",
      "List sources: state, topic, committed entries, upstream lag, URL (its\n"
@@ -153,8 +161,9 @@ const cli_cmd cli_source_cmds[] = {
      source_ls},
     {"source status", "NAME", 1, 1, NULL, "a source's state, counters, last error",
      "A source's state (connecting, running, backing-off), whether it is\n"
-     "connected, entries received, committed and refused, upstream lag, and\n"
-     "the last error.",
+     "connected, entries received, committed and refused, upstream lag, the\n"
+     "last error, its delivery (at-least-once, at-most-once) and what an\n"
+     "at-most-once source dropped.",
      source_status},
     {"source rm", "NAME", 1, 1, NULL, "remove a source",
      "Remove a source: it stops taking entries; what it fetched and did not\n"

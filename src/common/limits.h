@@ -519,5 +519,25 @@
  * headers take about 300 bytes. Over it the upstream headers' line, then the
  * upstream id's, is left out and a Spate-...-Omitted line says so. */
 #define SPATE_EXEC_ATTR_HEADERS_MAX 600
+/* NATS (sources/nats.c). A subject in a source's URL (the server's own
+ * limit is larger; this one keeps log lines and status readable). */
+#define SPATE_SOURCE_NATS_SUBJECT_MAX 256
+/* JetStream: how long the server waits for an ack before it delivers a
+ * message again (s; ack_wait=S in the URL, up to the max). A fetched batch
+ * is acked once committed, which takes far less unless the store refuses;
+ * then a redelivery is a duplicate, never a loss. */
+#define SPATE_SOURCE_NATS_ACK_WAIT_S 30
+#define SPATE_SOURCE_NATS_ACK_WAIT_MAX_S 3600
+/* JetStream: unacknowledged messages the durable consumer may have out at
+ * once, all nodes together: two batches per node (one published, the next
+ * pulled meanwhile), with room for 8 nodes (or a dead node's batches
+ * waiting for their ack wait). Beyond it the server holds the rest. */
+#define SPATE_SOURCE_NATS_ACK_PENDING (16 * SPATE_SOURCE_BATCH_MAX)
+/* Core NATS: messages (and bytes) the library buffers for a subscription
+ * before the source fetches them; beyond, it drops them (a slow consumer,
+ * counted as the source's "dropped"): at most once, the bound is what a
+ * crash or a slow topic can lose. */
+#define SPATE_SOURCE_NATS_PENDING_MSGS 16384
+#define SPATE_SOURCE_NATS_PENDING_BYTES (16 * 1024 * 1024)
 
 #endif /* SPATE_LIMITS_H */

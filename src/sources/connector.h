@@ -22,7 +22,8 @@ typedef struct src_entry {
     char *id;       /* upstream id, owned (acked by it) */
     size_t data_at; /* payload: offset and length in the batch's bytes */
     size_t len;
-    size_t key_at; /* key: offset and length in the batch's bytes */
+    size_t key_at; /* key: offset and length in the batch's bytes, followed
+                    * there by a NUL (the queue takes keys NUL-terminated) */
     size_t key_len;
     int has_key;
     /* Attributes kept with the message (DESIGN.md "Round 2"): the upstream
@@ -60,6 +61,13 @@ void src_entry_refuse(src_entry *e, const char *fmt, ...) __attribute__((format(
 int src_entry_header(src_batch *b, src_entry *e, const char *name, size_t nlen, const void *val,
                      size_t vlen);
 int src_entry_headers_end(src_batch *b, src_entry *e);
+/* --key-field for a payload that is a JSON object (one message as the HTTP
+ * publish's Spate-Key-Field takes it): e's key is the payload's top-level
+ * field key_field, a string or the JSON text of a number or boolean,
+ * appended to the batch's bytes with its NUL. A payload that is not one JSON object, a
+ * missing field, a key over SPATE_KEY_MAX or not UTF-8 refuse e. Nothing
+ * when key_field is NULL or "". -1: no memory. */
+int src_entry_json_key(src_batch *b, src_entry *e, const char *key_field);
 
 /* Limits a connector applies to every entry: over them an entry is refused. */
 typedef struct src_limits {
@@ -109,6 +117,9 @@ typedef struct connector {
      * the registry: group returns 0, or is left NULL (the default, which
      * never consumes twice). One node alone runs every source either way. */
     int (*group)(const void *cfg);
+    /* Optional. Messages the client library dropped on this connection
+     * (an at-most-once upstream's slow consumer). */
+    int64_t (*dropped)(src_conn *c);
 } connector;
 
 /* The connector of url's scheme, or NULL with why in err (unknown scheme,
@@ -125,6 +136,7 @@ typedef struct src_url {
     int port;       /* 0: none given */
     char path[512]; /* without its leading '/' */
     char *query;    /* owned: the raw query, "" if none */
+    int has_pass;   /* a ':' after the user: USER:PASS@, else USER@ (a NATS token) */
 } src_url;
 int src_url_parse(const char *url, src_url *out, char *err, size_t errcap);
 void src_url_free(src_url *u);

@@ -51,6 +51,9 @@ struct source {
     int64_t last_error_ms;
     uint64_t received, committed, refused, dead_lettered, publish_failures;
     int64_t lag;
+    /* Dropped by the client library (at-most-once upstreams): on closed
+     * connections, and the current one's count. */
+    uint64_t dropped_before, dropped_now;
     /* The thread's, lent to the loop while submitted. */
     src_batch batch;
     size_t to_publish; /* entries of batch not refused */
@@ -133,6 +136,28 @@ static int publish_batch(source *s)
     return rc;
 }
 
+/* Takes the connection's dropped count into the source's (before a
+ * disconnect, closing says so: the next connection counts from 0). */
+static void count_dropped(source *s, src_conn *c, int closing)
+{
+    if (!s->conn->dropped) return;
+    int64_t n = s->conn->dropped(c);
+    pthread_mutex_lock(&s->mu);
+    s->dropped_now = n > 0 ? (uint64_t)n : 0;
+    if (closing) {
+        s->dropped_before += s->dropped_now;
+        s->dropped_now = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Closes c, its dropped messages counted. */
+static void drop_conn(source *s, src_conn *c)
+{
+    count_dropped(s, c, 1);
+    s->conn->disconnect(c);
+}
+
 static void *run(void *arg)
 {
     source *s = arg;
@@ -159,7 +184,7 @@ static void *run(void *arg)
         if (s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, SPATE_SOURCE_WAIT_MS, &s->batch, err,
                            sizeof err) != 0) {
             set_error(s, "", err);
-            s->conn->disconnect(c);
+            drop_conn(s, c);
             c = NULL;
             set_state(s, "backing-off", 0);
             pause_ms(s, next_backoff(&backoff));
@@ -172,6 +197,7 @@ static void *run(void *arg)
             pthread_mutex_lock(&s->mu);
             s->lag = lag;
             pthread_mutex_unlock(&s->mu);
+            count_dropped(s, c, 0);
         }
         if (s->batch.n == 0) {
             backoff = 0;
@@ -207,7 +233,7 @@ static void *run(void *arg)
             /* Committed here but not acked there: the pending entries come
              * again after the reconnect (at least once). */
             set_error(s, "", err);
-            s->conn->disconnect(c);
+            drop_conn(s, c);
             c = NULL;
         }
         for (size_t i = 0; i < s->batch.n; i++)
@@ -222,7 +248,7 @@ static void *run(void *arg)
         s->dead_lettered += s->to_dead;
         pthread_mutex_unlock(&s->mu);
     }
-    if (c) s->conn->disconnect(c);
+    if (c) drop_conn(s, c);
     pthread_mutex_lock(&s->mu);
     s->exited = 1;
     s->connected = 0;
@@ -738,9 +764,13 @@ static void view(source *s, sources_view_cb cb, void *data)
     v.dead_lettered = s->dead_lettered;
     v.publish_failures = s->publish_failures;
     v.lag = s->lag;
+    int64_t dropped = (int64_t)(s->dropped_before + s->dropped_now);
     pthread_mutex_unlock(&s->mu);
     v.delivery = "at-least-once";
     if (s->ccfg && s->conn->delivery) v.delivery = s->conn->delivery(s->ccfg);
+    /* Only an at-most-once source can lose what its library dropped. */
+    v.dropped =
+        s->conn && s->conn->dropped && strcmp(v.delivery, "at-most-once") == 0 ? dropped : -1;
     cb(&v, data);
 }
 

@@ -69,6 +69,7 @@ typedef struct source_view {
      * when none is known or spated runs alone); 0: on every node. */
     int leased;
     char lease_holder[64];
+    int64_t dropped; /* dropped by the client library (at-most-once); -1: cannot be */
 } source_view;
 typedef void (*sources_view_cb)(const source_view *v, void *data);
 /* By name. */

@@ -1,12 +1,14 @@
 /*
  * url.c - the parts of a source's URL every connector shares
- * (scheme://[USER[:PASS]@]HOST[:PORT]/PATH[?QUERY]) and redacting credentials for everything shown (sources.h).
+ * (scheme://[USER[:PASS]@]HOST[:PORT]/PATH[?QUERY]) and redacting credentials for everything shown
+ * (sources.h).
  */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/err.h"
 #include "common/limits.h"
@@ -79,6 +81,7 @@ int src_url_parse(const char *url, src_url *u, char *err, size_t errcap)
             snprintf(err, errcap, "malformed URL: bad user or password (percent-encode them)");
             return ERR_INVAL;
         }
+        u->has_pass = colon != NULL;
         host = at + 1;
     }
     const char *hend = end, *port = NULL;
@@ -201,7 +204,8 @@ int src_url_check_keys(const src_url *u, const char *const *known, char *err, si
 }
 
 /* scheme://user:secret@host... -> scheme://user:***@host...; a URL with no
- * password is shown as it is. What cannot be parsed is not shown at all. */
+ * password is shown as it is, but in a NATS URL a user alone is a token:
+ * TOKEN@HOST is shown as ***@HOST. What cannot be parsed is not shown at all. */
 void sources_url_redact(const char *url, char *out, size_t cap)
 {
     const char *sep = strstr(url, "://");
@@ -219,6 +223,10 @@ void sources_url_redact(const char *url, char *out, size_t cap)
         return;
     }
     const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    if (!colon && sep - url == 4 && strncasecmp(url, "nats", 4) == 0) {
+        snprintf(out, cap, "%.*s***%s", (int)(auth - url), url, at);
+        return;
+    }
     if (!colon) {
         snprintf(out, cap, "%s", url);
         return;
