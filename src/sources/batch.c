@@ -3,6 +3,7 @@
  * payloads and keys in one buffer, and their upstream headers as one JSON
  * object of strings each.
  */
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,4 +119,51 @@ int src_entry_headers_end(src_batch *b, src_entry *e)
     if (buf_append(&b->bytes, "}", 1) != 0) return -1;
     e->hdr_len++;
     return 0;
+}
+
+int src_entry_json_key(src_batch *b, src_entry *e, const char *key_field)
+{
+    if (!key_field || !key_field[0] || e->refused[0]) return 0;
+    const char *payload = b->bytes.data ? b->bytes.data + e->data_at : "";
+    /* The whole payload is the object: '{"a":1} junk' is not one (cJSON
+     * stops after the first value and would take it). */
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(payload, e->len, &end, 0);
+    while (doc && end && end < payload + e->len && memchr(" \t\r\n", *end, 4)) end++;
+    if (!cJSON_IsObject(doc) || end != payload + e->len) {
+        cJSON_Delete(doc);
+        src_entry_refuse(e, "the payload is not a JSON object (the key field '%s' needs one)",
+                         key_field);
+        return 0;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, key_field);
+    char *text = NULL;
+    const char *key = NULL;
+    if (cJSON_IsString(v)) {
+        key = v->valuestring;
+    } else if (cJSON_IsNumber(v) || cJSON_IsBool(v)) {
+        key = text = cJSON_PrintUnformatted(v);
+        if (!text) {
+            cJSON_Delete(doc);
+            return -1;
+        }
+    }
+    int rc = 0;
+    size_t len = key ? strlen(key) : 0;
+    if (!key)
+        src_entry_refuse(e, "the key field '%s' is missing (or not a string or number)", key_field);
+    else if (len > SPATE_KEY_MAX)
+        src_entry_refuse(e, "the key is over %d bytes", SPATE_KEY_MAX);
+    else if (!utf8_valid(key, len))
+        src_entry_refuse(e, "the key is not valid UTF-8");
+    else if (buf_append(&b->bytes, key, len) != 0)
+        rc = -1;
+    else {
+        e->key_at = b->bytes.len - len;
+        e->key_len = len;
+        e->has_key = 1;
+    }
+    free(text);
+    cJSON_Delete(doc);
+    return rc;
 }

@@ -60,6 +60,13 @@ void src_entry_refuse(src_entry *e, const char *fmt, ...) __attribute__((format(
 int src_entry_header(src_batch *b, src_entry *e, const char *name, size_t nlen, const void *val,
                      size_t vlen);
 int src_entry_headers_end(src_batch *b, src_entry *e);
+/* --key-field for a payload that is a JSON object (one message as the HTTP
+ * publish's Spate-Key-Field takes it): e's key is the payload's top-level
+ * field key_field, a string or the JSON text of a number or boolean,
+ * appended to the batch's bytes. A payload that is not one JSON object, a
+ * missing field, a key over SPATE_KEY_MAX or not UTF-8 refuse e. Nothing
+ * when key_field is NULL or "". -1: no memory. */
+int src_entry_json_key(src_batch *b, src_entry *e, const char *key_field);
 
 /* Limits a connector applies to every entry: over them an entry is refused. */
 typedef struct src_limits {

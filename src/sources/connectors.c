@@ -8,8 +8,10 @@
 #include "sources/connector.h"
 
 extern const connector connector_redis;
+/* A weak reference alone does not pull a connector's file out of the static
+ * library spated links: one that exists is named strongly. */
+extern const connector connector_amqp;
 /* Each in its own file; weak so that the table builds while one is missing. */
-extern const connector connector_amqp __attribute__((weak));
 extern const connector connector_kafka __attribute__((weak));
 extern const connector connector_nats __attribute__((weak));
 extern const connector connector_mqtt __attribute__((weak));
