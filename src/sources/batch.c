@@ -156,10 +156,10 @@ int src_entry_json_key(src_batch *b, src_entry *e, const char *key_field)
         src_entry_refuse(e, "the key is over %d bytes", SPATE_KEY_MAX);
     else if (!utf8_valid(key, len))
         src_entry_refuse(e, "the key is not valid UTF-8");
-    else if (buf_append(&b->bytes, key, len) != 0)
+    else if (buf_append(&b->bytes, key, len + 1) != 0) /* the NUL too: see connector.h */
         rc = -1;
     else {
-        e->key_at = b->bytes.len - len;
+        e->key_at = b->bytes.len - len - 1;
         e->key_len = len;
         e->has_key = 1;
     }

@@ -22,7 +22,8 @@ typedef struct src_entry {
     char *id;       /* upstream id, owned (acked by it) */
     size_t data_at; /* payload: offset and length in the batch's bytes */
     size_t len;
-    size_t key_at; /* key: offset and length in the batch's bytes */
+    size_t key_at; /* key: offset and length in the batch's bytes, followed
+                    * there by a NUL (the queue takes keys NUL-terminated) */
     size_t key_len;
     int has_key;
     /* Attributes kept with the message (DESIGN.md "Round 2"): the upstream
@@ -63,7 +64,7 @@ int src_entry_headers_end(src_batch *b, src_entry *e);
 /* --key-field for a payload that is a JSON object (one message as the HTTP
  * publish's Spate-Key-Field takes it): e's key is the payload's top-level
  * field key_field, a string or the JSON text of a number or boolean,
- * appended to the batch's bytes. A payload that is not one JSON object, a
+ * appended to the batch's bytes with its NUL. A payload that is not one JSON object, a
  * missing field, a key over SPATE_KEY_MAX or not UTF-8 refuse e. Nothing
  * when key_field is NULL or "". -1: no memory. */
 int src_entry_json_key(src_batch *b, src_entry *e, const char *key_field);

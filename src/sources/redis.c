@@ -280,7 +280,8 @@ static void convert(src_batch *b, src_entry *e, const redisReply *fields, const 
     }
     if (key) {
         e->key_at = b->bytes.len;
-        if (buf_append(&b->bytes, key->str, key->len)) {
+        /* With its NUL (connector.h): the queue reads the key as a string. */
+        if (buf_append(&b->bytes, key->str, key->len + 1)) {
             b->bytes.len = start;
             src_entry_refuse(e, "out of memory converting the entry");
             return;

@@ -206,6 +206,7 @@ static void json_key(void)
             CHECK_INT(e->has_key, 1);
             CHECK_INT(e->key_len, strlen(keys[i]));
             CHECK(memcmp(b.bytes.data + e->key_at, keys[i], e->key_len) == 0);
+            CHECK_INT(b.bytes.data[e->key_at + e->key_len], '\0');
         } else {
             CHECK(e->refused[0] != '\0');
             CHECK_INT(e->has_key, 0);
