@@ -1,0 +1,325 @@
+"""Event sources: a RabbitMQ queue drained into a topic (docs/api.md "Sources").
+
+One rabbitmq-server (Debian's) serves the whole module: it starts in about
+ten seconds, so every test takes its own queues on it rather than its own
+broker. It runs as a private node (its own epmd, ports, data, cookie and
+configuration under a temporary directory, no plugins) and is stopped at the
+end. Messages are published with tests/tools/amqp_tool.c (librabbitmq, with
+publisher confirms), built here: Python has no AMQP library on this system.
+
+The queues are durable and the messages persistent (delivery_mode 2): what
+the broker restart test needs to lose nothing. Nothing asserts on speed:
+waits are generous bounds.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, deploy_recorder, wait_for
+
+SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+EPMD = shutil.which("epmd")
+pytestmark = pytest.mark.skipif(not os.path.exists(SERVER) or not EPMD,
+                                reason="rabbitmq-server not installed (scripts/install-deps.sh)")
+
+USER = "spate"
+SECRET = "s3cr3t-Rabb1t-Pa55"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rabbit:
+    """A private rabbitmq-server node; start() and stop() keep its data."""
+
+    def __init__(self, workdir, tool):
+        self.dir = workdir
+        self.tool = tool
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.node = f"spate-test-{self.port}@localhost"
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"default_user = {USER}\n"
+            f"default_pass = {SECRET}\n"
+            # A shared test machine's disk must not raise the alarm that
+            # blocks publishers.
+            "disk_free_limit.absolute = 1MB\n")
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        self.env = dict(os.environ, HOME=str(self.dir), ERL_EPMD_PORT=str(self.epmd_port),
+                        RABBITMQ_NODENAME=self.node, RABBITMQ_NODE_PORT=str(self.port),
+                        RABBITMQ_DIST_PORT=str(self.dist_port),
+                        RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"),
+                        RABBITMQ_LOG_BASE=str(self.dir / "log"),
+                        RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq.conf"),
+                        RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
+                        RABBITMQ_PLUGINS_EXPAND_DIR=str(self.dir / "plugins-expand"))
+        # Its own epmd (Erlang's name server), in the foreground: the node
+        # would otherwise start a shared one that outlives the tests.
+        self.epmd = subprocess.Popen([EPMD, "-port", str(self.epmd_port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([SERVER], env=self.env, cwd=self.dir,
+                                     stdout=open(self.dir / "server.log", "ab"),
+                                     stderr=subprocess.STDOUT)
+        ok = wait_for(lambda: self.proc.poll() is None and self.run("declare", "probe").returncode == 0,
+                      timeout=90, step=0.5)
+        assert ok, (self.dir / "server.log").read_text()[-3000:]
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+    def close(self):
+        self.stop()
+        self.epmd.terminate()
+        self.epmd.wait(10)
+
+    def run(self, *args, input=None):
+        env = dict(os.environ, AMQP_USER=USER, AMQP_PASS=SECRET)
+        return subprocess.run([str(self.tool), str(self.port), *args], capture_output=True,
+                              text=True, env=env, input=input, timeout=120)
+
+    def declare(self, queue):
+        r = self.run("declare", queue)
+        assert r.returncode == 0, r.stderr
+
+    def publish(self, queue, start, n, *opts, input=None):
+        r = self.run("publish", queue, "--start", str(start), "--count", str(n), "--persistent",
+                     *opts, input=input)
+        assert r.returncode == 0, r.stderr
+
+    def count(self, queue):
+        """(ready messages, consumers) of queue."""
+        r = self.run("count", queue)
+        assert r.returncode == 0, r.stderr
+        ready, consumers = r.stdout.split()
+        return int(ready), int(consumers)
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rabbit")
+    tool = tmp / "amqp_tool"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "librabbitmq"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-o", str(tool), str(ROOT / "tests/tools/amqp_tool.c"), *flags],
+                   check=True)
+    r = Rabbit(tmp, tool)
+    try:
+        yield r.start()
+    finally:
+        r.close()
+
+
+def url(r, queue, password=SECRET, extra=""):
+    return f"amqp://{USER}:{password}@127.0.0.1:{r.port}/%2F?queue={queue}{extra}"
+
+
+def seen(path):
+    """The payloads the recorder started with."""
+    if not os.path.exists(path):
+        return []
+    return [line.split()[1] for line in open(path) if line.startswith("S ")]
+
+
+def add_source(d, name, u, topic, key_field=None):
+    body = {"url": u, "topic": topic}
+    if key_field:
+        body["key_field"] = key_field
+    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
+
+
+def add_trigger(d, topic, function):
+    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
+    assert status == 201, doc
+
+
+def source(d, name):
+    return d.json("GET", f"/v1/sources/{name}")[1]
+
+
+def all_acked(d, r, name, queue):
+    """Removes the source, and says whether the queue then holds nothing:
+    what was delivered and never acked goes back to ready when the source's
+    connection closes."""
+    assert d.request("DELETE", f"/v1/sources/{name}")[0] == 204
+    assert wait_for(lambda: r.count(queue)[1] == 0, timeout=30)
+    return r.count(queue)[0] == 0
+
+
+def test_messages_are_all_processed_and_acked_after_commit(spated, functions, tmp_path, rabbit):
+    r = rabbit
+    r.declare("orders")
+    r.publish("orders", 0, 300)  # already there: drained from the start
+    rec = deploy_recorder(spated, functions, tmp_path)
+    add_trigger(spated, "orders", "rec")
+    status, doc = add_source(spated, "orders-in", url(r, "orders", extra="&prefetch=100"), "orders")
+    assert status == 201, doc
+    assert doc["topic"] == "orders" and doc["name"] == "orders-in"
+    r.publish("orders", 300, 200)
+    want = {f"e{i}" for i in range(500)}
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=60), len(set(seen(rec)))
+    assert wait_for(lambda: source(spated, "orders-in")["committed"] == 500, timeout=30)
+    doc = source(spated, "orders-in")
+    assert doc["state"] == "running" and doc["connected"] is True
+    assert doc["received"] == 500 and doc["refused"] == 0
+    assert wait_for(lambda: source(spated, "orders-in")["lag"] == 0, timeout=10)
+    assert r.count("orders") == (0, 1)
+    metrics = spated.request("GET", "/metrics")[2].decode()
+    assert 'spate_source_committed_total{source="orders-in"} 500' in metrics
+    assert 'spate_source_connected{source="orders-in"} 1' in metrics
+    assert all_acked(spated, r, "orders-in", "orders")
+
+
+def test_the_queue_must_exist(spated, functions, tmp_path, rabbit):
+    r = rabbit
+    rec = deploy_recorder(spated, functions, tmp_path)
+    add_trigger(spated, "late", "rec")
+    assert add_source(spated, "late", url(r, "late-queue"), "late")[0] == 201
+    # Declared passively: a missing queue is not created, the source says
+    # so and tries again.
+    assert wait_for(lambda: "not found" in (source(spated, "late")["last_error"] or ""),
+                    timeout=30)
+    doc = source(spated, "late")
+    assert "queue 'late-queue' not found in vhost '/'" in doc["last_error"]
+    assert doc["connected"] is False
+    r.declare("late-queue")
+    r.publish("late-queue", 0, 20)
+    want = {f"e{i}" for i in range(20)}
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=60), seen(rec)
+    assert wait_for(lambda: source(spated, "late")["connected"] is True, timeout=10)
+    # Deleted under a running source: the broker cancels the consumer, the
+    # source reconnects and says the queue is gone.
+    assert r.run("delete", "late-queue").returncode == 0
+    assert wait_for(lambda: source(spated, "late")["connected"] is False, timeout=30)
+    assert wait_for(lambda: "not found" in (source(spated, "late")["last_error"] or ""),
+                    timeout=30)
+
+
+def test_keys_and_refusals(make_spated, functions, tmp_path, rabbit):
+    r = rabbit
+    d = make_spated("--message-max", "65536")
+    rec = deploy_recorder(d, functions, tmp_path)
+    add_trigger(d, "k", "rec")
+    r.declare("keyed")
+    lines = ['{"acct":"a1","v":"one"}', '{"acct":2,"v":"two"}', '{"v":"nokey"}', "not-json"]
+    r.publish("keyed", 0, 0, "--lines", input="\n".join(lines) + "\n")
+    # Over --message-max (and over the 128 KiB frame: several body frames),
+    # between messages that must all arrive.
+    r.publish("keyed", 0, 1, "--prefix", '{"acct":"big","pad":"', "--size", "200000")
+    r.publish("keyed", 0, 0, "--lines", input='{"acct":"a3","v":"three"}\n')
+    assert add_source(d, "keyed", url(r, "keyed"), "k", key_field="acct")[0] == 201
+    assert wait_for(lambda: source(d, "keyed")["refused"] == 3, timeout=30), source(d, "keyed")
+    assert wait_for(lambda: source(d, "keyed")["committed"] == 3, timeout=30)
+    assert wait_for(lambda: len(seen(rec)) == 3, timeout=30)
+    by_key = {parts[3]: json.loads(parts[1])["v"]
+              for parts in (line.split() for line in open(rec) if line.startswith("S "))}
+    assert by_key == {"a1": "one", "2": "two", "a3": "three"}
+    log = d.log()
+    assert "not published" in log
+    assert "the message is 200000 bytes, over the topic's maximum of 65536" in log
+    assert "the key field 'acct' is missing" in log
+    assert "the payload is not a JSON object" in log
+    # Refused entries are acked too: nothing stays behind upstream.
+    assert all_acked(d, r, "keyed", "keyed")
+
+
+def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, rabbit):
+    r = rabbit
+    r.declare("jobs")
+    d = make_spated()
+    # Two instances of 10 ms each: about 200 messages a second, so the kill
+    # at 50 lands mid-stream even on a loaded machine.
+    rec = deploy_recorder(d, functions, tmp_path, sleep_us=10000, max=2)
+    add_trigger(d, "jobs", "rec")
+    assert add_source(d, "jobs", url(r, "jobs"), "jobs")[0] == 201
+    r.publish("jobs", 0, 1000)
+    assert wait_for(lambda: len(seen(rec)) > 50, timeout=60)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    assert len(set(seen(rec))) < 1000  # it was killed mid-stream
+    r.publish("jobs", 1000, 500)  # while spated is down
+    d.start()
+    want = {f"e{i}" for i in range(1500)}
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=120), len(want - set(seen(rec)))
+    assert wait_for(lambda: source(d, "jobs")["lag"] == 0, timeout=30)
+    assert all_acked(d, r, "jobs", "jobs")
+
+
+def test_broker_restart_mid_stream_loses_nothing(spated, functions, tmp_path, rabbit):
+    r = rabbit
+    r.declare("flow")  # durable, and the messages persistent: they survive the restart
+    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=5000, max=2)
+    add_trigger(spated, "flow", "rec")
+    assert add_source(spated, "flow", url(r, "flow"), "flow")[0] == 201
+    r.publish("flow", 0, 800)
+    assert wait_for(lambda: len(seen(rec)) > 20, timeout=60)
+    r.stop()
+    assert len(set(seen(rec))) < 800  # stopped mid-stream
+    assert wait_for(lambda: source(spated, "flow")["connected"] is False, timeout=30)
+    assert source(spated, "flow")["last_error"]
+    r.start()
+    r.publish("flow", 800, 200)
+    want = {f"e{i}" for i in range(1000)}
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=120), len(want - set(seen(rec)))
+    assert wait_for(lambda: source(spated, "flow")["connected"] is True, timeout=30)
+    assert all_acked(spated, r, "flow", "flow")
+
+
+@pytest.mark.parametrize("u,why", [
+    ("amqp://h:5672/", "missing queue"),
+    ("amqp://h:5672/%2F?queue=", "missing queue"),
+    ("amqp://h:5672/%2F?queue=q&group=g", "unknown URL parameter 'group'"),
+    ("amqp://h:5672/%2F?queue=q&prefetch=0", "'prefetch' must be a number from 1 to 4096"),
+    ("amqp://h:5672/a/b?queue=q", "the path is the vhost"),
+    ("amqp://h:99999/?queue=q", "port"),
+    ("amqps://h:5671/?queue=q", "not supported by this build"),
+])
+def test_bad_url_is_400_naming_the_problem(spated, u, why):
+    status, doc = add_source(spated, "bad", u, "t")
+    assert status == 400, doc
+    assert why in doc["error"], doc
+    assert spated.request("GET", "/v1/sources/bad")[0] == 404
+
+
+def test_credentials_never_shown(spated, functions, tmp_path, rabbit):
+    r = rabbit
+    r.declare("creds")
+    deploy_recorder(spated, functions, tmp_path)
+    add_trigger(spated, "c", "rec")
+    status, doc = add_source(spated, "creds", url(r, "creds"), "c")
+    assert status == 201, doc
+    assert doc["url"] == f"amqp://{USER}:***@127.0.0.1:{r.port}/%2F?queue=creds"
+    r.publish("creds", 0, 5)
+    assert wait_for(lambda: source(spated, "creds")["committed"] == 5, timeout=30)
+    # A wrong password: the broker's refusal is shown, the password is not.
+    status, doc = add_source(spated, "wrong", url(r, "creds", password="nope-" + SECRET), "c")
+    assert status == 201
+    assert wait_for(lambda: "ACCESS_REFUSED" in (source(spated, "wrong")["last_error"] or ""),
+                    timeout=30)
+    for path in ("/v1/sources", "/v1/sources/creds", "/v1/sources/wrong", "/metrics"):
+        assert SECRET not in spated.request("GET", path)[2].decode()
+    out = spated.cli("source", "ls")
+    assert out.returncode == 0 and b"creds" in out.stdout
+    assert SECRET.encode() not in out.stdout + out.stderr
+    out = spated.cli("source", "status", "wrong")
+    assert SECRET.encode() not in out.stdout + out.stderr
+    spated.stop()
+    assert SECRET not in spated.log()
+    spated.start()  # the fixture stops it
