@@ -2,10 +2,11 @@
 
 One rabbitmq-server (Debian's) serves the whole module: it starts in about
 ten seconds, so every test takes its own queues on it rather than its own
-broker. It runs as a private node (its own epmd, ports, data, cookie and
-configuration under a temporary directory, no plugins) and is stopped at the
-end. Messages are published with tests/tools/amqp_tool.c (librabbitmq, with
-publisher confirms), built here: Python has no AMQP library on this system.
+broker. It runs as a private node (tests/tools/rabbit.py: its own epmd,
+ports, data, cookie and configuration under a temporary directory, no
+plugins) and is stopped at the end. Messages are published with
+tests/tools/amqp_tool.c (librabbitmq, with publisher confirms): Python has
+no AMQP library on this system.
 
 The queues are durable and the messages persistent (delivery_mode 2): what
 the broker restart test needs to lose nothing. Nothing asserts on speed:
@@ -14,113 +15,27 @@ waits are generous bounds.
 
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import time
+import sys
 
 import pytest
 
 from conftest import ROOT, deploy_recorder, wait_for
 
-SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-EPMD = shutil.which("epmd")
-pytestmark = pytest.mark.skipif(not os.path.exists(SERVER) or not EPMD,
+sys.path.insert(0, str(ROOT / "tests/tools"))
+from rabbit import Rabbit, available, build_tool  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not available(),
                                 reason="rabbitmq-server not installed (scripts/install-deps.sh)")
 
 USER = "spate"
 SECRET = "s3cr3t-Rabb1t-Pa55"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Rabbit:
-    """A private rabbitmq-server node; start() and stop() keep its data."""
-
-    def __init__(self, workdir, tool):
-        self.dir = workdir
-        self.tool = tool
-        self.port = free_port()
-        self.dist_port = free_port()
-        self.epmd_port = free_port()
-        self.node = f"spate-test-{self.port}@localhost"
-        (self.dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            f"default_user = {USER}\n"
-            f"default_pass = {SECRET}\n"
-            # A shared test machine's disk must not raise the alarm that
-            # blocks publishers.
-            "disk_free_limit.absolute = 1MB\n")
-        (self.dir / "enabled_plugins").write_text("[].\n")
-        self.env = dict(os.environ, HOME=str(self.dir), ERL_EPMD_PORT=str(self.epmd_port),
-                        RABBITMQ_NODENAME=self.node, RABBITMQ_NODE_PORT=str(self.port),
-                        RABBITMQ_DIST_PORT=str(self.dist_port),
-                        RABBITMQ_MNESIA_BASE=str(self.dir / "mnesia"),
-                        RABBITMQ_LOG_BASE=str(self.dir / "log"),
-                        RABBITMQ_CONFIG_FILE=str(self.dir / "rabbitmq.conf"),
-                        RABBITMQ_ENABLED_PLUGINS_FILE=str(self.dir / "enabled_plugins"),
-                        RABBITMQ_PLUGINS_EXPAND_DIR=str(self.dir / "plugins-expand"))
-        # Its own epmd (Erlang's name server), in the foreground: the node
-        # would otherwise start a shared one that outlives the tests.
-        self.epmd = subprocess.Popen([EPMD, "-port", str(self.epmd_port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([SERVER], env=self.env, cwd=self.dir,
-                                     stdout=open(self.dir / "server.log", "ab"),
-                                     stderr=subprocess.STDOUT)
-        ok = wait_for(lambda: self.proc.poll() is None and self.run("declare", "probe").returncode == 0,
-                      timeout=90, step=0.5)
-        assert ok, (self.dir / "server.log").read_text()[-3000:]
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-
-    def close(self):
-        self.stop()
-        self.epmd.terminate()
-        self.epmd.wait(10)
-
-    def run(self, *args, input=None):
-        env = dict(os.environ, AMQP_USER=USER, AMQP_PASS=SECRET)
-        return subprocess.run([str(self.tool), str(self.port), *args], capture_output=True,
-                              text=True, env=env, input=input, timeout=120)
-
-    def declare(self, queue):
-        r = self.run("declare", queue)
-        assert r.returncode == 0, r.stderr
-
-    def publish(self, queue, start, n, *opts, input=None):
-        r = self.run("publish", queue, "--start", str(start), "--count", str(n), "--persistent",
-                     *opts, input=input)
-        assert r.returncode == 0, r.stderr
-
-    def count(self, queue):
-        """(ready messages, consumers) of queue."""
-        r = self.run("count", queue)
-        assert r.returncode == 0, r.stderr
-        ready, consumers = r.stdout.split()
-        return int(ready), int(consumers)
-
-
 @pytest.fixture(scope="module")
 def rabbit(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rabbit")
-    tool = tmp / "amqp_tool"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "librabbitmq"], check=True,
-                           capture_output=True, text=True).stdout.split()
-    subprocess.run(["cc", "-O2", "-o", str(tool), str(ROOT / "tests/tools/amqp_tool.c"), *flags],
-                   check=True)
-    r = Rabbit(tmp, tool)
+    r = Rabbit(tmp, build_tool(tmp / "amqp_tool"), USER, SECRET)
     try:
         yield r.start()
     finally:
