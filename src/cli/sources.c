@@ -137,7 +137,8 @@ const cli_cmd cli_source_cmds[] = {
      "Drain an upstream broker into a topic: each entry becomes a message of\n"
      "--to TOPIC, acknowledged upstream only once it is durable in spate.\n"
      "URL: redis://[USER:PASS@]HOST:PORT/STREAM?group=G (Redis Streams, a\n"
-     "consumer group). An existing source of that name is replaced.",
+     "consumer group) or amqp://USER:PASS@HOST:PORT/VHOST?queue=Q (a RabbitMQ\n"
+     "queue; %2F is the default vhost). An existing source of that name is replaced.",
      source_add},
     {"source ls", "", 0, 0, NULL, "list sources",
      "List sources: state, topic, committed entries, upstream lag, URL (its\n"
