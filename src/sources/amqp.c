@@ -351,106 +351,156 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
 
 /* --- Reading deliveries ------------------------------------------------------------------- */
 
-/* Appends v as JSON text (a nested table or array in a header's value). */
-static int json_value(buf *o, const amqp_field_value_t *v, int depth);
+/* A header's value being written as text: the first error (ERR_TOOBIG
+ * past the headers' limit, ERR_NOMEM) sticks, later writes do nothing. */
+typedef struct text {
+    buf *b;
+    int err;
+} text;
 
-/* Appends s as a JSON string: quotes, backslashes and control characters
+static void put(text *t, const void *d, size_t n)
+{
+    if (!t->err) t->err = buf_append(t->b, d, n);
+}
+
+static void puts_(text *t, const char *s)
+{
+    put(t, s, strlen(s));
+}
+
+static void putf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (!t->err) t->err = buf_vprintf(t->b, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes s as a JSON string: quotes, backslashes and control characters
  * escaped; other bytes as they are (the whole header value is escaped once
  * more as a string by src_entry_header, which also takes care of bytes that
  * are not UTF-8). */
-static int json_string(buf *o, const void *s, size_t n)
+static void json_string(text *t, const void *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = s;
-    if (buf_append(o, "\"", 1)) return -1;
+    put(t, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned ch = p[i];
         char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-        int rc = ch == '"' || ch == '\\' ? buf_append(o, "\\", 1) || buf_append(o, p + i, 1)
-                 : ch < 0x20             ? buf_append(o, esc, 6)
-                                         : buf_append(o, p + i, 1);
-        if (rc) return -1;
+        if (ch == '"' || ch == '\\') put(t, "\\", 1);
+        if (ch < 0x20)
+            put(t, esc, 6);
+        else
+            put(t, p + i, 1);
     }
-    return buf_append(o, "\"", 1);
+    put(t, "\"", 1);
 }
 
-/* Appends v as text: strings as they are, numbers and booleans as their
- * JSON text, tables and arrays as JSON (quoted is whether a string is
- * written in quotes, inside those). */
-static int text_value(buf *o, const amqp_field_value_t *v, int quoted, int depth)
+static void json_value(text *t, const amqp_field_value_t *v, int depth);
+
+/* Writes v as text: strings as they are, numbers and booleans as their JSON
+ * text, tables and arrays as JSON (quoted: a string is written in quotes,
+ * as inside those). */
+static void text_value(text *t, const amqp_field_value_t *v, int quoted, int depth)
 {
     switch (v->kind) {
     case AMQP_FIELD_KIND_UTF8:
     case AMQP_FIELD_KIND_BYTES:
-        return quoted ? json_string(o, v->value.bytes.bytes, v->value.bytes.len)
-                      : buf_append(o, v->value.bytes.bytes, v->value.bytes.len);
+        if (quoted)
+            json_string(t, v->value.bytes.bytes, v->value.bytes.len);
+        else
+            put(t, v->value.bytes.bytes, v->value.bytes.len);
+        break;
     case AMQP_FIELD_KIND_BOOLEAN:
-        return buf_append_str(o, v->value.boolean ? "true" : "false");
+        puts_(t, v->value.boolean ? "true" : "false");
+        break;
     case AMQP_FIELD_KIND_I8:
-        return buf_printf(o, "%d", v->value.i8);
+        putf(t, "%d", v->value.i8);
+        break;
     case AMQP_FIELD_KIND_U8:
-        return buf_printf(o, "%u", v->value.u8);
+        putf(t, "%u", v->value.u8);
+        break;
     case AMQP_FIELD_KIND_I16:
-        return buf_printf(o, "%d", v->value.i16);
+        putf(t, "%d", v->value.i16);
+        break;
     case AMQP_FIELD_KIND_U16:
-        return buf_printf(o, "%u", v->value.u16);
+        putf(t, "%u", v->value.u16);
+        break;
     case AMQP_FIELD_KIND_I32:
-        return buf_printf(o, "%" PRId32, v->value.i32);
+        putf(t, "%" PRId32, v->value.i32);
+        break;
     case AMQP_FIELD_KIND_U32:
-        return buf_printf(o, "%" PRIu32, v->value.u32);
+        putf(t, "%" PRIu32, v->value.u32);
+        break;
     case AMQP_FIELD_KIND_I64:
-        return buf_printf(o, "%" PRId64, v->value.i64);
+        putf(t, "%" PRId64, v->value.i64);
+        break;
     case AMQP_FIELD_KIND_U64:
     case AMQP_FIELD_KIND_TIMESTAMP:
-        return buf_printf(o, "%" PRIu64, v->value.u64);
+        putf(t, "%" PRIu64, v->value.u64);
+        break;
     case AMQP_FIELD_KIND_F32:
-        return buf_printf(o, "%.9g", (double)v->value.f32);
+        putf(t, "%.9g", (double)v->value.f32);
+        break;
     case AMQP_FIELD_KIND_F64:
-        return buf_printf(o, "%.17g", v->value.f64);
+        putf(t, "%.17g", v->value.f64);
+        break;
     case AMQP_FIELD_KIND_DECIMAL: {
         /* value * 10^-decimals, written exactly. */
         char digits[24];
         int n = snprintf(digits, sizeof digits, "%" PRIu32, v->value.decimal.value);
         int d = v->value.decimal.decimals > 20 ? 20 : v->value.decimal.decimals;
-        if (d == 0) return buf_append(o, digits, (size_t)n);
-        if (n > d) return buf_printf(o, "%.*s.%s", n - d, digits, digits + n - d);
-        if (buf_append(o, "0.", 2)) return -1;
-        for (int i = n; i < d; i++)
-            if (buf_append(o, "0", 1)) return -1;
-        return buf_append(o, digits, (size_t)n);
+        if (d == 0) {
+            put(t, digits, (size_t)n);
+        } else if (n > d) {
+            putf(t, "%.*s.%s", n - d, digits, digits + n - d);
+        } else {
+            put(t, "0.", 2);
+            for (int i = n; i < d; i++) put(t, "0", 1);
+            put(t, digits, (size_t)n);
+        }
+        break;
     }
     case AMQP_FIELD_KIND_VOID:
-        return quoted ? buf_append_str(o, "null") : 0;
+        if (quoted) puts_(t, "null");
+        break;
     case AMQP_FIELD_KIND_ARRAY:
     case AMQP_FIELD_KIND_TABLE:
-        return json_value(o, v, depth);
+        json_value(t, v, depth);
+        break;
     default:
-        return buf_printf(o, quoted ? "\"(field of kind '%c')\"" : "(field of kind '%c')", v->kind);
+        putf(t, quoted ? "\"(field of kind '%c')\"" : "(field of kind '%c')", v->kind);
+        break;
     }
 }
 
-static int json_value(buf *o, const amqp_field_value_t *v, int depth)
+/* Writes v as JSON (a nested table or array in a header's value). */
+static void json_value(text *t, const amqp_field_value_t *v, int depth)
 {
-    if (depth > 8) return buf_append_str(o, "\"(nested too deep)\"");
-    if (v->kind == AMQP_FIELD_KIND_ARRAY) {
-        if (buf_append(o, "[", 1)) return -1;
-        for (int i = 0; i < v->value.array.num_entries; i++)
-            if ((i && buf_append(o, ",", 1)) ||
-                text_value(o, &v->value.array.entries[i], 1, depth + 1))
-                return -1;
-        return buf_append(o, "]", 1);
-    }
-    if (v->kind == AMQP_FIELD_KIND_TABLE) {
-        if (buf_append(o, "{", 1)) return -1;
-        for (int i = 0; i < v->value.table.num_entries; i++) {
-            const amqp_table_entry_t *t = &v->value.table.entries[i];
-            if ((i && buf_append(o, ",", 1)) || json_string(o, t->key.bytes, t->key.len) ||
-                buf_append(o, ":", 1) || text_value(o, &t->value, 1, depth + 1))
-                return -1;
+    if (depth > 8) {
+        puts_(t, "\"(nested too deep)\"");
+    } else if (v->kind == AMQP_FIELD_KIND_ARRAY) {
+        put(t, "[", 1);
+        for (int i = 0; i < v->value.array.num_entries && !t->err; i++) {
+            if (i) put(t, ",", 1);
+            text_value(t, &v->value.array.entries[i], 1, depth + 1);
         }
-        return buf_append(o, "}", 1);
+        put(t, "]", 1);
+    } else if (v->kind == AMQP_FIELD_KIND_TABLE) {
+        put(t, "{", 1);
+        for (int i = 0; i < v->value.table.num_entries && !t->err; i++) {
+            const amqp_table_entry_t *e = &v->value.table.entries[i];
+            if (i) put(t, ",", 1);
+            json_string(t, e->key.bytes, e->key.len);
+            put(t, ":", 1);
+            text_value(t, &e->value, 1, depth + 1);
+        }
+        put(t, "}", 1);
+    } else {
+        text_value(t, v, 1, depth);
     }
-    return text_value(o, v, 1, depth);
 }
 
 /* Adds one header to e; ERR_NOMEM only. */
@@ -498,13 +548,14 @@ static int attributes(src_batch *b, src_entry *e, const amqp_basic_deliver_t *d,
             dup |= t->key.len == strlen(mine[k]) && memcmp(t->key.bytes, mine[k], t->key.len) == 0;
         if (dup) continue;
         buf_reset(tmp);
-        int trc = text_value(tmp, &t->value, 0, 0);
-        if (trc == ERR_TOOBIG) {
+        text txt = {tmp, 0};
+        text_value(&txt, &t->value, 0, 0);
+        if (txt.err == ERR_TOOBIG) {
             src_entry_refuse(e, "its upstream headers are over %u bytes as JSON",
                              (unsigned)SPATE_SOURCE_HEADERS_MAX);
             break;
         }
-        if (trc) return ERR_NOMEM;
+        if (txt.err) return ERR_NOMEM;
         rc = header(b, e, t->key.bytes, t->key.len, tmp->data ? tmp->data : "", tmp->len);
     }
     if (!rc && src_entry_headers_end(b, e)) rc = ERR_NOMEM;

@@ -182,6 +182,20 @@ static void attrs(void)
     e = src_batch_add(&b, "9", 1);
     CHECK_INT(attributes(&b, e, &plain, &pb, &tmp), 0);
     CHECK(strstr(e->refused, "headers are over") != NULL);
+
+    /* So is a nested value whose text is over it (not taken for a lack of
+     * memory, which would fetch the same delivery again and again). */
+    static amqp_field_value_t many[3000];
+    for (size_t i = 0; i < sizeof many / sizeof many[0]; i++)
+        many[i] = (amqp_field_value_t){.kind = AMQP_FIELD_KIND_I32, .value = {.i32 = 12345}};
+    amqp_table_entry_t hn[] = {
+        {.key = amqp_cstring_bytes("many"),
+         .value = {.kind = AMQP_FIELD_KIND_ARRAY,
+                   .value = {.array = {(int)(sizeof many / sizeof many[0]), many}}}}};
+    amqp_basic_properties_t pn = {._flags = AMQP_BASIC_HEADERS_FLAG, .headers = {1, hn}};
+    e = src_batch_add(&b, "10", 2);
+    CHECK_INT(attributes(&b, e, &plain, &pn, &tmp), 0);
+    CHECK(strstr(e->refused, "headers are over") != NULL);
     buf_free(&tmp);
     src_batch_free(&b);
 }
