@@ -120,7 +120,7 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
         snprintf(err, errcap, "malformed URL: the vhost is over %d bytes", SHORTSTR_MAX);
         rc = ERR_INVAL;
     }
-    if (!rc) snprintf(c->vhost, sizeof c->vhost, "%s", raw_len ? u.path : "/");
+    if (!rc) snprintf(c->vhost, sizeof c->vhost, "%.*s", SHORTSTR_MAX, raw_len ? u.path : "/");
     if (!rc) {
         char q[512];
         int g = src_url_param(&u, "queue", q, sizeof q);
@@ -135,7 +135,7 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
             snprintf(err, errcap, "malformed URL: the queue's name is over %d bytes", SHORTSTR_MAX);
             rc = ERR_INVAL;
         } else {
-            snprintf(c->queue, sizeof c->queue, "%s", q);
+            snprintf(c->queue, sizeof c->queue, "%.*s", SHORTSTR_MAX, q);
         }
     }
     if (!rc) {
