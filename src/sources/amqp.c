@@ -313,38 +313,46 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     amqp_bytes_t queue = amqp_cstring_bytes(cfg->queue);
     char tag[300];
     snprintf(tag, sizeof tag, "spate:%s", consumer);
+    /* Each step an RPC; the first that fails says what failed. */
     const char *step = "cannot open a channel";
-    if (amqp_channel_open(c->conn, CH_CONSUME) &&
-        (step = "cannot find the queue",
-         amqp_queue_declare(c->conn, CH_CONSUME, queue, 1, 0, 0, 0, amqp_empty_table)) &&
-        (step = "cannot set the prefetch (basic.qos)",
-         amqp_basic_qos(c->conn, CH_CONSUME, 0, cfg->prefetch, 0)) &&
-        (step = "cannot consume the queue",
-         amqp_basic_consume(c->conn, CH_CONSUME, queue, amqp_cstring_bytes(tag), 0, 0, 0,
-                            amqp_empty_table)) &&
-        (step = "cannot open a channel", amqp_channel_open(c->conn, CH_LAG))) {
+    amqp_channel_t ch = CH_CONSUME;
+    int ok = amqp_channel_open(c->conn, CH_CONSUME) != NULL;
+    if (ok) {
+        step = "cannot find the queue";
+        ok = amqp_queue_declare(c->conn, CH_CONSUME, queue, 1, 0, 0, 0, amqp_empty_table) != NULL;
+    }
+    if (ok) {
+        step = "cannot set the prefetch (basic.qos)";
+        ok = amqp_basic_qos(c->conn, CH_CONSUME, 0, cfg->prefetch, 0) != NULL;
+    }
+    if (ok) {
+        step = "cannot consume the queue";
+        ok = amqp_basic_consume(c->conn, CH_CONSUME, queue, amqp_cstring_bytes(tag), 0, 0, 0,
+                                amqp_empty_table) != NULL;
+    }
+    if (ok) {
+        step = "cannot open a channel";
+        ch = CH_LAG;
+        ok = amqp_channel_open(c->conn, CH_LAG) != NULL;
+    }
+    if (ok) {
         *out = c;
         err[0] = '\0';
         return 0;
     }
     r = amqp_get_rpc_reply(c->conn);
-    int missing = r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-                  r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
-                  ((amqp_channel_close_t *)r.reply.decoded)->reply_code == AMQP_NOT_FOUND;
-    if (missing)
+    broken(c, r, ch, step); /* answers the broker's close */
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+        ((amqp_channel_close_t *)r.reply.decoded)->reply_code == AMQP_NOT_FOUND)
         snprintf(err, errcap,
                  "queue '%s' not found in vhost '%s' (spate does not create queues: declare it "
                  "upstream)",
                  cfg->queue, cfg->vhost);
     else
-        reply_error(r, step, err, errcap);
+        snprintf(err, errcap, "%s", c->why);
     /* A channel error leaves the connection usable: close it politely. */
-    c->broken = r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION ||
-                r.reply.id == AMQP_CONNECTION_CLOSE_METHOD;
-    if (!c->broken) {
-        amqp_channel_close_ok_t ok = {0};
-        amqp_send_method(c->conn, CH_CONSUME, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-    }
+    c->broken =
+        r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD;
     disconnect(c);
     return ERR_IO;
 }
