@@ -158,17 +158,19 @@ def test_keys_and_refusals(make_spated, functions, tmp_path, rabbit):
 def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, rabbit):
     r = rabbit
     r.declare("jobs")
+    r.publish("jobs", 0, 1000)
     d = make_spated()
-    # Two instances of 10 ms each: about 200 messages a second, so the kill
-    # at 50 lands mid-stream even on a loaded machine.
+    # Two instances of 10 ms each: about 200 messages a second; and the
+    # source itself slow, one delivery a batch (prefetch=1: a commit each),
+    # so that the kill lands while it drains the queue, a delivery unacked.
     rec = deploy_recorder(d, functions, tmp_path, sleep_us=10000, max=2)
     add_trigger(d, "jobs", "rec")
-    assert add_source(d, "jobs", url(r, "jobs"), "jobs")[0] == 201
-    r.publish("jobs", 0, 1000)
-    assert wait_for(lambda: len(seen(rec)) > 50, timeout=60)
+    assert add_source(d, "jobs", url(r, "jobs", extra="&prefetch=1"), "jobs")[0] == 201
+    assert wait_for(lambda: source(d, "jobs")["committed"] > 50, timeout=60)
+    committed = source(d, "jobs")["committed"]
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait()
-    assert len(set(seen(rec))) < 1000  # it was killed mid-stream
+    assert committed < 1000 and len(set(seen(rec))) < 1000  # killed mid-stream, both ends
     r.publish("jobs", 1000, 500)  # while spated is down
     d.start()
     want = {f"e{i}" for i in range(1500)}
@@ -180,18 +182,20 @@ def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, rabbi
 def test_broker_restart_mid_stream_loses_nothing(spated, functions, tmp_path, rabbit):
     r = rabbit
     r.declare("flow")  # durable, and the messages persistent: they survive the restart
+    r.publish("flow", 0, 2000)
     rec = deploy_recorder(spated, functions, tmp_path, sleep_us=5000, max=2)
     add_trigger(spated, "flow", "rec")
-    assert add_source(spated, "flow", url(r, "flow"), "flow")[0] == 201
-    r.publish("flow", 0, 800)
-    assert wait_for(lambda: len(seen(rec)) > 20, timeout=60)
+    # One delivery a batch (prefetch=1): the source is still draining the
+    # queue when the broker stops, so what the queue holds must survive.
+    assert add_source(spated, "flow", url(r, "flow", extra="&prefetch=1"), "flow")[0] == 201
+    assert wait_for(lambda: source(spated, "flow")["committed"] > 20, timeout=60)
     r.stop()
-    assert len(set(seen(rec))) < 800  # stopped mid-stream
     assert wait_for(lambda: source(spated, "flow")["connected"] is False, timeout=30)
     assert source(spated, "flow")["last_error"]
+    assert source(spated, "flow")["committed"] < 2000  # stopped mid-stream
     r.start()
-    r.publish("flow", 800, 200)
-    want = {f"e{i}" for i in range(1000)}
+    r.publish("flow", 2000, 200)
+    want = {f"e{i}" for i in range(2200)}
     assert wait_for(lambda: want <= set(seen(rec)), timeout=120), len(want - set(seen(rec)))
     assert wait_for(lambda: source(spated, "flow")["connected"] is True, timeout=30)
     assert all_acked(spated, r, "flow", "flow")
