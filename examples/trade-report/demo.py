@@ -168,6 +168,15 @@ class Run:
         self.deadline_s = deadline_s
         self.samples = []  # (t, published, depth, live instances, desired)
         self.trf_port, self.port = free_port(), port_or_free(args.port)
+        self.trf, self.nats, self.nodes = None, None, []
+        try:
+            self.start(build, report_so, refdata, broker)
+        except BaseException:
+            self.stop()  # a mode that cannot start leaves nothing running
+            raise
+
+    def start(self, build, report_so, refdata, broker):
+        args, mode, deadline_s = self.args, self.mode, self.deadline_s
         self.trf = subprocess.Popen([str(build / "trf"), "--listen", f"127.0.0.1:{self.trf_port}",
                                      "--latency-ms", str(args.latency_ms)],
                                     stdout=open(self.tmp / "trf.log", "wb"),
@@ -176,7 +185,6 @@ class Run:
         self.nats = Nats(self.tmp) if mode == "cluster" else None
         nodes = 3 if self.nats else 1
         self.ports = [self.port] + [free_port() for _ in range(nodes - 1)]
-        self.nodes = []
         for i, port in enumerate(self.ports):
             extra = ["--cluster", self.nats.urls] if self.nats else []
             log = self.tmp / f"spated{i}.log"
@@ -292,7 +300,7 @@ class Run:
         return jcall(self.port, "GET", "/v1/topics/trades")["depth"] == 0
 
     def stop(self):
-        procs = self.nodes + [self.trf]
+        procs = self.nodes + ([self.trf] if self.trf else [])
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -303,7 +311,7 @@ class Run:
                 p.kill()
         if self.nats:
             self.nats.stop()
-        return max(abs(p.returncode or 0) for p in self.nodes)
+        return max((abs(p.returncode or 0) for p in self.nodes), default=0)
 
     def summary(self):
         lat = sorted((rcv - ex) / 1000.0 for ex, rcv in self.receipts.values())
