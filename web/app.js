@@ -295,6 +295,39 @@ function updateTopics(s) {
   for (const row of [...body.rows]) if (!names.includes(row.dataset.topic)) row.remove();
 }
 
+// --- Sources --------------------------------------------------------------------------------
+
+function updateSources(s) {
+  const body = document.querySelector("#sources tbody");
+  const infos = s.get("spate_source_info") || [];
+  const names = infos.map((r) => r.labels.source).sort();
+  document.getElementById("no-sources").hidden = names.length > 0;
+  for (const info of infos) {
+    const name = info.labels.source;
+    const t = { source: name };
+    let row = body.querySelector(`tr[data-source="${CSS.escape(name)}"]`);
+    if (!row) {
+      row = document.createElement("tr");
+      row.dataset.source = name;
+      row.innerHTML = "<td></td><td></td><td></td>" + '<td class="num"></td>'.repeat(4);
+      row.cells[0].textContent = name;
+      body.appendChild(row);
+    }
+    row.cells[1].textContent = info.labels.topic;
+    const up = one(s, "spate_source_connected", t) > 0;
+    row.cells[2].textContent = (up ? "connected" : "not connected") + ` (${info.labels.scheme})`;
+    row.cells[2].className = up ? "" : "bad";
+    row.cells[3].textContent = fmt(one(s, "spate_source_received_total", t));
+    row.cells[4].textContent = fmt(one(s, "spate_source_committed_total", t));
+    const refused = one(s, "spate_source_refused_total", t);
+    row.cells[5].textContent = fmt(refused);
+    row.cells[5].className = refused > 0 ? "num bad" : "num";
+    const lag = pick(s, "spate_source_lag", t)[0];
+    row.cells[6].textContent = lag ? fmt(lag.value) : "–";
+  }
+  for (const row of [...body.rows]) if (!names.includes(row.dataset.source)) row.remove();
+}
+
 // --- Polling ---------------------------------------------------------------------------------
 
 async function poll() {
@@ -319,6 +352,7 @@ async function poll() {
     for (const card of [...document.querySelectorAll(".fn")])
       if (!fns.includes(card.dataset.function)) { card.remove(); history.delete(card.dataset.function); }
     updateTopics(s);
+    updateSources(s);
     prevScrape = { at: now };
     status.textContent = "live · " + new Date().toLocaleTimeString();
     status.className = "status";

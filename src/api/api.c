@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "common/err.h"
 #include "common/limits.h"
 #include "common/names.h"
 
@@ -103,6 +104,41 @@ void api_respond_json(http_request *req, int status, cJSON *doc)
     text[len] = '\n'; /* replaces the NUL: the length is known */
     http_respond(req, status, "application/json", NULL, text, len + 1);
     free(text);
+}
+
+typedef struct durable {
+    http_request *req;
+    int status;
+    cJSON *doc;
+} durable;
+
+static void on_durable(void *data, int rc)
+{
+    durable *d = data;
+    if (rc) {
+        cJSON_Delete(d->doc);
+        http_respond_error(d->req, 503, "store_unavailable",
+                           "the change is made on this node but the cluster's registry did not "
+                           "take it: %s (try again)",
+                           err_str(rc));
+    } else if (d->doc) {
+        api_respond_json(d->req, d->status, d->doc);
+    } else {
+        http_respond(d->req, d->status, NULL, NULL, NULL, 0);
+    }
+    free(d);
+}
+
+void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
+{
+    durable *d = malloc(sizeof *d);
+    if (!d) {
+        cJSON_Delete(doc);
+        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    *d = (durable){req, status, doc};
+    registry_sync(functions_registry(a->table), on_durable, d);
 }
 
 /* --- Dispatch ---------------------------------------------------------------------------- */

@@ -99,6 +99,10 @@ unsigned api_route_scope(const route_match *m, enum http_method method);
 /* api/api.c: answers every route gives the same way. Answers with doc
  * (taken; NULL answers 500). */
 void api_respond_json(http_request *req, int status, cJSON *doc);
+/* The same once the registry's writes made so far are durable (in a
+ * cluster: in the bucket, so every node will hear of them); 503 when they
+ * could not be made so. doc is taken; NULL: no body. */
+void api_respond_durable(api *a, http_request *req, int status, cJSON *doc);
 void api_method_not_allowed(http_request *req, const char *allow);
 /* api/params.c: parses an integer query parameter into out, or writes why
  * it is wrong. */

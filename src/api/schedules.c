@@ -48,6 +48,8 @@ static void untrigger(api *a, const char *topic, const char *function)
         triggers_remove(a->tr, topic, function, on_untriggered, NULL);
 }
 
+static cJSON *shown(const api *a, const http_request *req, cJSON *s);
+
 /* Saves the schedule now that its trigger (if any) is in place. */
 static void put_schedule(schedule_req *r)
 {
@@ -62,7 +64,8 @@ static void put_schedule(schedule_req *r)
     } else {
         if (r->old_function[0] && strcmp(r->old_function, r->def.function) != 0)
             untrigger(a, r->old_topic, r->old_function);
-        api_respond_json(r->req, replaced ? 200 : 201, schedules_json(a->sched, r->def.name));
+        api_respond_durable(a, r->req, replaced ? 200 : 201,
+                            shown(a, r->req, schedules_json(a->sched, r->def.name)));
     }
     req_free(r);
 }
@@ -214,7 +217,7 @@ static void remove_schedule(api *a, http_request *req, const char *name)
     }
     /* The trigger this schedule's --function made goes with it. */
     if (function[0]) untrigger(a, topic, function);
-    http_respond(req, 204, NULL, NULL, NULL, 0);
+    api_respond_durable(a, req, 204, NULL);
 }
 
 /* A payload may be as private as a message's (reading those needs admin):

@@ -41,6 +41,14 @@ static cJSON *source_json(const source_view *v)
         cJSON_AddNumberToObject(o, "lag", (double)v->lag);
     else
         cJSON_AddNullToObject(o, "lag");
+    if (v->delivery) cJSON_AddStringToObject(o, "delivery", v->delivery);
+    /* In a cluster: every node runs it (the broker balances a consumer
+     * group), or one, the lease holder. */
+    cJSON_AddStringToObject(o, "runs_on", v->leased ? "lease_holder" : "every_node");
+    if (v->lease_holder[0])
+        cJSON_AddStringToObject(o, "lease_holder", v->lease_holder);
+    else
+        cJSON_AddNullToObject(o, "lease_holder");
     return o;
 }
 
@@ -117,7 +125,7 @@ static void put_source(api *a, http_request *req, const char *name)
     }
     cJSON *doc = NULL;
     sources_get(a->src, name, answer_one, &doc);
-    api_respond_json(req, replaced ? 200 : 201, doc);
+    api_respond_durable(a, req, replaced ? 200 : 201, doc);
 }
 
 void api_sources(api *a, http_request *req, const route_match *m)
@@ -152,7 +160,7 @@ void api_sources(api *a, http_request *req, const route_match *m)
             http_respond_error(req, 503, "store_unavailable", "cannot remove the source: %s",
                                err_str(rc));
         else
-            http_respond(req, 204, NULL, NULL, NULL, 0);
+            api_respond_durable(a, req, 204, NULL);
     } else if (get) {
         cJSON *doc = NULL;
         if (sources_get(a->src, name, answer_one, &doc) != 0)
@@ -175,6 +183,21 @@ typedef struct metric_pass {
 static void metric_row(const source_view *v, void *data)
 {
     metric_pass *p = data;
+    if (p->which == 5) {
+        /* Names follow names.h and the scheme is letters: nothing to escape. */
+        const char *sep = strstr(v->url, "://");
+        int n = sep ? (int)(sep - v->url) : 0;
+        buf_printf(p->out, "%s{source=\"%s\",topic=\"%s\",scheme=\"%.*s\"} 1\n", p->name, v->name,
+                   v->topic, n > 16 ? 16 : n, v->url);
+        return;
+    }
+    if (p->which == 4) {
+        /* Only where the upstream tells it; the topic says where it drains to. */
+        if (v->lag >= 0)
+            buf_printf(p->out, "%s{source=\"%s\",topic=\"%s\"} %lld\n", p->name, v->name, v->topic,
+                       (long long)v->lag);
+        return;
+    }
     double x = p->which == 0   ? (double)v->received
                : p->which == 1 ? (double)v->committed
                : p->which == 2 ? (double)v->refused
@@ -195,8 +218,11 @@ void api_sources_metrics(api *a, buf *out)
         {"spate_source_refused_total", "counter",
          "Entries acknowledged upstream but not published (too large, no key)."},
         {"spate_source_connected", "gauge", "1 while the source is connected upstream."},
+        {"spate_source_lag", "gauge",
+         "Entries upstream not yet delivered to the source (where the broker tells it)."},
+        {"spate_source_info", "gauge", "1 per source: the topic it drains into, its scheme."},
     };
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < (int)(sizeof g / sizeof g[0]); k++) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", g[k].name, g[k].help, g[k].name, g[k].type);
         metric_pass p = {out, g[k].name, k};
         sources_each(a->src, metric_row, &p);

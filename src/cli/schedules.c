@@ -27,8 +27,8 @@ static const cli_opt add_opts[] = {
      "the message of each run: text, @FILE or - (standard input); default\n"
      "{\"schedule\":NAME,\"time\":ISO8601}"},
     {"tz", 0, OPT_TEXT, NULL, NULL, "ZONE",
-     "read the cron fields in ZONE: UTC (the default) or a fixed offset like\n"
-     "+02:00; named zones are not supported yet"},
+     "read the cron fields in ZONE: UTC (the default), a fixed offset like\n"
+     "+02:00, or a named zone like Europe/Paris"},
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -83,6 +83,9 @@ static void print_status(const cJSON *s)
            cli_json_num(s, "failed"));
     printf("%-11s %.0f caught up, %.0f skipped\n", "missed", cli_json_num(s, "caught_up"),
            cli_json_num(s, "skipped"));
+    /* In a cluster: the node that fires it. */
+    const char *holder = cli_json_str(s, "lease_holder");
+    if (holder && *holder) printf("%-11s node %s (holds its lease)\n", "fired by", holder);
 }
 
 static int schedule_status(const cli *c, cli_args *a)

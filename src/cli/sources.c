@@ -108,6 +108,11 @@ static int source_status(const cli *c, cli_args *a)
     printf("received   %.0f\ncommitted  %.0f\nrefused    %.0f\n", cli_json_num(s, "received"),
            cli_json_num(s, "committed"), cli_json_num(s, "refused"));
     if (cJSON_IsNumber(lag)) printf("lag        %.0f\n", lag->valuedouble);
+    const char *delivery = cli_json_str(s, "delivery");
+    if (delivery && *delivery) printf("delivery   %s\n", delivery);
+    /* In a cluster: one node runs a source without a consumer group. */
+    const char *holder = cli_json_str(s, "lease_holder");
+    if (holder && *holder) printf("runs on    node %s (holds its lease)\n", holder);
     const char *err = cli_json_str(s, "last_error");
     if (err && *err) {
         printf("last error ");
@@ -137,8 +142,10 @@ const cli_cmd cli_source_cmds[] = {
      "Drain an upstream broker into a topic: each entry becomes a message of\n"
      "--to TOPIC, acknowledged upstream only once it is durable in spate.\n"
      "URL: redis://[USER:PASS@]HOST:PORT/STREAM?group=G (Redis Streams, a\n"
-     "consumer group) or amqp://USER:PASS@HOST:PORT/VHOST?queue=Q (a RabbitMQ\n"
-     "queue; %2F is the default vhost). An existing source of that name is replaced.",
+     "consumer group), mqtt://[USER:PASS@]HOST:PORT/TOPIC-FILTER?qos=1 (MQTT,\n"
+     "a persistent session; '#' written %23) or\n"
+     "amqp://USER:PASS@HOST:PORT/VHOST?queue=Q (a RabbitMQ queue; %2F is the\n"
+     "default vhost). An existing source of that name is replaced.",
      source_add},
     {"source ls", "", 0, 0, NULL, "list sources",
      "List sources: state, topic, committed entries, upstream lag, URL (its\n"

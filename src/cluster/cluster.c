@@ -229,6 +229,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
     pthread_mutex_init(&c->ack_lock, NULL);
     pthread_cond_init(&c->closed_cond, NULL);
     load_node_id(c);
+    cluster__leases_init(c);
     if (bridge_open(loop, &c->bridge) != 0) {
         snprintf(err, errcap, "cluster: cannot start its thread");
         return ERR_IO;
@@ -317,6 +318,7 @@ void cluster_set_api_url(cluster *c, const char *url)
 void cluster_follow(cluster *c)
 {
     if (c->reg) cluster__registry_follow(c->reg);
+    cluster__leases_start(c);
 }
 
 const char *cluster_node_id(const cluster *c)
@@ -337,7 +339,8 @@ void cluster_stop(cluster *c)
 {
     if (!c) return;
     c->stopping = 1;
-    bridge_stop(c->bridge); /* the job running ends its tries; those not started go */
+    bridge_stop(c->bridge);  /* the job running ends its tries; those not started go */
+    cluster__leases_stop(c); /* before the registry: it tells the registry of changes */
     if (c->reg) cluster__registry_stop(c->reg);
     cluster__nodes_stop(c);
     cluster__route_stop(c);

@@ -6,9 +6,11 @@
  *   registry   the registry interface (store/registry.h) on JetStream
  *              (registry_js.c): a key-value bucket, key fn.NAME -> the
  *              version's SHA-256, size and configuration, tr.FUNCTION.TOPIC
- *              -> a trigger's; every node watches it and tells its user of
- *              changes made elsewhere; each node keeps its own SQLite
- *              registry beneath it
+ *              -> a trigger's, sc.NAME and so.NAME -> a schedule and a source;
+ *              every node watches it and tells its user of changes made
+ *              elsewhere; each node keeps its own SQLite registry beneath it
+ *   leases     lease.KIND.NAME in the bucket: the one node that runs a
+ *              schedule or a source without a consumer group (lease.c)
  *   artifacts  a JetStream stream, one message per 256 KiB chunk
  *              (spate.artifact.SHA.I) and a count (spate.artifact.SHA.n);
  *              fetched chunk by chunk and checked against the SHA-256

@@ -9,6 +9,7 @@
  *   registry_js.c   the registry interface on the key-value bucket
  *   watch.c         the thread that follows the bucket
  *   chunks.c        artifacts as chunks of the artifact stream
+ *   lease.c         leases in the bucket: what runs on one node only
  *
  * The struct cluster is owned by cluster.c; each file touches the fields its
  * part names. Names shared across the files carry the cluster__ prefix.
@@ -25,6 +26,7 @@
 #include "common/hash.h"
 #include "common/limits.h"
 #include "common/list.h"
+#include "common/strmap.h"
 
 #define CLUSTER_BUCKET "spate-registry"
 /* The failed attempts of messages being retried (jsqueue/). */
@@ -76,6 +78,13 @@ struct cluster {
     void *invoke_data;
     /* registry_js.c */
     rjs *reg;
+    /* lease.c */
+    pthread_mutex_t lease_mu;
+    pthread_cond_t lease_cv;
+    strmap leases; /* KIND.NAME -> lease (under lease_mu) */
+    int lease_wake;
+    pthread_t lease_thread;
+    int leasing;
 };
 
 /* node.c */
@@ -88,16 +97,43 @@ int cluster__route_start(cluster *c, char *err, size_t errcap);
 void cluster__route_stop(cluster *c);
 
 /* watch.c: a thread that follows the bucket until c stops, and calls heard
- * (on itself) with each change: the key without its "fn."/"tr." and the
+ * (on itself) with each change: the key without its "fn."/"tr."/"sc."/"so." and the
  * value (taken; NULL: deleted); CLUSTER_CH_READY once the current values
  * are in, again after each new start (a reconnect). */
 #define CLUSTER_KEY_MAX (SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8)
-enum cluster_change { CLUSTER_CH_FUNCTION, CLUSTER_CH_TRIGGER, CLUSTER_CH_READY };
+enum cluster_change {
+    CLUSTER_CH_FUNCTION,
+    CLUSTER_CH_TRIGGER,
+    CLUSTER_CH_SCHEDULE,
+    CLUSTER_CH_SOURCE,
+    CLUSTER_CH_READY
+};
 typedef void (*cluster_heard_fn)(void *data, enum cluster_change kind, const char *key, char *text);
 int cluster__watch_start(cluster *c, cluster_heard_fn heard, void *data, pthread_t *out);
 
+/* lease.c: the leases this node asked for (registry_lease). init at
+ * start, the thread at follow; stop joins it (releasing what it holds). */
+#define CLUSTER_LEASE_KEY_MAX (SPATE_NAME_MAX + 16) /* KIND.NAME */
+void cluster__leases_init(cluster *c);
+void cluster__leases_start(cluster *c);
+void cluster__leases_stop(cluster *c);
+/* 1 when this node holds key now (holder: its id, or the holder's); asking
+ * makes the thread take and keep it until dropped. Any thread. */
+int cluster__lease_query(cluster *c, const char *key, char *holder, size_t cap);
+void cluster__lease_drop(cluster *c, const char *key);
+
+/* entries.c: a schedule or a source as the bucket keeps it (JSON, caller
+ * frees), and back: 0, or -1 when text is not one. A parsed schedule's
+ * payload is in *payload (caller frees). */
+char *cluster__schedule_json(const reg_schedule *s);
+int cluster__schedule_parse(const char *text, reg_schedule *s, char **payload);
+char *cluster__source_json(const reg_source *s);
+int cluster__source_parse(const char *text, reg_source *s);
+
 /* registry_js.c: following the bucket (its watcher). */
 void cluster__registry_follow(rjs *r);
+/* On the loop: a lease of this node was taken or lost. */
+void cluster__registry_leases_changed(rjs *r);
 /* Joins the watcher; the registry stays usable (locally) until closed. */
 void cluster__registry_stop(rjs *r);
 

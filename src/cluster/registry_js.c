@@ -7,12 +7,21 @@
  *   fn.NAME           {"sha256", "size", "origin", "config"}: the function's
  *                     active version, its artifact in the artifact stream
  *   tr.FUNCTION.TOPIC the trigger's configuration (registry_trigger_json)
+ *   sc.NAME           a schedule, with the time it last fired (entries.c)
+ *   so.NAME           a source, its URL whole (entries.c)
+ *   lease.KIND.NAME   who runs a schedule or a source now (lease.c)
  * A put or delete made through this registry is made locally, then written
  * to the bucket on the worker thread (with the artifact's chunks first).
  * The watcher thread follows the bucket; a change another node made is
  * fetched if need be and handed to the events (the scheduler), which makes
  * this node match through this same registry: a put of exactly the version
  * being applied, or a delete being applied, is recorded here only.
+ *
+ * Schedules and sources live in the bucket only: this registry keeps the
+ * bucket's view of them in memory (changed at once by a put or remove made
+ * through it, then by what the watcher hears), and tells their watchers
+ * when another node changed them; registry_sync answers once the writes
+ * queued before it are in the bucket.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,24 +58,45 @@ typedef struct tr_entry {
     queue_sub_config cfg;
 } tr_entry;
 
+/* A schedule or a source as the bucket holds it. */
+typedef struct sc_entry {
+    reg_schedule s; /* s.name is the map's key */
+    char *payload;  /* s.payload's storage */
+} sc_entry;
+typedef struct so_entry {
+    reg_source s;
+} so_entry;
+
 struct rjs {
     const registry_ops *ops; /* first, as registry.h wants */
     cluster *c;              /* NULL after cluster_stop */
     registry *local;
     registry_events ev;
-    strmap syncs; /* name -> fn_sync */
-    strmap trigs; /* FUNCTION.TOPIC -> tr_entry */
-    int ready;    /* the bucket's current values are in */
+    strmap syncs;  /* name -> fn_sync */
+    strmap trigs;  /* FUNCTION.TOPIC -> tr_entry */
+    strmap scheds; /* NAME -> sc_entry */
+    strmap srcs;   /* NAME -> so_entry */
+    struct {
+        registry_changed_cb cb;
+        void *data;
+    } watchers[2];   /* by enum registry_kind */
+    uint64_t queued; /* the number of the last job submitted */
+    uint64_t failed; /* the number of the last job that failed */
+    int ready;       /* the bucket's current values are in */
     pthread_t watcher;
     int watching;
 };
 
 /* Blocking work for the worker thread. */
-enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT };
+enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT, JOB_FIRED, JOB_SYNC };
 typedef struct job {
     rjs *r;
     cluster *c;
     enum job_kind kind;
+    uint64_t seq;                /* its number; SYNC: that of the last job before it */
+    int64_t created_ms, fire_ms; /* FIRED: the schedule and its run */
+    registry_done_cb done;       /* SYNC */
+    void *done_data;
     char name[SPATE_NAME_MAX + 1];
     char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8]; /* PUT, DELETE */
     char sha[HASH_HEX_LEN + 1];
@@ -223,6 +253,37 @@ static void job_publish(job *j)
     if (!j->err[0] && s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
 }
 
+/* The schedule j->key fired for j->fire_ms: written into its entry,
+ * checked against the revision read, unless the entry is gone, another
+ * schedule of that name (created anew) or knows of a later run. */
+static void job_fired(job *j)
+{
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, j->c->kv, j->key);
+    if (s == NATS_NOT_FOUND) return;
+    if (s != NATS_OK) {
+        snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+        return;
+    }
+    char *text = strndup(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+    uint64_t rev = kvEntry_Revision(e);
+    kvEntry_Destroy(e);
+    reg_schedule sc;
+    char *payload = NULL;
+    int ok = text && cluster__schedule_parse(text, &sc, &payload) == 0;
+    free(text);
+    char *value = NULL;
+    if (ok && sc.created_ms == j->created_ms && sc.last_fire_ms < j->fire_ms) {
+        sc.last_fire_ms = j->fire_ms;
+        value = cluster__schedule_json(&sc);
+    }
+    free(payload);
+    if (!value) return;
+    s = kvStore_UpdateString(NULL, j->c->kv, j->key, value, rev);
+    free(value);
+    if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+}
+
 static void job_work(void *arg)
 {
     job *j = arg;
@@ -241,6 +302,10 @@ static void job_work(void *arg)
         } else if (j->kind == JOB_PUT) {
             natsStatus s = kvStore_PutString(NULL, c->kv, j->key, j->value);
             if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
+        } else if (j->kind == JOB_FIRED) {
+            job_fired(j);
+        } else if (j->kind == JOB_SYNC) {
+            break; /* the jobs before it are done: nothing to do */
         } else {
             cluster__chunks_get(c, j->sha, &j->data, j->err, sizeof j->err);
         }
@@ -256,12 +321,16 @@ static void fetched(rjs *r, job *j);
 static void job_done(void *arg)
 {
     job *j = arg;
-    if (j->kind == JOB_FETCH) {
+    if (j->kind == JOB_SYNC) {
+        j->done(j->done_data, j->r->failed == j->seq && j->seq ? ERR_STORE : 0);
+    } else if (j->kind == JOB_FETCH) {
         /* A deploy from the registry: not while stopping. */
         if (!j->c->quiet) fetched(j->r, j);
     } else if (j->err[0]) {
-        log_error("cluster: cannot %s the registry: %s fn=%s",
-                  j->kind == JOB_PUBLISH ? "update" : "delete from", j->err, j->name);
+        j->r->failed = j->seq;
+        log_error("cluster: cannot %s the registry: %s key=%s",
+                  j->kind == JOB_DELETE ? "delete from" : "update", j->err,
+                  j->key[0] ? j->key : j->name);
     }
     job_free(j);
 }
@@ -279,6 +348,7 @@ static job *new_job(rjs *r, enum job_kind kind, const char *name)
 
 static void submit(job *j)
 {
+    j->seq = j->kind == JOB_SYNC ? j->r->queued : ++j->r->queued;
     bridge_run(j->c->bridge, job_work, job_done, job_free, j);
 }
 
@@ -427,6 +497,115 @@ static void on_trigger_entry(rjs *r, const char *key, const char *text)
         r->ev.trigger_put(topic, &cfg, on_trigger_applied, strdup(key), r->ev.data);
 }
 
+/* --- Schedules and sources ------------------------------------------------------------------- */
+
+/* Tells kind's watcher that the bucket's view changed: not before the
+ * current values are all in (then once, for all of them). */
+static void tell(rjs *r, enum registry_kind kind)
+{
+    if (r->ready && r->watchers[kind].cb) r->watchers[kind].cb(r->watchers[kind].data);
+}
+
+void cluster__registry_leases_changed(rjs *r)
+{
+    tell(r, REGISTRY_SCHEDULES);
+    tell(r, REGISTRY_SOURCES);
+}
+
+static void sc_free(sc_entry *e)
+{
+    if (!e) return;
+    free(e->payload);
+    free(e);
+}
+
+/* Puts a copy of sc (payload in payload, taken) into the view. */
+static int sc_keep(rjs *r, const reg_schedule *sc, char *payload)
+{
+    sc_entry *e = calloc(1, sizeof *e), *old;
+    if (!e) {
+        free(payload);
+        return ERR_NOMEM;
+    }
+    e->s = *sc;
+    e->payload = payload;
+    e->s.payload = payload;
+    old = strmap_get(&r->scheds, sc->name, strlen(sc->name));
+    if (strmap_put(&r->scheds, e->s.name, e) != 0) {
+        sc_free(e);
+        return ERR_NOMEM;
+    }
+    sc_free(old);
+    return 0;
+}
+
+/* The same schedule but perhaps for when it last fired. */
+static int same_schedule(const reg_schedule *a, const reg_schedule *b)
+{
+    return a->created_ms == b->created_ms && !strcmp(a->expression, b->expression) &&
+           !strcmp(a->zone, b->zone) && !strcmp(a->topic, b->topic) &&
+           !strcmp(a->function, b->function) && !a->payload == !b->payload &&
+           (!a->payload ||
+            (a->payload_len == b->payload_len && !memcmp(a->payload, b->payload, a->payload_len)));
+}
+
+static void on_schedule_entry(rjs *r, const char *name, const char *text)
+{
+    sc_entry *old = strmap_get(&r->scheds, name, strlen(name));
+    if (!text) {
+        if (!old) return;
+        strmap_remove(&r->scheds, name);
+        sc_free(old);
+        tell(r, REGISTRY_SCHEDULES);
+        return;
+    }
+    reg_schedule sc;
+    char *payload = NULL;
+    if (cluster__schedule_parse(text, &sc, &payload) != 0 || strcmp(sc.name, name) != 0) {
+        free(payload);
+        log_warn("cluster: malformed registry entry sc.%s: ignored", name);
+        return;
+    }
+    if (old && same_schedule(&old->s, &sc)) {
+        /* A later run's record, or an older one heard late (this node
+         * wrote a newer one meanwhile): the latest counts. */
+        free(payload);
+        if (sc.last_fire_ms <= old->s.last_fire_ms) return;
+        old->s.last_fire_ms = sc.last_fire_ms;
+    } else if (sc_keep(r, &sc, payload) != 0) {
+        log_error("cluster: out of memory for schedule %s", name);
+        return;
+    }
+    tell(r, REGISTRY_SCHEDULES);
+}
+
+static void on_source_entry(rjs *r, const char *name, const char *text)
+{
+    so_entry *old = strmap_get(&r->srcs, name, strlen(name));
+    if (!text) {
+        if (!old) return;
+        strmap_remove(&r->srcs, name);
+        free(old);
+        tell(r, REGISTRY_SOURCES);
+        return;
+    }
+    reg_source src;
+    if (cluster__source_parse(text, &src) != 0 || strcmp(src.name, name) != 0) {
+        log_warn("cluster: malformed registry entry so.%s: ignored", name);
+        return;
+    }
+    if (old && !memcmp(&old->s, &src, sizeof src)) return;
+    so_entry *e = old ? old : calloc(1, sizeof *e);
+    if (e) e->s = src; /* the map's key is e->s.name: set before the put */
+    explicit_bzero(&src, sizeof src);
+    if (!e || (!old && strmap_put(&r->srcs, e->s.name, e) != 0)) {
+        free(e);
+        log_error("cluster: out of memory for source %s", name);
+        return;
+    }
+    tell(r, REGISTRY_SOURCES);
+}
+
 /* A function here that the registry does not hold (deleted while this node
  * was away) goes: in cluster mode the registry decides. */
 static int reconcile_one(const reg_version *v, int64_t created, void *data)
@@ -440,6 +619,65 @@ static void apply_each(const char *key, void *value, void *data)
     apply(data, key);
 }
 
+static int js_schedule_put(registry *reg, const reg_schedule *sc);
+static int js_source_put(registry *reg, const reg_source *src);
+
+/* Before schedules and sources were shared, a cluster's node kept them in
+ * its own SQLite registry. Those the bucket does not hold move into it
+ * (every node then has them); all leave the node's own registry, so that
+ * one deleted in the cluster later does not come back at the next start.
+ * Of two nodes with one of the same name, the last written stands. */
+typedef struct adopt {
+    rjs *r;
+    char (*names)[SPATE_NAME_MAX + 1];
+    size_t n, cap;
+} adopt;
+
+static void adopted(adopt *a, const char *name)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        void *v = realloc(a->names, cap * sizeof *a->names);
+        if (!v) return; /* kept locally: moved at the next start */
+        a->names = v;
+        a->cap = cap;
+    }
+    snprintf(a->names[a->n++], sizeof a->names[0], "%s", name);
+}
+
+static void adopt_schedule(const reg_schedule *sc, void *data)
+{
+    adopt *a = data;
+    if (!strmap_get(&a->r->scheds, sc->name, strlen(sc->name))) {
+        if (js_schedule_put((registry *)a->r, sc) != 0) return;
+        log_info("cluster: schedule %s moved from this node's registry into the cluster's",
+                 sc->name);
+    }
+    adopted(a, sc->name);
+}
+
+static void adopt_source(const reg_source *src, void *data)
+{
+    adopt *a = data;
+    if (!strmap_get(&a->r->srcs, src->name, strlen(src->name))) {
+        if (js_source_put((registry *)a->r, src) != 0) return;
+        log_info("cluster: source %s moved from this node's registry into the cluster's",
+                 src->name);
+    }
+    adopted(a, src->name);
+}
+
+static void adopt_local(rjs *r)
+{
+    adopt a = {.r = r};
+    registry_each_schedule(r->local, adopt_schedule, &a);
+    for (size_t i = 0; i < a.n; i++) registry_schedule_remove(r->local, a.names[i]);
+    a.n = 0;
+    registry_each_source(r->local, adopt_source, &a);
+    for (size_t i = 0; i < a.n; i++) registry_source_remove(r->local, a.names[i]);
+    free(a.names);
+}
+
 /* The registry's current values are in: make this node match them. */
 static void on_registry_ready(rjs *r)
 {
@@ -447,6 +685,9 @@ static void on_registry_ready(rjs *r)
     r->ready = 1;
     registry_each_active(r->local, reconcile_one, r);
     strmap_each(&r->syncs, apply_each, r);
+    adopt_local(r);
+    tell(r, REGISTRY_SCHEDULES);
+    tell(r, REGISTRY_SOURCES);
     log_info("cluster: registry followed node=%s", r->c->id);
 }
 
@@ -475,6 +716,10 @@ static void on_change(void *arg)
             on_registry_ready(r);
         } else if (ch->kind == CLUSTER_CH_TRIGGER) {
             on_trigger_entry(r, ch->key, ch->text);
+        } else if (ch->kind == CLUSTER_CH_SCHEDULE) {
+            on_schedule_entry(r, ch->key, ch->text);
+        } else if (ch->kind == CLUSTER_CH_SOURCE) {
+            on_source_entry(r, ch->key, ch->text);
         } else {
             fn_sync *s = sync_of(r, ch->key);
             if (s) {
@@ -675,6 +920,17 @@ static void free_trigger(const char *key, void *value, void *data)
     free(value);
 }
 
+static void free_schedule(const char *key, void *value, void *data)
+{
+    sc_free(value);
+}
+
+static void free_source(const char *key, void *value, void *data)
+{
+    explicit_bzero(value, sizeof(so_entry));
+    free(value);
+}
+
 static void js_close(registry *reg)
 {
     rjs *r = RJS(reg);
@@ -682,48 +938,191 @@ static void js_close(registry *reg)
     strmap_free(&r->syncs);
     strmap_each(&r->trigs, free_trigger, NULL);
     strmap_free(&r->trigs);
+    strmap_each(&r->scheds, free_schedule, NULL);
+    strmap_free(&r->scheds);
+    strmap_each(&r->srcs, free_source, NULL);
+    strmap_free(&r->srcs);
     registry_close(r->local);
     free(r);
 }
 
-/* Schedules stay in this node's own registry for now: not replicated, so in
- * a cluster each node fires the schedules made through it (docs say so). */
-static int js_schedule_put(registry *reg, const reg_schedule *s)
+/* Queues the write of key (value taken; NULL: its delete). */
+static int write_key(rjs *r, const char *key, char *value)
 {
-    return registry_schedule_put(RJS(reg)->local, s);
+    job *j = r->c ? new_job(r, value ? JOB_PUT : JOB_DELETE, "") : NULL;
+    if (!j) {
+        free(value);
+        return r->c ? ERR_NOMEM : ERR_CLOSED;
+    }
+    snprintf(j->key, sizeof j->key, "%s", key);
+    j->value = value;
+    submit(j);
+    return 0;
+}
+
+static int js_schedule_put(registry *reg, const reg_schedule *sc)
+{
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    char *value = cluster__schedule_json(sc), key[CLUSTER_KEY_MAX + 8];
+    char *payload = sc->payload ? strndup(sc->payload, sc->payload_len) : NULL;
+    if (!value || (sc->payload && !payload) || sc_keep(r, sc, payload) != 0) {
+        free(value);
+        return ERR_NOMEM;
+    }
+    snprintf(key, sizeof key, "sc.%s", sc->name);
+    return write_key(r, key, value);
 }
 
 static int js_schedule_remove(registry *reg, const char *name)
 {
-    return registry_schedule_remove(RJS(reg)->local, name);
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    sc_free(strmap_remove(&r->scheds, name));
+    /* The lease goes with it; written first so that the entry's delete is
+     * the last write, the one registry_sync answers for. (A node that has
+     * not heard yet may take the lease again: a stale lease key is inert.) */
+    char key[CLUSTER_KEY_MAX + 8];
+    snprintf(key, sizeof key, "lease.schedule.%s", name);
+    write_key(r, key, NULL);
+    snprintf(key, sizeof key, "sc.%s", name);
+    return write_key(r, key, NULL);
 }
 
+/* The holder fired name: written into its entry, which the next holder
+ * catches up from. */
 static int js_schedule_fired(registry *reg, const char *name, int64_t fire_ms)
 {
-    return registry_schedule_fired(RJS(reg)->local, name, fire_ms);
+    rjs *r = RJS(reg);
+    sc_entry *e = strmap_get(&r->scheds, name, strlen(name));
+    if (!r->c) return ERR_CLOSED;
+    if (!e) return ERR_NOTFOUND;
+    if (fire_ms > e->s.last_fire_ms) e->s.last_fire_ms = fire_ms;
+    job *j = new_job(r, JOB_FIRED, name);
+    if (!j) return ERR_NOMEM;
+    snprintf(j->key, sizeof j->key, "sc.%s", name);
+    j->created_ms = e->s.created_ms;
+    j->fire_ms = fire_ms;
+    submit(j);
+    return 0;
+}
+
+/* The values of a map in order of their names: each value begins with its
+ * name (sc_entry and so_entry begin with a reg_schedule or reg_source,
+ * which begin with theirs). */
+typedef struct sorted {
+    void **v;
+    size_t n;
+} sorted;
+
+static void sort_one(const char *key, void *value, void *data)
+{
+    sorted *s = data;
+    s->v[s->n++] = value;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int sort_map(const strmap *m, sorted *s)
+{
+    s->n = 0;
+    s->v = calloc(m->count + 1, sizeof *s->v);
+    if (!s->v) return ERR_NOMEM;
+    strmap_each(m, sort_one, s);
+    qsort(s->v, s->n, sizeof *s->v, by_name);
+    return 0;
 }
 
 static int js_each_schedule(registry *reg, registry_schedule_cb cb, void *data)
 {
-    return registry_each_schedule(RJS(reg)->local, cb, data);
+    sorted s;
+    if (sort_map(&RJS(reg)->scheds, &s) != 0) return ERR_NOMEM;
+    for (size_t i = 0; i < s.n; i++) cb(&((sc_entry *)s.v[i])->s, data);
+    free(s.v);
+    return 0;
 }
 
-/* Event sources stay in the node's own registry for now: each node runs the
- * sources it was given (a Redis consumer group balances the nodes that
- * share one); replicating them through the bucket is to come. */
-static int js_source_put(registry *reg, const reg_source *s)
+static int js_source_put(registry *reg, const reg_source *src)
 {
-    return registry_source_put(RJS(reg)->local, s);
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    so_entry *e = strmap_get(&r->srcs, src->name, strlen(src->name));
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e) return ERR_NOMEM;
+        e->s = *src;
+        if (strmap_put(&r->srcs, e->s.name, e) != 0) {
+            free(e);
+            return ERR_NOMEM;
+        }
+    }
+    e->s = *src;
+    char key[CLUSTER_KEY_MAX + 8];
+    snprintf(key, sizeof key, "so.%s", src->name);
+    char *value = cluster__source_json(src);
+    return value ? write_key(r, key, value) : ERR_NOMEM;
 }
 
 static int js_source_remove(registry *reg, const char *name)
 {
-    return registry_source_remove(RJS(reg)->local, name);
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    so_entry *e = strmap_remove(&r->srcs, name);
+    if (e) explicit_bzero(e, sizeof *e);
+    free(e);
+    char key[CLUSTER_KEY_MAX + 8]; /* the lease first, as for a schedule */
+    snprintf(key, sizeof key, "lease.source.%s", name);
+    write_key(r, key, NULL);
+    snprintf(key, sizeof key, "so.%s", name);
+    return write_key(r, key, NULL);
 }
 
 static int js_each_source(registry *reg, registry_source_cb cb, void *data)
 {
-    return registry_each_source(RJS(reg)->local, cb, data);
+    sorted s;
+    if (sort_map(&RJS(reg)->srcs, &s) != 0) return ERR_NOMEM;
+    for (size_t i = 0; i < s.n; i++) cb(&((so_entry *)s.v[i])->s, data);
+    free(s.v);
+    return 0;
+}
+
+static void js_watch(registry *reg, enum registry_kind kind, registry_changed_cb cb, void *data)
+{
+    RJS(reg)->watchers[kind].cb = cb;
+    RJS(reg)->watchers[kind].data = data;
+}
+
+/* A job after the writes queued: the worker takes them in order. */
+static void js_sync(registry *reg, registry_done_cb cb, void *data)
+{
+    rjs *r = RJS(reg);
+    job *j = r->c ? new_job(r, JOB_SYNC, "") : NULL;
+    if (!j) {
+        cb(data, r->c ? ERR_NOMEM : ERR_CLOSED);
+        return;
+    }
+    j->done = cb;
+    j->done_data = data;
+    submit(j);
+}
+
+static int js_lease(registry *reg, const char *key, char *holder, size_t cap)
+{
+    rjs *r = RJS(reg);
+    if (!r->c) {
+        if (cap) holder[0] = '\0';
+        return 0;
+    }
+    return cluster__lease_query(r->c, key, holder, cap);
+}
+
+static void js_lease_drop(registry *reg, const char *key)
+{
+    rjs *r = RJS(reg);
+    if (r->c) cluster__lease_drop(r->c, key);
 }
 
 static const registry_ops js_ops = {
@@ -748,6 +1147,10 @@ static const registry_ops js_ops = {
     .source_put = js_source_put,
     .source_remove = js_source_remove,
     .each_source = js_each_source,
+    .watch = js_watch,
+    .sync = js_sync,
+    .lease = js_lease,
+    .lease_drop = js_lease_drop,
 };
 
 int cluster_registry(cluster *c, registry *local, registry **out)
@@ -760,6 +1163,8 @@ int cluster_registry(cluster *c, registry *local, registry **out)
     r->local = local;
     strmap_init(&r->syncs);
     strmap_init(&r->trigs);
+    strmap_init(&r->scheds);
+    strmap_init(&r->srcs);
     c->reg = r;
     *out = (registry *)r;
     return 0;

@@ -34,6 +34,22 @@ static int watcher_behind(cluster *c, uint64_t seen, uint64_t *since)
     return 1;
 }
 
+/* What a key of the bucket holds (its prefix, three bytes), or -1: not
+ * followed (leases are lease.c's). */
+static int change_kind(const char *key)
+{
+    static const struct {
+        const char *prefix;
+        enum cluster_change kind;
+    } kinds[] = {{"fn.", CLUSTER_CH_FUNCTION},
+                 {"tr.", CLUSTER_CH_TRIGGER},
+                 {"sc.", CLUSTER_CH_SCHEDULE},
+                 {"so.", CLUSTER_CH_SOURCE}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strncmp(key, kinds[i].prefix, 3) == 0) return (int)kinds[i].kind;
+    return -1;
+}
+
 typedef struct watch {
     cluster *c;
     cluster_heard_fn heard;
@@ -84,11 +100,16 @@ static void *watcher_main(void *arg)
         if (kvEntry_Revision(ent) > seen) seen = kvEntry_Revision(ent);
         const char *key = kvEntry_Key(ent);
         int put = kvEntry_Operation(ent) == kvOp_Put;
-        int is_fn = strncmp(key, "fn.", 3) == 0, is_tr = strncmp(key, "tr.", 3) == 0;
-        if ((is_fn || is_tr) && strlen(key + 3) < CLUSTER_KEY_MAX) {
-            char *text = put ? strndup(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent)) : NULL;
-            if (!put || text)
-                wa.heard(wa.data, is_fn ? CLUSTER_CH_FUNCTION : CLUSTER_CH_TRIGGER, key + 3, text);
+        int kind = change_kind(key);
+        if (kind >= 0 && strlen(key + 3) < CLUSTER_KEY_MAX) {
+            if (put && kvEntry_ValueLen(ent) > (int)SPATE_CLUSTER_ENTRY_MAX) {
+                log_warn("cluster: registry entry %s is %d bytes, over the limit of %u: ignored",
+                         key, kvEntry_ValueLen(ent), SPATE_CLUSTER_ENTRY_MAX);
+            } else {
+                char *text =
+                    put ? strndup(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent)) : NULL;
+                if (!put || text) wa.heard(wa.data, (enum cluster_change)kind, key + 3, text);
+            }
         }
         kvEntry_Destroy(ent);
     }

@@ -401,6 +401,25 @@
  * than any retry schedule (SPATE_RETRY_CAP_MS times SPATE_MAX_ATTEMPTS_CEILING
  * is under an hour); one left behind goes by itself. */
 #define SPATE_CLUSTER_ATTEMPTS_TTL_NS (7LL * 24 * 3600 * 1000000000)
+/* Leases (cluster/lease.c): what runs on one node of a cluster (schedules,
+ * sources without a consumer group) runs where its lease in the registry
+ * bucket is held. The holder rewrites it every SPATE_CLUSTER_LEASE_RENEW_MS;
+ * another node takes it once its revision has not moved for
+ * SPATE_CLUSTER_LEASE_TTL_MS as that node measures (its own clock: no
+ * skew between nodes counts). The holder stops acting RENEW before its last
+ * renewal is TTL old, so two holders never act at once (a process stalled
+ * longer than that aside). TTL is five renewals: a NATS leader election
+ * (a few seconds) does not move every lease; a dead holder's leases move
+ * within TTL plus a tick. The lease thread looks at them every TICK. */
+#define SPATE_CLUSTER_LEASE_TICK_MS 1000
+#define SPATE_CLUSTER_LEASE_RENEW_MS 2000
+#define SPATE_CLUSTER_LEASE_TTL_MS 10000
+/* Leases one node follows: one per schedule and per leased source. */
+#define SPATE_CLUSTER_LEASES_MAX 4096
+/* A schedule's or a source's registry entry read from the bucket: a
+ * schedule with its largest payload, a source with its longest URL, and
+ * room for the JSON around them. Larger ones are ignored as corrupt. */
+#define SPATE_CLUSTER_ENTRY_MAX (SPATE_SCHEDULE_PAYLOAD_MAX * 6 + 8u * KIB)
 
 /* --- Daemon ----------------------------------------------------------------- */
 
@@ -489,5 +508,26 @@
  * before it hands over what it has: a stream that pauses does not hold a
  * batch back for the whole fetch wait. */
 #define SPATE_SOURCE_AMQP_LINGER_MS 5
+/* MQTT: the Receive Maximum a source asks of the broker (MQTT 5), i.e. how
+ * many QoS 1 messages it may send before a PUBACK. libmosquitto PUBACKs a
+ * message as it reads it, so what this bounds is what waits unread in the
+ * socket (safe: not acknowledged); a batch's worth, so that the next batch
+ * is there when a commit is done. What was read and not yet committed is
+ * the one batch a fetch holds (SPATE_SOURCE_BATCH_MAX): the most a crash of
+ * spated can lose. At most 65535 (MQTT). */
+#define SPATE_SOURCE_MQTT_RECEIVE_MAX 256
+/* MQTT: once a fetch has messages, how long (ms) it waits for one more
+ * before handing the batch over (the batch fills while they keep coming,
+ * up to SPATE_SOURCE_WAIT_MS). A latency of a few ms at low rates for whole
+ * batches (one commit each) at high ones. */
+#define SPATE_SOURCE_MQTT_LINGER_MS 2
+/* MQTT keep-alive (s): PINGREQ goes from the fetch's network loop, so it
+ * must outlast a slow publish into the topic (the broker drops a client
+ * silent for 1.5 times this). */
+#define SPATE_SOURCE_MQTT_KEEPALIVE_S 60
+/* MQTT 5 Session Expiry Interval (s) the source asks: the broker keeps the
+ * session, and queues QoS 1 messages for it, this long while spated is
+ * down (a week). */
+#define SPATE_SOURCE_MQTT_SESSION_S (7 * 24 * 3600)
 
 #endif /* SPATE_LIMITS_H */

@@ -8,6 +8,8 @@
 #include "schedules/cron.h"
 
 #include <ctype.h>
+#include <unicode/ucal.h>
+#include <unicode/ustring.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,32 +236,77 @@ int cron_parse(const char *expr, cron_expr *out, char *err, size_t errcap)
     return 0;
 }
 
-int cron_parse_zone(const char *zone, int32_t *offset_s, char *err, size_t errcap)
+/* A fixed offset: [UTC]+H, +HH, +HHMM, +HH:MM (up to 14 hours); 1 if zone
+ * is not one. */
+static int parse_fixed(const char *zone, int32_t *offset_s)
 {
-    *offset_s = 0;
-    if (!zone || !*zone || strcmp(zone, "UTC") == 0 || strcmp(zone, "Z") == 0 ||
-        strcmp(zone, "GMT") == 0 || strcmp(zone, "Etc/UTC") == 0)
-        return 0;
     const char *p = zone;
     if (strncmp(p, "UTC", 3) == 0) p += 3;
     int sign = *p == '+' ? 1 : *p == '-' ? -1 : 0;
     int h = 0, m = 0, digits = 0;
-    if (sign) {
-        p++;
-        while (isdigit((unsigned char)*p) && digits < 2) h = h * 10 + (*p++ - '0'), digits++;
-        if (*p == ':') p++;
-        int md = 0;
-        while (isdigit((unsigned char)*p) && md < 2) m = m * 10 + (*p++ - '0'), md++;
-        if (digits && *p == '\0' && (md == 0 || md == 2) && h <= 14 && m < 60) {
-            *offset_s = sign * (h * 3600 + m * 60);
-            return 0;
-        }
+    if (!sign) return 1;
+    p++;
+    while (isdigit((unsigned char)*p) && digits < 2) h = h * 10 + (*p++ - '0'), digits++;
+    if (*p == ':') p++;
+    int md = 0;
+    while (isdigit((unsigned char)*p) && md < 2) m = m * 10 + (*p++ - '0'), md++;
+    if (!digits || *p != '\0' || (md != 0 && md != 2) || h > 14 || m >= 60) return 1;
+    *offset_s = sign * (h * 3600 + m * 60);
+    return 0;
+}
+
+int cron_zone_open(const char *zone, cron_zone *out, char *err, size_t errcap)
+{
+    memset(out, 0, sizeof *out);
+    if (!zone || !*zone || strcmp(zone, "UTC") == 0 || strcmp(zone, "Z") == 0 ||
+        strcmp(zone, "GMT") == 0 || strcmp(zone, "Etc/UTC") == 0)
+        return 0;
+    if (zone[0] == '+' || zone[0] == '-' || strncmp(zone, "UTC", 3) == 0) {
+        if (parse_fixed(zone, &out->fixed_s) == 0) return 0;
+        snprintf(err, errcap, "tz: '%.64s' is not a fixed offset (+02:00, -0530, UTC+5)", zone);
+        return -1;
     }
-    snprintf(err, errcap,
-             "tz: '%.64s' is not UTC or a fixed offset (+02:00, -0530); named zones are not "
-             "supported yet",
-             zone);
-    return -1;
+    /* A named zone must be one ICU knows by that name: ICU opens any other
+     * name as GMT without a word, which would fire at the wrong hours. */
+    UChar id[128], canonical[128];
+    size_t len = strlen(zone);
+    UErrorCode status = U_ZERO_ERROR;
+    UBool system = 0;
+    if (len < sizeof id / sizeof id[0]) {
+        u_charsToUChars(zone, id, (int32_t)len);
+        ucal_getCanonicalTimeZoneID(id, (int32_t)len, canonical, 128, &system, &status);
+    }
+    if (len >= sizeof id / sizeof id[0] || U_FAILURE(status) || !system) {
+        snprintf(err, errcap,
+                 "tz: unknown zone '%.64s' (a name of the tz database such as Europe/Paris, "
+                 "UTC, or a fixed offset such as +02:00)",
+                 zone);
+        return -1;
+    }
+    status = U_ZERO_ERROR;
+    UCalendar *cal = ucal_open(id, (int32_t)len, "en_US_POSIX", UCAL_GREGORIAN, &status);
+    if (U_FAILURE(status)) {
+        snprintf(err, errcap, "tz: cannot open zone '%.64s': %s", zone, u_errorName(status));
+        return -1;
+    }
+    out->cal = cal;
+    return 0;
+}
+
+void cron_zone_close(cron_zone *z)
+{
+    if (z->cal) ucal_close(z->cal);
+    z->cal = NULL;
+}
+
+int32_t cron_zone_offset(const cron_zone *z, int64_t utc_ms)
+{
+    if (!z || !z->cal) return z ? z->fixed_s : 0;
+    UErrorCode status = U_ZERO_ERROR;
+    ucal_setMillis(z->cal, (UDate)utc_ms, &status);
+    int32_t ms =
+        ucal_get(z->cal, UCAL_ZONE_OFFSET, &status) + ucal_get(z->cal, UCAL_DST_OFFSET, &status);
+    return U_FAILURE(status) ? 0 : ms / 1000;
 }
 
 static int matches_day(const cron_expr *e, const struct tm *t)
@@ -271,16 +318,12 @@ static int matches_day(const cron_expr *e, const struct tm *t)
     return mday || wday;
 }
 
-int64_t cron_next(const cron_expr *e, int32_t offset_s, int64_t anchor_ms, int64_t after_ms)
+/* The first local time (seconds, held as if UTC, a whole minute) at or
+ * after local_s that e matches; -1 when none within eight years. */
+static int64_t match_from(const cron_expr *e, int64_t local_s)
 {
-    if (e->every_ms > 0) {
-        if (after_ms < anchor_ms) return anchor_ms;
-        return anchor_ms + ((after_ms - anchor_ms) / e->every_ms + 1) * e->every_ms;
-    }
-    /* Local time as if it were UTC: the zone is a fixed offset. The next
-     * whole minute after after_ms. */
-    time_t t = (time_t)((after_ms >= 0 ? after_ms / 1000 : (after_ms - 999) / 1000) + offset_s);
-    t = t - (t % 60 + 60) % 60 + 60;
+    time_t t = (time_t)local_s;
+    t = t - (t % 60 + 60) % 60 + ((t % 60 + 60) % 60 ? 60 : 0);
     time_t end = t + (time_t)8 * 366 * 86400;
     struct tm tm;
     while (t < end) {
@@ -299,9 +342,71 @@ int64_t cron_next(const cron_expr *e, int32_t offset_s, int64_t anchor_ms, int64
             tm.tm_min++;
             tm.tm_sec = 0;
         } else {
-            return ((int64_t)t - offset_s) * 1000;
+            return (int64_t)t;
         }
         t = timegm(&tm); /* normalizes the field carried over */
+    }
+    return -1;
+}
+
+static int32_t offset_at(const cron_zone *z, int64_t utc_s)
+{
+    return cron_zone_offset(z, utc_s * 1000);
+}
+
+/* Whether the local time of utc_s (offset off) already happened earlier, in
+ * the hour a change back repeats. No zone changes twice within a day. */
+static int repeated(const cron_zone *z, int64_t utc_s, int32_t off)
+{
+    int32_t before = offset_at(z, utc_s - 86400);
+    return before > off && offset_at(z, utc_s - (before - off)) == before;
+}
+
+#define ALL_HOURS 0xffffffu
+
+int64_t cron_next(const cron_expr *e, const cron_zone *z, int64_t anchor_ms, int64_t after_ms)
+{
+    if (e->every_ms > 0) {
+        if (after_ms < anchor_ms) return anchor_ms;
+        return anchor_ms + ((after_ms - anchor_ms) / e->every_ms + 1) * e->every_ms;
+    }
+    /* Real time is walked in stretches of one offset: within one, the first
+     * local match is placed back on the UTC line; a change of offset before
+     * it starts the next stretch at the change. Jobs at a fixed hour follow
+     * cronie around changes: a local time skipped fires at the change, a
+     * local time repeated fires the first time only. Jobs for every hour
+     * just run by real time. */
+    int fixed_hours = (e->hours & ALL_HOURS) != ALL_HOURS;
+    int64_t s = after_ms >= 0 ? after_ms / 1000 : (after_ms - 999) / 1000;
+    s = s - (s % 60 + 60) % 60 + 60; /* the next whole minute */
+    int64_t end = s + (int64_t)8 * 366 * 86400;
+    while (s < end) {
+        int32_t off = offset_at(z, s);
+        int64_t local = match_from(e, s + off);
+        if (local < 0) return -1;
+        int64_t c = local - off;
+        if (offset_at(z, c) == off) {
+            if (fixed_hours && z && z->cal && repeated(z, c, off)) {
+                s = c + 60;
+                continue;
+            }
+            return c * 1000;
+        }
+        /* The offset changes between s and c: find the change (to the second). */
+        int64_t lo = s, hi = c;
+        while (hi - lo > 1) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (offset_at(z, mid) == off)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        int32_t next_off = offset_at(z, hi);
+        if (fixed_hours && next_off > off) {
+            int64_t skipped = match_from(e, hi + off);
+            if (skipped >= 0 && skipped < hi + next_off) return hi * 1000;
+        }
+        s = hi;
     }
     return -1;
 }

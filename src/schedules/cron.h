@@ -5,10 +5,13 @@
  * are restricted), the shorthands @hourly @daily @midnight @weekly @monthly
  * @yearly @annually, and @every DURATION (30s, 5m, 1h, 1h30m; at least 1s).
  *
- * Zones: UTC and fixed offsets only (+02:00, -0530, +5): the C library
- * evaluates named zones only through the process-wide TZ, which other
- * threads read, so named zones (Europe/Paris) are refused for now rather
- * than evaluated wrongly around their changes.
+ * Zones: UTC, fixed offsets (+02:00, -0530, +5) and named zones
+ * (Europe/Paris) with their daylight-saving changes, through ICU: the C
+ * library evaluates named zones only through the process-wide TZ, which
+ * other threads read. Around a change, as cronie does: a local time that
+ * does not exist (the hour skipped in spring) fires at the change, and one
+ * that happens twice (the hour repeated in autumn) fires once, the first
+ * time.
  */
 #ifndef SPATE_CRON_H
 #define SPATE_CRON_H
@@ -28,13 +31,24 @@ typedef struct cron_expr {
 
 /* Parses expr; 0, or -1 with err naming the field and the problem. */
 int cron_parse(const char *expr, cron_expr *out, char *err, size_t errcap);
-/* Parses a zone (empty or "UTC": 0) into seconds east of UTC; 0 or -1 with err. */
-int cron_parse_zone(const char *zone, int32_t *offset_s, char *err, size_t errcap);
+/* A zone: a fixed offset, or a named zone's calendar. Used by one thread at
+ * a time (ICU's calendar keeps state). */
+typedef struct cron_zone {
+    int32_t fixed_s; /* seconds east of UTC, when cal is NULL */
+    void *cal;       /* a named zone: ICU's UCalendar */
+} cron_zone;
+
+/* Opens a zone (empty or "UTC": UTC; +02:00; Europe/Paris); 0, or -1 with
+ * err naming the problem (an unknown zone). Closed with cron_zone_close. */
+int cron_zone_open(const char *zone, cron_zone *out, char *err, size_t errcap);
+void cron_zone_close(cron_zone *z);
+/* Seconds east of UTC in z at utc_ms. */
+int32_t cron_zone_offset(const cron_zone *z, int64_t utc_ms);
 /* The first fire time strictly after after_ms (ms since the epoch), the cron
- * read in the zone offset_s east of UTC; for @every, the first of anchor_ms
+ * read in zone z; for @every, the first of anchor_ms
  * + k * period after after_ms. -1 when there is none within eight years (an
  * expression that never fires: 30 February). */
-int64_t cron_next(const cron_expr *e, int32_t offset_s, int64_t anchor_ms, int64_t after_ms);
+int64_t cron_next(const cron_expr *e, const cron_zone *z, int64_t anchor_ms, int64_t after_ms);
 /* ms as ISO 8601 in UTC ("2026-12-02T23:10:00Z"); out holds at least 32. */
 void cron_iso8601(int64_t ms, char *out, size_t cap);
 

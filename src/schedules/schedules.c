@@ -28,9 +28,13 @@ typedef struct entry {
     reg_schedule def;
     char *payload; /* def.payload's storage, or NULL */
     cron_expr expr;
-    int32_t offset_s;
+    cron_zone zone;
     uv_timer_t timer;
     int64_t next_ms; /* -1: never again */
+    /* This node holds the schedule's lease (always, alone): it fires. Set
+     * when the lease comes, which catches up the runs its last holder
+     * missed. */
+    int leased;
     uint64_t fired, failed, caught_up, skipped;
     char last_error[256];
 } entry;
@@ -55,6 +59,7 @@ typedef struct fire {
 static void on_entry_closed(uv_handle_t *h)
 {
     entry *e = h->data;
+    cron_zone_close(&e->zone);
     free(e->payload);
     free(e);
 }
@@ -68,11 +73,13 @@ static void drop(entry *e)
 int schedules_check(const reg_schedule *def, char *err, size_t errcap)
 {
     cron_expr x;
-    int32_t off;
+    cron_zone zone;
     if (cron_parse(def->expression, &x, err, errcap) ||
-        cron_parse_zone(def->zone, &off, err, errcap))
+        cron_zone_open(def->zone, &zone, err, errcap))
         return ERR_INVAL;
-    if (x.every_ms == 0 && cron_next(&x, off, 0, clock_now_ms()) < 0) {
+    int64_t next = x.every_ms == 0 ? cron_next(&x, &zone, 0, clock_now_ms()) : 0;
+    cron_zone_close(&zone);
+    if (next < 0) {
         snprintf(err, errcap, "'%s' never fires (no such date within eight years)",
                  def->expression);
         return ERR_INVAL;
@@ -167,7 +174,21 @@ static void arm(entry *e, int64_t now)
 
 static int64_t next_after(const entry *e, int64_t after)
 {
-    return cron_next(&e->expr, e->offset_s, e->def.created_ms, after);
+    return cron_next(&e->expr, &e->zone, e->def.created_ms, after);
+}
+
+static void lease_key(const entry *e, char *out, size_t cap)
+{
+    snprintf(out, cap, "schedule.%s", e->def.name);
+}
+
+/* Whether this node fires e now: it holds its lease (a cluster's node may
+ * have lost it since it was last told). */
+static int held(entry *e)
+{
+    char key[SPATE_NAME_MAX + 16], holder[64];
+    lease_key(e, key, sizeof key);
+    return registry_lease(e->owner->reg, key, holder, sizeof holder);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -175,7 +196,8 @@ static void on_timer(uv_timer_t *t)
     entry *e = t->data;
     int64_t now = clock_now_ms();
     if (now >= e->next_ms) {
-        publish(e, e->next_ms, 0);
+        /* Another node holds the lease: it fires, this one keeps time. */
+        if (held(e) && e->leased) publish(e, e->next_ms, 0);
         /* Runs that fell due meanwhile (the loop was held up, the clock set
          * forward) are skipped and counted, not published in a burst. */
         int64_t n = next_after(e, e->next_ms);
@@ -228,6 +250,19 @@ static void catch_up(entry *e, int64_t now)
                  (unsigned long long)run, (unsigned long long)(missed - run));
 }
 
+/* The lease came (at start alone, or from a node that died or let it go):
+ * the runs it missed are caught up here; or it went. */
+static void check_lease(entry *e, int64_t now)
+{
+    int mine = held(e);
+    if (mine && !e->leased) {
+        e->leased = 1;
+        catch_up(e, now);
+    } else if (!mine) {
+        e->leased = 0;
+    }
+}
+
 /* --- The set ------------------------------------------------------------------------------- */
 
 /* A new entry for def (copied), its timer initialized but not started. */
@@ -253,7 +288,7 @@ static entry *make(schedules *s, const reg_schedule *def, char *err, size_t errc
         e->def.payload = e->payload;
     }
     if (cron_parse(def->expression, &e->expr, err, errcap) ||
-        cron_parse_zone(def->zone, &e->offset_s, err, errcap)) {
+        cron_zone_open(def->zone, &e->zone, err, errcap)) {
         free(e->payload);
         free(e);
         return NULL;
@@ -278,9 +313,97 @@ static void load_one(const reg_schedule *def, void *data)
         return;
     }
     int64_t now = clock_now_ms();
-    catch_up(e, now);
+    check_lease(e, now);
     e->next_ms = next_after(e, now);
     arm(e, now);
+}
+
+/* --- Shared with other nodes (a cluster's registry) ------------------------------------------ */
+
+typedef struct sync_pass {
+    schedules *s;
+    strmap seen; /* names the registry holds */
+} sync_pass;
+
+/* Takes the registry's view of one schedule: a new one, one another node
+ * replaced, or the time its holder last fired it. */
+static void sync_one(const reg_schedule *def, void *data)
+{
+    sync_pass *p = data;
+    schedules *s = p->s;
+    entry *e = strmap_get(&s->map, def->name, strlen(def->name));
+    if (e && e->def.created_ms == def->created_ms) {
+        if (def->last_fire_ms > e->def.last_fire_ms) e->def.last_fire_ms = def->last_fire_ms;
+    } else {
+        char err[256];
+        entry *n = make(s, def, err, sizeof err);
+        if (!n || strmap_put(&s->map, n->def.name, n) != 0) {
+            log_warn("schedule '%s' is not loaded: %s", def->name, n ? "out of memory" : err);
+            if (n) drop(n);
+            return;
+        }
+        const char *how = e ? "replaced" : "added";
+        if (e) drop(e);
+        e = n;
+        int64_t now = clock_now_ms();
+        e->next_ms = next_after(e, now);
+        arm(e, now);
+        log_info("schedule '%s': %s from the registry", def->name, how);
+    }
+    strmap_put(&p->seen, e->def.name, e);
+}
+
+static void forget_gone(const char *key, void *value, void *data)
+{
+    sync_pass *p = data;
+    if (!strmap_get(&p->seen, key, strlen(key))) strmap_put(&p->seen, key, NULL);
+}
+
+typedef struct gone {
+    const char **names;
+    size_t n;
+} gone;
+
+static void list_gone(const char *key, void *value, void *data)
+{
+    gone *g = data;
+    if (!value) g->names[g->n++] = key;
+}
+
+static void lease_each(const char *key, void *value, void *data)
+{
+    check_lease(value, *(int64_t *)data);
+}
+
+/* The registry says what there is (another node changed it, or a lease
+ * moved): this node's timers follow. */
+static void on_registry_changed(void *data)
+{
+    schedules *s = data;
+    if (s->stopped) return;
+    sync_pass p = {.s = s};
+    strmap_init(&p.seen);
+    if (registry_each_schedule(s->reg, sync_one, &p) != 0) {
+        strmap_free(&p.seen);
+        return;
+    }
+    /* Those the registry no longer holds: marked NULL in seen, then dropped. */
+    strmap_each(&s->map, forget_gone, &p);
+    gone g = {calloc(p.seen.count + 1, sizeof *g.names), 0};
+    if (g.names) strmap_each(&p.seen, list_gone, &g);
+    for (size_t i = 0; i < g.n; i++) {
+        entry *e = strmap_remove(&s->map, g.names[i]);
+        if (!e) continue;
+        char key[SPATE_NAME_MAX + 16];
+        lease_key(e, key, sizeof key);
+        registry_lease_drop(s->reg, key);
+        log_info("schedule '%s': removed from the registry", e->def.name);
+        drop(e);
+    }
+    free(g.names);
+    strmap_free(&p.seen);
+    int64_t now = clock_now_ms();
+    strmap_each(&s->map, lease_each, &now);
 }
 
 schedules *schedules_open(uv_loop_t *loop, queue *q, registry *reg, uint32_t catch_up_max)
@@ -291,6 +414,7 @@ schedules *schedules_open(uv_loop_t *loop, queue *q, registry *reg, uint32_t cat
     strmap_init(&s->map);
     if (registry_each_schedule(reg, load_one, s) != 0)
         log_warn("some schedules could not be loaded (see above)");
+    registry_watch(reg, REGISTRY_SCHEDULES, on_registry_changed, s);
     return s;
 }
 
@@ -313,6 +437,7 @@ int schedules_put(schedules *s, const reg_schedule *def, int *replaced, char *er
     }
     *replaced = old != NULL;
     if (old) drop(old);
+    check_lease(e, e->def.created_ms);
     e->next_ms = next_after(e, e->def.created_ms);
     arm(e, e->def.created_ms);
     return 0;
@@ -331,6 +456,9 @@ int schedules_remove(schedules *s, const char *name)
     int rc = registry_schedule_remove(s->reg, name);
     if (rc && rc != ERR_NOTFOUND) return rc;
     strmap_remove(&s->map, name);
+    char key[SPATE_NAME_MAX + 16];
+    lease_key(e, key, sizeof key);
+    registry_lease_drop(s->reg, key);
     drop(e);
     return 0;
 }
@@ -346,7 +474,7 @@ static void add_time(cJSON *o, const char *key, int64_t ms)
     cJSON_AddStringToObject(o, key, iso);
 }
 
-static cJSON *entry_json(const entry *e)
+static cJSON *entry_json(entry *e)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", e->def.name);
@@ -372,6 +500,14 @@ static cJSON *entry_json(const entry *e)
         cJSON_AddStringToObject(o, "last_error", e->last_error);
     else
         cJSON_AddNullToObject(o, "last_error");
+    /* In a cluster: the node that fires it (null: none yet, or one node). */
+    char key[SPATE_NAME_MAX + 16], holder[64];
+    lease_key(e, key, sizeof key);
+    registry_lease(e->owner->reg, key, holder, sizeof holder);
+    if (holder[0])
+        cJSON_AddStringToObject(o, "lease_holder", holder);
+    else
+        cJSON_AddNullToObject(o, "lease_holder");
     return o;
 }
 
@@ -382,7 +518,7 @@ cJSON *schedules_json(schedules *s, const char *name)
 }
 
 typedef struct collect {
-    const entry **v;
+    entry **v;
     size_t n;
 } collect;
 
@@ -394,7 +530,7 @@ static void collect_one(const char *key, void *value, void *data)
 
 static int by_name(const void *a, const void *b)
 {
-    return strcmp((*(const entry *const *)a)->def.name, (*(const entry *const *)b)->def.name);
+    return strcmp((*(entry *const *)a)->def.name, (*(entry *const *)b)->def.name);
 }
 
 cJSON *schedules_json_all(schedules *s)
@@ -413,9 +549,14 @@ cJSON *schedules_json_all(schedules *s)
     return doc;
 }
 
+/* Stopping lets the leases go: another node fires from now on. */
 static void stop_one(const char *key, void *value, void *data)
 {
-    drop(value);
+    entry *e = value;
+    char lk[SPATE_NAME_MAX + 16];
+    lease_key(e, lk, sizeof lk);
+    registry_lease_drop(e->owner->reg, lk);
+    drop(e);
 }
 
 void schedules_stop(schedules *s)

@@ -13,8 +13,11 @@
  * the most recent catch_up of them are published (each with its own time),
  * the rest skipped; the status says how many of each.
  *
- * A cluster keeps schedules in each node's own registry for now: each node
- * fires those made through it (not once per cluster).
+ * In a cluster every node keeps a timer for every schedule of the shared
+ * registry, follows the changes other nodes make (registry_watch), and
+ * publishes a run only while it holds the schedule's lease (registry_lease):
+ * once per cluster. A node that gains the lease catches up from the last run
+ * the registry records, as at start.
  *
  * All calls on the loop thread.
  */

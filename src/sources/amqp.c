@@ -736,6 +736,14 @@ static int64_t lag(src_conn *c)
     return n;
 }
 
+/* A queue's consumers compete: the broker spreads the deliveries, so every
+ * node of a cluster runs the source and takes its share. */
+static int competing(const void *cfg)
+{
+    (void)cfg;
+    return 1;
+}
+
 const connector connector_amqp = {
     .scheme = "amqp",
     .form = "amqp://USER:PASS@HOST:PORT/VHOST?queue=Q",
@@ -746,4 +754,5 @@ const connector connector_amqp = {
     .ack = ack,
     .lag = lag,
     .disconnect = disconnect,
+    .group = competing,
 };

@@ -96,6 +96,27 @@ typedef struct connector {
     /* Entries upstream not yet delivered to the group; -1 when unknown. */
     int64_t (*lag)(src_conn *c);
     void (*disconnect)(src_conn *c);
+    /* Optional (NULL: not needed). Tells cfg the source's name, right after
+     * parse: a connector whose upstream identity is per source (an MQTT
+     * client id, hence its persistent session) derives it from the name. */
+    void (*name_cfg)(void *cfg, const char *source);
+    /* Optional: what the connector promises, for status ("delivery"); NULL:
+     * "at-least-once". Borrowed for the life of cfg. */
+    const char *(*delivery)(const void *cfg);
+    /* The upstream forgets an entry as soon as fetch read it (libmosquitto
+     * sends an MQTT PUBACK before the message reaches us): a stopping
+     * source still publishes the batch it holds instead of leaving it to a
+     * redelivery that will not come. */
+    unsigned acked_on_fetch : 1;
+    /* Where a source runs in a cluster (docs/operations.md). When the
+     * broker balances the consumers of a group (a Redis group, a Kafka
+     * consumer group, an AMQP queue, a JetStream durable), every node runs
+     * the source and each gets its share: group returns 1 for that cfg.
+     * When every subscriber gets every message (core NATS subjects, MQTT
+     * subscriptions) one node runs it, the holder of the source's lease in
+     * the registry: group returns 0, or is left NULL (the default, which
+     * never consumes twice). One node alone runs every source either way. */
+    int (*group)(const void *cfg);
 } connector;
 
 /* The connector of url's scheme, or NULL with why in err (unknown scheme,

@@ -430,6 +430,13 @@ static int64_t lag(src_conn *c)
     return out;
 }
 
+/* Always read in a consumer group: the nodes of a cluster share it. */
+static int in_group(const void *cfg)
+{
+    (void)cfg;
+    return 1;
+}
+
 const connector connector_redis = {
     .scheme = "redis",
     .form = "redis://[USER:PASS@]HOST:PORT/STREAM?group=G",
@@ -440,4 +447,5 @@ const connector connector_redis = {
     .ack = ack,
     .lag = lag,
     .disconnect = disconnect,
+    .group = in_group,
 };

@@ -36,6 +36,9 @@ struct source {
     void *ccfg;
     pthread_t thread;
     int started; /* a thread runs (or ran) */
+    /* Runs on one node of a cluster, the holder of its lease (the
+     * connector has no consumer group); else on every node. */
+    int leased;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* Under mu. */
@@ -99,14 +102,7 @@ static int stopping(source *s)
 /* Waits ms, or less when the source is stopped. */
 static void pause_ms(source *s, uint32_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_mono_after(ms);
     pthread_mutex_lock(&s->mu);
     while (!s->stop && pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT) {
     }
@@ -298,8 +294,10 @@ static void on_async(uv_async_t *a)
             int go = s->submitted && !s->publishing;
             if (go) {
                 s->submitted = 0;
-                if (s->stop) {
-                    /* Stopping: not published, so not acked upstream. */
+                if (s->stop && !s->conn->acked_on_fetch) {
+                    /* Stopping: not published, so not acked upstream (a
+                     * connector whose upstream forgot the batch when it was
+                     * read publishes it still: it is not coming again). */
                     s->result = ERR_CLOSED;
                     s->result_ready = 1;
                     pthread_cond_signal(&s->cv);
@@ -339,8 +337,44 @@ static void stop_source(sources *m, source *s)
     uv_async_send(&m->async);
 }
 
+static void lease_key(const source *s, char *out, size_t cap)
+{
+    snprintf(out, cap, "source.%s", s->cfg.name);
+}
+
+/* Whether this node runs s: every node does when its broker balances them,
+ * else the holder of its lease (holder: who that is, "" unknown). */
+static int runs_here(source *s, char *holder, size_t cap)
+{
+    if (cap) holder[0] = '\0';
+    if (!s->leased) return 1;
+    char key[SPATE_NAME_MAX + 16];
+    lease_key(s, key, sizeof key);
+    return registry_lease(s->mgr->reg, key, holder, cap);
+}
+
+static void lease_drop(source *s)
+{
+    char key[SPATE_NAME_MAX + 16];
+    lease_key(s, key, sizeof key);
+    if (s->leased) registry_lease_drop(s->mgr->reg, key);
+}
+
+static void start_thread(source *s)
+{
+    s->state = "connecting";
+    if (pthread_create(&s->thread, NULL, run, s) != 0) {
+        s->state = "invalid";
+        snprintf(s->last_error, sizeof s->last_error, "cannot start its thread");
+        log_error("source %s: cannot start its thread", s->cfg.name);
+        return;
+    }
+    s->started = 1;
+}
+
 /* A source from its saved configuration; a URL that no longer parses (a
- * connector gone from this build) leaves it listed, with why, and idle. */
+ * connector gone from this build) leaves it listed, with why, and idle; one
+ * whose lease another node holds waits, on standby. */
 static source *source_new(sources *m, const reg_source *cfg)
 {
     source *s = calloc(1, sizeof *s);
@@ -366,13 +400,14 @@ static source *source_new(sources *m, const reg_source *cfg)
         log_error("source %s: %s; it does not run", cfg->name, err);
         return s;
     }
-    if (pthread_create(&s->thread, NULL, run, s) != 0) {
-        s->state = "invalid";
-        snprintf(s->last_error, sizeof s->last_error, "cannot start its thread");
-        log_error("source %s: cannot start its thread", cfg->name);
+    if (s->conn->name_cfg) s->conn->name_cfg(s->ccfg, cfg->name);
+    s->leased = !(s->conn->group && s->conn->group(s->ccfg));
+    char holder[64];
+    if (!runs_here(s, holder, sizeof holder)) {
+        s->state = "standby";
         return s;
     }
-    s->started = 1;
+    start_thread(s);
     return s;
 }
 
@@ -425,10 +460,114 @@ static void start_saved(const reg_source *cfg, void *data)
         log_error("source %s: out of memory; it does not run", cfg->name);
 }
 
+/* Leases moved: a source whose lease this node took starts; one whose
+ * lease it lost stops, and waits on standby (its figures kept). */
+static void follow_leases(sources *m)
+{
+    char holder[64];
+    for (source **pp = &m->live; *pp; pp = &(*pp)->next) {
+        source *s = *pp;
+        if (!s->ccfg || !s->leased) continue;
+        int here = runs_here(s, holder, sizeof holder);
+        if (here && !s->started) {
+            log_info("source %s: this node holds its lease: running", s->cfg.name);
+            start_thread(s);
+        } else if (!here && s->started) {
+            source *n = source_new(m, &s->cfg);
+            if (!n) continue; /* out of memory: try again at the next change */
+            log_info("source %s: its lease went to node %s: on standby", s->cfg.name,
+                     holder[0] ? holder : "(none yet)");
+            pthread_mutex_lock(&s->mu);
+            n->received = s->received;
+            n->committed = s->committed;
+            n->refused = s->refused;
+            n->publish_failures = s->publish_failures;
+            pthread_mutex_unlock(&s->mu);
+            n->next = s->next;
+            *pp = n;
+            stop_source(m, s);
+        }
+    }
+}
+
+typedef struct sync_pass {
+    sources *m;
+    source *kept; /* the live ones the registry still holds, out of m->live */
+} sync_pass;
+
+static source **find_in(source **list, const char *name)
+{
+    for (source **pp = list; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->cfg.name, name) == 0) return pp;
+    return NULL;
+}
+
+/* One source the registry holds: kept as it runs, or new, or replaced by
+ * another node's change. */
+static void sync_one(const reg_source *cfg, void *data)
+{
+    sync_pass *p = data;
+    sources *m = p->m;
+    source **pp = find_in(&m->live, cfg->name), *s = pp ? *pp : NULL;
+    if (s) *pp = s->next; /* out of live, into kept or stopped */
+    if (s && !strcmp(s->cfg.url, cfg->url) && !strcmp(s->cfg.topic, cfg->topic) &&
+        !strcmp(s->cfg.key_field, cfg->key_field)) {
+        s->next = p->kept;
+        p->kept = s;
+        return;
+    }
+    source *n = source_new(m, cfg);
+    if (!n) {
+        log_error("source %s: out of memory; it does not run", cfg->name);
+        if (s) {
+            s->next = p->kept;
+            p->kept = s;
+        }
+        return;
+    }
+    if (s) stop_source(m, s);
+    log_info("source %s: %s from the registry: %s into topic %s", cfg->name,
+             s ? "replaced" : "added", n->shown, cfg->topic);
+    n->next = p->kept;
+    p->kept = n;
+}
+
+/* Another node added, replaced or removed a source, or a lease moved. */
+static void on_registry_changed(void *data)
+{
+    sources *m = data;
+    if (m->closing) return;
+    sync_pass p = {.m = m};
+    if (registry_each_source(m->reg, sync_one, &p) != 0) {
+        /* Unread: nothing is taken away. */
+        while (p.kept) {
+            source *s = p.kept;
+            p.kept = s->next;
+            insert_live(m, s);
+        }
+        return;
+    }
+    /* What is left in live the registry no longer holds. */
+    while (m->live) {
+        source *s = m->live;
+        m->live = s->next;
+        log_info("source %s: removed from the registry", s->cfg.name);
+        lease_drop(s);
+        stop_source(m, s);
+    }
+    while (p.kept) {
+        source *s = p.kept;
+        p.kept = s->next;
+        insert_live(m, s);
+    }
+    follow_leases(m);
+}
+
 void sources_start(sources *m)
 {
     if (registry_each_source(m->reg, start_saved, m) != 0)
         log_error("cannot read the sources from the registry; none runs");
+    registry_watch(m->reg, REGISTRY_SOURCES, on_registry_changed, m);
 }
 
 void sources_close(sources *m, void (*cb)(void *data), void *data)
@@ -436,9 +575,11 @@ void sources_close(sources *m, void (*cb)(void *data), void *data)
     m->closing = 1;
     m->closed = cb;
     m->closed_data = data;
+    registry_watch(m->reg, REGISTRY_SOURCES, NULL, NULL);
     while (m->live) {
         source *s = m->live;
         m->live = s->next;
+        lease_drop(s); /* another node runs it from now on */
         stop_source(m, s);
     }
     uv_async_send(&m->async);
@@ -497,6 +638,7 @@ int sources_remove(sources *m, const char *name)
     if (rc && rc != ERR_NOTFOUND) return rc;
     source *s = *pp;
     *pp = s->next;
+    lease_drop(s);
     stop_source(m, s);
     log_info("source %s: removed", name);
     return 0;
@@ -508,7 +650,9 @@ static void view(source *s, sources_view_cb cb, void *data)
                      .url = s->shown,
                      .topic = s->cfg.topic,
                      .key_field = s->cfg.key_field,
-                     .created_ms = s->cfg.created_ms};
+                     .created_ms = s->cfg.created_ms,
+                     .leased = s->leased};
+    runs_here(s, v.lease_holder, sizeof v.lease_holder);
     pthread_mutex_lock(&s->mu);
     v.state = s->state;
     v.connected = s->connected;
@@ -520,6 +664,8 @@ static void view(source *s, sources_view_cb cb, void *data)
     v.publish_failures = s->publish_failures;
     v.lag = s->lag;
     pthread_mutex_unlock(&s->mu);
+    v.delivery = "at-least-once";
+    if (s->ccfg && s->conn->delivery) v.delivery = s->conn->delivery(s->ccfg);
     cb(&v, data);
 }
 

@@ -9,7 +9,10 @@
  * At most one batch per source is in flight: that is the backpressure.
  *
  * Sources are kept in the registry (store/registry.h) and started at
- * sources_start. All calls are made on the loop.
+ * sources_start. In a cluster the registry is shared: the manager follows
+ * the changes other nodes make, and runs a source whose connector has no
+ * consumer group (connector.h, group) only while this node holds its
+ * lease; the others wait on standby. All calls are made on the loop.
  */
 #ifndef SPATE_SOURCES_H
 #define SPATE_SOURCES_H
@@ -59,7 +62,12 @@ typedef struct source_view {
     uint64_t committed; /* published into the topic, then acked upstream */
     uint64_t refused;   /* acked upstream but not published (too big, no key) */
     uint64_t publish_failures;
-    int64_t lag; /* entries upstream not yet delivered to the group; -1 unknown */
+    int64_t lag;          /* entries upstream not yet delivered to the group; -1 unknown */
+    const char *delivery; /* what the connector promises ("at-least-once", "at-most-once"...) */
+    /* 1: runs on one node of a cluster, the holder of its lease (named, ""
+     * when none is known or spated runs alone); 0: on every node. */
+    int leased;
+    char lease_holder[64];
 } source_view;
 typedef void (*sources_view_cb)(const source_view *v, void *data);
 /* By name. */

@@ -444,11 +444,16 @@ int main(int argc, char **argv)
     api_set_schedules(n.api, n.sched);
     {
         /* Upstream, this node is consumer spate-HOSTNAME: the same after a
-         * restart, so what it fetched and never acked comes back to it. */
+         * restart, so what it fetched and never acked comes back to it. A
+         * cluster's node adds its id (kept in its data directory): nodes on
+         * one host are distinct consumers of a group. */
         char host[256] = "", consumer[300];
         if (gethostname(host, sizeof host - 1) != 0 || !host[0])
             snprintf(host, sizeof host, "node");
-        snprintf(consumer, sizeof consumer, "spate-%s", host);
+        if (n.cluster)
+            snprintf(consumer, sizeof consumer, "spate-%s-%s", host, cluster_node_id(n.cluster));
+        else
+            snprintf(consumer, sizeof consumer, "spate-%s", host);
         if (sources_create(n.loop, n.q, n.reg, consumer, n.opt.limits.message_max, &n.src) != 0)
             die("out of memory");
         api_set_sources(n.api, n.src);
@@ -481,7 +486,7 @@ int main(int argc, char **argv)
                            .json = nodes_json,
                            .data = n.cluster};
         api_set_nodes(n.api, &nodes);
-        cluster_follow(n.cluster); /* the registry: functions and triggers */
+        cluster_follow(n.cluster); /* the registry: functions, triggers, schedules, sources */
     }
     log_info("listening on %s:%d data=%s version=%s max-instances=%u%s%s", n.opt.host,
              http_server_port(n.http), n.opt.data_dir, SPATE_VERSION, n.opt.max_instances,

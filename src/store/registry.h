@@ -29,13 +29,15 @@
  * for them: put and remove succeed at once and each lists none. A cluster
  * registry keeps them so that every node's queue subscribes alike.
  *
- * Event sources (upstream brokers drained into topics): put, remove, each.
- * A cluster registry keeps them in the node's own registry only for now
- * (each node runs the sources it was given; see docs/api.md).
+ * Schedules and event sources (upstream brokers drained into topics): put,
+ * remove, each. A cluster registry keeps them in its bucket, shared by every
+ * node; the user hears of changes made elsewhere (registry_watch) and reads
+ * them again. What must run on one node only (a schedule, a source without
+ * a consumer group) runs where its lease is held (registry_lease).
  *
  * Later (room left, no calls yet): aliases (a name for a version, with
- * weights) and schedules (cron-like publishes) — each a kind of entry with
- * put, remove, each and an event when another node changes one.
+ * weights) — a kind of entry with put, remove, each and an event when
+ * another node changes one.
  *
  * All calls are made on the loop. What may take long (storing an artifact,
  * anything that waits for the network) completes through a callback; the
@@ -124,8 +126,8 @@ void registry_trigger_from_json(const cJSON *o, const char *topic, const char *f
 /* --- Schedules ----------------------------------------------------------------------- */
 
 /* A schedule (schedules/): when it fires (expression, zone), what it
- * publishes where, and when it last fired. In a cluster schedules are kept
- * in each node's own registry for now (not replicated: see docs). */
+ * publishes where, and when it last fired (written by the node that fired
+ * it: in a cluster the next lease holder catches up from there). */
 typedef struct reg_schedule {
     char name[SPATE_NAME_MAX + 1];
     char expression[SPATE_SCHEDULE_EXPR_MAX + 1];
@@ -199,6 +201,30 @@ int registry_source_remove(registry *r, const char *name);
 typedef void (*registry_source_cb)(const reg_source *s, void *data);
 int registry_each_source(registry *r, registry_source_cb cb, void *data);
 
+/* --- Shared by the nodes of a cluster: changes, durability, leases ---------------------------
+ *
+ * One node's registry implements none of these (its table leaves them
+ * NULL): it never calls watchers, its writes are durable when they return,
+ * and this node holds every lease. */
+
+enum registry_kind { REGISTRY_SCHEDULES, REGISTRY_SOURCES };
+/* cb(data) on the loop whenever the schedules (or the sources) changed
+ * through another node, or a lease of this node on one of them was taken
+ * or lost: the user reads them again (each) and asks for its leases. One
+ * watcher per kind (a new one replaces it; NULL: none). */
+typedef void (*registry_changed_cb)(void *data);
+void registry_watch(registry *r, enum registry_kind kind, registry_changed_cb cb, void *data);
+/* cb(data, status) once the writes made through r before this call are
+ * durable where r keeps them (in a cluster: in the bucket), perhaps before
+ * returning. status ERR_STORE when the last of them could not be made so. */
+void registry_sync(registry *r, registry_done_cb cb, void *data);
+/* Leases: key is "schedule.NAME" or "source.NAME". 1 when this node holds
+ * key's lease now, 0 when not (holder gets the holder's node id, "" when
+ * none is known yet). Asking makes the registry try to take it, and keep
+ * it, until registry_lease_drop; a change comes through registry_watch. */
+int registry_lease(registry *r, const char *key, char *holder, size_t cap);
+void registry_lease_drop(registry *r, const char *key);
+
 /* Frees the registry (and one it wraps). NULL is a no-op. */
 void registry_close(registry *r);
 
@@ -232,6 +258,11 @@ typedef struct registry_ops {
     int (*source_put)(registry *r, const reg_source *s);
     int (*source_remove)(registry *r, const char *name);
     int (*each_source)(registry *r, registry_source_cb cb, void *data);
+    /* Shared by the nodes (kept together, at the end; NULL: one node's). */
+    void (*watch)(registry *r, enum registry_kind kind, registry_changed_cb cb, void *data);
+    void (*sync)(registry *r, registry_done_cb cb, void *data);
+    int (*lease)(registry *r, const char *key, char *holder, size_t cap);
+    void (*lease_drop)(registry *r, const char *key);
 } registry_ops;
 
 #endif

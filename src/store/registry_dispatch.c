@@ -109,3 +109,28 @@ int registry_each_source(registry *r, registry_source_cb cb, void *data)
 {
     return OPS(r)->each_source(r, cb, data);
 }
+
+void registry_watch(registry *r, enum registry_kind kind, registry_changed_cb cb, void *data)
+{
+    if (OPS(r)->watch) OPS(r)->watch(r, kind, cb, data);
+}
+
+void registry_sync(registry *r, registry_done_cb cb, void *data)
+{
+    if (OPS(r)->sync)
+        OPS(r)->sync(r, cb, data);
+    else
+        cb(data, 0);
+}
+
+int registry_lease(registry *r, const char *key, char *holder, size_t cap)
+{
+    if (OPS(r)->lease) return OPS(r)->lease(r, key, holder, cap);
+    if (cap) holder[0] = '\0';
+    return 1;
+}
+
+void registry_lease_drop(registry *r, const char *key)
+{
+    if (OPS(r)->lease_drop) OPS(r)->lease_drop(r, key);
+}

@@ -2,14 +2,18 @@
 loopback ports, and helpers to deploy, publish and read what a recording
 function (functions/recorder.c) saw."""
 
+import contextlib
 import json
 import random
+import shutil
 import socket
 import subprocess
 import time
 import urllib.request
 
-from conftest import wait_for
+import pytest
+
+from conftest import Spated, wait_for
 
 
 def free_port(host="127.0.0.1"):
@@ -170,3 +174,28 @@ def add_trigger(d, nodes, topic, function, query=""):
 
 def node_id(d):
     return d.json("GET", "/v1/nodes")[1]["self"]
+
+
+@contextlib.contextmanager
+def spated_cluster(tmp_path_factory, name="cluster", n=3):
+    """n nats-servers and n spated nodes (--cluster), all up and seeing each
+    other; yields (nats, nodes) and stops them all after."""
+    if not shutil.which("nats-server"):
+        pytest.fail("nats-server is not installed (scripts/install-deps.sh installs it)")
+    tmp = tmp_path_factory.mktemp(name)
+    tmp.chmod(0o755)
+    nats = NatsCluster(tmp, n)
+    nodes = []
+    try:
+        for i in range(n):
+            d = Spated(tmp / f"node{i}", args=["--cluster", nats.urls])
+            d.workdir.mkdir()
+            nodes.append(d.start())
+        for d in nodes:
+            assert wait_for(lambda: len([x for x in d.json("GET", "/v1/nodes")[1]["nodes"]
+                                         if x["state"] == "up"]) == n, timeout=15), d.log()
+        yield nats, nodes
+    finally:
+        for d in nodes:
+            d.stop()
+        nats.stop()

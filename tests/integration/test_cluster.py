@@ -7,7 +7,6 @@ loss of one nats-server does not stop the cluster."""
 import hashlib
 import json
 import pathlib
-import shutil
 import socket
 import subprocess
 import threading
@@ -16,31 +15,14 @@ import time
 import pytest
 
 from conftest import Spated, wait_for
-from natscluster import (NatsCluster, add_trigger, attempts, ended, free_port, listed, node_id,
-                         ok_count, publish_lines, record_dir)
+from natscluster import (add_trigger, attempts, ended, free_port, listed, node_id,
+                         ok_count, publish_lines, record_dir, spated_cluster)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if not shutil.which("nats-server"):
-        pytest.fail("nats-server is not installed (scripts/install-deps.sh installs it)")
-    tmp = tmp_path_factory.mktemp("cluster")
-    tmp.chmod(0o755)
-    nats = NatsCluster(tmp)
-    nodes = []
-    try:
-        for i in range(3):
-            d = Spated(tmp / f"node{i}", args=["--cluster", nats.urls])
-            d.workdir.mkdir()
-            nodes.append(d.start())
-        for d in nodes:
-            assert wait_for(lambda: len([n for n in d.json("GET", "/v1/nodes")[1]["nodes"]
-                                         if n["state"] == "up"]) == 3, timeout=15), d.log()
-        yield nats, nodes
-    finally:
-        for d in nodes:
-            d.stop()
-        nats.stop()
+    with spated_cluster(tmp_path_factory) as c:
+        yield c
 
 
 def test_nodes_see_each_other(cluster):

@@ -75,6 +75,26 @@ def test_payload_and_cron_next_fire(spated):
     assert code == 200 and doc["next_fire"].endswith("-01-01T00:00:00Z"), doc
 
 
+def test_named_zone_follows_its_daylight_saving(spated):
+    """09:00 in Paris is 08:00 UTC in winter and 07:00 UTC in summer; the
+    next run is computed with the offset of its own day, not today's."""
+    import datetime
+    code, doc = put(spated, "paris", expression="0 9 * * *", topic="t", tz="Europe/Paris")
+    assert code == 201, doc
+    assert doc["tz"] == "Europe/Paris"
+    nxt = datetime.datetime.fromisoformat(doc["next_fire"].replace("Z", "+00:00"))
+    # Paris is on summer time from the last Sunday of March to the last of October.
+    def last_sunday(year, month):
+        d = datetime.date(year, month, 31)
+        return d - datetime.timedelta(days=(d.weekday() + 1) % 7)
+    summer = last_sunday(nxt.year, 3) <= nxt.date() < last_sunday(nxt.year, 10)
+    assert (nxt.hour, nxt.minute) == ((7, 0) if summer else (8, 0)), doc
+    r = spated.cli("schedule", "add", "ny", "0 9 * * *", "--to", "t", "--tz", "America/New_York")
+    assert r.returncode == 0, r.stderr
+    r = spated.cli("schedule", "add", "bad", "0 9 * * *", "--to", "t", "--tz", "Europe/Nowhere")
+    assert r.returncode != 0 and b"unknown zone 'Europe/Nowhere'" in r.stderr, r
+
+
 def test_function_schedule_runs_through_a_trigger(spated, functions, tmp_path):
     rec = deploy_recorder(spated, functions, tmp_path)
     r = spated.cli("schedule", "add", "job", "@every 1s", "--function", "rec", "--payload", "tick")
@@ -165,8 +185,10 @@ def test_bad_expressions_are_refused(spated, expr, field):
 def test_bad_requests_are_refused(spated):
     assert put(spated, "x", expression="* * * * *")[0] == 400  # no target
     assert put(spated, "x", expression="* * * * *", topic="a", function="b")[0] == 400
-    code, doc = put(spated, "x", expression="* * * * *", topic="a", tz="Europe/Paris")
-    assert code == 400 and "named zones" in doc["error"]
+    code, doc = put(spated, "x", expression="* * * * *", topic="a", tz="Europe/Pariss")
+    assert code == 400 and "unknown zone 'Europe/Pariss'" in doc["error"], doc
+    code, doc = put(spated, "x", expression="* * * * *", topic="a", tz="+25:00")
+    assert code == 400 and "not a fixed offset" in doc["error"], doc
     code, doc = put(spated, "x", expression="* * * * *", topic="a b")
     assert code == 400 and "topic" in doc["error"]
     code, doc = put(spated, "x", expression="* * * * *", topic="a", payload="p" * 40000)

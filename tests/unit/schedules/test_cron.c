@@ -1,5 +1,6 @@
 /* Unit tests of schedule expressions (src/schedules/cron.c): parsing, the
- * errors that name the field, and next fire times in UTC and fixed offsets. */
+ * errors that name the field, and next fire times in UTC, fixed offsets and
+ * named zones across their daylight-saving changes. */
 #include <stdint.h>
 #include <time.h>
 
@@ -18,12 +19,14 @@ static int64_t next(const char *expr, const char *zone, int64_t after)
 {
     cron_expr e;
     char err[256];
-    int32_t off;
-    if (cron_parse(expr, &e, err, sizeof err) || cron_parse_zone(zone, &off, err, sizeof err)) {
+    cron_zone z;
+    if (cron_parse(expr, &e, err, sizeof err) || cron_zone_open(zone, &z, err, sizeof err)) {
         fprintf(stderr, "  %s: %s\n", expr, err);
         return -2;
     }
-    return cron_next(&e, off, 0, after);
+    int64_t t = cron_next(&e, &z, 0, after);
+    cron_zone_close(&z);
+    return t;
 }
 
 static void next_times(void)
@@ -73,9 +76,9 @@ static void every(void)
     char err[256];
     CHECK_INT(cron_parse("@every 30s", &e, err, sizeof err), 0);
     CHECK_INT(e.every_ms, 30000);
-    CHECK_INT(cron_next(&e, 0, 1000, 1000), 31000);
-    CHECK_INT(cron_next(&e, 0, 1000, 30999), 31000);
-    CHECK_INT(cron_next(&e, 0, 1000, 31000), 61000);
+    CHECK_INT(cron_next(&e, NULL, 1000, 1000), 31000);
+    CHECK_INT(cron_next(&e, NULL, 1000, 30999), 31000);
+    CHECK_INT(cron_next(&e, NULL, 1000, 31000), 61000);
     CHECK_INT(cron_parse("@every 1h30m", &e, err, sizeof err), 0);
     CHECK_INT(e.every_ms, 5400000);
     CHECK_INT(cron_parse("@every 1s", &e, err, sizeof err), 0);
@@ -111,16 +114,49 @@ static void errors(void)
     CHECK_INT(cron_parse("@often", &e, err, sizeof err), -1);
     CHECK_INT(cron_parse("1,,2 * * * *", &e, err, sizeof err), -1);
     CHECK_INT(cron_parse("1; * * * *", &e, err, sizeof err), -1);
-    int32_t off;
-    CHECK_INT(cron_parse_zone("Europe/Paris", &off, err, sizeof err), -1);
-    CHECK(strstr(err, "named zones") != NULL);
-    CHECK_INT(cron_parse_zone("+25:00", &off, err, sizeof err), -1);
-    CHECK_INT(cron_parse_zone("+02:00", &off, err, sizeof err), 0);
-    CHECK_INT(off, 7200);
+    cron_zone z;
+    CHECK_INT(cron_zone_open("Europe/Pariss", &z, err, sizeof err), -1);
+    CHECK(strstr(err, "unknown zone 'Europe/Pariss'") != NULL);
+    CHECK_INT(cron_zone_open("Mars/Olympus", &z, err, sizeof err), -1);
+    CHECK_INT(cron_zone_open("+25:00", &z, err, sizeof err), -1);
+    CHECK(strstr(err, "not a fixed offset") != NULL);
+    CHECK_INT(cron_zone_open("+02:00", &z, err, sizeof err), 0);
+    CHECK_INT(cron_zone_offset(&z, 0), 7200);
+    CHECK_INT(cron_zone_open("Europe/Paris", &z, err, sizeof err), 0);
+    CHECK_INT(cron_zone_offset(&z, at(2027, 1, 15, 12, 0)), 3600);
+    CHECK_INT(cron_zone_offset(&z, at(2027, 7, 15, 12, 0)), 7200);
+    cron_zone_close(&z);
+}
+
+/* Europe/Paris in 2027: summer time from Sunday 28 March 01:00 UTC (local
+ * 02:00 -> 03:00) to Sunday 31 October 01:00 UTC (local 03:00 -> 02:00). */
+static void named_zones(void)
+{
+    const char *paris = "Europe/Paris";
+    CHECK_INT(next("0 9 * * *", paris, at(2027, 1, 10, 12, 0)), at(2027, 1, 11, 8, 0));
+    CHECK_INT(next("0 9 * * *", paris, at(2027, 7, 10, 12, 0)), at(2027, 7, 11, 7, 0));
+    /* Across the change in spring: 09:00 local is 08:00 UTC, then 07:00. */
+    CHECK_INT(next("0 9 * * *", paris, at(2027, 3, 27, 8, 0)), at(2027, 3, 28, 7, 0));
+    /* 02:30 does not happen on 28 March: it fires at the change. */
+    CHECK_INT(next("30 2 * * *", paris, at(2027, 3, 27, 12, 0)), at(2027, 3, 28, 1, 0));
+    CHECK_INT(next("30 2 * * *", paris, at(2027, 3, 28, 1, 0)), at(2027, 3, 29, 0, 30));
+    /* 02:30 happens twice on 31 October: it fires the first time only. */
+    CHECK_INT(next("30 2 * * *", paris, at(2027, 10, 30, 12, 0)), at(2027, 10, 31, 0, 30));
+    CHECK_INT(next("30 2 * * *", paris, at(2027, 10, 31, 0, 30)), at(2027, 11, 1, 1, 30));
+    /* Every hour at :30 runs by real time through both changes. */
+    CHECK_INT(next("30 * * * *", paris, at(2027, 3, 28, 0, 30)), at(2027, 3, 28, 1, 30));
+    CHECK_INT(next("30 * * * *", paris, at(2027, 10, 31, 0, 30)), at(2027, 10, 31, 1, 30));
+    CHECK_INT(next("30 * * * *", paris, at(2027, 10, 31, 1, 30)), at(2027, 10, 31, 2, 30));
+    /* Once a year, months ahead across a change. */
+    CHECK_INT(next("0 12 1 7 *", paris, at(2027, 1, 1, 0, 0)), at(2027, 7, 1, 10, 0));
+    CHECK_INT(next("0 12 1 1 *", paris, at(2027, 9, 1, 0, 0)), at(2028, 1, 1, 11, 0));
+    /* A zone east of UTC across midnight. */
+    CHECK_INT(next("0 0 * * *", "Asia/Tokyo", at(2027, 5, 1, 12, 0)), at(2027, 5, 1, 15, 0));
 }
 
 int main(void)
 {
+    RUN(named_zones);
     RUN(next_times);
     RUN(every);
     RUN(errors);
