@@ -77,8 +77,10 @@ bench: deps all
 
 # The trading day of examples/trade-report, twice: one consumer, then spate.
 # Prints a table per mode and writes demo-out/trading-day.svg and .png.
+# SOURCE=amqp: the day goes into a RabbitMQ queue that a spate source drains.
 demo: deps all
-	/usr/bin/python3 examples/trade-report/demo.py --build $(abspath $(BUILD)) --out demo-out
+	/usr/bin/python3 examples/trade-report/demo.py --build $(abspath $(BUILD)) --out demo-out \
+	    $(if $(SOURCE),--source $(SOURCE))
 
 # The same day on three spated nodes sharing the topic through a three-server
 # NATS JetStream cluster (started here), beside the single consumer; the table

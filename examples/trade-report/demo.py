@@ -15,8 +15,15 @@ is compressed into --seconds, the deadline with it.
 
 Every figure is measured: spated, the function and the TRF really run.
 
+--source amqp (make demo SOURCE=amqp): the trades are not published to spate
+but into a RabbitMQ queue, the broker's existing one (a private
+rabbitmq-server started here, tests/tools/rabbit.py), and a spate source
+drains it into the topic. In classic mode its single consumer is the
+function pinned to one instance behind that same queue.
+
     demo.py [--seconds 60] [--trades 12000] [--latency-ms 5] [--out demo-out]
             [--summary FILE] [--modes classic,serverless] [--port 7728]
+            [--source amqp]
 
 Watch it live: each mode's spated listens on --port (7728 unless it is
 taken), so http://127.0.0.1:7728/ui/ shows the backlog, the instances and the
@@ -28,6 +35,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -45,6 +53,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 import tradingday  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests/tools"))
+import rabbit  # noqa: E402
 
 DEADLINE_REAL_S = 15 * 60
 SESSION_S = tradingday.SESSION_HOURS * 3600
@@ -150,12 +161,22 @@ class Run:
     """One mode: its own spated (fresh store) and TRF; in cluster mode three
     spated nodes and the NATS cluster they share."""
 
-    def __init__(self, mode, args, tmp, build, report_so, refdata, deadline_s):
+    def __init__(self, mode, args, tmp, build, report_so, refdata, deadline_s, broker=None):
         self.mode, self.args, self.tmp = mode, args, tmp / mode
+        self.broker, self.queue = broker, f"trades-{mode}"
         self.tmp.mkdir()
         self.deadline_s = deadline_s
         self.samples = []  # (t, published, depth, live instances, desired)
         self.trf_port, self.port = free_port(), port_or_free(args.port)
+        self.trf, self.nats, self.nodes = None, None, []
+        try:
+            self.start(build, report_so, refdata, broker)
+        except BaseException:
+            self.stop()  # a mode that cannot start leaves nothing running
+            raise
+
+    def start(self, build, report_so, refdata, broker):
+        args, mode, deadline_s = self.args, self.mode, self.deadline_s
         self.trf = subprocess.Popen([str(build / "trf"), "--listen", f"127.0.0.1:{self.trf_port}",
                                      "--latency-ms", str(args.latency_ms)],
                                     stdout=open(self.tmp / "trf.log", "wb"),
@@ -164,7 +185,6 @@ class Run:
         self.nats = Nats(self.tmp) if mode == "cluster" else None
         nodes = 3 if self.nats else 1
         self.ports = [self.port] + [free_port() for _ in range(nodes - 1)]
-        self.nodes = []
         for i, port in enumerate(self.ports):
             extra = ["--cluster", self.nats.urls] if self.nats else []
             log = self.tmp / f"spated{i}.log"
@@ -185,6 +205,14 @@ class Run:
         if mode != "classic":
             trigger += f"&deadline={int(deadline_s * 1000)}"
         jcall(self.port, "PUT", f"/v1/triggers/trades/trade-report?{trigger}")
+        if broker:
+            # The existing queue (durable, as a broker's would be), drained
+            # into the topic, keyed by account as the HTTP replay keys it.
+            broker.declare(self.queue)
+            url = (f"amqp://{broker.user}:{broker.password}@127.0.0.1:{broker.port}/%2F"
+                   f"?queue={self.queue}")
+            jcall(self.port, "PUT", "/v1/sources/trades-in",
+                  json.dumps({"url": url, "topic": "trades", "key_field": "account"}).encode())
         # Every node has the function and the trigger (the cluster's registry).
         for port in self.ports[1:]:
             for _ in range(200):
@@ -219,16 +247,20 @@ class Run:
         t0 = time.monotonic()
         sampler = threading.Thread(target=self.sample, args=(t0, stop))
         sampler.start()
-        self.trades = tradingday.replay(f"http://127.0.0.1:{self.port}", "trades", args.seconds,
-                                        args.trades, None, args.seed)
+        if self.broker:
+            self.trades = self.replay_into_queue()
+        else:
+            self.trades = tradingday.replay(f"http://127.0.0.1:{self.port}", "trades",
+                                            args.seconds, args.trades, None, args.seed)
         self.day_end = time.monotonic() - t0
-        # After the close: let the backlog drain, within a limit.
+        # After the close: let the backlog drain, within a limit (with a
+        # source, first the queue upstream, then the topic).
         limit = time.monotonic() + args.drain_limit
         while time.monotonic() < limit:
-            if jcall(self.port, "GET", "/v1/topics/trades")["depth"] == 0:
+            if self.drained_now():
                 break
             time.sleep(0.1)
-        self.drained = jcall(self.port, "GET", "/v1/topics/trades")["depth"] == 0
+        self.drained = self.drained_now()
         time.sleep(0.3)
         stop.set()
         sampler.join()
@@ -239,8 +271,36 @@ class Run:
                                                                     "/receipts").decode()))}
         self.t0_wall_ms = min(t for _, t in self.trades)
 
+    def replay_into_queue(self):
+        """The day published into the broker's queue by amqp_tool (one
+        message a line, persistent, confirmed), as the day goes."""
+        b = self.broker
+        pub = subprocess.Popen([str(b.tool), str(b.port), "publish", self.queue, "--persistent",
+                                "--lines"], stdin=subprocess.PIPE,
+                               env=dict(os.environ, AMQP_USER=b.user, AMQP_PASS=b.password))
+
+        def send(body):
+            pub.stdin.write(body.encode())
+            pub.stdin.flush()
+
+        try:
+            trades = tradingday.replay(None, seconds=self.args.seconds, trades=self.args.trades,
+                                       seed=self.args.seed, send=send)
+        finally:
+            pub.stdin.close()
+            if pub.wait(120) != 0:
+                sys.exit("publishing into RabbitMQ failed")
+        return trades
+
+    def drained_now(self):
+        if self.broker:
+            src = jcall(self.port, "GET", "/v1/sources/trades-in")
+            if src["committed"] < len(self.trades):
+                return False
+        return jcall(self.port, "GET", "/v1/topics/trades")["depth"] == 0
+
     def stop(self):
-        procs = self.nodes + [self.trf]
+        procs = self.nodes + ([self.trf] if self.trf else [])
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -251,7 +311,7 @@ class Run:
                 p.kill()
         if self.nats:
             self.nats.stop()
-        return max(abs(p.returncode or 0) for p in self.nodes)
+        return max((abs(p.returncode or 0) for p in self.nodes), default=0)
 
     def summary(self):
         lat = sorted((rcv - ex) / 1000.0 for ex, rcv in self.receipts.values())
@@ -393,6 +453,8 @@ def main():
     ap.add_argument("--summary", help="write the figures as JSON here")
     ap.add_argument("--port", type=int, default=7728,
                     help="spated's port, for the live dashboard at /ui/ (a free one if taken)")
+    ap.add_argument("--source", choices=["", "amqp"], default="",
+                    help="replay the day into this broker's queue, drained by a spate source")
     args = ap.parse_args()
     build = pathlib.Path(args.build)
     deadline_s = DEADLINE_REAL_S * args.seconds / SESSION_S
@@ -400,8 +462,15 @@ def main():
     # and the report function reads refdata.db here, as its own uid.
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="spate-demo-", dir="/var/tmp"))
     tmp.chmod(0o755)
-    runs, failed = [], False
+    runs, failed, broker = [], False, None
     try:
+        if args.source == "amqp":
+            if not rabbit.available():
+                sys.exit("--source amqp needs rabbitmq-server (make deps)")
+            print("[amqp] starting a private rabbitmq-server ...", flush=True)
+            broker = rabbit.Rabbit(tmp / "rabbit", rabbit.build_tool(tmp / "amqp_tool"), "demo",
+                                   "demo")
+            broker.start()
         report_so = tmp / "report.so"
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-I", str(ROOT / "include"), "-o",
                         str(report_so), str(HERE / "report.c"), "-lsqlite3", "-lcjson"], check=True)
@@ -409,7 +478,7 @@ def main():
         make_refdata(refdata)
         for mode in args.modes.split(","):
             print(f"[{mode}] replaying the day ...", flush=True)
-            r = Run(mode, args, tmp, build, report_so, refdata, deadline_s)
+            r = Run(mode, args, tmp, build, report_so, refdata, deadline_s, broker)
             runs.append(r)
             print(f"[{mode}] watch it live: http://127.0.0.1:{r.port}/ui/", flush=True)
             try:
@@ -421,6 +490,9 @@ def main():
                     failed = True
         results = [r.summary() for r in runs]
         table(results, deadline_s, args.seconds)
+        if broker:
+            print("\n  the trades were published into a RabbitMQ queue and drained by a spate"
+                  " source (amqp://...?queue=trades-MODE).")
         write_plot(pathlib.Path(args.out), runs, deadline_s, args.seconds)
         print(f"\n  picture: {args.out}/trading-day.svg (and .png)")
         if args.summary:
@@ -434,6 +506,8 @@ def main():
     finally:
         for r in runs:
             r.stop()
+        if broker:
+            broker.close()
         shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(1 if failed else 0)
 

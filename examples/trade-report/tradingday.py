@@ -75,14 +75,32 @@ class Market:
         return t
 
 
+def post(conn, path, body, headers):
+    """One NDJSON batch into spate's topic, retried a few times."""
+    for attempt in range(5):
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status == 202:
+                return
+            raise RuntimeError(f"publish answered {r.status}: {answer[:200]!r}")
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            time.sleep(0.05)
+    raise RuntimeError("cannot publish to spate")
+
+
 def replay(url, topic="trades", seconds=60.0, trades=12000, peak=None, seed=1, log=None,
-           tick=0.01, on_tick=None):
+           tick=0.01, on_tick=None, send=None):
     """Publishes the day; returns [(trade_id, executed_at_ms)]. Each tick, the
-    trades due are executed now and published as one NDJSON batch."""
+    trades due are executed now and published as one NDJSON batch: to spate's
+    topic at url, or given to send (the NDJSON text) to publish elsewhere (a
+    broker's queue that a spate source drains)."""
     rate = rate_curve(trades, seconds, peak)
     market = Market(seed)
-    u = urllib.parse.urlparse(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    u = urllib.parse.urlparse(url or "")
+    conn = None if send else http.client.HTTPConnection(u.hostname, u.port, timeout=30)
     path = f"/v1/topics/{topic}/messages"
     headers = {"Content-Type": "application/x-ndjson", "Spate-Key-Field": "account"}
     done = []
@@ -106,26 +124,18 @@ def replay(url, topic="trades", seconds=60.0, trades=12000, peak=None, seed=1, l
             stamp = int(time.time() * 1000)
             batch = [market.trade(stamp) for _ in range(n)]
             body = "".join(json.dumps(t, separators=(",", ":")) + "\n" for t in batch)
-            for attempt in range(5):
-                try:
-                    conn.request("POST", path, body=body.encode(), headers=headers)
-                    r = conn.getresponse()
-                    answer = r.read()
-                    if r.status == 202:
-                        break
-                    raise RuntimeError(f"publish answered {r.status}: {answer[:200]!r}")
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    time.sleep(0.05)
+            if send:
+                send(body)
             else:
-                raise RuntimeError("cannot publish to spate")
+                post(conn, path, body.encode(), headers)
             done.extend((t["trade_id"], t["executed_at"]) for t in batch)
         if on_tick:
             on_tick(now, len(done))
         if now >= seconds:
             break
         time.sleep(max(0.0, tick - ((time.monotonic() - start) - now)))
-    conn.close()
+    if conn:
+        conn.close()
     if log:
         with open(log, "w") as f:
             f.write("trade_id,executed_at_ms\n")

@@ -152,8 +152,9 @@ const cli_cmd cli_source_cmds[] = {
      "consumer group), mqtt://[USER:PASS@]HOST:PORT/TOPIC-FILTER?qos=1 (MQTT,\n"
      "a persistent session; '#' written %23),\n"
      "nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S (NATS JetStream,\n"
-     "a durable pull consumer), or without stream=S (core NATS: at most once).\n"
-     "An existing source of that name is replaced.",
+     "a durable pull consumer), or without stream=S (core NATS: at most once),\n"
+     "amqp://USER:PASS@HOST:PORT/VHOST?queue=Q (a RabbitMQ queue; %2F is the\n"
+     "default vhost). An existing source of that name is replaced.",
      source_add},
     {"source ls", "", 0, 0, NULL, "list sources",
      "List sources: state, topic, committed entries, upstream lag, URL (its\n"

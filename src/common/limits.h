@@ -493,6 +493,26 @@
 #define SPATE_SOURCE_UPSTREAM_ID_MAX 1024
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
+/* AMQP (sources/amqp.c). The prefetch (basic.qos) bounds the deliveries
+ * the broker sends before an ack: what sits unacked in the client while a
+ * batch is committed. The default is two batches, so that the broker streams
+ * the next batch while this one commits (never more than one batch ahead);
+ * the ceiling keeps a URL's ?prefetch= from making the client hold more than
+ * a few batches of the largest messages in memory. */
+#define SPATE_SOURCE_AMQP_PREFETCH_DEFAULT (2 * SPATE_SOURCE_BATCH_MAX)
+#define SPATE_SOURCE_AMQP_PREFETCH_MAX 4096
+/* The largest frame asked for at login: a message's body comes in frames of
+ * at most this, and only one frame of a message over the topic's maximum is
+ * held at a time (it is counted, not kept). */
+#define SPATE_SOURCE_AMQP_FRAME_MAX (128u * KIB)
+/* Heartbeat asked for (s): a broker gone silent (a cut network) is noticed
+ * within about two of them. A batch whose commit takes longer than that
+ * loses the connection: its deliveries come again (at least once). */
+#define SPATE_SOURCE_AMQP_HEARTBEAT_S 30
+/* Once a fetch has a delivery, how long it waits for the next one (ms)
+ * before it hands over what it has: a stream that pauses does not hold a
+ * batch back for the whole fetch wait. */
+#define SPATE_SOURCE_AMQP_LINGER_MS 5
 /* MQTT: the Receive Maximum a source asks of the broker (MQTT 5), i.e. how
  * many QoS 1 messages it may send before a PUBACK. libmosquitto PUBACKs a
  * message as it reads it, so what this bounds is what waits unread in the

@@ -12,8 +12,8 @@ extern const connector connector_redis;
  * library spated links: one that exists is named strongly. */
 extern const connector connector_mqtt;
 extern const connector connector_nats;
+extern const connector connector_amqp;
 /* Each in its own file; weak so that the table builds while one is missing. */
-extern const connector connector_amqp __attribute__((weak));
 extern const connector connector_kafka __attribute__((weak));
 
 /* Each URL scheme and its connector; a connector may answer to several

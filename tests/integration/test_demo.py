@@ -5,15 +5,21 @@ reports nothing late, and the single consumer's backlog passes the deadline."""
 import json
 import subprocess
 
+import pytest
+
 from conftest import BUILD, ROOT
 
 
-def test_trading_day(tmp_path):
+# amqp: make demo SOURCE=amqp, the day replayed into a RabbitMQ queue that a
+# spate source drains (the same figures must hold).
+@pytest.mark.parametrize("source", ["", "amqp"])
+def test_trading_day(tmp_path, source):
     summary = tmp_path / "summary.json"
     out = tmp_path / "out"
     r = subprocess.run(["/usr/bin/python3", str(ROOT / "examples/trade-report/demo.py"),
                         "--seconds", "20", "--trades", "4000", "--build", str(BUILD),
-                        "--out", str(out), "--summary", str(summary)],
+                        "--out", str(out), "--summary", str(summary),
+                        *(["--source", source] if source else [])],
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(summary.read_text())
@@ -30,6 +36,8 @@ def test_trading_day(tmp_path):
     for name in ("trading-day.svg", "trading-day.png"):
         assert (out / name).stat().st_size > 10000
     assert "serverless" in r.stdout and "classic" in r.stdout
+    if source:
+        assert "drained by a spate source" in r.stdout
 
 
 def test_trading_day_on_three_nodes(tmp_path):

@@ -189,6 +189,23 @@ def test_fields_keys_and_refusals(spated, functions, tmp_path, redis):
     assert "key field 'acct' is missing" in spated.log()
 
 
+def test_keys_of_one_batch_stay_apart(spated, functions, tmp_path, redis):
+    """Several keyed entries in one fetch: each key ends where it ends (the
+    queue reads keys as strings: without their NUL each ran on into the
+    next entry's bytes)."""
+    r = redis()
+    for i in range(5):
+        r.cli("XADD", "kb", "*", "acct", f"a{i}", "v", f"p{i}")  # there before the source
+    rec = deploy_recorder(spated, functions, tmp_path)
+    add_trigger(spated, "kb", "rec")
+    assert add_source(spated, "kb", f"redis://127.0.0.1:{r.port}/kb?group=g", "kb",
+                      key_field="acct")[0] == 201
+    assert wait_for(lambda: len(seen(rec)) == 5, timeout=30)
+    by_key = {parts[3]: parts[1] for parts in (line.split() for line in open(rec)
+                                                if line.startswith("S "))}
+    assert by_key == {f"a{i}": f"p{i}" for i in range(5)}
+
+
 def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, redis):
     r = redis()
     d = make_spated()
