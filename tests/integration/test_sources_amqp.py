@@ -147,7 +147,7 @@ def test_keys_and_refusals(make_spated, functions, tmp_path, rabbit):
               for parts in (line.split() for line in open(rec) if line.startswith("S "))}
     assert by_key == {"a1": "one", "2": "two", "a3": "three"}
     log = d.log()
-    assert "not published" in log
+    assert "refused (in the dead letters" in log
     assert "the message is 200000 bytes, over the topic's maximum of 65536" in log
     assert "the key field 'acct' is missing" in log
     assert "the payload is not a JSON object" in log

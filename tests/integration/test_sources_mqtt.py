@@ -194,7 +194,7 @@ def test_keys_and_refusals(make_spated, functions, tmp_path, mosquitto):
     keys = {line.split()[3] for line in open(rec) if line.startswith("S ")}
     assert keys == {"a1", "7", "a3"}
     log = d.log()
-    assert "not published" in log and "over the topic's maximum of 1024 bytes" in log
+    assert "refused (in the dead letters" in log and "over the topic's maximum of 1024 bytes" in log
     assert "key field 'acct' is missing" in log and "not a JSON object" in log
 
 

@@ -191,7 +191,7 @@ def test_jetstream_keys_and_refusals(make_spated, functions, tmp_path, nats):
     assert keys == ["a1", "a2"]
     assert wait_for(lambda: n.consumer("ACCTS", "mine") == (0, 0), timeout=15)
     log = d.log()
-    assert "not published" in log and "key field 'acct'" in log
+    assert "refused (in the dead letters" in log and "key field 'acct'" in log
     assert "over the topic's maximum of 1024 bytes" in log
 
 
