@@ -110,6 +110,23 @@ def spate_drain(tmp, url, n, so, timeout=600):
         d.stop()
 
 
+def source_only(tmp, url, n, timeout=600):
+    """Seconds until a source without any trigger behind its topic has
+    committed n messages (its own durable consumer of the same stream): the
+    connector and the topic's commits alone, without the functions."""
+    d = Spated(tmp, "spated-alone")
+    try:
+        t0 = time.monotonic()
+        d.call("PUT", "/v1/sources/alone", json.dumps({"url": url, "topic": "alone"}).encode())
+        while time.monotonic() < t0 + timeout:
+            if d.call("GET", "/v1/sources/alone")["committed"] >= n:
+                return time.monotonic() - t0
+            time.sleep(0.01)
+        sys.exit(f"the source did not commit {n} messages in {timeout} s")
+    finally:
+        d.stop()
+
+
 def report(scheme, n, spate_s, peer_s, peer_name, target):
     ours, theirs = n / spate_s, n / peer_s
     ratio = ours / theirs
