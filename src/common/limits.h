@@ -470,4 +470,20 @@
 /* How often the upstream lag is asked for (ms). */
 #define SPATE_SOURCE_LAG_EVERY_MS 2000
 
+/* Kafka (sources/kafka.c): what librdkafka may prefetch beyond the batch in
+ * flight, in KiB for the whole consumer (queued.max.messages.kbytes; it may
+ * be overshot by one fetch, at most 1 MiB a partition) and in messages a
+ * partition (queued.min.messages): an unacked backlog in the client stays
+ * within about 4 MiB plus a fetch per assigned partition, whatever the
+ * topic holds. */
+#define SPATE_SOURCE_KAFKA_QUEUE_KB 4096
+#define SPATE_SOURCE_KAFKA_QUEUE_MSGS 10000
+/* The consumer group's session timeout a kafka:// URL may ask for (ms,
+ * session_timeout_ms): how long the group waits for a dead node before its
+ * partitions go to the others. Default: librdkafka's (45 s). */
+#define SPATE_SOURCE_KAFKA_SESSION_MIN_MS 1000
+#define SPATE_SOURCE_KAFKA_SESSION_MAX_MS 300000
+/* Brokers one kafka:// URL may list. */
+#define SPATE_SOURCE_KAFKA_BROKERS_MAX 32
+
 #endif /* SPATE_LIMITS_H */

@@ -3,6 +3,7 @@
  * payloads and keys in one buffer, and their upstream headers as one JSON
  * object of strings each.
  */
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,4 +119,41 @@ int src_entry_headers_end(src_batch *b, src_entry *e)
     if (buf_append(&b->bytes, "}", 1) != 0) return -1;
     e->hdr_len++;
     return 0;
+}
+
+int src_entry_key_from_json(src_batch *b, src_entry *e, const char *field)
+{
+    if (e->refused[0]) return 0;
+    const char *p = b->bytes.data + e->data_at, *end = NULL;
+    /* The whole payload is the object, as Spate-Key-Field reads a line. */
+    cJSON *doc = e->len ? cJSON_ParseWithLengthOpts(p, e->len, &end, 0) : NULL;
+    while (doc && end && end < p + e->len && memchr(" \t\r\n", *end, 4)) end++;
+    if (!cJSON_IsObject(doc) || end != p + e->len) {
+        cJSON_Delete(doc);
+        src_entry_refuse(e, "the message is not a JSON object: no key field '%.64s' in it", field);
+        return 0;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, field);
+    char *text = NULL;
+    const char *key = NULL;
+    if (cJSON_IsString(v))
+        key = v->valuestring;
+    else if (cJSON_IsNumber(v) || cJSON_IsBool(v))
+        key = text = cJSON_PrintUnformatted(v);
+    int rc = 0;
+    if (!key && (cJSON_IsString(v) || cJSON_IsNumber(v) || cJSON_IsBool(v))) {
+        rc = -1;
+    } else if (!key) {
+        src_entry_refuse(e, "the key field '%.64s' is missing (or not a string or number)", field);
+    } else if (strlen(key) > SPATE_KEY_MAX || !utf8_valid(key, strlen(key))) {
+        src_entry_refuse(e, "the key is over %d bytes or not valid UTF-8", SPATE_KEY_MAX);
+    } else {
+        e->key_at = b->bytes.len;
+        e->key_len = strlen(key);
+        e->has_key = 1;
+        rc = buf_append(&b->bytes, key, e->key_len) != 0 ? -1 : 0;
+    }
+    free(text);
+    cJSON_Delete(doc);
+    return rc;
 }

@@ -60,6 +60,11 @@ void src_entry_refuse(src_entry *e, const char *fmt, ...) __attribute__((format(
 int src_entry_header(src_batch *b, src_entry *e, const char *name, size_t nlen, const void *val,
                      size_t vlen);
 int src_entry_headers_end(src_batch *b, src_entry *e);
+/* Sets e's key from the top-level field of its payload (already in the
+ * batch's bytes), which must be one JSON object, as Spate-Key-Field reads a
+ * line: a string as it is, a number or boolean as JSON text; anything else
+ * refuses e. Call it before the headers. -1: no memory. */
+int src_entry_key_from_json(src_batch *b, src_entry *e, const char *field);
 
 /* Limits a connector applies to every entry: over them an entry is refused. */
 typedef struct src_limits {

@@ -8,9 +8,11 @@
 #include "sources/connector.h"
 
 extern const connector connector_redis;
+/* A connector that exists is declared strong: a weak reference would not
+ * pull its object out of the static library. */
+extern const connector connector_kafka;
 /* Each in its own file; weak so that the table builds while one is missing. */
 extern const connector connector_amqp __attribute__((weak));
-extern const connector connector_kafka __attribute__((weak));
 extern const connector connector_nats __attribute__((weak));
 extern const connector connector_mqtt __attribute__((weak));
 
