@@ -151,7 +151,8 @@ int src_entry_key_from_json(src_batch *b, src_entry *e, const char *field)
         e->key_at = b->bytes.len;
         e->key_len = strlen(key);
         e->has_key = 1;
-        rc = buf_append(&b->bytes, key, e->key_len) != 0 ? -1 : 0;
+        /* NUL-terminated, as the queue copies keys (key_len + 1 bytes). */
+        rc = buf_append(&b->bytes, key, e->key_len + 1) != 0 ? -1 : 0;
     }
     free(text);
     cJSON_Delete(doc);

@@ -398,7 +398,9 @@ static int convert(src_batch *b, const rd_kafka_message_t *m, const src_limits *
         e->key_at = b->bytes.len;
         e->key_len = m->key_len;
         e->has_key = 1;
-        if (buf_append(&b->bytes, m->key, m->key_len) != 0) return -1;
+        /* NUL-terminated, as the queue copies keys (key_len + 1 bytes). */
+        if (buf_append(&b->bytes, m->key, m->key_len) != 0 || buf_append(&b->bytes, "", 1) != 0)
+            return -1;
     }
     if (e->refused[0]) return 0;
     rd_kafka_headers_t *h = NULL;
