@@ -9,6 +9,7 @@ consumer group rebalance (two spated nodes sharing the partitions, one killed
 with -9). Nothing asserts on speed: waits are generous bounds.
 """
 
+import collections
 import json
 import os
 import re
@@ -113,8 +114,10 @@ def source(d, name):
     return d.json("GET", f"/v1/sources/{name}")[1]
 
 
-def test_messages_are_all_processed_and_committed_after_spate_commits(spated, functions,
-                                                                        tmp_path, kafka):
+# The kafka fixture comes first in each test's arguments: torn down last, the
+# cluster outlives the spated processes, which then leave the group at once.
+def test_messages_are_all_processed_and_committed_after_spate_commits(kafka, spated, functions,
+                                                                        tmp_path):
     k = kafka("orders", partitions=3)
     k.produce("orders", 0, 300)  # already there: a new group starts at the beginning
     rec = deploy_recorder(spated, functions, tmp_path)
@@ -139,7 +142,7 @@ def test_messages_are_all_processed_and_committed_after_spate_commits(spated, fu
     assert spated.request("GET", "/v1/sources/orders-in")[0] == 404
 
 
-def test_keys_key_field_and_oversized_messages(make_spated, functions, tmp_path, kafka):
+def test_keys_key_field_and_oversized_messages(kafka, make_spated, functions, tmp_path):
     k = kafka("keyed", "json", partitions=2)
     d = make_spated("--message-max", "1024")
     rec = deploy_recorder(d, functions, tmp_path)
@@ -174,6 +177,36 @@ def test_keys_key_field_and_oversized_messages(make_spated, functions, tmp_path,
     assert "not a JSON object" in d.log()
 
 
+def test_kafka_keys_keep_their_order_through_an_ordered_trigger(kafka, spated, functions,
+                                                                  tmp_path):
+    """Keyed messages (the key picks the partition, which keeps their order)
+    through an --ordered trigger: one at a time per key, in produced order,
+    keys in parallel."""
+    k = kafka("ledger", partitions=3)
+    rec = deploy_recorder(spated, functions, tmp_path, sleep_us=3000, max=8)
+    status, doc = spated.json("PUT", "/v1/triggers/ledger/rec?ordered=true")
+    assert status == 201, doc
+    k.produce("ledger", 0, 240, prefix="o", keys=6)
+    assert add_source(spated, "ledger", k.url("ledger"), "ledger")[0] == 201
+    assert wait_for(lambda: len(records(rec)) == 240, timeout=60), len(records(rec))
+    per_key = collections.defaultdict(list)
+    for line in open(rec):
+        kind, p, _, key, us = line.split()
+        per_key[key].append((int(us), kind, int(p[1:])))
+    assert sorted(per_key) == [f"k{i}" for i in range(6)]
+    for key, events in per_key.items():
+        events.sort()
+        running, order = 0, []
+        for _, kind, n in events:
+            running += 1 if kind == "S" else -1
+            assert running <= 1, f"two messages of key {key} ran at once"
+            if kind == "S":
+                order.append(n)
+        assert order == sorted(order) and len(order) == 40, key
+    starts = sorted((us, key) for key, ev in per_key.items() for us, kind, _ in ev if kind == "S")
+    assert any(a[0] < b[0] < a[0] + 2500 and a[1] != b[1] for a, b in zip(starts, starts[1:]))
+
+
 def producing(k, topic, total, chunk=50, pause=0.02):
     """Produces e0..e{total-1} in chunks from a thread (started; join it)."""
     def run():
@@ -185,7 +218,7 @@ def producing(k, topic, total, chunk=50, pause=0.02):
     return t
 
 
-def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, kafka):
+def test_kill_9_mid_stream_loses_nothing(kafka, make_spated, functions, tmp_path):
     k = kafka("jobs", partitions=3)
     d = make_spated()
     rec = deploy_recorder(d, functions, tmp_path)
@@ -208,7 +241,7 @@ def test_kill_9_mid_stream_loses_nothing(make_spated, functions, tmp_path, kafka
     assert "kafka jobs (group g): partitions 0,1,2 assigned" in d.log()
 
 
-def test_rebalance_between_two_nodes_loses_nothing(make_spated, functions, tmp_path, kafka):
+def test_rebalance_between_two_nodes_loses_nothing(kafka, make_spated, functions, tmp_path):
     """Two spated nodes (own data directories) run the same source in one
     group and share the partitions; one is killed with -9 mid-stream and the
     other takes its partitions from their last commit."""
@@ -272,7 +305,7 @@ def test_unreachable_brokers_back_off_and_say_why(spated):
     assert doc["connected"] is False and doc["lag"] is None
 
 
-def test_credentials_never_shown(spated, functions, tmp_path, kafka):
+def test_credentials_never_shown(kafka, spated, functions, tmp_path):
     secret = "s3cr3t-Pa55"
     k = kafka("c")
     url = f"kafka://alice:{secret}@{k.bootstrap}/c?group=g&mechanism=SCRAM-SHA-256"
