@@ -486,6 +486,10 @@
  * partitions go to the others. Default: librdkafka's (45 s). */
 #define SPATE_SOURCE_KAFKA_SESSION_MIN_MS 1000
 #define SPATE_SOURCE_KAFKA_SESSION_MAX_MS 300000
+/* How long a Kafka source's consumer may take to leave its group when it
+ * stops (ms): past it, it is closed without (the group then waits for its
+ * session timeout). */
+#define SPATE_SOURCE_KAFKA_CLOSE_MS 3000
 /* Brokers one kafka:// URL may list. */
 #define SPATE_SOURCE_KAFKA_BROKERS_MAX 32
 

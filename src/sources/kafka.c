@@ -16,6 +16,12 @@
  * A group with no commit starts at the partitions' beginning
  * (auto.offset.reset=earliest), so a new source drains what the topic holds.
  *
+ * The lag is computed without asking the brokers (the high watermark of the
+ * last fetch response minus what was committed here), and a stop leaves
+ * the group for SPATE_SOURCE_KAFKA_CLOSE_MS at most: nothing on the
+ * source's thread waits long on a broker that does not answer, so errors
+ * (all brokers down) are served by the next poll and a stop stays prompt.
+ *
  * With USER:PASS the connection authenticates with SASL (PLAIN unless
  * mechanism says otherwise) over plaintext.
  */
@@ -49,6 +55,9 @@ struct src_conn {
      * rd_kafka_consumer_poll): the consumer cannot go on, fetch says why. */
     int broken;
     char why[256];
+    /* What this consumer committed, per partition: the lag counts from it
+     * (no round trip to the coordinator on the source's thread). */
+    rd_kafka_topic_partition_list_t *done;
 };
 
 static const char *const mechanisms[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", NULL};
@@ -257,18 +266,35 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         log_info("kafka %s (group %s): partitions %s revoked", c->cfg->topic, c->cfg->group, list);
         rd_kafka_assign(rk, NULL);
+        /* Others may commit there now: the lag counts from the position
+         * again until this consumer commits. */
+        if (c->done) rd_kafka_topic_partition_list_destroy(c->done);
+        c->done = NULL;
     }
 }
 
+/* Leaves the group, so that the others take the partitions now rather than
+ * after the session timeout; but for SPATE_SOURCE_KAFKA_CLOSE_MS at most: a
+ * coordinator that does not answer would hold rd_kafka_consumer_close (and
+ * spated's stop) for the whole session timeout. */
 static void disconnect(src_conn *c)
 {
     if (!c) return;
     if (c->rk) {
-        /* Leaves the group at once: the others take the partitions now
-         * rather than after the session timeout. */
-        rd_kafka_consumer_close(c->rk);
-        rd_kafka_destroy(c->rk);
+        rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+        rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+        if (e) {
+            rd_kafka_error_destroy(e);
+        } else {
+            uint64_t deadline = clock_mono_ns() + (uint64_t)SPATE_SOURCE_KAFKA_CLOSE_MS * 1000000;
+            /* Serves the revoke (on_rebalance) while the group is left. */
+            while (!rd_kafka_consumer_closed(c->rk) && clock_mono_ns() < deadline)
+                rd_kafka_queue_poll_callback(q, 100);
+        }
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
+    if (c->done) rd_kafka_topic_partition_list_destroy(c->done);
     free(c);
 }
 
@@ -494,6 +520,14 @@ static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
                  c->cfg->topic, c->cfg->group);
     rd_kafka_resp_err_t e = l->cnt ? rd_kafka_commit(c->rk, l, 0) : RD_KAFKA_RESP_ERR_NO_ERROR;
     for (int i = 0; !e && i < l->cnt; i++) e = l->elems[i].err;
+    for (int i = 0; !e && i < l->cnt; i++) {
+        if (!c->done) c->done = rd_kafka_topic_partition_list_new(l->cnt);
+        rd_kafka_topic_partition_t *d =
+            rd_kafka_topic_partition_list_find(c->done, c->cfg->topic, l->elems[i].partition);
+        if (!d)
+            d = rd_kafka_topic_partition_list_add(c->done, c->cfg->topic, l->elems[i].partition);
+        d->offset = l->elems[i].offset;
+    }
     rd_kafka_topic_partition_list_destroy(l);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) return 0;
     if (e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS || e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
@@ -509,25 +543,32 @@ static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
     return ERR_IO;
 }
 
-/* The group's lag on this node's partitions: each one's high watermark
- * (asked of its leader) minus the group's committed offset (or the low
- * watermark, where none is committed). -1 when unknown. */
+/* The group's lag on this node's partitions: each one's high watermark, as
+ * the last fetch response told it, minus what this consumer committed there
+ * (or, before its first commit, its position: what it started from plus
+ * what it fetched). No request to the brokers: the source's thread must not
+ * wait on them here. -1 when unknown (no partition yet, or no fetch answered
+ * yet). */
 static int64_t lag(src_conn *c)
 {
     rd_kafka_topic_partition_list_t *l = NULL;
     if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR) return -1;
-    int64_t sum = l->cnt ? 0 : -1;
-    if (l->cnt && rd_kafka_committed(c->rk, l, SPATE_SOURCE_IO_TIMEOUT_MS) != 0) sum = -1;
+    int64_t sum = l->cnt && rd_kafka_position(c->rk, l) == 0 ? 0 : -1;
     for (int i = 0; sum >= 0 && i < l->cnt; i++) {
-        int64_t lo, hi;
-        if (l->elems[i].err ||
-            rd_kafka_query_watermark_offsets(c->rk, c->cfg->topic, l->elems[i].partition, &lo, &hi,
-                                             SPATE_SOURCE_IO_TIMEOUT_MS) != 0) {
+        int64_t lo = -1, hi = -1;
+        const rd_kafka_topic_partition_t *d =
+            c->done
+                ? rd_kafka_topic_partition_list_find(c->done, c->cfg->topic, l->elems[i].partition)
+                : NULL;
+        int64_t from = d ? d->offset : l->elems[i].offset;
+        rd_kafka_get_watermark_offsets(c->rk, c->cfg->topic, l->elems[i].partition, &lo, &hi);
+        if (from < 0) /* nothing fetched yet: from the start */
+            from = lo >= 0 ? lo : hi == 0 ? 0 : -1;
+        if (hi < 0 || from < 0) {
             sum = -1;
             break;
         }
-        int64_t done = l->elems[i].offset >= lo ? l->elems[i].offset : lo;
-        sum += hi > done ? hi - done : 0;
+        sum += hi > from ? hi - from : 0;
     }
     rd_kafka_topic_partition_list_destroy(l);
     return sum;

@@ -305,6 +305,20 @@ def test_unreachable_brokers_back_off_and_say_why(spated):
     assert doc["connected"] is False and doc["lag"] is None
 
 
+def test_brokers_gone_mid_run_are_reported_and_spated_still_stops(kafka, spated):
+    """The cluster goes away under a running source: its status says so (the
+    client's "all brokers down"), and spated's stop does not wait on the
+    group (the fixture's stop allows 15 s; the group's session is 45 s)."""
+    k = kafka("gone")
+    assert add_source(spated, "gone", k.url("gone"), "t")[0] == 201
+    assert wait_for(lambda: "partitions 0,1,2 assigned" in spated.log(), timeout=30)
+    assert source(spated, "gone")["connected"] is True
+    k.stop()
+    assert wait_for(lambda: "brokers are down" in (source(spated, "gone")["last_error"] or ""),
+                    timeout=30), source(spated, "gone")
+    assert wait_for(lambda: source(spated, "gone")["connected"] is False, timeout=30)
+
+
 def test_credentials_never_shown(kafka, spated, functions, tmp_path):
     secret = "s3cr3t-Pa55"
     k = kafka("c")
