@@ -236,7 +236,7 @@ def test_kill_9_mid_stream_loses_nothing(kafka, make_spated, functions, tmp_path
     k.produce("jobs", 3000, 500)  # while spated is down
     d.start()
     want = {f"e{i}" for i in range(3500)}
-    assert wait_for(lambda: want <= set(seen(rec)), timeout=120), len(want - set(seen(rec)))
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=300), len(want - set(seen(rec)))
     assert wait_for(lambda: k.committed("jobs", "g") == 3500, timeout=30)
     assert "kafka jobs (group g): partitions 0,1,2 assigned" in d.log()
 
@@ -244,7 +244,8 @@ def test_kill_9_mid_stream_loses_nothing(kafka, make_spated, functions, tmp_path
 def test_rebalance_between_two_nodes_loses_nothing(kafka, make_spated, functions, tmp_path):
     """Two spated nodes (own data directories) run the same source in one
     group and share the partitions; one is killed with -9 mid-stream and the
-    other takes its partitions from their last commit."""
+    other takes its partitions from their last commit; the killed one,
+    restarted, runs what it had stored. Every message runs at least once."""
     k = kafka("flow", partitions=4)
     a, b = make_spated(), make_spated()
     (tmp_path / "a").mkdir()
@@ -264,19 +265,24 @@ def test_rebalance_between_two_nodes_loses_nothing(kafka, make_spated, functions
 
     def both_working():
         return source(a, "flow")["committed"] > 100 and source(b, "flow")["committed"] > 100
-    t = producing(k, "flow", 6000, pause=0.03)
+    t = producing(k, "flow", 4000, pause=0.03)
     assert wait_for(both_working, timeout=90), (source(a, "flow"), source(b, "flow"))
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     at_kill = k.committed("flow", "g")
     t.join()
-    assert at_kill < 6000, at_kill  # mid-stream
-    want = {f"e{i}" for i in range(6000)}
-    assert wait_for(lambda: want <= set(seen(rec_a)) | set(seen(rec_b)), timeout=120), \
+    assert at_kill < 4000, at_kill  # mid-stream
+    # b takes all four partitions once a's session ran out, and drains them
+    # from their last commit: the whole topic is committed upstream.
+    assert wait_for(lambda: "partitions 0,1,2,3 assigned" in b.log(), timeout=60)
+    assert wait_for(lambda: k.committed("flow", "g") == 4000, timeout=60)
+    # What a had committed into its own topic and not yet run waits there:
+    # a restarted a runs it (and rejoins the group).
+    a.start()
+    want = {f"e{i}" for i in range(4000)}
+    # Generous: thousands of invocations, slow under ASan on a busy machine.
+    assert wait_for(lambda: want <= set(seen(rec_a)) | set(seen(rec_b)), timeout=300), \
         len(want - set(seen(rec_a)) - set(seen(rec_b)))
-    assert wait_for(lambda: k.committed("flow", "g") == 6000, timeout=30)
-    # b took all four partitions after a's session ran out.
-    assert "partitions 0,1,2,3 assigned" in b.log()
 
 
 @pytest.mark.parametrize("url,why", [
