@@ -224,8 +224,9 @@ def test_kill_9_mid_stream_loses_nothing(kafka, make_spated, functions, tmp_path
     rec = deploy_recorder(d, functions, tmp_path)
     add_trigger(d, "jobs", "rec")
     assert add_source(d, "jobs", k.url("jobs", extra=SESSION), "jobs")[0] == 201
-    # Produced while the source drains it: the kill lands with the upstream
-    # topic partly committed.
+    # Produced while the source drains it (once it holds the partitions):
+    # the kill lands with the upstream topic partly committed.
+    assert wait_for(lambda: "partitions 0,1,2 assigned" in d.log(), timeout=60)
     t = producing(k, "jobs", 3000)
     assert wait_for(lambda: source(d, "jobs")["committed"] > 300, timeout=60)
     d.proc.send_signal(signal.SIGKILL)
