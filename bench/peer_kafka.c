@@ -50,7 +50,7 @@ int main(int argc, char **argv)
     set(conf, "enable.auto.offset.store", "false");
     set(conf, "auto.offset.reset", "earliest");
     set(conf, "queued.max.messages.kbytes", "16384"); /* SPATE_SOURCE_KAFKA_QUEUE_KB */
-    set(conf, "queued.min.messages", "50000");       /* SPATE_SOURCE_KAFKA_QUEUE_MSGS */
+    set(conf, "queued.min.messages", "50000");        /* SPATE_SOURCE_KAFKA_QUEUE_MSGS */
     set(conf, "log_level", "3");
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (!rk) {
