@@ -564,4 +564,27 @@
 #define SPATE_SOURCE_NATS_PENDING_MSGS 16384
 #define SPATE_SOURCE_NATS_PENDING_BYTES (16 * 1024 * 1024)
 
+/* Kafka (sources/kafka.c): what librdkafka may prefetch beyond the batch in
+ * flight, in KiB for the consumer (queued.max.messages.kbytes; overshot by
+ * at most one fetch, 1 MiB a partition) and in messages a partition
+ * (queued.min.messages): an unacked backlog in the client stays within
+ * about 16 MiB plus a fetch per assigned partition, whatever the topic
+ * holds. Not smaller: librdkafka 2.0 stops fetching a partition whose queue
+ * is over the bound for about a second, so the bound is also the most a
+ * partition yields a second (4 MiB and 10,000 made it ~20,000 messages/s
+ * over 3 partitions in bench/sources-kafka). */
+#define SPATE_SOURCE_KAFKA_QUEUE_KB 16384
+#define SPATE_SOURCE_KAFKA_QUEUE_MSGS 50000
+/* The consumer group's session timeout a kafka:// URL may ask for (ms,
+ * session_timeout_ms): how long the group waits for a dead node before its
+ * partitions go to the others. Default: librdkafka's (45 s). */
+#define SPATE_SOURCE_KAFKA_SESSION_MIN_MS 1000
+#define SPATE_SOURCE_KAFKA_SESSION_MAX_MS 300000
+/* How long a Kafka source's consumer may take to leave its group when it
+ * stops (ms): past it, it is closed without (the group then waits for its
+ * session timeout). */
+#define SPATE_SOURCE_KAFKA_CLOSE_MS 3000
+/* Brokers one kafka:// URL may list. */
+#define SPATE_SOURCE_KAFKA_BROKERS_MAX 32
+
 #endif /* SPATE_LIMITS_H */

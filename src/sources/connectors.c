@@ -8,13 +8,12 @@
 #include "sources/connector.h"
 
 extern const connector connector_redis;
-/* A weak reference alone does not pull a connector's file out of the static
- * library spated links: one that exists is named strongly. */
+/* Each in its own file, named strongly: a weak reference would not pull a
+ * connector's object out of the static library spated links. */
 extern const connector connector_mqtt;
 extern const connector connector_nats;
 extern const connector connector_amqp;
-/* Each in its own file; weak so that the table builds while one is missing. */
-extern const connector connector_kafka __attribute__((weak));
+extern const connector connector_kafka;
 
 /* Each URL scheme and its connector; a connector may answer to several
  * (amqp and amqps). A NULL connector: named in DESIGN.md, not in this build. */
