@@ -472,10 +472,6 @@
 /* How long a fetch blocks upstream waiting for entries (ms): also how long
  * a removed source may take to notice. */
 #define SPATE_SOURCE_WAIT_MS 500
-/* The fetch made while a batch publishes waits this long (ms) for entries:
- * a backlog upstream comes at once, so reading overlaps committing; when
- * none is waiting the batch in flight is acked without delay. */
-#define SPATE_SOURCE_OVERLAP_WAIT_MS 2
 /* Connecting and every command but the blocking fetch (ms). */
 #define SPATE_SOURCE_IO_TIMEOUT_MS 5000
 /* Back-off after an error upstream or a refused publish: doubling from the

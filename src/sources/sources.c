@@ -7,10 +7,8 @@
  * sets submitted; the loop (woken by the manager's uv_async) copies the
  * batch into a publish and sets publishing; the publish's callback sets
  * result and result_ready and signals the thread, which acks upstream only
- * when result is 0. Meanwhile the thread fetches the next batch, if one is
- * waiting upstream, and holds it until the first is acked: a source has at
- * most one batch in flight and one fetched, and a slow or refusing store
- * stops it from taking more.
+ * when result is 0. The thread waits meanwhile, so a source has at most one
+ * batch in flight, and a slow or refusing store stops it from taking more.
  */
 #include "sources/sources.h"
 
@@ -58,8 +56,6 @@ struct source {
     uint64_t dropped_before, dropped_now;
     /* The thread's, lent to the loop while submitted. */
     src_batch batch;
-    /* The thread's own: the batch fetched while the one above publishes. */
-    src_batch ahead;
     size_t to_publish; /* entries of batch not refused */
     size_t to_dead;    /* entries of batch refused, to put into the dead letters */
     int dead_done;     /* they are stored (a failed publish of the rest does not repeat them) */
@@ -126,28 +122,18 @@ static uint32_t next_backoff(uint32_t *b)
 }
 
 /* Hands the batch to the loop and waits for the publish's outcome. */
-static void submit_batch(source *s)
+static int publish_batch(source *s)
 {
     pthread_mutex_lock(&s->mu);
     s->submitted = 1;
     s->result_ready = 0;
     pthread_mutex_unlock(&s->mu);
     uv_async_send(&s->mgr->async);
-}
-
-static int await_batch(source *s)
-{
     pthread_mutex_lock(&s->mu);
     while (!s->result_ready) pthread_cond_wait(&s->cv, &s->mu);
     int rc = s->result;
     pthread_mutex_unlock(&s->mu);
     return rc;
-}
-
-static int publish_batch(source *s)
-{
-    submit_batch(s);
-    return await_batch(s);
 }
 
 /* Takes the connection's dropped count into the source's (before a
@@ -178,18 +164,9 @@ static void *run(void *arg)
     src_conn *c = NULL;
     uint32_t backoff = 0;
     uint64_t last_lag = 0;
-    char err[512], fetch_err[512];
-    /* While a batch publishes, the next is fetched (s->next, when what
-     * is upstream comes at once), so that reading and committing overlap;
-     * it is published only after the first is acked, in order. Not where
-     * the upstream forgets what is read (acked_on_fetch): that would double
-     * what a crash loses. */
-    int overlap = !s->conn->acked_on_fetch, have_next = 0;
+    char err[512];
     while (!stopping(s)) {
         if (!c) {
-            /* What the lost connection fetched comes again after the reconnect. */
-            src_batch_reset(&s->ahead);
-            have_next = 0;
             set_state(s, "connecting", 0);
             if (s->conn->connect(s->ccfg, s->mgr->consumer, &c, err, sizeof err) != 0) {
                 c = NULL;
@@ -204,13 +181,8 @@ static void *run(void *arg)
         src_limits lim = {.message_max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED),
                           .key_field = s->cfg.key_field};
         src_batch_reset(&s->batch);
-        if (have_next) {
-            src_batch t = s->batch;
-            s->batch = s->ahead;
-            s->ahead = t;
-            have_next = 0;
-        } else if (s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, SPATE_SOURCE_WAIT_MS, &s->batch,
-                                  err, sizeof err) != 0) {
+        if (s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, SPATE_SOURCE_WAIT_MS, &s->batch, err,
+                           sizeof err) != 0) {
             set_error(s, "", err);
             drop_conn(s, c);
             c = NULL;
@@ -243,18 +215,7 @@ static void *run(void *arg)
         s->received += s->batch.n;
         pthread_mutex_unlock(&s->mu);
         /* Until the store takes it: a refused publish is retried, never dropped. */
-        int rc = 0, fetch_failed = 0;
-        if (good || s->to_dead) {
-            submit_batch(s);
-            if (overlap) {
-                src_batch_reset(&s->ahead);
-                fetch_failed =
-                    s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, SPATE_SOURCE_OVERLAP_WAIT_MS,
-                                   &s->ahead, fetch_err, sizeof fetch_err) != 0;
-                have_next = !fetch_failed && s->ahead.n > 0;
-            }
-            rc = await_batch(s);
-        }
+        int rc = good || s->to_dead ? publish_batch(s) : 0;
         while (rc != 0 && !stopping(s)) {
             pthread_mutex_lock(&s->mu);
             s->publish_failures++;
@@ -268,13 +229,7 @@ static void *run(void *arg)
         }
         if (rc != 0) break; /* stopped: not acked, delivered again upstream */
         backoff = 0;
-        if (fetch_failed) {
-            /* The connection broke while the batch published: committed
-             * here, not acked there, so it comes again after the reconnect. */
-            set_error(s, "", fetch_err);
-            drop_conn(s, c);
-            c = NULL;
-        } else if (s->conn->ack(c, &s->batch, err, sizeof err) != 0) {
+        if (s->conn->ack(c, &s->batch, err, sizeof err) != 0) {
             /* Committed here but not acked there: the pending entries come
              * again after the reconnect (at least once). */
             set_error(s, "", err);
@@ -413,7 +368,6 @@ static void source_free(source *s)
 {
     if (s->ccfg) s->conn->free_cfg(s->ccfg);
     src_batch_free(&s->batch);
-    src_batch_free(&s->ahead);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -535,7 +489,6 @@ static source *source_new(sources *m, const reg_source *cfg)
     pthread_cond_init(&s->cv, &ca);
     pthread_condattr_destroy(&ca);
     src_batch_init(&s->batch);
-    src_batch_init(&s->ahead);
     s->lag = -1;
     s->state = "connecting";
     char err[512];
