@@ -1,0 +1,141 @@
+"""Issue 16 adversarial review: hostile upstreams, credentials in odd URL
+places, lifecycle. Upstreams are small Python socket servers started by the
+tests on loopback; nothing asserts on speed."""
+
+import json
+import socket
+import threading
+import time
+
+from conftest import wait_for
+
+
+class FakeBroker:
+    """Accepts connections on a loopback port; handler(conn) serves each."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handler = handler
+        self.conns = []
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            self.handler(c)
+        except OSError:
+            pass
+
+    def close(self):
+        self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def silent(conn):
+    """Reads what comes and never answers."""
+    while conn.recv(65536):
+        pass
+
+
+def add_source(d, name, url, topic="t"):
+    return d.json("PUT", f"/v1/sources/{name}", json.dumps({"url": url, "topic": topic}).encode())
+
+
+def test_a_silent_broker_neither_hangs_removal_nor_shutdown(spated):
+    brokers = [FakeBroker(silent) for _ in range(5)]
+    try:
+        urls = [f"redis://127.0.0.1:{brokers[0].port}/s?group=g",
+                f"amqp://127.0.0.1:{brokers[1].port}/?queue=q",
+                f"nats://127.0.0.1:{brokers[2].port}/subj",
+                f"mqtt://127.0.0.1:{brokers[3].port}/a/b",
+                f"kafka://127.0.0.1:{brokers[4].port}/topic?group=g"]
+        for i, u in enumerate(urls):
+            status, doc = add_source(spated, f"s{i}", u)
+            assert status == 201, (u, doc)
+        assert wait_for(lambda: all(b.conns for b in brokers), timeout=30)
+        time.sleep(2)
+        # The API answers while every source waits on its silent broker.
+        t0 = time.time()
+        assert spated.request("GET", "/v1/sources")[0] == 200
+        for i in range(3):
+            assert spated.request("DELETE", f"/v1/sources/s{i}", timeout=60)[0] == 204
+        assert spated.request("GET", "/v1/health")[0] == 200
+        print("delete took", time.time() - t0)
+    finally:
+        t0 = time.time()
+        rc = spated.stop(timeout=60)
+        print("stop took", time.time() - t0)
+        for b in brokers:
+            b.close()
+    assert rc == 0, spated.log()
+
+
+SECRET = "S3cr3tPW"
+
+
+def test_a_password_is_never_shown(spated):
+    b = FakeBroker(silent)
+    p = b.port
+    urls = {
+        "r1": f"redis://user:{SECRET}@127.0.0.1:{p}/s?group=g",
+        "r2": f"redis://:{SECRET}@127.0.0.1:{p}/s?group=g",
+        "r3": f"redis://us%40er:{SECRET}%40x%3Ay@127.0.0.1:{p}/s?group=g",
+        "r4": f"redis://user:{SECRET}@x@127.0.0.1:{p}/s?group=g",
+        "r5": f"REDIS://user:{SECRET}@[::1]:{p}/s?group=g",
+        "r6": f"redis://user:{SECRET}%0a@127.0.0.1:{p}/s?group=g",
+        "n1": f"nats://{SECRET}@127.0.0.1:{p}/subj",
+        "n2": f"NATS://{SECRET}@127.0.0.1:{p}/subj",
+        "n3": f"nats://u:{SECRET}@127.0.0.1:{p}/subj",
+        "n4": f"nats://2024/{SECRET}@127.0.0.1:{p}/subj",
+        "n5": f"nats://u:2024/{SECRET}@127.0.0.1:{p}/subj",
+        "a1": f"amqp://u:{SECRET}@127.0.0.1:{p}/?queue=q",
+        "a2": f"amqps://u:{SECRET}@127.0.0.1:{p}/?queue=q",
+        "m1": f"mqtt://u:{SECRET}@127.0.0.1:{p}/a",
+        "m2": f"mqtts://u:{SECRET}@127.0.0.1:{p}/a",
+        "k1": f"kafka://u:{SECRET}@127.0.0.1:{p}/tp?group=g&mechanism=PLAIN",
+        "k2": f"kafka://u:1234?{SECRET}@127.0.0.1:{p}/tp?group=g&mechanism=PLAIN",
+    }
+    shown = []
+    try:
+        for name, u in urls.items():
+            status, doc = add_source(spated, name, u)
+            shown.append(f"{name} {status} {json.dumps(doc)}")
+        time.sleep(3)
+        for name in urls:
+            shown.append(json.dumps(spated.json("GET", f"/v1/sources/{name}")[1]))
+        shown.append(json.dumps(spated.json("GET", "/v1/sources")[1]))
+        shown.append(spated.request("GET", "/metrics")[2].decode())
+        cli = spated.cli("source", "ls")
+        shown.append((cli.stdout + cli.stderr).decode(errors="replace"))
+        for name in urls:
+            cli = spated.cli("source", "show", name)
+            shown.append((cli.stdout + cli.stderr).decode(errors="replace"))
+    finally:
+        for name in urls:
+            spated.request("DELETE", f"/v1/sources/{name}")
+        b.close()
+    text = "\n".join(shown) + spated.log()
+    print("\n".join(shown[:len(urls)]))
+    assert SECRET not in text, [l for l in text.split("\n") if SECRET in l]
