@@ -139,3 +139,28 @@ def test_a_password_is_never_shown(spated):
     text = "\n".join(shown) + spated.log()
     print("\n".join(shown[:len(urls)]))
     assert SECRET not in text, [l for l in text.split("\n") if SECRET in l]
+
+
+def test_a_nul_in_a_string_is_refused_not_cut(spated):
+    """cJSON ends a string at an escaped NUL: "a\\u0000b" was stored as "a"
+    (a payload, a topic or a URL cut short without a word)."""
+    b = FakeBroker(silent)
+    try:
+        status, doc = spated.json("PUT", "/v1/schedules/nul", json.dumps(
+            {"expression": "@every 1h", "topic": "t", "payload": "a\u0000b"}).encode())
+        assert status == 400 and doc["code"] == "bad_schedule", doc
+        assert "NUL" in doc["error"]
+        assert spated.request("GET", "/v1/schedules/nul")[0] == 404
+        status, doc = add_source(spated, "nul", f"redis://127.0.0.1:{b.port}/s?group=g",
+                                 topic="t\u0000x")
+        assert status == 400 and doc["code"] == "bad_source", doc
+        status, doc = add_source(spated, "nul",
+                                 f"redis://127.0.0.1:{b.port}/s?group=g\u0000&consumer=c")
+        assert status == 400, doc
+        assert spated.request("GET", "/v1/sources/nul")[0] == 404
+        # An escaped backslash before u0000 is text, not a NUL.
+        status, doc = spated.json("PUT", "/v1/schedules/text", json.dumps(
+            {"expression": "@every 1h", "topic": "t", "payload": "a\\u0000b"}).encode())
+        assert status == 201 and doc["payload"] == "a\\u0000b", doc
+    finally:
+        b.close()
