@@ -21,6 +21,7 @@ class FakeBroker:
         self.port = self.sock.getsockname()[1]
         self.handler = handler
         self.conns = []
+        self.ended = 0  # connections whose handler returned (the peer closed)
         self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -38,6 +39,7 @@ class FakeBroker:
             self.handler(c)
         except OSError:
             pass
+        self.ended += 1
 
     def close(self):
         self.stopped = True
@@ -162,5 +164,83 @@ def test_a_nul_in_a_string_is_refused_not_cut(spated):
         status, doc = spated.json("PUT", "/v1/schedules/text", json.dumps(
             {"expression": "@every 1h", "topic": "t", "payload": "a\\u0000b"}).encode())
         assert status == 201 and doc["payload"] == "a\\u0000b", doc
+    finally:
+        b.close()
+
+
+def resp_commands(conn):
+    """Yields each RESP command (a list of bytes) the client sends."""
+    data = b""
+    while True:
+        while True:
+            cmd, rest = parse_resp(data)
+            if cmd is None:
+                break
+            data = rest
+            yield cmd
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+
+
+def parse_resp(data):
+    if not data.startswith(b"*") or b"\r\n" not in data:
+        return None, data
+    head, rest = data.split(b"\r\n", 1)
+    args = []
+    for _ in range(int(head[1:])):
+        if b"\r\n" not in rest:
+            return None, data
+        h, rest = rest.split(b"\r\n", 1)
+        n = int(h[1:])
+        if len(rest) < n + 2:
+            return None, data
+        args.append(rest[:n])
+        rest = rest[n + 2:]
+    return args, rest
+
+
+def dribbler(conn):
+    """A Redis that creates the group, then answers XREADGROUP with an entry
+    whose value never ends: a byte every half second."""
+    for cmd in resp_commands(conn):
+        verb = cmd[0].upper()
+        if verb == b"XREADGROUP":
+            conn.sendall(b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nv\r\n"
+                         b"$100000000\r\n")
+            while True:
+                conn.sendall(b"x")
+                time.sleep(0.5)
+        elif verb == b"XGROUP":
+            conn.sendall(b"+OK\r\n")
+        else:
+            conn.sendall(b"-ERR unknown\r\n")
+
+
+def test_a_dribbling_broker_does_not_hold_removal_or_shutdown(spated):
+    """hiredis times out each read, not a reply: a broker that sends a byte
+    now and then held a removed source's thread and connection for ever, and
+    spated's shutdown until the grace was over and it killed itself (exit 1).
+    A stopped source still blocked after the I/O timeout has its connection
+    cut."""
+    b = FakeBroker(dribbler)
+    try:
+        status, doc = add_source(spated, "drib", f"redis://127.0.0.1:{b.port}/s?group=g")
+        assert status == 201, doc
+        assert wait_for(lambda: b.conns, timeout=30)
+        time.sleep(1)
+        assert spated.request("DELETE", "/v1/sources/drib")[0] == 204
+        # The removed source lets go of its connection (bounded generously).
+        assert wait_for(lambda: b.ended == 1, timeout=60), spated.log()
+        assert "drib: still blocked upstream" in spated.log()
+        status, doc = add_source(spated, "drib2", f"redis://127.0.0.1:{b.port}/s?group=g")
+        assert status == 201, doc
+        assert wait_for(lambda: len(b.conns) >= 2, timeout=30)
+        time.sleep(1)
+        # Stops cleanly, within its grace (30 s): not cut by it.
+        rc = spated.stop(timeout=120)
+        assert rc == 0, spated.log()
+        assert "grace of" not in spated.log()
     finally:
         b.close()
