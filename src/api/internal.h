@@ -109,6 +109,11 @@ void api_method_not_allowed(http_request *req, const char *allow);
 int api_number_param(const char *key, const char *val, size_t vlen, uint64_t min, uint64_t max,
                      uint32_t *out, char *why, size_t whycap);
 
+/* Whether a JSON text's strings hold a NUL (an escaped \u0000): cJSON ends
+ * a string there, so a member would be cut short without a word. Exact for
+ * a text cJSON parsed (escapes occur only inside strings). */
+int api_json_has_nul(const char *text, size_t len);
+
 /* Parses a boolean query parameter: true, 1 or nothing (a bare "?force") is
  * 1; false or 0 is 0; anything else writes why it is wrong. */
 int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char *why,

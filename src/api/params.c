@@ -36,3 +36,14 @@ int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char
     }
     return 0;
 }
+
+int api_json_has_nul(const char *text, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (text[i] != '\\') continue;
+        /* An escape: \u0000 is the NUL; any other skips its character. */
+        if (text[i + 1] == 'u' && i + 6 <= len && memcmp(text + i + 2, "0000", 4) == 0) return 1;
+        i++;
+    }
+    return 0;
+}

@@ -112,6 +112,13 @@ static void add_schedule(api *a, http_request *req, const char *name)
                            "\"topic\": T | \"function\": F, \"payload\": P, \"tz\": Z}");
         return;
     }
+    if (api_json_has_nul(req->body.data, req->body.len)) {
+        cJSON_Delete(doc);
+        http_respond_error(req, 400, "bad_schedule",
+                           "a string of the body holds a NUL (\\u0000), which no expression, "
+                           "name, zone or payload may");
+        return;
+    }
     schedule_req *r = calloc(1, sizeof *r);
     if (!r) {
         cJSON_Delete(doc);

@@ -90,6 +90,13 @@ static void put_source(api *a, http_request *req, const char *name)
                            "\"key_field\": FIELD}");
         return;
     }
+    if (api_json_has_nul(req->body.data, req->body.len)) {
+        cJSON_Delete(body);
+        http_respond_error(req, 400, "bad_source",
+                           "a string of the body holds a NUL (\\u0000), which no URL, topic "
+                           "or field name may");
+        return;
+    }
     int bad_url = 0, bad_topic = 0, bad_field = 0;
     const char *url = member(body, "url", SPATE_SOURCE_URL_MAX, &bad_url);
     const char *topic = member(body, "topic", SPATE_TOPIC_NAME_MAX, &bad_topic);

@@ -250,7 +250,8 @@ static int parse_fixed(const char *zone, int32_t *offset_s)
     if (*p == ':') p++;
     int md = 0;
     while (isdigit((unsigned char)*p) && md < 2) m = m * 10 + (*p++ - '0'), md++;
-    if (!digits || *p != '\0' || (md != 0 && md != 2) || h > 14 || m >= 60) return 1;
+    /* No zone is more than 14:00 away from UTC: +14:59 is a typo. */
+    if (!digits || *p != '\0' || (md != 0 && md != 2) || h * 60 + m > 14 * 60 || m >= 60) return 1;
     *offset_s = sign * (h * 3600 + m * 60);
     return 0;
 }

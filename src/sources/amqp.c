@@ -64,7 +64,6 @@ struct src_conn {
      * close that would only time out. */
     int broken;
     char why[256];
-    uint64_t batch_tag; /* the highest delivery tag fetched, acked by ack */
 };
 
 /* --- The URL ------------------------------------------------------------------------------ */
@@ -596,7 +595,6 @@ static int read_delivery(src_conn *c, const amqp_frame_t *method, const src_limi
         return ERR_NOMEM;
     }
     e->redelivered = d->redelivered ? 1 : 0;
-    if (d->delivery_tag > c->batch_tag) c->batch_tag = d->delivery_tag;
     amqp_frame_t f;
     int rc = next_frame(c, &f, SPATE_SOURCE_IO_TIMEOUT_MS, err, errcap);
     if (rc == AMQP_STATUS_TIMEOUT)
@@ -661,7 +659,6 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     }
     /* The broker sends no more than the prefetch before an ack. */
     if (max > c->cfg->prefetch) max = c->cfg->prefetch;
-    c->batch_tag = 0;
     buf tmp;
     buf_init(&tmp, SPATE_SOURCE_HEADERS_MAX);
     uint64_t now = clock_mono_ns(), end = now + (uint64_t)wait_ms * 1000000;
@@ -710,8 +707,18 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
 
 static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
 {
-    if (!b->n || !c->batch_tag) return 0;
-    int rc = amqp_basic_ack(c->conn, CH_CONSUME, c->batch_tag, 1);
+    /* b's highest tag, not the last fetch's: sources.c fetches the next
+     * batch before it acks this one, and acking up to that batch's tags
+     * acked what spate had not committed (lost if spated died), or nothing
+     * when it was empty. Tags grow on the channel: the next batch's are all
+     * higher. */
+    uint64_t tag = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        uint64_t t = strtoull(b->e[i].id, NULL, 10);
+        if (t > tag) tag = t;
+    }
+    if (!tag) return 0;
+    int rc = amqp_basic_ack(c->conn, CH_CONSUME, tag, 1);
     if (rc != AMQP_STATUS_OK)
         return failed(c, err, errcap, "basic.ack: %s", amqp_error_string2(rc));
     return 0;

@@ -120,6 +120,13 @@ typedef struct connector {
     /* Optional. Messages the client library dropped on this connection
      * (an at-most-once upstream's slow consumer). */
     int64_t (*dropped)(src_conn *c);
+    /* Optional, for a connector whose reads time out per read, not per
+     * reply (hiredis): a broker that sends a byte now and then holds fetch
+     * or ack for ever. Called on the loop, while the source's thread may be
+     * in any call on c (c stays open until the thread disconnects it), when
+     * a stopped source is still blocked SPATE_SOURCE_IO_TIMEOUT_MS later:
+     * makes the blocked call fail at once (shutdown(2) of the socket). */
+    void (*interrupt)(src_conn *c);
 } connector;
 
 /* The connector of url's scheme, or NULL with why in err (unknown scheme,

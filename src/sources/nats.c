@@ -63,8 +63,11 @@ struct src_conn {
     natsConnection *acks; /* JetStream: where the acks go, buffered */
     jsCtx *js;
     natsSubscription *sub;
-    /* JetStream: the messages of the last fetch, acked (and freed) by ack. */
-    natsMsgList held;
+    /* JetStream: the messages of the batch the manager publishes, acked
+     * (and freed) by ack; and those of the one it fetched meanwhile, to be
+     * published after it (sources.c fetches one batch ahead), held until
+     * their own ack. */
+    natsMsgList held, held_next;
     /* JetStream: the puller thread fetches the next batch while the
      * manager publishes this one (one batch ahead, no more), so that the
      * round trip of a pull overlaps spate's commit. Under mu. */
@@ -288,6 +291,7 @@ static void disconnect(src_conn *c)
         src_batch_free(&c->pre);
     }
     give_back(&c->held);
+    give_back(&c->held_next);
     if (c->puller_started) {
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->cv);
@@ -579,7 +583,12 @@ static void ask_pull(src_conn *c, size_t max, uint32_t wait_ms, const src_limits
 static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms,
                     src_batch *out, char *err, size_t errcap)
 {
-    give_back(&c->held); /* not acked: a publish that did not commit */
+    /* A batch not yet acked publishes: this one's messages wait behind it
+     * (giving it back here acked this batch for that one: lost if spated
+     * died before it committed). More than one ahead the manager never
+     * fetches. */
+    natsMsgList *slot = c->held.Count ? &c->held_next : &c->held;
+    give_back(slot);
     pthread_mutex_lock(&c->mu);
     if (!c->want && !c->ready) ask_pull(c, max, wait_ms, lim);
     /* The fetch waits wait_ms at most; beyond that (and the I/O timeout)
@@ -601,7 +610,7 @@ static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wai
         snprintf(err, errcap, "fetch: no answer in %llu ms", (unsigned long long)ms);
         return ERR_IO;
     }
-    c->held = c->next;
+    *slot = c->next;
     memset(&c->next, 0, sizeof c->next);
     natsStatus s = c->pull_status;
     c->ready = 0;
@@ -612,7 +621,7 @@ static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wai
     *out = c->pre;
     c->pre = swap;
     /* A batch came: more are likely waiting, the next is fetched now. */
-    if (s == NATS_OK && c->held.Count > 0) ask_pull(c, max, wait_ms, lim);
+    if (s == NATS_OK && slot->Count > 0) ask_pull(c, max, wait_ms, lim);
     pthread_mutex_unlock(&c->mu);
     if (s == NATS_TIMEOUT) return 0;
     return s == NATS_OK ? 0 : ERR_IO;
@@ -663,7 +672,8 @@ static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
         if (reply) s = natsConnection_Publish(c->acks, reply, "+ACK", 4);
     }
     natsMsgList_Destroy(&c->held);
-    memset(&c->held, 0, sizeof c->held);
+    c->held = c->held_next; /* the batch fetched ahead is published next */
+    memset(&c->held_next, 0, sizeof c->held_next);
     if (s != NATS_OK) {
         nats_err(err, errcap, "ack", s);
         return ERR_IO;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include "common/clock.h"
@@ -130,6 +131,12 @@ static redisReply *command(src_conn *c, int argc, const char **argv, char *err, 
         return NULL;
     }
     return r;
+}
+
+/* The socket stays open (the thread closes it): a blocked read returns. */
+static void interrupt(src_conn *c)
+{
+    if (c->c && c->c->fd >= 0) shutdown(c->c->fd, SHUT_RDWR);
 }
 
 static void disconnect(src_conn *c)
@@ -467,4 +474,5 @@ const connector connector_redis = {
     .lag = lag,
     .disconnect = disconnect,
     .group = in_group,
+    .interrupt = interrupt,
 };

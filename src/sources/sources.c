@@ -45,6 +45,11 @@ struct source {
     int stop;
     int submitted, publishing, result_ready, result;
     int exited;
+    /* The thread's connection while it is open (for interrupt), when the
+     * source was stopped, and whether its connection was cut since. */
+    src_conn *open_conn;
+    uint64_t stop_ns;
+    int cut;
     const char *state;
     int connected;
     char last_error[512];
@@ -68,6 +73,9 @@ struct sources {
     char consumer[256];
     size_t message_max; /* read by the threads: __atomic */
     uv_async_t async;
+    /* Ticks while stopped sources are alive: cuts those still blocked
+     * upstream (connector.h, interrupt). */
+    uv_timer_t reaper;
     source *live;  /* by name */
     source *dying; /* stopped, their threads not yet joined */
     void (*closed)(void *data);
@@ -155,6 +163,9 @@ static void count_dropped(source *s, src_conn *c, int closing)
 static void drop_conn(source *s, src_conn *c)
 {
     count_dropped(s, c, 1);
+    pthread_mutex_lock(&s->mu);
+    s->open_conn = NULL; /* the loop no longer interrupts it */
+    pthread_mutex_unlock(&s->mu);
     s->conn->disconnect(c);
 }
 
@@ -176,6 +187,11 @@ static void *run(void *arg)
                 continue;
             }
             log_info("source %s: connected to %s", s->cfg.name, s->shown);
+            pthread_mutex_lock(&s->mu);
+            s->open_conn = c;
+            int stop = s->stop; /* stopped before the loop could see c: not cut */
+            pthread_mutex_unlock(&s->mu);
+            if (stop) continue;
             set_state(s, "running", 1);
         }
         src_limits lim = {.message_max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED),
@@ -373,6 +389,34 @@ static void source_free(source *s)
     free(s);
 }
 
+/* Stopped sources still blocked upstream SPATE_SOURCE_IO_TIMEOUT_MS after
+ * their stop (a broker that sends a byte now and then): their connection is
+ * cut, so removal and shutdown end. What they fetched is not acked: it
+ * comes again. */
+static void on_reaper(uv_timer_t *t)
+{
+    sources *m = t->data;
+    uint64_t now = clock_mono_ns();
+    for (source *s = m->dying; s; s = s->next) {
+        if (!s->conn || !s->conn->interrupt) continue;
+        pthread_mutex_lock(&s->mu);
+        int cut = !s->exited && s->open_conn && !s->cut &&
+                  now - s->stop_ns >= (uint64_t)SPATE_SOURCE_IO_TIMEOUT_MS * 1000000;
+        if (cut) {
+            s->conn->interrupt(s->open_conn);
+            s->cut = 1;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (cut)
+            log_warn("source %s: still blocked upstream %d ms after it was stopped: its "
+                     "connection is cut",
+                     s->cfg.name, SPATE_SOURCE_IO_TIMEOUT_MS);
+    }
+    if (!m->dying) uv_timer_stop(t);
+}
+
+static void on_reaper_closed(uv_handle_t *h);
+
 static void on_async_closed(uv_handle_t *h)
 {
     sources *m = h->data;
@@ -418,14 +462,21 @@ static void on_async(uv_async_t *a)
             pp = &s->next;
         }
     }
-    if (m->closing && !m->live && !m->dying && !uv_is_closing((uv_handle_t *)&m->async))
-        uv_close((uv_handle_t *)&m->async, on_async_closed);
+    if (m->closing && !m->live && !m->dying && !uv_is_closing((uv_handle_t *)&m->reaper))
+        uv_close((uv_handle_t *)&m->reaper, on_reaper_closed);
+}
+
+static void on_reaper_closed(uv_handle_t *h)
+{
+    sources *m = h->data;
+    uv_close((uv_handle_t *)&m->async, on_async_closed);
 }
 
 static void stop_source(sources *m, source *s)
 {
     pthread_mutex_lock(&s->mu);
     s->stop = 1;
+    s->stop_ns = clock_mono_ns();
     s->state = "stopping";
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -434,6 +485,8 @@ static void stop_source(sources *m, source *s)
     }
     s->next = m->dying;
     m->dying = s;
+    if (s->started && s->conn && s->conn->interrupt && !uv_is_active((uv_handle_t *)&m->reaper))
+        uv_timer_start(&m->reaper, on_reaper, 1000, 1000);
     uv_async_send(&m->async);
 }
 
@@ -541,6 +594,8 @@ int sources_create(uv_loop_t *loop, queue *q, registry *reg, const char *consume
         return ERR_NOMEM;
     }
     m->async.data = m;
+    uv_timer_init(loop, &m->reaper);
+    m->reaper.data = m;
     *out = m;
     return 0;
 }

@@ -68,6 +68,15 @@ int src_url_parse(const char *url, src_url *u, char *err, size_t errcap)
         snprintf(err, errcap, "malformed URL: a fragment ('#') means nothing here");
         return ERR_INVAL;
     }
+    /* An '@' past the host is a password's unencoded '/' or '?' cutting
+     * the credentials short (u:2024/pw@host): the URL would name another
+     * host and show the password as its path. The message quotes none of it. */
+    if (strchr(end, '@')) {
+        snprintf(err, errcap,
+                 "malformed URL: an '@' after the host (percent-encode '/', '?' and '@' in a "
+                 "user or password as %%2F, %%3F and %%40)");
+        return ERR_INVAL;
+    }
     /* The last '@' before the path ends the credentials. */
     const char *at = NULL;
     for (const char *p = auth; p < end; p++)
@@ -218,6 +227,14 @@ void sources_url_redact(const char *url, char *out, size_t cap)
     const char *at = NULL;
     for (const char *p = auth; p < end; p++)
         if (*p == '@') at = p;
+    const char *late = strrchr(end, '@');
+    if (late) {
+        /* Not a URL src_url_parse takes (a password's unencoded '/' or '?'
+         * ends the host early): whatever stands before the last '@' may be
+         * the password. */
+        snprintf(out, cap, "%.*s***%s", (int)(auth - url), url, late);
+        return;
+    }
     if (!at) {
         snprintf(out, cap, "%s", url);
         return;

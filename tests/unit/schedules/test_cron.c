@@ -120,6 +120,10 @@ static void errors(void)
     CHECK_INT(cron_zone_open("Mars/Olympus", &z, err, sizeof err), -1);
     CHECK_INT(cron_zone_open("+25:00", &z, err, sizeof err), -1);
     CHECK(strstr(err, "not a fixed offset") != NULL);
+    CHECK_INT(cron_zone_open("UTC+14:59", &z, err, sizeof err), -1);
+    CHECK_INT(cron_zone_open("-14:30", &z, err, sizeof err), -1);
+    CHECK_INT(cron_zone_open("+14:00", &z, err, sizeof err), 0);
+    CHECK_INT(cron_zone_offset(&z, 0), 14 * 3600);
     CHECK_INT(cron_zone_open("+02:00", &z, err, sizeof err), 0);
     CHECK_INT(cron_zone_offset(&z, 0), 7200);
     CHECK_INT(cron_zone_open("Europe/Paris", &z, err, sizeof err), 0);

@@ -43,6 +43,17 @@ static void parts(void)
     CHECK_INT(src_url_parse("redis://h/s#frag", &u, err, sizeof err), ERR_INVAL);
     CHECK_INT(src_url_parse("redis://h /s", &u, err, sizeof err), ERR_INVAL);
     CHECK_INT(src_url_parse("h:1/s", &u, err, sizeof err), ERR_INVAL);
+    /* A password's unencoded '/' or '?' ends the host early: refused, and
+     * the message quotes none of the password. */
+    CHECK_INT(src_url_parse("nats://u:2024/secret@h:1/subj", &u, err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "'@' after the host") != NULL && strstr(err, "secret") == NULL);
+    CHECK_INT(src_url_parse("nats://2024/secret@h:1/subj", &u, err, sizeof err), ERR_INVAL);
+    CHECK_INT(src_url_parse("kafka://u:1?secret@h:1/t?group=g", &u, err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "secret") == NULL);
+    CHECK_INT(src_url_parse("nats://u:p%2F1@h:1/a%40b", &u, err, sizeof err), 0);
+    CHECK_STR(u.pass, "p/1");
+    CHECK_STR(u.path, "a@b");
+    src_url_free(&u);
     char *huge = malloc(5000);
     memset(huge, 'a', 4999);
     memcpy(huge, "redis://", 8);
@@ -80,6 +91,14 @@ static void redaction(void)
     CHECK_STR(out, "redis://u:***@h:1/s");
     sources_url_redact("redis://h:1/s?group=g", out, sizeof out);
     CHECK_STR(out, "redis://h:1/s?group=g");
+    /* A password with an unencoded '/', '?' or '#' (such a URL is refused,
+     * but redaction must not depend on it): nothing before the last '@'. */
+    sources_url_redact("nats://u:2024/secret@h:1/subj", out, sizeof out);
+    CHECK_STR(out, "nats://***@h:1/subj");
+    sources_url_redact("kafka://u:1?secret@h:1/t?group=g", out, sizeof out);
+    CHECK_STR(out, "kafka://***@h:1/t?group=g");
+    sources_url_redact("redis://u:a#secret@h:1/s", out, sizeof out);
+    CHECK_STR(out, "redis://***@h:1/s");
     sources_url_redact("no scheme:secret@h", out, sizeof out);
     CHECK(strstr(out, "secret") == NULL);
 }
