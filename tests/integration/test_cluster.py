@@ -157,7 +157,8 @@ def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
     one, two = base + b"\0one", base + b"\0two" + b"\0" * 300000
     before = state()
     assert a.deploy("changing", one)[0] == 201
-    assert wait_for(lambda: listed(c, "changing"), timeout=10)
+    # b too: its deploy below is a new version only once b knows the function.
+    assert all(wait_for(lambda: listed(n, "changing"), timeout=10) for n in (b, c))
     assert c.invoke("changing", b"x")[0] == 200  # c fetched it from the stream
     assert wait_for(lambda: state()["bytes"] >= before["bytes"] + len(one))
     # A new version: the old artifact goes, the new one stays.
