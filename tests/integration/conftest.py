@@ -62,6 +62,34 @@ def topic_stats(d, name):
     return doc
 
 
+# --- Event sources (test_sources_*.py) ----------------------------------------------------
+
+
+def seen(path):
+    """The payloads the recorder (deploy_recorder) started with."""
+    if not os.path.exists(path):
+        return []
+    return [line.split()[1] for line in open(path) if line.startswith("S ")]
+
+
+def add_source(d, name, url, topic, key_field=None):
+    """PUT /v1/sources/NAME; (status, document)."""
+    body = {"url": url, "topic": topic}
+    if key_field:
+        body["key_field"] = key_field
+    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
+
+
+def add_trigger(d, topic, function):
+    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
+    assert status == 201, doc
+
+
+def source(d, name):
+    """GET /v1/sources/NAME's document."""
+    return d.json("GET", f"/v1/sources/{name}")[1]
+
+
 class Spated:
     """One spated process and helpers to talk to it."""
 

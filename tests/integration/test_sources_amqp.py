@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, deploy_recorder, wait_for
+from conftest import add_source, add_trigger, source, seen, ROOT, deploy_recorder, wait_for
 
 sys.path.insert(0, str(ROOT / "tests/tools"))
 from rabbit import Rabbit, available, build_tool  # noqa: E402
@@ -46,27 +46,12 @@ def url(r, queue, password=SECRET, extra=""):
     return f"amqp://{USER}:{password}@127.0.0.1:{r.port}/%2F?queue={queue}{extra}"
 
 
-def seen(path):
-    """The payloads the recorder started with."""
-    if not os.path.exists(path):
-        return []
-    return [line.split()[1] for line in open(path) if line.startswith("S ")]
 
 
-def add_source(d, name, u, topic, key_field=None):
-    body = {"url": u, "topic": topic}
-    if key_field:
-        body["key_field"] = key_field
-    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
 
 
-def add_trigger(d, topic, function):
-    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
-    assert status == 201, doc
 
 
-def source(d, name):
-    return d.json("GET", f"/v1/sources/{name}")[1]
 
 
 def all_acked(d, r, name, queue):

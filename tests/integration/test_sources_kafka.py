@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, deploy_recorder, wait_for
+from conftest import add_source, add_trigger, source, BUILD, deploy_recorder, wait_for
 
 MOCK = BUILD / "kafka-mock"
 # The group's session timeout in the URLs of the fault tests: how long the
@@ -98,20 +98,10 @@ def seen(path):
     return [r[1] for r in records(path)]
 
 
-def add_source(d, name, url, topic, key_field=None):
-    body = {"url": url, "topic": topic}
-    if key_field:
-        body["key_field"] = key_field
-    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
 
 
-def add_trigger(d, topic, function):
-    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
-    assert status == 201, doc
 
 
-def source(d, name):
-    return d.json("GET", f"/v1/sources/{name}")[1]
 
 
 # The kafka fixture comes first in each test's arguments: torn down last, the

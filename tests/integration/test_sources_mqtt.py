@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, deploy_recorder, wait_for
+from conftest import add_source, add_trigger, source, seen, ROOT, deploy_recorder, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -115,26 +115,12 @@ def mosquitto(tmp_path, mqtt_pub):
         m.stop()
 
 
-def seen(path):
-    if not os.path.exists(path):
-        return []
-    return [line.split()[1] for line in open(path) if line.startswith("S ")]
 
 
-def add_source(d, name, url, topic, key_field=None):
-    body = {"url": url, "topic": topic}
-    if key_field:
-        body["key_field"] = key_field
-    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
 
 
-def add_trigger(d, topic, function):
-    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
-    assert status == 201, doc
 
 
-def source(d, name):
-    return d.json("GET", f"/v1/sources/{name}")[1]
 
 
 def connected(d, name):

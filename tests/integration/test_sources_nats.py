@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, deploy_recorder, wait_for
+from conftest import add_source, add_trigger, source, seen, ROOT, deploy_recorder, wait_for
 from natscluster import free_port
 
 NATS = shutil.which("nats-server")
@@ -109,28 +109,12 @@ def nats(tmp_path, nats_pub):
         n.stop()
 
 
-def seen(path):
-    """The payloads the recorder started with."""
-    try:
-        return [line.split()[1] for line in open(path) if line.startswith("S ")]
-    except FileNotFoundError:
-        return []
 
 
-def add_source(d, name, url, topic, key_field=None):
-    body = {"url": url, "topic": topic}
-    if key_field:
-        body["key_field"] = key_field
-    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
 
 
-def add_trigger(d, topic, function):
-    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
-    assert status == 201, doc
 
 
-def source(d, name):
-    return d.json("GET", f"/v1/sources/{name}")[1]
 
 
 def test_jetstream_messages_all_processed_and_acked_after_commit(spated, functions, tmp_path,

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import SPATE, deploy_recorder, topic_stats, wait_for
+from conftest import add_source, add_trigger, seen, SPATE, deploy_recorder, topic_stats, wait_for
 
 REDIS = shutil.which("redis-server")
 CLI = shutil.which("redis-cli")
@@ -102,23 +102,10 @@ def redis(tmp_path):
         r.stop()
 
 
-def seen(path):
-    """The payloads the recorder started with."""
-    if not os.path.exists(path):
-        return []
-    return [line.split()[1] for line in open(path) if line.startswith("S ")]
 
 
-def add_source(d, name, url, topic, key_field=None):
-    body = {"url": url, "topic": topic}
-    if key_field:
-        body["key_field"] = key_field
-    return d.json("PUT", f"/v1/sources/{name}", json.dumps(body).encode())
 
 
-def add_trigger(d, topic, function):
-    status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
-    assert status == 201, doc
 
 
 def test_entries_are_all_processed_and_acked_after_commit(spated, functions, tmp_path, redis):
