@@ -362,8 +362,9 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     const char *nb[] = {argv[0], argv[1], argv[2], argv[3], argv[4],
                         argv[5], argv[8], argv[9], argv[10]};
     redisSetTimeout(c->c, tv_ms(wait_ms + SPATE_SOURCE_IO_TIMEOUT_MS));
-    redisReply *r = c->pending ? command(c, 9, nb, err, errcap, NULL)
-                               : command(c, argc, argv, err, errcap, NULL);
+    /* BLOCK 0 would wait for ever: a wait of 0 takes what is there. */
+    redisReply *r = c->pending || !wait_ms ? command(c, 9, nb, err, errcap, NULL)
+                                           : command(c, argc, argv, err, errcap, NULL);
     redisSetTimeout(c->c, tv_ms(SPATE_SOURCE_IO_TIMEOUT_MS));
     if (!r) return ERR_IO; /* NOGROUP after a restart without persistence, too: reconnect */
     int rc = 0;
@@ -403,9 +404,10 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
 
 static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
 {
-    size_t done = 0;
-    while (done < b->n) {
-        /* XACK stream group id...: in slices, so argv stays on the stack. */
+    /* XACK stream group id...: in slices, so argv stays on the stack, all
+     * sent before the first answer is read (one round trip). */
+    size_t sent = 0;
+    for (size_t done = 0; done < b->n; sent++) {
         const char *argv[3 + 64];
         size_t lens[3 + 64];
         argv[0] = "XACK";
@@ -414,19 +416,26 @@ static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
         size_t k = 0;
         for (; k < 64 && done + k < b->n; k++) argv[3 + k] = b->e[done + k].id;
         for (size_t i = 0; i < 3 + k; i++) lens[i] = strlen(argv[i]);
-        redisReply *r = redisCommandArgv(c->c, (int)(3 + k), argv, lens);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errcap, "XACK: %s",
-                     r                 ? (r->str ? r->str : "error")
-                     : c->c->errstr[0] ? c->c->errstr
-                                       : "no answer");
-            if (r) freeReplyObject(r);
+        if (redisAppendCommandArgv(c->c, (int)(3 + k), argv, lens) != REDIS_OK) {
+            snprintf(err, errcap, "XACK: %s", c->c->errstr[0] ? c->c->errstr : "out of memory");
             return ERR_IO;
         }
-        freeReplyObject(r);
         done += k;
     }
-    return 0;
+    int rc = 0;
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->c, (void **)&r) != REDIS_OK || !r) {
+            snprintf(err, errcap, "XACK: %s", c->c->errstr[0] ? c->c->errstr : "no answer");
+            return ERR_IO; /* the connection is dropped: no answer to read */
+        }
+        if (r->type == REDIS_REPLY_ERROR && !rc) {
+            snprintf(err, errcap, "XACK: %s", r->str ? r->str : "error");
+            rc = ERR_IO;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
 }
 
 /* XINFO GROUPS: the group's "lag" (Redis >= 7.0); -1 when not told. */
