@@ -1,0 +1,73 @@
+"""The sources' pipeline of two batches (sources.c): one batch committing
+while the next is fetched ahead. What is fetched ahead is still in flight:
+nothing may read it again from upstream while it is on its way, nor ack it
+before it is stored.
+"""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import Spated, add_source, source, wait_for
+from test_sources_redis import CLI, redis  # noqa: F401 (fixture)
+
+
+def fill(path):
+    """Writes path until its file system has no block left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    for size in (65536, 512):
+        try:
+            while os.write(fd, b"\0" * size) > 0:
+                pass
+        except OSError:
+            pass
+    os.close(fd)
+
+
+def test_redis_claim_does_not_read_the_batch_in_flight_again(tmp_path, redis):
+    """A store refusing for long leaves the batch fetched ahead idle in the
+    consumer's pending list: the periodic XAUTOCLAIM (of entries idle over a
+    minute, meant for dead consumers) takes it too, and the consumer's
+    pending entries are read again from the start. The batch in flight
+    must not come a second time: it is neither lost nor was a connection."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
+                                            str(mnt)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    r = redis()
+    d = Spated(tmp_path, data=mnt / "data")
+    filler = mnt / "filler"
+    try:
+        d.start()
+        assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+        r.xadd("st", 0, 10)
+        assert wait_for(lambda: source(d, "s")["committed"] == 10, timeout=30), source(d, "s")
+        fill(filler)
+        # 300 at once (one transaction): a batch of 256 refused by the full
+        # disk, and 44 fetched ahead.
+        cmds = "MULTI\n" + "".join(f"XADD st * v e{i}\n" for i in range(10, 310)) + "EXEC\n"
+        subprocess.run([CLI, "-p", str(r.port)], input=cmds, capture_output=True,
+                       text=True, timeout=60, check=True)
+        assert wait_for(lambda: source(d, "s")["publish_failures"] > 0, timeout=30)
+        assert wait_for(lambda: r.pending("st", "g") == 300, timeout=30), r.pending("st", "g")
+        # Both batches idle for an hour as Redis sees it, as after a long
+        # outage of the store (XCLAIM to the same consumer, IDLE).
+        consumer = r.cli("XPENDING", "st", "g").split("\n")[3]
+        ids = r.cli("XRANGE", "st", "-", "+").split("\n")[0::3]
+        assert len(ids) == 310, ids[:5]
+        r.cli("XCLAIM", "st", "g", consumer, "0", *ids[10:], "IDLE", "3600000", "JUSTID")
+        # Past SPATE_SOURCE_CLAIM_EVERY_MS (15 s) since its last claim: the
+        # first fetch once the store takes the batch claims.
+        time.sleep(16)
+        filler.unlink()
+        assert wait_for(lambda: source(d, "s")["committed"] >= 310 and r.pending("st", "g") == 0,
+                        timeout=120), (source(d, "s"), r.pending("st", "g"))
+        time.sleep(2)  # a duplicate would have been read by now
+        doc = source(d, "s")
+        assert doc["received"] == 310 and doc["committed"] == 310, doc
+    finally:
+        d.stop()
+        subprocess.run(["umount", "-l", str(mnt)])
