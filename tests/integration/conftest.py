@@ -72,6 +72,29 @@ def seen(path):
     return [line.split()[1] for line in open(path) if line.startswith("S ")]
 
 
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs at tmp_path/small (unmounted with umount -l by the
+    caller), for a store that runs out of room; skips the test without root."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
+                                            str(mnt)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    return mnt
+
+
+def fill_disk(path):
+    """Writes the file path until its file system has no block left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    for size in (65536, 512):
+        try:
+            while os.write(fd, b"\0" * size) > 0:
+                pass
+        except OSError:
+            pass
+    os.close(fd)
+
+
 def add_source(d, name, url, topic, key_field=None):
     """PUT /v1/sources/NAME; (status, document)."""
     body = {"url": url, "topic": topic}

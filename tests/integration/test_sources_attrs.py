@@ -195,16 +195,10 @@ def test_a_refused_publish_stops_the_source_and_loses_nothing(functions, tmp_pat
     """The store refuses for real (its disk is full): the source takes no
     more and acks nothing upstream; once there is room again every entry
     flows."""
-    import os
     import subprocess
 
-    import pytest
-    from conftest import Spated
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
-                                            str(mnt)]).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
+    from conftest import Spated, fill_disk, small_disk
+    mnt = small_disk(tmp_path)
     r = redis()
     d = Spated(tmp_path, data=mnt / "data")
     filler = mnt / "filler"
@@ -215,15 +209,7 @@ def test_a_refused_publish_stops_the_source_and_loses_nothing(functions, tmp_pat
         assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
         r.xadd("st", 0, 10)
         assert wait_for(lambda: {f"e{i}" for i in range(10)} <= set(seen(rec)), timeout=30)
-        # Fill the disk to the last block.
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        for size in (65536, 512):
-            try:
-                while os.write(fd, b"\0" * size) > 0:
-                    pass
-            except OSError:
-                pass
-        os.close(fd)
+        fill_disk(filler)
         r.xadd("st", 10, 300, field="v")
         assert wait_for(lambda: d.json("GET", "/v1/sources/s")[1]["publish_failures"] > 0,
                         timeout=30), d.json("GET", "/v1/sources/s")[1]

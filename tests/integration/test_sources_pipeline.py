@@ -4,26 +4,11 @@ nothing may read it again from upstream while it is on its way, nor ack it
 before it is stored.
 """
 
-import os
 import subprocess
 import time
 
-import pytest
-
-from conftest import Spated, add_source, source, wait_for
+from conftest import Spated, add_source, fill_disk, small_disk, source, wait_for
 from test_sources_redis import CLI, redis  # noqa: F401 (fixture)
-
-
-def fill(path):
-    """Writes path until its file system has no block left."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    for size in (65536, 512):
-        try:
-            while os.write(fd, b"\0" * size) > 0:
-                pass
-        except OSError:
-            pass
-    os.close(fd)
 
 
 def test_redis_claim_does_not_read_the_batch_in_flight_again(tmp_path, redis):
@@ -32,11 +17,7 @@ def test_redis_claim_does_not_read_the_batch_in_flight_again(tmp_path, redis):
     minute, meant for dead consumers) takes it too, and the consumer's
     pending entries are read again from the start. The batch in flight
     must not come a second time: it is neither lost nor was a connection."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
-                                            str(mnt)]).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
+    mnt = small_disk(tmp_path)
     r = redis()
     d = Spated(tmp_path, data=mnt / "data")
     filler = mnt / "filler"
@@ -45,7 +26,7 @@ def test_redis_claim_does_not_read_the_batch_in_flight_again(tmp_path, redis):
         assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
         r.xadd("st", 0, 10)
         assert wait_for(lambda: source(d, "s")["committed"] == 10, timeout=30), source(d, "s")
-        fill(filler)
+        fill_disk(filler)
         # 300 at once (one transaction): a batch of 256 refused by the full
         # disk, and 44 fetched ahead.
         cmds = "MULTI\n" + "".join(f"XADD st * v e{i}\n" for i in range(10, 310)) + "EXEC\n"
