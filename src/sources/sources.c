@@ -243,6 +243,18 @@ static int finish(source *s, src_slot *p, src_conn **c, uint64_t gen, uint32_t *
     return 0;
 }
 
+/* p was not stored, the source stopped while the store refused it: an
+ * upstream that forgot p when it was read (MQTT) does not send it again, so
+ * the loss is told. A stop does not wait for the store: spated's shutdown
+ * would wait for as long as its disk is full. */
+static void lost_on_stop(source *s, const src_slot *p)
+{
+    if (!s->conn->acked_on_fetch || !p->batch.n) return;
+    log_error("source %s: stopped while the store refused its publish: %zu entries, acknowledged "
+              "upstream when read, are lost",
+              s->cfg.name, p->batch.n);
+}
+
 /* Counts p's entries, refused or not, before it is published. */
 static void prepare(source *s, src_slot *p)
 {
@@ -302,6 +314,7 @@ static void *run(void *arg)
             drop_conn(s, c);
             c = NULL;
             int rc = inflight ? finish(s, inflight, &c, gen, &backoff) : 0;
+            if (rc) lost_on_stop(s, inflight);
             inflight = NULL;
             if (rc) break;
             set_state(s, "backing-off", 0);
@@ -323,6 +336,10 @@ static void *run(void *arg)
          * covers only what spate holds. */
         if (inflight) {
             int rc = finish(s, inflight, &c, gen, &backoff);
+            if (rc) {
+                lost_on_stop(s, inflight);
+                lost_on_stop(s, p);
+            }
             inflight = NULL;
             if (rc) break; /* stopped: p is not acked either, it comes again */
         }
@@ -340,7 +357,7 @@ static void *run(void *arg)
     }
     /* Stopped: the loop stores what it had begun to (or what an upstream
      * that forgot it on fetch will not send again), else refuses it. */
-    if (inflight) finish(s, inflight, &c, gen, &backoff);
+    if (inflight && finish(s, inflight, &c, gen, &backoff)) lost_on_stop(s, inflight);
     if (c) drop_conn(s, c);
     pthread_mutex_lock(&s->mu);
     s->exited = 1;

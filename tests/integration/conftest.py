@@ -6,6 +6,7 @@ are compiled from tests/integration/functions/ with nothing but
 ``cc -shared -fPIC -I include``, exactly as the README tells users.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -72,15 +73,23 @@ def seen(path):
     return [line.split()[1] for line in open(path) if line.startswith("S ")]
 
 
-def small_disk(tmp_path):
-    """A 16 MiB tmpfs at tmp_path/small (unmounted with umount -l by the
-    caller), for a store that runs out of room; skips the test without root."""
+@contextlib.contextmanager
+def spated_on_small_disk(tmp_path):
+    """A started spated whose data is on a 16 MiB tmpfs, for a store that
+    runs out of room (fill_disk on the yielded file fills it); stopped and
+    unmounted at the end. Skips the test without root."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
                                             str(mnt)]).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
-    return mnt
+    d = Spated(tmp_path, data=mnt / "data")
+    try:
+        d.start()
+        yield d, mnt / "filler"
+    finally:
+        d.stop()
+        subprocess.run(["umount", "-l", str(mnt)])
 
 
 def fill_disk(path):

@@ -195,15 +195,9 @@ def test_a_refused_publish_stops_the_source_and_loses_nothing(functions, tmp_pat
     """The store refuses for real (its disk is full): the source takes no
     more and acks nothing upstream; once there is room again every entry
     flows."""
-    import subprocess
-
-    from conftest import Spated, fill_disk, small_disk
-    mnt = small_disk(tmp_path)
+    from conftest import fill_disk, spated_on_small_disk
     r = redis()
-    d = Spated(tmp_path, data=mnt / "data")
-    filler = mnt / "filler"
-    try:
-        d.start()
+    with spated_on_small_disk(tmp_path) as (d, filler):
         rec = deploy_recorder(d, functions, tmp_path)
         add_trigger(d, "t", "rec")
         assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
@@ -226,9 +220,6 @@ def test_a_refused_publish_stops_the_source_and_loses_nothing(functions, tmp_pat
         assert wait_for(lambda: r.pending("st", "g") == 0, timeout=30)
         assert wait_for(lambda: d.json("GET", "/v1/sources/s")[1]["committed"] == 310, timeout=30)
         assert d.json("GET", "/v1/sources/s")[1]["state"] == "running"
-    finally:
-        d.stop()
-        subprocess.run(["umount", "-l", str(mnt)])
 
 
 def test_keyed_entries_keep_order_per_key_and_run_keys_in_parallel(spated, functions, tmp_path,

@@ -7,7 +7,8 @@ before it is stored.
 import subprocess
 import time
 
-from conftest import Spated, add_source, fill_disk, small_disk, source, wait_for
+from conftest import add_source, fill_disk, source, spated_on_small_disk, wait_for
+from test_sources_mqtt import connected, mosquitto, mqtt_pub  # noqa: F401 (fixtures)
 from test_sources_redis import CLI, redis  # noqa: F401 (fixture)
 
 
@@ -17,12 +18,8 @@ def test_redis_claim_does_not_read_the_batch_in_flight_again(tmp_path, redis):
     minute, meant for dead consumers) takes it too, and the consumer's
     pending entries are read again from the start. The batch in flight
     must not come a second time: it is neither lost nor was a connection."""
-    mnt = small_disk(tmp_path)
     r = redis()
-    d = Spated(tmp_path, data=mnt / "data")
-    filler = mnt / "filler"
-    try:
-        d.start()
+    with spated_on_small_disk(tmp_path) as (d, filler):
         assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
         r.xadd("st", 0, 10)
         assert wait_for(lambda: source(d, "s")["committed"] == 10, timeout=30), source(d, "s")
@@ -49,6 +46,21 @@ def test_redis_claim_does_not_read_the_batch_in_flight_again(tmp_path, redis):
         time.sleep(2)  # a duplicate would have been read by now
         doc = source(d, "s")
         assert doc["received"] == 310 and doc["committed"] == 310, doc
-    finally:
-        d.stop()
-        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_mqtt_stopped_while_the_store_refuses_says_what_is_lost(tmp_path, mosquitto):
+    """MQTT acknowledges a message as it is read (mqtt.c): a source that
+    stops while the store refuses its batch, and the one fetched ahead,
+    cannot have them again from the broker. The stop does not wait for the
+    store (a full disk would hold shutdown), so the loss is logged, never
+    silent."""
+    m = mosquitto()
+    with spated_on_small_disk(tmp_path) as (d, filler):
+        assert add_source(d, "s", f"mqtt://127.0.0.1:{m.port}/a?qos=1", "t")[0] == 201
+        assert connected(d, "s")
+        fill_disk(filler)
+        subprocess.run([str(m.pub_tool), "-p", str(m.port), "-t", "a", "-n", "20"],
+                       capture_output=True, check=True, timeout=60)
+        assert wait_for(lambda: source(d, "s")["publish_failures"] > 0, timeout=30)
+        d.stop()  # SIGTERM: the sources stop first
+        assert "acknowledged upstream when read, are lost" in d.log(), d.log()[-3000:]
