@@ -14,10 +14,9 @@
  * message callback runs, and the library has no manual acknowledgement. So
  * the broker forgets a message as soon as a fetch reads it, before spate
  * commits it: ack has nothing to do, and a crash of spated (kill -9, power)
- * loses the batches between fetch and commit (the one committing and the one
- * fetched ahead, sources.c), at most 2 * SPATE_SOURCE_BATCH_MAX messages.
- * Everything not yet read stays with the broker (in its session) and comes
- * after a restart. The network loop runs only inside connect and
+ * loses the batch between fetch and commit, at most SPATE_SOURCE_BATCH_MAX
+ * messages. Everything not yet read stays with the broker (in its session)
+ * and comes after a restart. The network loop runs only inside connect and
  * fetch, on the source's thread (mosquitto_loop, one packet per call), so no
  * more is read than the batch takes; a stopping source still publishes the
  * batch it read (connector.acked_on_fetch). With qos=0 nothing is

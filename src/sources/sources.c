@@ -302,6 +302,15 @@ static void *run(void *arg)
         }
         src_limits lim = {.message_max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED),
                           .key_field = s->cfg.key_field};
+        /* An upstream that forgets what it hands over (MQTT) is not read
+         * ahead: a crash loses at most the one batch being committed. */
+        if (inflight && s->conn->acked_on_fetch) {
+            int rc = finish(s, inflight, &c, gen, &backoff);
+            if (rc) lost_on_stop(s, inflight);
+            inflight = NULL;
+            if (rc) break;
+            if (!c) continue;
+        }
         src_slot *p = &s->slot[next];
         src_batch_reset(&p->batch);
         p->conn_gen = gen;
