@@ -487,6 +487,9 @@
  * often (ms). */
 #define SPATE_SOURCE_CLAIM_IDLE_MS 60000
 #define SPATE_SOURCE_CLAIM_EVERY_MS 15000
+/* Redis: a stream id's time part below this (2000-01-01, epoch ms) is not
+ * a time (an explicit id such as 1-0): the entry has no upstream time. */
+#define SPATE_SOURCE_REDIS_TS_MIN_MS 946684800000LL
 /* An upstream entry's headers, as the JSON object kept with the message:
  * over it the entry is refused (dead-lettered), never cut. */
 #define SPATE_SOURCE_HEADERS_MAX (8u * KIB)

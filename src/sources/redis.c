@@ -313,12 +313,15 @@ static void convert(src_batch *b, src_entry *e, const redisReply *fields, const 
 }
 
 /* A stream id's millisecond part ("1700000000000-3"): the time Redis gave
- * the entry, or the producer's own with an explicit id. 0 if it has none. */
+ * the entry, or the producer's own with an explicit id. 0 if it has none,
+ * or one before 2000: explicit ids such as 1-0 are sequence numbers, and
+ * taken as times they would make every entry 56 years old (its deadline
+ * long missed). */
 static int64_t id_ms(const char *id)
 {
     char *end;
     long long ms = strtoll(id, &end, 10);
-    return end != id && *end == '-' && ms > 0 ? (int64_t)ms : 0;
+    return end != id && *end == '-' && ms >= SPATE_SOURCE_REDIS_TS_MIN_MS ? (int64_t)ms : 0;
 }
 
 /* Claims a dead consumer's entries now and then: they become this

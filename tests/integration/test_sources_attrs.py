@@ -27,6 +27,18 @@ def messages(d, topic):
     return doc["messages"]
 
 
+def test_small_explicit_redis_ids_are_not_taken_as_times(make_spated, redis):
+    """XADD st 1-0 is a sequence number: as a time it would make the entry 56
+    years old (and its deadline long missed)."""
+    r = redis()
+    d = make_spated()
+    r.cli("XADD", "st", "1-0", "v", "seq")
+    assert add_source(d, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "t")[0] == 201
+    assert wait_for(lambda: len(messages(d, "t")) == 1, timeout=30)
+    a = messages(d, "t")[0]["attributes"]
+    assert a["upstream_id"] == "1-0" and "upstream_ts" not in a, a
+
+
 def test_attributes_are_kept_shown_and_survive_a_restart(make_spated, redis):
     r = redis()
     d = make_spated()
