@@ -140,7 +140,9 @@ static void list_topic(const char *topic, void *data)
 /* DELETE /v1/topics/TOPIC[?force=true]. A topic some trigger reads or
  * dead-letters into is refused (409, naming them); with force the triggers
  * that read it are removed first (named in the answer), and those that
- * dead-letter into it stay (their next dead letter makes it anew). */
+ * dead-letter into it stay (their next dead letter makes it anew). A topic a
+ * source writes into is refused too; with force the source stays (its next
+ * batch makes the topic anew). */
 typedef struct delete_req {
     api *a;
     http_request *req;
@@ -148,6 +150,7 @@ typedef struct delete_req {
     cJSON *readers;   /* the triggers that read it */
     cJSON *dead_from; /* the triggers that dead-letter into it */
     cJSON *removed;   /* of the readers, removed (force=true) */
+    cJSON *sources;   /* the sources that write into it */
 } delete_req;
 
 static void delete_req_free(delete_req *d)
@@ -155,6 +158,7 @@ static void delete_req_free(delete_req *d)
     cJSON_Delete(d->readers);
     cJSON_Delete(d->dead_from);
     cJSON_Delete(d->removed);
+    cJSON_Delete(d->sources);
     free(d);
 }
 
@@ -165,6 +169,13 @@ static void find_users(const trigger_view *v, void *data)
         cJSON_AddItemToArray(d->readers, api_trigger_ref(v->topic, v->cfg->function));
     else if (strcmp(v->cfg->dlq, d->topic) == 0)
         cJSON_AddItemToArray(d->dead_from, api_trigger_ref(v->topic, v->cfg->function));
+}
+
+static void find_sources(const source_view *v, void *data)
+{
+    delete_req *d = data;
+    if (strcmp(v->topic, d->topic) == 0)
+        cJSON_AddItemToArray(d->sources, cJSON_CreateString(v->name));
 }
 
 /* "T -> f, U -> g" of two lists of trigger refs (either may be NULL) into out. */
@@ -207,6 +218,8 @@ static void on_topic_deleted(void *data, int status, uint64_t messages)
         d->removed = NULL;
         cJSON_AddItemToObject(doc, "dead_letter_topic_of", d->dead_from);
         d->dead_from = NULL;
+        cJSON_AddItemToObject(doc, "written_by_sources", d->sources);
+        d->sources = NULL;
         api_respond_json(req, 200, doc);
     }
     delete_req_free(d);
@@ -250,7 +263,8 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
         return;
     }
     delete_req *d = calloc(1, sizeof *d);
-    if (!d || !(d->readers = cJSON_CreateArray()) || !(d->dead_from = cJSON_CreateArray())) {
+    if (!d || !(d->readers = cJSON_CreateArray()) || !(d->dead_from = cJSON_CreateArray()) ||
+        !(d->sources = cJSON_CreateArray())) {
         if (d) delete_req_free(d);
         http_respond_error(req, 503, "out_of_memory", "out of memory");
         return;
@@ -285,6 +299,27 @@ static void delete_topic_route(api *a, http_request *req, const char *topic)
                                "letters would be lost; delete with force=true (spate topic rm "
                                "--force) if they may go (the next dead letter makes it anew)",
                                topic, nfrom > 1 ? "s" : "", users);
+        delete_req_free(d);
+        return;
+    }
+    if (d->a->src) sources_each(d->a->src, find_sources, d);
+    int nsources = cJSON_GetArraySize(d->sources);
+    if (!force && nsources) {
+        char names[1024];
+        size_t n = 0;
+        const cJSON *e;
+        names[0] = '\0';
+        cJSON_ArrayForEach(e, d->sources)
+        {
+            if (n < sizeof names)
+                n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "",
+                                      e->valuestring);
+        }
+        http_respond_error(req, 409, "topic_in_use",
+                           "topic '%s' is written by source%s %s: remove %s first (spate source "
+                           "rm), or delete with force=true (spate topic rm --force); the "
+                           "source's next batch makes it anew",
+                           topic, nsources > 1 ? "s" : "", names, nsources > 1 ? "them" : "it");
         delete_req_free(d);
         return;
     }

@@ -56,6 +56,9 @@ struct triggers {
     uv_timer_t tick;
     strmap scales; /* function name -> fscale */
     uint32_t inflight;
+    /* Trigger adds and removals the queue has not answered yet: closing
+     * waits for them (their answers come back to tr). */
+    uint32_t changing;
     int closing, drain;
     void (*close_cb)(void *);
     void *close_data;
@@ -454,6 +457,14 @@ typedef struct add_ctx {
     void *data;
 } add_ctx;
 
+static void change_done(add_ctx *c)
+{
+    triggers *tr = c->tr;
+    free(c);
+    tr->changing--;
+    if (tr->closing) maybe_closed(tr);
+}
+
 static void on_added(void *data, int status)
 {
     add_ctx *c = data;
@@ -468,7 +479,7 @@ static void on_added(void *data, int status)
         }
     }
     c->done(c->data, status);
-    free(c);
+    change_done(c);
 }
 
 static add_ctx *new_ctx(triggers *tr, const char *topic, const char *function, int record,
@@ -497,8 +508,12 @@ static int add(triggers *tr, const char *topic, const queue_sub_config *cfg, int
     queue_sub_config with = *cfg;
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     with.ack_wait_ms = f ? f->active.config.timeout_ms : 0;
+    tr->changing++;
     int rc = queue_subscribe(tr->q, topic, &with, on_added, c);
-    if (rc) free(c);
+    if (rc) {
+        tr->changing--;
+        free(c);
+    }
     return rc;
 }
 
@@ -514,7 +529,7 @@ static void on_removed(void *data, int status)
     if (status == 0 && c->record)
         registry_trigger_remove(functions_registry(c->tr->table), c->topic, c->function);
     c->done(c->data, status);
-    free(c);
+    change_done(c);
 }
 
 static int remove_trigger(triggers *tr, const char *topic, const char *function, int record,
@@ -535,8 +550,12 @@ static int remove_trigger(triggers *tr, const char *topic, const char *function,
             if (t->inflight == 0) free(t);
         }
     }
+    tr->changing++;
     int rc = queue_unsubscribe(tr->q, topic, function, on_removed, c);
-    if (rc) free(c);
+    if (rc) {
+        tr->changing--;
+        free(c);
+    }
     return rc;
 }
 
@@ -695,7 +714,9 @@ static void on_tick_closed(uv_handle_t *h)
 
 static void maybe_closed(triggers *tr)
 {
-    if (!tr->closing || tr->inflight > 0 || uv_is_closing((uv_handle_t *)&tr->tick)) return;
+    if (!tr->closing || tr->inflight > 0 || tr->changing > 0 ||
+        uv_is_closing((uv_handle_t *)&tr->tick))
+        return;
     uv_close((uv_handle_t *)&tr->tick, on_tick_closed);
 }
 

@@ -87,8 +87,11 @@ typedef struct connector {
     /* Connects as consumer (the node's name); creates what must exist
      * upstream (a consumer group). */
     int (*connect)(const void *cfg, const char *consumer, src_conn **out, char *err, size_t errcap);
-    /* Waits up to wait_ms for at most max entries; 0 with an empty batch
-     * when none came. Any error: the connection is to be dropped. */
+    /* Waits up to wait_ms for at most max entries (wait_ms 0: takes only
+     * what is there, without waiting); 0 with an empty batch when none
+     * came. Any error: the connection is to be dropped. The manager
+     * fetches the next batch before it acks this one (sources.c): ack
+     * names its batch, which is never the last one fetched. */
     int (*fetch)(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms, src_batch *out,
                  char *err, size_t errcap);
     /* Acknowledges every entry of the batch upstream. */

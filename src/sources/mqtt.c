@@ -537,17 +537,20 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     while (!c->failed[0] && out->n < max) {
         size_t before = out->n;
         uint64_t now = clock_mono_ns();
-        if (now >= end && (before || wait_ms)) break;
+        if (wait_ms && now >= end) break;
         /* Once some came, a little longer for more: a broker draining a
          * backlog refills the socket within microseconds, and a full batch
-         * is one commit instead of many. */
-        int timeout = before ? SPATE_SOURCE_MQTT_LINGER_MS : (int)((end - now) / 1000000) + 1;
+         * is one commit instead of many. A wait of 0 only looks for the
+         * first. */
+        int timeout = before    ? SPATE_SOURCE_MQTT_LINGER_MS
+                      : wait_ms ? (int)((end - now) / 1000000) + 1
+                                : 0;
         int rc = mosquitto_loop(c->m, timeout, 1);
         if (rc != MOSQ_ERR_SUCCESS && !c->failed[0])
             snprintf(c->failed, sizeof c->failed, "connection lost: %s",
                      rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        if (before && out->n == before) break; /* nothing more came meanwhile */
-        if (!wait_ms) break;
+        /* Nothing more came meanwhile, or nothing was there. */
+        if (out->n == before && (before || !wait_ms)) break;
     }
     c->out = NULL;
     c->lim = NULL;

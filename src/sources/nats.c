@@ -39,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "sources/connector.h"
@@ -80,6 +81,7 @@ struct src_conn {
     int stop;  /* it is to end */
     size_t pull_max;
     uint32_t pull_wait_ms;
+    uint64_t pull_asked_ns; /* when: a pull late by the I/O timeout is stuck */
     src_limits pull_lim;
     natsMsgList next;
     src_batch pre; /* next's messages converted */
@@ -574,7 +576,11 @@ static void *pull(void *arg)
 static void ask_pull(src_conn *c, size_t max, uint32_t wait_ms, const src_limits *lim)
 {
     c->pull_max = max;
-    c->pull_wait_ms = wait_ms;
+    /* The pull may wait long for messages even when this fetch may not (the
+     * manager fetches ahead with a short wait): what comes later is taken
+     * by the next fetch. */
+    c->pull_wait_ms = wait_ms > SPATE_SOURCE_WAIT_MS ? wait_ms : SPATE_SOURCE_WAIT_MS;
+    c->pull_asked_ns = clock_mono_ns();
     c->pull_lim = *lim;
     c->want = 1;
     pthread_cond_broadcast(&c->cv);
@@ -591,23 +597,25 @@ static int fetch_js(src_conn *c, const src_limits *lim, size_t max, uint32_t wai
     give_back(slot);
     pthread_mutex_lock(&c->mu);
     if (!c->want && !c->ready) ask_pull(c, max, wait_ms, lim);
-    /* The fetch waits wait_ms at most; beyond that (and the I/O timeout)
-     * the puller is stuck: the connection is dropped. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ms = (uint64_t)wait_ms + SPATE_SOURCE_IO_TIMEOUT_MS;
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    /* The fetch waits wait_ms at most, then returns nothing (the pull goes
+     * on); a pull not answered the I/O timeout after its own wait is stuck:
+     * the connection is dropped. */
+    uint64_t stuck_ns =
+        c->pull_asked_ns + ((uint64_t)c->pull_wait_ms + SPATE_SOURCE_IO_TIMEOUT_MS) * 1000000;
+    uint64_t now = clock_mono_ns();
+    uint64_t until = now + (uint64_t)wait_ms * 1000000;
+    if (until > stuck_ns) until = stuck_ns;
+    struct timespec ts = {.tv_sec = (time_t)(until / 1000000000),
+                          .tv_nsec = (long)(until % 1000000000)};
     int timed_out = 0;
     while (!c->ready && !timed_out)
         timed_out = pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT;
     if (!c->ready) {
+        int stuck = clock_mono_ns() >= stuck_ns;
         pthread_mutex_unlock(&c->mu);
-        snprintf(err, errcap, "fetch: no answer in %llu ms", (unsigned long long)ms);
+        if (!stuck) return 0;
+        snprintf(err, errcap, "fetch: no answer in %llu ms",
+                 (unsigned long long)c->pull_wait_ms + SPATE_SOURCE_IO_TIMEOUT_MS);
         return ERR_IO;
     }
     *slot = c->next;

@@ -46,6 +46,13 @@ struct src_conn {
     char pending_after[64];
     int pending;
     uint64_t last_claim_ns;
+    /* The ids fetched on this connection and not yet acked: the batch being
+     * committed and the one fetched ahead (sources.c). A claim takes them
+     * too once idle long (a store refusing for minutes) and has our pending
+     * entries read again from the start: these are skipped, not published
+     * twice. Acks come in the order of the fetches. */
+    char (*unacked)[64];
+    size_t n_unacked, cap_unacked;
 };
 
 static int parse(const char *url, void **out, char *err, size_t errcap)
@@ -143,6 +150,7 @@ static void disconnect(src_conn *c)
 {
     if (!c) return;
     if (c->c) redisFree(c->c);
+    free(c->unacked);
     free(c);
 }
 
@@ -305,12 +313,15 @@ static void convert(src_batch *b, src_entry *e, const redisReply *fields, const 
 }
 
 /* A stream id's millisecond part ("1700000000000-3"): the time Redis gave
- * the entry, or the producer's own with an explicit id. 0 if it has none. */
+ * the entry, or the producer's own with an explicit id. 0 if it has none,
+ * or one before 2000: explicit ids such as 1-0 are sequence numbers, and
+ * taken as times they would make every entry 56 years old (its deadline
+ * long missed). */
 static int64_t id_ms(const char *id)
 {
     char *end;
     long long ms = strtoll(id, &end, 10);
-    return end != id && *end == '-' && ms > 0 ? (int64_t)ms : 0;
+    return end != id && *end == '-' && ms >= SPATE_SOURCE_REDIS_TS_MIN_MS ? (int64_t)ms : 0;
 }
 
 /* Claims a dead consumer's entries now and then: they become this
@@ -339,9 +350,54 @@ static int claim(src_conn *c, char *err, size_t errcap)
     return 0;
 }
 
+static int is_unacked(const src_conn *c, const char *id, size_t len)
+{
+    for (size_t i = 0; i < c->n_unacked; i++)
+        if (strlen(c->unacked[i]) == len && !memcmp(c->unacked[i], id, len)) return 1;
+    return 0;
+}
+
+/* Remembers the ids of out's entries from the first on, until their ack. */
+static int remember(src_conn *c, const src_batch *out, size_t first)
+{
+    size_t need = c->n_unacked + out->n - first;
+    if (need > c->cap_unacked) {
+        size_t cap = need < 2 * SPATE_SOURCE_BATCH_MAX ? 2 * SPATE_SOURCE_BATCH_MAX : need;
+        void *p = realloc(c->unacked, cap * sizeof *c->unacked);
+        if (!p) return ERR_NOMEM;
+        c->unacked = p;
+        c->cap_unacked = cap;
+    }
+    for (size_t i = first; i < out->n; i++)
+        snprintf(c->unacked[c->n_unacked++], sizeof *c->unacked, "%s", out->e[i].id);
+    return 0;
+}
+
+/* b is acked: its ids, first in the list when acked in the order fetched. */
+static void forget(src_conn *c, const src_batch *b)
+{
+    size_t k = 0;
+    while (k < b->n && k < c->n_unacked && !strcmp(c->unacked[k], b->e[k].id)) k++;
+    if (k < b->n) {
+        /* Out of order: each one wherever it is. */
+        for (size_t i = 0; i < b->n; i++)
+            for (size_t j = 0; j < c->n_unacked; j++)
+                if (!strcmp(c->unacked[j], b->e[i].id)) {
+                    memmove(c->unacked[j], c->unacked[j + 1],
+                            (c->n_unacked - j - 1) * sizeof *c->unacked);
+                    c->n_unacked--;
+                    break;
+                }
+        return;
+    }
+    memmove(c->unacked[0], c->unacked[k], (c->n_unacked - k) * sizeof *c->unacked);
+    c->n_unacked -= k;
+}
+
 static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms, src_batch *out,
                  char *err, size_t errcap)
 {
+    size_t first = out->n;
     if (!c->pending && claim(c, err, errcap)) return ERR_IO;
     char count[24], block[24];
     snprintf(count, sizeof count, "%zu", max);
@@ -362,8 +418,9 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     const char *nb[] = {argv[0], argv[1], argv[2], argv[3], argv[4],
                         argv[5], argv[8], argv[9], argv[10]};
     redisSetTimeout(c->c, tv_ms(wait_ms + SPATE_SOURCE_IO_TIMEOUT_MS));
-    redisReply *r = c->pending ? command(c, 9, nb, err, errcap, NULL)
-                               : command(c, argc, argv, err, errcap, NULL);
+    /* BLOCK 0 would wait for ever: a wait of 0 takes what is there. */
+    redisReply *r = c->pending || !wait_ms ? command(c, 9, nb, err, errcap, NULL)
+                                           : command(c, argc, argv, err, errcap, NULL);
     redisSetTimeout(c->c, tv_ms(SPATE_SOURCE_IO_TIMEOUT_MS));
     if (!r) return ERR_IO; /* NOGROUP after a restart without persistence, too: reconnect */
     int rc = 0;
@@ -383,6 +440,11 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
             rc = ERR_PROTO;
             break;
         }
+        /* Ours, in flight: only a lost connection makes it come again. */
+        if (c->pending && is_unacked(c, en->element[0]->str, en->element[0]->len)) {
+            snprintf(c->pending_after, sizeof c->pending_after, "%s", en->element[0]->str);
+            continue;
+        }
         src_entry *e = src_batch_add(out, en->element[0]->str, en->element[0]->len);
         if (!e) {
             snprintf(err, errcap, "out of memory");
@@ -398,14 +460,20 @@ static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_m
     }
     if (!rc && c->pending && (!entries || entries->elements == 0)) c->pending = 0;
     freeReplyObject(r);
+    if (!rc && remember(c, out, first)) {
+        snprintf(err, errcap, "out of memory");
+        rc = ERR_NOMEM;
+    }
     return rc;
 }
 
 static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
 {
-    size_t done = 0;
-    while (done < b->n) {
-        /* XACK stream group id...: in slices, so argv stays on the stack. */
+    /* XACK stream group id...: in slices, so argv stays on the stack, all
+     * sent before the first answer is read (one round trip). */
+    forget(c, b); /* when the XACK fails the connection is dropped, and the list with it */
+    size_t sent = 0;
+    for (size_t done = 0; done < b->n; sent++) {
         const char *argv[3 + 64];
         size_t lens[3 + 64];
         argv[0] = "XACK";
@@ -414,19 +482,26 @@ static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
         size_t k = 0;
         for (; k < 64 && done + k < b->n; k++) argv[3 + k] = b->e[done + k].id;
         for (size_t i = 0; i < 3 + k; i++) lens[i] = strlen(argv[i]);
-        redisReply *r = redisCommandArgv(c->c, (int)(3 + k), argv, lens);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errcap, "XACK: %s",
-                     r                 ? (r->str ? r->str : "error")
-                     : c->c->errstr[0] ? c->c->errstr
-                                       : "no answer");
-            if (r) freeReplyObject(r);
+        if (redisAppendCommandArgv(c->c, (int)(3 + k), argv, lens) != REDIS_OK) {
+            snprintf(err, errcap, "XACK: %s", c->c->errstr[0] ? c->c->errstr : "out of memory");
             return ERR_IO;
         }
-        freeReplyObject(r);
         done += k;
     }
-    return 0;
+    int rc = 0;
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->c, (void **)&r) != REDIS_OK || !r) {
+            snprintf(err, errcap, "XACK: %s", c->c->errstr[0] ? c->c->errstr : "no answer");
+            return ERR_IO; /* the connection is dropped: no answer to read */
+        }
+        if (r->type == REDIS_REPLY_ERROR && !rc) {
+            snprintf(err, errcap, "XACK: %s", r->str ? r->str : "error");
+            rc = ERR_IO;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
 }
 
 /* XINFO GROUPS: the group's "lag" (Redis >= 7.0); -1 when not told. */

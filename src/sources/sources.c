@@ -3,12 +3,20 @@
  * source that fetches upstream, the loop's side that publishes each batch
  * through the queue interface, and the handshake between them.
  *
- * The handshake, per source, under its mutex: the thread fills its batch and
- * sets submitted; the loop (woken by the manager's uv_async) copies the
- * batch into a publish and sets publishing; the publish's callback sets
- * result and result_ready and signals the thread, which acks upstream only
- * when result is 0. The thread waits meanwhile, so a source has at most one
- * batch in flight, and a slow or refusing store stops it from taking more.
+ * The handshake, per source, under its mutex: the thread fills a slot's
+ * batch, points pub at the slot and sets submitted; the loop (woken by the
+ * manager's uv_async) copies the batch into a publish and sets publishing;
+ * the publish's callback sets result and result_ready and signals the
+ * thread, which acks upstream only when result is 0.
+ *
+ * Two slots make a pipeline: while one batch is being committed the thread
+ * fetches the next into the other, then waits for the first's outcome, acks
+ * it and submits the second. So the upstream's round trips overlap the
+ * store's commit, a source has at most one batch in flight and one fetched
+ * ahead, batches reach the topic in the order they were fetched, and a slow
+ * or refusing store stops it from taking more. A batch is acked only on the
+ * connection it was fetched on (an AMQP delivery tag means nothing on
+ * another): when that one dropped, its entries come again.
  */
 #include "sources/sources.h"
 
@@ -25,6 +33,17 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "sources/connector.h"
+
+/* A batch and what its publish needs (the thread's, lent to the loop while
+ * submitted). */
+typedef struct src_slot {
+    src_batch batch;
+    size_t to_publish; /* entries not refused */
+    size_t to_dead;    /* entries refused, to put into the dead letters */
+    int dead_done; /* under mu: they are stored (a failed publish of the rest does not repeat them)
+                    */
+    uint64_t conn_gen; /* the connection it was fetched on */
+} src_slot;
 
 typedef struct source source;
 struct source {
@@ -59,11 +78,9 @@ struct source {
     /* Dropped by the client library (at-most-once upstreams): on closed
      * connections, and the current one's count. */
     uint64_t dropped_before, dropped_now;
-    /* The thread's, lent to the loop while submitted. */
-    src_batch batch;
-    size_t to_publish; /* entries of batch not refused */
-    size_t to_dead;    /* entries of batch refused, to put into the dead letters */
-    int dead_done;     /* they are stored (a failed publish of the rest does not repeat them) */
+    /* The thread's; pub is lent to the loop while submitted. */
+    src_slot slot[2];
+    src_slot *pub;
 };
 
 struct sources {
@@ -129,14 +146,19 @@ static uint32_t next_backoff(uint32_t *b)
     return *b;
 }
 
-/* Hands the batch to the loop and waits for the publish's outcome. */
-static int publish_batch(source *s)
+/* Lends p to the loop to publish; its outcome comes with wait_result. */
+static void submit(source *s, src_slot *p)
 {
     pthread_mutex_lock(&s->mu);
+    s->pub = p;
     s->submitted = 1;
     s->result_ready = 0;
     pthread_mutex_unlock(&s->mu);
     uv_async_send(&s->mgr->async);
+}
+
+static int wait_result(source *s)
+{
     pthread_mutex_lock(&s->mu);
     while (!s->result_ready) pthread_cond_wait(&s->cv, &s->mu);
     int rc = s->result;
@@ -169,10 +191,93 @@ static void drop_conn(source *s, src_conn *c)
     s->conn->disconnect(c);
 }
 
+/* p is stored in spate (or has nothing to store): acks it upstream when
+ * the connection it came on is still open (*c, generation gen), else its
+ * entries come again (at least once). */
+static void complete(source *s, src_slot *p, src_conn **c, uint64_t gen)
+{
+    char err[512];
+    if (*c && p->conn_gen == gen && s->conn->ack(*c, &p->batch, err, sizeof err) != 0) {
+        /* Committed here but not acked there: the pending entries come
+         * again after the reconnect (at least once). */
+        set_error(s, "", err);
+        drop_conn(s, *c);
+        *c = NULL;
+    }
+    size_t good = p->to_publish, dead = p->to_dead;
+    for (size_t i = 0; i < p->batch.n; i++)
+        if (p->batch.e[i].refused[0])
+            log_warn("source %s: entry %s refused (%s, acked upstream): %s", s->cfg.name,
+                     p->batch.e[i].id,
+                     dead ? "in the dead letters" : "topic name too long for .dlq",
+                     p->batch.e[i].refused);
+    pthread_mutex_lock(&s->mu);
+    s->committed += good;
+    s->refused += p->batch.n - good;
+    s->dead_lettered += dead;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits for the outcome of p, lent to the loop, publishing it again with
+ * back-off while the store refuses it (never dropped), then completes it.
+ * Nonzero: the source stopped before p was stored; it is not acked and
+ * comes again upstream. */
+static int finish(source *s, src_slot *p, src_conn **c, uint64_t gen, uint32_t *backoff)
+{
+    int rc = wait_result(s);
+    while (rc != 0 && !stopping(s)) {
+        pthread_mutex_lock(&s->mu);
+        s->publish_failures++;
+        pthread_mutex_unlock(&s->mu);
+        set_error(s, "cannot publish into the topic: ", err_str(rc));
+        set_state(s, "backing-off", *c != NULL);
+        pause_ms(s, next_backoff(backoff));
+        if (stopping(s)) break;
+        set_state(s, "running", *c != NULL);
+        submit(s, p);
+        rc = wait_result(s);
+    }
+    if (rc != 0) return rc;
+    *backoff = 0;
+    complete(s, p, c, gen);
+    return 0;
+}
+
+/* p was not stored, the source stopped while the store refused it: an
+ * upstream that forgot p when it was read (MQTT) does not send it again, so
+ * the loss is told. A stop does not wait for the store: spated's shutdown
+ * would wait for as long as its disk is full. */
+static void lost_on_stop(source *s, const src_slot *p)
+{
+    if (!s->conn->acked_on_fetch || !p->batch.n) return;
+    log_error("source %s: stopped while the store refused its publish: %zu entries, acknowledged "
+              "upstream when read, are lost",
+              s->cfg.name, p->batch.n);
+}
+
+/* Counts p's entries, refused or not, before it is published. */
+static void prepare(source *s, src_slot *p)
+{
+    size_t good = 0;
+    for (size_t i = 0; i < p->batch.n; i++) good += !p->batch.e[i].refused[0];
+    p->to_publish = good;
+    /* Refused entries go to the dead letters of the topic (the default
+     * dead-letter topic of its triggers), stored before anything is acked;
+     * with no room for that name they are only logged. */
+    p->to_dead = strlen(s->cfg.topic) + 4 <= SPATE_TOPIC_NAME_MAX ? p->batch.n - good : 0;
+    p->dead_done = 0;
+    pthread_mutex_lock(&s->mu);
+    s->received += p->batch.n;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *run(void *arg)
 {
     source *s = arg;
     src_conn *c = NULL;
+    uint64_t gen = 0; /* of c: counts the connections */
+    src_slot *inflight = NULL;
+    unsigned next = 0;
     uint32_t backoff = 0;
     uint64_t last_lag = 0;
     char err[512];
@@ -186,6 +291,7 @@ static void *run(void *arg)
                 pause_ms(s, next_backoff(&backoff));
                 continue;
             }
+            gen++;
             log_info("source %s: connected to %s", s->cfg.name, s->shown);
             pthread_mutex_lock(&s->mu);
             s->open_conn = c;
@@ -196,12 +302,30 @@ static void *run(void *arg)
         }
         src_limits lim = {.message_max = __atomic_load_n(&s->mgr->message_max, __ATOMIC_RELAXED),
                           .key_field = s->cfg.key_field};
-        src_batch_reset(&s->batch);
-        if (s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, SPATE_SOURCE_WAIT_MS, &s->batch, err,
-                           sizeof err) != 0) {
+        /* An upstream that forgets what it hands over (MQTT) is not read
+         * ahead: a crash loses at most the one batch being committed. */
+        if (inflight && s->conn->acked_on_fetch) {
+            int rc = finish(s, inflight, &c, gen, &backoff);
+            if (rc) lost_on_stop(s, inflight);
+            inflight = NULL;
+            if (rc) break;
+            if (!c) continue;
+        }
+        src_slot *p = &s->slot[next];
+        src_batch_reset(&p->batch);
+        p->conn_gen = gen;
+        /* With a batch in flight, only what is there already: its ack
+         * should not wait for the upstream's next entry. */
+        uint32_t wait = inflight ? SPATE_SOURCE_AHEAD_WAIT_MS : SPATE_SOURCE_WAIT_MS;
+        if (s->conn->fetch(c, &lim, SPATE_SOURCE_BATCH_MAX, wait, &p->batch, err, sizeof err) !=
+            0) {
             set_error(s, "", err);
             drop_conn(s, c);
             c = NULL;
+            int rc = inflight ? finish(s, inflight, &c, gen, &backoff) : 0;
+            if (rc) lost_on_stop(s, inflight);
+            inflight = NULL;
+            if (rc) break;
             set_state(s, "backing-off", 0);
             pause_ms(s, next_backoff(&backoff));
             continue;
@@ -215,55 +339,34 @@ static void *run(void *arg)
             pthread_mutex_unlock(&s->mu);
             count_dropped(s, c, 0);
         }
-        if (s->batch.n == 0) {
+        if (p->batch.n) prepare(s, p);
+        /* The batch before is stored and acked before this one goes: in
+         * order into the topic, and an AMQP ack up to this batch's last tag
+         * covers only what spate holds. */
+        if (inflight) {
+            int rc = finish(s, inflight, &c, gen, &backoff);
+            if (rc) {
+                lost_on_stop(s, inflight);
+                lost_on_stop(s, p);
+            }
+            inflight = NULL;
+            if (rc) break; /* stopped: p is not acked either, it comes again */
+        }
+        if (p->batch.n == 0) {
             backoff = 0;
             continue;
         }
-        size_t good = 0;
-        for (size_t i = 0; i < s->batch.n; i++) good += !s->batch.e[i].refused[0];
-        s->to_publish = good;
-        /* Refused entries go to the dead letters of the topic (the default
-         * dead-letter topic of its triggers), stored before anything is
-         * acked; with no room for that name they are only logged. */
-        s->to_dead = strlen(s->cfg.topic) + 4 <= SPATE_TOPIC_NAME_MAX ? s->batch.n - good : 0;
-        s->dead_done = 0;
-        pthread_mutex_lock(&s->mu);
-        s->received += s->batch.n;
-        pthread_mutex_unlock(&s->mu);
-        /* Until the store takes it: a refused publish is retried, never dropped. */
-        int rc = good || s->to_dead ? publish_batch(s) : 0;
-        while (rc != 0 && !stopping(s)) {
-            pthread_mutex_lock(&s->mu);
-            s->publish_failures++;
-            pthread_mutex_unlock(&s->mu);
-            set_error(s, "cannot publish into the topic: ", err_str(rc));
-            set_state(s, "backing-off", 1);
-            pause_ms(s, next_backoff(&backoff));
-            if (stopping(s)) break;
-            set_state(s, "running", 1);
-            rc = publish_batch(s);
+        if (p->to_publish || p->to_dead) {
+            submit(s, p);
+            inflight = p;
+            next ^= 1;
+        } else {
+            complete(s, p, &c, gen);
         }
-        if (rc != 0) break; /* stopped: not acked, delivered again upstream */
-        backoff = 0;
-        if (s->conn->ack(c, &s->batch, err, sizeof err) != 0) {
-            /* Committed here but not acked there: the pending entries come
-             * again after the reconnect (at least once). */
-            set_error(s, "", err);
-            drop_conn(s, c);
-            c = NULL;
-        }
-        for (size_t i = 0; i < s->batch.n; i++)
-            if (s->batch.e[i].refused[0])
-                log_warn("source %s: entry %s refused (%s, acked upstream): %s", s->cfg.name,
-                         s->batch.e[i].id,
-                         s->to_dead ? "in the dead letters" : "topic name too long for .dlq",
-                         s->batch.e[i].refused);
-        pthread_mutex_lock(&s->mu);
-        s->committed += good;
-        s->refused += s->batch.n - good;
-        s->dead_lettered += s->to_dead;
-        pthread_mutex_unlock(&s->mu);
     }
+    /* Stopped: the loop stores what it had begun to (or what an upstream
+     * that forgot it on fetch will not send again), else refuses it. */
+    if (inflight && finish(s, inflight, &c, gen, &backoff)) lost_on_stop(s, inflight);
     if (c) drop_conn(s, c);
     pthread_mutex_lock(&s->mu);
     s->exited = 1;
@@ -292,7 +395,7 @@ static void on_published(void *data, int status, uint64_t first)
  * batch to publish again if this one fails). */
 static void publish_entries(source *s, const char *topic, int dead, size_t n, queue_publish_cb cb)
 {
-    src_batch *b = &s->batch;
+    src_batch *b = &s->pub->batch;
     /* The queue wants NUL-terminated keys; in the batch's bytes a key is
      * followed by whatever came next: each is copied after them, with its NUL. */
     size_t key_bytes = 0;
@@ -358,7 +461,7 @@ static void on_dead_published(void *data, int status, uint64_t first)
         return;
     }
     pthread_mutex_lock(&s->mu);
-    s->dead_done = 1;
+    s->pub->dead_done = 1;
     pthread_mutex_unlock(&s->mu);
     start_publish(s);
 }
@@ -367,14 +470,15 @@ static void on_dead_published(void *data, int status, uint64_t first)
 static void start_publish(source *s)
 {
     pthread_mutex_lock(&s->mu);
-    int dead = s->to_dead && !s->dead_done;
+    src_slot *p = s->pub;
+    int dead = p->to_dead && !p->dead_done;
     pthread_mutex_unlock(&s->mu);
     if (dead) {
         char dlq[SPATE_TOPIC_NAME_MAX + 8]; /* fits: checked when the batch came */
         snprintf(dlq, sizeof dlq, "%s.dlq", s->cfg.topic);
-        publish_entries(s, dlq, 1, s->to_dead, on_dead_published);
-    } else if (s->to_publish) {
-        publish_entries(s, s->cfg.topic, 0, s->to_publish, on_published);
+        publish_entries(s, dlq, 1, p->to_dead, on_dead_published);
+    } else if (p->to_publish) {
+        publish_entries(s, s->cfg.topic, 0, p->to_publish, on_published);
     } else {
         on_published(s, 0, 0);
     }
@@ -383,7 +487,8 @@ static void start_publish(source *s)
 static void source_free(source *s)
 {
     if (s->ccfg) s->conn->free_cfg(s->ccfg);
-    src_batch_free(&s->batch);
+    src_batch_free(&s->slot[0].batch);
+    src_batch_free(&s->slot[1].batch);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -541,7 +646,8 @@ static source *source_new(sources *m, const reg_source *cfg)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->cv, &ca);
     pthread_condattr_destroy(&ca);
-    src_batch_init(&s->batch);
+    src_batch_init(&s->slot[0].batch);
+    src_batch_init(&s->slot[1].batch);
     s->lag = -1;
     s->state = "connecting";
     char err[512];

@@ -6,6 +6,7 @@ are compiled from tests/integration/functions/ with nothing but
 ``cc -shared -fPIC -I include``, exactly as the README tells users.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -70,6 +71,37 @@ def seen(path):
     if not os.path.exists(path):
         return []
     return [line.split()[1] for line in open(path) if line.startswith("S ")]
+
+
+@contextlib.contextmanager
+def spated_on_small_disk(tmp_path):
+    """A started spated whose data is on a 16 MiB tmpfs, for a store that
+    runs out of room (fill_disk on the yielded file fills it); stopped and
+    unmounted at the end. Skips the test without root."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
+                                            str(mnt)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    d = Spated(tmp_path, data=mnt / "data")
+    try:
+        d.start()
+        yield d, mnt / "filler"
+    finally:
+        d.stop()
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def fill_disk(path):
+    """Writes the file path until its file system has no block left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    for size in (65536, 512):
+        try:
+            while os.write(fd, b"\0" * size) > 0:
+                pass
+        except OSError:
+            pass
+    os.close(fd)
 
 
 def add_source(d, name, url, topic, key_field=None):

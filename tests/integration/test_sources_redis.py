@@ -322,3 +322,19 @@ def test_sources_need_the_admin_scope(make_spated, tmp_path):
     assert d.request("PUT", "/v1/sources/s", body, admin)[0] == 201
     assert d.request("GET", "/v1/sources/s", None, admin)[0] == 200
     assert d.request("DELETE", "/v1/sources/s", None, admin)[0] == 204
+
+
+def test_deleting_a_topic_a_source_writes_into_is_refused_unless_forced(spated, redis):
+    r = redis()
+    assert add_source(spated, "s", f"redis://127.0.0.1:{r.port}/st?group=g", "into")[0] == 201
+    r.cli("XADD", "st", "*", "v", "one")
+    assert wait_for(lambda: spated.json("GET", "/v1/sources/s")[1]["committed"] == 1, timeout=30)
+    status, doc = spated.json("DELETE", "/v1/topics/into")
+    assert status == 409 and doc["code"] == "topic_in_use", doc
+    assert "written by source s" in doc["error"], doc
+    assert spated.json("GET", "/v1/topics/into")[0] == 200  # nothing deleted
+    status, doc = spated.json("DELETE", "/v1/topics/into?force=true")
+    assert status == 200 and doc["written_by_sources"] == ["s"] and doc["messages"] == 1, doc
+    # The source stays, and its next batch makes the topic anew.
+    r.cli("XADD", "st", "*", "v", "two")
+    assert wait_for(lambda: spated.json("GET", "/v1/topics/into")[0] == 200, timeout=30)
