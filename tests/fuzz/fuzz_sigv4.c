@@ -53,6 +53,7 @@ static char *line(char **p, char *end)
     return s;
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 8192) return 0;
