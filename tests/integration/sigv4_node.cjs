@@ -3,7 +3,8 @@
 // node_modules), for tests/integration/test_sigv4.py. Prints one line of
 // JSON: {"ok": true, "status": N} or {"ok": false, "name", "status", "message"}.
 //   node sigv4_node.cjs URL KEY_ID SECRET CASE
-// CASE: ok; tamper-body and tamper-header (changed after signing); skew (the
+// CASE: ok; ok-qualified (a name with ':' and a Qualifier with '$', encoded
+// in the path and the query); tamper-body and tamper-header (changed after signing); skew (the
 // client's clock 10 min behind, one attempt); skew-retry (the same with
 // retries: the SDK corrects its clock from the answer's Date header).
 const { LambdaClient, InvokeCommand } = require("@aws-sdk/client-lambda");
@@ -37,8 +38,9 @@ async function main() {
   try {
     const out = await client.send(
       new InvokeCommand({
-        FunctionName: "hello",
+        FunctionName: kase === "ok-qualified" ? "hello:prod" : "hello",
         InvocationType: "RequestResponse",
+        Qualifier: kase === "ok-qualified" ? "$LATEST" : undefined,
         Payload: Buffer.from('{"from":"node"}'),
       }),
     );

@@ -80,6 +80,11 @@ def test_boto3_right_key_gets_past_authentication(secured):
     for key, secret in ((INVOKE_KEY, INVOKE), (ADMIN_KEY, ADMIN)):
         status, code = outcome(invoke(lambda_client(secured, key, secret)))
         assert accepted(status, code), (key, status, code)
+    # A qualifier in the query ('$' encoded), a name with ':' in the path.
+    client = lambda_client(secured, INVOKE_KEY, INVOKE)
+    status, code = outcome(lambda: client.invoke(FunctionName="hello:prod", Qualifier="$LATEST",
+                                                 Payload=b"{}"))
+    assert accepted(status, code), (status, code)
     # Reading is any key's; a path with a name to encode twice.
     status, code = outcome(lambda: lambda_client(secured, PUBLISH_KEY, PUBLISH).get_function(
         FunctionName="my-fn:prod"))
@@ -290,8 +295,9 @@ def node(sdk_js, d, key, secret, case):
 
 
 def test_aws_sdk_js(secured, sdk_js):
-    ok = node(sdk_js, secured, INVOKE_KEY, INVOKE, "ok")
-    assert ok.get("status") not in (401, 403) and ok.get("name") not in AUTH_ERRORS, ok
+    for case in ("ok", "ok-qualified"):
+        ok = node(sdk_js, secured, INVOKE_KEY, INVOKE, case)
+        assert ok.get("status") not in (401, 403) and ok.get("name") not in AUTH_ERRORS, ok
     for key, secret, case, want in (
             (INVOKE_KEY, "wrong-secret-0123456789", "ok", "InvalidSignatureException"),
             ("AKIDNOTKNOWN00001", INVOKE, "ok", "UnrecognizedClientException"),
