@@ -6,10 +6,15 @@
  * error (UnrecognizedClientException, InvalidSignatureException, ...).
  *
  * Two steps, as for bearer tokens: before the body is read everything but a
- * signature over the body is checked (api_aws_admit), so a stranger's body
- * costs at most SPATE_HTTP_SMALL_BODY_MAX; with the body, the signature
- * (api_aws_verify). A refusal is written by the handler, not by the server's
- * admission, because only the handler answers in the protocol's shape.
+ * signature over the body is checked (api_aws_admit), so the body of a
+ * request without a known access key id costs at most
+ * SPATE_HTTP_SMALL_BODY_MAX; with the body, the signature (api_aws_verify).
+ * A request with a known key id that its headers refuse (a clock off, the
+ * wrong scope) keeps its route's body limit: an SDK sending a large payload
+ * from a skewed clock must hear "Signature expired", which it corrects its
+ * clock by, not 413. A refusal is written by the handler, not by the
+ * server's admission, because only the handler answers in the protocol's
+ * shape.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -53,8 +58,8 @@ const api_aws_protocol *api_aws_protocol_of(const http_request *req)
 }
 
 /* Between admission and the handler, req->data says the headers were
- * refused already (the handler then answers why, with the body read up to
- * the small limit). */
+ * refused already and name no known key (the handler then answers why, with
+ * the body read up to the small limit). */
 static const char refused_mark;
 
 typedef struct lookup_ctx {
@@ -74,9 +79,10 @@ static const char *header(const void *req, const char *name)
 }
 
 /* The check: 1 when the request may go on (SIGV4_OK, or SIGV4_PENDING
- * without the body); else 0 with status, type and message of the refusal. */
+ * without the body); else 0 with status, type and message of the refusal.
+ * *known: whether the access key id is one of the token file's. */
 static int check(const api *a, const http_request *req, const api_aws_protocol *p, int have_body,
-                 int *status, const char **type, char *why, size_t whycap)
+                 int *status, const char **type, int *known, char *why, size_t whycap)
 {
     sigv4_request r = {http_method_str(req->method),
                        req->path,
@@ -89,6 +95,7 @@ static int check(const api *a, const http_request *req, const api_aws_protocol *
     lookup_ctx l = {a->auth, 0};
     enum sigv4_status st = sigv4_verify(&r, p->service, lookup, &l, time(NULL), why, whycap);
     *status = 403;
+    *known = l.scopes != 0; /* every line has a scope */
     switch (st) {
     case SIGV4_OK:
     case SIGV4_PENDING: {
@@ -118,10 +125,11 @@ static int check(const api *a, const http_request *req, const api_aws_protocol *
 
 void api_aws_admit(const api *a, http_request *req, const api_aws_protocol *p)
 {
-    int status;
+    int status, known;
     const char *type;
     char why[512];
-    if (!check(a, req, p, 0, &status, &type, why, sizeof why)) req->data = (void *)&refused_mark;
+    if (!check(a, req, p, 0, &status, &type, &known, why, sizeof why) && !known)
+        req->data = (void *)&refused_mark;
 }
 
 int api_aws_refused(const http_request *req)
@@ -131,11 +139,11 @@ int api_aws_refused(const http_request *req)
 
 int api_aws_verify(const api *a, http_request *req, const api_aws_protocol *p)
 {
-    int status;
+    int status, known;
     const char *type;
     char why[512];
     req->data = NULL;
-    if (!check(a, req, p, 1, &status, &type, why, sizeof why)) {
+    if (!check(a, req, p, 1, &status, &type, &known, why, sizeof why)) {
         p->error(req, status, type, why);
         return 0;
     }

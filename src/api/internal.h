@@ -113,7 +113,8 @@ typedef struct api_aws_protocol {
 /* The protocol whose route req is on, or NULL: not an AWS route. */
 const api_aws_protocol *api_aws_protocol_of(const http_request *req);
 /* Admission (tokens on): checks what the headers can show and marks req
- * when they are refused; never refuses itself (the handler answers). */
+ * when they are refused and name no known access key (its body then gets
+ * the small limit); never refuses itself (the handler answers). */
 void api_aws_admit(const api *a, http_request *req, const api_aws_protocol *p);
 /* Whether api_aws_admit marked req. */
 int api_aws_refused(const http_request *req);
