@@ -53,6 +53,13 @@ static int admit(http_request *req, void *data)
     }
     route_match m = api_route_match(req->path);
     unsigned need = api_route_scope(&m, req->method);
+    /* The AWS routes take AWS Signature Version 4 instead of a bearer
+     * token; their refusals are the handler's, in AWS's shape. */
+    const api_aws_protocol *aws = a->auth ? api_aws_protocol_of(req) : NULL;
+    if (aws) {
+        api_aws_admit(a, req, aws);
+        return 0;
+    }
     if (!need) return 0;
     if (!a->auth)
         return http_refuse(req, 403, "forbidden",
@@ -74,6 +81,7 @@ static size_t body_limit(const http_request *req, void *data)
 {
     api *a = data;
     route_match m = api_route_match(req->path);
+    if (api_aws_refused(req)) return SPATE_HTTP_SMALL_BODY_MAX; /* enough for the refusal */
     if (m.route == R_FUNCTION && req->method == HTTP_PUT) return a->limits.artifact_max;
     if (m.route == R_FUNCTION_INVOKE) return a->limits.invoke_payload_max;
     if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
@@ -146,6 +154,8 @@ void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
 static void handle(http_request *req, void *data)
 {
     api *a = data;
+    const api_aws_protocol *aws = a->auth ? api_aws_protocol_of(req) : NULL;
+    if (aws && !api_aws_verify(a, req, aws)) return;
     route_match m = api_route_match(req->path);
     int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
     if (m.name && !name_is_function(m.name, m.name_len) &&

@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "api/sigv4.h"
 #include "common/err.h"
 #include "common/limits.h"
 
@@ -15,6 +16,7 @@ typedef struct token {
     char value[SPATE_TOKEN_MAX];
     size_t len;
     unsigned scopes;
+    char key_id[SIGV4_KEY_ID_MAX + 1]; /* "": none; else the token is its SigV4 secret */
 } token;
 
 struct auth {
@@ -26,6 +28,39 @@ static const struct {
     const char *name;
     unsigned scope;
 } scopes[] = {{"admin", SCOPE_ADMIN}, {"invoke", SCOPE_INVOKE}, {"publish", SCOPE_PUBLISH}};
+
+/* AWS's access key ids are upper-case letters and digits; any word
+ * character is let through. */
+static int key_id_valid(const char *k)
+{
+    size_t n = strlen(k);
+    if (n < 1 || n > SIGV4_KEY_ID_MAX) return 0;
+    for (; *k; k++)
+        if (!((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') ||
+              *k == '_'))
+            return 0;
+    return 1;
+}
+
+/* Key ids are no secret: a plain search. */
+static const token *find_key(const auth *a, const char *key_id)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->tokens[i].key_id[0] && strcmp(a->tokens[i].key_id, key_id) == 0)
+            return &a->tokens[i];
+    return NULL;
+}
+
+int auth_key(const auth *a, const char *key_id, const char **secret, size_t *secret_len,
+             unsigned *granted)
+{
+    const token *t = find_key(a, key_id);
+    if (!t) return ERR_NOTFOUND;
+    *secret = t->value;
+    *secret_len = t->len;
+    *granted = t->scopes & SCOPE_ADMIN ? SCOPE_ANY : t->scopes;
+    return 0;
+}
 
 int auth_load(const char *path, auth **out, char *err, size_t errcap)
 {
@@ -49,14 +84,14 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0') continue;
-        char scope[32], value[SPATE_TOKEN_MAX + 2], extra[2];
-        int got = sscanf(p, "%31s %257s %1s", scope, value, extra);
+        char scope[32], value[SPATE_TOKEN_MAX + 2], key_id[SIGV4_KEY_ID_MAX + 2], extra[2];
+        int got = sscanf(p, "%31s %257s %129s %1s", scope, value, key_id, extra);
         unsigned s = 0;
         for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++)
             if (got >= 1 && strcmp(scope, scopes[i].name) == 0) s = scopes[i].scope;
         size_t vlen = got >= 2 ? strlen(value) : 0;
-        if (got != 2) {
-            snprintf(err, errcap, "%s:%d: expected 'SCOPE TOKEN'", path, lineno);
+        if (got != 2 && got != 3) {
+            snprintf(err, errcap, "%s:%d: expected 'SCOPE TOKEN [ACCESS_KEY_ID]'", path, lineno);
             rc = ERR_INVAL;
         } else if (!s) {
             snprintf(err, errcap, "%s:%d: unknown scope '%s' (admin, invoke or publish)", path,
@@ -66,6 +101,15 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
             snprintf(err, errcap, "%s:%d: a token must have %d to %d characters", path, lineno,
                      SPATE_TOKEN_MIN, SPATE_TOKEN_MAX - 1);
             rc = ERR_INVAL;
+        } else if (got == 3 && !key_id_valid(key_id)) {
+            snprintf(err, errcap,
+                     "%s:%d: an access key id must have 1 to %d letters, digits or '_'", path,
+                     lineno, SIGV4_KEY_ID_MAX);
+            rc = ERR_INVAL;
+        } else if (got == 3 && find_key(a, key_id)) {
+            snprintf(err, errcap, "%s:%d: access key id '%s' is on an earlier line too", path,
+                     lineno, key_id);
+            rc = ERR_INVAL;
         } else if (a->n == SPATE_TOKENS_MAX) {
             snprintf(err, errcap, "%s:%d: more than %d tokens", path, lineno, SPATE_TOKENS_MAX);
             rc = ERR_INVAL;
@@ -74,6 +118,7 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
             memcpy(t->value, value, vlen);
             t->len = vlen;
             t->scopes = s;
+            if (got == 3) strcpy(t->key_id, key_id);
         }
     }
     fclose(f);

@@ -1,8 +1,11 @@
 /*
  * auth.h - bearer tokens and their scopes, from spated --token-file.
  *
- * The file has one token a line: "SCOPE TOKEN", SCOPE one of admin, invoke,
- * publish; blank lines and lines starting with '#' are ignored. admin may do
+ * The file has one token a line: "SCOPE TOKEN [ACCESS_KEY_ID]", SCOPE one of
+ * admin, invoke, publish; blank lines and lines starting with '#' are
+ * ignored. A line with an access key id also lets AWS clients in: they sign
+ * with the key id and the TOKEN as the secret access key (AWS Signature
+ * Version 4, sigv4.h), and the token never travels. admin may do
  * everything; invoke may invoke functions; publish may publish to topics.
  * Reading (listing, describing, stats) needs a token of any scope; /v1/health
  * needs none. Tokens are compared in constant time.
@@ -24,6 +27,10 @@ void auth_free(auth *a);
 /* The scopes granted by an Authorization header ("Bearer TOKEN"), 0 when
  * missing or unknown. admin grants every scope. */
 unsigned auth_scopes(const auth *a, const char *authorization);
+/* The secret (the token; borrowed for a's life) and scopes of an access
+ * key id: 0, or ERR_NOTFOUND when no line names it. */
+int auth_key(const auth *a, const char *key_id, const char **secret, size_t *secret_len,
+             unsigned *granted);
 /* "admin", "invoke", "publish" or a list of them, for messages. */
 const char *auth_scope_name(unsigned scopes);
 

@@ -25,6 +25,8 @@
  *   sources.c    /v1/sources: add or replace, list, status, remove
  *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
  *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
+ *   sigv4.c      AWS Signature Version 4, verified (pure: sigv4.h)
+ *   awsauth.c    admission on the AWS routes by SigV4; AWS-shaped refusals
  *
  * Names: api_* in api/api.h is the public face; api_* here is shared
  * between these files only; plain static names stay in their file. All
@@ -95,6 +97,31 @@ typedef struct route_match {
  * scope of token a request on it needs (0: none). */
 route_match api_route_match(const char *path);
 unsigned api_route_scope(const route_match *m, enum http_method method);
+
+/* api/route.c: the scope a request on an AWS route needs: Lambda's Invoke
+ * invoke, reading any, the rest admin. */
+unsigned api_aws_scope(enum http_method method, const char *path);
+
+/* api/awsauth.c: an AWS protocol: the paths it owns, the service its
+ * signatures are scoped to, and how it writes an error (status, the AWS
+ * error type, a message). */
+typedef struct api_aws_protocol {
+    const char *prefix;
+    const char *service;
+    void (*error)(http_request *req, int status, const char *type, const char *message);
+} api_aws_protocol;
+/* The protocol whose route req is on, or NULL: not an AWS route. */
+const api_aws_protocol *api_aws_protocol_of(const http_request *req);
+/* Admission (tokens on): checks what the headers can show and marks req
+ * when they are refused and name no known access key (its body then gets
+ * the small limit); never refuses itself (the handler answers). */
+void api_aws_admit(const api *a, http_request *req, const api_aws_protocol *p);
+/* Whether api_aws_admit marked req. */
+int api_aws_refused(const http_request *req);
+/* With the body: 1 when req is signed by a known key with the scope it
+ * needs (the connection is then trusted); else answers the refusal in p's
+ * shape and returns 0. Clears admission's mark. */
+int api_aws_verify(const api *a, http_request *req, const api_aws_protocol *p);
 
 /* api/api.c: answers every route gives the same way. Answers with doc
  * (taken; NULL answers 500). */

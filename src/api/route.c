@@ -117,3 +117,16 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
         return SCOPE_ANY;
     }
 }
+
+/* The AWS routes: Lambda's Invoke (POST /2015-03-31/functions/NAME/invocations)
+ * needs invoke, reading any scope, anything else (managing functions) admin. */
+unsigned api_aws_scope(enum http_method method, const char *path)
+{
+    static const char fns[] = "/2015-03-31/functions/", inv[] = "/invocations";
+    size_t n = strlen(path);
+    if (method == HTTP_POST && strncmp(path, fns, sizeof fns - 1) == 0 &&
+        n > sizeof fns - 1 + sizeof inv - 1 && strcmp(path + n - (sizeof inv - 1), inv) == 0 &&
+        !memchr(path + sizeof fns - 1, '/', n - (sizeof fns - 1) - (sizeof inv - 1)))
+        return SCOPE_INVOKE;
+    return method == HTTP_GET || method == HTTP_HEAD ? SCOPE_ANY : SCOPE_ADMIN;
+}

@@ -67,7 +67,9 @@ static const opt_def opt_defs[] = {
     {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
      "ms in-flight invocations get on SIGTERM", NULL},
     {"token-file", STR(token_file), 1,
-     "lines 'SCOPE TOKEN' (admin, invoke, publish); requests need a token", NULL},
+     "lines 'SCOPE TOKEN [ACCESS_KEY_ID]' (admin, invoke, publish); requests need a token "
+     "(AWS routes: SigV4 by ACCESS_KEY_ID)",
+     NULL},
     {"insecure", OPT_FLAG, OFF(insecure), 0, 0, 0,
      "allow a non-loopback --listen without a token file", NULL},
     {"run-as", STR(run_as), 0, "when spated is root, functions run in this user's group", NULL},

@@ -3,7 +3,8 @@
  * client connection to the real API (http/server/ and api/), served on
  * this thread's loop from a scratch data directory. The first byte chooses
  * the server with a token file (admin token "fuzz-admin-token-0001", invoke token
- * "fuzz-invoke-token-0002") or the one without.
+ * "fuzz-invoke-token-0002", also the SigV4 secret of access key id AKIDFUZZ on
+ * the AWS routes) or the one without.
  */
 #include <signal.h>
 #include <stdint.h>
@@ -70,7 +71,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                          .publish_max = SPATE_PUBLISH_BODY_MAX};
     snprintf(tokens, sizeof tokens, "%s/tokens", dir);
     FILE *f = fopen(tokens, "w");
-    fprintf(f, "admin fuzz-admin-token-0001\ninvoke fuzz-invoke-token-0002\n");
+    fprintf(f, "admin fuzz-admin-token-0001\ninvoke fuzz-invoke-token-0002 AKIDFUZZ\n");
     fclose(f);
     auth *au;
     if (auth_load(tokens, &au, err, sizeof err)) die("auth_load", err);

@@ -121,8 +121,9 @@ def test_cli_sends_spate_token(secured):
 @pytest.mark.parametrize("content,text", [
     ("root abcdefghijklmnopqrstuvwxyz\n", "unknown scope 'root'"),
     ("admin short\n", "16 to 255 characters"),
-    ("admin\n", "expected 'SCOPE TOKEN'"),
-    ("admin a-perfectly-long-token-here extra\n", "expected 'SCOPE TOKEN'"),
+    ("admin\n", "expected 'SCOPE TOKEN [ACCESS_KEY_ID]'"),
+    ("admin a-perfectly-long-token-here AKID1 extra\n", "expected 'SCOPE TOKEN [ACCESS_KEY_ID]'"),
+    ("admin a-perfectly-long-token-here AKID/1\n", "an access key id must have"),
     ("# nothing\n\n", "no token"),
 ])
 def test_bad_token_files(tmp_path, content, text):
