@@ -318,13 +318,18 @@ exports.handler = async (event) => {
     assert status == 502 and error_of(body) == "Error: thrown from a timer", body
     # The process ends after its error is posted (a call that reached its
     # mailbox before then would fail with it: spated does not move it).
-    assert wait_for(lambda: not node_processes("crash"), timeout=15)
+    assert wait_for(lambda: no_instance(d, "crash"), timeout=15)
     second = call(d, "crash", {})
     status, _, body = invoke(d, "crash", {"mode": "rejection"})
     assert status == 502 and error_of(body) == "Error: nobody catches this", body
-    assert wait_for(lambda: not node_processes("crash"), timeout=15)
+    assert wait_for(lambda: no_instance(d, "crash"), timeout=15)
     third = call(d, "crash", {})
     assert len({first, second, third}) == 3  # each crash ended its process
+
+
+def no_instance(d, name):
+    n = d.describe(name)["instances"]
+    return n["starting"] + n["idle"] + n["busy"] == 0
 
 
 def node_processes(function):
@@ -406,6 +411,8 @@ exports.handler = async (event) => {
      "Runtime.ImportModuleError: Error: Cannot find module 'missing'"),
     ({"index.mjs": "throw new TypeError('bad config');"}, "index.handler", "TypeError: bad config"),
     ({"index.js": "exports.handler = 1;"}, "../etc/passwd.x", "Runtime.MalformedHandlerName"),
+    ({"index.mjs": "export const handler = awslambda.streamifyResponse(async () => {});"},
+     "index.handler", "Runtime.MalformedStreamingHandler: response streaming is not supported by spate yet"),
 ])
 def test_a_handler_that_cannot_load_fails_init(spated, tmp_path, files, handler, expect):
     d = spated
