@@ -384,9 +384,12 @@ class Runtime {
 function crashHandlers(api, runtime) {
     const crash = (kind, code) => (err) => {
         console.error(kind, '\t' + (safeJson(errorDocument(err)) || String(err)));
-        const id = runtime && runtime.invokeId;
+        const id = runtime.invokeId;
+        runtime.invokeId = undefined;
+        /* Between invocations (a timer an earlier one left) nobody waits
+         * for the error: the log has it. */
+        if (!id && runtime.handler) process.exit(code);
         const route = id ? `/invocation/${encodeURIComponent(id)}/error` : '/init/error';
-        if (runtime) runtime.invokeId = undefined;
         api.postError(route, err, () => process.exit(code));
     };
     process.on('uncaughtException', crash('Uncaught Exception', 129));

@@ -451,3 +451,33 @@ def test_check_accepts_working_handlers(tmp_path):
     r = subprocess.run([str(CLIENT / "bootstrap"), "--check"], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1 and "index.nothing is undefined" in r.stderr, r
+
+
+def test_large_events_and_responses(spated):
+    d = spated
+    deploy_node(d, "big", {"index.js": """
+exports.handler = async (event) => event.size ? 'x'.repeat(event.size) : event.data.length;
+"""}, timeout=20000)
+    data = "y" * (5 * 1024 * 1024)
+    assert call(d, "big", {"data": data}) == len(data)
+    assert len(call(d, "big", {"size": 1024 * 1024})) == 1024 * 1024
+    # Over spated's 6 MiB: a function error, and the instance goes on.
+    status, _, body = invoke(d, "big", {"size": 6 * 1024 * 1024 + 1})
+    assert status == 502 and "over the limit" in json.loads(body)["error"], body
+    assert call(d, "big", {"data": "abc"}) == 3
+
+
+def test_a_crash_between_invocations_ends_the_instance_quietly(spated):
+    d = spated
+    deploy_node(d, "late", {"index.js": """
+exports.handler = async (event) => {
+  if (event.late) setTimeout(() => { throw new Error('late failure'); }, 100);
+  return 'answered';
+};"""})
+    assert call(d, "late", {"late": True}) == "answered"
+    logged(d, "late", "Uncaught Exception")
+    assert "late failure" in logs(d, "late")
+    assert wait_for(lambda: no_instance(d, "late"), timeout=15)
+    # Not an init failure: the instance had started and served.
+    assert "failed to start" not in logs(d, "late") + d.log()
+    assert call(d, "late", {}) == "answered"
