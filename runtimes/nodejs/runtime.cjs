@@ -193,7 +193,14 @@ class RuntimeApi {
         this.agent = new http.Agent({keepAlive: true, maxSockets: 1});
     }
 
-    request(method, route, body, headers, done) {
+    request(method, route, body, headers, callback) {
+        let called = false; /* a destroyed request may say so on both ends */
+        const done = (...args) => {
+            if (!called) {
+                called = true;
+                callback(...args);
+            }
+        };
         const req = this.http.request({host: this.host, port: this.port, method, path: API_PREFIX + route,
                                        agent: this.agent, headers}, (res) => {
             const chunks = [];
@@ -434,7 +441,7 @@ async function check(args) {
     const root = args[0] || process.env.LAMBDA_TASK_ROOT || process.cwd();
     const handlerName = args[1] || process.env._HANDLER || '';
     /* The handler's own output at import must not mix with the verdict. */
-    console.log = console.info = console.debug = console.trace = () => {};
+    for (const m of ['log', 'info', 'debug', 'trace', 'warn', 'error']) console[m] = () => {};
     const limit = setTimeout(() => {
         process.stderr.write(`Runtime.InitTimeout: ${handlerName} did not finish loading in ${INIT_LIMIT_MS / 1000} s\n`);
         process.exit(1);
