@@ -481,3 +481,27 @@ exports.handler = async (event) => {
     # Not an init failure: the instance had started and served.
     assert "failed to start" not in logs(d, "late") + d.log()
     assert call(d, "late", {}) == "answered"
+
+
+def test_through_a_trigger_and_the_cli(spated, tmp_path):
+    d = spated
+    out = tmp_path / "seen.ndjson"
+    deploy_node(d, "consumer", {"index.mjs": """
+import { appendFileSync } from 'node:fs';
+export const handler = async (event, context) => {
+  if (event.fail) throw new Error('refused ' + event.n);
+  appendFileSync(process.env.OUT, JSON.stringify({n: event.n, id: context.awsRequestId}) + '\\n');
+  return 'ok';
+};"""}, env=f"OUT%3D{out}")
+    assert d.json("PUT", "/v1/triggers/jobs/consumer")[0] == 201
+    body = "".join(json.dumps({"n": i}) + "\n" for i in range(20)).encode()
+    d.request("POST", "/v1/topics/jobs/messages", body, {"Content-Type": "application/x-ndjson"})
+    assert wait_for(lambda: d.json("GET", "/v1/topics/jobs")[1]["acknowledged"] == 20, timeout=30)
+    seen = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["n"] for x in seen) == list(range(20))
+    assert len({x["id"] for x in seen}) == 20
+    # The CLI prints the answer, and fails with the function's error.
+    r = d.cli("invoke", "consumer", '{"n": 99}')
+    assert r.returncode == 0 and r.stdout == b'"ok"', r
+    r = d.cli("invoke", "consumer", '{"fail": true, "n": 7}')
+    assert r.returncode != 0 and b"Error: refused 7" in r.stderr, r
