@@ -8,6 +8,7 @@ Until `--runtime nodejs` lands, the functions deploy as `--runtime exec`: the
 zip holds the handler's files, spate's client under .spate-node/ and a tiny
 bootstrap that runs it (node_function below, the one place that knows)."""
 
+import concurrent.futures
 import io
 import json
 import os
@@ -15,7 +16,6 @@ import pathlib
 import re
 import signal
 import subprocess
-import time
 import zipfile
 
 import pytest
@@ -357,7 +357,6 @@ exports.handler = async (event) => {
   return 'alive';
 };"""}, timeout=60000)
     assert call(d, "victim", {}) == "alive"
-    import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(invoke, d, "victim", {"hang": True})
         logged(d, "victim", "hanging")
