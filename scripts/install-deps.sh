@@ -12,7 +12,7 @@ autoconf automake libtool clang libclang-rt-14-dev
 prometheus chromium libinih-dev libsystemd-dev scdoc iproute2
 libhiredis-dev redis-server librabbitmq-dev rabbitmq-server librdkafka-dev kcat
 libmosquitto-dev mosquitto libicu-dev
-awscli python3-boto3"
+awscli python3-boto3 nodejs"
 
 missing=""
 for p in $PACKAGES; do
