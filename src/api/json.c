@@ -104,6 +104,24 @@ cJSON *api_json_function(const fn *f, functions *table, int with_versions, const
     if (with_versions && table) {
         versions_out out = {cJSON_AddArrayToObject(o, "versions"), env_values};
         functions_versions(table, f, add_version, &out);
+        cJSON *al = cJSON_AddArrayToObject(o, "aliases");
+        for (size_t i = 0; i < f->naliases; i++)
+            cJSON_AddItemToArray(al, api_json_alias(&f->aliases[i]));
     }
+    return o;
+}
+
+cJSON *api_json_alias(const reg_alias *a)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", a->name);
+    cJSON_AddStringToObject(o, "function", a->function);
+    cJSON_AddNumberToObject(o, "version", a->version);
+    if (a->weight_version) {
+        cJSON_AddNumberToObject(o, "weight_version", a->weight_version);
+        cJSON_AddNumberToObject(o, "weight_percent", a->weight_percent);
+    }
+    cJSON_AddNumberToObject(o, "created_ms", (double)a->created_ms);
+    cJSON_AddNumberToObject(o, "updated_ms", (double)a->updated_ms);
     return o;
 }
