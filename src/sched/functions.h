@@ -114,6 +114,10 @@ int functions_resolve(functions *t, const char *name, const char *qualifier, fn 
  * version before it is queued. */
 void functions_invoke(functions *t, fn *f, uint32_t version, invocation *inv, pool **used);
 
+/* Calls cb for each version of f that runs in a side pool now. */
+void functions_each_side(const fn *f, void (*cb)(uint32_t version, pool *p, void *data),
+                         void *data);
+
 /* Calls cb with each table of outcomes by version of f (metrics): its
  * pool's, its side pools', and what side pools that stopped counted. */
 void functions_each_outcomes(const fn *f,

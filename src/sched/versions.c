@@ -265,6 +265,14 @@ void functions_invoke(functions *t, fn *f, uint32_t version, invocation *inv, po
     pool_invoke(p, inv);
 }
 
+void functions_each_side(const fn *f, void (*cb)(uint32_t version, pool *p, void *data), void *data)
+{
+    for (list_node *n = list_first(&f->sides); n != &f->sides; n = n->next) {
+        side_pool *sp = list_entry(n, side_pool, link);
+        cb(sp->version, sp->pool, data);
+    }
+}
+
 void functions_each_outcomes(const fn *f,
                              void (*cb)(const pool_version_outcomes *table, void *data), void *data)
 {

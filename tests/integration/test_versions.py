@@ -27,6 +27,11 @@ def metric(d, name, **labels):
     return None
 
 
+def running(d, name):
+    """The versions other than the active one that have a pool now."""
+    return [v["version"] for v in d.describe(name)["running_versions"]]
+
+
 def test_invoke_by_number_runs_the_old_code(spated, functions):
     d = spated
     assert d.deploy("app", functions["hello"], keep_alive=300)[0] == 201  # v1: hello
@@ -51,8 +56,10 @@ def test_invoke_by_number_runs_the_old_code(spated, functions):
     assert r.returncode == 0 and r.stdout == b"hello, cli\n", r.stderr
     # Version 1 is not active and nobody invokes it: once its keep-alive
     # (300 ms) has passed, its pool and zygote stop; invoking starts it again.
-    wait_for(lambda: "stopping fn=app version=1" in d.log(), timeout=30)
+    assert wait_for(lambda: running(d, "app") == [], timeout=30)
+    assert "stopping fn=app version=1" in d.log()
     assert invoke(d, "app:1") == (200, 1, b"hello, x\n")
+    assert running(d, "app") == [1]
     # The active version is untouched by all that.
     assert d.describe("app")["version"] == 2
     assert metric(d, "spate_invocations_by_version_total", function="app", version="1",
@@ -157,3 +164,33 @@ def test_deleting_a_function_deletes_its_aliases(spated, functions):
     d.deploy("app", functions["hello"])
     assert d.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == []
     assert invoke(d, "app:live")[0] == 404
+
+
+def test_at_most_four_other_versions_run_at_once(spated, functions):
+    d = spated
+    for _ in range(6):
+        d.deploy("app", functions["hello"])
+    for v in (1, 2, 3, 4):
+        assert invoke(d, f"app:{v}")[:2] == (200, v)
+    status, _, body = invoke(d, "app:5")
+    assert status == 429 and b"4 versions of this function" in body, body
+    assert invoke(d, "app")[:2] == (200, 6)  # the active version is not one of them
+    assert sorted(running(d, "app")) == [1, 2, 3, 4]
+
+
+def test_cluster_refuses_aliases_and_rollback_for_now(tmp_path_factory, functions):
+    """Each node numbers its versions itself: aliases and rollback would not
+    mean the same version everywhere, so a cluster refuses them (501)
+    rather than route differently per node. Invoking by number works, by
+    the node's own numbers."""
+    from natscluster import listed, spated_cluster
+    with spated_cluster(tmp_path_factory, name="versions", n=2) as (_, (a, b)):
+        assert a.deploy("app", functions["hello"])[0] == 201
+        assert a.deploy("app", functions["probe"])[0] == 200
+        assert wait_for(lambda: listed(b, "app") and b.describe("app")["version"] >= 1)
+        assert invoke(a, "app:1") == (200, 1, b"hello, x\n")
+        status, doc = put_alias(a, "app", "live", {"version": 1})
+        assert status == 501 and doc["code"] == "not_supported", doc
+        status, doc = a.json("POST", "/v1/functions/app/rollback")
+        assert status == 501 and doc["code"] == "not_supported", doc
+        assert a.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == []
