@@ -373,6 +373,22 @@ static int cmd_status(const cli *c, cli_args *a)
         printf("  %-5.0f %s  sha256 %.12s  %.0f bytes\n", cli_json_num(v, "version"), when,
                cli_json_str(v, "sha256"), cli_json_num(v, "size"));
     }
+    /* Versions invoked by number or alias run beside the active one. */
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(doc, "running_versions"))
+    {
+        const cJSON *vi = cJSON_GetObjectItemCaseSensitive(v, "instances");
+        printf("%-14s version %.0f: %.0f idle, %.0f busy\n", "also running",
+               cli_json_num(v, "version"), cli_json_num(vi, "idle"), cli_json_num(vi, "busy"));
+    }
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(doc, "aliases"))
+    {
+        printf("%-14s %s -> version %.0f", "alias", cli_json_str(v, "name"),
+               cli_json_num(v, "version"));
+        if (cJSON_GetObjectItemCaseSensitive(v, "weight_version"))
+            printf(", %.0f%% to version %.0f", cli_json_num(v, "weight_percent"),
+                   cli_json_num(v, "weight_version"));
+        putchar('\n');
+    }
     return cli_finish(&r, doc, 0);
 }
 

@@ -53,8 +53,6 @@ static void close_side(fn *f, side_pool *sp, int drain)
     }
     list_remove(&sp->link);
     list_push_back(&sp->t->stopping_sides, &sp->link);
-    log_info("stopping fn=%s version=%u (not active, not invoked for its keep-alive)", sp->name,
-             sp->version);
     pool_close(sp->pool, drain, on_side_closed, sp);
 }
 
@@ -89,7 +87,10 @@ static void sweep_fn(fn *f, void *data)
         pool_stats_get(sp->pool, &st);
         /* An invocation may outlast the keep-alive: never cut one short. */
         if (st.busy || st.waiting || st.starting) continue;
-        if (c->now - sp->last_ms >= sp->keep_alive_ms) close_side(f, sp, 1);
+        if (c->now - sp->last_ms < sp->keep_alive_ms) continue;
+        log_info("stopping fn=%s version=%u (not active, not invoked for its keep-alive)", sp->name,
+                 sp->version);
+        close_side(f, sp, 1);
     }
 }
 

@@ -96,6 +96,8 @@ def test_alias_weights_moves_and_removal(spated, functions):
     assert d.describe("app")["aliases"][0]["version"] == 2
     r = d.cli("alias", "ls", "app")
     assert r.returncode == 0 and b"live" in r.stdout and b"version 2" in r.stdout
+    r = d.cli("status", "app")
+    assert r.returncode == 0 and b"live -> version 2" in r.stdout, r.stdout
     # Refused: a version that does not exist, a weight out of range, the
     # same version twice, a name of digits.
     assert put_alias(d, "app", "x", {"version": 9})[0] == 400
