@@ -196,3 +196,17 @@ def test_cluster_refuses_aliases_and_rollback_for_now(tmp_path_factory, function
         status, doc = a.json("POST", "/v1/functions/app/rollback")
         assert status == 501 and doc["code"] == "not_supported", doc
         assert a.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == []
+
+
+def test_an_exec_function_runs_an_old_version_and_rolls_back(spated):
+    """Exec functions (and the runtimes built on them) have versions too:
+    each one's own bootstrap, in its own pool."""
+    from test_exec import SHELL_BOOTSTRAP, deploy_exec
+    d = spated
+    assert deploy_exec(d, "sh", SHELL_BOOTSTRAP)[0] == 201
+    assert deploy_exec(d, "sh", SHELL_BOOTSTRAP.replace(b"shell says", b"v2 says"))[0] == 200
+    assert invoke(d, "sh", b"hi") == (200, 2, b"v2 says: hi")
+    assert invoke(d, "sh:1", b"hi") == (200, 1, b"shell says: hi")
+    assert d.json("POST", "/v1/functions/sh/rollback")[0] == 200
+    assert invoke(d, "sh", b"hi") == (200, 1, b"shell says: hi")
+    assert invoke(d, "sh:2", b"hi") == (200, 2, b"v2 says: hi")
