@@ -210,3 +210,27 @@ def test_an_exec_function_runs_an_old_version_and_rolls_back(spated):
     assert d.json("POST", "/v1/functions/sh/rollback")[0] == 200
     assert invoke(d, "sh", b"hi") == (200, 1, b"shell says: hi")
     assert invoke(d, "sh:2", b"hi") == (200, 2, b"v2 says: hi")
+
+
+def test_scopes(make_spated, tmp_path, functions):
+    """Invoking a version or an alias is invoking; setting an alias or
+    rolling back is the admin's; reading aliases is anyone's."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("admin adm-0123456789abcdef\ninvoke inv-0123456789abcdef\n")
+    d = make_spated("--token-file", str(tokens))
+    adm = {"Authorization": "Bearer adm-0123456789abcdef"}
+    inv = {"Authorization": "Bearer inv-0123456789abcdef"}
+    hello = functions["hello"].read_bytes()
+    assert d.request("PUT", "/v1/functions/app", hello, adm)[0] == 201
+    assert d.request("PUT", "/v1/functions/app", hello, adm)[0] == 200
+    alias = json.dumps({"version": 1}).encode()
+    assert d.request("PUT", "/v1/functions/app/aliases/live", alias, inv)[0] == 403
+    assert d.request("PUT", "/v1/functions/app/aliases/live", alias, adm)[0] == 201
+    assert d.request("DELETE", "/v1/functions/app/aliases/live", None, inv)[0] == 403
+    assert d.request("POST", "/v1/functions/app/rollback", None, inv)[0] == 403
+    assert d.request("GET", "/v1/functions/app/aliases", None, inv)[0] == 200
+    assert d.request("GET", "/v1/functions/app/aliases/live", None)[0] == 401
+    for target in ("app:1", "app:live"):
+        status, headers, _ = d.request("POST", f"/v1/functions/{target}/invoke", b"x", inv)
+        assert status == 200 and headers["Spate-Version"] == "1"
+    assert d.request("POST", "/v1/functions/app/rollback", None, adm)[0] == 200
