@@ -159,7 +159,8 @@ static void handle(http_request *req, void *data)
     route_match m = api_route_match(req->path);
     int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
     if (m.name && !name_is_function(m.name, m.name_len) &&
-        (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE || m.route == R_FUNCTION_LOGS)) {
+        (m.route == R_FUNCTION || m.route == R_FUNCTION_INVOKE || m.route == R_FUNCTION_LOGS ||
+         m.route == R_ALIASES || m.route == R_ALIAS || m.route == R_ROLLBACK)) {
         http_respond_error(req, 400, "bad_name",
                            "invalid function name '%.*s': " NAME_FUNCTION_RULE,
                            (int)(m.name_len > 80 ? 80 : m.name_len), m.name, SPATE_NAME_MAX);
@@ -196,6 +197,11 @@ static void handle(http_request *req, void *data)
         return;
     case R_FUNCTION:
         api_function(a, req, &m);
+        return;
+    case R_ALIASES:
+    case R_ALIAS:
+    case R_ROLLBACK:
+        api_aliases(a, req, &m);
         return;
     case R_TOPICS:
     case R_TOPIC:

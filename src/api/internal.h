@@ -83,14 +83,19 @@ enum route {
     R_SCHEDULE,        /* /v1/schedules/NAME */
     R_SOURCES,         /* /v1/sources */
     R_SOURCE,          /* /v1/sources/NAME */
+    R_ALIASES,         /* /v1/functions/NAME/aliases */
+    R_ALIAS,           /* /v1/functions/NAME/aliases/ALIAS */
+    R_ROLLBACK,        /* /v1/functions/NAME/rollback */
 };
 
 typedef struct route_match {
     enum route route;
     const char *name; /* function or topic, into the path */
     size_t name_len;
-    const char *name2; /* a trigger's function */
+    const char *name2; /* a trigger's function, an alias */
     size_t name2_len;
+    const char *qualifier; /* NAME:QUALIFIER/invoke: after the ':'; NULL: none */
+    size_t qualifier_len;
 } route_match;
 
 /* api/route.c: the route of a path (its names point into path), and the
@@ -152,6 +157,8 @@ void api_functions_list(api *a, http_request *req);
 void api_function(api *a, http_request *req, const route_match *m);
 /* api/invoke.c: POST /v1/functions/NAME/invoke. */
 void api_invoke(api *a, http_request *req, const route_match *m);
+/* api/aliases.c: /v1/functions/NAME/aliases[/ALIAS] and /rollback. */
+void api_aliases(api *a, http_request *req, const route_match *m);
 /* api/nodes.c: GET /v1/nodes. */
 void api_nodes_list(api *a, http_request *req);
 

@@ -1,7 +1,9 @@
 /*
- * invoke.c - POST /v1/functions/NAME/invoke: the payload goes to the
- * function's pool, or to another node when this one has no room (cluster
- * mode), and the outcome becomes the answer's status.
+ * invoke.c - POST /v1/functions/NAME[:QUALIFIER]/invoke: the payload goes to
+ * the pool of the version the qualifier names (none: the active one; a
+ * number; an alias, which picks by its weight), or to another node when this
+ * one has no room (cluster mode, the active version only), and the outcome
+ * becomes the answer's status. Spate-Version says which version ran it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +110,9 @@ static void on_invoke_abort(http_request *req)
 /* ?timeout=MS: this invocation's timeout, which may only shorten the
  * function's (a caller's deadline, not a way past the operator's limit). */
 typedef struct invoke_params {
-    uint32_t timeout_ms; /* 0: the function's */
+    uint32_t timeout_ms;                 /* 0: the function's */
+    char qualifier[SPATE_ALIAS_MAX + 2]; /* ?qualifier=, as NAME:QUALIFIER */
+    int has_qualifier;
     char why[200];
 } invoke_params;
 
@@ -118,20 +122,62 @@ static int on_invoke_param(const char *k, size_t klen, const char *v, size_t vle
     if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &p->timeout_ms, p->why,
                                 sizeof p->why);
-    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout)",
+    if (strcmp(k, "qualifier") == 0) {
+        if (vlen >= sizeof p->qualifier || memchr(v, '\0', vlen)) {
+            snprintf(p->why, sizeof p->why, "parameter 'qualifier' is not a version or an alias");
+            return ERR_INVAL;
+        }
+        memcpy(p->qualifier, v, vlen);
+        p->qualifier[vlen] = '\0';
+        p->has_qualifier = 1;
+        return 0;
+    }
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout, qualifier)",
              (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
 }
 
+/* Which version of which function the request names: 0, or it was answered. */
+static int resolve(api *a, http_request *req, const route_match *m, const invoke_params *ip, fn **f,
+                   uint32_t *version)
+{
+    char name[SPATE_NAME_MAX + 1], qual[SPATE_ALIAS_MAX + 2] = "";
+    snprintf(name, sizeof name, "%.*s", (int)m->name_len, m->name);
+    if (m->qualifier && ip->has_qualifier) {
+        http_respond_error(req, 400, "bad_parameter",
+                           "name the version or alias once: NAME:QUALIFIER or ?qualifier=");
+        return -1;
+    }
+    if (m->qualifier) {
+        if (m->qualifier_len == 0 || m->qualifier_len >= sizeof qual) {
+            http_respond_error(req, 400, "bad_qualifier",
+                               "invalid qualifier after '%s:': a version number or an alias name",
+                               name);
+            return -1;
+        }
+        memcpy(qual, m->qualifier, m->qualifier_len);
+        qual[m->qualifier_len] = '\0';
+    } else if (ip->has_qualifier) {
+        memcpy(qual, ip->qualifier, sizeof qual);
+    }
+    int rc = functions_resolve(a->table, name, qual, f, version);
+    if (rc == 0) return 0;
+    if (!*f)
+        http_respond_error(req, 404, "not_found", "function '%s' does not exist", name);
+    else if (rc == ERR_NOTFOUND && strspn(qual, "0123456789") == strlen(qual))
+        http_respond_error(req, 404, "not_found", "function '%s' has no version %s", name, qual);
+    else if (rc == ERR_NOTFOUND)
+        http_respond_error(req, 404, "not_found", "function '%s' has no alias '%s'", name, qual);
+    else if (rc == ERR_INVAL)
+        http_respond_error(req, 400, "bad_qualifier",
+                           "invalid qualifier '%s': a version number or an alias name", qual);
+    else
+        http_respond_error(req, 500, "store_error", "cannot read the versions: %s", err_str(rc));
+    return -1;
+}
+
 void api_invoke(api *a, http_request *req, const route_match *m)
 {
-    fn *f = functions_find(a->table, m->name, m->name_len);
-    if (!f) {
-        http_respond_error(req, 404, "not_found", "function '%.*s' does not exist",
-                           (int)(m->name_len > SPATE_NAME_MAX ? SPATE_NAME_MAX : m->name_len),
-                           m->name);
-        return;
-    }
     invoke_params ip = {0};
     if (req->query[0]) { /* the common invoke has none: no parsing, no allocation */
         int rc = http_query_parse(req->query, on_invoke_param, &ip);
@@ -144,6 +190,12 @@ void api_invoke(api *a, http_request *req, const route_match *m)
                                ip.why[0] ? ip.why : "malformed query string");
             return;
         }
+    }
+    fn *f;
+    uint32_t version;
+    if (resolve(a, req, m, &ip, &f, &version)) return;
+    /* Another version's timeout is its own: the pool takes the shorter. */
+    if (ip.timeout_ms && version == f->active.version) {
         if (ip.timeout_ms > f->active.config.timeout_ms) {
             http_respond_error(req, 400, "bad_parameter",
                                "parameter 'timeout' (%u ms) is longer than the function's timeout "
@@ -173,8 +225,9 @@ void api_invoke(api *a, http_request *req, const route_match *m)
     };
     req->data = ai;
     req->on_abort = on_invoke_abort;
-    /* No room here: another node may have some (cluster mode). */
-    if (!pool_has_room(f->pool)) {
+    /* No room here: another node may have some (cluster mode); another node
+     * runs the function's active version only. */
+    if (version == f->active.version && !pool_has_room(f->pool)) {
         ai->a = a;
         snprintf(ai->function, sizeof ai->function, "%s", f->name);
         if (functions_route(a->table, f, ai->request_id, ai->payload.data, ai->payload.len,
@@ -184,5 +237,5 @@ void api_invoke(api *a, http_request *req, const route_match *m)
             return;
         }
     }
-    pool_invoke(f->pool, &ai->inv);
+    functions_invoke(a->table, f, version, &ai->inv, &ai->pool);
 }

@@ -76,6 +76,19 @@ static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
     cJSON_AddBoolToObject(sc, "deadline_at_risk", sv->at_risk);
 }
 
+/* A version other than the active one that runs now (invoked by number or
+ * alias): its instances and zygote. */
+static void add_side(uint32_t version, pool *p, void *data)
+{
+    pool_stats s;
+    pool_stats_get(p, &s);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "version", version);
+    add_instances(o, &s);
+    if (s.zygote_pid) cJSON_AddNumberToObject(o, "zygote_pid", s.zygote_pid);
+    cJSON_AddItemToArray(data, o);
+}
+
 cJSON *api_json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
                          int env_values)
 {
@@ -101,9 +114,29 @@ cJSON *api_json_function(const fn *f, functions *table, int with_versions, const
     add_scaling(o, &s, sv);
     if (s.zygote_pid) cJSON_AddNumberToObject(o, "zygote_pid", s.zygote_pid);
     if (s.load_error) cJSON_AddStringToObject(o, "load_error", s.load_error);
+    cJSON *sides = cJSON_AddArrayToObject(o, "running_versions");
+    functions_each_side(f, add_side, sides);
     if (with_versions && table) {
         versions_out out = {cJSON_AddArrayToObject(o, "versions"), env_values};
         functions_versions(table, f, add_version, &out);
+        cJSON *al = cJSON_AddArrayToObject(o, "aliases");
+        for (size_t i = 0; i < f->naliases; i++)
+            cJSON_AddItemToArray(al, api_json_alias(&f->aliases[i]));
     }
+    return o;
+}
+
+cJSON *api_json_alias(const reg_alias *a)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", a->name);
+    cJSON_AddStringToObject(o, "function", a->function);
+    cJSON_AddNumberToObject(o, "version", a->version);
+    if (a->weight_version) {
+        cJSON_AddNumberToObject(o, "weight_version", a->weight_version);
+        cJSON_AddNumberToObject(o, "weight_percent", a->weight_percent);
+    }
+    cJSON_AddNumberToObject(o, "created_ms", (double)a->created_ms);
+    cJSON_AddNumberToObject(o, "updated_ms", (double)a->updated_ms);
     return o;
 }

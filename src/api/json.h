@@ -19,4 +19,9 @@ cJSON *api_json_function_summary(const fn *f);
 cJSON *api_json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
                          int env_values);
 
+/* An alias: name, function, version, and weight_version with
+ * weight_percent when it sends some invocations to a second version.
+ * Caller owns. */
+cJSON *api_json_alias(const reg_alias *a);
+
 #endif

@@ -25,11 +25,16 @@
 
 #define LABELS_MAX 256
 
+/* Outcomes by version, over the function's pool and its side pools. */
+#define FN_ROW_VERSIONS (POOL_METRIC_VERSIONS * (2 + SPATE_SIDE_POOLS_MAX))
+
 typedef struct fn_row {
     const fn *f;
     pool_stats st;
     const pool_metrics *m;
     scale_view sv;
+    pool_version_outcomes vers[FN_ROW_VERSIONS];
+    size_t nvers;
 } fn_row;
 
 typedef struct topic_row {
@@ -67,6 +72,28 @@ static int grow(void **arr, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
+static void add_versions(const pool_version_outcomes *m, void *data)
+{
+    fn_row *r = data;
+    for (size_t i = 0; i < POOL_METRIC_VERSIONS; i++) {
+        if (!m[i].version) continue;
+        size_t k = 0;
+        while (k < r->nvers && r->vers[k].version != m[i].version) k++;
+        if (k == r->nvers) {
+            if (k == FN_ROW_VERSIONS) continue;
+            r->vers[r->nvers++] = (pool_version_outcomes){.version = m[i].version};
+        }
+        for (int o = 0; o < POOL_OUTCOMES; o++) r->vers[k].outcomes[o] += m[i].outcomes[o];
+    }
+}
+
+static int by_version(const void *a, const void *b)
+{
+    uint32_t x = ((const pool_version_outcomes *)a)->version;
+    uint32_t y = ((const pool_version_outcomes *)b)->version;
+    return x < y ? -1 : x > y;
+}
+
 static void collect_fn(fn *f, void *data)
 {
     scrape *s = data;
@@ -76,6 +103,9 @@ static void collect_fn(fn *f, void *data)
     pool_stats_get(f->pool, &r->st);
     r->m = pool_metrics_get(f->pool);
     triggers_scale_view(s->a->tr, f->name, &r->sv);
+    r->nvers = 0;
+    functions_each_outcomes(f, add_versions, r);
+    qsort(r->vers, r->nvers, sizeof *r->vers, by_version);
 }
 
 static void collect_topic(const char *topic, void *data)
@@ -135,6 +165,21 @@ static void write_functions(scrape *s)
                      pool_outcome_name((enum pool_outcome)o));
             value(s, "spate_invocations_total", l, (double)s->fns[i].m->outcomes[o]);
         }
+
+    /* Beside the series above rather than a label of them: their set of
+     * labels stays what dashboards and alerts already match. */
+    family(s, "spate_invocations_by_version_total", "counter",
+           "Invocations finished, by function, the version that ran them (or was meant to) and "
+           "outcome; the newest versions each pool ran.");
+    for (size_t i = 0; i < s->nfns; i++)
+        for (size_t k = 0; k < s->fns[i].nvers; k++)
+            for (int o = 0; o < POOL_OUTCOMES; o++) {
+                snprintf(l, sizeof l, "function=\"%s\",version=\"%u\",outcome=\"%s\"",
+                         s->fns[i].f->name, s->fns[i].vers[k].version,
+                         pool_outcome_name((enum pool_outcome)o));
+                value(s, "spate_invocations_by_version_total", l,
+                      (double)s->fns[i].vers[k].outcomes[o]);
+            }
 
     static const struct {
         const char *name, *help;

@@ -46,7 +46,7 @@ static int match_topics(const char *path, route_match *m)
 
 route_match api_route_match(const char *path)
 {
-    route_match m = {R_NONE, NULL, 0, NULL, 0};
+    route_match m = {.route = R_NONE};
     if (match_topics(path, &m)) return m;
     if (strcmp(path, "/v1/health") == 0) {
         m.route = R_HEALTH;
@@ -82,6 +82,22 @@ route_match api_route_match(const char *path)
                 m.route = R_FUNCTION_INVOKE;
             else if (strcmp(slash, "/logs") == 0)
                 m.route = R_FUNCTION_LOGS;
+            else if (strcmp(slash, "/aliases") == 0 || strcmp(slash, "/aliases/") == 0)
+                m.route = R_ALIASES;
+            else if (strcmp(slash, "/rollback") == 0)
+                m.route = R_ROLLBACK;
+            else if (strncmp(slash, "/aliases/", 9) == 0 && !strchr(slash + 9, '/')) {
+                m.route = R_ALIAS;
+                m.name2 = slash + 9;
+                m.name2_len = strlen(m.name2);
+            }
+            /* NAME:QUALIFIER invokes a version or an alias (versions.c). */
+            const char *colon = memchr(m.name, ':', m.name_len);
+            if (colon && m.route == R_FUNCTION_INVOKE) {
+                m.qualifier = colon + 1;
+                m.qualifier_len = m.name_len - (size_t)(colon + 1 - m.name);
+                m.name_len = (size_t)(colon - m.name);
+            }
         }
     }
     return m;
@@ -103,6 +119,8 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_TOPIC_MESSAGES:
         return method == HTTP_POST ? SCOPE_PUBLISH : SCOPE_ADMIN;
     case R_FUNCTION:
+    case R_ALIASES:
+    case R_ALIAS:
     case R_TRIGGER:
     case R_TOPIC: /* DELETE and PUT (retention) change it */
     case R_SCHEDULE:
@@ -111,6 +129,7 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_SOURCE:
     case R_TOPIC_REDRIVE:
     case R_TOPIC_PURGE:
+    case R_ROLLBACK:
     case R_FUNCTION_LOGS: /* what functions print may be as private as payloads */
         return SCOPE_ADMIN;
     default:

@@ -107,6 +107,7 @@ extern const cli_cmd cli_logs_cmds[];
 extern const cli_cmd cli_topic_cmds[];
 extern const cli_cmd cli_schedule_cmds[];
 extern const cli_cmd cli_source_cmds[];
+extern const cli_cmd cli_alias_cmds[];
 
 /* Parses argv (what follows the command's words) by cmd's table into *out
  * (free with cli_args_free); --url and --json change *c. A usage error

@@ -2,6 +2,7 @@
  * functions.c - the commands about functions: deploy, config, invoke, ls,
  * status, rm, and nodes (where they run).
  */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,8 +210,18 @@ static int cmd_invoke(const cli *c, cli_args *a)
     char path[1024];
     buf suffix;
     buf_init(&suffix, 1024);
+    /* NAME:VERSION or NAME:ALIAS: the ':' goes unescaped, as the route has it. */
+    char name[256];
+    snprintf(name, sizeof name, "%s", a->argv[0]);
+    char *colon = strchr(name, ':');
+    if (colon) {
+        *colon = '\0';
+        char *e = curl_easy_escape(NULL, colon + 1, 0);
+        buf_printf(&suffix, ":%s", e ? e : "");
+        curl_free(e);
+    }
     buf_printf(&suffix, "/invoke%s", a->query.data ? a->query.data : "");
-    cli_function_path(path, sizeof path, a->argv[0], suffix.data);
+    cli_function_path(path, sizeof path, name, suffix.data);
     buf_free(&suffix);
     answer r;
     rc = cli_request(c, "POST", path, payload.data ? payload.data : "", payload.len, NULL, &r);
@@ -362,6 +373,22 @@ static int cmd_status(const cli *c, cli_args *a)
         printf("  %-5.0f %s  sha256 %.12s  %.0f bytes\n", cli_json_num(v, "version"), when,
                cli_json_str(v, "sha256"), cli_json_num(v, "size"));
     }
+    /* Versions invoked by number or alias run beside the active one. */
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(doc, "running_versions"))
+    {
+        const cJSON *vi = cJSON_GetObjectItemCaseSensitive(v, "instances");
+        printf("%-14s version %.0f: %.0f idle, %.0f busy\n", "also running",
+               cli_json_num(v, "version"), cli_json_num(vi, "idle"), cli_json_num(vi, "busy"));
+    }
+    cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(doc, "aliases"))
+    {
+        printf("%-14s %s -> version %.0f", "alias", cli_json_str(v, "name"),
+               cli_json_num(v, "version"));
+        if (cJSON_GetObjectItemCaseSensitive(v, "weight_version"))
+            printf(", %.0f%% to version %.0f", cli_json_num(v, "weight_percent"),
+                   cli_json_num(v, "weight_version"));
+        putchar('\n');
+    }
     return cli_finish(&r, doc, 0);
 }
 
@@ -414,11 +441,13 @@ const cli_cmd cli_function_cmds[] = {
      "active version's artifact and the options applied as a redeploy applies\n"
      "them. When nothing would change, no version is made and it says so.",
      cmd_config},
-    {"invoke", "NAME [PAYLOAD | @FILE | -]", 1, 2, invoke_opts, "invoke NAME and print its output",
+    {"invoke", "NAME[:VERSION|:ALIAS] [PAYLOAD | @FILE | -]", 1, 2, invoke_opts,
+     "invoke NAME and print its output",
      "Invoke NAME with PAYLOAD, the contents of FILE (@FILE; @@TEXT sends @TEXT) or\n"
      "standard input (-), and print the function's output on standard output as\n"
      "it is (on a terminal, with a final newline if it has none). A PAYLOAD that\n"
-     "begins with '-' goes after '--'.",
+     "begins with '-' goes after '--'. NAME:3 runs version 3, NAME:ALIAS the\n"
+     "version the alias picks (spate alias); NAME alone the active version.",
      cmd_invoke},
     {"ls", "", 0, 0, NULL, "list functions", "List functions, their versions and instances.",
      cmd_ls},

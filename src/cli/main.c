@@ -15,8 +15,8 @@
 
 #include "cli/cli.h"
 
-static const cli_cmd *const tables[] = {cli_function_cmds, cli_logs_cmds, cli_topic_cmds,
-                                        cli_schedule_cmds, cli_source_cmds};
+static const cli_cmd *const tables[] = {cli_function_cmds, cli_logs_cmds,   cli_topic_cmds,
+                                        cli_schedule_cmds, cli_source_cmds, cli_alias_cmds};
 #define NTABLES (sizeof tables / sizeof tables[0])
 
 /* The command named by words[0] (and words[1] for a group); *used says how

@@ -76,6 +76,15 @@
 
 /* Function names: [A-Za-z0-9][A-Za-z0-9_-]*, this many bytes at most. */
 #define SPATE_NAME_MAX 64
+/* Alias names (versions.c): as a function name but not all digits (a
+ * qualifier of digits is a version), this many bytes at most; aliases one
+ * function may have. */
+#define SPATE_ALIAS_MAX 64
+#define SPATE_ALIASES_PER_FUNCTION 64
+/* Versions other than the active one that may each run in their own pool
+ * at once, per function (invoked by number or through an alias): past it,
+ * an invocation of another one is refused (429) until one stops idling. */
+#define SPATE_SIDE_POOLS_MAX 4
 /* Topic names also allow '.', for "TOPIC.dlq". */
 #define SPATE_TOPIC_NAME_MAX 128
 /* Output of one invocation: as for the payload, the Lambda limit. */

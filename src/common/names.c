@@ -26,3 +26,11 @@ bool name_is_topic(const char *s, size_t len)
 {
     return valid(s, len, SPATE_TOPIC_NAME_MAX, true);
 }
+
+bool name_is_alias(const char *s, size_t len)
+{
+    if (!valid(s, len, SPATE_ALIAS_MAX, false)) return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < '0' || s[i] > '9') return true;
+    return false; /* digits only: that is a version */
+}

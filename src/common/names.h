@@ -10,6 +10,10 @@ bool name_is_function(const char *s, size_t len);
 /* The rule as a refusal states it; its %d is SPATE_NAME_MAX. */
 #define NAME_FUNCTION_RULE                                                                         \
     "use 1 to %d letters, digits, '-' or '_', starting with a letter or digit"
+/* Alias: as a function name (SPATE_ALIAS_MAX bytes) but not all digits. */
+bool name_is_alias(const char *s, size_t len);
+#define NAME_ALIAS_RULE                                                                            \
+    "use 1 to %d letters, digits, '-' or '_', starting with a letter or digit, not all digits"
 /* Topic: as a function name, plus '.' after the first character, 1..SPATE_TOPIC_NAME_MAX. */
 bool name_is_topic(const char *s, size_t len);
 

@@ -1,4 +1,4 @@
-#include "sched/functions.h"
+#include "sched/functions_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,20 +10,6 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/strmap.h"
-
-struct functions {
-    uv_loop_t *loop;
-    registry *reg;
-    const char *runner_path;
-    strmap byname;
-    list_node retiring; /* functions whose pools are stopping */
-    int closing;
-    int pools_open;
-    void (*close_cb)(void *);
-    void *close_data;
-    fn_route_fn route; /* cluster mode: to run a direct invoke elsewhere */
-    void *router;
-};
 
 /* --- Environment of a version's processes -------------------------------------- */
 
@@ -118,6 +104,7 @@ static fn *new_fn(functions *t, const char *name)
     fn *f = calloc(1, sizeof *f);
     if (!f) return NULL;
     snprintf(f->name, sizeof f->name, "%s", name);
+    list_init(&f->sides);
     f->pool = pool_create(t->loop, name, t->runner_path);
     if (!f->pool || strmap_put(&t->byname, f->name, f)) {
         if (f->pool) pool_close(f->pool, 0, NULL, NULL);
@@ -150,6 +137,7 @@ static void on_pool_closed(void *data)
     functions *t = r->t;
     list_remove(&r->link);
     fnconfig_free(&r->f->active.config);
+    free(r->f->aliases);
     free(r->f);
     free(r);
     t->pools_open--;
@@ -168,6 +156,7 @@ static void retire_fn(functions *t, fn *f, int drain)
     r->t = t;
     r->f = f;
     list_push_back(&t->retiring, &r->link);
+    functions__close_sides(t, f, drain);
     pool_close(f->pool, drain, on_pool_closed, r);
 }
 
@@ -200,8 +189,10 @@ int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, func
     t->runner_path = runner_path;
     strmap_init(&t->byname);
     list_init(&t->retiring);
+    list_init(&t->stopping_sides);
     int rc = registry_each_active(reg, restore_one, t);
     if (rc) log_error("cannot restore functions from the store: %s", err_str(rc));
+    functions__versions_open(t);
     *out = t;
     return rc;
 }
@@ -221,6 +212,7 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
         t->close_data = data;
     }
     t->closing = 1;
+    functions__versions_close(t, drain);
     /* Collect first: retiring changes the map. */
     fn **list = calloc(t->byname.count + 1, sizeof *list);
     if (list) {
@@ -301,6 +293,8 @@ typedef struct deploy {
     buf artifact;
     char sha[HASH_HEX_LEN + 1];
     uint32_t version;
+    uint32_t rollback;           /* a rollback to this version; 0: a new version */
+    int64_t rollback_created_ms; /* when that version was made */
     int rc;
     int refused; /* the artifact itself is bad (400), not the store */
     char err[512];
@@ -357,7 +351,9 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     snprintf(v.function, sizeof v.function, "%s", f->name);
     memcpy(v.sha256, d->sha, sizeof v.sha256);
     v.config = d->cfg;
-    if (registry_put_version(d->t->reg, &v)) {
+    if (d->rollback) v.created_ms = d->rollback_created_ms;
+    if (d->rollback ? registry_activate(d->t->reg, f->name, version)
+                    : registry_put_version(d->t->reg, &v)) {
         pool_discard(p, version);
         finish_deploy(d, 500, "store_error", "cannot record the new version in the store");
         return;
@@ -370,7 +366,8 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     memset(&d->cfg, 0, sizeof d->cfg);
     if (created) f->created_ms = v.created_ms;
     f->registered = 1;
-    log_info("deployed fn=%s version=%u sha256=%.12s", f->name, version, d->sha);
+    log_info("%s fn=%s version=%u sha256=%.12s", d->rollback ? "rolled back" : "deployed", f->name,
+             version, d->sha);
     finish_deploy(d, created ? 201 : 200, NULL, NULL);
 }
 
@@ -407,7 +404,9 @@ static void load_version(deploy *d)
         finish_deploy(d, 503, "shutting_down", "spated is shutting down");
         return;
     }
-    if (registry_next_version(d->t->reg, d->f->name, &d->version)) {
+    if (d->rollback)
+        d->version = d->rollback;
+    else if (registry_next_version(d->t->reg, d->f->name, &d->version)) {
         finish_deploy(d, 500, "store_error", "cannot read versions from the store");
         return;
     }
@@ -419,7 +418,12 @@ static void load_version(deploy *d)
     }
     int rc = pool_load_version(d->f->pool, &spec, on_loaded, d);
     free_env_array(spec.env);
-    if (rc != 0) finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
+    if (rc == ERR_EXISTS) /* a rollback to a version whose instances still stop here */
+        finish_deploy(d, 409, "version_stopping",
+                      "version %u still has instances stopping here; try again shortly",
+                      d->version);
+    else if (rc != 0)
+        finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
 }
 
 /* A deploy of name may start: the record for it, which takes cfg and the
@@ -488,6 +492,67 @@ void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deplo
      * leaves it in place. */
     memcpy(d->sha, d->f->active.sha256, sizeof d->sha);
     d->artifact.max = d->f->active.size;
+    load_version(d);
+}
+
+/* The version before the active one, newest first. */
+typedef struct previous {
+    uint32_t active, found;
+} previous;
+
+static int find_previous(const reg_version *v, int64_t created_ms, void *data)
+{
+    (void)created_ms;
+    previous *p = data;
+    if (v->version >= p->active) return 0;
+    p->found = v->version;
+    return 1;
+}
+
+void functions_rollback(functions *t, const char *name, uint32_t version, deploy_cb cb, void *data)
+{
+    fn_config none = {0};
+    deploy *d = begin_deploy(t, name, &none, NULL, cb, data);
+    if (!d) return;
+    fn *f = d->f;
+    /* Only a registry that can make an old version active again will do:
+     * probe with the active one (no change). */
+    int rc = registry_activate(t->reg, f->name, f->active.version);
+    if (rc == ERR_NOTSUP) {
+        finish_deploy(d, 501, "not_supported", "rollback is not supported in a cluster yet");
+        return;
+    }
+    if (!version) {
+        previous p = {.active = f->active.version};
+        if (registry_each_version(t->reg, f->name, find_previous, &p) == 0 && !p.found) {
+            finish_deploy(d, 404, "not_found", "function '%s' has no version before %u", f->name,
+                          f->active.version);
+            return;
+        }
+        version = p.found;
+    }
+    if (version == f->active.version) {
+        finish_deploy(d, 409, "already_active", "version %u of '%s' is the active one already",
+                      version, f->name);
+        return;
+    }
+    reg_version v;
+    rc = version ? functions__read_version(t, f->name, version, &v) : ERR_STORE;
+    if (rc) {
+        if (rc == ERR_NOTFOUND)
+            finish_deploy(d, 404, "not_found", "function '%s' has no version %u", f->name, version);
+        else
+            finish_deploy(d, 500, "store_error", "cannot read version %u: %s", version,
+                          err_str(rc));
+        return;
+    }
+    /* The version as it was: its artifact (still stored: it is used) and
+     * its configuration. */
+    d->cfg = v.config;
+    memcpy(d->sha, v.sha256, sizeof d->sha);
+    d->artifact.max = v.size;
+    d->rollback = version;
+    d->rollback_created_ms = v.created_ms;
     load_version(d);
 }
 
@@ -614,4 +679,22 @@ void functions_run_routed(functions *t, const char *name, const char *request_id
         .data = in,
     };
     pool_invoke(f->pool, &in->inv);
+}
+
+/* --- For versions.c ---------------------------------------------------------------------- */
+
+int functions__version_spec(functions *t, const char *name, uint32_t version, const char *sha,
+                            const fn_config *c, pool_version_spec *spec, char *path, size_t pathcap)
+{
+    return version_spec(t, name, version, sha, c, spec, path, pathcap);
+}
+
+void functions__free_env(char **env)
+{
+    free_env_array(env);
+}
+
+void functions__maybe_closed(functions *t)
+{
+    maybe_closed(t);
 }

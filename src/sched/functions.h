@@ -33,6 +33,10 @@ typedef struct fn {
     int64_t created_ms;
     int registered; /* 0 while its first deploy is in flight */
     int deploying;
+    list_node sides;    /* versions other than the active one that run (versions.c) */
+    reg_alias *aliases; /* the registry's, by name (versions.c) */
+    size_t naliases;
+    pool_version_outcomes ended[POOL_METRIC_VERSIONS]; /* of side pools that stopped */
 } fn;
 
 /* Loads every function of the registry and starts their zygotes. reg and
@@ -79,6 +83,67 @@ int functions_delete(functions *t, const char *name);
 
 /* The registry the table was opened with. */
 registry *functions_registry(functions *t);
+
+/* --- Versions and aliases (versions.c) ---------------------------------------------------
+ *
+ * Any version of a function can be invoked: by number (NAME:3) or through
+ * an alias (NAME:live), which names a version and may send a percentage of
+ * its invocations to a second one (picked per invocation). The active
+ * version runs in the function's pool; another runs in a pool of its own
+ * (a "side pool", its zygote started on the first invocation, without
+ * minimum instances), which stops once nothing invoked it for the
+ * version's keep-alive and nothing of it runs or waits. So a version
+ * nobody routes to (not active, and neither invoked by number nor chosen
+ * through an alias within its keep-alive) holds no process. At most
+ * SPATE_SIDE_POOLS_MAX side pools per function. */
+
+/* The version qualifier names (resolve(name, qualifier) -> version): NULL,
+ * "" or "$LATEST" is the active one; digits a version (which must exist);
+ * else an alias, which picks by its weight each time it is resolved. *f is
+ * the function (NULL when name is not one: ERR_NOTFOUND). ERR_NOTFOUND
+ * when the version or alias does not exist, ERR_INVAL when the qualifier
+ * is neither a number nor an alias name. */
+int functions_resolve(functions *t, const char *name, const char *qualifier, fn **f,
+                      uint32_t *version);
+
+/* Runs inv on version of f (0: the active one): in f's pool, or in the
+ * version's side pool, started on demand. *used is the pool it went to
+ * (for pool_cancel), NULL when it was answered at once: POOL_OVERLOADED
+ * when the function has SPATE_SIDE_POOLS_MAX side pools already,
+ * POOL_UNAVAILABLE when the version is gone. inv->version is set to
+ * version before it is queued. */
+void functions_invoke(functions *t, fn *f, uint32_t version, invocation *inv, pool **used);
+
+/* Calls cb for each version of f that runs in a side pool now. */
+void functions_each_side(const fn *f, void (*cb)(uint32_t version, pool *p, void *data),
+                         void *data);
+
+/* Calls cb with each table of outcomes by version of f (metrics): its
+ * pool's, its side pools', and what side pools that stopped counted. */
+void functions_each_outcomes(const fn *f,
+                             void (*cb)(const pool_version_outcomes *table, void *data),
+                             void *data);
+
+/* Sets alias a->name of a->function (created or moved; a borrowed). Checks
+ * that its versions exist and its weight is 1..99 with a second version.
+ * 0; ERR_INVAL (why says what, with ERR_NOTFOUND: which version is
+ * missing); ERR_TOOBIG past SPATE_ALIASES_PER_FUNCTION; ERR_NOTSUP where
+ * the registry keeps no aliases (a cluster's, for now); ERR_STORE. */
+int functions_alias_set(functions *t, fn *f, const reg_alias *a, char *why, size_t cap);
+/* ERR_NOTFOUND when f has no such alias. */
+int functions_alias_remove(functions *t, fn *f, const char *name);
+/* The alias of f of that name, or NULL. */
+const reg_alias *functions_alias_find(const fn *f, const char *name, size_t len);
+
+/* Makes an earlier version of name its active one again, with the
+ * configuration it had (Lambda has no such call; it is spate rollback):
+ * version 0 is the one before the active version. Its zygote loads first,
+ * as in a deploy; then the registry records it (no new version) and the
+ * old active version retires. cb as for a deploy: 200; 404 (no such
+ * function or version), 409 (a deploy in flight, or that version still
+ * stopping here), 501 (a cluster's registry). Called once, perhaps before
+ * this returns. */
+void functions_rollback(functions *t, const char *name, uint32_t version, deploy_cb cb, void *data);
 
 /* --- Invocations between nodes (cluster mode; spated's main wires them) --- */
 

@@ -108,13 +108,27 @@ typedef struct pool_stats {
     const char *load_error; /* why the active version's zygote last failed, or NULL */
 } pool_stats;
 
+#define POOL_METRIC_VERSIONS 4
+typedef struct pool_version_outcomes {
+    uint32_t version; /* 0: a free slot */
+    uint64_t outcomes[POOL_OUTCOMES];
+} pool_version_outcomes;
+
 /* What /metrics shows of a pool; counts since spated started. */
 typedef struct pool_metrics {
     uint64_t outcomes[POOL_OUTCOMES]; /* by enum pool_outcome */
     histogram duration;               /* handler time, as the instance measured it */
     histogram queue_wait;             /* from pool_invoke until an instance starts it */
     histogram cold_start;             /* from asking for an instance until it is ready */
+    /* outcomes again by the version that ran them (label version), for the
+     * POOL_METRIC_VERSIONS newest versions the pool ran: an older one's
+     * counts are dropped when a newer one needs its slot. version 0: free. */
+    pool_version_outcomes by_version[POOL_METRIC_VERSIONS];
 } pool_metrics;
+
+/* The counts of version in a table of POOL_METRIC_VERSIONS: its own slot, a
+ * free one, or the oldest version's, which it takes over (zeroed). */
+uint64_t *pool_version_slot(pool_version_outcomes *table, uint32_t version);
 
 /* Creates an empty pool. runner_path is borrowed for the life of the pool. */
 pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path);

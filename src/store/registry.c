@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "store/artifacts.h"
@@ -124,8 +125,11 @@ static int sq_delete_function(registry *r, const char *name)
         rc = step_done(s, st);
         changed = sqlite3_changes(store_db(s));
     }
-    if (!rc && changed) {
-        rc = prepare(s, "DELETE FROM versions WHERE function = ?", &st);
+    /* Its versions, and the aliases that named them. */
+    static const char *const also[] = {"DELETE FROM versions WHERE function = ?",
+                                       "DELETE FROM aliases WHERE function = ?"};
+    for (size_t i = 0; !rc && changed && i < sizeof also / sizeof *also; i++) {
+        rc = prepare(s, also[i], &st);
         if (!rc) {
             sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
             rc = step_done(s, st);
@@ -464,6 +468,93 @@ static int sq_each_source(registry *r, registry_source_cb cb, void *data)
     return 0;
 }
 
+/* --- Rollback and aliases ------------------------------------------------------------ */
+
+static int sq_activate(registry *r, const char *name, uint32_t version)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s,
+                "UPDATE functions SET active_version = ?1, updated_ms = ?3 WHERE name = ?2"
+                " AND EXISTS (SELECT 1 FROM versions WHERE function = ?2 AND version = ?1)",
+                &st))
+        return ERR_STORE;
+    sqlite3_bind_int64(st, 1, version);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, clock_now_ms());
+    int rc = step_done(s, st);
+    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
+    return rc;
+}
+
+static int sq_alias_put(registry *r, const reg_alias *a)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s,
+                "INSERT INTO aliases (function, name, version, weight_version, weight_percent,"
+                " created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(function, name) DO UPDATE SET version = excluded.version,"
+                " weight_version = excluded.weight_version,"
+                " weight_percent = excluded.weight_percent, updated_ms = excluded.updated_ms",
+                &st))
+        return ERR_STORE;
+    sqlite3_bind_text(st, 1, a->function, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, a->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, a->version);
+    sqlite3_bind_int64(st, 4, a->weight_version);
+    sqlite3_bind_int64(st, 5, a->weight_percent);
+    sqlite3_bind_int64(st, 6, a->created_ms);
+    sqlite3_bind_int64(st, 7, a->updated_ms);
+    return step_done(s, st);
+}
+
+static int sq_alias_remove(registry *r, const char *function, const char *name)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s, "DELETE FROM aliases WHERE function = ? AND name = ?", &st)) return ERR_STORE;
+    sqlite3_bind_text(st, 1, function, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    int rc = step_done(s, st);
+    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
+    return rc;
+}
+
+static int sq_each_alias(registry *r, const char *function, registry_alias_cb cb, void *data)
+{
+    store *s = STORE(r);
+    sqlite3_stmt *st;
+    if (prepare(s,
+                "SELECT function, name, version, weight_version, weight_percent, created_ms,"
+                " updated_ms FROM aliases WHERE ?1 IS NULL OR function = ?1"
+                " ORDER BY function, name",
+                &st))
+        return ERR_STORE;
+    if (function)
+        sqlite3_bind_text(st, 1, function, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        reg_alias a = {0};
+        copy_column(st, 0, a.function, sizeof a.function);
+        copy_column(st, 1, a.name, sizeof a.name);
+        a.version = (uint32_t)sqlite3_column_int64(st, 2);
+        a.weight_version = (uint32_t)sqlite3_column_int64(st, 3);
+        a.weight_percent = (uint32_t)sqlite3_column_int64(st, 4);
+        a.created_ms = sqlite3_column_int64(st, 5);
+        a.updated_ms = sqlite3_column_int64(st, 6);
+        cb(&a, data);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        log_error("store: cannot read the aliases: %s", sqlite3_errmsg(store_db(s)));
+        return ERR_STORE;
+    }
+    return 0;
+}
+
 static const registry_ops sqlite_ops = {
     .next_version = sq_next_version,
     .put_version = sq_put_version,
@@ -486,6 +577,10 @@ static const registry_ops sqlite_ops = {
     .source_put = sq_source_put,
     .source_remove = sq_source_remove,
     .each_source = sq_each_source,
+    .activate = sq_activate,
+    .alias_put = sq_alias_put,
+    .alias_remove = sq_alias_remove,
+    .each_alias = sq_each_alias,
 };
 
 int registry_sqlite_open(uv_loop_t *loop, store *st, registry **out)

@@ -35,9 +35,11 @@
  * them again. What must run on one node only (a schedule, a source without
  * a consumer group) runs where its lease is held (registry_lease).
  *
- * Later (room left, no calls yet): aliases (a name for a version, with
- * weights) — a kind of entry with put, remove, each and an event when
- * another node changes one.
+ * Aliases: a name for a version of a function, which may also send a
+ * percentage of its invocations to a second version (Lambda's routing
+ * config). Deleting a function deletes its aliases. The cluster registry
+ * does not keep them yet (its table leaves them NULL: ERR_NOTSUP), nor
+ * activation of an older version.
  *
  * All calls are made on the loop. What may take long (storing an artifact,
  * anything that waits for the network) completes through a callback; the
@@ -85,6 +87,32 @@ typedef int (*registry_version_cb)(const reg_version *v, int64_t function_create
 int registry_each_active(registry *r, registry_version_cb cb, void *data);
 /* Calls cb for each version of name, newest (the active one) first. */
 int registry_each_version(registry *r, const char *name, registry_version_cb cb, void *data);
+
+/* Makes an existing version of name its active one again (a rollback; no
+ * new version). ERR_NOTFOUND when name has no such version. */
+int registry_activate(registry *r, const char *name, uint32_t version);
+
+/* --- Aliases ------------------------------------------------------------------------- */
+
+typedef struct reg_alias {
+    char function[SPATE_NAME_MAX + 1];
+    char name[SPATE_ALIAS_MAX + 1];
+    uint32_t version;        /* where it points */
+    uint32_t weight_version; /* 0: none; else gets weight_percent of the invocations */
+    uint32_t weight_percent; /* 1..99 with a weight_version */
+    int64_t created_ms;
+    int64_t updated_ms;
+} reg_alias;
+
+/* Adds or replaces a (borrowed; created_ms kept from the one it replaces).
+ * 0, ERR_STORE, or ERR_NOTSUP where aliases are not kept. */
+int registry_alias_put(registry *r, const reg_alias *a);
+/* ERR_NOTFOUND when function has no such alias. */
+int registry_alias_remove(registry *r, const char *function, const char *name);
+/* Calls cb for each alias of function (NULL: of every function), by
+ * function then name; a is borrowed for the call. */
+typedef void (*registry_alias_cb)(const reg_alias *a, void *data);
+int registry_each_alias(registry *r, const char *function, registry_alias_cb cb, void *data);
 
 /* --- Artifacts ------------------------------------------------------------------------ */
 
@@ -263,6 +291,11 @@ typedef struct registry_ops {
     void (*sync)(registry *r, registry_done_cb cb, void *data);
     int (*lease)(registry *r, const char *key, char *holder, size_t cap);
     void (*lease_drop)(registry *r, const char *key);
+    /* Versions and aliases (kept together, at the end; NULL: ERR_NOTSUP). */
+    int (*activate)(registry *r, const char *name, uint32_t version);
+    int (*alias_put)(registry *r, const reg_alias *a);
+    int (*alias_remove)(registry *r, const char *function, const char *name);
+    int (*each_alias)(registry *r, const char *function, registry_alias_cb cb, void *data);
 } registry_ops;
 
 #endif

@@ -2,6 +2,8 @@
  * the table each implementation's registry begins with. */
 #include "store/registry.h"
 
+#include "common/err.h"
+
 #define OPS(x) (*(const registry_ops *const *)(const void *)(x))
 
 int registry_next_version(registry *r, const char *name, uint32_t *out)
@@ -133,4 +135,24 @@ int registry_lease(registry *r, const char *key, char *holder, size_t cap)
 void registry_lease_drop(registry *r, const char *key)
 {
     if (OPS(r)->lease_drop) OPS(r)->lease_drop(r, key);
+}
+
+int registry_activate(registry *r, const char *name, uint32_t version)
+{
+    return OPS(r)->activate ? OPS(r)->activate(r, name, version) : ERR_NOTSUP;
+}
+
+int registry_alias_put(registry *r, const reg_alias *a)
+{
+    return OPS(r)->alias_put ? OPS(r)->alias_put(r, a) : ERR_NOTSUP;
+}
+
+int registry_alias_remove(registry *r, const char *function, const char *name)
+{
+    return OPS(r)->alias_remove ? OPS(r)->alias_remove(r, function, name) : ERR_NOTSUP;
+}
+
+int registry_each_alias(registry *r, const char *function, registry_alias_cb cb, void *data)
+{
+    return OPS(r)->each_alias ? OPS(r)->each_alias(r, function, cb, data) : ERR_NOTSUP;
 }

@@ -129,6 +129,18 @@ static const char *const migrations[] = {
      "ALTER TABLE messages ADD COLUMN upstream_ts_ms INTEGER;"
      "ALTER TABLE messages ADD COLUMN headers TEXT;"
      "ALTER TABLE messages ADD COLUMN redelivered INTEGER;"),
+    /* 10: aliases of functions' versions (registry.h reg_alias), with the
+     * weight of a second version. */
+    ("CREATE TABLE aliases ("
+     "  function TEXT NOT NULL,"
+     "  name TEXT NOT NULL,"
+     "  version INTEGER NOT NULL,"
+     "  weight_version INTEGER NOT NULL DEFAULT 0,"
+     "  weight_percent INTEGER NOT NULL DEFAULT 0,"
+     "  created_ms INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY (function, name)"
+     ");"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

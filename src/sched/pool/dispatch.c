@@ -13,9 +13,24 @@
 
 /* --- Invocations ------------------------------------------------------------ */
 
+uint64_t *pool_version_slot(pool_version_outcomes *table, uint32_t version)
+{
+    size_t pick = 0;
+    for (size_t i = 0; i < POOL_METRIC_VERSIONS; i++) {
+        if (table[i].version == version) return table[i].outcomes;
+        if (table[i].version < table[pick].version) pick = i;
+    }
+    memset(&table[pick], 0, sizeof table[pick]);
+    table[pick].version = version;
+    return table[pick].outcomes;
+}
+
 void pool__finish(pool *p, invocation *inv, enum pool_outcome outcome, const char *body, size_t len)
 {
     p->m.outcomes[outcome]++;
+    /* Not dispatched (refused, withdrawn): the version it was meant for. */
+    uint32_t version = inv->version ? inv->version : p->active ? p->active->number : 0;
+    if (version) pool_version_slot(p->m.by_version, version)[outcome]++;
     log_debug("invocation %s fn=%s req=%s", pool_outcome_name(outcome), p->name, inv->request_id);
     inv->runner = NULL;
     inv->done(inv, outcome, body, len, inv->data);

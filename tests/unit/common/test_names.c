@@ -34,6 +34,14 @@ static void names(void)
     long_name[SPATE_NAME_MAX] = 'a';
     long_name[SPATE_NAME_MAX + 1] = '\0';
     CHECK(!FN(long_name));
+    /* Aliases: as functions, but digits alone are a version. */
+    CHECK(name_is_alias("live", 4));
+    CHECK(name_is_alias("v2", 2));
+    CHECK(name_is_alias("2v", 2));
+    CHECK(!name_is_alias("12", 2));
+    CHECK(!name_is_alias("", 0));
+    CHECK(!name_is_alias("a:b", 3));
+    CHECK(!name_is_alias("-x", 2));
     CHECK(TOPIC("trades.dlq"));
     CHECK(!TOPIC(".trades"));
     CHECK(!TOPIC("a b"));
