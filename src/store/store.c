@@ -129,6 +129,12 @@ static const char *const migrations[] = {
      "ALTER TABLE messages ADD COLUMN upstream_ts_ms INTEGER;"
      "ALTER TABLE messages ADD COLUMN headers TEXT;"
      "ALTER TABLE messages ADD COLUMN redelivered INTEGER;"),
+    /* 10: a trigger's batches and event format (store/queue.h
+     * queue_sub_config); 0 in each is today's one raw message per call. */
+    ("ALTER TABLE subscriptions ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN batch_window_ms INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN event_format INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN report_failures INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
