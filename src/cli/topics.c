@@ -209,8 +209,9 @@ static const cli_opt trigger_opts[] = {
     {"max-concurrency", 0, OPT_NUMBER, "max_concurrency", NULL, "N",
      "invocations of this trigger at once at most (0: no limit)"},
     {"batch-size", 0, OPT_NUMBER, "batch_size", NULL, "N",
-     "messages per invocation at most, 1 to " CLI_STR(SPATE_BATCH_SIZE_MAX) " (default 1);\n"
-     "over 1: exec functions only"},
+     "messages per invocation at most, 1 to " CLI_STR(
+         SPATE_BATCH_SIZE_MAX) " (default 1);\n"
+                               "over 1: exec functions only"},
     {"batch-window", 0, OPT_NUMBER, "batch_window", NULL, "MS",
      "wait up to this long for a batch to fill (0 to " CLI_STR(SPATE_BATCH_WINDOW_MAX_MS) ")"},
     {"event-format", 0, OPT_TEXT, "event_format", NULL, "raw|sqs",

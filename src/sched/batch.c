@@ -69,13 +69,27 @@ static int put_str(buf *b, const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         switch (c) {
-        case '"': *o++ = '\\', *o++ = '"'; break;
-        case '\\': *o++ = '\\', *o++ = '\\'; break;
-        case '\n': *o++ = '\\', *o++ = 'n'; break;
-        case '\r': *o++ = '\\', *o++ = 'r'; break;
-        case '\t': *o++ = '\\', *o++ = 't'; break;
-        case '\b': *o++ = '\\', *o++ = 'b'; break;
-        case '\f': *o++ = '\\', *o++ = 'f'; break;
+        case '"':
+            *o++ = '\\', *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\', *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = '\\', *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\', *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = '\\', *o++ = 't';
+            break;
+        case '\b':
+            *o++ = '\\', *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = '\\', *o++ = 'f';
+            break;
         default:
             if (c < 0x20) {
                 snprintf(o, 7, "\\u%04x", c);
@@ -107,8 +121,8 @@ static int body_text(const queue_msg *m, const char **text, size_t *len, char **
     }
     *b64 = malloc(b64_len(m->len) + 1);
     if (!*b64) return ERR_NOMEM;
-    *len = (size_t)EVP_EncodeBlock((unsigned char *)*b64, (const unsigned char *)m->data,
-                                   (int)m->len);
+    *len =
+        (size_t)EVP_EncodeBlock((unsigned char *)*b64, (const unsigned char *)m->data, (int)m->len);
     *text = *b64;
     return 0;
 }
@@ -141,8 +155,8 @@ static int sqs_record(buf *b, const queue_lease *l, const char *topic)
                         l->attempt, m->published_ms);
     if (!rc) rc = put_cstr(b, sender);
     if (!rc)
-        rc = buf_printf(b, ",\"ApproximateFirstReceiveTimestamp\":\"%" PRId64 "\"",
-                        m->published_ms);
+        rc =
+            buf_printf(b, ",\"ApproximateFirstReceiveTimestamp\":\"%" PRId64 "\"", m->published_ms);
     if (!rc && m->key) {
         rc = buf_append_str(b, ",\"MessageGroupId\":");
         if (!rc) rc = put_str(b, m->key, m->key_len);
@@ -174,7 +188,8 @@ static int raw_attrs(buf *b, const queue_attrs *a)
         rc = buf_append_str(b, ",\"upstream_id\":");
         if (!rc) rc = put_cstr(b, a->upstream_id);
     }
-    if (!rc && a->upstream_ts_ms) rc = buf_printf(b, ",\"upstream_ts\":%" PRId64, a->upstream_ts_ms);
+    if (!rc && a->upstream_ts_ms)
+        rc = buf_printf(b, ",\"upstream_ts\":%" PRId64, a->upstream_ts_ms);
     if (!rc && a->headers && a->headers_len) {
         /* Kept as the JSON object it was built as (sources/batch.c); checked,
          * as GET .../messages does, so that the event stays JSON. */
