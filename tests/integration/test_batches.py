@@ -319,3 +319,41 @@ def test_ordered_batches_hold_one_message_per_key(spated, tmp_path):
         assert [p for p in flat if p[0] == key] == [f"{key}{i}" for i in range(n)]
     assert batches[0] == ["a0", "b0", "c0"]
     assert len(batches) == 3
+
+
+def test_batches_through_a_cluster(tmp_path_factory, tmp_path):
+    """The settings reach every node through the registry; batches, partial
+    failures and dead letters work on JetStream's queue as on SQLite's."""
+    from natscluster import record_dir, spated_cluster
+
+    with spated_cluster(tmp_path_factory, name="batches", n=2) as (nats, nodes):
+        a, b = nodes
+        record = record_dir(tmp_path) / "batcher.jsonl"
+        query = f"runtime=exec&max=2&env=RECORD%3D{record}"
+        status, doc = a.json("PUT", f"/v1/functions/batcher?{query}",
+                             zipped({"bootstrap": BOOTSTRAP}))
+        assert status == 201, doc
+        assert wait_for(lambda: b.json("GET", "/v1/functions/batcher")[0] == 200, timeout=15)
+        add_trigger(a, "cq", "batcher", batch_size=5, event_format="sqs",
+                    report_batch_item_failures="true", max_attempts=2)
+
+        def shown(d):
+            status, t = d.json("GET", "/v1/triggers/cq/batcher")
+            return status == 200 and (t["batch_size"], t["event_format"],
+                                      t["report_batch_item_failures"]) == (5, "sqs", True)
+
+        assert wait_for(lambda: shown(b), timeout=15)
+        time.sleep(1)  # consumers bound on both nodes
+        lines = [f"fail-{i}" if i % 4 == 0 else f"ok-{i}" for i in range(20)]
+        publish(a, "cq", lines=[x.encode() for x in lines])
+
+        def dead():
+            return sorted(m["payload"] for m in dead_letters(a, "cq.dlq"))
+
+        failing = sorted(x for x in lines if x.startswith("fail"))
+        assert wait_for(lambda: dead() == failing, timeout=60), dead()
+        bodies = [r["body"] for e in events(record) for r in e["Records"]]
+        assert all(len(e["Records"]) <= 5 for e in events(record))
+        assert set(bodies) == set(lines)
+        for x in lines:
+            assert bodies.count(x) >= (2 if x.startswith("fail") else 1), (x, bodies)
