@@ -37,24 +37,32 @@ static size_t b64_len(size_t len)
     return 4 * ((len + 2) / 3);
 }
 
-/* The fields every record has beside its body, key, attributes and topic
- * (names, numbers of up to 20 digits, the md5, the fixed strings), with
- * room to spare. */
-#define RECORD_FIXED 768
+/* The bytes of a record beside its body, key, attributes and topic: the
+ * names, the fixed strings, numbers at their longest (20 digits, a sign),
+ * the md5 and a comma, with a few to spare; and the messageAttributes an
+ * SQS record not UTF-8 gains. Counted with the longest value of each (the
+ * unit test checks that an event never passes the sum). */
+#define SQS_FIXED 480
+#define RAW_FIXED 288
+#define BASE64_MARK 128
 
 size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
 {
-    size_t n = RECORD_FIXED + 2 * topic_len;
-    n += utf8_valid(m->data, m->len) ? escaped_len(m->data, m->len) : b64_len(m->len) + 160;
+    int sqs = format == QUEUE_EVENT_SQS;
+    size_t n = sqs ? SQS_FIXED + 2 * topic_len : RAW_FIXED;
+    if (utf8_valid(m->data, m->len))
+        n += escaped_len(m->data, m->len);
+    else
+        n += b64_len(m->len) + (sqs ? BASE64_MARK : 0);
     if (m->key) n += escaped_len(m->key, m->key_len);
     const queue_attrs *a = m->attrs;
     if (a) {
-        /* Attributes: shown in raw events; the sender's name in SQS ones. */
+        /* The sender's name in SQS records; every attribute in raw ones. */
         if (a->source) n += escaped_len(a->source, strlen(a->source));
-        if (format == QUEUE_EVENT_RAW) {
-            if (a->upstream_id) n += escaped_len(a->upstream_id, strlen(a->upstream_id));
-            n += a->headers_len + 128;
-        }
+        if (!sqs && a->upstream_id) n += escaped_len(a->upstream_id, strlen(a->upstream_id));
+        if (!sqs) n += a->headers_len;
+    } else if (sqs) {
+        n += 5; /* "spate" */
     }
     return n;
 }

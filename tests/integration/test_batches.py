@@ -103,9 +103,10 @@ def test_sqs_event_fields_one_by_one(spated, tmp_path):
     binary = publish(spated, "orders", body=b"\xff\x00\xfe")["first_seq"]
     plain = publish(spated, "orders", body=b'quote " and \\ and \n newline')["first_seq"]
     before = int(time.time() * 1000)
-    doc = add_trigger(spated, "orders", "batcher", batch_size=10, event_format="sqs")
+    doc = add_trigger(spated, "orders", "batcher", batch_size=10, event_format="sqs",
+                      batch_window=2000)
     assert (doc["batch_size"], doc["batch_window_ms"], doc["event_format"],
-            doc["report_batch_item_failures"]) == (10, 0, "sqs", False)
+            doc["report_batch_item_failures"]) == (10, 2000, "sqs", False)
     assert settled(spated, "orders", "batcher", 3)
     evs = events(record)
     assert len(evs) == 1 and list(evs[0]) == ["Records"]
@@ -140,7 +141,7 @@ def test_sqs_event_fields_one_by_one(spated, tmp_path):
 def test_raw_batch_is_an_array_of_messages(spated, tmp_path):
     record = deploy_batcher(spated, tmp_path)
     publish(spated, "raw", lines=[b"one", b"two"], key="k")
-    add_trigger(spated, "raw", "batcher", batch_size=5)
+    add_trigger(spated, "raw", "batcher", batch_size=5, batch_window=2000)
     assert settled(spated, "raw", "batcher", 2)
     (ev,) = events(record)
     assert isinstance(ev, list)
@@ -192,6 +193,19 @@ def test_batch_capped_at_6_mib(spated, tmp_path):
         assert len(json.dumps(e, separators=(",", ":")).encode()) <= 6 * 1024 * 1024
     bodies = [r["body"] for e in evs for r in e["Records"]]
     assert sorted(bodies) == sorted(b.decode() for b in big)
+
+
+def test_ten_thousand_messages_in_one_batch(spated, tmp_path):
+    record = deploy_batcher(spated, tmp_path)
+    lines = [b"m%05d" % i for i in range(10000)]
+    publish(spated, "tenk", lines=lines)
+    add_trigger(spated, "tenk", "batcher", batch_size=10000, batch_window=10000,
+                event_format="sqs")
+    assert settled(spated, "tenk", "batcher", 10000)
+    evs = events(record)
+    # Small messages: the count, not the 6 MiB cap, closes the batch.
+    assert len(evs) == 1 and len(evs[0]["Records"]) == 10000
+    assert [r["body"] for r in evs[0]["Records"]] == [x.decode() for x in lines]
 
 
 def test_bounds_and_refusals(spated, functions, tmp_path):
@@ -256,7 +270,7 @@ def test_empty_answers_are_success(spated, tmp_path, answer):
     record = deploy_batcher(spated, tmp_path, ANSWER=path)
     publish(spated, "e", lines=[b"fail-1", b"fail-2"])
     add_trigger(spated, "e", "batcher", batch_size=10, event_format="sqs",
-                report_batch_item_failures="true")
+                report_batch_item_failures="true", batch_window=2000)
     doc = settled(spated, "e", "batcher", 2)
     assert doc and doc["acknowledged"] == 2
     assert len(events(record)) == 1
@@ -288,7 +302,7 @@ def test_malformed_answers_fail_the_whole_batch(spated, tmp_path, answer):
 def test_without_reporting_a_success_acks_all(spated, tmp_path):
     record = deploy_batcher(spated, tmp_path)
     publish(spated, "n", lines=[b"fail-1", b"ok-2"])
-    add_trigger(spated, "n", "batcher", batch_size=10, event_format="sqs")
+    add_trigger(spated, "n", "batcher", batch_size=10, event_format="sqs", batch_window=2000)
     doc = settled(spated, "n", "batcher", 2)
     assert doc["acknowledged"] == 2 and len(events(record)) == 1
 
@@ -297,9 +311,13 @@ def test_function_error_retries_every_message(spated, tmp_path):
     record = deploy_batcher(spated, tmp_path)
     publish(spated, "c", lines=[b"crash", b"innocent"])
     add_trigger(spated, "c", "batcher", batch_size=10, max_attempts=2,
-                report_batch_item_failures="true")
+                report_batch_item_failures="true", batch_window=2000)
     assert settled(spated, "c", "batcher", 2)
-    assert [sorted(m["payload"] for m in e) for e in events(record)] == [["crash", "innocent"]] * 2
+    evs = events(record)
+    assert sorted(m["payload"] for m in evs[0]) == ["crash", "innocent"]
+    # Each retried on its own back-off: together again or not, twice each.
+    assert sorted(m["payload"] for e in evs for m in e) == ["crash", "crash", "innocent",
+                                                            "innocent"]
     dl = dead_letters(spated, "c.dlq")
     assert sorted(m["payload"] for m in dl) == ["crash", "innocent"]
     assert all("crashed on purpose" in m["error"] for m in dl)
@@ -309,7 +327,7 @@ def test_ordered_batches_hold_one_message_per_key(spated, tmp_path):
     record = deploy_batcher(spated, tmp_path)
     for key, n in (("a", 3), ("b", 2), ("c", 1)):
         publish(spated, "o", lines=[f"{key}{i}".encode() for i in range(n)], key=key)
-    add_trigger(spated, "o", "batcher", batch_size=10, ordered="true")
+    add_trigger(spated, "o", "batcher", batch_size=10, ordered="true", batch_window=1000)
     assert settled(spated, "o", "batcher", 6)
     batches = [[m["payload"] for m in e] for e in events(record)]
     for b in batches:

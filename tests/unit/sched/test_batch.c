@@ -125,8 +125,49 @@ static void answers(void)
     }
 }
 
+/* One record at the longest of every number, attributes and all: the
+ * estimate the 6 MiB cap counts is never short. */
+static void estimate_bounds(void)
+{
+    queue_attrs at = {.source = "src\"x",
+                      .upstream_id = "u\n1",
+                      .headers = "{\"h\":\"v\"}",
+                      .headers_len = 11,
+                      .upstream_ts_ms = INT64_MIN,
+                      .redelivered = 1};
+    char topic[129];
+    memset(topic, 't', 128);
+    topic[128] = '\0';
+    for (int bin = 0; bin < 2; bin++) {
+        for (int withattrs = 0; withattrs < 2; withattrs++) {
+            queue_msg m = {.seq = UINT64_MAX,
+                           .published_ms = INT64_MIN,
+                           .key = "\x01k",
+                           .key_len = 2,
+                           .data = bin ? "\xff\xfe\xfd\xfc" : "\x01\"\\",
+                           .len = bin ? 4 : 3,
+                           .attrs = withattrs ? &at : NULL};
+            queue_lease l = {.msg = &m, .attempt = UINT32_MAX};
+            queue_lease *const one[1] = {&l};
+            for (int format = 0; format < 2; format++) {
+                buf b;
+                buf_init(&b, 1 << 20);
+                CHECK_INT(batch_event(&b, one, 1, format, topic), 0);
+                /* The envelope, {"Records":[ ]}, is the trigger's margin. */
+                CHECK(b.len - (format == QUEUE_EVENT_SQS ? 14 : 2) <=
+                      batch_record_max(&m, format, 128));
+                cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+                CHECK(doc != NULL);
+                cJSON_Delete(doc);
+                buf_free(&b);
+            }
+        }
+    }
+}
+
 int main(void)
 {
+    RUN(estimate_bounds);
     RUN(sqs_event);
     RUN(raw_event);
     RUN(answers);
