@@ -132,7 +132,7 @@ static void estimate_bounds(void)
     queue_attrs at = {.source = "src\"x",
                       .upstream_id = "u\n1",
                       .headers = "{\"h\":\"v\"}",
-                      .headers_len = 11,
+                      .headers_len = 9,
                       .upstream_ts_ms = INT64_MIN,
                       .redelivered = 1};
     char topic[129];
