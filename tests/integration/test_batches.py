@@ -208,6 +208,20 @@ def test_ten_thousand_messages_in_one_batch(spated, tmp_path):
     assert [r["body"] for r in evs[0]["Records"]] == [x.decode() for x in lines]
 
 
+def test_the_autoscaler_counts_batches(spated, tmp_path):
+    deploy_batcher(spated, tmp_path, SLEEP_S=2)
+    publish(spated, "scale", lines=[b"m%d" % i for i in range(1000)])
+    add_trigger(spated, "scale", "batcher", batch_size=100)
+
+    def backlog():
+        s = spated.json("GET", "/v1/functions/batcher")[1].get("scaling", {})
+        return s.get("backlog", 0) > 0 and s
+
+    # 1,000 messages in batches of 100: ten invocations' worth, not 1,000.
+    s = wait_for(backlog, timeout=30)
+    assert s and 1 <= s["backlog"] <= 10, s
+
+
 def test_bounds_and_refusals(spated, functions, tmp_path):
     deploy_batcher(spated, tmp_path)
     deploy_recorder(spated, functions, tmp_path, name="native")
