@@ -1,40 +1,32 @@
 /*
  * batch.c - a batch's event (SQS or raw) and the function's answer naming
  * the messages that failed (batch.h). The event is written straight into a
- * buffer rather than through cJSON: a batch of 10,000 messages would
+ * buffer rather than through a JSON tree: a batch of 10,000 messages would
  * otherwise copy every payload twice more.
  */
 #include "sched/batch.h"
 
-#include <cjson/cJSON.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
+#include "common/fmt.h"
+#include "common/hash.h"
+#include "common/lambda.h"
 #include "common/utf8.h"
 
-/* Bytes s takes as a JSON string's content (quotes not counted). */
+/* Bytes s takes as a JSON string's content (quotes not counted), as
+ * fmt_json_str writes it. */
 static size_t escaped_len(const char *s, size_t len)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f')
-            n += 2;
-        else if (c < 0x20)
-            n += 6;
-        else
-            n++;
+        n += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
     }
     return n;
-}
-
-static size_t b64_len(size_t len)
-{
-    return 4 * ((len + 2) / 3);
 }
 
 /* The bytes of a record beside its body, key, attributes and topic: the
@@ -53,7 +45,7 @@ size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
     if (utf8_valid(m->data, m->len))
         n += escaped_len(m->data, m->len);
     else
-        n += b64_len(m->len) + (sqs ? BASE64_MARK : 0);
+        n += HASH_BASE64_LEN(m->len) + (sqs ? BASE64_MARK : 0);
     if (m->key) n += escaped_len(m->key, m->key_len);
     const queue_attrs *a = m->attrs;
     if (a) {
@@ -70,43 +62,13 @@ size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
 /* Appends s as a JSON string; s must be UTF-8 without NUL (or made so). */
 static int put_str(buf *b, const char *s, size_t len)
 {
-    int rc = buf_reserve(b, escaped_len(s, len) + 2);
+    size_t n = escaped_len(s, len);
+    /* fmt_json_str stops 6 bytes short of its end: room for that too. */
+    int rc = buf_reserve(b, n + 8);
     if (rc) return rc;
     char *o = b->data + b->len;
     *o++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-            *o++ = '\\', *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\', *o++ = '\\';
-            break;
-        case '\n':
-            *o++ = '\\', *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = '\\', *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = '\\', *o++ = 't';
-            break;
-        case '\b':
-            *o++ = '\\', *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = '\\', *o++ = 'f';
-            break;
-        default:
-            if (c < 0x20) {
-                snprintf(o, 7, "\\u%04x", c);
-                o += 6;
-            } else {
-                *o++ = (char)c;
-            }
-        }
-    }
+    o = fmt_json_str(o, o + n + 7, s, len);
     *o++ = '"';
     b->len = (size_t)(o - b->data);
     return 0;
@@ -127,10 +89,9 @@ static int body_text(const queue_msg *m, const char **text, size_t *len, char **
         *len = m->len;
         return 0;
     }
-    *b64 = malloc(b64_len(m->len) + 1);
+    *b64 = malloc(HASH_BASE64_LEN(m->len) + 1);
     if (!*b64) return ERR_NOMEM;
-    *len =
-        (size_t)EVP_EncodeBlock((unsigned char *)*b64, (const unsigned char *)m->data, (int)m->len);
+    *len = hash_base64(m->data, m->len, *b64);
     *text = *b64;
     return 0;
 }
@@ -143,11 +104,8 @@ static int sqs_record(buf *b, const queue_lease *l, const char *topic)
     char *b64;
     int rc = body_text(m, &body, &body_len, &b64);
     if (rc) return rc;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    char md5[33] = "";
-    if (EVP_Digest(body, body_len, md, &mdlen, EVP_md5(), NULL) && mdlen == 16)
-        for (unsigned i = 0; i < 16; i++) snprintf(md5 + 2 * i, 3, "%02x", md[i]);
+    char md5[HASH_MD5_HEX_LEN + 1] = "";
+    if (hash_md5_hex(body, body_len, md5)) md5[0] = '\0';
     const char *sender = m->attrs && m->attrs->source ? m->attrs->source : "spate";
     rc = buf_printf(b,
                     "{\"messageId\":\"%" PRIu64 "\",\"receiptHandle\":\"%s:%" PRIu64 ":%" PRIu32
@@ -201,12 +159,10 @@ static int raw_attrs(buf *b, const queue_attrs *a)
     if (!rc && a->headers && a->headers_len) {
         /* Kept as the JSON object it was built as (sources/batch.c); checked,
          * as GET .../messages does, so that the event stays JSON. */
-        cJSON *h = cJSON_ParseWithLength(a->headers, a->headers_len);
-        if (cJSON_IsObject(h)) {
+        if (lambda_json_is_object(a->headers, a->headers_len)) {
             rc = buf_append_str(b, ",\"headers\":");
             if (!rc) rc = buf_append(b, a->headers, a->headers_len);
         }
-        cJSON_Delete(h);
     }
     if (!rc) rc = buf_append_str(b, "}");
     return rc;
@@ -280,15 +236,23 @@ static long find_id(const by_seq *idx, size_t n, const char *id)
     return hit ? (long)hit->i : -1;
 }
 
-static int only_space(const char *s, size_t len)
+typedef struct marking {
+    const by_seq *idx;
+    size_t n;
+    uint8_t *failed;
+} marking;
+
+static int mark(const char *id, void *data)
 {
-    for (size_t i = 0; i < len; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') return 0;
-    return 1;
+    marking *m = data;
+    long i = find_id(m->idx, m->n, id);
+    if (i < 0) return -1;
+    m->failed[i] = 1;
+    return 0;
 }
 
-static int mark_failures(const cJSON *list, queue_lease *const *l, size_t n, uint8_t *failed,
-                         char *why, size_t why_cap)
+int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
+                   char *why, size_t why_cap)
 {
     by_seq *idx = malloc((n ? n : 1) * sizeof *idx);
     if (!idx) {
@@ -297,54 +261,8 @@ static int mark_failures(const cJSON *list, queue_lease *const *l, size_t n, uin
     }
     for (size_t i = 0; i < n; i++) idx[i] = (by_seq){l[i]->msg->seq, i};
     qsort(idx, n, sizeof *idx, cmp_seq);
-    int rc = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, list)
-    {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "itemIdentifier");
-        if (!cJSON_IsObject(item) || !cJSON_IsString(id) || !id->valuestring[0]) {
-            snprintf(why, why_cap,
-                     "each batchItemFailures entry must be {\"itemIdentifier\": \"<messageId>\"}");
-            rc = ERR_INVAL;
-            break;
-        }
-        long i = find_id(idx, n, id->valuestring);
-        if (i < 0) {
-            snprintf(why, why_cap, "itemIdentifier '%.64s' is no message of the batch",
-                     id->valuestring);
-            rc = ERR_INVAL;
-            break;
-        }
-        failed[i] = 1;
-    }
+    marking m = {idx, n, failed};
+    int rc = lambda_batch_failures(body, len, mark, &m, why, why_cap);
     free(idx);
-    return rc;
-}
-
-int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
-                   char *why, size_t why_cap)
-{
-    if (!body || only_space(body, len)) return 0;
-    cJSON *doc = cJSON_ParseWithLength(body, len);
-    if (!doc) {
-        snprintf(why, why_cap, "the answer is not JSON");
-        return ERR_INVAL;
-    }
-    int rc = 0;
-    if (cJSON_IsNull(doc)) {
-        rc = 0;
-    } else if (!cJSON_IsObject(doc)) {
-        snprintf(why, why_cap, "the answer is not a JSON object with batchItemFailures");
-        rc = ERR_INVAL;
-    } else {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(doc, "batchItemFailures");
-        if (list && !cJSON_IsNull(list) && !cJSON_IsArray(list)) {
-            snprintf(why, why_cap, "batchItemFailures is not a list");
-            rc = ERR_INVAL;
-        } else if (cJSON_IsArray(list)) {
-            rc = mark_failures(list, l, n, failed, why, why_cap);
-        }
-    }
-    cJSON_Delete(doc);
     return rc;
 }
