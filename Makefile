@@ -72,6 +72,7 @@ fuzz: all
 bench: deps all
 	./bench/invoke
 	./bench/events
+	./bench/batches
 	./bench/metrics
 	./bench/cluster
 

@@ -15,6 +15,7 @@
 typedef struct trigger_params {
     queue_sub_config cfg;
     int update; /* change an existing trigger; without it, an existing one is refused */
+    int format_given;
     char why[256];
 } trigger_params;
 
@@ -32,6 +33,28 @@ static int on_trigger_param(const char *k, size_t klen, const char *v, size_t vl
         return api_number_param(k, v, vlen, 0, 1000000, &c->max_concurrency, p->why, sizeof p->why);
     if (strcmp(k, "ordered") == 0)
         return api_bool_param(k, v, vlen, &c->ordered, p->why, sizeof p->why);
+    if (strcmp(k, "batch_size") == 0 || strcmp(k, "batch-size") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_BATCH_SIZE_MAX, &c->batch_size, p->why,
+                                sizeof p->why);
+    if (strcmp(k, "batch_window") == 0 || strcmp(k, "batch_window_ms") == 0 ||
+        strcmp(k, "batch-window") == 0)
+        return api_number_param(k, v, vlen, 0, SPATE_BATCH_WINDOW_MAX_MS, &c->batch_window_ms,
+                                p->why, sizeof p->why);
+    if (strcmp(k, "report_batch_item_failures") == 0 ||
+        strcmp(k, "report-batch-item-failures") == 0)
+        return api_bool_param(k, v, vlen, &c->report_failures, p->why, sizeof p->why);
+    if (strcmp(k, "event_format") == 0 || strcmp(k, "event-format") == 0) {
+        p->format_given = 1;
+        if (vlen == 3 && memcmp(v, "raw", 3) == 0) {
+            c->event_format = QUEUE_EVENT_RAW;
+        } else if (vlen == 3 && memcmp(v, "sqs", 3) == 0) {
+            c->event_format = QUEUE_EVENT_SQS;
+        } else {
+            snprintf(p->why, sizeof p->why, "parameter '%s' must be raw or sqs", k);
+            return ERR_INVAL;
+        }
+        return 0;
+    }
     if (strcmp(k, "update") == 0)
         return api_bool_param(k, v, vlen, &p->update, p->why, sizeof p->why);
     if (strcmp(k, "dlq") == 0) {
@@ -77,9 +100,24 @@ static void on_trigger_done(void *data, int status)
     free(t);
 }
 
+/* The event format of a new trigger that names none: the function's
+ * runtime's. Native and exec functions take their messages as they are;
+ * the managed runtimes (python3, nodejs: docs/functions.md "Batches") take
+ * Lambda's SQS event, as their handlers expect: their cases go here. */
+static int default_event_format(const fn_config *c)
+{
+    switch (c->runtime) {
+    case RUNTIME_NATIVE:
+    case RUNTIME_EXEC:
+    default:
+        return QUEUE_EVENT_RAW;
+    }
+}
+
 static void add_trigger_route(api *a, http_request *req, const char *topic, const char *function)
 {
-    if (!functions_find(a->table, function, strlen(function))) {
+    fn *f = functions_find(a->table, function, strlen(function));
+    if (!f) {
         http_respond_error(req, 404, "not_found", "function '%s' does not exist", function);
         return;
     }
@@ -92,11 +130,22 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
     } else {
         snprintf(p.cfg.function, sizeof p.cfg.function, "%s", function);
         p.cfg.max_attempts = SPATE_MAX_ATTEMPTS_DEFAULT;
+        p.cfg.batch_size = 1;
     }
     int rc = http_query_parse(req->query, on_trigger_param, &p);
     if (rc) {
         if (!p.why[0]) snprintf(p.why, sizeof p.why, "malformed query string");
         http_respond_error(req, 400, "bad_parameter", "%s", p.why);
+        return;
+    }
+    if (!sub && !p.format_given) p.cfg.event_format = default_event_format(&f->active.config);
+    /* A native function's ABI takes one message (spate_request): batches
+     * are for functions that read an event (exec, the managed runtimes). */
+    if (p.cfg.batch_size > 1 && f->active.config.runtime == RUNTIME_NATIVE) {
+        http_respond_error(req, 400, "bad_parameter",
+                           "function '%s' is native: it takes one message per invocation "
+                           "(batch_size 1); batches go to exec functions",
+                           function);
         return;
     }
     if (sub && !p.update) {

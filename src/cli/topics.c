@@ -77,13 +77,27 @@ static int cmd_publish(const cli *c, cli_args *a)
 
 /* --- trigger --------------------------------------------------------------------------- */
 
+/* ", batches of up to 100 (window 50 ms), sqs events, item failures": what
+ * a trigger that does not take one raw message per call does instead. */
+static void print_batching(const cJSON *t)
+{
+    double size = cli_json_num(t, "batch_size"), window = cli_json_num(t, "batch_window_ms");
+    if (size > 1) printf(", batches of up to %.0f", size);
+    if (size > 1 && window > 0) printf(" (window %.0f ms)", window);
+    if (strcmp(cli_json_str(t, "event_format"), "sqs") == 0) printf(", sqs events");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "report_batch_item_failures")))
+        printf(", batch item failures reported");
+}
+
 static void print_trigger_line(const cJSON *t)
 {
-    printf("%-20s %-20s %8.0f %8.0f %8.0f %9.0f %6s %8.0f  %s\n", cli_json_str(t, "topic"),
+    printf("%-20s %-20s %8.0f %8.0f %8.0f %9.0f %6s %8.0f  %s", cli_json_str(t, "topic"),
            cli_json_str(t, "function"), cli_json_num(t, "depth"), cli_json_num(t, "in_flight"),
            cli_json_num(t, "retrying"), cli_json_num(t, "dead_lettered"),
            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "ordered")) ? "yes" : "no",
            cli_json_num(t, "deadline_ms"), cli_json_str(t, "dlq"));
+    print_batching(t);
+    printf("\n");
 }
 
 static void print_trigger_header(void)
@@ -167,6 +181,7 @@ static int trigger_put(const cli *c, cli_args *a, int set)
         printf(", deadline %.0f ms", cli_json_num(doc, "deadline_ms"));
     if (cli_json_num(doc, "max_concurrency") > 0)
         printf(", at most %.0f at once", cli_json_num(doc, "max_concurrency"));
+    print_batching(doc);
     printf("\n");
     return cli_finish(&r, doc, 0);
 }
@@ -193,6 +208,18 @@ static const cli_opt trigger_opts[] = {
      "(0: none)"},
     {"max-concurrency", 0, OPT_NUMBER, "max_concurrency", NULL, "N",
      "invocations of this trigger at once at most (0: no limit)"},
+    {"batch-size", 0, OPT_NUMBER, "batch_size", NULL, "N",
+     "messages per invocation at most, 1 to " CLI_STR(
+         SPATE_BATCH_SIZE_MAX) " (default 1);\n"
+                               "over 1: exec functions only"},
+    {"batch-window", 0, OPT_NUMBER, "batch_window", NULL, "MS",
+     "wait up to this long for a batch to fill (0 to " CLI_STR(SPATE_BATCH_WINDOW_MAX_MS) ")"},
+    {"event-format", 0, OPT_TEXT, "event_format", NULL, "raw|sqs",
+     "raw: the message (a JSON array of them in batches);\nsqs: Lambda's SQS event"},
+    {"report-batch-item-failures", 0, OPT_FLAG, "report_batch_item_failures", "true", NULL,
+     "retry only the messages the answer's batchItemFailures\nnames"},
+    {"no-report-batch-item-failures", 0, OPT_FLAG, "report_batch_item_failures", "false", NULL,
+     "a successful call acknowledges its whole batch"},
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -620,7 +647,8 @@ const cli_cmd cli_topic_cmds[] = {
      cmd_publish},
     {"trigger add", "TOPIC FUNCTION", 2, 2, trigger_opts, "run FUNCTION for each message",
      "Run FUNCTION for each message of TOPIC. Refused when that trigger exists\n"
-     "already: change it with trigger set.",
+     "already: change it with trigger set. With --batch-size N an invocation\n"
+     "takes up to N messages as one event (--event-format raw or sqs).",
      trigger_add},
     {"trigger set", "TOPIC FUNCTION", 2, 2, trigger_opts, "change a trigger (keep the rest)",
      "Change an existing trigger: what is given changes, everything else (dead-\n"

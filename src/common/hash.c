@@ -4,16 +4,32 @@
 
 #include "common/err.h"
 
-int hash_sha256_hex(const void *data, size_t len, char hex[HASH_HEX_LEN + 1])
+/* The lowercase hex of a size-byte digest of type md and a NUL. */
+static int digest_hex(const EVP_MD *type, unsigned size, const void *data, size_t len, char *hex)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32) return ERR_IO;
+    if (!EVP_Digest(data, len, md, &mdlen, type, NULL) || mdlen != size) return ERR_IO;
     static const char digits[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 32; i++) {
+    for (unsigned i = 0; i < size; i++) {
         hex[2 * i] = digits[md[i] >> 4];
         hex[2 * i + 1] = digits[md[i] & 15];
     }
-    hex[HASH_HEX_LEN] = '\0';
+    hex[2 * size] = '\0';
     return 0;
+}
+
+int hash_sha256_hex(const void *data, size_t len, char hex[HASH_HEX_LEN + 1])
+{
+    return digest_hex(EVP_sha256(), 32, data, len, hex);
+}
+
+int hash_md5_hex(const void *data, size_t len, char hex[HASH_MD5_HEX_LEN + 1])
+{
+    return digest_hex(EVP_md5(), 16, data, len, hex);
+}
+
+size_t hash_base64(const void *data, size_t len, char *out)
+{
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, data, (int)len);
 }

@@ -164,6 +164,13 @@
 #define SPATE_RETRY_CAP_MS 30000
 #define SPATE_MAX_ATTEMPTS_DEFAULT 3
 #define SPATE_MAX_ATTEMPTS_CEILING 100
+/* A trigger's batches (docs/functions.md "Batches"): at most this many
+ * messages per invocation (Lambda's SQS maximum), a window of at most this
+ * long to gather them, and at most this much event (the invoke payload
+ * limit, Lambda's 6 MB). */
+#define SPATE_BATCH_SIZE_MAX 10000
+#define SPATE_BATCH_WINDOW_MAX_MS 300000
+#define SPATE_BATCH_BYTES_MAX SPATE_INVOKE_PAYLOAD_MAX
 /* The autoscaler looks again at least this often (ms), besides reacting to
  * publishes and completions at once. */
 #define SPATE_AUTOSCALE_TICK_MS 50

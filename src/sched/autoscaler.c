@@ -53,6 +53,14 @@ void rate_update(rate_meter *m, uint64_t count, uint64_t now_ns)
         m->last_ns = now_ns;
         return;
     }
+    if (count < m->last_count) {
+        /* The counter went back (a trigger removed, or one's batch size
+         * changed the invocations its messages count as): start again from
+         * here rather than read a wrapped difference as a flood. */
+        m->last_count = count;
+        m->last_ns = now_ns;
+        return;
+    }
     double dt = (double)(now_ns - m->last_ns) / 1e9;
     if (dt < 0.01) return; /* too soon to say */
     double inst = (double)(count - m->last_count) / dt;

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/reqid.h"
 #include "common/strmap.h"
+#include "sched/batch.h"
 
 /* Scaling state of one function, shared by its triggers. */
 typedef struct fscale {
@@ -39,12 +40,21 @@ typedef struct trigger {
     int missing_warned;
     int removed;          /* its subscription is gone: freed when nothing runs */
     histogram end_to_end; /* publish to success, for /metrics */
+    /* The batch being gathered (batched triggers): leased, not yet sent. */
+    queue_lease **pending;
+    uint32_t npending, pending_cap;
+    size_t pending_bytes; /* batch_record_max of each */
+    uint64_t window_end;  /* loop ms when it goes, full or not */
+    queue_lease *carry;   /* leased, but over the byte cap: the next batch's first */
 } trigger;
 
 typedef struct tinv {
     invocation inv;
     trigger *t;
-    queue_lease *lease;
+    queue_lease **leases; /* n; &one for a single message */
+    uint32_t n;
+    queue_lease *one;
+    buf event; /* a batch's event: the payload */
     char request_id[REQID_LEN + 1];
 } tinv;
 
@@ -54,7 +64,9 @@ struct triggers {
     queue *q;
     queue_events ev;
     uv_timer_t tick;
-    strmap scales; /* function name -> fscale */
+    uv_timer_t window; /* the earliest batch window's end */
+    int handles_open;  /* tick and window, until closed */
+    strmap scales;     /* function name -> fscale */
     uint32_t inflight;
     /* Trigger adds and removals the queue has not answered yet: closing
      * waits for them (their answers come back to tr). */
@@ -68,6 +80,18 @@ struct triggers {
 };
 
 static void pump(trigger *t);
+
+/* A trigger that sends batches rather than one message as it is: more than
+ * one message per invocation, or an event shaped around them. */
+static int batched(const queue_sub_config *cfg)
+{
+    return cfg->batch_size > 1 || cfg->event_format != QUEUE_EVENT_RAW || cfg->report_failures;
+}
+
+static uint32_t batch_size(const queue_sub_config *cfg)
+{
+    return cfg->batch_size > 1 ? cfg->batch_size : 1;
+}
 
 /* --- Scaling ------------------------------------------------------------------------ */
 
@@ -102,8 +126,10 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
         trigger *t = list_entry(n, trigger, link);
         queue_sub_stats ss;
         queue_sub_get_stats(t->sub, &ss);
-        backlog += ss.depth;
         const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+        /* The autoscaler sizes invocations: a batch of N messages is one. */
+        uint32_t bs = batch_size(cfg);
+        backlog += (ss.depth + bs - 1) / bs;
         if (cfg->deadline_ms && (!deadline || cfg->deadline_ms / 1000.0 < deadline))
             deadline = cfg->deadline_ms / 1000.0;
     }
@@ -163,8 +189,9 @@ static void tick_scale(triggers *tr, fscale *fs)
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
         queue_topic_stats ts;
+        /* In invocations, as the backlog: a batch of N messages is one. */
         if (queue_topic_get_stats(tr->q, queue_sub_topic(t->sub), &ts) == 0)
-            published += ts.published;
+            published += ts.published / batch_size(queue_sub_get_config(t->sub));
         queue_sub_stats ss;
         queue_sub_get_stats(t->sub, &ss);
         if (ss.oldest_ms && (!oldest || ss.oldest_ms < oldest)) oldest = ss.oldest_ms;
@@ -225,45 +252,94 @@ static uint32_t backoff_ms(triggers *tr, uint32_t attempt)
 
 static void maybe_closed(triggers *tr);
 
+/* One message failed: retried after a back-off, or to the dead letters
+ * after its last attempt. */
+static void fail_one(trigger *t, queue_lease *l, const char *error)
+{
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    if (l->attempt >= cfg->max_attempts) {
+        log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
+                 cfg->dlq, error, cfg->function, queue_sub_topic(t->sub),
+                 (unsigned long long)l->msg->seq);
+        queue_dead_letter(l, error);
+    } else {
+        queue_nack(l, backoff_ms(t->owner, l->attempt), error);
+    }
+}
+
+static void ack_one(trigger *t, queue_lease *l)
+{
+    histogram_observe(&t->end_to_end, (double)(clock_now_ms() - l->msg->published_ms) / 1e3);
+    queue_ack(l);
+}
+
+/* A batch ran: every message acknowledged, or, when the trigger asks its
+ * function which failed, those it names retried (Lambda's rules: an answer
+ * it cannot read fails the whole batch). */
+static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
+{
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    uint8_t *failed = NULL;
+    if (cfg->report_failures && ti->n) {
+        char why[160] = "";
+        failed = calloc(ti->n, 1);
+        int rc = failed ? batch_failures(body, len, ti->leases, ti->n, failed, why, sizeof why)
+                        : ERR_NOMEM;
+        if (rc) {
+            char error[sizeof why + 64];
+            snprintf(error, sizeof error, "bad batchItemFailures answer: %s",
+                     rc == ERR_NOMEM ? "out of memory" : why);
+            for (uint32_t i = 0; i < ti->n; i++) fail_one(t, ti->leases[i], error);
+            free(failed);
+            return;
+        }
+    }
+    for (uint32_t i = 0; i < ti->n; i++) {
+        if (failed && failed[i])
+            fail_one(t, ti->leases[i], "named in the function's batchItemFailures");
+        else
+            ack_one(t, ti->leases[i]);
+    }
+    free(failed);
+}
+
+static void free_tinv(tinv *ti)
+{
+    if (ti->leases != &ti->one) free(ti->leases);
+    buf_free(&ti->event);
+    free(ti);
+}
+
 static void on_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
                     void *data)
 {
     tinv *ti = data;
     trigger *t = ti->t;
     triggers *tr = t->owner;
-    queue_lease *l = ti->lease;
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     char error[SPATE_ERROR_MESSAGE_MAX + 64];
     switch (outcome) {
     case POOL_OK:
-        histogram_observe(&t->end_to_end, (double)(clock_now_ms() - l->msg->published_ms) / 1e3);
-        queue_ack(l);
+        settle_ok(t, ti, body, len);
         break;
     case POOL_FAILED:
     case POOL_CRASHED:
     case POOL_TIMEOUT:
+        /* Every message of the batch failed with it (each its own attempt). */
         snprintf(error, sizeof error, "%s%.*s", outcome == POOL_CRASHED ? "function crashed: " : "",
                  (int)len, body);
-        if (l->attempt >= cfg->max_attempts) {
-            log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
-                     cfg->dlq, error, cfg->function, queue_sub_topic(t->sub),
-                     (unsigned long long)l->msg->seq);
-            queue_dead_letter(l, error);
-        } else {
-            queue_nack(l, backoff_ms(tr, l->attempt), error);
-        }
+        for (uint32_t i = 0; i < ti->n; i++) fail_one(t, ti->leases[i], error);
         break;
     case POOL_OVERLOADED:
     case POOL_UNAVAILABLE:
         /* It never ran: no attempt is lost. */
-        queue_release(l);
+        for (uint32_t i = 0; i < ti->n; i++) queue_release(ti->leases[i]);
         t->stalled = 1;
         break;
     }
     t->inflight--;
     t->fs->inflight--;
     tr->inflight--;
-    free(ti);
+    free_tinv(ti);
     if (t->removed) {
         if (t->inflight == 0) free(t);
         /* A stop waits for this one too (it was running when its trigger went). */
@@ -282,6 +358,14 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     }
 }
 
+static void start(trigger *t, fn *f, tinv *ti)
+{
+    t->inflight++;
+    t->fs->inflight++;
+    t->owner->inflight++;
+    pool_invoke(f->pool, &ti->inv);
+}
+
 static void dispatch(trigger *t, fn *f, queue_lease *l)
 {
     tinv *ti = calloc(1, sizeof *ti);
@@ -291,7 +375,9 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
         return;
     }
     ti->t = t;
-    ti->lease = l;
+    ti->one = l;
+    ti->leases = &ti->one;
+    ti->n = 1;
     reqid_next(ti->request_id);
     ti->inv = (invocation){
         .request_id = ti->request_id,
@@ -304,10 +390,103 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
         .done = on_done,
         .data = ti,
     };
-    t->inflight++;
-    t->fs->inflight++;
-    t->owner->inflight++;
-    pool_invoke(f->pool, &ti->inv);
+    start(t, f, ti);
+}
+
+/* Gives the gathered leases back (not run: their attempts not counted). */
+static void release_pending(trigger *t)
+{
+    for (uint32_t i = 0; i < t->npending; i++) queue_release(t->pending[i]);
+    t->npending = 0;
+    t->pending_bytes = 0;
+    if (t->carry) queue_release(t->carry);
+    t->carry = NULL;
+}
+
+/* Sends the gathered batch as one invocation, its event the payload. */
+static void dispatch_batch(trigger *t, fn *f)
+{
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    tinv *ti = calloc(1, sizeof *ti);
+    queue_lease **leases = malloc(t->npending * sizeof *leases);
+    if (ti) buf_init(&ti->event, SPATE_BATCH_BYTES_MAX + SPATE_MESSAGE_MAX * 8u);
+    if (!ti || !leases ||
+        batch_event(&ti->event, t->pending, t->npending, cfg->event_format,
+                    queue_sub_topic(t->sub))) {
+        log_warn("cannot build a batch of %u messages: out of memory fn=%s topic=%s", t->npending,
+                 cfg->function, queue_sub_topic(t->sub));
+        if (ti) buf_free(&ti->event);
+        free(ti);
+        free(leases);
+        release_pending(t);
+        t->stalled = 1;
+        return;
+    }
+    memcpy(leases, t->pending, t->npending * sizeof *leases);
+    ti->t = t;
+    ti->leases = leases;
+    ti->n = t->npending;
+    uint32_t attempt = 1;
+    for (uint32_t i = 0; i < ti->n; i++)
+        if (leases[i]->attempt > attempt) attempt = leases[i]->attempt;
+    t->npending = 0;
+    t->pending_bytes = 0;
+    reqid_next(ti->request_id);
+    /* No key nor attributes: those are each message's, in the event. */
+    ti->inv = (invocation){
+        .request_id = ti->request_id,
+        .payload = ti->event.data,
+        .payload_len = (uint32_t)ti->event.len,
+        .attempt = attempt,
+        .topic = queue_sub_topic(t->sub),
+        .done = on_done,
+        .data = ti,
+    };
+    start(t, f, ti);
+}
+
+static void on_window(uv_timer_t *h);
+
+static void arm_window(triggers *tr, uint64_t end)
+{
+    uint64_t now = uv_now(tr->loop);
+    uint64_t in = end > now ? end - now : 0;
+    if (uv_is_active((uv_handle_t *)&tr->window) && uv_timer_get_due_in(&tr->window) <= in) return;
+    uv_timer_start(&tr->window, on_window, in, 0);
+}
+
+/* Leases into t's batch until it is full (count or bytes) or nothing is
+ * ready. 1: send it now; 0: wait (for the window, or for messages). */
+static int gather(trigger *t)
+{
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    uint32_t size = batch_size(cfg);
+    if (t->pending_cap < size) {
+        queue_lease **p = realloc(t->pending, size * sizeof *p);
+        if (!p) return t->npending > 0;
+        t->pending = p;
+        t->pending_cap = size;
+    }
+    size_t topic_len = strlen(queue_sub_topic(t->sub));
+    while (t->npending < size) {
+        queue_lease *l = t->carry;
+        t->carry = NULL;
+        if (!l) l = queue_lease_next(t->sub);
+        if (!l) break;
+        size_t bytes = batch_record_max(l->msg, cfg->event_format, topic_len);
+        /* The cap holds for every batch but a single message's own. */
+        if (t->npending && t->pending_bytes + bytes > SPATE_BATCH_BYTES_MAX - 64) {
+            t->carry = l;
+            return 1;
+        }
+        if (!t->npending) t->window_end = uv_now(t->owner->loop) + cfg->batch_window_ms;
+        t->pending[t->npending++] = l;
+        t->pending_bytes += bytes;
+    }
+    if (!t->npending) return 0;
+    if (t->npending >= size || uv_now(t->owner->loop) >= t->window_end) return 1;
+    arm_window(t->owner, t->window_end);
+    return 0;
 }
 
 static void pump(trigger *t)
@@ -328,14 +507,46 @@ static void pump(trigger *t)
     /* React at once to new work: rescale if the answer is stale. */
     if (fs->out.desired == 0 || clock_mono_ns() - fs->computed_ns > 1000000) rescale(tr, fs, f);
     uint32_t allowed = allowance(fs, f);
+    int batches = batched(cfg);
+    /* Changed to one message per call while a batch gathered: back they go. */
+    if (!batches && (t->npending || t->carry)) release_pending(t);
     t->pumping = 1;
     while (!t->stalled && fs->inflight < allowed &&
            (!cfg->max_concurrency || t->inflight < cfg->max_concurrency)) {
+        if (batches) {
+            if (!gather(t)) break;
+            dispatch_batch(t, f);
+            continue;
+        }
         queue_lease *l = queue_lease_next(t->sub);
         if (!l) break;
         dispatch(t, f, l);
     }
     t->pumping = 0;
+}
+
+/* Some batch's window ended: send those due, wait for the next. */
+static void window_one(const char *key, void *value, void *data)
+{
+    fscale *fs = value;
+    uint64_t *next = data;
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        if (!t->npending) continue;
+        if (t->window_end <= uv_now(t->owner->loop)) pump(t);
+        if (t->npending && (!*next || t->window_end < *next)) *next = t->window_end;
+    }
+}
+
+static void on_window(uv_timer_t *h)
+{
+    triggers *tr = h->data;
+    if (tr->closing) return;
+    uint64_t next = 0;
+    strmap_each(&tr->scales, window_one, &next);
+    /* One still waiting past its end waits for capacity: a completion
+     * pumps it, or the tick. */
+    if (next > uv_now(tr->loop)) arm_window(tr, next);
 }
 
 /* --- Triggers ---------------------------------------------------------------------- */
@@ -379,7 +590,10 @@ static uint32_t on_room(queue_sub *sub, void *data)
         uint32_t left = cfg->max_concurrency > t->inflight ? cfg->max_concurrency - t->inflight : 0;
         if (left < room) room = left;
     }
-    return room;
+    /* Room is in invocations; a batch takes up to batch_size messages. */
+    uint64_t msgs = (uint64_t)room * batch_size(cfg);
+    msgs = msgs > t->npending ? msgs - t->npending : 0;
+    return msgs > UINT32_MAX ? UINT32_MAX : (uint32_t)msgs;
 }
 
 triggers *triggers_create(uv_loop_t *loop, functions *table)
@@ -396,6 +610,9 @@ triggers *triggers_create(uv_loop_t *loop, functions *table)
         tr->rng = 0x9e3779b97f4a7c15ull;
     uv_timer_init(loop, &tr->tick);
     tr->tick.data = tr;
+    uv_timer_init(loop, &tr->window);
+    tr->window.data = tr;
+    tr->handles_open = 2;
     return tr;
 }
 
@@ -507,7 +724,8 @@ static int add(triggers *tr, const char *topic, const queue_sub_config *cfg, int
      * at start), whatever the caller's copy of the configuration says. */
     queue_sub_config with = *cfg;
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
-    with.ack_wait_ms = f ? f->active.config.timeout_ms : 0;
+    /* A batch's first message waits up to the window before it runs. */
+    with.ack_wait_ms = f ? f->active.config.timeout_ms + cfg->batch_window_ms : 0;
     tr->changing++;
     int rc = queue_subscribe(tr->q, topic, &with, on_added, c);
     if (rc) {
@@ -547,6 +765,9 @@ static int remove_trigger(triggers *tr, const char *topic, const char *function,
             queue_sub_set_data(sub, NULL);
             t->stalled = 1; /* never pumps again */
             t->removed = 1;
+            release_pending(t);
+            free(t->pending);
+            t->pending = NULL;
             if (t->inflight == 0) free(t);
         }
     }
@@ -609,7 +830,9 @@ static void on_trigger_put(const char *topic, const queue_sub_config *cfg, regis
     const queue_sub_config *cur = sub ? queue_sub_get_config(sub) : NULL;
     if (cur && strcmp(cur->dlq, cfg->dlq) == 0 && cur->max_attempts == cfg->max_attempts &&
         cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
-        cur->ordered == cfg->ordered) {
+        cur->ordered == cfg->ordered && batch_size(cur) == batch_size(cfg) &&
+        cur->batch_window_ms == cfg->batch_window_ms && cur->event_format == cfg->event_format &&
+        cur->report_failures == cfg->report_failures) {
         applied(applied_data, 0); /* as it is here already */
         return;
     }
@@ -690,13 +913,22 @@ static void free_scale(const char *key, void *value, void *data)
 
 static void free_trigger(queue_sub *sub, void *data)
 {
-    free(queue_sub_data(sub));
+    trigger *t = queue_sub_data(sub);
+    if (t) free(t->pending);
+    free(t);
     queue_sub_set_data(sub, NULL);
+}
+
+static void release_one(queue_sub *sub, void *data)
+{
+    trigger *t = queue_sub_data(sub);
+    if (t) release_pending(t);
 }
 
 static void on_tick_closed(uv_handle_t *h)
 {
     triggers *tr = h->data;
+    if (--tr->handles_open > 0) return;
     void (*cb)(void *) = tr->close_cb;
     void *data = tr->close_data;
     if (tr->q) {
@@ -718,6 +950,7 @@ static void maybe_closed(triggers *tr)
         uv_is_closing((uv_handle_t *)&tr->tick))
         return;
     uv_close((uv_handle_t *)&tr->tick, on_tick_closed);
+    uv_close((uv_handle_t *)&tr->window, on_tick_closed);
 }
 
 void triggers_close(triggers *tr, int drain, void (*cb)(void *data), void *data)
@@ -729,5 +962,8 @@ void triggers_close(triggers *tr, int drain, void (*cb)(void *data), void *data)
     tr->closing = 1;
     tr->drain = drain;
     uv_timer_stop(&tr->tick);
+    uv_timer_stop(&tr->window);
+    /* Batches still gathering never ran: their messages go back. */
+    if (tr->q) queue_each_sub(tr->q, release_one, NULL);
     maybe_closed(tr);
 }

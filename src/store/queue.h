@@ -119,6 +119,9 @@ typedef struct queue_input {
  * with free(); NULL when no input has any (nothing allocated). ERR_NOMEM. */
 int queue_inputs_own_extras(queue_input *in, size_t n, char **extra);
 
+/* A trigger's event format (queue_sub_config.event_format). */
+enum { QUEUE_EVENT_RAW = 0, QUEUE_EVENT_SQS = 1 };
+
 typedef struct queue_sub_config {
     char function[65];
     char dlq[129];
@@ -126,6 +129,17 @@ typedef struct queue_sub_config {
     uint32_t deadline_ms;     /* 0: none */
     uint32_t max_concurrency; /* 0: no limit beyond the function's */
     int ordered;
+    /* Batches (docs/functions.md "Batches"): up to batch_size messages per
+     * invocation (0 or 1: one), waiting up to batch_window_ms for more when
+     * fewer are ready, within SPATE_BATCH_BYTES_MAX of event; the event in
+     * event_format; with report_failures the function's answer may name the
+     * messages that failed (batchItemFailures), the rest are acknowledged.
+     * The scheduler builds batches from single leases (sched/batch.h): a
+     * queue only keeps and shows these. */
+    uint32_t batch_size;
+    uint32_t batch_window_ms;
+    int event_format; /* QUEUE_EVENT_RAW or QUEUE_EVENT_SQS */
+    int report_failures;
     /* How long a lease may be out before the queue may take it for lost and
      * deliver its message again (the trigger sets it from its function's
      * timeout); 0: the implementation's default. Not part of the trigger's

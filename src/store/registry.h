@@ -143,7 +143,8 @@ typedef void (*registry_trigger_cb)(const char *topic, const queue_sub_config *c
 void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data);
 
 /* A trigger's configuration as JSON: topic, function, max_attempts, dlq,
- * ordered, deadline_ms, max_concurrency (the API shows it so, a cluster
+ * ordered, deadline_ms, max_concurrency, batch_size, batch_window_ms,
+ * event_format ("raw" or "sqs"), report_batch_item_failures (the API shows it so, a cluster
  * registry keeps it so). Caller owns. */
 cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg);
 /* Reads it back into cfg for function on topic: what o does not name takes

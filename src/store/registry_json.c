@@ -1,6 +1,7 @@
 /* registry_json.c - a trigger's configuration as JSON (registry.h): what the
  * API shows and what a cluster registry keeps. */
 #include <stdio.h>
+#include <string.h>
 
 #include "common/fnconfig_json.h"
 #include "store/registry.h"
@@ -15,6 +16,11 @@ cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg)
     cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
     cJSON_AddNumberToObject(o, "deadline_ms", cfg->deadline_ms);
     cJSON_AddNumberToObject(o, "max_concurrency", cfg->max_concurrency);
+    cJSON_AddNumberToObject(o, "batch_size", cfg->batch_size ? cfg->batch_size : 1);
+    cJSON_AddNumberToObject(o, "batch_window_ms", cfg->batch_window_ms);
+    cJSON_AddStringToObject(o, "event_format",
+                            cfg->event_format == QUEUE_EVENT_SQS ? "sqs" : "raw");
+    cJSON_AddBoolToObject(o, "report_batch_item_failures", cfg->report_failures);
     return o;
 }
 
@@ -29,6 +35,14 @@ void registry_trigger_from_json(const cJSON *o, const char *topic, const char *f
     cfg->deadline_ms = fnconfig_json_u32(o, "deadline_ms", 0);
     cfg->max_concurrency = fnconfig_json_u32(o, "max_concurrency", 0);
     cfg->ordered = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ordered"));
+    cfg->batch_size = fnconfig_json_u32(o, "batch_size", 1);
+    cfg->batch_window_ms = fnconfig_json_u32(o, "batch_window_ms", 0);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "event_format");
+    cfg->event_format = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "sqs") == 0
+                            ? QUEUE_EVENT_SQS
+                            : QUEUE_EVENT_RAW;
+    cfg->report_failures =
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "report_batch_item_failures"));
     if (!cfg->dlq[0])
         snprintf(cfg->dlq, sizeof cfg->dlq, "%.*s.dlq", SPATE_TOPIC_NAME_MAX - 4, topic);
 }

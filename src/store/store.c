@@ -141,6 +141,12 @@ static const char *const migrations[] = {
      "  updated_ms INTEGER NOT NULL,"
      "  PRIMARY KEY (function, name)"
      ");"),
+    /* 11: a trigger's batches and event format (store/queue.h
+     * queue_sub_config); 0 in each is today's one raw message per call. */
+    ("ALTER TABLE subscriptions ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN batch_window_ms INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN event_format INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN report_failures INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

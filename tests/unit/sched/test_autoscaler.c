@@ -114,6 +114,12 @@ static void rates(void)
     for (int i = 1; i <= 100; i++) rate_update(&m, (uint64_t)i * 50, t + (uint64_t)i * 50000000ull);
     /* 50 every 50 ms is 1000/s; after 5 s of it the smoothed rate is there. */
     CHECK(fabs(m.rate - 1000) < 10);
+    /* A counter that goes back (a trigger gone, a batch size changed) is a
+     * new start, not 2^64 arrivals. */
+    rate_update(&m, 10, t + 101 * 50000000ull);
+    CHECK(m.rate < 2000);
+    rate_update(&m, 60, t + 102 * 50000000ull);
+    CHECK(fabs(m.rate - 1000) < 10);
 }
 
 static void utf8(void)

@@ -1,0 +1,268 @@
+/*
+ * batch.c - a batch's event (SQS or raw) and the function's answer naming
+ * the messages that failed (batch.h). The event is written straight into a
+ * buffer rather than through a JSON tree: a batch of 10,000 messages would
+ * otherwise copy every payload twice more.
+ */
+#include "sched/batch.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+#include "common/fmt.h"
+#include "common/hash.h"
+#include "common/lambda.h"
+#include "common/utf8.h"
+
+/* Bytes s takes as a JSON string's content (quotes not counted), as
+ * fmt_json_str writes it. */
+static size_t escaped_len(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        n += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
+    }
+    return n;
+}
+
+/* The bytes of a record beside its body, key, attributes and topic: the
+ * names, the fixed strings, numbers at their longest (20 digits, a sign),
+ * the md5 and a comma, with a few to spare; and the messageAttributes an
+ * SQS record not UTF-8 gains. Counted with the longest value of each (the
+ * unit test checks that an event never passes the sum). */
+#define SQS_FIXED 480
+#define RAW_FIXED 288
+#define BASE64_MARK 128
+
+size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
+{
+    int sqs = format == QUEUE_EVENT_SQS;
+    size_t n = sqs ? SQS_FIXED + 2 * topic_len : RAW_FIXED;
+    if (utf8_valid(m->data, m->len))
+        n += escaped_len(m->data, m->len);
+    else
+        n += HASH_BASE64_LEN(m->len) + (sqs ? BASE64_MARK : 0);
+    if (m->key) n += escaped_len(m->key, m->key_len);
+    const queue_attrs *a = m->attrs;
+    if (a) {
+        /* The sender's name in SQS records; every attribute in raw ones. */
+        if (a->source) n += escaped_len(a->source, strlen(a->source));
+        if (!sqs && a->upstream_id) n += escaped_len(a->upstream_id, strlen(a->upstream_id));
+        if (!sqs) n += a->headers_len;
+    } else if (sqs) {
+        n += 5; /* "spate" */
+    }
+    return n;
+}
+
+/* Appends s as a JSON string; s must be UTF-8 without NUL (or made so). */
+static int put_str(buf *b, const char *s, size_t len)
+{
+    size_t n = escaped_len(s, len);
+    /* fmt_json_str stops 6 bytes short of its end: room for that too. */
+    int rc = buf_reserve(b, n + 8);
+    if (rc) return rc;
+    char *o = b->data + b->len;
+    *o++ = '"';
+    o = fmt_json_str(o, o + n + 7, s, len);
+    *o++ = '"';
+    b->len = (size_t)(o - b->data);
+    return 0;
+}
+
+static int put_cstr(buf *b, const char *s)
+{
+    return put_str(b, s, strlen(s));
+}
+
+/* The payload as text when it is, else its base64 (*b64: caller frees).
+ * ERR_NOMEM. */
+static int body_text(const queue_msg *m, const char **text, size_t *len, char **b64)
+{
+    *b64 = NULL;
+    if (utf8_valid(m->data, m->len)) {
+        *text = m->data;
+        *len = m->len;
+        return 0;
+    }
+    *b64 = malloc(HASH_BASE64_LEN(m->len) + 1);
+    if (!*b64) return ERR_NOMEM;
+    *len = hash_base64(m->data, m->len, *b64);
+    *text = *b64;
+    return 0;
+}
+
+static int sqs_record(buf *b, const queue_lease *l, const char *topic)
+{
+    const queue_msg *m = l->msg;
+    const char *body;
+    size_t body_len;
+    char *b64;
+    int rc = body_text(m, &body, &body_len, &b64);
+    if (rc) return rc;
+    char md5[HASH_MD5_HEX_LEN + 1] = "";
+    if (hash_md5_hex(body, body_len, md5)) md5[0] = '\0';
+    const char *sender = m->attrs && m->attrs->source ? m->attrs->source : "spate";
+    rc = buf_printf(b,
+                    "{\"messageId\":\"%" PRIu64 "\",\"receiptHandle\":\"%s:%" PRIu64 ":%" PRIu32
+                    "\",\"body\":",
+                    m->seq, topic, m->seq, l->attempt);
+    if (!rc) rc = put_str(b, body, body_len);
+    /* spate keeps no first delivery time: the publish time stands for it, the
+     * earliest it can have been. */
+    if (!rc)
+        rc = buf_printf(b,
+                        ",\"attributes\":{\"ApproximateReceiveCount\":\"%" PRIu32
+                        "\",\"SentTimestamp\":\"%" PRId64 "\",\"SenderId\":",
+                        l->attempt, m->published_ms);
+    if (!rc) rc = put_cstr(b, sender);
+    if (!rc)
+        rc =
+            buf_printf(b, ",\"ApproximateFirstReceiveTimestamp\":\"%" PRId64 "\"", m->published_ms);
+    if (!rc && m->key) {
+        rc = buf_append_str(b, ",\"MessageGroupId\":");
+        if (!rc) rc = put_str(b, m->key, m->key_len);
+    }
+    if (!rc)
+        rc = buf_append_str(b, b64 ? "},\"messageAttributes\":{\"spate.body_encoding\":{"
+                                     "\"stringValue\":\"base64\",\"stringListValues\":[],"
+                                     "\"binaryListValues\":[],\"dataType\":\"String\"}}"
+                                   : "},\"messageAttributes\":{}");
+    if (!rc)
+        rc = buf_printf(b,
+                        ",\"md5OfBody\":\"%s\",\"eventSource\":\"aws:sqs\",\"eventSourceARN\":"
+                        "\"arn:aws:sqs:" BATCH_AWS_REGION ":" BATCH_AWS_ACCOUNT
+                        ":%s\",\"awsRegion\":\"" BATCH_AWS_REGION "\"}",
+                        md5, topic);
+    free(b64);
+    return rc;
+}
+
+static int raw_attrs(buf *b, const queue_attrs *a)
+{
+    int rc = buf_append_str(b, ",\"attributes\":{\"redelivered\":");
+    if (!rc) rc = buf_append_str(b, a->redelivered ? "true" : "false");
+    if (!rc && a->source) {
+        rc = buf_append_str(b, ",\"source\":");
+        if (!rc) rc = put_cstr(b, a->source);
+    }
+    if (!rc && a->upstream_id) {
+        rc = buf_append_str(b, ",\"upstream_id\":");
+        if (!rc) rc = put_cstr(b, a->upstream_id);
+    }
+    if (!rc && a->upstream_ts_ms)
+        rc = buf_printf(b, ",\"upstream_ts\":%" PRId64, a->upstream_ts_ms);
+    if (!rc && a->headers && a->headers_len) {
+        /* Kept as the JSON object it was built as (sources/batch.c); checked,
+         * as GET .../messages does, so that the event stays JSON. */
+        if (lambda_json_is_object(a->headers, a->headers_len)) {
+            rc = buf_append_str(b, ",\"headers\":");
+            if (!rc) rc = buf_append(b, a->headers, a->headers_len);
+        }
+    }
+    if (!rc) rc = buf_append_str(b, "}");
+    return rc;
+}
+
+static int raw_record(buf *b, const queue_lease *l)
+{
+    const queue_msg *m = l->msg;
+    const char *body;
+    size_t body_len;
+    char *b64;
+    int rc = body_text(m, &body, &body_len, &b64);
+    if (rc) return rc;
+    rc = buf_printf(b, "{\"messageId\":\"%" PRIu64 "\",\"seq\":%" PRIu64, m->seq, m->seq);
+    if (!rc && m->key) {
+        rc = buf_append_str(b, ",\"key\":");
+        if (!rc) rc = put_str(b, m->key, m->key_len);
+    }
+    if (!rc) rc = buf_append_str(b, b64 ? ",\"payload_base64\":" : ",\"payload\":");
+    if (!rc) rc = put_str(b, body, body_len);
+    if (!rc)
+        rc = buf_printf(b, ",\"published_ms\":%" PRId64 ",\"attempt\":%" PRIu32, m->published_ms,
+                        l->attempt);
+    if (!rc && m->attrs) rc = raw_attrs(b, m->attrs);
+    if (!rc) rc = buf_append_str(b, "}");
+    free(b64);
+    return rc;
+}
+
+int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic)
+{
+    int sqs = format == QUEUE_EVENT_SQS;
+    int rc = buf_append_str(out, sqs ? "{\"Records\":[" : "[");
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i) rc = buf_append_str(out, ",");
+        if (!rc) rc = sqs ? sqs_record(out, l[i], topic) : raw_record(out, l[i]);
+    }
+    if (!rc) rc = buf_append_str(out, sqs ? "]}" : "]");
+    return rc;
+}
+
+/* --- The answer --------------------------------------------------------------------- */
+
+typedef struct by_seq {
+    uint64_t seq;
+    size_t i;
+} by_seq;
+
+static int cmp_seq(const void *a, const void *b)
+{
+    uint64_t x = ((const by_seq *)a)->seq, y = ((const by_seq *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* The index in the batch of the message whose messageId is id, or -1. */
+static long find_id(const by_seq *idx, size_t n, const char *id)
+{
+    /* Exactly the decimal a messageId is written as: no sign, space or
+     * leading zero, so that one message has one id. */
+    size_t len = strlen(id);
+    if (!len || len > 20 || (id[0] == '0' && len > 1)) return -1;
+    uint64_t seq = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (id[i] < '0' || id[i] > '9') return -1;
+        unsigned d = (unsigned)(id[i] - '0');
+        if (seq > (UINT64_MAX - d) / 10) return -1;
+        seq = seq * 10 + d;
+    }
+    by_seq key = {seq, 0};
+    const by_seq *hit = bsearch(&key, idx, n, sizeof *idx, cmp_seq);
+    return hit ? (long)hit->i : -1;
+}
+
+typedef struct marking {
+    const by_seq *idx;
+    size_t n;
+    uint8_t *failed;
+} marking;
+
+static int mark(const char *id, void *data)
+{
+    marking *m = data;
+    long i = find_id(m->idx, m->n, id);
+    if (i < 0) return -1;
+    m->failed[i] = 1;
+    return 0;
+}
+
+int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
+                   char *why, size_t why_cap)
+{
+    by_seq *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!idx) {
+        snprintf(why, why_cap, "out of memory");
+        return ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++) idx[i] = (by_seq){l[i]->msg->seq, i};
+    qsort(idx, n, sizeof *idx, cmp_seq);
+    marking m = {idx, n, failed};
+    int rc = lambda_batch_failures(body, len, mark, &m, why, why_cap);
+    free(idx);
+    return rc;
+}

@@ -1,0 +1,48 @@
+/*
+ * batch.h - the event a trigger's batch is delivered as, and the answer a
+ * function may give about it (docs/functions.md "Batches").
+ *
+ * Formats (queue_sub_config.event_format):
+ *  - QUEUE_EVENT_SQS: Lambda's SQS event, {"Records":[...]}, one record per
+ *    message, its messageId the message's seq in decimal (stable across
+ *    redeliveries). A payload that is not UTF-8 text (or holds a NUL) goes
+ *    base64 in body, and messageAttributes says so with
+ *    "spate.body_encoding": "base64"; md5OfBody is of body as sent.
+ *  - QUEUE_EVENT_RAW: a JSON array of messages, each with messageId, seq,
+ *    key, payload (or payload_base64), published_ms, attempt and, when it
+ *    has any, the message's attributes as GET .../messages shows them.
+ *
+ * The region and account the SQS shape names (eventSourceARN, awsRegion)
+ * are fixed: spate has no regions, and its SQS face uses account
+ * 000000000000 too (DESIGN.md "Round 2").
+ */
+#ifndef SPATE_BATCH_H
+#define SPATE_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "store/queue.h"
+
+#define BATCH_AWS_REGION "us-east-1"
+#define BATCH_AWS_ACCOUNT "000000000000"
+
+/* At least the bytes message m adds to an event of format on topic (of
+ * topic_len bytes): what the trigger counts against SPATE_BATCH_BYTES_MAX. */
+size_t batch_record_max(const queue_msg *m, int format, size_t topic_len);
+
+/* Appends the event for leases l[0..n) to out. ERR_NOMEM, ERR_TOOBIG. */
+int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic);
+
+/* Reads a function's answer about the batch l[0..n) by Lambda's rules:
+ * nothing, null, {} or {"batchItemFailures": null or []} is success; each
+ * {"itemIdentifier": "<messageId>"} in the list marks that message failed
+ * (failed[i] = 1; failed must hold n, zeroed). Anything else (not JSON,
+ * not an object, a list that is not one, an item without a non-empty
+ * string itemIdentifier, an id not in the batch) is ERR_INVAL, with why:
+ * then the whole batch failed. */
+int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
+                   char *why, size_t why_cap);
+
+#endif

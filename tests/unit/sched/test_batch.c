@@ -1,0 +1,175 @@
+/* test_batch.c - a batch's events (SQS, raw) and the reading of a
+ * function's batchItemFailures answer (sched/batch.c). */
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "sched/batch.h"
+#include "test.h"
+
+static queue_msg msgs[3] = {
+    {.seq = 7,
+     .published_ms = 1700000000123,
+     .key = "k\"1",
+     .key_len = 3,
+     .data = "hi\n",
+     .len = 3},
+    {.seq = 12, .published_ms = 1700000000456, .data = "\xff\x01", .len = 2},
+    {.seq = 100, .published_ms = 1700000000789, .data = "{}", .len = 2},
+};
+static queue_lease leases[3] = {{.msg = &msgs[0], .attempt = 1},
+                                {.msg = &msgs[1], .attempt = 3},
+                                {.msg = &msgs[2], .attempt = 2}};
+static queue_lease *const batch[3] = {&leases[0], &leases[1], &leases[2]};
+
+static cJSON *event(int format)
+{
+    buf b;
+    buf_init(&b, 1 << 20);
+    CHECK_INT(batch_event(&b, batch, 3, format, "t.x"), 0);
+    cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+    CHECK(doc != NULL);
+    /* The estimate the cap counts bounds what each record takes. */
+    size_t max = 0;
+    for (int i = 0; i < 3; i++) max += batch_record_max(&msgs[i], format, 3);
+    CHECK(b.len <= max);
+    buf_free(&b);
+    return doc;
+}
+
+static const char *str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static void sqs_event(void)
+{
+    cJSON *doc = event(QUEUE_EVENT_SQS);
+    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(doc, "Records");
+    CHECK_INT(cJSON_GetArraySize(recs), 3);
+    const cJSON *r0 = cJSON_GetArrayItem(recs, 0), *r1 = cJSON_GetArrayItem(recs, 1);
+    CHECK_STR(str(r0, "messageId"), "7");
+    CHECK_STR(str(r0, "body"), "hi\n");
+    /* md5 of "hi\n" */
+    CHECK_STR(str(r0, "md5OfBody"), "764efa883dda1e11db47671c4a3bbd9e");
+    CHECK_STR(str(r0, "eventSourceARN"), "arn:aws:sqs:us-east-1:000000000000:t.x");
+    const cJSON *a0 = cJSON_GetObjectItemCaseSensitive(r0, "attributes");
+    CHECK_STR(str(a0, "MessageGroupId"), "k\"1");
+    CHECK_STR(str(a0, "ApproximateReceiveCount"), "1");
+    CHECK_STR(str(a0, "SentTimestamp"), "1700000000123");
+    CHECK_STR(str(r1, "body"), "/wE=");
+    const cJSON *a1 = cJSON_GetObjectItemCaseSensitive(r1, "attributes");
+    CHECK(!cJSON_GetObjectItemCaseSensitive(a1, "MessageGroupId"));
+    CHECK_STR(str(a1, "ApproximateReceiveCount"), "3");
+    cJSON_Delete(doc);
+}
+
+static void raw_event(void)
+{
+    cJSON *doc = event(QUEUE_EVENT_RAW);
+    CHECK(cJSON_IsArray(doc));
+    CHECK_STR(str(cJSON_GetArrayItem(doc, 0), "payload"), "hi\n");
+    CHECK_STR(str(cJSON_GetArrayItem(doc, 1), "payload_base64"), "/wE=");
+    CHECK_STR(str(cJSON_GetArrayItem(doc, 2), "messageId"), "100");
+    cJSON_Delete(doc);
+}
+
+static int answer(const char *body, uint8_t *failed)
+{
+    char why[160];
+    memset(failed, 0, 3);
+    return batch_failures(body, strlen(body), batch, 3, failed, why, sizeof why);
+}
+
+static void answers(void)
+{
+    uint8_t f[3];
+    const char *success[] = {"",
+                             "  \n",
+                             "null",
+                             "{}",
+                             "{\"batchItemFailures\":null}",
+                             "{\"batchItemFailures\":[]}",
+                             "{\"other\":1}"};
+    for (size_t i = 0; i < sizeof success / sizeof success[0]; i++) {
+        CHECK_INT(answer(success[i], f), 0);
+        CHECK(!f[0] && !f[1] && !f[2]);
+    }
+    CHECK_INT(answer("{\"batchItemFailures\":[{\"itemIdentifier\":\"100\"},"
+                     "{\"itemIdentifier\":\"7\"},{\"itemIdentifier\":\"7\"}]}",
+                     f),
+              0);
+    CHECK(f[0] && !f[1] && f[2]);
+    const char *bad[] = {
+        "nope",
+        "\"ok\"",
+        "[]",
+        "{\"batchItemFailures\":{}}",
+        "{\"batchItemFailures\":[{\"itemIdentifier\":\"8\"}]}",
+        "{\"batchItemFailures\":[{\"itemIdentifier\":\"07\"}]}",
+        "{\"batchItemFailures\":[{\"itemIdentifier\":\"\"}]}",
+        "{\"batchItemFailures\":[{\"itemIdentifier\":null}]}",
+        "{\"batchItemFailures\":[{\"itemIdentifier\":7}]}",
+        "{\"batchItemFailures\":[{\"ItemIdentifier\":\"7\"}]}",
+        "{\"batchItemFailures\":[\"7\"]}",
+        "{\"batchItemFailures\":[{\"itemIdentifier\":\"99999999999999999999999\"}]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (answer(bad[i], f) != ERR_INVAL) {
+            fprintf(stderr, "accepted: %s\n", bad[i]);
+            test_failures++;
+        }
+    }
+}
+
+/* One record at the longest of every number, attributes and all: the
+ * estimate the 6 MiB cap counts is never short. */
+static void estimate_bounds(void)
+{
+    queue_attrs at = {.source = "src\"x",
+                      .upstream_id = "u\n1",
+                      .headers = "{\"h\":\"v\"}",
+                      .headers_len = 9,
+                      .upstream_ts_ms = INT64_MIN,
+                      .redelivered = 1};
+    char topic[129];
+    memset(topic, 't', 128);
+    topic[128] = '\0';
+    for (int bin = 0; bin < 2; bin++) {
+        for (int withattrs = 0; withattrs < 2; withattrs++) {
+            queue_msg m = {.seq = UINT64_MAX,
+                           .published_ms = INT64_MIN,
+                           .key = "\x01k",
+                           .key_len = 2,
+                           .data = bin ? "\xff\xfe\xfd\xfc" : "\x01\"\\",
+                           .len = bin ? 4 : 3,
+                           .attrs = withattrs ? &at : NULL};
+            queue_lease l = {.msg = &m, .attempt = UINT32_MAX};
+            queue_lease *const one[1] = {&l};
+            for (int format = 0; format < 2; format++) {
+                buf b;
+                buf_init(&b, 1 << 20);
+                CHECK_INT(batch_event(&b, one, 1, format, topic), 0);
+                /* The envelope, {"Records":[ ]}, is the trigger's margin. */
+                CHECK(b.len - (format == QUEUE_EVENT_SQS ? 14 : 2) <=
+                      batch_record_max(&m, format, 128));
+                cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+                CHECK(doc != NULL);
+                cJSON_Delete(doc);
+                buf_free(&b);
+            }
+        }
+    }
+}
+
+int main(void)
+{
+    RUN(estimate_bounds);
+    RUN(sqs_event);
+    RUN(raw_event);
+    RUN(answers);
+    return TEST_RESULT();
+}
