@@ -16,6 +16,7 @@ configure:
 
 deps:
 	./scripts/install-deps.sh
+	@if command -v npm >/dev/null; then ./scripts/npm-test-deps.sh $(BUILD)/npm >/dev/null; fi
 
 # The whole suite on a fresh machine: dependencies, then every test twice:
 # on a -Werror build, and on an AddressSanitizer + UBSan build; then each

@@ -109,6 +109,7 @@ static void on_invoke_abort(http_request *req)
  * function's (a caller's deadline, not a way past the operator's limit). */
 typedef struct invoke_params {
     uint32_t timeout_ms; /* 0: the function's */
+    int async;           /* ?async=1: stored, run in the background (api/lambda_async.c) */
     char why[200];
 } invoke_params;
 
@@ -118,7 +119,9 @@ static int on_invoke_param(const char *k, size_t klen, const char *v, size_t vle
     if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &p->timeout_ms, p->why,
                                 sizeof p->why);
-    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout)",
+    if (strcmp(k, "async") == 0)
+        return api_bool_param(k, v, vlen, &p->async, p->why, sizeof p->why);
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout, async)",
              (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
 }
@@ -149,6 +152,15 @@ void api_invoke(api *a, http_request *req, const route_match *m)
                                "parameter 'timeout' (%u ms) is longer than the function's timeout "
                                "(%u ms): it may only shorten it",
                                ip.timeout_ms, f->active.config.timeout_ms);
+            return;
+        }
+        if (ip.async) {
+            if (ip.timeout_ms) {
+                http_respond_error(req, 400, "bad_parameter",
+                                   "parameter 'timeout' does not apply to an async invocation");
+                return;
+            }
+            api_async_invoke(a, req, f, 0);
             return;
         }
     }

@@ -129,6 +129,10 @@ static const char *const migrations[] = {
      "ALTER TABLE messages ADD COLUMN upstream_ts_ms INTEGER;"
      "ALTER TABLE messages ADD COLUMN headers TEXT;"
      "ALTER TABLE messages ADD COLUMN redelivered INTEGER;"),
+    /* 10: the destinations of a version's asynchronous invocations
+     * (common/fnconfig.h on_success, on_failure): topic names, '' for none. */
+    ("ALTER TABLE versions ADD COLUMN on_success TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE versions ADD COLUMN on_failure TEXT NOT NULL DEFAULT '';"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
