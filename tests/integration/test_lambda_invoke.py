@@ -122,6 +122,16 @@ def test_request_response_and_function_error(spated):
     assert status == 200, body
 
 
+def test_timeout_is_a_function_error(spated, tmp_path):
+    deploy(spated, timeout=300)
+    status, h, body = invoke(spated, "fn", {"wait": str(tmp_path / "never")})
+    assert status == 200, body
+    assert lower(h)["x-amz-function-error"] == "Unhandled"
+    doc = json.loads(body)
+    assert doc["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 0.30 seconds" in doc["errorMessage"]
+
+
 def test_dry_run_and_tail(spated):
     deploy(spated)
     status, h, body = invoke(spated, "fn", {"x": 1}, {"X-Amz-Invocation-Type": "DryRun"})
