@@ -14,6 +14,9 @@
  *   params.c     integer and boolean query parameters
  *   functions.c  /v1/functions: list, deploy, configure, describe, delete
  *   invoke.c     /v1/functions/NAME/invoke, here or routed to another node
+ *   lambda.c     Lambda's Invoke API (/2015-03-31/functions/NAME/invocations);
+ *                lambda_parse.c its request parsing (api/lambda.h)
+ *   lambda_async.c  async invocations (Event, ?async=1) and their destinations
  *   logs.c       /v1/functions/NAME/logs
  *   topics.c     /v1/topics: a topic's figures, list, delete, purge,
  *                retention; the dispatch of the topic and trigger routes
