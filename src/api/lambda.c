@@ -115,7 +115,11 @@ typedef struct lambda_call {
     buf payload;
     char request_id[REQID_LEN + 1];
     char function[SPATE_NAME_MAX + 1];
-    int qualified; /* X-Amz-Executed-Version: the number, else $LATEST */
+    api *a;
+    uint32_t version;    /* resolved: the active one when it was called */
+    uint32_t timeout_ms; /* the function's then (a routed timeout's message) */
+    int qualified;       /* X-Amz-Executed-Version: the number, else $LATEST */
+    char node[40];       /* the node that ran it, when another did (cluster mode) */
     int tail;
     /* The answer, kept while a Tail waits for the last log lines. */
     int status;
@@ -181,8 +185,9 @@ static void send_answer(lambda_call *c)
     buf_init(&hdr, 4 * TAIL_BYTES); /* the base64 of TAIL_BYTES and a few lines */
     buf_printf(&hdr, "x-amzn-RequestId: %s\r\nSpate-Request-Id: %s\r\n", c->request_id,
                c->request_id);
+    if (c->node[0]) buf_printf(&hdr, "Spate-Node: %s\r\n", c->node);
     if (c->qualified)
-        buf_printf(&hdr, "X-Amz-Executed-Version: %u\r\n", c->inv.version);
+        buf_printf(&hdr, "X-Amz-Executed-Version: %u\r\n", c->version);
     else
         buf_printf(&hdr, "X-Amz-Executed-Version: $LATEST\r\n");
     if (c->function_error) buf_printf(&hdr, "X-Amz-Function-Error: Unhandled\r\n");
@@ -237,10 +242,11 @@ char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t 
     return error_json(outcome, body, len, request_id, timeout_ms);
 }
 
-static void on_call_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
-                         void *data)
+/* Answers with an outcome, here or of another node. timeout_ms: the one the
+ * invocation ran with (a timeout's message says it). */
+static void finish(lambda_call *c, enum pool_outcome outcome, const char *body, size_t len,
+                   uint32_t timeout_ms)
 {
-    lambda_call *c = data;
     switch (outcome) {
     case POOL_OK:
         c->status = 200;
@@ -253,7 +259,7 @@ static void on_call_done(invocation *inv, enum pool_outcome outcome, const char 
     case POOL_TIMEOUT:
         c->status = 200;
         c->function_error = 1;
-        c->body = error_json(outcome, body, len, c->request_id, inv->timeout_ms);
+        c->body = error_json(outcome, body, len, c->request_id, timeout_ms);
         c->len = c->body ? strlen(c->body) : 0;
         break;
     case POOL_OVERLOADED:
@@ -277,13 +283,66 @@ static void on_call_done(invocation *inv, enum pool_outcome outcome, const char 
     call_free(c);
 }
 
+static void on_call_done(invocation *inv, enum pool_outcome outcome, const char *body, size_t len,
+                         void *data)
+{
+    finish(data, outcome, body, len, inv->timeout_ms);
+}
+
+static void on_call_abort(http_request *req);
+
+static void not_found(lambda_call *c)
+{
+    api_lambda_error(c->req, 404, "ResourceNotFoundException",
+                     "Function not found: arn:aws:lambda:%s:%s:function:%s", LAMBDA_REGION,
+                     LAMBDA_ACCOUNT, c->function);
+    call_free(c);
+}
+
+/* The answer of another node (cluster mode) in /v1's shape, given as this
+ * route gives its own; status 0: no node had room, so it waits here. */
+static void on_call_routed(int status, const char *body, size_t len, const char *node, void *data)
+{
+    lambda_call *c = data;
+    if (status == 0) {
+        fn *f = functions_find(c->a->table, c->function, strlen(c->function));
+        if (!f) return not_found(c); /* deleted meanwhile */
+        c->pool = f->pool;
+        c->req->on_abort = on_call_abort;
+        pool_invoke(f->pool, &c->inv);
+        return;
+    }
+    snprintf(c->node, sizeof c->node, "%.32s", node ? node : "");
+    if (status == 200) return finish(c, POOL_OK, body, len, 0);
+    if (status == 404) return not_found(c);
+    cJSON *doc = cJSON_ParseWithLength(body, len);
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(doc, "code");
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(doc, "error");
+    const char *cs = cJSON_IsString(code) ? code->valuestring : "";
+    const char *msg = cJSON_IsString(err) ? err->valuestring : "";
+    static const char crashed[] = "function crashed: "; /* invoke.c's prefix, said again below */
+    enum pool_outcome o = POOL_UNAVAILABLE;
+    if (strcmp(cs, "function_error") == 0) {
+        o = POOL_FAILED;
+    } else if (strcmp(cs, "function_crashed") == 0) {
+        o = POOL_CRASHED;
+        if (strncmp(msg, crashed, sizeof crashed - 1) == 0) msg += sizeof crashed - 1;
+    } else if (strcmp(cs, "function_timeout") == 0) {
+        o = POOL_TIMEOUT;
+    } else if (status == 429) {
+        o = POOL_OVERLOADED;
+    }
+    finish(c, o, msg, strlen(msg), c->timeout_ms);
+    cJSON_Delete(doc);
+}
+
 static void on_call_abort(http_request *req)
 {
     lambda_call *c = req->data;
     pool_cancel(c->pool, &c->inv);
 }
 
-static void request_response(http_request *req, fn *f, const lambda_target *t, int tail)
+static void request_response(api *a, http_request *req, fn *f, const lambda_target *t, int tail)
 {
     lambda_call *c = calloc(1, sizeof *c);
     if (!c) {
@@ -293,6 +352,9 @@ static void request_response(http_request *req, fn *f, const lambda_target *t, i
     c->req = req;
     c->pool = f->pool;
     c->tail = tail;
+    c->a = a;
+    c->version = f->active.version;
+    c->timeout_ms = f->active.config.timeout_ms;
     c->qualified = t->qualifier[0] && strcmp(t->qualifier, "$LATEST") != 0;
     snprintf(c->function, sizeof c->function, "%s", f->name);
     buf_init(&c->payload, 0);
@@ -308,6 +370,13 @@ static void request_response(http_request *req, fn *f, const lambda_target *t, i
     };
     req->data = c;
     req->on_abort = on_call_abort;
+    /* No room here: another node may have some (cluster mode), as for /v1. */
+    if (!pool_has_room(f->pool) &&
+        functions_route(a->table, f, c->request_id, c->payload.data, c->payload.len, c->timeout_ms,
+                        on_call_routed, c) == 0) {
+        req->on_abort = NULL; /* it runs elsewhere; the answer is dropped if the client left */
+        return;
+    }
     pool_invoke(f->pool, &c->inv);
 }
 
@@ -371,6 +440,6 @@ void api_lambda_invoke(api *a, http_request *req, const route_match *m)
         api_async_invoke(a, req, f, 1);
         return;
     default:
-        request_response(req, f, &t, tail);
+        request_response(a, req, f, &t, tail);
     }
 }
