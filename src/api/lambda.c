@@ -203,10 +203,10 @@ static void on_tail_timer(uv_timer_t *t)
     uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
-/* Lambda's error object of a function that failed, from the pool's text. */
-static char *error_json(enum pool_outcome outcome, const char *body, size_t len,
-                        const char *request_id, uint32_t timeout_ms)
+char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t len,
+                            const char *request_id, uint32_t timeout_ms)
 {
+    if (!body) body = "";
     char type[96];
     const char *msg = body;
     size_t mlen = len > SPATE_ERROR_MESSAGE_MAX ? SPATE_ERROR_MESSAGE_MAX : len;
@@ -236,12 +236,6 @@ static char *error_json(enum pool_outcome outcome, const char *body, size_t len,
     return out;
 }
 
-char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t len,
-                            const char *request_id, uint32_t timeout_ms)
-{
-    return error_json(outcome, body, len, request_id, timeout_ms);
-}
-
 /* Answers with an outcome, here or of another node. timeout_ms: the one the
  * invocation ran with (a timeout's message says it). */
 static void finish(lambda_call *c, enum pool_outcome outcome, const char *body, size_t len,
@@ -259,7 +253,7 @@ static void finish(lambda_call *c, enum pool_outcome outcome, const char *body, 
     case POOL_TIMEOUT:
         c->status = 200;
         c->function_error = 1;
-        c->body = error_json(outcome, body, len, c->request_id, timeout_ms);
+        c->body = api_lambda_error_json(outcome, body, len, c->request_id, timeout_ms);
         c->len = c->body ? strlen(c->body) : 0;
         break;
     case POOL_OVERLOADED:
@@ -320,7 +314,9 @@ static void on_call_routed(int status, const char *body, size_t len, const char 
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(doc, "error");
     const char *cs = cJSON_IsString(code) ? code->valuestring : "";
     const char *msg = cJSON_IsString(err) ? err->valuestring : "";
-    static const char crashed[] = "function crashed: "; /* invoke.c's prefix, said again below */
+    /* /v1's prefix of a crash (api/invoke.c), taken off: the error object
+     * says it its own way. */
+    static const char crashed[] = "function crashed: ";
     enum pool_outcome o = POOL_UNAVAILABLE;
     if (strcmp(cs, "function_error") == 0) {
         o = POOL_FAILED;
