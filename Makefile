@@ -16,6 +16,7 @@ configure:
 
 deps:
 	./scripts/install-deps.sh
+	@if command -v npm >/dev/null; then ./scripts/npm-test-deps.sh $(BUILD)/npm >/dev/null; fi
 
 # The whole suite on a fresh machine: dependencies, then every test twice:
 # on a -Werror build, and on an AddressSanitizer + UBSan build; then each
@@ -54,7 +55,7 @@ sanitize:
 # FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/<target>; what the
 # run adds stays in build-fuzz/corpus). Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = http frame unpack runtime_api fnlog sigv4
+FUZZ_TARGETS  = http frame unpack runtime_api fnlog sigv4 lambda
 fuzz: all
 	CC=clang cmake -S . -B build-fuzz -DSPATE_FUZZ=ON -DSPATE_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-fuzz -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))

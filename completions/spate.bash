@@ -76,7 +76,7 @@ _spate()
         return
         ;;
     deploy)
-        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network"
+        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network --on-success --on-failure"
         # NAME, then FILE.
         if [[ $cur != -* && $prev != deploy ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))
@@ -84,7 +84,7 @@ _spate()
         fi
         ;;
     config)
-        opts="--min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network"
+        opts="--min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network --on-success --on-failure"
         if [[ $prev == config ]]; then
             COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
             return
@@ -92,7 +92,7 @@ _spate()
         ;;
     invoke | status | rm)
         [[ $cmd == rm ]] && opts="--force"
-        [[ $cmd == invoke ]] && opts="--timeout"
+        [[ $cmd == invoke ]] && opts="--timeout --async"
         if [[ $prev == "$cmd" ]]; then
             COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
             return

@@ -84,6 +84,10 @@ static size_t body_limit(const http_request *req, void *data)
     if (api_aws_refused(req)) return SPATE_HTTP_SMALL_BODY_MAX; /* enough for the refusal */
     if (m.route == R_FUNCTION && req->method == HTTP_PUT) return a->limits.artifact_max;
     if (m.route == R_FUNCTION_INVOKE) return a->limits.invoke_payload_max;
+    /* Lambda's route reads up to twice its limit, so that a payload over it
+     * gets Lambda's RequestTooLargeException (api/lambda.c), not the
+     * server's own 413 that cuts the connection. */
+    if (m.route == R_LAMBDA_INVOKE) return 2 * a->limits.invoke_payload_max;
     if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
     return SPATE_HTTP_SMALL_BODY_MAX;
 }
@@ -220,6 +224,9 @@ static void handle(http_request *req, void *data)
     case R_SOURCE:
         api_sources(a, req, &m);
         return;
+    case R_LAMBDA_INVOKE:
+        api_lambda_invoke(a, req, &m);
+        return;
     case R_NONE:
         break;
     }
@@ -245,6 +252,7 @@ api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
     a->q = q;
     a->tr = tr;
     a->limits = *limits;
+    api_async_start(a);
     return a;
 }
 

@@ -13,6 +13,7 @@
 #include "api/json.h"
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/names.h"
 
 typedef struct deploy_params {
     fn_config cfg;
@@ -77,6 +78,17 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
         return api_number_param(k, v, vlen, SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, &c->tmp_mb,
                                 why, cap);
     if (strcmp(k, "network") == 0) return api_bool_param(k, v, vlen, &c->network, why, cap);
+    if (strcmp(k, "on_success") == 0 || strcmp(k, "on_failure") == 0) {
+        /* A destination of async invocations: a topic, or "" to remove it. */
+        char *dest = k[3] == 's' ? c->on_success : c->on_failure;
+        if (vlen && !name_is_topic(v, vlen)) {
+            snprintf(why, cap, "parameter '%s' must be a topic name (or empty: none)", k);
+            return ERR_INVAL;
+        }
+        memcpy(dest, v, vlen);
+        dest[vlen] = '\0';
+        return 0;
+    }
     if (strcmp(k, "env") == 0) return fnconfig_add_env(c, v, vlen, why, cap);
     if (strcmp(k, "secret") == 0) return fnconfig_add_secret(c, v, vlen, why, cap);
     if (strcmp(k, "unset_env") == 0) {
@@ -204,8 +216,9 @@ typedef struct delete_req {
     http_request *req;
     char name[SPATE_NAME_MAX + 1];
     int force;
-    cJSON *triggers; /* [{"topic", "function"}] that feed it */
-    cJSON *removed;  /* of those, removed (force=true) */
+    cJSON *triggers;   /* [{"topic", "function"}] that feed it */
+    cJSON *removed;    /* of those, removed (force=true) */
+    int user_triggers; /* of those, not its own async invocations' (which go unasked) */
     char why[200];
 } delete_req;
 
@@ -221,8 +234,12 @@ static int on_delete_param(const char *k, size_t klen, const char *v, size_t vle
 static void find_triggers(queue_sub *sub, void *data)
 {
     delete_req *d = data;
-    if (strcmp(queue_sub_get_config(sub)->function, d->name) == 0)
-        cJSON_AddItemToArray(d->triggers, api_trigger_ref(queue_sub_topic(sub), d->name));
+    if (strcmp(queue_sub_get_config(sub)->function, d->name) != 0) return;
+    cJSON_AddItemToArray(d->triggers, api_trigger_ref(queue_sub_topic(sub), d->name));
+    /* The trigger of its own async invocations goes with it, unasked. */
+    char async[SPATE_TOPIC_NAME_MAX + 1];
+    api_async_topic(d->name, async, sizeof async);
+    if (strcmp(queue_sub_topic(sub), async) != 0) d->user_triggers++;
 }
 
 /* "'a', 'b'" of the triggers' topics, cut short to fit. */
@@ -313,7 +330,7 @@ static void delete_fn(api *a, http_request *req, const route_match *m)
     fn *f = functions_find(a->table, d->name, m->name_len);
     queue_each_sub(a->q, find_triggers, d);
     if (!f || f->deploying || cJSON_GetArraySize(d->triggers) == 0) return delete_now(d);
-    if (!d->force) {
+    if (!d->force && d->user_triggers) {
         char list[1200];
         topic_list(d->triggers, list, sizeof list);
         cJSON *doc = cJSON_CreateObject();

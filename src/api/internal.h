@@ -14,6 +14,9 @@
  *   params.c     integer and boolean query parameters
  *   functions.c  /v1/functions: list, deploy, configure, describe, delete
  *   invoke.c     /v1/functions/NAME/invoke, here or routed to another node
+ *   lambda.c     Lambda's Invoke API (/2015-03-31/functions/NAME/invocations);
+ *                lambda_parse.c its request parsing (api/lambda.h)
+ *   lambda_async.c  async invocations (Event, ?async=1) and their destinations
  *   logs.c       /v1/functions/NAME/logs
  *   topics.c     /v1/topics: a topic's figures, list, delete, purge,
  *                retention; the dispatch of the topic and trigger routes
@@ -86,6 +89,7 @@ enum route {
     R_ALIASES,         /* /v1/functions/NAME/aliases */
     R_ALIAS,           /* /v1/functions/NAME/aliases/ALIAS */
     R_ROLLBACK,        /* /v1/functions/NAME/rollback */
+    R_LAMBDA_INVOKE,   /* /2015-03-31/functions/NAME/invocations (NAME still %-encoded) */
 };
 
 typedef struct route_match {
@@ -159,6 +163,32 @@ void api_function(api *a, http_request *req, const route_match *m);
 void api_invoke(api *a, http_request *req, const route_match *m);
 /* api/aliases.c: /v1/functions/NAME/aliases[/ALIAS] and /rollback. */
 void api_aliases(api *a, http_request *req, const route_match *m);
+/* api/lambda.c: POST /2015-03-31/functions/NAME/invocations (Lambda's
+ * Invoke). */
+void api_lambda_invoke(api *a, http_request *req, const route_match *m);
+/* An error in Lambda's rest-json shape: x-amzn-ErrorType: type and
+ * {"Type": "User"|"Service", "message": ...}, as the AWS SDKs parse it. */
+void api_lambda_error(http_request *req, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The function and version a name and qualifier ("" or $LATEST: the active
+ * version; a number) stand for: 0, or -1 with the HTTP status, Lambda's
+ * error type and why. The one place qualifiers are resolved: aliases plug
+ * in here. */
+int api_lambda_resolve(api *a, const char *function, const char *qualifier, fn **out,
+                       uint32_t *version, int *status, const char **type, char *why, size_t cap);
+/* Lambda's error object ({"errorMessage","errorType"}) of an invocation
+ * that failed, crashed or timed out, from the pool's text. Caller owns;
+ * free with free(). NULL when out of memory. */
+char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t len,
+                            const char *request_id, uint32_t timeout_ms);
+/* api/lambda_async.c: stores an async invocation of f with the request's
+ * body (taken) and answers 202 with its request id (lambda: in Lambda's
+ * shape), or the error. */
+void api_async_invoke(api *a, http_request *req, fn *f, int lambda);
+/* The internal topic of f's async invocations, spate.async.NAME. */
+void api_async_topic(const char *function, char *out, size_t cap);
+/* Hooks the destinations of async invocations into the triggers. */
+void api_async_start(api *a);
 /* api/nodes.c: GET /v1/nodes. */
 void api_nodes_list(api *a, http_request *req);
 

@@ -113,6 +113,7 @@ typedef struct invoke_params {
     uint32_t timeout_ms;                 /* 0: the function's */
     char qualifier[SPATE_ALIAS_MAX + 2]; /* ?qualifier=, as NAME:QUALIFIER */
     int has_qualifier;
+    int async; /* ?async=1: stored, run in the background (api/lambda_async.c) */
     char why[200];
 } invoke_params;
 
@@ -122,6 +123,8 @@ static int on_invoke_param(const char *k, size_t klen, const char *v, size_t vle
     if (strcmp(k, "timeout") == 0 || strcmp(k, "timeout_ms") == 0)
         return api_number_param(k, v, vlen, 1, SPATE_TIMEOUT_CEILING_MS, &p->timeout_ms, p->why,
                                 sizeof p->why);
+    if (strcmp(k, "async") == 0)
+        return api_bool_param(k, v, vlen, &p->async, p->why, sizeof p->why);
     if (strcmp(k, "qualifier") == 0) {
         if (vlen >= sizeof p->qualifier || memchr(v, '\0', vlen)) {
             snprintf(p->why, sizeof p->why, "parameter 'qualifier' is not a version or an alias");
@@ -132,7 +135,7 @@ static int on_invoke_param(const char *k, size_t klen, const char *v, size_t vle
         p->has_qualifier = 1;
         return 0;
     }
-    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout, qualifier)",
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (timeout, qualifier, async)",
              (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
 }
@@ -201,6 +204,15 @@ void api_invoke(api *a, http_request *req, const route_match *m)
                                "parameter 'timeout' (%u ms) is longer than the function's timeout "
                                "(%u ms): it may only shorten it",
                                ip.timeout_ms, f->active.config.timeout_ms);
+            return;
+        }
+        if (ip.async) {
+            if (ip.timeout_ms) {
+                http_respond_error(req, 400, "bad_parameter",
+                                   "parameter 'timeout' does not apply to an async invocation");
+                return;
+            }
+            api_async_invoke(a, req, f, 0);
             return;
         }
     }

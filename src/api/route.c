@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "api/lambda.h"
 
 #define PREFIX "/v1/functions"
 #define PREFIX_LEN (sizeof PREFIX - 1)
@@ -64,6 +65,14 @@ route_match api_route_match(const char *path)
         m.route = R_SOURCE;
         m.name = path + 12;
         m.name_len = strlen(m.name);
+    } else if (strncmp(path, LAMBDA_FUNCTIONS_PREFIX, sizeof LAMBDA_FUNCTIONS_PREFIX - 1) == 0) {
+        const char *name = path + sizeof LAMBDA_FUNCTIONS_PREFIX - 1;
+        const char *slash = strchr(name, '/');
+        if (slash && slash > name && strcmp(slash, "/invocations") == 0) {
+            m.route = R_LAMBDA_INVOKE;
+            m.name = name;
+            m.name_len = (size_t)(slash - name);
+        }
     } else if (strcmp(path, "/v1/nodes") == 0) {
         m.route = R_NODES;
     } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
@@ -115,6 +124,7 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_UI: /* the page's files hold no data; it asks for a token to read any */
         return 0;
     case R_FUNCTION_INVOKE:
+    case R_LAMBDA_INVOKE:
         return method == HTTP_POST ? SCOPE_INVOKE : SCOPE_ANY;
     case R_TOPIC_MESSAGES:
         return method == HTTP_POST ? SCOPE_PUBLISH : SCOPE_ADMIN;

@@ -101,6 +101,20 @@
          "FILE",                                                                                   \
          "secret variables from FILE, KEY=VALUE a line"},                                          \
         {"network", 0, OPT_FLAG, "network", "true", NULL, "instances may use the network"},        \
+        {"on-success",                                                                             \
+         0,                                                                                        \
+         OPT_TEXT,                                                                                 \
+         "on_success",                                                                             \
+         NULL,                                                                                     \
+         "TOPIC",                                                                                  \
+         "async invocations that succeed: a destination record to TOPIC (\"\": none)"},            \
+        {"on-failure",                                                                             \
+         0,                                                                                        \
+         OPT_TEXT,                                                                                 \
+         "on_failure",                                                                             \
+         NULL,                                                                                     \
+         "TOPIC",                                                                                  \
+         "async invocations that fail for good: a destination record to TOPIC"},                   \
     {                                                                                              \
         "no-network", 0, OPT_FLAG, "network", "false", NULL, "instances have no network"           \
     }
@@ -130,6 +144,10 @@ static void print_config(const cJSON *cfg, const char *indent)
         printf("%scpu %.0f millicores\n", indent, cli_json_num(cfg, "cpu_millis"));
     const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
     if (cJSON_IsFalse(net)) printf("%sno network\n", indent);
+    const cJSON *dest = cJSON_GetObjectItemCaseSensitive(cfg, "on_success");
+    if (cJSON_IsString(dest)) printf("%son success %s\n", indent, dest->valuestring);
+    dest = cJSON_GetObjectItemCaseSensitive(cfg, "on_failure");
+    if (cJSON_IsString(dest)) printf("%son failure %s\n", indent, dest->valuestring);
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(cfg, "env");
     const cJSON *e;
     /* A value is null when the token may not see it (only admin may). */
@@ -198,6 +216,9 @@ static int cmd_config(const cli *c, cli_args *a)
 static const cli_opt invoke_opts[] = {
     {"timeout", 0, OPT_NUMBER, "timeout", NULL, "MS",
      "this invocation's timeout: at most the function's own"},
+    {"async", 0, OPT_FLAG, "async", "true", NULL,
+     "store the invocation and return its request id at once;\nit runs (and is retried) in the "
+     "background"},
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -227,13 +248,20 @@ static int cmd_invoke(const cli *c, cli_args *a)
     rc = cli_request(c, "POST", path, payload.data ? payload.data : "", payload.len, NULL, &r);
     buf_free(&payload);
     if (rc) return rc;
-    if (r.status != 200) {
+    if (r.status != 200 && r.status != 202) {
         rc = cli_answer_error(c, "invoke failed", &r);
         /* What the function wrote and what happened to its instance are in
          * its log under the request id, which only --json showed. */
         if (rc == CLI_FUNCTION && !c->json && r.request_id[0])
             fprintf(stderr, "(its log: spate logs %s --request %s)\n", a->argv[0], r.request_id);
         return cli_finish(&r, NULL, rc);
+    }
+    if (r.status == 202) { /* --async: stored; the request id names it */
+        if (c->json || !r.request_id[0])
+            cli_print_raw(&r);
+        else
+            printf("%s\n", r.request_id);
+        return cli_finish(&r, NULL, 0);
     }
     cli_print_raw(&r);
     /* Output without a final newline would run into the shell's prompt; a

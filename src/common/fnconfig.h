@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/limits.h"
+
 enum fn_runtime { RUNTIME_NATIVE, RUNTIME_EXEC };
 
 typedef struct fn_config {
@@ -29,6 +31,11 @@ typedef struct fn_config {
      * the names only); a name is either in env or here. */
     char *secrets;
     uint32_t secret_count;
+    /* Destinations of its asynchronous invocations (Lambda's on-success and
+     * on-failure): topics that get a destination record per invocation
+     * (api/lambda_async.c); "" when none. */
+    char on_success[SPATE_TOPIC_NAME_MAX + 1];
+    char on_failure[SPATE_TOPIC_NAME_MAX + 1];
 } fn_config;
 
 /* The defaults of limits.h. */

@@ -115,6 +115,10 @@
 #define SPATE_TMP_DEFAULT_MB 512
 #define SPATE_TMP_FLOOR_MB 1
 #define SPATE_TMP_CEILING_MB 10240 /* Lambda's ceiling */
+/* The status line and headers of one answer, extra headers included: most
+ * fit a connection's 1 KiB buffer; the largest are Lambda's
+ * X-Amz-Log-Result (4 KiB of log in base64, api/lambda.c). */
+#define SPATE_HTTP_ANSWER_HEAD_MAX (16u * KIB)
 /* Function output (runtime/fnlog.h): a line longer than this is cut; each
  * function keeps its newest lines up to a count and bytes, and may write at
  * a sustained rate with a burst before its writes are made to wait. */

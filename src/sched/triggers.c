@@ -77,6 +77,8 @@ struct triggers {
     uint64_t rng;
     uint32_t (*live_nodes)(void *data); /* cluster mode: how many share the work */
     void *live_nodes_data;
+    triggers_outcome_cb outcome_hook;
+    void *outcome_data;
 };
 
 static void pump(trigger *t);
@@ -317,6 +319,28 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     trigger *t = ti->t;
     triggers *tr = t->owner;
     char error[SPATE_ERROR_MESSAGE_MAX + 64];
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    /* Each message's outcome (async invocations' destinations: their topic
+     * has one message per invocation). */
+    for (uint32_t i = 0; tr->outcome_hook && outcome != POOL_OVERLOADED &&
+                         outcome != POOL_UNAVAILABLE && i < ti->n;
+         i++) {
+        const queue_lease *l = ti->leases[i];
+        trigger_outcome o = {
+            .topic = queue_sub_topic(t->sub),
+            .function = cfg->function,
+            .request_id = ti->request_id,
+            .msg = l->msg,
+            .attempt = l->attempt,
+            .max_attempts = cfg->max_attempts,
+            .version = inv->version,
+            .outcome = outcome,
+            .body = body,
+            .len = len,
+            .final = outcome == POOL_OK || l->attempt >= cfg->max_attempts,
+        };
+        tr->outcome_hook(&o, tr->outcome_data);
+    }
     switch (outcome) {
     case POOL_OK:
         settle_ok(t, ti, body, len);
@@ -378,7 +402,12 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
     ti->one = l;
     ti->leases = &ti->one;
     ti->n = 1;
-    reqid_next(ti->request_id);
+    const queue_attrs *at = l->msg->attrs;
+    if (at && at->source && at->upstream_id && strcmp(at->source, TRIGGERS_INVOKE_SOURCE) == 0 &&
+        strlen(at->upstream_id) == REQID_LEN)
+        memcpy(ti->request_id, at->upstream_id, REQID_LEN + 1);
+    else
+        reqid_next(ti->request_id);
     ti->inv = (invocation){
         .request_id = ti->request_id,
         .payload = l->msg->data,
@@ -631,6 +660,12 @@ void triggers_set_nodes(triggers *tr, uint32_t (*live)(void *data), void *data)
 {
     tr->live_nodes = live;
     tr->live_nodes_data = data;
+}
+
+void triggers_set_outcome_hook(triggers *tr, triggers_outcome_cb cb, void *data)
+{
+    tr->outcome_hook = cb;
+    tr->outcome_data = data;
 }
 
 queue *triggers_queue(triggers *tr)

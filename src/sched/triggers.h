@@ -40,6 +40,33 @@ int triggers_add(triggers *t, const char *topic, const queue_sub_config *cfg, qu
 int triggers_remove(triggers *t, const char *topic, const char *function, queue_done_cb done,
                     void *data);
 
+/* What became of one invocation a trigger made, told before its message is
+ * settled (api/lambda_async.c sends the destination records of async
+ * invocations from it). Everything is borrowed for the call. */
+typedef struct trigger_outcome {
+    const char *topic;
+    const char *function;
+    const char *request_id;
+    const queue_msg *msg;
+    uint32_t attempt;
+    uint32_t max_attempts;
+    uint32_t version; /* that ran it */
+    enum pool_outcome outcome;
+    const char *body; /* the output, or the error's message */
+    size_t len;
+    int final; /* succeeded, or failed for the last time (to the dead letters) */
+} trigger_outcome;
+typedef void (*triggers_outcome_cb)(const trigger_outcome *o, void *data);
+/* Sets the one hook (NULL: none); data is borrowed while it is set. Not
+ * called for an invocation that never ran (no room: its message goes back). */
+void triggers_set_outcome_hook(triggers *t, triggers_outcome_cb cb, void *data);
+
+/* A message with attributes of this source (queue_attrs.source) carries in
+ * upstream_id the request id it was given when it was accepted (an async
+ * invocation, api/lambda_async.c): each of its attempts runs under that id,
+ * so that its logs and destination records are found by it. */
+#define TRIGGERS_INVOKE_SOURCE "spate:invoke"
+
 /* Cluster mode: the number of live nodes, over which the autoscaler spreads
  * a function's instances (each sizes its share of the cluster's backlog). */
 void triggers_set_nodes(triggers *t, uint32_t (*live)(void *data), void *data);

@@ -66,8 +66,8 @@ static int sq_put_version(registry *r, const reg_version *v)
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
         " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
-        " cpu_millis, network, tmp_mb, secrets)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -94,6 +94,8 @@ static int sq_put_version(registry *r, const reg_version *v)
             sqlite3_bind_text(st, 17, c->secrets, -1, SQLITE_STATIC);
         else
             sqlite3_bind_null(st, 17);
+        sqlite3_bind_text(st, 18, c->on_success, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 19, c->on_failure, -1, SQLITE_STATIC);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -144,7 +146,7 @@ static int sq_delete_function(registry *r, const char *name)
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
-    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets"
+    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -170,6 +172,10 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.env_count = fnconfig_count_lines(v->config.env);
     v->config.secrets = (char *)sqlite3_column_text(st, 17);
     v->config.secret_count = fnconfig_count_lines(v->config.secrets);
+    const char *dest = (const char *)sqlite3_column_text(st, 18);
+    snprintf(v->config.on_success, sizeof v->config.on_success, "%s", dest ? dest : "");
+    dest = (const char *)sqlite3_column_text(st, 19);
+    snprintf(v->config.on_failure, sizeof v->config.on_failure, "%s", dest ? dest : "");
 }
 
 static int each(store *s, sqlite3_stmt *st, registry_version_cb cb, void *data)

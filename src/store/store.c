@@ -147,6 +147,10 @@ static const char *const migrations[] = {
      "ALTER TABLE subscriptions ADD COLUMN batch_window_ms INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE subscriptions ADD COLUMN event_format INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE subscriptions ADD COLUMN report_failures INTEGER NOT NULL DEFAULT 0;"),
+    /* 12: the destinations of a version's asynchronous invocations
+     * (common/fnconfig.h on_success, on_failure): topic names, '' for none. */
+    ("ALTER TABLE versions ADD COLUMN on_success TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE versions ADD COLUMN on_failure TEXT NOT NULL DEFAULT '';"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -213,6 +213,36 @@ def test_a_busy_node_hands_invocations_to_another(cluster, functions):
     assert results["waited"][0] == 200
 
 
+def test_a_busy_node_hands_lambda_invocations_to_another(cluster, tmp_path):
+    """Lambda's Invoke API routes as /v1 invoke does, and gives the answer in
+    Lambda's shape."""
+    from test_lambda_invoke import artifact
+    nats, (a, b, c) = cluster
+    status, doc = a.json("PUT", "/v1/functions/lam?runtime=exec&max=1&queue=1", artifact())
+    assert status == 201, doc
+    assert wait_for(lambda: listed(b, "lam") and listed(c, "lam"), timeout=10)
+    gate = tmp_path / "gate"
+    path = "/2015-03-31/functions/lam/invocations"
+    held = {}
+    t = threading.Thread(target=lambda: held.update(r=a.request(
+        "POST", path, json.dumps({"wait": str(gate)}).encode(), timeout=60)))
+    t.start()
+    try:
+        assert wait_for(lambda: a.describe("lam")["instances"]["busy"] == 1, timeout=30)
+        status, hdrs, body = a.request("POST", path, b'{"k": 1}', timeout=60)
+        assert status == 200, body
+        assert json.loads(body)["echo"] == {"k": 1}
+        assert hdrs["Spate-Node"] != node_id(a), hdrs
+        status, hdrs, body = a.request("POST", path, b'{"fail": "far away"}', timeout=60)
+        assert status == 200 and hdrs["X-Amz-Function-Error"] == "Unhandled", body
+        assert hdrs["Spate-Node"] != node_id(a), hdrs
+        assert json.loads(body) == {"errorMessage": "far away", "errorType": "TestError"}
+    finally:
+        gate.touch()
+        t.join()
+    assert held["r"][0] == 200
+
+
 def test_a_node_that_was_away_catches_up(cluster, functions):
     nats, (a, b, c) = cluster
     assert a.deploy("stays", functions["hello"])[0] == 201

@@ -4,6 +4,7 @@
  * send them together (the cork), JSON error bodies.
  */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -202,13 +203,18 @@ void http_respond(http_request *req, int status, const char *content_type,
     size_t tlen = strlen(text), dlen = strlen(date);
     size_t clen = content_type ? strlen(content_type) : 0;
     size_t xlen = extra_headers ? strlen(extra_headers) : 0;
-    /* Fixed parts and a 20-digit length fit in 160 bytes. */
-    if (tlen + dlen + clen + xlen + 160 > sizeof c->head) {
+    /* Fixed parts and a 20-digit length fit in 160 bytes. A head larger
+     * than the connection's own buffer (Lambda's X-Amz-Log-Result: 4 KiB in
+     * base64) is built on the heap: send_answer copies what it cannot send
+     * at once, so the head need not outlive the call. */
+    size_t need = tlen + dlen + clen + xlen + 160;
+    char *head = c->head;
+    if (need > sizeof c->head && (need > SPATE_HTTP_ANSWER_HEAD_MAX || !(head = malloc(need)))) {
         log_error("answer headers too long req=%llu", (unsigned long long)req->id);
         http__close_conn(c);
         return;
     }
-    char *p = fmt_lit(c->head, "HTTP/1.1 ");
+    char *p = fmt_lit(head, "HTTP/1.1 ");
     p = fmt_u64(p, (uint64_t)status);
     *p++ = ' ';
     p = fmt_str(p, text, tlen);
@@ -225,8 +231,9 @@ void http_respond(http_request *req, int status, const char *content_type,
     if (xlen) p = fmt_str(p, extra_headers, xlen);
     if (!c->keep_alive) p = fmt_lit(p, "Connection: close\r\n");
     p = fmt_lit(p, "\r\n");
-    int n = (int)(p - c->head);
-    send_answer(c, c->head, (size_t)n, body, len);
+    int n = (int)(p - head);
+    send_answer(c, head, (size_t)n, body, len);
+    if (head != c->head) free(head);
 }
 
 static void respond_verror(http_request *req, int status, const char *extra_headers,

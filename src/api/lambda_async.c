@@ -1,0 +1,242 @@
+/*
+ * lambda_async.c - asynchronous invocations (Lambda's Event invocation
+ * type, and POST /v1/functions/NAME/invoke?async=1) and their destinations.
+ *
+ * An async invocation is a message of the function's own topic,
+ * spate.async.NAME, which a trigger of the function consumes: the 202 is
+ * sent once the message is durable, and the trigger brings the rest —
+ * attempts (three: Lambda's first try and two retries), back-off, dead
+ * letters (spate.async.NAME.dlq), redelivery after a crash, scaling. The
+ * trigger is made by the first async invocation (and goes with the
+ * function). The request id the 202 gives travels in the message's
+ * attributes (TRIGGERS_INVOKE_SOURCE), so that every attempt runs under it.
+ *
+ * Destinations: once an invocation is settled (it succeeded, or failed its
+ * last attempt), the function's on_success or on_failure topic (its
+ * configuration) gets Lambda's destination record. The record is published
+ * as the message is settled, not in one transaction with it: a crash in
+ * between may lose a record (or, redelivered, send one twice).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/internal.h"
+#include "api/lambda.h"
+#include "common/err.h"
+#include "common/limits.h"
+#include "common/log.h"
+#include "common/reqid.h"
+
+#define ASYNC_PREFIX "spate.async."
+#define ASYNC_ATTEMPTS 3
+
+void api_async_topic(const char *function, char *out, size_t cap)
+{
+    snprintf(out, cap, ASYNC_PREFIX "%s", function);
+}
+
+typedef struct async_ctx {
+    api *a;
+    http_request *req;
+    int lambda; /* answer as Lambda's API does */
+    buf payload;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    char request_id[REQID_LEN + 1];
+} async_ctx;
+
+static void async_fail(async_ctx *c, int status, const char *code, const char *lambda_type,
+                       const char *msg)
+{
+    if (c->lambda)
+        api_lambda_error(c->req, status, lambda_type, "%s", msg);
+    else
+        http_respond_error(c->req, status, code, "%s", msg);
+    buf_free(&c->payload);
+    free(c);
+}
+
+static void on_stored(void *data, int status, uint64_t first)
+{
+    async_ctx *c = data;
+    (void)first;
+    if (status) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "the invocation could not be stored (%s); it will not run",
+                 err_str(status));
+        async_fail(c, 503, "store_unavailable", "ServiceException", msg);
+        return;
+    }
+    char hdr[160];
+    snprintf(hdr, sizeof hdr, "x-amzn-RequestId: %s\r\nSpate-Request-Id: %s\r\n", c->request_id,
+             c->request_id);
+    if (c->lambda) {
+        http_respond(c->req, 202, "application/json", hdr, NULL, 0);
+    } else {
+        char body[96];
+        int n = snprintf(body, sizeof body, "{\"request_id\":\"%s\"}\n", c->request_id);
+        http_respond(c->req, 202, "application/json", hdr, body, (size_t)n);
+    }
+    buf_free(&c->payload);
+    free(c);
+}
+
+static void store(async_ctx *c)
+{
+    queue_attrs attrs = {.source = TRIGGERS_INVOKE_SOURCE, .upstream_id = c->request_id};
+    queue_input in = {
+        .data = c->payload.data ? c->payload.data : "",
+        .len = (uint32_t)c->payload.len,
+        .attrs = &attrs,
+    };
+    queue_publish(c->a->q, c->topic, &c->payload, &in, 1, on_stored, c);
+}
+
+static void on_trigger_ready(void *data, int status)
+{
+    async_ctx *c = data;
+    if (status) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot make the trigger of topic '%s' (%s)", c->topic,
+                 err_str(status));
+        async_fail(c, 503, "store_unavailable", "ServiceException", msg);
+        return;
+    }
+    store(c);
+}
+
+void api_async_invoke(api *a, http_request *req, fn *f, int lambda)
+{
+    async_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (lambda)
+            api_lambda_error(req, 503, "ServiceException", "out of memory");
+        else
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    c->a = a;
+    c->req = req;
+    c->lambda = lambda;
+    buf_init(&c->payload, 0);
+    buf_move(&c->payload, &req->body);
+    api_async_topic(f->name, c->topic, sizeof c->topic);
+    reqid_next(c->request_id);
+    if (c->payload.len > a->limits.message_max) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the payload is %zu bytes; an async invocation takes at most %zu",
+                 c->payload.len, a->limits.message_max);
+        async_fail(c, 413, "payload_too_large", "RequestTooLargeException", msg);
+        return;
+    }
+    if (queue_find_sub(a->q, c->topic, f->name)) {
+        store(c);
+        return;
+    }
+    queue_sub_config cfg = {.max_attempts = ASYNC_ATTEMPTS};
+    snprintf(cfg.function, sizeof cfg.function, "%s", f->name);
+    snprintf(cfg.dlq, sizeof cfg.dlq, "%.*s.dlq", (int)sizeof cfg.dlq - 5, c->topic);
+    if (triggers_add(a->tr, c->topic, &cfg, on_trigger_ready, c) != 0)
+        async_fail(c, 503, "store_unavailable", "ServiceException",
+                   "cannot make the trigger of the async invocations");
+}
+
+/* --- Destinations -------------------------------------------------------------------- */
+
+/* A payload as a record holds it: its JSON, else the text. */
+static cJSON *payload_json(const char *data, size_t len)
+{
+    if (!len) return cJSON_CreateNull();
+    cJSON *doc = cJSON_ParseWithLength(data, len);
+    if (doc) return doc;
+    char *text = malloc(len + 1);
+    if (!text) return cJSON_CreateNull();
+    memcpy(text, data, len);
+    text[len] = '\0';
+    doc = cJSON_CreateString(text);
+    free(text);
+    return doc;
+}
+
+static void on_record_published(void *data, int status, uint64_t first)
+{
+    char *topic = data;
+    (void)first;
+    if (status)
+        log_warn("cannot publish a destination record: %s topic=%s", err_str(status), topic);
+    free(topic);
+}
+
+/* Lambda's destination record of a settled invocation. */
+static char *destination_record(const trigger_outcome *o, const fn *f)
+{
+    char ts[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    char arn[SPATE_NAME_MAX + 100];
+    snprintf(arn, sizeof arn, "arn:aws:lambda:%s:%s:function:%s:$LATEST", LAMBDA_REGION,
+             LAMBDA_ACCOUNT, o->function);
+    int ok = o->outcome == POOL_OK;
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "version", "1.0");
+    cJSON_AddStringToObject(doc, "timestamp", ts);
+    cJSON *rc = cJSON_AddObjectToObject(doc, "requestContext");
+    cJSON_AddStringToObject(rc, "requestId", o->request_id);
+    cJSON_AddStringToObject(rc, "functionArn", arn);
+    cJSON_AddStringToObject(rc, "condition", ok ? "Success" : "RetriesExhausted");
+    cJSON_AddNumberToObject(rc, "approximateInvokeCount", o->attempt);
+    cJSON_AddItemToObject(doc, "requestPayload", payload_json(o->msg->data, o->msg->len));
+    cJSON *resp = cJSON_AddObjectToObject(doc, "responseContext");
+    cJSON_AddNumberToObject(resp, "statusCode", 200);
+    cJSON_AddStringToObject(resp, "executedVersion", "$LATEST");
+    if (ok) {
+        cJSON_AddItemToObject(doc, "responsePayload", payload_json(o->body, o->len));
+    } else {
+        cJSON_AddStringToObject(resp, "functionError", "Unhandled");
+        char *err = api_lambda_error_json(o->outcome, o->body, o->len, o->request_id,
+                                          f ? f->active.config.timeout_ms : 0);
+        cJSON_AddItemToObject(doc, "responsePayload", err ? cJSON_Parse(err) : cJSON_CreateNull());
+        free(err);
+    }
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return text;
+}
+
+static void on_outcome(const trigger_outcome *o, void *data)
+{
+    api *a = data;
+    size_t plen = sizeof ASYNC_PREFIX - 1;
+    if (!o->final || strncmp(o->topic, ASYNC_PREFIX, plen) != 0 ||
+        strcmp(o->topic + plen, o->function) != 0)
+        return;
+    fn *f = functions_find(a->table, o->function, strlen(o->function));
+    const char *dest = !f                      ? ""
+                       : o->outcome == POOL_OK ? f->active.config.on_success
+                                               : f->active.config.on_failure;
+    if (!dest[0]) return;
+    char *text = destination_record(o, f);
+    char *topic = strdup(dest);
+    if (!text || !topic) {
+        log_warn("cannot build a destination record: out of memory fn=%s req=%s", o->function,
+                 o->request_id);
+        free(text);
+        free(topic);
+        return;
+    }
+    buf body;
+    buf_init(&body, 0);
+    body.data = text; /* taken by the queue */
+    body.len = strlen(text);
+    body.cap = body.max = body.len;
+    queue_input in = {.data = text, .len = (uint32_t)body.len};
+    queue_publish(a->q, topic, &body, &in, 1, on_record_published, topic);
+}
+
+void api_async_start(api *a)
+{
+    if (a->tr) triggers_set_outcome_hook(a->tr, on_outcome, a);
+}

@@ -1,0 +1,396 @@
+"""Lambda's Invoke API on spated's port (POST /2015-03-31/functions/NAME/invocations)
+and async invocations with destinations, driven by real AWS clients: the aws CLI v1
+on PATH, Debian's awscli v2 (/usr/bin/aws), Debian's boto3 (/usr/bin/python3) and
+npm's @aws-sdk/client-lambda (node 20). The function is an exec function whose
+bootstrap speaks the Runtime API with /usr/bin/python3's standard library."""
+
+import base64
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import zipfile
+import io
+
+import pytest
+
+from conftest import BUILD, ROOT, wait_for
+
+# The event decides: {"fail": MSG} posts an error (until "ok_after" attempts
+# recorded in "record"), {"wait": PATH} waits for PATH to exist, {"print": TEXT}
+# prints TEXT; each invocation appends "REQUEST_ID PAYLOAD" to "record" if given.
+BOOTSTRAP = b"""#!/usr/bin/python3
+import json, os, time, urllib.request
+API = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+
+def post(path, body):
+    req = urllib.request.Request(API + path, data=body, method="POST")
+    urllib.request.urlopen(req).read()
+
+while True:
+    with urllib.request.urlopen(API + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        raw = r.read()
+    event = json.loads(raw) if raw else None
+    ev = event if isinstance(event, dict) else {}
+    if ev.get("print"):
+        print(ev["print"], flush=True)
+    if ev.get("wait"):
+        while not os.path.exists(ev["wait"]):
+            time.sleep(0.05)
+    attempts = 0
+    if ev.get("record"):
+        with open(ev["record"], "a") as f:
+            f.write(rid + " " + json.dumps(event, sort_keys=True) + "\\n")
+        attempts = sum(1 for line in open(ev["record"]) if line.startswith(rid + " "))
+    if ev.get("fail") and attempts < ev.get("ok_after", 1 << 30):
+        post(rid + "/error", json.dumps({"errorMessage": ev["fail"], "errorType": "TestError"}).encode())
+        continue
+    post(rid + "/response", json.dumps({"echo": event, "request_id": rid}).encode())
+"""
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_PAGER": ""}
+
+
+def artifact():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o100755 << 16
+        z.writestr(info, BOOTSTRAP)
+    return buf.getvalue()
+
+
+def deploy(d, name="fn", **params):
+    query = "&".join(["runtime=exec"] + [f"{k}={v}" for k, v in params.items()])
+    status, doc = d.json("PUT", f"/v1/functions/{name}?{query}", artifact())
+    assert status in (200, 201), doc
+    return doc
+
+
+def invoke(d, name, payload, headers=None, query=""):
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return d.request("POST", f"/2015-03-31/functions/{name}/invocations{query}", body,
+                     headers=headers or {})
+
+
+def lower(headers):
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def messages(d, topic):
+    status, doc = d.json("GET", f"/v1/topics/{topic}/messages?limit=1000")
+    return doc["messages"] if status == 200 else []
+
+
+def records(path):
+    if not os.path.exists(path):
+        return []
+    return [(line.split(" ", 1)[0], json.loads(line.split(" ", 1)[1])) for line in open(path)]
+
+
+# --- The wire, with a plain HTTP client ----------------------------------------------------
+
+
+def test_request_response_and_function_error(spated):
+    deploy(spated)
+    status, h, body = invoke(spated, "fn", {"a": 1})
+    h = lower(h)
+    assert status == 200, body
+    doc = json.loads(body)
+    assert doc["echo"] == {"a": 1}
+    assert h["x-amz-executed-version"] == "$LATEST"
+    assert h["x-amzn-requestid"] == doc["request_id"]
+    assert "x-amz-function-error" not in h
+
+    status, h, body = invoke(spated, "fn", {"fail": "it broke"})
+    assert status == 200
+    assert lower(h)["x-amz-function-error"] == "Unhandled"
+    assert json.loads(body) == {"errorMessage": "it broke", "errorType": "TestError"}
+
+    # A version number, and the function's ARN with a qualifier.
+    status, h, body = invoke(spated, "fn", {"b": 2}, query="?Qualifier=1")
+    assert status == 200 and lower(h)["x-amz-executed-version"] == "1", body
+    arn = "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Afn%3A1"
+    status, h, body = invoke(spated, arn, {"c": 3})
+    assert status == 200 and json.loads(body)["echo"] == {"c": 3}, body
+    status, _, body = invoke(spated, "000000000000:function:fn", {"d": 4})
+    assert status == 200, body
+
+
+def test_timeout_is_a_function_error(spated, tmp_path):
+    deploy(spated, timeout=300)
+    status, h, body = invoke(spated, "fn", {"wait": str(tmp_path / "never")})
+    assert status == 200, body
+    assert lower(h)["x-amz-function-error"] == "Unhandled"
+    doc = json.loads(body)
+    assert doc["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 0.30 seconds" in doc["errorMessage"]
+
+
+def test_dry_run_and_tail(spated):
+    deploy(spated)
+    status, h, body = invoke(spated, "fn", {"x": 1}, {"X-Amz-Invocation-Type": "DryRun"})
+    assert status == 204 and body == b""
+    status, h, body = invoke(spated, "fn", {"print": "hello from the handler"},
+                             {"X-Amz-Log-Type": "Tail"})
+    assert status == 200, body
+    tail = base64.b64decode(lower(h)["x-amz-log-result"]).decode()
+    assert "hello from the handler" in tail
+    # Only the last 4 KiB.
+    status, h, body = invoke(spated, "fn", {"print": "y" * 6000}, {"X-Amz-Log-Type": "Tail"})
+    tail = base64.b64decode(lower(h)["x-amz-log-result"])
+    assert 0 < len(tail) <= 4096
+
+
+def error_of(resp):
+    status, h, body = resp
+    doc = json.loads(body)
+    assert set(doc) == {"Type", "message"}, doc
+    return status, lower(h)["x-amzn-errortype"], doc["message"]
+
+
+def test_error_shapes(spated):
+    deploy(spated, max=1, queue=1)
+    status, etype, msg = error_of(invoke(spated, "nope", {}))
+    assert (status, etype) == (404, "ResourceNotFoundException")
+    assert "function:nope" in msg
+    assert error_of(invoke(spated, "fn", {}, query="?Qualifier=7"))[:2] == \
+        (404, "ResourceNotFoundException")
+    assert error_of(invoke(spated, "fn", b"{not json"))[:2] == \
+        (400, "InvalidRequestContentException")
+    assert error_of(invoke(spated, "fn", b"x" * (6 * 1024 * 1024 + 10)))[:2] == \
+        (413, "RequestTooLargeException")
+    assert error_of(invoke(spated, "fn", {}, {"X-Amz-Invocation-Type": "Sometimes"}))[:2] == \
+        (400, "InvalidParameterValueException")
+    assert error_of(invoke(spated, "bad%2Fname", {}))[:2] == (400, "InvalidParameterValueException")
+    assert error_of(invoke(spated, "fn:1", {}, query="?Qualifier=2"))[:2] == \
+        (400, "InvalidParameterValueException")
+
+    # One instance, a wait queue of one: a third concurrent call is refused.
+    import concurrent.futures
+    gate = pathlib.Path(spated.workdir) / "gate"
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(invoke, spated, "fn", {"wait": str(gate)}) for _ in range(6)]
+        refused = wait_for(lambda: [f for f in futs if f.done()], timeout=30)
+        gate.touch()
+        results = [f.result() for f in futs]
+    assert refused
+    throttled = [r for r in results if r[0] == 429]
+    assert throttled, [r[0] for r in results]
+    assert error_of(throttled[0])[1] == "TooManyRequestsException"
+
+
+# --- Async invocations ---------------------------------------------------------------------
+
+
+def test_event_retries_then_on_failure_destination(spated, tmp_path):
+    deploy(spated, on_failure="failed", on_success="succeeded")
+    rec = tmp_path / "fail.rec"
+    status, h, body = invoke(spated, "fn", {"fail": "always", "record": str(rec)},
+                             {"X-Amz-Invocation-Type": "Event"})
+    assert status == 202 and body == b""
+    rid = lower(h)["x-amzn-requestid"]
+    # Three attempts (Lambda's two retries), each under the request id the 202 gave.
+    assert wait_for(lambda: len(records(rec)) >= 3, timeout=60), records(rec)
+    recs = wait_for(lambda: messages(spated, "failed"), timeout=30)
+    assert len(recs) == 1, recs
+    dest = json.loads(recs[0]["payload"])
+    assert [r[0] for r in records(rec)] == [rid] * 3
+    assert dest["version"] == "1.0" and dest["timestamp"].endswith("Z")
+    assert dest["requestContext"] == {
+        "requestId": rid, "condition": "RetriesExhausted", "approximateInvokeCount": 3,
+        "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:fn:$LATEST"}
+    assert dest["requestPayload"] == {"fail": "always", "record": str(rec)}
+    assert dest["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST",
+                                       "functionError": "Unhandled"}
+    assert dest["responsePayload"] == {"errorMessage": "always", "errorType": "TestError"}
+    # The dead letter is kept too.
+    assert len(messages(spated, "spate.async.fn.dlq")) == 1
+
+    # Fails once, then succeeds on the retry: the on-success destination.
+    rec2 = tmp_path / "ok.rec"
+    status, h, _ = invoke(spated, "fn", {"fail": "once", "ok_after": 2, "record": str(rec2)},
+                          {"X-Amz-Invocation-Type": "Event"})
+    assert status == 202
+    recs = wait_for(lambda: messages(spated, "succeeded"), timeout=60)
+    dest = json.loads(recs[0]["payload"])
+    assert dest["requestContext"]["condition"] == "Success"
+    assert dest["requestContext"]["approximateInvokeCount"] == 2
+    assert dest["responsePayload"]["echo"]["fail"] == "once"
+    assert "functionError" not in dest["responseContext"]
+    # The function with its async trigger deletes without --force.
+    status, doc = spated.json("DELETE", "/v1/functions/fn")
+    assert status in (200, 204), doc
+    assert spated.json("GET", "/v1/triggers/spate.async.fn/fn")[0] == 404
+
+
+def test_v1_async_and_cli(spated, tmp_path):
+    deploy(spated)
+    rec = tmp_path / "v1.rec"
+    status, h, body = spated.request("POST", "/v1/functions/fn/invoke?async=1",
+                                     json.dumps({"record": str(rec), "n": 1}).encode())
+    assert status == 202, body
+    rid = json.loads(body)["request_id"]
+    assert h.get("Spate-Request-Id") == rid
+    assert wait_for(lambda: [r for r in records(rec) if r[0] == rid], timeout=30)
+    r = spated.cli("invoke", "fn", json.dumps({"record": str(rec), "n": 2}), "--async")
+    assert r.returncode == 0, r.stderr
+    rid2 = r.stdout.decode().strip()
+    assert len(rid2) == 36
+    assert wait_for(lambda: [x for x in records(rec) if x[0] == rid2], timeout=30)
+    # Destinations through the CLI's deploy options, shown by describe.
+    r = spated.cli("config", "fn", "--on-failure", "oops")
+    assert r.returncode == 0, r.stderr
+    assert spated.describe("fn")["config"]["on_failure"] == "oops"
+    assert spated.json("PUT", "/v1/functions/fn?runtime=exec&on_failure=bad%2Ftopic",
+                       artifact())[0] == 400
+
+
+def test_event_invocations_survive_kill_9(make_spated, tmp_path):
+    d = make_spated()
+    deploy(d, max=1)
+    gate = tmp_path / "gate"
+    rec = tmp_path / "k.rec"
+    rids = []
+    for i in range(5):
+        status, h, _ = invoke(d, "fn", {"wait": str(gate), "record": str(rec), "i": i},
+                              {"X-Amz-Invocation-Type": "Event"})
+        assert status == 202
+        rids.append(lower(h)["x-amzn-requestid"])
+    d.stop(signal.SIGKILL)
+    d.start()
+    gate.touch()
+    done = wait_for(lambda: {r[0] for r in records(rec)} >= set(rids), timeout=60)
+    assert done, (rids, records(rec))
+    assert sorted({r[1]["i"] for r in records(rec)}) == list(range(5))
+    assert d.stop() == 0
+
+
+# --- Real clients --------------------------------------------------------------------------
+
+
+def run(args, env=None, **kw):
+    e = dict(os.environ, **AWS_ENV)
+    e.update(env or {})
+    return subprocess.run(args, capture_output=True, env=e, timeout=120, **kw)
+
+
+@pytest.mark.parametrize("cli", ["v1", "v2"])
+def test_aws_cli(spated, tmp_path, cli):
+    if cli == "v1":
+        aws = shutil.which("aws")
+        if not aws or aws == "/usr/bin/aws":
+            pytest.skip("no aws v1 on PATH")
+        binary = []
+    else:
+        aws = "/usr/bin/aws"
+        if not os.path.exists(aws):
+            pytest.skip("Debian's awscli is not installed (scripts/install-deps.sh)")
+        binary = ["--cli-binary-format", "raw-in-base64-out"]
+    deploy(spated)
+    base = [aws, "lambda", "invoke", "--endpoint-url", spated.url, "--function-name"]
+    out = tmp_path / "out.json"
+    r = run(base + ["fn", *binary, "--payload", '{"k": "v"}', "--log-type", "Tail", str(out)])
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout)
+    assert meta["StatusCode"] == 200 and meta["ExecutedVersion"] == "$LATEST"
+    assert "LogResult" in meta
+    assert json.loads(out.read_text())["echo"] == {"k": "v"}
+    r = run(base + ["fn", *binary, "--payload", '{"fail": "bad"}', str(out)])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["FunctionError"] == "Unhandled"
+    assert json.loads(out.read_text())["errorType"] == "TestError"
+    r = run(base + ["fn", "--invocation-type", "Event", *binary, "--payload", "{}", str(out)])
+    assert r.returncode == 0 and json.loads(r.stdout)["StatusCode"] == 202, r.stderr
+    r = run(base + ["nope", str(out)])
+    assert r.returncode != 0 and b"ResourceNotFoundException" in r.stderr, r.stderr
+
+
+BOTO = """
+import json, sys, boto3, botocore.exceptions
+c = boto3.client("lambda", endpoint_url=sys.argv[1])
+out = {}
+r = c.invoke(FunctionName="fn", Payload=b'{"k": 1}', LogType="Tail")
+out["ok"] = [r["StatusCode"], json.loads(r["Payload"].read()), r["ExecutedVersion"], "LogResult" in r]
+r = c.invoke(FunctionName="arn:aws:lambda:us-east-1:000000000000:function:fn", Qualifier="1", Payload=b'{"fail": "x"}')
+out["err"] = [r["StatusCode"], r["FunctionError"], json.loads(r["Payload"].read())]
+out["event"] = c.invoke(FunctionName="fn", InvocationType="Event", Payload=b"{}")["StatusCode"]
+out["dry"] = c.invoke(FunctionName="fn", InvocationType="DryRun")["StatusCode"]
+for name, payload in (("nope", b"{}"), ("fn", b"{bad")):
+    try:
+        c.invoke(FunctionName=name, Payload=payload)
+    except c.exceptions.ResourceNotFoundException as e:
+        out["missing"] = e.response["Error"]["Code"]
+    except c.exceptions.InvalidRequestContentException as e:
+        out["badjson"] = e.response["Error"]["Code"]
+print(json.dumps(out))
+"""
+
+
+def test_boto3(spated):
+    r = run(["/usr/bin/python3", "-c", "import boto3"])
+    if r.returncode != 0:
+        pytest.skip("python3-boto3 is not installed")
+    deploy(spated)
+    r = run(["/usr/bin/python3", "-c", BOTO, spated.url])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"][0] == 200 and out["ok"][1]["echo"] == {"k": 1}
+    assert out["ok"][2:] == ["$LATEST", True]
+    assert out["err"] == [200, "Unhandled", {"errorMessage": "x", "errorType": "TestError"}]
+    assert out["event"] == 202 and out["dry"] == 204
+    assert out["missing"] == "ResourceNotFoundException"
+    assert out["badjson"] == "InvalidRequestContentException"
+
+
+NODE = """
+const { LambdaClient, InvokeCommand, ResourceNotFoundException } = require("@aws-sdk/client-lambda");
+(async () => {
+  const c = new LambdaClient({ endpoint: process.argv[2], region: "us-east-1",
+    credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" } });
+  const out = {};
+  let r = await c.send(new InvokeCommand({ FunctionName: "fn", Payload: Buffer.from('{"k": 2, "print": "from node"}'), LogType: "Tail" }));
+  out.ok = [r.StatusCode, JSON.parse(Buffer.from(r.Payload).toString()), r.ExecutedVersion,
+            Buffer.from(r.LogResult, "base64").toString().includes("from node")];
+  r = await c.send(new InvokeCommand({ FunctionName: "fn", Payload: Buffer.from('{"fail": "y"}') }));
+  out.err = [r.StatusCode, r.FunctionError, JSON.parse(Buffer.from(r.Payload).toString())];
+  r = await c.send(new InvokeCommand({ FunctionName: "fn", InvocationType: "Event", Payload: Buffer.from("{}") }));
+  out.event = r.StatusCode;
+  try { await c.send(new InvokeCommand({ FunctionName: "nope" })); }
+  catch (e) { out.missing = [e.name, e instanceof ResourceNotFoundException, e.$metadata.httpStatusCode]; }
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+@pytest.fixture(scope="session")
+def aws_sdk_js():
+    """npm's @aws-sdk/client-lambda, installed once into the build directory
+    by scripts/npm-test-deps.sh (the npm registry is reachable)."""
+    prefix = BUILD / "npm"
+    if not (prefix / "node_modules/@aws-sdk/client-lambda").exists():
+        r = subprocess.run([str(ROOT / "scripts/npm-test-deps.sh"), str(prefix)],
+                           capture_output=True, timeout=600)
+        if r.returncode != 0:
+            pytest.skip(f"cannot install @aws-sdk/client-lambda: {r.stderr.decode()[-300:]}")
+    return prefix
+
+
+def test_aws_sdk_js(spated, aws_sdk_js, tmp_path):
+    deploy(spated)
+    script = tmp_path / "invoke.js"
+    script.write_text(NODE)
+    r = run(["/usr/bin/node", str(script), spated.url],
+            env={"NODE_PATH": str(aws_sdk_js / "node_modules")})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"][0] == 200 and out["ok"][1]["echo"]["k"] == 2
+    assert out["ok"][2:] == ["$LATEST", True]
+    assert out["err"] == [200, "Unhandled", {"errorMessage": "y", "errorType": "TestError"}]
+    assert out["event"] == 202
+    assert out["missing"] == ["ResourceNotFoundException", True, 404]
