@@ -197,24 +197,30 @@ void api_invoke(api *a, http_request *req, const route_match *m)
     fn *f;
     uint32_t version;
     if (resolve(a, req, m, &ip, &f, &version)) return;
-    /* Another version's timeout is its own: the pool takes the shorter. */
-    if (ip.timeout_ms && version == f->active.version) {
-        if (ip.timeout_ms > f->active.config.timeout_ms) {
+    if (ip.async) {
+        if (ip.timeout_ms) {
             http_respond_error(req, 400, "bad_parameter",
-                               "parameter 'timeout' (%u ms) is longer than the function's timeout "
-                               "(%u ms): it may only shorten it",
-                               ip.timeout_ms, f->active.config.timeout_ms);
+                               "parameter 'timeout' does not apply to an async invocation");
             return;
         }
-        if (ip.async) {
-            if (ip.timeout_ms) {
-                http_respond_error(req, 400, "bad_parameter",
-                                   "parameter 'timeout' does not apply to an async invocation");
-                return;
-            }
-            api_async_invoke(a, req, f, 0);
+        if (version != f->active.version) {
+            http_respond_error(req, 400, "bad_parameter",
+                               "an async invocation runs the active version (%u), not %u: not "
+                               "supported yet",
+                               f->active.version, version);
             return;
         }
+        api_async_invoke(a, req, f, 0);
+        return;
+    }
+    /* Another version's timeout is its own: the pool takes the shorter. */
+    if (ip.timeout_ms && version == f->active.version &&
+        ip.timeout_ms > f->active.config.timeout_ms) {
+        http_respond_error(req, 400, "bad_parameter",
+                           "parameter 'timeout' (%u ms) is longer than the function's timeout "
+                           "(%u ms): it may only shorten it",
+                           ip.timeout_ms, f->active.config.timeout_ms);
+        return;
     }
     api_invocation *ai = malloc(sizeof *ai);
     if (!ai) {

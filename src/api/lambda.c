@@ -50,59 +50,32 @@ void api_lambda_error(http_request *req, int status, const char *type, const cha
 
 /* --- Which function and version ----------------------------------------------------- */
 
-typedef struct version_search {
-    uint32_t want;
-    int found;
-} version_search;
-
-static int on_version(const reg_version *v, int64_t function_created_ms, void *data)
-{
-    version_search *s = data;
-    (void)function_created_ms;
-    if (v->version == s->want) s->found = 1;
-    return 0;
-}
-
 int api_lambda_resolve(api *a, const char *function, const char *qualifier, fn **out,
                        uint32_t *version, int *status, const char **type, char *why, size_t cap)
 {
-    fn *f = functions_find(a->table, function, strlen(function));
-    if (!f || !f->registered) {
+    fn *f = NULL;
+    /* The one resolution of qualifiers: versions and aliases (an alias picks
+     * by its weight each time), as /v1's NAME:QUALIFIER. */
+    int rc = functions_resolve(a->table, function, qualifier, &f, version);
+    if (rc == 0 && f && f->registered) {
+        *out = f;
+        return 0;
+    }
+    if (rc == 0 || rc == ERR_NOTFOUND || !f) {
         *status = 404;
         *type = "ResourceNotFoundException";
-        snprintf(why, cap, "Function not found: arn:aws:lambda:%s:%s:function:%s", LAMBDA_REGION,
-                 LAMBDA_ACCOUNT, function);
-        return -1;
+        snprintf(why, cap, "Function not found: arn:aws:lambda:%s:%s:function:%s%s%s",
+                 LAMBDA_REGION, LAMBDA_ACCOUNT, function, qualifier[0] ? ":" : "", qualifier);
+    } else if (rc == ERR_INVAL) {
+        *status = 400;
+        *type = "InvalidParameterValueException";
+        snprintf(why, cap, "invalid qualifier '%s': a version number, an alias or $LATEST",
+                 qualifier);
+    } else {
+        *status = 500;
+        *type = "ServiceException";
+        snprintf(why, cap, "cannot read the versions of '%s': %s", function, err_str(rc));
     }
-    *out = f;
-    *version = f->active.version;
-    if (!qualifier[0] || strcmp(qualifier, "$LATEST") == 0) return 0;
-    char *end;
-    unsigned long n = strtoul(qualifier, &end, 10);
-    if (*end != '\0' || qualifier[0] == '0' || n > UINT32_MAX) {
-        /* Aliases are resolved here once they exist (DESIGN.md "Round 2"). */
-        *status = 404;
-        *type = "ResourceNotFoundException";
-        snprintf(why, cap, "Function not found: arn:aws:lambda:%s:%s:function:%s:%s", LAMBDA_REGION,
-                 LAMBDA_ACCOUNT, function, qualifier);
-        return -1;
-    }
-    if ((uint32_t)n == f->active.version) return 0;
-    version_search s = {(uint32_t)n, 0};
-    functions_versions(a->table, f, on_version, &s);
-    if (!s.found) {
-        *status = 404;
-        *type = "ResourceNotFoundException";
-        snprintf(why, cap, "Function not found: arn:aws:lambda:%s:%s:function:%s:%s", LAMBDA_REGION,
-                 LAMBDA_ACCOUNT, function, qualifier);
-        return -1;
-    }
-    *status = 400;
-    *type = "InvalidParameterValueException";
-    snprintf(why, cap,
-             "version %lu of '%s' is not its active version (%u): invoking an earlier version is "
-             "not supported yet",
-             n, function, f->active.version);
     return -1;
 }
 
@@ -338,7 +311,8 @@ static void on_call_abort(http_request *req)
     pool_cancel(c->pool, &c->inv);
 }
 
-static void request_response(api *a, http_request *req, fn *f, const lambda_target *t, int tail)
+static void request_response(api *a, http_request *req, fn *f, uint32_t version,
+                             const lambda_target *t, int tail)
 {
     lambda_call *c = calloc(1, sizeof *c);
     if (!c) {
@@ -349,7 +323,7 @@ static void request_response(api *a, http_request *req, fn *f, const lambda_targ
     c->pool = f->pool;
     c->tail = tail;
     c->a = a;
-    c->version = f->active.version;
+    c->version = version;
     c->timeout_ms = f->active.config.timeout_ms;
     c->qualified = t->qualifier[0] && strcmp(t->qualifier, "$LATEST") != 0;
     snprintf(c->function, sizeof c->function, "%s", f->name);
@@ -366,14 +340,15 @@ static void request_response(api *a, http_request *req, fn *f, const lambda_targ
     };
     req->data = c;
     req->on_abort = on_call_abort;
-    /* No room here: another node may have some (cluster mode), as for /v1. */
-    if (!pool_has_room(f->pool) &&
+    /* No room here: another node may have some (cluster mode), as for /v1;
+     * another node runs the active version only. */
+    if (version == f->active.version && !pool_has_room(f->pool) &&
         functions_route(a->table, f, c->request_id, c->payload.data, c->payload.len, c->timeout_ms,
                         on_call_routed, c) == 0) {
         req->on_abort = NULL; /* it runs elsewhere; the answer is dropped if the client left */
         return;
     }
-    pool_invoke(f->pool, &c->inv);
+    functions_invoke(a->table, f, version, &c->inv, &c->pool);
 }
 
 /* --- The route ----------------------------------------------------------------------- */
@@ -433,9 +408,16 @@ void api_lambda_invoke(api *a, http_request *req, const route_match *m)
         return;
     }
     case LAMBDA_EVENT:
+        if (version != f->active.version) {
+            api_lambda_error(req, 400, "InvalidParameterValueException",
+                             "an Event invocation runs the active version (%u), not %u: not "
+                             "supported yet",
+                             f->active.version, version);
+            return;
+        }
         api_async_invoke(a, req, f, 1);
         return;
     default:
-        request_response(a, req, f, &t, tail);
+        request_response(a, req, f, version, &t, tail);
     }
 }

@@ -322,8 +322,8 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     /* Each message's outcome (async invocations' destinations: their topic
      * has one message per invocation). */
-    for (uint32_t i = 0; tr->outcome_hook && outcome != POOL_OVERLOADED &&
-                         outcome != POOL_UNAVAILABLE && i < ti->n;
+    for (uint32_t i = 0;
+         tr->outcome_hook && outcome != POOL_OVERLOADED && outcome != POOL_UNAVAILABLE && i < ti->n;
          i++) {
         const queue_lease *l = ti->leases[i];
         trigger_outcome o = {

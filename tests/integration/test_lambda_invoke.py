@@ -48,7 +48,8 @@ while True:
     if ev.get("fail") and attempts < ev.get("ok_after", 1 << 30):
         post(rid + "/error", json.dumps({"errorMessage": ev["fail"], "errorType": "TestError"}).encode())
         continue
-    post(rid + "/response", json.dumps({"echo": event, "request_id": rid}).encode())
+    post(rid + "/response", json.dumps({"echo": event, "request_id": rid,
+                                        "version": os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")}).encode())
 """
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
@@ -152,6 +153,29 @@ def error_of(resp):
     doc = json.loads(body)
     assert set(doc) == {"Type", "message"}, doc
     return status, lower(h)["x-amzn-errortype"], doc["message"]
+
+
+def test_qualifiers_run_versions_and_aliases(spated):
+    """Qualifier (or NAME:Q) names a version or an alias: the one resolution
+    /v1 uses, and the version that ran in X-Amz-Executed-Version."""
+    deploy(spated)
+    deploy(spated, timeout=20000)  # version 2, active
+    for target, query, want in (("fn", "?Qualifier=1", "1"), ("fn:1", "", "1"),
+                                ("fn", "", "2"), ("fn", "?Qualifier=%24LATEST", "2")):
+        status, h, body = invoke(spated, target, {}, query=query)
+        assert status == 200, body
+        assert json.loads(body)["version"] == want, (target, query, body)
+    status, doc = spated.json("PUT", "/v1/functions/fn/aliases/live",
+                              json.dumps({"version": 1}).encode())
+    assert status == 201, doc
+    status, h, body = invoke(spated, "fn:live", {})
+    assert status == 200 and json.loads(body)["version"] == "1", body
+    assert lower(h)["x-amz-executed-version"] == "1"
+    assert error_of(invoke(spated, "fn:nolive", {}))[:2] == (404, "ResourceNotFoundException")
+    assert error_of(invoke(spated, "fn", {}, query="?Qualifier=9"))[:2] == \
+        (404, "ResourceNotFoundException")
+    status, h, body = invoke(spated, "fn:1", {}, {"X-Amz-Invocation-Type": "Event"})
+    assert error_of((status, h, body))[:2] == (400, "InvalidParameterValueException")
 
 
 def test_error_shapes(spated):
