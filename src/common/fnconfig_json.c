@@ -43,6 +43,7 @@ cJSON *fnconfig_json(const fn_config *c, int env_values, int secret_values)
     cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
     cJSON_AddBoolToObject(o, "network", c->network);
     cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
+    if (c->handler[0]) cJSON_AddStringToObject(o, "handler", c->handler);
     /* Values only for who may see them (admin); names for the others. */
     add_vars(cJSON_AddObjectToObject(o, "env"), c->env, env_values);
     /* Secrets: the names, to anyone; their values only in the registry's copy. */
@@ -79,6 +80,9 @@ int fnconfig_from_json(const cJSON *k, fn_config *cfg, char *why, size_t cap)
     cfg->tmp_mb = fnconfig_json_u32(k, "tmp_mb", cfg->tmp_mb);
     cfg->network = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(k, "network"));
     int rc = 0;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(k, "handler");
+    if (cJSON_IsString(h))
+        rc = fnconfig_set_handler(cfg, h->valuestring, strlen(h->valuestring), why, cap);
     const cJSON *var;
     cJSON_ArrayForEach(var, cJSON_GetObjectItemCaseSensitive(k, "env"))
     {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/limits.h"
 #include "runtime/exec.h"
 #include "runtime/isolate.h"
 #include "runtime/native.h"
@@ -21,6 +22,12 @@ struct launcher {
     instance_limits limits;
     uv_timer_t later; /* exec: reports "loaded" from the loop, not from start */
     char *message;
+    /* Managed runtimes: one instance started at load, which imports the
+     * handler in the sandbox, so that a handler that cannot load fails the
+     * deploy with the import error; it is killed once it asks for work. */
+    instance *probe;
+    int probing;  /* loaded not yet reported */
+    int stopping; /* launcher_stop came while the probe still ran */
 };
 
 static void on_zygote_loaded(zygote *z, int status, const char *message, void *data)
@@ -44,9 +51,82 @@ static void on_timer_closed(uv_handle_t *h)
     free(l);
 }
 
+static void probe_ready(instance *inst, void *data)
+{
+    launcher *l = data;
+    instance_kill(inst);
+    if (!l->probing) return;
+    l->probing = 0;
+    uv_timer_stop(&l->later);
+    l->loaded(l, 0, NULL, l->data);
+}
+
+static void probe_result(instance *inst, int failed, uint32_t duration_us, const char *body,
+                         size_t len, void *data)
+{
+    (void)inst, (void)failed, (void)duration_us, (void)body, (void)len, (void)data;
+}
+
+static void probe_withdrawn(instance *inst, void *data)
+{
+    (void)inst, (void)data;
+}
+
+static void probe_exited(instance *inst, const char *why, void *data)
+{
+    launcher *l = data;
+    (void)inst;
+    l->probe = NULL;
+    if (l->stopping) {
+        uv_close((uv_handle_t *)&l->later, on_timer_closed);
+        return;
+    }
+    if (!l->probing) return;
+    /* Not ready: the handler did not load (why has its /init/error). */
+    l->probing = 0;
+    uv_timer_stop(&l->later);
+    char msg[SPATE_ERROR_MESSAGE_MAX + 64];
+    snprintf(msg, sizeof msg, "the handler cannot be loaded: %s", why);
+    exec_version_stop(l->x);
+    l->x = NULL;
+    l->loaded(l, ERR_INVAL, msg, l->data);
+    uv_close((uv_handle_t *)&l->later, on_timer_closed);
+}
+
+static const instance_callbacks probe_callbacks = {
+    .ready = probe_ready,
+    .result = probe_result,
+    .exited = probe_exited,
+    .withdrawn = probe_withdrawn,
+};
+
+/* The probe took too long: it goes, and its exit says so. */
+static void on_probe_timeout(uv_timer_t *t)
+{
+    launcher *l = t->data;
+    if (l->probe) instance_kill(l->probe);
+}
+
 static void on_later(uv_timer_t *t)
 {
     launcher *l = t->data;
+    if (!l->message && l->x && fnconfig_runtime_is_managed(l->runtime)) {
+        l->probing = 1;
+        if (exec_spawn(l->x, &l->limits, &probe_callbacks, l, &l->probe) == 0) {
+            uv_timer_start(&l->later, on_probe_timeout, SPATE_RUNTIME_CHECK_TIMEOUT_MS, 0);
+            return;
+        }
+        l->probing = 0;
+        l->probe = NULL;
+        exec_version_stop(l->x);
+        l->x = NULL;
+        l->message = strdup("cannot start an instance to load the handler (see the spated log)");
+        if (!l->message) {
+            l->loaded(l, ERR_NOMEM, "out of memory", l->data);
+            uv_close((uv_handle_t *)&l->later, on_timer_closed);
+            return;
+        }
+    }
     if (l->message) {
         /* Could not start: report it, then go. */
         l->loaded(l, ERR_INVAL, l->message, l->data);
@@ -121,6 +201,13 @@ void launcher_stop(launcher *l)
     exec_version_stop(l->x);
     l->x = NULL;
     uv_timer_stop(&l->later);
+    l->probing = 0;
+    if (l->probe) {
+        /* Its exit callback still comes, with l: the timer closes then. */
+        l->stopping = 1;
+        instance_kill(l->probe);
+        return;
+    }
     uv_close((uv_handle_t *)&l->later, on_timer_closed);
 }
 

@@ -129,6 +129,9 @@ static const char *const migrations[] = {
      "ALTER TABLE messages ADD COLUMN upstream_ts_ms INTEGER;"
      "ALTER TABLE messages ADD COLUMN headers TEXT;"
      "ALTER TABLE messages ADD COLUMN redelivered INTEGER;"),
+    /* 10: a managed runtime's handler, MODULE.FUNCTION (common/fnconfig.h);
+     * '' for native and exec versions. */
+    "ALTER TABLE versions ADD COLUMN handler TEXT NOT NULL DEFAULT '';",
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
