@@ -141,6 +141,15 @@ def test_a_zip_package_with_a_dependency_and_the_cli(spated, tmp_path):
     r = d.cli("deploy", "single", str(src), "--runtime", "python3", "--handler", "main.run")
     assert r.returncode == 0, r.stderr
     assert json.loads(d.invoke("single", b"[1]")[1]) == {"ok": [1]}
+    # Over HTTP a lone file is named after the handler's module, folders included.
+    status, doc = deploy_py(d, "nested", b"def run(event, context):\n    return __name__\n",
+                            handler="lib/tools.run")
+    assert status == 201, doc
+    assert d.invoke("nested", b"{}") == (200, b'"lib.tools"')
+    # The same source under another name is another artifact.
+    status, doc2 = deploy_py(d, "renamed", b"def run(event, context):\n    return __name__\n",
+                             handler="main.run")
+    assert status == 201 and doc2["sha256"] != doc["sha256"], (doc, doc2)
 
 
 @pytest.mark.parametrize("artifact,handler,expect", [
