@@ -136,6 +136,27 @@ static void on_later(uv_timer_t *t)
     l->loaded(l, 0, NULL, l->data);
 }
 
+/* Reports "loaded" (or l->message) from the loop's next turn. */
+static int later(launcher *l, launcher **out)
+{
+    uv_timer_init(l->loop, &l->later);
+    l->later.data = l;
+    uv_timer_start(&l->later, on_later, 0, 0);
+    *out = l;
+    return 0;
+}
+
+/* python3 runs from the Python zygote unless the function opts out with
+ * SPATE_PYTHON_ZYGOTE=0 (its module starts threads at import, which a fork
+ * would not carry over): then each instance is the bootstrap. */
+static int python_zygote(const launcher_config *cfg)
+{
+    if (cfg->runtime != RUNTIME_PYTHON3) return 0;
+    for (char **e = cfg->env; e && *e; e++)
+        if (strcmp(*e, "SPATE_PYTHON_ZYGOTE=0") == 0) return 0;
+    return 1;
+}
+
 int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_cb loaded,
                    launcher_exit_cb exited, void *data, launcher **out)
 {
@@ -152,6 +173,44 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
                                   .memory_mb = cfg->memory_mb,
                                   .cpu_millis = cfg->cpu_millis,
                                   .uid = isolate_uid(cfg->function)};
+    if (python_zygote(cfg)) {
+        /* The Lambda environment and the checks of an exec version, then
+         * the zygote that imports the handler once (runtimes/python3/). */
+        exec_version *x;
+        char err[512], object[4200];
+        char **env = NULL;
+        if (exec_version_start(loop, cfg, &x, err, sizeof err) != 0) {
+            if (!(l->message = strdup(err))) {
+                free(l);
+                return ERR_NOMEM;
+            }
+            return later(l, out);
+        }
+        int rc = exec_version_zygote(x, &env, object, sizeof object);
+        exec_version_stop(x);
+        if (rc == 0) {
+            zygote_config zc = {
+                .runner_path = cfg->runner_path,
+                .object_path = object,
+                .code_dir = cfg->path,
+                .function = cfg->function,
+                .version = cfg->version,
+                .memory_mb = cfg->memory_mb,
+                .tmp_mb = cfg->tmp_mb,
+                .no_network = cfg->no_network,
+                .log = cfg->log,
+                .env = env,
+            };
+            rc = zygote_start(loop, &zc, on_zygote_loaded, on_zygote_exit, l, &l->z);
+            for (char **e = env; *e; e++) free(*e);
+            free(env);
+        }
+        if (rc != 0)
+            free(l);
+        else
+            *out = l;
+        return rc;
+    }
     if (cfg->runtime == RUNTIME_NATIVE) {
         zygote_config zc = {
             .runner_path = cfg->runner_path,
@@ -176,11 +235,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
         free(l);
         return ERR_NOMEM;
     }
-    uv_timer_init(loop, &l->later);
-    l->later.data = l;
-    uv_timer_start(&l->later, on_later, 0, 0);
-    *out = l;
-    return 0;
+    return later(l, out);
 }
 
 int launcher_spawn(launcher *l, const instance_callbacks *cb, void *data, instance **out)

@@ -212,7 +212,11 @@ def test_a_runtime_killed_mid_invocation(spated):
                 cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
             except OSError:
                 continue
-            if len(cmd) > 1 and cmd[0] == b"/usr/bin/python3" and cmd[-2].endswith(b"runtimes/python3/bootstrap"):
+            # The bootstrap, or (the zygote's way) spate-runner's fork for py.
+            ours = (len(cmd) > 1 and cmd[0] == b"/usr/bin/python3"
+                    and cmd[-2].endswith(b"runtimes/python3/bootstrap")) or \
+                (b"--function" in cmd and cmd[cmd.index(b"--function") + 1] == b"py")
+            if ours:
                 try:
                     stack = open(f"/proc/{pid}/wchan").read()
                 except OSError:
@@ -229,6 +233,43 @@ def test_a_runtime_killed_mid_invocation(spated):
     assert "killed by signal 9" in json.loads(body)["error"], body
     # The next invocation gets a new instance.
     assert invoke_json(d, "py", {"x": 1})[0] == 200
+
+
+FORKED = b"""
+import os
+import threading
+
+IMPORT_PID = os.getpid()
+threading.Thread(target=lambda: None).start()
+
+
+def handler(event, context):
+    with open("/proc/self/cgroup") as f:
+        cgroup = f.read().strip()
+    return {"import_pid": IMPORT_PID, "pid": os.getpid(), "cgroup": cgroup,
+            "uid": os.getuid(), "cwd": os.getcwd()}
+"""
+
+
+def test_instances_fork_from_a_zygote_unless_the_function_opts_out(spated):
+    d = spated
+    assert deploy_py(d, "z", FORKED, handler="app.handler", max=4)[0] == 201
+    first = json.loads(d.invoke("z", b"{}")[1])
+    # The module was imported in the zygote, before the fork.
+    assert first["import_pid"] != first["pid"], first
+    assert first["uid"] != 0 and first["cwd"] == "/var/task", first
+    # Instances run side by side, each in a cgroup of its own.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda _: json.loads(invoke_json(d, "z", {})[2]), range(8)))
+    assert {o["import_pid"] for o in outs} == {first["import_pid"]}
+    cgroups = {o["pid"]: o["cgroup"] for o in outs + [first]}
+    assert len(set(cgroups.values())) == len(cgroups), cgroups
+    # Opting out: each instance is its own interpreter that imported the module.
+    status, doc = deploy_py(d, "z", FORKED, env="SPATE_PYTHON_ZYGOTE%3D0")
+    assert status == 200, doc
+    out = json.loads(d.invoke("z", b"{}")[1])
+    assert out["import_pid"] == out["pid"], out
 
 
 def test_nodejs_runs_the_shipped_bootstrap(spated):

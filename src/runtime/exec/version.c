@@ -146,3 +146,32 @@ void exec_version_stop(exec_version *x)
 {
     if (x) exec__version_unref(x);
 }
+
+int exec_version_zygote(const exec_version *x, char ***env, char *object, size_t cap)
+{
+    char **e = calloc(x->nenv + 3, sizeof *e);
+    if (!e) return ERR_NOMEM;
+    size_t n = 0;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < x->nenv; i++)
+        if (!(e[n++] = strdup(x->env[i]))) rc = ERR_NOMEM;
+    /* With mount namespaces the zygote binds the code at /var/task. */
+    const char *code = x->tmp_mb ? "/var/task" : x->root;
+    size_t tlen = strlen(code) + sizeof "SPATE_PYTHON_TASK=";
+    if (!rc && (e[n] = malloc(tlen)) != NULL)
+        snprintf(e[n++], tlen, "SPATE_PYTHON_TASK=%s", code);
+    else
+        rc = ERR_NOMEM;
+    char arn[sizeof x->arn + 32];
+    snprintf(arn, sizeof arn, "SPATE_PYTHON_ARN=%s", x->arn);
+    if (!rc && !(e[n++] = strdup(arn))) rc = ERR_NOMEM;
+    if (rc) {
+        for (size_t i = 0; i < n; i++) free(e[i]);
+        free(e);
+        return rc;
+    }
+    const char *slash = strrchr(x->bootstrap, '/');
+    snprintf(object, cap, "%.*s/zygote.so", (int)(slash - x->bootstrap), x->bootstrap);
+    *env = e;
+    return 0;
+}
