@@ -111,7 +111,9 @@ install: all
 	install -D -m 0755 $(BUILD)/spate $(DESTDIR)$(PREFIX)/bin/spate
 	install -D -m 0755 $(BUILD)/spated $(DESTDIR)$(PREFIX)/sbin/spated
 	install -D -m 0755 $(BUILD)/spate-runner $(DESTDIR)$(PREFIX)/libexec/spate/spate-runner
-	cd runtimes && find . -type f | while read -r f; do \
+	install -D -m 0644 $(BUILD)/runtimes/python3/zygote.so \
+	    $(DESTDIR)$(PREFIX)/libexec/spate/runtimes/python3/zygote.so
+	cd runtimes && find . -type f ! -name '*.c' | while read -r f; do \
 	    install -D -m $$(test -x "$$f" && echo 0755 || echo 0644) "$$f" \
 	        "$(DESTDIR)$(PREFIX)/libexec/spate/runtimes/$$f"; done
 	install -D -m 0644 include/spate.h $(DESTDIR)$(PREFIX)/include/spate.h

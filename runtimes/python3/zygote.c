@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,9 @@ int spate_preload(void)
 {
     /* Extension modules (_json, _sqlite3) resolve the interpreter's symbols
      * globally, and this object was loaded RTLD_LOCAL. */
-    if (!dlopen("libpython3.11.so.1.0", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD))
-        dlopen("libpython3.11.so.1.0", RTLD_NOW | RTLD_GLOBAL);
+    Dl_info lib;
+    if (dladdr((void *)(uintptr_t)Py_InitializeFromConfig, &lib) && lib.dli_fname)
+        dlopen(lib.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
     const char *dir = getenv("LAMBDA_RUNTIME_DIR"), *task = getenv("SPATE_PYTHON_TASK");
     if (!dir || !task) {
         snprintf(load_error, sizeof load_error,
