@@ -113,6 +113,11 @@ install: all
 	install -D -m 0755 $(BUILD)/spate $(DESTDIR)$(PREFIX)/bin/spate
 	install -D -m 0755 $(BUILD)/spated $(DESTDIR)$(PREFIX)/sbin/spated
 	install -D -m 0755 $(BUILD)/spate-runner $(DESTDIR)$(PREFIX)/libexec/spate/spate-runner
+	install -D -m 0644 $(BUILD)/runtimes/python3/zygote.so \
+	    $(DESTDIR)$(PREFIX)/libexec/spate/runtimes/python3/zygote.so
+	cd runtimes && find . -type f ! -name '*.c' | while read -r f; do \
+	    install -D -m $$(test -x "$$f" && echo 0755 || echo 0644) "$$f" \
+	        "$(DESTDIR)$(PREFIX)/libexec/spate/runtimes/$$f"; done
 	install -D -m 0644 include/spate.h $(DESTDIR)$(PREFIX)/include/spate.h
 	install -D -m 0644 $(BUILD)/man/spate.1 $(DESTDIR)$(MANDIR)/man1/spate.1
 	install -D -m 0644 $(BUILD)/man/spated.8 $(DESTDIR)$(MANDIR)/man8/spated.8
@@ -130,6 +135,7 @@ install: all
 # Removes what install put there; the configuration only if it is still the sample.
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	rm -rf $(DESTDIR)$(PREFIX)/libexec/spate/runtimes
 	-rmdir $(DESTDIR)$(PREFIX)/libexec/spate $(DESTDIR)$(DOCDIR) 2>/dev/null
 	if $(INSTALLED_CONF) | cmp -s - $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; then \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/spate/spated.conf; \

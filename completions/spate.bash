@@ -43,10 +43,10 @@ _spate()
         return
         ;;
     --runtime)
-        COMPREPLY=($(compgen -W "native exec" -- "$cur"))
+        COMPREPLY=($(compgen -W "native exec python3 nodejs" -- "$cur"))
         return
         ;;
-    --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --unset-env | --cpu | --tmp | --limit | \
+    --handler | --min | --max | --timeout | --memory | --keep-alive | --queue | --env | --unset-env | --cpu | --tmp | --limit | \
         --secret | --since | --request | --instance | \
         --key | --key-field | --max-attempts | --dlq | --deadline | --max-concurrency | \
         --max-age | --max-bytes | --max-messages | --to | --payload | --tz)
@@ -76,7 +76,7 @@ _spate()
         return
         ;;
     deploy)
-        opts="--runtime --min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network --on-success --on-failure"
+        opts="--runtime --handler --min --max --timeout --memory --keep-alive --queue --env --env-file --secret --secret-file --unset-env --clear-env --cpu --tmp --network --no-network --on-success --on-failure"
         # NAME, then FILE.
         if [[ $cur != -* && $prev != deploy ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))

@@ -103,6 +103,14 @@ int api_artifact_check(const void *data, size_t len, enum fn_runtime rt, char *w
                  names[k]);
         return ERR_INVAL;
     }
+    if (fnconfig_runtime_is_managed(rt) && (k == K_EXECUTABLE || k == K_SHARED_OBJECT)) {
+        snprintf(why, cap,
+                 "the artifact is an ELF file, not %s code: runtime %s runs a source file or a "
+                 "zip archive with the handler's module at its root (an executable runs with "
+                 "runtime=exec)",
+                 rt == RUNTIME_PYTHON3 ? "Python" : "JavaScript", fnconfig_runtime_name(rt));
+        return ERR_INVAL;
+    }
     if (rt == RUNTIME_EXEC && k == K_SHARED_OBJECT) {
         snprintf(why, cap,
                  "the artifact is a shared object (an ELF library without an interpreter), "
@@ -111,5 +119,69 @@ int api_artifact_check(const void *data, size_t len, enum fn_runtime rt, char *w
                  "--runtime native)");
         return ERR_INVAL;
     }
+    return 0;
+}
+
+/* The extensions of a runtime's source files. */
+static int source_extension(enum fn_runtime rt, const char *file)
+{
+    const char *dot = strrchr(file, '.');
+    if (!dot) return 0;
+    if (rt == RUNTIME_PYTHON3) return strcmp(dot, ".py") == 0;
+    return strcmp(dot, ".js") == 0 || strcmp(dot, ".mjs") == 0 || strcmp(dot, ".cjs") == 0;
+}
+
+static int source_name_ok(const char *file)
+{
+    size_t n = strlen(file);
+    if (n == 0 || n > API_SOURCE_NAME_MAX || file[0] == '/' || file[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = file[i];
+        int plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.';
+        /* No component may start with '.': no "..", no hidden file. */
+        if (ch == '/' && (i + 1 == n || file[i + 1] == '.' || file[i + 1] == '/')) return 0;
+        if (!plain && ch != '/') return 0;
+    }
+    return 1;
+}
+
+int api_artifact_wrap_source(buf *body, enum fn_runtime rt, const char *file, char *why, size_t cap)
+{
+    enum kind k = kind_of((const uint8_t *)body->data, body->len);
+    if (k == K_ZIP || k == K_TAR || k == K_COMPRESSED) return 0;
+    if (!source_name_ok(file) || !source_extension(rt, file)) {
+        snprintf(why, cap,
+                 "the source file name '%.64s' is not a relative name of letters, digits, '_', "
+                 "'-' and '.' ending in %s",
+                 file, rt == RUNTIME_PYTHON3 ? ".py" : ".js, .mjs or .cjs");
+        return ERR_INVAL;
+    }
+    /* One ustar entry, its data padded to 512 bytes, then two zero blocks;
+     * the mtime is 0 so that the same source hashes the same. */
+    size_t padded = (body->len + 511) / 512 * 512;
+    buf tar;
+    buf_init(&tar, 512 + padded + 1024);
+    if (buf_reserve(&tar, 512 + padded + 1024) != 0) return ERR_NOMEM;
+    char *h = tar.data;
+    memset(h, 0, 512 + padded + 1024);
+    snprintf(h, 100, "%s", file);
+    memcpy(h + 100, "0000644", 7);
+    memcpy(h + 108, "0000000", 7);
+    memcpy(h + 116, "0000000", 7);
+    snprintf(h + 124, 12, "%011llo", (unsigned long long)body->len);
+    memcpy(h + 136, "00000000000", 11);
+    memset(h + 148, ' ', 8);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += (unsigned char)h[i];
+    snprintf(h + 148, 8, "%06o", sum);
+    h[155] = ' ';
+    memcpy(h + 512, body->data, body->len);
+    tar.len = 512 + padded + 1024;
+    buf_free(body);
+    buf_move(body, &tar);
     return 0;
 }

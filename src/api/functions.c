@@ -18,6 +18,8 @@
 typedef struct deploy_params {
     fn_config cfg;
     int clear_env;
+    int handler_given;
+    char file[API_SOURCE_NAME_MAX + 1]; /* a managed runtime's lone source file */
     char why[256];
 } deploy_params;
 
@@ -40,10 +42,30 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
     if (strcmp(k, "runtime") == 0) {
         int rt = fnconfig_runtime_parse(v, vlen);
         if (rt < 0) {
-            snprintf(why, cap, "parameter 'runtime' must be 'native' or 'exec'");
+            snprintf(why, cap,
+                     "unknown runtime '%.*s': parameter 'runtime' must be 'native', 'exec', "
+                     "'python3' or 'nodejs'",
+                     (int)(vlen > 32 ? 32 : vlen), v);
             return ERR_INVAL;
         }
+        /* Another runtime takes the old one's handler along, unless this
+         * request names one (fnconfig_check refuses it where it is wrong). */
+        if ((enum fn_runtime)rt != c->runtime && !p->handler_given) c->handler[0] = '\0';
         c->runtime = (enum fn_runtime)rt;
+        return 0;
+    }
+    if (strcmp(k, "handler") == 0) {
+        p->handler_given = 1;
+        return fnconfig_set_handler(c, v, vlen, why, cap);
+    }
+    if (strcmp(k, "file") == 0) {
+        if (vlen > API_SOURCE_NAME_MAX || memchr(v, '\0', vlen)) {
+            snprintf(why, cap, "parameter 'file' must be a file name of at most %d bytes",
+                     API_SOURCE_NAME_MAX);
+            return ERR_INVAL;
+        }
+        memcpy(p->file, v, vlen);
+        p->file[vlen] = '\0';
         return 0;
     }
     if (strcmp(k, "min") == 0)
@@ -122,6 +144,8 @@ static int config_params(http_request *req, const fn *f, deploy_params *p)
 {
     p->why[0] = '\0';
     p->clear_env = 0;
+    p->handler_given = 0;
+    p->file[0] = '\0';
     int rc = 0;
     if (f)
         rc = fnconfig_copy(&p->cfg, &f->active.config);
@@ -159,6 +183,24 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
         fnconfig_free(&p.cfg);
         http_respond_error(req, 400, "bad_artifact", "%s", why);
         return;
+    }
+    if (fnconfig_runtime_is_managed(p.cfg.runtime)) {
+        /* A lone source file: named as the request says, else after the
+         * handler's module (app.handler: app.py, or app.js). */
+        if (!p.file[0]) {
+            const char *dot = strrchr(p.cfg.handler, '.');
+            snprintf(p.file, sizeof p.file, "%.*s%s", (int)(dot - p.cfg.handler), p.cfg.handler,
+                     p.cfg.runtime == RUNTIME_PYTHON3 ? ".py" : ".js");
+        }
+        int rc = api_artifact_wrap_source(&req->body, p.cfg.runtime, p.file, why, sizeof why);
+        if (rc != 0) {
+            fnconfig_free(&p.cfg);
+            if (rc == ERR_NOMEM)
+                http_respond_error(req, 503, "out_of_memory", "out of memory");
+            else
+                http_respond_error(req, 400, "bad_artifact", "%s", why);
+            return;
+        }
     }
     functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
 }

@@ -120,9 +120,12 @@
     }
 
 static const cli_opt deploy_opts[] = {
-    {"runtime", 0, OPT_TEXT, "runtime", NULL, "native|exec",
+    {"runtime", 0, OPT_TEXT, "runtime", NULL, "native|exec|python3|nodejs",
      "native: a shared object (the default); exec: an executable,\nor a zip/tar archive with a "
-     "bootstrap at its root"},
+     "bootstrap at its root; python3, nodejs:\na source file, or a zip with the handler's module "
+     "at its root"},
+    {"handler", 0, OPT_TEXT, "handler", NULL, "MODULE.FUNCTION",
+     "python3 and nodejs: the handler, as Lambda names it\n(app.handler: handler in app.py)"},
     CONFIG_OPTS,
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
@@ -140,6 +143,8 @@ static void print_config(const cJSON *cfg, const char *indent)
            indent, cli_json_str(cfg, "runtime"), cli_json_num(cfg, "min"), cli_json_num(cfg, "max"),
            cli_json_num(cfg, "timeout_ms"), cli_json_num(cfg, "memory_mb"),
            cli_json_num(cfg, "keep_alive_ms"), cli_json_num(cfg, "queue"));
+    const cJSON *handler = cJSON_GetObjectItemCaseSensitive(cfg, "handler");
+    if (cJSON_IsString(handler)) printf("%shandler %s\n", indent, handler->valuestring);
     if (cli_json_num(cfg, "cpu_millis") > 0)
         printf("%scpu %.0f millicores\n", indent, cli_json_num(cfg, "cpu_millis"));
     const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
@@ -170,6 +175,16 @@ static int cmd_deploy(const cli *c, cli_args *a)
     buf artifact;
     int rc = cli_read_file(c, file, &artifact);
     if (rc) return rc;
+    /* A lone source file keeps its name (app.py, index.mjs: the module and,
+     * for Node.js, its kind); spated ignores it for an archive. */
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    const char *rt = cli_value(a, "runtime");
+    int managed =
+        cli_value(a, "handler") || (rt && (!strcmp(rt, "python3") || !strcmp(rt, "nodejs")));
+    if (managed && base[0] &&
+        strspn(base, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                     "OPQRSTUVWXYZ0123456789_.-") == strlen(base))
+        cli_add_param(&a->query, "file", base);
     char path[70 * KIB];
     cli_function_path(path, sizeof path, name, a->query.data ? a->query.data : "");
     answer r;
@@ -459,7 +474,9 @@ const cli_cmd cli_function_cmds[] = {
     {"deploy", "NAME FILE", 2, 2, deploy_opts, "deploy FILE as a new version of NAME",
      "Deploy FILE as a new version of function NAME: a shared object (--runtime\n"
      "native, the default), or an executable or a zip/tar archive with a bootstrap\n"
-     "at its root (--runtime exec). A redeploy keeps every setting of the active\n"
+     "at its root (--runtime exec), or Python or Node.js code with --runtime\n"
+     "python3|nodejs --handler MODULE.FUNCTION: a source file, or a zip with the\n"
+     "module and its dependencies at its root. A redeploy keeps every setting of the active\n"
      "version that it does not name, the runtime included: --env K=V sets K and\n"
      "keeps the other variables, --unset-env K removes K, --clear-env drops them\n"
      "all before the --env options apply.",

@@ -220,7 +220,8 @@ int fnconfig_equal(const fn_config *a, const fn_config *b)
            a->memory_mb == b->memory_mb && a->keep_alive_ms == b->keep_alive_ms &&
            a->queue_max == b->queue_max && a->cpu_millis == b->cpu_millis &&
            !a->network == !b->network && a->tmp_mb == b->tmp_mb && strcmp(ea, eb) == 0 &&
-           strcmp(a->on_success, b->on_success) == 0 && strcmp(a->on_failure, b->on_failure) == 0;
+           strcmp(a->on_success, b->on_success) == 0 && strcmp(a->on_failure, b->on_failure) == 0 &&
+           strcmp(a->handler, b->handler) == 0;
 }
 
 int fnconfig_check(const fn_config *c, char *why, size_t whycap)
@@ -230,7 +231,17 @@ int fnconfig_check(const fn_config *c, char *why, size_t whycap)
                  c->max_instances);
         return ERR_INVAL;
     }
-    if (c->runtime == RUNTIME_EXEC && !c->network) {
+    if (fnconfig_runtime_is_managed(c->runtime) && !c->handler[0]) {
+        snprintf(why, whycap, "runtime %s needs a handler: MODULE.FUNCTION (e.g. app.handler)",
+                 fnconfig_runtime_name(c->runtime));
+        return ERR_INVAL;
+    }
+    if (!fnconfig_runtime_is_managed(c->runtime) && c->handler[0]) {
+        snprintf(why, whycap, "a handler is for runtimes python3 and nodejs, not %s",
+                 fnconfig_runtime_name(c->runtime));
+        return ERR_INVAL;
+    }
+    if (fnconfig_runtime_is_exec(c->runtime) && !c->network) {
         snprintf(why, whycap,
                  "exec functions need the network: their Runtime API is on 127.0.0.1 "
                  "(network=false is for native functions)");
@@ -239,14 +250,54 @@ int fnconfig_check(const fn_config *c, char *why, size_t whycap)
     return 0;
 }
 
+static const char *const runtime_names[] = {
+    [RUNTIME_NATIVE] = "native",
+    [RUNTIME_EXEC] = "exec",
+    [RUNTIME_PYTHON3] = "python3",
+    [RUNTIME_NODEJS] = "nodejs",
+};
+
 const char *fnconfig_runtime_name(enum fn_runtime r)
 {
-    return r == RUNTIME_EXEC ? "exec" : "native";
+    return (size_t)r < sizeof runtime_names / sizeof *runtime_names ? runtime_names[r] : "native";
 }
 
 int fnconfig_runtime_parse(const char *s, size_t len)
 {
-    if (len == 6 && memcmp(s, "native", 6) == 0) return RUNTIME_NATIVE;
-    if (len == 4 && memcmp(s, "exec", 4) == 0) return RUNTIME_EXEC;
+    for (size_t i = 0; i < sizeof runtime_names / sizeof *runtime_names; i++)
+        if (strlen(runtime_names[i]) == len && memcmp(s, runtime_names[i], len) == 0) return (int)i;
     return -1;
+}
+
+static int name_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '$' || ch == '-';
+}
+
+int fnconfig_set_handler(fn_config *c, const char *s, size_t len, char *why, size_t whycap)
+{
+    /* MODULE.FUNCTION: the last '.' splits them; the module may be a path
+     * (lib/app.handler, as Lambda allows) but never climbs out of the code. */
+    const char *dot = len ? memrchr(s, '.', len) : NULL;
+    int ok = len > 0 && len <= FN_HANDLER_MAX && dot && dot > s && dot < s + len - 1 && s[0] != '/';
+    for (size_t i = 0; ok && i < len; i++) {
+        char ch = s[i];
+        if (ch == '/' && i + 1 < len && (s[i + 1] == '/' || s[i + 1] == '.')) ok = 0;
+        if (ch == '.' && i > 0 && (s[i - 1] == '.' || s[i - 1] == '/')) ok = 0;
+        if (!name_char(ch) && ch != '.' && ch != '/') ok = 0;
+    }
+    for (const char *p = dot + 1; ok && p < s + len; p++)
+        if (!name_char(*p)) ok = 0;
+    if (!ok) {
+        snprintf(why, whycap,
+                 "the handler '%.*s' is not MODULE.FUNCTION (e.g. app.handler: function handler "
+                 "of app.py or app.js; letters, digits, '_', '-', '.' and '/' only, at most %d "
+                 "bytes)",
+                 (int)(len > 64 ? 64 : len), s, FN_HANDLER_MAX);
+        return ERR_INVAL;
+    }
+    memcpy(c->handler, s, len);
+    c->handler[len] = '\0';
+    return 0;
 }

@@ -10,7 +10,12 @@
 
 #include "common/limits.h"
 
-enum fn_runtime { RUNTIME_NATIVE, RUNTIME_EXEC };
+/* python3 and nodejs are managed runtimes: exec functions whose bootstrap is
+ * the runtime client spate ships (runtimes/), run over the user's code. */
+enum fn_runtime { RUNTIME_NATIVE, RUNTIME_EXEC, RUNTIME_PYTHON3, RUNTIME_NODEJS };
+
+/* MODULE.FUNCTION of a managed runtime's handler, at most this long. */
+#define FN_HANDLER_MAX 128
 
 typedef struct fn_config {
     enum fn_runtime runtime;
@@ -36,6 +41,9 @@ typedef struct fn_config {
      * (api/lambda_async.c); "" when none. */
     char on_success[SPATE_TOPIC_NAME_MAX + 1];
     char on_failure[SPATE_TOPIC_NAME_MAX + 1];
+    /* Managed runtimes: the handler, MODULE.FUNCTION (Lambda's _HANDLER);
+     * "" for native and exec. */
+    char handler[FN_HANDLER_MAX + 1];
 } fn_config;
 
 /* The defaults of limits.h. */
@@ -57,12 +65,27 @@ int fnconfig_unset_env(fn_config *c, const char *key, size_t klen);
 uint32_t fnconfig_count_lines(const char *text);
 /* 1 when a and b are the same configuration (env compared as written). */
 int fnconfig_equal(const fn_config *a, const fn_config *b);
-/* Checks min <= max and that exec functions keep the network (their Runtime
- * API is on loopback); on error why says what is wrong. */
+/* Checks min <= max, that exec functions keep the network (their Runtime
+ * API is on loopback) and that a managed runtime has a handler (and only
+ * it); on error why says what is wrong. */
 int fnconfig_check(const fn_config *c, char *why, size_t whycap);
 
 const char *fnconfig_runtime_name(enum fn_runtime r);
-/* "native" or "exec"; -1 when unknown. */
+/* "native", "exec", "python3" or "nodejs"; -1 when unknown. */
 int fnconfig_runtime_parse(const char *s, size_t len);
+/* 1 for the runtimes whose instances are bootstraps speaking the Lambda
+ * Runtime API (exec and the managed ones). */
+static inline int fnconfig_runtime_is_exec(enum fn_runtime r)
+{
+    return r != RUNTIME_NATIVE;
+}
+/* 1 for python3 and nodejs. */
+static inline int fnconfig_runtime_is_managed(enum fn_runtime r)
+{
+    return r == RUNTIME_PYTHON3 || r == RUNTIME_NODEJS;
+}
+/* Sets c->handler after checking it is MODULE.FUNCTION (a module path of
+ * names joined by '/' or '.', then a function name); on error why says so. */
+int fnconfig_set_handler(fn_config *c, const char *s, size_t len, char *why, size_t whycap);
 
 #endif

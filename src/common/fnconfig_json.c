@@ -45,6 +45,7 @@ cJSON *fnconfig_json(const fn_config *c, int env_values, int secret_values)
     cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
     if (c->on_success[0]) cJSON_AddStringToObject(o, "on_success", c->on_success);
     if (c->on_failure[0]) cJSON_AddStringToObject(o, "on_failure", c->on_failure);
+    if (c->handler[0]) cJSON_AddStringToObject(o, "handler", c->handler);
     /* Values only for who may see them (admin); names for the others. */
     add_vars(cJSON_AddObjectToObject(o, "env"), c->env, env_values);
     /* Secrets: the names, to anyone; their values only in the registry's copy. */
@@ -87,6 +88,9 @@ int fnconfig_from_json(const cJSON *k, fn_config *cfg, char *why, size_t cap)
     if (cJSON_IsString(dest))
         snprintf(cfg->on_failure, sizeof cfg->on_failure, "%s", dest->valuestring);
     int rc = 0;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(k, "handler");
+    if (cJSON_IsString(h))
+        rc = fnconfig_set_handler(cfg, h->valuestring, strlen(h->valuestring), why, cap);
     const cJSON *var;
     cJSON_ArrayForEach(var, cJSON_GetObjectItemCaseSensitive(k, "env"))
     {

@@ -316,6 +316,10 @@
  * that would go beyond is a refusal. About 0.7 us an entry: a function can
  * cost spated at most ~25 ms a second this way, any single check ~6 ms. */
 #define SPATE_RUNTIME_API_CHECK_MAX 8192
+/* How long a managed runtime's first instance may take to import the
+ * handler at deploy (runtime/launcher.c) before the deploy fails: what any
+ * instance has to start, since one slower would fail every invocation. */
+#define SPATE_RUNTIME_CHECK_TIMEOUT_MS SPATE_INSTANCE_INIT_TIMEOUT_MS
 #define SPATE_RUNTIME_API_CHECK_RATE 32768
 /* The bodies a Runtime API endpoint is reading or holding, all its
  * connections together: one response of the largest size and room for an

@@ -30,7 +30,8 @@
  * where they work. The host's filesystem is then read-only for the zygote
  * and the instances but for each --writable PATH (spated's --writable), /proc
  * and /sys/fs/cgroup. The zygote holds a copy of the object at
- * /var/task/function.so and each instance makes its own /tmp and /dev/shm;
+ * /var/task/function.so (or, given --task DIR, DIR there: the code of a
+ * managed runtime whose zygote the object is) and each instance makes its own /tmp and /dev/shm;
  * an exec runner binds --task DIR at /var/task, makes /tmp and /dev/shm and
  * runs BOOTSTRAP (then /var/task/bootstrap) in /var/task.
  *
@@ -709,7 +710,10 @@ int main(int argc, char **argv)
     if (tmp_mb) {
         /* While root: the instances' /var/task, then a filter that lets them
          * build their /tmp, and the full one they load after that. */
-        if (sandbox_mount_task_object(mem, writable, why, sizeof why) != 0)
+        /* A managed runtime's zygote (--task: the user's code) sees that code
+         * at /var/task, as its bootstrap would; the object is read from mem. */
+        if ((task ? sandbox_mount_task(task, writable, why, sizeof why)
+                  : sandbox_mount_task_object(mem, writable, why, sizeof why)) != 0)
             send_load_failed("%s%s", why, "");
         sv.zygote_ns = 1;
     }
@@ -740,6 +744,10 @@ int main(int argc, char **argv)
     if (preload) {
         int rc = preload();
         if (rc != 0) {
+            /* spate's own runtimes say why (runtimes/python3/zygote.c). */
+            const char *(*said)(void) =
+                (const char *(*)(void))(uintptr_t)dlsym(so, "spate_preload_error");
+            if (said && said()[0]) send_load_failed("%s%s", said(), "");
             char num[24];
             snprintf(num, sizeof num, "%d", rc);
             send_load_failed("spate_preload returned %s%s", num, "");

@@ -27,6 +27,12 @@ typedef struct exec_version exec_version;
 /* Checks the root has an executable bootstrap. On error, err says why. */
 int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version **out, char *err,
                        size_t errcap);
+/* For a python3 version run by the Python zygote (runtimes/python3/zygote.c,
+ * a native function): the environment its instances get (the Lambda one,
+ * plus where the code is, SPATE_PYTHON_TASK, and the ARN, SPATE_PYTHON_ARN;
+ * NULL-terminated, free each and the array) and the zygote object's path.
+ * ERR_NOMEM. */
+int exec_version_zygote(const exec_version *x, char ***env, char *object, size_t cap);
 /* Kills its instances still running; frees it once they are gone. */
 void exec_version_stop(exec_version *x);
 /* Starts one instance: spate-runner --exec, which enters the sandbox and

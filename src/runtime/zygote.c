@@ -517,6 +517,10 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         snprintf(tmp, sizeof tmp, "%u", cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB);
         args[n++] = "--tmp-mb";
         args[n++] = tmp;
+        if (cfg->code_dir) {
+            args[n++] = "--task";
+            args[n++] = (char *)cfg->code_dir;
+        }
         for (int i = 0; iso->writable[i]; i++) {
             args[n++] = "--writable";
             args[n++] = (char *)iso->writable[i];

@@ -15,6 +15,9 @@ typedef struct instance instance;
 typedef struct zygote_config {
     const char *runner_path; /* spate-runner */
     const char *object_path; /* the function's shared object */
+    /* A managed runtime's code, bound at /var/task with mount namespaces
+     * (else reached where it is); NULL: none. */
+    const char *code_dir;
     const char *function;
     uint32_t version;
     uint32_t memory_mb; /* RLIMIT_AS of instances where no memory cgroup holds them */

@@ -40,15 +40,24 @@ static char **build_env(const char *name, uint32_t version, const fn_config *c)
             env[n++] = strndup(p, len);
             p += len + (p[len] == '\n');
         }
-    char defaults[6][256];
+    char defaults[7][256];
     snprintf(defaults[0], sizeof defaults[0], "PATH=/usr/local/bin:/usr/bin:/bin");
     snprintf(defaults[1], sizeof defaults[1], "LANG=C.UTF-8");
     snprintf(defaults[2], sizeof defaults[2], "TZ=UTC");
     snprintf(defaults[3], sizeof defaults[3], "SPATE_FUNCTION_NAME=%s", name);
     snprintf(defaults[4], sizeof defaults[4], "SPATE_FUNCTION_VERSION=%u", version);
     snprintf(defaults[5], sizeof defaults[5], "SPATE_FUNCTION_MEMORY_MB=%u", c->memory_mb);
+    /* A managed runtime's client finds its handler where Lambda puts it; a
+     * _HANDLER of the function's own gives way (the deploy checked this one). */
+    snprintf(defaults[6], sizeof defaults[6], "_HANDLER=%s", c->handler);
+    for (size_t i = 0; c->handler[0] && i < n; i++)
+        if (env[i] && strncmp(env[i], "_HANDLER=", 9) == 0) {
+            free(env[i]);
+            env[i] = strdup(defaults[6]);
+        }
+    if (c->handler[0] && !env_has(env, n, defaults[6])) env[n++] = strdup(defaults[6]);
     /* Exec functions get the Lambda defaults instead (runtime/exec/). */
-    for (int i = c->runtime == RUNTIME_EXEC ? 3 : 0; i < 6; i++)
+    for (int i = fnconfig_runtime_is_exec(c->runtime) ? 3 : 0; i < 6; i++)
         if (!env_has(env, n, defaults[i])) env[n++] = strdup(defaults[i]);
     for (size_t i = 0; i < sizeof passthrough / sizeof *passthrough; i++) {
         const char *v = getenv(passthrough[i]);
@@ -78,7 +87,7 @@ static void free_env_array(char **env)
 static int version_spec(functions *t, const char *name, uint32_t version, const char *sha,
                         const fn_config *c, pool_version_spec *spec, char *path, size_t pathcap)
 {
-    registry_artifact_path(t->reg, sha, c->runtime == RUNTIME_EXEC, path, pathcap);
+    registry_artifact_path(t->reg, sha, fnconfig_runtime_is_exec(c->runtime), path, pathcap);
     spec->version = version;
     spec->runtime = c->runtime;
     spec->memory_mb = c->memory_mb;
@@ -474,8 +483,10 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
     deploy *d = begin_deploy(t, name, cfg, artifact, cb, data);
     if (!d) return;
     /* Hashing and syncing 64 MiB must not stall the loop. */
-    registry_artifact_put(t->reg, d->artifact.data, d->artifact.len, d->cfg.runtime == RUNTIME_EXEC,
-                          on_stored, d);
+    int unpack = fnconfig_runtime_is_managed(d->cfg.runtime) ? REGISTRY_UNPACK_TREE
+                 : d->cfg.runtime == RUNTIME_EXEC            ? REGISTRY_UNPACK_EXEC
+                                                             : REGISTRY_UNPACK_NONE;
+    registry_artifact_put(t->reg, d->artifact.data, d->artifact.len, unpack, on_stored, d);
 }
 
 void functions_reconfigure(functions *t, const char *name, fn_config *cfg, deploy_cb cb, void *data)

@@ -90,8 +90,8 @@ static void remove_tree(const char *path)
     fs_remove_tree(AT_FDCWD, path, 0);
 }
 
-int artifacts_unpack(const char *dir, const void *data, size_t len, const char *sha, char *err,
-                     size_t errcap)
+int artifacts_unpack(const char *dir, const void *data, size_t len, const char *sha,
+                     int need_bootstrap, char *err, size_t errcap)
 {
     char final[4096], tmp[4096];
     artifacts_unpacked_path(dir, sha, final, sizeof final);
@@ -99,7 +99,7 @@ int artifacts_unpack(const char *dir, const void *data, size_t len, const char *
     if (stat(final, &st) == 0 && S_ISDIR(st.st_mode)) return 0; /* unpacked before */
     snprintf(tmp, sizeof tmp, "%s/tmp/%s.d.%ld", dir, sha, (long)gettid());
     remove_tree(tmp);
-    int rc = unpack_artifact(data, len, tmp, err, errcap);
+    int rc = unpack_tree(data, len, tmp, need_bootstrap, err, errcap);
     if (rc == 0 && rename(tmp, final) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
         snprintf(err, errcap, "cannot rename '%s': %s", tmp, strerror(errno));
         rc = ERR_IO;

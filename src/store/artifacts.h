@@ -21,9 +21,10 @@ void artifacts_path(const char *dir, const char *sha, char *out, size_t cap);
 void artifacts_unpacked_path(const char *dir, const char *sha, char *out, size_t cap);
 /* Unpacks an exec artifact (an executable, or a zip or tar archive) into its
  * directory unless it is there already; atomic (a temporary directory renamed
- * into place). ERR_INVAL when the artifact is refused: err says why. */
-int artifacts_unpack(const char *dir, const void *data, size_t len, const char *sha, char *err,
-                     size_t errcap);
+ * into place); need_bootstrap 0: see unpack_tree. ERR_INVAL when the artifact is refused: err says
+ * why. */
+int artifacts_unpack(const char *dir, const void *data, size_t len, const char *sha,
+                     int need_bootstrap, char *err, size_t errcap);
 /* Deletes an artifact file and its unpacked directory; missing is not an error. */
 int artifacts_remove(const char *dir, const char *sha);
 

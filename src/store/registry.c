@@ -66,8 +66,8 @@ static int sq_put_version(registry *r, const reg_version *v)
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
         " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
-        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure, handler)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -96,6 +96,7 @@ static int sq_put_version(registry *r, const reg_version *v)
             sqlite3_bind_null(st, 17);
         sqlite3_bind_text(st, 18, c->on_success, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 19, c->on_failure, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 20, c->handler, -1, SQLITE_STATIC);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -146,7 +147,8 @@ static int sq_delete_function(registry *r, const char *name)
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
-    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure"
+    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure,"
+    " v.handler"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -157,7 +159,10 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->size = (uint64_t)sqlite3_column_int64(st, 3);
     v->created_ms = sqlite3_column_int64(st, 4);
     const char *rt = (const char *)sqlite3_column_text(st, 5);
-    v->config.runtime = rt && strcmp(rt, "exec") == 0 ? RUNTIME_EXEC : RUNTIME_NATIVE;
+    int r = rt ? fnconfig_runtime_parse(rt, strlen(rt)) : -1;
+    v->config.runtime = r >= 0 ? (enum fn_runtime)r : RUNTIME_NATIVE;
+    const char *handler = (const char *)sqlite3_column_text(st, 20);
+    snprintf(v->config.handler, sizeof v->config.handler, "%s", handler ? handler : "");
     v->config.min_instances = (uint32_t)sqlite3_column_int64(st, 6);
     v->config.max_instances = (uint32_t)sqlite3_column_int64(st, 7);
     v->config.timeout_ms = (uint32_t)sqlite3_column_int64(st, 8);
@@ -254,7 +259,8 @@ static void put_work(uv_work_t *w)
     put_job *j = w->data;
     j->rc = artifacts_put(j->dir, j->bytes, j->len, j->sha, j->err, sizeof j->err);
     if (j->rc == 0 && j->unpack)
-        j->rc = artifacts_unpack(j->dir, j->bytes, j->len, j->sha, j->err, sizeof j->err);
+        j->rc = artifacts_unpack(j->dir, j->bytes, j->len, j->sha,
+                                 j->unpack == REGISTRY_UNPACK_EXEC, j->err, sizeof j->err);
 }
 
 static void put_done(uv_work_t *w, int status)

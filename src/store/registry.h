@@ -126,6 +126,10 @@ int registry_artifact_used(registry *r, const char *sha256);
 typedef void (*registry_stored_cb)(void *data, int status, const char *sha, const char *err);
 void registry_artifact_put(registry *r, const void *bytes, size_t len, int unpack,
                            registry_stored_cb cb, void *data);
+/* unpack: 0 (a native shared object, kept as it is), an exec artifact (its
+ * tree must have an executable bootstrap), or the code of a managed runtime
+ * (an archive; spate ships the bootstrap). */
+enum { REGISTRY_UNPACK_NONE, REGISTRY_UNPACK_EXEC, REGISTRY_UNPACK_TREE };
 /* Where a stored artifact is on this node: the file as uploaded, or (with
  * unpacked) the directory of its unpacked tree. */
 void registry_artifact_path(registry *r, const char *sha256, int unpacked, char *out, size_t cap);

@@ -151,6 +151,9 @@ static const char *const migrations[] = {
      * (common/fnconfig.h on_success, on_failure): topic names, '' for none. */
     ("ALTER TABLE versions ADD COLUMN on_success TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE versions ADD COLUMN on_failure TEXT NOT NULL DEFAULT '';"),
+    /* 13: a managed runtime's handler, MODULE.FUNCTION (common/fnconfig.h);
+     * '' for native and exec versions. */
+    ("ALTER TABLE versions ADD COLUMN handler TEXT NOT NULL DEFAULT '';"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -168,13 +168,19 @@ static int unpack_single(const char *data, size_t len, int root, char *err, size
 
 int unpack_artifact(const char *data, size_t len, const char *dest, char *err, size_t errcap)
 {
+    return unpack_tree(data, len, dest, 1, err, errcap);
+}
+
+int unpack_tree(const char *data, size_t len, const char *dest, int need_bootstrap, char *err,
+                size_t errcap)
+{
     err[0] = '\0';
     if (mkdir(dest, 0755) < 0 && errno != EEXIST)
         return fail(err, errcap, ERR_IO, "cannot create '%s': %s", dest, strerror(errno));
     int root = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) return fail(err, errcap, ERR_IO, "cannot open '%s': %s", dest, strerror(errno));
     fchmod(root, 0755);
-    if (is_executable(data, len)) {
+    if (need_bootstrap && is_executable(data, len)) {
         int rc = unpack_single(data, len, root, err, errcap);
         close(root);
         return rc;
@@ -273,7 +279,7 @@ int unpack_artifact(const char *data, size_t len, const char *dest, char *err, s
     if (rc == 0 && r != ARCHIVE_EOF)
         rc = fail(err, errcap, ERR_INVAL, "the archive is corrupt: %s%s",
                   archive_error_string(ar) ? archive_error_string(ar) : "read error", "");
-    if (rc == 0) {
+    if (rc == 0 && need_bootstrap) {
         struct stat st;
         if (fstatat(root, "bootstrap", &st, 0) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111))
             rc = fail(err, errcap, ERR_INVAL,

@@ -18,5 +18,10 @@
 /* Unpacks into dest (created; should be empty). 0, ERR_INVAL (the artifact
  * is refused: err says why) or ERR_IO. May run on a worker thread. */
 int unpack_artifact(const char *data, size_t len, const char *dest, char *err, size_t errcap);
+/* The same, but with need_bootstrap 0 an archive needs no bootstrap (the
+ * code of a managed runtime, python3 or nodejs, whose bootstrap spate ships)
+ * and only an archive is taken. */
+int unpack_tree(const char *data, size_t len, const char *dest, int need_bootstrap, char *err,
+                size_t errcap);
 
 #endif

@@ -63,7 +63,7 @@ def test_invalid_names(spated, functions, name):
     ("memory=1", "'memory' must be an integer from 16"),
     ("keep_alive=x", "'keep_alive'"),
     ("queue=0", "'queue'"),
-    ("runtime=python", "'runtime' must be 'native' or 'exec'"),
+    ("runtime=python", "'runtime' must be 'native', 'exec', 'python3' or 'nodejs'"),
     ("env=NOEQUALS", "KEY=VALUE"),
     ("env=1BAD%3Dv", "'1BAD'"),
     ("min=5&max=2", "min (5) is larger than max (2)"),

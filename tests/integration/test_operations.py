@@ -282,6 +282,7 @@ def test_make_install_and_uninstall(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     usr = dest / "usr"
     for f in ("bin/spate", "sbin/spated", "libexec/spate/spate-runner", "include/spate.h",
+              "libexec/spate/runtimes/python3/bootstrap", "libexec/spate/runtimes/nodejs/bootstrap",
               "share/man/man1/spate.1", "share/man/man8/spated.8",
               "share/man/man7/spate-functions.7", "lib/systemd/system/spated.service",
               "share/bash-completion/completions/spate", "share/doc/spate/spated.conf.example"):
@@ -318,6 +319,14 @@ def test_make_install_and_uninstall(tmp_path):
                               capture_output=True).returncode == 0
         r = subprocess.run([spate, "invoke", "hello", "installed"], env=env, capture_output=True)
         assert r.returncode == 0 and b"installed" in r.stdout
+        # spated takes the Python runtime client from libexec too.
+        app = tmp_path / "app.py"
+        app.write_text("def handler(event, context):\n    return {'installed': event}\n")
+        r = subprocess.run([spate, "deploy", "py", str(app), "--runtime", "python3", "--handler",
+                            "app.handler"], env=env, capture_output=True)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run([spate, "invoke", "py", "1"], env=env, capture_output=True)
+        assert r.returncode == 0 and r.stdout == b'{"installed": 1}', r
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

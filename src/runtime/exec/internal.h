@@ -41,7 +41,8 @@
 struct exec_version {
     uv_loop_t *loop;
     char *root;
-    char *bootstrap;
+    char *bootstrap; /* ROOT/bootstrap, or a managed runtime's, shipped with spate */
+    int managed;     /* python3, nodejs: the bootstrap is not under the root */
     uint32_t tmp_mb; /* with mount namespaces: the root is bound at /var/task */
     char *runner;    /* spate-runner, the sandbox the bootstrap runs in */
     char *function;

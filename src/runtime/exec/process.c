@@ -198,7 +198,9 @@ static void sandbox_args(exec_version *x, exec_instance *e, char **args, char nu
             args[n++] = "--writable";
             args[n++] = (char *)iso->writable[i];
         }
-        args[n++] = "/var/task/bootstrap";
+        /* A managed runtime's bootstrap is read where it is installed: the
+         * host is visible (read-only) in the instance's namespace. */
+        args[n++] = x->managed ? x->bootstrap : "/var/task/bootstrap";
         args[n] = NULL;
         return;
     }

@@ -62,17 +62,33 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
     x->root = strdup(cfg->path);
     x->function = strdup(cfg->function);
     x->runner = strdup(cfg->runner_path);
-    size_t blen = strlen(cfg->path) + sizeof "/bootstrap";
+    x->managed = fnconfig_runtime_is_managed(cfg->runtime);
+    /* A managed runtime's client is installed beside spate-runner, as
+     * runtimes/NAME/bootstrap (the build tree and make install alike). */
+    const char *slash = strrchr(cfg->runner_path, '/');
+    int dir = slash ? (int)(slash - cfg->runner_path) : 0;
+    size_t blen = strlen(cfg->path) + strlen(cfg->runner_path) + 64;
     x->bootstrap = malloc(blen);
     if (!x->root || !x->function || !x->bootstrap || !x->runner) {
         exec__version_unref(x);
         return ERR_NOMEM;
     }
-    snprintf(x->bootstrap, blen, "%s/bootstrap", cfg->path);
+    if (!x->managed)
+        snprintf(x->bootstrap, blen, "%s/bootstrap", cfg->path);
+    else
+        snprintf(x->bootstrap, blen, "%.*s/runtimes/%s/bootstrap", dir, cfg->runner_path,
+                 fnconfig_runtime_name(cfg->runtime));
     if (isolate_get()->mount_ns) x->tmp_mb = cfg->tmp_mb ? cfg->tmp_mb : SPATE_TMP_DEFAULT_MB;
     /* Where the function sees its code: at /var/task in its own namespace. */
     const char *task = x->tmp_mb ? "/var/task" : cfg->path;
     struct stat st;
+    if (x->managed && (!slash || stat(x->bootstrap, &st) != 0 || !(st.st_mode & 0111))) {
+        snprintf(err, errcap, "the %s runtime is not installed: no executable '%s'",
+                 fnconfig_runtime_name(cfg->runtime), x->bootstrap);
+        log_warn("%s fn=%s", err, cfg->function);
+        exec__version_unref(x);
+        return ERR_INVAL;
+    }
     if (stat(x->bootstrap, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
         snprintf(err, errcap, "the artifact has no executable bootstrap");
         exec__version_unref(x);
@@ -83,6 +99,9 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
         exec__version_unref(x);
         return ERR_INVAL;
     }
+    char runtime_dir[400];
+    snprintf(runtime_dir, sizeof runtime_dir, "%.*s",
+             (int)(strrchr(x->bootstrap, '/') - x->bootstrap), x->bootstrap);
     const char *region = env_get(cfg->env, "AWS_REGION");
     if (!region) region = "us-east-1";
     snprintf(x->arn, sizeof x->arn, "arn:aws:lambda:%s:000000000000:function:%s", region,
@@ -96,7 +115,7 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
     const char *defaults[][2] = {
         {"_HANDLER", "index.handler"},
         {"LAMBDA_TASK_ROOT", task},
-        {"LAMBDA_RUNTIME_DIR", task},
+        {"LAMBDA_RUNTIME_DIR", x->managed ? runtime_dir : task},
         {"AWS_LAMBDA_FUNCTION_NAME", cfg->function},
         {"AWS_REGION", region},
         {"AWS_DEFAULT_REGION", region},
@@ -126,4 +145,33 @@ int exec_version_start(uv_loop_t *loop, const launcher_config *cfg, exec_version
 void exec_version_stop(exec_version *x)
 {
     if (x) exec__version_unref(x);
+}
+
+int exec_version_zygote(const exec_version *x, char ***env, char *object, size_t cap)
+{
+    char **e = calloc(x->nenv + 3, sizeof *e);
+    if (!e) return ERR_NOMEM;
+    size_t n = 0;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < x->nenv; i++)
+        if (!(e[n++] = strdup(x->env[i]))) rc = ERR_NOMEM;
+    /* With mount namespaces the zygote binds the code at /var/task. */
+    const char *code = x->tmp_mb ? "/var/task" : x->root;
+    size_t tlen = strlen(code) + sizeof "SPATE_PYTHON_TASK=";
+    if (!rc && (e[n] = malloc(tlen)) != NULL)
+        snprintf(e[n++], tlen, "SPATE_PYTHON_TASK=%s", code);
+    else
+        rc = ERR_NOMEM;
+    char arn[sizeof x->arn + 32];
+    snprintf(arn, sizeof arn, "SPATE_PYTHON_ARN=%s", x->arn);
+    if (!rc && !(e[n++] = strdup(arn))) rc = ERR_NOMEM;
+    if (rc) {
+        for (size_t i = 0; i < n; i++) free(e[i]);
+        free(e);
+        return rc;
+    }
+    const char *slash = strrchr(x->bootstrap, '/');
+    snprintf(object, cap, "%.*s/zygote.so", (int)(slash - x->bootstrap), x->bootstrap);
+    *env = e;
+    return 0;
 }

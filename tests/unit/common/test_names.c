@@ -181,6 +181,60 @@ static void strmaps(void)
     strmap_free(&m);
 }
 
+#define HANDLER(s) fnconfig_set_handler(&c, s, strlen(s), why, sizeof why)
+
+static void handlers(void)
+{
+    fn_config c;
+    fnconfig_defaults(&c);
+    char why[256];
+    CHECK(HANDLER("app.handler") == 0 && strcmp(c.handler, "app.handler") == 0);
+    CHECK(HANDLER("lambda_function.lambda_handler") == 0);
+    CHECK(HANDLER("src/app.handler") == 0 && strcmp(c.handler, "src/app.handler") == 0);
+    CHECK(HANDLER("pkg.mod.handler") == 0);
+    CHECK(HANDLER("app") == ERR_INVAL && strstr(why, "MODULE.FUNCTION"));
+    CHECK(HANDLER("") == ERR_INVAL);
+    CHECK(HANDLER(".handler") == ERR_INVAL);
+    CHECK(HANDLER("app.") == ERR_INVAL);
+    CHECK(HANDLER("../app.handler") == ERR_INVAL);
+    CHECK(HANDLER("a/../app.handler") == ERR_INVAL);
+    CHECK(HANDLER("/etc/app.handler") == ERR_INVAL);
+    CHECK(HANDLER("a//b.handler") == ERR_INVAL);
+    CHECK(HANDLER("app.han dler") == ERR_INVAL);
+    CHECK(HANDLER("app.x/y") == ERR_INVAL);
+    /* A failed set keeps the handler it had. */
+    CHECK(strcmp(c.handler, "pkg.mod.handler") == 0);
+    char big[FN_HANDLER_MAX + 2];
+    memset(big, 'a', sizeof big);
+    big[1] = '.';
+    big[FN_HANDLER_MAX] = '\0';
+    CHECK(HANDLER(big) == 0);
+    big[FN_HANDLER_MAX] = 'a';
+    big[FN_HANDLER_MAX + 1] = '\0';
+    CHECK(HANDLER(big) == ERR_INVAL);
+    /* Runtimes and what they need. */
+    CHECK(fnconfig_runtime_parse("python3", 7) == RUNTIME_PYTHON3);
+    CHECK(fnconfig_runtime_parse("nodejs", 6) == RUNTIME_NODEJS);
+    CHECK(fnconfig_runtime_parse("python", 6) == -1);
+    CHECK(strcmp(fnconfig_runtime_name(RUNTIME_NODEJS), "nodejs") == 0);
+    c.runtime = RUNTIME_PYTHON3;
+    CHECK(fnconfig_check(&c, why, sizeof why) == 0);
+    c.runtime = RUNTIME_EXEC;
+    CHECK(fnconfig_check(&c, why, sizeof why) == ERR_INVAL && strstr(why, "a handler is for"));
+    c.runtime = RUNTIME_NODEJS;
+    c.handler[0] = '\0';
+    CHECK(fnconfig_check(&c, why, sizeof why) == ERR_INVAL && strstr(why, "needs a handler"));
+    c.network = 0;
+    CHECK(HANDLER("index.handler") == 0);
+    CHECK(fnconfig_check(&c, why, sizeof why) == ERR_INVAL && strstr(why, "need the network"));
+    fn_config d;
+    c.network = 1;
+    CHECK(fnconfig_copy(&d, &c) == 0 && fnconfig_equal(&c, &d));
+    CHECK(HANDLER("index.other") == 0 && !fnconfig_equal(&c, &d));
+    fnconfig_free(&d);
+    fnconfig_free(&c);
+}
+
 int main(void)
 {
     RUN(names);
@@ -188,5 +242,6 @@ int main(void)
     RUN(env);
     RUN(buffers);
     RUN(strmaps);
+    RUN(handlers);
     return TEST_RESULT();
 }
