@@ -103,10 +103,13 @@ static void on_trigger_done(void *data, int status)
 /* The event format of a new trigger that names none: the function's
  * runtime's. Native and exec functions take their messages as they are;
  * the managed runtimes (python3, nodejs: docs/functions.md "Batches") take
- * Lambda's SQS event, as their handlers expect: their cases go here. */
+ * Lambda's SQS event, as their handlers expect. */
 static int default_event_format(const fn_config *c)
 {
     switch (c->runtime) {
+    case RUNTIME_PYTHON3:
+    case RUNTIME_NODEJS:
+        return QUEUE_EVENT_SQS; /* Lambda handlers expect SQS's event */
     case RUNTIME_NATIVE:
     case RUNTIME_EXEC:
     default:

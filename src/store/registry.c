@@ -147,7 +147,7 @@ static int sq_delete_function(registry *r, const char *name)
 #define VERSION_COLUMNS                                                                            \
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
-    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure,"
+    " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure,"      \
     " v.handler"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)

@@ -272,11 +272,23 @@ def test_instances_fork_from_a_zygote_unless_the_function_opts_out(spated):
     assert out["import_pid"] == out["pid"], out
 
 
-def test_nodejs_runs_the_shipped_bootstrap(spated):
-    # Until the Node.js client lands, its placeholder says so at deploy.
-    status, doc = spated.deploy("js", b"exports.handler = async () => 1;\n",
-                                runtime="nodejs", handler="index.handler")
-    if status == 201:
-        assert doc["config"]["runtime"] == "nodejs"
-    else:
-        assert status == 400 and "before asking for work" in doc["error"], doc
+def test_nodejs_runs_the_shipped_client(spated):
+    status, doc = spated.deploy("js", b"exports.handler = async (e, c) => ({got: e, fn: c.functionName});\n",
+                                runtime="nodejs", handler="index.handler", file="index.js")
+    assert status == 201 and doc["config"]["runtime"] == "nodejs", doc
+    status, body = spated.invoke("js", b'{"a": 1}')[:2]
+    assert status == 200 and json.loads(body) == {"got": {"a": 1}, "fn": "js"}, body
+    status, doc = spated.deploy("js2", b"exports.handler = ;\n", runtime="nodejs",
+                                handler="index.handler", file="index.js")
+    assert status == 400 and "SyntaxError" in doc["error"], doc
+
+
+def test_managed_runtimes_get_sqs_events_from_triggers(spated):
+    assert deploy_py(spated, "sq", b"def handler(e, c):\n    print('REC', e['Records'][0]['body'])\n",
+                     file="app.py")[0] == 201
+    status, doc = spated.json("PUT", "/v1/triggers/tq/sq")
+    assert status in (200, 201) and doc["event_format"] == "sqs", doc
+    assert spated.json("POST", "/v1/topics/tq/messages", b"hello")[0] in (200, 201, 202)
+    def logged():
+        return "REC hello" in json.dumps(spated.json("GET", "/v1/functions/sq/logs")[1])
+    assert wait_for(logged, timeout=30), spated.json("GET", "/v1/functions/sq/logs")[1]
