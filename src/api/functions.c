@@ -140,7 +140,24 @@ static void on_deployed(const deploy_result *r, void *data)
  * parameters applied over f's active configuration (over the defaults for a
  * new function), so that what a request does not name stays as it was. On
  * error it has answered 400 and returns -1. */
-static int config_params(http_request *req, const fn *f, deploy_params *p)
+/* A destination that is the function's own async topic would make every
+ * settled invocation a new one, without end. */
+static int check_destinations(const char *name, const fn_config *c, char *why, size_t cap)
+{
+    char own[SPATE_TOPIC_NAME_MAX + 1];
+    api_async_topic(name, own, sizeof own);
+    const char *dest = strcmp(c->on_success, own) == 0   ? "on_success"
+                       : strcmp(c->on_failure, own) == 0 ? "on_failure"
+                                                         : NULL;
+    if (!dest) return 0;
+    snprintf(why, cap,
+             "parameter '%s' cannot be '%s', the function's own async invocations: each one "
+             "would invoke it again",
+             dest, own);
+    return ERR_INVAL;
+}
+
+static int config_params(http_request *req, const char *name, const fn *f, deploy_params *p)
 {
     p->why[0] = '\0';
     p->clear_env = 0;
@@ -155,6 +172,7 @@ static int config_params(http_request *req, const fn *f, deploy_params *p)
     if (rc == 0 && p->clear_env) fnconfig_free(&p->cfg);
     if (rc == 0) rc = http_query_parse(req->query, on_deploy_param, p);
     if (rc == 0) rc = fnconfig_check(&p->cfg, p->why, sizeof p->why);
+    if (rc == 0) rc = check_destinations(name, &p->cfg, p->why, sizeof p->why);
     if (rc == 0) return 0;
     fnconfig_free(&p->cfg);
     if (rc == ERR_NOMEM)
@@ -171,7 +189,7 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
     memcpy(name, m->name, m->name_len);
     name[m->name_len] = '\0';
     deploy_params p;
-    if (config_params(req, functions_find(a->table, name, m->name_len), &p)) return;
+    if (config_params(req, name, functions_find(a->table, name, m->name_len), &p)) return;
     if (req->body.len == 0) {
         fnconfig_free(&p.cfg);
         http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
@@ -221,7 +239,7 @@ static void configure_fn(api *a, http_request *req, const route_match *m)
         return;
     }
     deploy_params p;
-    if (config_params(req, f, &p)) return;
+    if (config_params(req, f->name, f, &p)) return;
     if (fnconfig_equal(&p.cfg, &f->active.config)) {
         fnconfig_free(&p.cfg);
         cJSON *doc = api_json_function(f, NULL, 0, NULL, 1); /* PATCH needs an admin */

@@ -418,3 +418,19 @@ def test_aws_sdk_js(spated, aws_sdk_js, tmp_path):
     assert out["err"] == [200, "Unhandled", {"errorMessage": "y", "errorType": "TestError"}]
     assert out["event"] == 202
     assert out["missing"] == ["ResourceNotFoundException", True, 404]
+
+
+def test_destination_of_its_own_async_topic_does_not_loop(spated, tmp_path):
+    # A destination that is the function's own async topic would turn every
+    # settled invocation into a new one, forever: refused at deploy and by
+    # PATCH, with the reason.
+    status, doc = spated.json("PUT", "/v1/functions/fn?runtime=exec&on_success=spate.async.fn",
+                              artifact())
+    assert status == 400, doc
+    assert "spate.async.fn" in json.dumps(doc), doc
+    deploy(spated)
+    status, doc = spated.json("PATCH", "/v1/functions/fn?on_failure=spate.async.fn")
+    assert status == 400, doc
+    # Another function's async topic stays a destination (a chain).
+    deploy(spated, on_success="spate.async.other")
+    assert spated.describe("fn")["config"]["on_success"] == "spate.async.other"
