@@ -158,6 +158,8 @@ def test_a_zip_package_with_a_dependency_and_the_cli(spated, tmp_path):
     (b"def handler(e, c):\n    return 1\n", "app.missing", "Handler 'missing' missing on module 'app'"),
     (b"def handler(e, c)\n    return 1\n", "app.handler", "Runtime.UserCodeSyntaxError"),
     (b"raise RuntimeError('no config')\n", "app.handler", "RuntimeError: no config"),
+    # sys.exit at import is no Exception: the zygote's answer named nothing ("Error: ").
+    (b"import sys\nsys.exit(3)\n", "app.handler", "Unable to import module 'app': SystemExit: 3"),
     (zipped({"other.py": b"x = 1\n"}), "app.handler", "No module named 'app'"),
 ])
 def test_a_handler_that_cannot_load_fails_the_deploy(spated, artifact, handler, expect):
