@@ -4,6 +4,7 @@
  * list, a function's description, and delete (DELETE, with force=true its
  * triggers first).
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "api/json.h"
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/log.h"
 #include "common/names.h"
 
 typedef struct deploy_params {
@@ -327,7 +329,39 @@ static void delete_free(delete_req *d)
     free(d);
 }
 
-/* The function goes (its triggers, if any, are gone already). */
+/* The answer to a delete, once its async invocations are gone too. */
+static void delete_answer(delete_req *d)
+{
+    http_request *req = d->req;
+    if (!d->force) {
+        http_respond(req, 204, NULL, NULL, NULL, 0);
+        return delete_free(d);
+    }
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "deleted", d->name);
+    cJSON_AddItemToObject(doc, "triggers_removed", d->removed);
+    d->removed = NULL;
+    api_respond_json(req, 200, doc);
+    delete_free(d);
+}
+
+static void on_async_deleted(void *data, int status, uint64_t count)
+{
+    delete_req *d = data;
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    api_async_topic(d->name, topic, sizeof topic);
+    if (status && status != ERR_NOTFOUND)
+        log_warn("cannot delete the async invocations of deleted function %s: %s topic=%s", d->name,
+                 err_str(status), topic);
+    else if (count)
+        log_info("deleted %" PRIu64 " async invocations not run of deleted function %s", count,
+                 d->name);
+    delete_answer(d);
+}
+
+/* The function goes (its triggers, if any, are gone already), and so do its
+ * async invocations not run yet, as in Lambda: else a function deployed
+ * later under the name would run them at its first async invocation. */
 static void delete_now(delete_req *d)
 {
     http_request *req = d->req;
@@ -342,16 +376,10 @@ static void delete_now(delete_req *d)
     else if (rc != 0)
         http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
     if (rc != 0) return delete_free(d);
-    if (!d->force) {
-        http_respond(req, 204, NULL, NULL, NULL, 0);
-        return delete_free(d);
-    }
-    cJSON *doc = cJSON_CreateObject();
-    cJSON_AddStringToObject(doc, "deleted", name);
-    cJSON_AddItemToObject(doc, "triggers_removed", d->removed);
-    d->removed = NULL;
-    api_respond_json(req, 200, doc);
-    delete_free(d);
+    char topic[SPATE_TOPIC_NAME_MAX + 1];
+    api_async_topic(name, topic, sizeof topic);
+    rc = queue_topic_delete(a->q, topic, on_async_deleted, d);
+    if (rc) on_async_deleted(d, rc, 0);
 }
 
 static void on_untriggered(void *data, cJSON *removed, const char *err)

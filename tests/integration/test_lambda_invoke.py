@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import signal
+import time
 import subprocess
 import zipfile
 import io
@@ -434,3 +435,31 @@ def test_destination_of_its_own_async_topic_does_not_loop(spated, tmp_path):
     # Another function's async topic stays a destination (a chain).
     deploy(spated, on_success="spate.async.other")
     assert spated.describe("fn")["config"]["on_success"] == "spate.async.other"
+
+
+def test_a_deleted_functions_async_invocations_go_with_it(spated, tmp_path):
+    # Event invocations not run when the function is deleted are discarded,
+    # as in Lambda: a function deployed later under the name never runs them.
+    deploy(spated, max=1)
+    gate = tmp_path / "gate"
+    rec = tmp_path / "r.rec"
+    try:
+        for i in range(3):
+            status, _, _ = invoke(spated, "fn", {"wait": str(gate), "record": str(rec), "i": i},
+                                  {"X-Amz-Invocation-Type": "Event"})
+            assert status == 202
+        # The first one runs (it waits for the gate), the others are queued.
+        assert wait_for(lambda: spated.json("GET", "/v1/topics/spate.async.fn")[1]
+                        .get("in_flight") == 1, timeout=30)
+        assert spated.request("DELETE", "/v1/functions/fn")[0] == 204
+        assert spated.json("GET", "/v1/topics/spate.async.fn")[0] == 404
+    finally:
+        gate.touch()
+    deploy(spated, max=1)
+    status, _, _ = invoke(spated, "fn", {"record": str(rec), "i": 99},
+                          {"X-Amz-Invocation-Type": "Event"})
+    assert status == 202
+    assert wait_for(lambda: 99 in [r[1]["i"] for r in records(rec)], timeout=30)
+    time.sleep(1)  # what would follow it: the old invocations, which must not run
+    ran = [r[1]["i"] for r in records(rec)]
+    assert 1 not in ran and 2 not in ran, ran
