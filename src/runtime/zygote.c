@@ -53,7 +53,9 @@ struct zygote {
     zslot *slots;
     size_t nslots, capslots;
     uint64_t next_id;
-    uint32_t *cancel; /* SPATE_CANCEL_COUNTERS, shared with the runner; NULL: none */
+    uint32_t *cancel;   /* SPATE_CANCEL_COUNTERS, shared with the runner; NULL: none */
+    int managed;        /* a managed runtime's: loading imports the handler's module */
+    uint32_t memory_mb; /* its limit, named when the load is killed */
 };
 
 #define CANCEL_BYTES (SPATE_CANCEL_COUNTERS * sizeof(uint32_t))
@@ -392,8 +394,13 @@ static void on_load_timeout(uv_timer_t *t)
     zygote *z = t->data;
     if (z->state != Z_LOADING) return;
     char why[96];
-    snprintf(why, sizeof why, "the shared object did not load within %d ms (spate_preload hangs?)",
-             SPATE_ZYGOTE_LOAD_TIMEOUT_MS);
+    if (z->managed)
+        snprintf(why, sizeof why, "the handler's module did not import within %d ms (it hangs?)",
+                 SPATE_ZYGOTE_LOAD_TIMEOUT_MS);
+    else
+        snprintf(why, sizeof why,
+                 "the shared object did not load within %d ms (spate_preload hangs?)",
+                 SPATE_ZYGOTE_LOAD_TIMEOUT_MS);
     fail_loading(z, why);
 }
 
@@ -418,8 +425,14 @@ static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signa
     char how[128];
     describe_status(how, sizeof how, exit_status, term_signal);
     if (z->state == Z_LOADING) {
-        char why[192];
-        snprintf(why, sizeof why, "spate-runner %s while loading the shared object", how);
+        /* The load's own timeout is reported before it kills: a SIGKILL
+         * now is the memory cgroup's, most likely. */
+        char why[256], hint[64] = "";
+        if (term_signal == SIGKILL && z->memory_mb)
+            snprintf(hint, sizeof hint, " (over its --memory of %u MB?)", z->memory_mb);
+        snprintf(why, sizeof why, "%s %s while %s%s", z->managed ? "the runtime" : "spate-runner",
+                 how, z->managed ? "importing the handler's module" : "loading the shared object",
+                 hint);
         fail_loading(z, why);
     } else if (z->state == Z_READY) {
         log_warn("zygote %s fn=%s version=%u pid=%d", how, z->function, z->version, (int)p->pid);
@@ -463,6 +476,8 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         return ERR_IO;
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    z->managed = cfg->code_dir != NULL;
+    z->memory_mb = cfg->memory_mb;
     uid_t fn_uid = isolate_uid(cfg->function);
     z->iso = isolate_version_acquire(cfg->memory_mb, fn_uid);
     /* The function's variables reach the runner only in a descriptor it

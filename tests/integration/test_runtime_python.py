@@ -170,6 +170,19 @@ def test_a_handler_that_cannot_load_fails_the_deploy(spated, artifact, handler, 
     assert spated.json("GET", "/v1/functions/bad")[0] == 404
 
 
+@pytest.mark.parametrize("artifact,expect", [
+    (b"import time\ntime.sleep(100000)\n", "the handler's module did not import within"),
+    (b"x = bytearray(400 << 20)\nfor i in range(0, len(x), 4096):\n    x[i] = 1\n",
+     "while importing the handler's module (over its --memory of 64 MB?)"),
+])
+def test_a_zygote_import_that_hangs_or_eats_memory_is_named(spated, artifact, expect):
+    # The zygote's refusals spoke of a shared object and spate_preload, which
+    # a Python user never wrote.
+    status, doc = deploy_py(spated, "bad", artifact, memory=64)
+    # Without a memory cgroup RLIMIT_AS holds it: Python's own MemoryError.
+    assert status == 400 and (expect in doc["error"] or "MemoryError" in doc["error"]), doc
+
+
 @pytest.mark.parametrize("params,expect", [
     ({"runtime": "python2", "handler": "app.handler"}, "unknown runtime 'python2'"),
     ({"runtime": "python3"}, "runtime python3 needs a handler"),
