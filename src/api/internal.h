@@ -187,6 +187,11 @@ char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t 
 void api_async_invoke(api *a, http_request *req, fn *f, int lambda);
 /* The internal topic of f's async invocations, spate.async.NAME. */
 void api_async_topic(const char *function, char *out, size_t cap);
+/* The version, other than the active one, that an async invocation of f
+ * through qualifier (len bytes; the resolved version) may run: the resolved
+ * one, or a version its alias routes a share to; 0 when it runs the active
+ * version every time. Async invocations run only that one. */
+uint32_t api_async_other_version(const fn *f, const char *qualifier, size_t len, uint32_t version);
 /* Hooks the destinations of async invocations into the triggers. */
 void api_async_start(api *a);
 /* api/nodes.c: GET /v1/nodes. */

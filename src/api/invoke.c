@@ -203,11 +203,14 @@ void api_invoke(api *a, http_request *req, const route_match *m)
                                "parameter 'timeout' does not apply to an async invocation");
             return;
         }
-        if (version != f->active.version) {
+        const char *qual = m->qualifier ? m->qualifier : ip.qualifier;
+        size_t qlen = m->qualifier ? m->qualifier_len : strlen(ip.qualifier);
+        uint32_t other = api_async_other_version(f, qual, qlen, version);
+        if (other) {
             http_respond_error(req, 400, "bad_parameter",
                                "an async invocation runs the active version (%u), not %u: not "
                                "supported yet",
-                               f->active.version, version);
+                               f->active.version, other);
             return;
         }
         api_async_invoke(a, req, f, 0);

@@ -407,16 +407,18 @@ void api_lambda_invoke(api *a, http_request *req, const route_match *m)
         http_respond(req, 204, NULL, hdr, NULL, 0);
         return;
     }
-    case LAMBDA_EVENT:
-        if (version != f->active.version) {
+    case LAMBDA_EVENT: {
+        uint32_t other = api_async_other_version(f, t.qualifier, strlen(t.qualifier), version);
+        if (other) {
             api_lambda_error(req, 400, "InvalidParameterValueException",
                              "an Event invocation runs the active version (%u), not %u: not "
                              "supported yet",
-                             f->active.version, version);
+                             f->active.version, other);
             return;
         }
         api_async_invoke(a, req, f, 1);
         return;
+    }
     default:
         request_response(a, req, f, version, &t, tail);
     }

@@ -37,6 +37,18 @@ void api_async_topic(const char *function, char *out, size_t cap)
     snprintf(out, cap, ASYNC_PREFIX "%s", function);
 }
 
+uint32_t api_async_other_version(const fn *f, const char *qualifier, size_t len, uint32_t version)
+{
+    uint32_t active = f->active.version;
+    if (version != active) return version;
+    /* An alias picks per invocation: the pick that ran the active version
+     * this time must not hide the share it sends elsewhere. */
+    const reg_alias *al = len ? functions_alias_find(f, qualifier, len) : NULL;
+    if (al && al->version != active) return al->version;
+    if (al && al->weight_version && al->weight_version != active) return al->weight_version;
+    return 0;
+}
+
 typedef struct async_ctx {
     api *a;
     http_request *req;

@@ -463,3 +463,20 @@ def test_a_deleted_functions_async_invocations_go_with_it(spated, tmp_path):
     time.sleep(1)  # what would follow it: the old invocations, which must not run
     ran = [r[1]["i"] for r in records(rec)]
     assert 1 not in ran and 2 not in ran, ran
+
+
+def test_an_async_invocation_through_a_weighted_alias_is_refused_every_time(spated, tmp_path):
+    # An async invocation runs the active version only: one through an alias
+    # that routes a share elsewhere was refused only when the pick landed
+    # there (here half of the time), else run on the active version.
+    deploy(spated)
+    deploy(spated)  # version 2, active
+    assert spated.cli("alias", "set", "fn", "live", "2", "--weight", "1=50").returncode == 0
+    assert spated.cli("alias", "set", "fn", "cur", "2").returncode == 0
+    event = {"X-Amz-Invocation-Type": "Event"}
+    lam = {invoke(spated, "fn", {}, event, "?Qualifier=live")[0] for _ in range(20)}
+    v1 = {spated.request("POST", "/v1/functions/fn:live/invoke?async=1", b"{}")[0]
+          for _ in range(20)}
+    assert lam == {400} and v1 == {400}, (lam, v1)
+    assert invoke(spated, "fn", {}, event, "?Qualifier=cur")[0] == 202
+    assert spated.request("POST", "/v1/functions/fn:cur/invoke?async=1", b"{}")[0] == 202
