@@ -230,6 +230,14 @@ static void on_outcome(const trigger_outcome *o, void *data)
                        : o->outcome == POOL_OK ? f->active.config.on_success
                                                : f->active.config.on_failure;
     if (!dest[0]) return;
+    if (strcmp(dest, o->topic) == 0) {
+        /* A version stored before the deploy refused this (a rollback to
+         * it): the record would invoke the function again, without end. */
+        log_warn("not sending a destination record to the function's own async topic fn=%s "
+                 "req=%s topic=%s",
+                 o->function, o->request_id, dest);
+        return;
+    }
     char *text = destination_record(o, f);
     char *topic = strdup(dest);
     if (!text || !topic) {

@@ -480,3 +480,25 @@ def test_an_async_invocation_through_a_weighted_alias_is_refused_every_time(spat
     assert lam == {400} and v1 == {400}, (lam, v1)
     assert invoke(spated, "fn", {}, event, "?Qualifier=cur")[0] == 202
     assert spated.request("POST", "/v1/functions/fn:cur/invoke?async=1", b"{}")[0] == 202
+
+
+def test_a_stored_destination_of_its_own_async_topic_sends_no_record(make_spated):
+    # A version stored before the deploy refused such a destination (made
+    # here in the registry), active again by a rollback: its records are not
+    # sent, so that one Event invocation stays one.
+    import sqlite3
+    d = make_spated()
+    deploy(d)
+    d.stop()
+    with sqlite3.connect(d.data / "spate.db") as db:
+        db.execute("UPDATE versions SET on_success = 'spate.async.fn' WHERE function = 'fn'")
+    d.start()
+    assert invoke(d, "fn", {"x": 1}, {"X-Amz-Invocation-Type": "Event"})[0] == 202
+
+    def settled():
+        status, doc = d.json("GET", "/v1/topics/spate.async.fn")
+        return status == 200 and doc["acknowledged"] >= 1
+    assert wait_for(settled, timeout=30)
+    time.sleep(2)  # a record would be invoked (and settled) by now
+    assert d.json("GET", "/v1/topics/spate.async.fn")[1]["published"] == 1
+    assert "own async topic" in d.log()
