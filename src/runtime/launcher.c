@@ -157,6 +157,27 @@ static int python_zygote(const launcher_config *cfg)
     return 1;
 }
 
+/* The zygote of a version: a native one loads object (the function's
+ * shared object) with the function's env; a managed runtime's loads the
+ * runtime's object with code_dir (the handler's code) and the Lambda
+ * environment built for it. The rest is the version's. */
+static zygote_config zygote_config_of(const launcher_config *cfg, const char *object,
+                                      const char *code_dir, char **env)
+{
+    return (zygote_config){
+        .runner_path = cfg->runner_path,
+        .object_path = object,
+        .code_dir = code_dir,
+        .function = cfg->function,
+        .version = cfg->version,
+        .memory_mb = cfg->memory_mb,
+        .tmp_mb = cfg->tmp_mb,
+        .no_network = cfg->no_network,
+        .log = cfg->log,
+        .env = env,
+    };
+}
+
 int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_cb loaded,
                    launcher_exit_cb exited, void *data, launcher **out)
 {
@@ -189,18 +210,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
         int rc = exec_version_zygote(x, &env, object, sizeof object);
         exec_version_stop(x);
         if (rc == 0) {
-            zygote_config zc = {
-                .runner_path = cfg->runner_path,
-                .object_path = object,
-                .code_dir = cfg->path,
-                .function = cfg->function,
-                .version = cfg->version,
-                .memory_mb = cfg->memory_mb,
-                .tmp_mb = cfg->tmp_mb,
-                .no_network = cfg->no_network,
-                .log = cfg->log,
-                .env = env,
-            };
+            zygote_config zc = zygote_config_of(cfg, object, cfg->path, env);
             rc = zygote_start(loop, &zc, on_zygote_loaded, on_zygote_exit, l, &l->z);
             for (char **e = env; *e; e++) free(*e);
             free(env);
@@ -212,17 +222,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
         return rc;
     }
     if (cfg->runtime == RUNTIME_NATIVE) {
-        zygote_config zc = {
-            .runner_path = cfg->runner_path,
-            .object_path = cfg->path,
-            .function = cfg->function,
-            .version = cfg->version,
-            .memory_mb = cfg->memory_mb,
-            .tmp_mb = cfg->tmp_mb,
-            .no_network = cfg->no_network,
-            .log = cfg->log,
-            .env = cfg->env,
-        };
+        zygote_config zc = zygote_config_of(cfg, cfg->path, NULL, cfg->env);
         int rc = zygote_start(loop, &zc, on_zygote_loaded, on_zygote_exit, l, &l->z);
         if (rc != 0)
             free(l);
