@@ -27,6 +27,9 @@ typedef struct isolate_config {
     uid_t uid_base; /* functions get uid_base + 0, 1, 2, ... */
     char user[64];
     int cgroups; /* per-instance memory cgroups are available */
+    /* spated holds a cgroup hierarchy mounted with favordynmods: joining a
+     * cgroup never waits an RCU grace period (isolate/favor.c). */
+    int favor_dynmods;
     uint32_t pids_max;
     /* Mount namespaces work (spated is root and the kernel lets an
      * unprivileged process make a user namespace): each instance sees the

@@ -211,6 +211,10 @@ int isolate_init(uv_loop_t *l, const char *run_as, uint32_t uid_base, uint32_t p
             isolate__host.cg_root[i][0] = '\0';
     }
     cfg.cgroups = isolate__host.cg_root[CG_MEMORY][0] != '\0';
+    /* Only where instances join cgroups (root with a controller). */
+    if (isolate__host.cg_root[CG_MEMORY][0] || isolate__host.cg_root[CG_PIDS][0] ||
+        isolate__host.cg_root[CG_CPU][0])
+        cfg.favor_dynmods = isolate__favor_init() == 0;
     if (!cfg.cgroups) log_warn("no writable memory cgroup: --memory is enforced with RLIMIT_AS");
     if (!isolate__host.cg_root[CG_PIDS][0])
         log_warn("no writable pids cgroup: no per-instance process limit");
@@ -250,6 +254,8 @@ void isolate_cleanup(void)
     isolate__stale_close();
     for (int i = 0; i < CG_COUNT; i++)
         if (isolate__host.cg_root[i][0]) rmdir(isolate__host.cg_root[i]);
+    isolate__favor_cleanup();
+    cfg.favor_dynmods = 0;
     if (isolate__host.tmp_root[0]) fs_remove_tree(AT_FDCWD, isolate__host.tmp_root, 0);
 }
 

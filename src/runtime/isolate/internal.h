@@ -22,6 +22,8 @@
  *                   users.c.
  *   live versions   the zygotes' cgroups, for isolate_version_kill_all:
  *                   static in version.c.
+ *   favordynmods    the mount point of the hierarchy that holds it: static
+ *                   in favor.c.
  *
  *   init.c      start-up and exit: probing mount namespaces, the temporary
  *               and cgroup roots (sweeping those of spated processes that
@@ -32,6 +34,8 @@
  *   slots.c     an instance's slot: its cgroups and their limits (memory,
  *               pids, its own or its function's cpu group), its temporary
  *               directory, acquire and release, the spare ones
+ *   favor.c     the favordynmods hierarchy that keeps cgroup migrations
+ *               off RCU grace periods, mounted at start, unmounted at exit
  *   users.c     the uid each function runs as
  *   version.c   the cgroups of a version's zygote
  *   env.c       spate-runner's environment, and the function's in a memfd
@@ -84,6 +88,15 @@ void isolate__stale_close(void);
 
 /* Frees the spare slots, waiting for their cgroups to empty (at exit). */
 void isolate__free_spare_slots(void);
+
+/* --- favor.c --------------------------------------------------------------------- */
+
+/* Mounts the favordynmods hierarchy at /run/spate/favor.<pid> (after
+ * unmounting those of spated processes that are gone); 0 when it holds.
+ * Where the host refuses, one log line says what is lost. */
+int isolate__favor_init(void);
+/* Unmounts it (at exit); nothing when it was not mounted. */
+void isolate__favor_cleanup(void);
 
 /* --- users.c --------------------------------------------------------------------- */
 
