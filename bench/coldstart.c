@@ -2,20 +2,33 @@
  * coldstart - the client side of bench/invoke's cold-start measurement.
  *
  *   coldstart fork N            fork, exit and reap a child N times: the floor
- *   coldstart invoke PORT FN N  invoke FN N times over one keep-alive
+ *   coldstart invoke PORT FN N [GAP_MS]
+ *                               invoke FN N times over one keep-alive
  *                               connection, first waiting each time until FN
- *                               has no instance left, so every call starts one
+ *                               has no instance left, so every call starts one;
+ *                               with GAP_MS, after that many ms of nothing more
+ *                               (a cold start from idle)
+ *   coldstart warm PORT FN N GAP_MS
+ *                               invoke FN N times, each after GAP_MS of nothing:
+ *                               what waking the machine up costs a warm call
+ *   coldstart cgroup N GAP_MS   move a sleeping child between two memory
+ *                               cgroups N times, each after GAP_MS of nothing:
+ *                               the cgroup.procs write an instance makes to
+ *                               join its cgroup (root; cgroup v1)
  *
  * Prints one latency per line, in microseconds. A small C client keeps the
  * client's own cost out of the figures.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +81,50 @@ static long field(const char *json, const char *name)
     return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
+/* Writes pid into dir/cgroup.procs; the microseconds it took. */
+static double move_to(const char *dir, pid_t pid)
+{
+    char path[256], text[32];
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    snprintf(text, sizeof text, "%d", (int)pid);
+    double t = now_us();
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) < 0) {
+        perror(path);
+        exit(1);
+    }
+    close(fd);
+    return now_us() - t;
+}
+
+/* What an instance's join of its memory cgroup costs after a pause: a
+ * sleeping child moved between two cgroups of our own, n times. */
+static int cgroup_moves(int n, int gap_ms)
+{
+    char dir[2][128];
+    for (int i = 0; i < 2; i++) {
+        snprintf(dir[i], sizeof dir[i], "/sys/fs/cgroup/memory/spate-bench-%d-%d", (int)getpid(),
+                 i);
+        if (mkdir(dir[i], 0755) != 0) {
+            perror(dir[i]);
+            return 1;
+        }
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    for (int i = 0; i < n; i++) {
+        usleep((useconds_t)gap_ms * 1000);
+        printf("%.1f\n", move_to(dir[i & 1], child));
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    for (int i = 0; i < 2; i++) rmdir(dir[i]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "fork") == 0) {
@@ -81,11 +138,15 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    if (argc != 5 || strcmp(argv[1], "invoke") != 0) {
-        fprintf(stderr, "usage: coldstart fork N | coldstart invoke PORT FUNCTION N\n");
+    if (argc == 4 && strcmp(argv[1], "cgroup") == 0)
+        return cgroup_moves(atoi(argv[2]), atoi(argv[3]));
+    int warm = argc == 6 && strcmp(argv[1], "warm") == 0;
+    if (!warm && ((argc != 5 && argc != 6) || strcmp(argv[1], "invoke") != 0)) {
+        fprintf(stderr, "usage: coldstart fork N | coldstart invoke PORT FUNCTION N [GAP_MS] | "
+                        "coldstart warm PORT FUNCTION N GAP_MS | coldstart cgroup N GAP_MS\n");
         return 2;
     }
-    int port = atoi(argv[2]), n = atoi(argv[4]);
+    int port = atoi(argv[2]), n = atoi(argv[4]), gap_ms = argc == 6 ? atoi(argv[5]) : 0;
     const char *fn = argv[3];
     char invoke[256], describe[256];
     snprintf(invoke, sizeof invoke,
@@ -95,7 +156,7 @@ int main(int argc, char **argv)
     static char out[65536];
     for (int i = 0; i < n; i++) {
         /* Wait until no instance is left: the next call must start one. */
-        for (int tries = 0;; tries++) {
+        for (int tries = 0; !warm; tries++) {
             if (roundtrip(fd, describe, out, sizeof out) != 200) return 1;
             if (field(out, "starting") + field(out, "idle") + field(out, "busy") +
                     field(out, "stopping") ==
@@ -107,6 +168,7 @@ int main(int argc, char **argv)
             }
             usleep(200);
         }
+        if (gap_ms) usleep((useconds_t)gap_ms * 1000);
         double t = now_us();
         int status = roundtrip(fd, invoke, out, sizeof out);
         double dt = now_us() - t;
