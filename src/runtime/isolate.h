@@ -5,6 +5,9 @@
  * cgroup v1 where its controllers are writable) and its own temporary directory, ready before it
  * starts and emptied after it ends. What the host does not allow degrades with one log line at
  * start-up. The runner (runner/sandbox.h) does the rest inside the process.
+ * While spated runs it holds a cgroup hierarchy mounted with favordynmods, so
+ * that joining a cgroup after a pause never waits an RCU grace period
+ * (isolate/favor.c).
  *
  * Creating and removing cgroups costs about 0.2 ms per instance, as much as
  * the fork itself; so the slots of instances that ended cleanly are kept
