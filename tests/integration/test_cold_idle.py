@@ -7,6 +7,7 @@ measures that)."""
 import os
 import signal
 import stat
+import subprocess
 import time
 
 import pytest
@@ -97,3 +98,31 @@ def test_two_spated_hold_it_each(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_hierarchy_of_that_name_without_the_option_is_said_and_let_go(tmp_path):
+    """The kernel reuses a named hierarchy mounted before, ignoring new
+    options: spated must not believe it holds favordynmods then."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (cgroups)")
+    if any(p.startswith("/run/spate/favor.") for p in favor_mounts()):
+        pytest.skip("another spated holds the hierarchy now")
+    other = tmp_path / "other"
+    other.mkdir()
+    if subprocess.run(["mount", "-t", "cgroup", "-o", "none,name=spate", "none", str(other)]
+                      ).returncode != 0:
+        pytest.skip("cannot mount a named cgroup hierarchy")
+    try:
+        for line in open("/proc/self/mountinfo"):
+            if line.split()[4] == str(other) and "favordynmods" in line:
+                pytest.skip("the hierarchy lives on with favordynmods (a namespace holds it)")
+        (tmp_path / "d").mkdir()
+        d = Spated(tmp_path / "d").start()
+        try:
+            assert "was mounted before without favordynmods" in d.log(), d.log()
+            assert point_of(d) not in favor_mounts()
+            assert not os.path.exists(point_of(d))
+        finally:
+            d.stop()
+    finally:
+        subprocess.run(["umount", str(other)])

@@ -34,6 +34,8 @@
 #define HIERARCHY "spate"
 #define BASE "/run/spate"
 #define PREFIX "favor."
+/* What is lost where it cannot be held, for the log. */
+#define LOST "an instance's first cgroup migration after a pause may wait an RCU grace period"
 
 /* Where this process mounted it; "" when it did not. */
 static char point[64];
@@ -84,35 +86,31 @@ int isolate__favor_init(void)
 {
     /* Only root mounts, and root is all that could use it. */
     if (mkdir(BASE, 0700) != 0 && errno != EEXIST) {
-        log_warn("cannot create %s: %s: an instance's first cgroup migration after a pause may "
-                 "wait an RCU grace period (about 10 ms)",
-                 BASE, strerror(errno));
+        log_warn("cannot create %s: %s: " LOST, BASE, strerror(errno));
         return -1;
     }
     sweep();
     snprintf(point, sizeof point, "%s/%s%d", BASE, PREFIX, (int)getpid());
     if (mkdir(point, 0700) != 0 && errno != EEXIST) {
-        log_warn("cannot create %s: %s: an instance's first cgroup migration after a pause may "
-                 "wait an RCU grace period (about 10 ms)",
-                 point, strerror(errno));
+        log_warn("cannot create %s: %s: " LOST, point, strerror(errno));
         point[0] = '\0';
         return -1;
     }
+    /* A point of this pid is a killed spated's that had it before. */
+    umount2(point, MNT_DETACH | UMOUNT_NOFOLLOW);
     if (mount("none", point, "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "none,name=" HIERARCHY ",favordynmods") != 0) {
         /* EINVAL before Linux 6.0 (no such option), EPERM without
          * CAP_SYS_ADMIN in the initial namespace. */
-        log_warn("cannot mount a cgroup hierarchy with favordynmods at %s: %s: an instance's "
-                 "first cgroup migration after a pause may wait an RCU grace period (about 10 ms)",
-                 point, strerror(errno));
+        log_warn("cannot mount a cgroup hierarchy with favordynmods at %s: %s: " LOST, point,
+                 strerror(errno));
         rmdir(point);
         point[0] = '\0';
         return -1;
     }
     if (!mounted_with_favor(point)) {
         log_warn("the cgroup hierarchy name=%s was mounted before without favordynmods (it is "
-                 "reused as it is): an instance's first cgroup migration after a pause may wait "
-                 "an RCU grace period (about 10 ms)",
+                 "reused as it is): " LOST,
                  HIERARCHY);
         isolate__favor_cleanup();
         return -1;
