@@ -56,6 +56,9 @@ struct api {
     int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
     void *function_uid_data;
     schedules *sched; /* NULL: none (api_set_schedules) */
+    /* Destination records not sent to an async topic because their chain of
+     * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
+    uint64_t async_loops_stopped;
 };
 
 /* http_peer.flags: the connection is from function code (api_set_function_uids). */

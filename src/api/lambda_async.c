@@ -244,6 +244,12 @@ static char *destination_record(const trigger_outcome *o, const fn *f)
     return text;
 }
 
+/* A record for dest: to another function's async topic it is an async
+ * invocation of it, one hop further down the chain, with a request id of
+ * its own; at SPATE_ASYNC_HOPS_MAX the chain is taken for a loop (A's
+ * success invokes B, B's A, ...) and the record goes to the dead letters of
+ * dest, as Lambda sends the event it stops to the function's dead-letter
+ * queue, where `spate dlq` shows and redrives it. */
 static void publish_record(api *a, const trigger_outcome *o, const char *dest, char *text)
 {
     char *topic = strdup(dest);
@@ -259,6 +265,41 @@ static void publish_record(api *a, const trigger_outcome *o, const char *dest, c
     body.len = strlen(text);
     body.cap = body.max = body.len;
     queue_input in = {.data = text, .len = (uint32_t)body.len};
+    size_t plen = sizeof ASYNC_PREFIX - 1;
+    char request_id[REQID_LEN + 1], headers[64], dlq[SPATE_TOPIC_NAME_MAX + 1], error[300];
+    queue_attrs attrs = {.source = TRIGGERS_INVOKE_SOURCE, .upstream_id = request_id};
+    if (strncmp(dest, ASYNC_PREFIX, plen) == 0) {
+        lambda_async_attrs aa;
+        attrs_of(o, &aa);
+        aa.version = 0;
+        aa.hops++;
+        reqid_next(request_id);
+        attrs.headers = headers;
+        attrs.headers_len = (uint32_t)lambda_async_attrs_write(&aa, headers, sizeof headers);
+        in.attrs = &attrs;
+        if (aa.hops >= SPATE_ASYNC_HOPS_MAX &&
+            (size_t)snprintf(dlq, sizeof dlq, "%s.dlq", dest) < sizeof dlq) {
+            a->async_loops_stopped++;
+            log_warn("recursive loop stopped: %u async invocations, each by the one before's "
+                     "destination; the record goes to the dead letters of '%s' fn=%s next=%s "
+                     "req=%s",
+                     aa.hops, dest, o->function, dest + plen, o->request_id);
+            snprintf(error, sizeof error,
+                     "recursive loop stopped: function '%s' would have been invoked by the "
+                     "destination record of '%s' after a chain of %u async invocations",
+                     dest + plen, o->function, aa.hops);
+            in.error = error;
+            in.source_topic = dest;
+            free(topic);
+            topic = strdup(dlq);
+            if (!topic) {
+                log_warn("cannot send a destination record: out of memory fn=%s req=%s",
+                         o->function, o->request_id);
+                buf_free(&body);
+                return;
+            }
+        }
+    }
     queue_publish(a->q, topic, &body, &in, 1, on_record_published, topic);
 }
 

@@ -529,3 +529,29 @@ def test_event_invocation_of_a_version_runs_that_version(spated, tmp_path):
                    "fn:old": ("1", "1", "1"), "v1": ("1", "1", "1"),
                    "fn": ("2", "$LATEST", "$LATEST")}, ran
 
+
+def test_async_destinations_that_invoke_each_other_stop_after_16(spated, tmp_path):
+    # a's success invokes b, b's a: without a count the two ran for ever.
+    # The 16th record of the chain goes to the dead letters of the topic it
+    # was for, with the reason, counted in /metrics and logged.
+    for name in ("a", "b"):
+        deploy(spated, name)
+        assert invoke(spated, name, {}, {"X-Amz-Invocation-Type": "Event"})[0] == 202
+    for name in ("a", "b"):
+        assert wait_for(lambda: spated.json("GET", f"/v1/topics/spate.async.{name}")[1]
+                        .get("acknowledged") == 1, timeout=30)
+    assert spated.json("PATCH", "/v1/functions/a?on_success=spate.async.b")[0] == 200
+    assert spated.json("PATCH", "/v1/functions/b?on_success=spate.async.a")[0] == 200
+    assert invoke(spated, "a", {"start": 1}, {"X-Amz-Invocation-Type": "Event"})[0] == 202
+    dead = wait_for(lambda: messages(spated, "spate.async.a.dlq"), timeout=120)
+    assert len(dead) == 1, dead
+    assert "recursive loop" in json.dumps(dead[0]), dead
+    time.sleep(2)  # a loop still going would publish more by now
+    published = {n: spated.json("GET", f"/v1/topics/spate.async.{n}")[1]["published"]
+                 for n in ("a", "b")}
+    # One call each before, then 16 invocations: a (the client's), b, a, ... b.
+    assert published == {"a": 1 + 8, "b": 1 + 8}, published
+    assert messages(spated, "spate.async.b.dlq") == []
+    status, _, body = spated.request("GET", "/metrics")
+    assert "spate_async_loops_stopped_total 1" in body.decode()
+    assert "recursive loop stopped" in spated.log() and "fn=b next=a" in spated.log()
