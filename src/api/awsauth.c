@@ -78,6 +78,11 @@ static const char *header(const void *req, const char *name)
     return http_header(req, name);
 }
 
+static const char *header_at(const void *req, size_t i)
+{
+    return http_header_name_at(req, i);
+}
+
 /* The check: 1 when the request may go on (SIGV4_OK, or SIGV4_PENDING
  * without the body); else 0 with status, type and message of the refusal.
  * *known: whether the access key id is one of the token file's. */
@@ -91,7 +96,8 @@ static int check(const api *a, const http_request *req, const api_aws_protocol *
                        req,
                        req->body.data,
                        req->body.len,
-                       have_body};
+                       have_body,
+                       header_at};
     lookup_ctx l = {a->auth, 0};
     enum sigv4_status st = sigv4_verify(&r, p->service, lookup, &l, time(NULL), why, whycap);
     *status = 403;
@@ -117,6 +123,7 @@ static int check(const api *a, const http_request *req, const api_aws_protocol *
         return 0;
     case SIGV4_EXPIRED:
     case SIGV4_MISMATCH:
+    case SIGV4_UNSIGNED:
     default:
         *type = "InvalidSignatureException";
         return 0;

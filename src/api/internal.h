@@ -56,6 +56,9 @@ struct api {
     int (*function_uid)(uid_t uid, void *data); /* NULL: none known */
     void *function_uid_data;
     schedules *sched; /* NULL: none (api_set_schedules) */
+    /* Destination records not sent to an async topic because their chain of
+     * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
+    uint64_t async_loops_stopped;
 };
 
 /* http_peer.flags: the connection is from function code (api_set_function_uids). */
@@ -184,14 +187,17 @@ char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t 
 /* api/lambda_async.c: stores an async invocation of f with the request's
  * body (taken) and answers 202 with its request id (lambda: in Lambda's
  * shape), or the error. */
-void api_async_invoke(api *a, http_request *req, fn *f, int lambda);
+void api_async_invoke(api *a, http_request *req, fn *f, uint32_t version, int lambda);
 /* The internal topic of f's async invocations, spate.async.NAME. */
 void api_async_topic(const char *function, char *out, size_t cap);
-/* The version, other than the active one, that an async invocation of f
- * through qualifier (len bytes; the resolved version) may run: the resolved
- * one, or a version its alias routes a share to; 0 when it runs the active
- * version every time. Async invocations run only that one. */
-uint32_t api_async_other_version(const fn *f, const char *qualifier, size_t len, uint32_t version);
+/* The version an async invocation of f through qualifier (len bytes;
+ * version: the resolved one) runs: 0 (the one active when it runs) without
+ * a qualifier or with $LATEST, else the version it names (a number, or the
+ * one an alias points at). 0 with *run set, or -1 with why: an alias that
+ * routes a share to a second version (each attempt would have to pick, and
+ * the destinations say one version). */
+int api_async_version(const fn *f, const char *qualifier, size_t len, uint32_t version,
+                      uint32_t *run, char *why, size_t whycap);
 /* Hooks the destinations of async invocations into the triggers. */
 void api_async_start(api *a);
 /* api/nodes.c: GET /v1/nodes. */

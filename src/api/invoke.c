@@ -205,15 +205,13 @@ void api_invoke(api *a, http_request *req, const route_match *m)
         }
         const char *qual = m->qualifier ? m->qualifier : ip.qualifier;
         size_t qlen = m->qualifier ? m->qualifier_len : strlen(ip.qualifier);
-        uint32_t other = api_async_other_version(f, qual, qlen, version);
-        if (other) {
-            http_respond_error(req, 400, "bad_parameter",
-                               "an async invocation runs the active version (%u), not %u: not "
-                               "supported yet",
-                               f->active.version, other);
+        uint32_t run;
+        char why[300];
+        if (api_async_version(f, qual, qlen, version, &run, why, sizeof why) != 0) {
+            http_respond_error(req, 400, "bad_parameter", "%s", why);
             return;
         }
-        api_async_invoke(a, req, f, 0);
+        api_async_invoke(a, req, f, run, 0);
         return;
     }
     /* Another version's timeout is its own: the pool takes the shorter. */

@@ -408,15 +408,13 @@ void api_lambda_invoke(api *a, http_request *req, const route_match *m)
         return;
     }
     case LAMBDA_EVENT: {
-        uint32_t other = api_async_other_version(f, t.qualifier, strlen(t.qualifier), version);
-        if (other) {
-            api_lambda_error(req, 400, "InvalidParameterValueException",
-                             "an Event invocation runs the active version (%u), not %u: not "
-                             "supported yet",
-                             f->active.version, other);
+        uint32_t run;
+        if (api_async_version(f, t.qualifier, strlen(t.qualifier), version, &run, why,
+                              sizeof why) != 0) {
+            api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
             return;
         }
-        api_async_invoke(a, req, f, 1);
+        api_async_invoke(a, req, f, run, 1);
         return;
     }
     default:

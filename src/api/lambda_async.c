@@ -25,6 +25,7 @@
 #include "api/internal.h"
 #include "api/lambda.h"
 #include "common/err.h"
+#include "common/lambda.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/reqid.h"
@@ -37,15 +38,20 @@ void api_async_topic(const char *function, char *out, size_t cap)
     snprintf(out, cap, ASYNC_PREFIX "%s", function);
 }
 
-uint32_t api_async_other_version(const fn *f, const char *qualifier, size_t len, uint32_t version)
+int api_async_version(const fn *f, const char *qualifier, size_t len, uint32_t version,
+                      uint32_t *run, char *why, size_t whycap)
 {
-    uint32_t active = f->active.version;
-    if (version != active) return version;
-    /* An alias picks per invocation: the pick that ran the active version
-     * this time must not hide the share it sends elsewhere. */
-    const reg_alias *al = len ? functions_alias_find(f, qualifier, len) : NULL;
-    if (al && al->version != active) return al->version;
-    if (al && al->weight_version && al->weight_version != active) return al->weight_version;
+    *run = 0;
+    if (!len || (len == 7 && memcmp(qualifier, "$LATEST", 7) == 0)) return 0;
+    const reg_alias *al = functions_alias_find(f, qualifier, len);
+    if (al && al->weight_version) {
+        snprintf(why, whycap,
+                 "an async invocation through alias '%.*s', which routes a share to version %u, "
+                 "is not supported yet: invoke a version, or an alias of one version",
+                 (int)len, qualifier, al->weight_version);
+        return -1;
+    }
+    *run = al ? al->version : version;
     return 0;
 }
 
@@ -56,6 +62,7 @@ typedef struct async_ctx {
     buf payload;
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char request_id[REQID_LEN + 1];
+    char headers[64]; /* its attributes' (lambda_async_attrs_write) */
 } async_ctx;
 
 static void async_fail(async_ctx *c, int status, const char *code, const char *lambda_type,
@@ -96,7 +103,11 @@ static void on_stored(void *data, int status, uint64_t first)
 
 static void store(async_ctx *c)
 {
-    queue_attrs attrs = {.source = TRIGGERS_INVOKE_SOURCE, .upstream_id = c->request_id};
+    size_t hlen = strlen(c->headers);
+    queue_attrs attrs = {.source = TRIGGERS_INVOKE_SOURCE,
+                         .upstream_id = c->request_id,
+                         .headers = hlen ? c->headers : NULL,
+                         .headers_len = (uint32_t)hlen};
     queue_input in = {
         .data = c->payload.data ? c->payload.data : "",
         .len = (uint32_t)c->payload.len,
@@ -118,7 +129,7 @@ static void on_trigger_ready(void *data, int status)
     store(c);
 }
 
-void api_async_invoke(api *a, http_request *req, fn *f, int lambda)
+void api_async_invoke(api *a, http_request *req, fn *f, uint32_t version, int lambda)
 {
     async_ctx *c = calloc(1, sizeof *c);
     if (!c) {
@@ -135,6 +146,8 @@ void api_async_invoke(api *a, http_request *req, fn *f, int lambda)
     buf_move(&c->payload, &req->body);
     api_async_topic(f->name, c->topic, sizeof c->topic);
     reqid_next(c->request_id);
+    lambda_async_attrs aa = {.version = version};
+    lambda_async_attrs_write(&aa, c->headers, sizeof c->headers);
     if (c->payload.len > a->limits.message_max) {
         char msg[160];
         snprintf(msg, sizeof msg, "the payload is %zu bytes; an async invocation takes at most %zu",
@@ -180,6 +193,16 @@ static void on_record_published(void *data, int status, uint64_t first)
     free(topic);
 }
 
+/* The attributes of the async invocation o ran (zero for a message of
+ * another source). */
+static void attrs_of(const trigger_outcome *o, lambda_async_attrs *aa)
+{
+    const queue_attrs *at = o->msg->attrs;
+    aa->version = aa->hops = 0;
+    if (at && at->source && strcmp(at->source, TRIGGERS_INVOKE_SOURCE) == 0)
+        lambda_async_attrs_read(at->headers, at->headers_len, aa);
+}
+
 /* Lambda's destination record of a settled invocation. */
 static char *destination_record(const trigger_outcome *o, const fn *f)
 {
@@ -188,9 +211,12 @@ static char *destination_record(const trigger_outcome *o, const fn *f)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-    char arn[SPATE_NAME_MAX + 100];
-    snprintf(arn, sizeof arn, "arn:aws:lambda:%s:%s:function:%s:$LATEST", LAMBDA_REGION,
-             LAMBDA_ACCOUNT, o->function);
+    lambda_async_attrs aa;
+    attrs_of(o, &aa);
+    char version[16] = "$LATEST", arn[SPATE_NAME_MAX + 100];
+    if (aa.version) snprintf(version, sizeof version, "%u", aa.version);
+    snprintf(arn, sizeof arn, "arn:aws:lambda:%s:%s:function:%s:%s", LAMBDA_REGION, LAMBDA_ACCOUNT,
+             o->function, version);
     int ok = o->outcome == POOL_OK;
     cJSON *doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "version", "1.0");
@@ -203,7 +229,7 @@ static char *destination_record(const trigger_outcome *o, const fn *f)
     cJSON_AddItemToObject(doc, "requestPayload", payload_json(o->msg->data, o->msg->len));
     cJSON *resp = cJSON_AddObjectToObject(doc, "responseContext");
     cJSON_AddNumberToObject(resp, "statusCode", 200);
-    cJSON_AddStringToObject(resp, "executedVersion", "$LATEST");
+    cJSON_AddStringToObject(resp, "executedVersion", version);
     if (ok) {
         cJSON_AddItemToObject(doc, "responsePayload", payload_json(o->body, o->len));
     } else {
@@ -216,6 +242,65 @@ static char *destination_record(const trigger_outcome *o, const fn *f)
     char *text = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
     return text;
+}
+
+/* A record for dest: to another function's async topic it is an async
+ * invocation of it, one hop further down the chain, with a request id of
+ * its own; at SPATE_ASYNC_HOPS_MAX the chain is taken for a loop (A's
+ * success invokes B, B's A, ...) and the record goes to the dead letters of
+ * dest, as Lambda sends the event it stops to the function's dead-letter
+ * queue, where `spate dlq` shows and redrives it. */
+static void publish_record(api *a, const trigger_outcome *o, const char *dest, char *text)
+{
+    char *topic = strdup(dest);
+    if (!topic) {
+        log_warn("cannot send a destination record: out of memory fn=%s req=%s", o->function,
+                 o->request_id);
+        free(text);
+        return;
+    }
+    buf body;
+    buf_init(&body, 0);
+    body.data = text; /* taken by the queue */
+    body.len = strlen(text);
+    body.cap = body.max = body.len;
+    queue_input in = {.data = text, .len = (uint32_t)body.len};
+    size_t plen = sizeof ASYNC_PREFIX - 1;
+    char request_id[REQID_LEN + 1], headers[64], dlq[SPATE_TOPIC_NAME_MAX + 1], error[300];
+    queue_attrs attrs = {.source = TRIGGERS_INVOKE_SOURCE, .upstream_id = request_id};
+    if (strncmp(dest, ASYNC_PREFIX, plen) == 0) {
+        lambda_async_attrs aa;
+        attrs_of(o, &aa);
+        aa.version = 0;
+        aa.hops++;
+        reqid_next(request_id);
+        attrs.headers = headers;
+        attrs.headers_len = (uint32_t)lambda_async_attrs_write(&aa, headers, sizeof headers);
+        in.attrs = &attrs;
+        if (aa.hops >= SPATE_ASYNC_HOPS_MAX &&
+            (size_t)snprintf(dlq, sizeof dlq, "%s.dlq", dest) < sizeof dlq) {
+            a->async_loops_stopped++;
+            log_warn("recursive loop stopped: %u async invocations, each by the one before's "
+                     "destination; the record goes to the dead letters of '%s' fn=%s next=%s "
+                     "req=%s",
+                     aa.hops, dest, o->function, dest + plen, o->request_id);
+            snprintf(error, sizeof error,
+                     "recursive loop stopped: function '%s' would have been invoked by the "
+                     "destination record of '%s' after a chain of %u async invocations",
+                     dest + plen, o->function, aa.hops);
+            in.error = error;
+            in.source_topic = dest;
+            free(topic);
+            topic = strdup(dlq);
+            if (!topic) {
+                log_warn("cannot send a destination record: out of memory fn=%s req=%s",
+                         o->function, o->request_id);
+                buf_free(&body);
+                return;
+            }
+        }
+    }
+    queue_publish(a->q, topic, &body, &in, 1, on_record_published, topic);
 }
 
 static void on_outcome(const trigger_outcome *o, void *data)
@@ -239,21 +324,12 @@ static void on_outcome(const trigger_outcome *o, void *data)
         return;
     }
     char *text = destination_record(o, f);
-    char *topic = strdup(dest);
-    if (!text || !topic) {
+    if (!text) {
         log_warn("cannot build a destination record: out of memory fn=%s req=%s", o->function,
                  o->request_id);
-        free(text);
-        free(topic);
         return;
     }
-    buf body;
-    buf_init(&body, 0);
-    body.data = text; /* taken by the queue */
-    body.len = strlen(text);
-    body.cap = body.max = body.len;
-    queue_input in = {.data = text, .len = (uint32_t)body.len};
-    queue_publish(a->q, topic, &body, &in, 1, on_record_published, topic);
+    publish_record(a, o, dest, text);
 }
 
 void api_async_start(api *a)

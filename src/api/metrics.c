@@ -410,6 +410,11 @@ static void write_process(scrape *s)
                "1 while the node is connected to a NATS server, 0 while it reconnects.");
         buf_printf(&s->out, "spate_cluster_connected %d\n", nodes->connected(nodes->data));
     }
+    family(s, "spate_async_loops_stopped_total", "counter",
+           "Destination records sent to dead letters, not to an async topic: their chain of "
+           "async invocations was 16 long.");
+    buf_printf(&s->out, "spate_async_loops_stopped_total %llu\n",
+               (unsigned long long)s->a->async_loops_stopped);
     family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
     buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());
     family(s, "spate_build_info", "gauge", "The version of spated, as labels; always 1.");

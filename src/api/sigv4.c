@@ -5,6 +5,7 @@
  */
 #include "api/sigv4.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -605,6 +606,42 @@ static enum sigv4_status check_time(const claim *c, time_t at, time_t now, char 
     return SIGV4_OK;
 }
 
+/* Whether the lowercase name is one of list's ';'-separated names. */
+static int listed(const char *list, const char *name, size_t n)
+{
+    for (const char *p = list;;) {
+        const char *semi = strchr(p, ';');
+        size_t m = semi ? (size_t)(semi - p) : strlen(p);
+        if (m == n && memcmp(p, name, n) == 0) return 1;
+        if (!semi) return 0;
+        p = semi + 1;
+    }
+}
+
+/* AWS's rule that each x-amz-* header sent is signed (the SDKs sign them
+ * all): one left out could be changed by whoever captured the request. The
+ * exception is X-Amz-Content-Sha256, whose value is the canonical request's
+ * payload line and so is covered whether listed or not. */
+static enum sigv4_status unsigned_headers(const sigv4_request *r, const char *list, char *why,
+                                          size_t whycap)
+{
+    if (!r->header_at) return SIGV4_OK;
+    char name[SIGNED_HEADERS_MAX];
+    const char *h;
+    for (size_t i = 0; (h = r->header_at(r->header_ctx, i)) != NULL; i++) {
+        size_t n = strlen(h);
+        if (n < 6 || n >= sizeof name || strncasecmp(h, "x-amz-", 6) != 0) continue;
+        for (size_t j = 0; j <= n; j++) name[j] = (char)tolower((unsigned char)h[j]);
+        if (strcmp(name, "x-amz-content-sha256") == 0 || listed(list, name, n)) continue;
+        say(why, whycap,
+            "There were headers present in the request which were not signed: '%s' is not in "
+            "SignedHeaders",
+            name);
+        return SIGV4_UNSIGNED;
+    }
+    return SIGV4_OK;
+}
+
 /* The payload's hash as the signer put it in the canonical request: the
  * X-Amz-Content-Sha256 header when there is one, else the body's (NULL
  * while the body is not read). */
@@ -674,6 +711,8 @@ enum sigv4_status sigv4_verify(const sigv4_request *r, const char *service, sigv
         goto out;
     }
     st = check_time(&c, at, now, why, whycap);
+    if (st != SIGV4_OK) goto out;
+    st = unsigned_headers(r, c.signed_headers, why, whycap);
     if (st != SIGV4_OK) goto out;
     const char *declared;
     char body_hash[65];

@@ -37,6 +37,8 @@
 
 /* A request header's value by its lowercase name, NUL-terminated, or NULL. */
 typedef const char *(*sigv4_header_fn)(const void *ctx, const char *name);
+/* The name of the request's i-th header (any case), or NULL past the last. */
+typedef const char *(*sigv4_header_at_fn)(const void *ctx, size_t i);
 
 typedef struct sigv4_request {
     const char *method; /* "GET", "POST", ... */
@@ -47,6 +49,9 @@ typedef struct sigv4_request {
     const void *body;
     size_t body_len;
     int have_body; /* 0: the body is not read yet (see SIGV4_PENDING) */
+    /* Every header's name, for the rule that each x-amz-* header the request
+     * carries is signed (NULL: the rule is not checked; tests only). */
+    sigv4_header_at_fn header_at;
 } sigv4_request;
 
 /* The secret of an access key id: 0 and *secret (borrowed until
@@ -62,10 +67,16 @@ enum sigv4_status {
     SIGV4_UNKNOWN_KEY, /* the access key id is not known */
     SIGV4_EXPIRED,     /* X-Amz-Date too far from now, or a presigned URL expired */
     SIGV4_MISMATCH,    /* the signature (or the body's hash) does not match */
+    SIGV4_UNSIGNED,    /* an x-amz-* header is not in SignedHeaders */
 };
 
 /* Verifies r at now (seconds since the epoch, UTC): the credential scope
  * must name service (NULL: any) and aws4_request, its date X-Amz-Date's day.
+ * Every x-amz-* header the request carries must be in SignedHeaders (but
+ * X-Amz-Content-Sha256, which the canonical request covers as the payload's
+ * hash): else SIGV4_UNSIGNED, naming the header, as S3's HeadersNotSigned
+ * does. Unsigned, a captured request could be replayed within the clock skew
+ * with X-Amz-Invocation-Type (or any x-amz-* header) changed.
  * Anything but SIGV4_OK and SIGV4_PENDING writes why (a sentence). */
 enum sigv4_status sigv4_verify(const sigv4_request *r, const char *service, sigv4_lookup_fn lookup,
                                void *lookup_ctx, time_t now, char *why, size_t whycap);

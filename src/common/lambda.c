@@ -2,6 +2,8 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/err.h"
 
@@ -67,4 +69,38 @@ int lambda_json_is_object(const char *s, size_t len)
     int ok = cJSON_IsObject(doc);
     cJSON_Delete(doc);
     return ok;
+}
+
+size_t lambda_async_attrs_write(const lambda_async_attrs *a, char *out, size_t cap)
+{
+    int n = 0;
+    out[0] = '\0';
+    if (a->version)
+        n = snprintf(out, cap, "{\"" LAMBDA_ASYNC_VERSION_HEADER "\":\"%u\"", a->version);
+    if (a->hops && n >= 0 && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, "%s\"" LAMBDA_ASYNC_HOPS_HEADER "\":\"%u\"",
+                      n ? "," : "{", a->hops);
+    if (n > 0 && (size_t)n < cap) n += snprintf(out + n, cap - (size_t)n, "}");
+    return n > 0 && (size_t)n < cap ? (size_t)n : (out[0] = '\0', 0);
+}
+
+static uint32_t number_of(const cJSON *doc, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, name);
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > 9) return 0;
+    for (const char *p = v->valuestring; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return (uint32_t)strtoul(v->valuestring, NULL, 10);
+}
+
+void lambda_async_attrs_read(const char *headers, size_t len, lambda_async_attrs *out)
+{
+    out->version = out->hops = 0;
+    if (!headers || !len) return;
+    cJSON *doc = cJSON_ParseWithLength(headers, len);
+    if (cJSON_IsObject(doc)) {
+        out->version = number_of(doc, LAMBDA_ASYNC_VERSION_HEADER);
+        out->hops = number_of(doc, LAMBDA_ASYNC_HOPS_HEADER);
+    }
+    cJSON_Delete(doc);
 }

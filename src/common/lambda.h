@@ -4,6 +4,7 @@
 #define SPATE_LAMBDA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Reads a function's answer to a batch by Lambda's rules for
  * ReportBatchItemFailures: nothing, null, {} or {"batchItemFailures": null
@@ -17,5 +18,23 @@ int lambda_batch_failures(const char *body, size_t len, int (*on_id)(const char 
 
 /* Whether s (len bytes) is one JSON object. */
 int lambda_json_is_object(const char *s, size_t len);
+
+/* An async invocation's own attributes, in the headers (a JSON object of
+ * strings) of its message on spate.async.NAME: the version it runs (0: the
+ * one active when it runs) and how many async invocations made it, one
+ * through the other's destination record (0: a client's call). */
+#define LAMBDA_ASYNC_VERSION_HEADER "spate-async-version"
+#define LAMBDA_ASYNC_HOPS_HEADER "spate-async-hops"
+typedef struct lambda_async_attrs {
+    uint32_t version;
+    uint32_t hops;
+} lambda_async_attrs;
+
+/* The headers of a (nonzero fields only) into out: its length, 0 when
+ * there is none to write (out is ""). cap of 64 is always enough. */
+size_t lambda_async_attrs_write(const lambda_async_attrs *a, char *out, size_t cap);
+/* Reads them back from a message's headers (NULL or len 0: none); a field
+ * absent or not a decimal number in range is 0. */
+void lambda_async_attrs_read(const char *headers, size_t len, lambda_async_attrs *out);
 
 #endif

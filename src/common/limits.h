@@ -85,6 +85,13 @@
  * at once, per function (invoked by number or through an alias): past it,
  * an invocation of another one is refused (429) until one stops idling. */
 #define SPATE_SIDE_POOLS_MAX 4
+/* Async invocations in one chain, each made by the one before's destination
+ * record (A's on-success is spate.async.B, B's spate.async.A): the record that
+ * would make one more goes to the dead letters instead. Lambda stops
+ * recursive loops after about 16 invocations; a deliberate pipeline that long
+ * through async topics is unlikely, and one through a plain topic and its
+ * trigger is not counted. */
+#define SPATE_ASYNC_HOPS_MAX 16
 /* Topic names also allow '.', for "TOPIC.dlq". */
 #define SPATE_TOPIC_NAME_MAX 128
 /* Output of one invocation: as for the payload, the Lambda limit. */

@@ -118,6 +118,10 @@ const http_peer *http_request_peer(const http_request *req);
 
 /* Value of a request header (case-insensitive name), NUL-terminated, or NULL. */
 const char *http_header(const http_request *req, const char *name);
+/* The name of the request's i-th header as sent (0-based), NUL-terminated, or
+ * NULL past the last: for a check that must see every header (SigV4's rule
+ * that each x-amz-* header is signed). */
+const char *http_header_name_at(const http_request *req, size_t i);
 
 /* The loop the request is served on (for the handler's timers). */
 uv_loop_t *http_request_loop(const http_request *req);

@@ -42,6 +42,9 @@ typedef struct instance_ops {
     int (*usable)(const instance *inst);
     uint32_t (*withdraw)(instance *inst, uint32_t n);
     pid_t (*pid)(const instance *inst);
+    /* Optional (NULL: always 1): whether the oldest invocation sent and not
+     * answered has reached the function's code. */
+    int (*delivered)(const instance *inst);
 } instance_ops;
 
 /* What every instance of a version is held to (runtime/isolate.h). */
@@ -102,6 +105,15 @@ static inline int instance_usable(const instance *i)
 static inline pid_t instance_pid(const instance *i)
 {
     return i->ops->pid(i);
+}
+
+/* Whether the oldest invocation sent and not yet answered has reached the
+ * function's code (an exec bootstrap asked for it with /next), so that an
+ * instance ending now ended during it; 0 when the instance can tell it has
+ * not (then it may run anywhere else). Runtimes that cannot tell say 1. */
+static inline int instance_delivered(const instance *i)
+{
+    return i->ops->delivered ? i->ops->delivered(i) : 1;
 }
 
 /* Fills the common part. */

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/lambda.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/reqid.h"
@@ -56,6 +57,7 @@ typedef struct tinv {
     queue_lease *one;
     buf event; /* a batch's event: the payload */
     char request_id[REQID_LEN + 1];
+    uint32_t version; /* the version an async invocation names; 0: the active one */
 } tinv;
 
 struct triggers {
@@ -387,7 +389,8 @@ static void start(trigger *t, fn *f, tinv *ti)
     t->inflight++;
     t->fs->inflight++;
     t->owner->inflight++;
-    pool_invoke(f->pool, &ti->inv);
+    pool *used;
+    functions_invoke(t->owner->table, f, ti->version, &ti->inv, &used);
 }
 
 static void dispatch(trigger *t, fn *f, queue_lease *l)
@@ -404,10 +407,16 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
     ti->n = 1;
     const queue_attrs *at = l->msg->attrs;
     if (at && at->source && at->upstream_id && strcmp(at->source, TRIGGERS_INVOKE_SOURCE) == 0 &&
-        strlen(at->upstream_id) == REQID_LEN)
+        strlen(at->upstream_id) == REQID_LEN) {
         memcpy(ti->request_id, at->upstream_id, REQID_LEN + 1);
-    else
+        /* An async invocation of a version (NAME:3, or an alias of one)
+         * runs that version, whichever is active now. */
+        lambda_async_attrs aa;
+        lambda_async_attrs_read(at->headers, at->headers_len, &aa);
+        ti->version = aa.version;
+    } else {
         reqid_next(ti->request_id);
+    }
     ti->inv = (invocation){
         .request_id = ti->request_id,
         .payload = l->msg->data,

@@ -33,6 +33,12 @@ static const char *get_header(const void *ctx, const char *name)
     return NULL;
 }
 
+static const char *get_header_at(const void *ctx, size_t i)
+{
+    const hdrs *h = ctx;
+    return i < (size_t)h->n ? h->name[i] : NULL;
+}
+
 static int lookup(void *ctx, const char *key_id, const char **secret, size_t *len)
 {
     (void)ctx;
@@ -81,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     const char *body = p < end ? p : "";
     size_t body_len = p < end ? (size_t)(end - p) : 0;
-    sigv4_request r = {method, path, query, get_header, &h, body, body_len, 1};
+    sigv4_request r = {method, path, query, get_header, &h, body, body_len, 1, get_header_at};
     char why[512];
 
     /* As it is: the input's own Authorization (its first header named so)

@@ -375,3 +375,22 @@ def test_a_slow_burst_after_a_fast_call_spreads_over_exec_instances(spated, c_bo
         results = [f.result() for f in futures]
     assert results == [(200, b"slept")] * 8
     assert spated.describe("c")["stats"]["invocations"] == 9
+
+
+def test_calls_queued_behind_a_bootstrap_that_fails_and_exits_run_elsewhere(spated, c_bootstrap):
+    """A bootstrap that posts an error for one call and exits never asked for
+    the calls waiting in its mailbox: they run on a new instance, none of
+    them answered 'function crashed' (the first of them was)."""
+    status, doc = deploy_exec(spated, "c", c_bootstrap, max=1)
+    assert status == 201, doc
+    for _ in range(3):  # the handler time and cold start: queueing behind a call pays
+        assert spated.invoke("c", b"quick") == (200, b"quick")
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            failing = pool.submit(spated.invoke, "c", b"failexit:150")
+            time.sleep(0.03)
+            quick = [pool.submit(spated.invoke, "c", b"quick") for _ in range(5)]
+            status, body = failing.result()
+            assert status == 502 and b"function_error" in body, (status, body)
+            assert [f.result() for f in quick] == [(200, b"quick")] * 5
+    assert b"instance ended between invocations" in spated.cli("logs", "c").stdout

@@ -168,6 +168,23 @@ def test_boto3_tampered_body_or_header_is_refused(secured):
     assert tamper("header") == (403, "InvalidSignatureException")
 
 
+def test_unsigned_amz_header_is_refused(secured):
+    """Every x-amz-* header sent must be in SignedHeaders: else a captured
+    request could be replayed within the clock skew as an Event call."""
+    path = "/2015-03-31/functions/hello/invocations"
+    creds = botocore.credentials.Credentials(INVOKE_KEY, INVOKE)
+    req = botocore.awsrequest.AWSRequest(method="POST", url=secured.url + path, data=b"{}")
+    botocore.auth.SigV4Auth(creds, "lambda", "us-east-1").add_auth(req)
+    signed = dict(req.headers.items())
+    assert "x-amz-invocation-type" not in signed["Authorization"].lower()
+    status, h, body = raw(secured, "POST", path, signed, b"{}")
+    assert h.get("x-amzn-ErrorType") not in AUTH_ERRORS, (status, body)
+    for name in ("X-Amz-Invocation-Type", "x-amz-log-type"):
+        status, h, body = raw(secured, "POST", path, {**signed, name: "Event"}, b"{}")
+        assert (status, h.get("x-amzn-ErrorType")) == (403, "InvalidSignatureException"), body
+        assert f"'{name.lower()}'" in json.loads(body)["message"], body
+
+
 def raw(d, method, path, headers=None, body=None):
     req = urllib.request.Request(d.url + path, data=body, method=method, headers=headers or {})
     try:

@@ -221,6 +221,13 @@ const char *http_header(const http_request *req, const char *name)
     return NULL;
 }
 
+const char *http_header_name_at(const http_request *req, size_t i)
+{
+    const http_conn *c = (const http_conn *)req;
+    if (c->header_state < 3 || i >= c->nhdrs) return NULL;
+    return c->arena.data + c->hdrs[i].name_off;
+}
+
 const http_parser_settings http__settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,

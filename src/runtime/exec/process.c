@@ -152,12 +152,20 @@ static pid_t exec_pid(const instance *base)
     return ((const exec_instance *)base)->proc.pid;
 }
 
+/* Handed out by /next and not answered: what is still in the queue was
+ * never asked for (a bootstrap that posts an error and exits leaves it). */
+static int exec_delivered(const instance *base)
+{
+    return ((const exec_instance *)base)->running != NULL;
+}
+
 static const instance_ops ops = {
     .invoke = exec_invoke,
     .withdraw = exec_withdraw,
     .kill = exec_kill,
     .usable = exec_usable,
     .pid = exec_pid,
+    .delivered = exec_delivered,
 };
 
 /* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --env-fd 3 --tmpdir T

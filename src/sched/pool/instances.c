@@ -181,8 +181,12 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     else
         pool__unlink_instance(pi);
     node_live--;
-    /* The head was running; the rest never started and go to another. */
-    invocation *head = pi->depth ? pool__pop_head(pi) : NULL;
+    /* The head was running; the rest never started and go to another, the
+     * head too when the instance says it never reached the function (an
+     * exec bootstrap that answered one and exited before asking for the
+     * next): it is not the call that crashed. */
+    int undelivered = pi->depth && !instance_delivered(inst);
+    invocation *head = pi->depth && !undelivered ? pool__pop_head(pi) : NULL;
     pool__requeue_inflight(pi);
     v->ninstances--;
     free(pi);
@@ -212,6 +216,11 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
             cause += sizeof START_FAILED - 1;
         fnlog_platform(p->log, id, v->number, failed ? failed->request_id : NULL,
                        "instance could not start: %s", cause);
+    } else if (undelivered) {
+        log_info("instance %.*s before taking the invocations it was given: they go to another "
+                 "fn=%s instance=%llu",
+                 cut, why, p->name, (unsigned long long)id);
+        fnlog_platform(p->log, id, v->number, NULL, "instance ended between invocations: %s", why);
     } else if (was == PI_IDLE) {
         log_warn("idle instance %.*s fn=%s instance=%llu", cut, why, p->name,
                  (unsigned long long)id);

@@ -6,6 +6,7 @@
  * asks for work), "initerror" (reports an init error).
  * Each event is a command:
  *   fail          posts an error (errorType "ProbeError")
+ *   failexit:MS   sleeps, posts an error, then exits (status 0)
  *   crash         aborts
  *   sleep:MS      sleeps, then answers "slept"
  *   big:N         answers N bytes
@@ -151,6 +152,14 @@ int main(void)
             call("POST", path, e, strlen(e), NULL, 0, NULL, NULL);
             free(ev);
             continue;
+        } else if (strncmp(ev, "failexit:", 9) == 0) {
+            long ms = atol(ev + 9);
+            struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            const char *e = "{\"errorMessage\":\"asked to fail\",\"errorType\":\"ProbeError\"}";
+            snprintf(path, sizeof path, "/2018-06-01/runtime/invocation/%s/error", id);
+            call("POST", path, e, strlen(e), NULL, 0, NULL, NULL);
+            exit(0);
         } else if (strcmp(ev, "crash") == 0) {
             abort();
         } else if (strncmp(ev, "sleep:", 6) == 0) {

@@ -30,6 +30,14 @@ static const char *get_header(const void *ctx, const char *name)
     return NULL;
 }
 
+static const char *get_header_at(const void *ctx, size_t i)
+{
+    const hdrs *h = ctx;
+    for (size_t j = 0; h->kv[2 * j]; j++)
+        if (j == i) return h->kv[2 * j];
+    return NULL;
+}
+
 static int lookup(void *ctx, const char *key_id, const char **secret, size_t *len)
 {
     (void)ctx;
@@ -139,8 +147,8 @@ static void build(const vector *v, built *b, const char *signature)
     b->h.kv[i++] = "Authorization";
     b->h.kv[i++] =
         auth_of(v->signed_headers, signature ? signature : v->signature, b->authz, sizeof b->authz);
-    b->r = (sigv4_request){v->method, v->path, v->query,        get_header,
-                           &b->h,     v->body, strlen(v->body), 1};
+    b->r = (sigv4_request){v->method, v->path,         v->query, get_header,   &b->h,
+                           v->body,   strlen(v->body), 1,        get_header_at};
 }
 
 static enum sigv4_status verify(const sigv4_request *r, time_t now)
@@ -282,6 +290,33 @@ static void test_refusals(void)
     CHECK_INT(verify(&b.r, NOW), SIGV4_MALFORMED);
 }
 
+/* Each x-amz-* header sent must be signed, whatever its case: unsigned, it
+ * could be changed in a captured request (X-Amz-Invocation-Type: Event). */
+static void test_unsigned_amz_header(void)
+{
+    const vector *post = &vectors[3];
+    built b;
+    build(post, &b, NULL);
+    CHECK_INT(verify(&b.r, NOW), SIGV4_OK);
+    int end = 0;
+    while (b.h.kv[end]) end += 2;
+    b.h.kv[end] = "X-Amz-Invocation-Type";
+    b.h.kv[end + 1] = "Event";
+    char why[512] = "";
+    CHECK_INT(sigv4_verify(&b.r, "service", lookup, NULL, NOW, why, sizeof why), SIGV4_UNSIGNED);
+    CHECK(strstr(why, "'x-amz-invocation-type'") != NULL);
+    /* Before the body is read too. */
+    b.r.have_body = 0;
+    CHECK_INT(verify(&b.r, NOW), SIGV4_UNSIGNED);
+    /* Other headers (x-amzn-*, user-agent) may go unsigned, as the SDKs
+     * leave them. */
+    b.r.have_body = 1;
+    b.h.kv[end] = "X-Amzn-Trace-Id";
+    CHECK_INT(verify(&b.r, NOW), SIGV4_OK);
+    b.h.kv[end] = "User-Agent";
+    CHECK_INT(verify(&b.r, NOW), SIGV4_OK);
+}
+
 /* X-Amz-Content-Sha256, when sent, is what the canonical request holds; the
  * body must then hash to it. */
 static void test_declared_payload(void)
@@ -290,7 +325,7 @@ static void test_declared_payload(void)
     const char *hash = "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862";
     hdrs h = {{"Host", "h", "X-Amz-Date", "20150830T123600Z", "X-Amz-Content-Sha256", hash,
                "Authorization", NULL, NULL}};
-    sigv4_request r = {"POST", "/", "", get_header, &h, body, strlen(body), 1};
+    sigv4_request r = {"POST", "/", "", get_header, &h, body, strlen(body), 1, get_header_at};
     /* Sign it here: the canonical request, the string to sign, the key. */
     buf creq;
     buf_init(&creq, SIGV4_CANONICAL_MAX);
@@ -328,6 +363,7 @@ static void test_declared_payload(void)
 int main(void)
 {
     RUN(test_suite_vectors);
+    RUN(test_unsigned_amz_header);
     RUN(test_canonical_request);
     RUN(test_refusals);
     RUN(test_declared_payload);
