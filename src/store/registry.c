@@ -66,6 +66,15 @@ static int step_done(store *s, sqlite3_stmt *st)
     return 0;
 }
 
+/* step_done for a statement that must change a row: ERR_NOTFOUND when it
+ * changed none (a DELETE or UPDATE of a name that is not there). */
+static int step_changed(store *s, sqlite3_stmt *st)
+{
+    int rc = step_done(s, st);
+    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
+    return rc;
+}
+
 static int sq_next_version(registry *r, const char *name, uint32_t *out)
 {
     store *s = STORE(r);
@@ -373,9 +382,7 @@ static int sq_schedule_remove(registry *r, const char *name)
     sqlite3_stmt *st;
     if (prepare(s, "DELETE FROM schedules WHERE name = ?", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = step_done(s, st);
-    if (rc) return rc;
-    return sqlite3_changes(store_db(s)) ? 0 : ERR_NOTFOUND;
+    return step_changed(s, st);
 }
 
 static int sq_schedule_fired(registry *r, const char *name, int64_t fire_ms)
@@ -451,9 +458,7 @@ static int sq_source_remove(registry *r, const char *name)
     sqlite3_stmt *st;
     if (prepare(s, "DELETE FROM sources WHERE name = ?", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = step_done(s, st);
-    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
-    return rc;
+    return step_changed(s, st);
 }
 
 static int source_row(sqlite3_stmt *st, void *data)
@@ -494,9 +499,7 @@ static int sq_activate(registry *r, const char *name, uint32_t version)
     sqlite3_bind_int64(st, 1, version);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, clock_now_ms());
-    int rc = step_done(s, st);
-    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
-    return rc;
+    return step_changed(s, st);
 }
 
 static int sq_alias_put(registry *r, const reg_alias *a)
@@ -528,9 +531,7 @@ static int sq_alias_remove(registry *r, const char *function, const char *name)
     if (prepare(s, "DELETE FROM aliases WHERE function = ? AND name = ?", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, function, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    int rc = step_done(s, st);
-    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
-    return rc;
+    return step_changed(s, st);
 }
 
 static int alias_row(sqlite3_stmt *st, void *data)
