@@ -30,16 +30,21 @@ static int number_member(http_request *req, const cJSON *doc, const char *key, u
     return 0;
 }
 
+/* The members of these bodies are numbers, but a name can hold a NUL too:
+ * cJSON would read "version\u0000x" as "version". */
+#define NUL_IN_MEMBER "a string of the body holds a NUL (\\u0000), which no member name may"
+
 static void put_alias(api *a, http_request *req, fn *f, const char *name)
 {
-    cJSON *doc = req->body.len ? cJSON_ParseWithLength(req->body.data, req->body.len) : NULL;
-    if (!cJSON_IsObject(doc)) {
-        cJSON_Delete(doc);
-        http_respond_error(req, 400, "bad_json",
-                           "the body must be a JSON object: {\"version\": N, "
-                           "\"weight_version\": M, \"weight_percent\": P}");
-        return;
-    }
+    static const api_body_rules rules = {
+        "bad_json",
+        "the body must be a JSON object: {\"version\": N, \"weight_version\": M, "
+        "\"weight_percent\": P}",
+        "bad_alias",
+        NUL_IN_MEMBER,
+    };
+    cJSON *doc = api_json_object_body(req, &rules);
+    if (!doc) return;
     reg_alias al = {0};
     snprintf(al.name, sizeof al.name, "%s", name);
     int bad = number_member(req, doc, "version", 1, UINT32_MAX, &al.version) ||
@@ -132,13 +137,15 @@ static void rollback(api *a, http_request *req, const fn *f)
     if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
     uint32_t version = 0;
     if (req->body.len) {
-        cJSON *doc = cJSON_ParseWithLength(req->body.data, req->body.len);
-        int bad = !cJSON_IsObject(doc);
-        if (bad)
-            http_respond_error(req, 400, "bad_json",
-                               "the body must be empty or a JSON object: {\"version\": N}");
-        else
-            bad = number_member(req, doc, "version", 1, UINT32_MAX, &version);
+        static const api_body_rules rules = {
+            "bad_json",
+            "the body must be empty or a JSON object: {\"version\": N}",
+            "bad_alias",
+            NUL_IN_MEMBER,
+        };
+        cJSON *doc = api_json_object_body(req, &rules);
+        if (!doc) return;
+        int bad = number_member(req, doc, "version", 1, UINT32_MAX, &version);
         cJSON_Delete(doc);
         if (bad) return;
     }

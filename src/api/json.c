@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "api/internal.h"
 #include "common/fnconfig_json.h"
 #include "common/limits.h"
 
@@ -139,4 +140,20 @@ cJSON *api_json_alias(const reg_alias *a)
     cJSON_AddNumberToObject(o, "created_ms", (double)a->created_ms);
     cJSON_AddNumberToObject(o, "updated_ms", (double)a->updated_ms);
     return o;
+}
+
+cJSON *api_json_object_body(http_request *req, const api_body_rules *rules)
+{
+    cJSON *doc = req->body.len ? cJSON_ParseWithLength(req->body.data, req->body.len) : NULL;
+    if (!cJSON_IsObject(doc)) {
+        cJSON_Delete(doc);
+        http_respond_error(req, 400, rules->code, "%s", rules->usage);
+        return NULL;
+    }
+    if (api_json_has_nul(req->body.data, req->body.len)) {
+        cJSON_Delete(doc);
+        http_respond_error(req, 400, rules->nul_code, "%s", rules->nul_message);
+        return NULL;
+    }
+    return doc;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "api/json.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -104,21 +105,16 @@ static int member(http_request *req, const cJSON *doc, const char *key, char *ou
 
 static void add_schedule(api *a, http_request *req, const char *name)
 {
-    cJSON *doc = req->body.len ? cJSON_ParseWithLength(req->body.data, req->body.len) : NULL;
-    if (!cJSON_IsObject(doc)) {
-        cJSON_Delete(doc);
-        http_respond_error(req, 400, "bad_json",
-                           "the body must be a JSON object: {\"expression\": \"*/5 * * * *\", "
-                           "\"topic\": T | \"function\": F, \"payload\": P, \"tz\": Z}");
-        return;
-    }
-    if (api_json_has_nul(req->body.data, req->body.len)) {
-        cJSON_Delete(doc);
-        http_respond_error(req, 400, "bad_schedule",
-                           "a string of the body holds a NUL (\\u0000), which no expression, "
-                           "name, zone or payload may");
-        return;
-    }
+    static const api_body_rules rules = {
+        "bad_json",
+        "the body must be a JSON object: {\"expression\": \"*/5 * * * *\", "
+        "\"topic\": T | \"function\": F, \"payload\": P, \"tz\": Z}",
+        "bad_schedule",
+        "a string of the body holds a NUL (\\u0000), which no expression, name, zone or "
+        "payload may",
+    };
+    cJSON *doc = api_json_object_body(req, &rules);
+    if (!doc) return;
     schedule_req *r = calloc(1, sizeof *r);
     if (!r) {
         cJSON_Delete(doc);

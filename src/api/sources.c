@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "api/json.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
@@ -82,21 +83,16 @@ static const char *member(const cJSON *body, const char *key, size_t max, int *b
 
 static void put_source(api *a, http_request *req, const char *name)
 {
-    cJSON *body = cJSON_ParseWithLength(req->body.data ? req->body.data : "", req->body.len);
-    if (!cJSON_IsObject(body)) {
-        cJSON_Delete(body);
-        http_respond_error(req, 400, "bad_request",
-                           "the body must be a JSON object: {\"url\": URL, \"topic\": TOPIC, "
-                           "\"key_field\": FIELD}");
-        return;
-    }
-    if (api_json_has_nul(req->body.data, req->body.len)) {
-        cJSON_Delete(body);
-        http_respond_error(req, 400, "bad_source",
-                           "a string of the body holds a NUL (\\u0000), which no URL, topic "
-                           "or field name may");
-        return;
-    }
+    /* bad_request, not bad_json: what this route has always answered. */
+    static const api_body_rules rules = {
+        "bad_request",
+        "the body must be a JSON object: {\"url\": URL, \"topic\": TOPIC, \"key_field\": "
+        "FIELD}",
+        "bad_source",
+        "a string of the body holds a NUL (\\u0000), which no URL, topic or field name may",
+    };
+    cJSON *body = api_json_object_body(req, &rules);
+    if (!body) return;
     int bad_url = 0, bad_topic = 0, bad_field = 0;
     const char *url = member(body, "url", SPATE_SOURCE_URL_MAX, &bad_url);
     const char *topic = member(body, "topic", SPATE_TOPIC_NAME_MAX, &bad_topic);

@@ -66,20 +66,12 @@ static int alias_set(const cli *c, cli_args *a)
         cJSON_AddNumberToObject(body, "weight_version", (double)version_arg(c, "VERSION", ver));
         cJSON_AddNumberToObject(body, "weight_percent", (double)pct);
     }
-    char *text = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    if (!text) return cli_fail(c, CLI_FAILED, "io_error", "out of memory");
     char path[512];
     alias_path(path, sizeof path, a->argv[0], a->argv[1]);
-    const char *const hdr[] = {"Content-Type: application/json", NULL};
     answer r;
-    int rc = cli_request(c, "PUT", path, text, strlen(text), hdr, &r);
-    free(text);
-    if (rc) return rc;
-    if (r.status >= 300) return cli_finish(&r, NULL, cli_answer_error(c, "alias set failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "alias set", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "alias set", "PUT", path, body, &r, &rc);
+    if (!doc) return rc;
     printf("%s alias %s:", r.status == 201 ? "created" : "moved", a->argv[0]);
     print_alias(doc);
     return cli_finish(&r, doc, 0);
@@ -90,12 +82,9 @@ static int alias_ls(const cli *c, cli_args *a)
     char path[512];
     alias_path(path, sizeof path, a->argv[0], NULL);
     answer r;
-    int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
-    if (rc) return rc;
-    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "alias ls failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "alias ls", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "alias ls", "GET", path, NULL, &r, &rc);
+    if (!doc) return rc;
     const cJSON *al;
     cJSON_ArrayForEach(al, cJSON_GetObjectItemCaseSensitive(doc, "aliases")) print_alias(al);
     return cli_finish(&r, doc, 0);
@@ -115,19 +104,17 @@ static int alias_rm(const cli *c, cli_args *a)
 
 static int rollback(const cli *c, cli_args *a)
 {
-    char body[64] = "";
-    if (a->argc == 2)
-        snprintf(body, sizeof body, "{\"version\":%lu}", version_arg(c, "VERSION", a->argv[1]));
+    unsigned long version = a->argc == 2 ? version_arg(c, "VERSION", a->argv[1]) : 0;
+    /* {} (no version): the version before the active one. */
+    cJSON *body = cJSON_CreateObject();
+    if (!body) return cli_fail(c, CLI_FAILED, "io_error", "out of memory");
+    if (version) cJSON_AddNumberToObject(body, "version", (double)version);
     char path[512];
     cli_function_path(path, sizeof path, a->argv[0], "/rollback");
-    const char *const hdr[] = {"Content-Type: application/json", NULL};
     answer r;
-    int rc = cli_request(c, "POST", path, body, strlen(body), hdr, &r);
-    if (rc) return rc;
-    if (r.status >= 300) return cli_finish(&r, NULL, cli_answer_error(c, "rollback failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "rollback", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "rollback", "POST", path, body, &r, &rc);
+    if (!doc) return rc;
     printf("rolled back %s to version %.0f (sha256 %.12s)\n", cli_json_str(doc, "name"),
            cli_json_num(doc, "version"), cli_json_str(doc, "sha256"));
     return cli_finish(&r, doc, 0);

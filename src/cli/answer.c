@@ -324,21 +324,54 @@ int cli_request(const cli *c, const char *method, const char *path, const void *
                     "cannot reach spated at %s: %s", c->url, curl_easy_strerror(rc));
 }
 
-void cli_function_path(char *out, size_t cap, const char *name, const char *suffix)
+void cli_name_path(char *out, size_t cap, const char *prefix, const char *name, const char *suffix)
 {
     cli_remember_name(name);
     char *esc = curl_easy_escape(NULL, name, 0);
-    snprintf(out, cap, "/v1/functions/%s%s", esc ? esc : "", suffix);
+    snprintf(out, cap, "%s%s%s", prefix, esc ? esc : "", suffix);
     curl_free(esc);
+}
+
+void cli_function_path(char *out, size_t cap, const char *name, const char *suffix)
+{
+    cli_name_path(out, cap, "/v1/functions/", name, suffix);
 }
 
 void cli_topic_path(char *out, size_t cap, const char *prefix, const char *topic,
                     const char *suffix)
 {
-    cli_remember_name(topic);
-    char *esc = curl_easy_escape(NULL, topic, 0);
-    snprintf(out, cap, "%s%s%s", prefix, esc ? esc : "", suffix);
-    curl_free(esc);
+    cli_name_path(out, cap, prefix, topic, suffix);
+}
+
+cJSON *cli_call_json(const cli *c, const char *what, const char *method, const char *path,
+                     cJSON *body, answer *r, int *rc)
+{
+    char *text = NULL;
+    if (body) {
+        text = cJSON_PrintUnformatted(body);
+        cJSON_Delete(body);
+        if (!text) {
+            *rc = cli_fail(c, CLI_FAILED, "io_error", "out of memory");
+            return NULL;
+        }
+    }
+    const char *const hdr[] = {"Content-Type: application/json", NULL};
+    *rc = cli_request(c, method, path, text, text ? strlen(text) : 0, text ? hdr : NULL, r);
+    free(text);
+    if (*rc) return NULL;
+    if (r->status >= 300) {
+        char failed[128];
+        snprintf(failed, sizeof failed, "%s failed", what);
+        *rc = cli_finish(r, NULL, cli_answer_error(c, failed, r));
+        return NULL;
+    }
+    if (cli_json_passthrough(c, r)) {
+        *rc = cli_finish(r, NULL, 0);
+        return NULL;
+    }
+    cJSON *doc = cli_answer_json(c, what, r);
+    if (!doc) *rc = cli_finish(r, NULL, CLI_FAILED);
+    return doc;
 }
 
 /* --- Input ----------------------------------------------------------------------------- */

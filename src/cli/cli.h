@@ -160,6 +160,14 @@ int cli_finish(answer *a, cJSON *doc, int rc);
  * it and returns 1 (the caller returns cli_finish(a, NULL, 0)); else 0. */
 int cli_json_passthrough(const cli *c, const answer *a);
 
+/* Sends body (taken; NULL: none) as JSON with method to path for command
+ * what ("schedule add") and returns the JSON answer to print, the caller
+ * ending with cli_finish(r, doc, 0); or NULL when the command is over and
+ * *rc is its exit status: a failure said (a status of 300 or more, or an
+ * answer that is not JSON), or with --json the answer printed as it came. */
+cJSON *cli_call_json(const cli *c, const char *what, const char *method, const char *path,
+                     cJSON *body, answer *r, int *rc);
+
 /* A failure of the client itself (a file it cannot read): says so, as JSON
  * with --json, and returns status. code: "io_error", "bad_answer". */
 int cli_fail(const cli *c, int status, const char *code, const char *fmt, ...)
@@ -170,6 +178,8 @@ void __attribute__((noreturn)) cli_usage(const cli *c, const char *fmt, ...)
 /* Names sent escaped in the URL, so that messages show them as typed. */
 void cli_remember_name(const char *name);
 
+/* prefix + NAME escaped + suffix, the name remembered as typed. */
+void cli_name_path(char *out, size_t cap, const char *prefix, const char *name, const char *suffix);
 /* "/v1/functions/NAME" + suffix, NAME escaped: any input makes a well-formed
  * URL and the server says what is wrong with the name. */
 void cli_function_path(char *out, size_t cap, const char *name, const char *suffix);

@@ -2,7 +2,6 @@
  * schedules.c - spate schedule add | ls | status | rm: the /v1/schedules
  * routes (docs/api.md).
  */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +11,7 @@
 /* "/v1/schedules/NAME", NAME escaped. */
 static void schedule_path(char *out, size_t cap, const char *name)
 {
-    cli_remember_name(name);
-    char *e = curl_easy_escape(NULL, name, 0);
-    snprintf(out, cap, "/v1/schedules/%s", e ? e : "");
-    curl_free(e);
+    cli_name_path(out, cap, "/v1/schedules/", name, "");
 }
 
 static const cli_opt add_opts[] = {
@@ -56,12 +52,9 @@ static void print_line(const cJSON *s)
 static int schedule_ls(const cli *c, cli_args *a)
 {
     answer r;
-    int rc = cli_request(c, "GET", "/v1/schedules", NULL, 0, NULL, &r);
-    if (rc) return rc;
-    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "schedule ls failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "schedule ls", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "schedule ls", "GET", "/v1/schedules", NULL, &r, &rc);
+    if (!doc) return rc;
     printf("%-20s  %-18s  %-7s  %-20s  %-20s  %s\n", "NAME", "EXPRESSION", "TZ", "NEXT (UTC)",
            "LAST (UTC)", "TARGET");
     const cJSON *s;
@@ -93,13 +86,9 @@ static int schedule_status(const cli *c, cli_args *a)
     char path[512];
     schedule_path(path, sizeof path, a->argv[0]);
     answer r;
-    int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
-    if (rc) return rc;
-    if (r.status != 200)
-        return cli_finish(&r, NULL, cli_answer_error(c, "schedule status failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "schedule status", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "schedule status", "GET", path, NULL, &r, &rc);
+    if (!doc) return rc;
     print_status(doc);
     return cli_finish(&r, doc, 0);
 }
@@ -110,6 +99,7 @@ static int schedule_add(const cli *c, cli_args *a)
     const char *payload = cli_value(a, "payload"), *tz = cli_value(a, "tz");
     if (!to == !fn) cli_usage(c, "schedule add needs one of --to TOPIC and --function F");
     cJSON *body = cJSON_CreateObject();
+    if (!body) return cli_fail(c, CLI_FAILED, "io_error", "out of memory");
     cJSON_AddStringToObject(body, "expression", a->argv[1]);
     if (to) cJSON_AddStringToObject(body, "topic", to);
     if (fn) cJSON_AddStringToObject(body, "function", fn);
@@ -126,21 +116,12 @@ static int schedule_add(const cli *c, cli_args *a)
         cJSON_AddStringToObject(body, "payload", p.data);
         buf_free(&p);
     }
-    char *text = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    if (!text) return cli_fail(c, CLI_FAILED, "io_error", "out of memory");
     char path[512];
     schedule_path(path, sizeof path, a->argv[0]);
-    const char *const hdr[] = {"Content-Type: application/json", NULL};
     answer r;
-    int rc = cli_request(c, "PUT", path, text, strlen(text), hdr, &r);
-    free(text);
-    if (rc) return rc;
-    if (r.status >= 300)
-        return cli_finish(&r, NULL, cli_answer_error(c, "schedule add failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "schedule add", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "schedule add", "PUT", path, body, &r, &rc);
+    if (!doc) return rc;
     const char *next = cli_json_str(doc, "next_fire");
     printf("%s schedule %s; next run %s\n", r.status == 200 ? "replaced" : "added", a->argv[0],
            *next ? next : "never");

@@ -7,16 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 
 #include "cli/cli.h"
 
 static void source_path(char *out, size_t cap, const char *name)
 {
-    cli_remember_name(name);
-    char *e = curl_easy_escape(NULL, name, 0);
-    snprintf(out, cap, "/v1/sources/%s", e ? e : "");
-    curl_free(e);
+    cli_name_path(out, cap, "/v1/sources/", name, "");
 }
 
 static const cli_opt add_opts[] = {
@@ -37,23 +33,16 @@ static int source_add(const cli *c, cli_args *a)
     if (!topic || !*topic) cli_usage(c, "source add needs --to TOPIC");
     const char *field = cli_value(a, "key-field");
     cJSON *body = cJSON_CreateObject();
+    if (!body) return cli_fail(c, CLI_FAILED, "io_error", "out of memory");
     cJSON_AddStringToObject(body, "url", a->argv[1]);
     cJSON_AddStringToObject(body, "topic", topic);
     if (field) cJSON_AddStringToObject(body, "key_field", field);
-    char *text = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    if (!text) return cli_fail(c, CLI_FAILED, "out_of_memory", "out of memory");
     char path[512];
     source_path(path, sizeof path, a->argv[0]);
-    const char *const headers[] = {"Content-Type: application/json", NULL};
     answer r;
-    int rc = cli_request(c, "PUT", path, text, strlen(text), headers, &r);
-    free(text);
-    if (rc) return rc;
-    if (r.status >= 300) return cli_finish(&r, NULL, cli_answer_error(c, "source add failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "source add", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "source add", "PUT", path, body, &r, &rc);
+    if (!doc) return rc;
     printf("source %s %s: %s -> topic %s", a->argv[0], r.status == 201 ? "added" : "replaced",
            cli_json_str(doc, "url"), cli_json_str(doc, "topic"));
     if (field) printf(", key from field %s", field);
@@ -64,12 +53,9 @@ static int source_add(const cli *c, cli_args *a)
 static int source_ls(const cli *c, cli_args *a)
 {
     answer r;
-    int rc = cli_request(c, "GET", "/v1/sources", NULL, 0, NULL, &r);
-    if (rc) return rc;
-    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "source ls failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "source ls", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *doc = cli_call_json(c, "source ls", "GET", "/v1/sources", NULL, &r, &rc);
+    if (!doc) return rc;
     printf("%-20s %-12s %-20s %10s %10s  %s\n", "NAME", "STATE", "TOPIC", "COMMITTED", "LAG",
            "URL");
     const cJSON *s;
@@ -91,13 +77,9 @@ static int source_status(const cli *c, cli_args *a)
     char path[512];
     source_path(path, sizeof path, a->argv[0]);
     answer r;
-    int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
-    if (rc) return rc;
-    if (r.status != 200)
-        return cli_finish(&r, NULL, cli_answer_error(c, "source status failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *s = cli_answer_json(c, "source status", &r);
-    if (!s) return cli_finish(&r, NULL, CLI_FAILED);
+    int rc;
+    cJSON *s = cli_call_json(c, "source status", "GET", path, NULL, &r, &rc);
+    if (!s) return rc;
     const cJSON *lag = cJSON_GetObjectItemCaseSensitive(s, "lag");
     printf("source     %s\nurl        ", cli_json_str(s, "name"));
     cli_put_text(stdout, cli_json_str(s, "url"));

@@ -24,6 +24,7 @@
 #include "common/err.h"
 #include "common/fmt.h"
 #include "common/limits.h"
+#include "common/log.h"
 #include "common/utf8.h"
 #include "sources/connector.h"
 
@@ -373,25 +374,23 @@ static int remember(src_conn *c, const src_batch *out, size_t first)
     return 0;
 }
 
-/* b is acked: its ids, first in the list when acked in the order fetched. */
-static void forget(src_conn *c, const src_batch *b)
+/* b is acked: its ids are the first of the list, since sources.c acks a
+ * connection's batches in the order it fetched them. An ack out of that
+ * order cannot happen; if it did, the list would no longer say which
+ * pending entries are ours: 0, or ERR_PROTO after saying so, and the caller
+ * drops the connection (and the list with it; the entries come again). */
+static int forget(src_conn *c, const src_batch *b, char *err, size_t errcap)
 {
     size_t k = 0;
     while (k < b->n && k < c->n_unacked && !strcmp(c->unacked[k], b->e[k].id)) k++;
     if (k < b->n) {
-        /* Out of order: each one wherever it is. */
-        for (size_t i = 0; i < b->n; i++)
-            for (size_t j = 0; j < c->n_unacked; j++)
-                if (!strcmp(c->unacked[j], b->e[i].id)) {
-                    memmove(c->unacked[j], c->unacked[j + 1],
-                            (c->n_unacked - j - 1) * sizeof *c->unacked);
-                    c->n_unacked--;
-                    break;
-                }
-        return;
+        snprintf(err, errcap, "XACK: entry %s acked out of the order fetched", b->e[k].id);
+        log_error("source: redis stream %s: %s (cannot happen)", c->cfg->stream, err);
+        return ERR_PROTO;
     }
     memmove(c->unacked[0], c->unacked[k], (c->n_unacked - k) * sizeof *c->unacked);
     c->n_unacked -= k;
+    return 0;
 }
 
 static int fetch(src_conn *c, const src_limits *lim, size_t max, uint32_t wait_ms, src_batch *out,
@@ -471,7 +470,8 @@ static int ack(src_conn *c, const src_batch *b, char *err, size_t errcap)
 {
     /* XACK stream group id...: in slices, so argv stays on the stack, all
      * sent before the first answer is read (one round trip). */
-    forget(c, b); /* when the XACK fails the connection is dropped, and the list with it */
+    /* When the XACK fails the connection is dropped, and the list with it. */
+    if (forget(c, b, err, errcap)) return ERR_PROTO;
     size_t sent = 0;
     for (size_t done = 0; done < b->n; sent++) {
         const char *argv[3 + 64];

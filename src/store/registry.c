@@ -35,6 +35,28 @@ static int prepare(store *s, const char *sql, sqlite3_stmt **st)
     return 0;
 }
 
+/* The user's callback of a reader, called by its row function. */
+typedef struct rows_to {
+    union {
+        registry_version_cb version;
+        registry_schedule_cb schedule;
+        registry_source_cb source;
+        registry_alias_cb alias;
+    } cb;
+    void *data;
+} rows_to;
+
+/* Reads st's rows through row (store/sql.h), saying on the log which rows
+ * (what) could not be read. */
+static int read_rows(store *s, sqlite3_stmt *st, sql_row_fn row, rows_to *to, const char *what)
+{
+    if (sql_each_finalize(st, row, to) != SQLITE_OK) {
+        log_error("store: cannot read the %s: %s", what, sqlite3_errmsg(store_db(s)));
+        return ERR_STORE;
+    }
+    return 0;
+}
+
 static int step_done(store *s, sqlite3_stmt *st)
 {
     if (sql_step_finalize(st) != SQLITE_OK) {
@@ -42,6 +64,15 @@ static int step_done(store *s, sqlite3_stmt *st)
         return ERR_STORE;
     }
     return 0;
+}
+
+/* step_done for a statement that must change a row: ERR_NOTFOUND when it
+ * changed none (a DELETE or UPDATE of a name that is not there). */
+static int step_changed(store *s, sqlite3_stmt *st)
+{
+    int rc = step_done(s, st);
+    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
+    return rc;
 }
 
 static int sq_next_version(registry *r, const char *name, uint32_t *out)
@@ -153,16 +184,15 @@ static int sq_delete_function(registry *r, const char *name)
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
     memset(v, 0, sizeof *v);
-    snprintf(v->function, sizeof v->function, "%s", (const char *)sqlite3_column_text(st, 0));
+    sql_column_copy(st, 0, v->function, sizeof v->function);
     v->version = (uint32_t)sqlite3_column_int64(st, 1);
-    snprintf(v->sha256, sizeof v->sha256, "%s", (const char *)sqlite3_column_text(st, 2));
+    sql_column_copy(st, 2, v->sha256, sizeof v->sha256);
     v->size = (uint64_t)sqlite3_column_int64(st, 3);
     v->created_ms = sqlite3_column_int64(st, 4);
     const char *rt = (const char *)sqlite3_column_text(st, 5);
     int r = rt ? fnconfig_runtime_parse(rt, strlen(rt)) : -1;
     v->config.runtime = r >= 0 ? (enum fn_runtime)r : RUNTIME_NATIVE;
-    const char *handler = (const char *)sqlite3_column_text(st, 20);
-    snprintf(v->config.handler, sizeof v->config.handler, "%s", handler ? handler : "");
+    sql_column_copy(st, 20, v->config.handler, sizeof v->config.handler);
     v->config.min_instances = (uint32_t)sqlite3_column_int64(st, 6);
     v->config.max_instances = (uint32_t)sqlite3_column_int64(st, 7);
     v->config.timeout_ms = (uint32_t)sqlite3_column_int64(st, 8);
@@ -177,29 +207,22 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.env_count = fnconfig_count_lines(v->config.env);
     v->config.secrets = (char *)sqlite3_column_text(st, 17);
     v->config.secret_count = fnconfig_count_lines(v->config.secrets);
-    const char *dest = (const char *)sqlite3_column_text(st, 18);
-    snprintf(v->config.on_success, sizeof v->config.on_success, "%s", dest ? dest : "");
-    dest = (const char *)sqlite3_column_text(st, 19);
-    snprintf(v->config.on_failure, sizeof v->config.on_failure, "%s", dest ? dest : "");
+    sql_column_copy(st, 18, v->config.on_success, sizeof v->config.on_success);
+    sql_column_copy(st, 19, v->config.on_failure, sizeof v->config.on_failure);
+}
+
+static int version_row(sqlite3_stmt *st, void *data)
+{
+    const rows_to *to = data;
+    reg_version v;
+    read_version(st, &v);
+    return to->cb.version(&v, sqlite3_column_int64(st, 12), to->data);
 }
 
 static int each(store *s, sqlite3_stmt *st, registry_version_cb cb, void *data)
 {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        reg_version v;
-        read_version(st, &v);
-        if (cb(&v, sqlite3_column_int64(st, 12), data)) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        log_error("store: %s", sqlite3_errmsg(store_db(s)));
-        return ERR_STORE;
-    }
-    return 0;
+    rows_to to = {.cb.version = cb, .data = data};
+    return read_rows(s, st, version_row, &to, "versions");
 }
 
 static int sq_each_active(registry *r, registry_version_cb cb, void *data)
@@ -359,9 +382,7 @@ static int sq_schedule_remove(registry *r, const char *name)
     sqlite3_stmt *st;
     if (prepare(s, "DELETE FROM schedules WHERE name = ?", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = step_done(s, st);
-    if (rc) return rc;
-    return sqlite3_changes(store_db(s)) ? 0 : ERR_NOTFOUND;
+    return step_changed(s, st);
 }
 
 static int sq_schedule_fired(registry *r, const char *name, int64_t fire_ms)
@@ -374,10 +395,24 @@ static int sq_schedule_fired(registry *r, const char *name, int64_t fire_ms)
     return step_done(s, st);
 }
 
-static void text_column(sqlite3_stmt *st, int col, char *out, size_t cap)
+static int schedule_row(sqlite3_stmt *st, void *data)
 {
-    const char *t = (const char *)sqlite3_column_text(st, col);
-    snprintf(out, cap, "%s", t ? t : "");
+    const rows_to *to = data;
+    reg_schedule sc = {0};
+    sql_column_copy(st, 0, sc.name, sizeof sc.name);
+    sql_column_copy(st, 1, sc.expression, sizeof sc.expression);
+    sql_column_copy(st, 2, sc.zone, sizeof sc.zone);
+    sql_column_copy(st, 3, sc.topic, sizeof sc.topic);
+    sql_column_copy(st, 4, sc.function, sizeof sc.function);
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+        sc.payload = sqlite3_column_blob(st, 5);
+        sc.payload_len = (size_t)sqlite3_column_bytes(st, 5);
+        if (!sc.payload) sc.payload = ""; /* an empty blob: an empty payload */
+    }
+    sc.created_ms = sqlite3_column_int64(st, 6);
+    sc.last_fire_ms = sqlite3_column_int64(st, 7);
+    to->cb.schedule(&sc, to->data);
+    return 0;
 }
 
 static int sq_each_schedule(registry *r, registry_schedule_cb cb, void *data)
@@ -389,29 +424,8 @@ static int sq_each_schedule(registry *r, registry_schedule_cb cb, void *data)
                 " last_fire_ms FROM schedules ORDER BY name",
                 &st))
         return ERR_STORE;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        reg_schedule sc = {0};
-        text_column(st, 0, sc.name, sizeof sc.name);
-        text_column(st, 1, sc.expression, sizeof sc.expression);
-        text_column(st, 2, sc.zone, sizeof sc.zone);
-        text_column(st, 3, sc.topic, sizeof sc.topic);
-        text_column(st, 4, sc.function, sizeof sc.function);
-        if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
-            sc.payload = sqlite3_column_blob(st, 5);
-            sc.payload_len = (size_t)sqlite3_column_bytes(st, 5);
-            if (!sc.payload) sc.payload = ""; /* an empty blob: an empty payload */
-        }
-        sc.created_ms = sqlite3_column_int64(st, 6);
-        sc.last_fire_ms = sqlite3_column_int64(st, 7);
-        cb(&sc, data);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        log_error("store: %s", sqlite3_errmsg(store_db(s)));
-        return ERR_STORE;
-    }
-    return 0;
+    rows_to to = {.cb.schedule = cb, .data = data};
+    return read_rows(s, st, schedule_row, &to, "schedules");
 }
 
 static void sq_close(registry *r)
@@ -444,15 +458,20 @@ static int sq_source_remove(registry *r, const char *name)
     sqlite3_stmt *st;
     if (prepare(s, "DELETE FROM sources WHERE name = ?", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    int rc = step_done(s, st);
-    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
-    return rc;
+    return step_changed(s, st);
 }
 
-static void copy_column(sqlite3_stmt *st, int col, char *out, size_t cap)
+static int source_row(sqlite3_stmt *st, void *data)
 {
-    const char *v = (const char *)sqlite3_column_text(st, col);
-    snprintf(out, cap, "%s", v ? v : "");
+    const rows_to *to = data;
+    reg_source src;
+    sql_column_copy(st, 0, src.name, sizeof src.name);
+    sql_column_copy(st, 1, src.url, sizeof src.url);
+    sql_column_copy(st, 2, src.topic, sizeof src.topic);
+    sql_column_copy(st, 3, src.key_field, sizeof src.key_field);
+    src.created_ms = sqlite3_column_int64(st, 4);
+    to->cb.source(&src, to->data);
+    return 0;
 }
 
 static int sq_each_source(registry *r, registry_source_cb cb, void *data)
@@ -462,22 +481,8 @@ static int sq_each_source(registry *r, registry_source_cb cb, void *data)
     if (prepare(s, "SELECT name, url, topic, key_field, created_ms FROM sources ORDER BY name",
                 &st))
         return ERR_STORE;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        reg_source src;
-        copy_column(st, 0, src.name, sizeof src.name);
-        copy_column(st, 1, src.url, sizeof src.url);
-        copy_column(st, 2, src.topic, sizeof src.topic);
-        copy_column(st, 3, src.key_field, sizeof src.key_field);
-        src.created_ms = sqlite3_column_int64(st, 4);
-        cb(&src, data);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        log_error("store: cannot read the sources: %s", sqlite3_errmsg(store_db(s)));
-        return ERR_STORE;
-    }
-    return 0;
+    rows_to to = {.cb.source = cb, .data = data};
+    return read_rows(s, st, source_row, &to, "sources");
 }
 
 /* --- Rollback and aliases ------------------------------------------------------------ */
@@ -494,9 +499,7 @@ static int sq_activate(registry *r, const char *name, uint32_t version)
     sqlite3_bind_int64(st, 1, version);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, clock_now_ms());
-    int rc = step_done(s, st);
-    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
-    return rc;
+    return step_changed(s, st);
 }
 
 static int sq_alias_put(registry *r, const reg_alias *a)
@@ -528,9 +531,22 @@ static int sq_alias_remove(registry *r, const char *function, const char *name)
     if (prepare(s, "DELETE FROM aliases WHERE function = ? AND name = ?", &st)) return ERR_STORE;
     sqlite3_bind_text(st, 1, function, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    int rc = step_done(s, st);
-    if (!rc && sqlite3_changes(store_db(s)) == 0) rc = ERR_NOTFOUND;
-    return rc;
+    return step_changed(s, st);
+}
+
+static int alias_row(sqlite3_stmt *st, void *data)
+{
+    const rows_to *to = data;
+    reg_alias a = {0};
+    sql_column_copy(st, 0, a.function, sizeof a.function);
+    sql_column_copy(st, 1, a.name, sizeof a.name);
+    a.version = (uint32_t)sqlite3_column_int64(st, 2);
+    a.weight_version = (uint32_t)sqlite3_column_int64(st, 3);
+    a.weight_percent = (uint32_t)sqlite3_column_int64(st, 4);
+    a.created_ms = sqlite3_column_int64(st, 5);
+    a.updated_ms = sqlite3_column_int64(st, 6);
+    to->cb.alias(&a, to->data);
+    return 0;
 }
 
 static int sq_each_alias(registry *r, const char *function, registry_alias_cb cb, void *data)
@@ -547,24 +563,8 @@ static int sq_each_alias(registry *r, const char *function, registry_alias_cb cb
         sqlite3_bind_text(st, 1, function, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 1);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        reg_alias a = {0};
-        copy_column(st, 0, a.function, sizeof a.function);
-        copy_column(st, 1, a.name, sizeof a.name);
-        a.version = (uint32_t)sqlite3_column_int64(st, 2);
-        a.weight_version = (uint32_t)sqlite3_column_int64(st, 3);
-        a.weight_percent = (uint32_t)sqlite3_column_int64(st, 4);
-        a.created_ms = sqlite3_column_int64(st, 5);
-        a.updated_ms = sqlite3_column_int64(st, 6);
-        cb(&a, data);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        log_error("store: cannot read the aliases: %s", sqlite3_errmsg(store_db(s)));
-        return ERR_STORE;
-    }
-    return 0;
+    rows_to to = {.cb.alias = cb, .data = data};
+    return read_rows(s, st, alias_row, &to, "aliases");
 }
 
 static const registry_ops sqlite_ops = {

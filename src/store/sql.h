@@ -8,6 +8,7 @@
 #define SPATE_SQL_H
 
 #include <sqlite3.h>
+#include <stddef.h>
 
 /* A statement run once: prepared into *st, which the caller finalizes
  * (sql_step_finalize, or sqlite3_finalize after reading its rows). */
@@ -20,5 +21,13 @@ int sql_prepare_cached(sqlite3 *db, sqlite3_stmt **st, const char *sql);
 int sql_step_reset(sqlite3_stmt *st);
 /* Runs a statement that returns no rows and finalizes it. */
 int sql_step_finalize(sqlite3_stmt *st);
+
+/* Called for each row of a statement; non-zero stops the reading there. */
+typedef int (*sql_row_fn)(sqlite3_stmt *st, void *data);
+/* Reads a statement's rows, row for each, then finalizes it: SQLITE_OK when
+ * every row was read (or row stopped it), else the code the step failed with. */
+int sql_each_finalize(sqlite3_stmt *st, sql_row_fn row, void *data);
+/* Copies text column col into out (cap bytes, cut there); NULL is "". */
+void sql_column_copy(sqlite3_stmt *st, int col, char *out, size_t cap);
 
 #endif

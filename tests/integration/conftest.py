@@ -8,6 +8,7 @@ are compiled from tests/integration/functions/ with nothing but
 
 import contextlib
 import http.client
+import io
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import re
 import signal
 import subprocess
 import time
+import zipfile
 
 import pytest
 
@@ -74,13 +76,14 @@ def seen(path):
 
 
 @contextlib.contextmanager
-def spated_on_small_disk(tmp_path):
-    """A started spated whose data is on a 16 MiB tmpfs, for a store that
-    runs out of room (fill_disk on the yielded file fills it); stopped and
-    unmounted at the end. Skips the test without root."""
+def spated_on_small_disk(tmp_path, size="16m"):
+    """A started spated whose data is on a tmpfs of size (16 MiB), for a
+    store that runs out of room (fill_disk on the yielded file fills it, and
+    the tmpfs is the file's folder); stopped and unmounted at the end. Skips
+    the test without root."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs",
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                             str(mnt)]).returncode != 0:
         pytest.skip("needs root to mount a small tmpfs")
     d = Spated(tmp_path, data=mnt / "data")
@@ -115,6 +118,26 @@ def add_source(d, name, url, topic, key_field=None):
 def add_trigger(d, topic, function):
     status, doc = d.json("PUT", f"/v1/triggers/{topic}/{function}")
     assert status == 201, doc
+
+
+def zipped(files, mode=0o644):
+    """A zip of files (name -> text or bytes) with Unix mode bits: bootstrap
+    executable (what Lambda's custom runtimes run), the rest mode."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o100000 | (0o755 if name == "bootstrap" else mode)) << 16
+            z.writestr(info, data.encode() if isinstance(data, str) else data)
+    return buf.getvalue()
+
+
+def invoke_event(d, name, event, timeout=30):
+    """POST /v1/functions/NAME/invoke with event (JSON-encoded unless bytes);
+    (status, request id, body)."""
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    status, headers, data = d.request("POST", f"/v1/functions/{name}/invoke", body, timeout=timeout)
+    return status, headers.get("Spate-Request-Id"), data
 
 
 def source(d, name):

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from conftest import deploy_recorder, wait_for
-from test_exec import zipped
+from conftest import deploy_recorder, wait_for, zipped
 
 # Records every event (one JSON line: the event and the request id) to
 # $RECORD, then answers: the content of $ANSWER when that file exists, else a
@@ -256,11 +255,24 @@ def test_settings_survive_a_restart_and_show_in_the_cli(spated, tmp_path):
     assert b"batch item failures" in spated.cli("trigger", "ls").stdout
 
 
+def reporting_batcher(d, tmp_path, topic, lines, answer=None, **trigger):
+    """The batcher (answering answer to every batch when given) behind an SQS
+    trigger of batches of up to 10 that reports batch item failures, lines
+    published to topic first; its record."""
+    env = {}
+    if answer is not None:
+        env["ANSWER"] = tmp_path / "answer"
+        env["ANSWER"].write_bytes(answer)
+    record = deploy_batcher(d, tmp_path, **env)
+    publish(d, topic, lines=lines)
+    add_trigger(d, topic, "batcher", batch_size=10, event_format="sqs",
+                report_batch_item_failures="true", **trigger)
+    return record
+
+
 def test_partial_failures_retry_only_those_named(spated, tmp_path):
-    record = deploy_batcher(spated, tmp_path)
-    publish(spated, "part", lines=[b"ok-1", b"fail-2", b"ok-3", b"fail-4", b"ok-5"])
-    add_trigger(spated, "part", "batcher", batch_size=10, event_format="sqs",
-                report_batch_item_failures="true", max_attempts=3)
+    record = reporting_batcher(spated, tmp_path, "part",
+                               [b"ok-1", b"fail-2", b"ok-3", b"fail-4", b"ok-5"], max_attempts=3)
     assert settled(spated, "part", "batcher", 5)
     seen = [(r["body"], r["attributes"]["ApproximateReceiveCount"])
             for e in events(record) for r in e["Records"]]
@@ -279,12 +291,8 @@ def test_partial_failures_retry_only_those_named(spated, tmp_path):
 @pytest.mark.parametrize("answer", [b"", b"null", b"{}", b'{"batchItemFailures": []}',
                                     b'{"batchItemFailures": null}'])
 def test_empty_answers_are_success(spated, tmp_path, answer):
-    path = tmp_path / "answer"
-    path.write_bytes(answer)
-    record = deploy_batcher(spated, tmp_path, ANSWER=path)
-    publish(spated, "e", lines=[b"fail-1", b"fail-2"])
-    add_trigger(spated, "e", "batcher", batch_size=10, event_format="sqs",
-                report_batch_item_failures="true", batch_window=2000)
+    record = reporting_batcher(spated, tmp_path, "e", [b"fail-1", b"fail-2"], answer,
+                               batch_window=2000)
     doc = settled(spated, "e", "batcher", 2)
     assert doc and doc["acknowledged"] == 2
     assert len(events(record)) == 1
@@ -300,12 +308,7 @@ def test_empty_answers_are_success(spated, tmp_path, answer):
     b'{"batchItemFailures": [{"itemIdentifier": 1}]}',
 ])
 def test_malformed_answers_fail_the_whole_batch(spated, tmp_path, answer):
-    path = tmp_path / "answer"
-    path.write_bytes(answer)
-    record = deploy_batcher(spated, tmp_path, ANSWER=path)
-    publish(spated, "m", lines=[b"a", b"b"])
-    add_trigger(spated, "m", "batcher", batch_size=10, event_format="sqs",
-                report_batch_item_failures="true", max_attempts=2)
+    record = reporting_batcher(spated, tmp_path, "m", [b"a", b"b"], answer, max_attempts=2)
     assert settled(spated, "m", "batcher", 2)
     assert sorted(r["body"] for e in events(record) for r in e["Records"]) == ["a", "a", "b", "b"]
     dl = dead_letters(spated, "m.dlq")

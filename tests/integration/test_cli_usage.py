@@ -5,16 +5,14 @@ the user's own words (flags as typed, names unescaped), artifacts refused
 for the wrong runtime with the one they need, plurals, and a final newline
 on a terminal only."""
 
-import io
 import json
 import os
 import pty
 import re
 import subprocess
 import time
-import zipfile
 
-from conftest import SPATE, wait_for
+from conftest import SPATE, wait_for, zipped
 
 
 def ok(r):
@@ -203,16 +201,6 @@ def test_errors_name_flags_as_typed_and_names_unescaped(spated, functions):
     # Named as typed, and what was given is not echoed: it may be the secret.
     assert r.returncode == 2 and b"--secret takes KEY=VALUE" in r.stderr, r.stderr
     assert b"NOVALUE" not in r.stderr
-
-
-def zipped(files):
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o755 << 16
-            z.writestr(info, data)
-    return out.getvalue()
 
 
 def test_artifacts_refused_for_the_wrong_runtime(spated, functions, tmp_path):

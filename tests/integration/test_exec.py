@@ -11,11 +11,10 @@ import shutil
 import subprocess
 import tarfile
 import time
-import zipfile
 
 import pytest
 
-from conftest import ROOT, SPATED, wait_for
+from conftest import ROOT, SPATED, wait_for, zipped
 
 SHELL_BOOTSTRAP = b"""#!/bin/sh
 # The Runtime API loop of the AWS custom-runtime tutorial, with curl.
@@ -52,19 +51,8 @@ def tar_gz(files, **extra):
     return buf.getvalue()
 
 
-def zipped(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (0o100755 << 16)
-            z.writestr(info, data)
-    return buf.getvalue()
-
-
 def deploy_exec(d, name, artifact, **params):
-    query = "&".join(["runtime=exec"] + [f"{k}={v}" for k, v in params.items()])
-    return d.json("PUT", f"/v1/functions/{name}?{query}", artifact)
+    return d.deploy(name, artifact, runtime="exec", **params)
 
 
 def err(body):

@@ -12,12 +12,10 @@ import shutil
 import signal
 import time
 import subprocess
-import zipfile
-import io
 
 import pytest
 
-from conftest import BUILD, ROOT, wait_for
+from conftest import BUILD, ROOT, wait_for, zipped
 
 # The event decides: {"fail": MSG} posts an error (until "ok_after" attempts
 # recorded in "record"), {"wait": PATH} waits for PATH to exist, {"print": TEXT}
@@ -62,17 +60,11 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"
 
 
 def artifact():
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        info = zipfile.ZipInfo("bootstrap")
-        info.external_attr = 0o100755 << 16
-        z.writestr(info, BOOTSTRAP)
-    return buf.getvalue()
+    return zipped({"bootstrap": BOOTSTRAP})
 
 
 def deploy(d, name="fn", **params):
-    query = "&".join(["runtime=exec"] + [f"{k}={v}" for k, v in params.items()])
-    status, doc = d.json("PUT", f"/v1/functions/{name}?{query}", artifact())
+    status, doc = d.deploy(name, artifact(), runtime="exec", **params)
     assert status in (200, 201), doc
     return doc
 

@@ -11,13 +11,7 @@ import subprocess
 import threading
 import time
 
-from conftest import BUILD, wait_for
-
-
-def invoke(d, name, payload, timeout=30):
-    """(status, request id, body) of one invocation."""
-    status, hdrs, body = d.request("POST", f"/v1/functions/{name}/invoke", payload, timeout=timeout)
-    return status, hdrs.get("Spate-Request-Id"), body
+from conftest import BUILD, invoke_event, wait_for
 
 
 def logs(d, name, *args):
@@ -37,7 +31,7 @@ def test_lines_carry_version_instance_request_and_stream(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"])[0] == 201
     assert d.deploy("probe", functions["probe"])[0] == 200  # version 2
-    status, rid, _ = invoke(d, "probe", b"print:2")
+    status, rid, _ = invoke_event(d, "probe", b"print:2")
     assert status == 200
     out = logged(d, "probe", f"stderr of {rid}")
     assert re.search(rf"Z v2 instance \d+ req {rid} stdout: line 0 of {rid}", out), out
@@ -51,11 +45,11 @@ def test_lines_carry_version_instance_request_and_stream(spated, functions):
 def test_a_crash_is_in_the_functions_own_log(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"])[0] == 201
-    status, rid, body = invoke(d, "probe", b"abort")
+    status, rid, body = invoke_event(d, "probe", b"abort")
     assert status == 502 and rid, body
     out = logged(d, "probe", "killed by signal 6")
     assert f"req {rid} platform: instance ended during the invocation: killed by signal 6" in out
-    status, rid, body = invoke(d, "probe", b"crash")
+    status, rid, body = invoke_event(d, "probe", b"crash")
     assert status == 502
     logged(d, "probe", f"req {rid} platform: instance ended during the invocation: "
                        "killed by signal 11")
@@ -64,7 +58,7 @@ def test_a_crash_is_in_the_functions_own_log(spated, functions):
 def test_a_timeout_is_in_the_functions_own_log(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"], timeout=300)[0] == 201
-    status, rid, body = invoke(d, "probe", b"hang")
+    status, rid, body = invoke_event(d, "probe", b"hang")
     assert status == 504 and rid, body
     logged(d, "probe", f"req {rid} platform: invocation timed out after 300 ms: instance stopped")
 
@@ -73,7 +67,7 @@ def test_out_of_memory_is_in_the_functions_own_log(spated, functions):
     d = spated
     status, doc = d.deploy("hog", functions["hostile"], env="ATTACK%3Dmemory_hog", memory=32)
     assert status == 201, doc
-    status, rid, body = invoke(d, "hog", b"")
+    status, rid, body = invoke_event(d, "hog", b"")
     assert status == 502 and b"out of memory" in body, body
     logged(d, "hog", f"req {rid} platform: instance ended during the invocation: out of memory: "
                      "the instance used more than its 32 MB")
@@ -82,7 +76,7 @@ def test_out_of_memory_is_in_the_functions_own_log(spated, functions):
 def test_a_failed_start_is_in_the_functions_own_log(spated, functions):
     d = spated
     assert d.deploy("initfail", functions["init_fail"])[0] == 201
-    status, rid, body = invoke(d, "initfail", b"")
+    status, rid, body = invoke_event(d, "initfail", b"")
     assert status == 502 and rid, body
     logged(d, "initfail", f"req {rid} platform: instance could not start: spate_init returned 42")
 
@@ -90,13 +84,13 @@ def test_a_failed_start_is_in_the_functions_own_log(spated, functions):
 def test_filters(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"])[0] == 201
-    _, first, _ = invoke(d, "probe", b"print:1")
+    _, first, _ = invoke_event(d, "probe", b"print:1")
     logged(d, "probe", f"stderr of {first}")
-    assert invoke(d, "probe", b"abort")[0] == 502  # the next lines come from another instance
+    assert invoke_event(d, "probe", b"abort")[0] == 502  # the next lines come from another instance
     time.sleep(0.05)
     since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     time.sleep(0.05)
-    _, second, _ = invoke(d, "probe", b"print:1")
+    _, second, _ = invoke_event(d, "probe", b"print:1")
     logged(d, "probe", f"stderr of {second}")
 
     out = logs(d, "probe", "--request", second)
@@ -143,12 +137,12 @@ class Follower:
 def test_follow_alone_shows_only_new_lines(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"])[0] == 201
-    _, old, _ = invoke(d, "probe", b"print:1")
+    _, old, _ = invoke_event(d, "probe", b"print:1")
     logged(d, "probe", f"stderr of {old}")
     f = Follower(d, "probe")
     try:
         time.sleep(1.0)  # it has asked where the log ends by now
-        _, new, _ = invoke(d, "probe", b"print:1")
+        _, new, _ = invoke_event(d, "probe", b"print:1")
         assert wait_for(lambda: f"stderr of {new}" in f.text(), timeout=20), f.text()
         assert old not in f.text(), f.text()
     finally:
@@ -165,8 +159,8 @@ def test_follow_alone_shows_only_new_lines(spated, functions):
 def test_the_log_survives_a_restart(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"])[0] == 201
-    _, before, _ = invoke(d, "probe", b"print:1")
-    assert invoke(d, "probe", b"abort")[0] == 502
+    _, before, _ = invoke_event(d, "probe", b"print:1")
+    assert invoke_event(d, "probe", b"abort")[0] == 502
     logged(d, "probe", "killed by signal 6")
     last = d.json("GET", "/v1/functions/probe/logs")[1]["lines"][-1]["seq"]
     assert d.stop() == 0
@@ -175,7 +169,7 @@ def test_the_log_survives_a_restart(spated, functions):
     assert f"req {before} stderr: stderr of {before}" in out, out
     assert "platform: instance ended during the invocation: killed by signal 6" in out
     # Numbers go on from where they were: a follower's place stays good.
-    _, after, _ = invoke(d, "probe", b"print:1")
+    _, after, _ = invoke_event(d, "probe", b"print:1")
     logged(d, "probe", f"stderr of {after}")
     lines = d.json("GET", f"/v1/functions/probe/logs?after={last}")[1]["lines"]
     assert [x["request_id"] for x in lines] == [after, after], lines
@@ -208,7 +202,7 @@ def test_log_files_of_older_formats_and_damage(tmp_path, make_spated, functions)
     assert "left out 1 unreadable line of" in d.log()
     # Written on: the cut line is ended first, and the numbers go on.
     assert d.deploy("probe", functions["probe"])[0] == 201
-    _, rid, _ = invoke(d, "probe", b"print:1")
+    _, rid, _ = invoke_event(d, "probe", b"print:1")
     logged(d, "probe", f"stderr of {rid}")
     assert d.stop() == 0
     text = (data / "logs" / "probe.log").read_text()
@@ -222,7 +216,7 @@ def test_log_files_of_older_formats_and_damage(tmp_path, make_spated, functions)
 def test_logs_of_a_removed_function(spated, functions):
     d = spated
     assert d.deploy("probe", functions["probe"])[0] == 201
-    _, rid, _ = invoke(d, "probe", b"print:1")
+    _, rid, _ = invoke_event(d, "probe", b"print:1")
     logged(d, "probe", f"stderr of {rid}")
     r = d.cli("rm", "probe")
     assert r.returncode == 0, r.stderr
@@ -235,7 +229,7 @@ def test_logs_of_a_removed_function(spated, functions):
     assert f"stderr of {rid}" in logs(d, "probe")
     # Deployed again under the same name: the log goes on.
     assert d.deploy("probe", functions["probe"])[0] == 201
-    _, again, _ = invoke(d, "probe", b"print:1")
+    _, again, _ = invoke_event(d, "probe", b"print:1")
     out = logged(d, "probe", f"stderr of {again}")
     assert f"stderr of {rid}" in out
     # Its files gone, so is its log.

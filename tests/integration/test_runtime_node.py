@@ -9,18 +9,16 @@ zip holds the handler's files, spate's client under .spate-node/ and a tiny
 bootstrap that runs it (node_function below, the one place that knows)."""
 
 import concurrent.futures
-import io
 import json
 import os
 import pathlib
 import re
 import signal
 import subprocess
-import zipfile
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, invoke_event, wait_for, zipped
 
 CLIENT = ROOT / "runtimes/nodejs"
 NODE = "/usr/bin/node"
@@ -36,33 +34,18 @@ def node_function(files, handler="index.handler"):
     boot = (f"#!/bin/sh\nexport _HANDLER='{handler}'\n"
             f"exec {NODE} \"$LAMBDA_TASK_ROOT/.spate-node/runtime.cjs\"\n").encode()
     entries = {"bootstrap": boot, ".spate-node/runtime.cjs": (CLIENT / "runtime.cjs").read_bytes()}
-    entries.update({k: v.encode() if isinstance(v, str) else v for k, v in files.items()})
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in entries.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (0o100755 if name == "bootstrap" else 0o100644) << 16
-            z.writestr(info, data)
-    return buf.getvalue()
+    return zipped({**entries, **files})
 
 
 def deploy_node(d, name, files, handler="index.handler", **params):
-    query = "&".join(["runtime=exec"] + [f"{k}={v}" for k, v in params.items()])
-    status, doc = d.json("PUT", f"/v1/functions/{name}?{query}", node_function(files, handler))
+    status, doc = d.deploy(name, node_function(files, handler), runtime="exec", **params)
     assert status in (200, 201), doc
     return doc
 
 
-def invoke(d, name, event):
-    """POSTs event (JSON-encoded unless bytes); (status, request id, body)."""
-    body = event if isinstance(event, bytes) else json.dumps(event).encode()
-    status, headers, data = d.request("POST", f"/v1/functions/{name}/invoke", body)
-    return status, headers.get("Spate-Request-Id"), data
-
-
 def call(d, name, event):
     """The decoded answer of an invocation that must succeed."""
-    status, _, data = invoke(d, name, event)
+    status, _, data = invoke_event(d, name, event)
     assert status == 200, data
     return json.loads(data)
 
@@ -109,7 +92,7 @@ exports.handler = async (event, context) => {
 def test_an_async_handler_and_its_context(spated):
     d = spated
     deploy_node(d, "ctx", {"index.js": CONTEXT_HANDLER}, timeout=7000)
-    status, rid, body = invoke(d, "ctx", {"a": [1, 2], "s": "é"})
+    status, rid, body = invoke_event(d, "ctx", {"a": [1, 2], "s": "é"})
     assert status == 200, body
     doc = json.loads(body)
     assert doc["event"] == {"a": [1, 2], "s": "é"}
@@ -167,10 +150,10 @@ exports.handler = async (event) => {
   if (event.kind === 'number') return 42;
   return [true, null];
 };"""})
-    assert invoke(spated, "v", {"kind": "undefined"})[2] == b"null"
-    assert invoke(spated, "v", {"kind": "string"})[2] == b'"text"'
-    assert invoke(spated, "v", {"kind": "number"})[2] == b"42"
-    assert invoke(spated, "v", {"kind": "list"})[2] == b"[true,null]"
+    assert invoke_event(spated, "v", {"kind": "undefined"})[2] == b"null"
+    assert invoke_event(spated, "v", {"kind": "string"})[2] == b'"text"'
+    assert invoke_event(spated, "v", {"kind": "number"})[2] == b"42"
+    assert invoke_event(spated, "v", {"kind": "list"})[2] == b"[true,null]"
 
 
 # A callback handler whose timer outlives the callback: the result object is
@@ -191,7 +174,7 @@ def test_callback_waits_for_the_empty_event_loop_by_default(spated):
     # A handler that neither returns a promise nor calls back answers null
     # once its event loop is empty.
     deploy_node(spated, "silent", {"index.js": "exports.handler = () => { setTimeout(() => {}, 50); };"})
-    assert invoke(spated, "silent", {})[0:3:2] == (200, b"null")
+    assert invoke_event(spated, "silent", {})[0:3:2] == (200, b"null")
 
 
 @pytest.mark.parametrize("layout,handler", [
@@ -266,15 +249,15 @@ exports.handler = async (event, context) => {
 def test_errors_are_function_errors_with_their_type(spated):
     d = spated
     deploy_node(d, "err", {"index.js": ERRORS})
-    status, rid, body = invoke(d, "err", {"mode": "throw", "detail": "x"})
+    status, rid, body = invoke_event(d, "err", {"mode": "throw", "detail": "x"})
     assert status == 502 and error_of(body) == "Error: boom: x", body
-    status, _, body = invoke(d, "err", {"mode": "custom"})
+    status, _, body = invoke_event(d, "err", {"mode": "custom"})
     assert status == 502 and error_of(body) == "ValidationError: bad input", body
-    status, _, body = invoke(d, "err", {"mode": "reject"})
+    status, _, body = invoke_event(d, "err", {"mode": "reject"})
     assert status == 502 and error_of(body) == "string: just a string", body
-    status, _, body = invoke(d, "err", {"mode": "type"})
+    status, _, body = invoke_event(d, "err", {"mode": "type"})
     assert status == 502 and error_of(body).startswith("TypeError: Cannot read properties of null"), body
-    status, _, body = invoke(d, "err", {"mode": "circular"})
+    status, _, body = invoke_event(d, "err", {"mode": "circular"})
     assert status == 502 and "Runtime.SerializationError" in error_of(body), body
     # The instance survives its handler's errors.
     assert call(d, "err", {}) == "fine"
@@ -294,13 +277,13 @@ exports.handler = (event, context, callback) => {
   if (event.failString) return callback('plain failure');
   context.fail();
 };"""})
-    status, _, body = invoke(d, "cb", {"fail": True})
+    status, _, body = invoke_event(d, "cb", {"fail": True})
     assert status == 502 and error_of(body) == "RangeError: out of range"
-    status, _, body = invoke(d, "cb", {"failString": True})
+    status, _, body = invoke_event(d, "cb", {"failString": True})
     assert status == 502 and error_of(body) == "string: plain failure"
-    status, _, body = invoke(d, "cb", {})
+    status, _, body = invoke_event(d, "cb", {})
     assert status == 502 and error_of(body) == "string: handled"
-    status, _, body = invoke(d, "cb", b"not json")
+    status, _, body = invoke_event(d, "cb", b"not json")
     assert status == 502 and error_of(body).startswith("SyntaxError: "), body
 
 
@@ -314,13 +297,13 @@ exports.handler = async (event) => {
   return process.pid;
 };"""}, timeout=20000)
     first = call(d, "crash", {})
-    status, _, body = invoke(d, "crash", {"mode": "timer"})
+    status, _, body = invoke_event(d, "crash", {"mode": "timer"})
     assert status == 502 and error_of(body) == "Error: thrown from a timer", body
     # The process ends after its error is posted (a call that reached its
     # mailbox before then would fail with it: spated does not move it).
     assert wait_for(lambda: no_instance(d, "crash"), timeout=15)
     second = call(d, "crash", {})
-    status, _, body = invoke(d, "crash", {"mode": "rejection"})
+    status, _, body = invoke_event(d, "crash", {"mode": "rejection"})
     assert status == 502 and error_of(body) == "Error: nobody catches this", body
     assert wait_for(lambda: no_instance(d, "crash"), timeout=15)
     third = call(d, "crash", {})
@@ -358,7 +341,7 @@ exports.handler = async (event) => {
 };"""}, timeout=60000)
     assert call(d, "victim", {}) == "alive"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        future = pool.submit(invoke, d, "victim", {"hang": True})
+        future = pool.submit(invoke_event, d, "victim", {"hang": True})
         logged(d, "victim", "hanging")
         pids = node_processes("victim")
         assert len(pids) == 1, pids
@@ -383,7 +366,7 @@ exports.handler = async (event) => {
   console.debug('debug');
   return 'ok';
 };"""})
-    status, rid, body = invoke(d, "log", {"who": "world"})
+    status, rid, body = invoke_event(d, "log", {"who": "world"})
     assert status == 200, body
     out = logged(d, "log", "careful")
     iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -416,7 +399,7 @@ exports.handler = async (event) => {
 def test_a_handler_that_cannot_load_fails_init(spated, tmp_path, files, handler, expect):
     d = spated
     deploy_node(d, "broken", files, handler=handler)
-    status, _, body = invoke(d, "broken", {})
+    status, _, body = invoke_event(d, "broken", {})
     assert status == 502, body
     assert f"instance failed to start: {expect}" in json.loads(body)["error"], body
     assert d.json("GET", "/v1/health")[0] == 200
@@ -461,7 +444,7 @@ exports.handler = async (event) => event.size ? 'x'.repeat(event.size) : event.d
     assert call(d, "big", {"data": data}) == len(data)
     assert len(call(d, "big", {"size": 1024 * 1024})) == 1024 * 1024
     # Over spated's 6 MiB: a function error, and the instance goes on.
-    status, _, body = invoke(d, "big", {"size": 6 * 1024 * 1024 + 1})
+    status, _, body = invoke_event(d, "big", {"size": 6 * 1024 * 1024 + 1})
     assert status == 502 and "over the limit" in json.loads(body)["error"], body
     assert call(d, "big", {"data": "abc"}) == 3
 

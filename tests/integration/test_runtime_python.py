@@ -1,16 +1,13 @@
 """Python functions as Lambda users write them: `--runtime python3 --handler
 MODULE.FUNCTION` over a .py file or a zip laid out as a Lambda package, run by
 spate's own runtime client (runtimes/python3/bootstrap) as an exec function."""
-import io
 import json
 import os
 import signal
-import time
-import zipfile
 
 import pytest
 
-from conftest import wait_for
+from conftest import invoke_event, wait_for, zipped
 
 APP = b'''
 import json
@@ -53,23 +50,9 @@ def handler(event, context):
 '''
 
 
-def zipped(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
 def deploy_py(d, name, artifact, handler="app.handler", **params):
     params = dict(runtime="python3", handler=handler, **params)
     return d.deploy(name, artifact, **params)
-
-
-def invoke_json(d, name, event):
-    status, headers, body = d.request("POST", f"/v1/functions/{name}/invoke",
-                                      json.dumps(event).encode())
-    return status, headers.get("Spate-Request-Id"), body
 
 
 def test_a_handler_file_is_deployed_and_invoked(spated):
@@ -79,7 +62,7 @@ def test_a_handler_file_is_deployed_and_invoked(spated):
     assert doc["config"]["runtime"] == "python3"
     assert doc["config"]["handler"] == "app.handler"
     assert d.describe("py")["config"]["handler"] == "app.handler"
-    status, rid, body = invoke_json(d, "py", {"a": [1, 2], "b": "x"})
+    status, rid, body = invoke_event(d, "py", {"a": [1, 2], "b": "x"})
     assert status == 200, body
     out = json.loads(body)
     assert out["event"] == {"a": [1, 2], "b": "x"}
@@ -91,11 +74,11 @@ def test_a_handler_file_is_deployed_and_invoked(spated):
     assert out["log_stream"]
     assert 0 < out["remaining"] <= 5000
     # The module is imported once per instance: its globals live on.
-    assert json.loads(invoke_json(d, "py", {})[2])["count"] >= 2
+    assert json.loads(invoke_event(d, "py", {})[2])["count"] >= 2
     # os.environ: the function's variables and Lambda's.
     status, doc = deploy_py(d, "py", APP, env="GREETING%3Dhi")
     assert status == 200, doc
-    status, _, body = invoke_json(d, "py", {"what": "env", "keys": [
+    status, _, body = invoke_event(d, "py", {"what": "env", "keys": [
         "GREETING", "_HANDLER", "LAMBDA_TASK_ROOT", "AWS_LAMBDA_FUNCTION_NAME"]})
     assert json.loads(body) == {"GREETING": "hi", "_HANDLER": "app.handler",
                                 "LAMBDA_TASK_ROOT": "/var/task", "AWS_LAMBDA_FUNCTION_NAME": "py"}
@@ -109,15 +92,15 @@ def test_a_handler_file_is_deployed_and_invoked(spated):
 def test_an_exception_is_a_function_error_naming_its_type(spated):
     d = spated
     assert deploy_py(d, "py", APP)[0] == 201
-    status, _, body = invoke_json(d, "py", {"what": "fail", "why": "no name"})
+    status, _, body = invoke_event(d, "py", {"what": "fail", "why": "no name"})
     assert status == 502, body
     doc = json.loads(body)
     assert doc["code"] == "function_error"
     assert doc["error"].startswith("ValueError: bad input: no name"), doc
-    status, _, body = invoke_json(d, "py", {"what": "unserialisable"})
+    status, _, body = invoke_event(d, "py", {"what": "unserialisable"})
     assert status == 502 and "Runtime.MarshalError" in json.loads(body)["error"], body
     # The instance lives on after both.
-    assert invoke_json(d, "py", {})[0] == 200
+    assert invoke_event(d, "py", {})[0] == 200
 
 
 def test_a_zip_package_with_a_dependency_and_the_cli(spated, tmp_path):
@@ -199,7 +182,7 @@ def test_bad_runtime_parameters_are_refused(spated, params, expect):
 def test_print_lines_reach_the_log_with_the_request_id(spated):
     d = spated
     assert deploy_py(d, "py", APP)[0] == 201
-    status, rid, body = invoke_json(d, "py", {"what": "print"})
+    status, rid, body = invoke_event(d, "py", {"what": "print"})
     assert status == 200, body
 
     def logged():
@@ -213,10 +196,10 @@ def test_print_lines_reach_the_log_with_the_request_id(spated):
 def test_a_runtime_killed_mid_invocation(spated):
     d = spated
     assert deploy_py(d, "py", APP, timeout=30000)[0] == 201
-    assert invoke_json(d, "py", {})[0] == 200
+    assert invoke_event(d, "py", {})[0] == 200
     import threading
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=invoke_json(d, "py", {"what": "sleep", "s": 20})))
+    t = threading.Thread(target=lambda: result.update(r=invoke_event(d, "py", {"what": "sleep", "s": 20})))
     t.start()
 
     def bootstrap_pid():
@@ -247,7 +230,7 @@ def test_a_runtime_killed_mid_invocation(spated):
     assert status == 502, body
     assert "killed by signal 9" in json.loads(body)["error"], body
     # The next invocation gets a new instance.
-    assert invoke_json(d, "py", {"x": 1})[0] == 200
+    assert invoke_event(d, "py", {"x": 1})[0] == 200
 
 
 FORKED = b"""
@@ -276,7 +259,7 @@ def test_instances_fork_from_a_zygote_unless_the_function_opts_out(spated):
     # Instances run side by side, each in a cgroup of its own.
     import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        outs = list(ex.map(lambda _: json.loads(invoke_json(d, "z", {})[2]), range(8)))
+        outs = list(ex.map(lambda _: json.loads(invoke_event(d, "z", {})[2]), range(8)))
     assert {o["import_pid"] for o in outs} == {first["import_pid"]}
     cgroups = {o["pid"]: o["cgroup"] for o in outs + [first]}
     assert len(set(cgroups.values())) == len(cgroups), cgroups

@@ -455,15 +455,9 @@ def test_kill_9_under_load_loses_nothing(make_spated, functions, tmp_path):
 
 
 def test_full_disk_refuses_publishes_and_keeps_what_was_acknowledged(functions, tmp_path):
-    from conftest import Spated
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs",
-                                            str(mnt)]).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    d = Spated(tmp_path, data=mnt / "data")
-    try:
-        d.start()
+    from conftest import spated_on_small_disk
+    with spated_on_small_disk(tmp_path, "3m") as (d, filler):
+        mnt = filler.parent
         # Nothing consumes while the disk fills: the trigger comes after the
         # restart, and starts at the oldest message the topic stores. (A
         # function with triggers can no longer be deleted from under them.)
@@ -491,9 +485,6 @@ def test_full_disk_refuses_publishes_and_keeps_what_was_acknowledged(functions, 
         assert wait_for(lambda: topic_stats(d, "fill")["depth"] == 0, timeout=60, step=0.2)
         ran = {p for k, p, *_ in records(rec) if k == "S"}
         assert set(acked) <= ran, f"{len(set(acked) - ran)} acknowledged messages were lost"
-    finally:
-        d.stop()
-        subprocess.run(["umount", "-l", str(mnt)])
 
 
 def max_concurrent(path):

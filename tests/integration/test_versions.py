@@ -114,6 +114,23 @@ def test_alias_weights_moves_and_removal(spated, functions):
     assert d.cli("alias", "rm", "app", "live").returncode == 3
 
 
+def test_a_nul_in_an_alias_or_rollback_body_is_refused(spated, functions):
+    """cJSON ends a string at an escaped NUL: "version\\u0000x" was read as
+    "version" (the alias was set, the rollback done, without a word)."""
+    d = spated
+    d.deploy("app", functions["probe"])
+    d.deploy("app", functions["probe"], env="TAG=two")
+    status, doc = d.json("PUT", "/v1/functions/app/aliases/live", b'{"version\\u0000x": 1}')
+    assert status == 400 and doc["code"] == "bad_alias" and "NUL" in doc["error"], doc
+    assert d.json("GET", "/v1/functions/app/aliases/live")[0] == 404
+    status, doc = d.json("POST", "/v1/functions/app/rollback", b'{"version\\u0000x": 1}')
+    assert status == 400 and "NUL" in doc["error"], doc
+    assert d.describe("app")["version"] == 2
+    # An escaped backslash before u0000 is text, not a NUL.
+    status, doc = d.json("PUT", "/v1/functions/app/aliases/live", b'{"version": 1, "n": "\\\\u0000"}')
+    assert status == 201, doc
+
+
 def test_rollback(spated, functions):
     d = spated
     d.deploy("app", functions["hello"], timeout=7000)   # v1
