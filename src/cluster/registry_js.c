@@ -4,8 +4,11 @@
  * Each node keeps its own registry (SQLite, wrapped here: versions, numbers
  * and artifact files are local) and the nodes agree through a JetStream
  * key-value bucket:
- *   fn.NAME           {"sha256", "size", "origin", "config"}: the function's
- *                     active version, its artifact in the artifact stream
+ *   fn.NAME           {"sha256", "size", "origin", "config", "version"}: the
+ *                     function's active version, its artifact in the artifact
+ *                     stream, and its number: each node stores it under that
+ *                     number, so NAME:3 is the same code everywhere
+ *   al.FUNCTION.ALIAS an alias (entries.c); kept in memory like schedules
  *   tr.FUNCTION.TOPIC the trigger's configuration (registry_trigger_json)
  *   sc.NAME           a schedule, with the time it last fired (entries.c)
  *   so.NAME           a source, its URL whole (entries.c)
@@ -17,7 +20,14 @@
  * this node match through this same registry: a put of exactly the version
  * being applied, or a delete being applied, is recorded here only.
  *
- * Schedules and sources live in the bucket only: this registry keeps the
+ * A rollback is an fn entry naming a version a node has already: that node
+ * makes it active again (registry_events.function_activate) rather than
+ * deploying it anew; one that lacks it (it joined later) stores it under
+ * its number. Two nodes that deploy one function at the same moment both
+ * number their version alike: the last write to the bucket stands, and a
+ * node that kept the other under that number logs that it cannot apply it.
+ *
+ * Schedules, sources and aliases live in the bucket only: this registry keeps the
  * bucket's view of them in memory (changed at once by a put or remove made
  * through it, then by what the watcher hears), and tells their watchers
  * when another node changed them; registry_sync answers once the writes
@@ -49,6 +59,12 @@ typedef struct fn_sync {
      * only. Not applying, which a fetch sets too: a delete made through
      * this node meanwhile is the user's, and goes to the bucket. */
     int deleting;
+    /* The version this node runs (0: none): each_version lists the newest
+     * first, which after a rollback is not the active one. */
+    uint32_t active;
+    /* The entry this node wrote last, until another node writes one: an
+     * older write of this node heard late is not the registry's say. */
+    char *wrote;
 } fn_sync;
 
 /* A trigger the bucket holds (registry_each_trigger). */
@@ -72,10 +88,11 @@ struct rjs {
     cluster *c;              /* NULL after cluster_stop */
     registry *local;
     registry_events ev;
-    strmap syncs;  /* name -> fn_sync */
-    strmap trigs;  /* FUNCTION.TOPIC -> tr_entry */
-    strmap scheds; /* NAME -> sc_entry */
-    strmap srcs;   /* NAME -> so_entry */
+    strmap syncs;   /* name -> fn_sync */
+    strmap trigs;   /* FUNCTION.TOPIC -> tr_entry */
+    strmap scheds;  /* NAME -> sc_entry */
+    strmap srcs;    /* NAME -> so_entry */
+    strmap aliases; /* FUNCTION.ALIAS -> reg_alias */
     struct {
         registry_changed_cb cb;
         void *data;
@@ -86,6 +103,8 @@ struct rjs {
     pthread_t watcher;
     int watching;
 };
+
+#define RJS(x) ((rjs *)(x))
 
 /* Blocking work for the worker thread. */
 enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT, JOB_FIRED, JOB_SYNC };
@@ -120,6 +139,13 @@ static char *entry_json(const rjs *r, const reg_version *v)
     cJSON_AddNumberToObject(o, "size", (double)v->size);
     cJSON_AddStringToObject(o, "origin", r->c->id);
     cJSON_AddItemToObject(o, "config", fnconfig_json(&v->config, 1, 1));
+    cJSON_AddNumberToObject(o, "version", v->version);
+    /* The highest number given so far: a node that joined later (it has
+     * only the versions made active since) numbers its next deploy after
+     * it, not after its own. */
+    uint32_t next = 0;
+    registry_next_version(r->local, v->function, &next);
+    cJSON_AddNumberToObject(o, "latest", next > v->version ? next - 1 : v->version);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -158,13 +184,38 @@ static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
     return rc;
 }
 
-/* The same version and configuration, whoever deployed it. */
+/* The version number an entry's text names (member "version"; "latest":
+ * the highest given); 0 if none (one written before numbers were shared:
+ * the applying node numbers it itself). */
+static uint32_t entry_number(const char *text, const char *member)
+{
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, member);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    cJSON_Delete(o);
+    return d >= 1 && d <= UINT32_MAX ? (uint32_t)d : 0;
+}
+
+static uint32_t entry_version(const char *text)
+{
+    return entry_number(text, "version");
+}
+
+/* The same version and configuration, whoever deployed it. An entry
+ * without a number matches on the rest (one from an older spate would
+ * otherwise be deployed again at each start). */
 static int same_entry(const char *x, const char *y)
 {
     if (!x || !y) return 0;
     cJSON *a = cJSON_Parse(x), *b = cJSON_Parse(y);
     cJSON_DeleteItemFromObject(a, "origin");
     cJSON_DeleteItemFromObject(b, "origin");
+    cJSON_DeleteItemFromObject(a, "latest"); /* each node's own history */
+    cJSON_DeleteItemFromObject(b, "latest");
+    if (!cJSON_HasObjectItem(a, "version") || !cJSON_HasObjectItem(b, "version")) {
+        cJSON_DeleteItemFromObject(a, "version");
+        cJSON_DeleteItemFromObject(b, "version");
+    }
     int same = cJSON_Compare(a, b, 1);
     cJSON_Delete(a);
     cJSON_Delete(b);
@@ -173,22 +224,34 @@ static int same_entry(const char *x, const char *y)
 
 typedef struct first {
     rjs *r;
+    uint32_t version; /* 0: the first listed, the active one */
     char *entry;
 } first;
 
 static int first_version(const reg_version *v, int64_t created, void *data)
 {
     first *f = data;
+    if (f->version && v->version != f->version) return 0;
     f->entry = entry_json(f->r, v);
     return 1;
 }
 
-/* The entry of what this node runs of name (its active version), or NULL. */
-static char *local_entry(rjs *r, const char *name)
+/* The entry of version of name as this node has it (0: what it runs, its
+ * active version), or NULL. */
+static char *version_entry(rjs *r, const char *name, uint32_t version)
 {
-    first f = {r, NULL};
+    first f = {r, version, NULL};
     registry_each_version(r->local, name, first_version, &f);
     return f.entry;
+}
+
+static fn_sync *sync_of(rjs *r, const char *name);
+
+/* The entry of what this node runs of name, or NULL. */
+static char *local_entry(rjs *r, const char *name)
+{
+    fn_sync *s = sync_of(r, name);
+    return s && s->active ? version_entry(r, name, s->active) : NULL;
 }
 
 static fn_sync *sync_of(rjs *r, const char *name)
@@ -383,6 +446,29 @@ static void on_kv_deployed(void *data, int status, const char *message, uint32_t
     free(d);
 }
 
+/* The registry's entry names a version this node has but does not run (a
+ * rollback made elsewhere): make it active here. 1 when that started. */
+static int activate(rjs *r, fn_sync *s)
+{
+    uint32_t version = entry_version(s->entry);
+    char *have = version ? version_entry(r, s->name, version) : NULL;
+    int same = same_entry(have, s->entry);
+    free(have);
+    kv_deploy *d = same && r->ev.function_activate ? calloc(1, sizeof *d) : NULL;
+    char *deploying = d ? strdup(s->entry) : NULL;
+    if (!deploying) {
+        free(d);
+        return 0;
+    }
+    d->r = r;
+    snprintf(d->name, sizeof d->name, "%s", s->name);
+    free(s->deploying);
+    s->deploying = deploying;
+    s->applying = 1;
+    r->ev.function_activate(s->name, version, on_kv_deployed, d, r->ev.data);
+    return 1;
+}
+
 /* The registry holds a version of name this node does not run: fetch its
  * artifact and deploy it; or it holds none of a function this node runs:
  * delete it here. */
@@ -415,7 +501,7 @@ static void apply(rjs *r, const char *name)
     int same = same_entry(mine, s->entry);
     free(mine);
     fnconfig_free(&cfg);
-    if (same) return;
+    if (same || activate(r, s)) return;
     job *j = new_job(r, JOB_FETCH, name);
     if (!j) return;
     memcpy(j->sha, sha, sizeof j->sha);
@@ -606,11 +692,163 @@ static void on_source_entry(rjs *r, const char *name, const char *text)
     tell(r, REGISTRY_SOURCES);
 }
 
+/* --- Aliases -----------------------------------------------------------------------------------
+ */
+
+static int write_key(rjs *r, const char *key, char *value);
+
+static void alias_key(char *out, size_t cap, const char *function, const char *name)
+{
+    snprintf(out, cap, "%s.%s", function, name);
+}
+
+/* Puts a copy of a into the view (replacing the one of its key). */
+static int alias_keep(rjs *r, const reg_alias *a)
+{
+    char key[CLUSTER_KEY_MAX];
+    alias_key(key, sizeof key, a->function, a->name);
+    reg_alias *old = strmap_get(&r->aliases, key, strlen(key));
+    if (old) {
+        *old = *a;
+        return 0;
+    }
+    /* The map's key lives with the value: function and name, then the key. */
+    struct kept {
+        reg_alias a;
+        char key[CLUSTER_KEY_MAX];
+    } *k = calloc(1, sizeof *k);
+    if (!k) return ERR_NOMEM;
+    k->a = *a;
+    memcpy(k->key, key, sizeof key);
+    if (strmap_put(&r->aliases, k->key, k) != 0) {
+        free(k);
+        return ERR_NOMEM;
+    }
+    return 0;
+}
+
+static void aliases_changed(rjs *r, const char *function)
+{
+    if (r->ev.aliases_changed) r->ev.aliases_changed(function, r->ev.data);
+}
+
+/* key is FUNCTION.ALIAS (an alias has no dot); text the alias, NULL when
+ * removed. */
+static void on_alias_entry(rjs *r, const char *key, const char *text)
+{
+    const char *dot = strrchr(key, '.');
+    if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) return;
+    char function[SPATE_NAME_MAX + 1];
+    snprintf(function, sizeof function, "%.*s", (int)(dot - key), key);
+    if (!text) {
+        free(strmap_remove(&r->aliases, key));
+        aliases_changed(r, function);
+        return;
+    }
+    reg_alias a;
+    if (cluster__alias_parse(text, &a) != 0 || strcmp(a.function, function) != 0 ||
+        strcmp(a.name, dot + 1) != 0) {
+        log_warn("cluster: malformed registry entry al.%s: ignored", key);
+        return;
+    }
+    if (alias_keep(r, &a) != 0) {
+        log_error("cluster: out of memory for alias %s", key);
+        return;
+    }
+    aliases_changed(r, function);
+}
+
+static int js_alias_put(registry *reg, const reg_alias *a)
+{
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    char *value = cluster__alias_json(a), key[CLUSTER_KEY_MAX + 8];
+    if (!value || alias_keep(r, a) != 0) {
+        free(value);
+        return ERR_NOMEM;
+    }
+    snprintf(key, sizeof key, "al.%s.%s", a->function, a->name);
+    return write_key(r, key, value);
+}
+
+static int js_alias_remove(registry *reg, const char *function, const char *name)
+{
+    rjs *r = RJS(reg);
+    if (!r->c) return ERR_CLOSED;
+    char key[CLUSTER_KEY_MAX + 8];
+    alias_key(key, sizeof key, function, name);
+    void *old = strmap_remove(&r->aliases, key);
+    if (!old) return ERR_NOTFOUND;
+    free(old);
+    snprintf(key, sizeof key, "al.%s.%s", function, name);
+    return write_key(r, key, NULL);
+}
+
+typedef struct alias_pick {
+    const char *function; /* NULL: every function's */
+    const reg_alias **v;
+    size_t n;
+} alias_pick;
+
+static void pick_alias(const char *key, void *value, void *data)
+{
+    alias_pick *p = data;
+    const reg_alias *a = value;
+    if (!p->function || strcmp(a->function, p->function) == 0) p->v[p->n++] = a;
+}
+
+static int by_function_then_name(const void *x, const void *y)
+{
+    const reg_alias *a = *(const reg_alias *const *)x, *b = *(const reg_alias *const *)y;
+    int c = strcmp(a->function, b->function);
+    return c ? c : strcmp(a->name, b->name);
+}
+
+/* The view's aliases of function (NULL: all) in order; caller frees p->v. */
+static int collect_aliases(rjs *r, const char *function, alias_pick *p)
+{
+    *p = (alias_pick){.function = function, .v = calloc(r->aliases.count + 1, sizeof *p->v)};
+    if (!p->v) return ERR_NOMEM;
+    strmap_each(&r->aliases, pick_alias, p);
+    qsort(p->v, p->n, sizeof *p->v, by_function_then_name);
+    return 0;
+}
+
+static int js_each_alias(registry *reg, const char *function, registry_alias_cb cb, void *data)
+{
+    alias_pick p;
+    if (collect_aliases(RJS(reg), function, &p) != 0) return ERR_NOMEM;
+    for (size_t i = 0; i < p.n; i++) cb(p.v[i], data);
+    free(p.v);
+    return 0;
+}
+
+/* function is deleted: its aliases go from the view, and with write (the
+ * delete was made here) from the bucket. */
+static void drop_aliases(rjs *r, const char *function, int write)
+{
+    alias_pick p;
+    if (collect_aliases(r, function, &p) != 0) return;
+    for (size_t i = 0; i < p.n; i++) {
+        char name[SPATE_ALIAS_MAX + 1];
+        snprintf(name, sizeof name, "%s", p.v[i]->name);
+        if (write && r->c)
+            js_alias_remove((registry *)r, function, name);
+        else {
+            char key[CLUSTER_KEY_MAX];
+            alias_key(key, sizeof key, function, name);
+            free(strmap_remove(&r->aliases, key));
+        }
+    }
+    free(p.v);
+}
+
 /* A function here that the registry does not hold (deleted while this node
  * was away) goes: in cluster mode the registry decides. */
 static int reconcile_one(const reg_version *v, int64_t created, void *data)
 {
-    sync_of(data, v->function);
+    fn_sync *s = sync_of(data, v->function);
+    if (s) s->active = v->version;
     return 0;
 }
 
@@ -706,6 +944,8 @@ static void drop_change(void *arg)
     free(ch);
 }
 
+static int stale_echo(rjs *r, fn_sync *s, const char *text);
+
 static void on_change(void *arg)
 {
     change *ch = arg;
@@ -720,9 +960,13 @@ static void on_change(void *arg)
             on_schedule_entry(r, ch->key, ch->text);
         } else if (ch->kind == CLUSTER_CH_SOURCE) {
             on_source_entry(r, ch->key, ch->text);
+        } else if (ch->kind == CLUSTER_CH_ALIAS) {
+            on_alias_entry(r, ch->key, ch->text);
         } else {
             fn_sync *s = sync_of(r, ch->key);
-            if (s) {
+            if (s && stale_echo(r, s, ch->text)) {
+                /* keep the newer entry this node wrote */
+            } else if (s) {
                 free(s->entry);
                 s->entry = ch->text; /* NULL for a delete */
                 ch->text = NULL;
@@ -731,6 +975,21 @@ static void on_change(void *arg)
         }
     }
     drop_change(ch);
+}
+
+/* An entry this node wrote heard back after it wrote a newer one. Another
+ * node's entry ends the wait for the echo of the last. */
+static int stale_echo(rjs *r, fn_sync *s, const char *text)
+{
+    if (!s->wrote) return 0;
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    const cJSON *origin = cJSON_GetObjectItemCaseSensitive(o, "origin");
+    int mine = cJSON_IsString(origin) && strcmp(origin->valuestring, r->c->id) == 0;
+    cJSON_Delete(o);
+    if (mine && !same_entry(text, s->wrote)) return 1;
+    free(s->wrote);
+    s->wrote = NULL;
+    return 0;
 }
 
 /* From the watcher thread (watch.c): a change, for the loop. */
@@ -761,11 +1020,59 @@ void cluster__registry_stop(rjs *r)
 
 /* --- The registry interface ------------------------------------------------------------------ */
 
-#define RJS(x) ((rjs *)(x))
-
+/* A version being applied from the registry keeps the number it has
+ * there; a new one comes after every number given, here or elsewhere. */
 static int js_next_version(registry *reg, const char *name, uint32_t *out)
 {
-    return registry_next_version(RJS(reg)->local, name, out);
+    rjs *r = RJS(reg);
+    fn_sync *s = strmap_get(&r->syncs, name, strlen(name));
+    uint32_t v = s && s->deploying ? entry_version(s->deploying) : 0;
+    if (v) {
+        *out = v;
+        return 0;
+    }
+    int rc = registry_next_version(r->local, name, out);
+    uint32_t latest = s && s->entry ? entry_number(s->entry, "latest") : 0;
+    if (rc == 0 && latest && latest < UINT32_MAX && latest + 1 > *out) *out = latest + 1;
+    return rc;
+}
+
+/* Writes value (taken), the entry of name's active version whose artifact
+ * is sha, to the bucket with the artifact's chunks (again: one no entry
+ * named may have been purged). */
+static void publish_entry(rjs *r, const char *name, const char *sha, char *value)
+{
+    fn_sync *s = sync_of(r, name);
+    job *j = new_job(r, JOB_PUBLISH, name);
+    if (!j) {
+        free(value);
+        return;
+    }
+    memcpy(j->sha, sha, sizeof j->sha);
+    registry_artifact_path(r->local, sha, 0, j->path, sizeof j->path);
+    j->value = value;
+    /* What this node runs is what the registry will say: no need to apply it. */
+    if (s) {
+        char *old = s->entry;
+        s->entry = j->value ? strdup(j->value) : NULL;
+        purge_if_unused(r, j, old);
+        free(old);
+        free(s->wrote);
+        s->wrote = j->value ? strdup(j->value) : NULL;
+    }
+    submit(j);
+}
+
+/* The registry's own version (or activation), being applied here: value
+ * is freed. */
+static int applying_own(rjs *r, const char *name, char *value)
+{
+    fn_sync *s = sync_of(r, name);
+    if (!value || (s && s->deploying && same_entry(value, s->deploying))) {
+        free(value);
+        return 1;
+    }
+    return 0;
 }
 
 /* Recorded here; and, unless it is the version being applied from the
@@ -774,44 +1081,55 @@ static int js_put_version(registry *reg, const reg_version *v)
 {
     rjs *r = RJS(reg);
     int rc = registry_put_version(r->local, v);
+    fn_sync *s = rc == 0 ? sync_of(r, v->function) : NULL;
+    if (s) s->active = v->version;
     if (rc != 0 || !r->c) return rc;
     char *value = entry_json(r, v);
-    fn_sync *s = sync_of(r, v->function);
-    if (s && s->deploying && same_entry(value, s->deploying)) {
-        free(value); /* the registry's own version, applied here */
-        return 0;
-    }
-    job *j = new_job(r, JOB_PUBLISH, v->function);
-    if (!j) {
+    if (!applying_own(r, v->function, value)) publish_entry(r, v->function, v->sha256, value);
+    return 0;
+}
+
+/* A rollback: recorded here, then the version's entry goes to the bucket
+ * as a put's does. Making the active version active (functions_rollback's
+ * probe) writes nothing. */
+static int js_activate(registry *reg, const char *name, uint32_t version)
+{
+    rjs *r = RJS(reg);
+    char *was = local_entry(r, name);
+    int already = entry_version(was) == version;
+    free(was);
+    int rc = registry_activate(r->local, name, version);
+    fn_sync *s = rc == 0 ? sync_of(r, name) : NULL;
+    if (s) s->active = version;
+    if (rc != 0 || !r->c || already) return rc;
+    char *value = version_entry(r, name, version), sha[HASH_HEX_LEN + 1];
+    if (applying_own(r, name, value)) return 0;
+    if (entry_sha(value, sha) != 0) {
         free(value);
         return 0;
     }
-    memcpy(j->sha, v->sha256, sizeof j->sha);
-    registry_artifact_path(r->local, v->sha256, 0, j->path, sizeof j->path);
-    j->value = value;
-    /* What this node runs is what the registry will say: no need to apply it. */
-    if (s) {
-        char *old = s->entry;
-        s->entry = j->value ? strdup(j->value) : NULL;
-        purge_if_unused(r, j, old);
-        free(old);
-    }
-    submit(j);
+    publish_entry(r, name, sha, value);
     return 0;
 }
+
+static void drop_aliases(rjs *r, const char *function, int write);
 
 static int js_delete_function(registry *reg, const char *name)
 {
     rjs *r = RJS(reg);
     int rc = registry_delete_function(r->local, name);
+    fn_sync *s = rc == 0 ? sync_of(r, name) : NULL;
+    if (s) s->active = 0;
     if (rc != 0 || !r->c) return rc;
-    fn_sync *s = sync_of(r, name);
+    drop_aliases(r, name, !(s && s->deleting));
     if (s && s->deleting) return 0; /* the registry's own delete, applied here */
     job *j = new_job(r, JOB_DELETE, name);
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     if (s) {
         char *old = s->entry;
         s->entry = NULL;
+        free(s->wrote); /* a delete: every earlier entry of this node is stale */
+        s->wrote = strdup("");
         if (j) purge_if_unused(r, j, old);
         free(old);
     }
@@ -912,6 +1230,7 @@ static void free_sync(const char *key, void *value, void *data)
     fn_sync *s = value;
     free(s->entry);
     free(s->deploying);
+    free(s->wrote);
     free(s);
 }
 
@@ -938,6 +1257,8 @@ static void js_close(registry *reg)
     strmap_free(&r->syncs);
     strmap_each(&r->trigs, free_trigger, NULL);
     strmap_free(&r->trigs);
+    strmap_each(&r->aliases, free_trigger, NULL); /* plain allocations both */
+    strmap_free(&r->aliases);
     strmap_each(&r->scheds, free_schedule, NULL);
     strmap_free(&r->scheds);
     strmap_each(&r->srcs, free_source, NULL);
@@ -1151,6 +1472,10 @@ static const registry_ops js_ops = {
     .sync = js_sync,
     .lease = js_lease,
     .lease_drop = js_lease_drop,
+    .activate = js_activate,
+    .alias_put = js_alias_put,
+    .alias_remove = js_alias_remove,
+    .each_alias = js_each_alias,
 };
 
 int cluster_registry(cluster *c, registry *local, registry **out)
@@ -1165,6 +1490,8 @@ int cluster_registry(cluster *c, registry *local, registry **out)
     strmap_init(&r->trigs);
     strmap_init(&r->scheds);
     strmap_init(&r->srcs);
+    strmap_init(&r->aliases);
+    registry_each_active(local, reconcile_one, r); /* what each function runs */
     c->reg = r;
     *out = (registry *)r;
     return 0;

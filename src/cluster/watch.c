@@ -44,7 +44,8 @@ static int change_kind(const char *key)
     } kinds[] = {{"fn.", CLUSTER_CH_FUNCTION},
                  {"tr.", CLUSTER_CH_TRIGGER},
                  {"sc.", CLUSTER_CH_SCHEDULE},
-                 {"so.", CLUSTER_CH_SOURCE}};
+                 {"so.", CLUSTER_CH_SOURCE},
+                 {"al.", CLUSTER_CH_ALIAS}};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strncmp(key, kinds[i].prefix, 3) == 0) return (int)kinds[i].kind;
     return -1;

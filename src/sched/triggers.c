@@ -676,6 +676,9 @@ queue *triggers_queue(triggers *tr)
 static void on_function_put(const char *name, fn_config *cfg, buf *artifact,
                             registry_applied_cb applied, void *applied_data, void *data);
 static int on_function_deleted(const char *name, void *data);
+static void on_function_activate(const char *name, uint32_t version, registry_applied_cb applied,
+                                 void *applied_data, void *data);
+static void on_aliases_changed(const char *function, void *data);
 static void on_trigger_put(const char *topic, const queue_sub_config *cfg, registry_done_cb applied,
                            void *applied_data, void *data);
 static void on_trigger_removed(const char *topic, const char *function, registry_done_cb applied,
@@ -688,6 +691,8 @@ void triggers_attach(triggers *tr, queue *q)
     registry_events ev = {
         .function_put = on_function_put,
         .function_deleted = on_function_deleted,
+        .function_activate = on_function_activate,
+        .aliases_changed = on_aliases_changed,
         .trigger_put = on_trigger_put,
         .trigger_removed = on_trigger_removed,
         .data = tr,
@@ -854,6 +859,26 @@ static int on_function_deleted(const char *name, void *data)
 {
     triggers *tr = data;
     return functions_delete(tr->table, name);
+}
+
+/* A rollback made elsewhere, to a version this node has. */
+static void on_function_activate(const char *name, uint32_t version, registry_applied_cb applied,
+                                 void *applied_data, void *data)
+{
+    triggers *tr = data;
+    applying *a = malloc(sizeof *a);
+    if (!a) {
+        applied(applied_data, 500, "out of memory", 0);
+        return;
+    }
+    *a = (applying){applied, applied_data};
+    functions_rollback(tr->table, name, version, on_fn_applied, a);
+}
+
+static void on_aliases_changed(const char *function, void *data)
+{
+    triggers *tr = data;
+    functions_aliases_reload(tr->table, function);
 }
 
 /* Applied to the queue only: the registry holds it already. */

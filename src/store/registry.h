@@ -38,8 +38,9 @@
  * Aliases: a name for a version of a function, which may also send a
  * percentage of its invocations to a second version (Lambda's routing
  * config). Deleting a function deletes its aliases. The cluster registry
- * does not keep them yet (its table leaves them NULL: ERR_NOTSUP), nor
- * activation of an older version.
+ * keeps them in its bucket, shared by every node (as schedules), and
+ * replicates an activation (a rollback) and each version's number: a
+ * version number means the same code on every node.
  *
  * All calls are made on the loop. What may take long (storing an artifact,
  * anything that waits for the network) completes through a callback; the
@@ -73,7 +74,9 @@ typedef struct reg_version {
 
 /* --- Functions and versions ------------------------------------------------------- */
 
-/* The number the next put of name gets (1 for a new function). */
+/* The number the next put of name gets (1 for a new function). In a
+ * cluster, while a version made elsewhere is being applied here: its
+ * number there. */
 int registry_next_version(registry *r, const char *name, uint32_t *out);
 /* Adds v and makes it active; creates the function if new. 0 or ERR_STORE.
  * v is borrowed for the call. */
@@ -209,6 +212,15 @@ typedef struct registry_events {
                         void *applied_data, void *data);
     void (*trigger_removed)(const char *topic, const char *function, registry_done_cb applied,
                             void *applied_data, void *data);
+    /* name's active version is now version, which this node has already
+     * (a rollback made elsewhere): the user makes it active here, through
+     * this registry (recorded on this node only), and calls applied as for
+     * function_put. */
+    void (*function_activate)(const char *name, uint32_t version, registry_applied_cb applied,
+                              void *applied_data, void *data);
+    /* The aliases of function changed (one put or removed elsewhere): the
+     * user reads them again (registry_each_alias). */
+    void (*aliases_changed)(const char *function, void *data);
     void *data;
 } registry_events;
 /* Replaces the events (copied; NULL callbacks: none wanted). */

@@ -180,24 +180,6 @@ def test_at_most_four_other_versions_run_at_once(spated, functions):
     assert sorted(running(d, "app")) == [1, 2, 3, 4]
 
 
-def test_cluster_refuses_aliases_and_rollback_for_now(tmp_path_factory, functions):
-    """Each node numbers its versions itself: aliases and rollback would not
-    mean the same version everywhere, so a cluster refuses them (501)
-    rather than route differently per node. Invoking by number works, by
-    the node's own numbers."""
-    from natscluster import listed, spated_cluster
-    with spated_cluster(tmp_path_factory, name="versions", n=2) as (_, (a, b)):
-        assert a.deploy("app", functions["hello"])[0] == 201
-        assert a.deploy("app", functions["probe"])[0] == 200
-        assert wait_for(lambda: listed(b, "app") and b.describe("app")["version"] >= 1)
-        assert invoke(a, "app:1") == (200, 1, b"hello, x\n")
-        status, doc = put_alias(a, "app", "live", {"version": 1})
-        assert status == 501 and doc["code"] == "not_supported", doc
-        status, doc = a.json("POST", "/v1/functions/app/rollback")
-        assert status == 501 and doc["code"] == "not_supported", doc
-        assert a.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == []
-
-
 def test_an_exec_function_runs_an_old_version_and_rolls_back(spated):
     """Exec functions (and the runtimes built on them) have versions too:
     each one's own bootstrap, in its own pool."""
