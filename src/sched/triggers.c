@@ -382,12 +382,26 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     }
 }
 
+/* Runs ti on what the trigger names of f: its active version, or the
+ * version its qualifier resolves to now (an alias's weight picks per
+ * invocation). One that no longer resolves ends as POOL_UNAVAILABLE (the
+ * trigger stalls until a tick, pump checks again). */
 static void start(trigger *t, fn *f, tinv *ti)
 {
     t->inflight++;
     t->fs->inflight++;
     t->owner->inflight++;
-    pool_invoke(f->pool, &ti->inv);
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    uint32_t version = 0;
+    fn *g = f;
+    if (cfg->qualifier[0] &&
+        functions_resolve(t->owner->table, f->name, cfg->qualifier, &g, &version) != 0) {
+        static const char msg[] = "the trigger's qualifier names no version now";
+        ti->inv.done(&ti->inv, POOL_UNAVAILABLE, msg, sizeof msg - 1, ti->inv.data);
+        return;
+    }
+    pool *used;
+    functions_invoke(t->owner->table, g, version, &ti->inv, &used);
 }
 
 static void dispatch(trigger *t, fn *f, queue_lease *l)
@@ -528,6 +542,19 @@ static void pump(trigger *t)
         if (!t->missing_warned)
             log_warn("trigger waits: function '%s' does not exist topic=%s", cfg->function,
                      queue_sub_topic(t->sub));
+        t->missing_warned = 1;
+        return;
+    }
+    /* NAME:ALIAS whose alias was removed (or NAME:3 whose function was
+     * deleted and deployed anew): its messages wait, as for a function
+     * that does not exist, until the alias is set again. */
+    fn *g;
+    uint32_t version;
+    if (cfg->qualifier[0] &&
+        functions_resolve(tr->table, cfg->function, cfg->qualifier, &g, &version) != 0) {
+        if (!t->missing_warned)
+            log_warn("trigger waits: function '%s' has no version or alias '%s' topic=%s",
+                     cfg->function, cfg->qualifier, queue_sub_topic(t->sub));
         t->missing_warned = 1;
         return;
     }
@@ -892,7 +919,8 @@ static void on_trigger_put(const char *topic, const queue_sub_config *cfg, regis
         cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
         cur->ordered == cfg->ordered && batch_size(cur) == batch_size(cfg) &&
         cur->batch_window_ms == cfg->batch_window_ms && cur->event_format == cfg->event_format &&
-        cur->report_failures == cfg->report_failures) {
+        cur->report_failures == cfg->report_failures &&
+        strcmp(cur->qualifier, cfg->qualifier) == 0) {
         applied(applied_data, 0); /* as it is here already */
         return;
     }

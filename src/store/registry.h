@@ -149,7 +149,8 @@ int registry_trigger_remove(registry *r, const char *topic, const char *function
 typedef void (*registry_trigger_cb)(const char *topic, const queue_sub_config *cfg, void *data);
 void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data);
 
-/* A trigger's configuration as JSON: topic, function, max_attempts, dlq,
+/* A trigger's configuration as JSON: topic, function, qualifier (when it
+ * has one), max_attempts, dlq,
  * ordered, deadline_ms, max_concurrency, batch_size, batch_window_ms,
  * event_format ("raw" or "sqs"), report_batch_item_failures (the API shows it so, a cluster
  * registry keeps it so). Caller owns. */

@@ -6,8 +6,8 @@ the bucket, and a rollback on one node changes what every node runs."""
 import json
 
 from conftest import wait_for
-from natscluster import listed, spated_cluster
-from test_versions import invoke, put_alias
+from natscluster import add_trigger, listed, publish_lines, spated_cluster
+from test_versions import by_version, invoke, put_alias
 
 
 def alias_of(d, name, alias):
@@ -86,6 +86,17 @@ def test_versions_aliases_and_rollback_across_nodes(tmp_path_factory, functions)
         assert status == 200 and doc["version"] == 4, doc
         assert wait_for(lambda: a.describe("app")["version"] == 4, timeout=15), a.log()
 
+        # A trigger to app:live, added on a, runs version 2 (where live
+        # points) on whichever node takes each message, not the active 4.
+        def ran(version):
+            return sum(by_version(d, "app", version) for d in (a, b, c))
+        before2, before4 = ran(2), ran(4)
+        add_trigger(a, (a, b, c), "jobs", "app:live")
+        assert b.json("GET", "/v1/triggers/jobs/app")[1]["qualifier"] == "live"
+        publish_lines(b, "jobs", [f"m{i}" for i in range(6)])
+        assert wait_for(lambda: ran(2) == before2 + 6, timeout=30)
+        assert ran(4) == before4
+
         # Removed on c: gone everywhere.
         assert c.cli("alias", "rm", "app", "live").returncode == 0
         for d in (a, b):
@@ -94,10 +105,11 @@ def test_versions_aliases_and_rollback_across_nodes(tmp_path_factory, functions)
         # Deleting the function deletes its aliases on every node.
         assert put_alias(a, "app", "stable", {"version": 4})[0] == 201
         assert wait_for(lambda: alias_of(b, "app", "stable") == (4, None, None), timeout=15)
-        assert a.request("DELETE", "/v1/functions/app")[0] == 204
+        assert a.request("DELETE", "/v1/triggers/jobs/app")[0] == 204
+        assert wait_for(lambda: a.request("DELETE", "/v1/functions/app")[0] == 204, timeout=15)
         assert wait_for(lambda: not listed(b, "app") and not listed(c, "app"), timeout=15)
         assert b.deploy("app", functions["hello"])[0] == 201
-        assert wait_for(lambda: listed(a, "app"), timeout=15)
         for d in (a, b, c):
-            assert d.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == [], d
-            assert d.describe("app")["version"] == 1 if listed(d, "app") else True
+            assert wait_for(lambda: listed(d, "app"), timeout=15)
+            assert d.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == []
+            assert d.describe("app")["version"] == 1  # a new function: numbered anew
