@@ -4,10 +4,11 @@
  * Each node keeps its own registry (SQLite, wrapped here: versions, numbers
  * and artifact files are local) and the nodes agree through a JetStream
  * key-value bucket:
- *   fn.NAME           {"sha256", "size", "origin", "config", "version"}: the
- *                     function's active version, its artifact in the artifact
- *                     stream, and its number: each node stores it under that
- *                     number, so NAME:3 is the same code everywhere
+ *   fn.NAME           {"sha256", "size", "origin", "config", "version",
+ *                     "latest"}: the function's active version, its artifact
+ *                     in the artifact stream, and its number: each node stores
+ *                     it under that number, so NAME:3 is the same code
+ *                     everywhere; latest is the highest number given
  *   al.FUNCTION.ALIAS an alias (entries.c); kept in memory like schedules
  *   tr.FUNCTION.TOPIC the trigger's configuration (registry_trigger_json)
  *   sc.NAME           a schedule, with the time it last fired (entries.c)
@@ -692,8 +693,7 @@ static void on_source_entry(rjs *r, const char *name, const char *text)
     tell(r, REGISTRY_SOURCES);
 }
 
-/* --- Aliases -----------------------------------------------------------------------------------
- */
+/* --- Aliases --------------------------------------------------------------------------------- */
 
 static int write_key(rjs *r, const char *key, char *value);
 
