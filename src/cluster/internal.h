@@ -97,7 +97,7 @@ int cluster__route_start(cluster *c, char *err, size_t errcap);
 void cluster__route_stop(cluster *c);
 
 /* watch.c: a thread that follows the bucket until c stops, and calls heard
- * (on itself) with each change: the key without its "fn."/"tr."/"sc."/"so."/"al." and the
+ * (on itself) with each change: the key without its "fn."/"tr."/"sc."/"so."/"al."/"ve." and the
  * value (taken; NULL: deleted); CLUSTER_CH_READY once the current values
  * are in, again after each new start (a reconnect). */
 #define CLUSTER_KEY_MAX (SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8)
@@ -107,6 +107,7 @@ enum cluster_change {
     CLUSTER_CH_SCHEDULE,
     CLUSTER_CH_SOURCE,
     CLUSTER_CH_ALIAS,
+    CLUSTER_CH_VERSION,
     CLUSTER_CH_READY
 };
 typedef void (*cluster_heard_fn)(void *data, enum cluster_change kind, const char *key, char *text);

@@ -9,6 +9,10 @@
  *                     in the artifact stream, and its number: each node stores
  *                     it under that number, so NAME:3 is the same code
  *                     everywhere; latest is the highest number given
+ *   ve.NAME.N         version N as fn.NAME named it when it was made (the
+ *                     same JSON): a node that lacks it (it joined later) fetches
+ *                     and stores it, not active, so NAME:N runs everywhere;
+ *                     its artifact stays in the stream while one names it
  *   al.FUNCTION.ALIAS an alias (entries.c); kept in memory like schedules
  *   tr.FUNCTION.TOPIC the trigger's configuration (registry_trigger_json)
  *   sc.NAME           a schedule, with the time it last fired (entries.c)
@@ -66,7 +70,14 @@ typedef struct fn_sync {
     /* The entry this node wrote last, until another node writes one: an
      * older write of this node heard late is not the registry's say. */
     char *wrote;
+    int backfilling; /* a version of ve.NAME.N is being fetched and stored */
 } fn_sync;
+
+/* A ve.NAME.N entry the bucket holds. */
+typedef struct ve_entry {
+    char key[SPATE_NAME_MAX + 12]; /* NAME.N, the map's key */
+    char *text;
+} ve_entry;
 
 /* A trigger the bucket holds (registry_each_trigger). */
 typedef struct tr_entry {
@@ -94,6 +105,7 @@ struct rjs {
     strmap scheds;  /* NAME -> sc_entry */
     strmap srcs;    /* NAME -> so_entry */
     strmap aliases; /* FUNCTION.ALIAS -> reg_alias */
+    strmap vers;    /* NAME.N -> ve_entry */
     struct {
         registry_changed_cb cb;
         void *data;
@@ -108,7 +120,7 @@ struct rjs {
 #define RJS(x) ((rjs *)(x))
 
 /* Blocking work for the worker thread. */
-enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT, JOB_FIRED, JOB_SYNC };
+enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT, JOB_FIRED, JOB_SYNC, JOB_BACKFILL };
 typedef struct job {
     rjs *r;
     cluster *c;
@@ -282,9 +294,17 @@ static void count_use(const char *key, void *value, void *data)
         u->used = 1;
 }
 
-/* A function's entry is replaced or deleted: if no entry names the artifact
- * it named any more, the job purges it from the artifact stream after the
- * registry write. (A deploy uploads its artifact again each time, so one
+static void count_version_use(const char *key, void *value, void *data)
+{
+    const ve_entry *e = value;
+    struct sha_use *u = data;
+    char sha[HASH_HEX_LEN + 1];
+    if (!u->used && entry_sha(e->text, sha) == 0 && strcmp(sha, u->sha) == 0) u->used = 1;
+}
+
+/* A function's entry is replaced or deleted: if no entry (nor version
+ * entry) names the artifact it named any more, the job purges it from the
+ * artifact stream after the registry write. (A deploy uploads its artifact again each time, so one
  * purged while another node deploys the same bytes comes back with that
  * deploy's next write.) */
 static void purge_if_unused(rjs *r, job *j, const char *old_entry)
@@ -293,6 +313,7 @@ static void purge_if_unused(rjs *r, job *j, const char *old_entry)
     if (entry_sha(old_entry, sha) != 0) return;
     struct sha_use u = {.sha = sha};
     strmap_each(&r->syncs, count_use, &u);
+    strmap_each(&r->vers, count_version_use, &u);
     if (!u.used) memcpy(j->purge, sha, sizeof j->purge);
 }
 
@@ -380,6 +401,7 @@ static void job_work(void *arg)
 }
 
 static void fetched(rjs *r, job *j);
+static void backfill_fetched(rjs *r, job *j);
 
 /* On the loop: a job is done. */
 static void job_done(void *arg)
@@ -390,6 +412,8 @@ static void job_done(void *arg)
     } else if (j->kind == JOB_FETCH) {
         /* A deploy from the registry: not while stopping. */
         if (!j->c->quiet) fetched(j->r, j);
+    } else if (j->kind == JOB_BACKFILL) {
+        backfill_fetched(j->r, j);
     } else if (j->err[0]) {
         j->r->failed = j->seq;
         log_error("cluster: cannot %s the registry: %s key=%s",
@@ -423,6 +447,8 @@ typedef struct kv_deploy {
     char name[SPATE_NAME_MAX + 1];
 } kv_deploy;
 
+static void backfill(rjs *r, const char *name);
+
 static void applied(rjs *r, const char *name)
 {
     fn_sync *s = sync_of(r, name);
@@ -434,6 +460,7 @@ static void applied(rjs *r, const char *name)
         s->changed = 0;
         apply(r, name);
     }
+    backfill(r, name);
 }
 
 static void on_kv_deployed(void *data, int status, const char *message, uint32_t version)
@@ -693,6 +720,215 @@ static void on_source_entry(rjs *r, const char *name, const char *text)
     tell(r, REGISTRY_SOURCES);
 }
 
+/* --- Versions made while a node was away ------------------------------------------------------ */
+
+static void ve_key(char *out, size_t cap, const char *name, uint32_t version)
+{
+    snprintf(out, cap, "%s.%u", name, version);
+}
+
+/* Keeps text (taken; NULL: removes it) as the view's entry of key. */
+static void ve_keep(rjs *r, const char *key, char *text)
+{
+    ve_entry *e = strmap_get(&r->vers, key, strlen(key));
+    if (!text) {
+        if (e) {
+            strmap_remove(&r->vers, key);
+            free(e->text);
+            free(e);
+        }
+        return;
+    }
+    if (!e && strlen(key) < sizeof e->key && (e = calloc(1, sizeof *e)) != NULL) {
+        snprintf(e->key, sizeof e->key, "%s", key);
+        if (strmap_put(&r->vers, e->key, e) != 0) {
+            free(e);
+            e = NULL;
+        }
+    }
+    if (!e) {
+        free(text);
+        return;
+    }
+    free(e->text);
+    e->text = text;
+}
+
+typedef struct ve_pick {
+    rjs *r;
+    const char *name;
+    size_t len;
+    uint32_t missing;                  /* backfill: the lowest version name lacks here */
+    char (*keys)[SPATE_NAME_MAX + 12]; /* drop: the keys of name's versions */
+    size_t n;
+} ve_pick;
+
+/* Is key one of p->name's versions (NAME.N)? Its number, else 0. */
+static uint32_t ve_of(const ve_pick *p, const char *key)
+{
+    if (strncmp(key, p->name, p->len) != 0 || key[p->len] != '.') return 0;
+    const char *n = key + p->len + 1;
+    if (!*n || strspn(n, "0123456789") != strlen(n) || strlen(n) > 9) return 0;
+    return (uint32_t)strtoul(n, NULL, 10);
+}
+
+static void find_missing(const char *key, void *value, void *data)
+{
+    ve_pick *p = data;
+    uint32_t v = ve_of(p, key);
+    if (!v || (p->missing && v > p->missing)) return;
+    char *have = version_entry(p->r, p->name, v);
+    if (!have) p->missing = v;
+    free(have);
+}
+
+/* Fetches and stores, one at a time, the versions of name the bucket has and
+ * this node lacks (made while it was away), once it runs name: the others
+ * are stored beside its active version, which stays. */
+static void backfill(rjs *r, const char *name)
+{
+    fn_sync *s = r->c && r->ready ? strmap_get(&r->syncs, name, strlen(name)) : NULL;
+    if (!s || !s->active || s->applying || s->backfilling || r->c->quiet) return;
+    ve_pick p = {.r = r, .name = name, .len = strlen(name)};
+    strmap_each(&r->vers, find_missing, &p);
+    if (!p.missing) return;
+    char key[CLUSTER_KEY_MAX], sha[HASH_HEX_LEN + 1];
+    ve_key(key, sizeof key, name, p.missing);
+    ve_entry *e = strmap_get(&r->vers, key, strlen(key));
+    job *j = e && entry_sha(e->text, sha) == 0 ? new_job(r, JOB_BACKFILL, name) : NULL;
+    if (!j) return;
+    memcpy(j->sha, sha, sizeof j->sha);
+    snprintf(j->key, sizeof j->key, "%s", key);
+    s->backfilling = 1;
+    submit(j);
+}
+
+typedef struct backfill_ctx {
+    rjs *r;
+    char name[SPATE_NAME_MAX + 1];
+    char key[CLUSTER_KEY_MAX];
+    buf data;    /* the artifact, until stored */
+    size_t size; /* its length */
+} backfill_ctx;
+
+static void backfill_done(rjs *r, const char *name, int next)
+{
+    fn_sync *s = strmap_get(&r->syncs, name, strlen(name));
+    if (!s) return;
+    s->backfilling = 0;
+    if (next) backfill(r, name);
+}
+
+/* The artifact is stored here: the version goes in beside the active one. */
+static void on_backfill_stored(void *data, int status, const char *sha, const char *err)
+{
+    backfill_ctx *b = data;
+    rjs *r = b->r;
+    buf_free(&b->data);
+    ve_entry *e = strmap_get(&r->vers, b->key, strlen(b->key));
+    fn_sync *s = strmap_get(&r->syncs, b->name, strlen(b->name));
+    reg_version v = {.created_ms = clock_now_ms()};
+    char why[256] = "";
+    int ok = status == 0 && e && s && s->active && r->c &&
+             entry_parse(e->text, v.sha256, &v.config, why, sizeof why) == 0;
+    if (ok) {
+        snprintf(v.function, sizeof v.function, "%s", b->name);
+        v.version = entry_version(e->text);
+        v.size = b->size;
+        char *have = v.version ? version_entry(r, b->name, v.version) : NULL;
+        /* Stored as a put stores it, then the active version made active
+         * again, with nothing between (a stop between: the next start
+         * activates what the registry says). */
+        ok = !have && strcmp(v.sha256, sha) == 0 && v.version &&
+             registry_put_version(r->local, &v) == 0 &&
+             registry_activate(r->local, b->name, s->active) == 0;
+        free(have);
+        fnconfig_free(&v.config);
+        if (ok) log_info("cluster: stored version %u made elsewhere fn=%s", v.version, b->name);
+    }
+    if (!ok)
+        log_warn("cluster: cannot store version %s from the registry: %s", b->key,
+                 status   ? (err && err[0] ? err : err_str(status))
+                 : why[0] ? why
+                          : "it changed");
+    backfill_done(r, b->name, ok);
+    free(b);
+}
+
+static void backfill_fetched(rjs *r, job *j)
+{
+    backfill_ctx *b = j->err[0] || j->c->quiet ? NULL : calloc(1, sizeof *b);
+    ve_entry *e = b ? strmap_get(&r->vers, j->key, strlen(j->key)) : NULL;
+    fn_config cfg;
+    char sha[HASH_HEX_LEN + 1], why[256];
+    if (!e || entry_parse(e->text, sha, &cfg, why, sizeof why) != 0) {
+        if (j->err[0]) log_warn("cluster: cannot fetch version %s: %s", j->key, j->err);
+        free(b);
+        backfill_done(r, j->name, 0);
+        return;
+    }
+    int unpack = registry_unpack_of(&cfg);
+    fnconfig_free(&cfg);
+    b->r = r;
+    snprintf(b->name, sizeof b->name, "%s", j->name);
+    snprintf(b->key, sizeof b->key, "%s", j->key);
+    b->data = j->data; /* borrowed by the store until its callback */
+    buf_init(&j->data, 0);
+    b->size = b->data.len;
+    registry_artifact_put(r->local, b->data.data, b->data.len, unpack, on_backfill_stored, b);
+}
+
+/* key is NAME.N; text its entry, NULL when removed. */
+static void on_version_entry(rjs *r, const char *key, char *text)
+{
+    const char *dot = strrchr(key, '.');
+    if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) {
+        free(text);
+        return;
+    }
+    char name[SPATE_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(dot - key), key);
+    ve_keep(r, key, text);
+    if (text) backfill(r, name);
+}
+
+static void collect_version(const char *key, void *value, void *data)
+{
+    ve_pick *p = data;
+    if (ve_of(p, key) && p->n < p->r->vers.count)
+        snprintf(p->keys[p->n++], sizeof p->keys[0], "%s", key);
+}
+
+/* name is deleted: its version entries go from the view, and with write
+ * (the delete was made here) from the bucket, each purging its artifact
+ * when nothing names it any more. */
+static void drop_versions(rjs *r, const char *name, int write)
+{
+    ve_pick p = {.r = r, .name = name, .len = strlen(name)};
+    p.keys = calloc(r->vers.count + 1, sizeof *p.keys);
+    if (!p.keys) return;
+    strmap_each(&r->vers, collect_version, &p);
+    char(*shas)[HASH_HEX_LEN + 1] = calloc(p.n + 1, sizeof *shas);
+    for (size_t i = 0; i < p.n; i++) {
+        ve_entry *e = strmap_get(&r->vers, p.keys[i], strlen(p.keys[i]));
+        if (shas && e && entry_sha(e->text, shas[i]) != 0) shas[i][0] = '\0';
+        ve_keep(r, p.keys[i], NULL);
+    }
+    for (size_t i = 0; write && r->c && i < p.n; i++) {
+        job *j = new_job(r, JOB_DELETE, name);
+        if (!j) break;
+        snprintf(j->key, sizeof j->key, "ve.%s", p.keys[i]);
+        if (shas && shas[i][0]) {
+            char entry[HASH_HEX_LEN + 16];
+            snprintf(entry, sizeof entry, "{\"sha256\":\"%s\"}", shas[i]);
+            purge_if_unused(r, j, entry);
+        }
+        submit(j);
+    }
+    free(shas);
+    free(p.keys);
+}
+
 /* --- Aliases --------------------------------------------------------------------------------- */
 
 static int write_key(rjs *r, const char *key, char *value);
@@ -857,6 +1093,11 @@ static void apply_each(const char *key, void *value, void *data)
     apply(data, key);
 }
 
+static void backfill_each(const char *key, void *value, void *data)
+{
+    backfill(data, key);
+}
+
 static int js_schedule_put(registry *reg, const reg_schedule *sc);
 static int js_source_put(registry *reg, const reg_source *src);
 
@@ -923,6 +1164,7 @@ static void on_registry_ready(rjs *r)
     r->ready = 1;
     registry_each_active(r->local, reconcile_one, r);
     strmap_each(&r->syncs, apply_each, r);
+    strmap_each(&r->syncs, backfill_each, r);
     adopt_local(r);
     tell(r, REGISTRY_SCHEDULES);
     tell(r, REGISTRY_SOURCES);
@@ -962,6 +1204,9 @@ static void on_change(void *arg)
             on_source_entry(r, ch->key, ch->text);
         } else if (ch->kind == CLUSTER_CH_ALIAS) {
             on_alias_entry(r, ch->key, ch->text);
+        } else if (ch->kind == CLUSTER_CH_VERSION) {
+            on_version_entry(r, ch->key, ch->text);
+            ch->text = NULL; /* taken */
         } else {
             fn_sync *s = sync_of(r, ch->key);
             if (s && stale_echo(r, s, ch->text)) {
@@ -1085,7 +1330,14 @@ static int js_put_version(registry *reg, const reg_version *v)
     if (s) s->active = v->version;
     if (rc != 0 || !r->c) return rc;
     char *value = entry_json(r, v);
-    if (!applying_own(r, v->function, value)) publish_entry(r, v->function, v->sha256, value);
+    if (applying_own(r, v->function, value)) return 0;
+    char key[CLUSTER_KEY_MAX + 8], *copy = strdup(value);
+    publish_entry(r, v->function, v->sha256, value);
+    /* After the fn entry (the worker keeps the order): its chunks are in. */
+    ve_key(key, sizeof key, v->function, v->version);
+    ve_keep(r, key, copy ? strdup(copy) : NULL);
+    snprintf(key, sizeof key, "ve.%s.%u", v->function, v->version);
+    if (copy) write_key(r, key, copy);
     return 0;
 }
 
@@ -1122,6 +1374,7 @@ static int js_delete_function(registry *reg, const char *name)
     if (s) s->active = 0;
     if (rc != 0 || !r->c) return rc;
     drop_aliases(r, name, !(s && s->deleting));
+    drop_versions(r, name, !(s && s->deleting));
     if (s && s->deleting) return 0; /* the registry's own delete, applied here */
     job *j = new_job(r, JOB_DELETE, name);
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
@@ -1239,6 +1492,13 @@ static void free_trigger(const char *key, void *value, void *data)
     free(value);
 }
 
+static void free_version(const char *key, void *value, void *data)
+{
+    ve_entry *e = value;
+    free(e->text);
+    free(e);
+}
+
 static void free_schedule(const char *key, void *value, void *data)
 {
     sc_free(value);
@@ -1259,6 +1519,8 @@ static void js_close(registry *reg)
     strmap_free(&r->trigs);
     strmap_each(&r->aliases, free_trigger, NULL); /* plain allocations both */
     strmap_free(&r->aliases);
+    strmap_each(&r->vers, free_version, NULL);
+    strmap_free(&r->vers);
     strmap_each(&r->scheds, free_schedule, NULL);
     strmap_free(&r->scheds);
     strmap_each(&r->srcs, free_source, NULL);
@@ -1491,6 +1753,7 @@ int cluster_registry(cluster *c, registry *local, registry **out)
     strmap_init(&r->scheds);
     strmap_init(&r->srcs);
     strmap_init(&r->aliases);
+    strmap_init(&r->vers);
     registry_each_active(local, reconcile_one, r); /* what each function runs */
     c->reg = r;
     *out = (registry *)r;

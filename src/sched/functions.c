@@ -486,9 +486,7 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
     deploy *d = begin_deploy(t, name, cfg, artifact, cb, data);
     if (!d) return;
     /* Hashing and syncing 64 MiB must not stall the loop. */
-    int unpack = fnconfig_runtime_is_managed(d->cfg.runtime) ? REGISTRY_UNPACK_TREE
-                 : d->cfg.runtime == RUNTIME_EXEC            ? REGISTRY_UNPACK_EXEC
-                                                             : REGISTRY_UNPACK_NONE;
+    int unpack = registry_unpack_of(&d->cfg);
     registry_artifact_put(t->reg, d->artifact.data, d->artifact.len, unpack, on_stored, d);
 }
 

@@ -133,6 +133,13 @@ void registry_artifact_put(registry *r, const void *bytes, size_t len, int unpac
  * tree must have an executable bootstrap), or the code of a managed runtime
  * (an archive; spate ships the bootstrap). */
 enum { REGISTRY_UNPACK_NONE, REGISTRY_UNPACK_EXEC, REGISTRY_UNPACK_TREE };
+/* The unpack of an artifact that versions of configuration c run. */
+static inline int registry_unpack_of(const fn_config *c)
+{
+    return fnconfig_runtime_is_managed(c->runtime) ? REGISTRY_UNPACK_TREE
+           : c->runtime == RUNTIME_EXEC            ? REGISTRY_UNPACK_EXEC
+                                                   : REGISTRY_UNPACK_NONE;
+}
 /* Where a stored artifact is on this node: the file as uploaded, or (with
  * unpacked) the directory of its unpacked tree. */
 void registry_artifact_path(registry *r, const char *sha256, int unpacked, char *out, size_t cap);

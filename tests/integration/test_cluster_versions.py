@@ -68,8 +68,7 @@ def test_versions_aliases_and_rollback_across_nodes(tmp_path_factory, functions)
         assert wait_for(lambda: a.describe("app")["version"] == 3, timeout=15), a.log()
         assert invoke(a, "app:3", b"env:TAG") == (200, 3, b"three")
         # A rollback on b to version 2, then a later node: it gets the
-        # active version under its number, and a rollback to a version it
-        # never had stores that one under its number too.
+        # active version under its number, then the others.
         status, doc = b.json("POST", "/v1/functions/app/rollback", b'{"version": 2}')
         assert status == 200 and doc["version"] == 2, doc
         assert wait_for(lambda: a.describe("app")["version"] == 2, timeout=15), a.log()
@@ -77,6 +76,12 @@ def test_versions_aliases_and_rollback_across_nodes(tmp_path_factory, functions)
         assert wait_for(lambda: listed(c, "app") and c.describe("app")["version"] == 2,
                         timeout=20), c.log()
         assert invoke(c, "app", b"env:TAG") == (200, 2, b"two")
+        # The versions made while it was away come too, under their numbers.
+        assert wait_for(lambda: [v["version"] for v in c.describe("app")["versions"]] ==
+                        [3, 2, 1], timeout=20), c.log()
+        assert invoke(c, "app:3", b"env:TAG") == (200, 3, b"three")
+        assert invoke(c, "app:1") == (200, 1, b"hello, x\n")
+        assert c.describe("app")["version"] == 2  # still the active one
         assert alias_of(c, "app", "live") == (2, None, None)
         assert invoke(c, "app:live", b"env:TAG") == (200, 2, b"two")
         assert a.json("POST", "/v1/functions/app/rollback", b'{"version": 1}')[0] == 200
