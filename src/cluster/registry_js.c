@@ -846,6 +846,9 @@ static void on_backfill_stored(void *data, int status, const char *sha, const ch
         fnconfig_free(&v.config);
         if (ok) log_info("cluster: stored version %u made elsewhere fn=%s", v.version, b->name);
     }
+    /* Stored for nothing (the function went meanwhile): not left behind. */
+    if (!ok && status == 0 && sha[0] && registry_artifact_used(r->local, sha) == 0)
+        registry_artifact_remove(r->local, sha);
     if (!ok)
         log_warn("cluster: cannot store version %s from the registry: %s", b->key,
                  status   ? (err && err[0] ? err : err_str(status))
