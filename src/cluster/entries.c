@@ -106,9 +106,10 @@ int cluster__source_parse(const char *text, reg_source *s)
     return rc;
 }
 
-char *cluster__alias_json(const reg_alias *a)
+char *cluster__alias_json(const reg_alias *a, const char *origin)
 {
     cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "origin", origin);
     cJSON_AddStringToObject(o, "function", a->function);
     cJSON_AddStringToObject(o, "name", a->name);
     cJSON_AddNumberToObject(o, "version", a->version);
@@ -121,11 +122,12 @@ char *cluster__alias_json(const reg_alias *a)
     return text;
 }
 
-int cluster__alias_parse(const char *text, reg_alias *a)
+int cluster__alias_parse(const char *text, reg_alias *a, char *origin, size_t cap)
 {
     memset(a, 0, sizeof *a);
     cJSON *o = cJSON_Parse(text);
     int rc = -1;
+    if (origin && cap && str_member(o, "origin", origin, cap) != 0) origin[0] = '\0';
     if (cJSON_IsObject(o) && !str_member(o, "function", a->function, sizeof a->function) &&
         !str_member(o, "name", a->name, sizeof a->name)) {
         int64_t v = num_member(o, "version"), wv = num_member(o, "weight_version"),

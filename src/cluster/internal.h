@@ -131,10 +131,12 @@ char *cluster__schedule_json(const reg_schedule *s);
 int cluster__schedule_parse(const char *text, reg_schedule *s, char **payload);
 char *cluster__source_json(const reg_source *s);
 int cluster__source_parse(const char *text, reg_source *s);
-/* An alias (al.FUNCTION.ALIAS), as for a source: -1 also when its numbers
- * make no alias (no version, a weight without its version). */
-char *cluster__alias_json(const reg_alias *a);
-int cluster__alias_parse(const char *text, reg_alias *a);
+/* An alias (al.FUNCTION.ALIAS), as for a source, with the id of the node
+ * that wrote it (origin; parsed into origin[cap] unless NULL, "" if none):
+ * -1 also when its numbers make no alias (no version, a weight without its
+ * version or on the same one). */
+char *cluster__alias_json(const reg_alias *a, const char *origin);
+int cluster__alias_parse(const char *text, reg_alias *a, char *origin, size_t cap);
 
 /* registry_js.c: following the bucket (its watcher). */
 void cluster__registry_follow(rjs *r);

@@ -985,11 +985,16 @@ static void on_alias_entry(rjs *r, const char *key, const char *text)
         return;
     }
     reg_alias a;
-    if (cluster__alias_parse(text, &a) != 0 || strcmp(a.function, function) != 0 ||
-        strcmp(a.name, dot + 1) != 0) {
+    char origin[64];
+    if (cluster__alias_parse(text, &a, origin, sizeof origin) != 0 ||
+        strcmp(a.function, function) != 0 || strcmp(a.name, dot + 1) != 0) {
         log_warn("cluster: malformed registry entry al.%s: ignored", key);
         return;
     }
+    /* An older write of this node heard after a newer one (one clock:
+     * comparable): not the registry's say, the newer one's echo follows. */
+    const reg_alias *have = strmap_get(&r->aliases, key, strlen(key));
+    if (have && strcmp(origin, r->c->id) == 0 && a.updated_ms < have->updated_ms) return;
     if (alias_keep(r, &a) != 0) {
         log_error("cluster: out of memory for alias %s", key);
         return;
@@ -1001,7 +1006,7 @@ static int js_alias_put(registry *reg, const reg_alias *a)
 {
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;
-    char *value = cluster__alias_json(a), key[CLUSTER_KEY_MAX + 8];
+    char *value = cluster__alias_json(a, r->c->id), key[CLUSTER_KEY_MAX + 8];
     if (!value || alias_keep(r, a) != 0) {
         free(value);
         return ERR_NOMEM;
