@@ -32,6 +32,8 @@
  * number their version alike: the last write to the bucket stands, and a
  * node that kept the other under that number logs that it cannot apply it.
  *
+ * Versions a node lacks and aliases: registry_versions.c.
+ *
  * Schedules, sources and aliases live in the bucket only: this registry keeps the
  * bucket's view of them in memory (changed at once by a put or remove made
  * through it, then by what the watcher hears), and tells their watchers
@@ -43,101 +45,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cluster/internal.h"
+#include "cluster/registry_js.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/fnconfig_json.h"
 #include "common/log.h"
 #include "common/strmap.h"
-
-/* What the registry wants of one function, and how far this node is. */
-typedef struct fn_sync {
-    char name[SPATE_NAME_MAX + 1]; /* the map's key */
-    char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
-    int applying;                  /* a fetch or deploy is under way */
-    int changed;                   /* a newer entry came while applying */
-    /* The entry being deployed here from the registry: its put is recorded
-     * on this node only. Not entry, which a newer value may replace while
-     * the deploy runs: that put would write the older version back. */
-    char *deploying;
-    /* The registry's delete is being applied here: recorded on this node
-     * only. Not applying, which a fetch sets too: a delete made through
-     * this node meanwhile is the user's, and goes to the bucket. */
-    int deleting;
-    /* The version this node runs (0: none): each_version lists the newest
-     * first, which after a rollback is not the active one. */
-    uint32_t active;
-    /* The entry this node wrote last, until another node writes one: an
-     * older write of this node heard late is not the registry's say. */
-    char *wrote;
-    int backfilling; /* a version of ve.NAME.N is being fetched and stored */
-} fn_sync;
-
-/* A ve.NAME.N entry the bucket holds. */
-typedef struct ve_entry {
-    char key[SPATE_NAME_MAX + 12]; /* NAME.N, the map's key */
-    char *text;
-} ve_entry;
-
-/* A trigger the bucket holds (registry_each_trigger). */
-typedef struct tr_entry {
-    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 2]; /* FUNCTION.TOPIC, the map's key */
-    char topic[SPATE_TOPIC_NAME_MAX + 1];
-    queue_sub_config cfg;
-} tr_entry;
-
-/* A schedule or a source as the bucket holds it. */
-typedef struct sc_entry {
-    reg_schedule s; /* s.name is the map's key */
-    char *payload;  /* s.payload's storage */
-} sc_entry;
-typedef struct so_entry {
-    reg_source s;
-} so_entry;
-
-struct rjs {
-    const registry_ops *ops; /* first, as registry.h wants */
-    cluster *c;              /* NULL after cluster_stop */
-    registry *local;
-    registry_events ev;
-    strmap syncs;   /* name -> fn_sync */
-    strmap trigs;   /* FUNCTION.TOPIC -> tr_entry */
-    strmap scheds;  /* NAME -> sc_entry */
-    strmap srcs;    /* NAME -> so_entry */
-    strmap aliases; /* FUNCTION.ALIAS -> reg_alias */
-    strmap vers;    /* NAME.N -> ve_entry */
-    struct {
-        registry_changed_cb cb;
-        void *data;
-    } watchers[2];   /* by enum registry_kind */
-    uint64_t queued; /* the number of the last job submitted */
-    uint64_t failed; /* the number of the last job that failed */
-    int ready;       /* the bucket's current values are in */
-    pthread_t watcher;
-    int watching;
-};
-
-#define RJS(x) ((rjs *)(x))
-
-/* Blocking work for the worker thread. */
-enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT, JOB_FIRED, JOB_SYNC, JOB_BACKFILL };
-typedef struct job {
-    rjs *r;
-    cluster *c;
-    enum job_kind kind;
-    uint64_t seq;                /* its number; SYNC: that of the last job before it */
-    int64_t created_ms, fire_ms; /* FIRED: the schedule and its run */
-    registry_done_cb done;       /* SYNC */
-    void *done_data;
-    char name[SPATE_NAME_MAX + 1];
-    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8]; /* PUT, DELETE */
-    char sha[HASH_HEX_LEN + 1];
-    char path[4096];              /* PUBLISH: the artifact file */
-    char *value;                  /* PUBLISH, PUT: the registry entry */
-    char purge[HASH_HEX_LEN + 1]; /* PUBLISH, DELETE: an artifact no entry uses now, or "" */
-    buf data;                     /* FETCH: the artifact */
-    char err[256];                /* "" on success */
-} job;
 
 static void apply(rjs *r, const char *name);
 
@@ -174,8 +87,8 @@ static int sha_of(const cJSON *o, char sha[HASH_HEX_LEN + 1])
 }
 
 /* Reads an entry: its SHA-256 into sha and its configuration into cfg. */
-static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *cfg, char *why,
-                       size_t cap)
+int rjs_entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *cfg, char *why,
+                    size_t cap)
 {
     cJSON *o = cJSON_Parse(text);
     if (sha_of(o, sha) != 0) {
@@ -189,7 +102,7 @@ static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *
 }
 
 /* The SHA-256 an entry's text names into sha; -1 if it names none. */
-static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
+int rjs_entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
 {
     cJSON *o = text ? cJSON_Parse(text) : NULL;
     int rc = sha_of(o, sha);
@@ -209,7 +122,7 @@ static uint32_t entry_number(const char *text, const char *member)
     return d >= 1 && d <= UINT32_MAX ? (uint32_t)d : 0;
 }
 
-static uint32_t entry_version(const char *text)
+uint32_t rjs_entry_version(const char *text)
 {
     return entry_number(text, "version");
 }
@@ -251,7 +164,7 @@ static int first_version(const reg_version *v, int64_t created, void *data)
 
 /* The entry of version of name as this node has it (0: what it runs, its
  * active version), or NULL. */
-static char *version_entry(rjs *r, const char *name, uint32_t version)
+char *rjs_version_entry(rjs *r, const char *name, uint32_t version)
 {
     first f = {r, version, NULL};
     registry_each_version(r->local, name, first_version, &f);
@@ -264,7 +177,7 @@ static fn_sync *sync_of(rjs *r, const char *name);
 static char *local_entry(rjs *r, const char *name)
 {
     fn_sync *s = sync_of(r, name);
-    return s && s->active ? version_entry(r, name, s->active) : NULL;
+    return s && s->active ? rjs_version_entry(r, name, s->active) : NULL;
 }
 
 static fn_sync *sync_of(rjs *r, const char *name)
@@ -290,7 +203,7 @@ static void count_use(const char *key, void *value, void *data)
     const fn_sync *s = value;
     struct sha_use *u = data;
     char sha[HASH_HEX_LEN + 1];
-    if (!u->used && s->entry && entry_sha(s->entry, sha) == 0 && strcmp(sha, u->sha) == 0)
+    if (!u->used && s->entry && rjs_entry_sha(s->entry, sha) == 0 && strcmp(sha, u->sha) == 0)
         u->used = 1;
 }
 
@@ -299,7 +212,7 @@ static void count_version_use(const char *key, void *value, void *data)
     const ve_entry *e = value;
     struct sha_use *u = data;
     char sha[HASH_HEX_LEN + 1];
-    if (!u->used && entry_sha(e->text, sha) == 0 && strcmp(sha, u->sha) == 0) u->used = 1;
+    if (!u->used && rjs_entry_sha(e->text, sha) == 0 && strcmp(sha, u->sha) == 0) u->used = 1;
 }
 
 /* A function's entry is replaced or deleted: if no entry (nor version
@@ -307,10 +220,10 @@ static void count_version_use(const char *key, void *value, void *data)
  * artifact stream after the registry write. (A deploy uploads its artifact again each time, so one
  * purged while another node deploys the same bytes comes back with that
  * deploy's next write.) */
-static void purge_if_unused(rjs *r, job *j, const char *old_entry)
+void rjs_purge_if_unused(rjs *r, job *j, const char *old_entry)
 {
     char sha[HASH_HEX_LEN + 1];
-    if (entry_sha(old_entry, sha) != 0) return;
+    if (rjs_entry_sha(old_entry, sha) != 0) return;
     struct sha_use u = {.sha = sha};
     strmap_each(&r->syncs, count_use, &u);
     strmap_each(&r->vers, count_version_use, &u);
@@ -401,7 +314,6 @@ static void job_work(void *arg)
 }
 
 static void fetched(rjs *r, job *j);
-static void backfill_fetched(rjs *r, job *j);
 
 /* On the loop: a job is done. */
 static void job_done(void *arg)
@@ -413,7 +325,7 @@ static void job_done(void *arg)
         /* A deploy from the registry: not while stopping. */
         if (!j->c->quiet) fetched(j->r, j);
     } else if (j->kind == JOB_BACKFILL) {
-        backfill_fetched(j->r, j);
+        rjs_backfill_fetched(j->r, j);
     } else if (j->err[0]) {
         j->r->failed = j->seq;
         log_error("cluster: cannot %s the registry: %s key=%s",
@@ -423,7 +335,7 @@ static void job_done(void *arg)
     job_free(j);
 }
 
-static job *new_job(rjs *r, enum job_kind kind, const char *name)
+job *rjs_new_job(rjs *r, enum job_kind kind, const char *name)
 {
     job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
@@ -434,7 +346,7 @@ static job *new_job(rjs *r, enum job_kind kind, const char *name)
     return j;
 }
 
-static void submit(job *j)
+void rjs_submit(job *j)
 {
     j->seq = j->kind == JOB_SYNC ? j->r->queued : ++j->r->queued;
     bridge_run(j->c->bridge, job_work, job_done, job_free, j);
@@ -447,8 +359,6 @@ typedef struct kv_deploy {
     char name[SPATE_NAME_MAX + 1];
 } kv_deploy;
 
-static void backfill(rjs *r, const char *name);
-
 static void applied(rjs *r, const char *name)
 {
     fn_sync *s = sync_of(r, name);
@@ -460,7 +370,7 @@ static void applied(rjs *r, const char *name)
         s->changed = 0;
         apply(r, name);
     }
-    backfill(r, name);
+    rjs_backfill(r, name);
 }
 
 static void on_kv_deployed(void *data, int status, const char *message, uint32_t version)
@@ -478,8 +388,8 @@ static void on_kv_deployed(void *data, int status, const char *message, uint32_t
  * rollback made elsewhere): make it active here. 1 when that started. */
 static int activate(rjs *r, fn_sync *s)
 {
-    uint32_t version = entry_version(s->entry);
-    char *have = version ? version_entry(r, s->name, version) : NULL;
+    uint32_t version = rjs_entry_version(s->entry);
+    char *have = version ? rjs_version_entry(r, s->name, version) : NULL;
     int same = same_entry(have, s->entry);
     free(have);
     kv_deploy *d = same && r->ev.function_activate ? calloc(1, sizeof *d) : NULL;
@@ -521,7 +431,7 @@ static void apply(rjs *r, const char *name)
     }
     char sha[HASH_HEX_LEN + 1], why[256];
     fn_config cfg;
-    if (entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0) {
+    if (rjs_entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0) {
         log_warn("cluster: %s fn=%s", why, name);
         free(mine);
         return;
@@ -530,11 +440,11 @@ static void apply(rjs *r, const char *name)
     free(mine);
     fnconfig_free(&cfg);
     if (same || activate(r, s)) return;
-    job *j = new_job(r, JOB_FETCH, name);
+    job *j = rjs_new_job(r, JOB_FETCH, name);
     if (!j) return;
     memcpy(j->sha, sha, sizeof j->sha);
     s->applying = 1;
-    submit(j);
+    rjs_submit(j);
 }
 
 static void fetched(rjs *r, job *j)
@@ -548,7 +458,7 @@ static void fetched(rjs *r, job *j)
     char sha[HASH_HEX_LEN + 1], why[256];
     fn_config cfg;
     kv_deploy *d = calloc(1, sizeof *d);
-    int parsed = d && entry_parse(s->entry, sha, &cfg, why, sizeof why) == 0;
+    int parsed = d && rjs_entry_parse(s->entry, sha, &cfg, why, sizeof why) == 0;
     if (!parsed || strcmp(sha, j->sha) != 0) {
         if (parsed) fnconfig_free(&cfg);
         free(d);
@@ -720,373 +630,6 @@ static void on_source_entry(rjs *r, const char *name, const char *text)
     tell(r, REGISTRY_SOURCES);
 }
 
-/* --- Versions made while a node was away ------------------------------------------------------ */
-
-static void ve_key(char *out, size_t cap, const char *name, uint32_t version)
-{
-    snprintf(out, cap, "%s.%u", name, version);
-}
-
-/* Keeps text (taken; NULL: removes it) as the view's entry of key. */
-static void ve_keep(rjs *r, const char *key, char *text)
-{
-    ve_entry *e = strmap_get(&r->vers, key, strlen(key));
-    if (!text) {
-        if (e) {
-            strmap_remove(&r->vers, key);
-            free(e->text);
-            free(e);
-        }
-        return;
-    }
-    if (!e && strlen(key) < sizeof e->key && (e = calloc(1, sizeof *e)) != NULL) {
-        snprintf(e->key, sizeof e->key, "%s", key);
-        if (strmap_put(&r->vers, e->key, e) != 0) {
-            free(e);
-            e = NULL;
-        }
-    }
-    if (!e) {
-        free(text);
-        return;
-    }
-    free(e->text);
-    e->text = text;
-}
-
-typedef struct ve_pick {
-    rjs *r;
-    const char *name;
-    size_t len;
-    uint32_t missing;                  /* backfill: the lowest version name lacks here */
-    char (*keys)[SPATE_NAME_MAX + 12]; /* drop: the keys of name's versions */
-    size_t n;
-} ve_pick;
-
-/* Is key one of p->name's versions (NAME.N)? Its number, else 0. */
-static uint32_t ve_of(const ve_pick *p, const char *key)
-{
-    if (strncmp(key, p->name, p->len) != 0 || key[p->len] != '.') return 0;
-    const char *n = key + p->len + 1;
-    if (!*n || strspn(n, "0123456789") != strlen(n) || strlen(n) > 9) return 0;
-    return (uint32_t)strtoul(n, NULL, 10);
-}
-
-static void find_missing(const char *key, void *value, void *data)
-{
-    ve_pick *p = data;
-    uint32_t v = ve_of(p, key);
-    if (!v || (p->missing && v > p->missing)) return;
-    char *have = version_entry(p->r, p->name, v);
-    if (!have) p->missing = v;
-    free(have);
-}
-
-/* Fetches and stores, one at a time, the versions of name the bucket has and
- * this node lacks (made while it was away), once it runs name: the others
- * are stored beside its active version, which stays. */
-static void backfill(rjs *r, const char *name)
-{
-    fn_sync *s = r->c && r->ready ? strmap_get(&r->syncs, name, strlen(name)) : NULL;
-    if (!s || !s->active || s->applying || s->backfilling || r->c->quiet) return;
-    ve_pick p = {.r = r, .name = name, .len = strlen(name)};
-    strmap_each(&r->vers, find_missing, &p);
-    if (!p.missing) return;
-    char key[CLUSTER_KEY_MAX], sha[HASH_HEX_LEN + 1];
-    ve_key(key, sizeof key, name, p.missing);
-    ve_entry *e = strmap_get(&r->vers, key, strlen(key));
-    job *j = e && entry_sha(e->text, sha) == 0 ? new_job(r, JOB_BACKFILL, name) : NULL;
-    if (!j) return;
-    memcpy(j->sha, sha, sizeof j->sha);
-    snprintf(j->key, sizeof j->key, "%s", key);
-    s->backfilling = 1;
-    submit(j);
-}
-
-typedef struct backfill_ctx {
-    rjs *r;
-    char name[SPATE_NAME_MAX + 1];
-    char key[CLUSTER_KEY_MAX];
-    buf data;    /* the artifact, until stored */
-    size_t size; /* its length */
-} backfill_ctx;
-
-static void backfill_done(rjs *r, const char *name, int next)
-{
-    fn_sync *s = strmap_get(&r->syncs, name, strlen(name));
-    if (!s) return;
-    s->backfilling = 0;
-    if (next) backfill(r, name);
-}
-
-/* The artifact is stored here: the version goes in beside the active one. */
-static void on_backfill_stored(void *data, int status, const char *sha, const char *err)
-{
-    backfill_ctx *b = data;
-    rjs *r = b->r;
-    buf_free(&b->data);
-    ve_entry *e = strmap_get(&r->vers, b->key, strlen(b->key));
-    fn_sync *s = strmap_get(&r->syncs, b->name, strlen(b->name));
-    reg_version v = {.created_ms = clock_now_ms()};
-    char why[256] = "";
-    int ok = status == 0 && e && s && s->active && r->c &&
-             entry_parse(e->text, v.sha256, &v.config, why, sizeof why) == 0;
-    if (ok) {
-        snprintf(v.function, sizeof v.function, "%s", b->name);
-        v.version = entry_version(e->text);
-        v.size = b->size;
-        char *have = v.version ? version_entry(r, b->name, v.version) : NULL;
-        /* Stored as a put stores it, then the active version made active
-         * again, with nothing between (a stop between: the next start
-         * activates what the registry says). */
-        ok = !have && strcmp(v.sha256, sha) == 0 && v.version &&
-             registry_put_version(r->local, &v) == 0 &&
-             registry_activate(r->local, b->name, s->active) == 0;
-        free(have);
-        fnconfig_free(&v.config);
-        if (ok) log_info("cluster: stored version %u made elsewhere fn=%s", v.version, b->name);
-    }
-    /* Stored for nothing (the function went meanwhile): not left behind. */
-    if (!ok && status == 0 && sha[0] && registry_artifact_used(r->local, sha) == 0)
-        registry_artifact_remove(r->local, sha);
-    if (!ok)
-        log_warn("cluster: cannot store version %s from the registry: %s", b->key,
-                 status   ? (err && err[0] ? err : err_str(status))
-                 : why[0] ? why
-                          : "it changed");
-    backfill_done(r, b->name, ok);
-    free(b);
-}
-
-static void backfill_fetched(rjs *r, job *j)
-{
-    backfill_ctx *b = j->err[0] || j->c->quiet ? NULL : calloc(1, sizeof *b);
-    ve_entry *e = b ? strmap_get(&r->vers, j->key, strlen(j->key)) : NULL;
-    fn_config cfg;
-    char sha[HASH_HEX_LEN + 1], why[256];
-    if (!e || entry_parse(e->text, sha, &cfg, why, sizeof why) != 0) {
-        if (j->err[0]) log_warn("cluster: cannot fetch version %s: %s", j->key, j->err);
-        free(b);
-        backfill_done(r, j->name, 0);
-        return;
-    }
-    int unpack = registry_unpack_of(&cfg);
-    fnconfig_free(&cfg);
-    b->r = r;
-    snprintf(b->name, sizeof b->name, "%s", j->name);
-    snprintf(b->key, sizeof b->key, "%s", j->key);
-    b->data = j->data; /* borrowed by the store until its callback */
-    buf_init(&j->data, 0);
-    b->size = b->data.len;
-    registry_artifact_put(r->local, b->data.data, b->data.len, unpack, on_backfill_stored, b);
-}
-
-/* key is NAME.N; text its entry, NULL when removed. */
-static void on_version_entry(rjs *r, const char *key, char *text)
-{
-    const char *dot = strrchr(key, '.');
-    if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) {
-        free(text);
-        return;
-    }
-    char name[SPATE_NAME_MAX + 1];
-    snprintf(name, sizeof name, "%.*s", (int)(dot - key), key);
-    ve_keep(r, key, text);
-    if (text) backfill(r, name);
-}
-
-static void collect_version(const char *key, void *value, void *data)
-{
-    ve_pick *p = data;
-    if (ve_of(p, key) && p->n < p->r->vers.count)
-        snprintf(p->keys[p->n++], sizeof p->keys[0], "%s", key);
-}
-
-/* name is deleted: its version entries go from the view, and with write
- * (the delete was made here) from the bucket, each purging its artifact
- * when nothing names it any more. */
-static void drop_versions(rjs *r, const char *name, int write)
-{
-    ve_pick p = {.r = r, .name = name, .len = strlen(name)};
-    p.keys = calloc(r->vers.count + 1, sizeof *p.keys);
-    if (!p.keys) return;
-    strmap_each(&r->vers, collect_version, &p);
-    char(*shas)[HASH_HEX_LEN + 1] = calloc(p.n + 1, sizeof *shas);
-    for (size_t i = 0; i < p.n; i++) {
-        ve_entry *e = strmap_get(&r->vers, p.keys[i], strlen(p.keys[i]));
-        if (shas && e && entry_sha(e->text, shas[i]) != 0) shas[i][0] = '\0';
-        ve_keep(r, p.keys[i], NULL);
-    }
-    for (size_t i = 0; write && r->c && i < p.n; i++) {
-        job *j = new_job(r, JOB_DELETE, name);
-        if (!j) break;
-        snprintf(j->key, sizeof j->key, "ve.%s", p.keys[i]);
-        if (shas && shas[i][0]) {
-            char entry[HASH_HEX_LEN + 16];
-            snprintf(entry, sizeof entry, "{\"sha256\":\"%s\"}", shas[i]);
-            purge_if_unused(r, j, entry);
-        }
-        submit(j);
-    }
-    free(shas);
-    free(p.keys);
-}
-
-/* --- Aliases --------------------------------------------------------------------------------- */
-
-static int write_key(rjs *r, const char *key, char *value);
-
-static void alias_key(char *out, size_t cap, const char *function, const char *name)
-{
-    snprintf(out, cap, "%s.%s", function, name);
-}
-
-/* Puts a copy of a into the view (replacing the one of its key). */
-static int alias_keep(rjs *r, const reg_alias *a)
-{
-    char key[CLUSTER_KEY_MAX];
-    alias_key(key, sizeof key, a->function, a->name);
-    reg_alias *old = strmap_get(&r->aliases, key, strlen(key));
-    if (old) {
-        *old = *a;
-        return 0;
-    }
-    /* The map's key lives with the value: function and name, then the key. */
-    struct kept {
-        reg_alias a;
-        char key[CLUSTER_KEY_MAX];
-    } *k = calloc(1, sizeof *k);
-    if (!k) return ERR_NOMEM;
-    k->a = *a;
-    memcpy(k->key, key, sizeof key);
-    if (strmap_put(&r->aliases, k->key, k) != 0) {
-        free(k);
-        return ERR_NOMEM;
-    }
-    return 0;
-}
-
-static void aliases_changed(rjs *r, const char *function)
-{
-    if (r->ev.aliases_changed) r->ev.aliases_changed(function, r->ev.data);
-}
-
-/* key is FUNCTION.ALIAS (an alias has no dot); text the alias, NULL when
- * removed. */
-static void on_alias_entry(rjs *r, const char *key, const char *text)
-{
-    const char *dot = strrchr(key, '.');
-    if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) return;
-    char function[SPATE_NAME_MAX + 1];
-    snprintf(function, sizeof function, "%.*s", (int)(dot - key), key);
-    if (!text) {
-        free(strmap_remove(&r->aliases, key));
-        aliases_changed(r, function);
-        return;
-    }
-    reg_alias a;
-    char origin[64];
-    if (cluster__alias_parse(text, &a, origin, sizeof origin) != 0 ||
-        strcmp(a.function, function) != 0 || strcmp(a.name, dot + 1) != 0) {
-        log_warn("cluster: malformed registry entry al.%s: ignored", key);
-        return;
-    }
-    /* An older write of this node heard after a newer one (one clock:
-     * comparable): not the registry's say, the newer one's echo follows. */
-    const reg_alias *have = strmap_get(&r->aliases, key, strlen(key));
-    if (have && strcmp(origin, r->c->id) == 0 && a.updated_ms < have->updated_ms) return;
-    if (alias_keep(r, &a) != 0) {
-        log_error("cluster: out of memory for alias %s", key);
-        return;
-    }
-    aliases_changed(r, function);
-}
-
-static int js_alias_put(registry *reg, const reg_alias *a)
-{
-    rjs *r = RJS(reg);
-    if (!r->c) return ERR_CLOSED;
-    char *value = cluster__alias_json(a, r->c->id), key[CLUSTER_KEY_MAX + 8];
-    if (!value || alias_keep(r, a) != 0) {
-        free(value);
-        return ERR_NOMEM;
-    }
-    snprintf(key, sizeof key, "al.%s.%s", a->function, a->name);
-    return write_key(r, key, value);
-}
-
-static int js_alias_remove(registry *reg, const char *function, const char *name)
-{
-    rjs *r = RJS(reg);
-    if (!r->c) return ERR_CLOSED;
-    char key[CLUSTER_KEY_MAX + 8];
-    alias_key(key, sizeof key, function, name);
-    void *old = strmap_remove(&r->aliases, key);
-    if (!old) return ERR_NOTFOUND;
-    free(old);
-    snprintf(key, sizeof key, "al.%s.%s", function, name);
-    return write_key(r, key, NULL);
-}
-
-typedef struct alias_pick {
-    const char *function; /* NULL: every function's */
-    const reg_alias **v;
-    size_t n;
-} alias_pick;
-
-static void pick_alias(const char *key, void *value, void *data)
-{
-    alias_pick *p = data;
-    const reg_alias *a = value;
-    if (!p->function || strcmp(a->function, p->function) == 0) p->v[p->n++] = a;
-}
-
-static int by_function_then_name(const void *x, const void *y)
-{
-    const reg_alias *a = *(const reg_alias *const *)x, *b = *(const reg_alias *const *)y;
-    int c = strcmp(a->function, b->function);
-    return c ? c : strcmp(a->name, b->name);
-}
-
-/* The view's aliases of function (NULL: all) in order; caller frees p->v. */
-static int collect_aliases(rjs *r, const char *function, alias_pick *p)
-{
-    *p = (alias_pick){.function = function, .v = calloc(r->aliases.count + 1, sizeof *p->v)};
-    if (!p->v) return ERR_NOMEM;
-    strmap_each(&r->aliases, pick_alias, p);
-    qsort(p->v, p->n, sizeof *p->v, by_function_then_name);
-    return 0;
-}
-
-static int js_each_alias(registry *reg, const char *function, registry_alias_cb cb, void *data)
-{
-    alias_pick p;
-    if (collect_aliases(RJS(reg), function, &p) != 0) return ERR_NOMEM;
-    for (size_t i = 0; i < p.n; i++) cb(p.v[i], data);
-    free(p.v);
-    return 0;
-}
-
-/* function is deleted: its aliases go from the view, and with write (the
- * delete was made here) from the bucket. */
-static void drop_aliases(rjs *r, const char *function, int write)
-{
-    alias_pick p;
-    if (collect_aliases(r, function, &p) != 0) return;
-    for (size_t i = 0; i < p.n; i++) {
-        char name[SPATE_ALIAS_MAX + 1];
-        snprintf(name, sizeof name, "%s", p.v[i]->name);
-        if (write && r->c)
-            js_alias_remove((registry *)r, function, name);
-        else {
-            char key[CLUSTER_KEY_MAX];
-            alias_key(key, sizeof key, function, name);
-            free(strmap_remove(&r->aliases, key));
-        }
-    }
-    free(p.v);
-}
-
 /* A function here that the registry does not hold (deleted while this node
  * was away) goes: in cluster mode the registry decides. */
 static int reconcile_one(const reg_version *v, int64_t created, void *data)
@@ -1103,7 +646,7 @@ static void apply_each(const char *key, void *value, void *data)
 
 static void backfill_each(const char *key, void *value, void *data)
 {
-    backfill(data, key);
+    rjs_backfill(data, key);
 }
 
 static int js_schedule_put(registry *reg, const reg_schedule *sc);
@@ -1211,9 +754,9 @@ static void on_change(void *arg)
         } else if (ch->kind == CLUSTER_CH_SOURCE) {
             on_source_entry(r, ch->key, ch->text);
         } else if (ch->kind == CLUSTER_CH_ALIAS) {
-            on_alias_entry(r, ch->key, ch->text);
+            rjs_on_alias_entry(r, ch->key, ch->text);
         } else if (ch->kind == CLUSTER_CH_VERSION) {
-            on_version_entry(r, ch->key, ch->text);
+            rjs_on_version_entry(r, ch->key, ch->text);
             ch->text = NULL; /* taken */
         } else {
             fn_sync *s = sync_of(r, ch->key);
@@ -1279,7 +822,7 @@ static int js_next_version(registry *reg, const char *name, uint32_t *out)
 {
     rjs *r = RJS(reg);
     fn_sync *s = strmap_get(&r->syncs, name, strlen(name));
-    uint32_t v = s && s->deploying ? entry_version(s->deploying) : 0;
+    uint32_t v = s && s->deploying ? rjs_entry_version(s->deploying) : 0;
     if (v) {
         *out = v;
         return 0;
@@ -1296,7 +839,7 @@ static int js_next_version(registry *reg, const char *name, uint32_t *out)
 static void publish_entry(rjs *r, const char *name, const char *sha, char *value)
 {
     fn_sync *s = sync_of(r, name);
-    job *j = new_job(r, JOB_PUBLISH, name);
+    job *j = rjs_new_job(r, JOB_PUBLISH, name);
     if (!j) {
         free(value);
         return;
@@ -1308,12 +851,12 @@ static void publish_entry(rjs *r, const char *name, const char *sha, char *value
     if (s) {
         char *old = s->entry;
         s->entry = j->value ? strdup(j->value) : NULL;
-        purge_if_unused(r, j, old);
+        rjs_purge_if_unused(r, j, old);
         free(old);
         free(s->wrote);
         s->wrote = j->value ? strdup(j->value) : NULL;
     }
-    submit(j);
+    rjs_submit(j);
 }
 
 /* The registry's own version (or activation), being applied here: value
@@ -1342,10 +885,10 @@ static int js_put_version(registry *reg, const reg_version *v)
     char key[CLUSTER_KEY_MAX + 8], *copy = strdup(value);
     publish_entry(r, v->function, v->sha256, value);
     /* After the fn entry (the worker keeps the order): its chunks are in. */
-    ve_key(key, sizeof key, v->function, v->version);
-    ve_keep(r, key, copy ? strdup(copy) : NULL);
+    rjs_ve_key(key, sizeof key, v->function, v->version);
+    rjs_ve_keep(r, key, copy ? strdup(copy) : NULL);
     snprintf(key, sizeof key, "ve.%s.%u", v->function, v->version);
-    if (copy) write_key(r, key, copy);
+    if (copy) rjs_write_key(r, key, copy);
     return 0;
 }
 
@@ -1356,23 +899,21 @@ static int js_activate(registry *reg, const char *name, uint32_t version)
 {
     rjs *r = RJS(reg);
     char *was = local_entry(r, name);
-    int already = entry_version(was) == version;
+    int already = rjs_entry_version(was) == version;
     free(was);
     int rc = registry_activate(r->local, name, version);
     fn_sync *s = rc == 0 ? sync_of(r, name) : NULL;
     if (s) s->active = version;
     if (rc != 0 || !r->c || already) return rc;
-    char *value = version_entry(r, name, version), sha[HASH_HEX_LEN + 1];
+    char *value = rjs_version_entry(r, name, version), sha[HASH_HEX_LEN + 1];
     if (applying_own(r, name, value)) return 0;
-    if (entry_sha(value, sha) != 0) {
+    if (rjs_entry_sha(value, sha) != 0) {
         free(value);
         return 0;
     }
     publish_entry(r, name, sha, value);
     return 0;
 }
-
-static void drop_aliases(rjs *r, const char *function, int write);
 
 static int js_delete_function(registry *reg, const char *name)
 {
@@ -1381,20 +922,20 @@ static int js_delete_function(registry *reg, const char *name)
     fn_sync *s = rc == 0 ? sync_of(r, name) : NULL;
     if (s) s->active = 0;
     if (rc != 0 || !r->c) return rc;
-    drop_aliases(r, name, !(s && s->deleting));
-    drop_versions(r, name, !(s && s->deleting));
+    rjs_drop_aliases(r, name, !(s && s->deleting));
+    rjs_drop_versions(r, name, !(s && s->deleting));
     if (s && s->deleting) return 0; /* the registry's own delete, applied here */
-    job *j = new_job(r, JOB_DELETE, name);
+    job *j = rjs_new_job(r, JOB_DELETE, name);
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     if (s) {
         char *old = s->entry;
         s->entry = NULL;
         free(s->wrote); /* a delete: every earlier entry of this node is stale */
         s->wrote = strdup("");
-        if (j) purge_if_unused(r, j, old);
+        if (j) rjs_purge_if_unused(r, j, old);
         free(old);
     }
-    if (j) submit(j);
+    if (j) rjs_submit(j);
     return 0;
 }
 
@@ -1440,13 +981,13 @@ static int js_trigger_put(registry *reg, const char *topic, const queue_sub_conf
 {
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;
-    job *j = new_job(r, JOB_PUT, cfg->function);
+    job *j = rjs_new_job(r, JOB_PUT, cfg->function);
     if (!j) return ERR_NOMEM;
     trigger_key(j->key, sizeof j->key, topic, cfg->function);
     cJSON *o = registry_trigger_json(topic, cfg);
     j->value = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -1454,10 +995,10 @@ static int js_trigger_remove(registry *reg, const char *topic, const char *funct
 {
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;
-    job *j = new_job(r, JOB_DELETE, function);
+    job *j = rjs_new_job(r, JOB_DELETE, function);
     if (!j) return ERR_NOMEM;
     trigger_key(j->key, sizeof j->key, topic, function);
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -1538,16 +1079,16 @@ static void js_close(registry *reg)
 }
 
 /* Queues the write of key (value taken; NULL: its delete). */
-static int write_key(rjs *r, const char *key, char *value)
+int rjs_write_key(rjs *r, const char *key, char *value)
 {
-    job *j = r->c ? new_job(r, value ? JOB_PUT : JOB_DELETE, "") : NULL;
+    job *j = r->c ? rjs_new_job(r, value ? JOB_PUT : JOB_DELETE, "") : NULL;
     if (!j) {
         free(value);
         return r->c ? ERR_NOMEM : ERR_CLOSED;
     }
     snprintf(j->key, sizeof j->key, "%s", key);
     j->value = value;
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -1562,7 +1103,7 @@ static int js_schedule_put(registry *reg, const reg_schedule *sc)
         return ERR_NOMEM;
     }
     snprintf(key, sizeof key, "sc.%s", sc->name);
-    return write_key(r, key, value);
+    return rjs_write_key(r, key, value);
 }
 
 static int js_schedule_remove(registry *reg, const char *name)
@@ -1575,9 +1116,9 @@ static int js_schedule_remove(registry *reg, const char *name)
      * not heard yet may take the lease again: a stale lease key is inert.) */
     char key[CLUSTER_KEY_MAX + 8];
     snprintf(key, sizeof key, "lease.schedule.%s", name);
-    write_key(r, key, NULL);
+    rjs_write_key(r, key, NULL);
     snprintf(key, sizeof key, "sc.%s", name);
-    return write_key(r, key, NULL);
+    return rjs_write_key(r, key, NULL);
 }
 
 /* The holder fired name: written into its entry, which the next holder
@@ -1589,12 +1130,12 @@ static int js_schedule_fired(registry *reg, const char *name, int64_t fire_ms)
     if (!r->c) return ERR_CLOSED;
     if (!e) return ERR_NOTFOUND;
     if (fire_ms > e->s.last_fire_ms) e->s.last_fire_ms = fire_ms;
-    job *j = new_job(r, JOB_FIRED, name);
+    job *j = rjs_new_job(r, JOB_FIRED, name);
     if (!j) return ERR_NOMEM;
     snprintf(j->key, sizeof j->key, "sc.%s", name);
     j->created_ms = e->s.created_ms;
     j->fire_ms = fire_ms;
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -1654,7 +1195,7 @@ static int js_source_put(registry *reg, const reg_source *src)
     char key[CLUSTER_KEY_MAX + 8];
     snprintf(key, sizeof key, "so.%s", src->name);
     char *value = cluster__source_json(src);
-    return value ? write_key(r, key, value) : ERR_NOMEM;
+    return value ? rjs_write_key(r, key, value) : ERR_NOMEM;
 }
 
 static int js_source_remove(registry *reg, const char *name)
@@ -1666,9 +1207,9 @@ static int js_source_remove(registry *reg, const char *name)
     free(e);
     char key[CLUSTER_KEY_MAX + 8]; /* the lease first, as for a schedule */
     snprintf(key, sizeof key, "lease.source.%s", name);
-    write_key(r, key, NULL);
+    rjs_write_key(r, key, NULL);
     snprintf(key, sizeof key, "so.%s", name);
-    return write_key(r, key, NULL);
+    return rjs_write_key(r, key, NULL);
 }
 
 static int js_each_source(registry *reg, registry_source_cb cb, void *data)
@@ -1690,14 +1231,14 @@ static void js_watch(registry *reg, enum registry_kind kind, registry_changed_cb
 static void js_sync(registry *reg, registry_done_cb cb, void *data)
 {
     rjs *r = RJS(reg);
-    job *j = r->c ? new_job(r, JOB_SYNC, "") : NULL;
+    job *j = r->c ? rjs_new_job(r, JOB_SYNC, "") : NULL;
     if (!j) {
         cb(data, r->c ? ERR_NOMEM : ERR_CLOSED);
         return;
     }
     j->done = cb;
     j->done_data = data;
-    submit(j);
+    rjs_submit(j);
 }
 
 static int js_lease(registry *reg, const char *key, char *holder, size_t cap)
@@ -1743,9 +1284,9 @@ static const registry_ops js_ops = {
     .lease = js_lease,
     .lease_drop = js_lease_drop,
     .activate = js_activate,
-    .alias_put = js_alias_put,
-    .alias_remove = js_alias_remove,
-    .each_alias = js_each_alias,
+    .alias_put = rjs_alias_put,
+    .alias_remove = rjs_alias_remove,
+    .each_alias = rjs_each_alias,
 };
 
 int cluster_registry(cluster *c, registry *local, registry **out)
