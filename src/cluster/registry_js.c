@@ -440,6 +440,19 @@ static void apply(rjs *r, const char *name)
     free(mine);
     fnconfig_free(&cfg);
     if (same || activate(r, s)) return;
+    /* Another version under that number here: two nodes numbered theirs
+     * alike (or an older spated numbered them per node). Its put would
+     * fail; say why, and keep what runs. */
+    uint32_t number = rjs_entry_version(s->entry);
+    char *other = number ? rjs_version_entry(r, name, number) : NULL;
+    int taken = other != NULL;
+    free(other);
+    if (taken) {
+        log_warn("cluster: this node has another version %u (two nodes numbered a version "
+                 "alike): not applied fn=%s",
+                 number, name);
+        return;
+    }
     job *j = rjs_new_job(r, JOB_FETCH, name);
     if (!j) return;
     memcpy(j->sha, sha, sizeof j->sha);
