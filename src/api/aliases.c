@@ -69,7 +69,7 @@ static void put_alias(api *a, http_request *req, fn *f, const char *name)
         return;
     }
     if (rc == ERR_NOTSUP) {
-        http_respond_error(req, 501, "not_supported", "aliases are not supported in a cluster yet");
+        http_respond_error(req, 501, "not_supported", "this registry keeps no aliases");
         return;
     }
     if (rc) {
@@ -113,7 +113,7 @@ static void alias(api *a, http_request *req, fn *f, const route_match *m)
     if (rc == ERR_NOTFOUND)
         http_respond_error(req, 404, "not_found", "function '%s' has no alias '%s'", f->name, name);
     else if (rc == ERR_NOTSUP)
-        http_respond_error(req, 501, "not_supported", "aliases are not supported in a cluster yet");
+        http_respond_error(req, 501, "not_supported", "this registry keeps no aliases");
     else if (rc)
         http_respond_error(req, 500, "store_error", "cannot remove the alias: %s", err_str(rc));
     else

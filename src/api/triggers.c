@@ -117,12 +117,34 @@ static int default_event_format(const fn_config *c)
     }
 }
 
-static void add_trigger_route(api *a, http_request *req, const char *topic, const char *function)
+/* PUT of TOPIC/NAME or TOPIC/NAME:Q: qualifier is Q (NULL: none given,
+ * a change keeps the trigger's; "$LATEST" or "": the active version). */
+static void add_trigger_route(api *a, http_request *req, const char *topic, const char *function,
+                              const char *qualifier)
 {
     fn *f = functions_find(a->table, function, strlen(function));
     if (!f) {
         http_respond_error(req, 404, "not_found", "function '%s' does not exist", function);
         return;
+    }
+    /* The path is not unescaped: $LATEST may come as the CLI escapes it. */
+    if (qualifier && (strcmp(qualifier, "$LATEST") == 0 || strcmp(qualifier, "%24LATEST") == 0))
+        qualifier = "";
+    if (qualifier && qualifier[0]) {
+        fn *g;
+        uint32_t version;
+        int rc = functions_resolve(a->table, function, qualifier, &g, &version);
+        if (rc == ERR_INVAL) {
+            http_respond_error(req, 400, "bad_name",
+                               "invalid qualifier '%s': a version's number or an alias name",
+                               qualifier);
+            return;
+        }
+        if (rc) {
+            http_respond_error(req, 404, "not_found", "function '%s' has no version or alias '%s'",
+                               function, qualifier);
+            return;
+        }
     }
     /* A change starts from the trigger as it is: what the request does not
      * name stays (its dead-letter topic, order, attempts). */
@@ -141,6 +163,7 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
         http_respond_error(req, 400, "bad_parameter", "%s", p.why);
         return;
     }
+    if (qualifier) snprintf(p.cfg.qualifier, sizeof p.cfg.qualifier, "%s", qualifier);
     if (!sub && !p.format_given) p.cfg.event_format = default_event_format(&f->active.config);
     /* A native function's ABI takes one message (spate_request): batches
      * are for functions that read an event (exec, the managed runtimes). */
@@ -208,18 +231,32 @@ void api_triggers_list(api *a, http_request *req)
 void api_trigger(api *a, http_request *req, const route_match *m, const char *topic)
 {
     int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
-    if (!name_is_function(m->name2, m->name2_len)) {
+    /* NAME:Q names what a PUT invokes; the trigger itself is TOPIC's of
+     * NAME (one per function), so the other methods take NAME:Q as NAME. */
+    const char *colon = memchr(m->name2, ':', m->name2_len);
+    size_t name_len = colon ? (size_t)(colon - m->name2) : m->name2_len;
+    size_t q_len = colon ? m->name2_len - name_len - 1 : 0;
+    if (!name_is_function(m->name2, name_len)) {
         /* The rule, as a deploy's refusal gives it. */
         http_respond_error(req, 400, "bad_name",
                            "invalid function name '%.*s': " NAME_FUNCTION_RULE,
-                           API_NAME_FMT(m->name2_len), m->name2, SPATE_NAME_MAX);
+                           API_NAME_FMT(name_len), m->name2, SPATE_NAME_MAX);
         return;
     }
-    char function[SPATE_NAME_MAX + 1];
-    memcpy(function, m->name2, m->name2_len);
-    function[m->name2_len] = '\0';
+    if (q_len > SPATE_ALIAS_MAX || (colon && !q_len)) {
+        http_respond_error(req, 400, "bad_name",
+                           "invalid qualifier: a version's number or an alias name of 1 to %d "
+                           "characters",
+                           SPATE_ALIAS_MAX);
+        return;
+    }
+    char function[SPATE_NAME_MAX + 1], qualifier[SPATE_ALIAS_MAX + 1];
+    memcpy(function, m->name2, name_len);
+    function[name_len] = '\0';
+    if (colon) memcpy(qualifier, colon + 1, q_len);
+    qualifier[q_len] = '\0';
     if (req->method == HTTP_PUT) {
-        add_trigger_route(a, req, topic, function);
+        add_trigger_route(a, req, topic, function, colon ? qualifier : NULL);
     } else if (req->method == HTTP_DELETE) {
         trigger_req *t = calloc(1, sizeof *t);
         if (!t) {

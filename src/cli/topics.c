@@ -91,9 +91,13 @@ static void print_batching(const cJSON *t)
 
 static void print_trigger_line(const cJSON *t)
 {
-    printf("%-20s %-20s %8.0f %8.0f %8.0f %9.0f %6s %8.0f  %s", cli_json_str(t, "topic"),
-           cli_json_str(t, "function"), cli_json_num(t, "depth"), cli_json_num(t, "in_flight"),
-           cli_json_num(t, "retrying"), cli_json_num(t, "dead_lettered"),
+    /* NAME:Q when the trigger invokes a version or an alias. */
+    char function[160];
+    const char *q = cli_json_str(t, "qualifier");
+    snprintf(function, sizeof function, "%s%s%s", cli_json_str(t, "function"), q[0] ? ":" : "", q);
+    printf("%-20s %-20s %8.0f %8.0f %8.0f %9.0f %6s %8.0f  %s", cli_json_str(t, "topic"), function,
+           cli_json_num(t, "depth"), cli_json_num(t, "in_flight"), cli_json_num(t, "retrying"),
+           cli_json_num(t, "dead_lettered"),
            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "ordered")) ? "yes" : "no",
            cli_json_num(t, "deadline_ms"), cli_json_str(t, "dlq"));
     print_batching(t);
@@ -121,15 +125,22 @@ static int trigger_ls(const cli *c, cli_args *a)
     return cli_finish(&r, doc, 0);
 }
 
-/* "/v1/triggers/TOPIC/FUNCTION" + suffix, both escaped. */
+/* "/v1/triggers/TOPIC/FUNCTION" + suffix, both escaped; FUNCTION may be
+ * NAME:VERSION or NAME:ALIAS, whose ':' goes unescaped (as for invoke). */
 static void trigger_path(char *out, size_t cap, const char *topic, const char *function,
                          const char *suffix)
 {
     cli_remember_name(function);
-    char *ft = curl_easy_escape(NULL, function, 0);
+    char name[256];
+    snprintf(name, sizeof name, "%s", function);
+    char *colon = strchr(name, ':');
+    if (colon) *colon = '\0';
+    char *ft = curl_easy_escape(NULL, name, 0);
+    char *qt = colon ? curl_easy_escape(NULL, colon + 1, 0) : NULL;
     char tail[9 * KIB];
-    snprintf(tail, sizeof tail, "/%s%s", ft ? ft : "", suffix);
+    snprintf(tail, sizeof tail, "/%s%s%s%s", ft ? ft : "", colon ? ":" : "", qt ? qt : "", suffix);
     curl_free(ft);
+    curl_free(qt);
     cli_topic_path(out, cap, "/v1/triggers/", topic, tail);
 }
 

@@ -1,6 +1,6 @@
 /*
- * entries.c - schedules and sources as the registry bucket keeps them
- * (sc.NAME, so.NAME): JSON both ways. A source's URL is kept whole,
+ * entries.c - schedules, sources and aliases as the registry bucket keeps
+ * them (sc.NAME, so.NAME, al.FUNCTION.ALIAS): JSON both ways. A source's URL is kept whole,
  * credentials included, as the SQLite registry keeps it: the bucket must be
  * protected (docs/operations.md).
  */
@@ -101,6 +101,46 @@ int cluster__source_parse(const char *text, reg_source *s)
         !str_member(o, "key_field", s->key_field, sizeof s->key_field)) {
         s->created_ms = num_member(o, "created_ms");
         rc = 0;
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+char *cluster__alias_json(const reg_alias *a, const char *origin)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "origin", origin);
+    cJSON_AddStringToObject(o, "function", a->function);
+    cJSON_AddStringToObject(o, "name", a->name);
+    cJSON_AddNumberToObject(o, "version", a->version);
+    cJSON_AddNumberToObject(o, "weight_version", a->weight_version);
+    cJSON_AddNumberToObject(o, "weight_percent", a->weight_percent);
+    cJSON_AddNumberToObject(o, "created_ms", (double)a->created_ms);
+    cJSON_AddNumberToObject(o, "updated_ms", (double)a->updated_ms);
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
+}
+
+int cluster__alias_parse(const char *text, reg_alias *a, char *origin, size_t cap)
+{
+    memset(a, 0, sizeof *a);
+    cJSON *o = cJSON_Parse(text);
+    int rc = -1;
+    if (origin && cap && str_member(o, "origin", origin, cap) != 0) origin[0] = '\0';
+    if (cJSON_IsObject(o) && !str_member(o, "function", a->function, sizeof a->function) &&
+        !str_member(o, "name", a->name, sizeof a->name)) {
+        int64_t v = num_member(o, "version"), wv = num_member(o, "weight_version"),
+                wp = num_member(o, "weight_percent");
+        a->version = v <= UINT32_MAX ? (uint32_t)v : 0;
+        a->weight_version = wv <= UINT32_MAX ? (uint32_t)wv : 0;
+        a->weight_percent = wp < 100 ? (uint32_t)wp : 0;
+        a->created_ms = num_member(o, "created_ms");
+        a->updated_ms = num_member(o, "updated_ms");
+        /* What functions_alias_set would have refused is no alias. */
+        if (a->version &&
+            (!a->weight_version || (a->weight_percent && a->weight_version != a->version)))
+            rc = 0;
     }
     cJSON_Delete(o);
     return rc;

@@ -97,7 +97,7 @@ int cluster__route_start(cluster *c, char *err, size_t errcap);
 void cluster__route_stop(cluster *c);
 
 /* watch.c: a thread that follows the bucket until c stops, and calls heard
- * (on itself) with each change: the key without its "fn."/"tr."/"sc."/"so." and the
+ * (on itself) with each change: the key without its "fn."/"tr."/"sc."/"so."/"al."/"ve." and the
  * value (taken; NULL: deleted); CLUSTER_CH_READY once the current values
  * are in, again after each new start (a reconnect). */
 #define CLUSTER_KEY_MAX (SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8)
@@ -106,6 +106,8 @@ enum cluster_change {
     CLUSTER_CH_TRIGGER,
     CLUSTER_CH_SCHEDULE,
     CLUSTER_CH_SOURCE,
+    CLUSTER_CH_ALIAS,
+    CLUSTER_CH_VERSION,
     CLUSTER_CH_READY
 };
 typedef void (*cluster_heard_fn)(void *data, enum cluster_change kind, const char *key, char *text);
@@ -129,6 +131,12 @@ char *cluster__schedule_json(const reg_schedule *s);
 int cluster__schedule_parse(const char *text, reg_schedule *s, char **payload);
 char *cluster__source_json(const reg_source *s);
 int cluster__source_parse(const char *text, reg_source *s);
+/* An alias (al.FUNCTION.ALIAS), as for a source, with the id of the node
+ * that wrote it (origin; parsed into origin[cap] unless NULL, "" if none):
+ * -1 also when its numbers make no alias (no version, a weight without its
+ * version or on the same one). */
+char *cluster__alias_json(const reg_alias *a, const char *origin);
+int cluster__alias_parse(const char *text, reg_alias *a, char *origin, size_t cap);
 
 /* registry_js.c: following the bucket (its watcher). */
 void cluster__registry_follow(rjs *r);

@@ -4,8 +4,16 @@
  * Each node keeps its own registry (SQLite, wrapped here: versions, numbers
  * and artifact files are local) and the nodes agree through a JetStream
  * key-value bucket:
- *   fn.NAME           {"sha256", "size", "origin", "config"}: the function's
- *                     active version, its artifact in the artifact stream
+ *   fn.NAME           {"sha256", "size", "origin", "config", "version",
+ *                     "latest"}: the function's active version, its artifact
+ *                     in the artifact stream, and its number: each node stores
+ *                     it under that number, so NAME:3 is the same code
+ *                     everywhere; latest is the highest number given
+ *   ve.NAME.N         version N as fn.NAME named it when it was made (the
+ *                     same JSON): a node that lacks it (it joined later) fetches
+ *                     and stores it, not active, so NAME:N runs everywhere;
+ *                     its artifact stays in the stream while one names it
+ *   al.FUNCTION.ALIAS an alias (entries.c); kept in memory like schedules
  *   tr.FUNCTION.TOPIC the trigger's configuration (registry_trigger_json)
  *   sc.NAME           a schedule, with the time it last fired (entries.c)
  *   so.NAME           a source, its URL whole (entries.c)
@@ -17,7 +25,16 @@
  * this node match through this same registry: a put of exactly the version
  * being applied, or a delete being applied, is recorded here only.
  *
- * Schedules and sources live in the bucket only: this registry keeps the
+ * A rollback is an fn entry naming a version a node has already: that node
+ * makes it active again (registry_events.function_activate) rather than
+ * deploying it anew; one that lacks it (it joined later) stores it under
+ * its number. Two nodes that deploy one function at the same moment both
+ * number their version alike: the last write to the bucket stands, and a
+ * node that kept the other under that number logs that it cannot apply it.
+ *
+ * Versions a node lacks and aliases: registry_versions.c.
+ *
+ * Schedules, sources and aliases live in the bucket only: this registry keeps the
  * bucket's view of them in memory (changed at once by a put or remove made
  * through it, then by what the watcher hears), and tells their watchers
  * when another node changed them; registry_sync answers once the writes
@@ -28,84 +45,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cluster/internal.h"
+#include "cluster/registry_js.h"
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/fnconfig_json.h"
 #include "common/log.h"
 #include "common/strmap.h"
-
-/* What the registry wants of one function, and how far this node is. */
-typedef struct fn_sync {
-    char name[SPATE_NAME_MAX + 1]; /* the map's key */
-    char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
-    int applying;                  /* a fetch or deploy is under way */
-    int changed;                   /* a newer entry came while applying */
-    /* The entry being deployed here from the registry: its put is recorded
-     * on this node only. Not entry, which a newer value may replace while
-     * the deploy runs: that put would write the older version back. */
-    char *deploying;
-    /* The registry's delete is being applied here: recorded on this node
-     * only. Not applying, which a fetch sets too: a delete made through
-     * this node meanwhile is the user's, and goes to the bucket. */
-    int deleting;
-} fn_sync;
-
-/* A trigger the bucket holds (registry_each_trigger). */
-typedef struct tr_entry {
-    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 2]; /* FUNCTION.TOPIC, the map's key */
-    char topic[SPATE_TOPIC_NAME_MAX + 1];
-    queue_sub_config cfg;
-} tr_entry;
-
-/* A schedule or a source as the bucket holds it. */
-typedef struct sc_entry {
-    reg_schedule s; /* s.name is the map's key */
-    char *payload;  /* s.payload's storage */
-} sc_entry;
-typedef struct so_entry {
-    reg_source s;
-} so_entry;
-
-struct rjs {
-    const registry_ops *ops; /* first, as registry.h wants */
-    cluster *c;              /* NULL after cluster_stop */
-    registry *local;
-    registry_events ev;
-    strmap syncs;  /* name -> fn_sync */
-    strmap trigs;  /* FUNCTION.TOPIC -> tr_entry */
-    strmap scheds; /* NAME -> sc_entry */
-    strmap srcs;   /* NAME -> so_entry */
-    struct {
-        registry_changed_cb cb;
-        void *data;
-    } watchers[2];   /* by enum registry_kind */
-    uint64_t queued; /* the number of the last job submitted */
-    uint64_t failed; /* the number of the last job that failed */
-    int ready;       /* the bucket's current values are in */
-    pthread_t watcher;
-    int watching;
-};
-
-/* Blocking work for the worker thread. */
-enum job_kind { JOB_PUBLISH, JOB_DELETE, JOB_FETCH, JOB_PUT, JOB_FIRED, JOB_SYNC };
-typedef struct job {
-    rjs *r;
-    cluster *c;
-    enum job_kind kind;
-    uint64_t seq;                /* its number; SYNC: that of the last job before it */
-    int64_t created_ms, fire_ms; /* FIRED: the schedule and its run */
-    registry_done_cb done;       /* SYNC */
-    void *done_data;
-    char name[SPATE_NAME_MAX + 1];
-    char key[SPATE_NAME_MAX + SPATE_TOPIC_NAME_MAX + 8]; /* PUT, DELETE */
-    char sha[HASH_HEX_LEN + 1];
-    char path[4096];              /* PUBLISH: the artifact file */
-    char *value;                  /* PUBLISH, PUT: the registry entry */
-    char purge[HASH_HEX_LEN + 1]; /* PUBLISH, DELETE: an artifact no entry uses now, or "" */
-    buf data;                     /* FETCH: the artifact */
-    char err[256];                /* "" on success */
-} job;
 
 static void apply(rjs *r, const char *name);
 
@@ -120,6 +65,13 @@ static char *entry_json(const rjs *r, const reg_version *v)
     cJSON_AddNumberToObject(o, "size", (double)v->size);
     cJSON_AddStringToObject(o, "origin", r->c->id);
     cJSON_AddItemToObject(o, "config", fnconfig_json(&v->config, 1, 1));
+    cJSON_AddNumberToObject(o, "version", v->version);
+    /* The highest number given so far: a node that joined later (it has
+     * only the versions made active since) numbers its next deploy after
+     * it, not after its own. */
+    uint32_t next = 0;
+    registry_next_version(r->local, v->function, &next);
+    cJSON_AddNumberToObject(o, "latest", next > v->version ? next - 1 : v->version);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -135,8 +87,8 @@ static int sha_of(const cJSON *o, char sha[HASH_HEX_LEN + 1])
 }
 
 /* Reads an entry: its SHA-256 into sha and its configuration into cfg. */
-static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *cfg, char *why,
-                       size_t cap)
+int rjs_entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *cfg, char *why,
+                    size_t cap)
 {
     cJSON *o = cJSON_Parse(text);
     if (sha_of(o, sha) != 0) {
@@ -150,7 +102,7 @@ static int entry_parse(const char *text, char sha[HASH_HEX_LEN + 1], fn_config *
 }
 
 /* The SHA-256 an entry's text names into sha; -1 if it names none. */
-static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
+int rjs_entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
 {
     cJSON *o = text ? cJSON_Parse(text) : NULL;
     int rc = sha_of(o, sha);
@@ -158,13 +110,38 @@ static int entry_sha(const char *text, char sha[HASH_HEX_LEN + 1])
     return rc;
 }
 
-/* The same version and configuration, whoever deployed it. */
+/* The version number an entry's text names (member "version"; "latest":
+ * the highest given); 0 if none (one written before numbers were shared:
+ * the applying node numbers it itself). */
+static uint32_t entry_number(const char *text, const char *member)
+{
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, member);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    cJSON_Delete(o);
+    return d >= 1 && d <= UINT32_MAX ? (uint32_t)d : 0;
+}
+
+uint32_t rjs_entry_version(const char *text)
+{
+    return entry_number(text, "version");
+}
+
+/* The same version and configuration, whoever deployed it. An entry
+ * without a number matches on the rest (one from an older spate would
+ * otherwise be deployed again at each start). */
 static int same_entry(const char *x, const char *y)
 {
     if (!x || !y) return 0;
     cJSON *a = cJSON_Parse(x), *b = cJSON_Parse(y);
     cJSON_DeleteItemFromObject(a, "origin");
     cJSON_DeleteItemFromObject(b, "origin");
+    cJSON_DeleteItemFromObject(a, "latest"); /* each node's own history */
+    cJSON_DeleteItemFromObject(b, "latest");
+    if (!cJSON_HasObjectItem(a, "version") || !cJSON_HasObjectItem(b, "version")) {
+        cJSON_DeleteItemFromObject(a, "version");
+        cJSON_DeleteItemFromObject(b, "version");
+    }
     int same = cJSON_Compare(a, b, 1);
     cJSON_Delete(a);
     cJSON_Delete(b);
@@ -173,22 +150,34 @@ static int same_entry(const char *x, const char *y)
 
 typedef struct first {
     rjs *r;
+    uint32_t version; /* 0: the first listed, the active one */
     char *entry;
 } first;
 
 static int first_version(const reg_version *v, int64_t created, void *data)
 {
     first *f = data;
+    if (f->version && v->version != f->version) return 0;
     f->entry = entry_json(f->r, v);
     return 1;
 }
 
-/* The entry of what this node runs of name (its active version), or NULL. */
-static char *local_entry(rjs *r, const char *name)
+/* The entry of version of name as this node has it (0: what it runs, its
+ * active version), or NULL. */
+char *rjs_version_entry(rjs *r, const char *name, uint32_t version)
 {
-    first f = {r, NULL};
+    first f = {r, version, NULL};
     registry_each_version(r->local, name, first_version, &f);
     return f.entry;
+}
+
+static fn_sync *sync_of(rjs *r, const char *name);
+
+/* The entry of what this node runs of name, or NULL. */
+static char *local_entry(rjs *r, const char *name)
+{
+    fn_sync *s = sync_of(r, name);
+    return s && s->active ? rjs_version_entry(r, name, s->active) : NULL;
 }
 
 static fn_sync *sync_of(rjs *r, const char *name)
@@ -214,21 +203,30 @@ static void count_use(const char *key, void *value, void *data)
     const fn_sync *s = value;
     struct sha_use *u = data;
     char sha[HASH_HEX_LEN + 1];
-    if (!u->used && s->entry && entry_sha(s->entry, sha) == 0 && strcmp(sha, u->sha) == 0)
+    if (!u->used && s->entry && rjs_entry_sha(s->entry, sha) == 0 && strcmp(sha, u->sha) == 0)
         u->used = 1;
 }
 
-/* A function's entry is replaced or deleted: if no entry names the artifact
- * it named any more, the job purges it from the artifact stream after the
- * registry write. (A deploy uploads its artifact again each time, so one
+static void count_version_use(const char *key, void *value, void *data)
+{
+    const ve_entry *e = value;
+    struct sha_use *u = data;
+    char sha[HASH_HEX_LEN + 1];
+    if (!u->used && rjs_entry_sha(e->text, sha) == 0 && strcmp(sha, u->sha) == 0) u->used = 1;
+}
+
+/* A function's entry is replaced or deleted: if no entry (nor version
+ * entry) names the artifact it named any more, the job purges it from the
+ * artifact stream after the registry write. (A deploy uploads its artifact again each time, so one
  * purged while another node deploys the same bytes comes back with that
  * deploy's next write.) */
-static void purge_if_unused(rjs *r, job *j, const char *old_entry)
+void rjs_purge_if_unused(rjs *r, job *j, const char *old_entry)
 {
     char sha[HASH_HEX_LEN + 1];
-    if (entry_sha(old_entry, sha) != 0) return;
+    if (rjs_entry_sha(old_entry, sha) != 0) return;
     struct sha_use u = {.sha = sha};
     strmap_each(&r->syncs, count_use, &u);
+    strmap_each(&r->vers, count_version_use, &u);
     if (!u.used) memcpy(j->purge, sha, sizeof j->purge);
 }
 
@@ -326,6 +324,8 @@ static void job_done(void *arg)
     } else if (j->kind == JOB_FETCH) {
         /* A deploy from the registry: not while stopping. */
         if (!j->c->quiet) fetched(j->r, j);
+    } else if (j->kind == JOB_BACKFILL) {
+        rjs_backfill_fetched(j->r, j);
     } else if (j->err[0]) {
         j->r->failed = j->seq;
         log_error("cluster: cannot %s the registry: %s key=%s",
@@ -335,7 +335,7 @@ static void job_done(void *arg)
     job_free(j);
 }
 
-static job *new_job(rjs *r, enum job_kind kind, const char *name)
+job *rjs_new_job(rjs *r, enum job_kind kind, const char *name)
 {
     job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
@@ -346,7 +346,7 @@ static job *new_job(rjs *r, enum job_kind kind, const char *name)
     return j;
 }
 
-static void submit(job *j)
+void rjs_submit(job *j)
 {
     j->seq = j->kind == JOB_SYNC ? j->r->queued : ++j->r->queued;
     bridge_run(j->c->bridge, job_work, job_done, job_free, j);
@@ -370,6 +370,7 @@ static void applied(rjs *r, const char *name)
         s->changed = 0;
         apply(r, name);
     }
+    rjs_backfill(r, name);
 }
 
 static void on_kv_deployed(void *data, int status, const char *message, uint32_t version)
@@ -381,6 +382,29 @@ static void on_kv_deployed(void *data, int status, const char *message, uint32_t
         log_info("cluster: deployed from the registry fn=%s version=%u", d->name, version);
     applied(d->r, d->name);
     free(d);
+}
+
+/* The registry's entry names a version this node has but does not run (a
+ * rollback made elsewhere): make it active here. 1 when that started. */
+static int activate(rjs *r, fn_sync *s)
+{
+    uint32_t version = rjs_entry_version(s->entry);
+    char *have = version ? rjs_version_entry(r, s->name, version) : NULL;
+    int same = same_entry(have, s->entry);
+    free(have);
+    kv_deploy *d = same && r->ev.function_activate ? calloc(1, sizeof *d) : NULL;
+    char *deploying = d ? strdup(s->entry) : NULL;
+    if (!deploying) {
+        free(d);
+        return 0;
+    }
+    d->r = r;
+    snprintf(d->name, sizeof d->name, "%s", s->name);
+    free(s->deploying);
+    s->deploying = deploying;
+    s->applying = 1;
+    r->ev.function_activate(s->name, version, on_kv_deployed, d, r->ev.data);
+    return 1;
 }
 
 /* The registry holds a version of name this node does not run: fetch its
@@ -407,7 +431,7 @@ static void apply(rjs *r, const char *name)
     }
     char sha[HASH_HEX_LEN + 1], why[256];
     fn_config cfg;
-    if (entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0) {
+    if (rjs_entry_parse(s->entry, sha, &cfg, why, sizeof why) != 0) {
         log_warn("cluster: %s fn=%s", why, name);
         free(mine);
         return;
@@ -415,12 +439,25 @@ static void apply(rjs *r, const char *name)
     int same = same_entry(mine, s->entry);
     free(mine);
     fnconfig_free(&cfg);
-    if (same) return;
-    job *j = new_job(r, JOB_FETCH, name);
+    if (same || activate(r, s)) return;
+    /* Another version under that number here: two nodes numbered theirs
+     * alike (or an older spated numbered them per node). Its put would
+     * fail; say why, and keep what runs. */
+    uint32_t number = rjs_entry_version(s->entry);
+    char *other = number ? rjs_version_entry(r, name, number) : NULL;
+    int taken = other != NULL;
+    free(other);
+    if (taken) {
+        log_warn("cluster: this node has another version %u (two nodes numbered a version "
+                 "alike): not applied fn=%s",
+                 number, name);
+        return;
+    }
+    job *j = rjs_new_job(r, JOB_FETCH, name);
     if (!j) return;
     memcpy(j->sha, sha, sizeof j->sha);
     s->applying = 1;
-    submit(j);
+    rjs_submit(j);
 }
 
 static void fetched(rjs *r, job *j)
@@ -434,7 +471,7 @@ static void fetched(rjs *r, job *j)
     char sha[HASH_HEX_LEN + 1], why[256];
     fn_config cfg;
     kv_deploy *d = calloc(1, sizeof *d);
-    int parsed = d && entry_parse(s->entry, sha, &cfg, why, sizeof why) == 0;
+    int parsed = d && rjs_entry_parse(s->entry, sha, &cfg, why, sizeof why) == 0;
     if (!parsed || strcmp(sha, j->sha) != 0) {
         if (parsed) fnconfig_free(&cfg);
         free(d);
@@ -610,13 +647,19 @@ static void on_source_entry(rjs *r, const char *name, const char *text)
  * was away) goes: in cluster mode the registry decides. */
 static int reconcile_one(const reg_version *v, int64_t created, void *data)
 {
-    sync_of(data, v->function);
+    fn_sync *s = sync_of(data, v->function);
+    if (s) s->active = v->version;
     return 0;
 }
 
 static void apply_each(const char *key, void *value, void *data)
 {
     apply(data, key);
+}
+
+static void backfill_each(const char *key, void *value, void *data)
+{
+    rjs_backfill(data, key);
 }
 
 static int js_schedule_put(registry *reg, const reg_schedule *sc);
@@ -685,6 +728,7 @@ static void on_registry_ready(rjs *r)
     r->ready = 1;
     registry_each_active(r->local, reconcile_one, r);
     strmap_each(&r->syncs, apply_each, r);
+    strmap_each(&r->syncs, backfill_each, r);
     adopt_local(r);
     tell(r, REGISTRY_SCHEDULES);
     tell(r, REGISTRY_SOURCES);
@@ -706,6 +750,8 @@ static void drop_change(void *arg)
     free(ch);
 }
 
+static int stale_echo(rjs *r, fn_sync *s, const char *text);
+
 static void on_change(void *arg)
 {
     change *ch = arg;
@@ -720,9 +766,16 @@ static void on_change(void *arg)
             on_schedule_entry(r, ch->key, ch->text);
         } else if (ch->kind == CLUSTER_CH_SOURCE) {
             on_source_entry(r, ch->key, ch->text);
+        } else if (ch->kind == CLUSTER_CH_ALIAS) {
+            rjs_on_alias_entry(r, ch->key, ch->text);
+        } else if (ch->kind == CLUSTER_CH_VERSION) {
+            rjs_on_version_entry(r, ch->key, ch->text);
+            ch->text = NULL; /* taken */
         } else {
             fn_sync *s = sync_of(r, ch->key);
-            if (s) {
+            if (s && stale_echo(r, s, ch->text)) {
+                /* keep the newer entry this node wrote */
+            } else if (s) {
                 free(s->entry);
                 s->entry = ch->text; /* NULL for a delete */
                 ch->text = NULL;
@@ -731,6 +784,21 @@ static void on_change(void *arg)
         }
     }
     drop_change(ch);
+}
+
+/* An entry this node wrote heard back after it wrote a newer one. Another
+ * node's entry ends the wait for the echo of the last. */
+static int stale_echo(rjs *r, fn_sync *s, const char *text)
+{
+    if (!s->wrote) return 0;
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    const cJSON *origin = cJSON_GetObjectItemCaseSensitive(o, "origin");
+    int mine = cJSON_IsString(origin) && strcmp(origin->valuestring, r->c->id) == 0;
+    cJSON_Delete(o);
+    if (mine && !same_entry(text, s->wrote)) return 1;
+    free(s->wrote);
+    s->wrote = NULL;
+    return 0;
 }
 
 /* From the watcher thread (watch.c): a change, for the loop. */
@@ -761,11 +829,59 @@ void cluster__registry_stop(rjs *r)
 
 /* --- The registry interface ------------------------------------------------------------------ */
 
-#define RJS(x) ((rjs *)(x))
-
+/* A version being applied from the registry keeps the number it has
+ * there; a new one comes after every number given, here or elsewhere. */
 static int js_next_version(registry *reg, const char *name, uint32_t *out)
 {
-    return registry_next_version(RJS(reg)->local, name, out);
+    rjs *r = RJS(reg);
+    fn_sync *s = strmap_get(&r->syncs, name, strlen(name));
+    uint32_t v = s && s->deploying ? rjs_entry_version(s->deploying) : 0;
+    if (v) {
+        *out = v;
+        return 0;
+    }
+    int rc = registry_next_version(r->local, name, out);
+    uint32_t latest = s && s->entry ? entry_number(s->entry, "latest") : 0;
+    if (rc == 0 && latest && latest < UINT32_MAX && latest + 1 > *out) *out = latest + 1;
+    return rc;
+}
+
+/* Writes value (taken), the entry of name's active version whose artifact
+ * is sha, to the bucket with the artifact's chunks (again: one no entry
+ * named may have been purged). */
+static void publish_entry(rjs *r, const char *name, const char *sha, char *value)
+{
+    fn_sync *s = sync_of(r, name);
+    job *j = rjs_new_job(r, JOB_PUBLISH, name);
+    if (!j) {
+        free(value);
+        return;
+    }
+    memcpy(j->sha, sha, sizeof j->sha);
+    registry_artifact_path(r->local, sha, 0, j->path, sizeof j->path);
+    j->value = value;
+    /* What this node runs is what the registry will say: no need to apply it. */
+    if (s) {
+        char *old = s->entry;
+        s->entry = j->value ? strdup(j->value) : NULL;
+        rjs_purge_if_unused(r, j, old);
+        free(old);
+        free(s->wrote);
+        s->wrote = j->value ? strdup(j->value) : NULL;
+    }
+    rjs_submit(j);
+}
+
+/* The registry's own version (or activation), being applied here: value
+ * is freed. */
+static int applying_own(rjs *r, const char *name, char *value)
+{
+    fn_sync *s = sync_of(r, name);
+    if (!value || (s && s->deploying && same_entry(value, s->deploying))) {
+        free(value);
+        return 1;
+    }
+    return 0;
 }
 
 /* Recorded here; and, unless it is the version being applied from the
@@ -774,29 +890,41 @@ static int js_put_version(registry *reg, const reg_version *v)
 {
     rjs *r = RJS(reg);
     int rc = registry_put_version(r->local, v);
+    fn_sync *s = rc == 0 ? sync_of(r, v->function) : NULL;
+    if (s) s->active = v->version;
     if (rc != 0 || !r->c) return rc;
     char *value = entry_json(r, v);
-    fn_sync *s = sync_of(r, v->function);
-    if (s && s->deploying && same_entry(value, s->deploying)) {
-        free(value); /* the registry's own version, applied here */
-        return 0;
-    }
-    job *j = new_job(r, JOB_PUBLISH, v->function);
-    if (!j) {
+    if (applying_own(r, v->function, value)) return 0;
+    char key[CLUSTER_KEY_MAX + 8], *copy = strdup(value);
+    publish_entry(r, v->function, v->sha256, value);
+    /* After the fn entry (the worker keeps the order): its chunks are in. */
+    rjs_ve_key(key, sizeof key, v->function, v->version);
+    rjs_ve_keep(r, key, copy ? strdup(copy) : NULL);
+    snprintf(key, sizeof key, "ve.%s.%u", v->function, v->version);
+    if (copy) rjs_write_key(r, key, copy);
+    return 0;
+}
+
+/* A rollback: recorded here, then the version's entry goes to the bucket
+ * as a put's does. Making the active version active (functions_rollback's
+ * probe) writes nothing. */
+static int js_activate(registry *reg, const char *name, uint32_t version)
+{
+    rjs *r = RJS(reg);
+    char *was = local_entry(r, name);
+    int already = rjs_entry_version(was) == version;
+    free(was);
+    int rc = registry_activate(r->local, name, version);
+    fn_sync *s = rc == 0 ? sync_of(r, name) : NULL;
+    if (s) s->active = version;
+    if (rc != 0 || !r->c || already) return rc;
+    char *value = rjs_version_entry(r, name, version), sha[HASH_HEX_LEN + 1];
+    if (applying_own(r, name, value)) return 0;
+    if (rjs_entry_sha(value, sha) != 0) {
         free(value);
         return 0;
     }
-    memcpy(j->sha, v->sha256, sizeof j->sha);
-    registry_artifact_path(r->local, v->sha256, 0, j->path, sizeof j->path);
-    j->value = value;
-    /* What this node runs is what the registry will say: no need to apply it. */
-    if (s) {
-        char *old = s->entry;
-        s->entry = j->value ? strdup(j->value) : NULL;
-        purge_if_unused(r, j, old);
-        free(old);
-    }
-    submit(j);
+    publish_entry(r, name, sha, value);
     return 0;
 }
 
@@ -804,18 +932,23 @@ static int js_delete_function(registry *reg, const char *name)
 {
     rjs *r = RJS(reg);
     int rc = registry_delete_function(r->local, name);
+    fn_sync *s = rc == 0 ? sync_of(r, name) : NULL;
+    if (s) s->active = 0;
     if (rc != 0 || !r->c) return rc;
-    fn_sync *s = sync_of(r, name);
+    rjs_drop_aliases(r, name, !(s && s->deleting));
+    rjs_drop_versions(r, name, !(s && s->deleting));
     if (s && s->deleting) return 0; /* the registry's own delete, applied here */
-    job *j = new_job(r, JOB_DELETE, name);
+    job *j = rjs_new_job(r, JOB_DELETE, name);
     if (j) snprintf(j->key, sizeof j->key, "fn.%s", name);
     if (s) {
         char *old = s->entry;
         s->entry = NULL;
-        if (j) purge_if_unused(r, j, old);
+        free(s->wrote); /* a delete: every earlier entry of this node is stale */
+        s->wrote = strdup("");
+        if (j) rjs_purge_if_unused(r, j, old);
         free(old);
     }
-    if (j) submit(j);
+    if (j) rjs_submit(j);
     return 0;
 }
 
@@ -861,13 +994,13 @@ static int js_trigger_put(registry *reg, const char *topic, const queue_sub_conf
 {
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;
-    job *j = new_job(r, JOB_PUT, cfg->function);
+    job *j = rjs_new_job(r, JOB_PUT, cfg->function);
     if (!j) return ERR_NOMEM;
     trigger_key(j->key, sizeof j->key, topic, cfg->function);
     cJSON *o = registry_trigger_json(topic, cfg);
     j->value = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -875,10 +1008,10 @@ static int js_trigger_remove(registry *reg, const char *topic, const char *funct
 {
     rjs *r = RJS(reg);
     if (!r->c) return ERR_CLOSED;
-    job *j = new_job(r, JOB_DELETE, function);
+    job *j = rjs_new_job(r, JOB_DELETE, function);
     if (!j) return ERR_NOMEM;
     trigger_key(j->key, sizeof j->key, topic, function);
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -912,12 +1045,20 @@ static void free_sync(const char *key, void *value, void *data)
     fn_sync *s = value;
     free(s->entry);
     free(s->deploying);
+    free(s->wrote);
     free(s);
 }
 
 static void free_trigger(const char *key, void *value, void *data)
 {
     free(value);
+}
+
+static void free_version(const char *key, void *value, void *data)
+{
+    ve_entry *e = value;
+    free(e->text);
+    free(e);
 }
 
 static void free_schedule(const char *key, void *value, void *data)
@@ -938,6 +1079,10 @@ static void js_close(registry *reg)
     strmap_free(&r->syncs);
     strmap_each(&r->trigs, free_trigger, NULL);
     strmap_free(&r->trigs);
+    strmap_each(&r->aliases, free_trigger, NULL); /* plain allocations both */
+    strmap_free(&r->aliases);
+    strmap_each(&r->vers, free_version, NULL);
+    strmap_free(&r->vers);
     strmap_each(&r->scheds, free_schedule, NULL);
     strmap_free(&r->scheds);
     strmap_each(&r->srcs, free_source, NULL);
@@ -947,16 +1092,16 @@ static void js_close(registry *reg)
 }
 
 /* Queues the write of key (value taken; NULL: its delete). */
-static int write_key(rjs *r, const char *key, char *value)
+int rjs_write_key(rjs *r, const char *key, char *value)
 {
-    job *j = r->c ? new_job(r, value ? JOB_PUT : JOB_DELETE, "") : NULL;
+    job *j = r->c ? rjs_new_job(r, value ? JOB_PUT : JOB_DELETE, "") : NULL;
     if (!j) {
         free(value);
         return r->c ? ERR_NOMEM : ERR_CLOSED;
     }
     snprintf(j->key, sizeof j->key, "%s", key);
     j->value = value;
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -971,7 +1116,7 @@ static int js_schedule_put(registry *reg, const reg_schedule *sc)
         return ERR_NOMEM;
     }
     snprintf(key, sizeof key, "sc.%s", sc->name);
-    return write_key(r, key, value);
+    return rjs_write_key(r, key, value);
 }
 
 static int js_schedule_remove(registry *reg, const char *name)
@@ -984,9 +1129,9 @@ static int js_schedule_remove(registry *reg, const char *name)
      * not heard yet may take the lease again: a stale lease key is inert.) */
     char key[CLUSTER_KEY_MAX + 8];
     snprintf(key, sizeof key, "lease.schedule.%s", name);
-    write_key(r, key, NULL);
+    rjs_write_key(r, key, NULL);
     snprintf(key, sizeof key, "sc.%s", name);
-    return write_key(r, key, NULL);
+    return rjs_write_key(r, key, NULL);
 }
 
 /* The holder fired name: written into its entry, which the next holder
@@ -998,12 +1143,12 @@ static int js_schedule_fired(registry *reg, const char *name, int64_t fire_ms)
     if (!r->c) return ERR_CLOSED;
     if (!e) return ERR_NOTFOUND;
     if (fire_ms > e->s.last_fire_ms) e->s.last_fire_ms = fire_ms;
-    job *j = new_job(r, JOB_FIRED, name);
+    job *j = rjs_new_job(r, JOB_FIRED, name);
     if (!j) return ERR_NOMEM;
     snprintf(j->key, sizeof j->key, "sc.%s", name);
     j->created_ms = e->s.created_ms;
     j->fire_ms = fire_ms;
-    submit(j);
+    rjs_submit(j);
     return 0;
 }
 
@@ -1063,7 +1208,7 @@ static int js_source_put(registry *reg, const reg_source *src)
     char key[CLUSTER_KEY_MAX + 8];
     snprintf(key, sizeof key, "so.%s", src->name);
     char *value = cluster__source_json(src);
-    return value ? write_key(r, key, value) : ERR_NOMEM;
+    return value ? rjs_write_key(r, key, value) : ERR_NOMEM;
 }
 
 static int js_source_remove(registry *reg, const char *name)
@@ -1075,9 +1220,9 @@ static int js_source_remove(registry *reg, const char *name)
     free(e);
     char key[CLUSTER_KEY_MAX + 8]; /* the lease first, as for a schedule */
     snprintf(key, sizeof key, "lease.source.%s", name);
-    write_key(r, key, NULL);
+    rjs_write_key(r, key, NULL);
     snprintf(key, sizeof key, "so.%s", name);
-    return write_key(r, key, NULL);
+    return rjs_write_key(r, key, NULL);
 }
 
 static int js_each_source(registry *reg, registry_source_cb cb, void *data)
@@ -1099,14 +1244,14 @@ static void js_watch(registry *reg, enum registry_kind kind, registry_changed_cb
 static void js_sync(registry *reg, registry_done_cb cb, void *data)
 {
     rjs *r = RJS(reg);
-    job *j = r->c ? new_job(r, JOB_SYNC, "") : NULL;
+    job *j = r->c ? rjs_new_job(r, JOB_SYNC, "") : NULL;
     if (!j) {
         cb(data, r->c ? ERR_NOMEM : ERR_CLOSED);
         return;
     }
     j->done = cb;
     j->done_data = data;
-    submit(j);
+    rjs_submit(j);
 }
 
 static int js_lease(registry *reg, const char *key, char *holder, size_t cap)
@@ -1151,6 +1296,10 @@ static const registry_ops js_ops = {
     .sync = js_sync,
     .lease = js_lease,
     .lease_drop = js_lease_drop,
+    .activate = js_activate,
+    .alias_put = rjs_alias_put,
+    .alias_remove = rjs_alias_remove,
+    .each_alias = rjs_each_alias,
 };
 
 int cluster_registry(cluster *c, registry *local, registry **out)
@@ -1165,6 +1314,9 @@ int cluster_registry(cluster *c, registry *local, registry **out)
     strmap_init(&r->trigs);
     strmap_init(&r->scheds);
     strmap_init(&r->srcs);
+    strmap_init(&r->aliases);
+    strmap_init(&r->vers);
+    registry_each_active(local, reconcile_one, r); /* what each function runs */
     c->reg = r;
     *out = (registry *)r;
     return 0;

@@ -41,10 +41,9 @@ static int change_kind(const char *key)
     static const struct {
         const char *prefix;
         enum cluster_change kind;
-    } kinds[] = {{"fn.", CLUSTER_CH_FUNCTION},
-                 {"tr.", CLUSTER_CH_TRIGGER},
-                 {"sc.", CLUSTER_CH_SCHEDULE},
-                 {"so.", CLUSTER_CH_SOURCE}};
+    } kinds[] = {{"fn.", CLUSTER_CH_FUNCTION}, {"tr.", CLUSTER_CH_TRIGGER},
+                 {"sc.", CLUSTER_CH_SCHEDULE}, {"so.", CLUSTER_CH_SOURCE},
+                 {"al.", CLUSTER_CH_ALIAS},    {"ve.", CLUSTER_CH_VERSION}};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strncmp(key, kinds[i].prefix, 3) == 0) return (int)kinds[i].kind;
     return -1;

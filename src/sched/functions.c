@@ -375,6 +375,9 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     memset(&d->cfg, 0, sizeof d->cfg);
     if (created) f->created_ms = v.created_ms;
     f->registered = 1;
+    /* A cluster's aliases may have come before the function did. */
+    if (created && functions__load_aliases(d->t, f) != 0)
+        log_error("cannot read the aliases of fn=%s", f->name);
     log_info("%s fn=%s version=%u sha256=%.12s", d->rollback ? "rolled back" : "deployed", f->name,
              version, d->sha);
     finish_deploy(d, created ? 201 : 200, NULL, NULL);
@@ -483,9 +486,7 @@ void functions_deploy(functions *t, const char *name, fn_config *cfg, buf *artif
     deploy *d = begin_deploy(t, name, cfg, artifact, cb, data);
     if (!d) return;
     /* Hashing and syncing 64 MiB must not stall the loop. */
-    int unpack = fnconfig_runtime_is_managed(d->cfg.runtime) ? REGISTRY_UNPACK_TREE
-                 : d->cfg.runtime == RUNTIME_EXEC            ? REGISTRY_UNPACK_EXEC
-                                                             : REGISTRY_UNPACK_NONE;
+    int unpack = registry_unpack_of(&d->cfg);
     registry_artifact_put(t->reg, d->artifact.data, d->artifact.len, unpack, on_stored, d);
 }
 
@@ -530,7 +531,7 @@ void functions_rollback(functions *t, const char *name, uint32_t version, deploy
      * probe with the active one (no change). */
     int rc = registry_activate(t->reg, f->name, f->active.version);
     if (rc == ERR_NOTSUP) {
-        finish_deploy(d, 501, "not_supported", "rollback is not supported in a cluster yet");
+        finish_deploy(d, 501, "not_supported", "this registry cannot activate an older version");
         return;
     }
     if (!version) {

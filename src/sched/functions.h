@@ -128,12 +128,16 @@ void functions_each_outcomes(const fn *f,
  * that its versions exist and its weight is 1..99 with a second version.
  * 0; ERR_INVAL (why says what, with ERR_NOTFOUND: which version is
  * missing); ERR_TOOBIG past SPATE_ALIASES_PER_FUNCTION; ERR_NOTSUP where
- * the registry keeps no aliases (a cluster's, for now); ERR_STORE. */
+ * the registry keeps no aliases; ERR_STORE. */
 int functions_alias_set(functions *t, fn *f, const reg_alias *a, char *why, size_t cap);
 /* ERR_NOTFOUND when f has no such alias. */
 int functions_alias_remove(functions *t, fn *f, const char *name);
 /* The alias of f of that name, or NULL. */
 const reg_alias *functions_alias_find(const fn *f, const char *name, size_t len);
+/* Reads the aliases of name from the registry again (they changed on
+ * another node); nothing when name is not deployed here (its deploy reads
+ * them). */
+void functions_aliases_reload(functions *t, const char *name);
 
 /* Makes an earlier version of name its active one again, with the
  * configuration it had (Lambda has no such call; it is spate rollback):
@@ -141,8 +145,8 @@ const reg_alias *functions_alias_find(const fn *f, const char *name, size_t len)
  * as in a deploy; then the registry records it (no new version) and the
  * old active version retires. cb as for a deploy: 200; 404 (no such
  * function or version), 409 (a deploy in flight, or that version still
- * stopping here), 501 (a cluster's registry). Called once, perhaps before
- * this returns. */
+ * stopping here), 501 (a registry that cannot activate a version). Called
+ * once, perhaps before this returns. */
 void functions_rollback(functions *t, const char *name, uint32_t version, deploy_cb cb, void *data);
 
 /* --- Invocations between nodes (cluster mode; spated's main wires them) --- */

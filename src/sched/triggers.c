@@ -384,13 +384,26 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     }
 }
 
+/* Runs ti on what the trigger names of f: its active version, or the
+ * version its qualifier resolves to now (an alias's weight picks per
+ * invocation). One that no longer resolves ends as POOL_UNAVAILABLE (the
+ * trigger stalls until a tick, pump checks again). */
 static void start(trigger *t, fn *f, tinv *ti)
 {
     t->inflight++;
     t->fs->inflight++;
     t->owner->inflight++;
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    uint32_t version = ti->version; /* an async invocation's own version wins */
+    fn *g = f;
+    if (!version && cfg->qualifier[0] &&
+        functions_resolve(t->owner->table, f->name, cfg->qualifier, &g, &version) != 0) {
+        static const char msg[] = "the trigger's qualifier names no version now";
+        ti->inv.done(&ti->inv, POOL_UNAVAILABLE, msg, sizeof msg - 1, ti->inv.data);
+        return;
+    }
     pool *used;
-    functions_invoke(t->owner->table, f, ti->version, &ti->inv, &used);
+    functions_invoke(t->owner->table, g, version, &ti->inv, &used);
 }
 
 static void dispatch(trigger *t, fn *f, queue_lease *l)
@@ -540,6 +553,19 @@ static void pump(trigger *t)
         t->missing_warned = 1;
         return;
     }
+    /* NAME:ALIAS whose alias was removed (or NAME:3 whose function was
+     * deleted and deployed anew): its messages wait, as for a function
+     * that does not exist, until the alias is set again. */
+    fn *g;
+    uint32_t version;
+    if (cfg->qualifier[0] &&
+        functions_resolve(tr->table, cfg->function, cfg->qualifier, &g, &version) != 0) {
+        if (!t->missing_warned)
+            log_warn("trigger waits: function '%s' has no version or alias '%s' topic=%s",
+                     cfg->function, cfg->qualifier, queue_sub_topic(t->sub));
+        t->missing_warned = 1;
+        return;
+    }
     t->missing_warned = 0;
     fscale *fs = t->fs;
     /* React at once to new work: rescale if the answer is stale. */
@@ -685,6 +711,9 @@ queue *triggers_queue(triggers *tr)
 static void on_function_put(const char *name, fn_config *cfg, buf *artifact,
                             registry_applied_cb applied, void *applied_data, void *data);
 static int on_function_deleted(const char *name, void *data);
+static void on_function_activate(const char *name, uint32_t version, registry_applied_cb applied,
+                                 void *applied_data, void *data);
+static void on_aliases_changed(const char *function, void *data);
 static void on_trigger_put(const char *topic, const queue_sub_config *cfg, registry_done_cb applied,
                            void *applied_data, void *data);
 static void on_trigger_removed(const char *topic, const char *function, registry_done_cb applied,
@@ -697,6 +726,8 @@ void triggers_attach(triggers *tr, queue *q)
     registry_events ev = {
         .function_put = on_function_put,
         .function_deleted = on_function_deleted,
+        .function_activate = on_function_activate,
+        .aliases_changed = on_aliases_changed,
         .trigger_put = on_trigger_put,
         .trigger_removed = on_trigger_removed,
         .data = tr,
@@ -865,6 +896,26 @@ static int on_function_deleted(const char *name, void *data)
     return functions_delete(tr->table, name);
 }
 
+/* A rollback made elsewhere, to a version this node has. */
+static void on_function_activate(const char *name, uint32_t version, registry_applied_cb applied,
+                                 void *applied_data, void *data)
+{
+    triggers *tr = data;
+    applying *a = malloc(sizeof *a);
+    if (!a) {
+        applied(applied_data, 500, "out of memory", 0);
+        return;
+    }
+    *a = (applying){applied, applied_data};
+    functions_rollback(tr->table, name, version, on_fn_applied, a);
+}
+
+static void on_aliases_changed(const char *function, void *data)
+{
+    triggers *tr = data;
+    functions_aliases_reload(tr->table, function);
+}
+
 /* Applied to the queue only: the registry holds it already. */
 static void on_trigger_put(const char *topic, const queue_sub_config *cfg, registry_done_cb applied,
                            void *applied_data, void *data)
@@ -876,7 +927,8 @@ static void on_trigger_put(const char *topic, const queue_sub_config *cfg, regis
         cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
         cur->ordered == cfg->ordered && batch_size(cur) == batch_size(cfg) &&
         cur->batch_window_ms == cfg->batch_window_ms && cur->event_format == cfg->event_format &&
-        cur->report_failures == cfg->report_failures) {
+        cur->report_failures == cfg->report_failures &&
+        strcmp(cur->qualifier, cfg->qualifier) == 0) {
         applied(applied_data, 0); /* as it is here already */
         return;
     }

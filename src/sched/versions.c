@@ -388,6 +388,13 @@ int functions_alias_set(functions *t, fn *f, const reg_alias *a, char *why, size
     return functions__load_aliases(t, f);
 }
 
+void functions_aliases_reload(functions *t, const char *name)
+{
+    fn *f = functions_find(t, name, strlen(name));
+    int rc = f ? functions__load_aliases(t, f) : 0;
+    if (rc) log_error("cannot read the aliases of fn=%s: %s", name, err_str(rc));
+}
+
 int functions_alias_remove(functions *t, fn *f, const char *name)
 {
     int rc = registry_alias_remove(t->reg, f->name, name);

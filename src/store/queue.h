@@ -124,6 +124,10 @@ enum { QUEUE_EVENT_RAW = 0, QUEUE_EVENT_SQS = 1 };
 
 typedef struct queue_sub_config {
     char function[65];
+    /* What the trigger invokes of function (NAME:Q, Lambda's qualified
+     * event source mapping): "" its active version, a version's number, or
+     * an alias, resolved at each invocation (SPATE_ALIAS_MAX). */
+    char qualifier[65];
     char dlq[129];
     uint32_t max_attempts;
     uint32_t deadline_ms;     /* 0: none */

@@ -38,8 +38,9 @@
  * Aliases: a name for a version of a function, which may also send a
  * percentage of its invocations to a second version (Lambda's routing
  * config). Deleting a function deletes its aliases. The cluster registry
- * does not keep them yet (its table leaves them NULL: ERR_NOTSUP), nor
- * activation of an older version.
+ * keeps them in its bucket, shared by every node (as schedules), and
+ * replicates an activation (a rollback) and each version's number: a
+ * version number means the same code on every node.
  *
  * All calls are made on the loop. What may take long (storing an artifact,
  * anything that waits for the network) completes through a callback; the
@@ -73,7 +74,9 @@ typedef struct reg_version {
 
 /* --- Functions and versions ------------------------------------------------------- */
 
-/* The number the next put of name gets (1 for a new function). */
+/* The number the next put of name gets (1 for a new function). In a
+ * cluster, while a version made elsewhere is being applied here: its
+ * number there. */
 int registry_next_version(registry *r, const char *name, uint32_t *out);
 /* Adds v and makes it active; creates the function if new. 0 or ERR_STORE.
  * v is borrowed for the call. */
@@ -130,6 +133,13 @@ void registry_artifact_put(registry *r, const void *bytes, size_t len, int unpac
  * tree must have an executable bootstrap), or the code of a managed runtime
  * (an archive; spate ships the bootstrap). */
 enum { REGISTRY_UNPACK_NONE, REGISTRY_UNPACK_EXEC, REGISTRY_UNPACK_TREE };
+/* The unpack of an artifact that versions of configuration c run. */
+static inline int registry_unpack_of(const fn_config *c)
+{
+    return fnconfig_runtime_is_managed(c->runtime) ? REGISTRY_UNPACK_TREE
+           : c->runtime == RUNTIME_EXEC            ? REGISTRY_UNPACK_EXEC
+                                                   : REGISTRY_UNPACK_NONE;
+}
 /* Where a stored artifact is on this node: the file as uploaded, or (with
  * unpacked) the directory of its unpacked tree. */
 void registry_artifact_path(registry *r, const char *sha256, int unpacked, char *out, size_t cap);
@@ -146,7 +156,8 @@ int registry_trigger_remove(registry *r, const char *topic, const char *function
 typedef void (*registry_trigger_cb)(const char *topic, const queue_sub_config *cfg, void *data);
 void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data);
 
-/* A trigger's configuration as JSON: topic, function, max_attempts, dlq,
+/* A trigger's configuration as JSON: topic, function, qualifier (when it
+ * has one), max_attempts, dlq,
  * ordered, deadline_ms, max_concurrency, batch_size, batch_window_ms,
  * event_format ("raw" or "sqs"), report_batch_item_failures (the API shows it so, a cluster
  * registry keeps it so). Caller owns. */
@@ -209,6 +220,15 @@ typedef struct registry_events {
                         void *applied_data, void *data);
     void (*trigger_removed)(const char *topic, const char *function, registry_done_cb applied,
                             void *applied_data, void *data);
+    /* name's active version is now version, which this node has already
+     * (a rollback made elsewhere): the user makes it active here, through
+     * this registry (recorded on this node only), and calls applied as for
+     * function_put. */
+    void (*function_activate)(const char *name, uint32_t version, registry_applied_cb applied,
+                              void *applied_data, void *data);
+    /* The aliases of function changed (one put or removed elsewhere): the
+     * user reads them again (registry_each_alias). */
+    void (*aliases_changed)(const char *function, void *data);
     void *data;
 } registry_events;
 /* Replaces the events (copied; NULL callbacks: none wanted). */

@@ -11,6 +11,7 @@ cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "topic", topic);
     cJSON_AddStringToObject(o, "function", cfg->function);
+    if (cfg->qualifier[0]) cJSON_AddStringToObject(o, "qualifier", cfg->qualifier);
     cJSON_AddNumberToObject(o, "max_attempts", cfg->max_attempts);
     cJSON_AddStringToObject(o, "dlq", cfg->dlq);
     cJSON_AddBoolToObject(o, "ordered", cfg->ordered);
@@ -31,6 +32,9 @@ void registry_trigger_from_json(const cJSON *o, const char *topic, const char *f
     snprintf(cfg->function, sizeof cfg->function, "%s", function);
     const cJSON *dlq = cJSON_GetObjectItemCaseSensitive(o, "dlq");
     snprintf(cfg->dlq, sizeof cfg->dlq, "%s", cJSON_IsString(dlq) ? dlq->valuestring : "");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "qualifier");
+    if (cJSON_IsString(q) && strlen(q->valuestring) < sizeof cfg->qualifier)
+        memcpy(cfg->qualifier, q->valuestring, strlen(q->valuestring) + 1);
     cfg->max_attempts = fnconfig_json_u32(o, "max_attempts", 3);
     cfg->deadline_ms = fnconfig_json_u32(o, "deadline_ms", 0);
     cfg->max_concurrency = fnconfig_json_u32(o, "max_concurrency", 0);

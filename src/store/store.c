@@ -154,6 +154,9 @@ static const char *const migrations[] = {
     /* 13: a managed runtime's handler, MODULE.FUNCTION (common/fnconfig.h);
      * '' for native and exec versions. */
     ("ALTER TABLE versions ADD COLUMN handler TEXT NOT NULL DEFAULT '';"),
+    /* 14: what a trigger invokes of its function (store/queue.h
+     * queue_sub_config.qualifier): '' for the active version. */
+    ("ALTER TABLE subscriptions ADD COLUMN qualifier TEXT NOT NULL DEFAULT '';"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

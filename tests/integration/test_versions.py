@@ -197,24 +197,6 @@ def test_at_most_four_other_versions_run_at_once(spated, functions):
     assert sorted(running(d, "app")) == [1, 2, 3, 4]
 
 
-def test_cluster_refuses_aliases_and_rollback_for_now(tmp_path_factory, functions):
-    """Each node numbers its versions itself: aliases and rollback would not
-    mean the same version everywhere, so a cluster refuses them (501)
-    rather than route differently per node. Invoking by number works, by
-    the node's own numbers."""
-    from natscluster import listed, spated_cluster
-    with spated_cluster(tmp_path_factory, name="versions", n=2) as (_, (a, b)):
-        assert a.deploy("app", functions["hello"])[0] == 201
-        assert a.deploy("app", functions["probe"])[0] == 200
-        assert wait_for(lambda: listed(b, "app") and b.describe("app")["version"] >= 1)
-        assert invoke(a, "app:1") == (200, 1, b"hello, x\n")
-        status, doc = put_alias(a, "app", "live", {"version": 1})
-        assert status == 501 and doc["code"] == "not_supported", doc
-        status, doc = a.json("POST", "/v1/functions/app/rollback")
-        assert status == 501 and doc["code"] == "not_supported", doc
-        assert a.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == []
-
-
 def test_an_exec_function_runs_an_old_version_and_rolls_back(spated):
     """Exec functions (and the runtimes built on them) have versions too:
     each one's own bootstrap, in its own pool."""
@@ -251,3 +233,60 @@ def test_scopes(make_spated, tmp_path, functions):
         status, headers, _ = d.request("POST", f"/v1/functions/{target}/invoke", b"x", inv)
         assert status == 200 and headers["Spate-Version"] == "1"
     assert d.request("POST", "/v1/functions/app/rollback", None, adm)[0] == 200
+
+
+def publish(d, topic, n):
+    body = b"".join(b"m%d\n" % i for i in range(n))
+    status, _, out = d.request("POST", f"/v1/topics/{topic}/messages", body,
+                               {"Content-Type": "application/x-ndjson"})
+    assert status == 202, out
+
+
+def by_version(d, name, version):
+    return metric(d, "spate_invocations_by_version_total", function=name, version=str(version),
+                  outcome="ok") or 0
+
+
+def test_a_trigger_invokes_through_an_alias(spated, functions):
+    """spate trigger add TOPIC NAME:ALIAS: each message runs the version the
+    alias names when it runs; a removed alias holds the messages back until
+    it is set again; NAME:3 names a version."""
+    d = spated
+    d.deploy("app", functions["probe"])                # v1
+    d.deploy("app", functions["probe"], env="TAG=two")  # v2, active
+    assert put_alias(d, "app", "live", {"version": 1})[0] == 201
+    r = d.cli("trigger", "add", "jobs", "app:live")
+    assert r.returncode == 0, r.stderr
+    status, doc = d.json("GET", "/v1/triggers/jobs/app")
+    assert status == 200 and doc["qualifier"] == "live", doc
+    r = d.cli("trigger", "ls")
+    assert r.returncode == 0 and b"app:live" in r.stdout, r.stdout
+    publish(d, "jobs", 5)
+    assert wait_for(lambda: by_version(d, "app", 1) == 5, timeout=30)
+    assert by_version(d, "app", 2) == 0
+    # The alias moves: the next messages run version 2.
+    assert put_alias(d, "app", "live", {"version": 2})[0] == 200
+    publish(d, "jobs", 3)
+    assert wait_for(lambda: by_version(d, "app", 2) == 3, timeout=30)
+    # Removed: messages wait (not dead-lettered), and run once it is back.
+    assert d.json("DELETE", "/v1/functions/app/aliases/live")[0] == 204
+    publish(d, "jobs", 4)
+    assert wait_for(lambda: "has no version or alias 'live'" in d.log(), timeout=30)
+    assert by_version(d, "app", 1) + by_version(d, "app", 2) == 8
+    assert put_alias(d, "app", "live", {"version": 1})[0] == 201
+    assert wait_for(lambda: by_version(d, "app", 1) == 9, timeout=30)
+    # A version's number; refused: no such alias or version, a bad qualifier.
+    status, doc = d.json("PUT", "/v1/triggers/jobs/app:2?update=true")
+    assert status == 200 and doc["qualifier"] == "2", doc
+    assert d.stop() == 0  # kept with the trigger
+    d.start()
+    assert d.json("GET", "/v1/triggers/jobs/app")[1]["qualifier"] == "2"
+    publish(d, "jobs", 2)
+    assert wait_for(lambda: by_version(d, "app", 2) == 2, timeout=30)  # counted anew
+    assert by_version(d, "app", 1) == 0
+    assert d.json("PUT", "/v1/triggers/other/app:nope")[0] == 404
+    assert d.json("PUT", "/v1/triggers/other/app:7")[0] == 404
+    assert d.json("PUT", "/v1/triggers/other/app:a.b")[0] == 400
+    # $LATEST: the active version again (the qualifier is gone).
+    status, doc = d.json("PUT", "/v1/triggers/jobs/app:%24LATEST?update=true")
+    assert status == 200 and "qualifier" not in doc, doc

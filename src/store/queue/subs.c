@@ -88,14 +88,14 @@ static int apply_sub(sqlite3 *db, wop *op)
             db,
             "INSERT INTO subscriptions (id, topic_id, function, max_attempts, dlq, ordered,"
             " deadline_ms, max_concurrency, created_ms, cursor, leased, batch_size,"
-            " batch_window_ms, event_format, report_failures)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
+            " batch_window_ms, event_format, report_failures, qualifier)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
             " SET max_attempts = excluded.max_attempts, dlq = excluded.dlq,"
             " ordered = excluded.ordered, deadline_ms = excluded.deadline_ms,"
             " max_concurrency = excluded.max_concurrency, batch_size = excluded.batch_size,"
             " batch_window_ms = excluded.batch_window_ms,"
             " event_format = excluded.event_format,"
-            " report_failures = excluded.report_failures",
+            " report_failures = excluded.report_failures, qualifier = excluded.qualifier",
             -1, &st, NULL);
         if (rc != SQLITE_OK) return rc;
         sqlite3_bind_int64(st, 1, o->sub->id);
@@ -112,6 +112,7 @@ static int apply_sub(sqlite3 *db, wop *op)
         sqlite3_bind_int64(st, 12, o->cfg.batch_window_ms);
         sqlite3_bind_int(st, 13, o->cfg.event_format);
         sqlite3_bind_int(st, 14, o->cfg.report_failures);
+        sqlite3_bind_text(st, 15, o->cfg.qualifier, -1, SQLITE_STATIC);
     }
     return sql_step_finalize(st);
 }
