@@ -107,11 +107,17 @@ static void unhold(struct sqs *s, held *h)
     free(h);
 }
 
-/* Its visibility timeout is over: visible again, the receive counted. */
+static void on_available(queue_sub *sub, void *data);
+
+/* Its visibility timeout is over: visible again, the receive counted. A
+ * nack due now wakes nobody (its taker leases on), so the queue's waiters
+ * are served here. */
 static void expire(struct sqs *s, held *h)
 {
+    queue_sub *sub = h->lease->sub;
     queue_nack(h->lease, 0, "visibility timeout expired");
     unhold(s, h);
+    on_available(sub, s);
 }
 
 static void answer_waiter(struct sqs *s, waiter *w, cJSON *out)
@@ -191,12 +197,9 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
             cJSON_AddStringToObject(at, "SentTimestamp", num);
         }
     }
-    if (visibility_s == 0) { /* visible again now: the handle is stale at once */
-        queue_nack(l, 0, "visibility timeout 0");
-        free(h);
-        return m;
-    }
     if (strmap_put(&s->by_gen, h->gen, h)) goto fail;
+    /* A timeout of 0 expires on the timer's next turn, not inside this
+     * receive (which would lease the message again). */
     h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
     list_push_back(&s->held, &h->link);
     arm(s, h->deadline);
@@ -235,8 +238,6 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
     s->filling--;
     return out;
 }
-
-static void on_available(queue_sub *sub, void *data);
 
 /* Runs the available event that came inside fill. */
 static void run_missed(struct sqs *s)

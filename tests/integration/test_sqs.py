@@ -1,0 +1,246 @@
+"""Amazon SQS on spated's port (issue 18), on the AWS JSON 1.0 protocol: the
+`aws` v1 CLI on PATH (botocore 1.43 speaks JSON to SQS) for what a user
+types, raw JSON requests for the exact shapes (errors, long polls).
+Nothing here asserts on speed: a long poll woken by a send is told from one
+that timed out by what it answers (the message, not an empty list)."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import wait_for
+
+TARGET = "AmazonSQS."
+JSON10 = "application/x-amz-json-1.0"
+
+
+def aws_v1():
+    return shutil.which("aws", path=os.environ.get("PATH", "").replace("/usr/bin", "/nonexistent"))
+
+
+def sqs(d, action, body, timeout=30):
+    """One JSON 1.0 request: (status, headers, decoded body)."""
+    status, headers, data = d.request(
+        "POST", "/", json.dumps(body).encode(),
+        {"X-Amz-Target": TARGET + action, "Content-Type": JSON10}, timeout=timeout)
+    return status, {k.lower(): v for k, v in headers.items()}, json.loads(data or b"{}")
+
+
+def ok(d, action, body, timeout=30):
+    status, _, doc = sqs(d, action, body, timeout)
+    assert status == 200, (action, status, doc)
+    return doc
+
+
+def create(d, name, **attrs):
+    body = {"QueueName": name}
+    if attrs:
+        body["Attributes"] = {k: str(v) for k, v in attrs.items()}
+    return ok(d, "CreateQueue", body)["QueueUrl"]
+
+
+def attributes(d, url):
+    return ok(d, "GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["All"]})["Attributes"]
+
+
+def error_of(d, action, body):
+    status, headers, doc = sqs(d, action, body)
+    code = headers.get("x-amzn-query-error", "").split(";")[0]
+    return status, code, doc.get("__type", "")
+
+
+def cli(d, *args, check=True):
+    exe = aws_v1()
+    if not exe:
+        pytest.skip("no aws v1 CLI on PATH")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
+               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+               AWS_MAX_ATTEMPTS="1", AWS_PAGER="")
+    env.pop("AWS_PROFILE", None)
+    r = subprocess.run([exe, "sqs", *args, "--endpoint-url", d.url, "--region", "us-east-1",
+                        "--output", "json"], capture_output=True, text=True, env=env, timeout=120)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else r
+
+
+def test_cli_round_trip(spated):
+    """create, send (single, batch), receive, delete with the aws v1 CLI: what a
+    user types against AWS works unchanged, digests included (the CLI checks
+    MD5OfMessageBody and fails on a wrong one)."""
+    url = cli(spated, "create-queue", "--queue-name", "jobs")["QueueUrl"]
+    assert url == f"{spated.url}/000000000000/jobs"
+    assert cli(spated, "get-queue-url", "--queue-name", "jobs")["QueueUrl"] == url
+    assert url in cli(spated, "list-queues", "--queue-name-prefix", "jo")["QueueUrls"]
+    sent = cli(spated, "send-message", "--queue-url", url, "--message-body", "héllo")
+    assert sent["MD5OfMessageBody"] == hashlib.md5("héllo".encode()).hexdigest()
+    batch = cli(spated, "send-message-batch", "--queue-url", url, "--entries",
+                "Id=a,MessageBody=one", "Id=b,MessageBody=two")
+    assert [e["Id"] for e in batch["Successful"]] == ["a", "b"] and not batch.get("Failed")
+    got = cli(spated, "receive-message", "--queue-url", url, "--max-number-of-messages", "10",
+              "--attribute-names", "All")["Messages"]
+    assert [m["Body"] for m in got] == ["héllo", "one", "two"]
+    assert got[0]["MessageId"] == sent["MessageId"]
+    assert all(m["Attributes"]["ApproximateReceiveCount"] == "1" for m in got)
+    for m in got:
+        cli(spated, "delete-message", "--queue-url", url, "--receipt-handle", m["ReceiptHandle"])
+    a = attributes(spated, url)
+    assert a["ApproximateNumberOfMessages"] == "0"
+    assert a["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert a["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:jobs"
+    cli(spated, "delete-queue", "--queue-url", url)
+    r = cli(spated, "get-queue-url", "--queue-name", "jobs", check=False)
+    assert "AWS.SimpleQueueService.NonExistentQueue" in r.stderr
+
+
+def test_a_queue_gives_each_message_to_one_receiver(spated):
+    """Unlike a topic's fan-out: two receivers share the messages; what one
+    holds the other does not see until its visibility timeout ends."""
+    url = create(spated, "shared")
+    ok(spated, "SendMessageBatch", {"QueueUrl": url, "Entries": [
+        {"Id": str(i), "MessageBody": f"m{i}"} for i in range(4)]})
+    first = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 2})["Messages"]
+    second = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10})["Messages"]
+    assert sorted(m["Body"] for m in first + second) == ["m0", "m1", "m2", "m3"]
+    assert ok(spated, "ReceiveMessage", {"QueueUrl": url}) == {}
+    a = attributes(spated, url)
+    assert (a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]) == \
+        ("0", "4")
+
+
+def test_visibility_expiry_counts_receives(spated):
+    url = create(spated, "vis", VisibilityTimeout=1)
+    ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "again"})
+    names = {"AttributeNames": ["ApproximateReceiveCount"]}
+    m1 = ok(spated, "ReceiveMessage", {"QueueUrl": url, **names})["Messages"][0]
+    assert m1["Attributes"]["ApproximateReceiveCount"] == "1"
+    # Visible again after its timeout, counted; woken by the expiry, not polled.
+    m2 = ok(spated, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 20, **names},
+            timeout=60)["Messages"][0]
+    assert m2["MessageId"] == m1["MessageId"] and m2["ReceiptHandle"] != m1["ReceiptHandle"]
+    assert m2["Attributes"]["ApproximateReceiveCount"] == "2"
+    # The stale handle deletes nothing (SQS answers it with success) ...
+    ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": m1["ReceiptHandle"]})
+    # ... and cannot change a visibility; the live one sets it to 0: back at once.
+    assert error_of(spated, "ChangeMessageVisibility", {
+        "QueueUrl": url, "ReceiptHandle": m1["ReceiptHandle"], "VisibilityTimeout": 5})[1] == \
+        "AWS.SimpleQueueService.MessageNotInflight"
+    ok(spated, "ChangeMessageVisibility",
+       {"QueueUrl": url, "ReceiptHandle": m2["ReceiptHandle"], "VisibilityTimeout": 0})
+    m3 = ok(spated, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 60, **names})
+    assert m3["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == "3"
+    ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": m3["Messages"][0]["ReceiptHandle"]})
+    assert attributes(spated, url)["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_long_poll_is_woken_by_a_send(spated):
+    """A ReceiveMessage that waits gets the message a later send commits: it
+    answers with it (a poll that ran out would answer an empty list)."""
+    url = create(spated, "lp")
+    got = {}
+
+    def receive():
+        got["doc"] = ok(spated, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 20},
+                        timeout=60)
+    t = threading.Thread(target=receive)
+    t.start()
+    time.sleep(0.5)  # let it wait first (were it late, it would still get the message)
+    ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "wake"})
+    t.join(60)
+    assert [m["Body"] for m in got["doc"]["Messages"]] == ["wake"]
+    # A poll with nothing to take answers an empty object at its end.
+    assert ok(spated, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 1}) == {}
+
+
+def test_forged_handles_and_bad_input_refused(spated):
+    url = create(spated, "strict")
+    ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "x"})
+    h = ok(spated, "ReceiveMessage", {"QueueUrl": url})["Messages"][0]["ReceiptHandle"]
+    forged = h[:-1] + ("0" if h[-1] != "0" else "1")
+    assert error_of(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": forged}) == \
+        (404, "ReceiptHandleIsInvalid", "com.amazonaws.sqs#ReceiptHandleIsInvalid")
+    other = create(spated, "other")  # a handle is good for its own queue only
+    assert error_of(spated, "DeleteMessage", {"QueueUrl": other, "ReceiptHandle": h})[1] == \
+        "ReceiptHandleIsInvalid"
+    cases = [
+        ("SendMessage", {"QueueUrl": url + "x", "MessageBody": "x"},
+         "AWS.SimpleQueueService.NonExistentQueue"),
+        ("SendMessage", {"QueueUrl": url}, "MissingParameter"),
+        ("SendMessage", {"QueueUrl": url, "MessageBody": "bad \u0001"}, "InvalidMessageContents"),
+        ("SendMessage", {"QueueUrl": url, "MessageBody": "x" * (256 * 1024 + 1)},
+         "InvalidParameterValue"),
+        ("SendMessageBatch", {"QueueUrl": url, "Entries": []},
+         "AWS.SimpleQueueService.EmptyBatchRequest"),
+        ("SendMessageBatch", {"QueueUrl": url, "Entries": [
+            {"Id": str(i), "MessageBody": "x"} for i in range(11)]},
+         "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"),
+        ("SendMessageBatch", {"QueueUrl": url, "Entries": [
+            {"Id": "a", "MessageBody": "x"}, {"Id": "a", "MessageBody": "y"}]},
+         "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"),
+        ("SendMessageBatch", {"QueueUrl": url, "Entries": [{"Id": "a b", "MessageBody": "x"}]},
+         "AWS.SimpleQueueService.InvalidBatchEntryId"),
+        ("SendMessageBatch", {"QueueUrl": url, "Entries": [
+            {"Id": str(i), "MessageBody": "x" * (30 * 1024)} for i in range(10)]},
+         "AWS.SimpleQueueService.BatchRequestTooLong"),
+        ("ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 11}, "InvalidParameterValue"),
+        ("ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 21}, "InvalidParameterValue"),
+        ("CreateQueue", {"QueueName": "no.dots"}, "InvalidParameterValue"),
+        ("CreateQueue", {"QueueName": "q" * 81}, "InvalidParameterValue"),
+        ("CreateQueue", {"QueueName": "v", "Attributes": {"VisibilityTimeout": "43201"}},
+         "InvalidAttributeValue"),
+        ("CreateQueue", {"QueueName": "w", "Attributes": {"Nonsense": "1"}},
+         "InvalidAttributeName"),
+        ("CreateQueue", {"QueueName": "strict", "Attributes": {"VisibilityTimeout": "5"}},
+         "QueueAlreadyExists"),
+        ("NoSuchAction", {}, "InvalidAction"),
+    ]
+    for action, body, code in cases:
+        status, got, _ = error_of(spated, action, body)
+        assert (got, status >= 400) == (code, True), (action, body if len(str(body)) < 200 else "")
+    # Nothing refused was stored; a bad entry of a batch fails alone.
+    assert attributes(spated, url)["ApproximateNumberOfMessages"] == "0"
+    doc = ok(spated, "SendMessageBatch", {"QueueUrl": url, "Entries": [
+        {"Id": "good", "MessageBody": "fine"}, {"Id": "bad", "MessageBody": "\ufffe"}]})
+    assert [e["Id"] for e in doc["Successful"]] == ["good"]
+    assert [(e["Id"], e["Code"], e["SenderFault"]) for e in doc["Failed"]] == \
+        [("bad", "InvalidMessageContents", True)]
+    assert attributes(spated, url)["ApproximateNumberOfMessages"] == "1"
+    status, _, data = spated.request("POST", "/", b"{not json",
+                                     {"X-Amz-Target": TARGET + "ListQueues"})
+    assert status == 400 and b"SerializationException" in data
+
+
+def test_kill_9_loses_nothing_acknowledged(spated):
+    """Every SendMessage answered survives kill -9; a received message not
+    deleted comes back after the restart."""
+    url = create(spated, "durable")
+    for i in range(20):
+        ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": f"m{i}"})
+    ok(spated, "SendMessageBatch", {"QueueUrl": url, "Entries": [
+        {"Id": str(i), "MessageBody": f"b{i}"} for i in range(10)]})
+    taken = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 5})["Messages"]
+    for m in taken[:2]:
+        ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": m["ReceiptHandle"]})
+    deleted = {m["Body"] for m in taken[:2]}
+    # Deletes are committed with the next group commit; give it one.
+    wait_for(lambda: attributes(spated, url)["ApproximateNumberOfMessagesNotVisible"] == "3")
+    time.sleep(0.5)
+    spated.proc.send_signal(signal.SIGKILL)
+    spated.proc.wait()
+    spated.start()
+    port_url = f"{spated.url}/000000000000/durable"
+    bodies = set()
+    while True:
+        doc = ok(spated, "ReceiveMessage", {"QueueUrl": port_url, "MaxNumberOfMessages": 10})
+        if not doc:
+            break
+        bodies |= {m["Body"] for m in doc["Messages"]}
+    want = {f"m{i}" for i in range(20)} | {f"b{i}" for i in range(10)}
+    assert want - deleted <= bodies  # everything acknowledged and not deleted is back
