@@ -47,7 +47,7 @@ static void rest_json_error(http_request *req, int status, const char *type, con
  * target header or queue URL: it shares POST / with nothing else). */
 static const api_aws_protocol protocols[] = {
     {"/2015-03-31/", "lambda", rest_json_error, NULL, NULL},
-    {"/", "sqs", api_sqs_json_error, api_sqs_match, api_sqs_scope},
+    {"/", "sqs", api_sqs_error, api_sqs_match, api_sqs_scope},
 };
 
 const api_aws_protocol *api_aws_protocol_of(const http_request *req)

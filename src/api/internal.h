@@ -255,13 +255,14 @@ void api_sources_metrics(api *a, buf *out);
 void api_metrics(api *a, http_request *req);
 /* api/schedules.c: GET /v1/schedules; PUT, DELETE, GET of /v1/schedules/NAME. */
 void api_schedules(api *a, http_request *req, const route_match *m);
-/* api/sqs.c: an SQS request (R_SQS); whether req is one (the AWS JSON 1.0
- * protocol's target header, or a queue URL's path); the scope its action
- * needs; an error in the JSON 1.0 protocol's shape (awsauth.c's refusals). */
+/* api/sqs.c: an SQS request (R_SQS); whether req is one (a POST to / or
+ * a queue URL, or one with the JSON protocol's target header); the scope
+ * its action needs; an error in its protocol's shape (JSON 1.0 or the
+ * query protocol's XML: awsauth.c's refusals). */
 void api_sqs(api *a, http_request *req);
 int api_sqs_match(const http_request *req);
 unsigned api_sqs_scope(const http_request *req);
-void api_sqs_json_error(http_request *req, int status, const char *type, const char *message);
+void api_sqs_error(http_request *req, int status, const char *type, const char *message);
 /* api/sqs_recv.c: hooks the queues' receivers into the triggers; frees
  * what they hold (the loop then closes the timer). */
 void api_sqs_start(api *a);

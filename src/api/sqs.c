@@ -13,6 +13,7 @@
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/limits.h"
+#include "common/reqid.h"
 #include "common/utf8.h"
 #include "sched/triggers.h"
 
@@ -54,9 +55,31 @@ static void json_error(http_request *req, int status, const char *type, const ch
     free(text);
 }
 
-void api_sqs_json_error(http_request *req, int status, const char *type, const char *message)
+/* An error in the query protocol's XML. */
+static void query_error(http_request *req, int status, const char *code, const char *message)
 {
-    json_error(req, status, type, type, message);
+    char id[REQID_LEN + 1];
+    reqid_next(id);
+    size_t len;
+    char *xml = sqs_query_error(code, status < 500, message, id, &len);
+    if (!xml) return http_respond_error(req, 500, "out_of_memory", "cannot build the answer");
+    http_respond(req, status, "text/xml", NULL, xml, len);
+    free(xml);
+}
+
+/* A request of the JSON protocol names its action in X-Amz-Target; one
+ * of the query protocol, in its form. */
+static int is_json(const http_request *req)
+{
+    return http_header(req, "x-amz-target") != NULL;
+}
+
+void api_sqs_error(http_request *req, int status, const char *type, const char *message)
+{
+    if (is_json(req))
+        json_error(req, status, type, type, message);
+    else
+        query_error(req, status, type, message);
 }
 
 static void free_call(sqs_call *c)
@@ -68,6 +91,19 @@ static void free_call(sqs_call *c)
 void sqs_ok(sqs_call *c, cJSON *out)
 {
     if (!out) out = cJSON_CreateObject();
+    if (c->query) {
+        char id[REQID_LEN + 1];
+        reqid_next(id);
+        size_t len = 0;
+        char *xml = out ? sqs_query_render(c->action, out, id, &len) : NULL;
+        cJSON_Delete(out);
+        if (!xml)
+            http_respond_error(c->req, 500, "out_of_memory", "cannot build the answer");
+        else
+            http_respond(c->req, 200, "text/xml", NULL, xml, len);
+        free(xml);
+        return free_call(c);
+    }
     char *text = out ? cJSON_PrintUnformatted(out) : NULL;
     cJSON_Delete(out);
     if (!text)
@@ -85,7 +121,10 @@ void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_error(c->req, errors[e].status, errors[e].type, errors[e].code, msg);
+    if (c->query)
+        query_error(c->req, errors[e].status, errors[e].code, msg);
+    else
+        json_error(c->req, errors[e].status, errors[e].type, errors[e].code, msg);
     free_call(c);
 }
 
@@ -771,26 +810,40 @@ static const action actions[] = {
     {"ChangeMessageVisibility", change_message_visibility, SCOPE_ADMIN},
 };
 
+static const action *action_named(const char *name)
+{
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (strcmp(name, actions[i].name) == 0) return &actions[i];
+    return NULL;
+}
+
+/* The JSON protocol's action, from its target header. */
 static const action *action_of(const http_request *req)
 {
     const char *target = http_header(req, "x-amz-target");
     if (!target || strncmp(target, TARGET_PREFIX, sizeof TARGET_PREFIX - 1) != 0) return NULL;
-    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
-        if (strcmp(target + sizeof TARGET_PREFIX - 1, actions[i].name) == 0) return &actions[i];
-    return NULL;
+    return action_named(target + sizeof TARGET_PREFIX - 1);
 }
 
+/* SQS's requests: POST to / or to a queue URL, in either protocol (GET of
+ * the query protocol is not served). Nothing else of spated is there. */
 int api_sqs_match(const http_request *req)
 {
-    if (strncmp(req->path, "/" SQS_ACCOUNT "/", sizeof SQS_ACCOUNT + 1) == 0) return 1;
-    const char *target = http_header(req, "x-amz-target");
-    return strcmp(req->path, "/") == 0 && target &&
-           strncmp(target, TARGET_PREFIX, sizeof TARGET_PREFIX - 1) == 0;
+    return api_route_match(req->path).route == R_SQS && (req->method == HTTP_POST || is_json(req));
 }
 
+/* Before the body a query request's action is unknown: any scope passes
+ * admission, and the signature's check with the body asks the action's. */
 unsigned api_sqs_scope(const http_request *req)
 {
-    const action *act = action_of(req);
+    const action *act;
+    if (is_json(req)) {
+        act = action_of(req);
+    } else {
+        char name[40];
+        sqs_query_action(req->body.data, req->body.len, name);
+        act = action_named(name);
+    }
     return act ? act->scope : SCOPE_ANY; /* an unknown action is refused as such */
 }
 
@@ -809,14 +862,50 @@ static void region_of(const http_request *req, char *out, size_t cap)
     if (n > 0 && n < cap) snprintf(out, cap, "%.*s", (int)n, p + 1);
 }
 
+static void start(sqs_call *c, api *a, http_request *req, cJSON *in, const action *act)
+{
+    c->a = a;
+    c->req = req;
+    c->in = in;
+    snprintf(c->action, sizeof c->action, "%s", act->name);
+    region_of(req, c->region, sizeof c->region);
+    const char *host = http_header(req, "host");
+    snprintf(c->host, sizeof c->host, "%s", host && *host ? host : "localhost");
+    /* The query protocol may name the queue by the path it posts to. */
+    if (c->query && strncmp(req->path, "/" SQS_ACCOUNT "/", sizeof SQS_ACCOUNT + 1) == 0 &&
+        !cJSON_GetObjectItemCaseSensitive(in, "QueueUrl"))
+        cJSON_AddStringToObject(in, "QueueUrl", req->path);
+    act->run(c);
+}
+
+/* A request of the query protocol: its form read into the JSON protocol's
+ * input object, its answer written in XML. */
+static void query_request(api *a, http_request *req)
+{
+    cJSON *in = NULL;
+    char name[40], why[200];
+    int e = sqs_query_read(req->body.data, req->body.len, &in, name, sizeof name, why, sizeof why);
+    if (e >= 0) return query_error(req, errors[e].status, errors[e].code, why);
+    const action *act = action_named(name);
+    if (!act) {
+        cJSON_Delete(in);
+        return query_error(req, 400, "InvalidAction",
+                           name[0] ? "the action is not valid for this endpoint"
+                                   : "the request must contain the parameter Action");
+    }
+    sqs_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        cJSON_Delete(in);
+        return query_error(req, 500, "InternalError", "out of memory");
+    }
+    c->query = 1;
+    start(c, a, req, in, act);
+}
+
 void api_sqs(api *a, http_request *req)
 {
     if (req->method != HTTP_POST) return api_method_not_allowed(req, "POST");
-    const char *target = http_header(req, "x-amz-target");
-    if (!target)
-        return json_error(req, 400, "InvalidAction", "InvalidAction",
-                          "the query protocol (Action=...) is not supported yet: use the AWS "
-                          "JSON 1.0 protocol (X-Amz-Target: AmazonSQS.ACTION)");
+    if (!is_json(req)) return query_request(a, req);
     const action *act = action_of(req);
     if (!act)
         return json_error(req, 400, "InvalidAction", "InvalidAction",
@@ -835,11 +924,5 @@ void api_sqs(api *a, http_request *req)
         cJSON_Delete(in);
         return json_error(req, 500, "InternalError", "InternalError", "out of memory");
     }
-    c->a = a;
-    c->req = req;
-    c->in = in;
-    region_of(req, c->region, sizeof c->region);
-    const char *host = http_header(req, "host");
-    snprintf(c->host, sizeof c->host, "%s", host && *host ? host : "localhost");
-    act->run(c);
+    start(c, a, req, in, act);
 }

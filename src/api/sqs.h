@@ -98,12 +98,28 @@ typedef struct sqs_call {
     char queue[81];  /* the queue named by QueueUrl, when the action takes one */
     char region[32]; /* for ARNs: the signature's region, else us-east-1 */
     char host[256];  /* for queue URLs: the Host the client used */
+    int query;       /* answered in the query protocol\'s XML (sqs_query.c) */
+    char action[40]; /* its name */
 } sqs_call;
 
 /* Answers out (taken; NULL: an empty object). */
 void sqs_ok(sqs_call *c, cJSON *out);
 void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* --- The query/XML protocol (sqs_query.c) ---------------------------------------------- */
+
+/* Reads a form into the JSON protocol's input object (*in, caller owns)
+ * and its Action: -1, or an sqs_err with why (nothing to free). */
+int sqs_query_read(const char *body, size_t len, cJSON **in, char *action, size_t cap, char *why,
+                   size_t whycap);
+/* The XML answer of action with out (the JSON protocol's answer object),
+ * or an error's; caller owns, free with free(); NULL when out of memory. */
+char *sqs_query_render(const char *action, const cJSON *out, const char *request_id, size_t *len);
+char *sqs_query_error(const char *code, int sender, const char *message, const char *request_id,
+                      size_t *len);
+/* The Action a form names ("" when none). */
+void sqs_query_action(const char *body, size_t len, char action[40]);
 
 /* --- The receiver (sqs_recv.c) ----------------------------------------------------------- */
 

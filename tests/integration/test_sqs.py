@@ -56,8 +56,8 @@ def error_of(d, action, body):
     return status, code, doc.get("__type", "")
 
 
-def cli(d, *args, check=True):
-    exe = aws_v1()
+def cli(d, *args, check=True, exe=None):
+    exe = exe or aws_v1()
     if not exe:
         pytest.skip("no aws v1 CLI on PATH")
     env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
@@ -71,32 +71,39 @@ def cli(d, *args, check=True):
     return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else r
 
 
-def test_cli_round_trip(spated):
-    """create, send (single, batch), receive, delete with the aws v1 CLI: what a
-    user types against AWS works unchanged, digests included (the CLI checks
-    MD5OfMessageBody and fails on a wrong one)."""
-    url = cli(spated, "create-queue", "--queue-name", "jobs")["QueueUrl"]
+# The aws v1 on PATH speaks the JSON protocol, Debian's v2 the query protocol.
+CLIS = [c for c in (aws_v1(), "/usr/bin/aws") if c and os.path.exists(c)]
+
+
+@pytest.mark.parametrize("exe", CLIS or [pytest.param(None, marks=pytest.mark.skip)])
+def test_cli_round_trip(spated, exe):
+    """create, send (single, batch), receive, delete with the aws CLI on both
+    protocols: what a user types against AWS works unchanged, digests
+    included (the CLI checks MD5OfMessageBody and fails on a wrong one)."""
+    def run(*args, check=True):
+        return cli(spated, *args, check=check, exe=exe)
+    url = run("create-queue", "--queue-name", "jobs")["QueueUrl"]
     assert url == f"{spated.url}/000000000000/jobs"
-    assert cli(spated, "get-queue-url", "--queue-name", "jobs")["QueueUrl"] == url
-    assert url in cli(spated, "list-queues", "--queue-name-prefix", "jo")["QueueUrls"]
-    sent = cli(spated, "send-message", "--queue-url", url, "--message-body", "héllo")
-    assert sent["MD5OfMessageBody"] == hashlib.md5("héllo".encode()).hexdigest()
-    batch = cli(spated, "send-message-batch", "--queue-url", url, "--entries",
+    assert run("get-queue-url", "--queue-name", "jobs")["QueueUrl"] == url
+    assert url in run("list-queues", "--queue-name-prefix", "jo")["QueueUrls"]
+    sent = run("send-message", "--queue-url", url, "--message-body", "héllo <&>")
+    assert sent["MD5OfMessageBody"] == hashlib.md5("héllo <&>".encode()).hexdigest()
+    batch = run("send-message-batch", "--queue-url", url, "--entries",
                 "Id=a,MessageBody=one", "Id=b,MessageBody=two")
     assert [e["Id"] for e in batch["Successful"]] == ["a", "b"] and not batch.get("Failed")
-    got = cli(spated, "receive-message", "--queue-url", url, "--max-number-of-messages", "10",
+    got = run("receive-message", "--queue-url", url, "--max-number-of-messages", "10",
               "--attribute-names", "All")["Messages"]
-    assert [m["Body"] for m in got] == ["héllo", "one", "two"]
+    assert [m["Body"] for m in got] == ["héllo <&>", "one", "two"]
     assert got[0]["MessageId"] == sent["MessageId"]
     assert all(m["Attributes"]["ApproximateReceiveCount"] == "1" for m in got)
     for m in got:
-        cli(spated, "delete-message", "--queue-url", url, "--receipt-handle", m["ReceiptHandle"])
-    a = attributes(spated, url)
+        run("delete-message", "--queue-url", url, "--receipt-handle", m["ReceiptHandle"])
+    a = run("get-queue-attributes", "--queue-url", url, "--attribute-names", "All")["Attributes"]
     assert a["ApproximateNumberOfMessages"] == "0"
     assert a["ApproximateNumberOfMessagesNotVisible"] == "0"
     assert a["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:jobs"
-    cli(spated, "delete-queue", "--queue-url", url)
-    r = cli(spated, "get-queue-url", "--queue-name", "jobs", check=False)
+    run("delete-queue", "--queue-url", url)
+    r = run("get-queue-url", "--queue-name", "jobs", check=False)
     assert "AWS.SimpleQueueService.NonExistentQueue" in r.stderr
 
 
@@ -286,3 +293,46 @@ def test_signatures_and_scopes(make_spated, tmp_path):
     status, _, _ = d.request("POST", "/", json.dumps({"QueueName": "x"}).encode(),
                              {"X-Amz-Target": TARGET + "CreateQueue", "Content-Type": JSON10})
     assert status in (400, 403)
+
+
+def test_query_protocol_with_boto3(spated):
+    """Debian's python3-boto3 speaks the query protocol (form in, XML out):
+    the same actions, the same answers, SQS's error codes."""
+    boto3 = pytest.importorskip("boto3")
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    c = boto3.client("sqs", endpoint_url=spated.url, region_name="us-east-1",
+                     aws_access_key_id="x", aws_secret_access_key="y",
+                     config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
+    url = c.create_queue(QueueName="boto", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
+    assert c.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])[
+        "Attributes"] == {"VisibilityTimeout": "7"}
+    got = {}
+
+    def receive():
+        got["r"] = c.receive_message(QueueUrl=url, WaitTimeSeconds=20, MaxNumberOfMessages=10,
+                                     AttributeNames=["ApproximateReceiveCount"])
+    t = threading.Thread(target=receive)
+    t.start()
+    time.sleep(0.5)
+    sent = c.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "MessageBody": "x & <y>"}, {"Id": "b", "MessageBody": "\u00e9\r\n"}])
+    assert [e["Id"] for e in sent["Successful"]] == ["a", "b"]
+    t.join(60)
+    msgs = got["r"]["Messages"]
+    while len(msgs) < 2:  # the long poll may have answered with the first alone
+        msgs += c.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in msgs) == sorted(["x & <y>", "\u00e9\r\n"])
+    d = c.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": f"e{i}", "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)] +
+        [{"Id": "forged", "ReceiptHandle": "1.1.00000000000000000000000000000000"}])
+    assert len(d["Successful"]) == 2
+    assert [(f["Id"], f["Code"]) for f in d["Failed"]] == [("forged", "ReceiptHandleIsInvalid")]
+    with pytest.raises(ClientError) as e:
+        c.get_queue_url(QueueName="missing")
+    assert e.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
+    with pytest.raises(ClientError) as e:
+        c.send_message_batch(QueueUrl=url, Entries=[{"Id": "a", "MessageBody": "1"}] * 2)
+    assert e.value.response["Error"]["Code"] == "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
+    c.delete_queue(QueueUrl=url)
+    assert "QueueUrls" not in c.list_queues()
