@@ -214,16 +214,78 @@ static cJSON *queue_url(const sqs_call *c, const char *name)
 /* The attributes a queue keeps (api/sqs.h: in its receiver's configuration). */
 typedef struct queue_settings {
     long visibility_s, wait_s;
+    long max_receives;                            /* RedrivePolicy's maxReceiveCount; 0: none */
+    char dlq[sizeof((queue_sub_config *)0)->dlq]; /* its dead-letter queue (a queue name) */
 } queue_settings;
 
 static void settings_of(const queue_sub_config *cfg, queue_settings *out)
 {
     out->visibility_s = cfg->deadline_ms / 1000;
     out->wait_s = cfg->batch_window_ms / 1000;
+    out->max_receives = cfg->dlq[0] ? cfg->max_attempts : 0;
+    snprintf(out->dlq, sizeof out->dlq, "%s", cfg->max_attempts ? cfg->dlq : "");
 }
 
-/* Attributes of CreateQueue into *st: those kept, those SQS has at a fixed
- * value here (accepted at that value), the rest refused. */
+static void config_of(const queue_settings *st, queue_sub_config *cfg)
+{
+    *cfg = (queue_sub_config){0};
+    snprintf(cfg->function, sizeof cfg->function, "%s", TRIGGERS_RECEIVER);
+    cfg->deadline_ms = (uint32_t)st->visibility_s * 1000;
+    cfg->batch_window_ms = (uint32_t)st->wait_s * 1000;
+    cfg->max_attempts = (uint32_t)st->max_receives;
+    snprintf(cfg->dlq, sizeof cfg->dlq, "%s", st->dlq);
+}
+
+static int same_settings(const queue_settings *a, const queue_settings *b)
+{
+    return a->visibility_s == b->visibility_s && a->wait_s == b->wait_s &&
+           a->max_receives == b->max_receives && strcmp(a->dlq, b->dlq) == 0;
+}
+
+/* RedrivePolicy: {"deadLetterTargetArn": "arn:aws:sqs:R:000000000000:DLQ",
+ * "maxReceiveCount": N (a number or its string)}, the DLQ an existing queue
+ * other than this one; "" removes it. -1 after answering the refusal. */
+static int read_redrive(sqs_call *c, const char *text, queue_settings *st)
+{
+    if (!*text) {
+        st->max_receives = 0;
+        st->dlq[0] = '\0';
+        return 0;
+    }
+    cJSON *doc = cJSON_Parse(text);
+    const cJSON *arn = cJSON_GetObjectItemCaseSensitive(doc, "deadLetterTargetArn");
+    const cJSON *max = cJSON_GetObjectItemCaseSensitive(doc, "maxReceiveCount");
+    long n = cJSON_IsNumber(max)   ? (long)max->valuedouble
+             : cJSON_IsString(max) ? strtol(max->valuestring, NULL, 10)
+                                   : 0;
+    const char *name = cJSON_IsString(arn) ? strrchr(arn->valuestring, ':') : NULL;
+    int ok = name && strncmp(arn->valuestring, "arn:aws:sqs:", 12) == 0 &&
+             strstr(arn->valuestring, ":" SQS_ACCOUNT ":") && queue_name_ok(name + 1) && n >= 1 &&
+             n <= 1000;
+    if (ok) {
+        snprintf(st->dlq, sizeof st->dlq, "%s", name + 1);
+        st->max_receives = n;
+    }
+    cJSON_Delete(doc);
+    if (!ok) {
+        sqs_fail(c, SQS_ATTR_VALUE,
+                 "invalid value for the parameter RedrivePolicy: it must be a JSON object with "
+                 "deadLetterTargetArn (a queue's ARN) and maxReceiveCount (1 to 1000)");
+        return -1;
+    }
+    if (strcmp(st->dlq, c->queue) == 0 || !queue_find_sub(c->a->q, st->dlq, TRIGGERS_RECEIVER)) {
+        sqs_fail(c, SQS_ATTR_VALUE,
+                 "invalid value for the parameter RedrivePolicy: dead-letter target %s does not "
+                 "exist (or is the queue itself)",
+                 st->dlq);
+        return -1;
+    }
+    return 0;
+}
+
+/* Attributes of CreateQueue or SetQueueAttributes into *st (c->queue is
+ * the queue's name): those kept, those SQS has at a fixed value here
+ * (accepted at that value), the rest refused. */
 static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
 {
     if (!attrs) return 0;
@@ -234,9 +296,17 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
     const cJSON *a;
     cJSON_ArrayForEach(a, attrs)
     {
+        if (!cJSON_IsString(a)) {
+            sqs_fail(c, SQS_ATTR_VALUE, "the value of attribute %.80s must be a string", a->string);
+            return -1;
+        }
+        if (strcmp(a->string, "RedrivePolicy") == 0) {
+            if (read_redrive(c, a->valuestring, st)) return -1;
+            continue;
+        }
         char *end = NULL;
-        long v = cJSON_IsString(a) ? strtol(a->valuestring, &end, 10) : -1;
-        int num = end && end != a->valuestring && *end == '\0';
+        long v = strtol(a->valuestring, &end, 10);
+        int num = end != a->valuestring && *end == '\0';
         long lo = 0, hi = -1, fixed = -1;
         long *into = NULL;
         if (strcmp(a->string, "VisibilityTimeout") == 0)
@@ -266,6 +336,13 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
     return 0;
 }
 
+static void on_settings_done(void *data, int status)
+{
+    sqs_call *c = data;
+    if (status) return sqs_fail(c, SQS_UNAVAILABLE, "cannot store the queue: %s", err_str(status));
+    sqs_ok(c, NULL);
+}
+
 static void on_queue_done(void *data, int status)
 {
     sqs_call *c = data;
@@ -291,22 +368,19 @@ static void create_queue(sqs_call *c)
     if (cJSON_GetObjectItemCaseSensitive(c->in, "tags"))
         return sqs_fail(c, SQS_UNSUPPORTED, "queue tags are not supported yet");
     snprintf(c->queue, sizeof c->queue, "%s", name);
-    queue_settings st = {SPATE_SQS_VISIBILITY_DEFAULT, 0};
+    queue_settings st = {SPATE_SQS_VISIBILITY_DEFAULT, 0, 0, ""};
     if (read_settings(c, cJSON_GetObjectItemCaseSensitive(c->in, "Attributes"), &st)) return;
     queue_sub *sub = receiver(c);
     if (sub) { /* SQS: the same attributes answer its URL, others refuse */
         queue_settings have;
         settings_of(queue_sub_get_config(sub), &have);
-        if (have.visibility_s != st.visibility_s || have.wait_s != st.wait_s)
+        if (!same_settings(&have, &st))
             return sqs_fail(c, SQS_QUEUE_EXISTS,
-                            "a queue already exists with the same name and a different value "
-                            "for attribute VisibilityTimeout or ReceiveMessageWaitTimeSeconds");
+                            "a queue already exists with the same name and different attributes");
         return on_queue_done(c, 0);
     }
-    queue_sub_config cfg = {0};
-    snprintf(cfg.function, sizeof cfg.function, "%s", TRIGGERS_RECEIVER);
-    cfg.deadline_ms = (uint32_t)st.visibility_s * 1000;
-    cfg.batch_window_ms = (uint32_t)st.wait_s * 1000;
+    queue_sub_config cfg;
+    config_of(&st, &cfg);
     int rc = queue_subscribe(c->a->q, name, &cfg, on_queue_done, c);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot create the queue: %s", err_str(rc));
 }
@@ -407,6 +481,7 @@ static void get_queue_attributes(sqs_call *c)
         "ReceiveMessageWaitTimeSeconds",
         "DelaySeconds",
         "MaximumMessageSize",
+        "RedrivePolicy",
     };
     unsigned want = 0;
     const cJSON *n;
@@ -441,6 +516,14 @@ static void get_queue_attributes(sqs_call *c)
     if (want & 1u << 6) add_number(at, "ReceiveMessageWaitTimeSeconds", (uint64_t)st.wait_s);
     if (want & 1u << 7) add_number(at, "DelaySeconds", 0);
     if (want & 1u << 8) add_number(at, "MaximumMessageSize", SPATE_SQS_MESSAGE_MAX);
+    if (want & 1u << 9 && st.max_receives) {
+        char policy[300];
+        snprintf(policy, sizeof policy,
+                 "{\"deadLetterTargetArn\":\"arn:aws:sqs:%s:" SQS_ACCOUNT
+                 ":%s\",\"maxReceiveCount\":%ld}",
+                 c->region, st.dlq, st.max_receives);
+        cJSON_AddStringToObject(at, "RedrivePolicy", policy);
+    }
     if (cJSON_GetArraySize(at) > 0)
         cJSON_AddItemToObject(out, "Attributes", at);
     else
@@ -787,6 +870,103 @@ static void delete_message_batch(sqs_call *c)
     sqs_ok(c, out);
 }
 
+static void set_queue_attributes(sqs_call *c)
+{
+    if (queue_of(c)) return;
+    queue_settings st;
+    settings_of(queue_sub_get_config(receiver(c)), &st);
+    const cJSON *attrs = cJSON_GetObjectItemCaseSensitive(c->in, "Attributes");
+    if (!attrs)
+        return sqs_fail(c, SQS_MISSING_PARAMETER,
+                        "the request must contain the parameter Attributes");
+    if (read_settings(c, attrs, &st)) return;
+    queue_sub_config cfg;
+    config_of(&st, &cfg);
+    int rc = queue_subscribe(c->a->q, c->queue, &cfg, on_settings_done, c);
+    if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot change the queue: %s", err_str(rc));
+}
+
+static void on_purged(void *data, int status, uint64_t count)
+{
+    (void)count;
+    sqs_call *c = data;
+    if (status && status != ERR_NOTFOUND)
+        return sqs_fail(c, SQS_UNAVAILABLE, "cannot purge the queue: %s", err_str(status));
+    sqs_ok(c, NULL);
+}
+
+/* SQS deletes what is in flight too: the held messages are deleted first
+ * (the topic's purge spares leased ones). */
+static void purge_queue(sqs_call *c)
+{
+    if (queue_of(c)) return;
+    sqs_delete_held(c->a, c->queue);
+    int rc = queue_topic_purge(c->a->q, c->queue, on_purged, c);
+    if (rc) on_purged(c, rc, 0);
+}
+
+typedef struct sources_ctx {
+    sqs_call *c;
+    cJSON *urls;
+} sources_ctx;
+
+static void source_one(queue_sub *sub, void *data)
+{
+    sources_ctx *s = data;
+    if (triggers_is_receiver(sub) && strcmp(queue_sub_get_config(sub)->dlq, s->c->queue) == 0 &&
+        queue_sub_get_config(sub)->max_attempts)
+        cJSON_AddItemToArray(s->urls, queue_url(s->c, queue_sub_topic(sub)));
+}
+
+static void list_dead_letter_source_queues(sqs_call *c)
+{
+    if (queue_of(c)) return;
+    sources_ctx s = {c, cJSON_CreateArray()};
+    queue_each_sub(c->a->q, source_one, &s);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(out, "queueUrls", s.urls);
+    sqs_ok(c, out);
+}
+
+static void change_message_visibility_batch(sqs_call *c)
+{
+    if (queue_of(c)) return;
+    const cJSON *entries[SPATE_SQS_BATCH_MAX];
+    size_t n;
+    if (batch_entries(c, entries, &n)) return;
+    cJSON *out = cJSON_CreateObject();
+    cJSON *ok = cJSON_AddArrayToObject(out, "Successful");
+    cJSON *failed = cJSON_AddArrayToObject(out, "Failed");
+    for (size_t i = 0; i < n; i++) {
+        const char *id = cJSON_GetObjectItemCaseSensitive(entries[i], "Id")->valuestring;
+        int bad = 0;
+        const char *h = str_of(entries[i], "ReceiptHandle", &bad);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(entries[i], "VisibilityTimeout");
+        int e;
+        if (!h)
+            e = SQS_MISSING_PARAMETER;
+        else if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
+                 v->valuedouble > SPATE_SQS_VISIBILITY_MAX ||
+                 v->valuedouble != (double)(long)v->valuedouble)
+            e = SQS_INVALID_PARAMETER;
+        else
+            e = sqs_settle(c->a, c->queue, h, SQS_VISIBILITY, (uint32_t)v->valuedouble);
+        if (e) {
+            cJSON_AddItemToArray(
+                failed, failed_entry(id, (enum sqs_err)e,
+                                     e == SQS_MISSING_PARAMETER   ? "the entry has no ReceiptHandle"
+                                     : e == SQS_INVALID_PARAMETER ? "VisibilityTimeout must be "
+                                                                    "from 0 to 43200"
+                                                                  : settle_why(e)));
+            continue;
+        }
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "Id", id);
+        cJSON_AddItemToArray(ok, s);
+    }
+    sqs_ok(c, out);
+}
+
 /* --- Dispatch ---------------------------------------------------------------------------- */
 
 typedef struct action {
@@ -801,6 +981,9 @@ static const action actions[] = {
     {"GetQueueUrl", get_queue_url, SCOPE_ANY},
     {"ListQueues", list_queues, SCOPE_ANY},
     {"GetQueueAttributes", get_queue_attributes, SCOPE_ANY},
+    {"SetQueueAttributes", set_queue_attributes, SCOPE_ADMIN},
+    {"PurgeQueue", purge_queue, SCOPE_ADMIN},
+    {"ListDeadLetterSourceQueues", list_dead_letter_source_queues, SCOPE_ANY},
     {"SendMessage", send_message, SCOPE_PUBLISH},
     {"SendMessageBatch", send_message_batch, SCOPE_PUBLISH},
     /* Receiving reads payloads and settles messages: a consumer's, admin. */
@@ -808,6 +991,7 @@ static const action actions[] = {
     {"DeleteMessage", delete_message, SCOPE_ADMIN},
     {"DeleteMessageBatch", delete_message_batch, SCOPE_ADMIN},
     {"ChangeMessageVisibility", change_message_visibility, SCOPE_ADMIN},
+    {"ChangeMessageVisibilityBatch", change_message_visibility_batch, SCOPE_ADMIN},
 };
 
 static const action *action_named(const char *name)

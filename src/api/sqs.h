@@ -15,7 +15,9 @@
  * configuration holds the queue's attributes, so they are durable without a
  * table of their own: deadline_ms the VisibilityTimeout, batch_window_ms
  * the ReceiveMessageWaitTimeSeconds (both in ms), dlq and max_attempts the
- * RedrivePolicy (not yet: refused).
+ * RedrivePolicy: a receive whose visibility timeout ends when it was the
+ * maxReceiveCount-th moves its message to the dead-letter queue's topic
+ * (queue_dead_letter, one transaction), where that queue's receiver finds it.
  *
  * The wire: two protocols, one set of actions. An action reads its input
  * as the JSON 1.0 protocol's object (the query protocol, not yet, will turn
@@ -145,6 +147,8 @@ uint64_t sqs_held_count(api *a, const char *qname);
 /* Gives back what the queue's receives hold and answers its long polls
  * (empty): before DeleteQueue removes its receiver. */
 void sqs_forget_queue(api *a, const char *qname);
+/* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
+void sqs_delete_held(api *a, const char *qname);
 /* The deterministic MessageId of a queue's message seq (a UUID's shape). */
 void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
 

@@ -115,6 +115,13 @@ static void on_available(queue_sub *sub, void *data);
 static void expire(struct sqs *s, held *h)
 {
     queue_sub *sub = h->lease->sub;
+    const queue_sub_config *cfg = queue_sub_get_config(sub);
+    if (cfg->max_attempts && cfg->dlq[0] && h->lease->attempt >= cfg->max_attempts) {
+        /* Received maxReceiveCount times and not deleted: to the DLQ. */
+        queue_dead_letter(h->lease, "received maxReceiveCount times and not deleted");
+        unhold(s, h);
+        return;
+    }
     queue_nack(h->lease, 0, "visibility timeout expired");
     unhold(s, h);
     on_available(sub, s);
@@ -369,6 +376,19 @@ static void forget(struct sqs *s, const char *qname)
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
         if (!qname || strcmp(w->call->queue, qname) == 0) answer_waiter(s, w, NULL);
+    }
+}
+
+void sqs_delete_held(api *a, const char *qname)
+{
+    struct sqs *s = state(a);
+    if (!s) return;
+    for (list_node *n = list_first(&s->held), *nx; n != &s->held; n = nx) {
+        nx = n->next;
+        held *h = list_entry(n, held, link);
+        if (strcmp(h->queue, qname) != 0) continue;
+        queue_ack(h->lease);
+        unhold(s, h);
     }
 }
 

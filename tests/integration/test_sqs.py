@@ -336,3 +336,78 @@ def test_query_protocol_with_boto3(spated):
     assert e.value.response["Error"]["Code"] == "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
     c.delete_queue(QueueUrl=url)
     assert "QueueUrls" not in c.list_queues()
+
+
+def test_redrive_to_the_dead_letter_queue(spated):
+    """RedrivePolicy: a message received maxReceiveCount times and never
+    deleted moves to the dead-letter queue, where its receivers get it."""
+    dlq = create(spated, "dead")
+    arn = attributes(spated, dlq)["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "2"})
+    url = create(spated, "work", VisibilityTimeout=1, RedrivePolicy=policy)
+    assert json.loads(attributes(spated, url)["RedrivePolicy"]) == \
+        {"deadLetterTargetArn": arn, "maxReceiveCount": 2}
+    assert ok(spated, "ListDeadLetterSourceQueues", {"QueueUrl": dlq})["queueUrls"] == [url]
+    ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "poison"})
+    for count in ("1", "2"):
+        doc = ok(spated, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 20,
+                                            "AttributeNames": ["ApproximateReceiveCount"]},
+                 timeout=60)
+        assert doc["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == count
+    dead = ok(spated, "ReceiveMessage", {"QueueUrl": dlq, "WaitTimeSeconds": 20}, timeout=60)
+    assert [m["Body"] for m in dead["Messages"]] == ["poison"]
+    assert ok(spated, "ReceiveMessage", {"QueueUrl": url}) == {}
+    # A policy naming no queue, or the queue itself, is refused; "" removes it.
+    bad = json.dumps({"deadLetterTargetArn": arn.replace("dead", "nope"), "maxReceiveCount": 2})
+    assert error_of(spated, "SetQueueAttributes", {"QueueUrl": url, "Attributes": {
+        "RedrivePolicy": bad}})[1] == "InvalidAttributeValue"
+    ok(spated, "SetQueueAttributes", {"QueueUrl": url, "Attributes": {
+        "RedrivePolicy": "", "VisibilityTimeout": "9"}})
+    a = attributes(spated, url)
+    assert "RedrivePolicy" not in a and a["VisibilityTimeout"] == "9"
+
+
+def test_purge_and_visibility_batch(spated):
+    url = create(spated, "purged")
+    ok(spated, "SendMessageBatch", {"QueueUrl": url, "Entries": [
+        {"Id": str(i), "MessageBody": f"m{i}"} for i in range(5)]})
+    held = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 2})["Messages"]
+    doc = ok(spated, "ChangeMessageVisibilityBatch", {"QueueUrl": url, "Entries": [
+        {"Id": "a", "ReceiptHandle": held[0]["ReceiptHandle"], "VisibilityTimeout": 0},
+        {"Id": "b", "ReceiptHandle": held[1]["ReceiptHandle"], "VisibilityTimeout": 300},
+        {"Id": "c", "ReceiptHandle": "1.1." + "0" * 32, "VisibilityTimeout": 1}]})
+    assert [e["Id"] for e in doc["Successful"]] == ["a", "b"]
+    assert [(e["Id"], e["Code"]) for e in doc["Failed"]] == [("c", "ReceiptHandleIsInvalid")]
+    wait_for(lambda: attributes(spated, url)["ApproximateNumberOfMessages"] == "4")
+    ok(spated, "PurgeQueue", {"QueueUrl": url})  # in flight too, as SQS
+    a = attributes(spated, url)
+    assert (a["ApproximateNumberOfMessages"], a["ApproximateNumberOfMessagesNotVisible"]) == \
+        ("0", "0")
+    assert ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10}) == {}
+    ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "after"})
+    assert ok(spated, "ReceiveMessage", {"QueueUrl": url})["Messages"][0]["Body"] == "after"
+
+
+def test_stop_answers_long_polls(spated):
+    """spated stops cleanly with a long poll waiting and messages held: the
+    poll is answered, the held message comes back after the restart."""
+    url = create(spated, "stopping")
+    ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "held"})
+    ok(spated, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 600})
+    other = create(spated, "idle")
+    got = {}
+
+    def receive():
+        try:
+            got["r"] = sqs(spated, "ReceiveMessage", {"QueueUrl": other, "WaitTimeSeconds": 20},
+                           timeout=60)
+        except Exception as e:  # the connection closed: answered too
+            got["r"] = e
+    t = threading.Thread(target=receive)
+    t.start()
+    time.sleep(0.5)
+    assert spated.stop() == 0, spated.log()
+    t.join(60)
+    assert "r" in got
+    spated.start()
+    assert ok(spated, "ReceiveMessage", {"QueueUrl": url})["Messages"][0]["Body"] == "held"
