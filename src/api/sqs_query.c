@@ -54,6 +54,7 @@ static const char *const entry_lists[] = {
 typedef struct form {
     cJSON *in;
     char action[40];
+    int has_action;
     int err; /* an sqs_err, or -1 */
     char why[200];
 } form;
@@ -114,6 +115,13 @@ static int on_pair(const char *key, size_t klen, const char *val, size_t vlen, v
         return 1;
     }
     if (strcmp(key, "Action") == 0) {
+        /* Once only: the scope is checked on the first (sqs_query_action). */
+        if (f->has_action) {
+            f->err = SQS_INVALID_PARAMETER;
+            snprintf(f->why, sizeof f->why, "the parameter Action is given more than once");
+            return 1;
+        }
+        f->has_action = 1;
         snprintf(f->action, sizeof f->action, "%.*s", (int)(vlen < 39 ? vlen : 39), val);
         return 0;
     }
