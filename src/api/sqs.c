@@ -550,9 +550,10 @@ static int contents_ok(const char *s, size_t len)
 }
 
 /* One message of a send: what SQS would refuse it for, else 0. */
-static int check_message(const cJSON *m, const char **body, char *why, size_t cap)
+static int check_message(const cJSON *m, const char **body, cJSON **attrs, char *why, size_t cap)
 {
     int bad = 0;
+    *attrs = NULL;
     *body = str_of(m, "MessageBody", &bad);
     if (!*body) {
         snprintf(why, cap, "the request must contain the parameter MessageBody");
@@ -581,13 +582,26 @@ static int check_message(const cJSON *m, const char **body, char *why, size_t ca
         snprintf(why, cap, "DelaySeconds other than 0 is not supported yet");
         return SQS_UNSUPPORTED;
     }
-    static const char *const later[] = {"MessageAttributes", "MessageSystemAttributes",
-                                        "MessageDeduplicationId", "MessageGroupId"};
+    static const char *const later[] = {"MessageSystemAttributes", "MessageDeduplicationId",
+                                        "MessageGroupId"};
     for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
         if (cJSON_GetObjectItemCaseSensitive(m, later[i])) {
             snprintf(why, cap, "%s is not supported yet", later[i]);
             return SQS_UNSUPPORTED;
         }
+    size_t bytes;
+    int e = sqs_attrs_read(cJSON_GetObjectItemCaseSensitive(m, "MessageAttributes"), attrs, &bytes,
+                           why, cap);
+    if (e >= 0) return e;
+    if (len + bytes > SPATE_SQS_MESSAGE_MAX) {
+        cJSON_Delete(*attrs);
+        *attrs = NULL;
+        snprintf(why, cap,
+                 "one or more parameters are invalid: the message and its attributes "
+                 "are %zu bytes, at most %u",
+                 len + bytes, SPATE_SQS_MESSAGE_MAX);
+        return SQS_INVALID_PARAMETER;
+    }
     return -1;
 }
 
@@ -598,8 +612,17 @@ typedef struct send_ctx {
     size_t n;
     const cJSON *ids[SPATE_SQS_BATCH_MAX]; /* batch entries' Id members, into c->in */
     char md5[SPATE_SQS_BATCH_MAX][HASH_MD5_HEX_LEN + 1];
+    cJSON *attrs[SPATE_SQS_BATCH_MAX]; /* normalized MessageAttributes (owned), or NULL */
+    char amd5[SPATE_SQS_BATCH_MAX][HASH_MD5_HEX_LEN + 1]; /* their digest; "" when none */
     cJSON *failed; /* batch: entries refused before the publish */
 } send_ctx;
+
+static void free_send(send_ctx *s)
+{
+    for (size_t i = 0; i < SPATE_SQS_BATCH_MAX; i++) cJSON_Delete(s->attrs[i]);
+    cJSON_Delete(s->failed);
+    free(s);
+}
 
 static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
 {
@@ -609,6 +632,8 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
     if (s->batch) cJSON_AddStringToObject(e, "Id", s->ids[i]->valuestring);
     cJSON_AddStringToObject(e, "MessageId", id);
     cJSON_AddStringToObject(e, "MD5OfMessageBody", s->md5[i]);
+    /* No digest without attributes: SDKs that verify it fail on an empty one. */
+    if (s->amd5[i][0]) cJSON_AddStringToObject(e, "MD5OfMessageAttributes", s->amd5[i]);
     return e;
 }
 
@@ -617,8 +642,7 @@ static void on_sent(void *data, int status, uint64_t first_seq)
     send_ctx *s = data;
     sqs_call *c = s->c;
     if (status) {
-        cJSON_Delete(s->failed);
-        free(s);
+        free_send(s);
         return sqs_fail(c, SQS_UNAVAILABLE, "cannot store the message: %s (nothing was stored)",
                         err_str(status));
     }
@@ -630,12 +654,15 @@ static void on_sent(void *data, int status, uint64_t first_seq)
         cJSON *ok = cJSON_AddArrayToObject(out, "Successful");
         for (size_t i = 0; i < s->n; i++) cJSON_AddItemToArray(ok, sent_entry(s, i, first_seq + i));
         cJSON_AddItemToObject(out, "Failed", s->failed);
+        s->failed = NULL;
     }
-    free(s);
+    free_send(s);
     sqs_ok(c, out);
 }
 
-/* Publishes the bodies of ms[0..n) (checked) in one commit; answers c. */
+/* Publishes bodies[0..n) and s->attrs (checked) in one commit; answers c.
+ * A message's attributes go with it as queue_attrs (sqs_attrs.c), which the
+ * queue copies. */
 static void publish(send_ctx *s, const char *const *bodies)
 {
     sqs_call *c = s->c;
@@ -645,34 +672,52 @@ static void publish(send_ctx *s, const char *const *bodies)
     buf body;
     buf_init(&body, total);
     queue_input in[SPATE_SQS_BATCH_MAX];
+    queue_attrs qa[SPATE_SQS_BATCH_MAX];
+    char *json[SPATE_SQS_BATCH_MAX] = {0};
     size_t off[SPATE_SQS_BATCH_MAX];
-    for (size_t i = 0; i < s->n; i++) {
+    int failed = 0;
+    for (size_t i = 0; i < s->n && !failed; i++) {
         size_t len = strlen(bodies[i]);
         off[i] = body.len;
         hash_md5_hex(bodies[i], len, s->md5[i]);
-        if (buf_append(&body, bodies[i], len)) {
-            buf_free(&body);
-            cJSON_Delete(s->failed);
-            free(s);
-            return sqs_fail(c, SQS_INTERNAL, "out of memory");
-        }
         in[i] = (queue_input){.len = (uint32_t)len};
+        failed = buf_append(&body, bodies[i], len) != 0;
+        if (!s->attrs[i] || failed) continue;
+        json[i] = cJSON_PrintUnformatted(s->attrs[i]);
+        failed = !json[i] || sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
+        if (failed) continue;
+        qa[i] = (queue_attrs){.source = SQS_ATTRS_SOURCE,
+                              .headers = json[i],
+                              .headers_len = (uint32_t)strlen(json[i])};
+        in[i].attrs = &qa[i];
+    }
+    if (failed) {
+        for (size_t i = 0; i < s->n; i++) free(json[i]);
+        buf_free(&body);
+        free_send(s);
+        return sqs_fail(c, SQS_INTERNAL, "out of memory");
     }
     for (size_t i = 0; i < s->n; i++) in[i].data = body.data + off[i];
     queue_publish(c->a->q, c->queue, &body, in, s->n, on_sent, s);
+    for (size_t i = 0; i < s->n; i++) free(json[i]);
 }
 
 static void send_message(sqs_call *c)
 {
     if (queue_of(c)) return;
     const char *body;
+    cJSON *attrs;
     char why[300];
-    int e = check_message(c->in, &body, why, sizeof why);
+    int e = check_message(c->in, &body, &attrs, why, sizeof why);
     if (e >= 0) return sqs_fail(c, (enum sqs_err)e, "%s", why);
     send_ctx *s = calloc(1, sizeof *s);
-    if (!s) return sqs_fail(c, SQS_INTERNAL, "out of memory");
+    if (!s) {
+        cJSON_Delete(attrs);
+        return sqs_fail(c, SQS_INTERNAL, "out of memory");
+    }
     s->c = c;
     s->n = 1;
+    s->attrs[0] = attrs;
     publish(s, &body);
 }
 
@@ -752,17 +797,18 @@ static void send_message_batch(sqs_call *c)
     for (size_t i = 0; i < n; i++) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(entries[i], "Id");
         char why[300];
-        int e = check_message(entries[i], &bodies[s->n], why, sizeof why);
+        cJSON *attrs;
+        int e = check_message(entries[i], &bodies[s->n], &attrs, why, sizeof why);
         if (e >= 0) { /* SQS: a bad entry fails alone */
             cJSON_AddItemToArray(s->failed, failed_entry(id->valuestring, (enum sqs_err)e, why));
             continue;
         }
         total += strlen(bodies[s->n]);
+        s->attrs[s->n] = attrs;
         s->ids[s->n++] = id;
     }
     if (total > SPATE_SQS_MESSAGE_MAX) {
-        cJSON_Delete(s->failed);
-        free(s);
+        free_send(s);
         return sqs_fail(c, SQS_BATCH_TOO_LONG,
                         "batch requests cannot be longer than %u bytes; you have sent %zu",
                         SPATE_SQS_MESSAGE_MAX, total);

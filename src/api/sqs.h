@@ -109,6 +109,21 @@ void sqs_ok(sqs_call *c, cJSON *out);
 void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* --- Message attributes (sqs_attrs.c) ------------------------------------------------------ */
+
+/* queue_attrs.source of a message sent with attributes; its headers hold
+ * them (the JSON protocol's MessageAttributes map, normalized). */
+#define SQS_ATTRS_SOURCE "spate:sqs"
+/* Checks a MessageAttributes map (NULL: none) as SQS does: -1 with *norm
+ * the normalized map (caller owns; NULL when empty) and *bytes what they
+ * count toward the message's size, or an sqs_err with why. */
+int sqs_attrs_read(const cJSON *attrs, cJSON **norm, size_t *bytes, char *why, size_t cap);
+/* MD5OfMessageAttributes of a normalized map: 0, or -1 (out of memory). */
+int sqs_attrs_md5(const cJSON *attrs, char out[33]);
+/* The attributes of a stored map (json, len bytes) that MessageAttributeNames
+ * (names, a list; NULL: none) asks for: caller owns; NULL when none. */
+cJSON *sqs_attrs_select(const char *json, size_t len, const cJSON *names);
+
 /* --- The query/XML protocol (sqs_query.c) ---------------------------------------------- */
 
 /* Reads a form into the JSON protocol's input object (*in, caller owns)

@@ -105,6 +105,40 @@ static void map_part(cJSON *obj, const char *pairs, long idx, const char *part, 
     cJSON_AddStringToObject(s, part, val);
 }
 
+#define MSG_PAIRS " message attribute pairs"
+
+/* N.Name, N.Value.DataType, N.Value.StringValue or N.Value.BinaryValue of a
+ * message's attributes (p after "MessageAttribute."), into obj's pairs. */
+static void message_attribute(cJSON *obj, const char *p, const char *val)
+{
+    const char *rest = NULL;
+    long idx = index_of(p, &rest);
+    if (rest && *rest) map_part(obj, MSG_PAIRS, idx, rest, val);
+}
+
+/* obj's message attribute pairs become its MessageAttributes map, in the
+ * JSON protocol's shape. */
+static void message_attributes(cJSON *obj)
+{
+    cJSON *pairs = cJSON_DetachItemFromObjectCaseSensitive(obj, MSG_PAIRS), *p;
+    if (!pairs) return;
+    cJSON *map = cJSON_AddObjectToObject(obj, "MessageAttributes");
+    cJSON_ArrayForEach(p, pairs)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(p, "Name");
+        if (!cJSON_IsString(n) || cJSON_GetObjectItemCaseSensitive(map, n->valuestring)) continue;
+        cJSON *v = cJSON_AddObjectToObject(map, n->valuestring);
+        static const char *const parts[] = {"DataType", "StringValue", "BinaryValue"};
+        for (size_t i = 0; i < 3; i++) {
+            char key[24];
+            snprintf(key, sizeof key, "Value.%s", parts[i]);
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(p, key);
+            if (cJSON_IsString(x)) cJSON_AddStringToObject(v, parts[i], x->valuestring);
+        }
+    }
+    cJSON_Delete(pairs);
+}
+
 static int on_pair(const char *key, size_t klen, const char *val, size_t vlen, void *data)
 {
     form *f = data;
@@ -147,19 +181,16 @@ static int on_pair(const char *key, size_t klen, const char *val, size_t vlen, v
             *rest) {
             cJSON *e = slot(f->in, "Entries", idx, 1);
             if (e && !strchr(rest, '.')) set_member(e, rest, val);
-            /* MessageAttribute.N... of an entry: marks it (refused by the action). */
-            if (e && strncmp(rest, "MessageAttribute.", 17) == 0 &&
-                !cJSON_GetObjectItemCaseSensitive(e, "MessageAttributes"))
-                cJSON_AddObjectToObject(e, "MessageAttributes");
+            if (e && strncmp(rest, "MessageAttribute.", 17) == 0) /* its attributes */
+                message_attribute(e, rest + 17, val);
             return 0;
         }
     if (head == 9 && strncmp(key, "Attribute", 9) == 0 && rest && *rest) {
         map_part(f->in, " attribute pairs", idx, rest, val);
         return 0;
     }
-    if (head == 16 && strncmp(key, "MessageAttribute", 16) == 0 && rest) {
-        if (!cJSON_GetObjectItemCaseSensitive(f->in, "MessageAttributes"))
-            cJSON_AddObjectToObject(f->in, "MessageAttributes");
+    if (head == 16 && strncmp(key, "MessageAttribute", 16) == 0) {
+        message_attribute(f->in, dot + 1, val);
         return 0;
     }
     return 0; /* SQS ignores what it does not know */
@@ -198,6 +229,9 @@ int sqs_query_read(const char *body, size_t len, cJSON **in, char *action, size_
         }
     }
     cJSON_Delete(pairs);
+    message_attributes(f.in);
+    cJSON *entries = cJSON_GetObjectItemCaseSensitive(f.in, "Entries"), *e;
+    cJSON_ArrayForEach(e, entries) message_attributes(e);
     if (f.err >= 0) {
         cJSON_Delete(f.in);
         snprintf(why, whycap, "%s", f.why);
@@ -282,15 +316,18 @@ static void members(xbuf *b, const cJSON *obj, const char *action)
             const char *item = item_name(m->string, action);
             const cJSON *it;
             cJSON_ArrayForEach(it, m) element(b, item, it, action);
-        } else if (cJSON_IsObject(m) && strcmp(m->string, "Attributes") == 0) {
-            const cJSON *a; /* a flattened map: Attribute elements of Name and Value */
+        } else if (cJSON_IsObject(m) && (strcmp(m->string, "Attributes") == 0 ||
+                                         strcmp(m->string, "MessageAttributes") == 0)) {
+            /* A flattened map: an element of Name and Value for each. */
+            const char *item = m->string[0] == 'M' ? "MessageAttribute" : "Attribute";
+            const cJSON *a;
             cJSON_ArrayForEach(a, m)
             {
-                puts_(b, "<Attribute><Name>");
+                putf(b, "<%s><Name>", item);
                 escaped(b, a->string);
                 puts_(b, "</Name>");
                 element(b, "Value", a, action);
-                puts_(b, "</Attribute>");
+                putf(b, "</%s>", item);
             }
         } else {
             element(b, m->string, m, action);

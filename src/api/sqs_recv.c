@@ -168,7 +168,7 @@ static void on_timer(uv_timer_t *t)
  * visibility timeout of 0, gives it back at once). NULL when out of memory
  * (the lease then goes back, not counted). */
 static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t visibility_s,
-                   unsigned attrs)
+                   unsigned attrs, const cJSON *names)
 {
     held *h = calloc(1, sizeof *h);
     cJSON *m = cJSON_CreateObject();
@@ -192,6 +192,16 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     cJSON_AddStringToObject(m, "Body", body);
     free(body);
     body = NULL;
+    const queue_attrs *qa = l->msg->attrs;
+    cJSON *sel = qa && qa->source && strcmp(qa->source, SQS_ATTRS_SOURCE) == 0
+                     ? sqs_attrs_select(qa->headers, qa->headers_len, names)
+                     : NULL;
+    if (sel) { /* only those asked for, and the digest of those */
+        char amd5[HASH_MD5_HEX_LEN + 1];
+        if (sqs_attrs_md5(sel, amd5) == 0)
+            cJSON_AddStringToObject(m, "MD5OfMessageAttributes", amd5);
+        cJSON_AddItemToObject(m, "MessageAttributes", sel);
+    }
     if (attrs) {
         cJSON *at = cJSON_AddObjectToObject(m, "Attributes");
         char num[24];
@@ -221,7 +231,7 @@ fail:
 
 /* Leases up to max into a Messages list; NULL when there was none. */
 static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t max,
-                   uint32_t visibility_s, unsigned attrs)
+                   uint32_t visibility_s, unsigned attrs, const cJSON *names)
 {
     cJSON *out = NULL, *list = NULL;
     s->filling++;
@@ -238,7 +248,7 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
                 break;
             }
         }
-        cJSON *m = take(s, qname, l, visibility_s, attrs);
+        cJSON *m = take(s, qname, l, visibility_s, attrs, names);
         if (!m) break;
         cJSON_AddItemToArray(list, m);
     }
@@ -275,7 +285,8 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
         s->timer_open = 1;
         uv_unref((uv_handle_t *)&s->timer); /* never what keeps spated running */
     }
-    cJSON *out = fill(s, c->queue, sub, max, visibility_s, attrs);
+    cJSON *out = fill(s, c->queue, sub, max, visibility_s, attrs,
+                      cJSON_GetObjectItemCaseSensitive(c->in, "MessageAttributeNames"));
     if (out || wait_s == 0) {
         sqs_ok(c, out);
         run_missed(s);
@@ -308,7 +319,8 @@ static void on_available(queue_sub *sub, void *data)
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
         if (strcmp(w->call->queue, qname) != 0) continue;
-        cJSON *out = fill(s, qname, sub, w->max, w->visibility_s, w->attrs);
+        cJSON *out = fill(s, qname, sub, w->max, w->visibility_s, w->attrs,
+                          cJSON_GetObjectItemCaseSensitive(w->call->in, "MessageAttributeNames"));
         if (!out) break;
         answer_waiter(s, w, out);
     }

@@ -630,6 +630,10 @@
 #define SPATE_SQS_NAME_MAX 80
 #define SPATE_SQS_VISIBILITY_MAX 43200
 #define SPATE_SQS_WAIT_MAX 20
+/* Message attributes: at most this many a message, names (and data types)
+ * at most this long (SQS's limits; their bytes count in the message's). */
+#define SPATE_SQS_ATTRS_MAX 10
+#define SPATE_SQS_ATTR_NAME_MAX 256
 /* The visibility timeout of a queue created without one (SQS's default). */
 #define SPATE_SQS_VISIBILITY_DEFAULT 30
 /* A receipt handle longer than this is not one of ours. */
