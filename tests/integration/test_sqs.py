@@ -499,3 +499,24 @@ def test_message_attributes_refused(spated):
             "QueueUrl": url, "MessageBody": "x", "MessageAttributes": attrs})
         assert (status, got) == (400, code), attrs if len(str(attrs)) < 300 else "big"
     assert attributes(spated, url)["ApproximateNumberOfMessages"] == "0"
+
+
+def test_aws_sdk_js(spated):
+    """@aws-sdk/client-sqs (JSON protocol) against spated: its checksum
+    middleware verifies every digest, so a wrong one fails the run."""
+    import pathlib
+    from conftest import ROOT
+    d = pathlib.Path(os.environ.get("SPATE_AWS_SDK_JS", "/var/tmp/spate-aws-sdk-js"))
+    r = subprocess.run([str(ROOT / "scripts/install-aws-sdk-js.sh"), str(d)], capture_output=True,
+                       text=True, timeout=600)
+    if r.returncode != 0:
+        pytest.skip(f"cannot install @aws-sdk/client-sqs: {r.stderr[-500:]}")
+    r = subprocess.run(["/usr/bin/node", str(ROOT / "tests/integration/sqs_node.cjs"), spated.url],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, NODE_PATH=str(d / "node_modules")))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    assert out["batch"] == ["a", "b"] and out["bodies"] == ["from js", "ä", "b"]
+    assert out["blob"] == [0, 1, 2, 3] and out["count"] == "1" and out["deleted"] == 3
+    assert out["missing"] == "QueueDoesNotExist"
