@@ -1,8 +1,8 @@
 // SQS by the AWS SDK for JavaScript v3 (@aws-sdk/client-sqs, installed by
 // scripts/install-aws-sdk-js.sh; NODE_PATH names its node_modules), for
 // tests/integration/test_sqs.py. The SDK speaks the JSON protocol and
-// verifies MD5OfMessageBody and MD5OfMessageAttributes of every send and
-// receive: a wrong or missing digest fails the command. Prints one line of
+// verifies MD5OfMessageBody of every send and MD5OfBody of every receive: a
+// wrong digest fails the command. Prints one line of
 // JSON: what it saw, or {"error": name, "message": ...}.
 //   node sqs_node.cjs URL
 const sqs = require("@aws-sdk/client-sqs");
