@@ -402,28 +402,46 @@ static void get_queue_url(sqs_call *c)
 typedef struct list_ctx {
     sqs_call *c;
     const char *prefix;
+    const char *after; /* NextToken: the last queue of the page before; "" from the start */
+    long max;          /* MaxResults; 0: up to 1000, no token */
     cJSON *urls;
+    const char *last;
+    int more;
 } list_ctx;
 
+/* Queues come by name (queue_each_sub's order), so a page goes on after
+ * the name the token holds. */
 static void list_one(queue_sub *sub, void *data)
 {
     list_ctx *l = data;
     const char *topic = queue_sub_topic(sub);
-    if (!triggers_is_receiver(sub) || strncmp(topic, l->prefix, strlen(l->prefix)) != 0) return;
-    if (cJSON_GetArraySize(l->urls) < 1000) cJSON_AddItemToArray(l->urls, queue_url(l->c, topic));
+    if (!triggers_is_receiver(sub) || strncmp(topic, l->prefix, strlen(l->prefix)) != 0 ||
+        strcmp(topic, l->after) <= 0)
+        return;
+    int n = cJSON_GetArraySize(l->urls);
+    if (n >= (l->max ? l->max : 1000)) {
+        l->more = 1;
+        return;
+    }
+    cJSON_AddItemToArray(l->urls, queue_url(l->c, topic));
+    l->last = topic;
 }
 
 static void list_queues(sqs_call *c)
 {
     int bad = 0;
     const char *prefix = str_of(c->in, "QueueNamePrefix", &bad);
-    if (bad) return sqs_fail(c, SQS_INVALID_PARAMETER, "QueueNamePrefix must be a string");
-    if (cJSON_GetObjectItemCaseSensitive(c->in, "MaxResults") ||
-        cJSON_GetObjectItemCaseSensitive(c->in, "NextToken"))
-        return sqs_fail(c, SQS_UNSUPPORTED, "paging ListQueues is not supported yet");
-    list_ctx l = {c, prefix ? prefix : "", cJSON_CreateArray()};
+    const char *token = str_of(c->in, "NextToken", &bad);
+    if (bad) return sqs_fail(c, SQS_INVALID_PARAMETER, "QueueNamePrefix and NextToken are strings");
+    long max = 0;
+    if (int_of(c, c->in, "MaxResults", 1, 1000, &max)) return;
+    if (token && !queue_name_ok(token))
+        return sqs_fail(c, SQS_INVALID_PARAMETER, "invalid NextToken");
+    list_ctx l = {c, prefix ? prefix : "", token ? token : "", max, cJSON_CreateArray(), NULL, 0};
     queue_each_sub(c->a->q, list_one, &l);
     cJSON *out = cJSON_CreateObject();
+    /* SQS gives a token only to a caller that asked for pages (MaxResults). */
+    if (max && l.more && l.last) cJSON_AddStringToObject(out, "NextToken", l.last);
     if (cJSON_GetArraySize(l.urls) > 0)
         cJSON_AddItemToObject(out, "QueueUrls", l.urls);
     else

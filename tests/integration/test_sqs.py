@@ -531,3 +531,21 @@ def test_aws_sdk_js(spated):
     assert out["batch"] == ["a", "b"] and out["bodies"] == ["from js", "ä", "b"]
     assert out["blob"] == [0, 1, 2, 3] and out["count"] == "1" and out["deleted"] == 3
     assert out["missing"] == "QueueDoesNotExist"
+
+
+def test_list_queues_pages(spated):
+    for name in ("p-a", "p-b", "p-c", "q-x"):
+        create(spated, name)
+    pages, token = [], None
+    while True:
+        body = {"QueueNamePrefix": "p-", "MaxResults": 2}
+        if token:
+            body["NextToken"] = token
+        doc = ok(spated, "ListQueues", body)
+        pages.append([u.rsplit("/", 1)[1] for u in doc.get("QueueUrls", [])])
+        token = doc.get("NextToken")
+        if not token:
+            break
+    assert pages == [["p-a", "p-b"], ["p-c"]]
+    assert len(ok(spated, "ListQueues", {})["QueueUrls"]) == 4
+    assert error_of(spated, "ListQueues", {"MaxResults": 0})[1] == "InvalidParameterValue"
