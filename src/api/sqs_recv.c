@@ -2,7 +2,8 @@
  * sqs_recv.c - SQS's receiver (api/sqs.h "Design"): the leases that
  * ReceiveMessage hands out, held for their visibility timeout; receipt
  * handles; long polls woken by the queue's available event. One uv timer
- * serves every deadline.
+ * serves every deadline: the held leases' in a heap, the long polls' in a
+ * list (one a connection at most).
  */
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
@@ -22,7 +23,7 @@
 
 /* A received message, invisible until its deadline. */
 typedef struct held {
-    list_node link; /* in sqs->held */
+    size_t slot; /* in sqs->heap */
     queue_lease *lease;
     uint64_t seq;
     uint64_t deadline; /* uv_now, ms */
@@ -41,7 +42,7 @@ typedef struct waiter {
 
 struct sqs {
     api *a;
-    uv_timer_t timer; /* the earliest deadline of held and waiters */
+    uv_timer_t timer; /* the earliest deadline of held (the heap's top) and waiters */
     int timer_open;
     uint64_t armed; /* the timer's due time; 0: stopped */
     int closed;     /* the triggers closed: the queue is going */
@@ -49,7 +50,9 @@ struct sqs {
      * given back inside fill): it is kept for after, not run inside. */
     int filling;
     queue_sub *missed;
-    list_node held, waiters;
+    held **heap; /* what receives hold, a min-heap by deadline */
+    size_t nheap, capheap;
+    list_node waiters; /* a few: one a connection at most */
     strmap by_gen;
     uint64_t gen;
     unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
@@ -100,9 +103,67 @@ static void arm(struct sqs *s, uint64_t due)
     uv_timer_start(&s->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
+/* --- The heap of held leases, by deadline ----------------------------------------------- */
+
+static void place(struct sqs *s, size_t i, held *h)
+{
+    s->heap[i] = h;
+    h->slot = i;
+}
+
+static void sift_up(struct sqs *s, size_t i)
+{
+    held *h = s->heap[i];
+    while (i > 0 && s->heap[(i - 1) / 2]->deadline > h->deadline) {
+        place(s, i, s->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    place(s, i, h);
+}
+
+static void sift_down(struct sqs *s, size_t i)
+{
+    held *h = s->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nheap) break;
+        if (c + 1 < s->nheap && s->heap[c + 1]->deadline < s->heap[c]->deadline) c++;
+        if (s->heap[c]->deadline >= h->deadline) break;
+        place(s, i, s->heap[c]);
+        i = c;
+    }
+    place(s, i, h);
+}
+
+static int heap_push(struct sqs *s, held *h)
+{
+    if (s->nheap == s->capheap) {
+        size_t cap = s->capheap ? 2 * s->capheap : 64;
+        held **p = realloc(s->heap, cap * sizeof *p);
+        if (!p) return -1;
+        s->heap = p;
+        s->capheap = cap;
+    }
+    place(s, s->nheap++, h);
+    sift_up(s, s->nheap - 1);
+    return 0;
+}
+
+/* After h's deadline changed. */
+static void heap_fix(struct sqs *s, held *h)
+{
+    sift_up(s, h->slot);
+    sift_down(s, h->slot);
+}
+
 static void unhold(struct sqs *s, held *h)
 {
-    list_remove(&h->link);
+    size_t i = h->slot;
+    held *last = s->heap[--s->nheap];
+    if (last != h) {
+        place(s, i, last);
+        heap_fix(s, last);
+    }
     strmap_remove(&s->by_gen, h->gen);
     free(h);
 }
@@ -141,16 +202,8 @@ static void on_timer(uv_timer_t *t)
     struct sqs *s = t->data;
     uint64_t now = uv_now(t->loop), next = 0;
     s->armed = 0;
-    /* Each pass looks at everything: fine for the leases a few clients
-     * hold; a heap is the next step for many thousands. */
-    for (list_node *n = list_first(&s->held), *nx; n != &s->held; n = nx) {
-        nx = n->next;
-        held *h = list_entry(n, held, link);
-        if (h->deadline <= now)
-            expire(s, h);
-        else if (!next || h->deadline < next)
-            next = h->deadline;
-    }
+    while (s->nheap && s->heap[0]->deadline <= now) expire(s, s->heap[0]);
+    if (s->nheap) next = s->heap[0]->deadline;
     for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
@@ -214,11 +267,14 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
             cJSON_AddStringToObject(at, "SentTimestamp", num);
         }
     }
-    if (strmap_put(&s->by_gen, h->gen, h)) goto fail;
     /* A timeout of 0 expires on the timer's next turn, not inside this
      * receive (which would lease the message again). */
     h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
-    list_push_back(&s->held, &h->link);
+    if (strmap_put(&s->by_gen, h->gen, h)) goto fail;
+    if (heap_push(s, h)) {
+        strmap_remove(&s->by_gen, h->gen);
+        goto fail;
+    }
     arm(s, h->deadline);
     return m;
 fail:
@@ -310,6 +366,7 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
 static void on_available(queue_sub *sub, void *data)
 {
     struct sqs *s = data;
+    if (s->closed) return;
     if (s->filling) {
         s->missed = sub;
         return;
@@ -358,6 +415,7 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
         expire(s, h);
     } else {
         h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+        heap_fix(s, h);
         arm(s, h->deadline);
     }
     return 0;
@@ -368,40 +426,55 @@ uint64_t sqs_held_count(api *a, const char *qname)
     struct sqs *s = state(a);
     uint64_t n = 0;
     if (!s) return 0;
-    for (list_node *p = list_first(&s->held); p != &s->held; p = p->next)
-        if (strcmp(list_entry(p, held, link)->queue, qname) == 0) n++;
+    for (size_t i = 0; i < s->nheap; i++)
+        if (strcmp(s->heap[i]->queue, qname) == 0) n++;
     return n;
 }
 
-/* Gives back what queue's receives hold (every queue's: NULL) and answers
+/* Settles what qname's receives hold (every queue's: NULL), acked or
+ * given back, and makes a heap of the rest. Giving back may tell the queue's
+ * availability at once: that waits until the heap is whole again. */
+static void drop(struct sqs *s, const char *qname, int ack)
+{
+    size_t k = 0;
+    s->filling++;
+    for (size_t i = 0; i < s->nheap; i++) {
+        held *h = s->heap[i];
+        if (qname && strcmp(h->queue, qname) != 0) {
+            s->heap[k++] = h;
+            continue;
+        }
+        if (ack)
+            queue_ack(h->lease);
+        else
+            queue_release(h->lease);
+        strmap_remove(&s->by_gen, h->gen);
+        free(h);
+    }
+    s->nheap = k;
+    for (size_t i = 0; i < k; i++) s->heap[i]->slot = i;
+    for (size_t i = k / 2; i-- > 0;) sift_down(s, i);
+    s->filling--;
+}
+
+/* Gives back what qname's receives hold (every queue's: NULL) and answers
  * their long polls, empty. */
 static void forget(struct sqs *s, const char *qname)
 {
-    for (list_node *n = list_first(&s->held), *nx; n != &s->held; n = nx) {
-        nx = n->next;
-        held *h = list_entry(n, held, link);
-        if (qname && strcmp(h->queue, qname) != 0) continue;
-        queue_release(h->lease);
-        unhold(s, h);
-    }
+    drop(s, qname, 0);
     for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
         if (!qname || strcmp(w->call->queue, qname) == 0) answer_waiter(s, w, NULL);
     }
+    run_missed(s);
 }
 
 void sqs_delete_held(api *a, const char *qname)
 {
-    struct sqs *s = state(a);
-    if (!s) return;
-    for (list_node *n = list_first(&s->held), *nx; n != &s->held; n = nx) {
-        nx = n->next;
-        held *h = list_entry(n, held, link);
-        if (strcmp(h->queue, qname) != 0) continue;
-        queue_ack(h->lease);
-        unhold(s, h);
-    }
+    if (!state(a)) return;
+    drop(state(a), qname, 1);
+    run_missed(state(a));
 }
 
 void sqs_forget_queue(api *a, const char *qname)
@@ -416,8 +489,8 @@ void sqs_forget_queue(api *a, const char *qname)
 static void on_closing(void *data)
 {
     struct sqs *s = data;
+    s->closed = 1; /* first: nothing is leased again from here on */
     forget(s, NULL);
-    s->closed = 1;
     if (s->timer_open) uv_timer_stop(&s->timer);
     s->armed = 0;
 }
@@ -430,7 +503,6 @@ void api_sqs_start(api *a)
         return;
     }
     s->a = a;
-    list_init(&s->held);
     list_init(&s->waiters);
     strmap_init(&s->by_gen);
     if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key) {
@@ -455,10 +527,8 @@ void api_sqs_free(api *a)
     if (!s) return;
     a->sqs = NULL;
     /* The queue closed (on_closing gave everything back): only memory is left. */
-    for (list_node *n = list_first(&s->held), *nx; n != &s->held; n = nx) {
-        nx = n->next;
-        free(list_entry(n, held, link));
-    }
+    for (size_t i = 0; i < s->nheap; i++) free(s->heap[i]);
+    free(s->heap);
     for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
