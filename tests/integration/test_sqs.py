@@ -581,3 +581,47 @@ def test_many_deadlines_all_expire(spated):
             assert m["Body"] not in back
             back[m["Body"]] = m["Attributes"]["ApproximateReceiveCount"]
     assert back == {f"m{i}": "2" for i in range(10)}
+
+
+def test_query_protocol_shapes(spated):
+    """The query protocol's XML, raw: the 2012-11-05 namespace, a RequestId,
+    flattened lists; errors as ErrorResponse with Type, Code and Message;
+    the queue named by the URL posted to; Action given twice refused."""
+    import urllib.parse
+    import xml.etree.ElementTree as ET
+    ns = "{http://queue.amazonaws.com/doc/2012-11-05/}"
+
+    def post(path, form):
+        body = urllib.parse.urlencode(form).encode()
+        status, headers, data = spated.request(
+            "POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+        return status, ET.fromstring(data)
+    status, x = post("/", {"Action": "CreateQueue", "QueueName": "xml", "Version": "2012-11-05",
+                           "Attribute.1.Name": "VisibilityTimeout", "Attribute.1.Value": "9"})
+    assert status == 200 and x.tag == ns + "CreateQueueResponse"
+    url = x.find(f"{ns}CreateQueueResult/{ns}QueueUrl").text
+    assert x.find(f"{ns}ResponseMetadata/{ns}RequestId").text
+    path = "/000000000000/xml"
+    status, x = post(path, {"Action": "SendMessageBatch",
+                            "SendMessageBatchRequestEntry.1.Id": "a",
+                            "SendMessageBatchRequestEntry.1.MessageBody": "<one>",
+                            "SendMessageBatchRequestEntry.2.Id": "b",
+                            "SendMessageBatchRequestEntry.2.MessageBody": "two"})
+    entries = x.findall(f"{ns}SendMessageBatchResult/{ns}SendMessageBatchResultEntry")
+    assert status == 200 and [e.find(ns + "Id").text for e in entries] == ["a", "b"]
+    status, x = post(path, {"Action": "ReceiveMessage", "MaxNumberOfMessages": "10",
+                            "AttributeName.1": "All"})
+    msgs = x.findall(f"{ns}ReceiveMessageResult/{ns}Message")
+    assert [m.find(ns + "Body").text for m in msgs] == ["<one>", "two"]
+    names = {a.find(ns + "Name").text for a in msgs[0].findall(ns + "Attribute")}
+    assert {"ApproximateReceiveCount", "SentTimestamp"} <= names
+    status, x = post("/", {"Action": "GetQueueUrl", "QueueName": "nope"})
+    assert status == 400 and x.tag == ns + "ErrorResponse"
+    assert x.find(f"{ns}Error/{ns}Code").text == "AWS.SimpleQueueService.NonExistentQueue"
+    assert x.find(f"{ns}Error/{ns}Type").text == "Sender" and x.find(ns + "RequestId").text
+    status, x = post("/", {"Action": "Nonsense"})
+    assert status == 400 and x.find(f"{ns}Error/{ns}Code").text == "InvalidAction"
+    body = b"Action=ListQueues&Action=ReceiveMessage&QueueUrl=" + url.encode()
+    status, _, data = spated.request("POST", "/", body,
+                                     {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and b"InvalidParameterValue" in data
