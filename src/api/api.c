@@ -89,6 +89,7 @@ static size_t body_limit(const http_request *req, void *data)
      * server's own 413 that cuts the connection. */
     if (m.route == R_LAMBDA_INVOKE) return 2 * a->limits.invoke_payload_max;
     if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
+    if (m.route == R_SQS) return SPATE_SQS_BODY_MAX;
     return SPATE_HTTP_SMALL_BODY_MAX;
 }
 
@@ -227,6 +228,9 @@ static void handle(http_request *req, void *data)
     case R_LAMBDA_INVOKE:
         api_lambda_invoke(a, req, &m);
         return;
+    case R_SQS:
+        api_sqs(a, req);
+        return;
     case R_NONE:
         break;
     }
@@ -253,6 +257,7 @@ api *api_create(functions *table, queue *q, triggers *tr, const auth *tokens,
     a->tr = tr;
     a->limits = *limits;
     api_async_start(a);
+    api_sqs_start(a);
     return a;
 }
 
@@ -289,5 +294,6 @@ void api_set_sources(api *a, sources *src)
 
 void api_free(api *a)
 {
+    if (a) api_sqs_free(a);
     free(a);
 }

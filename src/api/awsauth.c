@@ -43,17 +43,20 @@ static void rest_json_error(http_request *req, int status, const char *type, con
     free(text);
 }
 
-/* The AWS protocols spated speaks, by the paths they own. SQS's (JSON 1.0
- * and query/XML, on POST /) will add their entries with their own writers. */
+/* The AWS protocols spated speaks, by the paths they own (SQS's by its
+ * target header or queue URL: it shares POST / with nothing else). */
 static const api_aws_protocol protocols[] = {
-    {"/2015-03-31/", "lambda", rest_json_error},
+    {"/2015-03-31/", "lambda", rest_json_error, NULL, NULL},
+    {"/", "sqs", api_sqs_error, api_sqs_match, api_sqs_scope},
 };
 
 const api_aws_protocol *api_aws_protocol_of(const http_request *req)
 {
-    for (size_t i = 0; i < sizeof protocols / sizeof protocols[0]; i++)
-        if (strncmp(req->path, protocols[i].prefix, strlen(protocols[i].prefix)) == 0)
-            return &protocols[i];
+    for (size_t i = 0; i < sizeof protocols / sizeof protocols[0]; i++) {
+        const api_aws_protocol *p = &protocols[i];
+        if (p->match ? p->match(req) : strncmp(req->path, p->prefix, strlen(p->prefix)) == 0)
+            return p;
+    }
     return NULL;
 }
 
@@ -105,7 +108,7 @@ static int check(const api *a, const http_request *req, const api_aws_protocol *
     switch (st) {
     case SIGV4_OK:
     case SIGV4_PENDING: {
-        unsigned need = api_aws_scope(req->method, req->path);
+        unsigned need = p->scope ? p->scope(req) : api_aws_scope(req->method, req->path);
         if (l.scopes & need) return 1;
         *type = "AccessDeniedException";
         snprintf(why, whycap, "this request needs the %s scope; the access key has %s",

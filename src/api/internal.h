@@ -30,6 +30,8 @@
  *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
  *   sigv4.c      AWS Signature Version 4, verified (pure: sigv4.h)
  *   awsauth.c    admission on the AWS routes by SigV4; AWS-shaped refusals
+ *   sqs.c        Amazon SQS's actions and its JSON 1.0 protocol; sqs_recv.c
+ *                its receiver (visibility timeouts, long polls): api/sqs.h
  *
  * Names: api_* in api/api.h is the public face; api_* here is shared
  * between these files only; plain static names stay in their file. All
@@ -59,6 +61,7 @@ struct api {
     /* Destination records not sent to an async topic because their chain of
      * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
     uint64_t async_loops_stopped;
+    struct sqs *sqs;  /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
 };
 
 /* http_peer.flags: the connection is from function code (api_set_function_uids). */
@@ -93,6 +96,7 @@ enum route {
     R_ALIAS,           /* /v1/functions/NAME/aliases/ALIAS */
     R_ROLLBACK,        /* /v1/functions/NAME/rollback */
     R_LAMBDA_INVOKE,   /* /2015-03-31/functions/NAME/invocations (NAME still %-encoded) */
+    R_SQS,             /* / and /000000000000/QUEUE: SQS (api/sqs.c) */
 };
 
 typedef struct route_match {
@@ -121,6 +125,10 @@ typedef struct api_aws_protocol {
     const char *prefix;
     const char *service;
     void (*error)(http_request *req, int status, const char *type, const char *message);
+    /* Optional: whether req is this protocol's (instead of the prefix), and
+     * the scope it needs (instead of api_aws_scope). */
+    int (*match)(const http_request *req);
+    unsigned (*scope)(const http_request *req);
 } api_aws_protocol;
 /* The protocol whose route req is on, or NULL: not an AWS route. */
 const api_aws_protocol *api_aws_protocol_of(const http_request *req);
@@ -253,6 +261,19 @@ void api_sources_metrics(api *a, buf *out);
 void api_metrics(api *a, http_request *req);
 /* api/schedules.c: GET /v1/schedules; PUT, DELETE, GET of /v1/schedules/NAME. */
 void api_schedules(api *a, http_request *req, const route_match *m);
+/* api/sqs.c: an SQS request (R_SQS); whether req is one (a POST to / or
+ * a queue URL, or one with the JSON protocol's target header); the scope
+ * its action needs; an error in its protocol's shape (JSON 1.0 or the
+ * query protocol's XML: awsauth.c's refusals). */
+void api_sqs(api *a, http_request *req);
+int api_sqs_match(const http_request *req);
+unsigned api_sqs_scope(const http_request *req);
+void api_sqs_error(http_request *req, int status, const char *type, const char *message);
+/* api/sqs_recv.c: hooks the queues' receivers into the triggers; frees
+ * what they hold (the loop then closes the timer). */
+void api_sqs_start(api *a);
+void api_sqs_free(api *a);
+
 /* api/ui.c: the dashboard's files. */
 void api_ui(http_request *req);
 

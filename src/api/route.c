@@ -73,6 +73,9 @@ route_match api_route_match(const char *path)
             m.name = name;
             m.name_len = (size_t)(slash - name);
         }
+    } else if (strcmp(path, "/") == 0 ||
+               strncmp(path, "/000000000000/", 14) == 0) { /* SQS: the endpoint, a queue URL */
+        m.route = R_SQS;
     } else if (strcmp(path, "/v1/nodes") == 0) {
         m.route = R_NODES;
     } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {
@@ -135,6 +138,7 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_TOPIC: /* DELETE and PUT (retention) change it */
     case R_SCHEDULE:
         return read ? SCOPE_ANY : SCOPE_ADMIN;
+    case R_SQS: /* with a token file, SigV4 and the action's scope (api_sqs_scope) */
     case R_SOURCES:
     case R_SOURCE:
     case R_TOPIC_REDRIVE:

@@ -622,4 +622,28 @@
 /* Brokers one kafka:// URL may list. */
 #define SPATE_SOURCE_KAFKA_BROKERS_MAX 32
 
+/* --- Amazon SQS (api/sqs.c) ------------------------------------------------ */
+
+/* One SQS request's body: a batch's 256 KiB of messages, which the JSON
+ * protocol may write as \uXXXX escapes (at most 6 bytes for each byte of
+ * text: a tab or a newline escaped), with room for the rest. Before
+ * authentication a request gets the small limit. */
+#define SPATE_SQS_BODY_MAX (2u * MIB)
+/* SQS's own limits: a message (and a batch's messages together), entries of
+ * a batch, a queue name's and a batch entry id's length, the visibility
+ * timeout (12 h) and a long poll (s). */
+#define SPATE_SQS_MESSAGE_MAX (256u * KIB)
+#define SPATE_SQS_BATCH_MAX 10
+#define SPATE_SQS_NAME_MAX 80
+#define SPATE_SQS_VISIBILITY_MAX 43200
+#define SPATE_SQS_WAIT_MAX 20
+/* Message attributes: at most this many a message, names (and data types)
+ * at most this long (SQS's limits; their bytes count in the message's). */
+#define SPATE_SQS_ATTRS_MAX 10
+#define SPATE_SQS_ATTR_NAME_MAX 256
+/* The visibility timeout of a queue created without one (SQS's default). */
+#define SPATE_SQS_VISIBILITY_DEFAULT 30
+/* A receipt handle longer than this is not one of ours. */
+#define SPATE_SQS_HANDLE_MAX 128
+
 #endif /* SPATE_LIMITS_H */

@@ -81,6 +81,7 @@ struct triggers {
     void *live_nodes_data;
     triggers_outcome_cb outcome_hook;
     void *outcome_data;
+    triggers_receiver receiver; /* a queue's receiver (api/sqs.c); zeroed: none */
 };
 
 static void pump(trigger *t);
@@ -615,10 +616,23 @@ static void on_window(uv_timer_t *h)
 
 /* --- Triggers ---------------------------------------------------------------------- */
 
+int triggers_is_receiver(const queue_sub *sub)
+{
+    return strcmp(queue_sub_get_config(sub)->function, TRIGGERS_RECEIVER) == 0;
+}
+
+void triggers_set_receiver(triggers *tr, const triggers_receiver *r)
+{
+    tr->receiver = r ? *r : (triggers_receiver){0};
+}
+
+/* The trigger of sub, made on first sight; NULL for a queue's receiver
+ * (never a trigger) or when out of memory. */
 static trigger *trigger_of(triggers *tr, queue_sub *sub)
 {
     trigger *t = queue_sub_data(sub);
     if (t) return t;
+    if (triggers_is_receiver(sub)) return NULL;
     t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->owner = tr;
@@ -635,6 +649,10 @@ static trigger *trigger_of(triggers *tr, queue_sub *sub)
 static void on_available(queue_sub *sub, void *data)
 {
     triggers *tr = data;
+    if (triggers_is_receiver(sub)) {
+        if (tr->receiver.available && !tr->closing) tr->receiver.available(sub, tr->receiver.data);
+        return;
+    }
     trigger *t = trigger_of(tr, sub);
     if (t) pump(t);
 }
@@ -979,6 +997,7 @@ static void view_one(queue_sub *sub, void *data)
 {
     each_ctx *c = data;
     if (c->topic && strcmp(queue_sub_topic(sub), c->topic) != 0) return;
+    if (triggers_is_receiver(sub)) return;
     trigger_view v = {.topic = queue_sub_topic(sub), .cfg = queue_sub_get_config(sub)};
     queue_sub_get_stats(sub, &v.stats);
     trigger *t = queue_sub_data(sub);
@@ -1061,5 +1080,7 @@ void triggers_close(triggers *tr, int drain, void (*cb)(void *data), void *data)
     uv_timer_stop(&tr->window);
     /* Batches still gathering never ran: their messages go back. */
     if (tr->q) queue_each_sub(tr->q, release_one, NULL);
+    if (tr->receiver.closing) tr->receiver.closing(tr->receiver.data);
+    tr->receiver = (triggers_receiver){0};
     maybe_closed(tr);
 }

@@ -67,6 +67,23 @@ void triggers_set_outcome_hook(triggers *t, triggers_outcome_cb cb, void *data);
  * so that its logs and destination records are found by it. */
 #define TRIGGERS_INVOKE_SOURCE "spate:invoke"
 
+/* A subscription of this name is no function's: it is an SQS queue's
+ * receiver (api/sqs.h), leased by the callers of ReceiveMessage. Not a valid
+ * function name, so no trigger can take it. The triggers neither lease from
+ * nor list it; they tell its availability to the receiver hook. */
+#define TRIGGERS_RECEIVER "@receiver"
+int triggers_is_receiver(const queue_sub *sub);
+/* The one receiver hook (NULL: none): available when a receiver's messages
+ * became available, closing once when the triggers close (the receiver then
+ * settles or releases what it holds: the queue closes after the triggers).
+ * data is borrowed while it is set. */
+typedef struct triggers_receiver {
+    void (*available)(queue_sub *sub, void *data);
+    void (*closing)(void *data);
+    void *data;
+} triggers_receiver;
+void triggers_set_receiver(triggers *t, const triggers_receiver *r);
+
 /* Cluster mode: the number of live nodes, over which the autoscaler spreads
  * a function's instances (each sizes its share of the cluster's backlog). */
 void triggers_set_nodes(triggers *t, uint32_t (*live)(void *data), void *data);

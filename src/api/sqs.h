@@ -1,0 +1,170 @@
+/*
+ * sqs.h - Amazon SQS on spated's port (issue 18): what sqs.c (the wire and
+ * the actions) and sqs_recv.c (the receiver: leases held for their
+ * visibility timeout, long polls) share. Nothing outside api/ includes it.
+ *
+ * Design.
+ *
+ * A queue is a spate topic (its name: 1..80 of [A-Za-z0-9_-], SQS's rule,
+ * which every topic name rule admits) with one extra subscription, the
+ * queue's receiver (sched/triggers.h TRIGGERS_RECEIVER): a topic fans out
+ * to each of its subscriptions, a queue gives each message to one receiver
+ * only, so every ReceiveMessage caller leases from that one subscription.
+ * The receiver's existence is the queue's: CreateQueue subscribes it (a
+ * durable commit), DeleteQueue removes it and deletes the topic. Its saved
+ * configuration holds the queue's attributes, so they are durable without a
+ * table of their own: deadline_ms the VisibilityTimeout, batch_window_ms
+ * the ReceiveMessageWaitTimeSeconds (both in ms), dlq and max_attempts the
+ * RedrivePolicy: a receive whose visibility timeout ends when it was the
+ * maxReceiveCount-th moves its message to the dead-letter queue's topic
+ * (queue_dead_letter, one transaction), where that queue's receiver finds it.
+ *
+ * The wire: two protocols, one set of actions. An action reads its input
+ * as the JSON 1.0 protocol's object (the query protocol, not yet, will turn
+ * its form into the same object) and answers a cJSON object or an error
+ * from one table (sqs_err) that holds the JSON protocol's __type, the query
+ * protocol's code and the HTTP status, as SQS sends them.
+ *
+ * Visibility timeout: a ReceiveMessage leases a message and holds the lease
+ * in this process with a deadline; DeleteMessage acks it, the deadline
+ * nacks it (delay 0: visible again at once, the attempt counted: the next
+ * receive's ApproximateReceiveCount is the lease's attempt),
+ * ChangeMessageVisibility moves the deadline. One uv timer serves every
+ * deadline (held leases and long polls). A kill -9 forgets the held leases:
+ * their messages are delivered again after the restart (at least once, as
+ * SQS). The receipt handle names the receive (a number unique in the
+ * process), the message's seq and an HMAC-SHA256 of them and the queue's
+ * name under a key drawn at start: a forged handle is refused
+ * (ReceiptHandleIsInvalid), a stale one (its lease expired, or from before a
+ * restart) deletes nothing and succeeds, as SQS does.
+ *
+ * Long polling: a ReceiveMessage that finds nothing and may wait
+ * (WaitTimeSeconds, or the queue's ReceiveMessageWaitTimeSeconds) waits on
+ * the loop; the queue's available event (a send committed, a lease back)
+ * serves the waiters of that queue in arrival order; its deadline answers
+ * an empty list. No polling.
+ *
+ * SendMessage(Batch) answers after the queue's commit (fsync, the group
+ * commit): an acknowledged message survives kill -9.
+ */
+#ifndef SPATE_API_SQS_H
+#define SPATE_API_SQS_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "api/internal.h"
+
+/* The account id of every queue URL and ARN. */
+#define SQS_ACCOUNT "000000000000"
+
+/* The errors, as SQS names them: NAME (the JSON protocol's __type after
+ * "com.amazonaws.sqs#"), the query protocol's code (also the JSON
+ * protocol's x-amzn-query-error), the HTTP status. */
+#define SQS_ERR_MAP(X)                                                                             \
+    X(INVALID_ACTION, "InvalidAction", "InvalidAction", 400)                                       \
+    X(MISSING_PARAMETER, "MissingParameter", "MissingParameter", 400)                              \
+    X(INVALID_PARAMETER, "InvalidParameterValue", "InvalidParameterValue", 400)                    \
+    X(MALFORMED, "SerializationException", "MalformedQueryString", 400)                            \
+    X(NO_QUEUE, "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", 400)               \
+    X(QUEUE_EXISTS, "QueueNameExists", "QueueAlreadyExists", 400)                                  \
+    X(INVALID_ADDRESS, "InvalidAddress", "InvalidAddress", 404)                                    \
+    X(BAD_HANDLE, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 404)                         \
+    X(NOT_INFLIGHT, "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight", 400)        \
+    X(ATTR_NAME, "InvalidAttributeName", "InvalidAttributeName", 400)                              \
+    X(ATTR_VALUE, "InvalidAttributeValue", "InvalidAttributeValue", 400)                           \
+    X(CONTENTS, "InvalidMessageContents", "InvalidMessageContents", 400)                           \
+    X(EMPTY_BATCH, "EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", 400)           \
+    X(TOO_MANY, "TooManyEntriesInBatchRequest",                                                    \
+      "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", 400)                                  \
+    X(IDS_NOT_DISTINCT, "BatchEntryIdsNotDistinct",                                                \
+      "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", 400)                                      \
+    X(BAD_ENTRY_ID, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", 400)      \
+    X(BATCH_TOO_LONG, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", 400)    \
+    X(UNSUPPORTED, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400)     \
+    X(UNAVAILABLE, "ServiceUnavailable", "ServiceUnavailable", 503)                                \
+    X(INTERNAL, "InternalError", "InternalError", 500)
+
+enum sqs_err {
+#define X(id, type, code, status) SQS_##id,
+    SQS_ERR_MAP(X)
+#undef X
+};
+
+/* One call of an action: made by the protocol's reader, answered once by
+ * sqs_ok or sqs_fail (which free it), now or from a callback. */
+typedef struct sqs_call {
+    api *a;
+    http_request *req;
+    cJSON *in;       /* the action's input object (owned) */
+    char queue[81];  /* the queue named by QueueUrl, when the action takes one */
+    char region[32]; /* for ARNs: the signature's region, else us-east-1 */
+    char host[256];  /* for queue URLs: the Host the client used */
+    int query;       /* answered in the query protocol\'s XML (sqs_query.c) */
+    char action[40]; /* its name */
+} sqs_call;
+
+/* Answers out (taken; NULL: an empty object). */
+void sqs_ok(sqs_call *c, cJSON *out);
+void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* --- Message attributes (sqs_attrs.c) ------------------------------------------------------ */
+
+/* queue_attrs.source of a message sent with attributes; its headers hold
+ * them (the JSON protocol's MessageAttributes map, normalized). */
+#define SQS_ATTRS_SOURCE "spate:sqs"
+/* Checks a MessageAttributes map (NULL: none) as SQS does: -1 with *norm
+ * the normalized map (caller owns; NULL when empty) and *bytes what they
+ * count toward the message's size, or an sqs_err with why. */
+int sqs_attrs_read(const cJSON *attrs, cJSON **norm, size_t *bytes, char *why, size_t cap);
+/* MD5OfMessageAttributes of a normalized map: 0, or -1 (out of memory). */
+int sqs_attrs_md5(const cJSON *attrs, char out[33]);
+/* The attributes of a stored map (json, len bytes) that MessageAttributeNames
+ * (names, a list; NULL: none) asks for: caller owns; NULL when none. */
+cJSON *sqs_attrs_select(const char *json, size_t len, const cJSON *names);
+
+/* --- The query/XML protocol (sqs_query.c) ---------------------------------------------- */
+
+/* Reads a form into the JSON protocol's input object (*in, caller owns)
+ * and its Action: -1, or an sqs_err with why (nothing to free). */
+int sqs_query_read(const char *body, size_t len, cJSON **in, char *action, size_t cap, char *why,
+                   size_t whycap);
+/* The XML answer of action with out (the JSON protocol's answer object),
+ * or an error's; caller owns, free with free(); NULL when out of memory. */
+char *sqs_query_render(const char *action, const cJSON *out, const char *request_id, size_t *len);
+char *sqs_query_error(const char *code, int sender, const char *message, const char *request_id,
+                      size_t *len);
+/* The Action a form names ("" when none). */
+void sqs_query_action(const char *body, size_t len, char action[40]);
+
+/* --- The receiver (sqs_recv.c) ----------------------------------------------------------- */
+
+/* Which system attributes a received message shows (AttributeNames). */
+#define SQS_ATTR_RECEIVE_COUNT 1u
+#define SQS_ATTR_SENT_TIMESTAMP 2u
+#define SQS_ATTR_FIRST_RECEIVE 4u
+
+/* ReceiveMessage on c->queue's receiver sub: up to max messages, each
+ * invisible for visibility_s, waiting up to wait_s for the first. Answers c. */
+void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_s, uint32_t wait_s,
+                 unsigned attrs);
+/* What a receipt handle does to its message. */
+enum sqs_settle { SQS_DELETE, SQS_VISIBILITY };
+/* Deletes the message of handle, or sets its visibility timeout to
+ * visibility_s from now: 0, or SQS_BAD_HANDLE (not one of ours for this
+ * queue), or SQS_NOT_INFLIGHT (visibility only: its lease is gone). A
+ * delete with a stale handle is 0 and deletes nothing. */
+int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op,
+               uint32_t visibility_s);
+/* Messages of the queue held now (ApproximateNumberOfMessagesNotVisible). */
+uint64_t sqs_held_count(api *a, const char *qname);
+/* Gives back what the queue's receives hold and answers its long polls
+ * (empty): before DeleteQueue removes its receiver. */
+void sqs_forget_queue(api *a, const char *qname);
+/* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
+void sqs_delete_held(api *a, const char *qname);
+/* The deterministic MessageId of a queue's message seq (a UUID's shape). */
+void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
+
+#endif

@@ -1,0 +1,544 @@
+/*
+ * sqs_recv.c - SQS's receiver (api/sqs.h "Design"): the leases that
+ * ReceiveMessage hands out, held for their visibility timeout; receipt
+ * handles; long polls woken by the queue's available event. One uv timer
+ * serves every deadline: the held leases' in a heap, the long polls' in a
+ * list (one a connection at most).
+ */
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <uv.h>
+
+#include "api/sqs.h"
+#include "common/hash.h"
+#include "common/limits.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "common/strmap.h"
+#include "sched/triggers.h"
+
+/* A received message, invisible until its deadline. */
+typedef struct held {
+    size_t slot; /* in sqs->heap */
+    queue_lease *lease;
+    uint64_t seq;
+    uint64_t deadline; /* uv_now, ms */
+    char gen[21];      /* this receive's number: the key in sqs->by_gen */
+    char queue[SPATE_SQS_NAME_MAX + 1];
+} held;
+
+/* A ReceiveMessage waiting for a message (long polling). */
+typedef struct waiter {
+    list_node link; /* in sqs->waiters, oldest first */
+    sqs_call *call;
+    uint64_t deadline;
+    uint32_t max, visibility_s;
+    unsigned attrs;
+} waiter;
+
+struct sqs {
+    api *a;
+    uv_timer_t timer; /* the earliest deadline of held (the heap's top) and waiters */
+    int timer_open;
+    uint64_t armed; /* the timer's due time; 0: stopped */
+    int closed;     /* the triggers closed: the queue is going */
+    /* Leasing may make a queue's available event come at once (a lease
+     * given back inside fill): it is kept for after, not run inside. */
+    int filling;
+    queue_sub *missed;
+    held **heap; /* what receives hold, a min-heap by deadline */
+    size_t nheap, capheap;
+    list_node waiters; /* a few: one a connection at most */
+    strmap by_gen;
+    uint64_t gen;
+    unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
+};
+
+static struct sqs *state(api *a)
+{
+    return a->sqs;
+}
+
+void sqs_message_id(const char *qname, uint64_t seq, char out[37])
+{
+    uint64_t h = hash_fnv1a(qname, strlen(qname));
+    snprintf(out, 37, "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(h >> 32),
+             (unsigned)(h >> 16) & 0xffff, (unsigned)(h >> 4) & 0xfff,
+             (unsigned)(seq >> 48) & 0xfff, (unsigned long long)(seq & 0xffffffffffffull));
+}
+
+/* HMAC-SHA256 of queue, gen and seq, its first 16 bytes in hex. */
+static void handle_mac(const struct sqs *s, const char *qname, const char *gen, uint64_t seq,
+                       char hex[33])
+{
+    char text[160];
+    int n = snprintf(text, sizeof text, "%s\n%s\n%llu", qname, gen, (unsigned long long)seq);
+    unsigned char mac[32];
+    unsigned len = 0;
+    HMAC(EVP_sha256(), s->key, sizeof s->key, (const unsigned char *)text, (size_t)n, mac, &len);
+    for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+/* GEN.SEQ.MAC: all a handle says, checked by its MAC. */
+static void make_handle(const struct sqs *s, const held *h, char *out, size_t cap)
+{
+    char mac[33];
+    handle_mac(s, h->queue, h->gen, h->seq, mac);
+    snprintf(out, cap, "%s.%llu.%s", h->gen, (unsigned long long)h->seq, mac);
+}
+
+/* --- The timer ------------------------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(struct sqs *s, uint64_t due)
+{
+    if (!s->timer_open || (s->armed && s->armed <= due)) return;
+    uint64_t now = uv_now(s->timer.loop);
+    s->armed = due;
+    uv_timer_start(&s->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+/* --- The heap of held leases, by deadline ----------------------------------------------- */
+
+static void place(struct sqs *s, size_t i, held *h)
+{
+    s->heap[i] = h;
+    h->slot = i;
+}
+
+static void sift_up(struct sqs *s, size_t i)
+{
+    held *h = s->heap[i];
+    while (i > 0 && s->heap[(i - 1) / 2]->deadline > h->deadline) {
+        place(s, i, s->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    place(s, i, h);
+}
+
+static void sift_down(struct sqs *s, size_t i)
+{
+    held *h = s->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nheap) break;
+        if (c + 1 < s->nheap && s->heap[c + 1]->deadline < s->heap[c]->deadline) c++;
+        if (s->heap[c]->deadline >= h->deadline) break;
+        place(s, i, s->heap[c]);
+        i = c;
+    }
+    place(s, i, h);
+}
+
+static int heap_push(struct sqs *s, held *h)
+{
+    if (s->nheap == s->capheap) {
+        size_t cap = s->capheap ? 2 * s->capheap : 64;
+        held **p = realloc(s->heap, cap * sizeof *p);
+        if (!p) return -1;
+        s->heap = p;
+        s->capheap = cap;
+    }
+    place(s, s->nheap++, h);
+    sift_up(s, s->nheap - 1);
+    return 0;
+}
+
+/* After h's deadline changed. */
+static void heap_fix(struct sqs *s, held *h)
+{
+    sift_up(s, h->slot);
+    sift_down(s, h->slot);
+}
+
+static void unhold(struct sqs *s, held *h)
+{
+    size_t i = h->slot;
+    held *last = s->heap[--s->nheap];
+    if (last != h) {
+        place(s, i, last);
+        heap_fix(s, last);
+    }
+    strmap_remove(&s->by_gen, h->gen);
+    free(h);
+}
+
+static void on_available(queue_sub *sub, void *data);
+
+/* Its visibility timeout is over: visible again, the receive counted. A
+ * nack due now wakes nobody (its taker leases on), so the queue's waiters
+ * are served here. */
+static void expire(struct sqs *s, held *h)
+{
+    queue_sub *sub = h->lease->sub;
+    const queue_sub_config *cfg = queue_sub_get_config(sub);
+    if (cfg->max_attempts && cfg->dlq[0] && h->lease->attempt >= cfg->max_attempts) {
+        /* Received maxReceiveCount times and not deleted: to the DLQ. */
+        queue_dead_letter(h->lease, "received maxReceiveCount times and not deleted");
+        unhold(s, h);
+        return;
+    }
+    queue_nack(h->lease, 0, "visibility timeout expired");
+    unhold(s, h);
+    on_available(sub, s);
+}
+
+static void answer_waiter(struct sqs *s, waiter *w, cJSON *out)
+{
+    list_remove(&w->link);
+    w->call->req->on_abort = NULL;
+    sqs_ok(w->call, out);
+    free(w);
+    (void)s;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct sqs *s = t->data;
+    uint64_t now = uv_now(t->loop), next = 0;
+    s->armed = 0;
+    while (s->nheap && s->heap[0]->deadline <= now) expire(s, s->heap[0]);
+    if (s->nheap) next = s->heap[0]->deadline;
+    for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
+        nx = n->next;
+        waiter *w = list_entry(n, waiter, link);
+        if (w->deadline <= now)
+            answer_waiter(s, w, NULL);
+        else if (!next || w->deadline < next)
+            next = w->deadline;
+    }
+    if (next) arm(s, next);
+}
+
+/* --- Receiving ----------------------------------------------------------------------- */
+
+/* A message as ReceiveMessage shows it; holds its lease (or, with a
+ * visibility timeout of 0, gives it back at once). NULL when out of memory
+ * (the lease then goes back, not counted). */
+static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t visibility_s,
+                   unsigned attrs, const cJSON *names)
+{
+    held *h = calloc(1, sizeof *h);
+    cJSON *m = cJSON_CreateObject();
+    char *body = malloc((size_t)l->msg->len + 1);
+    if (!h || !m || !body) goto fail;
+    h->lease = l;
+    h->seq = l->msg->seq;
+    snprintf(h->gen, sizeof h->gen, "%llu", (unsigned long long)++s->gen);
+    snprintf(h->queue, sizeof h->queue, "%s", qname);
+    char id[37], handle[SPATE_SQS_HANDLE_MAX + 1], md5[HASH_MD5_HEX_LEN + 1];
+    sqs_message_id(qname, h->seq, id);
+    make_handle(s, h, handle, sizeof handle);
+    hash_md5_hex(l->msg->data, l->msg->len, md5);
+    /* A message published through spate's own API may hold a NUL: SQS
+     * bodies cannot, and the JSON string ends there. */
+    memcpy(body, l->msg->data, l->msg->len);
+    body[l->msg->len] = '\0';
+    cJSON_AddStringToObject(m, "MessageId", id);
+    cJSON_AddStringToObject(m, "ReceiptHandle", handle);
+    cJSON_AddStringToObject(m, "MD5OfBody", md5);
+    cJSON_AddStringToObject(m, "Body", body);
+    free(body);
+    body = NULL;
+    const queue_attrs *qa = l->msg->attrs;
+    cJSON *sel = qa && qa->source && strcmp(qa->source, SQS_ATTRS_SOURCE) == 0
+                     ? sqs_attrs_select(qa->headers, qa->headers_len, names)
+                     : NULL;
+    if (sel) { /* only those asked for, and the digest of those */
+        char amd5[HASH_MD5_HEX_LEN + 1];
+        if (sqs_attrs_md5(sel, amd5) == 0)
+            cJSON_AddStringToObject(m, "MD5OfMessageAttributes", amd5);
+        cJSON_AddItemToObject(m, "MessageAttributes", sel);
+    }
+    if (attrs) {
+        cJSON *at = cJSON_AddObjectToObject(m, "Attributes");
+        char num[24];
+        if (attrs & SQS_ATTR_RECEIVE_COUNT) {
+            snprintf(num, sizeof num, "%u", l->attempt);
+            cJSON_AddStringToObject(at, "ApproximateReceiveCount", num);
+        }
+        if (attrs & SQS_ATTR_SENT_TIMESTAMP) {
+            snprintf(num, sizeof num, "%lld", (long long)l->msg->published_ms);
+            cJSON_AddStringToObject(at, "SentTimestamp", num);
+        }
+    }
+    /* A timeout of 0 expires on the timer's next turn, not inside this
+     * receive (which would lease the message again). */
+    h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+    if (strmap_put(&s->by_gen, h->gen, h)) goto fail;
+    if (heap_push(s, h)) {
+        strmap_remove(&s->by_gen, h->gen);
+        goto fail;
+    }
+    arm(s, h->deadline);
+    return m;
+fail:
+    free(h);
+    free(body);
+    cJSON_Delete(m);
+    queue_release(l);
+    return NULL;
+}
+
+/* Leases up to max into a Messages list; NULL when there was none. */
+static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t max,
+                   uint32_t visibility_s, unsigned attrs, const cJSON *names)
+{
+    cJSON *out = NULL, *list = NULL;
+    s->filling++;
+    for (uint32_t i = 0; i < max; i++) {
+        queue_lease *l = queue_lease_next(sub);
+        if (!l) break;
+        if (!out) {
+            out = cJSON_CreateObject();
+            list = out ? cJSON_AddArrayToObject(out, "Messages") : NULL;
+            if (!list) {
+                queue_release(l);
+                cJSON_Delete(out);
+                out = NULL;
+                break;
+            }
+        }
+        cJSON *m = take(s, qname, l, visibility_s, attrs, names);
+        if (!m) break;
+        cJSON_AddItemToArray(list, m);
+    }
+    s->filling--;
+    return out;
+}
+
+/* Runs the available event that came inside fill. */
+static void run_missed(struct sqs *s)
+{
+    queue_sub *sub = s->missed;
+    s->missed = NULL;
+    if (sub && !s->filling) on_available(sub, s);
+}
+
+static void on_abort(http_request *req)
+{
+    waiter *w = req->data;
+    list_remove(&w->link);
+    sqs_call *c = w->call;
+    cJSON_Delete(c->in);
+    free(c);
+    free(w);
+}
+
+void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_s, uint32_t wait_s,
+                 unsigned attrs)
+{
+    struct sqs *s = state(c->a);
+    if (!s || s->closed) return sqs_fail(c, SQS_UNAVAILABLE, "spated is stopping");
+    if (!s->timer_open) { /* the loop is known from the first request on */
+        uv_timer_init(http_request_loop(c->req), &s->timer);
+        s->timer.data = s;
+        s->timer_open = 1;
+        uv_unref((uv_handle_t *)&s->timer); /* never what keeps spated running */
+    }
+    cJSON *out = fill(s, c->queue, sub, max, visibility_s, attrs,
+                      cJSON_GetObjectItemCaseSensitive(c->in, "MessageAttributeNames"));
+    if (out || wait_s == 0) {
+        sqs_ok(c, out);
+        run_missed(s);
+        return;
+    }
+    waiter *w = calloc(1, sizeof *w);
+    if (!w) return sqs_fail(c, SQS_INTERNAL, "out of memory");
+    w->call = c;
+    w->max = max;
+    w->visibility_s = visibility_s;
+    w->attrs = attrs;
+    w->deadline = uv_now(s->timer.loop) + (uint64_t)wait_s * 1000;
+    list_push_back(&s->waiters, &w->link);
+    c->req->data = w;
+    c->req->on_abort = on_abort;
+    arm(s, w->deadline);
+}
+
+/* Messages became available on a queue: its waiters take them, oldest
+ * first, until none is left. */
+static void on_available(queue_sub *sub, void *data)
+{
+    struct sqs *s = data;
+    if (s->closed) return;
+    if (s->filling) {
+        s->missed = sub;
+        return;
+    }
+    const char *qname = queue_sub_topic(sub);
+    for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
+        nx = n->next;
+        waiter *w = list_entry(n, waiter, link);
+        if (strcmp(w->call->queue, qname) != 0) continue;
+        cJSON *out = fill(s, qname, sub, w->max, w->visibility_s, w->attrs,
+                          cJSON_GetObjectItemCaseSensitive(w->call->in, "MessageAttributeNames"));
+        if (!out) break;
+        answer_waiter(s, w, out);
+    }
+    run_missed(s);
+}
+
+/* --- Settling ----------------------------------------------------------------------- */
+
+int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op,
+               uint32_t visibility_s)
+{
+    struct sqs *s = state(a);
+    char gen[21];
+    unsigned long long seq;
+    char mac[33], want[33];
+    size_t len = strnlen(handle, SPATE_SQS_HANDLE_MAX + 1);
+    if (!s || len > SPATE_SQS_HANDLE_MAX) return SQS_BAD_HANDLE;
+    const char *dot = strchr(handle, '.');
+    if (!dot || dot == handle || (size_t)(dot - handle) >= sizeof gen) return SQS_BAD_HANDLE;
+    memcpy(gen, handle, (size_t)(dot - handle));
+    gen[dot - handle] = '\0';
+    int used = 0;
+    if (sscanf(dot + 1, "%llu.%32[0-9a-f]%n", &seq, mac, &used) != 2 || dot[1 + used] != '\0' ||
+        strlen(mac) != 32)
+        return SQS_BAD_HANDLE;
+    handle_mac(s, qname, gen, seq, want);
+    if (CRYPTO_memcmp(mac, want, 32) != 0) return SQS_BAD_HANDLE;
+    held *h = strmap_get(&s->by_gen, gen, strlen(gen));
+    if (!h || h->seq != seq || strcmp(h->queue, qname) != 0)
+        return op == SQS_DELETE ? 0 : SQS_NOT_INFLIGHT; /* stale: SQS's answers */
+    if (op == SQS_DELETE) {
+        queue_ack(h->lease);
+        unhold(s, h);
+    } else if (visibility_s == 0) {
+        expire(s, h);
+    } else {
+        h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+        heap_fix(s, h);
+        arm(s, h->deadline);
+    }
+    return 0;
+}
+
+uint64_t sqs_held_count(api *a, const char *qname)
+{
+    struct sqs *s = state(a);
+    uint64_t n = 0;
+    if (!s) return 0;
+    for (size_t i = 0; i < s->nheap; i++)
+        if (strcmp(s->heap[i]->queue, qname) == 0) n++;
+    return n;
+}
+
+/* Settles what qname's receives hold (every queue's: NULL), acked or
+ * given back, and makes a heap of the rest. Giving back may tell the queue's
+ * availability at once: that waits until the heap is whole again. */
+static void drop(struct sqs *s, const char *qname, int ack)
+{
+    size_t k = 0;
+    s->filling++;
+    for (size_t i = 0; i < s->nheap; i++) {
+        held *h = s->heap[i];
+        if (qname && strcmp(h->queue, qname) != 0) {
+            s->heap[k++] = h;
+            continue;
+        }
+        if (ack)
+            queue_ack(h->lease);
+        else
+            queue_release(h->lease);
+        strmap_remove(&s->by_gen, h->gen);
+        free(h);
+    }
+    s->nheap = k;
+    for (size_t i = 0; i < k; i++) s->heap[i]->slot = i;
+    for (size_t i = k / 2; i-- > 0;) sift_down(s, i);
+    s->filling--;
+}
+
+/* Gives back what qname's receives hold (every queue's: NULL) and answers
+ * their long polls, empty. */
+static void forget(struct sqs *s, const char *qname)
+{
+    drop(s, qname, 0);
+    for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
+        nx = n->next;
+        waiter *w = list_entry(n, waiter, link);
+        if (!qname || strcmp(w->call->queue, qname) == 0) answer_waiter(s, w, NULL);
+    }
+    run_missed(s);
+}
+
+void sqs_delete_held(api *a, const char *qname)
+{
+    if (!state(a)) return;
+    drop(state(a), qname, 1);
+    run_missed(state(a));
+}
+
+void sqs_forget_queue(api *a, const char *qname)
+{
+    if (state(a)) forget(state(a), qname);
+}
+
+/* --- Life ---------------------------------------------------------------------------- */
+
+/* The triggers close, the queue after them: what receives hold goes back
+ * (delivered again after the restart), the long polls answer. */
+static void on_closing(void *data)
+{
+    struct sqs *s = data;
+    s->closed = 1; /* first: nothing is leased again from here on */
+    forget(s, NULL);
+    if (s->timer_open) uv_timer_stop(&s->timer);
+    s->armed = 0;
+}
+
+void api_sqs_start(api *a)
+{
+    struct sqs *s = calloc(1, sizeof *s);
+    if (!s) {
+        log_error("cannot start the SQS receiver: out of memory");
+        return;
+    }
+    s->a = a;
+    list_init(&s->waiters);
+    strmap_init(&s->by_gen);
+    if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key) {
+        log_error("cannot draw the SQS receipt handles' key: no SQS receiver");
+        free(s);
+        return;
+    }
+    a->sqs = s;
+    if (!a->tr) return; /* no triggers (tests of the API alone) */
+    triggers_receiver r = {.available = on_available, .closing = on_closing, .data = s};
+    triggers_set_receiver(a->tr, &r);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void api_sqs_free(api *a)
+{
+    struct sqs *s = state(a);
+    if (!s) return;
+    a->sqs = NULL;
+    /* The queue closed (on_closing gave everything back): only memory is left. */
+    for (size_t i = 0; i < s->nheap; i++) free(s->heap[i]);
+    free(s->heap);
+    for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
+        nx = n->next;
+        waiter *w = list_entry(n, waiter, link);
+        cJSON_Delete(w->call->in);
+        free(w->call);
+        free(w);
+    }
+    strmap_free(&s->by_gen);
+    if (s->timer_open)
+        uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    else
+        free(s);
+}
