@@ -630,11 +630,15 @@ static enum sigv4_status unsigned_headers(const sigv4_request *r, const char *li
     const char *h;
     for (size_t i = 0; (h = r->header_at(r->header_ctx, i)) != NULL; i++) {
         size_t n = strlen(h);
-        if (n < 6 || n >= sizeof name || strncasecmp(h, "x-amz-", 6) != 0) continue;
-        for (size_t j = 0; j <= n; j++) name[j] = (char)tolower((unsigned char)h[j]);
-        if (strcmp(name, "x-amz-content-sha256") == 0 || listed(list, name, n)) continue;
+        if (n < 6 || strncasecmp(h, "x-amz-", 6) != 0) continue;
+        /* A name longer than the list can hold cannot be listed: refused. */
+        size_t m = n < sizeof name ? n : sizeof name - 1;
+        for (size_t j = 0; j < m; j++) name[j] = (char)tolower((unsigned char)h[j]);
+        name[m] = '\0';
+        if (m == n && (strcmp(name, "x-amz-content-sha256") == 0 || listed(list, name, n)))
+            continue;
         say(why, whycap,
-            "There were headers present in the request which were not signed: '%s' is not in "
+            "There were headers present in the request which were not signed: '%.64s' is not in "
             "SignedHeaders",
             name);
         return SIGV4_UNSIGNED;

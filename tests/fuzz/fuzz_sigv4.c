@@ -4,8 +4,9 @@
  * SignedHeaders, then "name:value" headers up to an empty line, then the
  * body. The request is verified as it is (with and without its body, and as
  * a presigned query), then signed here from its own canonical request:
- * whatever canonicalises must then verify, and must stop verifying when a
- * byte of the signature changes.
+ * whatever canonicalises must then verify (or, when an x-amz-* header is
+ * not among the signed ones, be refused for that), and must stop verifying
+ * when a byte of the signature changes.
  */
 #include <openssl/sha.h>
 #include <stdint.h>
@@ -46,6 +47,29 @@ static int lookup(void *ctx, const char *key_id, const char **secret, size_t *le
     *secret = SECRET;
     *len = sizeof SECRET - 1;
     return 0;
+}
+
+/* Whether every x-amz-* header of h is in the ';'-separated list, as AWS
+ * requires (x-amz-content-sha256 is never in h). */
+static int amz_headers_signed(const hdrs *h, const char *list)
+{
+    for (int i = 0; i < h->n; i++) {
+        size_t n = strlen(h->name[i]);
+        if (strncasecmp(h->name[i], "x-amz-", 6) != 0) continue;
+        int found = 0;
+        for (const char *p = list; !found;) {
+            const char *semi = strchr(p, ';');
+            size_t m = semi ? (size_t)(semi - p) : strlen(p);
+            found = m == n && strncasecmp(p, h->name[i], n) == 0;
+            /* the list's own names must be lowercase to match */
+            for (size_t k = 0; found && k < m; k++)
+                if (p[k] >= 'A' && p[k] <= 'Z') found = 0;
+            if (!semi) break;
+            p = semi + 1;
+        }
+        if (!found) return 0;
+    }
+    return 1;
 }
 
 /* The next line of [*p, end), NUL-terminated in place, or NULL at the end. */
@@ -122,6 +146,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             !strchr(signed_headers, ' ') && strlen(signed_headers) < 2048) {
             h.value[1] = authz;
             enum sigv4_status st = sigv4_verify(&r, "lambda", lookup, NULL, NOW, why, sizeof why);
+            if (!amz_headers_signed(&h, signed_headers)) {
+                /* Well signed, but an x-amz-* header is left out of it. */
+                if (st != SIGV4_UNSIGNED) {
+                    fprintf(stderr, "an unsigned x-amz-* header accepted (%d): %s\n", st, why);
+                    abort();
+                }
+                goto done;
+            }
             if (st != SIGV4_OK) {
                 fprintf(stderr, "signed here but refused (%d): %s\n", st, why);
                 abort();
@@ -132,6 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         }
     }
+done:
     buf_free(&creq);
     free(copy);
     return 0;

@@ -315,6 +315,12 @@ static void test_unsigned_amz_header(void)
     CHECK_INT(verify(&b.r, NOW), SIGV4_OK);
     b.h.kv[end] = "User-Agent";
     CHECK_INT(verify(&b.r, NOW), SIGV4_OK);
+    /* A name too long to be in any SignedHeaders is refused, not skipped. */
+    static char longname[3000];
+    memcpy(longname, "x-amz-", 6);
+    memset(longname + 6, 'a', sizeof longname - 7);
+    b.h.kv[end] = longname;
+    CHECK_INT(verify(&b.r, NOW), SIGV4_UNSIGNED);
 }
 
 /* X-Amz-Content-Sha256, when sent, is what the canonical request holds; the
