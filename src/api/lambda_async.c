@@ -30,7 +30,7 @@
 #include "common/log.h"
 #include "common/reqid.h"
 
-#define ASYNC_PREFIX "spate.async."
+#define ASYNC_PREFIX TRIGGERS_ASYNC_PREFIX
 #define ASYNC_ATTEMPTS 3
 
 void api_async_topic(const char *function, char *out, size_t cap)
