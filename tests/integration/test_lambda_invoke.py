@@ -566,3 +566,15 @@ def test_a_pinned_version_runs_only_on_its_own_functions_trigger(spated):
                    f'outcome="ok"}} 1' in body}
     assert wait_for(lambda: ran("x") and ran("y"), timeout=60)
     assert (ran("x"), ran("y")) == ({"1"}, {"2"})
+
+
+def test_a_record_to_an_async_topic_invokes_a_function_never_invoked_async(spated):
+    # a's on_success is spate.async.b (docs/api.md: "the record is then an
+    # async invocation of b"); b's trigger was made by b's first async
+    # invocation only, so the record waited in the topic and b never ran.
+    deploy(spated, "b")
+    deploy(spated, "a", on_success="spate.async.b")
+    assert invoke(spated, "a", {"n": 1}, {"X-Amz-Invocation-Type": "Event"})[0] == 202
+    assert wait_for(lambda: spated.json("GET", "/v1/topics/spate.async.b")[1]
+                    .get("acknowledged") == 1, timeout=60), \
+        spated.json("GET", "/v1/topics/spate.async.b")
