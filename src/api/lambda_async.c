@@ -30,7 +30,7 @@
 #include "common/log.h"
 #include "common/reqid.h"
 
-#define ASYNC_PREFIX "spate.async."
+#define ASYNC_PREFIX TRIGGERS_ASYNC_PREFIX
 #define ASYNC_ATTEMPTS 3
 
 void api_async_topic(const char *function, char *out, size_t cap)
@@ -129,6 +129,17 @@ static void on_trigger_ready(void *data, int status)
     store(c);
 }
 
+/* Adds the trigger of function's async invocations on topic, its
+ * spate.async.NAME (three attempts, then spate.async.NAME.dlq). */
+static int add_async_trigger(api *a, const char *function, const char *topic, queue_done_cb done,
+                             void *data)
+{
+    queue_sub_config cfg = {.max_attempts = ASYNC_ATTEMPTS};
+    snprintf(cfg.function, sizeof cfg.function, "%s", function);
+    snprintf(cfg.dlq, sizeof cfg.dlq, "%.*s.dlq", (int)sizeof cfg.dlq - 5, topic);
+    return triggers_add(a->tr, topic, &cfg, done, data);
+}
+
 void api_async_invoke(api *a, http_request *req, fn *f, uint32_t version, int lambda)
 {
     async_ctx *c = calloc(1, sizeof *c);
@@ -159,10 +170,7 @@ void api_async_invoke(api *a, http_request *req, fn *f, uint32_t version, int la
         store(c);
         return;
     }
-    queue_sub_config cfg = {.max_attempts = ASYNC_ATTEMPTS};
-    snprintf(cfg.function, sizeof cfg.function, "%s", f->name);
-    snprintf(cfg.dlq, sizeof cfg.dlq, "%.*s.dlq", (int)sizeof cfg.dlq - 5, c->topic);
-    if (triggers_add(a->tr, c->topic, &cfg, on_trigger_ready, c) != 0)
+    if (add_async_trigger(a, f->name, c->topic, on_trigger_ready, c) != 0)
         async_fail(c, 503, "store_unavailable", "ServiceException",
                    "cannot make the trigger of the async invocations");
 }
@@ -191,6 +199,14 @@ static void on_record_published(void *data, int status, uint64_t first)
     if (status)
         log_warn("cannot publish a destination record: %s topic=%s", err_str(status), topic);
     free(topic);
+}
+
+static void on_record_trigger(void *data, int status)
+{
+    (void)data;
+    if (status)
+        log_warn("cannot make the trigger of an async topic a destination record went to: %s",
+                 err_str(status));
 }
 
 /* The attributes of the async invocation o ran (zero for a message of
@@ -300,7 +316,17 @@ static void publish_record(api *a, const trigger_outcome *o, const char *dest, c
             }
         }
     }
+    /* A function never invoked async has no trigger on its topic yet (the
+     * first async invocation adds it): the record would wait there. A new
+     * trigger starts at the oldest message, so it may come after. */
+    const char *next = in.attrs ? dest + plen : "";
+    int make_trigger = next[0] && !in.error && functions_find(a->table, next, strlen(next)) &&
+                       !queue_find_sub(a->q, dest, next);
     queue_publish(a->q, topic, &body, &in, 1, on_record_published, topic);
+    if (make_trigger && add_async_trigger(a, next, dest, on_record_trigger, NULL) != 0)
+        log_warn("cannot make the trigger of the async invocations of '%s': a destination "
+                 "record waits in '%s' fn=%s req=%s",
+                 next, dest, o->function, o->request_id);
 }
 
 static void on_outcome(const trigger_outcome *o, void *data)

@@ -163,7 +163,9 @@ static int trigger_rm(const cli *c, cli_args *a)
  * update=true, which changes what is given and keeps the rest). */
 static int trigger_put(const cli *c, cli_args *a, int set)
 {
-    if (set && !a->query.len) cli_usage(c, "trigger set needs an option to change");
+    /* NAME:QUALIFIER is a change of its own (what the trigger invokes). */
+    if (set && !a->query.len && !strchr(a->argv[1], ':'))
+        cli_usage(c, "trigger set needs an option to change");
     char path[10 * KIB];
     buf q;
     buf_init(&q, 9 * KIB);

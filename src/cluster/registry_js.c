@@ -889,12 +889,18 @@ static int applying_own(rjs *r, const char *name, char *value)
 static int js_put_version(registry *reg, const reg_version *v)
 {
     rjs *r = RJS(reg);
+    const fn_sync *was = strmap_get(&r->syncs, v->function, strlen(v->function));
+    int created = r->ready && (!was || !was->entry); /* the registry has no such function */
     int rc = registry_put_version(r->local, v);
     fn_sync *s = rc == 0 ? sync_of(r, v->function) : NULL;
     if (s) s->active = v->version;
     if (rc != 0 || !r->c) return rc;
     char *value = entry_json(r, v);
     if (applying_own(r, v->function, value)) return 0;
+    /* A function new to the cluster has no aliases: one in the bucket was
+     * set by a node that had not yet heard of its namesake's delete (a
+     * race), and would name this one's versions. Its removal goes first. */
+    if (created) rjs_drop_aliases(r, v->function, 1);
     char key[CLUSTER_KEY_MAX + 8], *copy = strdup(value);
     publish_entry(r, v->function, v->sha256, value);
     /* After the fn entry (the worker keeps the order): its chunks are in. */

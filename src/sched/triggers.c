@@ -407,6 +407,13 @@ static void start(trigger *t, fn *f, tinv *ti)
     functions_invoke(t->owner->table, g, version, &ti->inv, &used);
 }
 
+/* Whether topic is function's own async topic, spate.async.FUNCTION. */
+static int own_async_topic(const char *topic, const char *function)
+{
+    size_t plen = sizeof TRIGGERS_ASYNC_PREFIX - 1;
+    return strncmp(topic, TRIGGERS_ASYNC_PREFIX, plen) == 0 && strcmp(topic + plen, function) == 0;
+}
+
 static void dispatch(trigger *t, fn *f, queue_lease *l)
 {
     tinv *ti = calloc(1, sizeof *ti);
@@ -424,10 +431,14 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
         strlen(at->upstream_id) == REQID_LEN) {
         memcpy(ti->request_id, at->upstream_id, REQID_LEN + 1);
         /* An async invocation of a version (NAME:3, or an alias of one)
-         * runs that version, whichever is active now. */
-        lambda_async_attrs aa;
-        lambda_async_attrs_read(at->headers, at->headers_len, &aa);
-        ti->version = aa.version;
+         * runs that version, whichever is active now; the number is NAME's,
+         * so another function's trigger on spate.async.NAME runs what its
+         * own qualifier names (it ran its own version 3). */
+        if (own_async_topic(queue_sub_topic(t->sub), f->name)) {
+            lambda_async_attrs aa;
+            lambda_async_attrs_read(at->headers, at->headers_len, &aa);
+            ti->version = aa.version;
+        }
     } else {
         reqid_next(ti->request_id);
     }

@@ -66,6 +66,10 @@ void triggers_set_outcome_hook(triggers *t, triggers_outcome_cb cb, void *data);
  * invocation, api/lambda_async.c): each of its attempts runs under that id,
  * so that its logs and destination records are found by it. */
 #define TRIGGERS_INVOKE_SOURCE "spate:invoke"
+/* The topic of NAME's async invocations is this and NAME; the version such
+ * a message carries (common/lambda.h) is NAME's, so only NAME's trigger on
+ * it runs that version. */
+#define TRIGGERS_ASYNC_PREFIX "spate.async."
 
 /* A subscription of this name is no function's: it is an SQS queue's
  * receiver (api/sqs.h), leased by the callers of ReceiveMessage. Not a valid

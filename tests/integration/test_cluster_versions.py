@@ -4,6 +4,8 @@ function's entry in the registry bucket), aliases with their weights live in
 the bucket, and a rollback on one node changes what every node runs."""
 
 import json
+import socket
+import time
 
 from conftest import wait_for
 from natscluster import add_trigger, listed, publish_lines, spated_cluster
@@ -120,3 +122,39 @@ def test_versions_aliases_and_rollback_across_nodes(tmp_path_factory, functions)
             assert d.describe("app")["version"] == 1  # a new function: numbered anew
         for d in (a, b, c):  # cleanly: under ASan, nothing leaked
             assert d.stop() == 0, d.log()
+
+
+def kv_put(nats, key, value):
+    """Writes value to the registry bucket's key as a node would (core NATS)."""
+    data = json.dumps(value).encode()
+    with socket.create_connection((nats.host, nats.client[0]), timeout=10) as s:
+        s.recv(4096)  # INFO
+        s.sendall(b'CONNECT {"verbose":false}\r\n' +
+                  f"PUB $KV.spate-registry.{key} {len(data)}\r\n".encode() + data +
+                  b"\r\nPING\r\n")
+        got = b""
+        while b"PONG" not in got:
+            got += s.recv(4096)
+
+
+def test_a_new_function_does_not_inherit_a_deleted_namesakes_alias(tmp_path_factory, functions):
+    # An alias set on one node just as another deleted the function (the
+    # alias written after the delete) stayed in the bucket: a new function
+    # of that name had it, naming its version 2 once it had one.
+    with spated_cluster(tmp_path_factory, name="stale", n=2) as (nats, (a, b)):
+        assert a.deploy("app", functions["hello"])[0] == 201
+        assert wait_for(lambda: listed(b, "app"), timeout=15)
+        assert a.json("DELETE", "/v1/functions/app")[0] in (200, 204)
+        assert wait_for(lambda: not listed(b, "app"), timeout=15)
+        now = int(time.time() * 1000)
+        kv_put(nats, "al.app.live", {"origin": "gone", "function": "app", "name": "live",
+                                     "version": 2, "weight_version": 0, "weight_percent": 0,
+                                     "created_ms": now, "updated_ms": now})
+        time.sleep(1)  # heard by both
+        assert a.deploy("app", functions["hello"])[0] == 201  # a new function
+        assert wait_for(lambda: listed(b, "app"), timeout=15)
+        for d in (a, b):
+            assert wait_for(lambda: d.json("GET", "/v1/functions/app/aliases")[1]["aliases"] == [],
+                            timeout=15), (d.json("GET", "/v1/functions/app/aliases"), d.log())
+        assert a.deploy("app", functions["probe"])[0] == 200  # its version 2
+        assert invoke(b, "app:live")[0] == 404

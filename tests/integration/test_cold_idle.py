@@ -126,3 +126,20 @@ def test_a_hierarchy_of_that_name_without_the_option_is_said_and_let_go(tmp_path
             d.stop()
     finally:
         subprocess.run(["umount", str(other)])
+
+
+def test_a_spated_that_cannot_start_leaves_no_mount(tmp_path):
+    # One that exits on an error after mounting (here: its port is taken)
+    # left the mount until another spated started on the host.
+    a = start(tmp_path, "a")
+    try:
+        (tmp_path / "b").mkdir()
+        b = Spated(tmp_path / "b")
+        with pytest.raises(RuntimeError):
+            b.start(listen=f"127.0.0.1:{a.port}")
+        assert b.proc.wait(10) != 0
+        assert "favordynmods, held at " + point_of(b) in b.log(), b.log()
+        assert point_of(b) not in favor_mounts(), b.log()
+        assert not os.path.exists(point_of(b))
+    finally:
+        a.stop()

@@ -547,3 +547,34 @@ def test_async_destinations_that_invoke_each_other_stop_after_16(spated, tmp_pat
     status, _, body = spated.request("GET", "/metrics")
     assert "spate_async_loops_stopped_total 1" in body.decode()
     assert "recursive loop stopped" in spated.log() and "fn=b next=a" in spated.log()
+
+
+def test_a_pinned_version_runs_only_on_its_own_functions_trigger(spated):
+    # The version an async invocation of x:1 carries is x's: another
+    # function's trigger on spate.async.x ran that function's version 1 too
+    # (a client reached a version of y that y's trigger does not name).
+    for name in ("x", "y"):
+        deploy(spated, name)
+        deploy(spated, name)  # version 2, active
+    assert spated.request("PUT", "/v1/triggers/spate.async.x/y")[0] == 201
+    assert invoke(spated, "x:1", {}, {"X-Amz-Invocation-Type": "Event"})[0] == 202
+
+    def ran(name):
+        body = spated.request("GET", "/metrics")[2].decode()
+        return {v for v in ("1", "2")
+                if f'spate_invocations_by_version_total{{function="{name}",version="{v}",'
+                   f'outcome="ok"}} 1' in body}
+    assert wait_for(lambda: ran("x") and ran("y"), timeout=60)
+    assert (ran("x"), ran("y")) == ({"1"}, {"2"})
+
+
+def test_a_record_to_an_async_topic_invokes_a_function_never_invoked_async(spated):
+    # a's on_success is spate.async.b (docs/api.md: "the record is then an
+    # async invocation of b"); b's trigger was made by b's first async
+    # invocation only, so the record waited in the topic and b never ran.
+    deploy(spated, "b")
+    deploy(spated, "a", on_success="spate.async.b")
+    assert invoke(spated, "a", {"n": 1}, {"X-Amz-Invocation-Type": "Event"})[0] == 202
+    assert wait_for(lambda: spated.json("GET", "/v1/topics/spate.async.b")[1]
+                    .get("acknowledged") == 1, timeout=60), \
+        spated.json("GET", "/v1/topics/spate.async.b")

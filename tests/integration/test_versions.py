@@ -290,3 +290,20 @@ def test_a_trigger_invokes_through_an_alias(spated, functions):
     # $LATEST: the active version again (the qualifier is gone).
     status, doc = d.json("PUT", "/v1/triggers/jobs/app:%24LATEST?update=true")
     assert status == 200 and "qualifier" not in doc, doc
+
+
+def test_trigger_set_moves_a_trigger_to_another_qualifier(spated, functions):
+    """spate trigger set TOPIC NAME:QUALIFIER alone changes what the trigger
+    invokes (it was refused: 'trigger set needs an option to change')."""
+    d = spated
+    d.deploy("app", functions["probe"])  # v1
+    d.deploy("app", functions["probe"])  # v2, active
+    assert d.cli("trigger", "add", "jobs", "app:1").returncode == 0
+    r = d.cli("trigger", "set", "jobs", "app:2")
+    assert r.returncode == 0, r.stderr
+    assert d.json("GET", "/v1/triggers/jobs/app")[1]["qualifier"] == "2"
+    r = d.cli("trigger", "set", "jobs", "app:$LATEST")
+    assert r.returncode == 0, r.stderr
+    assert "qualifier" not in d.json("GET", "/v1/triggers/jobs/app")[1]
+    r = d.cli("trigger", "set", "jobs", "app")  # nothing to change
+    assert r.returncode == 2 and b"needs an option" in r.stderr, r.stderr

@@ -115,12 +115,18 @@ int isolate__favor_init(void)
         isolate__favor_cleanup();
         return -1;
     }
+    /* spated exits through exit() on an error after this (its port taken,
+     * the store refused), before isolate_cleanup: the mount stayed until
+     * another spated started. Its children exec or _exit. */
+    static int registered;
+    if (!registered) registered = atexit(isolate__favor_cleanup) == 0;
     log_info("cgroup migrations favour dynamic modifications (favordynmods, held at %s)", point);
     return 0;
 }
 
 void isolate__favor_cleanup(void)
 {
+    /* At exit too (atexit): after isolate_cleanup it finds nothing to do. */
     if (!point[0]) return;
     if (umount2(point, UMOUNT_NOFOLLOW) != 0 && umount2(point, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
         log_warn("cannot unmount %s: %s", point, strerror(errno));

@@ -95,7 +95,8 @@ void isolate__free_spare_slots(void);
  * unmounting those of spated processes that are gone); 0 when it holds.
  * Where the host refuses, one log line says what is lost. */
 int isolate__favor_init(void);
-/* Unmounts it (at exit); nothing when it was not mounted. */
+/* Unmounts it (at exit, by isolate_cleanup or atexit); nothing when it was not
+ * mounted. */
 void isolate__favor_cleanup(void);
 
 /* --- users.c --------------------------------------------------------------------- */
