@@ -44,6 +44,19 @@
  * serves the waiters of that queue in arrival order; its deadline answers
  * an empty list. No polling.
  *
+ * Triggers on a queue (Lambda's event source mappings) share its receiver:
+ * sched/triggers.c leases for them from the receiver rather than from their
+ * own subscription (which only keeps the trigger, and settles every message
+ * at once), so each message goes to one ReceiveMessage caller or to one
+ * function. A message a function failed is nacked with the queue's
+ * visibility timeout as its delay, or dead-lettered to the queue's DLQ after
+ * maxReceiveCount receives: the receiver's configuration decides, not the
+ * trigger's. The receiver's available event reaches both (the hook here
+ * first: long polls wait on connections); a receive's visibility timeout
+ * ending here tells the triggers (triggers_receiver_available), as the queue
+ * does not. The SQS event shows an SQS sender's attributes in Lambda's shape
+ * (sched/batch.c).
+ *
  * SendMessage(Batch) answers after the queue's commit (fsync, the group
  * commit): an acknowledged message survives kill -9.
  */
@@ -54,6 +67,7 @@
 #include <stdint.h>
 
 #include "api/internal.h"
+#include "sched/batch.h"
 
 /* The account id of every queue URL and ARN. */
 #define SQS_ACCOUNT "000000000000"
@@ -113,7 +127,7 @@ void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
 
 /* queue_attrs.source of a message sent with attributes; its headers hold
  * them (the JSON protocol's MessageAttributes map, normalized). */
-#define SQS_ATTRS_SOURCE "spate:sqs"
+#define SQS_ATTRS_SOURCE BATCH_SQS_SOURCE
 /* Checks a MessageAttributes map (NULL: none) as SQS does: -1 with *norm
  * the normalized map (caller owns; NULL when empty) and *bytes what they
  * count toward the message's size, or an sqs_err with why. */

@@ -186,6 +186,9 @@ static void expire(struct sqs *s, held *h)
     queue_nack(h->lease, 0, "visibility timeout expired");
     unhold(s, h);
     on_available(sub, s);
+    /* What the waiters left goes to the queue's triggers (which share its
+     * receiver), told by nobody else either. */
+    if (s->a->tr && !s->closed) triggers_receiver_available(s->a->tr, sub);
 }
 
 static void answer_waiter(struct sqs *s, waiter *w, cJSON *out)

@@ -87,6 +87,16 @@ typedef struct triggers_receiver {
     void *data;
 } triggers_receiver;
 void triggers_set_receiver(triggers *t, const triggers_receiver *r);
+/* A trigger on a queue (a topic with a receiver) leases from the receiver,
+ * which it shares with ReceiveMessage's callers: each message goes to one of
+ * them or to the function. A message it fails is visible again when the
+ * queue's visibility timeout (the receiver's deadline_ms) ends, or goes to
+ * the queue's dead-letter queue after maxReceiveCount receives (the
+ * receiver's max_attempts and dlq); the trigger's own max_attempts and dlq
+ * do not apply there. The receiver's messages became available without the
+ * queue saying so (a receive's visibility timeout ended): the triggers that
+ * share it lease them. */
+void triggers_receiver_available(triggers *t, queue_sub *receiver);
 
 /* Cluster mode: the number of live nodes, over which the autoscaler spreads
  * a function's instances (each sizes its share of the cluster's backlog). */
