@@ -214,6 +214,7 @@ static cJSON *queue_url(const sqs_call *c, const char *name)
 /* The attributes a queue keeps (api/sqs.h: in its receiver's configuration). */
 typedef struct queue_settings {
     long visibility_s, wait_s;
+    long delay_s;                                 /* DelaySeconds */
     long max_receives;                            /* RedrivePolicy's maxReceiveCount; 0: none */
     char dlq[sizeof((queue_sub_config *)0)->dlq]; /* its dead-letter queue (a queue name) */
 } queue_settings;
@@ -222,6 +223,7 @@ static void settings_of(const queue_sub_config *cfg, queue_settings *out)
 {
     out->visibility_s = cfg->deadline_ms / 1000;
     out->wait_s = cfg->batch_window_ms / 1000;
+    out->delay_s = cfg->max_concurrency;
     out->max_receives = cfg->dlq[0] ? cfg->max_attempts : 0;
     snprintf(out->dlq, sizeof out->dlq, "%s", cfg->max_attempts ? cfg->dlq : "");
 }
@@ -232,6 +234,7 @@ static void config_of(const queue_settings *st, queue_sub_config *cfg)
     snprintf(cfg->function, sizeof cfg->function, "%s", TRIGGERS_RECEIVER);
     cfg->deadline_ms = (uint32_t)st->visibility_s * 1000;
     cfg->batch_window_ms = (uint32_t)st->wait_s * 1000;
+    cfg->max_concurrency = (uint32_t)st->delay_s;
     cfg->max_attempts = (uint32_t)st->max_receives;
     snprintf(cfg->dlq, sizeof cfg->dlq, "%s", st->dlq);
 }
@@ -239,7 +242,8 @@ static void config_of(const queue_settings *st, queue_sub_config *cfg)
 static int same_settings(const queue_settings *a, const queue_settings *b)
 {
     return a->visibility_s == b->visibility_s && a->wait_s == b->wait_s &&
-           a->max_receives == b->max_receives && strcmp(a->dlq, b->dlq) == 0;
+           a->delay_s == b->delay_s && a->max_receives == b->max_receives &&
+           strcmp(a->dlq, b->dlq) == 0;
 }
 
 /* RedrivePolicy: {"deadLetterTargetArn": "arn:aws:sqs:R:000000000000:DLQ",
@@ -313,8 +317,8 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
             into = &st->visibility_s, hi = SPATE_SQS_VISIBILITY_MAX;
         else if (strcmp(a->string, "ReceiveMessageWaitTimeSeconds") == 0)
             into = &st->wait_s, hi = SPATE_SQS_WAIT_MAX;
-        else if (strcmp(a->string, "DelaySeconds") == 0)
-            fixed = 0;
+        else if (strcmp(a->string, "DelaySeconds") == 0) /* 0 only where the queue cannot delay */
+            into = &st->delay_s, hi = queue_flags(c->a->q) & QUEUE_DELAYS ? SPATE_SQS_DELAY_MAX : 0;
         else if (strcmp(a->string, "MaximumMessageSize") == 0)
             fixed = SPATE_SQS_MESSAGE_MAX;
         else {
@@ -368,7 +372,7 @@ static void create_queue(sqs_call *c)
     if (cJSON_GetObjectItemCaseSensitive(c->in, "tags"))
         return sqs_fail(c, SQS_UNSUPPORTED, "queue tags are not supported yet");
     snprintf(c->queue, sizeof c->queue, "%s", name);
-    queue_settings st = {SPATE_SQS_VISIBILITY_DEFAULT, 0, 0, ""};
+    queue_settings st = {SPATE_SQS_VISIBILITY_DEFAULT, 0, 0, 0, ""};
     if (read_settings(c, cJSON_GetObjectItemCaseSensitive(c->in, "Attributes"), &st)) return;
     queue_sub *sub = receiver(c);
     if (sub) { /* SQS: the same attributes answer its URL, others refuse */
@@ -527,12 +531,15 @@ static void get_queue_attributes(sqs_call *c)
         cJSON_AddStringToObject(at, "QueueArn", arn);
     }
     /* depth counts what is leased (held here) and what waits for a retry. */
-    if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", ss.depth - ss.leased);
+    /* and the delayed ones, which wait as retries at attempt 0. */
+    uint64_t visible = ss.depth - ss.leased;
+    visible = visible > ss.delayed ? visible - ss.delayed : 0;
+    if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", visible);
     if (want & 1u << 3) add_number(at, "ApproximateNumberOfMessagesNotVisible", held);
-    if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", 0);
+    if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", ss.delayed);
     if (want & 1u << 5) add_number(at, "VisibilityTimeout", (uint64_t)st.visibility_s);
     if (want & 1u << 6) add_number(at, "ReceiveMessageWaitTimeSeconds", (uint64_t)st.wait_s);
-    if (want & 1u << 7) add_number(at, "DelaySeconds", 0);
+    if (want & 1u << 7) add_number(at, "DelaySeconds", (uint64_t)st.delay_s);
     if (want & 1u << 8) add_number(at, "MaximumMessageSize", SPATE_SQS_MESSAGE_MAX);
     if (want & 1u << 9 && st.max_receives) {
         char policy[300];
@@ -567,11 +574,15 @@ static int contents_ok(const char *s, size_t len)
     return 1;
 }
 
-/* One message of a send: what SQS would refuse it for, else 0. */
-static int check_message(const cJSON *m, const char **body, cJSON **attrs, char *why, size_t cap)
+/* One message of a send: what SQS would refuse it for, else -1 with *delay
+ * its DelaySeconds (-1: none given, the queue's applies). delays: whether
+ * the queue can keep a delay (queue_flags QUEUE_DELAYS). */
+static int check_message(const cJSON *m, int delays, const char **body, cJSON **attrs, long *delay,
+                         char *why, size_t cap)
 {
     int bad = 0;
     *attrs = NULL;
+    *delay = -1;
     *body = str_of(m, "MessageBody", &bad);
     if (!*body) {
         snprintf(why, cap, "the request must contain the parameter MessageBody");
@@ -596,8 +607,17 @@ static int check_message(const cJSON *m, const char **body, cJSON **attrs, char 
         return SQS_CONTENTS;
     }
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(m, "DelaySeconds");
-    if (d && !(cJSON_IsNumber(d) && d->valuedouble == 0)) {
-        snprintf(why, cap, "DelaySeconds other than 0 is not supported yet");
+    if (d && !(cJSON_IsNumber(d) && d->valuedouble >= 0 && d->valuedouble <= SPATE_SQS_DELAY_MAX &&
+               d->valuedouble == (double)(long)d->valuedouble)) {
+        snprintf(why, cap,
+                 "value for parameter DelaySeconds is invalid: must be between 0 and %d, if "
+                 "provided",
+                 SPATE_SQS_DELAY_MAX);
+        return SQS_INVALID_PARAMETER;
+    }
+    if (d) *delay = (long)d->valuedouble;
+    if (*delay > 0 && !delays) {
+        snprintf(why, cap, "DelaySeconds is not supported in cluster mode yet");
         return SQS_UNSUPPORTED;
     }
     static const char *const later[] = {"MessageSystemAttributes", "MessageDeduplicationId",
@@ -631,6 +651,7 @@ typedef struct send_ctx {
     const cJSON *ids[SPATE_SQS_BATCH_MAX]; /* batch entries' Id members, into c->in */
     char md5[SPATE_SQS_BATCH_MAX][HASH_MD5_HEX_LEN + 1];
     cJSON *attrs[SPATE_SQS_BATCH_MAX]; /* normalized MessageAttributes (owned), or NULL */
+    long delay[SPATE_SQS_BATCH_MAX];   /* DelaySeconds; -1: the queue's */
     char amd5[SPATE_SQS_BATCH_MAX][HASH_MD5_HEX_LEN + 1]; /* their digest; "" when none */
     cJSON *failed; /* batch: entries refused before the publish */
 } send_ctx;
@@ -687,6 +708,10 @@ static void publish(send_ctx *s, const char *const *bodies)
     if (s->n == 0) return on_sent(s, 0, 0); /* a batch whose every entry was refused */
     size_t total = 0;
     for (size_t i = 0; i < s->n; i++) total += strlen(bodies[i]);
+    queue_sub *r = receiver(c); /* there: the send checked it, nothing ran since */
+    queue_settings st = {0};
+    if (r) settings_of(queue_sub_get_config(r), &st);
+    long queue_delay = st.delay_s;
     buf body;
     buf_init(&body, total);
     queue_input in[SPATE_SQS_BATCH_MAX];
@@ -698,7 +723,9 @@ static void publish(send_ctx *s, const char *const *bodies)
         size_t len = strlen(bodies[i]);
         off[i] = body.len;
         hash_md5_hex(bodies[i], len, s->md5[i]);
-        in[i] = (queue_input){.len = (uint32_t)len};
+        in[i] = (queue_input){.len = (uint32_t)len,
+                              .delay_ms =
+                                  (uint32_t)(s->delay[i] >= 0 ? s->delay[i] : queue_delay) * 1000};
         failed = buf_append(&body, bodies[i], len) != 0;
         if (!s->attrs[i] || failed) continue;
         json[i] = cJSON_PrintUnformatted(s->attrs[i]);
@@ -725,8 +752,10 @@ static void send_message(sqs_call *c)
     if (queue_of(c)) return;
     const char *body;
     cJSON *attrs;
+    long delay;
     char why[300];
-    int e = check_message(c->in, &body, &attrs, why, sizeof why);
+    int e = check_message(c->in, queue_flags(c->a->q) & QUEUE_DELAYS, &body, &attrs, &delay, why,
+                          sizeof why);
     if (e >= 0) return sqs_fail(c, (enum sqs_err)e, "%s", why);
     send_ctx *s = calloc(1, sizeof *s);
     if (!s) {
@@ -736,6 +765,7 @@ static void send_message(sqs_call *c)
     s->c = c;
     s->n = 1;
     s->attrs[0] = attrs;
+    s->delay[0] = delay;
     publish(s, &body);
 }
 
@@ -816,13 +846,16 @@ static void send_message_batch(sqs_call *c)
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(entries[i], "Id");
         char why[300];
         cJSON *attrs;
-        int e = check_message(entries[i], &bodies[s->n], &attrs, why, sizeof why);
+        long delay;
+        int e = check_message(entries[i], queue_flags(c->a->q) & QUEUE_DELAYS, &bodies[s->n],
+                              &attrs, &delay, why, sizeof why);
         if (e >= 0) { /* SQS: a bad entry fails alone */
             cJSON_AddItemToArray(s->failed, failed_entry(id->valuestring, (enum sqs_err)e, why));
             continue;
         }
         total += strlen(bodies[s->n]);
         s->attrs[s->n] = attrs;
+        s->delay[s->n] = delay;
         s->ids[s->n++] = id;
     }
     if (total > SPATE_SQS_MESSAGE_MAX) {

@@ -57,6 +57,14 @@
  * does not. The SQS event shows an SQS sender's attributes in Lambda's shape
  * (sched/batch.c).
  *
+ * Delays: DelaySeconds (the queue's in the receiver's max_concurrency, which
+ * a receiver has no use for; a message's own wins) becomes the message's
+ * queue_input.delay_ms: the queue keeps its visible time with the message
+ * and holds it back from every subscription until then (store/queue.h),
+ * counted in queue_sub_stats.delayed (ApproximateNumberOfMessagesDelayed).
+ * Only the SQLite queue keeps delays (QUEUE_DELAYS): in cluster mode a
+ * delay over 0 is refused.
+ *
  * SendMessage(Batch) answers after the queue's commit (fsync, the group
  * commit): an acknowledged message survives kill -9.
  */

@@ -637,6 +637,8 @@
 #define SPATE_SQS_NAME_MAX 80
 #define SPATE_SQS_VISIBILITY_MAX 43200
 #define SPATE_SQS_WAIT_MAX 20
+/* DelaySeconds, of a queue or a message (SQS's limit). */
+#define SPATE_SQS_DELAY_MAX 900
 /* Message attributes: at most this many a message, names (and data types)
  * at most this long (SQS's limits; their bytes count in the message's). */
 #define SPATE_SQS_ATTRS_MAX 10

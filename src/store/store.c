@@ -157,6 +157,9 @@ static const char *const migrations[] = {
     /* 14: what a trigger invokes of its function (store/queue.h
      * queue_sub_config.qualifier): '' for the active version. */
     ("ALTER TABLE subscriptions ADD COLUMN qualifier TEXT NOT NULL DEFAULT '';"),
+    /* 15: when a message published with a delay becomes visible
+     * (store/queue.h queue_msg.visible_ms), epoch ms; NULL for the others. */
+    ("ALTER TABLE messages ADD COLUMN visible_ms INTEGER;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

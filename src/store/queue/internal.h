@@ -11,6 +11,12 @@
  *   retry    failed, visible again at a time, attempts counted (memory.c, lease.c);
  *   lagging  committed but only in the store, fetched in chunks when ready runs
  *            low (fetch.c).
+ * A message published with a delay (queue_msg.visible_ms, its own column)
+ * skips ready: on its way there (sq_ready_push, from a publish or a fetch)
+ * it becomes a retry at attempt 0 due at its time, with a retry row like any
+ * other, so that the cursor may pass it; a restart reloads it from that row,
+ * or, had the row not been committed yet, meets it again on the way to
+ * ready (the cursor was not saved past it either: the writer keeps order).
  * A message is removed from the store once every subscription has settled it
  * (state.c trims), or by purge, deletion or retention (admin.c).
  *
@@ -142,6 +148,7 @@ struct queue_sub {
     int dirty;
     list_node dirty_link;
     uint64_t acked, dead_lettered, delivered;
+    uint32_t ndelayed; /* in the heap at attempt 0: published with a delay, not yet leased */
 };
 
 struct queue {

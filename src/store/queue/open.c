@@ -226,4 +226,5 @@ const queue_ops sq_ops = {
     .topic_retention = sq_topic_retention,
     .set_events = sq_set_events,
     .close = sq_close,
+    .flags = QUEUE_DELAYS,
 };
