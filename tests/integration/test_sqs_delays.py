@@ -6,6 +6,8 @@ comes before its time); nothing here asserts how soon after it comes."""
 import signal
 import time
 
+import pytest
+
 from conftest import wait_for
 from test_sqs import attributes, cli, create, error_of, ok
 
@@ -92,3 +94,23 @@ def test_a_delayed_message_survives_kill_9(spated):
     spated.start()
     got = receive_all(spated, url, ["d3"])
     assert "d3" in got and got["d3"] - sent >= 3 - 0.05, got
+
+
+def test_delays_on_the_query_protocol(spated):
+    """python3-boto3 (the query protocol): DelaySeconds as a form field of
+    CreateQueue's attributes, SendMessage and batch entries."""
+    boto3 = pytest.importorskip("boto3")
+    from botocore.config import Config
+    c = boto3.client("sqs", endpoint_url=spated.url, region_name="us-east-1",
+                     aws_access_key_id="x", aws_secret_access_key="y",
+                     config=Config(retries={"total_max_attempts": 1}, read_timeout=60))
+    url = c.create_queue(QueueName="boto-slow", Attributes={"DelaySeconds": "2"})["QueueUrl"]
+    sent = time.monotonic()
+    c.send_message(QueueUrl=url, MessageBody="q2")
+    c.send_message(QueueUrl=url, MessageBody="q0", DelaySeconds=0)
+    r = c.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": "a", "MessageBody": "b3", "DelaySeconds": 3}])
+    assert len(r["Successful"]) == 1, r
+    got = receive_all(spated, url, ["q2", "q0", "b3"])
+    assert set(got) == {"q2", "q0", "b3"}, got
+    assert got["q2"] - sent >= 2 - 0.05 and got["b3"] - sent >= 3 - 0.05, got
