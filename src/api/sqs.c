@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "api/sqs.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/limits.h"
@@ -215,6 +216,8 @@ static cJSON *queue_url(const sqs_call *c, const char *name)
 typedef struct queue_settings {
     long visibility_s, wait_s;
     long delay_s;                                 /* DelaySeconds */
+    long retention_s;                             /* MessageRetentionPeriod */
+    long long created_s, modified_s;              /* 0: not known (made before they were kept) */
     long max_receives;                            /* RedrivePolicy's maxReceiveCount; 0: none */
     char dlq[sizeof((queue_sub_config *)0)->dlq]; /* its dead-letter queue (a queue name) */
 } queue_settings;
@@ -224,6 +227,10 @@ static void settings_of(const queue_sub_config *cfg, queue_settings *out)
     out->visibility_s = cfg->deadline_ms / 1000;
     out->wait_s = cfg->batch_window_ms / 1000;
     out->delay_s = cfg->max_concurrency;
+    out->retention_s = cfg->batch_size ? cfg->batch_size : TRIGGERS_RETENTION_DEFAULT_S;
+    out->created_s = out->modified_s = 0;
+    if (sscanf(cfg->qualifier, "%lld %lld", &out->created_s, &out->modified_s) != 2)
+        out->created_s = out->modified_s = 0;
     out->max_receives = cfg->dlq[0] ? cfg->max_attempts : 0;
     snprintf(out->dlq, sizeof out->dlq, "%s", cfg->max_attempts ? cfg->dlq : "");
 }
@@ -235,6 +242,9 @@ static void config_of(const queue_settings *st, queue_sub_config *cfg)
     cfg->deadline_ms = (uint32_t)st->visibility_s * 1000;
     cfg->batch_window_ms = (uint32_t)st->wait_s * 1000;
     cfg->max_concurrency = (uint32_t)st->delay_s;
+    cfg->batch_size = (uint32_t)st->retention_s;
+    if (st->created_s)
+        snprintf(cfg->qualifier, sizeof cfg->qualifier, "%lld %lld", st->created_s, st->modified_s);
     cfg->max_attempts = (uint32_t)st->max_receives;
     snprintf(cfg->dlq, sizeof cfg->dlq, "%s", st->dlq);
 }
@@ -242,8 +252,8 @@ static void config_of(const queue_settings *st, queue_sub_config *cfg)
 static int same_settings(const queue_settings *a, const queue_settings *b)
 {
     return a->visibility_s == b->visibility_s && a->wait_s == b->wait_s &&
-           a->delay_s == b->delay_s && a->max_receives == b->max_receives &&
-           strcmp(a->dlq, b->dlq) == 0;
+           a->delay_s == b->delay_s && a->retention_s == b->retention_s &&
+           a->max_receives == b->max_receives && strcmp(a->dlq, b->dlq) == 0;
 }
 
 /* RedrivePolicy: {"deadLetterTargetArn": "arn:aws:sqs:R:000000000000:DLQ",
@@ -319,6 +329,8 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
             into = &st->wait_s, hi = SPATE_SQS_WAIT_MAX;
         else if (strcmp(a->string, "DelaySeconds") == 0) /* 0 only where the queue cannot delay */
             into = &st->delay_s, hi = queue_flags(c->a->q) & QUEUE_DELAYS ? SPATE_SQS_DELAY_MAX : 0;
+        else if (strcmp(a->string, "MessageRetentionPeriod") == 0)
+            into = &st->retention_s, lo = SPATE_SQS_RETENTION_MIN, hi = SPATE_SQS_RETENTION_MAX;
         else if (strcmp(a->string, "MaximumMessageSize") == 0)
             fixed = SPATE_SQS_MESSAGE_MAX;
         else {
@@ -372,7 +384,8 @@ static void create_queue(sqs_call *c)
     if (cJSON_GetObjectItemCaseSensitive(c->in, "tags"))
         return sqs_fail(c, SQS_UNSUPPORTED, "queue tags are not supported yet");
     snprintf(c->queue, sizeof c->queue, "%s", name);
-    queue_settings st = {SPATE_SQS_VISIBILITY_DEFAULT, 0, 0, 0, ""};
+    queue_settings st = {
+        SPATE_SQS_VISIBILITY_DEFAULT, 0, 0, TRIGGERS_RETENTION_DEFAULT_S, 0, 0, 0, ""};
     if (read_settings(c, cJSON_GetObjectItemCaseSensitive(c->in, "Attributes"), &st)) return;
     queue_sub *sub = receiver(c);
     if (sub) { /* SQS: the same attributes answer its URL, others refuse */
@@ -383,6 +396,7 @@ static void create_queue(sqs_call *c)
                             "a queue already exists with the same name and different attributes");
         return on_queue_done(c, 0);
     }
+    st.created_s = st.modified_s = (long long)(clock_now_ms() / 1000);
     queue_sub_config cfg;
     config_of(&st, &cfg);
     int rc = queue_subscribe(c->a->q, name, &cfg, on_queue_done, c);
@@ -504,6 +518,9 @@ static void get_queue_attributes(sqs_call *c)
         "DelaySeconds",
         "MaximumMessageSize",
         "RedrivePolicy",
+        "MessageRetentionPeriod",
+        "CreatedTimestamp",
+        "LastModifiedTimestamp",
     };
     unsigned want = 0;
     const cJSON *n;
@@ -549,6 +566,10 @@ static void get_queue_attributes(sqs_call *c)
                  c->region, st.dlq, st.max_receives);
         cJSON_AddStringToObject(at, "RedrivePolicy", policy);
     }
+    if (want & 1u << 10) add_number(at, "MessageRetentionPeriod", (uint64_t)st.retention_s);
+    if (want & 1u << 11 && st.created_s) add_number(at, "CreatedTimestamp", (uint64_t)st.created_s);
+    if (want & 1u << 12 && st.modified_s)
+        add_number(at, "LastModifiedTimestamp", (uint64_t)st.modified_s);
     if (cJSON_GetArraySize(at) > 0)
         cJSON_AddItemToObject(out, "Attributes", at);
     else
@@ -887,11 +908,16 @@ static void receive_message(sqs_call *c)
         {
             const char *v = cJSON_IsString(n) ? n->valuestring : "";
             if (strcmp(v, "All") == 0)
-                attrs |= SQS_ATTR_RECEIVE_COUNT | SQS_ATTR_SENT_TIMESTAMP;
+                attrs |= SQS_ATTR_RECEIVE_COUNT | SQS_ATTR_SENT_TIMESTAMP | SQS_ATTR_FIRST_RECEIVE |
+                         SQS_ATTR_SENDER;
             else if (strcmp(v, "ApproximateReceiveCount") == 0)
                 attrs |= SQS_ATTR_RECEIVE_COUNT;
             else if (strcmp(v, "SentTimestamp") == 0)
                 attrs |= SQS_ATTR_SENT_TIMESTAMP;
+            else if (strcmp(v, "ApproximateFirstReceiveTimestamp") == 0)
+                attrs |= SQS_ATTR_FIRST_RECEIVE;
+            else if (strcmp(v, "SenderId") == 0)
+                attrs |= SQS_ATTR_SENDER;
             /* Others SQS has are not kept here yet: left out, as SQS leaves out
              * those a message does not have. */
         }
@@ -977,6 +1003,8 @@ static void set_queue_attributes(sqs_call *c)
         return sqs_fail(c, SQS_MISSING_PARAMETER,
                         "the request must contain the parameter Attributes");
     if (read_settings(c, attrs, &st)) return;
+    st.modified_s = (long long)(clock_now_ms() / 1000);
+    if (!st.created_s) st.created_s = st.modified_s; /* made before it was kept: from now */
     queue_sub_config cfg;
     config_of(&st, &cfg);
     int rc = queue_subscribe(c->a->q, c->queue, &cfg, on_settings_done, c);

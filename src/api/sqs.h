@@ -14,9 +14,11 @@
  * durable commit), DeleteQueue removes it and deletes the topic. Its saved
  * configuration holds the queue's attributes, so they are durable without a
  * table of their own: deadline_ms the VisibilityTimeout, batch_window_ms
- * the ReceiveMessageWaitTimeSeconds (both in ms), dlq and max_attempts the
- * RedrivePolicy: a receive whose visibility timeout ends when it was the
- * maxReceiveCount-th moves its message to the dead-letter queue's topic
+ * the ReceiveMessageWaitTimeSeconds (both in ms), max_concurrency the
+ * DelaySeconds, batch_size the MessageRetentionPeriod (s), qualifier the
+ * created and modified times, dlq and max_attempts the RedrivePolicy (none
+ * of them means to a receiver what it means to a trigger): a receive whose visibility timeout ends
+ * when it was the maxReceiveCount-th moves its message to the dead-letter queue's topic
  * (queue_dead_letter, one transaction), where that queue's receiver finds it.
  *
  * The wire: two protocols, one set of actions. An action reads its input
@@ -56,6 +58,14 @@
  * ending here tells the triggers (triggers_receiver_available), as the queue
  * does not. The SQS event shows an SQS sender's attributes in Lambda's shape
  * (sched/batch.c).
+ *
+ * Retention: MessageRetentionPeriod is the receiver's batch_size (seconds;
+ * 0: SQS's default); every lease from a receiver goes through
+ * triggers_receiver_next, which deletes (acks) what is older. Lazy: a queue
+ * nobody reads keeps its expired messages (a sweep would need a queue call
+ * that deletes by age under subscriptions: not done yet).
+ * CreatedTimestamp and LastModifiedTimestamp live in the receiver's
+ * qualifier ("CREATED MODIFIED", epoch seconds): a receiver invokes nothing.
  *
  * Delays: DelaySeconds (the queue's in the receiver's max_concurrency, which
  * a receiver has no use for; a message's own wins) becomes the message's
@@ -166,6 +176,7 @@ void sqs_query_action(const char *body, size_t len, char action[40]);
 #define SQS_ATTR_RECEIVE_COUNT 1u
 #define SQS_ATTR_SENT_TIMESTAMP 2u
 #define SQS_ATTR_FIRST_RECEIVE 4u
+#define SQS_ATTR_SENDER 8u
 
 /* ReceiveMessage on c->queue's receiver sub: up to max messages, each
  * invisible for visibility_s, waiting up to wait_s for the first. Answers c. */

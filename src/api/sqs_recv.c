@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "api/sqs.h"
+#include "common/clock.h"
 #include "common/hash.h"
 #include "common/limits.h"
 #include "common/list.h"
@@ -269,6 +270,15 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
             snprintf(num, sizeof num, "%lld", (long long)l->msg->published_ms);
             cJSON_AddStringToObject(at, "SentTimestamp", num);
         }
+        if (attrs & SQS_ATTR_FIRST_RECEIVE) {
+            /* Now, for a first receive; the queue keeps no time of it, so a
+             * later one shows the earliest it can have been, the send's. */
+            snprintf(num, sizeof num, "%lld",
+                     (long long)(l->attempt <= 1 ? clock_now_ms() : l->msg->published_ms));
+            cJSON_AddStringToObject(at, "ApproximateFirstReceiveTimestamp", num);
+        }
+        if (attrs & SQS_ATTR_SENDER) /* one account, no IAM principals */
+            cJSON_AddStringToObject(at, "SenderId", SQS_ACCOUNT);
     }
     /* A timeout of 0 expires on the timer's next turn, not inside this
      * receive (which would lease the message again). */
@@ -295,7 +305,7 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
     cJSON *out = NULL, *list = NULL;
     s->filling++;
     for (uint32_t i = 0; i < max; i++) {
-        queue_lease *l = queue_lease_next(sub);
+        queue_lease *l = triggers_receiver_next(sub);
         if (!l) break;
         if (!out) {
             out = cJSON_CreateObject();

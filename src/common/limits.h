@@ -639,6 +639,10 @@
 #define SPATE_SQS_WAIT_MAX 20
 /* DelaySeconds, of a queue or a message (SQS's limit). */
 #define SPATE_SQS_DELAY_MAX 900
+/* MessageRetentionPeriod, seconds (SQS's limits; its default is in
+ * sched/triggers.h TRIGGERS_RETENTION_DEFAULT_S). */
+#define SPATE_SQS_RETENTION_MIN 60
+#define SPATE_SQS_RETENTION_MAX 1209600
 /* Message attributes: at most this many a message, names (and data types)
  * at most this long (SQS's limits; their bytes count in the message's). */
 #define SPATE_SQS_ATTRS_MAX 10

@@ -115,6 +115,30 @@ static fscale *scale_for(triggers *tr, const char *function)
     return fs;
 }
 
+queue_lease *triggers_receiver_next(queue_sub *receiver)
+{
+    const queue_sub_config *cfg = queue_sub_get_config(receiver);
+    int64_t keep_ms =
+        (int64_t)(cfg->batch_size ? cfg->batch_size : TRIGGERS_RETENTION_DEFAULT_S) * 1000;
+    int64_t now = clock_now_ms();
+    queue_lease *l;
+    uint64_t expired = 0;
+    while ((l = queue_lease_next(receiver)) && now - l->msg->published_ms > keep_ms) {
+        queue_ack(l);
+        expired++;
+    }
+    if (expired)
+        log_info("%llu messages older than the retention period deleted queue=%s",
+                 (unsigned long long)expired, queue_sub_topic(receiver));
+    return l;
+}
+
+/* The next lease of src: a receiver's past its expired messages. */
+static queue_lease *lease_from(queue_sub *src)
+{
+    return triggers_is_receiver(src) ? triggers_receiver_next(src) : queue_lease_next(src);
+}
+
 /* Where t leases from: on a queue (a topic with an SQS receiver) the
  * queue's receiver, which it shares with the ReceiveMessage callers (each
  * message goes to one of them or to the function, as with Lambda's event
@@ -562,7 +586,7 @@ static int gather(trigger *t, queue_sub *src)
     while (t->npending < size) {
         queue_lease *l = t->carry;
         t->carry = NULL;
-        if (!l) l = queue_lease_next(src);
+        if (!l) l = lease_from(src);
         if (!l) break;
         size_t bytes = batch_record_max(l->msg, cfg->event_format, topic_len);
         /* The cap holds for every batch but a single message's own. */
@@ -635,7 +659,7 @@ static void pump(trigger *t)
             dispatch_batch(t, f);
             continue;
         }
-        queue_lease *l = queue_lease_next(src);
+        queue_lease *l = lease_from(src);
         if (!l) break;
         dispatch(t, f, l);
     }

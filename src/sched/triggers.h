@@ -97,6 +97,14 @@ void triggers_set_receiver(triggers *t, const triggers_receiver *r);
  * queue saying so (a receive's visibility timeout ended): the triggers that
  * share it lease them. */
 void triggers_receiver_available(triggers *t, queue_sub *receiver);
+/* A queue's retention (SQS's MessageRetentionPeriod) is the receiver's
+ * batch_size in seconds, 0 this default: a message older is deleted as
+ * receiving meets it (triggers_receiver_next). */
+#define TRIGGERS_RETENTION_DEFAULT_S 345600
+/* The receiver's next message, as queue_lease_next, past those older than
+ * the queue's retention (acked: deleted). Every lease from a receiver goes
+ * through here, ReceiveMessage's and the triggers'. */
+queue_lease *triggers_receiver_next(queue_sub *receiver);
 
 /* Cluster mode: the number of live nodes, over which the autoscaler spreads
  * a function's instances (each sizes its share of the cluster's backlog). */
