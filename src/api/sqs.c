@@ -368,6 +368,48 @@ static void on_queue_done(void *data, int status)
     sqs_ok(c, out);
 }
 
+/* The receiver's settings are stored: its topic's retention follows the
+ * queue's (max_age_ms under its subscriptions, so that messages nobody
+ * receives expire too), then done answers. Not in cluster mode, whose
+ * queue keeps no retention under subscriptions: there receiving alone
+ * deletes what is older (triggers_receiver_next). */
+typedef struct stored_ctx {
+    sqs_call *c;
+    queue_done_cb done;
+} stored_ctx;
+
+static void on_retention_set(void *data, int status)
+{
+    stored_ctx *s = data;
+    sqs_call *c = s->c;
+    queue_done_cb done = s->done;
+    free(s);
+    done(c, status);
+}
+
+static void on_receiver_stored(void *data, int status)
+{
+    stored_ctx *s = data;
+    queue_sub *sub = status ? NULL : receiver(s->c);
+    if (!sub || queue_flags(s->c->a->q) & QUEUE_SHARED) return on_retention_set(s, status);
+    queue_settings st;
+    settings_of(queue_sub_get_config(sub), &st);
+    queue_retention r = {.max_age_ms = (uint64_t)st.retention_s * 1000, .under_subscriptions = 1};
+    int rc = queue_topic_retention(s->c->a->q, s->c->queue, &r, on_retention_set, s);
+    if (rc) on_retention_set(s, rc);
+}
+
+/* Stores the receiver's configuration cfg, then its retention; done gets c. */
+static int store_receiver(sqs_call *c, const queue_sub_config *cfg, queue_done_cb done)
+{
+    stored_ctx *s = malloc(sizeof *s);
+    if (!s) return ERR_NOMEM;
+    *s = (stored_ctx){c, done};
+    int rc = queue_subscribe(c->a->q, c->queue, cfg, on_receiver_stored, s);
+    if (rc) free(s);
+    return rc;
+}
+
 static void create_queue(sqs_call *c)
 {
     int bad = 0;
@@ -399,7 +441,7 @@ static void create_queue(sqs_call *c)
     st.created_s = st.modified_s = (long long)(clock_now_ms() / 1000);
     queue_sub_config cfg;
     config_of(&st, &cfg);
-    int rc = queue_subscribe(c->a->q, name, &cfg, on_queue_done, c);
+    int rc = store_receiver(c, &cfg, on_queue_done);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot create the queue: %s", err_str(rc));
 }
 
@@ -467,14 +509,25 @@ static void list_queues(sqs_call *c)
     sqs_ok(c, out);
 }
 
+static void on_retention_cleared(void *data, int status)
+{
+    (void)status; /* the queue is gone either way; a topic's retention is the operator's */
+    sqs_ok(data, NULL);
+}
+
 static void on_topic_deleted(void *data, int status, uint64_t count)
 {
     (void)count;
     sqs_call *c = data;
-    /* Busy: triggers read the topic; it stays theirs, the queue is gone. */
+    /* Busy: triggers read the topic; it stays theirs, the queue is gone,
+     * and so is the queue's retention under them. */
     if (status && status != ERR_BUSY && status != ERR_NOTFOUND)
         return sqs_fail(c, SQS_UNAVAILABLE, "cannot delete the queue's messages: %s",
                         err_str(status));
+    if (status == ERR_BUSY && !(queue_flags(c->a->q) & QUEUE_SHARED)) {
+        queue_retention none = {0};
+        if (queue_topic_retention(c->a->q, c->queue, &none, on_retention_cleared, c) == 0) return;
+    }
     sqs_ok(c, NULL);
 }
 
@@ -1007,7 +1060,7 @@ static void set_queue_attributes(sqs_call *c)
     if (!st.created_s) st.created_s = st.modified_s; /* made before it was kept: from now */
     queue_sub_config cfg;
     config_of(&st, &cfg);
-    int rc = queue_subscribe(c->a->q, c->queue, &cfg, on_settings_done, c);
+    int rc = store_receiver(c, &cfg, on_settings_done);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot change the queue: %s", err_str(rc));
 }
 

@@ -177,13 +177,19 @@ typedef struct queue_sub_stats {
 } queue_sub_stats;
 
 /* How much a topic nobody consumes keeps; 0 is no limit. Retention deletes
- * the oldest stored messages while the topic has no subscription only: a
- * message some subscription has not settled is never deleted by it (and a
- * settled one leaves the store anyway). */
+ * the oldest stored messages while the topic has no subscription only
+ * (unless under_subscriptions): a message some subscription has not settled
+ * is never deleted by it (and a settled one leaves the store anyway). */
 typedef struct queue_retention {
     uint64_t max_age_ms;
     uint64_t max_bytes; /* payload and key bytes of the stored messages */
     uint64_t max_messages;
+    /* max_age_ms applies while subscriptions read the topic too (an SQS
+     * queue's MessageRetentionPeriod): an older message goes for every one
+     * of them, but one leased now, which its consumer settles as usual. The
+     * SQLite queue only; max_bytes and max_messages never apply under
+     * subscriptions. */
+    uint64_t under_subscriptions; /* 0 or 1; 64 bits: no padding in the struct */
 } queue_retention;
 
 typedef struct queue_topic_stats {

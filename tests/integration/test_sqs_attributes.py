@@ -6,6 +6,7 @@ ApproximateFirstReceiveTimestamp). Time is checked from below only."""
 
 import time
 
+from conftest import wait_for
 from test_sqs import attributes, create, error_of, ok
 
 
@@ -57,7 +58,9 @@ def test_system_attributes_of_a_receive(spated):
 def test_messages_older_than_the_retention_expire(spated):
     """The shortest retention SQS allows is a minute: this test waits one."""
     url = create(spated, "brief", MessageRetentionPeriod=60)
+    unread = create(spated, "unread", MessageRetentionPeriod=60)
     ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": "old"})
+    ok(spated, "SendMessage", {"QueueUrl": unread, "MessageBody": "old"})
     sent = time.monotonic()
     # Received (and given back) while young: it is not lost early.
     m = ok(spated, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 0})["Messages"]
@@ -69,3 +72,8 @@ def test_messages_older_than_the_retention_expire(spated):
     assert [x["Body"] for x in got["Messages"]] == ["new"], got
     a = attributes(spated, url)
     assert a["ApproximateNumberOfMessages"] == "0", a
+    # A queue nobody reads loses them too (the store's retention, every second).
+    assert wait_for(lambda: attributes(spated, unread)["ApproximateNumberOfMessages"] == "0",
+                    timeout=30)
+    status, doc = spated.json("GET", "/v1/topics/unread")
+    assert status == 200 and doc["stored"] == 0, doc

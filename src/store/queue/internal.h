@@ -108,6 +108,9 @@ struct sq_topic {
     uint64_t retired_acked, retired_dead;
     queue_retention ret;
     int retaining; /* a retention pass is with the writer */
+    /* Retention under subscriptions: what was published before this has
+     * expired (a fetch still on its way may bring some back: left out). */
+    int64_t expired_ms;
     /* Deleted: hidden, and its memory kept (ops in flight point to it) until
      * a publish or a subscription brings the name back. */
     int deleted;
@@ -201,6 +204,8 @@ int sq_ready_insert(queue_sub *s, queue_msg *m);
 queue_msg *sq_ready_take(queue_sub *s, size_t pos);
 int sq_ready_full(const queue_sub *s);
 int sq_heap_push(queue_sub *s, sq_lease *l);
+/* Frees the retries published before cutoff_ms (their rows deleted too). */
+void sq_heap_drop_older(queue_sub *s, int64_t cutoff_ms);
 sq_lease *sq_heap_pop(queue_sub *s);
 void sq_arm_retry(queue_sub *s);
 int sq_key_busy(const queue_sub *s, const queue_msg *m);

@@ -221,6 +221,28 @@ int sq_heap_push(queue_sub *s, sq_lease *l)
     return 0;
 }
 
+void sq_heap_drop_older(queue_sub *s, int64_t cutoff_ms)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->nheap; i++) {
+        sq_lease *l = s->heap[i];
+        if (l->base.msg->published_ms >= cutoff_ms) {
+            l->heap_index = k;
+            s->heap[k++] = l;
+            continue;
+        }
+        s->retry_bytes -= l->base.msg->len;
+        if (l->base.attempt == 0) s->ndelayed--;
+        sq_key_free(s, l->base.msg);
+        if (l->in_retry_table) sq_submit_retry(l, NULL);
+        sq_lease_free(l);
+    }
+    if (k == s->nheap) return;
+    s->nheap = k;
+    for (uint32_t i = k / 2; i-- > 0;) heap_down(s, i);
+    sq_mark_dirty(s);
+}
+
 sq_lease *sq_heap_pop(queue_sub *s)
 {
     sq_lease *top = s->heap[0];

@@ -622,6 +622,50 @@ static void delayed_publish(void)
     close_queue();
 }
 
+/* An age limit under subscriptions: what is older goes for each of them (a
+ * retry and a ready message), the leased one stays until settled; younger
+ * ones stay; the flag is kept across a restart. */
+static void retention_under_subscriptions(void)
+{
+    fresh();
+    queue_sub *s = subscribe("q", "f", NULL, 0);
+    queue_sub *t = subscribe("q", "g", NULL, 0);
+    publish("q", NULL, "old1");
+    publish("q", NULL, "old2");
+    publish("q", NULL, "old3");
+    queue_lease *held = lease_wait(s); /* old1, leased now */
+    queue_lease *retry = queue_lease_next(s);
+    CHECK(held && retry);
+    if (!held || !retry) return;
+    queue_nack(retry, 600000, "later"); /* old2 waits as a retry */
+    /* Old by 3 s; young will have 3 s to be leased before it is old too. */
+    run_for(3100);
+    queue_retention ret = {.max_age_ms = 3000, .under_subscriptions = 1};
+    result r = {0};
+    CHECK_INT(queue_topic_retention(q, "q", &ret, on_done, &r), 0);
+    CHECK_INT(run_until(&r.done), 0);
+    publish("q", NULL, "young");
+    /* Only old1 (leased by f) and young are left in the store. */
+    CHECK_INT(stored_becomes("q", 2), 0);
+    queue_lease *l = lease_wait(s);
+    CHECK(l && msg_is(l->msg, "young"));
+    if (l) queue_ack(l);
+    CHECK(queue_lease_next(s) == NULL);
+    l = lease_wait(t); /* g never leased old1: gone for it too */
+    CHECK(l && msg_is(l->msg, "young"));
+    if (l) queue_ack(l);
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
+    CHECK_INT(ss.retrying, 0);
+    CHECK_INT(ss.leased, 1);
+    queue_ack(held);
+    close_queue();
+    open_queue();
+    CHECK_INT(topic_stats("q").retention.under_subscriptions, 1);
+    CHECK_INT(topic_stats("q").retention.max_age_ms, 3000);
+    close_queue();
+}
+
 /* A purge deletes what is stored but the leased messages; the subscription
  * goes on from the next publish. */
 static void purge(void)
@@ -698,6 +742,7 @@ int main(void)
     RUN(retention_trim);
     RUN(attributes);
     RUN(delayed_publish);
+    RUN(retention_under_subscriptions);
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_INT(uv_loop_close(&loop), 0);
