@@ -61,9 +61,11 @@
  *
  * Retention: MessageRetentionPeriod is the receiver's batch_size (seconds;
  * 0: SQS's default); every lease from a receiver goes through
- * triggers_receiver_next, which deletes (acks) what is older. Lazy: a queue
- * nobody reads keeps its expired messages (a sweep would need a queue call
- * that deletes by age under subscriptions: not done yet).
+ * triggers_receiver_next, which deletes (acks) what is older, and the
+ * queue's topic carries it as an age limit under its subscriptions
+ * (queue_retention.under_subscriptions, set with the receiver's settings),
+ * so that what nobody receives expires too. The JetStream queue keeps no
+ * such limit yet: in cluster mode receiving alone expires messages.
  * CreatedTimestamp and LastModifiedTimestamp live in the receiver's
  * qualifier ("CREATED MODIFIED", epoch seconds): a receiver invokes nothing.
  *
