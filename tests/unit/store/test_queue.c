@@ -666,6 +666,43 @@ static void retention_under_subscriptions(void)
     close_queue();
 }
 
+/* A message leased again after a retry has a leased entry and a retry row:
+ * after a restart it is delivered once, at the attempt it was at, and its
+ * row goes with its ack. */
+static void restore_once_after_retry(void)
+{
+    fresh();
+    queue_sub *s = subscribe("r", "f", NULL, 0);
+    publish("r", NULL, "m");
+    queue_lease *l = lease_wait(s);
+    CHECK(l != NULL);
+    if (!l) return;
+    queue_nack(l, 0, "again");
+    l = lease_wait(s);
+    CHECK(l && l->attempt == 2);
+    run_for(50); /* its state committed, it in flight */
+    close_queue();
+    open_queue();
+    s = queue_find_sub(q, "r", "f");
+    CHECK(s != NULL);
+    if (!s) return;
+    l = lease_wait(s);
+    CHECK(l && l->attempt == 2 && msg_is(l->msg, "m"));
+    if (l) queue_ack(l);
+    run_for(100);
+    CHECK(queue_lease_next(s) == NULL);
+    queue_sub_stats ss;
+    queue_sub_get_stats(s, &ss);
+    CHECK_INT(ss.depth, 0);
+    close_queue();
+    /* And its retry row went with the ack. */
+    open_queue();
+    s = queue_find_sub(q, "r", "f");
+    run_for(100);
+    CHECK(s && queue_lease_next(s) == NULL);
+    close_queue();
+}
+
 /* A purge deletes what is stored but the leased messages; the subscription
  * goes on from the next publish. */
 static void purge(void)
@@ -743,6 +780,7 @@ int main(void)
     RUN(attributes);
     RUN(delayed_publish);
     RUN(retention_under_subscriptions);
+    RUN(restore_once_after_retry);
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_INT(uv_loop_close(&loop), 0);
