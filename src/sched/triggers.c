@@ -612,13 +612,19 @@ static int gather(trigger *t, queue_sub *src)
 static void drain_own(trigger *t)
 {
     queue_lease *l;
+    t->pumping = 1; /* an event an ack may bring does not pump again inside */
     while ((l = queue_lease_next(t->sub))) queue_ack(l);
+    t->pumping = 0;
 }
 
 static void pump(trigger *t)
 {
     triggers *tr = t->owner;
     if (tr->closing || t->pumping || t->stalled || !t->fs) return;
+    queue_sub *src = source_of(t);
+    /* Even while its function is missing: what the receiver has is the
+     * queue's, and the own subscription must not hold it in the store. */
+    if (src != t->sub) drain_own(t);
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) {
@@ -649,9 +655,7 @@ static void pump(trigger *t)
     int batches = batched(cfg);
     /* Changed to one message per call while a batch gathered: back they go. */
     if (!batches && (t->npending || t->carry)) release_pending(t);
-    queue_sub *src = source_of(t);
     t->pumping = 1;
-    if (src != t->sub) drain_own(t);
     while (!t->stalled && fs->inflight < allowed &&
            (!cfg->max_concurrency || t->inflight < cfg->max_concurrency)) {
         if (batches) {
