@@ -77,6 +77,15 @@
  * Only the SQLite queue keeps delays (QUEUE_DELAYS): in cluster mode a
  * delay over 0 is refused.
  *
+ * FIFO queues (.fifo): the receiver is ordered (cfg.ordered), a message's
+ * MessageGroupId its key, so the queue leases one message per group at a
+ * time, in order, to ReceiveMessage and triggers alike;
+ * ContentBasedDeduplication is the receiver's report_failures. Deduplication
+ * ids (given, or the body's SHA-256) are remembered 5 minutes in this
+ * process (sqs_recv.c: a map and a list by age, bounded), not durably. A
+ * FIFO queue takes no delay yet: a delayed message waits as a retry, and a
+ * retry's lease does not look at its group's order.
+ *
  * SendMessage(Batch) answers after the queue's commit (fsync, the group
  * commit): an acknowledged message survives kill -9.
  */
@@ -179,6 +188,7 @@ void sqs_query_action(const char *body, size_t len, char action[40]);
 #define SQS_ATTR_SENT_TIMESTAMP 2u
 #define SQS_ATTR_FIRST_RECEIVE 4u
 #define SQS_ATTR_SENDER 8u
+#define SQS_ATTR_FIFO 16u /* MessageGroupId and SequenceNumber */
 
 /* ReceiveMessage on c->queue's receiver sub: up to max messages, each
  * invisible for visibility_s, waiting up to wait_s for the first. Answers c. */
@@ -199,6 +209,11 @@ uint64_t sqs_held_count(api *a, const char *qname);
 void sqs_forget_queue(api *a, const char *qname);
 /* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
 void sqs_delete_held(api *a, const char *qname);
+/* FIFO deduplication (SQS's 5-minute window, in this process: a restart
+ * forgets it): whether id was sent to qname within the window (*seq: the
+ * message it made), and noting one sent. */
+int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq);
+void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq);
 /* The deterministic MessageId of a queue's message seq (a UUID's shape). */
 void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
 
