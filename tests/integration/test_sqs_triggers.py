@@ -141,3 +141,32 @@ def test_a_queue_with_a_trigger_loses_nothing_on_kill_9(spated, tmp_path):
     wait_for(lambda: attributes(spated, url)["ApproximateNumberOfMessages"] == "0" and
              attributes(spated, url)["ApproximateNumberOfMessagesNotVisible"] == "0", timeout=30)
     assert ok(spated, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 1}) == {}
+
+
+def test_a_trigger_on_a_fifo_queue_keeps_each_group_in_order(spated, tmp_path):
+    """The trigger leases from the FIFO queue's ordered receiver: a batch has
+    at most one message of a group, and a group's messages run in send
+    order, a failed one (retried after the visibility timeout) before the
+    next of its group."""
+    record = deploy_batcher(spated, tmp_path)
+    url = create(spated, "steps.fifo", FifoQueue="true", VisibilityTimeout=1)
+    trigger_on(spated, "steps.fifo", "batcher", "--batch-size", "10")
+    sent = {"a": ["a1", "fail-a2", "a3"], "b": ["b1", "b2"]}
+    entries = []
+    for group, bodies in sent.items():
+        for body in bodies:
+            entries.append({"Id": body, "MessageBody": body, "MessageGroupId": group,
+                            "MessageDeduplicationId": body})
+    ok(spated, "SendMessageBatch", {"QueueUrl": url, "Entries": entries})
+
+    # fail-a2 fails for ever (no redrive policy): a3 never runs after it.
+    def ran():
+        return [b for b, _, _ in seen(record)]
+    assert wait_for(lambda: ran().count("fail-a2") >= 3 and "b2" in ran(), timeout=60), ran()
+    order = ran()
+    assert "a3" not in order, order
+    assert order.index("a1") < order.index("fail-a2")
+    assert order.index("b1") < order.index("b2")
+    for e in events(record):
+        groups = [r["attributes"]["MessageGroupId"] for r in records_of(e)]
+        assert len(groups) == len(set(groups)), e
