@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "api/sqs.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/limits.h"
@@ -160,7 +161,8 @@ static int int_of(sqs_call *c, const cJSON *in, const char *name, long min, long
     return 0;
 }
 
-/* A queue name SQS accepts (no FIFO queues yet: no '.'). */
+/* [A-Za-z0-9_-], 1..80: batch entry ids, and queue names but a FIFO
+ * queue's suffix. */
 static int queue_name_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -170,6 +172,26 @@ static int queue_name_ok(const char *s)
               (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
             return 0;
     return 1;
+}
+
+/* Whether name is a FIFO queue's (it ends in .fifo). */
+static int fifo_name(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 5 && strcmp(s + n - 5, ".fifo") == 0;
+}
+
+/* A queue name SQS accepts: 1..80 of [A-Za-z0-9_-], or such a name (up to
+ * 75) and .fifo. */
+static int name_ok(const char *s)
+{
+    char base[SPATE_SQS_NAME_MAX + 1];
+    size_t n = strlen(s);
+    if (n == 0 || n > SPATE_SQS_NAME_MAX) return 0;
+    if (!fifo_name(s)) return queue_name_ok(s);
+    memcpy(base, s, n - 5);
+    base[n - 5] = '\0';
+    return queue_name_ok(base);
 }
 
 static queue_sub *receiver(sqs_call *c)
@@ -190,7 +212,7 @@ static int queue_of(sqs_call *c)
     }
     const char *p = strstr(url, "/" SQS_ACCOUNT "/");
     const char *name = p ? p + sizeof SQS_ACCOUNT + 1 : NULL;
-    if (!name || !queue_name_ok(name)) {
+    if (!name || !name_ok(name)) {
         sqs_fail(c, SQS_INVALID_ADDRESS, "the address %.200s is not valid for this endpoint", url);
         return -1;
     }
@@ -214,6 +236,11 @@ static cJSON *queue_url(const sqs_call *c, const char *name)
 /* The attributes a queue keeps (api/sqs.h: in its receiver's configuration). */
 typedef struct queue_settings {
     long visibility_s, wait_s;
+    long delay_s;                                 /* DelaySeconds */
+    long retention_s;                             /* MessageRetentionPeriod */
+    long long created_s, modified_s;              /* 0: not known (made before they were kept) */
+    int fifo;                                     /* FifoQueue: its name ends in .fifo */
+    int content_dedup;                            /* ContentBasedDeduplication */
     long max_receives;                            /* RedrivePolicy's maxReceiveCount; 0: none */
     char dlq[sizeof((queue_sub_config *)0)->dlq]; /* its dead-letter queue (a queue name) */
 } queue_settings;
@@ -222,6 +249,13 @@ static void settings_of(const queue_sub_config *cfg, queue_settings *out)
 {
     out->visibility_s = cfg->deadline_ms / 1000;
     out->wait_s = cfg->batch_window_ms / 1000;
+    out->delay_s = cfg->max_concurrency;
+    out->retention_s = cfg->batch_size ? cfg->batch_size : TRIGGERS_RETENTION_DEFAULT_S;
+    out->fifo = cfg->ordered;
+    out->content_dedup = cfg->report_failures;
+    out->created_s = out->modified_s = 0;
+    if (sscanf(cfg->qualifier, "%lld %lld", &out->created_s, &out->modified_s) != 2)
+        out->created_s = out->modified_s = 0;
     out->max_receives = cfg->dlq[0] ? cfg->max_attempts : 0;
     snprintf(out->dlq, sizeof out->dlq, "%s", cfg->max_attempts ? cfg->dlq : "");
 }
@@ -232,6 +266,12 @@ static void config_of(const queue_settings *st, queue_sub_config *cfg)
     snprintf(cfg->function, sizeof cfg->function, "%s", TRIGGERS_RECEIVER);
     cfg->deadline_ms = (uint32_t)st->visibility_s * 1000;
     cfg->batch_window_ms = (uint32_t)st->wait_s * 1000;
+    cfg->max_concurrency = (uint32_t)st->delay_s;
+    cfg->batch_size = (uint32_t)st->retention_s;
+    cfg->ordered = st->fifo; /* one message in flight per group, in order */
+    cfg->report_failures = st->content_dedup;
+    if (st->created_s)
+        snprintf(cfg->qualifier, sizeof cfg->qualifier, "%lld %lld", st->created_s, st->modified_s);
     cfg->max_attempts = (uint32_t)st->max_receives;
     snprintf(cfg->dlq, sizeof cfg->dlq, "%s", st->dlq);
 }
@@ -239,7 +279,9 @@ static void config_of(const queue_settings *st, queue_sub_config *cfg)
 static int same_settings(const queue_settings *a, const queue_settings *b)
 {
     return a->visibility_s == b->visibility_s && a->wait_s == b->wait_s &&
-           a->max_receives == b->max_receives && strcmp(a->dlq, b->dlq) == 0;
+           a->delay_s == b->delay_s && a->retention_s == b->retention_s && a->fifo == b->fifo &&
+           a->content_dedup == b->content_dedup && a->max_receives == b->max_receives &&
+           strcmp(a->dlq, b->dlq) == 0;
 }
 
 /* RedrivePolicy: {"deadLetterTargetArn": "arn:aws:sqs:R:000000000000:DLQ",
@@ -260,7 +302,7 @@ static int read_redrive(sqs_call *c, const char *text, queue_settings *st)
                                    : 0;
     const char *name = cJSON_IsString(arn) ? strrchr(arn->valuestring, ':') : NULL;
     int ok = name && strncmp(arn->valuestring, "arn:aws:sqs:", 12) == 0 &&
-             strstr(arn->valuestring, ":" SQS_ACCOUNT ":") && queue_name_ok(name + 1) && n >= 1 &&
+             strstr(arn->valuestring, ":" SQS_ACCOUNT ":") && name_ok(name + 1) && n >= 1 &&
              n <= 1000;
     if (ok) {
         snprintf(st->dlq, sizeof st->dlq, "%s", name + 1);
@@ -304,6 +346,22 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
             if (read_redrive(c, a->valuestring, st)) return -1;
             continue;
         }
+        /* FIFO's: fixed by the name (FifoQueue), or FIFO only. */
+        int yes = strcmp(a->valuestring, "true") == 0;
+        int boolean = yes || strcmp(a->valuestring, "false") == 0;
+        if (strcmp(a->string, "FifoQueue") == 0 ||
+            strcmp(a->string, "ContentBasedDeduplication") == 0) {
+            int fifo_attr = a->string[0] == 'F';
+            if (!boolean || (fifo_attr && yes != st->fifo) || (!fifo_attr && yes && !st->fifo)) {
+                sqs_fail(c, SQS_ATTR_VALUE,
+                         "invalid value for the parameter %s: a FIFO queue's name ends in .fifo "
+                         "and its FifoQueue is true; ContentBasedDeduplication is FIFO's",
+                         a->string);
+                return -1;
+            }
+            if (!fifo_attr) st->content_dedup = yes;
+            continue;
+        }
         char *end = NULL;
         long v = strtol(a->valuestring, &end, 10);
         int num = end != a->valuestring && *end == '\0';
@@ -313,8 +371,13 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
             into = &st->visibility_s, hi = SPATE_SQS_VISIBILITY_MAX;
         else if (strcmp(a->string, "ReceiveMessageWaitTimeSeconds") == 0)
             into = &st->wait_s, hi = SPATE_SQS_WAIT_MAX;
+        /* 0 only where the queue cannot delay, and on a FIFO queue (a delayed
+         * message waits as a retry, which its group's order would not see). */
         else if (strcmp(a->string, "DelaySeconds") == 0)
-            fixed = 0;
+            into = &st->delay_s,
+            hi = queue_flags(c->a->q) & QUEUE_DELAYS && !st->fifo ? SPATE_SQS_DELAY_MAX : 0;
+        else if (strcmp(a->string, "MessageRetentionPeriod") == 0)
+            into = &st->retention_s, lo = SPATE_SQS_RETENTION_MIN, hi = SPATE_SQS_RETENTION_MAX;
         else if (strcmp(a->string, "MaximumMessageSize") == 0)
             fixed = SPATE_SQS_MESSAGE_MAX;
         else {
@@ -352,6 +415,48 @@ static void on_queue_done(void *data, int status)
     sqs_ok(c, out);
 }
 
+/* The receiver's settings are stored: its topic's retention follows the
+ * queue's (max_age_ms under its subscriptions, so that messages nobody
+ * receives expire too), then done answers. Not in cluster mode, whose
+ * queue keeps no retention under subscriptions: there receiving alone
+ * deletes what is older (triggers_receiver_next). */
+typedef struct stored_ctx {
+    sqs_call *c;
+    queue_done_cb done;
+} stored_ctx;
+
+static void on_retention_set(void *data, int status)
+{
+    stored_ctx *s = data;
+    sqs_call *c = s->c;
+    queue_done_cb done = s->done;
+    free(s);
+    done(c, status);
+}
+
+static void on_receiver_stored(void *data, int status)
+{
+    stored_ctx *s = data;
+    queue_sub *sub = status ? NULL : receiver(s->c);
+    if (!sub || queue_flags(s->c->a->q) & QUEUE_SHARED) return on_retention_set(s, status);
+    queue_settings st;
+    settings_of(queue_sub_get_config(sub), &st);
+    queue_retention r = {.max_age_ms = (uint64_t)st.retention_s * 1000, .under_subscriptions = 1};
+    int rc = queue_topic_retention(s->c->a->q, s->c->queue, &r, on_retention_set, s);
+    if (rc) on_retention_set(s, rc);
+}
+
+/* Stores the receiver's configuration cfg, then its retention; done gets c. */
+static int store_receiver(sqs_call *c, const queue_sub_config *cfg, queue_done_cb done)
+{
+    stored_ctx *s = malloc(sizeof *s);
+    if (!s) return ERR_NOMEM;
+    *s = (stored_ctx){c, done};
+    int rc = queue_subscribe(c->a->q, c->queue, cfg, on_receiver_stored, s);
+    if (rc) free(s);
+    return rc;
+}
+
 static void create_queue(sqs_call *c)
 {
     int bad = 0;
@@ -359,17 +464,22 @@ static void create_queue(sqs_call *c)
     if (!name)
         return sqs_fail(c, bad ? SQS_INVALID_PARAMETER : SQS_MISSING_PARAMETER,
                         "the request must contain the parameter QueueName");
-    if (strlen(name) > 5 && strcmp(name + strlen(name) - 5, ".fifo") == 0)
-        return sqs_fail(c, SQS_UNSUPPORTED, "FIFO queues are not supported yet");
-    if (!queue_name_ok(name))
+    if (!name_ok(name))
         return sqs_fail(c, SQS_INVALID_PARAMETER,
                         "can only include alphanumeric characters, hyphens, or underscores. 1 "
-                        "to 80 in length");
+                        "to 80 in length; a FIFO queue's name ends in .fifo");
     if (cJSON_GetObjectItemCaseSensitive(c->in, "tags"))
         return sqs_fail(c, SQS_UNSUPPORTED, "queue tags are not supported yet");
     snprintf(c->queue, sizeof c->queue, "%s", name);
-    queue_settings st = {SPATE_SQS_VISIBILITY_DEFAULT, 0, 0, ""};
-    if (read_settings(c, cJSON_GetObjectItemCaseSensitive(c->in, "Attributes"), &st)) return;
+    queue_settings st = {.visibility_s = SPATE_SQS_VISIBILITY_DEFAULT,
+                         .retention_s = TRIGGERS_RETENTION_DEFAULT_S};
+    st.fifo = fifo_name(name);
+    const cJSON *given = cJSON_GetObjectItemCaseSensitive(c->in, "Attributes");
+    const cJSON *fq = cJSON_GetObjectItemCaseSensitive(given, "FifoQueue");
+    if (st.fifo && !(cJSON_IsString(fq) && strcmp(fq->valuestring, "true") == 0))
+        return sqs_fail(c, SQS_INVALID_PARAMETER,
+                        "a FIFO queue (its name ends in .fifo) needs the attribute FifoQueue true");
+    if (read_settings(c, given, &st)) return;
     queue_sub *sub = receiver(c);
     if (sub) { /* SQS: the same attributes answer its URL, others refuse */
         queue_settings have;
@@ -379,9 +489,10 @@ static void create_queue(sqs_call *c)
                             "a queue already exists with the same name and different attributes");
         return on_queue_done(c, 0);
     }
+    st.created_s = st.modified_s = (long long)(clock_now_ms() / 1000);
     queue_sub_config cfg;
     config_of(&st, &cfg);
-    int rc = queue_subscribe(c->a->q, name, &cfg, on_queue_done, c);
+    int rc = store_receiver(c, &cfg, on_queue_done);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot create the queue: %s", err_str(rc));
 }
 
@@ -392,7 +503,7 @@ static void get_queue_url(sqs_call *c)
     if (!name)
         return sqs_fail(c, bad ? SQS_INVALID_PARAMETER : SQS_MISSING_PARAMETER,
                         "the request must contain the parameter QueueName");
-    if (!queue_name_ok(name) || (snprintf(c->queue, sizeof c->queue, "%s", name), !receiver(c)))
+    if (!name_ok(name) || (snprintf(c->queue, sizeof c->queue, "%s", name), !receiver(c)))
         return sqs_fail(c, SQS_NO_QUEUE, "the specified queue does not exist");
     cJSON *out = cJSON_CreateObject();
     cJSON_AddItemToObject(out, "QueueUrl", queue_url(c, name));
@@ -435,8 +546,7 @@ static void list_queues(sqs_call *c)
     if (bad) return sqs_fail(c, SQS_INVALID_PARAMETER, "QueueNamePrefix and NextToken are strings");
     long max = 0;
     if (int_of(c, c->in, "MaxResults", 1, 1000, &max)) return;
-    if (token && !queue_name_ok(token))
-        return sqs_fail(c, SQS_INVALID_PARAMETER, "invalid NextToken");
+    if (token && !name_ok(token)) return sqs_fail(c, SQS_INVALID_PARAMETER, "invalid NextToken");
     list_ctx l = {c, prefix ? prefix : "", token ? token : "", max, cJSON_CreateArray(), NULL, 0};
     queue_each_sub(c->a->q, list_one, &l);
     cJSON *out = cJSON_CreateObject();
@@ -449,14 +559,25 @@ static void list_queues(sqs_call *c)
     sqs_ok(c, out);
 }
 
+static void on_retention_cleared(void *data, int status)
+{
+    (void)status; /* the queue is gone either way; a topic's retention is the operator's */
+    sqs_ok(data, NULL);
+}
+
 static void on_topic_deleted(void *data, int status, uint64_t count)
 {
     (void)count;
     sqs_call *c = data;
-    /* Busy: triggers read the topic; it stays theirs, the queue is gone. */
+    /* Busy: triggers read the topic; it stays theirs, the queue is gone,
+     * and so is the queue's retention under them. */
     if (status && status != ERR_BUSY && status != ERR_NOTFOUND)
         return sqs_fail(c, SQS_UNAVAILABLE, "cannot delete the queue's messages: %s",
                         err_str(status));
+    if (status == ERR_BUSY && !(queue_flags(c->a->q) & QUEUE_SHARED)) {
+        queue_retention none = {0};
+        if (queue_topic_retention(c->a->q, c->queue, &none, on_retention_cleared, c) == 0) return;
+    }
     sqs_ok(c, NULL);
 }
 
@@ -500,6 +621,11 @@ static void get_queue_attributes(sqs_call *c)
         "DelaySeconds",
         "MaximumMessageSize",
         "RedrivePolicy",
+        "MessageRetentionPeriod",
+        "CreatedTimestamp",
+        "LastModifiedTimestamp",
+        "FifoQueue",
+        "ContentBasedDeduplication",
     };
     unsigned want = 0;
     const cJSON *n;
@@ -527,12 +653,15 @@ static void get_queue_attributes(sqs_call *c)
         cJSON_AddStringToObject(at, "QueueArn", arn);
     }
     /* depth counts what is leased (held here) and what waits for a retry. */
-    if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", ss.depth - ss.leased);
+    /* and the delayed ones, which wait as retries at attempt 0. */
+    uint64_t visible = ss.depth - ss.leased;
+    visible = visible > ss.delayed ? visible - ss.delayed : 0;
+    if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", visible);
     if (want & 1u << 3) add_number(at, "ApproximateNumberOfMessagesNotVisible", held);
-    if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", 0);
+    if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", ss.delayed);
     if (want & 1u << 5) add_number(at, "VisibilityTimeout", (uint64_t)st.visibility_s);
     if (want & 1u << 6) add_number(at, "ReceiveMessageWaitTimeSeconds", (uint64_t)st.wait_s);
-    if (want & 1u << 7) add_number(at, "DelaySeconds", 0);
+    if (want & 1u << 7) add_number(at, "DelaySeconds", (uint64_t)st.delay_s);
     if (want & 1u << 8) add_number(at, "MaximumMessageSize", SPATE_SQS_MESSAGE_MAX);
     if (want & 1u << 9 && st.max_receives) {
         char policy[300];
@@ -542,6 +671,14 @@ static void get_queue_attributes(sqs_call *c)
                  c->region, st.dlq, st.max_receives);
         cJSON_AddStringToObject(at, "RedrivePolicy", policy);
     }
+    if (want & 1u << 10) add_number(at, "MessageRetentionPeriod", (uint64_t)st.retention_s);
+    if (want & 1u << 11 && st.created_s) add_number(at, "CreatedTimestamp", (uint64_t)st.created_s);
+    if (want & 1u << 12 && st.modified_s)
+        add_number(at, "LastModifiedTimestamp", (uint64_t)st.modified_s);
+    if (want & 1u << 13 && st.fifo) cJSON_AddStringToObject(at, "FifoQueue", "true");
+    if (want & 1u << 14 && st.fifo)
+        cJSON_AddStringToObject(at, "ContentBasedDeduplication",
+                                st.content_dedup ? "true" : "false");
     if (cJSON_GetArraySize(at) > 0)
         cJSON_AddItemToObject(out, "Attributes", at);
     else
@@ -567,11 +704,68 @@ static int contents_ok(const char *s, size_t len)
     return 1;
 }
 
-/* One message of a send: what SQS would refuse it for, else 0. */
-static int check_message(const cJSON *m, const char **body, cJSON **attrs, char *why, size_t cap)
+/* What a send may carry on its queue. */
+typedef struct send_rules {
+    int delays; /* the queue can keep a delay (queue_flags QUEUE_DELAYS) */
+    int fifo, content_dedup;
+} send_rules;
+
+/* A FIFO message's MessageGroupId or MessageDeduplicationId: 1..128 of
+ * ASCII letters, digits and punctuation (SQS's rule). */
+static int fifo_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > SPATE_SQS_FIFO_ID_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e) return 0;
+    return 1;
+}
+
+/* A message's FIFO members: *group and *dedup (NULL: not given; into m)
+ * as r allows them. -1, or an sqs_err with why. */
+static int check_fifo(const cJSON *m, const send_rules *r, long delay, const char **group,
+                      const char **dedup, char *why, size_t cap)
+{
+    int bad = 0;
+    *group = str_of(m, "MessageGroupId", &bad);
+    *dedup = str_of(m, "MessageDeduplicationId", &bad);
+    const char *wrong = bad                             ? "MessageGroupId or MessageDeduplicationId"
+                        : !r->fifo && *group            ? "MessageGroupId"
+                        : !r->fifo && *dedup            ? "MessageDeduplicationId"
+                        : r->fifo && delay > 0          ? "DelaySeconds"
+                        : *group && !fifo_id_ok(*group) ? "MessageGroupId"
+                        : *dedup && !fifo_id_ok(*dedup) ? "MessageDeduplicationId"
+                                                        : NULL;
+    if (wrong) {
+        snprintf(why, cap,
+                 "value for parameter %s is invalid: not valid for this queue type, or not 1 to "
+                 "%d ASCII letters, digits and punctuation",
+                 wrong, SPATE_SQS_FIFO_ID_MAX);
+        return SQS_INVALID_PARAMETER;
+    }
+    if (r->fifo && !*group) {
+        snprintf(why, cap, "the request must contain the parameter MessageGroupId");
+        return SQS_MISSING_PARAMETER;
+    }
+    if (r->fifo && !*dedup && !r->content_dedup) {
+        snprintf(why, cap,
+                 "the queue should either have ContentBasedDeduplication enabled or "
+                 "MessageDeduplicationId provided explicitly");
+        return SQS_INVALID_PARAMETER;
+    }
+    return -1;
+}
+
+/* One message of a send on a queue with rules r: what SQS would refuse it
+ * for, else -1 with *delay its DelaySeconds (-1: none given, the queue's
+ * applies) and, on a FIFO queue, *group and *dedup (check_fifo). */
+static int check_message(const cJSON *m, const send_rules *r, const char **body, cJSON **attrs,
+                         long *delay, const char **group, const char **dedup, char *why, size_t cap)
 {
     int bad = 0;
     *attrs = NULL;
+    *delay = -1;
+    *group = *dedup = NULL;
     *body = str_of(m, "MessageBody", &bad);
     if (!*body) {
         snprintf(why, cap, "the request must contain the parameter MessageBody");
@@ -596,17 +790,25 @@ static int check_message(const cJSON *m, const char **body, cJSON **attrs, char 
         return SQS_CONTENTS;
     }
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(m, "DelaySeconds");
-    if (d && !(cJSON_IsNumber(d) && d->valuedouble == 0)) {
-        snprintf(why, cap, "DelaySeconds other than 0 is not supported yet");
+    if (d && !(cJSON_IsNumber(d) && d->valuedouble >= 0 && d->valuedouble <= SPATE_SQS_DELAY_MAX &&
+               d->valuedouble == (double)(long)d->valuedouble)) {
+        snprintf(why, cap,
+                 "value for parameter DelaySeconds is invalid: must be between 0 and %d, if "
+                 "provided",
+                 SPATE_SQS_DELAY_MAX);
+        return SQS_INVALID_PARAMETER;
+    }
+    if (d) *delay = (long)d->valuedouble;
+    if (*delay > 0 && !r->delays) {
+        snprintf(why, cap, "DelaySeconds is not supported in cluster mode yet");
         return SQS_UNSUPPORTED;
     }
-    static const char *const later[] = {"MessageSystemAttributes", "MessageDeduplicationId",
-                                        "MessageGroupId"};
-    for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
-        if (cJSON_GetObjectItemCaseSensitive(m, later[i])) {
-            snprintf(why, cap, "%s is not supported yet", later[i]);
-            return SQS_UNSUPPORTED;
-        }
+    if (cJSON_GetObjectItemCaseSensitive(m, "MessageSystemAttributes")) {
+        snprintf(why, cap, "MessageSystemAttributes is not supported yet");
+        return SQS_UNSUPPORTED;
+    }
+    int fe = check_fifo(m, r, *delay, group, dedup, why, cap);
+    if (fe >= 0) return fe;
     size_t bytes;
     int e = sqs_attrs_read(cJSON_GetObjectItemCaseSensitive(m, "MessageAttributes"), attrs, &bytes,
                            why, cap);
@@ -631,6 +833,16 @@ typedef struct send_ctx {
     const cJSON *ids[SPATE_SQS_BATCH_MAX]; /* batch entries' Id members, into c->in */
     char md5[SPATE_SQS_BATCH_MAX][HASH_MD5_HEX_LEN + 1];
     cJSON *attrs[SPATE_SQS_BATCH_MAX]; /* normalized MessageAttributes (owned), or NULL */
+    long delay[SPATE_SQS_BATCH_MAX];   /* DelaySeconds; -1: the queue's */
+    /* FIFO: each entry's group (into c->in) and deduplication id (given, or
+     * the body's SHA-256); an entry deduplicated is not stored: dup_of the
+     * entry of this send it repeats, or -1 and seq the message it repeats. */
+    int fifo;
+    const char *group[SPATE_SQS_BATCH_MAX];
+    char dedup[SPATE_SQS_BATCH_MAX][SPATE_SQS_FIFO_ID_MAX + 1];
+    int dup[SPATE_SQS_BATCH_MAX];
+    int dup_of[SPATE_SQS_BATCH_MAX];
+    uint64_t seq[SPATE_SQS_BATCH_MAX]; /* known: a duplicate's; else set after the commit */
     char amd5[SPATE_SQS_BATCH_MAX][HASH_MD5_HEX_LEN + 1]; /* their digest; "" when none */
     cJSON *failed; /* batch: entries refused before the publish */
 } send_ctx;
@@ -652,7 +864,26 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
     cJSON_AddStringToObject(e, "MD5OfMessageBody", s->md5[i]);
     /* No digest without attributes: SDKs that verify it fail on an empty one. */
     if (s->amd5[i][0]) cJSON_AddStringToObject(e, "MD5OfMessageAttributes", s->amd5[i]);
+    if (s->fifo) {
+        char num[24];
+        snprintf(num, sizeof num, "%020llu", (unsigned long long)seq);
+        cJSON_AddStringToObject(e, "SequenceNumber", num);
+    }
     return e;
+}
+
+/* The seqs of a send committed from first_seq: the stored entries in
+ * order, a duplicate the seq of what it repeats; the new deduplication ids
+ * kept for SQS's window. */
+static void settle_seqs(send_ctx *s, uint64_t first_seq)
+{
+    uint64_t next = first_seq;
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->dup[i]) s->seq[i] = next++;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->dup[i] && s->dup_of[i] >= 0) s->seq[i] = s->seq[s->dup_of[i]];
+    for (size_t i = 0; s->fifo && i < s->n; i++)
+        if (!s->dup[i]) sqs_dedup_add(s->c->a, s->c->queue, s->dedup[i], s->seq[i]);
 }
 
 static void on_sent(void *data, int status, uint64_t first_seq)
@@ -664,13 +895,14 @@ static void on_sent(void *data, int status, uint64_t first_seq)
         return sqs_fail(c, SQS_UNAVAILABLE, "cannot store the message: %s (nothing was stored)",
                         err_str(status));
     }
+    settle_seqs(s, first_seq);
     cJSON *out;
     if (!s->batch) {
-        out = sent_entry(s, 0, first_seq);
+        out = sent_entry(s, 0, s->seq[0]);
     } else {
         out = cJSON_CreateObject();
         cJSON *ok = cJSON_AddArrayToObject(out, "Successful");
-        for (size_t i = 0; i < s->n; i++) cJSON_AddItemToArray(ok, sent_entry(s, i, first_seq + i));
+        for (size_t i = 0; i < s->n; i++) cJSON_AddItemToArray(ok, sent_entry(s, i, s->seq[i]));
         cJSON_AddItemToObject(out, "Failed", s->failed);
         s->failed = NULL;
     }
@@ -678,64 +910,126 @@ static void on_sent(void *data, int status, uint64_t first_seq)
     sqs_ok(c, out);
 }
 
-/* Publishes bodies[0..n) and s->attrs (checked) in one commit; answers c.
- * A message's attributes go with it as queue_attrs (sqs_attrs.c), which the
- * queue copies. */
+/* FIFO: each entry's deduplication id (given, or the SHA-256 of its body),
+ * and whether it repeats one sent within SQS's window or earlier in this
+ * send (then it is answered as that one and not stored). */
+static void deduplicate(send_ctx *s, const char *const *bodies, const char *const *given)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        s->dup_of[i] = -1;
+        if (given[i])
+            snprintf(s->dedup[i], sizeof s->dedup[i], "%s", given[i]);
+        else
+            hash_sha256_hex(bodies[i], strlen(bodies[i]), s->dedup[i]);
+        for (size_t j = 0; j < i && !s->dup[i]; j++)
+            if (!s->dup[j] && strcmp(s->dedup[j], s->dedup[i]) == 0) {
+                s->dup[i] = 1;
+                s->dup_of[i] = (int)j;
+            }
+        if (!s->dup[i] && sqs_dedup_find(s->c->a, s->c->queue, s->dedup[i], &s->seq[i]))
+            s->dup[i] = 1;
+    }
+}
+
+/* Publishes bodies[0..n) and s->attrs (checked) in one commit, but the
+ * duplicates a FIFO queue drops (s->dup); answers c. A message's attributes
+ * go with it as queue_attrs (sqs_attrs.c), which the queue copies; a FIFO
+ * message's group is its key. */
 static void publish(send_ctx *s, const char *const *bodies)
 {
     sqs_call *c = s->c;
-    if (s->n == 0) return on_sent(s, 0, 0); /* a batch whose every entry was refused */
-    size_t total = 0;
-    for (size_t i = 0; i < s->n; i++) total += strlen(bodies[i]);
+    size_t total = 0, stored = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        total += strlen(bodies[i]) + (s->group[i] ? strlen(s->group[i]) + 1 : 0);
+        hash_md5_hex(bodies[i], strlen(bodies[i]), s->md5[i]);
+        stored += !s->dup[i];
+    }
+    if (stored == 0) return on_sent(s, 0, 0); /* every entry refused or a duplicate */
+    queue_sub *r = receiver(c);               /* there: the send checked it, nothing ran since */
+    queue_settings st = {0};
+    if (r) settings_of(queue_sub_get_config(r), &st);
+    long queue_delay = st.delay_s;
     buf body;
     buf_init(&body, total);
     queue_input in[SPATE_SQS_BATCH_MAX];
     queue_attrs qa[SPATE_SQS_BATCH_MAX];
     char *json[SPATE_SQS_BATCH_MAX] = {0};
-    size_t off[SPATE_SQS_BATCH_MAX];
+    size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX];
     int failed = 0;
+    size_t k = 0; /* inputs made */
     for (size_t i = 0; i < s->n && !failed; i++) {
+        if (s->dup[i]) continue;
         size_t len = strlen(bodies[i]);
-        off[i] = body.len;
-        hash_md5_hex(bodies[i], len, s->md5[i]);
-        in[i] = (queue_input){.len = (uint32_t)len};
+        off[k] = body.len;
+        in[k] = (queue_input){.len = (uint32_t)len,
+                              .delay_ms =
+                                  (uint32_t)(s->delay[i] >= 0 ? s->delay[i] : queue_delay) * 1000};
         failed = buf_append(&body, bodies[i], len) != 0;
-        if (!s->attrs[i] || failed) continue;
-        json[i] = cJSON_PrintUnformatted(s->attrs[i]);
-        failed = !json[i] || sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
-        if (failed) continue;
-        qa[i] = (queue_attrs){.source = SQS_ATTRS_SOURCE,
-                              .headers = json[i],
-                              .headers_len = (uint32_t)strlen(json[i])};
-        in[i].attrs = &qa[i];
+        if (!failed && s->group[i]) { /* the key, NUL-terminated, as queue_msg keeps it */
+            koff[k] = body.len;
+            in[k].key_len = (uint32_t)strlen(s->group[i]);
+            failed = buf_append(&body, s->group[i], in[k].key_len + 1) != 0;
+        }
+        if (!failed && s->attrs[i]) {
+            json[k] = cJSON_PrintUnformatted(s->attrs[i]);
+            failed = !json[k] || sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
+            if (!failed) {
+                qa[k] = (queue_attrs){.source = SQS_ATTRS_SOURCE,
+                                      .headers = json[k],
+                                      .headers_len = (uint32_t)strlen(json[k])};
+                in[k].attrs = &qa[k];
+            }
+        }
+        k++;
     }
+    /* A duplicate answers its own attributes' digest, as SQS does. */
+    for (size_t i = 0; i < s->n && !failed; i++)
+        if (s->dup[i] && s->attrs[i]) failed = sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
     if (failed) {
-        for (size_t i = 0; i < s->n; i++) free(json[i]);
+        for (size_t i = 0; i < k; i++) free(json[i]);
         buf_free(&body);
         free_send(s);
         return sqs_fail(c, SQS_INTERNAL, "out of memory");
     }
-    for (size_t i = 0; i < s->n; i++) in[i].data = body.data + off[i];
-    queue_publish(c->a->q, c->queue, &body, in, s->n, on_sent, s);
-    for (size_t i = 0; i < s->n; i++) free(json[i]);
+    for (size_t i = 0; i < k; i++) {
+        in[i].data = body.data + off[i];
+        if (in[i].key_len) in[i].key = body.data + koff[i];
+    }
+    queue_publish(c->a->q, c->queue, &body, in, k, on_sent, s);
+    for (size_t i = 0; i < k; i++) free(json[i]);
+}
+
+/* The rules of c->queue's sends. */
+static send_rules rules_of(sqs_call *c)
+{
+    queue_settings st = {0};
+    queue_sub *r = receiver(c);
+    if (r) settings_of(queue_sub_get_config(r), &st);
+    return (send_rules){queue_flags(c->a->q) & QUEUE_DELAYS ? 1 : 0, st.fifo, st.content_dedup};
 }
 
 static void send_message(sqs_call *c)
 {
     if (queue_of(c)) return;
-    const char *body;
+    const char *body, *dedup;
     cJSON *attrs;
+    long delay;
     char why[300];
-    int e = check_message(c->in, &body, &attrs, why, sizeof why);
-    if (e >= 0) return sqs_fail(c, (enum sqs_err)e, "%s", why);
+    send_rules rules = rules_of(c);
     send_ctx *s = calloc(1, sizeof *s);
-    if (!s) {
-        cJSON_Delete(attrs);
-        return sqs_fail(c, SQS_INTERNAL, "out of memory");
+    if (!s) return sqs_fail(c, SQS_INTERNAL, "out of memory");
+    int e =
+        check_message(c->in, &rules, &body, &attrs, &delay, &s->group[0], &dedup, why, sizeof why);
+    if (e >= 0) {
+        free(s);
+        return sqs_fail(c, (enum sqs_err)e, "%s", why);
     }
     s->c = c;
     s->n = 1;
+    s->fifo = rules.fifo;
     s->attrs[0] = attrs;
+    s->delay[0] = delay;
+    if (s->fifo) deduplicate(s, &body, &dedup);
     publish(s, &body);
 }
 
@@ -810,19 +1104,24 @@ static void send_message_batch(sqs_call *c)
     }
     s->c = c;
     s->batch = 1;
-    const char *bodies[SPATE_SQS_BATCH_MAX];
+    const char *bodies[SPATE_SQS_BATCH_MAX], *dedups[SPATE_SQS_BATCH_MAX];
     size_t total = 0;
+    send_rules rules = rules_of(c);
+    s->fifo = rules.fifo;
     for (size_t i = 0; i < n; i++) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(entries[i], "Id");
         char why[300];
         cJSON *attrs;
-        int e = check_message(entries[i], &bodies[s->n], &attrs, why, sizeof why);
+        long delay;
+        int e = check_message(entries[i], &rules, &bodies[s->n], &attrs, &delay, &s->group[s->n],
+                              &dedups[s->n], why, sizeof why);
         if (e >= 0) { /* SQS: a bad entry fails alone */
             cJSON_AddItemToArray(s->failed, failed_entry(id->valuestring, (enum sqs_err)e, why));
             continue;
         }
         total += strlen(bodies[s->n]);
         s->attrs[s->n] = attrs;
+        s->delay[s->n] = delay;
         s->ids[s->n++] = id;
     }
     if (total > SPATE_SQS_MESSAGE_MAX) {
@@ -831,6 +1130,7 @@ static void send_message_batch(sqs_call *c)
                         "batch requests cannot be longer than %u bytes; you have sent %zu",
                         SPATE_SQS_MESSAGE_MAX, total);
     }
+    if (s->fifo) deduplicate(s, bodies, dedups);
     publish(s, bodies);
 }
 
@@ -854,11 +1154,18 @@ static void receive_message(sqs_call *c)
         {
             const char *v = cJSON_IsString(n) ? n->valuestring : "";
             if (strcmp(v, "All") == 0)
-                attrs |= SQS_ATTR_RECEIVE_COUNT | SQS_ATTR_SENT_TIMESTAMP;
+                attrs |= SQS_ATTR_RECEIVE_COUNT | SQS_ATTR_SENT_TIMESTAMP | SQS_ATTR_FIRST_RECEIVE |
+                         SQS_ATTR_SENDER | SQS_ATTR_FIFO;
             else if (strcmp(v, "ApproximateReceiveCount") == 0)
                 attrs |= SQS_ATTR_RECEIVE_COUNT;
             else if (strcmp(v, "SentTimestamp") == 0)
                 attrs |= SQS_ATTR_SENT_TIMESTAMP;
+            else if (strcmp(v, "ApproximateFirstReceiveTimestamp") == 0)
+                attrs |= SQS_ATTR_FIRST_RECEIVE;
+            else if (strcmp(v, "SenderId") == 0)
+                attrs |= SQS_ATTR_SENDER;
+            else if (strcmp(v, "MessageGroupId") == 0 || strcmp(v, "SequenceNumber") == 0)
+                attrs |= SQS_ATTR_FIFO;
             /* Others SQS has are not kept here yet: left out, as SQS leaves out
              * those a message does not have. */
         }
@@ -944,9 +1251,11 @@ static void set_queue_attributes(sqs_call *c)
         return sqs_fail(c, SQS_MISSING_PARAMETER,
                         "the request must contain the parameter Attributes");
     if (read_settings(c, attrs, &st)) return;
+    st.modified_s = (long long)(clock_now_ms() / 1000);
+    if (!st.created_s) st.created_s = st.modified_s; /* made before it was kept: from now */
     queue_sub_config cfg;
     config_of(&st, &cfg);
-    int rc = queue_subscribe(c->a->q, c->queue, &cfg, on_settings_done, c);
+    int rc = store_receiver(c, &cfg, on_settings_done);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot change the queue: %s", err_str(rc));
 }
 

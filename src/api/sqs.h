@@ -14,9 +14,11 @@
  * durable commit), DeleteQueue removes it and deletes the topic. Its saved
  * configuration holds the queue's attributes, so they are durable without a
  * table of their own: deadline_ms the VisibilityTimeout, batch_window_ms
- * the ReceiveMessageWaitTimeSeconds (both in ms), dlq and max_attempts the
- * RedrivePolicy: a receive whose visibility timeout ends when it was the
- * maxReceiveCount-th moves its message to the dead-letter queue's topic
+ * the ReceiveMessageWaitTimeSeconds (both in ms), max_concurrency the
+ * DelaySeconds, batch_size the MessageRetentionPeriod (s), qualifier the
+ * created and modified times, dlq and max_attempts the RedrivePolicy (none
+ * of them means to a receiver what it means to a trigger): a receive whose visibility timeout ends
+ * when it was the maxReceiveCount-th moves its message to the dead-letter queue's topic
  * (queue_dead_letter, one transaction), where that queue's receiver finds it.
  *
  * The wire: two protocols, one set of actions. An action reads its input
@@ -44,6 +46,46 @@
  * serves the waiters of that queue in arrival order; its deadline answers
  * an empty list. No polling.
  *
+ * Triggers on a queue (Lambda's event source mappings) share its receiver:
+ * sched/triggers.c leases for them from the receiver rather than from their
+ * own subscription (which only keeps the trigger, and settles every message
+ * at once), so each message goes to one ReceiveMessage caller or to one
+ * function. A message a function failed is nacked with the queue's
+ * visibility timeout as its delay, or dead-lettered to the queue's DLQ after
+ * maxReceiveCount receives: the receiver's configuration decides, not the
+ * trigger's. The receiver's available event reaches both (the hook here
+ * first: long polls wait on connections); a receive's visibility timeout
+ * ending here tells the triggers (triggers_receiver_available), as the queue
+ * does not. The SQS event shows an SQS sender's attributes in Lambda's shape
+ * (sched/batch.c).
+ *
+ * Retention: MessageRetentionPeriod is the receiver's batch_size (seconds;
+ * 0: SQS's default); every lease from a receiver goes through
+ * triggers_receiver_next, which deletes (acks) what is older, and the
+ * queue's topic carries it as an age limit under its subscriptions
+ * (queue_retention.under_subscriptions, set with the receiver's settings),
+ * so that what nobody receives expires too. The JetStream queue keeps no
+ * such limit yet: in cluster mode receiving alone expires messages.
+ * CreatedTimestamp and LastModifiedTimestamp live in the receiver's
+ * qualifier ("CREATED MODIFIED", epoch seconds): a receiver invokes nothing.
+ *
+ * Delays: DelaySeconds (the queue's in the receiver's max_concurrency, which
+ * a receiver has no use for; a message's own wins) becomes the message's
+ * queue_input.delay_ms: the queue keeps its visible time with the message
+ * and holds it back from every subscription until then (store/queue.h),
+ * counted in queue_sub_stats.delayed (ApproximateNumberOfMessagesDelayed).
+ * Only the SQLite queue keeps delays (QUEUE_DELAYS): in cluster mode a
+ * delay over 0 is refused.
+ *
+ * FIFO queues (.fifo): the receiver is ordered (cfg.ordered), a message's
+ * MessageGroupId its key, so the queue leases one message per group at a
+ * time, in order, to ReceiveMessage and triggers alike;
+ * ContentBasedDeduplication is the receiver's report_failures. Deduplication
+ * ids (given, or the body's SHA-256) are remembered 5 minutes in this
+ * process (sqs_recv.c: a map and a list by age, bounded), not durably. A
+ * FIFO queue takes no delay yet: a delayed message waits as a retry, and a
+ * retry's lease does not look at its group's order.
+ *
  * SendMessage(Batch) answers after the queue's commit (fsync, the group
  * commit): an acknowledged message survives kill -9.
  */
@@ -54,6 +96,7 @@
 #include <stdint.h>
 
 #include "api/internal.h"
+#include "sched/batch.h"
 
 /* The account id of every queue URL and ARN. */
 #define SQS_ACCOUNT "000000000000"
@@ -113,7 +156,7 @@ void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
 
 /* queue_attrs.source of a message sent with attributes; its headers hold
  * them (the JSON protocol's MessageAttributes map, normalized). */
-#define SQS_ATTRS_SOURCE "spate:sqs"
+#define SQS_ATTRS_SOURCE BATCH_SQS_SOURCE
 /* Checks a MessageAttributes map (NULL: none) as SQS does: -1 with *norm
  * the normalized map (caller owns; NULL when empty) and *bytes what they
  * count toward the message's size, or an sqs_err with why. */
@@ -144,6 +187,8 @@ void sqs_query_action(const char *body, size_t len, char action[40]);
 #define SQS_ATTR_RECEIVE_COUNT 1u
 #define SQS_ATTR_SENT_TIMESTAMP 2u
 #define SQS_ATTR_FIRST_RECEIVE 4u
+#define SQS_ATTR_SENDER 8u
+#define SQS_ATTR_FIFO 16u /* MessageGroupId and SequenceNumber */
 
 /* ReceiveMessage on c->queue's receiver sub: up to max messages, each
  * invisible for visibility_s, waiting up to wait_s for the first. Answers c. */
@@ -164,6 +209,11 @@ uint64_t sqs_held_count(api *a, const char *qname);
 void sqs_forget_queue(api *a, const char *qname);
 /* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
 void sqs_delete_held(api *a, const char *qname);
+/* FIFO deduplication (SQS's 5-minute window, in this process: a restart
+ * forgets it): whether id was sent to qname within the window (*seq: the
+ * message it made), and noting one sent. */
+int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq);
+void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq);
 /* The deterministic MessageId of a queue's message seq (a UUID's shape). */
 void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
 

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "api/sqs.h"
+#include "common/clock.h"
 #include "common/hash.h"
 #include "common/limits.h"
 #include "common/list.h"
@@ -30,6 +31,14 @@ typedef struct held {
     char gen[21];      /* this receive's number: the key in sqs->by_gen */
     char queue[SPATE_SQS_NAME_MAX + 1];
 } held;
+
+/* A FIFO deduplication id sent within the window: QUEUE\nID. */
+typedef struct dedup {
+    list_node link; /* in sqs->dedups, oldest first */
+    int64_t until_ms;
+    uint64_t seq;
+    char key[];
+} dedup;
 
 /* A ReceiveMessage waiting for a message (long polling). */
 typedef struct waiter {
@@ -55,6 +64,10 @@ struct sqs {
     list_node waiters; /* a few: one a connection at most */
     strmap by_gen;
     uint64_t gen;
+    strmap dedup_ids; /* dedup.key -> dedup */
+    list_node dedups;
+    size_t ndedup;
+    int64_t dedup_warned_ms;
     unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
 };
 
@@ -186,6 +199,9 @@ static void expire(struct sqs *s, held *h)
     queue_nack(h->lease, 0, "visibility timeout expired");
     unhold(s, h);
     on_available(sub, s);
+    /* What the waiters left goes to the queue's triggers (which share its
+     * receiver), told by nobody else either. */
+    if (s->a->tr && !s->closed) triggers_receiver_available(s->a->tr, sub);
 }
 
 static void answer_waiter(struct sqs *s, waiter *w, cJSON *out)
@@ -266,6 +282,20 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
             snprintf(num, sizeof num, "%lld", (long long)l->msg->published_ms);
             cJSON_AddStringToObject(at, "SentTimestamp", num);
         }
+        if (attrs & SQS_ATTR_FIRST_RECEIVE) {
+            /* Now, for a first receive; the queue keeps no time of it, so a
+             * later one shows the earliest it can have been, the send's. */
+            snprintf(num, sizeof num, "%lld",
+                     (long long)(l->attempt <= 1 ? clock_now_ms() : l->msg->published_ms));
+            cJSON_AddStringToObject(at, "ApproximateFirstReceiveTimestamp", num);
+        }
+        if (attrs & SQS_ATTR_SENDER) /* one account, no IAM principals */
+            cJSON_AddStringToObject(at, "SenderId", SQS_ACCOUNT);
+        if (attrs & SQS_ATTR_FIFO && l->msg->key) { /* a FIFO queue's message */
+            cJSON_AddStringToObject(at, "MessageGroupId", l->msg->key);
+            snprintf(num, sizeof num, "%020llu", (unsigned long long)l->msg->seq);
+            cJSON_AddStringToObject(at, "SequenceNumber", num);
+        }
     }
     /* A timeout of 0 expires on the timer's next turn, not inside this
      * receive (which would lease the message again). */
@@ -292,7 +322,7 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
     cJSON *out = NULL, *list = NULL;
     s->filling++;
     for (uint32_t i = 0; i < max; i++) {
-        queue_lease *l = queue_lease_next(sub);
+        queue_lease *l = triggers_receiver_next(sub);
         if (!l) break;
         if (!out) {
             out = cJSON_CreateObject();
@@ -421,6 +451,71 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
     return 0;
 }
 
+/* --- FIFO deduplication ----------------------------------------------------------- */
+
+static void dedup_drop(struct sqs *s, dedup *d)
+{
+    strmap_remove(&s->dedup_ids, d->key);
+    list_remove(&d->link);
+    free(d);
+    s->ndedup--;
+}
+
+/* Forgets what left the window (all the same length: the oldest first). */
+static void dedup_expire(struct sqs *s)
+{
+    int64_t now = clock_now_ms();
+    while (!list_empty(&s->dedups)) {
+        dedup *d = list_entry(list_first(&s->dedups), dedup, link);
+        if (d->until_ms > now) break;
+        dedup_drop(s, d);
+    }
+}
+
+int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq)
+{
+    struct sqs *s = state(a);
+    if (!s) return 0;
+    dedup_expire(s);
+    char key[SPATE_SQS_NAME_MAX + SPATE_SQS_FIFO_ID_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\n%s", qname, id);
+    dedup *d = strmap_get(&s->dedup_ids, key, (size_t)n);
+    if (!d) return 0;
+    *seq = d->seq;
+    return 1;
+}
+
+void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
+{
+    struct sqs *s = state(a);
+    if (!s) return;
+    dedup_expire(s);
+    size_t len = strlen(qname) + 1 + strlen(id);
+    dedup *d = malloc(sizeof *d + len + 1);
+    if (!d) return; /* not remembered: a repeat would be stored */
+    snprintf(d->key, len + 1, "%s\n%s", qname, id);
+    dedup *old = strmap_get(&s->dedup_ids, d->key, len);
+    if (old) dedup_drop(s, old);
+    d->until_ms = clock_now_ms() + SPATE_SQS_DEDUP_WINDOW_MS;
+    d->seq = seq;
+    if (strmap_put(&s->dedup_ids, d->key, d)) {
+        free(d);
+        return;
+    }
+    list_push_back(&s->dedups, &d->link);
+    /* Bounded: past it the oldest are forgotten early (logged once a while). */
+    if (++s->ndedup > SPATE_SQS_DEDUP_MAX) {
+        dedup_drop(s, list_entry(list_first(&s->dedups), dedup, link));
+        int64_t now = clock_now_ms();
+        if (now - s->dedup_warned_ms > 60000) {
+            log_warn("over %d FIFO deduplication ids in 5 minutes: the oldest are forgotten "
+                     "before their window ends",
+                     SPATE_SQS_DEDUP_MAX);
+            s->dedup_warned_ms = now;
+        }
+    }
+}
+
 uint64_t sqs_held_count(api *a, const char *qname)
 {
     struct sqs *s = state(a);
@@ -505,6 +600,8 @@ void api_sqs_start(api *a)
     s->a = a;
     list_init(&s->waiters);
     strmap_init(&s->by_gen);
+    strmap_init(&s->dedup_ids);
+    list_init(&s->dedups);
     if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key) {
         log_error("cannot draw the SQS receipt handles' key: no SQS receiver");
         free(s);
@@ -537,6 +634,12 @@ void api_sqs_free(api *a)
         free(w);
     }
     strmap_free(&s->by_gen);
+    while (!list_empty(&s->dedups)) {
+        dedup *d = list_entry(list_first(&s->dedups), dedup, link);
+        list_remove(&d->link);
+        free(d);
+    }
+    strmap_free(&s->dedup_ids);
     if (s->timer_open)
         uv_close((uv_handle_t *)&s->timer, on_timer_closed);
     else

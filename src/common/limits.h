@@ -637,6 +637,17 @@
 #define SPATE_SQS_NAME_MAX 80
 #define SPATE_SQS_VISIBILITY_MAX 43200
 #define SPATE_SQS_WAIT_MAX 20
+/* DelaySeconds, of a queue or a message (SQS's limit). */
+#define SPATE_SQS_DELAY_MAX 900
+/* MessageRetentionPeriod, seconds (SQS's limits; its default is in
+ * sched/triggers.h TRIGGERS_RETENTION_DEFAULT_S). */
+#define SPATE_SQS_RETENTION_MIN 60
+#define SPATE_SQS_RETENTION_MAX 1209600
+/* A FIFO message's MessageGroupId and MessageDeduplicationId, and how long
+ * (and how many) deduplication ids are remembered (SQS's 5 minutes). */
+#define SPATE_SQS_FIFO_ID_MAX 128
+#define SPATE_SQS_DEDUP_WINDOW_MS (5 * 60 * 1000)
+#define SPATE_SQS_DEDUP_MAX 100000
 /* Message attributes: at most this many a message, names (and data types)
  * at most this long (SQS's limits; their bytes count in the message's). */
 #define SPATE_SQS_ATTRS_MAX 10

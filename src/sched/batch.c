@@ -11,10 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/err.h"
 #include "common/fmt.h"
 #include "common/hash.h"
 #include "common/lambda.h"
+#include "common/limits.h"
 #include "common/utf8.h"
 
 /* Bytes s takes as a JSON string's content (quotes not counted), as
@@ -37,6 +40,16 @@ static size_t escaped_len(const char *s, size_t len)
 #define SQS_FIXED 480
 #define RAW_FIXED 288
 #define BASE64_MARK 128
+/* An SQS attribute's record beside its name, type and value: the names
+ * and empty lists of Lambda's shape. */
+#define SQS_ATTR_FIXED 96
+
+/* Whether m was sent through the SQS API with message attributes. */
+static int sqs_sent(const queue_msg *m)
+{
+    return m->attrs && m->attrs->source && strcmp(m->attrs->source, BATCH_SQS_SOURCE) == 0 &&
+           m->attrs->headers && m->attrs->headers_len;
+}
 
 size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
 {
@@ -53,6 +66,10 @@ size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
         if (a->source) n += escaped_len(a->source, strlen(a->source));
         if (!sqs && a->upstream_id) n += escaped_len(a->upstream_id, strlen(a->upstream_id));
         if (!sqs) n += a->headers_len;
+        /* An SQS sender's attributes: each string escaped again (a stored
+         * "\n" is written "\u000a": 3 times at most), in Lambda's shape. */
+        if (sqs && sqs_sent(m))
+            n += 3 * (size_t)a->headers_len + SQS_ATTR_FIXED * SPATE_SQS_ATTRS_MAX;
     } else if (sqs) {
         n += 5; /* "spate" */
     }
@@ -96,6 +113,39 @@ static int body_text(const queue_msg *m, const char **text, size_t *len, char **
     return 0;
 }
 
+/* The message attributes of an SQS sender's message (sqs_sent), each as
+ * ,"NAME":{...} in Lambda's shape; the first SPATE_SQS_ATTRS_MAX (all an SQS
+ * sender may give). A map that does not read as one is left out. */
+static int sqs_attrs(buf *b, const queue_attrs *a)
+{
+    /* NULL: not JSON (never, as api/sqs_attrs.c stores it) or out of
+     * memory, which cJSON does not tell apart: left out either way. */
+    cJSON *map = cJSON_ParseWithLength(a->headers, a->headers_len);
+    int rc = 0, count = 0;
+    const cJSON *it, *obj = cJSON_IsObject(map) ? map : NULL;
+    cJSON_ArrayForEach(it, obj)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "DataType");
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(it, "StringValue");
+        const cJSON *bv = cJSON_GetObjectItemCaseSensitive(it, "BinaryValue");
+        const cJSON *v = cJSON_IsString(sv) ? sv : bv;
+        if (!it->string || !cJSON_IsString(type) || !cJSON_IsString(v)) continue;
+        if (count++ == SPATE_SQS_ATTRS_MAX) break;
+        rc = buf_append_str(b, ",");
+        if (!rc) rc = put_cstr(b, it->string);
+        if (!rc) rc = buf_append_str(b, v == sv ? ":{\"stringValue\":" : ":{\"binaryValue\":");
+        if (!rc) rc = put_cstr(b, v->valuestring);
+        if (!rc)
+            rc = buf_append_str(b, ",\"stringListValues\":[],\"binaryListValues\":[],"
+                                   "\"dataType\":");
+        if (!rc) rc = put_cstr(b, type->valuestring);
+        if (!rc) rc = buf_append_str(b, "}");
+        if (rc) break;
+    }
+    cJSON_Delete(map);
+    return rc;
+}
+
 static int sqs_record(buf *b, const queue_lease *l, const char *topic)
 {
     const queue_msg *m = l->msg;
@@ -127,11 +177,21 @@ static int sqs_record(buf *b, const queue_lease *l, const char *topic)
         rc = buf_append_str(b, ",\"MessageGroupId\":");
         if (!rc) rc = put_str(b, m->key, m->key_len);
     }
-    if (!rc)
-        rc = buf_append_str(b, b64 ? "},\"messageAttributes\":{\"spate.body_encoding\":{"
-                                     "\"stringValue\":\"base64\",\"stringListValues\":[],"
-                                     "\"binaryListValues\":[],\"dataType\":\"String\"}}"
-                                   : "},\"messageAttributes\":{}");
+    /* The attributes: "{" then each with a leading comma, the first one's
+     * dropped (an SQS sender's, and the body's encoding when base64). */
+    size_t open = 0;
+    if (!rc) rc = buf_append_str(b, "},\"messageAttributes\":{");
+    if (!rc) open = b->len;
+    if (!rc && b64)
+        rc = buf_append_str(b, ",\"spate.body_encoding\":{\"stringValue\":\"base64\","
+                               "\"stringListValues\":[],\"binaryListValues\":[],"
+                               "\"dataType\":\"String\"}");
+    if (!rc && sqs_sent(m)) rc = sqs_attrs(b, m->attrs);
+    if (!rc && b->len > open) {
+        memmove(b->data + open, b->data + open + 1, b->len - open - 1);
+        b->len--;
+    }
+    if (!rc) rc = buf_append_str(b, "}");
     if (!rc)
         rc = buf_printf(b,
                         ",\"md5OfBody\":\"%s\",\"eventSource\":\"aws:sqs\",\"eventSourceARN\":"

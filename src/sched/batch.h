@@ -7,7 +7,9 @@
  *    message, its messageId the message's seq in decimal (stable across
  *    redeliveries). A payload that is not UTF-8 text (or holds a NUL) goes
  *    base64 in body, and messageAttributes says so with
- *    "spate.body_encoding": "base64"; md5OfBody is of body as sent.
+ *    "spate.body_encoding": "base64"; md5OfBody is of body as sent. A
+ *    message sent to an SQS queue with attributes has them in
+ *    messageAttributes (BATCH_SQS_SOURCE).
  *  - QUEUE_EVENT_RAW: a JSON array of messages, each with messageId, seq,
  *    key, payload (or payload_base64), published_ms, attempt and, when it
  *    has any, the message's attributes as GET .../messages shows them.
@@ -24,6 +26,14 @@
 
 #include "common/buf.h"
 #include "store/queue.h"
+
+/* queue_attrs.source of a message sent through the SQS API with message
+ * attributes (api/sqs_attrs.c): its headers hold them as the JSON protocol
+ * writes them, {"NAME": {"DataType": T, "StringValue": S | "BinaryValue":
+ * BASE64}}, which an SQS record shows in messageAttributes (Lambda's shape:
+ * stringValue or binaryValue, empty stringListValues and binaryListValues,
+ * dataType). */
+#define BATCH_SQS_SOURCE "spate:sqs"
 
 #define BATCH_AWS_REGION "us-east-1"
 #define BATCH_AWS_ACCOUNT "000000000000"

@@ -115,6 +115,41 @@ static fscale *scale_for(triggers *tr, const char *function)
     return fs;
 }
 
+queue_lease *triggers_receiver_next(queue_sub *receiver)
+{
+    const queue_sub_config *cfg = queue_sub_get_config(receiver);
+    int64_t keep_ms =
+        (int64_t)(cfg->batch_size ? cfg->batch_size : TRIGGERS_RETENTION_DEFAULT_S) * 1000;
+    int64_t now = clock_now_ms();
+    queue_lease *l;
+    uint64_t expired = 0;
+    while ((l = queue_lease_next(receiver)) && now - l->msg->published_ms > keep_ms) {
+        queue_ack(l);
+        expired++;
+    }
+    if (expired)
+        log_info("%llu messages older than the retention period deleted queue=%s",
+                 (unsigned long long)expired, queue_sub_topic(receiver));
+    return l;
+}
+
+/* The next lease of src: a receiver's past its expired messages. */
+static queue_lease *lease_from(queue_sub *src)
+{
+    return triggers_is_receiver(src) ? triggers_receiver_next(src) : queue_lease_next(src);
+}
+
+/* Where t leases from: on a queue (a topic with an SQS receiver) the
+ * queue's receiver, which it shares with the ReceiveMessage callers (each
+ * message goes to one of them or to the function, as with Lambda's event
+ * source mappings); on any other topic its own subscription. Looked up at
+ * each use: CreateQueue and DeleteQueue turn a topic into a queue and back. */
+static queue_sub *source_of(const trigger *t)
+{
+    queue_sub *r = queue_find_sub(t->owner->q, queue_sub_topic(t->sub), TRIGGERS_RECEIVER);
+    return r ? r : t->sub;
+}
+
 /* Recomputes what the function should have. Cheap: the oldest age and the
  * arrival rate come from the last tick, the backlog is read now. */
 static void rescale(triggers *tr, fscale *fs, fn *f)
@@ -130,7 +165,7 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
         queue_sub_stats ss;
-        queue_sub_get_stats(t->sub, &ss);
+        queue_sub_get_stats(source_of(t), &ss);
         const queue_sub_config *cfg = queue_sub_get_config(t->sub);
         /* The autoscaler sizes invocations: a batch of N messages is one. */
         uint32_t bs = batch_size(cfg);
@@ -198,7 +233,7 @@ static void tick_scale(triggers *tr, fscale *fs)
         if (queue_topic_get_stats(tr->q, queue_sub_topic(t->sub), &ts) == 0)
             published += ts.published / batch_size(queue_sub_get_config(t->sub));
         queue_sub_stats ss;
-        queue_sub_get_stats(t->sub, &ss);
+        queue_sub_get_stats(source_of(t), &ss);
         if (ss.oldest_ms && (!oldest || ss.oldest_ms < oldest)) oldest = ss.oldest_ms;
     }
     rate_update(&fs->arrivals, published, clock_mono_ns());
@@ -262,6 +297,23 @@ static void maybe_closed(triggers *tr);
 static void fail_one(trigger *t, queue_lease *l, const char *error)
 {
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    if (triggers_is_receiver(l->sub)) {
+        /* A queue's message (the trigger shares its receiver): as SQS treats
+         * a failed receive, visible again when the queue's visibility
+         * timeout ends; after its RedrivePolicy's maxReceiveCount-th
+         * receive, to the queue's dead-letter queue (none: it stays until
+         * deleted, as in SQS). The trigger's own retries do not apply. */
+        const queue_sub_config *q = queue_sub_get_config(l->sub);
+        if (q->max_attempts && q->dlq[0] && l->attempt >= q->max_attempts) {
+            log_warn("received %u times and failed, to %s: %s fn=%s queue=%s seq=%llu", l->attempt,
+                     q->dlq, error, cfg->function, queue_sub_topic(l->sub),
+                     (unsigned long long)l->msg->seq);
+            queue_dead_letter(l, error);
+        } else {
+            queue_nack(l, q->deadline_ms, error);
+        }
+        return;
+    }
     if (l->attempt >= cfg->max_attempts) {
         log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
                  cfg->dlq, error, cfg->function, queue_sub_topic(t->sub),
@@ -520,7 +572,7 @@ static void arm_window(triggers *tr, uint64_t end)
 
 /* Leases into t's batch until it is full (count or bytes) or nothing is
  * ready. 1: send it now; 0: wait (for the window, or for messages). */
-static int gather(trigger *t)
+static int gather(trigger *t, queue_sub *src)
 {
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     uint32_t size = batch_size(cfg);
@@ -534,7 +586,7 @@ static int gather(trigger *t)
     while (t->npending < size) {
         queue_lease *l = t->carry;
         t->carry = NULL;
-        if (!l) l = queue_lease_next(t->sub);
+        if (!l) l = lease_from(src);
         if (!l) break;
         size_t bytes = batch_record_max(l->msg, cfg->event_format, topic_len);
         /* The cap holds for every batch but a single message's own. */
@@ -552,10 +604,27 @@ static int gather(trigger *t)
     return 0;
 }
 
+/* A trigger on a queue runs what it leases from the queue's receiver; its
+ * own subscription (which keeps the trigger: its configuration, in the
+ * store and the registry) sees every message too and settles each at once,
+ * so that it holds none back from the topic's trimming. Messages it had
+ * leased before the topic became a queue settle as they run. */
+static void drain_own(trigger *t)
+{
+    queue_lease *l;
+    t->pumping = 1; /* an event an ack may bring does not pump again inside */
+    while ((l = queue_lease_next(t->sub))) queue_ack(l);
+    t->pumping = 0;
+}
+
 static void pump(trigger *t)
 {
     triggers *tr = t->owner;
     if (tr->closing || t->pumping || t->stalled || !t->fs) return;
+    queue_sub *src = source_of(t);
+    /* Even while its function is missing: what the receiver has is the
+     * queue's, and the own subscription must not hold it in the store. */
+    if (src != t->sub) drain_own(t);
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) {
@@ -590,11 +659,11 @@ static void pump(trigger *t)
     while (!t->stalled && fs->inflight < allowed &&
            (!cfg->max_concurrency || t->inflight < cfg->max_concurrency)) {
         if (batches) {
-            if (!gather(t)) break;
+            if (!gather(t, src)) break;
             dispatch_batch(t, f);
             continue;
         }
-        queue_lease *l = queue_lease_next(t->sub);
+        queue_lease *l = lease_from(src);
         if (!l) break;
         dispatch(t, f, l);
     }
@@ -657,11 +726,36 @@ static trigger *trigger_of(triggers *tr, queue_sub *sub)
     return t;
 }
 
+typedef struct sharing_ctx {
+    triggers *tr;
+    const char *topic;
+} sharing_ctx;
+
+static void pump_sharing(queue_sub *sub, void *data)
+{
+    sharing_ctx *c = data;
+    if (triggers_is_receiver(sub) || strcmp(queue_sub_topic(sub), c->topic) != 0) return;
+    trigger *t = trigger_of(c->tr, sub);
+    if (t) pump(t);
+}
+
+void triggers_receiver_available(triggers *tr, queue_sub *receiver)
+{
+    if (tr->closing || !tr->q) return;
+    /* Few subscriptions a node: a scan, rather than a second index of them
+     * by topic to keep in step with the queue's. */
+    sharing_ctx c = {tr, queue_sub_topic(receiver)};
+    queue_each_sub(tr->q, pump_sharing, &c);
+}
+
 static void on_available(queue_sub *sub, void *data)
 {
     triggers *tr = data;
     if (triggers_is_receiver(sub)) {
+        /* ReceiveMessage's long polls first (they wait on a connection),
+         * then the triggers that share the receiver. */
         if (tr->receiver.available && !tr->closing) tr->receiver.available(sub, tr->receiver.data);
+        triggers_receiver_available(tr, sub);
         return;
     }
     trigger *t = trigger_of(tr, sub);
@@ -1010,8 +1104,10 @@ static void view_one(queue_sub *sub, void *data)
     if (c->topic && strcmp(queue_sub_topic(sub), c->topic) != 0) return;
     if (triggers_is_receiver(sub)) return;
     trigger_view v = {.topic = queue_sub_topic(sub), .cfg = queue_sub_get_config(sub)};
-    queue_sub_get_stats(sub, &v.stats);
     trigger *t = queue_sub_data(sub);
+    /* On a queue: the queue's figures, which its receiver keeps (its own
+     * subscription settles everything at once). */
+    queue_sub_get_stats(t ? source_of(t) : sub, &v.stats);
     v.in_flight = t ? t->inflight : 0;
     v.end_to_end = t ? &t->end_to_end : NULL;
     c->cb(&v, c->data);

@@ -87,6 +87,24 @@ typedef struct triggers_receiver {
     void *data;
 } triggers_receiver;
 void triggers_set_receiver(triggers *t, const triggers_receiver *r);
+/* A trigger on a queue (a topic with a receiver) leases from the receiver,
+ * which it shares with ReceiveMessage's callers: each message goes to one of
+ * them or to the function. A message it fails is visible again when the
+ * queue's visibility timeout (the receiver's deadline_ms) ends, or goes to
+ * the queue's dead-letter queue after maxReceiveCount receives (the
+ * receiver's max_attempts and dlq); the trigger's own max_attempts and dlq
+ * do not apply there. The receiver's messages became available without the
+ * queue saying so (a receive's visibility timeout ended): the triggers that
+ * share it lease them. */
+void triggers_receiver_available(triggers *t, queue_sub *receiver);
+/* A queue's retention (SQS's MessageRetentionPeriod) is the receiver's
+ * batch_size in seconds, 0 this default: a message older is deleted as
+ * receiving meets it (triggers_receiver_next). */
+#define TRIGGERS_RETENTION_DEFAULT_S 345600
+/* The receiver's next message, as queue_lease_next, past those older than
+ * the queue's retention (acked: deleted). Every lease from a receiver goes
+ * through here, ReceiveMessage's and the triggers'. */
+queue_lease *triggers_receiver_next(queue_sub *receiver);
 
 /* Cluster mode: the number of live nodes, over which the autoscaler spreads
  * a function's instances (each sizes its share of the cluster's backlog). */

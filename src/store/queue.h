@@ -72,6 +72,9 @@ typedef struct queue_msg {
     const char *error;
     uint32_t attempts;
     const queue_attrs *attrs; /* NULL: none */
+    /* Published with a delay (queue_input.delay_ms): no subscription leases
+     * it before this time, epoch ms; 0: at once. */
+    int64_t visible_ms;
 } queue_msg;
 
 /* Where a message's age counts from (a trigger's deadline, the oldest age
@@ -111,6 +114,10 @@ typedef struct queue_input {
      * event source keeps an upstream entry it cannot publish. */
     const char *error;
     const char *source_topic;
+    /* Delivered to no subscription before this many ms after its publish
+     * (SQS's DelaySeconds), durably: a restart keeps the delay. Only a queue
+     * with QUEUE_DELAYS keeps it; others deliver at once. */
+    uint32_t delay_ms;
 } queue_input;
 
 /* Copies what in[0..n) carry beside the body (attributes, a refused
@@ -157,7 +164,8 @@ typedef struct queue_sub_config {
 typedef struct queue_sub_stats {
     uint64_t depth; /* not yet settled: waiting, leased or retrying */
     uint64_t leased;
-    uint64_t retrying;
+    uint64_t retrying; /* the delayed messages too */
+    uint64_t delayed;  /* published with a delay, not yet due (queue_input.delay_ms) */
     /* Age origin (queue_msg_since_ms) of the oldest unsettled message, 0 if
      * none. Among messages not yet leased an implementation may look at the
      * first in publish order only (SQLite: the ready ring's head; JetStream:
@@ -169,13 +177,19 @@ typedef struct queue_sub_stats {
 } queue_sub_stats;
 
 /* How much a topic nobody consumes keeps; 0 is no limit. Retention deletes
- * the oldest stored messages while the topic has no subscription only: a
- * message some subscription has not settled is never deleted by it (and a
- * settled one leaves the store anyway). */
+ * the oldest stored messages while the topic has no subscription only
+ * (unless under_subscriptions): a message some subscription has not settled
+ * is never deleted by it (and a settled one leaves the store anyway). */
 typedef struct queue_retention {
     uint64_t max_age_ms;
     uint64_t max_bytes; /* payload and key bytes of the stored messages */
     uint64_t max_messages;
+    /* max_age_ms applies while subscriptions read the topic too (an SQS
+     * queue's MessageRetentionPeriod): an older message goes for every one
+     * of them, but one leased now, which its consumer settles as usual. The
+     * SQLite queue only; max_bytes and max_messages never apply under
+     * subscriptions. */
+    uint64_t under_subscriptions; /* 0 or 1; 64 bits: no padding in the struct */
 } queue_retention;
 
 typedef struct queue_topic_stats {
@@ -296,6 +310,8 @@ int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, q
  * mode): a publish batch is not one transaction (some of a failed one may
  * be stored), and a topic may exist that this node has not heard of yet. */
 #define QUEUE_SHARED 1u
+/* The queue keeps queue_input.delay_ms (the SQLite queue; not yet JetStream). */
+#define QUEUE_DELAYS 2u
 unsigned queue_flags(queue *q);
 
 /* --- Implementations ----------------------------------------------------------------------

@@ -157,6 +157,12 @@ static const char *const migrations[] = {
     /* 14: what a trigger invokes of its function (store/queue.h
      * queue_sub_config.qualifier): '' for the active version. */
     ("ALTER TABLE subscriptions ADD COLUMN qualifier TEXT NOT NULL DEFAULT '';"),
+    /* 15: when a message published with a delay becomes visible
+     * (store/queue.h queue_msg.visible_ms), epoch ms; NULL for the others. */
+    ("ALTER TABLE messages ADD COLUMN visible_ms INTEGER;"),
+    /* 16: a topic's max_age_ms applies under its subscriptions too
+     * (store/queue.h queue_retention.under_subscriptions): 0 or 1. */
+    ("ALTER TABLE topics ADD COLUMN retain_read INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

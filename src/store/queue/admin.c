@@ -100,18 +100,18 @@ int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data
     return 0;
 }
 
-static int apply_purge(sqlite3 *db, wop *op)
+/* Deletes the topic's rows below seq below but a->keep's (the leased
+ * ones): the ranges between them. */
+static int delete_below(sqlite3 *db, admin_op *a, uint64_t below)
 {
-    admin_op *a = (admin_op *)op;
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(
         db, "DELETE FROM messages WHERE topic_id = ? AND seq >= ? AND seq < ?" RETURNING_BYTES, -1,
         &st, NULL);
     if (rc != SQLITE_OK) return rc;
-    /* Everything below the bound but the leased seqs: the ranges between them. */
     uint64_t from = 0;
     for (size_t i = 0; i <= a->nkeep && rc == SQLITE_OK; i++) {
-        uint64_t to = i < a->nkeep ? a->keep[i] : a->below;
+        uint64_t to = i < a->nkeep && a->keep[i] < below ? a->keep[i] : below;
         if (to > from) {
             sqlite3_bind_int64(st, 1, a->topic_id);
             sqlite3_bind_int64(st, 2, (sqlite3_int64)from);
@@ -119,8 +119,16 @@ static int apply_purge(sqlite3 *db, wop *op)
             rc = sq_delete_rows(st, &a->rows, &a->bytes);
         }
         if (to + 1 > from) from = to + 1;
+        if (to == below) break;
     }
     sqlite3_finalize(st);
+    return rc;
+}
+
+static int apply_purge(sqlite3 *db, wop *op)
+{
+    admin_op *a = (admin_op *)op;
+    int rc = delete_below(db, a, a->below);
     if (rc == SQLITE_OK) a->oldest_ms = sq_first_published(db, a->topic_id);
     return rc;
 }
@@ -137,10 +145,15 @@ static void done_purge(wop *op, int status)
 /* Empties what a subscription holds but its leases: it goes on from the next
  * publish (bound: the first seq not yet committed). Returns the seqs it has
  * leased into keep. */
-static void sub_purge(queue_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
+static void add_leased(const queue_sub *s, uint64_t *keep, size_t *nkeep)
 {
     for (list_node *n = list_first(&s->leased); n != &s->leased; n = n->next)
         keep[(*nkeep)++] = list_entry(n, sq_lease, link)->base.msg->seq;
+}
+
+static void sub_purge(queue_sub *s, uint64_t bound, uint64_t *keep, size_t *nkeep)
+{
+    add_leased(s, keep, nkeep);
     while (s->rlen) sq_msg_unref(sq_ready_take(s, 0));
     while (s->nheap) {
         sq_lease *l = sq_heap_pop(s);
@@ -187,9 +200,8 @@ int sq_topic_purge(queue *q, const char *topic, queue_count_cb done, void *data)
 
 /* Retention: the oldest messages of a topic no subscription reads, while it
  * is over a limit. */
-static int over_limits(const sq_topic *t, int64_t now)
+static int over_limits(const sq_topic *t, const queue_retention *r, int64_t now)
 {
-    const queue_retention *r = &t->ret;
     return (r->max_messages && t->stored > r->max_messages) ||
            (r->max_bytes && t->bytes > r->max_bytes) ||
            (r->max_age_ms && t->stored && t->oldest_stored_ms &&
@@ -235,13 +247,7 @@ static int apply_retain(sqlite3 *db, wop *op)
         bytes -= (uint64_t)sqlite3_column_int64(st, 2);
     }
     sqlite3_finalize(st);
-    rc = sqlite3_prepare_v2(
-        db, "DELETE FROM messages WHERE topic_id = ? AND seq < ?" RETURNING_BYTES, -1, &st, NULL);
-    if (rc != SQLITE_OK) return rc;
-    sqlite3_bind_int64(st, 1, a->topic_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)a->stop);
-    rc = sq_delete_rows(st, &a->rows, &a->bytes);
-    sqlite3_finalize(st);
+    rc = delete_below(db, a, a->stop);
     if (rc == SQLITE_OK) a->oldest_ms = sq_first_published(db, a->topic_id);
     return rc;
 }
@@ -260,19 +266,56 @@ static void done_retain(wop *op, int status)
     } else if (status) {
         log_warn("cannot apply the retention of topic '%s': %s", t->name, err_str(status));
     }
+    free(a->keep);
     free(a);
+}
+
+/* Retention under subscriptions: each drops what it holds from before
+ * cutoff_ms but its leases (their seqs into a->keep, sorted, which the
+ * deletion spares). -1 when out of memory (nothing changed). */
+static int expire_subs(sq_topic *t, int64_t cutoff_ms, admin_op *a)
+{
+    size_t leased = 0;
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next)
+        leased += list_entry(n, queue_sub, link)->nleased;
+    if (leased && !(a->keep = malloc(leased * sizeof *a->keep))) return -1;
+    for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
+        queue_sub *s = list_entry(n, queue_sub, link);
+        add_leased(s, a->keep, &a->nkeep);
+        int dropped = 0;
+        /* Ready is in publish order: the old ones are at its head. */
+        while (s->rlen && sq_ready_at(s, 0)->published_ms < cutoff_ms) {
+            sq_msg_unref(sq_ready_take(s, 0));
+            dropped = 1;
+        }
+        sq_heap_drop_older(s, cutoff_ms);
+        if (dropped) sq_mark_dirty(s);
+    }
+    if (a->nkeep) qsort(a->keep, a->nkeep, sizeof *a->keep, sq_cmp_u64);
+    if (t->expired_ms < cutoff_ms) t->expired_ms = cutoff_ms;
+    return 0;
 }
 
 static void retain(queue *q, sq_topic *t)
 {
-    if (t->deleted || t->nsubs || t->retaining || !t->persisted || q->closing) return;
+    if (t->deleted || t->retaining || !t->persisted || q->closing) return;
+    queue_retention r = t->ret;
+    if (t->nsubs) {
+        /* Read by subscriptions: their age limit alone, if it applies. */
+        if (!r.under_subscriptions || !r.max_age_ms) return;
+        r.max_bytes = r.max_messages = 0;
+    }
     int64_t now = clock_now_ms();
-    if (!over_limits(t, now)) return;
+    if (!over_limits(t, &r, now)) return;
     admin_op *a = admin_new(q, t, apply_retain, done_retain);
     if (!a) return;
-    a->ret = t->ret;
+    a->ret = r;
     a->now_ms = now;
     a->below = t->committed;
+    if (t->nsubs && expire_subs(t, now - (int64_t)r.max_age_ms, a)) {
+        free(a);
+        return;
+    }
     t->retaining = 1;
     writer_submit(q->w, &a->op);
 }
@@ -291,14 +334,15 @@ static int apply_set_retention(sqlite3 *db, wop *op)
     if (rc != SQLITE_OK) return rc;
     sqlite3_stmt *st;
     rc = sqlite3_prepare_v2(db,
-                            "UPDATE topics SET max_age_ms = ?, max_bytes = ?, max_messages = ?"
-                            " WHERE id = ?",
+                            "UPDATE topics SET max_age_ms = ?, max_bytes = ?, max_messages = ?,"
+                            " retain_read = ? WHERE id = ?",
                             -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)a->ret.max_age_ms);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)a->ret.max_bytes);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)a->ret.max_messages);
-    sqlite3_bind_int64(st, 4, a->topic_id);
+    sqlite3_bind_int(st, 4, a->ret.under_subscriptions ? 1 : 0);
+    sqlite3_bind_int64(st, 5, a->topic_id);
     return sql_step_finalize(st);
 }
 

@@ -63,6 +63,7 @@ static void done_fetch(wop *op, int status)
             last = m->seq;
             if (m->seq < s->fetched) continue; /* it came with a publish meanwhile */
             if (restored(s, m->seq)) continue; /* reloaded at start-up */
+            if (m->published_ms < s->topic->expired_ms) continue; /* retention took it */
             sq_ready_push(s, m);
         }
         if (last + 1 > s->fetched) s->fetched = last + 1;

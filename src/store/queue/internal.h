@@ -11,6 +11,12 @@
  *   retry    failed, visible again at a time, attempts counted (memory.c, lease.c);
  *   lagging  committed but only in the store, fetched in chunks when ready runs
  *            low (fetch.c).
+ * A message published with a delay (queue_msg.visible_ms, its own column)
+ * skips ready: on its way there (sq_ready_push, from a publish or a fetch)
+ * it becomes a retry at attempt 0 due at its time, with a retry row like any
+ * other, so that the cursor may pass it; a restart reloads it from that row,
+ * or, had the row not been committed yet, meets it again on the way to
+ * ready (the cursor was not saved past it either: the writer keeps order).
  * A message is removed from the store once every subscription has settled it
  * (state.c trims), or by purge, deletion or retention (admin.c).
  *
@@ -102,6 +108,9 @@ struct sq_topic {
     uint64_t retired_acked, retired_dead;
     queue_retention ret;
     int retaining; /* a retention pass is with the writer */
+    /* Retention under subscriptions: what was published before this has
+     * expired (a fetch still on its way may bring some back: left out). */
+    int64_t expired_ms;
     /* Deleted: hidden, and its memory kept (ops in flight point to it) until
      * a publish or a subscription brings the name back. */
     int deleted;
@@ -142,6 +151,7 @@ struct queue_sub {
     int dirty;
     list_node dirty_link;
     uint64_t acked, dead_lettered, delivered;
+    uint32_t ndelayed; /* in the heap at attempt 0: published with a delay, not yet leased */
 };
 
 struct queue {
@@ -194,6 +204,8 @@ int sq_ready_insert(queue_sub *s, queue_msg *m);
 queue_msg *sq_ready_take(queue_sub *s, size_t pos);
 int sq_ready_full(const queue_sub *s);
 int sq_heap_push(queue_sub *s, sq_lease *l);
+/* Frees the retries published before cutoff_ms (their rows deleted too). */
+void sq_heap_drop_older(queue_sub *s, int64_t cutoff_ms);
 sq_lease *sq_heap_pop(queue_sub *s);
 void sq_arm_retry(queue_sub *s);
 int sq_key_busy(const queue_sub *s, const queue_msg *m);

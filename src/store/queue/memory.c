@@ -104,8 +104,34 @@ queue_msg *sq_ready_at(const queue_sub *s, size_t i)
     return s->ready[(s->rhead + i) % s->rcap];
 }
 
+/* A message published with a delay, not yet due: a retry at attempt 0, its
+ * row written (internal.h). ERR_NOMEM. */
+static int defer(queue_sub *s, queue_msg *m)
+{
+    sq_lease *l = calloc(1, sizeof *l);
+    if (!l) return ERR_NOMEM;
+    l->base.msg = m;
+    l->base.sub = s;
+    l->visible_ms = m->visible_ms;
+    l->in_retry_table = 1;
+    list_init(&l->link);
+    if (sq_heap_push(s, l) != 0) {
+        free(l);
+        return ERR_NOMEM;
+    }
+    sq_msg_of(m)->refs++;
+    s->refs++;
+    /* No key held: a delay lets later messages of its key go first (SQS's
+     * delays are not FIFO's). */
+    sq_submit_retry(l, "");
+    sq_mark_dirty(s);
+    sq_arm_retry(s);
+    return 0;
+}
+
 int sq_ready_push(queue_sub *s, queue_msg *m)
 {
+    if (m->visible_ms && m->visible_ms > clock_now_ms()) return defer(s, m);
     if (s->rlen == s->rcap && ready_grow(s)) return ERR_NOMEM;
     s->ready[(s->rhead + s->rlen) % s->rcap] = m;
     s->rlen++;
@@ -191,7 +217,30 @@ int sq_heap_push(queue_sub *s, sq_lease *l)
     s->heap[s->nheap++] = l;
     heap_up(s, l->heap_index);
     s->retry_bytes += l->base.msg->len;
+    if (l->base.attempt == 0) s->ndelayed++;
     return 0;
+}
+
+void sq_heap_drop_older(queue_sub *s, int64_t cutoff_ms)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->nheap; i++) {
+        sq_lease *l = s->heap[i];
+        if (l->base.msg->published_ms >= cutoff_ms) {
+            l->heap_index = k;
+            s->heap[k++] = l;
+            continue;
+        }
+        s->retry_bytes -= l->base.msg->len;
+        if (l->base.attempt == 0) s->ndelayed--;
+        sq_key_free(s, l->base.msg);
+        if (l->in_retry_table) sq_submit_retry(l, NULL);
+        sq_lease_free(l);
+    }
+    if (k == s->nheap) return;
+    s->nheap = k;
+    for (uint32_t i = k / 2; i-- > 0;) heap_down(s, i);
+    sq_mark_dirty(s);
 }
 
 sq_lease *sq_heap_pop(queue_sub *s)
@@ -203,6 +252,7 @@ sq_lease *sq_heap_pop(queue_sub *s)
         heap_down(s, 0);
     }
     s->retry_bytes -= top->base.msg->len;
+    if (top->base.attempt == 0) s->ndelayed--;
     return top;
 }
 

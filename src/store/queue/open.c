@@ -23,8 +23,8 @@ static int load(queue *q, char *err, size_t errcap)
             "  ORDER BY seq LIMIT 1),"
             " (SELECT TOTAL(length(payload) + ifnull(length(key), 0)) FROM messages m"
             "  WHERE m.topic_id = t.id),"
-            " t.max_age_ms, t.max_bytes, t.max_messages, t.acked, t.dead_lettered"
-            " FROM topics t ORDER BY t.name",
+            " t.max_age_ms, t.max_bytes, t.max_messages, t.acked, t.dead_lettered,"
+            " t.retain_read FROM topics t ORDER BY t.name",
             -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errcap, "cannot read topics: %s", sqlite3_errmsg(db));
         return ERR_STORE;
@@ -51,6 +51,7 @@ static int load(queue *q, char *err, size_t errcap)
         t->ret.max_messages = (uint64_t)sqlite3_column_int64(st, 11);
         t->retired_acked = (uint64_t)sqlite3_column_int64(st, 12);
         t->retired_dead = (uint64_t)sqlite3_column_int64(st, 13);
+        t->ret.under_subscriptions = sqlite3_column_int64(st, 14) != 0;
     }
     sqlite3_finalize(st);
     if (q->next_topic_id < 1) q->next_topic_id = 1;
@@ -226,4 +227,5 @@ const queue_ops sq_ops = {
     .topic_retention = sq_topic_retention,
     .set_events = sq_set_events,
     .close = sq_close,
+    .flags = QUEUE_DELAYS,
 };

@@ -17,14 +17,14 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, sq_block *b)
     int rc = sql_prepare_cached(
         db, &q->ins_msg,
         "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
-        " attempts, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        " attempts, error, visible_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?14)");
     for (size_t i = 0; i < b->n && rc == SQLITE_OK && !q->ins_msg_attrs; i++)
         if (b->msgs[i].m.attrs)
             rc = sql_prepare_cached(
                 db, &q->ins_msg_attrs,
                 "INSERT INTO messages (topic_id, seq, published_ms, key, payload, source,"
                 " attempts, error, event_source, upstream_id, upstream_ts_ms, headers,"
-                " redelivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                " redelivered, visible_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?14)");
     if (rc != SQLITE_OK) return rc;
     for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
         const queue_msg *m = &b->msgs[i].m;
@@ -46,6 +46,11 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, sq_block *b)
             sqlite3_bind_null(st, 7);
             sqlite3_bind_null(st, 8);
         }
+        /* ?14 in both statements: the plain one names no attributes. */
+        if (m->visible_ms)
+            sqlite3_bind_int64(st, 14, m->visible_ms);
+        else
+            sqlite3_bind_null(st, 14);
         if (m->attrs) {
             const queue_attrs *a = m->attrs;
             sqlite3_bind_text(st, 9, a->source, -1, SQLITE_STATIC); /* NULL binds NULL */
@@ -210,6 +215,8 @@ void sq_publish(queue *q, const char *topic, buf *body, const queue_input *in, s
         m->key_len = in[i].key_len;
         m->data = in[i].data;
         m->len = in[i].len;
+        /* published_ms is set at submission, this same moment. */
+        if (in[i].delay_ms) m->visible_ms = clock_now_ms() + in[i].delay_ms;
     }
     sq_submit_messages(q, t, b, done, data);
 }

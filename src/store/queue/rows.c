@@ -61,7 +61,7 @@ static char *column_dup(sqlite3_stmt *st, int col)
 
 /* Reads rows of a SELECT (seq, published_ms, key, payload, source, attempts,
  * error, then the attributes: event_source, upstream_id, upstream_ts_ms,
- * headers, redelivered) into one block. */
+ * headers, redelivered; then visible_ms) into one block. */
 int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *count)
 {
     size_t cap = 64, n = 0, bytes = 0;
@@ -70,6 +70,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
         int64_t published_ms;
         char *key, *data, *source, *error;
         uint32_t key_len, len, attempts;
+        int64_t visible_ms;
         int has_attrs;
         queue_attrs attrs; /* its strings owned until packed */
     } row;
@@ -95,6 +96,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
         memset(r, 0, sizeof *r);
         r->seq = (uint64_t)sqlite3_column_int64(st, 0);
         r->published_ms = sqlite3_column_int64(st, 1);
+        r->visible_ms = sqlite3_column_int64(st, 12); /* NULL reads 0 */
         if (sqlite3_column_type(st, 2) != SQLITE_NULL) {
             r->key_len = (uint32_t)sqlite3_column_bytes(st, 2);
             r->key = malloc(r->key_len + 1);
@@ -145,6 +147,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
             queue_msg *m = &b->msgs[i].m;
             m->seq = r->seq;
             m->published_ms = r->published_ms;
+            m->visible_ms = r->visible_ms;
             m->len = r->len;
             m->data = p;
             if (r->len) memcpy(p, r->data, r->len);
@@ -185,7 +188,7 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
 
 const char *const sq_select_rows =
     "SELECT seq, published_ms, key, payload, source, attempts, error, event_source, upstream_id,"
-    " upstream_ts_ms, headers, redelivered FROM messages";
+    " upstream_ts_ms, headers, redelivered, visible_ms FROM messages";
 
 /* Writer thread: one statement bound to the topic's id (?1) and run. */
 int sq_exec_topic(sqlite3 *db, const char *sql, int64_t topic_id)

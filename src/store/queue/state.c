@@ -229,6 +229,21 @@ int sq_cmp_u64(const void *a, const void *b)
 
 /* --- Restoring after a restart ----------------------------------------------------------- */
 
+/* (seq, attempt, visible_ms, error) of a message to reload. */
+typedef struct pending {
+    uint64_t seq;
+    uint32_t attempts;
+    int64_t visible_ms;
+    char *error;
+    int in_table;
+} pending;
+
+static int cmp_pending(const void *a, const void *b)
+{
+    uint64_t x = ((const pending *)a)->seq, y = ((const pending *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
 /* Reloads, after a restart, the messages a subscription had leased (they were
  * in flight: due again now, their attempt repeated) and those waiting for a
  * retry. Runs on the store's own connection before the writer starts. */
@@ -240,14 +255,6 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
     snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq = ?", sq_select_rows);
     if (sqlite3_prepare_v2(db, sql, -1, &one, NULL) != SQLITE_OK) return ERR_STORE;
 
-    /* (seq, attempt, visible_ms, error) of everything to reload. */
-    typedef struct pending {
-        uint64_t seq;
-        uint32_t attempts;
-        int64_t visible_ms;
-        char *error;
-        int in_table;
-    } pending;
     size_t n = 0, cap = 16;
     pending *p = malloc(cap * sizeof *p);
     const uint8_t *b = leased;
@@ -278,6 +285,29 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
                                strdup(e ? e : ""), 1};
         }
         sqlite3_finalize(rs);
+    }
+    /* A message leased again after a retry (or a delay) has both a leased
+     * entry and its retry row: one lease of it, due now as the leased one
+     * says, its row still to delete when it settles. */
+    if (p && n > 1) {
+        qsort(p, n, sizeof *p, cmp_pending);
+        size_t k = 1;
+        for (size_t i = 1; i < n; i++) {
+            if (p[i].seq != p[k - 1].seq) {
+                p[k++] = p[i];
+                continue;
+            }
+            pending *keep = &p[k - 1], *row = &p[i];
+            if (keep->in_table) { /* the leased one came second */
+                pending t = *keep;
+                *keep = *row;
+                *row = t;
+            }
+            keep->in_table = 1;
+            free(keep->error);
+            keep->error = row->error;
+        }
+        n = k;
     }
     for (size_t i = 0; p && i < n; i++) {
         sqlite3_bind_int64(one, 1, s->topic->id);

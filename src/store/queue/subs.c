@@ -268,6 +268,7 @@ void sq_sub_stats(const queue_sub *s, queue_sub_stats *out)
     out->depth = lag + s->rlen + s->nleased + s->nheap;
     out->leased = s->nleased;
     out->retrying = s->nheap;
+    out->delayed = s->ndelayed;
     out->acked = s->acked;
     out->dead_lettered = s->dead_lettered;
     out->delivered = s->delivered;

@@ -165,9 +165,53 @@ static void estimate_bounds(void)
     }
 }
 
+/* A message sent through the SQS API with attributes: Lambda's shape in
+ * messageAttributes, beside the body's encoding when that is base64; the
+ * estimate holds with ten attributes whose values escape to the most. */
+static void sqs_attributes(void)
+{
+    char headers[2048];
+    int n = snprintf(headers, sizeof headers,
+                     "{\"b\":{\"DataType\":\"Binary\",\"BinaryValue\":\"AAE=\"}");
+    for (int i = 0; i < 9; i++)
+        n += snprintf(headers + n, sizeof headers - (size_t)n,
+                      ",\"s%d\":{\"DataType\":\"String.x\",\"StringValue\":\"\\n\\t\\\"\"}", i);
+    n += snprintf(headers + n, sizeof headers - (size_t)n, "}");
+    queue_attrs at = {.source = BATCH_SQS_SOURCE, .headers = headers, .headers_len = (uint32_t)n};
+    for (int bin = 0; bin < 2; bin++) {
+        queue_msg m = {
+            .seq = 5, .published_ms = 1, .data = bin ? "\xff" : "x", .len = 1, .attrs = &at};
+        queue_lease l = {.msg = &m, .attempt = 2};
+        queue_lease *const one[1] = {&l};
+        buf b;
+        buf_init(&b, 1 << 20);
+        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q"), 0);
+        CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1));
+        cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+        CHECK(doc != NULL);
+        const cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "Records"), 0);
+        const cJSON *ma = cJSON_GetObjectItemCaseSensitive(r, "messageAttributes");
+        CHECK_INT(cJSON_GetArraySize(ma), bin ? 11 : 10);
+        const cJSON *bv = cJSON_GetObjectItemCaseSensitive(ma, "b");
+        CHECK_STR(str(bv, "binaryValue"), "AAE=");
+        CHECK_STR(str(bv, "dataType"), "Binary");
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(bv, "stringListValues")) == 0);
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(ma, "s8");
+        CHECK_STR(str(sv, "stringValue"), "\n\t\"");
+        CHECK_STR(str(sv, "dataType"), "String.x");
+        CHECK(cJSON_GetObjectItemCaseSensitive(sv, "binaryValue") == NULL);
+        CHECK(!bin || cJSON_GetObjectItemCaseSensitive(ma, "spate.body_encoding") != NULL);
+        CHECK_STR(str(cJSON_GetObjectItemCaseSensitive(r, "attributes"), "ApproximateReceiveCount"),
+                  "2");
+        cJSON_Delete(doc);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
     RUN(estimate_bounds);
+    RUN(sqs_attributes);
     RUN(sqs_event);
     RUN(raw_event);
     RUN(answers);
