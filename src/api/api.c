@@ -89,6 +89,10 @@ static size_t body_limit(const http_request *req, void *data)
      * server's own 413 that cuts the connection. */
     if (m.route == R_LAMBDA_INVOKE) return 2 * a->limits.invoke_payload_max;
     if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
+    /* CreateFunction and UpdateFunctionCode carry the zip in base64. */
+    if ((m.route == R_LAMBDA_FUNCTIONS && req->method == HTTP_POST) ||
+        (m.route == R_LAMBDA_CODE && req->method == HTTP_PUT))
+        return api_lambda_code_body_max(a);
     if (m.route == R_SQS) return SPATE_SQS_BODY_MAX;
     return SPATE_HTTP_SMALL_BODY_MAX;
 }
@@ -227,6 +231,15 @@ static void handle(http_request *req, void *data)
         return;
     case R_LAMBDA_INVOKE:
         api_lambda_invoke(a, req, &m);
+        return;
+    case R_LAMBDA_FUNCTIONS:
+    case R_LAMBDA_FUNCTION:
+    case R_LAMBDA_CONFIG:
+    case R_LAMBDA_CODE:
+    case R_LAMBDA_VERSIONS:
+    case R_LAMBDA_ALIASES:
+    case R_LAMBDA_ALIAS:
+        api_lambda_mgmt(a, req, &m);
         return;
     case R_SQS:
         api_sqs(a, req);

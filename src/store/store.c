@@ -157,6 +157,9 @@ static const char *const migrations[] = {
     /* 14: what a trigger invokes of its function (store/queue.h
      * queue_sub_config.qualifier): '' for the active version. */
     ("ALTER TABLE subscriptions ADD COLUMN qualifier TEXT NOT NULL DEFAULT '';"),
+    /* 15: a version's description (common/fnconfig.h; Lambda's
+     * Description): '' for none. */
+    ("ALTER TABLE versions ADD COLUMN description TEXT NOT NULL DEFAULT '';"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -1,0 +1,882 @@
+/*
+ * lambda_mgmt.c - Lambda's management API (2015-03-31, rest-json) on
+ * spated's port: CreateFunction, GetFunction, GetFunctionConfiguration,
+ * ListFunctions, UpdateFunctionCode, UpdateFunctionConfiguration,
+ * DeleteFunction, PublishVersion, ListVersionsByFunction; aliases are
+ * api/lambda_aliases.c's. How Lambda's model maps onto spate's versions:
+ * api/lambda_mgmt.h. Every change goes through the code the native API
+ * uses (functions_deploy, functions_reconfigure, api_function_delete), so
+ * the checks and the durability are the same; only the shapes differ.
+ *
+ * Limits: a body of CreateFunction or UpdateFunctionCode is at most the
+ * artifact limit (--artifact-max, 64 MiB) in base64 plus 64 KiB for the
+ * rest; the decoded zip over the artifact limit is
+ * RequestEntityTooLargeException. Other bodies: 64 KiB.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/artifact.h"
+#include "api/lambda_mgmt.h"
+#include "common/err.h"
+#include "common/hash.h"
+#include "common/limits.h"
+#include "common/names.h"
+
+/* What Lambda's Role would be; spate runs functions as its own users. */
+#define ROLE "arn:aws:iam::" LAMBDA_ACCOUNT ":role/spate"
+
+#if defined(__aarch64__)
+#define ARCHITECTURE "arm64"
+#else
+#define ARCHITECTURE "x86_64"
+#endif
+
+/* --- Errors, bodies, names ------------------------------------------------------------- */
+
+void api_lambda_mgmt_fail(http_request *req, int status, const char *code, const char *message)
+{
+    (void)code;
+    const char *type = status == 404   ? "ResourceNotFoundException"
+                       : status == 409 ? "ResourceConflictException"
+                       : status == 412 ? "PreconditionFailedException"
+                       : status == 413 ? "RequestEntityTooLargeException"
+                       : status == 429 ? "TooManyRequestsException"
+                       : status >= 500 ? "ServiceException"
+                                       : "InvalidParameterValueException";
+    api_lambda_error(req, status, type, "%s", message);
+}
+
+size_t api_lambda_code_body_max(const api *a)
+{
+    return HASH_BASE64_LEN(a->limits.artifact_max) + SPATE_HTTP_SMALL_BODY_MAX;
+}
+
+cJSON *api_lambda_body(http_request *req)
+{
+    if (req->body.len == 0) return cJSON_CreateObject();
+    cJSON *doc = cJSON_ParseWithLength(req->body.data, req->body.len);
+    if (!cJSON_IsObject(doc)) {
+        cJSON_Delete(doc);
+        api_lambda_error(req, 400, "InvalidRequestContentException",
+                         "Could not parse request body into json: the body is not a JSON object");
+        return NULL;
+    }
+    if (api_json_has_nul(req->body.data, req->body.len)) {
+        cJSON_Delete(doc);
+        api_lambda_error(req, 400, "InvalidParameterValueException",
+                         "a string of the body holds a NUL (\\u0000)");
+        return NULL;
+    }
+    return doc;
+}
+
+void api_lambda_arn(char *out, size_t cap, const char *function, const char *qualifier)
+{
+    snprintf(out, cap, "arn:aws:lambda:%s:%s:function:%s%s%s", LAMBDA_REGION, LAMBDA_ACCOUNT,
+             function, qualifier && qualifier[0] ? ":" : "", qualifier ? qualifier : "");
+}
+
+static void not_found(http_request *req, const char *function, const char *qualifier)
+{
+    char arn[300];
+    api_lambda_arn(arn, sizeof arn, function, qualifier);
+    api_lambda_error(req, 404, "ResourceNotFoundException", "Function not found: %s", arn);
+}
+
+fn *api_lambda_function(api *a, http_request *req, const route_match *m, char *qualifier)
+{
+    lambda_target t;
+    char why[300];
+    if (lambda_parse_target(m->name, m->name_len, req->query, &t, why, sizeof why) != 0) {
+        api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
+        return NULL;
+    }
+    if (!qualifier && t.qualifier[0]) {
+        api_lambda_error(req, 400, "InvalidParameterValueException",
+                         "this operation takes a function's name or ARN without a qualifier");
+        return NULL;
+    }
+    if (qualifier) memcpy(qualifier, t.qualifier, sizeof t.qualifier);
+    fn *f = functions_find(a->table, t.function, strlen(t.function));
+    if (!f || !f->registered) {
+        not_found(req, t.function, "");
+        return NULL;
+    }
+    return f;
+}
+
+void api_lambda_revision(char *out, size_t cap, uint32_t version, int64_t ms)
+{
+    snprintf(out, cap, "%" PRIu32 "-%" PRId64, version, ms);
+}
+
+int api_lambda_revision_ok(http_request *req, const cJSON *body, const char *rev)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(body, "RevisionId");
+    if (!r || cJSON_IsNull(r) || (cJSON_IsString(r) && strcmp(r->valuestring, rev) == 0)) return 1;
+    api_lambda_error(req, 412, "PreconditionFailedException",
+                     "The Revision Id provided does not match the latest Revision Id. Call the "
+                     "GetFunction/GetAlias API to retrieve the latest Revision Id");
+    return 0;
+}
+
+/* --- Lists -------------------------------------------------------------------------- */
+
+typedef struct list_parse {
+    lambda_list_query *q;
+    char why[200];
+} list_parse;
+
+static int on_list_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    list_parse *p = data;
+    (void)klen;
+    if (strcmp(k, "MaxItems") == 0)
+        return api_number_param(k, v, vlen, 1, LAMBDA_LIST_MAX, &p->q->max, p->why, sizeof p->why);
+    char *dst = strcmp(k, "Marker") == 0            ? p->q->marker
+                : strcmp(k, "FunctionVersion") == 0 ? p->q->function_version
+                                                    : NULL;
+    size_t cap = dst == p->q->marker ? sizeof p->q->marker : sizeof p->q->function_version;
+    if (!dst) return 0; /* Lambda ignores what it does not know (MasterRegion, ...) */
+    if (vlen >= cap || memchr(v, '\0', vlen)) {
+        snprintf(p->why, sizeof p->why, "parameter '%s' is too long", k);
+        return ERR_INVAL;
+    }
+    memcpy(dst, v, vlen);
+    dst[vlen] = '\0';
+    return 0;
+}
+
+int api_lambda_list_query(http_request *req, lambda_list_query *q)
+{
+    memset(q, 0, sizeof *q);
+    q->max = LAMBDA_LIST_DEFAULT;
+    list_parse p = {q, ""};
+    if (req->query && http_query_parse(req->query, on_list_param, &p) != 0) {
+        api_lambda_error(req, 400, "InvalidParameterValueException", "%s",
+                         p.why[0] ? p.why : "malformed query string");
+        return -1;
+    }
+    return 0;
+}
+
+int api_lambda_page_take(lambda_page *p, const char *key)
+{
+    if (p->n == p->max) {
+        p->more = 1;
+        return 0;
+    }
+    p->n++;
+    snprintf(p->next, sizeof p->next, "%s", key);
+    return 1;
+}
+
+void api_lambda_page_answer(http_request *req, lambda_page *p, const char *list)
+{
+    cJSON *doc = cJSON_CreateObject();
+    if (p->more) cJSON_AddStringToObject(doc, "NextMarker", p->next);
+    cJSON_AddItemToObject(doc, list, p->items);
+    p->items = NULL;
+    api_respond_json(req, 200, doc);
+}
+
+/* --- FunctionConfiguration ------------------------------------------------------------ */
+
+/* What runs a runtime name of Lambda's: python3.N, nodejs18.x and later,
+ * the provided ones (a bootstrap: exec); -1 for another. */
+static int runtime_of(const char *name)
+{
+    static const char *const exec[] = {"provided", "provided.al2", "provided.al2023"};
+    static const char *const node[] = {"nodejs18.x", "nodejs20.x", "nodejs22.x"};
+    for (size_t i = 0; i < sizeof exec / sizeof *exec; i++)
+        if (strcmp(name, exec[i]) == 0) return RUNTIME_EXEC;
+    for (size_t i = 0; i < sizeof node / sizeof *node; i++)
+        if (strcmp(name, node[i]) == 0) return RUNTIME_NODEJS;
+    if (strncmp(name, "python3.", 8) == 0 && name[8] &&
+        strspn(name + 8, "0123456789") == strlen(name + 8))
+        return RUNTIME_PYTHON3;
+    return -1;
+}
+
+/* The name shown for a runtime: one of the family's (spate keeps the
+ * family, and runs the node's python3 or node, whatever was asked for). */
+static const char *runtime_name(enum fn_runtime rt)
+{
+    switch (rt) {
+    case RUNTIME_PYTHON3:
+        return "python3.11";
+    case RUNTIME_NODEJS:
+        return "nodejs18.x";
+    case RUNTIME_EXEC:
+        return "provided.al2023";
+    default:
+        return "spate.native";
+    }
+}
+
+/* Lambda's timestamp: 2026-12-03T09:50:30.123+0000. */
+static void iso_time(char *out, size_t cap, int64_t ms)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03d+0000", (int)(ms % 1000));
+}
+
+/* Lambda's CodeSha256: the base64 of the digest, not its hex. */
+static void code_sha256(char *out, const char *hex)
+{
+    unsigned char raw[HASH_HEX_LEN / 2];
+    for (size_t i = 0; i < sizeof raw; i++) {
+        unsigned v = 0;
+        sscanf(hex + 2 * i, "%2x", &v);
+        raw[i] = (unsigned char)v;
+    }
+    hash_base64(raw, sizeof raw, out);
+}
+
+/* The "K=V" lines of env as {"K": "V"}. */
+static void add_env(cJSON *vars, const char *env)
+{
+    for (const char *p = env; p && *p;) {
+        size_t len = strcspn(p, "\n");
+        const char *eq = memchr(p, '=', len);
+        if (eq) {
+            char key[SPATE_ENV_BYTES_MAX + 1];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+            char value[SPATE_ENV_BYTES_MAX + 1];
+            snprintf(value, sizeof value, "%.*s", (int)(len - (size_t)(eq + 1 - p)), eq + 1);
+            cJSON_AddStringToObject(vars, key, value);
+        }
+        p += len + (p[len] == '\n');
+    }
+}
+
+/* FunctionConfiguration of version v of f; latest: it is shown as
+ * $LATEST (the active version, unqualified), else by its number. Env
+ * values only for an admin (env_values); secrets never. Caller owns. */
+static cJSON *config_json(const fn *f, const reg_version *v, int latest, int env_values)
+{
+    const fn_config *c = &v->config;
+    char num[16], arn[300], when[40], sha[HASH_BASE64_LEN(32) + 1], rev[48];
+    snprintf(num, sizeof num, "%" PRIu32, v->version);
+    api_lambda_arn(arn, sizeof arn, f->name, latest ? "" : num);
+    iso_time(when, sizeof when, v->created_ms);
+    code_sha256(sha, v->sha256);
+    api_lambda_revision(rev, sizeof rev, v->version, v->created_ms);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "FunctionName", f->name);
+    cJSON_AddStringToObject(o, "FunctionArn", arn);
+    cJSON_AddStringToObject(o, "Runtime", runtime_name(c->runtime));
+    cJSON_AddStringToObject(o, "Role", ROLE);
+    if (c->handler[0]) cJSON_AddStringToObject(o, "Handler", c->handler);
+    cJSON_AddNumberToObject(o, "CodeSize", (double)v->size);
+    cJSON_AddStringToObject(o, "Description", c->description);
+    cJSON_AddNumberToObject(o, "Timeout", (c->timeout_ms + 999) / 1000);
+    cJSON_AddNumberToObject(o, "MemorySize", c->memory_mb);
+    cJSON_AddStringToObject(o, "LastModified", when);
+    cJSON_AddStringToObject(o, "CodeSha256", sha);
+    cJSON_AddStringToObject(o, "Version", latest ? "$LATEST" : num);
+    if (env_values && c->env)
+        add_env(cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "Environment"), "Variables"),
+                c->env);
+    cJSON_AddStringToObject(o, "RevisionId", rev);
+    /* A version answers only once its zygote loaded it: it is active, and
+     * its last update succeeded (the CLI's waiters look at these). */
+    cJSON_AddStringToObject(o, "State", "Active");
+    cJSON_AddStringToObject(o, "LastUpdateStatus", "Successful");
+    cJSON_AddStringToObject(o, "PackageType", "Zip");
+    cJSON *arch = cJSON_AddArrayToObject(o, "Architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString(ARCHITECTURE));
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "EphemeralStorage"), "Size", c->tmp_mb);
+    return o;
+}
+
+/* --- A version by qualifier ----------------------------------------------------------- */
+
+typedef struct version_find {
+    uint32_t want;
+    reg_version v;
+    int found;
+} version_find;
+
+static int on_version_find(const reg_version *v, int64_t created, void *data)
+{
+    version_find *vf = data;
+    (void)created;
+    if (v->version != vf->want) return 0;
+    vf->v = *v;
+    if (fnconfig_copy(&vf->v.config, &v->config) != 0) return ERR_NOMEM;
+    vf->found = 1;
+    return 1;
+}
+
+/* Answers the configuration of the version qualifier names ("" and
+ * $LATEST: the active one; an alias: the version it names), as
+ * GetFunctionConfiguration (wrap 0) or GetFunction (wrap 1) do. */
+static void get_function(api *a, http_request *req, const route_match *m, int wrap)
+{
+    char qualifier[LAMBDA_QUALIFIER_MAX + 1];
+    fn *f = api_lambda_function(a, req, m, qualifier);
+    if (!f) return;
+    int latest = !qualifier[0] || strcmp(qualifier, "$LATEST") == 0;
+    uint32_t want = f->active.version;
+    if (!latest) {
+        const reg_alias *al = functions_alias_find(f, qualifier, strlen(qualifier));
+        char *end;
+        unsigned long n = strtoul(qualifier, &end, 10);
+        if (al)
+            want = al->version;
+        else if (*end == '\0' && qualifier[0] != '0' && n <= UINT32_MAX)
+            want = (uint32_t)n;
+        else
+            return not_found(req, f->name, qualifier);
+    }
+    int env_values = api_aws_caller_is_admin(a, req);
+    cJSON *conf;
+    if (want == f->active.version) {
+        conf = config_json(f, &f->active, latest, env_values);
+    } else {
+        version_find vf = {.want = want};
+        int rc = functions_versions(a->table, f, on_version_find, &vf);
+        if (rc < 0)
+            return api_lambda_error(req, 500, "ServiceException",
+                                    "cannot read the versions of '%s': %s", f->name, err_str(rc));
+        if (!vf.found) return not_found(req, f->name, qualifier);
+        conf = config_json(f, &vf.v, 0, env_values);
+        fnconfig_free(&vf.v.config);
+    }
+    if (!wrap) return api_respond_json(req, 200, conf);
+    /* No Code.Location: spate has no route to download an artifact. */
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddItemToObject(doc, "Configuration", conf);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(doc, "Code"), "RepositoryType", "S3");
+    api_respond_json(req, 200, doc);
+}
+
+/* --- ListFunctions, ListVersionsByFunction -------------------------------------------- */
+
+typedef struct list_ctx {
+    lambda_page page;
+    const char *marker;
+    int env_values;
+} list_ctx;
+
+static void list_one(fn *f, void *data)
+{
+    list_ctx *l = data;
+    /* By name: the page after Marker, the last name of the page before. */
+    if (l->marker[0] && strcmp(f->name, l->marker) <= 0) return;
+    if (api_lambda_page_take(&l->page, f->name))
+        cJSON_AddItemToArray(l->page.items, config_json(f, &f->active, 1, l->env_values));
+}
+
+static void list_functions(api *a, http_request *req)
+{
+    lambda_list_query q;
+    if (api_lambda_list_query(req, &q)) return;
+    if (q.function_version[0])
+        return api_lambda_error(
+            req, 400, "InvalidParameterValueException",
+            "FunctionVersion is not supported: ListVersionsByFunction lists a function's versions");
+    list_ctx l = {
+        {cJSON_CreateArray(), q.max, 0, 0, ""}, q.marker, api_aws_caller_is_admin(a, req)};
+    functions_each(a->table, list_one, &l);
+    api_lambda_page_answer(req, &l.page, "Functions");
+}
+
+typedef struct versions_ctx {
+    const fn *f;
+    cJSON *newest_first;
+    int env_values;
+} versions_ctx;
+
+static int on_version(const reg_version *v, int64_t created, void *data)
+{
+    versions_ctx *vc = data;
+    (void)created;
+    cJSON_AddItemToArray(vc->newest_first, config_json(vc->f, v, 0, vc->env_values));
+    return 0;
+}
+
+/* $LATEST, then every version from the first; Marker is the Version of the
+ * page before's last item. */
+static void list_versions(api *a, http_request *req, fn *f)
+{
+    lambda_list_query q;
+    if (api_lambda_list_query(req, &q)) return;
+    versions_ctx vc = {f, cJSON_CreateArray(), api_aws_caller_is_admin(a, req)};
+    int rc = functions_versions(a->table, f, on_version, &vc);
+    if (rc < 0 || !vc.newest_first) {
+        cJSON_Delete(vc.newest_first);
+        return api_lambda_error(req, 500, "ServiceException", "cannot read the versions of '%s'",
+                                f->name);
+    }
+    unsigned long after = 0; /* $LATEST counts as version 0 */
+    int skip_latest = q.marker[0] != '\0';
+    if (skip_latest && strcmp(q.marker, "$LATEST") != 0) after = strtoul(q.marker, NULL, 10);
+    lambda_page p = {cJSON_CreateArray(), q.max, 0, 0, ""};
+    if (!skip_latest && api_lambda_page_take(&p, "$LATEST"))
+        cJSON_AddItemToArray(p.items, config_json(f, &f->active, 1, vc.env_values));
+    for (int i = cJSON_GetArraySize(vc.newest_first) - 1; i >= 0; i--) {
+        cJSON *item = cJSON_GetArrayItem(vc.newest_first, i);
+        const char *ver = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "Version"));
+        if (!ver || strtoul(ver, NULL, 10) <= after) continue;
+        if (api_lambda_page_take(&p, ver))
+            cJSON_AddItemToArray(p.items, cJSON_DetachItemFromArray(vc.newest_first, i));
+    }
+    cJSON_Delete(vc.newest_first);
+    api_lambda_page_answer(req, &p, "Versions");
+}
+
+/* --- What a body asks for -------------------------------------------------------------- */
+
+/* Members spate cannot honour: refused when they ask for something (not
+ * null, an empty list or an empty object), rather than acknowledged and
+ * dropped. Tags, TracingConfig, LoggingConfig, KMSKeyArn are accepted and
+ * ignored (said in docs/api.md): they change nothing about how code runs. */
+static int refuse_unsupported(http_request *req, const cJSON *body)
+{
+    static const char *const members[] = {
+        "Layers",           "FileSystemConfigs", "ImageConfig",         "VpcConfig",
+        "DeadLetterConfig", "SnapStart",         "CodeSigningConfigArn"};
+    for (size_t i = 0; i < sizeof members / sizeof *members; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, members[i]);
+        if (!v || cJSON_IsNull(v) || ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child) ||
+            (cJSON_IsString(v) && !v->valuestring[0]))
+            continue;
+        /* An empty VPC (no subnets, as some tools send) asks for nothing. */
+        if (strcmp(members[i], "VpcConfig") == 0 &&
+            !cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "SubnetIds")))
+            continue;
+        api_lambda_error(req, 400, "InvalidParameterValueException", "%s is not supported by spate",
+                         members[i]);
+        return -1;
+    }
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(body, "PackageType");
+    if (pt && !(cJSON_IsString(pt) && strcmp(pt->valuestring, "Zip") == 0)) {
+        api_lambda_error(req, 400, "InvalidParameterValueException",
+                         "PackageType must be Zip: spate runs no container images");
+        return -1;
+    }
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(body, "Architectures");
+    const cJSON *one;
+    cJSON_ArrayForEach(one, arch)
+    {
+        if (!cJSON_IsString(one) || strcmp(one->valuestring, ARCHITECTURE) != 0) {
+            api_lambda_error(req, 400, "InvalidParameterValueException",
+                             "Architectures must be [\"%s\"]: the node's", ARCHITECTURE);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A whole number member key of o from min to max into *out (absent or
+ * null: *out stays); scale multiplies it (seconds to ms). 0, or -1 with
+ * why. */
+static int number_member(const cJSON *o, const char *key, uint32_t min, uint32_t max,
+                         uint32_t scale, uint32_t *out, char *why, size_t cap)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return 0;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (d < min || d > max || floor(d) != d) {
+        snprintf(why, cap, "%s must be a whole number from %u to %u", key, min, max);
+        return -1;
+    }
+    *out = (uint32_t)d * scale;
+    return 0;
+}
+
+/* A string member (absent or null: NULL; not a string: -1 via *bad). */
+static const char *string_member(const cJSON *o, const char *key, int *bad)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) return NULL;
+    if (!cJSON_IsString(v)) *bad = 1;
+    return cJSON_GetStringValue(v);
+}
+
+/* Environment.Variables replaces the plain variables (Lambda replaces the
+ * whole map); spate's secrets stay, but for a name the map sets. */
+static int set_environment(fn_config *c, const cJSON *env, char *why, size_t cap)
+{
+    if (!env || cJSON_IsNull(env)) return 0;
+    const cJSON *vars = cJSON_GetObjectItemCaseSensitive(env, "Variables");
+    if (!cJSON_IsObject(env) || (vars && !cJSON_IsNull(vars) && !cJSON_IsObject(vars))) {
+        snprintf(why, cap, "Environment must be {\"Variables\": {\"KEY\": \"value\"}}");
+        return -1;
+    }
+    free(c->env);
+    c->env = NULL;
+    c->env_count = 0;
+    const cJSON *var;
+    cJSON_ArrayForEach(var, vars)
+    {
+        if (!cJSON_IsString(var)) {
+            snprintf(why, cap, "the value of environment variable '%.64s' must be a string",
+                     var->string);
+            return -1;
+        }
+        size_t klen = strlen(var->string), vlen = strlen(var->valuestring);
+        if (klen + vlen + 1 > SPATE_ENV_BYTES_MAX) {
+            snprintf(why, cap, "the environment is over %u bytes", (unsigned)SPATE_ENV_BYTES_MAX);
+            return -1;
+        }
+        char kv[SPATE_ENV_BYTES_MAX + 1];
+        int n = snprintf(kv, sizeof kv, "%s=%s", var->string, var->valuestring);
+        if (fnconfig_add_env(c, kv, (size_t)n, why, cap) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Applies what a CreateFunction or UpdateFunctionConfiguration body sets
+ * to c (the defaults, or the active configuration). Runtime is mapped
+ * (python3.x, nodejs18.x+, provided*); Handler is the managed runtimes'
+ * (a provided runtime's bootstrap reads none from spate: ignored there);
+ * Role is ignored. 0, or -1 with why. */
+static int apply_config(const cJSON *body, fn_config *c, char *why, size_t cap)
+{
+    int bad = 0;
+    const char *runtime = string_member(body, "Runtime", &bad);
+    const char *handler = string_member(body, "Handler", &bad);
+    const char *desc = string_member(body, "Description", &bad);
+    string_member(body, "Role", &bad);
+    if (bad) {
+        snprintf(why, cap, "Runtime, Handler, Description and Role must be strings");
+        return -1;
+    }
+    if (runtime) {
+        int rt = runtime_of(runtime);
+        if (rt < 0) {
+            snprintf(why, cap,
+                     "unsupported runtime '%.40s': spate runs python3.x, nodejs18.x, nodejs20.x, "
+                     "nodejs22.x, provided, provided.al2 and provided.al2023",
+                     runtime);
+            return -1;
+        }
+        if ((enum fn_runtime)rt != c->runtime) c->handler[0] = '\0';
+        c->runtime = (enum fn_runtime)rt;
+    }
+    if (handler && fnconfig_runtime_is_managed(c->runtime) &&
+        fnconfig_set_handler(c, handler, strlen(handler), why, cap) != 0)
+        return -1;
+    if (desc && fnconfig_set_description(c, desc, strlen(desc), why, cap) != 0) return -1;
+    if (number_member(body, "Timeout", 1, SPATE_TIMEOUT_CEILING_MS / 1000, 1000, &c->timeout_ms,
+                      why, cap) ||
+        number_member(body, "MemorySize", SPATE_MEMORY_FLOOR_MB, SPATE_MEMORY_CEILING_MB, 1,
+                      &c->memory_mb, why, cap) ||
+        number_member(cJSON_GetObjectItemCaseSensitive(body, "EphemeralStorage"), "Size",
+                      SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, 1, &c->tmp_mb, why, cap))
+        return -1;
+    if (set_environment(c, cJSON_GetObjectItemCaseSensitive(body, "Environment"), why, cap))
+        return -1;
+    return fnconfig_check(c, why, cap) ? -1 : 0;
+}
+
+/* The zip of Code.ZipFile (create) or ZipFile (update), decoded into out.
+ * 0, or -1 after answering. */
+static int read_zip(api *a, http_request *req, const cJSON *holder, buf *out)
+{
+    static const char *const elsewhere[] = {"S3Bucket", "S3Key", "S3ObjectVersion", "ImageUri"};
+    for (size_t i = 0; i < sizeof elsewhere / sizeof *elsewhere; i++)
+        if (cJSON_GetObjectItemCaseSensitive(holder, elsewhere[i])) {
+            api_lambda_error(req, 400, "InvalidParameterValueException",
+                             "%s is not supported: spate takes the code as ZipFile", elsewhere[i]);
+            return -1;
+        }
+    const cJSON *zip = cJSON_GetObjectItemCaseSensitive(holder, "ZipFile");
+    if (!cJSON_IsString(zip) || !zip->valuestring[0]) {
+        api_lambda_error(req, 400, "InvalidParameterValueException",
+                         "ZipFile is required: the function's code, a zip archive in base64");
+        return -1;
+    }
+    size_t len = strlen(zip->valuestring);
+    size_t max = a->limits.artifact_max;
+    if (len / 4 * 3 > max + 2) {
+        api_lambda_error(req, 413, "RequestEntityTooLargeException",
+                         "the zip is over the artifact limit of %zu bytes", max);
+        return -1;
+    }
+    /* Room for a lone source file's tar wrapping (api_artifact_prepare). */
+    buf_init(out, len / 4 * 3 + SPATE_HTTP_SMALL_BODY_MAX);
+    if (buf_reserve(out, len / 4 * 3 + 1) != 0) {
+        buf_free(out);
+        api_lambda_error(req, 503, "ServiceException", "out of memory");
+        return -1;
+    }
+    long n = hash_unbase64(zip->valuestring, len, (unsigned char *)out->data);
+    if (n < 0) {
+        buf_free(out);
+        api_lambda_error(req, 400, "InvalidParameterValueException", "ZipFile is not base64");
+        return -1;
+    }
+    out->len = (size_t)n;
+    if (out->len > max) {
+        buf_free(out);
+        api_lambda_error(req, 413, "RequestEntityTooLargeException",
+                         "the zip is over the artifact limit of %zu bytes", max);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- Changes ---------------------------------------------------------------------------- */
+
+typedef struct change {
+    api *a;
+    http_request *req;
+    int status;  /* of the answer: 201 or 200 */
+    int publish; /* the answer names the version's number, not $LATEST */
+} change;
+
+static void on_changed(const deploy_result *r, void *data)
+{
+    change *ch = data;
+    if (r->status >= 400) {
+        api_lambda_mgmt_fail(ch->req, r->status, r->code, r->message);
+    } else {
+        int env_values = api_aws_caller_is_admin(ch->a, ch->req);
+        api_respond_json(ch->req, ch->status,
+                         config_json(r->f, &r->f->active, !ch->publish, env_values));
+    }
+    free(ch);
+}
+
+static change *change_new(api *a, http_request *req, int status, int publish)
+{
+    change *ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        api_lambda_error(req, 503, "ServiceException", "out of memory");
+        return NULL;
+    }
+    *ch = (change){a, req, status, publish};
+    return ch;
+}
+
+/* Prepares zip for cfg and deploys it as name's next version; answers.
+ * Takes cfg and zip. The request's body is freed first: its base64 is no
+ * longer needed, and the deploy holds the zip for a while. */
+static void deploy(api *a, http_request *req, const char *name, fn_config *cfg, buf *zip,
+                   int publish, int status)
+{
+    buf_free(&req->body);
+    char why[400];
+    int rc = api_artifact_prepare(zip, cfg, "", why, sizeof why);
+    change *ch = rc ? NULL : change_new(a, req, status, publish);
+    if (rc == ERR_NOMEM)
+        api_lambda_error(req, 503, "ServiceException", "out of memory");
+    else if (rc)
+        api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
+    if (!ch) {
+        fnconfig_free(cfg);
+        buf_free(zip);
+        return;
+    }
+    functions_deploy(a->table, name, cfg, zip, on_changed, ch);
+}
+
+static void create_function(api *a, http_request *req)
+{
+    cJSON *body = api_lambda_body(req);
+    if (!body) return;
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "FunctionName"));
+    lambda_target t;
+    char why[400];
+    fn_config cfg;
+    buf zip;
+    fnconfig_defaults(&cfg);
+    if (!name) {
+        api_lambda_error(req, 400, "InvalidParameterValueException", "FunctionName is required");
+    } else if (lambda_parse_target(name, strlen(name), "", &t, why, sizeof why) != 0 ||
+               t.qualifier[0]) {
+        api_lambda_error(req, 400, "InvalidParameterValueException", "%s",
+                         t.qualifier[0] ? "FunctionName takes no qualifier" : why);
+    } else if (functions_find(a->table, t.function, strlen(t.function))) {
+        api_lambda_error(req, 409, "ResourceConflictException", "Function already exist: %s",
+                         t.function);
+    } else if (refuse_unsupported(req, body) == 0) {
+        if (!cJSON_GetObjectItemCaseSensitive(body, "Runtime"))
+            api_lambda_error(req, 400, "InvalidParameterValueException",
+                             "Runtime is required for a .zip deployment package");
+        else if (apply_config(body, &cfg, why, sizeof why) != 0)
+            api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
+        else if (read_zip(a, req, cJSON_GetObjectItemCaseSensitive(body, "Code"), &zip) == 0) {
+            int publish = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "Publish"));
+            cJSON_Delete(body);
+            deploy(a, req, t.function, &cfg, &zip, publish, 201);
+            return;
+        }
+    }
+    fnconfig_free(&cfg);
+    cJSON_Delete(body);
+}
+
+static void update_code(api *a, http_request *req, const route_match *m)
+{
+    fn *f = api_lambda_function(a, req, m, NULL);
+    if (!f) return;
+    cJSON *body = api_lambda_body(req);
+    if (!body) return;
+    char rev[48];
+    api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
+    buf zip;
+    fn_config cfg;
+    if (api_lambda_revision_ok(req, body, rev) && refuse_unsupported(req, body) == 0 &&
+        read_zip(a, req, body, &zip) == 0) {
+        if (fnconfig_copy(&cfg, &f->active.config) != 0) {
+            buf_free(&zip);
+            api_lambda_error(req, 503, "ServiceException", "out of memory");
+        } else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "DryRun"))) {
+            /* Checked, not deployed: the answer is the configuration now. */
+            char why[400];
+            int rc = api_artifact_prepare(&zip, &cfg, "", why, sizeof why);
+            fnconfig_free(&cfg);
+            buf_free(&zip);
+            if (rc)
+                api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
+            else
+                api_respond_json(req, 200,
+                                 config_json(f, &f->active, 1, api_aws_caller_is_admin(a, req)));
+        } else {
+            int publish = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "Publish"));
+            cJSON_Delete(body);
+            return deploy(a, req, f->name, &cfg, &zip, publish, 200);
+        }
+    }
+    cJSON_Delete(body);
+}
+
+/* A configuration change (UpdateFunctionConfiguration, or PublishVersion
+ * with a new description): a new version through functions_reconfigure,
+ * or, when cfg changes nothing, the active version as it is. Takes cfg. */
+static void reconfigure(api *a, http_request *req, fn *f, fn_config *cfg, int status, int publish)
+{
+    if (fnconfig_equal(cfg, &f->active.config)) {
+        fnconfig_free(cfg);
+        api_respond_json(req, status,
+                         config_json(f, &f->active, !publish, api_aws_caller_is_admin(a, req)));
+        return;
+    }
+    change *ch = change_new(a, req, status, publish);
+    if (!ch) return fnconfig_free(cfg);
+    functions_reconfigure(a->table, f->name, cfg, on_changed, ch);
+}
+
+static void update_config(api *a, http_request *req, const route_match *m)
+{
+    fn *f = api_lambda_function(a, req, m, NULL);
+    if (!f) return;
+    cJSON *body = api_lambda_body(req);
+    if (!body) return;
+    char rev[48], why[400];
+    api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
+    fn_config cfg;
+    if (api_lambda_revision_ok(req, body, rev) && refuse_unsupported(req, body) == 0) {
+        if (fnconfig_copy(&cfg, &f->active.config) != 0) {
+            api_lambda_error(req, 503, "ServiceException", "out of memory");
+        } else if (apply_config(body, &cfg, why, sizeof why) != 0) {
+            fnconfig_free(&cfg);
+            api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
+        } else {
+            reconfigure(a, req, f, &cfg, 200, 0);
+        }
+    }
+    cJSON_Delete(body);
+}
+
+/* PublishVersion: the active version is published already (every change
+ * made a number); CodeSha256 and RevisionId, when given, must be its. */
+static void publish_version(api *a, http_request *req, fn *f)
+{
+    cJSON *body = api_lambda_body(req);
+    if (!body) return;
+    char rev[48], sha[HASH_BASE64_LEN(32) + 1], why[400];
+    api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
+    code_sha256(sha, f->active.sha256);
+    const char *want = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "CodeSha256"));
+    int bad = 0;
+    const char *desc = string_member(body, "Description", &bad);
+    fn_config cfg;
+    if (want && strcmp(want, sha) != 0) {
+        api_lambda_error(req, 412, "PreconditionFailedException",
+                         "CodeSha256 (%.64s) is not the code of $LATEST (%s)", want, sha);
+    } else if (bad) {
+        api_lambda_error(req, 400, "InvalidParameterValueException",
+                         "Description must be a string");
+    } else if (api_lambda_revision_ok(req, body, rev)) {
+        if (fnconfig_copy(&cfg, &f->active.config) != 0) {
+            api_lambda_error(req, 503, "ServiceException", "out of memory");
+        } else if (desc && fnconfig_set_description(&cfg, desc, strlen(desc), why, sizeof why)) {
+            fnconfig_free(&cfg);
+            api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
+        } else {
+            reconfigure(a, req, f, &cfg, 201, 1);
+        }
+    }
+    cJSON_Delete(body);
+}
+
+/* DeleteFunction: the function and every version, as DELETE /v1/functions
+ * does (a function that triggers feed is refused: ResourceConflictException
+ * naming them). */
+static void delete_function(api *a, http_request *req, const route_match *m)
+{
+    char qualifier[LAMBDA_QUALIFIER_MAX + 1];
+    fn *f = api_lambda_function(a, req, m, qualifier);
+    if (!f) return;
+    if (qualifier[0])
+        return api_lambda_error(req, 400, "InvalidParameterValueException",
+                                "spate deletes a function's versions only with the function: "
+                                "delete it without a qualifier");
+    api_function_delete(a, req, f->name, 0, api_lambda_mgmt_fail);
+}
+
+/* --- Dispatch --------------------------------------------------------------------------- */
+
+static void method_not_allowed(http_request *req)
+{
+    api_lambda_error(req, 405, "MethodNotAllowedException", "method %s is not allowed here",
+                     http_method_str(req->method));
+}
+
+void api_lambda_mgmt(api *a, http_request *req, const route_match *m)
+{
+    enum http_method meth = req->method;
+    int get = meth == HTTP_GET || meth == HTTP_HEAD;
+    fn *f;
+    switch (m->route) {
+    case R_LAMBDA_FUNCTIONS:
+        if (meth == HTTP_POST) return create_function(a, req);
+        if (get) return list_functions(a, req);
+        break;
+    case R_LAMBDA_FUNCTION:
+        if (get) return get_function(a, req, m, 1);
+        if (meth == HTTP_DELETE) return delete_function(a, req, m);
+        break;
+    case R_LAMBDA_CONFIG:
+        if (get) return get_function(a, req, m, 0);
+        if (meth == HTTP_PUT) return update_config(a, req, m);
+        break;
+    case R_LAMBDA_CODE:
+        if (meth == HTTP_PUT) return update_code(a, req, m);
+        break;
+    case R_LAMBDA_VERSIONS:
+        if (!get && meth != HTTP_POST) break;
+        if (!(f = api_lambda_function(a, req, m, NULL))) return;
+        return get ? list_versions(a, req, f) : publish_version(a, req, f);
+    case R_LAMBDA_ALIASES:
+    case R_LAMBDA_ALIAS:
+        return api_lambda_aliases(a, req, m);
+    default:
+        break;
+    }
+    method_not_allowed(req);
+}
