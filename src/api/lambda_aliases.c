@@ -42,71 +42,6 @@ static cJSON *alias_json(const reg_alias *al)
     return o;
 }
 
-/* A version number of Lambda's (a string of digits, not 0). */
-static int version_number(const char *s, uint32_t *out)
-{
-    char *end;
-    if (!s || !*s || *s == '0' || strspn(s, "0123456789") != strlen(s)) return -1;
-    unsigned long long n = strtoull(s, &end, 10);
-    if (n > UINT32_MAX) return -1;
-    *out = (uint32_t)n;
-    return 0;
-}
-
-/* What a CreateAlias or UpdateAlias body sets on al (FunctionVersion,
- * RoutingConfig; an absent member leaves al's). 0, or -1 with why. */
-static int apply_alias(const cJSON *body, reg_alias *al, char *why, size_t cap)
-{
-    const cJSON *fv = cJSON_GetObjectItemCaseSensitive(body, "FunctionVersion");
-    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(body, "Description");
-    if (desc && !cJSON_IsNull(desc) && !(cJSON_IsString(desc) && !desc->valuestring[0])) {
-        snprintf(why, cap, "spate keeps no description of an alias: leave Description out");
-        return -1;
-    }
-    if (fv && !cJSON_IsNull(fv)) {
-        const char *s = cJSON_GetStringValue(fv);
-        if (s && strcmp(s, "$LATEST") == 0) {
-            snprintf(why, cap,
-                     "an alias of spate names a version number, not $LATEST (PublishVersion "
-                     "gives the number of $LATEST)");
-            return -1;
-        }
-        if (version_number(s, &al->version) != 0) {
-            snprintf(why, cap, "FunctionVersion must be a version number");
-            return -1;
-        }
-    }
-    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(body, "RoutingConfig");
-    if (!rc || cJSON_IsNull(rc)) return 0;
-    const cJSON *weights = cJSON_GetObjectItemCaseSensitive(rc, "AdditionalVersionWeights");
-    if (!cJSON_IsObject(rc) || (weights && !cJSON_IsNull(weights) && !cJSON_IsObject(weights))) {
-        snprintf(why, cap, "RoutingConfig must be {\"AdditionalVersionWeights\": {\"N\": W}}");
-        return -1;
-    }
-    al->weight_version = al->weight_percent = 0;
-    int n = cJSON_GetArraySize(weights);
-    if (n == 0) return 0;
-    const cJSON *w = weights->child;
-    double pct = cJSON_IsNumber(w) ? w->valuedouble * 100 : -1;
-    if (n > 1) {
-        snprintf(why, cap, "an alias routes to at most one additional version");
-        return -1;
-    }
-    if (version_number(w->string, &al->weight_version) != 0) {
-        snprintf(why, cap, "the keys of AdditionalVersionWeights must be version numbers");
-        return -1;
-    }
-    if (!(pct >= 1 && pct <= 99) || fabs(pct - round(pct)) > 1e-6) {
-        snprintf(why, cap,
-                 "the weight of version %s must be 0.01 to 0.99 in whole percents (spate routes "
-                 "by the percent)",
-                 w->string);
-        return -1;
-    }
-    al->weight_percent = (uint32_t)round(pct);
-    return 0;
-}
-
 /* Records al (created: 201, else 200) and answers it once durable. */
 static void set_alias(api *a, http_request *req, fn *f, const reg_alias *al, int status)
 {
@@ -141,7 +76,7 @@ static void create_alias(api *a, http_request *req, fn *f, const cJSON *body)
                                 "FunctionVersion is required");
     snprintf(al.function, sizeof al.function, "%s", f->name);
     snprintf(al.name, sizeof al.name, "%s", name);
-    if (apply_alias(body, &al, why, sizeof why) != 0)
+    if (lambda_body_alias(body, &al, why, sizeof why) != 0)
         return api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
     set_alias(a, req, f, &al, 201);
 }
@@ -151,7 +86,7 @@ static void list_aliases(http_request *req, const fn *f)
     lambda_list_query q;
     if (api_lambda_list_query(req, &q)) return;
     uint32_t only = 0;
-    if (q.function_version[0] && version_number(q.function_version, &only) != 0)
+    if (q.function_version[0] && lambda_version_number(q.function_version, &only) != 0)
         return api_lambda_error(req, 400, "InvalidParameterValueException",
                                 "FunctionVersion must be a version number");
     lambda_page p = {cJSON_CreateArray(), q.max, 0, 0, ""};
@@ -194,7 +129,7 @@ static void one_alias(api *a, http_request *req, fn *f, const route_match *m, co
     char rev[48], why[300];
     api_lambda_revision(rev, sizeof rev, al->version, al->updated_ms);
     if (!api_lambda_revision_ok(req, body, rev)) return;
-    if (apply_alias(body, &next, why, sizeof why) != 0)
+    if (lambda_body_alias(body, &next, why, sizeof why) != 0)
         return api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
     set_alias(a, req, f, &next, 200);
 }

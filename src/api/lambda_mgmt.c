@@ -30,12 +30,6 @@
 /* What Lambda's Role would be; spate runs functions as its own users. */
 #define ROLE "arn:aws:iam::" LAMBDA_ACCOUNT ":role/spate"
 
-#if defined(__aarch64__)
-#define ARCHITECTURE "arm64"
-#else
-#define ARCHITECTURE "x86_64"
-#endif
-
 /* --- Errors, bodies, names ------------------------------------------------------------- */
 
 void api_lambda_mgmt_fail(http_request *req, int status, const char *code, const char *message)
@@ -187,38 +181,6 @@ void api_lambda_page_answer(http_request *req, lambda_page *p, const char *list)
 
 /* --- FunctionConfiguration ------------------------------------------------------------ */
 
-/* What runs a runtime name of Lambda's: python3.N, nodejs18.x and later,
- * the provided ones (a bootstrap: exec); -1 for another. */
-static int runtime_of(const char *name)
-{
-    static const char *const exec[] = {"provided", "provided.al2", "provided.al2023"};
-    static const char *const node[] = {"nodejs18.x", "nodejs20.x", "nodejs22.x"};
-    for (size_t i = 0; i < sizeof exec / sizeof *exec; i++)
-        if (strcmp(name, exec[i]) == 0) return RUNTIME_EXEC;
-    for (size_t i = 0; i < sizeof node / sizeof *node; i++)
-        if (strcmp(name, node[i]) == 0) return RUNTIME_NODEJS;
-    if (strncmp(name, "python3.", 8) == 0 && name[8] &&
-        strspn(name + 8, "0123456789") == strlen(name + 8))
-        return RUNTIME_PYTHON3;
-    return -1;
-}
-
-/* The name shown for a runtime: one of the family's (spate keeps the
- * family, and runs the node's python3 or node, whatever was asked for). */
-static const char *runtime_name(enum fn_runtime rt)
-{
-    switch (rt) {
-    case RUNTIME_PYTHON3:
-        return "python3.11";
-    case RUNTIME_NODEJS:
-        return "nodejs18.x";
-    case RUNTIME_EXEC:
-        return "provided.al2023";
-    default:
-        return "spate.native";
-    }
-}
-
 /* Lambda's timestamp: 2026-12-03T09:50:30.123+0000. */
 static void iso_time(char *out, size_t cap, int64_t ms)
 {
@@ -273,7 +235,7 @@ static cJSON *config_json(const fn *f, const reg_version *v, int latest, int env
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "FunctionName", f->name);
     cJSON_AddStringToObject(o, "FunctionArn", arn);
-    cJSON_AddStringToObject(o, "Runtime", runtime_name(c->runtime));
+    cJSON_AddStringToObject(o, "Runtime", lambda_runtime_name(c->runtime));
     cJSON_AddStringToObject(o, "Role", ROLE);
     if (c->handler[0]) cJSON_AddStringToObject(o, "Handler", c->handler);
     cJSON_AddNumberToObject(o, "CodeSize", (double)v->size);
@@ -293,7 +255,7 @@ static cJSON *config_json(const fn *f, const reg_version *v, int latest, int env
     cJSON_AddStringToObject(o, "LastUpdateStatus", "Successful");
     cJSON_AddStringToObject(o, "PackageType", "Zip");
     cJSON *arch = cJSON_AddArrayToObject(o, "Architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString(ARCHITECTURE));
+    cJSON_AddItemToArray(arch, cJSON_CreateString(LAMBDA_ARCHITECTURE));
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(o, "EphemeralStorage"), "Size", c->tmp_mb);
     return o;
 }
@@ -435,152 +397,6 @@ static void list_versions(api *a, http_request *req, fn *f)
     api_lambda_page_answer(req, &p, "Versions");
 }
 
-/* --- What a body asks for -------------------------------------------------------------- */
-
-/* Members spate cannot honour: refused when they ask for something (not
- * null, an empty list or an empty object), rather than acknowledged and
- * dropped. Tags, TracingConfig, LoggingConfig, KMSKeyArn are accepted and
- * ignored (said in docs/api.md): they change nothing about how code runs. */
-static int refuse_unsupported(http_request *req, const cJSON *body)
-{
-    static const char *const members[] = {
-        "Layers",           "FileSystemConfigs", "ImageConfig",         "VpcConfig",
-        "DeadLetterConfig", "SnapStart",         "CodeSigningConfigArn"};
-    for (size_t i = 0; i < sizeof members / sizeof *members; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, members[i]);
-        if (!v || cJSON_IsNull(v) || ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child) ||
-            (cJSON_IsString(v) && !v->valuestring[0]))
-            continue;
-        /* An empty VPC (no subnets, as some tools send) asks for nothing. */
-        if (strcmp(members[i], "VpcConfig") == 0 &&
-            !cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "SubnetIds")))
-            continue;
-        api_lambda_error(req, 400, "InvalidParameterValueException", "%s is not supported by spate",
-                         members[i]);
-        return -1;
-    }
-    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(body, "PackageType");
-    if (pt && !(cJSON_IsString(pt) && strcmp(pt->valuestring, "Zip") == 0)) {
-        api_lambda_error(req, 400, "InvalidParameterValueException",
-                         "PackageType must be Zip: spate runs no container images");
-        return -1;
-    }
-    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(body, "Architectures");
-    const cJSON *one;
-    cJSON_ArrayForEach(one, arch)
-    {
-        if (!cJSON_IsString(one) || strcmp(one->valuestring, ARCHITECTURE) != 0) {
-            api_lambda_error(req, 400, "InvalidParameterValueException",
-                             "Architectures must be [\"%s\"]: the node's", ARCHITECTURE);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* A whole number member key of o from min to max into *out (absent or
- * null: *out stays); scale multiplies it (seconds to ms). 0, or -1 with
- * why. */
-static int number_member(const cJSON *o, const char *key, uint32_t min, uint32_t max,
-                         uint32_t scale, uint32_t *out, char *why, size_t cap)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-    if (d < min || d > max || floor(d) != d) {
-        snprintf(why, cap, "%s must be a whole number from %u to %u", key, min, max);
-        return -1;
-    }
-    *out = (uint32_t)d * scale;
-    return 0;
-}
-
-/* A string member (absent or null: NULL; not a string: -1 via *bad). */
-static const char *string_member(const cJSON *o, const char *key, int *bad)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) return NULL;
-    if (!cJSON_IsString(v)) *bad = 1;
-    return cJSON_GetStringValue(v);
-}
-
-/* Environment.Variables replaces the plain variables (Lambda replaces the
- * whole map); spate's secrets stay, but for a name the map sets. */
-static int set_environment(fn_config *c, const cJSON *env, char *why, size_t cap)
-{
-    if (!env || cJSON_IsNull(env)) return 0;
-    const cJSON *vars = cJSON_GetObjectItemCaseSensitive(env, "Variables");
-    if (!cJSON_IsObject(env) || (vars && !cJSON_IsNull(vars) && !cJSON_IsObject(vars))) {
-        snprintf(why, cap, "Environment must be {\"Variables\": {\"KEY\": \"value\"}}");
-        return -1;
-    }
-    free(c->env);
-    c->env = NULL;
-    c->env_count = 0;
-    const cJSON *var;
-    cJSON_ArrayForEach(var, vars)
-    {
-        if (!cJSON_IsString(var)) {
-            snprintf(why, cap, "the value of environment variable '%.64s' must be a string",
-                     var->string);
-            return -1;
-        }
-        size_t klen = strlen(var->string), vlen = strlen(var->valuestring);
-        if (klen + vlen + 1 > SPATE_ENV_BYTES_MAX) {
-            snprintf(why, cap, "the environment is over %u bytes", (unsigned)SPATE_ENV_BYTES_MAX);
-            return -1;
-        }
-        char kv[SPATE_ENV_BYTES_MAX + 1];
-        int n = snprintf(kv, sizeof kv, "%s=%s", var->string, var->valuestring);
-        if (fnconfig_add_env(c, kv, (size_t)n, why, cap) != 0) return -1;
-    }
-    return 0;
-}
-
-/* Applies what a CreateFunction or UpdateFunctionConfiguration body sets
- * to c (the defaults, or the active configuration). Runtime is mapped
- * (python3.x, nodejs18.x+, provided*); Handler is the managed runtimes'
- * (a provided runtime's bootstrap reads none from spate: ignored there);
- * Role is ignored. 0, or -1 with why. */
-static int apply_config(const cJSON *body, fn_config *c, char *why, size_t cap)
-{
-    int bad = 0;
-    const char *runtime = string_member(body, "Runtime", &bad);
-    const char *handler = string_member(body, "Handler", &bad);
-    const char *desc = string_member(body, "Description", &bad);
-    string_member(body, "Role", &bad);
-    if (bad) {
-        snprintf(why, cap, "Runtime, Handler, Description and Role must be strings");
-        return -1;
-    }
-    if (runtime) {
-        int rt = runtime_of(runtime);
-        if (rt < 0) {
-            snprintf(why, cap,
-                     "unsupported runtime '%.40s': spate runs python3.x, nodejs18.x, nodejs20.x, "
-                     "nodejs22.x, provided, provided.al2 and provided.al2023",
-                     runtime);
-            return -1;
-        }
-        if ((enum fn_runtime)rt != c->runtime) c->handler[0] = '\0';
-        c->runtime = (enum fn_runtime)rt;
-    }
-    if (handler && fnconfig_runtime_is_managed(c->runtime) &&
-        fnconfig_set_handler(c, handler, strlen(handler), why, cap) != 0)
-        return -1;
-    if (desc && fnconfig_set_description(c, desc, strlen(desc), why, cap) != 0) return -1;
-    if (number_member(body, "Timeout", 1, SPATE_TIMEOUT_CEILING_MS / 1000, 1000, &c->timeout_ms,
-                      why, cap) ||
-        number_member(body, "MemorySize", SPATE_MEMORY_FLOOR_MB, SPATE_MEMORY_CEILING_MB, 1,
-                      &c->memory_mb, why, cap) ||
-        number_member(cJSON_GetObjectItemCaseSensitive(body, "EphemeralStorage"), "Size",
-                      SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, 1, &c->tmp_mb, why, cap))
-        return -1;
-    if (set_environment(c, cJSON_GetObjectItemCaseSensitive(body, "Environment"), why, cap))
-        return -1;
-    return fnconfig_check(c, why, cap) ? -1 : 0;
-}
-
 /* The zip of Code.ZipFile (create) or ZipFile (update), decoded into out.
  * 0, or -1 after answering. */
 static int read_zip(api *a, http_request *req, const cJSON *holder, buf *out)
@@ -625,6 +441,15 @@ static int read_zip(api *a, http_request *req, const cJSON *holder, buf *out)
                          "the zip is over the artifact limit of %zu bytes", max);
         return -1;
     }
+    return 0;
+}
+
+/* Whether the body asks only for what spate can do; else answers 400. */
+static int supported(http_request *req, const cJSON *body)
+{
+    char why[200];
+    if (lambda_body_supported(body, why, sizeof why) == 0) return 1;
+    api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
     return 0;
 }
 
@@ -702,11 +527,11 @@ static void create_function(api *a, http_request *req)
     } else if (functions_find(a->table, t.function, strlen(t.function))) {
         api_lambda_error(req, 409, "ResourceConflictException", "Function already exist: %s",
                          t.function);
-    } else if (refuse_unsupported(req, body) == 0) {
+    } else if (supported(req, body)) {
         if (!cJSON_GetObjectItemCaseSensitive(body, "Runtime"))
             api_lambda_error(req, 400, "InvalidParameterValueException",
                              "Runtime is required for a .zip deployment package");
-        else if (apply_config(body, &cfg, why, sizeof why) != 0)
+        else if (lambda_body_config(body, &cfg, why, sizeof why) != 0)
             api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
         else if (read_zip(a, req, cJSON_GetObjectItemCaseSensitive(body, "Code"), &zip) == 0) {
             int publish = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "Publish"));
@@ -729,7 +554,7 @@ static void update_code(api *a, http_request *req, const route_match *m)
     api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
     buf zip;
     fn_config cfg;
-    if (api_lambda_revision_ok(req, body, rev) && refuse_unsupported(req, body) == 0 &&
+    if (api_lambda_revision_ok(req, body, rev) && supported(req, body) &&
         read_zip(a, req, body, &zip) == 0) {
         if (fnconfig_copy(&cfg, &f->active.config) != 0) {
             buf_free(&zip);
@@ -779,10 +604,10 @@ static void update_config(api *a, http_request *req, const route_match *m)
     char rev[48], why[400];
     api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
     fn_config cfg;
-    if (api_lambda_revision_ok(req, body, rev) && refuse_unsupported(req, body) == 0) {
+    if (api_lambda_revision_ok(req, body, rev) && supported(req, body)) {
         if (fnconfig_copy(&cfg, &f->active.config) != 0) {
             api_lambda_error(req, 503, "ServiceException", "out of memory");
-        } else if (apply_config(body, &cfg, why, sizeof why) != 0) {
+        } else if (lambda_body_config(body, &cfg, why, sizeof why) != 0) {
             fnconfig_free(&cfg);
             api_lambda_error(req, 400, "InvalidParameterValueException", "%s", why);
         } else {
@@ -802,8 +627,9 @@ static void publish_version(api *a, http_request *req, fn *f)
     api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
     code_sha256(sha, f->active.sha256);
     const char *want = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "CodeSha256"));
-    int bad = 0;
-    const char *desc = string_member(body, "Description", &bad);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(body, "Description");
+    int bad = d && !cJSON_IsNull(d) && !cJSON_IsString(d);
+    const char *desc = cJSON_GetStringValue(d);
     fn_config cfg;
     if (want && strcmp(want, sha) != 0) {
         api_lambda_error(req, 412, "PreconditionFailedException",
