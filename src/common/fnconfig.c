@@ -288,7 +288,7 @@ int fnconfig_set_handler(fn_config *c, const char *s, size_t len, char *why, siz
         if (ch == '.' && i > 0 && (s[i - 1] == '.' || s[i - 1] == '/')) ok = 0;
         if (!name_char(ch) && ch != '.' && ch != '/') ok = 0;
     }
-    for (const char *p = dot + 1; ok && p < s + len; p++)
+    for (const char *p = dot ? dot + 1 : s + len; ok && p < s + len; p++)
         if (!name_char(*p)) ok = 0;
     if (!ok) {
         snprintf(why, whycap,
