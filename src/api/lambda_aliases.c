@@ -9,7 +9,6 @@
  * whole percent, more than one additional version, a Description.
  */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -14,7 +14,6 @@
  * RequestEntityTooLargeException. Other bodies: 64 KiB.
  */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +24,6 @@
 #include "common/err.h"
 #include "common/hash.h"
 #include "common/limits.h"
-#include "common/names.h"
 
 /* What Lambda's Role would be; spate runs functions as its own users. */
 #define ROLE "arn:aws:iam::" LAMBDA_ACCOUNT ":role/spate"
