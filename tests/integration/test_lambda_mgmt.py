@@ -394,3 +394,28 @@ def test_signed_requests_when_tokens_are_on(make_spated, tmp_path):
     assert code == "AccessDeniedException"
     admin.delete_function(FunctionName="s")
     assert wait_for(lambda: error_of(lambda: admin.get_function(FunctionName="s"))[0] == 404)
+
+
+# --- A cluster -----------------------------------------------------------------------------
+
+
+def test_cluster_nodes_agree(tmp_path_factory):
+    from natscluster import listed, spated_cluster
+    with spated_cluster(tmp_path_factory, name="lmgmt", n=2) as (_, (a, b)):
+        st, _, doc = request(a, "POST", "/2015-03-31/functions",
+                             create_doc("cl", Description="from a", Publish=True))
+        assert st == 201 and doc["Version"] == "1", doc
+        assert wait_for(lambda: listed(b, "cl"), timeout=15), b.log()
+        # The description travels with the version, through the cluster's registry.
+        st, _, doc = request(b, "GET", "/2015-03-31/functions/cl/configuration")
+        assert st == 200 and doc["Description"] == "from a", doc
+        st, _, doc = request(b, "PUT", "/2015-03-31/functions/cl/configuration",
+                             {"Description": "from b"})
+        assert st == 200, doc
+        assert wait_for(lambda: request(a, "GET", "/2015-03-31/functions/cl/configuration")[2]
+                        ["Description"] == "from b", timeout=15), a.log()
+        st, _, doc = request(a, "POST", "/2015-03-31/functions/cl/aliases",
+                             {"Name": "live", "FunctionVersion": "1"})
+        assert st == 201, doc
+        assert wait_for(lambda: request(b, "GET", "/2015-03-31/functions/cl/aliases/live")[0]
+                        == 200, timeout=15)
