@@ -127,6 +127,7 @@ typedef struct durable {
     http_request *req;
     int status;
     cJSON *doc;
+    api_error_fn fail; /* NULL: the native API's shape */
 } durable;
 
 static void on_durable(void *data, int rc)
@@ -134,10 +135,15 @@ static void on_durable(void *data, int rc)
     durable *d = data;
     if (rc) {
         cJSON_Delete(d->doc);
-        http_respond_error(d->req, 503, "store_unavailable",
-                           "the change is made on this node but the cluster's registry did not "
-                           "take it: %s (try again)",
-                           err_str(rc));
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the change is made on this node but the cluster's registry did not take it: %s "
+                 "(try again)",
+                 err_str(rc));
+        if (d->fail)
+            d->fail(d->req, 503, "store_unavailable", msg);
+        else
+            http_respond_error(d->req, 503, "store_unavailable", "%s", msg);
     } else if (d->doc) {
         api_respond_json(d->req, d->status, d->doc);
     } else {
@@ -146,16 +152,24 @@ static void on_durable(void *data, int rc)
     free(d);
 }
 
-void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
+void api_respond_durable_as(api *a, http_request *req, int status, cJSON *doc, api_error_fn fail)
 {
     durable *d = malloc(sizeof *d);
     if (!d) {
         cJSON_Delete(doc);
-        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        if (fail)
+            fail(req, 503, "out_of_memory", "out of memory");
+        else
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
         return;
     }
-    *d = (durable){req, status, doc};
+    *d = (durable){req, status, doc, fail};
     registry_sync(functions_registry(a->table), on_durable, d);
+}
+
+void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
+{
+    api_respond_durable_as(a, req, status, doc, NULL);
 }
 
 /* --- Dispatch ---------------------------------------------------------------------------- */

@@ -158,6 +158,12 @@ int api_aws_verify(const api *a, http_request *req, const api_aws_protocol *p);
  * scope: whether it may see functions' environment values. */
 int api_aws_caller_is_admin(const api *a, const http_request *req);
 
+/* How a route writes an error: the status, spate's code ("not_found",
+ * "deploy_in_progress", ...) and the message. NULL where one is asked for:
+ * the native API's shape (http_respond_error); Lambda's API maps the code
+ * onto its error types (api/lambda_mgmt.c). */
+typedef void (*api_error_fn)(http_request *req, int status, const char *code, const char *message);
+
 /* api/api.c: answers every route gives the same way. Answers with doc
  * (taken; NULL answers 500). */
 void api_respond_json(http_request *req, int status, cJSON *doc);
@@ -165,6 +171,8 @@ void api_respond_json(http_request *req, int status, cJSON *doc);
  * cluster: in the bucket, so every node will hear of them); 503 when they
  * could not be made so. doc is taken; NULL: no body. */
 void api_respond_durable(api *a, http_request *req, int status, cJSON *doc);
+/* The same with its refusal written by fail (NULL: the native shape). */
+void api_respond_durable_as(api *a, http_request *req, int status, cJSON *doc, api_error_fn fail);
 void api_method_not_allowed(http_request *req, const char *allow);
 /* api/params.c: parses an integer query parameter into out, or writes why
  * it is wrong. */
@@ -185,11 +193,6 @@ int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char
  * /v1/functions/NAME (m->name is a valid function name). */
 void api_functions_list(api *a, http_request *req);
 void api_function(api *a, http_request *req, const route_match *m);
-/* How a route writes an error: the status, spate's code ("not_found",
- * "deploy_in_progress", ...) and the message. NULL where one is asked for:
- * the native API's shape (http_respond_error); Lambda's API maps the code
- * onto its error types (api/lambda_mgmt.c). */
-typedef void (*api_error_fn)(http_request *req, int status, const char *code, const char *message);
 /* Deletes function name (valid), as DELETE /v1/functions/NAME does (force:
  * its triggers first; without, a function with triggers is refused 409
  * has_triggers), answering 204 (200 with what went, when forced) or the

@@ -53,7 +53,7 @@ static void set_alias(api *a, http_request *req, fn *f, const reg_alias *al, int
         return api_lambda_error(req, 500, "ServiceException", "cannot record the alias: %s",
                                 err_str(rc));
     const reg_alias *now = functions_alias_find(f, al->name, strlen(al->name));
-    api_respond_durable(a, req, status, now ? alias_json(now) : NULL);
+    api_respond_durable_as(a, req, status, now ? alias_json(now) : NULL, api_lambda_mgmt_fail);
 }
 
 static void create_alias(api *a, http_request *req, fn *f, const cJSON *body)
@@ -121,7 +121,7 @@ static void one_alias(api *a, http_request *req, fn *f, const route_match *m, co
         if (rc)
             return api_lambda_error(req, 500, "ServiceException", "cannot remove the alias: %s",
                                     err_str(rc));
-        return api_respond_durable(a, req, 204, NULL);
+        return api_respond_durable_as(a, req, 204, NULL, api_lambda_mgmt_fail);
     }
     /* PUT: UpdateAlias, from the alias as it is. */
     reg_alias next = *al;

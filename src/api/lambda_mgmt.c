@@ -485,12 +485,10 @@ static change *change_new(api *a, http_request *req, int status, int publish)
 }
 
 /* Prepares zip for cfg and deploys it as name's next version; answers.
- * Takes cfg and zip. The request's body is freed first: its base64 is no
- * longer needed, and the deploy holds the zip for a while. */
+ * Takes cfg and zip. */
 static void deploy(api *a, http_request *req, const char *name, fn_config *cfg, buf *zip,
                    int publish, int status)
 {
-    buf_free(&req->body);
     char why[400];
     int rc = api_artifact_prepare(zip, cfg, "", why, sizeof why);
     change *ch = rc ? NULL : change_new(a, req, status, publish);
@@ -510,6 +508,7 @@ static void create_function(api *a, http_request *req)
 {
     cJSON *body = api_lambda_body(req);
     if (!body) return;
+    buf_free(&req->body); /* parsed: its base64 is in body, and the zip comes next */
     const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "FunctionName"));
     lambda_target t;
     char why[400];
@@ -548,6 +547,7 @@ static void update_code(api *a, http_request *req, const route_match *m)
     if (!f) return;
     cJSON *body = api_lambda_body(req);
     if (!body) return;
+    buf_free(&req->body); /* parsed: its base64 is in body, and the zip comes next */
     char rev[48];
     api_lambda_revision(rev, sizeof rev, f->active.version, f->active.created_ms);
     buf zip;
