@@ -419,3 +419,70 @@ def test_cluster_nodes_agree(tmp_path_factory):
         assert st == 201, doc
         assert wait_for(lambda: request(b, "GET", "/2015-03-31/functions/cl/aliases/live")[0]
                         == 200, timeout=15)
+
+
+# --- npm's @aws-sdk/client-lambda ----------------------------------------------------------
+
+NODE = """
+const L = require("@aws-sdk/client-lambda");
+(async () => {
+  const c = new L.LambdaClient({ endpoint: process.argv[2], region: "us-east-1",
+    credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" } });
+  const zip = (tag) => Buffer.from(process.argv[tag === "one" ? 3 : 4], "base64");
+  const out = {};
+  let r = await c.send(new L.CreateFunctionCommand({ FunctionName: "js", Runtime: "python3.11",
+    Handler: "app.handler", Role: "arn:aws:iam::1:role/r", Code: { ZipFile: zip("one") } }));
+  out.created = [r.State, r.Version];
+  out.waited = (await L.waitUntilFunctionActiveV2({ client: c, maxWaitTime: 30 },
+                                                  { FunctionName: "js" })).state;
+  const call = async (name) => JSON.parse(Buffer.from((await c.send(new L.InvokeCommand(
+    { FunctionName: name, Payload: Buffer.from("{}") }))).Payload).toString()).tag;
+  out.first = await call("js");
+  r = await c.send(new L.UpdateFunctionCodeCommand({ FunctionName: "js", ZipFile: zip("two") }));
+  out.updated = (await L.waitUntilFunctionUpdatedV2({ client: c, maxWaitTime: 30 },
+                                                    { FunctionName: "js" })).state;
+  const v = (await c.send(new L.PublishVersionCommand({ FunctionName: "js" }))).Version;
+  out.published = v;
+  r = await c.send(new L.CreateAliasCommand({ FunctionName: "js", Name: "live", FunctionVersion: "1",
+    RoutingConfig: { AdditionalVersionWeights: { [v]: 0.5 } } }));
+  out.alias = r.RoutingConfig.AdditionalVersionWeights;
+  const tags = new Set();
+  for (let i = 0; i < 40; i++) tags.add(await call("js:live"));
+  out.tags = [...tags].sort();
+  const names = [];
+  for await (const page of L.paginateListFunctions({ client: c, pageSize: 1 }, {}))
+    for (const f of page.Functions) names.push(f.FunctionName);
+  out.names = names;
+  await c.send(new L.DeleteFunctionCommand({ FunctionName: "js" }));
+  try { await c.send(new L.GetFunctionCommand({ FunctionName: "js" })); }
+  catch (e) { out.gone = [e.name, e instanceof L.ResourceNotFoundException]; }
+  console.log(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def test_aws_sdk_js(spated, tmp_path):
+    from conftest import BUILD, ROOT
+    prefix = BUILD / "npm"
+    if not (prefix / "node_modules/@aws-sdk/client-lambda").exists():
+        r = subprocess.run([str(ROOT / "scripts/npm-test-deps.sh"), str(prefix)],
+                           capture_output=True, timeout=600)
+        if r.returncode != 0:
+            pytest.skip(f"cannot install @aws-sdk/client-lambda: {r.stderr.decode()[-300:]}")
+    c = client(spated)
+    c.create_function(FunctionName="other", Role="r", Handler="app.handler", Runtime="python3.11",
+                      Code={"ZipFile": app_zip("o")})
+    script = tmp_path / "mgmt.js"
+    script.write_text(NODE)
+    r = run(["/usr/bin/node", str(script), spated.url,
+             base64.b64encode(app_zip("one")).decode(), base64.b64encode(app_zip("two")).decode()],
+            env={"NODE_PATH": str(prefix / "node_modules")})
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    assert out["created"] == ["Active", "$LATEST"]
+    assert out["waited"] == "SUCCESS" and out["updated"] == "SUCCESS"
+    assert out["first"] == "one"
+    assert out["published"] == "2" and out["alias"] == {"2": 0.5}
+    assert out["tags"] == ["one", "two"]
+    assert out["names"] == ["js", "other"]
+    assert out["gone"] == ["ResourceNotFoundException", True]
