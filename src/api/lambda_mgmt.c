@@ -289,13 +289,9 @@ static void get_function(api *a, http_request *req, const route_match *m, int wr
     uint32_t want = f->active.version;
     if (!latest) {
         const reg_alias *al = functions_alias_find(f, qualifier, strlen(qualifier));
-        char *end;
-        unsigned long n = strtoul(qualifier, &end, 10);
         if (al)
             want = al->version;
-        else if (*end == '\0' && qualifier[0] != '0' && n <= UINT32_MAX)
-            want = (uint32_t)n;
-        else
+        else if (lambda_version_number(qualifier, &want) != 0)
             return not_found(req, f->name, qualifier);
     }
     int env_values = api_aws_caller_is_admin(a, req);
