@@ -318,35 +318,6 @@ static void get_function(api *a, http_request *req, const route_match *m, int wr
 
 /* --- ListFunctions, ListVersionsByFunction -------------------------------------------- */
 
-typedef struct list_ctx {
-    lambda_page page;
-    const char *marker;
-    int env_values;
-} list_ctx;
-
-static void list_one(fn *f, void *data)
-{
-    list_ctx *l = data;
-    /* By name: the page after Marker, the last name of the page before. */
-    if (l->marker[0] && strcmp(f->name, l->marker) <= 0) return;
-    if (api_lambda_page_take(&l->page, f->name))
-        cJSON_AddItemToArray(l->page.items, config_json(f, &f->active, 1, l->env_values));
-}
-
-static void list_functions(api *a, http_request *req)
-{
-    lambda_list_query q;
-    if (api_lambda_list_query(req, &q)) return;
-    if (q.function_version[0])
-        return api_lambda_error(
-            req, 400, "InvalidParameterValueException",
-            "FunctionVersion is not supported: ListVersionsByFunction lists a function's versions");
-    list_ctx l = {
-        {cJSON_CreateArray(), q.max, 0, 0, ""}, q.marker, api_aws_caller_is_admin(a, req)};
-    functions_each(a->table, list_one, &l);
-    api_lambda_page_answer(req, &l.page, "Functions");
-}
-
 typedef struct versions_ctx {
     const fn *f;
     cJSON *newest_first;
@@ -361,33 +332,109 @@ static int on_version(const reg_version *v, int64_t created, void *data)
     return 0;
 }
 
+/* Offers f's $LATEST, then every version from the first, to page p: those
+ * after version after ($LATEST counts as 0; with_latest 0 leaves it out).
+ * Each item's key is prefix and its Version. 0, or ERR_STORE when the
+ * versions cannot be read. */
+static int page_versions(functions *t, const fn *f, lambda_page *p, int with_latest,
+                         unsigned long after, const char *prefix, int env_values)
+{
+    versions_ctx vc = {f, cJSON_CreateArray(), env_values};
+    if (!vc.newest_first || functions_versions(t, f, on_version, &vc) < 0) {
+        cJSON_Delete(vc.newest_first);
+        return ERR_STORE;
+    }
+    char key[SPATE_NAME_MAX + 24];
+    snprintf(key, sizeof key, "%s$LATEST", prefix);
+    if (with_latest && api_lambda_page_take(p, key))
+        cJSON_AddItemToArray(p->items, config_json(f, &f->active, 1, env_values));
+    for (int i = cJSON_GetArraySize(vc.newest_first) - 1; i >= 0; i--) {
+        cJSON *item = cJSON_GetArrayItem(vc.newest_first, i);
+        const char *ver = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "Version"));
+        if (!ver || strtoul(ver, NULL, 10) <= after) continue;
+        snprintf(key, sizeof key, "%s%s", prefix, ver);
+        if (api_lambda_page_take(p, key))
+            cJSON_AddItemToArray(p->items, cJSON_DetachItemFromArray(vc.newest_first, i));
+    }
+    cJSON_Delete(vc.newest_first);
+    return 0;
+}
+
+/* Where a list of versions goes on after Marker: a Version ("$LATEST" or
+ * a number); "" starts from $LATEST. */
+static void version_marker(const char *marker, int *with_latest, unsigned long *after)
+{
+    *with_latest = marker[0] == '\0';
+    *after = *with_latest || strcmp(marker, "$LATEST") == 0 ? 0 : strtoul(marker, NULL, 10);
+}
+
+typedef struct list_ctx {
+    lambda_page page;
+    functions *table;
+    const char *marker;
+    int all; /* FunctionVersion=ALL: every version of each function */
+    int env_values;
+    int failed;
+} list_ctx;
+
+static void list_one(fn *f, void *data)
+{
+    list_ctx *l = data;
+    if (!l->all) {
+        /* By name: the page after Marker, the last name of the page before. */
+        if (l->marker[0] && strcmp(f->name, l->marker) <= 0) return;
+        if (api_lambda_page_take(&l->page, f->name))
+            cJSON_AddItemToArray(l->page.items, config_json(f, &f->active, 1, l->env_values));
+        return;
+    }
+    /* ALL: by name, then $LATEST and the versions; Marker is NAME:VERSION. */
+    const char *colon = strrchr(l->marker, ':');
+    size_t nlen = colon ? (size_t)(colon - l->marker) : strlen(l->marker);
+    int cmp = l->marker[0] ? strncmp(f->name, l->marker, nlen) : 1;
+    if (cmp == 0 && f->name[nlen] != '\0') cmp = 1;
+    if (cmp < 0 || l->failed || l->page.more) return;
+    int with_latest = 1;
+    unsigned long after = 0;
+    if (cmp == 0) version_marker(colon ? colon + 1 : "$LATEST", &with_latest, &after);
+    char prefix[SPATE_NAME_MAX + 2];
+    snprintf(prefix, sizeof prefix, "%s:", f->name);
+    if (page_versions(l->table, f, &l->page, with_latest, after, prefix, l->env_values) != 0)
+        l->failed = 1;
+}
+
+static void list_functions(api *a, http_request *req)
+{
+    lambda_list_query q;
+    if (api_lambda_list_query(req, &q)) return;
+    int all = strcmp(q.function_version, "ALL") == 0;
+    if (q.function_version[0] && !all)
+        return api_lambda_error(req, 400, "InvalidParameterValueException",
+                                "FunctionVersion must be ALL");
+    list_ctx l = {{cJSON_CreateArray(), q.max, 0, 0, ""}, a->table, q.marker, all,
+                  api_aws_caller_is_admin(a, req),        0};
+    functions_each(a->table, list_one, &l);
+    if (l.failed) {
+        cJSON_Delete(l.page.items);
+        return api_lambda_error(req, 500, "ServiceException", "cannot read the versions");
+    }
+    api_lambda_page_answer(req, &l.page, "Functions");
+}
+
 /* $LATEST, then every version from the first; Marker is the Version of the
  * page before's last item. */
 static void list_versions(api *a, http_request *req, fn *f)
 {
     lambda_list_query q;
     if (api_lambda_list_query(req, &q)) return;
-    versions_ctx vc = {f, cJSON_CreateArray(), api_aws_caller_is_admin(a, req)};
-    int rc = functions_versions(a->table, f, on_version, &vc);
-    if (rc < 0 || !vc.newest_first) {
-        cJSON_Delete(vc.newest_first);
+    int with_latest;
+    unsigned long after;
+    version_marker(q.marker, &with_latest, &after);
+    lambda_page p = {cJSON_CreateArray(), q.max, 0, 0, ""};
+    if (page_versions(a->table, f, &p, with_latest, after, "", api_aws_caller_is_admin(a, req))) {
+        cJSON_Delete(p.items);
         return api_lambda_error(req, 500, "ServiceException", "cannot read the versions of '%s'",
                                 f->name);
     }
-    unsigned long after = 0; /* $LATEST counts as version 0 */
-    int skip_latest = q.marker[0] != '\0';
-    if (skip_latest && strcmp(q.marker, "$LATEST") != 0) after = strtoul(q.marker, NULL, 10);
-    lambda_page p = {cJSON_CreateArray(), q.max, 0, 0, ""};
-    if (!skip_latest && api_lambda_page_take(&p, "$LATEST"))
-        cJSON_AddItemToArray(p.items, config_json(f, &f->active, 1, vc.env_values));
-    for (int i = cJSON_GetArraySize(vc.newest_first) - 1; i >= 0; i--) {
-        cJSON *item = cJSON_GetArrayItem(vc.newest_first, i);
-        const char *ver = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "Version"));
-        if (!ver || strtoul(ver, NULL, 10) <= after) continue;
-        if (api_lambda_page_take(&p, ver))
-            cJSON_AddItemToArray(p.items, cJSON_DetachItemFromArray(vc.newest_first, i));
-    }
-    cJSON_Delete(vc.newest_first);
     api_lambda_page_answer(req, &p, "Versions");
 }
 

@@ -301,6 +301,12 @@ def test_boto3_paginators_and_triggers(spated):
     pages = list(c.get_paginator("list_versions_by_function").paginate(
         FunctionName="p0", PaginationConfig={"PageSize": 3}))
     assert [v["Version"] for p in pages for v in p["Versions"]] == ["$LATEST", "1", "2", "3", "4"]
+    # FunctionVersion=ALL: each function's $LATEST and versions, paged across functions.
+    pages = list(c.get_paginator("list_functions").paginate(
+        FunctionVersion="ALL", PaginationConfig={"PageSize": 2}))
+    got = [(f["FunctionName"], f["Version"]) for p in pages for f in p["Functions"]]
+    assert got == [("p0", v) for v in ("$LATEST", "1", "2", "3", "4")] + \
+        [(f"p{i}", v) for i in range(1, 5) for v in ("$LATEST", "1")], got
     for a in ("x", "y", "z"):
         c.create_alias(FunctionName="p0", Name=a, FunctionVersion="1" if a != "z" else "2")
     pages = list(c.get_paginator("list_aliases").paginate(FunctionName="p0",
