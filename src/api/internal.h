@@ -18,7 +18,8 @@
  *                lambda_parse.c its request parsing (api/lambda.h)
  *   lambda_async.c  async invocations (Event, ?async=1) and their destinations
  *   lambda_mgmt.c   Lambda's management API (functions, code, configuration,
- *                versions); lambda_aliases.c its aliases (api/lambda_mgmt.h)
+ *                versions); lambda_aliases.c its aliases (api/lambda_mgmt.h);
+ *                lambda_body.c what their bodies ask for (api/lambda.h)
  *   logs.c       /v1/functions/NAME/logs
  *   topics.c     /v1/topics: a topic's figures, list, delete, purge,
  *                retention; the dispatch of the topic and trigger routes
