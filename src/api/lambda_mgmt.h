@@ -42,6 +42,24 @@
  * the queue's "@receiver" (api/sqs.h) so that a message goes to either the
  * mapping or a ReceiveMessage caller, never both: that is the other
  * helper's work on triggers and waits for it.
+ *
+ * The routes: POST /2015-03-31/event-source-mappings/ (Create, 202 as
+ * Lambda answers, State "Enabled" once the trigger is durable: spate makes
+ * it synchronously, so no "Creating"), GET .../event-source-mappings/
+ * (List: EventSourceArn and FunctionName filters, Marker = the UUID of the
+ * page before's last item, in UUID order), GET/PUT/DELETE
+ * .../event-source-mappings/UUID (Get, Update: what the body names, as
+ * PUT /v1/triggers/...?update=true; Delete: 202 with State "Deleting", the
+ * trigger removed as DELETE /v1/triggers does). Which triggers are
+ * mappings: those on a topic that is a queue (api/sqs.h) with the SQS event
+ * format; other triggers are spate's own and not listed. An EventSourceArn
+ * that is no queue is InvalidParameterValueException; a second mapping of
+ * the same queue and function is ResourceConflictException (a trigger is
+ * unique by topic and function). FunctionArn in the answers is qualified
+ * when the trigger invokes a version or an alias (queue_sub_config
+ * .qualifier). The route needs an R_LAMBDA_ESM pair in route.c, admin
+ * scope for changes as api_aws_scope gives already, and a body limit of
+ * 64 KiB (the default).
  */
 #ifndef SPATE_API_LAMBDA_MGMT_H
 #define SPATE_API_LAMBDA_MGMT_H
