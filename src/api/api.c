@@ -89,6 +89,10 @@ static size_t body_limit(const http_request *req, void *data)
      * server's own 413 that cuts the connection. */
     if (m.route == R_LAMBDA_INVOKE) return 2 * a->limits.invoke_payload_max;
     if (m.route == R_TOPIC_MESSAGES && req->method == HTTP_POST) return a->limits.publish_max;
+    /* CreateFunction and UpdateFunctionCode carry the zip in base64. */
+    if ((m.route == R_LAMBDA_FUNCTIONS && req->method == HTTP_POST) ||
+        (m.route == R_LAMBDA_CODE && req->method == HTTP_PUT))
+        return api_lambda_code_body_max(a);
     if (m.route == R_SQS) return SPATE_SQS_BODY_MAX;
     return SPATE_HTTP_SMALL_BODY_MAX;
 }
@@ -123,6 +127,7 @@ typedef struct durable {
     http_request *req;
     int status;
     cJSON *doc;
+    api_error_fn fail; /* NULL: the native API's shape */
 } durable;
 
 static void on_durable(void *data, int rc)
@@ -130,10 +135,15 @@ static void on_durable(void *data, int rc)
     durable *d = data;
     if (rc) {
         cJSON_Delete(d->doc);
-        http_respond_error(d->req, 503, "store_unavailable",
-                           "the change is made on this node but the cluster's registry did not "
-                           "take it: %s (try again)",
-                           err_str(rc));
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the change is made on this node but the cluster's registry did not take it: %s "
+                 "(try again)",
+                 err_str(rc));
+        if (d->fail)
+            d->fail(d->req, 503, "store_unavailable", msg);
+        else
+            http_respond_error(d->req, 503, "store_unavailable", "%s", msg);
     } else if (d->doc) {
         api_respond_json(d->req, d->status, d->doc);
     } else {
@@ -142,16 +152,24 @@ static void on_durable(void *data, int rc)
     free(d);
 }
 
-void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
+void api_respond_durable_as(api *a, http_request *req, int status, cJSON *doc, api_error_fn fail)
 {
     durable *d = malloc(sizeof *d);
     if (!d) {
         cJSON_Delete(doc);
-        http_respond_error(req, 503, "out_of_memory", "out of memory");
+        if (fail)
+            fail(req, 503, "out_of_memory", "out of memory");
+        else
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
         return;
     }
-    *d = (durable){req, status, doc};
+    *d = (durable){req, status, doc, fail};
     registry_sync(functions_registry(a->table), on_durable, d);
+}
+
+void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
+{
+    api_respond_durable_as(a, req, status, doc, NULL);
 }
 
 /* --- Dispatch ---------------------------------------------------------------------------- */
@@ -227,6 +245,15 @@ static void handle(http_request *req, void *data)
         return;
     case R_LAMBDA_INVOKE:
         api_lambda_invoke(a, req, &m);
+        return;
+    case R_LAMBDA_FUNCTIONS:
+    case R_LAMBDA_FUNCTION:
+    case R_LAMBDA_CONFIG:
+    case R_LAMBDA_CODE:
+    case R_LAMBDA_VERSIONS:
+    case R_LAMBDA_ALIASES:
+    case R_LAMBDA_ALIAS:
+        api_lambda_mgmt(a, req, &m);
         return;
     case R_SQS:
         api_sqs(a, req);

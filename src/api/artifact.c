@@ -185,3 +185,21 @@ int api_artifact_wrap_source(buf *body, enum fn_runtime rt, const char *file, ch
     buf_move(body, &tar);
     return 0;
 }
+
+int api_artifact_prepare(buf *body, const fn_config *cfg, const char *file, char *why, size_t cap)
+{
+    if (body->len == 0) {
+        snprintf(why, cap, "the artifact is empty");
+        return ERR_INVAL;
+    }
+    int rc = api_artifact_check(body->data, body->len, cfg->runtime, why, cap);
+    if (rc != 0 || !fnconfig_runtime_is_managed(cfg->runtime)) return rc;
+    char name[API_SOURCE_NAME_MAX + 1];
+    const char *dot = strrchr(cfg->handler, '.');
+    if (file[0])
+        snprintf(name, sizeof name, "%s", file);
+    else /* fnconfig_check made sure a managed runtime's handler has its '.' */
+        snprintf(name, sizeof name, "%.*s%s", dot ? (int)(dot - cfg->handler) : 0, cfg->handler,
+                 cfg->runtime == RUNTIME_PYTHON3 ? ".py" : ".js");
+    return api_artifact_wrap_source(body, cfg->runtime, name, why, cap);
+}

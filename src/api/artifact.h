@@ -29,4 +29,12 @@ int api_artifact_check(const void *data, size_t len, enum fn_runtime rt, char *w
 int api_artifact_wrap_source(buf *body, enum fn_runtime rt, const char *file, char *why,
                              size_t cap);
 
+/* Readies a deploy's body for the store, the same for every API that
+ * deploys: refuses an empty one and one that cannot run under cfg's
+ * runtime (api_artifact_check), and wraps a managed runtime's lone source
+ * file (api_artifact_wrap_source) under file, or when file is "" under the
+ * handler's module (app.handler: app.py, or app.js). 0 and body ready;
+ * ERR_INVAL with why; ERR_NOMEM. */
+int api_artifact_prepare(buf *body, const fn_config *cfg, const char *file, char *why, size_t cap);
+
 #endif

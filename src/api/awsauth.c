@@ -160,3 +160,36 @@ int api_aws_verify(const api *a, http_request *req, const api_aws_protocol *p)
     http_trust(req);
     return 1;
 }
+
+/* The access key id of a signed request: Credential=KEY/... of its
+ * Authorization header, or the X-Amz-Credential of a presigned query. */
+static int key_id_of(const http_request *req, char *out, size_t cap)
+{
+    const char *hdr = http_header(req, "authorization");
+    const char *cred = hdr ? strstr(hdr, "Credential=") : NULL;
+    if (cred) {
+        cred += 11;
+    } else if ((cred = strstr(req->query ? req->query : "", "X-Amz-Credential="))) {
+        cred += 17;
+    } else {
+        return -1;
+    }
+    /* In a query the '/' after the key is %2F; a key id holds neither. */
+    size_t n = strcspn(cred, "/%,& ");
+    if (n == 0 || n >= cap) return -1;
+    memcpy(out, cred, n);
+    out[n] = '\0';
+    return 0;
+}
+
+int api_aws_caller_is_admin(const api *a, const http_request *req)
+{
+    if (!a->auth) return api_caller_is_admin(a, req);
+    char key[SIGV4_KEY_ID_MAX + 1];
+    const char *secret;
+    size_t len;
+    unsigned scopes = 0;
+    if (key_id_of(req, key, sizeof key) != 0 || auth_key(a->auth, key, &secret, &len, &scopes) != 0)
+        return 0;
+    return (scopes & SCOPE_ADMIN) != 0;
+}

@@ -5,6 +5,7 @@
  * triggers first).
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,7 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
                  (int)(vlen > 64 ? 64 : vlen), v);
         return ERR_INVAL;
     }
+    if (strcmp(k, "description") == 0) return fnconfig_set_description(c, v, vlen, why, cap);
     if (strcmp(k, "clear_env") == 0) return 0; /* the first pass took it */
     snprintf(why, cap, "unknown parameter '%.*s'", (int)(klen > 64 ? 64 : klen), k);
     return ERR_INVAL;
@@ -192,35 +194,16 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
     name[m->name_len] = '\0';
     deploy_params p;
     if (config_params(req, name, functions_find(a->table, name, m->name_len), &p)) return;
-    if (req->body.len == 0) {
-        fnconfig_free(&p.cfg);
-        http_respond_error(req, 400, "bad_artifact", "the artifact is empty");
-        return;
-    }
     /* The runtime is the one asked for, or the active version's. */
     char why[400];
-    if (api_artifact_check(req->body.data, req->body.len, p.cfg.runtime, why, sizeof why)) {
+    int rc = api_artifact_prepare(&req->body, &p.cfg, p.file, why, sizeof why);
+    if (rc != 0) {
         fnconfig_free(&p.cfg);
-        http_respond_error(req, 400, "bad_artifact", "%s", why);
+        if (rc == ERR_NOMEM)
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
+        else
+            http_respond_error(req, 400, "bad_artifact", "%s", why);
         return;
-    }
-    if (fnconfig_runtime_is_managed(p.cfg.runtime)) {
-        /* A lone source file: named as the request says, else after the
-         * handler's module (app.handler: app.py, or app.js). */
-        if (!p.file[0]) {
-            const char *dot = strrchr(p.cfg.handler, '.');
-            snprintf(p.file, sizeof p.file, "%.*s%s", (int)(dot - p.cfg.handler), p.cfg.handler,
-                     p.cfg.runtime == RUNTIME_PYTHON3 ? ".py" : ".js");
-        }
-        int rc = api_artifact_wrap_source(&req->body, p.cfg.runtime, p.file, why, sizeof why);
-        if (rc != 0) {
-            fnconfig_free(&p.cfg);
-            if (rc == ERR_NOMEM)
-                http_respond_error(req, 503, "out_of_memory", "out of memory");
-            else
-                http_respond_error(req, 400, "bad_artifact", "%s", why);
-            return;
-        }
     }
     functions_deploy(a->table, name, &p.cfg, &req->body, on_deployed, req);
 }
@@ -281,8 +264,24 @@ typedef struct delete_req {
     cJSON *triggers;   /* [{"topic", "function"}] that feed it */
     cJSON *removed;    /* of those, removed (force=true) */
     int user_triggers; /* of those, not its own async invocations' (which go unasked) */
+    api_error_fn fail; /* NULL: the native API's error shape */
     char why[200];
 } delete_req;
+
+/* An error of a delete, in the shape of the API it came through. */
+__attribute__((format(printf, 4, 5))) static void
+delete_error(delete_req *d, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1500];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (d->fail)
+        d->fail(d->req, status, code, msg);
+    else
+        http_respond_error(d->req, status, code, "%s", msg);
+}
 
 static int on_delete_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
 {
@@ -364,17 +363,16 @@ static void on_async_deleted(void *data, int status, uint64_t count)
  * later under the name would run them at its first async invocation. */
 static void delete_now(delete_req *d)
 {
-    http_request *req = d->req;
     api *a = d->a;
     const char *name = d->name;
     int rc = functions_delete(a->table, name);
     if (rc == ERR_NOTFOUND)
-        http_respond_error(req, 404, "not_found", "function '%s' does not exist", name);
+        delete_error(d, 404, "not_found", "function '%s' does not exist", name);
     else if (rc == ERR_BUSY)
-        http_respond_error(req, 409, "deploy_in_progress",
-                           "a deploy of '%s' is in progress; delete it after", name);
+        delete_error(d, 409, "deploy_in_progress",
+                     "a deploy of '%s' is in progress; delete it after", name);
     else if (rc != 0)
-        http_respond_error(req, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
+        delete_error(d, 500, "store_error", "cannot delete '%s': %s", name, err_str(rc));
     if (rc != 0) return delete_free(d);
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     api_async_topic(name, topic, sizeof topic);
@@ -389,44 +387,55 @@ static void on_untriggered(void *data, cJSON *removed, const char *err)
     if (!err) return delete_now(d);
     char done[400];
     topic_list(removed, done, sizeof done);
-    http_respond_error(d->req, 503, "store_unavailable",
-                       "%s; function '%s' was not deleted (triggers removed: %s)", err, d->name,
-                       done[0] ? done : "none");
+    delete_error(d, 503, "store_unavailable",
+                 "%s; function '%s' was not deleted (triggers removed: %s)", err, d->name,
+                 done[0] ? done : "none");
     delete_free(d);
 }
 
-/* A function with triggers is deleted only with force=true, which removes
- * them first: else its topics would keep feeding a function that is gone. */
-static void delete_fn(api *a, http_request *req, const route_match *m)
+/* Allocates a delete of name (a valid function name) for req; NULL after
+ * answering 503. */
+static delete_req *delete_new(api *a, http_request *req, const char *name, api_error_fn fail)
 {
     delete_req *d = calloc(1, sizeof *d);
     if (d) d->triggers = cJSON_CreateArray();
     if (!d || !d->triggers) {
         if (d) delete_free(d);
-        http_respond_error(req, 503, "out_of_memory", "out of memory");
-        return;
+        if (fail)
+            fail(req, 503, "out_of_memory", "out of memory");
+        else
+            http_respond_error(req, 503, "out_of_memory", "out of memory");
+        return NULL;
     }
     d->a = a;
     d->req = req;
-    memcpy(d->name, m->name, m->name_len);
-    d->name[m->name_len] = '\0';
-    if (http_query_parse(req->query, on_delete_param, d)) {
-        http_respond_error(req, 400, "bad_parameter", "%s",
-                           d->why[0] ? d->why : "malformed query string");
-        return delete_free(d);
-    }
-    fn *f = functions_find(a->table, d->name, m->name_len);
+    d->fail = fail;
+    snprintf(d->name, sizeof d->name, "%s", name);
+    return d;
+}
+
+/* A function with triggers is deleted only with force=true, which removes
+ * them first: else its topics would keep feeding a function that is gone. */
+static void delete_start(delete_req *d)
+{
+    api *a = d->a;
+    http_request *req = d->req;
+    fn *f = functions_find(a->table, d->name, strlen(d->name));
     queue_each_sub(a->q, find_triggers, d);
     if (!f || f->deploying || cJSON_GetArraySize(d->triggers) == 0) return delete_now(d);
     if (!d->force && d->user_triggers) {
         char list[1200];
         topic_list(d->triggers, list, sizeof list);
-        cJSON *doc = cJSON_CreateObject();
         char msg[1500];
         snprintf(msg, sizeof msg,
                  "function '%s' has triggers from %s: remove them first (spate trigger rm), or "
                  "delete with force=true (spate rm --force), which removes them too",
                  d->name, list);
+        if (d->fail) {
+            d->fail(req, 409, "has_triggers", msg);
+            return delete_free(d);
+        }
+        cJSON *doc = cJSON_CreateObject();
         cJSON_AddStringToObject(doc, "error", msg);
         cJSON_AddStringToObject(doc, "code", "has_triggers");
         cJSON_AddItemToObject(doc, "triggers", d->triggers);
@@ -437,6 +446,28 @@ static void delete_fn(api *a, http_request *req, const route_match *m)
     cJSON *refs = d->triggers;
     d->triggers = NULL;
     api_remove_triggers(a, refs, on_untriggered, d);
+}
+
+static void delete_fn(api *a, http_request *req, const route_match *m)
+{
+    char name[SPATE_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)m->name_len, m->name);
+    delete_req *d = delete_new(a, req, name, NULL);
+    if (!d) return;
+    if (http_query_parse(req->query, on_delete_param, d)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           d->why[0] ? d->why : "malformed query string");
+        return delete_free(d);
+    }
+    delete_start(d);
+}
+
+void api_function_delete(api *a, http_request *req, const char *name, int force, api_error_fn fail)
+{
+    delete_req *d = delete_new(a, req, name, fail);
+    if (!d) return;
+    d->force = force;
+    delete_start(d);
 }
 
 /* PUT deploys, PATCH changes the configuration, DELETE deletes, GET shows. */

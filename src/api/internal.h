@@ -17,6 +17,9 @@
  *   lambda.c     Lambda's Invoke API (/2015-03-31/functions/NAME/invocations);
  *                lambda_parse.c its request parsing (api/lambda.h)
  *   lambda_async.c  async invocations (Event, ?async=1) and their destinations
+ *   lambda_mgmt.c   Lambda's management API (functions, code, configuration,
+ *                versions); lambda_aliases.c its aliases (api/lambda_mgmt.h);
+ *                lambda_body.c what their bodies ask for (api/lambda.h)
  *   logs.c       /v1/functions/NAME/logs
  *   topics.c     /v1/topics: a topic's figures, list, delete, purge,
  *                retention; the dispatch of the topic and trigger routes
@@ -61,7 +64,7 @@ struct api {
     /* Destination records not sent to an async topic because their chain of
      * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
     uint64_t async_loops_stopped;
-    struct sqs *sqs;  /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
+    struct sqs *sqs; /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
 };
 
 /* http_peer.flags: the connection is from function code (api_set_function_uids). */
@@ -97,6 +100,14 @@ enum route {
     R_ROLLBACK,        /* /v1/functions/NAME/rollback */
     R_LAMBDA_INVOKE,   /* /2015-03-31/functions/NAME/invocations (NAME still %-encoded) */
     R_SQS,             /* / and /000000000000/QUEUE: SQS (api/sqs.c) */
+    /* Lambda's management API (api/lambda_mgmt.c); NAME still %-encoded. */
+    R_LAMBDA_FUNCTIONS, /* /2015-03-31/functions */
+    R_LAMBDA_FUNCTION,  /* /2015-03-31/functions/NAME */
+    R_LAMBDA_CONFIG,    /* /2015-03-31/functions/NAME/configuration */
+    R_LAMBDA_CODE,      /* /2015-03-31/functions/NAME/code */
+    R_LAMBDA_VERSIONS,  /* /2015-03-31/functions/NAME/versions */
+    R_LAMBDA_ALIASES,   /* /2015-03-31/functions/NAME/aliases */
+    R_LAMBDA_ALIAS,     /* /2015-03-31/functions/NAME/aliases/ALIAS */
 };
 
 typedef struct route_match {
@@ -143,6 +154,17 @@ int api_aws_refused(const http_request *req);
  * shape and returns 0. Clears admission's mark. */
 int api_aws_verify(const api *a, http_request *req, const api_aws_protocol *p);
 
+/* Whether the caller of an AWS route that api_aws_verify let through (or
+ * any request without a token file: api_caller_is_admin) holds the admin
+ * scope: whether it may see functions' environment values. */
+int api_aws_caller_is_admin(const api *a, const http_request *req);
+
+/* How a route writes an error: the status, spate's code ("not_found",
+ * "deploy_in_progress", ...) and the message. NULL where one is asked for:
+ * the native API's shape (http_respond_error); Lambda's API maps the code
+ * onto its error types (api/lambda_mgmt.c). */
+typedef void (*api_error_fn)(http_request *req, int status, const char *code, const char *message);
+
 /* api/api.c: answers every route gives the same way. Answers with doc
  * (taken; NULL answers 500). */
 void api_respond_json(http_request *req, int status, cJSON *doc);
@@ -150,6 +172,8 @@ void api_respond_json(http_request *req, int status, cJSON *doc);
  * cluster: in the bucket, so every node will hear of them); 503 when they
  * could not be made so. doc is taken; NULL: no body. */
 void api_respond_durable(api *a, http_request *req, int status, cJSON *doc);
+/* The same with its refusal written by fail (NULL: the native shape). */
+void api_respond_durable_as(api *a, http_request *req, int status, cJSON *doc, api_error_fn fail);
 void api_method_not_allowed(http_request *req, const char *allow);
 /* api/params.c: parses an integer query parameter into out, or writes why
  * it is wrong. */
@@ -170,6 +194,11 @@ int api_bool_param(const char *key, const char *val, size_t vlen, int *out, char
  * /v1/functions/NAME (m->name is a valid function name). */
 void api_functions_list(api *a, http_request *req);
 void api_function(api *a, http_request *req, const route_match *m);
+/* Deletes function name (valid), as DELETE /v1/functions/NAME does (force:
+ * its triggers first; without, a function with triggers is refused 409
+ * has_triggers), answering 204 (200 with what went, when forced) or the
+ * error through fail. */
+void api_function_delete(api *a, http_request *req, const char *name, int force, api_error_fn fail);
 /* api/invoke.c: POST /v1/functions/NAME/invoke. */
 void api_invoke(api *a, http_request *req, const route_match *m);
 /* api/aliases.c: /v1/functions/NAME/aliases[/ALIAS] and /rollback. */
@@ -177,6 +206,12 @@ void api_aliases(api *a, http_request *req, const route_match *m);
 /* api/lambda.c: POST /2015-03-31/functions/NAME/invocations (Lambda's
  * Invoke). */
 void api_lambda_invoke(api *a, http_request *req, const route_match *m);
+/* api/lambda_mgmt.c: Lambda's management API (the R_LAMBDA_* routes but
+ * Invoke): functions, their code and configuration, versions, aliases. */
+void api_lambda_mgmt(api *a, http_request *req, const route_match *m);
+/* The body limit of CreateFunction and UpdateFunctionCode: the artifact
+ * limit in base64, and the rest of the request. */
+size_t api_lambda_code_body_max(const api *a);
 /* An error in Lambda's rest-json shape: x-amzn-ErrorType: type and
  * {"Type": "User"|"Service", "message": ...}, as the AWS SDKs parse it. */
 void api_lambda_error(http_request *req, int status, const char *type, const char *fmt, ...)

@@ -45,6 +45,45 @@ static int match_topics(const char *path, route_match *m)
     return 1;
 }
 
+/* Lambda's routes, rest the path after /2015-03-31/functions: "" or "/"
+ * (the list, CreateFunction), /NAME, /NAME/invocations and the management
+ * sub-resources of a function. */
+static void match_lambda(const char *rest, route_match *m)
+{
+    static const struct {
+        const char *suffix;
+        enum route route;
+    } subs[] = {
+        {"", R_LAMBDA_FUNCTION},
+        {"/invocations", R_LAMBDA_INVOKE},
+        {"/configuration", R_LAMBDA_CONFIG},
+        {"/code", R_LAMBDA_CODE},
+        {"/versions", R_LAMBDA_VERSIONS},
+        {"/aliases", R_LAMBDA_ALIASES},
+        {"/aliases/", R_LAMBDA_ALIASES},
+    };
+    if (*rest == '\0' || strcmp(rest, "/") == 0) {
+        m->route = R_LAMBDA_FUNCTIONS;
+        return;
+    }
+    if (*rest != '/' || rest[1] == '/') return;
+    const char *name = rest + 1;
+    const char *slash = strchr(name, '/');
+    size_t len = slash ? (size_t)(slash - name) : strlen(name);
+    const char *tail = name + len;
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (strcmp(tail, subs[i].suffix) == 0) m->route = subs[i].route;
+    if (m->route == R_NONE && strncmp(tail, "/aliases/", 9) == 0 && tail[9] &&
+        !strchr(tail + 9, '/')) {
+        m->route = R_LAMBDA_ALIAS;
+        m->name2 = tail + 9;
+        m->name2_len = strlen(m->name2);
+    }
+    if (m->route == R_NONE) return;
+    m->name = name;
+    m->name_len = len;
+}
+
 route_match api_route_match(const char *path)
 {
     route_match m = {.route = R_NONE};
@@ -65,14 +104,8 @@ route_match api_route_match(const char *path)
         m.route = R_SOURCE;
         m.name = path + 12;
         m.name_len = strlen(m.name);
-    } else if (strncmp(path, LAMBDA_FUNCTIONS_PREFIX, sizeof LAMBDA_FUNCTIONS_PREFIX - 1) == 0) {
-        const char *name = path + sizeof LAMBDA_FUNCTIONS_PREFIX - 1;
-        const char *slash = strchr(name, '/');
-        if (slash && slash > name && strcmp(slash, "/invocations") == 0) {
-            m.route = R_LAMBDA_INVOKE;
-            m.name = name;
-            m.name_len = (size_t)(slash - name);
-        }
+    } else if (strncmp(path, LAMBDA_FUNCTIONS_PREFIX, sizeof LAMBDA_FUNCTIONS_PREFIX - 2) == 0) {
+        match_lambda(path + sizeof LAMBDA_FUNCTIONS_PREFIX - 2, &m);
     } else if (strcmp(path, "/") == 0 ||
                strncmp(path, "/000000000000/", 14) == 0) { /* SQS: the endpoint, a queue URL */
         m.route = R_SQS;
@@ -134,6 +167,13 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_FUNCTION:
     case R_ALIASES:
     case R_ALIAS:
+    case R_LAMBDA_FUNCTIONS: /* with a token file, SigV4 and api_aws_scope */
+    case R_LAMBDA_FUNCTION:
+    case R_LAMBDA_CONFIG:
+    case R_LAMBDA_CODE:
+    case R_LAMBDA_VERSIONS:
+    case R_LAMBDA_ALIASES:
+    case R_LAMBDA_ALIAS:
     case R_TRIGGER:
     case R_TOPIC: /* DELETE and PUT (retention) change it */
     case R_SCHEDULE:

@@ -6,6 +6,7 @@
 
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/utf8.h"
 
 void fnconfig_defaults(fn_config *c)
 {
@@ -221,7 +222,7 @@ int fnconfig_equal(const fn_config *a, const fn_config *b)
            a->queue_max == b->queue_max && a->cpu_millis == b->cpu_millis &&
            !a->network == !b->network && a->tmp_mb == b->tmp_mb && strcmp(ea, eb) == 0 &&
            strcmp(a->on_success, b->on_success) == 0 && strcmp(a->on_failure, b->on_failure) == 0 &&
-           strcmp(a->handler, b->handler) == 0;
+           strcmp(a->handler, b->handler) == 0 && strcmp(a->description, b->description) == 0;
 }
 
 int fnconfig_check(const fn_config *c, char *why, size_t whycap)
@@ -287,7 +288,7 @@ int fnconfig_set_handler(fn_config *c, const char *s, size_t len, char *why, siz
         if (ch == '.' && i > 0 && (s[i - 1] == '.' || s[i - 1] == '/')) ok = 0;
         if (!name_char(ch) && ch != '.' && ch != '/') ok = 0;
     }
-    for (const char *p = dot + 1; ok && p < s + len; p++)
+    for (const char *p = dot ? dot + 1 : s + len; ok && p < s + len; p++)
         if (!name_char(*p)) ok = 0;
     if (!ok) {
         snprintf(why, whycap,
@@ -299,5 +300,22 @@ int fnconfig_set_handler(fn_config *c, const char *s, size_t len, char *why, siz
     }
     memcpy(c->handler, s, len);
     c->handler[len] = '\0';
+    return 0;
+}
+
+int fnconfig_set_description(fn_config *c, const char *s, size_t len, char *why, size_t whycap)
+{
+    int ok = len <= FN_DESCRIPTION_MAX && utf8_valid(s, len);
+    for (size_t i = 0; ok && i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ok = 0;
+    if (!ok) {
+        snprintf(why, whycap,
+                 "the description must be at most %d bytes of UTF-8 text without control "
+                 "characters",
+                 FN_DESCRIPTION_MAX);
+        return ERR_INVAL;
+    }
+    memcpy(c->description, s, len);
+    c->description[len] = '\0';
     return 0;
 }

@@ -16,6 +16,8 @@ enum fn_runtime { RUNTIME_NATIVE, RUNTIME_EXEC, RUNTIME_PYTHON3, RUNTIME_NODEJS 
 
 /* MODULE.FUNCTION of a managed runtime's handler, at most this long. */
 #define FN_HANDLER_MAX 128
+/* A version's description, at most this long (Lambda's limit). */
+#define FN_DESCRIPTION_MAX 256
 
 typedef struct fn_config {
     enum fn_runtime runtime;
@@ -44,6 +46,9 @@ typedef struct fn_config {
     /* Managed runtimes: the handler, MODULE.FUNCTION (Lambda's _HANDLER);
      * "" for native and exec. */
     char handler[FN_HANDLER_MAX + 1];
+    /* What the version is, in the deployer's words (Lambda's Description):
+     * shown, never interpreted; "" when none. */
+    char description[FN_DESCRIPTION_MAX + 1];
 } fn_config;
 
 /* The defaults of limits.h. */
@@ -87,5 +92,9 @@ static inline int fnconfig_runtime_is_managed(enum fn_runtime r)
 /* Sets c->handler after checking it is MODULE.FUNCTION (a module path of
  * names joined by '/' or '.', then a function name); on error why says so. */
 int fnconfig_set_handler(fn_config *c, const char *s, size_t len, char *why, size_t whycap);
+/* Sets c->description: at most FN_DESCRIPTION_MAX bytes of UTF-8 without
+ * control characters (it goes into JSON and logs as it is); on error why
+ * says so. */
+int fnconfig_set_description(fn_config *c, const char *s, size_t len, char *why, size_t whycap);
 
 #endif

@@ -46,6 +46,7 @@ cJSON *fnconfig_json(const fn_config *c, int env_values, int secret_values)
     if (c->on_success[0]) cJSON_AddStringToObject(o, "on_success", c->on_success);
     if (c->on_failure[0]) cJSON_AddStringToObject(o, "on_failure", c->on_failure);
     if (c->handler[0]) cJSON_AddStringToObject(o, "handler", c->handler);
+    if (c->description[0]) cJSON_AddStringToObject(o, "description", c->description);
     /* Values only for who may see them (admin); names for the others. */
     add_vars(cJSON_AddObjectToObject(o, "env"), c->env, env_values);
     /* Secrets: the names, to anyone; their values only in the registry's copy. */
@@ -91,6 +92,9 @@ int fnconfig_from_json(const cJSON *k, fn_config *cfg, char *why, size_t cap)
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(k, "handler");
     if (cJSON_IsString(h))
         rc = fnconfig_set_handler(cfg, h->valuestring, strlen(h->valuestring), why, cap);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(k, "description");
+    if (rc == 0 && cJSON_IsString(d))
+        rc = fnconfig_set_description(cfg, d->valuestring, strlen(d->valuestring), why, cap);
     const cJSON *var;
     cJSON_ArrayForEach(var, cJSON_GetObjectItemCaseSensitive(k, "env"))
     {

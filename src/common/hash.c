@@ -1,6 +1,8 @@
 #include "common/hash.h"
 
+#include <limits.h>
 #include <openssl/evp.h>
+#include <string.h>
 
 #include "common/err.h"
 
@@ -32,4 +34,19 @@ int hash_md5_hex(const void *data, size_t len, char hex[HASH_MD5_HEX_LEN + 1])
 size_t hash_base64(const void *data, size_t len, char *out)
 {
     return (size_t)EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+}
+
+long hash_unbase64(const char *s, size_t len, unsigned char *out)
+{
+    if (len % 4 || len > INT_MAX) return -1;
+    if (len == 0) return 0;
+    /* EVP_DecodeBlock skips whitespace around the text but not in it, and
+     * counts the padding as bytes. */
+    static const char space[] = " \t\n\r\f\v";
+    if (strchr(space, s[0]) || strchr(space, s[len - 1])) return -1;
+    int n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
+    if (n < 0) return -1;
+    if (s[len - 1] == '=') n--;
+    if (s[len - 2] == '=') n--;
+    return n;
 }

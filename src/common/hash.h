@@ -33,5 +33,9 @@ int hash_md5_hex(const void *data, size_t len, char hex[HASH_MD5_HEX_LEN + 1]);
 /* Writes the base64 of data and a NUL into out (HASH_BASE64_LEN(len) + 1
  * bytes); returns its length. len at most INT_MAX. */
 size_t hash_base64(const void *data, size_t len, char *out);
+/* Decodes padded base64 (RFC 4648; len a multiple of 4, at most INT_MAX)
+ * into out (at least len / 4 * 3 bytes): its length, or -1 when it is not
+ * base64. */
+long hash_unbase64(const char *s, size_t len, unsigned char *out);
 
 #endif

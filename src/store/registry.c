@@ -97,8 +97,8 @@ static int sq_put_version(registry *r, const reg_version *v)
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
         " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
-        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure, handler)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure, handler, description)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -128,6 +128,7 @@ static int sq_put_version(registry *r, const reg_version *v)
         sqlite3_bind_text(st, 18, c->on_success, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 19, c->on_failure, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, c->handler, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 21, c->description, -1, SQLITE_STATIC);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -179,7 +180,7 @@ static int sq_delete_function(registry *r, const char *name)
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
     " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure,"      \
-    " v.handler"
+    " v.handler, v.description"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -193,6 +194,7 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     int r = rt ? fnconfig_runtime_parse(rt, strlen(rt)) : -1;
     v->config.runtime = r >= 0 ? (enum fn_runtime)r : RUNTIME_NATIVE;
     sql_column_copy(st, 20, v->config.handler, sizeof v->config.handler);
+    sql_column_copy(st, 21, v->config.description, sizeof v->config.description);
     v->config.min_instances = (uint32_t)sqlite3_column_int64(st, 6);
     v->config.max_instances = (uint32_t)sqlite3_column_int64(st, 7);
     v->config.timeout_ms = (uint32_t)sqlite3_column_int64(st, 8);

@@ -163,6 +163,9 @@ static const char *const migrations[] = {
     /* 16: a topic's max_age_ms applies under its subscriptions too
      * (store/queue.h queue_retention.under_subscriptions): 0 or 1. */
     ("ALTER TABLE topics ADD COLUMN retain_read INTEGER NOT NULL DEFAULT 0;"),
+    /* 17: a version's description (common/fnconfig.h; Lambda's
+     * Description): '' for none. */
+    ("ALTER TABLE versions ADD COLUMN description TEXT NOT NULL DEFAULT '';"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
