@@ -65,7 +65,7 @@ struct invocation {
     uint64_t queued_ns;
     pinst *runner;
     uint32_t version;    /* the version that ran it, once dispatched */
-    uint32_t timeout_ms; /* of that version */
+    uint32_t timeout_ms; /* of that version; before, of the active one */
 };
 
 typedef struct pool_config {

@@ -129,6 +129,25 @@ def test_timeout_is_a_function_error(spated, tmp_path):
     assert "Task timed out after 0.30 seconds" in doc["errorMessage"]
 
 
+def test_timeout_while_waiting_for_an_instance_names_the_timeout(spated, tmp_path):
+    # One instance, held by a call that never ends: the second call times out
+    # in the wait queue, before any instance took it, and says the timeout.
+    import threading
+    deploy(spated, timeout=300, max=1)
+    first = threading.Thread(target=invoke, args=(spated, "fn", {"wait": str(tmp_path / "never")}))
+    first.start()
+    try:
+        assert wait_for(lambda: spated.json("GET", "/v1/functions/fn")[1]["instances"]["busy"] == 1,
+                        timeout=10)
+        status, h, body = invoke(spated, "fn", {"x": 1})
+        assert status == 200, body
+        doc = json.loads(body)
+        assert doc["errorType"] == "Sandbox.Timedout", doc
+        assert "Task timed out after 0.30 seconds" in doc["errorMessage"], doc
+    finally:
+        first.join(timeout=30)
+
+
 def test_dry_run_and_tail(spated):
     deploy(spated)
     status, h, body = invoke(spated, "fn", {"x": 1}, {"X-Amz-Invocation-Type": "DryRun"})

@@ -342,7 +342,8 @@ void pool_invoke(pool *p, invocation *inv)
     }
     /* Also for one sent straight to a mailbox: a crash ahead of it puts it
      * back in the wait queue, where this deadline holds. */
-    inv->wait_deadline = pool__now_ms(p) + timeout_of(inv, v->cfg.timeout_ms);
+    inv->timeout_ms = timeout_of(inv, v->cfg.timeout_ms); /* what a wait's timeout says */
+    inv->wait_deadline = pool__now_ms(p) + inv->timeout_ms;
     pinst *pi = pick(p, inv);
     if (pi) {
         if (pi->state == PI_IDLE) pool__unlink_instance(pi);
