@@ -160,6 +160,8 @@ static int resolve(api *a, http_request *req, const route_match *m, const invoke
         }
         memcpy(qual, m->qualifier, m->qualifier_len);
         qual[m->qualifier_len] = '\0';
+        /* The path is not decoded: `spate invoke NAME:$LATEST` sends %24. */
+        if (strcmp(qual, "%24LATEST") == 0) strcpy(qual, "$LATEST");
     } else if (ip->has_qualifier) {
         memcpy(qual, ip->qualifier, sizeof qual);
     }

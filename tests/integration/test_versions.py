@@ -66,6 +66,10 @@ def test_invoke_by_number_runs_the_old_code(spated, functions):
                   outcome="ok") == 4
     assert metric(d, "spate_invocations_by_version_total", function="app", version="2",
                   outcome="ok") == 4
+    # $LATEST in the path, as the CLI sends `spate invoke app:$LATEST`.
+    assert invoke(d, "app:%24LATEST") == (200, 2, b"x")
+    r = d.cli("invoke", "app:$LATEST", "x")
+    assert r.returncode == 0 and r.stdout == b"x", r
 
 
 def test_alias_weights_moves_and_removal(spated, functions):
