@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cluster/internal.h"
+#include "common/limits.h"
 
 char *cluster__schedule_json(const reg_schedule *s)
 {
@@ -132,8 +133,8 @@ int cluster__alias_parse(const char *text, reg_alias *a, char *origin, size_t ca
         !str_member(o, "name", a->name, sizeof a->name)) {
         int64_t v = num_member(o, "version"), wv = num_member(o, "weight_version"),
                 wp = num_member(o, "weight_percent");
-        a->version = v <= UINT32_MAX ? (uint32_t)v : 0;
-        a->weight_version = wv <= UINT32_MAX ? (uint32_t)wv : 0;
+        a->version = v <= SPATE_VERSION_MAX ? (uint32_t)v : 0;
+        a->weight_version = wv <= SPATE_VERSION_MAX ? (uint32_t)wv : 0;
         a->weight_percent = wp < 100 ? (uint32_t)wp : 0;
         a->created_ms = num_member(o, "created_ms");
         a->updated_ms = num_member(o, "updated_ms");

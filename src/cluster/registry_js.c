@@ -49,6 +49,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/fnconfig_json.h"
+#include "common/limits.h"
 #include "common/log.h"
 #include "common/strmap.h"
 
@@ -119,7 +120,7 @@ static uint32_t entry_number(const char *text, const char *member)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, member);
     double d = cJSON_IsNumber(v) ? v->valuedouble : 0;
     cJSON_Delete(o);
-    return d >= 1 && d <= UINT32_MAX ? (uint32_t)d : 0;
+    return d >= 1 && d <= SPATE_VERSION_MAX ? (uint32_t)d : 0;
 }
 
 uint32_t rjs_entry_version(const char *text)

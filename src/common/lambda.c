@@ -104,3 +104,26 @@ void lambda_async_attrs_read(const char *headers, size_t len, lambda_async_attrs
     }
     cJSON_Delete(doc);
 }
+
+int lambda_sqs_attrs_each(const char *headers, size_t len, int max,
+                          int (*on_attr)(const char *name, const char *type, const char *value,
+                                         int binary, void *data),
+                          void *data)
+{
+    cJSON *map = headers && len ? cJSON_ParseWithLength(headers, len) : NULL;
+    int rc = 0, count = 0;
+    const cJSON *it, *obj = cJSON_IsObject(map) ? map : NULL;
+    cJSON_ArrayForEach(it, obj)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "DataType");
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(it, "StringValue");
+        const cJSON *bv = cJSON_GetObjectItemCaseSensitive(it, "BinaryValue");
+        const cJSON *v = cJSON_IsString(sv) ? sv : bv;
+        if (!it->string || !cJSON_IsString(type) || !cJSON_IsString(v)) continue;
+        if (count++ == max) break;
+        rc = on_attr(it->string, type->valuestring, v->valuestring, v != sv, data);
+        if (rc) break;
+    }
+    cJSON_Delete(map);
+    return rc;
+}

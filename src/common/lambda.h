@@ -16,6 +16,18 @@
 int lambda_batch_failures(const char *body, size_t len, int (*on_id)(const char *id, void *data),
                           void *data, char *why, size_t why_cap);
 
+/* Calls on_attr for each of the first max message attributes in the
+ * headers of an SQS sender's message ({"NAME": {"DataType": T,
+ * "StringValue"|"BinaryValue": V}}, as api/sqs stores them): its name, data
+ * type, value and whether the value is binary (base64). Entries of another
+ * shape are skipped; a map that does not read as one (or no memory, which
+ * cJSON does not tell apart) gives none. Stops at on_attr's first nonzero
+ * answer and returns it; else 0. */
+int lambda_sqs_attrs_each(const char *headers, size_t len, int max,
+                          int (*on_attr)(const char *name, const char *type, const char *value,
+                                         int binary, void *data),
+                          void *data);
+
 /* Whether s (len bytes) is one JSON object. */
 int lambda_json_is_object(const char *s, size_t len);
 

@@ -80,6 +80,9 @@
  * qualifier of digits is a version), this many bytes at most; aliases one
  * function may have. */
 #define SPATE_ALIAS_MAX 64
+/* The highest version number: a qualifier names one in at most 9 digits
+ * (versions.c); a cluster entry naming a higher one names none. */
+#define SPATE_VERSION_MAX 999999999u
 #define SPATE_ALIASES_PER_FUNCTION 64
 /* Versions other than the active one that may each run in their own pool
  * at once, per function (invoked by number or through an alias): past it,

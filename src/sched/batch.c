@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "common/err.h"
 #include "common/fmt.h"
 #include "common/hash.h"
@@ -113,37 +111,29 @@ static int body_text(const queue_msg *m, const char **text, size_t *len, char **
     return 0;
 }
 
+/* One message attribute as ,"NAME":{...} in Lambda's shape. */
+static int put_sqs_attr(const char *name, const char *type, const char *value, int binary,
+                        void *data)
+{
+    buf *b = data;
+    int rc = buf_append_str(b, ",");
+    if (!rc) rc = put_cstr(b, name);
+    if (!rc) rc = buf_append_str(b, binary ? ":{\"binaryValue\":" : ":{\"stringValue\":");
+    if (!rc) rc = put_cstr(b, value);
+    if (!rc)
+        rc = buf_append_str(b, ",\"stringListValues\":[],\"binaryListValues\":[],"
+                               "\"dataType\":");
+    if (!rc) rc = put_cstr(b, type);
+    if (!rc) rc = buf_append_str(b, "}");
+    return rc;
+}
+
 /* The message attributes of an SQS sender's message (sqs_sent), each as
  * ,"NAME":{...} in Lambda's shape; the first SPATE_SQS_ATTRS_MAX (all an SQS
  * sender may give). A map that does not read as one is left out. */
 static int sqs_attrs(buf *b, const queue_attrs *a)
 {
-    /* NULL: not JSON (never, as api/sqs_attrs.c stores it) or out of
-     * memory, which cJSON does not tell apart: left out either way. */
-    cJSON *map = cJSON_ParseWithLength(a->headers, a->headers_len);
-    int rc = 0, count = 0;
-    const cJSON *it, *obj = cJSON_IsObject(map) ? map : NULL;
-    cJSON_ArrayForEach(it, obj)
-    {
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "DataType");
-        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(it, "StringValue");
-        const cJSON *bv = cJSON_GetObjectItemCaseSensitive(it, "BinaryValue");
-        const cJSON *v = cJSON_IsString(sv) ? sv : bv;
-        if (!it->string || !cJSON_IsString(type) || !cJSON_IsString(v)) continue;
-        if (count++ == SPATE_SQS_ATTRS_MAX) break;
-        rc = buf_append_str(b, ",");
-        if (!rc) rc = put_cstr(b, it->string);
-        if (!rc) rc = buf_append_str(b, v == sv ? ":{\"stringValue\":" : ":{\"binaryValue\":");
-        if (!rc) rc = put_cstr(b, v->valuestring);
-        if (!rc)
-            rc = buf_append_str(b, ",\"stringListValues\":[],\"binaryListValues\":[],"
-                                   "\"dataType\":");
-        if (!rc) rc = put_cstr(b, type->valuestring);
-        if (!rc) rc = buf_append_str(b, "}");
-        if (rc) break;
-    }
-    cJSON_Delete(map);
-    return rc;
+    return lambda_sqs_attrs_each(a->headers, a->headers_len, SPATE_SQS_ATTRS_MAX, put_sqs_attr, b);
 }
 
 static int sqs_record(buf *b, const queue_lease *l, const char *topic)

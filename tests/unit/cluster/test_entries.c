@@ -50,6 +50,7 @@ static void what_is_no_alias_is_refused(void)
         "{\"function\":\"f\",\"name\":\"n\",\"version\":1,\"weight_version\":2,"
         "\"weight_percent\":100}",                                    /* all of it */
         "{\"function\":\"f\",\"name\":\"n\",\"version\":5000000000}", /* past 32 bits */
+        "{\"function\":\"f\",\"name\":\"n\",\"version\":1000000000}", /* no qualifier names it */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         reg_alias a;
