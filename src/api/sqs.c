@@ -1214,7 +1214,10 @@ static void change_message_visibility(sqs_call *c)
     sqs_ok(c, NULL);
 }
 
-static void delete_message_batch(sqs_call *c)
+/* DeleteMessageBatch (op SQS_DELETE) and ChangeMessageVisibilityBatch
+ * (SQS_VISIBILITY, each entry with its VisibilityTimeout): each entry
+ * settled alone, answered in Successful or Failed. */
+static void settle_batch(sqs_call *c, enum sqs_settle op)
 {
     if (queue_of(c)) return;
     const cJSON *entries[SPATE_SQS_BATCH_MAX];
@@ -1227,11 +1230,24 @@ static void delete_message_batch(sqs_call *c)
         const char *id = cJSON_GetObjectItemCaseSensitive(entries[i], "Id")->valuestring;
         int bad = 0;
         const char *h = str_of(entries[i], "ReceiptHandle", &bad);
-        int e = h ? sqs_settle(c->a, c->queue, h, SQS_DELETE, 0) : SQS_MISSING_PARAMETER;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(entries[i], "VisibilityTimeout");
+        int e;
+        if (!h)
+            e = SQS_MISSING_PARAMETER;
+        else if (op == SQS_VISIBILITY && (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
+                                          v->valuedouble > SPATE_SQS_VISIBILITY_MAX ||
+                                          v->valuedouble != (double)(long)v->valuedouble))
+            e = SQS_INVALID_PARAMETER;
+        else
+            e = sqs_settle(c->a, c->queue, h, op,
+                           op == SQS_VISIBILITY ? (uint32_t)v->valuedouble : 0);
         if (e) {
             cJSON_AddItemToArray(
                 failed, failed_entry(id, (enum sqs_err)e,
-                                     h ? settle_why(e) : "the entry has no ReceiptHandle"));
+                                     e == SQS_MISSING_PARAMETER   ? "the entry has no ReceiptHandle"
+                                     : e == SQS_INVALID_PARAMETER ? "VisibilityTimeout must be "
+                                                                    "from 0 to 43200"
+                                                                  : settle_why(e)));
             continue;
         }
         cJSON *s = cJSON_CreateObject();
@@ -1239,6 +1255,11 @@ static void delete_message_batch(sqs_call *c)
         cJSON_AddItemToArray(ok, s);
     }
     sqs_ok(c, out);
+}
+
+static void delete_message_batch(sqs_call *c)
+{
+    settle_batch(c, SQS_DELETE);
 }
 
 static void set_queue_attributes(sqs_call *c)
@@ -1303,41 +1324,7 @@ static void list_dead_letter_source_queues(sqs_call *c)
 
 static void change_message_visibility_batch(sqs_call *c)
 {
-    if (queue_of(c)) return;
-    const cJSON *entries[SPATE_SQS_BATCH_MAX];
-    size_t n;
-    if (batch_entries(c, entries, &n)) return;
-    cJSON *out = cJSON_CreateObject();
-    cJSON *ok = cJSON_AddArrayToObject(out, "Successful");
-    cJSON *failed = cJSON_AddArrayToObject(out, "Failed");
-    for (size_t i = 0; i < n; i++) {
-        const char *id = cJSON_GetObjectItemCaseSensitive(entries[i], "Id")->valuestring;
-        int bad = 0;
-        const char *h = str_of(entries[i], "ReceiptHandle", &bad);
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(entries[i], "VisibilityTimeout");
-        int e;
-        if (!h)
-            e = SQS_MISSING_PARAMETER;
-        else if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
-                 v->valuedouble > SPATE_SQS_VISIBILITY_MAX ||
-                 v->valuedouble != (double)(long)v->valuedouble)
-            e = SQS_INVALID_PARAMETER;
-        else
-            e = sqs_settle(c->a, c->queue, h, SQS_VISIBILITY, (uint32_t)v->valuedouble);
-        if (e) {
-            cJSON_AddItemToArray(
-                failed, failed_entry(id, (enum sqs_err)e,
-                                     e == SQS_MISSING_PARAMETER   ? "the entry has no ReceiptHandle"
-                                     : e == SQS_INVALID_PARAMETER ? "VisibilityTimeout must be "
-                                                                    "from 0 to 43200"
-                                                                  : settle_why(e)));
-            continue;
-        }
-        cJSON *s = cJSON_CreateObject();
-        cJSON_AddStringToObject(s, "Id", id);
-        cJSON_AddItemToArray(ok, s);
-    }
-    sqs_ok(c, out);
+    settle_batch(c, SQS_VISIBILITY);
 }
 
 /* --- Dispatch ---------------------------------------------------------------------------- */
