@@ -940,7 +940,8 @@ static void publish(send_ctx *s, const char *const *bodies)
     sqs_call *c = s->c;
     size_t total = 0, stored = 0;
     for (size_t i = 0; i < s->n; i++) {
-        total += strlen(bodies[i]) + (s->group[i] ? strlen(s->group[i]) + 1 : 0);
+        total += strlen(bodies[i]) + (s->group[i] ? strlen(s->group[i]) + 1 : 0) +
+                 (s->fifo ? strlen(s->dedup[i]) + 1 : 0);
         hash_md5_hex(bodies[i], strlen(bodies[i]), s->md5[i]);
         stored += !s->dup[i];
     }
@@ -954,7 +955,8 @@ static void publish(send_ctx *s, const char *const *bodies)
     queue_input in[SPATE_SQS_BATCH_MAX];
     queue_attrs qa[SPATE_SQS_BATCH_MAX];
     char *json[SPATE_SQS_BATCH_MAX] = {0};
-    size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX];
+    size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX], doff[SPATE_SQS_BATCH_MAX];
+    uint32_t window_ms = sqs_dedup_window_ms(c->a);
     int failed = 0;
     size_t k = 0; /* inputs made */
     for (size_t i = 0; i < s->n && !failed; i++) {
@@ -969,6 +971,12 @@ static void publish(send_ctx *s, const char *const *bodies)
             koff[k] = body.len;
             in[k].key_len = (uint32_t)strlen(s->group[i]);
             failed = buf_append(&body, s->group[i], in[k].key_len + 1) != 0;
+        }
+        if (!failed && s->fifo) { /* kept with the message (queue_input.dedup) */
+            doff[k] = body.len;
+            in[k].dedup_len = (uint32_t)strlen(s->dedup[i]);
+            in[k].dedup_ms = window_ms;
+            failed = buf_append(&body, s->dedup[i], in[k].dedup_len + 1) != 0;
         }
         if (!failed && s->attrs[i]) {
             json[k] = cJSON_PrintUnformatted(s->attrs[i]);
@@ -994,6 +1002,7 @@ static void publish(send_ctx *s, const char *const *bodies)
     for (size_t i = 0; i < k; i++) {
         in[i].data = body.data + off[i];
         if (in[i].key_len) in[i].key = body.data + koff[i];
+        if (s->fifo) in[i].dedup = body.data + doff[i];
     }
     queue_publish(c->a->q, c->queue, &body, in, k, on_sent, s);
     for (size_t i = 0; i < k; i++) free(json[i]);

@@ -81,8 +81,14 @@
  * MessageGroupId its key, so the queue leases one message per group at a
  * time, in order, to ReceiveMessage and triggers alike;
  * ContentBasedDeduplication is the receiver's report_failures. Deduplication
- * ids (given, or the body's SHA-256) are remembered 5 minutes in this
- * process (sqs_recv.c: a map and a list by age, bounded), not durably. A
+ * ids (given, or the body's SHA-256) are remembered 5 minutes: looked up in
+ * this process (sqs_recv.c: a map and a list by age, bounded), and kept by
+ * the SQLite queue with their message, in its transaction (queue_input.dedup,
+ * the dedup_ids table; the writer prunes the ended ones), reloaded at start:
+ * a send retried across a restart, kill -9 too, is answered with the first
+ * one's MessageId and SequenceNumber. The JetStream queue keeps none: in
+ * cluster mode each node remembers the ids sent through it, until it
+ * restarts. A
  * FIFO queue takes no delay yet: a delayed message waits as a retry, and a
  * retry's lease does not look at its group's order.
  *
@@ -209,11 +215,13 @@ uint64_t sqs_held_count(api *a, const char *qname);
 void sqs_forget_queue(api *a, const char *qname);
 /* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
 void sqs_delete_held(api *a, const char *qname);
-/* FIFO deduplication (SQS's 5-minute window, in this process: a restart
- * forgets it): whether id was sent to qname within the window (*seq: the
- * message it made), and noting one sent. */
+/* FIFO deduplication (SQS's 5-minute window): whether id was sent to qname
+ * within the window (*seq: the message it made), and noting one sent (after
+ * its commit, which stored the id with it where the queue has QUEUE_DEDUP).
+ * The window, in ms (a test may shorten it). */
 int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq);
 void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq);
+uint32_t sqs_dedup_window_ms(api *a);
 /* The deterministic MessageId of a queue's message seq (a UUID's shape). */
 void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
 

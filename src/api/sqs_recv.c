@@ -68,6 +68,7 @@ struct sqs {
     list_node dedups;
     size_t ndedup;
     int64_t dedup_warned_ms;
+    uint32_t dedup_window_ms; /* SPATE_SQS_DEDUP_WINDOW_MS, or the test knob's */
     unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
 };
 
@@ -485,18 +486,16 @@ int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq)
     return 1;
 }
 
-void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
+/* Remembers key (QUEUE\nID) until until_ms as the message seq made. */
+static void dedup_put(struct sqs *s, const char *key, size_t len, uint64_t seq, int64_t until_ms)
 {
-    struct sqs *s = state(a);
-    if (!s) return;
-    dedup_expire(s);
-    size_t len = strlen(qname) + 1 + strlen(id);
     dedup *d = malloc(sizeof *d + len + 1);
-    if (!d) return; /* not remembered: a repeat would be stored */
-    snprintf(d->key, len + 1, "%s\n%s", qname, id);
+    if (!d) return; /* not remembered in memory: a repeat would be stored */
+    memcpy(d->key, key, len);
+    d->key[len] = '\0';
     dedup *old = strmap_get(&s->dedup_ids, d->key, len);
     if (old) dedup_drop(s, old);
-    d->until_ms = clock_now_ms() + SPATE_SQS_DEDUP_WINDOW_MS;
+    d->until_ms = until_ms;
     d->seq = seq;
     if (strmap_put(&s->dedup_ids, d->key, d)) {
         free(d);
@@ -513,6 +512,42 @@ void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
                      SPATE_SQS_DEDUP_MAX);
             s->dedup_warned_ms = now;
         }
+    }
+}
+
+void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
+{
+    struct sqs *s = state(a);
+    if (!s) return;
+    dedup_expire(s);
+    char key[SPATE_SQS_NAME_MAX + SPATE_SQS_FIFO_ID_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\n%s", qname, id);
+    dedup_put(s, key, (size_t)n, seq, clock_now_ms() + s->dedup_window_ms);
+}
+
+uint32_t sqs_dedup_window_ms(api *a)
+{
+    return state(a) ? state(a)->dedup_window_ms : SPATE_SQS_DEDUP_WINDOW_MS;
+}
+
+/* A deduplication id the store kept (queue_dedup_each), at the start. */
+static void on_dedup_row(void *data, const char *topic, const char *id, uint64_t seq,
+                         int64_t until_ms)
+{
+    char key[SPATE_SQS_NAME_MAX + SPATE_SQS_FIFO_ID_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\n%s", topic, id);
+    if (n > 0 && (size_t)n < sizeof key) dedup_put(data, key, (size_t)n, seq, until_ms);
+}
+
+/* Forgets qname's deduplication ids (DeleteQueue: a queue created again
+ * under the name starts afresh, as its rows in the store went with it). */
+static void dedup_forget_queue(struct sqs *s, const char *qname)
+{
+    size_t len = strlen(qname);
+    for (list_node *n = list_first(&s->dedups), *nx; n != &s->dedups; n = nx) {
+        nx = n->next;
+        dedup *d = list_entry(n, dedup, link);
+        if (strncmp(d->key, qname, len) == 0 && d->key[len] == '\n') dedup_drop(s, d);
     }
 }
 
@@ -574,7 +609,9 @@ void sqs_delete_held(api *a, const char *qname)
 
 void sqs_forget_queue(api *a, const char *qname)
 {
-    if (state(a)) forget(state(a), qname);
+    if (!state(a)) return;
+    forget(state(a), qname);
+    dedup_forget_queue(state(a), qname);
 }
 
 /* --- Life ---------------------------------------------------------------------------- */
@@ -607,6 +644,16 @@ void api_sqs_start(api *a)
         free(s);
         return;
     }
+    /* The deduplication window: SQS's 5 minutes; shorter for tests only
+     * (docs/operations.md "Test knobs"), never longer. */
+    s->dedup_window_ms = SPATE_SQS_DEDUP_WINDOW_MS;
+    const char *w = getenv("SPATE_TEST_SQS_DEDUP_WINDOW_MS");
+    long long ms = w ? atoll(w) : 0;
+    if (ms > 0 && ms < SPATE_SQS_DEDUP_WINDOW_MS) s->dedup_window_ms = (uint32_t)ms;
+    /* The ids of the window still open, kept with their messages. */
+    if (a->q && queue_dedup_each(a->q, on_dedup_row, s) != 0)
+        log_error("cannot read the FIFO deduplication ids: a send repeated across this restart "
+                  "may be stored twice");
     a->sqs = s;
     if (!a->tr) return; /* no triggers (tests of the API alone) */
     triggers_receiver r = {.available = on_available, .closing = on_closing, .data = s};

@@ -118,6 +118,15 @@ typedef struct queue_input {
      * (SQS's DelaySeconds), durably: a restart keeps the delay. Only a queue
      * with QUEUE_DELAYS keeps it; others deliver at once. */
     uint32_t delay_ms;
+    /* Not NULL: a deduplication id (NUL-terminated, dedup_len bytes before
+     * the NUL, pointing into the body like key) that the queue remembers
+     * with the message's seq for dedup_ms, in the message's own transaction:
+     * once the publish completes, queue_dedup_each shows it, after a restart
+     * too, and never before (SQS's FIFO deduplication, api/sqs.h). Only a
+     * queue with QUEUE_DEDUP keeps it; others ignore it. */
+    const char *dedup;
+    uint32_t dedup_len;
+    uint32_t dedup_ms;
 } queue_input;
 
 /* Copies what in[0..n) carry beside the body (attributes, a refused
@@ -312,7 +321,17 @@ int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, q
 #define QUEUE_SHARED 1u
 /* The queue keeps queue_input.delay_ms (the SQLite queue; not yet JetStream). */
 #define QUEUE_DELAYS 2u
+/* The queue keeps queue_input.dedup durably (the SQLite queue). */
+#define QUEUE_DEDUP 4u
 unsigned queue_flags(queue *q);
+
+/* Calls cb for every deduplication id of a committed publish whose time has
+ * not ended (queue_input.dedup), the soonest to end first: what a process
+ * reloads at its start. Reads the store on the loop thread: for the start
+ * only. 0, or ERR_STORE; 0 and no call for a queue without QUEUE_DEDUP. */
+typedef void (*queue_dedup_cb)(void *data, const char *topic, const char *id, uint64_t seq,
+                               int64_t until_ms);
+int queue_dedup_each(queue *q, queue_dedup_cb cb, void *data);
 
 /* --- Implementations ----------------------------------------------------------------------
  *
@@ -351,6 +370,7 @@ typedef struct queue_ops {
                            queue_done_cb done, void *data);
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
+    int (*dedup_each)(queue *q, queue_dedup_cb cb, void *data); /* NULL: none kept */
     unsigned flags; /* queue_flags */
 } queue_ops;
 

@@ -134,3 +134,8 @@ unsigned queue_flags(queue *q)
 {
     return OPS(q)->flags;
 }
+
+int queue_dedup_each(queue *q, queue_dedup_cb cb, void *data)
+{
+    return OPS(q)->dedup_each ? OPS(q)->dedup_each(q, cb, data) : 0;
+}
