@@ -452,7 +452,10 @@ static int store_receiver(sqs_call *c, const queue_sub_config *cfg, queue_done_c
     stored_ctx *s = malloc(sizeof *s);
     if (!s) return ERR_NOMEM;
     *s = (stored_ctx){c, done};
-    int rc = queue_subscribe(c->a->q, c->queue, cfg, on_receiver_stored, s);
+    /* Through the triggers, which record it in the registry: in cluster mode
+     * every node has the queue's receiver (and its settings) so. */
+    int rc = c->a->tr ? triggers_add(c->a->tr, c->queue, cfg, on_receiver_stored, s)
+                      : queue_subscribe(c->a->q, c->queue, cfg, on_receiver_stored, s);
     if (rc) free(s);
     return rc;
 }
@@ -593,7 +596,9 @@ static void delete_queue(sqs_call *c)
 {
     if (queue_of(c)) return;
     sqs_forget_queue(c->a, c->queue);
-    int rc = queue_unsubscribe(c->a->q, c->queue, TRIGGERS_RECEIVER, on_receiver_removed, c);
+    int rc = c->a->tr
+                 ? triggers_remove(c->a->tr, c->queue, TRIGGERS_RECEIVER, on_receiver_removed, c)
+                 : queue_unsubscribe(c->a->q, c->queue, TRIGGERS_RECEIVER, on_receiver_removed, c);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot delete the queue: %s", err_str(rc));
 }
 

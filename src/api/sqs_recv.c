@@ -59,6 +59,10 @@ struct sqs {
      * given back inside fill): it is kept for after, not run inside. */
     int filling;
     queue_sub *missed;
+    /* The receive leasing now: its queue and how many more it takes (what
+     * a queue that must fetch asks, on_room). */
+    const char *fill_queue;
+    uint32_t fill_left;
     held **heap; /* what receives hold, a min-heap by deadline */
     size_t nheap, capheap;
     list_node waiters; /* a few: one a connection at most */
@@ -69,7 +73,7 @@ struct sqs {
     size_t ndedup;
     int64_t dedup_warned_ms;
     uint32_t dedup_window_ms; /* SPATE_SQS_DEDUP_WINDOW_MS, or the test knob's */
-    unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
+    unsigned char key[32];    /* receipt handles' HMAC key, drawn at start */
 };
 
 static struct sqs *state(api *a)
@@ -322,7 +326,11 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
 {
     cJSON *out = NULL, *list = NULL;
     s->filling++;
+    const char *outer = s->fill_queue;
+    uint32_t outer_left = s->fill_left;
+    s->fill_queue = qname;
     for (uint32_t i = 0; i < max; i++) {
+        s->fill_left = max - i;
         queue_lease *l = triggers_receiver_next(sub);
         if (!l) break;
         if (!out) {
@@ -339,6 +347,8 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
         if (!m) break;
         cJSON_AddItemToArray(list, m);
     }
+    s->fill_queue = outer;
+    s->fill_left = outer_left;
     s->filling--;
     return out;
 }
@@ -374,7 +384,13 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
     }
     cJSON *out = fill(s, c->queue, sub, max, visibility_s, attrs,
                       cJSON_GetObjectItemCaseSensitive(c->in, "MessageAttributeNames"));
-    if (out || wait_s == 0) {
+    /* Cluster mode: the queue fetches what a receive asks for from
+     * JetStream (asked by the lease above, on_room): even a short poll waits
+     * for that fetch, a second at most, or it would never find anything. */
+    uint64_t wait_ms = (uint64_t)wait_s * 1000;
+    if (!out && !wait_ms && queue_flags(c->a->q) & QUEUE_SHARED)
+        wait_ms = SPATE_SQS_CLUSTER_POLL_MS;
+    if (out || wait_ms == 0) {
         sqs_ok(c, out);
         run_missed(s);
         return;
@@ -385,7 +401,7 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
     w->max = max;
     w->visibility_s = visibility_s;
     w->attrs = attrs;
-    w->deadline = uv_now(s->timer.loop) + (uint64_t)wait_s * 1000;
+    w->deadline = uv_now(s->timer.loop) + wait_ms;
     list_push_back(&s->waiters, &w->link);
     c->req->data = w;
     c->req->on_abort = on_abort;
@@ -413,6 +429,21 @@ static void on_available(queue_sub *sub, void *data)
         answer_waiter(s, w, out);
     }
     run_missed(s);
+}
+
+/* How many of the receiver's messages this process's receives would take
+ * now: the one leasing and the long polls on its queue. */
+static uint32_t on_room(queue_sub *sub, void *data)
+{
+    struct sqs *s = data;
+    if (s->closed) return 0;
+    const char *qname = queue_sub_topic(sub);
+    uint64_t n = s->fill_queue && strcmp(s->fill_queue, qname) == 0 ? s->fill_left : 0;
+    for (list_node *l = list_first(&s->waiters); l != &s->waiters; l = l->next) {
+        waiter *w = list_entry(l, waiter, link);
+        if (strcmp(w->call->queue, qname) == 0) n += w->max;
+    }
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
 /* --- Settling ----------------------------------------------------------------------- */
@@ -656,7 +687,8 @@ void api_sqs_start(api *a)
                   "may be stored twice");
     a->sqs = s;
     if (!a->tr) return; /* no triggers (tests of the API alone) */
-    triggers_receiver r = {.available = on_available, .closing = on_closing, .data = s};
+    triggers_receiver r = {
+        .available = on_available, .closing = on_closing, .room = on_room, .data = s};
     triggers_set_receiver(a->tr, &r);
 }
 

@@ -651,6 +651,10 @@
 #define SPATE_SQS_FIFO_ID_MAX 128
 #define SPATE_SQS_DEDUP_WINDOW_MS (5 * 60 * 1000)
 #define SPATE_SQS_DEDUP_MAX 100000
+/* Cluster mode: how long a ReceiveMessage that finds nothing here waits for
+ * the fetch from JetStream it asked for, even a short poll (WaitTimeSeconds
+ * 0): a little more than a fetch's wait (SPATE_JS_FETCH_WAIT_MS). */
+#define SPATE_SQS_CLUSTER_POLL_MS 1500
 /* Message attributes: at most this many a message, names (and data types)
  * at most this long (SQS's limits; their bytes count in the message's). */
 #define SPATE_SQS_ATTRS_MAX 10

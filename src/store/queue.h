@@ -371,7 +371,7 @@ typedef struct queue_ops {
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
     int (*dedup_each)(queue *q, queue_dedup_cb cb, void *data); /* NULL: none kept */
-    unsigned flags; /* queue_flags */
+    unsigned flags;                                             /* queue_flags */
 } queue_ops;
 
 #endif

@@ -11,11 +11,15 @@
 
 #include "common/log.h"
 
-/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>". */
+/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>".
+ * A bucket's keys take no '@', which an SQS queue's receiver's consumer
+ * has (F_@receiver): '=' there, which no other consumer's name has. */
 void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
                            uint64_t seq)
 {
     snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
+    for (char *p = out; *p; p++)
+        if (*p == '@') *p = '=';
 }
 
 static void lease_free(jlease *jl)

@@ -186,9 +186,9 @@ static void on_writer_stopped(void *data)
         free(t);
     }
     strmap_free(&q->by_name);
-    sqlite3_stmt *sts[] = {q->ins_msg,  q->ins_msg_attrs, q->upd_pub,  q->upd_sub,
-                           q->del_msgs, q->upsert_retry,  q->del_retry, q->ins_dedup,
-                           q->del_dedup};
+    sqlite3_stmt *sts[] = {q->ins_msg,   q->ins_msg_attrs, q->upd_pub,
+                           q->upd_sub,   q->del_msgs,      q->upsert_retry,
+                           q->del_retry, q->ins_dedup,     q->del_dedup};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++) sqlite3_finalize(sts[i]);
     close_part(q);
 }
