@@ -877,14 +877,12 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
     return e;
 }
 
-/* The seqs of a send committed from first_seq: the stored entries in
- * order, a duplicate the seq of what it repeats; the new deduplication ids
- * kept for SQS's window. */
-static void settle_seqs(send_ctx *s, uint64_t first_seq)
+/* The seqs of a send committed: the stored entries' as the queue wrote them
+ * (queue_input.seq; in cluster mode JetStream's, which may be a duplicate's
+ * first), a duplicate here the seq of what it repeats; the new
+ * deduplication ids kept for SQS's window. */
+static void settle_seqs(send_ctx *s)
 {
-    uint64_t next = first_seq;
-    for (size_t i = 0; i < s->n; i++)
-        if (!s->dup[i]) s->seq[i] = next++;
     for (size_t i = 0; i < s->n; i++)
         if (s->dup[i] && s->dup_of[i] >= 0) s->seq[i] = s->seq[s->dup_of[i]];
     for (size_t i = 0; s->fifo && i < s->n; i++)
@@ -900,7 +898,8 @@ static void on_sent(void *data, int status, uint64_t first_seq)
         return sqs_fail(c, SQS_UNAVAILABLE, "cannot store the message: %s (nothing was stored)",
                         err_str(status));
     }
-    settle_seqs(s, first_seq);
+    (void)first_seq; /* each entry's own is in s->seq (queue_input.seq) */
+    settle_seqs(s);
     cJSON *out;
     if (!s->batch) {
         out = sent_entry(s, 0, s->seq[0]);
@@ -962,6 +961,7 @@ static void publish(send_ctx *s, const char *const *bodies)
     char *json[SPATE_SQS_BATCH_MAX] = {0};
     size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX], doff[SPATE_SQS_BATCH_MAX];
     uint32_t window_ms = sqs_dedup_window_ms(c->a);
+    size_t entry[SPATE_SQS_BATCH_MAX]; /* the entry of each input */
     int failed = 0;
     size_t k = 0; /* inputs made */
     for (size_t i = 0; i < s->n && !failed; i++) {
@@ -993,7 +993,7 @@ static void publish(send_ctx *s, const char *const *bodies)
                 in[k].attrs = &qa[k];
             }
         }
-        k++;
+        entry[k++] = i;
     }
     /* A duplicate answers its own attributes' digest, as SQS does. */
     for (size_t i = 0; i < s->n && !failed; i++)
@@ -1007,6 +1007,7 @@ static void publish(send_ctx *s, const char *const *bodies)
     for (size_t i = 0; i < k; i++) {
         in[i].data = body.data + off[i];
         if (in[i].key_len) in[i].key = body.data + koff[i];
+        in[i].seq = &s->seq[entry[i]];
         if (s->fifo) in[i].dedup = body.data + doff[i];
     }
     queue_publish(c->a->q, c->queue, &body, in, k, on_sent, s);

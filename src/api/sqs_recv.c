@@ -28,7 +28,11 @@ typedef struct held {
     queue_lease *lease;
     uint64_t seq;
     uint64_t deadline; /* uv_now, ms */
-    char gen[21];      /* this receive's number: the key in sqs->by_gen */
+    /* Cluster mode: when to tell the queue again that the lease is held
+     * (queue_touch), before its AckWait gives the message to another node;
+     * 0: not before the deadline. The heap is by the earlier of the two. */
+    uint64_t touch_at;
+    char gen[21]; /* this receive's number: the key in sqs->by_gen */
     char queue[SPATE_SQS_NAME_MAX + 1];
 } held;
 
@@ -123,6 +127,12 @@ static void arm(struct sqs *s, uint64_t due)
 
 /* --- The heap of held leases, by deadline ----------------------------------------------- */
 
+/* When the timer has something to do for h: its deadline, or a touch before. */
+static uint64_t due(const held *h)
+{
+    return h->touch_at && h->touch_at < h->deadline ? h->touch_at : h->deadline;
+}
+
 static void place(struct sqs *s, size_t i, held *h)
 {
     s->heap[i] = h;
@@ -132,7 +142,7 @@ static void place(struct sqs *s, size_t i, held *h)
 static void sift_up(struct sqs *s, size_t i)
 {
     held *h = s->heap[i];
-    while (i > 0 && s->heap[(i - 1) / 2]->deadline > h->deadline) {
+    while (i > 0 && due(s->heap[(i - 1) / 2]) > due(h)) {
         place(s, i, s->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
@@ -145,8 +155,8 @@ static void sift_down(struct sqs *s, size_t i)
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= s->nheap) break;
-        if (c + 1 < s->nheap && s->heap[c + 1]->deadline < s->heap[c]->deadline) c++;
-        if (s->heap[c]->deadline >= h->deadline) break;
+        if (c + 1 < s->nheap && due(s->heap[c + 1]) < due(s->heap[c])) c++;
+        if (due(s->heap[c]) >= due(h)) break;
         place(s, i, s->heap[c]);
         i = c;
     }
@@ -218,13 +228,35 @@ static void answer_waiter(struct sqs *s, waiter *w, cJSON *out)
     (void)s;
 }
 
+/* Cluster mode: a held lease is told to the queue again every queue's
+ * VisibilityTimeout (its receiver's consumer's AckWait is that and a margin:
+ * api/sqs.h), so a receive's longer timeout, or one a ChangeMessageVisibility
+ * extended, keeps the message from other nodes until it ends. */
+static void plan_touch(struct sqs *s, held *h, uint64_t now)
+{
+    h->touch_at = 0;
+    if (!(queue_flags(s->a->q) & QUEUE_SHARED)) return;
+    uint64_t every = queue_sub_get_config(h->lease->sub)->deadline_ms;
+    if (every < SPATE_SQS_TOUCH_MIN_MS) every = SPATE_SQS_TOUCH_MIN_MS;
+    if (now + every < h->deadline) h->touch_at = now + every;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct sqs *s = t->data;
     uint64_t now = uv_now(t->loop), next = 0;
     s->armed = 0;
-    while (s->nheap && s->heap[0]->deadline <= now) expire(s, s->heap[0]);
-    if (s->nheap) next = s->heap[0]->deadline;
+    while (s->nheap && due(s->heap[0]) <= now) {
+        held *h = s->heap[0];
+        if (h->deadline <= now) {
+            expire(s, h);
+            continue;
+        }
+        queue_touch(h->lease);
+        plan_touch(s, h, now);
+        heap_fix(s, h);
+    }
+    if (s->nheap) next = due(s->heap[0]);
     for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
@@ -305,12 +337,13 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     /* A timeout of 0 expires on the timer's next turn, not inside this
      * receive (which would lease the message again). */
     h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+    plan_touch(s, h, uv_now(s->timer.loop));
     if (strmap_put(&s->by_gen, h->gen, h)) goto fail;
     if (heap_push(s, h)) {
         strmap_remove(&s->by_gen, h->gen);
         goto fail;
     }
-    arm(s, h->deadline);
+    arm(s, due(h));
     return m;
 fail:
     free(h);
@@ -477,8 +510,9 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
         expire(s, h);
     } else {
         h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+        plan_touch(s, h, uv_now(s->timer.loop));
         heap_fix(s, h);
-        arm(s, h->deadline);
+        arm(s, due(h));
     }
     return 0;
 }

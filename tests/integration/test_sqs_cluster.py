@@ -48,10 +48,19 @@ def test_create_on_one_node_use_on_another(cluster):
     _, (a, b) = cluster
     create(a, "shared")
     url_b = url_on(b, "shared")
-    for i in range(5):
-        ok(b, "SendMessage", {"QueueUrl": url_b, "MessageBody": f"m{i}"})
-    got = receive_all(a, url_on(a, "shared"), 5, VisibilityTimeout=60)
-    assert sorted(m["Body"] for m in got) == [f"m{i}" for i in range(5)]
+    ids = {}
+    for i in range(4):
+        ids[f"m{i}"] = ok(b, "SendMessage", {"QueueUrl": url_b, "MessageBody": f"m{i}"})[
+            "MessageId"]
+    doc = ok(a, "SendMessageBatch", {"QueueUrl": url_b, "Entries": [
+        {"Id": "x", "MessageBody": "m4"}, {"Id": "y", "MessageBody": "m5"}]})
+    ids.update({f"m{4 + k}": e["MessageId"] for k, e in enumerate(
+        sorted(doc["Successful"], key=lambda e: e["Id"]))})
+    assert len(set(ids.values())) == 6, ids  # each message its own id
+    got = receive_all(a, url_on(a, "shared"), 6, VisibilityTimeout=60)
+    assert sorted(m["Body"] for m in got) == [f"m{i}" for i in range(6)]
+    # A message has the id its send answered, whichever node sent it.
+    assert {m["Body"]: m["MessageId"] for m in got} == ids
     for m in got:
         ok(a, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": m["ReceiptHandle"]})
     assert receive(b, url_b, WaitTimeSeconds=2) == []
@@ -74,6 +83,31 @@ def test_visibility_timeout_ends_on_every_node(cluster):
     ok(a, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": first[0]["ReceiptHandle"]})
     ok(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": again[0]["ReceiptHandle"]})
     assert receive(a, url, WaitTimeSeconds=3) == []
+
+
+def test_a_longer_visibility_timeout_holds_on_every_node(cluster):
+    """A receive's VisibilityTimeout longer than the queue's (whose JetStream
+    AckWait is the queue's and a margin), and one a ChangeMessageVisibility
+    extends: the node holding it keeps telling JetStream, so no other node
+    gets the message before it ends."""
+    _, (a, b) = cluster
+    url = create(a, "longer", VisibilityTimeout=1)
+    url_b = url_on(b, "longer")
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "held"})
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "extended"})
+    got = {m["Body"]: m for m in receive_all(a, url, 2, VisibilityTimeout=20)}
+    assert sorted(got) == ["extended", "held"]
+    ok(a, "ChangeMessageVisibility", {"QueueUrl": url, "VisibilityTimeout": 3,
+                                      "ReceiptHandle": got["extended"]["ReceiptHandle"]})
+    ok(a, "ChangeMessageVisibility", {"QueueUrl": url, "VisibilityTimeout": 20,
+                                      "ReceiptHandle": got["extended"]["ReceiptHandle"]})
+    # Well past the AckWait (1 s and the 5 s margin): still with a.
+    deadline = time.time() + 12
+    while time.time() < deadline:
+        assert receive(b, url_b, WaitTimeSeconds=2) == []
+    for m in got.values():
+        ok(a, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": m["ReceiptHandle"]})
+    assert receive(b, url_b, WaitTimeSeconds=3) == []
 
 
 def test_long_poll_woken_by_a_send_on_the_other_node(cluster):
@@ -156,6 +190,38 @@ def test_fifo_across_nodes(cluster):
     assert sorted(order) == ["a0", "a1", "a3", "b2", "b4"]
     assert [x for x in order if x[0] == "a"] == ["a0", "a1", "a3"]
     assert [x for x in order if x[0] == "b"] == ["b2", "b4"]
+
+
+def test_fifo_deduplication_across_nodes(cluster):
+    """A send retried through the other node (or after the first restarted)
+    is not stored twice: JetStream's duplicate window, keyed by the
+    deduplication id, answers the first message's seq."""
+    _, (a, b) = cluster
+    url = create(a, "pay.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    url_b = url_on(b, "pay.fifo")
+    first = ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "invoice 7",
+                                  "MessageGroupId": "g", "MessageDeduplicationId": "inv-7"})
+    assert int(first["SequenceNumber"]) > 0
+    again = ok(b, "SendMessage", {"QueueUrl": url_b, "MessageBody": "invoice 7",
+                                  "MessageGroupId": "g", "MessageDeduplicationId": "inv-7"})
+    assert (again["MessageId"], again["SequenceNumber"]) == (
+        first["MessageId"], first["SequenceNumber"])
+    by_body = ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "by content",
+                                    "MessageGroupId": "g"})
+    doc = ok(b, "SendMessageBatch", {"QueueUrl": url_b, "Entries": [
+        {"Id": "1", "MessageBody": "by content", "MessageGroupId": "g"},
+        {"Id": "2", "MessageBody": "new", "MessageGroupId": "g"}]})
+    sent = {e["Id"]: e for e in doc["Successful"]}
+    assert sent["1"]["MessageId"] == by_body["MessageId"]
+    assert int(sent["2"]["SequenceNumber"]) > int(by_body["SequenceNumber"])
+    bodies = []
+    deadline = time.time() + 60
+    while len(bodies) < 3 and time.time() < deadline:
+        for m in receive(b, url_b, WaitTimeSeconds=1):
+            bodies.append(m["Body"])
+            ok(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": m["ReceiptHandle"]})
+    assert bodies == ["invoice 7", "by content", "new"]
+    assert receive(a, url, WaitTimeSeconds=2) == []
 
 
 def test_a_trigger_on_a_queue_shares_its_receiver(cluster, tmp_path):

@@ -130,6 +130,10 @@ typedef struct pub_job {
     buf body;
     queue_input *in;
     size_t n;
+    /* When some input wants its seq (queue_input.seq): every message's,
+     * and the messages as published, to match JetStream's answers. */
+    uint64_t *seqs;
+    const void **msgs;
     char *extra; /* owned: the inputs' attributes and refusals (queue_inputs_own_extras) */
     /* Dead letters: the source, its error and attempts, as headers. */
     char source[SPATE_TOPIC_NAME_MAX + 1];
@@ -202,6 +206,7 @@ void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const stru
 void jsqueue__ack(queue_lease *l);
 void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error);
 void jsqueue__release(queue_lease *l);
+void jsqueue__touch(queue_lease *l);
 void jsqueue__dead_letter(queue_lease *l, const char *error);
 
 /* read.c */

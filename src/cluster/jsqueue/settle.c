@@ -110,6 +110,12 @@ void jsqueue__release(queue_lease *l)
     lease_free(jl);
 }
 
+/* JetStream's in progress: AckWait starts again for this delivery. */
+void jsqueue__touch(queue_lease *l)
+{
+    natsMsg_InProgress(((jlease *)l)->nm, NULL);
+}
+
 void jsqueue__dead_letter(queue_lease *l, const char *error)
 {
     jlease *jl = (jlease *)l;

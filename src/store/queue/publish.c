@@ -258,6 +258,9 @@ void sq_publish(queue *q, const char *topic, buf *body, const queue_input *in, s
             b->msgs[i].dedup_until_ms = clock_now_ms() + in[i].dedup_ms;
         }
     }
+    /* Numbered in order from here (sq_submit_messages). */
+    for (size_t i = 0; i < n; i++)
+        if (in[i].seq) *in[i].seq = t->next_seq + i;
     sq_submit_messages(q, t, b, done, data);
 }
 
