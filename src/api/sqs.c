@@ -384,6 +384,21 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
             sqs_fail(c, SQS_ATTR_NAME, "unknown or not yet supported attribute %.80s", a->string);
             return -1;
         }
+        /* Cluster mode: the JetStream queue keeps no delay (QUEUE_DELAYS) and
+         * no age limit under its consumers (what nobody receives would stay,
+         * and be counted): the default retention only, applied as messages
+         * are received (triggers_receiver_next). */
+        int shared = queue_flags(c->a->q) & QUEUE_SHARED;
+        if (num && shared &&
+            ((into == &st->delay_s && v > 0 && !st->fifo) ||
+             (into == &st->retention_s && v != TRIGGERS_RETENTION_DEFAULT_S))) {
+            sqs_fail(c, SQS_ATTR_VALUE,
+                     "invalid value for the parameter %s: %s is not supported in cluster mode",
+                     a->string,
+                     into == &st->delay_s ? "a delay"
+                                          : "a retention other than the default 345600 seconds");
+            return -1;
+        }
         if (!num || (into && (v < lo || v > hi)) || (!into && v != fixed)) {
             if (into)
                 sqs_fail(c, SQS_ATTR_VALUE, "invalid value for the parameter %s: from %ld to %ld",
@@ -662,6 +677,9 @@ static void get_queue_attributes(sqs_call *c)
     uint64_t visible = ss.depth - ss.leased;
     visible = visible > ss.delayed ? visible - ss.delayed : 0;
     if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", visible);
+    /* Cluster mode: what every node holds (JetStream's pending acks, as of
+     * its last figures), not only what this one does. */
+    if (queue_flags(c->a->q) & QUEUE_SHARED && ss.leased > held) held = ss.leased;
     if (want & 1u << 3) add_number(at, "ApproximateNumberOfMessagesNotVisible", held);
     if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", ss.delayed);
     if (want & 1u << 5) add_number(at, "VisibilityTimeout", (uint64_t)st.visibility_s);

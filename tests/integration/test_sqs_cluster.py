@@ -15,6 +15,7 @@ from conftest import wait_for
 from natscluster import add_trigger, listed, record_dir, spated_cluster
 from test_batches import deploy_batcher, events, records_of
 from test_sqs import attributes, create, error_of, ok
+from test_sqs import sqs as sqs_call
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,10 @@ def test_counts_purge_and_delete(cluster):
     assert len(held) == 2
     assert wait_for(lambda: attributes(b, url_b)["ApproximateNumberOfMessagesNotVisible"] == "2",
                     timeout=30), attributes(b, url_b)
+    # Seen from the other node too (JetStream's figures, every second).
+    assert wait_for(lambda: attributes(a, url)["ApproximateNumberOfMessagesNotVisible"] == "2" and
+                    attributes(a, url)["ApproximateNumberOfMessages"] == "4",
+                    timeout=30), attributes(a, url)
     ok(a, "PurgeQueue", {"QueueUrl": url})
     assert wait_for(lambda: attributes(a, url)["ApproximateNumberOfMessages"] == "0", timeout=30)
     assert receive(a, url, WaitTimeSeconds=2) == []
@@ -263,3 +268,41 @@ def test_what_cluster_mode_refuses(cluster):
     status, code, _ = error_of(a, "SendMessage", {"QueueUrl": url, "MessageBody": "x",
                                                   "DelaySeconds": 5})
     assert (status, code) == (400, "AWS.SimpleQueueService.UnsupportedOperation")
+    # A queue's delay, and a retention JetStream would not keep: refused,
+    # saying why; what they would be anyway is taken.
+    for attrs in ({"DelaySeconds": "5"}, {"MessageRetentionPeriod": "60"}):
+        status, _, doc = sqs_call(a, "CreateQueue", {"QueueName": "other", "Attributes": attrs})
+        assert status == 400 and doc["__type"].endswith("InvalidAttributeValue"), doc
+        assert "not supported in cluster mode" in doc["message"], doc
+        status, _, doc = sqs_call(a, "SetQueueAttributes", {"QueueUrl": url, "Attributes": attrs})
+        assert status == 400 and "not supported in cluster mode" in doc["message"], doc
+    ok(a, "SetQueueAttributes", {"QueueUrl": url, "Attributes": {
+        "DelaySeconds": "0", "MessageRetentionPeriod": "345600"}})
+    assert attributes(a, url)["MessageRetentionPeriod"] == "345600"
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "x", "DelaySeconds": 0})
+    assert [m["Body"] for m in receive_all(a, url, 1)] == ["x"]
+
+
+def test_a_node_killed_with_9_gives_its_messages_to_the_other(cluster):
+    """What a killed node held comes back on the other node once the queue's
+    visibility timeout (JetStream's AckWait: it and a 5 s margin) ends;
+    every acknowledged send is there."""
+    import signal
+
+    _, (a, b) = cluster
+    url = create(a, "survivor", VisibilityTimeout=2)
+    url_b = url_on(b, "survivor")
+    for i in range(3):
+        ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": f"s{i}"})
+    held = receive_all(a, url, 3)
+    assert sorted(m["Body"] for m in held) == ["s0", "s1", "s2"]
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    try:
+        back = receive_all(b, url_b, 3, timeout=60)
+        assert sorted(m["Body"] for m in back) == ["s0", "s1", "s2"]
+        for m in back:
+            ok(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": m["ReceiptHandle"]})
+    finally:
+        a.start()
+    assert receive(a, url_on(a, "survivor"), WaitTimeSeconds=2) == []
