@@ -65,7 +65,8 @@
  * queue's topic carries it as an age limit under its subscriptions
  * (queue_retention.under_subscriptions, set with the receiver's settings),
  * so that what nobody receives expires too. The JetStream queue keeps no
- * such limit yet: in cluster mode receiving alone expires messages.
+ * such limit: cluster mode refuses a retention other than the default,
+ * which receiving alone applies there.
  * CreatedTimestamp and LastModifiedTimestamp live in the receiver's
  * qualifier ("CREATED MODIFIED", epoch seconds): a receiver invokes nothing.
  *
@@ -86,14 +87,27 @@
  * the SQLite queue with their message, in its transaction (queue_input.dedup,
  * the dedup_ids table; the writer prunes the ended ones), reloaded at start:
  * a send retried across a restart, kill -9 too, is answered with the first
- * one's MessageId and SequenceNumber. The JetStream queue keeps none: in
- * cluster mode each node remembers the ids sent through it, until it
- * restarts. A
+ * one's MessageId and SequenceNumber. In cluster mode JetStream keeps them
+ * (Nats-Msg-Id, below). A
  * FIFO queue takes no delay yet: a delayed message waits as a retry, and a
  * retry's lease does not look at its group's order.
  *
  * SendMessage(Batch) answers after the queue's commit (fsync, the group
- * commit): an acknowledged message survives kill -9.
+ * commit): an acknowledged message survives kill -9. A message's MessageId
+ * and SequenceNumber come from the seq the queue gave it (queue_input.seq).
+ *
+ * Cluster mode (the JetStream queue, QUEUE_SHARED). The receiver is added
+ * through triggers_add, so the registry carries it to every node (with its
+ * settings: SetQueueAttributes and DeleteQueue travel alike). A node fetches
+ * what its receives ask (on_room: the receive leasing and the long polls)
+ * and the sharing triggers have room for; sched/triggers.c releases what
+ * nobody took, for the other nodes. A receive that finds nothing waits for
+ * that fetch (SPATE_SQS_CLUSTER_POLL_MS), even a short poll. The receiver's
+ * AckWait is the queue's visibility timeout (+ margin): a held lease is
+ * touched (queue_touch, JetStream's in progress) every visibility timeout
+ * while its own lasts longer. FIFO deduplication ids go as Nats-Msg-Id: the
+ * stream's window catches a retry through another node. Refused there:
+ * DelaySeconds over 0, a retention other than the default.
  */
 #ifndef SPATE_API_SQS_H
 #define SPATE_API_SQS_H

@@ -2,7 +2,8 @@
 MessageGroupId is the message's key on an ordered receiver, so one message
 of a group is in flight at a time, in send order; deduplication by
 MessageDeduplicationId or ContentBasedDeduplication within SQS's 5-minute
-window (kept in spated's memory)."""
+window (kept with the messages in the store: a retry across kill -9 is
+answered with the first message)."""
 
 import pytest
 
