@@ -211,8 +211,12 @@ static void expire(struct sqs *s, held *h)
         unhold(s, h);
         return;
     }
+    /* A receiver removed meanwhile (its queue deleted) may go with its last
+     * lease: nobody is told of it then. */
+    int live = queue_find_sub(s->a->q, h->queue, TRIGGERS_RECEIVER) == sub;
     queue_nack(h->lease, 0, "visibility timeout expired");
     unhold(s, h);
+    if (!live) return;
     on_available(sub, s);
     /* What the waiters left goes to the queue's triggers (which share its
      * receiver), told by nobody else either. */
@@ -692,6 +696,14 @@ static void on_closing(void *data)
     s->armed = 0;
 }
 
+/* The queue was deleted on another node: as a DeleteQueue here does. */
+static void on_removed(const char *topic, void *data)
+{
+    struct sqs *s = data;
+    forget(s, topic);
+    dedup_forget_queue(s, topic);
+}
+
 void api_sqs_start(api *a)
 {
     struct sqs *s = calloc(1, sizeof *s);
@@ -721,8 +733,11 @@ void api_sqs_start(api *a)
                   "may be stored twice");
     a->sqs = s;
     if (!a->tr) return; /* no triggers (tests of the API alone) */
-    triggers_receiver r = {
-        .available = on_available, .closing = on_closing, .room = on_room, .data = s};
+    triggers_receiver r = {.available = on_available,
+                           .closing = on_closing,
+                           .room = on_room,
+                           .removed = on_removed,
+                           .data = s};
     triggers_set_receiver(a->tr, &r);
 }
 

@@ -1104,6 +1104,10 @@ static void on_trigger_removed(const char *topic, const char *function, registry
         applied(applied_data, 0); /* gone here already */
         return;
     }
+    /* A queue deleted on another node: what this node's receives hold of
+     * it goes back first, and its long polls answer. */
+    if (strcmp(function, TRIGGERS_RECEIVER) == 0 && tr->receiver.removed)
+        tr->receiver.removed(topic, tr->receiver.data);
     int rc = remove_trigger(tr, topic, function, 0, applied, applied_data);
     if (rc) applied(applied_data, rc);
 }

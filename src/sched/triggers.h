@@ -89,6 +89,9 @@ typedef struct triggers_receiver {
      * triggers that share the receiver, what a queue that must fetch
      * (cluster mode, queue_events.room) fetches for it. */
     uint32_t (*room)(queue_sub *sub, void *data);
+    /* Optional: the queue on topic was deleted on another node (cluster
+     * mode), its receiver about to be removed here. */
+    void (*removed)(const char *topic, void *data);
     void *data;
 } triggers_receiver;
 void triggers_set_receiver(triggers *t, const triggers_receiver *r);

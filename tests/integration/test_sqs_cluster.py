@@ -262,6 +262,35 @@ def test_a_trigger_on_a_queue_shares_its_receiver(cluster, tmp_path):
     assert receive(a, url, WaitTimeSeconds=2) == []
 
 
+def test_a_queue_deleted_on_the_other_node(cluster):
+    """DeleteQueue through b: a's long poll on it answers (empty), and a
+    queue made again under the name starts afresh on a too (its
+    deduplication ids forgotten: a send of an old id is stored)."""
+    _, (a, b) = cluster
+    url = create(a, "again.fifo", FifoQueue="true")
+    url_b = url_on(b, "again.fifo")
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "one", "MessageGroupId": "g",
+                          "MessageDeduplicationId": "d1"})
+    assert [m["Body"] for m in receive_all(a, url, 1)] == ["one"]  # held by a
+    out = {}
+
+    def poll():
+        out["got"] = receive(a, url, WaitTimeSeconds=20, timeout=60)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(1)
+    ok(b, "DeleteQueue", {"QueueUrl": url_b})
+    t.join(60)
+    assert out["got"] == []
+    assert wait_for(lambda: error_of(a, "GetQueueUrl", {"QueueName": "again.fifo"})[0] == 400,
+                    timeout=30)
+    url = create(a, "again.fifo", FifoQueue="true")
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "two", "MessageGroupId": "g",
+                          "MessageDeduplicationId": "d1"})
+    assert [m["Body"] for m in receive_all(a, url, 1)] == ["two"]
+
+
 def test_what_cluster_mode_refuses(cluster):
     _, (a, _) = cluster
     url = create(a, "limits")

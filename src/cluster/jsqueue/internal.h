@@ -79,7 +79,7 @@ struct queue_sub {
     int removed;
     uint32_t leases;   /* out: the struct lives until they are settled */
     _Atomic int posts; /* fetches posted to the loop and not yet seen there */
-    int jobs;          /* subscribe or unsubscribe jobs on the worker thread */
+    int jobs;          /* subscribe, unsubscribe, NAK and dead-letter jobs on the worker thread */
 };
 
 typedef struct jlease {
@@ -140,6 +140,7 @@ typedef struct pub_job {
     char *error;
     uint32_t attempts;
     natsMsg *term;                 /* terminated once the dead letter is stored */
+    queue_sub *hold;               /* term's subscription, kept (its jobs) until done */
     char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
     int has_stats;
     queue_topic_stats stats;

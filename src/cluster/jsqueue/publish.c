@@ -169,7 +169,12 @@ void jsqueue__publish_done(void *arg)
     free(j->extra);
     free(j->error);
     if (j->term) natsMsg_Destroy(j->term);
+    queue_sub *hold = j->hold;
     free(j);
+    if (hold) {
+        hold->jobs--;
+        jsqueue__sub_maybe_free(hold);
+    }
 }
 
 pub_job *jsqueue__new_pub(queue *q, const char *topic)
