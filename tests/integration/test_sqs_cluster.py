@@ -65,6 +65,17 @@ def test_create_on_one_node_use_on_another(cluster):
     for m in got:
         ok(a, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": m["ReceiptHandle"]})
     assert receive(b, url_b, WaitTimeSeconds=2) == []
+    # Short polls (WaitTimeSeconds 0) find a message sent through the other
+    # node too: each waits for the fetch it asked for (a few may come back
+    # empty on a loaded machine, as SQS's short polls may).
+    ok(a, "SendMessage", {"QueueUrl": url_b, "MessageBody": "short"})
+    found = []
+    for _ in range(20):
+        found = receive(b, url_b)
+        if found:
+            break
+    assert [m["Body"] for m in found] == ["short"]
+    ok(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": found[0]["ReceiptHandle"]})
 
 
 def test_visibility_timeout_ends_on_every_node(cluster):
