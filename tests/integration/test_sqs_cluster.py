@@ -302,6 +302,29 @@ def test_a_queue_deleted_on_the_other_node(cluster):
     assert [m["Body"] for m in receive_all(a, url, 1)] == ["two"]
 
 
+def test_a_trigger_on_a_fifo_queue_keeps_each_group_in_order(cluster, tmp_path):
+    _, (a, b) = cluster
+    record = deploy_batcher(a, record_dir(tmp_path), name="fifofn")
+    assert wait_for(lambda: listed(b, "fifofn"), timeout=30)
+    url = create(a, "steps.fifo", FifoQueue="true")
+    url_on(b, "steps.fifo")
+    add_trigger(a, (a, b), "steps.fifo", "fifofn", "?event_format=sqs")
+    for i in range(6):
+        for g in ("x", "y"):
+            ok(a if i % 2 else b, "SendMessage", {
+                "QueueUrl": url, "MessageBody": f"{g}{i}", "MessageGroupId": g,
+                "MessageDeduplicationId": f"{g}{i}"})
+
+    def bodies():
+        return [r["body"] for e in events(record) for r in records_of(e)]
+
+    assert wait_for(lambda: len(bodies()) >= 12, timeout=60), bodies()
+    got = bodies()
+    assert sorted(got) == sorted(f"{g}{i}" for i in range(6) for g in "xy"), got
+    for g in "xy":
+        assert [x for x in got if x[0] == g] == [f"{g}{i}" for i in range(6)], got
+
+
 def test_what_cluster_mode_refuses(cluster):
     _, (a, _) = cluster
     url = create(a, "limits")
