@@ -384,6 +384,21 @@ static int read_settings(sqs_call *c, const cJSON *attrs, queue_settings *st)
             sqs_fail(c, SQS_ATTR_NAME, "unknown or not yet supported attribute %.80s", a->string);
             return -1;
         }
+        /* Cluster mode: the JetStream queue keeps no delay (QUEUE_DELAYS) and
+         * no age limit under its consumers (what nobody receives would stay,
+         * and be counted): the default retention only, applied as messages
+         * are received (triggers_receiver_next). */
+        int shared = queue_flags(c->a->q) & QUEUE_SHARED;
+        if (num && shared &&
+            ((into == &st->delay_s && v > 0 && !st->fifo) ||
+             (into == &st->retention_s && v != TRIGGERS_RETENTION_DEFAULT_S))) {
+            sqs_fail(c, SQS_ATTR_VALUE,
+                     "invalid value for the parameter %s: %s is not supported in cluster mode",
+                     a->string,
+                     into == &st->delay_s ? "a delay"
+                                          : "a retention other than the default 345600 seconds");
+            return -1;
+        }
         if (!num || (into && (v < lo || v > hi)) || (!into && v != fixed)) {
             if (into)
                 sqs_fail(c, SQS_ATTR_VALUE, "invalid value for the parameter %s: from %ld to %ld",
@@ -452,7 +467,10 @@ static int store_receiver(sqs_call *c, const queue_sub_config *cfg, queue_done_c
     stored_ctx *s = malloc(sizeof *s);
     if (!s) return ERR_NOMEM;
     *s = (stored_ctx){c, done};
-    int rc = queue_subscribe(c->a->q, c->queue, cfg, on_receiver_stored, s);
+    /* Through the triggers, which record it in the registry: in cluster mode
+     * every node has the queue's receiver (and its settings) so. */
+    int rc = c->a->tr ? triggers_add(c->a->tr, c->queue, cfg, on_receiver_stored, s)
+                      : queue_subscribe(c->a->q, c->queue, cfg, on_receiver_stored, s);
     if (rc) free(s);
     return rc;
 }
@@ -593,7 +611,9 @@ static void delete_queue(sqs_call *c)
 {
     if (queue_of(c)) return;
     sqs_forget_queue(c->a, c->queue);
-    int rc = queue_unsubscribe(c->a->q, c->queue, TRIGGERS_RECEIVER, on_receiver_removed, c);
+    int rc = c->a->tr
+                 ? triggers_remove(c->a->tr, c->queue, TRIGGERS_RECEIVER, on_receiver_removed, c)
+                 : queue_unsubscribe(c->a->q, c->queue, TRIGGERS_RECEIVER, on_receiver_removed, c);
     if (rc) sqs_fail(c, SQS_UNAVAILABLE, "cannot delete the queue: %s", err_str(rc));
 }
 
@@ -657,6 +677,9 @@ static void get_queue_attributes(sqs_call *c)
     uint64_t visible = ss.depth - ss.leased;
     visible = visible > ss.delayed ? visible - ss.delayed : 0;
     if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", visible);
+    /* Cluster mode: what every node holds (JetStream's pending acks, as of
+     * its last figures), not only what this one does. */
+    if (queue_flags(c->a->q) & QUEUE_SHARED && ss.leased > held) held = ss.leased;
     if (want & 1u << 3) add_number(at, "ApproximateNumberOfMessagesNotVisible", held);
     if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", ss.delayed);
     if (want & 1u << 5) add_number(at, "VisibilityTimeout", (uint64_t)st.visibility_s);
@@ -872,14 +895,12 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
     return e;
 }
 
-/* The seqs of a send committed from first_seq: the stored entries in
- * order, a duplicate the seq of what it repeats; the new deduplication ids
- * kept for SQS's window. */
-static void settle_seqs(send_ctx *s, uint64_t first_seq)
+/* The seqs of a send committed: the stored entries' as the queue wrote them
+ * (queue_input.seq; in cluster mode JetStream's, which may be a duplicate's
+ * first), a duplicate here the seq of what it repeats; the new
+ * deduplication ids kept for SQS's window. */
+static void settle_seqs(send_ctx *s)
 {
-    uint64_t next = first_seq;
-    for (size_t i = 0; i < s->n; i++)
-        if (!s->dup[i]) s->seq[i] = next++;
     for (size_t i = 0; i < s->n; i++)
         if (s->dup[i] && s->dup_of[i] >= 0) s->seq[i] = s->seq[s->dup_of[i]];
     for (size_t i = 0; s->fifo && i < s->n; i++)
@@ -895,7 +916,8 @@ static void on_sent(void *data, int status, uint64_t first_seq)
         return sqs_fail(c, SQS_UNAVAILABLE, "cannot store the message: %s (nothing was stored)",
                         err_str(status));
     }
-    settle_seqs(s, first_seq);
+    (void)first_seq; /* each entry's own is in s->seq (queue_input.seq) */
+    settle_seqs(s);
     cJSON *out;
     if (!s->batch) {
         out = sent_entry(s, 0, s->seq[0]);
@@ -940,7 +962,8 @@ static void publish(send_ctx *s, const char *const *bodies)
     sqs_call *c = s->c;
     size_t total = 0, stored = 0;
     for (size_t i = 0; i < s->n; i++) {
-        total += strlen(bodies[i]) + (s->group[i] ? strlen(s->group[i]) + 1 : 0);
+        total += strlen(bodies[i]) + (s->group[i] ? strlen(s->group[i]) + 1 : 0) +
+                 (s->fifo ? strlen(s->dedup[i]) + 1 : 0);
         hash_md5_hex(bodies[i], strlen(bodies[i]), s->md5[i]);
         stored += !s->dup[i];
     }
@@ -954,7 +977,9 @@ static void publish(send_ctx *s, const char *const *bodies)
     queue_input in[SPATE_SQS_BATCH_MAX];
     queue_attrs qa[SPATE_SQS_BATCH_MAX];
     char *json[SPATE_SQS_BATCH_MAX] = {0};
-    size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX];
+    size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX], doff[SPATE_SQS_BATCH_MAX];
+    uint32_t window_ms = sqs_dedup_window_ms(c->a);
+    size_t entry[SPATE_SQS_BATCH_MAX]; /* the entry of each input */
     int failed = 0;
     size_t k = 0; /* inputs made */
     for (size_t i = 0; i < s->n && !failed; i++) {
@@ -970,6 +995,12 @@ static void publish(send_ctx *s, const char *const *bodies)
             in[k].key_len = (uint32_t)strlen(s->group[i]);
             failed = buf_append(&body, s->group[i], in[k].key_len + 1) != 0;
         }
+        if (!failed && s->fifo) { /* kept with the message (queue_input.dedup) */
+            doff[k] = body.len;
+            in[k].dedup_len = (uint32_t)strlen(s->dedup[i]);
+            in[k].dedup_ms = window_ms;
+            failed = buf_append(&body, s->dedup[i], in[k].dedup_len + 1) != 0;
+        }
         if (!failed && s->attrs[i]) {
             json[k] = cJSON_PrintUnformatted(s->attrs[i]);
             failed = !json[k] || sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
@@ -980,7 +1011,7 @@ static void publish(send_ctx *s, const char *const *bodies)
                 in[k].attrs = &qa[k];
             }
         }
-        k++;
+        entry[k++] = i;
     }
     /* A duplicate answers its own attributes' digest, as SQS does. */
     for (size_t i = 0; i < s->n && !failed; i++)
@@ -994,6 +1025,8 @@ static void publish(send_ctx *s, const char *const *bodies)
     for (size_t i = 0; i < k; i++) {
         in[i].data = body.data + off[i];
         if (in[i].key_len) in[i].key = body.data + koff[i];
+        in[i].seq = &s->seq[entry[i]];
+        if (s->fifo) in[i].dedup = body.data + doff[i];
     }
     queue_publish(c->a->q, c->queue, &body, in, k, on_sent, s);
     for (size_t i = 0; i < k; i++) free(json[i]);

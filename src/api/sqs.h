@@ -65,7 +65,8 @@
  * queue's topic carries it as an age limit under its subscriptions
  * (queue_retention.under_subscriptions, set with the receiver's settings),
  * so that what nobody receives expires too. The JetStream queue keeps no
- * such limit yet: in cluster mode receiving alone expires messages.
+ * such limit: cluster mode refuses a retention other than the default,
+ * which receiving alone applies there.
  * CreatedTimestamp and LastModifiedTimestamp live in the receiver's
  * qualifier ("CREATED MODIFIED", epoch seconds): a receiver invokes nothing.
  *
@@ -81,13 +82,32 @@
  * MessageGroupId its key, so the queue leases one message per group at a
  * time, in order, to ReceiveMessage and triggers alike;
  * ContentBasedDeduplication is the receiver's report_failures. Deduplication
- * ids (given, or the body's SHA-256) are remembered 5 minutes in this
- * process (sqs_recv.c: a map and a list by age, bounded), not durably. A
+ * ids (given, or the body's SHA-256) are remembered 5 minutes: looked up in
+ * this process (sqs_recv.c: a map and a list by age, bounded), and kept by
+ * the SQLite queue with their message, in its transaction (queue_input.dedup,
+ * the dedup_ids table; the writer prunes the ended ones), reloaded at start:
+ * a send retried across a restart, kill -9 too, is answered with the first
+ * one's MessageId and SequenceNumber. In cluster mode JetStream keeps them
+ * (Nats-Msg-Id, below). A
  * FIFO queue takes no delay yet: a delayed message waits as a retry, and a
  * retry's lease does not look at its group's order.
  *
  * SendMessage(Batch) answers after the queue's commit (fsync, the group
- * commit): an acknowledged message survives kill -9.
+ * commit): an acknowledged message survives kill -9. A message's MessageId
+ * and SequenceNumber come from the seq the queue gave it (queue_input.seq).
+ *
+ * Cluster mode (the JetStream queue, QUEUE_SHARED). The receiver is added
+ * through triggers_add, so the registry carries it to every node (with its
+ * settings: SetQueueAttributes and DeleteQueue travel alike). A node fetches
+ * what its receives ask (on_room: the receive leasing and the long polls)
+ * and the sharing triggers have room for; sched/triggers.c releases what
+ * nobody took, for the other nodes. A receive that finds nothing waits for
+ * that fetch (SPATE_SQS_CLUSTER_POLL_MS), even a short poll. The receiver's
+ * AckWait is the queue's visibility timeout (+ margin): a held lease is
+ * touched (queue_touch, JetStream's in progress) every visibility timeout
+ * while its own lasts longer. FIFO deduplication ids go as Nats-Msg-Id: the
+ * stream's window catches a retry through another node. Refused there:
+ * DelaySeconds over 0, a retention other than the default.
  */
 #ifndef SPATE_API_SQS_H
 #define SPATE_API_SQS_H
@@ -209,11 +229,13 @@ uint64_t sqs_held_count(api *a, const char *qname);
 void sqs_forget_queue(api *a, const char *qname);
 /* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
 void sqs_delete_held(api *a, const char *qname);
-/* FIFO deduplication (SQS's 5-minute window, in this process: a restart
- * forgets it): whether id was sent to qname within the window (*seq: the
- * message it made), and noting one sent. */
+/* FIFO deduplication (SQS's 5-minute window): whether id was sent to qname
+ * within the window (*seq: the message it made), and noting one sent (after
+ * its commit, which stored the id with it where the queue has QUEUE_DEDUP).
+ * The window, in ms (a test may shorten it). */
 int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq);
 void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq);
+uint32_t sqs_dedup_window_ms(api *a);
 /* The deterministic MessageId of a queue's message seq (a UUID's shape). */
 void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
 

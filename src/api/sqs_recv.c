@@ -28,7 +28,11 @@ typedef struct held {
     queue_lease *lease;
     uint64_t seq;
     uint64_t deadline; /* uv_now, ms */
-    char gen[21];      /* this receive's number: the key in sqs->by_gen */
+    /* Cluster mode: when to tell the queue again that the lease is held
+     * (queue_touch), before its AckWait gives the message to another node;
+     * 0: not before the deadline. The heap is by the earlier of the two. */
+    uint64_t touch_at;
+    char gen[21]; /* this receive's number: the key in sqs->by_gen */
     char queue[SPATE_SQS_NAME_MAX + 1];
 } held;
 
@@ -59,6 +63,10 @@ struct sqs {
      * given back inside fill): it is kept for after, not run inside. */
     int filling;
     queue_sub *missed;
+    /* The receive leasing now: its queue and how many more it takes (what
+     * a queue that must fetch asks, on_room). */
+    const char *fill_queue;
+    uint32_t fill_left;
     held **heap; /* what receives hold, a min-heap by deadline */
     size_t nheap, capheap;
     list_node waiters; /* a few: one a connection at most */
@@ -68,7 +76,8 @@ struct sqs {
     list_node dedups;
     size_t ndedup;
     int64_t dedup_warned_ms;
-    unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
+    uint32_t dedup_window_ms; /* SPATE_SQS_DEDUP_WINDOW_MS, or the test knob's */
+    unsigned char key[32];    /* receipt handles' HMAC key, drawn at start */
 };
 
 static struct sqs *state(api *a)
@@ -118,6 +127,12 @@ static void arm(struct sqs *s, uint64_t due)
 
 /* --- The heap of held leases, by deadline ----------------------------------------------- */
 
+/* When the timer has something to do for h: its deadline, or a touch before. */
+static uint64_t due(const held *h)
+{
+    return h->touch_at && h->touch_at < h->deadline ? h->touch_at : h->deadline;
+}
+
 static void place(struct sqs *s, size_t i, held *h)
 {
     s->heap[i] = h;
@@ -127,7 +142,7 @@ static void place(struct sqs *s, size_t i, held *h)
 static void sift_up(struct sqs *s, size_t i)
 {
     held *h = s->heap[i];
-    while (i > 0 && s->heap[(i - 1) / 2]->deadline > h->deadline) {
+    while (i > 0 && due(s->heap[(i - 1) / 2]) > due(h)) {
         place(s, i, s->heap[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
@@ -140,8 +155,8 @@ static void sift_down(struct sqs *s, size_t i)
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= s->nheap) break;
-        if (c + 1 < s->nheap && s->heap[c + 1]->deadline < s->heap[c]->deadline) c++;
-        if (s->heap[c]->deadline >= h->deadline) break;
+        if (c + 1 < s->nheap && due(s->heap[c + 1]) < due(s->heap[c])) c++;
+        if (due(s->heap[c]) >= due(h)) break;
         place(s, i, s->heap[c]);
         i = c;
     }
@@ -196,8 +211,12 @@ static void expire(struct sqs *s, held *h)
         unhold(s, h);
         return;
     }
+    /* A receiver removed meanwhile (its queue deleted) may go with its last
+     * lease: nobody is told of it then. */
+    int live = queue_find_sub(s->a->q, h->queue, TRIGGERS_RECEIVER) == sub;
     queue_nack(h->lease, 0, "visibility timeout expired");
     unhold(s, h);
+    if (!live) return;
     on_available(sub, s);
     /* What the waiters left goes to the queue's triggers (which share its
      * receiver), told by nobody else either. */
@@ -213,13 +232,35 @@ static void answer_waiter(struct sqs *s, waiter *w, cJSON *out)
     (void)s;
 }
 
+/* Cluster mode: a held lease is told to the queue again every queue's
+ * VisibilityTimeout (its receiver's consumer's AckWait is that and a margin:
+ * api/sqs.h), so a receive's longer timeout, or one a ChangeMessageVisibility
+ * extended, keeps the message from other nodes until it ends. */
+static void plan_touch(struct sqs *s, held *h, uint64_t now)
+{
+    h->touch_at = 0;
+    if (!(queue_flags(s->a->q) & QUEUE_SHARED)) return;
+    uint64_t every = queue_sub_get_config(h->lease->sub)->deadline_ms;
+    if (every < SPATE_SQS_TOUCH_MIN_MS) every = SPATE_SQS_TOUCH_MIN_MS;
+    if (now + every < h->deadline) h->touch_at = now + every;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct sqs *s = t->data;
     uint64_t now = uv_now(t->loop), next = 0;
     s->armed = 0;
-    while (s->nheap && s->heap[0]->deadline <= now) expire(s, s->heap[0]);
-    if (s->nheap) next = s->heap[0]->deadline;
+    while (s->nheap && due(s->heap[0]) <= now) {
+        held *h = s->heap[0];
+        if (h->deadline <= now) {
+            expire(s, h);
+            continue;
+        }
+        queue_touch(h->lease);
+        plan_touch(s, h, now);
+        heap_fix(s, h);
+    }
+    if (s->nheap) next = due(s->heap[0]);
     for (list_node *n = list_first(&s->waiters), *nx; n != &s->waiters; n = nx) {
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
@@ -300,12 +341,13 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     /* A timeout of 0 expires on the timer's next turn, not inside this
      * receive (which would lease the message again). */
     h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+    plan_touch(s, h, uv_now(s->timer.loop));
     if (strmap_put(&s->by_gen, h->gen, h)) goto fail;
     if (heap_push(s, h)) {
         strmap_remove(&s->by_gen, h->gen);
         goto fail;
     }
-    arm(s, h->deadline);
+    arm(s, due(h));
     return m;
 fail:
     free(h);
@@ -321,7 +363,11 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
 {
     cJSON *out = NULL, *list = NULL;
     s->filling++;
+    const char *outer = s->fill_queue;
+    uint32_t outer_left = s->fill_left;
+    s->fill_queue = qname;
     for (uint32_t i = 0; i < max; i++) {
+        s->fill_left = max - i;
         queue_lease *l = triggers_receiver_next(sub);
         if (!l) break;
         if (!out) {
@@ -338,6 +384,8 @@ static cJSON *fill(struct sqs *s, const char *qname, queue_sub *sub, uint32_t ma
         if (!m) break;
         cJSON_AddItemToArray(list, m);
     }
+    s->fill_queue = outer;
+    s->fill_left = outer_left;
     s->filling--;
     return out;
 }
@@ -373,7 +421,13 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
     }
     cJSON *out = fill(s, c->queue, sub, max, visibility_s, attrs,
                       cJSON_GetObjectItemCaseSensitive(c->in, "MessageAttributeNames"));
-    if (out || wait_s == 0) {
+    /* Cluster mode: the queue fetches what a receive asks for from
+     * JetStream (asked by the lease above, on_room): even a short poll waits
+     * for that fetch, a second at most, or it would never find anything. */
+    uint64_t wait_ms = (uint64_t)wait_s * 1000;
+    if (!out && !wait_ms && queue_flags(c->a->q) & QUEUE_SHARED)
+        wait_ms = SPATE_SQS_CLUSTER_POLL_MS;
+    if (out || wait_ms == 0) {
         sqs_ok(c, out);
         run_missed(s);
         return;
@@ -384,7 +438,7 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
     w->max = max;
     w->visibility_s = visibility_s;
     w->attrs = attrs;
-    w->deadline = uv_now(s->timer.loop) + (uint64_t)wait_s * 1000;
+    w->deadline = uv_now(s->timer.loop) + wait_ms;
     list_push_back(&s->waiters, &w->link);
     c->req->data = w;
     c->req->on_abort = on_abort;
@@ -412,6 +466,21 @@ static void on_available(queue_sub *sub, void *data)
         answer_waiter(s, w, out);
     }
     run_missed(s);
+}
+
+/* How many of the receiver's messages this process's receives would take
+ * now: the one leasing and the long polls on its queue. */
+static uint32_t on_room(queue_sub *sub, void *data)
+{
+    struct sqs *s = data;
+    if (s->closed) return 0;
+    const char *qname = queue_sub_topic(sub);
+    uint64_t n = s->fill_queue && strcmp(s->fill_queue, qname) == 0 ? s->fill_left : 0;
+    for (list_node *l = list_first(&s->waiters); l != &s->waiters; l = l->next) {
+        waiter *w = list_entry(l, waiter, link);
+        if (strcmp(w->call->queue, qname) == 0) n += w->max;
+    }
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
 /* --- Settling ----------------------------------------------------------------------- */
@@ -445,8 +514,9 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
         expire(s, h);
     } else {
         h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;
+        plan_touch(s, h, uv_now(s->timer.loop));
         heap_fix(s, h);
-        arm(s, h->deadline);
+        arm(s, due(h));
     }
     return 0;
 }
@@ -485,18 +555,16 @@ int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq)
     return 1;
 }
 
-void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
+/* Remembers key (QUEUE\nID) until until_ms as the message seq made. */
+static void dedup_put(struct sqs *s, const char *key, size_t len, uint64_t seq, int64_t until_ms)
 {
-    struct sqs *s = state(a);
-    if (!s) return;
-    dedup_expire(s);
-    size_t len = strlen(qname) + 1 + strlen(id);
     dedup *d = malloc(sizeof *d + len + 1);
-    if (!d) return; /* not remembered: a repeat would be stored */
-    snprintf(d->key, len + 1, "%s\n%s", qname, id);
+    if (!d) return; /* not remembered in memory: a repeat would be stored */
+    memcpy(d->key, key, len);
+    d->key[len] = '\0';
     dedup *old = strmap_get(&s->dedup_ids, d->key, len);
     if (old) dedup_drop(s, old);
-    d->until_ms = clock_now_ms() + SPATE_SQS_DEDUP_WINDOW_MS;
+    d->until_ms = until_ms;
     d->seq = seq;
     if (strmap_put(&s->dedup_ids, d->key, d)) {
         free(d);
@@ -513,6 +581,42 @@ void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
                      SPATE_SQS_DEDUP_MAX);
             s->dedup_warned_ms = now;
         }
+    }
+}
+
+void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq)
+{
+    struct sqs *s = state(a);
+    if (!s) return;
+    dedup_expire(s);
+    char key[SPATE_SQS_NAME_MAX + SPATE_SQS_FIFO_ID_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\n%s", qname, id);
+    dedup_put(s, key, (size_t)n, seq, clock_now_ms() + s->dedup_window_ms);
+}
+
+uint32_t sqs_dedup_window_ms(api *a)
+{
+    return state(a) ? state(a)->dedup_window_ms : SPATE_SQS_DEDUP_WINDOW_MS;
+}
+
+/* A deduplication id the store kept (queue_dedup_each), at the start. */
+static void on_dedup_row(void *data, const char *topic, const char *id, uint64_t seq,
+                         int64_t until_ms)
+{
+    char key[SPATE_SQS_NAME_MAX + SPATE_SQS_FIFO_ID_MAX + 2];
+    int n = snprintf(key, sizeof key, "%s\n%s", topic, id);
+    if (n > 0 && (size_t)n < sizeof key) dedup_put(data, key, (size_t)n, seq, until_ms);
+}
+
+/* Forgets qname's deduplication ids (DeleteQueue: a queue created again
+ * under the name starts afresh, as its rows in the store went with it). */
+static void dedup_forget_queue(struct sqs *s, const char *qname)
+{
+    size_t len = strlen(qname);
+    for (list_node *n = list_first(&s->dedups), *nx; n != &s->dedups; n = nx) {
+        nx = n->next;
+        dedup *d = list_entry(n, dedup, link);
+        if (strncmp(d->key, qname, len) == 0 && d->key[len] == '\n') dedup_drop(s, d);
     }
 }
 
@@ -574,7 +678,9 @@ void sqs_delete_held(api *a, const char *qname)
 
 void sqs_forget_queue(api *a, const char *qname)
 {
-    if (state(a)) forget(state(a), qname);
+    if (!state(a)) return;
+    forget(state(a), qname);
+    dedup_forget_queue(state(a), qname);
 }
 
 /* --- Life ---------------------------------------------------------------------------- */
@@ -588,6 +694,14 @@ static void on_closing(void *data)
     forget(s, NULL);
     if (s->timer_open) uv_timer_stop(&s->timer);
     s->armed = 0;
+}
+
+/* The queue was deleted on another node: as a DeleteQueue here does. */
+static void on_removed(const char *topic, void *data)
+{
+    struct sqs *s = data;
+    forget(s, topic);
+    dedup_forget_queue(s, topic);
 }
 
 void api_sqs_start(api *a)
@@ -607,9 +721,23 @@ void api_sqs_start(api *a)
         free(s);
         return;
     }
+    /* The deduplication window: SQS's 5 minutes; shorter for tests only
+     * (docs/operations.md "Test knobs"), never longer. */
+    s->dedup_window_ms = SPATE_SQS_DEDUP_WINDOW_MS;
+    const char *w = getenv("SPATE_TEST_SQS_DEDUP_WINDOW_MS");
+    long long ms = w ? atoll(w) : 0;
+    if (ms > 0 && ms < SPATE_SQS_DEDUP_WINDOW_MS) s->dedup_window_ms = (uint32_t)ms;
+    /* The ids of the window still open, kept with their messages. */
+    if (a->q && queue_dedup_each(a->q, on_dedup_row, s) != 0)
+        log_error("cannot read the FIFO deduplication ids: a send repeated across this restart "
+                  "may be stored twice");
     a->sqs = s;
     if (!a->tr) return; /* no triggers (tests of the API alone) */
-    triggers_receiver r = {.available = on_available, .closing = on_closing, .data = s};
+    triggers_receiver r = {.available = on_available,
+                           .closing = on_closing,
+                           .room = on_room,
+                           .removed = on_removed,
+                           .data = s};
     triggers_set_receiver(a->tr, &r);
 }
 

@@ -43,6 +43,13 @@ static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, vo
     if (a && pae && !a->failed++)
         snprintf(a->err, sizeof a->err, "%s",
                  pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+    /* The first of the batch's messages at m's address not yet answered: a
+     * message answered and freed may leave its address to a later one. */
+    for (size_t i = 0; a && pa && i < a->n; i++)
+        if (a->msgs[i] == m && !a->seqs[i]) {
+            a->seqs[i] = pa->Sequence;
+            break;
+        }
     pthread_mutex_unlock(&c->ack_lock);
     natsMsg_Destroy(m);
 }
@@ -52,6 +59,13 @@ void cluster_acks_begin(cluster *c, cluster_acks *a)
     memset(a, 0, sizeof *a);
     pthread_mutex_lock(&c->ack_lock);
     c->acks = a;
+    pthread_mutex_unlock(&c->ack_lock);
+}
+
+void cluster_acks_sent(cluster *c, cluster_acks *a, size_t i, const void *m)
+{
+    pthread_mutex_lock(&c->ack_lock);
+    a->msgs[i] = m;
     pthread_mutex_unlock(&c->ack_lock);
 }
 

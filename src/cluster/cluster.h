@@ -105,8 +105,16 @@ struct __jsCtx *cluster_js(const cluster *c);
 typedef struct cluster_acks {
     uint32_t failed;
     char err[160]; /* the first refusal */
+    /* Optional: the batch's messages (n of them; set by cluster_acks_sent)
+     * and the stream seq JetStream gave each (0 until acknowledged; a
+     * duplicate's, Nats-Msg-Id within the stream's window: the original's). */
+    const void **msgs;
+    uint64_t *seqs;
+    size_t n;
 } cluster_acks;
 void cluster_acks_begin(cluster *c, cluster_acks *a);
+/* Before its async publish: the batch's i-th message is m (i < a->n). */
+void cluster_acks_sent(cluster *c, cluster_acks *a, size_t i, const void *m);
 void cluster_acks_end(cluster *c);
 /* The bucket of failed attempts: a message's JetStream deliveries also
  * count hand-backs that never ran it (jsqueue/). */

@@ -506,6 +506,7 @@ static void on_trigger_entry(rjs *r, const char *key, const char *text)
     if (!dot || (size_t)(dot - key) > SPATE_NAME_MAX) return;
     char function[SPATE_NAME_MAX + 1];
     snprintf(function, sizeof function, "%.*s", (int)(dot - key), key);
+    if (function[0] == '=') function[0] = '@'; /* a queue's receiver (trigger_key) */
     const char *topic = dot + 1;
     tr_entry *t = strmap_get(&r->trigs, key, strlen(key));
     if (!text) {
@@ -992,9 +993,13 @@ static int js_artifact_remove(registry *reg, const char *sha256)
     return registry_artifact_remove(RJS(reg)->local, sha256);
 }
 
+/* A bucket's keys take no '@': an SQS queue's receiver (sched/triggers.h
+ * TRIGGERS_RECEIVER, "@receiver") is "=receiver" there, which no function's
+ * name can be (on_trigger_entry reads it back). */
 static void trigger_key(char *out, size_t cap, const char *topic, const char *function)
 {
-    snprintf(out, cap, "tr.%s.%s", function, topic);
+    snprintf(out, cap, "tr.%s%s.%s", function[0] == '@' ? "=" : "",
+             function[0] == '@' ? function + 1 : function, topic);
 }
 
 static int js_trigger_put(registry *reg, const char *topic, const queue_sub_config *cfg)

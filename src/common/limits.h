@@ -651,6 +651,13 @@
 #define SPATE_SQS_FIFO_ID_MAX 128
 #define SPATE_SQS_DEDUP_WINDOW_MS (5 * 60 * 1000)
 #define SPATE_SQS_DEDUP_MAX 100000
+/* Cluster mode: how long a ReceiveMessage that finds nothing here waits for
+ * the fetch from JetStream it asked for, even a short poll (WaitTimeSeconds
+ * 0): a little more than a fetch's wait (SPATE_JS_FETCH_WAIT_MS). */
+#define SPATE_SQS_CLUSTER_POLL_MS 1500
+/* Cluster mode: a received message is told held to JetStream every queue's
+ * VisibilityTimeout, and no more often than this (a queue's timeout of 0). */
+#define SPATE_SQS_TOUCH_MIN_MS 1000
 /* Message attributes: at most this many a message, names (and data types)
  * at most this long (SQS's limits; their bytes count in the message's). */
 #define SPATE_SQS_ATTRS_MAX 10

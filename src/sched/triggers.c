@@ -756,16 +756,50 @@ static void on_available(queue_sub *sub, void *data)
          * then the triggers that share the receiver. */
         if (tr->receiver.available && !tr->closing) tr->receiver.available(sub, tr->receiver.data);
         triggers_receiver_available(tr, sub);
+        /* Cluster mode: what this node fetched and nobody here took now
+         * goes back to JetStream at once (released: no attempt counted),
+         * for a receive on another node, rather than held until AckWait. */
+        if (queue_flags(tr->q) & QUEUE_SHARED && !tr->closing) {
+            queue_lease *l;
+            while ((l = queue_lease_next(sub))) queue_release(l);
+        }
         return;
     }
     trigger *t = trigger_of(tr, sub);
     if (t) pump(t);
 }
 
+static uint32_t on_room(queue_sub *sub, void *data);
+
+typedef struct room_ctx {
+    triggers *tr;
+    const char *topic;
+    uint64_t room;
+} room_ctx;
+
+static void add_sharing_room(queue_sub *sub, void *data)
+{
+    room_ctx *c = data;
+    if (triggers_is_receiver(sub) || strcmp(queue_sub_topic(sub), c->topic) != 0) return;
+    c->room += on_room(sub, c->tr);
+}
+
+/* A receiver's room: its receives' and that of the triggers sharing it
+ * (which lease from it, not from their own subscriptions). */
+static uint32_t receiver_room(triggers *tr, queue_sub *receiver)
+{
+    room_ctx c = {tr, queue_sub_topic(receiver), 0};
+    if (tr->receiver.room) c.room = tr->receiver.room(receiver, tr->receiver.data);
+    if (tr->q) queue_each_sub(tr->q, add_sharing_room, &c);
+    return c.room > UINT32_MAX ? UINT32_MAX : (uint32_t)c.room;
+}
+
 /* How many more of sub's messages may start now: what pump would take. */
 static uint32_t on_room(queue_sub *sub, void *data)
 {
     triggers *tr = data;
+    if (tr->closing) return 0;
+    if (triggers_is_receiver(sub)) return receiver_room(tr, sub);
     trigger *t = trigger_of(tr, sub);
     if (!t || !t->fs || t->stalled || tr->closing) return 0;
     const queue_sub_config *cfg = queue_sub_get_config(sub);
@@ -924,6 +958,9 @@ static int add(triggers *tr, const char *topic, const queue_sub_config *cfg, int
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     /* A batch's first message waits up to the window before it runs. */
     with.ack_wait_ms = f ? f->active.config.timeout_ms + cfg->batch_window_ms : 0;
+    /* A queue's receiver: a receive holds its message for the queue's
+     * visibility timeout (deadline_ms; api/sqs.h), a cluster's AckWait. */
+    if (strcmp(cfg->function, TRIGGERS_RECEIVER) == 0) with.ack_wait_ms = cfg->deadline_ms;
     tr->changing++;
     int rc = queue_subscribe(tr->q, topic, &with, on_added, c);
     if (rc) {
@@ -1067,6 +1104,10 @@ static void on_trigger_removed(const char *topic, const char *function, registry
         applied(applied_data, 0); /* gone here already */
         return;
     }
+    /* A queue deleted on another node: what this node's receives hold of
+     * it goes back first, and its long polls answer. */
+    if (strcmp(function, TRIGGERS_RECEIVER) == 0 && tr->receiver.removed)
+        tr->receiver.removed(topic, tr->receiver.data);
     int rc = remove_trigger(tr, topic, function, 0, applied, applied_data);
     if (rc) applied(applied_data, rc);
 }

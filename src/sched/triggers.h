@@ -84,6 +84,14 @@ int triggers_is_receiver(const queue_sub *sub);
 typedef struct triggers_receiver {
     void (*available)(queue_sub *sub, void *data);
     void (*closing)(void *data);
+    /* Optional: how many of a receiver's messages its receives would take
+     * now (a receive leasing, long polls waiting): with the room of the
+     * triggers that share the receiver, what a queue that must fetch
+     * (cluster mode, queue_events.room) fetches for it. */
+    uint32_t (*room)(queue_sub *sub, void *data);
+    /* Optional: the queue on topic was deleted on another node (cluster
+     * mode), its receiver about to be removed here. */
+    void (*removed)(const char *topic, void *data);
     void *data;
 } triggers_receiver;
 void triggers_set_receiver(triggers *t, const triggers_receiver *r);

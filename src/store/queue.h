@@ -118,6 +118,22 @@ typedef struct queue_input {
      * (SQS's DelaySeconds), durably: a restart keeps the delay. Only a queue
      * with QUEUE_DELAYS keeps it; others deliver at once. */
     uint32_t delay_ms;
+    /* Not NULL: a deduplication id (NUL-terminated, dedup_len bytes before
+     * the NUL, pointing into the body like key) that the queue remembers
+     * with the message's seq for dedup_ms, in the message's own transaction:
+     * once the publish completes, queue_dedup_each shows it, after a restart
+     * too, and never before (SQS's FIFO deduplication, api/sqs.h). Only a
+     * queue with QUEUE_DEDUP keeps it; others ignore it. JetStream keeps it
+     * as the message's Nats-Msg-Id for its stream's duplicate window (5
+     * minutes, not dedup_ms) and itself answers a repeat with the first
+     * message's seq (below); queue_dedup_each shows none there. */
+    const char *dedup;
+    uint32_t dedup_len;
+    uint32_t dedup_ms;
+    /* Not NULL: where the queue writes the seq the message got, before done
+     * (status 0). A repeat of a deduplication id the queue itself caught
+     * (JetStream's window) gets the first message's seq and is not stored. */
+    uint64_t *seq;
 } queue_input;
 
 /* Copies what in[0..n) carry beside the body (attributes, a refused
@@ -266,6 +282,11 @@ void queue_release(queue_lease *l);
 /* Failed for good: moves it to the subscription's dead-letter topic with its
  * attempts and error, in one transaction with its settling. */
 void queue_dead_letter(queue_lease *l, const char *error);
+/* Still being worked on: a queue shared by nodes holds the lease from the
+ * others for another ack wait (queue_sub_config.ack_wait_ms; JetStream's
+ * "in progress"); a queue of one node, whose leases live in its process,
+ * has nothing to do. */
+void queue_touch(queue_lease *l);
 
 void queue_sub_get_stats(const queue_sub *sub, queue_sub_stats *out);
 /* ERR_NOTFOUND for a topic never published to nor subscribed to. */
@@ -312,7 +333,17 @@ int queue_redrive(queue *q, const char *topic, uint64_t after, uint32_t limit, q
 #define QUEUE_SHARED 1u
 /* The queue keeps queue_input.delay_ms (the SQLite queue; not yet JetStream). */
 #define QUEUE_DELAYS 2u
+/* The queue keeps queue_input.dedup durably (both queues: see there). */
+#define QUEUE_DEDUP 4u
 unsigned queue_flags(queue *q);
+
+/* Calls cb for every deduplication id of a committed publish whose time has
+ * not ended (queue_input.dedup), the soonest to end first: what a process
+ * reloads at its start. Reads the store on the loop thread: for the start
+ * only. 0, or ERR_STORE; 0 and no call for a queue without QUEUE_DEDUP. */
+typedef void (*queue_dedup_cb)(void *data, const char *topic, const char *id, uint64_t seq,
+                               int64_t until_ms);
+int queue_dedup_each(queue *q, queue_dedup_cb cb, void *data);
 
 /* --- Implementations ----------------------------------------------------------------------
  *
@@ -351,7 +382,9 @@ typedef struct queue_ops {
                            queue_done_cb done, void *data);
     void (*set_events)(queue *q, const queue_events *ev);
     void (*close)(queue *q, void (*cb)(void *data), void *data);
-    unsigned flags; /* queue_flags */
+    int (*dedup_each)(queue *q, queue_dedup_cb cb, void *data); /* NULL: none kept */
+    void (*touch)(queue_lease *l);                              /* NULL: nothing to do */
+    unsigned flags;                                             /* queue_flags */
 } queue_ops;
 
 #endif

@@ -134,3 +134,13 @@ unsigned queue_flags(queue *q)
 {
     return OPS(q)->flags;
 }
+
+int queue_dedup_each(queue *q, queue_dedup_cb cb, void *data)
+{
+    return OPS(q)->dedup_each ? OPS(q)->dedup_each(q, cb, data) : 0;
+}
+
+void queue_touch(queue_lease *l)
+{
+    if (OPS(l->sub)->touch) OPS(l->sub)->touch(l);
+}

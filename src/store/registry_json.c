@@ -47,6 +47,8 @@ void registry_trigger_from_json(const cJSON *o, const char *topic, const char *f
                             : QUEUE_EVENT_RAW;
     cfg->report_failures =
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "report_batch_item_failures"));
-    if (!cfg->dlq[0])
+    /* Absent: the default. Present and empty: none (an SQS queue's receiver
+     * without a RedrivePolicy; a trigger always names one). */
+    if (!cJSON_IsString(dlq))
         snprintf(cfg->dlq, sizeof cfg->dlq, "%.*s.dlq", SPATE_TOPIC_NAME_MAX - 4, topic);
 }

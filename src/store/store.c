@@ -166,6 +166,17 @@ static const char *const migrations[] = {
     /* 17: a version's description (common/fnconfig.h; Lambda's
      * Description): '' for none. */
     ("ALTER TABLE versions ADD COLUMN description TEXT NOT NULL DEFAULT '';"),
+    /* 18: the deduplication ids of a FIFO queue's messages (store/queue.h
+     * queue_input.dedup), each with its message's seq, until its window
+     * ends; the writer deletes the ended ones. */
+    ("CREATE TABLE dedup_ids ("
+     "  topic_id INTEGER NOT NULL,"
+     "  id TEXT NOT NULL,"
+     "  seq INTEGER NOT NULL,"
+     "  until_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY (topic_id, id)"
+     ") WITHOUT ROWID;"
+     "CREATE INDEX dedup_ids_until ON dedup_ids(until_ms);"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -2,7 +2,8 @@
 MessageGroupId is the message's key on an ordered receiver, so one message
 of a group is in flight at a time, in send order; deduplication by
 MessageDeduplicationId or ContentBasedDeduplication within SQS's 5-minute
-window (kept in spated's memory)."""
+window (kept with the messages in the store: a retry across kill -9 is
+answered with the first message)."""
 
 import pytest
 
@@ -124,3 +125,65 @@ def test_fifo_with_boto3(spated):
     got = c.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])
     assert [m["Body"] for m in got["Messages"]] == ["one"]
     assert got["Messages"][0]["Attributes"]["MessageGroupId"] == "g"
+
+
+def test_deduplication_survives_kill_9(spated):
+    """A send retried across a crash (what deduplication is for) is not
+    stored twice: the id was kept with the first message, in its commit,
+    and the retry is answered with the first MessageId and SequenceNumber."""
+    import signal
+
+    url = create(spated, "retry.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    first = send(spated, url, "pay invoice 7", "g", dedup="invoice-7")
+    by_content = send(spated, url, "content-based", "g")
+    spated.proc.send_signal(signal.SIGKILL)
+    spated.proc.wait()
+    spated.start()
+    url = f"{spated.url}/000000000000/retry.fifo"
+    again = send(spated, url, "pay invoice 7", "g", dedup="invoice-7")
+    assert (again["MessageId"], again["SequenceNumber"]) == (
+        first["MessageId"], first["SequenceNumber"])
+    again = send(spated, url, "content-based", "g")
+    assert again["MessageId"] == by_content["MessageId"]
+    fresh = send(spated, url, "pay invoice 8", "g", dedup="invoice-8")
+    assert int(fresh["SequenceNumber"]) > int(first["SequenceNumber"])
+    bodies = []
+    for _ in range(3):  # one of the group at a time
+        got = receive(spated, url, VisibilityTimeout=60, WaitTimeSeconds=2)
+        bodies += [m["Body"] for m in got]
+        for m in got:
+            ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": m["ReceiptHandle"]})
+    assert bodies == ["pay invoice 7", "content-based", "pay invoice 8"]
+    # The ids go with their queue: created again, it starts afresh (the
+    # send is stored, not answered as a duplicate), after a restart too.
+    ok(spated, "DeleteQueue", {"QueueUrl": url})
+    url = create(spated, "retry.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    send(spated, url, "pay invoice 7", "g", dedup="invoice-7")
+    assert [m["Body"] for m in receive(spated, url)] == ["pay invoice 7"]
+
+
+def test_deduplicated_id_accepted_after_the_window(make_spated, monkeypatch):
+    """SPATE_TEST_SQS_DEDUP_WINDOW_MS shortens SQS's 5 minutes (tests only):
+    an id is deduplicated within the window, after a restart too, and taken
+    as new once the window has ended."""
+    import time
+
+    monkeypatch.setenv("SPATE_TEST_SQS_DEDUP_WINDOW_MS", "3000")
+    d = make_spated()
+    url = create(d, "window.fifo", FifoQueue="true")
+    first = send(d, url, "a", "g", dedup="same")
+    d.stop()
+    d.start()
+    url = f"{d.url}/000000000000/window.fifo"
+    assert send(d, url, "a", "g", dedup="same")["MessageId"] == first["MessageId"]
+    time.sleep(3.5)
+    later = send(d, url, "a", "g", dedup="same")
+    assert later["MessageId"] != first["MessageId"]
+    assert int(later["SequenceNumber"]) > int(first["SequenceNumber"])
+    # Known again from then on, after a restart as well.
+    d.stop()
+    d.start()
+    url = f"{d.url}/000000000000/window.fifo"
+    assert send(d, url, "a", "g", dedup="same")["MessageId"] == later["MessageId"]
+    got = receive(d, url)
+    assert [m["Body"] for m in got] == ["a"]

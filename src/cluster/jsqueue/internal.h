@@ -79,7 +79,7 @@ struct queue_sub {
     int removed;
     uint32_t leases;   /* out: the struct lives until they are settled */
     _Atomic int posts; /* fetches posted to the loop and not yet seen there */
-    int jobs;          /* subscribe or unsubscribe jobs on the worker thread */
+    int jobs;          /* subscribe, unsubscribe, NAK and dead-letter jobs on the worker thread */
 };
 
 typedef struct jlease {
@@ -130,12 +130,17 @@ typedef struct pub_job {
     buf body;
     queue_input *in;
     size_t n;
+    /* When some input wants its seq (queue_input.seq): every message's,
+     * and the messages as published, to match JetStream's answers. */
+    uint64_t *seqs;
+    const void **msgs;
     char *extra; /* owned: the inputs' attributes and refusals (queue_inputs_own_extras) */
     /* Dead letters: the source, its error and attempts, as headers. */
     char source[SPATE_TOPIC_NAME_MAX + 1];
     char *error;
     uint32_t attempts;
     natsMsg *term;                 /* terminated once the dead letter is stored */
+    queue_sub *hold;               /* term's subscription, kept (its jobs) until done */
     char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
     int has_stats;
     queue_topic_stats stats;
@@ -202,6 +207,7 @@ void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const stru
 void jsqueue__ack(queue_lease *l);
 void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error);
 void jsqueue__release(queue_lease *l);
+void jsqueue__touch(queue_lease *l);
 void jsqueue__dead_letter(queue_lease *l, const char *error);
 
 /* read.c */

@@ -62,6 +62,7 @@ const queue_ops jsqueue__ops = {
     .ack = jsqueue__ack,
     .nack = jsqueue__nack,
     .release = jsqueue__release,
+    .touch = jsqueue__touch,
     .dead_letter = jsqueue__dead_letter,
     .subscribe = jsqueue__subscribe,
     .unsubscribe = jsqueue__unsubscribe,
@@ -81,7 +82,7 @@ const queue_ops jsqueue__ops = {
     .topic_retention = jsqueue__topic_retention,
     .set_events = jsqueue__set_events,
     .close = jsqueue__close,
-    .flags = QUEUE_SHARED,
+    .flags = QUEUE_SHARED | QUEUE_DEDUP,
 };
 
 int jsqueue_open(uv_loop_t *loop, cluster *c, const queue_events *ev, queue **out)

@@ -35,6 +35,9 @@ natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const queue_input *
         snprintf(key, sizeof key, "%.*s", (int)in->key_len, in->key);
         natsMsgHeader_Set(*m, "Spate-Key", key);
     }
+    /* JetStream's own deduplication (the stream's Duplicates window): a
+     * repeat is not stored, its acknowledgement names the first's seq. */
+    if (in->dedup) natsMsgHeader_Set(*m, "Nats-Msg-Id", in->dedup);
     const queue_attrs *a = in->attrs;
     if (a) {
         /* Spate-Source is a dead letter's topic: the event source's name has
@@ -112,6 +115,11 @@ void jsqueue__publish_work(void *arg)
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
     cluster_acks acks;
     cluster_acks_begin(j->q->c, &acks);
+    if (j->seqs) { /* what the publisher wants to know of each message */
+        acks.msgs = j->msgs;
+        acks.seqs = j->seqs;
+        acks.n = j->n;
+    }
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         natsMsg *m = NULL;
         s = jsqueue__topic_msg(&m, j->subject, &j->in[i], when);
@@ -127,6 +135,7 @@ void jsqueue__publish_work(void *arg)
         }
         /* Async: the whole batch is in flight at once; complete waits for
          * JetStream's acknowledgement of every message. */
+        if (j->seqs) cluster_acks_sent(j->q->c, &acks, i, m);
         s = js_PublishMsgAsync(j->q->js, &m, NULL);
         if (m) natsMsg_Destroy(m);
     }
@@ -149,13 +158,23 @@ void jsqueue__publish_done(void *arg)
     }
     if (j->has_stats) j->topic->stats = j->stats;
     if (j->err[0]) log_warn("cluster: cannot publish to %s: %s", j->topic->name, j->err);
+    /* Each message's seq where the publisher asked (queue_input.seq). */
+    for (size_t i = 0; j->seqs && j->status == 0 && i < j->n; i++)
+        if (j->in[i].seq) *j->in[i].seq = j->seqs[i];
     if (j->done) j->done(j->data, j->status, 0);
     buf_free(&j->body);
     free(j->in);
+    free(j->seqs);
+    free(j->msgs);
     free(j->extra);
     free(j->error);
     if (j->term) natsMsg_Destroy(j->term);
+    queue_sub *hold = j->hold;
     free(j);
+    if (hold) {
+        hold->jobs--;
+        jsqueue__sub_maybe_free(hold);
+    }
 }
 
 pub_job *jsqueue__new_pub(queue *q, const char *topic)
@@ -187,6 +206,18 @@ void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input 
     memcpy(copy, in, n * sizeof *copy);
     if (queue_inputs_own_extras(copy, n, &j->extra) != 0) {
         free(copy);
+        free(j);
+        buf_free(body);
+        done(data, ERR_NOMEM, 0);
+        return;
+    }
+    int seqs = 0;
+    for (size_t i = 0; i < n; i++) seqs |= in[i].seq != NULL;
+    if (seqs &&
+        (!(j->seqs = calloc(n, sizeof *j->seqs)) || !(j->msgs = calloc(n, sizeof *j->msgs)))) {
+        free(j->seqs);
+        free(copy);
+        free(j->extra);
         free(j);
         buf_free(body);
         done(data, ERR_NOMEM, 0);

@@ -11,11 +11,15 @@
 
 #include "common/log.h"
 
-/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>". */
+/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>".
+ * A bucket's keys take no '@', which an SQS queue's receiver's consumer
+ * has (F_@receiver): '=' there, which no other consumer's name has. */
 void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
                            uint64_t seq)
 {
     snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
+    for (char *p = out; *p; p++)
+        if (*p == '@') *p = '=';
 }
 
 static void lease_free(jlease *jl)
@@ -32,6 +36,9 @@ static void lease_free(jlease *jl)
  * lost drop leaves behind goes with the bucket's TTL). */
 typedef struct settle_job {
     kvStore *kv;
+    /* Kept (its jobs) while the NAK is to come: the message's pull
+     * subscription, which the NAK goes through, lives as long as it. */
+    queue_sub *sub;
     natsMsg *nm;      /* to NAK once recorded; NULL when dropping */
     uint32_t failed;  /* attempts failed so far; 0: drop the record */
     int64_t delay_ms; /* before the next delivery */
@@ -58,7 +65,12 @@ static void settle_done(void *arg)
 {
     settle_job *j = arg;
     natsMsg_Destroy(j->nm);
+    queue_sub *s = j->sub;
     free(j);
+    if (s) {
+        s->jobs--;
+        jsqueue__sub_maybe_free(s);
+    }
 }
 
 static settle_job *new_settle(const jlease *jl, uint32_t failed)
@@ -93,6 +105,8 @@ void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error)
     } else {
         j->nm = jl->nm;
         j->delay_ms = delay_ms;
+        j->sub = l->sub;
+        l->sub->jobs++;
         jl->nm = NULL;
         cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
     }
@@ -104,6 +118,12 @@ void jsqueue__release(queue_lease *l)
     jlease *jl = (jlease *)l;
     natsMsg_Nak(jl->nm, NULL);
     lease_free(jl);
+}
+
+/* JetStream's in progress: AckWait starts again for this delivery. */
+void jsqueue__touch(queue_lease *l)
+{
+    natsMsg_InProgress(((jlease *)l)->nm, NULL);
 }
 
 void jsqueue__dead_letter(queue_lease *l, const char *error)
@@ -137,6 +157,8 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     j->error = strdup(error ? error : "");
     j->attempts = l->attempt;
     j->term = jl->nm; /* the job owns it now, and terminates it once stored */
+    j->hold = s;      /* and keeps s (its pull subscription) until then */
+    s->jobs++;
     if (jl->failed)
         jsqueue__attempts_key(j->attempts_key, sizeof j->attempts_key, s, jl->pt, jl->m.seq);
     jl->nm = NULL;

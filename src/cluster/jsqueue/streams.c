@@ -65,6 +65,8 @@ natsStatus jsqueue__ensure_stream(queue *q, const char *stream, const char *subj
     sc.Storage = js_FileStorage;
     sc.Replicas = q->replicas;
     sc.AllowDirect = true; /* reading stored messages: any replica answers */
+    /* Nats-Msg-Id's window (publish.c): SQS's FIFO deduplication's 5 minutes. */
+    sc.Duplicates = (int64_t)SPATE_SQS_DEDUP_WINDOW_MS * 1000000;
     s = js_AddStream(&si, q->js, &sc, NULL, NULL);
     if (s == NATS_OK) jsStreamInfo_Destroy(si);
     return s;

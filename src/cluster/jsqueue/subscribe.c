@@ -127,10 +127,9 @@ void jsqueue__stop_puller(queue_sub *s)
             s->parts[i].running = 0;
         }
     s->started = 0;
-    for (int i = 0; i < s->nparts; i++) {
-        natsSubscription_Destroy(s->parts[i].pull);
-        s->parts[i].pull = NULL;
-    }
+    /* The pull subscriptions stay until the subscription goes
+     * (jsqueue__sub_maybe_free): a lease still out acks or naks through its
+     * message's subscription, which nats.c would have freed. */
 }
 
 static void subscribe_done(void *arg)
@@ -299,6 +298,7 @@ void jsqueue__sub_maybe_free(queue_sub *s)
 {
     if (!s->removed || s->started || s->leases || s->posts || s->jobs) return;
     queue *q = s->q;
+    for (int i = 0; i < s->nparts; i++) natsSubscription_Destroy(s->parts[i].pull);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->wake_lock);
     free(s);

@@ -60,6 +60,8 @@ static int apply_delete(sqlite3 *db, wop *op)
                            a->topic_id);
     if (rc == SQLITE_OK)
         rc = sq_exec_topic(db, "DELETE FROM subscriptions WHERE topic_id = ?1", a->topic_id);
+    if (rc == SQLITE_OK)
+        rc = sq_exec_topic(db, "DELETE FROM dedup_ids WHERE topic_id = ?1", a->topic_id);
     if (rc == SQLITE_OK) rc = sq_exec_topic(db, "DELETE FROM topics WHERE id = ?1", a->topic_id);
     return rc;
 }

@@ -57,6 +57,10 @@ typedef struct sq_msg {
     queue_msg m;
     uint32_t refs; /* the ready ring, leases and reads that hold it */
     sq_block *block;
+    /* A publish's deduplication id (queue_input.dedup, into the block's
+     * bytes), written with the message; NULL for every other message. */
+    const char *dedup;
+    int64_t dedup_until_ms;
 } sq_msg;
 
 static inline sq_msg *sq_msg_of(const queue_msg *m)
@@ -172,6 +176,8 @@ struct queue {
     /* Statements of the writer thread's connection (used only there). */
     sqlite3 *wdb;
     sqlite3_stmt *ins_msg, *ins_msg_attrs, *upd_pub, *upd_sub, *del_msgs, *upsert_retry, *del_retry;
+    sqlite3_stmt *ins_dedup, *del_dedup;
+    int64_t dedup_pruned_ms; /* writer thread: when expired ids were last deleted */
 };
 
 typedef struct publish_op {
@@ -265,6 +271,8 @@ void *sq_sub_data(const queue_sub *s);
 void sq_sub_stats(const queue_sub *s, queue_sub_stats *out);
 int sq_topic_stats(queue *q, const char *topic, queue_topic_stats *out);
 void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+
+int sq_dedup_each(queue *q, queue_dedup_cb cb, void *data);
 
 /* --- read.c: reading topics, redriving dead letters */
 int sq_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,

@@ -186,8 +186,9 @@ static void on_writer_stopped(void *data)
         free(t);
     }
     strmap_free(&q->by_name);
-    sqlite3_stmt *sts[] = {q->ins_msg,  q->ins_msg_attrs, q->upd_pub,  q->upd_sub,
-                           q->del_msgs, q->upsert_retry,  q->del_retry};
+    sqlite3_stmt *sts[] = {q->ins_msg,   q->ins_msg_attrs, q->upd_pub,
+                           q->upd_sub,   q->del_msgs,      q->upsert_retry,
+                           q->del_retry, q->ins_dedup,     q->del_dedup};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++) sqlite3_finalize(sts[i]);
     close_part(q);
 }
@@ -227,5 +228,6 @@ const queue_ops sq_ops = {
     .topic_retention = sq_topic_retention,
     .set_events = sq_set_events,
     .close = sq_close,
-    .flags = QUEUE_DELAYS,
+    .dedup_each = sq_dedup_each,
+    .flags = QUEUE_DELAYS | QUEUE_DEDUP,
 };

@@ -10,6 +10,41 @@
 #include "common/limits.h"
 #include "store/sql.h"
 
+/* How often, at most, the writer deletes the deduplication ids whose time
+ * ended: with a publish that brings new ones, so the table holds about one
+ * window of them (and one prune of a second's worth each time). */
+#define DEDUP_PRUNE_MS 1000
+
+/* The deduplication ids of b's messages (queue_input.dedup), in the
+ * messages' transaction: one the process answered with is never lost, one
+ * whose message was not stored is never kept. A repeat of an id (a publish
+ * that did not look, or after its time ended) takes the newer message. */
+static int insert_dedups(queue *q, sqlite3 *db, int64_t topic_id, const sq_block *b)
+{
+    int rc = SQLITE_OK, any = 0;
+    for (size_t i = 0; i < b->n && rc == SQLITE_OK; i++) {
+        const sq_msg *m = &b->msgs[i];
+        if (!m->dedup) continue;
+        any = 1;
+        rc = sql_prepare_cached(db, &q->ins_dedup,
+                                "INSERT OR REPLACE INTO dedup_ids (topic_id, id, seq, until_ms)"
+                                " VALUES (?, ?, ?, ?)");
+        if (rc != SQLITE_OK) break;
+        sqlite3_bind_int64(q->ins_dedup, 1, topic_id);
+        sqlite3_bind_text(q->ins_dedup, 2, m->dedup, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q->ins_dedup, 3, (sqlite3_int64)m->m.seq);
+        sqlite3_bind_int64(q->ins_dedup, 4, m->dedup_until_ms);
+        rc = sql_step_reset(q->ins_dedup);
+    }
+    int64_t now = clock_now_ms();
+    if (rc != SQLITE_OK || !any || now - q->dedup_pruned_ms < DEDUP_PRUNE_MS) return rc;
+    q->dedup_pruned_ms = now;
+    rc = sql_prepare_cached(db, &q->del_dedup, "DELETE FROM dedup_ids WHERE until_ms <= ?");
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int64(q->del_dedup, 1, now);
+    return sql_step_reset(q->del_dedup);
+}
+
 /* The columns of a message's attributes (migration 9) are written only for
  * a message that has some: the plain path's statement does not name them. */
 static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, sq_block *b)
@@ -64,6 +99,7 @@ static int insert_messages(queue *q, sqlite3 *db, int64_t topic_id, sq_block *b)
         }
         rc = sql_step_reset(st);
     }
+    if (rc == SQLITE_OK) rc = insert_dedups(q, db, topic_id, b);
     if (rc != SQLITE_OK) return rc;
     /* The next number is kept too: once every message is consumed and deleted,
      * it alone says where numbering goes on after a restart. */
@@ -217,6 +253,32 @@ void sq_publish(queue *q, const char *topic, buf *body, const queue_input *in, s
         m->len = in[i].len;
         /* published_ms is set at submission, this same moment. */
         if (in[i].delay_ms) m->visible_ms = clock_now_ms() + in[i].delay_ms;
+        if (in[i].dedup) {
+            b->msgs[i].dedup = in[i].dedup;
+            b->msgs[i].dedup_until_ms = clock_now_ms() + in[i].dedup_ms;
+        }
     }
+    /* Numbered in order from here (sq_submit_messages). */
+    for (size_t i = 0; i < n; i++)
+        if (in[i].seq) *in[i].seq = t->next_seq + i;
     sq_submit_messages(q, t, b, done, data);
+}
+
+int sq_dedup_each(queue *q, queue_dedup_cb cb, void *data)
+{
+    sqlite3 *db = store_db(q->st);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT t.name, d.id, d.seq, d.until_ms FROM dedup_ids d"
+                           " JOIN topics t ON t.id = d.topic_id WHERE d.until_ms > ?"
+                           " ORDER BY d.until_ms",
+                           -1, &st, NULL) != SQLITE_OK)
+        return ERR_STORE;
+    sqlite3_bind_int64(st, 1, clock_now_ms());
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(data, (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           (uint64_t)sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : ERR_STORE;
 }

@@ -1,6 +1,7 @@
 /* Unit tests of the queue on SQLite (store/queue.h), without spated: a
  * temporary store, a real uv loop, the writer thread committing as in
  * production. Each test starts from an empty store. */
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -763,6 +764,90 @@ static void retention_trim(void)
     close_queue();
 }
 
+/* Publishes data with deduplication id id, kept for ms; its seq (also as
+ * queue_input.seq says). */
+static uint64_t publish_dedup(const char *topic, const char *id, uint32_t ms, const char *data)
+{
+    buf body;
+    buf_init(&body, 256);
+    buf_append(&body, data, strlen(data) + 1);
+    size_t off = body.len;
+    buf_append(&body, id, strlen(id) + 1);
+    uint64_t seq = 0;
+    queue_input in = {.data = body.data,
+                      .len = (uint32_t)strlen(data),
+                      .dedup = body.data + off,
+                      .dedup_len = (uint32_t)strlen(id),
+                      .dedup_ms = ms,
+                      .seq = &seq};
+    result r = {0};
+    queue_publish(q, topic, &body, &in, 1, on_published, &r);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    CHECK_INT(seq, r.value);
+    return seq;
+}
+
+typedef struct dedups {
+    int n;
+    char topic[4][16], id[4][16];
+    uint64_t seq[4];
+} dedups;
+
+static void on_dedup(void *data, const char *topic, const char *id, uint64_t seq, int64_t until)
+{
+    dedups *d = data;
+    CHECK(until > clock_now_ms());
+    if (d->n == 4) return;
+    snprintf(d->topic[d->n], sizeof d->topic[0], "%s", topic);
+    snprintf(d->id[d->n], sizeof d->id[0], "%s", id);
+    d->seq[d->n++] = seq;
+}
+
+/* Deduplication ids are committed with their messages and read back after a
+ * restart while their time lasts, the soonest to end first; ended ones and
+ * a deleted topic's go. */
+static void dedup_ids(void)
+{
+    fresh();
+    CHECK(queue_flags(q) & QUEUE_DEDUP);
+    publish("plain", NULL, "no id");
+    uint64_t a = publish_dedup("q.fifo", "id-a", 60000, "a");
+    uint64_t b = publish_dedup("q.fifo", "id-b", 30000, "b");
+    publish_dedup("q.fifo", "brief", 200, "c");
+    publish_dedup("gone", "id-g", 60000, "g");
+    close_queue();
+    open_queue();
+    run_for(300); /* "brief" ends */
+    dedups d = {0};
+    CHECK_INT(queue_dedup_each(q, on_dedup, &d), 0);
+    CHECK_INT(d.n, 3);
+    CHECK_STR(d.id[0], "id-b");
+    CHECK_INT(d.seq[0], b);
+    CHECK_STR(d.id[1], "id-a");
+    CHECK_STR(d.topic[1], "q.fifo");
+    CHECK_INT(d.seq[1], a);
+    CHECK_STR(d.topic[2], "gone");
+    /* A later publish with an id prunes the ended ones; a deletion takes a
+     * topic's. */
+    publish_dedup("q.fifo", "id-d", 60000, "d");
+    result r = {0};
+    CHECK_INT(queue_topic_delete(q, "gone", on_count, &r), 0);
+    CHECK_INT(run_until(&r.done), 0);
+    CHECK_INT(r.status, 0);
+    memset(&d, 0, sizeof d);
+    CHECK_INT(queue_dedup_each(q, on_dedup, &d), 0);
+    CHECK_INT(d.n, 3);
+    CHECK_STR(d.id[2], "id-d");
+    sqlite3 *db = store_db(st);
+    sqlite3_stmt *stmt;
+    CHECK_INT(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM dedup_ids", -1, &stmt, NULL), SQLITE_OK);
+    CHECK_INT(sqlite3_step(stmt), SQLITE_ROW);
+    CHECK_INT(sqlite3_column_int(stmt, 0), 3); /* "brief" pruned, "id-g" deleted */
+    sqlite3_finalize(stmt);
+    close_queue();
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/spate-test-queue-XXXXXX");
@@ -781,6 +866,7 @@ int main(void)
     RUN(delayed_publish);
     RUN(retention_under_subscriptions);
     RUN(restore_once_after_retry);
+    RUN(dedup_ids);
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK_INT(uv_loop_close(&loop), 0);
