@@ -340,8 +340,13 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
     if (cfg->report_failures && ti->n) {
         char why[160] = "";
         failed = calloc(ti->n, 1);
-        int rc = failed ? batch_failures(body, len, ti->leases, ti->n, failed, why, sizeof why)
-                        : ERR_NOMEM;
+        /* The ids the event showed: a queue's MessageIds when its
+         * receiver's (dispatch_batch). */
+        const char *qname =
+            triggers_is_receiver(ti->leases[0]->sub) ? queue_sub_topic(t->sub) : NULL;
+        int rc = failed
+                     ? batch_failures(body, len, ti->leases, ti->n, failed, qname, why, sizeof why)
+                     : ERR_NOMEM;
         if (rc) {
             char error[sizeof why + 64];
             snprintf(error, sizeof error, "bad batchItemFailures answer: %s",
@@ -526,8 +531,8 @@ static void dispatch_batch(trigger *t, fn *f)
     queue_lease **leases = malloc(t->npending * sizeof *leases);
     if (ti) buf_init(&ti->event, SPATE_BATCH_BYTES_MAX + SPATE_MESSAGE_MAX * 8u);
     if (!ti || !leases ||
-        batch_event(&ti->event, t->pending, t->npending, cfg->event_format,
-                    queue_sub_topic(t->sub))) {
+        batch_event(&ti->event, t->pending, t->npending, cfg->event_format, queue_sub_topic(t->sub),
+                    triggers_is_receiver(t->pending[0]->sub))) {
         log_warn("cannot build a batch of %u messages: out of memory fn=%s topic=%s", t->npending,
                  cfg->function, queue_sub_topic(t->sub));
         if (ti) buf_free(&ti->event);
