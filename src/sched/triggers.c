@@ -167,6 +167,7 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
         queue_sub_stats ss;
         queue_sub_get_stats(source_of(t), &ss);
         const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+        if (cfg->paused) continue; /* its messages wait: no work for the function */
         /* The autoscaler sizes invocations: a batch of N messages is one. */
         uint32_t bs = batch_size(cfg);
         backlog += (ss.depth + bs - 1) / bs;
@@ -631,6 +632,12 @@ static void pump(trigger *t)
      * queue's, and the own subscription must not hold it in the store. */
     if (src != t->sub) drain_own(t);
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    /* Paused (a disabled event source mapping): nothing leased; a batch
+     * gathering when it paused goes back, its attempts not counted. */
+    if (cfg->paused) {
+        if (t->npending || t->carry) release_pending(t);
+        return;
+    }
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) {
         if (!t->missing_warned)
@@ -774,6 +781,7 @@ static uint32_t on_room(queue_sub *sub, void *data)
     trigger *t = trigger_of(tr, sub);
     if (!t || !t->fs || t->stalled || tr->closing) return 0;
     const queue_sub_config *cfg = queue_sub_get_config(sub);
+    if (cfg->paused) return 0;
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) return 0;
     uint32_t allowed = allowance(t->fs, f);
@@ -1055,8 +1063,8 @@ static void on_trigger_put(const char *topic, const queue_sub_config *cfg, regis
         cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
         cur->ordered == cfg->ordered && batch_size(cur) == batch_size(cfg) &&
         cur->batch_window_ms == cfg->batch_window_ms && cur->event_format == cfg->event_format &&
-        cur->report_failures == cfg->report_failures &&
-        strcmp(cur->qualifier, cfg->qualifier) == 0) {
+        cur->report_failures == cfg->report_failures && cur->paused == cfg->paused &&
+        cur->modified_ms == cfg->modified_ms && strcmp(cur->qualifier, cfg->qualifier) == 0) {
         applied(applied_data, 0); /* as it is here already */
         return;
     }

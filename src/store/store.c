@@ -166,6 +166,11 @@ static const char *const migrations[] = {
     /* 17: a version's description (common/fnconfig.h; Lambda's
      * Description): '' for none. */
     ("ALTER TABLE versions ADD COLUMN description TEXT NOT NULL DEFAULT '';"),
+    /* 18: a paused trigger and when its configuration last changed
+     * (store/queue.h queue_sub_config.paused, modified_ms; Lambda's
+     * disabled event source mapping and its LastModified). */
+    ("ALTER TABLE subscriptions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
