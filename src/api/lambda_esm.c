@@ -372,7 +372,13 @@ static void create(api *a, http_request *req, const cJSON *body)
     fn *f = target_function(a, req, &t);
     if (!f) return;
     /* One trigger per queue and function, a mapping or spate's own. */
-    if (queue_find_sub(a->q, topic, f->name)) {
+    queue_sub *had = queue_find_sub(a->q, topic, f->name);
+    if (had && !is_mapping(a, topic, queue_sub_get_config(had)))
+        return api_lambda_error(req, 409, "ResourceConflictException",
+                                "a trigger of spate's own (raw events) from queue '%s' to function "
+                                "'%s' exists: remove it first (spate trigger rm)",
+                                topic, f->name);
+    if (had) {
         char uuid[ESM_UUID_LEN + 1];
         esm_uuid(topic, f->name, uuid);
         return api_lambda_error(req, 409, "ResourceConflictException",
