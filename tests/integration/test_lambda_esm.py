@@ -356,3 +356,23 @@ def test_aws_sdk_js(spated, tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out == {"created": ["Enabled", 2, True], "same": True, "listed": [True],
                    "gone": ["ResourceNotFoundException", True]}, out
+
+
+def test_cluster_nodes_agree(tmp_path_factory, tmp_path):
+    """Every node derives the same UUID; a change made on one (disabling it)
+    reaches the others through the registry."""
+    from natscluster import listed, spated_cluster
+    with spated_cluster(tmp_path_factory, name="esm", n=2) as (_, (a, b)):
+        deploy(client(a), tmp_path)
+        assert wait_for(lambda: listed(b, "rec"), timeout=15), b.log()
+        # A queue's receiver is each node's own (api/sqs.h): made on both.
+        url = create(a, "esm-cl")
+        create(b, "esm-cl")
+        arn = arn_of(a, url)
+        m = client(a).create_event_source_mapping(EventSourceArn=arn, FunctionName="rec")
+        on_b = lambda: client(b).list_event_source_mappings()["EventSourceMappings"]  # noqa
+        assert wait_for(lambda: [x["UUID"] for x in on_b()] == [m["UUID"]], timeout=15)
+        assert client(b).update_event_source_mapping(UUID=m["UUID"], Enabled=False)["State"] \
+            == "Disabled"
+        assert wait_for(lambda: client(a).get_event_source_mapping(UUID=m["UUID"])["State"]
+                        == "Disabled", timeout=15)
