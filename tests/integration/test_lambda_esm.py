@@ -257,6 +257,13 @@ def test_disabled_survives_a_restart(spated, tmp_path):
     time.sleep(2)
     assert records(record) == []
     assert attributes(spated, url)["ApproximateNumberOfMessages"] == "1"
+    # spate's CLI shows and lifts the pause: the mapping is enabled, the message runs.
+    r = spated.cli("trigger", "ls")
+    assert r.returncode == 0 and b", paused" in r.stdout, r
+    r = spated.cli("trigger", "set", "esm-keep", "rec", "--no-paused")
+    assert r.returncode == 0, r.stderr
+    assert c.get_event_source_mapping(UUID=m["UUID"])["State"] == "Enabled"
+    assert wait_for(lambda: [x["body"] for x in records(record)] == ["stay"], timeout=30)
 
 
 def test_cli_v2(spated, tmp_path):
