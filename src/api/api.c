@@ -255,6 +255,10 @@ static void handle(http_request *req, void *data)
     case R_LAMBDA_ALIAS:
         api_lambda_mgmt(a, req, &m);
         return;
+    case R_LAMBDA_ESMS:
+    case R_LAMBDA_ESM:
+        api_lambda_esm(a, req, &m);
+        return;
     case R_SQS:
         api_sqs(a, req);
         return;

@@ -108,6 +108,8 @@ enum route {
     R_LAMBDA_VERSIONS,  /* /2015-03-31/functions/NAME/versions */
     R_LAMBDA_ALIASES,   /* /2015-03-31/functions/NAME/aliases */
     R_LAMBDA_ALIAS,     /* /2015-03-31/functions/NAME/aliases/ALIAS */
+    R_LAMBDA_ESMS,      /* /2015-03-31/event-source-mappings (api/lambda_esm.c) */
+    R_LAMBDA_ESM,       /* /2015-03-31/event-source-mappings/UUID */
 };
 
 typedef struct route_match {
@@ -209,6 +211,9 @@ void api_lambda_invoke(api *a, http_request *req, const route_match *m);
 /* api/lambda_mgmt.c: Lambda's management API (the R_LAMBDA_* routes but
  * Invoke): functions, their code and configuration, versions, aliases. */
 void api_lambda_mgmt(api *a, http_request *req, const route_match *m);
+/* api/lambda_esm.c: Lambda's event source mappings of SQS queues
+ * (R_LAMBDA_ESMS: Create, List; R_LAMBDA_ESM: Get, Update, Delete). */
+void api_lambda_esm(api *a, http_request *req, const route_match *m);
 /* The body limit of CreateFunction and UpdateFunctionCode: the artifact
  * limit in base64, and the rest of the request. */
 size_t api_lambda_code_body_max(const api *a);

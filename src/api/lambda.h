@@ -23,6 +23,8 @@
 #define LAMBDA_REGION "us-east-1"
 /* The path of the Invoke route, before the function's name. */
 #define LAMBDA_FUNCTIONS_PREFIX "/2015-03-31/functions/"
+/* The event source mappings' path (api/lambda_esm.c), without a '/'. */
+#define LAMBDA_ESM_PREFIX "/2015-03-31/event-source-mappings"
 
 /* A qualifier: "$LATEST", a version number or an alias (Lambda allows 128). */
 #define LAMBDA_QUALIFIER_MAX 128

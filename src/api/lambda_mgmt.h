@@ -1,7 +1,8 @@
 /*
  * lambda_mgmt.h - what the files of Lambda's management API share
  * (api/lambda_mgmt.c: functions, code, configuration, versions;
- * api/lambda_aliases.c: aliases). Only those two include it.
+ * api/lambda_aliases.c: aliases; api/lambda_esm.c: event source mappings).
+ * Only those include it.
  *
  * How Lambda's model maps onto spate's (docs/api.md "AWS Lambda API",
  * "Managing functions"):
@@ -26,40 +27,37 @@
  *     handler is a 400 with the reason); spate's errors map onto Lambda's
  *     types by their status (api_lambda_mgmt_fail).
  *
- * Next (not built yet): Create/Get/List/Update/DeleteEventSourceMapping.
- * A mapping is a trigger (topic = the queue's name from its ARN
- * arn:aws:sqs:REGION:ACCOUNT:QUEUE, function = FunctionName[:QUALIFIER]);
- * its UUID is derived, not stored: the first 16 bytes of
- * SHA-256("esm\0" TOPIC "\0" FUNCTION) formatted as a version-4-shaped
- * UUID, so every node derives the same one and nothing new is kept in the
- * registry; Get/Update/Delete by UUID walk the triggers (queue_each_sub)
- * for the one whose derived UUID matches. BatchSize -> batch_size,
- * MaximumBatchingWindowInSeconds -> batch_window_ms,
- * FunctionResponseTypes [ReportBatchItemFailures] -> report_failures,
- * ScalingConfig.MaximumConcurrency -> max_concurrency, the SQS event shape
- * -> event_format; Enabled=false pauses the trigger (needs a paused flag on
- * queue_sub_config, which triggers do not have yet). The trigger must share
- * the queue's "@receiver" (api/sqs.h) so that a message goes to either the
- * mapping or a ReceiveMessage caller, never both: that is the other
- * helper's work on triggers and waits for it.
+ * Event source mappings (api/lambda_esm.c): a mapping is a trigger (topic =
+ * the queue's name from its ARN arn:aws:sqs:REGION:ACCOUNT:QUEUE, function =
+ * FunctionName[:QUALIFIER]) in the SQS event format; its UUID is derived,
+ * not stored: the first 16 bytes of SHA-256("esm\0" TOPIC "\0" FUNCTION)
+ * formatted as a version-4-shaped UUID, so every node derives the same one
+ * and nothing new is kept in the registry; Get/Update/Delete by UUID walk
+ * the triggers (triggers_each) for the one whose derived UUID matches.
+ * BatchSize -> batch_size, MaximumBatchingWindowInSeconds ->
+ * batch_window_ms, FunctionResponseTypes [ReportBatchItemFailures] ->
+ * report_failures, ScalingConfig.MaximumConcurrency -> max_concurrency,
+ * Enabled=false -> paused (queue_sub_config.paused, durable), LastModified
+ * <- modified_ms. The trigger shares the queue's "@receiver" (api/sqs.h),
+ * so a message goes to either the mapping or a ReceiveMessage caller,
+ * never both; the SQS event names each message by its MessageId
+ * (common/lambda.h lambda_sqs_message_id).
  *
  * The routes: POST /2015-03-31/event-source-mappings/ (Create, 202 as
  * Lambda answers, State "Enabled" once the trigger is durable: spate makes
  * it synchronously, so no "Creating"), GET .../event-source-mappings/
  * (List: EventSourceArn and FunctionName filters, Marker = the UUID of the
  * page before's last item, in UUID order), GET/PUT/DELETE
- * .../event-source-mappings/UUID (Get, Update: what the body names, as
- * PUT /v1/triggers/...?update=true; Delete: 202 with State "Deleting", the
- * trigger removed as DELETE /v1/triggers does). Which triggers are
- * mappings: those on a topic that is a queue (api/sqs.h) with the SQS event
- * format; other triggers are spate's own and not listed. An EventSourceArn
- * that is no queue is InvalidParameterValueException; a second mapping of
- * the same queue and function is ResourceConflictException (a trigger is
- * unique by topic and function). FunctionArn in the answers is qualified
- * when the trigger invokes a version or an alias (queue_sub_config
- * .qualifier). The route needs an R_LAMBDA_ESM pair in route.c, admin
- * scope for changes as api_aws_scope gives already, and a body limit of
- * 64 KiB (the default).
+ * .../event-source-mappings/UUID (Get; Update: what the body names, the
+ * rest kept; Delete: 202 with State "Deleting", the trigger removed).
+ * Which triggers are mappings: those on a topic that is a queue with the
+ * SQS event format; other triggers are spate's own and not listed. An
+ * EventSourceArn that is no queue is InvalidParameterValueException; a
+ * second mapping of the same queue and function is
+ * ResourceConflictException (a trigger is unique by topic and function).
+ * FunctionArn in the answers is qualified when the trigger invokes a
+ * version or an alias. Routes R_LAMBDA_ESMS and R_LAMBDA_ESM, admin scope
+ * for changes (api_aws_scope), the default body limit of 64 KiB.
  */
 #ifndef SPATE_API_LAMBDA_MGMT_H
 #define SPATE_API_LAMBDA_MGMT_H

@@ -104,6 +104,13 @@ route_match api_route_match(const char *path)
         m.route = R_SOURCE;
         m.name = path + 12;
         m.name_len = strlen(m.name);
+    } else if (strcmp(path, LAMBDA_ESM_PREFIX) == 0 || strcmp(path, LAMBDA_ESM_PREFIX "/") == 0) {
+        m.route = R_LAMBDA_ESMS;
+    } else if (strncmp(path, LAMBDA_ESM_PREFIX "/", sizeof LAMBDA_ESM_PREFIX) == 0 &&
+               !strchr(path + sizeof LAMBDA_ESM_PREFIX, '/')) {
+        m.route = R_LAMBDA_ESM;
+        m.name = path + sizeof LAMBDA_ESM_PREFIX;
+        m.name_len = strlen(m.name);
     } else if (strncmp(path, LAMBDA_FUNCTIONS_PREFIX, sizeof LAMBDA_FUNCTIONS_PREFIX - 2) == 0) {
         match_lambda(path + sizeof LAMBDA_FUNCTIONS_PREFIX - 2, &m);
     } else if (strcmp(path, "/") == 0 ||
@@ -174,6 +181,8 @@ unsigned api_route_scope(const route_match *m, enum http_method method)
     case R_LAMBDA_VERSIONS:
     case R_LAMBDA_ALIASES:
     case R_LAMBDA_ALIAS:
+    case R_LAMBDA_ESMS:
+    case R_LAMBDA_ESM:
     case R_TRIGGER:
     case R_TOPIC: /* DELETE and PUT (retention) change it */
     case R_SCHEDULE:

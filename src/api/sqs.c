@@ -12,6 +12,7 @@
 #include "api/sqs.h"
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/lambda.h"
 #include "common/hash.h"
 #include "common/limits.h"
 #include "common/reqid.h"
@@ -881,7 +882,7 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
 {
     cJSON *e = cJSON_CreateObject();
     char id[37];
-    sqs_message_id(s->c->queue, seq, id);
+    lambda_sqs_message_id(s->c->queue, seq, id);
     if (s->batch) cJSON_AddStringToObject(e, "Id", s->ids[i]->valuestring);
     cJSON_AddStringToObject(e, "MessageId", id);
     cJSON_AddStringToObject(e, "MD5OfMessageBody", s->md5[i]);

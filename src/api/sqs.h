@@ -236,7 +236,5 @@ void sqs_delete_held(api *a, const char *qname);
 int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq);
 void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq);
 uint32_t sqs_dedup_window_ms(api *a);
-/* The deterministic MessageId of a queue's message seq (a UUID's shape). */
-void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
 
 #endif

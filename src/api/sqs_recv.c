@@ -16,6 +16,7 @@
 #include "api/sqs.h"
 #include "common/clock.h"
 #include "common/hash.h"
+#include "common/lambda.h"
 #include "common/limits.h"
 #include "common/list.h"
 #include "common/log.h"
@@ -83,14 +84,6 @@ struct sqs {
 static struct sqs *state(api *a)
 {
     return a->sqs;
-}
-
-void sqs_message_id(const char *qname, uint64_t seq, char out[37])
-{
-    uint64_t h = hash_fnv1a(qname, strlen(qname));
-    snprintf(out, 37, "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(h >> 32),
-             (unsigned)(h >> 16) & 0xffff, (unsigned)(h >> 4) & 0xfff,
-             (unsigned)(seq >> 48) & 0xfff, (unsigned long long)(seq & 0xffffffffffffull));
 }
 
 /* HMAC-SHA256 of queue, gen and seq, its first 16 bytes in hex. */
@@ -289,7 +282,7 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     snprintf(h->gen, sizeof h->gen, "%llu", (unsigned long long)++s->gen);
     snprintf(h->queue, sizeof h->queue, "%s", qname);
     char id[37], handle[SPATE_SQS_HANDLE_MAX + 1], md5[HASH_MD5_HEX_LEN + 1];
-    sqs_message_id(qname, h->seq, id);
+    lambda_sqs_message_id(qname, h->seq, id);
     make_handle(s, h, handle, sizeof handle);
     hash_md5_hex(l->msg->data, l->msg->len, md5);
     /* A message published through spate's own API may hold a NUL: SQS

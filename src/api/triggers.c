@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/names.h"
@@ -55,6 +56,9 @@ static int on_trigger_param(const char *k, size_t klen, const char *v, size_t vl
         }
         return 0;
     }
+    /* Paused: leases nothing, its messages wait (Lambda's disabled mapping). */
+    if (strcmp(k, "paused") == 0)
+        return api_bool_param(k, v, vlen, &c->paused, p->why, sizeof p->why);
     if (strcmp(k, "update") == 0)
         return api_bool_param(k, v, vlen, &p->update, p->why, sizeof p->why);
     if (strcmp(k, "dlq") == 0) {
@@ -199,6 +203,7 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
         http_respond_error(req, 400, "bad_parameter", "the dead-letter topic cannot be the topic");
         return;
     }
+    p.cfg.modified_ms = clock_now_ms();
     trigger_req *t = calloc(1, sizeof *t);
     if (!t) {
         http_respond_error(req, 503, "out_of_memory", "out of memory");

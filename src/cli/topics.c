@@ -87,6 +87,7 @@ static void print_batching(const cJSON *t)
     if (strcmp(cli_json_str(t, "event_format"), "sqs") == 0) printf(", sqs events");
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "report_batch_item_failures")))
         printf(", batch item failures reported");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "paused"))) printf(", paused");
 }
 
 static void print_trigger_line(const cJSON *t)
@@ -233,6 +234,9 @@ static const cli_opt trigger_opts[] = {
      "retry only the messages the answer's batchItemFailures\nnames"},
     {"no-report-batch-item-failures", 0, OPT_FLAG, "report_batch_item_failures", "false", NULL,
      "a successful call acknowledges its whole batch"},
+    {"paused", 0, OPT_FLAG, "paused", "true", NULL,
+     "run nothing: messages wait (on a queue, for ReceiveMessage)"},
+    {"no-paused", 0, OPT_FLAG, "paused", "false", NULL, "run again"},
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 

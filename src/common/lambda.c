@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/err.h"
+#include "common/hash.h"
 
 static int only_space(const char *s, size_t len)
 {
@@ -126,4 +127,35 @@ int lambda_sqs_attrs_each(const char *headers, size_t len, int max,
     }
     cJSON_Delete(map);
     return rc;
+}
+
+void lambda_sqs_message_id(const char *qname, uint64_t seq, char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1])
+{
+    uint64_t h = hash_fnv1a(qname, strlen(qname));
+    snprintf(out, LAMBDA_SQS_MESSAGE_ID_LEN + 1, "%08x-%04x-4%03x-8%03x-%012llx",
+             (unsigned)(h >> 32), (unsigned)(h >> 16) & 0xffff, (unsigned)(h >> 4) & 0xfff,
+             (unsigned)(seq >> 48) & 0xfff, (unsigned long long)(seq & 0xffffffffffffull));
+}
+
+int lambda_sqs_message_seq(const char *qname, const char *id, uint64_t *seq)
+{
+    /* 8-4-4-4-12 lowercase hex: the seq is the fourth group's last three
+     * digits and the fifth; the rest must be the queue's (written again). */
+    if (strlen(id) != LAMBDA_SQS_MESSAGE_ID_LEN) return -1;
+    uint64_t v = 0;
+    for (int i = 20; i < LAMBDA_SQS_MESSAGE_ID_LEN; i++) {
+        char c = id[i];
+        if (i == 23) {
+            if (c != '-') return -1;
+            continue;
+        }
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    char again[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
+    lambda_sqs_message_id(qname, v, again);
+    if (strcmp(again, id) != 0) return -1;
+    *seq = v;
+    return 0;
 }

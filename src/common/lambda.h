@@ -28,6 +28,18 @@ int lambda_sqs_attrs_each(const char *headers, size_t len, int max,
                                          int binary, void *data),
                           void *data);
 
+/* The MessageId of message seq on SQS queue qname, as SendMessage answers
+ * it, ReceiveMessage shows it and a queue's SQS event names it (messageId):
+ * a UUID's shape, version 4 and variant bits set, stable across
+ * redeliveries and nodes. Its first 51 bits come from the queue's name
+ * (FNV-1a), its last 60 are the seq, so it reads back (lambda_sqs_message_seq). */
+#define LAMBDA_SQS_MESSAGE_ID_LEN 36
+void lambda_sqs_message_id(const char *qname, uint64_t seq,
+                           char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1]);
+/* The seq of id when id is exactly what lambda_sqs_message_id writes for
+ * qname and some seq below 2^60: 0 with *seq; else -1. */
+int lambda_sqs_message_seq(const char *qname, const char *id, uint64_t *seq);
+
 /* Whether s (len bytes) is one JSON object. */
 int lambda_json_is_object(const char *s, size_t len);
 

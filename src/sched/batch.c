@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/fmt.h"
 #include "common/hash.h"
@@ -32,11 +33,12 @@ static size_t escaped_len(const char *s, size_t len)
 
 /* The bytes of a record beside its body, key, attributes and topic: the
  * names, the fixed strings, numbers at their longest (20 digits, a sign),
- * the md5 and a comma, with a few to spare; and the messageAttributes an
- * SQS record not UTF-8 gains. Counted with the longest value of each (the
- * unit test checks that an event never passes the sum). */
-#define SQS_FIXED 480
-#define RAW_FIXED 288
+ * a queue's MessageId (36) and a FIFO queue's SequenceNumber, the md5 and
+ * a comma, with a few to spare; and the messageAttributes an SQS record not
+ * UTF-8 gains. Counted with the longest value of each (the unit test
+ * checks that an event never passes the sum). */
+#define SQS_FIXED 560
+#define RAW_FIXED 320
 #define BASE64_MARK 128
 /* An SQS attribute's record beside its name, type and value: the names
  * and empty lists of Lambda's shape. */
@@ -136,7 +138,18 @@ static int sqs_attrs(buf *b, const queue_attrs *a)
     return lambda_sqs_attrs_each(a->headers, a->headers_len, SPATE_SQS_ATTRS_MAX, put_sqs_attr, b);
 }
 
-static int sqs_record(buf *b, const queue_lease *l, const char *topic)
+/* A record's messageId: on a queue the MessageId SendMessage answered and
+ * ReceiveMessage shows (common/lambda.h), elsewhere the seq in decimal. */
+static void message_id(char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1], const queue_msg *m,
+                       const char *topic, int on_queue)
+{
+    if (on_queue)
+        lambda_sqs_message_id(topic, m->seq, out);
+    else
+        snprintf(out, LAMBDA_SQS_MESSAGE_ID_LEN + 1, "%" PRIu64, m->seq);
+}
+
+static int sqs_record(buf *b, const queue_lease *l, const char *topic, int on_queue)
 {
     const queue_msg *m = l->msg;
     const char *body;
@@ -146,26 +159,33 @@ static int sqs_record(buf *b, const queue_lease *l, const char *topic)
     if (rc) return rc;
     char md5[HASH_MD5_HEX_LEN + 1] = "";
     if (hash_md5_hex(body, body_len, md5)) md5[0] = '\0';
-    const char *sender = m->attrs && m->attrs->source ? m->attrs->source : "spate";
-    rc = buf_printf(b,
-                    "{\"messageId\":\"%" PRIu64 "\",\"receiptHandle\":\"%s:%" PRIu64 ":%" PRIu32
-                    "\",\"body\":",
-                    m->seq, topic, m->seq, l->attempt);
+    char id[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
+    message_id(id, m, topic, on_queue);
+    /* On a queue, SenderId as ReceiveMessage shows it (one account, no IAM
+     * principals); elsewhere who published it. */
+    const char *sender = on_queue                       ? BATCH_AWS_ACCOUNT
+                         : m->attrs && m->attrs->source ? m->attrs->source
+                                                        : "spate";
+    /* spate keeps no first delivery time. On a queue, as ReceiveMessage: now
+     * for a first receive, else the send's time, the earliest it can have
+     * been; elsewhere always the publish time. */
+    int64_t first = on_queue && l->attempt <= 1 ? clock_now_ms() : m->published_ms;
+    rc = buf_printf(
+        b, "{\"messageId\":\"%s\",\"receiptHandle\":\"%s:%" PRIu64 ":%" PRIu32 "\",\"body\":", id,
+        topic, m->seq, l->attempt);
     if (!rc) rc = put_str(b, body, body_len);
-    /* spate keeps no first delivery time: the publish time stands for it, the
-     * earliest it can have been. */
     if (!rc)
         rc = buf_printf(b,
                         ",\"attributes\":{\"ApproximateReceiveCount\":\"%" PRIu32
                         "\",\"SentTimestamp\":\"%" PRId64 "\",\"SenderId\":",
                         l->attempt, m->published_ms);
     if (!rc) rc = put_cstr(b, sender);
-    if (!rc)
-        rc =
-            buf_printf(b, ",\"ApproximateFirstReceiveTimestamp\":\"%" PRId64 "\"", m->published_ms);
+    if (!rc) rc = buf_printf(b, ",\"ApproximateFirstReceiveTimestamp\":\"%" PRId64 "\"", first);
     if (!rc && m->key) {
         rc = buf_append_str(b, ",\"MessageGroupId\":");
         if (!rc) rc = put_str(b, m->key, m->key_len);
+        /* A FIFO queue's (its messages have keys): as SendMessage answered. */
+        if (!rc && on_queue) rc = buf_printf(b, ",\"SequenceNumber\":\"%020" PRIu64 "\"", m->seq);
     }
     /* The attributes: "{" then each with a leading comma, the first one's
      * dropped (an SQS sender's, and the body's encoding when base64). */
@@ -218,7 +238,7 @@ static int raw_attrs(buf *b, const queue_attrs *a)
     return rc;
 }
 
-static int raw_record(buf *b, const queue_lease *l)
+static int raw_record(buf *b, const queue_lease *l, const char *topic, int on_queue)
 {
     const queue_msg *m = l->msg;
     const char *body;
@@ -226,7 +246,9 @@ static int raw_record(buf *b, const queue_lease *l)
     char *b64;
     int rc = body_text(m, &body, &body_len, &b64);
     if (rc) return rc;
-    rc = buf_printf(b, "{\"messageId\":\"%" PRIu64 "\",\"seq\":%" PRIu64, m->seq, m->seq);
+    char id[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
+    message_id(id, m, topic, on_queue);
+    rc = buf_printf(b, "{\"messageId\":\"%s\",\"seq\":%" PRIu64, id, m->seq);
     if (!rc && m->key) {
         rc = buf_append_str(b, ",\"key\":");
         if (!rc) rc = put_str(b, m->key, m->key_len);
@@ -242,13 +264,16 @@ static int raw_record(buf *b, const queue_lease *l)
     return rc;
 }
 
-int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic)
+int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic,
+                int on_queue)
 {
     int sqs = format == QUEUE_EVENT_SQS;
     int rc = buf_append_str(out, sqs ? "{\"Records\":[" : "[");
     for (size_t i = 0; i < n && !rc; i++) {
         if (i) rc = buf_append_str(out, ",");
-        if (!rc) rc = sqs ? sqs_record(out, l[i], topic) : raw_record(out, l[i]);
+        if (!rc)
+            rc = sqs ? sqs_record(out, l[i], topic, on_queue)
+                     : raw_record(out, l[i], topic, on_queue);
     }
     if (!rc) rc = buf_append_str(out, sqs ? "]}" : "]");
     return rc;
@@ -267,11 +292,12 @@ static int cmp_seq(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The index in the batch of the message whose messageId is id, or -1. */
-static long find_id(const by_seq *idx, size_t n, const char *id)
+/* The seq a messageId names: the decimal a seq is written as (no sign,
+ * space or leading zero, so that one message has one id), or on a queue
+ * its MessageId. 0, or -1: no message's id. */
+static int id_seq(const char *id, const char *qname, uint64_t *out)
 {
-    /* Exactly the decimal a messageId is written as: no sign, space or
-     * leading zero, so that one message has one id. */
+    if (qname) return lambda_sqs_message_seq(qname, id, out);
     size_t len = strlen(id);
     if (!len || len > 20 || (id[0] == '0' && len > 1)) return -1;
     uint64_t seq = 0;
@@ -281,28 +307,30 @@ static long find_id(const by_seq *idx, size_t n, const char *id)
         if (seq > (UINT64_MAX - d) / 10) return -1;
         seq = seq * 10 + d;
     }
-    by_seq key = {seq, 0};
-    const by_seq *hit = bsearch(&key, idx, n, sizeof *idx, cmp_seq);
-    return hit ? (long)hit->i : -1;
+    *out = seq;
+    return 0;
 }
 
 typedef struct marking {
     const by_seq *idx;
     size_t n;
     uint8_t *failed;
+    const char *qname;
 } marking;
 
 static int mark(const char *id, void *data)
 {
     marking *m = data;
-    long i = find_id(m->idx, m->n, id);
-    if (i < 0) return -1;
-    m->failed[i] = 1;
+    by_seq key = {0, 0};
+    if (id_seq(id, m->qname, &key.seq)) return -1;
+    const by_seq *hit = bsearch(&key, m->idx, m->n, sizeof *m->idx, cmp_seq);
+    if (!hit) return -1;
+    m->failed[hit->i] = 1;
     return 0;
 }
 
 int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
-                   char *why, size_t why_cap)
+                   const char *qname, char *why, size_t why_cap)
 {
     by_seq *idx = malloc((n ? n : 1) * sizeof *idx);
     if (!idx) {
@@ -311,7 +339,7 @@ int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n
     }
     for (size_t i = 0; i < n; i++) idx[i] = (by_seq){l[i]->msg->seq, i};
     qsort(idx, n, sizeof *idx, cmp_seq);
-    marking m = {idx, n, failed};
+    marking m = {idx, n, failed, qname};
     int rc = lambda_batch_failures(body, len, mark, &m, why, why_cap);
     free(idx);
     return rc;

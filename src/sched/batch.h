@@ -4,13 +4,17 @@
  *
  * Formats (queue_sub_config.event_format):
  *  - QUEUE_EVENT_SQS: Lambda's SQS event, {"Records":[...]}, one record per
- *    message, its messageId the message's seq in decimal (stable across
- *    redeliveries). A payload that is not UTF-8 text (or holds a NUL) goes
- *    base64 in body, and messageAttributes says so with
+ *    message, its messageId stable across redeliveries: on an SQS queue the
+ *    MessageId SendMessage answered (common/lambda.h), with the attributes
+ *    ReceiveMessage shows (SenderId, ApproximateFirstReceiveTimestamp, a
+ *    FIFO queue's SequenceNumber); on any other topic the message's seq in
+ *    decimal, SenderId the publisher (queue_attrs.source, else "spate"). A payload that is not
+ * UTF-8 text (or holds a NUL) goes base64 in body, and messageAttributes says so with
  *    "spate.body_encoding": "base64"; md5OfBody is of body as sent. A
  *    message sent to an SQS queue with attributes has them in
  *    messageAttributes (BATCH_SQS_SOURCE).
- *  - QUEUE_EVENT_RAW: a JSON array of messages, each with messageId, seq,
+ *  - QUEUE_EVENT_RAW: a JSON array of messages, each with messageId (as in
+ *    the SQS shape), seq,
  *    key, payload (or payload_base64), published_ms, attempt and, when it
  *    has any, the message's attributes as GET .../messages shows them.
  *
@@ -42,17 +46,21 @@
  * topic_len bytes): what the trigger counts against SPATE_BATCH_BYTES_MAX. */
 size_t batch_record_max(const queue_msg *m, int format, size_t topic_len);
 
-/* Appends the event for leases l[0..n) to out. ERR_NOMEM, ERR_TOOBIG. */
-int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic);
+/* Appends the event for leases l[0..n) to out; on_queue: topic is an SQS
+ * queue's and the leases its receiver's. ERR_NOMEM, ERR_TOOBIG. */
+int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic,
+                int on_queue);
 
 /* Reads a function's answer about the batch l[0..n) by Lambda's rules:
  * nothing, null, {} or {"batchItemFailures": null or []} is success; each
  * {"itemIdentifier": "<messageId>"} in the list marks that message failed
- * (failed[i] = 1; failed must hold n, zeroed). Anything else (not JSON,
+ * (failed[i] = 1; failed must hold n, zeroed): the messageId batch_event
+ * wrote, the queue's MessageId when qname names the SQS queue the batch
+ * came from (NULL: another topic's, the seq in decimal). Anything else (not JSON,
  * not an object, a list that is not one, an item without a non-empty
  * string itemIdentifier, an id not in the batch) is ERR_INVAL, with why:
  * then the whole batch failed. */
 int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
-                   char *why, size_t why_cap);
+                   const char *qname, char *why, size_t why_cap);
 
 #endif

@@ -167,6 +167,7 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
         queue_sub_stats ss;
         queue_sub_get_stats(source_of(t), &ss);
         const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+        if (cfg->paused) continue; /* its messages wait: no work for the function */
         /* The autoscaler sizes invocations: a batch of N messages is one. */
         uint32_t bs = batch_size(cfg);
         backlog += (ss.depth + bs - 1) / bs;
@@ -340,8 +341,13 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
     if (cfg->report_failures && ti->n) {
         char why[160] = "";
         failed = calloc(ti->n, 1);
-        int rc = failed ? batch_failures(body, len, ti->leases, ti->n, failed, why, sizeof why)
-                        : ERR_NOMEM;
+        /* The ids the event showed: a queue's MessageIds when its
+         * receiver's (dispatch_batch). */
+        const char *qname =
+            triggers_is_receiver(ti->leases[0]->sub) ? queue_sub_topic(t->sub) : NULL;
+        int rc = failed
+                     ? batch_failures(body, len, ti->leases, ti->n, failed, qname, why, sizeof why)
+                     : ERR_NOMEM;
         if (rc) {
             char error[sizeof why + 64];
             snprintf(error, sizeof error, "bad batchItemFailures answer: %s",
@@ -526,8 +532,8 @@ static void dispatch_batch(trigger *t, fn *f)
     queue_lease **leases = malloc(t->npending * sizeof *leases);
     if (ti) buf_init(&ti->event, SPATE_BATCH_BYTES_MAX + SPATE_MESSAGE_MAX * 8u);
     if (!ti || !leases ||
-        batch_event(&ti->event, t->pending, t->npending, cfg->event_format,
-                    queue_sub_topic(t->sub))) {
+        batch_event(&ti->event, t->pending, t->npending, cfg->event_format, queue_sub_topic(t->sub),
+                    triggers_is_receiver(t->pending[0]->sub))) {
         log_warn("cannot build a batch of %u messages: out of memory fn=%s topic=%s", t->npending,
                  cfg->function, queue_sub_topic(t->sub));
         if (ti) buf_free(&ti->event);
@@ -626,6 +632,12 @@ static void pump(trigger *t)
      * queue's, and the own subscription must not hold it in the store. */
     if (src != t->sub) drain_own(t);
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    /* Paused (a disabled event source mapping): nothing leased; a batch
+     * gathering when it paused goes back, its attempts not counted. */
+    if (cfg->paused) {
+        if (t->npending || t->carry) release_pending(t);
+        return;
+    }
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) {
         if (!t->missing_warned)
@@ -803,6 +815,7 @@ static uint32_t on_room(queue_sub *sub, void *data)
     trigger *t = trigger_of(tr, sub);
     if (!t || !t->fs || t->stalled || tr->closing) return 0;
     const queue_sub_config *cfg = queue_sub_get_config(sub);
+    if (cfg->paused) return 0;
     fn *f = functions_find(tr->table, cfg->function, strlen(cfg->function));
     if (!f) return 0;
     uint32_t allowed = allowance(t->fs, f);
@@ -1087,8 +1100,8 @@ static void on_trigger_put(const char *topic, const queue_sub_config *cfg, regis
         cur->deadline_ms == cfg->deadline_ms && cur->max_concurrency == cfg->max_concurrency &&
         cur->ordered == cfg->ordered && batch_size(cur) == batch_size(cfg) &&
         cur->batch_window_ms == cfg->batch_window_ms && cur->event_format == cfg->event_format &&
-        cur->report_failures == cfg->report_failures &&
-        strcmp(cur->qualifier, cfg->qualifier) == 0) {
+        cur->report_failures == cfg->report_failures && cur->paused == cfg->paused &&
+        cur->modified_ms == cfg->modified_ms && strcmp(cur->qualifier, cfg->qualifier) == 0) {
         applied(applied_data, 0); /* as it is here already */
         return;
     }

@@ -167,6 +167,12 @@ typedef struct queue_sub_config {
     uint32_t batch_window_ms;
     int event_format; /* QUEUE_EVENT_RAW or QUEUE_EVENT_SQS */
     int report_failures;
+    /* A paused trigger leases nothing: its messages wait (on a queue they
+     * stay for ReceiveMessage), as Lambda's disabled event source mapping.
+     * modified_ms: when its configuration last changed (epoch ms, set by the
+     * API; 0 when unknown, a trigger saved before it was kept). */
+    int paused;
+    int64_t modified_ms;
     /* How long a lease may be out before the queue may take it for lost and
      * deliver its message again (the trigger sets it from its function's
      * timeout); 0: the implementation's default. Not part of the trigger's

@@ -159,7 +159,8 @@ void registry_each_trigger(registry *r, registry_trigger_cb cb, void *data);
 /* A trigger's configuration as JSON: topic, function, qualifier (when it
  * has one), max_attempts, dlq,
  * ordered, deadline_ms, max_concurrency, batch_size, batch_window_ms,
- * event_format ("raw" or "sqs"), report_batch_item_failures (the API shows it so, a cluster
+ * event_format ("raw" or "sqs"), report_batch_item_failures, paused,
+ * modified_ms (epoch ms; absent when unknown) (the API shows it so, a cluster
  * registry keeps it so). Caller owns. */
 cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg);
 /* Reads it back into cfg for function on topic: what o does not name takes

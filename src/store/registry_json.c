@@ -22,6 +22,8 @@ cJSON *registry_trigger_json(const char *topic, const queue_sub_config *cfg)
     cJSON_AddStringToObject(o, "event_format",
                             cfg->event_format == QUEUE_EVENT_SQS ? "sqs" : "raw");
     cJSON_AddBoolToObject(o, "report_batch_item_failures", cfg->report_failures);
+    cJSON_AddBoolToObject(o, "paused", cfg->paused);
+    if (cfg->modified_ms) cJSON_AddNumberToObject(o, "modified_ms", (double)cfg->modified_ms);
     return o;
 }
 
@@ -47,6 +49,10 @@ void registry_trigger_from_json(const cJSON *o, const char *topic, const char *f
                             : QUEUE_EVENT_RAW;
     cfg->report_failures =
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "report_batch_item_failures"));
+    cfg->paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "paused"));
+    const cJSON *mod = cJSON_GetObjectItemCaseSensitive(o, "modified_ms");
+    if (cJSON_IsNumber(mod) && mod->valuedouble > 0 && mod->valuedouble < 9e15)
+        cfg->modified_ms = (int64_t)mod->valuedouble;
     /* Absent: the default. Present and empty: none (an SQS queue's receiver
      * without a RedrivePolicy; a trigger always names one). */
     if (!cJSON_IsString(dlq))

@@ -177,6 +177,11 @@ static const char *const migrations[] = {
      "  PRIMARY KEY (topic_id, id)"
      ") WITHOUT ROWID;"
      "CREATE INDEX dedup_ids_until ON dedup_ids(until_ms);"),
+    /* 19: a paused trigger and when its configuration last changed
+     * (store/queue.h queue_sub_config.paused, modified_ms; Lambda's
+     * disabled event source mapping and its LastModified). */
+    ("ALTER TABLE subscriptions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE subscriptions ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

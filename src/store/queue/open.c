@@ -60,7 +60,8 @@ static int load(queue *q, char *err, size_t errcap)
                            "SELECT s.id, t.name, s.function, s.max_attempts, s.dlq, s.ordered,"
                            " s.deadline_ms, s.max_concurrency, s.cursor, s.leased, s.acked,"
                            " s.dead_lettered, s.batch_size, s.batch_window_ms, s.event_format,"
-                           " s.report_failures, s.qualifier FROM subscriptions s JOIN topics t"
+                           " s.report_failures, s.qualifier, s.paused, s.modified_ms"
+                           " FROM subscriptions s JOIN topics t"
                            " ON t.id = s.topic_id ORDER BY t.name, s.function",
                            -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errcap, "cannot read subscriptions: %s", sqlite3_errmsg(db));
@@ -81,6 +82,8 @@ static int load(queue *q, char *err, size_t errcap)
         cfg.event_format = sqlite3_column_int(st, 14);
         cfg.report_failures = sqlite3_column_int(st, 15);
         snprintf(cfg.qualifier, sizeof cfg.qualifier, "%s", sqlite3_column_text(st, 16));
+        cfg.paused = sqlite3_column_int(st, 17);
+        cfg.modified_ms = sqlite3_column_int64(st, 18);
         queue_sub *s = sq_sub_new(q, t, &cfg);
         if (!s) continue;
         s->id = sqlite3_column_int64(st, 0);

@@ -88,14 +88,16 @@ static int apply_sub(sqlite3 *db, wop *op)
             db,
             "INSERT INTO subscriptions (id, topic_id, function, max_attempts, dlq, ordered,"
             " deadline_ms, max_concurrency, created_ms, cursor, leased, batch_size,"
-            " batch_window_ms, event_format, report_failures, qualifier)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE"
+            " batch_window_ms, event_format, report_failures, qualifier, paused, modified_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, x'', ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE"
             " SET max_attempts = excluded.max_attempts, dlq = excluded.dlq,"
             " ordered = excluded.ordered, deadline_ms = excluded.deadline_ms,"
             " max_concurrency = excluded.max_concurrency, batch_size = excluded.batch_size,"
             " batch_window_ms = excluded.batch_window_ms,"
             " event_format = excluded.event_format,"
-            " report_failures = excluded.report_failures, qualifier = excluded.qualifier",
+            " report_failures = excluded.report_failures, qualifier = excluded.qualifier,"
+            " paused = excluded.paused, modified_ms = excluded.modified_ms",
             -1, &st, NULL);
         if (rc != SQLITE_OK) return rc;
         sqlite3_bind_int64(st, 1, o->sub->id);
@@ -113,6 +115,8 @@ static int apply_sub(sqlite3 *db, wop *op)
         sqlite3_bind_int(st, 13, o->cfg.event_format);
         sqlite3_bind_int(st, 14, o->cfg.report_failures);
         sqlite3_bind_text(st, 15, o->cfg.qualifier, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 16, o->cfg.paused);
+        sqlite3_bind_int64(st, 17, o->cfg.modified_ms);
     }
     return sql_step_finalize(st);
 }

@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
+#include "common/lambda.h"
 #include "sched/batch.h"
 #include "test.h"
 
@@ -29,7 +30,7 @@ static cJSON *event(int format)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, format, "t.x"), 0);
+    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     /* The estimate the cap counts bounds what each record takes. */
@@ -82,7 +83,7 @@ static int answer(const char *body, uint8_t *failed)
 {
     char why[160];
     memset(failed, 0, 3);
-    return batch_failures(body, strlen(body), batch, 3, failed, why, sizeof why);
+    return batch_failures(body, strlen(body), batch, 3, failed, NULL, why, sizeof why);
 }
 
 static void answers(void)
@@ -149,13 +150,14 @@ static void estimate_bounds(void)
                            .attrs = withattrs ? &at : NULL};
             queue_lease l = {.msg = &m, .attempt = UINT32_MAX};
             queue_lease *const one[1] = {&l};
-            for (int format = 0; format < 2; format++) {
+            for (int format = 0; format < 4; format++) {
                 buf b;
                 buf_init(&b, 1 << 20);
-                CHECK_INT(batch_event(&b, one, 1, format, topic), 0);
+                /* 2 and 3: the same formats on a queue (its MessageIds). */
+                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2), 0);
                 /* The envelope, {"Records":[ ]}, is the trigger's margin. */
-                CHECK(b.len - (format == QUEUE_EVENT_SQS ? 14 : 2) <=
-                      batch_record_max(&m, format, 128));
+                CHECK(b.len - (format % 2 == QUEUE_EVENT_SQS ? 14 : 2) <=
+                      batch_record_max(&m, format % 2, 128));
                 cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
                 CHECK(doc != NULL);
                 cJSON_Delete(doc);
@@ -185,7 +187,7 @@ static void sqs_attributes(void)
         queue_lease *const one[1] = {&l};
         buf b;
         buf_init(&b, 1 << 20);
-        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q"), 0);
+        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0), 0);
         CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1));
         cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
         CHECK(doc != NULL);
@@ -208,6 +210,59 @@ static void sqs_attributes(void)
     }
 }
 
+/* On an SQS queue: each messageId is the MessageId SendMessage answered,
+ * the attributes as ReceiveMessage shows them, and batchItemFailures names
+ * messages by those ids (not by the seq, nor another queue's ids). */
+static void queue_ids(void)
+{
+    buf b;
+    buf_init(&b, 1 << 20);
+    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1), 0);
+    cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+    CHECK(doc != NULL);
+    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(doc, "Records");
+    char id[3][LAMBDA_SQS_MESSAGE_ID_LEN + 1];
+    for (int i = 0; i < 3; i++) {
+        lambda_sqs_message_id("q.fifo", msgs[i].seq, id[i]);
+        CHECK_STR(str(cJSON_GetArrayItem(recs, i), "messageId"), id[i]);
+    }
+    const cJSON *a0 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(recs, 0), "attributes");
+    CHECK_STR(str(a0, "SenderId"), "000000000000");
+    CHECK_STR(str(a0, "MessageGroupId"), "k\"1");
+    CHECK_STR(str(a0, "SequenceNumber"), "00000000000000000007");
+    /* A first receive: now, not the send's time. */
+    CHECK(atoll(str(a0, "ApproximateFirstReceiveTimestamp")) > 1700000000123);
+    const cJSON *a1 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(recs, 1), "attributes");
+    CHECK_STR(str(a1, "ApproximateFirstReceiveTimestamp"), "1700000000456");
+    cJSON_Delete(doc);
+    buf_free(&b);
+
+    uint64_t seq = 0;
+    CHECK_INT(lambda_sqs_message_seq("q.fifo", id[2], &seq), 0);
+    CHECK(seq == 100);
+    char other[LAMBDA_SQS_MESSAGE_ID_LEN + 1], body[256], why[160];
+    lambda_sqs_message_id("other", 100, other);
+    CHECK_INT(lambda_sqs_message_seq("q.fifo", other, &seq), -1);
+    uint8_t f[3] = {0};
+    snprintf(body, sizeof body, "{\"batchItemFailures\":[{\"itemIdentifier\":\"%s\"}]}", id[1]);
+    CHECK_INT(batch_failures(body, strlen(body), batch, 3, f, "q.fifo", why, sizeof why), 0);
+    CHECK(!f[0] && f[1] && !f[2]);
+    const char *bad[] = {"7", other};
+    for (int i = 0; i < 2; i++) {
+        memset(f, 0, sizeof f);
+        snprintf(body, sizeof body, "{\"batchItemFailures\":[{\"itemIdentifier\":\"%s\"}]}",
+                 bad[i]);
+        CHECK_INT(batch_failures(body, strlen(body), batch, 3, f, "q.fifo", why, sizeof why),
+                  ERR_INVAL);
+    }
+    /* Upper case is not what the event showed. */
+    char upper[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
+    memcpy(upper, id[1], sizeof upper);
+    for (char *c = upper; *c; c++)
+        if (*c >= 'a' && *c <= 'f') *c = (char)(*c - 'a' + 'A');
+    CHECK_INT(strcmp(upper, id[1]) != 0 ? lambda_sqs_message_seq("q.fifo", upper, &seq) : -1, -1);
+}
+
 int main(void)
 {
     RUN(estimate_bounds);
@@ -215,5 +270,6 @@ int main(void)
     RUN(sqs_event);
     RUN(raw_event);
     RUN(answers);
+    RUN(queue_ids);
     return TEST_RESULT();
 }
