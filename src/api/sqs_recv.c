@@ -350,13 +350,16 @@ static void run_missed(struct sqs *s)
     if (sub && !s->filling) on_available(sub, s);
 }
 
+/* The client went away (a reset): the waiter goes, and the request is
+ * still answered (empty, dropped by the server), which is what frees its
+ * connection; without it the connection stayed allocated and shutdown
+ * waited for it forever. */
 static void on_abort(http_request *req)
 {
     waiter *w = req->data;
+    req->on_abort = NULL;
     list_remove(&w->link);
-    sqs_call *c = w->call;
-    cJSON_Delete(c->in);
-    free(c);
+    sqs_ok(w->call, NULL);
     free(w);
 }
 

