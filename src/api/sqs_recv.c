@@ -409,6 +409,10 @@ static void on_available(queue_sub *sub, void *data)
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
         if (strcmp(w->call->queue, qname) != 0) continue;
+        if (http_request_peer_closed(w->call->req)) { /* gone: its messages would hide unseen */
+            answer_waiter(s, w, NULL);
+            continue;
+        }
         cJSON *out = fill(s, qname, sub, w->max, w->visibility_s, w->attrs,
                           cJSON_GetObjectItemCaseSensitive(w->call->in, "MessageAttributeNames"));
         if (!out) break;

@@ -45,3 +45,17 @@ def test_reset_long_poll_does_not_hold_spated(make_spated):
         raise AssertionError("spated did not stop after reset long polls:\n" + d.log())
     assert rc == 0, d.log()
 
+
+def test_closed_long_poll_takes_no_message(spated):
+    """A long poll whose client closed its connection: a message sent after
+    went to it and stayed invisible for the visibility timeout (30 s here)
+    though nobody could read it; it now goes to the next receive."""
+    d = spated
+    url = create(d, "gone")
+    s = long_poll(d, url)
+    time.sleep(0.3)
+    s.close()  # FIN: the client is gone
+    time.sleep(0.3)
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "for-the-living"})
+    got = ok(d, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5})
+    assert [m["Body"] for m in got.get("Messages", [])] == ["for-the-living"]
