@@ -688,9 +688,7 @@ static void get_queue_attributes(sqs_call *c)
 
 /* --- Messages ---------------------------------------------------------------------------- */
 
-/* Whether text holds only what SQS accepts: #x9 #xA #xD, #x20 to #xD7FF,
- * #xE000 to #xFFFD, #x10000 to #x10FFFF (valid UTF-8 besides). */
-static int contents_ok(const char *s, size_t len)
+int sqs_contents_ok(const char *s, size_t len)
 {
     if (!utf8_valid(s, len)) return 0;
     const unsigned char *p = (const unsigned char *)s;
@@ -783,7 +781,7 @@ static int check_message(const cJSON *m, const send_rules *r, const char **body,
                  len, SPATE_SQS_MESSAGE_MAX);
         return SQS_INVALID_PARAMETER;
     }
-    if (!contents_ok(*body, len)) {
+    if (!sqs_contents_ok(*body, len)) {
         snprintf(why, cap,
                  "invalid binary character in the message body: SQS accepts #x9, #xA, "
                  "#xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to #x10FFFF");

@@ -152,6 +152,12 @@ void sqs_ok(sqs_call *c, cJSON *out);
 void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Whether text holds only what SQS accepts in a body or an attribute's
+ * string: #x9 #xA #xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to
+ * #x10FFFF (valid UTF-8 besides); the query protocol's XML can carry no
+ * other (a control character made every later receive unreadable). */
+int sqs_contents_ok(const char *s, size_t len);
+
 /* --- Message attributes (sqs_attrs.c) ------------------------------------------------------ */
 
 /* queue_attrs.source of a message sent with attributes; its headers hold

@@ -18,7 +18,6 @@
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/limits.h"
-#include "common/utf8.h"
 
 /* A name: [A-Za-z0-9_.-], 1..256, no leading or trailing '.', no "..",
  * not in AWS's own prefixes. */
@@ -108,9 +107,13 @@ int sqs_attrs_read(const cJSON *attrs, cJSON **norm, size_t *bytes, char *why, s
             int bin = transport(type->valuestring) == 2;
             const char *v = bin ? bv->valuestring : sv->valuestring;
             size_t vlen = strlen(v);
-            if (!bin && !utf8_valid(v, vlen)) {
+            if ((!bin && !sqs_contents_ok(v, vlen)) ||
+                !sqs_contents_ok(type->valuestring, strlen(type->valuestring))) {
                 e = SQS_CONTENTS;
-                snprintf(why, cap, "the message attribute '%.80s' is not valid UTF-8", a->string);
+                snprintf(why, cap,
+                         "the message attribute '%.80s' holds a character SQS does not accept "
+                         "(#x9, #xA, #xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to #x10FFFF)",
+                         a->string);
             } else if (bin && vlen > 4 * (SPATE_SQS_MESSAGE_MAX / 3 + 1)) {
                 snprintf(why, cap, "the message attribute '%.80s' is too long", a->string);
             } else {

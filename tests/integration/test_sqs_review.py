@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import time
+import urllib.parse
 import xml.dom.minidom
 
 from test_sqs import TARGET, JSON10, create, error_of, ok, sqs
@@ -59,3 +60,39 @@ def test_closed_long_poll_takes_no_message(spated):
     ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "for-the-living"})
     got = ok(d, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5})
     assert [m["Body"] for m in got.get("Messages", [])] == ["for-the-living"]
+
+
+def query(d, form):
+    """One query-protocol request: (status, XML text)."""
+    status, _, data = d.request("POST", "/", urllib.parse.urlencode(form).encode(),
+                                {"Content-Type": "application/x-www-form-urlencoded"})
+    return status, data.decode("utf-8", "replace")
+
+
+def test_attribute_characters_sqs_refuses(spated):
+    """A message attribute's string value or data type with a character SQS
+    refuses (a control character, U+FFFE) was stored, and every receive of
+    it in the query protocol (Debian's aws v2, boto3) answered XML that no
+    parser reads: a poison message. Now refused as the body's are."""
+    d = spated
+    url = create(d, "attrchars")
+    for value, kind in (("a\u0001b", "String"), ("\ufffe", "String"), ("v", "String.\u0007"),
+                        ("1\u001f", "Number")):
+        status, code, _ = error_of(d, "SendMessage", {
+            "QueueUrl": url, "MessageBody": "x",
+            "MessageAttributes": {"k": {"DataType": kind, "StringValue": value}}})
+        assert (status, code) == (400, "InvalidMessageContents"), (value, kind)
+    status, text = query(d, {"Action": "SendMessage", "QueueUrl": url, "MessageBody": "x",
+                             "MessageAttribute.1.Name": "k",
+                             "MessageAttribute.1.Value.DataType": "String",
+                             "MessageAttribute.1.Value.StringValue": "a\u0002"})
+    assert status == 400 and "InvalidMessageContents" in text, text
+    # What SQS accepts still goes, and reads back as XML.
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "x", "MessageAttributes": {
+        "k": {"DataType": "String", "StringValue": "tab\there \U0001F600 \ue000"}}})
+    status, text = query(d, {"Action": "ReceiveMessage", "QueueUrl": url,
+                             "MessageAttributeName.1": "All"})
+    assert status == 200, text
+    doc = xml.dom.minidom.parseString(text.encode())
+    values = [n.firstChild.data for n in doc.getElementsByTagName("StringValue")]
+    assert values == ["tab\there \U0001F600 \ue000"]
