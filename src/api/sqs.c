@@ -322,6 +322,14 @@ static int read_redrive(sqs_call *c, const char *text, queue_settings *st)
                  st->dlq);
         return -1;
     }
+    /* SQS's rule: a FIFO queue's messages (a group each) go to a FIFO
+     * queue, a standard queue's to a standard one. */
+    if (fifo_name(st->dlq) != st->fifo) {
+        sqs_fail(c, SQS_ATTR_VALUE,
+                 "invalid value for the parameter RedrivePolicy: dead-letter queue must be same "
+                 "type of queue as the source");
+        return -1;
+    }
     return 0;
 }
 

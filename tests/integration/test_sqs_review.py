@@ -96,3 +96,29 @@ def test_attribute_characters_sqs_refuses(spated):
     doc = xml.dom.minidom.parseString(text.encode())
     values = [n.firstChild.data for n in doc.getElementsByTagName("StringValue")]
     assert values == ["tab\there \U0001F600 \ue000"]
+
+
+def redrive(dlq, count=1):
+    return json.dumps({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:000000000000:" + dlq,
+                       "maxReceiveCount": count})
+
+
+def test_dead_letter_queue_of_the_same_type(spated):
+    """SQS refuses a FIFO dead-letter queue for a standard queue and the
+    other way round; it was taken, and a standard queue's messages went
+    into a FIFO queue without a group."""
+    d = spated
+    std = create(d, "std")
+    fifo = create(d, "f.fifo", FifoQueue="true")
+    create(d, "std-dlq")
+    create(d, "f-dlq.fifo", FifoQueue="true")
+    for url, dlq in ((std, "f-dlq.fifo"), (fifo, "std-dlq")):
+        status, code, _ = error_of(d, "SetQueueAttributes", {
+            "QueueUrl": url, "Attributes": {"RedrivePolicy": redrive(dlq)}})
+        assert (status, code) == (400, "InvalidAttributeValue"), (url, dlq)
+    status, code, _ = error_of(d, "CreateQueue", {
+        "QueueName": "std2", "Attributes": {"RedrivePolicy": redrive("f-dlq.fifo")}})
+    assert (status, code) == (400, "InvalidAttributeValue")
+    for url, dlq in ((std, "std-dlq"), (fifo, "f-dlq.fifo")):
+        ok(d, "SetQueueAttributes", {"QueueUrl": url, "Attributes": {"RedrivePolicy": redrive(dlq)}})
+
