@@ -190,8 +190,11 @@ static void expire(struct sqs *s, held *h)
 {
     queue_sub *sub = h->lease->sub;
     const queue_sub_config *cfg = queue_sub_get_config(sub);
-    if (cfg->max_attempts && cfg->dlq[0] && h->lease->attempt >= cfg->max_attempts) {
-        /* Received maxReceiveCount times and not deleted: to the DLQ. */
+    if (cfg->max_attempts && cfg->dlq[0] && h->lease->attempt >= cfg->max_attempts &&
+        queue_find_sub(s->a->q, cfg->dlq, TRIGGERS_RECEIVER)) {
+        /* Received maxReceiveCount times and not deleted: to the DLQ (while
+         * it is a queue: once deleted, the message would go to a bare topic
+         * that no receive reads, so it stays here, visible again). */
         queue_dead_letter(h->lease, "received maxReceiveCount times and not deleted");
         unhold(s, h);
         return;

@@ -302,9 +302,12 @@ static void fail_one(trigger *t, queue_lease *l, const char *error)
          * a failed receive, visible again when the queue's visibility
          * timeout ends; after its RedrivePolicy's maxReceiveCount-th
          * receive, to the queue's dead-letter queue (none: it stays until
-         * deleted, as in SQS). The trigger's own retries do not apply. */
+         * deleted, as in SQS; nor while that queue is deleted: the message
+         * would go to a bare topic no receive reads). The trigger's own
+         * retries do not apply. */
         const queue_sub_config *q = queue_sub_get_config(l->sub);
-        if (q->max_attempts && q->dlq[0] && l->attempt >= q->max_attempts) {
+        if (q->max_attempts && q->dlq[0] && l->attempt >= q->max_attempts &&
+            queue_find_sub(t->owner->q, q->dlq, TRIGGERS_RECEIVER)) {
             log_warn("received %u times and failed, to %s: %s fn=%s queue=%s seq=%llu", l->attempt,
                      q->dlq, error, cfg->function, queue_sub_topic(l->sub),
                      (unsigned long long)l->msg->seq);

@@ -122,3 +122,19 @@ def test_dead_letter_queue_of_the_same_type(spated):
     for url, dlq in ((std, "std-dlq"), (fifo, "f-dlq.fifo")):
         ok(d, "SetQueueAttributes", {"QueueUrl": url, "Attributes": {"RedrivePolicy": redrive(dlq)}})
 
+
+def test_message_stays_when_its_dead_letter_queue_is_gone(spated):
+    """A queue whose dead-letter queue was deleted: a message received
+    maxReceiveCount times went to a bare topic of that name, which no
+    receive reads (the queue showed nothing). It now stays in its queue."""
+    d = spated
+    dlq = create(d, "gone-dlq")
+    url = create(d, "src", RedrivePolicy=redrive("gone-dlq"))
+    ok(d, "DeleteQueue", {"QueueUrl": dlq})
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "keep me"})
+    first = ok(d, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 0})
+    assert first["Messages"][0]["Body"] == "keep me"
+    again = ok(d, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 10,
+                                     "AttributeNames": ["ApproximateReceiveCount"]})
+    assert [m["Body"] for m in again.get("Messages", [])] == ["keep me"]
+    assert again["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == "2"
