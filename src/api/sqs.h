@@ -38,7 +38,9 @@
  * process), the message's seq and an HMAC-SHA256 of them and the queue's
  * name under a key drawn at start: a forged handle is refused
  * (ReceiptHandleIsInvalid), a stale one (its lease expired, or from before a
- * restart) deletes nothing and succeeds, as SQS does.
+ * restart: the receive's number starts with a random id of the process's
+ * life, so another life's handle is known stale without its key) deletes
+ * nothing and succeeds, as SQS does.
  *
  * Long polling: a ReceiveMessage that finds nothing and may wait
  * (WaitTimeSeconds, or the queue's ReceiveMessageWaitTimeSeconds) waits on

@@ -22,13 +22,19 @@
 #include "common/strmap.h"
 #include "sched/triggers.h"
 
+/* A receive's name: this process's life (16 hex digits, drawn at start) and
+ * a number, so that a handle from before a restart is told apart (stale)
+ * from one of ours (its MAC checked) and names no receive made since. */
+#define SQS_LIFE_LEN 16
+#define SQS_GEN_MAX (SQS_LIFE_LEN + 1 + 20)
+
 /* A received message, invisible until its deadline. */
 typedef struct held {
     size_t slot; /* in sqs->heap */
     queue_lease *lease;
     uint64_t seq;
-    uint64_t deadline; /* uv_now, ms */
-    char gen[21];      /* this receive's number: the key in sqs->by_gen */
+    uint64_t deadline;         /* uv_now, ms */
+    char gen[SQS_GEN_MAX + 1]; /* LIFE-N, this receive's name: the key in sqs->by_gen */
     char queue[SPATE_SQS_NAME_MAX + 1];
 } held;
 
@@ -68,7 +74,8 @@ struct sqs {
     list_node dedups;
     size_t ndedup;
     int64_t dedup_warned_ms;
-    unsigned char key[32]; /* receipt handles' HMAC key, drawn at start */
+    unsigned char key[32];       /* receipt handles' HMAC key, drawn at start */
+    char life[SQS_LIFE_LEN + 1]; /* this process's, in every handle (SQS_GEN_MAX) */
 };
 
 static struct sqs *state(api *a)
@@ -248,7 +255,7 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     if (!h || !m || !body) goto fail;
     h->lease = l;
     h->seq = l->msg->seq;
-    snprintf(h->gen, sizeof h->gen, "%llu", (unsigned long long)++s->gen);
+    snprintf(h->gen, sizeof h->gen, "%s-%llu", s->life, (unsigned long long)++s->gen);
     snprintf(h->queue, sizeof h->queue, "%s", qname);
     char id[37], handle[SPATE_SQS_HANDLE_MAX + 1], md5[HASH_MD5_HEX_LEN + 1];
     sqs_message_id(qname, h->seq, id);
@@ -430,7 +437,7 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
                uint32_t visibility_s)
 {
     struct sqs *s = state(a);
-    char gen[21];
+    char gen[SQS_GEN_MAX + 1];
     unsigned long long seq;
     char mac[33], want[33];
     size_t len = strnlen(handle, SPATE_SQS_HANDLE_MAX + 1);
@@ -443,6 +450,13 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
     if (sscanf(dot + 1, "%llu.%32[0-9a-f]%n", &seq, mac, &used) != 2 || dot[1 + used] != '\0' ||
         strlen(mac) != 32)
         return SQS_BAD_HANDLE;
+    if (strlen(gen) < SQS_LIFE_LEN + 2 || gen[SQS_LIFE_LEN] != '-' ||
+        strspn(gen, "0123456789abcdef") != SQS_LIFE_LEN ||
+        strspn(gen + SQS_LIFE_LEN + 1, "0123456789") != strlen(gen + SQS_LIFE_LEN + 1))
+        return SQS_BAD_HANDLE;
+    /* Another life's (before a restart, whose key is gone): its lease is
+     * gone with it, so it is stale, as the docs promise, not invalid. */
+    if (memcmp(gen, s->life, SQS_LIFE_LEN) != 0) return op == SQS_DELETE ? 0 : SQS_NOT_INFLIGHT;
     handle_mac(s, qname, gen, seq, want);
     if (CRYPTO_memcmp(mac, want, 32) != 0) return SQS_BAD_HANDLE;
     held *h = strmap_get(&s->by_gen, gen, strlen(gen));
@@ -612,11 +626,14 @@ void api_sqs_start(api *a)
     strmap_init(&s->by_gen);
     strmap_init(&s->dedup_ids);
     list_init(&s->dedups);
-    if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key) {
+    unsigned char life[SQS_LIFE_LEN / 2];
+    if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key ||
+        getrandom(life, sizeof life, 0) != (ssize_t)sizeof life) {
         log_error("cannot draw the SQS receipt handles' key: no SQS receiver");
         free(s);
         return;
     }
+    for (size_t i = 0; i < sizeof life; i++) snprintf(s->life + 2 * i, 3, "%02x", life[i]);
     a->sqs = s;
     if (!a->tr) return; /* no triggers (tests of the API alone) */
     triggers_receiver r = {.available = on_available, .closing = on_closing, .data = s};

@@ -138,3 +138,35 @@ def test_message_stays_when_its_dead_letter_queue_is_gone(spated):
                                      "AttributeNames": ["ApproximateReceiveCount"]})
     assert [m["Body"] for m in again.get("Messages", [])] == ["keep me"]
     assert again["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_handle_from_before_a_restart_is_stale(spated):
+    """docs/api.md: a stale handle, from before a restart too, deletes
+    nothing and succeeds. The key that signs handles is drawn at start, so
+    such a handle was refused (ReceiptHandleIsInvalid, 404) and a consumer
+    busy across a restart failed. It must not delete the message either:
+    receives are numbered from 1 again after the restart."""
+    d = spated
+    url = create(d, "restart")
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "one"})
+    old = ok(d, "ReceiveMessage", {"QueueUrl": url})["Messages"][0]["ReceiptHandle"]
+    d.stop()
+    d.start()
+    again = ok(d, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 60})["Messages"]
+    assert [m["Body"] for m in again] == ["one"]  # delivered again, now held
+    ok(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": old})
+    status, code, _ = error_of(d, "ChangeMessageVisibility",
+                               {"QueueUrl": url, "ReceiptHandle": old, "VisibilityTimeout": 0})
+    assert (status, code) == (400, "AWS.SimpleQueueService.MessageNotInflight")
+    # The old handle deleted nothing: the new one still holds the message.
+    assert ok(d, "GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["All"]})[
+        "Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
+    ok(d, "ChangeMessageVisibility", {"QueueUrl": url, "ReceiptHandle": again[0]["ReceiptHandle"],
+                                      "VisibilityTimeout": 0})
+    assert [m["Body"] for m in ok(d, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5})[
+        "Messages"]] == ["one"]
+    # A handle of this life with a wrong MAC is still refused.
+    h = again[0]["ReceiptHandle"]
+    forged = h[:-1] + ("0" if h[-1] != "0" else "1")
+    assert error_of(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": forged})[:2] == \
+        (404, "ReceiptHandleIsInvalid")
