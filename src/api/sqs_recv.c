@@ -243,6 +243,38 @@ static void on_timer(uv_timer_t *t)
 
 /* --- Receiving ----------------------------------------------------------------------- */
 
+/* What SQS can carry of data (len bytes) into out (3 * len + 1 bytes at
+ * least): each character sqs_contents_ok refuses, or byte that starts no
+ * valid UTF-8 sequence, as U+FFFD. Its length (out is NUL-terminated).
+ * Else one such message made every answer holding it unreadable (XML
+ * cannot carry a control character, JSON invalid UTF-8), and with it the
+ * other messages of those answers, received each time and lost to the
+ * caller. */
+static size_t sqs_text(const char *data, size_t len, char *out)
+{
+    size_t o = 0;
+    if (sqs_contents_ok(data, len)) { /* every message sent through SQS */
+        memcpy(out, data, len);
+        out[len] = '\0';
+        return len;
+    }
+    for (size_t i = 0; i < len;) {
+        size_t n = 1;
+        while (n <= 4 && !(i + n <= len && sqs_contents_ok(data + i, n))) n++;
+        if (n <= 4) {
+            memcpy(out + o, data + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
 /* A message as ReceiveMessage shows it; holds its lease (or, with a
  * visibility timeout of 0, gives it back at once). NULL when out of memory
  * (the lease then goes back, not counted). */
@@ -251,7 +283,7 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
 {
     held *h = calloc(1, sizeof *h);
     cJSON *m = cJSON_CreateObject();
-    char *body = malloc((size_t)l->msg->len + 1);
+    char *body = malloc((size_t)l->msg->len * 3 + 1); /* room for sqs_text's U+FFFDs */
     if (!h || !m || !body) goto fail;
     h->lease = l;
     h->seq = l->msg->seq;
@@ -260,11 +292,11 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     char id[37], handle[SPATE_SQS_HANDLE_MAX + 1], md5[HASH_MD5_HEX_LEN + 1];
     sqs_message_id(qname, h->seq, id);
     make_handle(s, h, handle, sizeof handle);
-    hash_md5_hex(l->msg->data, l->msg->len, md5);
-    /* A message published through spate's own API may hold a NUL: SQS
-     * bodies cannot, and the JSON string ends there. */
-    memcpy(body, l->msg->data, l->msg->len);
-    body[l->msg->len] = '\0';
+    /* A message published through spate's own API may hold what SQS
+     * bodies cannot (a NUL, a control character, bytes that are not
+     * UTF-8): shown as U+FFFD, its digest that of what is shown. */
+    size_t blen = sqs_text(l->msg->data, l->msg->len, body);
+    hash_md5_hex(body, blen, md5);
     cJSON_AddStringToObject(m, "MessageId", id);
     cJSON_AddStringToObject(m, "ReceiptHandle", handle);
     cJSON_AddStringToObject(m, "MD5OfBody", md5);

@@ -4,6 +4,7 @@ SQS refuses in message attributes, dead-letter queues of the wrong type or
 gone, receipt handles from before a restart. Each test failed on the code
 before its fix. Nothing here asserts on speed."""
 
+import hashlib
 import json
 import socket
 import struct
@@ -170,3 +171,31 @@ def test_handle_from_before_a_restart_is_stale(spated):
     forged = h[:-1] + ("0" if h[-1] != "0" else "1")
     assert error_of(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": forged})[:2] == \
         (404, "ReceiptHandleIsInvalid")
+
+
+def test_native_message_sqs_cannot_carry_is_readable(spated):
+    """A message published to a queue's topic through spate's own API with
+    bytes SQS bodies cannot hold (a control character, invalid UTF-8, a
+    NUL) made each ReceiveMessage holding it unreadable (bad XML, bad JSON)
+    with every other message of that answer: now shown with U+FFFD, its
+    MD5OfBody that of what is shown (the SDKs check it)."""
+    d = spated
+    url = create(d, "native")
+    for body in (b"good", b"bad\x01\xff\x00end"):
+        status, _, _ = d.request("POST", "/v1/topics/native/messages", body)
+        assert status == 202
+    status, text = query(d, {"Action": "ReceiveMessage", "QueueUrl": url,
+                             "MaxNumberOfMessages": "10", "VisibilityTimeout": "0"})
+    assert status == 200, text
+    doc = xml.dom.minidom.parseString(text.encode())
+    bodies = [n.firstChild.data for n in doc.getElementsByTagName("Body")]
+    assert bodies == ["good", "bad\ufffd\ufffd\ufffdend"]
+    digests = [n.firstChild.data for n in doc.getElementsByTagName("MD5OfBody")]
+    assert digests == [hashlib.md5(b.encode()).hexdigest() for b in bodies]
+    seen = []
+    deadline = time.time() + 30
+    while len(seen) < 2 and time.time() < deadline:  # the JSON protocol reads them too
+        got = ok(d, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10,
+                                       "WaitTimeSeconds": 5})
+        seen += [m["Body"] for m in got.get("Messages", [])]
+    assert sorted(seen) == sorted(bodies)
