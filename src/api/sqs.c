@@ -149,8 +149,9 @@ static int int_of(sqs_call *c, const cJSON *in, const char *name, long min, long
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, name);
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble ||
-        v->valuedouble < (double)min || v->valuedouble > (double)max) {
+    /* The range first: casting a number past long's (1e999 is inf) is undefined. */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= (double)min && v->valuedouble <= (double)max) ||
+        v->valuedouble != (double)(long)v->valuedouble) {
         sqs_fail(c, SQS_INVALID_PARAMETER,
                  "value for parameter %s is invalid: must be an "
                  "integer from %ld to %ld",
@@ -297,7 +298,8 @@ static int read_redrive(sqs_call *c, const char *text, queue_settings *st)
     cJSON *doc = cJSON_Parse(text);
     const cJSON *arn = cJSON_GetObjectItemCaseSensitive(doc, "deadLetterTargetArn");
     const cJSON *max = cJSON_GetObjectItemCaseSensitive(doc, "maxReceiveCount");
-    long n = cJSON_IsNumber(max)   ? (long)max->valuedouble
+    long n = cJSON_IsNumber(max) && max->valuedouble >= 1 && max->valuedouble <= 1000
+                 ? (long)max->valuedouble
              : cJSON_IsString(max) ? strtol(max->valuestring, NULL, 10)
                                    : 0;
     const char *name = cJSON_IsString(arn) ? strrchr(arn->valuestring, ':') : NULL;
@@ -764,9 +766,11 @@ static int check_fifo(const cJSON *m, const send_rules *r, long delay, const cha
 
 /* One message of a send on a queue with rules r: what SQS would refuse it
  * for, else -1 with *delay its DelaySeconds (-1: none given, the queue's
- * applies) and, on a FIFO queue, *group and *dedup (check_fifo). */
+ * applies), *size its body's and attributes' bytes (what SQS counts) and,
+ * on a FIFO queue, *group and *dedup (check_fifo). */
 static int check_message(const cJSON *m, const send_rules *r, const char **body, cJSON **attrs,
-                         long *delay, const char **group, const char **dedup, char *why, size_t cap)
+                         long *delay, const char **group, const char **dedup, size_t *size,
+                         char *why, size_t cap)
 {
     int bad = 0;
     *attrs = NULL;
@@ -828,6 +832,7 @@ static int check_message(const cJSON *m, const send_rules *r, const char **body,
                  len + bytes, SPATE_SQS_MESSAGE_MAX);
         return SQS_INVALID_PARAMETER;
     }
+    *size = len + bytes;
     return -1;
 }
 
@@ -1021,11 +1026,12 @@ static void send_message(sqs_call *c)
     cJSON *attrs;
     long delay;
     char why[300];
+    size_t size;
     send_rules rules = rules_of(c);
     send_ctx *s = calloc(1, sizeof *s);
     if (!s) return sqs_fail(c, SQS_INTERNAL, "out of memory");
-    int e =
-        check_message(c->in, &rules, &body, &attrs, &delay, &s->group[0], &dedup, why, sizeof why);
+    int e = check_message(c->in, &rules, &body, &attrs, &delay, &s->group[0], &dedup, &size, why,
+                          sizeof why);
     if (e >= 0) {
         free(s);
         return sqs_fail(c, (enum sqs_err)e, "%s", why);
@@ -1119,13 +1125,14 @@ static void send_message_batch(sqs_call *c)
         char why[300];
         cJSON *attrs;
         long delay;
+        size_t size;
         int e = check_message(entries[i], &rules, &bodies[s->n], &attrs, &delay, &s->group[s->n],
-                              &dedups[s->n], why, sizeof why);
+                              &dedups[s->n], &size, why, sizeof why);
         if (e >= 0) { /* SQS: a bad entry fails alone */
             cJSON_AddItemToArray(s->failed, failed_entry(id->valuestring, (enum sqs_err)e, why));
             continue;
         }
-        total += strlen(bodies[s->n]);
+        total += size; /* SQS counts the attributes too */
         s->attrs[s->n] = attrs;
         s->delay[s->n] = delay;
         s->ids[s->n++] = id;
@@ -1240,9 +1247,10 @@ static void settle_batch(sqs_call *c, enum sqs_settle op)
         int e;
         if (!h)
             e = SQS_MISSING_PARAMETER;
-        else if (op == SQS_VISIBILITY && (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
-                                          v->valuedouble > SPATE_SQS_VISIBILITY_MAX ||
-                                          v->valuedouble != (double)(long)v->valuedouble))
+        else if (op == SQS_VISIBILITY &&
+                 (!cJSON_IsNumber(v) ||
+                  !(v->valuedouble >= 0 && v->valuedouble <= SPATE_SQS_VISIBILITY_MAX) ||
+                  v->valuedouble != (double)(long)v->valuedouble))
             e = SQS_INVALID_PARAMETER;
         else
             e = sqs_settle(c->a, c->queue, h, op,

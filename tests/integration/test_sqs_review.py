@@ -199,3 +199,25 @@ def test_native_message_sqs_cannot_carry_is_readable(spated):
                                        "WaitTimeSeconds": 5})
         seen += [m["Body"] for m in got.get("Messages", [])]
     assert sorted(seen) == sorted(bodies)
+
+
+def test_batch_limit_counts_attributes(spated):
+    """SendMessageBatch's 256 KiB in all counts each message's attributes,
+    as a single message's limit does: bodies alone were counted, so a batch
+    of 250 KiB of bodies and 10 KiB of attributes was stored."""
+    d = spated
+    url = create(d, "batchsize")
+    entries = [{"Id": f"e{i}", "MessageBody": "b" * (25 * 1024),
+                "MessageAttributes": {"pad": {"DataType": "String", "StringValue": "v" * 1024}}}
+               for i in range(10)]
+    status, code, _ = error_of(d, "SendMessageBatch", {"QueueUrl": url, "Entries": entries})
+    assert (status, code) == (400, "AWS.SimpleQueueService.BatchRequestTooLong")
+    for e in entries:
+        del e["MessageAttributes"]
+    assert len(ok(d, "SendMessageBatch", {"QueueUrl": url, "Entries": entries})["Successful"]) == 10
+    # Numbers past any integer's range are refused, not cast.
+    for value in ("1e999", "-1e999", "1e300"):
+        status, _, data = d.request("POST", "/", (
+            '{"QueueUrl": "%s", "MaxNumberOfMessages": %s}' % (url, value)).encode(),
+            {"X-Amz-Target": TARGET + "ReceiveMessage", "Content-Type": JSON10})
+        assert status == 400 and b"InvalidParameterValue" in data, value
