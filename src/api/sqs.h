@@ -212,8 +212,9 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
                uint32_t visibility_s);
 /* Messages of the queue held now (ApproximateNumberOfMessagesNotVisible). */
 uint64_t sqs_held_count(api *a, const char *qname);
-/* Gives back what the queue's receives hold and answers its long polls
- * (empty): before DeleteQueue removes its receiver. */
+/* Gives back what the queue's receives hold, answers its long polls
+ * (empty) and forgets its FIFO deduplication ids: before DeleteQueue
+ * removes its receiver. */
 void sqs_forget_queue(api *a, const char *qname);
 /* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
 void sqs_delete_held(api *a, const char *qname);

@@ -628,9 +628,24 @@ void sqs_delete_held(api *a, const char *qname)
     run_missed(state(a));
 }
 
+/* Forgets the deduplication ids of queue qname (deleted): a queue made
+ * again under its name is another queue, and a send to it that repeated
+ * an id of the old one was answered as a duplicate and never stored. */
+static void dedup_forget_queue(struct sqs *s, const char *qname)
+{
+    size_t n = strlen(qname);
+    for (list_node *it = list_first(&s->dedups), *nx; it != &s->dedups; it = nx) {
+        nx = it->next;
+        dedup *d = list_entry(it, dedup, link);
+        if (strncmp(d->key, qname, n) == 0 && d->key[n] == '\n') dedup_drop(s, d);
+    }
+}
+
 void sqs_forget_queue(api *a, const char *qname)
 {
-    if (state(a)) forget(state(a), qname);
+    if (!state(a)) return;
+    forget(state(a), qname);
+    dedup_forget_queue(state(a), qname);
 }
 
 /* --- Life ---------------------------------------------------------------------------- */

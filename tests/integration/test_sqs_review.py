@@ -221,3 +221,26 @@ def test_batch_limit_counts_attributes(spated):
             '{"QueueUrl": "%s", "MaxNumberOfMessages": %s}' % (url, value)).encode(),
             {"X-Amz-Target": TARGET + "ReceiveMessage", "Content-Type": JSON10})
         assert status == 400 and b"InvalidParameterValue" in data, value
+
+
+def test_fifo_queue_made_again_forgets_old_deduplication_ids(spated):
+    """DeleteQueue then CreateQueue of a FIFO queue's name: a send that
+    repeated a deduplication id of the deleted queue within 5 minutes was
+    answered (200, a MessageId) as a duplicate and never stored: an
+    acknowledged message lost. The new queue is another queue."""
+    d = spated
+    fifo = {"FifoQueue": "true"}
+    url = ok(d, "CreateQueue", {"QueueName": "again.fifo", "Attributes": fifo})["QueueUrl"]
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "old", "MessageGroupId": "g",
+                          "MessageDeduplicationId": "X"})
+    ok(d, "DeleteQueue", {"QueueUrl": url})
+    ok(d, "CreateQueue", {"QueueName": "again.fifo", "Attributes": fifo})
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "new", "MessageGroupId": "g",
+                          "MessageDeduplicationId": "X"})
+    got = ok(d, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5})
+    assert [m["Body"] for m in got.get("Messages", [])] == ["new"]
+    # Within the same queue the window still holds.
+    ok(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": got["Messages"][0]["ReceiptHandle"]})
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "dup", "MessageGroupId": "g",
+                          "MessageDeduplicationId": "X"})
+    assert "Messages" not in ok(d, "ReceiveMessage", {"QueueUrl": url})
