@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import xml.dom.minidom
 
+from conftest import deploy_recorder, seen, wait_for
 from test_sqs import TARGET, JSON10, create, error_of, ok, sqs
 
 
@@ -244,3 +245,43 @@ def test_fifo_queue_made_again_forgets_old_deduplication_ids(spated):
     ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "dup", "MessageGroupId": "g",
                           "MessageDeduplicationId": "X"})
     assert "Messages" not in ok(d, "ReceiveMessage", {"QueueUrl": url})
+
+
+def test_delete_queue_while_a_trigger_holds_its_messages(spated, functions, tmp_path):
+    """DeleteQueue while the queue's trigger runs a batch it leased from the
+    queue's receiver (which DeleteQueue removes): the batch settles, the
+    topic stays the trigger's, and spated stays whole and stops cleanly."""
+    d = spated
+    record = deploy_recorder(d, functions, tmp_path, name="slow", sleep_us=1500000)
+    url = create(d, "held")
+    r = d.cli("trigger", "add", "held", "slow", "--event-format", "sqs")
+    assert r.returncode == 0, r.stderr
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "in-flight"})
+    wait_for(lambda: seen(record), timeout=30)
+    ok(d, "DeleteQueue", {"QueueUrl": url})
+    status, code, _ = error_of(d, "GetQueueAttributes", {"QueueUrl": url})
+    assert (status, code) == (400, "AWS.SimpleQueueService.NonExistentQueue")
+    time.sleep(2.5)  # the batch ends and settles
+    # A queue made again under the name works.
+    url = create(d, "held")
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "next"})
+    assert d.json("GET", "/v1/topics/held")[0] == 200
+    assert d.stop() == 0, d.log()
+
+
+def test_trigger_added_before_the_queue(spated, functions, tmp_path):
+    """A trigger on a topic, then CreateQueue of that name (the receiver
+    subscribes after the trigger): each send freed its message block while
+    the store still handed it out (the trigger's own subscription settles
+    its copy at once), heap corruption that aborted spated."""
+    d = spated
+    record = deploy_recorder(d, functions, tmp_path, name="early")
+    r = d.cli("trigger", "add", "early-q", "early", "--event-format", "sqs")
+    assert r.returncode == 0, r.stderr
+    url = create(d, "early-q")
+    for i in range(20):
+        ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": f"m{i}"})
+    ok(d, "SendMessageBatch", {"QueueUrl": url, "Entries": [
+        {"Id": f"b{i}", "MessageBody": f"b{i}"} for i in range(10)]})
+    wait_for(lambda: len(seen(record)) >= 30, timeout=60)
+    assert d.stop() == 0, d.log()
