@@ -154,7 +154,8 @@ def test_handle_from_before_a_restart_is_stale(spated):
     old = ok(d, "ReceiveMessage", {"QueueUrl": url})["Messages"][0]["ReceiptHandle"]
     d.stop()
     d.start()
-    again = ok(d, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 60})["Messages"]
+    again = ok(d, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 60,
+                                     "WaitTimeSeconds": 20})["Messages"]
     assert [m["Body"] for m in again] == ["one"]  # delivered again, now held
     ok(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": old})
     status, code, _ = error_of(d, "ChangeMessageVisibility",
