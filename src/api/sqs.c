@@ -869,7 +869,7 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
 {
     cJSON *e = cJSON_CreateObject();
     char id[37];
-    sqs_message_id(s->c->queue, seq, id);
+    sqs_message_id(s->c->queue, receiver(s->c), seq, id);
     if (s->batch) cJSON_AddStringToObject(e, "Id", s->ids[i]->valuestring);
     cJSON_AddStringToObject(e, "MessageId", id);
     cJSON_AddStringToObject(e, "MD5OfMessageBody", s->md5[i]);

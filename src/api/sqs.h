@@ -223,7 +223,8 @@ void sqs_delete_held(api *a, const char *qname);
  * message it made), and noting one sent. */
 int sqs_dedup_find(api *a, const char *qname, const char *id, uint64_t *seq);
 void sqs_dedup_add(api *a, const char *qname, const char *id, uint64_t seq);
-/* The deterministic MessageId of a queue's message seq (a UUID's shape). */
-void sqs_message_id(const char *qname, uint64_t seq, char out[37]);
+/* The deterministic MessageId of a queue's message seq (a UUID's shape),
+ * of the queue whose receiver is receiver (NULL: none known). */
+void sqs_message_id(const char *qname, const queue_sub *receiver, uint64_t seq, char out[37]);
 
 #endif

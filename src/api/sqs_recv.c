@@ -83,9 +83,18 @@ static struct sqs *state(api *a)
     return a->sqs;
 }
 
-void sqs_message_id(const char *qname, uint64_t seq, char out[37])
+void sqs_message_id(const char *qname, const queue_sub *receiver, uint64_t seq, char out[37])
 {
     uint64_t h = hash_fnv1a(qname, strlen(qname));
+    /* And the queue's creation time (its receiver's qualifier "CREATED
+     * MODIFIED"): a queue made again under the name numbers its messages
+     * from 1 again, and its MessageIds repeated the deleted queue's, which
+     * a consumer that deduplicates by MessageId took for processed. 0 (a
+     * queue made before the time was kept) leaves its ids as they were. */
+    long long created = 0;
+    if (receiver && sscanf(queue_sub_get_config(receiver)->qualifier, "%lld", &created) == 1 &&
+        created > 0)
+        h ^= (uint64_t)created * 0x9e3779b97f4a7c15ull;
     snprintf(out, 37, "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(h >> 32),
              (unsigned)(h >> 16) & 0xffff, (unsigned)(h >> 4) & 0xfff,
              (unsigned)(seq >> 48) & 0xfff, (unsigned long long)(seq & 0xffffffffffffull));
@@ -290,7 +299,7 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
     snprintf(h->gen, sizeof h->gen, "%s-%llu", s->life, (unsigned long long)++s->gen);
     snprintf(h->queue, sizeof h->queue, "%s", qname);
     char id[37], handle[SPATE_SQS_HANDLE_MAX + 1], md5[HASH_MD5_HEX_LEN + 1];
-    sqs_message_id(qname, h->seq, id);
+    sqs_message_id(qname, l->sub, h->seq, id);
     make_handle(s, h, handle, sizeof handle);
     /* A message published through spate's own API may hold what SQS
      * bodies cannot (a NUL, a control character, bytes that are not

@@ -286,3 +286,21 @@ def test_trigger_added_before_the_queue(spated, functions, tmp_path):
         {"Id": f"b{i}", "MessageBody": f"b{i}"} for i in range(10)]})
     wait_for(lambda: len(seen(record)) >= 30, timeout=60)
     assert d.stop() == 0, d.log()
+
+
+def test_queue_made_again_does_not_repeat_message_ids(spated):
+    """A queue deleted and made again under its name numbers its messages
+    from 1 again, and its MessageIds were the deleted queue's: a consumer
+    that keeps the MessageIds it processed (SQS's ids are unique) skipped
+    the new messages. (SQS itself asks for 60 s before the name is used
+    again; a second is enough here.)"""
+    d = spated
+    url = create(d, "reborn")
+    first = ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "a"})["MessageId"]
+    ok(d, "DeleteQueue", {"QueueUrl": url})
+    time.sleep(1.1)
+    create(d, "reborn")
+    second = ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "b"})["MessageId"]
+    assert second != first
+    got = ok(d, "ReceiveMessage", {"QueueUrl": url, "WaitTimeSeconds": 5})["Messages"]
+    assert [(m["MessageId"], m["Body"]) for m in got] == [(second, "b")]
