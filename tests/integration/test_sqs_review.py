@@ -258,7 +258,7 @@ def test_delete_queue_while_a_trigger_holds_its_messages(spated, functions, tmp_
     r = d.cli("trigger", "add", "held", "slow", "--event-format", "sqs")
     assert r.returncode == 0, r.stderr
     ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "in-flight"})
-    wait_for(lambda: seen(record), timeout=30)
+    assert wait_for(lambda: seen(record), timeout=30)
     ok(d, "DeleteQueue", {"QueueUrl": url})
     status, code, _ = error_of(d, "GetQueueAttributes", {"QueueUrl": url})
     assert (status, code) == (400, "AWS.SimpleQueueService.NonExistentQueue")
@@ -284,7 +284,7 @@ def test_trigger_added_before_the_queue(spated, functions, tmp_path):
         ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": f"m{i}"})
     ok(d, "SendMessageBatch", {"QueueUrl": url, "Entries": [
         {"Id": f"b{i}", "MessageBody": f"b{i}"} for i in range(10)]})
-    wait_for(lambda: len(seen(record)) >= 30, timeout=60)
+    assert wait_for(lambda: len(seen(record)) >= 30, timeout=60)
     assert d.stop() == 0, d.log()
 
 
@@ -316,3 +316,21 @@ def test_query_protocol_tags_refused_as_json_ones(spated):
     assert status == 400 and "UnsupportedOperation" in text, text
     status, code, _ = error_of(d, "GetQueueUrl", {"QueueName": "tagged"})
     assert (status, code) == (400, "AWS.SimpleQueueService.NonExistentQueue")
+
+
+def test_trigger_keeps_message_when_dead_letter_queue_is_gone(spated, tmp_path):
+    """A queue's trigger fails a message maxReceiveCount times while the
+    queue's dead-letter queue is deleted: the message went to a bare topic
+    of that name, where nothing reads it; it now stays in the queue and
+    comes back after the visibility timeout, as a ReceiveMessage's does."""
+    from test_sqs_triggers import seen as seen_records, trigger_on
+    from test_batches import deploy_batcher
+    d = spated
+    record = deploy_batcher(d, tmp_path)
+    dlq = create(d, "tgone-dlq")
+    url = create(d, "tjobs", VisibilityTimeout=1, RedrivePolicy=redrive("tgone-dlq"))
+    ok(d, "DeleteQueue", {"QueueUrl": dlq})
+    trigger_on(d, "tjobs", "batcher")
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "fail-1"})
+    assert wait_for(lambda: len([b for b, _, _ in seen_records(record) if b == "fail-1"]) >= 2,
+             timeout=60)
