@@ -46,6 +46,36 @@ static int transport(const char *type)
     return 0;
 }
 
+/* A Number attribute's value, as SQS takes it: a decimal number (sign,
+ * digits, a point, an exponent) of at most 38 significant digits, within
+ * -10^128 .. 10^126; else consumers that read it as a number fail on it. */
+static int number_ok(const char *s)
+{
+    const char *p = s;
+    if (*p == '-' || *p == '+') p++;
+    size_t digits = 0, lead = 1;
+    int any = 0, point = 0;
+    for (; (*p >= '0' && *p <= '9') || (*p == '.' && !point); p++) {
+        if (*p == '.') {
+            point = 1;
+            continue;
+        }
+        any = 1;
+        if (*p != '0') lead = 0;
+        if (!lead) digits++;
+    }
+    if (!any) return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '-' || *p == '+') p++;
+        if (!(*p >= '0' && *p <= '9')) return 0;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    if (*p || digits > 38) return 0;
+    double v = strtod(s, NULL);
+    return v >= -1e128 && v <= 1e126;
+}
+
 /* Decodes base64 into out (cap bytes at least 3/4 of len): its length, or
  * -1 when it is not base64. */
 static long unbase64(const char *s, size_t len, unsigned char *out)
@@ -100,6 +130,9 @@ int sqs_attrs_read(const cJSON *attrs, cJSON **norm, size_t *bytes, char *why, s
                      a->string);
         else if (transport(type->valuestring) == 2 && !(cJSON_IsString(bv) && *bv->valuestring))
             snprintf(why, cap, "the message attribute '%.80s' must contain a non-empty value",
+                     a->string);
+        else if (strncmp(type->valuestring, "Number", 6) == 0 && !number_ok(sv->valuestring))
+            snprintf(why, cap, "can't cast the value of message attribute '%.80s' to a number",
                      a->string);
         else
             e = -1;

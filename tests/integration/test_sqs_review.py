@@ -334,3 +334,20 @@ def test_trigger_keeps_message_when_dead_letter_queue_is_gone(spated, tmp_path):
     ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "fail-1"})
     assert wait_for(lambda: len([b for b, _, _ in seen_records(record) if b == "fail-1"]) >= 2,
              timeout=60)
+
+
+def test_number_attribute_must_be_a_number(spated):
+    """A Number message attribute whose value is no number was stored (and
+    handed to consumers and Lambda events as a Number); SQS refuses it."""
+    d = spated
+    url = create(d, "numbers")
+
+    def send(value, kind="Number"):
+        return sqs(d, "SendMessage", {"QueueUrl": url, "MessageBody": "x", "MessageAttributes": {
+            "n": {"DataType": kind, "StringValue": value}}})[0]
+    for bad in ("abc", "1.2.3", "--1", "1e", "0x10", " 1", "1 ", "inf", "nan", "1" * 39, "1e200"):
+        assert send(bad) == 400, bad
+    assert send("12abc", "Number.custom") == 400
+    for good in ("42", "-1.5", "+0.25", "1.5e3", "6.02E-23", ".5", "1" * 38, "00012"):
+        assert send(good) == 200, good
+    assert send("anything", "String") == 200
