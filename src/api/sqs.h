@@ -46,7 +46,9 @@
  * (WaitTimeSeconds, or the queue's ReceiveMessageWaitTimeSeconds) waits on
  * the loop; the queue's available event (a send committed, a lease back)
  * serves the waiters of that queue in arrival order; its deadline answers
- * an empty list. No polling.
+ * an empty list. No polling. A waiter whose client sent its FIN is
+ * answered empty rather than given messages it would hide unread; one
+ * whose connection reset is answered too (dropped), which frees it.
  *
  * Triggers on a queue (Lambda's event source mappings) share its receiver:
  * sched/triggers.c leases for them from the receiver rather than from their
