@@ -1417,7 +1417,10 @@ static void region_of(const http_request *req, char *out, size_t cap)
     for (int i = 0; i < 2 && p; i++) p = strchr(p + 1, '/');
     if (!p) return;
     size_t n = strcspn(p + 1, "/,");
-    if (n > 0 && n < cap) snprintf(out, cap, "%.*s", (int)n, p + 1);
+    /* A region's characters only: it goes into ARNs and the RedrivePolicy
+     * JSON unescaped (and without a token file, any signature passes). */
+    if (n > 0 && n < cap && strspn(p + 1, "abcdefghijklmnopqrstuvwxyz0123456789-") == n)
+        snprintf(out, cap, "%.*s", (int)n, p + 1);
 }
 
 static void start(sqs_call *c, api *a, http_request *req, cJSON *in, const action *act)

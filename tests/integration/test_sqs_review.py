@@ -351,3 +351,23 @@ def test_number_attribute_must_be_a_number(spated):
     for good in ("42", "-1.5", "+0.25", "1.5e3", "6.02E-23", ".5", "1" * 38, "00012"):
         assert send(good) == 200, good
     assert send("anything", "String") == 200
+
+
+def test_region_from_the_signature_is_a_region(spated):
+    """The region of the signature's credential scope goes into ARNs and
+    the RedrivePolicy JSON: one with a quote (any signature passes without
+    a token file) made GetQueueAttributes answer a RedrivePolicy that is no
+    JSON. Anything but a region's characters now means us-east-1."""
+    d = spated
+    create(d, "rdlq")
+    url = create(d, "rsrc", RedrivePolicy=redrive("rdlq"))
+    status, _, data = d.request("POST", "/", json.dumps(
+        {"QueueUrl": url, "AttributeNames": ["All"]}).encode(), {
+        "X-Amz-Target": TARGET + "GetQueueAttributes", "Content-Type": JSON10,
+        "Authorization": 'AWS4-HMAC-SHA256 Credential=AKID/20260101/us"x\\/sqs/aws4_request, '
+                         'SignedHeaders=host, Signature=00'})
+    assert status == 200, data
+    at = json.loads(data)["Attributes"]
+    assert json.loads(at["RedrivePolicy"])["deadLetterTargetArn"] == \
+        "arn:aws:sqs:us-east-1:000000000000:rdlq"
+    assert at["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:rsrc"
