@@ -79,7 +79,7 @@ def test_attribute_characters_sqs_refuses(spated):
     d = spated
     url = create(d, "attrchars")
     for value, kind in (("a\u0001b", "String"), ("\ufffe", "String"), ("v", "String.\u0007"),
-                        ("1\u001f", "Number")):
+                        ("1\u001f", "String.x")):
         status, code, _ = error_of(d, "SendMessage", {
             "QueueUrl": url, "MessageBody": "x",
             "MessageAttributes": {"k": {"DataType": kind, "StringValue": value}}})
