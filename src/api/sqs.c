@@ -150,8 +150,9 @@ static int int_of(sqs_call *c, const cJSON *in, const char *name, long min, long
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, name);
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble ||
-        v->valuedouble < (double)min || v->valuedouble > (double)max) {
+    /* The range first: casting a number past long's (1e999 is inf) is undefined. */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= (double)min && v->valuedouble <= (double)max) ||
+        v->valuedouble != (double)(long)v->valuedouble) {
         sqs_fail(c, SQS_INVALID_PARAMETER,
                  "value for parameter %s is invalid: must be an "
                  "integer from %ld to %ld",
@@ -298,7 +299,8 @@ static int read_redrive(sqs_call *c, const char *text, queue_settings *st)
     cJSON *doc = cJSON_Parse(text);
     const cJSON *arn = cJSON_GetObjectItemCaseSensitive(doc, "deadLetterTargetArn");
     const cJSON *max = cJSON_GetObjectItemCaseSensitive(doc, "maxReceiveCount");
-    long n = cJSON_IsNumber(max)   ? (long)max->valuedouble
+    long n = cJSON_IsNumber(max) && max->valuedouble >= 1 && max->valuedouble <= 1000
+                 ? (long)max->valuedouble
              : cJSON_IsString(max) ? strtol(max->valuestring, NULL, 10)
                                    : 0;
     const char *name = cJSON_IsString(arn) ? strrchr(arn->valuestring, ':') : NULL;
@@ -321,6 +323,14 @@ static int read_redrive(sqs_call *c, const char *text, queue_settings *st)
                  "invalid value for the parameter RedrivePolicy: dead-letter target %s does not "
                  "exist (or is the queue itself)",
                  st->dlq);
+        return -1;
+    }
+    /* SQS's rule: a FIFO queue's messages (a group each) go to a FIFO
+     * queue, a standard queue's to a standard one. */
+    if (fifo_name(st->dlq) != st->fifo) {
+        sqs_fail(c, SQS_ATTR_VALUE,
+                 "invalid value for the parameter RedrivePolicy: dead-letter queue must be same "
+                 "type of queue as the source");
         return -1;
     }
     return 0;
@@ -712,9 +722,7 @@ static void get_queue_attributes(sqs_call *c)
 
 /* --- Messages ---------------------------------------------------------------------------- */
 
-/* Whether text holds only what SQS accepts: #x9 #xA #xD, #x20 to #xD7FF,
- * #xE000 to #xFFFD, #x10000 to #x10FFFF (valid UTF-8 besides). */
-static int contents_ok(const char *s, size_t len)
+int sqs_contents_ok(const char *s, size_t len)
 {
     if (!utf8_valid(s, len)) return 0;
     const unsigned char *p = (const unsigned char *)s;
@@ -782,9 +790,11 @@ static int check_fifo(const cJSON *m, const send_rules *r, long delay, const cha
 
 /* One message of a send on a queue with rules r: what SQS would refuse it
  * for, else -1 with *delay its DelaySeconds (-1: none given, the queue's
- * applies) and, on a FIFO queue, *group and *dedup (check_fifo). */
+ * applies), *size its body's and attributes' bytes (what SQS counts) and,
+ * on a FIFO queue, *group and *dedup (check_fifo). */
 static int check_message(const cJSON *m, const send_rules *r, const char **body, cJSON **attrs,
-                         long *delay, const char **group, const char **dedup, char *why, size_t cap)
+                         long *delay, const char **group, const char **dedup, size_t *size,
+                         char *why, size_t cap)
 {
     int bad = 0;
     *attrs = NULL;
@@ -807,7 +817,7 @@ static int check_message(const cJSON *m, const send_rules *r, const char **body,
                  len, SPATE_SQS_MESSAGE_MAX);
         return SQS_INVALID_PARAMETER;
     }
-    if (!contents_ok(*body, len)) {
+    if (!sqs_contents_ok(*body, len)) {
         snprintf(why, cap,
                  "invalid binary character in the message body: SQS accepts #x9, #xA, "
                  "#xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to #x10FFFF");
@@ -846,6 +856,7 @@ static int check_message(const cJSON *m, const send_rules *r, const char **body,
                  len + bytes, SPATE_SQS_MESSAGE_MAX);
         return SQS_INVALID_PARAMETER;
     }
+    *size = len + bytes;
     return -1;
 }
 
@@ -882,7 +893,7 @@ static cJSON *sent_entry(send_ctx *s, size_t i, uint64_t seq)
 {
     cJSON *e = cJSON_CreateObject();
     char id[37];
-    lambda_sqs_message_id(s->c->queue, seq, id);
+    lambda_sqs_message_id(s->c->queue, triggers_receiver_created(receiver(s->c)), seq, id);
     if (s->batch) cJSON_AddStringToObject(e, "Id", s->ids[i]->valuestring);
     cJSON_AddStringToObject(e, "MessageId", id);
     cJSON_AddStringToObject(e, "MD5OfMessageBody", s->md5[i]);
@@ -1049,11 +1060,12 @@ static void send_message(sqs_call *c)
     cJSON *attrs;
     long delay;
     char why[300];
+    size_t size;
     send_rules rules = rules_of(c);
     send_ctx *s = calloc(1, sizeof *s);
     if (!s) return sqs_fail(c, SQS_INTERNAL, "out of memory");
-    int e =
-        check_message(c->in, &rules, &body, &attrs, &delay, &s->group[0], &dedup, why, sizeof why);
+    int e = check_message(c->in, &rules, &body, &attrs, &delay, &s->group[0], &dedup, &size, why,
+                          sizeof why);
     if (e >= 0) {
         free(s);
         return sqs_fail(c, (enum sqs_err)e, "%s", why);
@@ -1147,13 +1159,14 @@ static void send_message_batch(sqs_call *c)
         char why[300];
         cJSON *attrs;
         long delay;
+        size_t size;
         int e = check_message(entries[i], &rules, &bodies[s->n], &attrs, &delay, &s->group[s->n],
-                              &dedups[s->n], why, sizeof why);
+                              &dedups[s->n], &size, why, sizeof why);
         if (e >= 0) { /* SQS: a bad entry fails alone */
             cJSON_AddItemToArray(s->failed, failed_entry(id->valuestring, (enum sqs_err)e, why));
             continue;
         }
-        total += strlen(bodies[s->n]);
+        total += size; /* SQS counts the attributes too */
         s->attrs[s->n] = attrs;
         s->delay[s->n] = delay;
         s->ids[s->n++] = id;
@@ -1268,9 +1281,10 @@ static void settle_batch(sqs_call *c, enum sqs_settle op)
         int e;
         if (!h)
             e = SQS_MISSING_PARAMETER;
-        else if (op == SQS_VISIBILITY && (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
-                                          v->valuedouble > SPATE_SQS_VISIBILITY_MAX ||
-                                          v->valuedouble != (double)(long)v->valuedouble))
+        else if (op == SQS_VISIBILITY &&
+                 (!cJSON_IsNumber(v) ||
+                  !(v->valuedouble >= 0 && v->valuedouble <= SPATE_SQS_VISIBILITY_MAX) ||
+                  v->valuedouble != (double)(long)v->valuedouble))
             e = SQS_INVALID_PARAMETER;
         else
             e = sqs_settle(c->a, c->queue, h, op,
@@ -1437,7 +1451,10 @@ static void region_of(const http_request *req, char *out, size_t cap)
     for (int i = 0; i < 2 && p; i++) p = strchr(p + 1, '/');
     if (!p) return;
     size_t n = strcspn(p + 1, "/,");
-    if (n > 0 && n < cap) snprintf(out, cap, "%.*s", (int)n, p + 1);
+    /* A region's characters only: it goes into ARNs and the RedrivePolicy
+     * JSON unescaped (and without a token file, any signature passes). */
+    if (n > 0 && n < cap && strspn(p + 1, "abcdefghijklmnopqrstuvwxyz0123456789-") == n)
+        snprintf(out, cap, "%.*s", (int)n, p + 1);
 }
 
 static void start(sqs_call *c, api *a, http_request *req, cJSON *in, const action *act)

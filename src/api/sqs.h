@@ -38,13 +38,17 @@
  * process), the message's seq and an HMAC-SHA256 of them and the queue's
  * name under a key drawn at start: a forged handle is refused
  * (ReceiptHandleIsInvalid), a stale one (its lease expired, or from before a
- * restart) deletes nothing and succeeds, as SQS does.
+ * restart: the receive's number starts with a random id of the process's
+ * life, so another life's handle is known stale without its key) deletes
+ * nothing and succeeds, as SQS does.
  *
  * Long polling: a ReceiveMessage that finds nothing and may wait
  * (WaitTimeSeconds, or the queue's ReceiveMessageWaitTimeSeconds) waits on
  * the loop; the queue's available event (a send committed, a lease back)
  * serves the waiters of that queue in arrival order; its deadline answers
- * an empty list. No polling.
+ * an empty list. No polling. A waiter whose client sent its FIN is
+ * answered empty rather than given messages it would hide unread; one
+ * whose connection reset is answered too (dropped), which frees it.
  *
  * Triggers on a queue (Lambda's event source mappings) share its receiver:
  * sched/triggers.c leases for them from the receiver rather than from their
@@ -172,6 +176,12 @@ void sqs_ok(sqs_call *c, cJSON *out);
 void sqs_fail(sqs_call *c, enum sqs_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Whether text holds only what SQS accepts in a body or an attribute's
+ * string: #x9 #xA #xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to
+ * #x10FFFF (valid UTF-8 besides); the query protocol's XML can carry no
+ * other (a control character made every later receive unreadable). */
+int sqs_contents_ok(const char *s, size_t len);
+
 /* --- Message attributes (sqs_attrs.c) ------------------------------------------------------ */
 
 /* queue_attrs.source of a message sent with attributes; its headers hold
@@ -224,8 +234,9 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
                uint32_t visibility_s);
 /* Messages of the queue held now (ApproximateNumberOfMessagesNotVisible). */
 uint64_t sqs_held_count(api *a, const char *qname);
-/* Gives back what the queue's receives hold and answers its long polls
- * (empty): before DeleteQueue removes its receiver. */
+/* Gives back what the queue's receives hold, answers its long polls
+ * (empty) and forgets its FIFO deduplication ids: before DeleteQueue
+ * removes its receiver. */
 void sqs_forget_queue(api *a, const char *qname);
 /* Deletes (acks) every message the queue's receives hold (PurgeQueue). */
 void sqs_delete_held(api *a, const char *qname);

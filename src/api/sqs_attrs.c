@@ -18,7 +18,6 @@
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/limits.h"
-#include "common/utf8.h"
 
 /* A name: [A-Za-z0-9_.-], 1..256, no leading or trailing '.', no "..",
  * not in AWS's own prefixes. */
@@ -45,6 +44,36 @@ static int transport(const char *type)
             return i == 2 ? 2 : 1;
     }
     return 0;
+}
+
+/* A Number attribute's value, as SQS takes it: a decimal number (sign,
+ * digits, a point, an exponent) of at most 38 significant digits, within
+ * -10^128 .. 10^126; else consumers that read it as a number fail on it. */
+static int number_ok(const char *s)
+{
+    const char *p = s;
+    if (*p == '-' || *p == '+') p++;
+    size_t digits = 0, lead = 1;
+    int any = 0, point = 0;
+    for (; (*p >= '0' && *p <= '9') || (*p == '.' && !point); p++) {
+        if (*p == '.') {
+            point = 1;
+            continue;
+        }
+        any = 1;
+        if (*p != '0') lead = 0;
+        if (!lead) digits++;
+    }
+    if (!any) return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '-' || *p == '+') p++;
+        if (!(*p >= '0' && *p <= '9')) return 0;
+        while (*p >= '0' && *p <= '9') p++;
+    }
+    if (*p || digits > 38) return 0;
+    double v = strtod(s, NULL);
+    return v >= -1e128 && v <= 1e126;
 }
 
 /* Decodes base64 into out (cap bytes at least 3/4 of len): its length, or
@@ -102,15 +131,22 @@ int sqs_attrs_read(const cJSON *attrs, cJSON **norm, size_t *bytes, char *why, s
         else if (transport(type->valuestring) == 2 && !(cJSON_IsString(bv) && *bv->valuestring))
             snprintf(why, cap, "the message attribute '%.80s' must contain a non-empty value",
                      a->string);
+        else if (strncmp(type->valuestring, "Number", 6) == 0 && !number_ok(sv->valuestring))
+            snprintf(why, cap, "can't cast the value of message attribute '%.80s' to a number",
+                     a->string);
         else
             e = -1;
         if (e < 0) {
             int bin = transport(type->valuestring) == 2;
             const char *v = bin ? bv->valuestring : sv->valuestring;
             size_t vlen = strlen(v);
-            if (!bin && !utf8_valid(v, vlen)) {
+            if ((!bin && !sqs_contents_ok(v, vlen)) ||
+                !sqs_contents_ok(type->valuestring, strlen(type->valuestring))) {
                 e = SQS_CONTENTS;
-                snprintf(why, cap, "the message attribute '%.80s' is not valid UTF-8", a->string);
+                snprintf(why, cap,
+                         "the message attribute '%.80s' holds a character SQS does not accept "
+                         "(#x9, #xA, #xD, #x20 to #xD7FF, #xE000 to #xFFFD, #x10000 to #x10FFFF)",
+                         a->string);
             } else if (bin && vlen > 4 * (SPATE_SQS_MESSAGE_MAX / 3 + 1)) {
                 snprintf(why, cap, "the message attribute '%.80s' is too long", a->string);
             } else {

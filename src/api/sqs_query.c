@@ -193,6 +193,13 @@ static int on_pair(const char *key, size_t klen, const char *val, size_t vlen, v
         message_attribute(f->in, dot + 1, val);
         return 0;
     }
+    /* CreateQueue's Tag.N.Key/Value: not kept yet, so refused as the JSON
+     * protocol's tags are (create_queue), not dropped unsaid. */
+    if (head == 3 && strncmp(key, "Tag", 3) == 0) {
+        if (!cJSON_GetObjectItemCaseSensitive(f->in, "tags"))
+            cJSON_AddObjectToObject(f->in, "tags");
+        return 0;
+    }
     return 0; /* SQS ignores what it does not know */
 }
 

@@ -23,6 +23,12 @@
 #include "common/strmap.h"
 #include "sched/triggers.h"
 
+/* A receive's name: this process's life (16 hex digits, drawn at start) and
+ * a number, so that a handle from before a restart is told apart (stale)
+ * from one of ours (its MAC checked) and names no receive made since. */
+#define SQS_LIFE_LEN 16
+#define SQS_GEN_MAX (SQS_LIFE_LEN + 1 + 20)
+
 /* A received message, invisible until its deadline. */
 typedef struct held {
     size_t slot; /* in sqs->heap */
@@ -33,7 +39,7 @@ typedef struct held {
      * (queue_touch), before its AckWait gives the message to another node;
      * 0: not before the deadline. The heap is by the earlier of the two. */
     uint64_t touch_at;
-    char gen[21]; /* this receive's number: the key in sqs->by_gen */
+    char gen[SQS_GEN_MAX + 1]; /* LIFE-N, this receive's name: the key in sqs->by_gen */
     char queue[SPATE_SQS_NAME_MAX + 1];
 } held;
 
@@ -77,8 +83,9 @@ struct sqs {
     list_node dedups;
     size_t ndedup;
     int64_t dedup_warned_ms;
-    uint32_t dedup_window_ms; /* SPATE_SQS_DEDUP_WINDOW_MS, or the test knob's */
-    unsigned char key[32];    /* receipt handles' HMAC key, drawn at start */
+    uint32_t dedup_window_ms;    /* SPATE_SQS_DEDUP_WINDOW_MS, or the test knob's */
+    unsigned char key[32];       /* receipt handles' HMAC key, drawn at start */
+    char life[SQS_LIFE_LEN + 1]; /* this process's, in every handle (SQS_GEN_MAX) */
 };
 
 static struct sqs *state(api *a)
@@ -198,8 +205,11 @@ static void expire(struct sqs *s, held *h)
 {
     queue_sub *sub = h->lease->sub;
     const queue_sub_config *cfg = queue_sub_get_config(sub);
-    if (cfg->max_attempts && cfg->dlq[0] && h->lease->attempt >= cfg->max_attempts) {
-        /* Received maxReceiveCount times and not deleted: to the DLQ. */
+    if (cfg->max_attempts && cfg->dlq[0] && h->lease->attempt >= cfg->max_attempts &&
+        queue_find_sub(s->a->q, cfg->dlq, TRIGGERS_RECEIVER)) {
+        /* Received maxReceiveCount times and not deleted: to the DLQ (while
+         * it is a queue: once deleted, the message would go to a bare topic
+         * that no receive reads, so it stays here, visible again). */
         queue_dead_letter(h->lease, "received maxReceiveCount times and not deleted");
         unhold(s, h);
         return;
@@ -267,6 +277,38 @@ static void on_timer(uv_timer_t *t)
 
 /* --- Receiving ----------------------------------------------------------------------- */
 
+/* What SQS can carry of data (len bytes) into out (3 * len + 1 bytes at
+ * least): each character sqs_contents_ok refuses, or byte that starts no
+ * valid UTF-8 sequence, as U+FFFD. Its length (out is NUL-terminated).
+ * Else one such message made every answer holding it unreadable (XML
+ * cannot carry a control character, JSON invalid UTF-8), and with it the
+ * other messages of those answers, received each time and lost to the
+ * caller. */
+static size_t sqs_text(const char *data, size_t len, char *out)
+{
+    size_t o = 0;
+    if (sqs_contents_ok(data, len)) { /* every message sent through SQS */
+        memcpy(out, data, len);
+        out[len] = '\0';
+        return len;
+    }
+    for (size_t i = 0; i < len;) {
+        size_t n = 1;
+        while (n <= 4 && !(i + n <= len && sqs_contents_ok(data + i, n))) n++;
+        if (n <= 4) {
+            memcpy(out + o, data + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
 /* A message as ReceiveMessage shows it; holds its lease (or, with a
  * visibility timeout of 0, gives it back at once). NULL when out of memory
  * (the lease then goes back, not counted). */
@@ -275,20 +317,20 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
 {
     held *h = calloc(1, sizeof *h);
     cJSON *m = cJSON_CreateObject();
-    char *body = malloc((size_t)l->msg->len + 1);
+    char *body = malloc((size_t)l->msg->len * 3 + 1); /* room for sqs_text's U+FFFDs */
     if (!h || !m || !body) goto fail;
     h->lease = l;
     h->seq = l->msg->seq;
-    snprintf(h->gen, sizeof h->gen, "%llu", (unsigned long long)++s->gen);
+    snprintf(h->gen, sizeof h->gen, "%s-%llu", s->life, (unsigned long long)++s->gen);
     snprintf(h->queue, sizeof h->queue, "%s", qname);
     char id[37], handle[SPATE_SQS_HANDLE_MAX + 1], md5[HASH_MD5_HEX_LEN + 1];
-    lambda_sqs_message_id(qname, h->seq, id);
+    lambda_sqs_message_id(qname, triggers_receiver_created(l->sub), h->seq, id);
     make_handle(s, h, handle, sizeof handle);
-    hash_md5_hex(l->msg->data, l->msg->len, md5);
-    /* A message published through spate's own API may hold a NUL: SQS
-     * bodies cannot, and the JSON string ends there. */
-    memcpy(body, l->msg->data, l->msg->len);
-    body[l->msg->len] = '\0';
+    /* A message published through spate's own API may hold what SQS
+     * bodies cannot (a NUL, a control character, bytes that are not
+     * UTF-8): shown as U+FFFD, its digest that of what is shown. */
+    size_t blen = sqs_text(l->msg->data, l->msg->len, body);
+    hash_md5_hex(body, blen, md5);
     cJSON_AddStringToObject(m, "MessageId", id);
     cJSON_AddStringToObject(m, "ReceiptHandle", handle);
     cJSON_AddStringToObject(m, "MD5OfBody", md5);
@@ -391,13 +433,16 @@ static void run_missed(struct sqs *s)
     if (sub && !s->filling) on_available(sub, s);
 }
 
+/* The client went away (a reset): the waiter goes, and the request is
+ * still answered (empty, dropped by the server), which is what frees its
+ * connection; without it the connection stayed allocated and shutdown
+ * waited for it forever. */
 static void on_abort(http_request *req)
 {
     waiter *w = req->data;
+    req->on_abort = NULL;
     list_remove(&w->link);
-    sqs_call *c = w->call;
-    cJSON_Delete(c->in);
-    free(c);
+    sqs_ok(w->call, NULL);
     free(w);
 }
 
@@ -453,6 +498,10 @@ static void on_available(queue_sub *sub, void *data)
         nx = n->next;
         waiter *w = list_entry(n, waiter, link);
         if (strcmp(w->call->queue, qname) != 0) continue;
+        if (http_request_peer_closed(w->call->req)) { /* gone: its messages would hide unseen */
+            answer_waiter(s, w, NULL);
+            continue;
+        }
         cJSON *out = fill(s, qname, sub, w->max, w->visibility_s, w->attrs,
                           cJSON_GetObjectItemCaseSensitive(w->call->in, "MessageAttributeNames"));
         if (!out) break;
@@ -482,7 +531,7 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
                uint32_t visibility_s)
 {
     struct sqs *s = state(a);
-    char gen[21];
+    char gen[SQS_GEN_MAX + 1];
     unsigned long long seq;
     char mac[33], want[33];
     size_t len = strnlen(handle, SPATE_SQS_HANDLE_MAX + 1);
@@ -495,6 +544,13 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
     if (sscanf(dot + 1, "%llu.%32[0-9a-f]%n", &seq, mac, &used) != 2 || dot[1 + used] != '\0' ||
         strlen(mac) != 32)
         return SQS_BAD_HANDLE;
+    if (strlen(gen) < SQS_LIFE_LEN + 2 || gen[SQS_LIFE_LEN] != '-' ||
+        strspn(gen, "0123456789abcdef") != SQS_LIFE_LEN ||
+        strspn(gen + SQS_LIFE_LEN + 1, "0123456789") != strlen(gen + SQS_LIFE_LEN + 1))
+        return SQS_BAD_HANDLE;
+    /* Another life's (before a restart, whose key is gone): its lease is
+     * gone with it, so it is stale, as the docs promise, not invalid. */
+    if (memcmp(gen, s->life, SQS_LIFE_LEN) != 0) return op == SQS_DELETE ? 0 : SQS_NOT_INFLIGHT;
     handle_mac(s, qname, gen, seq, want);
     if (CRYPTO_memcmp(mac, want, 32) != 0) return SQS_BAD_HANDLE;
     held *h = strmap_get(&s->by_gen, gen, strlen(gen));
@@ -709,7 +765,9 @@ void api_sqs_start(api *a)
     strmap_init(&s->by_gen);
     strmap_init(&s->dedup_ids);
     list_init(&s->dedups);
-    if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key) {
+    unsigned char life[SQS_LIFE_LEN / 2];
+    if (getrandom(s->key, sizeof s->key, 0) != (ssize_t)sizeof s->key ||
+        getrandom(life, sizeof life, 0) != (ssize_t)sizeof life) {
         log_error("cannot draw the SQS receipt handles' key: no SQS receiver");
         free(s);
         return;
@@ -724,6 +782,7 @@ void api_sqs_start(api *a)
     if (a->q && queue_dedup_each(a->q, on_dedup_row, s) != 0)
         log_error("cannot read the FIFO deduplication ids: a send repeated across this restart "
                   "may be stored twice");
+    for (size_t i = 0; i < sizeof life; i++) snprintf(s->life + 2 * i, 3, "%02x", life[i]);
     a->sqs = s;
     if (!a->tr) return; /* no triggers (tests of the API alone) */
     triggers_receiver r = {.available = on_available,

@@ -129,15 +129,17 @@ int lambda_sqs_attrs_each(const char *headers, size_t len, int max,
     return rc;
 }
 
-void lambda_sqs_message_id(const char *qname, uint64_t seq, char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1])
+void lambda_sqs_message_id(const char *qname, int64_t created, uint64_t seq,
+                           char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1])
 {
     uint64_t h = hash_fnv1a(qname, strlen(qname));
+    if (created > 0) h ^= (uint64_t)created * 0x9e3779b97f4a7c15ull;
     snprintf(out, LAMBDA_SQS_MESSAGE_ID_LEN + 1, "%08x-%04x-4%03x-8%03x-%012llx",
              (unsigned)(h >> 32), (unsigned)(h >> 16) & 0xffff, (unsigned)(h >> 4) & 0xfff,
              (unsigned)(seq >> 48) & 0xfff, (unsigned long long)(seq & 0xffffffffffffull));
 }
 
-int lambda_sqs_message_seq(const char *qname, const char *id, uint64_t *seq)
+int lambda_sqs_message_seq(const char *qname, int64_t created, const char *id, uint64_t *seq)
 {
     /* 8-4-4-4-12 lowercase hex: the seq is the fourth group's last three
      * digits and the fifth; the rest must be the queue's (written again). */
@@ -154,7 +156,7 @@ int lambda_sqs_message_seq(const char *qname, const char *id, uint64_t *seq)
         v = v << 4 | (uint64_t)d;
     }
     char again[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
-    lambda_sqs_message_id(qname, v, again);
+    lambda_sqs_message_id(qname, created, v, again);
     if (strcmp(again, id) != 0) return -1;
     *seq = v;
     return 0;

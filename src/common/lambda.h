@@ -32,13 +32,18 @@ int lambda_sqs_attrs_each(const char *headers, size_t len, int max,
  * it, ReceiveMessage shows it and a queue's SQS event names it (messageId):
  * a UUID's shape, version 4 and variant bits set, stable across
  * redeliveries and nodes. Its first 51 bits come from the queue's name
- * (FNV-1a), its last 60 are the seq, so it reads back (lambda_sqs_message_seq). */
+ * (FNV-1a) and its creation time (created, epoch seconds; 0: unknown, a
+ * queue made before spated kept it), its last 60 are the seq, so it reads
+ * back (lambda_sqs_message_seq). The creation time, because a queue made
+ * again under a name numbers its messages from 1 again: its MessageIds
+ * repeated the deleted queue's, which a consumer that deduplicates by
+ * MessageId took for processed. */
 #define LAMBDA_SQS_MESSAGE_ID_LEN 36
-void lambda_sqs_message_id(const char *qname, uint64_t seq,
+void lambda_sqs_message_id(const char *qname, int64_t created, uint64_t seq,
                            char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1]);
 /* The seq of id when id is exactly what lambda_sqs_message_id writes for
- * qname and some seq below 2^60: 0 with *seq; else -1. */
-int lambda_sqs_message_seq(const char *qname, const char *id, uint64_t *seq);
+ * qname, created and some seq below 2^60: 0 with *seq; else -1. */
+int lambda_sqs_message_seq(const char *qname, int64_t created, const char *id, uint64_t *seq);
 
 /* Whether s (len bytes) is one JSON object. */
 int lambda_json_is_object(const char *s, size_t len);

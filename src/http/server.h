@@ -126,6 +126,12 @@ const char *http_header_name_at(const http_request *req, size_t i);
 /* The loop the request is served on (for the handler's timers). */
 uv_loop_t *http_request_loop(const http_request *req);
 
+/* Whether the client has sent its end (FIN) while the request waits: it
+ * may still read the answer, but most such clients are gone. A handler
+ * that would hand it something it cannot take back (a long poll's
+ * messages) answers it empty instead. */
+int http_request_peer_closed(const http_request *req);
+
 /* Replaces the limits (a reload): new connections and requests get them. */
 void http_server_set_config(http_server *s, const http_config *cfg);
 

@@ -141,15 +141,16 @@ static int sqs_attrs(buf *b, const queue_attrs *a)
 /* A record's messageId: on a queue the MessageId SendMessage answered and
  * ReceiveMessage shows (common/lambda.h), elsewhere the seq in decimal. */
 static void message_id(char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1], const queue_msg *m,
-                       const char *topic, int on_queue)
+                       const char *topic, int on_queue, int64_t created)
 {
     if (on_queue)
-        lambda_sqs_message_id(topic, m->seq, out);
+        lambda_sqs_message_id(topic, created, m->seq, out);
     else
         snprintf(out, LAMBDA_SQS_MESSAGE_ID_LEN + 1, "%" PRIu64, m->seq);
 }
 
-static int sqs_record(buf *b, const queue_lease *l, const char *topic, int on_queue)
+static int sqs_record(buf *b, const queue_lease *l, const char *topic, int on_queue,
+                      int64_t created)
 {
     const queue_msg *m = l->msg;
     const char *body;
@@ -160,7 +161,7 @@ static int sqs_record(buf *b, const queue_lease *l, const char *topic, int on_qu
     char md5[HASH_MD5_HEX_LEN + 1] = "";
     if (hash_md5_hex(body, body_len, md5)) md5[0] = '\0';
     char id[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
-    message_id(id, m, topic, on_queue);
+    message_id(id, m, topic, on_queue, created);
     /* On a queue, SenderId as ReceiveMessage shows it (one account, no IAM
      * principals); elsewhere who published it. */
     const char *sender = on_queue                       ? BATCH_AWS_ACCOUNT
@@ -238,7 +239,8 @@ static int raw_attrs(buf *b, const queue_attrs *a)
     return rc;
 }
 
-static int raw_record(buf *b, const queue_lease *l, const char *topic, int on_queue)
+static int raw_record(buf *b, const queue_lease *l, const char *topic, int on_queue,
+                      int64_t created)
 {
     const queue_msg *m = l->msg;
     const char *body;
@@ -247,7 +249,7 @@ static int raw_record(buf *b, const queue_lease *l, const char *topic, int on_qu
     int rc = body_text(m, &body, &body_len, &b64);
     if (rc) return rc;
     char id[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
-    message_id(id, m, topic, on_queue);
+    message_id(id, m, topic, on_queue, created);
     rc = buf_printf(b, "{\"messageId\":\"%s\",\"seq\":%" PRIu64, id, m->seq);
     if (!rc && m->key) {
         rc = buf_append_str(b, ",\"key\":");
@@ -265,15 +267,15 @@ static int raw_record(buf *b, const queue_lease *l, const char *topic, int on_qu
 }
 
 int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic,
-                int on_queue)
+                int on_queue, int64_t created)
 {
     int sqs = format == QUEUE_EVENT_SQS;
     int rc = buf_append_str(out, sqs ? "{\"Records\":[" : "[");
     for (size_t i = 0; i < n && !rc; i++) {
         if (i) rc = buf_append_str(out, ",");
         if (!rc)
-            rc = sqs ? sqs_record(out, l[i], topic, on_queue)
-                     : raw_record(out, l[i], topic, on_queue);
+            rc = sqs ? sqs_record(out, l[i], topic, on_queue, created)
+                     : raw_record(out, l[i], topic, on_queue, created);
     }
     if (!rc) rc = buf_append_str(out, sqs ? "]}" : "]");
     return rc;
@@ -295,9 +297,9 @@ static int cmp_seq(const void *a, const void *b)
 /* The seq a messageId names: the decimal a seq is written as (no sign,
  * space or leading zero, so that one message has one id), or on a queue
  * its MessageId. 0, or -1: no message's id. */
-static int id_seq(const char *id, const char *qname, uint64_t *out)
+static int id_seq(const char *id, const char *qname, int64_t created, uint64_t *out)
 {
-    if (qname) return lambda_sqs_message_seq(qname, id, out);
+    if (qname) return lambda_sqs_message_seq(qname, created, id, out);
     size_t len = strlen(id);
     if (!len || len > 20 || (id[0] == '0' && len > 1)) return -1;
     uint64_t seq = 0;
@@ -316,13 +318,14 @@ typedef struct marking {
     size_t n;
     uint8_t *failed;
     const char *qname;
+    int64_t created;
 } marking;
 
 static int mark(const char *id, void *data)
 {
     marking *m = data;
     by_seq key = {0, 0};
-    if (id_seq(id, m->qname, &key.seq)) return -1;
+    if (id_seq(id, m->qname, m->created, &key.seq)) return -1;
     const by_seq *hit = bsearch(&key, m->idx, m->n, sizeof *m->idx, cmp_seq);
     if (!hit) return -1;
     m->failed[hit->i] = 1;
@@ -330,7 +333,7 @@ static int mark(const char *id, void *data)
 }
 
 int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
-                   const char *qname, char *why, size_t why_cap)
+                   const char *qname, int64_t created, char *why, size_t why_cap)
 {
     by_seq *idx = malloc((n ? n : 1) * sizeof *idx);
     if (!idx) {
@@ -339,7 +342,7 @@ int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n
     }
     for (size_t i = 0; i < n; i++) idx[i] = (by_seq){l[i]->msg->seq, i};
     qsort(idx, n, sizeof *idx, cmp_seq);
-    marking m = {idx, n, failed, qname};
+    marking m = {idx, n, failed, qname, created};
     int rc = lambda_batch_failures(body, len, mark, &m, why, why_cap);
     free(idx);
     return rc;

@@ -47,20 +47,21 @@
 size_t batch_record_max(const queue_msg *m, int format, size_t topic_len);
 
 /* Appends the event for leases l[0..n) to out; on_queue: topic is an SQS
- * queue's and the leases its receiver's. ERR_NOMEM, ERR_TOOBIG. */
+ * queue's and the leases its receiver's, created that queue's creation time
+ * (triggers_receiver_created: its MessageIds). ERR_NOMEM, ERR_TOOBIG. */
 int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic,
-                int on_queue);
+                int on_queue, int64_t created);
 
 /* Reads a function's answer about the batch l[0..n) by Lambda's rules:
  * nothing, null, {} or {"batchItemFailures": null or []} is success; each
  * {"itemIdentifier": "<messageId>"} in the list marks that message failed
  * (failed[i] = 1; failed must hold n, zeroed): the messageId batch_event
  * wrote, the queue's MessageId when qname names the SQS queue the batch
- * came from (NULL: another topic's, the seq in decimal). Anything else (not JSON,
+ * came from, made at created (NULL: another topic's, the seq in decimal). Anything else (not JSON,
  * not an object, a list that is not one, an item without a non-empty
  * string itemIdentifier, an id not in the batch) is ERR_INVAL, with why:
  * then the whole batch failed. */
 int batch_failures(const char *body, size_t len, queue_lease *const *l, size_t n, uint8_t *failed,
-                   const char *qname, char *why, size_t why_cap);
+                   const char *qname, int64_t created, char *why, size_t why_cap);
 
 #endif

@@ -303,9 +303,12 @@ static void fail_one(trigger *t, queue_lease *l, const char *error)
          * a failed receive, visible again when the queue's visibility
          * timeout ends; after its RedrivePolicy's maxReceiveCount-th
          * receive, to the queue's dead-letter queue (none: it stays until
-         * deleted, as in SQS). The trigger's own retries do not apply. */
+         * deleted, as in SQS; nor while that queue is deleted: the message
+         * would go to a bare topic no receive reads). The trigger's own
+         * retries do not apply. */
         const queue_sub_config *q = queue_sub_get_config(l->sub);
-        if (q->max_attempts && q->dlq[0] && l->attempt >= q->max_attempts) {
+        if (q->max_attempts && q->dlq[0] && l->attempt >= q->max_attempts &&
+            queue_find_sub(t->owner->q, q->dlq, TRIGGERS_RECEIVER)) {
             log_warn("received %u times and failed, to %s: %s fn=%s queue=%s seq=%llu", l->attempt,
                      q->dlq, error, cfg->function, queue_sub_topic(l->sub),
                      (unsigned long long)l->msg->seq);
@@ -343,11 +346,11 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
         failed = calloc(ti->n, 1);
         /* The ids the event showed: a queue's MessageIds when its
          * receiver's (dispatch_batch). */
-        const char *qname =
-            triggers_is_receiver(ti->leases[0]->sub) ? queue_sub_topic(t->sub) : NULL;
-        int rc = failed
-                     ? batch_failures(body, len, ti->leases, ti->n, failed, qname, why, sizeof why)
-                     : ERR_NOMEM;
+        const queue_sub *src = ti->leases[0]->sub;
+        const char *qname = triggers_is_receiver(src) ? queue_sub_topic(t->sub) : NULL;
+        int rc = failed ? batch_failures(body, len, ti->leases, ti->n, failed, qname,
+                                         triggers_receiver_created(src), why, sizeof why)
+                        : ERR_NOMEM;
         if (rc) {
             char error[sizeof why + 64];
             snprintf(error, sizeof error, "bad batchItemFailures answer: %s",
@@ -533,7 +536,8 @@ static void dispatch_batch(trigger *t, fn *f)
     if (ti) buf_init(&ti->event, SPATE_BATCH_BYTES_MAX + SPATE_MESSAGE_MAX * 8u);
     if (!ti || !leases ||
         batch_event(&ti->event, t->pending, t->npending, cfg->event_format, queue_sub_topic(t->sub),
-                    triggers_is_receiver(t->pending[0]->sub))) {
+                    triggers_is_receiver(t->pending[0]->sub),
+                    triggers_receiver_created(t->pending[0]->sub))) {
         log_warn("cannot build a batch of %u messages: out of memory fn=%s topic=%s", t->npending,
                  cfg->function, queue_sub_topic(t->sub));
         if (ti) buf_free(&ti->event);
@@ -711,6 +715,15 @@ static void on_window(uv_timer_t *h)
 int triggers_is_receiver(const queue_sub *sub)
 {
     return strcmp(queue_sub_get_config(sub)->function, TRIGGERS_RECEIVER) == 0;
+}
+
+int64_t triggers_receiver_created(const queue_sub *receiver)
+{
+    long long created = 0;
+    if (!receiver || sscanf(queue_sub_get_config(receiver)->qualifier, "%lld", &created) != 1 ||
+        created < 0)
+        return 0;
+    return created;
 }
 
 void triggers_set_receiver(triggers *tr, const triggers_receiver *r)

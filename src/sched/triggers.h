@@ -77,6 +77,11 @@ void triggers_set_outcome_hook(triggers *t, triggers_outcome_cb cb, void *data);
  * nor list it; they tell its availability to the receiver hook. */
 #define TRIGGERS_RECEIVER "@receiver"
 int triggers_is_receiver(const queue_sub *sub);
+/* The creation time (epoch seconds) of the SQS queue whose receiver is
+ * receiver: the first number of its qualifier ("CREATED MODIFIED", api/sqs.h);
+ * 0 when unknown (a queue made before spated kept it). It enters the queue's
+ * MessageIds (common/lambda.h lambda_sqs_message_id). */
+int64_t triggers_receiver_created(const queue_sub *receiver);
 /* The one receiver hook (NULL: none): available when a receiver's messages
  * became available, closing once when the triggers close (the receiver then
  * settles or releases what it holds: the queue closes after the triggers).

@@ -183,6 +183,12 @@ uv_loop_t *http_request_loop(const http_request *req)
     return CONN(req)->srv->loop;
 }
 
+int http_request_peer_closed(const http_request *req)
+{
+    const http_conn *c = CONN(req);
+    return c->peer_eof || c->closed;
+}
+
 void http_server_set_config(http_server *s, const http_config *cfg)
 {
     s->cfg = *cfg;

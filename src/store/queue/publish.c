@@ -123,9 +123,15 @@ int sq_apply_publish(sqlite3 *db, wop *op)
     return rc;
 }
 
-/* Hands committed messages to the subscriptions that are caught up. */
+/* Hands committed messages to the subscriptions that are caught up. A
+ * subscription's available event may settle at once what it was handed (a
+ * trigger on an SQS queue acks its own subscription's copies): each message
+ * stays referenced here until every subscription had it, else that ack
+ * freed the block under the next subscription (a queue made on a topic
+ * whose trigger came first); sq_block_settle then drops the untaken. */
 static void fan_out(sq_topic *t, sq_block *b, uint64_t first, uint64_t last)
 {
+    for (size_t i = 0; i < b->n; i++) b->msgs[i].refs++;
     for (list_node *n = list_first(&t->subs); n != &t->subs; n = n->next) {
         queue_sub *s = list_entry(n, queue_sub, link);
         if (s->fetched != first) continue; /* behind (lagging) or already has them */
@@ -138,6 +144,7 @@ static void fan_out(sq_topic *t, sq_block *b, uint64_t first, uint64_t last)
         s->fetched = last + 1;
         sq_notify(s);
     }
+    for (size_t i = 0; i < b->n; i++) b->msgs[i].refs--;
 }
 
 void sq_done_publish(wop *op, int status)

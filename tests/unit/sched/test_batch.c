@@ -30,7 +30,7 @@ static cJSON *event(int format)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0), 0);
+    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0, 0), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     /* The estimate the cap counts bounds what each record takes. */
@@ -83,7 +83,7 @@ static int answer(const char *body, uint8_t *failed)
 {
     char why[160];
     memset(failed, 0, 3);
-    return batch_failures(body, strlen(body), batch, 3, failed, NULL, why, sizeof why);
+    return batch_failures(body, strlen(body), batch, 3, failed, NULL, 0, why, sizeof why);
 }
 
 static void answers(void)
@@ -154,7 +154,7 @@ static void estimate_bounds(void)
                 buf b;
                 buf_init(&b, 1 << 20);
                 /* 2 and 3: the same formats on a queue (its MessageIds). */
-                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2), 0);
+                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0), 0);
                 /* The envelope, {"Records":[ ]}, is the trigger's margin. */
                 CHECK(b.len - (format % 2 == QUEUE_EVENT_SQS ? 14 : 2) <=
                       batch_record_max(&m, format % 2, 128));
@@ -187,7 +187,7 @@ static void sqs_attributes(void)
         queue_lease *const one[1] = {&l};
         buf b;
         buf_init(&b, 1 << 20);
-        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0), 0);
+        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0, 0), 0);
         CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1));
         cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
         CHECK(doc != NULL);
@@ -217,13 +217,13 @@ static void queue_ids(void)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1), 0);
+    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1, 1700000000), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     const cJSON *recs = cJSON_GetObjectItemCaseSensitive(doc, "Records");
     char id[3][LAMBDA_SQS_MESSAGE_ID_LEN + 1];
     for (int i = 0; i < 3; i++) {
-        lambda_sqs_message_id("q.fifo", msgs[i].seq, id[i]);
+        lambda_sqs_message_id("q.fifo", 1700000000, msgs[i].seq, id[i]);
         CHECK_STR(str(cJSON_GetArrayItem(recs, i), "messageId"), id[i]);
     }
     const cJSON *a0 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(recs, 0), "attributes");
@@ -238,29 +238,35 @@ static void queue_ids(void)
     buf_free(&b);
 
     uint64_t seq = 0;
-    CHECK_INT(lambda_sqs_message_seq("q.fifo", id[2], &seq), 0);
+    CHECK_INT(lambda_sqs_message_seq("q.fifo", 1700000000, id[2], &seq), 0);
     CHECK(seq == 100);
     char other[LAMBDA_SQS_MESSAGE_ID_LEN + 1], body[256], why[160];
-    lambda_sqs_message_id("other", 100, other);
-    CHECK_INT(lambda_sqs_message_seq("q.fifo", other, &seq), -1);
+    lambda_sqs_message_id("other", 1700000000, 100, other);
+    CHECK_INT(lambda_sqs_message_seq("q.fifo", 1700000000, other, &seq), -1);
+    /* The queue made again under the name (another second): other ids. */
+    CHECK_INT(lambda_sqs_message_seq("q.fifo", 1700000001, id[2], &seq), -1);
     uint8_t f[3] = {0};
     snprintf(body, sizeof body, "{\"batchItemFailures\":[{\"itemIdentifier\":\"%s\"}]}", id[1]);
-    CHECK_INT(batch_failures(body, strlen(body), batch, 3, f, "q.fifo", why, sizeof why), 0);
+    CHECK_INT(
+        batch_failures(body, strlen(body), batch, 3, f, "q.fifo", 1700000000, why, sizeof why), 0);
     CHECK(!f[0] && f[1] && !f[2]);
     const char *bad[] = {"7", other};
     for (int i = 0; i < 2; i++) {
         memset(f, 0, sizeof f);
         snprintf(body, sizeof body, "{\"batchItemFailures\":[{\"itemIdentifier\":\"%s\"}]}",
                  bad[i]);
-        CHECK_INT(batch_failures(body, strlen(body), batch, 3, f, "q.fifo", why, sizeof why),
-                  ERR_INVAL);
+        CHECK_INT(
+            batch_failures(body, strlen(body), batch, 3, f, "q.fifo", 1700000000, why, sizeof why),
+            ERR_INVAL);
     }
     /* Upper case is not what the event showed. */
     char upper[LAMBDA_SQS_MESSAGE_ID_LEN + 1];
     memcpy(upper, id[1], sizeof upper);
     for (char *c = upper; *c; c++)
         if (*c >= 'a' && *c <= 'f') *c = (char)(*c - 'a' + 'A');
-    CHECK_INT(strcmp(upper, id[1]) != 0 ? lambda_sqs_message_seq("q.fifo", upper, &seq) : -1, -1);
+    CHECK_INT(strcmp(upper, id[1]) != 0 ? lambda_sqs_message_seq("q.fifo", 1700000000, upper, &seq)
+                                        : -1,
+              -1);
 }
 
 int main(void)
