@@ -44,9 +44,10 @@ typedef struct trigger {
     /* The batch being gathered (batched triggers): leased, not yet sent. */
     queue_lease **pending;
     uint32_t npending, pending_cap;
-    size_t pending_bytes; /* batch_record_max of each */
-    uint64_t window_end;  /* loop ms when it goes, full or not */
-    queue_lease *carry;   /* leased, but over the byte cap: the next batch's first */
+    size_t pending_bytes;      /* batch_record_max of each */
+    uint64_t window_end;       /* loop ms when it goes, full or not */
+    queue_lease *carry;        /* leased, but over the byte cap: the next batch's first */
+    uint64_t pending_touch_at; /* loop ms: when to touch a gathering batch (touch_held) */
 } trigger;
 
 typedef struct tinv {
@@ -58,6 +59,10 @@ typedef struct tinv {
     buf event; /* a batch's event: the payload */
     char request_id[REQID_LEN + 1];
     uint32_t version; /* the version an async invocation names; 0: the active one */
+    /* Leased from a queue's receiver: in triggers->running until it ends,
+     * touched at touch_at (loop ms) and every touch period after. */
+    list_node running;
+    uint64_t touch_at;
 } tinv;
 
 struct triggers {
@@ -82,6 +87,7 @@ struct triggers {
     triggers_outcome_cb outcome_hook;
     void *outcome_data;
     triggers_receiver receiver; /* a queue's receiver (api/sqs.c); zeroed: none */
+    list_node running;          /* tinvs of leases from a queue's receiver (touch_held) */
 };
 
 static void pump(trigger *t);
@@ -264,11 +270,58 @@ static void tick_one(const char *key, void *value, void *data)
     }
 }
 
+/* Cluster mode: a trigger's leases from a queue's receiver are held from
+ * the other nodes as a receive's are. The receiver's AckWait is the queue's
+ * VisibilityTimeout (and a margin), sized for ReceiveMessage, not for the
+ * function: a batch gathering for its window, or an invocation running
+ * longer than that, was given to another node by JetStream and ran there
+ * too (each message once across the nodes no more). So while a batch
+ * gathers or runs, its leases are touched (queue_touch, JetStream's in
+ * progress) every visibility timeout, as sqs_recv.c touches what a receive
+ * holds; the SQLite queue's leases live in the process and need none (its
+ * queue_touch does nothing). A run ends by its function's timeout, so a
+ * touched lease is not held forever. */
+static uint64_t touch_period_ms(const queue_sub *receiver)
+{
+    uint32_t ms = queue_sub_get_config(receiver)->deadline_ms;
+    /* The AckWait is deadline_ms (or, for 0, the default) and a margin:
+     * touching every deadline_ms renews it before it ends. */
+    return ms && ms < SPATE_TIMEOUT_DEFAULT_MS ? ms : SPATE_TIMEOUT_DEFAULT_MS;
+}
+
+static void touch_pending(const char *key, void *value, void *data)
+{
+    fscale *fs = value;
+    uint64_t now = *(const uint64_t *)data;
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        if (!t->npending || now < t->pending_touch_at || !triggers_is_receiver(t->pending[0]->sub))
+            continue;
+        for (uint32_t i = 0; i < t->npending; i++) queue_touch(t->pending[i]);
+        if (t->carry) queue_touch(t->carry);
+        t->pending_touch_at = now + touch_period_ms(t->pending[0]->sub);
+    }
+}
+
+static void touch_held(triggers *tr)
+{
+    if (!(queue_flags(tr->q) & QUEUE_SHARED)) return;
+    uint64_t now = uv_now(tr->loop);
+    for (list_node *n = list_first(&tr->running); n != &tr->running; n = n->next) {
+        tinv *ti = list_entry(n, tinv, running);
+        if (now < ti->touch_at) continue;
+        for (uint32_t i = 0; i < ti->n; i++) queue_touch(ti->leases[i]);
+        ti->touch_at = now + touch_period_ms(ti->leases[0]->sub);
+    }
+    strmap_each(&tr->scales, touch_pending, &now);
+}
+
 static void on_tick(uv_timer_t *h)
 {
     triggers *tr = h->data;
     if (tr->closing) return;
     strmap_each(&tr->scales, tick_one, tr);
+    touch_held(tr);
 }
 
 /* --- Invoking ------------------------------------------------------------------------- */
@@ -427,6 +480,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     t->inflight--;
     t->fs->inflight--;
     tr->inflight--;
+    list_remove(&ti->running);
     free_tinv(ti);
     if (t->removed) {
         if (t->inflight == 0) free(t);
@@ -455,6 +509,11 @@ static void start(trigger *t, fn *f, tinv *ti)
     t->inflight++;
     t->fs->inflight++;
     t->owner->inflight++;
+    list_init(&ti->running);
+    if (triggers_is_receiver(ti->leases[0]->sub)) {
+        list_push_back(&t->owner->running, &ti->running);
+        ti->touch_at = uv_now(t->owner->loop) + touch_period_ms(ti->leases[0]->sub);
+    }
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     uint32_t version = ti->version; /* an async invocation's own version wins */
     fn *g = f;
@@ -604,7 +663,10 @@ static int gather(trigger *t, queue_sub *src)
             t->carry = l;
             return 1;
         }
-        if (!t->npending) t->window_end = uv_now(t->owner->loop) + cfg->batch_window_ms;
+        if (!t->npending) {
+            t->window_end = uv_now(t->owner->loop) + cfg->batch_window_ms;
+            t->pending_touch_at = uv_now(t->owner->loop) + touch_period_ms(l->sub);
+        }
         t->pending[t->npending++] = l;
         t->pending_bytes += bytes;
     }
@@ -853,6 +915,7 @@ triggers *triggers_create(uv_loop_t *loop, functions *table)
     tr->ev.room = on_room;
     tr->ev.data = tr;
     strmap_init(&tr->scales);
+    list_init(&tr->running);
     if (getrandom(&tr->rng, sizeof tr->rng, 0) != sizeof tr->rng || !tr->rng)
         tr->rng = 0x9e3779b97f4a7c15ull;
     uv_timer_init(loop, &tr->tick);
