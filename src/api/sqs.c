@@ -1234,7 +1234,11 @@ static const char *handle_of(sqs_call *c, const cJSON *in)
 static const char *settle_why(int e)
 {
     return e == SQS_BAD_HANDLE ? "the receipt handle is not valid for this queue"
-                               : "the message referred to is not in flight";
+           : e == SQS_HANDLE_ELSEWHERE
+               ? "the receipt handle was made by another node of the cluster, which holds the "
+                 "message: delete it or change its visibility through the node that received it "
+                 "(nothing was deleted here)"
+               : "the message referred to is not in flight";
 }
 
 static void delete_message(sqs_call *c)

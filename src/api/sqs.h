@@ -109,7 +109,11 @@
  * that fetch (SPATE_SQS_CLUSTER_POLL_MS), even a short poll. The receiver's
  * AckWait is the queue's visibility timeout (+ margin): a held lease is
  * touched (queue_touch, JetStream's in progress) every visibility timeout
- * while its own lasts longer. FIFO deduplication ids go as Nats-Msg-Id: the
+ * while its own lasts longer; so are a sharing trigger's leases while its
+ * batch gathers and runs (sched/triggers.c touch_held). Only the node that
+ * received a message holds it: its receipt handles begin with its node id,
+ * and another node refuses them (SQS_HANDLE_ELSEWHERE) rather than take
+ * them for stale (sqs_recv.c node_id). FIFO deduplication ids go as Nats-Msg-Id: the
  * stream's window catches a retry through another node. Refused there:
  * DelaySeconds over 0, a retention other than the default.
  */
@@ -137,6 +141,7 @@
     X(QUEUE_EXISTS, "QueueNameExists", "QueueAlreadyExists", 400)                                  \
     X(INVALID_ADDRESS, "InvalidAddress", "InvalidAddress", 404)                                    \
     X(BAD_HANDLE, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 404)                         \
+    X(HANDLE_ELSEWHERE, "ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", 404)                   \
     X(NOT_INFLIGHT, "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight", 400)        \
     X(ATTR_NAME, "InvalidAttributeName", "InvalidAttributeName", 400)                              \
     X(ATTR_VALUE, "InvalidAttributeValue", "InvalidAttributeValue", 400)                           \
@@ -228,8 +233,9 @@ void sqs_receive(sqs_call *c, queue_sub *sub, uint32_t max, uint32_t visibility_
 enum sqs_settle { SQS_DELETE, SQS_VISIBILITY };
 /* Deletes the message of handle, or sets its visibility timeout to
  * visibility_s from now: 0, or SQS_BAD_HANDLE (not one of ours for this
- * queue), or SQS_NOT_INFLIGHT (visibility only: its lease is gone). A
- * delete with a stale handle is 0 and deletes nothing. */
+ * queue), or SQS_NOT_INFLIGHT (visibility only: its lease is gone), or
+ * SQS_HANDLE_ELSEWHERE (cluster mode: another node made it and holds its
+ * lease). A delete with a stale handle is 0 and deletes nothing. */
 int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op,
                uint32_t visibility_s);
 /* Messages of the queue held now (ApproximateNumberOfMessagesNotVisible). */

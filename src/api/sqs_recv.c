@@ -105,12 +105,38 @@ static void handle_mac(const struct sqs *s, const char *qname, const char *gen, 
     for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", mac[i]);
 }
 
-/* GEN.SEQ.MAC: all a handle says, checked by its MAC. */
+/* Cluster mode: this node's id (SQS_NODE_LEN hex digits, kept in
+ * DATA/node-id, so the same across restarts), or NULL on a single node.
+ *
+ * Receipt handles across nodes. A node holds what its receives leased (the
+ * lease is its JetStream delivery), so only it can delete the message or
+ * change its visibility. A handle of another node used here once looked
+ * like one of an earlier run (another life) and was answered as stale: a
+ * DeleteMessage succeeded and deleted nothing, and the message the client
+ * took for deleted came back when the visibility timeout ended. So a
+ * node's handles begin with its id, NODE-LIFE-N.SEQ.MAC: a handle of
+ * another node is refused saying so (SQS_HANDLE_ELSEWHERE), one of an
+ * earlier run of this node is stale as before. Handing the settle on to
+ * the node that holds the lease (SQS accepts a handle on any endpoint)
+ * would need a request between nodes; not yet. */
+#define SQS_NODE_LEN 16
+static const char *node_id(const struct sqs *s)
+{
+    const char *id = s->a->nodes.self ? s->a->nodes.self(s->a->nodes.data) : NULL;
+    if (!id || strlen(id) != SQS_NODE_LEN || strspn(id, "0123456789abcdef") != SQS_NODE_LEN)
+        return NULL;
+    return id;
+}
+
+/* [NODE-]GEN.SEQ.MAC: all a handle says, checked by its MAC (of GEN, SEQ
+ * and the queue: the node's id only says where the lease is). */
 static void make_handle(const struct sqs *s, const held *h, char *out, size_t cap)
 {
     char mac[33];
+    const char *node = node_id(s);
     handle_mac(s, h->queue, h->gen, h->seq, mac);
-    snprintf(out, cap, "%s.%llu.%s", h->gen, (unsigned long long)h->seq, mac);
+    snprintf(out, cap, "%s%s%s.%llu.%s", node ? node : "", node ? "-" : "", h->gen,
+             (unsigned long long)h->seq, mac);
 }
 
 /* --- The timer ------------------------------------------------------------------------ */
@@ -531,7 +557,7 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
                uint32_t visibility_s)
 {
     struct sqs *s = state(a);
-    char gen[SQS_GEN_MAX + 1];
+    char gen[SQS_NODE_LEN + 1 + SQS_GEN_MAX + 1]; /* [NODE-]LIFE-N */
     unsigned long long seq;
     char mac[33], want[33];
     size_t len = strnlen(handle, SPATE_SQS_HANDLE_MAX + 1);
@@ -544,6 +570,18 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
     if (sscanf(dot + 1, "%llu.%32[0-9a-f]%n", &seq, mac, &used) != 2 || dot[1 + used] != '\0' ||
         strlen(mac) != 32)
         return SQS_BAD_HANDLE;
+    /* NODE-LIFE-N (cluster mode): LIFE-N has a single '-', after 16 hex
+     * digits, so the two forms are told apart. */
+    if (strlen(gen) > SQS_NODE_LEN + SQS_LIFE_LEN + 2 && gen[SQS_NODE_LEN] == '-' &&
+        strspn(gen, "0123456789abcdef") == SQS_NODE_LEN &&
+        strspn(gen + SQS_NODE_LEN + 1, "0123456789abcdef") == SQS_LIFE_LEN &&
+        gen[SQS_NODE_LEN + 1 + SQS_LIFE_LEN] == '-' &&
+        strspn(gen + SQS_NODE_LEN + SQS_LIFE_LEN + 2, "0123456789") ==
+            strlen(gen + SQS_NODE_LEN + SQS_LIFE_LEN + 2)) {
+        const char *self = node_id(s);
+        if (!self || memcmp(gen, self, SQS_NODE_LEN) != 0) return SQS_HANDLE_ELSEWHERE;
+        memmove(gen, gen + SQS_NODE_LEN + 1, strlen(gen + SQS_NODE_LEN + 1) + 1);
+    }
     if (strlen(gen) < SQS_LIFE_LEN + 2 || gen[SQS_LIFE_LEN] != '-' ||
         strspn(gen, "0123456789abcdef") != SQS_LIFE_LEN ||
         strspn(gen + SQS_LIFE_LEN + 1, "0123456789") != strlen(gen + SQS_LIFE_LEN + 1))

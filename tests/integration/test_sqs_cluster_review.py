@@ -1,4 +1,5 @@
-"""An adversarial pass over SQS in cluster mode (issue 18): triggers (event
+"""An adversarial pass over SQS in cluster mode (issue 18): receipt handles
+used on the node that did not receive the message, and triggers (event
 source mappings) whose batch gathers or runs longer than the queue's
 visibility timeout. Each test failed before its fix."""
 
@@ -9,7 +10,7 @@ import pytest
 from conftest import wait_for
 from natscluster import add_trigger, listed, record_dir, spated_cluster
 from test_batches import deploy_batcher, events, records_of
-from test_sqs import create, ok
+from test_sqs import create, error_of, ok, sqs
 from test_sqs_cluster import receive, receive_all, url_on
 
 
@@ -17,6 +18,45 @@ from test_sqs_cluster import receive, receive_all, url_on
 def cluster(tmp_path_factory):
     with spated_cluster(tmp_path_factory, name="sqsrev", n=2) as c:
         yield c
+
+
+def test_a_handle_used_on_the_other_node_is_refused_not_dropped(cluster):
+    """Only the node that received a message holds its lease. Its handle used
+    on the other node was taken for one of an earlier run: DeleteMessage
+    answered success, deleted nothing, and the message came back after the
+    visibility timeout. Now it is refused, saying where the message is; the
+    node that received it deletes it."""
+    _, (a, b) = cluster
+    url = create(a, "handles", VisibilityTimeout=60)
+    url_b = url_on(b, "handles")
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "one"})
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "two"})
+    got = receive_all(a, url, 2)
+    assert sorted(m["Body"] for m in got) == ["one", "two"]
+    h = got[0]["ReceiptHandle"]
+    status, code, doc = error_of(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": h})
+    assert (status, code) == (404, "ReceiptHandleIsInvalid"), (status, code, doc)
+    _, _, full = sqs(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": h})
+    assert "another node" in full["message"], full
+    status, code, _ = error_of(b, "ChangeMessageVisibility", {
+        "QueueUrl": url_b, "ReceiptHandle": h, "VisibilityTimeout": 0})
+    assert (status, code) == (404, "ReceiptHandleIsInvalid")
+    doc = ok(b, "DeleteMessageBatch", {"QueueUrl": url_b, "Entries": [
+        {"Id": "x", "ReceiptHandle": got[1]["ReceiptHandle"]}]})
+    assert doc["Successful"] == [] and doc["Failed"][0]["Code"] == "ReceiptHandleIsInvalid", doc
+    # Still held by a, which deletes them.
+    for m in got:
+        ok(a, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": m["ReceiptHandle"]})
+    assert receive(b, url_b, WaitTimeSeconds=2) == []
+    # A handle of this node's own still works on it, and a forged one is
+    # still invalid.
+    ok(b, "SendMessage", {"QueueUrl": url_b, "MessageBody": "three"})
+    [m] = receive_all(b, url_b, 1)
+    forged = m["ReceiptHandle"][:-1] + ("0" if m["ReceiptHandle"][-1] != "0" else "1")
+    assert error_of(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": forged})[1] == \
+        "ReceiptHandleIsInvalid"
+    ok(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": m["ReceiptHandle"]})
+    assert receive(a, url, WaitTimeSeconds=2) == []
 
 
 def test_a_mapping_longer_than_the_visibility_timeout_runs_each_message_once(cluster, tmp_path):
