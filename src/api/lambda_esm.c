@@ -60,10 +60,17 @@ static int is_queue(api *a, const char *topic)
     return queue_find_sub(a->q, topic, TRIGGERS_RECEIVER) != NULL;
 }
 
-/* Whether the trigger of v is a mapping: on a queue, in the SQS shape. */
-static int is_mapping(api *a, const char *topic, const queue_sub_config *cfg)
+/* Whether a trigger is a mapping: in the SQS shape. Its queue may be gone:
+ * DeleteQueue leaves the triggers of the queue's topic (they read the topic
+ * again), and a mapping that Get, List and Delete no longer found once its
+ * queue was deleted could not be removed through Lambda's API (nor its
+ * function deleted: its trigger stayed), and came back, with its old
+ * settings, on a queue made again under the name. As Lambda keeps a
+ * mapping whose queue is deleted, it stays found, and says so
+ * (LastProcessingResult, esm_json). */
+static int is_mapping(const queue_sub_config *cfg)
 {
-    return cfg->event_format == QUEUE_EVENT_SQS && is_queue(a, topic);
+    return cfg->event_format == QUEUE_EVENT_SQS;
 }
 
 static int is_fifo(const char *topic)
@@ -78,7 +85,7 @@ static void queue_arn(char *out, size_t cap, const char *topic)
 }
 
 /* EventSourceMappingConfiguration. Caller owns. */
-static cJSON *esm_json(const char *topic, const queue_sub_config *cfg, const char *state)
+static cJSON *esm_json(api *a, const char *topic, const queue_sub_config *cfg, const char *state)
 {
     char uuid[ESM_UUID_LEN + 1], arn[300];
     esm_uuid(topic, cfg->function, uuid);
@@ -97,6 +104,10 @@ static cJSON *esm_json(const char *topic, const queue_sub_config *cfg, const cha
     cJSON_AddNumberToObject(o, "LastModified", (double)cfg->modified_ms / 1000.0);
     cJSON_AddStringToObject(o, "State", state ? state : cfg->paused ? "Disabled" : "Enabled");
     cJSON_AddStringToObject(o, "StateTransitionReason", "USER_INITIATED");
+    if (!is_queue(a, topic))
+        cJSON_AddStringToObject(o, "LastProcessingResult",
+                                "PROBLEM: the SQS queue does not exist (deleted): delete the "
+                                "mapping, or create the queue again");
     cJSON *types = cJSON_AddArrayToObject(o, "FunctionResponseTypes");
     if (cfg->report_failures)
         cJSON_AddItemToArray(types, cJSON_CreateString("ReportBatchItemFailures"));
@@ -120,7 +131,7 @@ static void on_find(const trigger_view *v, void *data)
 {
     found *f = data;
     char uuid[ESM_UUID_LEN + 1];
-    if (f->hit || !is_mapping(f->a, v->topic, v->cfg)) return;
+    if (f->hit || !is_mapping(v->cfg)) return;
     esm_uuid(v->topic, v->cfg->function, uuid);
     if (strcmp(uuid, f->uuid) != 0) return;
     f->hit = 1;
@@ -310,7 +321,7 @@ static void on_changed(void *data, int status)
         /* As the trigger is now (a deletion: as it was). */
         queue_sub *sub = c->removing ? NULL : queue_find_sub(c->a->q, c->topic, c->cfg.function);
         api_respond_json(c->req, 202,
-                         esm_json(c->topic, sub ? queue_sub_get_config(sub) : &c->cfg,
+                         esm_json(c->a, c->topic, sub ? queue_sub_get_config(sub) : &c->cfg,
                                   c->removing ? "Deleting" : NULL));
     }
     free(c);
@@ -373,7 +384,7 @@ static void create(api *a, http_request *req, const cJSON *body)
     if (!f) return;
     /* One trigger per queue and function, a mapping or spate's own. */
     queue_sub *had = queue_find_sub(a->q, topic, f->name);
-    if (had && !is_mapping(a, topic, queue_sub_get_config(had)))
+    if (had && !is_mapping(queue_sub_get_config(had)))
         return api_lambda_error(req, 409, "ResourceConflictException",
                                 "a trigger of spate's own (raw events) from queue '%s' to function "
                                 "'%s' exists: remove it first (spate trigger rm)",
@@ -453,7 +464,7 @@ typedef struct listing {
 static void on_list(const trigger_view *v, void *data)
 {
     listing *l = data;
-    if (l->nomem || !is_mapping(l->a, v->topic, v->cfg)) return;
+    if (l->nomem || !is_mapping(v->cfg)) return;
     if (l->topic && strcmp(l->topic, v->topic) != 0) return;
     if (l->function && strcmp(l->function, v->cfg->function) != 0) return;
     if (l->n == l->cap) {
@@ -538,7 +549,7 @@ static void list(api *a, http_request *req)
     for (size_t i = 0; i < l.n; i++) {
         if (q.marker[0] && strcmp(l.items[i].uuid, q.marker) <= 0) continue;
         if (!api_lambda_page_take(&p, l.items[i].uuid)) break;
-        cJSON_AddItemToArray(p.items, esm_json(l.items[i].topic, &l.items[i].cfg, NULL));
+        cJSON_AddItemToArray(p.items, esm_json(a, l.items[i].topic, &l.items[i].cfg, NULL));
     }
     free(l.items);
     api_lambda_page_answer(req, &p, "EventSourceMappings");
@@ -565,7 +576,7 @@ void api_lambda_esm(api *a, http_request *req, const route_match *m)
                  (int)(m->name_len > ESM_UUID_LEN + 1 ? ESM_UUID_LEN + 1 : m->name_len), m->name);
     found f;
     if (m->route == R_LAMBDA_ESM && get) {
-        if (find(a, req, uuid, &f)) api_respond_json(req, 200, esm_json(f.topic, &f.cfg, NULL));
+        if (find(a, req, uuid, &f)) api_respond_json(req, 200, esm_json(a, f.topic, &f.cfg, NULL));
         return;
     }
     if (m->route == R_LAMBDA_ESM && meth == HTTP_DELETE) {

@@ -50,8 +50,10 @@
  * page before's last item, in UUID order), GET/PUT/DELETE
  * .../event-source-mappings/UUID (Get; Update: what the body names, the
  * rest kept; Delete: 202 with State "Deleting", the trigger removed).
- * Which triggers are mappings: those on a topic that is a queue with the
- * SQS event format; other triggers are spate's own and not listed. An
+ * Which triggers are mappings: those in the SQS event format, on a queue
+ * or on the topic of a queue since deleted (a mapping outlives its queue,
+ * as in Lambda: found, LastProcessingResult "PROBLEM: ...", deletable);
+ * raw triggers are spate's own and not listed. An
  * EventSourceArn that is no queue is InvalidParameterValueException; a
  * second mapping of the same queue and function is
  * ResourceConflictException (a trigger is unique by topic and function).
