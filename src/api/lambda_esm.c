@@ -184,8 +184,9 @@ static int read_u32(const cJSON *body, const char *name, uint32_t min, uint32_t 
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, name);
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(uint64_t)v->valuedouble ||
-        v->valuedouble < min || v->valuedouble > max) {
+    /* The range first: a cast of a negative or huge double is undefined. */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= min && v->valuedouble <= max) ||
+        v->valuedouble != (double)(uint32_t)v->valuedouble) {
         snprintf(why, cap, "%s must be a whole number from %" PRIu32 " to %" PRIu32, name, min,
                  max);
         return -1;

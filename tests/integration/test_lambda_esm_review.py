@@ -1,8 +1,13 @@
 """An adversarial pass over Lambda's event source mappings of SQS queues
-(issue 18): a mapping whose queue is deleted. It failed before its fix."""
+(issue 18): a mapping whose queue is deleted, hostile UpdateEventSourceMapping
+values, and a FIFO mapping whose function fails one group's message. The
+first failed before its fix; the others pin down what was right."""
 
-from test_lambda_esm import arn_of, deploy
-from test_lambda_mgmt import client, error_of
+import json
+
+from conftest import wait_for
+from test_lambda_esm import ESM, arn_of, deploy, records, send
+from test_lambda_mgmt import client, error_of, request
 from test_sqs import create, ok
 
 
@@ -32,3 +37,102 @@ def test_a_mapping_outlives_its_queue_and_can_be_deleted(spated, tmp_path):
     url = create(spated, "esm-gone")
     assert c.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"] == []
     assert spated.json("GET", "/v1/triggers/esm-gone/rec")[0] == 404
+
+
+def test_hostile_updates_change_nothing(spated, tmp_path):
+    c = client(spated)
+    deploy(c, tmp_path)
+    deploy(c, tmp_path, "other")
+    arn = arn_of(spated, create(spated, "esm-hostile"))
+    m = c.create_event_source_mapping(EventSourceArn=arn, FunctionName="rec", BatchSize=4)
+    u = m["UUID"]
+    for body in ({"BatchSize": 0}, {"BatchSize": 10001}, {"BatchSize": -1},
+                 {"BatchSize": 1e300}, {"BatchSize": 2.5}, {"BatchSize": "4"},
+                 {"BatchSize": 20},  # over 10 without a window
+                 {"MaximumBatchingWindowInSeconds": 301},
+                 {"MaximumBatchingWindowInSeconds": -1},
+                 {"ScalingConfig": {"MaximumConcurrency": 1}},
+                 {"ScalingConfig": {"MaximumConcurrency": 1001}},
+                 {"ScalingConfig": {"MaximumConcurrency": -3}},
+                 {"ScalingConfig": 5}, {"Enabled": "false"},
+                 {"FunctionResponseTypes": ["ReportBatchItemFailures", "x"]},
+                 {"FilterCriteria": {"Filters": []}}):
+        st, _, doc = request(spated, "PUT", f"{ESM}/{u}", body)
+        assert st == 400, (body, st, doc)
+    for body, want in (({"FunctionName": "other"}, 400), ({"FunctionName": "rec:nope"}, 404),
+                       ({"FunctionName": "rec:999"}, 404)):
+        st, _, doc = request(spated, "PUT", f"{ESM}/{u}", body)
+        assert st == want, (body, st, doc)
+    # Forged and malformed UUIDs, a Marker that is no UUID.
+    for bad in ("00000000-0000-4000-8000-000000000000", u.upper(), u + "0", "x", u[:-1]):
+        assert request(spated, "GET", f"{ESM}/{bad}")[0] == 404, bad
+    st, _, doc = request(spated, "GET", f"{ESM}?Marker=not-a-uuid")
+    assert st == 200, doc
+    st, _, doc = request(spated, "GET", f"{ESM}?Marker={'z' * 300}")
+    assert st == 400, doc
+    # Unknown members are ignored, as Lambda does; nothing changed.
+    st, _, doc = request(spated, "PUT", f"{ESM}/{u}", {"Bogus": 1})
+    assert st == 202, doc
+    got = c.get_event_source_mapping(UUID=u)
+    assert (got["BatchSize"], got["State"], got["FunctionArn"].split(":")[-1]) == (4, "Enabled",
+                                                                                  "rec")
+    assert "ScalingConfig" not in got
+
+
+def test_a_fifo_mapping_keeps_a_failing_group_in_order(spated, tmp_path):
+    """A message its function fails holds its group (it comes back first,
+    after the visibility timeout) until it goes to the dead-letter queue;
+    the other groups go on meanwhile."""
+    c = client(spated)
+    record = deploy(c, tmp_path)
+    dlq = create(spated, "esm-dead.fifo", FifoQueue="true")
+    policy = json.dumps({"deadLetterTargetArn": arn_of(spated, dlq), "maxReceiveCount": 2})
+    url = create(spated, "esm-order.fifo", FifoQueue="true", ContentBasedDeduplication="true",
+                 VisibilityTimeout=2, RedrivePolicy=policy)
+    c.create_event_source_mapping(EventSourceArn=arn_of(spated, url), FunctionName="rec",
+                                  BatchSize=10, FunctionResponseTypes=["ReportBatchItemFailures"])
+    for body, group in (("fail-a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b"), ("b2", "b")):
+        ok(spated, "SendMessage", {"QueueUrl": url, "MessageBody": body, "MessageGroupId": group})
+    assert wait_for(lambda: len(records(record)) >= 6, timeout=60)
+    got = [(r["body"], r["attributes"]["ApproximateReceiveCount"]) for r in records(record)]
+    a = [x for x in got if x[0] != "b1" and x[0] != "b2"]
+    assert a == [("fail-a1", "1"), ("fail-a1", "2"), ("a2", "1"), ("a3", "1")], got
+    assert [x[0] for x in got if x[0].startswith("b")] == ["b1", "b2"], got
+    # b went on while a waited for its failed message's visibility timeout.
+    assert got.index(("b2", "1")) < got.index(("fail-a1", "2")), got
+    dead = wait_for(lambda: ok(spated, "ReceiveMessage", {"QueueUrl": dlq}).get("Messages"),
+                    timeout=30)
+    assert [x["Body"] for x in dead] == ["fail-a1"]
+
+
+def test_send_and_receive_beside_a_mapping_lose_nothing(spated, tmp_path):
+    """Sends, ReceiveMessage callers and a mapping toggled on and off at
+    once: each message goes to the function or to a receive, never both,
+    and none is lost."""
+    c = client(spated)
+    record = deploy(c, tmp_path)
+    url = create(spated, "esm-race", VisibilityTimeout=600)
+    m = c.create_event_source_mapping(EventSourceArn=arn_of(spated, url), FunctionName="rec",
+                                      BatchSize=5)
+    sent = set()
+    received = []
+    for i in range(60):
+        sent.add(send(spated, url, f"m{i}"))
+        if i % 10 == 0:
+            c.update_event_source_mapping(UUID=m["UUID"], Enabled=(i // 10) % 2 == 1)
+        if i % 3 == 0:
+            doc = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 3})
+            for x in doc.get("Messages", []):
+                received.append(x["MessageId"])
+                ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": x["ReceiptHandle"]})
+    c.update_event_source_mapping(UUID=m["UUID"], Enabled=True)
+
+    def ran():
+        return [r["messageId"] for r in records(record)]
+
+    assert wait_for(lambda: len(set(ran()) | set(received)) == len(sent), timeout=90), \
+        (len(ran()), len(received), len(sent))
+    assert ran() and received, (len(ran()), len(received))  # both took some
+    assert len(ran()) == len(set(ran())), "a message ran twice"
+    assert not set(ran()) & set(received), "a message went to both"
+    assert set(ran()) | set(received) == sent
