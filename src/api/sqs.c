@@ -688,9 +688,12 @@ static void get_queue_attributes(sqs_call *c)
     uint64_t visible = ss.depth - ss.leased;
     visible = visible > ss.delayed ? visible - ss.delayed : 0;
     if (want & 1u << 2) add_number(at, "ApproximateNumberOfMessages", visible);
-    /* Cluster mode: what every node holds (JetStream's pending acks, as of
-     * its last figures), not only what this one does. */
-    if (queue_flags(c->a->q) & QUEUE_SHARED && ss.leased > held) held = ss.leased;
+    /* Every lease of the receiver is out of sight: a receive's, and what a
+     * trigger sharing it (an event source mapping) gathers or runs, which
+     * SQS counts in flight too (these were counted nowhere: a queue whose
+     * mapping ran a batch showed 0 and 0). In cluster mode, what every node
+     * holds (JetStream's pending acks, as of its last figures). */
+    if (ss.leased > held) held = ss.leased;
     if (want & 1u << 3) add_number(at, "ApproximateNumberOfMessagesNotVisible", held);
     if (want & 1u << 4) add_number(at, "ApproximateNumberOfMessagesDelayed", ss.delayed);
     if (want & 1u << 5) add_number(at, "VisibilityTimeout", (uint64_t)st.visibility_s);

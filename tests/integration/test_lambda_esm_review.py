@@ -4,6 +4,7 @@ values, and a FIFO mapping whose function fails one group's message. The
 first failed before its fix; the others pin down what was right."""
 
 import json
+import time
 
 from conftest import wait_for
 from test_lambda_esm import ESM, arn_of, deploy, records, send
@@ -136,3 +137,43 @@ def test_send_and_receive_beside_a_mapping_lose_nothing(spated, tmp_path):
     assert len(ran()) == len(set(ran())), "a message ran twice"
     assert not set(ran()) & set(received), "a message went to both"
     assert set(ran()) | set(received) == sent
+
+
+def test_kill_9_mid_batch_loses_nothing(spated, tmp_path):
+    """spated killed while a mapping's batch runs: after the restart the
+    batch's messages run again (they were never acknowledged), those
+    acknowledged before do not, and the queue ends empty."""
+    import signal
+    from natscluster import record_dir
+    from test_batches import deploy_batcher, events, records_of
+    record = deploy_batcher(spated, record_dir(tmp_path), name="slowesm", SLEEP_S=4)
+    url = create(spated, "esm-kill", VisibilityTimeout=60)
+    c = client(spated)
+    c.create_event_source_mapping(EventSourceArn=arn_of(spated, url), FunctionName="slowesm",
+                                  BatchSize=1)
+
+    def bodies():
+        return [r["body"] for e in events(record) for r in records_of(e)]
+
+    def counts():
+        a = ok(spated, "GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["All"]})
+        return (a["Attributes"]["ApproximateNumberOfMessages"],
+                a["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+
+    send(spated, url, "first")
+    assert wait_for(lambda: bodies() == ["first"], timeout=30)
+    # While it runs the message is in flight (it was counted nowhere).
+    assert counts() == ("0", "1")
+    # first ends (4 s) and is acknowledged; second starts, then the kill.
+    assert wait_for(lambda: counts() == ("0", "0"), timeout=30)
+    send(spated, url, "second")
+    assert wait_for(lambda: bodies() == ["first", "second"], timeout=30)
+    time.sleep(1)
+    spated.stop(signal.SIGKILL)
+    spated.start()
+    assert wait_for(lambda: bodies() == ["first", "second", "second"], timeout=60), (
+        [(r["body"], r["attributes"]["ApproximateReceiveCount"]) for e in events(record)
+         for r in records_of(e)], spated.log()[-3000:])
+    assert wait_for(lambda: counts() == ("0", "0"), timeout=30)
+    time.sleep(6)
+    assert bodies() == ["first", "second", "second"]
