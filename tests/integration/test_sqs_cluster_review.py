@@ -89,3 +89,50 @@ def test_a_mapping_longer_than_the_visibility_timeout_runs_each_message_once(clu
     assert bodies(slow) == ["slow"] and bodies(windowed) == ["gathered"]
     for q, d in (("slowq", a), ("winq", b)):
         assert receive(d, url_on(d, q), WaitTimeSeconds=2) == []
+
+
+def test_fifo_order_holds_when_a_receive_on_one_node_times_out(cluster):
+    """a receives a group's first message and lets its visibility timeout
+    end: b gets that message again before the group's next."""
+    _, (a, b) = cluster
+    url = create(a, "turns.fifo", FifoQueue="true", VisibilityTimeout=2)
+    url_b = url_on(b, "turns.fifo")
+    for i in range(3):
+        ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": f"t{i}", "MessageGroupId": "g",
+                              "MessageDeduplicationId": f"t{i}"})
+    first = receive_all(a, url, 1)
+    assert [m["Body"] for m in first] == ["t0"]
+    order = []
+    deadline = time.time() + 60
+    while len(order) < 3 and time.time() < deadline:
+        for m in receive(b, url_b, WaitTimeSeconds=2):
+            order.append((m["Body"], m["Attributes"]["ApproximateReceiveCount"]))
+            ok(b, "DeleteMessage", {"QueueUrl": url_b, "ReceiptHandle": m["ReceiptHandle"]})
+    assert order == [("t0", "2"), ("t1", "1"), ("t2", "1")], order
+
+
+def test_create_queue_on_both_nodes_at_once_agrees(cluster):
+    """Two CreateQueue calls of one name with different attributes, one on
+    each node at the same moment: the nodes end with the same attributes."""
+    import threading
+    _, (a, b) = cluster
+    out = {}
+
+    def make(d, vis):
+        out[vis] = sqs(d, "CreateQueue", {"QueueName": "race",
+                                         "Attributes": {"VisibilityTimeout": str(vis)}})[0]
+
+    ts = [threading.Thread(target=make, args=(d, v)) for d, v in ((a, 10), (b, 20))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+
+    def vis(d):
+        return ok(d, "GetQueueAttributes", {"QueueUrl": url_on(d, "race"),
+                                            "AttributeNames": ["All"]})["Attributes"]
+
+    time.sleep(3)
+    assert wait_for(lambda: vis(a)["VisibilityTimeout"] == vis(b)["VisibilityTimeout"],
+                    timeout=20), (out, vis(a), vis(b))
+    assert vis(a)["CreatedTimestamp"] == vis(b)["CreatedTimestamp"], (vis(a), vis(b))
