@@ -177,3 +177,44 @@ def test_kill_9_mid_batch_loses_nothing(spated, tmp_path):
     assert wait_for(lambda: counts() == ("0", "0"), timeout=30)
     time.sleep(6)
     assert bodies() == ["first", "second", "second"]
+
+
+def test_batch_item_failures_that_name_no_message_of_the_batch(spated, tmp_path):
+    """batchItemFailures naming one message 10,000 times fails that message
+    alone; naming another queue's MessageId, or the seq in decimal, is no
+    id of the batch: the whole batch fails (Lambda's rule), each message
+    comes back with its receive count one higher."""
+    from natscluster import record_dir
+    from test_batches import deploy_batcher, events, records_of
+    answer = tmp_path / "answer.json"
+    record = deploy_batcher(spated, record_dir(tmp_path), name="answers", ANSWER=str(answer))
+    c = client(spated)
+    other = send(spated, create(spated, "esm-other"), "elsewhere")
+    dlq = create(spated, "esm-ans-dead")
+    policy = json.dumps({"deadLetterTargetArn": arn_of(spated, dlq), "maxReceiveCount": 2})
+    url = create(spated, "esm-answers", VisibilityTimeout=1, RedrivePolicy=policy)
+    m = c.create_event_source_mapping(EventSourceArn=arn_of(spated, url), FunctionName="answers",
+                                      BatchSize=2, FunctionResponseTypes=["ReportBatchItemFailures"],
+                                      Enabled=False)
+    x, y = send(spated, url, "x"), send(spated, url, "y")
+    answer.write_text(json.dumps({"batchItemFailures": [{"itemIdentifier": y}] * 10000}))
+    c.update_event_source_mapping(UUID=m["UUID"], Enabled=True)
+
+    def seen():
+        return [(r["body"], r["attributes"]["ApproximateReceiveCount"])
+                for e in events(record) for r in records_of(e)]
+
+    dead = wait_for(lambda: ok(spated, "ReceiveMessage", {
+        "QueueUrl": dlq, "VisibilityTimeout": 0}).get("Messages"), timeout=60)
+    assert [d["Body"] for d in dead] == ["y"] and sorted(seen()) == [("x", "1"), ("y", "1"),
+                                                                  ("y", "2")], seen()
+    for bad in (other, "3"):  # a seq in decimal (the first z's)
+        c.update_event_source_mapping(UUID=m["UUID"], Enabled=False)
+        answer.write_text(json.dumps({"batchItemFailures": [{"itemIdentifier": bad}]}))
+        before = len(seen())
+        send(spated, url, f"z-{bad}")
+        c.update_event_source_mapping(UUID=m["UUID"], Enabled=True)
+        assert wait_for(lambda: [n for b, n in seen()[before:]] == ["1", "2"], timeout=60), seen()
+    assert x and wait_for(lambda: len(ok(spated, "ReceiveMessage", {
+        "QueueUrl": dlq, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0}).get(
+            "Messages", [])) == 3, timeout=30)
