@@ -136,3 +136,27 @@ def test_create_queue_on_both_nodes_at_once_agrees(cluster):
     assert wait_for(lambda: vis(a)["VisibilityTimeout"] == vis(b)["VisibilityTimeout"],
                     timeout=20), (out, vis(a), vis(b))
     assert vis(a)["CreatedTimestamp"] == vis(b)["CreatedTimestamp"], (vis(a), vis(b))
+
+
+def test_delete_queue_while_a_mapping_runs_on_the_other_node(cluster, tmp_path):
+    """DeleteQueue through one node while the other's trigger runs a batch of
+    the queue, its leases being touched: the run ends and settles into
+    nothing, both nodes stay up, and a queue made again under the name
+    starts empty."""
+    _, (a, b) = cluster
+    record = deploy_batcher(a, record_dir(tmp_path), name="lingerfn", SLEEP_S=6)
+    assert wait_for(lambda: listed(b, "lingerfn"), timeout=30)
+    url = create(a, "linger", VisibilityTimeout=1)
+    url_b = url_on(b, "linger")
+    add_trigger(a, (a, b), "linger", "lingerfn", "?event_format=sqs&batch_size=1")
+    ok(a, "SendMessage", {"QueueUrl": url, "MessageBody": "in flight"})
+    assert wait_for(lambda: len(events(record)) == 1, timeout=30)
+    time.sleep(2)  # touched at least once
+    ok(b, "DeleteQueue", {"QueueUrl": url_b})
+    time.sleep(8)  # the run ends (6 s) and settles
+    assert len(events(record)) == 1
+    for d in (a, b):
+        assert d.proc.poll() is None, d.log()
+        assert d.json("GET", "/v1/nodes")[0] == 200
+    url = create(a, "linger", VisibilityTimeout=1)
+    assert receive(b, url_on(b, "linger"), WaitTimeSeconds=2) == []
