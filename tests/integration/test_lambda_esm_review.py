@@ -218,3 +218,27 @@ def test_batch_item_failures_that_name_no_message_of_the_batch(spated, tmp_path)
     assert x and wait_for(lambda: len(ok(spated, "ReceiveMessage", {
         "QueueUrl": dlq, "MaxNumberOfMessages": 10, "VisibilityTimeout": 0}).get(
             "Messages", [])) == 3, timeout=30)
+
+
+def test_a_graceful_restart_mid_batch_runs_it_once(spated, tmp_path):
+    """spated stopped (SIGTERM) while a mapping's batch runs: the run
+    finishes and is acknowledged before spated exits, so it does not run
+    again after the start; a message sent meanwhile runs after it."""
+    from natscluster import record_dir
+    from test_batches import deploy_batcher, events, records_of
+    record = deploy_batcher(spated, record_dir(tmp_path), name="drainesm", SLEEP_S=3)
+    url = create(spated, "esm-drain")
+    client(spated).create_event_source_mapping(EventSourceArn=arn_of(spated, url),
+                                               FunctionName="drainesm", BatchSize=1)
+
+    def bodies():
+        return [r["body"] for e in events(record) for r in records_of(e)]
+
+    send(spated, url, "running")
+    assert wait_for(lambda: bodies() == ["running"], timeout=30)
+    assert spated.stop() == 0
+    spated.start()
+    send(spated, url, "after")
+    assert wait_for(lambda: "after" in bodies(), timeout=30)
+    time.sleep(5)
+    assert bodies() == ["running", "after"]
