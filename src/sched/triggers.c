@@ -1080,26 +1080,32 @@ static int remove_trigger(triggers *tr, const char *topic, const char *function,
     add_ctx *c = new_ctx(tr, topic, function, record, done, data);
     if (!c) return ERR_NOMEM;
     queue_sub *sub = queue_find_sub(tr->q, topic, function);
-    if (sub) {
-        trigger *t = queue_sub_data(sub);
-        if (t) {
-            /* Invocations still running keep t until they end (on_done). */
-            list_remove(&t->link);
-            list_init(&t->link);
-            queue_sub_set_data(sub, NULL);
-            t->stalled = 1; /* never pumps again */
-            t->removed = 1;
-            release_pending(t);
-            free(t->pending);
-            t->pending = NULL;
-            if (t->inflight == 0) free(t);
-        }
+    trigger *t = sub ? queue_sub_data(sub) : NULL;
+    if (t) {
+        /* Invocations still running keep t until they end (on_done). */
+        list_remove(&t->link);
+        list_init(&t->link);
+        queue_sub_set_data(sub, NULL);
+        t->stalled = 1; /* never pumps again */
+        t->removed = 1;
     }
     tr->changing++;
     int rc = queue_unsubscribe(tr->q, topic, function, on_removed, c);
     if (rc) {
         tr->changing--;
         free(c);
+    }
+    /* The gathering batch goes back only now that the subscription is
+     * gone from the topic: a lease given back to a queue's receiver wakes
+     * the triggers sharing it (pump_sharing walks the topic's
+     * subscriptions), which made this one a new trigger (its data cleared
+     * above) that outlived its freed subscription (heap use after free
+     * when a mapping gathering a batch was deleted). */
+    if (t) {
+        release_pending(t);
+        free(t->pending);
+        t->pending = NULL;
+        if (t->inflight == 0) free(t);
     }
     return rc;
 }
