@@ -242,3 +242,64 @@ def test_a_graceful_restart_mid_batch_runs_it_once(spated, tmp_path):
     assert wait_for(lambda: "after" in bodies(), timeout=30)
     time.sleep(5)
     assert bodies() == ["running", "after"]
+
+
+def test_mappings_made_and_deleted_under_sends_and_receives(spated, tmp_path):
+    """A mapping created and deleted again and again while one thread sends
+    and another receives and deletes: each message runs once or is received
+    once, never both, none lost (a batch gathering when its mapping goes
+    is given back, one running settles)."""
+    import threading
+    c = client(spated)
+    record = deploy(c, tmp_path)
+    url = create(spated, "esm-churn", VisibilityTimeout=600)
+    arn = arn_of(spated, url)
+    sent, received, stop = [], [], threading.Event()
+
+    def sender():
+        for i in range(150):
+            sent.append(send(spated, url, f"c{i}"))
+            time.sleep(0.02)
+        stop.set()
+
+    def receiver():
+        while not stop.is_set() or len(set(received) | {r["messageId"] for r in records(record)}) \
+                < len(sent):
+            # Short polls, spaced: the mapping (which long polls would
+            # always come after) gets its share.
+            time.sleep(0.15)
+            doc = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 4})
+            for x in doc.get("Messages", []):
+                received.append(x["MessageId"])
+                ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": x["ReceiptHandle"]})
+            if stop.is_set() and not doc.get("Messages"):
+                break
+
+    ts = [threading.Thread(target=sender), threading.Thread(target=receiver)]
+    for t in ts:
+        t.start()
+    while not stop.is_set():
+        # Windows of 0 and 1 s: batches run and batches gathering alike.
+        m = c.create_event_source_mapping(EventSourceArn=arn, FunctionName="rec", BatchSize=3,
+                                          MaximumBatchingWindowInSeconds=len(sent) % 2)
+        time.sleep(0.5)
+        c.delete_event_source_mapping(UUID=m["UUID"])
+    for t in ts:
+        t.join(120)
+
+    def ran():
+        return [r["messageId"] for r in records(record)]
+
+    def drained():
+        # What the last mapping left (a batch gathering when it went is
+        # given back) is the receives'.
+        doc = ok(spated, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10})
+        for x in doc.get("Messages", []):
+            received.append(x["MessageId"])
+            ok(spated, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": x["ReceiptHandle"]})
+        return set(ran()) | set(received) == set(sent)
+
+    assert wait_for(drained, timeout=60), (len(ran()), len(received), len(sent))
+    assert len(ran()) == len(set(ran())), "a message ran twice"
+    assert len(received) == len(set(received)), "a message was received twice"
+    assert not set(ran()) & set(received), "a message went to both"

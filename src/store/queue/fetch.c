@@ -78,6 +78,13 @@ static void done_fetch(wop *op, int status)
         } else if (b->n) {
             s->lag_oldest_ms = 0;
         }
+        /* The untaken dropped before the available event, which may settle
+         * at once what it was handed (a trigger on an SQS queue acks its own
+         * subscription's copies): that freed the block when it held every
+         * message, and the settle after it read the freed block (heap
+         * corruption when a mapping was made on a queue with messages). */
+        sq_block_settle(b);
+        f->block = NULL;
         sq_mark_dirty(s);
         sq_notify(s);
     }
