@@ -189,6 +189,7 @@ static void on_writer_stopped(void *data)
     sqlite3_stmt *sts[] = {q->ins_msg,  q->ins_msg_attrs, q->upd_pub,  q->upd_sub,
                            q->del_msgs, q->upsert_retry,  q->del_retry};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++) sqlite3_finalize(sts[i]);
+    sqlite3_finalize(q->first_pub);
     close_part(q);
 }
 
