@@ -299,6 +299,14 @@ static void escaped(xbuf *b, const char *s)
     }
 }
 
+/* <name> or </name>, without a printf: a few of them for each member. */
+static void tag(xbuf *b, const char *open, const char *name)
+{
+    puts_(b, open);
+    puts_(b, name);
+    put(b, ">", 1);
+}
+
 static void element(xbuf *b, const char *name, const cJSON *v, const char *action);
 
 /* The element name of each item of a flattened list member. */
@@ -328,11 +336,12 @@ static void members(xbuf *b, const cJSON *obj, const char *action)
             const cJSON *a;
             cJSON_ArrayForEach(a, m)
             {
-                putf(b, "<%s><Name>", item);
+                tag(b, "<", item);
+                puts_(b, "<Name>");
                 escaped(b, a->string);
                 puts_(b, "</Name>");
                 element(b, "Value", a, action);
-                putf(b, "</%s>", item);
+                tag(b, "</", item);
             }
         } else {
             element(b, m->string, m, action);
@@ -342,7 +351,7 @@ static void members(xbuf *b, const cJSON *obj, const char *action)
 
 static void element(xbuf *b, const char *name, const cJSON *v, const char *action)
 {
-    putf(b, "<%s>", name);
+    tag(b, "<", name);
     if (cJSON_IsString(v))
         escaped(b, v->valuestring);
     else if (cJSON_IsBool(v))
@@ -351,7 +360,7 @@ static void element(xbuf *b, const char *name, const cJSON *v, const char *actio
         putf(b, "%.0f", v->valuedouble);
     else if (cJSON_IsObject(v))
         members(b, v, action);
-    putf(b, "</%s>", name);
+    tag(b, "</", name);
 }
 
 char *sqs_query_render(const char *action, const cJSON *out, const char *request_id, size_t *len)
