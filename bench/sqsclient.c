@@ -25,6 +25,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -129,6 +131,10 @@ static void dial(conn *c)
     if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a, sizeof a)) die("cannot connect");
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* A server that stops answering ends the bench rather than hanging it
+     * (a long poll answers within its 20 s). */
+    struct timeval tv = {.tv_sec = 60};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     c->cap = 1 << 16;
     if (!(c->buf = malloc(c->cap))) die("out of memory");
 }
@@ -204,7 +210,8 @@ static void read_some(conn *c)
         if (!(c->buf = realloc(c->buf, c->cap))) die("out of memory");
     }
     ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len - 1);
-    if (r <= 0) die("the server closed the connection");
+    if (r < 0) die("no answer: %s", errno == EAGAIN ? "none in 60 s" : strerror(errno));
+    if (r == 0) die("the server closed the connection");
     c->len += (size_t)r;
 }
 
