@@ -76,6 +76,7 @@ bench: deps all
 	./bench/batches
 	./bench/metrics
 	./bench/cluster
+	./bench/sqs
 
 # The trading day of examples/trade-report, twice: one consumer, then spate.
 # Prints a table per mode and writes demo-out/trading-day.svg and .png.

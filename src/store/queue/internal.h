@@ -178,6 +178,7 @@ struct queue {
     sqlite3_stmt *ins_msg, *ins_msg_attrs, *upd_pub, *upd_sub, *del_msgs, *upsert_retry, *del_retry;
     sqlite3_stmt *ins_dedup, *del_dedup;
     int64_t dedup_pruned_ms; /* writer thread: when expired ids were last deleted */
+    sqlite3_stmt *first_pub; /* sq_first_published_cached */
 };
 
 typedef struct publish_op {
@@ -222,6 +223,8 @@ void sq_key_free(queue_sub *s, queue_msg *m);
 int sq_insert_topic(sqlite3 *db, const sq_topic *t);
 int sq_delete_rows(sqlite3_stmt *st, uint64_t *rows, uint64_t *bytes);
 int64_t sq_first_published(sqlite3 *db, int64_t topic_id);
+/* The same with q's statement, for the trim after each settled batch. */
+int64_t sq_first_published_cached(queue *q, sqlite3 *db, int64_t topic_id);
 int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *count);
 extern const char
     *const sq_select_rows; /* SELECT ... FROM messages: the columns sq_read_rows wants */

@@ -193,6 +193,7 @@ static void on_writer_stopped(void *data)
                            q->upd_sub,   q->del_msgs,      q->upsert_retry,
                            q->del_retry, q->ins_dedup,     q->del_dedup};
     for (size_t i = 0; i < sizeof sts / sizeof *sts; i++) sqlite3_finalize(sts[i]);
+    sqlite3_finalize(q->first_pub);
     close_part(q);
 }
 

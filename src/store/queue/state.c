@@ -104,7 +104,7 @@ static int apply_trim(sqlite3 *db, wop *op)
     sqlite3_bind_int64(q->del_msgs, 2, (sqlite3_int64)t->below);
     rc = sq_delete_rows(q->del_msgs, &t->deleted, &t->bytes);
     /* The oldest left: what the topic's age says once no trigger reads it. */
-    if (rc == SQLITE_OK) t->oldest_ms = sq_first_published(db, t->topic_id);
+    if (rc == SQLITE_OK) t->oldest_ms = sq_first_published_cached(q, db, t->topic_id);
     return rc;
 }
 
