@@ -255,9 +255,10 @@ static void settings_of(const queue_sub_config *cfg, queue_settings *out)
     out->retention_s = cfg->batch_size ? cfg->batch_size : TRIGGERS_RETENTION_DEFAULT_S;
     out->fifo = cfg->ordered;
     out->content_dedup = cfg->report_failures;
-    out->created_s = out->modified_s = 0;
-    if (sscanf(cfg->qualifier, "%lld %lld", &out->created_s, &out->modified_s) != 2)
-        out->created_s = out->modified_s = 0;
+    int64_t created, modified;
+    triggers_receiver_times(cfg, &created, &modified);
+    out->created_s = created;
+    out->modified_s = modified;
     out->max_receives = cfg->dlq[0] ? cfg->max_attempts : 0;
     snprintf(out->dlq, sizeof out->dlq, "%s", cfg->max_attempts ? cfg->dlq : "");
 }

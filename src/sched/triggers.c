@@ -779,12 +779,18 @@ int triggers_is_receiver(const queue_sub *sub)
     return strcmp(queue_sub_get_config(sub)->function, TRIGGERS_RECEIVER) == 0;
 }
 
+void triggers_receiver_times(const queue_sub_config *cfg, int64_t *created, int64_t *modified)
+{
+    long long c, m;
+    if (sscanf(cfg->qualifier, "%lld %lld", &c, &m) != 2 || c < 0 || m < 0) c = m = 0;
+    *created = c;
+    *modified = m;
+}
+
 int64_t triggers_receiver_created(const queue_sub *receiver)
 {
-    long long created = 0;
-    if (!receiver || sscanf(queue_sub_get_config(receiver)->qualifier, "%lld", &created) != 1 ||
-        created < 0)
-        return 0;
+    int64_t created = 0, modified;
+    if (receiver) triggers_receiver_times(queue_sub_get_config(receiver), &created, &modified);
     return created;
 }
 

@@ -82,6 +82,10 @@ int triggers_is_receiver(const queue_sub *sub);
  * 0 when unknown (a queue made before spated kept it). It enters the queue's
  * MessageIds (common/lambda.h lambda_sqs_message_id). */
 int64_t triggers_receiver_created(const queue_sub *receiver);
+/* Both times a receiver's configuration keeps in its qualifier ("CREATED
+ * MODIFIED", epoch seconds): 0 and 0 when it does not hold two such numbers.
+ * The one reader of that format (api/sqs.c's settings, the MessageIds). */
+void triggers_receiver_times(const queue_sub_config *cfg, int64_t *created, int64_t *modified);
 /* The one receiver hook (NULL: none): available when a receiver's messages
  * became available, closing once when the triggers close (the receiver then
  * settles or releases what it holds: the queue closes after the triggers).
