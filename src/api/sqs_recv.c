@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -586,10 +587,17 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
     if (!dot || dot == handle || (size_t)(dot - handle) >= sizeof gen) return SQS_BAD_HANDLE;
     memcpy(gen, handle, (size_t)(dot - handle));
     gen[dot - handle] = '\0';
-    int used = 0;
-    if (sscanf(dot + 1, "%llu.%32[0-9a-f]%n", &seq, mac, &used) != 2 || dot[1 + used] != '\0' ||
-        strlen(mac) != 32)
+    /* SEQ.MAC exactly as make_handle writes them: the digits of a number
+     * (no sign, space or leading zero) and 32 hex digits. */
+    const char *num = dot + 1;
+    size_t ndig = strspn(num, "0123456789");
+    if (!ndig || ndig > 20 || (num[0] == '0' && ndig > 1) || num[ndig] != '.' ||
+        strlen(num + ndig + 1) != 32 || strspn(num + ndig + 1, "0123456789abcdef") != 32)
         return SQS_BAD_HANDLE;
+    errno = 0;
+    seq = strtoull(num, NULL, 10);
+    if (errno) return SQS_BAD_HANDLE; /* 20 digits past 2^64 */
+    memcpy(mac, num + ndig + 1, 33);
     /* NODE-LIFE-N (cluster mode): LIFE-N has a single '-', after 16 hex
      * digits, so the two forms are told apart. */
     if (strlen(gen) > SQS_NODE_LEN + SQS_LIFE_LEN + 2 && gen[SQS_NODE_LEN] == '-' &&

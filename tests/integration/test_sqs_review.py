@@ -371,3 +371,22 @@ def test_region_from_the_signature_is_a_region(spated):
     assert json.loads(at["RedrivePolicy"])["deadLetterTargetArn"] == \
         "arn:aws:sqs:us-east-1:000000000000:rdlq"
     assert at["QueueArn"] == "arn:aws:sqs:us-east-1:000000000000:rsrc"
+
+
+def test_handle_read_exactly_as_written(spated):
+    """A receipt handle is GEN.SEQ.MAC with SEQ in plain digits: another
+    spelling of the same number ('+5', ' 5', '05') is not the handle spated
+    wrote and is refused, though its MAC (over the number) would match (sscanf
+    took them all)."""
+    d = spated
+    url = create(d, "exact")
+    ok(d, "SendMessage", {"QueueUrl": url, "MessageBody": "one"})
+    h = ok(d, "ReceiveMessage", {"QueueUrl": url, "VisibilityTimeout": 60})["Messages"][0][
+        "ReceiptHandle"]
+    gen, seq, mac = h.split(".")
+    for other in ("+" + seq, " " + seq, "0" + seq, seq + "x"):
+        assert error_of(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": f"{gen}.{other}.{mac}"})[:2] == \
+            (404, "ReceiptHandleIsInvalid"), other
+    ok(d, "DeleteMessage", {"QueueUrl": url, "ReceiptHandle": h})
+    assert ok(d, "GetQueueAttributes", {"QueueUrl": url, "AttributeNames": ["All"]})[
+        "Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"
