@@ -106,7 +106,11 @@ int http_tls_load(const char *cert, const char *key, const char *client_ca, http
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errcap, "cannot use TLS key '%s': %s", key, ssl_reason(why, sizeof why));
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(err, errcap, "TLS key '%s' does not match certificate '%s'", key, cert);
+        else
+            snprintf(err, errcap, "cannot use TLS key '%s': %s", key, ssl_reason(why, sizeof why));
+        ERR_clear_error();
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
