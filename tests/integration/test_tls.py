@@ -305,3 +305,26 @@ def test_tokens_cross_a_network_only_over_tls(tmp_path, pki, tokens, make_spated
                     start=False)
     d.start(listen="0.0.0.0:0")
     assert get(d, "/v1/health", context(pki["ca"]))[0] == 200
+
+
+def test_pipelined_requests_over_tls(make_spated, tmp_path, pki):
+    """More pipelined requests than the read buffer holds, in one burst: the
+    decrypted bytes wait in OpenSSL while the parser catches up, and every
+    answer comes, in order."""
+    cert, key = tls_files(tmp_path, pki)
+    d = make_spated("--tls-cert", str(cert), "--tls-key", str(key))
+    n = 3000
+    reqs = b"".join(b"GET /v1/functions/f%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(n))
+    assert len(reqs) > 2 * 64 * 1024
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=20)
+    s = context(pki["ca"]).wrap_socket(raw, server_hostname="127.0.0.1")
+    s.sendall(reqs)
+    got = b""
+    while got.count(b"HTTP/1.1 404") < n:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {got.count(b'HTTP/1.1 ')} answers"
+        got += chunk
+    # In order: each answer names its function.
+    names = [int(x) for x in __import__("re").findall(rb"function '?f(\d+)", got)]
+    assert names == list(range(n)), names[:10]
+    s.close()
