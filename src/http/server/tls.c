@@ -390,6 +390,9 @@ size_t http__tls_fill(http_conn *c)
     }
     size_t added = 0;
     while (c->in_len < SPATE_HTTP_READ_BUFFER) {
+        /* Nothing buffered, decrypted or not: no call (a request is usually
+         * one record, and this runs again each time the parser wants more). */
+        if (!SSL_has_pending(t->ssl) && BIO_ctrl_pending(t->rbio) == 0) break;
         ERR_clear_error();
         int r = SSL_read(t->ssl, c->in + c->in_len, (int)(SPATE_HTTP_READ_BUFFER - c->in_len));
         if (r > 0) {
