@@ -328,3 +328,44 @@ def test_pipelined_requests_over_tls(make_spated, tmp_path, pki):
     names = [int(x) for x in __import__("re").findall(rb"function '?f(\d+)", got)]
     assert names == list(range(n)), names[:10]
     s.close()
+
+
+def test_records_split_across_reads(make_spated, tmp_path, pki):
+    """The handshake and a request sent a few bytes a write: records arrive
+    in pieces and are put together (OpenSSL on memory BIOs waits for the
+    rest), and the answer comes."""
+    cert, key = tls_files(tmp_path, pki)
+    d = make_spated("--tls-cert", str(cert), "--tls-key", str(key))
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context(pki["ca"]).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+
+    def flush():
+        data = outgoing.read()
+        for i in range(0, len(data), 7):
+            raw.sendall(data[i:i + 7])
+            time.sleep(0.0005)
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            flush()
+            chunk = raw.recv(65536)
+            assert chunk, "closed during the handshake"
+            incoming.write(chunk)
+    flush()
+    tls.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    flush()
+    got = b""
+    while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+        try:
+            got += tls.read(65536)
+        except ssl.SSLWantReadError:
+            chunk = raw.recv(65536)
+            assert chunk, got
+            incoming.write(chunk)
+    assert got.startswith(b"HTTP/1.1 200"), got
+    raw.close()
