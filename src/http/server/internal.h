@@ -97,8 +97,8 @@ struct http_server {
     int closing;
     time_t date_at;
     char date[40];
-    http_tls *tls; /* NULL: in clear; else what new connections get */
-    uint64_t tls_plain, tls_plain_logged, tls_failed, tls_failed_logged; /* refused, for the log */
+    http_tls *tls;                  /* NULL: in clear; else what new connections get */
+    uint64_t tls_plain, tls_failed; /* connections refused, for the log */
     uint64_t tls_log_at;
 };
 
