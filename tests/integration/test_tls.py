@@ -369,3 +369,23 @@ def test_records_split_across_reads(make_spated, tmp_path, pki):
             incoming.write(chunk)
     assert got.startswith(b"HTTP/1.1 200"), got
     raw.close()
+
+
+def test_reload_changes_the_client_ca(make_spated, tmp_path, pki):
+    """--tls-client-ca can change on SIGHUP (through the config file): new
+    handshakes are checked against the new CA."""
+    cert, key = tls_files(tmp_path, pki)
+    conf = tmp_path / "spated.conf"
+    conf.write_text(f"tls-cert = {cert}\ntls-key = {key}\ntls-client-ca = {pki['ca']}\n")
+    d = make_spated("--config", str(conf))
+    ours = context(pki["ca"], pki["nobody"], pki["nobody_key"])
+    theirs = context(pki["ca"], pki["stranger"], pki["stranger_key"])
+    assert get(d, "/v1/health", ours)[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        get(d, "/v1/health", theirs)
+    conf.write_text(f"tls-cert = {cert}\ntls-key = {key}\ntls-client-ca = {pki['other_ca']}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "client CA " + str(pki["other_ca"]) in d.log()), d.log()
+    assert get(d, "/v1/health", theirs)[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        get(d, "/v1/health", ours)
