@@ -55,7 +55,7 @@ sanitize:
 # FUZZ_SECONDS from its seed corpus (tests/fuzz/corpus/<target>; what the
 # run adds stays in build-fuzz/corpus). Crashes are left in build-fuzz/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = http frame unpack runtime_api fnlog sigv4 lambda lambda_mgmt sqs
+FUZZ_TARGETS  = http http_tls frame unpack runtime_api fnlog sigv4 lambda lambda_mgmt sqs
 fuzz: all
 	CC=clang cmake -S . -B build-fuzz -DSPATE_FUZZ=ON -DSPATE_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-fuzz -j$(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))

@@ -22,7 +22,7 @@ _spate()
     # The command is the first word that is not a global option.
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-        --url) ((i++)) ;;
+        --url | --cacert | --cert | --cert-key) ((i++)) ;;
         -*) ;;
         *)
             cmd=${COMP_WORDS[i]}
@@ -34,6 +34,10 @@ _spate()
 
     case $prev in
     --url) return ;;
+    --cacert | --cert | --cert-key)
+        COMPREPLY=($(compgen -f -- "$cur"))
+        return
+        ;;
     --function)
         COMPREPLY=($(compgen -W "$(_spate_functions)" -- "$cur"))
         return
@@ -142,7 +146,7 @@ _spate()
         ;;
     esac
     if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "$opts --url --json --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "$opts --url --json --cacert --cert --cert-key --help" -- "$cur"))
     fi
 }
 complete -F _spate spate
@@ -151,7 +155,7 @@ _spated()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
     case $prev in
-    --config | --token-file | --runner)
+    --config | --token-file | --runner | --tls-cert | --tls-key | --tls-client-ca)
         COMPREPLY=($(compgen -f -- "$cur"))
         return
         ;;

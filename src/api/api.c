@@ -34,10 +34,17 @@ static int from_function(const http_request *req)
     return (http_request_peer(req)->flags & API_PEER_FUNCTION) != 0;
 }
 
+/* What the request's token and its connection's client certificate grant. */
+static unsigned granted(const api *a, const http_request *req)
+{
+    return auth_scopes(a->auth, http_header(req, "authorization")) |
+           auth_cert_scopes(a->auth, http_request_tls_subject(req));
+}
+
 int api_caller_is_admin(const api *a, const http_request *req)
 {
     if (!a->auth) return !from_function(req);
-    return (auth_scopes(a->auth, http_header(req, "authorization")) & SCOPE_ADMIN) != 0;
+    return (granted(a, req) & SCOPE_ADMIN) != 0;
 }
 
 /* Before the body is read: a request without a valid token, or with one of
@@ -65,7 +72,7 @@ static int admit(http_request *req, void *data)
         return http_refuse(req, 403, "forbidden",
                            "function code may not use the API without a token, and spated has "
                            "no token file (--token-file)");
-    unsigned have = auth_scopes(a->auth, http_header(req, "authorization"));
+    unsigned have = granted(a, req);
     if (!have)
         return http_refuse(req, 401, "unauthorized",
                            "a valid token is required: Authorization: Bearer TOKEN");

@@ -19,9 +19,17 @@ typedef struct token {
     char key_id[SIGV4_KEY_ID_MAX + 1]; /* "": none; else the token is its SigV4 secret */
 } token;
 
+/* A client certificate's subject (mutual TLS) that grants scopes. */
+typedef struct cert_subject {
+    char *subject; /* RFC 2253, as http_request_tls_subject gives it */
+    unsigned scopes;
+} cert_subject;
+
 struct auth {
     token *tokens;
     size_t n;
+    cert_subject certs[SPATE_TOKENS_MAX];
+    size_t ncerts;
 };
 
 static const struct {
@@ -62,6 +70,71 @@ int auth_key(const auth *a, const char *key_id, const char **secret, size_t *sec
     return 0;
 }
 
+static unsigned scope_of(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++)
+        if (strlen(scopes[i].name) == len && strncmp(name, scopes[i].name, len) == 0)
+            return scopes[i].scope;
+    return 0;
+}
+
+/* "SCOPE cert:SUBJECT": the second word starts with "cert:". */
+static int is_cert_line(const char *p)
+{
+    p += strcspn(p, " \t\r\n");
+    p += strspn(p, " \t");
+    return strncmp(p, "cert:", 5) == 0;
+}
+
+/* Reads "SCOPE cert:SUBJECT" (the subject is the rest of the line: RFC 2253
+ * names may hold spaces). 0, or ERR_INVAL with err set. */
+static int add_cert(auth *a, const char *p, const char *path, int lineno, char *err, size_t errcap)
+{
+    size_t slen = strcspn(p, " \t");
+    unsigned s = scope_of(p, slen);
+    const char *subj = p + slen;
+    subj += strspn(subj, " \t");
+    subj += 5;
+    size_t len = strlen(subj);
+    while (len && (subj[len - 1] == '\n' || subj[len - 1] == '\r' || subj[len - 1] == ' ' ||
+                   subj[len - 1] == '\t'))
+        len--;
+    if (!s) {
+        snprintf(err, errcap, "%s:%d: unknown scope '%.*s' (admin, invoke or publish)", path,
+                 lineno, (int)(slen > 32 ? 32 : slen), p);
+        return ERR_INVAL;
+    }
+    if (len == 0 || !strchr(subj, '=')) {
+        snprintf(err, errcap,
+                 "%s:%d: expected 'SCOPE cert:SUBJECT', the subject as RFC 2253 writes it "
+                 "(CN=NAME,O=ORG)",
+                 path, lineno);
+        return ERR_INVAL;
+    }
+    if (a->ncerts == SPATE_TOKENS_MAX) {
+        snprintf(err, errcap, "%s:%d: more than %d certificate subjects", path, lineno,
+                 SPATE_TOKENS_MAX);
+        return ERR_INVAL;
+    }
+    cert_subject *c = &a->certs[a->ncerts];
+    if (!(c->subject = strndup(subj, len))) {
+        snprintf(err, errcap, "%s:%d: out of memory", path, lineno);
+        return ERR_NOMEM;
+    }
+    c->scopes = s;
+    a->ncerts++;
+    return 0;
+}
+
+unsigned auth_cert_scopes(const auth *a, const char *subject)
+{
+    if (!subject) return 0;
+    unsigned granted = 0;
+    for (size_t i = 0; i < a->ncerts; i++)
+        if (strcmp(a->certs[i].subject, subject) == 0) granted |= a->certs[i].scopes;
+    return granted & SCOPE_ADMIN ? SCOPE_ANY : granted;
+}
+
 int auth_load(const char *path, auth **out, char *err, size_t errcap)
 {
     FILE *f = fopen(path, "r");
@@ -84,6 +157,10 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0') continue;
+        if (is_cert_line(p)) {
+            rc = add_cert(a, p, path, lineno, err, errcap);
+            continue;
+        }
         char scope[32], value[SPATE_TOKEN_MAX + 2], key_id[SIGV4_KEY_ID_MAX + 2], extra[2];
         int got = sscanf(p, "%31s %257s %129s %1s", scope, value, key_id, extra);
         unsigned s = 0;
@@ -122,7 +199,7 @@ int auth_load(const char *path, auth **out, char *err, size_t errcap)
         }
     }
     fclose(f);
-    if (!rc && a->n == 0) {
+    if (!rc && a->n == 0 && a->ncerts == 0) {
         snprintf(err, errcap, "%s: no token", path);
         rc = ERR_INVAL;
     }
@@ -138,6 +215,7 @@ void auth_free(auth *a)
 {
     if (!a) return;
     explicit_bzero(a->tokens, SPATE_TOKENS_MAX * sizeof *a->tokens);
+    for (size_t i = 0; i < a->ncerts; i++) free(a->certs[i].subject);
     free(a->tokens);
     free(a);
 }

@@ -9,6 +9,11 @@
  * everything; invoke may invoke functions; publish may publish to topics.
  * Reading (listing, describing, stats) needs a token of any scope; /v1/health
  * needs none. Tokens are compared in constant time.
+ *
+ * A line "SCOPE cert:SUBJECT" grants SCOPE to a client that presents, over
+ * mutual TLS (spated --tls-client-ca), a certificate the CA verified whose
+ * subject is SUBJECT as RFC 2253 writes it, most specific part first:
+ * "admin cert:CN=deployer,O=Example". Such a client needs no token.
  */
 #ifndef SPATE_AUTH_H
 #define SPATE_AUTH_H
@@ -27,6 +32,9 @@ void auth_free(auth *a);
 /* The scopes granted by an Authorization header ("Bearer TOKEN"), 0 when
  * missing or unknown. admin grants every scope. */
 unsigned auth_scopes(const auth *a, const char *authorization);
+/* The scopes granted to a verified client certificate's subject (RFC 2253),
+ * 0 for NULL or a subject no line names. admin grants every scope. */
+unsigned auth_cert_scopes(const auth *a, const char *subject);
 /* The secret (the token; borrowed for a's life) and scopes of an access
  * key id: 0, or ERR_NOTFOUND when no line names it. */
 int auth_key(const auth *a, const char *key_id, const char **secret, size_t *secret_len,

@@ -305,6 +305,14 @@ int cli_request(const cli *c, const char *method, const char *path, const void *
     curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* https: libcurl verifies the server's certificate and name by default;
+     * nothing here turns that off. */
+    if (c->cacert) curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
+    if (c->cert) curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert);
+    if (c->cert_key) curl_easy_setopt(h, CURLOPT_SSLKEY, c->cert_key);
+    char why[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, why);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, len ? body : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -321,7 +329,7 @@ int cli_request(const cli *c, const char *method, const char *path, const void *
         return cli_fail(c, CLI_FAILED, "answer_too_large", "answer from %s is larger than %u bytes",
                         c->url, CLI_ANSWER_MAX);
     return cli_fail(c, exit_of_curl(rc), exit_of_curl(rc) == CLI_USAGE ? "usage" : "unreachable",
-                    "cannot reach spated at %s: %s", c->url, curl_easy_strerror(rc));
+                    "cannot reach spated at %s: %s", c->url, why[0] ? why : curl_easy_strerror(rc));
 }
 
 void cli_name_path(char *out, size_t cap, const char *prefix, const char *name, const char *suffix)

@@ -56,6 +56,10 @@ struct cli_cmd;
 typedef struct cli {
     const char *url;
     const char *token;
+    /* https: the CA to verify spated by (--cacert, $SPATE_CACERT; NULL: the
+     * system's), and a client certificate and its key for mutual TLS
+     * (--cert, --cert-key, $SPATE_CERT, $SPATE_CERT_KEY). */
+    const char *cacert, *cert, *cert_key;
     int json;
     const struct cli_cmd *cmd; /* the command running, for its messages */
 } cli;

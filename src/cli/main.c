@@ -4,7 +4,9 @@
  * live in functions.c, logs.c, topics.c and schedules.c; cli.h says how they fit.
  *
  * Server from --url or SPATE_URL (default http://127.0.0.1:7728), token from
- * SPATE_TOKEN. The exit status says what went wrong (cli.h, spate(1)).
+ * SPATE_TOKEN; https verified against --cacert or SPATE_CACERT, with a
+ * client certificate from --cert/--cert-key. The exit status says what went wrong (cli.h,
+ * spate(1)).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -68,13 +70,16 @@ static void list_commands(FILE *out, const char *prefix)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: spate [--url URL] [--json] COMMAND [ARGS] [OPTIONS]\n\nCommands:\n");
+    fprintf(out, "usage: spate [--url URL] [--json] [--cacert FILE] [--cert FILE --cert-key FILE]\n"
+                 "             COMMAND [ARGS] [OPTIONS]\n\nCommands:\n");
     list_commands(out, "");
     fprintf(out, "%-40s %s\n\n", "  help [COMMAND]", "this, or a command's options");
     fprintf(out, "'spate COMMAND --help' or 'spate help COMMAND' shows a command's options.\n"
                  "The server is --url, else $SPATE_URL, else http://127.0.0.1:7728;\n"
                  "the token is $SPATE_TOKEN. --json prints the server's JSON answer, and\n"
-                 "errors as JSON on standard error.\n\n"
+                 "errors as JSON on standard error. An https:// server is verified against\n"
+                 "--cacert FILE (else $SPATE_CACERT, else the system's CAs); --cert and\n"
+                 "--cert-key ($SPATE_CERT, $SPATE_CERT_KEY) present a client certificate.\n\n"
                  "Exit status: 0 ok, 1 failed, 2 usage, 3 not found, 4 refused or over "
                  "capacity,\n5 function error or timeout, 6 server unreachable (see spate(1)).\n");
 }
@@ -115,16 +120,23 @@ static int help(cli *c, int n, char **words)
 
 int main(int argc, char **argv)
 {
-    cli c = {.url = getenv("SPATE_URL"), .token = getenv("SPATE_TOKEN")};
+    cli c = {.url = getenv("SPATE_URL"),
+             .token = getenv("SPATE_TOKEN"),
+             .cacert = getenv("SPATE_CACERT"),
+             .cert = getenv("SPATE_CERT"),
+             .cert_key = getenv("SPATE_CERT_KEY")};
     if (!c.url || !*c.url) c.url = "http://127.0.0.1:7728";
     if (c.token && !*c.token) c.token = NULL;
+    if (c.cacert && !*c.cacert) c.cacert = NULL;
+    if (c.cert && !*c.cert) c.cert = NULL;
+    if (c.cert_key && !*c.cert_key) c.cert_key = NULL;
 
     /* Global options before the command ('+': stop at the command). */
-    static const struct option globals[] = {{"url", required_argument, NULL, 'u'},
-                                            {"json", no_argument, NULL, 'j'},
-                                            {"help", no_argument, NULL, 'h'},
-                                            {"version", no_argument, NULL, 'V'},
-                                            {NULL, 0, NULL, 0}};
+    static const struct option globals[] = {
+        {"url", required_argument, NULL, 'u'},      {"json", no_argument, NULL, 'j'},
+        {"cacert", required_argument, NULL, 'C'},   {"cert", required_argument, NULL, 'E'},
+        {"cert-key", required_argument, NULL, 'K'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0}};
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "+:h", globals, NULL)) != -1) {
@@ -134,6 +146,15 @@ int main(int argc, char **argv)
             break;
         case 'j':
             c.json = 1;
+            break;
+        case 'C':
+            c.cacert = optarg;
+            break;
+        case 'E':
+            c.cert = optarg;
+            break;
+        case 'K':
+            c.cert_key = optarg;
             break;
         case 'h':
             usage(stdout);

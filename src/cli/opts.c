@@ -16,13 +16,19 @@
 #include "cli/cli.h"
 #include "common/fnconfig.h"
 
-/* --url, --json and --help belong to every command. */
+/* --url, --json, the TLS files and --help belong to every command. */
 static const cli_opt global_opts[] = {
     {"url", 0, OPT_TEXT, NULL, NULL, "URL",
      "the server (default: $SPATE_URL, else "
      "http://127.0.0.1:7728)"},
     {"json", 0, OPT_FLAG, NULL, NULL, NULL, "print the server's JSON answer; errors as JSON too"},
     {"help", 'h', OPT_FLAG, NULL, NULL, NULL, "print this help"},
+    {"cacert", 0, OPT_TEXT, NULL, NULL, "FILE",
+     "https: verify the server against the CA(s) in FILE\n(default: $SPATE_CACERT, else the "
+     "system's)"},
+    {"cert", 0, OPT_TEXT, NULL, NULL, "FILE",
+     "https: present this client certificate ($SPATE_CERT)"},
+    {"cert-key", 0, OPT_TEXT, NULL, NULL, "FILE", "the key of --cert ($SPATE_CERT_KEY)"},
     {NULL, 0, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -265,6 +271,12 @@ void cli_parse(cli *c, const cli_cmd *cmd, int argc, char **argv, cli_args *out)
         } else if (o == &global_opts[2]) {
             cli_print_help(cmd, stdout);
             exit(0);
+        } else if (o == &global_opts[3]) {
+            c->cacert = optarg;
+        } else if (o == &global_opts[4]) {
+            c->cert = optarg;
+        } else if (o == &global_opts[5]) {
+            c->cert_key = optarg;
         } else {
             out->value[i] = o->kind == OPT_FLAG ? "" : optarg;
             take(c, o, o->kind == OPT_FLAG ? NULL : optarg, out);

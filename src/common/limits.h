@@ -65,6 +65,17 @@
  * sends its response and its next /next together gets both answers in one
  * segment). Up to this much; a larger answer goes at once. */
 #define SPATE_HTTP_CORK_MAX (64u * KIB)
+/* TLS on the listener (http/server/tls.c): the bytes a client may send
+ * before its handshake completes. A ClientHello is well under 2 KiB; a
+ * client certificate chain of a few certificates fits in 16 KiB; 64 KiB
+ * bounds what a connection that never finishes costs. Over it the
+ * connection is closed. The handshake must also finish within the header
+ * deadline (SPATE_HTTP_HEADER_TIMEOUT_MS), as a plain first request must. */
+#define SPATE_TLS_HANDSHAKE_BYTES_MAX (64u * KIB)
+/* Encrypted bytes read from a connection and not yet decrypted: reading
+ * stops at this while the read buffer is full (pipelined requests behind a
+ * slow one), as it does for plain connections. Four TLS records. */
+#define SPATE_TLS_BUFFERED_MAX (64u * KIB)
 /* Who is at the other end of a connection (http/peer.c) is asked of the
  * kernel over netlink: its answer about one socket is well under
  * SPATE_PEER_DIAG_REPLY_MAX bytes, and it answers at once, so the wait

@@ -135,6 +135,31 @@ int http_request_peer_closed(const http_request *req);
 /* Replaces the limits (a reload): new connections and requests get them. */
 void http_server_set_config(http_server *s, const http_config *cfg);
 
+/* TLS on the listener (server/tls.c): OpenSSL on memory BIOs around each
+ * connection's reads and writes, so that parsing and everything above are
+ * the same as in clear. TLS 1.2 and later with OpenSSL's default ciphers;
+ * the handshake has SPATE_TLS_HANDSHAKE_BYTES_MAX bytes and the header
+ * deadline. A client that speaks plain HTTP to a TLS listener is answered
+ * 400 tls_required in clear and the connection closes. */
+typedef struct http_tls http_tls;
+/* Reads a PEM certificate (chain) and its key, and with client_ca (NULL or
+ * "": none) requires every client to present a certificate that CA signed
+ * (mutual TLS). Caller owns the result; free with http_tls_free, or hand it
+ * to http_server_set_tls. On error err says which file and why. */
+int http_tls_load(const char *cert, const char *key, const char *client_ca, http_tls **out,
+                  char *err, size_t errcap);
+/* NULL is a no-op. */
+void http_tls_free(http_tls *t);
+/* The certificate's subject and end of validity, for the log. */
+void http_tls_describe(const http_tls *t, char *out, size_t cap);
+/* Takes ownership of t: connections accepted from now on use it (a reload);
+ * established ones keep the one they started with. NULL: clear again. */
+void http_server_set_tls(http_server *s, http_tls *t);
+/* The subject of the certificate the client presented and the CA verified,
+ * in RFC 2253 form ("CN=ci,O=Example"), or NULL (no TLS, or no certificate).
+ * Valid while the request is. */
+const char *http_request_tls_subject(const http_request *req);
+
 /* Answers req. body is borrowed for the call. extra_headers is either NULL or
  * complete "Name: value\r\n" lines. */
 void http_respond(http_request *req, int status, const char *content_type,

@@ -71,7 +71,12 @@ static const opt_def opt_defs[] = {
      "(AWS routes: SigV4 by ACCESS_KEY_ID)",
      NULL},
     {"insecure", OPT_FLAG, OFF(insecure), 0, 0, 0,
-     "allow a non-loopback --listen without a token file", NULL},
+     "allow a non-loopback --listen without a token file, or with one but without TLS", NULL},
+    {"tls-cert", STR(tls_cert), 1,
+     "PEM certificate (chain) to serve the API over TLS with; reloaded on SIGHUP", NULL},
+    {"tls-key", STR(tls_key), 1, "PEM private key of --tls-cert", NULL},
+    {"tls-client-ca", STR(tls_client_ca), 1,
+     "PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS)", NULL},
     {"run-as", STR(run_as), 0, "when spated is root, functions run in this user's group", NULL},
     {"uid-base", OPT_U32, OFF(uid_base), 0, 4000000000u, 0,
      "each function runs as its own uid from here on; 0: all as --run-as", NULL},
@@ -575,6 +580,9 @@ int config_absolute_paths(options *o, char *err, size_t errcap)
            (strchr(o->runner, '/') &&
             absolute(o->runner, sizeof o->runner, "--runner", err, errcap)) ||
            absolute(o->token_file, sizeof o->token_file, "--token-file", err, errcap) ||
+           absolute(o->tls_cert, sizeof o->tls_cert, "--tls-cert", err, errcap) ||
+           absolute(o->tls_key, sizeof o->tls_key, "--tls-key", err, errcap) ||
+           absolute(o->tls_client_ca, sizeof o->tls_client_ca, "--tls-client-ca", err, errcap) ||
            absolute(o->config_file, sizeof o->config_file, "--config", err, errcap);
 }
 

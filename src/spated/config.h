@@ -28,6 +28,9 @@ typedef struct options {
     uint32_t catch_up;         /* runs of a schedule missed while stopped, published at start */
     char token_file[PATH_MAX]; /* "" when none */
     int insecure;
+    char tls_cert[PATH_MAX];      /* "" when the API is in clear */
+    char tls_key[PATH_MAX];       /* with tls_cert */
+    char tls_client_ca[PATH_MAX]; /* "": no client certificates asked for */
     char run_as[64];
     uint32_t uid_base;
     uint32_t pids_max;

@@ -36,6 +36,7 @@
 #include "store/registry_sqlite.h"
 #include "store/sqlqueue.h"
 #include "store/store.h"
+#include "spated/tls.h"
 
 typedef struct node {
     uv_loop_t *loop;
@@ -249,6 +250,9 @@ static void on_change(const char *key, const char *was, const char *now, int liv
     /* A token file can be replaced, not added or taken away: that changes
      * what the listener accepts (is_loopback, the pre-auth header limit). */
     if (strcmp(key, "token-file") == 0 && (!was[0] || !now[0])) live = 0;
+    /* Likewise TLS: a certificate can be replaced, not added or taken away. */
+    if ((strcmp(key, "tls-cert") == 0 || strcmp(key, "tls-key") == 0) && (!was[0] || !now[0]))
+        live = 0;
     if (live)
         log_info("reload: %s %s -> %s", key, was[0] ? was : "(none)", now[0] ? now : "(none)");
     else
@@ -298,6 +302,9 @@ static void on_reload(uv_signal_t *s, int signum)
     } else {
         snprintf(next.token_file, sizeof next.token_file, "%s", n->opt.token_file);
     }
+    /* The certificate is read again even when its path is the same: a
+     * rotation writes new files where the old ones were. */
+    spated_tls_reload(n->http, &n->opt, &next);
     /* What takes a restart keeps its running value. */
     options cur = n->opt;
     memcpy(next.data_dir, cur.data_dir, sizeof next.data_dir);
@@ -377,12 +384,23 @@ int main(int argc, char **argv)
 
     if (n.opt.token_file[0] && auth_load(n.opt.token_file, &n.tokens, err, sizeof err) != 0)
         die("%s", err);
+    http_tls *tls = NULL;
+    if (spated_tls_load(&n.opt, &tls, err, sizeof err) != 0) die("%s", err);
     if (!n.tokens && !is_loopback(n.opt.host) && !n.opt.insecure)
         die("refusing to listen on '%s' without --token-file: anyone who can reach it could run "
             "code (give --insecure to do it anyway)",
             n.opt.host);
+    if (!tls && !is_loopback(n.opt.host) && !n.opt.insecure)
+        die("refusing to listen on '%s' without TLS: every token and payload would cross the "
+            "network readable (give --tls-cert and --tls-key, or --insecure to do it anyway)",
+            n.opt.host);
+    if (!is_loopback(n.opt.host) && (!n.tokens || !tls))
+        log_warn("--insecure: listening on '%s'%s%s", n.opt.host,
+                 n.tokens ? "" : " without tokens: anyone who can reach it may run code",
+                 tls ? "" : " in clear: tokens and payloads cross the network readable");
     if (n.opt.check_config) {
         config_print(&n.opt, stdout);
+        http_tls_free(tls);
         auth_free(n.tokens);
         return 0;
     }
@@ -462,6 +480,14 @@ int main(int argc, char **argv)
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,
                           &n.http, err, sizeof err) != 0)
         die("%s", err);
+    if (tls) {
+        char what[512];
+        http_tls_describe(tls, what, sizeof what);
+        http_server_set_tls(n.http, tls); /* before the loop runs: no connection is in clear */
+        log_info("TLS: certificate %s from %s%s%s", what, n.opt.tls_cert,
+                 n.opt.tls_client_ca[0] ? "; clients need a certificate of " : "",
+                 n.opt.tls_client_ca);
+    }
 
     uv_signal_init(n.loop, &n.sigterm);
     uv_signal_init(n.loop, &n.sigint);
@@ -478,7 +504,8 @@ int main(int argc, char **argv)
 
     if (n.cluster) {
         char url[300];
-        snprintf(url, sizeof url, "http://%s:%d", n.opt.host, http_server_port(n.http));
+        snprintf(url, sizeof url, "%s://%s:%d", n.opt.tls_cert[0] ? "https" : "http", n.opt.host,
+                 http_server_port(n.http));
         cluster_set_api_url(n.cluster, url);
         api_nodes nodes = {.self = node_self,
                            .connected = node_connected,

@@ -44,6 +44,7 @@ void http__maybe_free(http_conn *c)
     buf_free(&c->req.body);
     buf_free(&c->out);
     buf_free(&c->cork);
+    http__tls_free(c);
     free(c->in);
     free(c);
     s->nalloc--;
@@ -118,6 +119,8 @@ void http__linger(http_conn *c)
         http__close_conn(c);
         return;
     }
+    http__tls_shutdown(c);
+    if (c->closed) return;
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         http__close_conn(c);
         return;
@@ -146,6 +149,9 @@ void http__process(http_conn *c)
             dispatch(c);
             continue;
         }
+        /* A TLS connection may hold decrypted bytes still to come. */
+        if (c->in_off == c->in_len && c->tls && http__tls_fill(c) > 0) continue;
+        if (c->closed) break;
         if (c->in_off == c->in_len) {
             /* The client stopped sending in the middle of a request: it
              * will never be whole; say so instead of waiting for the
@@ -189,6 +195,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
         *out = uv_buf_init(discard, sizeof discard);
         return;
     }
+    if (c->tls) {
+        http__tls_alloc(out);
+        return;
+    }
     if (!c->in && !(c->in = malloc(SPATE_HTTP_READ_BUFFER))) {
         *out = uv_buf_init(NULL, 0);
         return;
@@ -221,7 +231,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         http__close_conn(c);
         return;
     }
-    c->in_len += (size_t)nread;
+    if (c->tls) {
+        if (http__tls_input(c, b->base, (size_t)nread) != 0) return;
+        http__tls_fill(c);
+        if (c->closed) return;
+    } else {
+        c->in_len += (size_t)nread;
+    }
     if (!c->in_process) http__process(c);
 }
 
@@ -230,6 +246,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 void http__keep_reading(http_conn *c)
 {
     int room = c->in_len - c->in_off < SPATE_HTTP_READ_BUFFER;
+    if (c->tls) room = http__tls_may_read(c);
     if (room && !c->reading && !c->peer_eof) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
     } else if (!room && c->reading) {

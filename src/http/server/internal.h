@@ -13,6 +13,8 @@
  *   parse.c    http_parser's callbacks, the header arena, http_header
  *   respond.c  answers: status line and headers, writes, the cork, errors
  *   query.c    query strings (http_query_parse)
+ *   tls.c      TLS around a connection's bytes: OpenSSL on memory BIOs, the
+ *              handshake and its limits, plain HTTP on a TLS port refused
  *
  * Names: http_* is the public API, http__* is shared between these files
  * only, plain static names stay in their file. All runs on the loop thread.
@@ -36,6 +38,8 @@ enum conn_state {
 typedef struct hdr_index {
     uint32_t name_off, name_len, value_off, value_len;
 } hdr_index;
+
+typedef struct http_tls_conn http_tls_conn;
 
 typedef struct http_conn {
     http_request req;
@@ -62,9 +66,10 @@ typedef struct http_conn {
     unsigned ready : 1, pending : 1, keep_alive : 1, in_process : 1, closed : 1, reading : 1,
         peer_eof : 1, trusted : 1, is_new : 1, header_timer : 1;
     int handles;
-    buf out;        /* answer bytes the socket did not take at once */
-    buf cork;       /* answers to pipelined requests, sent together when parsing stops */
-    size_t charged; /* bytes of its body counted in srv->bodies */
+    buf out;            /* answer bytes the socket did not take at once */
+    buf cork;           /* answers to pipelined requests, sent together when parsing stops */
+    size_t charged;     /* bytes of its body counted in srv->bodies */
+    http_tls_conn *tls; /* NULL: in clear */
     char client[64];
     char head[1024];
 } http_conn;
@@ -92,6 +97,9 @@ struct http_server {
     int closing;
     time_t date_at;
     char date[40];
+    http_tls *tls;                  /* NULL: in clear; else what new connections get */
+    uint64_t tls_plain, tls_failed; /* connections refused, for the log */
+    uint64_t tls_log_at;
 };
 
 #define CONN(r) ((http_conn *)(r))
@@ -128,6 +136,31 @@ void http__maybe_free_server(http_server *s);
 /* Sends the answers held for pipelined requests; 0, 1 while a write is under
  * way, or -1 if the connection closed. */
 int http__flush_cork(http_conn *c);
+
+/* After an answer is out: the next request, the linger, or close. */
+void http__written(http_conn *c);
+
+/* --- tls.c ------------------------------------------------------------------- */
+
+/* A new connection on a TLS listener gets its session; 0, or -1 (closed). */
+int http__tls_accept(http_conn *c);
+void http__tls_free(http_conn *c);
+/* Where the socket's bytes go on a TLS connection (a buffer of the loop's,
+ * consumed by http__tls_input before the next read). */
+void http__tls_alloc(uv_buf_t *out);
+/* Bytes from the socket: the handshake, or records decrypted into c->in.
+ * 0: parse what came, or -1: the connection is closed or refused. */
+int http__tls_input(http_conn *c, const char *data, size_t n);
+/* Decrypts what is already buffered into c->in while it has room; the
+ * bytes added. */
+size_t http__tls_fill(http_conn *c);
+/* Whether reading the socket may go on: the encrypted backlog is small. */
+int http__tls_may_read(const http_conn *c);
+/* Encrypts an answer and sends it: 0 sent, 1 under way (http__written
+ * follows), -1 the connection closed. */
+int http__tls_write(http_conn *c, const char *head, size_t hlen, const void *body, size_t blen);
+/* Before FIN: close_notify. */
+void http__tls_shutdown(http_conn *c);
 
 /* --- parse.c ------------------------------------------------------------------ */
 

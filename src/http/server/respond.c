@@ -72,7 +72,7 @@ const char *http_status_text(int status)
 
 /* --- Answers ---------------------------------------------------------------------- */
 
-static void written(http_conn *c)
+void http__written(http_conn *c)
 {
     if (c->srv->closing) {
         http__close_conn(c);
@@ -96,7 +96,7 @@ static void on_write(uv_write_t *w, int status)
         http__close_conn(c);
         return;
     }
-    written(c);
+    http__written(c);
 }
 
 static const char *date_header(http_server *s)
@@ -115,6 +115,7 @@ static const char *date_header(http_server *s)
  * no copy), else from a copy of the rest. 0, or -1 if the connection closed. */
 static int write_answer(http_conn *c, const char *head, size_t hlen, const void *body, size_t blen)
 {
+    if (c->tls) return http__tls_write(c, head, hlen, body, blen);
     uv_buf_t bufs[2] = {uv_buf_init((char *)head, (unsigned)hlen),
                         uv_buf_init((char *)body, (unsigned)blen)};
     int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, blen ? 2 : 1);
@@ -168,7 +169,7 @@ static void send_answer(http_conn *c, const char *head, size_t hlen, const void 
             http__close_conn(c);
             return;
         }
-        written(c);
+        http__written(c);
         return;
     }
     if (c->cork.len) {
@@ -181,7 +182,7 @@ static void send_answer(http_conn *c, const char *head, size_t hlen, const void 
     } else {
         rc = write_answer(c, head, hlen, body, blen);
     }
-    if (rc == 0) written(c);
+    if (rc == 0) http__written(c);
 }
 
 void http_respond(http_request *req, int status, const char *content_type,

@@ -152,6 +152,7 @@ static void on_connection(uv_stream_t *listener, int status)
             return;
         }
     }
+    if (s->tls && http__tls_accept(c) != 0) return;
     int full = !s->draining && make_room(s, c) != 0;
     if (full || s->draining) {
         c->keep_alive = 0;
@@ -253,6 +254,7 @@ void http__maybe_free_server(http_server *s)
     if (!s->closing || s->nalloc > 0 || s->listening) return;
     void (*cb)(void *) = s->close_cb;
     void *data = s->close_data;
+    http_tls_free(s->tls);
     free(s);
     if (cb) cb(data);
 }
