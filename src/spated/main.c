@@ -416,7 +416,11 @@ int main(int argc, char **argv)
         cluster_config cc = {.urls = n.opt.cluster,
                              .data_dir = n.opt.data_dir,
                              .api_url = "",
-                             .replicas = n.opt.cluster_replicas};
+                             .replicas = n.opt.cluster_replicas,
+                             .creds = n.opt.cluster_creds,
+                             .tls_ca = n.opt.cluster_tls_ca,
+                             .tls_cert = n.opt.cluster_tls_cert,
+                             .tls_key = n.opt.cluster_tls_key};
         if (cluster_start(n.loop, &cc, &n.cluster, err, sizeof err) != 0) die("%s", err);
         registry *local = n.reg;
         if (cluster_registry(n.cluster, local, &n.reg) != 0) die("out of memory");
