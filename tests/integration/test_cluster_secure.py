@@ -1,0 +1,202 @@
+"""Cluster mode on a secured NATS (issue 22): three nats-servers with
+JetStream that want TLS from clients and routes (a CA made here with the
+openssl CLI, client certificates verified) and users in an account of
+spate's own with only docs/nats-permissions.conf's permissions. Two nodes
+join with an NKey seed file (--cluster-creds), one with a password in the
+URLs; all with --cluster-tls-ca/-cert/-key. A representative part of
+test_cluster.py runs there unchanged (deploys, routing, topics and
+triggers across nodes, a node's restart); then what is refused: wrong
+credentials, no CA or another one, malformed files, a node's user
+straying from spate's subjects, another account reaching spate's."""
+
+import json
+import socket
+import ssl
+import time
+
+import pytest
+
+from conftest import SPATED, Spated
+from natscluster import spated_cluster
+# Run here against the secured cluster (they take the fixture below).
+from test_cluster import (  # noqa: F401
+    test_a_busy_node_hands_invocations_to_another, test_a_node_that_was_away_catches_up,
+    test_artifacts_no_function_uses_leave_the_stream, test_configuration_changes_reach_every_node,
+    test_dead_letters_and_retries_across_nodes, test_delete_reaches_every_node,
+    test_deploy_on_one_node_invoke_on_another, test_nodes_see_each_other,
+    test_ordered_keys_keep_their_order_across_nodes,
+    test_topic_ls_rm_purge_retention_and_dlq_across_nodes)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with spated_cluster(tmp_path_factory, "secured", secure=True) as c:
+        yield c
+
+
+def nats_ask(nats, user, password, subject, payload=b"", i=0):
+    """What a server says to user's request on subject (one line of text:
+    the reply's payload, or the server's -ERR), over TLS with the nodes'
+    client certificate, speaking NATS's text protocol by hand."""
+    sec = nats.security
+    raw = socket.create_connection((nats.host, nats.client[i]), timeout=10)
+    info = b""
+    while not info.endswith(b"\r\n"):
+        info += raw.recv(4096)
+    assert info.startswith(b"INFO ") and json.loads(info[5:])["tls_required"], info
+    ctx = ssl.create_default_context(cafile=str(sec.dir / "ca.pem"))
+    ctx.load_cert_chain(str(sec.dir / "node.pem"), str(sec.dir / "node.key"))
+    s = ctx.wrap_socket(raw, server_hostname=nats.host)
+    connect = {"user": user, "pass": password, "verbose": False, "pedantic": False}
+    s.sendall(f"CONNECT {json.dumps(connect)}\r\nSUB _INBOX.t 1\r\n"
+              f"PUB {subject} _INBOX.t {len(payload)}\r\n".encode() + payload + b"\r\nPING\r\n")
+    got = b""
+    deadline = time.time() + 10
+    try:
+        while time.time() < deadline:
+            for line in got.split(b"\r\n"):
+                if line.startswith(b"-ERR"):
+                    return line.decode()
+            if b"MSG _INBOX.t" in got:
+                head, _, rest = got.partition(b"MSG _INBOX.t")
+                size = int(rest.split(b"\r\n", 1)[0].split()[-1])
+                body = rest.split(b"\r\n", 1)[1] if b"\r\n" in rest else b""
+                if len(body) >= size:
+                    return body[:size].decode()
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    return got.decode(errors="replace")
+
+
+def test_nodes_joined_without_showing_the_password(cluster):
+    nats, nodes = cluster
+    log = nodes[1].log()
+    assert "cluster: joined nats://***@" in log, log
+    assert nats.security.password not in log
+    assert "without credentials" not in nodes[0].log() + log
+
+
+def test_a_nodes_user_keeps_to_spates_subjects(cluster):
+    nats, _ = cluster
+    pw = nats.security.password
+    # The registry's stream is there for spate's account...
+    info = json.loads(nats_ask(nats, "node", pw, "$JS.API.STREAM.INFO.KV_spate-registry"))
+    assert info["config"]["name"] == "KV_spate-registry", info
+    # ...not for another account's users, who cannot write it either.
+    other = json.loads(nats_ask(nats, "other", "other-pass",
+                                "$JS.API.STREAM.INFO.KV_spate-registry"))
+    assert other["error"]["code"] == 404, other
+    # Outside spate's subjects, and what the deny list keeps out.
+    for subject in ("orders.new", "$JS.API.STREAM.SNAPSHOT.KV_spate-registry",
+                    "$JS.API.ACCOUNT.PURGE.SPATE"):
+        answer = nats_ask(nats, "node", pw, subject, b"{}")
+        assert "Permissions Violation for Publish" in answer, (subject, answer)
+
+
+def test_spate_needed_nothing_the_permissions_refuse(cluster):
+    """Last: every scenario above ran within docs/nats-permissions.conf (a
+    refusal is in the servers' logs, as the previous test's are)."""
+    nats, _ = cluster
+    logs = "".join((nats.tmp / f"nats{i}.log").read_text(errors="replace") for i in range(3))
+    refused = [line for line in logs.splitlines()
+               if "Publish Violation" in line or "Subscription Violation" in line]
+    assert refused, "the previous test's refusals should be logged"
+    theirs = [line for line in refused if "orders.new" not in line and
+              "SNAPSHOT" not in line and "ACCOUNT.PURGE" not in line]
+    assert not theirs, theirs[:10]
+
+
+def refused_start(tmp_path, args, name):
+    d = Spated(tmp_path / name, args=args)
+    d.workdir.mkdir()
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    return str(e.value)
+
+
+def test_wrong_credentials_stop_a_node_at_start(cluster, tmp_path):
+    nats, _ = cluster
+    sec = nats.security
+    args = sec.node_args(nats.urls, "password")
+    args[1] = args[1].replace(sec.password, "not-the-password")
+    out = refused_start(tmp_path, args, "wrongpass")
+    assert "cannot connect to nats://***@" in out and "Authorization Violation" in out, out
+    assert "not-the-password" not in out
+    # An NKey the servers do not know.
+    (tmp_path / "stranger.nk").write_text(
+        "SUAGMJH5XLGZKQQWAWKRZJIGMOU4HPFUYLXJMXOO5NLFEO2OOQJ5LPRDPM\n"
+        "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4\n")
+    args = sec.node_args(nats.urls)
+    args[args.index("--cluster-creds") + 1] = str(tmp_path / "stranger.nk")
+    out = refused_start(tmp_path, args, "wrongkey")
+    assert "cannot connect to" in out and "Authorization Violation" in out, out
+
+
+def test_a_node_without_the_ca_stops_at_start(cluster, tmp_path):
+    nats, _ = cluster
+    sec = nats.security
+    args = sec.node_args(nats.urls)
+    # No CA, nor certificate: the servers want TLS, and nats.c trusts only
+    # the system's CAs then.
+    plain = args[:2] + args[args.index("--cluster-creds"):]
+    out = refused_start(tmp_path, plain, "noca")
+    assert "cannot connect to" in out and "unable to get local issuer certificate" in out, out
+    # Another CA: the servers' certificates do not verify.
+    args[args.index("--cluster-tls-ca") + 1] = str(sec.dir / "stranger-ca.pem")
+    out = refused_start(tmp_path, args, "otherca")
+    assert "cannot connect to" in out and "SSL handshake error" in out, out
+    assert "issuer=/CN=ca" in out, out
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-seed", "seed-without-public", "jwt-only",
+                                  "ca-not-pem", "cert-without-key", "key-not-the-certs"])
+def test_files_are_checked_at_start(cluster, tmp_path, case):
+    nats, _ = cluster
+    sec = nats.security
+    args = sec.node_args(nats.urls)
+    creds = args.index("--cluster-creds") + 1
+    seed = (sec.dir / "node.nk").read_text().split()[0]
+    bad = tmp_path / "bad"
+    expect = {
+        "missing": "cannot read --cluster-creds '%s': No such file" % bad,
+        "not-a-seed": "is neither a NATS creds file",
+        "seed-without-public": "holds an NKey seed but not its public key",
+        "jwt-only": "holds a user JWT but not its NKey seed",
+        "ca-not-pem": "--cluster-tls-ca '%s' is not a PEM certificate" % bad,
+        "cert-without-key": "--cluster-tls-cert and --cluster-tls-key go together",
+        "key-not-the-certs": "cannot load --cluster-tls-cert/--cluster-tls-key",
+    }[case]
+    if case == "not-a-seed":
+        bad.write_text("user = node\n")
+    if case == "seed-without-public":
+        bad.write_text(seed + "\n")
+    if case == "jwt-only":
+        bad.write_text("-----BEGIN NATS USER JWT-----\neyJ0eXAi\n------END NATS USER JWT------\n")
+    if case.startswith("ca") or case.startswith("cert") or case.startswith("key"):
+        bad.write_text("not a certificate\n")
+    if case in ("missing", "not-a-seed", "seed-without-public", "jwt-only"):
+        args[creds] = str(bad)
+    elif case == "ca-not-pem":
+        args[args.index("--cluster-tls-ca") + 1] = str(bad)
+    elif case == "cert-without-key":
+        i = args.index("--cluster-tls-key")
+        del args[i:i + 2]
+    else:
+        args[args.index("--cluster-tls-key") + 1] = str(sec.dir / "server.key")
+    out = refused_start(tmp_path, args, case)
+    assert expect in out, out
+    assert seed not in out
+
+
+def test_urls_credentials_are_masked_in_the_configuration_shown(tmp_path):
+    import subprocess
+    r = subprocess.run([str(SPATED), "--data", str(tmp_path / "d"), "--check-config",
+                        "--cluster", "nats://node:pa55word@127.0.0.1:4222,nats://t0ken@h:1"],
+                       capture_output=True)
+    out = r.stdout.decode()
+    assert "cluster = nats://***@127.0.0.1:4222,nats://***@h:1\n" in out, out
+    assert "pa55word" not in out and "t0ken" not in out
