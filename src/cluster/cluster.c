@@ -13,6 +13,7 @@
 
 #include "cluster/internal.h"
 #include "cluster/secure.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -31,6 +32,24 @@ static void on_reconnected(natsConnection *nc, void *closure)
     c->connected = 1;
     c->rewatch = 1;
     log_info("cluster: reconnected to NATS");
+}
+
+/* What NATS refuses asynchronously: a publish or subscription outside the
+ * user's permissions reaches no caller, only this. Logged, at most once in
+ * SPATE_CLUSTER_REFUSED_LOG_MS: the operator's permissions lack something
+ * (docs/nats-permissions.conf lists what spate needs). */
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    cluster *c = closure;
+    if (err != NATS_NOT_PERMITTED) return; /* the rest reaches its caller, or is retried */
+    uint64_t now = clock_mono_ns(), last = c->refused_ns;
+    if (last && now - last < (uint64_t)SPATE_CLUSTER_REFUSED_LOG_MS * 1000000) return;
+    c->refused_ns = now;
+    const char *text = NULL;
+    natsConnection_GetLastError(nc, &text);
+    log_warn("cluster: NATS refused: %s (the user's permissions lack what spate needs: "
+             "docs/nats-permissions.conf)",
+             text && text[0] ? text : natsStatus_GetText(err));
 }
 
 /* JetStream's answer to each async publish. Without a handler nats.c drops
@@ -259,6 +278,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
     if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, c);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, c);
     if (s == NATS_OK && cluster__secure_options(o, cfg, err, errcap) != 0) {
         natsOptions_Destroy(o);
         free(urls);

@@ -440,6 +440,9 @@
  * bundle of every public root ~200 KiB; a larger file is refused as not
  * one of them. */
 #define SPATE_CLUSTER_SECRET_FILE_MAX (1u * MIB)
+/* A refusal by NATS (permissions) is logged at most once this often (ms):
+ * a missing permission refuses every heartbeat, and one line says it. */
+#define SPATE_CLUSTER_REFUSED_LOG_MS 10000
 /* Leases (cluster/lease.c): what runs on one node of a cluster (schedules,
  * sources without a consumer group) runs where its lease in the registry
  * bucket is held. The holder rewrites it every SPATE_CLUSTER_LEASE_RENEW_MS;

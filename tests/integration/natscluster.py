@@ -97,7 +97,8 @@ class NatsSecurity:
     the servers (clients must show one: verify), one for the nodes, a CA
     nobody uses, and users in an account SPATE with spate's permissions
     (docs/nats-permissions.conf): an NKey (node.nk: its seed and public key)
-    and a password user; a user of another account (OTHER) too."""
+    and a password user, and one refused heartbeats; a user of another
+    account (OTHER) too."""
 
     password = "s3cret-node-pass"
 
@@ -126,6 +127,8 @@ accounts {{
     users: [
       {{ nkey: {self.nkey}, permissions: $SPATE_NODE }}
       {{ user: node, password: "{self.password}", permissions: $SPATE_NODE }}
+      {{ user: noheartbeat, password: "{self.password}",
+         permissions: {{ publish: {{ deny: ["spate.node.hb"] }} }} }}
     ]
   }}
   OTHER {{

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import SPATED, Spated
+from conftest import SPATED, Spated, wait_for
 from natscluster import spated_cluster
 # Run here against the secured cluster (they take the fixture below).
 from test_cluster import (  # noqa: F401
@@ -108,6 +108,24 @@ def test_spate_needed_nothing_the_permissions_refuse(cluster):
     theirs = [line for line in refused if "orders.new" not in line and
               "SNAPSHOT" not in line and "ACCOUNT.PURGE" not in line]
     assert not theirs, theirs[:10]
+
+
+def test_what_nats_refuses_is_logged(cluster, tmp_path):
+    nats, _ = cluster
+    sec = nats.security
+    args = sec.node_args(nats.urls, "password")
+    args[1] = args[1].replace("nats://node:", "nats://noheartbeat:")
+    d = Spated(tmp_path / "refused", args=args)
+    d.workdir.mkdir()
+    d.start()
+    try:
+        assert wait_for(lambda: "NATS refused: " in d.log(), timeout=15), d.log()
+        line = [x for x in d.log().splitlines() if "NATS refused: " in x][0]
+        assert 'Permissions Violation for Publish to "spate.node.hb"' in line, line
+        time.sleep(3)  # heartbeats go on being refused: one line says it
+        assert d.log().count("NATS refused: ") == 1, d.log()
+    finally:
+        d.stop()
 
 
 def refused_start(tmp_path, args, name):
