@@ -152,6 +152,18 @@ def test_wrong_credentials_stop_a_node_at_start(cluster, tmp_path):
     args[args.index("--cluster-creds") + 1] = str(tmp_path / "stranger.nk")
     out = refused_start(tmp_path, args, "wrongkey")
     assert "cannot connect to" in out and "Authorization Violation" in out, out
+    # A creds file (user JWT and seed) is read and offered, and these
+    # servers (no operator) know no such user.
+    seed = (sec.dir / "node.nk").read_text().split()[0]
+    (tmp_path / "user.creds").write_text(
+        "-----BEGIN NATS USER JWT-----\n"
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2lnbmF0dXJl\n"
+        "------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n")
+    args[args.index("--cluster-creds") + 1] = str(tmp_path / "user.creds")
+    out = refused_start(tmp_path, args, "jwt")
+    assert "cannot connect to" in out and "Authorization Violation" in out, out
+    assert seed not in out
 
 
 def test_a_node_without_the_ca_stops_at_start(cluster, tmp_path):
