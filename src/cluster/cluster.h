@@ -56,6 +56,10 @@ typedef struct cluster_config {
  * replaced by "***". 1 when every URL carries credentials. */
 int cluster_shown_urls(const char *urls, char *out, size_t cap);
 
+/* Checks cfg's credential and TLS files as cluster_start would, without
+ * connecting (spated --check-config, and before it opens its store): 0, or
+ * -1 with err saying which file and why. */
+int cluster_check_files(const cluster_config *cfg, char *err, size_t errcap);
 /* Connects and creates (or binds) the buckets and the artifact stream. On
  * failure err says why. */
 int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, char *err,

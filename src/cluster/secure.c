@@ -211,3 +211,15 @@ int cluster__secure_options(natsOptions *o, const cluster_config *cfg, char *err
     }
     return 0;
 }
+
+int cluster_check_files(const cluster_config *cfg, char *err, size_t errcap)
+{
+    natsOptions *o = NULL;
+    if (natsOptions_Create(&o) != NATS_OK) {
+        snprintf(err, errcap, "cluster: out of memory");
+        return -1;
+    }
+    int rc = cluster__secure_options(o, cfg, err, errcap);
+    natsOptions_Destroy(o);
+    return rc;
+}

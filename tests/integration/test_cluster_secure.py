@@ -230,3 +230,16 @@ def test_urls_credentials_are_masked_in_the_configuration_shown(tmp_path):
     out = r.stdout.decode()
     assert "cluster = nats://***@127.0.0.1:4222,nats://***@h:1\n" in out, out
     assert "pa55word" not in out and "t0ken" not in out
+
+
+def test_check_config_checks_the_files(tmp_path):
+    import subprocess
+    notpem = tmp_path / "ca.pem"
+    notpem.write_text("hello\n")
+    base = [str(SPATED), "--data", str(tmp_path / "d"), "--check-config"]
+    r = subprocess.run(base + ["--cluster", "nats://127.0.0.1:1", "--cluster-tls-ca", str(notpem)],
+                       capture_output=True)
+    assert r.returncode == 2 and \
+        f"--cluster-tls-ca '{notpem}' is not a PEM certificate" in r.stderr.decode(), r.stderr
+    r = subprocess.run(base + ["--cluster-creds", str(notpem)], capture_output=True)
+    assert r.returncode == 2 and b"are for cluster mode: give --cluster too" in r.stderr, r.stderr
