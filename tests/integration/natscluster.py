@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import json
+import os
 import pathlib
 import random
 import shutil
@@ -74,9 +75,12 @@ def _nkey_text(prefix, raw):
         .decode().rstrip("=")
 
 
-def make_user_nkey():
-    """A user NKey: (seed "SU...", public key "U..."), as nk -gen user -pubout
-    writes them."""
+NKEY_OPERATOR, NKEY_ACCOUNT, NKEY_USER = 14 << 3, 0, 20 << 3  # nkeys' prefix bytes
+
+
+def make_nkey(kind=NKEY_USER):
+    """An NKey of a kind: (its Ed25519 key, seed "S.", public key), as
+    nk -gen TYPE -pubout writes them (a user's: "SU...", "U...")."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     key = Ed25519PrivateKey.generate()
@@ -84,9 +88,19 @@ def make_user_nkey():
                              serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.Raw,
                                            serialization.PublicFormat.Raw)
-    user = 20 << 3  # nkeys' prefix byte of a user; a seed's is 18 << 3 with the type after
-    return (_nkey_text([(18 << 3) | (user >> 5), (user & 31) << 3], seed),
-            _nkey_text([user], public))
+    return (key, _nkey_text([(18 << 3) | (kind >> 5), (kind & 31) << 3], seed),
+            _nkey_text([kind], public))
+
+
+def make_jwt(signer, issuer, subject, name, nats):
+    """A NATS JWT (v2) of subject's claims, signed by issuer's key."""
+    def b64(b):
+        return base64.urlsafe_b64encode(b).decode().rstrip("=")
+    claims = {"jti": b64(os.urandom(16)), "iat": int(time.time()), "iss": issuer,
+              "name": name, "sub": subject, "nats": {**nats, "version": 2}}
+    signed = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode()) + "." + \
+        b64(json.dumps(claims).encode())
+    return signed + "." + b64(signer.sign(signed.encode()))
 
 
 PERMISSIONS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "nats-permissions.conf"
@@ -109,7 +123,7 @@ class NatsSecurity:
         make_ca(d, "stranger-ca")
         make_cert(d, "ca", "server", host)
         make_cert(d, "ca", "node", host)
-        seed, self.nkey = make_user_nkey()
+        _, seed, self.nkey = make_nkey()
         (d / "node.nk").write_text(f"{seed}\n{self.nkey}\n")
         (d / "node.nk").chmod(0o600)
 

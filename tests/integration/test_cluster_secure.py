@@ -5,19 +5,23 @@ spate's own with only docs/nats-permissions.conf's permissions. Two nodes
 join with an NKey seed file (--cluster-creds), one with a password in the
 URLs; all with --cluster-tls-ca/-cert/-key. A representative part of
 test_cluster.py runs there unchanged (deploys, routing, topics and
-triggers across nodes, a node's restart); then what is refused: wrong
+triggers across nodes, a node's restart, a server lost: reconnecting with
+TLS and credentials); then what is refused: wrong
 credentials, no CA or another one, malformed files, a node's user
 straying from spate's subjects, another account reaching spate's."""
 
 import json
+import re
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
 
 from conftest import SPATED, Spated, wait_for
-from natscluster import spated_cluster
+from natscluster import (NKEY_ACCOUNT, NKEY_OPERATOR, NKEY_USER, PERMISSIONS, free_port,
+                         listed, make_jwt, make_nkey, spated_cluster)
 # Run here against the secured cluster (they take the fixture below).
 from test_cluster import (  # noqa: F401
     test_a_busy_node_hands_invocations_to_another, test_a_node_that_was_away_catches_up,
@@ -25,7 +29,8 @@ from test_cluster import (  # noqa: F401
     test_dead_letters_and_retries_across_nodes, test_delete_reaches_every_node,
     test_deploy_on_one_node_invoke_on_another, test_nodes_see_each_other,
     test_ordered_keys_keep_their_order_across_nodes,
-    test_topic_ls_rm_purge_retention_and_dlq_across_nodes)
+    test_topic_ls_rm_purge_retention_and_dlq_across_nodes,
+    test_losing_one_nats_server_does_not_stop_the_cluster)  # last: server 0 restarts
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def cluster(tmp_path_factory):
         yield c
 
 
-def nats_ask(nats, user, password, subject, payload=b"", i=0):
+def nats_ask(nats, user, password, subject, payload=b"", i=1):
     """What a server says to user's request on subject (one line of text:
     the reply's payload, or the server's -ERR), over TLS with the nodes'
     client certificate, speaking NATS's text protocol by hand."""
@@ -223,7 +228,6 @@ def test_files_are_checked_at_start(cluster, tmp_path, case):
 
 
 def test_urls_credentials_are_masked_in_the_configuration_shown(tmp_path):
-    import subprocess
     r = subprocess.run([str(SPATED), "--data", str(tmp_path / "d"), "--check-config",
                         "--cluster", "nats://node:pa55word@127.0.0.1:4222,nats://t0ken@h:1"],
                        capture_output=True)
@@ -233,7 +237,6 @@ def test_urls_credentials_are_masked_in_the_configuration_shown(tmp_path):
 
 
 def test_check_config_checks_the_files(tmp_path):
-    import subprocess
     notpem = tmp_path / "ca.pem"
     notpem.write_text("hello\n")
     base = [str(SPATED), "--data", str(tmp_path / "d"), "--check-config"]
@@ -243,3 +246,73 @@ def test_check_config_checks_the_files(tmp_path):
         f"--cluster-tls-ca '{notpem}' is not a PEM certificate" in r.stderr.decode(), r.stderr
     r = subprocess.run(base + ["--cluster-creds", str(notpem)], capture_output=True)
     assert r.returncode == 2 and b"are for cluster mode: give --cluster too" in r.stderr, r.stderr
+
+
+def permissions_as_claims():
+    """docs/nats-permissions.conf's allow lists, as a user JWT's pub and sub."""
+    text = re.sub(r"#.*", "", PERMISSIONS.read_text())
+    publish, subscribe = text.split("subscribe:")
+    return ({"allow": re.findall(r'"([^"]+)"', publish)},
+            {"allow": re.findall(r'"([^"]+)"', subscribe)})
+
+
+def test_a_creds_file_joins_a_server_in_operator_mode(tmp_path, functions):
+    """A NATS creds file (user JWT and seed, as nsc writes one) against a
+    nats-server trusting an operator (JWTs made here), the user's JWT with
+    docs/nats-permissions.conf's permissions."""
+    op_key, _, op = make_nkey(NKEY_OPERATOR)
+    _, _, system = make_nkey(NKEY_ACCOUNT)
+    account_key, _, account = make_nkey(NKEY_ACCOUNT)
+    _, seed, user = make_nkey(NKEY_USER)
+    limits = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+              "wildcards": True, "conn": -1, "leaf": -1}
+    js = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+    pub, sub = permissions_as_claims()
+    assert "$KV.spate-registry.>" in pub["allow"] and "_INBOX.>" in sub["allow"], (pub, sub)
+    (tmp_path / "op.jwt").write_text(
+        make_jwt(op_key, op, op, "op", {"type": "operator", "system_account": system}))
+    sys_jwt = make_jwt(op_key, op, system, "SYS", {"type": "account", "limits": limits})
+    acc_jwt = make_jwt(op_key, op, account, "SPATE",
+                       {"type": "account", "limits": {**limits, **js}})
+    user_jwt = make_jwt(account_key, account, user, "node",
+                        {"type": "user", "pub": pub, "sub": sub, "subs": -1, "data": -1,
+                         "payload": -1})
+    creds = tmp_path / "node.creds"
+    creds.write_text(f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n"
+                     f"\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n")
+    port = free_port()
+    (tmp_path / "nats.conf").write_text(f"""
+listen: 127.0.0.1:{port}
+jetstream {{ store_dir: "{tmp_path / 'js'}" }}
+operator: "{tmp_path / 'op.jwt'}"
+system_account: {system}
+resolver: MEMORY
+resolver_preload: {{
+  {system}: "{sys_jwt}"
+  {account}: "{acc_jwt}"
+}}
+""")
+    log = tmp_path / "nats.log"
+    server = subprocess.Popen(["nats-server", "-c", str(tmp_path / "nats.conf")],
+                              stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    d = None
+    try:
+        assert wait_for(lambda: "Server is ready" in log.read_text(), timeout=15), log.read_text()
+        d = Spated(tmp_path / "node", args=["--cluster", f"nats://127.0.0.1:{port}",
+                                            "--cluster-creds", str(creds)])
+        d.workdir.mkdir()
+        d.start()
+        assert d.deploy("jwt-joined", functions["hello"])[0] == 201
+        assert listed(d, "jwt-joined") and d.invoke("jwt-joined", b"x")[0] == 200
+        assert "without credentials" not in d.log()
+        # Without the creds file the same server refuses it.
+        out = refused_start(tmp_path, ["--cluster", f"nats://127.0.0.1:{port}"], "anonymous")
+        assert "Authorization Violation" in out, out
+    finally:
+        if d:
+            d.stop()
+        server.terminate()
+        server.wait(10)
+    violations = [x for x in log.read_text().splitlines() if "Publish Violation" in x or
+                  "Subscription Violation" in x]
+    assert not violations, violations[:10]
