@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/limits.h"
+#include "common/log.h"
 
 int cluster_shown_urls(const char *urls, char *out, size_t cap)
 {
@@ -37,8 +38,10 @@ int cluster_shown_urls(const char *urls, char *out, size_t cap)
 
 /* The whole of a file named by option what, NUL-terminated (caller owns;
  * wipe and free it), or NULL with err set: missing, unreadable, not a
- * regular file, empty or too large. */
-static char *read_small(const char *what, const char *path, char *err, size_t cap)
+ * regular file, empty or too large. A secret that others may read is
+ * said in the log: every process on the host, functions too, could join
+ * the cluster with it. */
+static char *read_small(const char *what, const char *path, int secret, char *err, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -47,7 +50,11 @@ static char *read_small(const char *what, const char *path, char *err, size_t ca
     }
     struct stat st;
     char *text = NULL;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    int stated = fstat(fd, &st) == 0;
+    if (stated && secret && (st.st_mode & 077))
+        log_warn("cluster: %s '%s' may be read by others (mode %04o): chmod 600 it", what, path,
+                 (unsigned)(st.st_mode & 07777));
+    if (!stated || !S_ISREG(st.st_mode))
         snprintf(err, cap, "cluster: %s '%s' is not a regular file", what, path);
     else if (st.st_size == 0)
         snprintf(err, cap, "cluster: %s '%s' is empty", what, path);
@@ -101,7 +108,7 @@ static int is_nkey(const char *w, size_t len, size_t want, const char *prefix)
  * each time it connects, so a rotated file is used on the next reconnect). */
 static int set_creds(natsOptions *o, const char *path, char *err, size_t cap)
 {
-    char *text = read_small("--cluster-creds", path, err, cap);
+    char *text = read_small("--cluster-creds", path, 1, err, cap);
     if (!text) return -1;
     natsStatus s;
     if (strstr(text, "-----BEGIN NATS USER JWT-----")) {
@@ -159,7 +166,7 @@ static int set_creds(natsOptions *o, const char *path, char *err, size_t cap)
 static int check_pem(const char *what, const char *path, const char *mark, const char *kind,
                      char *err, size_t cap)
 {
-    char *text = read_small(what, path, err, cap);
+    char *text = read_small(what, path, strstr(mark, "PRIVATE") != NULL, err, cap);
     if (!text) return -1;
     int ok = strstr(text, "-----BEGIN ") && strstr(text, mark);
     wipe(text);

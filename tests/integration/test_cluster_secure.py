@@ -246,6 +246,17 @@ def test_check_config_checks_the_files(tmp_path):
         f"--cluster-tls-ca '{notpem}' is not a PEM certificate" in r.stderr.decode(), r.stderr
     r = subprocess.run(base + ["--cluster-creds", str(notpem)], capture_output=True)
     assert r.returncode == 2 and b"are for cluster mode: give --cluster too" in r.stderr, r.stderr
+    # A seed others may read is valid, and said.
+    _, seed, public = make_nkey()
+    nk = tmp_path / "node.nk"
+    nk.write_text(f"{seed}\n{public}\n")
+    nk.chmod(0o644)
+    r = subprocess.run(base + ["--cluster", "nats://127.0.0.1:1", "--cluster-creds", str(nk)],
+                       capture_output=True)
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode == 0, out
+    assert f"--cluster-creds '{nk}' may be read by others (mode 0644): chmod 600 it" in out, out
+    assert seed not in out
 
 
 def permissions_as_claims():
