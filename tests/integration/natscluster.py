@@ -313,7 +313,8 @@ def publish_lines(d, topic, lines, key_field=None):
 
 def add_trigger(d, nodes, topic, function, query=""):
     """Adds a trigger through d and waits until every node pulls for it."""
-    assert d.request("PUT", f"/v1/triggers/{topic}/{function}{query}")[0] == 201
+    status, _, body = d.request("PUT", f"/v1/triggers/{topic}/{function}{query}")
+    assert status == 201, (status, body, d.log()[-3000:])
     for n in nodes:
         assert wait_for(lambda: n.request("GET", f"/v1/triggers/{topic}/{function}")[0] == 200,
                         timeout=30)

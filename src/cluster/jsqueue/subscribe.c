@@ -22,6 +22,9 @@ typedef struct sub_job {
     char err[200];
 } sub_job;
 
+/* Attempts at a consumer's creation before its trigger fails. */
+#define CONSUMER_ATTEMPTS 3
+
 /* One consumer of a subscription, created (or changed) and bound. */
 static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait_ms)
 {
@@ -34,11 +37,20 @@ static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait
     cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
     cc.AckWait = (int64_t)ack_wait_ms * 1000000;
     cc.MaxAckPending = pt->one_at_a_time ? 1 : SPATE_JS_ACK_PENDING_MAX;
-    jsConsumerInfo *ci = NULL;
-    natsStatus st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
-    if (st != NATS_OK) /* it exists: a new trigger configuration */
-        st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
-    if (ci) jsConsumerInfo_Destroy(ci);
+    /* JetStream's API answers within jsOptions.Wait (2 s, cluster.c) or
+     * not at all: while a stream's leader is elected, or on a loaded
+     * machine, one call may go unanswered. Asking again here costs the
+     * caller seconds; failing costs it the trigger (a 503 seen under load
+     * in a three-node test). Add and update are idempotent: a consumer a
+     * timed-out call made is found and updated by the next attempt. */
+    natsStatus st = NATS_TIMEOUT;
+    for (int attempt = 0; attempt < CONSUMER_ATTEMPTS && st == NATS_TIMEOUT; attempt++) {
+        jsConsumerInfo *ci = NULL;
+        st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+        if (st != NATS_OK && st != NATS_TIMEOUT) /* it exists: a new configuration */
+            st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+        if (ci) jsConsumerInfo_Destroy(ci);
+    }
     if (st == NATS_OK && !pt->pull) {
         jsSubOptions so;
         jsSubOptions_Init(&so);
