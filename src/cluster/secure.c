@@ -125,14 +125,14 @@ static int set_creds(natsOptions *o, const char *path, char *err, size_t cap)
     } else {
         char pub[NKEY_PUBLIC_LEN + 1] = "";
         int seed = 0;
-        for (char *line = text, *next; line && *line; line = next) {
-            next = strchr(line, '\n');
-            if (next) *next++ = '\0';
-            line += strspn(line, " \t");
-            size_t len = strcspn(line, " \t\r");
-            if (line[0] == '#') continue;
-            if (is_nkey(line, len, NKEY_SEED_LEN, "SU")) seed = 1;
-            if (is_nkey(line, len, NKEY_PUBLIC_LEN, "U")) memcpy(pub, line, NKEY_PUBLIC_LEN);
+        /* Read in place (text stays whole, to be wiped whole). */
+        for (const char *line = text; *line;) {
+            size_t end = strcspn(line, "\n");
+            const char *w = line + strspn(line, " \t");
+            size_t len = strcspn(w, " \t\r\n");
+            if (w[0] != '#' && is_nkey(w, len, NKEY_SEED_LEN, "SU")) seed = 1;
+            if (w[0] != '#' && is_nkey(w, len, NKEY_PUBLIC_LEN, "U")) memcpy(pub, w, len);
+            line += end + (line[end] == '\n');
         }
         wipe(text);
         if (!seed) {
