@@ -24,7 +24,10 @@ int cluster_shown_urls(const char *urls, char *out, size_t cap)
         size_t len = strcspn(u, ",");
         const char *scheme = strstr(u, "://");
         size_t start = scheme && (size_t)(scheme - u) < len ? (size_t)(scheme - u) + 3 : 0;
-        const char *at = memchr(u + start, '@', len - start);
+        /* The last '@': a password may hold one unescaped (nats.c takes it so). */
+        const char *at = NULL;
+        for (const char *p = u + start; p < u + len; p++)
+            if (*p == '@') at = p;
         int n = at ? snprintf(out + used, cap - used, "%s%.*s***%.*s", used ? "," : "", (int)start,
                               u, (int)(len - (size_t)(at - u)), at)
                    : snprintf(out + used, cap - used, "%s%.*s", used ? "," : "", (int)len, u);
