@@ -119,7 +119,8 @@ def test_what_nats_refuses_is_logged(cluster, tmp_path):
     nats, _ = cluster
     sec = nats.security
     args = sec.node_args(nats.urls, "password")
-    args[1] = args[1].replace("nats://node:", "nats://noheartbeat:")
+    # tls:// URLs work as well (TLS is required either way here).
+    args[1] = args[1].replace("nats://node:", "tls://noheartbeat:")
     d = Spated(tmp_path / "refused", args=args)
     d.workdir.mkdir()
     d.start()
