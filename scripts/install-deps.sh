@@ -12,7 +12,7 @@ autoconf automake libtool clang libclang-rt-14-dev
 prometheus chromium libinih-dev libsystemd-dev scdoc iproute2
 libhiredis-dev redis-server librabbitmq-dev rabbitmq-server librdkafka-dev kcat
 libmosquitto-dev mosquitto libicu-dev libpython3-dev
-awscli python3-boto3 nodejs"
+awscli python3-boto3 nodejs python3-cryptography"
 
 missing=""
 for p in $PACKAGES; do

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "cluster/internal.h"
+#include "cluster/secure.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -30,6 +32,24 @@ static void on_reconnected(natsConnection *nc, void *closure)
     c->connected = 1;
     c->rewatch = 1;
     log_info("cluster: reconnected to NATS");
+}
+
+/* What NATS refuses asynchronously: a publish or subscription outside the
+ * user's permissions reaches no caller, only this. Logged, at most once in
+ * SPATE_CLUSTER_REFUSED_LOG_MS: the operator's permissions lack something
+ * (docs/nats-permissions.conf lists what spate needs). */
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    cluster *c = closure;
+    if (err != NATS_NOT_PERMITTED) return; /* the rest reaches its caller, or is retried */
+    uint64_t now = clock_mono_ns(), last = c->refused_ns;
+    if (last && now - last < (uint64_t)SPATE_CLUSTER_REFUSED_LOG_MS * 1000000) return;
+    c->refused_ns = now;
+    const char *text = NULL;
+    natsConnection_GetLastError(nc, &text);
+    log_warn("cluster: NATS refused: %s (the user's permissions lack what spate needs: "
+             "docs/nats-permissions.conf)",
+             text && text[0] ? text : natsStatus_GetText(err));
 }
 
 /* JetStream's answer to each async publish. Without a handler nats.c drops
@@ -206,30 +226,6 @@ static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
     return s;
 }
 
-/* urls ("nats://[USER:PASSWORD@]HOST:PORT,...") as they may be shown in
- * logs and errors: each one's credentials replaced by "***". 1 when every
- * URL carries credentials. */
-static int shown_urls(const char *urls, char *out, size_t cap)
-{
-    int all = 1;
-    size_t used = 0;
-    out[0] = '\0';
-    for (const char *u = urls; *u;) {
-        size_t len = strcspn(u, ",");
-        const char *scheme = strstr(u, "://");
-        size_t start = scheme && (size_t)(scheme - u) < len ? (size_t)(scheme - u) + 3 : 0;
-        const char *at = memchr(u + start, '@', len - start);
-        int n = at ? snprintf(out + used, cap - used, "%s%.*s***%.*s", used ? "," : "", (int)start,
-                              u, (int)(len - (size_t)(at - u)), at)
-                   : snprintf(out + used, cap - used, "%s%.*s", used ? "," : "", (int)len, u);
-        if (!at) all = 0;
-        if (n < 0 || (size_t)n >= cap - used) break;
-        used += (size_t)n;
-        u += len + (u[len] == ',');
-    }
-    return all;
-}
-
 int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, char *err,
                   size_t errcap)
 {
@@ -250,12 +246,14 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
     }
 
     char shown[1024];
-    if (!shown_urls(cfg->urls, shown, sizeof shown))
+    int anonymous = !cluster_shown_urls(cfg->urls, shown, sizeof shown);
+    if (anonymous && !(cfg->creds && cfg->creds[0]))
         log_warn("cluster: NATS without credentials (%s): whoever reaches it, functions too "
                  "(they have the host's network unless deployed with network=false), can read "
                  "every function's environment and replace its code; give nats-server users "
-                 "and name them in cluster = nats://USER:PASSWORD@HOST:PORT in a config file "
-                 "only root may read (the command line is visible to every process)",
+                 "(docs/nats-permissions.conf) and name one with --cluster-creds FILE, or in "
+                 "cluster = nats://USER:PASSWORD@HOST:PORT in a config file only root may read "
+                 "(the command line is visible to every process)",
                  shown);
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
@@ -280,12 +278,23 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
     if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
     if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, c);
+    if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_async_error, c);
+    if (s == NATS_OK && cluster__secure_options(o, cfg, err, errcap) != 0) {
+        natsOptions_Destroy(o);
+        free(urls);
+        return ERR_INVAL;
+    }
     if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
     if (s == NATS_OK) c->connected = 1;
     natsOptions_Destroy(o);
     free(urls);
     if (s != NATS_OK) {
-        snprintf(err, errcap, "cluster: cannot connect to %s: %s", shown, natsStatus_GetText(s));
+        /* nats.c's last error says more (TLS, authorization) than the status;
+         * it never holds the URL's credentials. */
+        const char *why = nats_GetLastError(NULL);
+        snprintf(err, errcap, "cluster: cannot connect to %s: %s%s%s", shown, natsStatus_GetText(s),
+                 why && strcmp(why, natsStatus_GetText(s)) ? ": " : "",
+                 why && strcmp(why, natsStatus_GetText(s)) ? why : "");
         return ERR_IO;
     }
     int replicas = (int)cfg->replicas;

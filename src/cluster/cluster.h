@@ -44,8 +44,22 @@ typedef struct cluster_config {
     const char *data_dir; /* the node id is kept there */
     const char *api_url;  /* how other nodes and users reach this one */
     uint32_t replicas;    /* of streams and the bucket; 0: 3 with 3 servers or more, else 1 */
+    /* Each NULL or "" when unused (cluster/secure.h says what they hold). */
+    const char *creds;    /* a NATS creds file, or an NKey seed file */
+    const char *tls_ca;   /* PEM: the CA of the servers' certificates */
+    const char *tls_cert; /* PEM: this node's client certificate, with tls_key */
+    const char *tls_key;
 } cluster_config;
 
+/* urls ("nats://[USER:PASSWORD@|TOKEN@]HOST:PORT,...") as they may be shown
+ * in logs, errors and the configuration printed: each one's credentials
+ * replaced by "***". 1 when every URL carries credentials. */
+int cluster_shown_urls(const char *urls, char *out, size_t cap);
+
+/* Checks cfg's credential and TLS files as cluster_start would, without
+ * connecting (spated --check-config, and before it opens its store): 0, or
+ * -1 with err saying which file and why. */
+int cluster_check_files(const cluster_config *cfg, char *err, size_t errcap);
 /* Connects and creates (or binds) the buckets and the artifact stream. On
  * failure err says why. */
 int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, char *err,

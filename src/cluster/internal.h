@@ -57,7 +57,8 @@ struct cluster {
     _Atomic int stopping;
     _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
     _Atomic int connected; /* to a NATS server, as nats.c last told */
-    int quiet;             /* spated is stopping: the scheduler is going away */
+    _Atomic uint64_t refused_ns; /* when a refusal by NATS was last logged (monotonic) */
+    int quiet;                   /* spated is stopping: the scheduler is going away */
     pthread_mutex_t lock;
     pthread_cond_t closed_cond;
     int closed; /* nats.c's last callback came (under lock) */

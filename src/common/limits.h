@@ -446,6 +446,14 @@
  * than any retry schedule (SPATE_RETRY_CAP_MS times SPATE_MAX_ATTEMPTS_CEILING
  * is under an hour); one left behind goes by itself. */
 #define SPATE_CLUSTER_ATTEMPTS_TTL_NS (7LL * 24 * 3600 * 1000000000)
+/* A NATS creds file, NKey seed file, CA bundle, certificate or key given to
+ * --cluster-creds / --cluster-tls-*: a creds file is under 2 KiB and a CA
+ * bundle of every public root ~200 KiB; a larger file is refused as not
+ * one of them. */
+#define SPATE_CLUSTER_SECRET_FILE_MAX (1u * MIB)
+/* A refusal by NATS (permissions) is logged at most once this often (ms):
+ * a missing permission refuses every heartbeat, and one line says it. */
+#define SPATE_CLUSTER_REFUSED_LOG_MS 10000
 /* Leases (cluster/lease.c): what runs on one node of a cluster (schedules,
  * sources without a consumer group) runs where its lease in the registry
  * bucket is held. The holder rewrites it every SPATE_CLUSTER_LEASE_RENEW_MS;

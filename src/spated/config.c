@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cluster/cluster.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/parse.h"
@@ -88,7 +89,18 @@ static const opt_def opt_defs[] = {
      "PATH[,PATH]: a host path functions may write; the rest is read-only to them (repeatable)",
      NULL},
     {"cluster", STR(cluster), 0,
-     "nats://HOST:PORT[,...]: join the nodes sharing that NATS JetStream", NULL},
+     "nats://[USER:PASSWORD@|TOKEN@]HOST:PORT[,...] (tls://... for TLS): join the nodes "
+     "sharing that NATS JetStream",
+     NULL},
+    {"cluster-creds", STR(cluster_creds), 0,
+     "a NATS creds file (user JWT and seed) or an NKey seed file (seed and public key) to "
+     "authenticate to NATS with",
+     NULL},
+    {"cluster-tls-ca", STR(cluster_tls_ca), 0,
+     "PEM: the CA of the NATS servers' certificates (TLS required)", NULL},
+    {"cluster-tls-cert", STR(cluster_tls_cert), 0,
+     "PEM: this node's client certificate for NATS (with --cluster-tls-key)", NULL},
+    {"cluster-tls-key", STR(cluster_tls_key), 0, "PEM: the key of --cluster-tls-cert", NULL},
     {"cluster-replicas", OPT_U32, OFF(cluster_replicas), 0, 5, 0,
      "replicas of the shared registry; 0: 3 with 3 NATS servers or more, else 1", NULL},
     {"catch-up", OPT_U32, OFF(catch_up), 0, SPATE_SCHEDULE_CATCH_UP_CEILING, 0,
@@ -239,11 +251,18 @@ static const char *apply(options *o, const opt_def *d, const char *val, char *wh
     return NULL;
 }
 
+/* An option's value as shown (help, --check-config, reload's log): the
+ * cluster's URLs without their passwords or tokens. */
 static void value_text(const options *o, const opt_def *d, char *out, size_t cap)
 {
     const char *field = (const char *)o + d->offset;
     switch (d->kind) {
     case OPT_STR:
+        if (d->offset == OFF(cluster))
+            cluster_shown_urls(field, out, cap);
+        else
+            snprintf(out, cap, "%s", field);
+        return;
     case OPT_PATHS:
         snprintf(out, cap, "%s", field);
         return;
@@ -583,6 +602,12 @@ int config_absolute_paths(options *o, char *err, size_t errcap)
            absolute(o->tls_cert, sizeof o->tls_cert, "--tls-cert", err, errcap) ||
            absolute(o->tls_key, sizeof o->tls_key, "--tls-key", err, errcap) ||
            absolute(o->tls_client_ca, sizeof o->tls_client_ca, "--tls-client-ca", err, errcap) ||
+           absolute(o->cluster_creds, sizeof o->cluster_creds, "--cluster-creds", err, errcap) ||
+           absolute(o->cluster_tls_ca, sizeof o->cluster_tls_ca, "--cluster-tls-ca", err, errcap) ||
+           absolute(o->cluster_tls_cert, sizeof o->cluster_tls_cert, "--cluster-tls-cert", err,
+                    errcap) ||
+           absolute(o->cluster_tls_key, sizeof o->cluster_tls_key, "--cluster-tls-key", err,
+                    errcap) ||
            absolute(o->config_file, sizeof o->config_file, "--config", err, errcap);
 }
 
@@ -603,6 +628,10 @@ void config_diff(const options *cur, const options *next, config_change_cb cb, v
         char was[PATH_MAX + 64], now[PATH_MAX + 64];
         value_text(cur, &opt_defs[i], was, sizeof was);
         value_text(next, &opt_defs[i], now, sizeof now);
-        if (strcmp(was, now) != 0) cb(opt_defs[i].key, was, now, opt_defs[i].live, data);
+        /* A masked value (the cluster's URL) may differ only in what it hides. */
+        int hidden =
+            opt_defs[i].kind == OPT_STR && strcmp((const char *)cur + opt_defs[i].offset,
+                                                  (const char *)next + opt_defs[i].offset) != 0;
+        if (strcmp(was, now) != 0 || hidden) cb(opt_defs[i].key, was, now, opt_defs[i].live, data);
     }
 }

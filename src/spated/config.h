@@ -42,6 +42,11 @@ typedef struct options {
      * and resolved once loaded, at most SPATE_WRITABLE_MAX), "" for none. */
     char writable[PATH_MAX];
     uint32_t cluster_replicas;
+    /* Towards NATS (cluster/secure.h): "" when unused. */
+    char cluster_creds[PATH_MAX];
+    char cluster_tls_ca[PATH_MAX];
+    char cluster_tls_cert[PATH_MAX];
+    char cluster_tls_key[PATH_MAX];
     char config_file[PATH_MAX]; /* "" when none */
     int check_config;
 } options;

@@ -398,6 +398,17 @@ int main(int argc, char **argv)
         log_warn("--insecure: listening on '%s'%s%s", n.opt.host,
                  n.tokens ? "" : " without tokens: anyone who can reach it may run code",
                  tls ? "" : " in clear: tokens and payloads cross the network readable");
+    cluster_config cc = {.urls = n.opt.cluster,
+                         .data_dir = n.opt.data_dir,
+                         .api_url = "",
+                         .replicas = n.opt.cluster_replicas,
+                         .creds = n.opt.cluster_creds,
+                         .tls_ca = n.opt.cluster_tls_ca,
+                         .tls_cert = n.opt.cluster_tls_cert,
+                         .tls_key = n.opt.cluster_tls_key};
+    if (!n.opt.cluster[0] && (cc.creds[0] || cc.tls_ca[0] || cc.tls_cert[0] || cc.tls_key[0]))
+        die("--cluster-creds and --cluster-tls-* are for cluster mode: give --cluster too");
+    if (n.opt.cluster[0] && cluster_check_files(&cc, err, sizeof err) != 0) die("%s", err);
     if (n.opt.check_config) {
         config_print(&n.opt, stdout);
         http_tls_free(tls);
@@ -431,10 +442,6 @@ int main(int argc, char **argv)
     if (n.opt.cluster[0]) {
         /* Topics, triggers and the registry live in NATS JetStream, shared by
          * the nodes; each keeps its own registry beneath the cluster's. */
-        cluster_config cc = {.urls = n.opt.cluster,
-                             .data_dir = n.opt.data_dir,
-                             .api_url = "",
-                             .replicas = n.opt.cluster_replicas};
         if (cluster_start(n.loop, &cc, &n.cluster, err, sizeof err) != 0) die("%s", err);
         registry *local = n.reg;
         if (cluster_registry(n.cluster, local, &n.reg) != 0) die("out of memory");

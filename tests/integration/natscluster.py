@@ -2,8 +2,12 @@
 loopback ports, and helpers to deploy, publish and read what a recording
 function (functions/recorder.c) saw."""
 
+import base64
+import binascii
 import contextlib
 import json
+import os
+import pathlib
 import random
 import shutil
 import socket
@@ -39,12 +43,134 @@ def free_port(host="127.0.0.1"):
 _given = set()  # handed out by this process: not twice
 
 
-class NatsCluster:
-    """n nats-servers clustered with JetStream, all on one loopback address."""
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
 
-    def __init__(self, tmp, n=3, host="127.0.0.1"):
+
+def make_ca(d, name):
+    """A self-made CA in d: name.pem and name.key."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+            "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_cert(d, ca, name, host):
+    """A certificate (name.pem, name.key) for host (an IP address) signed by
+    the CA ca in d: a server's and a client's alike (no extended key usage)."""
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+            cwd=d)
+
+
+def _nkey_text(prefix, raw):
+    """NATS's text form of a key (nkeys: prefix bytes, the key, CRC-16/XMODEM
+    little-endian, base32 without padding)."""
+    body = bytes(prefix) + raw
+    return base64.b32encode(body + binascii.crc_hqx(body, 0).to_bytes(2, "little")) \
+        .decode().rstrip("=")
+
+
+NKEY_OPERATOR, NKEY_ACCOUNT, NKEY_USER = 14 << 3, 0, 20 << 3  # nkeys' prefix bytes
+
+
+def make_nkey(kind=NKEY_USER):
+    """An NKey of a kind: (its Ed25519 key, seed "S.", public key), as
+    nk -gen TYPE -pubout writes them (a user's: "SU...", "U...")."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw)
+    return (key, _nkey_text([(18 << 3) | (kind >> 5), (kind & 31) << 3], seed),
+            _nkey_text([kind], public))
+
+
+def make_jwt(signer, issuer, subject, name, nats):
+    """A NATS JWT (v2) of subject's claims, signed by issuer's key."""
+    def b64(b):
+        return base64.urlsafe_b64encode(b).decode().rstrip("=")
+    claims = {"jti": b64(os.urandom(16)), "iat": int(time.time()), "iss": issuer,
+              "name": name, "sub": subject, "nats": {**nats, "version": 2}}
+    signed = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode()) + "." + \
+        b64(json.dumps(claims).encode())
+    return signed + "." + b64(signer.sign(signed.encode()))
+
+
+PERMISSIONS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "nats-permissions.conf"
+
+
+class NatsSecurity:
+    """What a secured cluster uses, made in d: a CA and a certificate for
+    the servers (clients must show one: verify), one for the nodes, a CA
+    nobody uses, and users in an account SPATE with spate's permissions
+    (docs/nats-permissions.conf): an NKey (node.nk: its seed and public key)
+    and a password user, and one refused heartbeats; a user of another
+    account (OTHER) too."""
+
+    password = "s3cret-node-pass"
+
+    def __init__(self, d, host="127.0.0.1"):
+        self.dir = d
+        d.mkdir(exist_ok=True)
+        make_ca(d, "ca")
+        make_ca(d, "stranger-ca")
+        make_cert(d, "ca", "server", host)
+        make_cert(d, "ca", "node", host)
+        _, seed, self.nkey = make_nkey()
+        (d / "node.nk").write_text(f"{seed}\n{self.nkey}\n")
+        (d / "node.nk").chmod(0o600)
+
+    def server_conf(self):
+        """The part of each server's configuration that secures it."""
+        d = self.dir
+        tls = (f'cert_file: "{d}/server.pem", key_file: "{d}/server.key", '
+               f'ca_file: "{d}/ca.pem", timeout: 5')
+        return f"""
+include ./nats-permissions.conf
+tls {{ {tls}, verify: true }}
+accounts {{
+  SPATE {{
+    jetstream: enabled
+    users: [
+      {{ nkey: {self.nkey}, permissions: $SPATE_NODE }}
+      {{ user: node, password: "{self.password}", permissions: $SPATE_NODE }}
+      {{ user: noheartbeat, password: "{self.password}",
+         permissions: {{ publish: {{ deny: ["spate.node.hb"] }} }} }}
+    ]
+  }}
+  OTHER {{
+    jetstream: enabled
+    users: [ {{ user: other, password: "other-pass" }} ]
+  }}
+}}
+""", f"tls {{ {tls} }}"
+
+    def node_args(self, urls, how="nkey"):
+        """spated's options to join with: how is "nkey" (--cluster-creds) or
+        "password" (in the URLs)."""
+        d = self.dir
+        if how == "password":
+            urls = urls.replace("nats://", f"nats://node:{self.password}@")
+        args = ["--cluster", urls, "--cluster-tls-ca", str(d / "ca.pem"),
+                "--cluster-tls-cert", str(d / "node.pem"), "--cluster-tls-key", str(d / "node.key")]
+        return args + (["--cluster-creds", str(d / "node.nk")] if how == "nkey" else [])
+
+
+class NatsCluster:
+    """n nats-servers clustered with JetStream, all on one loopback address;
+    secured (TLS, accounts, permissions) with a NatsSecurity."""
+
+    def __init__(self, tmp, n=3, host="127.0.0.1", security=None):
         self.tmp = tmp
         self.host = host
+        self.security = security
         self.client = [free_port(host) for _ in range(n)]
         self.route = [free_port(host) for _ in range(n)]
         self.monitor = [free_port(host) for _ in range(n)]
@@ -66,12 +192,34 @@ class NatsCluster:
 
     def start(self, i):
         routes = ",".join(f"nats://{self.host}:{p}" for p in self.route)
+        args = ["nats-server", "-js", "-sd", str(self.tmp / f"js{i}"), "-a", self.host,
+                "-p", str(self.client[i]), "-m", str(self.monitor[i]), "-n", f"n{i}",
+                "--cluster_name", "spate",
+                "-cluster", f"nats://{self.host}:{self.route[i]}", "-routes", routes]
+        if self.security:
+            # The same through a file, with TLS on clients and routes, and
+            # the accounts.
+            shutil.copy(PERMISSIONS, self.tmp / "nats-permissions.conf")
+            clients, route_tls = self.security.server_conf()
+            route_urls = ", ".join(f'"nats://{self.host}:{p}"' for p in self.route)
+            conf = self.tmp / f"nats{i}.conf"
+            conf.write_text(f"""
+server_name: n{i}
+host: {self.host}
+port: {self.client[i]}
+http: "{self.host}:{self.monitor[i]}"
+jetstream {{ store_dir: "{self.tmp / f"js{i}"}" }}
+cluster {{
+  name: spate
+  listen: "{self.host}:{self.route[i]}"
+  routes: [ {route_urls} ]
+  {route_tls}
+}}
+{clients}
+""")
+            args = ["nats-server", "-c", str(conf)]
         self.procs[i] = subprocess.Popen(
-            ["nats-server", "-js", "-sd", str(self.tmp / f"js{i}"), "-a", self.host,
-             "-p", str(self.client[i]), "-m", str(self.monitor[i]), "-n", f"n{i}",
-             "--cluster_name", "spate",
-             "-cluster", f"nats://{self.host}:{self.route[i]}", "-routes", routes],
-            stdout=open(self.tmp / f"nats{i}.log", "ab"), stderr=subprocess.STDOUT)
+            args, stdout=open(self.tmp / f"nats{i}.log", "ab"), stderr=subprocess.STDOUT)
         for _ in range(100):
             try:
                 socket.create_connection((self.host, self.client[i]), timeout=1).close()
@@ -178,18 +326,23 @@ def node_id(d):
 
 
 @contextlib.contextmanager
-def spated_cluster(tmp_path_factory, name="cluster", n=3):
+def spated_cluster(tmp_path_factory, name="cluster", n=3, secure=False):
     """n nats-servers and n spated nodes (--cluster), all up and seeing each
-    other; yields (nats, nodes) and stops them all after."""
+    other; yields (nats, nodes) and stops them all after. secure: the
+    servers want TLS and users with spate's permissions (NatsSecurity); the
+    second node joins with a password in the URLs, the others with an NKey."""
     if not shutil.which("nats-server"):
         pytest.fail("nats-server is not installed (scripts/install-deps.sh installs it)")
     tmp = tmp_path_factory.mktemp(name)
     tmp.chmod(0o755)
-    nats = NatsCluster(tmp, n)
+    security = NatsSecurity(tmp / "pki") if secure else None
+    nats = NatsCluster(tmp, n, security=security)
     nodes = []
     try:
         for i in range(n):
-            d = Spated(tmp / f"node{i}", args=["--cluster", nats.urls])
+            args = security.node_args(nats.urls, "password" if i == 1 else "nkey") \
+                if security else ["--cluster", nats.urls]
+            d = Spated(tmp / f"node{i}", args=args)
             d.workdir.mkdir()
             nodes.append(d.start())
         for d in nodes:
