@@ -44,7 +44,19 @@ typedef struct cluster_config {
     const char *data_dir; /* the node id is kept there */
     const char *api_url;  /* how other nodes and users reach this one */
     uint32_t replicas;    /* of streams and the bucket; 0: 3 with 3 servers or more, else 1 */
+    const char *key_file; /* --cluster-key: seals what nodes write (seal.h); NULL or "": none */
 } cluster_config;
+
+/* What a node refused because its seal did not hold (the cluster key):
+ * registry entries, artifact chunks, messages (heartbeats, routed
+ * invocations and their answers). Counted since start. */
+enum cluster_refused {
+    CLUSTER_REFUSED_ENTRY,
+    CLUSTER_REFUSED_CHUNK,
+    CLUSTER_REFUSED_MESSAGE,
+    CLUSTER_REFUSED_KINDS
+};
+uint64_t cluster_refused(const cluster *c, enum cluster_refused kind);
 
 /* Connects and creates (or binds) the buckets and the artifact stream. On
  * failure err says why. */

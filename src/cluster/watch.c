@@ -101,13 +101,13 @@ static void *watcher_main(void *arg)
         int put = kvEntry_Operation(ent) == kvOp_Put;
         int kind = change_kind(key);
         if (kind >= 0 && strlen(key + 3) < CLUSTER_KEY_MAX) {
-            if (put && kvEntry_ValueLen(ent) > (int)SPATE_CLUSTER_ENTRY_MAX) {
+            char *text = NULL;
+            if (put && kvEntry_ValueLen(ent) > (int)(SPATE_CLUSTER_ENTRY_MAX + SEAL_VALUE_EXTRA)) {
                 log_warn("cluster: registry entry %s is %d bytes, over the limit of %u: ignored",
                          key, kvEntry_ValueLen(ent), SPATE_CLUSTER_ENTRY_MAX);
-            } else {
-                char *text =
-                    put ? strndup(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent)) : NULL;
-                if (!put || text) wa.heard(wa.data, (enum cluster_change)kind, key + 3, text);
+            } else if (cluster__kv_open(c, ent, &text) == 0) {
+                /* (A value that is not sealed by the cluster key never gets here.) */
+                wa.heard(wa.data, (enum cluster_change)kind, key + 3, text);
             }
         }
         kvEntry_Destroy(ent);

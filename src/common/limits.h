@@ -454,6 +454,17 @@
  * schedule with its largest payload, a source with its longest URL, and
  * room for the JSON around them. Larger ones are ignored as corrupt. */
 #define SPATE_CLUSTER_ENTRY_MAX (SPATE_SCHEDULE_PAYLOAD_MAX * 6 + 8u * KIB)
+/* Copies of each artifact chunk (and count) the artifact stream keeps: with
+ * a cluster key, a reader takes the newest copy whose seal holds, so chunks
+ * a forger published after the real ones do not hide them (until it has
+ * published this many of each). */
+#define SPATE_CLUSTER_CHUNK_KEEP 4
+/* Refused registry entries and chunks remembered (key and revision) so that
+ * each is logged and counted once, however often it is read again. */
+#define SPATE_CLUSTER_REFUSED_SLOTS 256
+/* A refused message (heartbeat, routed invocation, its answer) is counted
+ * each time, logged at most once in this many ms. */
+#define SPATE_CLUSTER_REFUSED_LOG_MS 10000
 
 /* --- Daemon ----------------------------------------------------------------- */
 

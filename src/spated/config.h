@@ -39,6 +39,7 @@ typedef struct options {
      * and resolved once loaded, at most SPATE_WRITABLE_MAX), "" for none. */
     char writable[PATH_MAX];
     uint32_t cluster_replicas;
+    char cluster_key[PATH_MAX]; /* --cluster-key FILE: seals what nodes share; "" for none */
     char config_file[PATH_MAX]; /* "" when none */
     int check_config;
 } options;

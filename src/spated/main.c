@@ -325,6 +325,11 @@ static uint32_t live_nodes(void *data)
     return cluster_live_nodes(data);
 }
 
+static uint64_t node_rejected(void *data, int kind)
+{
+    return cluster_refused(data, (enum cluster_refused)kind);
+}
+
 static const char *node_self(void *data)
 {
     return cluster_node_id(data);
@@ -416,7 +421,8 @@ int main(int argc, char **argv)
         cluster_config cc = {.urls = n.opt.cluster,
                              .data_dir = n.opt.data_dir,
                              .api_url = "",
-                             .replicas = n.opt.cluster_replicas};
+                             .replicas = n.opt.cluster_replicas,
+                             .key_file = n.opt.cluster_key};
         if (cluster_start(n.loop, &cc, &n.cluster, err, sizeof err) != 0) die("%s", err);
         registry *local = n.reg;
         if (cluster_registry(n.cluster, local, &n.reg) != 0) die("out of memory");
@@ -484,6 +490,7 @@ int main(int argc, char **argv)
                            .connected = node_connected,
                            .live = live_nodes,
                            .json = nodes_json,
+                           .rejected = node_rejected,
                            .data = n.cluster};
         api_set_nodes(n.api, &nodes);
         cluster_follow(n.cluster); /* the registry: functions, triggers, schedules, sources */
