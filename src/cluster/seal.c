@@ -3,11 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/core_names.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +10,10 @@
 #include <unistd.h>
 
 #include "common/hash.h"
+#include "common/hmac.h"
 
 struct seal {
-    EVP_MAC *mac; /* fetched once; a context per seal made (any thread) */
-    unsigned char *key;
-    size_t len;
+    hmac_key *key;
     char id[17];
 };
 
@@ -27,12 +21,10 @@ seal *seal_from(const void *key, size_t len)
 {
     if (len < SEAL_KEY_MIN || len > SEAL_KEY_MAX) return NULL;
     seal *s = calloc(1, sizeof *s);
-    if (!s || !(s->key = malloc(len)) || !(s->mac = EVP_MAC_fetch(NULL, "HMAC", NULL))) {
+    if (!s || !(s->key = hmac_key_new(key, len))) {
         seal_free(s);
         return NULL;
     }
-    memcpy(s->key, key, len);
-    s->len = len;
     char hex[HASH_HEX_LEN + 1];
     hash_sha256_hex(key, len, hex);
     memcpy(s->id, hex, 16);
@@ -66,11 +58,11 @@ seal *seal_load(const char *path, char *err, size_t errcap)
     if (!bad && n > SEAL_KEY_MAX) bad = "larger than 4096 bytes: not a key";
     if (bad) {
         snprintf(err, errcap, "cluster key %s: %s", path, bad);
-        OPENSSL_cleanse(key, sizeof key);
+        hmac_wipe(key, sizeof key);
         return NULL;
     }
     seal *s = seal_from(key, (size_t)n);
-    OPENSSL_cleanse(key, sizeof key);
+    hmac_wipe(key, sizeof key);
     if (!s) snprintf(err, errcap, "cluster key %s: cannot set up HMAC-SHA256 (OpenSSL)", path);
     return s;
 }
@@ -78,9 +70,7 @@ seal *seal_load(const char *path, char *err, size_t errcap)
 void seal_free(seal *s)
 {
     if (!s) return;
-    if (s->key) OPENSSL_cleanse(s->key, s->len);
-    free(s->key);
-    EVP_MAC_free(s->mac);
+    hmac_key_free(s->key);
     free(s);
 }
 
@@ -91,24 +81,8 @@ const char *seal_id(const seal *s)
 
 int seal_mac(const seal *s, const seal_part *parts, size_t n, char hex[SEAL_HEX_LEN + 1])
 {
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(s->mac);
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
-                           OSSL_PARAM_construct_end()};
-    int ok = ctx && EVP_MAC_init(ctx, s->key, s->len, params);
-    for (size_t i = 0; ok && i < n; i++) {
-        /* Each part's length first (8 bytes, big-endian): "ab"+"c" and
-         * "a"+"bc" are different lists and must seal differently. */
-        unsigned char len[8];
-        uint64_t l = parts[i].len;
-        for (int b = 7; b >= 0; b--, l >>= 8) len[b] = (unsigned char)(l & 0xff);
-        ok = EVP_MAC_update(ctx, len, sizeof len) &&
-             (!parts[i].len || EVP_MAC_update(ctx, parts[i].data, parts[i].len));
-    }
-    unsigned char out[32];
-    size_t outlen = 0;
-    ok = ok && EVP_MAC_final(ctx, out, &outlen, sizeof out) && outlen == sizeof out;
-    EVP_MAC_CTX_free(ctx);
-    if (!ok) return -1;
+    unsigned char out[HMAC_SHA256_LEN];
+    if (hmac_sha256_parts(s->key, parts, n, out) != 0) return -1;
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < sizeof out; i++) {
         hex[2 * i] = digits[out[i] >> 4];
@@ -122,7 +96,7 @@ int seal_check(const seal *s, const seal_part *parts, size_t n, const char *hex)
 {
     char want[SEAL_HEX_LEN + 1];
     if (!hex || strlen(hex) != SEAL_HEX_LEN || seal_mac(s, parts, n, want) != 0) return -1;
-    return CRYPTO_memcmp(want, hex, SEAL_HEX_LEN) == 0 ? 0 : -1;
+    return hmac_equal(want, hex, SEAL_HEX_LEN) ? 0 : -1;
 }
 
 static void kv_parts(seal_part p[3], const char *key, const char *value, size_t len)

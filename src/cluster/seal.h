@@ -18,6 +18,8 @@
 
 #include <stddef.h>
 
+#include "common/hmac.h"
+
 #define SEAL_KEY_MIN 32   /* bytes of secret at least */
 #define SEAL_KEY_MAX 4096 /* a key file larger is not one */
 #define SEAL_HEX_LEN 64   /* HMAC-SHA256 in hex */
@@ -38,10 +40,7 @@ void seal_free(seal *s);
  * for logs, without showing it. */
 const char *seal_id(const seal *s);
 
-typedef struct seal_part {
-    const void *data;
-    size_t len;
-} seal_part;
+typedef hmac_part seal_part; /* {data, len} */
 
 /* HMAC-SHA256 over the parts into hex (SEAL_HEX_LEN + NUL); -1 on an
  * OpenSSL failure. Any thread. */
