@@ -18,15 +18,29 @@
 #include "cluster/internal.h"
 #include "common/log.h"
 
-/* One message of the stream, sealed. */
+/* One message of the stream, sealed; the copies of subj before it go (a
+ * deploy uploads its artifact again each time: the stream would keep
+ * SPATE_CLUSTER_CHUNK_KEEP of each). Those published after it stay: a
+ * forger's among them does not hide it from a reader. */
 static natsStatus publish(cluster *c, const char *subj, const void *data, int len)
 {
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subj, NULL, data, len);
     if (s != NATS_OK) return s;
     cluster__msg_seal(c, m, "chunk", NULL);
-    s = js_PublishMsg(NULL, c->js, m, NULL, NULL);
+    jsPubAck *pa = NULL;
+    s = js_PublishMsg(&pa, c->js, m, NULL, NULL);
     natsMsg_Destroy(m);
+    if (s == NATS_OK && pa && pa->Sequence > 1) {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Purge.Subject = subj;
+        o.Stream.Purge.Sequence = pa->Sequence;
+        natsStatus p = js_PurgeStream(c->js, CLUSTER_ARTIFACT_STREAM, &o, NULL);
+        if (p != NATS_OK)
+            log_debug("cluster: cannot drop older copies of %s: %s", subj, natsStatus_GetText(p));
+    }
+    jsPubAck_Destroy(pa);
     return s;
 }
 

@@ -119,7 +119,10 @@ enum cluster_change {
     CLUSTER_CH_SOURCE,
     CLUSTER_CH_ALIAS,
     CLUSTER_CH_VERSION,
-    CLUSTER_CH_READY
+    CLUSTER_CH_READY,
+    /* fn.KEY's value was refused (the cluster key): what the bucket holds
+     * for it is unknown, not absent (text NULL). */
+    CLUSTER_CH_FUNCTION_REFUSED
 };
 typedef void (*cluster_heard_fn)(void *data, enum cluster_change kind, const char *key, char *text);
 int cluster__watch_start(cluster *c, cluster_heard_fn heard, void *data, pthread_t *out);

@@ -422,6 +422,16 @@ static void apply(rjs *r, const char *name)
         return;
     }
     char *mine = local_entry(r, name);
+    if (!s->entry && s->refused) {
+        /* A forged or foreign entry is all the bucket has (at start): keep
+         * what runs here until a sealed one comes. */
+        if (mine)
+            log_warn("cluster: the registry's entry was refused: this node keeps the version "
+                     "it runs fn=%s",
+                     name);
+        free(mine);
+        return;
+    }
     if (!s->entry) {
         if (mine && r->ev.function_deleted) {
             s->deleting = 1; /* the delete that follows is recorded here only */
@@ -775,8 +785,12 @@ static void on_change(void *arg)
         } else if (ch->kind == CLUSTER_CH_VERSION) {
             rjs_on_version_entry(r, ch->key, ch->text);
             ch->text = NULL; /* taken */
+        } else if (ch->kind == CLUSTER_CH_FUNCTION_REFUSED) {
+            fn_sync *s = sync_of(r, ch->key);
+            if (s) s->refused = 1;
         } else {
             fn_sync *s = sync_of(r, ch->key);
+            if (s) s->refused = 0;
             if (s && stale_echo(r, s, ch->text)) {
                 /* keep the newer entry this node wrote */
             } else if (s) {

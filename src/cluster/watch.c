@@ -106,8 +106,10 @@ static void *watcher_main(void *arg)
                 log_warn("cluster: registry entry %s is %d bytes, over the limit of %u: ignored",
                          key, kvEntry_ValueLen(ent), SPATE_CLUSTER_ENTRY_MAX);
             } else if (cluster__kv_open(c, ent, &text) == 0) {
-                /* (A value that is not sealed by the cluster key never gets here.) */
                 wa.heard(wa.data, (enum cluster_change)kind, key + 3, text);
+            } else if (kind == CLUSTER_CH_FUNCTION) {
+                /* Refused: the node must not take it for a delete either. */
+                wa.heard(wa.data, CLUSTER_CH_FUNCTION_REFUSED, key + 3, NULL);
             }
         }
         kvEntry_Destroy(ent);

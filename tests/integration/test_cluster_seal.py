@@ -119,6 +119,15 @@ def test_a_tampered_entry_is_refused(sealed, functions):
         assert wait_for(lambda: rejected(d, "entry") == before[i] + 2, timeout=15), d.log()
     time.sleep(1)
     assert all(listed(d, "app") for d in nodes)
+    # A node starting while the bucket holds only a refused value for the
+    # function keeps the version it runs (it is no delete).
+    assert c.stop() == 0
+    c.start()
+    assert wait_for(lambda: "registry followed" in c.log(), timeout=20), c.log()
+    assert wait_for(lambda: "refused registry entry fn.app" in c.log(), timeout=10), c.log()
+    time.sleep(1)
+    assert listed(c, "app"), c.log()
+    assert c.invoke("app", b"env:GREETING") == (200, b"hi")
     # A real change still reaches every node, and a real delete too.
     assert b.deploy("app", functions["probe"], env="GREETING%3Dhey")[0] == 200
     for d in nodes:
@@ -219,6 +228,7 @@ def test_without_a_key_the_same_forgery_is_deployed(tmp_path_factory, functions)
     with spated_cluster(tmp_path_factory, name="bare", n=2) as (nats, (a, b)):
         assert "are not authenticated" in a.log()
         assert a.deploy("app", functions["probe"])[0] == 201
+        assert wait_for(lambda: kv_raw(nats, "fn.app") is not None, timeout=15)
         entry = json.loads(kv_raw(nats, "fn.app"))
         data = unique_artifact(functions, "hello")
         entry.update(sha256=forge_artifact(nats, data), size=len(data), origin="forger")
