@@ -236,3 +236,49 @@ def test_without_a_key_the_same_forgery_is_deployed(tmp_path_factory, functions)
         for d in (a, b):
             assert wait_for(lambda: listed(d, "evil"), timeout=15), d.log()
             assert d.invoke("evil", b"x")[0] == 200
+
+
+def test_schedules_and_leases_work_sealed_and_refuse_forgeries(sealed):
+    """Schedules (sc.) and their leases (lease.schedule.NAME) are sealed
+    too: one node holds and fires; a forged lease or schedule changes
+    nothing; a delete (a sealed tombstone) reaches every node."""
+    nats, nodes = sealed
+    a, b, c = nodes
+
+    def schedule(d, name):
+        code, doc = d.json("GET", f"/v1/schedules/{name}")
+        return doc if code == 200 else None
+
+    def runs(d):
+        code, doc = d.json("GET", "/v1/topics/ticks/messages?limit=1000")
+        return len(doc["messages"]) if code == 200 else 0
+
+    code, doc = a.json("PUT", "/v1/schedules/tick",
+                       json.dumps({"expression": "@every 1s", "topic": "ticks"}).encode())
+    assert code == 201, doc
+    ids = {node_id(d) for d in nodes}
+    assert wait_for(lambda: all(schedule(d, "tick") for d in nodes) and
+                    len({schedule(d, "tick")["lease_holder"] for d in nodes}) == 1 and
+                    schedule(a, "tick")["lease_holder"] in ids, timeout=60), \
+        [schedule(d, "tick") for d in nodes]
+    holder = schedule(a, "tick")["lease_holder"]
+    assert wait_for(lambda: runs(a) >= 2, timeout=30)
+    before = [rejected(d, "entry") for d in nodes]
+    # A forger claims the lease, and adds a schedule of its own.
+    forged = {"node": "f" * 16, "expires_ms": int(time.time() * 1000) + 600000}
+    nats_pub(nats, "$KV.spate-registry.lease.schedule.tick", json.dumps(forged).encode())
+    evil = dict(schedule(a, "tick"), name="evil")
+    nats_pub(nats, "$KV.spate-registry.sc.evil", json.dumps(evil).encode())
+    assert wait_for(lambda: all(rejected(d, "entry") > before[i] for i, d in enumerate(nodes)),
+                    timeout=15), [d.log() for d in nodes]
+    n0 = runs(a)
+    assert wait_for(lambda: runs(a) >= n0 + 3, timeout=30)  # still fired
+    for d in nodes:
+        assert schedule(d, "evil") is None
+        assert schedule(d, "tick")["lease_holder"] in ids
+    assert any("refused registry entry lease.schedule.tick" in d.log() for d in nodes)
+    assert holder in ids
+    assert b.request("DELETE", "/v1/schedules/tick")[0] == 204
+    for d in nodes:
+        assert wait_for(lambda: schedule(d, "tick") is None, timeout=30), d.log()
+    assert kv_raw(nats, "sc.tick").startswith(SEAL)  # the tombstone, sealed
