@@ -179,6 +179,11 @@ void cluster__msg_seal(cluster *c, natsMsg *m, const char *what, const char *con
 /* 0 when m's seal holds (without a key: when it has none); -1 and why. */
 int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *const *headers,
                        char *why, size_t whycap);
+/* Stamps m with this node's clock (header Spate-Sent-Ms; seal it after,
+ * naming the header), and checks such a stamp: 0 when within
+ * SPATE_CLUSTER_MSG_SKEW_MS of this node's clock, or without a key. */
+void cluster__msg_stamp(natsMsg *m);
+int cluster__msg_fresh(cluster *c, natsMsg *m, char *why, size_t whycap);
 /* Counts a refusal and logs it, once per key and revision (rev 0: a
  * message, logged at most every SPATE_CLUSTER_REFUSED_LOG_MS). Any thread. */
 void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uint64_t rev,

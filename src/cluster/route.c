@@ -10,7 +10,7 @@
 /* What the cluster key's seal covers of an invocation and of its answer
  * (beside the subject and the payload). */
 static const char *const invoke_sealed[] = {"Spate-Origin", "Spate-Request-Id", "Spate-Timeout-Ms",
-                                            NULL};
+                                            "Spate-Sent-Ms", NULL};
 static const char *const reply_sealed[] = {"Spate-Status", "Spate-Node", "Spate-Code", NULL};
 
 typedef struct routed {
@@ -124,7 +124,8 @@ static void on_invoke_in(void *arg)
     /* Unsealed (with a key): not from a node of this cluster; no answer, as
      * if it had not come. */
     char why[160];
-    if (cluster__msg_check(c, m, "invoke", invoke_sealed, why, sizeof why) != 0) {
+    if (cluster__msg_check(c, m, "invoke", invoke_sealed, why, sizeof why) != 0 ||
+        cluster__msg_fresh(c, m, why, sizeof why) != 0) {
         cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0, why);
         natsMsg_Destroy(m);
         return;
@@ -183,6 +184,7 @@ static int send_routed(routed *r)
     char timeout[16]; /* the caller's (?timeout=), else the function's here */
     snprintf(timeout, sizeof timeout, "%u", r->timeout_ms);
     natsMsgHeader_Set(m, "Spate-Timeout-Ms", timeout);
+    cluster__msg_stamp(m);
     cluster__msg_seal(c, m, "invoke", invoke_sealed);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);

@@ -151,6 +151,31 @@ int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *con
     return 0;
 }
 
+void cluster__msg_stamp(natsMsg *m)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%llu", (unsigned long long)clock_now_ms());
+    natsMsgHeader_Set(m, "Spate-Sent-Ms", now);
+}
+
+int cluster__msg_fresh(cluster *c, natsMsg *m, char *why, size_t whycap)
+{
+    if (!c->seal) return 0;
+    const char *v = NULL;
+    char *end = NULL;
+    unsigned long long sent = 0;
+    if (natsMsgHeader_Get(m, "Spate-Sent-Ms", &v) == NATS_OK && v) sent = strtoull(v, &end, 10);
+    uint64_t now = clock_now_ms();
+    if (!sent || !end || *end ||
+        (sent > now ? sent - now : now - sent) > SPATE_CLUSTER_MSG_SKEW_MS) {
+        snprintf(why, whycap,
+                 "sent at %s, over %d s from this node's clock: a replay, or clocks apart",
+                 v ? v : "(no time)", SPATE_CLUSTER_MSG_SKEW_MS / 1000);
+        return -1;
+    }
+    return 0;
+}
+
 /* --- Refusals --------------------------------------------------------------------------------- */
 
 static const char *const refused_names[CLUSTER_REFUSED_KINDS] = {"registry entry", "artifact chunk",

@@ -465,6 +465,11 @@
 /* A refused message (heartbeat, routed invocation, its answer) is counted
  * each time, logged at most once in this many ms. */
 #define SPATE_CLUSTER_REFUSED_LOG_MS 10000
+/* With a cluster key, a heartbeat or routed invocation sent longer ago than
+ * this (ms, by the sender's clock against the receiver's) is refused: a
+ * recorded one cannot be replayed later. Loose, as SigV4's 5 minutes: the
+ * nodes' clocks need NTP, not agreement to the second. */
+#define SPATE_CLUSTER_MSG_SKEW_MS 300000
 
 /* --- Daemon ----------------------------------------------------------------- */
 

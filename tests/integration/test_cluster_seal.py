@@ -9,6 +9,7 @@ is deployed (the last test): what the key protects."""
 import hashlib
 import json
 import os
+import re
 import time
 
 import pytest
@@ -185,6 +186,21 @@ def test_forged_heartbeats_and_invocations_are_refused(sealed, functions):
         assert wait_for(lambda: rejected(d, "message") >= before[i] + 3, timeout=10), d.log()
         assert {n["id"] for n in d.json("GET", "/v1/nodes")[1]["nodes"]} == ids
     assert "refused message spate.node.hb" in a.log()
+    # A real heartbeat with its time changed (to replay it later): refused.
+    cl = NatsClient(nats)
+    try:
+        cl.subscribe("spate.node.hb")
+        hdr, data = cl.next_msg(5)
+        assert b"Spate-Seal: " in hdr and b"Spate-Sent-Ms: " in hdr, hdr
+        old = re.sub(rb"Spate-Sent-Ms: \d+", b"Spate-Sent-Ms: 1000", hdr)
+        mark = [rejected(d, "message") for d in nodes]
+        cl.sock.sendall(f"HPUB spate.node.hb {len(old)} {len(old) + len(data)}\r\n".encode() +
+                        old + data + b"\r\n")
+        cl.flush()
+    finally:
+        cl.close()
+    for i, d in enumerate(nodes):
+        assert wait_for(lambda: rejected(d, "message") > mark[i], timeout=10), d.log()
     assert sum(rejected(d, "message") - before[i] for i, d in enumerate(nodes)) >= 10
     # Invocations routed between the real nodes still work (sealed).
     assert a.invoke("app", b"env:GREETING") == (200, b"hey")
