@@ -48,6 +48,9 @@ typedef struct api_nodes {
     int (*connected)(void *data);    /* to the cluster now */
     uint32_t (*live)(void *data);    /* nodes heard from lately */
     cJSON *(*json)(void *data);      /* the nodes, this one first; caller owns */
+    /* What the node refused for want of the cluster key's seal, by kind:
+     * 0 registry entries, 1 artifact chunks, 2 messages; NULL: none. */
+    uint64_t (*rejected)(void *data, int kind);
     void *data;
 } api_nodes;
 /* Copied; its data borrowed for the life of the api. */

@@ -409,6 +409,15 @@ static void write_process(scrape *s)
         family(s, "spate_cluster_connected", "gauge",
                "1 while the node is connected to a NATS server, 0 while it reconnects.");
         buf_printf(&s->out, "spate_cluster_connected %d\n", nodes->connected(nodes->data));
+        if (nodes->rejected) {
+            static const char *const kinds[] = {"entry", "chunk", "message"};
+            family(s, "spate_cluster_rejected_total", "counter",
+                   "Registry entries, artifact chunks and messages between nodes refused: not "
+                   "sealed with this node's cluster key (forged, another key, or altered).");
+            for (int k = 0; k < 3; k++)
+                buf_printf(&s->out, "spate_cluster_rejected_total{kind=\"%s\"} %llu\n", kinds[k],
+                           (unsigned long long)nodes->rejected(nodes->data, k));
+        }
     }
     family(s, "spate_async_loops_stopped_total", "counter",
            "Destination records sent to dead letters, not to an async topic: their chain of "

@@ -1,6 +1,12 @@
 /* chunks.c - artifacts between nodes: one message of the artifact stream per
  * SPATE_CLUSTER_CHUNK bytes (spate.artifact.SHA.I) and their count and size
- * (spate.artifact.SHA.n). Blocking calls, for the worker thread. */
+ * (spate.artifact.SHA.n). Blocking calls, for the worker thread.
+ *
+ * With a cluster key each message is sealed (over its subject and data).
+ * The stream keeps SPATE_CLUSTER_CHUNK_KEEP copies of each subject; a
+ * reader takes the newest whose seal holds, so a forger's chunk published
+ * after the real one is refused and the real one still read. (The artifact
+ * is checked against the SHA-256 its sealed registry entry names, too.) */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,6 +17,86 @@
 
 #include "cluster/internal.h"
 #include "common/log.h"
+
+/* One message of the stream, sealed; the copies of subj before it go (a
+ * deploy uploads its artifact again each time: the stream would keep
+ * SPATE_CLUSTER_CHUNK_KEEP of each). Those published after it stay: a
+ * forger's among them does not hide it from a reader. */
+static natsStatus publish(cluster *c, const char *subj, const void *data, int len)
+{
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subj, NULL, data, len);
+    if (s != NATS_OK) return s;
+    cluster__msg_seal(c, m, "chunk", NULL);
+    jsPubAck *pa = NULL;
+    s = js_PublishMsg(&pa, c->js, m, NULL, NULL);
+    natsMsg_Destroy(m);
+    if (s == NATS_OK && pa && pa->Sequence > 1) {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Purge.Subject = subj;
+        o.Stream.Purge.Sequence = pa->Sequence;
+        natsStatus p = js_PurgeStream(c->js, CLUSTER_ARTIFACT_STREAM, &o, NULL);
+        if (p != NATS_OK)
+            log_debug("cluster: cannot drop older copies of %s: %s", subj, natsStatus_GetText(p));
+    }
+    jsPubAck_Destroy(pa);
+    return s;
+}
+
+/* The newest copy of subj whose seal holds, or an error (refused: err says
+ * so). Without a key, the newest copy. */
+static natsStatus good_copy(cluster *c, const char *subj, natsMsg **out, char *err, size_t errcap)
+{
+    natsMsg *m = NULL;
+    natsStatus s = js_GetLastMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, subj, NULL, NULL);
+    if (s != NATS_OK || !c->seal) {
+        *out = m;
+        return s;
+    }
+    char why[160];
+    if (cluster__msg_check(c, m, "chunk", NULL, why, sizeof why) == 0) {
+        *out = m;
+        return NATS_OK;
+    }
+    uint64_t last = natsMsg_GetSequence(m);
+    cluster__refuse(c, CLUSTER_REFUSED_CHUNK, subj, last, why);
+    natsMsg_Destroy(m);
+    /* The older copies, oldest first: the newest good one wins. The stream
+     * keeps SPATE_CLUSTER_CHUNK_KEEP of them; a few more reads at most. */
+    natsMsg *best = NULL;
+    uint64_t seq = 1;
+    for (int i = 0; i < 2 * SPATE_CLUSTER_CHUNK_KEEP && seq < last; i++) {
+        jsDirectGetMsgOptions o;
+        jsDirectGetMsgOptions_Init(&o);
+        o.Sequence = seq;
+        o.NextBySubject = subj;
+        m = NULL;
+        if (js_DirectGetMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, NULL, &o) != NATS_OK) break;
+        uint64_t at = natsMsg_GetSequence(m);
+        if (at >= last || at < seq) {
+            natsMsg_Destroy(m);
+            break;
+        }
+        if (cluster__msg_check(c, m, "chunk", NULL, why, sizeof why) == 0) {
+            natsMsg_Destroy(best);
+            best = m;
+        } else {
+            cluster__refuse(c, CLUSTER_REFUSED_CHUNK, subj, at, why);
+            natsMsg_Destroy(m);
+        }
+        seq = at + 1;
+    }
+    if (!best) {
+        snprintf(err, errcap,
+                 "%s: no copy sealed by the cluster key (forged or written with another key): "
+                 "refused",
+                 subj);
+        return NATS_ERR;
+    }
+    *out = best;
+    return NATS_OK;
+}
 
 void cluster__chunks_purge(cluster *c, const char *sha)
 {
@@ -48,7 +134,7 @@ natsStatus cluster__chunks_put(cluster *c, const char *sha, const char *path, ch
             break;
         }
         snprintf(subj, sizeof subj, "spate.artifact.%s.%llu", sha, (unsigned long long)n);
-        s = js_Publish(NULL, c->js, subj, chunk, (int)r, NULL, NULL);
+        s = publish(c, subj, chunk, (int)r);
         if (size == 0) {
             n++;
             break;
@@ -61,7 +147,7 @@ natsStatus cluster__chunks_put(cluster *c, const char *sha, const char *path, ch
         int len = snprintf(count, sizeof count, "%llu %llu", (unsigned long long)n,
                            (unsigned long long)size);
         snprintf(subj, sizeof subj, "spate.artifact.%s.n", sha);
-        s = js_Publish(NULL, c->js, subj, count, len, NULL, NULL);
+        s = publish(c, subj, count, len);
     }
     return s;
 }
@@ -71,7 +157,8 @@ void cluster__chunks_get(cluster *c, const char *sha, buf *data, char *err, size
     char subj[128];
     natsMsg *m = NULL;
     snprintf(subj, sizeof subj, "spate.artifact.%s.n", sha);
-    natsStatus s = js_GetLastMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, subj, NULL, NULL);
+    natsStatus s = good_copy(c, subj, &m, err, errcap);
+    if (err[0]) return;
     unsigned long long n = 0, size = 0;
     if (s == NATS_OK) {
         char count[64];
@@ -85,7 +172,8 @@ void cluster__chunks_get(cluster *c, const char *sha, buf *data, char *err, size
     buf_init(data, (size_t)size);
     for (unsigned long long i = 0; s == NATS_OK && i < n; i++) {
         snprintf(subj, sizeof subj, "spate.artifact.%s.%llu", sha, i);
-        s = js_GetLastMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, subj, NULL, NULL);
+        s = good_copy(c, subj, &m, err, errcap);
+        if (err[0]) return;
         if (s != NATS_OK) break;
         if (buf_append(data, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m)) != 0) {
             snprintf(err, errcap, "artifact %.12s: larger than announced", sha);

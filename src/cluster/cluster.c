@@ -192,6 +192,24 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
     return s;
 }
 
+/* A stream made before chunks were sealed kept one copy of each: a forged
+ * chunk published after the real one would replace it. Keep more, and let
+ * chunks.c read them. */
+static void artifact_stream_upgrade(cluster *c, jsStreamInfo *si)
+{
+    jsStreamConfig *sc = si->Config;
+    if (!sc || (sc->MaxMsgsPerSubject >= SPATE_CLUSTER_CHUNK_KEEP && sc->AllowDirect)) return;
+    sc->MaxMsgsPerSubject = SPATE_CLUSTER_CHUNK_KEEP;
+    sc->AllowDirect = true;
+    jsStreamInfo *out = NULL;
+    natsStatus s = js_UpdateStream(&out, c->js, sc, NULL, NULL);
+    if (s != NATS_OK)
+        log_warn("cluster: cannot keep %d copies of each artifact chunk (the artifact stream "
+                 "keeps what it kept): %s",
+                 SPATE_CLUSTER_CHUNK_KEEP, natsStatus_GetText(s));
+    jsStreamInfo_Destroy(out);
+}
+
 static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
 {
     natsStatus s = open_bucket(c, CLUSTER_BUCKET, replicas, 0, &c->kv, err, cap);
@@ -203,6 +221,7 @@ static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
         jsStreamInfo *si = NULL;
         s = js_GetStreamInfo(&si, c->js, CLUSTER_ARTIFACT_STREAM, NULL, NULL);
         if (s == NATS_OK) {
+            artifact_stream_upgrade(c, si);
             jsStreamInfo_Destroy(si);
             return NATS_OK;
         }
@@ -214,7 +233,8 @@ static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
         sc.SubjectsLen = 1;
         sc.Storage = js_FileStorage;
         sc.Replicas = replicas;
-        sc.MaxMsgsPerSubject = 1;
+        sc.MaxMsgsPerSubject = SPATE_CLUSTER_CHUNK_KEEP;
+        sc.AllowDirect = true; /* chunks.c reads older copies of a chunk directly */
         s = js_AddStream(&si, c->js, &sc, NULL, NULL);
         if (s == NATS_OK) {
             jsStreamInfo_Destroy(si);
@@ -237,8 +257,19 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
     list_init(&c->routed);
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->ack_lock, NULL);
+    pthread_mutex_init(&c->refused_lock, NULL);
     pthread_cond_init(&c->closed_cond, NULL);
     load_node_id(c);
+    if (cfg->key_file && cfg->key_file[0]) {
+        if (!(c->seal = seal_load(cfg->key_file, err, errcap))) return ERR_INVAL;
+        log_info("cluster: registry entries, artifact chunks and messages are sealed and checked "
+                 "with the cluster key %s... (its SHA-256)",
+                 seal_id(c->seal));
+    } else {
+        log_warn("cluster: no --cluster-key: registry entries, artifacts and messages between "
+                 "nodes are not authenticated; whoever may publish on this NATS can make every "
+                 "node deploy and run code of its choosing");
+    }
     cluster__leases_init(c);
     if (bridge_open(loop, &c->bridge) != 0) {
         snprintf(err, errcap, "cluster: cannot start its thread");
@@ -354,7 +385,9 @@ static void on_heartbeat_closed(uv_handle_t *h)
     cluster *c = h->data;
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->ack_lock);
+    pthread_mutex_destroy(&c->refused_lock);
     pthread_cond_destroy(&c->closed_cond);
+    seal_free(c->seal);
     free(c);
 }
 

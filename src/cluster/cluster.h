@@ -49,6 +49,7 @@ typedef struct cluster_config {
     const char *tls_ca;   /* PEM: the CA of the servers' certificates */
     const char *tls_cert; /* PEM: this node's client certificate, with tls_key */
     const char *tls_key;
+    const char *key_file; /* --cluster-key: seals what nodes write (seal.h); NULL or "": none */
 } cluster_config;
 
 /* urls ("nats://[USER:PASSWORD@|TOKEN@]HOST:PORT,...") as they may be shown
@@ -60,6 +61,18 @@ int cluster_shown_urls(const char *urls, char *out, size_t cap);
  * connecting (spated --check-config, and before it opens its store): 0, or
  * -1 with err saying which file and why. */
 int cluster_check_files(const cluster_config *cfg, char *err, size_t errcap);
+
+/* What a node refused because its seal did not hold (the cluster key):
+ * registry entries, artifact chunks, messages (heartbeats, routed
+ * invocations and their answers). Counted since start. */
+enum cluster_refused {
+    CLUSTER_REFUSED_ENTRY,
+    CLUSTER_REFUSED_CHUNK,
+    CLUSTER_REFUSED_MESSAGE,
+    CLUSTER_REFUSED_KINDS
+};
+uint64_t cluster_refused(const cluster *c, enum cluster_refused kind);
+
 /* Connects and creates (or binds) the buckets and the artifact stream. On
  * failure err says why. */
 int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, char *err,

@@ -10,6 +10,8 @@
  *   watch.c         the thread that follows the bucket
  *   chunks.c        artifacts as chunks of the artifact stream
  *   lease.c         leases in the bucket: what runs on one node only
+ *   sealed.c        the cluster key at work: sealed registry values, chunks
+ *                   and messages, and what was refused (seal.c: the HMAC)
  *
  * The struct cluster is owned by cluster.c; each file touches the fields its
  * part names. Names shared across the files carry the cluster__ prefix.
@@ -22,6 +24,7 @@
 
 #include "cluster/bridge.h"
 #include "cluster/cluster.h"
+#include "cluster/seal.h"
 #include "common/buf.h"
 #include "common/hash.h"
 #include "common/limits.h"
@@ -54,6 +57,14 @@ struct cluster {
     kvStore *kv;       /* the registry */
     kvStore *attempts; /* failed attempts of messages being retried */
     int replicas;
+    seal *seal; /* --cluster-key, or NULL: nothing sealed nor checked */
+    /* sealed.c: refusals counted, and those logged (key hash and revision) */
+    _Atomic uint64_t refused[CLUSTER_REFUSED_KINDS];
+    pthread_mutex_t refused_lock;
+    struct {
+        uint64_t key, rev;
+    } refused_seen[SPATE_CLUSTER_REFUSED_SLOTS];
+    uint64_t refused_logged_ms[CLUSTER_REFUSED_KINDS];
     _Atomic int stopping;
     _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
     _Atomic int connected; /* to a NATS server, as nats.c last told */
@@ -109,7 +120,10 @@ enum cluster_change {
     CLUSTER_CH_SOURCE,
     CLUSTER_CH_ALIAS,
     CLUSTER_CH_VERSION,
-    CLUSTER_CH_READY
+    CLUSTER_CH_READY,
+    /* fn.KEY's value was refused (the cluster key): what the bucket holds
+     * for it is unknown, not absent (text NULL). */
+    CLUSTER_CH_FUNCTION_REFUSED
 };
 typedef void (*cluster_heard_fn)(void *data, enum cluster_change kind, const char *key, char *text);
 int cluster__watch_start(cluster *c, cluster_heard_fn heard, void *data, pthread_t *out);
@@ -145,6 +159,36 @@ void cluster__registry_follow(rjs *r);
 void cluster__registry_leases_changed(rjs *r);
 /* Joins the watcher; the registry stays usable (locally) until closed. */
 void cluster__registry_stop(rjs *r);
+
+/* sealed.c: registry values sealed with the cluster key (or bare without
+ * one). The writes are kvStore's, sealed; rev may be NULL. */
+natsStatus cluster__kv_put(cluster *c, const char *key, const char *value);
+natsStatus cluster__kv_create(cluster *c, uint64_t *rev, const char *key, const char *value);
+natsStatus cluster__kv_update(cluster *c, uint64_t *rev, const char *key, const char *value,
+                              uint64_t last);
+/* A delete: without a key kvStore's; with one a sealed empty value (a
+ * tombstone), since a bare delete marker could come from anyone. */
+natsStatus cluster__kv_delete(cluster *c, const char *key);
+/* An entry's value read from the bucket, checked: 0 and *text (NUL-ended,
+ * caller frees; NULL: deleted, by a tombstone or, without a key, a delete
+ * marker), or -1: refused (logged once and counted, see cluster__refuse) or
+ * out of memory. */
+int cluster__kv_open(cluster *c, kvEntry *e, char **text);
+/* A message sealed over what, its subject, the headers named (NULL-ended)
+ * and its data: the seal in header Spate-Seal. Nothing without a key. */
+void cluster__msg_seal(cluster *c, natsMsg *m, const char *what, const char *const *headers);
+/* 0 when m's seal holds (without a key: when it has none); -1 and why. */
+int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *const *headers,
+                       char *why, size_t whycap);
+/* Stamps m with this node's clock (header Spate-Sent-Ms; seal it after,
+ * naming the header), and checks such a stamp: 0 when within
+ * SPATE_CLUSTER_MSG_SKEW_MS of this node's clock, or without a key. */
+void cluster__msg_stamp(natsMsg *m);
+int cluster__msg_fresh(cluster *c, natsMsg *m, char *why, size_t whycap);
+/* Counts a refusal and logs it, once per key and revision (rev 0: a
+ * message, logged at most every SPATE_CLUSTER_REFUSED_LOG_MS). Any thread. */
+void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uint64_t rev,
+                     const char *why);
 
 /* chunks.c: blocking, for the worker thread. Publishes the file at path as
  * the chunks of sha and their count; a failure to read it goes to err. */

@@ -55,23 +55,22 @@ static int lease_value(cluster *c, int release, char *out, size_t cap)
                     expires);
 }
 
-/* The holder a value names into node ("" when released or unreadable). */
-static void value_node(const kvEntry *e, char node[CLUSTER_ID_LEN + 1])
+/* The holder a value names into node ("" when released or unreadable, or
+ * refused: its seal does not hold; then the next write, checked against its
+ * revision, replaces it). */
+static void value_node(cluster *c, kvEntry *e, char node[CLUSTER_ID_LEN + 1])
 {
     node[0] = '\0';
-    const char *v = kvEntry_Value((kvEntry *)e);
-    int len = kvEntry_ValueLen((kvEntry *)e);
-    if (!v || len <= 0 || len > 256) return;
-    char text[257];
-    memcpy(text, v, (size_t)len);
-    text[len] = '\0';
+    if (kvEntry_ValueLen(e) > 256 + (int)SEAL_VALUE_EXTRA) return;
+    char *text = NULL;
+    if (cluster__kv_open(c, e, &text) != 0 || !text) return;
     const char *at = strstr(text, "\"node\":\"");
-    if (!at) return;
-    at += 8;
-    size_t n = strcspn(at, "\"");
-    if (n > CLUSTER_ID_LEN) return;
-    memcpy(node, at, n);
-    node[n] = '\0';
+    size_t n = at ? strcspn(at + 8, "\"") : 0;
+    if (at && n <= CLUSTER_ID_LEN) {
+        memcpy(node, at + 8, n);
+        node[n] = '\0';
+    }
+    free(text);
 }
 
 typedef struct outcome {
@@ -99,7 +98,7 @@ static void step(cluster *c, const lease *l, outcome *o)
 {
     char k[CLUSTER_LEASE_KEY_MAX + 8], val[128];
     snprintf(k, sizeof k, "lease.%s", l->key);
-    int len = lease_value(c, 0, val, sizeof val);
+    lease_value(c, 0, val, sizeof val);
     *o = (outcome){.mine = l->mine, .rev = l->rev, .renewed_ns = l->renewed_ns};
     snprintf(o->holder, sizeof o->holder, "%s", l->holder);
     kvEntry *e = NULL;
@@ -109,13 +108,13 @@ static void step(cluster *c, const lease *l, outcome *o)
         o->known = 1;
         o->mine = 0;
         o->holder[0] = '\0';
-        if (kvStore_Create(&rev, c->kv, k, val, len) == NATS_OK) taken(c, o, rev);
+        if (cluster__kv_create(c, &rev, k, val) == NATS_OK) taken(c, o, rev);
         return;
     }
     if (s != NATS_OK) return; /* NATS away: nothing known; ours may expire */
     o->known = 1;
     char node[CLUSTER_ID_LEN + 1];
-    value_node(e, node);
+    value_node(c, e, node);
     uint64_t seen = kvEntry_Revision(e);
     kvEntry_Destroy(e);
     int ours = strcmp(node, c->id) == 0;
@@ -135,7 +134,7 @@ static void step(cluster *c, const lease *l, outcome *o)
                 t0 - l->seen_ns >= SPATE_CLUSTER_LEASE_TTL_MS * MS_NS;
     int due = !l->mine || t0 - l->renewed_ns >= SPATE_CLUSTER_LEASE_RENEW_MS * MS_NS;
     if ((ours && due) || !node[0] || quiet) {
-        if (kvStore_Update(&rev, c->kv, k, val, len, seen) == NATS_OK) {
+        if (cluster__kv_update(c, &rev, k, val, seen) == NATS_OK) {
             if (confirmed) {
                 if (!l->mine) log_info("cluster: this node holds lease %s", l->key);
                 *o = (outcome){.mine = 1, .rev = rev, .renewed_ns = t0, .known = 1};
@@ -185,8 +184,8 @@ static void release(cluster *c, const lease *l)
 {
     char k[CLUSTER_LEASE_KEY_MAX + 8], val[128];
     snprintf(k, sizeof k, "lease.%s", l->key);
-    int len = lease_value(c, 1, val, sizeof val);
-    if (kvStore_Update(NULL, c->kv, k, val, len, l->rev) == NATS_OK)
+    lease_value(c, 1, val, sizeof val);
+    if (cluster__kv_update(c, NULL, k, val, l->rev) == NATS_OK)
         log_info("cluster: released lease %s", l->key);
 }
 

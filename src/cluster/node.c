@@ -9,6 +9,10 @@
 #include "common/fnconfig_json.h"
 #include "common/log.h"
 
+/* A heartbeat's seal covers when it was sent: an old one replayed does not
+ * make a dead node look alive. */
+static const char *const hb_sealed[] = {"Spate-Sent-Ms", NULL};
+
 static node_info *node_slot(cluster *c, const char *id)
 {
     for (uint32_t i = 0; i < c->nnodes; i++)
@@ -29,7 +33,12 @@ static void send_heartbeat(uv_timer_t *t)
     int n = snprintf(msg, sizeof msg,
                      "{\"id\":\"%s\",\"url\":\"%s\",\"instances\":%u,\"functions\":%u}", c->id,
                      c->url, instances, nfns);
-    natsConnection_Publish(c->nc, "spate.node.hb", msg, n);
+    natsMsg *m = NULL;
+    if (natsMsg_Create(&m, "spate.node.hb", NULL, msg, n) != NATS_OK) return;
+    cluster__msg_stamp(m);
+    cluster__msg_seal(c, m, "hb", hb_sealed);
+    natsConnection_PublishMsg(c->nc, m);
+    natsMsg_Destroy(m);
 }
 
 typedef struct heard {
@@ -71,6 +80,16 @@ static void on_heartbeat(void *arg)
 /* nats.c's thread. */
 static void on_heartbeat_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
+    cluster *c = closure;
+    char why[160];
+    /* A node no other node would believe (forged, or another key): not
+     * shown, not routed to. */
+    if (cluster__msg_check(c, m, "hb", hb_sealed, why, sizeof why) != 0 ||
+        cluster__msg_fresh(c, m, why, sizeof why) != 0) {
+        cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, "spate.node.hb", 0, why);
+        natsMsg_Destroy(m);
+        return;
+    }
     heard *h = calloc(1, sizeof *h);
     if (h && (h->text = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m)))) {
         h->c = closure;

@@ -247,7 +247,7 @@ static void job_publish(job *j)
     if (!j->err[0] && s == NATS_OK) {
         char key[SPATE_NAME_MAX + 8];
         snprintf(key, sizeof key, "fn.%s", j->name);
-        s = kvStore_PutString(NULL, j->c->kv, key, j->value);
+        s = cluster__kv_put(j->c, key, j->value);
     }
     if (!j->err[0] && s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
 }
@@ -264,9 +264,11 @@ static void job_fired(job *j)
         snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
         return;
     }
-    char *text = strndup(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e));
+    char *text = NULL;
+    int opened = cluster__kv_open(j->c, e, &text);
     uint64_t rev = kvEntry_Revision(e);
     kvEntry_Destroy(e);
+    if (opened != 0) return; /* refused (logged): not ours to update */
     reg_schedule sc;
     char *payload = NULL;
     int ok = text && cluster__schedule_parse(text, &sc, &payload) == 0;
@@ -278,7 +280,7 @@ static void job_fired(job *j)
     }
     free(payload);
     if (!value) return;
-    s = kvStore_UpdateString(NULL, j->c->kv, j->key, value, rev);
+    s = cluster__kv_update(j->c, NULL, j->key, value, rev);
     free(value);
     if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
 }
@@ -296,10 +298,10 @@ static void job_work(void *arg)
         if (j->kind == JOB_PUBLISH) {
             job_publish(j);
         } else if (j->kind == JOB_DELETE) {
-            natsStatus s = kvStore_Delete(c->kv, j->key);
+            natsStatus s = cluster__kv_delete(c, j->key);
             if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
         } else if (j->kind == JOB_PUT) {
-            natsStatus s = kvStore_PutString(NULL, c->kv, j->key, j->value);
+            natsStatus s = cluster__kv_put(c, j->key, j->value);
             if (s != NATS_OK) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
         } else if (j->kind == JOB_FIRED) {
             job_fired(j);
@@ -420,6 +422,16 @@ static void apply(rjs *r, const char *name)
         return;
     }
     char *mine = local_entry(r, name);
+    if (!s->entry && s->refused) {
+        /* A forged or foreign entry is all the bucket has (at start): keep
+         * what runs here until a sealed one comes. */
+        if (mine)
+            log_warn("cluster: the registry's entry was refused: this node keeps the version "
+                     "it runs fn=%s",
+                     name);
+        free(mine);
+        return;
+    }
     if (!s->entry) {
         if (mine && r->ev.function_deleted) {
             s->deleting = 1; /* the delete that follows is recorded here only */
@@ -773,8 +785,12 @@ static void on_change(void *arg)
         } else if (ch->kind == CLUSTER_CH_VERSION) {
             rjs_on_version_entry(r, ch->key, ch->text);
             ch->text = NULL; /* taken */
+        } else if (ch->kind == CLUSTER_CH_FUNCTION_REFUSED) {
+            fn_sync *s = sync_of(r, ch->key);
+            if (s) s->refused = 1;
         } else {
             fn_sync *s = sync_of(r, ch->key);
+            if (s) s->refused = 0;
             if (s && stale_echo(r, s, ch->text)) {
                 /* keep the newer entry this node wrote */
             } else if (s) {

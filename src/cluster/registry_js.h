@@ -14,8 +14,11 @@
 typedef struct fn_sync {
     char name[SPATE_NAME_MAX + 1]; /* the map's key */
     char *entry;                   /* the latest registry value (JSON), or NULL: deleted */
-    int applying;                  /* a fetch or deploy is under way */
-    int changed;                   /* a newer entry came while applying */
+    /* The bucket's latest value was refused (its cluster-key seal did not
+     * hold): entry is the last good one, and none is no delete. */
+    int refused;
+    int applying; /* a fetch or deploy is under way */
+    int changed;  /* a newer entry came while applying */
     /* The entry being deployed here from the registry: its put is recorded
      * on this node only. Not entry, which a newer value may replace while
      * the deploy runs: that put would write the older version back. */

@@ -7,6 +7,12 @@
 
 #include "cluster/internal.h"
 
+/* What the cluster key's seal covers of an invocation and of its answer
+ * (beside the subject and the payload). */
+static const char *const invoke_sealed[] = {"Spate-Origin", "Spate-Request-Id", "Spate-Timeout-Ms",
+                                            "Spate-Sent-Ms", NULL};
+static const char *const reply_sealed[] = {"Spate-Status", "Spate-Node", "Spate-Code", NULL};
+
 typedef struct routed {
     list_node link;
     cluster *c;
@@ -63,6 +69,7 @@ static void reply(cluster *c, natsMsg *req, int status, const char *code, const 
     natsMsgHeader_Set(m, "Spate-Status", st);
     natsMsgHeader_Set(m, "Spate-Node", c->id);
     if (code) natsMsgHeader_Set(m, "Spate-Code", code);
+    cluster__msg_seal(c, m, "reply", reply_sealed);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
     /* An output larger than a NATS message: the asker must not wait for an
@@ -114,6 +121,15 @@ static void on_invoke_in(void *arg)
     natsMsgHeader_Get(m, "Spate-Origin", &origin);
     natsMsgHeader_Get(m, "Spate-Request-Id", &rid);
     natsMsgHeader_Get(m, "Spate-Timeout-Ms", &timeout);
+    /* Unsealed (with a key): not from a node of this cluster; no answer, as
+     * if it had not come. */
+    char why[160];
+    if (cluster__msg_check(c, m, "invoke", invoke_sealed, why, sizeof why) != 0 ||
+        cluster__msg_fresh(c, m, why, sizeof why) != 0) {
+        cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0, why);
+        natsMsg_Destroy(m);
+        return;
+    }
     /* Stopping, the asker itself, or nothing to run it: say so at once, it
      * asks another. */
     inbound *in = NULL;
@@ -168,6 +184,8 @@ static int send_routed(routed *r)
     char timeout[16]; /* the caller's (?timeout=), else the function's here */
     snprintf(timeout, sizeof timeout, "%u", r->timeout_ms);
     natsMsgHeader_Set(m, "Spate-Timeout-Ms", timeout);
+    cluster__msg_stamp(m);
+    cluster__msg_seal(c, m, "invoke", invoke_sealed);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
     r->attempts++;
@@ -199,6 +217,14 @@ static void on_reply(void *arg)
     natsMsgHeader_Get(m, "Spate-Status", &st);
     natsMsgHeader_Get(m, "Spate-Node", &node);
     int status = st ? atoi(st) : 0;
+    char why[160];
+    /* An answer taken to the caller must come from a node with the key; a
+     * busy one (NATS's own "no responders" too) only makes this node ask
+     * another. */
+    if (r && status != 0 && cluster__msg_check(c, m, "reply", reply_sealed, why, sizeof why) != 0) {
+        cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0, why);
+        r = NULL; /* waits for the real one, or times out */
+    }
     if (!r) {
         /* it timed out */
     } else if (status == 0) {

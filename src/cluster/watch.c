@@ -101,13 +101,15 @@ static void *watcher_main(void *arg)
         int put = kvEntry_Operation(ent) == kvOp_Put;
         int kind = change_kind(key);
         if (kind >= 0 && strlen(key + 3) < CLUSTER_KEY_MAX) {
-            if (put && kvEntry_ValueLen(ent) > (int)SPATE_CLUSTER_ENTRY_MAX) {
+            char *text = NULL;
+            if (put && kvEntry_ValueLen(ent) > (int)(SPATE_CLUSTER_ENTRY_MAX + SEAL_VALUE_EXTRA)) {
                 log_warn("cluster: registry entry %s is %d bytes, over the limit of %u: ignored",
                          key, kvEntry_ValueLen(ent), SPATE_CLUSTER_ENTRY_MAX);
-            } else {
-                char *text =
-                    put ? strndup(kvEntry_Value(ent), (size_t)kvEntry_ValueLen(ent)) : NULL;
-                if (!put || text) wa.heard(wa.data, (enum cluster_change)kind, key + 3, text);
+            } else if (cluster__kv_open(c, ent, &text) == 0) {
+                wa.heard(wa.data, (enum cluster_change)kind, key + 3, text);
+            } else if (kind == CLUSTER_CH_FUNCTION) {
+                /* Refused: the node must not take it for a delete either. */
+                wa.heard(wa.data, CLUSTER_CH_FUNCTION_REFUSED, key + 3, NULL);
             }
         }
         kvEntry_Destroy(ent);

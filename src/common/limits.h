@@ -473,6 +473,22 @@
  * schedule with its largest payload, a source with its longest URL, and
  * room for the JSON around them. Larger ones are ignored as corrupt. */
 #define SPATE_CLUSTER_ENTRY_MAX (SPATE_SCHEDULE_PAYLOAD_MAX * 6 + 8u * KIB)
+/* Copies of each artifact chunk (and count) the artifact stream keeps: with
+ * a cluster key, a reader takes the newest copy whose seal holds, so chunks
+ * a forger published after the real ones do not hide them (until it has
+ * published this many of each). */
+#define SPATE_CLUSTER_CHUNK_KEEP 4
+/* Refused registry entries and chunks remembered (key and revision) so that
+ * each is logged and counted once, however often it is read again. */
+#define SPATE_CLUSTER_REFUSED_SLOTS 256
+/* A refused message (heartbeat, routed invocation, its answer) is counted
+ * each time, logged at most once in this many ms. */
+#define SPATE_CLUSTER_REFUSED_LOG_MS 10000
+/* With a cluster key, a heartbeat or routed invocation sent longer ago than
+ * this (ms, by the sender's clock against the receiver's) is refused: a
+ * recorded one cannot be replayed later. Loose, as SigV4's 5 minutes: the
+ * nodes' clocks need NTP, not agreement to the second. */
+#define SPATE_CLUSTER_MSG_SKEW_MS 300000
 
 /* --- Daemon ----------------------------------------------------------------- */
 

@@ -103,6 +103,10 @@ static const opt_def opt_defs[] = {
     {"cluster-tls-key", STR(cluster_tls_key), 0, "PEM: the key of --cluster-tls-cert", NULL},
     {"cluster-replicas", OPT_U32, OFF(cluster_replicas), 0, 5, 0,
      "replicas of the shared registry; 0: 3 with 3 NATS servers or more, else 1", NULL},
+    {"cluster-key", STR(cluster_key), 0,
+     "FILE: a secret (32 bytes or more, mode 600) every node of the cluster shares: registry "
+     "entries, artifacts and messages between nodes are sealed and checked with it",
+     NULL},
     {"catch-up", OPT_U32, OFF(catch_up), 0, SPATE_SCHEDULE_CATCH_UP_CEILING, 0,
      "runs of each schedule missed while spated was down that are published at start (the "
      "latest; the rest are skipped); 0: skip them all",

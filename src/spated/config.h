@@ -47,6 +47,7 @@ typedef struct options {
     char cluster_tls_ca[PATH_MAX];
     char cluster_tls_cert[PATH_MAX];
     char cluster_tls_key[PATH_MAX];
+    char cluster_key[PATH_MAX]; /* --cluster-key FILE: seals what nodes share; "" for none */
     char config_file[PATH_MAX]; /* "" when none */
     int check_config;
 } options;

@@ -332,6 +332,11 @@ static uint32_t live_nodes(void *data)
     return cluster_live_nodes(data);
 }
 
+static uint64_t node_rejected(void *data, int kind)
+{
+    return cluster_refused(data, (enum cluster_refused)kind);
+}
+
 static const char *node_self(void *data)
 {
     return cluster_node_id(data);
@@ -405,7 +410,8 @@ int main(int argc, char **argv)
                          .creds = n.opt.cluster_creds,
                          .tls_ca = n.opt.cluster_tls_ca,
                          .tls_cert = n.opt.cluster_tls_cert,
-                         .tls_key = n.opt.cluster_tls_key};
+                         .tls_key = n.opt.cluster_tls_key,
+                         .key_file = n.opt.cluster_key};
     if (!n.opt.cluster[0] && (cc.creds[0] || cc.tls_ca[0] || cc.tls_cert[0] || cc.tls_key[0]))
         die("--cluster-creds and --cluster-tls-* are for cluster mode: give --cluster too");
     if (n.opt.cluster[0] && cluster_check_files(&cc, err, sizeof err) != 0) die("%s", err);
@@ -518,6 +524,7 @@ int main(int argc, char **argv)
                            .connected = node_connected,
                            .live = live_nodes,
                            .json = nodes_json,
+                           .rejected = node_rejected,
                            .data = n.cluster};
         api_set_nodes(n.api, &nodes);
         cluster_follow(n.cluster); /* the registry: functions, triggers, schedules, sources */

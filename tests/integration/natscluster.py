@@ -326,11 +326,11 @@ def node_id(d):
 
 
 @contextlib.contextmanager
-def spated_cluster(tmp_path_factory, name="cluster", n=3, secure=False):
-    """n nats-servers and n spated nodes (--cluster), all up and seeing each
-    other; yields (nats, nodes) and stops them all after. secure: the
-    servers want TLS and users with spate's permissions (NatsSecurity); the
-    second node joins with a password in the URLs, the others with an NKey."""
+def spated_cluster(tmp_path_factory, name="cluster", n=3, secure=False, args=()):
+    """n nats-servers and n spated nodes (--cluster, and args), all up and
+    seeing each other; yields (nats, nodes) and stops them all after. secure:
+    the servers want TLS and users with spate's permissions (NatsSecurity);
+    the second node joins with a password in the URLs, the others with an NKey."""
     if not shutil.which("nats-server"):
         pytest.fail("nats-server is not installed (scripts/install-deps.sh installs it)")
     tmp = tmp_path_factory.mktemp(name)
@@ -340,9 +340,9 @@ def spated_cluster(tmp_path_factory, name="cluster", n=3, secure=False):
     nodes = []
     try:
         for i in range(n):
-            args = security.node_args(nats.urls, "password" if i == 1 else "nkey") \
+            node_args = security.node_args(nats.urls, "password" if i == 1 else "nkey") \
                 if security else ["--cluster", nats.urls]
-            d = Spated(tmp / f"node{i}", args=args)
+            d = Spated(tmp / f"node{i}", args=[*node_args, *args])
             d.workdir.mkdir()
             nodes.append(d.start())
         for d in nodes:
@@ -353,3 +353,98 @@ def spated_cluster(tmp_path_factory, name="cluster", n=3, secure=False):
         for d in nodes:
             d.stop()
         nats.stop()
+
+
+class NatsClient:
+    """A bare NATS client (the text protocol on a socket): what any program
+    allowed to publish on the cluster's NATS can do, without spate's key."""
+
+    def __init__(self, nats, i=0):
+        self.sock = socket.create_connection((nats.host, nats.client[i]), timeout=10)
+        self.buf = b""
+        self.line()  # INFO
+        self.sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\n')
+        self.sid = 0
+
+    def close(self):
+        self.sock.close()
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            got = self.sock.recv(65536)
+            if not got:
+                raise ConnectionError("NATS closed the connection")
+            self.buf += got
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def exactly(self, n):
+        while len(self.buf) < n + 2:
+            got = self.sock.recv(65536)
+            if not got:
+                raise ConnectionError("NATS closed the connection")
+            self.buf += got
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def flush(self):
+        self.sock.sendall(b"PING\r\n")
+        while self.line() != b"PONG":
+            pass
+
+    def pub(self, subject, data, reply=""):
+        self.sock.sendall(f"PUB {subject} {reply} {len(data)}\r\n".encode() + data + b"\r\n")
+        self.flush()
+
+    def subscribe(self, subject):
+        self.sid += 1
+        self.sock.sendall(f"SUB {subject} {self.sid}\r\n".encode())
+        return self.sid
+
+    def next_msg(self, timeout):
+        """The next message's (headers bytes, data), or None by timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                line = self.line()
+                if line.startswith(b"PING"):
+                    self.sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"MSG "):
+                    return b"", self.exactly(int(line.split()[-1]))
+                elif line.startswith(b"HMSG "):
+                    parts = line.split()
+                    raw = self.exactly(int(parts[-1]))
+                    return raw[:int(parts[-2])], raw[int(parts[-2]):]
+        except socket.timeout:
+            return None
+        finally:
+            self.sock.settimeout(10)
+
+    def request(self, subject, data, timeout=5):
+        inbox = f"_INBOX.test.{random.randrange(1 << 60)}"
+        self.subscribe(inbox)
+        self.pub(subject, data, reply=inbox)
+        return self.next_msg(timeout)
+
+
+def kv_raw(nats, key):
+    """The registry bucket's value of key as stored (bytes), or None."""
+    c = NatsClient(nats)
+    try:
+        got = c.request("$JS.API.STREAM.MSG.GET.KV_spate-registry",
+                        json.dumps({"last_by_subj": f"$KV.spate-registry.{key}"}).encode())
+    finally:
+        c.close()
+    doc = json.loads(got[1]) if got else {}
+    if "message" not in doc:
+        return None
+    return base64.b64decode(doc["message"].get("data", ""))
+
+
+def nats_pub(nats, subject, data):
+    """Publishes data on subject (a stream's subject: stored by JetStream)."""
+    c = NatsClient(nats)
+    try:
+        c.pub(subject, data)
+    finally:
+        c.close()

@@ -165,7 +165,10 @@ def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
     # or alias, and a node that joins later fetches it).
     assert b.deploy("changing", two)[0] == 200
     sha_two = hashlib.sha256(two).hexdigest()
-    assert wait_for(lambda: c.describe("changing")["versions"][0]["sha256"] == sha_two, timeout=10)
+    # a too: a config there while it still applies b's deploy is refused (409).
+    for d in (a, c):
+        assert wait_for(lambda: d.describe("changing")["versions"][0]["sha256"] == sha_two,
+                        timeout=10)
     assert wait_for(lambda: state()["bytes"] >= before["bytes"] + len(two) + len(one),
                     timeout=10), (before, state())
     # A configuration change makes a version of the same artifact: nothing new.

@@ -156,12 +156,8 @@ def test_sample_config_has_every_option(tmp_path):
     # defaults it states), but for the files that need to exist.
     assert check_config("--config", str(ROOT / "etc/spated.conf")).returncode == 0
     on = tmp_path / "on.conf"
-<<<<<<< HEAD
-    on.write_text(re.sub(r"^#((?!token-file|runner|tls-)[a-z-]+ = )", r"\1", sample, flags=re.M))
-=======
-    on.write_text(re.sub(r"^#((?!token-file|runner|cluster-creds|cluster-tls)[a-z-]+ = )", r"\1",
+    on.write_text(re.sub(r"^#((?!token-file|runner|tls-|cluster-creds|cluster-tls|cluster-key)[a-z-]+ = )", r"\1",
                          sample, flags=re.M))
->>>>>>> wip-s36-natsec
     r = check_config("--config", str(on))
     assert r.returncode == 0, r.stderr
     cfg = effective(r.stdout)
