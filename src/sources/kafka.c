@@ -4,6 +4,7 @@
  *
  *   kafka://[USER:PASS@]HOST:PORT[,HOST:PORT...]/TOPIC?group=G
  *          [&session_timeout_ms=MS][&mechanism=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512]
+ *          [&tls=1[&ca=FILE][&cert=FILE&key=FILE]]
  *
  * The high-level consumer subscribes to TOPIC in group G; the brokers spread
  * the partitions over the group's members (every node running the source).
@@ -23,7 +24,8 @@
  * (all brokers down) are served by the next poll and a stop stays prompt.
  *
  * With USER:PASS the connection authenticates with SASL (PLAIN unless
- * mechanism says otherwise) over plaintext.
+ * mechanism says otherwise); tls=1 makes it SASL_SSL (SSL without a user),
+ * the brokers' certificates verified (chain and host name).
  */
 #include <ctype.h>
 #include <librdkafka/rdkafka.h>
@@ -37,6 +39,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "sources/connector.h"
+#include "sources/tls.h"
 
 typedef struct kafka_cfg {
     char brokers[SPATE_SOURCE_URL_MAX + 1]; /* HOST:PORT,... for bootstrap.servers */
@@ -46,6 +49,7 @@ typedef struct kafka_cfg {
     char topic[512]; /* src_url's path: checked to be at most 249 bytes */
     char group[256];
     int session_ms; /* 0: librdkafka's default */
+    src_tls tls;
 } kafka_cfg;
 
 struct src_conn {
@@ -144,8 +148,10 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
             free(one);
         }
     }
-    static const char *const known[] = {"group", "session_timeout_ms", "mechanism", NULL};
+    static const char *const known[] = {"group", "session_timeout_ms", "mechanism", SRC_TLS_KEYS,
+                                        NULL};
     if (!rc) rc = src_url_check_keys(&u, known, err, errcap);
+    if (!rc) rc = src_tls_parse(&u, 0, &c->tls, err, errcap);
     if (!rc) {
         snprintf(c->user, sizeof c->user, "%s", u.user);
         snprintf(c->pass, sizeof c->pass, "%s", u.pass);
@@ -307,6 +313,21 @@ static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char 
     return ERR_INVAL;
 }
 
+/* SSL with the brokers' certificates verified, chain and host name
+ * (librdkafka's defaults, set again so that they cannot drift), against
+ * the CA file or else the system's trust store (OpenSSL's default paths). */
+static int tls_conf(rd_kafka_conf_t *conf, const src_tls *t, char *err, size_t errcap)
+{
+    int rc = src_tls_check_files(t, err, errcap);
+    if (!rc) rc = set(conf, "enable.ssl.certificate.verification", "true", err, errcap);
+    if (!rc) rc = set(conf, "ssl.endpoint.identification.algorithm", "https", err, errcap);
+    if (!rc && t->ca[0]) rc = set(conf, "ssl.ca.location", t->ca, err, errcap);
+    if (!rc && t->cert[0])
+        rc = set(conf, "ssl.certificate.location", t->cert, err, errcap) ||
+             set(conf, "ssl.key.location", t->key, err, errcap);
+    return rc;
+}
+
 static int connect_(const void *cfgp, const char *consumer, src_conn **out, char *err,
                     size_t errcap)
 {
@@ -335,9 +356,12 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     if (!rc && cfg->session_ms)
         rc = set(conf, "session.timeout.ms", session, err, errcap) ||
              set(conf, "heartbeat.interval.ms", heartbeat, err, errcap);
+    const char *protocol = cfg->user[0] ? (cfg->tls.on ? "sasl_ssl" : "sasl_plaintext")
+                                        : (cfg->tls.on ? "ssl" : "plaintext");
+    if (!rc) rc = set(conf, "security.protocol", protocol, err, errcap);
+    if (!rc && cfg->tls.on) rc = tls_conf(conf, &cfg->tls, err, errcap);
     if (!rc && cfg->user[0])
-        rc = set(conf, "security.protocol", "sasl_plaintext", err, errcap) ||
-             set(conf, "sasl.mechanisms", cfg->mechanism, err, errcap) ||
+        rc = set(conf, "sasl.mechanisms", cfg->mechanism, err, errcap) ||
              set(conf, "sasl.username", cfg->user, err, errcap) ||
              set(conf, "sasl.password", cfg->pass, err, errcap);
     if (rc) {
