@@ -1,0 +1,378 @@
+"""Event sources over TLS with the broker's own authentication (issue 22;
+docs/api.md "Sources", docs/security.md "Sources: TLS and credentials").
+
+A CA made here with the openssl CLI signs a certificate for localhost (and
+127.0.0.1); a second, unrelated CA is the "wrong CA". Each broker is started
+by its test with a TLS listener using that certificate and a user with a
+password: redis-server (tls-port, an ACL user, the default user off),
+mosquitto (a TLS listener, a password file, no anonymous clients),
+nats-server (tls, a user) and rabbitmq-server (a TLS listener, a user). A
+source over TLS with the credentials must drain what is published into a
+topic whose trigger's function records it; the wrong CA and the wrong
+password must each say so in the source's last_error; the password never
+shows in GET /v1/sources. Kafka: librdkafka's mock cluster (the tests'
+only Kafka) serves plaintext only, so what is tested is that the TLS URL is
+taken and that TLS against a plaintext listener fails with a clear error.
+
+Publishers use a plain listener on the same broker where one exists (the
+test tools speak no TLS), with the same credentials. Nothing asserts on
+speed.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import add_source, add_trigger, source, seen, ROOT, BUILD, deploy_recorder, wait_for
+
+REDIS = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+USER = "spate"
+SECRET = "Tls-s3cr3t-Pa55w0rd"
+HOST = "localhost"  # the name the brokers' certificate is for
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """ca.pem (signs server.pem/server.key for localhost and 127.0.0.1) and
+    wrong-ca.pem (signs nothing here)."""
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "wrong-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+                f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN=spate test {ca}", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=localhost", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                               "extendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem", cwd=d)
+    for f in d.iterdir():
+        f.chmod(0o644)  # the brokers read them
+    return d
+
+
+def check_tls_source(d, name, url, rec, want, wrong_ca_url, wrong_pass_url, ca_why, pass_why):
+    """The source named name at url drains want into rec; the other two
+    URLs fail with ca_why / pass_why in last_error; no answer shows the
+    password."""
+    assert wait_for(lambda: want <= set(seen(rec)), timeout=90), (
+        sorted(want - set(seen(rec)))[:5], source(d, name))
+    doc = source(d, name)
+    assert doc["state"] == "running" and doc["connected"] is True, doc
+    status, bad = add_source(d, f"{name}-wrong-ca", wrong_ca_url, "elsewhere")
+    assert status == 201, bad
+    status, bad = add_source(d, f"{name}-wrong-pass", wrong_pass_url, "elsewhere")
+    assert status == 201, bad
+
+    def failed(n, why):
+        doc = source(d, n)
+        return doc["last_error"] and why.lower() in doc["last_error"].lower() and \
+            not doc["connected"]
+
+    assert wait_for(lambda: failed(f"{name}-wrong-ca", ca_why), timeout=60), \
+        source(d, f"{name}-wrong-ca")
+    assert wait_for(lambda: failed(f"{name}-wrong-pass", pass_why), timeout=60), \
+        source(d, f"{name}-wrong-pass")
+    everything = d.request("GET", "/v1/sources")[2].decode()
+    everything += d.request("GET", f"/v1/sources/{name}")[2].decode()
+    everything += d.request("GET", "/metrics")[2].decode()
+    assert SECRET not in everything and "wrong-Pa55" not in everything
+    assert f"{USER}:***@" in everything
+    assert SECRET not in d.log()
+
+
+# --- Redis: rediss:// through spated's TLS relay -------------------------------------------
+
+
+@pytest.mark.skipif(not REDIS or not REDIS_CLI, reason="redis-server not installed")
+def test_redis_over_tls_with_an_acl_user(spated, functions, tmp_path, pki):
+    port, tls_port = free_port(), free_port()
+    rdir = tmp_path / "redis"
+    rdir.mkdir()
+    (rdir / "redis.conf").write_text("\n".join([
+        "bind 127.0.0.1", f"port {port}", f"tls-port {tls_port}",
+        f"tls-cert-file {pki}/server.pem", f"tls-key-file {pki}/server.key",
+        f"tls-ca-cert-file {pki}/ca.pem", "tls-auth-clients no", f"dir {rdir}", 'save ""',
+        "appendonly no",
+        # Redis 6 ACL: the default user off, one user with a password.
+        "user default off", f"user {USER} on >{SECRET} ~* &* +@all"]) + "\n")
+    proc = subprocess.Popen([REDIS, str(rdir / "redis.conf")],
+                            stdout=open(rdir / "redis.log", "ab"), stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: listening(tls_port), timeout=15), (rdir / "redis.log").read_text()
+
+        def xadd(start, n):
+            cmds = "".join(f"XADD orders * v e{i}\n" for i in range(start, start + n))
+            r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
+                                "--no-auth-warning"], input=cmds, capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0 and "ERR" not in r.stdout, (r.stdout, r.stderr)
+
+        xadd(0, 100)
+        rec = deploy_recorder(spated, functions, tmp_path)
+        add_trigger(spated, "orders", "rec")
+        base = f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=spate"
+        status, doc = add_source(spated, "red", f"{base}&ca={pki}/ca.pem", "orders")
+        assert status == 201, doc
+        assert SECRET not in json.dumps(doc)
+        xadd(100, 100)
+        check_tls_source(
+            spated, "red", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
+            f"{base}&ca={pki}/wrong-ca.pem",
+            f"rediss://{USER}:wrong-Pa55@{HOST}:{tls_port}/orders?group=spate&ca={pki}/ca.pem",
+            "certificate verify failed", "WRONGPASS")
+        # Acked upstream through the relay: nothing pending in the group.
+        r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
+                            "--no-auth-warning", "XPENDING", "orders", "spate"],
+                           capture_output=True, text=True, timeout=30)
+        assert wait_for(lambda: subprocess.run(
+            [REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET, "--no-auth-warning",
+             "XPENDING", "orders", "spate"], capture_output=True, text=True,
+            timeout=30).stdout.split("\n")[0] == "0", timeout=30), r.stdout
+        # A plain redis:// to the TLS port is not mistaken for a broker.
+        status, _ = add_source(spated, "red-plain",
+                               f"redis://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=p",
+                               "elsewhere")
+        assert status == 201
+        assert wait_for(lambda: source(spated, "red-plain")["last_error"], timeout=60)
+        assert source(spated, "red-plain")["connected"] is False
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+# --- MQTT: mqtts:// with a password file ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mqtt_pub(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mqttpub") / "mqtt_pub"
+    subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "bench" / "mqtt_pub.c"),
+                    "-lmosquitto"], check=True)
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
+def test_mqtt_over_tls_with_a_password(spated, functions, tmp_path, pki, mqtt_pub):
+    port, tls_port = free_port(), free_port()
+    mdir = tmp_path / "mosquitto"
+    mdir.mkdir()
+    pw = mdir / "passwd"
+    pw.write_text("")
+    subprocess.run([PASSWD, "-b", str(pw), USER, SECRET], check=True)
+    (mdir / "mosquitto.conf").write_text("\n".join([
+        "user root", "per_listener_settings false", "allow_anonymous false",
+        f"password_file {pw}", "persistence false",
+        f"listener {port} 127.0.0.1",
+        f"listener {tls_port} 127.0.0.1", f"cafile {pki}/ca.pem",
+        f"certfile {pki}/server.pem", f"keyfile {pki}/server.key"]) + "\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(mdir / "mosquitto.conf")],
+                            stdout=open(mdir / "mosquitto.log", "ab"), stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: listening(tls_port), timeout=15), \
+            (mdir / "mosquitto.log").read_text()
+        rec = deploy_recorder(spated, functions, tmp_path)
+        add_trigger(spated, "plant", "rec")
+        base = f"mqtts://{USER}:{SECRET}@{HOST}:{tls_port}/plant/%23"
+        status, doc = add_source(spated, "mq", f"{base}?ca={pki}/ca.pem", "plant")
+        assert status == 201, doc
+        # The subscription stands before the messages are published.
+        assert wait_for(lambda: source(spated, "mq")["connected"], timeout=60), \
+            source(spated, "mq")
+        r = subprocess.run([str(mqtt_pub), "-p", str(port), "-t", "plant/a", "-s", "0", "-n",
+                            "100", "-U", f"{USER}:{SECRET}"], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and int(r.stdout.strip() or 0) == 100, (r.stdout, r.stderr)
+        check_tls_source(
+            spated, "mq", f"{base}?ca={pki}/ca.pem", rec, {f"e{i}" for i in range(100)},
+            f"{base}?ca={pki}/wrong-ca.pem",
+            f"mqtts://{USER}:wrong-Pa55@{HOST}:{tls_port}/plant/%23?ca={pki}/ca.pem",
+            "certificate verify failed", "not authorized")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+# --- NATS: tls=1 with a user and password ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nats_pub(tmp_path_factory):
+    out = tmp_path_factory.mktemp("natspub") / "nats-pub"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libnats"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "tests/tools/nats-pub.c"), *flags],
+                   check=True)
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
+def test_nats_jetstream_over_tls_with_a_user(spated, functions, tmp_path, pki, nats_pub):
+    port = free_port()
+    ndir = tmp_path / "nats"
+    ndir.mkdir()
+    (ndir / "nats.conf").write_text(f"""
+listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{ndir}/store" }}
+tls {{
+  cert_file: "{pki}/server.pem"
+  key_file: "{pki}/server.key"
+  ca_file: "{pki}/ca.pem"
+}}
+authorization {{
+  users = [ {{ user: "{USER}", password: "{SECRET}" }} ]
+}}
+""")
+    proc = subprocess.Popen([NATS, "-c", str(ndir / "nats.conf")],
+                            stdout=open(ndir / "nats.log", "ab"), stderr=subprocess.STDOUT)
+
+    def pub(*args):
+        r = subprocess.run([str(nats_pub), f"nats://{USER}:{SECRET}@{HOST}:{port}", *args],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, NATS_CA=str(pki / "ca.pem")))
+        assert r.returncode == 0, r.stderr
+
+    try:
+        assert wait_for(lambda: listening(port), timeout=15), (ndir / "nats.log").read_text()
+        pub("stream", "ORDERS", "orders.>")
+        pub("js", "orders.new", "0", "100")
+        rec = deploy_recorder(spated, functions, tmp_path)
+        add_trigger(spated, "orders", "rec")
+        base = f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+        status, doc = add_source(spated, "nt", f"{base}&ca={pki}/ca.pem", "orders")
+        assert status == 201, doc
+        pub("js", "orders.new", "100", "100")
+        check_tls_source(
+            spated, "nt", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
+            f"{base}&ca={pki}/wrong-ca.pem&consumer=other",
+            f"nats://{USER}:wrong-Pa55@{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+            f"&ca={pki}/ca.pem&consumer=other2",
+            "certificate verify failed", "authorization")
+        # Without tls=1 the server (TLS required) refuses it, clearly.
+        status, _ = add_source(spated, "nt-plain",
+                               f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS",
+                               "elsewhere")
+        assert status == 201
+        assert wait_for(lambda: source(spated, "nt-plain")["last_error"], timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+# --- AMQP: amqps:// ------------------------------------------------------------------------
+
+sys.path.insert(0, str(ROOT / "tests/tools"))
+from rabbit import Rabbit, available, build_tool  # noqa: E402
+
+
+@pytest.mark.skipif(not available(), reason="rabbitmq-server not installed")
+def test_amqp_over_tls_with_a_user(spated, functions, tmp_path, pki):
+    tls_port = free_port()
+    conf = (f"listeners.ssl.default = 127.0.0.1:{tls_port}\n"
+            f"ssl_options.cacertfile = {pki}/ca.pem\n"
+            f"ssl_options.certfile = {pki}/server.pem\n"
+            f"ssl_options.keyfile = {pki}/server.key\n"
+            "ssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n")
+    r = Rabbit(tmp_path / "rabbit", build_tool(tmp_path / "amqp_tool"), USER, SECRET,
+               extra_conf=conf)
+    try:
+        r.start()
+        r.declare("jobs")
+        r.publish("jobs", 0, 100)
+        rec = deploy_recorder(spated, functions, tmp_path)
+        add_trigger(spated, "jobs", "rec")
+        base = f"amqps://{USER}:{SECRET}@{HOST}:{tls_port}/%2F?queue=jobs"
+        status, doc = add_source(spated, "am", f"{base}&ca={pki}/ca.pem", "jobs")
+        assert status == 201, doc
+        r.publish("jobs", 100, 100)
+        check_tls_source(
+            spated, "am", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
+            f"{base}&ca={pki}/wrong-ca.pem",
+            f"amqps://{USER}:wrong-Pa55@{HOST}:{tls_port}/%2F?queue=jobs&ca={pki}/ca.pem",
+            "certificate verify failed", "ACCESS_REFUSED")
+    finally:
+        r.close()
+
+
+# --- Kafka: SSL / SASL_SSL against the plaintext mock ------------------------------------
+
+
+def test_kafka_tls_url_is_taken_and_a_plaintext_broker_is_a_clear_error(spated, pki):
+    mock = BUILD / "kafka-mock"
+    if not mock.exists():
+        pytest.skip("build/kafka-mock not built")
+    k = subprocess.Popen([str(mock), "t"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        line = k.stdout.readline().split()
+        assert line and line[0] == "bootstrap", line
+        url = (f"kafka://{USER}:{SECRET}@{line[1]}/t?group=g&tls=1&ca={pki}/ca.pem"
+               "&mechanism=SCRAM-SHA-256")
+        status, doc = add_source(spated, "kf", url, "kt")
+        assert status == 201, doc
+        assert SECRET not in json.dumps(doc)
+        assert wait_for(lambda: source(spated, "kf")["last_error"], timeout=60)
+        doc = source(spated, "kf")
+        assert doc["connected"] is False or doc["state"] != "running" or doc["last_error"], doc
+        assert "ssl" in doc["last_error"].lower() or "tls" in doc["last_error"].lower() or \
+            "handshake" in doc["last_error"].lower(), doc
+    finally:
+        k.stdin.close()
+        k.wait(15)
+
+
+# --- The URL's TLS parameters --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url,why", [
+    ("redis://h/s?group=g&ca=/x.pem", "'ca', 'cert' and 'key' are for TLS"),
+    ("rediss://h/s?group=g&cert=/c.pem", "needs both 'cert' and 'key'"),
+    ("mqtts://h/t?tls=0", "contradicts the scheme"),
+    ("nats://h/s?tls=yes", "'tls' is 1"),
+    ("nats://u:p@h/s?creds=/x.creds", "one kind of credentials"),
+    ("nats://h/s?nkey=UABC", "needs both 'nkey'"),
+    ("kafka://h:9092/t?group=g&key=/k.pem&tls=1", "needs both 'cert' and 'key'"),
+    ("amqps://h/%2F?queue=q&verify=0", "unknown URL parameter 'verify'"),
+])
+def test_bad_tls_parameters_are_400_naming_the_problem(spated, url, why):
+    status, doc = add_source(spated, "bad", url, "t")
+    assert status == 400, doc
+    assert why in doc["error"], doc
+
+
+def test_a_missing_ca_file_is_the_sources_last_error(spated, tmp_path):
+    status, doc = add_source(spated, "noca",
+                             f"rediss://{HOST}:1/s?group=g&ca={tmp_path}/none.pem", "t")
+    assert status == 201, doc
+    assert wait_for(lambda: "cannot read the CA file" in (source(spated, "noca")["last_error"]
+                                                          or ""), timeout=30), \
+        source(spated, "noca")
