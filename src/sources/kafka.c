@@ -59,6 +59,10 @@ struct src_conn {
      * rd_kafka_consumer_poll): the consumer cannot go on, fetch says why. */
     int broken;
     char why[256];
+    /* The last error the client reported, fatal or not: a broker that
+     * cannot be reached over TLS is only "transport failure" in the
+     * metadata's answer, and "SSL handshake failed: ..." here. */
+    char last[256];
     /* What this consumer committed, per partition: the lag counts from it
      * (no round trip to the coordinator on the source's thread). */
     rd_kafka_topic_partition_list_t *done;
@@ -239,6 +243,8 @@ static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
     src_conn *c = opaque;
     char fatal[256] = "";
     if (code == RD_KAFKA_RESP_ERR__FATAL) rd_kafka_fatal_error(rk, fatal, sizeof fatal);
+    if (code != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        snprintf(c->last, sizeof c->last, "%s", fatal[0] ? fatal : reason);
     if (code == RD_KAFKA_RESP_ERR__FATAL || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
         code == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
         c->broken = 1;
@@ -390,9 +396,13 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
         t ? rd_kafka_metadata(c->rk, 0, t, &md, SPATE_SOURCE_IO_TIMEOUT_MS) : rd_kafka_last_error();
     if (t) rd_kafka_topic_destroy(t);
     if (e || !md || md->topic_cnt != 1 || md->topics[0].err) {
+        /* The client's errors so far (on_error), for why. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (m) rd_kafka_message_destroy(m);
         if (e || !md || md->topic_cnt != 1)
-            snprintf(err, errcap, "cannot reach the Kafka brokers %s: %s", cfg->brokers,
-                     c->broken ? c->why : rd_kafka_err2str(e));
+            snprintf(err, errcap, "cannot reach the Kafka brokers %s: %s%s%s%s", cfg->brokers,
+                     c->broken ? c->why : rd_kafka_err2str(e), c->last[0] ? " (" : "", c->last,
+                     c->last[0] ? ")" : "");
         else if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
             snprintf(err, errcap, "the brokers %s have no topic '%s'", cfg->brokers, cfg->topic);
         else
