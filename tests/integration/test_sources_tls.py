@@ -318,7 +318,7 @@ def test_amqp_over_tls_with_a_user(spated, functions, tmp_path, pki):
             spated, "am", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
             f"{base}&ca={pki}/wrong-ca.pem",
             f"amqps://{USER}:wrong-Pa55@{HOST}:{tls_port}/%2F?queue=jobs&ca={pki}/ca.pem",
-            "certificate verify failed", "ACCESS_REFUSED")
+            "cert verification failed", "ACCESS_REFUSED")
     finally:
         r.close()
 
