@@ -62,8 +62,9 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """ca.pem (signs server.pem/server.key for localhost and 127.0.0.1) and
-    wrong-ca.pem (signs nothing here)."""
+    """ca.pem (signs server.pem/server.key for localhost and 127.0.0.1, and
+    the client certificate client.pem/client.key) and wrong-ca.pem (signs
+    nothing here)."""
     d = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "wrong-ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
@@ -74,6 +75,11 @@ def pki(tmp_path_factory):
                                "extendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+            "-subj", "/CN=spate-source", cwd=d)
+    (d / "client.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "client.cnf", "-out", "client.pem", cwd=d)
     for f in d.iterdir():
         f.chmod(0o644)  # the brokers read them
     return d
@@ -113,14 +119,16 @@ def check_tls_source(d, name, url, rec, want, wrong_ca_url, wrong_pass_url, ca_w
 
 
 @pytest.mark.skipif(not REDIS or not REDIS_CLI, reason="redis-server not installed")
-def test_redis_over_tls_with_an_acl_user(spated, functions, tmp_path, pki):
+def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functions, tmp_path,
+                                                                   pki):
     port, tls_port = free_port(), free_port()
     rdir = tmp_path / "redis"
     rdir.mkdir()
     (rdir / "redis.conf").write_text("\n".join([
         "bind 127.0.0.1", f"port {port}", f"tls-port {tls_port}",
         f"tls-cert-file {pki}/server.pem", f"tls-key-file {pki}/server.key",
-        f"tls-ca-cert-file {pki}/ca.pem", "tls-auth-clients no", f"dir {rdir}", 'save ""',
+        # Mutual TLS: the source must show a certificate the CA signed.
+        f"tls-ca-cert-file {pki}/ca.pem", "tls-auth-clients yes", f"dir {rdir}", 'save ""',
         "appendonly no",
         # Redis 6 ACL: the default user off, one user with a password.
         "user default off", f"user {USER} on >{SECRET} ~* &* +@all"]) + "\n")
@@ -139,7 +147,8 @@ def test_redis_over_tls_with_an_acl_user(spated, functions, tmp_path, pki):
         xadd(0, 100)
         rec = deploy_recorder(spated, functions, tmp_path)
         add_trigger(spated, "orders", "rec")
-        base = f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=spate"
+        mine = f"cert={pki}/client.pem&key={pki}/client.key"
+        base = f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=spate&{mine}"
         status, doc = add_source(spated, "red", f"{base}&ca={pki}/ca.pem", "orders")
         assert status == 201, doc
         assert SECRET not in json.dumps(doc)
@@ -147,7 +156,8 @@ def test_redis_over_tls_with_an_acl_user(spated, functions, tmp_path, pki):
         check_tls_source(
             spated, "red", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
             f"{base}&ca={pki}/wrong-ca.pem",
-            f"rediss://{USER}:wrong-Pa55@{HOST}:{tls_port}/orders?group=spate&ca={pki}/ca.pem",
+            f"rediss://{USER}:wrong-Pa55@{HOST}:{tls_port}/orders?group=spate&ca={pki}/ca.pem"
+            f"&{mine}",
             "certificate verify failed", "WRONGPASS")
         # Acked upstream through the relay: nothing pending in the group.
         r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
@@ -157,6 +167,13 @@ def test_redis_over_tls_with_an_acl_user(spated, functions, tmp_path, pki):
             [REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET, "--no-auth-warning",
              "XPENDING", "orders", "spate"], capture_output=True, text=True,
             timeout=30).stdout.split("\n")[0] == "0", timeout=30), r.stdout
+        # Without the client certificate the broker refuses the handshake.
+        status, _ = add_source(spated, "red-nocert",
+                               f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=n"
+                               f"&ca={pki}/ca.pem", "elsewhere")
+        assert status == 201
+        assert wait_for(lambda: source(spated, "red-nocert")["last_error"], timeout=60)
+        assert source(spated, "red-nocert")["connected"] is False
         # A plain redis:// to the TLS port is not mistaken for a broker.
         status, _ = add_source(spated, "red-plain",
                                f"redis://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=p",
@@ -181,7 +198,7 @@ def mqtt_pub(tmp_path_factory):
 
 
 @pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
-def test_mqtt_over_tls_with_a_password(spated, functions, tmp_path, pki, mqtt_pub):
+def test_mqtt_over_tls_with_a_password_and_a_client_certificate(spated, functions, tmp_path, pki, mqtt_pub):
     port, tls_port = free_port(), free_port()
     mdir = tmp_path / "mosquitto"
     mdir.mkdir()
@@ -193,7 +210,9 @@ def test_mqtt_over_tls_with_a_password(spated, functions, tmp_path, pki, mqtt_pu
         f"password_file {pw}", "persistence false",
         f"listener {port} 127.0.0.1",
         f"listener {tls_port} 127.0.0.1", f"cafile {pki}/ca.pem",
-        f"certfile {pki}/server.pem", f"keyfile {pki}/server.key"]) + "\n")
+        f"certfile {pki}/server.pem", f"keyfile {pki}/server.key",
+        # Mutual TLS, and the password file still applies.
+        "require_certificate true"]) + "\n")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(mdir / "mosquitto.conf")],
                             stdout=open(mdir / "mosquitto.log", "ab"), stderr=subprocess.STDOUT)
     try:
@@ -202,7 +221,8 @@ def test_mqtt_over_tls_with_a_password(spated, functions, tmp_path, pki, mqtt_pu
         rec = deploy_recorder(spated, functions, tmp_path)
         add_trigger(spated, "plant", "rec")
         base = f"mqtts://{USER}:{SECRET}@{HOST}:{tls_port}/plant/%23"
-        status, doc = add_source(spated, "mq", f"{base}?ca={pki}/ca.pem", "plant")
+        mine = f"cert={pki}/client.pem&key={pki}/client.key"
+        status, doc = add_source(spated, "mq", f"{base}?ca={pki}/ca.pem&{mine}", "plant")
         assert status == 201, doc
         # The subscription stands before the messages are published.
         assert wait_for(lambda: source(spated, "mq")["connected"], timeout=60), \
@@ -212,9 +232,9 @@ def test_mqtt_over_tls_with_a_password(spated, functions, tmp_path, pki, mqtt_pu
                            timeout=120)
         assert r.returncode == 0 and int(r.stdout.strip() or 0) == 100, (r.stdout, r.stderr)
         check_tls_source(
-            spated, "mq", f"{base}?ca={pki}/ca.pem", rec, {f"e{i}" for i in range(100)},
-            f"{base}?ca={pki}/wrong-ca.pem",
-            f"mqtts://{USER}:wrong-Pa55@{HOST}:{tls_port}/plant/%23?ca={pki}/ca.pem",
+            spated, "mq", f"{base}?ca={pki}/ca.pem&{mine}", rec, {f"e{i}" for i in range(100)},
+            f"{base}?ca={pki}/wrong-ca.pem&{mine}",
+            f"mqtts://{USER}:wrong-Pa55@{HOST}:{tls_port}/plant/%23?ca={pki}/ca.pem&{mine}",
             "certificate verify failed", "not authorized")
     finally:
         proc.send_signal(signal.SIGTERM)
