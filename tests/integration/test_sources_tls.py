@@ -107,6 +107,8 @@ def check_tls_source(d, name, url, rec, want, wrong_ca_url, wrong_pass_url, ca_w
         source(d, f"{name}-wrong-ca")["last_error"]
     assert wait_for(lambda: failed(f"{name}-wrong-pass", pass_why), timeout=60), \
         source(d, f"{name}-wrong-pass")["last_error"]
+    for n in (f"{name}-wrong-ca", f"{name}-wrong-pass"):
+        print(n, source(d, n)["last_error"])  # shown with pytest -s
     everything = d.request("GET", "/v1/sources")[2].decode()
     everything += d.request("GET", f"/v1/sources/{name}")[2].decode()
     everything += d.request("GET", "/metrics")[2].decode()
@@ -362,6 +364,7 @@ def test_kafka_tls_url_is_taken_and_a_plaintext_broker_is_a_clear_error(spated, 
         assert SECRET not in json.dumps(doc)
         assert wait_for(lambda: source(spated, "kf")["last_error"], timeout=60)
         doc = source(spated, "kf")
+        print("kf", doc["last_error"])  # shown with pytest -s
         assert doc["connected"] is False or doc["state"] != "running" or doc["last_error"], doc
         assert "ssl" in doc["last_error"].lower() or "tls" in doc["last_error"].lower() or \
             "handshake" in doc["last_error"].lower(), doc
