@@ -30,6 +30,9 @@ import sys
 import pytest
 
 from conftest import add_source, add_trigger, source, seen, ROOT, BUILD, deploy_recorder, wait_for
+# The publishers' fixtures (compiled test tools), shared with those modules.
+from test_sources_mqtt import mqtt_pub  # noqa: F401
+from test_sources_nats import nats_pub  # noqa: F401
 
 REDIS = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -191,14 +194,6 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
 # --- MQTT: mqtts:// with a password file ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mqtt_pub(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mqttpub") / "mqtt_pub"
-    subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "bench" / "mqtt_pub.c"),
-                    "-lmosquitto"], check=True)
-    return out
-
-
 @pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
 def test_mqtt_over_tls_with_a_password_and_a_client_certificate(spated, functions, tmp_path, pki, mqtt_pub):
     port, tls_port = free_port(), free_port()
@@ -244,16 +239,6 @@ def test_mqtt_over_tls_with_a_password_and_a_client_certificate(spated, function
 
 
 # --- NATS: tls=1 with a user and password ------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def nats_pub(tmp_path_factory):
-    out = tmp_path_factory.mktemp("natspub") / "nats-pub"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libnats"], capture_output=True,
-                           text=True, check=True).stdout.split()
-    subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "tests/tools/nats-pub.c"), *flags],
-                   check=True)
-    return out
 
 
 @pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
