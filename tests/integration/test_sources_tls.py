@@ -19,6 +19,7 @@ test tools speak no TLS), with the same credentials. Nothing asserts on
 speed.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -241,11 +242,42 @@ def test_mqtt_over_tls_with_a_password_and_a_client_certificate(spated, function
 # --- NATS: tls=1 with a user and password ------------------------------------------------
 
 
+def crc16(data):
+    """CRC-16/XMODEM, the NKey encoding's checksum."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+
+
+def nkey_user(workdir):
+    """A NATS user NKey made with the openssl CLI (Ed25519) and encoded as
+    the nkeys spec says (a prefix byte, the key, CRC-16 little-endian,
+    base32 without padding): (public key "U...", seed "SU...")."""
+    openssl("genpkey", "-algorithm", "ed25519", "-out", "nk.pem", cwd=workdir)
+    seed = subprocess.run(["openssl", "pkey", "-in", "nk.pem", "-outform", "DER"], cwd=workdir,
+                          check=True, capture_output=True).stdout[-32:]
+    pub = subprocess.run(["openssl", "pkey", "-in", "nk.pem", "-pubout", "-outform", "DER"],
+                         cwd=workdir, check=True, capture_output=True).stdout[-32:]
+
+    def encode(raw):
+        raw += crc16(raw).to_bytes(2, "little")
+        return base64.b32encode(raw).decode().rstrip("=")
+
+    user, seed_prefix = 20 << 3, 18 << 3
+    return (encode(bytes([user]) + pub),
+            encode(bytes([seed_prefix | (user >> 5), (user & 31) << 3]) + seed))
+
+
 @pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
-def test_nats_jetstream_over_tls_with_a_user(spated, functions, tmp_path, pki, nats_pub):
+def test_nats_jetstream_over_tls_with_a_user_and_an_nkey(spated, functions, tmp_path, pki, nats_pub):
     port = free_port()
     ndir = tmp_path / "nats"
     ndir.mkdir()
+    nkey, seed = nkey_user(ndir)
+    (ndir / "user.nk").write_text(seed + "\n")
     (ndir / "nats.conf").write_text(f"""
 listen: "127.0.0.1:{port}"
 jetstream {{ store_dir: "{ndir}/store" }}
@@ -255,7 +287,7 @@ tls {{
   ca_file: "{pki}/ca.pem"
 }}
 authorization {{
-  users = [ {{ user: "{USER}", password: "{SECRET}" }} ]
+  users = [ {{ user: "{USER}", password: "{SECRET}" }}, {{ nkey: "{nkey}" }} ]
 }}
 """)
     proc = subprocess.Popen([NATS, "-c", str(ndir / "nats.conf")],
@@ -283,6 +315,24 @@ authorization {{
             f"nats://{USER}:wrong-Pa55@{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
             f"&ca={pki}/ca.pem&consumer=other2",
             "unable to get local issuer certificate", "authorization")
+        # The NKey user (its seed in a file) drains the same stream through a
+        # consumer of its own into a topic of its own.
+        status, doc = add_source(
+            spated, "nt-nkey", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+            f"&ca={pki}/ca.pem&nkey={nkey}&seed={ndir}/user.nk&consumer=nk", "orders-nk")
+        assert status == 201, doc
+        assert wait_for(lambda: source(spated, "nt-nkey")["committed"] >= 200, timeout=90), \
+            source(spated, "nt-nkey")
+        # An NKey the server does not know is refused, clearly.
+        other, other_seed = nkey_user(tmp_path)
+        (ndir / "other.nk").write_text(other_seed + "\n")
+        status, doc = add_source(
+            spated, "nt-nkey-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+            f"&ca={pki}/ca.pem&nkey={other}&seed={ndir}/other.nk&consumer=nk2", "elsewhere")
+        assert status == 201, doc
+        assert wait_for(lambda: "authorization" in (source(spated, "nt-nkey-other")["last_error"]
+                                                    or "").lower(), timeout=60), \
+            source(spated, "nt-nkey-other")
         # Without tls=1 the server (TLS required) refuses it, clearly.
         status, _ = add_source(spated, "nt-plain",
                                f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS",
