@@ -173,6 +173,20 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
             [REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET, "--no-auth-warning",
              "XPENDING", "orders", "spate"], capture_output=True, text=True,
             timeout=30).stdout.split("\n")[0] == "0", timeout=30), r.stdout
+        # Large entries: replies of many TLS records through the relay, more
+        # than a socketpair buffer holds at once.
+        big = "".join(f"XADD big * v {'x' * 100000}{i}\n" for i in range(40))
+        r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
+                            "--no-auth-warning"], input=big, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        status, _ = add_source(spated, "red-big",
+                               f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/big?group=b"
+                               f"&ca={pki}/ca.pem&{mine}", "bigt")
+        assert status == 201
+        assert wait_for(lambda: source(spated, "red-big")["committed"] == 40, timeout=90), \
+            source(spated, "red-big")
+        assert source(spated, "red-big")["refused"] == 0
         # Without the client certificate the broker refuses the handshake.
         status, _ = add_source(spated, "red-nocert",
                                f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=n"
