@@ -177,18 +177,25 @@ static SSL_CTX *context(const src_tls *t, char *err, size_t errcap)
      * instead of waiting for data on the blocking socket, which would hold
      * the command the library is writing meanwhile. */
     SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
-    const char *fail = NULL, *file = NULL;
+    /* What could not be used: its kind and file. */
+    const char *what = NULL, *file = NULL;
     if (t->ca[0] ? SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1
-                 : SSL_CTX_set_default_verify_paths(ctx) != 1)
-        fail = "cannot use the CA file '%.200s': %s", file = t->ca[0] ? t->ca : "(system)";
-    else if (t->cert[0] && SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1)
-        fail = "cannot use the client certificate '%.200s': %s", file = t->cert;
-    else if (t->key[0] && (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1 ||
-                           SSL_CTX_check_private_key(ctx) != 1))
-        fail = "cannot use the client key '%.200s': %s", file = t->key;
-    if (fail) {
+                 : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        what = "CA file";
+        file = t->ca[0] ? t->ca : "(the system's)";
+    } else if (t->cert[0] && SSL_CTX_use_certificate_chain_file(ctx, t->cert) != 1) {
+        what = "client certificate";
+        file = t->cert;
+    } else if (t->key[0] && (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1 ||
+                             SSL_CTX_check_private_key(ctx) != 1)) {
+        what = "client key";
+        file = t->key;
+    }
+    if (what) {
         unsigned long e = ERR_peek_last_error();
-        snprintf(err, errcap, fail, file, e ? ERR_reason_error_string(e) : "unknown error");
+        const char *why = e ? ERR_reason_error_string(e) : NULL;
+        snprintf(err, errcap, "cannot use the %s '%.200s': %s", what, file,
+                 why ? why : "not PEM, or not this certificate's key");
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -448,3 +448,14 @@ def test_a_missing_ca_file_is_the_sources_last_error(spated, tmp_path):
     assert wait_for(lambda: "cannot read the CA file" in (source(spated, "noca")["last_error"]
                                                           or ""), timeout=30), \
         source(spated, "noca")
+
+
+def test_a_file_that_is_not_a_certificate_is_named(spated, tmp_path, pki):
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    status, doc = add_source(spated, "junk",
+                             f"rediss://{HOST}:1/s?group=g&ca={pki}/ca.pem"
+                             f"&cert={tmp_path}/junk.pem&key={pki}/client.key", "t")
+    assert status == 201, doc
+    assert wait_for(lambda: "cannot use the client certificate" in
+                    (source(spated, "junk")["last_error"] or ""), timeout=30), \
+        source(spated, "junk")
