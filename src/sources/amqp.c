@@ -353,6 +353,13 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
         snprintf(what, sizeof what, "cannot log in to %s:%d (vhost '%s') as '%s'", cfg->host,
                  cfg->port, cfg->vhost, cfg->user);
         reply_error(r, what, err, errcap);
+        /* A TLS 1.3 broker refuses a missing client certificate after the
+         * handshake: librabbitmq says only "a SSL error occurred". */
+        char tls_why[256];
+        size_t len = strlen(err);
+        if (cfg->tls.on && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            src_tls_last_error(tls_why, sizeof tls_why) && len < errcap)
+            snprintf(err + len, errcap - len, " (TLS: %s)", tls_why);
         disconnect(c);
         return ERR_IO;
     }

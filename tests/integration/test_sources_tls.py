@@ -365,14 +365,15 @@ from rabbit import Rabbit, available, build_tool  # noqa: E402
 
 
 @pytest.mark.skipif(not available(), reason="rabbitmq-server not installed")
-def test_amqp_over_tls_with_a_user(spated, functions, tmp_path, pki):
+def test_amqp_over_tls_with_a_user_and_a_client_certificate(spated, functions, tmp_path, pki):
     tls_port = free_port()
     conf = (f"listeners.ssl.default = 127.0.0.1:{tls_port}\n"
             f"ssl_options.cacertfile = {pki}/ca.pem\n"
             f"ssl_options.certfile = {pki}/server.pem\n"
             f"ssl_options.keyfile = {pki}/server.key\n"
-            "ssl_options.verify = verify_none\n"
-            "ssl_options.fail_if_no_peer_cert = false\n")
+            # Mutual TLS: the source must show a certificate the CA signed.
+            "ssl_options.verify = verify_peer\n"
+            "ssl_options.fail_if_no_peer_cert = true\n")
     r = Rabbit(tmp_path / "rabbit", build_tool(tmp_path / "amqp_tool"), USER, SECRET,
                extra_conf=conf)
     try:
@@ -381,15 +382,26 @@ def test_amqp_over_tls_with_a_user(spated, functions, tmp_path, pki):
         r.publish("jobs", 0, 100)
         rec = deploy_recorder(spated, functions, tmp_path)
         add_trigger(spated, "jobs", "rec")
-        base = f"amqps://{USER}:{SECRET}@{HOST}:{tls_port}/%2F?queue=jobs"
+        mine = f"cert={pki}/client.pem&key={pki}/client.key"
+        base = f"amqps://{USER}:{SECRET}@{HOST}:{tls_port}/%2F?queue=jobs&{mine}"
         status, doc = add_source(spated, "am", f"{base}&ca={pki}/ca.pem", "jobs")
         assert status == 201, doc
         r.publish("jobs", 100, 100)
         check_tls_source(
             spated, "am", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
             f"{base}&ca={pki}/wrong-ca.pem",
-            f"amqps://{USER}:wrong-Pa55@{HOST}:{tls_port}/%2F?queue=jobs&ca={pki}/ca.pem",
+            f"amqps://{USER}:wrong-Pa55@{HOST}:{tls_port}/%2F?queue=jobs&ca={pki}/ca.pem&{mine}",
             "cert verification failed", "ACCESS_REFUSED")
+        # Without the client certificate the broker ends the handshake.
+        status, _ = add_source(spated, "am-nocert",
+                               f"amqps://{USER}:{SECRET}@{HOST}:{tls_port}/%2F?queue=jobs"
+                               f"&ca={pki}/ca.pem", "elsewhere")
+        assert status == 201
+        assert wait_for(lambda: "certificate required" in
+                        (source(spated, "am-nocert")["last_error"] or ""), timeout=60), \
+            source(spated, "am-nocert")
+        print("am-nocert", source(spated, "am-nocert")["last_error"])
+        assert source(spated, "am-nocert")["connected"] is False
     finally:
         r.close()
 
