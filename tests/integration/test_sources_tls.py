@@ -286,7 +286,7 @@ def nkey_user(workdir):
 
 
 @pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
-def test_nats_jetstream_over_tls_with_a_user_and_an_nkey(spated, functions, tmp_path, pki, nats_pub):
+def test_nats_jetstream_over_mutual_tls_with_a_user_and_an_nkey(spated, functions, tmp_path, pki, nats_pub):
     port = free_port()
     ndir = tmp_path / "nats"
     ndir.mkdir()
@@ -299,6 +299,7 @@ tls {{
   cert_file: "{pki}/server.pem"
   key_file: "{pki}/server.key"
   ca_file: "{pki}/ca.pem"
+  verify: true
 }}
 authorization {{
   users = [ {{ user: "{USER}", password: "{SECRET}" }}, {{ nkey: "{nkey}" }} ]
@@ -310,7 +311,9 @@ authorization {{
     def pub(*args):
         r = subprocess.run([str(nats_pub), f"nats://{USER}:{SECRET}@{HOST}:{port}", *args],
                            capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, NATS_CA=str(pki / "ca.pem")))
+                           env=dict(os.environ, NATS_CA=str(pki / "ca.pem"),
+                                    NATS_CERT=str(pki / "client.pem"),
+                                    NATS_KEY=str(pki / "client.key")))
         assert r.returncode == 0, r.stderr
 
     try:
@@ -319,7 +322,8 @@ authorization {{
         pub("js", "orders.new", "0", "100")
         rec = deploy_recorder(spated, functions, tmp_path)
         add_trigger(spated, "orders", "rec")
-        base = f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+        mine = f"cert={pki}/client.pem&key={pki}/client.key"
+        base = f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1&{mine}"
         status, doc = add_source(spated, "nt", f"{base}&ca={pki}/ca.pem", "orders")
         assert status == 201, doc
         pub("js", "orders.new", "100", "100")
@@ -327,13 +331,13 @@ authorization {{
             spated, "nt", f"{base}&ca={pki}/ca.pem", rec, {f"e{i}" for i in range(200)},
             f"{base}&ca={pki}/wrong-ca.pem&consumer=other",
             f"nats://{USER}:wrong-Pa55@{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
-            f"&ca={pki}/ca.pem&consumer=other2",
+            f"&ca={pki}/ca.pem&consumer=other2&{mine}",
             "unable to get local issuer certificate", "authorization")
         # The NKey user (its seed in a file) drains the same stream through a
         # consumer of its own into a topic of its own.
         status, doc = add_source(
             spated, "nt-nkey", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
-            f"&ca={pki}/ca.pem&nkey={nkey}&seed={ndir}/user.nk&consumer=nk", "orders-nk")
+            f"&ca={pki}/ca.pem&nkey={nkey}&seed={ndir}/user.nk&consumer=nk&{mine}", "orders-nk")
         assert status == 201, doc
         assert wait_for(lambda: source(spated, "nt-nkey")["committed"] >= 200, timeout=90), \
             source(spated, "nt-nkey")
@@ -342,11 +346,20 @@ authorization {{
         (ndir / "other.nk").write_text(other_seed + "\n")
         status, doc = add_source(
             spated, "nt-nkey-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
-            f"&ca={pki}/ca.pem&nkey={other}&seed={ndir}/other.nk&consumer=nk2", "elsewhere")
+            f"&ca={pki}/ca.pem&nkey={other}&seed={ndir}/other.nk&consumer=nk2&{mine}",
+            "elsewhere")
         assert status == 201, doc
         assert wait_for(lambda: "authorization" in (source(spated, "nt-nkey-other")["last_error"]
                                                     or "").lower(), timeout=60), \
             source(spated, "nt-nkey-other")
+        # Without the client certificate the server ends the handshake.
+        status, _ = add_source(spated, "nt-nocert",
+                               f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS"
+                               f"&tls=1&ca={pki}/ca.pem&consumer=nc", "elsewhere")
+        assert status == 201
+        assert wait_for(lambda: source(spated, "nt-nocert")["last_error"], timeout=60)
+        print("nt-nocert", source(spated, "nt-nocert")["last_error"])
+        assert source(spated, "nt-nocert")["connected"] is False
         # Without tls=1 the server (TLS required) refuses it, clearly.
         status, _ = add_source(spated, "nt-plain",
                                f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS",

@@ -10,7 +10,8 @@
  *   nats-pub URL one SUBJECT PAYLOAD...     JetStream-publish each PAYLOAD as it is
  *   nats-pub URL info STREAM CONSUMER       "ACK_PENDING NUM_PENDING" of a consumer
  *
- * With NATS_CA set (a PEM CA file) it connects over TLS, verified by it.
+ * With NATS_CA set (a PEM CA file) it connects over TLS, verified by it;
+ * NATS_CERT and NATS_KEY: a client certificate and its key.
  */
 #include <nats/nats.h>
 #include <stdio.h>
@@ -58,6 +59,8 @@ int main(int argc, char **argv)
     if (s == NATS_OK && getenv("NATS_CA")) s = natsOptions_SetSecure(o, true);
     if (s == NATS_OK && getenv("NATS_CA"))
         s = natsOptions_LoadCATrustedCertificates(o, getenv("NATS_CA"));
+    if (s == NATS_OK && getenv("NATS_CERT"))
+        s = natsOptions_LoadCertificatesChain(o, getenv("NATS_CERT"), getenv("NATS_KEY"));
     if (s == NATS_OK) s = natsConnection_Connect(&nc, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) die("connect", s);
