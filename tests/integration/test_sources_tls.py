@@ -266,23 +266,81 @@ def crc16(data):
     return crc
 
 
-def nkey_user(workdir):
-    """A NATS user NKey made with the openssl CLI (Ed25519) and encoded as
-    the nkeys spec says (a prefix byte, the key, CRC-16 little-endian,
-    base32 without padding): (public key "U...", seed "SU...")."""
-    openssl("genpkey", "-algorithm", "ed25519", "-out", "nk.pem", cwd=workdir)
-    seed = subprocess.run(["openssl", "pkey", "-in", "nk.pem", "-outform", "DER"], cwd=workdir,
-                          check=True, capture_output=True).stdout[-32:]
-    pub = subprocess.run(["openssl", "pkey", "-in", "nk.pem", "-pubout", "-outform", "DER"],
+NKEY_PREFIX = {"operator": 14 << 3, "account": 0, "user": 20 << 3}
+
+
+def nkey_make(workdir, kind="user", name="nk"):
+    """A NATS NKey made with the openssl CLI (Ed25519) and encoded as the
+    nkeys spec says (a prefix byte, the key, CRC-16 little-endian, base32
+    without padding): (public key "U..."/"A..."/"O...", seed "SU..."...,
+    the key's PEM file for signing)."""
+    openssl("genpkey", "-algorithm", "ed25519", "-out", f"{name}.pem", cwd=workdir)
+    seed = subprocess.run(["openssl", "pkey", "-in", f"{name}.pem", "-outform", "DER"],
+                          cwd=workdir, check=True, capture_output=True).stdout[-32:]
+    pub = subprocess.run(["openssl", "pkey", "-in", f"{name}.pem", "-pubout", "-outform", "DER"],
                          cwd=workdir, check=True, capture_output=True).stdout[-32:]
 
     def encode(raw):
         raw += crc16(raw).to_bytes(2, "little")
         return base64.b32encode(raw).decode().rstrip("=")
 
-    user, seed_prefix = 20 << 3, 18 << 3
-    return (encode(bytes([user]) + pub),
-            encode(bytes([seed_prefix | (user >> 5), (user & 31) << 3]) + seed))
+    p, seed_prefix = NKEY_PREFIX[kind], 18 << 3
+    return (encode(bytes([p]) + pub),
+            encode(bytes([seed_prefix | (p >> 5), (p & 31) << 3]) + seed), workdir / f"{name}.pem")
+
+
+def nkey_user(workdir, name="nk"):
+    public, seed, _ = nkey_make(workdir, "user", name)
+    return public, seed
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def nats_jwt(workdir, signer_pem, issuer, subject, name, nats_claims):
+    """A NATS JWT (v2) signed with Ed25519 by the issuer's key (openssl
+    pkeyutl -rawin)."""
+    head = b64url(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    claims = {"jti": b64url(os.urandom(24)), "iat": 1700000000, "iss": issuer, "sub": subject,
+              "name": name, "nats": dict(nats_claims, version=2)}
+    body = b64url(json.dumps(claims).encode())
+    (workdir / "tbs").write_text(f"{head}.{body}")
+    sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-rawin", "-inkey", str(signer_pem),
+                          "-in", "tbs"], cwd=workdir, check=True, capture_output=True).stdout
+    return f"{head}.{body}.{b64url(sig)}"
+
+
+def nats_operator(workdir):
+    """An operator, an account with JetStream and a user: (the server's
+    configuration lines, the user's creds file)."""
+    op, _, op_pem = nkey_make(workdir, "operator", "op")
+    acc, _, acc_pem = nkey_make(workdir, "account", "acc")
+    user, user_seed, _ = nkey_make(workdir, "user", "user")
+    op_jwt = nats_jwt(workdir, op_pem, op, op, "op", {"type": "operator"})
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                 "wildcards": True, "conn": -1, "leaf": -1, "mem_storage": -1,
+                 "disk_storage": -1, "streams": -1, "consumer": -1}
+    acc_jwt = nats_jwt(workdir, op_pem, op, acc, "acc", {"type": "account", "limits": unlimited})
+    # JetStream needs a system account.
+    sys_acc, _, _ = nkey_make(workdir, "account", "sys")
+    sys_jwt = nats_jwt(workdir, op_pem, op, sys_acc, "SYS",
+                       {"type": "account", "limits": dict(unlimited, mem_storage=0,
+                                                          disk_storage=0, streams=0, consumer=0)})
+    user_jwt = nats_jwt(workdir, acc_pem, acc, user, "user",
+                        {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1,
+                         "payload": -1})
+    creds = workdir / "user.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n" + user_jwt +
+                     "\n------END NATS USER JWT------\n\n"
+                     "-----BEGIN USER NKEY SEED-----\n" + user_seed +
+                     "\n------END USER NKEY SEED------\n")
+    (workdir / "op.jwt").write_text(op_jwt)
+    conf = (f'operator: "{workdir}/op.jwt"\n'
+            "resolver: MEMORY\n"
+            f"system_account: {sys_acc}\n"
+            f'resolver_preload: {{ {acc}: "{acc_jwt}", {sys_acc}: "{sys_jwt}" }}\n')
+    return conf, creds
 
 
 @pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
@@ -366,6 +424,61 @@ authorization {{
                                "elsewhere")
         assert status == 201
         assert wait_for(lambda: source(spated, "nt-plain")["last_error"], timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+@pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
+def test_nats_over_tls_with_a_creds_file(spated, functions, tmp_path, pki, nats_pub):
+    """Operator mode: a user JWT signed by an account the operator signed,
+    and the user's seed, in a creds file as nsc writes it."""
+    port = free_port()
+    ndir = tmp_path / "natsop"
+    ndir.mkdir()
+    auth, creds = nats_operator(ndir)
+    (ndir / "nats.conf").write_text(f"""
+listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{ndir}/store" }}
+tls {{
+  cert_file: "{pki}/server.pem"
+  key_file: "{pki}/server.key"
+}}
+{auth}
+""")
+    proc = subprocess.Popen([NATS, "-c", str(ndir / "nats.conf")],
+                            stdout=open(ndir / "nats.log", "ab"), stderr=subprocess.STDOUT)
+
+    def pub(*args):
+        r = subprocess.run([str(nats_pub), f"nats://{HOST}:{port}", *args],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, NATS_CA=str(pki / "ca.pem"),
+                                    NATS_CREDS=str(creds)))
+        assert r.returncode == 0, (r.stderr, (ndir / "nats.log").read_text()[-2000:])
+
+    try:
+        assert wait_for(lambda: listening(port), timeout=15), (ndir / "nats.log").read_text()
+        pub("stream", "ORDERS", "orders.>")
+        pub("js", "orders.new", "0", "100")
+        rec = deploy_recorder(spated, functions, tmp_path)
+        add_trigger(spated, "orders", "rec")
+        status, doc = add_source(
+            spated, "nc", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+            f"&ca={pki}/ca.pem&creds={creds}", "orders")
+        assert status == 201, doc
+        want = {f"e{i}" for i in range(100)}
+        assert wait_for(lambda: want <= set(seen(rec)), timeout=90), source(spated, "nc")
+        # A creds file the operator did not sign is refused, clearly.
+        other = tmp_path / "other"
+        other.mkdir()
+        _, other_creds = nats_operator(other)
+        status, doc = add_source(
+            spated, "nc-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+            f"&ca={pki}/ca.pem&creds={other_creds}&consumer=o", "elsewhere")
+        assert status == 201, doc
+        assert wait_for(lambda: "authorization" in (source(spated, "nc-other")["last_error"]
+                                                    or "").lower(), timeout=60), \
+            source(spated, "nc-other")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)

@@ -11,7 +11,8 @@
  *   nats-pub URL info STREAM CONSUMER       "ACK_PENDING NUM_PENDING" of a consumer
  *
  * With NATS_CA set (a PEM CA file) it connects over TLS, verified by it;
- * NATS_CERT and NATS_KEY: a client certificate and its key.
+ * NATS_CERT and NATS_KEY: a client certificate and its key; NATS_CREDS: a
+ * creds file (user JWT and seed).
  */
 #include <nats/nats.h>
 #include <stdio.h>
@@ -59,6 +60,8 @@ int main(int argc, char **argv)
     if (s == NATS_OK && getenv("NATS_CA")) s = natsOptions_SetSecure(o, true);
     if (s == NATS_OK && getenv("NATS_CA"))
         s = natsOptions_LoadCATrustedCertificates(o, getenv("NATS_CA"));
+    if (s == NATS_OK && getenv("NATS_CREDS"))
+        s = natsOptions_SetUserCredentialsFromFiles(o, getenv("NATS_CREDS"), NULL);
     if (s == NATS_OK && getenv("NATS_CERT"))
         s = natsOptions_LoadCertificatesChain(o, getenv("NATS_CERT"), getenv("NATS_KEY"));
     if (s == NATS_OK) s = natsConnection_Connect(&nc, o);
