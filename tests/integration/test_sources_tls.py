@@ -210,7 +210,8 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
 
 
 @pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
-def test_mqtt_over_tls_with_a_password_and_a_client_certificate(spated, functions, tmp_path, pki, mqtt_pub):
+def test_mqtt_over_tls_with_a_password_and_a_client_certificate(spated, functions, tmp_path, pki,
+                                                                mqtt_pub):
     port, tls_port = free_port(), free_port()
     mdir = tmp_path / "mosquitto"
     mdir.mkdir()
@@ -344,7 +345,8 @@ def nats_operator(workdir):
 
 
 @pytest.mark.skipif(not os.path.exists(NATS), reason="nats-server not installed")
-def test_nats_jetstream_over_mutual_tls_with_a_user_and_an_nkey(spated, functions, tmp_path, pki, nats_pub):
+def test_nats_jetstream_over_mutual_tls_with_a_user_and_an_nkey(spated, functions, tmp_path, pki,
+                                                                nats_pub):
     port = free_port()
     ndir = tmp_path / "nats"
     ndir.mkdir()
