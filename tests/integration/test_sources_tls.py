@@ -89,6 +89,23 @@ def pki(tmp_path_factory):
     return d
 
 
+def refused(d, name, url, why=""):
+    """Adds the source name at url (into topic "elsewhere"), which must not
+    connect and must say why (why in its last_error, any case); returns
+    the last_error, printed for pytest -s."""
+    status, doc = add_source(d, name, url, "elsewhere")
+    assert status == 201, doc
+
+    def failed():
+        doc = source(d, name)
+        return doc["last_error"] and why.lower() in doc["last_error"].lower() and \
+            not doc["connected"]
+
+    assert wait_for(failed, timeout=60), source(d, name)
+    print(name, source(d, name)["last_error"])
+    return source(d, name)["last_error"]
+
+
 def check_tls_source(d, name, url, rec, want, wrong_ca_url, wrong_pass_url, ca_why, pass_why):
     """The source named name at url drains want into rec; the other two
     URLs fail with ca_why / pass_why in last_error; no answer shows the
@@ -97,22 +114,8 @@ def check_tls_source(d, name, url, rec, want, wrong_ca_url, wrong_pass_url, ca_w
         sorted(want - set(seen(rec)))[:5], source(d, name))
     doc = source(d, name)
     assert doc["state"] == "running" and doc["connected"] is True, doc
-    status, bad = add_source(d, f"{name}-wrong-ca", wrong_ca_url, "elsewhere")
-    assert status == 201, bad
-    status, bad = add_source(d, f"{name}-wrong-pass", wrong_pass_url, "elsewhere")
-    assert status == 201, bad
-
-    def failed(n, why):
-        doc = source(d, n)
-        return doc["last_error"] and why.lower() in doc["last_error"].lower() and \
-            not doc["connected"]
-
-    assert wait_for(lambda: failed(f"{name}-wrong-ca", ca_why), timeout=60), \
-        source(d, f"{name}-wrong-ca")["last_error"]
-    assert wait_for(lambda: failed(f"{name}-wrong-pass", pass_why), timeout=60), \
-        source(d, f"{name}-wrong-pass")["last_error"]
-    for n in (f"{name}-wrong-ca", f"{name}-wrong-pass"):
-        print(n, source(d, n)["last_error"])  # shown with pytest -s
+    refused(d, f"{name}-wrong-ca", wrong_ca_url, ca_why)
+    refused(d, f"{name}-wrong-pass", wrong_pass_url, pass_why)
     everything = d.request("GET", "/v1/sources")[2].decode()
     everything += d.request("GET", f"/v1/sources/{name}")[2].decode()
     everything += d.request("GET", "/metrics")[2].decode()
@@ -188,19 +191,10 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
             source(spated, "red-big")
         assert source(spated, "red-big")["refused"] == 0
         # Without the client certificate the broker refuses the handshake.
-        status, _ = add_source(spated, "red-nocert",
-                               f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=n"
-                               f"&ca={pki}/ca.pem", "elsewhere")
-        assert status == 201
-        assert wait_for(lambda: source(spated, "red-nocert")["last_error"], timeout=60)
-        assert source(spated, "red-nocert")["connected"] is False
+        refused(spated, "red-nocert",
+                f"rediss://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=n&ca={pki}/ca.pem")
         # A plain redis:// to the TLS port is not mistaken for a broker.
-        status, _ = add_source(spated, "red-plain",
-                               f"redis://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=p",
-                               "elsewhere")
-        assert status == 201
-        assert wait_for(lambda: source(spated, "red-plain")["last_error"], timeout=60)
-        assert source(spated, "red-plain")["connected"] is False
+        refused(spated, "red-plain", f"redis://{USER}:{SECRET}@{HOST}:{tls_port}/orders?group=p")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
@@ -404,28 +398,15 @@ authorization {{
         # An NKey the server does not know is refused, clearly.
         other, other_seed = nkey_user(tmp_path)
         (ndir / "other.nk").write_text(other_seed + "\n")
-        status, doc = add_source(
-            spated, "nt-nkey-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
-            f"&ca={pki}/ca.pem&nkey={other}&seed={ndir}/other.nk&consumer=nk2&{mine}",
-            "elsewhere")
-        assert status == 201, doc
-        assert wait_for(lambda: "authorization" in (source(spated, "nt-nkey-other")["last_error"]
-                                                    or "").lower(), timeout=60), \
-            source(spated, "nt-nkey-other")
+        refused(spated, "nt-nkey-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+                f"&ca={pki}/ca.pem&nkey={other}&seed={ndir}/other.nk&consumer=nk2&{mine}",
+                "authorization")
         # Without the client certificate the server ends the handshake.
-        status, _ = add_source(spated, "nt-nocert",
-                               f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS"
-                               f"&tls=1&ca={pki}/ca.pem&consumer=nc", "elsewhere")
-        assert status == 201
-        assert wait_for(lambda: source(spated, "nt-nocert")["last_error"], timeout=60)
-        print("nt-nocert", source(spated, "nt-nocert")["last_error"])
-        assert source(spated, "nt-nocert")["connected"] is False
-        # Without tls=1 the server (TLS required) refuses it, clearly.
-        status, _ = add_source(spated, "nt-plain",
-                               f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS",
-                               "elsewhere")
-        assert status == 201
-        assert wait_for(lambda: source(spated, "nt-plain")["last_error"], timeout=60)
+        refused(spated, "nt-nocert", f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E"
+                f"?stream=ORDERS&tls=1&ca={pki}/ca.pem&consumer=nc")
+        # Without tls=1 the server (TLS required) refuses it.
+        refused(spated, "nt-plain",
+                f"nats://{USER}:{SECRET}@{HOST}:{port}/orders.%3E?stream=ORDERS")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
@@ -474,13 +455,8 @@ tls {{
         other = tmp_path / "other"
         other.mkdir()
         _, other_creds = nats_operator(other)
-        status, doc = add_source(
-            spated, "nc-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
-            f"&ca={pki}/ca.pem&creds={other_creds}&consumer=o", "elsewhere")
-        assert status == 201, doc
-        assert wait_for(lambda: "authorization" in (source(spated, "nc-other")["last_error"]
-                                                    or "").lower(), timeout=60), \
-            source(spated, "nc-other")
+        refused(spated, "nc-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
+                f"&ca={pki}/ca.pem&creds={other_creds}&consumer=o", "authorization")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
@@ -521,15 +497,8 @@ def test_amqp_over_tls_with_a_user_and_a_client_certificate(spated, functions, t
             f"amqps://{USER}:wrong-Pa55@{HOST}:{tls_port}/%2F?queue=jobs&ca={pki}/ca.pem&{mine}",
             "cert verification failed", "ACCESS_REFUSED")
         # Without the client certificate the broker ends the handshake.
-        status, _ = add_source(spated, "am-nocert",
-                               f"amqps://{USER}:{SECRET}@{HOST}:{tls_port}/%2F?queue=jobs"
-                               f"&ca={pki}/ca.pem", "elsewhere")
-        assert status == 201
-        assert wait_for(lambda: "certificate required" in
-                        (source(spated, "am-nocert")["last_error"] or ""), timeout=60), \
-            source(spated, "am-nocert")
-        print("am-nocert", source(spated, "am-nocert")["last_error"])
-        assert source(spated, "am-nocert")["connected"] is False
+        refused(spated, "am-nocert", f"amqps://{USER}:{SECRET}@{HOST}:{tls_port}/%2F?queue=jobs"
+                f"&ca={pki}/ca.pem", "certificate required")
     finally:
         r.close()
 
@@ -582,20 +551,11 @@ def test_bad_tls_parameters_are_400_naming_the_problem(spated, url, why):
 
 
 def test_a_missing_ca_file_is_the_sources_last_error(spated, tmp_path):
-    status, doc = add_source(spated, "noca",
-                             f"rediss://{HOST}:1/s?group=g&ca={tmp_path}/none.pem", "t")
-    assert status == 201, doc
-    assert wait_for(lambda: "cannot read the CA file" in (source(spated, "noca")["last_error"]
-                                                          or ""), timeout=30), \
-        source(spated, "noca")
+    refused(spated, "noca", f"rediss://{HOST}:1/s?group=g&ca={tmp_path}/none.pem",
+            "cannot read the CA file")
 
 
 def test_a_file_that_is_not_a_certificate_is_named(spated, tmp_path, pki):
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    status, doc = add_source(spated, "junk",
-                             f"rediss://{HOST}:1/s?group=g&ca={pki}/ca.pem"
-                             f"&cert={tmp_path}/junk.pem&key={pki}/client.key", "t")
-    assert status == 201, doc
-    assert wait_for(lambda: "cannot use the client certificate" in
-                    (source(spated, "junk")["last_error"] or ""), timeout=30), \
-        source(spated, "junk")
+    refused(spated, "junk", f"rediss://{HOST}:1/s?group=g&ca={pki}/ca.pem"
+            f"&cert={tmp_path}/junk.pem&key={pki}/client.key", "cannot use the client certificate")
