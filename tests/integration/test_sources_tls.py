@@ -66,7 +66,7 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """ca.pem (signs server.pem/server.key for localhost and 127.0.0.1, and
+    """ca.pem (signs server.pem/server.key for localhost, not 127.0.0.1, and
     the client certificate client.pem/client.key) and wrong-ca.pem (signs
     nothing here)."""
     d = tmp_path_factory.mktemp("pki")
@@ -75,7 +75,8 @@ def pki(tmp_path_factory):
                 f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN=spate test {ca}", cwd=d)
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
             "-subj", "/CN=localhost", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    # The name only: a source given 127.0.0.1 must be refused (wrong name).
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost\n"
                                "extendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem", cwd=d)
@@ -116,6 +117,9 @@ def check_tls_source(d, name, url, rec, want, wrong_ca_url, wrong_pass_url, ca_w
     assert doc["state"] == "running" and doc["connected"] is True, doc
     refused(d, f"{name}-wrong-ca", wrong_ca_url, ca_why)
     refused(d, f"{name}-wrong-pass", wrong_pass_url, pass_why)
+    # The same broker by an address its certificate does not name.
+    assert f"@{HOST}:" in url
+    refused(d, f"{name}-wrong-name", url.replace(f"@{HOST}:", "@127.0.0.1:"), "")
     everything = d.request("GET", "/v1/sources")[2].decode()
     everything += d.request("GET", f"/v1/sources/{name}")[2].decode()
     everything += d.request("GET", "/metrics")[2].decode()
