@@ -145,10 +145,15 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
         "appendonly no",
         # Redis 6 ACL: the default user off, one user with a password.
         "user default off", f"user {USER} on >{SECRET} ~* &* +@all"]) + "\n")
-    proc = subprocess.Popen([REDIS, str(rdir / "redis.conf")],
-                            stdout=open(rdir / "redis.log", "ab"), stderr=subprocess.STDOUT)
-    try:
+
+    def start():
+        p = subprocess.Popen([REDIS, str(rdir / "redis.conf")],
+                             stdout=open(rdir / "redis.log", "ab"), stderr=subprocess.STDOUT)
         assert wait_for(lambda: listening(tls_port), timeout=15), (rdir / "redis.log").read_text()
+        return p
+
+    proc = start()
+    try:
 
         def xadd(start, n):
             cmds = "".join(f"XADD orders * v e{i}\n" for i in range(start, start + n))
@@ -180,6 +185,17 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
             [REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET, "--no-auth-warning",
              "XPENDING", "orders", "spate"], capture_output=True, text=True,
             timeout=30).stdout.split("\n")[0] == "0", timeout=30), r.stdout
+        # The broker restarts (its stream lost: no persistence here): the
+        # source connects again through a new relay and drains what comes.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        assert wait_for(lambda: source(spated, "red")["last_error"] and
+                        not source(spated, "red")["connected"], timeout=60), source(spated, "red")
+        proc = start()
+        xadd(200, 50)
+        want = {f"e{i}" for i in range(250)}
+        assert wait_for(lambda: want <= set(seen(rec)), timeout=90), source(spated, "red")
+        assert source(spated, "red")["connected"] is True
         # Large entries: replies of many TLS records through the relay, more
         # than a socketpair buffer holds at once.
         big = "".join(f"XADD big * v {'x' * 100000}{i}\n" for i in range(40))
