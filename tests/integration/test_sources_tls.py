@@ -43,6 +43,7 @@ NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 USER = "spate"
 SECRET = "Tls-s3cr3t-Pa55w0rd"
+PUB_SECRET = "publisher-pw"  # the tests' own publishing user, where a broker has one
 HOST = "localhost"  # the name the brokers' certificate is for
 
 
@@ -143,8 +144,12 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
         # Mutual TLS: the source must show a certificate the CA signed.
         f"tls-ca-cert-file {pki}/ca.pem", "tls-auth-clients yes", f"dir {rdir}", 'save ""',
         "appendonly no",
-        # Redis 6 ACL: the default user off, one user with a password.
-        "user default off", f"user {USER} on >{SECRET} ~* &* +@all"]) + "\n")
+        # Redis 6 ACL: the default user off; the source's user with only
+        # what docs/security.md says it needs, and a publisher's.
+        "user default off",
+        f"user {USER} on >{SECRET} ~orders ~big -@all +xreadgroup +xack +xgroup +xautoclaim"
+        " +xinfo",
+        f"user pub on >{PUB_SECRET} ~* &* +@all"]) + "\n")
 
     def start():
         p = subprocess.Popen([REDIS, str(rdir / "redis.conf")],
@@ -157,7 +162,7 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
 
         def xadd(start, n):
             cmds = "".join(f"XADD orders * v e{i}\n" for i in range(start, start + n))
-            r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
+            r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", "pub", "--pass", PUB_SECRET,
                                 "--no-auth-warning"], input=cmds, capture_output=True, text=True,
                                timeout=60)
             assert r.returncode == 0 and "ERR" not in r.stdout, (r.stdout, r.stderr)
@@ -178,11 +183,11 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
             f"&{mine}",
             "certificate verify failed", "WRONGPASS")
         # Acked upstream through the relay: nothing pending in the group.
-        r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
+        r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", "pub", "--pass", PUB_SECRET,
                             "--no-auth-warning", "XPENDING", "orders", "spate"],
                            capture_output=True, text=True, timeout=30)
         assert wait_for(lambda: subprocess.run(
-            [REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET, "--no-auth-warning",
+            [REDIS_CLI, "-p", str(port), "--user", "pub", "--pass", PUB_SECRET, "--no-auth-warning",
              "XPENDING", "orders", "spate"], capture_output=True, text=True,
             timeout=30).stdout.split("\n")[0] == "0", timeout=30), r.stdout
         # The broker restarts (its stream lost: no persistence here): the
@@ -199,7 +204,7 @@ def test_redis_over_tls_with_an_acl_user_and_a_client_certificate(spated, functi
         # Large entries: replies of many TLS records through the relay, more
         # than a socketpair buffer holds at once.
         big = "".join(f"XADD big * v {'x' * 100000}{i}\n" for i in range(40))
-        r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", USER, "--pass", SECRET,
+        r = subprocess.run([REDIS_CLI, "-p", str(port), "--user", "pub", "--pass", PUB_SECRET,
                             "--no-auth-warning"], input=big, capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0, r.stderr
