@@ -11,7 +11,7 @@ python3-pytest nginx-light wrk nats-server libnats-dev gnuplot-nox
 autoconf automake libtool clang libclang-rt-14-dev
 prometheus chromium libinih-dev libsystemd-dev scdoc iproute2
 libhiredis-dev redis-server librabbitmq-dev rabbitmq-server librdkafka-dev kcat
-libmosquitto-dev mosquitto libicu-dev libpython3-dev
+libmosquitto-dev mosquitto libicu-dev libpython3-dev openssl ca-certificates
 awscli python3-boto3 nodejs python3-cryptography"
 
 missing=""

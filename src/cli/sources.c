@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "cli/cli.h"
 
 static void source_path(char *out, size_t cap, const char *name)
@@ -136,7 +135,10 @@ const cli_cmd cli_source_cmds[] = {
      "nats://[USER:PASS@|TOKEN@]HOST:PORT/SUBJECT?stream=S (NATS JetStream,\n"
      "a durable pull consumer), or without stream=S (core NATS: at most once),\n"
      "amqp://USER:PASS@HOST:PORT/VHOST?queue=Q (a RabbitMQ queue; %2F is the\n"
-     "default vhost). An existing source of that name is replaced.",
+     "default vhost). Over TLS: rediss://, amqps://, mqtts://, or tls=1 for\n"
+     "NATS and Kafka, with ca=FILE (else the system's CAs) and\n"
+     "cert=FILE&key=FILE (a client certificate); always verified.\n"
+     "An existing source of that name is replaced.",
      source_add},
     {"source ls", "", 0, 0, NULL, "list sources",
      "List sources: state, topic, committed entries, upstream lag, URL (its\n"

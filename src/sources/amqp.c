@@ -4,6 +4,7 @@
  * committed the batch.
  *
  *   amqp://[USER:PASS@]HOST[:PORT]/[VHOST]?queue=Q[&prefetch=N]
+ *   amqps://... [&ca=FILE][&cert=FILE&key=FILE]   (TLS, port 5671 by default)
  *
  * The vhost is the path, percent-decoded (%2F or no path: the default "/").
  * The queue must exist: it is declared passively, never created, so a
@@ -24,9 +25,11 @@
  */
 #include <amqp.h>
 #include <amqp_framing.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +41,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "sources/connector.h"
+#include "sources/tls.h"
 
 /* The consuming channel, and one for the queue's depth (lag): a failed
  * passive declare closes its channel, not the one that consumes. */
@@ -54,6 +58,7 @@ typedef struct amqp_cfg {
     char vhost[SHORTSTR_MAX + 1];
     char queue[SHORTSTR_MAX + 1];
     uint16_t prefetch;
+    src_tls tls;
 } amqp_cfg;
 
 struct src_conn {
@@ -80,16 +85,10 @@ static int has_userinfo(const char *url)
 
 static int parse(const char *url, void **out, char *err, size_t errcap)
 {
-    if (strncasecmp(url, "amqps:", 6) == 0) {
-        snprintf(err, errcap,
-                 "amqps (AMQP over TLS) is not supported by this build of spated yet: use "
-                 "amqp:// on a trusted network");
-        return ERR_INVAL;
-    }
     src_url u;
     int rc = src_url_parse(url, &u, err, errcap);
     if (rc) return rc;
-    static const char *const known[] = {"queue", "prefetch", NULL};
+    static const char *const known[] = {"queue", "prefetch", SRC_TLS_KEYS, NULL};
     amqp_cfg *c = calloc(1, sizeof *c);
     if (!c) {
         src_url_free(&u);
@@ -97,13 +96,15 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
         return ERR_NOMEM;
     }
     snprintf(c->host, sizeof c->host, "%s", u.host);
-    c->port = u.port ? u.port : 5672;
+    int tls = strcmp(u.scheme, "amqps") == 0;
+    c->port = u.port ? u.port : tls ? 5671 : 5672;
     /* The AMQP URI's defaults: no credentials are guest's. */
     int has_user = has_userinfo(url);
     snprintf(c->user, sizeof c->user, "%s", has_user ? u.user : "guest");
     snprintf(c->pass, sizeof c->pass, "%s", has_user ? u.pass : "guest");
     c->prefetch = SPATE_SOURCE_AMQP_PREFETCH_DEFAULT;
     rc = src_url_check_keys(&u, known, err, errcap);
+    if (!rc) rc = src_tls_parse(&u, tls, &c->tls, err, errcap);
     /* The vhost is the path, one segment: its '/' (as in the default vhost
      * "/") is percent-encoded, so a raw one is a mistake. */
     const char *auth = strstr(url, "://") + 3;
@@ -253,6 +254,41 @@ static struct timeval tv_ms(uint32_t ms)
     return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 }
 
+/* An SSL socket that verifies the broker's certificate chain and host name
+ * (librabbitmq's defaults, set again here so that they cannot drift),
+ * against cfg's CA file or else the system's trust store. */
+static int tls_socket(amqp_connection_state_t conn, const src_tls *t, amqp_socket_t **out,
+                      char *err, size_t errcap)
+{
+    int rc = src_tls_check_files(t, err, errcap);
+    if (rc) return rc;
+    amqp_socket_t *sock = amqp_ssl_socket_new(conn);
+    if (!sock) return ERR_NOMEM;
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    if (t->ca[0]) {
+        rc = amqp_ssl_socket_set_cacert(sock, t->ca);
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errcap, "cannot use the CA file '%.300s': %s (PEM certificates?)", t->ca,
+                     amqp_error_string2(rc));
+            return ERR_INVAL;
+        }
+    } else {
+        SSL_CTX_set_default_verify_paths(amqp_ssl_socket_get_context(sock));
+    }
+    if (t->cert[0]) {
+        rc = amqp_ssl_socket_set_key(sock, t->cert, t->key);
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errcap,
+                     "cannot use the client certificate '%.200s' with the key '%.200s': %s",
+                     t->cert, t->key, amqp_error_string2(rc));
+            return ERR_INVAL;
+        }
+    }
+    *out = sock;
+    return 0;
+}
+
 static int connect_(const void *cfgp, const char *consumer, src_conn **out, char *err,
                     size_t errcap)
 {
@@ -268,19 +304,31 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     struct timeval io = tv_ms(SPATE_SOURCE_IO_TIMEOUT_MS);
     amqp_set_handshake_timeout(c->conn, &io);
     amqp_set_rpc_timeout(c->conn, &io);
-    amqp_socket_t *sock = amqp_tcp_socket_new(c->conn);
-    if (!sock) {
+    amqp_socket_t *sock = NULL;
+    int rc = cfg->tls.on ? tls_socket(c->conn, &cfg->tls, &sock, err, errcap)
+             : (sock = amqp_tcp_socket_new(c->conn)) ? 0
+                                                     : ERR_NOMEM;
+    if (rc) {
         disconnect(c);
-        snprintf(err, errcap, "out of memory");
-        return ERR_NOMEM;
+        if (rc == ERR_NOMEM) snprintf(err, errcap, "out of memory");
+        return rc;
     }
     errno = 0;
-    int rc = amqp_socket_open_noblock(sock, cfg->host, cfg->port, &io);
+    src_tls_clear_error();
+    rc = amqp_socket_open_noblock(sock, cfg->host, cfg->port, &io);
     if (rc != AMQP_STATUS_OK) {
-        /* The library says "a socket error occurred"; errno says which. */
+        /* The library says "a socket error occurred"; errno says which, or
+         * for TLS OpenSSL's queue (this thread's): "certificate verify
+         * failed" rather than librabbitmq's "a SSL error occurred". */
         int e = errno;
-        snprintf(err, errcap, "cannot connect to %s:%d: %s%s%s%s", cfg->host, cfg->port,
-                 amqp_error_string2(rc), e ? " (" : "", e ? strerror(e) : "", e ? ")" : "");
+        char why[300] = "", tls_why[256];
+        if (cfg->tls.on && src_tls_last_error(tls_why, sizeof tls_why)) {
+            snprintf(why, sizeof why, " (TLS: %s)", tls_why);
+        } else if (e) {
+            snprintf(why, sizeof why, " (%s)", strerror(e));
+        }
+        snprintf(err, errcap, "cannot connect to %s:%d: %s%s", cfg->host, cfg->port,
+                 amqp_error_string2(rc), why);
         disconnect(c);
         return ERR_IO;
     }
@@ -305,6 +353,13 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
         snprintf(what, sizeof what, "cannot log in to %s:%d (vhost '%s') as '%s'", cfg->host,
                  cfg->port, cfg->vhost, cfg->user);
         reply_error(r, what, err, errcap);
+        /* A TLS 1.3 broker refuses a missing client certificate after the
+         * handshake: librabbitmq says only "a SSL error occurred". */
+        char tls_why[256];
+        size_t len = strlen(err);
+        if (cfg->tls.on && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            src_tls_last_error(tls_why, sizeof tls_why) && len < errcap)
+            snprintf(err + len, errcap - len, " (TLS: %s)", tls_why);
         disconnect(c);
         return ERR_IO;
     }

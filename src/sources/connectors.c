@@ -20,9 +20,9 @@ extern const connector connector_kafka;
 static const struct {
     const char *scheme;
     const connector *c;
-} all[] = {{"redis", &connector_redis}, {"amqp", &connector_amqp}, {"amqps", &connector_amqp},
-           {"kafka", &connector_kafka}, {"nats", &connector_nats}, {"mqtt", &connector_mqtt},
-           {"mqtts", &connector_mqtt}};
+} all[] = {{"redis", &connector_redis}, {"rediss", &connector_redis}, {"amqp", &connector_amqp},
+           {"amqps", &connector_amqp},  {"kafka", &connector_kafka},  {"nats", &connector_nats},
+           {"mqtt", &connector_mqtt},   {"mqtts", &connector_mqtt}};
 
 const connector *connector_for(const char *url, char *err, size_t errcap)
 {

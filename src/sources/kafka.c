@@ -4,6 +4,7 @@
  *
  *   kafka://[USER:PASS@]HOST:PORT[,HOST:PORT...]/TOPIC?group=G
  *          [&session_timeout_ms=MS][&mechanism=PLAIN|SCRAM-SHA-256|SCRAM-SHA-512]
+ *          [&tls=1[&ca=FILE][&cert=FILE&key=FILE]]
  *
  * The high-level consumer subscribes to TOPIC in group G; the brokers spread
  * the partitions over the group's members (every node running the source).
@@ -23,7 +24,8 @@
  * (all brokers down) are served by the next poll and a stop stays prompt.
  *
  * With USER:PASS the connection authenticates with SASL (PLAIN unless
- * mechanism says otherwise) over plaintext.
+ * mechanism says otherwise); tls=1 makes it SASL_SSL (SSL without a user),
+ * the brokers' certificates verified (chain and host name).
  */
 #include <ctype.h>
 #include <librdkafka/rdkafka.h>
@@ -37,6 +39,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "sources/connector.h"
+#include "sources/tls.h"
 
 typedef struct kafka_cfg {
     char brokers[SPATE_SOURCE_URL_MAX + 1]; /* HOST:PORT,... for bootstrap.servers */
@@ -46,6 +49,7 @@ typedef struct kafka_cfg {
     char topic[512]; /* src_url's path: checked to be at most 249 bytes */
     char group[256];
     int session_ms; /* 0: librdkafka's default */
+    src_tls tls;
 } kafka_cfg;
 
 struct src_conn {
@@ -55,6 +59,10 @@ struct src_conn {
      * rd_kafka_consumer_poll): the consumer cannot go on, fetch says why. */
     int broken;
     char why[256];
+    /* The last error the client reported, fatal or not: a broker that
+     * cannot be reached over TLS is only "transport failure" in the
+     * metadata's answer, and "SSL handshake failed: ..." here. */
+    char last[256];
     /* What this consumer committed, per partition: the lag counts from it
      * (no round trip to the coordinator on the source's thread). */
     rd_kafka_topic_partition_list_t *done;
@@ -144,8 +152,10 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
             free(one);
         }
     }
-    static const char *const known[] = {"group", "session_timeout_ms", "mechanism", NULL};
+    static const char *const known[] = {"group", "session_timeout_ms", "mechanism", SRC_TLS_KEYS,
+                                        NULL};
     if (!rc) rc = src_url_check_keys(&u, known, err, errcap);
+    if (!rc) rc = src_tls_parse(&u, 0, &c->tls, err, errcap);
     if (!rc) {
         snprintf(c->user, sizeof c->user, "%s", u.user);
         snprintf(c->pass, sizeof c->pass, "%s", u.pass);
@@ -233,6 +243,8 @@ static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
     src_conn *c = opaque;
     char fatal[256] = "";
     if (code == RD_KAFKA_RESP_ERR__FATAL) rd_kafka_fatal_error(rk, fatal, sizeof fatal);
+    if (code != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        snprintf(c->last, sizeof c->last, "%s", fatal[0] ? fatal : reason);
     if (code == RD_KAFKA_RESP_ERR__FATAL || code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
         code == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
         c->broken = 1;
@@ -307,6 +319,21 @@ static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char 
     return ERR_INVAL;
 }
 
+/* SSL with the brokers' certificates verified, chain and host name
+ * (librdkafka's defaults, set again so that they cannot drift), against
+ * the CA file or else the system's trust store (OpenSSL's default paths). */
+static int tls_conf(rd_kafka_conf_t *conf, const src_tls *t, char *err, size_t errcap)
+{
+    int rc = src_tls_check_files(t, err, errcap);
+    if (!rc) rc = set(conf, "enable.ssl.certificate.verification", "true", err, errcap);
+    if (!rc) rc = set(conf, "ssl.endpoint.identification.algorithm", "https", err, errcap);
+    if (!rc && t->ca[0]) rc = set(conf, "ssl.ca.location", t->ca, err, errcap);
+    if (!rc && t->cert[0])
+        rc = set(conf, "ssl.certificate.location", t->cert, err, errcap) ||
+             set(conf, "ssl.key.location", t->key, err, errcap);
+    return rc;
+}
+
 static int connect_(const void *cfgp, const char *consumer, src_conn **out, char *err,
                     size_t errcap)
 {
@@ -335,9 +362,12 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     if (!rc && cfg->session_ms)
         rc = set(conf, "session.timeout.ms", session, err, errcap) ||
              set(conf, "heartbeat.interval.ms", heartbeat, err, errcap);
+    const char *protocol = cfg->user[0] ? (cfg->tls.on ? "sasl_ssl" : "sasl_plaintext")
+                                        : (cfg->tls.on ? "ssl" : "plaintext");
+    if (!rc) rc = set(conf, "security.protocol", protocol, err, errcap);
+    if (!rc && cfg->tls.on) rc = tls_conf(conf, &cfg->tls, err, errcap);
     if (!rc && cfg->user[0])
-        rc = set(conf, "security.protocol", "sasl_plaintext", err, errcap) ||
-             set(conf, "sasl.mechanisms", cfg->mechanism, err, errcap) ||
+        rc = set(conf, "sasl.mechanisms", cfg->mechanism, err, errcap) ||
              set(conf, "sasl.username", cfg->user, err, errcap) ||
              set(conf, "sasl.password", cfg->pass, err, errcap);
     if (rc) {
@@ -366,9 +396,13 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
         t ? rd_kafka_metadata(c->rk, 0, t, &md, SPATE_SOURCE_IO_TIMEOUT_MS) : rd_kafka_last_error();
     if (t) rd_kafka_topic_destroy(t);
     if (e || !md || md->topic_cnt != 1 || md->topics[0].err) {
+        /* The client's errors so far (on_error), for why. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (m) rd_kafka_message_destroy(m);
         if (e || !md || md->topic_cnt != 1)
-            snprintf(err, errcap, "cannot reach the Kafka brokers %s: %s", cfg->brokers,
-                     c->broken ? c->why : rd_kafka_err2str(e));
+            snprintf(err, errcap, "cannot reach the Kafka brokers %s: %s%s%s%s", cfg->brokers,
+                     c->broken ? c->why : rd_kafka_err2str(e), c->last[0] ? " (" : "", c->last,
+                     c->last[0] ? ")" : "");
         else if (md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
             snprintf(err, errcap, "the brokers %s have no topic '%s'", cfg->brokers, cfg->topic);
         else

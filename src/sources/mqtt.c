@@ -4,6 +4,7 @@
  * queued by the broker and delivered when the source is back.
  *
  *   mqtt://[USER:PASS@]HOST[:PORT]/TOPIC-FILTER[?qos=1][&client_id=ID]
+ *   mqtts://... [&ca=FILE][&cert=FILE&key=FILE]   (TLS, port 8883 by default)
  *
  * The session is the client id's: "spate-NODE-SOURCE" unless client_id
  * names one, kept by the broker SPATE_SOURCE_MQTT_SESSION_S after a
@@ -40,6 +41,7 @@
 #include "common/limits.h"
 #include "common/utf8.h"
 #include "sources/connector.h"
+#include "sources/tls.h"
 
 typedef struct mqtt_cfg {
     char host[256];
@@ -50,6 +52,7 @@ typedef struct mqtt_cfg {
     int qos;
     char client_id[256]; /* "": derived from the node's and the source's names */
     char source[256];    /* the source's name (name_cfg) */
+    src_tls tls;
 } mqtt_cfg;
 
 struct src_conn {
@@ -59,6 +62,10 @@ struct src_conn {
     int connack; /* -1: none yet; else the CONNACK's reason code */
     int sub_mid;
     char failed[512]; /* why the connection is to be dropped; "" if it is fine */
+    /* The library's last error line (its log): libmosquitto prints
+     * OpenSSL's reason there ("certificate verify failed") and returns only
+     * "a TLS error occurred". */
+    char lib_error[256];
     int session_present;
     int suback; /* the SUBACK came */
     /* The batch a fetch fills (NULL outside a fetch) and its limits. */
@@ -87,26 +94,22 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
     src_url u;
     int rc = src_url_parse(url, &u, err, errcap);
     if (rc) return rc;
-    static const char *const known[] = {"qos", "client_id", NULL};
+    static const char *const known[] = {"qos", "client_id", SRC_TLS_KEYS, NULL};
     mqtt_cfg *c = calloc(1, sizeof *c);
     if (!c) {
         src_url_free(&u);
         snprintf(err, errcap, "out of memory");
         return ERR_NOMEM;
     }
-    if (strcmp(u.scheme, "mqtts") == 0) {
-        snprintf(err, errcap,
-                 "scheme 'mqtts' (MQTT over TLS) is not supported by this build of "
-                 "spated yet: use mqtt://");
-        rc = ERR_INVAL;
-    }
+    int tls = strcmp(u.scheme, "mqtts") == 0;
     snprintf(c->host, sizeof c->host, "%s", u.host);
-    c->port = u.port ? u.port : 1883;
+    c->port = u.port ? u.port : tls ? 8883 : 1883;
     snprintf(c->user, sizeof c->user, "%s", u.user);
     snprintf(c->pass, sizeof c->pass, "%s", u.pass);
     snprintf(c->filter, sizeof c->filter, "%s", u.path);
     c->qos = 1;
     if (!rc) rc = src_url_check_keys(&u, known, err, errcap);
+    if (!rc) rc = src_tls_parse(&u, tls, &c->tls, err, errcap);
     if (!rc && !c->filter[0]) {
         snprintf(err, errcap,
                  "missing topic filter: the URL's path names it (mqtt://HOST:PORT/TOPIC-FILTER, "
@@ -192,6 +195,13 @@ static void on_subscribe(struct mosquitto *m, void *obj, int mid, int n, const i
         snprintf(c->failed, sizeof c->failed,
                  "the broker granted QoS %d for '%.200s' where %d was asked", granted[0],
                  c->cfg->filter, c->cfg->qos);
+}
+
+static void on_log(struct mosquitto *m, void *obj, int level, const char *line)
+{
+    src_conn *c = obj;
+    (void)m;
+    if (level & MOSQ_LOG_ERR) snprintf(c->lib_error, sizeof c->lib_error, "%s", line);
 }
 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
@@ -414,6 +424,24 @@ static void loop_while(src_conn *c, int (*waiting)(const src_conn *))
     }
 }
 
+/* TLS with the broker's certificate verified (chain and host name) against
+ * t's CA file, or else the system's trust store. */
+static int tls_set(struct mosquitto *m, const src_tls *t, char *err, size_t errcap)
+{
+    int rc = src_tls_check_files(t, err, errcap);
+    if (rc) return rc;
+    if (!t->ca[0]) mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    int r = mosquitto_tls_set(m, t->ca[0] ? t->ca : NULL, t->ca[0] ? NULL : "/etc/ssl/certs",
+                              t->cert[0] ? t->cert : NULL, t->key[0] ? t->key : NULL, NULL);
+    if (r == MOSQ_ERR_SUCCESS) r = mosquitto_tls_opts_set(m, 1, NULL, NULL); /* SSL_VERIFY_PEER */
+    if (r == MOSQ_ERR_SUCCESS) r = mosquitto_tls_insecure_set(m, false);
+    if (r != MOSQ_ERR_SUCCESS) {
+        snprintf(err, errcap, "cannot set up TLS: %s", mosquitto_strerror(r));
+        return ERR_INVAL;
+    }
+    return 0;
+}
+
 static int connect_(const void *cfgp, const char *consumer, src_conn **out, char *err,
                     size_t errcap)
 {
@@ -451,8 +479,13 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     mosquitto_subscribe_v5_callback_set(c->m, on_subscribe);
     mosquitto_message_v5_callback_set(c->m, on_message);
     mosquitto_disconnect_v5_callback_set(c->m, on_disconnect);
+    mosquitto_log_callback_set(c->m, on_log);
     if (cfg->user[0] || cfg->pass[0])
         mosquitto_username_pw_set(c->m, cfg->user, cfg->pass[0] ? cfg->pass : NULL);
+    if (cfg->tls.on && (rc = tls_set(c->m, &cfg->tls, err, errcap)) != 0) {
+        disconnect(c);
+        return rc;
+    }
     mosquitto_property *props = NULL;
     mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
                                  SPATE_SOURCE_MQTT_SESSION_S);
@@ -460,8 +493,9 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
                                    props);
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_SUCCESS) {
-        snprintf(err, errcap, "cannot connect to %s:%d: %s", cfg->host, cfg->port,
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        snprintf(err, errcap, "cannot connect to %s:%d: %s%s%s%s", cfg->host, cfg->port,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 c->lib_error[0] ? " (" : "", c->lib_error, c->lib_error[0] ? ")" : "");
         disconnect(c);
         return ERR_IO;
     }
@@ -475,8 +509,9 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
                  mosquitto_reason_string(c->connack));
         rc = ERR_IO;
     } else if (!connacked) {
+        const char *why = c->failed[0] ? c->failed : c->lib_error;
         snprintf(err, errcap, "no CONNACK from %s:%d%s%s", cfg->host, cfg->port,
-                 c->failed[0] ? ": " : " in time", c->failed);
+                 why[0] ? ": " : " in time", why);
         rc = ERR_IO;
     }
     if (!rc) {

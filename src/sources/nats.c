@@ -6,6 +6,10 @@
  *
  *   nats://[USER:PASS@|TOKEN@]HOST[:PORT]/SUBJECT[?stream=S[&consumer=C][&ack_wait=SECONDS]]
  *   nats://[USER:PASS@|TOKEN@]HOST[:PORT]/SUBJECT[?queue=Q]
+ *   ... [&tls=1[&ca=FILE][&cert=FILE&key=FILE]] [&creds=FILE | &nkey=PUBLIC&seed=FILE]
+ *
+ * Credentials: a user and password, a token, a creds file (a user JWT and
+ * its NKey seed, as nsc writes it) or an NKey and its seed file; one kind.
  *
  * JetStream: the durable consumer C (default "spate-" and the source's
  * name) of stream S is created when missing, with explicit acks, the
@@ -43,6 +47,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "sources/connector.h"
+#include "sources/tls.h"
 
 typedef struct nats_cfg {
     char host[256];
@@ -56,6 +61,10 @@ typedef struct nats_cfg {
     char durable[256];
     int ack_wait_s;
     int ack_wait_given; /* in the URL: an existing consumer must have it */
+    src_tls tls;
+    char creds[512]; /* "": none */
+    char nkey[128];  /* a user's public NKey ("U..."), with its seed file */
+    char seed[512];
 } nats_cfg;
 
 struct src_conn {
@@ -128,10 +137,35 @@ static int param(const src_url *u, const char *key, char *out, size_t cap, char 
     return 0;
 }
 
+/* The credentials other than USER:PASS@ and TOKEN@: one kind at most. */
+static int credentials(const src_url *u, nats_cfg *c, char *err, size_t errcap)
+{
+    int rc;
+    if ((rc = param(u, "creds", c->creds, sizeof c->creds, err, errcap)) ||
+        (rc = param(u, "nkey", c->nkey, sizeof c->nkey, err, errcap)) ||
+        (rc = param(u, "seed", c->seed, sizeof c->seed, err, errcap)))
+        return rc;
+    if (!c->nkey[0] != !c->seed[0]) {
+        snprintf(err, errcap, "an NKey needs both 'nkey' (the public key) and 'seed' (its file)");
+        return ERR_INVAL;
+    }
+    int kinds = (c->user[0] || c->pass[0]) + !!c->token[0] + !!c->creds[0] + !!c->nkey[0];
+    if (kinds > 1) {
+        snprintf(err, errcap,
+                 "one kind of credentials at most: USER:PASS@, TOKEN@, 'creds' or 'nkey' and "
+                 "'seed'");
+        return ERR_INVAL;
+    }
+    return 0;
+}
+
 static int check(const src_url *u, nats_cfg *c, char *err, size_t errcap)
 {
-    static const char *const known[] = {"stream", "consumer", "queue", "ack_wait", NULL};
+    static const char *const known[] = {"stream", "consumer", "queue",      "ack_wait", "creds",
+                                        "nkey",   "seed",     SRC_TLS_KEYS, NULL};
     int rc = src_url_check_keys(u, known, err, errcap);
+    if (!rc) rc = src_tls_parse(u, 0, &c->tls, err, errcap);
+    if (!rc) rc = credentials(u, c, err, errcap);
     if (rc) return rc;
     if (!c->subject[0]) {
         snprintf(err, errcap,
@@ -397,6 +431,21 @@ static natsStatus subscribe_core(src_conn *c, char *err, size_t errcap)
 
 static void *pull(void *arg);
 
+/* TLS with the server's certificate verified against the CA file, or else
+ * Debian's bundle of the system's trust store, and its name against the
+ * URL's host (nats.c checks the name only when told which). */
+static natsStatus tls_options(natsOptions *o, const nats_cfg *cfg)
+{
+    natsStatus s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK)
+        s = natsOptions_LoadCATrustedCertificates(o, cfg->tls.ca[0] ? cfg->tls.ca
+                                                                    : SRC_TLS_SYSTEM_CA_FILE);
+    if (s == NATS_OK && cfg->tls.cert[0])
+        s = natsOptions_LoadCertificatesChain(o, cfg->tls.cert, cfg->tls.key);
+    if (s == NATS_OK) s = natsOptions_SetExpectedHostname(o, cfg->host);
+    return s;
+}
+
 static int connect_(const void *cfgp, const char *consumer, src_conn **out, char *err,
                     size_t errcap)
 {
@@ -414,6 +463,15 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
              cfg->port);
     char name[300];
     snprintf(name, sizeof name, "spated source %s", consumer);
+    /* The files first: the library's message for one it cannot read is
+     * vague. */
+    int frc = src_tls_check_files(&cfg->tls, err, errcap);
+    if (!frc && cfg->creds[0]) frc = src_tls_readable("creds", cfg->creds, err, errcap);
+    if (!frc && cfg->seed[0]) frc = src_tls_readable("NKey seed", cfg->seed, err, errcap);
+    if (frc) {
+        free(c);
+        return frc;
+    }
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK) s = natsOptions_SetURL(o, url);
@@ -425,6 +483,10 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(o, SPATE_SOURCE_NATS_PENDING_MSGS);
     if (s == NATS_OK && cfg->user[0]) s = natsOptions_SetUserInfo(o, cfg->user, cfg->pass);
     if (s == NATS_OK && cfg->token[0]) s = natsOptions_SetToken(o, cfg->token);
+    if (s == NATS_OK && cfg->creds[0])
+        s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds, NULL);
+    if (s == NATS_OK && cfg->nkey[0]) s = natsOptions_SetNKeyFromSeed(o, cfg->nkey, cfg->seed);
+    if (s == NATS_OK && cfg->tls.on) s = tls_options(o, cfg);
     if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
     /* The acks through a second connection that buffers: a batch's acks
      * leave in one write (natsMsg_Ack on the first would write each: a

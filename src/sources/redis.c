@@ -3,6 +3,10 @@
  * with XREADGROUP, entries acknowledged with XACK once spate committed them.
  *
  *   redis://[USER:PASS@]HOST[:PORT]/STREAM?group=G[&consumer=C]
+ *   rediss://... [&ca=FILE][&cert=FILE&key=FILE]   (TLS)
+ *
+ * Debian 12's hiredis (0.14) has no TLS: rediss:// goes through a TLS
+ * relay (tls_relay.h), hiredis speaking to it over a socketpair.
  *
  * The group is created (at the stream's start, MKSTREAM) when missing, so a
  * new source drains what the stream already holds. After every (re)connect
@@ -19,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/err.h"
@@ -27,6 +32,8 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "sources/connector.h"
+#include "sources/tls.h"
+#include "sources/tls_relay.h"
 
 typedef struct redis_cfg {
     char host[256];
@@ -36,10 +43,12 @@ typedef struct redis_cfg {
     char stream[512];
     char group[256];
     char consumer[256]; /* "": the node's */
+    src_tls tls;
 } redis_cfg;
 
 struct src_conn {
     redisContext *c;
+    src_tls_relay *relay; /* rediss: hiredis's socket leads to it */
     const redis_cfg *cfg;
     char consumer[256];
     /* Reading our own pending entries, from after this id; "" once there
@@ -61,7 +70,7 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
     src_url u;
     int rc = src_url_parse(url, &u, err, errcap);
     if (rc) return rc;
-    static const char *const known[] = {"group", "consumer", NULL};
+    static const char *const known[] = {"group", "consumer", SRC_TLS_KEYS, NULL};
     redis_cfg *c = calloc(1, sizeof *c);
     if (!c) {
         src_url_free(&u);
@@ -74,6 +83,7 @@ static int parse(const char *url, void **out, char *err, size_t errcap)
     snprintf(c->pass, sizeof c->pass, "%s", u.pass);
     snprintf(c->stream, sizeof c->stream, "%s", u.path);
     rc = src_url_check_keys(&u, known, err, errcap);
+    if (!rc) rc = src_tls_parse(&u, strcmp(u.scheme, "rediss") == 0, &c->tls, err, errcap);
     if (!rc && !c->stream[0]) {
         snprintf(err, errcap,
                  "missing stream: the URL's path names it (redis://HOST:PORT/STREAM?group=G)");
@@ -129,7 +139,11 @@ static redisReply *command(src_conn *c, int argc, const char **argv, char *err, 
     if (server_error) *server_error = 0;
     redisReply *r = redisCommandArgv(c->c, argc, argv, lens);
     if (!r) {
-        snprintf(err, errcap, "%s: %s", argv[0], c->c->errstr[0] ? c->c->errstr : "no answer");
+        /* Through the relay hiredis sees only the socketpair close: the
+         * relay says why (the broker's TLS alert, a timeout). */
+        const char *why = c->relay ? src_tls_relay_why(c->relay) : "";
+        snprintf(err, errcap, "%s: %s%s%s%s", argv[0], c->c->errstr[0] ? c->c->errstr : "no answer",
+                 why[0] ? " (TLS relay: " : "", why, why[0] ? ")" : "");
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -151,6 +165,7 @@ static void disconnect(src_conn *c)
 {
     if (!c) return;
     if (c->c) redisFree(c->c);
+    src_tls_relay_close(c->relay);
     free(c->unacked);
     free(c);
 }
@@ -166,7 +181,19 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     }
     c->cfg = cfg;
     snprintf(c->consumer, sizeof c->consumer, "%s", cfg->consumer[0] ? cfg->consumer : consumer);
-    c->c = redisConnectWithTimeout(cfg->host, cfg->port, tv_ms(SPATE_SOURCE_IO_TIMEOUT_MS));
+    if (cfg->tls.on) {
+        int fd = -1;
+        int rc = src_tls_relay_open(cfg->host, cfg->port, &cfg->tls, SPATE_SOURCE_IO_TIMEOUT_MS,
+                                    &c->relay, &fd, err, errcap);
+        if (rc) {
+            disconnect(c);
+            return rc;
+        }
+        c->c = redisConnectFd(fd);
+        if (!c->c) close(fd);
+    } else {
+        c->c = redisConnectWithTimeout(cfg->host, cfg->port, tv_ms(SPATE_SOURCE_IO_TIMEOUT_MS));
+    }
     if (!c->c || c->c->err) {
         snprintf(err, errcap, "cannot connect to %s:%d: %s", cfg->host, cfg->port,
                  c->c ? c->c->errstr : "out of memory");

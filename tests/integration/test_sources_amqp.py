@@ -193,7 +193,8 @@ def test_broker_restart_mid_stream_loses_nothing(spated, functions, tmp_path, ra
     ("amqp://h:5672/%2F?queue=q&prefetch=0", "'prefetch' must be a number from 1 to 4096"),
     ("amqp://h:5672/a/b?queue=q", "the path is the vhost"),
     ("amqp://h:99999/?queue=q", "port"),
-    ("amqps://h:5671/?queue=q", "not supported by this build"),
+    ("amqps://h:5671/?queue=q&tls=0", "contradicts the scheme 'amqps'"),
+    ("amqp://h:5672/?queue=q&ca=/ca.pem", "'ca', 'cert' and 'key' are for TLS"),
 ])
 def test_bad_url_is_400_naming_the_problem(spated, u, why):
     status, doc = add_source(spated, "bad", u, "t")

@@ -271,7 +271,7 @@ def test_stop_mid_stream_loses_nothing(spated, functions, tmp_path, mosquitto):
     ("mqtt://127.0.0.1:1883/a+b", "malformed topic filter"),
     ("mqtt://127.0.0.1:1883/a#b", "fragment"),
     ("mqtt://127.0.0.1:1883/a?client_id=", "bad value of 'client_id'"),
-    ("mqtts://127.0.0.1:8883/a", "not supported by this build"),
+    ("mqtts://127.0.0.1:8883/a?cert=/c.pem", "needs both 'cert' and 'key'"),
     ("mqtt://127.0.0.1:0/a", "port"),
 ])
 def test_bad_url_is_400_naming_the_problem(spated, url, why):

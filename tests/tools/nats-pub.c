@@ -9,6 +9,10 @@
  *   nats-pub URL core SUBJECT START N       the same, core NATS, flushed
  *   nats-pub URL one SUBJECT PAYLOAD...     JetStream-publish each PAYLOAD as it is
  *   nats-pub URL info STREAM CONSUMER       "ACK_PENDING NUM_PENDING" of a consumer
+ *
+ * With NATS_CA set (a PEM CA file) it connects over TLS, verified by it;
+ * NATS_CERT and NATS_KEY: a client certificate and its key; NATS_CREDS: a
+ * creds file (user JWT and seed).
  */
 #include <nats/nats.h>
 #include <stdio.h>
@@ -48,7 +52,20 @@ int main(int argc, char **argv)
         return 2;
     }
     natsConnection *nc = NULL;
-    natsStatus s = natsConnection_ConnectTo(&nc, argv[1]);
+    /* NATS_CA (a PEM file): TLS to a server whose certificate it signed
+     * (test_sources_tls.py). */
+    natsOptions *o = NULL;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK) s = natsOptions_SetURL(o, argv[1]);
+    if (s == NATS_OK && getenv("NATS_CA")) s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && getenv("NATS_CA"))
+        s = natsOptions_LoadCATrustedCertificates(o, getenv("NATS_CA"));
+    if (s == NATS_OK && getenv("NATS_CREDS"))
+        s = natsOptions_SetUserCredentialsFromFiles(o, getenv("NATS_CREDS"), NULL);
+    if (s == NATS_OK && getenv("NATS_CERT"))
+        s = natsOptions_LoadCertificatesChain(o, getenv("NATS_CERT"), getenv("NATS_KEY"));
+    if (s == NATS_OK) s = natsConnection_Connect(&nc, o);
+    natsOptions_Destroy(o);
     if (s != NATS_OK) die("connect", s);
     jsCtx *js = NULL;
     jsOptions jo;

@@ -41,7 +41,8 @@ def build_tool(out):
 
 
 class Rabbit:
-    def __init__(self, workdir, tool, user="spate", password="spate"):
+    def __init__(self, workdir, tool, user="spate", password="spate", extra_conf=""):
+        """extra_conf: more rabbitmq.conf lines (a TLS listener)."""
         self.dir = pathlib.Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tool = tool
@@ -54,7 +55,7 @@ class Rabbit:
             f"default_pass = {password}\n"
             # A shared test machine's disk must not raise the alarm that
             # blocks publishers.
-            "disk_free_limit.absolute = 1MB\n")
+            "disk_free_limit.absolute = 1MB\n" + extra_conf)
         (self.dir / "enabled_plugins").write_text("[].\n")
         epmd_port = free_port()
         self.env = dict(os.environ, HOME=str(self.dir), ERL_EPMD_PORT=str(epmd_port),

@@ -83,7 +83,11 @@ static void url_refusals(void)
     check_refused("amqp://h:5672/?queue=q&prefetch=1x", "'prefetch' must be a number from 1");
     check_refused("amqp://h:5672/a/b?queue=q", "the path is the vhost");
     check_refused("amqp://h:99999/?queue=q", "port");
-    check_refused("amqps://h/?queue=q", "not supported by this build");
+    check_refused("amqps://h/?queue=q&tls=2", "'tls' is 1 (TLS) or 0");
+    check_refused("amqps://h/?queue=q&cert=/c.pem", "needs both 'cert' and 'key'");
+    CHECK_INT(sources_check_url("amqps://u:p@h/%2F?queue=q&ca=/ca.pem&cert=/c.pem&key=/k.pem", err,
+                                sizeof err),
+              0);
     char q[400] = "amqp://h/?queue=";
     memset(q + strlen(q), 'a', 256);
     check_refused(q, "over 255 bytes");

@@ -67,7 +67,8 @@ static void urls(void)
     CHECK(strstr(refusal("mqtt://h/a?client_id="), "bad value of 'client_id'") != NULL);
     CHECK(strstr(refusal("mqtt://h/a?client_id=%ff"), "bad value of 'client_id'") != NULL);
     CHECK(strstr(refusal("mqtt://h/a?group=g"), "unknown URL parameter 'group'") != NULL);
-    CHECK(strstr(refusal("mqtts://h/a"), "not supported by this build") != NULL);
+    CHECK(strstr(refusal("mqtts://h/a?tls=0"), "contradicts the scheme") != NULL);
+    CHECK(strstr(refusal("mqtt://h/a?key=/k.pem"), "are for TLS") != NULL);
     CHECK(strstr(refusal("mqtt://h/a#b"), "fragment") != NULL);
 
     /* Through the connector table, and shown redacted. */

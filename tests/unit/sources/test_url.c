@@ -6,6 +6,7 @@
 #include "common/err.h"
 #include "sources/connector.h"
 #include "sources/sources.h"
+#include "sources/tls.h"
 #include "test.h"
 
 static void parts(void)
@@ -103,10 +104,55 @@ static void redaction(void)
     CHECK(strstr(out, "secret") == NULL);
 }
 
+/* sources/tls.c: the TLS parameters every connector reads alike. */
+static int tls_of(const char *url, src_tls *t, char *err, size_t errcap)
+{
+    src_url u;
+    int rc = src_url_parse(url, &u, err, errcap);
+    if (!rc) rc = src_tls_parse(&u, strcmp(u.scheme, "rediss") == 0, t, err, errcap);
+    src_url_free(&u);
+    return rc;
+}
+
+static void tls_params(void)
+{
+    char err[256], out[256];
+    src_tls t;
+    CHECK_INT(tls_of("redis://h/s", &t, err, sizeof err), 0);
+    CHECK_INT(t.on, 0);
+    CHECK_INT(tls_of("rediss://h/s", &t, err, sizeof err), 0);
+    CHECK_INT(t.on, 1);
+    CHECK_STR(t.ca, "");
+    CHECK_INT(
+        tls_of("redis://h/s?tls=1&ca=%2Fetc%2Fca.pem&cert=/c.pem&key=/k.pem", &t, err, sizeof err),
+        0);
+    CHECK_INT(t.on, 1);
+    CHECK_STR(t.ca, "/etc/ca.pem");
+    CHECK_STR(t.cert, "/c.pem");
+    CHECK_STR(t.key, "/k.pem");
+    CHECK_INT(tls_of("rediss://h/s?tls=0", &t, err, sizeof err), ERR_INVAL);
+    CHECK(strstr(err, "contradicts") != NULL);
+    CHECK_INT(tls_of("redis://h/s?ca=/ca.pem", &t, err, sizeof err), ERR_INVAL);
+    CHECK_INT(tls_of("rediss://h/s?key=/k.pem", &t, err, sizeof err), ERR_INVAL);
+    CHECK_INT(tls_of("rediss://h/s?ca=", &t, err, sizeof err), ERR_INVAL);
+    CHECK_INT(tls_of("redis://h/s?tls=true", &t, err, sizeof err), ERR_INVAL);
+    /* A file that is not there is the connect's error, named. */
+    CHECK_INT(tls_of("rediss://h/s?ca=/nonexistent/ca.pem", &t, err, sizeof err), 0);
+    CHECK_INT(src_tls_check_files(&t, err, sizeof err), ERR_IO);
+    CHECK(strstr(err, "cannot read the CA file '/nonexistent/ca.pem'") != NULL);
+    /* Every TLS scheme is known, and its password redacted. */
+    CHECK(connector_for("rediss://h/s", err, sizeof err) != NULL);
+    sources_url_redact("rediss://user:secret@h:1/s?group=g&ca=/ca.pem", out, sizeof out);
+    CHECK_STR(out, "rediss://user:***@h:1/s?group=g&ca=/ca.pem");
+    sources_url_redact("amqps://user:secret@h/%2F?queue=q", out, sizeof out);
+    CHECK_STR(out, "amqps://user:***@h/%2F?queue=q");
+}
+
 int main(void)
 {
     RUN(parts);
     RUN(refusals);
     RUN(redaction);
+    RUN(tls_params);
     return TEST_RESULT();
 }
