@@ -1,10 +1,9 @@
 /*
  * history.c - the ring of the last 15 minutes (metrics/history.h).
  *
- * A frame is a run of rows in the byte ring: [u16 id][u8 kind][payload],
- * the payload a normalized struct of its kind (padding zeroed, so rows
- * compare with memcmp). Frames sit contiguously in the ring; one that does
- * not fit before its end starts again at 0 and the tail is left unused.
+ * A frame is a run of rows in the byte ring (their encoding: ROW_HEAD
+ * below). Frames sit contiguously in the ring; one that does not fit before
+ * its end starts again at 0 and the tail is left unused.
  */
 #include "metrics/history.h"
 
@@ -16,23 +15,63 @@
 #include "common/err.h"
 #include "common/strmap.h"
 
-typedef union history_value {
-    history_fn fn;
-    history_topic topic;
-    history_source src;
-} history_value;
+/* A series' second as field codes: integers as they are, floats as q16
+ * codes (below). Rows compare field by field. */
+#define FIELDS_MAX 12
+typedef struct hvals {
+    uint32_t f[FIELDS_MAX];
+} hvals;
 
-static const size_t payload_size[HISTORY_KINDS] = {sizeof(history_fn), sizeof(history_topic),
-                                                   sizeof(history_source)};
+/* Function fields, in this order: busy, idle, starting, cold starts,
+ * backlog, then the floats arrivals, completions, p50, p99, eta, deadline,
+ * then flags (1 triggered, 2 at risk). Topics: depth, oldest (float).
+ * Sources: lag (float), connected. */
+enum { F_BUSY, F_IDLE, F_STARTING, F_COLD, F_BACKLOG, F_ARRIVALS, F_COMPLETIONS, F_P50,
+       F_P99,  F_ETA,  F_DEADLINE, F_FLAGS };
+static const uint8_t nfields[HISTORY_KINDS] = {12, 2, 2};
+static const uint16_t float_fields[HISTORY_KINDS] = {0x7e0, 0x2, 0x1};
 
-#define ROW_HEAD 3
+/* Row: [u16 id][u8 kind][u16 mask of the fields that follow], then each
+ * field of the mask: a float's q16 code in 2 bytes, an integer as a LEB128
+ * varint. In a keyframe the mask names the fields that are not zero; in a
+ * delta, those that changed. */
+#define ROW_HEAD 5
+
+/* q16: a float to 3 significant digits in 16 bits, what a chart shows and
+ * what counts as a change: 0 is 0; (e + 32) << 10 | m is m x 10^e with m in
+ * 100..999; Q16_INF infinity; Q16_NONE a negative (-1: unknown). */
+#define Q16_INF 0xffffu
+#define Q16_NONE 0xfffeu
+
+static uint32_t q16(double x)
+{
+    if (isnan(x) || x < 0) return Q16_NONE;
+    if (isinf(x)) return Q16_INF;
+    if (x < 1e-30) return 0;
+    int e = (int)floor(log10(x)) - 2;
+    double m = round(x / pow(10, e));
+    if (m >= 1000) {
+        m = 100;
+        e++;
+    }
+    if (e > 30) return Q16_INF;
+    return (uint32_t)((e + 32) << 10) | (uint32_t)m;
+}
+
+static double q16_value(uint32_t c)
+{
+    if (c == 0) return 0;
+    if (c == Q16_INF) return INFINITY;
+    if (c == Q16_NONE) return -1;
+    return (double)(c & 0x3ff) * pow(10, (int)(c >> 10) - 32);
+}
 
 typedef struct hname {
     char *key; /* the kind's letter, then the name: the map's key */
     uint8_t kind, present;
     int64_t last_ref_ms; /* the time of the newest frame with a row of it */
-    history_value last;  /* what a reader holds after the newest frame */
-    history_value cur;   /* this frame's */
+    hvals last;          /* what a reader holds after the newest frame */
+    hvals cur;           /* this frame's */
 } hname;
 
 typedef struct frame {
@@ -107,7 +146,9 @@ static void evict_minute(history *h)
     }
 }
 
-/* Where len bytes go, evicting what they need; -1 if they never fit. */
+/* Where len bytes go, evicting what they need; -1 if they never fit. The
+ * frames lie in [tail, head), or wrapped: [tail, end of the last) and
+ * [0, head). */
 static long place(history *h, size_t len)
 {
     if (len > h->cap) return -1;
@@ -117,10 +158,10 @@ static long place(history *h, size_t len)
             return 0;
         }
         size_t tail = frame_at(h, 0)->off;
-        if (h->head > tail || (h->head == tail && h->count == 0)) {
+        if (h->head > tail) {
             if (h->cap - h->head >= len) return (long)h->head;
             if (tail >= len) return 0; /* wraps: the end stays unused */
-        } else if (tail - h->head >= len) {
+        } else if (h->head < tail && tail - h->head >= len) {
             return (long)h->head;
         }
         evict_minute(h);
@@ -173,16 +214,7 @@ void history_begin(history *h, int64_t now_ms)
         }
 }
 
-/* Three significant digits: what a chart shows, and what counts as a change. */
-static float q3(double x)
-{
-    if (x == 0 || !isfinite(x)) return (float)x;
-    double e = floor(log10(fabs(x)));
-    double scale = pow(10, 2 - e);
-    return (float)(round(x * scale) / scale);
-}
-
-static void put(history *h, enum history_kind kind, const char *name, const history_value *v)
+static void put(history *h, enum history_kind kind, const char *name, const hvals *v)
 {
     if (!h->building) return;
     hname *e = name_get(h, kind, name);
@@ -196,43 +228,86 @@ static void put(history *h, enum history_kind kind, const char *name, const hist
 
 void history_put_fn(history *h, const char *name, const history_fn *v)
 {
-    history_value x;
-    memset(&x, 0, sizeof x);
-    x.fn.busy = v->busy;
-    x.fn.idle = v->idle;
-    x.fn.starting = v->starting;
-    x.fn.cold_starts = v->cold_starts;
-    x.fn.backlog = v->backlog;
-    x.fn.arrivals = q3(v->arrivals);
-    x.fn.completions = q3(v->completions);
-    x.fn.p50_ms = q3(v->p50_ms);
-    x.fn.p99_ms = q3(v->p99_ms);
-    x.fn.eta_s = q3(v->eta_s);
-    x.fn.deadline_s = q3(v->deadline_s);
-    x.fn.triggered = v->triggered ? 1 : 0;
-    x.fn.at_risk = v->at_risk ? 1 : 0;
+    hvals x = {{v->busy, v->idle, v->starting, v->cold_starts, v->backlog, q16(v->arrivals),
+                q16(v->completions), q16(v->p50_ms), q16(v->p99_ms), q16(v->eta_s),
+                q16(v->deadline_s),
+                (uint32_t)(v->triggered ? 1 : 0) | (uint32_t)(v->at_risk ? 2 : 0)}};
     put(h, HISTORY_FUNCTION, name, &x);
 }
 
 void history_put_topic(history *h, const char *name, const history_topic *v)
 {
-    history_value x;
-    memset(&x, 0, sizeof x);
-    x.topic.depth = v->depth;
-    x.topic.oldest_s = q3(v->oldest_s);
+    hvals x = {{v->depth, q16(v->oldest_s)}};
     put(h, HISTORY_TOPIC, name, &x);
 }
 
 void history_put_source(history *h, const char *name, const history_source *v)
 {
-    history_value x;
-    memset(&x, 0, sizeof x);
-    x.src.lag = v->lag < 0 ? -1.0f : q3(v->lag);
-    x.src.connected = v->connected ? 1 : 0;
+    hvals x = {{q16(v->lag), v->connected ? 1u : 0u}};
     put(h, HISTORY_SOURCE, name, &x);
 }
 
-static const history_value zero_value;
+static int is_zero(const hvals *v, int kind)
+{
+    for (int i = 0; i < nfields[kind]; i++)
+        if (v->f[i]) return 0;
+    return 1;
+}
+
+/* Appends a row of the fields of mask; 0 or the buffer's error. */
+static int write_row(buf *out, size_t id, int kind, unsigned mask, const hvals *v)
+{
+    uint8_t row[ROW_HEAD + FIELDS_MAX * 5], *p = row;
+    *p++ = (uint8_t)(id & 0xff);
+    *p++ = (uint8_t)(id >> 8);
+    *p++ = (uint8_t)kind;
+    *p++ = (uint8_t)(mask & 0xff);
+    *p++ = (uint8_t)(mask >> 8);
+    for (int i = 0; i < nfields[kind]; i++) {
+        if (!(mask & (1u << i))) continue;
+        uint32_t x = v->f[i];
+        if (float_fields[kind] & (1u << i)) {
+            *p++ = (uint8_t)(x & 0xff);
+            *p++ = (uint8_t)(x >> 8);
+            continue;
+        }
+        do {
+            *p++ = (uint8_t)((x & 0x7f) | (x > 0x7f ? 0x80 : 0));
+            x >>= 7;
+        } while (x);
+    }
+    return buf_append(out, row, (size_t)(p - row));
+}
+
+/* Reads the row at p into v (the fields of its mask; the others are left
+ * as they are) and returns the byte after it, or NULL past end. */
+static const uint8_t *read_row(const uint8_t *p, const uint8_t *end, size_t *id, int *kind,
+                               hvals *v)
+{
+    if (end - p < ROW_HEAD) return NULL;
+    *id = (size_t)p[0] | (size_t)p[1] << 8;
+    *kind = p[2];
+    unsigned mask = (unsigned)p[3] | (unsigned)p[4] << 8;
+    p += ROW_HEAD;
+    if (*kind >= HISTORY_KINDS) return NULL;
+    for (int i = 0; i < nfields[*kind]; i++) {
+        if (!(mask & (1u << i))) continue;
+        if (float_fields[*kind] & (1u << i)) {
+            if (end - p < 2) return NULL;
+            v->f[i] = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+            p += 2;
+            continue;
+        }
+        uint32_t x = 0;
+        for (int shift = 0;; shift += 7) {
+            if (p >= end || shift > 28) return NULL;
+            x |= (uint32_t)(*p & 0x7f) << shift;
+            if (!(*p++ & 0x80)) break;
+        }
+        v->f[i] = x;
+    }
+    return p;
+}
 
 void history_end(history *h)
 {
@@ -243,13 +318,11 @@ void history_end(history *h)
     for (size_t id = 0; id < h->nids; id++) {
         hname *e = h->ids[id];
         if (!e) continue;
-        size_t size = payload_size[e->kind];
-        int write =
-            h->key ? memcmp(&e->cur, &zero_value, size) != 0 : memcmp(&e->cur, &e->last, size) != 0;
-        if (write) {
-            uint8_t head[ROW_HEAD] = {(uint8_t)(id & 0xff), (uint8_t)(id >> 8), e->kind};
-            if (buf_append(&h->scratch, head, sizeof head) != 0 ||
-                buf_append(&h->scratch, &e->cur, size) != 0) {
+        unsigned mask = 0;
+        for (int i = 0; i < nfields[e->kind]; i++)
+            if (h->key ? e->cur.f[i] != 0 : e->cur.f[i] != e->last.f[i]) mask |= 1u << i;
+        if (mask) {
+            if (write_row(&h->scratch, id, e->kind, mask, &e->cur) != 0) {
                 h->dropped++;
                 continue;
             }
@@ -257,8 +330,7 @@ void history_end(history *h)
         }
         e->last = e->cur;
         /* Zero, and no frame left refers to it: its id may serve another. */
-        if (!e->present && !write && e->last_ref_ms < oldest &&
-            memcmp(&e->cur, &zero_value, size) == 0) {
+        if (!e->present && !mask && e->last_ref_ms < oldest && is_zero(&e->cur, e->kind)) {
             strmap_remove(&h->byname, e->key);
             free(e->key);
             free(e);
@@ -284,12 +356,10 @@ void history_end(history *h)
         h->dropped++;
         return;
     }
-    memcpy(h->data + at, h->scratch.data, h->scratch.len);
+    if (h->scratch.len) memcpy(h->data + at, h->scratch.data, h->scratch.len);
     h->head = (size_t)at + h->scratch.len;
     frame *f = &h->frames[(h->first + h->count) % HISTORY_FRAMES];
-    *f = (frame){.t_ms = h->now_ms,
-                 .off = (uint32_t)at,
-                 .len = (uint32_t)h->scratch.len,
+    *f = (frame){.t_ms = h->now_ms, .off = (uint32_t)at, .len = (uint32_t)h->scratch.len,
                  .key = (uint8_t)h->key};
     h->count++;
     if (h->key) {
@@ -303,48 +373,69 @@ void history_end(history *h)
 static void num(buf *out, double v)
 {
     if (isinf(v))
-        buf_append_str(out, "\"inf\"");
-    else if (isnan(v))
-        buf_append_str(out, "null");
+        buf_append_str(out, ",\"inf\"");
+    else if (v < 0)
+        buf_append_str(out, ",null");
     else
-        buf_printf(out, "%.4g", v);
+        buf_printf(out, ",%.4g", v);
 }
 
-static void row_json(const history *h, buf *out, size_t id, int kind, const history_value *v,
-                     int *first)
+/* A row of the answer: the name, then the fields in docs/api.md's order. */
+static void row_json(const history *h, buf *out, size_t id, int kind, const hvals *v, int *first)
 {
-    const char *name = h->ids[id] ? h->ids[id]->key + 1 : "?";
+    const char *name = id < h->nids && h->ids[id] ? h->ids[id]->key + 1 : "?";
     buf_printf(out, "%s[\"%s\"", *first ? "" : ",", name);
     *first = 0;
+    const uint32_t *f = v->f;
     if (kind == HISTORY_FUNCTION) {
-        const history_fn *f = &v->fn;
-        buf_printf(out, ",%u,%u,%u,%u,", f->busy, f->idle, f->starting, f->backlog);
-        num(out, f->arrivals);
-        buf_append_str(out, ",");
-        num(out, f->completions);
-        buf_append_str(out, ",");
-        num(out, f->p50_ms > 0 ? f->p50_ms : NAN);
-        buf_append_str(out, ",");
-        num(out, f->p99_ms > 0 ? f->p99_ms : NAN);
-        buf_append_str(out, ",");
-        num(out, f->triggered && f->eta_s >= 0 ? f->eta_s : NAN);
-        buf_append_str(out, ",");
-        num(out, f->deadline_s > 0 ? f->deadline_s : NAN);
-        buf_printf(out, ",%u,%u]", f->cold_starts, f->at_risk);
+        int triggered = f[F_FLAGS] & 1;
+        buf_printf(out, ",%u,%u,%u,%u", f[F_BUSY], f[F_IDLE], f[F_STARTING], f[F_BACKLOG]);
+        num(out, q16_value(f[F_ARRIVALS]));
+        num(out, q16_value(f[F_COMPLETIONS]));
+        num(out, f[F_P50] ? q16_value(f[F_P50]) : -1);
+        num(out, f[F_P99] ? q16_value(f[F_P99]) : -1);
+        num(out, triggered ? q16_value(f[F_ETA]) : -1);
+        num(out, f[F_DEADLINE] ? q16_value(f[F_DEADLINE]) : -1);
+        buf_printf(out, ",%u,%u]", f[F_COLD], (f[F_FLAGS] >> 1) & 1);
     } else if (kind == HISTORY_TOPIC) {
-        buf_printf(out, ",%u,", v->topic.depth);
-        num(out, v->topic.oldest_s);
+        buf_printf(out, ",%u", f[0]);
+        num(out, q16_value(f[1]));
         buf_append_str(out, "]");
     } else {
-        num(out, v->src.lag >= 0 ? v->src.lag : NAN);
-        buf_printf(out, ",%u]", v->src.connected);
+        num(out, q16_value(f[0]));
+        buf_printf(out, ",%u]", f[1]);
     }
 }
 
-/* Rows of one frame, kind by kind. full: the state (every row not zero)
- * instead of the frame's own rows. */
-static void frame_json(const history *h, buf *out, const frame *f, int full,
-                       const history_value *state, const uint8_t *kinds)
+/* Applies frame f to state (a keyframe starts from zero); the ids of its
+ * rows go to ids (each once) when it is not NULL. */
+static void apply(const history *h, const frame *f, hvals *state, uint8_t *kinds, size_t *ids,
+                  size_t *nids)
+{
+    if (f->key) {
+        memset(state, 0, h->nids * sizeof *state);
+        memset(kinds, 0, h->nids);
+    }
+    if (nids) *nids = 0;
+    const uint8_t *p = h->data + f->off, *end = p + f->len;
+    while (p < end) {
+        size_t id;
+        int kind;
+        hvals v;
+        memset(&v, 0, sizeof v);
+        const uint8_t *next = read_row(p, end, &id, &kind, &v);
+        if (!next || id >= h->nids) break;
+        /* Read again over the state: a delta keeps the fields it does not name. */
+        if (f->key) memset(&state[id], 0, sizeof state[id]);
+        read_row(p, end, &id, &kind, &state[id]);
+        kinds[id] = (uint8_t)(kind + 1);
+        if (ids) ids[(*nids)++] = id;
+        p = next;
+    }
+}
+
+static void frame_json(const history *h, buf *out, const frame *f, int full, const hvals *state,
+                       const uint8_t *kinds, const size_t *ids, size_t nids)
 {
     static const char *member[HISTORY_KINDS] = {"functions", "topics", "sources"};
     buf_printf(out, "{\"t\":%lld,\"full\":%s", (long long)f->t_ms, full ? "true" : "false");
@@ -353,43 +444,15 @@ static void frame_json(const history *h, buf *out, const frame *f, int full,
         int first = 1;
         if (full) {
             for (size_t id = 0; id < h->nids; id++)
-                if (kinds[id] == k + 1 && memcmp(&state[id], &zero_value, payload_size[k]) != 0)
+                if (kinds[id] == k + 1 && !is_zero(&state[id], k))
                     row_json(h, out, id, k, &state[id], &first);
         } else {
-            const uint8_t *p = h->data + f->off, *end = p + f->len;
-            while (p + ROW_HEAD <= end) {
-                size_t id = (size_t)p[0] | (size_t)p[1] << 8;
-                int kind = p[2];
-                history_value v;
-                memset(&v, 0, sizeof v);
-                memcpy(&v, p + ROW_HEAD, payload_size[kind]);
-                if (kind == k) row_json(h, out, id, kind, &v, &first);
-                p += ROW_HEAD + payload_size[kind];
-            }
+            for (size_t i = 0; i < nids; i++)
+                if (kinds[ids[i]] == k + 1) row_json(h, out, ids[i], k, &state[ids[i]], &first);
         }
         buf_append_str(out, "]");
     }
     buf_append_str(out, "}");
-}
-
-/* Applies frame f to state (a keyframe starts from zero). */
-static void apply(const history *h, const frame *f, history_value *state, uint8_t *kinds)
-{
-    if (f->key) {
-        memset(state, 0, h->nids * sizeof *state);
-        memset(kinds, 0, h->nids);
-    }
-    const uint8_t *p = h->data + f->off, *end = p + f->len;
-    while (p + ROW_HEAD <= end) {
-        size_t id = (size_t)p[0] | (size_t)p[1] << 8;
-        int kind = p[2];
-        if (id < h->nids) {
-            memset(&state[id], 0, sizeof state[id]);
-            memcpy(&state[id], p + ROW_HEAD, payload_size[kind]);
-            kinds[id] = (uint8_t)(kind + 1);
-        }
-        p += ROW_HEAD + payload_size[kind];
-    }
 }
 
 int history_json(const history *h, buf *out, int64_t since_ms, int delta, size_t max_bytes)
@@ -397,19 +460,21 @@ int history_json(const history *h, buf *out, int64_t since_ms, int delta, size_t
     size_t start = 0;
     while (start < h->count && frame_at(h, start)->t_ms <= since_ms) start++;
     int have = delta && start > 0 && frame_at(h, start - 1)->t_ms == since_ms;
-    history_value *state = NULL;
-    uint8_t *kinds = NULL;
-    if (!have && start < h->count) {
-        state = calloc(h->nids ? h->nids : 1, sizeof *state);
-        kinds = calloc(h->nids ? h->nids : 1, 1);
-        if (!state || !kinds) {
-            free(state);
-            free(kinds);
-            return ERR_NOMEM;
-        }
+    size_t n = h->nids ? h->nids : 1;
+    hvals *state = calloc(n, sizeof *state);
+    uint8_t *kinds = calloc(n, 1);
+    size_t *ids = calloc(n, sizeof *ids);
+    if (!state || !kinds || !ids) {
+        free(state);
+        free(kinds);
+        free(ids);
+        return ERR_NOMEM;
+    }
+    /* The state before the first frame answered, from the keyframe before it. */
+    if (start < h->count) {
         size_t k = start;
         while (k > 0 && !frame_at(h, k)->key) k--;
-        for (size_t i = k; i <= start; i++) apply(h, frame_at(h, i), state, kinds);
+        for (size_t i = k; i < start; i++) apply(h, frame_at(h, i), state, kinds, NULL, NULL);
     }
     buf_printf(out,
                "\"interval_ms\":1000,\"keep_s\":%d,\"oldest_ms\":%lld,\"newest_ms\":%lld,"
@@ -425,14 +490,17 @@ int history_json(const history *h, buf *out, int64_t since_ms, int delta, size_t
             next_since = frame_at(h, i - 1)->t_ms;
             break;
         }
+        size_t nrows;
+        apply(h, f, state, kinds, ids, &nrows);
         if (i > start) buf_append_str(out, ",");
-        frame_json(h, out, f, i == start && !have, state, kinds);
+        frame_json(h, out, f, (i == start && !have) || f->key, state, kinds, ids, nrows);
     }
     buf_append_str(out, "],\"truncated\":");
     int rc = truncated ? buf_printf(out, "true,\"next_since\":%lld", (long long)next_since)
                        : buf_append_str(out, "false");
     free(state);
     free(kinds);
+    free(ids);
     return rc;
 }
 

@@ -25,7 +25,7 @@ def chromium():
 class Browser:
     """One headless Chromium and one page in it."""
 
-    def __init__(self, profile, width=1280, height=1000):
+    def __init__(self, profile, width=1280, height=1000, args=()):
         to_r, self._to = os.pipe()  # we write, Chromium reads on fd 3
         self._from, from_w = os.pipe()  # Chromium writes on fd 4
         # High numbers first, so the dup2s below cannot overwrite each other.
@@ -41,7 +41,7 @@ class Browser:
         self.proc = subprocess.Popen(
             [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
              "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-             f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank"],
+             f"--window-size={width},{height}", "--remote-debugging-pipe", *args, "about:blank"],
             pass_fds=(3, 4), preexec_fn=child, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         os.close(hi_r)
@@ -81,7 +81,7 @@ class Browser:
         mid = self._id
         msg = {"id": mid, "method": method, "params": params or {}}
         if session:
-            msg["sessionId"] = self.session
+            msg["sessionId"] = self.session if session is True else session
         os.write(self._to, json.dumps(msg).encode() + b"\0")
         deadline = time.time() + timeout
         with self._cv:
@@ -96,6 +96,12 @@ class Browser:
         if "error" in doc:
             raise RuntimeError(f"{method}: {doc['error']}")
         return doc["result"]
+
+    def another_page(self, url):
+        """Opens url in one more page (bench/console: pages side by side) and
+        returns its session, for send(..., session=...)."""
+        target = self.send("Target.createTarget", {"url": url})["targetId"]
+        return self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
 
     def size(self, width, height, mobile=False):
         self.send("Emulation.setDeviceMetricsOverride",
