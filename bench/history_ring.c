@@ -31,7 +31,7 @@ int main(int argc, char **argv)
     if (n < 1 || every < 1) return 2;
     history *h = history_create(HISTORY_BYTES_DEFAULT);
     if (!h) return 1;
-    char (*names)[32] = malloc((size_t)n * sizeof *names);
+    char(*names)[32] = malloc((size_t)n * sizeof *names);
     for (int k = 0; k < n; k++) snprintf(names[k], sizeof names[k], "function-%d", k);
     const int seconds = 16 * 60;
     double spent = 0;
@@ -41,9 +41,13 @@ int main(int argc, char **argv)
         for (int k = 0; k < n; k++) {
             /* Function k changes every `every` seconds, staggered. */
             int step = (s + k) / every;
-            history_fn f = {.busy = (uint16_t)(step % 4), .idle = 1, .backlog = (uint32_t)(step % 50),
-                            .completions = (float)(step % 9), .arrivals = (float)(step % 9),
-                            .p50_ms = 2.5f, .p99_ms = 9.0f + (float)(step % 3)};
+            history_fn f = {.busy = (uint16_t)(step % 4),
+                            .idle = 1,
+                            .backlog = (uint32_t)(step % 50),
+                            .completions = (float)(step % 9),
+                            .arrivals = (float)(step % 9),
+                            .p50_ms = 2.5f,
+                            .p99_ms = 9.0f + (float)(step % 3)};
             history_put_fn(h, names[k], &f);
             if (k % 10 == 0) {
                 history_topic q = {.depth = (uint32_t)(step % 50), .oldest_s = 0.5f};
@@ -55,12 +59,13 @@ int main(int argc, char **argv)
     }
     history_stats st;
     history_get_stats(h, &st);
-    printf("{\"functions\": %d, \"change_every_s\": %d, \"memory_bytes\": %zu, \"ring_bytes\": %zu, "
-           "\"ring_bytes_used\": %zu, \"minutes_kept\": %.1f, \"sample_us\": %.1f, \"dropped\": "
-           "%llu}\n",
-           n, every, st.memory, st.bytes_max, st.bytes_used,
-           (double)(st.newest_ms - st.oldest_ms) / 60000.0, spent / seconds * 1e6,
-           (unsigned long long)st.dropped_rows);
+    printf(
+        "{\"functions\": %d, \"change_every_s\": %d, \"memory_bytes\": %zu, \"ring_bytes\": %zu, "
+        "\"ring_bytes_used\": %zu, \"minutes_kept\": %.1f, \"sample_us\": %.1f, \"dropped\": "
+        "%llu}\n",
+        n, every, st.memory, st.bytes_max, st.bytes_used,
+        (double)(st.newest_ms - st.oldest_ms) / 60000.0, spent / seconds * 1e6,
+        (unsigned long long)st.dropped_rows);
     history_free(h);
     free(names);
     return 0;

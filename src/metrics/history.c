@@ -26,8 +26,20 @@ typedef struct hvals {
  * backlog, then the floats arrivals, completions, p50, p99, eta, deadline,
  * then flags (1 triggered, 2 at risk). Topics: depth, oldest (float).
  * Sources: lag (float), connected. */
-enum { F_BUSY, F_IDLE, F_STARTING, F_COLD, F_BACKLOG, F_ARRIVALS, F_COMPLETIONS, F_P50,
-       F_P99,  F_ETA,  F_DEADLINE, F_FLAGS };
+enum {
+    F_BUSY,
+    F_IDLE,
+    F_STARTING,
+    F_COLD,
+    F_BACKLOG,
+    F_ARRIVALS,
+    F_COMPLETIONS,
+    F_P50,
+    F_P99,
+    F_ETA,
+    F_DEADLINE,
+    F_FLAGS
+};
 static const uint8_t nfields[HISTORY_KINDS] = {12, 2, 2};
 static const uint16_t float_fields[HISTORY_KINDS] = {0x7e0, 0x2, 0x1};
 
@@ -359,7 +371,9 @@ void history_end(history *h)
     if (h->scratch.len) memcpy(h->data + at, h->scratch.data, h->scratch.len);
     h->head = (size_t)at + h->scratch.len;
     frame *f = &h->frames[(h->first + h->count) % HISTORY_FRAMES];
-    *f = (frame){.t_ms = h->now_ms, .off = (uint32_t)at, .len = (uint32_t)h->scratch.len,
+    *f = (frame){.t_ms = h->now_ms,
+                 .off = (uint32_t)at,
+                 .len = (uint32_t)h->scratch.len,
                  .key = (uint8_t)h->key};
     h->count++;
     if (h->key) {
