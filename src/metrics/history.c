@@ -55,13 +55,24 @@ static const uint16_t float_fields[HISTORY_KINDS] = {0x7e0, 0x2, 0x1};
 #define Q16_INF 0xffffu
 #define Q16_NONE 0xfffeu
 
+/* 10^(i - 32): q16's exponents without pow(). */
+static double pow10_table[64];
+
+static double pow10i(int e)
+{
+    if (pow10_table[32] == 0)
+        for (int i = 0; i < 64; i++) pow10_table[i] = pow(10, i - 32);
+    return pow10_table[e + 32];
+}
+
 static uint32_t q16(double x)
 {
     if (isnan(x) || x < 0) return Q16_NONE;
     if (isinf(x)) return Q16_INF;
     if (x < 1e-30) return 0;
+    if (x >= 1e32) return Q16_INF;
     int e = (int)floor(log10(x)) - 2;
-    double m = round(x / pow(10, e));
+    double m = round(x / pow10i(e));
     if (m >= 1000) {
         m = 100;
         e++;
@@ -75,7 +86,7 @@ static double q16_value(uint32_t c)
     if (c == 0) return 0;
     if (c == Q16_INF) return INFINITY;
     if (c == Q16_NONE) return -1;
-    return (double)(c & 0x3ff) * pow(10, (int)(c >> 10) - 32);
+    return (double)(c & 0x3ff) * pow10i((int)(c >> 10) - 32);
 }
 
 typedef struct hname {

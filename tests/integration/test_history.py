@@ -6,14 +6,13 @@ Pages are driven in headless Chromium (cdp.py); screenshots are kept in
 build/test-artifacts/."""
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
 from cdp import Browser
 from conftest import BUILD, wait_for
+from test_observability import Load
 
 ADMIN = "adm1n-token-0123456789"
 READ = "pub-token-0123456789"
@@ -28,31 +27,6 @@ def artifacts():
 def history(d, query="", headers=None):
     status, _, body = d.request("GET", "/v1/history" + query, headers=headers)
     return status, json.loads(body)
-
-
-class Load:
-    """Invokes a function from several threads until stopped."""
-
-    def __init__(self, d, name, payload, threads=3):
-        self.d, self.name, self.payload = d, name, payload
-        self.stop = threading.Event()
-        self.ok = 0
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
-
-    def run(self):
-        while not self.stop.is_set():
-            if self.d.invoke(self.name, self.payload)[0] == 200:
-                self.ok += 1
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
 
 
 def test_history_parameters(spated):
