@@ -103,6 +103,9 @@ function drawChart(svg, series, unit, spark = false) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
   while (svg.firstChild) svg.removeChild(svg.firstChild);
+  // The x-axis spans the history held (a minute at least, KEEP at most): a
+  // page opened after a short day draws that day across the chart.
+  const span = Math.min(KEEP, Math.max(60, ...series.map((s) => s.values.length)));
   let max = 0;
   for (const s of series) for (const v of s.values) if (v !== null && Number.isFinite(v)) max = Math.max(max, v);
   if (max <= 0) max = 1;
@@ -113,9 +116,9 @@ function drawChart(svg, series, unit, spark = false) {
     el("text", { x: L - 3, y: T + 8, "text-anchor": "end" }, svg).textContent = fmt(max / 1.1, unit);
     el("text", { x: L - 3, y: H - B, "text-anchor": "end" }, svg).textContent = "0";
     el("text", { x: W, y: H - 2, "text-anchor": "end" }, svg).textContent = "now";
-    el("text", { x: L, y: H - 2 }, svg).textContent = `-${KEEP / 60} min`;
+    el("text", { x: L, y: H - 2 }, svg).textContent = span >= 120 ? `-${Math.round(span / 60)} min` : `-${span} s`;
   }
-  const x = (i) => L + ((W - L) * (KEEP - 1 - i)) / (KEEP - 1);
+  const x = (i) => L + ((W - L) * (span - 1 - i)) / (span - 1);
   const y = (v) => H - B - ((H - B - T) * Math.min(v, max)) / max;
   const last = {};
   for (const s of series) {
