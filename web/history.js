@@ -82,7 +82,7 @@ async function historyUpdate(headers) {
     for (const s of doc.samples) if (s.t > h.last) historyApply(s);
     if (!doc.truncated) break;
   }
-  document.body.dataset.historySamples = String(h.times.length);
+  document.documentElement.dataset.historySamples = String(h.times.length);
   return 200;
 }
 

@@ -450,7 +450,7 @@ def dashboard_picture(port, path):
     from cdp import Browser
     with tempfile.TemporaryDirectory() as profile, Browser(pathlib.Path(profile) / "p") as b:
         b.open(f"http://127.0.0.1:{port}/ui/")
-        seconds = b.wait("Number(document.body.dataset.historySamples || 0)")
+        seconds = b.wait("Number(document.documentElement.dataset.historySamples || 0)")
         time.sleep(1)  # the charts are drawn with the scrape after
         b.screenshot(path)
     return seconds

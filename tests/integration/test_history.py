@@ -76,7 +76,7 @@ def test_page_opened_after_a_minute_shows_it(spated, functions, tmp_path):
         # Opened now, the page draws the minute before at once.
         with Browser(tmp_path / "profile") as b:
             b.open(f"{d.url}/ui/")
-            b.wait("Number(document.body.dataset.historySamples || 0) >= 55")
+            b.wait("Number(document.documentElement.dataset.historySamples || 0) >= 55")
             points = b.eval("Number(document.querySelector('#fn-slow svg[data-chart=instances]')"
                             ".dataset.points)")
             busy = b.eval("historyOf('functions', 'slow').busy")
