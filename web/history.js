@@ -86,9 +86,15 @@ async function historyUpdate(headers) {
   return 200;
 }
 
-// The series of one function, field by field ({busy: [...], ...}), or null.
+// The series of one function, topic or source, field by field ({busy:
+// [...], ...}); one the history never held was zero all along.
 function historyOf(kind, name) {
-  return spateHistory.kinds[kind].series.get(name) || null;
+  const k = spateHistory.kinds[kind];
+  const s = k.series.get(name);
+  if (s) return s;
+  const zero = {};
+  for (const c of k.cols) zero[c] = new Array(spateHistory.times.length).fill(c in HISTORY_ABSENT ? null : 0);
+  return zero;
 }
 
 // The newest row of each function ({name -> {busy, ..., eta, deadline}}).
@@ -99,7 +105,6 @@ function historyLatest(kind) {
 // Draws a function card's charts (app.js functionCard) from the history.
 function drawFunctionHistory(card, name) {
   const s = historyOf("functions", name);
-  if (!s) return;
   drawChart(card.charts.instances, [
     { name: "busy", color: "var(--busy)", values: s.busy },
     { name: "idle", color: "var(--idle)", values: s.idle },
@@ -123,6 +128,5 @@ function drawFunctionHistory(card, name) {
 
 // A topic's depth over the history (app.js's sparkline).
 function topicDepthHistory(name) {
-  const s = historyOf("topics", name);
-  return s ? s.depth : [];
+  return historyOf("topics", name).depth;
 }
