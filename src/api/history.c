@@ -18,6 +18,7 @@
 #include "api/internal.h"
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/fmt.h"
 #include "common/parse.h"
 #include "common/strmap.h"
 #include "metrics/history.h"
@@ -288,7 +289,9 @@ void api_history(api *a, http_request *req)
     history_get_stats(hs->ring, &st);
     buf out;
     buf_init(&out, HISTORY_ANSWER_MAX);
-    const char *node = a->nodes.self ? a->nodes.self(a->nodes.data) : "";
+    const char *self = a->nodes.self ? a->nodes.self(a->nodes.data) : "";
+    char node[256];
+    *fmt_json_str(node, node + sizeof node, self, strlen(self)) = '\0';
     buf_printf(&out,
                "{\"node\":\"%s\",\"ring_bytes\":%zu,\"ring_bytes_used\":%zu,\"series\":%zu,"
                "\"sample_us\":%.1f,\"sample_avg_us\":%.1f,",
