@@ -75,6 +75,7 @@ bench: deps all
 	./bench/events
 	./bench/batches
 	./bench/metrics
+	./bench/console
 	./bench/cluster
 	./bench/sqs
 

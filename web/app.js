@@ -1,16 +1,15 @@
-// spate dashboard: reads /metrics every second and draws, per function and
-// topic, the last two minutes as hand-written SVG charts. It keeps no state
-// on the server: everything comes from the same scrape Prometheus gets.
+// spate dashboard: reads /metrics every second for what is now, and the
+// history spated keeps (history.js) for the charts: per function and topic
+// the last fifteen minutes, drawn at once when the page opens.
 "use strict";
 
 const POLL_MS = 1000;
-const KEEP = 120;        // points per series: two minutes at one a second
+const KEEP = 900;        // points per series: fifteen minutes at one a second (history.js)
 const QUANTILE_WINDOW = 5; // scrapes over which p50/p99 are taken
 const SVG = "http://www.w3.org/2000/svg";
 
 let token = sessionStorage.getItem("spate-token") || "";
 const history = new Map(); // function -> {points: [...], prev: scrape}
-const topicHistory = new Map(); // topic -> [depth...]
 let prevScrape = null;
 
 // --- The Prometheus text format -----------------------------------------------
@@ -104,6 +103,9 @@ function drawChart(svg, series, unit, spark = false) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
   while (svg.firstChild) svg.removeChild(svg.firstChild);
+  // The x-axis spans the history held (a minute at least, KEEP at most): a
+  // page opened after a short day draws that day across the chart.
+  const span = Math.min(KEEP, Math.max(60, ...series.map((s) => s.values.length)));
   let max = 0;
   for (const s of series) for (const v of s.values) if (v !== null && Number.isFinite(v)) max = Math.max(max, v);
   if (max <= 0) max = 1;
@@ -114,9 +116,9 @@ function drawChart(svg, series, unit, spark = false) {
     el("text", { x: L - 3, y: T + 8, "text-anchor": "end" }, svg).textContent = fmt(max / 1.1, unit);
     el("text", { x: L - 3, y: H - B, "text-anchor": "end" }, svg).textContent = "0";
     el("text", { x: W, y: H - 2, "text-anchor": "end" }, svg).textContent = "now";
-    el("text", { x: L, y: H - 2 }, svg).textContent = `-${KEEP}s`;
+    el("text", { x: L, y: H - 2 }, svg).textContent = span >= 120 ? `-${Math.round(span / 60)} min` : `-${span} s`;
   }
-  const x = (i) => L + ((W - L) * (KEEP - 1 - i)) / (KEEP - 1);
+  const x = (i) => L + ((W - L) * (span - 1 - i)) / (span - 1);
   const y = (v) => H - B - ((H - B - T) * Math.min(v, max)) / max;
   const last = {};
   for (const s of series) {
@@ -179,6 +181,7 @@ function functionCard(name) {
     rate: chartBox(charts, "Rate /s", [["arrivals", "#0891b2"], ["completions", "#16a34a"]]),
     duration: chartBox(charts, "Duration", [["p50", "#2563eb"], ["p99", "#dc2626"]]),
     eta: chartBox(charts, "Drain ETA vs deadline", [["eta", "#ea580c"], ["deadline", "#6b7280"]]),
+    cold: chartBox(charts, "Cold starts /s", [["cold starts", "#f59e0b"]]),
   };
   for (const [k, svg] of Object.entries(card.charts)) svg.dataset.chart = k;
   document.getElementById("functions").appendChild(card);
@@ -225,29 +228,8 @@ function updateFunction(name, s, prev, dt) {
     p.p50 = q50 === null ? null : q50 * 1000;
     p.p99 = q99 === null ? null : q99 * 1000;
   }
-  h.points.push(p);
-  if (h.points.length > KEEP) h.points.shift();
-
   const card = functionCard(name);
-  const series = (k) => h.points.map((x) => x[k]);
-  drawChart(card.charts.instances, [
-    { name: "busy", color: "var(--busy)", values: series("busy") },
-    { name: "idle", color: "var(--idle)", values: series("idle") },
-    { name: "starting", color: "var(--starting)", values: series("starting") },
-  ]);
-  drawChart(card.charts.backlog, [{ name: "messages", color: "#7c3aed", values: series("backlog") }]);
-  drawChart(card.charts.rate, [
-    { name: "arrivals", color: "#0891b2", values: series("arrivals") },
-    { name: "completions", color: "#16a34a", values: series("completions") },
-  ]);
-  drawChart(card.charts.duration, [
-    { name: "p50", color: "#2563eb", values: series("p50") },
-    { name: "p99", color: "#dc2626", values: series("p99") },
-  ], " ms");
-  drawChart(card.charts.eta, [
-    { name: "eta", color: "#ea580c", values: series("eta") },
-    { name: "deadline", color: "#6b7280", values: series("deadline") },
-  ], " s");
+  drawFunctionHistory(card, name); // the charts: spated's history (history.js)
 
   const badge = card.querySelector(".badge");
   if (!p.deadline) { badge.className = "badge none"; badge.textContent = "no deadline"; }
@@ -286,11 +268,7 @@ function updateTopics(s) {
     row.cells[4].textContent = fmt(one(s, "spate_topic_messages_published_total", t));
     row.cells[5].textContent = fmt(dead);
     row.cells[5].className = dead > 0 ? "num bad" : "num";
-    let hist = topicHistory.get(name);
-    if (!hist) topicHistory.set(name, (hist = []));
-    hist.push(depth);
-    if (hist.length > KEEP) hist.shift();
-    drawChart(row.spark, [{ name: "depth", color: "#7c3aed", values: hist }], "", true);
+    drawChart(row.spark, [{ name: "depth", color: "#7c3aed", values: topicDepthHistory(name) }], "", true);
   }
   for (const row of [...body.rows]) if (!names.includes(row.dataset.topic)) row.remove();
 }
@@ -333,7 +311,8 @@ function updateSources(s) {
 async function poll() {
   const status = document.getElementById("status");
   try {
-    const r = await fetch("/metrics", { headers: token ? { Authorization: "Bearer " + token } : {} });
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const r = await fetch("/metrics", { headers });
     if (r.status === 401 || r.status === 403) {
       document.getElementById("login").hidden = false;
       status.textContent = r.status === 401 ? "needs a token" : "the token may not read";
@@ -342,6 +321,8 @@ async function poll() {
     }
     if (!r.ok) throw new Error("HTTP " + r.status);
     const s = parseMetrics(await r.text());
+    await historyUpdate(headers);
+    consoleUpdate(); // the deadline banner (console.js)
     const now = performance.now();
     const dt = prevScrape ? (now - prevScrape.at) / 1000 : 0;
     const info = pick(s, "spate_build_info", {})[0];

@@ -439,6 +439,23 @@ def table(results, deadline_s, seconds):
                   f"{r['seconds'] - r['day_seconds']:.0f} s after the close (counted late).")
 
 
+def dashboard_picture(port, path):
+    """Opens the dashboard at the end of the day, as a person arriving late
+    would, and keeps a screenshot: it draws the whole day at once from
+    spated's history (GET /v1/history). Returns the seconds it drew, or None
+    without chromium."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        return None
+    sys.path.insert(0, str(ROOT / "tests/integration"))
+    from cdp import Browser
+    with tempfile.TemporaryDirectory() as profile, Browser(pathlib.Path(profile) / "p") as b:
+        b.open(f"http://127.0.0.1:{port}/ui/")
+        seconds = b.wait("Number(document.documentElement.dataset.historySamples || 0)")
+        time.sleep(1)  # the charts are drawn with the scrape after
+        b.screenshot(path)
+    return seconds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60)
@@ -483,6 +500,12 @@ def main():
             print(f"[{mode}] watch it live: http://127.0.0.1:{r.port}/ui/", flush=True)
             try:
                 r.run()
+                shot = pathlib.Path(args.out) / f"dashboard-{mode}.png"
+                shot.parent.mkdir(parents=True, exist_ok=True)
+                seconds = dashboard_picture(r.port, shot)
+                if seconds:
+                    print(f"[{mode}] the dashboard opened at the end drew {seconds} s of the day:"
+                          f" {shot}", flush=True)
             finally:
                 rc = r.stop()
                 if rc != 0:

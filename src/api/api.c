@@ -213,6 +213,10 @@ static void handle(http_request *req, void *data)
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         api_nodes_list(a, req);
         return;
+    case R_HISTORY:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_history(a, req);
+        return;
     case R_UI:
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         api_ui(req);
@@ -333,5 +337,6 @@ void api_set_sources(api *a, sources *src)
 void api_free(api *a)
 {
     if (a) api_sqs_free(a);
+    if (a) api_history_free(a);
     free(a);
 }

@@ -61,6 +61,11 @@ void api_set_schedules(api *a, schedules *s);
 /* The event sources /v1/sources manages (borrowed for the life of the api);
  * without them those routes answer 503. */
 void api_set_sources(api *a, sources *src);
+/* Samples this node's history once a second on loop (GET /v1/history;
+ * metrics/history.h) into a ring of bytes bytes. 0 or ERR_NOMEM. The
+ * sampler stops at api_history_stop (spated stopping) or api_free. */
+int api_history_start(api *a, uv_loop_t *loop, size_t bytes);
+void api_history_stop(api *a);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -30,6 +30,7 @@
  *   schedules.c  /v1/schedules (and the trigger a --function schedule needs)
  *   sources.c    /v1/sources: add or replace, list, status, remove
  *   nodes.c      /v1/nodes;  metrics.c /metrics;  ui.c /ui
+ *   history.c    the per-second samples of the last 15 minutes, /v1/history
  *   json.c, artifact.c, auth.c  JSON of functions, artifact checks, tokens
  *   sigv4.c      AWS Signature Version 4, verified (pure: sigv4.h)
  *   awsauth.c    admission on the AWS routes by SigV4; AWS-shaped refusals
@@ -65,6 +66,7 @@ struct api {
      * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
     uint64_t async_loops_stopped;
     struct sqs *sqs; /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
+    struct api_history *history; /* api/history.c; NULL until api_history_start */
 };
 
 /* http_peer.flags: the connection is from function code (api_set_function_uids). */
@@ -90,6 +92,7 @@ enum route {
     R_TRIGGER,         /* /v1/triggers/TOPIC/FUNCTION */
     R_METRICS,         /* /metrics */
     R_NODES,           /* /v1/nodes */
+    R_HISTORY,         /* /v1/history */
     R_UI,              /* /ui and what is under it */
     R_SCHEDULES,       /* /v1/schedules */
     R_SCHEDULE,        /* /v1/schedules/NAME */
@@ -299,6 +302,9 @@ void api_sources_metrics(api *a, buf *out);
 
 /* api/metrics.c: GET /metrics. */
 void api_metrics(api *a, http_request *req);
+/* api/history.c: GET /v1/history; closing the sampler (api_free). */
+void api_history(api *a, http_request *req);
+void api_history_free(api *a);
 /* api/schedules.c: GET /v1/schedules; PUT, DELETE, GET of /v1/schedules/NAME. */
 void api_schedules(api *a, http_request *req, const route_match *m);
 /* api/sqs.c: an SQS request (R_SQS); whether req is one (a POST to / or

@@ -26,6 +26,7 @@
 #include "runtime/fnlog.h"
 #include "common/parse.h"
 #include "http/server.h"
+#include "metrics/history.h"
 #include "runtime/isolate.h"
 #include "sched/functions.h"
 #include "sched/pool.h"
@@ -236,6 +237,7 @@ static void on_signal(uv_signal_t *s, int signum)
     log_info("%s: stopping; in-flight invocations may finish", strsignal(signum));
     /* New connections and requests get 503 from here on. */
     http_server_drain(n->http);
+    api_history_stop(n->api); /* the triggers it reads are closing */
     schedules_stop(n->sched); /* no more runs; those publishing complete with the queue */
     uv_timer_start(&n->grace, on_grace_over, n->opt.grace_ms, 0);
     close_sources(n);
@@ -469,6 +471,8 @@ int main(int argc, char **argv)
     n.api = api_create(n.table, n.q, n.tr, n.tokens, &n.opt.limits);
     if (!n.api) die("out of memory");
     api_set_function_uids(n.api, is_function_uid, NULL);
+    /* The dashboard's last 15 minutes (GET /v1/history). */
+    if (api_history_start(n.api, n.loop, HISTORY_BYTES_DEFAULT) != 0) die("out of memory");
     /* Schedules publish into the queue: after it, before the API takes requests. */
     n.sched = schedules_open(n.loop, n.q, n.reg, n.opt.catch_up);
     if (!n.sched) die("out of memory");
