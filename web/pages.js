@@ -70,7 +70,7 @@ const spatePages = (() => {
 
   // Facts as a two-column list: [[label, value], ...].
   function facts(cls, pairs) {
-    return h("dl", { class: "facts " + cls }, pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    return h("dl", { class: "facts " + cls }, pairs.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
   }
 
   function section(title, ...kids) {
@@ -132,9 +132,11 @@ const spatePages = (() => {
   function every(page, draw, abort = new AbortController()) {
     const me = { abort, timer: 0 };
     current = me;
-    const status = h("p", { class: "page-status" }, "loading…");
+    const status = h("span", { class: "page-status" }, "loading…");
+    const nav = h("p", { class: "page-nav" }, h("a", { href: "#/" }, "← overview"), " · ",
+      h("a", { href: "#/nodes" }, "nodes"), " · ", status);
     const body = h("div", { class: "page-body" });
-    page.replaceChildren(status, body);
+    page.replaceChildren(nav, body);
     const tick = async () => {
       try {
         await draw(body, me.abort.signal);
