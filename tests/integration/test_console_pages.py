@@ -113,6 +113,19 @@ def test_recent_invocations_in_the_api(spated, functions):
     assert "recent" not in d.json("GET", "/v1/functions")[1]["functions"][0]
 
 
+def test_recent_errors_cut_as_text(spated):
+    """An error's start is kept as JSON can carry it: cut to 160 bytes
+    without splitting a character, control characters as '?'."""
+    d = spated
+    deploy_node(d, "long", {"index.js": 'exports.handler = async () => '
+                                       '{ throw new Error("line\\nbreak! " + "\u00e9".repeat(300)); };'})
+    assert d.invoke("long", b"{}")[0] != 200
+    err = d.describe("long")["recent"][0]["error"]  # the answer decoded as UTF-8 JSON
+    assert 150 < len(err.encode()) <= 160, err
+    assert "line?break! " in err and "\n" not in err
+    assert err.endswith("\u00e9"), err[-20:]
+
+
 def test_recent_errors_are_for_admins(make_spated, functions, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("admin adm-token-0123456789\ninvoke inv-token-0123456789\n")
