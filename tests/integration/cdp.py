@@ -8,6 +8,7 @@ and never ends on them, so here the test waits, in real time, for what the
 page says it has drawn, then reads the DOM or takes a screenshot."""
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -25,14 +26,20 @@ class Browser:
         self._from_chrome, from_chrome_w = os.pipe()
 
         def fds():  # in the child: its fd 3 reads commands, fd 4 writes answers
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
+            # Out of the way first: a pipe may itself be fd 3 or 4, and
+            # dup2 onto itself would leave it close-on-exec.
+            r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 10)
+            w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 10)
+            os.dup2(r, 3)
+            os.dup2(w, 4)
 
-        self.proc = subprocess.Popen(
-            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             f"--user-data-dir={profile}", "--remote-debugging-pipe", "--window-size=1280,1400",
-             "about:blank"],
-            preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # CDP_LOG=FILE keeps chromium's own messages, to see why it failed.
+        with open(os.environ.get("CDP_LOG", os.devnull), "ab") as log:
+            self.proc = subprocess.Popen(
+                [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--remote-debugging-pipe", "--window-size=1280,1400",
+                 "about:blank"],
+                preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=log)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buf = b""
