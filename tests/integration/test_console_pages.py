@@ -238,6 +238,15 @@ def test_console_pages(spated, functions, redis, browser):  # noqa: F811 (redis:
     assert re.search(r"<dt>committed</dt><dd>[1-9]\d*</dd>", html)
     assert re.search(r"<dt>lag</dt><dd>\d+</dd>", html)
     screenshot(browser, d, "#/source/orders-in", "source")
+    # Its broker gone: not connected, and why.
+    r.stop()
+    assert wait_for(lambda: d.json("GET", "/v1/sources/orders-in")[1]["last_error"], timeout=30)
+    html = page_dom(browser, d, "#/source/orders-in",
+                    PAGE_DRAWN + " && !!document.querySelector('.badge.risk')")
+    assert "<dt>connected</dt><dd>no</dd>" in html
+    shown = re.search(r'<dt>last error</dt><dd><span class="bad error-text">(.*?)</span>', html)
+    assert shown and htmllib.unescape(shown.group(1)), html[-3000:]
+    screenshot(browser, d, "#/source/orders-in", "source-down")
 
     # An unknown name says so.
     html = page_dom(browser, d, "#/function/nope", ready="!!document.querySelector('.page-status.bad')")
