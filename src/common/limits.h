@@ -167,7 +167,8 @@
 /* The recent invocations each pool keeps for GET /v1/functions/NAME (the
  * console's function page): the newest few tell an operator what is
  * happening now; the metrics and logs keep the rest. Each entry is under
- * 256 bytes, so 1,000 functions keep ~5 MB at most. An error's text is cut
+ * 256 bytes and a pool makes its ring at its first invocation, so 1,000
+ * functions that have run keep ~5 MB at most. An error's text is cut
  * to SPATE_RECENT_ERROR_MAX bytes: the logs hold the whole of it. */
 #define SPATE_RECENT_INVOCATIONS 20
 #define SPATE_RECENT_ERROR_MAX 160

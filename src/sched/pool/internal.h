@@ -97,9 +97,10 @@ struct pool {
     double service_us;    /* moving average of handler time; 0 until known */
     double cold_us;       /* moving average of instance start time */
     pool_metrics m;
-    /* The newest finished invocations, a ring: recent_next is where the
-     * next one goes, recent_count how many are kept. */
-    pool_recent_entry recent[SPATE_RECENT_INVOCATIONS];
+    /* The newest finished invocations, a ring of SPATE_RECENT_INVOCATIONS
+     * made at the first one (a pool never invoked keeps none): recent_next
+     * is where the next one goes, recent_count how many are kept. */
+    pool_recent_entry *recent;
     uint32_t recent_next, recent_count;
 };
 

@@ -3,6 +3,7 @@
  * the console's function page (GET /v1/functions/NAME "recent"): what ran,
  * how it ended, how long it took, and the start of its error.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
@@ -35,6 +36,10 @@ static void copy_text(char *out, size_t cap, const char *body, size_t len)
 void pool__remember(pool *p, const invocation *inv, enum pool_outcome outcome, uint32_t version,
                     const char *body, size_t len)
 {
+    if (!p->recent) {
+        p->recent = malloc(SPATE_RECENT_INVOCATIONS * sizeof *p->recent);
+        if (!p->recent) return; /* the list is a convenience: the invocation goes on */
+    }
     pool_recent_entry *e = &p->recent[p->recent_next];
     p->recent_next = (p->recent_next + 1) % SPATE_RECENT_INVOCATIONS;
     if (p->recent_count < SPATE_RECENT_INVOCATIONS) p->recent_count++;
