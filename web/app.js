@@ -170,7 +170,7 @@ function functionCard(name) {
   card.dataset.function = name;
   const h = document.createElement("h3");
   h.innerHTML = `<span class="name"></span><span class="badge none">no deadline</span><span class="facts"></span>`;
-  h.querySelector(".name").textContent = name;
+  h.querySelector(".name").append(spatePages.link("function", name));
   card.appendChild(h);
   const charts = document.createElement("div");
   charts.className = "charts";
@@ -236,7 +236,7 @@ function updateFunction(name, s, prev, dt) {
   else if (p.risk) { badge.className = "badge risk"; badge.textContent = "DEADLINE AT RISK"; }
   else { badge.className = "badge"; badge.textContent = "deadline met"; }
   const live = p.busy + p.idle + p.starting;
-  card.querySelector(".facts").textContent =
+  card.querySelector(".facts").textContent = spatePages.functionState(p).word + " · " +
     `${live} instance${live === 1 ? "" : "s"}` +
     (p.desired !== null ? ` (desired ${fmt(p.desired)})` : "") +
     ` · backlog ${fmt(p.backlog)} · p99 ${fmt(p.p99, " ms")}` +
@@ -256,7 +256,7 @@ function updateTopics(s) {
       row = document.createElement("tr");
       row.dataset.topic = name;
       row.innerHTML = "<td></td>" + '<td class="num"></td>'.repeat(5) + "<td></td>";
-      row.cells[0].textContent = name;
+      row.cells[0].append(spatePages.link("topic", name));
       row.spark = el("svg", {}, row.cells[6]);
       body.appendChild(row);
     }
@@ -288,7 +288,7 @@ function updateSources(s) {
       row = document.createElement("tr");
       row.dataset.source = name;
       row.innerHTML = "<td></td><td></td><td></td>" + '<td class="num"></td>'.repeat(4);
-      row.cells[0].textContent = name;
+      row.cells[0].append(spatePages.link("source", name));
       body.appendChild(row);
     }
     row.cells[1].textContent = info.labels.topic;

@@ -1,6 +1,7 @@
 #include "api/json.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/internal.h"
@@ -90,6 +91,60 @@ static void add_side(uint32_t version, pool *p, void *data)
     cJSON_AddItemToArray(data, o);
 }
 
+/* The newest invocations of f over its active pool and its side pools,
+ * newest first: the console's "recent". */
+typedef struct recent_set {
+    pool_recent_entry e[SPATE_RECENT_INVOCATIONS * 2];
+    size_t n;
+} recent_set;
+
+/* Keeps the SPATE_RECENT_INVOCATIONS newest of set and p's. */
+static void gather_recent(recent_set *set, pool *p)
+{
+    set->n += pool_recent_get(p, set->e + set->n, SPATE_RECENT_INVOCATIONS);
+    /* Insertion sort by time, newest first: at most 40 entries. */
+    for (size_t i = 1; i < set->n; i++) {
+        pool_recent_entry t = set->e[i];
+        size_t j = i;
+        while (j > 0 && set->e[j - 1].time_ms < t.time_ms) {
+            set->e[j] = set->e[j - 1];
+            j--;
+        }
+        set->e[j] = t;
+    }
+    if (set->n > SPATE_RECENT_INVOCATIONS) set->n = SPATE_RECENT_INVOCATIONS;
+}
+
+static void gather_side(uint32_t version, pool *p, void *data)
+{
+    (void)version;
+    gather_recent(data, p);
+}
+
+/* Errors are the function's words and may quote what it was given: like
+ * env values, only an admin reads them (the logs need admin too). */
+static void add_recent(cJSON *o, const fn *f, int errors)
+{
+    recent_set *set = malloc(sizeof *set);
+    cJSON *arr = cJSON_AddArrayToObject(o, "recent");
+    if (!set) return;
+    set->n = 0;
+    gather_recent(set, f->pool);
+    functions_each_side(f, gather_side, set);
+    for (size_t i = 0; i < set->n; i++) {
+        const pool_recent_entry *e = &set->e[i];
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "time_ms", (double)e->time_ms);
+        cJSON_AddStringToObject(r, "request_id", e->request_id);
+        cJSON_AddNumberToObject(r, "version", e->version);
+        cJSON_AddStringToObject(r, "outcome", pool_outcome_name(e->outcome));
+        cJSON_AddNumberToObject(r, "duration_ms", e->duration_us / 1000.0);
+        if (e->error[0] && errors) cJSON_AddStringToObject(r, "error", e->error);
+        cJSON_AddItemToArray(arr, r);
+    }
+    free(set);
+}
+
 cJSON *api_json_function(const fn *f, functions *table, int with_versions, const scale_view *sv,
                          int env_values)
 {
@@ -123,6 +178,7 @@ cJSON *api_json_function(const fn *f, functions *table, int with_versions, const
         cJSON *al = cJSON_AddArrayToObject(o, "aliases");
         for (size_t i = 0; i < f->naliases; i++)
             cJSON_AddItemToArray(al, api_json_alias(&f->aliases[i]));
+        add_recent(o, f, env_values);
     }
     return o;
 }

@@ -175,6 +175,15 @@
  * quote up to SPATE_ERROR_MESSAGE_MAX of the function), cut to this. */
 #define SPATE_LOAD_ERROR_MAX 4200
 
+/* The recent invocations each pool keeps for GET /v1/functions/NAME (the
+ * console's function page): the newest few tell an operator what is
+ * happening now; the metrics and logs keep the rest. Each entry is under
+ * 256 bytes and a pool makes its ring at its first invocation, so 1,000
+ * functions that have run keep ~5 MB at most. An error's text is cut
+ * to SPATE_RECENT_ERROR_MAX bytes: the logs hold the whole of it. */
+#define SPATE_RECENT_INVOCATIONS 20
+#define SPATE_RECENT_ERROR_MAX 160
+
 /* --- Topics and triggers -------------------------------------------------- */
 
 /* One message (default): a line of an NDJSON batch or a whole body. Over it,

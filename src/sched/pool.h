@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "common/fnconfig.h"
+#include "common/limits.h"
 #include "common/list.h"
 #include "metrics/histogram.h"
 #include "runtime/fnlog.h"
@@ -125,6 +126,20 @@ typedef struct pool_metrics {
      * counts are dropped when a newer one needs its slot. version 0: free. */
     pool_version_outcomes by_version[POOL_METRIC_VERSIONS];
 } pool_metrics;
+
+/* One finished invocation, as the console lists it. */
+typedef struct pool_recent_entry {
+    int64_t time_ms;      /* wall clock when it was answered */
+    uint32_t duration_us; /* from arrival at the pool until the answer */
+    uint32_t version;     /* the version that ran it, or was meant to */
+    enum pool_outcome outcome;
+    char request_id[64];                    /* cut to 63 bytes */
+    char error[SPATE_RECENT_ERROR_MAX + 1]; /* "" for ok; else the answer's text, cut */
+} pool_recent_entry;
+
+/* Copies the pool's newest finished invocations (at most
+ * SPATE_RECENT_INVOCATIONS, and max), newest first; returns how many. */
+size_t pool_recent_get(const pool *p, pool_recent_entry *out, size_t max);
 
 /* The counts of version in a table of POOL_METRIC_VERSIONS: its own slot, a
  * free one, or the oldest version's, which it takes over (zeroed). */

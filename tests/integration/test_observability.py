@@ -374,7 +374,7 @@ def test_dashboard_in_chromium(spated, functions, tmp_path):
     assert load.ok > 0
     html = dom.stdout.decode()
     assert dom.returncode == 0, dom.stderr.decode()[-2000:]
-    scrapes = int(re.search(r'<body data-scrapes="(\d+)"', html).group(1))
+    scrapes = int(re.search(r'<body[^>]* data-scrapes="(\d+)"', html).group(1))
     assert scrapes >= 3, html[:2000]
     assert 'class="status">live' in html
     card = re.search(r'<div class="fn" id="fn-slow".*?(?=<div class="fn" |</div></div></section>|$)',

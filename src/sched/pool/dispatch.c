@@ -31,6 +31,7 @@ void pool__finish(pool *p, invocation *inv, enum pool_outcome outcome, const cha
     /* Not dispatched (refused, withdrawn): the version it was meant for. */
     uint32_t version = inv->version ? inv->version : p->active ? p->active->number : 0;
     if (version) pool_version_slot(p->m.by_version, version)[outcome]++;
+    pool__remember(p, inv, outcome, version, body, len);
     log_debug("invocation %s fn=%s req=%s", pool_outcome_name(outcome), p->name, inv->request_id);
     inv->runner = NULL;
     inv->done(inv, outcome, body, len, inv->data);

@@ -97,6 +97,11 @@ struct pool {
     double service_us;    /* moving average of handler time; 0 until known */
     double cold_us;       /* moving average of instance start time */
     pool_metrics m;
+    /* The newest finished invocations, a ring of SPATE_RECENT_INVOCATIONS
+     * made at the first one (a pool never invoked keeps none): recent_next
+     * is where the next one goes, recent_count how many are kept. */
+    pool_recent_entry *recent;
+    uint32_t recent_next, recent_count;
 };
 
 static inline uint64_t pool__now_ms(const pool *p)
@@ -113,6 +118,9 @@ static inline uint32_t pool__live(const pool *p)
 /* --- dispatch.c --------------------------------------------------------------- */
 
 /* Answers inv exactly once (body borrowed for the call). */
+/* Keeps inv in the pool's ring of recent invocations (recent.c). */
+void pool__remember(pool *p, const invocation *inv, enum pool_outcome outcome, uint32_t version,
+                    const char *body, size_t len);
 void pool__finish(pool *p, invocation *inv, enum pool_outcome outcome, const char *body,
                   size_t len);
 void pool__finish_msg(pool *p, invocation *inv, enum pool_outcome outcome, const char *msg);

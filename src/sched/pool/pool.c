@@ -91,6 +91,7 @@ static void on_timer_closed(uv_handle_t *h)
     void (*cb)(void *) = p->close_cb;
     void *data = p->close_data;
     free(p->name);
+    free(p->recent);
     fnlog_unref(p->log);
     free(p);
     if (cb) cb(data);
