@@ -63,7 +63,13 @@ typedef struct tinv {
      * touched at touch_at (loop ms) and every touch period after. */
     list_node running;
     uint64_t touch_at;
+    /* What the function did to each lease by its event's receipt handle
+     * (triggers_receiver_settle), applied when the invocation ends: NULL
+     * until it does anything; else n of 0 (nothing), SETTLED_DELETED, or a
+     * visibility timeout in ms plus 1. */
+    int64_t *settled;
 } tinv;
+#define SETTLED_DELETED (-1)
 
 struct triggers {
     uv_loop_t *loop;
@@ -348,7 +354,7 @@ static void maybe_closed(triggers *tr);
 
 /* One message failed: retried after a back-off, or to the dead letters
  * after its last attempt. */
-static void fail_one(trigger *t, queue_lease *l, const char *error)
+static void fail_one(trigger *t, queue_lease *l, const char *error, int64_t visibility_ms)
 {
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
     if (triggers_is_receiver(l->sub)) {
@@ -367,7 +373,8 @@ static void fail_one(trigger *t, queue_lease *l, const char *error)
                      (unsigned long long)l->msg->seq);
             queue_dead_letter(l, error);
         } else {
-            queue_nack(l, q->deadline_ms, error);
+            /* The function's own ChangeMessageVisibility, else the queue's. */
+            queue_nack(l, visibility_ms >= 0 ? (uint32_t)visibility_ms : q->deadline_ms, error);
         }
         return;
     }
@@ -385,6 +392,31 @@ static void ack_one(trigger *t, queue_lease *l)
 {
     histogram_observe(&t->end_to_end, (double)(clock_now_ms() - l->msg->published_ms) / 1e3);
     queue_ack(l);
+}
+
+/* Whether the function deleted lease i of ti by its receipt handle. */
+static int deleted(const tinv *ti, uint32_t i)
+{
+    return ti->settled && ti->settled[i] == SETTLED_DELETED;
+}
+
+/* The visibility timeout the function gave lease i of ti; -1: none. */
+static int64_t visibility_of(const tinv *ti, uint32_t i)
+{
+    return ti->settled && ti->settled[i] > 0 ? ti->settled[i] - 1 : -1;
+}
+
+static void ack_one(trigger *t, queue_lease *l);
+
+/* Every message of ti failed with error, but those its function deleted. */
+static void fail_all(trigger *t, tinv *ti, const char *error)
+{
+    for (uint32_t i = 0; i < ti->n; i++) {
+        if (deleted(ti, i))
+            ack_one(t, ti->leases[i]);
+        else
+            fail_one(t, ti->leases[i], error, visibility_of(ti, i));
+    }
 }
 
 /* A batch ran: every message acknowledged, or, when the trigger asks its
@@ -408,14 +440,15 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
             char error[sizeof why + 64];
             snprintf(error, sizeof error, "bad batchItemFailures answer: %s",
                      rc == ERR_NOMEM ? "out of memory" : why);
-            for (uint32_t i = 0; i < ti->n; i++) fail_one(t, ti->leases[i], error);
+            fail_all(t, ti, error);
             free(failed);
             return;
         }
     }
     for (uint32_t i = 0; i < ti->n; i++) {
-        if (failed && failed[i])
-            fail_one(t, ti->leases[i], "named in the function's batchItemFailures");
+        if (failed && failed[i] && !deleted(ti, i))
+            fail_one(t, ti->leases[i], "named in the function's batchItemFailures",
+                     visibility_of(ti, i));
         else
             ack_one(t, ti->leases[i]);
     }
@@ -425,6 +458,7 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
 static void free_tinv(tinv *ti)
 {
     if (ti->leases != &ti->one) free(ti->leases);
+    free(ti->settled);
     buf_free(&ti->event);
     free(ti);
 }
@@ -468,7 +502,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
         /* Every message of the batch failed with it (each its own attempt). */
         snprintf(error, sizeof error, "%s%.*s", outcome == POOL_CRASHED ? "function crashed: " : "",
                  (int)len, body);
-        for (uint32_t i = 0; i < ti->n; i++) fail_one(t, ti->leases[i], error);
+        fail_all(t, ti, error);
         break;
     case POOL_OVERLOADED:
     case POOL_UNAVAILABLE:
@@ -596,7 +630,8 @@ static void dispatch_batch(trigger *t, fn *f)
     if (!ti || !leases ||
         batch_event(&ti->event, t->pending, t->npending, cfg->event_format, queue_sub_topic(t->sub),
                     triggers_is_receiver(t->pending[0]->sub),
-                    triggers_receiver_created(t->pending[0]->sub))) {
+                    triggers_receiver_created(t->pending[0]->sub), t->owner->receiver.handle,
+                    t->owner->receiver.data)) {
         log_warn("cannot build a batch of %u messages: out of memory fn=%s topic=%s", t->npending,
                  cfg->function, queue_sub_topic(t->sub));
         if (ti) buf_free(&ti->event);
@@ -797,6 +832,28 @@ int64_t triggers_receiver_created(const queue_sub *receiver)
 void triggers_set_receiver(triggers *tr, const triggers_receiver *r)
 {
     tr->receiver = r ? *r : (triggers_receiver){0};
+}
+
+int triggers_receiver_settle(triggers *tr, const char *topic, uint64_t seq, uint32_t attempt,
+                             int op, uint32_t visibility_ms)
+{
+    /* Every invocation of a receiver's leases is in running: a few per
+     * function, bounded by the pools. */
+    for (list_node *n = list_first(&tr->running); n != &tr->running; n = n->next) {
+        tinv *ti = list_entry(n, tinv, running);
+        for (uint32_t i = 0; i < ti->n; i++) {
+            const queue_lease *l = ti->leases[i];
+            if (l->msg->seq != seq || l->attempt != attempt ||
+                strcmp(queue_sub_topic(l->sub), topic) != 0)
+                continue;
+            if (!ti->settled && !(ti->settled = calloc(ti->n, sizeof *ti->settled))) return -1;
+            if (ti->settled[i] == SETTLED_DELETED) return 0; /* deleted stays deleted */
+            ti->settled[i] =
+                op == TRIGGERS_SETTLE_DELETE ? SETTLED_DELETED : (int64_t)visibility_ms + 1;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 /* The trigger of sub, made on first sight; NULL for a queue's receiver

@@ -30,7 +30,7 @@ static cJSON *event(int format)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0, 0), 0);
+    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0, 0, NULL, NULL), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     /* The estimate the cap counts bounds what each record takes. */
@@ -154,7 +154,7 @@ static void estimate_bounds(void)
                 buf b;
                 buf_init(&b, 1 << 20);
                 /* 2 and 3: the same formats on a queue (its MessageIds). */
-                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0), 0);
+                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0, NULL, NULL), 0);
                 /* The envelope, {"Records":[ ]}, is the trigger's margin. */
                 CHECK(b.len - (format % 2 == QUEUE_EVENT_SQS ? 14 : 2) <=
                       batch_record_max(&m, format % 2, 128));
@@ -187,7 +187,7 @@ static void sqs_attributes(void)
         queue_lease *const one[1] = {&l};
         buf b;
         buf_init(&b, 1 << 20);
-        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0, 0), 0);
+        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0, 0, NULL, NULL), 0);
         CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1));
         cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
         CHECK(doc != NULL);
@@ -217,7 +217,7 @@ static void queue_ids(void)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1, 1700000000), 0);
+    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1, 1700000000, NULL, NULL), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     const cJSON *recs = cJSON_GetObjectItemCaseSensitive(doc, "Records");

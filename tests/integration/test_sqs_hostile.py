@@ -1,0 +1,174 @@
+"""An adversarial pass over SQS triggers and event source mappings from
+INSIDE a function (issue 18): the function behind a queue's trigger calls
+the SQS API on its own queue with what its event shows, crashes or hangs
+mid-batch, answers batchItemFailures that are hostile, and is handed
+messages of the largest size. Each test pins down what SQS and Lambda do:
+only this batch's named messages come back, nothing is lost, spated stays
+up. The function is a python3 handler (runtime=python3) whose behaviour each
+message's body chooses."""
+
+import json
+import os
+import time
+
+import pytest
+
+from conftest import wait_for, zipped
+
+boto3 = pytest.importorskip("boto3")
+
+# Each record's body chooses what the handler does with it; every record is
+# written to $RECORD as one JSON line {"body", "count", "id", "result"}
+# first (the result of an SQS call the body asked for, after it).
+#   delete        DeleteMessage with the record's receiptHandle
+#   visible0      ChangeMessageVisibility 0 with it, then fail it
+#   purge         PurgeQueue of its own queue
+#   fail*         named in batchItemFailures
+#   segv, abort, exit   the process dies
+#   hang          sleeps past the function's timeout
+#   slow          sleeps $SLOW_S seconds on its first receive
+APP = b"""import json, os, signal, time
+import boto3, botocore.config, botocore.exceptions
+SQS = boto3.client("sqs", endpoint_url=os.environ["SPATE"], region_name="us-east-1",
+                   aws_access_key_id=os.environ["KEY"], aws_secret_access_key=os.environ["SECRET"],
+                   config=botocore.config.Config(retries={"max_attempts": 1}))
+
+def sqs(action, **kw):
+    try:
+        getattr(SQS, action)(**kw)
+        return "ok"
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+
+def note(line):
+    with open(os.environ["RECORD"], "a") as f:
+        f.write(json.dumps(line) + "\\n")
+
+def handler(event, context):
+    failed = []
+    for r in event["Records"]:
+        body, count = r["body"], r["attributes"]["ApproximateReceiveCount"]
+        queue = os.environ["SPATE"] + "/000000000000/" + r["eventSourceARN"].split(":")[-1]
+        line = {"body": body[:64], "count": count, "id": r["messageId"], "start": time.time()}
+        note(line)
+        if body == "delete":
+            line["result"] = sqs("delete_message", QueueUrl=queue, ReceiptHandle=r["receiptHandle"])
+        elif body == "visible0":
+            line["result"] = sqs("change_message_visibility", QueueUrl=queue,
+                                 ReceiptHandle=r["receiptHandle"], VisibilityTimeout=0)
+            failed.append(r["messageId"])
+        elif body == "forged":
+            h = r["receiptHandle"]
+            line["result"] = sqs("delete_message", QueueUrl=queue,
+                                 ReceiptHandle=h[:-1] + ("0" if h[-1] != "0" else "1"))
+            failed.append(r["messageId"])
+        elif body == "purge":
+            line["result"] = sqs("purge_queue", QueueUrl=queue)
+        elif body == "deletequeue":
+            line["result"] = sqs("delete_queue", QueueUrl=queue)
+        elif body.startswith("fail"):
+            failed.append(r["messageId"])
+        elif body == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif body == "abort":
+            os.abort()
+        elif body == "exit":
+            os._exit(3)
+        elif body == "hang":
+            time.sleep(3600)
+        elif body == "slow" and count == "1":
+            time.sleep(float(os.environ.get("SLOW_S", "0")))
+        line["end"] = time.time()
+        note(dict(line, done=True))
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+"""
+
+ADMIN, ADMIN_KEY = "admin-secret-0123456789abcdef", "AKIDSPATEADMIN0001"
+
+
+@pytest.fixture
+def secured(make_spated, tmp_path):
+    """spated with a token file: function code may use the API only with a
+    token (docs/security.md), so the function signs with the admin key."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"admin {ADMIN} {ADMIN_KEY}\n")
+    return make_spated("--token-file", str(tokens))
+
+
+def call(d, method, path, body=None):
+    status, _, data = d.request(method, path, body, {"Authorization": f"Bearer {ADMIN}"})
+    return status, json.loads(data or b"{}")
+
+
+def client(d):
+    return boto3.client("sqs", endpoint_url=d.url, region_name="us-east-1",
+                        aws_access_key_id=ADMIN_KEY, aws_secret_access_key=ADMIN)
+
+
+def deploy(d, tmp_path, name="hostile", **params):
+    record = tmp_path / f"{name}.jsonl"
+    env = {"RECORD": record, "SPATE": d.url, "KEY": ADMIN_KEY, "SECRET": ADMIN,
+           **params.pop("env", {})}
+    query = "&".join(["runtime=python3", "handler=app.handler"] +
+                     [f"env={k}%3D{v}" for k, v in env.items()] +
+                     [f"{k}={v}" for k, v in params.items()])
+    status, doc = call(d, "PUT", f"/v1/functions/{name}?{query}", zipped({"app.py": APP}))
+    assert status == 201, doc
+    return record
+
+
+def lines(record):
+    if not os.path.exists(record):
+        return []
+    with open(record) as f:
+        return [json.loads(x) for x in f if x.endswith("\n")]
+
+
+def started(record, body=None):
+    return [x for x in lines(record) if "done" not in x and (body is None or x["body"] == body)]
+
+
+def finished(record, body=None):
+    return [x for x in lines(record) if "done" in x and (body is None or x["body"] == body)]
+
+
+def trigger_on(d, queue, function, **params):
+    query = "&".join(f"{k}={v}" for k, v in dict(event_format="sqs", report_batch_item_failures="true",
+                                                  **params).items())
+    status, doc = call(d, "PUT", f"/v1/triggers/{queue}/{function}?{query}")
+    assert status == 201, doc
+
+
+def counts(c, url):
+    a = c.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def send(c, url, *bodies):
+    c.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)])
+
+
+def test_the_events_receipt_handle_deletes_and_changes_visibility(secured, tmp_path):
+    """A Lambda function may settle its own messages with the receipt handle
+    its event shows (the pattern from before ReportBatchItemFailures: delete
+    what succeeded, then fail the invocation): DeleteMessage and
+    ChangeMessageVisibility accept it, a forged one is refused. Before the
+    fix the handle was TOPIC:SEQ:ATTEMPT, which every DeleteMessage refused
+    (ReceiptHandleIsInvalid): a function that deleted its messages failed on
+    every one, and its batch came back until its dead-letter queue."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path)
+    url = c.create_queue(QueueName="own", Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
+    trigger_on(d, "own", "hostile", batch_size=10, batch_window=1000)
+    send(c, url, "delete", "visible0", "forged")
+    assert wait_for(lambda: len(finished(record)) >= 3, timeout=60), lines(record)
+    by = {x["body"]: x for x in finished(record)}
+    assert by["delete"]["result"] == "ok", by
+    assert by["visible0"]["result"] == "ok", by
+    assert by["forged"]["result"] == "ReceiptHandleIsInvalid", by
+    # visible0 comes back at once (its visibility set to 0), not after
+    # 600 s; forged after the queue's 600 s; delete never.
+    assert wait_for(lambda: len(started(record, "visible0")) >= 2, timeout=30), lines(record)
+    assert len(started(record, "delete")) == 1 and len(started(record, "forged")) == 1
+    assert counts(c, url)[1] >= 1  # forged, invisible
