@@ -1346,11 +1346,13 @@ static void on_purged(void *data, int status, uint64_t count)
 }
 
 /* SQS deletes what is in flight too: the held messages are deleted first
- * (the topic's purge spares leased ones). */
+ * (the topic's purge spares leased ones), the receives' and the triggers'
+ * (a function purging its own queue mid-batch had its batch back). */
 static void purge_queue(sqs_call *c)
 {
     if (queue_of(c)) return;
     sqs_delete_held(c->a, c->queue);
+    if (c->a->tr) triggers_receiver_purge(c->a->tr, c->queue);
     int rc = queue_topic_purge(c->a->q, c->queue, on_purged, c);
     if (rc) on_purged(c, rc, 0);
 }

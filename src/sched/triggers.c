@@ -834,6 +834,39 @@ void triggers_set_receiver(triggers *tr, const triggers_receiver *r)
     tr->receiver = r ? *r : (triggers_receiver){0};
 }
 
+static void purge_pending(const char *key, void *value, void *data)
+{
+    (void)key;
+    fscale *fs = value;
+    const char *topic = data;
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        if (!t->npending || strcmp(queue_sub_topic(t->pending[0]->sub), topic) != 0 ||
+            !triggers_is_receiver(t->pending[0]->sub))
+            continue;
+        for (uint32_t i = 0; i < t->npending; i++) queue_ack(t->pending[i]);
+        if (t->carry) queue_ack(t->carry);
+        t->npending = 0;
+        t->pending_bytes = 0;
+        t->carry = NULL;
+    }
+}
+
+void triggers_receiver_purge(triggers *tr, const char *topic)
+{
+    for (list_node *n = list_first(&tr->running); n != &tr->running; n = n->next) {
+        tinv *ti = list_entry(n, tinv, running);
+        if (!ti->n || strcmp(queue_sub_topic(ti->leases[0]->sub), topic) != 0) continue;
+        if (!ti->settled && !(ti->settled = calloc(ti->n, sizeof *ti->settled))) {
+            log_warn("cannot purge the messages an invocation holds: out of memory queue=%s",
+                     topic);
+            continue;
+        }
+        for (uint32_t i = 0; i < ti->n; i++) ti->settled[i] = SETTLED_DELETED;
+    }
+    strmap_each(&tr->scales, purge_pending, (void *)topic);
+}
+
 int triggers_receiver_settle(triggers *tr, const char *topic, uint64_t seq, uint32_t attempt,
                              int op, uint32_t visibility_ms)
 {

@@ -123,6 +123,10 @@ void triggers_set_receiver(triggers *t, const triggers_receiver *r);
 #define TRIGGERS_SETTLE_VISIBILITY 1
 int triggers_receiver_settle(triggers *t, const char *topic, uint64_t seq, uint32_t attempt, int op,
                              uint32_t visibility_ms);
+/* PurgeQueue on topic: what the triggers sharing its receiver hold goes
+ * too, as SQS purges what is in flight: a running invocation's messages are
+ * deleted when it ends (whatever its outcome), a gathering batch's now. */
+void triggers_receiver_purge(triggers *t, const char *topic);
 /* A trigger on a queue (a topic with a receiver) leases from the receiver,
  * which it shares with ReceiveMessage's callers: each message goes to one of
  * them or to the function. A message it fails is visible again when the

@@ -68,6 +68,16 @@ def handler(event, context):
             line["result"] = sqs("delete_queue", QueueUrl=queue)
         elif body.startswith("fail"):
             failed.append(r["messageId"])
+        elif body == "dup100k":
+            failed += [r["messageId"]] * 100000
+        elif body == "bigid":
+            failed.append("x" * (5 << 20))
+        elif body == "nested":
+            failed.append({"itemIdentifier": [r["messageId"]], "n": None})
+        elif body == "nullid":
+            failed.append(None)
+        elif body == "overlimit":
+            failed += [r["messageId"] + " " * 100] * 60000
         elif body == "segv":
             os.kill(os.getpid(), signal.SIGSEGV)
         elif body == "abort":
@@ -80,7 +90,8 @@ def handler(event, context):
             time.sleep(float(os.environ.get("SLOW_S", "0")))
         line["end"] = time.time()
         note(dict(line, done=True))
-    return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+    return {"batchItemFailures": [i if isinstance(i, dict) else {"itemIdentifier": i}
+                                  for i in failed]}
 """
 
 ADMIN, ADMIN_KEY = "admin-secret-0123456789abcdef", "AKIDSPATEADMIN0001"
@@ -172,3 +183,117 @@ def test_the_events_receipt_handle_deletes_and_changes_visibility(secured, tmp_p
     assert wait_for(lambda: len(started(record, "visible0")) >= 2, timeout=30), lines(record)
     assert len(started(record, "delete")) == 1 and len(started(record, "forged")) == 1
     assert counts(c, url)[1] >= 1  # forged, invisible
+
+
+def queue_with_dlq(c, name, visibility=1, max_receives=2):
+    dlq = c.create_queue(QueueName=name + "-dead")["QueueUrl"]
+    arn = c.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = c.create_queue(QueueName=name, Attributes={
+        "VisibilityTimeout": str(visibility),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn,
+                                     "maxReceiveCount": max_receives})})["QueueUrl"]
+    return url, dlq
+
+
+def dead(c, dlq, n):
+    """The bodies of the n messages of the dead-letter queue, once they are there."""
+    got = []
+
+    def more():
+        for m in c.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10,
+                                   VisibilityTimeout=600).get("Messages", []):
+            got.append(m["Body"])
+        return len(got) >= n
+    assert wait_for(more, timeout=60), got
+    return sorted(got)
+
+
+@pytest.mark.parametrize("mode,whole", [("dup100k", False), ("bigid", True), ("nested", True),
+                                        ("nullid", True), ("overlimit", True)])
+def test_hostile_batch_item_failures(secured, tmp_path, mode, whole):
+    """100,000 entries naming one message fail that message alone; a 5 MiB
+    itemIdentifier, a nested or null one, an answer over the 6 MiB limit
+    fail the whole batch (Lambda's rule), with a short logged reason; each
+    message ends in the dead-letter queue after its second receive, spated
+    stays up."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path, timeout=20000)
+    url, dlq = queue_with_dlq(c, "answers")
+    trigger_on(d, "answers", "hostile", batch_size=10, batch_window=1000, paused="true")
+    send(c, url, mode, "plain")
+    status, doc = call(d, "PUT", "/v1/triggers/answers/hostile?update=true&paused=false")
+    assert status == 200, doc
+    assert dead(c, dlq, 2 if whole else 1) == sorted([mode, "plain"] if whole else [mode])
+    assert len(started(record, mode)) == 2
+    assert len(started(record, "plain")) == (2 if whole else 1), lines(record)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+    log = d.log()
+    assert max(len(x) for x in log.splitlines()) < 8192
+    if whole:
+        assert "bad batchItemFailures answer" in log or "too large" in log or "limit" in log, log[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["segv", "abort", "exit", "hang"])
+def test_a_function_that_dies_or_hangs_mid_batch(secured, tmp_path, mode):
+    """A crash (SIGSEGV, abort, exit) or a hang past the function's timeout
+    mid-batch fails the whole batch: each message comes back after the
+    visibility timeout with its receive count one higher, and goes to the
+    dead-letter queue after maxReceiveCount; nothing is lost, spated stays up
+    and runs the next batch."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path, timeout=2000)
+    url, dlq = queue_with_dlq(c, "dies")
+    trigger_on(d, "dies", "hostile", batch_size=10, batch_window=1000, paused="true")
+    send(c, url, "before", mode)
+    status, doc = call(d, "PUT", "/v1/triggers/dies/hostile?update=true&paused=false")
+    assert status == 200, doc
+    assert dead(c, dlq, 2) == sorted(["before", mode])
+    assert [x["count"] for x in started(record, "before")] == ["1", "2"], lines(record)
+    # The function runs again afterwards.
+    send(c, url, "after")
+    assert wait_for(lambda: finished(record, "after"), timeout=60), lines(record)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+
+
+def test_a_timeout_longer_than_the_visibility_timeout_runs_once(secured, tmp_path):
+    """Lambda refuses a mapping whose queue's visibility timeout is shorter
+    than the function's timeout, because SQS would show the message again
+    while the function still runs. spate holds a trigger's lease until the
+    invocation ends (a cluster touches it meanwhile), so the function runs
+    its message once, however long past the visibility timeout it takes."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path, timeout=10000, env={"SLOW_S": 4})
+    url, dlq = queue_with_dlq(c, "slow", visibility=1)
+    trigger_on(d, "slow", "hostile", batch_size=1)
+    send(c, url, "slow")
+    assert wait_for(lambda: finished(record, "slow"), timeout=60), lines(record)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+    time.sleep(2)
+    assert len(started(record, "slow")) == 1, lines(record)
+    assert c.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages") is None
+
+
+@pytest.mark.parametrize("mode", ["purge", "deletequeue"])
+def test_a_function_purges_or_deletes_its_own_queue_mid_batch(secured, tmp_path, mode):
+    """PurgeQueue or DeleteQueue from inside the batch: the messages the
+    trigger holds go with the queue (SQS purges in-flight messages too), the
+    batch's end settles nothing twice, spated stays up; a queue made again
+    under the name feeds the trigger again."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path)
+    url = c.create_queue(QueueName="doomed", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    trigger_on(d, "doomed", "hostile", batch_size=10, batch_window=1000, paused="true")
+    send(c, url, "fail-1", mode, "fail-2", "ok")
+    status, doc = call(d, "PUT", "/v1/triggers/doomed/hostile?update=true&paused=false")
+    assert status == 200, doc
+    assert wait_for(lambda: finished(record, mode), timeout=60), lines(record)
+    assert finished(record, mode)[0]["result"] == "ok", lines(record)
+    time.sleep(3)  # past the visibility timeout: nothing comes back
+    assert len(started(record, "fail-1")) == 1, lines(record)
+    if mode == "deletequeue":
+        url = c.create_queue(QueueName="doomed")["QueueUrl"]
+    send(c, url, "again")
+    assert wait_for(lambda: finished(record, "again"), timeout=60), lines(record)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+    assert len(started(record, "fail-1")) == 1, lines(record)
+    assert d.proc.poll() is None
