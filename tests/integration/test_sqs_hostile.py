@@ -297,3 +297,31 @@ def test_a_function_purges_or_deletes_its_own_queue_mid_batch(secured, tmp_path,
     assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
     assert len(started(record, "fail-1")) == 1, lines(record)
     assert d.proc.poll() is None
+
+
+def test_a_native_function_behind_a_batch_mapping(secured, tmp_path, functions):
+    """A native function takes one message per invocation: a mapping with a
+    BatchSize over 1 (Lambda's default is 10) is refused for one, and so is
+    the deploy that would make a function behind such a mapping native
+    (before, it was taken, and each batch's SQS event went to spate_request
+    as one message). With BatchSize 1 it runs each message."""
+    d, c = secured, client(secured)
+    deploy(d, tmp_path, name="conv")
+    url = c.create_queue(QueueName="nat")["QueueUrl"]
+    arn = c.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    lam = boto3.client("lambda", endpoint_url=d.url, region_name="us-east-1",
+                       aws_access_key_id=ADMIN_KEY, aws_secret_access_key=ADMIN)
+    m = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName="conv")
+    assert m["BatchSize"] == 10
+    native = functions["hello"].read_bytes()
+    status, doc = call(d, "PUT", "/v1/functions/conv?runtime=native", native)
+    assert status == 400 and "batch_size 10" in doc["error"] and "'nat'" in doc["error"], doc
+    lam.update_event_source_mapping(UUID=m["UUID"], BatchSize=1)
+    status, doc = call(d, "PUT", "/v1/functions/conv?runtime=native", native)
+    assert status == 200 and doc["config"]["runtime"] == "native", doc
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.update_event_source_mapping(UUID=m["UUID"], BatchSize=2)
+    send(c, url, "a", "b", "c")
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=60)
+    doc = call(d, "GET", "/v1/triggers/nat/conv")[1]
+    assert doc["acknowledged"] == 3, doc
