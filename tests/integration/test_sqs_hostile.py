@@ -49,7 +49,8 @@ def handler(event, context):
     for r in event["Records"]:
         body, count = r["body"], r["attributes"]["ApproximateReceiveCount"]
         queue = os.environ["SPATE"] + "/000000000000/" + r["eventSourceARN"].split(":")[-1]
-        line = {"body": body[:64], "count": count, "id": r["messageId"], "start": time.time()}
+        line = {"body": body[:64], "count": count, "id": r["messageId"], "start": time.time(),
+                "len": len(body), "records": len(event["Records"])}
         note(line)
         if body == "delete":
             line["result"] = sqs("delete_message", QueueUrl=queue, ReceiptHandle=r["receiptHandle"])
@@ -84,6 +85,11 @@ def handler(event, context):
             os.abort()
         elif body == "exit":
             os._exit(3)
+        elif body == "flood":
+            chunk = "y" * (1 << 20) + "\\n"
+            for _ in range(int(os.environ.get("FLOOD_MB", "0"))):
+                os.write(1, chunk.encode())
+                os.write(2, chunk.encode())
         elif body == "hang":
             time.sleep(3600)
         elif body == "slow" and count == "1":
@@ -325,3 +331,55 @@ def test_a_native_function_behind_a_batch_mapping(secured, tmp_path, functions):
     assert wait_for(lambda: counts(c, url) == (0, 0), timeout=60)
     doc = call(d, "GET", "/v1/triggers/nat/conv")[1]
     assert doc["acknowledged"] == 3, doc
+
+
+def test_largest_messages_in_a_batch_of_ten(secured, tmp_path):
+    """Ten messages of 256 KiB whose JSON escaping grows them to 1.5 MiB
+    each (newlines, written \\u000a) would make a 15 MiB event, over a
+    function's 6 MiB input: the trigger splits them into batches under the
+    limit, each message runs once, nothing is lost."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path, timeout=20000)
+    url = c.create_queue(QueueName="big", Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
+    trigger_on(d, "big", "hostile", batch_size=10, batch_window=2000, paused="true")
+    bodies = [(f"{i}" + ("\n" if i % 2 else '"') * (256 * 1024))[:256 * 1024] for i in range(10)]
+    for b in bodies:
+        c.send_message(QueueUrl=url, MessageBody=b)
+    status, doc = call(d, "PUT", "/v1/triggers/big/hostile?update=true&paused=false")
+    assert status == 200, doc
+    assert wait_for(lambda: len(finished(record)) == 10, timeout=120), len(lines(record))
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+    got = started(record)
+    assert sorted(x["body"][0] for x in got) == [str(i) for i in range(10)], got
+    assert all(x["len"] == 256 * 1024 and x["count"] == "1" for x in got)
+    assert max(x["records"] for x in got) < 10  # split by the 6 MiB limit
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def test_a_function_that_floods_its_output_mid_batch(secured, tmp_path):
+    """A function writing 64 MiB to each of stdout and stderr mid-batch is
+    made to wait (its log's rate limit, docs/functions.md) until its timeout
+    ends it: the batch fails as any timeout does (to the dead-letter queue
+    after maxReceiveCount), spated's memory does not grow with the flood,
+    and the function runs the next batch."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path, timeout=3000, env={"FLOOD_MB": 64})
+    url, dlq = queue_with_dlq(c, "loud", max_receives=1)
+    trigger_on(d, "loud", "hostile", batch_size=10, batch_window=1000, paused="true")
+    before = peak_rss_mb(d.proc.pid)
+    send(c, url, "flood", "quiet")
+    status, doc = call(d, "PUT", "/v1/triggers/loud/hostile?update=true&paused=false")
+    assert status == 200, doc
+    assert dead(c, dlq, 2) == ["flood", "quiet"]
+    assert not finished(record, "flood"), lines(record)
+    assert peak_rss_mb(d.proc.pid) < before + 100, (before, peak_rss_mb(d.proc.pid))
+    send(c, url, "after")
+    assert wait_for(lambda: finished(record, "after"), timeout=60), lines(record)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
