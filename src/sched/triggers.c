@@ -561,6 +561,32 @@ static void start(trigger *t, fn *f, tinv *ti)
     functions_invoke(t->owner->table, g, version, &ti->inv, &used);
 }
 
+/* A queue's message's place in its chain of triggered invocations
+ * (common/lambda.h): 0 for one a client sent. */
+static uint32_t lineage_of(const queue_lease *l)
+{
+    const queue_attrs *a = l->msg->attrs;
+    if (!triggers_is_receiver(l->sub) || !a || !a->source || strcmp(a->source, BATCH_SQS_SOURCE))
+        return 0;
+    return lambda_sqs_lineage(a->headers, a->headers_len);
+}
+
+/* Whether l was sent by the SPATE_SQS_LOOP_MAX-th invocation of a chain (a
+ * function sending to the queue that runs it): then it fails without
+ * running, as Lambda's recursive loop detection stops it, and follows the
+ * queue's rules for a failure (its dead-letter queue after maxReceiveCount). */
+static int loop_stopped(trigger *t, queue_lease *l)
+{
+    if (lineage_of(l) < SPATE_SQS_LOOP_MAX) return 0;
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    log_warn("recursive loop stopped: message %llu of queue %s was sent by the %u-th invocation "
+             "of a chain of triggered invocations; not run fn=%s",
+             (unsigned long long)l->msg->seq, queue_sub_topic(l->sub), SPATE_SQS_LOOP_MAX,
+             cfg->function);
+    fail_one(t, l, "recursive loop detected: not run", -1);
+    return 1;
+}
+
 /* Whether topic is function's own async topic, spate.async.FUNCTION. */
 static int own_async_topic(const char *topic, const char *function)
 {
@@ -570,6 +596,7 @@ static int own_async_topic(const char *topic, const char *function)
 
 static void dispatch(trigger *t, fn *f, queue_lease *l)
 {
+    if (loop_stopped(t, l)) return;
     tinv *ti = calloc(1, sizeof *ti);
     if (!ti) {
         queue_release(l);
@@ -601,6 +628,7 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
         .payload = l->msg->data,
         .payload_len = l->msg->len,
         .attempt = l->attempt,
+        .lineage = lineage_of(l) + 1,
         .topic = queue_sub_topic(t->sub),
         .key = l->msg->key,
         .attrs = l->msg->attrs,
@@ -624,6 +652,19 @@ static void release_pending(trigger *t)
 static void dispatch_batch(trigger *t, fn *f)
 {
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    uint32_t kept = 0, lineage = 0;
+    for (uint32_t i = 0; i < t->npending; i++) {
+        queue_lease *l = t->pending[i];
+        if (loop_stopped(t, l)) continue;
+        uint32_t n = lineage_of(l);
+        if (n > lineage) lineage = n;
+        t->pending[kept++] = l;
+    }
+    t->npending = kept;
+    if (!kept) {
+        t->pending_bytes = 0;
+        return;
+    }
     tinv *ti = calloc(1, sizeof *ti);
     queue_lease **leases = malloc(t->npending * sizeof *leases);
     if (ti) buf_init(&ti->event, SPATE_BATCH_BYTES_MAX + SPATE_MESSAGE_MAX * 8u);
@@ -657,6 +698,7 @@ static void dispatch_batch(trigger *t, fn *f)
         .payload = ti->event.data,
         .payload_len = (uint32_t)ti->event.len,
         .attempt = attempt,
+        .lineage = lineage + 1,
         .topic = queue_sub_topic(t->sub),
         .done = on_done,
         .data = ti,

@@ -90,6 +90,9 @@ def handler(event, context):
             for _ in range(int(os.environ.get("FLOOD_MB", "0"))):
                 os.write(1, chunk.encode())
                 os.write(2, chunk.encode())
+        elif body == "loop":
+            line["result"] = sqs("send_message", QueueUrl=queue, MessageBody="loop")
+            line["trace"] = os.environ.get("_X_AMZN_TRACE_ID", "")
         elif body == "hang":
             time.sleep(3600)
         elif body == "slow" and count == "1":
@@ -383,3 +386,31 @@ def test_a_function_that_floods_its_output_mid_batch(secured, tmp_path):
     send(c, url, "after")
     assert wait_for(lambda: finished(record, "after"), timeout=60), lines(record)
     assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+
+
+def test_a_function_sending_to_its_own_queue_is_stopped(secured, tmp_path):
+    """A function that sends a message to the queue that triggers it, on
+    every invocation, loops without end. As Lambda's recursive loop
+    detection: the invocations of one chain carry its length in their trace
+    header (Lineage=HASH:N, which boto3 sends back as X-Amzn-Trace-Id), the
+    message a 16th invocation sends is not run but fails (to the dead-letter
+    queue), and the loop ends. The message keeps no visible attribute for it."""
+    d, c = secured, client(secured)
+    # Exec instances carry the trace: python3 here as one (the zygote's
+    # native ABI has no trace header yet).
+    record = deploy(d, tmp_path, timeout=30000, env={"SPATE_PYTHON_ZYGOTE": 0})
+    url, dlq = queue_with_dlq(c, "echo", max_receives=1)
+    trigger_on(d, "echo", "hostile", batch_size=1)
+    c.send_message(QueueUrl=url, MessageBody="loop")
+    assert wait_for(lambda: counts(c, dlq) == (1, 0), timeout=60), counts(c, dlq)
+    assert wait_for(lambda: len(finished(record, "loop")) == 16, timeout=60), len(lines(record))
+    time.sleep(2)
+    runs = finished(record, "loop")
+    assert len(runs) == 16 and all(r["result"] == "ok" for r in runs), runs
+    assert runs[0]["trace"].endswith(":1") and runs[15]["trace"].endswith(":16"), runs
+    assert "recursive loop stopped" in d.log()
+    # What the dead-letter queue keeps shows no attribute of spate's own.
+    m = c.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"],
+                          WaitTimeSeconds=2)["Messages"][0]
+    assert m["Body"] == "loop" and counts(c, url) == (0, 0)
+    assert "MessageAttributes" not in m and "MD5OfMessageAttributes" not in m, m
