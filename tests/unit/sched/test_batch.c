@@ -26,6 +26,16 @@ static queue_lease leases[3] = {{.msg = &msgs[0], .attempt = 1},
                                 {.msg = &msgs[2], .attempt = 2}};
 static queue_lease *const batch[3] = {&leases[0], &leases[1], &leases[2]};
 
+/* A receipt handle of the most bytes batch_event may be given. */
+static void longest_handle(const char *topic, uint64_t seq, uint32_t attempt, char *out, size_t cap,
+                           void *data)
+{
+    (void)topic, (void)seq, (void)attempt, (void)data;
+    size_t n = cap - 1 < BATCH_HANDLE_MAX ? cap - 1 : BATCH_HANDLE_MAX;
+    memset(out, 'h', n);
+    out[n] = '\0';
+}
+
 static cJSON *event(int format)
 {
     buf b;
@@ -154,7 +164,10 @@ static void estimate_bounds(void)
                 buf b;
                 buf_init(&b, 1 << 20);
                 /* 2 and 3: the same formats on a queue (its MessageIds). */
-                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0, NULL, NULL), 0);
+                /* On a queue with the longest receipt handle there is. */
+                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0,
+                                      format / 2 ? longest_handle : NULL, NULL),
+                          0);
                 /* The envelope, {"Records":[ ]}, is the trigger's margin. */
                 CHECK(b.len - (format % 2 == QUEUE_EVENT_SQS ? 14 : 2) <=
                       batch_record_max(&m, format % 2, 128));
@@ -269,8 +282,43 @@ static void queue_ids(void)
               -1);
 }
 
+/* A trigger's chain length, from a trace header and from a message's
+ * stored attributes (common/lambda.h): what the recursive loop detection
+ * reads. Anything that is not one is 0; a number is capped. */
+static void lineage(void)
+{
+    CHECK_INT(lambda_trace_lineage(NULL), 0);
+    CHECK_INT(lambda_trace_lineage("Root=1-5e-abc;Parent=1;Sampled=0"), 0);
+    CHECK_INT(lambda_trace_lineage("Root=1-5e-abc;Sampled=0;Lineage=a87bd80c:7"), 7);
+    CHECK_INT(lambda_trace_lineage("Lineage=:7"), 0);
+    CHECK_INT(lambda_trace_lineage("Lineage=zz:7"), 0);
+    CHECK_INT(lambda_trace_lineage("Lineage=ab:99999999999999999999"), 1000);
+    static const char h[] = "{\"x\":{\"DataType\":\"String\",\"StringValue\":\"aws.lineage\"},"
+                            "\"" LAMBDA_SQS_LINEAGE_ATTR "\":\"15\"}";
+    CHECK_INT(lambda_sqs_lineage(h, sizeof h - 1), 15);
+    CHECK_INT(lambda_sqs_lineage(h, 20), 0); /* cut: not JSON */
+    static const char bad[] = "{\"" LAMBDA_SQS_LINEAGE_ATTR "\":15}";
+    CHECK_INT(lambda_sqs_lineage(bad, sizeof bad - 1), 0);
+    CHECK_INT(lambda_sqs_lineage(NULL, 0), 0);
+    /* Not an attribute's shape: an SQS record shows no messageAttributes. */
+    static const char only[] = "{\"" LAMBDA_SQS_LINEAGE_ATTR "\":\"3\"}";
+    queue_attrs at = {.source = BATCH_SQS_SOURCE, .headers = only, .headers_len = sizeof only - 1};
+    queue_msg m = {.seq = 1, .published_ms = 1, .data = "x", .len = 1, .attrs = &at};
+    queue_lease l = {.msg = &m, .attempt = 1};
+    queue_lease *const one[1] = {&l};
+    buf b;
+    buf_init(&b, 1 << 20);
+    CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 1, 0, NULL, NULL), 0);
+    cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+    const cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "Records"), 0);
+    CHECK_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "messageAttributes")), 0);
+    cJSON_Delete(doc);
+    buf_free(&b);
+}
+
 int main(void)
 {
+    RUN(lineage);
     RUN(estimate_bounds);
     RUN(sqs_attributes);
     RUN(sqs_event);
