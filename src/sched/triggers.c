@@ -39,7 +39,12 @@ typedef struct trigger {
     int pumping;
     int stalled; /* the pool refused: wait for a completion or a tick */
     int missing_warned;
-    int removed;          /* its subscription is gone: freed when nothing runs */
+    int removed; /* its subscription is gone: freed when nothing runs */
+    /* Once removed, what its running invocations still read of it: its
+     * subscription may be freed before they end (a trigger on a queue holds
+     * no lease of its own subscription, which then lives no longer). */
+    queue_sub_config gone;
+    char gone_topic[SPATE_TOPIC_NAME_MAX + 1];
     histogram end_to_end; /* publish to success, for /metrics */
     /* The batch being gathered (batched triggers): leased, not yet sent. */
     queue_lease **pending;
@@ -97,6 +102,18 @@ struct triggers {
 };
 
 static void pump(trigger *t);
+
+/* t's configuration and topic, also while its last invocations end after
+ * its removal (trigger.gone). */
+static const queue_sub_config *cfg_of(const trigger *t)
+{
+    return t->removed ? &t->gone : queue_sub_get_config(t->sub);
+}
+
+static const char *topic_of(const trigger *t)
+{
+    return t->removed ? t->gone_topic : queue_sub_topic(t->sub);
+}
 
 /* A trigger that sends batches rather than one message as it is: more than
  * one message per invocation, or an event shaped around them. */
@@ -356,7 +373,7 @@ static void maybe_closed(triggers *tr);
  * after its last attempt. */
 static void fail_one(trigger *t, queue_lease *l, const char *error, int64_t visibility_ms)
 {
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    const queue_sub_config *cfg = cfg_of(t);
     if (triggers_is_receiver(l->sub)) {
         /* A queue's message (the trigger shares its receiver): as SQS treats
          * a failed receive, visible again when the queue's visibility
@@ -380,8 +397,7 @@ static void fail_one(trigger *t, queue_lease *l, const char *error, int64_t visi
     }
     if (l->attempt >= cfg->max_attempts) {
         log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
-                 cfg->dlq, error, cfg->function, queue_sub_topic(t->sub),
-                 (unsigned long long)l->msg->seq);
+                 cfg->dlq, error, cfg->function, topic_of(t), (unsigned long long)l->msg->seq);
         queue_dead_letter(l, error);
     } else {
         queue_nack(l, backoff_ms(t->owner, l->attempt), error);
@@ -424,7 +440,7 @@ static void fail_all(trigger *t, tinv *ti, const char *error)
  * it cannot read fails the whole batch). */
 static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
 {
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    const queue_sub_config *cfg = cfg_of(t);
     uint8_t *failed = NULL;
     if (cfg->report_failures && ti->n) {
         char why[160] = "";
@@ -432,7 +448,7 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
         /* The ids the event showed: a queue's MessageIds when its
          * receiver's (dispatch_batch). */
         const queue_sub *src = ti->leases[0]->sub;
-        const char *qname = triggers_is_receiver(src) ? queue_sub_topic(t->sub) : NULL;
+        const char *qname = triggers_is_receiver(src) ? topic_of(t) : NULL;
         int rc = failed ? batch_failures(body, len, ti->leases, ti->n, failed, qname,
                                          triggers_receiver_created(src), why, sizeof why)
                         : ERR_NOMEM;
@@ -470,7 +486,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     trigger *t = ti->t;
     triggers *tr = t->owner;
     char error[SPATE_ERROR_MESSAGE_MAX + 64];
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    const queue_sub_config *cfg = cfg_of(t);
     /* Each message's outcome (async invocations' destinations: their topic
      * has one message per invocation). */
     for (uint32_t i = 0;
@@ -478,7 +494,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
          i++) {
         const queue_lease *l = ti->leases[i];
         trigger_outcome o = {
-            .topic = queue_sub_topic(t->sub),
+            .topic = topic_of(t),
             .function = cfg->function,
             .request_id = ti->request_id,
             .msg = l->msg,
@@ -1225,6 +1241,8 @@ static int remove_trigger(triggers *tr, const char *topic, const char *function,
         list_init(&t->link);
         queue_sub_set_data(sub, NULL);
         t->stalled = 1; /* never pumps again */
+        t->gone = *queue_sub_get_config(sub);
+        snprintf(t->gone_topic, sizeof t->gone_topic, "%s", queue_sub_topic(sub));
         t->removed = 1;
     }
     tr->changing++;

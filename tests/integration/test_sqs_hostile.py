@@ -93,6 +93,14 @@ def handler(event, context):
         elif body == "loop":
             line["result"] = sqs("send_message", QueueUrl=queue, MessageBody="loop")
             line["trace"] = os.environ.get("_X_AMZN_TRACE_ID", "")
+        elif body == "unmap":
+            import urllib.request
+            q = r["eventSourceARN"].split(":")[-1]
+            req = urllib.request.Request(
+                os.environ["SPATE"] + "/v1/triggers/%s/%s" % (q, context.function_name),
+                method="DELETE", headers={"Authorization": "Bearer " + os.environ["SECRET"]})
+            with urllib.request.urlopen(req) as resp:
+                line["result"] = resp.status
         elif body == "hang":
             time.sleep(3600)
         elif body == "slow" and count == "1":
@@ -414,3 +422,25 @@ def test_a_function_sending_to_its_own_queue_is_stopped(secured, tmp_path):
                           WaitTimeSeconds=2)["Messages"][0]
     assert m["Body"] == "loop" and counts(c, url) == (0, 0)
     assert "MessageAttributes" not in m and "MD5OfMessageAttributes" not in m, m
+
+
+def test_a_function_deletes_its_own_mapping_mid_batch(secured, tmp_path):
+    """The function removes the trigger that runs it, mid-batch: the batch
+    still settles (its failed message visible again for ReceiveMessage, the
+    others deleted), nothing runs after, spated stays up and stops cleanly."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path)
+    url = c.create_queue(QueueName="unmapped", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    trigger_on(d, "unmapped", "hostile", batch_size=10, batch_window=1000, paused="true")
+    send(c, url, "unmap", "fail-1", "ok")
+    status, doc = call(d, "PUT", "/v1/triggers/unmapped/hostile?update=true&paused=false")
+    assert status == 200, doc
+    assert wait_for(lambda: len(finished(record)) == 3, timeout=60), lines(record)
+    assert finished(record, "unmap")[0]["result"] == 204
+    got = wait_for(lambda: c.receive_message(QueueUrl=url, WaitTimeSeconds=2).get("Messages"),
+                   timeout=30)
+    assert [m["Body"] for m in got] == ["fail-1"], got
+    send(c, url, "later")
+    time.sleep(2)
+    assert len(started(record)) == 3 and d.proc.poll() is None
+    assert call(d, "GET", "/v1/triggers/unmapped/hostile")[0] == 404
