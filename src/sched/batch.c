@@ -37,7 +37,7 @@ static size_t escaped_len(const char *s, size_t len)
  * a comma, with a few to spare; and the messageAttributes an SQS record not
  * UTF-8 gains. Counted with the longest value of each (the unit test
  * checks that an event never passes the sum). */
-#define SQS_FIXED (560 + BATCH_HANDLE_MAX)
+#define SQS_FIXED 560
 #define RAW_FIXED 320
 #define BASE64_MARK 128
 /* An SQS attribute's record beside its name, type and value: the names
@@ -51,10 +51,10 @@ static int sqs_sent(const queue_msg *m)
            m->attrs->headers && m->attrs->headers_len;
 }
 
-size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
+size_t batch_record_max(const queue_msg *m, int format, size_t topic_len, int on_queue)
 {
     int sqs = format == QUEUE_EVENT_SQS;
-    size_t n = sqs ? SQS_FIXED + 2 * topic_len : RAW_FIXED;
+    size_t n = sqs ? SQS_FIXED + 2 * topic_len + (on_queue ? BATCH_HANDLE_MAX : 0) : RAW_FIXED;
     if (utf8_valid(m->data, m->len))
         n += escaped_len(m->data, m->len);
     else

@@ -43,8 +43,10 @@
 #define BATCH_AWS_ACCOUNT "000000000000"
 
 /* At least the bytes message m adds to an event of format on topic (of
- * topic_len bytes): what the trigger counts against SPATE_BATCH_BYTES_MAX. */
-size_t batch_record_max(const queue_msg *m, int format, size_t topic_len);
+ * topic_len bytes; on_queue: an SQS queue's, its records with a receipt
+ * handle of up to BATCH_HANDLE_MAX): what the trigger counts against
+ * SPATE_BATCH_BYTES_MAX. */
+size_t batch_record_max(const queue_msg *m, int format, size_t topic_len, int on_queue);
 
 /* Writes into out (cap bytes, at most BATCH_HANDLE_MAX written) the
  * receipt handle of an SQS record of message seq, received the attempt-th

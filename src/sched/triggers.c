@@ -45,7 +45,8 @@ typedef struct trigger {
      * no lease of its own subscription, which then lives no longer). */
     queue_sub_config gone;
     char gone_topic[SPATE_TOPIC_NAME_MAX + 1];
-    histogram end_to_end; /* publish to success, for /metrics */
+    int64_t loop_warned_ms; /* the last "recursive loop stopped" (one a minute) */
+    histogram end_to_end;   /* publish to success, for /metrics */
     /* The batch being gathered (batched triggers): leased, not yet sent. */
     queue_lease **pending;
     uint32_t npending, pending_cap;
@@ -595,11 +596,19 @@ static int loop_stopped(trigger *t, queue_lease *l)
 {
     if (lineage_of(l) < SPATE_SQS_LOOP_MAX) return 0;
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
-    log_warn("recursive loop stopped: message %llu of queue %s was sent by the %u-th invocation "
-             "of a chain of triggered invocations; not run fn=%s",
-             (unsigned long long)l->msg->seq, queue_sub_topic(l->sub), SPATE_SQS_LOOP_MAX,
-             cfg->function);
+    int64_t now = clock_now_ms();
+    if (now - t->loop_warned_ms >= 60000) {
+        log_warn("recursive loop stopped: message %llu of queue %s was sent by the %u-th "
+                 "invocation of a chain of triggered invocations; not run (said once a minute) "
+                 "fn=%s",
+                 (unsigned long long)l->msg->seq, queue_sub_topic(l->sub), SPATE_SQS_LOOP_MAX,
+                 cfg->function);
+        t->loop_warned_ms = now;
+    }
     fail_one(t, l, "recursive loop detected: not run", -1);
+    /* Until the next tick: on a queue whose visibility timeout is 0 the
+     * message is back at once, and pump would lease it again without end. */
+    t->stalled = 1;
     return 1;
 }
 
@@ -750,7 +759,8 @@ static int gather(trigger *t, queue_sub *src)
         t->carry = NULL;
         if (!l) l = lease_from(src);
         if (!l) break;
-        size_t bytes = batch_record_max(l->msg, cfg->event_format, topic_len);
+        size_t bytes =
+            batch_record_max(l->msg, cfg->event_format, topic_len, triggers_is_receiver(l->sub));
         /* The cap holds for every batch but a single message's own. */
         if (t->npending && t->pending_bytes + bytes > SPATE_BATCH_BYTES_MAX - 64) {
             t->carry = l;
@@ -899,8 +909,10 @@ static void purge_pending(const char *key, void *value, void *data)
     const char *topic = data;
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
-        if (!t->npending || strcmp(queue_sub_topic(t->pending[0]->sub), topic) != 0 ||
-            !triggers_is_receiver(t->pending[0]->sub))
+        /* The carried lease waits without a batch after one went. */
+        const queue_lease *first = t->npending ? t->pending[0] : t->carry;
+        if (!first || !triggers_is_receiver(first->sub) ||
+            strcmp(queue_sub_topic(first->sub), topic) != 0)
             continue;
         for (uint32_t i = 0; i < t->npending; i++) queue_ack(t->pending[i]);
         if (t->carry) queue_ack(t->carry);

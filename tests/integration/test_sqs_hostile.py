@@ -444,3 +444,23 @@ def test_a_function_deletes_its_own_mapping_mid_batch(secured, tmp_path):
     time.sleep(2)
     assert len(started(record)) == 3 and d.proc.poll() is None
     assert call(d, "GET", "/v1/triggers/unmapped/hostile")[0] == 404
+
+
+def test_a_stopped_loop_on_a_queue_without_visibility_timeout(secured, tmp_path):
+    """The same loop on a queue whose visibility timeout is 0 and that has
+    no dead-letter queue: the stopped message is back at once, every time;
+    spated does not spin on it (it tries again at its next tick) and keeps
+    answering, and says so once, not per try."""
+    d, c = secured, client(secured)
+    record = deploy(d, tmp_path, timeout=30000, env={"SPATE_PYTHON_ZYGOTE": 0})
+    url = c.create_queue(QueueName="spin", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+    trigger_on(d, "spin", "hostile", batch_size=1)
+    c.send_message(QueueUrl=url, MessageBody="loop")
+    assert wait_for(lambda: len(finished(record, "loop")) == 16, timeout=60), len(lines(record))
+    for _ in range(20):
+        counts(c, url)  # answered at once each time (the test's timeout says otherwise)
+        time.sleep(0.1)
+    assert len(finished(record, "loop")) == 16
+    assert d.log().count("recursive loop stopped") == 1
+    c.purge_queue(QueueUrl=url)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)

@@ -45,7 +45,7 @@ static cJSON *event(int format)
     CHECK(doc != NULL);
     /* The estimate the cap counts bounds what each record takes. */
     size_t max = 0;
-    for (int i = 0; i < 3; i++) max += batch_record_max(&msgs[i], format, 3);
+    for (int i = 0; i < 3; i++) max += batch_record_max(&msgs[i], format, 3, 0);
     CHECK(b.len <= max);
     buf_free(&b);
     return doc;
@@ -170,7 +170,7 @@ static void estimate_bounds(void)
                           0);
                 /* The envelope, {"Records":[ ]}, is the trigger's margin. */
                 CHECK(b.len - (format % 2 == QUEUE_EVENT_SQS ? 14 : 2) <=
-                      batch_record_max(&m, format % 2, 128));
+                      batch_record_max(&m, format % 2, 128, format / 2));
                 cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
                 CHECK(doc != NULL);
                 cJSON_Delete(doc);
@@ -201,7 +201,7 @@ static void sqs_attributes(void)
         buf b;
         buf_init(&b, 1 << 20);
         CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0, 0, NULL, NULL), 0);
-        CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1));
+        CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1, 0));
         cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
         CHECK(doc != NULL);
         const cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "Records"), 0);
