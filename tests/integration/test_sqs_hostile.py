@@ -464,3 +464,46 @@ def test_a_stopped_loop_on_a_queue_without_visibility_timeout(secured, tmp_path)
     assert d.log().count("recursive loop stopped") == 1
     c.purge_queue(QueueUrl=url)
     assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
+
+
+NODE_APP = b"""const fs = require('fs');
+exports.handler = async (event) => {
+  for (const r of event.Records) {
+    fs.appendFileSync(process.env.RECORD, JSON.stringify({
+      body: r.body, count: r.attributes.ApproximateReceiveCount}) + '\\n');
+    if (r.body === 'exit') process.exit(3);
+    if (r.body === 'abort') process.abort();
+    if (r.body === 'throw') throw new Error('thrown on purpose');
+    // A timer: a promise alone that never settles empties the event loop,
+    // which ends the invocation with null, as Lambda's runtime does.
+    if (r.body === 'hang') await new Promise((ok) => setTimeout(ok, 3600e3));
+  }
+  return {batchItemFailures: []};
+};
+"""
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/node", os.X_OK), reason="no /usr/bin/node")
+@pytest.mark.parametrize("mode", ["exit", "abort", "throw", pytest.param("hang", marks=pytest.mark.xfail(
+    strict=True, reason="open: after a Node.js instance is killed at its timeout, every new "
+    "instance of the function fails to start ('bootstrap: Cannot fork', status 2) for seconds "
+    "at least, and its messages go to the dead-letter queue without running"))])
+def test_a_nodejs_function_that_dies_or_hangs_mid_batch(secured, tmp_path, mode):
+    """The same with a Node.js handler (runtime nodejs, an exec instance):
+    the whole batch comes back and goes to the dead-letter queue after its
+    second receive; the function runs the next batch."""
+    d, c = secured, client(secured)
+    record = tmp_path / "node.jsonl"
+    status, doc = call(d, "PUT", f"/v1/functions/nd?runtime=nodejs&handler=index.handler"
+                       f"&timeout=2000&env=RECORD%3D{record}", zipped({"index.js": NODE_APP}))
+    assert status == 201, doc
+    url, dlq = queue_with_dlq(c, "nodedies")
+    trigger_on(d, "nodedies", "nd", batch_size=10, batch_window=1000, paused="true")
+    send(c, url, "before", mode)
+    status, doc = call(d, "PUT", "/v1/triggers/nodedies/nd?update=true&paused=false")
+    assert status == 200, doc
+    assert dead(c, dlq, 2) == sorted(["before", mode])
+    assert [x["count"] for x in lines(record) if x["body"] == "before"] == ["1", "2"]
+    send(c, url, "after")
+    assert wait_for(lambda: any(x["body"] == "after" for x in lines(record)), timeout=60)
+    assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
