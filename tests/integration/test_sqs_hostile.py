@@ -167,6 +167,12 @@ def trigger_on(d, queue, function, **params):
     assert status == 201, doc
 
 
+def unpause(d, queue, function):
+    """Lets a trigger added paused run what was sent meanwhile (one batch)."""
+    status, doc = call(d, "PUT", f"/v1/triggers/{queue}/{function}?update=true&paused=false")
+    assert status == 200, doc
+
+
 def counts(c, url):
     a = c.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
@@ -238,8 +244,7 @@ def test_hostile_batch_item_failures(secured, tmp_path, mode, whole):
     url, dlq = queue_with_dlq(c, "answers")
     trigger_on(d, "answers", "hostile", batch_size=10, batch_window=1000, paused="true")
     send(c, url, mode, "plain")
-    status, doc = call(d, "PUT", "/v1/triggers/answers/hostile?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "answers", "hostile")
     assert dead(c, dlq, 2 if whole else 1) == sorted([mode, "plain"] if whole else [mode])
     assert len(started(record, mode)) == 2
     assert len(started(record, "plain")) == (2 if whole else 1), lines(record)
@@ -262,8 +267,7 @@ def test_a_function_that_dies_or_hangs_mid_batch(secured, tmp_path, mode):
     url, dlq = queue_with_dlq(c, "dies")
     trigger_on(d, "dies", "hostile", batch_size=10, batch_window=1000, paused="true")
     send(c, url, "before", mode)
-    status, doc = call(d, "PUT", "/v1/triggers/dies/hostile?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "dies", "hostile")
     assert dead(c, dlq, 2) == sorted(["before", mode])
     assert [x["count"] for x in started(record, "before")] == ["1", "2"], lines(record)
     # The function runs again afterwards.
@@ -301,8 +305,7 @@ def test_a_function_purges_or_deletes_its_own_queue_mid_batch(secured, tmp_path,
     url = c.create_queue(QueueName="doomed", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
     trigger_on(d, "doomed", "hostile", batch_size=10, batch_window=1000, paused="true")
     send(c, url, "fail-1", mode, "fail-2", "ok")
-    status, doc = call(d, "PUT", "/v1/triggers/doomed/hostile?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "doomed", "hostile")
     assert wait_for(lambda: finished(record, mode), timeout=60), lines(record)
     assert finished(record, mode)[0]["result"] == "ok", lines(record)
     time.sleep(3)  # past the visibility timeout: nothing comes back
@@ -356,8 +359,7 @@ def test_largest_messages_in_a_batch_of_ten(secured, tmp_path):
     bodies = [(f"{i}" + ("\n" if i % 2 else '"') * (256 * 1024))[:256 * 1024] for i in range(10)]
     for b in bodies:
         c.send_message(QueueUrl=url, MessageBody=b)
-    status, doc = call(d, "PUT", "/v1/triggers/big/hostile?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "big", "hostile")
     assert wait_for(lambda: len(finished(record)) == 10, timeout=120), len(lines(record))
     assert wait_for(lambda: counts(c, url) == (0, 0), timeout=30)
     got = started(record)
@@ -386,8 +388,7 @@ def test_a_function_that_floods_its_output_mid_batch(secured, tmp_path):
     trigger_on(d, "loud", "hostile", batch_size=10, batch_window=1000, paused="true")
     before = peak_rss_mb(d.proc.pid)
     send(c, url, "flood", "quiet")
-    status, doc = call(d, "PUT", "/v1/triggers/loud/hostile?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "loud", "hostile")
     assert dead(c, dlq, 2) == ["flood", "quiet"]
     assert not finished(record, "flood"), lines(record)
     assert peak_rss_mb(d.proc.pid) < before + 100, (before, peak_rss_mb(d.proc.pid))
@@ -433,8 +434,7 @@ def test_a_function_deletes_its_own_mapping_mid_batch(secured, tmp_path):
     url = c.create_queue(QueueName="unmapped", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
     trigger_on(d, "unmapped", "hostile", batch_size=10, batch_window=1000, paused="true")
     send(c, url, "unmap", "fail-1", "ok")
-    status, doc = call(d, "PUT", "/v1/triggers/unmapped/hostile?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "unmapped", "hostile")
     assert wait_for(lambda: len(finished(record)) == 3, timeout=60), lines(record)
     assert finished(record, "unmap")[0]["result"] == 204
     got = wait_for(lambda: c.receive_message(QueueUrl=url, WaitTimeSeconds=2).get("Messages"),
@@ -500,8 +500,7 @@ def test_a_nodejs_function_that_dies_or_hangs_mid_batch(secured, tmp_path, mode)
     url, dlq = queue_with_dlq(c, "nodedies")
     trigger_on(d, "nodedies", "nd", batch_size=10, batch_window=1000, paused="true")
     send(c, url, "before", mode)
-    status, doc = call(d, "PUT", "/v1/triggers/nodedies/nd?update=true&paused=false")
-    assert status == 200, doc
+    unpause(d, "nodedies", "nd")
     assert dead(c, dlq, 2) == sorted(["before", mode])
     assert [x["count"] for x in lines(record) if x["body"] == "before"] == ["1", "2"]
     send(c, url, "after")
