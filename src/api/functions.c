@@ -161,7 +161,39 @@ static int check_destinations(const char *name, const fn_config *c, char *why, s
     return ERR_INVAL;
 }
 
-static int config_params(http_request *req, const char *name, const fn *f, deploy_params *p)
+typedef struct batch_find {
+    const char *name;
+    const char *topic; /* the first trigger of name with batches over 1 */
+    uint32_t size;
+} batch_find;
+
+static void find_batches(queue_sub *sub, void *data)
+{
+    batch_find *b = data;
+    const queue_sub_config *cfg = queue_sub_get_config(sub);
+    if (b->topic || cfg->batch_size <= 1 || strcmp(cfg->function, b->name) != 0) return;
+    b->topic = queue_sub_topic(sub);
+    b->size = cfg->batch_size;
+}
+
+/* A native function takes one message per invocation (spate_request): as a
+ * trigger add or an event source mapping refuses a batch size over 1 for
+ * one, a deploy that makes a function with such a trigger native is
+ * refused (its batches' events went to spate_request as one message). */
+static int check_batches(api *a, const char *name, const fn_config *c, char *why, size_t cap)
+{
+    if (c->runtime != RUNTIME_NATIVE || !a->q) return 0;
+    batch_find b = {name, NULL, 0};
+    queue_each_sub(a->q, find_batches, &b);
+    if (!b.topic) return 0;
+    snprintf(why, cap,
+             "function '%s' has a trigger on '%s' with batch_size %u, and a native function "
+             "takes one message per invocation: set its batch_size to 1 first",
+             name, b.topic, b.size);
+    return ERR_INVAL;
+}
+
+static int config_params(api *a, http_request *req, const char *name, const fn *f, deploy_params *p)
 {
     p->why[0] = '\0';
     p->clear_env = 0;
@@ -177,6 +209,7 @@ static int config_params(http_request *req, const char *name, const fn *f, deplo
     if (rc == 0) rc = http_query_parse(req->query, on_deploy_param, p);
     if (rc == 0) rc = fnconfig_check(&p->cfg, p->why, sizeof p->why);
     if (rc == 0) rc = check_destinations(name, &p->cfg, p->why, sizeof p->why);
+    if (rc == 0) rc = check_batches(a, name, &p->cfg, p->why, sizeof p->why);
     if (rc == 0) return 0;
     fnconfig_free(&p->cfg);
     if (rc == ERR_NOMEM)
@@ -193,7 +226,7 @@ static void deploy_fn(api *a, http_request *req, const route_match *m)
     memcpy(name, m->name, m->name_len);
     name[m->name_len] = '\0';
     deploy_params p;
-    if (config_params(req, name, functions_find(a->table, name, m->name_len), &p)) return;
+    if (config_params(a, req, name, functions_find(a->table, name, m->name_len), &p)) return;
     /* The runtime is the one asked for, or the active version's. */
     char why[400];
     int rc = api_artifact_prepare(&req->body, &p.cfg, p.file, why, sizeof why);
@@ -224,7 +257,7 @@ static void configure_fn(api *a, http_request *req, const route_match *m)
         return;
     }
     deploy_params p;
-    if (config_params(req, f->name, f, &p)) return;
+    if (config_params(a, req, f->name, f, &p)) return;
     if (fnconfig_equal(&p.cfg, &f->active.config)) {
         fnconfig_free(&p.cfg);
         cJSON *doc = api_json_function(f, NULL, 0, NULL, 1); /* PATCH needs an admin */

@@ -995,6 +995,11 @@ static void publish(send_ctx *s, const char *const *bodies)
     char *json[SPATE_SQS_BATCH_MAX] = {0};
     size_t off[SPATE_SQS_BATCH_MAX], koff[SPATE_SQS_BATCH_MAX], doff[SPATE_SQS_BATCH_MAX];
     uint32_t window_ms = sqs_dedup_window_ms(c->a);
+    /* Sent by a triggered invocation (its SDK sends the trace header it was
+     * given): the message keeps its place in the chain (common/lambda.h). */
+    uint32_t lineage = lambda_trace_lineage(http_header(c->req, "X-Amzn-Trace-Id"));
+    char lineage_s[12];
+    snprintf(lineage_s, sizeof lineage_s, "%u", (unsigned)lineage);
     size_t entry[SPATE_SQS_BATCH_MAX]; /* the entry of each input */
     int failed = 0;
     size_t k = 0; /* inputs made */
@@ -1018,12 +1023,26 @@ static void publish(send_ctx *s, const char *const *bodies)
             failed = buf_append(&body, s->dedup[i], in[k].dedup_len + 1) != 0;
         }
         if (!failed && s->attrs[i]) {
-            json[k] = cJSON_PrintUnformatted(s->attrs[i]);
-            failed = !json[k] || sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
+            failed = sqs_attrs_md5(s->attrs[i], s->amd5[i]) != 0;
+            if (!failed && lineage)
+                failed = !cJSON_AddStringToObject(s->attrs[i], LAMBDA_SQS_LINEAGE_ATTR, lineage_s);
+            json[k] = failed ? NULL : cJSON_PrintUnformatted(s->attrs[i]);
+            failed = failed || !json[k];
             if (!failed) {
                 qa[k] = (queue_attrs){.source = SQS_ATTRS_SOURCE,
                                       .headers = json[k],
                                       .headers_len = (uint32_t)strlen(json[k])};
+                in[k].attrs = &qa[k];
+            }
+        } else if (!failed && lineage) {
+            int n = snprintf(NULL, 0, "{\"" LAMBDA_SQS_LINEAGE_ATTR "\":\"%s\"}", lineage_s);
+            json[k] = malloc((size_t)n + 1);
+            failed = !json[k];
+            if (!failed) {
+                snprintf(json[k], (size_t)n + 1, "{\"" LAMBDA_SQS_LINEAGE_ATTR "\":\"%s\"}",
+                         lineage_s);
+                qa[k] = (queue_attrs){
+                    .source = SQS_ATTRS_SOURCE, .headers = json[k], .headers_len = (uint32_t)n};
                 in[k].attrs = &qa[k];
             }
         }
@@ -1346,11 +1365,13 @@ static void on_purged(void *data, int status, uint64_t count)
 }
 
 /* SQS deletes what is in flight too: the held messages are deleted first
- * (the topic's purge spares leased ones). */
+ * (the topic's purge spares leased ones), the receives' and the triggers'
+ * (a function purging its own queue mid-batch had its batch back). */
 static void purge_queue(sqs_call *c)
 {
     if (queue_of(c)) return;
     sqs_delete_held(c->a, c->queue);
+    if (c->a->tr) triggers_receiver_purge(c->a->tr, c->queue);
     int rc = queue_topic_purge(c->a->q, c->queue, on_purged, c);
     if (rc) on_purged(c, rc, 0);
 }

@@ -259,7 +259,9 @@ cJSON *sqs_attrs_select(const char *json, size_t len, const cJSON *names)
     }
     for (cJSON *a = all->child, *next; a; a = next) {
         next = a->next;
-        if (!wanted(names, a->string)) cJSON_Delete(cJSON_DetachItemViaPointer(all, a));
+        /* Not an attribute's shape: spate's own (LAMBDA_SQS_LINEAGE_ATTR). */
+        if (!cJSON_IsObject(a) || !wanted(names, a->string))
+            cJSON_Delete(cJSON_DetachItemViaPointer(all, a));
     }
     if (cJSON_GetArraySize(all) == 0) {
         cJSON_Delete(all);

@@ -160,6 +160,23 @@ static void make_handle(const struct sqs *s, const held *h, char *out, size_t ca
              (unsigned long long)h->seq, mac);
 }
 
+/* A trigger's lease (Lambda's event source mapping): the receipt handle its
+ * function's SQS event shows, [NODE-]LIFE-tATTEMPT.SEQ.MAC. The 't' tells it
+ * from a receive's LIFE-N; the attempt names the lease (a handle of an
+ * earlier receive of the message is stale), and sched/triggers.c holds the
+ * lease until the invocation ends (triggers_receiver_settle). */
+static void on_handle(const char *topic, uint64_t seq, uint32_t attempt, char *out, size_t cap,
+                      void *data)
+{
+    const struct sqs *s = data;
+    char gen[SQS_GEN_MAX + 1], mac[33];
+    const char *node = node_id(s);
+    snprintf(gen, sizeof gen, "%s-t%u", s->life, (unsigned)attempt);
+    handle_mac(s, topic, gen, seq, mac);
+    snprintf(out, cap, "%s%s%s.%llu.%s", node ? node : "", node ? "-" : "", gen,
+             (unsigned long long)seq, mac);
+}
+
 /* --- The timer ------------------------------------------------------------------------ */
 
 static void on_timer(uv_timer_t *t);
@@ -574,6 +591,15 @@ static uint32_t on_room(queue_sub *sub, void *data)
 
 /* --- Settling ----------------------------------------------------------------------- */
 
+/* The N of a receive's LIFE-N, or a trigger's tN (on_handle): digits, at
+ * most 20, the trigger's attempt at most 10. */
+static int gen_number(const char *tail)
+{
+    int t = tail[0] == 't';
+    size_t n = strspn(tail + t, "0123456789");
+    return n && n == strlen(tail + t) && n <= (t ? 10u : 20u);
+}
+
 int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op,
                uint32_t visibility_s)
 {
@@ -604,21 +630,30 @@ int sqs_settle(api *a, const char *qname, const char *handle, enum sqs_settle op
         strspn(gen, "0123456789abcdef") == SQS_NODE_LEN &&
         strspn(gen + SQS_NODE_LEN + 1, "0123456789abcdef") == SQS_LIFE_LEN &&
         gen[SQS_NODE_LEN + 1 + SQS_LIFE_LEN] == '-' &&
-        strspn(gen + SQS_NODE_LEN + SQS_LIFE_LEN + 2, "0123456789") ==
-            strlen(gen + SQS_NODE_LEN + SQS_LIFE_LEN + 2)) {
+        gen_number(gen + SQS_NODE_LEN + SQS_LIFE_LEN + 2)) {
         const char *self = node_id(s);
         if (!self || memcmp(gen, self, SQS_NODE_LEN) != 0) return SQS_HANDLE_ELSEWHERE;
         memmove(gen, gen + SQS_NODE_LEN + 1, strlen(gen + SQS_NODE_LEN + 1) + 1);
     }
     if (strlen(gen) < SQS_LIFE_LEN + 2 || gen[SQS_LIFE_LEN] != '-' ||
-        strspn(gen, "0123456789abcdef") != SQS_LIFE_LEN ||
-        strspn(gen + SQS_LIFE_LEN + 1, "0123456789") != strlen(gen + SQS_LIFE_LEN + 1))
+        strspn(gen, "0123456789abcdef") != SQS_LIFE_LEN || !gen_number(gen + SQS_LIFE_LEN + 1))
         return SQS_BAD_HANDLE;
     /* Another life's (before a restart, whose key is gone): its lease is
      * gone with it, so it is stale, as the docs promise, not invalid. */
     if (memcmp(gen, s->life, SQS_LIFE_LEN) != 0) return op == SQS_DELETE ? 0 : SQS_NOT_INFLIGHT;
     handle_mac(s, qname, gen, seq, want);
     if (CRYPTO_memcmp(mac, want, 32) != 0) return SQS_BAD_HANDLE;
+    if (gen[SQS_LIFE_LEN + 1] == 't') {
+        /* A trigger's (on_handle): its invocation settles it when it ends. */
+        unsigned long attempt = strtoul(gen + SQS_LIFE_LEN + 2, NULL, 10);
+        int rc = attempt <= UINT32_MAX && s->a->tr
+                     ? triggers_receiver_settle(s->a->tr, qname, seq, (uint32_t)attempt,
+                                                op == SQS_DELETE ? TRIGGERS_SETTLE_DELETE
+                                                                 : TRIGGERS_SETTLE_VISIBILITY,
+                                                visibility_s * 1000)
+                     : -1;
+        return rc == 0 || op == SQS_DELETE ? 0 : SQS_NOT_INFLIGHT; /* stale: as below */
+    }
     held *h = strmap_get(&s->by_gen, gen, strlen(gen));
     if (!h || h->seq != seq || strcmp(h->queue, qname) != 0)
         return op == SQS_DELETE ? 0 : SQS_NOT_INFLIGHT; /* stale: SQS's answers */
@@ -866,6 +901,7 @@ void api_sqs_start(api *a)
                            .closing = on_closing,
                            .room = on_room,
                            .removed = on_removed,
+                           .handle = on_handle,
                            .data = s};
     triggers_set_receiver(a->tr, &r);
 }

@@ -64,6 +64,38 @@ int lambda_batch_failures(const char *body, size_t len, int (*on_id)(const char 
     return rc;
 }
 
+/* Decimal digits at s as a number, at most 1000; 0 when none. */
+static uint32_t small_number(const char *s)
+{
+    uint32_t n = 0;
+    for (; *s >= '0' && *s <= '9'; s++)
+        if ((n = n * 10 + (uint32_t)(*s - '0')) > 1000) return 1000;
+    return n;
+}
+
+uint32_t lambda_trace_lineage(const char *trace)
+{
+    const char *l = trace ? strstr(trace, "Lineage=") : NULL;
+    if (!l) return 0;
+    l += sizeof "Lineage=" - 1;
+    size_t hash = strspn(l, "0123456789abcdefABCDEF");
+    return hash && l[hash] == ':' ? small_number(l + hash + 1) : 0;
+}
+
+uint32_t lambda_sqs_lineage(const char *headers, size_t len)
+{
+    /* Cheap for the messages of a batch that have attributes but no
+     * lineage: parsed only when the name is there. */
+    if (!headers || !len ||
+        !memmem(headers, len, LAMBDA_SQS_LINEAGE_ATTR, sizeof LAMBDA_SQS_LINEAGE_ATTR - 1))
+        return 0;
+    cJSON *doc = cJSON_ParseWithLength(headers, len);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, LAMBDA_SQS_LINEAGE_ATTR);
+    uint32_t n = cJSON_IsString(v) ? small_number(v->valuestring) : 0;
+    cJSON_Delete(doc);
+    return n;
+}
+
 int lambda_json_is_object(const char *s, size_t len)
 {
     cJSON *doc = cJSON_ParseWithLength(s, len);

@@ -45,6 +45,20 @@ void lambda_sqs_message_id(const char *qname, int64_t created, uint64_t seq,
  * qname, created and some seq below 2^60: 0 with *seq; else -1. */
 int lambda_sqs_message_seq(const char *qname, int64_t created, const char *id, uint64_t *seq);
 
+/* Recursive loops (SPATE_SQS_LOOP_MAX). A triggered invocation's trace
+ * header (Lambda-Runtime-Trace-Id, which the runtime clients put in
+ * _X_AMZN_TRACE_ID and the AWS SDKs send back as X-Amzn-Trace-Id, as in
+ * Lambda) carries ";Lineage=HASH:N": the invocation is the N-th of its
+ * chain. A message SendMessage took with it keeps N under this name in its
+ * attributes' JSON (a name no sender may give: SQS keeps "aws." to itself;
+ * not an attribute's shape, so neither ReceiveMessage nor an event shows
+ * it); the trigger running it makes invocation N+1. */
+#define LAMBDA_SQS_LINEAGE_ATTR "aws.lineage"
+/* N of a trace header's Lineage=HASH:N (NULL or none: 0; at most 1000). */
+uint32_t lambda_trace_lineage(const char *trace);
+/* N of a stored message's attributes (headers, len bytes; NULL: 0). */
+uint32_t lambda_sqs_lineage(const char *headers, size_t len);
+
 /* Whether s (len bytes) is one JSON object. */
 int lambda_json_is_object(const char *s, size_t len);
 

@@ -710,5 +710,10 @@
 #define SPATE_SQS_VISIBILITY_DEFAULT 30
 /* A receipt handle longer than this is not one of ours. */
 #define SPATE_SQS_HANDLE_MAX 128
+/* A function sending to the queue that triggered it (or to one whose
+ * function sends back) loops without end: as Lambda's recursive loop
+ * detection, a message sent by a chain of this many triggered invocations
+ * is not run (common/lambda.h LAMBDA_SQS_LINEAGE_ATTR). */
+#define SPATE_SQS_LOOP_MAX 16
 
 #endif /* SPATE_LIMITS_H */

@@ -81,6 +81,9 @@ typedef struct frame_invoke {
     const char *key;   /* NULL when absent */
     const void *payload;
     uint32_t payload_len;
+    /* Exec instances only (not framed): its trace header's Lineage
+     * (common/lambda.h); 0: none. */
+    uint32_t lineage;
     /* A message's attributes (store/queue.h queue_attrs); has_attrs 0: none. */
     int has_attrs;
     int redelivered;

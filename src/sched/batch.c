@@ -51,10 +51,10 @@ static int sqs_sent(const queue_msg *m)
            m->attrs->headers && m->attrs->headers_len;
 }
 
-size_t batch_record_max(const queue_msg *m, int format, size_t topic_len)
+size_t batch_record_max(const queue_msg *m, int format, size_t topic_len, int on_queue)
 {
     int sqs = format == QUEUE_EVENT_SQS;
-    size_t n = sqs ? SQS_FIXED + 2 * topic_len : RAW_FIXED;
+    size_t n = sqs ? SQS_FIXED + 2 * topic_len + (on_queue ? BATCH_HANDLE_MAX : 0) : RAW_FIXED;
     if (utf8_valid(m->data, m->len))
         n += escaped_len(m->data, m->len);
     else
@@ -149,8 +149,13 @@ static void message_id(char out[LAMBDA_SQS_MESSAGE_ID_LEN + 1], const queue_msg 
         snprintf(out, LAMBDA_SQS_MESSAGE_ID_LEN + 1, "%" PRIu64, m->seq);
 }
 
+typedef struct handles {
+    batch_handle_fn fn;
+    void *data;
+} handles;
+
 static int sqs_record(buf *b, const queue_lease *l, const char *topic, int on_queue,
-                      int64_t created)
+                      int64_t created, const handles *hs)
 {
     const queue_msg *m = l->msg;
     const char *body;
@@ -171,9 +176,17 @@ static int sqs_record(buf *b, const queue_lease *l, const char *topic, int on_qu
      * for a first receive, else the send's time, the earliest it can have
      * been; elsewhere always the publish time. */
     int64_t first = on_queue && l->attempt <= 1 ? clock_now_ms() : m->published_ms;
-    rc = buf_printf(
-        b, "{\"messageId\":\"%s\",\"receiptHandle\":\"%s:%" PRIu64 ":%" PRIu32 "\",\"body\":", id,
-        topic, m->seq, l->attempt);
+    /* A queue's handle is its SQS face's (letters, digits, '-' and '.'):
+     * no escaping. */
+    char handle[BATCH_HANDLE_MAX + 1] = "";
+    if (on_queue && hs->fn) hs->fn(topic, m->seq, l->attempt, handle, sizeof handle, hs->data);
+    if (handle[0])
+        rc = buf_printf(b, "{\"messageId\":\"%s\",\"receiptHandle\":\"%s\",\"body\":", id, handle);
+    else
+        rc = buf_printf(
+            b,
+            "{\"messageId\":\"%s\",\"receiptHandle\":\"%s:%" PRIu64 ":%" PRIu32 "\",\"body\":", id,
+            topic, m->seq, l->attempt);
     if (!rc) rc = put_str(b, body, body_len);
     if (!rc)
         rc = buf_printf(b,
@@ -267,14 +280,15 @@ static int raw_record(buf *b, const queue_lease *l, const char *topic, int on_qu
 }
 
 int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic,
-                int on_queue, int64_t created)
+                int on_queue, int64_t created, batch_handle_fn handle, void *handle_data)
 {
+    handles hs = {handle, handle_data};
     int sqs = format == QUEUE_EVENT_SQS;
     int rc = buf_append_str(out, sqs ? "{\"Records\":[" : "[");
     for (size_t i = 0; i < n && !rc; i++) {
         if (i) rc = buf_append_str(out, ",");
         if (!rc)
-            rc = sqs ? sqs_record(out, l[i], topic, on_queue, created)
+            rc = sqs ? sqs_record(out, l[i], topic, on_queue, created, &hs)
                      : raw_record(out, l[i], topic, on_queue, created);
     }
     if (!rc) rc = buf_append_str(out, sqs ? "]}" : "]");

@@ -43,14 +43,27 @@
 #define BATCH_AWS_ACCOUNT "000000000000"
 
 /* At least the bytes message m adds to an event of format on topic (of
- * topic_len bytes): what the trigger counts against SPATE_BATCH_BYTES_MAX. */
-size_t batch_record_max(const queue_msg *m, int format, size_t topic_len);
+ * topic_len bytes; on_queue: an SQS queue's, its records with a receipt
+ * handle of up to BATCH_HANDLE_MAX): what the trigger counts against
+ * SPATE_BATCH_BYTES_MAX. */
+size_t batch_record_max(const queue_msg *m, int format, size_t topic_len, int on_queue);
+
+/* Writes into out (cap bytes, at most BATCH_HANDLE_MAX written) the
+ * receipt handle of an SQS record of message seq, received the attempt-th
+ * time from queue topic: one the queue's DeleteMessage and
+ * ChangeMessageVisibility accept while the batch runs (api/sqs_recv.c), as
+ * a Lambda function settles its messages with its event's handles. */
+typedef void (*batch_handle_fn)(const char *topic, uint64_t seq, uint32_t attempt, char *out,
+                                size_t cap, void *data);
+#define BATCH_HANDLE_MAX 128
 
 /* Appends the event for leases l[0..n) to out; on_queue: topic is an SQS
  * queue's and the leases its receiver's, created that queue's creation time
- * (triggers_receiver_created: its MessageIds). ERR_NOMEM, ERR_TOOBIG. */
+ * (triggers_receiver_created: its MessageIds), and handle (NULL: none) writes
+ * the records' receipt handles, else TOPIC:SEQ:ATTEMPT. ERR_NOMEM,
+ * ERR_TOOBIG. */
 int batch_event(buf *out, queue_lease *const *l, size_t n, int format, const char *topic,
-                int on_queue, int64_t created);
+                int on_queue, int64_t created, batch_handle_fn handle, void *handle_data);
 
 /* Reads a function's answer about the batch l[0..n) by Lambda's rules:
  * nothing, null, {} or {"batchItemFailures": null or []} is success; each

@@ -57,6 +57,7 @@ struct invocation {
     const char *key;
     const queue_attrs *attrs;  /* the message's attributes, NULL: none */
     uint32_t timeout_limit_ms; /* 0: the version's timeout; else the shorter of the two */
+    uint32_t lineage;          /* a triggered invocation's place in its chain (common/lambda.h) */
     invocation_done_cb done;
     void *data;
 

@@ -39,8 +39,14 @@ typedef struct trigger {
     int pumping;
     int stalled; /* the pool refused: wait for a completion or a tick */
     int missing_warned;
-    int removed;          /* its subscription is gone: freed when nothing runs */
-    histogram end_to_end; /* publish to success, for /metrics */
+    int removed; /* its subscription is gone: freed when nothing runs */
+    /* Once removed, what its running invocations still read of it: its
+     * subscription may be freed before they end (a trigger on a queue holds
+     * no lease of its own subscription, which then lives no longer). */
+    queue_sub_config gone;
+    char gone_topic[SPATE_TOPIC_NAME_MAX + 1];
+    int64_t loop_warned_ms; /* the last "recursive loop stopped" (one a minute) */
+    histogram end_to_end;   /* publish to success, for /metrics */
     /* The batch being gathered (batched triggers): leased, not yet sent. */
     queue_lease **pending;
     uint32_t npending, pending_cap;
@@ -63,7 +69,13 @@ typedef struct tinv {
      * touched at touch_at (loop ms) and every touch period after. */
     list_node running;
     uint64_t touch_at;
+    /* What the function did to each lease by its event's receipt handle
+     * (triggers_receiver_settle), applied when the invocation ends: NULL
+     * until it does anything; else n of 0 (nothing), SETTLED_DELETED, or a
+     * visibility timeout in ms plus 1. */
+    int64_t *settled;
 } tinv;
+#define SETTLED_DELETED (-1)
 
 struct triggers {
     uv_loop_t *loop;
@@ -91,6 +103,18 @@ struct triggers {
 };
 
 static void pump(trigger *t);
+
+/* t's configuration and topic, also while its last invocations end after
+ * its removal (trigger.gone). */
+static const queue_sub_config *cfg_of(const trigger *t)
+{
+    return t->removed ? &t->gone : queue_sub_get_config(t->sub);
+}
+
+static const char *topic_of(const trigger *t)
+{
+    return t->removed ? t->gone_topic : queue_sub_topic(t->sub);
+}
 
 /* A trigger that sends batches rather than one message as it is: more than
  * one message per invocation, or an event shaped around them. */
@@ -348,9 +372,9 @@ static void maybe_closed(triggers *tr);
 
 /* One message failed: retried after a back-off, or to the dead letters
  * after its last attempt. */
-static void fail_one(trigger *t, queue_lease *l, const char *error)
+static void fail_one(trigger *t, queue_lease *l, const char *error, int64_t visibility_ms)
 {
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    const queue_sub_config *cfg = cfg_of(t);
     if (triggers_is_receiver(l->sub)) {
         /* A queue's message (the trigger shares its receiver): as SQS treats
          * a failed receive, visible again when the queue's visibility
@@ -367,14 +391,14 @@ static void fail_one(trigger *t, queue_lease *l, const char *error)
                      (unsigned long long)l->msg->seq);
             queue_dead_letter(l, error);
         } else {
-            queue_nack(l, q->deadline_ms, error);
+            /* The function's own ChangeMessageVisibility, else the queue's. */
+            queue_nack(l, visibility_ms >= 0 ? (uint32_t)visibility_ms : q->deadline_ms, error);
         }
         return;
     }
     if (l->attempt >= cfg->max_attempts) {
         log_warn("giving up after %u attempts, to %s: %s fn=%s topic=%s seq=%llu", l->attempt,
-                 cfg->dlq, error, cfg->function, queue_sub_topic(t->sub),
-                 (unsigned long long)l->msg->seq);
+                 cfg->dlq, error, cfg->function, topic_of(t), (unsigned long long)l->msg->seq);
         queue_dead_letter(l, error);
     } else {
         queue_nack(l, backoff_ms(t->owner, l->attempt), error);
@@ -387,12 +411,37 @@ static void ack_one(trigger *t, queue_lease *l)
     queue_ack(l);
 }
 
+/* Whether the function deleted lease i of ti by its receipt handle. */
+static int deleted(const tinv *ti, uint32_t i)
+{
+    return ti->settled && ti->settled[i] == SETTLED_DELETED;
+}
+
+/* The visibility timeout the function gave lease i of ti; -1: none. */
+static int64_t visibility_of(const tinv *ti, uint32_t i)
+{
+    return ti->settled && ti->settled[i] > 0 ? ti->settled[i] - 1 : -1;
+}
+
+static void ack_one(trigger *t, queue_lease *l);
+
+/* Every message of ti failed with error, but those its function deleted. */
+static void fail_all(trigger *t, tinv *ti, const char *error)
+{
+    for (uint32_t i = 0; i < ti->n; i++) {
+        if (deleted(ti, i))
+            ack_one(t, ti->leases[i]);
+        else
+            fail_one(t, ti->leases[i], error, visibility_of(ti, i));
+    }
+}
+
 /* A batch ran: every message acknowledged, or, when the trigger asks its
  * function which failed, those it names retried (Lambda's rules: an answer
  * it cannot read fails the whole batch). */
 static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
 {
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    const queue_sub_config *cfg = cfg_of(t);
     uint8_t *failed = NULL;
     if (cfg->report_failures && ti->n) {
         char why[160] = "";
@@ -400,7 +449,7 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
         /* The ids the event showed: a queue's MessageIds when its
          * receiver's (dispatch_batch). */
         const queue_sub *src = ti->leases[0]->sub;
-        const char *qname = triggers_is_receiver(src) ? queue_sub_topic(t->sub) : NULL;
+        const char *qname = triggers_is_receiver(src) ? topic_of(t) : NULL;
         int rc = failed ? batch_failures(body, len, ti->leases, ti->n, failed, qname,
                                          triggers_receiver_created(src), why, sizeof why)
                         : ERR_NOMEM;
@@ -408,14 +457,15 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
             char error[sizeof why + 64];
             snprintf(error, sizeof error, "bad batchItemFailures answer: %s",
                      rc == ERR_NOMEM ? "out of memory" : why);
-            for (uint32_t i = 0; i < ti->n; i++) fail_one(t, ti->leases[i], error);
+            fail_all(t, ti, error);
             free(failed);
             return;
         }
     }
     for (uint32_t i = 0; i < ti->n; i++) {
-        if (failed && failed[i])
-            fail_one(t, ti->leases[i], "named in the function's batchItemFailures");
+        if (failed && failed[i] && !deleted(ti, i))
+            fail_one(t, ti->leases[i], "named in the function's batchItemFailures",
+                     visibility_of(ti, i));
         else
             ack_one(t, ti->leases[i]);
     }
@@ -425,6 +475,7 @@ static void settle_ok(trigger *t, tinv *ti, const char *body, size_t len)
 static void free_tinv(tinv *ti)
 {
     if (ti->leases != &ti->one) free(ti->leases);
+    free(ti->settled);
     buf_free(&ti->event);
     free(ti);
 }
@@ -436,7 +487,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
     trigger *t = ti->t;
     triggers *tr = t->owner;
     char error[SPATE_ERROR_MESSAGE_MAX + 64];
-    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    const queue_sub_config *cfg = cfg_of(t);
     /* Each message's outcome (async invocations' destinations: their topic
      * has one message per invocation). */
     for (uint32_t i = 0;
@@ -444,7 +495,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
          i++) {
         const queue_lease *l = ti->leases[i];
         trigger_outcome o = {
-            .topic = queue_sub_topic(t->sub),
+            .topic = topic_of(t),
             .function = cfg->function,
             .request_id = ti->request_id,
             .msg = l->msg,
@@ -468,7 +519,7 @@ static void on_done(invocation *inv, enum pool_outcome outcome, const char *body
         /* Every message of the batch failed with it (each its own attempt). */
         snprintf(error, sizeof error, "%s%.*s", outcome == POOL_CRASHED ? "function crashed: " : "",
                  (int)len, body);
-        for (uint32_t i = 0; i < ti->n; i++) fail_one(t, ti->leases[i], error);
+        fail_all(t, ti, error);
         break;
     case POOL_OVERLOADED:
     case POOL_UNAVAILABLE:
@@ -527,6 +578,40 @@ static void start(trigger *t, fn *f, tinv *ti)
     functions_invoke(t->owner->table, g, version, &ti->inv, &used);
 }
 
+/* A queue's message's place in its chain of triggered invocations
+ * (common/lambda.h): 0 for one a client sent. */
+static uint32_t lineage_of(const queue_lease *l)
+{
+    const queue_attrs *a = l->msg->attrs;
+    if (!triggers_is_receiver(l->sub) || !a || !a->source || strcmp(a->source, BATCH_SQS_SOURCE))
+        return 0;
+    return lambda_sqs_lineage(a->headers, a->headers_len);
+}
+
+/* Whether l was sent by the SPATE_SQS_LOOP_MAX-th invocation of a chain (a
+ * function sending to the queue that runs it): then it fails without
+ * running, as Lambda's recursive loop detection stops it, and follows the
+ * queue's rules for a failure (its dead-letter queue after maxReceiveCount). */
+static int loop_stopped(trigger *t, queue_lease *l)
+{
+    if (lineage_of(l) < SPATE_SQS_LOOP_MAX) return 0;
+    const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    int64_t now = clock_now_ms();
+    if (now - t->loop_warned_ms >= 60000) {
+        log_warn("recursive loop stopped: message %llu of queue %s was sent by the %u-th "
+                 "invocation of a chain of triggered invocations; not run (said once a minute) "
+                 "fn=%s",
+                 (unsigned long long)l->msg->seq, queue_sub_topic(l->sub), SPATE_SQS_LOOP_MAX,
+                 cfg->function);
+        t->loop_warned_ms = now;
+    }
+    fail_one(t, l, "recursive loop detected: not run", -1);
+    /* Until the next tick: on a queue whose visibility timeout is 0 the
+     * message is back at once, and pump would lease it again without end. */
+    t->stalled = 1;
+    return 1;
+}
+
 /* Whether topic is function's own async topic, spate.async.FUNCTION. */
 static int own_async_topic(const char *topic, const char *function)
 {
@@ -536,6 +621,7 @@ static int own_async_topic(const char *topic, const char *function)
 
 static void dispatch(trigger *t, fn *f, queue_lease *l)
 {
+    if (loop_stopped(t, l)) return;
     tinv *ti = calloc(1, sizeof *ti);
     if (!ti) {
         queue_release(l);
@@ -567,6 +653,7 @@ static void dispatch(trigger *t, fn *f, queue_lease *l)
         .payload = l->msg->data,
         .payload_len = l->msg->len,
         .attempt = l->attempt,
+        .lineage = lineage_of(l) + 1,
         .topic = queue_sub_topic(t->sub),
         .key = l->msg->key,
         .attrs = l->msg->attrs,
@@ -590,13 +677,27 @@ static void release_pending(trigger *t)
 static void dispatch_batch(trigger *t, fn *f)
 {
     const queue_sub_config *cfg = queue_sub_get_config(t->sub);
+    uint32_t kept = 0, lineage = 0;
+    for (uint32_t i = 0; i < t->npending; i++) {
+        queue_lease *l = t->pending[i];
+        if (loop_stopped(t, l)) continue;
+        uint32_t n = lineage_of(l);
+        if (n > lineage) lineage = n;
+        t->pending[kept++] = l;
+    }
+    t->npending = kept;
+    if (!kept) {
+        t->pending_bytes = 0;
+        return;
+    }
     tinv *ti = calloc(1, sizeof *ti);
     queue_lease **leases = malloc(t->npending * sizeof *leases);
     if (ti) buf_init(&ti->event, SPATE_BATCH_BYTES_MAX + SPATE_MESSAGE_MAX * 8u);
     if (!ti || !leases ||
         batch_event(&ti->event, t->pending, t->npending, cfg->event_format, queue_sub_topic(t->sub),
                     triggers_is_receiver(t->pending[0]->sub),
-                    triggers_receiver_created(t->pending[0]->sub))) {
+                    triggers_receiver_created(t->pending[0]->sub), t->owner->receiver.handle,
+                    t->owner->receiver.data)) {
         log_warn("cannot build a batch of %u messages: out of memory fn=%s topic=%s", t->npending,
                  cfg->function, queue_sub_topic(t->sub));
         if (ti) buf_free(&ti->event);
@@ -622,6 +723,7 @@ static void dispatch_batch(trigger *t, fn *f)
         .payload = ti->event.data,
         .payload_len = (uint32_t)ti->event.len,
         .attempt = attempt,
+        .lineage = lineage + 1,
         .topic = queue_sub_topic(t->sub),
         .done = on_done,
         .data = ti,
@@ -657,7 +759,8 @@ static int gather(trigger *t, queue_sub *src)
         t->carry = NULL;
         if (!l) l = lease_from(src);
         if (!l) break;
-        size_t bytes = batch_record_max(l->msg, cfg->event_format, topic_len);
+        size_t bytes =
+            batch_record_max(l->msg, cfg->event_format, topic_len, triggers_is_receiver(l->sub));
         /* The cap holds for every batch but a single message's own. */
         if (t->npending && t->pending_bytes + bytes > SPATE_BATCH_BYTES_MAX - 64) {
             t->carry = l;
@@ -797,6 +900,63 @@ int64_t triggers_receiver_created(const queue_sub *receiver)
 void triggers_set_receiver(triggers *tr, const triggers_receiver *r)
 {
     tr->receiver = r ? *r : (triggers_receiver){0};
+}
+
+static void purge_pending(const char *key, void *value, void *data)
+{
+    (void)key;
+    fscale *fs = value;
+    const char *topic = data;
+    for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
+        trigger *t = list_entry(n, trigger, link);
+        /* The carried lease waits without a batch after one went. */
+        const queue_lease *first = t->npending ? t->pending[0] : t->carry;
+        if (!first || !triggers_is_receiver(first->sub) ||
+            strcmp(queue_sub_topic(first->sub), topic) != 0)
+            continue;
+        for (uint32_t i = 0; i < t->npending; i++) queue_ack(t->pending[i]);
+        if (t->carry) queue_ack(t->carry);
+        t->npending = 0;
+        t->pending_bytes = 0;
+        t->carry = NULL;
+    }
+}
+
+void triggers_receiver_purge(triggers *tr, const char *topic)
+{
+    for (list_node *n = list_first(&tr->running); n != &tr->running; n = n->next) {
+        tinv *ti = list_entry(n, tinv, running);
+        if (!ti->n || strcmp(queue_sub_topic(ti->leases[0]->sub), topic) != 0) continue;
+        if (!ti->settled && !(ti->settled = calloc(ti->n, sizeof *ti->settled))) {
+            log_warn("cannot purge the messages an invocation holds: out of memory queue=%s",
+                     topic);
+            continue;
+        }
+        for (uint32_t i = 0; i < ti->n; i++) ti->settled[i] = SETTLED_DELETED;
+    }
+    strmap_each(&tr->scales, purge_pending, (void *)topic);
+}
+
+int triggers_receiver_settle(triggers *tr, const char *topic, uint64_t seq, uint32_t attempt,
+                             int op, uint32_t visibility_ms)
+{
+    /* Every invocation of a receiver's leases is in running: a few per
+     * function, bounded by the pools. */
+    for (list_node *n = list_first(&tr->running); n != &tr->running; n = n->next) {
+        tinv *ti = list_entry(n, tinv, running);
+        for (uint32_t i = 0; i < ti->n; i++) {
+            const queue_lease *l = ti->leases[i];
+            if (l->msg->seq != seq || l->attempt != attempt ||
+                strcmp(queue_sub_topic(l->sub), topic) != 0)
+                continue;
+            if (!ti->settled && !(ti->settled = calloc(ti->n, sizeof *ti->settled))) return -1;
+            if (ti->settled[i] == SETTLED_DELETED) return 0; /* deleted stays deleted */
+            ti->settled[i] =
+                op == TRIGGERS_SETTLE_DELETE ? SETTLED_DELETED : (int64_t)visibility_ms + 1;
+            return 0;
+        }
+    }
+    return -1;
 }
 
 /* The trigger of sub, made on first sight; NULL for a queue's receiver
@@ -1093,6 +1253,8 @@ static int remove_trigger(triggers *tr, const char *topic, const char *function,
         list_init(&t->link);
         queue_sub_set_data(sub, NULL);
         t->stalled = 1; /* never pumps again */
+        t->gone = *queue_sub_get_config(sub);
+        snprintf(t->gone_topic, sizeof t->gone_topic, "%s", queue_sub_topic(sub));
         t->removed = 1;
     }
     tr->changing++;

@@ -101,9 +101,32 @@ typedef struct triggers_receiver {
     /* Optional: the queue on topic was deleted on another node (cluster
      * mode), its receiver about to be removed here. */
     void (*removed)(const char *topic, void *data);
+    /* Optional: the receipt handle of a message a trigger leased from the
+     * receiver, as its SQS event shows it (sched/batch.h batch_handle_fn);
+     * none: TOPIC:SEQ:ATTEMPT, which no DeleteMessage takes. */
+    void (*handle)(const char *topic, uint64_t seq, uint32_t attempt, char *out, size_t cap,
+                   void *data);
     void *data;
 } triggers_receiver;
 void triggers_set_receiver(triggers *t, const triggers_receiver *r);
+/* A function settling a message of its running batch by the receipt handle
+ * its event showed (DeleteMessage, ChangeMessageVisibility: what Lambda
+ * functions do): message seq of queue topic, leased the attempt-th time by
+ * a trigger whose invocation still runs. Taken into account when the
+ * invocation ends, not before (the lease is the trigger's until then): a
+ * deleted message is deleted whatever the outcome; one given a visibility
+ * timeout that fails (named in batchItemFailures, or the whole batch) is
+ * visible again after visibility_ms rather than the queue's visibility
+ * timeout; if it succeeds it is deleted, as Lambda does. 0, or -1: no
+ * running invocation holds that lease (stale, or never given). */
+#define TRIGGERS_SETTLE_DELETE 0
+#define TRIGGERS_SETTLE_VISIBILITY 1
+int triggers_receiver_settle(triggers *t, const char *topic, uint64_t seq, uint32_t attempt, int op,
+                             uint32_t visibility_ms);
+/* PurgeQueue on topic: what the triggers sharing its receiver hold goes
+ * too, as SQS purges what is in flight: a running invocation's messages are
+ * deleted when it ends (whatever its outcome), a gathering batch's now. */
+void triggers_receiver_purge(triggers *t, const char *topic);
 /* A trigger on a queue (a topic with a receiver) leases from the receiver,
  * which it shares with ReceiveMessage's callers: each message goes to one of
  * them or to the function. A message it fails is visible again when the

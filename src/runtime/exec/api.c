@@ -12,6 +12,7 @@
 
 #include "common/clock.h"
 #include "common/fmt.h"
+#include "common/hash.h"
 #include "common/limits.h"
 #include "runtime/exec/internal.h"
 
@@ -48,7 +49,7 @@ void exec__hand_out(exec_instance *e, http_request *req)
     list_remove(&p->link);
     e->running = p;
     e->running_since = clock_mono_ns();
-    char trace[96], *t = trace;
+    char trace[128], *t = trace;
     t = fmt_lit(t, "Root=1-");
     t = fmt_hex(t, (uint64_t)(clock_now_ms() / 1000), 8);
     *t++ = '-';
@@ -57,6 +58,12 @@ void exec__hand_out(exec_instance *e, http_request *req)
     t = fmt_lit(t, ";Parent=");
     t = fmt_hex(t, next_random(), 16);
     t = fmt_lit(t, ";Sampled=0");
+    if (p->lineage) { /* a triggered invocation's place in its chain (common/lambda.h) */
+        t = fmt_lit(t, ";Lineage=");
+        t = fmt_hex(t, hash_fnv1a(e->ver->function, strlen(e->ver->function)), 8);
+        *t++ = ':';
+        t += snprintf(t, 12, "%u", (unsigned)p->lineage);
+    }
     *t = '\0';
     char fixed[512];
     int n = snprintf(fixed, sizeof fixed,

@@ -62,6 +62,7 @@ typedef struct pending_inv {
     char request_id[72];
     int64_t deadline_ms;
     uint32_t attempt;
+    uint32_t lineage; /* frame_invoke.lineage */
     uint32_t len;
     uint32_t attr_len; /* the header lines of its attributes, after the payload; 0: none */
     char payload[];    /* len bytes, then attr_len bytes of "Spate-...: ...\r\n" lines */

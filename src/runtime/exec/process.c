@@ -106,6 +106,7 @@ static int exec_invoke(instance *base, const frame_invoke *inv)
     snprintf(p->request_id, sizeof p->request_id, "%s", inv->request_id);
     p->deadline_ms = inv->deadline_ms;
     p->attempt = inv->attempt;
+    p->lineage = inv->lineage;
     p->len = inv->payload_len;
     if (inv->payload_len) memcpy(p->payload, inv->payload, inv->payload_len);
     list_push_back(&e->queue, &p->link);

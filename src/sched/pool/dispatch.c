@@ -161,6 +161,7 @@ static void dispatch_to(pinst *pi, invocation *inv)
         .key = inv->key,
         .payload = inv->payload,
         .payload_len = inv->payload_len,
+        .lineage = inv->lineage,
     };
     if (inv->attrs) {
         fi.has_attrs = 1;

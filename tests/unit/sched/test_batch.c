@@ -26,16 +26,26 @@ static queue_lease leases[3] = {{.msg = &msgs[0], .attempt = 1},
                                 {.msg = &msgs[2], .attempt = 2}};
 static queue_lease *const batch[3] = {&leases[0], &leases[1], &leases[2]};
 
+/* A receipt handle of the most bytes batch_event may be given. */
+static void longest_handle(const char *topic, uint64_t seq, uint32_t attempt, char *out, size_t cap,
+                           void *data)
+{
+    (void)topic, (void)seq, (void)attempt, (void)data;
+    size_t n = cap - 1 < BATCH_HANDLE_MAX ? cap - 1 : BATCH_HANDLE_MAX;
+    memset(out, 'h', n);
+    out[n] = '\0';
+}
+
 static cJSON *event(int format)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0, 0), 0);
+    CHECK_INT(batch_event(&b, batch, 3, format, "t.x", 0, 0, NULL, NULL), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     /* The estimate the cap counts bounds what each record takes. */
     size_t max = 0;
-    for (int i = 0; i < 3; i++) max += batch_record_max(&msgs[i], format, 3);
+    for (int i = 0; i < 3; i++) max += batch_record_max(&msgs[i], format, 3, 0);
     CHECK(b.len <= max);
     buf_free(&b);
     return doc;
@@ -154,10 +164,13 @@ static void estimate_bounds(void)
                 buf b;
                 buf_init(&b, 1 << 20);
                 /* 2 and 3: the same formats on a queue (its MessageIds). */
-                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0), 0);
+                /* On a queue with the longest receipt handle there is. */
+                CHECK_INT(batch_event(&b, one, 1, format % 2, topic, format / 2, 0,
+                                      format / 2 ? longest_handle : NULL, NULL),
+                          0);
                 /* The envelope, {"Records":[ ]}, is the trigger's margin. */
                 CHECK(b.len - (format % 2 == QUEUE_EVENT_SQS ? 14 : 2) <=
-                      batch_record_max(&m, format % 2, 128));
+                      batch_record_max(&m, format % 2, 128, format / 2));
                 cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
                 CHECK(doc != NULL);
                 cJSON_Delete(doc);
@@ -187,8 +200,8 @@ static void sqs_attributes(void)
         queue_lease *const one[1] = {&l};
         buf b;
         buf_init(&b, 1 << 20);
-        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0, 0), 0);
-        CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1));
+        CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 0, 0, NULL, NULL), 0);
+        CHECK(b.len - 14 <= batch_record_max(&m, QUEUE_EVENT_SQS, 1, 0));
         cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
         CHECK(doc != NULL);
         const cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "Records"), 0);
@@ -217,7 +230,7 @@ static void queue_ids(void)
 {
     buf b;
     buf_init(&b, 1 << 20);
-    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1, 1700000000), 0);
+    CHECK_INT(batch_event(&b, batch, 3, QUEUE_EVENT_SQS, "q.fifo", 1, 1700000000, NULL, NULL), 0);
     cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
     CHECK(doc != NULL);
     const cJSON *recs = cJSON_GetObjectItemCaseSensitive(doc, "Records");
@@ -269,8 +282,43 @@ static void queue_ids(void)
               -1);
 }
 
+/* A trigger's chain length, from a trace header and from a message's
+ * stored attributes (common/lambda.h): what the recursive loop detection
+ * reads. Anything that is not one is 0; a number is capped. */
+static void lineage(void)
+{
+    CHECK_INT(lambda_trace_lineage(NULL), 0);
+    CHECK_INT(lambda_trace_lineage("Root=1-5e-abc;Parent=1;Sampled=0"), 0);
+    CHECK_INT(lambda_trace_lineage("Root=1-5e-abc;Sampled=0;Lineage=a87bd80c:7"), 7);
+    CHECK_INT(lambda_trace_lineage("Lineage=:7"), 0);
+    CHECK_INT(lambda_trace_lineage("Lineage=zz:7"), 0);
+    CHECK_INT(lambda_trace_lineage("Lineage=ab:99999999999999999999"), 1000);
+    static const char h[] = "{\"x\":{\"DataType\":\"String\",\"StringValue\":\"aws.lineage\"},"
+                            "\"" LAMBDA_SQS_LINEAGE_ATTR "\":\"15\"}";
+    CHECK_INT(lambda_sqs_lineage(h, sizeof h - 1), 15);
+    CHECK_INT(lambda_sqs_lineage(h, 20), 0); /* cut: not JSON */
+    static const char bad[] = "{\"" LAMBDA_SQS_LINEAGE_ATTR "\":15}";
+    CHECK_INT(lambda_sqs_lineage(bad, sizeof bad - 1), 0);
+    CHECK_INT(lambda_sqs_lineage(NULL, 0), 0);
+    /* Not an attribute's shape: an SQS record shows no messageAttributes. */
+    static const char only[] = "{\"" LAMBDA_SQS_LINEAGE_ATTR "\":\"3\"}";
+    queue_attrs at = {.source = BATCH_SQS_SOURCE, .headers = only, .headers_len = sizeof only - 1};
+    queue_msg m = {.seq = 1, .published_ms = 1, .data = "x", .len = 1, .attrs = &at};
+    queue_lease l = {.msg = &m, .attempt = 1};
+    queue_lease *const one[1] = {&l};
+    buf b;
+    buf_init(&b, 1 << 20);
+    CHECK_INT(batch_event(&b, one, 1, QUEUE_EVENT_SQS, "q", 1, 0, NULL, NULL), 0);
+    cJSON *doc = cJSON_ParseWithLength(b.data, b.len);
+    const cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "Records"), 0);
+    CHECK_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "messageAttributes")), 0);
+    cJSON_Delete(doc);
+    buf_free(&b);
+}
+
 int main(void)
 {
+    RUN(lineage);
     RUN(estimate_bounds);
     RUN(sqs_attributes);
     RUN(sqs_event);
