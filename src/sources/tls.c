@@ -2,9 +2,11 @@
  * tls.c - the TLS parameters of a source's URL (tls.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -63,12 +65,17 @@ int src_tls_parse(const src_url *u, int implied, src_tls *t, char *err, size_t e
 int src_tls_readable(const char *what, const char *path, char *err, size_t errcap)
 {
     if (!path[0]) return 0;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errcap, "cannot read the %s file '%.300s': %s", what, path, strerror(errno));
+    /* O_NONBLOCK: a FIFO would hold the source's thread until written to;
+     * it is refused like any file that is not a regular one. */
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errcap, "cannot read the %s file '%.300s': %s", what, path,
+                 fd >= 0 ? "not a regular file" : strerror(errno));
+        if (fd >= 0) close(fd);
         return ERR_IO;
     }
-    fclose(f);
+    close(fd);
     return 0;
 }
 

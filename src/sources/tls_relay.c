@@ -162,6 +162,12 @@ static int dial(const char *host, int port, uint32_t io_ms, char *err, size_t er
     return fd;
 }
 
+static int no_passphrase(char *out, int size, int rwflag, void *data)
+{
+    (void)out, (void)size, (void)rwflag, (void)data;
+    return 0;
+}
+
 /* The context: TLS 1.2 at least, the peer verified against t's CA file or
  * the system's trust store, t's client certificate. */
 static SSL_CTX *context(const src_tls *t, char *err, size_t errcap)
@@ -177,6 +183,8 @@ static SSL_CTX *context(const src_tls *t, char *err, size_t errcap)
      * instead of waiting for data on the blocking socket, which would hold
      * the command the library is writing meanwhile. */
     SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
+    /* An encrypted key: no prompt on spated's terminal, a refusal. */
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     /* What could not be used: its kind and file. */
     const char *what = NULL, *file = NULL;
     if (t->ca[0] ? SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1

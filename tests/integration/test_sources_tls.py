@@ -584,3 +584,14 @@ def test_a_file_that_is_not_a_certificate_is_named(spated, tmp_path, pki):
     (tmp_path / "junk.pem").write_text("not a certificate\n")
     refused(spated, "junk", f"rediss://{HOST}:1/s?group=g&ca={pki}/ca.pem"
             f"&cert={tmp_path}/junk.pem&key={pki}/client.key", "cannot use the client certificate")
+
+
+def test_a_fifo_named_as_a_tls_file_is_refused_not_waited_on(spated, tmp_path):
+    """ca=, cert= or key= naming a FIFO: the source says the file is not a
+    regular one (it held the source's thread, waiting for a writer)."""
+    fifo = tmp_path / "ca.fifo"
+    os.mkfifo(fifo)
+    why = refused(spated, "ff", f"rediss://127.0.0.1:{free_port()}/st?group=g&ca={fifo}",
+                  "not a regular file")
+    assert str(fifo) in why
+    assert spated.request("DELETE", "/v1/sources/ff")[0] == 204

@@ -272,7 +272,7 @@ def test_sighup_rotates_the_certificate_keeping_connections(make_spated, tmp_pat
 
 def run_check(tmp_path, *args):
     return subprocess.run([str(SPATED), "--data", str(tmp_path / "d"), *args, "--check-config"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=30)
 
 
 def test_tokens_cross_a_network_only_over_tls(tmp_path, pki, tokens, make_spated):
@@ -389,3 +389,19 @@ def test_reload_changes_the_client_ca(make_spated, tmp_path, pki):
     assert get(d, "/v1/health", theirs)[0] == 200
     with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
         get(d, "/v1/health", ours)
+
+
+def test_encrypted_key_and_fifo_refused_without_waiting(tmp_path, pki):
+    """An encrypted key is refused with a reason, not a passphrase prompt on
+    spated's terminal (which held its start, or its loop at a SIGHUP); a
+    FIFO named as a TLS file is refused, not opened until written."""
+    cert, key = tls_files(tmp_path, pki)
+    locked = tmp_path / "locked.key"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-out", str(locked), "-aes256",
+                    "-passout", "pass:secret"], check=True, capture_output=True)
+    r = run_check(tmp_path, "--tls-cert", str(cert), "--tls-key", str(locked))
+    assert r.returncode == 2 and "cannot use TLS key" in r.stderr, r.stderr
+    fifo = tmp_path / "cert.fifo"
+    os.mkfifo(fifo)
+    r = run_check(tmp_path, "--tls-cert", str(fifo), "--tls-key", str(key))
+    assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr

@@ -13,10 +13,12 @@
  * answered 400 tls_required in clear and the connection closes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -66,17 +68,28 @@ static const char *ssl_reason(char *out, size_t cap)
 
 /* A file the operator named must be a readable regular file: said plainly
  * before OpenSSL's terser reasons. */
+/* O_NONBLOCK: a FIFO named here would otherwise hold the loop (at a
+ * SIGHUP) until something writes into it; it is refused instead. */
 static int readable(const char *what, const char *path, char *err, size_t errcap)
 {
     struct stat st;
-    FILE *f = fopen(path, "r");
-    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errcap, "cannot read %s '%s': %s", what, path,
-                 f ? "not a regular file" : strerror(errno));
-        if (f) fclose(f);
+                 fd >= 0 ? "not a regular file" : strerror(errno));
+        if (fd >= 0) close(fd);
         return -1;
     }
-    fclose(f);
+    close(fd);
+    return 0;
+}
+
+/* An encrypted key would make OpenSSL ask for its passphrase on spated's
+ * terminal (at start, or on the loop at a SIGHUP): there is none to give,
+ * so the key does not load and the error says why. */
+static int no_passphrase(char *out, int size, int rwflag, void *data)
+{
+    (void)out, (void)size, (void)rwflag, (void)data;
     return 0;
 }
 
@@ -105,6 +118,7 @@ int http_tls_load(const char *cert, const char *key, const char *client_ca, http
                  ssl_reason(why, sizeof why));
         goto fail;
     }
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
             snprintf(err, errcap, "TLS key '%s' does not match certificate '%s'", key, cert);
