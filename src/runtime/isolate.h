@@ -84,6 +84,7 @@ typedef struct isolate_slot {
     uid_t owner;            /* of the temporary directory and cgroup.procs files */
     uint64_t oom_kills;     /* the memory cgroup's count when the instance started */
     uint64_t forks_refused; /* the pids cgroup's count (pids.events) when it started */
+    int forks_stopped;      /* isolate_stop_forks set its pids.max to 0: never kept */
 } isolate_slot;
 
 /* A slot for an instance held to memory_mb and (if not 0) cpu_millis,
@@ -101,8 +102,9 @@ int isolate_release(isolate_slot *s);
  * read of pids.events. */
 int isolate_at_pids_limit(const isolate_slot *s);
 /* No process of the instance may fork any more (pids.max 0): before it is
- * killed, so that a fork bomb cannot replace what is killed. The slot is not
- * reused after that (isolate_release finds processes in it). */
+ * killed, so that a fork bomb cannot replace what is killed. The slot is
+ * never reused after that, even when its processes are all gone by
+ * isolate_release: the next instance could not fork at all. */
 void isolate_stop_forks(isolate_slot *s);
 
 #endif

@@ -487,3 +487,28 @@ export const handler = async (event, context) => {
     assert r.returncode == 0 and r.stdout == b'"ok"', r
     r = d.cli("invoke", "consumer", '{"fail": true, "n": 7}')
     assert r.returncode != 0 and b"Error: refused 7" in r.stderr, r
+
+
+def test_an_instance_killed_at_its_timeout_leaves_the_next_ones_able_to_fork(spated):
+    """The pool stops an instance at its timeout with pids.max 0 before the
+    kill. Its slot, empty by its release, was kept with that limit: every
+    next instance failed with 'bootstrap: Cannot fork' (found behind an SQS
+    trigger, tests/integration/test_sqs_hostile.py). A few rounds: whether the
+    killed node's threads are gone by the release is a race. (A timeout of
+    3 s: the next call waits as long for a new instance, and node starts
+    slowly on a busy machine.)"""
+    d = spated
+    deploy_node(d, "stuck", {"index.js": """
+exports.handler = async (event) => {
+  if (event.hang) await new Promise((r) => setTimeout(r, 3600e3));
+  return process.pid;
+};"""}, timeout=3000)
+    pids = [call(d, "stuck", {})]
+    for _ in range(3):
+        status, _, body = invoke_event(d, "stuck", {"hang": True})
+        assert status != 200 and b"timed out" in body, (status, body)
+        status, _, body = invoke_event(d, "stuck", {})
+        assert status == 200, (body, logs(d, "stuck")[-2000:], d.log()[-2000:])
+        pids.append(json.loads(body))
+    assert len(set(pids)) == 4  # each timeout ended its process
+    assert "Cannot fork" not in logs(d, "stuck") + d.log()

@@ -48,7 +48,9 @@ static uint64_t forks_refused(const isolate_slot *s)
 
 void isolate_stop_forks(isolate_slot *s)
 {
-    if (s->pids >= 0) isolate__write_file(s->dirs[s->pids], "pids.max", "0");
+    if (s->pids < 0) return;
+    isolate__write_file(s->dirs[s->pids], "pids.max", "0");
+    s->forks_stopped = 1;
 }
 
 int isolate_at_pids_limit(const isolate_slot *s)
@@ -283,6 +285,10 @@ int isolate_release(isolate_slot *s)
      * that outlived the instance, moving itself into the slot the next
      * function gets): they are root's until the next hand_over. */
     int empty = !cfg->drop || chown_procs(s, 0, 0) == 0;
+    /* Stopped at its timeout or limit (isolate_stop_forks): its pids.max is
+     * 0. Its processes are often gone by now (pids.current 0), and a slot
+     * kept so left every next instance unable to fork ("Cannot fork"). */
+    if (s->forks_stopped) empty = 0;
     /* What the instance started may outlive it (a fork bomb): no more forks
      * (pids.max 0) before the first kill, or each kill makes room for a new
      * fork; then kill every process left in its cgroups. Only a slot found
