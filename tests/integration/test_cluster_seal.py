@@ -157,6 +157,10 @@ def test_forged_chunks_after_the_real_ones_do_not_hide_them(sealed, functions):
     data = unique_artifact(functions, "hello")
     sha = hashlib.sha256(data).hexdigest()
     assert a.deploy("late", data)[0] == 201
+    # a publishes the chunks, then the entry, after its answer: b deploying
+    # it means the real chunks are in the stream (forged ones sent before
+    # them would be removed by the upload, and would test nothing).
+    assert wait_for(lambda: listed(b, "late"), timeout=20), b.log()
     # What a forger may publish after the real chunks: other bytes, twice.
     for _ in range(2):
         nats_pub(nats, f"spate.artifact.{sha}.0", b"forged" * 100)

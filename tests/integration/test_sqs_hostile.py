@@ -134,6 +134,9 @@ def client(d):
 
 
 def deploy(d, tmp_path, name="hostile", **params):
+    # boto3's import takes ~100 MB, more under ASan: the default 128 MB
+    # killed the runtime while importing the module (bad_artifact).
+    params.setdefault("memory", 512)
     record = tmp_path / f"{name}.jsonl"
     env = {"RECORD": record, "SPATE": d.url, "KEY": ADMIN_KEY, "SECRET": ADMIN,
            **params.pop("env", {})}
