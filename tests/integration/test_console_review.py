@@ -1,0 +1,53 @@
+"""An adversarial pass over the operator's console (issue 19): what a page
+of another site, a hostile function and a stray link can make of /ui/ and
+the API it reads. Each test failed before its fix."""
+
+import json
+
+from conftest import wait_for
+
+ADMIN = "adm1n-token-0123456789"
+
+
+def test_a_page_of_another_site_cannot_act_through_the_browser(spated):
+    # Without a token file, spated trusts the host's users, and a browser on
+    # the host is one: a page of another site could POST (no preflight for
+    # text/plain) to publish, invoke, redrive or roll back.
+    d = spated
+    for origin in ("http://evil.example", "null", f"http://localhost:{d.port}"):
+        status, _, body = d.request("POST", "/v1/topics/csrf/messages", b"{}",
+                                    headers={"Origin": origin, "Content-Type": "text/plain"})
+        doc = json.loads(body)
+        assert status == 403 and doc["code"] == "cross_site", (origin, status, doc)
+        assert "another site" in doc["error"] and origin in doc["error"]
+    assert d.request("GET", "/v1/topics/csrf")[0] == 404  # nothing was published
+    # The console itself (same origin) still acts.
+    status, _, body = d.request("POST", "/v1/topics/csrf/messages", b"{}",
+                                headers={"Origin": d.url, "Content-Type": "application/json"})
+    assert status in (200, 201, 202), body
+
+
+def test_a_name_re_pointed_at_the_loopback_gets_no_tokenless_trust(spated):
+    # DNS rebinding: evil.example resolves to 127.0.0.1 after the page
+    # loads; its script is then same-origin with "spated" and sends no
+    # Origin, but its Host is evil.example.
+    d = spated
+    status, _, body = d.request("GET", "/v1/functions", headers={"Host": f"evil.example:{d.port}"})
+    doc = json.loads(body)
+    assert status == 403 and "evil.example" in doc["error"] and "address" in doc["error"], doc
+    for host in (f"127.0.0.1:{d.port}", f"localhost:{d.port}", "t", f"[::1]:{d.port}",
+                 f"spate.localhost:{d.port}"):
+        assert d.request("GET", "/v1/functions", headers={"Host": host})[0] == 200, host
+
+
+def test_with_a_token_file_a_name_is_fine_with_a_token(make_spated, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"admin {ADMIN}\n")
+    d = make_spated("--token-file", str(tokens))
+    auth = {"Authorization": "Bearer " + ADMIN}
+    assert d.request("GET", "/v1/functions", headers={**auth, "Host": "spate.example.org"})[0] == 200
+    # But never from another site's page, token or not (a client certificate
+    # the browser attaches by itself is as good as a token).
+    status, _, body = d.request("POST", "/v1/topics/x/redrive",
+                                headers={**auth, "Origin": "https://evil.example"})
+    assert status == 403 and json.loads(body)["code"] == "cross_site"
