@@ -94,9 +94,11 @@ const spatePages = (() => {
 
   // --- Talking to spated --------------------------------------------------------
 
-  function authHeaders() {
-    // app.js keeps the token the user gave; a page opened alone asks none.
-    const t = typeof token === "string" ? token : sessionStorage.getItem("spate-token") || "";
+  // The read token app.js keeps; for the log, which needs the admin scope,
+  // the admin token when the user gave one (console.js). Both live in page
+  // memory only.
+  function authHeaders(admin = false) {
+    const t = (admin && typeof adminToken === "string" && adminToken) || (typeof token === "string" ? token : "");
     return t ? { Authorization: "Bearer " + t } : {};
   }
 
@@ -108,8 +110,8 @@ const spatePages = (() => {
     }
   }
 
-  async function api(path, signal) {
-    const r = await fetch(path, { headers: authHeaders(), signal });
+  async function api(path, signal, admin = false) {
+    const r = await fetch(path, { headers: authHeaders(admin), signal });
     let doc = null;
     try { doc = await r.json(); } catch (e) { /* an answer that is not JSON: its status says */ }
     if (!r.ok) throw new ApiError(r.status, doc);
@@ -269,7 +271,7 @@ const spatePages = (() => {
       while (!signal.aborted) {
         try {
           const q = after === null ? "?limit=100" : `?after=${after}&wait=${LOG_WAIT_MS}&limit=500`;
-          const doc = await api(path + q, signal);
+          const doc = await api(path + q, signal, true);
           add(doc.lines || []);
           after = doc.next;
           note.textContent = "following" + (doc.removed ? " (the function was removed)" : "");

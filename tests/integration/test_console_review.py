@@ -51,3 +51,47 @@ def test_with_a_token_file_a_name_is_fine_with_a_token(make_spated, tmp_path):
     status, _, body = d.request("POST", "/v1/topics/x/redrive",
                                 headers={**auth, "Origin": "https://evil.example"})
     assert status == 403 and json.loads(body)["code"] == "cross_site"
+
+
+READ = "pub-token-0123456789"
+
+
+def test_tokens_stay_in_page_memory_and_the_log_tail_uses_the_admin_token(make_spated, tmp_path,
+                                                                            functions):
+    from cdp import Browser
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"admin {ADMIN}\npublish {READ}\n")
+    d = make_spated("--token-file", str(tokens))
+    admin = {"Authorization": "Bearer " + ADMIN}
+    so = functions["hello"].read_bytes()
+    assert d.request("PUT", "/v1/functions/app", so, headers=admin)[0] in (200, 201)
+    assert d.request("POST", "/v1/functions/app/invoke", b"{}", headers=admin)[0] == 200
+    with Browser(tmp_path / "profile") as b:
+        # An operator whose token file holds admin tokens only types one
+        # where the page asks for a token to read: it was kept in
+        # sessionStorage, for any script of the origin and past a reload.
+        b.open(f"{d.url}/ui/")
+        b.wait("!document.getElementById('login').hidden")
+        b.eval(f"document.getElementById('token').value = '{ADMIN}'")
+        b.eval("document.querySelector('#login button').click()")
+        b.wait("document.body.dataset.scrapes >= 1")
+        stored = b.eval("JSON.stringify(Object.values(sessionStorage)) + "
+                        "JSON.stringify(Object.values(localStorage)) + document.cookie")
+        assert ADMIN not in stored, stored
+
+        # A read token for the pages, the admin token in the actions form:
+        # the function page's log (admin scope) follows with the latter.
+        b.eval("sessionStorage.clear()")
+        b.open(f"{d.url}/ui/")
+        b.wait("!document.getElementById('login').hidden")
+        b.eval(f"document.getElementById('token').value = '{READ}'")
+        b.eval("document.querySelector('#login button').click()")
+        b.eval(f"document.getElementById('admin-token').value = '{ADMIN}'")
+        b.eval("document.querySelector('#admin-token-form button[type=submit]').click()")
+        b.eval("location.hash = '#/function/app'")
+        try:
+            b.wait("document.querySelector('.log-status') && "
+                   "document.querySelector('.log-status').textContent == 'following'", timeout=30)
+        except TimeoutError:
+            raise AssertionError(b.eval("document.querySelector('.log-status').textContent"))
