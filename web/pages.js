@@ -33,6 +33,9 @@ const spatePages = (() => {
   }
 
   const KINDS = { function: "function", topic: "topic", source: "source" };
+  // Every function, topic or source name fits this (common/names.h), and
+  // every SQS queue's (which may start with '-' or '_'); never "." or "..".
+  const NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/;
 
   // A link to a function, topic or source page; the name is only text.
   function link(kind, name) {
@@ -405,7 +408,22 @@ const spatePages = (() => {
     const overview = document.getElementById("overview");
     const page = document.getElementById("page");
     const m = /^#\/(function|topic|source|nodes)(?:\/(.+))?$/.exec(location.hash);
-    const name = m && m[2] ? decodeURIComponent(m[2]) : null;
+    let name = null;
+    try {
+      name = m && m[2] ? decodeURIComponent(m[2]) : null;
+    } catch (e) {
+      name = ""; // a broken %-escape: no name at all
+    }
+    if (name !== null && !NAME.test(name)) {
+      // "..", "a/../../v1/x" or a broken escape: the browser would read
+      // another path of the API with the user's token; no page has such a name.
+      overview.hidden = true;
+      page.hidden = false;
+      document.body.dataset.page = "bad-name";
+      page.replaceChildren(h("p", { class: "page-nav" }, h("a", { href: "#/" }, "← overview")),
+        h("p", { class: "page-status bad" }, `not a ${m[1]} name: `, h("code", {}, m[2].slice(0, 200))));
+      return;
+    }
     const known = m && (m[1] === "nodes" || name);
     overview.hidden = !!known;
     page.hidden = !known;

@@ -95,3 +95,27 @@ def test_tokens_stay_in_page_memory_and_the_log_tail_uses_the_admin_token(make_s
                    "document.querySelector('.log-status').textContent == 'following'", timeout=30)
         except TimeoutError:
             raise AssertionError(b.eval("document.querySelector('.log-status').textContent"))
+
+
+def test_the_hash_router_reads_no_other_path(spated, tmp_path):
+    # "#/function/.." made the page fetch /v1/functions/.., which the
+    # browser turns into /v1/ (and its log tail into /v1/logs) with the
+    # user's token; a broken %-escape threw in the router and left the page
+    # as it was.
+    from cdp import Browser
+
+    d = spated
+    with Browser(tmp_path / "profile") as b:
+        for h in ("#/function/..", "#/topic/.", "#/function/a%2F..%2F..%2Fv1%2Fhealth",
+                  "#/source/%E0%A4%A", "#/function/%", "#/function/" + "a" * 100000):
+            b.open(f"{d.url}/ui/{h}")
+            try:
+                b.wait("document.body.dataset.page == 'bad-name'", timeout=10)
+            except TimeoutError:
+                raise AssertionError((h[:40], b.eval("document.body.dataset.page"),
+                                      b.eval("document.getElementById('page').textContent")[:300]))
+            text = b.eval("document.getElementById('page').textContent")
+            assert "not a " in text and "name" in text, text[:300]
+        # A good name after a bad one: the page is drawn.
+        b.eval("location.hash = '#/nodes'")
+        b.wait("document.body.dataset.page == 'nodes' && document.getElementById('page').dataset.loads >= 1")
