@@ -119,3 +119,48 @@ def test_the_hash_router_reads_no_other_path(spated, tmp_path):
         # A good name after a bad one: the page is drawn.
         b.eval("location.hash = '#/nodes'")
         b.wait("document.body.dataset.page == 'nodes' && document.getElementById('page').dataset.loads >= 1")
+
+
+def test_history_readers_cannot_hold_the_loop(spated):
+    # 1,000 topics whose oldest age changes every second: a row each a
+    # second. An answer was up to 8 MiB, written on the loop (some 30 ms a
+    # MiB): 50 readers at once held every other request for seconds.
+    import http.client
+    from concurrent.futures import ThreadPoolExecutor
+
+    d = spated
+
+    def publish(i):
+        return d.request("POST", f"/v1/topics/topic-number-{i:04d}/messages", b"x")[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(publish, range(1000))) == {202}
+
+    def big():
+        status, _, body = d.request("GET", "/v1/history")
+        doc = json.loads(body)
+        return (len(body), doc) if status == 200 and (doc["truncated"] or len(body) > 1 << 20) else None
+
+    got = wait_for(big, timeout=240, step=2)
+    assert got, "the history never passed 1 MiB"
+    size, doc = got
+    assert size <= (1 << 20) + (64 << 10) and doc["truncated"], size
+    # The rest, answer by answer from next_since.
+    status, _, body = d.request("GET", f"/v1/history?since={doc['next_since']}&delta=1")
+    assert status == 200 and json.loads(body)["samples"][0]["full"] is False
+
+    def read(_):
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+        try:
+            c.request("GET", "/v1/history")
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(read, range(40)))
+    statuses = [s for s, _ in answers]
+    assert 200 in statuses and 503 in statuses, statuses
+    busy = json.loads(next(b for s, b in answers if s == 503))
+    assert busy["code"] == "busy" and "ask again in a second" in busy["error"], busy
