@@ -139,7 +139,7 @@ def test_history_readers_cannot_hold_the_loop(spated):
     def big():
         status, _, body = d.request("GET", "/v1/history")
         doc = json.loads(body)
-        return (len(body), doc) if status == 200 and (doc["truncated"] or len(body) > 1 << 20) else None
+        return (len(body), doc) if status == 200 and (doc["truncated"] or len(body) > 5 << 18) else None
 
     got = wait_for(big, timeout=240, step=2)
     assert got, "the history never passed 1 MiB"
