@@ -164,3 +164,35 @@ def test_history_readers_cannot_hold_the_loop(spated):
     assert 200 in statuses and 503 in statuses, statuses
     busy = json.loads(next(b for s, b in answers if s == 503))
     assert busy["code"] == "busy" and "ask again in a second" in busy["error"], busy
+
+
+def test_a_hostile_function_cannot_script_or_break_the_page(spated, functions, tmp_path):
+    from cdp import Browser
+
+    d = spated
+    st, doc = d.deploy("evil", functions["console_hostile"])
+    assert st in (200, 201), doc
+    with Browser(tmp_path / "profile") as b:
+        b.open(f"{d.url}/ui/#/function/evil")
+        b.wait("document.querySelector('.log-status') && "
+               "document.querySelector('.log-status').textContent == 'following'")
+        for _ in range(3):  # while the page tails the log
+            assert d.invoke("evil")[0] >= 400
+        b.wait("document.querySelectorAll('.log-lines li').length >= 400")
+        b.wait("document.querySelectorAll('table.recent tbody tr').length >= 3")
+        loads = b.eval("Number(document.getElementById('page').dataset.loads)")
+        b.wait(f"Number(document.getElementById('page').dataset.loads) > {loads}")  # still live
+        assert "pwned" not in b.eval("document.title")
+        assert b.eval("document.querySelectorAll('#page img, #page script').length") == 0
+        assert b.eval("document.querySelectorAll('.log-lines li').length") <= 500
+        longest = b.eval("Math.max(...[...document.querySelectorAll('.log-text')]"
+                         ".map((e) => e.textContent.length))")
+        assert longest <= 8192, longest  # the line is cut (SPATE_LOG_LINE_MAX)
+        err = b.eval("document.querySelector('table.recent .error-text').textContent")
+        assert "<img src=x" in err, err
+        assert not any(ord(c) < 0x20 for c in err), repr(err)
+        b.screenshot(tmp_path / "hostile.png")
+        # The overview stays drawn too.
+        b.eval("location.hash = '#/'")
+        b.wait("document.getElementById('fn-evil') !== null")
+        assert "pwned" not in b.eval("document.title")
