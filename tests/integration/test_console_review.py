@@ -196,3 +196,23 @@ def test_a_hostile_function_cannot_script_or_break_the_page(spated, functions, t
         b.eval("location.hash = '#/'")
         b.wait("document.getElementById('fn-evil') !== null")
         assert "pwned" not in b.eval("document.title")
+
+
+def test_the_console_cannot_be_framed_and_runs_only_its_own_files(spated, tmp_path):
+    # Defence in depth: no frame by another site (a click there would be an
+    # action here), and markup that ever reached the page as HTML runs nothing.
+    from cdp import Browser
+
+    d = spated
+    status, headers, _ = d.request("GET", "/ui/")
+    assert status == 200
+    assert headers.get("X-Frame-Options") == "DENY", headers
+    assert "frame-ancestors 'none'" in headers.get("Content-Security-Policy", ""), headers
+    with Browser(tmp_path / "profile") as b:
+        b.open(f"{d.url}/ui/")
+        b.wait("document.body.dataset.scrapes >= 1")  # the page works under its policy
+        b.eval("document.body.insertAdjacentHTML('beforeend', "
+               "'<img src=x onerror=\"window.ran = 1\"><a id=j href=\"javascript:window.ran=2\">j</a>')")
+        b.eval("document.getElementById('j').click()")
+        b.eval("new Promise((r) => setTimeout(r, 500))")
+        assert b.eval("window.ran === undefined")
