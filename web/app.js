@@ -8,7 +8,9 @@ const KEEP = 900;        // points per series: fifteen minutes at one a second (
 const QUANTILE_WINDOW = 5; // scrapes over which p50/p99 are taken
 const SVG = "http://www.w3.org/2000/svg";
 
-let token = sessionStorage.getItem("spate-token") || "";
+// The read token the user typed: page memory only, as the admin token
+// (console.js). It may be an admin token too, so it is never stored.
+let token = "";
 const history = new Map(); // function -> {points: [...], prev: scrape}
 let prevScrape = null;
 
@@ -349,7 +351,6 @@ async function poll() {
 document.getElementById("login").addEventListener("submit", (e) => {
   e.preventDefault();
   token = document.getElementById("token").value.trim();
-  sessionStorage.setItem("spate-token", token);
   document.getElementById("login").hidden = true;
 });
 

@@ -33,6 +33,9 @@ const spatePages = (() => {
   }
 
   const KINDS = { function: "function", topic: "topic", source: "source" };
+  // Every function, topic or source name fits this (common/names.h), and
+  // every SQS queue's (which may start with '-' or '_'); never "." or "..".
+  const NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$/;
 
   // A link to a function, topic or source page; the name is only text.
   function link(kind, name) {
@@ -94,9 +97,11 @@ const spatePages = (() => {
 
   // --- Talking to spated --------------------------------------------------------
 
-  function authHeaders() {
-    // app.js keeps the token the user gave; a page opened alone asks none.
-    const t = typeof token === "string" ? token : sessionStorage.getItem("spate-token") || "";
+  // The read token app.js keeps; for the log, which needs the admin scope,
+  // the admin token when the user gave one (console.js). Both live in page
+  // memory only.
+  function authHeaders(admin = false) {
+    const t = (admin && typeof adminToken === "string" && adminToken) || (typeof token === "string" ? token : "");
     return t ? { Authorization: "Bearer " + t } : {};
   }
 
@@ -108,8 +113,8 @@ const spatePages = (() => {
     }
   }
 
-  async function api(path, signal) {
-    const r = await fetch(path, { headers: authHeaders(), signal });
+  async function api(path, signal, admin = false) {
+    const r = await fetch(path, { headers: authHeaders(admin), signal });
     let doc = null;
     try { doc = await r.json(); } catch (e) { /* an answer that is not JSON: its status says */ }
     if (!r.ok) throw new ApiError(r.status, doc);
@@ -269,7 +274,7 @@ const spatePages = (() => {
       while (!signal.aborted) {
         try {
           const q = after === null ? "?limit=100" : `?after=${after}&wait=${LOG_WAIT_MS}&limit=500`;
-          const doc = await api(path + q, signal);
+          const doc = await api(path + q, signal, true);
           add(doc.lines || []);
           after = doc.next;
           note.textContent = "following" + (doc.removed ? " (the function was removed)" : "");
@@ -403,7 +408,22 @@ const spatePages = (() => {
     const overview = document.getElementById("overview");
     const page = document.getElementById("page");
     const m = /^#\/(function|topic|source|nodes)(?:\/(.+))?$/.exec(location.hash);
-    const name = m && m[2] ? decodeURIComponent(m[2]) : null;
+    let name = null;
+    try {
+      name = m && m[2] ? decodeURIComponent(m[2]) : null;
+    } catch (e) {
+      name = ""; // a broken %-escape: no name at all
+    }
+    if (name !== null && !NAME.test(name)) {
+      // "..", "a/../../v1/x" or a broken escape: the browser would read
+      // another path of the API with the user's token; no page has such a name.
+      overview.hidden = true;
+      page.hidden = false;
+      document.body.dataset.page = "bad-name";
+      page.replaceChildren(h("p", { class: "page-nav" }, h("a", { href: "#/" }, "← overview")),
+        h("p", { class: "page-status bad" }, `not a ${m[1]} name: `, h("code", {}, m[2].slice(0, 200))));
+      return;
+    }
     const known = m && (m[1] === "nodes" || name);
     overview.hidden = !!known;
     page.hidden = !known;

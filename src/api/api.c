@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/internal.h"
 #include "common/err.h"
@@ -47,6 +48,51 @@ int api_caller_is_admin(const api *a, const http_request *req)
     return (granted(a, req) & SCOPE_ADMIN) != 0;
 }
 
+/* Whether an Origin header names another site than the Host the request
+ * was sent to: a browser showing some other page sends it on every POST, PUT
+ * or DELETE it makes there, and on every cross-origin fetch. spated serves
+ * no other site (it answers no CORS), so such a request is a page elsewhere
+ * using the operator's browser: its loopback trust or its client
+ * certificate. 1 and why, or 0. */
+static int cross_site(const http_request *req, char *why, size_t cap)
+{
+    const char *origin = http_header(req, "origin");
+    if (!origin) return 0;
+    const char *host = http_header(req, "host");
+    const char *o = origin;
+    if (strncasecmp(o, "http://", 7) == 0)
+        o += 7;
+    else if (strncasecmp(o, "https://", 8) == 0)
+        o += 8;
+    else
+        o = NULL; /* "null" (a sandboxed frame, a file) or another scheme */
+    if (o && host && strcasecmp(o, host) == 0) return 0;
+    snprintf(why, cap,
+             "a page of another site may not use spated's API (Origin '%.40s', Host '%.40s')",
+             origin, host ? host : "");
+    return 1;
+}
+
+/* Whether Host names this machine by a DNS name with a dot (not localhost):
+ * without a token file only an address, localhost or a one-label name is
+ * answered, so that a page whose name an attacker re-points at 127.0.0.1
+ * (DNS rebinding) cannot read or act with the loopback's trust. */
+static int host_is_dns_name(const char *host)
+{
+    if (!host || host[0] == '[') return 0;
+    size_t len = strcspn(host, ":");
+    int dot = 0, letter = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (host[i] == '.') dot = 1;
+        if ((host[i] | 0x20) >= 'a' && (host[i] | 0x20) <= 'z') letter = 1;
+    }
+    if (!dot || !letter) return 0;
+    static const char lh[] = ".localhost";
+    size_t n = sizeof lh - 1;
+    if (len >= n && strncasecmp(host + len - n, lh, n) == 0) return 0;
+    return 1;
+}
+
 /* Before the body is read: a request without a valid token, or with one of
  * the wrong scope, is refused here, so its body never costs memory. Without
  * a token file every request is let in, but those of function code. */
@@ -54,7 +100,15 @@ static int admit(http_request *req, void *data)
 {
     api *a = data;
     int function = from_function(req);
+    char why[300];
+    if (cross_site(req, why, sizeof why)) return http_refuse(req, 403, "cross_site", "%s", why);
     if (!a->auth && !function) {
+        const char *host = http_header(req, "host");
+        if (host_is_dns_name(host))
+            return http_refuse(req, 403, "forbidden",
+                               "without a token file only an address or localhost is answered, "
+                               "not '%.40s' (another site's name for it?): use the address",
+                               host);
         http_trust(req);
         return 0;
     }

@@ -25,10 +25,16 @@
 #include "sched/functions.h"
 #include "sched/triggers.h"
 
-/* An answer's samples stop past this (the rest: ask again from next_since). */
-#define HISTORY_ANSWER_BUDGET (8u << 20)
+/* An answer's samples stop past this (the rest: ask again from next_since).
+ * Writing a MiB of it holds the loop some 30 ms: at 8 MiB an answer, 50
+ * readers at once held every other request for 4 s. */
+#define HISTORY_ANSWER_BUDGET (1u << 20)
 /* Its buffer: the budget and one full frame of the most series. */
 #define HISTORY_ANSWER_MAX (24u << 20)
+/* The answers' bytes written in one second, all readers together: past it
+ * the next gets 503 for the rest of that second (the page asks again the
+ * next), so readers, however many, take at most a few tenths of the loop. */
+#define HISTORY_BYTES_PER_S (8u << 20)
 
 typedef struct fn_prev {
     char *name; /* the map's key */
@@ -45,6 +51,9 @@ struct api_history {
     int64_t now_ms;
     /* The cost of sampling: the last, and the total over samples. */
     uint64_t sample_ns, total_ns, samples;
+    /* Answers' bytes written in the second answer_s (HISTORY_BYTES_PER_S). */
+    int64_t answer_s;
+    size_t answer_bytes;
 };
 
 /* The q-quantile (ms) of what the histogram delta d holds, by linear
@@ -284,6 +293,18 @@ void api_history(api *a, http_request *req)
     }
     uint64_t since = p.since;
     int delta = p.delta;
+    int64_t second = clock_now_ms() / 1000;
+    if (second != hs->answer_s) {
+        hs->answer_s = second;
+        hs->answer_bytes = 0;
+    }
+    if (hs->answer_bytes >= HISTORY_BYTES_PER_S) {
+        http_respond_error(req, 503, "busy",
+                           "the history answered %u MiB this second, its most: ask again in a "
+                           "second",
+                           HISTORY_BYTES_PER_S >> 20);
+        return;
+    }
 
     history_stats st;
     history_get_stats(hs->ring, &st);
@@ -304,6 +325,7 @@ void api_history(api *a, http_request *req)
         http_respond_error(req, 500, "internal", "cannot write the history: %s", err_str(rc));
         return;
     }
+    hs->answer_bytes += out.len;
     http_respond(req, 200, "application/json", "Cache-Control: no-store\r\n", out.data, out.len);
     buf_free(&out);
 }

@@ -7,6 +7,11 @@
 #include "api/assets.h"
 #include "api/internal.h"
 
+/* Styles may be inline (the charts' keys set a colour); nothing else. */
+#define UI_POLICY                                                                                  \
+    "Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; "              \
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n"
+
 static const char *content_type(const char *name)
 {
     const char *dot = strrchr(name, '.');
@@ -28,10 +33,14 @@ void api_ui(http_request *req)
     if (*name == '\0') name = "index.html";
     for (const web_asset *a = web_assets; a->name; a++) {
         if (strcmp(a->name, name) != 0) continue;
-        /* New builds change them: always ask again, they are small. */
+        /* New builds change them: always ask again, they are small. No
+         * other site may frame the console (a click there would be one
+         * here), and the page runs its own files only: were a name or a
+         * log line ever inserted as HTML, its script would not run. */
         http_respond(req, 200, content_type(name),
-                     "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n", a->data,
-                     a->len);
+                     "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+                     "X-Frame-Options: DENY\r\n" UI_POLICY,
+                     a->data, a->len);
         return;
     }
     http_respond_error(req, 404, "not_found", "the dashboard has no file '%.100s'", name);
