@@ -8,6 +8,7 @@
  * node drop the function, trigger or schedule. Bare delete markers are then
  * refused like any unsealed value.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,9 +154,23 @@ int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *con
 
 void cluster__msg_stamp(natsMsg *m)
 {
-    char now[24];
-    snprintf(now, sizeof now, "%llu", (unsigned long long)clock_now_ms());
-    natsMsgHeader_Set(m, "Spate-Sent-Ms", now);
+    static _Atomic uint64_t last;
+    uint64_t now = clock_now_ms(), prev = atomic_load(&last);
+    do {
+        if (now <= prev) now = prev + 1;
+    } while (!atomic_compare_exchange_weak(&last, &prev, now));
+    char text[24];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)now);
+    natsMsgHeader_Set(m, "Spate-Sent-Ms", text);
+}
+
+uint64_t cluster__msg_sent(natsMsg *m)
+{
+    const char *v = NULL;
+    char *end = NULL;
+    if (natsMsgHeader_Get(m, "Spate-Sent-Ms", &v) != NATS_OK || !v) return 0;
+    unsigned long long sent = strtoull(v, &end, 10);
+    return end && !*end ? (uint64_t)sent : 0;
 }
 
 int cluster__msg_fresh(cluster *c, natsMsg *m, char *why, size_t whycap)

@@ -88,3 +88,45 @@ def test_the_docs_config_examples_have_no_comment_after_a_value(tmp_path):
             for line in block:
                 if "=" in line and not line.lstrip().startswith(("#", ";")):
                     assert " #" not in line and "\t#" not in line, f"{doc.name}: {line}"
+
+
+def test_replayed_heartbeats_do_not_keep_a_stopped_node_up(tmp_path_factory):
+    """A NATS client without the key recorded a node's sealed heartbeats and
+    published them again after the node stopped: each was within the 5
+    minutes the seal allows, so the others showed the stopped node "up" (and
+    routed invocations to it) for as long as the replays went on."""
+    import time
+    from natscluster import NatsClient, node_id, spated_cluster
+    key = tmp_path_factory.mktemp("key") / "cluster.key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"a cluster key of more than thirty-two bytes, for the review\n")
+    os.close(fd)
+    with spated_cluster(tmp_path_factory, name="hbreplay", n=2,
+                        args=["--cluster-key", str(key)]) as (nats, (a, b)):
+        victim = node_id(b)
+        cl = NatsClient(nats)
+        try:
+            cl.subscribe("spate.node.hb")
+            recorded = []
+            deadline = time.monotonic() + 10
+            while len(recorded) < 3 and time.monotonic() < deadline:
+                got = cl.next_msg(2)
+                if got and victim.encode() in got[1]:
+                    recorded.append(got)
+            assert len(recorded) == 3
+            assert b.stop() == 0
+
+            def state():
+                return {n["id"]: n["state"] for n in a.json("GET", "/v1/nodes")[1]["nodes"]}
+
+            # Replayed, newest last, for twice the time a node takes to go down.
+            end = time.monotonic() + 12
+            while time.monotonic() < end:
+                for hdr, data in recorded:
+                    cl.sock.sendall(f"HPUB spate.node.hb {len(hdr)} {len(hdr) + len(data)}\r\n"
+                                    .encode() + hdr + data + b"\r\n")
+                cl.flush()
+                time.sleep(0.5)
+            assert state()[victim] == "down", a.log()
+        finally:
+            cl.close()
