@@ -130,3 +130,47 @@ def test_replayed_heartbeats_do_not_keep_a_stopped_node_up(tmp_path_factory):
             assert state()[victim] == "down", a.log()
         finally:
             cl.close()
+
+
+def test_a_source_cannot_use_spateds_own_secret_files(make_spated, tmp_path, functions):
+    """Sources are read by spated (root): an admin who may add one named
+    spated's own TLS key as its client key, or its token file or NATS NKey as
+    a NATS source's creds/seed, and spated used them towards a broker the
+    admin chose (a broker of theirs relays a real NATS server's challenge,
+    signed with the node's key: the node's NATS identity, and every secret in
+    the registry). Now refused, by the file itself (a link to it too), with
+    the reason as the source's last_error."""
+    import json
+    ca = TestCA(tmp_path / "ca")
+    cert, key = ca.server("srv")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"admin {ADMIN}\n")
+    link = tmp_path / "innocent.pem"
+    link.symlink_to(key)
+    d = make_spated("--tls-cert", str(cert), "--tls-key", str(key), "--token-file", str(tokens))
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+
+    def call(method, path, body=None):
+        c = http.client.HTTPSConnection("127.0.0.1", d.port, context=ctx, timeout=30)
+        try:
+            c.request(method, path, body=body, headers=auth)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, json.loads(data) if data else None
+        finally:
+            c.close()
+
+    urls = {
+        "rkey": f"rediss://127.0.0.1:1/s?group=g&cert={cert}&key={key}",
+        "rlink": f"rediss://127.0.0.1:1/s?group=g&cert={cert}&key={link}",
+        "ncreds": f"nats://127.0.0.1:1/subj?creds={tokens}",
+    }
+    for name, url in urls.items():
+        status, doc = call("PUT", f"/v1/sources/{name}",
+                           json.dumps({"url": url, "topic": "t"}).encode())
+        assert status in (200, 201), doc
+    for name in urls:
+        assert wait_for(lambda: "spated's own secrets" in
+                        (call("GET", f"/v1/sources/{name}")[1].get("last_error") or ""),
+                        timeout=20), (name, call("GET", f"/v1/sources/{name}")[1], d.log())
