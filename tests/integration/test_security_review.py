@@ -174,3 +174,55 @@ def test_a_source_cannot_use_spateds_own_secret_files(make_spated, tmp_path, fun
         assert wait_for(lambda: "spated's own secrets" in
                         (call("GET", f"/v1/sources/{name}")[1].get("last_error") or ""),
                         timeout=20), (name, call("GET", f"/v1/sources/{name}")[1], d.log())
+
+
+def test_a_replayed_invocation_does_not_answer_the_replayer(tmp_path_factory, functions):
+    """NATS's reply subject was outside an invocation's seal: a client
+    without the key that recorded a routed invocation published it again
+    with its own inbox as the reply subject, and the node ran the function
+    and sent the answer (its output, computed with its environment) to the
+    replayer. The subject answers go to is sealed now; a replay to another
+    is refused, and nothing is answered."""
+    import json
+    import threading
+    from natscluster import NatsClient, spated_cluster
+    key = tmp_path_factory.mktemp("key") / "cluster.key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"a cluster key of more than thirty-two bytes, for the review\n")
+    os.close(fd)
+    with spated_cluster(tmp_path_factory, name="invreplay", n=2,
+                        args=["--cluster-key", str(key)]) as (nats, (a, b)):
+        assert a.deploy("single", functions["probe"], max=1, queue=1,
+                        env="GREETING%3Dthe-secret-answer")[0] == 201
+        from natscluster import listed
+        assert wait_for(lambda: listed(b, "single"), timeout=15)
+        cl = NatsClient(nats)
+        try:
+            cl.subscribe("spate.invoke.single")
+            cl.flush()
+            t = threading.Thread(target=a.invoke, args=("single", b"sleep:1500"))
+            t.start()
+            assert wait_for(lambda: a.describe("single")["instances"]["busy"] == 1)
+            # Routed to b (a has no room); the bare client sees it pass.
+            assert a.invoke("single", b"env:GREETING") == (200, b"the-secret-answer")
+            t.join()
+            got = cl.next_msg(5)
+            assert got, "no routed invocation seen"
+            hdr, data = got
+            assert b"Spate-Seal" in hdr and data == b"env:GREETING"
+            inbox = "_INBOX.replayer.1"
+            cl.subscribe(inbox)
+            cl.sock.sendall(f"HPUB spate.invoke.single {inbox} {len(hdr)} {len(hdr) + len(data)}"
+                            "\r\n".encode() + hdr + data + b"\r\n")
+            cl.flush()
+            answers = []
+            while True:
+                m = cl.next_msg(4)
+                if m is None:
+                    break
+                if not m[1].startswith(b"env:"):  # not the invocation itself again
+                    answers.append(m)
+            assert answers == [], answers
+        finally:
+            cl.close()
+        assert "a replay" in a.log() + b.log()
