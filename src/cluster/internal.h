@@ -68,6 +68,10 @@ struct cluster {
         uint64_t key, rev;
     } refused_seen[SPATE_CLUSTER_REFUSED_SLOTS];
     uint64_t refused_logged_ms[CLUSTER_REFUSED_KINDS];
+    /* Entries and chunks: lines logged in the current window, and those not. */
+    uint64_t refused_window_ms[CLUSTER_REFUSED_KINDS];
+    uint32_t refused_lines[CLUSTER_REFUSED_KINDS];
+    uint64_t refused_unsaid[CLUSTER_REFUSED_KINDS];
     _Atomic int stopping;
     _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
     _Atomic int connected; /* to a NATS server, as nats.c last told */

@@ -209,6 +209,7 @@ void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uin
                      const char *why)
 {
     int say = 1;
+    uint64_t unsaid = 0;
     pthread_mutex_lock(&c->refused_lock);
     if (rev) {
         /* Entries and chunks are read again (a watcher restarted, a fetch
@@ -220,6 +221,21 @@ void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uin
         } else {
             c->refused_seen[slot].key = h;
             c->refused_seen[slot].rev = rev;
+            /* New ones come as fast as a forger writes: a few lines a window. */
+            uint64_t now = clock_mono_ns() / 1000000;
+            if (!c->refused_window_ms[kind] ||
+                now - c->refused_window_ms[kind] >= SPATE_CLUSTER_REFUSED_LOG_MS) {
+                c->refused_window_ms[kind] = now;
+                c->refused_lines[kind] = 0;
+            }
+            if (c->refused_lines[kind] >= SPATE_CLUSTER_REFUSED_LOG_BURST) {
+                say = -1;
+                c->refused_unsaid[kind]++;
+            } else {
+                c->refused_lines[kind]++;
+                unsaid = c->refused_unsaid[kind];
+                c->refused_unsaid[kind] = 0;
+            }
         }
     } else {
         /* Messages come as fast as a sender sends: counted, logged now and then. */
@@ -236,9 +252,13 @@ void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uin
     if (say < 0) return;
     char revision[40] = "";
     if (rev) snprintf(revision, sizeof revision, " revision %llu", (unsigned long long)rev);
+    char more[80] = "";
+    if (unsaid)
+        snprintf(more, sizeof more, " (and %llu more before it, not logged)",
+                 (unsigned long long)unsaid);
     log_warn("cluster: refused %s %s%s: %s; not applied (spate_cluster_rejected_total counts "
-             "them)",
-             refused_names[kind], key, revision, why);
+             "them)%s",
+             refused_names[kind], key, revision, why, more);
 }
 
 uint64_t cluster_refused(const cluster *c, enum cluster_refused kind)

@@ -496,6 +496,11 @@
 /* Refused registry entries and chunks remembered (key and revision) so that
  * each is logged and counted once, however often it is read again. */
 #define SPATE_CLUSTER_REFUSED_SLOTS 256
+/* Of those, at most this many lines per kind in SPATE_CLUSTER_REFUSED_LOG_MS:
+ * a NATS writer publishing entries under new keys wrote one line each in
+ * every node's log, as fast as it published. The rest are counted, and the
+ * next line logged says how many went unsaid. */
+#define SPATE_CLUSTER_REFUSED_LOG_BURST 20
 /* A refused message (heartbeat, routed invocation, its answer) is counted
  * each time, logged at most once in this many ms. */
 #define SPATE_CLUSTER_REFUSED_LOG_MS 10000

@@ -226,3 +226,36 @@ def test_a_replayed_invocation_does_not_answer_the_replayer(tmp_path_factory, fu
         finally:
             cl.close()
         assert "a replay" in a.log() + b.log()
+
+
+def test_forged_entries_under_new_keys_do_not_flood_the_log(tmp_path_factory):
+    """Each refused registry entry was logged once per key and revision, with
+    no bound on how many keys: a NATS client without the key writing 300
+    entries under new names wrote 300 lines into every node's log (as fast
+    as it could publish, for as long as it liked). Now a few lines per 10 s,
+    each saying how many went unsaid; every one is still counted."""
+    from natscluster import NatsClient, spated_cluster
+    key = tmp_path_factory.mktemp("key") / "cluster.key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"a cluster key of more than thirty-two bytes, for the review\n")
+    os.close(fd)
+    with spated_cluster(tmp_path_factory, name="logflood", n=2,
+                        args=["--cluster-key", str(key)]) as (nats, (a, b)):
+        cl = NatsClient(nats)
+        try:
+            for i in range(300):
+                cl.sock.sendall(f"PUB $KV.spate-registry.fn.forged{i} 2\r\n{{}}\r\n".encode())
+            cl.flush()
+        finally:
+            cl.close()
+
+        def refused(d):
+            for line in d.request("GET", "/metrics")[2].decode().splitlines():
+                if line.startswith('spate_cluster_rejected_total{kind="entry"} '):
+                    return float(line.split()[-1])
+            return 0
+
+        for d in (a, b):
+            assert wait_for(lambda: refused(d) >= 300, timeout=30), refused(d)
+            lines = d.log().count("refused registry entry fn.forged")
+            assert lines <= 45, f"{lines} log lines for 300 forged entries"
