@@ -42,6 +42,9 @@ typedef struct node_info {
     char url[128];
     uint32_t instances, max_instances, functions;
     uint64_t seen_ms; /* loop time */
+    /* The newest heartbeat's own time (Spate-Sent-Ms, under its seal):
+     * with a key, one not newer is a replay and changes nothing. */
+    uint64_t sent_ms;
 } node_info;
 
 typedef struct rjs rjs;
@@ -65,6 +68,10 @@ struct cluster {
         uint64_t key, rev;
     } refused_seen[SPATE_CLUSTER_REFUSED_SLOTS];
     uint64_t refused_logged_ms[CLUSTER_REFUSED_KINDS];
+    /* Entries and chunks: lines logged in the current window, and those not. */
+    uint64_t refused_window_ms[CLUSTER_REFUSED_KINDS];
+    uint32_t refused_lines[CLUSTER_REFUSED_KINDS];
+    uint64_t refused_unsaid[CLUSTER_REFUSED_KINDS];
     _Atomic int stopping;
     _Atomic int rewatch;   /* reconnected: the watcher starts again (its consumer may be lost) */
     _Atomic int connected; /* to a NATS server, as nats.c last told */
@@ -181,10 +188,13 @@ void cluster__msg_seal(cluster *c, natsMsg *m, const char *what, const char *con
 int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *const *headers,
                        char *why, size_t whycap);
 /* Stamps m with this node's clock (header Spate-Sent-Ms; seal it after,
- * naming the header), and checks such a stamp: 0 when within
- * SPATE_CLUSTER_MSG_SKEW_MS of this node's clock, or without a key. */
+ * naming the header), strictly increasing within the process (so that a
+ * receiver may refuse one not newer than the last: a replay), and checks
+ * such a stamp: 0 when within SPATE_CLUSTER_MSG_SKEW_MS of this node's
+ * clock, or without a key. cluster__msg_sent reads it (0: none). */
 void cluster__msg_stamp(natsMsg *m);
 int cluster__msg_fresh(cluster *c, natsMsg *m, char *why, size_t whycap);
+uint64_t cluster__msg_sent(natsMsg *m);
 /* Counts a refusal and logs it, once per key and revision (rev 0: a
  * message, logged at most every SPATE_CLUSTER_REFUSED_LOG_MS). Any thread. */
 void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uint64_t rev,

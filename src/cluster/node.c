@@ -44,6 +44,7 @@ static void send_heartbeat(uv_timer_t *t)
 typedef struct heard {
     cluster *c;
     char *text;
+    uint64_t sent; /* its Spate-Sent-Ms, checked under its seal */
 } heard;
 
 static void drop_heard(void *arg)
@@ -64,7 +65,16 @@ static void on_heartbeat(void *arg)
     node_info *n = cJSON_IsString(id) && strlen(id->valuestring) == CLUSTER_ID_LEN
                        ? node_slot(c, id->valuestring)
                        : NULL;
+    /* A recorded heartbeat published again (any NATS client can) holds a
+     * good seal for minutes: with a key, only a newer one than the node's
+     * last counts, so a stopped node goes down however many are replayed. */
+    if (n && c->seal && h->sent <= n->sent_ms) {
+        cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, "spate.node.hb", 0,
+                        "a replay: not newer than the node's last heartbeat");
+        n = NULL;
+    }
     if (n) {
+        n->sent_ms = h->sent;
         if (!n->seen_ms || uv_now(c->loop) - n->seen_ms > SPATE_CLUSTER_NODE_DOWN_MS)
             log_info("cluster: node %s is up url=%s", n->id,
                      cJSON_IsString(url) ? url->valuestring : "?");
@@ -93,6 +103,7 @@ static void on_heartbeat_msg(natsConnection *nc, natsSubscription *sub, natsMsg 
     heard *h = calloc(1, sizeof *h);
     if (h && (h->text = strndup(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m)))) {
         h->c = closure;
+        h->sent = cluster__msg_sent(m);
         bridge_post(h->c->bridge, on_heartbeat, drop_heard, h);
     } else {
         free(h);

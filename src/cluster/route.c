@@ -8,9 +8,12 @@
 #include "cluster/internal.h"
 
 /* What the cluster key's seal covers of an invocation and of its answer
- * (beside the subject and the payload). */
-static const char *const invoke_sealed[] = {"Spate-Origin", "Spate-Request-Id", "Spate-Timeout-Ms",
-                                            "Spate-Sent-Ms", NULL};
+ * (beside the subject and the payload). Spate-Reply is the subject the
+ * answer goes to: NATS's reply subject is outside the seal, and a recorded
+ * invocation published again with the replayer's own inbox had its answer,
+ * the function's output, sent to the replayer. */
+static const char *const invoke_sealed[] = {"Spate-Origin",  "Spate-Request-Id", "Spate-Timeout-Ms",
+                                            "Spate-Sent-Ms", "Spate-Reply",      NULL};
 static const char *const reply_sealed[] = {"Spate-Status", "Spate-Node", "Spate-Code", NULL};
 
 typedef struct routed {
@@ -124,9 +127,18 @@ static void on_invoke_in(void *arg)
     /* Unsealed (with a key): not from a node of this cluster; no answer, as
      * if it had not come. */
     char why[160];
+    const char *sealed_to = NULL, *to = natsMsg_GetReply(m);
+    if (natsMsgHeader_Get(m, "Spate-Reply", &sealed_to) != NATS_OK) sealed_to = NULL;
     if (cluster__msg_check(c, m, "invoke", invoke_sealed, why, sizeof why) != 0 ||
         cluster__msg_fresh(c, m, why, sizeof why) != 0) {
         cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0, why);
+        natsMsg_Destroy(m);
+        return;
+    }
+    if (c->seal && (!to || !sealed_to || strcmp(to, sealed_to) != 0)) {
+        cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0,
+                        "its answer is asked for on another subject than the one sealed: a "
+                        "replay");
         natsMsg_Destroy(m);
         return;
     }
@@ -184,6 +196,7 @@ static int send_routed(routed *r)
     char timeout[16]; /* the caller's (?timeout=), else the function's here */
     snprintf(timeout, sizeof timeout, "%u", r->timeout_ms);
     natsMsgHeader_Set(m, "Spate-Timeout-Ms", timeout);
+    natsMsgHeader_Set(m, "Spate-Reply", inbox);
     cluster__msg_stamp(m);
     cluster__msg_seal(c, m, "invoke", invoke_sealed);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);

@@ -8,6 +8,7 @@
  * node drop the function, trigger or schedule. Bare delete markers are then
  * refused like any unsealed value.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,9 +154,23 @@ int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *con
 
 void cluster__msg_stamp(natsMsg *m)
 {
-    char now[24];
-    snprintf(now, sizeof now, "%llu", (unsigned long long)clock_now_ms());
-    natsMsgHeader_Set(m, "Spate-Sent-Ms", now);
+    static _Atomic uint64_t last;
+    uint64_t now = clock_now_ms(), prev = atomic_load(&last);
+    do {
+        if (now <= prev) now = prev + 1;
+    } while (!atomic_compare_exchange_weak(&last, &prev, now));
+    char text[24];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)now);
+    natsMsgHeader_Set(m, "Spate-Sent-Ms", text);
+}
+
+uint64_t cluster__msg_sent(natsMsg *m)
+{
+    const char *v = NULL;
+    char *end = NULL;
+    if (natsMsgHeader_Get(m, "Spate-Sent-Ms", &v) != NATS_OK || !v) return 0;
+    unsigned long long sent = strtoull(v, &end, 10);
+    return end && !*end ? (uint64_t)sent : 0;
 }
 
 int cluster__msg_fresh(cluster *c, natsMsg *m, char *why, size_t whycap)
@@ -194,6 +209,7 @@ void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uin
                      const char *why)
 {
     int say = 1;
+    uint64_t unsaid = 0;
     pthread_mutex_lock(&c->refused_lock);
     if (rev) {
         /* Entries and chunks are read again (a watcher restarted, a fetch
@@ -205,6 +221,21 @@ void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uin
         } else {
             c->refused_seen[slot].key = h;
             c->refused_seen[slot].rev = rev;
+            /* New ones come as fast as a forger writes: a few lines a window. */
+            uint64_t now = clock_mono_ns() / 1000000;
+            if (!c->refused_window_ms[kind] ||
+                now - c->refused_window_ms[kind] >= SPATE_CLUSTER_REFUSED_LOG_MS) {
+                c->refused_window_ms[kind] = now;
+                c->refused_lines[kind] = 0;
+            }
+            if (c->refused_lines[kind] >= SPATE_CLUSTER_REFUSED_LOG_BURST) {
+                say = -1;
+                c->refused_unsaid[kind]++;
+            } else {
+                c->refused_lines[kind]++;
+                unsaid = c->refused_unsaid[kind];
+                c->refused_unsaid[kind] = 0;
+            }
         }
     } else {
         /* Messages come as fast as a sender sends: counted, logged now and then. */
@@ -221,9 +252,13 @@ void cluster__refuse(cluster *c, enum cluster_refused kind, const char *key, uin
     if (say < 0) return;
     char revision[40] = "";
     if (rev) snprintf(revision, sizeof revision, " revision %llu", (unsigned long long)rev);
+    char more[80] = "";
+    if (unsaid)
+        snprintf(more, sizeof more, " (and %llu more before it, not logged)",
+                 (unsigned long long)unsaid);
     log_warn("cluster: refused %s %s%s: %s; not applied (spate_cluster_rejected_total counts "
-             "them)",
-             refused_names[kind], key, revision, why);
+             "them)%s",
+             refused_names[kind], key, revision, why, more);
 }
 
 uint64_t cluster_refused(const cluster *c, enum cluster_refused kind)

@@ -76,6 +76,12 @@
  * stops at this while the read buffer is full (pipelined requests behind a
  * slow one), as it does for plain connections. Four TLS records. */
 #define SPATE_TLS_BUFFERED_MAX (64u * KIB)
+/* A connection's buffer of encrypted output grows to its largest answer
+ * (an answer is encrypted whole), and OpenSSL's memory BIO keeps that
+ * allocation, zeroing all of it at every later reset: one answer of 6 MiB
+ * made an idle keep-alive connection hold 6 MiB for its life. A buffer
+ * larger than this is let go once sent; a few records' worth is kept. */
+#define SPATE_TLS_WRITE_KEEP (64u * KIB)
 /* Who is at the other end of a connection (http/peer.c) is asked of the
  * kernel over netlink: its answer about one socket is well under
  * SPATE_PEER_DIAG_REPLY_MAX bytes, and it answers at once, so the wait
@@ -490,6 +496,11 @@
 /* Refused registry entries and chunks remembered (key and revision) so that
  * each is logged and counted once, however often it is read again. */
 #define SPATE_CLUSTER_REFUSED_SLOTS 256
+/* Of those, at most this many lines per kind in SPATE_CLUSTER_REFUSED_LOG_MS:
+ * a NATS writer publishing entries under new keys wrote one line each in
+ * every node's log, as fast as it published. The rest are counted, and the
+ * next line logged says how many went unsaid. */
+#define SPATE_CLUSTER_REFUSED_LOG_BURST 20
 /* A refused message (heartbeat, routed invocation, its answer) is counted
  * each time, logged at most once in this many ms. */
 #define SPATE_CLUSTER_REFUSED_LOG_MS 10000

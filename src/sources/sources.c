@@ -32,6 +32,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "sources/tls.h"
 #include "sources/connector.h"
 
 /* A batch and what its publish needs (the thread's, lent to the loop while
@@ -822,6 +823,11 @@ static void on_registry_changed(void *data)
         insert_live(m, s);
     }
     follow_leases(m);
+}
+
+void sources_forbid_file(const char *path)
+{
+    src_tls_forbid(path);
 }
 
 void sources_start(sources *m)

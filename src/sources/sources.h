@@ -32,6 +32,11 @@ typedef struct sources sources;
 int sources_create(uv_loop_t *loop, queue *q, registry *reg, const char *consumer,
                    size_t message_max, sources **out);
 void sources_set_message_max(sources *s, size_t message_max);
+/* Names one of spated's own secret files (TLS key, cluster key, NATS
+ * credentials, token or config file), which no source may use as its ca,
+ * cert, key, creds or seed (sources/tls.h says why). Before sources_start;
+ * "" is ignored. */
+void sources_forbid_file(const char *path);
 /* Starts every source the registry keeps. */
 void sources_start(sources *s);
 /* Stops every source (each thread finishes its batch in flight: committed

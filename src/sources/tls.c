@@ -62,6 +62,28 @@ int src_tls_parse(const src_url *u, int implied, src_tls *t, char *err, size_t e
     return 0;
 }
 
+/* Set once at start (src_tls_forbid), read by every source's thread. */
+#define FORBIDDEN_MAX 8
+static char *forbidden[FORBIDDEN_MAX];
+static size_t nforbidden;
+
+void src_tls_forbid(const char *path)
+{
+    if (path && path[0] && nforbidden < FORBIDDEN_MAX && (forbidden[nforbidden] = strdup(path)))
+        nforbidden++;
+}
+
+/* Stat'ed at each check: a secret replaced in place (a new inode) is still
+ * recognised. */
+static int is_forbidden(const struct stat *st)
+{
+    struct stat f;
+    for (size_t i = 0; i < nforbidden; i++)
+        if (stat(forbidden[i], &f) == 0 && f.st_dev == st->st_dev && f.st_ino == st->st_ino)
+            return 1;
+    return 0;
+}
+
 int src_tls_readable(const char *what, const char *path, char *err, size_t errcap)
 {
     if (!path[0]) return 0;
@@ -76,6 +98,14 @@ int src_tls_readable(const char *what, const char *path, char *err, size_t errca
         return ERR_IO;
     }
     close(fd);
+    if (is_forbidden(&st)) {
+        snprintf(err, errcap,
+                 "cannot use the %s file '%.300s': it is one of spated's own secrets (its TLS "
+                 "key, cluster key, NATS credentials, token or config file); give the source "
+                 "files of its own",
+                 what, path);
+        return ERR_IO;
+    }
     return 0;
 }
 

@@ -41,8 +41,18 @@ int src_tls_parse(const src_url *u, int implied, src_tls *t, char *err, size_t e
  * it (whose own message would be vague): 0, or ERR_IO with
  * "cannot read the CA file 'F': why" in err. */
 int src_tls_check_files(const src_tls *t, char *err, size_t errcap);
-/* The same for one file (what names it in the message); "" is no file. */
+/* The same for one file (what names it in the message); "" is no file.
+ * A file src_tls_forbid named (by what it is, not its name: links too) is
+ * refused. */
 int src_tls_readable(const char *what, const char *path, char *err, size_t errcap);
+
+/* spated's own secrets (its TLS key, cluster key, NATS credentials, token
+ * and config files): a source that names one as its ca, cert, key, creds or
+ * seed is refused. Whoever may add a source would otherwise have spated,
+ * which runs as root, sign a broker's challenge with the node's NATS key or
+ * TLS key (a broker of theirs relays a real server's), or present them.
+ * Called at start, before any source runs; "" is ignored. Not thread-safe. */
+void src_tls_forbid(const char *path);
 
 /* The system's trust store as one file (Debian's ca-certificates), for a
  * library that takes only a file. */

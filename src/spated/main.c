@@ -492,6 +492,12 @@ int main(int argc, char **argv)
         if (sources_create(n.loop, n.q, n.reg, consumer, n.opt.limits.message_max, &n.src) != 0)
             die("out of memory");
         api_set_sources(n.api, n.src);
+        /* A source may not make spated (root) use its own secrets. */
+        const char *const secrets[] = {n.opt.tls_key,       n.opt.cluster_key,
+                                       n.opt.cluster_creds, n.opt.cluster_tls_key,
+                                       n.opt.token_file,    n.opt.config_file};
+        for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+            sources_forbid_file(secrets[i]);
         sources_start(n.src);
     }
     if (http_server_start(n.loop, n.opt.host, n.opt.port, &n.opt.http, api_http_handlers(), n.api,

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -254,6 +255,21 @@ static void on_tls_write(uv_write_t *req, int status)
     if (answer) http__written(c);
 }
 
+/* The output buffer, once sent: emptied, or replaced by a new one when it
+ * grew past SPATE_TLS_WRITE_KEEP (limits.h says why). */
+static void drained(http_tls_conn *t)
+{
+    BUF_MEM *bm = NULL;
+    BIO *fresh = NULL;
+    BIO_get_mem_ptr(t->wbio, &bm);
+    if (bm && bm->max > SPATE_TLS_WRITE_KEEP && (fresh = BIO_new(BIO_s_mem()))) {
+        SSL_set0_wbio(t->ssl, fresh); /* frees the old one */
+        t->wbio = fresh;
+        return;
+    }
+    (void)BIO_reset(t->wbio);
+}
+
 /* Sends what OpenSSL wrote: at once when the socket takes it, else the rest
  * from a copy, after the writes before it. 0 all sent, 1 under way (with
  * answer, http__written follows), -1 the connection closed. */
@@ -266,23 +282,23 @@ static int send_out(http_conn *c, int answer)
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == UV_EAGAIN) n = 0;
     if (n < 0) {
-        (void)BIO_reset(c->tls->wbio);
+        drained(c->tls);
         http__close_conn(c);
         return -1;
     }
     if (n == len) {
-        (void)BIO_reset(c->tls->wbio);
+        drained(c->tls);
         return 0;
     }
     size_t rest = (size_t)(len - n);
     tls_write *w = malloc(sizeof *w + rest);
     if (!w) {
-        (void)BIO_reset(c->tls->wbio);
+        drained(c->tls);
         http__close_conn(c);
         return -1;
     }
     memcpy(w->data, p + n, rest);
-    (void)BIO_reset(c->tls->wbio);
+    drained(c->tls);
     w->c = c;
     w->answer = answer;
     w->req.data = w;
