@@ -3,6 +3,7 @@ per finding, each of which failed against the code before its fix."""
 
 import http.client
 import os
+import pathlib
 import ssl
 
 from conftest import wait_for
@@ -17,6 +18,11 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def asan_build():
+    cache = pathlib.Path(os.environ.get("SPATE_BUILD", "build")) / "CMakeCache.txt"
+    return cache.exists() and "SPATE_ASAN:BOOL=ON" in cache.read_text()
 
 
 def test_tls_connection_lets_go_of_a_large_answer(make_spated, tmp_path, functions):
@@ -36,7 +42,8 @@ def test_tls_connection_lets_go_of_a_large_answer(make_spated, tmp_path, functio
         body = r.read()
         assert r.status == 200 and len(body) == 4000000, (r.status, body[:200])
 
-    c0.request("PUT", "/v1/functions/probe", body=open(functions["probe"], "rb").read())
+    # 512 MB: a 4 MB answer's copies outgrew 128 MB in the ASan build's instance.
+    c0.request("PUT", "/v1/functions/probe?memory=512", body=open(functions["probe"], "rb").read())
     r = c0.getresponse()
     assert r.status == 201, r.read()
     r.read()
@@ -51,6 +58,8 @@ def test_tls_connection_lets_go_of_a_large_answer(make_spated, tmp_path, functio
     grown = rss_kib(d.proc.pid) - base
     for c in conns + [c0]:
         c.close()
+    if asan_build():
+        return  # ASan's quarantine keeps what was freed: RSS says nothing here
     # Before the fix: about 160 MB (40 x 4 MB) and more.
     assert grown < 60 * 1024, f"spated grew by {grown} KiB holding 40 idle TLS connections"
 
