@@ -16,7 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     cJSON *in = NULL;
-    char action[40], why[200];
+    /* Initialised: on success the reader sets neither, and the error
+     * rendered below reads why (strlen ran past an uninitialised buffer). */
+    char action[40] = "", why[200] = "";
     int e = sqs_query_read((const char *)data, size, &in, action, sizeof action, why, sizeof why);
     if (e >= 0) {
         if (in || !why[0] || strnlen(why, sizeof why) == sizeof why) abort();
