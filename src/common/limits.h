@@ -466,6 +466,10 @@
  * bundle of every public root ~200 KiB; a larger file is refused as not
  * one of them. */
 #define SPATE_CLUSTER_SECRET_FILE_MAX (1u * MIB)
+/* A PEM file for TLS (the listener's certificate, key and client CA; a
+ * source's ca, cert and key): a chain or a CA bundle fits well within it;
+ * more is a wrong file, refused before OpenSSL reads it all. */
+#define SPATE_PEM_FILE_MAX (1u * MIB)
 /* A refusal by NATS (permissions) is logged at most once this often (ms):
  * a missing permission refuses every heartbeat, and one line says it. */
 #define SPATE_CLUSTER_REFUSED_LOG_MS 10000

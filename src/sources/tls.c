@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/limits.h"
 #include "sources/tls.h"
 
 /* Reads one file parameter into out (cap bytes): 0 found, 1 absent, else
@@ -91,9 +92,12 @@ int src_tls_readable(const char *what, const char *path, char *err, size_t errca
      * it is refused like any file that is not a regular one. */
     struct stat st;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_size > (off_t)SPATE_PEM_FILE_MAX) {
         snprintf(err, errcap, "cannot read the %s file '%.300s': %s", what, path,
-                 fd >= 0 ? "not a regular file" : strerror(errno));
+                 fd < 0                 ? strerror(errno)
+                 : !S_ISREG(st.st_mode) ? "not a regular file"
+                                        : "larger than 1 MiB");
         if (fd >= 0) close(fd);
         return ERR_IO;
     }

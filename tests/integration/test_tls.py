@@ -405,3 +405,7 @@ def test_encrypted_key_and_fifo_refused_without_waiting(tmp_path, pki):
     os.mkfifo(fifo)
     r = run_check(tmp_path, "--tls-cert", str(fifo), "--tls-key", str(key))
     assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
+    big = tmp_path / "big.pem"
+    big.write_bytes(cert.read_bytes() * (2 * 1024 * 1024 // len(cert.read_bytes()) + 1))
+    r = run_check(tmp_path, "--tls-cert", str(big), "--tls-key", str(key))
+    assert r.returncode == 2 and "larger than 1 MiB" in r.stderr, r.stderr

@@ -75,9 +75,12 @@ static int readable(const char *what, const char *path, char *err, size_t errcap
 {
     struct stat st;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_size > (off_t)SPATE_PEM_FILE_MAX) {
         snprintf(err, errcap, "cannot read %s '%s': %s", what, path,
-                 fd >= 0 ? "not a regular file" : strerror(errno));
+                 fd < 0                 ? strerror(errno)
+                 : !S_ISREG(st.st_mode) ? "not a regular file"
+                                        : "larger than 1 MiB");
         if (fd >= 0) close(fd);
         return -1;
     }
