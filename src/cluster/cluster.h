@@ -16,9 +16,9 @@
  *              fetched chunk by chunk and checked against the SHA-256
  *   nodes      heartbeats on spate.node.hb every second; a node unheard of
  *              for 5 s is down (node.c)
- *   invokes    requests on spate.invoke.NAME to the queue group of all nodes;
- *              a node without room (or the asker itself) answers "busy" and
- *              the asker tries again, then runs it itself (route.c)
+ *   invokes    requests on spate.invoke.NODE.NAME to each other live node
+ *              in turn; a node without room answers "busy" and the asker
+ *              asks the next, then runs it itself (route.c)
  *
  * nats.c blocks (JetStream calls, the key-value watcher) or calls back on its
  * own threads; all of that stays in this module's threads, which talk to the

@@ -109,6 +109,8 @@ struct cluster {
 /* node.c */
 int cluster__nodes_start(cluster *c, char *err, size_t errcap);
 void cluster__nodes_stop(cluster *c);
+/* Heard from within SPATE_CLUSTER_NODE_DOWN_MS. */
+int cluster__node_live(const cluster *c, const node_info *n);
 
 /* route.c */
 int cluster__route_start(cluster *c, char *err, size_t errcap);

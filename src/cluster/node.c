@@ -137,7 +137,7 @@ void cluster_set_figures(cluster *c, cluster_figures_fn fn, void *data)
     c->figures_data = data;
 }
 
-static int node_live(const cluster *c, const node_info *n)
+int cluster__node_live(const cluster *c, const node_info *n)
 {
     return n->seen_ms && uv_now(c->loop) - n->seen_ms <= SPATE_CLUSTER_NODE_DOWN_MS;
 }
@@ -145,7 +145,7 @@ static int node_live(const cluster *c, const node_info *n)
 uint32_t cluster_live_nodes(const cluster *c)
 {
     uint32_t live = 0;
-    for (uint32_t i = 0; i < c->nnodes; i++) live += node_live(c, &c->nodes[i]) ? 1 : 0;
+    for (uint32_t i = 0; i < c->nnodes; i++) live += cluster__node_live(c, &c->nodes[i]) ? 1 : 0;
     return live;
 }
 
@@ -161,9 +161,9 @@ cJSON *cluster_nodes_json(const cluster *c)
             cJSON_AddStringToObject(o, "url", n->url);
             cJSON_AddBoolToObject(o, "self", self);
             cJSON_AddStringToObject(o, "state",
-                                    self && !c->connected ? "disconnected"
-                                    : node_live(c, n)     ? "up"
-                                                          : "down");
+                                    self && !c->connected      ? "disconnected"
+                                    : cluster__node_live(c, n) ? "up"
+                                                               : "down");
             cJSON_AddNumberToObject(o, "instances", n->instances);
             cJSON_AddNumberToObject(o, "functions", n->functions);
             cJSON_AddNumberToObject(o, "last_heartbeat_ms_ago",

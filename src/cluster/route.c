@@ -1,6 +1,9 @@
-/* route.c - direct invocations between nodes: sent to the queue group of all
- * nodes when this one has no room, and taken from it for the handler that
- * spated's main set (the scheduler's). */
+/* route.c - direct invocations between nodes: when this one has no room, sent
+ * to each other live node in turn (spate.invoke.NODE.NAME) until one runs it,
+ * and taken on this node's own subject for the handler that spated's main set
+ * (the scheduler's). Asking nodes one by one rather than a queue group: a
+ * group's random pick can land on the asker or on the same busy node again
+ * and again while a node with room is never asked. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +27,8 @@ typedef struct routed {
     char request_id[64];
     buf payload;
     uint32_t timeout_ms;
-    int attempts;
+    uint32_t start; /* the index in c->nodes the tries began at */
+    uint32_t tried; /* the nodes' slots looked at so far, from start */
     uv_timer_t timer;
     cluster_invoke_cb cb;
     void *data;
@@ -119,7 +123,7 @@ static void on_invoke_in(void *arg)
     natsMsg *m = a->msg;
     free(a);
     const char *subj = natsMsg_GetSubject(m);
-    const char *name = subj + strlen("spate.invoke.");
+    const char *name = subj + strlen("spate.invoke.") + CLUSTER_ID_LEN + 1;
     const char *origin = NULL, *rid = NULL, *timeout = NULL;
     natsMsgHeader_Get(m, "Spate-Origin", &origin);
     natsMsgHeader_Get(m, "Spate-Request-Id", &rid);
@@ -142,8 +146,8 @@ static void on_invoke_in(void *arg)
         natsMsg_Destroy(m);
         return;
     }
-    /* Stopping, the asker itself, or nothing to run it: say so at once, it
-     * asks another. */
+    /* Stopping, the asker itself (a message made by hand), or nothing to
+     * run it: say so at once, it asks another. */
     inbound *in = NULL;
     if (!c->quiet && c->on_invoke && !(origin && strcmp(origin, c->id) == 0))
         in = calloc(1, sizeof *in);
@@ -183,11 +187,24 @@ static void routed_finish(routed *r, int status, const char *body, size_t len, c
     uv_close((uv_handle_t *)&r->timer, routed_closed);
 }
 
+/* The next live node after those tried, not this one; NULL: none is left. */
+static const node_info *next_node(routed *r)
+{
+    cluster *c = r->c;
+    while (r->tried < c->nnodes) {
+        const node_info *n = &c->nodes[(r->start + r->tried++) % c->nnodes];
+        if (strcmp(n->id, c->id) != 0 && cluster__node_live(c, n)) return n;
+    }
+    return NULL;
+}
+
 static int send_routed(routed *r)
 {
     cluster *c = r->c;
-    char subj[SPATE_NAME_MAX + 32], inbox[96];
-    snprintf(subj, sizeof subj, "spate.invoke.%s", r->function);
+    const node_info *to = next_node(r);
+    if (!to) return -1;
+    char subj[SPATE_NAME_MAX + CLUSTER_ID_LEN + 32], inbox[96];
+    snprintf(subj, sizeof subj, "spate.invoke.%s.%s", to->id, r->function);
     snprintf(inbox, sizeof inbox, "_INBOX.spate.%s.%llu", c->id, (unsigned long long)r->seq);
     natsMsg *m = NULL;
     if (natsMsg_Create(&m, subj, inbox, r->payload.data, (int)r->payload.len) != NATS_OK) return -1;
@@ -201,7 +218,6 @@ static int send_routed(routed *r)
     cluster__msg_seal(c, m, "invoke", invoke_sealed);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
-    r->attempts++;
     return s == NATS_OK ? 0 : -1;
 }
 
@@ -241,10 +257,9 @@ static void on_reply(void *arg)
     if (!r) {
         /* it timed out */
     } else if (status == 0) {
-        /* Busy, the asker itself, or no responder (NATS status 503): the
-         * next member of the group, while tries are left. */
-        if (!(r->attempts < 2 * (int)cluster_live_nodes(c) && send_routed(r) == 0))
-            routed_finish(r, 0, "", 0, "");
+        /* Busy, or no responder (NATS status 503: it went away): the next
+         * node, while one is left; then it runs here. */
+        if (send_routed(r) != 0) routed_finish(r, 0, "", 0, "");
     } else {
         routed_finish(r, status, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
                       node ? node : "");
@@ -262,6 +277,7 @@ int cluster_route_invoke(cluster *c, const char *function, const char *request_i
     if (!r) return -1;
     r->c = c;
     r->seq = ++c->next_seq;
+    r->start = (uint32_t)(r->seq % (c->nnodes ? c->nnodes : 1)); /* spread over the nodes */
     r->timeout_ms = timeout_ms;
     snprintf(r->function, sizeof r->function, "%s", function);
     snprintf(r->request_id, sizeof r->request_id, "%s", request_id);
@@ -295,9 +311,10 @@ static void on_reply_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, 
 int cluster__route_start(cluster *c, char *err, size_t errcap)
 {
     char inbox[96];
+    char mine[96];
     snprintf(inbox, sizeof inbox, "_INBOX.spate.%s.*", c->id);
-    natsStatus s = natsConnection_QueueSubscribe(&c->invoke_sub, c->nc, "spate.invoke.*", "spate",
-                                                 on_invoke_msg, c);
+    snprintf(mine, sizeof mine, "spate.invoke.%s.*", c->id);
+    natsStatus s = natsConnection_Subscribe(&c->invoke_sub, c->nc, mine, on_invoke_msg, c);
     if (s == NATS_OK) s = natsConnection_Subscribe(&c->reply_sub, c->nc, inbox, on_reply_msg, c);
     if (s != NATS_OK) {
         snprintf(err, errcap, "cluster: cannot subscribe: %s", natsStatus_GetText(s));

@@ -203,11 +203,11 @@ def test_a_replayed_invocation_does_not_answer_the_replayer(tmp_path_factory, fu
                         args=["--cluster-key", str(key)]) as (nats, (a, b)):
         assert a.deploy("single", functions["probe"], max=1, queue=1,
                         env="GREETING%3Dthe-secret-answer")[0] == 201
-        from natscluster import listed
+        from natscluster import listed, node_id
         assert wait_for(lambda: listed(b, "single"), timeout=15)
         cl = NatsClient(nats)
         try:
-            cl.subscribe("spate.invoke.single")
+            cl.subscribe("spate.invoke.*.single")
             cl.flush()
             t = threading.Thread(target=a.invoke, args=("single", b"sleep:1500"))
             t.start()
@@ -221,7 +221,7 @@ def test_a_replayed_invocation_does_not_answer_the_replayer(tmp_path_factory, fu
             assert b"Spate-Seal" in hdr and data == b"env:GREETING"
             inbox = "_INBOX.replayer.1"
             cl.subscribe(inbox)
-            cl.sock.sendall(f"HPUB spate.invoke.single {inbox} {len(hdr)} {len(hdr) + len(data)}"
+            cl.sock.sendall(f"HPUB spate.invoke.{node_id(b)}.single {inbox} {len(hdr)} {len(hdr) + len(data)}"
                             "\r\n".encode() + hdr + data + b"\r\n")
             cl.flush()
             answers = []
