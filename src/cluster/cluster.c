@@ -388,6 +388,7 @@ static void on_heartbeat_closed(uv_handle_t *h)
     pthread_mutex_destroy(&c->refused_lock);
     pthread_cond_destroy(&c->closed_cond);
     seal_free(c->seal);
+    free(c->invoked);
     free(c);
 }
 

@@ -49,6 +49,9 @@ typedef struct node_info {
 
 typedef struct rjs rjs;
 
+/* The header a message's seal is in (sealed.c). */
+#define CLUSTER_SEAL_HEADER "Spate-Seal"
+
 struct cluster {
     uv_loop_t *loop;
     bridge *bridge;
@@ -93,6 +96,12 @@ struct cluster {
     natsSubscription *invoke_sub, *reply_sub;
     list_node routed; /* invocations sent to other nodes */
     uint64_t next_seq;
+    /* With a key: the seals of the invocations taken lately (while they are
+     * fresh), so that one recorded and published again as it was is not run
+     * twice. SPATE_CLUSTER_INVOKED_SLOTS, made at the first; loop thread. */
+    struct invoked_seen {
+        uint64_t seal, sent_ms;
+    } * invoked;
     cluster_invoke_handler on_invoke;
     void *invoke_data;
     /* registry_js.c */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cluster/internal.h"
+#include "common/clock.h"
 
 /* What the cluster key's seal covers of an invocation and of its answer
  * (beside the subject and the payload). Spate-Reply is the subject the
@@ -17,7 +18,13 @@
  * the function's output, sent to the replayer. */
 static const char *const invoke_sealed[] = {"Spate-Origin",  "Spate-Request-Id", "Spate-Timeout-Ms",
                                             "Spate-Sent-Ms", "Spate-Reply",      NULL};
-static const char *const reply_sealed[] = {"Spate-Status", "Spate-Node", "Spate-Code", NULL};
+/* Spate-Asked is the invocation's own seal: an answer holds only for the
+ * invocation it answers. The inbox alone did not say which: its sequence
+ * number starts again at 1 when spated does, and an answer recorded from
+ * the run before was taken as the answer to the new invocation with that
+ * number (its output, another call's, given to the caller). */
+static const char *const reply_sealed[] = {"Spate-Status", "Spate-Node", "Spate-Code",
+                                           "Spate-Asked", NULL};
 
 typedef struct routed {
     list_node link;
@@ -27,8 +34,9 @@ typedef struct routed {
     char request_id[64];
     buf payload;
     uint32_t timeout_ms;
-    uint32_t start; /* the index in c->nodes the tries began at */
-    uint32_t tried; /* the nodes' slots looked at so far, from start */
+    uint32_t start;               /* the index in c->nodes the tries began at */
+    uint32_t tried;               /* the nodes' slots looked at so far, from start */
+    char asked[SEAL_HEX_LEN + 1]; /* the seal of the last one sent (with a key) */
     uv_timer_t timer;
     cluster_invoke_cb cb;
     void *data;
@@ -76,6 +84,9 @@ static void reply(cluster *c, natsMsg *req, int status, const char *code, const 
     natsMsgHeader_Set(m, "Spate-Status", st);
     natsMsgHeader_Set(m, "Spate-Node", c->id);
     if (code) natsMsgHeader_Set(m, "Spate-Code", code);
+    const char *asked = NULL;
+    if (natsMsgHeader_Get(req, CLUSTER_SEAL_HEADER, &asked) == NATS_OK && asked)
+        natsMsgHeader_Set(m, "Spate-Asked", asked);
     cluster__msg_seal(c, m, "reply", reply_sealed);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
@@ -116,6 +127,39 @@ static void on_answer(void *ctx, int status, const char *code, const char *body,
     free(in);
 }
 
+/* 1 when an invocation with this seal was taken already (with a key): a
+ * recorded one published again as it was, within SPATE_CLUSTER_MSG_SKEW_MS.
+ * Else it is remembered. */
+static int invoked_before(cluster *c, natsMsg *m)
+{
+    const char *hex = NULL;
+    if (!c->seal || natsMsgHeader_Get(m, CLUSTER_SEAL_HEADER, &hex) != NATS_OK || !hex ||
+        strlen(hex) < 16)
+        return 0;
+    if (!c->invoked && !(c->invoked = calloc(SPATE_CLUSTER_INVOKED_SLOTS, sizeof *c->invoked)))
+        return 0;
+    char head[17];
+    memcpy(head, hex, 16);
+    head[16] = '\0';
+    uint64_t h = strtoull(head, NULL, 16) | 1, sent = cluster__msg_sent(m), now = clock_now_ms();
+    size_t base =
+        (size_t)(h % SPATE_CLUSTER_INVOKED_SLOTS) & ~(size_t)(SPATE_CLUSTER_INVOKED_WAYS - 1);
+    struct invoked_seen *slot = NULL; /* a free one, else the oldest */
+    int free_slot = 0;
+    for (size_t i = 0; i < SPATE_CLUSTER_INVOKED_WAYS; i++) {
+        struct invoked_seen *s = &c->invoked[base + i];
+        if (s->seal == h && s->sent_ms == sent) return 1;
+        if (!s->seal || now > s->sent_ms + SPATE_CLUSTER_MSG_SKEW_MS) {
+            if (!free_slot) slot = s;
+            free_slot = 1;
+        } else if (!free_slot && (!slot || s->sent_ms < slot->sent_ms)) {
+            slot = s;
+        }
+    }
+    *slot = (struct invoked_seen){h, sent};
+    return 0;
+}
+
 static void on_invoke_in(void *arg)
 {
     arrived *a = arg;
@@ -143,6 +187,12 @@ static void on_invoke_in(void *arg)
         cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0,
                         "its answer is asked for on another subject than the one sealed: a "
                         "replay");
+        natsMsg_Destroy(m);
+        return;
+    }
+    if (invoked_before(c, m)) {
+        cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0,
+                        "taken already: a replay of a recorded invocation; not run again");
         natsMsg_Destroy(m);
         return;
     }
@@ -216,6 +266,9 @@ static int send_routed(routed *r)
     natsMsgHeader_Set(m, "Spate-Reply", inbox);
     cluster__msg_stamp(m);
     cluster__msg_seal(c, m, "invoke", invoke_sealed);
+    const char *asked = NULL;
+    if (natsMsgHeader_Get(m, CLUSTER_SEAL_HEADER, &asked) != NATS_OK || !asked) asked = "";
+    snprintf(r->asked, sizeof r->asked, "%s", asked);
     natsStatus s = natsConnection_PublishMsg(c->nc, m);
     natsMsg_Destroy(m);
     return s == NATS_OK ? 0 : -1;
@@ -253,6 +306,15 @@ static void on_reply(void *arg)
     if (r && status != 0 && cluster__msg_check(c, m, "reply", reply_sealed, why, sizeof why) != 0) {
         cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0, why);
         r = NULL; /* waits for the real one, or times out */
+    } else if (r && status != 0 && c->seal) {
+        const char *asked = NULL;
+        if (natsMsgHeader_Get(m, "Spate-Asked", &asked) != NATS_OK || !asked ||
+            strcmp(asked, r->asked) != 0) {
+            cluster__refuse(c, CLUSTER_REFUSED_MESSAGE, subj, 0,
+                            "an answer to another invocation: a replay (or from a node of "
+                            "an older spate, which does not say which it answers)");
+            r = NULL;
+        }
     }
     if (!r) {
         /* it timed out */

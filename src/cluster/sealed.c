@@ -101,7 +101,6 @@ int cluster__kv_open(cluster *c, kvEntry *e, char **text)
 
 /* --- Messages --------------------------------------------------------------------------------- */
 
-#define SEAL_HEADER "Spate-Seal"
 #define PARTS_MAX 8
 
 /* what, the subject, each header named (absent: empty), the data. */
@@ -127,14 +126,14 @@ void cluster__msg_seal(cluster *c, natsMsg *m, const char *what, const char *con
     char hex[SEAL_HEX_LEN + 1];
     /* Unsealed, it is refused by the others: no worse than not sent. */
     if (seal_mac(c->seal, p, msg_parts(m, what, headers, p), hex) == 0)
-        natsMsgHeader_Set(m, SEAL_HEADER, hex);
+        natsMsgHeader_Set(m, CLUSTER_SEAL_HEADER, hex);
 }
 
 int cluster__msg_check(cluster *c, natsMsg *m, const char *what, const char *const *headers,
                        char *why, size_t whycap)
 {
     const char *hex = NULL;
-    if (natsMsgHeader_Get(m, SEAL_HEADER, &hex) != NATS_OK) hex = NULL;
+    if (natsMsgHeader_Get(m, CLUSTER_SEAL_HEADER, &hex) != NATS_OK) hex = NULL;
     if (!c->seal) {
         if (!hex) return 0;
         snprintf(why, whycap, "sealed with a cluster key, and this node has none (--cluster-key)");

@@ -513,6 +513,14 @@
  * recorded one cannot be replayed later. Loose, as SigV4's 5 minutes: the
  * nodes' clocks need NTP, not agreement to the second. */
 #define SPATE_CLUSTER_MSG_SKEW_MS 300000
+/* Routed invocations taken whose seals a node remembers while they are
+ * fresh (16 bytes each: 256 KiB), so that a recorded one published again
+ * as it was (its answer going to the asker, who has it already) does not
+ * run the function again. A seal is looked for in SPATE_CLUSTER_INVOKED_WAYS
+ * slots; when all hold fresh ones (more than the slots in
+ * SPATE_CLUSTER_MSG_SKEW_MS), the oldest is forgotten. */
+#define SPATE_CLUSTER_INVOKED_SLOTS 16384
+#define SPATE_CLUSTER_INVOKED_WAYS 8
 
 /* --- Daemon ----------------------------------------------------------------- */
 

@@ -402,7 +402,8 @@ class NatsClient:
         return self.sid
 
     def next_msg(self, timeout):
-        """The next message's (headers bytes, data), or None by timeout."""
+        """The next message's (headers bytes, data), or None by timeout; its
+        subject and reply subject in self.subject and self.reply."""
         self.sock.settimeout(timeout)
         try:
             while True:
@@ -410,9 +411,14 @@ class NatsClient:
                 if line.startswith(b"PING"):
                     self.sock.sendall(b"PONG\r\n")
                 elif line.startswith(b"MSG "):
+                    parts = line.split()
+                    self.subject = parts[1].decode()
+                    self.reply = parts[3].decode() if len(parts) == 5 else ""
                     return b"", self.exactly(int(line.split()[-1]))
                 elif line.startswith(b"HMSG "):
                     parts = line.split()
+                    self.subject = parts[1].decode()
+                    self.reply = parts[3].decode() if len(parts) == 6 else ""
                     raw = self.exactly(int(parts[-1]))
                     return raw[:int(parts[-2])], raw[int(parts[-2]):]
         except socket.timeout:

@@ -268,3 +268,115 @@ def test_forged_entries_under_new_keys_do_not_flood_the_log(tmp_path_factory):
             assert wait_for(lambda: refused(d) >= 300, timeout=30), refused(d)
             lines = d.log().count("refused registry entry fn.forged")
             assert lines <= 45, f"{lines} log lines for 300 forged entries"
+
+
+def _cluster_key(tmp_path_factory):
+    key = tmp_path_factory.mktemp("key") / "cluster.key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"a cluster key of more than thirty-two bytes, for the review\n")
+    os.close(fd)
+    return key
+
+
+def _hpub(cl, subject, reply, hdr, data):
+    cl.sock.sendall(f"HPUB {subject} {reply} {len(hdr)} {len(hdr) + len(data)}\r\n".encode()
+                    + hdr + data + b"\r\n")
+    cl.flush()
+
+
+def test_a_recorded_invocation_published_again_as_it_was_does_not_run_again(tmp_path_factory,
+                                                                            functions):
+    """A routed invocation is fresh for 5 minutes, and its answer goes to the
+    subject sealed in it: a client without the key that recorded one and
+    published it again unchanged (same reply subject) made the node run the
+    function again, as many times as it published it (an order placed
+    twice). Each node remembers the seals it took while they are fresh."""
+    import threading
+    from natscluster import NatsClient, listed, node_id, ok_count, spated_cluster
+    key = _cluster_key(tmp_path_factory)
+    with spated_cluster(tmp_path_factory, name="invtwice", n=2,
+                        args=["--cluster-key", str(key)]) as (nats, (a, b)):
+        assert a.deploy("single", functions["probe"], max=1, queue=1)[0] == 201
+        assert wait_for(lambda: listed(b, "single"), timeout=15)
+        cl = NatsClient(nats)
+        try:
+            cl.subscribe(f"spate.invoke.{node_id(b)}.single")
+            cl.flush()
+            t = threading.Thread(target=a.invoke, args=("single", b"sleep:1500"))
+            t.start()
+            assert wait_for(lambda: a.describe("single")["instances"]["busy"] == 1)
+            assert a.invoke("single", b"place-order-1") == (200, b"place-order-1")
+            t.join()
+            got = cl.next_msg(5)
+            assert got and got[1] == b"place-order-1", got
+            subject, reply = cl.subject, cl.reply
+            assert wait_for(lambda: ok_count(b, "single") == 1), b.log()
+            for _ in range(3):
+                _hpub(cl, subject, reply, *got)
+            # Not run again: b's count of successful calls stays at 1.
+            assert not wait_for(lambda: ok_count(b, "single") > 1, timeout=4), b.log()
+        finally:
+            cl.close()
+        assert "taken already: a replay" in b.log()
+
+
+def test_an_answer_recorded_before_a_restart_does_not_answer_a_new_invocation(tmp_path_factory,
+                                                                              functions):
+    """An answer's seal covered its inbox (_INBOX.spate.NODE.SEQ) but not the
+    invocation it answered, and SEQ starts again at 1 when spated does: an
+    answer recorded from the run before, published again when the new run's
+    invocation with that number was on its way, was taken as its answer (the
+    caller got another call's output). An answer now carries the seal of the
+    invocation it answers, under its own seal."""
+    import threading
+    from natscluster import NatsClient, listed, node_id, spated_cluster
+    key = _cluster_key(tmp_path_factory)
+    with spated_cluster(tmp_path_factory, name="oldanswer", n=2,
+                        args=["--cluster-key", str(key)]) as (nats, (a, b)):
+        assert a.deploy("single", functions["probe"], max=1, queue=1,
+                        env="GREETING%3Dthe-old-answer")[0] == 201
+        assert wait_for(lambda: listed(b, "single"), timeout=15)
+        me = node_id(a)
+        cl = NatsClient(nats)
+        try:
+            cl.subscribe(f"_INBOX.spate.{me}.*")
+            cl.flush()
+            t = threading.Thread(target=a.invoke, args=("single", b"sleep:1500"))
+            t.start()
+            assert wait_for(lambda: a.describe("single")["instances"]["busy"] == 1)
+            assert a.invoke("single", b"env:GREETING") == (200, b"the-old-answer")
+            t.join()
+            got = cl.next_msg(5)
+            assert got and got[1] == b"the-old-answer", got
+            recorded = (cl.subject, *got)
+        finally:
+            cl.close()
+        a.stop()
+        a.start()
+        assert node_id(a) == me
+        assert wait_for(lambda: len([x for x in a.json("GET", "/v1/nodes")[1]["nodes"]
+                                     if x["state"] == "up"]) == 2, timeout=15), a.log()
+        assert wait_for(lambda: listed(a, "single"), timeout=15)
+        cl = NatsClient(nats)
+        try:
+            cl.subscribe(f"spate.invoke.{node_id(b)}.single")
+            cl.flush()
+            hold = threading.Thread(target=a.invoke, args=("single", b"sleep:3000"))
+            hold.start()
+            assert wait_for(lambda: a.describe("single")["instances"]["busy"] == 1)
+            result = []
+            t = threading.Thread(target=lambda: result.append(a.invoke("single", b"sleep:1000")))
+            t.start()
+            replayed = False
+            while not replayed:
+                m = cl.next_msg(10)
+                assert m, "no routed invocation seen"
+                if f"Spate-Reply: {recorded[0]}\r\n".encode() in m[0]:
+                    _hpub(cl, recorded[0], "", recorded[1], recorded[2])
+                    replayed = True
+            t.join()
+            hold.join()
+            assert result == [(200, b"slept")], (result, a.log())
+        finally:
+            cl.close()
+        assert "an answer to another invocation" in a.log()
