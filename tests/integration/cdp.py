@@ -1,7 +1,14 @@
 """Headless Chromium driven over the DevTools protocol on a pipe
 (--remote-debugging-pipe: JSON messages ended by NUL, read on fd 3, written
 on fd 4), so a test can type, click and read a page as a person does, with
-no library beyond Python's own."""
+no library beyond Python's own. The one driver of the console's tests and
+of bench/console.
+
+Pages that always have a request open (the console's log tail is a long
+poll) never go network-idle, so nothing here waits for that: a test waits,
+in real time, for what the page says it has drawn (wait), then reads the
+DOM (dom) or takes a screenshot. CDP_LOG=FILE keeps Chromium's own
+messages, to see why it failed."""
 
 import base64
 import fcntl
@@ -13,6 +20,8 @@ import threading
 import time
 
 import pytest
+
+MESSAGE_MAX = 64 << 20  # a screenshot of a long page is a few MB of base64
 
 
 def chromium():
@@ -38,12 +47,13 @@ class Browser:
             os.dup2(hi_r, 3)
             os.dup2(hi_w, 4)
 
-        self.proc = subprocess.Popen(
-            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-             f"--window-size={width},{height}", "--remote-debugging-pipe", *args, "about:blank"],
-            pass_fds=(3, 4), preexec_fn=child, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        with open(os.environ.get("CDP_LOG", os.devnull), "ab") as log:
+            self.proc = subprocess.Popen(
+                [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                 f"--window-size={width},{height}", "--remote-debugging-pipe", *args,
+                 "about:blank"],
+                pass_fds=(3, 4), preexec_fn=child, stdout=subprocess.DEVNULL, stderr=log)
         os.close(hi_r)
         os.close(hi_w)
         self._id = 0
@@ -64,10 +74,15 @@ class Browser:
             chunk = os.read(self._from, 1 << 16)
             if not chunk:
                 with self._cv:
-                    self._results[None] = "closed"
+                    self._results[None] = "chromium closed the pipe"
                     self._cv.notify_all()
                 return
             data += chunk
+            if b"\0" not in data and len(data) > MESSAGE_MAX:
+                with self._cv:
+                    self._results[None] = f"a message from chromium over {MESSAGE_MAX} bytes"
+                    self._cv.notify_all()
+                return
             while b"\0" in data:
                 msg, data = data.split(b"\0", 1)
                 doc = json.loads(msg)
@@ -87,7 +102,7 @@ class Browser:
         with self._cv:
             while mid not in self._results:
                 if None in self._results:
-                    raise RuntimeError(f"chromium closed the pipe during {method}")
+                    raise RuntimeError(f"{self._results[None]} during {method}")
                 left = deadline - time.time()
                 if left <= 0:
                     raise TimeoutError(f"chromium did not answer {method}")
@@ -108,7 +123,13 @@ class Browser:
                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
                   session=True)
 
-    def open(self, url):
+    def open(self, url, width=None, height=None, phone=False):
+        """Loads url afresh (through about:blank: a URL differing from the
+        page's only in its hash would not load it again), at width x height
+        (a phone's viewport when phone) when given."""
+        if width:
+            self.size(width, height, mobile=phone)
+        self.send("Page.navigate", {"url": "about:blank"}, session=True)
         self.send("Page.navigate", {"url": url}, session=True)
         self.wait("document.readyState === 'complete'")
 
@@ -120,14 +141,23 @@ class Browser:
             raise RuntimeError(f"{expr}: {r['exceptionDetails']}")
         return r["result"].get("value")
 
+    def js(self, expr):
+        return self.eval(expr)
+
+    def dom(self):
+        return self.eval("document.documentElement.outerHTML")
+
     def wait(self, expr, timeout=30):
+        """Waits until expr is true in the page and returns its value;
+        TimeoutError, with the end of the page's DOM, when it never is."""
         deadline = time.time() + timeout
         while True:
             v = self.eval(expr)
             if v:
                 return v
             if time.time() > deadline:
-                raise TimeoutError(f"page never had: {expr}")
+                tail = (self.dom() or "")[-3000:]
+                raise TimeoutError(f"page never had: {expr} (last {v!r}); its DOM ends: {tail}")
             time.sleep(0.2)
 
     def screenshot(self, path):

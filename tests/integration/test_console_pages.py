@@ -17,7 +17,7 @@ import pytest
 
 from conftest import BUILD, add_source, wait_for
 from natscluster import spated_cluster
-from cdp_pages import Browser  # (test_history.py drives Chromium through cdp.py; to fold into one)
+from cdp import Browser
 from test_runtime_node import deploy_node
 from test_sources_redis import redis  # noqa: F401 (a fixture)
 
@@ -51,8 +51,8 @@ OVERVIEW_DRAWN = "Number(document.body.dataset.scrapes) >= 3"
 def page_dom(b, d, route, ready=PAGE_DRAWN):
     """The page's DOM once ready (a JS expression) holds: a page redraws
     every 2 s, the overview scrapes every second."""
-    b.open(f"{d.url}/ui/{route}")
-    assert b.wait(ready, timeout=60), b.dom()[-3000:]
+    b.open(f"{d.url}/ui/{route}", 1280, 1400)
+    b.wait(ready, timeout=60)
     html = b.dom()
     # Markup from names, errors, payloads or log lines never ran.
     assert b.js("document.body.dataset.pwned") is None, html[-3000:]
@@ -68,7 +68,7 @@ def screenshot(b, d, route, name, ready=PAGE_DRAWN, phone=False):
     shot = artifacts / f"console-{name}{'-phone' if phone else ''}.png"
     shot.unlink(missing_ok=True)
     b.open(f"{d.url}/ui/{route}", *((390, 844) if phone else (1280, 900)), phone=phone)
-    assert b.wait(ready, timeout=60)
+    b.wait(ready, timeout=60)
     if phone:  # nothing wider than the phone: wide tables scroll in their own box
         assert b.js("document.documentElement.scrollWidth") <= 390, route
     b.screenshot(shot)

@@ -6,7 +6,6 @@ headless Chromium while a function is under load."""
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -16,6 +15,7 @@ import urllib.request
 
 import pytest
 
+from cdp import chromium
 from conftest import BUILD, wait_for
 
 
@@ -304,13 +304,6 @@ def test_ui_routes(spated):
     status, _, body = d.request("GET", "/ui/../spate.db")
     assert status == 404
     assert d.request("POST", "/ui/")[0] == 405
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.fail("chromium is not installed (scripts/install-deps.sh installs it)")
 
 
 class Load:
