@@ -61,6 +61,28 @@ def listening(port):
         return False
 
 
+def start_nats(ndir, conf):
+    """nats-server with ndir/nats.conf = conf, once it says it is ready (its
+    log: nats.log). Its own word, not a connection to the port: a port that
+    free_port() gave may be taken by another process before the server binds
+    it (the server then exits, saying so, and the log says why here)."""
+    (ndir / "nats.conf").write_text(conf)
+    proc = subprocess.Popen([NATS, "-c", str(ndir / "nats.conf")],
+                            stdout=open(ndir / "nats.log", "ab"), stderr=subprocess.STDOUT)
+
+    def ready():
+        return proc.poll() is not None or "Server is ready" in (ndir / "nats.log").read_text()
+
+    assert wait_for(ready, timeout=30) and proc.poll() is None, \
+        f"nats-server (exit {proc.poll()}) is not ready:\n" + (ndir / "nats.log").read_text()[-3000:]
+    return proc
+
+
+def nats_log(ndir):
+    path = ndir / "nats.log"
+    return path.read_text()[-3000:] if path.exists() else "(no nats.log)"
+
+
 def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
@@ -91,10 +113,11 @@ def pki(tmp_path_factory):
     return d
 
 
-def refused(d, name, url, why=""):
+def refused(d, name, url, why="", broker_log=lambda: ""):
     """Adds the source name at url (into topic "elsewhere"), which must not
     connect and must say why (why in its last_error, any case); returns
-    the last_error, printed for pytest -s."""
+    the last_error, printed for pytest -s. broker_log: the broker's log,
+    for the failure's report."""
     status, doc = add_source(d, name, url, "elsewhere")
     assert status == 201, doc
 
@@ -103,7 +126,7 @@ def refused(d, name, url, why=""):
         return doc["last_error"] and why.lower() in doc["last_error"].lower() and \
             not doc["connected"]
 
-    assert wait_for(failed, timeout=60), source(d, name)
+    assert wait_for(failed, timeout=60), (source(d, name), d.log()[-3000:], broker_log())
     print(name, source(d, name)["last_error"])
     return source(d, name)["last_error"]
 
@@ -371,7 +394,7 @@ def test_nats_jetstream_over_mutual_tls_with_a_user_and_an_nkey(spated, function
     ndir.mkdir()
     nkey, seed = nkey_user(ndir)
     (ndir / "user.nk").write_text(seed + "\n")
-    (ndir / "nats.conf").write_text(f"""
+    conf = f"""
 listen: "127.0.0.1:{port}"
 jetstream {{ store_dir: "{ndir}/store" }}
 tls {{
@@ -383,9 +406,7 @@ tls {{
 authorization {{
   users = [ {{ user: "{USER}", password: "{SECRET}" }}, {{ nkey: "{nkey}" }} ]
 }}
-""")
-    proc = subprocess.Popen([NATS, "-c", str(ndir / "nats.conf")],
-                            stdout=open(ndir / "nats.log", "ab"), stderr=subprocess.STDOUT)
+"""
 
     def pub(*args):
         r = subprocess.run([str(nats_pub), f"nats://{USER}:{SECRET}@{HOST}:{port}", *args],
@@ -395,8 +416,8 @@ authorization {{
                                     NATS_KEY=str(pki / "client.key")))
         assert r.returncode == 0, r.stderr
 
+    proc = start_nats(ndir, conf)
     try:
-        assert wait_for(lambda: listening(port), timeout=15), (ndir / "nats.log").read_text()
         pub("stream", "ORDERS", "orders.>")
         pub("js", "orders.new", "0", "100")
         rec = deploy_recorder(spated, functions, tmp_path)
@@ -441,11 +462,11 @@ authorization {{
 def test_nats_over_tls_with_a_creds_file(spated, functions, tmp_path, pki, nats_pub):
     """Operator mode: a user JWT signed by an account the operator signed,
     and the user's seed, in a creds file as nsc writes it."""
-    port = free_port()
     ndir = tmp_path / "natsop"
     ndir.mkdir()
     auth, creds = nats_operator(ndir)
-    (ndir / "nats.conf").write_text(f"""
+    port = free_port()
+    conf = f"""
 listen: "127.0.0.1:{port}"
 jetstream {{ store_dir: "{ndir}/store" }}
 tls {{
@@ -453,19 +474,17 @@ tls {{
   key_file: "{pki}/server.key"
 }}
 {auth}
-""")
-    proc = subprocess.Popen([NATS, "-c", str(ndir / "nats.conf")],
-                            stdout=open(ndir / "nats.log", "ab"), stderr=subprocess.STDOUT)
+"""
 
     def pub(*args):
         r = subprocess.run([str(nats_pub), f"nats://{HOST}:{port}", *args],
                            capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, NATS_CA=str(pki / "ca.pem"),
                                     NATS_CREDS=str(creds)))
-        assert r.returncode == 0, (r.stderr, (ndir / "nats.log").read_text()[-2000:])
+        assert r.returncode == 0, (args, r.stderr, nats_log(ndir))
 
+    proc = start_nats(ndir, conf)
     try:
-        assert wait_for(lambda: listening(port), timeout=15), (ndir / "nats.log").read_text()
         pub("stream", "ORDERS", "orders.>")
         pub("js", "orders.new", "0", "100")
         rec = deploy_recorder(spated, functions, tmp_path)
@@ -475,13 +494,20 @@ tls {{
             f"&ca={pki}/ca.pem&creds={creds}", "orders")
         assert status == 201, doc
         want = {f"e{i}" for i in range(100)}
-        assert wait_for(lambda: want <= set(seen(rec)), timeout=90), source(spated, "nc")
+        # Everything a failure here needs to be understood from its report
+        # alone (it failed once, run with test_tls.py and
+        # test_security_review.py, and not in many runs since).
+        assert wait_for(lambda: want <= set(seen(rec)), timeout=90), (
+            f"{len(want - set(seen(rec)))} of 100 never ran, e.g. "
+            f"{sorted(want - set(seen(rec)))[:5]}", source(spated, "nc"),
+            spated.json("GET", "/v1/topics/orders")[1], spated.log()[-3000:], nats_log(ndir))
         # A creds file the operator did not sign is refused, clearly.
         other = tmp_path / "other"
         other.mkdir()
         _, other_creds = nats_operator(other)
         refused(spated, "nc-other", f"nats://{HOST}:{port}/orders.%3E?stream=ORDERS&tls=1"
-                f"&ca={pki}/ca.pem&creds={other_creds}&consumer=o", "authorization")
+                f"&ca={pki}/ca.pem&creds={other_creds}&consumer=o", "authorization",
+                lambda: nats_log(ndir))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
