@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from cdp import chromium
+from cdp import Browser
 from conftest import BUILD, wait_for
 
 
@@ -331,12 +331,16 @@ class Load:
             t.join(30)
 
 
-def run_chromium(url, *args, tmp_path):
-    return subprocess.run(
-        [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1400",
-         "--virtual-time-budget=8000", *args, url],
-        capture_output=True, timeout=120)
+def dashboard_dom(url, tmp_path, ready="Number(document.body.dataset.scrapes) >= 3",
+                  screenshot=None):
+    """The dashboard's DOM (url: spated's) in headless Chromium (cdp.py)
+    once ready (a JS expression) holds; a screenshot of it too when asked."""
+    with Browser(tmp_path / "chromium-profile", height=1400) as b:
+        b.open(f"{url}/ui/")
+        b.wait(ready, timeout=60)
+        if screenshot:
+            b.screenshot(screenshot)
+        return b.dom()
 
 
 def polyline_values(card, chart, series):
@@ -358,15 +362,15 @@ def test_dashboard_in_chromium(spated, functions, tmp_path):
         r = d.cli("publish", "trades", "--lines", input=b"sleep:20\n" * 200)
         assert r.returncode == 0, r.stderr
         time.sleep(0.5)
-        dom = run_chromium(f"{d.url}/ui/", "--dump-dom", tmp_path=tmp_path)
         artifacts = BUILD / "test-artifacts"
         artifacts.mkdir(exist_ok=True)
         shot = artifacts / "dashboard.png"
         shot.unlink(missing_ok=True)
-        run_chromium(f"{d.url}/ui/", f"--screenshot={shot}", tmp_path=tmp_path)
+        # Three scrapes at least, and the busy instances drawn from three points.
+        html = dashboard_dom(d.url, tmp_path, "Number(document.body.dataset.scrapes) >= 3 && "
+                             "Number(document.querySelector('#fn-slow svg[data-chart=instances]')"
+                             "?.dataset.points) >= 3", screenshot=shot)
     assert load.ok > 0
-    html = dom.stdout.decode()
-    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
     scrapes = int(re.search(r'<body[^>]* data-scrapes="(\d+)"', html).group(1))
     assert scrapes >= 3, html[:2000]
     assert 'class="status">live' in html

@@ -135,9 +135,9 @@ def test_entries_are_all_processed_and_acked_after_commit(spated, functions, tmp
     assert 'spate_source_info{source="orders-in",topic="orders",scheme="redis"} 1' in metrics
     assert 'spate_source_lag{source="orders-in",topic="orders"} 0' in metrics
     # The dashboard shows it, read as an operator's browser does.
-    from test_observability import run_chromium
-    dom = run_chromium(f"{spated.url}/ui/", "--dump-dom", tmp_path=tmp_path)
-    html = dom.stdout.decode()
+    from test_observability import dashboard_dom
+    html = dashboard_dom(spated.url, tmp_path, "document.querySelector("
+                         "'tr[data-source=\"orders-in\"] td:nth-child(5)')?.textContent === '500'")
     row = re.search(r'<tr data-source="orders-in">(.*?)</tr>', html)
     assert row, html[-3000:]
     # The name is a link to the source's page (web/pages.js): its text.
