@@ -349,6 +349,9 @@ def test_an_answer_recorded_before_a_restart_does_not_answer_a_new_invocation(tm
             got = cl.next_msg(5)
             assert got and got[1] == b"the-old-answer", got
             recorded = (cl.subject, *got)
+            # The first routed invocation of the run: the new run's first one
+            # has the same inbox.
+            assert recorded[0] == f"_INBOX.spate.{me}.1", recorded[0]
         finally:
             cl.close()
         a.stop()
