@@ -412,10 +412,14 @@ static void describe_status(char *out, size_t cap, int64_t exit_status, int term
         snprintf(out, cap, "exited with status %lld", (long long)exit_status);
 }
 
+/* Zygote processes alive, for the node's headroom (zygote_running). */
+static uint32_t running;
+
 static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signal)
 {
     zygote *z = p->data;
     z->process_alive = 0;
+    running--;
     /* Read what it said before it died: a LOAD_FAILED reason, or reports of
      * instances that ended just before, and what it printed. */
     on_control(&z->poll, 0, UV_READABLE);
@@ -450,6 +454,11 @@ static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signa
     uv_close((uv_handle_t *)&z->proc, on_handle_closed);
 }
 
+uint32_t zygote_running(void)
+{
+    return running;
+}
+
 int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loaded,
                  zygote_exit_cb exited, void *data, zygote **out)
 {
@@ -473,7 +482,7 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         log_error("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
         free(z->function);
         free(z);
-        return ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     z->managed = cfg->code_dir != NULL;
@@ -492,7 +501,7 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         close(sv[1]);
         free(z->function);
         free(z);
-        return e == ENOMEM ? ERR_NOMEM : ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
 
     char version[16], uid[16], gid[16], memory[16], tmp[16];
@@ -578,9 +587,10 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         /* uv_spawn failing leaves an initialised handle that must be closed. */
         z->open_handles = 1;
         uv_close((uv_handle_t *)&z->proc, on_handle_closed);
-        return ERR_IO;
+        return err_from_errno(-rc, ERR_IO);
     }
     z->process_alive = 1;
+    running++;
     z->ctl = sv[0];
     z->open_handles = 4;
     uv_timer_init(loop, &z->watch);
