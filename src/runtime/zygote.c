@@ -479,7 +479,11 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         int e = errno;
-        log_error("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
+        /* A node limit is the pool's to tell, once (sched/pool/limits.c). */
+        if (err_limit(err_from_errno(e, ERR_IO)) >= 0)
+            log_debug("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
+        else
+            log_error("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
         free(z->function);
         free(z);
         return err_from_errno(e, ERR_IO);
@@ -494,8 +498,12 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int envfd = z->iso ? isolate_env_fd(cfg->env, NULL) : -1;
     if (envfd < 0) {
         int e = z->iso ? errno : ENOMEM;
-        log_error("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
-                  cfg->function);
+        if (err_limit(err_from_errno(e, ERR_IO)) >= 0)
+            log_debug("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
+                      cfg->function);
+        else
+            log_error("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
+                      cfg->function);
         isolate_version_release(z->iso);
         close(sv[0]);
         close(sv[1]);
@@ -582,7 +590,12 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         z->iso = NULL;
         output_close(z->out);
         z->out = NULL;
-        log_error("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc), cfg->function);
+        if (err_limit(err_from_errno(-rc, ERR_IO)) >= 0)
+            log_debug("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc),
+                      cfg->function);
+        else
+            log_error("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc),
+                      cfg->function);
         close(sv[0]);
         /* uv_spawn failing leaves an initialised handle that must be closed. */
         z->open_handles = 1;

@@ -241,7 +241,10 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     rc = http_server_start(x->loop, "127.0.0.1", 0, &hc, &exec__api_handlers, e, &e->api, err,
                            sizeof err);
     if (rc != 0) {
-        log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        if (err_limit(rc) >= 0) /* the pool tells a node limit once */
+            log_debug("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        else
+            log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
         output_close_fds(outfd);
         instance_release(&e->base, NULL, 0);
         free(e);
@@ -255,8 +258,12 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     int envfd = isolate_env_fd(x->env, api);
     if (envfd < 0) {
         int e_no = errno;
-        log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(e_no),
-                 x->function);
+        if (err_limit(err_from_errno(e_no, ERR_IO)) >= 0)
+            log_debug("cannot pass the environment to an instance: %s fn=%s", strerror(e_no),
+                      x->function);
+        else
+            log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(e_no),
+                     x->function);
         output_close_fds(outfd);
         http_server_close(e->api, NULL, NULL);
         instance_release(&e->base, NULL, 0);
@@ -296,7 +303,10 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     if (rc != 0) {
         if (e->status_fd >= 0) close(e->status_fd);
         e->status_fd = -1;
-        log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
+        if (err_limit(err_from_errno(-rc, ERR_IO)) >= 0)
+            log_debug("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
+        else
+            log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
         instance_release(&e->base, NULL, 0);
         e->open = 2;
         e->exited = 1;
