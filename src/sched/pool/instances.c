@@ -317,9 +317,16 @@ void pool__grow(pool *p)
         pool__ensure_zygote(p, v);
         return;
     }
-    while (want-- > 0 && pool__live(p) < v->cfg.max_instances) {
+    while (want-- > 0) {
+        if (pool__live(p) >= v->cfg.max_instances) {
+            p->refused = 0; /* what waits now waits for the function's own maximum */
+            break;
+        }
         int rc = node_live < node_max ? start_instance(p, v) : ERR_INSTANCES;
-        if (rc == 0) continue;
+        if (rc == 0) {
+            p->refused = 0; /* a zygote's fork may still fail: then it is set again */
+            continue;
+        }
         if (err_limit(rc) >= 0) {
             char what[96];
             if (rc == ERR_INSTANCES)
