@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from cdp_pages import Browser
 from conftest import wait_for
 
 LIMIT_CODES = {"descriptors_exhausted", "processes_exhausted", "memory_exhausted",
@@ -216,3 +217,24 @@ def test_status_names_every_limit(spated):
     _, _, text = spated.request("GET", "/metrics")
     for label in ("descriptors", "processes", "memory", "instances", "zygotes"):
         assert f'spate_node_limit_refusals_total{{limit="{label}"}} 0' in text.decode()
+
+
+def test_dashboard_shows_the_headroom(make_spated, functions, tmp_path):
+    d = make_spated("--max-instances", "1")
+    for name in ("one", "two"):
+        code, doc = deploy_rec(d, tmp_path, functions, name, keep_alive=600000)
+        assert code == 201, doc
+    assert answer(d, "one") == (200, b"ok")  # its idle instance fills the node
+    code, doc = answer(d, "two")
+    assert_limit_answer(code, doc, "instances_exhausted", "--max-instances")
+    b = Browser(tmp_path / "chromium-profile")
+    try:
+        b.open(f"{d.url}/ui/")
+        assert b.wait("Number(document.body.dataset.scrapes) >= 2", timeout=60), b.dom()[-3000:]
+        line = b.js("document.getElementById('node-limits').textContent")
+        assert "instances 1 of 1 (1 refused)" in line, line
+        assert re.search(r"descriptors \d+ of \d", line), line
+        assert b.js("document.getElementById('node-limits').className") == "limits bad"
+        assert b.js("document.getElementById('node-limits').hidden") is False
+    finally:
+        b.close()
