@@ -17,7 +17,6 @@ change's; its code is in the same table).
 import json
 import re
 import threading
-import time
 
 import pytest
 
@@ -71,17 +70,16 @@ def test_instances_exhausted_is_503_and_other_functions_still_run(make_spated, f
     assert answer(d, "warm")[0] == 200  # one idle instance stays (keep-alive)
 
     held = {}
-    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:1500:x")))
+    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:4000:x")))
     t.start()
     try:
         assert wait_for(lambda: status(d)["instances"]["used"] == 2)
         # The node is full: a function without an instance is told so at
-        # once, by name, not after its timeout.
-        t0 = time.monotonic()
+        # once, by name, not after its timeout (while the busy one still runs).
         code, doc = answer(d, "cold")
         assert_limit_answer(code, doc, "instances_exhausted", "--max-instances")
         assert "2 of 2 live" in doc["error"]
-        assert time.monotonic() - t0 < 2.5  # well before the 1500 ms sleep plus keep-alive end
+        assert "r" not in held
         # Lambda's Invoke API says it its own way, with the code as Reason.
         code, hdrs, body = d.request("POST", "/2015-03-31/functions/cold/invocations", b"{}")
         assert code == 503, body
@@ -147,11 +145,16 @@ def test_descriptors_exhausted_is_503_for_deploys_and_invocations(make_spated, f
             assert doc["error"].startswith("cannot start ")
             break
     assert answers[-1][0] == 503, answers
+    # As long as the limit holds, every try is refused the same way, and
+    # spated's log does not say it each time.
+    for _ in range(5):
+        code, doc = answer(d, deployed[len(answers) - 1])
+        assert_limit_answer(code, doc, "descriptors_exhausted", "no file descriptor left")
     # spated still serves: health, status, and the function whose instance is up.
     assert d.request("GET", "/v1/health")[0] == 200
     assert answer(d, "warm") == (200, b"ok")
     lim = status(d)["descriptors"]
-    assert lim["refused"] >= 2 and lim["code"] == "descriptors_exhausted", lim
+    assert lim["refused"] >= 7 and lim["code"] == "descriptors_exhausted", lim
     assert metric(d, "spate_node_limit_refusals_total", "descriptors") == lim["refused"]
     assert metric(d, "spate_node_limit_max", "descriptors") == nofile
 
@@ -168,7 +171,7 @@ def test_descriptors_exhausted_is_503_for_deploys_and_invocations(make_spated, f
     assert answer(d, "again") == (200, b"ok")
     # One warning per episode, not one per refusal.
     warnings = limit_warnings(d, "descriptors")
-    assert 1 <= len(warnings) < lim["refused"], d.log()
+    assert 1 <= len(warnings) <= 2, d.log()  # the deploy's episode, the invocations' one
     assert "input/output error" not in d.log()
 
 
