@@ -241,3 +241,30 @@ def test_dashboard_shows_the_headroom(make_spated, functions, tmp_path):
         assert b.js("document.getElementById('node-limits').hidden") is False
     finally:
         b.close()
+
+
+def test_a_wait_that_ends_while_the_node_is_full_names_the_limit(make_spated, functions, tmp_path):
+    # One instance on the node, busy: a second call of the same function
+    # waits for it (it may), and when its wait ends first it is told that no
+    # new instance could start, and why -- not a bare 504.
+    d = make_spated("--max-instances", "1")
+    code, doc = deploy_rec(d, tmp_path, functions, "f")
+    assert code == 201, doc
+    held = {}
+    t = threading.Thread(target=lambda: held.update(r=answer(d, "f", b"sleep:3000:x")))
+    t.start()
+    try:
+        assert wait_for(lambda: status(d)["instances"]["used"] == 1)
+        code, _, body = d.request("POST", "/v1/functions/f/invoke?timeout=500", b"x")
+        doc = json.loads(body)
+        assert_limit_answer(code, doc, "instances_exhausted", "--max-instances")
+        assert doc["error"].startswith("no instance became free within the timeout, and no new "
+                                       "one could start"), doc
+        assert "r" not in held
+    finally:
+        t.join()
+    assert held["r"] == (200, b"ok")
+    assert status(d)["instances"]["refused"] == 1
+    # With room again (its own instance is idle), the same call runs.
+    code, _, body = d.request("POST", "/v1/functions/f/invoke?timeout=500", b"x")
+    assert (code, body) == (200, b"ok")
