@@ -19,6 +19,7 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
     i->out = NULL;
     i->output_unread = 0;
     i->version = 0;
+    i->limit_err = 0;
 }
 
 int instance_isolate(instance *i, const instance_limits *l, int out_fds[2])
