@@ -16,6 +16,7 @@ change's; its code is in the same table).
 
 import json
 import re
+import signal
 import threading
 
 import pytest
@@ -176,35 +177,44 @@ def test_descriptors_exhausted_is_503_for_deploys_and_invocations(make_spated, f
 
 
 def test_processes_exhausted_is_503_and_recovers(make_spated, functions, tmp_path):
-    # Two zygotes and one instance: the pids cgroup of all functions is full.
-    d = make_spated("--max-processes", "3")
-    lim = status(d)["processes"]
-    if lim["max"] is None:
+    # --max-processes is the pids cgroup of all functions: set (by a reload)
+    # to what two idle zygotes use plus one, so that one instance fills it.
+    conf = tmp_path / "spated.conf"
+    conf.write_text("max-processes = 0\n")
+    d = make_spated("--config", str(conf))
+    if status(d)["processes"]["used"] is None:
         pytest.skip("no writable pids cgroup: --max-processes is not enforced here")
-    assert lim["max"] == 3
     for name, keep in (("busy", 300), ("other", 600000)):
         code, doc = deploy_rec(d, tmp_path, functions, name, keep_alive=keep)
         assert code == 201, doc
-    assert wait_for(lambda: status(d)["processes"]["used"] == 2)
+    assert status(d)["processes"]["max"] is None
+    idle = status(d)["processes"]["used"]
+    assert idle >= 2  # the zygotes
+    conf.write_text(f"max-processes = {idle + 1}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: status(d)["processes"]["max"] == idle + 1), d.log()
 
     held = {}
-    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:1500:x")))
+    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:3000:x")))
     t.start()
     try:
-        assert wait_for(lambda: status(d)["processes"]["used"] == 3)
+        assert wait_for(lambda: status(d)["processes"]["used"] == idle + 1)
         code, doc = answer(d, "other")
         # The zygote's fork failed (EAGAIN): not the function's crash.
         assert_limit_answer(code, doc, "processes_exhausted", "cannot start another process")
         lim = status(d)["processes"]
-        assert (lim["used"], lim["max"], lim["refused"]) == (3, 3, 1), lim
+        assert (lim["used"], lim["max"], lim["refused"]) == (idle + 1, idle + 1, 1), lim
         assert metric(d, "spate_node_limit_refusals_total", "processes") == 1
-        assert metric(d, "spate_node_limit_used", "processes") == 3
+        assert metric(d, "spate_node_limit_used", "processes") == idle + 1
+        assert metric(d, "spate_node_limit_max", "processes") == idle + 1
+        assert "r" not in held
     finally:
         t.join()
     assert held["r"] == (200, b"ok")
-    # Crashes of the function are not counted for it, and it recovers.
+    # Not counted as the function's crash, and it recovers once the busy
+    # function's instance has left (its keep-alive).
     assert d.describe("other")["stats"]["crashes"] == 0
-    assert wait_for(lambda: status(d)["processes"]["used"] == 2, timeout=10)
+    assert wait_for(lambda: status(d)["processes"]["used"] == idle, timeout=10)
     assert wait_for(lambda: answer(d, "other") == (200, b"ok"), timeout=5)
     assert len(limit_warnings(d, "processes")) == 1, d.log()
     assert "node limit eased: processes" in d.log()
