@@ -323,7 +323,8 @@ static void on_call_routed(int status, const char *body, size_t len, const char 
     } else if (status == 429) {
         o = POOL_OVERLOADED;
     }
-    c->inv.limit_err = err_of_limit(err_limit_by_code(cs)); /* another node's limit */
+    int limit = err_limit_by_code(cs); /* another node's limit */
+    c->inv.limit_err = limit >= 0 ? err_of_limit(limit) : 0;
     finish(c, o, msg, strlen(msg), c->timeout_ms);
     cJSON_Delete(doc);
 }
