@@ -308,6 +308,33 @@ function updateSources(s) {
   for (const row of [...body.rows]) if (!names.includes(row.dataset.source)) row.remove();
 }
 
+// The node's limits (docs/operations.md, "Node limits"): used of max for
+// each, marked when 90 % is used or when it refused callers (503 with its code).
+function updateLimits(s) {
+  const line = document.getElementById("node-limits");
+  const parts = [];
+  let bad = false;
+  for (const label of ["descriptors", "processes", "instances", "zygotes"]) {
+    const used = pick(s, "spate_node_limit_used", { limit: label })[0];
+    if (!used) continue;
+    const max = pick(s, "spate_node_limit_max", { limit: label })[0];
+    const refused = one(s, "spate_node_limit_refusals_total", { limit: label });
+    let text = `${label} ${fmt(used.value)}` + (max ? ` of ${fmt(max.value)}` : "");
+    if (refused > 0) text += ` (${fmt(refused)} refused)`;
+    if (refused > 0 || (max && used.value >= 0.9 * max.value)) bad = true;
+    parts.push(text);
+  }
+  const mem = pick(s, "spate_node_memory_available_bytes", {})[0];
+  if (mem) {
+    const refused = one(s, "spate_node_limit_refusals_total", { limit: "memory" });
+    parts.push(`memory ${fmt(mem.value / 1048576)} MiB free` + (refused > 0 ? ` (${fmt(refused)} refused)` : ""));
+    if (refused > 0) bad = true;
+  }
+  line.hidden = parts.length === 0;
+  line.textContent = "Node limits: " + parts.join(" · ");
+  line.className = bad ? "limits bad" : "limits";
+}
+
 // --- Polling ---------------------------------------------------------------------------------
 
 async function poll() {
@@ -336,6 +363,7 @@ async function poll() {
       if (!fns.includes(card.dataset.function)) { card.remove(); history.delete(card.dataset.function); }
     updateTopics(s);
     updateSources(s);
+    updateLimits(s);
     prevScrape = { at: now };
     status.textContent = "live · " + new Date().toLocaleTimeString();
     status.className = "status";

@@ -267,6 +267,10 @@ static void handle(http_request *req, void *data)
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         api_nodes_list(a, req);
         return;
+    case R_STATUS:
+        if (!get) return api_method_not_allowed(req, "GET, HEAD");
+        api_status(a, req);
+        return;
     case R_HISTORY:
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
         api_history(a, req);

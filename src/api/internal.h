@@ -65,7 +65,7 @@ struct api {
     /* Destination records not sent to an async topic because their chain of
      * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
     uint64_t async_loops_stopped;
-    struct sqs *sqs; /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
+    struct sqs *sqs;             /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
     struct api_history *history; /* api/history.c; NULL until api_history_start */
 };
 
@@ -92,6 +92,7 @@ enum route {
     R_TRIGGER,         /* /v1/triggers/TOPIC/FUNCTION */
     R_METRICS,         /* /metrics */
     R_NODES,           /* /v1/nodes */
+    R_STATUS,          /* /v1/status */
     R_HISTORY,         /* /v1/history */
     R_UI,              /* /ui and what is under it */
     R_SCHEDULES,       /* /v1/schedules */
@@ -253,6 +254,8 @@ int api_async_version(const fn *f, const char *qualifier, size_t len, uint32_t v
 void api_async_start(api *a);
 /* api/nodes.c: GET /v1/nodes. */
 void api_nodes_list(api *a, http_request *req);
+/* GET /v1/status: this node's limits and their headroom. */
+void api_status(api *a, http_request *req);
 
 /* api/untrigger.c: {"topic": T, "function": F}, as answers name a trigger. */
 cJSON *api_trigger_ref(const char *topic, const char *function);

@@ -61,9 +61,12 @@ static void on_invoke_done(invocation *inv, enum pool_outcome outcome, const cha
     case POOL_OVERLOADED:
         http_respond_error_with(req, 429, hdr, "over_capacity", "%.*s", n, body);
         break;
-    case POOL_UNAVAILABLE:
-        http_respond_error_with(req, 503, hdr, "unavailable", "%.*s", n, body);
+    case POOL_UNAVAILABLE: {
+        /* A node limit names itself (common/err.h); anything else is "unavailable". */
+        const char *code = err_limit_code(err_limit(inv->limit_err));
+        http_respond_error_with(req, 503, hdr, code ? code : "unavailable", "%.*s", n, body);
         break;
+    }
     }
     buf_free(&ai->payload);
     free(ai);

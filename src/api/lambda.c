@@ -209,6 +209,25 @@ char *api_lambda_error_json(enum pool_outcome outcome, const char *body, size_t 
     return out;
 }
 
+/* A node limit kept the invocation from running (common/err.h): Lambda's
+ * shape of a service error, 503 as /v1 answers it, with the limit's code as
+ * Reason (as Lambda's TooManyRequestsException names its limit there). */
+static void limit_error(http_request *req, int limit, const char *body, size_t len)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, "the function cannot run now: %.*s", (int)(len > 300 ? 300 : len),
+             body);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "Type", "Service");
+    cJSON_AddStringToObject(doc, "message", msg);
+    cJSON_AddStringToObject(doc, "Reason", err_limit_code(limit));
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    http_respond(req, 503, "application/json", "x-amzn-ErrorType: ServiceException\r\n",
+                 text ? text : "{}", text ? strlen(text) : 2);
+    free(text);
+}
+
 /* Answers with an outcome, here or of another node. timeout_ms: the one the
  * invocation ran with (a timeout's message says it). */
 static void finish(lambda_call *c, enum pool_outcome outcome, const char *body, size_t len,
@@ -235,8 +254,11 @@ static void finish(lambda_call *c, enum pool_outcome outcome, const char *body, 
         call_free(c);
         return;
     case POOL_UNAVAILABLE:
-        api_lambda_error(c->req, 503, "ServiceException", "the function cannot run now: %.*s",
-                         (int)(len > 300 ? 300 : len), body);
+        if (err_limit(c->inv.limit_err) >= 0)
+            limit_error(c->req, err_limit(c->inv.limit_err), body, len);
+        else
+            api_lambda_error(c->req, 503, "ServiceException", "the function cannot run now: %.*s",
+                             (int)(len > 300 ? 300 : len), body);
         call_free(c);
         return;
     }
@@ -301,6 +323,8 @@ static void on_call_routed(int status, const char *body, size_t len, const char 
     } else if (status == 429) {
         o = POOL_OVERLOADED;
     }
+    int limit = err_limit_by_code(cs); /* another node's limit */
+    c->inv.limit_err = limit >= 0 ? err_of_limit(limit) : 0;
     finish(c, o, msg, strlen(msg), c->timeout_ms);
     cJSON_Delete(doc);
 }

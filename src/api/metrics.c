@@ -354,6 +354,46 @@ static double boot_time_s(void)
     return btime;
 }
 
+/* The node's limits (common/err.h): what is used of each, its maximum where
+ * there is one, and the callers it refused (docs/operations.md). */
+static void write_limits(scrape *s, const pool_headroom *h)
+{
+    struct {
+        int limit, has_used, has_max;
+        uint64_t used, max;
+    } rows[] = {
+        {ERR_LIMIT_DESCRIPTORS, 1, h->descriptors_max > 0, h->descriptors, h->descriptors_max},
+        {ERR_LIMIT_PROCESSES, h->has_processes, h->has_processes && h->processes_max > 0,
+         h->processes, h->processes_max},
+        {ERR_LIMIT_INSTANCES, 1, 1, h->instances, h->instances_max},
+        {ERR_LIMIT_ZYGOTES, 1, h->zygotes_max > 0, h->zygotes, h->zygotes_max},
+    };
+    size_t n = sizeof rows / sizeof rows[0];
+    family(s, "spate_node_limit_used", "gauge",
+           "What the node uses of a limit: spated's descriptors, its functions' processes and "
+           "threads, live instances, running zygotes.");
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].has_used)
+            buf_printf(&s->out, "spate_node_limit_used{limit=\"%s\"} %llu\n",
+                       err_limit_label(rows[i].limit), (unsigned long long)rows[i].used);
+    family(s, "spate_node_limit_max", "gauge",
+           "A limit of the node (RLIMIT_NOFILE, --max-processes, --max-instances, the zygote "
+           "budget); absent where spated sets none.");
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].has_max)
+            buf_printf(&s->out, "spate_node_limit_max{limit=\"%s\"} %llu\n",
+                       err_limit_label(rows[i].limit), (unsigned long long)rows[i].max);
+    family(s, "spate_node_limit_refusals_total", "counter",
+           "Invocations and deploys answered 503 because a node limit was reached.");
+    for (int l = 0; l < ERR_LIMITS; l++)
+        buf_printf(&s->out, "spate_node_limit_refusals_total{limit=\"%s\"} %llu\n",
+                   err_limit_label(l), (unsigned long long)h->refusals[l]);
+    family(s, "spate_node_memory_available_bytes", "gauge",
+           "Memory the host can still give (MemAvailable of /proc/meminfo).");
+    buf_printf(&s->out, "spate_node_memory_available_bytes %llu\n",
+               (unsigned long long)h->memory_available);
+}
+
 static void write_process(scrape *s)
 {
     char stat[1024];
@@ -384,22 +424,15 @@ static void write_process(scrape *s)
                    boot_time_s() + (double)start / tick);
     }
 
-    long fds = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') fds++;
-        closedir(d);
-        fds--; /* the one opendir holds */
-    }
+    pool_headroom h;
+    pool_headroom_get(&h);
     family(s, "process_open_fds", "gauge", "Open file descriptors of spated.");
-    buf_printf(&s->out, "process_open_fds %ld\n", fds);
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    buf_printf(&s->out, "process_open_fds %llu\n", (unsigned long long)h.descriptors);
+    if (h.descriptors_max) {
         family(s, "process_max_fds", "gauge", "The limit of open file descriptors of spated.");
-        buf_printf(&s->out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+        buf_printf(&s->out, "process_max_fds %llu\n", (unsigned long long)h.descriptors_max);
     }
+    write_limits(s, &h);
 
     const api_nodes *nodes = &s->a->nodes;
     if (nodes->json) {

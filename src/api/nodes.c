@@ -1,6 +1,6 @@
 /*
  * nodes.c - GET /v1/nodes: the nodes as the cluster shows them (api_nodes,
- * read-only), or this one alone.
+ * read-only), or this one alone; GET /v1/status: this node's limits.
  */
 #include "api/internal.h"
 
@@ -23,5 +23,44 @@ void api_nodes_list(api *a, http_request *req)
         cJSON_AddNumberToObject(o, "functions", functions_count(a->table));
         cJSON_AddItemToArray(arr, o);
     }
+    api_respond_json(req, 200, doc);
+}
+
+/* One limit: what is used of it and its maximum (null: none of spated's
+ * own, or unknown), its API code and how many callers it refused. */
+static cJSON *add_limit(cJSON *to, int limit, double used, double max, int has_max,
+                        const pool_headroom *h)
+{
+    cJSON *o = cJSON_AddObjectToObject(to, err_limit_label(limit));
+    if (!o) return NULL;
+    if (used >= 0)
+        cJSON_AddNumberToObject(o, "used", used);
+    else
+        cJSON_AddNullToObject(o, "used");
+    if (has_max)
+        cJSON_AddNumberToObject(o, "max", max);
+    else
+        cJSON_AddNullToObject(o, "max");
+    cJSON_AddStringToObject(o, "code", err_limit_code(limit));
+    cJSON_AddNumberToObject(o, "refused", (double)h->refusals[limit]);
+    return o;
+}
+
+void api_status(api *a, http_request *req)
+{
+    pool_headroom h;
+    pool_headroom_get(&h);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "version", SPATE_VERSION);
+    cJSON_AddNumberToObject(doc, "functions", functions_count(a->table));
+    cJSON *lim = cJSON_AddObjectToObject(doc, "limits");
+    add_limit(lim, ERR_LIMIT_DESCRIPTORS, (double)h.descriptors, (double)h.descriptors_max,
+              h.descriptors_max > 0, &h);
+    add_limit(lim, ERR_LIMIT_PROCESSES, h.has_processes ? (double)h.processes : -1,
+              (double)h.processes_max, h.has_processes && h.processes_max > 0, &h);
+    cJSON *mem = add_limit(lim, ERR_LIMIT_MEMORY, -1, 0, 0, &h);
+    if (mem) cJSON_AddNumberToObject(mem, "available_bytes", (double)h.memory_available);
+    add_limit(lim, ERR_LIMIT_INSTANCES, h.instances, h.instances_max, 1, &h);
+    add_limit(lim, ERR_LIMIT_ZYGOTES, h.zygotes, h.zygotes_max, h.zygotes_max > 0, &h);
     api_respond_json(req, 200, doc);
 }

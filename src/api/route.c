@@ -118,6 +118,8 @@ route_match api_route_match(const char *path)
         m.route = R_SQS;
     } else if (strcmp(path, "/v1/nodes") == 0) {
         m.route = R_NODES;
+    } else if (strcmp(path, "/v1/status") == 0) {
+        m.route = R_STATUS;
     } else if (strcmp(path, "/v1/history") == 0) {
         m.route = R_HISTORY;
     } else if (strncmp(path, "/ui", 3) == 0 && (path[3] == '\0' || path[3] == '/')) {

@@ -366,8 +366,43 @@ static void print_scaling(const cJSON *sc)
                    : "on track");
 }
 
+/* `spate status` without a name: the node's limits (GET /v1/status). */
+static int node_status(const cli *c)
+{
+    answer r;
+    int rc = cli_request(c, "GET", "/v1/status", NULL, 0, NULL, &r);
+    if (rc) return rc;
+    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "status failed", &r));
+    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
+    cJSON *doc = cli_answer_json(c, "status", &r);
+    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+    printf("%-14s spated %s, %.0f functions\n", "node", cli_json_str(doc, "version"),
+           cli_json_num(doc, "functions"));
+    const cJSON *l;
+    cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(doc, "limits"))
+    {
+        const cJSON *used = cJSON_GetObjectItemCaseSensitive(l, "used");
+        const cJSON *max = cJSON_GetObjectItemCaseSensitive(l, "max");
+        char what[96];
+        if (cJSON_IsNumber(used) && cJSON_IsNumber(max))
+            snprintf(what, sizeof what, "%.0f of %.0f (%.0f left)", used->valuedouble,
+                     max->valuedouble, max->valuedouble - used->valuedouble);
+        else if (cJSON_IsNumber(used))
+            snprintf(what, sizeof what, "%.0f (no limit of spated's own)", used->valuedouble);
+        else if (cJSON_GetObjectItemCaseSensitive(l, "available_bytes"))
+            snprintf(what, sizeof what, "%.0f MiB available",
+                     cli_json_num(l, "available_bytes") / (1024.0 * 1024.0));
+        else
+            snprintf(what, sizeof what, "unknown here");
+        printf("%-14s %s; %.0f refused (%s)\n", l->string, what, cli_json_num(l, "refused"),
+               cli_json_str(l, "code"));
+    }
+    return cli_finish(&r, doc, 0);
+}
+
 static int cmd_status(const cli *c, cli_args *a)
 {
+    if (a->argc == 0) return node_status(c);
     char path[1024];
     cli_function_path(path, sizeof path, a->argv[0], "");
     answer r;
@@ -496,10 +531,12 @@ const cli_cmd cli_function_cmds[] = {
      cmd_invoke},
     {"ls", "", 0, 0, NULL, "list functions", "List functions, their versions and instances.",
      cmd_ls},
-    {"status", "NAME", 1, 1, NULL, "a function, its instances and versions",
+    {"status", "[NAME]", 0, 1, NULL, "a function, its instances and versions; or the node",
      "Describe a function: its configuration, instances, statistics, versions,\n"
      "and for a function with triggers the autoscaler's view (backlog, arrivals,\n"
-     "desired instances, drain ETA, deadline risk).",
+     "desired instances, drain ETA, deadline risk). Without NAME, the node's\n"
+     "limits: descriptors, processes, memory, instances and zygotes, what is\n"
+     "used of each, and how many callers each refused (503 with its code).",
      cmd_status},
     {"rm", "NAME", 1, 1, rm_opts, "delete a function",
      "Delete a function. A function with triggers is not deleted: the error names\n"

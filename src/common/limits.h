@@ -335,6 +335,15 @@
 #define SPATE_CRASH_BACKOFF_CAP_MS 1000
 /* Zygote restarts after a crash are spaced at least this far apart (ms). */
 #define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
+/* A node limit (common/err.h) warns in spated's log when it first refuses a
+ * start, and again only once starts went through and it refuses anew, at
+ * most once per this many ms (a flapping limit): every refusal is counted in
+ * /metrics whatever the log says. */
+#define SPATE_LIMIT_LOG_INTERVAL_MS 10000
+/* After a zygote could not fork an instance for a node limit, the pool's
+ * next start waits this long (ms): each try costs a round trip to the zygote
+ * and would otherwise follow at once. */
+#define SPATE_LIMIT_RETRY_MS 100
 /* A zygote reports an instance it forked (SPAWNED) or reaped (EXITED) within
  * microseconds; one silent for this long (ms) after spated needs the report
  * is lying or stuck, and is treated as broken. */

@@ -19,6 +19,7 @@ void instance_init(instance *i, const instance_ops *ops, const instance_callback
     i->out = NULL;
     i->output_unread = 0;
     i->version = 0;
+    i->limit_err = 0;
 }
 
 int instance_isolate(instance *i, const instance_limits *l, int out_fds[2])
@@ -28,10 +29,11 @@ int instance_isolate(instance *i, const instance_limits *l, int out_fds[2])
     i->memory_mb = l->memory_mb;
     i->version = l->version;
     if (!i->iso) return ERR_NOMEM;
-    if (l->log && output_open(l->loop, l->log, i->id, l->version, out_fds, &i->out) != 0) {
+    int rc = l->log ? output_open(l->loop, l->log, i->id, l->version, out_fds, &i->out) : 0;
+    if (rc != 0) {
         isolate_release(i->iso);
         i->iso = NULL;
-        return ERR_IO;
+        return rc == ERR_NOMEM || err_limit(rc) >= 0 ? rc : ERR_IO;
     }
     return 0;
 }

@@ -70,6 +70,8 @@ struct instance {
     uint32_t version;         /* of its function, as its output is tagged */
     int output_unread;        /* set with each result: output may still be in the pipe */
     uint32_t memory_mb;
+    int limit_err; /* set before exited when a node limit (ERR_*, common/err.h) kept it
+                    * from starting, e.g. the zygote's fork failed with EAGAIN; else 0 */
 };
 
 /* Sends one invocation; the instance must be ready. Several may be queued:

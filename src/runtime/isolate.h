@@ -58,6 +58,15 @@ const isolate_config *isolate_get(void);
  * --writable), where they have mount namespaces; copied. Call once, after
  * isolate_init. ERR_INVAL past SPATE_WRITABLE_MAX paths or PATH_MAX bytes. */
 int isolate_set_writable(const char *list);
+/* The node's limit on the processes and threads of all its functions
+ * together (spated --max-processes; 0: none of spated's own): pids.max of
+ * the pids cgroup that holds every zygote and instance. ERR_NOTSUP without
+ * a writable pids cgroup, ERR_IO when the kernel refuses the value. */
+int isolate_set_node_pids_max(uint32_t max);
+/* What the functions' processes use of it: 0 with *current (processes and
+ * threads now) and *max (0: no limit of spated's own); -1 without a pids
+ * cgroup. */
+int isolate_node_pids(uint64_t *current, uint64_t *max);
 /* The uid a function's processes run as: the same for the life of spated. */
 uid_t isolate_uid(const char *function);
 /* Removes this process's cgroup and temporary roots (at exit). */

@@ -213,8 +213,9 @@ int native_start(zygote *z, const instance_limits *lim, const instance_callbacks
     if (!inst) return ERR_NOMEM;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        int e = errno;
         free(inst);
-        return ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
     instance_init(&inst->base, &ops, cb, data);
     int outfd[2];
@@ -445,6 +446,7 @@ void native_on_spawn_failed(instance *base, int err)
     native *inst = (native *)base;
     char why[128];
     snprintf(why, sizeof why, "cannot fork an instance: %s", strerror(err));
+    inst->base.limit_err = err_from_errno(err, 0);
     finalize(inst, why);
 }
 

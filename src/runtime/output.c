@@ -131,14 +131,16 @@ int output_open(uv_loop_t *loop, fnlog *log, uint64_t instance, uint32_t version
     if (!o) return ERR_NOMEM;
     int fds[2][2];
     if (pipe2(fds[0], O_CLOEXEC) != 0) {
+        int e = errno;
         free(o);
-        return ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
     if (pipe2(fds[1], O_CLOEXEC) != 0) {
+        int e = errno;
         close(fds[0][0]);
         close(fds[0][1]);
         free(o);
-        return ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
     o->log = log;
     fnlog_ref(log);

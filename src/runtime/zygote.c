@@ -412,10 +412,14 @@ static void describe_status(char *out, size_t cap, int64_t exit_status, int term
         snprintf(out, cap, "exited with status %lld", (long long)exit_status);
 }
 
+/* Zygote processes alive, for the node's headroom (zygote_running). */
+static uint32_t running;
+
 static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signal)
 {
     zygote *z = p->data;
     z->process_alive = 0;
+    running--;
     /* Read what it said before it died: a LOAD_FAILED reason, or reports of
      * instances that ended just before, and what it printed. */
     on_control(&z->poll, 0, UV_READABLE);
@@ -450,6 +454,11 @@ static void on_process_exit(uv_process_t *p, int64_t exit_status, int term_signa
     uv_close((uv_handle_t *)&z->proc, on_handle_closed);
 }
 
+uint32_t zygote_running(void)
+{
+    return running;
+}
+
 int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loaded,
                  zygote_exit_cb exited, void *data, zygote **out)
 {
@@ -470,10 +479,14 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         int e = errno;
-        log_error("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
+        /* A node limit is the pool's to tell, once (sched/pool/limits.c). */
+        if (err_limit(err_from_errno(e, ERR_IO)) >= 0)
+            log_debug("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
+        else
+            log_error("cannot create zygote socket: %s fn=%s", strerror(e), cfg->function);
         free(z->function);
         free(z);
-        return ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     z->managed = cfg->code_dir != NULL;
@@ -485,14 +498,18 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     int envfd = z->iso ? isolate_env_fd(cfg->env, NULL) : -1;
     if (envfd < 0) {
         int e = z->iso ? errno : ENOMEM;
-        log_error("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
-                  cfg->function);
+        if (err_limit(err_from_errno(e, ERR_IO)) >= 0)
+            log_debug("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
+                      cfg->function);
+        else
+            log_error("cannot pass the environment to the zygote: %s fn=%s", strerror(e),
+                      cfg->function);
         isolate_version_release(z->iso);
         close(sv[0]);
         close(sv[1]);
         free(z->function);
         free(z);
-        return e == ENOMEM ? ERR_NOMEM : ERR_IO;
+        return err_from_errno(e, ERR_IO);
     }
 
     char version[16], uid[16], gid[16], memory[16], tmp[16];
@@ -573,14 +590,20 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
         z->iso = NULL;
         output_close(z->out);
         z->out = NULL;
-        log_error("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc), cfg->function);
+        if (err_limit(err_from_errno(-rc, ERR_IO)) >= 0)
+            log_debug("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc),
+                      cfg->function);
+        else
+            log_error("cannot start '%s': %s fn=%s", cfg->runner_path, uv_strerror(rc),
+                      cfg->function);
         close(sv[0]);
         /* uv_spawn failing leaves an initialised handle that must be closed. */
         z->open_handles = 1;
         uv_close((uv_handle_t *)&z->proc, on_handle_closed);
-        return ERR_IO;
+        return err_from_errno(-rc, ERR_IO);
     }
     z->process_alive = 1;
+    running++;
     z->ctl = sv[0];
     z->open_handles = 4;
     uv_timer_init(loop, &z->watch);

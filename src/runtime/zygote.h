@@ -45,6 +45,8 @@ void zygote_stop(zygote *z);
 uv_loop_t *zygote_loop(const zygote *z);
 /* Process id of the runner, for logs. */
 int zygote_pid(const zygote *z);
+/* Zygote processes alive in this spated (started and not yet reaped). */
+uint32_t zygote_running(void);
 
 /* For native.c: asks the zygote to fork an instance serving fd (the zygote's
  * end of the instance socket) with out[0] and out[1] as its stdout and

@@ -434,6 +434,9 @@ static void load_version(deploy *d)
         finish_deploy(d, 409, "version_stopping",
                       "version %u still has instances stopping here; try again shortly",
                       d->version);
+    else if (err_limit(rc) >= 0) /* a node limit: 503 with its code (common/err.h) */
+        finish_deploy(d, 503, err_limit_code(err_limit(rc)), "cannot start a zygote: %s",
+                      err_str(rc));
     else if (rc != 0)
         finish_deploy(d, 500, "internal", "cannot start a zygote: %s", err_str(rc));
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/err.h"
 #include "common/fnconfig.h"
 #include "common/limits.h"
 #include "common/list.h"
@@ -60,6 +61,10 @@ struct invocation {
     uint32_t lineage;          /* a triggered invocation's place in its chain (common/lambda.h) */
     invocation_done_cb done;
     void *data;
+    /* Set by the pool before done: with POOL_UNAVAILABLE, the node limit
+     * (an ERR_* of ERR_LIMIT_MAP, common/err.h) that kept it from running,
+     * whose API code the answer names; else 0. */
+    int limit_err;
 
     /* Private to the pool. */
     list_node link;
@@ -184,7 +189,25 @@ uint32_t pool_capacity(const pool *p);
 
 /* The node-wide ceiling on live instances, over every pool. */
 void pool_set_node_max(uint32_t max);
+uint32_t pool_node_max(void);
 uint32_t pool_node_live(void);
+/* Callers (invocations, deploys) refused since start-up because the node
+ * limit numbered limit (common/err.h: ERR_LIMIT_*) was reached. */
+uint64_t pool_limit_refusals(int limit);
+
+/* The node's limits and what is left of them (GET /v1/status, /metrics). */
+typedef struct pool_headroom {
+    uint64_t descriptors, descriptors_max; /* spated's open files, its RLIMIT_NOFILE */
+    int has_processes;                     /* 0: no pids cgroup, the two below unknown */
+    uint64_t processes, processes_max;     /* of all functions (--max-processes); max 0: none */
+    uint32_t instances, instances_max;     /* live instances, --max-instances */
+    uint32_t zygotes;                      /* zygote processes running */
+    uint32_t zygotes_max;                  /* the zygote budget; 0: none */
+    uint64_t memory_available;             /* bytes the host can still give (MemAvailable) */
+    uint64_t refusals[ERR_LIMITS];         /* by limit, as pool_limit_refusals */
+} pool_headroom;
+/* Reads them now: a walk of /proc/self/fd and a few small files. */
+void pool_headroom_get(pool_headroom *out);
 
 /* Stops the pool. With drain, waiting and running invocations finish first;
  * without, waiting ones fail and running instances are killed. Then every

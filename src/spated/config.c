@@ -65,6 +65,10 @@ static const opt_def opt_defs[] = {
      "bytes of one publish request (an NDJSON batch), else 413", NULL},
     {"max-instances", OPT_U32, OFF(max_instances), 1, SPATE_NODE_INSTANCES_CEILING, 1,
      "live instances on this node, over all functions", "one per 16 MiB of memory"},
+    {"max-processes", OPT_U32, OFF(max_processes), 0, 4194304, 1,
+     "processes and threads of all functions together (their pids cgroup); 0: only the host's "
+     "limits",
+     NULL},
     {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
      "ms in-flight invocations get on SIGTERM", NULL},
     {"token-file", STR(token_file), 1,

@@ -25,6 +25,7 @@ typedef struct options {
     api_limits limits;
     uint32_t grace_ms;
     uint32_t max_instances;
+    uint32_t max_processes;    /* 0: none of spated's own */
     uint32_t catch_up;         /* runs of a schedule missed while stopped, published at start */
     char token_file[PATH_MAX]; /* "" when none */
     int insecure;

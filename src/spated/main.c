@@ -263,6 +263,16 @@ static void on_change(const char *key, const char *was, const char *now, int liv
     (void)n;
 }
 
+/* --max-processes: the pids cgroup of every function's processes. */
+static void set_max_processes(uint32_t max)
+{
+    int rc = isolate_set_node_pids_max(max);
+    if (rc == ERR_NOTSUP && max)
+        log_warn("--max-processes %u is not enforced: no writable pids cgroup", max);
+    else if (rc != 0 && rc != ERR_NOTSUP)
+        log_warn("cannot set --max-processes %u: %s", max, strerror(errno));
+}
+
 /* What may change at run time goes into effect everywhere it is read. */
 static void apply_live(node *n)
 {
@@ -272,6 +282,7 @@ static void apply_live(node *n)
     api_set_limits(n->api, &n->opt.limits);
     if (n->src) sources_set_message_max(n->src, n->opt.limits.message_max);
     pool_set_node_max(n->opt.max_instances);
+    set_max_processes(n->opt.max_processes);
     fnlog_set_files(n->logs_dir, n->opt.function_log_max);
 }
 
@@ -446,6 +457,7 @@ int main(int argc, char **argv)
         if (chmod(exec_dir, 0711) != 0) log_warn("cannot open %s: %s", exec_dir, strerror(errno));
     }
     pool_set_node_max(n.opt.max_instances);
+    set_max_processes(n.opt.max_processes);
     if (registry_sqlite_open(n.loop, n.st, &n.reg) != 0) die("out of memory");
     if (n.opt.cluster[0]) {
         /* Topics, triggers and the registry live in NATS JetStream, shared by

@@ -220,7 +220,8 @@ int http_server_start(uv_loop_t *loop, const char *host, int port, const http_co
     if (rc != 0) {
         snprintf(err, errcap, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
         uv_close((uv_handle_t *)&s->listener, (uv_close_cb)free);
-        return ERR_IO;
+        return rc == UV_EMFILE || rc == UV_ENFILE || rc == UV_ENOMEM ? err_from_errno(-rc, ERR_IO)
+                                                                     : ERR_IO;
     }
     struct sockaddr_storage bound;
     int len = sizeof bound;

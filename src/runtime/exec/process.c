@@ -238,13 +238,17 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     hc.max_connections = 16;
     hc.bodies_max = SPATE_RUNTIME_API_BODIES_MAX;
     char err[256];
-    if (http_server_start(x->loop, "127.0.0.1", 0, &hc, &exec__api_handlers, e, &e->api, err,
-                          sizeof err) != 0) {
-        log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+    rc = http_server_start(x->loop, "127.0.0.1", 0, &hc, &exec__api_handlers, e, &e->api, err,
+                           sizeof err);
+    if (rc != 0) {
+        if (err_limit(rc) >= 0) /* the pool tells a node limit once */
+            log_debug("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
+        else
+            log_warn("cannot open a Runtime API endpoint: %s fn=%s", err, x->function);
         output_close_fds(outfd);
         instance_release(&e->base, NULL, 0);
         free(e);
-        return ERR_IO;
+        return err_limit(rc) >= 0 ? rc : ERR_IO;
     }
     e->port = http_server_port(e->api);
     /* The version's environment plus this instance's own endpoint, in a
@@ -253,13 +257,18 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     snprintf(api, sizeof api, "AWS_LAMBDA_RUNTIME_API=127.0.0.1:%d", e->port);
     int envfd = isolate_env_fd(x->env, api);
     if (envfd < 0) {
-        log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(errno),
-                 x->function);
+        int e_no = errno;
+        if (err_limit(err_from_errno(e_no, ERR_IO)) >= 0)
+            log_debug("cannot pass the environment to an instance: %s fn=%s", strerror(e_no),
+                      x->function);
+        else
+            log_warn("cannot pass the environment to an instance: %s fn=%s", strerror(e_no),
+                     x->function);
         output_close_fds(outfd);
         http_server_close(e->api, NULL, NULL);
         instance_release(&e->base, NULL, 0);
         free(e);
-        return ERR_IO;
+        return err_from_errno(e_no, ERR_IO);
     }
     /* Why the runner could not start the bootstrap comes back on a pipe,
      * read once it has exited (a successful exec closes it). */
@@ -294,14 +303,17 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
     if (rc != 0) {
         if (e->status_fd >= 0) close(e->status_fd);
         e->status_fd = -1;
-        log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
+        if (err_limit(err_from_errno(-rc, ERR_IO)) >= 0)
+            log_debug("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
+        else
+            log_warn("cannot start '%s': %s fn=%s", x->runner, uv_strerror(rc), x->function);
         instance_release(&e->base, NULL, 0);
         e->open = 2;
         e->exited = 1;
         x->refs++;
         uv_close((uv_handle_t *)&e->proc, on_proc_closed);
         http_server_close(e->api, on_api_closed, e);
-        return ERR_IO;
+        return err_from_errno(-rc, ERR_IO);
     }
     e->alive = 1;
     e->open = 2;

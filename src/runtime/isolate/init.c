@@ -286,3 +286,27 @@ int isolate_reachable(const char *path, char *why, size_t cap)
     }
     return 0;
 }
+
+int isolate_set_node_pids_max(uint32_t max)
+{
+    const char *root = isolate__host.cg_root[CG_PIDS];
+    if (!root[0]) return ERR_NOTSUP;
+    char value[16];
+    if (max)
+        snprintf(value, sizeof value, "%u", max);
+    else
+        snprintf(value, sizeof value, "max");
+    return isolate__write_file(root, "pids.max", value) == 0 ? 0 : ERR_IO;
+}
+
+int isolate_node_pids(uint64_t *current, uint64_t *max)
+{
+    const char *root = isolate__host.cg_root[CG_PIDS];
+    char text[32];
+    if (!root[0] || isolate__read_file(root, "pids.current", text, sizeof text) != 0) return -1;
+    *current = strtoull(text, NULL, 10);
+    *max = 0;
+    if (isolate__read_file(root, "pids.max", text, sizeof text) == 0 && strncmp(text, "max", 3))
+        *max = strtoull(text, NULL, 10);
+    return 0;
+}

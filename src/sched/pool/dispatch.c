@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "sched/pool/internal.h"
@@ -335,6 +336,7 @@ void pool_invoke(pool *p, invocation *inv)
     list_init(&inv->link);
     inv->runner = NULL;
     inv->version = 0;
+    inv->limit_err = 0;
     inv->queued_ns = clock_mono_ns();
     pversion *v = p->active;
     if (p->closing || !v) {
@@ -350,6 +352,10 @@ void pool_invoke(pool *p, invocation *inv)
     if (pi) {
         if (pi->state == PI_IDLE) pool__unlink_instance(pi);
         dispatch_to(pi, inv);
+        return;
+    }
+    if (v->zstate == ZS_NONE && v->load_limit && pool__now_ms(p) < v->retry_at) {
+        pool__refuse(p, inv, v->load_limit, "cannot start a zygote");
         return;
     }
     if (v->zstate == ZS_NONE && v->load_error && pool__now_ms(p) < v->retry_at) {

@@ -26,6 +26,11 @@ void pool_set_node_max(uint32_t max)
     node_max = max;
 }
 
+uint32_t pool_node_max(void)
+{
+    return node_max;
+}
+
 uint32_t pool_node_live(void)
 {
     return node_live;
@@ -84,6 +89,8 @@ static void on_instance_ready(instance *inst, void *data)
     if (pi->state != PI_STARTING) return;
     pool *p = pi->pool;
     pool__unlink_instance(pi);
+    p->refused = 0;
+    pool__limits_eased(p);
     p->cold_starts++;
     p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, p->last_cold_us);
@@ -176,6 +183,9 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     enum pi_state was = pi->state;
     int never_ready = pi->never_ready;
     uint64_t id = inst->id;
+    /* Not started for a node limit (the zygote's fork failed): not the
+     * function's failure, and no crash of it. */
+    int limit = was == PI_STARTING && !pi->depth ? inst->limit_err : 0;
     if (was == PI_STOPPING)
         p->nstopping--;
     else
@@ -192,6 +202,18 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     free(pi);
 
     invocation *failed = NULL;
+    if (limit) {
+        fnlog_platform(p->log, id, v->number, NULL, "instance could not start: %s: %s", why,
+                       err_str(limit));
+        if (v->retired && v->ninstances == 0) pool__free_version(v);
+        /* The next start waits a little: the limit may well hold. */
+        p->restart_at = pool__now_ms(p) + SPATE_LIMIT_RETRY_MS;
+        pool__start_refused(p, limit, "cannot start an instance");
+        pool__serve_waiting(p);
+        pool__grow(p);
+        pool__maybe_finish_close(p);
+        return;
+    }
     if (head || was == PI_STARTING || never_ready) pool__instance_failed(p);
     /* The function's log says it too, after the last lines the instance
      * wrote (read when it was released): its developer may not see ours.
@@ -295,8 +317,27 @@ void pool__grow(pool *p)
         pool__ensure_zygote(p, v);
         return;
     }
-    while (want-- > 0 && pool__live(p) < v->cfg.max_instances && node_live < node_max)
-        if (start_instance(p, v) != 0) break;
+    while (want-- > 0) {
+        if (pool__live(p) >= v->cfg.max_instances) {
+            p->refused = 0; /* what waits now waits for the function's own maximum */
+            break;
+        }
+        int rc = node_live < node_max ? start_instance(p, v) : ERR_INSTANCES;
+        if (rc == 0) {
+            p->refused = 0; /* a zygote's fork may still fail: then it is set again */
+            continue;
+        }
+        if (err_limit(rc) >= 0) {
+            char what[96];
+            if (rc == ERR_INSTANCES)
+                snprintf(what, sizeof what, "cannot start an instance (%u of %u live)", node_live,
+                         node_max);
+            else
+                snprintf(what, sizeof what, "cannot start an instance");
+            pool__start_refused(p, rc, what);
+        }
+        break;
+    }
 }
 
 int pool_has_room(const pool *p)

@@ -48,6 +48,7 @@ typedef struct pversion {
     enum zstate zstate;
     uint64_t retry_at; /* loop ms: no zygote restart before this */
     char *load_error;
+    int load_limit;      /* the node limit (ERR_*) that kept its zygote from starting, or 0 */
     uint32_t ninstances; /* instances of this version in any state */
     int retired;
     pool_load_cb load_cb; /* pending pool_load_version */
@@ -93,6 +94,8 @@ struct pool {
     void *close_data;
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
     uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
+    int refused;          /* the node limit (ERR_*) that refused its last start, 0 once one
+                           * went through: a caller whose wait ends is told it */
     uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
     double service_us;    /* moving average of handler time; 0 until known */
     double cold_us;       /* moving average of instance start time */
@@ -151,6 +154,22 @@ void pool__grow(pool *p);
 void pool__ensure_zygote(pool *p, pversion *v);
 /* Frees v and stops its zygote; v must have no instances left. */
 void pool__free_version(pversion *v);
+
+/* --- limits.c ----------------------------------------------------------------- */
+
+/* A node limit (err, common/err.h; other errors are ignored) refused what
+ * (e.g. "cannot start an instance"): counted, and logged once per episode. */
+void pool__limit_hit(pool *p, int err, const char *what);
+/* A start went through: the limits that refused before have eased. */
+void pool__limits_eased(pool *p);
+/* Counts one caller refused for the node limit err. */
+void pool__limit_count(int err);
+/* Answers inv POOL_UNAVAILABLE with the limit err ("what: message"). */
+void pool__refuse(pool *p, invocation *inv, int err, const char *what);
+void pool__refuse_waiting(pool *p, int err, const char *what);
+/* A start failed for the node limit err: logged once, and the waiting
+ * callers are answered when no instance of the pool is left to serve them. */
+void pool__start_refused(pool *p, int err, const char *what);
 
 /* --- timer.c ------------------------------------------------------------------ */
 

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 
+#include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "runtime/isolate.h"
@@ -152,6 +153,12 @@ static void on_timer(uv_timer_t *t)
     while (!list_empty(&expired)) {
         invocation *inv = list_entry(list_first(&expired), invocation, link);
         list_remove(&inv->link);
+        if (p->refused) {
+            /* It waited because a node limit kept new instances from starting. */
+            pool__refuse(p, inv, p->refused,
+                         "no instance became free within the timeout, and no new one could start");
+            continue;
+        }
         char msg[96];
         snprintf(msg, sizeof msg, "no instance became free within the timeout");
         p->timeouts++;

@@ -24,6 +24,8 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
         v->zstate = ZS_READY;
         free(v->load_error);
         v->load_error = NULL;
+        v->load_limit = 0;
+        pool__limits_eased(p);
         log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, launcher_pid(z));
         if (cb) cb(p, v->number, 0, NULL, v->load_data); /* may discard v */
         pool__grow(p);
@@ -34,6 +36,7 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
     v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
     free(v->load_error);
     v->load_error = strdup(message);
+    v->load_limit = 0;
     fnlog_platform(p->log, 0, v->number, NULL, "cannot load function: %s", message);
     if (cb) {
         cb(p, v->number, ERR_INVAL, message, v->load_data);
@@ -84,9 +87,17 @@ static int start_zygote(pool *p, pversion *v)
         v->z = NULL;
         v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
         free(v->load_error);
-        v->load_error =
-            strdup(v->runtime == RUNTIME_NATIVE ? "cannot start spate-runner (see the spated log)"
-                                                : "cannot start the function (see the spated log)");
+        v->load_limit = err_limit(rc) >= 0 ? rc : 0;
+        if (v->load_limit) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "cannot start a zygote: %s", err_str(rc));
+            v->load_error = strdup(msg);
+            pool__limit_hit(p, rc, "cannot start a zygote");
+        } else {
+            v->load_error = strdup(v->runtime == RUNTIME_NATIVE
+                                       ? "cannot start spate-runner (see the spated log)"
+                                       : "cannot start the function (see the spated log)");
+        }
         return rc;
     }
     v->zstate = ZS_LOADING;
@@ -102,7 +113,10 @@ void pool__ensure_zygote(pool *p, pversion *v)
         return;
     }
     if (start_zygote(p, v) != 0 && v == p->active) {
-        pool__fail_waiting(p, POOL_UNAVAILABLE, v->load_error);
+        if (v->load_limit)
+            pool__refuse_waiting(p, v->load_limit, "cannot start a zygote");
+        else
+            pool__fail_waiting(p, POOL_UNAVAILABLE, v->load_error);
         pool__arm(p, v->retry_at);
     }
 }
@@ -191,6 +205,7 @@ int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, v
     v->load_data = data;
     int rc = start_zygote(p, v);
     if (rc != 0) {
+        pool__limit_count(rc); /* the deploy is refused with it */
         v->load_cb = NULL;
         pool__free_version(v);
     }
