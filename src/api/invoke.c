@@ -62,7 +62,9 @@ static void on_invoke_done(invocation *inv, enum pool_outcome outcome, const cha
         http_respond_error_with(req, 429, hdr, "over_capacity", "%.*s", n, body);
         break;
     case POOL_UNAVAILABLE:
-        http_respond_error_with(req, 503, hdr, "unavailable", "%.*s", n, body);
+        /* A node limit names itself (zygote_budget); else the function cannot run. */
+        http_respond_error_with(req, 503, hdr, inv->limit ? inv->limit : "unavailable", "%.*s", n,
+                                body);
         break;
     }
     buf_free(&ai->payload);

@@ -660,7 +660,7 @@ static void on_routed_done(invocation *inv, enum pool_outcome outcome, const cha
         in->answer(in->ctx, 0, "busy", "", 0);
         break;
     case POOL_UNAVAILABLE:
-        in->answer(in->ctx, 503, "unavailable", body, len);
+        in->answer(in->ctx, 503, inv->limit ? inv->limit : "unavailable", body, len);
         break;
     }
     free(in);

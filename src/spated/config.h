@@ -25,6 +25,8 @@ typedef struct options {
     api_limits limits;
     uint32_t grace_ms;
     uint32_t max_instances;
+    uint32_t max_zygotes;      /* zygotes running at once, over all functions */
+    uint32_t zygote_idle_s;    /* a zygote without instances stops after this */
     uint32_t catch_up;         /* runs of a schedule missed while stopped, published at start */
     char token_file[PATH_MAX]; /* "" when none */
     int insecure;

@@ -44,7 +44,7 @@ void pool__finish_msg(pool *p, invocation *inv, enum pool_outcome outcome, const
 
 /* Fails every waiting invocation. The queue is emptied before any callback
  * runs, since a callback may queue new work. */
-void pool__fail_waiting(pool *p, enum pool_outcome outcome, const char *msg)
+static void fail_waiting(pool *p, enum pool_outcome outcome, const char *limit, const char *msg)
 {
     list_node failed;
     list_init(&failed);
@@ -57,8 +57,20 @@ void pool__fail_waiting(pool *p, enum pool_outcome outcome, const char *msg)
     while (!list_empty(&failed)) {
         list_node *n = list_first(&failed);
         list_remove(n);
-        pool__finish_msg(p, list_entry(n, invocation, link), outcome, msg);
+        invocation *inv = list_entry(n, invocation, link);
+        inv->limit = limit;
+        pool__finish_msg(p, inv, outcome, msg);
     }
+}
+
+void pool__fail_waiting(pool *p, enum pool_outcome outcome, const char *msg)
+{
+    fail_waiting(p, outcome, NULL, msg);
+}
+
+void pool__fail_waiting_limit(pool *p, const char *limit, const char *msg)
+{
+    fail_waiting(p, POOL_UNAVAILABLE, limit, msg);
 }
 
 invocation *pool__dequeue(pool *p)
@@ -335,6 +347,7 @@ void pool_invoke(pool *p, invocation *inv)
     list_init(&inv->link);
     inv->runner = NULL;
     inv->version = 0;
+    inv->limit = NULL;
     inv->queued_ns = clock_mono_ns();
     pversion *v = p->active;
     if (p->closing || !v) {

@@ -189,6 +189,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     invocation *head = pi->depth && !undelivered ? pool__pop_head(pi) : NULL;
     pool__requeue_inflight(pi);
     v->ninstances--;
+    pool__zygote_touch(v); /* the last one gone: the zygote's idle time starts */
     free(pi);
 
     invocation *failed = NULL;
@@ -260,6 +261,7 @@ static int start_instance(pool *p, pversion *v)
     list_push_back(&p->starting, &pi->link);
     p->nstarting++;
     v->ninstances++;
+    pool__zygote_touch(v);
     pool__arm(p, pi->deadline);
     return 0;
 }
