@@ -182,7 +182,7 @@ void pool_stats_get(const pool *p, pool_stats *out);
 const pool_metrics *pool_metrics_get(const pool *p);
 /* Whether an invocation would start without waiting for another to end: an
  * idle instance is free, or a new one may start (below the function's and
- * the node's maximum). */
+ * the node's maximum, and its zygote runs or the zygote budget has room). */
 int pool_has_room(const pool *p);
 /* Invocations the pool can put to work at once: its maximum of instances,
  * each with a full mailbox. Callers that feed it (triggers) stay below. */

@@ -305,5 +305,7 @@ int pool_has_room(const pool *p)
 {
     if (!p->active || p->closing) return 0;
     if (p->nidle > p->nwaiting) return 1;
+    /* No zygote, and the budget has no room for one: another node may. */
+    if (p->active->zstate == ZS_NONE && !pool__zygote_room(p->active)) return 0;
     return pool__live(p) < p->active->cfg.max_instances && node_live < node_max;
 }

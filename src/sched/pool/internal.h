@@ -166,6 +166,8 @@ void pool__free_version(pversion *v);
  * check, which cannot be refused) it is taken over the budget, to be given
  * back once loaded (pool__zygote_trim). */
 int pool__zygote_reserve(pversion *v, int force);
+/* Whether v's zygote could start now (room, or one that may stop for it). */
+int pool__zygote_room(const pversion *v);
 /* v's launcher started (counted when it is a process) or stopped. */
 void pool__zygote_started(pversion *v);
 void pool__zygote_gone(pversion *v);

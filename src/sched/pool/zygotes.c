@@ -87,6 +87,11 @@ int pool__zygote_reserve(pversion *v, int force)
     return ERR_BUSY;
 }
 
+int pool__zygote_room(const pversion *v)
+{
+    return !is_process(v) || ncounted < budget || least_recent() != NULL;
+}
+
 void pool__zygote_started(pversion *v)
 {
     v->zused = pool__now_ms(v->pool);
