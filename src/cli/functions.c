@@ -101,6 +101,20 @@
          "FILE",                                                                                   \
          "secret variables from FILE, KEY=VALUE a line"},                                          \
         {"network", 0, OPT_FLAG, "network", "true", NULL, "instances may use the network"},        \
+        {"prewarm",                                                                                \
+         0,                                                                                        \
+         OPT_FLAG,                                                                                 \
+         "prewarm",                                                                                \
+         "true",                                                                                   \
+         NULL,                                                                                     \
+         "keep the zygote running: started at deploy and start-up, never stopped when idle"},      \
+        {"no-prewarm",                                                                             \
+         0,                                                                                        \
+         OPT_FLAG,                                                                                 \
+         "prewarm",                                                                                \
+         "false",                                                                                  \
+         NULL,                                                                                     \
+         "the zygote starts at the first invocation and stops when idle (the default)"},           \
         {"on-success",                                                                             \
          0,                                                                                        \
          OPT_TEXT,                                                                                 \
@@ -149,6 +163,8 @@ static void print_config(const cJSON *cfg, const char *indent)
         printf("%scpu %.0f millicores\n", indent, cli_json_num(cfg, "cpu_millis"));
     const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
     if (cJSON_IsFalse(net)) printf("%sno network\n", indent);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "prewarm")))
+        printf("%sprewarm (the zygote is kept running)\n", indent);
     const cJSON *dest = cJSON_GetObjectItemCaseSensitive(cfg, "on_success");
     if (cJSON_IsString(dest)) printf("%son success %s\n", indent, dest->valuestring);
     dest = cJSON_GetObjectItemCaseSensitive(cfg, "on_failure");

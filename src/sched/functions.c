@@ -102,6 +102,7 @@ static int version_spec(functions *t, const char *name, uint32_t version, const 
         .timeout_ms = c->timeout_ms,
         .keep_alive_ms = c->keep_alive_ms,
         .queue_max = c->queue_max,
+        .prewarm = c->prewarm,
     };
     return spec->env ? 0 : ERR_NOMEM;
 }

@@ -82,6 +82,7 @@ typedef struct pool_config {
     uint32_t timeout_ms;
     uint32_t keep_alive_ms;
     uint32_t queue_max;
+    int prewarm; /* the zygote starts at once and does not stop when idle */
 } pool_config;
 
 /* What a version is made of; strings are copied. */

@@ -221,3 +221,41 @@ def test_restart_with_2000_functions_starts_no_zygote(make_spated, functions):
         status, body = d.invoke(f"f{i}", b"x")
         assert status == 200, (i, body)
     assert node_zygotes(d)["running"] <= 8
+
+
+def test_prewarm_keeps_the_zygote_running_across_idle_and_restarts(make_spated, functions):
+    d = make_spated("--zygote-idle", "1", "--max-zygotes", "1")
+    status, doc = d.deploy("warm", functions["hello"], prewarm="true", keep_alive=0)
+    assert status == 201, doc
+    assert doc["config"]["prewarm"] is True
+    status, doc = d.deploy("cold", functions["hello"], keep_alive=0)
+    assert status == 201, doc
+    assert "prewarm" not in doc["config"]
+    # Over the budget after cold's check: the zygote that goes is cold's,
+    # though warm's was used less recently.
+    assert zygote_pid(d, "cold") == 0 and zygote_pid(d, "warm") > 0
+    pid = zygote_pid(d, "warm")
+    time.sleep(2.5)  # past --zygote-idle
+    assert zygote_pid(d, "warm") == pid and alive(pid)
+    r = d.cli("status", "warm")
+    assert b"prewarm (the zygote is kept running)" in r.stdout, r.stdout
+    assert f"running, pid {pid}".encode() in r.stdout, r.stdout
+    assert b"not running: the next invocation starts it" in d.cli("status", "cold").stdout
+
+    assert d.stop() == 0
+    d.start()
+    # A prewarmed version's zygote starts with spated; no other does.
+    assert wait_for(lambda: zygote_pid(d, "warm") > 0), d.log()
+    assert zygote_pid(d, "cold") == 0
+    assert d.invoke("warm", b"x")[0] == 200
+    assert wait_for(lambda: no_instances(d, "warm"))
+    # The budget is full with a zygote without instances: cold's first
+    # invocation stops it (prewarmed ones go last, but they do go).
+    status, body = d.invoke("cold", b"x")
+    assert status == 200, body
+    assert zygote_pid(d, "warm") == 0
+    # A change of configuration turns it off: a new version, which idles out.
+    status, doc = d.json("PATCH", "/v1/functions/warm?prewarm=false")
+    assert status == 200 and doc["changed"] and "prewarm" not in doc["config"], doc
+    status, doc = d.json("PATCH", "/v1/functions/warm?prewarm=maybe")
+    assert status == 400 and doc["code"] == "bad_parameter", doc

@@ -161,10 +161,11 @@ void pool__free_version(pversion *v);
 
 /* --- zygotes.c --------------------------------------------------------------- */
 
-/* Room for v's zygote within the budget: 0, or ERR_BUSY when the budget is
- * full and every zygote has instances or is loading. With force (a deploy's
- * check, which cannot be refused) it is taken over the budget, to be given
- * back once loaded (pool__zygote_trim). */
+/* Room for v's zygote within the budget, stopping the least recently used
+ * idle one if needed: 0, or ERR_BUSY when the budget is full and every
+ * zygote has instances or is loading. With force (a deploy's check, which
+ * cannot be refused) it goes over the budget, given back once loaded
+ * (pool__zygote_trim). */
 int pool__zygote_reserve(pversion *v, int force);
 /* Whether v's zygote could start now (room, or one that may stop for it). */
 int pool__zygote_room(const pversion *v);

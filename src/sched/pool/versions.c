@@ -229,6 +229,7 @@ int pool_activate(pool *p, uint32_t version)
         p->fail_streak = 0; /* new code: no crash loop yet */
         p->restart_at = 0;
     }
+    if (v->cfg.prewarm && v->zstate == ZS_NONE) pool__ensure_zygote(p, v); /* also at start-up */
     pool__grow(p);
     return 0;
 }
@@ -249,7 +250,7 @@ int pool_restore_version(pool *p, const pool_version_spec *spec)
     pversion *v = new_version(p, spec);
     if (!v) return ERR_NOMEM;
     /* No zygote yet: the first invocation starts it (or, with a minimum of
-     * instances, pool_activate's growing), so that a node with thousands of
+     * instances or prewarm, pool_activate), so that a node with thousands of
      * functions is up at once, not after a storm of zygotes loading. */
     pool_activate(p, v->number);
     return 0;

@@ -45,13 +45,17 @@ static int stoppable(const pversion *v)
     return v->z && v->zstate == ZS_READY && v->ninstances == 0 && !v->load_cb && !v->pool->closing;
 }
 
-/* The least recently used zygote that may be stopped, or NULL. */
+/* The least recently used zygote that may be stopped, or NULL; prewarmed
+ * ones only when no other can go. */
 static pversion *least_recent(void)
 {
     pversion *pick = NULL;
     for (list_node *n = list_first(&counted); n != &counted; n = n->next) {
         pversion *v = list_entry(n, pversion, zlink);
-        if (stoppable(v) && (!pick || v->zused < pick->zused)) pick = v;
+        if (!stoppable(v)) continue;
+        if (!pick || v->cfg.prewarm < pick->cfg.prewarm ||
+            (v->cfg.prewarm == pick->cfg.prewarm && v->zused < pick->zused))
+            pick = v;
     }
     return pick;
 }
@@ -76,13 +80,15 @@ static void evict(pversion *v)
 
 int pool__zygote_reserve(pversion *v, int force)
 {
-    if (!is_process(v)) return 0;
+    /* A deploy's check goes over the budget, then pool__zygote_trim picks
+     * which goes (perhaps its own): it may keep what a prewarm keeps. */
+    if (!is_process(v) || force) return 0;
     while (ncounted >= budget) {
         pversion *old = least_recent();
         if (!old) break;
         evict(old);
     }
-    if (ncounted < budget || force) return 0;
+    if (ncounted < budget) return 0;
     nrefused++;
     return ERR_BUSY;
 }
@@ -127,7 +133,7 @@ void pool__zygote_trim(void)
 
 void pool__zygote_check_idle(pversion *v, uint64_t now, uint64_t *next)
 {
-    if (!stoppable(v)) return;
+    if (!stoppable(v) || v->cfg.prewarm) return;
     uint64_t at = v->zused + idle_ms;
     if (at > now) {
         if (at < *next) *next = at;
