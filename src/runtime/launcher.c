@@ -22,9 +22,10 @@ struct launcher {
     instance_limits limits;
     uv_timer_t later; /* exec: reports "loaded" from the loop, not from start */
     char *message;
-    /* Managed runtimes: one instance started at load, which imports the
-     * handler in the sandbox, so that a handler that cannot load fails the
-     * deploy with the import error; it is killed once it asks for work. */
+    /* Managed runtimes: one instance started at a deploy's load (check),
+     * which imports the handler in the sandbox, so that a handler that
+     * cannot load fails the deploy with the import error; it is killed once
+     * it asks for work. A launcher started again on demand skips it. */
     instance *probe;
     int check;    /* launcher_config.check: a probe is wanted */
     int probing;  /* loaded not yet reported */
