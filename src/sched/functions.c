@@ -207,12 +207,15 @@ int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, func
     return rc;
 }
 
+typedef struct close_list {
+    fn **at; /* where the next one goes: from the start each time, closing
+              * 100,000 functions took 20 s */
+} close_list;
+
 static void close_each(const char *key, void *value, void *data)
 {
-    fn **list = data;
-    size_t i = 0;
-    while (list[i]) i++;
-    list[i] = value;
+    close_list *c = data;
+    *c->at++ = value;
 }
 
 void functions_close(functions *t, int drain, void (*cb)(void *data), void *data)
@@ -226,7 +229,8 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
     /* Collect first: retiring changes the map. */
     fn **list = calloc(t->byname.count + 1, sizeof *list);
     if (list) {
-        strmap_each(&t->byname, close_each, list);
+        close_list c = {list};
+        strmap_each(&t->byname, close_each, &c);
         for (fn **f = list; *f; f++) retire_fn(t, *f, drain);
         free(list);
     }
