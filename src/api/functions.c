@@ -103,6 +103,7 @@ static int on_deploy_param(const char *k, size_t klen, const char *v, size_t vle
         return api_number_param(k, v, vlen, SPATE_TMP_FLOOR_MB, SPATE_TMP_CEILING_MB, &c->tmp_mb,
                                 why, cap);
     if (strcmp(k, "network") == 0) return api_bool_param(k, v, vlen, &c->network, why, cap);
+    if (strcmp(k, "prewarm") == 0) return api_bool_param(k, v, vlen, &c->prewarm, why, cap);
     if (strcmp(k, "on_success") == 0 || strcmp(k, "on_failure") == 0) {
         /* A destination of async invocations: a topic, or "" to remove it. */
         char *dest = k[3] == 's' ? c->on_success : c->on_failure;

@@ -459,6 +459,23 @@ static void write_process(scrape *s)
                (unsigned long long)s->a->async_loops_stopped);
     family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
     buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());
+    pool_zygote_stats zs;
+    pool_zygote_stats_get(&zs);
+    family(s, "spate_node_zygotes", "gauge",
+           "Zygote processes running (loading or ready), over every function.");
+    buf_printf(&s->out, "spate_node_zygotes %u\n", zs.running);
+    family(s, "spate_node_zygotes_max", "gauge", "The zygote budget: spated --max-zygotes.");
+    buf_printf(&s->out, "spate_node_zygotes_max %u\n", zs.max);
+    family(s, "spate_zygote_stops_total", "counter",
+           "Zygotes stopped: reason idle (--zygote-idle without instances) or budget (the least "
+           "recently used, to make room).");
+    buf_printf(&s->out, "spate_zygote_stops_total{reason=\"idle\"} %llu\n",
+               (unsigned long long)zs.idle_stopped);
+    buf_printf(&s->out, "spate_zygote_stops_total{reason=\"budget\"} %llu\n",
+               (unsigned long long)zs.evicted);
+    family(s, "spate_zygote_refusals_total", "counter",
+           "Invocations' zygote starts refused by a full budget (503 zygote_budget).");
+    buf_printf(&s->out, "spate_zygote_refusals_total %llu\n", (unsigned long long)zs.refused);
     family(s, "spate_build_info", "gauge", "The version of spated, as labels; always 1.");
     buf_printf(&s->out, "spate_build_info{version=\"%s\",commit=\"%s\"} 1\n", SPATE_VERSION,
                SPATE_COMMIT);

@@ -21,6 +21,12 @@ void api_nodes_list(api *a, http_request *req)
         cJSON_AddStringToObject(o, "state", "up");
         cJSON_AddNumberToObject(o, "instances", pool_node_live());
         cJSON_AddNumberToObject(o, "functions", functions_count(a->table));
+        pool_zygote_stats zs;
+        pool_zygote_stats_get(&zs);
+        cJSON *z = cJSON_AddObjectToObject(o, "zygotes");
+        cJSON_AddNumberToObject(z, "running", zs.running);
+        cJSON_AddNumberToObject(z, "max", zs.max);
+        cJSON_AddNumberToObject(z, "idle_s", zs.idle_ms / 1000);
         cJSON_AddItemToArray(arr, o);
     }
     api_respond_json(req, 200, doc);

@@ -101,6 +101,20 @@
          "FILE",                                                                                   \
          "secret variables from FILE, KEY=VALUE a line"},                                          \
         {"network", 0, OPT_FLAG, "network", "true", NULL, "instances may use the network"},        \
+        {"prewarm",                                                                                \
+         0,                                                                                        \
+         OPT_FLAG,                                                                                 \
+         "prewarm",                                                                                \
+         "true",                                                                                   \
+         NULL,                                                                                     \
+         "keep the zygote running: started at deploy and start-up, never stopped when idle"},      \
+        {"no-prewarm",                                                                             \
+         0,                                                                                        \
+         OPT_FLAG,                                                                                 \
+         "prewarm",                                                                                \
+         "false",                                                                                  \
+         NULL,                                                                                     \
+         "the zygote starts at the first invocation and stops when idle (the default)"},           \
         {"on-success",                                                                             \
          0,                                                                                        \
          OPT_TEXT,                                                                                 \
@@ -149,6 +163,8 @@ static void print_config(const cJSON *cfg, const char *indent)
         printf("%scpu %.0f millicores\n", indent, cli_json_num(cfg, "cpu_millis"));
     const cJSON *net = cJSON_GetObjectItemCaseSensitive(cfg, "network");
     if (cJSON_IsFalse(net)) printf("%sno network\n", indent);
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "prewarm")))
+        printf("%sprewarm (the zygote is kept running)\n", indent);
     const cJSON *dest = cJSON_GetObjectItemCaseSensitive(cfg, "on_success");
     if (cJSON_IsString(dest)) printf("%son success %s\n", indent, dest->valuestring);
     dest = cJSON_GetObjectItemCaseSensitive(cfg, "on_failure");
@@ -316,17 +332,23 @@ static int cmd_nodes(const cli *c, cli_args *a)
     if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
     cJSON *doc = cli_answer_json(c, "nodes", &r);
     if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
-    printf("%-18s %-28s %-5s %9s %9s %14s\n", "NODE", "URL", "STATE", "INSTANCES", "FUNCTIONS",
-           "LAST HEARTBEAT");
+    printf("%-18s %-28s %-5s %9s %9s %14s %s\n", "NODE", "URL", "STATE", "INSTANCES", "FUNCTIONS",
+           "LAST HEARTBEAT", "ZYGOTES");
     const cJSON *n;
     cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(doc, "nodes"))
     {
         char id[40];
         snprintf(id, sizeof id, "%s%s", cli_json_str(n, "id"),
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "self")) ? "*" : "");
-        printf("%-18s %-28s %-5s %9.0f %9.0f %11.1f s\n", id, cli_json_str(n, "url"),
+        /* A single node tells its zygotes (running/max); cluster heartbeats do not. */
+        const cJSON *z = cJSON_GetObjectItemCaseSensitive(n, "zygotes");
+        char zy[48] = "-";
+        if (cJSON_IsObject(z))
+            snprintf(zy, sizeof zy, "%.0f/%.0f", cli_json_num(z, "running"),
+                     cli_json_num(z, "max"));
+        printf("%-18s %-28s %-5s %9.0f %9.0f %11.1f s %s\n", id, cli_json_str(n, "url"),
                cli_json_str(n, "state"), cli_json_num(n, "instances"), cli_json_num(n, "functions"),
-               cli_json_num(n, "last_heartbeat_ms_ago") / 1000);
+               cli_json_num(n, "last_heartbeat_ms_ago") / 1000, zy);
     }
     return cli_finish(&r, doc, 0);
 }
@@ -423,6 +445,12 @@ static int cmd_status(const cli *c, cli_args *a)
     printf("%-14s %.0f starting, %.0f idle, %.0f busy, %.0f stopping; %.0f waiting\n", "instances",
            cli_json_num(in, "starting"), cli_json_num(in, "idle"), cli_json_num(in, "busy"),
            cli_json_num(in, "stopping"), cli_json_num(doc, "waiting"));
+    /* Native and python3 versions run from a zygote, started on demand. */
+    const char *rt = cli_json_str(cJSON_GetObjectItemCaseSensitive(doc, "config"), "runtime");
+    if (cli_json_num(doc, "zygote_pid") > 0)
+        printf("%-14s running, pid %.0f\n", "zygote", cli_json_num(doc, "zygote_pid"));
+    else if (strcmp(rt, "native") == 0 || strcmp(rt, "python3") == 0)
+        printf("%-14s not running: the next invocation starts it\n", "zygote");
     char w[5][48];
     printf("%-14s %s, %s, %s, %s, %.0f rejected\n", "stats",
            cli_plural(cli_json_num(st, "invocations"), "invocation", "invocations", w[0], 48),

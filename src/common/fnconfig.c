@@ -220,9 +220,10 @@ int fnconfig_equal(const fn_config *a, const fn_config *b)
            a->max_instances == b->max_instances && a->timeout_ms == b->timeout_ms &&
            a->memory_mb == b->memory_mb && a->keep_alive_ms == b->keep_alive_ms &&
            a->queue_max == b->queue_max && a->cpu_millis == b->cpu_millis &&
-           !a->network == !b->network && a->tmp_mb == b->tmp_mb && strcmp(ea, eb) == 0 &&
-           strcmp(a->on_success, b->on_success) == 0 && strcmp(a->on_failure, b->on_failure) == 0 &&
-           strcmp(a->handler, b->handler) == 0 && strcmp(a->description, b->description) == 0;
+           !a->network == !b->network && !a->prewarm == !b->prewarm && a->tmp_mb == b->tmp_mb &&
+           strcmp(ea, eb) == 0 && strcmp(a->on_success, b->on_success) == 0 &&
+           strcmp(a->on_failure, b->on_failure) == 0 && strcmp(a->handler, b->handler) == 0 &&
+           strcmp(a->description, b->description) == 0;
 }
 
 int fnconfig_check(const fn_config *c, char *why, size_t whycap)

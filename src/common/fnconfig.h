@@ -30,6 +30,7 @@ typedef struct fn_config {
     uint32_t cpu_millis; /* cgroup CPU quota in thousandths of a core; 0: none */
     int network;         /* 0: native instances get no network (own namespace) */
     uint32_t tmp_mb;     /* size of the instance's private /tmp (and /dev/shm) */
+    int prewarm;         /* its zygote starts at deploy and start-up and never idles out */
     /* "K=V" lines joined by '\n' (values cannot hold a newline); owned; NULL when empty. */
     char *env;
     uint32_t env_count;

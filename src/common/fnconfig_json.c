@@ -43,6 +43,7 @@ cJSON *fnconfig_json(const fn_config *c, int env_values, int secret_values)
     cJSON_AddNumberToObject(o, "cpu_millis", c->cpu_millis);
     cJSON_AddBoolToObject(o, "network", c->network);
     cJSON_AddNumberToObject(o, "tmp_mb", c->tmp_mb);
+    if (c->prewarm) cJSON_AddTrueToObject(o, "prewarm"); /* shown when set */
     if (c->on_success[0]) cJSON_AddStringToObject(o, "on_success", c->on_success);
     if (c->on_failure[0]) cJSON_AddStringToObject(o, "on_failure", c->on_failure);
     if (c->handler[0]) cJSON_AddStringToObject(o, "handler", c->handler);
@@ -82,6 +83,7 @@ int fnconfig_from_json(const cJSON *k, fn_config *cfg, char *why, size_t cap)
     cfg->cpu_millis = fnconfig_json_u32(k, "cpu_millis", cfg->cpu_millis);
     cfg->tmp_mb = fnconfig_json_u32(k, "tmp_mb", cfg->tmp_mb);
     cfg->network = !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(k, "network"));
+    cfg->prewarm = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(k, "prewarm"));
     const cJSON *dest = cJSON_GetObjectItemCaseSensitive(k, "on_success");
     if (cJSON_IsString(dest))
         snprintf(cfg->on_success, sizeof cfg->on_success, "%s", dest->valuestring);

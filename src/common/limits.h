@@ -351,6 +351,13 @@
 /* Processes a version's zygote cgroup holds beyond --pids-max: instances pass
  * through it between their fork and joining their own cgroups. */
 #define SPATE_ZYGOTE_PIDS_HEADROOM 256
+
+/* Zygotes run on demand (sched/pool/zygotes.c): at most this many at once
+ * (spated --max-zygotes), each stopped after this long without an instance
+ * (--zygote-idle). A native zygote costs about 1-2 MB and 3 descriptors. */
+#define SPATE_ZYGOTES_DEFAULT 128
+#define SPATE_ZYGOTES_CEILING 100000
+#define SPATE_ZYGOTE_IDLE_DEFAULT_MS 300000
 /* Finding which process holds a Runtime API client's socket reads one /proc
  * entry per process and per descriptor of the instance: a hostile instance
  * with thousands of descriptors in each of its processes made each of its

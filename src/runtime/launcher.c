@@ -22,10 +22,12 @@ struct launcher {
     instance_limits limits;
     uv_timer_t later; /* exec: reports "loaded" from the loop, not from start */
     char *message;
-    /* Managed runtimes: one instance started at load, which imports the
-     * handler in the sandbox, so that a handler that cannot load fails the
-     * deploy with the import error; it is killed once it asks for work. */
+    /* Managed runtimes: one instance started at a deploy's load (check),
+     * which imports the handler in the sandbox, so that a handler that
+     * cannot load fails the deploy with the import error; it is killed once
+     * it asks for work. A launcher started again on demand skips it. */
     instance *probe;
+    int check;    /* launcher_config.check: a probe is wanted */
     int probing;  /* loaded not yet reported */
     int stopping; /* launcher_stop came while the probe still ran */
 };
@@ -110,7 +112,7 @@ static void on_probe_timeout(uv_timer_t *t)
 static void on_later(uv_timer_t *t)
 {
     launcher *l = t->data;
-    if (!l->message && l->x && fnconfig_runtime_is_managed(l->runtime)) {
+    if (!l->message && l->x && l->check && fnconfig_runtime_is_managed(l->runtime)) {
         l->probing = 1;
         if (exec_spawn(l->x, &l->limits, &probe_callbacks, l, &l->probe) == 0) {
             uv_timer_start(&l->later, on_probe_timeout, SPATE_RUNTIME_CHECK_TIMEOUT_MS, 0);
@@ -185,6 +187,7 @@ int launcher_start(uv_loop_t *loop, const launcher_config *cfg, launcher_loaded_
     if (!l) return ERR_NOMEM;
     l->loop = loop;
     l->runtime = cfg->runtime;
+    l->check = cfg->check;
     l->loaded = loaded;
     l->exited = exited;
     l->data = data;

@@ -27,6 +27,10 @@ typedef struct launcher_config {
     int no_network;      /* native: a network namespace of its own */
     struct fnlog *log;   /* the function's log: output of its processes */
     char **env;          /* NULL-terminated "K=V": the function's environment; copied */
+    /* A deploy's load: a managed runtime without a zygote (nodejs) starts
+     * one instance that imports the handler before "loaded" is reported.
+     * 0 (a zygote started again on demand): the deploy checked it. */
+    int check;
 } launcher_config;
 
 /* status 0: ready to spawn. Otherwise message says why it could not start

@@ -5,7 +5,10 @@
  * instance (the most recently used, so that the others age out), or waits in a
  * bounded FIFO while a new instance starts, up to the function's maximum. It
  * enforces timeouts, replaces instances that die, stops instances idle longer
- * than the keep-alive (down to the minimum) and keeps one zygote per version.
+ * than the keep-alive (down to the minimum) and runs one zygote per version
+ * while it is needed: started by the first invocation (or a deploy's check,
+ * or a minimum of instances), stopped after --zygote-idle without instances,
+ * all the node's zygotes within --max-zygotes (zygotes.c).
  *
  * Versions: a deploy loads a new version beside the active one
  * (pool_load_version); once it is registered it becomes active
@@ -81,6 +84,7 @@ typedef struct pool_config {
     uint32_t timeout_ms;
     uint32_t keep_alive_ms;
     uint32_t queue_max;
+    int prewarm; /* the zygote starts at once and does not stop when idle */
 } pool_config;
 
 /* What a version is made of; strings are copied. */
@@ -181,11 +185,25 @@ void pool_stats_get(const pool *p, pool_stats *out);
 const pool_metrics *pool_metrics_get(const pool *p);
 /* Whether an invocation would start without waiting for another to end: an
  * idle instance is free, or a new one may start (below the function's and
- * the node's maximum). */
+ * the node's maximum, and its zygote runs or the zygote budget has room). */
 int pool_has_room(const pool *p);
 /* Invocations the pool can put to work at once: its maximum of instances,
  * each with a full mailbox. Callers that feed it (triggers) stay below. */
 uint32_t pool_capacity(const pool *p);
+
+/* The node's zygotes: at most max run at once (a full budget stops the
+ * least recently used one without instances; when none can go, an
+ * invocation that needs a new zygote is refused, POOL_UNAVAILABLE with
+ * limit "zygote_budget"); one without instances stops after idle_ms.
+ * Lowering max stops idle zygotes at once. */
+void pool_set_zygote_budget(uint32_t max, uint32_t idle_ms);
+typedef struct pool_zygote_stats {
+    uint32_t running;                                 /* zygote processes, loading or ready */
+    uint32_t max;                                     /* --max-zygotes */
+    uint32_t idle_ms;                                 /* --zygote-idle */
+    uint64_t started, idle_stopped, evicted, refused; /* since spated started */
+} pool_zygote_stats;
+void pool_zygote_stats_get(pool_zygote_stats *out);
 
 /* The node-wide ceiling on live instances, over every pool. */
 void pool_set_node_max(uint32_t max);

@@ -69,6 +69,15 @@ static const opt_def opt_defs[] = {
      "processes and threads of all functions together (their pids cgroup); 0: only the host's "
      "limits",
      NULL},
+    {"max-zygotes", OPT_U32, OFF(max_zygotes), 1, SPATE_ZYGOTES_CEILING, 1,
+     "zygotes running at once, over all functions; when full the least recently used one "
+     "without instances stops, and if none can, an invocation that needs one gets 503 "
+     "zygote_budget",
+     NULL},
+    {"zygote-idle", OPT_U32, OFF(zygote_idle_s), 0, 86400, 1,
+     "seconds a function version's zygote runs without instances before it stops (the next "
+     "invocation starts it again)",
+     NULL},
     {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
      "ms in-flight invocations get on SIGTERM", NULL},
     {"token-file", STR(token_file), 1,
@@ -170,6 +179,8 @@ static void defaults(options *o)
     o->limits.publish_max = SPATE_PUBLISH_BODY_MAX;
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
     o->max_instances = default_max_instances();
+    o->max_zygotes = SPATE_ZYGOTES_DEFAULT;
+    o->zygote_idle_s = SPATE_ZYGOTE_IDLE_DEFAULT_MS / 1000;
     o->catch_up = SPATE_SCHEDULE_CATCH_UP_DEFAULT;
     snprintf(o->run_as, sizeof o->run_as, "nobody");
     o->uid_base = SPATE_UID_BASE;

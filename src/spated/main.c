@@ -283,6 +283,7 @@ static void apply_live(node *n)
     if (n->src) sources_set_message_max(n->src, n->opt.limits.message_max);
     pool_set_node_max(n->opt.max_instances);
     set_max_processes(n->opt.max_processes);
+    pool_set_zygote_budget(n->opt.max_zygotes, n->opt.zygote_idle_s * 1000u);
     fnlog_set_files(n->logs_dir, n->opt.function_log_max);
 }
 
@@ -458,6 +459,7 @@ int main(int argc, char **argv)
     }
     pool_set_node_max(n.opt.max_instances);
     set_max_processes(n.opt.max_processes);
+    pool_set_zygote_budget(n.opt.max_zygotes, n.opt.zygote_idle_s * 1000u);
     if (registry_sqlite_open(n.loop, n.st, &n.reg) != 0) die("out of memory");
     if (n.opt.cluster[0]) {
         /* Topics, triggers and the registry live in NATS JetStream, shared by

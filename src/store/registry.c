@@ -97,8 +97,9 @@ static int sq_put_version(registry *r, const reg_version *v)
         s,
         "INSERT INTO versions (function, version, sha256, size, created_ms, runtime,"
         " min_instances, max_instances, timeout_ms, memory_mb, keep_alive_ms, env, queue_max,"
-        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure, handler, description)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " cpu_millis, network, tmp_mb, secrets, on_success, on_failure, handler, description,"
+        " prewarm)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         &st);
     if (!rc) {
         const fn_config *c = &v->config;
@@ -129,6 +130,7 @@ static int sq_put_version(registry *r, const reg_version *v)
         sqlite3_bind_text(st, 19, c->on_failure, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, c->handler, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 21, c->description, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 22, c->prewarm ? 1 : 0);
         rc = step_done(s, st);
     }
     if (!rc)
@@ -180,7 +182,7 @@ static int sq_delete_function(registry *r, const char *name)
     "v.function, v.version, v.sha256, v.size, v.created_ms, v.runtime, v.min_instances,"           \
     " v.max_instances, v.timeout_ms, v.memory_mb, v.keep_alive_ms, v.env, f.created_ms,"           \
     " v.queue_max, v.cpu_millis, v.network, v.tmp_mb, v.secrets, v.on_success, v.on_failure,"      \
-    " v.handler, v.description"
+    " v.handler, v.description, v.prewarm"
 
 static void read_version(sqlite3_stmt *st, reg_version *v)
 {
@@ -203,6 +205,7 @@ static void read_version(sqlite3_stmt *st, reg_version *v)
     v->config.queue_max = (uint32_t)sqlite3_column_int64(st, 13);
     v->config.cpu_millis = (uint32_t)sqlite3_column_int64(st, 14);
     v->config.network = sqlite3_column_int(st, 15) != 0;
+    v->config.prewarm = sqlite3_column_int(st, 22) != 0;
     v->config.tmp_mb = (uint32_t)sqlite3_column_int64(st, 16);
     /* env and secrets stay borrowed from the statement: valid during the callback. */
     v->config.env = (char *)sqlite3_column_text(st, 11);

@@ -182,6 +182,9 @@ static const char *const migrations[] = {
      * disabled event source mapping and its LastModified). */
     ("ALTER TABLE subscriptions ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE subscriptions ADD COLUMN modified_ms INTEGER NOT NULL DEFAULT 0;"),
+    /* 20: a version whose zygote is kept running (common/fnconfig.h
+     * prewarm): 0 or 1. */
+    ("ALTER TABLE versions ADD COLUMN prewarm INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

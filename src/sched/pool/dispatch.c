@@ -58,7 +58,8 @@ void pool__fail_waiting(pool *p, enum pool_outcome outcome, const char *msg)
     while (!list_empty(&failed)) {
         list_node *n = list_first(&failed);
         list_remove(n);
-        pool__finish_msg(p, list_entry(n, invocation, link), outcome, msg);
+        invocation *inv = list_entry(n, invocation, link);
+        pool__finish_msg(p, inv, outcome, msg);
     }
 }
 

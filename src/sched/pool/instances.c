@@ -199,6 +199,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     invocation *head = pi->depth && !undelivered ? pool__pop_head(pi) : NULL;
     pool__requeue_inflight(pi);
     v->ninstances--;
+    pool__zygote_touch(v); /* the last one gone: the zygote's idle time starts */
     free(pi);
 
     invocation *failed = NULL;
@@ -282,6 +283,7 @@ static int start_instance(pool *p, pversion *v)
     list_push_back(&p->starting, &pi->link);
     p->nstarting++;
     v->ninstances++;
+    pool__zygote_touch(v);
     pool__arm(p, pi->deadline);
     return 0;
 }
@@ -344,5 +346,7 @@ int pool_has_room(const pool *p)
 {
     if (!p->active || p->closing) return 0;
     if (p->nidle > p->nwaiting) return 1;
+    /* No zygote, and the budget has no room for one: another node may. */
+    if (p->active->zstate == ZS_NONE && !pool__zygote_room(p->active)) return 0;
     return pool__live(p) < p->active->cfg.max_instances && node_live < node_max;
 }

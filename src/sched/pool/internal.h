@@ -12,6 +12,8 @@
  *   instances.c  instance life: start, the runtime's callbacks, stop; growing
  *                the pool (pool__grow) within the function's and node's maximum
  *   versions.c   versions and their zygotes: load, activate, retire, discard
+ *   zygotes.c    the node's zygotes: started on demand, stopped when idle, all
+ *                within one budget (--max-zygotes, --zygote-idle)
  *   timer.c      the pool's one timer: wait and run timeouts, init deadlines,
  *                process limits, keep-alive, restart back-off
  *
@@ -46,6 +48,9 @@ typedef struct pversion {
     pool_config cfg;
     launcher *z; /* the zygote (native) or the bootstrap root (exec) */
     enum zstate zstate;
+    list_node zlink;   /* in the node's list of zygotes while counted (zygotes.c) */
+    int zcounted;      /* z is a process counted against --max-zygotes */
+    uint64_t zused;    /* loop ms: z loaded, or an instance of it started or ended */
     uint64_t retry_at; /* loop ms: no zygote restart before this */
     char *load_error;
     int load_limit;      /* the node limit (ERR_*) that kept its zygote from starting, or 0 */
@@ -170,6 +175,31 @@ void pool__refuse_waiting(pool *p, int err, const char *what);
 /* A start failed for the node limit err: logged once, and the waiting
  * callers are answered when no instance of the pool is left to serve them. */
 void pool__start_refused(pool *p, int err, const char *what);
+
+/* --- zygotes.c --------------------------------------------------------------- */
+
+/* Room for v's zygote within the budget, stopping the least recently used
+ * idle one if needed: 0, or ERR_BUSY when the budget is full and every
+ * zygote has instances or is loading. With force (a deploy's check, which
+ * cannot be refused) it goes over the budget, given back once loaded
+ * (pool__zygote_trim). */
+int pool__zygote_reserve(pversion *v, int force);
+/* Whether v's zygote could start now (room, or one that may stop for it). */
+int pool__zygote_room(const pversion *v);
+/* v's launcher started (counted when it is a process) or stopped. */
+void pool__zygote_started(pversion *v);
+void pool__zygote_gone(pversion *v);
+/* An instance of v started or ended, or v loaded: its idle time starts over. */
+void pool__zygote_touch(pversion *v);
+/* Stops v's launcher now (it has no instances). */
+void pool__zygote_stop(pversion *v);
+/* Stops idle zygotes, least recently used first, while over the budget. */
+void pool__zygote_trim(void);
+/* From the pool's timer: stops v's launcher if idle past --zygote-idle; else
+ * lowers *next to when it will be. */
+void pool__zygote_check_idle(pversion *v, uint64_t now, uint64_t *next);
+/* The answer of an invocation the budget refused. */
+const char *pool__zygote_refusal(char *out, size_t cap);
 
 /* --- timer.c ------------------------------------------------------------------ */
 

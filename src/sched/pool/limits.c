@@ -131,7 +131,10 @@ void pool_headroom_get(pool_headroom *out)
     out->has_processes = isolate_node_pids(&out->processes, &out->processes_max) == 0;
     out->instances = pool_node_live();
     out->instances_max = pool_node_max();
-    out->zygotes = zygote_running();
+    pool_zygote_stats zs;
+    pool_zygote_stats_get(&zs);
+    out->zygotes = zs.running; /* counted against the budget (zygotes.c) */
+    out->zygotes_max = zs.max;
     out->memory_available = memory_available();
     for (int l = 0; l < ERR_LIMITS; l++) out->refusals[l] = limits[l].refusals;
 }

@@ -2,7 +2,8 @@
  * timer.c - the pool's one timer, armed for its earliest deadline: invocations
  * that waited or ran past their timeout, instances whose init hangs or that
  * reached their process limit, running invocations that outlasted the handler
- * time estimate, idle instances past the keep-alive.
+ * time estimate, idle instances past the keep-alive, zygotes without
+ * instances past --zygote-idle.
  */
 #include <stdio.h>
 
@@ -145,6 +146,9 @@ static void on_timer(uv_timer_t *t)
         }
         pool__stop_instance(pi);
     }
+    /* Zygotes without instances past --zygote-idle (zygotes.c). */
+    for (list_node *n = list_first(&p->versions); n != &p->versions; n = n->next)
+        pool__zygote_check_idle(list_entry(n, pversion, link), now, &next);
     if (p->active && p->active->zstate == ZS_NONE && p->active->retry_at > now)
         next = p->active->retry_at < next ? p->active->retry_at : next;
     if (p->restart_at > now && p->restart_at < next) next = p->restart_at;

@@ -27,11 +27,14 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
         v->load_limit = 0;
         pool__limits_eased(p);
         log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, launcher_pid(z));
+        pool__zygote_touch(v);                           /* its idle time starts */
         if (cb) cb(p, v->number, 0, NULL, v->load_data); /* may discard v */
         pool__grow(p);
+        pool__zygote_trim(); /* a deploy's check may have gone over the budget */
         return;
     }
     v->z = NULL;
+    pool__zygote_gone(v);
     v->zstate = ZS_NONE;
     v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
     free(v->load_error);
@@ -57,6 +60,7 @@ static void on_zygote_exit(launcher *z, void *data)
     pool *p = v->pool;
     v->z = NULL;
     v->zstate = ZS_NONE;
+    pool__zygote_gone(v);
     v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
     if (v->retired && v->ninstances == 0) {
         pool__free_version(v);
@@ -67,8 +71,12 @@ static void on_zygote_exit(launcher *z, void *data)
     pool__maybe_finish_close(p);
 }
 
-static int start_zygote(pool *p, pversion *v)
+/* check: a deploy's load, which the budget does not refuse (the object must
+ * be checked) and in which a managed runtime imports the handler once. */
+static int start_zygote(pool *p, pversion *v, int check)
 {
+    int rc = pool__zygote_reserve(v, check);
+    if (rc != 0) return rc;
     launcher_config lc = {
         .runtime = v->runtime,
         .runner_path = p->runner_path,
@@ -81,8 +89,9 @@ static int start_zygote(pool *p, pversion *v)
         .no_network = v->no_network,
         .log = p->log,
         .env = v->env,
+        .check = check,
     };
-    int rc = launcher_start(p->loop, &lc, on_zygote_loaded, on_zygote_exit, v, &v->z);
+    rc = launcher_start(p->loop, &lc, on_zygote_loaded, on_zygote_exit, v, &v->z);
     if (rc != 0) {
         v->z = NULL;
         v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
@@ -101,10 +110,13 @@ static int start_zygote(pool *p, pversion *v)
         return rc;
     }
     v->zstate = ZS_LOADING;
+    pool__zygote_started(v);
     return 0;
 }
 
-/* Makes sure the active version has a zygote, or one is on its way. */
+/* Makes sure the active version has a zygote, or one is on its way: the
+ * first invocation since it last stopped (or a minimum of instances) starts
+ * it, within the node's budget. */
 void pool__ensure_zygote(pool *p, pversion *v)
 {
     if (v->zstate != ZS_NONE) return;
@@ -112,7 +124,15 @@ void pool__ensure_zygote(pool *p, pversion *v)
         pool__arm(p, v->retry_at);
         return;
     }
-    if (start_zygote(p, v) != 0 && v == p->active) {
+    if (pool__zygote_reserve(v, 0) != 0) {
+        /* Every zygote has work: what waits is told so now. A minimum of
+         * instances asks again after the back-off. */
+        char msg[256];
+        pool__refuse_waiting(p, ERR_ZYGOTES, pool__zygote_refusal(msg, sizeof msg));
+        pool__arm(p, pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS);
+        return;
+    }
+    if (start_zygote(p, v, 0) != 0 && v == p->active) {
         if (v->load_limit)
             pool__refuse_waiting(p, v->load_limit, "cannot start a zygote");
         else
@@ -144,6 +164,7 @@ static pversion *new_version(pool *p, const pool_version_spec *spec)
     pversion *v = calloc(1, sizeof *v);
     if (!v) return NULL;
     v->pool = p;
+    list_init(&v->zlink);
     v->number = spec->version;
     v->cfg = spec->config;
     v->runtime = spec->runtime;
@@ -172,7 +193,7 @@ void pool__free_version(pversion *v)
     pool *p = v->pool;
     if (p->active == v) p->active = NULL;
     list_remove(&v->link);
-    if (v->z) launcher_stop(v->z);
+    pool__zygote_stop(v);
     free(v->object_path);
     free_env(v->env);
     free(v->load_error);
@@ -203,7 +224,7 @@ int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, v
     if (!v) return ERR_NOMEM;
     v->load_cb = cb;
     v->load_data = data;
-    int rc = start_zygote(p, v);
+    int rc = start_zygote(p, v, 1);
     if (rc != 0) {
         pool__limit_count(rc); /* the deploy is refused with it */
         v->load_cb = NULL;
@@ -223,6 +244,7 @@ int pool_activate(pool *p, uint32_t version)
         p->fail_streak = 0; /* new code: no crash loop yet */
         p->restart_at = 0;
     }
+    if (v->cfg.prewarm && v->zstate == ZS_NONE) pool__ensure_zygote(p, v); /* also at start-up */
     pool__grow(p);
     return 0;
 }
@@ -242,7 +264,9 @@ int pool_restore_version(pool *p, const pool_version_spec *spec)
     if (find_version(p, spec->version)) return ERR_EXISTS;
     pversion *v = new_version(p, spec);
     if (!v) return ERR_NOMEM;
+    /* No zygote yet: the first invocation starts it (or, with a minimum of
+     * instances or prewarm, pool_activate), so that a node with thousands of
+     * functions is up at once, not after a storm of zygotes loading. */
     pool_activate(p, v->number);
-    pool__ensure_zygote(p, v);
     return 0;
 }

@@ -149,11 +149,50 @@ static void test_bounded_bytes(void)
     history_free(h);
 }
 
+/* Names that go free their ids for new ones; past HISTORY_NAMES_MAX a
+ * name is dropped and counted. */
+static void test_names_reuse_ids_and_stop_at_the_cap(void)
+{
+    history *h = history_create(4 << 20);
+    char name[32];
+    history_fn busy = {.busy = 1};
+    history_begin(h, T0);
+    for (int k = 0; k < 100; k++) {
+        snprintf(name, sizeof name, "old%d", k);
+        history_put_fn(h, name, &busy);
+    }
+    history_end(h);
+    /* Gone for longer than the ring keeps: no frame refers to them. */
+    int64_t t = T0;
+    for (int i = 1; i <= (HISTORY_KEEP_S + 2 * HISTORY_KEYFRAME_S); i++) {
+        t = T0 + i * 1000LL;
+        history_begin(h, t);
+        history_put_fn(h, "stays", &busy);
+        history_end(h);
+    }
+    history_stats st;
+    history_get_stats(h, &st);
+    CHECK_INT(st.names, 1);
+    /* New names take the freed ids, then new ones, up to the cap. */
+    history_begin(h, t + 1000);
+    history_put_fn(h, "stays", &busy);
+    for (unsigned k = 0; k < HISTORY_NAMES_MAX + 99u; k++) {
+        snprintf(name, sizeof name, "new%u", k);
+        history_put_fn(h, name, &busy);
+    }
+    history_end(h);
+    history_get_stats(h, &st);
+    CHECK_INT(st.names, HISTORY_NAMES_MAX);
+    CHECK_INT(st.dropped_rows, 100);
+    history_free(h);
+}
+
 int main(void)
 {
     RUN(test_rows_by_change);
     RUN(test_gone_is_zero);
     RUN(test_keeps_fifteen_minutes);
     RUN(test_bounded_bytes);
+    RUN(test_names_reuse_ids_and_stop_at_the_cap);
     return TEST_RESULT();
 }
