@@ -21,7 +21,7 @@ import threading
 
 import pytest
 
-from cdp_pages import Browser
+from cdp import Browser
 from conftest import wait_for
 
 LIMIT_CODES = {"descriptors_exhausted", "processes_exhausted", "memory_exhausted",
