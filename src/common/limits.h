@@ -326,6 +326,28 @@
  * itself did not run for a while (a loaded machine), the timer comes before
  * the results that arrived, and every invocation looks long. */
 #define SPATE_OUTLASTED_CONFIRM_MS 5
+/* Sizing a pool by the autoscaler's rule (sched/autoscaler.h), direct
+ * invokes and triggers alike: a pool grows to the instances the rule asks
+ * for, and no further, while invocations wait. A few are always allowed:
+ * the handler time leaves out what each call costs around it (frames,
+ * wake-ups), which is most of a microsecond function's time, and these few
+ * keep a closed loop of many connections fed (bench/invoke). */
+#define SPATE_SCALE_FLOOR 4
+/* While the rule holds invocations back, the pool looks again this often
+ * (ms): the handler time's lower bound (what the oldest running invocation
+ * has lasted) grows as a slow function's first calls run on. */
+#define SPATE_SCALE_RECHECK_MS 25
+/* The triggers' own sizing of a function (its topics' backlog, which the
+ * pool does not see) holds this long (ms) after they last said it; they
+ * say it every tick (50 ms). */
+#define SPATE_SCALE_HINT_MS 500
+/* Surplus instances: while more than SPATE_SURPLUS_FACTOR times the desired
+ * count live (and more than the minimum), an instance idle this long (ms)
+ * stops before its keep-alive; the rest keep the full keep-alive. While
+ * some may be surplus the pool looks again every SPATE_SURPLUS_LOOK_MS. */
+#define SPATE_SURPLUS_FACTOR 2
+#define SPATE_SURPLUS_IDLE_MS 5000
+#define SPATE_SURPLUS_LOOK_MS 1000
 /* Instances of a function that keep failing (a crash, a timeout, a limit)
  * are restarted after a pause, so that a crash loop cannot keep the CPUs
  * busy with cold starts: the first SPATE_CRASH_FREE failures in a row

@@ -132,17 +132,37 @@ static void on_timer(uv_timer_t *t)
             next = pi->deadline;
         }
     }
-    /* Instances idle past the keep-alive, oldest first, down to the minimum. */
+    /* Instances idle past the keep-alive, oldest first, down to the minimum;
+     * surplus ones (more than SPATE_SURPLUS_FACTOR times the desired count
+     * live: a burst is over) after SPATE_SURPLUS_IDLE_MS. The desired count
+     * falls as the arrival rate decays, with no event to say so: while some
+     * idle one is old enough to be surplus, the pool looks again. */
+    uint32_t keep = 0;
+    if (!list_empty(&p->idle)) {
+        keep = SPATE_SURPLUS_FACTOR * pool__desired(p);
+        if (keep < 1) keep = 1;
+    }
     while (!list_empty(&p->idle)) {
         pinst *pi = list_entry(list_last(&p->idle), pinst, link);
         uint64_t expiry = pi->since + pi->ver->cfg.keep_alive_ms;
         uint32_t min = p->active ? p->active->cfg.min_instances : 0;
         if (pool__live(p) <= min) break;
-        if (expiry > now) {
-            next = expiry < next ? expiry : next;
-            break;
+        if (expiry <= now) {
+            pool__stop_instance(pi);
+            continue;
         }
-        pool__stop_instance(pi);
+        uint64_t early = pi->since + SPATE_SURPLUS_IDLE_MS;
+        if (pool__live(p) > (keep > min ? keep : min) && early < expiry) {
+            if (early <= now) {
+                pool__stop_instance(pi);
+                continue;
+            }
+            expiry = early;
+        } else if (pool__live(p) > 1 && early < expiry) {
+            expiry = early > now ? early : now + SPATE_SURPLUS_LOOK_MS;
+        }
+        next = expiry < next ? expiry : next;
+        break;
     }
     if (p->active && p->active->zstate == ZS_NONE && p->active->retry_at > now)
         next = p->active->retry_at < next ? p->active->retry_at : next;
