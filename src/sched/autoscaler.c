@@ -27,11 +27,15 @@ void autoscale(const scale_input *in, scale_output *out)
         double left = out->time_left_s - in->cold_start_s;
         if (left < target) target = left > 0.001 ? left : 0.001;
     }
-    /* Unknown handler time: size from its lower bound, and at least probe. */
+    /* Unknown handler time: size the backlog from its lower bound (what the
+     * oldest running call has lasted, which on a loaded machine includes
+     * its wait for a CPU), and at least probe. Arrivals are left out until
+     * the time is known: a burst's are its backlog, counted twice. */
     double s = in->service_s > 0 ? in->service_s : in->service_floor_s;
     double want = 0;
     if (s > 0) {
-        double steady = in->arrival_per_s * s / AUTOSCALE_UTILISATION;
+        double steady =
+            in->service_s > 0 ? in->arrival_per_s * in->service_s / AUTOSCALE_UTILISATION : 0;
         double drain = in->backlog * s / target;
         if (drain > in->backlog) drain = in->backlog; /* one each is the most that helps */
         want = ceil(steady + drain);
