@@ -128,8 +128,11 @@ static void raise_nofile(void)
     }
 }
 
-/* Opens n connections, registered with ep, non-blocking. */
-static conn *open_conns(int ep, int port, size_t n)
+/* Opens n connections, registered with ep, non-blocking; with send, each
+ * sends its first request at once (spated closes the oldest of the
+ * connections that have not sent a whole request, past
+ * --max-new-connections). */
+static conn *open_conns(int ep, int port, size_t n, int send)
 {
     conn *cs = calloc(n, sizeof *cs);
     if (!cs) die("calloc");
@@ -138,6 +141,7 @@ static conn *open_conns(int ep, int port, size_t n)
         fcntl(cs[i].fd, F_SETFL, O_NONBLOCK);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &cs[i]};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev) != 0) die("epoll_ctl");
+        if (send) send_request(&cs[i]);
     }
     return cs;
 }
@@ -157,11 +161,10 @@ static int run_load(int port, const char *path, size_t inflight, double seconds,
 {
     set_request(path);
     int ep = epoll_create1(0);
-    conn *cs = open_conns(ep, port, inflight);
+    conn *cs = open_conns(ep, port, inflight, 1);
     size_t cap = 1 << 20, n = 0, errors = 0;
     double *v = malloc(cap * sizeof *v);
     if (!v) die("malloc");
-    for (size_t i = 0; i < inflight; i++) send_request(&cs[i]);
     double end = now_us() + seconds * 1e6;
     struct epoll_event evs[256];
     size_t open = inflight;
@@ -196,7 +199,7 @@ static int run_burst(int port, const char *path, size_t count)
 {
     set_request(path);
     int ep = epoll_create1(0);
-    conn *cs = open_conns(ep, port, count);
+    conn *cs = open_conns(ep, port, count, 0);
     double *v = calloc(count, sizeof *v);
     if (!v) die("calloc");
     size_t n = 0, errors = 0;

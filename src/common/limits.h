@@ -333,6 +333,13 @@
  * wake-ups), which is most of a microsecond function's time, and these few
  * keep a closed loop of many connections fed (bench/invoke). */
 #define SPATE_SCALE_FLOOR 4
+/* Instances one pool starts at a time. A zygote forks them one after the
+ * other: 500 asked at once filled its control socket (the rest failed with
+ * EAGAIN) and each waited seconds behind the others, which the pool took
+ * for its cold start time and so queued six calls per instance instead of
+ * starting more (bench/scale/dispatch stalled at 464 instances for 1,000
+ * calls in flight). As each one is ready the next starts. */
+#define SPATE_STARTING_MAX 32
 /* While the rule holds invocations back, the pool looks again this often
  * (ms): the handler time's lower bound (what the oldest running invocation
  * has lasted) grows as a slow function's first calls run on. */

@@ -347,13 +347,21 @@ void pool__grow(pool *p)
         uint32_t short_by = v->cfg.min_instances - pool__live(p);
         if (short_by > want) want = short_by;
     }
+    /* A few at a time: the next start as each is ready (on_instance_ready). */
+    uint32_t slots = p->nstarting < SPATE_STARTING_MAX ? SPATE_STARTING_MAX - p->nstarting : 0;
+    if (want > slots) want = slots;
     if (want == 0) return;
     if (v->zstate != ZS_READY) {
         pool__ensure_zygote(p, v);
         return;
     }
     while (want-- > 0 && pool__live(p) < v->cfg.max_instances && node_live < node_max)
-        if (start_instance(p, v) != 0) break;
+        if (start_instance(p, v) != 0) {
+            /* The zygote could not take it now: try again soon rather than
+             * at the next event, which may never come while all are busy. */
+            pool__arm(p, pool__now_ms(p) + SPATE_SCALE_RECHECK_MS);
+            break;
+        }
 }
 
 int pool_has_room(const pool *p)
