@@ -85,7 +85,8 @@ static void on_timer(uv_timer_t *t)
     }
     /* Instances that reached their process limit (a fork bomb): stopped now,
      * as the memory limit stops a memory hog. Each busy one is looked at
-     * every SPATE_PIDS_CHECK_MS: one read of its pids.events. At the same
+     * SPATE_PIDS_CHECK_MS later, then at doubling intervals up to
+     * SPATE_PIDS_CHECK_MAX_MS: one read of its pids.events. At the same
      * looks, invocations that outlasted the handler time estimate. */
     list_node over_limit;
     list_init(&over_limit);
@@ -102,7 +103,15 @@ static void on_timer(uv_timer_t *t)
                                pids_limit_message(msg, sizeof msg));
                 continue;
             }
-            pi->check_at = now + SPATE_PIDS_CHECK_MS;
+            /* Next look: later each time, but at the moment the running
+             * invocation would outlast the estimate if that comes first. */
+            pi->check_at = now + pi->check_every;
+            pi->check_every = pi->check_every * 2 > SPATE_PIDS_CHECK_MAX_MS
+                                  ? SPATE_PIDS_CHECK_MAX_MS
+                                  : pi->check_every * 2;
+            uint64_t outlast_at = pi->started + outlast_ms;
+            if (!pi->outlasted && outlast_at > now && outlast_at < pi->check_at)
+                pi->check_at = outlast_at;
             if (!pi->outlasted && now - pi->started >= outlast_ms) {
                 /* Seen twice, with the results that came in between read:
                  * after spated itself stalled, every invocation looks long. */
