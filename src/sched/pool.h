@@ -103,7 +103,8 @@ typedef struct pool_stats {
                                   * SPATE_OUTLASTED_MIN_MS, or once one outlasted the
                                   * average); 0 if unknown */
     double service_floor_us;     /* while service_us is 0: what the oldest running invocation
-                                  * has lasted, a lower bound of the handler time; else 0 */
+                                  * has lasted, a lower bound of the handler time, once past
+                                  * SPATE_OUTLASTED_MIN_MS; else 0 */
     double cold_us;              /* moving average of instance start time */
     uint32_t mailbox;            /* invocations one instance may hold now */
     uint32_t desired;            /* instances the autoscaler's rule asks for now (pool__desired:

@@ -159,7 +159,8 @@ void pool__grow(pool *p);
  * count if larger and fresh; not below the minimum. */
 uint32_t pool__desired(pool *p);
 /* Before any result: what the oldest running invocation has lasted (us), a
- * lower bound of the handler time; 0 once the time is known or none runs. */
+ * lower bound of the handler time, once past SPATE_OUTLASTED_MIN_MS; 0 once
+ * the time is known, or none runs, or none has run that long. */
 double pool__service_floor_us(const pool *p);
 /* The same with the arrival rate as last measured (for stats). */
 uint32_t pool__desired_now(const pool *p);
