@@ -9,6 +9,11 @@
  *   dispatch burst PORT PATH N
  *       sends N requests at once (N connections, all written before any is
  *       read) and prints "n p50 p99 max errors" of their answer times (us)
+ *   dispatch wake N SECONDS SLEEP_MS
+ *       the other peer: N processes, each sleeping SLEEP_MS in a loop for
+ *       SECONDS; prints "n p50 p99 max 0" of how late each woke (us): what
+ *       the kernel charges N processes' sleeps on this machine, the floor
+ *       under spated's N instances (without their frames and sockets)
  *   dispatch serve PORT SLEEP_MS
  *       the peer: a bare epoll HTTP server answering each request SLEEP_MS
  *       after it came (what an event loop and the kernel cost, nothing more)
@@ -28,9 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,7 +168,7 @@ static int run_load(int port, const char *path, size_t inflight, double seconds,
 {
     set_request(path);
     int ep = epoll_create1(0);
-    conn *cs = open_conns(ep, port, inflight, 1);
+    open_conns(ep, port, inflight, 1); /* freed at exit */
     size_t cap = 1 << 20, n = 0, errors = 0;
     double *v = malloc(cap * sizeof *v);
     if (!v) die("malloc");
@@ -320,6 +327,36 @@ static int run_serve(int port, double sleep_ms)
     return 0;
 }
 
+static int run_wake(size_t n, double seconds, double sleep_ms)
+{
+    size_t per = (size_t)(seconds * 1000 / sleep_ms) + 2;
+    double *late = mmap(NULL, n * per * sizeof *late, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (late == MAP_FAILED) die("mmap");
+    for (size_t i = 0; i < n * per; i++) late[i] = -1;
+    double end = now_us() + seconds * 1e6;
+    for (size_t c = 0; c < n; c++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid > 0) continue;
+        long us = (long)(sleep_ms * 1000);
+        for (size_t k = 0; k < per && now_us() < end; k++) {
+            double t = now_us();
+            struct timespec d = {us / 1000000, (us % 1000000) * 1000};
+            nanosleep(&d, NULL);
+            late[c * per + k] = now_us() - t - sleep_ms * 1000;
+        }
+        _exit(0);
+    }
+    while (wait(NULL) > 0) {
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n * per; i++)
+        if (late[i] >= 0) late[m++] = late[i];
+    report(late, m, 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     raise_nofile();
@@ -333,9 +370,15 @@ int main(int argc, char **argv)
         if (n == 0 || n > CONN_MAX) return 2;
         return run_burst(atoi(argv[2]), argv[3], n);
     }
+    if (argc == 5 && strcmp(argv[1], "wake") == 0) {
+        size_t n = strtoul(argv[2], NULL, 10);
+        if (n == 0 || n > CONN_MAX) return 2;
+        return run_wake(n, atof(argv[3]), atof(argv[4]));
+    }
     if (argc == 4 && strcmp(argv[1], "serve") == 0) return run_serve(atoi(argv[2]), atof(argv[3]));
     fprintf(stderr, "usage: dispatch load PORT PATH INFLIGHT SECONDS SLEEP_MS\n"
                     "       dispatch burst PORT PATH N\n"
+                    "       dispatch wake N SECONDS SLEEP_MS\n"
                     "       dispatch serve PORT SLEEP_MS\n");
     return 2;
 }
