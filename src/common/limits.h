@@ -346,6 +346,10 @@
  * starting more (bench/scale/dispatch stalled at 464 instances for 1,000
  * calls in flight). As each one is ready the next starts. */
 #define SPATE_STARTING_MAX 32
+/* A start the zygote could not take (its socket full, say) is tried again
+ * this much later (ms) while invocations wait, not at the next event: with
+ * every instance busy that may be a result seconds away. */
+#define SPATE_SPAWN_RETRY_MS 100
 /* While the rule holds invocations back, the pool looks again this often
  * (ms): the handler time's lower bound (what the oldest running invocation
  * has lasted) grows as a slow function's first calls run on. */

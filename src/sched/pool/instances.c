@@ -363,7 +363,7 @@ void pool__grow(pool *p)
         if (start_instance(p, v) != 0) {
             /* The zygote could not take it now: try again soon rather than
              * at the next event, which may never come while all are busy. */
-            pool__arm(p, pool__now_ms(p) + SPATE_SCALE_RECHECK_MS);
+            pool__arm(p, pool__now_ms(p) + SPATE_SPAWN_RETRY_MS);
             break;
         }
 }
