@@ -59,7 +59,11 @@ static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
     cJSON_AddNumberToObject(sc, "service_ms", ps->service_us / 1000.0);
     cJSON_AddNumberToObject(sc, "cold_start_ms", ps->cold_us / 1000.0);
     cJSON_AddNumberToObject(sc, "mailbox", ps->mailbox);
-    if (!sv || !sv->has_triggers) return;
+    if (!sv || !sv->has_triggers) {
+        /* The pool's own sizing of its direct invocations. */
+        cJSON_AddNumberToObject(sc, "desired_instances", ps->desired);
+        return;
+    }
     cJSON_AddNumberToObject(sc, "arrival_per_s", sv->arrival_per_s);
     cJSON_AddNumberToObject(sc, "backlog", (double)sv->backlog);
     cJSON_AddNumberToObject(sc, "oldest_age_s", sv->oldest_age_s);

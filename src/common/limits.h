@@ -309,6 +309,12 @@
  * until its timeout. Each look is one read of pids.events. */
 #define SPATE_PIDS_FIRST_CHECK_MS 3
 #define SPATE_PIDS_CHECK_MS 50
+/* The looks after that one come at twice the previous interval, up to this
+ * (ms): a fork bomb is caught in its first milliseconds, and one that
+ * starts late within a second, while 2,000 busy instances no longer cost
+ * 40,000 reads a second (17 us each on a loaded 2-core VM: most of the
+ * loop, bench/scale/dispatch). */
+#define SPATE_PIDS_CHECK_MAX_MS 1000
 /* A mailbox bets that the invocation running ahead ends within a cold start.
  * One that has run past a cold start, four times the handler time estimate
  * and this floor (ms) has lost the bet: the estimate is stale (a function
@@ -326,6 +332,39 @@
  * itself did not run for a while (a loaded machine), the timer comes before
  * the results that arrived, and every invocation looks long. */
 #define SPATE_OUTLASTED_CONFIRM_MS 5
+/* Sizing a pool by the autoscaler's rule (sched/autoscaler.h), direct
+ * invokes and triggers alike: a pool grows to the instances the rule asks
+ * for, and no further, while invocations wait. A few are always allowed:
+ * the handler time leaves out what each call costs around it (frames,
+ * wake-ups), which is most of a microsecond function's time, and these few
+ * keep a closed loop of many connections fed (bench/invoke). */
+#define SPATE_SCALE_FLOOR 4
+/* Instances one pool starts at a time. A zygote forks them one after the
+ * other: 500 asked at once filled its control socket (the rest failed with
+ * EAGAIN) and each waited seconds behind the others, which the pool took
+ * for its cold start time and so queued six calls per instance instead of
+ * starting more (bench/scale/dispatch stalled at 464 instances for 1,000
+ * calls in flight). As each one is ready the next starts. */
+#define SPATE_STARTING_MAX 32
+/* A start the zygote could not take (its socket full, say) is tried again
+ * this much later (ms) while invocations wait, not at the next event: with
+ * every instance busy that may be a result seconds away. */
+#define SPATE_SPAWN_RETRY_MS 100
+/* While the rule holds invocations back, the pool looks again this often
+ * (ms): the handler time's lower bound (what the oldest running invocation
+ * has lasted) grows as a slow function's first calls run on. */
+#define SPATE_SCALE_RECHECK_MS 25
+/* The triggers' own sizing of a function (its topics' backlog, which the
+ * pool does not see) holds this long (ms) after they last said it; they
+ * say it every tick (50 ms). */
+#define SPATE_SCALE_HINT_MS 500
+/* Surplus instances: while more than SPATE_SURPLUS_FACTOR times the desired
+ * count live (and more than the minimum), an instance idle this long (ms)
+ * stops before its keep-alive; the rest keep the full keep-alive. While
+ * some may be surplus the pool looks again every SPATE_SURPLUS_LOOK_MS. */
+#define SPATE_SURPLUS_FACTOR 2
+#define SPATE_SURPLUS_IDLE_MS 5000
+#define SPATE_SURPLUS_LOOK_MS 1000
 /* Instances of a function that keep failing (a crash, a timeout, a limit)
  * are restarted after a pause, so that a crash loop cannot keep the CPUs
  * busy with cold starts: the first SPATE_CRASH_FREE failures in a row

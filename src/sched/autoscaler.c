@@ -27,16 +27,23 @@ void autoscale(const scale_input *in, scale_output *out)
         double left = out->time_left_s - in->cold_start_s;
         if (left < target) target = left > 0.001 ? left : 0.001;
     }
-    double want;
-    if (in->service_s <= 0) {
-        /* Nothing measured yet: one instance per waiting message. */
-        want = in->backlog;
-    } else {
-        double steady = in->arrival_per_s * in->service_s / AUTOSCALE_UTILISATION;
-        double drain = in->backlog * in->service_s / target;
+    /* Unknown handler time: size the backlog from its lower bound (what the
+     * oldest running call has lasted, which on a loaded machine includes
+     * its wait for a CPU), and at least probe. Arrivals are left out until
+     * the time is known: a burst's are its backlog, counted twice. */
+    double s = in->service_s > 0 ? in->service_s : in->service_floor_s;
+    double want = 0;
+    if (s > 0) {
+        double steady =
+            in->service_s > 0 ? in->arrival_per_s * in->service_s / AUTOSCALE_UTILISATION : 0;
+        double drain = in->backlog * s / target;
         if (drain > in->backlog) drain = in->backlog; /* one each is the most that helps */
         want = ceil(steady + drain);
-        if (in->backlog > 0 && want < 1) want = 1;
+    }
+    if (in->backlog > 0 && want < 1) want = 1;
+    if (in->service_s <= 0 && in->backlog > 0) {
+        double probe = in->backlog < AUTOSCALE_PROBE ? in->backlog : AUTOSCALE_PROBE;
+        if (want < probe) want = probe;
     }
     out->desired = clamp(want, in->min, in->max);
     out->eta_s = autoscale_eta(in->backlog, in->arrival_per_s, in->service_s, out->desired);

@@ -8,6 +8,12 @@
  * time / T more. T is the drain target (1 s by default) or, with a deadline,
  * what is left of it for the oldest message after a cold start. When even the
  * maximum cannot drain the backlog in time, the deadline is at risk.
+ *
+ * Before any handler time is known: start a few (AUTOSCALE_PROBE), learn,
+ * then size. What the oldest running invocation has lasted is a lower bound
+ * of the handler time, and sizing from it never asks for more than the rule
+ * will once the time is known: a slow function grows as its calls run on,
+ * a fast one's first result comes before many start.
  */
 #ifndef SPATE_AUTOSCALER_H
 #define SPATE_AUTOSCALER_H
@@ -18,13 +24,17 @@
 #define AUTOSCALE_UTILISATION 0.8
 /* Default time to drain a backlog (s). */
 #define AUTOSCALE_DRAIN_TARGET_S 1.0
+/* Instances a backlog gets before any handler time is known. */
+#define AUTOSCALE_PROBE 2
 
 typedef struct scale_input {
-    double arrival_per_s; /* lambda */
-    double service_s;     /* handler time; 0 when not known yet */
-    double backlog;       /* messages and invocations not yet done */
-    double oldest_age_s;  /* age of the oldest of them */
-    double deadline_s;    /* 0: none */
+    double arrival_per_s;   /* lambda */
+    double service_s;       /* handler time; 0 when not known yet */
+    double service_floor_s; /* while service_s is 0: what the oldest running invocation has
+                             * lasted (a lower bound of it); 0: none runs */
+    double backlog;         /* messages and invocations not yet done */
+    double oldest_age_s;    /* age of the oldest of them */
+    double deadline_s;      /* 0: none */
     double cold_start_s;
     double drain_target_s;
     uint32_t min, max;

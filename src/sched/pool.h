@@ -111,8 +111,13 @@ typedef struct pool_stats {
                                   * running invocation has already lasted if longer (past
                                   * SPATE_OUTLASTED_MIN_MS, or once one outlasted the
                                   * average); 0 if unknown */
+    double service_floor_us;     /* while service_us is 0: what the oldest running invocation
+                                  * has lasted, a lower bound of the handler time, once past
+                                  * SPATE_OUTLASTED_MIN_MS; else 0 */
     double cold_us;              /* moving average of instance start time */
     uint32_t mailbox;            /* invocations one instance may hold now */
+    uint32_t desired;            /* instances the autoscaler's rule asks for now (pool__desired:
+                                  * the pool's own view, or its triggers' if larger) */
     uint32_t max_instances;      /* of the active version */
     uint32_t min_instances;
     int zygote_pid;         /* 0 when no zygote runs */
@@ -204,6 +209,12 @@ typedef struct pool_zygote_stats {
     uint64_t started, idle_stopped, evicted, refused; /* since spated started */
 } pool_zygote_stats;
 void pool_zygote_stats_get(pool_zygote_stats *out);
+
+/* The instances the function's triggers want for it (the autoscaler's
+ * answer from their topics' backlog, which the pool does not see): the pool
+ * may grow to this many while invocations wait, beside what its own view
+ * asks for. Holds SPATE_SCALE_HINT_MS; the triggers say it every tick. */
+void pool_scale_hint(pool *p, uint32_t desired);
 
 /* The node-wide ceiling on live instances, over every pool. */
 void pool_set_node_max(uint32_t max);

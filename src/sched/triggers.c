@@ -211,6 +211,7 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
     fs->in = (scale_input){
         .arrival_per_s = fs->arrivals.rate,
         .service_s = ps.service_us / 1e6,
+        .service_floor_s = ps.service_floor_us / 1e6,
         .backlog = (double)backlog,
         .oldest_age_s = fs->oldest_age_s,
         .deadline_s = deadline,
@@ -225,6 +226,7 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
     if (share > ps.max_instances) share = ps.max_instances;
     fs->local_desired = nodes > 1 ? share : fs->out.desired;
     fs->computed_ns = clock_mono_ns();
+    pool_scale_hint(f->pool, fs->local_desired);
 }
 
 /* How many invocations the function's triggers may have in the pool: what

@@ -94,6 +94,7 @@ void pool__head_started(pinst *pi)
     pi->overdue_seen = 0;
     pi->deadline = pool__now_ms(p) + head->timeout_ms;
     pi->check_at = pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
+    pi->check_every = SPATE_PIDS_CHECK_MS;
     histogram_observe(&p->m.queue_wait, (double)(clock_mono_ns() - head->queued_ns) / 1e9);
     instance_set_request(pi->inst, head->request_id);
     insert_busy(p, pi);
@@ -317,8 +318,13 @@ void pool__became_idle(pinst *pi)
     instance_set_request(pi->inst, NULL);
     list_push_front(&p->idle, &pi->link);
     p->nidle++;
-    if (pool__live(p) > pi->ver->cfg.min_instances)
-        pool__arm(p, pi->since + pi->ver->cfg.keep_alive_ms);
+    if (pool__live(p) > pi->ver->cfg.min_instances) {
+        uint64_t at = pi->since + pi->ver->cfg.keep_alive_ms;
+        /* It may be surplus sooner (timer.c). */
+        if (pool__live(p) > 1 && pi->since + SPATE_SURPLUS_IDLE_MS < at)
+            at = pi->since + SPATE_SURPLUS_IDLE_MS;
+        pool__arm(p, at);
+    }
 }
 
 /* Gives waiting invocations to idle instances: invocations put back in the
@@ -349,6 +355,7 @@ void pool_invoke(pool *p, invocation *inv)
      * back in the wait queue, where this deadline holds. */
     inv->timeout_ms = timeout_of(inv, v->cfg.timeout_ms); /* what a wait's timeout says */
     inv->wait_deadline = pool__now_ms(p) + inv->timeout_ms;
+    p->arrived++;
     pinst *pi = pick(p, inv);
     if (pi) {
         if (pi->state == PI_IDLE) pool__unlink_instance(pi);

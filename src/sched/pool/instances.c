@@ -96,7 +96,7 @@ static void on_instance_ready(instance *inst, void *data)
     histogram_observe_us(&p->m.cold_start, p->last_cold_us);
     p->cold_us += EWMA_ALPHA * ((double)p->last_cold_us - p->cold_us);
     pool__became_idle(pi);
-    pool__grow(p); /* slow start goes on as instances come up */
+    pool__grow(p);
 }
 
 static void on_instance_result(instance *inst, int failed, uint32_t duration_us, const char *body,
@@ -288,8 +288,66 @@ static int start_instance(pool *p, pversion *v)
     return 0;
 }
 
+double pool__service_floor_us(const pool *p)
+{
+    if (p->service_us > 0) return 0;
+    uint64_t now = pool__now_ms(p);
+    double floor_us = 0;
+    for (list_node *n = list_first(&p->busy); n != &p->busy; n = n->next) {
+        double ran = (double)(now - list_entry(n, pinst, link)->started) * 1000;
+        if (ran > floor_us) floor_us = ran;
+    }
+    /* Past SPATE_OUTLASTED_MIN_MS only: before that, what a call has lasted
+     * as spated sees it is as much the machine's load as the handler (a
+     * 20 ms call's first run took 45 ms beside other work, and the burst
+     * was sized for twice what it needed); the first result comes first. */
+    return floor_us >= SPATE_OUTLASTED_MIN_MS * 1000.0 ? floor_us : 0;
+}
+
+uint32_t pool__desired_now(const pool *p)
+{
+    pversion *v = p->active;
+    if (!v) return 0;
+    uint64_t now = pool__now_ms(p);
+    /* The handler time, and what each call costs around it; before any
+     * result, what the oldest running invocation has lasted so far. */
+    double service_us = p->service_us > 0 ? pool__service_estimate(p) + SPATE_WAKE_COST_US : 0;
+    double floor_us = pool__service_floor_us(p);
+    scale_input in = {
+        .arrival_per_s = p->arrivals.rate,
+        .service_s = service_us / 1e6,
+        .service_floor_s = floor_us / 1e6,
+        .backlog = (double)p->nwaiting + p->nqueued + p->nbusy,
+        .cold_start_s = p->cold_us / 1e6,
+        .drain_target_s = AUTOSCALE_DRAIN_TARGET_S,
+        .min = v->cfg.min_instances,
+        .max = v->cfg.max_instances,
+    };
+    scale_output out;
+    autoscale(&in, &out);
+    uint32_t d = out.desired;
+    if (p->hint_at && now - p->hint_at <= SPATE_SCALE_HINT_MS && p->hint > d) d = p->hint;
+    return d;
+}
+
+uint32_t pool__desired(pool *p)
+{
+    rate_update(&p->arrivals, p->arrived, clock_mono_ns());
+    return pool__desired_now(p);
+}
+
+void pool_scale_hint(pool *p, uint32_t desired)
+{
+    uint32_t was = p->hint_at ? p->hint : 0;
+    p->hint = desired;
+    p->hint_at = pool__now_ms(p) ? pool__now_ms(p) : 1;
+    if (desired > was && p->nwaiting > 0) pool__grow(p);
+}
+
 /* Starts as many instances as waiting invocations need (and the minimum
- * asks), within the maximum. Each new instance will take a mailbox full. */
+ * asks), within the maximum and the instances the autoscaler's rule asks
+ * for (pool__desired, at least SPATE_SCALE_FLOOR). Each new instance will
+ * take a mailbox full. */
 void pool__grow(pool *p)
 {
     pversion *v = p->active;
@@ -301,19 +359,25 @@ void pool__grow(pool *p)
     uint32_t limit = pool__mailbox_limit(p);
     uint32_t need = (p->nwaiting + limit - 1) / limit;
     uint32_t want = need > p->nstarting ? need - p->nstarting : 0;
-    if (p->service_us <= 0) {
-        /* Handler time not known yet: how many instances a burst needs is not
-         * known either. Slow start: at most as many starting as are up (one
-         * when none is), so the count doubles per cold start until the first
-         * result says how long calls take. */
-        uint32_t up = p->nidle + p->nbusy, room = up ? up : 1;
-        room = room > p->nstarting ? room - p->nstarting : 0;
-        if (want > room) want = room;
+    if (want > 0) {
+        /* The rule: drain what waits within the drain target, keep up with
+         * arrivals; while the handler time is unknown, a few start and the
+         * pool learns (it looks again as the first calls run on). */
+        uint32_t cap = pool__desired(p);
+        if (cap < SPATE_SCALE_FLOOR) cap = SPATE_SCALE_FLOOR;
+        uint32_t room = cap > pool__live(p) ? cap - pool__live(p) : 0;
+        if (want > room) {
+            want = room;
+            pool__arm(p, pool__now_ms(p) + SPATE_SCALE_RECHECK_MS);
+        }
     }
     if (!p->closing && v->cfg.min_instances > pool__live(p)) {
         uint32_t short_by = v->cfg.min_instances - pool__live(p);
         if (short_by > want) want = short_by;
     }
+    /* A few at a time: the next start as each is ready (on_instance_ready). */
+    uint32_t slots = p->nstarting < SPATE_STARTING_MAX ? SPATE_STARTING_MAX - p->nstarting : 0;
+    if (want > slots) want = slots;
     if (want == 0) return;
     if (v->zstate != ZS_READY) {
         pool__ensure_zygote(p, v);
@@ -337,6 +401,10 @@ void pool__grow(pool *p)
             else
                 snprintf(what, sizeof what, "cannot start an instance");
             pool__start_refused(p, rc, what);
+        } else {
+            /* The zygote could not take it now: try again soon rather than
+             * at the next event, which may never come while all are busy. */
+            pool__arm(p, pool__now_ms(p) + SPATE_SPAWN_RETRY_MS);
         }
         break;
     }

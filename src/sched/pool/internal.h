@@ -29,6 +29,7 @@
 
 #include "runtime/instance.h"
 #include "runtime/launcher.h"
+#include "sched/autoscaler.h"
 #include "sched/pool.h"
 
 enum pi_state { PI_STARTING, PI_IDLE, PI_BUSY, PI_STOPPING };
@@ -71,6 +72,7 @@ struct pinst {
     uint64_t since;        /* loop ms: idle since */
     uint64_t deadline;     /* loop ms: end of init (starting) or of the running invocation (busy) */
     uint64_t check_at;     /* loop ms: next look at its process limit (busy) */
+    uint32_t check_every;  /* ms: the interval after the next look (doubles) */
     uint64_t started;      /* loop ms: the running invocation started (busy) */
     uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */
     int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
@@ -104,6 +106,13 @@ struct pool {
     uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
     double service_us;    /* moving average of handler time; 0 until known */
     double cold_us;       /* moving average of instance start time */
+    /* Sizing by the autoscaler's rule: invocations that came (all of them,
+     * direct or from triggers) and their smoothed rate; the triggers'
+     * desired count and when they said it (loop ms, 0: never). */
+    uint64_t arrived;
+    rate_meter arrivals;
+    uint32_t hint;
+    uint64_t hint_at;
     pool_metrics m;
     /* The newest finished invocations, a ring of SPATE_RECENT_INVOCATIONS
      * made at the first one (a pool never invoked keeps none): recent_next
@@ -153,6 +162,16 @@ void pool__unlink_instance(pinst *pi);
 void pool__stop_instance(pinst *pi);
 void pool__instance_failed(pool *p);
 void pool__grow(pool *p);
+/* The instances the autoscaler's rule asks for now: the pool's own view
+ * (its invocations' arrival rate, handler time, backlog) or the triggers'
+ * count if larger and fresh; not below the minimum. */
+uint32_t pool__desired(pool *p);
+/* Before any result: what the oldest running invocation has lasted (us), a
+ * lower bound of the handler time, once past SPATE_OUTLASTED_MIN_MS; 0 once
+ * the time is known, or none runs, or none has run that long. */
+double pool__service_floor_us(const pool *p);
+/* The same with the arrival rate as last measured (for stats). */
+uint32_t pool__desired_now(const pool *p);
 
 /* --- versions.c --------------------------------------------------------------- */
 

@@ -59,8 +59,10 @@ void pool_stats_get(const pool *p, pool_stats *out)
     if (p->active && p->active->z && p->active->zstate == ZS_READY)
         out->zygote_pid = launcher_pid(p->active->z);
     out->service_us = pool__service_estimate(p);
+    out->service_floor_us = pool__service_floor_us(p);
     out->cold_us = p->cold_us;
     out->mailbox = pool__mailbox_limit(p);
+    out->desired = pool__desired_now(p);
     out->max_instances = p->active ? p->active->cfg.max_instances : 0;
     out->min_instances = p->active ? p->active->cfg.min_instances : 0;
     out->load_error = p->active ? p->active->load_error : NULL;

@@ -87,7 +87,8 @@ static void on_timer(uv_timer_t *t)
     }
     /* Instances that reached their process limit (a fork bomb): stopped now,
      * as the memory limit stops a memory hog. Each busy one is looked at
-     * every SPATE_PIDS_CHECK_MS: one read of its pids.events. At the same
+     * SPATE_PIDS_CHECK_MS later, then at doubling intervals up to
+     * SPATE_PIDS_CHECK_MAX_MS: one read of its pids.events. At the same
      * looks, invocations that outlasted the handler time estimate. */
     list_node over_limit;
     list_init(&over_limit);
@@ -104,7 +105,15 @@ static void on_timer(uv_timer_t *t)
                                pids_limit_message(msg, sizeof msg));
                 continue;
             }
-            pi->check_at = now + SPATE_PIDS_CHECK_MS;
+            /* Next look: later each time, but at the moment the running
+             * invocation would outlast the estimate if that comes first. */
+            pi->check_at = now + pi->check_every;
+            pi->check_every = pi->check_every * 2 > SPATE_PIDS_CHECK_MAX_MS
+                                  ? SPATE_PIDS_CHECK_MAX_MS
+                                  : pi->check_every * 2;
+            uint64_t outlast_at = pi->started + outlast_ms;
+            if (!pi->outlasted && outlast_at > now && outlast_at < pi->check_at)
+                pi->check_at = outlast_at;
             if (!pi->outlasted && now - pi->started >= outlast_ms) {
                 /* Seen twice, with the results that came in between read:
                  * after spated itself stalled, every invocation looks long. */
@@ -134,17 +143,37 @@ static void on_timer(uv_timer_t *t)
             next = pi->deadline;
         }
     }
-    /* Instances idle past the keep-alive, oldest first, down to the minimum. */
+    /* Instances idle past the keep-alive, oldest first, down to the minimum;
+     * surplus ones (more than SPATE_SURPLUS_FACTOR times the desired count
+     * live: a burst is over) after SPATE_SURPLUS_IDLE_MS. The desired count
+     * falls as the arrival rate decays, with no event to say so: while some
+     * idle one is old enough to be surplus, the pool looks again. */
+    uint32_t keep = 0;
+    if (!list_empty(&p->idle)) {
+        keep = SPATE_SURPLUS_FACTOR * pool__desired(p);
+        if (keep < 1) keep = 1;
+    }
     while (!list_empty(&p->idle)) {
         pinst *pi = list_entry(list_last(&p->idle), pinst, link);
         uint64_t expiry = pi->since + pi->ver->cfg.keep_alive_ms;
         uint32_t min = p->active ? p->active->cfg.min_instances : 0;
         if (pool__live(p) <= min) break;
-        if (expiry > now) {
-            next = expiry < next ? expiry : next;
-            break;
+        if (expiry <= now) {
+            pool__stop_instance(pi);
+            continue;
         }
-        pool__stop_instance(pi);
+        uint64_t early = pi->since + SPATE_SURPLUS_IDLE_MS;
+        if (pool__live(p) > (keep > min ? keep : min) && early < expiry) {
+            if (early <= now) {
+                pool__stop_instance(pi);
+                continue;
+            }
+            expiry = early;
+        } else if (pool__live(p) > 1 && early < expiry) {
+            expiry = early > now ? early : now + SPATE_SURPLUS_LOOK_MS;
+        }
+        next = expiry < next ? expiry : next;
+        break;
     }
     /* Zygotes without instances past --zygote-idle (zygotes.c). */
     for (list_node *n = list_first(&p->versions); n != &p->versions; n = n->next)

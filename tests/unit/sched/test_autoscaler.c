@@ -57,18 +57,67 @@ static void littles_law(void)
 
 static void unknown_service_time(void)
 {
-    /* Before any handler time is known: one instance per waiting message. */
+    /* Before any handler time is known: a few start (the probe), not one
+     * per waiting message. */
     scale_input in = base();
     in.service_s = 0;
     in.backlog = 5000;
     in.max = 200;
     scale_output out;
     autoscale(&in, &out);
-    CHECK_INT(out.desired, 200);
+    CHECK_INT(out.desired, AUTOSCALE_PROBE);
     CHECK(!out.at_risk);
-    in.backlog = 7;
+    CHECK(isinf(out.eta_s));
+    in.backlog = 1;
     autoscale(&in, &out);
-    CHECK_INT(out.desired, 7);
+    CHECK_INT(out.desired, 1); /* never more than it has messages */
+    in.backlog = 0;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, 0);
+
+    /* What the oldest running call has lasted is a lower bound of the
+     * handler time: 200 waiting, one has run 50 ms, so 200 x 0.05 / 1 s = 10
+     * at least. */
+    in.backlog = 200;
+    in.service_floor_s = 0.05;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, 10);
+    /* It grows while the calls run on: a 3 s function with 6 waiting has
+     * them all after 1 s, before any ends. */
+    in.backlog = 6;
+    in.service_floor_s = 1.0;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, 6);
+    /* Arrivals do not count at the lower bound: a burst's arrivals are its
+     * backlog. 200 x 0.02 = 4, whatever the rate. */
+    in.backlog = 200;
+    in.arrival_per_s = 100;
+    in.service_floor_s = 0.02;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, 4);
+    /* A tiny floor still gets the probe. */
+    in.arrival_per_s = 0;
+    in.service_floor_s = 0.0001;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, AUTOSCALE_PROBE);
+}
+
+static void the_burst(void)
+{
+    /* Issue 20: 200 invocations of a 20 ms function at once. Once the time
+     * is known, the rule asks for 4 to drain them within 1 s, and at most 5
+     * more for the arrival rate their burst makes (200/s at most once
+     * smoothed): never the 100 one per invocation would start. */
+    scale_input in = base();
+    in.service_s = 0.02;
+    in.backlog = 200;
+    scale_output out;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, 4);
+    CHECK(fabs(out.eta_s - 1.0) < 1e-9);
+    in.arrival_per_s = 200;
+    autoscale(&in, &out);
+    CHECK_INT(out.desired, 9);
 }
 
 static void deadlines(void)
@@ -149,6 +198,7 @@ int main(void)
 {
     RUN(littles_law);
     RUN(unknown_service_time);
+    RUN(the_burst);
     RUN(deadlines);
     RUN(rates);
     RUN(utf8);
