@@ -65,7 +65,7 @@ struct api {
     /* Destination records not sent to an async topic because their chain of
      * async invocations was SPATE_ASYNC_HOPS_MAX long (a loop, most likely). */
     uint64_t async_loops_stopped;
-    struct sqs *sqs; /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
+    struct sqs *sqs;             /* SQS's receiver state (api/sqs_recv.c); NULL until first used */
     struct api_history *history; /* api/history.c; NULL until api_history_start */
 };
 
@@ -75,6 +75,13 @@ struct api {
 /* May the caller see secrets (functions' environment values): an admin
  * token, or without a token file a caller that is not function code. */
 int api_caller_is_admin(const api *a, const http_request *req);
+
+/* --max-topics: whether a request that makes topic (when it does not exist
+ * yet) would go over the node's maximum; and that maximum. */
+int api_topic_over_limit(api *a, const char *topic);
+uint32_t api_max_topics(const api *a);
+/* Answers 409 topic_limit for topic, naming the limit. */
+void api_respond_topic_limit(api *a, http_request *req, const char *topic);
 
 enum route {
     R_NONE,

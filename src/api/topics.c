@@ -18,6 +18,28 @@
 #include "common/names.h"
 #include "common/parse.h"
 
+/* --- The number of topics ------------------------------------------------------------- */
+
+uint32_t api_max_topics(const api *a)
+{
+    return a->limits.max_topics ? a->limits.max_topics : SPATE_TOPICS_DEFAULT;
+}
+
+int api_topic_over_limit(api *a, const char *topic)
+{
+    queue_topic_stats ts;
+    if (queue_topic_count(a->q) < api_max_topics(a)) return 0;
+    return queue_topic_get_stats(a->q, topic, &ts) == ERR_NOTFOUND;
+}
+
+void api_respond_topic_limit(api *a, http_request *req, const char *topic)
+{
+    http_respond_error(req, 409, "topic_limit",
+                       "topic '%s' would be one more than this node's maximum of %u topics "
+                       "(spated --max-topics): publish to an existing topic, or delete one first",
+                       topic, api_max_topics(a));
+}
+
 /* --- Topic stats ---------------------------------------------------------------------- */
 
 static double age_s(int64_t oldest_ms)
@@ -129,10 +151,86 @@ static cJSON *topic_json(api *a, const char *topic)
     return o;
 }
 
-static void list_topic(const char *topic, void *data)
+/* GET /v1/topics?limit=N&after=NAME: a page of topics in the queue's own
+ * order (the order this node learned them), with "next", the name to give
+ * as after for the next page, or null after the last. A page costs its own
+ * topics, whatever the number of others. */
+typedef struct list_page {
+    api *a;
+    cJSON *arr;
+    uint32_t limit, n;
+    const char *last; /* the page's last topic (borrowed from the queue) */
+    int more;         /* a topic follows the page */
+    char after[SPATE_TOPIC_NAME_MAX + 1];
+    int has_after;
+    char why[200];
+} list_page;
+
+static int list_topic(const char *topic, void *data)
 {
-    void **ctx = data;
-    cJSON_AddItemToArray(ctx[1], topic_json(ctx[0], topic));
+    list_page *p = data;
+    if (p->n == p->limit) {
+        p->more = 1;
+        return 1;
+    }
+    cJSON *o = topic_json(p->a, topic);
+    if (o) {
+        cJSON_AddItemToArray(p->arr, o);
+        p->last = topic;
+        p->n++;
+    }
+    return 0;
+}
+
+static int on_list_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    list_page *p = data;
+    (void)klen;
+    if (strcmp(k, "limit") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_TOPICS_PAGE_MAX, &p->limit, p->why,
+                                sizeof p->why);
+    if (strcmp(k, "after") == 0) {
+        if (vlen == 0) return 0; /* "after=": from the first */
+        if (!name_is_topic(v, vlen)) {
+            snprintf(p->why, sizeof p->why,
+                     "parameter 'after' must be a topic name (the 'next' of the page before)");
+            return ERR_INVAL;
+        }
+        memcpy(p->after, v, vlen);
+        p->after[vlen] = '\0';
+        p->has_after = 1;
+        return 0;
+    }
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (limit or after)",
+             (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+static void list_topics_route(api *a, http_request *req)
+{
+    list_page p = {.a = a, .limit = SPATE_TOPICS_PAGE_DEFAULT};
+    if (http_query_parse(req->query, on_list_param, &p)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           p.why[0] ? p.why : "malformed query string");
+        return;
+    }
+    cJSON *doc = cJSON_CreateObject();
+    p.arr = cJSON_AddArrayToObject(doc, "topics");
+    if (queue_topics_after(a->q, p.has_after ? p.after : NULL, list_topic, &p) == ERR_NOTFOUND) {
+        cJSON_Delete(doc);
+        http_respond_error(req, 400, "bad_cursor",
+                           "parameter 'after': this node knows no topic '%s' (list again from "
+                           "the first page)",
+                           p.after);
+        return;
+    }
+    if (p.more && p.last)
+        cJSON_AddStringToObject(doc, "next", p.last);
+    else
+        cJSON_AddNullToObject(doc, "next");
+    cJSON_AddNumberToObject(doc, "limit", p.limit);
+    cJSON_AddNumberToObject(doc, "total", queue_topic_count(a->q));
+    api_respond_json(req, 200, doc);
 }
 
 /* --- Deleting, purging and retention --------------------------------------------------- */
@@ -437,7 +535,13 @@ static void retention_route(api *a, http_request *req, const char *topic)
     r->req = req;
     snprintf(r->topic, sizeof r->topic, "%s", topic);
     queue_topic_stats ts;
-    if (queue_topic_get_stats(a->q, topic, &ts) == 0) r->ret = ts.retention;
+    if (queue_topic_get_stats(a->q, topic, &ts) == 0) {
+        r->ret = ts.retention;
+    } else if (api_topic_over_limit(a, topic)) {
+        api_respond_topic_limit(a, req, topic);
+        free(r);
+        return;
+    }
     if (!req->query || !*req->query) {
         snprintf(r->why, sizeof r->why, "give max_age_ms, max_bytes or max_messages");
     } else if (http_query_parse(req->query, on_retention_param, r) && !r->why[0]) {
@@ -492,10 +596,7 @@ void api_topics(api *a, http_request *req, const route_match *m)
     }
     case R_TOPICS: {
         if (!get) return api_method_not_allowed(req, "GET, HEAD");
-        cJSON *doc = cJSON_CreateObject();
-        void *ctx[2] = {a, cJSON_AddArrayToObject(doc, "topics")};
-        queue_each_topic(a->q, list_topic, ctx);
-        api_respond_json(req, 200, doc);
+        list_topics_route(a, req);
         return;
     }
     case R_TOPIC_REDRIVE: {
