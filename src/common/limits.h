@@ -133,7 +133,7 @@
 #define SPATE_METRICS_TOPICS_DEFAULT 1000u
 /* /metrics is built over several loop turns, each at most this long, so an
  * invocation waits behind a scrape at most about this (microseconds). */
-#define SPATE_METRICS_SLICE_US 2000u
+#define SPATE_METRICS_SLICE_US 1000u
 /* Output of one invocation: as for the payload, the Lambda limit. */
 #define SPATE_RESPONSE_MAX (6u * MIB)
 /* Error message a function may return with spate_fail. */
