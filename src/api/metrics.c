@@ -64,8 +64,9 @@ typedef struct trigger_row {
 typedef struct scrape {
     api *a;
     http_request *req;
-    int aborted; /* the client left: stop at the next turn */
-    uv_timer_t turn;
+    int aborted;                           /* the client left: stop at the next turn */
+    uv_idle_t turn;                        /* a slice each loop turn; idle, not a 0 ms timer, which
+                                              libuv runs again before polling when re-armed in its callback */
     char cursor[SPATE_TOPIC_NAME_MAX + 1]; /* the last topic read ("" none yet) */
     uint64_t slice_end_ns;
     uint32_t in_slice;
@@ -564,7 +565,7 @@ static void finish(scrape *s)
 }
 
 /* A loop turn's share of the topics; the next turn goes on after I/O. */
-static void on_turn(uv_timer_t *t)
+static void on_turn(uv_idle_t *t)
 {
     scrape *s = t->data;
     if (!s->aborted) {
@@ -576,8 +577,10 @@ static void on_turn(uv_timer_t *t)
          * unknown (the queue closed meanwhile). */
         if (rc || s->visited == before) s->topics_done = 1;
     }
-    if (s->aborted || s->topics_done) return finish(s);
-    uv_timer_start(&s->turn, on_turn, 0, 0);
+    if (s->aborted || s->topics_done) {
+        uv_idle_stop(&s->turn);
+        finish(s);
+    }
 }
 
 static void on_scrape_abort(http_request *req)
@@ -595,7 +598,7 @@ void api_metrics(api *a, http_request *req)
     buf_init(&s->out, 256u * 1024 * 1024); /* far above any node's size */
     req->data = s;
     req->on_abort = on_scrape_abort;
-    uv_timer_init(http_request_loop(req), &s->turn);
+    uv_idle_init(http_request_loop(req), &s->turn);
     s->turn.data = s;
-    on_turn(&s->turn);
+    uv_idle_start(&s->turn, on_turn);
 }
