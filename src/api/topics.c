@@ -30,8 +30,10 @@ uint32_t api_max_topics(const api *a)
 int api_topic_over_limit(api *a, const char *topic)
 {
     queue_topic_stats ts;
-    if (queue_topic_count(a->q) < api_max_topics(a)) return 0;
-    return queue_topic_get_stats(a->q, topic, &ts) == ERR_NOTFOUND;
+    /* An existing topic first: a lookup, where the cluster's count walks
+     * its topics. */
+    if (queue_topic_get_stats(a->q, topic, &ts) != ERR_NOTFOUND) return 0;
+    return queue_topic_count(a->q) >= api_max_topics(a);
 }
 
 void api_respond_topic_limit(api *a, http_request *req, const char *topic)
