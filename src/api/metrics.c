@@ -9,7 +9,8 @@
  * SPATE_METRICS_SLICE_US, resumed from the last topic's name (the queue
  * keeps every topic's place, queue_topics_after), and other work (an
  * invocation, a publish) runs between them. Only the deepest
- * --metrics-topics topics get series of their own (chosen in linear time);
+ * --metrics-topics topics get series of their own (kept in a heap as they
+ * are read);
  * the rest are counted. The answer goes once it is whole.
  *
  * Names follow Prometheus conventions: a spate_ prefix, base units (seconds,
@@ -129,22 +130,6 @@ static void collect_fn(fn *f, void *data)
     qsort(r->vers, r->nvers, sizeof *r->vers, by_version);
 }
 
-/* One topic's figures; 1 (stop) once the turn's time is up, checked every
- * 64 topics (a summary costs a microsecond or so). */
-static int collect_topic(const char *topic, void *data)
-{
-    scrape *s = data;
-    if (++s->in_slice % 64 == 0 && clock_mono_ns() >= s->slice_end_ns) return 1;
-    if (grow((void **)&s->topics, &s->captopics, s->ntopics, sizeof *s->topics)) return 1;
-    snprintf(s->cursor, sizeof s->cursor, "%s", topic);
-    s->visited++;
-    topic_row *r = &s->topics[s->ntopics];
-    if (api_topic_summary(s->a, topic, &r->sum) != 0 || !(r->name = strdup(topic))) return 0;
-    r->order = s->all_topics++;
-    s->ntopics++;
-    return 0;
-}
-
 static int deeper(const topic_row *x, const topic_row *y)
 {
     if (x->sum.depth != y->sum.depth) return x->sum.depth > y->sum.depth;
@@ -158,25 +143,56 @@ static void swap_rows(topic_row *x, topic_row *y)
     *y = t;
 }
 
-/* Moves the k deepest of rows[0..n) to the front (quickselect, linear on
- * average; the pivot is the middle one's, ties broken by order so that
- * every key is distinct). */
-static void select_deepest(topic_row *rows, size_t n, size_t k)
+/* The kept rows are a heap whose root is the shallowest of them: a topic
+ * deeper than it takes its place. Ties go to the earlier topic, so with
+ * equal depths (the usual case: a crowd of idle topics) a later topic costs
+ * one comparison and nothing is copied. */
+static void sift_down(topic_row *h, size_t n, size_t i)
 {
-    size_t lo = 0, hi = n;
-    while (hi - lo > 1) {
-        swap_rows(&rows[lo + (hi - lo) / 2], &rows[hi - 1]);
-        topic_row *pivot = &rows[hi - 1];
-        size_t store = lo;
-        for (size_t i = lo; i < hi - 1; i++)
-            if (deeper(&rows[i], pivot)) swap_rows(&rows[i], &rows[store++]);
-        swap_rows(&rows[store], &rows[hi - 1]);
-        if (store == k || store + 1 == k) return;
-        if (store > k)
-            hi = store;
-        else
-            lo = store + 1;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && deeper(&h[m], &h[l])) m = l;
+        if (r < n && deeper(&h[m], &h[r])) m = r;
+        if (m == i) return;
+        swap_rows(&h[i], &h[m]);
+        i = m;
     }
+}
+
+static void sift_up(topic_row *h, size_t i)
+{
+    while (i > 0 && deeper(&h[(i - 1) / 2], &h[i])) {
+        swap_rows(&h[(i - 1) / 2], &h[i]);
+        i = (i - 1) / 2;
+    }
+}
+
+/* One topic's figures, kept if it is among the deepest --metrics-topics so
+ * far; 1 (stop) once the turn's time is up, checked every 32 topics (a
+ * summary costs about a microsecond). */
+static int collect_topic(const char *topic, void *data)
+{
+    scrape *s = data;
+    if (++s->in_slice % 32 == 0 && clock_mono_ns() >= s->slice_end_ns) return 1;
+    snprintf(s->cursor, sizeof s->cursor, "%s", topic);
+    s->visited++;
+    topic_row r = {0};
+    if (api_topic_summary(s->a, topic, &r.sum) != 0) return 0;
+    r.order = s->all_topics++;
+    size_t keep = s->a->limits.metrics_topics;
+    if (s->ntopics < keep) {
+        if (grow((void **)&s->topics, &s->captopics, s->ntopics, sizeof *s->topics) ||
+            !(r.name = strdup(topic)))
+            return 0;
+        s->topics[s->ntopics] = r;
+        sift_up(s->topics, s->ntopics++);
+    } else if (keep && deeper(&r, &s->topics[0])) {
+        if (!(r.name = strdup(topic))) return 0;
+        free(s->topics[0].name);
+        s->topics[0] = r;
+        sift_down(s->topics, s->ntopics, 0);
+    }
+    return 0;
 }
 
 static int by_order(const void *x, const void *y)
@@ -185,14 +201,9 @@ static int by_order(const void *x, const void *y)
     return a < b ? -1 : a > b;
 }
 
-/* Keeps the deepest --metrics-topics rows (in the queue's order). */
+/* The kept rows in the queue's order, as they are written. */
 static void keep_deepest(scrape *s)
 {
-    uint32_t keep = s->a->limits.metrics_topics;
-    if (s->ntopics <= keep) return;
-    select_deepest(s->topics, s->ntopics, keep);
-    for (size_t i = keep; i < s->ntopics; i++) free(s->topics[i].name);
-    s->ntopics = keep;
     qsort(s->topics, s->ntopics, sizeof *s->topics, by_order);
 }
 

@@ -161,10 +161,16 @@ static cJSON *topic_json(api *a, const char *topic)
  * topics, whatever the number of others. */
 typedef struct list_page {
     api *a;
+    http_request *req;
+    uv_idle_t turn; /* a slice of the page each loop turn (as /metrics) */
+    int aborted;    /* the client left */
     buf out;
     uint32_t limit, n;
-    const char *last; /* the page's last topic (borrowed from the queue) */
-    int more;         /* a topic follows the page */
+    char last[SPATE_TOPIC_NAME_MAX + 1]; /* the last topic gone past ("" none yet) */
+    int more;                            /* a topic follows the page */
+    int yielded;                         /* the turn's time is up */
+    uint32_t in_slice;
+    uint64_t slice_end_ns;
     char after[SPATE_TOPIC_NAME_MAX + 1];
     int has_after;
     int failed; /* the error that cut the page short */
@@ -235,8 +241,13 @@ static int list_topic(const char *topic, void *data)
         p->more = 1;
         return 1;
     }
+    if (++p->in_slice % 16 == 0 && clock_mono_ns() >= p->slice_end_ns) {
+        p->yielded = 1;
+        return 1;
+    }
     size_t at = p->out.len;
     if (p->n && buf_append(&p->out, ",", 1)) return 1;
+    snprintf(p->last, sizeof p->last, "%s", topic);
     int rc = write_topic(p->a, &p->out, topic);
     if (rc == ERR_NOTFOUND) {
         p->out.len = at;
@@ -246,7 +257,6 @@ static int list_topic(const char *topic, void *data)
         p->failed = rc;
         return 1;
     }
-    p->last = topic;
     p->n++;
     return 0;
 }
@@ -275,39 +285,83 @@ static int on_list_param(const char *k, size_t klen, const char *v, size_t vlen,
     return ERR_INVAL;
 }
 
+static void list_page_free(uv_handle_t *h)
+{
+    list_page *p = h->data;
+    buf_free(&p->out);
+    free(p);
+}
+
+static void list_page_end(list_page *p)
+{
+    uv_idle_stop(&p->turn);
+    p->req->on_abort = NULL;
+    if (p->aborted) {
+        http_respond(p->req, 499, "text/plain", NULL, "", 0); /* frees the gone connection */
+    } else if (p->failed) {
+        http_respond_error(p->req, 503, "out_of_memory", "cannot build the list: %s",
+                           err_str(p->failed));
+    } else {
+        buf_append(&p->out, "],\"next\":", 9);
+        if (p->more && p->n)
+            buf_printf(&p->out, "\"%s\"", p->last);
+        else
+            buf_append(&p->out, "null", 4);
+        buf_printf(&p->out, ",\"limit\":%u,\"total\":%u}\n", p->limit, queue_topic_count(p->a->q));
+        http_respond(p->req, 200, "application/json", NULL, p->out.data, p->out.len);
+    }
+    uv_close((uv_handle_t *)&p->turn, list_page_free);
+}
+
+/* A turn's share of the page: at most SPATE_METRICS_SLICE_US, so that a
+ * page of 1,000 topics never holds the loop for its whole time. */
+static void on_list_turn(uv_idle_t *t)
+{
+    list_page *p = t->data;
+    if (p->aborted) return list_page_end(p);
+    p->slice_end_ns = clock_mono_ns() + SPATE_METRICS_SLICE_US * 1000ull;
+    p->in_slice = 0;
+    p->yielded = 0;
+    const char *from = p->last[0] ? p->last : p->has_after ? p->after : NULL;
+    queue_topics_after(p->a->q, from, list_topic, p);
+    if (!p->yielded) list_page_end(p);
+}
+
+static void on_list_abort(http_request *req)
+{
+    list_page *p = req->data;
+    p->aborted = 1;
+}
+
 static void list_topics_route(api *a, http_request *req)
 {
-    list_page p = {.a = a, .limit = SPATE_TOPICS_PAGE_DEFAULT};
-    if (http_query_parse(req->query, on_list_param, &p)) {
+    list_page *p = calloc(1, sizeof *p);
+    if (!p) return http_respond_error(req, 503, "out_of_memory", "out of memory");
+    p->a = a;
+    p->req = req;
+    p->limit = SPATE_TOPICS_PAGE_DEFAULT;
+    if (http_query_parse(req->query, on_list_param, p)) {
         http_respond_error(req, 400, "bad_parameter", "%s",
-                           p.why[0] ? p.why : "malformed query string");
+                           p->why[0] ? p->why : "malformed query string");
+        free(p);
         return;
     }
-    /* A page's topics at most a few KiB each (their triggers included). */
-    buf_init(&p.out, (size_t)SPATE_TOPICS_PAGE_MAX * 64 * KIB);
-    buf_append(&p.out, "{\"topics\":[", 11);
-    if (queue_topics_after(a->q, p.has_after ? p.after : NULL, list_topic, &p) == ERR_NOTFOUND) {
-        buf_free(&p.out);
+    if (p->has_after && queue_topics_after(a->q, p->after, NULL, NULL) == ERR_NOTFOUND) {
         http_respond_error(req, 400, "bad_cursor",
                            "parameter 'after': this node knows no topic '%s' (list again from "
                            "the first page)",
-                           p.after);
+                           p->after);
+        free(p);
         return;
     }
-    if (p.failed) {
-        buf_free(&p.out);
-        http_respond_error(req, 503, "out_of_memory", "cannot build the list: %s",
-                           err_str(p.failed));
-        return;
-    }
-    buf_append(&p.out, "],\"next\":", 9);
-    if (p.more && p.last)
-        buf_printf(&p.out, "\"%s\"", p.last);
-    else
-        buf_append(&p.out, "null", 4);
-    buf_printf(&p.out, ",\"limit\":%u,\"total\":%u}\n", p.limit, queue_topic_count(a->q));
-    http_respond(req, 200, "application/json", NULL, p.out.data, p.out.len);
-    buf_free(&p.out);
+    /* A page's topics at most a few KiB each (their triggers included). */
+    buf_init(&p->out, (size_t)SPATE_TOPICS_PAGE_MAX * 64 * KIB);
+    buf_append(&p->out, "{\"topics\":[", 11);
+    req->data = p;
+    req->on_abort = on_list_abort;
+    uv_idle_init(http_request_loop(req), &p->turn);
+    p->turn.data = p;
+    uv_idle_start(&p->turn, on_list_turn);
 }
 
 /* --- Deleting, purging and retention --------------------------------------------------- */

@@ -308,7 +308,8 @@ void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void 
  * first), in the queue's own stable order (the order it learned them), until
  * cb returns nonzero: a listing in pages, each resumed from the last name of
  * the one before, sees every topic that lived throughout exactly once.
- * ERR_NOTFOUND when after names no topic this queue knows (nor knew). */
+ * ERR_NOTFOUND when after names no topic this queue knows (nor knew); cb
+ * NULL only checks after. */
 int queue_topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
                        void *data);
 /* Topics there are now (deleted ones not counted): what --max-topics bounds. */

@@ -48,6 +48,7 @@ int jsqueue__topics_after(queue *q, const char *after, int (*cb)(const char *top
         if (!t) return ERR_NOTFOUND;
         n = t->link.next;
     }
+    if (!cb) return 0; /* only the cursor asked about */
     for (; n != &q->topics; n = n->next) {
         jtopic *t = list_entry(n, jtopic, link);
         if (!t->gone && cb(t->name, data)) break;

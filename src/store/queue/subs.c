@@ -345,6 +345,7 @@ int sq_topics_after(queue *q, const char *after, int (*cb)(const char *topic, vo
         if (!t) return ERR_NOTFOUND;
         n = t->link.next;
     }
+    if (!cb) return 0; /* only the cursor asked about */
     for (; n != &q->topics; n = n->next) {
         sq_topic *t = list_entry(n, sq_topic, link);
         if (!t->deleted && cb(t->name, data)) break;
