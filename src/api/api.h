@@ -22,6 +22,12 @@ typedef struct api_limits {
     size_t artifact_max;
     size_t message_max; /* one published message */
     size_t publish_max; /* one publish request (an NDJSON batch) */
+    /* Topics a request may make (--max-topics): one more by publish, PUT or
+     * SQS CreateQueue is refused 409 topic_limit (0: the default). */
+    uint32_t max_topics;
+    /* Topics /metrics and the history give series of their own
+     * (--metrics-topics), the deepest first; 0: none. */
+    uint32_t metrics_topics;
 } api_limits;
 
 typedef struct api api;

@@ -49,6 +49,7 @@ struct api_history {
     history *ring;
     strmap prev; /* function name -> fn_prev */
     int64_t now_ms;
+    uint32_t topics_sampled; /* in this sample */
     /* The cost of sampling: the last, and the total over samples. */
     uint64_t sample_ns, total_ns, samples;
     /* Answers' bytes written in the second answer_s (HISTORY_BYTES_PER_S). */
@@ -136,14 +137,19 @@ static void sample_fn(fn *f, void *data)
     history_put_fn(hs->ring, f->name, &v);
 }
 
-static void sample_topic(const char *topic, void *data)
+/* The first --metrics-topics topics in the queue's order: a sample costs
+ * that many summaries whatever the number of topics (each second, on the
+ * loop). */
+static int sample_topic(const char *topic, void *data)
 {
     struct api_history *hs = data;
+    if (hs->topics_sampled++ >= hs->a->limits.metrics_topics) return 1;
     topic_summary sum;
-    if (api_topic_summary(hs->a, topic, &sum) != 0) return;
+    if (api_topic_summary(hs->a, topic, &sum) != 0) return 0;
     history_topic v = {.depth = sum.depth > UINT32_MAX ? UINT32_MAX : (uint32_t)sum.depth,
                        .oldest_s = (float)sum.oldest_age_s};
     history_put_topic(hs->ring, topic, &v);
+    return 0;
 }
 
 static void sample_source(const source_view *s, void *data)
@@ -195,7 +201,8 @@ static void on_sample(uv_timer_t *t)
     hs->now_ms = clock_now_ms();
     history_begin(hs->ring, hs->now_ms);
     functions_each(hs->a->table, sample_fn, hs);
-    queue_each_topic(hs->a->q, sample_topic, hs);
+    hs->topics_sampled = 0;
+    queue_topics_after(hs->a->q, NULL, sample_topic, hs);
     if (hs->a->src) sources_each(hs->a->src, sample_source, hs);
     history_end(hs->ring);
     if (hs->samples % 60 == 59) drop_forgotten(hs);

@@ -76,6 +76,13 @@ struct api {
  * token, or without a token file a caller that is not function code. */
 int api_caller_is_admin(const api *a, const http_request *req);
 
+/* --max-topics: whether a request that makes topic (when it does not exist
+ * yet) would go over the node's maximum; and that maximum. */
+int api_topic_over_limit(api *a, const char *topic);
+uint32_t api_max_topics(const api *a);
+/* Answers 409 topic_limit for topic, naming the limit. */
+void api_respond_topic_limit(api *a, http_request *req, const char *topic);
+
 enum route {
     R_NONE,
     R_HEALTH,

@@ -4,6 +4,15 @@
  * scrape time; nothing is kept for it but the counters and histograms the
  * pools and triggers maintain anyway.
  *
+ * A scrape never holds the loop for long, whatever the number of topics:
+ * their figures are read over several loop turns, each at most
+ * SPATE_METRICS_SLICE_US, resumed from the last topic's name (the queue
+ * keeps every topic's place, queue_topics_after), and other work (an
+ * invocation, a publish) runs between them. Only the deepest
+ * --metrics-topics topics get series of their own (kept in a heap as they
+ * are read);
+ * the rest are counted. The answer goes once it is whole.
+ *
  * Names follow Prometheus conventions: a spate_ prefix, base units (seconds,
  * bytes), _total on counters; process_* as the official clients name them.
  * Function and topic names need no escaping in label values: their alphabet
@@ -18,8 +27,10 @@
 #include <unistd.h>
 
 #include "api/internal.h"
-#include "common/limits.h"
 #include "common/buf.h"
+#include "common/clock.h"
+#include "common/fmt.h"
+#include "common/limits.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
 
@@ -40,6 +51,7 @@ typedef struct fn_row {
 typedef struct topic_row {
     char *name;
     topic_summary sum;
+    size_t order; /* in the queue's order: the chosen are written so */
 } topic_row;
 
 typedef struct trigger_row {
@@ -52,6 +64,16 @@ typedef struct trigger_row {
 
 typedef struct scrape {
     api *a;
+    http_request *req;
+    int aborted;                           /* the client left: stop at the next turn */
+    uv_idle_t turn;                        /* a slice each loop turn; idle, not a 0 ms timer, which
+                                              libuv runs again before polling when re-armed in its callback */
+    char cursor[SPATE_TOPIC_NAME_MAX + 1]; /* the last topic read ("" none yet) */
+    uint64_t slice_end_ns;
+    uint32_t in_slice;
+    size_t visited; /* topics the turns went past */
+    int topics_done;
+    size_t all_topics; /* topics read, before keeping the deepest */
     buf out;
     fn_row *fns;
     size_t nfns, capfns;
@@ -108,13 +130,81 @@ static void collect_fn(fn *f, void *data)
     qsort(r->vers, r->nvers, sizeof *r->vers, by_version);
 }
 
-static void collect_topic(const char *topic, void *data)
+static int deeper(const topic_row *x, const topic_row *y)
+{
+    if (x->sum.depth != y->sum.depth) return x->sum.depth > y->sum.depth;
+    return x->order < y->order;
+}
+
+static void swap_rows(topic_row *x, topic_row *y)
+{
+    topic_row t = *x;
+    *x = *y;
+    *y = t;
+}
+
+/* The kept rows are a heap whose root is the shallowest of them: a topic
+ * deeper than it takes its place. Ties go to the earlier topic, so with
+ * equal depths (the usual case: a crowd of idle topics) a later topic costs
+ * one comparison and nothing is copied. */
+static void sift_down(topic_row *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && deeper(&h[m], &h[l])) m = l;
+        if (r < n && deeper(&h[m], &h[r])) m = r;
+        if (m == i) return;
+        swap_rows(&h[i], &h[m]);
+        i = m;
+    }
+}
+
+static void sift_up(topic_row *h, size_t i)
+{
+    while (i > 0 && deeper(&h[(i - 1) / 2], &h[i])) {
+        swap_rows(&h[(i - 1) / 2], &h[i]);
+        i = (i - 1) / 2;
+    }
+}
+
+/* One topic's figures, kept if it is among the deepest --metrics-topics so
+ * far; 1 (stop) once the turn's time is up, checked every 32 topics (a
+ * summary costs about a microsecond). */
+static int collect_topic(const char *topic, void *data)
 {
     scrape *s = data;
-    if (grow((void **)&s->topics, &s->captopics, s->ntopics, sizeof *s->topics)) return;
-    topic_row *r = &s->topics[s->ntopics];
-    if (api_topic_summary(s->a, topic, &r->sum) != 0 || !(r->name = strdup(topic))) return;
-    s->ntopics++;
+    if (++s->in_slice % 32 == 0 && clock_mono_ns() >= s->slice_end_ns) return 1;
+    snprintf(s->cursor, sizeof s->cursor, "%s", topic);
+    s->visited++;
+    topic_row r = {0};
+    if (api_topic_summary(s->a, topic, &r.sum) != 0) return 0;
+    r.order = s->all_topics++;
+    size_t keep = s->a->limits.metrics_topics;
+    if (s->ntopics < keep) {
+        if (grow((void **)&s->topics, &s->captopics, s->ntopics, sizeof *s->topics) ||
+            !(r.name = strdup(topic)))
+            return 0;
+        s->topics[s->ntopics] = r;
+        sift_up(s->topics, s->ntopics++);
+    } else if (keep && deeper(&r, &s->topics[0])) {
+        if (!(r.name = strdup(topic))) return 0;
+        free(s->topics[0].name);
+        s->topics[0] = r;
+        sift_down(s->topics, s->ntopics, 0);
+    }
+    return 0;
+}
+
+static int by_order(const void *x, const void *y)
+{
+    size_t a = ((const topic_row *)x)->order, b = ((const topic_row *)y)->order;
+    return a < b ? -1 : a > b;
+}
+
+/* The kept rows in the queue's order, as they are written. */
+static void keep_deepest(scrape *s)
+{
+    qsort(s->topics, s->ntopics, sizeof *s->topics, by_order);
 }
 
 static void collect_trigger(const trigger_view *v, void *data)
@@ -134,10 +224,22 @@ static void family(scrape *s, const char *name, const char *type, const char *he
     buf_printf(&s->out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A sample value; Prometheus spells infinity +Inf. */
+/* A sample value; Prometheus spells infinity +Inf. Whole numbers (most
+ * samples: counts) are written without printf's floating-point path, which
+ * was most of a large scrape's time. */
 static void value(scrape *s, const char *name, const char *labels, double v)
 {
-    if (isinf(v))
+    size_t nlen = strlen(name), llen = strlen(labels);
+    if (v >= 0 && v < 9007199254740992.0 && v == (double)(uint64_t)v && nlen + llen < 400) {
+        char line[448], *p = line;
+        p = fmt_str(p, name, nlen);
+        *p++ = '{';
+        p = fmt_str(p, labels, llen);
+        p = fmt_lit(p, "} ");
+        p = fmt_u64(p, (uint64_t)v);
+        *p++ = '\n';
+        buf_append(&s->out, line, (size_t)(p - line));
+    } else if (isinf(v))
         buf_printf(&s->out, "%s{%s} +Inf\n", name, labels);
     else if (isnan(v))
         buf_printf(&s->out, "%s{%s} NaN\n", name, labels);
@@ -329,6 +431,15 @@ static void write_topics(scrape *s)
         }
     }
 
+    family(s, "spate_topics", "gauge", "Topics on this node.");
+    buf_printf(&s->out, "spate_topics %zu\n", s->all_topics);
+    family(s, "spate_topics_max", "gauge", "The node's maximum of topics (--max-topics).");
+    buf_printf(&s->out, "spate_topics_max %u\n", api_max_topics(s->a));
+    family(s, "spate_topics_without_series", "gauge",
+           "Topics given no spate_topic_* series of their own: beyond the deepest "
+           "--metrics-topics.");
+    buf_printf(&s->out, "spate_topics_without_series %zu\n", s->all_topics - s->ntopics);
+
     family(s, "spate_event_end_to_end_seconds", "histogram",
            "Time from a message's publish until its function succeeded with it.");
     for (size_t i = 0; i < s->ntrs; i++) {
@@ -481,24 +592,74 @@ static void write_process(scrape *s)
                SPATE_COMMIT);
 }
 
+static void scrape_free(uv_handle_t *h)
+{
+    scrape *s = h->data;
+    buf_free(&s->out);
+    for (size_t i = 0; i < s->ntopics; i++) free(s->topics[i].name);
+    free(s->topics);
+    free(s->fns);
+    free(s->trs);
+    free(s);
+}
+
+static void finish(scrape *s)
+{
+    if (s->aborted) {
+        http_respond(s->req, 499, "text/plain", NULL, "", 0); /* frees the gone connection */
+    } else {
+        /* Functions and triggers in the last turn: their rows point into
+         * live structures that may go between turns. */
+        functions_each(s->a->table, collect_fn, s);
+        triggers_each(s->a->tr, collect_trigger, s);
+        keep_deepest(s);
+        write_functions(s);
+        write_scaling(s);
+        write_topics(s);
+        api_sources_metrics(s->a, &s->out);
+        write_process(s);
+        s->req->on_abort = NULL;
+        http_respond(s->req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, s->out.data,
+                     s->out.len);
+    }
+    uv_close((uv_handle_t *)&s->turn, scrape_free);
+}
+
+/* A loop turn's share of the topics; the next turn goes on after I/O. */
+static void on_turn(uv_idle_t *t)
+{
+    scrape *s = t->data;
+    if (!s->aborted) {
+        s->slice_end_ns = clock_mono_ns() + SPATE_METRICS_SLICE_US * 1000ull;
+        s->in_slice = 0;
+        size_t before = s->visited;
+        int rc = queue_topics_after(s->a->q, s->cursor[0] ? s->cursor : NULL, collect_topic, s);
+        /* Done: no topic left after the cursor, or the cursor's topic is
+         * unknown (the queue closed meanwhile). */
+        if (rc || s->visited == before) s->topics_done = 1;
+    }
+    if (s->aborted || s->topics_done) {
+        uv_idle_stop(&s->turn);
+        finish(s);
+    }
+}
+
+static void on_scrape_abort(http_request *req)
+{
+    scrape *s = req->data;
+    s->aborted = 1;
+}
+
 void api_metrics(api *a, http_request *req)
 {
-    scrape s = {.a = a};
-    buf_init(&s.out, 256u * 1024 * 1024); /* far above any node's size */
-    functions_each(a->table, collect_fn, &s);
-    queue_each_topic(a->q, collect_topic, &s);
-    triggers_each(a->tr, collect_trigger, &s);
-
-    write_functions(&s);
-    write_scaling(&s);
-    write_topics(&s);
-    api_sources_metrics(a, &s.out);
-    write_process(&s);
-
-    http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, s.out.data, s.out.len);
-    buf_free(&s.out);
-    for (size_t i = 0; i < s.ntopics; i++) free(s.topics[i].name);
-    free(s.topics);
-    free(s.fns);
-    free(s.trs);
+    scrape *s = calloc(1, sizeof *s);
+    if (!s) return http_respond_error(req, 503, "out_of_memory", "out of memory");
+    s->a = a;
+    s->req = req;
+    buf_init(&s->out, 256u * 1024 * 1024); /* far above any node's size */
+    req->data = s;
+    req->on_abort = on_scrape_abort;
+    uv_idle_init(http_request_loop(req), &s->turn);
+    s->turn.data = s;
+    uv_idle_start(&s->turn, on_turn);
 }

@@ -184,6 +184,12 @@ void api_publish(api *a, http_request *req, const char *topic)
         if (!rc && ps.n == 0)
             rc = parse_fail(&ps, 400, "bad_message", "the batch holds no message");
     }
+    if (!rc && api_topic_over_limit(a, topic)) {
+        api_respond_topic_limit(a, req, topic);
+        free(ps.msgs);
+        buf_free(&ps.keys);
+        return;
+    }
     if (rc) {
         http_respond_error(req, ps.status, ps.code, "%s", ps.why);
         free(ps.msgs);

@@ -519,6 +519,11 @@ static void create_queue(sqs_call *c)
                             "a queue already exists with the same name and different attributes");
         return on_queue_done(c, 0);
     }
+    if (api_topic_over_limit(c->a, name))
+        return sqs_fail(c, SQS_OVER_LIMIT,
+                        "this node holds its maximum of %u queues and topics (spated "
+                        "--max-topics): delete one first",
+                        api_max_topics(c->a));
     st.created_s = st.modified_s = (long long)(clock_now_ms() / 1000);
     queue_sub_config cfg;
     config_of(&st, &cfg);

@@ -154,6 +154,7 @@
     X(BAD_ENTRY_ID, "InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", 400)      \
     X(BATCH_TOO_LONG, "BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", 400)    \
     X(UNSUPPORTED, "UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", 400)     \
+    X(OVER_LIMIT, "OverLimit", "OverLimit", 403)                                                   \
     X(UNAVAILABLE, "ServiceUnavailable", "ServiceUnavailable", 503)                                \
     X(INTERNAL, "InternalError", "InternalError", 500)
 

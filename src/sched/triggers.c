@@ -1429,7 +1429,7 @@ void triggers_each_of_topic(triggers *tr, const char *topic,
                             void (*cb)(const trigger_view *v, void *data), void *data)
 {
     each_ctx c = {topic, cb, data};
-    queue_each_sub(tr->q, view_one, &c);
+    queue_each_sub_of(tr->q, topic, view_one, &c);
 }
 
 /* --- Closing ---------------------------------------------------------------------------- */

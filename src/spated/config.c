@@ -63,6 +63,14 @@ static const opt_def opt_defs[] = {
      "bytes of one published message, else 413", NULL},
     {"publish-max", OPT_SIZE, OFF(limits.publish_max), 1, 1024u * MIB, 1,
      "bytes of one publish request (an NDJSON batch), else 413", NULL},
+    {"max-topics", OPT_U32, OFF(limits.max_topics), 1, SPATE_TOPICS_CEILING, 1,
+     "topics on this node; a publish, PUT or CreateQueue that would make one more is refused "
+     "409 topic_limit",
+     NULL},
+    {"metrics-topics", OPT_U32, OFF(limits.metrics_topics), 0, SPATE_TOPICS_CEILING, 1,
+     "topics /metrics and the dashboard's history give series of their own (the deepest); 0: "
+     "none, only the counts",
+     NULL},
     {"max-instances", OPT_U32, OFF(max_instances), 1, SPATE_NODE_INSTANCES_CEILING, 1,
      "live instances on this node, over all functions", "one per 16 MiB of memory"},
     {"max-processes", OPT_U32, OFF(max_processes), 0, 4194304, 1,
@@ -177,6 +185,8 @@ static void defaults(options *o)
     o->limits.artifact_max = SPATE_ARTIFACT_MAX;
     o->limits.message_max = SPATE_MESSAGE_MAX;
     o->limits.publish_max = SPATE_PUBLISH_BODY_MAX;
+    o->limits.max_topics = SPATE_TOPICS_DEFAULT;
+    o->limits.metrics_topics = SPATE_METRICS_TOPICS_DEFAULT;
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
     o->max_instances = default_max_instances();
     o->max_zygotes = SPATE_ZYGOTES_DEFAULT;

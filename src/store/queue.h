@@ -265,8 +265,13 @@ int queue_subscribe(queue *q, const char *topic, const queue_sub_config *cfg, qu
 int queue_unsubscribe(queue *q, const char *topic, const char *function, queue_done_cb done,
                       void *data);
 queue_sub *queue_find_sub(queue *q, const char *topic, const char *function);
-/* Calls cb for every subscription (by topic, then function). */
+/* Calls cb for every subscription (by topic, then function); it costs the
+ * subscriptions and the topics that have one, not every topic. */
 void queue_each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data);
+/* Calls cb for every subscription of topic (none if it is unknown), at the
+ * cost of a lookup and its own subscriptions. */
+void queue_each_sub_of(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data),
+                       void *data);
 const queue_sub_config *queue_sub_get_config(const queue_sub *sub);
 const char *queue_sub_topic(const queue_sub *sub);
 /* The scheduler's own pointer for a subscription. */
@@ -299,6 +304,16 @@ void queue_sub_get_stats(const queue_sub *sub, queue_sub_stats *out);
 int queue_topic_get_stats(queue *q, const char *topic, queue_topic_stats *out);
 /* Calls cb for each topic name. */
 void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+/* Calls cb for each topic name after the topic named after (NULL: from the
+ * first), in the queue's own stable order (the order it learned them), until
+ * cb returns nonzero: a listing in pages, each resumed from the last name of
+ * the one before, sees every topic that lived throughout exactly once.
+ * ERR_NOTFOUND when after names no topic this queue knows (nor knew); cb
+ * NULL only checks after. */
+int queue_topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                       void *data);
+/* Topics there are now (deleted ones not counted): what --max-topics bounds. */
+uint32_t queue_topic_count(queue *q);
 
 /* --- Administering topics ------------------------------------------------------------- */
 
@@ -378,6 +393,11 @@ typedef struct queue_ops {
     void (*sub_stats)(const queue_sub *sub, queue_sub_stats *out);
     int (*topic_stats)(queue *q, const char *topic, queue_topic_stats *out);
     void (*each_topic)(queue *q, void (*cb)(const char *topic, void *data), void *data);
+    int (*topics_after)(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                        void *data);
+    uint32_t (*topic_count)(const queue *q);
+    void (*each_sub_of)(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data),
+                        void *data);
     int (*read)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                 void *data);
     int (*redrive)(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_redrive_cb cb,

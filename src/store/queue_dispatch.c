@@ -92,6 +92,23 @@ void queue_each_topic(queue *q, void (*cb)(const char *topic, void *data), void 
     OPS(q)->each_topic(q, cb, data);
 }
 
+int queue_topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                       void *data)
+{
+    return OPS(q)->topics_after(q, after, cb, data);
+}
+
+uint32_t queue_topic_count(queue *q)
+{
+    return OPS(q)->topic_count(q);
+}
+
+void queue_each_sub_of(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data),
+                       void *data)
+{
+    OPS(q)->each_sub_of(q, topic, cb, data);
+}
+
 int queue_read(queue *q, const char *topic, uint64_t after, uint32_t limit, queue_read_cb cb,
                void *data)
 {

@@ -29,6 +29,7 @@
 #include "cluster/jsqueue.h"
 #include "common/limits.h"
 #include "common/list.h"
+#include "common/strmap.h"
 
 #define PARTS_MAX (SPATE_JS_KEY_PARTS + 1) /* the key parts and the unkeyed one */
 /* A message's record in the attempts bucket: "<stream>.<consumer>.<seq>". */
@@ -45,6 +46,7 @@ typedef struct jtopic {
      * publish or a trigger brings the name back. */
     int gone;
     uint32_t touched;    /* q->refresh_serial when this node last made its stream */
+    uint32_t listed;     /* the serial of the last refresh that found its stream */
     queue_retention ret; /* as its stream's description says */
     uint64_t retired_acked, retired_dead; /* of its removed triggers, on this node */
 } jtopic;
@@ -101,6 +103,7 @@ struct queue {
     int replicas;
     queue_events ev;
     list_node topics;
+    strmap by_name; /* the topics by name (borrowed: jtopic.name) */
     list_node subs;
     int closing;
     uv_timer_t refresh;      /* every topic of the cluster, and its figures */
@@ -219,6 +222,11 @@ int jsqueue__redrive(queue *q, const char *topic, uint64_t after, uint32_t limit
 /* topics.c */
 int jsqueue__topic_stats(queue *q, const char *topic, queue_topic_stats *out);
 void jsqueue__each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+int jsqueue__topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                          void *data);
+uint32_t jsqueue__topic_count(const queue *q);
+void jsqueue__each_sub_of(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data),
+                          void *data);
 int jsqueue__topic_delete(queue *q, const char *topic, queue_count_cb done, void *data);
 int jsqueue__topic_purge(queue *q, const char *topic, queue_count_cb done, void *data);
 int jsqueue__topic_retention(queue *q, const char *topic, const queue_retention *r,

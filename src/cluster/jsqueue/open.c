@@ -23,6 +23,7 @@ static void on_refresh_closed(uv_handle_t *h)
         list_remove(&t->link);
         free(t);
     }
+    strmap_free(&q->by_name);
     free(q);
     if (cb) cb(data);
 }
@@ -75,6 +76,9 @@ const queue_ops jsqueue__ops = {
     .sub_stats = jsqueue__sub_stats,
     .topic_stats = jsqueue__topic_stats,
     .each_topic = jsqueue__each_topic,
+    .topics_after = jsqueue__topics_after,
+    .topic_count = jsqueue__topic_count,
+    .each_sub_of = jsqueue__each_sub_of,
     .read = jsqueue__read,
     .redrive = jsqueue__redrive,
     .topic_delete = jsqueue__topic_delete,
@@ -96,6 +100,7 @@ int jsqueue_open(uv_loop_t *loop, cluster *c, const queue_events *ev, queue **ou
     q->replicas = cluster_replicas(c);
     q->ev = *ev;
     list_init(&q->topics);
+    strmap_init(&q->by_name);
     list_init(&q->subs);
     uv_timer_init(loop, &q->refresh);
     q->refresh.data = q;

@@ -23,9 +23,8 @@ void jsqueue__stream_name(const char *topic, char *out, size_t cap)
 
 jtopic *jsqueue__topic_of(queue *q, const char *name, int create)
 {
-    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-        jtopic *t = list_entry(n, jtopic, link);
-        if (strcmp(t->name, name) != 0) continue;
+    jtopic *t = strmap_get(&q->by_name, name, strlen(name));
+    if (t) {
         if (t->gone && !create) return NULL;
         if (t->gone) {
             t->gone = 0;
@@ -36,11 +35,15 @@ jtopic *jsqueue__topic_of(queue *q, const char *name, int create)
         return t;
     }
     if (!create) return NULL;
-    jtopic *t = calloc(1, sizeof *t);
+    t = calloc(1, sizeof *t);
     if (!t) return NULL;
     snprintf(t->name, sizeof t->name, "%s", name);
     jsqueue__stream_name(name, t->stream, sizeof t->stream);
     snprintf(t->subject, sizeof t->subject, "spate.t.%s", t->stream + 8); /* no '.' in it */
+    if (strmap_put(&q->by_name, t->name, t)) {
+        free(t);
+        return NULL;
+    }
     list_push_back(&q->topics, &t->link);
     return t;
 }

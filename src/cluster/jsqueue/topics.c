@@ -38,6 +38,46 @@ void jsqueue__each_topic(queue *q, void (*cb)(const char *topic, void *data), vo
     }
 }
 
+int jsqueue__topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                          void *data)
+{
+    list_node *n = list_first(&q->topics);
+    if (after) {
+        /* A gone topic keeps its place until the queue closes. */
+        jtopic *t = strmap_get(&q->by_name, after, strlen(after));
+        if (!t) return ERR_NOTFOUND;
+        n = t->link.next;
+    }
+    if (!cb) return 0; /* only the cursor asked about */
+    for (; n != &q->topics; n = n->next) {
+        jtopic *t = list_entry(n, jtopic, link);
+        if (!t->gone && cb(t->name, data)) break;
+    }
+    return 0;
+}
+
+/* Counted when asked: the flags change in several places, and this is
+ * asked only when a request would make a topic. */
+uint32_t jsqueue__topic_count(const queue *q)
+{
+    uint32_t n = 0;
+    for (const list_node *m = q->topics.next; m != &q->topics; m = m->next)
+        n += !list_entry(m, jtopic, link)->gone;
+    return n;
+}
+
+void jsqueue__each_sub_of(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data),
+                          void *data)
+{
+    jtopic *t = strmap_get(&q->by_name, topic, strlen(topic));
+    if (!t) return;
+    for (list_node *n = list_first(&q->subs); n != &q->subs;) {
+        queue_sub *s = list_entry(n, queue_sub, link);
+        n = n->next;
+        if (s->topic == t) cb(s, data);
+    }
+}
+
 enum admin_what { A_DELETE, A_PURGE, A_RETENTION };
 
 typedef struct admin_job {

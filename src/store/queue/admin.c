@@ -79,6 +79,7 @@ static void done_delete(wop *op, int status)
         t->retired_acked = t->retired_dead = 0;
     } else if (t->deleted) {
         t->deleted = 0; /* still there, as it was */
+        t->q->ntopics++;
         t->ret = a->ret;
     }
     a->count_cb(a->data, status, a->rows);
@@ -98,6 +99,7 @@ int sq_topic_delete(queue *q, const char *topic, queue_count_cb done, void *data
     a->ret = t->ret;
     memset(&t->ret, 0, sizeof t->ret);
     t->deleted = 1;
+    q->ntopics--;
     writer_submit(q->w, &a->op);
     return 0;
 }

@@ -108,6 +108,7 @@ struct sq_topic {
     int64_t oldest_stored_ms;
     list_node subs;
     uint32_t nsubs;
+    list_node sub_link; /* in q->sub_topics while nsubs > 0 */
     /* What removed subscriptions had settled (queue_topic_stats.acked). */
     uint64_t retired_acked, retired_dead;
     queue_retention ret;
@@ -166,6 +167,10 @@ struct queue {
     queue_events ev;
     list_node topics;
     strmap by_name;
+    /* The topics that have subscriptions: what each_sub walks, so that it
+     * costs the subscriptions, not every topic. */
+    list_node sub_topics;
+    uint32_t ntopics; /* live (not deleted): what --max-topics bounds */
     int64_t next_topic_id, next_sub_id;
     list_node dirty;
     uv_timer_t retention; /* every SPATE_RETENTION_TICK_MS: topics over their limits */
@@ -274,6 +279,11 @@ void *sq_sub_data(const queue_sub *s);
 void sq_sub_stats(const queue_sub *s, queue_sub_stats *out);
 int sq_topic_stats(queue *q, const char *topic, queue_topic_stats *out);
 void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *data);
+int sq_topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                    void *data);
+uint32_t sq_topic_count(const queue *q);
+void sq_each_sub_of(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data),
+                    void *data);
 
 int sq_dedup_each(queue *q, queue_dedup_cb cb, void *data);
 

@@ -112,6 +112,7 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
     q->st = st;
     q->ev = *ev;
     list_init(&q->topics);
+    list_init(&q->sub_topics);
     list_init(&q->dirty);
     strmap_init(&q->by_name);
     q->next_topic_id = q->next_sub_id = 1;
@@ -169,6 +170,7 @@ static void on_writer_stopped(void *data)
     while (!list_empty(&q->topics)) {
         sq_topic *t = list_entry(list_first(&q->topics), sq_topic, link);
         list_remove(&t->link);
+        list_remove(&t->sub_link);
         while (!list_empty(&t->subs)) {
             queue_sub *s = list_entry(list_first(&t->subs), queue_sub, link);
             list_remove(&s->link);
@@ -225,6 +227,9 @@ const queue_ops sq_ops = {
     .sub_stats = sq_sub_stats,
     .topic_stats = sq_topic_stats,
     .each_topic = sq_each_topic,
+    .topics_after = sq_topics_after,
+    .topic_count = sq_topic_count,
+    .each_sub_of = sq_each_sub_of,
     .read = sq_read,
     .redrive = sq_redrive,
     .topic_delete = sq_topic_delete,

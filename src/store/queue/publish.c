@@ -188,6 +188,7 @@ sq_topic *sq_topic_get(queue *q, const char *name, int create)
          * again once the deletion is done (done_delete). */
         t->deleted = 0;
         t->persisted = 0;
+        q->ntopics++;
         return t;
     }
     if (t || !create) return t;
@@ -200,12 +201,14 @@ sq_topic *sq_topic_get(queue *q, const char *name, int create)
     t->id = q->next_topic_id++;
     t->next_seq = t->committed = t->trimmed = 1;
     list_init(&t->subs);
+    list_init(&t->sub_link);
     if (strmap_put(&q->by_name, t->name, t)) {
         free(t->name);
         free(t);
         return NULL;
     }
     list_push_back(&q->topics, &t->link);
+    q->ntopics++;
     return t;
 }
 

@@ -62,7 +62,7 @@ queue_sub *sq_sub_new(queue *q, sq_topic *t, const queue_sub_config *cfg)
     uv_timer_init(q->loop, &s->timer);
     s->timer.data = s;
     list_push_back(&t->subs, &s->link);
-    t->nsubs++;
+    if (t->nsubs++ == 0) list_push_back(&q->sub_topics, &t->sub_link);
     return s;
 }
 
@@ -169,7 +169,7 @@ int sq_subscribe(queue *q, const char *topic, const queue_sub_config *cfg, queue
     if (!o) {
         if (created) {
             list_remove(&s->link);
-            t->nsubs--;
+            if (--t->nsubs == 0) list_remove(&t->sub_link);
             sq_sub_unref(s);
         }
         return ERR_NOMEM;
@@ -200,7 +200,7 @@ int sq_unsubscribe(queue *q, const char *topic, const char *function, queue_done
     if (!o) return ERR_NOMEM;
     s->closed = 1;
     list_remove(&s->link);
-    t->nsubs--;
+    if (--t->nsubs == 0) list_remove(&t->sub_link);
     if (s->dirty) {
         list_remove(&s->dirty_link);
         s->dirty = 0;
@@ -231,16 +231,28 @@ queue_sub *sq_find_sub(queue *q, const char *topic, const char *function)
     return find_sub(sq_topic_get(q, topic, 0), function);
 }
 
+static void each_sub_of(sq_topic *t, void (*cb)(queue_sub *sub, void *data), void *data)
+{
+    for (list_node *m = list_first(&t->subs); m != &t->subs;) {
+        queue_sub *s = list_entry(m, queue_sub, link);
+        m = m->next;
+        cb(s, data);
+    }
+}
+
 void sq_each_sub(queue *q, void (*cb)(queue_sub *sub, void *data), void *data)
 {
-    for (list_node *n = list_first(&q->topics); n != &q->topics; n = n->next) {
-        sq_topic *t = list_entry(n, sq_topic, link);
-        for (list_node *m = list_first(&t->subs); m != &t->subs;) {
-            queue_sub *s = list_entry(m, queue_sub, link);
-            m = m->next;
-            cb(s, data);
-        }
+    for (list_node *n = list_first(&q->sub_topics); n != &q->sub_topics;) {
+        sq_topic *t = list_entry(n, sq_topic, sub_link);
+        n = n->next; /* cb may remove the topic's last subscription */
+        each_sub_of(t, cb, data);
     }
+}
+
+void sq_each_sub_of(queue *q, const char *topic, void (*cb)(queue_sub *sub, void *data), void *data)
+{
+    sq_topic *t = strmap_get(&q->by_name, topic, strlen(topic));
+    if (t) each_sub_of(t, cb, data);
 }
 
 const queue_sub_config *sq_sub_config(const queue_sub *s)
@@ -320,4 +332,28 @@ void sq_each_topic(queue *q, void (*cb)(const char *topic, void *data), void *da
         sq_topic *t = list_entry(n, sq_topic, link);
         if (!t->deleted) cb(t->name, data);
     }
+}
+
+int sq_topics_after(queue *q, const char *after, int (*cb)(const char *topic, void *data),
+                    void *data)
+{
+    list_node *n = list_first(&q->topics);
+    if (after) {
+        /* A deleted topic keeps its place (its memory stays), so a cursor
+         * naming one still finds where it was. */
+        sq_topic *t = strmap_get(&q->by_name, after, strlen(after));
+        if (!t) return ERR_NOTFOUND;
+        n = t->link.next;
+    }
+    if (!cb) return 0; /* only the cursor asked about */
+    for (; n != &q->topics; n = n->next) {
+        sq_topic *t = list_entry(n, sq_topic, link);
+        if (!t->deleted && cb(t->name, data)) break;
+    }
+    return 0;
+}
+
+uint32_t sq_topic_count(const queue *q)
+{
+    return q->ntopics;
 }
