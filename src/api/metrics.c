@@ -204,7 +204,8 @@ static int by_order(const void *x, const void *y)
 /* The kept rows in the queue's order, as they are written. */
 static void keep_deepest(scrape *s)
 {
-    qsort(s->topics, s->ntopics, sizeof *s->topics, by_order);
+    if (s->ntopics > 0) /* topics is NULL until the first (qsort's first argument may not be) */
+        qsort(s->topics, s->ntopics, sizeof *s->topics, by_order);
 }
 
 static void collect_trigger(const trigger_view *v, void *data)
