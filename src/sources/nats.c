@@ -434,6 +434,19 @@ static void *pull(void *arg);
 /* TLS with the server's certificate verified against the CA file, or else
  * Debian's bundle of the system's trust store, and its name against the
  * URL's host (nats.c checks the name only when told which). */
+/* nats.c 3.4.1 (Debian 12's) sends no signature when the signed nonce
+ * begins with a zero byte (fixed upstream by nats.c #705, in 3.8): one
+ * connect in 256 with an NKey or a creds file is refused "Authorization
+ * Violation". Each connect signs a new nonce, so a refused one is tried
+ * again: three refusals in a row are a real one. */
+static natsStatus connect_signed(natsConnection **nc, natsOptions *o, int signs)
+{
+    natsStatus s = NATS_CONNECTION_AUTH_FAILED;
+    for (int i = 0; i < (signs ? 3 : 1) && s == NATS_CONNECTION_AUTH_FAILED; i++)
+        s = natsConnection_Connect(nc, o);
+    return s;
+}
+
 static natsStatus tls_options(natsOptions *o, const nats_cfg *cfg)
 {
     natsStatus s = natsOptions_SetSecure(o, true);
@@ -487,12 +500,13 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
         s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds, NULL);
     if (s == NATS_OK && cfg->nkey[0]) s = natsOptions_SetNKeyFromSeed(o, cfg->nkey, cfg->seed);
     if (s == NATS_OK && cfg->tls.on) s = tls_options(o, cfg);
-    if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
+    int signs = cfg->creds[0] || cfg->nkey[0];
+    if (s == NATS_OK) s = connect_signed(&c->nc, o, signs);
     /* The acks through a second connection that buffers: a batch's acks
      * leave in one write (natsMsg_Ack on the first would write each: a
      * third of the time a batch took). */
     if (s == NATS_OK && cfg->stream[0]) s = natsOptions_SetSendAsap(o, false);
-    if (s == NATS_OK && cfg->stream[0]) s = natsConnection_Connect(&c->acks, o);
+    if (s == NATS_OK && cfg->stream[0]) s = connect_signed(&c->acks, o, signs);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
         char what[400];

@@ -64,7 +64,12 @@ int main(int argc, char **argv)
         s = natsOptions_SetUserCredentialsFromFiles(o, getenv("NATS_CREDS"), NULL);
     if (s == NATS_OK && getenv("NATS_CERT"))
         s = natsOptions_LoadCertificatesChain(o, getenv("NATS_CERT"), getenv("NATS_KEY"));
-    if (s == NATS_OK) s = natsConnection_Connect(&nc, o);
+    /* nats.c 3.4.1 omits the signature when the signed nonce begins with
+     * a zero byte (fixed by nats.c #705): one connect in 256 with a creds
+     * file is refused. Another connect signs another nonce. */
+    if (s == NATS_OK) s = NATS_CONNECTION_AUTH_FAILED;
+    for (int i = 0; i < 3 && s == NATS_CONNECTION_AUTH_FAILED; i++)
+        s = natsConnection_Connect(&nc, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) die("connect", s);
     jsCtx *js = NULL;
