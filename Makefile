@@ -3,6 +3,7 @@ SHELL := /bin/bash
 BUILD   ?= build
 JOBS    ?= $(shell nproc)
 PYTEST  ?= /usr/bin/python3 -m pytest
+TEST_JOBS ?= 3
 
 .PHONY: all deps configure test check layers unit integration sanitize fuzz bench demo demo-cluster \
         clean format \
@@ -40,8 +41,11 @@ layers:
 unit:
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 
+# Whole files in parallel (pytest-xdist, TEST_JOBS at once): a test spends
+# most of its time waiting for spated, brokers and clocks, not on a core.
+# TEST_JOBS=0 runs them one after another.
 integration:
-	SPATE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/integration
+	SPATE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(TEST_JOBS) --dist loadfile tests/integration
 
 # ASan must not turn a function's own crash (SIGSEGV, abort) into exit(1):
 # the tests check that spate names the signal.

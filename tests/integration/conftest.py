@@ -145,6 +145,16 @@ def source(d, name):
     return d.json("GET", f"/v1/sources/{name}")[1]
 
 
+# With pytest-xdist (make integration runs files in parallel) each worker's
+# spated processes take their functions' uids from a range of their own: a
+# uid comes from the function's name (the same on every node, by design), so
+# two workers' functions of one name would otherwise share it and see each
+# other's processes.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+UID_ARGS = (["--uid-base", str(2000000000 - 100000000 * (int(WORKER[2:]) + 1))]
+            if WORKER.startswith("gw") else [])
+
+
 class Spated:
     """One spated process and helpers to talk to it."""
 
@@ -174,7 +184,8 @@ class Spated:
         self.proc = subprocess.Popen(
             [*self.prefix, str(SPATED), "--data", self.data_arg,
              "--listen", listen or f"{self.host}:0",
-             *(a for p in self.writable for a in ("--writable", str(p))), *self.args],
+             *(a for p in self.writable for a in ("--writable", str(p))),
+             *(UID_ARGS if "--uid-base" not in self.args else ()), *self.args],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         log.close()
         deadline = time.time() + 10
@@ -250,8 +261,12 @@ def reachable_basetemp(tmp_path_factory):
     directory, which nobody must be able to pass through."""
     global BASETEMP
     base = tmp_path_factory.getbasetemp()
-    for p in (base, base.parent):
+    # Up to pytest-of-USER: with pytest-xdist each worker's base is one
+    # level deeper (pytest-N/popen-gwK).
+    for p in (base, *base.parents):
         p.chmod(p.stat().st_mode | 0o011)
+        if p.name.startswith("pytest-of-"):
+            break
     BASETEMP = base
 
 

@@ -249,8 +249,9 @@ def test_without_a_key_the_same_forgery_is_deployed(tmp_path_factory, functions)
     with spated_cluster(tmp_path_factory, name="bare", n=2) as (nats, (a, b)):
         assert "are not authenticated" in a.log()
         assert a.deploy("app", functions["probe"])[0] == 201
-        assert wait_for(lambda: kv_raw(nats, "fn.app") is not None, timeout=15)
-        entry = json.loads(kv_raw(nats, "fn.app"))
+        raw = wait_for(lambda: kv_raw(nats, "fn.app"), timeout=15)
+        assert raw is not None
+        entry = json.loads(raw)
         data = unique_artifact(functions, "hello")
         entry.update(sha256=forge_artifact(nats, data), size=len(data), origin="forger")
         nats_pub(nats, "$KV.spate-registry.fn.evil", json.dumps(entry).encode())

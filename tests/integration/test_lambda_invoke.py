@@ -138,7 +138,7 @@ def test_timeout_while_waiting_for_an_instance_names_the_timeout(spated, tmp_pat
     first.start()
     try:
         assert wait_for(lambda: spated.json("GET", "/v1/functions/fn")[1]["instances"]["busy"] == 1,
-                        timeout=10)
+                        timeout=30), spated.log()
         status, h, body = invoke(spated, "fn", {"x": 1})
         assert status == 200, body
         doc = json.loads(body)
