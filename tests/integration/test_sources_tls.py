@@ -621,3 +621,77 @@ def test_a_fifo_named_as_a_tls_file_is_refused_not_waited_on(spated, tmp_path):
                   "not a regular file")
     assert str(fifo) in why
     assert spated.request("DELETE", "/v1/sources/ff")[0] == 204
+
+
+# --- NATS: a nonce whose signature begins with a zero byte --------------------------------
+
+def test_a_nonce_signed_with_a_leading_zero_byte_is_signed_again(spated, functions, tmp_path):
+    """nats.c 3.4.1 (Debian 12's) sends no signature when the signed nonce
+    begins with a zero byte: one connect in 256 with an NKey or a creds file
+    was refused "Authorization Violation" (fixed upstream by nats.c #705). A
+    real server cannot be made to send a chosen nonce: this one-subject
+    server offers, first, a nonce whose signature by the source's NKey begins
+    with 0, and refuses a CONNECT without a signature as nats-server does,
+    then an ordinary one; the source must connect without an error and
+    deliver."""
+    import threading
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    nkey, seed, pem = nkey_make(tmp_path, "user", "zero")
+    (tmp_path / "zero.nk").write_text(seed + "\n")
+    key = load_pem_private_key(pem.read_bytes(), None)
+    zero = next(n for n in (f"nonce{i}" for i in range(100000)) if key.sign(n.encode())[0] == 0)
+    ordinary = next(n for n in (f"other{i}" for i in range(100000)) if key.sign(n.encode())[0])
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(60)
+    port = listener.getsockname()[1]
+    seen_connects = []
+
+    def serve():
+        for nonce in (zero, ordinary):
+            conn, _ = listener.accept()
+            conn.settimeout(60)
+            f = conn.makefile("rwb")
+            info = {"server_id": "fake", "version": "2.9.10", "proto": 1, "headers": True,
+                    "max_payload": 1 << 20, "auth_required": True, "nonce": nonce}
+            f.write(b"INFO " + json.dumps(info).encode() + b"\r\n")
+            f.flush()
+            line = f.readline()
+            assert line.startswith(b"CONNECT "), line
+            doc = json.loads(line[8:])
+            seen_connects.append(doc)
+            if "sig" not in doc:
+                f.write(b"-ERR 'Authorization Violation'\r\n")
+                f.flush()
+                conn.close()
+                continue
+            sid = None
+            while True:  # PING, SUB, then the message; PONG to every PING
+                line = f.readline()
+                if not line:
+                    return
+                if line.startswith(b"PING"):
+                    f.write(b"PONG\r\n")
+                elif line.startswith(b"SUB ") and sid is None:
+                    sid = line.split()[-1]
+                    f.write(b"MSG orders " + sid + b" 2\r\ne1\r\n")
+                f.flush()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        rec = deploy_recorder(spated, functions, tmp_path)
+        add_trigger(spated, "orders", "rec")
+        status, doc = add_source(spated, "nz", f"nats://127.0.0.1:{port}/orders"
+                                 f"?nkey={nkey}&seed={tmp_path}/zero.nk", "orders")
+        assert status == 201, doc
+        assert wait_for(lambda: "e1" in seen(rec), timeout=30), (source(spated, "nz"),
+                                                                seen_connects, spated.log()[-2000:])
+        # The first CONNECT had no signature (the library's defect: else this
+        # test tests nothing), and its refusal never showed.
+        assert [("sig" in c) for c in seen_connects] == [False, True], seen_connects
+        assert not source(spated, "nz").get("last_error"), source(spated, "nz")
+    finally:
+        listener.close()
