@@ -294,7 +294,7 @@ static void write_functions(scrape *s)
          "Time an invocation waited for an instance to start it.",
          offsetof(pool_metrics, queue_wait)},
         {"spate_cold_start_duration_seconds",
-         "Time from asking for a new instance until it was ready.",
+         "Time from asking for a new instance (spares too) until it was ready.",
          offsetof(pool_metrics, cold_start)},
     };
     for (size_t h = 0; h < sizeof hists / sizeof hists[0]; h++) {
@@ -306,7 +306,9 @@ static void write_functions(scrape *s)
         }
     }
 
-    family(s, "spate_cold_starts_total", "counter", "Instances started and ready.");
+    family(s, "spate_cold_starts_total", "counter",
+           "Invocations that found no instance and got a new one (started for them, or a spare "
+           "instance handed over).");
     for (size_t i = 0; i < s->nfns; i++) {
         fn_labels(&s->fns[i], l);
         value(s, "spate_cold_starts_total", l, (double)s->fns[i].st.cold_starts);
