@@ -65,7 +65,7 @@ def test_a_spare_never_runs_another_versions_invocation(make_spated, functions):
     d = make_spated()
     for name, tag in (("a", "a1"), ("a", "a2"), ("b", "b1")):
         status, doc = d.deploy(name, functions["probe"], keep_alive=0, env=f"TAG={tag}")
-        assert status == 201, doc
+        assert status in (200, 201), doc
     expect = {"a:1": ("1", b"a1"), "a": ("2", b"a2"), "b": ("1", b"b1")}
     before = {name: stats(d, name)["spare_handovers"] for name in ("a", "b")}
     for _ in range(5):
@@ -80,7 +80,7 @@ def test_a_spare_never_runs_another_versions_invocation(make_spated, functions):
     # The active version's spare is version 2's: retired versions keep none.
     assert spare(d, "a") == 1
     status, doc = d.deploy("a", functions["probe"], keep_alive=0, env="TAG=a3")
-    assert status == 201, doc
+    assert status == 200, doc
     time.sleep(0.2)
     status, ran, body = invoke(d, "a", b"env:TAG")
     assert (status, ran, body) == (200, "3", b"a3"), (status, ran, body)
@@ -158,15 +158,25 @@ def test_a_killed_spare_is_replaced_and_fails_no_invocation(make_spated, functio
     zygote = d.describe("k")["zygote_pid"]
     (victim,) = children(zygote)
     os.kill(victim, signal.SIGKILL)
-    # Invoked at once, before spated may have read its end: not given to it.
+    # Invoked as soon as it has died, before spated may have read its end
+    # (the zygote reaps it and reports it): not given to it. (One killed
+    # while it is handed over dies during the invocation, as any instance.)
+    assert wait_for(lambda: not alive(victim), step=0.005)
     status, body = d.invoke("k", b"pid")
     assert status == 200, body
     assert int(body) != victim
     assert stats(d, "k")["crashes"] == 0
-    # And a new spare stands in for it.
-    assert wait_for(lambda: spare(d, "k") == 1 and victim not in children(zygote)), d.log()
-    (again,) = [p for p in children(zygote) if p != victim] or [0]
-    assert again and again != victim
+    # And a new spare stands in for it (the instance that answered has left:
+    # keep-alive 0).
+    served, seen = int(body), []
+
+    def replaced():
+        kids = children(zygote)
+        seen[:] = kids
+        return spare(d, "k") == 1 and len(kids) == 1 and kids[0] not in (victim, served)
+
+    assert wait_for(replaced), d.log()
+    (again,) = seen
     # The same once spated knows: killed and left alone, it is replaced.
     os.kill(again, signal.SIGKILL)
     assert wait_for(lambda: spare(d, "k") == 1 and again not in children(zygote)), d.log()
