@@ -152,7 +152,10 @@ static void start_spare(pool *p, pversion *v)
      * the loop (its slot's cgroups; an exec instance's spawn waits for its
      * exec), and the running invocation's answer would wait behind it. */
     if (p->nbusy > 0) {
-        if (!p->spare_due) p->spare_due = now + SPATE_SPARE_DEFER_MS;
+        /* (A due time left from an earlier wait that came to nothing is
+         * renewed.) */
+        if (!p->spare_due || p->spare_due + SPATE_SPARE_DEFER_MS < now)
+            p->spare_due = now + SPATE_SPARE_DEFER_MS;
         if (now < p->spare_due) {
             pool__arm(p, p->spare_due);
             return;
