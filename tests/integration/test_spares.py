@@ -6,9 +6,20 @@ that dies; never its speed (bench/invoke measures that)."""
 
 import os
 import signal
+import subprocess
 import time
 
-from conftest import wait_for
+import pytest
+
+from conftest import ROOT, wait_for
+
+
+@pytest.fixture(scope="module")
+def c_bootstrap(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cboot") / "bootstrap"
+    subprocess.run(["cc", "-O2", "-o", str(out), str(ROOT / "tests/integration/functions/bootstrap.c")],
+                   check=True)
+    return out.read_bytes()
 
 
 def spare(d, name):
@@ -139,8 +150,9 @@ def test_a_spare_stops_with_its_zygote(make_spated, functions):
     assert status == 201, doc
     assert wait_for(lambda: spare(d, "z") == 1), d.log()
     zygote = d.describe("z")["zygote_pid"]
+    # The spare, forked by its zygote (counted from the moment it is asked for).
+    assert wait_for(lambda: len(children(zygote)) == 1), children(zygote)
     kids = children(zygote)
-    assert len(kids) == 1, kids  # the spare, forked by its zygote
     # The zygote's idle time runs though its spare stands: both go.
     assert wait_for(lambda: d.describe("z").get("zygote_pid", 0) == 0, timeout=15), d.log()
     assert wait_for(lambda: spare(d, "z") == 0)
@@ -156,6 +168,7 @@ def test_a_killed_spare_is_replaced_and_fails_no_invocation(make_spated, functio
     assert status == 201, doc
     assert wait_for(lambda: spare(d, "k") == 1), d.log()
     zygote = d.describe("k")["zygote_pid"]
+    assert wait_for(lambda: len(children(zygote)) == 1), children(zygote)
     (victim,) = children(zygote)
     os.kill(victim, signal.SIGKILL)
     # Invoked as soon as it has died, before spated may have read its end
@@ -177,13 +190,40 @@ def test_a_killed_spare_is_replaced_and_fails_no_invocation(make_spated, functio
 
     assert wait_for(replaced), d.log()
     (again,) = seen
-    # The same once spated knows: killed and left alone, it is replaced.
+    # The same once spated knows: killed and left alone, it is counted lost,
+    # the next invocation runs, and a spare stands again. (One killed before
+    # it was ready is a start that failed: no spare until an invocation has
+    # gone through.)
     os.kill(again, signal.SIGKILL)
-    assert wait_for(lambda: spare(d, "k") == 1 and again not in children(zygote)), d.log()
-    assert metric(d, 'spate_spare_events_total{event="lost"}') == 2
-    status, body = d.invoke("k", b"x")
+    assert wait_for(lambda: metric(d, 'spate_spare_events_total{event="lost"}') == 2), d.log()
+    status, body = d.invoke("k", b"pid")
     assert status == 200, body
+    assert int(body) not in (victim, again)
+    assert wait_for(lambda: spare(d, "k") == 1 and again not in children(zygote)), d.log()
     assert stats(d, "k")["errors"] == 0 and stats(d, "k")["crashes"] == 0
+
+
+def test_a_killed_exec_spare_fails_no_invocation(make_spated, c_bootstrap):
+    """The same for an exec instance (spated's own child, a bootstrap that
+    has asked /next): one that died is not handed the invocation."""
+    d = make_spated()
+    status, doc = d.deploy("ek", c_bootstrap, runtime="exec", keep_alive=0)
+    assert status == 201, doc
+    assert wait_for(lambda: spare(d, "ek") == 1), d.log()
+    status, body = d.invoke("ek", b"pid")  # the deploy's spare answers
+    assert status == 200, body
+    first = int(body)
+    # Its successor, a bootstrap child of spated.
+    mine = lambda: [p for p in children(d.proc.pid)
+                    if p != first and b"bootstrap" in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert wait_for(lambda: spare(d, "ek") == 1 and len(mine()) == 1), d.log()
+    (victim,) = mine()
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: not alive(victim), step=0.005)
+    status, body = d.invoke("ek", b"pid")
+    assert status == 200, body
+    assert int(body) not in (victim, first)
+    assert stats(d, "ek")["crashes"] == 0 and stats(d, "ek")["errors"] == 0
 
 
 def test_max_instances_counts_spares_and_leaves_room_for_work(make_spated, functions):
