@@ -8,6 +8,11 @@
  *                               has no instance left, so every call starts one;
  *                               with GAP_MS, after that many ms of nothing more
  *                               (a cold start from idle)
+ *   coldstart deployed PORT FN OBJECT N GAP_MS
+ *                               deploy OBJECT as FN (a new version each
+ *                               time, keep-alive 0), wait GAP_MS, invoke it:
+ *                               N times, the first invocation after a deploy
+ *                               (only the invocation is timed)
  *   coldstart warm PORT FN N GAP_MS
  *                               invoke FN N times, each after GAP_MS of nothing:
  *                               what waking the machine up costs a warm call
@@ -70,6 +75,57 @@ static int roundtrip(int fd, const char *req, char *out, size_t cap)
         if (end && cl && got >= (size_t)(end + 4 - out) + strtoul(cl + 16, NULL, 10)) break;
     }
     return atoi(out + 9);
+}
+
+/* Sends head then len bytes of body; reads one whole answer. */
+static int roundtrip_body(int fd, const char *head, const char *body, size_t len, char *out,
+                          size_t cap)
+{
+    size_t hlen = strlen(head);
+    if (write(fd, head, hlen) != (ssize_t)hlen) return -1;
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(fd, body + off, len - off);
+        if (n <= 0) return -1;
+        off += (size_t)n;
+    }
+    return roundtrip(fd, "", out, cap);
+}
+
+/* The first invocation after each of n deploys of object as fn. */
+static int deployed(int port, const char *fn, const char *object, int n, int gap_ms)
+{
+    FILE *f = fopen(object, "rb");
+    static char so[16 << 20], out[65536];
+    size_t len = f ? fread(so, 1, sizeof so, f) : 0;
+    if (!f || len == 0 || len == sizeof so) {
+        fprintf(stderr, "cannot read %s (at most 16 MiB)\n", object);
+        return 1;
+    }
+    fclose(f);
+    char put[256], invoke[256];
+    snprintf(put, sizeof put,
+             "PUT /v1/functions/%s?keep_alive=0 HTTP/1.1\r\nHost: b\r\nContent-Length: %zu\r\n\r\n",
+             fn, len);
+    snprintf(invoke, sizeof invoke,
+             "POST /v1/functions/%s/invoke HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\n\r\n", fn);
+    int fd = dial(port);
+    for (int i = 0; i < n; i++) {
+        int status = roundtrip_body(fd, put, so, len, out, sizeof out);
+        if (status != 201 && status != 200) {
+            fprintf(stderr, "deploy answered %d\n", status);
+            return 1;
+        }
+        if (gap_ms) usleep((useconds_t)gap_ms * 1000);
+        double t = now_us();
+        status = roundtrip(fd, invoke, out, sizeof out);
+        double dt = now_us() - t;
+        if (status != 200) {
+            fprintf(stderr, "invoke answered %d\n", status);
+            return 1;
+        }
+        printf("%.1f\n", dt);
+    }
+    return 0;
 }
 
 /* The number in "\"name\":N" of a JSON text, or -1. */
@@ -140,10 +196,13 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "cgroup") == 0)
         return cgroup_moves(atoi(argv[2]), atoi(argv[3]));
+    if (argc == 7 && strcmp(argv[1], "deployed") == 0)
+        return deployed(atoi(argv[2]), argv[3], argv[4], atoi(argv[5]), atoi(argv[6]));
     int warm = argc == 6 && strcmp(argv[1], "warm") == 0;
     if (!warm && ((argc != 5 && argc != 6) || strcmp(argv[1], "invoke") != 0)) {
         fprintf(stderr, "usage: coldstart fork N | coldstart invoke PORT FUNCTION N [GAP_MS] | "
-                        "coldstart warm PORT FUNCTION N GAP_MS | coldstart cgroup N GAP_MS\n");
+                        "coldstart warm PORT FUNCTION N GAP_MS | coldstart cgroup N GAP_MS | "
+                        "coldstart deployed PORT FUNCTION OBJECT N GAP_MS\n");
         return 2;
     }
     int port = atoi(argv[2]), n = atoi(argv[4]), gap_ms = argc == 6 ? atoi(argv[5]) : 0;

@@ -169,7 +169,8 @@ const spatePages = (() => {
 
   function instancesRow(label, inst, waiting) {
     return [label, { v: num(inst.starting), cls: "num" }, { v: num(inst.idle), cls: "num" },
-      { v: num(inst.busy), cls: "num" }, { v: num(inst.stopping), cls: "num" }, { v: num(waiting), cls: "num" }];
+      { v: num(inst.busy), cls: "num" }, { v: num(inst.stopping), cls: "num" }, { v: num(inst.spare), cls: "num" },
+      { v: num(waiting), cls: "num" }];
   }
 
   function routing(a) {
@@ -217,7 +218,7 @@ const spatePages = (() => {
       ["sha256", h("code", {}, (f.sha256 || "").slice(0, 16))],
       ...(f.load_error ? [["load error", h("span", { class: "bad" }, f.load_error)]] : []),
     ]);
-    const inst = table("instances", ["version", "starting", "idle", "busy", "stopping", "waiting"], [
+    const inst = table("instances", ["version", "starting", "idle", "busy", "stopping", "spare", "waiting"], [
       instancesRow(`${f.version} (active)`, f.instances, f.waiting),
       ...(f.running_versions || []).map((v) => instancesRow(String(v.version), v.instances, v.waiting)),
     ]);
@@ -225,6 +226,9 @@ const spatePages = (() => {
       ["invocations", num(st2.invocations)], ["errors", num(st2.errors)], ["timeouts", num(st2.timeouts)],
       ["crashes", num(st2.crashes)], ["rejected", num(st2.rejected)], ["cold starts", num(st2.cold_starts)],
       ["last cold start", num(st2.last_cold_start_us !== undefined ? st2.last_cold_start_us / 1000 : null, " ms")],
+      ["spares handed over", num(st2.spare_handovers)],
+      ["instance-seconds (spares)", st2.instance_seconds === undefined ? "–"
+        : `${num(Math.round(st2.instance_seconds))} (${num(Math.round(st2.spare_instance_seconds))})`],
     ]);
     const scaling = sc.backlog === undefined ? null : facts("scaling", [
       ["backlog", num(sc.backlog)], ["arrivals", num(sc.arrival_per_s, " /s")],

@@ -233,7 +233,9 @@ class Run:
                 try:
                     f = fn if port == self.port else jcall(port, "GET",
                                                            "/v1/functions/trade-report")
-                    per_node.append(sum(f["instances"][k] for k in ("starting", "idle", "busy")))
+                    # Its spare instance (started ahead) costs as any other.
+                    per_node.append(sum(f["instances"].get(k, 0)
+                                        for k in ("starting", "idle", "busy", "spare")))
                 except OSError:
                     per_node.append(0)
             self.samples.append((time.monotonic() - t0, tp["published"], tp["depth"],
@@ -431,7 +433,7 @@ def table(results, deadline_s, seconds):
         print("  ".join(f"{c:>13}" for c in row))
         r["fixed_fleet_instance_seconds"] = fleet
     print("\n  latency: TRF receipt - executed-at, in minutes of the real day;"
-          " inst.-seconds: instances x seconds of the replay (the cost),"
+          " inst.-seconds: instances (spares too) x seconds of the replay (the cost),"
           "\n  beside a fixed fleet sized for the peak all day long.")
     for r in results:
         if r["unreported"]:

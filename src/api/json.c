@@ -20,6 +20,7 @@ static void add_instances(cJSON *o, const pool_stats *s)
     cJSON_AddNumberToObject(i, "idle", s->idle);
     cJSON_AddNumberToObject(i, "busy", s->busy);
     cJSON_AddNumberToObject(i, "stopping", s->stopping);
+    cJSON_AddNumberToObject(i, "spare", s->spare);
     cJSON_AddNumberToObject(o, "waiting", s->waiting);
 }
 
@@ -171,6 +172,10 @@ cJSON *api_json_function(const fn *f, functions *table, int with_versions, const
     cJSON_AddNumberToObject(st, "rejected", (double)s.rejected);
     cJSON_AddNumberToObject(st, "cold_starts", (double)s.cold_starts);
     cJSON_AddNumberToObject(st, "last_cold_start_us", (double)s.last_cold_start_us);
+    cJSON_AddNumberToObject(st, "spares_started", (double)s.spares_started);
+    cJSON_AddNumberToObject(st, "spare_handovers", (double)s.spare_handovers);
+    cJSON_AddNumberToObject(st, "instance_seconds", s.instance_seconds);
+    cJSON_AddNumberToObject(st, "spare_instance_seconds", s.spare_seconds);
     add_scaling(o, &s, sv);
     if (s.zygote_pid) cJSON_AddNumberToObject(o, "zygote_pid", s.zygote_pid);
     if (s.load_error) cJSON_AddStringToObject(o, "load_error", s.load_error);

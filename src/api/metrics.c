@@ -294,7 +294,7 @@ static void write_functions(scrape *s)
          "Time an invocation waited for an instance to start it.",
          offsetof(pool_metrics, queue_wait)},
         {"spate_cold_start_duration_seconds",
-         "Time from asking for a new instance until it was ready.",
+         "Time from asking for a new instance (spares too) until it was ready.",
          offsetof(pool_metrics, cold_start)},
     };
     for (size_t h = 0; h < sizeof hists / sizeof hists[0]; h++) {
@@ -306,13 +306,29 @@ static void write_functions(scrape *s)
         }
     }
 
-    family(s, "spate_cold_starts_total", "counter", "Instances started and ready.");
+    family(s, "spate_cold_starts_total", "counter",
+           "Invocations that found no instance and got a new one (started for them, or a spare "
+           "instance handed over).");
     for (size_t i = 0; i < s->nfns; i++) {
         fn_labels(&s->fns[i], l);
         value(s, "spate_cold_starts_total", l, (double)s->fns[i].st.cold_starts);
     }
 
-    family(s, "spate_instances", "gauge", "Instances by function and state.");
+    family(s, "spate_instance_seconds_total", "counter",
+           "Seconds of instance life (every instance of the function, its spares too): the cost.");
+    for (size_t i = 0; i < s->nfns; i++) {
+        fn_labels(&s->fns[i], l);
+        value(s, "spate_instance_seconds_total", l, s->fns[i].st.instance_seconds);
+    }
+    family(s, "spate_spare_instance_seconds_total", "counter",
+           "The part of spate_instance_seconds_total spent as spare instances (started ahead).");
+    for (size_t i = 0; i < s->nfns; i++) {
+        fn_labels(&s->fns[i], l);
+        value(s, "spate_spare_instance_seconds_total", l, s->fns[i].st.spare_seconds);
+    }
+
+    family(s, "spate_instances", "gauge",
+           "Instances by function and state (spare: started ahead, serving nothing yet).");
     for (size_t i = 0; i < s->nfns; i++) {
         const pool_stats *st = &s->fns[i].st;
         const struct {
@@ -321,8 +337,9 @@ static void write_functions(scrape *s)
         } states[] = {{"starting", st->starting},
                       {"idle", st->idle},
                       {"busy", st->busy},
-                      {"stopping", st->stopping}};
-        for (size_t k = 0; k < 4; k++) {
+                      {"stopping", st->stopping},
+                      {"spare", st->spare}};
+        for (size_t k = 0; k < 5; k++) {
             snprintf(l, sizeof l, "function=\"%s\",state=\"%s\"", s->fns[i].f->name,
                      states[k].state);
             value(s, "spate_instances", l, states[k].n);
@@ -588,6 +605,30 @@ static void write_process(scrape *s)
     family(s, "spate_zygote_refusals_total", "counter",
            "Invocations' zygote starts refused by a full budget (503 zygote_budget).");
     buf_printf(&s->out, "spate_zygote_refusals_total %llu\n", (unsigned long long)zs.refused);
+    pool_spare_stats ss;
+    pool_spare_stats_get(&ss);
+    family(s, "spate_node_spares", "gauge",
+           "Spare instances (started ahead of use, one per recently used function), over every "
+           "function; counted in spate_node_instances.");
+    buf_printf(&s->out, "spate_node_spares %u\n", ss.running);
+    family(s, "spate_spare_events_total", "counter",
+           "Spare instances: started, handed over (a cold start served by one), stopped idle "
+           "(--spare-idle without use), reclaimed (their room given to another function's start at "
+           "--max-instances), lost (ended by themselves).");
+    const struct {
+        const char *event;
+        uint64_t n;
+    } ev[] = {{"started", ss.started},
+              {"handed_over", ss.handovers},
+              {"idle", ss.idle_stopped},
+              {"reclaimed", ss.reclaimed},
+              {"lost", ss.lost}};
+    for (size_t k = 0; k < sizeof ev / sizeof ev[0]; k++)
+        buf_printf(&s->out, "spate_spare_events_total{event=\"%s\"} %llu\n", ev[k].event,
+                   (unsigned long long)ev[k].n);
+    family(s, "spate_spare_instance_seconds_node_total", "counter",
+           "Seconds of spare instance life over every function since spated started.");
+    buf_printf(&s->out, "spate_spare_instance_seconds_node_total %.3f\n", ss.seconds);
     family(s, "spate_build_info", "gauge", "The version of spated, as labels; always 1.");
     buf_printf(&s->out, "spate_build_info{version=\"%s\",commit=\"%s\"} 1\n", SPATE_VERSION,
                SPATE_COMMIT);

@@ -27,6 +27,11 @@ void api_nodes_list(api *a, http_request *req)
         cJSON_AddNumberToObject(z, "running", zs.running);
         cJSON_AddNumberToObject(z, "max", zs.max);
         cJSON_AddNumberToObject(z, "idle_s", zs.idle_ms / 1000);
+        pool_spare_stats ss;
+        pool_spare_stats_get(&ss);
+        cJSON *sp = cJSON_AddObjectToObject(o, "spares");
+        cJSON_AddNumberToObject(sp, "running", ss.running);
+        cJSON_AddNumberToObject(sp, "idle_s", ss.idle_ms / 1000);
         cJSON_AddItemToArray(arr, o);
     }
     api_respond_json(req, 200, doc);
@@ -68,5 +73,17 @@ void api_status(api *a, http_request *req)
     if (mem) cJSON_AddNumberToObject(mem, "available_bytes", (double)h.memory_available);
     add_limit(lim, ERR_LIMIT_INSTANCES, h.instances, h.instances_max, 1, &h);
     add_limit(lim, ERR_LIMIT_ZYGOTES, h.zygotes, h.zygotes_max, h.zygotes_max > 0, &h);
+    /* Spare instances: among the instances above, and what they have cost. */
+    pool_spare_stats ss;
+    pool_spare_stats_get(&ss);
+    cJSON *sp = cJSON_AddObjectToObject(doc, "spares");
+    cJSON_AddNumberToObject(sp, "running", ss.running);
+    cJSON_AddNumberToObject(sp, "idle_s", ss.idle_ms / 1000);
+    cJSON_AddNumberToObject(sp, "started", (double)ss.started);
+    cJSON_AddNumberToObject(sp, "handed_over", (double)ss.handovers);
+    cJSON_AddNumberToObject(sp, "idle_stopped", (double)ss.idle_stopped);
+    cJSON_AddNumberToObject(sp, "reclaimed", (double)ss.reclaimed);
+    cJSON_AddNumberToObject(sp, "lost", (double)ss.lost);
+    cJSON_AddNumberToObject(sp, "instance_seconds", ss.seconds);
     api_respond_json(req, 200, doc);
 }

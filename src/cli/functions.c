@@ -442,9 +442,10 @@ static int cmd_status(const cli *c, cli_args *a)
     print_time("created", cli_json_num(doc, "created_ms"));
     print_time("updated", cli_json_num(doc, "updated_ms"));
     print_config(cJSON_GetObjectItemCaseSensitive(doc, "config"), "config         ");
-    printf("%-14s %.0f starting, %.0f idle, %.0f busy, %.0f stopping; %.0f waiting\n", "instances",
-           cli_json_num(in, "starting"), cli_json_num(in, "idle"), cli_json_num(in, "busy"),
-           cli_json_num(in, "stopping"), cli_json_num(doc, "waiting"));
+    printf("%-14s %.0f starting, %.0f idle, %.0f busy, %.0f stopping, %.0f spare; %.0f waiting\n",
+           "instances", cli_json_num(in, "starting"), cli_json_num(in, "idle"),
+           cli_json_num(in, "busy"), cli_json_num(in, "stopping"), cli_json_num(in, "spare"),
+           cli_json_num(doc, "waiting"));
     /* Native and python3 versions run from a zygote, started on demand. */
     const char *rt = cli_json_str(cJSON_GetObjectItemCaseSensitive(doc, "config"), "runtime");
     if (cli_json_num(doc, "zygote_pid") > 0)

@@ -420,6 +420,17 @@
 #define SPATE_ZYGOTES_DEFAULT 128
 #define SPATE_ZYGOTES_CEILING 100000
 #define SPATE_ZYGOTE_IDLE_DEFAULT_MS 300000
+/* Spare instances (sched/pool/spares.c): a function used (invoked or
+ * deployed) within this long keeps one instance started ahead (spated
+ * --spare-idle; 0: none). About one idle instance (<= 512 KiB private, its
+ * cgroups) per function in use, for a cold start that costs a hand-over. */
+#define SPATE_SPARE_IDLE_DEFAULT_MS 60000
+#define SPATE_SPARE_IDLE_CEILING_S 86400
+/* After a node limit refused a spare's start, none is tried for this long. */
+#define SPATE_SPARE_RETRY_MS 1000
+/* A spare is put off this long while an invocation of its function runs:
+ * starting one holds the loop for a moment (an exec spawn until its exec). */
+#define SPATE_SPARE_DEFER_MS 20
 /* Finding which process holds a Runtime API client's socket reads one /proc
  * entry per process and per descriptor of the instance: a hostile instance
  * with thousands of descriptors in each of its processes made each of its

@@ -45,6 +45,9 @@ typedef struct instance_ops {
     /* Optional (NULL: always 1): whether the oldest invocation sent and not
      * answered has reached the function's code. */
     int (*delivered)(const instance *inst);
+    /* Optional (NULL: always 1): whether its process still runs, asked of
+     * the system now (not what spated has heard): 0 once it has exited. */
+    int (*alive)(const instance *inst);
 } instance_ops;
 
 /* What every instance of a version is held to (runtime/isolate.h). */
@@ -116,6 +119,13 @@ static inline pid_t instance_pid(const instance *i)
 static inline int instance_delivered(const instance *i)
 {
     return i->ops->delivered ? i->ops->delivered(i) : 1;
+}
+
+/* Whether the process runs, as the system says now: before handing a spare
+ * started long ago an invocation (killed meanwhile, its end not yet read). */
+static inline int instance_alive(const instance *i)
+{
+    return i->ops->alive ? i->ops->alive(i) : 1;
 }
 
 /* Fills the common part. */

@@ -1,6 +1,7 @@
 #include "runtime/native.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,6 +391,16 @@ static void native_kill(instance *base)
     }
 }
 
+/* Its pidfd turns readable once the process has exited. */
+static int native_alive(const instance *base)
+{
+    const native *inst = (const native *)base;
+    if (!native_usable(base)) return 0;
+    if (inst->pidfd < 0) return 1;
+    struct pollfd pfd = {.fd = inst->pidfd, .events = POLLIN};
+    return poll(&pfd, 1, 0) == 0;
+}
+
 static pid_t native_pid(const instance *base)
 {
     const native *inst = (const native *)base;
@@ -402,6 +413,7 @@ static const instance_ops ops = {
     .usable = native_usable,
     .withdraw = native_withdraw,
     .pid = native_pid,
+    .alive = native_alive,
 };
 
 /* The process has exited (it may not be reaped yet): spated learns that

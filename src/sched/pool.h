@@ -103,10 +103,16 @@ typedef struct pool_version_spec {
 typedef struct pool_stats {
     uint32_t active_version;
     uint32_t starting, idle, busy, stopping;
+    uint32_t spare;   /* a spare instance started ahead (0 or 1), not among the others */
     uint32_t waiting; /* in the wait queue or a mailbox; busy ones run one each */
+    uint64_t spares_started, spare_handovers;
+    double instance_seconds; /* every instance's life, spares' too, since spated started */
+    double spare_seconds;    /* the part of it spent as spares */
     uint64_t invocations, errors, timeouts, crashes, rejected;
-    uint64_t cold_starts;
-    uint64_t last_cold_start_us; /* spawn request to ready */
+    uint64_t cold_starts;        /* invocations that found no instance and got a new one
+                                  * (started for them, or a spare handed over) */
+    uint64_t last_cold_start_us; /* spawn request to ready; for a spare handed over, what
+                                  * the invocation waited until then */
     double service_us;           /* handler time: moving average of results, or what every
                                   * running invocation has already lasted if longer (past
                                   * SPATE_OUTLASTED_MIN_MS, or once one outlasted the
@@ -209,6 +215,24 @@ typedef struct pool_zygote_stats {
     uint64_t started, idle_stopped, evicted, refused; /* since spated started */
 } pool_zygote_stats;
 void pool_zygote_stats_get(pool_zygote_stats *out);
+
+/* Spare instances (sched/pool/spares.c): the active version of a function
+ * used within idle_ms (an invocation, a deploy) keeps one instance started
+ * ahead, handed over to the next invocation that finds none; 0: no spares. */
+void pool_set_spare_idle(uint32_t idle_ms);
+typedef struct pool_spare_stats {
+    uint32_t running; /* spares now, over every function */
+    uint32_t idle_ms; /* --spare-idle */
+    /* Since spated started: spares started, handed over to an invocation,
+     * stopped for lack of use, stopped to give their room to another
+     * function's start (--max-instances), ended by themselves. */
+    uint64_t started, handovers, idle_stopped, reclaimed, lost;
+    double seconds; /* instance-seconds spent as spares */
+} pool_spare_stats;
+void pool_spare_stats_get(pool_spare_stats *out);
+/* A pool's instance-seconds since spated started: all its instances, and
+ * its spares' part of them. */
+void pool_cost_get(const pool *p, double *instance_s, double *spare_s);
 
 /* The instances the function's triggers want for it (the autoscaler's
  * answer from their topics' backlog, which the pool does not see): the pool

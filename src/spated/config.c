@@ -86,6 +86,10 @@ static const opt_def opt_defs[] = {
      "seconds a function version's zygote runs without instances before it stops (the next "
      "invocation starts it again)",
      NULL},
+    {"spare-idle", OPT_U32, OFF(spare_idle_s), 0, SPATE_SPARE_IDLE_CEILING_S, 1,
+     "seconds a function keeps a spare instance (started ahead, handed to the next invocation "
+     "that finds no instance) after it was last invoked or deployed; 0: no spares",
+     NULL},
     {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
      "ms in-flight invocations get on SIGTERM", NULL},
     {"token-file", STR(token_file), 1,
@@ -191,6 +195,7 @@ static void defaults(options *o)
     o->max_instances = default_max_instances();
     o->max_zygotes = SPATE_ZYGOTES_DEFAULT;
     o->zygote_idle_s = SPATE_ZYGOTE_IDLE_DEFAULT_MS / 1000;
+    o->spare_idle_s = SPATE_SPARE_IDLE_DEFAULT_MS / 1000;
     o->catch_up = SPATE_SCHEDULE_CATCH_UP_DEFAULT;
     snprintf(o->run_as, sizeof o->run_as, "nobody");
     o->uid_base = SPATE_UID_BASE;

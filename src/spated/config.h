@@ -28,6 +28,7 @@ typedef struct options {
     uint32_t max_processes;    /* 0: none of spated's own */
     uint32_t max_zygotes;      /* zygotes running at once, over all functions */
     uint32_t zygote_idle_s;    /* a zygote without instances stops after this */
+    uint32_t spare_idle_s;     /* a function keeps a spare instance this long after use */
     uint32_t catch_up;         /* runs of a schedule missed while stopped, published at start */
     char token_file[PATH_MAX]; /* "" when none */
     int insecure;

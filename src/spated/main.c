@@ -284,6 +284,7 @@ static void apply_live(node *n)
     pool_set_node_max(n->opt.max_instances);
     set_max_processes(n->opt.max_processes);
     pool_set_zygote_budget(n->opt.max_zygotes, n->opt.zygote_idle_s * 1000u);
+    pool_set_spare_idle(n->opt.spare_idle_s * 1000u);
     fnlog_set_files(n->logs_dir, n->opt.function_log_max);
 }
 
@@ -460,6 +461,7 @@ int main(int argc, char **argv)
     pool_set_node_max(n.opt.max_instances);
     set_max_processes(n.opt.max_processes);
     pool_set_zygote_budget(n.opt.max_zygotes, n.opt.zygote_idle_s * 1000u);
+    pool_set_spare_idle(n.opt.spare_idle_s * 1000u);
     if (registry_sqlite_open(n.loop, n.st, &n.reg) != 0) die("out of memory");
     if (n.opt.cluster[0]) {
         /* Topics, triggers and the registry live in NATS JetStream, shared by

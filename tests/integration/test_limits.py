@@ -113,7 +113,9 @@ def test_instances_exhausted_is_503_and_other_functions_still_run(make_spated, f
 
 def test_descriptors_exhausted_is_503_for_deploys_and_invocations(make_spated, functions, tmp_path):
     nofile = 96
-    d = make_spated(start=False)
+    # No spare instances: each invocation below must start one (a spare
+    # would take it, and its descriptors are counted at the deploy).
+    d = make_spated("--spare-idle", "0", start=False)
     d.prefix = ["prlimit", f"--nofile={nofile}:{nofile}", "--"]
     d.start()
     lim = status(d)["descriptors"]
@@ -181,7 +183,9 @@ def test_processes_exhausted_is_503_and_recovers(make_spated, functions, tmp_pat
     # to what two idle zygotes use plus one, so that one instance fills it.
     conf = tmp_path / "spated.conf"
     conf.write_text("max-processes = 0\n")
-    d = make_spated("--config", str(conf))
+    # No spare instances: the processes counted are the zygotes', and each
+    # invocation must fork (test_spares.py has spares and the node's limits).
+    d = make_spated("--config", str(conf), "--spare-idle", "0")
     if status(d)["processes"]["used"] is None:
         pytest.skip("no writable pids cgroup: --max-processes is not enforced here")
     for name, keep in (("busy", 300), ("other", 600000)):

@@ -343,9 +343,12 @@ exports.handler = async (event) => {
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(invoke_event, d, "victim", {"hang": True})
         logged(d, "victim", "hanging")
+        # The one running it, and perhaps a spare instance started ahead
+        # (a slow first call lets one start): both go.
         pids = node_processes("victim")
-        assert len(pids) == 1, pids
-        os.kill(pids[0], signal.SIGKILL)
+        assert 1 <= len(pids) <= 2, pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         status, _, body = future.result(timeout=30)
     assert status == 502 and "signal 9" in json.loads(body)["error"], body
     assert d.json("GET", "/v1/health")[0] == 200

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/err.h"
@@ -153,6 +154,17 @@ static pid_t exec_pid(const instance *base)
     return ((const exec_instance *)base)->proc.pid;
 }
 
+/* spated's child: one that has exited waits to be reaped, which waitid
+ * sees without reaping it (libuv does that from its SIGCHLD handler). */
+static int exec_alive(const instance *base)
+{
+    const exec_instance *e = (const exec_instance *)base;
+    if (!exec_usable(base)) return 0;
+    siginfo_t si = {0};
+    if (waitid(P_PID, (id_t)e->proc.pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return 1;
+    return si.si_pid == 0;
+}
+
 /* Handed out by /next and not answered: what is still in the queue was
  * never asked for (a bootstrap that posts an error and exits leaves it). */
 static int exec_delivered(const instance *base)
@@ -167,6 +179,7 @@ static const instance_ops ops = {
     .usable = exec_usable,
     .pid = exec_pid,
     .delivered = exec_delivered,
+    .alive = exec_alive,
 };
 
 /* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --env-fd 3 --tmpdir T

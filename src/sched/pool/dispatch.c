@@ -356,6 +356,7 @@ void pool_invoke(pool *p, invocation *inv)
     inv->timeout_ms = timeout_of(inv, v->cfg.timeout_ms); /* what a wait's timeout says */
     inv->wait_deadline = pool__now_ms(p) + inv->timeout_ms;
     p->arrived++;
+    p->used_at = pool__now_ms(p); /* its version keeps a spare (spares.c) */
     pinst *pi = pick(p, inv);
     if (pi) {
         if (pi->state == PI_IDLE) pool__unlink_instance(pi);

@@ -36,6 +36,15 @@ uint32_t pool_node_live(void)
     return node_live;
 }
 
+/* pi's room under --max-instances goes to another instance now, though its
+ * process may take a moment to exit (a spare reclaimed, spares.c). */
+void pool__uncount(pinst *pi)
+{
+    if (pi->uncounted) return;
+    pi->uncounted = 1;
+    node_live--;
+}
+
 /* --- Instances ------------------------------------------------------------------ */
 
 /* Takes pi out of its list (starting, idle or busy), if it is in one.
@@ -56,6 +65,7 @@ void pool__unlink_instance(pinst *pi)
         p->nbusy--;
         break;
     case PI_STOPPING:
+    case PI_SPARE:
         break;
     }
 }
@@ -83,9 +93,21 @@ void pool__instance_failed(pool *p)
                  p->name);
 }
 
+void pool__observe_start(pinst *pi)
+{
+    pool *p = pi->pool;
+    uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
+    histogram_observe_us(&p->m.cold_start, us);
+    p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);
+}
+
 static void on_instance_ready(instance *inst, void *data)
 {
     pinst *pi = data;
+    if (pi->state == PI_SPARE) {
+        pool__spare_ready(pi);
+        return;
+    }
     if (pi->state != PI_STARTING) return;
     pool *p = pi->pool;
     pool__unlink_instance(pi);
@@ -93,8 +115,7 @@ static void on_instance_ready(instance *inst, void *data)
     pool__limits_eased(p);
     p->cold_starts++;
     p->last_cold_us = (clock_mono_ns() - pi->spawn_ns) / 1000;
-    histogram_observe_us(&p->m.cold_start, p->last_cold_us);
-    p->cold_us += EWMA_ALPHA * ((double)p->last_cold_us - p->cold_us);
+    pool__observe_start(pi);
     pool__became_idle(pi);
     pool__grow(p);
 }
@@ -185,12 +206,17 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     uint64_t id = inst->id;
     /* Not started for a node limit (the zygote's fork failed): not the
      * function's failure, and no crash of it. */
-    int limit = was == PI_STARTING && !pi->depth ? inst->limit_err : 0;
+    int limit = (was == PI_STARTING || was == PI_SPARE) && !pi->depth ? inst->limit_err : 0;
+    int spare_ready = was == PI_SPARE && pi->ready;
     if (was == PI_STOPPING)
         p->nstopping--;
+    else if (was == PI_SPARE)
+        pool__spare_gone(pi);
     else
         pool__unlink_instance(pi);
-    node_live--;
+    if (!pi->uncounted) node_live--;
+    pool__account(p);
+    p->nprocs--;
     /* The head was running; the rest never started and go to another, the
      * head too when the instance says it never reached the function (an
      * exec bootstrap that answered one and exited before asking for the
@@ -199,10 +225,23 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     invocation *head = pi->depth && !undelivered ? pool__pop_head(pi) : NULL;
     pool__requeue_inflight(pi);
     v->ninstances--;
-    pool__zygote_touch(v); /* the last one gone: the zygote's idle time starts */
+    /* The last one gone: the zygote's idle time starts; a spare's end does
+     * not make it start over (it was no use of the zygote). */
+    if (was == PI_SPARE || pi->was_spare)
+        pool__zygote_settle(v);
+    else
+        pool__zygote_touch(v);
     free(pi);
 
     invocation *failed = NULL;
+    if (limit && was == PI_SPARE) {
+        /* Told once, like any start a limit refused; no caller was on it. */
+        pool__limit_hit(p, limit, "cannot start a spare instance");
+        pool__spare_limited(p);
+        if (v->retired && v->ninstances == 0) pool__free_version(v);
+        pool__maybe_finish_close(p);
+        return;
+    }
     if (limit) {
         fnlog_platform(p->log, id, v->number, NULL, "instance could not start: %s: %s", why,
                        err_str(limit));
@@ -215,7 +254,8 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         pool__maybe_finish_close(p);
         return;
     }
-    if (head || was == PI_STARTING || never_ready) pool__instance_failed(p);
+    if (head || was == PI_STARTING || never_ready || (was == PI_SPARE && !spare_ready))
+        pool__instance_failed(p);
     /* The function's log says it too, after the last lines the instance
      * wrote (read when it was released): its developer may not see ours.
      * why may quote the function at length (its init error): spated's log
@@ -244,6 +284,11 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
                  "fn=%s instance=%llu",
                  cut, why, p->name, (unsigned long long)id);
         fnlog_platform(p->log, id, v->number, NULL, "instance ended between invocations: %s", why);
+    } else if (was == PI_SPARE) {
+        /* No invocation was on it: the next start (or spare) replaces it. */
+        log_warn("spare instance %.*s fn=%s version=%u instance=%llu", cut, why, p->name, v->number,
+                 (unsigned long long)id);
+        fnlog_platform(p->log, id, v->number, NULL, "spare instance ended: %s", why);
     } else if (was == PI_IDLE) {
         log_warn("idle instance %.*s fn=%s instance=%llu", cut, why, p->name,
                  (unsigned long long)id);
@@ -263,15 +308,16 @@ static const instance_callbacks callbacks = {
     .exited = on_instance_exited,
 };
 
-static int start_instance(pool *p, pversion *v)
+int pool__start_instance(pool *p, pversion *v, int spare)
 {
     pinst *pi = calloc(1, sizeof *pi);
     if (!pi) return ERR_NOMEM;
     pi->pool = p;
     pi->ver = v;
-    pi->state = PI_STARTING;
+    pi->state = spare ? PI_SPARE : PI_STARTING;
     list_init(&pi->link);
     list_init(&pi->inflight);
+    list_init(&pi->slink);
     pi->spawn_ns = clock_mono_ns();
     int rc = launcher_spawn(v->z, &callbacks, pi, &pi->inst);
     if (rc != 0) {
@@ -280,10 +326,19 @@ static int start_instance(pool *p, pversion *v)
     }
     pi->deadline = pool__now_ms(p) + SPATE_INSTANCE_INIT_TIMEOUT_MS;
     node_live++;
-    list_push_back(&p->starting, &pi->link);
-    p->nstarting++;
+    pool__account(p);
+    p->nprocs++;
     v->ninstances++;
-    pool__zygote_touch(v);
+    if (spare) {
+        v->spare = pi;
+        p->nspare++;
+        p->spares_started++;
+        pool__spare_counted(pi);
+    } else {
+        list_push_back(&p->starting, &pi->link);
+        p->nstarting++;
+        pool__zygote_touch(v);
+    }
     pool__arm(p, pi->deadline);
     return 0;
 }
@@ -348,7 +403,7 @@ void pool_scale_hint(pool *p, uint32_t desired)
  * asks), within the maximum and the instances the autoscaler's rule asks
  * for (pool__desired, at least SPATE_SCALE_FLOOR). Each new instance will
  * take a mailbox full. */
-void pool__grow(pool *p)
+static void grow(pool *p)
 {
     pversion *v = p->active;
     if (!v || p->closed) return;
@@ -388,7 +443,14 @@ void pool__grow(pool *p)
             p->refused = 0; /* what waits now waits for the function's own maximum */
             break;
         }
-        int rc = node_live < node_max ? start_instance(p, v) : ERR_INSTANCES;
+        /* The version's spare first: forked, in its cgroups and
+         * initialised already (spares.c). */
+        if (pool__spare_take(p, v)) {
+            p->refused = 0;
+            continue;
+        }
+        if (node_live >= node_max) pool__spare_reclaim(p);
+        int rc = node_live < node_max ? pool__start_instance(p, v, 0) : ERR_INSTANCES;
         if (rc == 0) {
             p->refused = 0; /* a zygote's fork may still fail: then it is set again */
             continue;
@@ -408,6 +470,12 @@ void pool__grow(pool *p)
         }
         break;
     }
+}
+
+void pool__grow(pool *p)
+{
+    grow(p);
+    pool__spare_check(p); /* after a handover: its replacement */
 }
 
 int pool_has_room(const pool *p)

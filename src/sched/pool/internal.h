@@ -14,6 +14,10 @@
  *   versions.c   versions and their zygotes: load, activate, retire, discard
  *   zygotes.c    the node's zygotes: started on demand, stopped when idle, all
  *                within one budget (--max-zygotes, --zygote-idle)
+ *   spares.c     the spare instance of a recently invoked version: started
+ *                ahead, handed over to the next invocation that finds no
+ *                instance, stopped with its zygote or after --spare-idle;
+ *                and what instances cost (instance-seconds)
  *   timer.c      the pool's one timer: wait and run timeouts, init deadlines,
  *                process limits, keep-alive, restart back-off
  *
@@ -32,7 +36,9 @@
 #include "sched/autoscaler.h"
 #include "sched/pool.h"
 
-enum pi_state { PI_STARTING, PI_IDLE, PI_BUSY, PI_STOPPING };
+/* PI_SPARE: the version's spare (spares.c), starting or ready, in no list
+ * and not counted in pool__live: it serves nothing until handed over. */
+enum pi_state { PI_STARTING, PI_IDLE, PI_BUSY, PI_STOPPING, PI_SPARE };
 enum zstate { ZS_NONE, ZS_LOADING, ZS_READY };
 
 typedef struct pversion {
@@ -55,7 +61,8 @@ typedef struct pversion {
     uint64_t retry_at; /* loop ms: no zygote restart before this */
     char *load_error;
     int load_limit;      /* the node limit (ERR_*) that kept its zygote from starting, or 0 */
-    uint32_t ninstances; /* instances of this version in any state */
+    uint32_t ninstances; /* instances of this version in any state, its spare too */
+    pinst *spare;        /* its spare instance (spares.c), or NULL */
     int retired;
     pool_load_cb load_cb; /* pending pool_load_version */
     void *load_data;
@@ -78,6 +85,10 @@ struct pinst {
     int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
     int never_ready; /* stopped while starting (init took too long) */
+    int ready;       /* a spare that said READY (spares.c) */
+    int was_spare;   /* stopped while a spare: its end does not restart the zygote's idle time */
+    int uncounted;   /* no longer in node_live (a spare given up for another's start) */
+    list_node slink; /* in the node's list of spares while a spare */
 };
 
 struct pool {
@@ -100,6 +111,18 @@ struct pool {
     void (*close_cb)(void *);
     void *close_data;
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
+    /* Spares (spares.c): how many stand (0 or 1: only the active version has
+     * one), started, handed over; when the pool was last used (an invocation
+     * came, or a deploy); the instance-seconds of all its instances and of
+     * its spares, folded at each change of their counts (nprocs: instances
+     * started and not yet exited, spares included). */
+    uint32_t nspare;
+    uint64_t spares_started, spare_handovers;
+    uint64_t used_at;
+    uint64_t spare_retry_at; /* loop ms: no spare before this (a node limit refused one) */
+    uint64_t spare_due;      /* loop ms: a spare put off while an invocation runs starts then */
+    uint32_t nprocs;
+    uint64_t inst_ms, spare_ms, acct_at;
     uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
     int refused;          /* the node limit (ERR_*) that refused its last start, 0 once one
                            * went through: a caller whose wait ends is told it */
@@ -159,8 +182,14 @@ void pool__serve_waiting(pool *p);
 /* --- instances.c -------------------------------------------------------------- */
 
 void pool__unlink_instance(pinst *pi);
+/* pi's room under --max-instances goes to another now (its process is on
+ * its way out). */
+void pool__uncount(pinst *pi);
 void pool__stop_instance(pinst *pi);
 void pool__instance_failed(pool *p);
+/* pi said READY: its start time goes into the cold-start histogram and the
+ * moving average the autoscaler weighs a cold start at. */
+void pool__observe_start(pinst *pi);
 void pool__grow(pool *p);
 /* The instances the autoscaler's rule asks for now: the pool's own view
  * (its invocations' arrival rate, handler time, backlog) or the triggers'
@@ -195,6 +224,37 @@ void pool__refuse_waiting(pool *p, int err, const char *what);
  * callers are answered when no instance of the pool is left to serve them. */
 void pool__start_refused(pool *p, int err, const char *what);
 
+/* --- spares.c ---------------------------------------------------------------- */
+
+/* Folds the time since the last change into the pool's instance-seconds:
+ * call before nprocs or nspare changes. */
+void pool__account(pool *p);
+/* Starts an instance of v (instances.c); spare: as v's spare. */
+int pool__start_instance(pool *p, pversion *v, int spare);
+/* Gives v's spare to the pool as a new instance (ready: idle and serving
+ * what waits; still starting: a starting one). 1 when v had one. */
+int pool__spare_take(pool *p, pversion *v);
+/* Starts a spare for the active version when it should have one. */
+void pool__spare_check(pool *p);
+/* A deploy's version v has loaded (not active yet): its spare may start. */
+void pool__spare_deploy(pool *p, pversion *v);
+/* Stops v's spare, if any. */
+void pool__spare_stop(pversion *v);
+/* The spare pi was just started: the node counts it. */
+void pool__spare_counted(pinst *pi);
+/* The spare pi said READY. */
+void pool__spare_ready(pinst *pi);
+/* A node limit kept a spare from starting: none for a while. */
+void pool__spare_limited(pool *p);
+/* pi ended while a spare: forgotten. */
+void pool__spare_gone(pinst *pi);
+/* From the timer: a spare whose init hangs, or whose pool has not been used
+ * for --spare-idle, stops; else lowers *next to when it will. */
+void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next);
+/* At the node's --max-instances: stops a ready spare of another pool and
+ * gives its room at once (1), or finds none (0). */
+int pool__spare_reclaim(pool *p);
+
 /* --- zygotes.c --------------------------------------------------------------- */
 
 /* Room for v's zygote within the budget, stopping the least recently used
@@ -210,7 +270,9 @@ void pool__zygote_started(pversion *v);
 void pool__zygote_gone(pversion *v);
 /* An instance of v started or ended, or v loaded: its idle time starts over. */
 void pool__zygote_touch(pversion *v);
-/* Stops v's launcher now (it has no instances). */
+/* Its idle time goes on from when it was last used (a spare ended). */
+void pool__zygote_settle(pversion *v);
+/* Stops v's launcher now (it has no instances but perhaps its spare, which stops first). */
 void pool__zygote_stop(pversion *v);
 /* Stops idle zygotes, least recently used first, while over the budget. */
 void pool__zygote_trim(void);

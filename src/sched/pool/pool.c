@@ -48,6 +48,10 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->idle = p->nidle;
     out->busy = p->nbusy;
     out->stopping = p->nstopping;
+    out->spare = p->nspare;
+    out->spares_started = p->spares_started;
+    out->spare_handovers = p->spare_handovers;
+    pool_cost_get(p, &out->instance_seconds, &out->spare_seconds);
     out->waiting = p->nwaiting + p->nqueued;
     out->invocations = p->invocations;
     out->errors = p->errors;
@@ -104,6 +108,8 @@ void pool__maybe_finish_close(pool *p)
     if (!p->closing || p->closed) return;
     if (p->nwaiting > 0 || p->nbusy > 0) return;
     /* Nothing left to serve: stop whatever still stands. */
+    for (list_node *n = list_first(&p->versions); n != &p->versions; n = n->next)
+        pool__spare_stop(list_entry(n, pversion, link));
     while (!list_empty(&p->idle))
         pool__stop_instance(list_entry(list_first(&p->idle), pinst, link));
     while (!list_empty(&p->starting))

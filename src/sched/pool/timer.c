@@ -175,6 +175,8 @@ static void on_timer(uv_timer_t *t)
         next = expiry < next ? expiry : next;
         break;
     }
+    /* The spare of a pool no longer used, or whose init hangs (spares.c). */
+    pool__spare_check_timer(p, now, &next);
     /* Zygotes without instances past --zygote-idle (zygotes.c). */
     for (list_node *n = list_first(&p->versions); n != &p->versions; n = n->next)
         pool__zygote_check_idle(list_entry(n, pversion, link), now, &next);

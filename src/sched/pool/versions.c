@@ -27,7 +27,8 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
         v->load_limit = 0;
         pool__limits_eased(p);
         log_info("loaded fn=%s version=%u zygote=%d", p->name, v->number, launcher_pid(z));
-        pool__zygote_touch(v);                           /* its idle time starts */
+        pool__zygote_touch(v); /* its idle time starts */
+        if (cb) pool__spare_deploy(p, v);
         if (cb) cb(p, v->number, 0, NULL, v->load_data); /* may discard v */
         pool__grow(p);
         pool__zygote_trim(); /* a deploy's check may have gone over the budget */
@@ -204,6 +205,7 @@ void pool__free_version(pversion *v)
 static void retire(pool *p, pversion *v)
 {
     v->retired = 1;
+    pool__spare_stop(v); /* it never serves another version */
     list_node *lists[2] = {&p->idle, &p->starting};
     for (int i = 0; i < 2; i++) {
         list_node *n = list_first(lists[i]);
@@ -224,6 +226,7 @@ int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, v
     if (!v) return ERR_NOMEM;
     v->load_cb = cb;
     v->load_data = data;
+    p->used_at = pool__now_ms(p); /* a first invocation is likely soon: a spare waits for it */
     int rc = start_zygote(p, v, 1);
     if (rc != 0) {
         pool__limit_count(rc); /* the deploy is refused with it */
@@ -255,6 +258,7 @@ void pool_discard(pool *p, uint32_t version)
     if (!v || v == p->active) return;
     v->load_cb = NULL;
     v->retired = 1;
+    pool__spare_stop(v);
     if (v->ninstances == 0) pool__free_version(v);
     pool__maybe_finish_close(p);
 }

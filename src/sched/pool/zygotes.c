@@ -42,7 +42,8 @@ static int is_process(const pversion *v)
  * waiting on it, and its pool not closing (that stops it itself). */
 static int stoppable(const pversion *v)
 {
-    return v->z && v->zstate == ZS_READY && v->ninstances == 0 && !v->load_cb && !v->pool->closing;
+    return v->z && v->zstate == ZS_READY && v->ninstances == (v->spare ? 1u : 0u) && !v->load_cb &&
+           !v->pool->closing;
 }
 
 /* The least recently used zygote that may be stopped, or NULL; prewarmed
@@ -63,10 +64,14 @@ static pversion *least_recent(void)
 void pool__zygote_stop(pversion *v)
 {
     if (!v->z) return;
-    launcher_stop(v->z);
+    /* Its spare goes with it; gone before the instances it loses call back
+     * into the pool, which must not see this zygote as ready. */
+    pool__spare_stop(v);
+    launcher *z = v->z;
     v->z = NULL;
     v->zstate = ZS_NONE;
     pool__zygote_gone(v);
+    launcher_stop(z);
 }
 
 static void evict(pversion *v)
@@ -119,6 +124,11 @@ void pool__zygote_gone(pversion *v)
 void pool__zygote_touch(pversion *v)
 {
     v->zused = pool__now_ms(v->pool);
+    if (v->ninstances == 0 && v->z) pool__arm(v->pool, v->zused + idle_ms);
+}
+
+void pool__zygote_settle(pversion *v)
+{
     if (v->ninstances == 0 && v->z) pool__arm(v->pool, v->zused + idle_ms);
 }
 
