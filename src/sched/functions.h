@@ -50,6 +50,11 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
 fn *functions_find(functions *t, const char *name, size_t len);
 /* Calls cb for each registered function, by name. */
 void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data);
+/* A page: cb for each registered function named after after (NULL: from the
+ * first), by name, at most limit of them; *more is set when another follows.
+ * Costs the page, whatever the number of functions. Returns how many. */
+uint32_t functions_page(functions *t, const char *after, uint32_t limit,
+                        void (*cb)(fn *f, void *data), void *data, int *more);
 /* How many functions are registered (GET /v1/nodes, the cluster's heartbeat). */
 uint32_t functions_count(functions *t);
 /* Calls cb for each version of f, newest first (from the registry). */

@@ -2,6 +2,7 @@
 limits, burst sizing, many topics and functions): each test is one defect
 found, kept so that it stays fixed."""
 
+import json
 import os
 
 from conftest import wait_for
@@ -40,3 +41,37 @@ def test_a_zygote_outlives_many_instances_at_a_small_memory_limit(spated, functi
     doc = spated.describe("many")
     assert doc["zygote_pid"] == pid and doc["stats"]["crashes"] == 0, doc
     assert doc["instances"]["idle"] + doc["instances"]["busy"] == n, doc
+
+
+def test_functions_are_listed_in_pages_and_bad_cursors_are_refused(spated, functions):
+    # GET /v1/functions answered every function at once (100,000 of them in
+    # one answer built on the loop); now a page as /v1/topics gives.
+    names = [f"f{i:02d}" for i in range(7)]
+    for name in names:
+        assert spated.deploy(name, functions["probe"])[0] == 201
+    got, after = [], ""
+    for _ in range(10):
+        status, doc = spated.json("GET", f"/v1/functions?limit=3&after={after}")
+        assert status == 200, doc
+        assert doc["limit"] == 3 and doc["total"] == 7 and len(doc["functions"]) <= 3, doc
+        got += [f["name"] for f in doc["functions"]]
+        if doc["next"] is None:
+            break
+        assert doc["next"] == got[-1]
+        after = doc["next"]
+    assert got == names
+    # A cursor whose function was deleted meanwhile still goes on after it.
+    assert spated.request("DELETE", "/v1/functions/f02")[0] == 204
+    status, doc = spated.json("GET", "/v1/functions?limit=2&after=f02")
+    assert status == 200 and [f["name"] for f in doc["functions"]] == ["f03", "f04"], doc
+    assert doc["total"] == 6
+    for bad in ("limit=0", "limit=1001", "limit=-1", "limit=abc", "limit=", "after=..%2F",
+                "after=" + "x" * 300, "after=a%00b", "page=2", "limit=1&limit=99999999999999"):
+        status, doc = spated.json("GET", f"/v1/functions?{bad}")
+        assert status == 400 and doc["code"] == "bad_parameter", (bad, status, doc)
+    # The CLI follows the pages (it asks 1,000 at a time).
+    r = spated.cli("ls", "--json")
+    assert r.returncode == 0, r.stderr
+
+    doc = json.loads(r.stdout)
+    assert [f["name"] for f in doc["functions"]] == [n for n in names if n != "f02"]
