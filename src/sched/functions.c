@@ -149,12 +149,37 @@ static void sorted_remove(functions *t, const fn *f)
     t->nsorted--;
 }
 
+static void on_fn_active(void *data)
+{
+    fn *f = data;
+    if (f->busy_listed) return;
+    f->busy_listed = 1;
+    list_push_back(&f->table->busy, &f->busy_link);
+}
+
+void functions_each_busy(functions *t, int (*cb)(fn *f, void *data), void *data)
+{
+    /* cb may not take functions out of the table (retire_fn unlinks them). */
+    list_node *n = list_first(&t->busy);
+    while (n != &t->busy) {
+        fn *f = list_entry(n, fn, busy_link);
+        n = n->next;
+        int keep = f->registered && cb(f, data);
+        if (!keep && pool_settle(f->pool)) {
+            list_remove(&f->busy_link);
+            f->busy_listed = 0;
+        }
+    }
+}
+
 static fn *new_fn(functions *t, const char *name)
 {
     fn *f = calloc(1, sizeof *f);
     if (!f) return NULL;
     snprintf(f->name, sizeof f->name, "%s", name);
     list_init(&f->sides);
+    f->table = t;
+    list_init(&f->busy_link);
     f->pool = pool_create(t->loop, name, t->runner_path);
     if (!f->pool || strmap_put(&t->byname, f->name, f)) {
         if (f->pool) pool_close(f->pool, 0, NULL, NULL);
@@ -168,6 +193,7 @@ static fn *new_fn(functions *t, const char *name)
         return NULL;
     }
     t->pools_open++;
+    pool_on_active(f->pool, on_fn_active, f);
     return f;
 }
 
@@ -206,6 +232,11 @@ static void retire_fn(functions *t, fn *f, int drain)
 {
     strmap_remove(&t->byname, f->name);
     sorted_remove(t, f);
+    if (f->busy_listed) {
+        list_remove(&f->busy_link);
+        f->busy_listed = 0;
+    }
+    pool_on_active(f->pool, NULL, NULL);
     if (f->registered) t->nregistered--;
     retiring *r = malloc(sizeof *r);
     if (!r) {
@@ -250,6 +281,7 @@ int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, func
     t->reg = reg;
     t->runner_path = runner_path;
     strmap_init(&t->byname);
+    list_init(&t->busy);
     list_init(&t->retiring);
     list_init(&t->stopping_sides);
     uint64_t t0 = clock_mono_ns();

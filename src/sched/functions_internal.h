@@ -20,6 +20,7 @@ struct functions {
     fn **sorted;
     size_t nsorted, capsorted;
     uint32_t nregistered;     /* records with registered set */
+    list_node busy;           /* fn.busy_link: functions_each_busy */
     list_node retiring;       /* functions whose pools are stopping */
     list_node stopping_sides; /* side pools (versions.c) that are stopping */
     int closing;

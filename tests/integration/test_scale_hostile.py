@@ -75,3 +75,36 @@ def test_functions_are_listed_in_pages_and_bad_cursors_are_refused(spated, funct
 
     doc = json.loads(r.stdout)
     assert [f["name"] for f in doc["functions"]] == [n for n in names if n != "f02"]
+
+
+def history_rows(d, name):
+    """The function's rows in the newest second of GET /v1/history, or []."""
+    status, _, body = d.request("GET", "/v1/history")
+    doc = json.loads(body)
+    if not doc["samples"]:
+        return []
+    status, _, body = d.request("GET", f"/v1/history?since={doc['newest_ms'] - 1}")
+    samples = json.loads(body)["samples"]
+    return [r for r in samples[0]["functions"] if r[0] == name] if samples else []
+
+
+def test_the_history_samples_busy_functions_and_sees_them_again(spated, functions):
+    # The sampler walked (and sorted) every deployed function each second; it
+    # now walks those invoked or with instances since they were last quiet.
+    # A function that went quiet must leave the rows and come back when
+    # invoked again.
+    for i in range(300):  # idle ones: never in a row
+        assert spated.deploy(f"idle{i}", functions["probe"])[0] == 201
+    assert spated.deploy("hot", functions["probe"], keep_alive=300)[0] == 201
+    for _ in range(2):
+        assert spated.request("POST", "/v1/functions/hot/invoke", b"x")[0] == 200
+        # Its idle instance (then none) shows, and goes once it has stopped.
+        assert wait_for(lambda: history_rows(spated, "hot"), timeout=10)
+        assert wait_for(lambda: spated.describe("hot")["instances"]["idle"] == 0, timeout=10)
+        assert wait_for(lambda: not history_rows(spated, "hot"), timeout=10)
+    status, _, body = spated.request("GET", "/v1/history")
+    doc = json.loads(body)
+    full = [s for s in doc["samples"] if s["full"]]
+    assert all(not r[0].startswith("idle") for s in doc["samples"] for r in s["functions"])
+    assert doc["series"] < 300, doc["series"]
+    assert full

@@ -280,6 +280,7 @@ static int start_instance(pool *p, pversion *v)
     }
     pi->deadline = pool__now_ms(p) + SPATE_INSTANCE_INIT_TIMEOUT_MS;
     node_live++;
+    pool__activity(p);
     list_push_back(&p->starting, &pi->link);
     p->nstarting++;
     v->ninstances++;
