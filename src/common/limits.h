@@ -130,6 +130,9 @@
 /* GET /v1/functions pages the same way (a page costs its own functions). */
 #define SPATE_FUNCTIONS_PAGE_DEFAULT 500u
 #define SPATE_FUNCTIONS_PAGE_MAX 1000u
+/* GET /v1/triggers too (?limit=&after=TOPIC/FUNCTION). */
+#define SPATE_TRIGGERS_PAGE_DEFAULT 500u
+#define SPATE_TRIGGERS_PAGE_MAX 1000u
 /* Topics /metrics gives series of their own (--metrics-topics), the deepest
  * first: 6 series each, so 1,000 is 6,000 series (~400 KB a scrape); the
  * rest are counted (spate_topics, spate_topics_without_series). */

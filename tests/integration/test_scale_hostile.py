@@ -108,3 +108,38 @@ def test_the_history_samples_busy_functions_and_sees_them_again(spated, function
     assert all(not r[0].startswith("idle") for s in doc["samples"] for r in s["functions"])
     assert doc["series"] < 300, doc["series"]
     assert full
+
+
+def test_triggers_are_listed_in_pages_and_the_cli_follows_them(spated, functions):
+    for name in ("fa", "fb"):
+        assert spated.deploy(name, functions["probe"])[0] == 201
+    want = []
+    for topic in ("t1", "t2.x", "t3"):
+        for name in ("fb", "fa"):
+            status, doc = spated.json("PUT", f"/v1/triggers/{topic}/{name}")
+            assert status in (200, 201), doc
+            want.append((topic, name))
+    want.sort()
+    got, after = [], ""
+    for _ in range(10):
+        status, doc = spated.json("GET", f"/v1/triggers?limit=4&after={after}")
+        assert status == 200, doc
+        assert doc["limit"] == 4 and doc["total"] == 6 and len(doc["triggers"]) <= 4, doc
+        got += [(t["topic"], t["function"]) for t in doc["triggers"]]
+        if doc["next"] is None:
+            break
+        assert doc["next"] == "/".join(got[-1])
+        after = doc["next"]
+    assert got == want
+    # A cursor that names no trigger (removed meanwhile) goes on after it.
+    status, doc = spated.json("GET", "/v1/triggers?limit=2&after=t2.x/f")
+    assert [(t["topic"], t["function"]) for t in doc["triggers"]] == [("t2.x", "fa"), ("t2.x", "fb")]
+    for bad in ("limit=0", "limit=1001", "limit=x", "after=t1", "after=t1/", "after=/fa",
+                "after=t1/fa/x", "after=t%00/fa", "after=" + "t" * 300 + "/fa", "sort=asc"):
+        status, doc = spated.json("GET", f"/v1/triggers?{bad}")
+        assert status == 400 and doc["code"] == "bad_parameter", (bad, status, doc)
+    r = spated.cli("trigger", "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [(t["topic"], t["function"]) for t in json.loads(r.stdout)["triggers"]] == want
+    r = spated.cli("trigger", "ls")
+    assert r.returncode == 0 and r.stdout.decode().count("\n") == 7, r.stdout
