@@ -143,3 +143,24 @@ def test_triggers_are_listed_in_pages_and_the_cli_follows_them(spated, functions
     assert [(t["topic"], t["function"]) for t in json.loads(r.stdout)["triggers"]] == want
     r = spated.cli("trigger", "ls")
     assert r.returncode == 0 and r.stdout.decode().count("\n") == 7, r.stdout
+
+
+def test_a_zygote_hanging_at_load_is_named_in_the_timeout(make_spated, functions, tmp_path):
+    # The deploy's check loaded it; a later zygote (started on demand, after
+    # the first stopped idle) hangs in spate_preload. Callers were told "no
+    # instance became free within the timeout", as if the function were busy.
+    d = make_spated("--zygote-idle", "1")
+    marker = tmp_path / "hang"
+    status, doc = d.json("PUT", f"/v1/functions/h?timeout=1000&keep_alive=100"
+                                f"&env=HANG_IF%3D{marker}", functions["preload_hang"].read_bytes())
+    assert status == 201, doc
+    assert d.request("POST", "/v1/functions/h/invoke", b"x")[0] == 200
+    assert wait_for(lambda: "zygote_pid" not in d.describe("h"), timeout=10)
+    marker.touch()
+    status, _, body = d.request("POST", "/v1/functions/h/invoke", b"x")
+    doc = json.loads(body)
+    assert status == 504 and doc["code"] == "function_timeout", (status, doc)
+    assert "zygote is still loading" in doc["error"] and "spate_preload" in doc["error"], doc
+    # Once it may load again, it serves.
+    marker.unlink()
+    assert wait_for(lambda: d.request("POST", "/v1/functions/h/invoke", b"x")[0] == 200, timeout=30)
