@@ -121,6 +121,20 @@ const spatePages = (() => {
     return doc;
   }
 
+  // Every trigger, following GET /v1/triggers' pages (1,000 at a time; at most
+  // 20 pages, which a page of the console never needs more of).
+  async function allTriggers(signal) {
+    const out = { triggers: [] };
+    let after = "";
+    for (let i = 0; i < 20; i++) {
+      const doc = await api("/v1/triggers?limit=1000" + (after ? "&after=" + encodeURIComponent(after) : ""), signal);
+      out.triggers.push(...(doc.triggers || []));
+      if (typeof doc.next !== "string") break;
+      after = doc.next;
+    }
+    return out;
+  }
+
   // --- The page's life: one at a time, stopped when the hash changes ------------
 
   let current = null; // {stop: AbortController, timer}
@@ -204,7 +218,7 @@ const spatePages = (() => {
 
   async function drawFunction(name, body, signal, tail) {
     const path = "/v1/functions/" + encodeURIComponent(name);
-    const [f, trs] = await Promise.all([api(path, signal), api("/v1/triggers", signal)]);
+    const [f, trs] = await Promise.all([api(path, signal), allTriggers(signal)]);
     const st = functionState(f.instances, f.load_error);
     const sc = f.scaling || {};
     const st2 = f.stats || {};

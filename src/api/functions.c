@@ -274,11 +274,64 @@ static void list_one(fn *f, void *data)
     cJSON_AddItemToArray(data, api_json_function_summary(f));
 }
 
+typedef struct list_params {
+    uint32_t limit;
+    char after[SPATE_NAME_MAX + 1]; /* "" from the first */
+    char why[200];
+} list_params;
+
+static int on_list_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    list_params *p = data;
+    if (strcmp(k, "limit") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_FUNCTIONS_PAGE_MAX, &p->limit, p->why,
+                                sizeof p->why);
+    if (strcmp(k, "after") == 0) {
+        if (vlen == 0) return 0; /* "after=": from the first */
+        if (vlen > SPATE_NAME_MAX || !name_is_function(v, vlen)) {
+            snprintf(p->why, sizeof p->why,
+                     "parameter 'after' must be a function name (the 'next' of the page before)");
+            return ERR_INVAL;
+        }
+        memcpy(p->after, v, vlen);
+        p->after[vlen] = '\0';
+        return 0;
+    }
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (limit or after)",
+             (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+/* GET /v1/functions?limit=N&after=NAME: a page of functions by name, with
+ * "next" (the name to give as after for the next page, or null after the
+ * last), "limit" and "total". A page costs its own functions, whatever the
+ * number of others; a function deleted since the page before is no cursor
+ * problem (the next page starts after its name all the same). */
 void api_functions_list(api *a, http_request *req)
 {
+    list_params p = {.limit = SPATE_FUNCTIONS_PAGE_DEFAULT};
+    if (http_query_parse(req->query, on_list_param, &p)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           p.why[0] ? p.why : "malformed query string");
+        return;
+    }
     cJSON *doc = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
-    if (arr) functions_each(a->table, list_one, arr);
+    if (!arr) {
+        cJSON_Delete(doc);
+        return http_respond_error(req, 503, "out_of_memory", "out of memory");
+    }
+    int more = 0;
+    functions_page(a->table, p.after[0] ? p.after : NULL, p.limit, list_one, arr, &more);
+    cJSON *last = cJSON_GetArrayItem(arr, cJSON_GetArraySize(arr) - 1);
+    const char *next =
+        more && last ? cJSON_GetStringValue(cJSON_GetObjectItem(last, "name")) : NULL;
+    if (next)
+        cJSON_AddStringToObject(doc, "next", next);
+    else
+        cJSON_AddNullToObject(doc, "next");
+    cJSON_AddNumberToObject(doc, "limit", p.limit);
+    cJSON_AddNumberToObject(doc, "total", functions_count(a->table));
     api_respond_json(req, 200, doc);
 }
 

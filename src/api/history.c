@@ -1,7 +1,8 @@
 /*
  * history.c - this node's history (metrics/history.h): once a second on the
- * loop, a sample of every function, topic and source as the dashboard draws
- * them, and GET /v1/history?since=MS&delta=1 to read it.
+ * loop, a sample of every busy function (invoked or with instances since it
+ * was last quiet; an idle one's row is zero), topic and source as the
+ * dashboard draws them, and GET /v1/history?since=MS&delta=1 to read it.
  *
  * A sample reads what /metrics reads (pool stats, the autoscaler's view,
  * topic summaries, sources) and keeps, per function, the counters of the
@@ -37,10 +38,12 @@
 #define HISTORY_BYTES_PER_S (8u << 20)
 
 typedef struct fn_prev {
-    char *name; /* the map's key */
+    char *name;         /* the map's key */
+    int64_t created_ms; /* of the function these counters are of */
     uint64_t done, cold, waiting;
     histogram duration;
     int64_t seen_ms;
+    struct fn_prev *next_gone; /* drop_forgotten's list */
 } fn_prev;
 
 struct api_history {
@@ -81,7 +84,9 @@ static uint16_t u16(uint64_t v)
     return v > UINT16_MAX ? UINT16_MAX : (uint16_t)v;
 }
 
-static void sample_fn(fn *f, void *data)
+/* Nonzero while it has a trigger's backlog to show (functions_each_busy
+ * keeps it in the busy list). */
+static int sample_fn(fn *f, void *data)
 {
     struct api_history *hs = data;
     pool_stats st;
@@ -92,17 +97,27 @@ static void sample_fn(fn *f, void *data)
     uint64_t done = m->outcomes[POOL_OK] + m->outcomes[POOL_FAILED] + m->outcomes[POOL_CRASHED] +
                     m->outcomes[POOL_TIMEOUT];
 
+    /* A function is sampled from its first invocation or instance on (the
+     * busy list), and its counters are kept while it exists: those of one
+     * never seen are its pool's first, from zero. A function deleted and
+     * deployed again under its name starts from zero too. */
     fn_prev *p = strmap_get(&hs->prev, f->name, strlen(f->name));
-    int fresh = !p;
     if (!p) {
         p = calloc(1, sizeof *p);
         if (!p || !(p->name = strdup(f->name)) || strmap_put(&hs->prev, p->name, p) != 0) {
             if (p) free(p->name);
             free(p);
-            return;
+            return 0;
         }
+        p->created_ms = f->created_ms;
     }
-    double dt = 1.0; /* the timer's period; the first sample of a function has no rate */
+    if (p->created_ms != f->created_ms) {
+        char *name = p->name;
+        memset(p, 0, sizeof *p);
+        p->name = name;
+        p->created_ms = f->created_ms;
+    }
+    double dt = 1.0; /* the timer's period */
     history_fn v = {
         .busy = u16(st.busy),
         .idle = u16(st.idle),
@@ -110,7 +125,7 @@ static void sample_fn(fn *f, void *data)
         .triggered = (uint8_t)(sv.has_triggers != 0),
         .backlog = (uint32_t)(sv.has_triggers ? sv.backlog : st.waiting),
     };
-    if (!fresh) {
+    {
         histogram d = {0};
         for (int i = 0; i <= HIST_BUCKETS; i++)
             d.counts[i] = m->duration.counts[i] - p->duration.counts[i];
@@ -135,6 +150,7 @@ static void sample_fn(fn *f, void *data)
     p->duration = m->duration;
     p->seen_ms = hs->now_ms;
     history_put_fn(hs->ring, f->name, &v);
+    return v.backlog > 0;
 }
 
 /* The first --metrics-topics topics in the queue's order: a sample costs
@@ -159,29 +175,41 @@ static void sample_source(const source_view *s, void *data)
     history_put_source(hs->ring, s->name, &v);
 }
 
-/* Forgets the counters of functions gone for a minute (a new one of that
- * name starts from its own zero). */
+/* Forgets the counters of functions that are gone (deleted; a new one of
+ * that name starts from its own zero). Not those idle for long: the busy
+ * list leaves them out of the samples, and their next busy second's rates
+ * are counted from these. */
 static void forget(const char *key, void *value, void *data)
 {
-    (void)key;
     fn_prev *p = value;
     struct api_history *hs = data;
-    if (p->seen_ms < hs->now_ms - 60000) p->seen_ms = -1;
+    fn *f = functions_find(hs->a->table, key, strlen(key));
+    if (!f || f->created_ms != p->created_ms) p->seen_ms = -1;
+}
+
+static void collect_gone(const char *key, void *value, void *data)
+{
+    (void)key;
+    fn_prev **list = data;
+    fn_prev *p = value;
+    if (p->seen_ms != -1) return;
+    p->next_gone = *list;
+    *list = p;
 }
 
 static void drop_forgotten(struct api_history *hs)
 {
     strmap_each(&hs->prev, forget, hs);
-    /* strmap_each may not change the map: remove in a second pass. */
-    for (;;) {
-        fn_prev *gone = NULL;
-        for (size_t b = 0; b < hs->prev.nbuckets && !gone; b++)
-            for (strmap_entry *e = hs->prev.buckets[b]; e && !gone; e = e->next)
-                if (((fn_prev *)e->value)->seen_ms == -1) gone = e->value;
-        if (!gone) return;
+    /* strmap_each may not change the map: remove in a second pass, the
+     * gone ones gathered in one walk (not a walk for each). */
+    fn_prev *gone = NULL;
+    strmap_each(&hs->prev, collect_gone, &gone);
+    while (gone) {
+        fn_prev *next = gone->next_gone;
         strmap_remove(&hs->prev, gone->name);
         free(gone->name);
         free(gone);
+        gone = next;
     }
 }
 
@@ -200,7 +228,13 @@ static void on_sample(uv_timer_t *t)
     uint64_t t0 = thread_cpu_ns();
     hs->now_ms = clock_now_ms();
     history_begin(hs->ring, hs->now_ms);
-    functions_each(hs->a->table, sample_fn, hs);
+    /* The busy functions only (invoked, or with instances, since they were
+     * last found quiet): an idle one's row is all zero, which a sample
+     * says by leaving it out (history_begin), so the sample costs the busy
+     * ones whatever the number of functions (100,000 deployed cost each
+     * second what they were, sorted by name). A function's last row, once
+     * quiet, is written before it leaves the list. */
+    functions_each_busy(hs->a->table, sample_fn, hs);
     hs->topics_sampled = 0;
     queue_topics_after(hs->a->q, NULL, sample_topic, hs);
     if (hs->a->src) sources_each(hs->a->src, sample_source, hs);

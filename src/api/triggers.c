@@ -220,15 +220,78 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
     }
 }
 
-static void list_trigger(const trigger_view *v, void *data)
+typedef struct page_out {
+    cJSON *arr;
+    char last[SPATE_TOPIC_NAME_MAX + SPATE_NAME_MAX + 2]; /* TOPIC/FUNCTION */
+} page_out;
+
+static void page_trigger(const trigger_view *v, void *data)
 {
-    cJSON_AddItemToArray(data, api_trigger_json(v));
+    page_out *o = data;
+    cJSON_AddItemToArray(o->arr, api_trigger_json(v));
+    snprintf(o->last, sizeof o->last, "%s/%s", v->topic, v->cfg->function);
 }
 
+typedef struct list_params {
+    uint32_t limit;
+    char topic[SPATE_TOPIC_NAME_MAX + 1]; /* after: "" from the first */
+    char function[SPATE_NAME_MAX + 1];
+    char why[200];
+} list_params;
+
+static int on_list_param(const char *k, size_t klen, const char *v, size_t vlen, void *data)
+{
+    list_params *p = data;
+    if (strcmp(k, "limit") == 0)
+        return api_number_param(k, v, vlen, 1, SPATE_TRIGGERS_PAGE_MAX, &p->limit, p->why,
+                                sizeof p->why);
+    if (strcmp(k, "after") == 0) {
+        if (vlen == 0) return 0; /* "after=": from the first */
+        const char *slash = memchr(v, '/', vlen);
+        size_t tlen = slash ? (size_t)(slash - v) : 0, flen = slash ? vlen - tlen - 1 : 0;
+        if (!slash || !name_is_topic(v, tlen) || !name_is_function(slash + 1, flen)) {
+            snprintf(p->why, sizeof p->why,
+                     "parameter 'after' must be TOPIC/FUNCTION (the 'next' of the page before)");
+            return ERR_INVAL;
+        }
+        memcpy(p->topic, v, tlen);
+        p->topic[tlen] = '\0';
+        memcpy(p->function, slash + 1, flen);
+        p->function[flen] = '\0';
+        return 0;
+    }
+    snprintf(p->why, sizeof p->why, "unknown parameter '%.*s' (limit or after)",
+             (int)(klen > 64 ? 64 : klen), k);
+    return ERR_INVAL;
+}
+
+/* GET /v1/triggers?limit=N&after=TOPIC/FUNCTION: a page of triggers by
+ * topic then function, with "next" (TOPIC/FUNCTION of the last, to give as
+ * after; null after the last page), "limit" and "total". */
 void api_triggers_list(api *a, http_request *req)
 {
+    list_params p = {.limit = SPATE_TRIGGERS_PAGE_DEFAULT};
+    if (http_query_parse(req->query, on_list_param, &p)) {
+        http_respond_error(req, 400, "bad_parameter", "%s",
+                           p.why[0] ? p.why : "malformed query string");
+        return;
+    }
     cJSON *doc = cJSON_CreateObject();
-    triggers_each(a->tr, list_trigger, cJSON_AddArrayToObject(doc, "triggers"));
+    page_out out = {.arr = cJSON_AddArrayToObject(doc, "triggers")};
+    int more = 0;
+    uint32_t total = 0;
+    if (!out.arr || triggers_page(a->tr, p.topic[0] ? p.topic : NULL, p.function, p.limit,
+                                  page_trigger, &out, &more, &total) != 0) {
+        cJSON_Delete(doc);
+        return http_respond_error(req, 503, "out_of_memory", "out of memory");
+    }
+    if (more && out.last[0]) {
+        cJSON_AddStringToObject(doc, "next", out.last);
+    } else {
+        cJSON_AddNullToObject(doc, "next");
+    }
+    cJSON_AddNumberToObject(doc, "limit", p.limit);
+    cJSON_AddNumberToObject(doc, "total", total);
     api_respond_json(req, 200, doc);
 }
 

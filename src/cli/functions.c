@@ -301,26 +301,76 @@ static int cmd_invoke(const cli *c, cli_args *a)
     return cli_finish(&r, NULL, 0);
 }
 
+/* Every function, page by page (GET /v1/functions?limit=&after=, following
+ * "next"): a table, or with --json one document of them all in the
+ * answer's shape. At most LS_PAGES_MAX pages (10 million functions). */
+#define LS_PAGE 1000
+#define LS_PAGES_MAX 10000
+
 static int cmd_ls(const cli *c, cli_args *a)
 {
-    answer r;
-    int rc = cli_request(c, "GET", "/v1/functions", NULL, 0, NULL, &r);
-    if (rc) return rc;
-    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "ls failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "ls", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
-    printf("%-24s %7s %-7s %8s %5s %5s %7s\n", "NAME", "VERSION", "RUNTIME", "STARTING", "IDLE",
-           "BUSY", "WAITING");
-    const cJSON *f;
-    cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(doc, "functions"))
-    {
-        const cJSON *in = cJSON_GetObjectItemCaseSensitive(f, "instances");
-        printf("%-24s %7.0f %-7s %8.0f %5.0f %5.0f %7.0f\n", cli_json_str(f, "name"),
-               cli_json_num(f, "version"), cli_json_str(f, "runtime"), cli_json_num(in, "starting"),
-               cli_json_num(in, "idle"), cli_json_num(in, "busy"), cli_json_num(f, "waiting"));
+    (void)a;
+    char after[256] = "";
+    cJSON *all = c->json ? cJSON_CreateObject() : NULL;
+    cJSON *all_fns = all ? cJSON_AddArrayToObject(all, "functions") : NULL;
+    double total = 0;
+    int header = 0;
+    for (int pages = 0;; pages++) {
+        char path[512];
+        snprintf(path, sizeof path, "/v1/functions?limit=%d%s%s", LS_PAGE,
+                 after[0] ? "&after=" : "", after);
+        answer r;
+        int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
+        if (rc) {
+            cJSON_Delete(all);
+            return rc;
+        }
+        if (r.status != 200) {
+            cJSON_Delete(all);
+            return cli_finish(&r, NULL, cli_answer_error(c, "ls failed", &r));
+        }
+        cJSON *doc = cli_answer_json(c, "ls", &r);
+        if (!doc) {
+            cJSON_Delete(all);
+            return cli_finish(&r, NULL, CLI_FAILED);
+        }
+        cJSON *fns = cJSON_GetObjectItemCaseSensitive(doc, "functions");
+        total = cli_json_num(doc, "total");
+        if (all) {
+            cJSON *f;
+            while (cJSON_IsArray(fns) && (f = cJSON_DetachItemFromArray(fns, 0)))
+                cJSON_AddItemToArray(all_fns, f);
+        } else {
+            if (!header++)
+                printf("%-24s %7s %-7s %8s %5s %5s %7s\n", "NAME", "VERSION", "RUNTIME", "STARTING",
+                       "IDLE", "BUSY", "WAITING");
+            const cJSON *f;
+            cJSON_ArrayForEach(f, fns)
+            {
+                const cJSON *in = cJSON_GetObjectItemCaseSensitive(f, "instances");
+                printf("%-24s %7.0f %-7s %8.0f %5.0f %5.0f %7.0f\n", cli_json_str(f, "name"),
+                       cli_json_num(f, "version"), cli_json_str(f, "runtime"),
+                       cli_json_num(in, "starting"), cli_json_num(in, "idle"),
+                       cli_json_num(in, "busy"), cli_json_num(f, "waiting"));
+            }
+        }
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
+        /* A server from before pages has no "next": its one answer is all. */
+        int more = cJSON_IsString(next) && strlen(next->valuestring) < sizeof after &&
+                   pages < LS_PAGES_MAX;
+        if (more) snprintf(after, sizeof after, "%s", next->valuestring);
+        cli_finish(&r, doc, 0);
+        if (!more) break;
     }
-    return cli_finish(&r, doc, 0);
+    if (all) {
+        cJSON_AddNullToObject(all, "next");
+        cJSON_AddNumberToObject(all, "total", total);
+        char *text = cJSON_PrintUnformatted(all);
+        if (text) printf("%s\n", text);
+        free(text);
+        cJSON_Delete(all);
+    }
+    return 0;
 }
 
 static int cmd_nodes(const cli *c, cli_args *a)

@@ -111,19 +111,78 @@ static void print_trigger_header(void)
            "RETRYING", "DEADLTRD", "ORDER", "DEADLINE", "DLQ");
 }
 
+/* A page of trigger ls, the most the server gives; and how many pages at
+ * most (10 million triggers). */
+#define TRIGGER_LS_PAGE 1000
+#define TRIGGER_LS_PAGES_MAX 10000
+
+/* Every trigger, page by page (GET /v1/triggers?limit=&after=, following
+ * "next"), in one document of the answer's shape: 0 with *out (caller
+ * owns; cJSON_Delete), else the exit status after saying why (what names
+ * the command). */
+static int all_triggers(const cli *c, const char *what, cJSON **out)
+{
+    char after[256] = "";
+    cJSON *all = cJSON_CreateObject();
+    cJSON *list = all ? cJSON_AddArrayToObject(all, "triggers") : NULL;
+    if (!list) {
+        cJSON_Delete(all);
+        fprintf(stderr, "spate: %s: out of memory\n", what);
+        return CLI_FAILED;
+    }
+    for (int pages = 0;; pages++) {
+        char path[512];
+        snprintf(path, sizeof path, "/v1/triggers?limit=%d%s%s", TRIGGER_LS_PAGE,
+                 after[0] ? "&after=" : "", after);
+        answer r;
+        int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
+        if (rc) {
+            cJSON_Delete(all);
+            return rc;
+        }
+        if (r.status != 200) {
+            cJSON_Delete(all);
+            return cli_finish(&r, NULL, cli_answer_error(c, what, &r));
+        }
+        cJSON *doc = cli_answer_json(c, what, &r);
+        if (!doc) {
+            cJSON_Delete(all);
+            return cli_finish(&r, NULL, CLI_FAILED);
+        }
+        cJSON *trs = cJSON_GetObjectItemCaseSensitive(doc, "triggers"), *t;
+        while (cJSON_IsArray(trs) && (t = cJSON_DetachItemFromArray(trs, 0)))
+            cJSON_AddItemToArray(list, t);
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
+        /* A server from before pages has no "next": its one answer is all. */
+        int more = cJSON_IsString(next) && strlen(next->valuestring) < sizeof after &&
+                   pages < TRIGGER_LS_PAGES_MAX;
+        if (more) snprintf(after, sizeof after, "%s", next->valuestring);
+        cli_finish(&r, doc, 0);
+        if (!more) break;
+    }
+    cJSON_AddNullToObject(all, "next");
+    *out = all;
+    return 0;
+}
+
 static int trigger_ls(const cli *c, cli_args *a)
 {
-    answer r;
-    int rc = cli_request(c, "GET", "/v1/triggers", NULL, 0, NULL, &r);
+    (void)a;
+    cJSON *doc;
+    int rc = all_triggers(c, "trigger ls failed", &doc);
     if (rc) return rc;
-    if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, "trigger ls failed", &r));
-    if (cli_json_passthrough(c, &r)) return cli_finish(&r, NULL, 0);
-    cJSON *doc = cli_answer_json(c, "trigger ls", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
-    print_trigger_header();
-    const cJSON *t;
-    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "triggers")) print_trigger_line(t);
-    return cli_finish(&r, doc, 0);
+    if (c->json) {
+        char *text = cJSON_PrintUnformatted(doc);
+        if (text) printf("%s\n", text);
+        free(text);
+    } else {
+        print_trigger_header();
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "triggers"))
+            print_trigger_line(t);
+    }
+    cJSON_Delete(doc);
+    return 0;
 }
 
 /* "/v1/triggers/TOPIC/FUNCTION" + suffix, both escaped; FUNCTION may be
@@ -511,19 +570,19 @@ static int find_dlqs(const cli *c, const char *topic, dlq_target *out, int *n)
 {
     *n = 0;
     answer r;
-    int rc = cli_request(c, "GET", "/v1/triggers", NULL, 0, NULL, &r);
+    cJSON *doc;
+    int rc = all_triggers(c, "dlq: cannot list triggers", &doc);
     if (rc) return rc;
-    if (r.status != 200)
-        return cli_finish(&r, NULL, cli_answer_error(c, "dlq: cannot list triggers", &r));
-    cJSON *doc = cli_answer_json(c, "trigger ls", &r);
-    if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
     const cJSON *t, *trs = cJSON_GetObjectItemCaseSensitive(doc, "triggers");
     cJSON_ArrayForEach(t, trs) if (strcmp(cli_json_str(t, "dlq"), topic) == 0)
     {
         if (!*n) snprintf(out[(*n)++].topic, sizeof out->topic, "%s", topic);
         add_of(&out[0], t);
     }
-    if (*n) return cli_finish(&r, doc, 0);
+    if (*n) {
+        cJSON_Delete(doc);
+        return 0;
+    }
     cJSON_ArrayForEach(t, trs)
     {
         if (strcmp(cli_json_str(t, "topic"), topic) != 0) continue;
@@ -533,7 +592,7 @@ static int find_dlqs(const cli *c, const char *topic, dlq_target *out, int *n)
         if (i == *n) snprintf(out[(*n)++].topic, sizeof out->topic, "%s", cli_json_str(t, "dlq"));
         add_of(&out[i], t);
     }
-    cli_finish(&r, doc, 0);
+    cJSON_Delete(doc);
     if (*n) return 0;
     char name[SPATE_TOPIC_NAME_MAX + 8], path[1024];
     snprintf(name, sizeof name, "%s.dlq", topic);

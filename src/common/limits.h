@@ -127,6 +127,12 @@
  * the loop: 1,000 stays within a few ms). */
 #define SPATE_TOPICS_PAGE_DEFAULT 500u
 #define SPATE_TOPICS_PAGE_MAX 1000u
+/* GET /v1/functions pages the same way (a page costs its own functions). */
+#define SPATE_FUNCTIONS_PAGE_DEFAULT 500u
+#define SPATE_FUNCTIONS_PAGE_MAX 1000u
+/* GET /v1/triggers too (?limit=&after=TOPIC/FUNCTION). */
+#define SPATE_TRIGGERS_PAGE_DEFAULT 500u
+#define SPATE_TRIGGERS_PAGE_MAX 1000u
 /* Topics /metrics gives series of their own (--metrics-topics), the deepest
  * first: 6 series each, so 1,000 is 6,000 series (~400 KB a scrape); the
  * rest are counted (spate_topics, spate_topics_without_series). */
@@ -413,6 +419,24 @@
 /* Processes a version's zygote cgroup holds beyond --pids-max: instances pass
  * through it between their fork and joining their own cgroups. */
 #define SPATE_ZYGOTE_PIDS_HEADROOM 256
+/* What each live instance costs its zygote's memory cgroup. The kernel
+ * memory of a fork (task, kernel stack, the copy of the zygote's page tables,
+ * its mappings' descriptors, ...) is charged to the cgroup of the process
+ * that forks, and stays there when the child joins its own cgroup (cgroup v1
+ * moves no kernel memory; CLONE_INTO_CGROUP is cgroup v2 only) until the
+ * child exits. Measured on kernel 6.18 (one parent in a memory cgroup, 100
+ * children moved to another): 108 KiB per child of a parent that had touched
+ * nothing, 140 KiB at 16 MiB touched, 368 KiB at 128 MiB: about 108 KiB and
+ * 2 KiB per MiB the parent holds (its page tables). A zygote held to the
+ * function's memory alone was OOM-killed near 900 instances at 128 MB (and
+ * near 100 at 16 MB), every instance with it; so its limit is the function's
+ * memory plus this much per instance it may have (isolate_version_acquire),
+ * with a margin over the measured figures. */
+#define SPATE_ZYGOTE_FORK_KIB 160
+#define SPATE_ZYGOTE_FORK_KIB_PER_MB 3
+/* Instances beyond the function's maximum the zygote's limit leaves room
+ * for: those that are stopping (their kernel memory goes as they exit). */
+#define SPATE_ZYGOTE_FORK_SLACK 16
 
 /* Zygotes run on demand (sched/pool/zygotes.c): at most this many at once
  * (spated --max-zygotes), each stopped after this long without an instance

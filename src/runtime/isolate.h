@@ -129,9 +129,14 @@ void isolate_stop_forks(isolate_slot *s);
  * killed. */
 typedef struct isolate_version isolate_version;
 
-/* Cgroups for a version's zygote held to memory_mb, its function running as
- * uid. Best effort as isolate_acquire; NULL only when out of memory. */
-isolate_version *isolate_version_acquire(uint32_t memory_mb, uid_t uid);
+/* Cgroups for a version's zygote held to memory_mb, and room for the kernel
+ * memory of up to instances forks (SPATE_ZYGOTE_FORK_KIB, limits.h: charged
+ * to the zygote while each instance lives), its function running as uid.
+ * Best effort as isolate_acquire; NULL only when out of memory. */
+isolate_version *isolate_version_acquire(uint32_t memory_mb, uint32_t instances, uid_t uid);
+/* The memory limit (bytes) of such a zygote's cgroup: the function's memory
+ * and what its instances' forks are charged to it. */
+uint64_t isolate_zygote_memory(uint32_t memory_mb, uint32_t instances);
 /* "dir|dir|..." for spate-runner --cgroups, or "" without cgroups. Borrowed. */
 const char *isolate_version_cgroups(const isolate_version *v);
 /* No more forks in them, and SIGKILL to every process they hold. Does not

@@ -173,6 +173,7 @@ static zygote_config zygote_config_of(const launcher_config *cfg, const char *ob
         .function = cfg->function,
         .version = cfg->version,
         .memory_mb = cfg->memory_mb,
+        .max_instances = cfg->max_instances,
         .tmp_mb = cfg->tmp_mb,
         .no_network = cfg->no_network,
         .log = cfg->log,

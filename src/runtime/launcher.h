@@ -22,11 +22,12 @@ typedef struct launcher_config {
     const char *function;
     uint32_t version;
     uint32_t memory_mb;
-    uint32_t cpu_millis; /* cgroup quota, thousandths of a core; 0: none */
-    uint32_t tmp_mb;     /* size of the private /tmp and /dev/shm (mount namespaces) */
-    int no_network;      /* native: a network namespace of its own */
-    struct fnlog *log;   /* the function's log: output of its processes */
-    char **env;          /* NULL-terminated "K=V": the function's environment; copied */
+    uint32_t max_instances; /* native: instances the zygote may have at once */
+    uint32_t cpu_millis;    /* cgroup quota, thousandths of a core; 0: none */
+    uint32_t tmp_mb;        /* size of the private /tmp and /dev/shm (mount namespaces) */
+    int no_network;         /* native: a network namespace of its own */
+    struct fnlog *log;      /* the function's log: output of its processes */
+    char **env;             /* NULL-terminated "K=V": the function's environment; copied */
     /* A deploy's load: a managed runtime without a zygote (nodejs) starts
      * one instance that imports the handler before "loaded" is reported.
      * 0 (a zygote started again on demand): the deploy checked it. */

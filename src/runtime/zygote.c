@@ -492,7 +492,7 @@ int zygote_start(uv_loop_t *loop, const zygote_config *cfg, zygote_loaded_cb loa
     z->managed = cfg->code_dir != NULL;
     z->memory_mb = cfg->memory_mb;
     uid_t fn_uid = isolate_uid(cfg->function);
-    z->iso = isolate_version_acquire(cfg->memory_mb, fn_uid);
+    z->iso = isolate_version_acquire(cfg->memory_mb, cfg->max_instances, fn_uid);
     /* The function's variables reach the runner only in a descriptor it
      * reads once it is no longer root (isolate.h). */
     int envfd = z->iso ? isolate_env_fd(cfg->env, NULL) : -1;

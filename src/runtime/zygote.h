@@ -20,12 +20,13 @@ typedef struct zygote_config {
     const char *code_dir;
     const char *function;
     uint32_t version;
-    uint32_t memory_mb; /* RLIMIT_AS of instances where no memory cgroup holds them */
-    uint32_t tmp_mb;    /* each instance's private /tmp and /dev/shm, when namespaces work */
-    int no_network;     /* the zygote and its instances get a network namespace of their own */
-    struct fnlog *log;  /* the zygote's own output (spate_preload) goes here; NULL: stdout */
-    char **env;         /* NULL-terminated "K=V" of the function; copied (never the
-                           runner's environment: it reaches it in --env-fd) */
+    uint32_t memory_mb;     /* RLIMIT_AS of instances where no memory cgroup holds them */
+    uint32_t max_instances; /* it may fork: its cgroup has room for their kernel memory */
+    uint32_t tmp_mb;        /* each instance's private /tmp and /dev/shm, when namespaces work */
+    int no_network;         /* the zygote and its instances get a network namespace of their own */
+    struct fnlog *log;      /* the zygote's own output (spate_preload) goes here; NULL: stdout */
+    char **env;             /* NULL-terminated "K=V" of the function; copied (never the
+                               runner's environment: it reaches it in --env-fd) */
 } zygote_config;
 
 /* status 0: loaded and ready to spawn. Otherwise message says why it failed

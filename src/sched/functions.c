@@ -109,19 +109,91 @@ static int version_spec(functions *t, const char *name, uint32_t version, const 
 
 /* --- Function records ---------------------------------------------------------------- */
 
+/* The first index of t->sorted whose name is after name (strictly, or
+ * from name on when !strict). */
+static size_t sorted_from(const functions *t, const char *name, int strict)
+{
+    size_t lo = 0, hi = t->nsorted;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(t->sorted[mid]->name, name);
+        if (c < 0 || (strict && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int sorted_add(functions *t, fn *f)
+{
+    if (t->nsorted == t->capsorted) {
+        size_t cap = t->capsorted ? t->capsorted * 2 : 64;
+        fn **p = realloc(t->sorted, cap * sizeof *p);
+        if (!p) return ERR_NOMEM;
+        t->sorted = p;
+        t->capsorted = cap;
+    }
+    size_t at = sorted_from(t, f->name, 0);
+    memmove(t->sorted + at + 1, t->sorted + at, (t->nsorted - at) * sizeof *t->sorted);
+    t->sorted[at] = f;
+    t->nsorted++;
+    return 0;
+}
+
+static void sorted_remove(functions *t, const fn *f)
+{
+    size_t at = sorted_from(t, f->name, 0);
+    if (at == t->nsorted || t->sorted[at] != f) return;
+    memmove(t->sorted + at, t->sorted + at + 1, (t->nsorted - at - 1) * sizeof *t->sorted);
+    t->nsorted--;
+}
+
+static void on_fn_active(void *data)
+{
+    fn *f = data;
+    if (f->busy_listed) return;
+    f->busy_listed = 1;
+    list_push_back(&f->table->busy, &f->busy_link);
+}
+
+void functions_each_busy(functions *t, int (*cb)(fn *f, void *data), void *data)
+{
+    /* cb may not take functions out of the table (retire_fn unlinks them). */
+    list_node *n = list_first(&t->busy);
+    while (n != &t->busy) {
+        fn *f = list_entry(n, fn, busy_link);
+        n = n->next;
+        int keep = f->registered && cb(f, data);
+        if (!keep && pool_settle(f->pool)) {
+            list_remove(&f->busy_link);
+            f->busy_listed = 0;
+        }
+    }
+}
+
 static fn *new_fn(functions *t, const char *name)
 {
     fn *f = calloc(1, sizeof *f);
     if (!f) return NULL;
     snprintf(f->name, sizeof f->name, "%s", name);
     list_init(&f->sides);
+    f->table = t;
+    list_init(&f->busy_link);
     f->pool = pool_create(t->loop, name, t->runner_path);
     if (!f->pool || strmap_put(&t->byname, f->name, f)) {
         if (f->pool) pool_close(f->pool, 0, NULL, NULL);
         free(f);
         return NULL;
     }
+    if (sorted_add(t, f) != 0) {
+        strmap_remove(&t->byname, f->name);
+        pool_close(f->pool, 0, NULL, NULL);
+        free(f);
+        return NULL;
+    }
     t->pools_open++;
+    pool_on_active(f->pool, on_fn_active, f);
     return f;
 }
 
@@ -137,6 +209,7 @@ static void maybe_closed(functions *t)
     void (*cb)(void *) = t->close_cb;
     void *data = t->close_data;
     strmap_free(&t->byname);
+    free(t->sorted);
     free(t);
     if (cb) cb(data);
 }
@@ -158,6 +231,13 @@ static void on_pool_closed(void *data)
 static void retire_fn(functions *t, fn *f, int drain)
 {
     strmap_remove(&t->byname, f->name);
+    sorted_remove(t, f);
+    if (f->busy_listed) {
+        list_remove(&f->busy_link);
+        f->busy_listed = 0;
+    }
+    pool_on_active(f->pool, NULL, NULL);
+    if (f->registered) t->nregistered--;
     retiring *r = malloc(sizeof *r);
     if (!r) {
         log_error("out of memory retiring fn=%s", f->name);
@@ -180,6 +260,7 @@ static int restore_one(const reg_version *v, int64_t created_ms, void *data)
     if (fnconfig_copy(&f->active.config, &v->config)) return ERR_NOMEM;
     f->created_ms = created_ms;
     f->registered = 1;
+    t->nregistered++;
     pool_version_spec spec;
     char path[4096];
     if (version_spec(t, v->function, v->version, v->sha256, &v->config, &spec, path, sizeof path))
@@ -200,6 +281,7 @@ int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, func
     t->reg = reg;
     t->runner_path = runner_path;
     strmap_init(&t->byname);
+    list_init(&t->busy);
     list_init(&t->retiring);
     list_init(&t->stopping_sides);
     uint64_t t0 = clock_mono_ns();
@@ -260,44 +342,39 @@ fn *functions_find(functions *t, const char *name, size_t len)
     return f && f->registered ? f : NULL;
 }
 
-typedef struct each_ctx {
-    fn **list;
-    size_t n;
-} each_ctx;
-
-static void collect(const char *key, void *value, void *data)
-{
-    each_ctx *c = data;
-    fn *f = value;
-    if (f->registered) c->list[c->n++] = f;
-}
-
-static int by_name(const void *a, const void *b)
-{
-    return strcmp((*(fn *const *)a)->name, (*(fn *const *)b)->name);
-}
-
 void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data)
 {
-    each_ctx c = {.list = calloc(t->byname.count + 1, sizeof(fn *))};
-    if (!c.list) return;
-    strmap_each(&t->byname, collect, &c);
-    qsort(c.list, c.n, sizeof *c.list, by_name);
-    for (size_t i = 0; i < c.n; i++) cb(c.list[i], data);
-    free(c.list);
+    /* A copy: cb may take functions out of the table. */
+    fn **list = malloc((t->nsorted + 1) * sizeof *list);
+    if (!list) return;
+    size_t n = 0;
+    for (size_t i = 0; i < t->nsorted; i++)
+        if (t->sorted[i]->registered) list[n++] = t->sorted[i];
+    for (size_t i = 0; i < n; i++) cb(list[i], data);
+    free(list);
 }
 
-static void count_registered(const char *key, void *value, void *data)
+uint32_t functions_page(functions *t, const char *after, uint32_t limit,
+                        void (*cb)(fn *f, void *data), void *data, int *more)
 {
-    (void)key;
-    *(uint32_t *)data += ((fn *)value)->registered ? 1 : 0;
+    uint32_t n = 0;
+    *more = 0;
+    for (size_t i = after ? sorted_from(t, after, 1) : 0; i < t->nsorted; i++) {
+        fn *f = t->sorted[i];
+        if (!f->registered) continue;
+        if (n == limit) {
+            *more = 1;
+            break;
+        }
+        cb(f, data);
+        n++;
+    }
+    return n;
 }
 
 uint32_t functions_count(functions *t)
 {
-    uint32_t n = 0;
-    strmap_each(&t->byname, count_registered, &n);
-    return n;
+    return t->nregistered;
 }
 
 int functions_versions(functions *t, const fn *f, registry_version_cb cb, void *data)
@@ -385,7 +462,10 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     f->active = v;
     f->active.config = d->cfg; /* ownership moves to the record */
     memset(&d->cfg, 0, sizeof d->cfg);
-    if (created) f->created_ms = v.created_ms;
+    if (created) {
+        f->created_ms = v.created_ms;
+        d->t->nregistered++;
+    }
     f->registered = 1;
     /* A cluster's aliases may have come before the function did. */
     if (created && functions__load_aliases(d->t, f) != 0)

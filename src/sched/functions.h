@@ -37,6 +37,9 @@ typedef struct fn {
     reg_alias *aliases; /* the registry's, by name (versions.c) */
     size_t naliases;
     pool_version_outcomes ended[POOL_METRIC_VERSIONS]; /* of side pools that stopped */
+    struct functions *table;
+    list_node busy_link; /* in the table's busy list while busy_listed */
+    int busy_listed;
 } fn;
 
 /* Loads every function of the registry and starts their zygotes. reg and
@@ -50,6 +53,18 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
 fn *functions_find(functions *t, const char *name, size_t len);
 /* Calls cb for each registered function, by name. */
 void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data);
+/* A page: cb for each registered function named after after (NULL: from the
+ * first), by name, at most limit of them; *more is set when another follows.
+ * Costs the page, whatever the number of functions. Returns how many. */
+uint32_t functions_page(functions *t, const char *after, uint32_t limit,
+                        void (*cb)(fn *f, void *data), void *data, int *more);
+/* The functions whose pool was invoked or started an instance since they
+ * were last found quiet (pool_settle), in the order they became busy:
+ * cb(f) for each; one whose pool is quiet after cb leaves the list unless cb
+ * returned nonzero (it has more to show, e.g. a trigger's backlog). A walk
+ * costs the busy functions, whatever the number of idle ones (the history's
+ * sampler). */
+void functions_each_busy(functions *t, int (*cb)(fn *f, void *data), void *data);
 /* How many functions are registered (GET /v1/nodes, the cluster's heartbeat). */
 uint32_t functions_count(functions *t);
 /* Calls cb for each version of f, newest first (from the registry). */

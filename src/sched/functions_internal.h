@@ -14,6 +14,13 @@ struct functions {
     registry *reg;
     const char *runner_path;
     strmap byname;
+    /* Every record of byname by name, for pages (GET /v1/functions?after=)
+     * and walks in name order without a sort: kept sorted as records come
+     * and go (a binary search and a move of pointers). */
+    fn **sorted;
+    size_t nsorted, capsorted;
+    uint32_t nregistered;     /* records with registered set */
+    list_node busy;           /* fn.busy_link: functions_each_busy */
     list_node retiring;       /* functions whose pools are stopping */
     list_node stopping_sides; /* side pools (versions.c) that are stopping */
     int closing;

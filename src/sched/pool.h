@@ -198,6 +198,13 @@ const pool_metrics *pool_metrics_get(const pool *p);
  * idle instance is free, or a new one may start (below the function's and
  * the node's maximum, and its zygote runs or the zygote budget has room). */
 int pool_has_room(const pool *p);
+/* Activity, for samplers that look only at the pools with something to
+ * show: cb(data) is called once when the pool is invoked or starts an
+ * instance, and again only after pool_settle found it quiet. */
+void pool_on_active(pool *p, void (*cb)(void *data), void *data);
+/* 1 when the pool has nothing to show (no instance in any state, nothing
+ * waiting): the next activity calls the callback again. 0 otherwise. */
+int pool_settle(pool *p);
 /* Invocations the pool can put to work at once: its maximum of instances,
  * each with a full mailbox. Callers that feed it (triggers) stay below. */
 uint32_t pool_capacity(const pool *p);

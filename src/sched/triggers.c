@@ -1425,6 +1425,84 @@ void triggers_each(triggers *tr, void (*cb)(const trigger_view *v, void *data), 
     queue_each_sub(tr->q, view_one, &c);
 }
 
+typedef struct page_ctx {
+    const char *after_topic, *after_function;
+    queue_sub **heap; /* the page's so far, the last in order at the top */
+    uint32_t n, cap;  /* cap: limit + 1 (the one past the page says "more") */
+    uint32_t total;
+} page_ctx;
+
+static int sub_cmp(queue_sub *a, queue_sub *b)
+{
+    int c = strcmp(queue_sub_topic(a), queue_sub_topic(b));
+    return c ? c : strcmp(queue_sub_get_config(a)->function, queue_sub_get_config(b)->function);
+}
+
+static void heap_down(queue_sub **h, uint32_t n, uint32_t i)
+{
+    for (;;) {
+        uint32_t big = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && sub_cmp(h[l], h[big]) > 0) big = l;
+        if (r < n && sub_cmp(h[r], h[big]) > 0) big = r;
+        if (big == i) return;
+        queue_sub *x = h[i];
+        h[i] = h[big];
+        h[big] = x;
+        i = big;
+    }
+}
+
+static void page_one(queue_sub *sub, void *data)
+{
+    page_ctx *c = data;
+    if (triggers_is_receiver(sub)) return;
+    c->total++;
+    if (c->after_topic) {
+        int k = strcmp(queue_sub_topic(sub), c->after_topic);
+        if (k < 0 ||
+            (k == 0 && strcmp(queue_sub_get_config(sub)->function, c->after_function) <= 0))
+            return;
+    }
+    if (c->n < c->cap) {
+        /* Up: the heap's top is its last in order. */
+        uint32_t i = c->n++;
+        c->heap[i] = sub;
+        while (i > 0 && sub_cmp(c->heap[(i - 1) / 2], c->heap[i]) < 0) {
+            queue_sub *x = c->heap[i];
+            c->heap[i] = c->heap[(i - 1) / 2];
+            c->heap[(i - 1) / 2] = x;
+            i = (i - 1) / 2;
+        }
+    } else if (sub_cmp(sub, c->heap[0]) < 0) {
+        c->heap[0] = sub;
+        heap_down(c->heap, c->n, 0);
+    }
+}
+
+int triggers_page(triggers *tr, const char *after_topic, const char *after_function, uint32_t limit,
+                  void (*cb)(const trigger_view *v, void *data), void *data, int *more,
+                  uint32_t *total)
+{
+    page_ctx c = {.after_topic = after_topic,
+                  .after_function = after_function ? after_function : "",
+                  .cap = limit + 1};
+    if (!(c.heap = malloc((size_t)c.cap * sizeof *c.heap))) return ERR_NOMEM;
+    queue_each_sub(tr->q, page_one, &c);
+    /* Heapsort: ascending in place. */
+    for (uint32_t n = c.n; n > 1; n--) {
+        queue_sub *x = c.heap[0];
+        c.heap[0] = c.heap[n - 1];
+        c.heap[n - 1] = x;
+        heap_down(c.heap, n - 1, 0);
+    }
+    *more = c.n > limit;
+    *total = c.total;
+    each_ctx e = {NULL, cb, data};
+    for (uint32_t i = 0; i < c.n && i < limit; i++) view_one(c.heap[i], &e);
+    free(c.heap);
+    return 0;
+}
+
 void triggers_each_of_topic(triggers *tr, const char *topic,
                             void (*cb)(const trigger_view *v, void *data), void *data)
 {

@@ -222,6 +222,27 @@ def test_a_busy_node_hands_invocations_to_another(cluster, functions):
     assert results["waited"][0] == 200
 
 
+def test_a_node_whose_starts_are_held_back_hands_invocations_to_another(cluster, functions):
+    """pool_has_room said "room" whenever the function was below its maximum,
+    even when the node would not start an instance now (a crash loop's
+    back-off, the autoscaler's cap, starts already owed to waiting calls):
+    the call then waited on this node while others had room."""
+    nats, (a, b, c) = cluster
+    assert a.deploy("crashy", functions["probe"], max=5)[0] == 201
+    assert wait_for(lambda: listed(b, "crashy") and listed(c, "crashy"), timeout=10)
+    nodes = []
+    for _ in range(12):
+        status, hdrs, _ = a.request("POST", "/v1/functions/crashy/invoke", b"crash")
+        assert status == 502
+        nodes.append(hdrs.get("Spate-Node", node_id(a)))
+        if nodes[-1] != node_id(a):
+            break
+    # After a few crashes in a row node a waits before its next start: the
+    # next call runs on another node rather than wait there.
+    assert nodes[-1] != node_id(a), nodes
+    assert nodes[:3] == [node_id(a)] * 3, nodes
+
+
 def test_a_busy_node_hands_lambda_invocations_to_another(cluster, tmp_path):
     """Lambda's Invoke API routes as /v1 invoke does, and gives the answer in
     Lambda's shape."""

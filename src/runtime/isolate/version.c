@@ -45,7 +45,14 @@ static void version_drop_last(isolate_version *v, const char *what)
     rmdir(v->dirs[--v->ndirs]);
 }
 
-isolate_version *isolate_version_acquire(uint32_t memory_mb, uid_t uid)
+uint64_t isolate_zygote_memory(uint32_t memory_mb, uint32_t instances)
+{
+    uint64_t per_fork = ((uint64_t)SPATE_ZYGOTE_FORK_KIB + SPATE_ZYGOTE_FORK_KIB_PER_MB * memory_mb)
+                        << 10;
+    return ((uint64_t)memory_mb << 20) + ((uint64_t)instances + SPATE_ZYGOTE_FORK_SLACK) * per_fork;
+}
+
+isolate_version *isolate_version_acquire(uint32_t memory_mb, uint32_t instances, uid_t uid)
 {
     const isolate_config *cfg = isolate_get();
     isolate_version *v = calloc(1, sizeof *v);
@@ -54,8 +61,14 @@ isolate_version *isolate_version_acquire(uint32_t memory_mb, uid_t uid)
     char name[32], value[32];
     snprintf(name, sizeof name, "v%llu", (unsigned long long)next_version++);
     if (isolate__host.cg_root[CG_MEMORY][0] && version_cgroup(v, CG_MEMORY, name) >= 0) {
-        /* memory+swap too, or swap would hold what memory may not. */
-        snprintf(value, sizeof value, "%llu", (unsigned long long)memory_mb << 20);
+        /* memory+swap too, or swap would hold what memory may not. The
+         * function's memory, and what each instance's fork is charged to
+         * the zygote while the instance lives (limits.h). That room is 160
+         * KiB and 0.3% of the function's memory per instance: spate_preload
+         * gains a few percent of what the instances may hold together,
+         * never room that matters beyond the function's own. */
+        snprintf(value, sizeof value, "%llu",
+                 (unsigned long long)isolate_zygote_memory(memory_mb, instances));
         if (isolate__write_file(v->dirs[v->ndirs - 1], "memory.limit_in_bytes", value) != 0)
             version_drop_last(v, "limit memory");
         else

@@ -345,6 +345,7 @@ void pool_invoke(pool *p, invocation *inv)
     inv->version = 0;
     inv->limit_err = 0;
     inv->queued_ns = clock_mono_ns();
+    pool__activity(p);
     pversion *v = p->active;
     if (p->closing || !v) {
         pool__finish_msg(p, inv, POOL_UNAVAILABLE,

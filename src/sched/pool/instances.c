@@ -328,6 +328,7 @@ int pool__start_instance(pool *p, pversion *v, int spare)
     node_live++;
     pool__account(p);
     p->nprocs++;
+    pool__activity(p);
     v->ninstances++;
     if (spare) {
         v->spare = pi;
@@ -399,6 +400,13 @@ void pool_scale_hint(pool *p, uint32_t desired)
     if (desired > was && p->nwaiting > 0) pool__grow(p);
 }
 
+/* The instances the rule lets stand: what it asks for (desired), at least
+ * SPATE_SCALE_FLOOR (a few start while the handler time is unknown). */
+static uint32_t rule_cap(uint32_t desired)
+{
+    return desired < SPATE_SCALE_FLOOR ? SPATE_SCALE_FLOOR : desired;
+}
+
 /* Starts as many instances as waiting invocations need (and the minimum
  * asks), within the maximum and the instances the autoscaler's rule asks
  * for (pool__desired, at least SPATE_SCALE_FLOOR). Each new instance will
@@ -418,8 +426,7 @@ static void grow(pool *p)
         /* The rule: drain what waits within the drain target, keep up with
          * arrivals; while the handler time is unknown, a few start and the
          * pool learns (it looks again as the first calls run on). */
-        uint32_t cap = pool__desired(p);
-        if (cap < SPATE_SCALE_FLOOR) cap = SPATE_SCALE_FLOOR;
+        uint32_t cap = rule_cap(pool__desired(p));
         uint32_t room = cap > pool__live(p) ? cap - pool__live(p) : 0;
         if (want > room) {
             want = room;
@@ -484,5 +491,18 @@ int pool_has_room(const pool *p)
     if (p->nidle > p->nwaiting) return 1;
     /* No zygote, and the budget has no room for one: another node may. */
     if (p->active->zstate == ZS_NONE && !pool__zygote_room(p->active)) return 0;
-    return pool__live(p) < p->active->cfg.max_instances && node_live < node_max;
+    /* As pool__grow would see it with one more waiting: the instances the
+     * waiting ones (and this one) need beyond the idle ones, less those
+     * already starting for them, must fit under the function's maximum, the
+     * rule's cap and the node's maximum; and no crash back-off holds the
+     * starts. */
+    if (p->restart_at > pool__now_ms(p)) return 0;
+    uint32_t limit = pool__mailbox_limit(p);
+    uint32_t waiting = p->nwaiting + 1 - p->nidle;
+    uint32_t need = (waiting + limit - 1) / limit;
+    if (need <= p->nstarting) return 1;
+    uint32_t more = need - p->nstarting;
+    uint32_t cap = rule_cap(pool__desired_now(p));
+    if (cap > p->active->cfg.max_instances) cap = p->active->cfg.max_instances;
+    return pool__live(p) + more <= cap && node_live + more <= node_max;
 }

@@ -137,6 +137,9 @@ struct pool {
     uint32_t hint;
     uint64_t hint_at;
     pool_metrics m;
+    void (*active_cb)(void *); /* pool_on_active */
+    void *active_data;
+    int active_told; /* active_cb was called and pool_settle has not found it quiet since */
     /* The newest finished invocations, a ring of SPATE_RECENT_INVOCATIONS
      * made at the first one (a pool never invoked keeps none): recent_next
      * is where the next one goes, recent_count how many are kept. */
@@ -147,6 +150,15 @@ struct pool {
 static inline uint64_t pool__now_ms(const pool *p)
 {
     return uv_now(p->loop);
+}
+
+/* The pool is invoked or starts an instance: tells pool_on_active's
+ * callback, once until pool_settle finds it quiet. */
+static inline void pool__activity(pool *p)
+{
+    if (p->active_told || !p->active_cb) return;
+    p->active_told = 1;
+    p->active_cb(p->active_data);
 }
 
 /* Instances that count against the maximum: all but the stopping ones. */

@@ -40,6 +40,20 @@ pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path
     return p;
 }
 
+void pool_on_active(pool *p, void (*cb)(void *data), void *data)
+{
+    p->active_cb = cb;
+    p->active_data = data;
+    p->active_told = 0;
+}
+
+int pool_settle(pool *p)
+{
+    if (pool__live(p) || p->nstopping || p->nwaiting) return 0;
+    p->active_told = 0;
+    return 1;
+}
+
 void pool_stats_get(const pool *p, pool_stats *out)
 {
     memset(out, 0, sizeof *out);

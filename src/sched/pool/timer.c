@@ -194,8 +194,17 @@ static void on_timer(uv_timer_t *t)
                          "no instance became free within the timeout, and no new one could start");
             continue;
         }
-        char msg[96];
-        snprintf(msg, sizeof msg, "no instance became free within the timeout");
+        char msg[200];
+        pversion *v = p->active;
+        if (v && v->zstate == ZS_LOADING && pool__live(p) == 0)
+            /* Not a busy function: its zygote has not loaded (a slow or
+             * hanging spate_preload, after the deploy's check went well). */
+            snprintf(msg, sizeof msg,
+                     "no instance within the timeout: the function's zygote is still loading "
+                     "(spate_preload has run %llu ms; stopped at %u ms)",
+                     (unsigned long long)(now - v->zused), SPATE_ZYGOTE_LOAD_TIMEOUT_MS);
+        else
+            snprintf(msg, sizeof msg, "no instance became free within the timeout");
         p->timeouts++;
         pool__finish_msg(p, inv, POOL_TIMEOUT, msg);
     }

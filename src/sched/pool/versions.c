@@ -85,6 +85,9 @@ static int start_zygote(pool *p, pversion *v, int check)
         .function = p->name,
         .version = v->number,
         .memory_mb = v->memory_mb,
+        /* The node's maximum may be lower than the function's. */
+        .max_instances =
+            v->cfg.max_instances < pool_node_max() ? v->cfg.max_instances : pool_node_max(),
         .cpu_millis = v->cpu_millis,
         .tmp_mb = v->tmp_mb,
         .no_network = v->no_network,
