@@ -13,6 +13,7 @@
 
 #include "api/internal.h"
 #include "common/err.h"
+#include "common/failpoint.h"
 #include "common/limits.h"
 #include "common/names.h"
 
@@ -238,6 +239,8 @@ void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
 static void handle(http_request *req, void *data)
 {
     api *a = data;
+    /* SPATE_FAIL_ALLOC_AFTER="POST /v1/topics/" counts from here (tests only). */
+    if (failpoint_marking()) failpoint_mark2(http_method_str(req->method), req->path);
     const api_aws_protocol *aws = a->auth ? api_aws_protocol_of(req) : NULL;
     if (aws && !api_aws_verify(a, req, aws)) return;
     route_match m = api_route_match(req->path);

@@ -21,6 +21,7 @@
 #include "cluster/cluster.h"
 #include "cluster/jsqueue.h"
 #include "common/err.h"
+#include "common/failpoint.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "runtime/fnlog.h"
@@ -391,6 +392,8 @@ int main(int argc, char **argv)
     node n = {0};
     log_set_tag("spated");
     char err[4096];
+    /* Before anything allocates, so that SPATE_FAIL_ALLOC=N counts from the start. */
+    if (failpoint_init_env(err, sizeof err) != 0) die("%s", err);
     if (config_load(argc, argv, &n.opt, err, sizeof err) != 0) die("%s", err);
     n.argc = argc;
     n.argv = argv;
