@@ -19,8 +19,8 @@ static const char *const passthrough[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN
 static int env_has(char **env, size_t n, const char *kv)
 {
     size_t klen = strcspn(kv, "=");
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(env[i], kv, klen) == 0 && env[i][klen] == '=') return 1;
+    for (size_t i = 0; i < n; i++) /* NULL: a copy that failed (build_env checks at its end) */
+        if (env[i] && strncmp(env[i], kv, klen) == 0 && env[i][klen] == '=') return 1;
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "common/err.h"
+#include "common/failpoint.h"
 #include "common/limits.h"
 #include "store/sqlqueue.h"
 
@@ -125,6 +126,7 @@ static int load(queue *q, char *err, size_t errcap)
 int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, char *err,
                size_t errcap)
 {
+    failpoint_mark("queue_open"); /* SPATE_FAIL_ALLOC_AFTER=queue_open: the restore's */
     queue *q = calloc(1, sizeof *q);
     if (!q) {
         snprintf(err, errcap, "cannot open the queue: out of memory");
