@@ -9,7 +9,7 @@
  * of spated's own libraries, and malloc, calloc, realloc, strdup and strndup
  * there go through failpoint_malloc() and friends; cJSON's allocations go
  * through them too (its hooks, installed by failpoint_init_env). libuv,
- * SQLite, nats.c and OpenSSL allocate on their own: see docs/testing.md.
+ * SQLite, nats.c and OpenSSL allocate on their own (why: docs/architecture.md, Tests).
  * Without the option the calls below are empty inlines and allocations are
  * plain libc: nothing is counted.
  *
