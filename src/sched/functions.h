@@ -37,6 +37,11 @@ typedef struct fn {
     reg_alias *aliases; /* the registry's, by name (versions.c) */
     size_t naliases;
     pool_version_outcomes ended[POOL_METRIC_VERSIONS]; /* of side pools that stopped */
+    /* While its pool stops (out of the table): in its table's retiring list.
+     * Kept here, not allocated: a retirement cannot fail, or the pool would
+     * run on and spated never finish stopping. */
+    list_node retire_link;
+    functions *owner;
 } fn;
 
 /* Loads every function of the registry and starts their zygotes. reg and
