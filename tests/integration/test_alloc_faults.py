@@ -96,6 +96,9 @@ def test_each_allocation_of_a_publish_failing_in_turn(functions, tmp_path):
             if quiet == 3:
                 break
         fired = failures(d)
+        # Without a restart too: nothing stays stuck behind a failure.
+        assert wait_for(lambda: set(acknowledged) <= set(seen(rec)), timeout=30), (
+            "stuck", sorted(set(acknowledged) - set(seen(rec))), d.log()[-4000:])
     finally:
         rc = d.stop()
     print(f"{k + 1} publishes, {len(fired)} allocations failed, {len(acknowledged)} acknowledged, "
