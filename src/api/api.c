@@ -14,6 +14,7 @@
 #include "api/internal.h"
 #include "common/err.h"
 #include "common/failpoint.h"
+#include "common/json_alloc.h"
 #include "common/limits.h"
 #include "common/names.h"
 
@@ -175,8 +176,10 @@ void api_respond_json(http_request *req, int status, cJSON *doc)
 {
     char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
-    if (!text) {
-        http_respond_error(req, 500, "out_of_memory", "cannot build the answer");
+    /* A member cJSON could not add would be missing from the answer. */
+    if (json_alloc_failed_since() || !text) {
+        free(text);
+        http_respond_error(req, 503, "out_of_memory", "cannot build the answer");
         return;
     }
     size_t len = strlen(text);

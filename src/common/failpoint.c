@@ -4,7 +4,6 @@
 
 #include "common/failpoint.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -81,21 +80,8 @@ char *failpoint_strndup(const char *s, size_t n, const char *file, int line)
     return fails(file, line) ? NULL : strndup(s, n);
 }
 
-/* cJSON's allocations, through its hooks: the file is not known there. */
-static void *json_malloc(size_t n)
-{
-    return failpoint_malloc(n, "(cJSON)", 0);
-}
-
-static void install_hooks(void)
-{
-    cJSON_Hooks h = {.malloc_fn = json_malloc, .free_fn = free};
-    cJSON_InitHooks(&h);
-}
-
 void failpoint_arm(uint64_t nth, uint64_t count, const char *after_prefix, uint64_t step_)
 {
-    install_hooks();
     atomic_store(&armed, 0);
     nth_base = nth ? nth : 1;
     fail_count = count;
@@ -165,7 +151,6 @@ static int env_u64(const char *name, uint64_t *out, char *err, size_t errcap)
 
 int failpoint_init_env(char *err, size_t errcap)
 {
-    install_hooks();
     uint64_t n = 0, count = 1, step_ = 0;
     int set = env_u64("SPATE_FAIL_ALLOC", &n, err, errcap);
     if (set < 0 || env_u64("SPATE_FAIL_ALLOC_COUNT", &count, err, errcap) < 0 ||

@@ -8,7 +8,7 @@
  * of make sanitize). Then failpoint_alloc.h is included first in every source
  * of spated's own libraries, and malloc, calloc, realloc, strdup and strndup
  * there go through failpoint_malloc() and friends; cJSON's allocations go
- * through them too (its hooks, installed by failpoint_init_env). libuv,
+ * through them too (its hooks in common/json_alloc.c, installed by spated). libuv,
  * SQLite, nats.c and OpenSSL allocate on their own (why: docs/architecture.md, Tests).
  * Without the option the calls below are empty inlines and allocations are
  * plain libc: nothing is counted.
@@ -40,7 +40,7 @@
 
 #ifdef SPATE_FAILPOINTS
 
-/* Reads SPATE_FAIL_ALLOC* (and unsets them) and installs cJSON's hooks.
+/* Reads SPATE_FAIL_ALLOC* (and unsets them).
  * Returns -1 with a message in err when a value is not a number. */
 int failpoint_init_env(char *err, size_t errcap);
 /* Fails count allocations from the nth on (count 0: all from the nth), counting
