@@ -13,6 +13,8 @@
 
 #include "api/internal.h"
 #include "common/err.h"
+#include "common/failpoint.h"
+#include "common/json_alloc.h"
 #include "common/limits.h"
 #include "common/names.h"
 
@@ -174,8 +176,10 @@ void api_respond_json(http_request *req, int status, cJSON *doc)
 {
     char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
-    if (!text) {
-        http_respond_error(req, 500, "out_of_memory", "cannot build the answer");
+    /* A member cJSON could not add would be missing from the answer. */
+    if (json_alloc_failed_since() || !text) {
+        free(text);
+        http_respond_error(req, 503, "out_of_memory", "cannot build the answer");
         return;
     }
     size_t len = strlen(text);
@@ -238,6 +242,8 @@ void api_respond_durable(api *a, http_request *req, int status, cJSON *doc)
 static void handle(http_request *req, void *data)
 {
     api *a = data;
+    /* SPATE_FAIL_ALLOC_AFTER="POST /v1/topics/" counts from here (tests only). */
+    if (failpoint_marking()) failpoint_mark2(http_method_str(req->method), req->path);
     const api_aws_protocol *aws = a->auth ? api_aws_protocol_of(req) : NULL;
     if (aws && !api_aws_verify(a, req, aws)) return;
     route_match m = api_route_match(req->path);

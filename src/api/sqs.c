@@ -12,6 +12,7 @@
 #include "api/sqs.h"
 #include "common/clock.h"
 #include "common/err.h"
+#include "common/json_alloc.h"
 #include "common/lambda.h"
 #include "common/hash.h"
 #include "common/limits.h"
@@ -99,8 +100,8 @@ void sqs_ok(sqs_call *c, cJSON *out)
         size_t len = 0;
         char *xml = out ? sqs_query_render(c->action, out, id, &len) : NULL;
         cJSON_Delete(out);
-        if (!xml)
-            http_respond_error(c->req, 500, "out_of_memory", "cannot build the answer");
+        if (json_alloc_failed_since() || !xml)
+            http_respond_error(c->req, 503, "out_of_memory", "cannot build the answer");
         else
             http_respond(c->req, 200, "text/xml", NULL, xml, len);
         free(xml);
@@ -108,8 +109,9 @@ void sqs_ok(sqs_call *c, cJSON *out)
     }
     char *text = out ? cJSON_PrintUnformatted(out) : NULL;
     cJSON_Delete(out);
-    if (!text)
-        http_respond_error(c->req, 500, "out_of_memory", "cannot build the answer");
+    /* A member cJSON could not add would be missing from the answer. */
+    if (json_alloc_failed_since() || !text)
+        http_respond_error(c->req, 503, "out_of_memory", "cannot build the answer");
     else
         http_respond(c->req, 200, JSON10, NULL, text, strlen(text));
     free(text);

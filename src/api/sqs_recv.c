@@ -395,10 +395,12 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
      * UTF-8): shown as U+FFFD, its digest that of what is shown. */
     size_t blen = sqs_text(l->msg->data, l->msg->len, body);
     hash_md5_hex(body, blen, md5);
-    cJSON_AddStringToObject(m, "MessageId", id);
-    cJSON_AddStringToObject(m, "ReceiptHandle", handle);
-    cJSON_AddStringToObject(m, "MD5OfBody", md5);
-    cJSON_AddStringToObject(m, "Body", body);
+    /* A message shown without a part it has (out of memory) would be
+     * another message: none is shown then, its lease goes back. */
+    int ok = cJSON_AddStringToObject(m, "MessageId", id) &&
+             cJSON_AddStringToObject(m, "ReceiptHandle", handle) &&
+             cJSON_AddStringToObject(m, "MD5OfBody", md5) &&
+             cJSON_AddStringToObject(m, "Body", body);
     free(body);
     body = NULL;
     const queue_attrs *qa = l->msg->attrs;
@@ -407,36 +409,42 @@ static cJSON *take(struct sqs *s, const char *qname, queue_lease *l, uint32_t vi
                      : NULL;
     if (sel) { /* only those asked for, and the digest of those */
         char amd5[HASH_MD5_HEX_LEN + 1];
-        if (sqs_attrs_md5(sel, amd5) == 0)
-            cJSON_AddStringToObject(m, "MD5OfMessageAttributes", amd5);
-        cJSON_AddItemToObject(m, "MessageAttributes", sel);
+        if (sqs_attrs_md5(sel, amd5) != 0 ||
+            !cJSON_AddStringToObject(m, "MD5OfMessageAttributes", amd5))
+            ok = 0;
+        if (!cJSON_AddItemToObject(m, "MessageAttributes", sel)) {
+            cJSON_Delete(sel);
+            ok = 0;
+        }
     }
     if (attrs) {
         cJSON *at = cJSON_AddObjectToObject(m, "Attributes");
         char num[24];
+        if (!at) ok = 0;
         if (attrs & SQS_ATTR_RECEIVE_COUNT) {
             snprintf(num, sizeof num, "%u", l->attempt);
-            cJSON_AddStringToObject(at, "ApproximateReceiveCount", num);
+            ok &= cJSON_AddStringToObject(at, "ApproximateReceiveCount", num) != NULL;
         }
         if (attrs & SQS_ATTR_SENT_TIMESTAMP) {
             snprintf(num, sizeof num, "%lld", (long long)l->msg->published_ms);
-            cJSON_AddStringToObject(at, "SentTimestamp", num);
+            ok &= cJSON_AddStringToObject(at, "SentTimestamp", num) != NULL;
         }
         if (attrs & SQS_ATTR_FIRST_RECEIVE) {
             /* Now, for a first receive; the queue keeps no time of it, so a
              * later one shows the earliest it can have been, the send's. */
             snprintf(num, sizeof num, "%lld",
                      (long long)(l->attempt <= 1 ? clock_now_ms() : l->msg->published_ms));
-            cJSON_AddStringToObject(at, "ApproximateFirstReceiveTimestamp", num);
+            ok &= cJSON_AddStringToObject(at, "ApproximateFirstReceiveTimestamp", num) != NULL;
         }
         if (attrs & SQS_ATTR_SENDER) /* one account, no IAM principals */
-            cJSON_AddStringToObject(at, "SenderId", SQS_ACCOUNT);
+            ok &= cJSON_AddStringToObject(at, "SenderId", SQS_ACCOUNT) != NULL;
         if (attrs & SQS_ATTR_FIFO && l->msg->key) { /* a FIFO queue's message */
-            cJSON_AddStringToObject(at, "MessageGroupId", l->msg->key);
+            ok &= cJSON_AddStringToObject(at, "MessageGroupId", l->msg->key) != NULL;
             snprintf(num, sizeof num, "%020llu", (unsigned long long)l->msg->seq);
-            cJSON_AddStringToObject(at, "SequenceNumber", num);
+            ok &= cJSON_AddStringToObject(at, "SequenceNumber", num) != NULL;
         }
     }
+    if (!ok) goto fail;
     /* A timeout of 0 expires on the timer's next turn, not inside this
      * receive (which would lease the message again). */
     h->deadline = uv_now(s->timer.loop) + (uint64_t)visibility_s * 1000;

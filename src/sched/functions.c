@@ -19,8 +19,8 @@ static const char *const passthrough[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN
 static int env_has(char **env, size_t n, const char *kv)
 {
     size_t klen = strcspn(kv, "=");
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(env[i], kv, klen) == 0 && env[i][klen] == '=') return 1;
+    for (size_t i = 0; i < n; i++) /* NULL: a copy that failed (build_env checks at its end) */
+        if (env[i] && strncmp(env[i], kv, klen) == 0 && env[i][klen] == '=') return 1;
     return 0;
 }
 
@@ -197,12 +197,6 @@ static fn *new_fn(functions *t, const char *name)
     return f;
 }
 
-typedef struct retiring {
-    list_node link;
-    functions *t;
-    fn *f;
-} retiring;
-
 static void maybe_closed(functions *t)
 {
     if (!t->closing || t->pools_open > 0) return;
@@ -216,13 +210,12 @@ static void maybe_closed(functions *t)
 
 static void on_pool_closed(void *data)
 {
-    retiring *r = data;
-    functions *t = r->t;
-    list_remove(&r->link);
-    fnconfig_free(&r->f->active.config);
-    free(r->f->aliases);
-    free(r->f);
-    free(r);
+    fn *f = data;
+    functions *t = f->table;
+    list_remove(&f->retire_link);
+    fnconfig_free(&f->active.config);
+    free(f->aliases);
+    free(f);
     t->pools_open--;
     maybe_closed(t);
 }
@@ -238,16 +231,9 @@ static void retire_fn(functions *t, fn *f, int drain)
     }
     pool_on_active(f->pool, NULL, NULL);
     if (f->registered) t->nregistered--;
-    retiring *r = malloc(sizeof *r);
-    if (!r) {
-        log_error("out of memory retiring fn=%s", f->name);
-        return;
-    }
-    r->t = t;
-    r->f = f;
-    list_push_back(&t->retiring, &r->link);
+    list_push_back(&t->retiring, &f->retire_link);
     functions__close_sides(t, f, drain);
-    pool_close(f->pool, drain, on_pool_closed, r);
+    pool_close(f->pool, drain, on_pool_closed, f);
 }
 
 static int restore_one(const reg_version *v, int64_t created_ms, void *data)
@@ -297,14 +283,17 @@ int functions_open(uv_loop_t *loop, registry *reg, const char *runner_path, func
 }
 
 typedef struct close_list {
-    fn **at; /* where the next one goes: from the start each time, closing
-              * 100,000 functions took 20 s */
+    fn **at;     /* where the next one goes: from the start each time, closing
+                  * 100,000 functions took 20 s */
+    size_t left; /* room at at */
 } close_list;
 
 static void close_each(const char *key, void *value, void *data)
 {
     close_list *c = data;
+    if (!c->left) return;
     *c->at++ = value;
+    c->left--;
 }
 
 void functions_close(functions *t, int drain, void (*cb)(void *data), void *data)
@@ -318,19 +307,27 @@ void functions_close(functions *t, int drain, void (*cb)(void *data), void *data
     /* Collect first: retiring changes the map. */
     fn **list = calloc(t->byname.count + 1, sizeof *list);
     if (list) {
-        close_list c = {list};
+        close_list c = {list, t->byname.count};
         strmap_each(&t->byname, close_each, &c);
         for (fn **f = list; *f; f++) retire_fn(t, *f, drain);
         free(list);
+    }
+    /* Out of memory for the list: a few at a time (each pass costs the
+     * table), but every one, or spated would never finish stopping. */
+    while (t->byname.count) {
+        fn *few[64] = {0};
+        close_list c = {few, 63};
+        strmap_each(&t->byname, close_each, &c);
+        for (fn **f = few; *f; f++) retire_fn(t, *f, drain);
     }
     if (!drain) {
         /* Hurry pools already stopping (from a delete or an earlier close).
          * A pool may finish inside pool_close, so step before calling. */
         list_node *n = list_first(&t->retiring);
         while (n != &t->retiring) {
-            retiring *r = list_entry(n, retiring, link);
+            fn *f = list_entry(n, fn, retire_link);
             n = n->next;
-            pool_close(r->f->pool, 0, NULL, NULL);
+            pool_close(f->pool, 0, NULL, NULL);
         }
     }
     maybe_closed(t);

@@ -40,6 +40,10 @@ typedef struct fn {
     struct functions *table;
     list_node busy_link; /* in the table's busy list while busy_listed */
     int busy_listed;
+    /* While its pool stops (out of the table): in its table's retiring list.
+     * Kept here, not allocated: a retirement cannot fail, or the pool would
+     * run on and spated never finish stopping. */
+    list_node retire_link;
 } fn;
 
 /* Loads every function of the registry and starts their zygotes. reg and

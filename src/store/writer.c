@@ -184,7 +184,10 @@ static void on_async(uv_async_t *a)
 int writer_start(uv_loop_t *loop, const char *path, writer **out, char *err, size_t errcap)
 {
     writer *w = calloc(1, sizeof *w);
-    if (!w) return ERR_NOMEM;
+    if (!w) {
+        snprintf(err, errcap, "cannot start the store writer: out of memory");
+        return ERR_NOMEM;
+    }
     w->loop = loop;
     list_init(&w->pending);
     list_init(&w->handed);

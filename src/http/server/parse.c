@@ -59,7 +59,10 @@ const http_peer *http_request_peer(const http_request *req)
 
 static int arena_add(http_conn *c, const char *p, size_t n)
 {
-    return buf_append(&c->arena, p, n) ? header_overflow(c) : 0;
+    int rc = buf_append(&c->arena, p, n);
+    if (rc == ERR_NOMEM)
+        return http__fail(c, 503, "out_of_memory", "cannot allocate the request headers");
+    return rc ? header_overflow(c) : 0;
 }
 
 static int on_message_begin(http_parser *p)

@@ -36,18 +36,25 @@ static long decode(const char *src, size_t len, char *dst)
 
 int http_query_parse(const char *query, http_query_cb cb, void *data)
 {
-    size_t qlen = strlen(query);
-    char *scratch = malloc(qlen + 2);
-    if (!scratch) return ERR_NOMEM;
+    /* Each pair is decoded on the stack when it fits (every query string the
+     * API takes does): no allocation to fail, and a failure in one would be
+     * answered as a malformed query by most callers. */
+    char stack[4096];
+    char *heap = NULL;
     const char *p = query;
     int rc = 0;
     while (*p && rc == 0) {
         const char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
         if (len > 0) {
+            char *k = stack;
+            if (len + 2 > sizeof stack) {
+                free(heap);
+                if (!(heap = malloc(len + 2))) return ERR_NOMEM;
+                k = heap;
+            }
             const char *eq = memchr(p, '=', len);
             size_t klen = eq ? (size_t)(eq - p) : len;
-            char *k = scratch;
             long kd = decode(p, klen, k);
             char *v = k + (kd < 0 ? 0 : kd) + 1;
             long vd = eq ? decode(eq + 1, len - klen - 1, v) : 0;
@@ -59,6 +66,6 @@ int http_query_parse(const char *query, http_query_cb cb, void *data)
         }
         p += len + (amp ? 1 : 0);
     }
-    free(scratch);
+    free(heap);
     return rc;
 }

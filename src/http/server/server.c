@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/err.h"
 #include "common/limits.h"
@@ -94,7 +95,17 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     http_conn *c = calloc(1, sizeof *c);
-    if (!c) return;
+    if (!c) {
+        /* Refused: the connection is closed at once. Left unaccepted, it
+         * would stop libuv listening (it waits for that uv_accept) and no
+         * connection would be taken again. */
+        log_warn("cannot take a connection: out of memory (closed)");
+        if (listener->accepted_fd >= 0) {
+            close(listener->accepted_fd);
+            listener->accepted_fd = -1;
+        }
+        return;
+    }
     c->srv = s;
     s->nalloc++;
     uv_tcp_init(s->loop, &c->tcp);
@@ -206,7 +217,10 @@ int http_server_start(uv_loop_t *loop, const char *host, int port, const http_co
         return ERR_INVAL;
     }
     http_server *s = calloc(1, sizeof *s);
-    if (!s) return ERR_NOMEM;
+    if (!s) {
+        snprintf(err, errcap, "cannot listen on %s:%d: out of memory", host, port);
+        return ERR_NOMEM;
+    }
     s->loop = loop;
     s->cfg = *cfg;
     s->h = handlers;

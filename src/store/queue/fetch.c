@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/err.h"
 #include "common/limits.h"
+#include "common/log.h"
 
 typedef struct fetch_op {
     wop op;
@@ -58,16 +60,24 @@ static void done_fetch(wop *op, int status)
     if (status == 0 && f->block && !s->closed) {
         sq_block *b = f->block;
         uint64_t last = f->from - 1;
+        int short_of_memory = 0;
         for (size_t i = 0; i < b->n; i++) {
             queue_msg *m = &b->msgs[i].m;
+            if (m->seq >= s->fetched && !restored(s, m->seq) &&
+                m->published_ms >= s->topic->expired_ms && sq_ready_push(s, m) != 0) {
+                /* Read again from here with the next fetch. */
+                short_of_memory = 1;
+                break;
+            }
+            /* Else taken, or came with a publish meanwhile, or reloaded at
+             * start-up, or retention took it. */
             last = m->seq;
-            if (m->seq < s->fetched) continue; /* it came with a publish meanwhile */
-            if (restored(s, m->seq)) continue; /* reloaded at start-up */
-            if (m->published_ms < s->topic->expired_ms) continue; /* retention took it */
-            sq_ready_push(s, m);
         }
         if (last + 1 > s->fetched) s->fetched = last + 1;
-        if (f->complete) {
+        if (short_of_memory) {
+            log_error("store: '%s' for '%s' stops reading at message %llu: out of memory",
+                      s->topic->name, s->cfg.function, (unsigned long long)(last + 1));
+        } else if (f->complete) {
             /* Everything committed so far is in memory now. */
             if (s->fetched < s->topic->committed) s->fetched = s->topic->committed;
             s->lagging = 0;
@@ -89,6 +99,9 @@ static void done_fetch(wop *op, int status)
         sq_notify(s);
     }
     if (f->block) sq_block_settle(f->block);
+    if (status != 0 && !s->closed)
+        log_error("store: cannot read '%s' for '%s': %s (tried again with the next lease)",
+                  s->topic->name, s->cfg.function, err_str(status));
     sq_sub_unref(s);
     free(f);
 }

@@ -76,6 +76,9 @@ typedef struct sq_lease {
     char *error;        /* retries: the last error */
     uint32_t heap_index;
     unsigned in_retry_table : 1;
+    /* In the heap without its retry row (out of memory when it came back):
+     * the snapshot counts it as leased, so that a restart delivers it. */
+    unsigned unsaved : 1;
 } sq_lease;
 
 static inline sq_lease *sq_lease_of(queue_lease *l)
@@ -215,13 +218,18 @@ int sq_ready_push(queue_sub *s, queue_msg *m);
 int sq_ready_insert(queue_sub *s, queue_msg *m);
 queue_msg *sq_ready_take(queue_sub *s, size_t pos);
 int sq_ready_full(const queue_sub *s);
+/* Room for n leases in the heap. A lease is handed out only once there is
+ * room for every lease of the subscription (s->refs), so that one coming
+ * back (nack, release, a dead letter not moved) always has a place. */
+int sq_heap_reserve(queue_sub *s, uint32_t n);
 int sq_heap_push(queue_sub *s, sq_lease *l);
 /* Frees the retries published before cutoff_ms (their rows deleted too). */
 void sq_heap_drop_older(queue_sub *s, int64_t cutoff_ms);
 sq_lease *sq_heap_pop(queue_sub *s);
 void sq_arm_retry(queue_sub *s);
 int sq_key_busy(const queue_sub *s, const queue_msg *m);
-void sq_key_hold(queue_sub *s, queue_msg *m);
+/* ERR_NOMEM: not held (the message is not to be leased). */
+int sq_key_hold(queue_sub *s, queue_msg *m);
 void sq_key_free(queue_sub *s, queue_msg *m);
 
 /* --- rows.c: writer thread: SQL the files share */

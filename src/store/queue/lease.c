@@ -26,10 +26,17 @@ static sq_lease *lease_new(queue_sub *s, queue_msg *m, uint32_t attempt)
 queue_lease *sq_lease_next(queue_sub *s)
 {
     if (s->closed) return NULL;
+    /* Out of memory, nothing is taken: what is ready stays ready. */
+    if (sq_heap_reserve(s, s->refs + 1) != 0) {
+        log_error("store: cannot lease from '%s' for '%s': out of memory", s->topic->name,
+                  s->cfg.function);
+        return NULL;
+    }
     int64_t now = clock_now_ms();
     if (s->nheap && s->heap[0]->visible_ms <= now) {
         sq_lease *l = sq_heap_pop(s);
         l->base.attempt++;
+        l->unsaved = 0; /* in the leased set now */
         list_push_back(&s->leased, &l->link);
         s->nleased++;
         s->delivered++;
@@ -43,13 +50,19 @@ queue_lease *sq_lease_next(queue_sub *s)
         for (size_t i = 0; i < scan; i++) {
             queue_msg *m = sq_ready_at(s, i);
             if (sq_key_busy(s, m)) continue;
-            sq_ready_take(s, i);
-            sq_key_hold(s, m);
+            /* The key first: a message of a key not held would let the next
+             * of its key run beside it. */
+            if (sq_key_hold(s, m) != 0) break;
             l = lease_new(s, m, 1);
+            if (l)
+                sq_ready_take(s, i);
+            else
+                sq_key_free(s, m);
             break;
         }
     } else if (s->rlen) {
-        l = lease_new(s, sq_ready_take(s, 0), 1);
+        l = lease_new(s, sq_ready_at(s, 0), 1);
+        if (l) sq_ready_take(s, 0);
     }
     if (l) sq_mark_dirty(s);
     sq_maybe_fetch(s);
@@ -115,13 +128,31 @@ void sq_submit_retry(sq_lease *l, const char *error)
 {
     queue_sub *s = l->base.sub;
     retry_op *r = calloc(1, sizeof *r);
-    if (!r) return;
+    /* An error that cannot be copied is saved empty: a NULL error would
+     * delete the row that keeps the retry across a restart. */
+    char *e = r && error ? strdup(error) : NULL;
+    if (!r || (error && !e && !(e = strdup("")))) {
+        free(r);
+        if (error) {
+            /* Saved as leased with the next snapshot instead (sq_presubmit). */
+            log_error("store: cannot save the retry of message %llu of '%s' for '%s': out of "
+                      "memory (saved as in flight)",
+                      (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
+            l->unsaved = 1;
+            sq_mark_dirty(s);
+        } else {
+            log_error("store: cannot delete the retry of message %llu of '%s' for '%s': out of "
+                      "memory (it may run again after a restart)",
+                      (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
+        }
+        return;
+    }
     r->q = s->q;
     r->sub_id = s->id;
     r->seq = l->base.msg->seq;
     r->attempts = l->base.attempt;
     r->visible_ms = l->visible_ms;
-    r->error = error ? strdup(error) : NULL;
+    r->error = e;
     r->op.apply = apply_retry;
     r->op.done = done_retry;
     writer_submit(s->q->w, &r->op);
@@ -189,15 +220,27 @@ void sq_release(queue_lease *ql)
             return;
         }
     } else {
-        sq_key_free(s, l->base.msg);
         sq_msg_of(l->base.msg)->refs++;
         if (sq_ready_insert(s, l->base.msg) == 0) {
+            sq_key_free(s, l->base.msg);
             sq_lease_free(l);
             sq_notify(s);
             return;
         }
         sq_msg_of(l->base.msg)->refs--;
+        /* No room in the ready ring (out of memory): a retry due now instead,
+         * its key still held, in the heap (which has room: sq_heap_reserve). */
+        l->base.attempt--;
+        l->visible_ms = clock_now_ms();
+        l->in_retry_table = 1;
+        sq_submit_retry(l, "");
+        if (sq_heap_push(s, l) == 0) {
+            sq_notify(s);
+            return;
+        }
     }
+    log_error("store: message %llu of '%s' for '%s' dropped: out of memory",
+              (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
     sq_lease_free(l);
 }
 
@@ -235,6 +278,7 @@ static void done_dead(wop *op, int status)
         /* Not moved: keep it, and try again soon. */
         l->visible_ms = clock_now_ms() + SPATE_QUEUE_DEAD_LETTER_RETRY_MS;
         l->base.attempt--;
+        l->unsaved = 1; /* the snapshot without it failed with the move */
         if (sq_heap_push(s, l) == 0)
             sq_arm_retry(s);
         else
@@ -265,6 +309,8 @@ void sq_dead_letter(queue_lease *ql, const char *error)
         free(b);
         log_error("out of memory moving a message to '%s'", s->cfg.dlq);
         l->visible_ms = clock_now_ms() + SPATE_QUEUE_DEAD_LETTER_RETRY_MS;
+        l->base.attempt--;
+        l->unsaved = 1; /* no row: the snapshot keeps it (unlease made it dirty) */
         if (sq_heap_push(s, l) == 0) sq_arm_retry(s);
         return;
     }

@@ -204,15 +204,21 @@ static void heap_down(queue_sub *s, uint32_t i)
     }
 }
 
+int sq_heap_reserve(queue_sub *s, uint32_t n)
+{
+    if (n <= s->heapcap) return 0;
+    uint32_t cap = s->heapcap ? s->heapcap : 64;
+    while (cap < n) cap *= 2;
+    sq_lease **h = realloc(s->heap, cap * sizeof *h);
+    if (!h) return ERR_NOMEM;
+    s->heap = h;
+    s->heapcap = cap;
+    return 0;
+}
+
 int sq_heap_push(queue_sub *s, sq_lease *l)
 {
-    if (s->nheap == s->heapcap) {
-        uint32_t cap = s->heapcap ? s->heapcap * 2 : 64;
-        sq_lease **h = realloc(s->heap, cap * sizeof *h);
-        if (!h) return ERR_NOMEM;
-        s->heap = h;
-        s->heapcap = cap;
-    }
+    if (s->nheap == s->heapcap && sq_heap_reserve(s, s->nheap + 1)) return ERR_NOMEM;
     l->heap_index = s->nheap;
     s->heap[s->nheap++] = l;
     heap_up(s, l->heap_index);
@@ -294,9 +300,9 @@ int sq_key_busy(const queue_sub *s, const queue_msg *m)
     return s->cfg.ordered && m->key && strmap_get(&s->busy_keys, m->key, m->key_len);
 }
 
-void sq_key_hold(queue_sub *s, queue_msg *m)
+int sq_key_hold(queue_sub *s, queue_msg *m)
 {
-    if (s->cfg.ordered && m->key) strmap_put(&s->busy_keys, m->key, m);
+    return s->cfg.ordered && m->key ? strmap_put(&s->busy_keys, m->key, m) : 0;
 }
 
 void sq_key_free(queue_sub *s, queue_msg *m)

@@ -6,8 +6,11 @@
 #include <stdlib.h>
 
 #include "common/err.h"
+#include "common/failpoint.h"
 #include "common/limits.h"
 #include "store/sqlqueue.h"
+
+static void free_topics(queue *q);
 
 static int load(queue *q, char *err, size_t errcap)
 {
@@ -33,7 +36,12 @@ static int load(queue *q, char *err, size_t errcap)
         int64_t id = sqlite3_column_int64(st, 0);
         if (id >= q->next_topic_id) q->next_topic_id = id + 1;
         sq_topic *t = sq_topic_get(q, (const char *)sqlite3_column_text(st, 1), 1);
-        if (!t) continue;
+        if (!t) {
+            snprintf(err, errcap, "cannot restore topic '%s': out of memory",
+                     (const char *)sqlite3_column_text(st, 1));
+            sqlite3_finalize(st);
+            return ERR_NOMEM;
+        }
         t->id = id;
         t->persisted = 1;
         t->published = (uint64_t)sqlite3_column_int64(st, 2);
@@ -85,7 +93,14 @@ static int load(queue *q, char *err, size_t errcap)
         cfg.paused = sqlite3_column_int(st, 17);
         cfg.modified_ms = sqlite3_column_int64(st, 18);
         queue_sub *s = sq_sub_new(q, t, &cfg);
-        if (!s) continue;
+        if (!s) {
+            /* Without it the topic's other triggers would trim what it has
+             * not read yet. */
+            snprintf(err, errcap, "cannot restore the trigger of '%s' on '%s': out of memory",
+                     cfg.function, t->name);
+            sqlite3_finalize(st);
+            return ERR_NOMEM;
+        }
         s->id = sqlite3_column_int64(st, 0);
         if (s->id >= q->next_sub_id) q->next_sub_id = s->id + 1;
         s->persisted = 1;
@@ -95,7 +110,13 @@ static int load(queue *q, char *err, size_t errcap)
         if (s->fetched > t->next_seq) t->next_seq = t->committed = s->fetched;
         s->acked = (uint64_t)sqlite3_column_int64(st, 10);
         s->dead_lettered = (uint64_t)sqlite3_column_int64(st, 11);
-        sq_restore_sub(q, s, sqlite3_column_blob(st, 9), sqlite3_column_bytes(st, 9));
+        int rc = sq_restore_sub(q, s, sqlite3_column_blob(st, 9), sqlite3_column_bytes(st, 9));
+        if (rc != 0) {
+            snprintf(err, errcap, "cannot restore the messages in flight of '%s' on '%s': %s",
+                     cfg.function, t->name, err_str(rc));
+            sqlite3_finalize(st);
+            return rc;
+        }
     }
     sqlite3_finalize(st);
     if (q->next_sub_id < 1) q->next_sub_id = 1;
@@ -105,8 +126,12 @@ static int load(queue *q, char *err, size_t errcap)
 int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, char *err,
                size_t errcap)
 {
+    failpoint_mark("queue_open"); /* SPATE_FAIL_ALLOC_AFTER=queue_open: the restore's */
     queue *q = calloc(1, sizeof *q);
-    if (!q) return ERR_NOMEM;
+    if (!q) {
+        snprintf(err, errcap, "cannot open the queue: out of memory");
+        return ERR_NOMEM;
+    }
     q->ops = &sq_ops;
     q->loop = loop;
     q->st = st;
@@ -122,7 +147,7 @@ int queue_open(uv_loop_t *loop, store *st, const queue_events *ev, queue **out, 
     if (rc == 0) rc = load(q, err, errcap);
     if (rc != 0) {
         if (q->w) writer_stop(q->w, NULL, NULL);
-        strmap_free(&q->by_name);
+        free_topics(q);
         free(q);
         return rc;
     }
@@ -164,9 +189,9 @@ static void on_retention_closed(uv_handle_t *h)
     close_part(h->data);
 }
 
-static void on_writer_stopped(void *data)
+/* Frees every topic and subscription in memory (their leases forgotten). */
+static void free_topics(queue *q)
 {
-    queue *q = data;
     while (!list_empty(&q->topics)) {
         sq_topic *t = list_entry(list_first(&q->topics), sq_topic, link);
         list_remove(&t->link);
@@ -191,6 +216,12 @@ static void on_writer_stopped(void *data)
         free(t);
     }
     strmap_free(&q->by_name);
+}
+
+static void on_writer_stopped(void *data)
+{
+    queue *q = data;
+    free_topics(q);
     sqlite3_stmt *sts[] = {q->ins_msg,   q->ins_msg_attrs, q->upd_pub,
                            q->upd_sub,   q->del_msgs,      q->upsert_retry,
                            q->del_retry, q->ins_dedup,     q->del_dedup};

@@ -8,6 +8,7 @@
 #include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
+#include "common/log.h"
 #include "store/sql.h"
 
 /* How often, at most, the writer deletes the deduplication ids whose time
@@ -140,9 +141,21 @@ static void fan_out(sq_topic *t, sq_block *b, uint64_t first, uint64_t last)
             s->lagging = 1;
             continue;
         }
-        for (size_t i = 0; i < b->n; i++) sq_ready_push(s, &b->msgs[i].m);
-        s->fetched = last + 1;
+        size_t i = 0;
+        while (i < b->n && sq_ready_push(s, &b->msgs[i].m) == 0) i++;
+        if (i < b->n) {
+            /* Out of memory: the rest is read back from the store, as a
+             * subscription that lags behind does. */
+            log_error("store: '%s' for '%s' reads %zu messages back from the store: out of memory",
+                      t->name, s->cfg.function, b->n - i);
+            s->fetched = b->msgs[i].m.seq;
+            s->lag_oldest_ms = queue_msg_since_ms(&b->msgs[i].m);
+            s->lagging = 1;
+        } else {
+            s->fetched = last + 1;
+        }
         sq_notify(s);
+        sq_maybe_fetch(s);
     }
     for (size_t i = 0; i < b->n; i++) b->msgs[i].refs--;
 }

@@ -139,6 +139,15 @@ int sq_read_rows(sqlite3_stmt *st, uint32_t limit, sq_block **out, uint32_t *cou
         }
         bytes += r->len + r->key_len;
         n++;
+        /* A row short of its key, payload or attributes would be delivered
+         * as another message: the read fails instead. */
+        if ((sqlite3_column_type(st, 2) != SQLITE_NULL && !r->key) || !r->data ||
+            (sqlite3_column_type(st, 4) != SQLITE_NULL && (!r->source || !r->error)) ||
+            (r->has_attrs &&
+             ((sqlite3_column_type(st, 7) != SQLITE_NULL && !r->attrs.source) ||
+              (sqlite3_column_type(st, 8) != SQLITE_NULL && !r->attrs.upstream_id) ||
+              (sqlite3_column_type(st, 10) != SQLITE_NULL && !r->attrs.headers))))
+            rc = SQLITE_NOMEM;
     }
     /* Pack everything into one block: one free for the whole chunk. */
     size_t total = 0;

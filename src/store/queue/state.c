@@ -140,23 +140,46 @@ void sq_maybe_trim(queue *q, sq_topic *t)
     writer_submit(q->w, &op->op);
 }
 
-/* Writer hook, just before a handoff: snapshot every changed subscription. */
+/* Writer hook, just before a handoff: snapshot every changed subscription.
+ * A snapshot is all or nothing: the cursor is saved only with the leased set
+ * that goes with it (a cursor past messages whose leases were not saved would
+ * lose them at a restart). One that cannot be made (out of memory) stays
+ * dirty, for the next commit; the state saved before stays, and is consistent
+ * (after a crash its leases are delivered again). */
 void sq_presubmit(void *data)
 {
     queue *q = data;
+    list_node todo;
+    list_init(&todo);
     while (!list_empty(&q->dirty)) {
-        queue_sub *s = list_entry(list_first(&q->dirty), queue_sub, dirty_link);
+        list_node *n = list_first(&q->dirty);
+        list_remove(n);
+        list_push_back(&todo, n);
+    }
+    while (!list_empty(&todo)) {
+        queue_sub *s = list_entry(list_first(&todo), queue_sub, dirty_link);
         list_remove(&s->dirty_link);
         s->dirty = 0;
+        size_t nsave = s->nleased;
+        for (uint32_t i = 0; i < s->nheap; i++) nsave += s->heap[i]->unsaved;
         state_op *op = calloc(1, sizeof *op);
-        if (!op) continue;
+        uint8_t *leased = op && nsave ? malloc(nsave * 12) : NULL;
+        if (!op || (nsave && !leased)) {
+            free(op);
+            log_error("store: cannot save the state of subscription %lld of topic '%s': out of "
+                      "memory (it is saved with the next commit)",
+                      (long long)s->id, s->topic->name);
+            /* Back on q->dirty (not todo): this commit goes without it. */
+            sq_mark_dirty(s);
+            continue;
+        }
         op->q = q;
         op->sub_id = s->id;
         op->cursor = sub_cursor(s);
         op->acked = s->acked;
         op->dead_lettered = s->dead_lettered;
-        op->nleased = s->nleased;
-        op->leased = s->nleased ? malloc(s->nleased * 12) : NULL;
+        op->nleased = nsave;
+        op->leased = leased;
         uint8_t *p = op->leased;
         for (list_node *n = list_first(&s->leased); p && n != &s->leased; n = n->next) {
             sq_lease *l = list_entry(n, sq_lease, link);
@@ -164,7 +187,14 @@ void sq_presubmit(void *data)
             put_u32(p + 8, l->base.attempt);
             p += 12;
         }
-        if (s->nleased && !op->leased) op->nleased = 0;
+        /* Saved as leased at the attempt it is to run with (a leased one is
+         * restored at its attempt, repeated). */
+        for (uint32_t i = 0; p && i < s->nheap; i++) {
+            if (!s->heap[i]->unsaved) continue;
+            put_u64(p, s->heap[i]->base.msg->seq);
+            put_u32(p + 8, s->heap[i]->base.attempt + 1);
+            p += 12;
+        }
         op->op.apply = apply_state;
         op->op.done = done_state;
         writer_submit(q->w, &op->op);
@@ -246,7 +276,9 @@ static int cmp_pending(const void *a, const void *b)
 
 /* Reloads, after a restart, the messages a subscription had leased (they were
  * in flight: due again now, their attempt repeated) and those waiting for a
- * retry. Runs on the store's own connection before the writer starts. */
+ * retry. Runs on the store's own connection before the writer starts.
+ * ERR_NOMEM or ERR_STORE when one of them cannot be: spated is not to start
+ * without it (the next snapshot would drop it). */
 int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
 {
     sqlite3 *db = store_db(q->st);
@@ -255,41 +287,58 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
     snprintf(sql, sizeof sql, "%s WHERE topic_id = ? AND seq = ?", sq_select_rows);
     if (sqlite3_prepare_v2(db, sql, -1, &one, NULL) != SQLITE_OK) return ERR_STORE;
 
+    int rc = 0;
     size_t n = 0, cap = 16;
     pending *p = malloc(cap * sizeof *p);
+    if (!p) rc = ERR_NOMEM;
     const uint8_t *b = leased;
-    for (int i = 0; p && i + 12 <= leased_len; i += 12) {
+    for (int i = 0; rc == 0 && i + 12 <= leased_len; i += 12) {
         if (n == cap) {
             pending *np = realloc(p, (cap *= 2) * sizeof *p);
-            if (!np) break;
+            if (!np) {
+                rc = ERR_NOMEM;
+                break;
+            }
             p = np;
         }
         p[n++] = (pending){get_u64(b + i), get_u32(b + i + 8) ? get_u32(b + i + 8) - 1 : 0,
                            clock_now_ms(), NULL, 0};
     }
     sqlite3_stmt *rs;
-    if (p && sqlite3_prepare_v2(db,
-                                "SELECT seq, attempts, visible_ms, error FROM retries"
-                                " WHERE sub_id = ?",
-                                -1, &rs, NULL) == SQLITE_OK) {
+    if (rc == 0 && sqlite3_prepare_v2(db,
+                                      "SELECT seq, attempts, visible_ms, error FROM retries"
+                                      " WHERE sub_id = ?",
+                                      -1, &rs, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(rs, 1, s->id);
-        while (sqlite3_step(rs) == SQLITE_ROW) {
+        int st = SQLITE_DONE;
+        while (rc == 0 && (st = sqlite3_step(rs)) == SQLITE_ROW) {
             if (n == cap) {
                 pending *np = realloc(p, (cap *= 2) * sizeof *p);
-                if (!np) break;
+                if (!np) {
+                    rc = ERR_NOMEM;
+                    break;
+                }
                 p = np;
             }
             const char *e = (const char *)sqlite3_column_text(rs, 3);
+            char *error = strdup(e ? e : "");
+            if (!error) {
+                rc = ERR_NOMEM;
+                break;
+            }
             p[n++] = (pending){(uint64_t)sqlite3_column_int64(rs, 0),
                                (uint32_t)sqlite3_column_int64(rs, 1), sqlite3_column_int64(rs, 2),
-                               strdup(e ? e : ""), 1};
+                               error, 1};
         }
+        if (rc == 0 && st != SQLITE_DONE) rc = ERR_STORE;
         sqlite3_finalize(rs);
+    } else if (rc == 0) {
+        rc = ERR_STORE;
     }
     /* A message leased again after a retry (or a delay) has both a leased
      * entry and its retry row: one lease of it, due now as the leased one
      * says, its row still to delete when it settles. */
-    if (p && n > 1) {
+    if (rc == 0 && n > 1) {
         qsort(p, n, sizeof *p, cmp_pending);
         size_t k = 1;
         for (size_t i = 1; i < n; i++) {
@@ -309,16 +358,25 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
         }
         n = k;
     }
-    for (size_t i = 0; p && i < n; i++) {
+    /* Room for them all first: nothing fails once the first is in. */
+    if (rc == 0 && n) {
+        uint64_t *r = realloc(s->restore, (s->nrestore + n) * sizeof *r);
+        if (!r) rc = ERR_NOMEM;
+        if (r) s->restore = r;
+        if (rc == 0 && sq_heap_reserve(s, s->nheap + (uint32_t)n) != 0) rc = ERR_NOMEM;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         sqlite3_bind_int64(one, 1, s->topic->id);
         sqlite3_bind_int64(one, 2, (sqlite3_int64)p[i].seq);
         sq_block *blk = NULL;
         uint32_t got = 0;
-        sq_read_rows(one, 1, &blk, &got);
+        int rrc = sq_read_rows(one, 1, &blk, &got);
         sqlite3_reset(one);
-        if (blk && got == 1) {
+        if (rrc != SQLITE_OK) {
+            rc = rrc == SQLITE_NOMEM ? ERR_NOMEM : ERR_STORE;
+        } else if (blk && got == 1) {
             sq_lease *l = calloc(1, sizeof *l);
-            if (l) {
+            if (l && sq_key_hold(s, &blk->msgs[0].m) == 0) {
                 l->base.msg = &blk->msgs[0].m;
                 blk->msgs[0].refs = 1;
                 l->base.sub = s;
@@ -329,23 +387,19 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
                 l->in_retry_table = (unsigned)p[i].in_table;
                 list_init(&l->link);
                 s->refs++;
-                sq_heap_push(s, l);
-                sq_key_hold(s, l->base.msg);
-                uint64_t *r = realloc(s->restore, (s->nrestore + 1) * sizeof *r);
-                if (r) {
-                    s->restore = r;
-                    s->restore[s->nrestore++] = p[i].seq;
-                }
+                sq_heap_push(s, l); /* reserved above */
+                s->restore[s->nrestore++] = p[i].seq;
             } else {
-                sq_block_settle(blk);
+                free(l);
+                rc = ERR_NOMEM;
             }
-        } else if (blk) {
-            sq_block_settle(blk);
         }
-        free(p[i].error);
+        /* No row: settled and trimmed before the snapshot was saved. */
+        if (blk) sq_block_settle(blk);
     }
+    for (size_t i = 0; p && i < n; i++) free(p[i].error);
     free(p);
     sqlite3_finalize(one);
     if (s->nrestore) qsort(s->restore, s->nrestore, sizeof *s->restore, sq_cmp_u64);
-    return 0;
+    return rc;
 }
