@@ -43,16 +43,21 @@ unit:
 
 # Whole files in parallel (pytest-xdist, TEST_JOBS at once): a test spends
 # most of its time waiting for spated, brokers and clocks, not on a core.
-# TEST_JOBS=0 runs them one after another.
+# TEST_JOBS=0 runs them one after another. SERIAL_TESTS run alone after
+# them: they compare spate with a peer on the same cores, or count what a
+# burst started.
+SERIAL_TESTS = $(addprefix tests/integration/,test_demo.py test_burst.py test_lambda_invoke.py)
 integration:
-	SPATE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(TEST_JOBS) --dist loadfile tests/integration
+	SPATE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(TEST_JOBS) --dist loadfile \
+	    $(addprefix --ignore=,$(SERIAL_TESTS)) tests/integration; rc=$$?; \
+	SPATE_BUILD=$(abspath $(BUILD)) $(PYTEST) -q $(SERIAL_TESTS) && exit $$rc
 
 # ASan must not turn a function's own crash (SIGSEGV, abort) into exit(1):
 # the tests check that spate names the signal.
 sanitize: export ASAN_OPTIONS = handle_segv=0:handle_sigbus=0:handle_abort=0
 sanitize:
 	$(MAKE) --no-print-directory check BUILD=build-asan \
-	    CMAKE_FLAGS="-DSPATE_ASAN=ON -DSPATE_UBSAN=ON -DCMAKE_BUILD_TYPE=Debug"
+	    CMAKE_FLAGS="-DSPATE_ASAN=ON -DSPATE_UBSAN=ON -DSPATE_FAILPOINTS=ON -DCMAKE_BUILD_TYPE=Debug"
 
 # libFuzzer targets (clang, ASan + UBSan) for HTTP parsing and routing, the
 # frame codec, the Runtime API endpoint and archive extraction, each run for

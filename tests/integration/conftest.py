@@ -188,7 +188,7 @@ class Spated:
              *(UID_ARGS if "--uid-base" not in self.args else ()), *self.args],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         log.close()
-        deadline = time.time() + 10
+        deadline = time.time() + 30  # an ASan build restoring many functions, on a busy machine
         while time.time() < deadline:
             # Text or JSON (--log-format json).
             m = re.search(r"listening on [^ ]+:(\d+)[ \"]", self.log())

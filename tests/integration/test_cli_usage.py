@@ -245,15 +245,24 @@ def test_plurals_and_an_unknown_drain_eta(spated, functions):
 
     def scaling():
         out = ok(spated.cli("status", "fresh"))
-        return out if "backlog        1 " in out and "desired 1 instance," in out else None
+        return out if "backlog        1 " in out else None
 
     out = wait_for(scaling, timeout=5)
     assert out, ok(spated.cli("status", "fresh"))
-    assert "drain ETA not known until an invocation finishes" in out and "never" not in out, out
-    doc = spated.describe("fresh")
-    assert doc["scaling"]["drain_eta_s"] is None and doc["scaling"]["drain_eta_known"] is False
+    assert "never" not in out, out
+    # Until the running call has run 200 ms the ETA is unknown; after, the
+    # autoscaler bounds the handler time from below by it (a slow machine
+    # may be past that by the time the status is read).
+    if "drain ETA not known until an invocation finishes" in out:
+        assert "desired 1 instance," in out, out
+    else:
+        assert re.search(r"drain ETA [0-9.]+ s", out), out
+    # Read later (the ETA may have become known meanwhile): each says the same.
+    doc = spated.describe("fresh")["scaling"]
+    assert doc["drain_eta_known"] == (doc["drain_eta_s"] is not None), doc
     metrics = spated.request("GET", "/metrics")[2].decode()
-    assert 'spate_autoscaler_drain_eta_seconds{function="fresh"} NaN' in metrics
+    assert re.search(r'spate_autoscaler_drain_eta_seconds\{function="fresh"\} (NaN|[0-9.]+)\n',
+                     metrics), metrics[-2000:]
 
 
 def test_output_gets_a_final_newline_on_a_terminal_only(spated, functions):
