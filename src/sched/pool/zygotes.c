@@ -38,12 +38,17 @@ static int is_process(const pversion *v)
     return v->runtime == RUNTIME_NATIVE || v->runtime == RUNTIME_PYTHON3;
 }
 
+/* Without instances but its spare (which never keeps a zygote alive). */
+static int unused(const pversion *v)
+{
+    return v->ninstances == (v->spare ? 1u : 0u);
+}
+
 /* Whether v's zygote may be stopped now: loaded, no instance, no deploy
  * waiting on it, and its pool not closing (that stops it itself). */
 static int stoppable(const pversion *v)
 {
-    return v->z && v->zstate == ZS_READY && v->ninstances == (v->spare ? 1u : 0u) && !v->load_cb &&
-           !v->pool->closing;
+    return v->z && v->zstate == ZS_READY && unused(v) && !v->load_cb && !v->pool->closing;
 }
 
 /* The least recently used zygote that may be stopped, or NULL; prewarmed
@@ -124,12 +129,12 @@ void pool__zygote_gone(pversion *v)
 void pool__zygote_touch(pversion *v)
 {
     v->zused = pool__now_ms(v->pool);
-    if (v->ninstances == 0 && v->z) pool__arm(v->pool, v->zused + idle_ms);
+    if (unused(v) && v->z) pool__arm(v->pool, v->zused + idle_ms);
 }
 
 void pool__zygote_settle(pversion *v)
 {
-    if (v->ninstances == 0 && v->z) pool__arm(v->pool, v->zused + idle_ms);
+    if (unused(v) && v->z) pool__arm(v->pool, v->zused + idle_ms);
 }
 
 void pool__zygote_trim(void)
