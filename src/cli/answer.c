@@ -382,6 +382,41 @@ cJSON *cli_call_json(const cli *c, const char *what, const char *method, const c
     return doc;
 }
 
+/* The list commands (ls, topic ls, trigger ls) all walk the same pages, so
+ * the request, its failures and "next" are here once and each command keeps
+ * only what it does with a page. */
+int cli_each_page(const cli *c, const char *path, const char *failed, const char *what, int page,
+                  int pages_max, int (*on_page)(cJSON *doc, void *data), void *data)
+{
+    char after[256] = "";
+    for (int pages = 0;; pages++) {
+        char url[512];
+        snprintf(url, sizeof url, "%s?limit=%d%s%s", path, page, after[0] ? "&after=" : "", after);
+        answer r;
+        int rc = cli_request(c, "GET", url, NULL, 0, NULL, &r);
+        if (rc) return rc;
+        if (r.status != 200) return cli_finish(&r, NULL, cli_answer_error(c, failed, &r));
+        cJSON *doc = cli_answer_json(c, what, &r);
+        if (!doc) return cli_finish(&r, NULL, CLI_FAILED);
+        rc = on_page(doc, data);
+        if (rc) return cli_finish(&r, doc, rc);
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
+        /* A server from before pages has no "next": its one answer is all. */
+        int more =
+            cJSON_IsString(next) && strlen(next->valuestring) < sizeof after && pages < pages_max;
+        if (more) snprintf(after, sizeof after, "%s", next->valuestring);
+        cli_finish(&r, doc, 0);
+        if (!more) return 0;
+    }
+}
+
+void cli_json_take_items(cJSON *doc, const char *key, cJSON *to)
+{
+    cJSON *from = cJSON_GetObjectItemCaseSensitive(doc, key), *e;
+    while (cJSON_IsArray(from) && (e = cJSON_DetachItemFromArray(from, 0)))
+        cJSON_AddItemToArray(to, e);
+}
+
 /* --- Input ----------------------------------------------------------------------------- */
 
 int cli_read_stream(const cli *c, FILE *f, const char *name, buf *out)

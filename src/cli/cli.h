@@ -172,6 +172,18 @@ int cli_json_passthrough(const cli *c, const answer *a);
 cJSON *cli_call_json(const cli *c, const char *what, const char *method, const char *path,
                      cJSON *body, answer *r, int *rc);
 
+/* Every page of a list (GET path?limit=page&after=, following the answer's
+ * "next", at most pages_max + 1 pages), each answer handed to on_page (its
+ * items may be detached; the doc is freed after). 0 when the list is over;
+ * else the exit status after saying why (failed: "ls failed", for a failed
+ * status; what: "ls", for an answer that is not JSON), or on_page's nonzero
+ * return, which ends the walk. */
+int cli_each_page(const cli *c, const char *path, const char *failed, const char *what, int page,
+                  int pages_max, int (*on_page)(cJSON *doc, void *data), void *data);
+/* Moves the items of doc's array key to the end of the array to: the pages
+ * of a list gathered into one document of the answer's shape. */
+void cli_json_take_items(cJSON *doc, const char *key, cJSON *to);
+
 /* A failure of the client itself (a file it cannot read): says so, as JSON
  * with --json, and returns status. code: "io_error", "bad_answer". */
 int cli_fail(const cli *c, int status, const char *code, const char *fmt, ...)

@@ -307,70 +307,52 @@ static int cmd_invoke(const cli *c, cli_args *a)
 #define LS_PAGE 1000
 #define LS_PAGES_MAX 10000
 
+/* What cmd_ls keeps across its pages. */
+typedef struct ls_walk {
+    cJSON *all, *all_fns; /* with --json: the one document */
+    double total;
+    int header; /* the table's header printed */
+} ls_walk;
+
+static int ls_page(cJSON *doc, void *data)
+{
+    ls_walk *w = data;
+    w->total = cli_json_num(doc, "total");
+    if (w->all) {
+        cli_json_take_items(doc, "functions", w->all_fns);
+        return 0;
+    }
+    if (!w->header++)
+        printf("%-24s %7s %-7s %8s %5s %5s %7s\n", "NAME", "VERSION", "RUNTIME", "STARTING", "IDLE",
+               "BUSY", "WAITING");
+    const cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(doc, "functions"))
+    {
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(f, "instances");
+        printf("%-24s %7.0f %-7s %8.0f %5.0f %5.0f %7.0f\n", cli_json_str(f, "name"),
+               cli_json_num(f, "version"), cli_json_str(f, "runtime"), cli_json_num(in, "starting"),
+               cli_json_num(in, "idle"), cli_json_num(in, "busy"), cli_json_num(f, "waiting"));
+    }
+    return 0;
+}
+
 static int cmd_ls(const cli *c, cli_args *a)
 {
     (void)a;
-    char after[256] = "";
-    cJSON *all = c->json ? cJSON_CreateObject() : NULL;
-    cJSON *all_fns = all ? cJSON_AddArrayToObject(all, "functions") : NULL;
-    double total = 0;
-    int header = 0;
-    for (int pages = 0;; pages++) {
-        char path[512];
-        snprintf(path, sizeof path, "/v1/functions?limit=%d%s%s", LS_PAGE,
-                 after[0] ? "&after=" : "", after);
-        answer r;
-        int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
-        if (rc) {
-            cJSON_Delete(all);
-            return rc;
-        }
-        if (r.status != 200) {
-            cJSON_Delete(all);
-            return cli_finish(&r, NULL, cli_answer_error(c, "ls failed", &r));
-        }
-        cJSON *doc = cli_answer_json(c, "ls", &r);
-        if (!doc) {
-            cJSON_Delete(all);
-            return cli_finish(&r, NULL, CLI_FAILED);
-        }
-        cJSON *fns = cJSON_GetObjectItemCaseSensitive(doc, "functions");
-        total = cli_json_num(doc, "total");
-        if (all) {
-            cJSON *f;
-            while (cJSON_IsArray(fns) && (f = cJSON_DetachItemFromArray(fns, 0)))
-                cJSON_AddItemToArray(all_fns, f);
-        } else {
-            if (!header++)
-                printf("%-24s %7s %-7s %8s %5s %5s %7s\n", "NAME", "VERSION", "RUNTIME", "STARTING",
-                       "IDLE", "BUSY", "WAITING");
-            const cJSON *f;
-            cJSON_ArrayForEach(f, fns)
-            {
-                const cJSON *in = cJSON_GetObjectItemCaseSensitive(f, "instances");
-                printf("%-24s %7.0f %-7s %8.0f %5.0f %5.0f %7.0f\n", cli_json_str(f, "name"),
-                       cli_json_num(f, "version"), cli_json_str(f, "runtime"),
-                       cli_json_num(in, "starting"), cli_json_num(in, "idle"),
-                       cli_json_num(in, "busy"), cli_json_num(f, "waiting"));
-            }
-        }
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
-        /* A server from before pages has no "next": its one answer is all. */
-        int more = cJSON_IsString(next) && strlen(next->valuestring) < sizeof after &&
-                   pages < LS_PAGES_MAX;
-        if (more) snprintf(after, sizeof after, "%s", next->valuestring);
-        cli_finish(&r, doc, 0);
-        if (!more) break;
-    }
-    if (all) {
-        cJSON_AddNullToObject(all, "next");
-        cJSON_AddNumberToObject(all, "total", total);
-        char *text = cJSON_PrintUnformatted(all);
+    ls_walk w = {0};
+    w.all = c->json ? cJSON_CreateObject() : NULL;
+    w.all_fns = w.all ? cJSON_AddArrayToObject(w.all, "functions") : NULL;
+    int rc =
+        cli_each_page(c, "/v1/functions", "ls failed", "ls", LS_PAGE, LS_PAGES_MAX, ls_page, &w);
+    if (!rc && w.all) {
+        cJSON_AddNullToObject(w.all, "next");
+        cJSON_AddNumberToObject(w.all, "total", w.total);
+        char *text = cJSON_PrintUnformatted(w.all);
         if (text) printf("%s\n", text);
         free(text);
-        cJSON_Delete(all);
     }
-    return 0;
+    cJSON_Delete(w.all);
+    return rc;
 }
 
 static int cmd_nodes(const cli *c, cli_args *a)

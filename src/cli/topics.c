@@ -116,13 +116,19 @@ static void print_trigger_header(void)
 #define TRIGGER_LS_PAGE 1000
 #define TRIGGER_LS_PAGES_MAX 10000
 
+/* A page of triggers, added to the list gathered. */
+static int take_triggers(cJSON *doc, void *list)
+{
+    cli_json_take_items(doc, "triggers", list);
+    return 0;
+}
+
 /* Every trigger, page by page (GET /v1/triggers?limit=&after=, following
  * "next"), in one document of the answer's shape: 0 with *out (caller
  * owns; cJSON_Delete), else the exit status after saying why (what names
  * the command). */
 static int all_triggers(const cli *c, const char *what, cJSON **out)
 {
-    char after[256] = "";
     cJSON *all = cJSON_CreateObject();
     cJSON *list = all ? cJSON_AddArrayToObject(all, "triggers") : NULL;
     if (!list) {
@@ -130,35 +136,11 @@ static int all_triggers(const cli *c, const char *what, cJSON **out)
         fprintf(stderr, "spate: %s: out of memory\n", what);
         return CLI_FAILED;
     }
-    for (int pages = 0;; pages++) {
-        char path[512];
-        snprintf(path, sizeof path, "/v1/triggers?limit=%d%s%s", TRIGGER_LS_PAGE,
-                 after[0] ? "&after=" : "", after);
-        answer r;
-        int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
-        if (rc) {
-            cJSON_Delete(all);
-            return rc;
-        }
-        if (r.status != 200) {
-            cJSON_Delete(all);
-            return cli_finish(&r, NULL, cli_answer_error(c, what, &r));
-        }
-        cJSON *doc = cli_answer_json(c, what, &r);
-        if (!doc) {
-            cJSON_Delete(all);
-            return cli_finish(&r, NULL, CLI_FAILED);
-        }
-        cJSON *trs = cJSON_GetObjectItemCaseSensitive(doc, "triggers"), *t;
-        while (cJSON_IsArray(trs) && (t = cJSON_DetachItemFromArray(trs, 0)))
-            cJSON_AddItemToArray(list, t);
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
-        /* A server from before pages has no "next": its one answer is all. */
-        int more = cJSON_IsString(next) && strlen(next->valuestring) < sizeof after &&
-                   pages < TRIGGER_LS_PAGES_MAX;
-        if (more) snprintf(after, sizeof after, "%s", next->valuestring);
-        cli_finish(&r, doc, 0);
-        if (!more) break;
+    int rc = cli_each_page(c, "/v1/triggers", what, what, TRIGGER_LS_PAGE, TRIGGER_LS_PAGES_MAX,
+                           take_triggers, list);
+    if (rc) {
+        cJSON_Delete(all);
+        return rc;
     }
     cJSON_AddNullToObject(all, "next");
     *out = all;
@@ -359,70 +341,52 @@ static void format_refs(const cJSON *arr, char *out, size_t cap)
 #define TOPIC_LS_PAGE 1000
 #define TOPIC_LS_PAGES_MAX 10000
 
+/* What topic_ls keeps across its pages. */
+typedef struct topic_walk {
+    cJSON *all, *all_topics; /* with --json: the one document */
+    int header;              /* the table's header printed */
+} topic_walk;
+
+static int topic_page(cJSON *doc, void *data)
+{
+    topic_walk *w = data;
+    if (w->all) {
+        cli_json_take_items(doc, "topics", w->all_topics);
+        return 0;
+    }
+    if (!w->header++)
+        printf("%-24s %8s %8s %10s %8s %10s %8s %8s  %s\n", "TOPIC", "DEPTH", "INFLIGHT", "OLDEST",
+               "STORED", "BYTES", "DEADLTRD", "TRIGGERS", "RETENTION");
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(doc, "topics"))
+    {
+        char ret[128];
+        format_retention(cJSON_GetObjectItemCaseSensitive(t, "retention"), ret, sizeof ret);
+        printf("%-24s %8.0f %8.0f %8.1f s %8.0f %10.0f %8.0f %8d  %s\n", cli_json_str(t, "name"),
+               cli_json_num(t, "depth"), cli_json_num(t, "in_flight"),
+               cli_json_num(t, "oldest_age_s"), cli_json_num(t, "stored"), cli_json_num(t, "bytes"),
+               cli_json_num(t, "dead_lettered"),
+               cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "triggers")), ret);
+    }
+    return 0;
+}
+
 static int topic_ls(const cli *c, cli_args *a)
 {
     (void)a;
-    char after[256] = "";
-    cJSON *all = c->json ? cJSON_CreateObject() : NULL;
-    cJSON *all_topics = all ? cJSON_AddArrayToObject(all, "topics") : NULL;
-    int header = 0;
-    for (int pages = 0;; pages++) {
-        char path[512];
-        snprintf(path, sizeof path, "/v1/topics?limit=%d%s%s", TOPIC_LS_PAGE,
-                 after[0] ? "&after=" : "", after);
-        answer r;
-        int rc = cli_request(c, "GET", path, NULL, 0, NULL, &r);
-        if (rc) {
-            cJSON_Delete(all);
-            return rc;
-        }
-        if (r.status != 200) {
-            cJSON_Delete(all);
-            return cli_finish(&r, NULL, cli_answer_error(c, "topic ls failed", &r));
-        }
-        cJSON *doc = cli_answer_json(c, "topic ls", &r);
-        if (!doc) {
-            cJSON_Delete(all);
-            return cli_finish(&r, NULL, CLI_FAILED);
-        }
-        cJSON *topics = cJSON_GetObjectItemCaseSensitive(doc, "topics");
-        if (all) {
-            cJSON *t;
-            while (cJSON_IsArray(topics) && (t = cJSON_DetachItemFromArray(topics, 0)))
-                cJSON_AddItemToArray(all_topics, t);
-        } else {
-            if (!header++)
-                printf("%-24s %8s %8s %10s %8s %10s %8s %8s  %s\n", "TOPIC", "DEPTH", "INFLIGHT",
-                       "OLDEST", "STORED", "BYTES", "DEADLTRD", "TRIGGERS", "RETENTION");
-            const cJSON *t;
-            cJSON_ArrayForEach(t, topics)
-            {
-                char ret[128];
-                format_retention(cJSON_GetObjectItemCaseSensitive(t, "retention"), ret, sizeof ret);
-                printf("%-24s %8.0f %8.0f %8.1f s %8.0f %10.0f %8.0f %8d  %s\n",
-                       cli_json_str(t, "name"), cli_json_num(t, "depth"),
-                       cli_json_num(t, "in_flight"), cli_json_num(t, "oldest_age_s"),
-                       cli_json_num(t, "stored"), cli_json_num(t, "bytes"),
-                       cli_json_num(t, "dead_lettered"),
-                       cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "triggers")), ret);
-            }
-        }
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(doc, "next");
-        /* A server from before pages has no "next": its one answer is all. */
-        int more = cJSON_IsString(next) && strlen(next->valuestring) < sizeof after &&
-                   pages < TOPIC_LS_PAGES_MAX;
-        if (more) snprintf(after, sizeof after, "%s", next->valuestring);
-        cli_finish(&r, doc, 0);
-        if (!more) break;
-    }
-    if (all) {
-        cJSON_AddNullToObject(all, "next");
-        char *text = cJSON_PrintUnformatted(all);
+    topic_walk w = {0};
+    w.all = c->json ? cJSON_CreateObject() : NULL;
+    w.all_topics = w.all ? cJSON_AddArrayToObject(w.all, "topics") : NULL;
+    int rc = cli_each_page(c, "/v1/topics", "topic ls failed", "topic ls", TOPIC_LS_PAGE,
+                           TOPIC_LS_PAGES_MAX, topic_page, &w);
+    if (!rc && w.all) {
+        cJSON_AddNullToObject(w.all, "next");
+        char *text = cJSON_PrintUnformatted(w.all);
         if (text) printf("%s\n", text);
         free(text);
-        cJSON_Delete(all);
     }
-    return 0;
+    cJSON_Delete(w.all);
+    return rc;
 }
 
 static int topic_stats(const cli *c, cli_args *a)
