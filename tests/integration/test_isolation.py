@@ -84,7 +84,8 @@ def spated_cgroup_procs(d):
 
 @pytest.fixture
 def node(make_spated, functions):
-    d = make_spated("--pids-max", "64")
+    # No spare instances: the tests count the processes the functions leave.
+    d = make_spated("--pids-max", "64", "--spare-idle", "0")
     assert d.deploy("hello", functions["hello"])[0] == 201
     assert d.invoke("hello", b"warm")[0] == 200
     # The bystander's baseline.
