@@ -156,7 +156,9 @@ def test_another_uid_cannot_take_an_exec_invocation(spated, tmp_path):
     assert result["answer"] == (200, b"served: the secret payload"), result
 
 
-def test_another_instance_of_the_same_function_cannot_take_its_invocation(spated, tmp_path):
+def test_another_instance_of_the_same_function_cannot_take_its_invocation(make_spated, tmp_path):
+    # Two instances exactly: no spare instance (a third endpoint) beside them.
+    spated = make_spated("--spare-idle", "0")
     out = deploy_holding(spated, tmp_path, min=2)
     assert wait_for(lambda: len(list(out.glob("api.*"))) == 2, timeout=20), spated.log()
     t, result = invoke_in_background(spated, b"for one instance only")
