@@ -198,6 +198,8 @@ class Spated:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"spated exited with {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.02)
+        self.proc.kill()  # not left running after the test
+        self.proc.wait()
         raise RuntimeError("spated did not start:\n" + self.log())
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
