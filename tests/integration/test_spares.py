@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, wait_for
+from test_scale_zygotes import alive, metric
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +31,6 @@ def stats(d, name):
     return d.describe(name)["stats"]
 
 
-def metric(d, line_start):
-    """The value of the /metrics sample starting with line_start."""
-    status, _, body = d.request("GET", "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"no {line_start} in /metrics")
-
-
 def status_doc(d):
     status, doc = d.json("GET", "/v1/status")
     assert status == 200, doc
@@ -52,14 +43,6 @@ def children(pid):
             return [int(x) for x in f.read().split()]
     except FileNotFoundError:
         return []
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def invoke(d, target, payload):
