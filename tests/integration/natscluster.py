@@ -433,18 +433,26 @@ class NatsClient:
         return self.next_msg(timeout)
 
 
-def kv_raw(nats, key):
-    """The registry bucket's value of key as stored (bytes), or None."""
-    c = NatsClient(nats)
-    try:
-        got = c.request("$JS.API.STREAM.MSG.GET.KV_spate-registry",
-                        json.dumps({"last_by_subj": f"$KV.spate-registry.{key}"}).encode())
-    finally:
-        c.close()
-    doc = json.loads(got[1]) if got else {}
-    if "message" not in doc:
-        return None
-    return base64.b64decode(doc["message"].get("data", ""))
+def kv_raw(nats, key, timeout=20):
+    """The registry bucket's value of key as stored (bytes), or None when
+    JetStream says there is none. No answer, or another error (a stream
+    leader being elected on a loaded machine), is asked again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = NatsClient(nats)
+        try:
+            got = c.request("$JS.API.STREAM.MSG.GET.KV_spate-registry",
+                            json.dumps({"last_by_subj": f"$KV.spate-registry.{key}"}).encode())
+        finally:
+            c.close()
+        doc = json.loads(got[1]) if got else {}
+        if "message" in doc:
+            return base64.b64decode(doc["message"].get("data", ""))
+        if doc.get("error", {}).get("err_code") == 10037:  # no message found
+            return None
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer from JetStream for {key}: {doc or 'timed out'}")
+        time.sleep(0.2)
 
 
 def nats_pub(nats, subject, data):

@@ -3,6 +3,7 @@
  * within the budgets (closing the oldest new or idle one to make room),
  * draining and closing.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,7 +199,13 @@ uv_loop_t *http_request_loop(const http_request *req)
 int http_request_peer_closed(const http_request *req)
 {
     const http_conn *c = CONN(req);
-    return c->peer_eof || c->closed;
+    if (c->peer_eof || c->closed) return 1;
+    /* The loop may not have read the FIN yet (a client that just died):
+     * the kernel knows. */
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return 0;
+    struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 void http_server_set_config(http_server *s, const http_config *cfg)

@@ -160,6 +160,9 @@ static int exec_alive(const instance *base)
 {
     const exec_instance *e = (const exec_instance *)base;
     if (!exec_usable(base)) return 0;
+    /* A bootstrap killed a moment ago has its sockets closed before it
+     * becomes a zombie: its /next connection tells first. */
+    if (e->next_req && http_request_peer_closed(e->next_req)) return 0;
     siginfo_t si = {0};
     if (waitid(P_PID, (id_t)e->proc.pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return 1;
     return si.si_pid == 0;

@@ -180,7 +180,9 @@ void pool__spare_check(pool *p)
 void pool__spare_deploy(pool *p, pversion *v)
 {
     /* Not active yet: a spare started now may be ready by the time the
-     * deploy is stored and answered, and its first invocation comes. */
+     * deploy is stored and answered, and its first invocation comes. A
+     * version kept warm (--min) has its own idle instances for that. */
+    if (v->cfg.min_instances > 0) return;
     start_spare(p, v);
 }
 
