@@ -390,6 +390,7 @@ typedef struct deploy {
     uint32_t version;
     uint32_t rollback;           /* a rollback to this version; 0: a new version */
     int64_t rollback_created_ms; /* when that version was made */
+    int64_t stopping_since_ms;   /* a rollback waits while that version's instances stop */
     int rc;
     int refused; /* the artifact itself is bad (400), not the store */
     char err[512];
@@ -498,6 +499,46 @@ static void on_stored(void *data, int status, const char *sha, const char *err)
     load_version(d);
 }
 
+/* A rollback right after a deploy finds the version it goes back to still
+ * stopping (its spare or idle instances were told to stop moments ago): it
+ * waits for them, up to STOPPING_WAIT_MS, instead of refusing a request the
+ * caller could not have timed better. */
+#define STOPPING_WAIT_MS 10000
+#define STOPPING_POLL_MS 10
+
+typedef struct stopping_wait {
+    uv_timer_t timer;
+    deploy *d;
+} stopping_wait;
+
+static void stopping_wait_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void stopping_wait_fired(uv_timer_t *timer)
+{
+    stopping_wait *w = timer->data;
+    deploy *d = w->d;
+    uv_close((uv_handle_t *)timer, stopping_wait_closed);
+    load_version(d);
+}
+
+/* 1: load_version(d) runs again shortly; 0: it waited long enough. */
+static int wait_for_stopping(deploy *d)
+{
+    int64_t now = clock_now_ms();
+    if (!d->stopping_since_ms) d->stopping_since_ms = now;
+    if (now - d->stopping_since_ms >= STOPPING_WAIT_MS) return 0;
+    stopping_wait *w = malloc(sizeof *w);
+    if (!w) return 0;
+    w->d = d;
+    uv_timer_init(d->t->loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, stopping_wait_fired, STOPPING_POLL_MS, 0);
+    return 1;
+}
+
 /* The artifact is in the store: a zygote loads it as the next version. */
 static void load_version(deploy *d)
 {
@@ -519,6 +560,7 @@ static void load_version(deploy *d)
     }
     int rc = pool_load_version(d->f->pool, &spec, on_loaded, d);
     free_env_array(spec.env);
+    if (rc == ERR_EXISTS && wait_for_stopping(d)) return;
     if (rc == ERR_EXISTS) /* a rollback to a version whose instances still stop here */
         finish_deploy(d, 409, "version_stopping",
                       "version %u still has instances stopping here; try again shortly",
