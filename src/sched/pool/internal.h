@@ -263,8 +263,9 @@ void pool__spare_gone(pinst *pi);
 /* From the timer: a spare whose init hangs, or whose pool has not been used
  * for --spare-idle, stops; else lowers *next to when it will. */
 void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next);
-/* At the node's --max-instances: stops a ready spare of another pool and
- * gives its room at once (1), or finds none (0). */
+/* At the node's --max-instances: stops a spare of another pool (one still
+ * starting first, else a ready one) and gives its room at once (1), or
+ * finds none (0). */
 int pool__spare_reclaim(pool *p);
 
 /* --- zygotes.c --------------------------------------------------------------- */

@@ -14,14 +14,15 @@
  *
  * Spares are cost, so they are bounded and counted:
  *   - only the active version of a pool used within --spare-idle (an
- *     invocation came, or a deploy) has one; none at a restart, none for an
+ *     invocation came, or a deploy) has one (a reload that lowers it is
+ *     seen at once); none at a restart, none for an
  *     idle function; it stops after --spare-idle without use, with its
  *     zygote (idle stop, eviction: it never keeps a zygote alive), when its
  *     version retires, and when the pool closes;
  *   - it counts against the function's --max (one of its rooms), and the
  *     node's --max-instances, leaving at least one room for work; a start
- *     refused there takes the room of another pool's ready spare
- *     (pool__spare_reclaim);
+ *     refused there takes the room of another pool's spare, starting or
+ *     ready (pool__spare_reclaim);
  *   - none while the function's instances fail to start (fail_streak) or a
  *     node limit refused the last one (spare_retry_at);
  *   - the instance-seconds of every instance, and of spares apart, are
@@ -258,22 +259,37 @@ void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next)
 
 int pool__spare_reclaim(pool *p)
 {
+    /* One still starting first (its start is not done, and may never be:
+     * a spate_init that takes its time), else a ready one. A starting one
+     * gives way too: spares of slow-starting functions held every room but
+     * the one kept for work, and a second call of another function was
+     * refused 503 instances_exhausted. */
+    pinst *pick = NULL;
     for (list_node *n = list_first(&spares); n != &spares; n = n->next) {
         pinst *pi = list_entry(n, pinst, slink);
-        if (pi->pool == p || !pi->ready) continue;
-        log_debug("spare instance stopped for a start at --max-instances fn=%s, for fn=%s",
-                  pi->pool->name, p->name);
-        nreclaimed++;
-        pool__spare_stop(pi->ver);
-        pool__uncount(pi);
-        return 1;
+        if (pi->pool == p) continue;
+        if (!pick || (pick->ready && !pi->ready)) pick = pi;
+        if (!pick->ready) break;
     }
-    return 0;
+    if (!pick) return 0;
+    log_debug("spare instance stopped for a start at --max-instances fn=%s, for fn=%s",
+              pick->pool->name, p->name);
+    nreclaimed++;
+    pool__spare_stop(pick->ver);
+    pool__uncount(pick);
+    return 1;
 }
 
 void pool_set_spare_idle(uint32_t ms)
 {
+    if (ms == idle_ms) return;
     idle_ms = ms;
+    /* The spares that stand look again now (their pools' timers were set
+     * for the old idle time: --spare-idle 0 by a reload left them a minute). */
+    for (list_node *n = list_first(&spares); n != &spares; n = n->next) {
+        pool *p = list_entry(n, pinst, slink)->pool;
+        pool__arm(p, pool__now_ms(p));
+    }
 }
 
 void pool_spare_stats_get(pool_spare_stats *out)

@@ -1,0 +1,115 @@
+"""Spare instances and zygotes against hostile functions and odd operators
+(issue 20; src/sched/pool/spares.c, zygotes.c): what a function does in
+spate_init, which a spare runs long before its invocation, and node limits
+filled by spares. tests/integration/functions/spare_hostile.c is the
+function; test_spares.py has the ordinary cases."""
+
+import os
+import signal
+import threading
+import time
+
+from conftest import wait_for
+from test_scale_zygotes import alive, metric
+from test_spares import spare, stats, status_doc
+
+
+def env(**kv):
+    """Deploy parameters setting the function's variables kv."""
+    return "&env=".join(f"{k}%3D{v}" for k, v in kv.items())
+
+
+def pids_in(path):
+    try:
+        return [int(x) for x in open(path).read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_slow_spares_give_way_to_a_real_call(make_spated, functions):
+    """Spares whose spate_init takes long fill the node's --max-instances
+    (all but the room kept for work) while still starting: a real call of
+    another function must still get a room (a starting spare gives way as a
+    ready one does), not a 503 instances_exhausted."""
+    d = make_spated("--max-instances", "3")
+    for name in ("slow1", "slow2"):
+        status, doc = d.deploy(name, functions["spare_hostile"], keep_alive=0,
+                               env=env(INIT_SLEEP_MS=8000))
+        assert status == 201, doc
+    assert wait_for(lambda: status_doc(d)["spares"]["running"] == 2), d.log()
+    for name in ("good1", "good2"):
+        status, doc = d.deploy(name, functions["probe"], keep_alive=0)
+        assert status == 201, doc
+    answers = {}
+    t = threading.Thread(target=lambda: answers.update(r=d.invoke("good1", b"sleep:1500")))
+    t.start()
+    try:
+        assert wait_for(lambda: d.describe("good1")["instances"]["busy"] == 1), d.log()
+        status, body = d.invoke("good2", b"x")
+        assert (status, body) == (200, b"x"), (status, body, d.log())
+    finally:
+        t.join()
+    assert answers["r"][0] == 200, answers
+    assert status_doc(d)["limits"]["instances"]["refused"] == 0
+    assert metric(d, 'spate_spare_events_total{event="reclaimed"}') >= 1
+
+
+def test_a_spare_leaves_no_process_behind(make_spated, functions, tmp_path):
+    """A spare whose spate_init starts a daemon (its own session, re-parented)
+    and that stops unused after --spare-idle: the daemon goes with it."""
+    record = tmp_path / "daemons"
+    d = make_spated("--spare-idle", "1", "--zygote-idle", "3600")
+    status, doc = d.deploy("daemon", functions["spare_hostile"], keep_alive=0,
+                           env=env(INIT_DAEMON=record))
+    assert status == 201, doc
+    assert wait_for(lambda: spare(d, "daemon") == 1), d.log()
+    assert wait_for(lambda: len(pids_in(record)) == 1), d.log()
+    (daemon,) = pids_in(record)
+    assert alive(daemon)
+    assert wait_for(lambda: spare(d, "daemon") == 0, timeout=10), d.log()
+    assert wait_for(lambda: not alive(daemon)), d.log()
+    assert status_doc(d)["spares"]["running"] == 0
+    procs = status_doc(d)["limits"].get("processes", {})
+    if procs.get("used") is not None:
+        # Only the zygote is left of the function's processes.
+        assert wait_for(lambda: status_doc(d)["limits"]["processes"]["used"] == 1), (
+            status_doc(d)["limits"], d.log())
+
+
+def test_reload_spare_idle_zero_stops_spares_now(make_spated, functions, tmp_path):
+    """--spare-idle 0 by a reload (SIGHUP): the spares that stand stop then,
+    not a minute later when their old idle time would have run out."""
+    conf = tmp_path / "spated.conf"
+    conf.write_text("spare-idle = 60\n")
+    d = make_spated("--config", str(conf))
+    for name in ("r1", "r2"):
+        status, doc = d.deploy(name, functions["probe"], keep_alive=0)
+        assert status == 201, doc
+    assert wait_for(lambda: status_doc(d)["spares"]["running"] == 2), d.log()
+    conf.write_text("spare-idle = 0\n")
+    d.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: status_doc(d)["spares"]["idle_s"] == 0), d.log()
+    assert wait_for(lambda: status_doc(d)["spares"]["running"] == 0, timeout=5), d.log()
+    assert spare(d, "r1") == 0 and spare(d, "r2") == 0
+    status, body = d.invoke("r1", b"x")
+    assert status == 200, body
+    time.sleep(0.3)
+    assert status_doc(d)["spares"]["running"] == 0
+
+
+def test_a_spare_sees_only_its_own_tmp(make_spated, functions):
+    """Instances of two functions, alternately, each after the last one left
+    (so from spares and reused slots): each /tmp holds only what its own
+    spate_init left there."""
+    d = make_spated()
+    for name in ("ta", "tb"):
+        status, doc = d.deploy(name, functions["spare_hostile"], keep_alive=0,
+                               env=env(INIT_TMP=1))
+        assert status == 201, doc
+    for _ in range(4):
+        for name in ("ta", "tb"):
+            time.sleep(0.2)
+            status, body = d.invoke(name, b"tmp")
+            assert status == 200, body
+            pid, *names = body.decode().split()
+            assert names == [f"left-by-{pid}"], (name, pid, names)
