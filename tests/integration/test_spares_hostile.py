@@ -113,3 +113,21 @@ def test_a_spare_sees_only_its_own_tmp(make_spated, functions):
             assert status == 200, body
             pid, *names = body.decode().split()
             assert names == [f"left-by-{pid}"], (name, pid, names)
+
+
+def test_a_spare_that_keeps_dying_is_not_restarted_in_a_loop(make_spated, functions):
+    """A function whose instances die a moment after they are ready, while
+    nobody calls it: its spare dies waiting, again and again. Each new spare
+    is a fork and a spate_init: they must come ever more slowly (a crash
+    loop of spares would hold a core of the node for --spare-idle)."""
+    d = make_spated()
+    status, doc = d.deploy("dies", functions["spare_hostile"], keep_alive=0,
+                           env=env(INIT_DIE_AFTER_MS=100))
+    assert status == 201, doc
+    assert wait_for(lambda: metric(d, 'spate_spare_events_total{event="lost"}') >= 1), d.log()
+    time.sleep(3)
+    started = stats(d, "dies")["spares_started"]
+    # 3 s at one start per ~110 ms would be ~27; a back-off from 1 s: 3.
+    assert started <= 5, (started, d.log()[-3000:])
+    lost = metric(d, 'spate_spare_events_total{event="lost"}')
+    assert started - 1 <= lost <= started, (started, lost)

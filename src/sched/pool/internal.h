@@ -119,7 +119,9 @@ struct pool {
     uint32_t nspare;
     uint64_t spares_started, spare_handovers;
     uint64_t used_at;
-    uint64_t spare_retry_at; /* loop ms: no spare before this (a node limit refused one) */
+    uint64_t spare_retry_at; /* loop ms: no spare before this (a node limit refused one, or
+                              * the last one died waiting) */
+    uint32_t spare_lost;     /* spares that died waiting since one was last handed over */
     uint64_t spare_due;      /* loop ms: a spare put off while an invocation runs starts then */
     uint32_t nprocs;
     uint64_t inst_ms, spare_ms, acct_at;

@@ -24,7 +24,9 @@
  *     refused there takes the room of another pool's spare, starting or
  *     ready (pool__spare_reclaim);
  *   - none while the function's instances fail to start (fail_streak) or a
- *     node limit refused the last one (spare_retry_at);
+ *     node limit refused the last one (spare_retry_at); one that died while
+ *     it waited is replaced after SPATE_SPARE_RETRY_MS, doubled for each
+ *     lost in a row since the last hand-over (spare_lost);
  *   - the instance-seconds of every instance, and of spares apart, are
  *     counted per pool (stats, /metrics) and for the node.
  *
@@ -112,6 +114,7 @@ int pool__spare_take(pool *p, pversion *v)
         return 0;
     }
     forget(pi);
+    p->spare_lost = 0;
     p->spare_handovers++;
     nhandovers++;
     pool__zygote_touch(v);
@@ -145,7 +148,11 @@ static void start_spare(pool *p, pversion *v)
      * starts (pool__grow). (A deploy's version: the old one's idle
      * instances retire once it is active.) */
     if ((v == p->active && p->nidle > 0) || p->nwaiting > 0) return;
-    if (p->fail_streak > 0 || p->restart_at > now || p->spare_retry_at > now) return;
+    if (p->fail_streak > 0 || p->restart_at > now) return;
+    if (p->spare_retry_at > now) {
+        if (p->spare_retry_at < p->used_at + idle_ms) pool__arm(p, p->spare_retry_at);
+        return;
+    }
     if (pool__live(p) >= v->cfg.max_instances || p->nstarting >= SPATE_STARTING_MAX) return;
     /* One room of --max-instances stays for work. */
     if ((uint64_t)pool_node_live() + 1 >= pool_node_max()) return;
@@ -211,8 +218,16 @@ void pool__spare_ready(pinst *pi)
 
 void pool__spare_gone(pinst *pi)
 {
+    pool *p = pi->pool;
     forget(pi);
     nlost++;
+    /* Its successor waits, longer at each one lost in a row: a function
+     * whose instances die a moment after READY had a new spare forked and
+     * initialised about thirty times a second, for --spare-idle. */
+    uint32_t shift =
+        p->spare_lost < SPATE_SPARE_LOST_SHIFT_MAX ? p->spare_lost : SPATE_SPARE_LOST_SHIFT_MAX;
+    p->spare_lost++;
+    p->spare_retry_at = pool__now_ms(p) + ((uint64_t)SPATE_SPARE_RETRY_MS << shift);
 }
 
 void pool__spare_limited(pool *p)

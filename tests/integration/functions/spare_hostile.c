@@ -8,6 +8,8 @@
  *   INIT_FDS=N          spate_init opens N descriptors and keeps them
  *   INIT_MEM_MB=N       spate_init allocates and touches N MiB and keeps them
  *   INIT_TMP=1          spate_init leaves a file named after its pid in /tmp
+ *   INIT_DIE_AFTER_MS=N the instance dies (SIGALRM) N ms after spate_init,
+ *                       ready or not, busy or not
  * The payload:
  *   pid                 the instance's process id
  *   tmp                 the process id, then the names in /tmp, space-separated
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "spate.h"
@@ -66,6 +69,12 @@ int spate_init(void)
         char path[64];
         snprintf(path, sizeof path, "/tmp/left-by-%d", (int)getpid());
         close(open(path, O_WRONLY | O_CREAT, 0644));
+    }
+    long die = env_long("INIT_DIE_AFTER_MS");
+    if (die > 0) {
+        struct itimerval t = {.it_value = {die / 1000, (die % 1000) * 1000}};
+        signal(SIGALRM, SIG_DFL);
+        setitimer(ITIMER_REAL, &t, NULL);
     }
     long ms = env_long("INIT_SLEEP_MS");
     if (ms > 0) sleep_ms(ms);
