@@ -11,7 +11,7 @@ import time
 
 from conftest import wait_for
 from test_scale_zygotes import alive, metric
-from test_spares import spare, stats, status_doc
+from test_spares import children, spare, stats, status_doc
 
 
 def env(**kv):
@@ -131,3 +131,27 @@ def test_a_spare_that_keeps_dying_is_not_restarted_in_a_loop(make_spated, functi
     assert started <= 5, (started, d.log()[-3000:])
     lost = metric(d, 'spate_spare_events_total{event="lost"}')
     assert started - 1 <= lost <= started, (started, lost)
+
+
+def test_a_zygote_killed_while_its_spare_waits_fails_no_invocation(make_spated, functions):
+    """The zygote killed (the OOM killer, an operator) while its spare
+    waits; the spare dies with it. The next invocation waits for the
+    zygote's restart and runs on a new instance. (One that comes within the
+    few ms the two take to die is lost with the spare, as with any instance
+    killed during its invocation: a native instance cannot tell whether the
+    handler had begun.)"""
+    d = make_spated()
+    status, doc = d.deploy("zk", functions["probe"], keep_alive=0)
+    assert status == 201, doc
+    assert wait_for(lambda: spare(d, "zk") == 1), d.log()
+    zygote = d.describe("zk")["zygote_pid"]
+    assert wait_for(lambda: len(children(zygote)) == 1), children(zygote)
+    (victim,) = children(zygote)
+    os.kill(zygote, signal.SIGKILL)
+    assert wait_for(lambda: not alive(victim) and not alive(zygote), step=0.002)
+    status, body = d.invoke("zk", b"pid")
+    assert status == 200, (body, d.log()[-2000:])
+    assert int(body) != victim
+    assert stats(d, "zk")["crashes"] == 0 and stats(d, "zk")["errors"] == 0
+    assert wait_for(lambda: spare(d, "zk") == 1), d.log()
+    assert d.describe("zk")["zygote_pid"] not in (0, zygote)
