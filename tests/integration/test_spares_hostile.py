@@ -155,3 +155,27 @@ def test_a_zygote_killed_while_its_spare_waits_fails_no_invocation(make_spated, 
     assert stats(d, "zk")["crashes"] == 0 and stats(d, "zk")["errors"] == 0
     assert wait_for(lambda: spare(d, "zk") == 1), d.log()
     assert d.describe("zk")["zygote_pid"] not in (0, zygote)
+
+
+def test_spares_give_way_after_a_reload_lowers_max_instances(make_spated, functions, tmp_path):
+    """--max-instances lowered by a reload below the spares that stand: a
+    real call of a function without one still gets a room (as many spares
+    give way as it takes), not 503 instances_exhausted while spares, which
+    serve nothing, hold the node."""
+    conf = tmp_path / "spated.conf"
+    conf.write_text("max-instances = 10\n")
+    d = make_spated("--config", str(conf))
+    for name in ("s1", "s2", "s3", "s4"):
+        status, doc = d.deploy(name, functions["probe"], keep_alive=0)
+        assert status == 201, doc
+    assert wait_for(lambda: status_doc(d)["spares"]["running"] == 4), d.log()
+    conf.write_text("max-instances = 2\n")
+    d.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: status_doc(d)["limits"]["instances"]["max"] == 2), d.log()
+    status, doc = d.deploy("work", functions["probe"], keep_alive=0)
+    assert status == 201, doc
+    assert spare(d, "work") == 0
+    status, body = d.invoke("work", b"x")
+    assert (status, body) == (200, b"x"), (status, body)
+    assert status_doc(d)["limits"]["instances"]["refused"] == 0
+    assert metric(d, 'spate_spare_events_total{event="reclaimed"}') == 3

@@ -456,7 +456,12 @@ static void grow(pool *p)
             p->refused = 0;
             continue;
         }
-        if (node_live >= node_max) pool__spare_reclaim(p);
+        /* At the node's maximum: other functions' spares give way, as many
+         * as it takes (a reload may have lowered --max-instances below the
+         * spares standing), none when that would not make room. */
+        if (node_live >= node_max && node_live - pool__spares_elsewhere(p) < node_max)
+            while (node_live >= node_max && pool__spare_reclaim(p)) {
+            }
         int rc = node_live < node_max ? pool__start_instance(p, v, 0) : ERR_INSTANCES;
         if (rc == 0) {
             p->refused = 0; /* a zygote's fork may still fail: then it is set again */

@@ -269,6 +269,8 @@ void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next);
  * starting first, else a ready one) and gives its room at once (1), or
  * finds none (0). */
 int pool__spare_reclaim(pool *p);
+/* The node's spares that are not p's (what pool__spare_reclaim may stop). */
+uint32_t pool__spares_elsewhere(const pool *p);
 
 /* --- zygotes.c --------------------------------------------------------------- */
 

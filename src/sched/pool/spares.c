@@ -295,6 +295,11 @@ int pool__spare_reclaim(pool *p)
     return 1;
 }
 
+uint32_t pool__spares_elsewhere(const pool *p)
+{
+    return nspares - p->nspare;
+}
+
 void pool_set_spare_idle(uint32_t ms)
 {
     if (ms == idle_ms) return;
