@@ -450,6 +450,12 @@
  * cgroups) per function in use, for a cold start that costs a hand-over. */
 #define SPATE_SPARE_IDLE_DEFAULT_MS 60000
 #define SPATE_SPARE_IDLE_CEILING_S 86400
+/* Spares for deploys not invoked since start at most this many at once and
+ * this many a second, node-wide (a token bucket): each is a spawn on the
+ * loop (an exec one holds it until its exec, ~10 ms), and a spare for every
+ * deploy of a storm made every deploy and every answer of the node wait. */
+#define SPATE_SPARE_DEPLOY_BURST 4
+#define SPATE_SPARE_DEPLOY_PER_S 4
 /* After a node limit refused a spare's start, none is tried for this long;
  * after a spare died while it waited, as long, doubled for each one lost in
  * a row up to this many times (about a minute). */

@@ -119,6 +119,7 @@ struct pool {
     uint32_t nspare;
     uint64_t spares_started, spare_handovers;
     uint64_t used_at;
+    int used_by_deploy;      /* used_at is a deploy's, not an invocation's */
     uint64_t spare_retry_at; /* loop ms: no spare before this (a node limit refused one, or
                               * the last one died waiting) */
     uint32_t spare_lost;     /* spares that died waiting since one was last handed over */
@@ -280,6 +281,8 @@ uint32_t pool__spares_elsewhere(const pool *p);
  * cannot be refused) it goes over the budget, given back once loaded
  * (pool__zygote_trim). */
 int pool__zygote_reserve(pversion *v, int force);
+/* --max-zygotes, which bounds the node's spares too (spares.c). */
+uint32_t pool__zygote_budget(void);
 /* Whether v's zygote could start now (room, or one that may stop for it). */
 int pool__zygote_room(const pversion *v);
 /* v's launcher started (counted when it is a process) or stopped. */

@@ -13,6 +13,10 @@
  * invocation's path.
  *
  * Spares are cost, so they are bounded and counted:
+ *   - at most --max-zygotes stand on the node (exec launchers take no room
+ *     in that budget); spares for deploys not invoked since start at most
+ *     SPATE_SPARE_DEPLOY_BURST at once and SPATE_SPARE_DEPLOY_PER_S a
+ *     second, node-wide (a deploy storm gets a few, not one each);
  *   - only the active version of a pool used within --spare-idle (an
  *     invocation came, or a deploy) has one (a reload that lowers it is
  *     seen at once); none at a restart, none for an
@@ -48,6 +52,9 @@ static list_node spares = {&spares, &spares};
 static uint32_t nspares;
 static uint64_t spare_ms, acct_at;
 static uint64_t nstarted, nhandovers, nidle_stopped, nreclaimed, nlost;
+/* The token bucket of spares for deploys (SPATE_SPARE_DEPLOY_*). */
+static double deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
+static uint64_t deploy_tokens_at;
 
 static uint64_t mono_ms(void)
 {
@@ -137,6 +144,19 @@ int pool__spare_take(pool *p, pversion *v)
     return 1;
 }
 
+/* Whether a spare for a deploy may start now; takes its token. */
+static int deploy_token(void)
+{
+    uint64_t now = mono_ms();
+    if (deploy_tokens_at)
+        deploy_tokens += (double)(now - deploy_tokens_at) * SPATE_SPARE_DEPLOY_PER_S / 1000.0;
+    deploy_tokens_at = now;
+    if (deploy_tokens > SPATE_SPARE_DEPLOY_BURST) deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
+    if (deploy_tokens < 1) return 0;
+    deploy_tokens -= 1;
+    return 1;
+}
+
 /* Starts v's spare if it should have one now. */
 static void start_spare(pool *p, pversion *v)
 {
@@ -169,6 +189,12 @@ static void start_spare(pool *p, pversion *v)
             return;
         }
     }
+    /* At most --max-zygotes of them: an exec launcher takes no room in
+     * that budget (a native spare's zygote does), and 300 exec functions
+     * deployed held 300 spares. */
+    if (nspares >= pool__zygote_budget()) return;
+    /* Deployed and not invoked since: a storm of deploys gets a few. */
+    if (p->used_by_deploy && !deploy_token()) return;
     p->spare_due = 0;
     int rc = pool__start_instance(p, v, 1);
     if (rc != 0) {
