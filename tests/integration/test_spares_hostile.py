@@ -201,6 +201,19 @@ def test_a_deploy_storm_starts_few_spares(make_spated, c_bootstrap):
     status, body = d.invoke("storm", b"x")
     assert (status, body) == (200, b"x"), body
     assert wait_for(lambda: spare(d, "storm") == 1), d.log()
+    # A deploy, then its invocation at once, again and again (a developer at
+    # work, bench/invoke's "first invoke after deploy"): a spare that serves
+    # costs no token, each invocation is handed its version's spare (once
+    # the storm's tokens are back: 1 s).
+    time.sleep(1.0)
+    before = stats(d, "storm")["spare_handovers"]
+    for i in range(12):
+        status, doc = d.deploy("storm", c_bootstrap, runtime="exec", keep_alive=0,
+                               env=f"M%3D{i}")
+        assert status == 200, doc
+        status, ran, body = d.request("POST", "/v1/functions/storm/invoke", b"env:M")
+        assert (status, body) == (200, str(i).encode()), (status, body)
+    assert stats(d, "storm")["spare_handovers"] - before == 12, d.log()[-3000:]
 
 
 def test_spares_are_bounded_by_the_zygote_budget(make_spated, c_bootstrap):

@@ -84,11 +84,12 @@ struct pinst {
     uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */
     int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
-    int never_ready; /* stopped while starting (init took too long) */
-    int ready;       /* a spare that said READY (spares.c) */
-    int was_spare;   /* stopped while a spare: its end does not restart the zygote's idle time */
-    int uncounted;   /* no longer in node_live (a spare given up for another's start) */
-    list_node slink; /* in the node's list of spares while a spare */
+    int never_ready;  /* stopped while starting (init took too long) */
+    int ready;        /* a spare that said READY (spares.c) */
+    int was_spare;    /* stopped while a spare: its end does not restart the zygote's idle time */
+    int deploy_token; /* a spare for a deploy, started with a token (spares.c) */
+    int uncounted;    /* no longer in node_live (a spare given up for another's start) */
+    list_node slink;  /* in the node's list of spares while a spare */
 };
 
 struct pool {

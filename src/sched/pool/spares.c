@@ -16,7 +16,8 @@
  *   - at most --max-zygotes stand on the node (exec launchers take no room
  *     in that budget); spares for deploys not invoked since start at most
  *     SPATE_SPARE_DEPLOY_BURST at once and SPATE_SPARE_DEPLOY_PER_S a
- *     second, node-wide (a deploy storm gets a few, not one each);
+ *     second, node-wide (a deploy storm gets a few, not one each; one
+ *     handed over gives its token back);
  *   - only the active version of a pool used within --spare-idle (an
  *     invocation came, or a deploy) has one (a reload that lowers it is
  *     seen at once); none at a restart, none for an
@@ -59,6 +60,27 @@ static uint64_t deploy_tokens_at;
 static uint64_t mono_ms(void)
 {
     return clock_mono_ns() / 1000000u;
+}
+
+/* Whether a spare for a deploy may start now; takes its token. */
+static int deploy_token(void)
+{
+    uint64_t now = mono_ms();
+    if (deploy_tokens_at)
+        deploy_tokens += (double)(now - deploy_tokens_at) * SPATE_SPARE_DEPLOY_PER_S / 1000.0;
+    deploy_tokens_at = now;
+    if (deploy_tokens > SPATE_SPARE_DEPLOY_BURST) deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
+    if (deploy_tokens < 1) return 0;
+    deploy_tokens -= 1;
+    return 1;
+}
+
+/* A deploy's spare that served (handed over: a deploy then its invocation,
+ * as a developer at work or bench/invoke do) costs no token. */
+static void give_back_token(void)
+{
+    deploy_tokens += 1;
+    if (deploy_tokens > SPATE_SPARE_DEPLOY_BURST) deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
 }
 
 static void node_account(void)
@@ -121,6 +143,7 @@ int pool__spare_take(pool *p, pversion *v)
         return 0;
     }
     forget(pi);
+    if (pi->deploy_token) give_back_token();
     p->spare_lost = 0;
     p->spare_handovers++;
     nhandovers++;
@@ -141,19 +164,6 @@ int pool__spare_take(pool *p, pversion *v)
         p->last_cold_us = (clock_mono_ns() - first->queued_ns) / 1000;
     }
     pool__became_idle(pi);
-    return 1;
-}
-
-/* Whether a spare for a deploy may start now; takes its token. */
-static int deploy_token(void)
-{
-    uint64_t now = mono_ms();
-    if (deploy_tokens_at)
-        deploy_tokens += (double)(now - deploy_tokens_at) * SPATE_SPARE_DEPLOY_PER_S / 1000.0;
-    deploy_tokens_at = now;
-    if (deploy_tokens > SPATE_SPARE_DEPLOY_BURST) deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
-    if (deploy_tokens < 1) return 0;
-    deploy_tokens -= 1;
     return 1;
 }
 
@@ -194,10 +204,13 @@ static void start_spare(pool *p, pversion *v)
      * deployed held 300 spares. */
     if (nspares >= pool__zygote_budget()) return;
     /* Deployed and not invoked since: a storm of deploys gets a few. */
-    if (p->used_by_deploy && !deploy_token()) return;
+    int token = p->used_by_deploy;
+    if (token && !deploy_token()) return;
     p->spare_due = 0;
     int rc = pool__start_instance(p, v, 1);
+    if (rc == 0) v->spare->deploy_token = token;
     if (rc != 0) {
+        if (token) give_back_token();
         log_debug("cannot start a spare instance: %s fn=%s version=%u", err_str(rc), p->name,
                   v->number);
         p->spare_retry_at = now + SPATE_SPARE_RETRY_MS;
