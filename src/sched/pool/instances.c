@@ -445,6 +445,13 @@ static void grow(pool *p)
         pool__ensure_zygote(p, v);
         return;
     }
+    if (launcher_exited(v->z)) {
+        /* Killed, its end not read yet: its spare and instances die with
+         * it, and a start asked of it would fail a waiting invocation.
+         * What waits waits for its restart (on_zygote_exit, soon). */
+        pool__arm(p, pool__now_ms(p) + SPATE_SPAWN_RETRY_MS);
+        return;
+    }
     while (want-- > 0) {
         if (pool__live(p) >= v->cfg.max_instances) {
             p->refused = 0; /* what waits now waits for the function's own maximum */
