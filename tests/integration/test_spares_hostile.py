@@ -231,3 +231,21 @@ def test_spares_are_bounded_by_the_zygote_budget(make_spated, c_bootstrap):
     st = status_doc(d)["spares"]
     assert st["running"] <= 3, st
     assert st["running"] >= 1, st
+
+
+def test_a_spare_at_its_process_limit_is_stopped(make_spated, functions):
+    """A spare whose spate_init starts a fork bomb: a busy instance at its
+    process limit (--pids-max) is stopped at the timer's next look, but a
+    spare was never looked at, and held its --pids-max processes (of the
+    node's --max-processes, which every function shares) until --spare-idle
+    ran out, with no invocation. Now it is stopped as a busy one is, counted
+    as a failed start (no new spare until an instance works)."""
+    d = make_spated("--pids-max", "16")
+    status, doc = d.deploy("bomb", functions["spare_hostile"], keep_alive=0,
+                           env=env(INIT_BOMB=1))
+    assert status == 201, doc
+    assert wait_for(lambda: stats(d, "bomb")["spares_started"] == 1), d.log()
+    assert wait_for(lambda: spare(d, "bomb") == 0, timeout=8), d.log()[-2000:]
+    assert "spare instance went past its limit of 16 processes" in d.log()
+    time.sleep(0.5)
+    assert stats(d, "bomb")["spares_started"] == 1

@@ -331,6 +331,10 @@ int pool__start_instance(pool *p, pversion *v, int spare)
     pool__activity(p);
     v->ninstances++;
     if (spare) {
+        /* Its process limit is looked at as a busy one's (spares.c). */
+        pi->check_at = pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
+        pi->check_every = SPATE_PIDS_CHECK_MS;
+        pool__arm(p, pi->check_at);
         v->spare = pi;
         p->nspare++;
         p->spares_started++;

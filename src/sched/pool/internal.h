@@ -78,7 +78,7 @@ struct pinst {
     enum pi_state state;
     uint64_t since;        /* loop ms: idle since */
     uint64_t deadline;     /* loop ms: end of init (starting) or of the running invocation (busy) */
-    uint64_t check_at;     /* loop ms: next look at its process limit (busy) */
+    uint64_t check_at;     /* loop ms: next look at its process limit (busy, or a spare) */
     uint32_t check_every;  /* ms: the interval after the next look (doubles) */
     uint64_t started;      /* loop ms: the running invocation started (busy) */
     uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */

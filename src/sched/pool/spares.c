@@ -28,6 +28,8 @@
  *     node's --max-instances, leaving at least one room for work; a start
  *     refused there takes the room of another pool's spare, starting or
  *     ready (pool__spare_reclaim);
+ *   - one at its process limit (--pids-max) is stopped, as a busy instance
+ *     is, and counts as a failed start;
  *   - none while the function's instances fail to start (fail_streak) or a
  *     node limit refused the last one (spare_retry_at); one that died while
  *     it waited is replaced after SPATE_SPARE_RETRY_MS, doubled for each
@@ -44,6 +46,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "runtime/isolate.h"
 #include "sched/pool/internal.h"
 
 static uint32_t idle_ms = SPATE_SPARE_IDLE_DEFAULT_MS;
@@ -278,6 +281,29 @@ static void check_timer(pool *p, pversion *v, uint64_t now, uint64_t *next)
 {
     pinst *pi = v->spare;
     if (!pi) return;
+    /* At its process limit (a fork bomb in spate_init, or started from
+     * it): stopped as a busy instance is (timer.c), or it held --pids-max
+     * processes of the node's --max-processes until --spare-idle ran out. */
+    if (pi->check_at <= now) {
+        if (instance_at_pids_limit(pi->inst)) {
+            uint32_t max = isolate_get()->pids_max;
+            log_warn("spare instance went past its limit of %u processes and threads (spated "
+                     "--pids-max): stopped fn=%s instance=%llu",
+                     max, p->name, (unsigned long long)pi->inst->id);
+            fnlog_platform(p->log, pi->inst->id, v->number, NULL,
+                           "spare instance went past its limit of %u processes and threads "
+                           "(spated --pids-max): stopped",
+                           max);
+            instance_stop_forks(pi->inst);
+            pool__instance_failed(p);
+            pool__spare_stop(v);
+            return;
+        }
+        pi->check_at = now + pi->check_every;
+        pi->check_every = pi->check_every * 2 > SPATE_PIDS_CHECK_MAX_MS ? SPATE_PIDS_CHECK_MAX_MS
+                                                                        : pi->check_every * 2;
+    }
+    if (pi->check_at < *next) *next = pi->check_at;
     if (!pi->ready && pi->deadline <= now) {
         log_warn("spare instance did not become ready within %d ms: stopped fn=%s instance=%llu",
                  SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);

@@ -10,6 +10,8 @@
  *   INIT_TMP=1          spate_init leaves a file named after its pid in /tmp
  *   INIT_DIE_AFTER_MS=N the instance dies (SIGALRM) N ms after spate_init,
  *                       ready or not, busy or not
+ *   INIT_BOMB=1         spate_init starts a child that forks until it cannot
+ *                       (its pids cgroup's limit), and keeps trying
  * The payload:
  *   pid                 the instance's process id
  *   tmp                 the process id, then the names in /tmp, space-separated
@@ -56,6 +58,14 @@ int spate_init(void)
                 fclose(f);
             }
             for (;;) pause();
+        }
+    }
+    if (getenv("INIT_BOMB") && fork() == 0) {
+        for (;;) {
+            pid_t c = fork();
+            if (c == 0)
+                for (;;) pause();
+            if (c < 0) sleep_ms(10);
         }
     }
     for (long i = 0, n = env_long("INIT_FDS"); i < n; i++)
