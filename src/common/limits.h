@@ -450,8 +450,17 @@
  * cgroups) per function in use, for a cold start that costs a hand-over. */
 #define SPATE_SPARE_IDLE_DEFAULT_MS 60000
 #define SPATE_SPARE_IDLE_CEILING_S 86400
-/* After a node limit refused a spare's start, none is tried for this long. */
+/* Spares for deploys not invoked since start at most this many at once and
+ * this many a second, node-wide (a token bucket): each is a spawn on the
+ * loop (an exec one holds it until its exec, ~10 ms), and a spare for every
+ * deploy of a storm made every deploy and every answer of the node wait. */
+#define SPATE_SPARE_DEPLOY_BURST 4
+#define SPATE_SPARE_DEPLOY_PER_S 4
+/* After a node limit refused a spare's start, none is tried for this long;
+ * after a spare died while it waited, as long, doubled for each one lost in
+ * a row up to this many times (about a minute). */
 #define SPATE_SPARE_RETRY_MS 1000
+#define SPATE_SPARE_LOST_SHIFT_MAX 6
 /* A spare is put off this long while an invocation of its function runs:
  * starting one holds the loop for a moment (an exec spawn until its exec). */
 #define SPATE_SPARE_DEFER_MS 20

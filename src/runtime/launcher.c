@@ -274,3 +274,8 @@ int launcher_pid(const launcher *l)
 {
     return l->z ? zygote_pid(l->z) : 0;
 }
+
+int launcher_exited(const launcher *l)
+{
+    return l->z ? zygote_exited(l->z) : 0;
+}

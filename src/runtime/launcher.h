@@ -52,5 +52,8 @@ int launcher_spawn(launcher *l, const instance_callbacks *cb, void *data, instan
 void launcher_stop(launcher *l);
 /* The zygote's pid (native), or 0. */
 int launcher_pid(const launcher *l);
+/* 1 when its zygote's process has ended and exited is still to come (its end
+ * not read yet): its instances are dying with it, and it forks no more. */
+int launcher_exited(const launcher *l);
 
 #endif

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -640,6 +641,17 @@ uv_loop_t *zygote_loop(const zygote *z)
 int zygote_pid(const zygote *z)
 {
     return z->proc.pid;
+}
+
+int zygote_exited(const zygote *z)
+{
+    if (!z->process_alive) return 1;
+    /* Its end is read by libuv on a later turn of the loop (SIGCHLD); the
+     * zombie is there already. WNOWAIT: libuv still reaps it. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)z->proc.pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return 0;
+    return si.si_pid != 0;
 }
 
 uint32_t *zygote_cancel_counter(zygote *z, const instance *inst)

@@ -46,6 +46,9 @@ void zygote_stop(zygote *z);
 uv_loop_t *zygote_loop(const zygote *z);
 /* Process id of the runner, for logs. */
 int zygote_pid(const zygote *z);
+/* 1 when its process has ended, though spated may not have read its end yet
+ * (then exited is still to come): no instance should be asked of it. */
+int zygote_exited(const zygote *z);
 /* Zygote processes alive in this spated (started and not yet reaped). */
 uint32_t zygote_running(void);
 

@@ -80,7 +80,7 @@ static const opt_def opt_defs[] = {
     {"max-zygotes", OPT_U32, OFF(max_zygotes), 1, SPATE_ZYGOTES_CEILING, 1,
      "zygotes running at once, over all functions; when full the least recently used one "
      "without instances stops, and if none can, an invocation that needs one gets 503 "
-     "zygote_budget",
+     "zygote_budget; also the most spare instances (--spare-idle) the node keeps",
      NULL},
     {"zygote-idle", OPT_U32, OFF(zygote_idle_s), 0, 86400, 1,
      "seconds a function version's zygote runs without instances before it stops (the next "
@@ -88,7 +88,8 @@ static const opt_def opt_defs[] = {
      NULL},
     {"spare-idle", OPT_U32, OFF(spare_idle_s), 0, SPATE_SPARE_IDLE_CEILING_S, 1,
      "seconds a function keeps a spare instance (started ahead, handed to the next invocation "
-     "that finds no instance) after it was last invoked or deployed; 0: no spares",
+     "that finds no instance) after it was last invoked or deployed (at most --max-zygotes "
+     "of them; a burst of deploys gets a few); 0: no spares",
      NULL},
     {"shutdown-grace", OPT_U32, OFF(grace_ms), 0, 3600000, 1,
      "ms in-flight invocations get on SIGTERM", NULL},

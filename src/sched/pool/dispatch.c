@@ -358,6 +358,7 @@ void pool_invoke(pool *p, invocation *inv)
     inv->wait_deadline = pool__now_ms(p) + inv->timeout_ms;
     p->arrived++;
     p->used_at = pool__now_ms(p); /* its version keeps a spare (spares.c) */
+    p->used_by_deploy = 0;
     pinst *pi = pick(p, inv);
     if (pi) {
         if (pi->state == PI_IDLE) pool__unlink_instance(pi);

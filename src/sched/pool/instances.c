@@ -331,6 +331,10 @@ int pool__start_instance(pool *p, pversion *v, int spare)
     pool__activity(p);
     v->ninstances++;
     if (spare) {
+        /* Its process limit is looked at as a busy one's (spares.c). */
+        pi->check_at = pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
+        pi->check_every = SPATE_PIDS_CHECK_MS;
+        pool__arm(p, pi->check_at);
         v->spare = pi;
         p->nspare++;
         p->spares_started++;
@@ -445,6 +449,13 @@ static void grow(pool *p)
         pool__ensure_zygote(p, v);
         return;
     }
+    if (launcher_exited(v->z)) {
+        /* Killed, its end not read yet: its spare and instances die with
+         * it, and a start asked of it would fail a waiting invocation.
+         * What waits waits for its restart (on_zygote_exit, soon). */
+        pool__arm(p, pool__now_ms(p) + SPATE_SPAWN_RETRY_MS);
+        return;
+    }
     while (want-- > 0) {
         if (pool__live(p) >= v->cfg.max_instances) {
             p->refused = 0; /* what waits now waits for the function's own maximum */
@@ -456,7 +467,12 @@ static void grow(pool *p)
             p->refused = 0;
             continue;
         }
-        if (node_live >= node_max) pool__spare_reclaim(p);
+        /* At the node's maximum: other functions' spares give way, as many
+         * as it takes (a reload may have lowered --max-instances below the
+         * spares standing), none when that would not make room. */
+        if (node_live >= node_max && node_live - pool__spares_elsewhere(p) < node_max)
+            while (node_live >= node_max && pool__spare_reclaim(p)) {
+            }
         int rc = node_live < node_max ? pool__start_instance(p, v, 0) : ERR_INSTANCES;
         if (rc == 0) {
             p->refused = 0; /* a zygote's fork may still fail: then it is set again */

@@ -78,17 +78,18 @@ struct pinst {
     enum pi_state state;
     uint64_t since;        /* loop ms: idle since */
     uint64_t deadline;     /* loop ms: end of init (starting) or of the running invocation (busy) */
-    uint64_t check_at;     /* loop ms: next look at its process limit (busy) */
+    uint64_t check_at;     /* loop ms: next look at its process limit (busy, or a spare) */
     uint32_t check_every;  /* ms: the interval after the next look (doubles) */
     uint64_t started;      /* loop ms: the running invocation started (busy) */
     uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */
     int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
-    int never_ready; /* stopped while starting (init took too long) */
-    int ready;       /* a spare that said READY (spares.c) */
-    int was_spare;   /* stopped while a spare: its end does not restart the zygote's idle time */
-    int uncounted;   /* no longer in node_live (a spare given up for another's start) */
-    list_node slink; /* in the node's list of spares while a spare */
+    int never_ready;  /* stopped while starting (init took too long) */
+    int ready;        /* a spare that said READY (spares.c) */
+    int was_spare;    /* stopped while a spare: its end does not restart the zygote's idle time */
+    int deploy_token; /* a spare for a deploy, started with a token (spares.c) */
+    int uncounted;    /* no longer in node_live (a spare given up for another's start) */
+    list_node slink;  /* in the node's list of spares while a spare */
 };
 
 struct pool {
@@ -119,7 +120,10 @@ struct pool {
     uint32_t nspare;
     uint64_t spares_started, spare_handovers;
     uint64_t used_at;
-    uint64_t spare_retry_at; /* loop ms: no spare before this (a node limit refused one) */
+    int used_by_deploy;      /* used_at is a deploy's, not an invocation's */
+    uint64_t spare_retry_at; /* loop ms: no spare before this (a node limit refused one, or
+                              * the last one died waiting) */
+    uint32_t spare_lost;     /* spares that died waiting since one was last handed over */
     uint64_t spare_due;      /* loop ms: a spare put off while an invocation runs starts then */
     uint32_t nprocs;
     uint64_t inst_ms, spare_ms, acct_at;
@@ -263,9 +267,12 @@ void pool__spare_gone(pinst *pi);
 /* From the timer: a spare whose init hangs, or whose pool has not been used
  * for --spare-idle, stops; else lowers *next to when it will. */
 void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next);
-/* At the node's --max-instances: stops a ready spare of another pool and
- * gives its room at once (1), or finds none (0). */
+/* At the node's --max-instances: stops a spare of another pool (one still
+ * starting first, else a ready one) and gives its room at once (1), or
+ * finds none (0). */
 int pool__spare_reclaim(pool *p);
+/* The node's spares that are not p's (what pool__spare_reclaim may stop). */
+uint32_t pool__spares_elsewhere(const pool *p);
 
 /* --- zygotes.c --------------------------------------------------------------- */
 
@@ -275,6 +282,8 @@ int pool__spare_reclaim(pool *p);
  * cannot be refused) it goes over the budget, given back once loaded
  * (pool__zygote_trim). */
 int pool__zygote_reserve(pversion *v, int force);
+/* --max-zygotes, which bounds the node's spares too (spares.c). */
+uint32_t pool__zygote_budget(void);
 /* Whether v's zygote could start now (room, or one that may stop for it). */
 int pool__zygote_room(const pversion *v);
 /* v's launcher started (counted when it is a process) or stopped. */

@@ -13,17 +13,27 @@
  * invocation's path.
  *
  * Spares are cost, so they are bounded and counted:
+ *   - at most --max-zygotes stand on the node (exec launchers take no room
+ *     in that budget); spares for deploys not invoked since start at most
+ *     SPATE_SPARE_DEPLOY_BURST at once and SPATE_SPARE_DEPLOY_PER_S a
+ *     second, node-wide (a deploy storm gets a few, not one each; one
+ *     handed over gives its token back);
  *   - only the active version of a pool used within --spare-idle (an
- *     invocation came, or a deploy) has one; none at a restart, none for an
+ *     invocation came, or a deploy) has one (a reload that lowers it is
+ *     seen at once); none at a restart, none for an
  *     idle function; it stops after --spare-idle without use, with its
  *     zygote (idle stop, eviction: it never keeps a zygote alive), when its
  *     version retires, and when the pool closes;
  *   - it counts against the function's --max (one of its rooms), and the
  *     node's --max-instances, leaving at least one room for work; a start
- *     refused there takes the room of another pool's ready spare
- *     (pool__spare_reclaim);
+ *     refused there takes the room of another pool's spare, starting or
+ *     ready (pool__spare_reclaim);
+ *   - one at its process limit (--pids-max) is stopped, as a busy instance
+ *     is, and counts as a failed start;
  *   - none while the function's instances fail to start (fail_streak) or a
- *     node limit refused the last one (spare_retry_at);
+ *     node limit refused the last one (spare_retry_at); one that died while
+ *     it waited is replaced after SPATE_SPARE_RETRY_MS, doubled for each
+ *     lost in a row since the last hand-over (spare_lost);
  *   - the instance-seconds of every instance, and of spares apart, are
  *     counted per pool (stats, /metrics) and for the node.
  *
@@ -36,6 +46,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "runtime/isolate.h"
 #include "sched/pool/internal.h"
 
 static uint32_t idle_ms = SPATE_SPARE_IDLE_DEFAULT_MS;
@@ -45,10 +56,34 @@ static list_node spares = {&spares, &spares};
 static uint32_t nspares;
 static uint64_t spare_ms, acct_at;
 static uint64_t nstarted, nhandovers, nidle_stopped, nreclaimed, nlost;
+/* The token bucket of spares for deploys (SPATE_SPARE_DEPLOY_*). */
+static double deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
+static uint64_t deploy_tokens_at;
 
 static uint64_t mono_ms(void)
 {
     return clock_mono_ns() / 1000000u;
+}
+
+/* Whether a spare for a deploy may start now; takes its token. */
+static int deploy_token(void)
+{
+    uint64_t now = mono_ms();
+    if (deploy_tokens_at)
+        deploy_tokens += (double)(now - deploy_tokens_at) * SPATE_SPARE_DEPLOY_PER_S / 1000.0;
+    deploy_tokens_at = now;
+    if (deploy_tokens > SPATE_SPARE_DEPLOY_BURST) deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
+    if (deploy_tokens < 1) return 0;
+    deploy_tokens -= 1;
+    return 1;
+}
+
+/* A deploy's spare that served (handed over: a deploy then its invocation,
+ * as a developer at work or bench/invoke do) costs no token. */
+static void give_back_token(void)
+{
+    deploy_tokens += 1;
+    if (deploy_tokens > SPATE_SPARE_DEPLOY_BURST) deploy_tokens = SPATE_SPARE_DEPLOY_BURST;
 }
 
 static void node_account(void)
@@ -111,6 +146,8 @@ int pool__spare_take(pool *p, pversion *v)
         return 0;
     }
     forget(pi);
+    if (pi->deploy_token) give_back_token();
+    p->spare_lost = 0;
     p->spare_handovers++;
     nhandovers++;
     pool__zygote_touch(v);
@@ -144,7 +181,11 @@ static void start_spare(pool *p, pversion *v)
      * starts (pool__grow). (A deploy's version: the old one's idle
      * instances retire once it is active.) */
     if ((v == p->active && p->nidle > 0) || p->nwaiting > 0) return;
-    if (p->fail_streak > 0 || p->restart_at > now || p->spare_retry_at > now) return;
+    if (p->fail_streak > 0 || p->restart_at > now) return;
+    if (p->spare_retry_at > now) {
+        if (p->spare_retry_at < p->used_at + idle_ms) pool__arm(p, p->spare_retry_at);
+        return;
+    }
     if (pool__live(p) >= v->cfg.max_instances || p->nstarting >= SPATE_STARTING_MAX) return;
     /* One room of --max-instances stays for work. */
     if ((uint64_t)pool_node_live() + 1 >= pool_node_max()) return;
@@ -161,9 +202,18 @@ static void start_spare(pool *p, pversion *v)
             return;
         }
     }
+    /* At most --max-zygotes of them: an exec launcher takes no room in
+     * that budget (a native spare's zygote does), and 300 exec functions
+     * deployed held 300 spares. */
+    if (nspares >= pool__zygote_budget()) return;
+    /* Deployed and not invoked since: a storm of deploys gets a few. */
+    int token = p->used_by_deploy;
+    if (token && !deploy_token()) return;
     p->spare_due = 0;
     int rc = pool__start_instance(p, v, 1);
+    if (rc == 0) v->spare->deploy_token = token;
     if (rc != 0) {
+        if (token) give_back_token();
         log_debug("cannot start a spare instance: %s fn=%s version=%u", err_str(rc), p->name,
                   v->number);
         p->spare_retry_at = now + SPATE_SPARE_RETRY_MS;
@@ -210,8 +260,16 @@ void pool__spare_ready(pinst *pi)
 
 void pool__spare_gone(pinst *pi)
 {
+    pool *p = pi->pool;
     forget(pi);
     nlost++;
+    /* Its successor waits, longer at each one lost in a row: a function
+     * whose instances die a moment after READY had a new spare forked and
+     * initialised about thirty times a second, for --spare-idle. */
+    uint32_t shift =
+        p->spare_lost < SPATE_SPARE_LOST_SHIFT_MAX ? p->spare_lost : SPATE_SPARE_LOST_SHIFT_MAX;
+    p->spare_lost++;
+    p->spare_retry_at = pool__now_ms(p) + ((uint64_t)SPATE_SPARE_RETRY_MS << shift);
 }
 
 void pool__spare_limited(pool *p)
@@ -223,6 +281,29 @@ static void check_timer(pool *p, pversion *v, uint64_t now, uint64_t *next)
 {
     pinst *pi = v->spare;
     if (!pi) return;
+    /* At its process limit (a fork bomb in spate_init, or started from
+     * it): stopped as a busy instance is (timer.c), or it held --pids-max
+     * processes of the node's --max-processes until --spare-idle ran out. */
+    if (pi->check_at <= now) {
+        if (instance_at_pids_limit(pi->inst)) {
+            uint32_t max = isolate_get()->pids_max;
+            log_warn("spare instance went past its limit of %u processes and threads (spated "
+                     "--pids-max): stopped fn=%s instance=%llu",
+                     max, p->name, (unsigned long long)pi->inst->id);
+            fnlog_platform(p->log, pi->inst->id, v->number, NULL,
+                           "spare instance went past its limit of %u processes and threads "
+                           "(spated --pids-max): stopped",
+                           max);
+            instance_stop_forks(pi->inst);
+            pool__instance_failed(p);
+            pool__spare_stop(v);
+            return;
+        }
+        pi->check_at = now + pi->check_every;
+        pi->check_every = pi->check_every * 2 > SPATE_PIDS_CHECK_MAX_MS ? SPATE_PIDS_CHECK_MAX_MS
+                                                                        : pi->check_every * 2;
+    }
+    if (pi->check_at < *next) *next = pi->check_at;
     if (!pi->ready && pi->deadline <= now) {
         log_warn("spare instance did not become ready within %d ms: stopped fn=%s instance=%llu",
                  SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
@@ -258,22 +339,42 @@ void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next)
 
 int pool__spare_reclaim(pool *p)
 {
+    /* One still starting first (its start is not done, and may never be:
+     * a spate_init that takes its time), else a ready one. A starting one
+     * gives way too: spares of slow-starting functions held every room but
+     * the one kept for work, and a second call of another function was
+     * refused 503 instances_exhausted. */
+    pinst *pick = NULL;
     for (list_node *n = list_first(&spares); n != &spares; n = n->next) {
         pinst *pi = list_entry(n, pinst, slink);
-        if (pi->pool == p || !pi->ready) continue;
-        log_debug("spare instance stopped for a start at --max-instances fn=%s, for fn=%s",
-                  pi->pool->name, p->name);
-        nreclaimed++;
-        pool__spare_stop(pi->ver);
-        pool__uncount(pi);
-        return 1;
+        if (pi->pool == p) continue;
+        if (!pick || (pick->ready && !pi->ready)) pick = pi;
+        if (!pick->ready) break;
     }
-    return 0;
+    if (!pick) return 0;
+    log_debug("spare instance stopped for a start at --max-instances fn=%s, for fn=%s",
+              pick->pool->name, p->name);
+    nreclaimed++;
+    pool__spare_stop(pick->ver);
+    pool__uncount(pick);
+    return 1;
+}
+
+uint32_t pool__spares_elsewhere(const pool *p)
+{
+    return nspares - p->nspare;
 }
 
 void pool_set_spare_idle(uint32_t ms)
 {
+    if (ms == idle_ms) return;
     idle_ms = ms;
+    /* The spares that stand look again now (their pools' timers were set
+     * for the old idle time: --spare-idle 0 by a reload left them a minute). */
+    for (list_node *n = list_first(&spares); n != &spares; n = n->next) {
+        pool *p = list_entry(n, pinst, slink)->pool;
+        pool__arm(p, pool__now_ms(p));
+    }
 }
 
 void pool_spare_stats_get(pool_spare_stats *out)

@@ -230,6 +230,7 @@ int pool_load_version(pool *p, const pool_version_spec *spec, pool_load_cb cb, v
     v->load_cb = cb;
     v->load_data = data;
     p->used_at = pool__now_ms(p); /* a first invocation is likely soon: a spare waits for it */
+    p->used_by_deploy = 1;
     int rc = start_zygote(p, v, 1);
     if (rc != 0) {
         pool__limit_count(rc); /* the deploy is refused with it */

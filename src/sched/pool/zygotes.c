@@ -103,6 +103,11 @@ int pool__zygote_reserve(pversion *v, int force)
     return ERR_BUSY;
 }
 
+uint32_t pool__zygote_budget(void)
+{
+    return budget;
+}
+
 int pool__zygote_room(const pversion *v)
 {
     return !is_process(v) || ncounted < budget || least_recent() != NULL;
