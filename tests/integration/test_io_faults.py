@@ -1,0 +1,221 @@
+"""spated with its store's disk failing (issue 21, item 2): the SQLite files
+through the failing VFS (src/store/faultvfs.c) and the artifact files
+(src/store/artifacts.c) fail the writes, fsyncs or renames a control file
+names (SPATE_FAIL_IO, src/common/failio.h), changed while spated runs.
+
+A publish whose commit fails answers 503 store_unavailable; /v1/status says
+the store is unhealthy and /metrics counts the failures; once the fault is
+cleared spated commits again by itself (no restart); every acknowledged
+message runs, after the fault and after a kill -9 and a restart. A deploy
+whose artifact cannot be written answers 503 and leaves no file behind.
+
+Needs spated built with -DSPATE_FAILPOINTS=ON (the ASan build of make
+sanitize); skipped otherwise."""
+
+import hashlib
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import BUILD, Spated, add_trigger, deploy_recorder, seen, topic_stats, wait_for
+
+
+def failpoints_built():
+    cache = BUILD / "CMakeCache.txt"
+    return cache.exists() and re.search(r"^SPATE_FAILPOINTS:BOOL=ON$", cache.read_text(), re.M)
+
+
+pytestmark = pytest.mark.skipif(not failpoints_built(),
+                                reason="spated built without -DSPATE_FAILPOINTS=ON")
+
+TOPIC = "iofaults"
+
+
+@pytest.fixture(autouse=True)
+def _no_spated_left(monkeypatch):
+    """Every spated a test here starts is killed at its end, even when an
+    assertion stopped it half-way."""
+    started = []
+    start = Spated.start
+
+    def tracked(self, *args, **kwargs):
+        started.append(self)
+        return start(self, *args, **kwargs)
+
+    monkeypatch.setattr(Spated, "start", tracked)
+    yield
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def faulty(tmp_path):
+    """A spated (not started) whose store's files fail as tmp_path/faults
+    says, and a function that sets what it says (None: nothing fails)."""
+    ctl = tmp_path / "faults"
+
+    def set_faults(rules):
+        # A new file renamed over the old one: spated never reads half of it.
+        tmp = tmp_path / "faults.new"
+        tmp.write_text(rules or "")
+        os.replace(tmp, ctl)
+        time.sleep(0.2)  # spated looks at it at most every 50 ms
+
+    set_faults(None)
+    return Spated(tmp_path, prefix=["env", f"SPATE_FAIL_IO={ctl}"]), set_faults
+
+
+def status_store(d):
+    status, doc = d.json("GET", "/v1/status")
+    assert status == 200, doc
+    return doc["store"]
+
+
+def store_errors(d, op):
+    _, _, body = d.request("GET", "/metrics")
+    m = re.search(rf'^spate_store_errors_total{{op="{op}"}} (\d+)$', body.decode(), re.M)
+    assert m, body.decode()[-2000:]
+    return int(m.group(1))
+
+
+def publish(d, payload):
+    status, _, body = d.request("POST", f"/v1/topics/{TOPIC}/messages", payload.encode(),
+                                timeout=20)
+    return status, body
+
+
+@pytest.mark.parametrize("rule, says", [("sync wal", "I/O error"), ("write wal", "I/O error"),
+                                        ("full wal", "disk")])
+def test_publishes_while_the_store_fails(functions, tmp_path, rule, says):
+    d, set_faults = faulty(tmp_path)
+    d.start()
+    rec = deploy_recorder(d, functions, tmp_path)
+    add_trigger(d, TOPIC, "rec")
+    acknowledged = []
+    for i in range(5):
+        assert publish(d, f"before{i}")[0] == 202
+        acknowledged.append(f"before{i}")
+    assert status_store(d)["healthy"] is True
+
+    set_faults(rule)
+    for i in range(5):
+        status, body = publish(d, f"during{i}")
+        assert status == 503, (rule, status, body)
+        assert b'"store_unavailable"' in body and says.encode() in body, body
+    st = status_store(d)
+    assert st["healthy"] is False and st["error"] and st["since_ms"] > 0, st
+    assert st["errors"]["commit"] >= 5, st
+    assert store_errors(d, "commit") >= 5
+    # Rate-limited: one line a second at most (and the count of the others).
+    lines = re.findall(r"store: transaction of \d+ operations failed", d.log())
+    assert 1 <= len(lines) <= 10, d.log()[-3000:]
+    assert re.search(r"failio: injected: " + rule, d.log()), d.log()[-3000:]
+
+    # The fault clears: spated commits again by itself (its probe), no restart.
+    set_faults(None)
+    assert wait_for(lambda: status_store(d)["healthy"], timeout=10), status_store(d)
+    assert re.search(r"store: commits again after \d+ failed transactions", d.log()), d.log()
+    for i in range(5):
+        assert publish(d, f"after{i}")[0] == 202
+        acknowledged.append(f"after{i}")
+    assert wait_for(lambda: set(acknowledged) <= set(seen(rec)), timeout=30), (
+        sorted(set(acknowledged) - set(seen(rec))), d.log()[-4000:])
+    assert not set(seen(rec)) & {f"during{i}" for i in range(5)}, "a refused message ran"
+    assert wait_for(lambda: topic_stats(d, TOPIC)["depth"] == 0, timeout=30), topic_stats(d, TOPIC)
+
+    # A fault with work in flight, then a crash: nothing acknowledged lost.
+    for i in range(5):
+        assert publish(d, f"sleep:300:{rule[0]}{i}")[0] == 202
+        acknowledged.append(f"sleep:300:{rule[0]}{i}")
+    wait_for(lambda: any(p.startswith("sleep:") for p in seen(rec)), timeout=10)
+    set_faults(rule)  # the acknowledgements and snapshots fail now
+    time.sleep(1)
+    d.stop(sig=signal.SIGKILL)
+
+    d = Spated(tmp_path).start()  # without faults
+    try:
+        assert wait_for(lambda: set(acknowledged) <= set(seen(rec)), timeout=30), (
+            sorted(set(acknowledged) - set(seen(rec))), d.log()[-4000:])
+        assert wait_for(lambda: topic_stats(d, TOPIC)["depth"] == 0, timeout=30)
+    finally:
+        assert d.stop() == 0, d.log()[-4000:]
+
+
+def dead_letters(d, topic):
+    status, _, body = d.request("GET", f"/v1/topics/{topic}/messages?limit=1000")
+    return re.findall(r'"payload":\s*"([^"]*)"', body.decode()) if status == 200 else []
+
+
+def test_retries_and_acks_while_the_store_fails(functions, tmp_path):
+    """Messages failing (retried, then dead-lettered) and succeeding
+    (acknowledged) while the disk fails, then a crash: every message comes
+    back and settles, the failing ones in the dead-letter topic."""
+    d, set_faults = faulty(tmp_path)
+    d.start()
+    rec = deploy_recorder(d, functions, tmp_path, sleep_us=20000)
+    status, doc = d.json("PUT", f"/v1/triggers/{TOPIC}/rec?max_attempts=3")
+    assert status == 201, doc
+    fails = [f"fail{i}" for i in range(4)]
+    sent = fails + [f"ok{i}" for i in range(8)]
+    for p in sent:
+        assert publish(d, p)[0] == 202
+    set_faults("sync wal")
+    # The failures' retries, the dead letters and the acknowledgements are
+    # written (and fail) while the disk fails.
+    assert wait_for(lambda: set(sent) <= set(seen(rec)), timeout=30), seen(rec)
+    time.sleep(1.5)
+    set_faults(None)
+    assert wait_for(lambda: status_store(d)["healthy"], timeout=10), status_store(d)
+    time.sleep(0.3)
+    d.stop(sig=signal.SIGKILL)
+
+    d = Spated(tmp_path).start()
+    try:
+        assert wait_for(lambda: topic_stats(d, TOPIC)["depth"] == 0, timeout=30), (
+            topic_stats(d, TOPIC), d.log()[-4000:])
+        assert wait_for(lambda: set(fails) <= set(dead_letters(d, f"{TOPIC}.dlq")), timeout=10), (
+            dead_letters(d, f"{TOPIC}.dlq"), d.log()[-4000:])
+        assert not {p for p in dead_letters(d, f"{TOPIC}.dlq") if p.startswith("ok")}
+    finally:
+        assert d.stop() == 0, d.log()[-4000:]
+
+
+def artifact_files(data):
+    return sorted(str(p.relative_to(data)) for p in (data / "artifacts").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("rule", ["write artifact", "sync artifact", "full artifact",
+                                  "rename artifact"])
+def test_deploy_while_artifact_files_fail(functions, tmp_path, rule):
+    d, set_faults = faulty(tmp_path)
+    d.start()
+    body = functions["recorder"].read_bytes()
+    sha = hashlib.sha256(body).hexdigest()
+    set_faults(rule)
+    status, doc = d.json("PUT", f"/v1/functions/rec?env=RECORD%3D{tmp_path}/rec.log", body)
+    assert status == 503, doc
+    assert doc["code"] == "store_unavailable", doc
+    # Nothing left behind: no artifact, no partial file, no function.
+    assert artifact_files(d.data) == [], artifact_files(d.data)
+    assert list((d.data / "tmp").iterdir()) == []
+    assert d.json("GET", "/v1/functions/rec")[0] == 404
+    st = status_store(d)
+    assert not st["healthy"] and st["errors"]["artifact"] >= 1, st
+    assert store_errors(d, "artifact") >= 1
+
+    set_faults(None)
+    deploy_recorder(d, functions, tmp_path)  # asserts 200/201
+    assert status_store(d)["healthy"], status_store(d)
+    assert artifact_files(d.data) == [f"artifacts/{sha[:2]}/{sha}"]
+    d.stop(sig=signal.SIGKILL)
+    d = Spated(tmp_path).start()
+    try:
+        status, out = d.invoke("rec", b"after-restart")
+        assert status == 200, out
+        assert "after-restart" in seen(tmp_path / "rec.log")
+    finally:
+        assert d.stop() == 0, d.log()[-4000:]
