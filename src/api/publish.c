@@ -137,7 +137,7 @@ static void on_published(void *data, int status, uint64_t first)
                            "have been stored: publish again");
     } else if (status != 0) {
         http_respond_error(req, 503, "store_unavailable",
-                           "the store failed (%s: disk full or I/O error); nothing was published",
+                           "the store failed (%s); nothing was published",
                            err_str(status));
     } else {
         char body[160];

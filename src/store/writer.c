@@ -82,8 +82,17 @@ static int status_of(int rc)
 
 static void note_failure(writer *w, int rc, size_t nops)
 {
+    int ext = sqlite3_extended_errcode(w->db);
+    const char *call = ext == SQLITE_IOERR_FSYNC || ext == SQLITE_IOERR_DIR_FSYNC   ? "an fsync"
+                       : ext == SQLITE_IOERR_WRITE                                  ? "a write"
+                       : ext == SQLITE_IOERR_READ || ext == SQLITE_IOERR_SHORT_READ ? "a read"
+                       : ext == SQLITE_FULL ? "a write: the disk is full"
+                                            : NULL;
     char what[160];
-    snprintf(what, sizeof what, "%s (%s)", sqlite3_errmsg(w->db), sqlite3_errstr(rc));
+    if (call)
+        snprintf(what, sizeof what, "%s (%s failed)", sqlite3_errmsg(w->db), call);
+    else
+        snprintf(what, sizeof what, "%s (SQLite code %d)", sqlite3_errmsg(w->db), ext);
     store_health_failed(STORE_OP_COMMIT, what);
     int64_t now = clock_now_ms();
     if (w->failed_run++ == 0) w->failed_since_ms = now;
@@ -92,11 +101,10 @@ static void note_failure(writer *w, int rc, size_t nops)
         return;
     }
     w->logged_ms = now;
-    log_error("store: transaction of %zu operations failed: %s, extended code %d; rolled back, "
-              "its operations failed (%llu failed transactions since %lld ms ago, %llu not "
-              "logged)",
-              nops, what, rc, (unsigned long long)w->failed_run,
-              (long long)(now - w->failed_since_ms), (unsigned long long)w->unlogged);
+    log_error("store: transaction of %zu operations failed: %s; rolled back, its operations "
+              "failed (%llu failed transactions since %lld ms ago, %llu not logged)",
+              nops, what, (unsigned long long)w->failed_run, (long long)(now - w->failed_since_ms),
+              (unsigned long long)w->unlogged);
     w->unlogged = 0;
 }
 

@@ -13,6 +13,7 @@ Needs spated built with -DSPATE_FAILPOINTS=ON (the ASan build of make
 sanitize); skipped otherwise."""
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -88,8 +89,9 @@ def publish(d, payload):
     return status, body
 
 
-@pytest.mark.parametrize("rule, says", [("sync wal", "I/O error"), ("write wal", "I/O error"),
-                                        ("full wal", "disk")])
+@pytest.mark.parametrize("rule, says", [("sync wal", "input/output error"),
+                                        ("write wal", "input/output error"),
+                                        ("full wal", "no space left on the store's disk")])
 def test_publishes_while_the_store_fails(functions, tmp_path, rule, says):
     d, set_faults = faulty(tmp_path)
     d.start()
@@ -180,6 +182,55 @@ def test_retries_and_acks_while_the_store_fails(functions, tmp_path):
         assert wait_for(lambda: set(fails) <= set(dead_letters(d, f"{TOPIC}.dlq")), timeout=10), (
             dead_letters(d, f"{TOPIC}.dlq"), d.log()[-4000:])
         assert not {p for p in dead_letters(d, f"{TOPIC}.dlq") if p.startswith("ok")}
+    finally:
+        assert d.stop() == 0, d.log()[-4000:]
+
+
+def sqs(d, action, doc):
+    headers = {"X-Amz-Target": "AmazonSQS." + action,
+               "Content-Type": "application/x-amz-json-1.0"}
+    status, _, body = d.request("POST", "/", json.dumps(doc).encode(), headers, timeout=20)
+    return status, json.loads(body) if body else {}
+
+
+def test_sqs_sends_while_the_store_fails(tmp_path):
+    """SendMessage whose commit fails answers 503 ServiceUnavailable; every
+    send answered 200 is received after the fault and a kill -9."""
+    d, set_faults = faulty(tmp_path)
+    d.start()
+    status, doc = sqs(d, "CreateQueue", {"QueueName": "q"})
+    assert status == 200, doc
+    url = doc["QueueUrl"]
+    sent = set()
+    for rule in ("sync wal", "full wal"):
+        for i in range(3):
+            status, doc = sqs(d, "SendMessage", {"QueueUrl": url, "MessageBody": f"{rule}-ok{i}"})
+            assert status == 200, doc
+            sent.add(f"{rule}-ok{i}")
+        set_faults(rule)
+        for i in range(3):
+            status, doc = sqs(d, "SendMessage", {"QueueUrl": url, "MessageBody": f"{rule}-no{i}"})
+            assert status == 503, doc
+            assert "ServiceUnavailable" in json.dumps(doc) and "nothing was stored" in \
+                json.dumps(doc), doc
+        set_faults(None)
+        assert wait_for(lambda: status_store(d)["healthy"], timeout=10), status_store(d)
+    d.stop(sig=signal.SIGKILL)
+
+    d = Spated(tmp_path).start()
+    try:
+        got = set()
+        deadline = time.time() + 30
+        while not sent <= got and time.time() < deadline:
+            status, doc = sqs(d, "ReceiveMessage", {"QueueUrl": url, "MaxNumberOfMessages": 10,
+                                                    "WaitTimeSeconds": 1})
+            assert status == 200, doc
+            for m in doc.get("Messages", []):
+                got.add(m["Body"])
+                assert sqs(d, "DeleteMessage", {"QueueUrl": url,
+                                                "ReceiptHandle": m["ReceiptHandle"]})[0] == 200
+        assert sent <= got, sorted(sent - got)
+        assert not {b for b in got if "-no" in b}, got
     finally:
         assert d.stop() == 0, d.log()[-4000:]
 
