@@ -148,7 +148,7 @@ static int run_batch(writer *w, list_node *batch)
         if (status == 0 && op->read) {
             int rrc = op->read(w->db, op);
             if (rrc != SQLITE_OK) {
-                op->status = status_of(rrc) == ERR_STORE ? ERR_STORE : status_of(rrc);
+                op->status = status_of(rrc);
                 store_health_failed(STORE_OP_READ, sqlite3_errmsg(w->db));
             } else {
                 store_health_ok(STORE_OP_READ);

@@ -112,6 +112,8 @@ def test_publishes_while_the_store_fails(functions, tmp_path, rule, says):
     assert st["healthy"] is False and st["error"] and st["since_ms"] > 0, st
     assert st["errors"]["commit"] >= 5, st
     assert store_errors(d, "commit") >= 5
+    out = d.cli("status").stdout.decode()
+    assert re.search(r"^store +FAILING: commit: ", out, re.M), out
     # Rate-limited: one line a second at most (and the count of the others).
     lines = re.findall(r"store: transaction of \d+ operations failed", d.log())
     assert 1 <= len(lines) <= 10, d.log()[-3000:]
@@ -121,6 +123,7 @@ def test_publishes_while_the_store_fails(functions, tmp_path, rule, says):
     set_faults(None)
     assert wait_for(lambda: status_store(d)["healthy"], timeout=10), status_store(d)
     assert re.search(r"store: commits again after \d+ failed transactions", d.log()), d.log()
+    assert re.search(r"^store +healthy; ", d.cli("status").stdout.decode(), re.M)
     for i in range(5):
         assert publish(d, f"after{i}")[0] == 202
         acknowledged.append(f"after{i}")

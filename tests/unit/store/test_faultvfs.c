@@ -117,6 +117,16 @@ static void test_rules(void)
     CHECK_INT(insert(db, 11), SQLITE_OK);
     CHECK_INT(count(db), 5); /* 1, 6, 8, 10, 11 */
 
+    /* A checkpoint that cannot write the database fails; the log keeps
+     * every commit meanwhile, and the next checkpoint moves them. */
+    set_faults("write db\n");
+    CHECK_INT(insert(db, 100), SQLITE_OK);
+    CHECK_INT(exec(db, "PRAGMA wal_checkpoint(TRUNCATE)"), SQLITE_IOERR_WRITE);
+    CHECK_INT(insert(db, 101), SQLITE_OK);
+    set_faults("");
+    CHECK_INT(count(db), 7);
+    CHECK_INT(exec(db, "DELETE FROM t WHERE v >= 100"), SQLITE_OK);
+
     /* A read of the database's pages (a new connection has no cache). */
     sqlite3 *rd = NULL;
     CHECK_INT(exec(db, "PRAGMA wal_checkpoint(TRUNCATE)"), SQLITE_OK);
