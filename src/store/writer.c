@@ -319,8 +319,9 @@ static void on_async(uv_async_t *a)
                 w->stats.failures++;
                 if (op->done) op->done(op, ERR_IO);
             }
-            log_error("store: stopped with the store failing: what was not committed is lost "
-                      "(nothing that was acknowledged)");
+            log_error("store: stopped with the store failing: the last acknowledgements and "
+                      "progress of triggers were not saved (their messages run again after the "
+                      "restart; no acknowledged publish is lost)");
             finish_stop(w);
             return;
         }

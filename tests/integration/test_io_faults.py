@@ -273,3 +273,29 @@ def test_deploy_while_artifact_files_fail(functions, tmp_path, rule):
         assert "after-restart" in seen(tmp_path / "rec.log")
     finally:
         assert d.stop() == 0, d.log()[-4000:]
+
+
+def test_stop_while_the_store_fails(functions, tmp_path):
+    """SIGTERM while every commit fails: spated stops (a few tries, then what
+    is left fails) rather than hang, and a clean start loses nothing."""
+    d, set_faults = faulty(tmp_path)
+    d.start()
+    rec = deploy_recorder(d, functions, tmp_path, sleep_us=200000)
+    add_trigger(d, TOPIC, "rec")
+    sent = [f"s{i}" for i in range(6)]
+    for p in sent:
+        assert publish(d, p)[0] == 202
+    wait_for(lambda: seen(rec), timeout=10)
+    set_faults("sync wal")
+    assert publish(d, "refused")[0] == 503
+    assert d.stop(timeout=30) == 0, d.log()[-4000:]
+    assert re.search(r"store: stopped with the store failing", d.log()), d.log()[-4000:]
+
+    d = Spated(tmp_path).start()
+    try:
+        assert wait_for(lambda: set(sent) <= set(seen(rec)), timeout=30), (
+            sorted(set(sent) - set(seen(rec))), d.log()[-4000:])
+        assert wait_for(lambda: topic_stats(d, TOPIC)["depth"] == 0, timeout=30)
+        assert "refused" not in seen(rec)
+    finally:
+        assert d.stop() == 0, d.log()[-4000:]
