@@ -120,7 +120,7 @@ static void note_success(writer *w)
     store_health_ok(STORE_OP_COMMIT);
 }
 
-/* Runs one batch as one transaction; nonzero when it failed. */
+/* Runs one batch as one transaction; nonzero when it or a read failed. */
 static int run_batch(writer *w, list_node *batch)
 {
     /* A failure may leave the transaction open (SQLite rolls back by itself
@@ -140,7 +140,7 @@ static int run_batch(writer *w, list_node *batch)
     } else {
         note_success(w);
     }
-    int status = status_of(rc);
+    int status = status_of(rc), read_failed = 0;
     for (list_node *n = list_first(batch); n != batch; n = n->next) {
         wop *op = list_entry(n, wop, link);
         op->status = status;
@@ -148,6 +148,7 @@ static int run_batch(writer *w, list_node *batch)
         if (status == 0 && op->read) {
             int rrc = op->read(w->db, op);
             if (rrc != SQLITE_OK) {
+                read_failed = 1;
                 op->status = status_of(rrc);
                 store_health_failed(STORE_OP_READ, sqlite3_errmsg(w->db));
             } else {
@@ -155,7 +156,9 @@ static int run_batch(writer *w, list_node *batch)
             }
         }
     }
-    return rc != SQLITE_OK;
+    /* A failed read holds the next batch back as a failed commit does: what
+     * reads again (a lagging trigger's fetch) waits for the backoff. */
+    return rc != SQLITE_OK || read_failed;
 }
 
 static void thread_main(void *arg)
