@@ -26,50 +26,6 @@
 #include "test.h"
 
 #ifndef SPATE_FAILPOINTS
-static int available;
-
-static void on_available(queue_sub *sub, void *data)
-{
-    available++;
-}
-
-/* A trigger that must read its messages from the store (at start, all are
- * there only) while reads fail: once they work again it reads them and says
- * so by itself, with nothing leased nor published meanwhile (before, it
- * waited for a lease that nothing would ask for). */
-static void test_lagging_read_retried(void)
-{
-    char dir[300], got[64];
-    snprintf(dir, sizeof dir, "%s/lag", root);
-    store *st;
-    queue *q;
-    CHECK_INT(open_queue(dir, &st, &q), 0);
-    CHECK_INT(subscribe(q, "t", "f"), 0);
-    result r = {0};
-    publish_async(q, "t", "stored", &r);
-    run_until(&r.done);
-    CHECK_INT(r.status, 0);
-    close_queue(st, q);
-
-    CHECK_INT(open_queue(dir, &st, &q), 0); /* its fetch is queued, not yet run */
-    queue_events ev = {.available = on_available};
-    queue_set_events(q, &ev);
-    set_faults("read any\n");
-    run_for(300);
-    store_health h;
-    store_health_get(&h);
-    CHECK(h.failing[STORE_OP_READ]);
-    available = 0;
-    set_faults("");
-    run_for(1500); /* the writer's backoff, then the read */
-    CHECK(available > 0);
-    store_health_get(&h);
-    CHECK(h.healthy);
-    lease_one(q, "t", "f", 100, got, sizeof got);
-    CHECK_STR(got, "stored");
-    close_queue(st, q);
-}
-
 int main(void)
 {
     fprintf(stderr, "skipped: built without SPATE_FAILPOINTS (cmake -DSPATE_FAILPOINTS=ON)\n");
