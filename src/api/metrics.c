@@ -33,6 +33,7 @@
 #include "common/limits.h"
 #include "sched/functions.h"
 #include "sched/triggers.h"
+#include "common/storehealth.h"
 
 #define LABELS_MAX 256
 
@@ -523,6 +524,22 @@ static void write_limits(scrape *s, const pool_headroom *h)
                (unsigned long long)h->memory_available);
 }
 
+/* The store's disk (store/health.h). */
+static void write_store_health(scrape *s)
+{
+    store_health sh;
+    store_health_get(&sh);
+    family(s, "spate_store_errors_total", "counter",
+           "Failures of the store's disk: op commit (a transaction: I/O error, disk full), read "
+           "(messages read back), artifact (an artifact's write, fsync or rename).");
+    for (int i = 0; i < STORE_OPS; i++)
+        buf_printf(&s->out, "spate_store_errors_total{op=\"%s\"} %llu\n", store_op_label(i),
+                   (unsigned long long)sh.errors[i]);
+    family(s, "spate_store_healthy", "gauge",
+           "1 when the store's last commit, read and artifact write succeeded, 0 while one fails.");
+    buf_printf(&s->out, "spate_store_healthy %d\n", sh.healthy ? 1 : 0);
+}
+
 static void write_process(scrape *s)
 {
     char stat[1024];
@@ -562,6 +579,7 @@ static void write_process(scrape *s)
         buf_printf(&s->out, "process_max_fds %llu\n", (unsigned long long)h.descriptors_max);
     }
     write_limits(s, &h);
+    write_store_health(s);
 
     const api_nodes *nodes = &s->a->nodes;
     if (nodes->json) {

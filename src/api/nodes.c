@@ -4,6 +4,8 @@
  */
 #include "api/internal.h"
 
+#include "common/storehealth.h"
+
 void api_nodes_list(api *a, http_request *req)
 {
     cJSON *doc = cJSON_CreateObject();
@@ -85,5 +87,21 @@ void api_status(api *a, http_request *req)
     cJSON_AddNumberToObject(sp, "reclaimed", (double)ss.reclaimed);
     cJSON_AddNumberToObject(sp, "lost", (double)ss.lost);
     cJSON_AddNumberToObject(sp, "instance_seconds", ss.seconds);
+    /* The store's disk (store/health.h): unhealthy from a failure until the
+     * same operation succeeds again. */
+    store_health sh;
+    store_health_get(&sh);
+    cJSON *st = cJSON_AddObjectToObject(doc, "store");
+    cJSON_AddBoolToObject(st, "healthy", sh.healthy);
+    if (sh.healthy) {
+        cJSON_AddNullToObject(st, "error");
+        cJSON_AddNullToObject(st, "since_ms");
+    } else {
+        cJSON_AddStringToObject(st, "error", sh.error);
+        cJSON_AddNumberToObject(st, "since_ms", (double)sh.since_ms);
+    }
+    cJSON *errs = cJSON_AddObjectToObject(st, "errors");
+    for (int i = 0; i < STORE_OPS; i++)
+        cJSON_AddNumberToObject(errs, store_op_label(i), (double)sh.errors[i]);
     api_respond_json(req, 200, doc);
 }

@@ -137,8 +137,7 @@ static void on_published(void *data, int status, uint64_t first)
                            "have been stored: publish again");
     } else if (status != 0) {
         http_respond_error(req, 503, "store_unavailable",
-                           "the store failed (%s: disk full or I/O error); nothing was published",
-                           err_str(status));
+                           "the store failed (%s); nothing was published", err_str(status));
     } else {
         char body[160];
         /* first 0: a cluster's stream, whose numbers the publish does not learn. */

@@ -451,6 +451,18 @@ static int node_status(const cli *c)
         printf("%-14s %s; %.0f refused (%s)\n", l->string, what, cli_json_num(l, "refused"),
                cli_json_str(l, "code"));
     }
+    /* The store's disk (an older spated has no "store"). */
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "store");
+    if (st) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(st, "errors");
+        char counts[160];
+        snprintf(counts, sizeof counts, "%.0f commit, %.0f read, %.0f artifact errors since start",
+                 cli_json_num(e, "commit"), cli_json_num(e, "read"), cli_json_num(e, "artifact"));
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st, "healthy")))
+            printf("%-14s healthy; %s\n", "store", counts);
+        else
+            printf("%-14s FAILING: %s; %s\n", "store", cli_json_str(st, "error"), counts);
+    }
     return cli_finish(&r, doc, 0);
 }
 

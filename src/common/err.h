@@ -37,6 +37,7 @@
     X(TIMEOUT, "timed out")                                                                        \
     X(NOTSUP, "not supported here")                                                                \
     X(STORE, "store error")                                                                        \
+    X(NOSPACE, "no space left on the store's disk")                                                \
     X(DISCONNECTED, "cut off from the cluster's NATS servers")                                     \
     ERR_LIMIT_MAP(ERR_LIMIT_AS_ERR)
 

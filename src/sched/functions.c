@@ -451,7 +451,8 @@ static void on_loaded(pool *p, uint32_t version, int status, const char *message
     if (d->rollback ? registry_activate(d->t->reg, f->name, version)
                     : registry_put_version(d->t->reg, &v)) {
         pool_discard(p, version);
-        finish_deploy(d, 500, "store_error", "cannot record the new version in the store");
+        finish_deploy(d, 503, "store_unavailable",
+                      "cannot record the new version in the store (see the node's log)");
         return;
     }
     pool_activate(p, version);
@@ -493,7 +494,12 @@ static void on_stored(void *data, int status, const char *sha, const char *err)
     }
     if (d->rc != 0) {
         d->sha[0] = '\0';
-        finish_deploy(d, 500, "store_error", "cannot store artifact: %s", d->err);
+        /* The disk failed or is full: the store is unavailable, for now. */
+        if (d->rc == ERR_IO || d->rc == ERR_NOSPACE)
+            finish_deploy(d, 503, "store_unavailable", "cannot store the artifact (%s): %s",
+                          err_str(d->rc), d->err);
+        else
+            finish_deploy(d, 500, "store_error", "cannot store artifact: %s", d->err);
         return;
     }
     load_version(d);

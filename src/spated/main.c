@@ -21,6 +21,7 @@
 #include "cluster/cluster.h"
 #include "cluster/jsqueue.h"
 #include "common/err.h"
+#include "common/failio.h"
 #include "common/failpoint.h"
 #include "common/json_alloc.h"
 #include "common/limits.h"
@@ -36,6 +37,7 @@
 #include "schedules/schedules.h"
 #include "sources/sources.h"
 #include "spated/config.h"
+#include "store/faultvfs.h"
 #include "store/registry_sqlite.h"
 #include "store/sqlqueue.h"
 #include "store/store.h"
@@ -396,6 +398,9 @@ int main(int argc, char **argv)
     char err[4096];
     /* Before anything allocates, so that SPATE_FAIL_ALLOC=N counts from the start. */
     if (failpoint_init_env(err, sizeof err) != 0) die("%s", err);
+    /* I/O faults (SPATE_FAIL_IO): the store's files through the failing VFS. */
+    if (failio_init_env() && faultvfs_register() != 0)
+        die("cannot register the failing SQLite VFS (SPATE_FAIL_IO)");
     json_alloc_init();
     if (config_load(argc, argv, &n.opt, err, sizeof err) != 0) die("%s", err);
     n.argc = argc;

@@ -8,8 +8,29 @@
 #include <unistd.h>
 
 #include "common/err.h"
+#include "common/failio.h"
 #include "common/fs.h"
+#include "common/storehealth.h"
 #include "store/unpack.h"
+
+/* With SPATE_FAILPOINTS, an injected failure of op (common/failio.h): -1
+ * with errno EIO, or ENOSPC for a write answered "full". Else 0: nothing is
+ * checked. */
+static int injected(enum failio_op op)
+{
+    int r = failio_check(op, FAILIO_ARTIFACT);
+    if (!r) return 0;
+    errno = r == FAILIO_FULL ? ENOSPC : EIO;
+    return -1;
+}
+
+/* A failure of the artifact files: counted and said (store/health.h); the
+ * error is ERR_NOSPACE when the disk is full. */
+static int failed(const char *err, int e)
+{
+    store_health_failed(STORE_OP_ARTIFACT, err);
+    return e == ENOSPC || e == EDQUOT ? ERR_NOSPACE : ERR_IO;
+}
 
 void artifacts_path(const char *dir, const char *sha, char *out, size_t cap)
 {
@@ -39,44 +60,56 @@ int artifacts_put(const char *dir, const void *data, size_t len, char sha[HASH_H
 
     snprintf(sub, sizeof sub, "%s/artifacts/%.2s", dir, sha);
     if (mkdir(sub, 0700) < 0 && errno != EEXIST) {
-        snprintf(err, errcap, "cannot create '%s': %s", sub, strerror(errno));
-        return ERR_IO;
+        int e = errno;
+        snprintf(err, errcap, "cannot create '%s': %s", sub, strerror(e));
+        return failed(err, e);
     }
     snprintf(tmp, sizeof tmp, "%s/tmp/%s.%ld", dir, sha, (long)gettid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
-        snprintf(err, errcap, "cannot create '%s': %s", tmp, strerror(errno));
-        return ERR_IO;
+        int e = errno;
+        snprintf(err, errcap, "cannot create '%s': %s", tmp, strerror(e));
+        return failed(err, e);
     }
     const char *p = data;
     size_t left = len;
     while (left > 0) {
-        ssize_t n = write(fd, p, left);
+        ssize_t n = injected(FAILIO_WRITE) ? -1 : write(fd, p, left);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-            snprintf(err, errcap, "cannot write '%s': %s", tmp, strerror(errno));
+            int e = errno;
+            snprintf(err, errcap, "cannot write '%s': %s", tmp, strerror(e));
             close(fd);
             unlink(tmp);
-            return ERR_IO;
+            return failed(err, e);
         }
         p += n;
         left -= (size_t)n;
     }
-    int synced = fsync(fd);
+    int synced = injected(FAILIO_SYNC) ? -1 : fsync(fd);
+    int e = errno;
     if (close(fd) < 0 || synced < 0) {
-        snprintf(err, errcap, "cannot sync '%s': %s", tmp, strerror(errno));
+        if (synced == 0) e = errno;
+        snprintf(err, errcap, "cannot sync '%s': %s", tmp, strerror(e));
         unlink(tmp);
-        return ERR_IO;
+        return failed(err, e);
     }
-    if (rename(tmp, path) < 0) {
-        snprintf(err, errcap, "cannot rename '%s': %s", tmp, strerror(errno));
+    if (injected(FAILIO_RENAME) || rename(tmp, path) < 0) {
+        e = errno;
+        snprintf(err, errcap, "cannot rename '%s': %s", tmp, strerror(e));
         unlink(tmp);
-        return ERR_IO;
+        return failed(err, e);
     }
-    if (sync_dir(sub) < 0) {
-        snprintf(err, errcap, "cannot sync '%s': %s", sub, strerror(errno));
-        return ERR_IO;
+    if (injected(FAILIO_SYNC) || sync_dir(sub) < 0) {
+        /* Its name may not survive a crash though a version would point to
+         * it: taken away, so that the next deploy writes it again rather
+         * than trust it (it is there, the right size, above). */
+        e = errno;
+        snprintf(err, errcap, "cannot sync '%s': %s", sub, strerror(e));
+        unlink(path);
+        return failed(err, e);
     }
+    store_health_ok(STORE_OP_ARTIFACT);
     return 0;
 }
 

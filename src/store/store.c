@@ -11,6 +11,7 @@
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "common/storehealth.h"
 
 struct store {
     sqlite3 *db;
@@ -191,12 +192,21 @@ static const char *const migrations[] = {
 
 int store_exec(store *s, const char *sql)
 {
+    int begin = strncmp(sql, "BEGIN", 5) == 0, commit = strcmp(sql, "COMMIT") == 0;
+    /* A failed COMMIT may have rolled back by itself (an I/O error), or not:
+     * ROLLBACK only what is open, and never BEGIN inside what a failure
+     * left open (the connection would refuse every transaction after). */
+    if (strcmp(sql, "ROLLBACK") == 0 && sqlite3_get_autocommit(s->db)) return 0;
+    if (begin && !sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     char *msg = NULL;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
         log_error("store: %s (in: %.60s)", msg ? msg : "unknown error", sql);
+        if (commit) store_health_failed(STORE_OP_COMMIT, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
-        return ERR_STORE;
+        return (rc & 0xff) == SQLITE_FULL ? ERR_NOSPACE : ERR_STORE;
     }
+    if (commit) store_health_ok(STORE_OP_COMMIT);
     return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -99,9 +100,28 @@ static void done_fetch(wop *op, int status)
         sq_notify(s);
     }
     if (f->block) sq_block_settle(f->block);
-    if (status != 0 && !s->closed)
-        log_error("store: cannot read '%s' for '%s': %s (tried again with the next lease)",
-                  s->topic->name, s->cfg.function, err_str(status));
+    int again = status != 0 && !s->closed && !s->q->closing;
+    if (again) {
+        /* One line a second at most, however many triggers lag (loop thread). */
+        static int64_t logged_ms;
+        static uint64_t unlogged;
+        int64_t now = clock_now_ms();
+        if (now - logged_ms >= 1000) {
+            log_error("store: cannot read '%s' for '%s': %s (read again once the store answers; "
+                      "%llu more such failures not logged)",
+                      s->topic->name, s->cfg.function, err_str(status),
+                      (unsigned long long)unlogged);
+            logged_ms = now;
+            unlogged = 0;
+        } else {
+            unlogged++;
+        }
+        /* Again now: the writer holds it back while the store fails (its
+         * backoff). Waiting for the next lease would wait forever when
+         * nothing is leased nor ready: a publish does not wake a lagging
+         * subscription. */
+        sq_maybe_fetch(s);
+    }
     sq_sub_unref(s);
     free(f);
 }

@@ -81,6 +81,7 @@ static void unlease(sq_lease *l)
 typedef struct retry_op {
     wop op;
     queue *q;
+    queue_sub *sub; /* referenced; NULL in a dead letter's op */
     int64_t sub_id;
     uint64_t seq;
     uint32_t attempts;
@@ -120,8 +121,25 @@ static int apply_retry(sqlite3 *db, wop *op)
 static void done_retry(wop *op, int status)
 {
     retry_op *r = (retry_op *)op;
+    queue_sub *s = r->sub;
+    if (status != 0 && r->error && !s->closed) {
+        /* The row was not written (the store failed), and the snapshot that
+         * no longer counts the message as leased may commit once the store
+         * recovers: the retry is saved as leased instead, as when its row
+         * could not be built (a restart delivers it again). */
+        for (uint32_t i = 0; i < s->nheap; i++) {
+            sq_lease *l = s->heap[i];
+            if (l->base.msg->seq != r->seq) continue;
+            l->unsaved = 1;
+            sq_mark_dirty(s);
+            break;
+        }
+    }
+    /* A row not deleted (an ack's) may run its message again after a
+     * restart: a duplicate of work that was in flight, nothing lost. */
     free(r->error);
     free(r);
+    sq_sub_unref(s);
 }
 
 void sq_submit_retry(sq_lease *l, const char *error)
@@ -148,6 +166,8 @@ void sq_submit_retry(sq_lease *l, const char *error)
         return;
     }
     r->q = s->q;
+    r->sub = s;
+    s->refs++;
     r->sub_id = s->id;
     r->seq = l->base.msg->seq;
     r->attempts = l->base.attempt;

@@ -121,6 +121,21 @@ int sq_apply_publish(sqlite3 *db, wop *op)
     int rc = SQLITE_OK;
     if (p->create_topic) rc = sq_insert_topic(db, p->topic);
     if (rc == SQLITE_OK) rc = insert_messages(p->q, db, p->topic->id, p->block);
+    /* The topic's row is missing though this publish was not the one to
+     * insert it: that one's transaction failed (the disk) after this one
+     * was handed over. Without the row the messages would be committed and
+     * lost at the next start; the row goes in now (the update is redone:
+     * its counts start from the row's zero). */
+    if (rc == SQLITE_OK && !p->create_topic && sqlite3_changes(db) == 0) {
+        rc = sq_insert_topic(db, p->topic);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(p->q->upd_pub, 1, (sqlite3_int64)p->block->n);
+            sqlite3_bind_int64(p->q->upd_pub, 2,
+                               (sqlite3_int64)(p->block->msgs[p->block->n - 1].m.seq + 1));
+            sqlite3_bind_int64(p->q->upd_pub, 3, p->topic->id);
+            rc = sql_step_reset(p->q->upd_pub);
+        }
+    }
     return rc;
 }
 
