@@ -269,10 +269,23 @@ static void configure_fn(api *a, http_request *req, const route_match *m)
     functions_reconfigure(a->table, f->name, &p.cfg, on_deployed, req);
 }
 
-static void list_one(fn *f, void *data)
+static int put_function(fn *f, void *data)
 {
-    cJSON_AddItemToArray(data, api_json_function_summary(f));
+    return api_page_put(data, api_json_function_summary(f), f->name);
 }
+
+static int walk_functions(api *a, api_page *pg, const char *after, uint32_t max, int *more)
+{
+    functions_page(a->table, after, max, put_function, pg, more);
+    return 0;
+}
+
+static uint32_t count_functions(api *a)
+{
+    return functions_count(a->table);
+}
+
+static const api_page_source functions_pages = {"functions", walk_functions, count_functions};
 
 typedef struct list_params {
     uint32_t limit;
@@ -315,24 +328,7 @@ void api_functions_list(api *a, http_request *req)
                            p.why[0] ? p.why : "malformed query string");
         return;
     }
-    cJSON *doc = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(doc, "functions");
-    if (!arr) {
-        cJSON_Delete(doc);
-        return http_respond_error(req, 503, "out_of_memory", "out of memory");
-    }
-    int more = 0;
-    functions_page(a->table, p.after[0] ? p.after : NULL, p.limit, list_one, arr, &more);
-    cJSON *last = cJSON_GetArrayItem(arr, cJSON_GetArraySize(arr) - 1);
-    const char *next =
-        more && last ? cJSON_GetStringValue(cJSON_GetObjectItem(last, "name")) : NULL;
-    if (next)
-        cJSON_AddStringToObject(doc, "next", next);
-    else
-        cJSON_AddNullToObject(doc, "next");
-    cJSON_AddNumberToObject(doc, "limit", p.limit);
-    cJSON_AddNumberToObject(doc, "total", functions_count(a->table));
-    api_respond_json(req, 200, doc);
+    api_page_start(a, req, &functions_pages, p.limit, p.after[0] ? p.after : NULL);
 }
 
 static void describe_fn(api *a, http_request *req, fn *f)

@@ -178,6 +178,23 @@ int api_aws_caller_is_admin(const api *a, const http_request *req);
  * onto its error types (api/lambda_mgmt.c). */
 typedef void (*api_error_fn)(http_request *req, int status, const char *code, const char *message);
 
+/* api/page.c: a listing's page written over several loop turns. walk adds
+ * (api_page_put) at most max items after the cursor after (NULL: from the
+ * first) and sets *more when another follows; nonzero: out of memory. */
+typedef struct api_page api_page;
+#define API_PAGE_CURSOR_MAX 256 /* TOPIC/FUNCTION */
+typedef struct api_page_source {
+    const char *key; /* the array's name: "functions" */
+    int (*walk)(api *a, api_page *pg, const char *after, uint32_t max, int *more);
+    uint32_t (*total)(api *a);
+} api_page_source;
+/* Answers req with {"KEY":[...],"next":CURSOR|null,"limit":N,"total":T}. */
+void api_page_start(api *a, http_request *req, const api_page_source *src, uint32_t limit,
+                    const char *after);
+/* Adds item (taken) with its cursor; 1: take no more this turn (the walk
+ * stops; the next turn resumes after the last one taken). */
+int api_page_put(api_page *pg, cJSON *item, const char *cursor);
+
 /* api/api.c: answers every route gives the same way. Answers with doc
  * (taken; NULL answers 500). */
 void api_respond_json(http_request *req, int status, cJSON *doc);

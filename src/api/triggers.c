@@ -220,17 +220,36 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
     }
 }
 
-typedef struct page_out {
-    cJSON *arr;
-    char last[SPATE_TOPIC_NAME_MAX + SPATE_NAME_MAX + 2]; /* TOPIC/FUNCTION */
-} page_out;
-
-static void page_trigger(const trigger_view *v, void *data)
+static int put_trigger(const trigger_view *v, void *data)
 {
-    page_out *o = data;
-    cJSON_AddItemToArray(o->arr, api_trigger_json(v));
-    snprintf(o->last, sizeof o->last, "%s/%s", v->topic, v->cfg->function);
+    char cursor[API_PAGE_CURSOR_MAX];
+    snprintf(cursor, sizeof cursor, "%s/%s", v->topic, v->cfg->function);
+    return api_page_put(data, api_trigger_json(v), cursor);
 }
+
+/* after: TOPIC/FUNCTION, as the parameter was checked (on_list_param). */
+static int walk_triggers(api *a, api_page *pg, const char *after, uint32_t max, int *more)
+{
+    char topic[SPATE_TOPIC_NAME_MAX + 1] = "";
+    const char *function = "";
+    if (after) {
+        const char *slash = strchr(after, '/');
+        size_t tlen = slash ? (size_t)(slash - after) : 0;
+        if (tlen >= sizeof topic) return ERR_INVAL;
+        memcpy(topic, after, tlen);
+        topic[tlen] = '\0';
+        function = slash ? slash + 1 : "";
+    }
+    uint32_t total;
+    return triggers_page(a->tr, after ? topic : NULL, function, max, put_trigger, pg, more, &total);
+}
+
+static uint32_t count_triggers(api *a)
+{
+    return triggers_count(a->tr);
+}
+
+static const api_page_source triggers_pages = {"triggers", walk_triggers, count_triggers};
 
 typedef struct list_params {
     uint32_t limit;
@@ -276,23 +295,9 @@ void api_triggers_list(api *a, http_request *req)
                            p.why[0] ? p.why : "malformed query string");
         return;
     }
-    cJSON *doc = cJSON_CreateObject();
-    page_out out = {.arr = cJSON_AddArrayToObject(doc, "triggers")};
-    int more = 0;
-    uint32_t total = 0;
-    if (!out.arr || triggers_page(a->tr, p.topic[0] ? p.topic : NULL, p.function, p.limit,
-                                  page_trigger, &out, &more, &total) != 0) {
-        cJSON_Delete(doc);
-        return http_respond_error(req, 503, "out_of_memory", "out of memory");
-    }
-    if (more && out.last[0]) {
-        cJSON_AddStringToObject(doc, "next", out.last);
-    } else {
-        cJSON_AddNullToObject(doc, "next");
-    }
-    cJSON_AddNumberToObject(doc, "limit", p.limit);
-    cJSON_AddNumberToObject(doc, "total", total);
-    api_respond_json(req, 200, doc);
+    char after[API_PAGE_CURSOR_MAX] = "";
+    if (p.topic[0]) snprintf(after, sizeof after, "%s/%s", p.topic, p.function);
+    api_page_start(a, req, &triggers_pages, p.limit, after[0] ? after : NULL);
 }
 
 /* PUT adds (or with update=true changes), DELETE removes, GET shows. */

@@ -127,6 +127,12 @@
  * the loop: 1,000 stays within a few ms). */
 #define SPATE_TOPICS_PAGE_DEFAULT 500u
 #define SPATE_TOPICS_PAGE_MAX 1000u
+/* GET /v1/functions and /v1/triggers write a page over several loop turns,
+ * each at most this long (microseconds; api/page.c): a page of 1,000
+ * functions took 4-8 ms of loop in one go. An item's JSON is at most
+ * SPATE_PAGE_ITEM_MAX bytes (a function's summary ~130, a trigger ~1 KiB). */
+#define SPATE_PAGE_SLICE_US 500u
+#define SPATE_PAGE_ITEM_MAX (16u * KIB)
 /* GET /v1/functions pages the same way (a page costs its own functions). */
 #define SPATE_FUNCTIONS_PAGE_DEFAULT 500u
 #define SPATE_FUNCTIONS_PAGE_MAX 1000u

@@ -352,18 +352,17 @@ void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data)
 }
 
 uint32_t functions_page(functions *t, const char *after, uint32_t limit,
-                        void (*cb)(fn *f, void *data), void *data, int *more)
+                        int (*cb)(fn *f, void *data), void *data, int *more)
 {
     uint32_t n = 0;
     *more = 0;
     for (size_t i = after ? sorted_from(t, after, 1) : 0; i < t->nsorted; i++) {
         fn *f = t->sorted[i];
         if (!f->registered) continue;
-        if (n == limit) {
+        if (n == limit || cb(f, data)) {
             *more = 1;
             break;
         }
-        cb(f, data);
         n++;
     }
     return n;

@@ -58,10 +58,11 @@ fn *functions_find(functions *t, const char *name, size_t len);
 /* Calls cb for each registered function, by name. */
 void functions_each(functions *t, void (*cb)(fn *f, void *data), void *data);
 /* A page: cb for each registered function named after after (NULL: from the
- * first), by name, at most limit of them; *more is set when another follows.
- * Costs the page, whatever the number of functions. Returns how many. */
+ * first), by name, at most limit of them; *more is set when another follows
+ * (also when cb returned nonzero: it took no more, and the walk stopped).
+ * Costs the page, whatever the number of functions. Returns how many cb took. */
 uint32_t functions_page(functions *t, const char *after, uint32_t limit,
-                        void (*cb)(fn *f, void *data), void *data, int *more);
+                        int (*cb)(fn *f, void *data), void *data, int *more);
 /* The functions whose pool was invoked or started an instance since they
  * were last found quiet (pool_settle), in the order they became busy:
  * cb(f) for each; one whose pool is quiet after cb leaves the list unless cb

@@ -1404,18 +1404,24 @@ typedef struct each_ctx {
     void *data;
 } each_ctx;
 
+static void fill_view(queue_sub *sub, trigger_view *v)
+{
+    *v = (trigger_view){.topic = queue_sub_topic(sub), .cfg = queue_sub_get_config(sub)};
+    trigger *t = queue_sub_data(sub);
+    /* On a queue: the queue's figures, which its receiver keeps (its own
+     * subscription settles everything at once). */
+    queue_sub_get_stats(t ? source_of(t) : sub, &v->stats);
+    v->in_flight = t ? t->inflight : 0;
+    v->end_to_end = t ? &t->end_to_end : NULL;
+}
+
 static void view_one(queue_sub *sub, void *data)
 {
     each_ctx *c = data;
     if (c->topic && strcmp(queue_sub_topic(sub), c->topic) != 0) return;
     if (triggers_is_receiver(sub)) return;
-    trigger_view v = {.topic = queue_sub_topic(sub), .cfg = queue_sub_get_config(sub)};
-    trigger *t = queue_sub_data(sub);
-    /* On a queue: the queue's figures, which its receiver keeps (its own
-     * subscription settles everything at once). */
-    queue_sub_get_stats(t ? source_of(t) : sub, &v.stats);
-    v.in_flight = t ? t->inflight : 0;
-    v.end_to_end = t ? &t->end_to_end : NULL;
+    trigger_view v;
+    fill_view(sub, &v);
     c->cb(&v, c->data);
 }
 
@@ -1480,7 +1486,7 @@ static void page_one(queue_sub *sub, void *data)
 }
 
 int triggers_page(triggers *tr, const char *after_topic, const char *after_function, uint32_t limit,
-                  void (*cb)(const trigger_view *v, void *data), void *data, int *more,
+                  int (*cb)(const trigger_view *v, void *data), void *data, int *more,
                   uint32_t *total)
 {
     page_ctx c = {.after_topic = after_topic,
@@ -1497,10 +1503,28 @@ int triggers_page(triggers *tr, const char *after_topic, const char *after_funct
     }
     *more = c.n > limit;
     *total = c.total;
-    each_ctx e = {NULL, cb, data};
-    for (uint32_t i = 0; i < c.n && i < limit; i++) view_one(c.heap[i], &e);
+    for (uint32_t i = 0; i < c.n && i < limit; i++) {
+        trigger_view v;
+        fill_view(c.heap[i], &v);
+        if (cb(&v, data)) {
+            *more = 1;
+            break;
+        }
+    }
     free(c.heap);
     return 0;
+}
+
+static void count_one(queue_sub *sub, void *data)
+{
+    if (!triggers_is_receiver(sub)) (*(uint32_t *)data)++;
+}
+
+uint32_t triggers_count(triggers *tr)
+{
+    uint32_t n = 0;
+    queue_each_sub(tr->q, count_one, &n);
+    return n;
 }
 
 void triggers_each_of_topic(triggers *tr, const char *topic,

@@ -178,12 +178,15 @@ typedef struct trigger_view {
 void triggers_each(triggers *t, void (*cb)(const trigger_view *v, void *data), void *data);
 /* A page of triggers in (topic, function) order: cb for each after
  * (after_topic, after_function) (after_topic NULL: from the first), at most
- * limit of them; *more is set when another follows, *total counts them all.
- * One walk over the triggers' names (a selection of the page's, O(n log
- * limit)); only the page's are read for their figures. ERR_NOMEM. */
+ * limit of them; *more is set when another follows (also when cb returned
+ * nonzero: it took no more), *total counts them all. One walk over the
+ * triggers' names (a selection of the page's, O(n log limit)); only the
+ * page's are read for their figures. ERR_NOMEM. */
 int triggers_page(triggers *t, const char *after_topic, const char *after_function, uint32_t limit,
-                  void (*cb)(const trigger_view *v, void *data), void *data, int *more,
+                  int (*cb)(const trigger_view *v, void *data), void *data, int *more,
                   uint32_t *total);
+/* The number of triggers (a walk over them). */
+uint32_t triggers_count(triggers *t);
 /* The triggers of one topic. */
 void triggers_each_of_topic(triggers *t, const char *topic,
                             void (*cb)(const trigger_view *v, void *data), void *data);
