@@ -199,7 +199,7 @@ def test_processes_exhausted_is_503_and_recovers(make_spated, functions, tmp_pat
     assert wait_for(lambda: status(d)["processes"]["max"] == idle + 1), d.log()
 
     held = {}
-    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:3000:x")))
+    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:8000:x")))
     t.start()
     try:
         assert wait_for(lambda: status(d)["processes"]["used"] == idle + 1)
@@ -265,7 +265,7 @@ def test_a_wait_that_ends_while_the_node_is_full_names_the_limit(make_spated, fu
     code, doc = deploy_rec(d, tmp_path, functions, "f")
     assert code == 201, doc
     held = {}
-    t = threading.Thread(target=lambda: held.update(r=answer(d, "f", b"sleep:3000:x")))
+    t = threading.Thread(target=lambda: held.update(r=answer(d, "f", b"sleep:8000:x")))
     t.start()
     try:
         assert wait_for(lambda: status(d)["instances"]["used"] == 1)
