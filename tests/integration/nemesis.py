@@ -94,6 +94,8 @@ class Node:
         if self.d.proc and self.d.proc.poll() is None:
             self.d.proc.send_signal(signal.SIGCONT)
         self.d.stop()
+        if os.environ.get("SPATE_NEMESIS_KEEP"):  # the store, for a post-mortem
+            subprocess.run(["cp", "-a", str(self.mnt / "data"), str(self.workdir / "data-kept")])
         if self.tmpfs:
             subprocess.run(["umount", "-l", str(self.mnt)])
 
@@ -128,16 +130,18 @@ class Node:
 class Nemesis:
     """Faults at random moments: see the module's documentation."""
 
-    def __init__(self, node, rng, log, scale=1.0):
+    def __init__(self, node, rng, log, scale=1.0, kinds=None):
         self.node, self.rng, self.log, self.scale = node, rng, log, scale
+        self.only = kinds  # None: every kind this machine can do
         self.counts = {"kill": 0, "pause": 0, "disk": 0}
-        self.kills = []  # monotonic ns of each kill -9
         self.disk_refused = 0  # disk faults during which a publish was answered 503
         self.disk_recovery_s = []  # from the ballast's removal to the next 202
         self.problems = []
+        self.events = []  # (kind, monotonic ns at its start, at its end)
 
     def kinds(self):
-        return ["kill", "pause"] + (["disk"] if self.node.tmpfs else [])
+        kinds = ["kill", "pause"] + (["disk"] if self.node.tmpfs else [])
+        return [k for k in kinds if self.only is None or k in self.only]
 
     def run(self, faults, seconds=None):
         end = time.monotonic() + seconds if seconds else None
@@ -145,7 +149,9 @@ class Nemesis:
         while (faults is None or n < faults) and (end is None or time.monotonic() < end):
             time.sleep(self.rng.uniform(0.2, 1.2) * self.scale)
             kind = self.rng.choice(self.kinds())
+            t0 = time.monotonic_ns()
             getattr(self, kind)()
+            self.events.append((kind, t0, time.monotonic_ns()))
             self.counts[kind] += 1
             n += 1
             if n % 20 == 0:
@@ -154,7 +160,6 @@ class Nemesis:
     def kill(self):
         d = self.node.d
         with self.node.lock:
-            self.kills.append(time.monotonic_ns())
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait()
             time.sleep(self.rng.uniform(0, 0.3))
@@ -211,9 +216,11 @@ class Workload:
         self.ord_order = {}  # key -> [n, ...] in publish order
         self.sqs_sent = {}  # MessageId -> body (acknowledged sends)
         self.sqs_unknown = set()  # bodies of sends without an answer
-        self.sqs_receives = []  # (monotonic ns, MessageId, body, ApproximateReceiveCount)
+        # (monotonic ns when the receive was asked, MessageId, body, ApproximateReceiveCount)
+        self.sqs_receives = []
         self.sqs_deleted = {}  # MessageId -> monotonic ns of the acknowledged delete
         self.statuses = {}
+        self.seqs = {}  # payload -> (seq, monotonic ns of the publish, of its answer)
 
     def record(self, what):
         return self.workdir / f"{what}.log"
@@ -277,9 +284,13 @@ class Workload:
             key = rng.choice(keys)
             n += 1
             payload = f"ord:{key}:{n}" + (":fail" if rng.random() < 0.03 else "")
-            status, _ = self.node.request("POST", "/v1/topics/ord/messages", payload.encode(),
-                                          {"Spate-Key": key})
+            t0 = time.monotonic_ns()
+            status, doc = self.node.request("POST", "/v1/topics/ord/messages", payload.encode(),
+                                            {"Spate-Key": key})
             self.count("ord", status)
+            if status == 202:
+                with self.lock:
+                    self.seqs[payload] = (doc["first_seq"], t0, time.monotonic_ns())
             with self.lock:
                 self.ord[payload] = self.outcome(status, 202)
                 self.ord_order.setdefault(key, []).append(n)
@@ -295,12 +306,15 @@ class Workload:
             headers = {"Content-Type": "application/x-ndjson"}
             if rng.random() < 0.3:
                 headers["Spate-Key"] = f"b{rng.randint(0, 3)}"
-            status, _ = self.node.request("POST", "/v1/topics/bat/messages",
-                                          "".join(p + "\n" for p in lines).encode(), headers)
+            t0 = time.monotonic_ns()
+            status, doc = self.node.request("POST", "/v1/topics/bat/messages",
+                                            "".join(p + "\n" for p in lines).encode(), headers)
             self.count("bat", status)
             with self.lock:
-                for p in lines:
+                for j, p in enumerate(lines):
                     self.bat[p] = self.outcome(status, 202)
+                    if status == 202:
+                        self.seqs[p] = (doc["first_seq"] + j, t0, time.monotonic_ns())
             self.pause_on_error(status)
 
     def invoker(self, i, rng):
@@ -331,6 +345,7 @@ class Workload:
 
     def sqs_receiver(self, i, rng):
         while not self.stop.is_set() or self.draining.is_set():
+            asked = time.monotonic_ns()
             status, doc = self.node.sqs("ReceiveMessage", {
                 "QueueUrl": self.node.queue_url("nemq"), "MaxNumberOfMessages": 10,
                 "WaitTimeSeconds": 1, "AttributeNames": ["ApproximateReceiveCount"]})
@@ -338,10 +353,9 @@ class Workload:
             if status != 200:
                 self.pause_on_error(status)
                 continue
-            now = time.monotonic_ns()
             for m in (doc or {}).get("Messages", []):
                 with self.lock:
-                    self.sqs_receives.append((now, m["MessageId"], m["Body"],
+                    self.sqs_receives.append((asked, m["MessageId"], m["Body"],
                                               int(m["Attributes"]["ApproximateReceiveCount"])))
                 if rng.random() < 0.1 and not self.draining.is_set():
                     continue  # comes back after its visibility timeout
@@ -398,13 +412,16 @@ def check(node, wl, nemesis):
     """The checker: a dict of figures and a list of problems (empty: all
     guarantees held)."""
     problems = list(nemesis.problems)
-    kills = sorted(nemesis.kills)
+    # Each kill -9: (when it was sent, when the new spated listened). A call
+    # that started before the new one listened is the old one's (an instance
+    # may begin what it was handed a moment after spated died).
+    kills = sorted((t0, t1) for kind, t0, t1 in nemesis.events if kind == "kill")
 
     def epoch(ns):
-        return sum(1 for k in kills if k < ns)
+        return sum(1 for _, up in kills if up <= ns)
 
     def kill_between(a, b):
-        return any(a <= k <= b for k in kills)
+        return any(a < up and b >= k for k, up in kills)
 
     fig = {"faults": dict(nemesis.counts), "statuses": dict(sorted(wl.statuses.items()))}
     dead = {}
@@ -420,7 +437,9 @@ def check(node, wl, nemesis):
         for r in recs:
             runs.setdefault(r[2], []).append(r)
         acked = {p for p, o in sent.items() if o == "acked"}
-        lost = sorted(acked - runs.keys())
+        # Dead-lettered without ever running: not lost, but not a real failure either.
+        unrun = sorted((acked - runs.keys()) & set(dead.get(name, ())))
+        lost = sorted(acked - runs.keys() - set(unrun))
         never_sent = sorted(runs.keys() - sent.keys())
         dups, unexplained = 0, []
         for p, rs in runs.items():
@@ -433,9 +452,13 @@ def check(node, wl, nemesis):
                     unexplained.append((p, a, b))
         fig[name] = {"acked": len(acked), "unknown": sum(o == "unknown" for o in sent.values()),
                      "processed": len(runs), "runs": len(recs), "lost": len(lost),
+                     "dead_lettered_unrun": len(unrun),
                      "duplicates": dups, "unexplained_duplicates": len(unexplained)}
         if lost:
             problems.append(f"{name}: {len(lost)} acknowledged messages never processed: {lost[:10]}")
+        if unrun:
+            problems.append(f"{name}: {len(unrun)} acknowledged messages dead-lettered without ever "
+                            f"running (see spated's log: 'giving up after'): {unrun[:10]}")
         if never_sent:
             problems.append(f"{name}: processed what was never sent: {never_sent[:10]}")
         if unexplained:
@@ -445,7 +468,7 @@ def check(node, wl, nemesis):
             fails = {p for p in acked if ":fail" in p}
             maybe = {p for p, o in sent.items() if ":fail" in p and o != "refused"}
             got = dead[name]
-            wrong = sorted(p for p in got if ":fail" not in p)
+            wrong = sorted(p for p in got if ":fail" not in p and p not in unrun)
             missing = sorted(fails - set(got))
             extra = sorted(set(got) - maybe - set(wrong))
             fig[name].update(failed_on_purpose=len(fails), dead_letters=len(got),
@@ -486,11 +509,18 @@ def check(node, wl, nemesis):
         received.setdefault(mid, []).append((t, body, count))
     lost = sorted(set(wl.sqs_sent) - received.keys())
     bad_counts = []
+    resets = 0  # counts that began again after a kill -9 (a receive is not durable)
     redelivered_after_delete = 0
     for mid, rs in received.items():
-        counts = [c for _, _, c in rs]
-        if any(b <= a for a, b in zip(counts, counts[1:])) or counts[-1] < len(counts):
-            bad_counts.append((mid, rs[0][1], counts))
+        lives = {}
+        for t, _, c in rs:
+            lives.setdefault(sum(1 for k, _ in kills if k <= t), []).append(c)
+        order = [lives[k] for k in sorted(lives)]
+        resets += sum(1 for a, b in zip(order, order[1:]) if b[0] <= a[-1])
+        for counts in lives.values():
+            if any(b <= a for a, b in zip(counts, counts[1:])):
+                bad_counts.append((mid, rs[0][1], [c for _, _, c in rs]))
+                break
         deleted = wl.sqs_deleted.get(mid)
         if deleted and any(t > deleted for t, _, _ in rs):
             redelivered_after_delete += 1
@@ -498,13 +528,14 @@ def check(node, wl, nemesis):
                   "received": len(received), "receives": len(wl.sqs_receives), "lost": len(lost),
                   "duplicates": len(wl.sqs_receives) - len(received),
                   "received_after_acked_delete": redelivered_after_delete,
-                  "receive_count_inconsistent": len(bad_counts)}
+                  "receive_count_inconsistent": len(bad_counts),
+                  "receive_count_reset_by_a_kill": resets}
     if lost:
         problems.append(f"sqs: {len(lost)} acknowledged sends never received: "
                         f"{[(m, wl.sqs_sent[m]) for m in lost[:10]]}")
     if bad_counts:
-        problems.append(f"sqs: ApproximateReceiveCount not growing with the receives seen "
-                        f"(MessageId, body, counts): {bad_counts[:10]}")
+        problems.append(f"sqs: ApproximateReceiveCount not growing with the receives seen in "
+                        f"one life of spated (MessageId, body, counts): {bad_counts[:10]}")
     fig["disk"] = {"faults": nemesis.counts["disk"], "refused_503": nemesis.disk_refused,
                    "recovery_s_max": round(max(nemesis.disk_recovery_s, default=0), 2)}
     if nemesis.counts["disk"] and not nemesis.disk_refused:
@@ -526,7 +557,7 @@ def summary(fig, problems):
 
 
 def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(), log=print,
-        drain_timeout=120):
+        drain_timeout=120, kinds=None):
     """One run: starts spated (workdir must be reachable by the functions'
     user), the workload and the nemesis; drains and checks. (fig, problems, text)."""
     workdir.chmod(0o1777)
@@ -536,7 +567,7 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
         node.start()
         wl = Workload(node, workdir, functions, seed, log)
         wl.setup()
-        nemesis = Nemesis(node, random.Random(seed), log, scale)
+        nemesis = Nemesis(node, random.Random(seed), log, scale, kinds)
         wl.start()
         try:
             nemesis.run(faults, seconds)
@@ -546,6 +577,12 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
                 node.ballast.unlink()
         drained = wl.drain(drain_timeout * scale)
         fig, problems = check(node, wl, nemesis)
+        with open(workdir / "nemesis.json", "w") as f:  # for a post-mortem
+            json.dump({"seed": seed, "events": nemesis.events, "ord": wl.ord, "bat": wl.bat,
+                       "inv": wl.inv, "sqs_sent": wl.sqs_sent, "sqs_receives": wl.sqs_receives,
+                       "sqs_deleted": wl.sqs_deleted, "problems": problems, "seqs": wl.seqs,
+                       "topics": {t: node.request("GET", f"/v1/topics/{t}")[1] for t in ("ord", "bat")}},
+                      f)
         if not drained:
             problems.append("did not drain (triggers or the queue still busy)")
         fig["seed"] = seed
