@@ -76,7 +76,7 @@ class Node:
     """The spated under test: a conftest.Spated whose data directory is on a
     small tmpfs when it can be (root), so the disk can fill up."""
 
-    def __init__(self, workdir, args=(), writable=(), tmpfs_size="64m"):
+    def __init__(self, workdir, args=(), writable=(), tmpfs_size="256m"):
         self.workdir = workdir
         self.mnt = workdir / "disk"
         self.mnt.mkdir()
@@ -163,6 +163,13 @@ class Nemesis:
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait()
             time.sleep(self.rng.uniform(0, 0.3))
+            for attempt in range(3):
+                try:
+                    d.start()
+                    return
+                except RuntimeError as e:  # a finding: say it, try again
+                    self.problems.append(f"spated did not start after kill -9: {str(e)[-400:]}")
+                    time.sleep(1)
             d.start()
 
     def pause(self):
@@ -176,10 +183,10 @@ class Nemesis:
         fill_disk(node.ballast)
         refused = False
         # The WAL may have room left (it is reused after a checkpoint, not
-        # grown): publish 1.6 MB at a time until the store needs a block.
+        # grown): publish 512 KB at a time until the store needs a block.
         for i in range(60):
             status, doc = node.request("POST", "/v1/topics/nemprobe/messages",
-                                       b"".join(b"probe-%d-%d-%s\n" % (i, j, b"z" * 200000)
+                                       b"".join(b"probe-%d-%d-%s\n" % (i, j, b"z" * 65536)
                                                 for j in range(8)),
                                        {"Content-Type": "application/x-ndjson"})
             if status == 503:
@@ -589,6 +596,13 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
                 node.ballast.unlink()
         drained = wl.drain(drain_timeout * scale)
         fig, problems = check(node, wl, nemesis)
+        rc = node.d.stop()
+        if rc != 0:
+            problems.append(f"spated exited with {rc} when stopped")
+        for i in range(1, node.d.starts + 1):
+            text = (workdir / f"spated-{i}.log").read_text(errors="replace")
+            if "Sanitizer" in text:
+                problems.append(f"spated-{i}.log has a sanitizer report")
         with open(workdir / "nemesis.json", "w") as f:  # for a post-mortem
             json.dump({"seed": seed, "events": nemesis.events, "ord": wl.ord, "bat": wl.bat,
                        "inv": wl.inv, "sqs_sent": wl.sqs_sent, "sqs_receives": wl.sqs_receives,
