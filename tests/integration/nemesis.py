@@ -438,8 +438,17 @@ def check(node, wl, nemesis):
     fig = {"faults": dict(nemesis.counts), "statuses": dict(sorted(wl.statuses.items()))}
     dead = {}
     for topic in ("ord", "bat"):
-        status, doc = node.request("GET", f"/v1/topics/{topic}.dlq/messages?limit=1000")
-        payloads = [m["payload"] for m in (doc or {}).get("messages", [])] if status == 200 else []
+        payloads, after = [], 0
+        while True:  # a page at a time (at most 1000)
+            status, doc = node.request("GET", f"/v1/topics/{topic}.dlq/messages?limit=1000"
+                                       f"&after={after}")
+            page = (doc or {}).get("messages", []) if status == 200 else []
+            if status not in (200, 404):  # 404: no dead letter yet
+                problems.append(f"{topic}.dlq: reading it answered {status}")
+            if not page:
+                break
+            payloads += [m["payload"] for m in page]
+            after = page[-1]["seq"]
         dead[topic] = payloads
 
     for name, sent, recs in (("ord", wl.ord, read_records(wl.record("ord"))),
