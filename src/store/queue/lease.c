@@ -232,9 +232,15 @@ void sq_release(queue_lease *ql)
         return;
     }
     if (l->base.attempt > 1 || l->in_retry_table) {
-        /* A retry: back in the heap, due now, its count unchanged. */
+        /* A retry: back in the heap, due now, its count unchanged; saved
+         * as leased until leased again when no row keeps it (one restored
+         * from the leased set). */
         l->base.attempt--;
         l->visible_ms = clock_now_ms();
+        if (!l->in_retry_table) {
+            l->unsaved = 1;
+            sq_mark_dirty(s);
+        }
         if (sq_heap_push(s, l) == 0) {
             sq_notify(s);
             return;

@@ -385,6 +385,11 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
                 l->error = p[i].error;
                 p[i].error = NULL;
                 l->in_retry_table = (unsigned)p[i].in_table;
+                /* Without a row it is durable only in the leased set: saved
+                 * there by every snapshot until it is leased again (a trigger
+                 * that leases only some at a time would otherwise drop the
+                 * rest from the next snapshot, and a second kill -9 lose them). */
+                l->unsaved = !p[i].in_table;
                 list_init(&l->link);
                 s->refs++;
                 sq_heap_push(s, l); /* reserved above */
