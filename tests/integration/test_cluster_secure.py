@@ -68,13 +68,24 @@ def nats_ask(nats, user, password, subject, payload=b"", i=1):
                 body = rest.split(b"\r\n", 1)[1] if b"\r\n" in rest else b""
                 if len(body) >= size:
                     return body[:size].decode()
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:  # no answer (yet): what came, for the caller to judge
+                break
             if not chunk:
                 break
             got += chunk
     finally:
         s.close()
     return got.decode(errors="replace")
+
+
+def answer_json(text):
+    """text as JSON, or None when it is not (no answer came)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def test_nodes_joined_without_showing_the_password(cluster):
@@ -91,9 +102,13 @@ def test_a_nodes_user_keeps_to_spates_subjects(cluster):
     # The registry's stream is there for spate's account...
     info = json.loads(nats_ask(nats, "node", pw, "$JS.API.STREAM.INFO.KV_spate-registry"))
     assert info["config"]["name"] == "KV_spate-registry", info
-    # ...not for another account's users, who cannot write it either.
-    other = json.loads(nats_ask(nats, "other", "other-pass",
-                                "$JS.API.STREAM.INFO.KV_spate-registry"))
+    # ...not for another account's users, who cannot write it either. (Its
+    # JetStream may not answer at once on a loaded machine: asked again.)
+    other = wait_for(lambda: answer_json(nats_ask(nats, "other", "other-pass",
+                                                  "$JS.API.STREAM.INFO.KV_spate-registry")),
+                     timeout=60, step=1)
+    assert other, "another account's JetStream never answered"
+
     assert other["error"]["code"] == 404, other
     # Outside spate's subjects, and what the deny list keeps out.
     for subject in ("orders.new", "$JS.API.STREAM.SNAPSHOT.KV_spate-registry",
