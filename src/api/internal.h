@@ -186,7 +186,7 @@ typedef struct api_page api_page;
 typedef struct api_page_source {
     const char *key; /* the array's name: "functions" */
     int (*walk)(api *a, api_page *pg, const char *after, uint32_t max, int *more);
-    uint32_t (*total)(api *a);
+    uint32_t (*total)(api *a); /* NULL: the walk counts them (api_page_set_total) */
 } api_page_source;
 /* Answers req with {"KEY":[...],"next":CURSOR|null,"limit":N,"total":T}. */
 void api_page_start(api *a, http_request *req, const api_page_source *src, uint32_t limit,
@@ -194,6 +194,8 @@ void api_page_start(api *a, http_request *req, const api_page_source *src, uint3
 /* Adds item (taken) with its cursor; 1: take no more this turn (the walk
  * stops; the next turn resumes after the last one taken). */
 int api_page_put(api_page *pg, cJSON *item, const char *cursor);
+/* The total, when the walk counts it anyway (it goes over them all). */
+void api_page_set_total(api_page *pg, uint32_t total);
 
 /* api/api.c: answers every route gives the same way. Answers with doc
  * (taken; NULL answers 500). */

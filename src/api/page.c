@@ -31,6 +31,7 @@ struct api_page {
     int aborted;      /* the client left */
     int failed;       /* the error that cut the page short */
     uint64_t slice_end_ns;
+    int64_t total;                  /* as the last walk counted them; -1: ask src->total */
     char last[API_PAGE_CURSOR_MAX]; /* the cursor of the last item ("" none yet) */
     char after[API_PAGE_CURSOR_MAX];
 };
@@ -59,6 +60,11 @@ int api_page_put(api_page *pg, cJSON *item, const char *cursor)
     return 0;
 }
 
+void api_page_set_total(api_page *pg, uint32_t total)
+{
+    pg->total = total;
+}
+
 static void page_free(uv_handle_t *h)
 {
     api_page *pg = h->data;
@@ -84,7 +90,7 @@ static void page_end(api_page *pg)
             rc = buf_append(&pg->out, "null", 4);
         if (!rc)
             rc = buf_printf(&pg->out, ",\"limit\":%u,\"total\":%u}\n", pg->limit,
-                            pg->src->total(pg->a));
+                            pg->total >= 0 ? (uint32_t)pg->total : pg->src->total(pg->a));
         if (rc)
             http_respond_error(pg->req, 503, "out_of_memory", "cannot build the list: %s",
                                err_str(rc));
@@ -124,6 +130,7 @@ void api_page_start(api *a, http_request *req, const api_page_source *src, uint3
     pg->req = req;
     pg->src = src;
     pg->limit = limit;
+    pg->total = -1;
     snprintf(pg->after, sizeof pg->after, "%s", after ? after : "");
     buf_init(&pg->out, (size_t)limit * SPATE_PAGE_ITEM_MAX + 64);
     if (buf_printf(&pg->out, "{\"%s\":[", src->key)) {

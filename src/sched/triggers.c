@@ -1515,18 +1515,6 @@ int triggers_page(triggers *tr, const char *after_topic, const char *after_funct
     return 0;
 }
 
-static void count_one(queue_sub *sub, void *data)
-{
-    if (!triggers_is_receiver(sub)) (*(uint32_t *)data)++;
-}
-
-uint32_t triggers_count(triggers *tr)
-{
-    uint32_t n = 0;
-    queue_each_sub(tr->q, count_one, &n);
-    return n;
-}
-
 void triggers_each_of_topic(triggers *tr, const char *topic,
                             void (*cb)(const trigger_view *v, void *data), void *data)
 {

@@ -185,8 +185,6 @@ void triggers_each(triggers *t, void (*cb)(const trigger_view *v, void *data), v
 int triggers_page(triggers *t, const char *after_topic, const char *after_function, uint32_t limit,
                   int (*cb)(const trigger_view *v, void *data), void *data, int *more,
                   uint32_t *total);
-/* The number of triggers (a walk over them). */
-uint32_t triggers_count(triggers *t);
 /* The triggers of one topic. */
 void triggers_each_of_topic(triggers *t, const char *topic,
                             void (*cb)(const trigger_view *v, void *data), void *data);

@@ -298,6 +298,26 @@ def functions(tmp_path_factory):
 
 
 @pytest.fixture
+def no_spated_left(monkeypatch):
+    """Every spated a test starts is killed at its end, even when an
+    assertion stopped it half-way (tests that start Spated themselves,
+    without make_spated)."""
+    started = []
+    start = Spated.start
+
+    def tracked(self, *args, **kwargs):
+        started.append(self)
+        return start(self, *args, **kwargs)
+
+    monkeypatch.setattr(Spated, "start", tracked)
+    yield
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+@pytest.fixture
 def spated(tmp_path):
     """A running spated with a fresh data directory; it must stop cleanly."""
     d = Spated(tmp_path).start()

@@ -29,26 +29,9 @@ def failpoints_built():
     return cache.exists() and re.search(r"^SPATE_FAILPOINTS:BOOL=ON$", cache.read_text(), re.M)
 
 
-pytestmark = pytest.mark.skipif(not failpoints_built(),
-                                reason="spated built without -DSPATE_FAILPOINTS=ON")
-
-@pytest.fixture(autouse=True)
-def _no_spated_left(monkeypatch):
-    """Every spated a test here starts is killed at its end, even when an
-    assertion stopped it half-way."""
-    started = []
-    start = Spated.start
-
-    def tracked(self, *args, **kwargs):
-        started.append(self)
-        return start(self, *args, **kwargs)
-
-    monkeypatch.setattr(Spated, "start", tracked)
-    yield
-    for d in started:
-        if d.proc is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+pytestmark = [pytest.mark.skipif(not failpoints_built(),
+                                 reason="spated built without -DSPATE_FAILPOINTS=ON"),
+              pytest.mark.usefixtures("no_spated_left")]
 
 
 STEPS = int(os.environ.get("SPATE_ALLOC_FAULTS_STEPS", "60"))
