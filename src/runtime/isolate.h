@@ -93,7 +93,10 @@ typedef struct isolate_slot {
     uid_t owner;            /* of the temporary directory and cgroup.procs files */
     uint64_t oom_kills;     /* the memory cgroup's count when the instance started */
     uint64_t forks_refused; /* the pids cgroup's count (pids.events) when it started */
-    int forks_stopped;      /* isolate_stop_forks set its pids.max to 0: never kept */
+    /* Its pids.events, open (-1 if not): a busy instance's look is one pread
+     * of it; opening it by path each time cost the most (kernfs lookups). */
+    int pids_events_fd;
+    int forks_stopped; /* isolate_stop_forks set its pids.max to 0: never kept */
 } isolate_slot;
 
 /* A slot for an instance held to memory_mb and (if not 0) cpu_millis,

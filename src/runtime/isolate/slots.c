@@ -40,8 +40,14 @@ static uint64_t oom_kills(const isolate_slot *s)
 static uint64_t forks_refused(const isolate_slot *s)
 {
     char text[64];
-    if (s->pids < 0 || isolate__read_file(s->dirs[s->pids], "pids.events", text, sizeof text))
+    if (s->pids_events_fd >= 0) {
+        ssize_t n = pread(s->pids_events_fd, text, sizeof text - 1, 0);
+        if (n < 0) return 0;
+        text[n] = '\0';
+    } else if (s->pids < 0 ||
+               isolate__read_file(s->dirs[s->pids], "pids.events", text, sizeof text)) {
         return 0;
+    }
     const char *p = strstr(text, "max ");
     return p ? strtoull(p + 4, NULL, 10) : 0;
 }
@@ -126,6 +132,7 @@ static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
     isolate_slot *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->memory = s->pids = s->cpu = -1;
+    s->pids_events_fd = -1;
     s->owner = uid;
     char name[32];
     snprintf(name, sizeof name, "i%llu", (unsigned long long)next_slot++);
@@ -150,6 +157,10 @@ static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
             log_warn("cannot limit processes in %s: %s", s->dirs[s->pids], strerror(errno));
             rmdir(s->dirs[--s->ndirs]);
             s->pids = -1;
+        } else {
+            char path[600];
+            snprintf(path, sizeof path, "%s/pids.events", s->dirs[s->pids]);
+            s->pids_events_fd = open(path, O_RDONLY | O_CLOEXEC);
         }
     }
     (void)cpu_millis; /* the cpu cgroup is chosen per acquire (choose_cpu) */
@@ -207,6 +218,7 @@ static int own_dirs(const isolate_slot *s)
 
 static void free_slot(isolate_slot *s, int wait)
 {
+    if (s->pids_events_fd >= 0) close(s->pids_events_fd);
     for (int i = 0; i < own_dirs(s); i++)
         if (!isolate__remove_cgroup(s->dirs[i], wait)) isolate__remember_stale(s->dirs[i]);
     if (s->tmpdir[0]) fs_remove_tree(AT_FDCWD, s->tmpdir, 0);

@@ -93,7 +93,7 @@ void pool__head_started(pinst *pi)
     pi->started = p->last_start = pool__now_ms(p);
     pi->overdue_seen = 0;
     pi->deadline = pool__now_ms(p) + head->timeout_ms;
-    pi->check_at = pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
+    pi->check_at = pool__check_time(pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS);
     pi->check_every = SPATE_PIDS_CHECK_MS;
     histogram_observe(&p->m.queue_wait, (double)(clock_mono_ns() - head->queued_ns) / 1e9);
     instance_set_request(pi->inst, head->request_id);

@@ -332,7 +332,7 @@ int pool__start_instance(pool *p, pversion *v, int spare)
     v->ninstances++;
     if (spare) {
         /* Its process limit is looked at as a busy one's (spares.c). */
-        pi->check_at = pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS;
+        pi->check_at = pool__check_time(pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS);
         pi->check_every = SPATE_PIDS_CHECK_MS;
         pool__arm(p, pi->check_at);
         v->spare = pi;

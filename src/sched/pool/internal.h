@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/limits.h"
 #include "runtime/instance.h"
 #include "runtime/launcher.h"
 #include "sched/autoscaler.h"
@@ -154,6 +155,15 @@ struct pool {
 static inline uint64_t pool__now_ms(const pool *p)
 {
     return uv_now(p->loop);
+}
+
+/* When a busy instance's process limit is next looked at, from t: on a
+ * SPATE_PIDS_CHECK_QUANTUM_MS boundary, so that the looks of many instances
+ * come in one timer turn (each turn walks every busy instance). */
+static inline uint64_t pool__check_time(uint64_t t)
+{
+    return (t + SPATE_PIDS_CHECK_QUANTUM_MS - 1) / SPATE_PIDS_CHECK_QUANTUM_MS *
+           SPATE_PIDS_CHECK_QUANTUM_MS;
 }
 
 /* The pool is invoked or starts an instance: tells pool_on_active's

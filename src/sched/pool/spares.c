@@ -299,7 +299,7 @@ static void check_timer(pool *p, pversion *v, uint64_t now, uint64_t *next)
             pool__spare_stop(v);
             return;
         }
-        pi->check_at = now + pi->check_every;
+        pi->check_at = pool__check_time(now + pi->check_every);
         pi->check_every = pi->check_every * 2 > SPATE_PIDS_CHECK_MAX_MS ? SPATE_PIDS_CHECK_MAX_MS
                                                                         : pi->check_every * 2;
     }

@@ -107,7 +107,7 @@ static void on_timer(uv_timer_t *t)
             }
             /* Next look: later each time, but at the moment the running
              * invocation would outlast the estimate if that comes first. */
-            pi->check_at = now + pi->check_every;
+            pi->check_at = pool__check_time(now + pi->check_every);
             pi->check_every = pi->check_every * 2 > SPATE_PIDS_CHECK_MAX_MS
                                   ? SPATE_PIDS_CHECK_MAX_MS
                                   : pi->check_every * 2;

@@ -166,6 +166,7 @@ static void sub_purge(queue_sub *s, uint64_t bound, uint64_t *keep, size_t *nkee
         sq_lease_free(l);
     }
     uv_timer_stop(&s->timer);
+    sq_drop_saved(s);
     free(s->restore);
     s->restore = NULL;
     s->nrestore = 0;

@@ -68,6 +68,16 @@ static inline sq_msg *sq_msg_of(const queue_msg *m)
     return (sq_msg *)m;
 }
 
+/* The saved state of a message delivered again after a restart: its runs
+ * so far, when it may run next, its last error, whether it has a retry row. */
+typedef struct sq_saved {
+    uint64_t seq;
+    uint32_t attempts;
+    int64_t visible_ms;
+    char *error; /* owned */
+    int in_table;
+} sq_saved;
+
 /* A lease as this queue keeps it: what the consumer reads first. */
 typedef struct sq_lease {
     queue_lease base;
@@ -156,6 +166,12 @@ struct queue_sub {
     strmap busy_keys;  /* ordered: keys with a message leased or retrying */
     uint64_t *restore; /* after a restart: reloaded seqs the range fetches skip (sorted) */
     size_t nrestore;
+    /* Ordered, after a restart: retries past the saved position. They come
+     * back through the range fetches, in publish order behind the earlier
+     * messages of their key, and take their state when leased from ready
+     * (sorted by seq; sq_saved_take). */
+    sq_saved *saved;
+    size_t nsaved;
     int dirty;
     list_node dirty_link;
     uint64_t acked, dead_lettered, delivered;
@@ -258,6 +274,10 @@ void sq_presubmit(void *data);
 void sq_retire_counts(queue *q, sq_topic *t, uint64_t acked, uint64_t dead);
 int sq_cmp_u64(const void *a, const void *b);
 int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len);
+/* Takes the saved state of message seq out of s->saved into out: 1 if it
+ * had one, else 0. */
+int sq_saved_take(queue_sub *s, uint64_t seq, sq_saved *out);
+void sq_saved_free(queue_sub *s);
 
 /* --- fetch.c: lagging subscriptions read the next chunk */
 void sq_maybe_fetch(queue_sub *s);
@@ -265,6 +285,8 @@ void sq_maybe_fetch(queue_sub *s);
 /* --- lease.c: lease, ack, nack, release, dead letter */
 queue_lease *sq_lease_next(queue_sub *s);
 void sq_submit_retry(sq_lease *l, const char *error);
+/* Deletes the retry rows of s->saved, and forgets them (purge). */
+void sq_drop_saved(queue_sub *s);
 void sq_lease_free(sq_lease *l);
 void sq_ack(queue_lease *ql);
 void sq_nack(queue_lease *ql, uint32_t delay_ms, const char *error);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "store/sql.h"
@@ -21,6 +22,33 @@ static sq_lease *lease_new(queue_sub *s, queue_msg *m, uint32_t attempt)
     s->refs++;
     s->delivered++;
     return l;
+}
+
+/* A reloaded retry (sv) at ready's position i, its key held, not yet due:
+ * waits in the heap as before the restart, holding its key. 0 if moved there,
+ * else -1 (it is leased now: due, or no memory for the wait). */
+static int retry_saved(queue_sub *s, size_t i, sq_saved *sv, int64_t now)
+{
+    if (sv->visible_ms <= now) return -1;
+    sq_lease *l = calloc(1, sizeof *l);
+    if (!l) return -1;
+    l->base.msg = sq_ready_at(s, i);
+    l->base.sub = s;
+    l->base.attempt = sv->attempts;
+    l->visible_ms = sv->visible_ms;
+    l->error = sv->error;
+    l->in_retry_table = (unsigned)sv->in_table;
+    l->unsaved = !sv->in_table;
+    list_init(&l->link);
+    if (sq_heap_push(s, l) != 0) {
+        free(l);
+        return -1;
+    }
+    s->refs++;
+    sq_ready_take(s, i); /* ready's reference moves to the lease */
+    sq_mark_dirty(s);
+    sq_arm_retry(s);
+    return 0;
 }
 
 queue_lease *sq_lease_next(queue_sub *s)
@@ -53,6 +81,25 @@ queue_lease *sq_lease_next(queue_sub *s)
             /* The key first: a message of a key not held would let the next
              * of its key run beside it. */
             if (sq_key_hold(s, m) != 0) break;
+            sq_saved sv;
+            if (s->nsaved && sq_saved_take(s, m->seq, &sv)) {
+                /* A retry reloaded after a restart, its turn come. */
+                if (retry_saved(s, i, &sv, now) == 0) {
+                    i--;
+                    scan--;
+                    continue;
+                }
+                l = lease_new(s, m, sv.attempts + 1);
+                if (l) {
+                    l->error = sv.error;
+                    l->in_retry_table = (unsigned)sv.in_table;
+                    sq_ready_take(s, i);
+                } else {
+                    free(sv.error);
+                    sq_key_free(s, m);
+                }
+                break;
+            }
             l = lease_new(s, m, 1);
             if (l)
                 sq_ready_take(s, i);
@@ -142,40 +189,58 @@ static void done_retry(wop *op, int status)
     sq_sub_unref(s);
 }
 
-void sq_submit_retry(sq_lease *l, const char *error)
+/* Writes (error set) or deletes (NULL) the retry row of message seq. */
+static int submit_retry(queue_sub *s, uint64_t seq, uint32_t attempts, int64_t visible_ms,
+                        const char *error)
 {
-    queue_sub *s = l->base.sub;
     retry_op *r = calloc(1, sizeof *r);
     /* An error that cannot be copied is saved empty: a NULL error would
      * delete the row that keeps the retry across a restart. */
     char *e = r && error ? strdup(error) : NULL;
     if (!r || (error && !e && !(e = strdup("")))) {
         free(r);
-        if (error) {
-            /* Saved as leased with the next snapshot instead (sq_presubmit). */
-            log_error("store: cannot save the retry of message %llu of '%s' for '%s': out of "
-                      "memory (saved as in flight)",
-                      (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
-            l->unsaved = 1;
-            sq_mark_dirty(s);
-        } else {
-            log_error("store: cannot delete the retry of message %llu of '%s' for '%s': out of "
-                      "memory (it may run again after a restart)",
-                      (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
-        }
-        return;
+        return ERR_NOMEM;
     }
     r->q = s->q;
     r->sub = s;
     s->refs++;
     r->sub_id = s->id;
-    r->seq = l->base.msg->seq;
-    r->attempts = l->base.attempt;
-    r->visible_ms = l->visible_ms;
+    r->seq = seq;
+    r->attempts = attempts;
+    r->visible_ms = visible_ms;
     r->error = e;
     r->op.apply = apply_retry;
     r->op.done = done_retry;
     writer_submit(s->q->w, &r->op);
+    return 0;
+}
+
+void sq_submit_retry(sq_lease *l, const char *error)
+{
+    queue_sub *s = l->base.sub;
+    if (submit_retry(s, l->base.msg->seq, l->base.attempt, l->visible_ms, error) == 0) return;
+    if (error) {
+        /* Saved as leased with the next snapshot instead (sq_presubmit). */
+        log_error("store: cannot save the retry of message %llu of '%s' for '%s': out of "
+                  "memory (saved as in flight)",
+                  (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
+        l->unsaved = 1;
+        sq_mark_dirty(s);
+    } else {
+        log_error("store: cannot delete the retry of message %llu of '%s' for '%s': out of "
+                  "memory (it may run again after a restart)",
+                  (unsigned long long)l->base.msg->seq, s->topic->name, s->cfg.function);
+    }
+}
+
+void sq_drop_saved(queue_sub *s)
+{
+    for (size_t i = 0; i < s->nsaved; i++)
+        if (s->saved[i].in_table && submit_retry(s, s->saved[i].seq, 0, 0, NULL) != 0)
+            log_error("store: cannot delete the retry of message %llu of '%s' for '%s': out of "
+                      "memory (found settled at the next start)",
+                      (unsigned long long)s->saved[i].seq, s->topic->name, s->cfg.function);
+    sq_saved_free(s);
 }
 
 void sq_lease_free(sq_lease *l)

@@ -259,18 +259,9 @@ int sq_cmp_u64(const void *a, const void *b)
 
 /* --- Restoring after a restart ----------------------------------------------------------- */
 
-/* (seq, attempt, visible_ms, error) of a message to reload. */
-typedef struct pending {
-    uint64_t seq;
-    uint32_t attempts;
-    int64_t visible_ms;
-    char *error;
-    int in_table;
-} pending;
-
-static int cmp_pending(const void *a, const void *b)
+static int cmp_saved(const void *a, const void *b)
 {
-    uint64_t x = ((const pending *)a)->seq, y = ((const pending *)b)->seq;
+    uint64_t x = ((const sq_saved *)a)->seq, y = ((const sq_saved *)b)->seq;
     return x < y ? -1 : x > y;
 }
 
@@ -289,20 +280,20 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
 
     int rc = 0;
     size_t n = 0, cap = 16;
-    pending *p = malloc(cap * sizeof *p);
+    sq_saved *p = malloc(cap * sizeof *p);
     if (!p) rc = ERR_NOMEM;
     const uint8_t *b = leased;
     for (int i = 0; rc == 0 && i + 12 <= leased_len; i += 12) {
         if (n == cap) {
-            pending *np = realloc(p, (cap *= 2) * sizeof *p);
+            sq_saved *np = realloc(p, (cap *= 2) * sizeof *p);
             if (!np) {
                 rc = ERR_NOMEM;
                 break;
             }
             p = np;
         }
-        p[n++] = (pending){get_u64(b + i), get_u32(b + i + 8) ? get_u32(b + i + 8) - 1 : 0,
-                           clock_now_ms(), NULL, 0};
+        p[n++] = (sq_saved){get_u64(b + i), get_u32(b + i + 8) ? get_u32(b + i + 8) - 1 : 0,
+                            clock_now_ms(), NULL, 0};
     }
     sqlite3_stmt *rs;
     if (rc == 0 && sqlite3_prepare_v2(db,
@@ -313,7 +304,7 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
         int st = SQLITE_DONE;
         while (rc == 0 && (st = sqlite3_step(rs)) == SQLITE_ROW) {
             if (n == cap) {
-                pending *np = realloc(p, (cap *= 2) * sizeof *p);
+                sq_saved *np = realloc(p, (cap *= 2) * sizeof *p);
                 if (!np) {
                     rc = ERR_NOMEM;
                     break;
@@ -326,9 +317,9 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
                 rc = ERR_NOMEM;
                 break;
             }
-            p[n++] = (pending){(uint64_t)sqlite3_column_int64(rs, 0),
-                               (uint32_t)sqlite3_column_int64(rs, 1), sqlite3_column_int64(rs, 2),
-                               error, 1};
+            p[n++] = (sq_saved){(uint64_t)sqlite3_column_int64(rs, 0),
+                                (uint32_t)sqlite3_column_int64(rs, 1), sqlite3_column_int64(rs, 2),
+                                error, 1};
         }
         if (rc == 0 && st != SQLITE_DONE) rc = ERR_STORE;
         sqlite3_finalize(rs);
@@ -339,16 +330,16 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
      * entry and its retry row: one lease of it, due now as the leased one
      * says, its row still to delete when it settles. */
     if (rc == 0 && n > 1) {
-        qsort(p, n, sizeof *p, cmp_pending);
+        qsort(p, n, sizeof *p, cmp_saved);
         size_t k = 1;
         for (size_t i = 1; i < n; i++) {
             if (p[i].seq != p[k - 1].seq) {
                 p[k++] = p[i];
                 continue;
             }
-            pending *keep = &p[k - 1], *row = &p[i];
+            sq_saved *keep = &p[k - 1], *row = &p[i];
             if (keep->in_table) { /* the leased one came second */
-                pending t = *keep;
+                sq_saved t = *keep;
                 *keep = *row;
                 *row = t;
             }
@@ -357,6 +348,28 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
             keep->error = row->error;
         }
         n = k;
+    }
+    /* Ordered: a retry past the saved position waits for the range fetch,
+     * to run behind the earlier messages of its key that come back with it
+     * (sq_lease_next takes its state). Due at once from here, it ran before
+     * them: the nemesis saw a failed message run again before an earlier
+     * message of its key that had run and was settled in memory only. */
+    if (rc == 0 && s->cfg.ordered) {
+        size_t nsaved = 0;
+        for (size_t i = 0; i < n; i++) nsaved += p[i].seq >= s->fetched && p[i].attempts > 0;
+        sq_saved *sv = nsaved ? realloc(s->saved, (s->nsaved + nsaved) * sizeof *sv) : NULL;
+        if (nsaved && !sv) rc = ERR_NOMEM;
+        if (sv) {
+            s->saved = sv;
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (p[i].seq >= s->fetched && p[i].attempts > 0)
+                    s->saved[s->nsaved++] = p[i]; /* in seq order: p is sorted */
+                else
+                    p[k++] = p[i];
+            }
+            n = k;
+        }
     }
     /* Room for them all first: nothing fails once the first is in. */
     if (rc == 0 && n) {
@@ -384,7 +397,10 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
             rc = rrc == SQLITE_NOMEM ? ERR_NOMEM : ERR_STORE;
         } else if (blk && got == 1) {
             sq_lease *l = calloc(1, sizeof *l);
-            if (l && sq_key_hold(s, &blk->msgs[0].m) == 0) {
+            /* A delayed message not yet run holds no key, as when it was
+             * published (memory.c, defer). */
+            int delayed = p[i].attempts == 0 && p[i].in_table;
+            if (l && (delayed || sq_key_hold(s, &blk->msgs[0].m) == 0)) {
                 l->base.msg = &blk->msgs[0].m;
                 blk->msgs[0].refs = 1;
                 l->base.sub = s;
@@ -415,4 +431,33 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
     sqlite3_finalize(one);
     if (s->nrestore) qsort(s->restore, s->nrestore, sizeof *s->restore, sq_cmp_u64);
     return rc;
+}
+
+int sq_saved_take(queue_sub *s, uint64_t seq, sq_saved *out)
+{
+    size_t lo = 0, hi = s->nsaved;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->saved[mid].seq < seq) {
+            lo = mid + 1;
+        } else if (s->saved[mid].seq > seq) {
+            hi = mid;
+        } else {
+            *out = s->saved[mid];
+            memmove(&s->saved[mid], &s->saved[mid + 1], (s->nsaved - mid - 1) * sizeof *out);
+            if (--s->nsaved == 0) sq_saved_free(s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Their rows stay: what purge or the subscription's removal does not delete
+ * is reloaded (or found settled) at the next start. */
+void sq_saved_free(queue_sub *s)
+{
+    for (size_t i = 0; i < s->nsaved; i++) free(s->saved[i].error);
+    free(s->saved);
+    s->saved = NULL;
+    s->nsaved = 0;
 }

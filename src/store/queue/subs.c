@@ -28,6 +28,7 @@ static void on_timer_closed(uv_handle_t *h)
     free(s->ready);
     free(s->heap);
     free(s->restore);
+    sq_saved_free(s);
     strmap_free(&s->busy_keys);
     free(s);
 }
