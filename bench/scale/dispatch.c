@@ -17,6 +17,12 @@
  *   dispatch serve PORT SLEEP_MS
  *       the peer: a bare epoll HTTP server answering each request SLEEP_MS
  *       after it came (what an event loop and the kernel cost, nothing more)
+ *   dispatch relay PORT N SLEEP_MS
+ *       the third peer: the same server handing each request to one of N
+ *       worker processes over a socketpair; the worker sleeps SLEEP_MS and
+ *       answers over it, and the server answers the client: the wake-ups of
+ *       a dispatcher in front of N processes (spated's shape), none of its
+ *       work
  *
  * One thread, epoll: the client's own cost stays out of the figures as far
  * as a C client can keep it. Answers are read whole (headers and their
@@ -357,6 +363,111 @@ static int run_wake(size_t n, double seconds, double sleep_ms)
     return 0;
 }
 
+/* A worker of run_relay: a byte in, the sleep, the byte back, until EOF. */
+static void relay_worker(int fd, double sleep_ms)
+{
+    long us = (long)(sleep_ms * 1000);
+    char b;
+    while (read(fd, &b, 1) == 1) {
+        struct timespec d = {us / 1000000, (us % 1000000) * 1000};
+        nanosleep(&d, NULL);
+        if (write(fd, &b, 1) != 1) break;
+    }
+    _exit(0);
+}
+
+static int run_relay(int port, size_t n, double sleep_ms)
+{
+    int *wfd = calloc(n, sizeof *wfd), *owner = calloc(n, sizeof *owner);
+    size_t *free_w = calloc(n, sizeof *free_w), nfree = 0;
+    int *waiting = calloc(CONN_MAX, sizeof *waiting);
+    size_t whead = 0, wcount = 0;
+    if (!wfd || !owner || !free_w || !waiting) die("calloc");
+    for (size_t w = 0; w < n; w++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            close(sv[0]);
+            relay_worker(sv[1], sleep_ms);
+        }
+        close(sv[1]);
+        wfd[w] = sv[0];
+        free_w[nfree++] = w;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 4096) != 0) die("listen");
+    fcntl(ls, F_SETFL, O_NONBLOCK);
+    int ep = epoll_create1(0);
+    /* data.u64: a connection's fd, or CONN_MAX + w for worker w, or ~0 the listener. */
+    struct epoll_event lev = {.events = EPOLLIN, .data.u64 = ~0ull};
+    epoll_ctl(ep, EPOLL_CTL_ADD, ls, &lev);
+    for (size_t w = 0; w < n; w++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = CONN_MAX + w};
+        epoll_ctl(ep, EPOLL_CTL_ADD, wfd[w], &ev);
+    }
+    static char buf[ANSWER_MAX];
+    struct epoll_event evs[256];
+    for (;;) {
+        int k = epoll_wait(ep, evs, 256, -1);
+        for (int i = 0; i < k; i++) {
+            uint64_t id = evs[i].data.u64;
+            if (id == ~0ull) {
+                int fd;
+                while ((fd = accept(ls, NULL, NULL)) >= 0) {
+                    if (fd >= CONN_MAX) {
+                        close(fd);
+                        continue;
+                    }
+                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    fcntl(fd, F_SETFL, O_NONBLOCK);
+                    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)fd};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+                }
+                continue;
+            }
+            if (id >= CONN_MAX) { /* a worker's answer */
+                size_t w = id - CONN_MAX;
+                char b;
+                if (read(wfd[w], &b, 1) != 1) die("worker");
+                if (write(owner[w], answer, sizeof answer - 1) < 0) close(owner[w]);
+                if (wcount) {
+                    owner[w] = waiting[whead];
+                    whead = (whead + 1) % CONN_MAX;
+                    wcount--;
+                    if (write(wfd[w], "r", 1) != 1) die("worker");
+                } else {
+                    free_w[nfree++] = w;
+                }
+                continue;
+            }
+            int fd = (int)id;
+            ssize_t got = read(fd, buf, sizeof buf - 1);
+            if (got <= 0) {
+                close(fd);
+                continue;
+            }
+            buf[got] = '\0';
+            for (char *p = buf; (p = strstr(p, "\r\n\r\n")); p += 4) {
+                if (nfree) {
+                    size_t w = free_w[--nfree];
+                    owner[w] = fd;
+                    if (write(wfd[w], "r", 1) != 1) die("worker");
+                } else {
+                    if (wcount == CONN_MAX) die("too many waiting");
+                    waiting[(whead + wcount++) % CONN_MAX] = fd;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     raise_nofile();
@@ -376,9 +487,15 @@ int main(int argc, char **argv)
         return run_wake(n, atof(argv[3]), atof(argv[4]));
     }
     if (argc == 4 && strcmp(argv[1], "serve") == 0) return run_serve(atoi(argv[2]), atof(argv[3]));
+    if (argc == 5 && strcmp(argv[1], "relay") == 0) {
+        size_t n = strtoul(argv[3], NULL, 10);
+        if (n == 0 || n > CONN_MAX) return 2;
+        return run_relay(atoi(argv[2]), n, atof(argv[4]));
+    }
     fprintf(stderr, "usage: dispatch load PORT PATH INFLIGHT SECONDS SLEEP_MS\n"
                     "       dispatch burst PORT PATH N\n"
                     "       dispatch wake N SECONDS SLEEP_MS\n"
-                    "       dispatch serve PORT SLEEP_MS\n");
+                    "       dispatch serve PORT SLEEP_MS\n"
+                    "       dispatch relay PORT N SLEEP_MS\n");
     return 2;
 }

@@ -24,20 +24,13 @@ def test_nemesis_loses_nothing_acknowledged(tmp_path, functions):
     fig, problems, text = nemesis.run(tmp_path, functions, seed, faults=20,
                                       scale=3.0 if ASAN else 1.0)
     print(text)
-    # Known (session 40, issue 21): after a kill -9 an ordered trigger runs
-    # the key's message that waited for a retry (restored from its retries
-    # row, holding its key) before an older one of the key that had run and
-    # been acknowledged in memory only (the saved position cannot pass a
-    # message of another key still held): a replay out of order. (The same
-    # with a first attempt in flight is fixed: it is read again in order,
-    # store/queue/state.c, unit test ordered_replay_in_order.) Everything else
-    # must hold. Known too: exec instances started around a pause or a full
-    # disk that do not ask for work within 10 s ("instance did not become
-    # ready") cost their batch an attempt each, and with max_attempts 2 such
-    # batches reach the dead letters without having run.
+    # Known (session 40, issue 21): exec instances started around a pause or
+    # a full disk that do not ask for work within 10 s ("instance did not
+    # become ready") cost their batch an attempt each, and with max_attempts
+    # 2 such batches reach the dead letters without having run. Everything
+    # else must hold.
     known = [p for p in problems
-             if p.startswith("ord: out of publish order: a message that had")
-             or p.startswith("bat: ") and "dead-lettered without ever running" in p]
+             if p.startswith("bat: ") and "dead-lettered without ever running" in p]
     others = [p for p in problems if p not in known]
     assert not others, f"seed {seed} (SPATE_NEMESIS_SEED={seed} repeats the faults):\n{text}"
     assert fig["ord"]["acked"] and fig["bat"]["acked"] and fig["inv"]["acked"], text
