@@ -252,7 +252,12 @@ typedef struct pending {
 
 static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
-static int run_serve(int port, double sleep_ms)
+/* The servers' epoll ids (data.u64): a connection's fd, or one of these. */
+#define ID_LISTENER (~0ull)
+#define ID_TIMER (~1ull)
+
+/* A listener on 127.0.0.1:port in a new epoll set (*ep), as ID_LISTENER. */
+static int listen_epoll(int port, int *ep)
 {
     int ls = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
@@ -261,20 +266,41 @@ static int run_serve(int port, double sleep_ms)
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 4096) != 0) die("listen");
     fcntl(ls, F_SETFL, O_NONBLOCK);
-    int ep = epoll_create1(0);
-    struct epoll_event lev = {.events = EPOLLIN, .data.fd = -1};
-    epoll_ctl(ep, EPOLL_CTL_ADD, ls, &lev);
+    *ep = epoll_create1(0);
+    struct epoll_event lev = {.events = EPOLLIN, .data.u64 = ID_LISTENER};
+    epoll_ctl(*ep, EPOLL_CTL_ADD, ls, &lev);
+    return ls;
+}
+
+/* Every connection waiting on ls, non-blocking, into ep by its fd. */
+static void accept_all(int ls, int ep)
+{
+    int fd, one = 1;
+    while ((fd = accept(ls, NULL, NULL)) >= 0) {
+        if (fd >= CONN_MAX) {
+            close(fd);
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)fd};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+static int run_serve(int port, double sleep_ms)
+{
+    int ep, ls = listen_epoll(port, &ep);
     /* Every request waits the same time, so they fall due in arrival order:
      * a FIFO ring is the whole timer wheel. */
     pending *ring = calloc(CONN_MAX, sizeof *ring);
     size_t head = 0, count = 0;
     static char buf[ANSWER_MAX];
-    size_t *have = calloc(CONN_MAX + 16, sizeof *have);
-    if (!ring || !have) die("calloc");
+    if (!ring) die("calloc");
     /* The head's due time on a timerfd: the kernel's timer, as the
      * function's nanosleep uses (epoll_wait's timeout counts whole ms). */
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
-    struct epoll_event tev = {.events = EPOLLIN, .data.fd = -2};
+    struct epoll_event tev = {.events = EPOLLIN, .data.u64 = ID_TIMER};
     if (tfd < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &tev) != 0) die("timerfd");
     double armed = 0;
     struct epoll_event evs[256];
@@ -288,28 +314,17 @@ static int run_serve(int port, double sleep_ms)
         }
         int k = epoll_wait(ep, evs, 256, -1);
         for (int i = 0; i < k; i++) {
-            if (evs[i].data.fd == -2) {
+            if (evs[i].data.u64 == ID_TIMER) {
                 uint64_t ticks;
                 if (read(tfd, &ticks, sizeof ticks) < 0) ticks = 0;
                 armed = 0;
                 continue;
             }
-            if (evs[i].data.fd == -1) {
-                int fd;
-                while ((fd = accept(ls, NULL, NULL)) >= 0) {
-                    if (fd >= CONN_MAX) {
-                        close(fd);
-                        continue;
-                    }
-                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    fcntl(fd, F_SETFL, O_NONBLOCK);
-                    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-                    have[fd] = 0;
-                }
+            if (evs[i].data.u64 == ID_LISTENER) {
+                accept_all(ls, ep);
                 continue;
             }
-            int fd = evs[i].data.fd;
+            int fd = (int)evs[i].data.u64;
             ssize_t n = read(fd, buf, sizeof buf - 1);
             if (n <= 0) {
                 close(fd);
@@ -396,17 +411,8 @@ static int run_relay(int port, size_t n, double sleep_ms)
         wfd[w] = sv[0];
         free_w[nfree++] = w;
     }
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 4096) != 0) die("listen");
-    fcntl(ls, F_SETFL, O_NONBLOCK);
-    int ep = epoll_create1(0);
-    /* data.u64: a connection's fd, or CONN_MAX + w for worker w, or ~0 the listener. */
-    struct epoll_event lev = {.events = EPOLLIN, .data.u64 = ~0ull};
-    epoll_ctl(ep, EPOLL_CTL_ADD, ls, &lev);
+    /* Worker w is CONN_MAX + w. */
+    int ep, ls = listen_epoll(port, &ep);
     for (size_t w = 0; w < n; w++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = CONN_MAX + w};
         epoll_ctl(ep, EPOLL_CTL_ADD, wfd[w], &ev);
@@ -417,18 +423,8 @@ static int run_relay(int port, size_t n, double sleep_ms)
         int k = epoll_wait(ep, evs, 256, -1);
         for (int i = 0; i < k; i++) {
             uint64_t id = evs[i].data.u64;
-            if (id == ~0ull) {
-                int fd;
-                while ((fd = accept(ls, NULL, NULL)) >= 0) {
-                    if (fd >= CONN_MAX) {
-                        close(fd);
-                        continue;
-                    }
-                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    fcntl(fd, F_SETFL, O_NONBLOCK);
-                    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)fd};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-                }
+            if (id == ID_LISTENER) {
+                accept_all(ls, ep);
                 continue;
             }
             if (id >= CONN_MAX) { /* a worker's answer */
