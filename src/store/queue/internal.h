@@ -169,7 +169,7 @@ struct queue_sub {
     /* Ordered, after a restart: retries past the saved position. They come
      * back through the range fetches, in publish order behind the earlier
      * messages of their key, and take their state when leased from ready
-     * (sorted by seq; sq_saved_take). */
+     * (sorted by seq; sq_saved_find). */
     sq_saved *saved;
     size_t nsaved;
     int dirty;
@@ -274,9 +274,10 @@ void sq_presubmit(void *data);
 void sq_retire_counts(queue *q, sq_topic *t, uint64_t acked, uint64_t dead);
 int sq_cmp_u64(const void *a, const void *b);
 int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len);
-/* Takes the saved state of message seq out of s->saved into out: 1 if it
- * had one, else 0. */
-int sq_saved_take(queue_sub *s, uint64_t seq, sq_saved *out);
+/* The saved state of message seq in s->saved, or NULL. */
+sq_saved *sq_saved_find(queue_sub *s, uint64_t seq);
+/* Removes sv from s->saved (its error freed, unless taken: NULL). */
+void sq_saved_forget(queue_sub *s, sq_saved *sv);
 void sq_saved_free(queue_sub *s);
 
 /* --- fetch.c: lagging subscriptions read the next chunk */

@@ -25,18 +25,16 @@ static sq_lease *lease_new(queue_sub *s, queue_msg *m, uint32_t attempt)
 }
 
 /* A reloaded retry (sv) at ready's position i, its key held, not yet due:
- * waits in the heap as before the restart, holding its key. 0 if moved there,
- * else -1 (it is leased now: due, or no memory for the wait). */
-static int retry_saved(queue_sub *s, size_t i, sq_saved *sv, int64_t now)
+ * waits in the heap as before the restart, holding its key, and takes sv's
+ * error. 0 if moved there, else -1 (no memory: it is leased now). */
+static int retry_saved(queue_sub *s, size_t i, sq_saved *sv)
 {
-    if (sv->visible_ms <= now) return -1;
     sq_lease *l = calloc(1, sizeof *l);
     if (!l) return -1;
     l->base.msg = sq_ready_at(s, i);
     l->base.sub = s;
     l->base.attempt = sv->attempts;
     l->visible_ms = sv->visible_ms;
-    l->error = sv->error;
     l->in_retry_table = (unsigned)sv->in_table;
     l->unsaved = !sv->in_table;
     list_init(&l->link);
@@ -44,6 +42,8 @@ static int retry_saved(queue_sub *s, size_t i, sq_saved *sv, int64_t now)
         free(l);
         return -1;
     }
+    l->error = sv->error;
+    sv->error = NULL;
     s->refs++;
     sq_ready_take(s, i); /* ready's reference moves to the lease */
     sq_mark_dirty(s);
@@ -81,22 +81,24 @@ queue_lease *sq_lease_next(queue_sub *s)
             /* The key first: a message of a key not held would let the next
              * of its key run beside it. */
             if (sq_key_hold(s, m) != 0) break;
-            sq_saved sv;
-            if (s->nsaved && sq_saved_take(s, m->seq, &sv)) {
+            sq_saved *sv = s->nsaved ? sq_saved_find(s, m->seq) : NULL;
+            if (sv) {
                 /* A retry reloaded after a restart, its turn come. */
-                if (retry_saved(s, i, &sv, now) == 0) {
+                if (sv->visible_ms > now && retry_saved(s, i, sv) == 0) {
+                    sq_saved_forget(s, sv);
                     i--;
                     scan--;
                     continue;
                 }
-                l = lease_new(s, m, sv.attempts + 1);
+                l = lease_new(s, m, sv->attempts + 1);
                 if (l) {
-                    l->error = sv.error;
-                    l->in_retry_table = (unsigned)sv.in_table;
+                    l->error = sv->error;
+                    sv->error = NULL;
+                    l->in_retry_table = (unsigned)sv->in_table;
+                    sq_saved_forget(s, sv);
                     sq_ready_take(s, i);
                 } else {
-                    free(sv.error);
-                    sq_key_free(s, m);
+                    sq_key_free(s, m); /* its state stays for the next try */
                 }
                 break;
             }

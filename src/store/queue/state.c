@@ -433,23 +433,26 @@ int sq_restore_sub(queue *q, queue_sub *s, const void *leased, int leased_len)
     return rc;
 }
 
-int sq_saved_take(queue_sub *s, uint64_t seq, sq_saved *out)
+sq_saved *sq_saved_find(queue_sub *s, uint64_t seq)
 {
     size_t lo = 0, hi = s->nsaved;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (s->saved[mid].seq < seq) {
+        if (s->saved[mid].seq == seq) return &s->saved[mid];
+        if (s->saved[mid].seq < seq)
             lo = mid + 1;
-        } else if (s->saved[mid].seq > seq) {
+        else
             hi = mid;
-        } else {
-            *out = s->saved[mid];
-            memmove(&s->saved[mid], &s->saved[mid + 1], (s->nsaved - mid - 1) * sizeof *out);
-            if (--s->nsaved == 0) sq_saved_free(s);
-            return 1;
-        }
     }
-    return 0;
+    return NULL;
+}
+
+void sq_saved_forget(queue_sub *s, sq_saved *sv)
+{
+    free(sv->error);
+    size_t i = (size_t)(sv - s->saved);
+    memmove(sv, sv + 1, (s->nsaved - i - 1) * sizeof *sv);
+    if (--s->nsaved == 0) sq_saved_free(s);
 }
 
 /* Their rows stay: what purge or the subscription's removal does not delete
