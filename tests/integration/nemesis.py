@@ -447,6 +447,7 @@ class Lives:
         # call that started before the new one listened is the old one's (an
         # instance may begin what it was handed a moment after spated died).
         self.kills = sorted((e[1], e[2]) for e in events if e[0] == "kill")
+        self.disks = sorted((e[1], e[2]) for e in events if e[0] == "disk")
 
     def epoch(self, ns):
         return sum(1 for _, up in self.kills if up <= ns)
@@ -462,7 +463,15 @@ class Lives:
     def explain(self, a, b):
         """The fault that explains b, a second run of what ran in a (records
         of read_records), or None."""
-        return "kill" if any(a[4] < up and b[4] >= k for k, up in self.kills) else None
+        if any(a[4] < up and b[4] >= k for k, up in self.kills):
+            return "kill"
+        # A deliberate failure's last attempt ends in a dead letter, a write:
+        # with the disk full it is refused, the message is retried with the
+        # same attempt number (seen ~1 s later in session 41's runs).
+        if ":fail" in a[2] and b[3] == a[3] and any(t0 <= a[5] and a[4] <= t1
+                                                    for t0, t1 in self.disks):
+            return "disk"
+        return None
 
     def explain_replay(self, a, b):
         """The fault that explains b, a replay of a message run after a (a
