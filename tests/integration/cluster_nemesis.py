@@ -33,8 +33,11 @@ duplicate run only with a fault between the two runs that can lose a
 settlement: a spated kill -9 or cut off (its unacknowledged work is
 redelivered after the ack wait, the function's timeout + 5 s), a nats-server
 killed or paused (an acknowledgement on its way, or a consumer leader's
-state, lost); a SIGSTOP of spated shorter than the ack wait explains none.
-Ordered: never two of a key at once; never out of publish order among
+state, lost); a SIGSTOP of spated shorter than the ack wait explains no
+redelivery, but a node that wakes past a function's timeout times the call
+out, and its retry is a run again (spated_pause_timeout); so is a deliberate
+failure's final attempt handed back for 1 s when its dead letter's publish
+failed (dead_letter_publish_retried). Ordered: never two of a key at once; never out of publish order among
 answered publishes, except a replay with such a fault in between. Dead
 letters exactly the deliberate failures.
 

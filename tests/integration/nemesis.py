@@ -27,7 +27,9 @@ A payload containing ``:fail`` fails in every attempt and must reach the
 dead-letter topic; nothing else may.
 
 Used by tests/integration/test_nemesis.py (a short run) and bench/nemesis
-(a long one).
+(a long one). tests/integration/cluster_nemesis.py runs the same workload
+(its clients spread over a cluster's nodes) and checker (with a model of its
+own faults: what explains a run again) against three nodes.
 """
 
 import http.client
