@@ -37,9 +37,9 @@ state, lost); a SIGSTOP of spated shorter than the ack wait explains no
 redelivery, but a node that wakes past a function's timeout times the call
 out, and its retry is a run again (spated_pause_timeout); so is a deliberate
 failure's final attempt handed back for 1 s when its dead letter's publish
-failed (dead_letter_publish_retried). Ordered: never two of a key at once; never out of publish order among
-answered publishes, except a replay with such a fault in between. Dead
-letters exactly the deliberate failures.
+failed (dead_letter_publish_retried). Ordered: never two of a key at once;
+never out of publish order among answered publishes, except a replay with
+such a fault in between. Dead letters exactly the deliberate failures.
 
 Used by tests/integration/test_cluster_nemesis.py (a short run) and
 bench/cluster-nemesis (a long one).
