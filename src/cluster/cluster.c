@@ -210,36 +210,6 @@ static void artifact_stream_upgrade(cluster *c, jsStreamInfo *si)
     jsStreamInfo_Destroy(out);
 }
 
-/* The attempts bucket is read by the node a message goes to next, right
- * after the node whose attempt failed wrote it. With direct gets (the
- * client's default for a bucket) any replica answers a read, and one that
- * lags — a nats-server just restarted or resumed — answers the value
- * before the write (nats-server 2.9; the cluster's nemesis saw a message
- * received again with ApproximateReceiveCount 1 after its first receive's
- * visibility had ended, nothing killed): a failed attempt not counted.
- * Read through the stream's leader instead, which has every write it
- * acknowledged: the stream stops answering direct gets, and the bucket is
- * opened again so that its reads ask the leader. Every node does it (the
- * change is made once); a node that opened the bucket before a later
- * node's change reads through the leader from its next start. */
-static natsStatus attempts_through_leader(cluster *c)
-{
-    jsStreamInfo *si = NULL;
-    natsStatus s = js_GetStreamInfo(&si, c->js, "KV_" CLUSTER_ATTEMPTS_BUCKET, NULL, NULL);
-    if (s != NATS_OK) return s;
-    if (si->Config && si->Config->AllowDirect) {
-        si->Config->AllowDirect = false;
-        jsStreamInfo *out = NULL;
-        s = js_UpdateStream(&out, c->js, si->Config, NULL, NULL);
-        jsStreamInfo_Destroy(out);
-    }
-    jsStreamInfo_Destroy(si);
-    if (s != NATS_OK) return s;
-    kvStore_Destroy(c->attempts);
-    c->attempts = NULL;
-    return js_KeyValue(&c->attempts, c->js, CLUSTER_ATTEMPTS_BUCKET);
-}
-
 static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
 {
     natsStatus s = open_bucket(c, CLUSTER_BUCKET, replicas, 0, &c->kv, err, cap);
@@ -247,17 +217,6 @@ static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
         s = open_bucket(c, CLUSTER_ATTEMPTS_BUCKET, replicas, SPATE_CLUSTER_ATTEMPTS_TTL_NS,
                         &c->attempts, err, cap);
     if (s != NATS_OK) return s;
-    for (int tries = 0; tries < 100; tries++) {
-        s = attempts_through_leader(c);
-        if (s == NATS_OK) break;
-        usleep(100 * 1000);
-    }
-    if (s != NATS_OK) {
-        snprintf(err, cap, "cluster: cannot make the bucket %s read through its leader: %s",
-                 CLUSTER_ATTEMPTS_BUCKET,
-                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
-        return s;
-    }
     for (int tries = 0; tries < 100; tries++) {
         jsStreamInfo *si = NULL;
         s = js_GetStreamInfo(&si, c->js, CLUSTER_ARTIFACT_STREAM, NULL, NULL);

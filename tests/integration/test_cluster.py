@@ -408,26 +408,6 @@ def test_ordered_keys_keep_their_order_across_nodes(cluster, functions, tmp_path
     assert most > 1, most
 
 
-def test_failed_attempts_are_read_through_the_leader(cluster, functions, tmp_path):
-    """The bucket of failed attempts answers no direct gets: any replica
-    answers those, and one that lags (a nats-server just restarted or
-    resumed) answered a read with the count before the last failure (the
-    cluster's nemesis: an SQS message received again with
-    ApproximateReceiveCount 1). Reads through the leader still count."""
-    nats, (a, b, c) = cluster
-    for i in range(3):
-        cfg = nats.stream_config("KV_spate-attempts", i)
-        assert cfg is not None and not cfg.get("allow_direct"), cfg
-    rec = record_dir(tmp_path) / "leader.txt"
-    assert a.deploy("counted", functions["recorder"], env=f"RECORD%3D{rec}")[0] == 201
-    assert all(wait_for(lambda: listed(d, "counted"), timeout=10) for d in (a, b, c))
-    add_trigger(a, (a, b, c), "counting", "counted", "?max_attempts=3")
-    publish_lines(b, "counting", ["fail-all-three"])
-    assert wait_for(lambda: c.json("GET", "/v1/topics/counting.dlq")[0] == 200 and
-                    c.json("GET", "/v1/topics/counting.dlq")[1]["published"] == 1, timeout=60)
-    assert attempts(rec) == {1, 2, 3}
-
-
 def test_topic_ls_rm_purge_retention_and_dlq_across_nodes(cluster, functions, tmp_path):
     """Issue 14, items 5 and 6, on JetStream: the same commands, any node."""
     nats, (a, b, c) = cluster
