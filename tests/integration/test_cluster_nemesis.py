@@ -50,8 +50,9 @@ KNOWN = (
     # delivered — refresh.c's trim over a consumer list that a stopped or
     # restarting nats-server left incomplete (nats-server logged "Did not
     # receive all consumer info results" 28 times; the trim now waits for a
-    # complete list, not shown to be the cause), or a consumer leader on a
-    # lagging replica reporting nothing pending.
+    # complete list, and a second campaign still lost 500 of 85,691), or a
+    # consumer leader on a lagging replica reporting nothing pending, or a
+    # publish answered 202 that JetStream did not keep.
     ("ord: ", "acknowledged messages never processed"),
     ("ord: ", "deliberate failures missing from ord.dlq"),
     # Exec instances that do not ask for work within 10 s on a loaded
@@ -60,9 +61,10 @@ KNOWN = (
     # whose answer came too late.
     ("bat: ", "dead-lettered without ever running"),
     ("bat: ", "dead letters that did not fail on purpose"),
-    # ApproximateReceiveCount repeated ([1, 1, 2, 2]) for messages received
-    # within a few seconds of a kill of a node or a nats-server: a failed
-    # receive whose record did not reach the attempts bucket ("cannot
-    # record failed attempt ... No responders") is not counted.
+    # ApproximateReceiveCount repeated ([1, 1, 2, 2], [1, 1]) for messages
+    # received within a few seconds of a kill of a node or a nats-server (a
+    # failed receive whose record did not reach the attempts bucket, "cannot
+    # record failed attempt ... No responders", is not counted), and once
+    # (seed 7) with no kill near: not explained.
     ("sqs: ", "ApproximateReceiveCount not growing"),
 )
