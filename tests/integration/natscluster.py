@@ -242,17 +242,6 @@ cluster {{
                     return stream["state"]
         return None
 
-    def stream_config(self, name, i=0):
-        """A stream's configuration as server i reports it, or None."""
-        url = f"http://{self.host}:{self.monitor[i]}/jsz?streams=true&config=true"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            doc = json.load(r)
-        for account in doc.get("account_details", []):
-            for stream in account.get("stream_detail", []):
-                if stream["name"] == name:
-                    return stream.get("config")
-        return None
-
     def consumer_config(self, stream, name, i=0):
         """A consumer's configuration as server i reports it, or None."""
         url = (f"http://{self.host}:{self.monitor[i]}/jsz?streams=true&consumers=true"
