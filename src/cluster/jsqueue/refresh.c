@@ -53,6 +53,18 @@ static void trim_stream(queue *q, const jsStreamInfo *si)
     if (!si->State.Msgs) return;
     jsConsumerInfoList *cl = NULL;
     if (js_Consumers(&cl, q->js, si->Config->Name, NULL, NULL) != NATS_OK || !cl) return;
+    /* While a consumer's leader does not answer (a nats-server stopped,
+     * restarting, electing), JetStream lists the others only ("Did not
+     * receive all consumer info results"): a trim over them removed what
+     * the missing one had not delivered (the cluster's nemesis: an ordered
+     * trigger's part held back by a redelivery, its messages gone). Trim
+     * only over every consumer the stream has. */
+    if ((uint64_t)cl->Count < (uint64_t)si->State.Consumers) {
+        log_debug("cluster: %s: %d of %d consumers answered; not trimmed", si->Config->Name,
+                  cl->Count, (int)si->State.Consumers);
+        jsConsumerInfoList_Destroy(cl);
+        return;
+    }
     uint64_t keep = cl->Count ? last + 1 : 0; /* the first message still wanted */
     for (int i = 0; i < cl->Count; i++) {
         const jsConsumerInfo *ci = cl->List[i];
