@@ -5,13 +5,14 @@
  * pools and triggers maintain anyway.
  *
  * A scrape never holds the loop for long, whatever the number of topics:
- * their figures are read over several loop turns, each at most
- * SPATE_METRICS_SLICE_US, resumed from the last topic's name (the queue
- * keeps every topic's place, queue_topics_after), and other work (an
- * invocation, a publish) runs between them. Only the deepest
- * --metrics-topics topics get series of their own (kept in a heap as they
- * are read);
- * the rest are counted. The answer goes once it is whole.
+ * their figures are read, then the kept ones' series written, over several
+ * loop turns, each at most SPATE_METRICS_SLICE_US, resumed from the last
+ * topic's name (the queue keeps every topic's place, queue_topics_after) or
+ * the last series written, and other work (an invocation, a publish) runs
+ * between them. Only the deepest --metrics-topics topics get series of their
+ * own (kept in a heap as they are read); the rest are counted. Functions and
+ * triggers are read and written in the last turn. The answer goes once it is
+ * whole.
  *
  * Names follow Prometheus conventions: a spate_ prefix, base units (seconds,
  * bytes), _total on counters; process_* as the official clients name them.
@@ -75,7 +76,6 @@ typedef struct scrape {
     size_t visited; /* topics the turns went past */
     int topics_done;
     size_t all_topics;                /* topics read, before keeping the deepest */
-    int kept;                         /* the deepest kept: their series are being written */
     size_t series_family, series_row; /* where write_topic_series goes on */
     buf out;
     fn_row *fns;
@@ -713,12 +713,11 @@ static void on_turn(uv_idle_t *t)
             int rc = queue_topics_after(s->a->q, s->cursor[0] ? s->cursor : NULL, collect_topic, s);
             /* Done: no topic left after the cursor, or the cursor's topic is
              * unknown (the queue closed meanwhile). */
-            if (rc || s->visited == before) s->topics_done = 1;
-        } else {
-            if (!s->kept) {
-                keep_deepest(s);
-                s->kept = 1;
+            if (rc || s->visited == before) {
+                s->topics_done = 1;
+                keep_deepest(s); /* their series from the next turn on */
             }
+        } else {
             written = write_topic_series(s);
         }
     }

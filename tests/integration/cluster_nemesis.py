@@ -211,18 +211,8 @@ class ClusterNemesis:
         self.heal_s["nats"].append(time.monotonic() - t0)
 
     def spated_kill(self, i):
-        d = self.nodes[i]
-        d.proc.send_signal(signal.SIGKILL)
-        d.proc.wait()
-        time.sleep(self.rng.uniform(0, 0.5))
-        for attempt in range(3):
-            try:
-                d.start()
-                return
-            except RuntimeError as e:  # a finding: say it, try again
-                self.problems.append(f"node {i} did not start after kill -9: {str(e)[-400:]}")
-                time.sleep(1)
-        d.start()
+        nemesis.kill_and_restart(self.nodes[i], self.rng.uniform(0, 0.5), f"node {i}",
+                                 self.problems)
 
     def spated_pause(self, i):
         d = self.nodes[i]

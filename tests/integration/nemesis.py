@@ -134,6 +134,22 @@ class Node(Client):
             subprocess.run(["umount", "-l", str(self.mnt)])
 
 
+def kill_and_restart(d, gap_s, who, problems):
+    """kill -9 of spated d, gap_s of nothing, and its restart on the same
+    data; a start that fails is a finding (said in problems), tried again."""
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    time.sleep(gap_s)
+    for attempt in range(3):
+        try:
+            d.start()
+            return
+        except RuntimeError as e:  # a finding: say it, try again
+            problems.append(f"{who} did not start after kill -9: {str(e)[-400:]}")
+            time.sleep(1)
+    d.start()
+
+
 class Nemesis:
     """Faults at random moments: see the module's documentation."""
 
@@ -165,19 +181,8 @@ class Nemesis:
                 self.log(f"nemesis: {n} faults {self.counts}")
 
     def kill(self):
-        d = self.node.d
         with self.node.lock:
-            d.proc.send_signal(signal.SIGKILL)
-            d.proc.wait()
-            time.sleep(self.rng.uniform(0, 0.3))
-            for attempt in range(3):
-                try:
-                    d.start()
-                    return
-                except RuntimeError as e:  # a finding: say it, try again
-                    self.problems.append(f"spated did not start after kill -9: {str(e)[-400:]}")
-                    time.sleep(1)
-            d.start()
+            kill_and_restart(self.node.d, self.rng.uniform(0, 0.3), "spated", self.problems)
 
     def pause(self):
         d = self.node.d
