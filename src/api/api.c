@@ -398,6 +398,12 @@ void api_set_sources(api *a, sources *src)
     a->src = src;
 }
 
+void api_stop(api *a)
+{
+    a->stopping = 1;
+    api_history_stop(a);
+}
+
 void api_free(api *a)
 {
     if (a) api_sqs_free(a);

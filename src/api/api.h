@@ -72,6 +72,11 @@ void api_set_sources(api *a, sources *src);
  * sampler stops at api_history_stop (spated stopping) or api_free. */
 int api_history_start(api *a, uv_loop_t *loop, size_t bytes);
 void api_history_stop(api *a);
+/* spated is stopping: the triggers and functions the api reads close from
+ * here on. The history sampler stops, and answers built over several loop
+ * turns (/metrics, the pages of /v1/topics, /v1/functions, /v1/triggers)
+ * end with 503 shutting_down at their next turn instead of reading them. */
+void api_stop(api *a);
 /* The handlers to give http_server_start, with the api as their data. */
 const http_handlers *api_http_handlers(void);
 

@@ -53,6 +53,9 @@
 
 struct api {
     const auth *auth; /* NULL: no token file, everything is allowed */
+    /* spated is stopping (api_stop): what it reads (triggers, functions)
+     * closes, so an answer built over several loop turns ends at its next. */
+    int stopping;
     functions *table;
     queue *q;
     triggers *tr;

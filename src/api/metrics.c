@@ -683,6 +683,9 @@ static void finish(scrape *s)
 {
     if (s->aborted) {
         http_respond(s->req, 499, "text/plain", NULL, "", 0); /* frees the gone connection */
+    } else if (s->a->stopping) {
+        s->req->on_abort = NULL;
+        http_respond_error(s->req, 503, "shutting_down", "spated is shutting down");
     } else {
         /* Functions and triggers in the last turn: their rows point into
          * live structures that may go between turns. */
@@ -705,7 +708,7 @@ static void on_turn(uv_idle_t *t)
 {
     scrape *s = t->data;
     int written = 0;
-    if (!s->aborted) {
+    if (!s->aborted && !s->a->stopping) {
         s->slice_end_ns = clock_mono_ns() + SPATE_METRICS_SLICE_US * 1000ull;
         s->in_slice = 0;
         if (!s->topics_done) {
@@ -721,7 +724,7 @@ static void on_turn(uv_idle_t *t)
             written = write_topic_series(s);
         }
     }
-    if (s->aborted || written) {
+    if (s->aborted || s->a->stopping || written) {
         uv_idle_stop(&s->turn);
         finish(s);
     }

@@ -78,6 +78,8 @@ static void page_end(api_page *pg)
     pg->req->on_abort = NULL;
     if (pg->aborted) {
         http_respond(pg->req, 499, "text/plain", NULL, "", 0); /* frees the gone connection */
+    } else if (pg->a->stopping) {
+        http_respond_error(pg->req, 503, "shutting_down", "spated is shutting down");
     } else if (pg->failed) {
         http_respond_error(pg->req, 503, "out_of_memory", "cannot build the list: %s",
                            err_str(pg->failed));
@@ -103,7 +105,7 @@ static void page_end(api_page *pg)
 static void on_turn(uv_idle_t *t)
 {
     api_page *pg = t->data;
-    if (pg->aborted) return page_end(pg);
+    if (pg->aborted || pg->a->stopping) return page_end(pg);
     pg->slice_end_ns = clock_mono_ns() + SPATE_PAGE_SLICE_US * 1000ull;
     pg->yielded = 0;
     pg->in_turn = 0;

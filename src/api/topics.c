@@ -298,6 +298,8 @@ static void list_page_end(list_page *p)
     p->req->on_abort = NULL;
     if (p->aborted) {
         http_respond(p->req, 499, "text/plain", NULL, "", 0); /* frees the gone connection */
+    } else if (p->a->stopping) {
+        http_respond_error(p->req, 503, "shutting_down", "spated is shutting down");
     } else if (p->failed) {
         http_respond_error(p->req, 503, "out_of_memory", "cannot build the list: %s",
                            err_str(p->failed));
@@ -318,7 +320,7 @@ static void list_page_end(list_page *p)
 static void on_list_turn(uv_idle_t *t)
 {
     list_page *p = t->data;
-    if (p->aborted) return list_page_end(p);
+    if (p->aborted || p->a->stopping) return list_page_end(p);
     p->slice_end_ns = clock_mono_ns() + SPATE_METRICS_SLICE_US * 1000ull;
     p->in_slice = 0;
     p->yielded = 0;

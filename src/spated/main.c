@@ -241,7 +241,7 @@ static void on_signal(uv_signal_t *s, int signum)
     log_info("%s: stopping; in-flight invocations may finish", strsignal(signum));
     /* New connections and requests get 503 from here on. */
     http_server_drain(n->http);
-    api_history_stop(n->api); /* the triggers it reads are closing */
+    api_stop(n->api);         /* the triggers and functions it reads are closing */
     schedules_stop(n->sched); /* no more runs; those publishing complete with the queue */
     uv_timer_start(&n->grace, on_grace_over, n->opt.grace_ms, 0);
     close_sources(n);
