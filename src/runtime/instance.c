@@ -1,5 +1,6 @@
 #include "runtime/instance.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -28,7 +29,8 @@ int instance_isolate(instance *i, const instance_limits *l, int out_fds[2])
     i->iso = isolate_acquire(l->memory_mb, l->cpu_millis, l->uid);
     i->memory_mb = l->memory_mb;
     i->version = l->version;
-    if (!i->iso) return ERR_NOMEM;
+    /* Short of descriptors: a node limit, answered 503 descriptors_exhausted. */
+    if (!i->iso) return errno == EMFILE || errno == ENFILE ? ERR_DESCRIPTORS : ERR_NOMEM;
     int rc = l->log ? output_open(l->loop, l->log, i->id, l->version, out_fds, &i->out) : 0;
     if (rc != 0) {
         isolate_release(i->iso);

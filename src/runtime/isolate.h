@@ -101,7 +101,9 @@ typedef struct isolate_slot {
 
 /* A slot for an instance held to memory_mb and (if not 0) cpu_millis,
  * running as uid: a kept one or a new one. Best effort: what fails is logged
- * and left out, the instance still starts. NULL only when out of memory. */
+ * and left out, the instance still starts — but for a limit that cannot be
+ * written for want of descriptors: NULL, errno EMFILE or ENFILE. Else NULL
+ * only when out of memory. */
 isolate_slot *isolate_acquire(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid);
 /* After the instance ended: takes its cgroups back from its user (so that no
  * process of that user can join them any more), kills whatever is left in

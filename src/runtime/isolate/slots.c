@@ -126,6 +126,8 @@ static void join_list(isolate_slot *s)
     }
 }
 
+static void free_slot(isolate_slot *s, int wait);
+
 static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid)
 {
     const isolate_config *cfg = isolate_get();
@@ -144,8 +146,12 @@ static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
             s->tmpdir[0] = '\0';
         }
     }
+    /* Out of descriptors, a limit cannot be written: the slot is not made
+     * (an instance without its limits ran a fork bomb unchecked). */
+    int no_fds = 0;
     if (isolate__host.cg_root[CG_MEMORY][0] && (s->memory = add_cgroup(s, CG_MEMORY, name)) >= 0 &&
         set_memory(s, memory_mb) != 0) {
+        if (errno == EMFILE || errno == ENFILE) no_fds = errno;
         log_warn("cannot limit memory in %s: %s", s->dirs[s->memory], strerror(errno));
         rmdir(s->dirs[--s->ndirs]);
         s->memory = -1;
@@ -154,6 +160,7 @@ static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
         char value[16];
         snprintf(value, sizeof value, "%u", cfg->pids_max);
         if (isolate__write_file(s->dirs[s->pids], "pids.max", value) != 0) {
+            if (errno == EMFILE || errno == ENFILE) no_fds = errno;
             log_warn("cannot limit processes in %s: %s", s->dirs[s->pids], strerror(errno));
             rmdir(s->dirs[--s->ndirs]);
             s->pids = -1;
@@ -161,7 +168,13 @@ static isolate_slot *new_slot(uint32_t memory_mb, uint32_t cpu_millis, uid_t uid
             char path[600];
             snprintf(path, sizeof path, "%s/pids.events", s->dirs[s->pids]);
             s->pids_events_fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (s->pids_events_fd < 0 && (errno == EMFILE || errno == ENFILE)) no_fds = errno;
         }
+    }
+    if (no_fds) {
+        free_slot(s, 0);
+        errno = no_fds;
+        return NULL;
     }
     (void)cpu_millis; /* the cpu cgroup is chosen per acquire (choose_cpu) */
     join_list(s);
