@@ -412,12 +412,15 @@ static void print_scaling(const cJSON *sc)
            cli_plural(cli_json_num(sc, "desired_instances"), "instance", "instances", desired,
                       sizeof desired),
            etas);
-    if (cJSON_GetObjectItemCaseSensitive(sc, "deadline_s"))
-        printf("%-14s %.1f s, %.2f s left for the oldest: %s\n", "deadline",
-               cli_json_num(sc, "deadline_s"), cli_json_num(sc, "time_left_s"),
-               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sc, "deadline_at_risk"))
-                   ? "AT RISK (even the maximum of instances cannot drain in time)"
-                   : "on track");
+    if (!cJSON_GetObjectItemCaseSensitive(sc, "deadline_s")) return;
+    double left = cli_json_num(sc, "time_left_s");
+    const char *verdict = "on track";
+    if (left < 0)
+        verdict = "MISSED (the oldest is past it)";
+    else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sc, "deadline_at_risk")))
+        verdict = "AT RISK (even the maximum of instances cannot drain in time)";
+    printf("%-14s %.1f s, %.2f s left for the oldest: %s\n", "deadline",
+           cli_json_num(sc, "deadline_s"), left, verdict);
 }
 
 /* `spate status` without a name: the node's limits (GET /v1/status). */
@@ -494,6 +497,8 @@ static int cmd_status(const cli *c, cli_args *a)
     const char *rt = cli_json_str(cJSON_GetObjectItemCaseSensitive(doc, "config"), "runtime");
     if (cli_json_num(doc, "zygote_pid") > 0)
         printf("%-14s running, pid %.0f\n", "zygote", cli_json_num(doc, "zygote_pid"));
+    else if (*cli_json_str(doc, "load_error"))
+        printf("%-14s not running: its last start failed (load error below)\n", "zygote");
     else if (strcmp(rt, "native") == 0 || strcmp(rt, "python3") == 0)
         printf("%-14s not running: the next invocation starts it\n", "zygote");
     char w[5][48];

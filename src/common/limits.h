@@ -414,6 +414,10 @@
 #define SPATE_CRASH_BACKOFF_CAP_MS 1000
 /* Zygote restarts after a crash are spaced at least this far apart (ms). */
 #define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
+/* A zygote that waits for another's room (its idle instances stopping,
+ * sched/pool/zygotes.c) looks again this often (ms): an instance's end is
+ * reported within a few. */
+#define SPATE_ZYGOTE_RECLAIM_LOOK_MS 5
 /* A node limit (common/err.h) warns in spated's log when it first refuses a
  * start, and again only once starts went through and it refuses anew, at
  * most once per this many ms (a flapping limit): every refusal is counted in

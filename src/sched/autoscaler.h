@@ -45,7 +45,7 @@ typedef struct scale_output {
     double eta_s;       /* time to drain the backlog with desired instances (INFINITY: never) */
     double eta_max_s;   /* the same with max instances */
     double time_left_s; /* deadline minus the oldest age (deadline only) */
-    int at_risk;        /* even max instances miss the deadline */
+    int at_risk;        /* even max instances miss the deadline, or the oldest has */
 } scale_output;
 
 void autoscale(const scale_input *in, scale_output *out);

@@ -79,8 +79,9 @@ static const opt_def opt_defs[] = {
      NULL},
     {"max-zygotes", OPT_U32, OFF(max_zygotes), 1, SPATE_ZYGOTES_CEILING, 1,
      "zygotes running at once, over all functions; when full the least recently used one "
-     "without instances stops, and if none can, an invocation that needs one gets 503 "
-     "zygote_budget; also the most spare instances (--spare-idle) the node keeps",
+     "with no instance at work stops (its idle ones first), and if none can, an invocation "
+     "that needs one gets 503 zygote_budget; also the most spare instances (--spare-idle) the "
+     "node keeps",
      NULL},
     {"zygote-idle", OPT_U32, OFF(zygote_idle_s), 0, 86400, 1,
      "seconds a function version's zygote runs without instances before it stops (the next "

@@ -64,31 +64,37 @@ def limit_warnings(d, label):
 
 
 def test_instances_exhausted_is_503_and_other_functions_still_run(make_spated, functions, tmp_path):
-    d = make_spated("--max-instances", "2")
-    for name, keep in (("warm", 600000), ("busy", 300), ("cold", 600000)):
+    d = make_spated("--max-instances", "2", "--spare-idle", "0")
+    for name, keep in (("warm", 600000), ("busy", 300), ("busy2", 300), ("cold", 600000)):
         code, doc = deploy_rec(d, tmp_path, functions, name, keep_alive=keep)
         assert code == 201, doc
     assert answer(d, "warm")[0] == 200  # one idle instance stays (keep-alive)
 
     held = {}
-    t = threading.Thread(target=lambda: held.update(r=answer(d, "busy", b"sleep:4000:x")))
-    t.start()
+    threads = [threading.Thread(target=lambda n=n: held.update({n: answer(d, n, b"sleep:4000:x")}))
+               for n in ("busy", "busy2")]
+    threads[0].start()
     try:
+        # An idle instance only waits out its keep-alive: it gives its room
+        # to another function's start at the node's maximum.
         assert wait_for(lambda: status(d)["instances"]["used"] == 2)
-        # The node is full: a function without an instance is told so at
-        # once, by name, not after its timeout (while the busy one still runs).
+        threads[1].start()
+        assert wait_for(lambda: d.describe("busy2")["instances"]["busy"] == 1), d.log()
+        assert d.describe("warm")["instances"]["idle"] == 0
+        # The node is full of work: a function without an instance is told
+        # so at once, by name, not after its timeout.
         code, doc = answer(d, "cold")
         assert_limit_answer(code, doc, "instances_exhausted", "--max-instances")
         assert "2 of 2 live" in doc["error"]
-        assert "r" not in held
+        assert not held
         # Lambda's Invoke API says it its own way, with the code as Reason.
         code, hdrs, body = d.request("POST", "/2015-03-31/functions/cold/invocations", b"{}")
         assert code == 503, body
         assert hdrs.get("x-amzn-ErrorType") == "ServiceException"
         doc = json.loads(body)
         assert doc["Reason"] == "instances_exhausted" and "--max-instances" in doc["message"], doc
-        # What has an instance keeps running.
-        assert answer(d, "warm") == (200, b"ok")
+        # What has an instance keeps running: a second call waits for it.
+        assert answer(d, "busy", b"x") == (200, b"ok")
 
         lim = status(d)["instances"]
         assert (lim["used"], lim["max"], lim["code"]) == (2, 2, "instances_exhausted")
@@ -101,14 +107,17 @@ def test_instances_exhausted_is_503_and_other_functions_still_run(make_spated, f
         assert re.search(r"^instances +2 of 2 \(0 left\); 2 refused \(instances_exhausted\)$",
                          cli.stdout.decode(), re.M), cli.stdout
     finally:
-        t.join()
-    assert held["r"] == (200, b"ok")
+        for t in threads:
+            t.join()
+    assert held == {"busy": (200, b"ok"), "busy2": (200, b"ok")}
 
-    # The busy function's instance leaves after its keep-alive: room again.
-    assert wait_for(lambda: status(d)["instances"]["used"] == 1, timeout=10)
+    # The busy functions' instances are idle now: they give way at once.
     assert answer(d, "cold") == (200, b"ok")
-    # Logged once, however many were refused.
-    assert len(limit_warnings(d, "instances")) == 1, d.log()
+    assert answer(d, "warm") == (200, b"ok")
+    # Logged once, however many were refused, and it says that calls wait.
+    warnings = limit_warnings(d, "instances")
+    assert len(warnings) == 1, d.log()
+    assert "calls wait for the function's running instances" in warnings[0]
 
 
 def test_descriptors_exhausted_is_503_for_deploys_and_invocations(make_spated, functions, tmp_path):
@@ -241,9 +250,17 @@ def test_dashboard_shows_the_headroom(make_spated, functions, tmp_path):
     for name in ("one", "two"):
         code, doc = deploy_rec(d, tmp_path, functions, name, keep_alive=600000)
         assert code == 201, doc
-    assert answer(d, "one") == (200, b"ok")  # its idle instance fills the node
-    code, doc = answer(d, "two")
-    assert_limit_answer(code, doc, "instances_exhausted", "--max-instances")
+    # Its instance at work fills the node (an idle one would give way).
+    held = {}
+    t = threading.Thread(target=lambda: held.update(r=answer(d, "one", b"sleep:3000:x")))
+    t.start()
+    try:
+        assert wait_for(lambda: status(d)["instances"]["used"] == 1)
+        code, doc = answer(d, "two")
+        assert_limit_answer(code, doc, "instances_exhausted", "--max-instances")
+    finally:
+        t.join()
+    assert held["r"] == (200, b"ok")
     b = Browser(tmp_path / "chromium-profile")
     try:
         b.open(f"{d.url}/ui/")

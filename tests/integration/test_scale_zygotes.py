@@ -165,6 +165,18 @@ def test_a_full_budget_of_busy_zygotes_answers_503_zygote_budget(make_spated, fu
         assert b'"code":"zygote_budget"' in body, body
         assert b"--max-zygotes" in body, body
         assert metric(d, "spate_zygote_refusals_total") >= 1
+        # The function says why its zygote is not running, and the log says
+        # the limit once, as any node limit.
+        assert "--max-zygotes 1" in d.describe("other").get("load_error", ""), d.describe("other")
+        cli = d.cli("status", "other")
+        assert cli.returncode == 0, cli.stderr
+        assert "not running: its last start failed" in cli.stdout.decode(), cli.stdout
+        assert "next invocation starts it" not in cli.stdout.decode(), cli.stdout
+        status, _, body = d.request("POST", "/v1/functions/other/invoke", b"x")
+        assert status == 503, body
+        warned = [line for line in d.log().splitlines()
+                  if "node limit reached" in line and 'limit="zygotes"' in line]
+        assert len(warned) == 1, d.log()
         # A deploy is still checked (over the budget for the time of its
         # check), and refused or accepted as always.
         status, doc = d.deploy("bad", functions["no_handler"])
@@ -182,6 +194,7 @@ def test_a_full_budget_of_busy_zygotes_answers_503_zygote_budget(make_spated, fu
     status, body = d.invoke("other", b"x")
     assert status == 200, body
     assert zygote_pid(d, "slow") == 0
+    assert "load_error" not in d.describe("other")
 
 
 def test_restart_with_2000_functions_starts_no_zygote(make_spated, functions):

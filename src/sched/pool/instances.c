@@ -20,6 +20,50 @@
 
 /* Live instances of the whole node, against --max-instances. */
 static uint32_t node_live, node_max = UINT32_MAX;
+/* Every open pool (pool.node_link): where an idle instance may give way to
+ * another function's start at --max-instances. */
+static list_node node_pools = {&node_pools, &node_pools};
+
+void pool__node_join(pool *p)
+{
+    list_push_back(&node_pools, &p->node_link);
+}
+
+void pool__node_leave(pool *p)
+{
+    list_remove(&p->node_link);
+    list_init(&p->node_link);
+}
+
+/* The instance idle longest among other pools' (each pool's idle list is
+ * newest first), none of a pool held at its minimum of instances, or NULL. */
+static pinst *idle_elsewhere(const pool *p)
+{
+    pinst *pick = NULL;
+    for (list_node *n = list_first(&node_pools); n != &node_pools; n = n->next) {
+        pool *q = list_entry(n, pool, node_link);
+        if (q == p || q->closing || list_empty(&q->idle)) continue;
+        if (q->active && pool__live(q) <= q->active->cfg.min_instances) continue;
+        pinst *pi = list_entry(list_last(&q->idle), pinst, link);
+        if (!pick || pi->since < pick->since) pick = pi;
+    }
+    return pick;
+}
+
+/* At --max-instances with no spare left to give way: another function's
+ * instance that has been idle longest stops (it only waited out its
+ * keep-alive) and its room goes to this start at once (1), or none is
+ * idle (0). */
+static int reclaim_idle(pool *p)
+{
+    pinst *pi = idle_elsewhere(p);
+    if (!pi) return 0;
+    log_debug("idle instance stopped for a start at --max-instances fn=%s, for fn=%s",
+              pi->pool->name, p->name);
+    pool__stop_instance(pi);
+    pool__uncount(pi);
+    return 1;
+}
 
 void pool_set_node_max(uint32_t max)
 {
@@ -473,6 +517,8 @@ static void grow(pool *p)
         if (node_live >= node_max && node_live - pool__spares_elsewhere(p) < node_max)
             while (node_live >= node_max && pool__spare_reclaim(p)) {
             }
+        /* Then other functions' idle instances, longest idle first. */
+        if (node_live >= node_max) reclaim_idle(p);
         int rc = node_live < node_max ? pool__start_instance(p, v, 0) : ERR_INSTANCES;
         if (rc == 0) {
             p->refused = 0; /* a zygote's fork may still fail: then it is set again */
@@ -520,5 +566,8 @@ int pool_has_room(const pool *p)
     uint32_t more = need - p->nstarting;
     uint32_t cap = rule_cap(pool__desired_now(p));
     if (cap > p->active->cfg.max_instances) cap = p->active->cfg.max_instances;
-    return pool__live(p) + more <= cap && node_live + more <= node_max;
+    if (pool__live(p) + more > cap) return 0;
+    /* Other functions' spares and idle instances give way (pool__grow). */
+    return node_live + more <= node_max || pool__spares_elsewhere(p) > 0 ||
+           idle_elsewhere(p) != NULL;
 }

@@ -58,6 +58,7 @@ typedef struct pversion {
     enum zstate zstate;
     list_node zlink;   /* in the node's list of zygotes while counted (zygotes.c) */
     int zcounted;      /* z is a process counted against --max-zygotes */
+    int zreclaim;      /* z stops for another's room once its idle instances have */
     uint64_t zused;    /* loop ms: z loaded, or an instance of it started or ended */
     uint64_t retry_at; /* loop ms: no zygote restart before this */
     char *load_error;
@@ -94,6 +95,7 @@ struct pinst {
 };
 
 struct pool {
+    list_node node_link; /* in the node's list of pools (instances.c) */
     uv_loop_t *loop;
     char *name;
     fnlog *log; /* what its processes write */
@@ -207,6 +209,10 @@ void pool__serve_waiting(pool *p);
 
 /* --- instances.c -------------------------------------------------------------- */
 
+/* p joins or leaves the node's pools, among which an idle instance gives
+ * way to another pool's start at --max-instances. */
+void pool__node_join(pool *p);
+void pool__node_leave(pool *p);
 void pool__unlink_instance(pinst *pi);
 /* pi's room under --max-instances goes to another now (its process is on
  * its way out). */
@@ -287,10 +293,11 @@ uint32_t pool__spares_elsewhere(const pool *p);
 /* --- zygotes.c --------------------------------------------------------------- */
 
 /* Room for v's zygote within the budget, stopping the least recently used
- * idle one if needed: 0, or ERR_BUSY when the budget is full and every
- * zygote has instances or is loading. With force (a deploy's check, which
- * cannot be refused) it goes over the budget, given back once loaded
- * (pool__zygote_trim). */
+ * one none of whose instances is at work if needed: 0; 1 when that one's
+ * idle instances are stopping first (ask again shortly); ERR_BUSY when the
+ * budget is full and every zygote has instances at work or is loading.
+ * With force (a deploy's check, which cannot be refused) it goes over the
+ * budget, given back once loaded (pool__zygote_trim). */
 int pool__zygote_reserve(pversion *v, int force);
 /* --max-zygotes, which bounds the node's spares too (spares.c). */
 uint32_t pool__zygote_budget(void);

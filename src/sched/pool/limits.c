@@ -43,7 +43,8 @@ void pool__limit_hit(pool *p, int err, const char *what)
      * once per SPATE_LIMIT_LOG_INTERVAL_MS; the counter has every refusal. */
     if (limits[l].warned && now - limits[l].warned < SPATE_LIMIT_LOG_INTERVAL_MS) return;
     limits[l].warned = now ? now : 1;
-    log_warn("node limit reached: %s: %s; callers get 503 %s until it eases (counted in "
+    log_warn("node limit reached: %s: %s; until it eases, calls wait for the function's "
+             "running instances, or get 503 %s when it has none (counted in "
              "spate_node_limit_refusals_total{limit=\"%s\"}, not logged each time) fn=%s",
              what, err_str(err), err_limit_code(l), err_limit_label(l), p->name);
 }

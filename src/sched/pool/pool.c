@@ -37,6 +37,7 @@ pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path
     list_init(&p->waiting);
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
+    pool__node_join(p);
     return p;
 }
 
@@ -140,6 +141,7 @@ void pool__maybe_finish_close(pool *p)
         if (cb) cb(p, number, ERR_CLOSED, "spated is shutting down", data);
     }
     p->closed = 1;
+    pool__node_leave(p);
     uv_close((uv_handle_t *)&p->timer, on_timer_closed);
 }
 

@@ -128,11 +128,25 @@ void pool__ensure_zygote(pool *p, pversion *v)
         pool__arm(p, v->retry_at);
         return;
     }
-    if (pool__zygote_reserve(v, 0) != 0) {
-        /* Every zygote has work: what waits is told so now. A minimum of
-         * instances asks again after the back-off. */
+    int rc = pool__zygote_reserve(v, 0);
+    if (rc == 1) {
+        /* Another function's idle instances are stopping to give their
+         * zygote's room: what waits waits for it. */
+        pool__arm(p, pool__now_ms(p) + SPATE_ZYGOTE_RECLAIM_LOOK_MS);
+        return;
+    }
+    if (rc != 0) {
+        /* Every zygote has work: what waits is told so now (and the log
+         * once). A minimum of instances asks again after the back-off. */
         char msg[256];
-        pool__refuse_waiting(p, ERR_ZYGOTES, pool__zygote_refusal(msg, sizeof msg));
+        pool__limit_hit(p, ERR_ZYGOTES,
+                        "cannot start a zygote: every running one has instances at work or is "
+                        "loading");
+        pool__zygote_refusal(msg, sizeof msg);
+        /* Shown with the function (load_error) until its zygote starts. */
+        free(v->load_error);
+        v->load_error = strdup(msg);
+        pool__refuse_waiting(p, ERR_ZYGOTES, msg);
         pool__arm(p, pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS);
         return;
     }

@@ -3,16 +3,21 @@
  * when it is needed (the first invocation, a deploy's check, a minimum of
  * instances), stops once it has had no instance for --zygote-idle, and all
  * of them share one budget, --max-zygotes. A full budget stops the least
- * recently used zygote that has no instance; when every one has instances
- * (or is loading), the invocation that needed a new zygote is refused with
- * 503 zygote_budget rather than waiting for a room that may never come.
+ * recently used zygote none of whose instances is at work: its idle
+ * instances (kept for the keep-alive) and its spare stop first, and the
+ * zygote once they have gone, while what needed the room waits a moment.
+ * When every zygote has instances at work (or is loading), the invocation
+ * that needed a new zygote is refused with 503 zygote_budget rather than
+ * waiting for a room that may never come.
  *
- * A zygote is kept while it has instances: an instance dies with its zygote
- * (PR_SET_PDEATHSIG in spate-runner) and the zygote is what reports how its
- * instances end (runtime/zygote.c), so stopping it would kill running work
- * or leave instances nobody watches. Its idle time starts when its last
- * instance ends (an instance outlives its invocation by the keep-alive, so
- * a function invoked now and then keeps its zygote that long and more).
+ * A zygote is never stopped under an instance: an instance dies with its
+ * zygote (PR_SET_PDEATHSIG in spate-runner) and the zygote is what reports
+ * how its instances end (runtime/zygote.c), so stopping it would kill
+ * running work or leave instances nobody watches. Its idle time starts
+ * when its last instance ends (an instance outlives its invocation by the
+ * keep-alive, so a function invoked now and then keeps its zygote that long
+ * and more). "Recently used" is the latest of its load, an instance's start
+ * or end, and an invocation's end on one of its idle instances.
  *
  * Only zygote processes count (native functions, and python3 ones run from
  * the Python zygote); exec and nodejs versions' launchers are a few
@@ -51,17 +56,65 @@ static int stoppable(const pversion *v)
     return v->z && v->zstate == ZS_READY && unused(v) && !v->load_cb && !v->pool->closing;
 }
 
-/* The least recently used zygote that may be stopped, or NULL; prewarmed
- * ones only when no other can go. */
-static pversion *least_recent(void)
+static int has_instance_of(const list_node *list, const pversion *v)
+{
+    for (const list_node *n = list->next; n != list; n = n->next)
+        if (list_entry(n, pinst, link)->ver == v) return 1;
+    return 0;
+}
+
+/* Whether v's zygote may stop for another's once its idle instances and
+ * spare have: loaded, none of its instances starting or at work, not held
+ * by a minimum of instances, no deploy waiting on it, its pool not closing.
+ * Only the active version has idle instances (a retired one's stop when
+ * they finish), so one walk of the pool's starting and busy lists tells. */
+static int reclaimable(const pversion *v)
+{
+    const pool *p = v->pool;
+    if (!v->z || v->zstate != ZS_READY || v->load_cb || p->closing) return 0;
+    if (unused(v)) return 1;
+    if (v->cfg.min_instances > 0 && v == p->active) return 0;
+    return !has_instance_of(&p->starting, v) && !has_instance_of(&p->busy, v);
+}
+
+/* When v was last of use: its zygote loaded or an instance started or
+ * ended (zused), or an invocation ended on an idle instance (the pool's
+ * idle list is newest first). */
+static uint64_t last_used(const pversion *v)
+{
+    uint64_t t = v->zused;
+    const list_node *idle = &v->pool->idle;
+    for (const list_node *n = idle->next; n != idle; n = n->next) {
+        const pinst *pi = list_entry(n, pinst, link);
+        if (pi->ver != v) continue;
+        if (pi->since > t) t = pi->since;
+        break;
+    }
+    return t;
+}
+
+/* The least recently used zygote that may stop (reclaimable), other than
+ * except, or NULL; one already stopping for room first (its instances'
+ * ends made it "used" just now), prewarmed ones only when no other can go. */
+static pversion *least_recent(const pversion *except)
 {
     pversion *pick = NULL;
+    uint64_t pick_used = 0;
     for (list_node *n = list_first(&counted); n != &counted; n = n->next) {
         pversion *v = list_entry(n, pversion, zlink);
-        if (!stoppable(v)) continue;
-        if (!pick || v->cfg.prewarm < pick->cfg.prewarm ||
-            (v->cfg.prewarm == pick->cfg.prewarm && v->zused < pick->zused))
+        if (v == except || !reclaimable(v)) continue;
+        uint64_t used = last_used(v);
+        int better = !pick;
+        if (pick && v->zreclaim != pick->zreclaim)
+            better = v->zreclaim;
+        else if (pick && v->cfg.prewarm != pick->cfg.prewarm)
+            better = v->cfg.prewarm < pick->cfg.prewarm;
+        else if (pick)
+            better = used < pick_used;
+        if (better) {
             pick = v;
+            pick_used = used;
+        }
     }
     return pick;
 }
@@ -79,13 +132,33 @@ void pool__zygote_stop(pversion *v)
     launcher_stop(z);
 }
 
-static void evict(pversion *v)
+/* Makes room of v: its zygote stops now when nothing of it is left but
+ * its spare; else its idle instances stop, and the zygote follows when
+ * they have (pool__zygote_check_idle, as each one's end arms its pool's
+ * timer). 1 when the room is free now. */
+static int evict(pversion *v)
 {
+    if (!unused(v)) {
+        if (!v->zreclaim)
+            log_debug("zygote to stop for room (--max-zygotes %u): the least recently used fn=%s "
+                      "version=%u; its idle instances stop first",
+                      budget, v->pool->name, v->number);
+        v->zreclaim = 1;
+        pool *p = v->pool;
+        list_node *n = list_first(&p->idle);
+        while (n != &p->idle) {
+            pinst *pi = list_entry(n, pinst, link);
+            n = n->next;
+            if (pi->ver == v) pool__stop_instance(pi);
+        }
+        return 0;
+    }
     nevicted++;
     log_info("zygote stopped to make room (--max-zygotes %u): the least recently used fn=%s "
              "version=%u",
              budget, v->pool->name, v->number);
     pool__zygote_stop(v);
+    return 1;
 }
 
 int pool__zygote_reserve(pversion *v, int force)
@@ -94,9 +167,9 @@ int pool__zygote_reserve(pversion *v, int force)
      * which goes (perhaps its own): it may keep what a prewarm keeps. */
     if (!is_process(v) || force) return 0;
     while (ncounted >= budget) {
-        pversion *old = least_recent();
+        pversion *old = least_recent(v);
         if (!old) break;
-        evict(old);
+        if (!evict(old)) return 1; /* its instances are on their way out */
     }
     if (ncounted < budget) return 0;
     nrefused++;
@@ -110,7 +183,7 @@ uint32_t pool__zygote_budget(void)
 
 int pool__zygote_room(const pversion *v)
 {
-    return !is_process(v) || ncounted < budget || least_recent() != NULL;
+    return !is_process(v) || ncounted < budget || least_recent(v) != NULL;
 }
 
 void pool__zygote_started(pversion *v)
@@ -131,28 +204,46 @@ void pool__zygote_gone(pversion *v)
     ncounted--;
 }
 
+/* The pool's timer looks at v when its idle time will have passed, or at
+ * once when it is to stop for room. */
+static void arm_idle(pversion *v)
+{
+    if (unused(v) && v->z) pool__arm(v->pool, v->zreclaim ? v->zused : v->zused + idle_ms);
+}
+
 void pool__zygote_touch(pversion *v)
 {
     v->zused = pool__now_ms(v->pool);
-    if (unused(v) && v->z) pool__arm(v->pool, v->zused + idle_ms);
+    arm_idle(v);
 }
 
 void pool__zygote_settle(pversion *v)
 {
-    if (unused(v) && v->z) pool__arm(v->pool, v->zused + idle_ms);
+    arm_idle(v);
 }
 
 void pool__zygote_trim(void)
 {
     while (ncounted > budget) {
-        pversion *old = least_recent();
-        if (!old) return;
-        evict(old);
+        pversion *old = least_recent(NULL);
+        if (!old || !evict(old)) return;
     }
 }
 
 void pool__zygote_check_idle(pversion *v, uint64_t now, uint64_t *next)
 {
+    if (v->zreclaim) {
+        /* Its idle instances were stopped to make room: it goes once they
+         * have, if the room is still wanted; a new instance of it (it was
+         * invoked meanwhile) keeps it. */
+        if (!reclaimable(v) || ncounted < budget) {
+            v->zreclaim = 0;
+        } else if (stoppable(v)) {
+            v->zreclaim = 0;
+            evict(v);
+            return;
+        }
+    }
     if (!stoppable(v) || v->cfg.prewarm) return;
     uint64_t at = v->zused + idle_ms;
     if (at > now) {
@@ -168,7 +259,7 @@ const char *pool__zygote_refusal(char *out, size_t cap)
 {
     snprintf(out, cap,
              "cannot start this function's zygote (spated --max-zygotes %u: each running one "
-             "has instances or is loading, none can stop for it; try again later)",
+             "has instances at work or is loading, none can stop for it; try again later)",
              budget);
     return out;
 }

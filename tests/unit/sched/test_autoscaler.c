@@ -153,6 +153,20 @@ static void deadlines(void)
     autoscale(&in, &out);
     CHECK(isinf(out.eta_max_s));
     CHECK(out.at_risk);
+
+    /* Nothing has run yet (no handler time: the ETA is unknown), but the
+     * oldest is past the deadline: missed, not "on track". */
+    in = base();
+    in.backlog = 3;
+    in.max = 10;
+    in.deadline_s = 2;
+    in.oldest_age_s = 17;
+    autoscale(&in, &out);
+    CHECK(out.time_left_s < 0);
+    CHECK(out.at_risk);
+    in.oldest_age_s = 1;
+    autoscale(&in, &out);
+    CHECK(!out.at_risk);
 }
 
 static void rates(void)

@@ -1,0 +1,52 @@
+"""A full node makes room for work (issue 20's new-user pass): a zygote kept
+only by idle instances or a spare gives way to another function's first
+invocation under --max-zygotes, and another function's idle instance gives
+way to a start at --max-instances, instead of the waiting work being refused
+until a keep-alive runs out."""
+
+import time
+
+from conftest import deploy_recorder, seen, topic_stats, wait_for
+
+
+def zygote_pid(d, name):
+    return d.describe(name).get("zygote_pid", 0)
+
+
+def test_idle_instances_give_their_zygote_to_a_trigger(make_spated, functions, tmp_path):
+    d = make_spated("--max-zygotes", "2", "--zygote-idle", "5")
+    # hello keeps an idle instance for 60 s, hello2 a spare: both zygotes held.
+    for name in ("hello", "hello2"):
+        status, doc = d.deploy(name, functions["hello"], keep_alive=60000)
+        assert status == 201, doc
+        status, body = d.invoke(name, b"x")
+        assert status == 200, body
+    rec = deploy_recorder(d, functions, tmp_path, name="report")
+    status, doc = d.json("PUT", "/v1/triggers/trades/report")
+    assert status == 201, doc
+    status, _, body = d.request("POST", "/v1/topics/trades/messages", b"t1\nt2\nt3\n",
+                                {"Content-Type": "application/x-ndjson"})
+    assert status == 202, body
+    # Runs within seconds, not after hello's keep-alive (60 s).
+    assert wait_for(lambda: len(seen(rec)) == 3, timeout=15), d.log()
+    assert topic_stats(d, "trades")["depth"] == 0
+    # hello's or hello2's zygote made room, and the log says which.
+    assert zygote_pid(d, "report") > 0
+    assert "zygote stopped to make room" in d.log(), d.log()
+    # The one that gave way serves again when invoked (it takes the room back).
+    for name in ("hello", "hello2"):
+        status, body = d.invoke(name, b"x")
+        assert status == 200, (name, body)
+
+
+def test_an_idle_instance_of_another_function_gives_way_at_max_instances(make_spated, functions):
+    d = make_spated("--max-instances", "1", "--spare-idle", "0")
+    for name in ("a", "b"):
+        status, doc = d.deploy(name, functions["hello"], keep_alive=60000)
+        assert status == 201, doc
+    status, body = d.invoke("a", b"x")
+    assert status == 200, body
+    assert d.describe("a")["instances"]["idle"] == 1
+    status, body = d.invoke("b", b"x")
+    assert status == 200, (body, d.log())
+    assert wait_for(lambda: d.describe("a")["instances"]["idle"] == 0)
