@@ -418,7 +418,7 @@ static void print_scaling(const cJSON *sc)
     if (left < 0)
         verdict = "MISSED (the oldest is past it)";
     else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sc, "deadline_at_risk")))
-        verdict = "AT RISK (even the maximum of instances cannot drain in time)";
+        verdict = "AT RISK (the maximum of instances cannot drain in time, or none can start)";
     printf("%-14s %.1f s, %.2f s left for the oldest: %s\n", "deadline",
            cli_json_num(sc, "deadline_s"), left, verdict);
 }

@@ -50,10 +50,12 @@ void autoscale(const scale_input *in, scale_output *out)
     out->eta_max_s = autoscale_eta(in->backlog, in->arrival_per_s, in->service_s, in->max);
     /* Without a handler time the ETA is unknown, but a backlog whose oldest
      * is past the deadline has missed it whatever the time (its calls may
-     * not start at all: a node limit, a zygote that cannot load). */
-    out->at_risk =
-        in->deadline_s > 0 && in->backlog > 0 &&
-        (out->time_left_s <= 0 || (in->service_s > 0 && out->eta_max_s > out->time_left_s));
+     * not start at all: a node limit, a zygote that cannot load). Nor
+     * while the function cannot start an instance at all: nothing of the
+     * backlog runs until that changes. */
+    out->at_risk = in->deadline_s > 0 && in->backlog > 0 &&
+                   (out->time_left_s <= 0 || in->blocked ||
+                    (in->service_s > 0 && out->eta_max_s > out->time_left_s));
 }
 
 void rate_update(rate_meter *m, uint64_t count, uint64_t now_ns)

@@ -38,6 +38,7 @@ typedef struct scale_input {
     double cold_start_s;
     double drain_target_s;
     uint32_t min, max;
+    int blocked; /* no instance runs and none can start (a node limit, a zygote that fails) */
 } scale_input;
 
 typedef struct scale_output {

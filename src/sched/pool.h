@@ -128,6 +128,8 @@ typedef struct pool_stats {
     uint32_t min_instances;
     int zygote_pid;         /* 0 when no zygote runs */
     const char *load_error; /* why the active version's zygote last failed, or NULL */
+    int start_refused;      /* ERR_*: the node limit that refused its last instance start,
+                             * 0 once one went through */
 } pool_stats;
 
 #define POOL_METRIC_VERSIONS 4

@@ -219,6 +219,7 @@ static void rescale(triggers *tr, fscale *fs, fn *f)
         .drain_target_s = AUTOSCALE_DRAIN_TARGET_S,
         .min = ps.min_instances,
         .max = ps.max_instances * nodes,
+        .blocked = ps.starting + ps.idle + ps.busy == 0 && (ps.load_error || ps.start_refused),
     };
     autoscale(&fs->in, &fs->out);
     uint32_t share = (fs->out.desired + nodes - 1) / nodes;
@@ -273,10 +274,16 @@ static void tick_scale(triggers *tr, fscale *fs)
     fs->oldest_age_s = oldest ? (double)(clock_now_ms() - oldest) / 1000.0 : 0;
     rescale(tr, fs, f);
     if (fs->out.at_risk && !fs->warned) {
-        log_warn("deadline at risk: backlog %.0f, drain ETA %.1f s with all %u instances, "
-                 "deadline %.1f s, %.1f s left for the oldest fn=%s",
-                 fs->in.backlog, fs->out.eta_max_s, fs->in.max, fs->in.deadline_s,
-                 fs->out.time_left_s, fs->name);
+        if (fs->in.blocked)
+            log_warn("deadline at risk: backlog %.0f, and no instance of the function can start "
+                     "(spate status NAME says why: a node limit or its load error), deadline "
+                     "%.1f s, %.1f s left for the oldest fn=%s",
+                     fs->in.backlog, fs->in.deadline_s, fs->out.time_left_s, fs->name);
+        else
+            log_warn("deadline at risk: backlog %.0f, drain ETA %.1f s with the function's "
+                     "maximum of %u instances, deadline %.1f s, %.1f s left for the oldest fn=%s",
+                     fs->in.backlog, fs->out.eta_max_s, fs->in.max, fs->in.deadline_s,
+                     fs->out.time_left_s, fs->name);
         fs->warned = 1;
     } else if (!fs->out.at_risk && fs->warned) {
         log_info("deadline no longer at risk: backlog %.0f fn=%s", fs->in.backlog, fs->name);

@@ -4,7 +4,7 @@ invocation under --max-zygotes, and another function's idle instance gives
 way to a start at --max-instances, instead of the waiting work being refused
 until a keep-alive runs out."""
 
-import time
+import signal
 
 from conftest import deploy_recorder, seen, topic_stats, wait_for
 
@@ -50,3 +50,33 @@ def test_an_idle_instance_of_another_function_gives_way_at_max_instances(make_sp
     status, body = d.invoke("b", b"x")
     assert status == 200, (body, d.log())
     assert wait_for(lambda: d.describe("a")["instances"]["idle"] == 0)
+
+
+def node_status(d):
+    status, doc = d.json("GET", "/v1/status")
+    assert status == 200, doc
+    return doc["limits"]
+
+
+def test_lowered_limits_stop_what_only_waits_at_once(make_spated, functions, tmp_path):
+    # Three functions, each with an idle instance (keep-alive 60 s) and its
+    # zygote; a reload lowers both budgets to 1: what only waits stops now,
+    # not after the keep-alive and --zygote-idle (300 s).
+    conf = tmp_path / "spated.conf"
+    conf.write_text("max-zygotes = 4\nmax-instances = 8\n")
+    d = make_spated("--config", str(conf), "--spare-idle", "0")
+    for name in ("a", "b", "c"):
+        status, doc = d.deploy(name, functions["hello"])
+        assert status == 201, doc
+        status, body = d.invoke(name, b"x")
+        assert status == 200, body
+    assert node_status(d)["instances"]["used"] == 3
+    conf.write_text("max-zygotes = 1\nmax-instances = 1\n")
+    d.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: node_status(d)["instances"]["used"] == 1, timeout=5), node_status(d)
+    assert wait_for(lambda: d.json("GET", "/v1/nodes")[1]["nodes"][0]["zygotes"]["running"] == 1,
+                    timeout=5), (d.json("GET", "/v1/nodes"), d.log())
+    # And every function still runs, in turn.
+    for name in ("a", "b", "c", "a"):
+        status, body = d.invoke(name, b"x")
+        assert status == 200, (name, body)

@@ -302,7 +302,9 @@ void pool__top_up(pinst *pi)
 void pool__became_idle(pinst *pi)
 {
     pool *p = pi->pool;
-    if (pi->ver->retired || (p->closing && p->nwaiting == 0)) {
+    /* Retired, closing, or above a --max-instances lowered while it ran. */
+    if (pi->ver->retired || (p->closing && p->nwaiting == 0) ||
+        (p->nwaiting == 0 && pool__node_over())) {
         pi->state = PI_STOPPING;
         p->nstopping++;
         instance_kill(pi->inst);

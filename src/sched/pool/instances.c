@@ -35,8 +35,9 @@ void pool__node_leave(pool *p)
     list_init(&p->node_link);
 }
 
-/* The instance idle longest among other pools' (each pool's idle list is
- * newest first), none of a pool held at its minimum of instances, or NULL. */
+/* The instance idle longest among other pools' than p (each pool's idle
+ * list is newest first), none of a pool held at its minimum of instances,
+ * or NULL. */
 static pinst *idle_elsewhere(const pool *p)
 {
     pinst *pick = NULL;
@@ -65,9 +66,25 @@ static int reclaim_idle(pool *p)
     return 1;
 }
 
+static pinst *idle_elsewhere(const pool *p);
+
 void pool_set_node_max(uint32_t max)
 {
     node_max = max;
+    /* Lowered (SIGHUP): spares and idle instances above it stop now, the
+     * longest idle first; busy ones as they finish (pool__became_idle). */
+    while (node_live > node_max && pool__spare_reclaim(NULL)) {
+    }
+    pinst *pi;
+    while (node_live > node_max && (pi = idle_elsewhere(NULL)) != NULL) {
+        pool__stop_instance(pi);
+        pool__uncount(pi);
+    }
+}
+
+int pool__node_over(void)
+{
+    return node_live > node_max;
 }
 
 uint32_t pool_node_max(void)
@@ -318,6 +335,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
         log_warn("instance could not start: %.*s fn=%s version=%u instance=%llu", cut, why, p->name,
                  v->number, (unsigned long long)id);
         if (p->nwaiting > 0) failed = pool__dequeue(p);
+        if (failed) p->crashes++; /* answered function_crashed: counted as one */
         const char *cause = why;
         if (strncmp(cause, START_FAILED, sizeof START_FAILED - 1) == 0)
             cause += sizeof START_FAILED - 1;

@@ -213,6 +213,8 @@ void pool__serve_waiting(pool *p);
  * way to another pool's start at --max-instances. */
 void pool__node_join(pool *p);
 void pool__node_leave(pool *p);
+/* More instances live than --max-instances (lowered by a reload). */
+int pool__node_over(void);
 void pool__unlink_instance(pinst *pi);
 /* pi's room under --max-instances goes to another now (its process is on
  * its way out). */
@@ -283,9 +285,9 @@ void pool__spare_gone(pinst *pi);
 /* From the timer: a spare whose init hangs, or whose pool has not been used
  * for --spare-idle, stops; else lowers *next to when it will. */
 void pool__spare_check_timer(pool *p, uint64_t now, uint64_t *next);
-/* At the node's --max-instances: stops a spare of another pool (one still
- * starting first, else a ready one) and gives its room at once (1), or
- * finds none (0). */
+/* At the node's --max-instances: stops a spare of another pool than p (any
+ * pool's when p is NULL; one still starting first, else a ready one) and
+ * gives its room at once (1), or finds none (0). */
 int pool__spare_reclaim(pool *p);
 /* The node's spares that are not p's (what pool__spare_reclaim may stop). */
 uint32_t pool__spares_elsewhere(const pool *p);

@@ -23,6 +23,7 @@ static struct {
     uint64_t refusals; /* callers answered with it (invocations, deploys) */
     uint64_t hits;     /* starts it refused in the current episode */
     int active;        /* it refused a start and none went through since */
+    int told;          /* this episode's warning was logged: its end is too */
     uint64_t warned;   /* loop ms of the last warning, 0: never */
 } limits[ERR_LIMITS];
 
@@ -43,6 +44,7 @@ void pool__limit_hit(pool *p, int err, const char *what)
      * once per SPATE_LIMIT_LOG_INTERVAL_MS; the counter has every refusal. */
     if (limits[l].warned && now - limits[l].warned < SPATE_LIMIT_LOG_INTERVAL_MS) return;
     limits[l].warned = now ? now : 1;
+    limits[l].told = 1;
     log_warn("node limit reached: %s: %s; until it eases, calls wait for the function's "
              "running instances, or get 503 %s when it has none (counted in "
              "spate_node_limit_refusals_total{limit=\"%s\"}, not logged each time) fn=%s",
@@ -54,8 +56,15 @@ void pool__limits_eased(pool *p)
     for (int l = 0; l < ERR_LIMITS; l++) {
         if (!limits[l].active) continue;
         limits[l].active = 0;
-        log_info("node limit eased: %s; it had refused %llu start%s fn=%s", err_limit_label(l),
-                 (unsigned long long)limits[l].hits, limits[l].hits == 1 ? "" : "s", p->name);
+        /* Only the end of an episode whose start was logged: a limit that
+         * flaps says both at most once per SPATE_LIMIT_LOG_INTERVAL_MS. */
+        if (!limits[l].told) continue; /* its hits go on counting */
+        log_info("node limit eased: %s (a start went through, fn=%s); %llu start attempt%s "
+                 "refused since it was reached (callers answered 503 are counted in "
+                 "spate_node_limit_refusals_total)",
+                 err_limit_label(l), p->name, (unsigned long long)limits[l].hits,
+                 limits[l].hits == 1 ? " was" : "s were");
+        limits[l].told = 0;
         limits[l].hits = 0;
     }
 }

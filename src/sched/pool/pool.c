@@ -85,6 +85,7 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->max_instances = p->active ? p->active->cfg.max_instances : 0;
     out->min_instances = p->active ? p->active->cfg.min_instances : 0;
     out->load_error = p->active ? p->active->load_error : NULL;
+    out->start_refused = p->refused;
 }
 
 const pool_metrics *pool_metrics_get(const pool *p)

@@ -353,7 +353,7 @@ int pool__spare_reclaim(pool *p)
     }
     if (!pick) return 0;
     log_debug("spare instance stopped for a start at --max-instances fn=%s, for fn=%s",
-              pick->pool->name, p->name);
+              pick->pool->name, p ? p->name : "(a lowered --max-instances)");
     nreclaimed++;
     pool__spare_stop(pick->ver);
     pool__uncount(pick);

@@ -203,7 +203,16 @@ static void on_timer(uv_timer_t *t)
                      "no instance within the timeout: the function's zygote is still loading "
                      "(spate_preload has run %llu ms; stopped at %u ms)",
                      (unsigned long long)(now - v->zused), SPATE_ZYGOTE_LOAD_TIMEOUT_MS);
-        else
+        else if (p->nstarting > 0 && p->nidle + p->nbusy == 0) {
+            /* Nothing serves yet: its instances' init has not returned. */
+            const pinst *first = list_entry(list_first(&p->starting), pinst, link);
+            uint64_t began = first->deadline - SPATE_INSTANCE_INIT_TIMEOUT_MS;
+            snprintf(msg, sizeof msg,
+                     "no instance within the timeout: %u still starting (the oldest's init has "
+                     "run %llu ms; stopped at %d ms)",
+                     p->nstarting, (unsigned long long)(now > began ? now - began : 0),
+                     SPATE_INSTANCE_INIT_TIMEOUT_MS);
+        } else
             snprintf(msg, sizeof msg, "no instance became free within the timeout");
         p->timeouts++;
         pool__finish_msg(p, inv, POOL_TIMEOUT, msg);

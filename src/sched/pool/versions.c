@@ -140,8 +140,8 @@ void pool__ensure_zygote(pool *p, pversion *v)
          * once). A minimum of instances asks again after the back-off. */
         char msg[256];
         pool__limit_hit(p, ERR_ZYGOTES,
-                        "cannot start a zygote: every running one has instances at work or is "
-                        "loading");
+                        "cannot start a zygote: none running can stop for it (instances at work, "
+                        "loading, or a minimum of instances)");
         pool__zygote_refusal(msg, sizeof msg);
         /* Shown with the function (load_error) until its zygote starts. */
         free(v->load_error);

@@ -95,14 +95,15 @@ static uint64_t last_used(const pversion *v)
 
 /* The least recently used zygote that may stop (reclaimable), other than
  * except, or NULL; one already stopping for room first (its instances'
- * ends made it "used" just now), prewarmed ones only when no other can go. */
-static pversion *least_recent(const pversion *except)
+ * ends made it "used" just now) unless fresh (only another), prewarmed
+ * ones only when no other can go. */
+static pversion *pick_lru(const pversion *except, int fresh)
 {
     pversion *pick = NULL;
     uint64_t pick_used = 0;
     for (list_node *n = list_first(&counted); n != &counted; n = n->next) {
         pversion *v = list_entry(n, pversion, zlink);
-        if (v == except || !reclaimable(v)) continue;
+        if (v == except || !reclaimable(v) || (fresh && v->zreclaim)) continue;
         uint64_t used = last_used(v);
         int better = !pick;
         if (pick && v->zreclaim != pick->zreclaim)
@@ -117,6 +118,11 @@ static pversion *least_recent(const pversion *except)
         }
     }
     return pick;
+}
+
+static pversion *least_recent(const pversion *except)
+{
+    return pick_lru(except, 0);
 }
 
 void pool__zygote_stop(pversion *v)
@@ -154,9 +160,22 @@ static int evict(pversion *v)
         return 0;
     }
     nevicted++;
-    log_info("zygote stopped to make room (--max-zygotes %u): the least recently used fn=%s "
-             "version=%u",
-             budget, v->pool->name, v->number);
+    /* At most one line per SPATE_LIMIT_LOG_INTERVAL_MS at info: functions
+     * that take turns in a small budget stop one another's zygotes at each
+     * call (spate_zygote_stops_total{reason="budget"} counts them all). */
+    static uint64_t logged_at, logged_count;
+    uint64_t now = pool__now_ms(v->pool);
+    if (!logged_at || now - logged_at >= SPATE_LIMIT_LOG_INTERVAL_MS) {
+        log_info("zygote stopped to make room (--max-zygotes %u): the least recently used fn=%s "
+                 "version=%u (%llu stopped so since the last such line)",
+                 budget, v->pool->name, v->number, (unsigned long long)(nevicted - logged_count));
+        logged_at = now ? now : 1;
+        logged_count = nevicted;
+    } else {
+        log_debug("zygote stopped to make room (--max-zygotes %u): the least recently used fn=%s "
+                  "version=%u",
+                  budget, v->pool->name, v->number);
+    }
     pool__zygote_stop(v);
     return 1;
 }
@@ -224,9 +243,15 @@ void pool__zygote_settle(pversion *v)
 
 void pool__zygote_trim(void)
 {
-    while (ncounted > budget) {
-        pversion *old = least_recent(NULL);
-        if (!old || !evict(old)) return;
+    /* Those already stopping for room count as gone (a lowered budget may
+     * take several, each after its idle instances). */
+    uint32_t going = 0;
+    for (list_node *n = list_first(&counted); n != &counted; n = n->next)
+        going += list_entry(n, pversion, zlink)->zreclaim ? 1u : 0u;
+    while (ncounted > budget + going) {
+        pversion *old = pick_lru(NULL, 1);
+        if (!old) return;
+        if (!evict(old)) going++;
     }
 }
 
@@ -259,7 +284,8 @@ const char *pool__zygote_refusal(char *out, size_t cap)
 {
     snprintf(out, cap,
              "cannot start this function's zygote (spated --max-zygotes %u: each running one "
-             "has instances at work or is loading, none can stop for it; try again later)",
+             "has instances at work, is loading or is kept by its function's minimum of "
+             "instances; none can stop for it; try again later)",
              budget);
     return out;
 }

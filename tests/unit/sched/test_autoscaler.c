@@ -167,6 +167,11 @@ static void deadlines(void)
     in.oldest_age_s = 1;
     autoscale(&in, &out);
     CHECK(!out.at_risk);
+    /* Before it is missed: no instance can start (a node limit, a zygote
+     * that does not load), so nothing of the backlog runs. */
+    in.blocked = 1;
+    autoscale(&in, &out);
+    CHECK(out.at_risk);
 }
 
 static void rates(void)
