@@ -80,3 +80,22 @@ def test_lowered_limits_stop_what_only_waits_at_once(make_spated, functions, tmp
     for name in ("a", "b", "c", "a"):
         status, body = d.invoke(name, b"x")
         assert status == 200, (name, body)
+
+
+def test_a_prewarmed_zygote_stopped_for_room_comes_back_when_there_is(make_spated, functions):
+    d = make_spated("--max-zygotes", "1", "--spare-idle", "0")
+    # M's minimum of one instance keeps its zygote: P's (prewarm) cannot
+    # stay once its deploy's check is done.
+    status, doc = d.deploy("m", functions["hello"], min=1)
+    assert status == 201, doc
+    assert wait_for(lambda: d.describe("m")["instances"]["idle"] == 1)
+    status, doc = d.deploy("p", functions["hello"], prewarm="true")
+    assert status == 201, doc
+    assert wait_for(lambda: zygote_pid(d, "p") == 0)
+    # M's minimum goes (a new version; the old one's instance and zygote
+    # stop): the room goes to P, prewarmed, without an invocation.
+    status, doc = d.json("PATCH", "/v1/functions/m?min=0")
+    assert status == 200, doc
+    assert wait_for(lambda: zygote_pid(d, "p") > 0, timeout=10), (d.describe("m"), d.log())
+    status, body = d.invoke("p", b"x")
+    assert status == 200, body

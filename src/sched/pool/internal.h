@@ -59,6 +59,7 @@ typedef struct pversion {
     list_node zlink;   /* in the node's list of zygotes while counted (zygotes.c) */
     int zcounted;      /* z is a process counted against --max-zygotes */
     int zreclaim;      /* z stops for another's room once its idle instances have */
+    list_node wlink;   /* in the node's prewarm versions waiting for room (zygotes.c) */
     uint64_t zused;    /* loop ms: z loaded, or an instance of it started or ended */
     uint64_t retry_at; /* loop ms: no zygote restart before this */
     char *load_error;
@@ -112,6 +113,7 @@ struct pool {
     uint64_t timer_at;
     int timer_armed;
     int closing, drain, closed;
+    int prewarm_due; /* its active version is prewarmed and may have room for its zygote now */
     void (*close_cb)(void *);
     void *close_data;
     uint64_t invocations, errors, timeouts, crashes, rejected, cold_starts, last_cold_us;
@@ -314,6 +316,10 @@ void pool__zygote_touch(pversion *v);
 void pool__zygote_settle(pversion *v);
 /* Stops v's launcher now (it has no instances but perhaps its spare, which stops first). */
 void pool__zygote_stop(pversion *v);
+/* v, prewarmed, has no zygote for want of room: its pool's timer starts
+ * one (pool__ensure_zygote) once a zygote stops. Forget: v goes. */
+void pool__zygote_want(pversion *v);
+void pool__zygote_forget(pversion *v);
 /* Stops idle zygotes, least recently used first, while over the budget. */
 void pool__zygote_trim(void);
 /* From the pool's timer: stops v's launcher if idle past --zygote-idle; else

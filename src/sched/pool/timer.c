@@ -233,6 +233,10 @@ static void on_timer(uv_timer_t *t)
                  inv->request_id);
         pool__finish_msg(p, inv, POOL_TIMEOUT, msg);
     }
+    if (p->prewarm_due) {
+        p->prewarm_due = 0;
+        if (p->active && p->active->cfg.prewarm && !p->closing) pool__ensure_zygote(p, p->active);
+    }
     pool__serve_waiting(p);
     pool__grow(p);
     pool__maybe_finish_close(p);

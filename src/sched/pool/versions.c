@@ -147,6 +147,7 @@ void pool__ensure_zygote(pool *p, pversion *v)
         free(v->load_error);
         v->load_error = strdup(msg);
         pool__refuse_waiting(p, ERR_ZYGOTES, msg);
+        pool__zygote_want(v); /* a prewarm one starts once there is room */
         pool__arm(p, pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS);
         return;
     }
@@ -183,6 +184,7 @@ static pversion *new_version(pool *p, const pool_version_spec *spec)
     if (!v) return NULL;
     v->pool = p;
     list_init(&v->zlink);
+    list_init(&v->wlink);
     v->number = spec->version;
     v->cfg = spec->config;
     v->runtime = spec->runtime;
@@ -212,6 +214,7 @@ void pool__free_version(pversion *v)
     if (p->active == v) p->active = NULL;
     list_remove(&v->link);
     pool__zygote_stop(v);
+    pool__zygote_forget(v);
     free(v->object_path);
     free_env(v->env);
     free(v->load_error);

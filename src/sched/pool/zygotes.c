@@ -32,6 +32,10 @@
 #include "sched/pool/internal.h"
 
 static list_node counted = {&counted, &counted}; /* pversion.zlink */
+/* Prewarmed versions whose zygote was stopped or refused for room
+ * (pversion.wlink), oldest first: a prewarm keeps its zygote running, so
+ * it starts again as soon as a zygote stops. */
+static list_node wanting = {&wanting, &wanting};
 static uint32_t ncounted, budget = SPATE_ZYGOTES_DEFAULT;
 static uint32_t idle_ms = SPATE_ZYGOTE_IDLE_DEFAULT_MS;
 static uint64_t nstarted, nidle_stopped, nevicted, nrefused;
@@ -125,6 +129,22 @@ static pversion *least_recent(const pversion *except)
     return pick_lru(except, 0);
 }
 
+void pool__zygote_want(pversion *v)
+{
+    if (!v->cfg.prewarm || v->retired || v->pool->closing) return;
+    /* Asked again every second (a zygote without work may have appeared to
+     * give way), and at once when one stops. */
+    v->pool->prewarm_due = 1;
+    pool__arm(v->pool, pool__now_ms(v->pool) + SPATE_ZYGOTE_RESTART_BACKOFF_MS);
+    if (v->wlink.next == &v->wlink) list_push_back(&wanting, &v->wlink);
+}
+
+void pool__zygote_forget(pversion *v)
+{
+    list_remove(&v->wlink);
+    list_init(&v->wlink);
+}
+
 void pool__zygote_stop(pversion *v)
 {
     if (!v->z) return;
@@ -136,6 +156,7 @@ void pool__zygote_stop(pversion *v)
     v->zstate = ZS_NONE;
     pool__zygote_gone(v);
     launcher_stop(z);
+    if (v == v->pool->active) pool__zygote_want(v); /* stopped for room: back when there is */
 }
 
 /* Makes room of v: its zygote stops now when nothing of it is left but
@@ -188,6 +209,9 @@ int pool__zygote_reserve(pversion *v, int force)
     while (ncounted >= budget) {
         pversion *old = least_recent(v);
         if (!old) break;
+        /* A prewarm with nothing waiting does not take another's room (two
+         * would take turns for ever). */
+        if (v->cfg.prewarm && old->cfg.prewarm && v->pool->nwaiting == 0) break;
         if (!evict(old)) return 1; /* its instances are on their way out */
     }
     if (ncounted < budget) return 0;
@@ -221,6 +245,14 @@ void pool__zygote_gone(pversion *v)
     v->zcounted = 0;
     list_remove(&v->zlink);
     ncounted--;
+    /* Room: the prewarmed version that waited longest gets it, from its
+     * pool's timer (not from here, inside a zygote's callbacks). */
+    if (ncounted < budget && !list_empty(&wanting)) {
+        pversion *w = list_entry(list_first(&wanting), pversion, wlink);
+        pool__zygote_forget(w);
+        w->pool->prewarm_due = 1;
+        pool__arm(w->pool, pool__now_ms(w->pool));
+    }
 }
 
 /* The pool's timer looks at v when its idle time will have passed, or at
