@@ -414,6 +414,8 @@
 #define SPATE_CRASH_BACKOFF_CAP_MS 1000
 /* Zygote restarts after a crash are spaced at least this far apart (ms). */
 #define SPATE_ZYGOTE_RESTART_BACKOFF_MS 1000
+/* After loads that failed in a row, the wait doubles up to this (ms). */
+#define SPATE_ZYGOTE_LOAD_BACKOFF_CAP_MS 60000
 /* A zygote that waits for another's room (its idle instances stopping,
  * sched/pool/zygotes.c) looks again this often (ms): an instance's end is
  * reported within a few. */

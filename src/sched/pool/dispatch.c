@@ -373,7 +373,8 @@ void pool_invoke(pool *p, invocation *inv)
     }
     if (v->zstate == ZS_NONE && v->load_error && pool__now_ms(p) < v->retry_at) {
         char msg[SPATE_LOAD_ERROR_MAX];
-        snprintf(msg, sizeof msg, "cannot start function: %s", v->load_error);
+        snprintf(msg, sizeof msg, "cannot start function: %s (tried again in %.1f s)",
+                 v->load_error, (double)(v->retry_at - pool__now_ms(p)) / 1000.0);
         pool__finish_msg(p, inv, POOL_UNAVAILABLE, msg);
         return;
     }

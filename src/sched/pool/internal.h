@@ -56,12 +56,13 @@ typedef struct pversion {
     pool_config cfg;
     launcher *z; /* the zygote (native) or the bootstrap root (exec) */
     enum zstate zstate;
-    list_node zlink;   /* in the node's list of zygotes while counted (zygotes.c) */
-    int zcounted;      /* z is a process counted against --max-zygotes */
-    int zreclaim;      /* z stops for another's room once its idle instances have */
-    list_node wlink;   /* in the node's prewarm versions waiting for room (zygotes.c) */
-    uint64_t zused;    /* loop ms: z loaded, or an instance of it started or ended */
-    uint64_t retry_at; /* loop ms: no zygote restart before this */
+    list_node zlink;        /* in the node's list of zygotes while counted (zygotes.c) */
+    int zcounted;           /* z is a process counted against --max-zygotes */
+    int zreclaim;           /* z stops for another's room once its idle instances have */
+    list_node wlink;        /* in the node's prewarm versions waiting for room (zygotes.c) */
+    uint64_t zused;         /* loop ms: z loaded, or an instance of it started or ended */
+    uint64_t retry_at;      /* loop ms: no zygote restart before this */
+    uint32_t load_failures; /* loads that failed in a row (the next waits longer) */
     char *load_error;
     int load_limit;      /* the node limit (ERR_*) that kept its zygote from starting, or 0 */
     uint32_t ninstances; /* instances of this version in any state, its spare too */

@@ -22,6 +22,7 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
     v->load_cb = NULL;
     if (status == 0) {
         v->zstate = ZS_READY;
+        v->load_failures = 0;
         free(v->load_error);
         v->load_error = NULL;
         v->load_limit = 0;
@@ -37,7 +38,14 @@ static void on_zygote_loaded(launcher *z, int status, const char *message, void 
     v->z = NULL;
     pool__zygote_gone(v);
     v->zstate = ZS_NONE;
-    v->retry_at = pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS;
+    /* Each failed load in a row doubles the wait before the next: a
+     * spate_preload that hangs (up to SPATE_ZYGOTE_LOAD_TIMEOUT_MS each
+     * time) would otherwise hold a room of the budget most of the time. */
+    uint32_t shift = v->load_failures < 16 ? v->load_failures : 16;
+    uint64_t backoff = (uint64_t)SPATE_ZYGOTE_RESTART_BACKOFF_MS << shift;
+    if (backoff > SPATE_ZYGOTE_LOAD_BACKOFF_CAP_MS) backoff = SPATE_ZYGOTE_LOAD_BACKOFF_CAP_MS;
+    v->load_failures++;
+    v->retry_at = pool__now_ms(p) + backoff;
     free(v->load_error);
     v->load_error = strdup(message);
     v->load_limit = 0;
