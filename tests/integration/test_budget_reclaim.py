@@ -5,6 +5,8 @@ way to a start at --max-instances, instead of the waiting work being refused
 until a keep-alive runs out."""
 
 import signal
+import threading
+import time
 
 from conftest import deploy_recorder, seen, topic_stats, wait_for
 
@@ -99,3 +101,51 @@ def test_a_prewarmed_zygote_stopped_for_room_comes_back_when_there_is(make_spate
     assert wait_for(lambda: zygote_pid(d, "p") > 0, timeout=10), (d.describe("m"), d.log())
     status, body = d.invoke("p", b"x")
     assert status == 200, body
+
+
+def test_prewarmed_functions_waiting_for_room_take_none_from_callers(make_spated, functions):
+    # One room, two prewarmed functions waiting for it, and callers of two
+    # others taking turns: a zygote stopped for a caller's room is the
+    # caller's (it waits for it), never handed to a prewarmed one, and a
+    # prewarmed one takes no room kept warm by an idle instance.
+    d = make_spated("--max-zygotes", "1", "--spare-idle", "0")
+    for name in ("p1", "p2"):
+        status, doc = d.deploy(name, functions["hello"], prewarm="true")
+        assert status == 201, doc
+    for name in ("h", "c"):
+        status, doc = d.deploy(name, functions["hello"])
+        assert status == 201, doc
+    answers = []
+    for i in range(12):
+        status, body = d.invoke("h" if i % 2 else "c", b"x")
+        answers.append(status)
+        time.sleep(0.3 if i % 3 == 0 else 0.05)
+    assert answers == [200] * 12, (answers, d.log())
+    # The last caller's idle instance keeps its zygote past the prewarm's looks.
+    time.sleep(2.5)
+    assert zygote_pid(d, "h") > 0 and zygote_pid(d, "p1") == 0 and zygote_pid(d, "p2") == 0
+    # Waiting prewarms are not refusals: nobody asked.
+    status, _, body = d.request("GET", "/metrics")
+    line = [x for x in body.decode().splitlines() if x.startswith("spate_zygote_refusals_total ")]
+    assert line == ["spate_zygote_refusals_total 0"], line
+    assert "node limit reached" not in d.log(), d.log()
+
+
+def test_a_budget_lowered_while_zygotes_work_is_met_as_the_work_ends(make_spated, functions,
+                                                                    tmp_path):
+    conf = tmp_path / "spated.conf"
+    conf.write_text("max-zygotes = 4\n")
+    d = make_spated("--config", str(conf), "--spare-idle", "0")
+    for name in ("a", "b", "c"):
+        status, doc = d.deploy(name, functions["probe"], keep_alive=0)
+        assert status == 201, doc
+    threads = [threading.Thread(target=d.invoke, args=(n, b"sleep:1500")) for n in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: all(d.describe(n)["instances"]["busy"] == 1 for n in ("a", "b", "c")))
+    conf.write_text("max-zygotes = 1\n")
+    d.proc.send_signal(signal.SIGHUP)
+    for t in threads:
+        t.join()
+    zygotes = lambda: d.json("GET", "/v1/nodes")[1]["nodes"][0]["zygotes"]["running"]
+    assert wait_for(lambda: zygotes() == 1, timeout=5), (zygotes(), d.log())

@@ -317,6 +317,7 @@ void pool__became_idle(pinst *pi)
     }
     pi->state = PI_IDLE;
     pi->since = pool__now_ms(p);
+    if (pool__zygote_over()) pool__arm(p, pi->since); /* it may go for a lowered budget */
     instance_set_request(pi->inst, NULL);
     list_push_front(&p->idle, &pi->link);
     p->nidle++;

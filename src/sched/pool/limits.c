@@ -36,12 +36,16 @@ void pool__limit_hit(pool *p, int err, const char *what)
 {
     int l = err_limit(err);
     if (l < 0) return;
+    if (!limits[l].active) {
+        limits[l].active = 1;
+        limits[l].hits = 0;
+    }
     limits[l].hits++;
-    if (limits[l].active) return;
-    limits[l].active = 1;
+    if (limits[l].told) return;
     uint64_t now = pool__now_ms(p);
     /* A limit that flaps (one start in, the next refused) warns at most
-     * once per SPATE_LIMIT_LOG_INTERVAL_MS; the counter has every refusal. */
+     * once per SPATE_LIMIT_LOG_INTERVAL_MS (the counter has every refusal);
+     * an episode that began within it is told at its first refusal after. */
     if (limits[l].warned && now - limits[l].warned < SPATE_LIMIT_LOG_INTERVAL_MS) return;
     limits[l].warned = now ? now : 1;
     limits[l].told = 1;
@@ -58,7 +62,7 @@ void pool__limits_eased(pool *p)
         limits[l].active = 0;
         /* Only the end of an episode whose start was logged: a limit that
          * flaps says both at most once per SPATE_LIMIT_LOG_INTERVAL_MS. */
-        if (!limits[l].told) continue; /* its hits go on counting */
+        if (!limits[l].told) continue;
         log_info("node limit eased: %s (a start went through, fn=%s); %llu start attempt%s "
                  "refused since it was reached (callers answered 503 are counted in "
                  "spate_node_limit_refusals_total)",

@@ -147,6 +147,12 @@ void pool__ensure_zygote(pool *p, pversion *v)
         /* Every zygote has work: what waits is told so now (and the log
          * once). A minimum of instances asks again after the back-off. */
         char msg[256];
+        pool__zygote_want(v); /* a prewarm one starts once there is room */
+        if (p->nwaiting == 0) {
+            /* A prewarm's or minimum's own try: nobody refused, nothing to log. */
+            pool__arm(p, pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS);
+            return;
+        }
         pool__limit_hit(p, ERR_ZYGOTES,
                         "cannot start a zygote: none running can stop for it (instances at work, "
                         "loading, or a minimum of instances)");
@@ -155,7 +161,6 @@ void pool__ensure_zygote(pool *p, pversion *v)
         free(v->load_error);
         v->load_error = strdup(msg);
         pool__refuse_waiting(p, ERR_ZYGOTES, msg);
-        pool__zygote_want(v); /* a prewarm one starts once there is room */
         pool__arm(p, pool__now_ms(p) + SPATE_ZYGOTE_RESTART_BACKOFF_MS);
         return;
     }

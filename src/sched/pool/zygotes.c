@@ -39,6 +39,7 @@ static list_node wanting = {&wanting, &wanting};
 static uint32_t ncounted, budget = SPATE_ZYGOTES_DEFAULT;
 static uint32_t idle_ms = SPATE_ZYGOTE_IDLE_DEFAULT_MS;
 static uint64_t nstarted, nidle_stopped, nevicted, nrefused;
+static int evicting; /* a zygote stops for another's room: it is not free for a prewarm */
 
 /* The version's launcher will be a process: conservative for python3 (one
  * that opts out of the Python zygote is not counted once started). */
@@ -197,7 +198,9 @@ static int evict(pversion *v)
                   "version=%u",
                   budget, v->pool->name, v->number);
     }
+    evicting = 1;
     pool__zygote_stop(v);
+    evicting = 0;
     return 1;
 }
 
@@ -209,13 +212,16 @@ int pool__zygote_reserve(pversion *v, int force)
     while (ncounted >= budget) {
         pversion *old = least_recent(v);
         if (!old) break;
-        /* A prewarm with nothing waiting does not take another's room (two
-         * would take turns for ever). */
-        if (v->cfg.prewarm && old->cfg.prewarm && v->pool->nwaiting == 0) break;
+        /* A prewarm with nothing waiting takes only the room of a zygote
+         * without instances, never a prewarm's (two would take turns for
+         * ever) nor one kept warm by an idle instance (its keep-alive would
+         * mean nothing). */
+        if (v->cfg.prewarm && v->pool->nwaiting == 0 && (old->cfg.prewarm || !stoppable(old)))
+            break;
         if (!evict(old)) return 1; /* its instances are on their way out */
     }
     if (ncounted < budget) return 0;
-    nrefused++;
+    if (v->pool->nwaiting > 0) nrefused++; /* a prewarm's or minimum's own try is no refusal */
     return ERR_BUSY;
 }
 
@@ -247,7 +253,7 @@ void pool__zygote_gone(pversion *v)
     ncounted--;
     /* Room: the prewarmed version that waited longest gets it, from its
      * pool's timer (not from here, inside a zygote's callbacks). */
-    if (ncounted < budget && !list_empty(&wanting)) {
+    if (!evicting && ncounted < budget && !list_empty(&wanting)) {
         pversion *w = list_entry(list_first(&wanting), pversion, wlink);
         pool__zygote_forget(w);
         w->pool->prewarm_due = 1;
@@ -259,7 +265,13 @@ void pool__zygote_gone(pversion *v)
  * once when it is to stop for room. */
 static void arm_idle(pversion *v)
 {
+    if (ncounted > budget) pool__arm(v->pool, pool__now_ms(v->pool)); /* a lowered budget */
     if (unused(v) && v->z) pool__arm(v->pool, v->zreclaim ? v->zused : v->zused + idle_ms);
+}
+
+int pool__zygote_over(void)
+{
+    return ncounted > budget;
 }
 
 void pool__zygote_touch(pversion *v)
@@ -289,6 +301,8 @@ void pool__zygote_trim(void)
 
 void pool__zygote_check_idle(pversion *v, uint64_t now, uint64_t *next)
 {
+    /* Over a budget lowered while zygotes had work: as their work ends. */
+    if (ncounted > budget) pool__zygote_trim();
     if (v->zreclaim) {
         /* Its idle instances were stopped to make room: it goes once they
          * have, if the room is still wanted; a new instance of it (it was
