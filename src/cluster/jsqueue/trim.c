@@ -5,15 +5,15 @@
  * would keep every message for ever).
  *
  * Message by message (JetStream's MSG.DELETE, pipelined), never by a purge up
- * to a sequence: with purges, the cluster's nemesis (kills and pauses of
- * nats-server 2.9.10, Debian 12's) lost 2,552 of 44,319 acknowledged
- * messages of its ordered trigger in 300 s, in runs of one key's messages
- * that waited behind a held one; with trimming off, the same run lost none.
- * Where nats-server loses them was not isolated (it replays a purge from its
- * log at a restart as a purge of everything up to the stream's last message
- * of the time before 2.9.18, commit dee5324; that alone did not reproduce).
- * A deletion names one settled message, whatever a server replays or
- * catches up.
+ * to a sequence: nats-server before 2.9.18 (Debian 12 has 2.9.10; fixed by
+ * its commit dee5324) replays a purge from its raft log at a restart as a
+ * purge of everything up to the stream's last message at the time of the
+ * purge, so a restarted server lost its copy of the messages no trigger had
+ * settled yet, and once it led the stream or a consumer they were never
+ * delivered (test_cluster.py's test_a_restarted_nats_server_keeps_what_
+ * triggers_have_not_settled). The cluster's nemesis lost 2,552 of 44,319
+ * acknowledged messages of its ordered trigger in 300 s through it; with
+ * trimming off, or by deletions, none. A deletion is replayed as itself.
  */
 #include "cluster/jsqueue/internal.h"
 
