@@ -183,6 +183,38 @@ def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
         (before, state())
 
 
+def test_a_restarted_nats_server_keeps_every_artifact(cluster, functions):
+    """An artifact no function uses leaves the stream, and every other stays
+    on every replica, also on a nats-server killed and restarted after. It
+    did not when the artifact went by a purge of its subjects: nats-server
+    before 2.9.18 (Debian 12 has 2.9.10) replays a purge at a restart as one
+    of the whole stream up to its last message, whatever subject it named,
+    so the restarted server's copy lost every artifact stored before."""
+    nats, (a, b, c) = cluster
+
+    def count(i):
+        return (nats.stream_state("SPATE_ARTIFACTS", i) or {}).get("messages", 0)
+
+    base = pathlib.Path(functions["hello"]).read_bytes()  # trailing bytes: another SHA-256
+    assert a.deploy("kept-artifact", base + b"\0kept")[0] == 201
+    assert b.deploy("gone-artifact", base + b"\0gone")[0] == 201
+    assert all(wait_for(lambda: listed(n, "gone-artifact"), timeout=10) for n in (a, b, c))
+    with_both = count(0)
+    assert c.request("DELETE", "/v1/functions/gone-artifact")[0] == 204
+    assert wait_for(lambda: all(count(i) < with_both for i in range(3)), timeout=10), \
+        (with_both, [count(i) for i in range(3)])
+    # Something stored after (then a purge's replay does its harm).
+    assert b.deploy("later-artifact", base + b"\0later")[0] == 201
+    assert wait_for(lambda: count(0) == count(1) == count(2) > 0, timeout=10)
+    stored = count(0)
+    nats.kill(2)
+    nats.start(2)
+    assert wait_for(lambda: cluster_nemesis.healthy(nats, 2), timeout=60)
+    assert wait_for(lambda: count(2) == stored, timeout=30), (stored, [count(i) for i in range(3)])
+    for d in (a, b, c):
+        assert d.invoke("kept-artifact", b"x")[0] == 200
+
+
 def test_a_busy_node_hands_invocations_to_another(cluster, functions):
     nats, (a, b, c) = cluster
     assert a.deploy("single", functions["probe"], max=1, queue=1)[0] == 201
