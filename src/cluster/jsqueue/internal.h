@@ -244,8 +244,9 @@ int jsqueue__topic_retention(queue *q, const char *topic, const queue_retention 
 void jsqueue__on_refresh(uv_timer_t *h);
 
 /* trim.c: the trimmer thread started (0, or -1 without a thread: then
- * nothing is trimmed) and stopped (waits for its round to end; at most a
- * reply's wait, SPATE_JS_TRIM_WAIT_MS). trim_keep (any thread, pure): the
+ * nothing is trimmed) and stopped (waits for the request in flight: a
+ * JetStream call's wait, 2 s, or a deletion's, SPATE_JS_TRIM_WAIT_MS; the
+ * round ends at the next request). trim_keep (any thread, pure): the
  * first sequence of a stream one of its consumers (list, n of them) may still
  * want, 0 when there is none: below it every consumer has settled
  * everything. A consumer with nothing unacknowledged has settled all it has
