@@ -18,6 +18,39 @@
 #include "cluster/internal.h"
 #include "common/log.h"
 
+/* Deletes the copies of subj (a wildcard takes every subject it matches)
+ * stored below seq below (0: all of them), at most max, message by message:
+ * nats-server before 2.9.18 (Debian 12 has 2.9.10) replays a purge from its
+ * log at a restart as a purge of the whole stream up to its last message of
+ * the time, whatever subject it named, so a restarted server's copy of the
+ * stream lost every artifact (test_cluster.py's test_a_restarted_nats_
+ * server_keeps_every_artifact; jsqueue/trim.c). A deletion is replayed as
+ * itself. The messages it deleted. */
+static int drop_copies(cluster *c, const char *subj, uint64_t below, int max)
+{
+    int dropped = 0;
+    uint64_t seq = 1;
+    for (int i = 0; i < max; i++) {
+        jsDirectGetMsgOptions o;
+        jsDirectGetMsgOptions_Init(&o);
+        o.Sequence = seq;
+        o.NextBySubject = subj;
+        natsMsg *m = NULL;
+        if (js_DirectGetMsg(&m, c->js, CLUSTER_ARTIFACT_STREAM, NULL, &o) != NATS_OK) break;
+        uint64_t at = natsMsg_GetSequence(m);
+        natsMsg_Destroy(m);
+        if (at < seq || (below && at >= below)) break;
+        natsStatus s = js_DeleteMsg(c->js, CLUSTER_ARTIFACT_STREAM, at, NULL, NULL);
+        if (s == NATS_OK)
+            dropped++;
+        else
+            log_debug("cluster: cannot drop %s at %llu: %s", subj, (unsigned long long)at,
+                      natsStatus_GetText(s));
+        seq = at + 1;
+    }
+    return dropped;
+}
+
 /* One message of the stream, sealed; the copies of subj before it go (a
  * deploy uploads its artifact again each time: the stream would keep
  * SPATE_CLUSTER_CHUNK_KEEP of each). Those published after it stay: a
@@ -31,15 +64,8 @@ static natsStatus publish(cluster *c, const char *subj, const void *data, int le
     jsPubAck *pa = NULL;
     s = js_PublishMsg(&pa, c->js, m, NULL, NULL);
     natsMsg_Destroy(m);
-    if (s == NATS_OK && pa && pa->Sequence > 1) {
-        jsOptions o;
-        jsOptions_Init(&o);
-        o.Stream.Purge.Subject = subj;
-        o.Stream.Purge.Sequence = pa->Sequence;
-        natsStatus p = js_PurgeStream(c->js, CLUSTER_ARTIFACT_STREAM, &o, NULL);
-        if (p != NATS_OK)
-            log_debug("cluster: cannot drop older copies of %s: %s", subj, natsStatus_GetText(p));
-    }
+    if (s == NATS_OK && pa && pa->Sequence > 1)
+        drop_copies(c, subj, pa->Sequence, SPATE_CLUSTER_CHUNK_KEEP);
     jsPubAck_Destroy(pa);
     return s;
 }
@@ -102,14 +128,10 @@ void cluster__chunks_purge(cluster *c, const char *sha)
 {
     char subj[128];
     snprintf(subj, sizeof subj, "spate.artifact.%s.>", sha);
-    jsOptions o;
-    jsOptions_Init(&o);
-    o.Stream.Purge.Subject = subj;
-    natsStatus s = js_PurgeStream(c->js, CLUSTER_ARTIFACT_STREAM, &o, NULL);
-    if (s != NATS_OK)
-        log_warn("cluster: cannot purge artifact %.12s: %s", sha, natsStatus_GetText(s));
-    else
-        log_debug("cluster: purged artifact %.12s", sha);
+    /* Its chunks and count, each in up to SPATE_CLUSTER_CHUNK_KEEP copies. */
+    int most = (int)((SPATE_ARTIFACT_MAX / SPATE_CLUSTER_CHUNK + 2) * SPATE_CLUSTER_CHUNK_KEEP);
+    int n = drop_copies(c, subj, 0, most);
+    log_debug("cluster: purged artifact %.12s (%d messages)", sha, n);
 }
 
 natsStatus cluster__chunks_put(cluster *c, const char *sha, const char *path, char *err,

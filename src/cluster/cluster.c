@@ -128,6 +128,11 @@ jsCtx *cluster_js(const cluster *c)
     return c->js;
 }
 
+natsConnection *cluster_nc(const cluster *c)
+{
+    return c->nc;
+}
+
 kvStore *cluster_attempts(const cluster *c)
 {
     return c->attempts;

@@ -127,6 +127,9 @@ typedef void (*cluster_fn)(void *arg);
 void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg);
 void cluster_post(cluster *c, cluster_fn call, void *arg);
 struct __jsCtx *cluster_js(const cluster *c);
+/* The connection under it: requests the JetStream context has no call for
+ * (pipelined deletions, cluster/jsqueue/trim.c). */
+struct __natsConnection *cluster_nc(const cluster *c);
 /* The async publishes JetStream refused, of one batch on the worker thread
  * (one batch at a time), counted between begin and end. */
 typedef struct cluster_acks {

@@ -537,10 +537,17 @@
  * it, and the autoscaler sees the cluster's backlog this fresh. Each look
  * is a JetStream request per stream and per consumer. */
 #define SPATE_JS_STATS_MS 1000
-/* Every this-many listings also trims from each stream what every trigger
- * has settled (settled messages leave the streams every 5 s), as a node's
- * store deletes them. */
-#define SPATE_JS_TRIM_EVERY 5
+/* How often (ms, and up to a second more at random) each node trims from
+ * each topic's stream what every trigger has settled, as a node's store
+ * deletes it: message by message (cluster/jsqueue/trim.c), WINDOW deletions
+ * in flight at a time, each answer awaited up to WAIT ms (a stop waits for
+ * the request in flight), at most MAX messages of a stream a round (the rest
+ * the next round: a round's length stays bounded). Measured: 40,000 settled
+ * messages of a three-node cluster's stream deleted within one round. */
+#define SPATE_JS_TRIM_MS 5000
+#define SPATE_JS_TRIM_WINDOW 256
+#define SPATE_JS_TRIM_WAIT_MS 2000
+#define SPATE_JS_TRIM_MAX 100000
 /* A consumer's AckWait is the subscription's ack wait (the function's
  * timeout) plus this (ms): time to fetch, start and settle beyond the run.
  * What a dead node held goes to the others after it, so it is also how much

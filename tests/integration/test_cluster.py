@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import cluster_nemesis
 from conftest import Spated, wait_for
 from test_sources_redis import redis  # noqa: F401 (a fixture)
 from natscluster import (add_trigger, attempts, ended, free_port, listed, node_id, ok_count,
@@ -180,6 +181,38 @@ def test_artifacts_no_function_uses_leave_the_stream(cluster, functions):
     assert c.request("DELETE", "/v1/functions/changing")[0] == 204
     assert wait_for(lambda: state()["messages"] == before["messages"], timeout=10), \
         (before, state())
+
+
+def test_a_restarted_nats_server_keeps_every_artifact(cluster, functions):
+    """An artifact no function uses leaves the stream, and every other stays
+    on every replica, also on a nats-server killed and restarted after. It
+    did not when the artifact went by a purge of its subjects: nats-server
+    before 2.9.18 (Debian 12 has 2.9.10) replays a purge at a restart as one
+    of the whole stream up to its last message, whatever subject it named,
+    so the restarted server's copy lost every artifact stored before."""
+    nats, (a, b, c) = cluster
+
+    def count(i):
+        return (nats.stream_state("SPATE_ARTIFACTS", i) or {}).get("messages", 0)
+
+    base = pathlib.Path(functions["hello"]).read_bytes()  # trailing bytes: another SHA-256
+    assert a.deploy("kept-artifact", base + b"\0kept")[0] == 201
+    assert b.deploy("gone-artifact", base + b"\0gone")[0] == 201
+    assert all(wait_for(lambda: listed(n, "gone-artifact"), timeout=10) for n in (a, b, c))
+    with_both = count(0)
+    assert c.request("DELETE", "/v1/functions/gone-artifact")[0] == 204
+    assert wait_for(lambda: all(count(i) < with_both for i in range(3)), timeout=10), \
+        (with_both, [count(i) for i in range(3)])
+    # Something stored after (then a purge's replay does its harm).
+    assert b.deploy("later-artifact", base + b"\0later")[0] == 201
+    assert wait_for(lambda: count(0) == count(1) == count(2) > 0, timeout=10)
+    stored = count(0)
+    nats.kill(2)
+    nats.start(2)
+    assert wait_for(lambda: cluster_nemesis.healthy(nats, 2), timeout=60)
+    assert wait_for(lambda: count(2) == stored, timeout=30), (stored, [count(i) for i in range(3)])
+    for d in (a, b, c):
+        assert d.invoke("kept-artifact", b"x")[0] == 200
 
 
 def test_a_busy_node_hands_invocations_to_another(cluster, functions):
@@ -512,6 +545,60 @@ def test_losing_one_nats_server_does_not_stop_the_cluster(cluster, functions, tm
             assert d.invoke("after-loss", b"x")[0] == 200
     finally:
         nats.start(0)
+
+
+def test_a_restarted_nats_server_keeps_what_triggers_have_not_settled(cluster, functions,
+                                                                      tmp_path):
+    """What every trigger has settled leaves a topic's stream every 5 s; what
+    waits must stay on every replica, also on a nats-server killed and
+    restarted after the trim. It did not when the trim was a purge up to a
+    sequence: nats-server before 2.9.18 (Debian 12 has 2.9.10) replays a
+    purge from its raft log at a restart as a purge of everything up to the
+    stream's last message of the time, so the restarted server's copy lost
+    the messages still waiting (here: 0 messages, first_seq 25), and once it
+    led the stream or a consumer they were never delivered (the cluster's
+    nemesis lost thousands)."""
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "held.txt"
+    assert a.deploy("held", functions["recorder"], timeout=60000, env=f"RECORD%3D{rec}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "held"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "held", "held", "?ordered=true")
+
+    def publish(key, lines):
+        status, _, out = b.request("POST", "/v1/topics/held/messages",
+                                   "".join(x + "\n" for x in lines).encode(),
+                                   {"Content-Type": "application/x-ndjson", "Spate-Key": key})
+        assert status == 202, out
+
+    publish("one", ["settled"])
+    assert wait_for(lambda: "settled" in ended(rec), timeout=30)
+    # A key's messages run one at a time: these wait in the stream behind
+    # the first, which runs for 30 s.
+    waiting = [f"w{i}" for i in range(22)]
+    publish("one", ["sleep:30000:first"] + waiting)
+
+    def state(i):
+        return nats.stream_state("SPATE_T_held", i) or {}
+
+    # The settled one trimmed (on every replica) while the rest waits.
+    assert wait_for(lambda: all(state(i).get("first_seq", 0) >= 2 for i in range(3)),
+                    timeout=30), [state(i) for i in range(3)]
+    assert not set(waiting) & set(ended(rec))
+    # Something stored after the trim (then a purge's replay does its harm).
+    publish("other", ["after"])
+    assert wait_for(lambda: "after" in ended(rec), timeout=30)
+    nats.kill(1)
+    nats.start(1)
+    assert wait_for(lambda: cluster_nemesis.healthy(nats, 1), timeout=60)
+    # Its copy still has every message that waits, the one running and the
+    # one after (trimmed only once the first is settled).
+    assert wait_for(lambda: state(1).get("messages", 0) == 24, timeout=30), \
+        [state(i) for i in range(3)]
+    assert state(1)["first_seq"] == 2, [state(i) for i in range(3)]
+    # And everything runs, in order.
+    assert wait_for(lambda: waiting[-1] in ended(rec), timeout=120), ended(rec)
+    assert [x for x in ended(rec) if x not in ("settled", "after")] == \
+        ["sleep:30000:first"] + waiting
 
 
 def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):

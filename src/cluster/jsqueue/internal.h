@@ -11,13 +11,16 @@
  *   settle.c     ack, nack, release, dead letter; the attempts bucket
  *   read.c       reading and redriving stored messages
  *   topics.c     a topic's figures; delete, purge, retention
- *   refresh.c    every second: the cluster's streams, their figures, trimming
+ *   refresh.c    every second: the cluster's streams, their figures
+ *   trim.c       every few seconds, on a thread of its own: what every trigger
+ *                has settled deleted from the streams
  *
  * Threads. The loop owns every structure below. Blocking NATS calls run on
  * the cluster's worker thread (cluster_run): a *_work function there touches
  * only its job (and the NATS context), which its *_done gets back on the
  * loop. A subscription's puller threads (one per consumer) read its parts,
- * want and stop, and hand what they fetch to the loop (cluster_post).
+ * want and stop, and hand what they fetch to the loop (cluster_post). The
+ * trimmer thread reads only the NATS context and its own fields (trim_*).
  * Nothing else crosses threads.
  */
 #ifndef SPATE_JSQUEUE_INTERNAL_H
@@ -108,12 +111,17 @@ struct queue {
     int closing;
     uv_timer_t refresh;      /* every topic of the cluster, and its figures */
     int refreshing;          /* a refresh is on the worker thread */
-    uint32_t refreshes;      /* every SPATE_JS_TRIM_EVERY-th also trims the streams */
     uint32_t refresh_serial; /* refreshes started: what a refresh saw is as of then */
     uint32_t deletions;      /* topics deleted here: a refresh started before does not
                                 bring them back */
     int zombies;             /* subscriptions removed but not yet freed */
     int closed;
+    /* The trimmer (trim.c): started at open, stopped (joined) at close. */
+    pthread_t trimmer;
+    int trimming; /* it runs */
+    pthread_mutex_t trim_lock;
+    pthread_cond_t trim_wake; /* a stop */
+    _Atomic int trim_stop;
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -234,6 +242,24 @@ int jsqueue__topic_retention(queue *q, const char *topic, const queue_retention 
 
 /* refresh.c: the timer's callback. */
 void jsqueue__on_refresh(uv_timer_t *h);
+
+/* trim.c: the trimmer thread started (0, or -1 without a thread: then
+ * nothing is trimmed) and stopped (waits for the request in flight: a
+ * JetStream call's wait, 2 s, or a deletion's, SPATE_JS_TRIM_WAIT_MS; the
+ * round ends at the next request). trim_keep (any thread, pure): the
+ * first sequence of a stream one of its consumers (list, n of them) may still
+ * want, 0 when there is none: below it every consumer has settled
+ * everything. A consumer with nothing unacknowledged has settled all it has
+ * looked at (Delivered.Stream: its filter's messages delivered and
+ * acknowledged, the others passed over); otherwise all up to its ack floor.
+ * Never the stream's last message by a consumer's NumPending of 0: a
+ * consumer led by a replica still catching up (a nats-server restarted)
+ * counts its pending messages against its own stale copy of the stream.
+ * Both figures are the consumer's replicated state and cover only messages
+ * it has seen. */
+int jsqueue__trim_start(queue *q);
+void jsqueue__trim_stop(queue *q);
+uint64_t jsqueue__trim_keep(jsConsumerInfo *const *list, int n);
 
 /* open.c: close ends once no refresh runs and every removed subscription is
  * freed; those call finish_close again. */

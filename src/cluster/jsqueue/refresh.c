@@ -1,7 +1,7 @@
 /*
  * jsqueue/refresh.c - every second, the cluster's streams: the topics this
- * node shows and their figures, retention limits put in force or lifted, and
- * (every few seconds) what every trigger has settled trimmed off.
+ * node shows and their figures, retention limits put in force or lifted
+ * (what every trigger has settled leaves the streams in trim.c).
  */
 #include "cluster/jsqueue/internal.h"
 
@@ -13,7 +13,6 @@
 
 typedef struct refresh_job {
     queue *q;
-    int trim;                   /* and drop what every trigger has settled */
     uint32_t serial, deletions; /* as of its start */
     int n;
     struct {
@@ -40,48 +39,6 @@ static int topic_from_stream(const char *stream, char *out, size_t cap)
     return n ? 0 : -1;
 }
 
-/* Worker thread: a topic's stream keeps what some trigger has not yet
- * settled, and the rest goes, as on one node (JetStream's limits retention
- * alone would keep every message for ever). A consumer with nothing pending
- * or unacknowledged has settled all up to the stream's last message as read
- * before its figures; otherwise all up to its ack floor. A stream no
- * trigger reads (a dead-letter topic, a topic without triggers) keeps
- * everything. */
-static void trim_stream(queue *q, const jsStreamInfo *si)
-{
-    uint64_t last = si->State.LastSeq;
-    if (!si->State.Msgs) return;
-    jsConsumerInfoList *cl = NULL;
-    if (js_Consumers(&cl, q->js, si->Config->Name, NULL, NULL) != NATS_OK || !cl) return;
-    /* While a consumer's leader does not answer (a nats-server stopped,
-     * restarting, electing), JetStream lists the others only ("Did not
-     * receive all consumer info results"): a trim over them removed what
-     * the missing one had not delivered (the cluster's nemesis: an ordered
-     * trigger's part held back by a redelivery, its messages gone). Trim
-     * only over every consumer the stream has. */
-    if ((uint64_t)cl->Count < (uint64_t)si->State.Consumers) {
-        log_debug("cluster: %s: %d of %d consumers answered; not trimmed", si->Config->Name,
-                  cl->Count, (int)si->State.Consumers);
-        jsConsumerInfoList_Destroy(cl);
-        return;
-    }
-    uint64_t keep = cl->Count ? last + 1 : 0; /* the first message still wanted */
-    for (int i = 0; i < cl->Count; i++) {
-        const jsConsumerInfo *ci = cl->List[i];
-        uint64_t from =
-            ci->NumPending == 0 && ci->NumAckPending == 0 ? last + 1 : ci->AckFloor.Stream + 1;
-        if (from < keep) keep = from;
-    }
-    jsConsumerInfoList_Destroy(cl);
-    if (keep <= si->State.FirstSeq) return;
-    jsOptions o;
-    jsOptions_Init(&o);
-    o.Stream.Purge.Sequence = keep; /* up to, not including */
-    natsStatus s = js_PurgeStream(q->js, si->Config->Name, &o, NULL);
-    if (s != NATS_OK)
-        log_debug("cluster: cannot trim %s: %s", si->Config->Name, natsStatus_GetText(s));
-}
-
 static void refresh_work(void *arg)
 {
     refresh_job *j = arg;
@@ -93,7 +50,6 @@ static void refresh_work(void *arg)
         if (!si->Config || topic_from_stream(si->Config->Name, j->items[j->n].name,
                                              sizeof j->items[j->n].name) != 0)
             continue;
-        if (j->trim) trim_stream(j->q, si);
         queue_topic_stats *st = &j->items[j->n].stats;
         st->published = si->State.LastSeq;
         st->stored = si->State.Msgs;
@@ -159,7 +115,6 @@ void jsqueue__on_refresh(uv_timer_t *h)
     refresh_job *j = calloc(1, sizeof *j);
     if (!j) return;
     j->q = q;
-    j->trim = q->refreshes++ % SPATE_JS_TRIM_EVERY == SPATE_JS_TRIM_EVERY - 1;
     j->serial = ++q->refresh_serial;
     j->deletions = q->deletions;
     q->refreshing = 1;
