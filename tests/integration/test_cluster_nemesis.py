@@ -64,4 +64,12 @@ KNOWN = (
     # record failed attempt ... No responders", is not counted), and once
     # (seed 7) with no kill near: not explained.
     ("sqs: ", "ApproximateReceiveCount not growing"),
+    # Two runs of one ordered key at once: once in the 720 s campaign of
+    # session 42 (and 3 times with trimming off), not caused by trimming,
+    # not explained yet.
+    ("ord: ", "two of a key at once"),
+    # An ordered message run again (attempt 2) 123 ms after its first run
+    # ended well, no fault between (make check, seed 886328507): its
+    # settling lost in a way the fault model does not see; not explained.
+    ("ord: ", "duplicates with no fault that explains them"),
 )

@@ -321,7 +321,7 @@ void pool__zygote_stop(pversion *v);
  * one (pool__ensure_zygote) once a zygote stops. Forget: v goes. */
 void pool__zygote_want(pversion *v);
 void pool__zygote_forget(pversion *v);
-/* More zygotes run than the budget (lowered by a reload while they had work). */
+/* More zygotes run than a budget lowered by a reload while they had work. */
 int pool__zygote_over(void);
 /* Stops idle zygotes, least recently used first, while over the budget. */
 void pool__zygote_trim(void);

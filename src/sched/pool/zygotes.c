@@ -40,6 +40,10 @@ static uint32_t ncounted, budget = SPATE_ZYGOTES_DEFAULT;
 static uint32_t idle_ms = SPATE_ZYGOTE_IDLE_DEFAULT_MS;
 static uint64_t nstarted, nidle_stopped, nevicted, nrefused;
 static int evicting; /* a zygote stops for another's room: it is not free for a prewarm */
+/* A reload lowered the budget below the zygotes running: met as their work
+ * ends. (Not the room a deploy's check takes over the budget for a moment:
+ * the check's end picks which goes, pool__zygote_trim.) */
+static int lowered;
 
 /* The version's launcher will be a process: conservative for python3 (one
  * that opts out of the Python zygote is not counted once started). */
@@ -265,13 +269,14 @@ void pool__zygote_gone(pversion *v)
  * once when it is to stop for room. */
 static void arm_idle(pversion *v)
 {
-    if (ncounted > budget) pool__arm(v->pool, pool__now_ms(v->pool)); /* a lowered budget */
+    if (pool__zygote_over()) pool__arm(v->pool, pool__now_ms(v->pool)); /* a lowered budget */
     if (unused(v) && v->z) pool__arm(v->pool, v->zreclaim ? v->zused : v->zused + idle_ms);
 }
 
 int pool__zygote_over(void)
 {
-    return ncounted > budget;
+    if (lowered && ncounted <= budget) lowered = 0;
+    return lowered;
 }
 
 void pool__zygote_touch(pversion *v)
@@ -302,7 +307,7 @@ void pool__zygote_trim(void)
 void pool__zygote_check_idle(pversion *v, uint64_t now, uint64_t *next)
 {
     /* Over a budget lowered while zygotes had work: as their work ends. */
-    if (ncounted > budget) pool__zygote_trim();
+    if (pool__zygote_over()) pool__zygote_trim();
     if (v->zreclaim) {
         /* Its idle instances were stopped to make room: it goes once they
          * have, if the room is still wanted; a new instance of it (it was
@@ -341,6 +346,7 @@ void pool_set_zygote_budget(uint32_t max, uint32_t idle)
     budget = max;
     idle_ms = idle;
     pool__zygote_trim();
+    lowered = ncounted > budget;
 }
 
 void pool_zygote_stats_get(pool_zygote_stats *out)
