@@ -210,7 +210,10 @@ def test_a_restarted_nats_server_keeps_every_artifact(cluster, functions):
     nats.kill(2)
     nats.start(2)
     assert wait_for(lambda: cluster_nemesis.healthy(nats, 2), timeout=60)
-    assert wait_for(lambda: count(2) == stored, timeout=30), (stored, [count(i) for i in range(3)])
+    # As many as the others hold, and none of what was stored lost (under
+    # ASan a node may still be writing a copy of a chunk when stored is read).
+    assert wait_for(lambda: count(2) == count(0) >= stored, timeout=30), \
+        (stored, [count(i) for i in range(3)])
     for d in (a, b, c):
         assert d.invoke("kept-artifact", b"x")[0] == 200
 
