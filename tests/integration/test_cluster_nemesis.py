@@ -68,8 +68,13 @@ KNOWN = (
     # session 42 (and 3 times with trimming off), not caused by trimming,
     # not explained yet.
     ("ord: ", "two of a key at once"),
-    # An ordered message run again (attempt 2) 123 ms after its first run
-    # ended well, no fault between (make check, seed 886328507): its
-    # settling lost in a way the fault model does not see; not explained.
+    # A message run again soon after a run, no fault between: an ordered one
+    # (attempt 2, 123 ms after its first run ended well; make check, seed
+    # 886328507) and two deliberate batch failures run twice as attempt 2
+    # (130-360 ms apart, seed 631801156, after nats-server kills): a
+    # settling, or the record of a failed attempt in the attempts bucket,
+    # lost in a way the fault model does not see (as the SQS receive counts
+    # above); not explained yet.
     ("ord: ", "duplicates with no fault that explains them"),
+    ("bat: ", "duplicates with no fault that explains them"),
 )
