@@ -215,6 +215,37 @@ static void artifact_stream_upgrade(cluster *c, jsStreamInfo *si)
     jsStreamInfo_Destroy(out);
 }
 
+/* nats.c makes every bucket with AllowDirect, and then reads a key from
+ * whichever server answers first: a replica just restarted, still behind,
+ * gives a message's attempts as they were, and the attempt runs again (a
+ * deliberate failure twice as attempt 2, SQS receive counts that do not
+ * grow). The attempts are read from the stream's leader instead. */
+static void attempts_from_leader(cluster *c)
+{
+    char stream[sizeof CLUSTER_ATTEMPTS_BUCKET + 4];
+    snprintf(stream, sizeof stream, "KV_%s", CLUSTER_ATTEMPTS_BUCKET);
+    jsStreamInfo *si = NULL, *out = NULL;
+    natsStatus s = js_GetStreamInfo(&si, c->js, stream, NULL, NULL);
+    if (s == NATS_OK && si->Config && si->Config->AllowDirect) {
+        si->Config->AllowDirect = false;
+        s = js_UpdateStream(&out, c->js, si->Config, NULL, NULL);
+        if (s == NATS_OK) { /* the bucket learns how to read when opened */
+            kvStore *kv = NULL;
+            s = js_KeyValue(&kv, c->js, CLUSTER_ATTEMPTS_BUCKET);
+            if (s == NATS_OK) {
+                kvStore_Destroy(c->attempts);
+                c->attempts = kv;
+            }
+        }
+    }
+    if (s != NATS_OK)
+        log_warn("cluster: the attempts bucket is read from any replica (a replica behind may "
+                 "run an attempt twice): %s",
+                 natsStatus_GetText(s));
+    jsStreamInfo_Destroy(si);
+    jsStreamInfo_Destroy(out);
+}
+
 static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
 {
     natsStatus s = open_bucket(c, CLUSTER_BUCKET, replicas, 0, &c->kv, err, cap);
@@ -222,6 +253,7 @@ static natsStatus ensure_stores(cluster *c, int replicas, char *err, size_t cap)
         s = open_bucket(c, CLUSTER_ATTEMPTS_BUCKET, replicas, SPATE_CLUSTER_ATTEMPTS_TTL_NS,
                         &c->attempts, err, cap);
     if (s != NATS_OK) return s;
+    attempts_from_leader(c);
     for (int tries = 0; tries < 100; tries++) {
         jsStreamInfo *si = NULL;
         s = js_GetStreamInfo(&si, c->js, CLUSTER_ARTIFACT_STREAM, NULL, NULL);

@@ -553,6 +553,16 @@
  * What a dead node held goes to the others after it, so it is also how much
  * later than the timeout that happens. */
 #define SPATE_JS_ACK_MARGIN_MS 5000
+/* A failed attempt's record or a dead letter that JetStream refuses (no
+ * leader for a few seconds after a nats-server went) is tried again this
+ * often, this many times, before its message is handed back. */
+#define SPATE_JS_SETTLE_RETRY_MS 250
+#define SPATE_JS_SETTLE_TRIES 40
+/* An ack or term JetStream has not answered within this (ms) is sent again
+ * (cluster/jsqueue/confirm.c); at most this many wait, the rest are sent
+ * unconfirmed. */
+#define SPATE_JS_CONFIRM_MS 1000
+#define SPATE_JS_CONFIRM_MAX 100000
 /* An ordered trigger has a consumer per key part (and one for unkeyed
  * messages): the parts run in parallel, a part's messages one at a time.
  * Keys hash to parts in the subjects (spate.t.<topic>.k00 ...) and the

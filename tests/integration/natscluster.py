@@ -242,6 +242,35 @@ cluster {{
                     return stream["state"]
         return None
 
+    def stream_detail(self, name, i=0):
+        """A stream as server i reports it: its config, state, cluster and
+        consumers (consumer_detail)."""
+        url = (f"http://{self.host}:{self.monitor[i]}/jsz?streams=true&consumers=true"
+               "&config=true")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            doc = json.load(r)
+        for account in doc.get("account_details", []):
+            for stream in account.get("stream_detail", []):
+                if stream["name"] == name:
+                    return stream
+        return None
+
+    def stream_leader(self, name, consumer=None):
+        """The index of the server that leads a stream (or its consumer), or None."""
+        for i, p in enumerate(self.procs):
+            if p and p.poll() is None:
+                try:
+                    d = self.stream_detail(name, i) or {}
+                except OSError:
+                    continue
+                if consumer:
+                    d = next((x for x in d.get("consumer_detail") or [] if x["name"] == consumer),
+                             {})
+                leader = (d.get("cluster") or {}).get("leader")
+                if leader:
+                    return int(leader[1:])  # servers are called n0, n1, ...
+        return None
+
     def consumer_config(self, stream, name, i=0):
         """A consumer's configuration as server i reports it, or None."""
         url = (f"http://{self.host}:{self.monitor[i]}/jsz?streams=true&consumers=true"

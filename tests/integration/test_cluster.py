@@ -7,6 +7,7 @@ loss of one nats-server does not stop the cluster."""
 import hashlib
 import json
 import pathlib
+import signal
 import socket
 import subprocess
 import threading
@@ -17,7 +18,7 @@ import pytest
 import cluster_nemesis
 from conftest import Spated, wait_for
 from test_sources_redis import redis  # noqa: F401 (a fixture)
-from natscluster import (add_trigger, attempts, ended, free_port, listed, node_id, ok_count,
+from natscluster import (NatsClient, add_trigger, attempts, ended, free_port, listed, node_id, ok_count,
                          publish_lines, record_dir, spated_cluster)
 
 
@@ -604,6 +605,113 @@ def test_a_restarted_nats_server_keeps_what_triggers_have_not_settled(cluster, f
         ["sleep:30000:first"] + waiting
 
 
+def runs_by_payload(path):
+    """payload -> the attempt numbers its runs were given, in order of start."""
+    runs = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        what, payload, attempt = line.split()[:3]
+        if what == "S":
+            runs.setdefault(payload, []).append(int(attempt))
+    return runs
+
+
+def test_failed_attempts_count_while_the_attempts_bucket_changes_leader(cluster, functions,
+                                                                          tmp_path):
+    """A failed attempt is recorded in the attempts bucket before its message
+    goes back. When the bucket's leader stops answering (a nats-server paused
+    or killed), the record waits for the next leader; it was dropped, and the
+    attempt ran again (the nemesis: deliberate failures run twice as attempt
+    2, SQS ApproximateReceiveCount not growing). And the bucket is read from
+    its leader: nats.c reads a bucket from any replica, and a server just
+    back, still behind, gave a message's attempts as they were."""
+    nats, (a, b, c) = cluster
+    bucket = "KV_spate-attempts"
+    assert wait_for(lambda: all((nats.stream_detail(bucket, i) or {}).get("config", {})
+                                .get("allow_direct") is False for i in range(3)), timeout=30), \
+        [nats.stream_detail(bucket, i) for i in range(3)]
+    rec = record_dir(tmp_path) / "counted.txt"
+    assert a.deploy("counted", functions["recorder"], max=8,
+                    env=f"RECORD%3D{rec}&env=SLEEP_US%3D2000000")[0] == 201
+    assert all(wait_for(lambda: listed(d, "counted"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "counted", "counted", "?max_attempts=3")
+    payloads = [f"fail{i}" for i in range(6)]
+    publish_lines(b, "counted", payloads)
+    # Every first attempt runs (2 s each): stop the bucket's leader before
+    # they fail, so that their records meet it stopped, and then a new one.
+    assert wait_for(lambda: len(runs_by_payload(rec)) == len(payloads), timeout=30), \
+        runs_by_payload(rec)
+    leader = nats.stream_leader(bucket)
+    assert leader is not None
+    nats.procs[leader].send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(8)
+    finally:
+        nats.procs[leader].send_signal(signal.SIGCONT)
+
+    def dead():  # a refusal while JetStream elects leaders is not an answer
+        status, doc = c.json("GET", "/v1/topics/counted.dlq")
+        return doc["published"] if status == 200 else -1
+
+    assert wait_for(lambda: dead() == len(payloads), timeout=120), runs_by_payload(rec)
+    runs = runs_by_payload(rec)
+    assert all(runs[p] == [1, 2, 3] for p in payloads), runs
+    # Killed now, and back behind the others: the next failures read their
+    # records from the leader.
+    nats.kill(leader)
+    nats.start(leader)
+    again = [f"failagain{i}" for i in range(6)]
+    assert wait_for(lambda: c.request("POST", "/v1/topics/counted/messages",
+                                      "".join(x + "\n" for x in again).encode(),
+                                      {"Content-Type": "application/x-ndjson"})[0] == 202,
+                    timeout=60, step=1)
+    assert wait_for(lambda: dead() == len(payloads) + len(again), timeout=120), \
+        runs_by_payload(rec)
+    runs = runs_by_payload(rec)
+    assert all(runs[p] == [1, 2, 3] for p in again), runs
+    assert wait_for(lambda: cluster_nemesis.healthy(nats, leader), timeout=60)
+
+
+def test_an_ack_the_consumer_leader_misses_is_sent_again(cluster, functions, tmp_path):
+    """An ack (and a dead letter's term) sent while the consumer's leader is
+    stopped went nowhere: nats.c sends it once, unanswered, and the next
+    leader gave the message to a node again, which ran it again (a success
+    run twice, 123 ms apart, in the nemesis). They are sent again until the
+    leader answers."""
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "acked.txt"
+    assert a.deploy("acked", functions["recorder"], max=8, timeout=5000,
+                    env=f"RECORD%3D{rec}&env=SLEEP_US%3D2000000")[0] == 201
+    assert all(wait_for(lambda: listed(d, "acked"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "acked", "acked", "?max_attempts=1")
+    payloads = [f"ok{i}" for i in range(5)] + ["fail-at-once"]
+    publish_lines(b, "acked", payloads)
+    assert wait_for(lambda: len(runs_by_payload(rec)) == len(payloads), timeout=30), \
+        runs_by_payload(rec)
+    durables = [x["name"] for x in (nats.stream_detail("SPATE_T_acked") or {})
+                .get("consumer_detail") or []]
+    assert len(durables) == 1, durables
+    leader = nats.stream_leader("SPATE_T_acked", durables[0])
+    assert leader is not None
+    # The runs end (and their acks go out) while it is stopped.
+    nats.procs[leader].send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(8)
+    finally:
+        nats.procs[leader].send_signal(signal.SIGCONT)
+    assert wait_for(lambda: len([x for x in ended(rec) if x.startswith("ok")]) >= 5, timeout=60)
+
+    def dead():
+        status, doc = c.json("GET", "/v1/topics/acked.dlq")
+        return doc["published"] if status == 200 else -1
+
+    assert wait_for(lambda: dead() == 1, timeout=60)
+    # Longer than the ack wait (the function's timeout and 5 s): a lost ack
+    # would have brought its message back by now.
+    time.sleep(15)
+    assert runs_by_payload(rec) == {p: [1] for p in payloads}
+    assert dead() == 1
+
+
 def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
     """JetStream's storage is full: the publish must fail, not answer 202
     with messages missing."""
@@ -637,6 +745,49 @@ def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
         d.stop()
         server.terminate()
         server.wait(10)
+
+
+def test_a_first_publish_jetstream_refuses_before_sending_is_an_error(tmp_path):
+    """A node's first publish, refused before a message went out (the
+    topic's stream cannot be made): nats.c 3.4 reads its table of async
+    publishes, not made yet, through a NULL pointer, and spated crashed (a
+    dead letter while JetStream elected a leader, in the nemesis)."""
+    port = free_port()
+    server = subprocess.Popen(["nats-server", "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1",
+                               "-p", str(port)],
+                              stdout=open(tmp_path / "nats.log", "wb"), stderr=subprocess.STDOUT)
+    d = Spated(tmp_path / "node", args=["--cluster", f"nats://127.0.0.1:{port}"])
+    d.workdir.mkdir()
+    try:
+        assert wait_for(lambda: _listening(port), timeout=10)
+        # Another program's stream holds the topic's subjects.
+        nc = NatsClient(type("N", (), {"host": "127.0.0.1", "client": [port]})())
+
+        def other_stream():
+            got = nc.request("$JS.API.STREAM.CREATE.OTHER",
+                             json.dumps({"name": "OTHER", "subjects": ["spate.t.clash.>"]}).encode())
+            return got and b'"error"' not in got[1]
+
+        assert wait_for(other_stream, timeout=30)
+        nc.close()
+        d.start()
+        status, _, out = d.request("POST", "/v1/topics/clash/messages", b'{"n":1}\n',
+                                   {"Content-Type": "application/x-ndjson"})
+        assert status == 503 and json.loads(out)["code"] == "store_unavailable", out
+        assert "overlap" in d.log(), d.log()
+        assert d.request("GET", "/v1/health")[0] == 200
+    finally:
+        d.stop()
+        server.terminate()
+        server.wait(10)
+
+
+def _listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_source_attributes_and_refused_entries_through_jetstream(cluster, functions, tmp_path,

@@ -12,6 +12,7 @@
  *   read.c       reading and redriving stored messages
  *   topics.c     a topic's figures; delete, purge, retention
  *   refresh.c    every second: the cluster's streams, their figures
+ *   confirm.c    acks and terms sent again until the consumer's leader has them
  *   trim.c       every few seconds, on a thread of its own: what every trigger
  *                has settled deleted from the streams
  *
@@ -87,6 +88,19 @@ struct queue_sub {
     int jobs;          /* subscribe, unsubscribe, NAK and dead-letter jobs on the worker thread */
 };
 
+/* A job on the worker thread that JetStream refused for now (no leader
+ * after a nats-server went) and tries again in SPATE_JS_SETTLE_RETRY_MS,
+ * the message it settles kept in progress meanwhile (settle.c). */
+typedef struct jretry {
+    int again; /* set by the job's work: to try again */
+    int tries;
+    int timer_in_use; /* closed before the job goes */
+    uv_timer_t timer;
+    queue *q;
+    cluster_fn work, done;
+    void *job;
+} jretry;
+
 typedef struct jlease {
     queue_lease l;
     queue_msg m;
@@ -97,6 +111,20 @@ typedef struct jlease {
     char key[SPATE_KEY_MAX + 1];
     queue_attrs attrs; /* m.attrs when it has some: strings in nm's headers */
 } jlease;
+
+/* confirm.c: the acks and terms not yet answered (under lock). */
+typedef struct jconfirm {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* a stop */
+    pthread_t thread;
+    int running, stop;
+    natsSubscription *answers; /* on inbox.* */
+    char inbox[64];
+    strmap by_id;
+    list_node order; /* oldest send first */
+    size_t count;
+    uint64_t next_id;
+} jconfirm;
 
 struct queue {
     const queue_ops *ops; /* first */
@@ -122,6 +150,8 @@ struct queue {
     pthread_mutex_t trim_lock;
     pthread_cond_t trim_wake; /* a stop */
     _Atomic int trim_stop;
+    jconfirm confirm;
+    int async_published; /* worker thread: js_PublishMsgAsync has worked once */
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -153,12 +183,13 @@ typedef struct pub_job {
     natsMsg *term;                 /* terminated once the dead letter is stored */
     queue_sub *hold;               /* term's subscription, kept (its jobs) until done */
     char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
+    jretry retry;                  /* a dead letter JetStream refused, tried again */
     int has_stats;
     queue_topic_stats stats;
     queue_publish_cb done;
     void *data;
     int status;
-    char err[200];
+    char err[512];
 } pub_job;
 
 extern const queue_ops jsqueue__ops;
@@ -177,6 +208,11 @@ natsStatus jsqueue__apply_limits(queue *q, jsStreamInfo *si, int consumers);
 natsStatus jsqueue__lift_limits(queue *q, const char *stream);
 int jsqueue__stream_stats(queue *q, const char *stream, queue_topic_stats *out);
 
+/* settle.c: a job whose work set r->again is put on the worker thread again
+ * (1) unless the queue closes (0); the job freed (as free) once its timer is. */
+int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, void *job);
+void jsqueue__retry_free(jretry *r, void *job);
+
 /* publish.c: a job from new_pub runs as cluster_run(c, publish_work,
  * publish_done, j), which frees it. topic_msg and await_acks: worker thread. */
 pub_job *jsqueue__new_pub(queue *q, const char *topic);
@@ -187,6 +223,7 @@ natsStatus jsqueue__topic_msg(natsMsg **m, const char *base, const queue_input *
 /* The attributes among m's headers into *out (strings borrowed from m):
  * out, or NULL when it has none. */
 const queue_attrs *jsqueue__msg_attrs(natsMsg *m, queue_attrs *out);
+natsStatus jsqueue__publish_async(queue *q, natsMsg **m);
 natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap);
 void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                       queue_publish_cb done, void *data);
@@ -257,6 +294,13 @@ void jsqueue__on_refresh(uv_timer_t *h);
  * counts its pending messages against its own stale copy of the stream.
  * Both figures are the consumer's replicated state and cover only messages
  * it has seen. */
+/* confirm.c: started at open (-1: acks are sent as nats.c does, unconfirmed),
+ * stopped at close. confirm (any thread): nm's ack or term ("+ACK",
+ * "+TERM"), sent until JetStream answers; nm may go at once. */
+int jsqueue__confirm_start(queue *q);
+void jsqueue__confirm_stop(queue *q);
+void jsqueue__confirm(queue *q, natsMsg *nm, const char *body);
+
 int jsqueue__trim_start(queue *q);
 void jsqueue__trim_stop(queue *q);
 uint64_t jsqueue__trim_keep(jsConsumerInfo *const *list, int n);

@@ -44,6 +44,7 @@ void jsqueue__close(queue *q, void (*cb)(void *data), void *data)
     q->close_data = data;
     uv_timer_stop(&q->refresh);
     jsqueue__trim_stop(q);
+    jsqueue__confirm_stop(q);
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next) {
         queue_sub *s = list_entry(n, queue_sub, link);
         jsqueue__stop_puller(s);
@@ -107,6 +108,9 @@ int jsqueue_open(uv_loop_t *loop, cluster *c, const queue_events *ev, queue **ou
     uv_timer_init(loop, &q->refresh);
     q->refresh.data = q;
     uv_timer_start(&q->refresh, jsqueue__on_refresh, 0, SPATE_JS_STATS_MS);
+    if (jsqueue__confirm_start(q) != 0)
+        log_warn("cluster: acks are not confirmed (one lost to a nats-server that goes runs its "
+                 "message again)");
     if (jsqueue__trim_start(q) != 0)
         log_warn("cluster: cannot start the trimmer thread: settled messages stay in the streams");
     *out = q;

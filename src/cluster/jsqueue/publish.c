@@ -77,6 +77,18 @@ const queue_attrs *jsqueue__msg_attrs(natsMsg *m, queue_attrs *out)
     return out;
 }
 
+/* Worker thread: js_PublishMsgAsync, and q knows that the JetStream context
+ * has made its table of async publishes (until it has, nats.c 3.4's
+ * js_PublishAsyncGetPendingList reads through a NULL pointer: a node's
+ * first publish failing before it sent one, e.g. a dead letter while
+ * JetStream elects a leader, crashed spated). */
+natsStatus jsqueue__publish_async(queue *q, natsMsg **m)
+{
+    natsStatus s = js_PublishMsgAsync(q->js, m, NULL);
+    if (s == NATS_OK) q->async_published = 1;
+    return s;
+}
+
 /* Worker thread: until JetStream has answered every async publish since
  * cluster_acks_begin; an error unless it stored them all. */
 natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap)
@@ -86,7 +98,7 @@ natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap)
     po.MaxWait = SPATE_JS_PUBLISH_ACK_WAIT_MS;
     natsStatus s = js_PublishAsyncComplete(q->js, &po);
     natsMsgList failed = {0};
-    if (js_PublishAsyncGetPendingList(&failed, q->js) == NATS_OK) {
+    if (q->async_published && js_PublishAsyncGetPendingList(&failed, q->js) == NATS_OK) {
         if (failed.Count) {
             snprintf(err, cap, "%d not acknowledged in time", failed.Count);
             s = NATS_ERR;
@@ -111,6 +123,11 @@ void jsqueue__publish_work(void *arg)
         return;
     }
     natsStatus s = jsqueue__ensure_stream(j->q, j->stream, j->subject);
+    if (s != NATS_OK) {
+        const char *why = nats_GetLastError(NULL);
+        snprintf(j->err, sizeof j->err, "cannot make its stream %s: %s", j->stream,
+                 why ? why : natsStatus_GetText(s));
+    }
     char when[24];
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
     cluster_acks acks;
@@ -136,14 +153,23 @@ void jsqueue__publish_work(void *arg)
         /* Async: the whole batch is in flight at once; complete waits for
          * JetStream's acknowledgement of every message. */
         if (j->seqs) cluster_acks_sent(j->q->c, &acks, i, m);
-        s = js_PublishMsgAsync(j->q->js, &m, NULL);
+        s = jsqueue__publish_async(j->q, &m);
         if (m) natsMsg_Destroy(m);
     }
     natsStatus acked = jsqueue__await_acks(j->q, &acks, j->err, sizeof j->err);
     if (s == NATS_OK) s = acked;
     j->status = s == NATS_OK ? 0 : ERR_IO;
     if (s != NATS_OK && !j->err[0]) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
-    if (s == NATS_OK && j->term) natsMsg_Term(j->term, NULL);
+    /* A dead letter is the end of its message's last attempt: one refused
+     * is sent again, its message kept in progress, not run again. */
+    j->retry.again = s != NATS_OK && j->term && j->retry.tries + 1 < SPATE_JS_SETTLE_TRIES;
+    if (j->retry.again) {
+        natsMsg_InProgress(j->term, NULL);
+        j->status = 0;
+        j->err[0] = '\0';
+        return;
+    }
+    if (s == NATS_OK && j->term) jsqueue__confirm(j->q, j->term, "+TERM");
     if (s == NATS_OK && j->attempts_key[0])
         kvStore_Delete(cluster_attempts(j->q->c), j->attempts_key);
     j->has_stats = s == NATS_OK && jsqueue__stream_stats(j->q, j->stream, &j->stats) == 0;
@@ -152,7 +178,10 @@ void jsqueue__publish_work(void *arg)
 void jsqueue__publish_done(void *arg)
 {
     pub_job *j = arg;
-    if (j->status == 0) {
+    if (jsqueue__retry_later(&j->retry, j->q, jsqueue__publish_work, jsqueue__publish_done, j))
+        return;
+    if (j->retry.again) log_warn("cluster: dead letter to %s not stored: closing", j->topic->name);
+    if (j->status == 0 && !j->retry.again) {
         j->topic->created = 1;
         j->topic->touched = j->q->refresh_serial;
     }
@@ -170,7 +199,7 @@ void jsqueue__publish_done(void *arg)
     free(j->error);
     if (j->term) natsMsg_Destroy(j->term);
     queue_sub *hold = j->hold;
-    free(j);
+    jsqueue__retry_free(&j->retry, j);
     if (hold) {
         hold->jobs--;
         jsqueue__sub_maybe_free(hold);

@@ -5,6 +5,7 @@
  */
 #include "cluster/jsqueue/internal.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,10 @@ typedef struct fetched {
     struct part *pt;
     natsMsgList list;
     struct {
-        uint64_t seq;    /* in the stream */
-        uint32_t failed; /* attempts that failed before (the attempts bucket) */
+        uint64_t seq;        /* in the stream */
+        uint32_t failed;     /* attempts that failed before (the attempts bucket) */
+        int unknown;         /* the bucket did not answer: handed back (NAKed) */
+        const char *settled; /* "+ACK", "+TERM": settled before, its answer lost */
     } meta[SPATE_JS_FETCH_MAX];
     int has_info;
     queue_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
@@ -100,6 +103,8 @@ static void read_meta(fetched *f)
         jsMsgMetaData *meta = NULL;
         f->meta[i].seq = 0;
         f->meta[i].failed = 0;
+        f->meta[i].unknown = 0;
+        f->meta[i].settled = NULL;
         if (natsMsg_GetMetaData(&meta, f->list.Msgs[i]) != NATS_OK) continue;
         f->meta[i].seq = meta->Sequence.Stream;
         uint64_t delivered = meta->NumDelivered;
@@ -116,11 +121,17 @@ static void read_meta(fetched *f)
                 memcpy(v, kvEntry_Value(e), (size_t)n);
                 v[n] = '\0';
                 f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
+                /* confirm.c's record of a settlement not answered in time */
+                if (strcmp(v, "+ACK") == 0) f->meta[i].settled = "+ACK";
+                if (strcmp(v, "+TERM") == 0) f->meta[i].settled = "+TERM";
             }
             kvEntry_Destroy(e);
         } else if (st != NATS_NOT_FOUND) {
-            /* Unknown: count none, so a message gets more attempts, never fewer. */
+            /* Unknown (the bucket's leader is being elected): counted as
+             * none, an attempt would run again. It waits instead. */
             log_debug("cluster: attempts of %s: %s", key, natsStatus_GetText(st));
+            f->meta[i].unknown = 1;
+            natsMsg_NakWithDelay(f->list.Msgs[i], SPATE_JS_SETTLE_RETRY_MS * 4, NULL);
         }
     }
 }
@@ -215,6 +226,17 @@ static void on_fetched(void *arg)
     for (int i = 0; i < f->list.Count; i++) {
         natsMsg *nm = f->list.Msgs[i];
         f->list.Msgs[i] = NULL;
+        if (f->meta[i].unknown) { /* NAKed by read_meta */
+            natsMsg_Destroy(nm);
+            continue;
+        }
+        if (f->meta[i].settled) { /* ran (or went to the dead letters) already */
+            log_info("cluster: %s seq=%" PRIu64 " settled before (%s lost): not run again",
+                     s->topic->name, f->meta[i].seq, f->meta[i].settled);
+            jsqueue__confirm(s->q, nm, f->meta[i].settled);
+            natsMsg_Destroy(nm);
+            continue;
+        }
         jlease *jl = calloc(1, sizeof *jl);
         if (!jl || s->removed || s->q->closing) {
             free(jl);

@@ -100,7 +100,7 @@ static natsStatus redrive_stored(read_job *j)
                           .attrs = m->attrs};
         natsMsg *out = NULL;
         if (s == NATS_OK) s = jsqueue__topic_msg(&out, base, &in, when);
-        if (s == NATS_OK) s = js_PublishMsgAsync(j->q->js, &out, NULL);
+        if (s == NATS_OK) s = jsqueue__publish_async(j->q, &out);
         if (out) natsMsg_Destroy(out);
     }
     char err[200] = "";

@@ -31,9 +31,55 @@ static void lease_free(jlease *jl)
     jsqueue__sub_maybe_free(s);
 }
 
-/* Worker thread: a failure is recorded before the NAK, so that the next
- * delivery reads it; the record of a message done with is dropped (what a
- * lost drop leaves behind goes with the bucket's TTL). */
+/* --- Trying a settling again ---------------------------------------------------------------- */
+
+static void retry_fire(uv_timer_t *t)
+{
+    jretry *r = t->data;
+    cluster_run(r->q->c, r->work, r->done, r->job);
+}
+
+int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, void *job)
+{
+    if (!r->again || q->closing) return 0;
+    r->again = 0;
+    r->tries++;
+    if (!r->timer_in_use) {
+        uv_timer_init(q->loop, &r->timer);
+        r->timer.data = r;
+        r->timer_in_use = 1;
+    }
+    r->q = q;
+    r->work = work;
+    r->done = done;
+    r->job = job;
+    uv_timer_start(&r->timer, retry_fire, SPATE_JS_SETTLE_RETRY_MS, 0);
+    return 1;
+}
+
+static void retry_closed(uv_handle_t *h)
+{
+    free(((jretry *)h->data)->job);
+}
+
+void jsqueue__retry_free(jretry *r, void *job)
+{
+    if (!r->timer_in_use) {
+        free(job);
+        return;
+    }
+    r->job = job;
+    uv_close((uv_handle_t *)&r->timer, retry_closed);
+}
+
+/* --- Failed attempts ----------------------------------------------------------------------- */
+
+/* A failure is recorded before the NAK, so that the next delivery reads
+ * it; the record of a message done with is dropped (what a lost drop leaves
+ * behind goes with the bucket's TTL). A record the bucket refuses (its
+ * leader being elected after a nats-server went: "no responders", or a
+ * time-out) is tried again, the delivery kept ours meanwhile: NAKed
+ * without it, the message would run its attempt again. */
 typedef struct settle_job {
     kvStore *kv;
     /* Kept (its jobs) while the NAK is to come: the message's pull
@@ -42,9 +88,11 @@ typedef struct settle_job {
     natsMsg *nm;      /* to NAK once recorded; NULL when dropping */
     uint32_t failed;  /* attempts failed so far; 0: drop the record */
     int64_t delay_ms; /* before the next delivery */
+    jretry retry;
     char key[KV_KEY_CAP];
 } settle_job;
 
+/* Worker thread. */
 static void settle_work(void *arg)
 {
     settle_job *j = arg;
@@ -55,18 +103,26 @@ static void settle_work(void *arg)
     char v[16];
     snprintf(v, sizeof v, "%u", j->failed);
     natsStatus st = kvStore_PutString(NULL, j->kv, j->key, v);
+    j->retry.again = st != NATS_OK && j->retry.tries + 1 < SPATE_JS_SETTLE_TRIES;
+    if (j->retry.again) {
+        natsMsg_InProgress(j->nm, NULL); /* AckWait starts again: still ours */
+        return;
+    }
     if (st != NATS_OK) /* then it has one more attempt than it should */
-        log_warn("cluster: cannot record failed attempt %u of %s: %s", j->failed, j->key,
-                 natsStatus_GetText(st));
+        log_warn("cluster: cannot record failed attempt %u of %s (%d tries): %s", j->failed, j->key,
+                 j->retry.tries + 1, natsStatus_GetText(st));
     natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
 }
 
 static void settle_done(void *arg)
 {
     settle_job *j = arg;
-    natsMsg_Destroy(j->nm);
     queue_sub *s = j->sub;
-    free(j);
+    if (s && jsqueue__retry_later(&j->retry, s->q, settle_work, settle_done, j)) return;
+    if (j->retry.again) /* closing: no more tries, the NAK is the last word */
+        natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
+    natsMsg_Destroy(j->nm);
+    jsqueue__retry_free(&j->retry, j);
     if (s) {
         s->jobs--;
         jsqueue__sub_maybe_free(s);
@@ -86,7 +142,7 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
 void jsqueue__ack(queue_lease *l)
 {
     jlease *jl = (jlease *)l;
-    natsMsg_Ack(jl->nm, NULL);
+    jsqueue__confirm(jl->l.sub->q, jl->nm, "+ACK");
     if (jl->l.sub->removed)
         jl->l.sub->topic->retired_acked++;
     else
