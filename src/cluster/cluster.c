@@ -229,13 +229,15 @@ static void attempts_from_leader(cluster *c)
     if (s == NATS_OK && si->Config && si->Config->AllowDirect) {
         si->Config->AllowDirect = false;
         s = js_UpdateStream(&out, c->js, si->Config, NULL, NULL);
-        if (s == NATS_OK) { /* the bucket learns how to read when opened */
-            kvStore *kv = NULL;
-            s = js_KeyValue(&kv, c->js, CLUSTER_ATTEMPTS_BUCKET);
-            if (s == NATS_OK) {
-                kvStore_Destroy(c->attempts);
-                c->attempts = kv;
-            }
+    }
+    if (s == NATS_OK) {
+        /* The bucket learns how to read when opened: again, also when
+         * another node changed it after this one opened it. */
+        kvStore *kv = NULL;
+        s = js_KeyValue(&kv, c->js, CLUSTER_ATTEMPTS_BUCKET);
+        if (s == NATS_OK) {
+            kvStore_Destroy(c->attempts);
+            c->attempts = kv;
         }
     }
     if (s != NATS_OK)
