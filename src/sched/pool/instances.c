@@ -160,6 +160,11 @@ void pool__observe_start(pinst *pi)
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
     p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);
+    if (pi->init_seen)
+        log_info("instance ready %llu ms after its start, read after its init deadline had "
+                 "passed (spated's loop caught up after a stall): counted ready fn=%s "
+                 "instance=%llu",
+                 (unsigned long long)(us / 1000), p->name, (unsigned long long)pi->inst->id);
 }
 
 static void on_instance_ready(instance *inst, void *data)

@@ -26,6 +26,20 @@ void pool__arm(pool *p, uint64_t at)
     p->timer_at = at;
 }
 
+int pool__init_expired(pinst *pi, uint64_t now, uint64_t *next)
+{
+    uint64_t at = pi->deadline;
+    if (at <= now) {
+        /* A first look, or one that came late (spated stalled again): the
+         * loop reads what is pending before the next. */
+        if (!pi->init_seen || now - pi->init_seen > 2 * SPATE_INIT_CONFIRM_MS) pi->init_seen = now;
+        at = pi->init_seen + SPATE_INIT_CONFIRM_MS;
+        if (at <= now) return 1;
+    }
+    if (at < *next) *next = at;
+    return 0;
+}
+
 static const char *pids_limit_message(char *out, size_t cap)
 {
     snprintf(out, cap,
@@ -127,11 +141,12 @@ static void on_timer(uv_timer_t *t)
         }
         if (pi->check_at < next) next = pi->check_at;
     }
-    /* Instances whose spate_init hangs. */
+    /* Instances whose spate_init hangs (or whose bootstrap never asks for
+     * work). */
     for (list_node *n = list_first(&p->starting); n != &p->starting;) {
         pinst *pi = list_entry(n, pinst, link);
         n = n->next;
-        if (pi->deadline <= now) {
+        if (pool__init_expired(pi, now, &next)) {
             log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
             fnlog_platform(p->log, pi->inst->id, pi->ver->number, NULL,
@@ -139,8 +154,6 @@ static void on_timer(uv_timer_t *t)
                            SPATE_INSTANCE_INIT_TIMEOUT_MS);
             pi->never_ready = 1;
             pool__stop_instance(pi);
-        } else if (pi->deadline < next) {
-            next = pi->deadline;
         }
     }
     /* Instances idle past the keep-alive, oldest first, down to the minimum;
