@@ -323,15 +323,20 @@
 #define SPATE_ZYGOTE_LOAD_TIMEOUT_MS 10000
 /* An instance must have run spate_init and said it is ready within this (ms). */
 #define SPATE_INSTANCE_INIT_TIMEOUT_MS 10000
-/* An instance seen past that deadline is stopped only when seen past it
- * again this much later (ms), the loop having run in between: after spated
- * itself did not run for a while (SIGSTOP, a loaded machine), libuv runs
- * the expired timers before it accepts and reads what came in meanwhile, and
- * an instance that asked for work in time (GET /next, the READY frame) was
- * stopped as never ready. Reading an exec instance's first request takes two
- * turns of the loop (the accept, then the read); this leaves hundreds. A
- * look later than twice this is a stall again: it starts over. */
-#define SPATE_INIT_CONFIRM_MS 500
+/* A deadline of an instance (its init's, or a running invocation's) that
+ * the loop may not have seen in time holds only when seen passed again this
+ * much later (ms), the loop having run in between. After spated itself did
+ * not run for a while (SIGSTOP, a loaded machine), libuv runs the expired
+ * timers before it accepts and reads what came in meanwhile: an instance
+ * that asked for work in time (GET /next, the READY frame) was stopped as
+ * never ready, an answer sent in time was a timeout. Reading an exec
+ * instance's first request takes two turns of the loop (the accept, then the
+ * read); this leaves hundreds. A look later than twice this is a stall
+ * again: it starts over. Init deadlines are always looked at twice; a
+ * running invocation's when its timer came more than SPATE_STALL_MS late
+ * (its timeout is kept to the millisecond otherwise). */
+#define SPATE_DEADLINE_CONFIRM_MS 500
+#define SPATE_STALL_MS 100
 /* Invocations queued on one busy instance (its mailbox), when that starts
  * them sooner than another instance could. Only small payloads are queued
  * this way, so a mailbox holds at most about 2 MiB. */

@@ -1,12 +1,15 @@
-"""An instance that asks for work before its init deadline is ready, even
-when spated reads the request only after the deadline (issue 21).
+"""An instance that asks for work before its init deadline is ready, and an
+answer sent before the invocation's timeout is no timeout, even when spated
+reads them only after the deadline (issue 21).
 
 After spated was stopped (SIGSTOP, or a loaded machine that did not run
 it), libuv runs the expired timers before it accepts and reads what came in
 meanwhile: the init deadline of an exec instance whose GET /next had
 arrived in time fired first, the instance was stopped as "did not become
 ready", and the invocation failed with it (a trigger's batch lost an
-attempt: the nemesis's batches dead-lettered without having run)."""
+attempt: the nemesis's batches dead-lettered without having run); so did a
+call's timeout (an answer in time counted as a timeout: a batch retried, or
+dead-lettered after a run that went well)."""
 
 import signal
 import threading
@@ -14,8 +17,9 @@ import time
 
 from conftest import wait_for, zipped
 
-# Notes when it starts and when it asks for work, then serves as usual; it
-# asks DELAY seconds after it started (well within the 10 s init limit).
+# Notes when it starts, when it asks for work, when it has an invocation and
+# when it answers; it asks DELAY seconds after it started (well within the
+# 10 s init limit) and answers WORK seconds after it was given work.
 BOOTSTRAP = b"""#!/usr/bin/python3
 import os, time, urllib.request
 def note(what):
@@ -29,6 +33,9 @@ while True:
     with urllib.request.urlopen(api + "next") as r:
         rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
         body = r.read()
+    note("got")
+    time.sleep(float(os.environ.get("WORK", "0")))
+    note("answering")
     urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok:" + body,
                                                   method="POST")).read()
 """
@@ -73,3 +80,32 @@ def test_an_instance_that_asked_while_spated_was_stopped_is_ready(make_spated, t
     assert answer["r"] == (200, b"ok:x"), (answer, d.log())
     assert "did not become ready" not in d.log(), d.log()
     assert len(notes(record, "started")) == 1, record.read_text()  # not replaced
+
+
+def test_an_answer_sent_while_spated_was_stopped_is_no_timeout(make_spated, tmp_path):
+    d = make_spated()
+    record = tmp_path / "record.log"
+    record.touch()
+    record.chmod(0o666)
+    status, doc = d.deploy("quick", zipped({"bootstrap": BOOTSTRAP}), runtime="exec",
+                           env=f"RECORD%3D{record}&env=DELAY%3D0&env=WORK%3D0.3", timeout=2000)
+    assert status == 201, doc
+    record.write_text("")
+
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=d.invoke("quick", b"x", timeout=60)))
+    t.start()
+    assert wait_for(lambda: notes(record, "got"), timeout=30), d.log()
+    # Stopped past the call's timeout (2 s): it answers meanwhile, 0.3 s
+    # after it was given the call.
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3)
+    finally:
+        resumed = time.time()
+        d.proc.send_signal(signal.SIGCONT)
+    t.join(60)
+    answered = notes(record, "answering")
+    assert answered and answered[0] < resumed, record.read_text()  # it answered in time
+    assert answer["r"] == (200, b"ok:x"), (answer, d.log())
+    assert "timed out" not in d.log(), d.log()

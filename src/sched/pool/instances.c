@@ -160,7 +160,7 @@ void pool__observe_start(pinst *pi)
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
     p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);
-    if (pi->init_seen)
+    if (pi->deadline_seen)
         log_info("instance ready %llu ms after its start, read after its init deadline had "
                  "passed (spated's loop caught up after a stall): counted ready fn=%s "
                  "instance=%llu",

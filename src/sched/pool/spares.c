@@ -305,7 +305,7 @@ static void check_timer(pool *p, pversion *v, uint64_t now, uint64_t *next)
     }
     if (pi->check_at < *next) *next = pi->check_at;
     uint64_t init_next = UINT64_MAX;
-    if (!pi->ready && pool__init_expired(pi, now, &init_next)) {
+    if (!pi->ready && pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, 0, &init_next)) {
         log_warn("spare instance did not become ready within %d ms: stopped fn=%s instance=%llu",
                  SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
         fnlog_platform(p->log, pi->inst->id, v->number, NULL,

@@ -26,14 +26,15 @@ void pool__arm(pool *p, uint64_t at)
     p->timer_at = at;
 }
 
-int pool__init_expired(pinst *pi, uint64_t now, uint64_t *next)
+int pool__deadline_passed(uint64_t *seen, uint64_t at, uint64_t now, uint64_t late_ms,
+                          uint64_t *next)
 {
-    uint64_t at = pi->deadline;
     if (at <= now) {
+        if (!*seen && now - at < late_ms) return 1; /* on time: the loop ran up to it */
         /* A first look, or one that came late (spated stalled again): the
          * loop reads what is pending before the next. */
-        if (!pi->init_seen || now - pi->init_seen > 2 * SPATE_INIT_CONFIRM_MS) pi->init_seen = now;
-        at = pi->init_seen + SPATE_INIT_CONFIRM_MS;
+        if (!*seen || now - *seen > 2 * SPATE_DEADLINE_CONFIRM_MS) *seen = now;
+        at = *seen + SPATE_DEADLINE_CONFIRM_MS;
         if (at <= now) return 1;
     }
     if (at < *next) *next = at;
@@ -73,27 +74,33 @@ static void on_timer(uv_timer_t *t)
     list_node expired;
     list_init(&expired);
 
-    /* Invocations that waited their whole timeout for an instance. */
+    /* Invocations that waited their whole timeout for an instance (after a
+     * stall, once what came meanwhile has been read: an instance that
+     * became ready or free in time serves them). */
     for (list_node *n = list_first(&p->waiting); n != &p->waiting;) {
         invocation *inv = list_entry(n, invocation, link);
         n = n->next;
-        if (inv->wait_deadline <= now) {
+        if (pool__deadline_passed(&inv->wait_seen, inv->wait_deadline, now, SPATE_STALL_MS,
+                                  &next)) {
             list_remove(&inv->link);
             p->nwaiting--;
             list_push_back(&expired, &inv->link);
-        } else if (inv->wait_deadline < next) {
-            next = inv->wait_deadline;
         }
     }
-    /* Invocations that ran past their timeout: the instance is killed. */
+    /* Invocations that ran past their timeout: the instance is killed
+     * (after a stall, once what came meanwhile has been read: an answer
+     * sent in time is not a timeout). */
     list_node timed_out;
     list_init(&timed_out);
-    while (!list_empty(&p->busy)) {
-        pinst *pi = list_entry(list_first(&p->busy), pinst, link);
+    for (list_node *n = list_first(&p->busy); n != &p->busy;) {
+        pinst *pi = list_entry(n, pinst, link);
+        n = n->next;
         if (pi->deadline > now) {
             next = pi->deadline < next ? pi->deadline : next;
-            break;
+            break; /* the list is in deadline order */
         }
+        if (!pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, SPATE_STALL_MS, &next))
+            continue;
         invocation *inv = stop_running(pi, &timed_out);
         p->timeouts++;
         fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id,
@@ -146,7 +153,7 @@ static void on_timer(uv_timer_t *t)
     for (list_node *n = list_first(&p->starting); n != &p->starting;) {
         pinst *pi = list_entry(n, pinst, link);
         n = n->next;
-        if (pool__init_expired(pi, now, &next)) {
+        if (pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, 0, &next)) {
             log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
             fnlog_platform(p->log, pi->inst->id, pi->ver->number, NULL,
