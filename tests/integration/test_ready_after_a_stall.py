@@ -109,3 +109,33 @@ def test_an_answer_sent_while_spated_was_stopped_is_no_timeout(make_spated, tmp_
     assert answered and answered[0] < resumed, record.read_text()  # it answered in time
     assert answer["r"] == (200, b"ok:x"), (answer, d.log())
     assert "timed out" not in d.log(), d.log()
+
+
+def test_a_native_instance_ready_while_spated_was_stopped_is_ready(make_spated, tmp_path, functions):
+    # The same for a native instance: its spate_init returns (the READY
+    # frame) 1 s after it began, while spated is stopped past the limit.
+    d = make_spated("--spare-idle", "0")
+    record = tmp_path / "record.log"
+    record.touch()
+    record.chmod(0o666)
+    status, doc = d.deploy("slowinit", functions["recorder"],
+                           env=f"RECORD%3D{record}&env=INIT_SLEEP_MS%3D1000", timeout=60000,
+                           keep_alive=100)
+    assert status == 201, doc
+    assert wait_for(lambda: not any(d.describe("slowinit")["instances"].values()), timeout=20), \
+        d.describe("slowinit")
+    record.write_text("")
+
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=d.invoke("slowinit", b"x", timeout=120)))
+    t.start()
+    assert wait_for(lambda: "I " in record.read_text(), timeout=30), d.log()
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(11.5)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    t.join(120)
+    assert answer["r"][0] == 200, (answer, d.log())
+    assert "did not become ready" not in d.log(), d.log()
+    assert record.read_text().count("I ") == 1, record.read_text()  # not replaced
