@@ -139,3 +139,49 @@ def test_a_native_instance_ready_while_spated_was_stopped_is_ready(make_spated, 
     assert answer["r"][0] == 200, (answer, d.log())
     assert "did not become ready" not in d.log(), d.log()
     assert record.read_text().count("I ") == 1, record.read_text()  # not replaced
+
+
+# The first instance serves (a payload "sleep:S" takes S seconds); every
+# later one never asks for work, as one the machine could not run in time.
+ONE_STARTS = b"""#!/usr/bin/python3
+import os, time, urllib.request
+try:
+    os.close(os.open(os.environ["FIRST"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+except FileExistsError:
+    time.sleep(3600)
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = r.read()
+    if body.startswith(b"sleep:"):
+        time.sleep(float(body[6:]))
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok:" + body,
+                                                  method="POST")).read()
+"""
+
+
+def test_a_slow_start_beside_serving_instances_fails_no_waiting_call(make_spated, tmp_path):
+    # An init past its limit while another instance of the function serves
+    # is the machine's, not the waiting call's fault: the call waits on and
+    # runs (a trigger's message loses no attempt to it). Without a serving
+    # instance the call still fails (test_exec.py's
+    # test_a_bootstrap_that_never_asks_for_work).
+    d = make_spated("--spare-idle", "0")
+    first = tmp_path / "first"
+    status, doc = d.deploy("onestarts", zipped({"bootstrap": ONE_STARTS}), runtime="exec",
+                           env=f"FIRST%3D{first}", timeout=60000)
+    assert status == 201, doc
+    answers = {}
+    busy = threading.Thread(target=lambda: answers.update(a=d.invoke("onestarts", b"sleep:13",
+                                                                      timeout=120)))
+    busy.start()
+    assert wait_for(lambda: d.describe("onestarts")["instances"]["busy"] == 1, timeout=30)
+    waiting = threading.Thread(target=lambda: answers.update(b=d.invoke("onestarts", b"x",
+                                                                        timeout=120)))
+    waiting.start()
+    busy.join(120)
+    waiting.join(120)
+    assert "did not become ready" in d.log(), d.log()  # a start failed meanwhile
+    assert answers["a"] == (200, b"ok:sleep:13"), answers
+    assert answers["b"] == (200, b"ok:x"), (answers, d.log())
