@@ -185,3 +185,30 @@ def test_a_slow_start_beside_serving_instances_fails_no_waiting_call(make_spated
     assert "did not become ready" in d.log(), d.log()  # a start failed meanwhile
     assert answers["a"] == (200, b"ok:sleep:13"), answers
     assert answers["b"] == (200, b"ok:x"), (answers, d.log())
+
+
+def test_a_message_that_waited_for_a_slow_start_loses_no_attempt(make_spated, tmp_path):
+    # The instance takes 3 s to ask for work, the function's timeout (what a
+    # call may wait for an instance) is 1 s, and the trigger allows one
+    # attempt: the message waits past its timeout without having run. It
+    # goes back without losing its attempt, and runs once the instance is
+    # ready; it used to go to the dead letters without having run.
+    d = make_spated("--spare-idle", "0")
+    record = tmp_path / "record.log"
+    record.touch()
+    record.chmod(0o666)
+    status, doc = d.deploy("slowstart", zipped({"bootstrap": BOOTSTRAP}), runtime="exec",
+                           env=f"RECORD%3D{record}&env=DELAY%3D3", timeout=1000, keep_alive=100)
+    assert status == 201, doc
+    assert wait_for(lambda: not any(d.describe("slowstart")["instances"].values()), timeout=20), \
+        d.describe("slowstart")
+    status, doc = d.json("PUT", "/v1/triggers/slow/slowstart?max_attempts=1")
+    assert status == 201, doc
+    record.write_text("")
+    status, _, body = d.request("POST", "/v1/topics/slow/messages", b"m1")
+    assert status == 202, body
+    assert wait_for(lambda: notes(record, "answering"), timeout=60), (record.read_text(), d.log())
+    assert wait_for(lambda: d.json("GET", "/v1/topics/slow")[1]["triggers"][0]["depth"] == 0,
+                    timeout=30), d.json("GET", "/v1/topics/slow")
+    status, doc = d.json("GET", "/v1/topics/slow.dlq/messages?limit=10")
+    assert status == 404 or not doc["messages"], doc

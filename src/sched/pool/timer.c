@@ -234,6 +234,16 @@ static void on_timer(uv_timer_t *t)
                      SPATE_INSTANCE_INIT_TIMEOUT_MS);
         } else
             snprintf(msg, sizeof msg, "no instance became free within the timeout");
+        if (inv->topic) {
+            /* A trigger's message that never ran: the node could not run it
+             * in time (instances slow to start on a loaded machine, a zygote
+             * still loading), as when a limit refused it above. It goes
+             * back without losing an attempt; a function that cannot start
+             * at all still spends its messages' attempts, one per failed
+             * start (instances.c). */
+            pool__finish_msg(p, inv, POOL_UNAVAILABLE, msg);
+            continue;
+        }
         p->timeouts++;
         pool__finish_msg(p, inv, POOL_TIMEOUT, msg);
     }
