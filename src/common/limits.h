@@ -323,6 +323,21 @@
 #define SPATE_ZYGOTE_LOAD_TIMEOUT_MS 10000
 /* An instance must have run spate_init and said it is ready within this (ms). */
 #define SPATE_INSTANCE_INIT_TIMEOUT_MS 10000
+/* A deadline of an instance (its init's, or a running invocation's) or of
+ * a waiting invocation, which the loop may not have seen in time, holds
+ * only when seen passed again this
+ * much later (ms), the loop having run in between. After spated itself did
+ * not run for a while (SIGSTOP, a loaded machine), libuv runs the expired
+ * timers before it accepts and reads what came in meanwhile: an instance
+ * that asked for work in time (GET /next, the READY frame) was stopped as
+ * never ready, an answer sent in time was a timeout. Reading an exec
+ * instance's first request takes two turns of the loop (the accept, then the
+ * read); this leaves hundreds. A look later than twice this is a stall
+ * again: it starts over. Init deadlines are always looked at twice; a
+ * running or waiting invocation's when its timer came more than
+ * SPATE_STALL_MS late (a timeout is kept to the millisecond otherwise). */
+#define SPATE_DEADLINE_CONFIRM_MS 500
+#define SPATE_STALL_MS 100
 /* Invocations queued on one busy instance (its mailbox), when that starts
  * them sooner than another instance could. Only small payloads are queued
  * this way, so a mailbox holds at most about 2 MiB. */

@@ -72,6 +72,7 @@ struct invocation {
     /* Private to the pool. */
     list_node link;
     uint64_t wait_deadline; /* loop ms */
+    uint64_t wait_seen;     /* loop ms: seen past wait_deadline after a stall, or 0 */
     uint64_t queued_ns;
     pinst *runner;
     uint32_t version;    /* the version that ran it, once dispatched */

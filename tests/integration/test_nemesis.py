@@ -10,8 +10,6 @@ it longer (--faults 200)."""
 import os
 import random
 
-import pytest
-
 from conftest import BUILD
 import nemesis
 
@@ -24,17 +22,15 @@ def test_nemesis_loses_nothing_acknowledged(tmp_path, functions):
     fig, problems, text = nemesis.run(tmp_path, functions, seed, faults=20,
                                       scale=3.0 if ASAN else 1.0)
     print(text)
-    # Known (session 40, issue 21): exec instances started around a pause or
-    # a full disk that do not ask for work within 10 s ("instance did not
-    # become ready") cost their batch an attempt each, and with max_attempts
-    # 2 such batches reach the dead letters without having run. Everything
-    # else must hold.
-    known = [p for p in problems
-             if p.startswith("bat: ") and "dead-lettered without ever running" in p]
-    others = [p for p in problems if p not in known]
-    assert not others, f"seed {seed} (SPATE_NEMESIS_SEED={seed} repeats the faults):\n{text}"
+    # Exec instances started around a pause or a full disk that "did not
+    # become ready" within 10 s cost their batch an attempt each (session
+    # 40, issue 21; not seen since on this machine). Found and mended: after
+    # a stall libuv ran the expired init deadline before it read the GET
+    # /next that had come in time; a start too slow beside serving instances,
+    # and a wait past the timeout, cost no attempt now
+    # (test_ready_after_a_stall.py). Everything must hold; a start failure
+    # left says what the bootstrap was doing.
+    assert not problems, f"seed {seed} (SPATE_NEMESIS_SEED={seed} repeats the faults):\n{text}"
     assert fig["ord"]["acked"] and fig["bat"]["acked"] and fig["inv"]["acked"], text
     assert fig["sqs"]["acked"] and fig["ordered"]["keys"] == nemesis.ORD_KEYS, text
     assert fig["faults"]["kill"] and fig["faults"]["pause"], text
-    if known:
-        pytest.xfail(f"seed {seed}, known findings (issue 21): " + " | ".join(p[:200] for p in known))

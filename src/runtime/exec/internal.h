@@ -84,6 +84,7 @@ typedef struct exec_instance {
     uint64_t running_since;
     http_request *next_req; /* a /next waiting for work */
     char *init_error;
+    char *unready; /* what its bootstrap was doing when killed before asking for work */
     int status_fd; /* read end: why the runner could not start the bootstrap */
     int ready, alive, killed, exited;
     int open;         /* the process handle and the API server, until both are closed */

@@ -30,6 +30,7 @@ static void maybe_free(exec_instance *e)
     }
     free(e->running);
     free(e->init_error);
+    free(e->unready);
     exec__version_unref(e->ver);
     free(e);
 }
@@ -79,7 +80,9 @@ static void on_process_exit(uv_process_t *p, int64_t status, int signal)
         snprintf(why, sizeof why, "instance failed to start: %s", e->init_error);
     else if (e->killed && !e->ready)
         snprintf(why, sizeof why,
-                 "the bootstrap did not ask for work (GET %s/invocation/next) in time", EXEC__API);
+                 "the bootstrap did not ask for work (GET %s/invocation/next) in time%s%s%s",
+                 EXEC__API, e->unready ? " (" : "", e->unready ? e->unready : "",
+                 e->unready ? ")" : "");
     else if (signal)
         snprintf(why, sizeof why, "killed by signal %d (%s)", signal, strsignal(signal));
     else if (!e->ready && status == SPATE_SANDBOX_FAILED_STATUS)
@@ -135,9 +138,49 @@ static uint32_t exec_withdraw(instance *base, uint32_t n)
     return n;
 }
 
+/* What the bootstrap pid, which has not asked for work, is doing: its name,
+ * state and what it waits in, and the CPU it has had, e.g. "python3, S in
+ * do_select, 40 ms of CPU" (a hang, or a machine too loaded to run it).
+ * Caller owns the result; free with free(). NULL when /proc cannot say. */
+static char *unready_note(pid_t pid)
+{
+    char path[64], line[512], wchan[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return NULL;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    /* The name in parentheses may hold anything: read after its last ')'. */
+    char *open = strchr(line, '('), *close = strrchr(line, ')');
+    unsigned long long utime, stime;
+    char state;
+    if (!open || !close || close < open ||
+        sscanf(close + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &utime,
+               &stime) != 3)
+        return NULL;
+    *close = '\0';
+    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
+    if ((f = fopen(path, "re"))) {
+        size_t w = fread(wchan, 1, sizeof wchan - 1, f);
+        fclose(f);
+        wchan[w] = '\0';
+    }
+    long tick = sysconf(_SC_CLK_TCK);
+    unsigned long long cpu_ms = tick > 0 ? (utime + stime) * 1000 / (unsigned long long)tick : 0;
+    char *out = malloc(160);
+    if (out)
+        snprintf(out, 160, "%.32s, %c%s%.40s, %llu ms of CPU", open + 1, state,
+                 wchan[0] && strcmp(wchan, "0") ? " in " : "", strcmp(wchan, "0") ? wchan : "",
+                 cpu_ms);
+    return out;
+}
+
 static void exec_kill(instance *base)
 {
     exec_instance *e = (exec_instance *)base;
+    if (e->alive && !e->ready && !e->killed && !e->init_error)
+        e->unready = unready_note(e->proc.pid);
     e->killed = 1;
     /* Its process group: the bootstrap and whatever it started. */
     if (e->alive) uv_kill(-e->proc.pid, SIGKILL);

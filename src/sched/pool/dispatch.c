@@ -91,7 +91,7 @@ void pool__head_started(pinst *pi)
     invocation *head = head_of(pi);
     pi->state = PI_BUSY;
     pi->started = p->last_start = pool__now_ms(p);
-    pi->overdue_seen = 0;
+    pi->overdue_seen = pi->deadline_seen = 0;
     pi->deadline = pool__now_ms(p) + head->timeout_ms;
     pi->check_at = pool__check_time(pool__now_ms(p) + SPATE_PIDS_FIRST_CHECK_MS);
     pi->check_every = SPATE_PIDS_CHECK_MS;
@@ -359,6 +359,7 @@ void pool_invoke(pool *p, invocation *inv)
      * back in the wait queue, where this deadline holds. */
     inv->timeout_ms = timeout_of(inv, v->cfg.timeout_ms); /* what a wait's timeout says */
     inv->wait_deadline = pool__now_ms(p) + inv->timeout_ms;
+    inv->wait_seen = 0;
     p->arrived++;
     p->used_at = pool__now_ms(p); /* its version keeps a spare (spares.c) */
     p->used_by_deploy = 0;

@@ -160,6 +160,11 @@ void pool__observe_start(pinst *pi)
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
     p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);
+    if (pi->deadline_seen)
+        log_info("instance ready %llu ms after its start, read after its init deadline had "
+                 "passed (spated's loop caught up after a stall): counted ready fn=%s "
+                 "instance=%llu",
+                 (unsigned long long)(us / 1000), p->name, (unsigned long long)pi->inst->id);
 }
 
 static void on_instance_ready(instance *inst, void *data)
@@ -331,10 +336,15 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
                        "instance ended during the invocation: %s", why);
     } else if (was == PI_STARTING || never_ready) {
         /* A start that fails (spate_init error, crash) fails one waiting
-         * invocation with the reason, rather than retrying for ever. */
+         * invocation with the reason, rather than retrying for ever. Not
+         * an init that only took too long while other instances of the
+         * function serve: its init works, the machine was too loaded to run
+         * this one in time, and what waits is not the cause (a trigger's
+         * message would lose an attempt to it). Those serve it, or its
+         * wait's timeout ends it. */
         log_warn("instance could not start: %.*s fn=%s version=%u instance=%llu", cut, why, p->name,
                  v->number, (unsigned long long)id);
-        if (p->nwaiting > 0) failed = pool__dequeue(p);
+        if (p->nwaiting > 0 && !(never_ready && p->nidle + p->nbusy > 0)) failed = pool__dequeue(p);
         if (failed) p->crashes++; /* answered function_crashed: counted as one */
         const char *cause = why;
         if (strncmp(cause, START_FAILED, sizeof START_FAILED - 1) == 0)

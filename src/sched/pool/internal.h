@@ -86,7 +86,8 @@ struct pinst {
     uint32_t check_every;  /* ms: the interval after the next look (doubles) */
     uint64_t started;      /* loop ms: the running invocation started (busy) */
     uint64_t overdue_seen; /* loop ms: first seen past outlasted_after_ms(), 0 if not */
-    int outlasted;         /* it has run past what mailboxes bet on (counted in noutlasted) */
+    uint64_t deadline_seen; /* loop ms: seen past deadline (pool__deadline_passed), or 0 */
+    int outlasted;          /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
     int never_ready;  /* stopped while starting (init took too long) */
     int ready;        /* a spare that said READY (spares.c) */
@@ -335,6 +336,13 @@ const char *pool__zygote_refusal(char *out, size_t cap);
 
 /* Makes the pool's timer fire at loop time at (ms) or sooner. */
 void pool__arm(pool *p, uint64_t at);
+/* Whether deadline at (loop ms) has passed for good at loop time now. One
+ * seen passed later than late_ms after it (0: always) is seen twice,
+ * SPATE_DEADLINE_CONFIRM_MS apart with the loop running in between, so that
+ * what the instance sent in time has been read; *seen keeps the first look
+ * (0: none yet), and *next is lowered to when to look again. */
+int pool__deadline_passed(uint64_t *seen, uint64_t at, uint64_t now, uint64_t late_ms,
+                          uint64_t *next);
 
 /* --- pool.c ------------------------------------------------------------------- */
 

@@ -304,7 +304,8 @@ static void check_timer(pool *p, pversion *v, uint64_t now, uint64_t *next)
                                                                         : pi->check_every * 2;
     }
     if (pi->check_at < *next) *next = pi->check_at;
-    if (!pi->ready && pi->deadline <= now) {
+    uint64_t init_next = UINT64_MAX;
+    if (!pi->ready && pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, 0, &init_next)) {
         log_warn("spare instance did not become ready within %d ms: stopped fn=%s instance=%llu",
                  SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
         fnlog_platform(p->log, pi->inst->id, v->number, NULL,
@@ -322,7 +323,7 @@ static void check_timer(pool *p, pversion *v, uint64_t now, uint64_t *next)
         pool__spare_stop(v);
         return;
     }
-    if (!pi->ready && pi->deadline < until) until = pi->deadline;
+    if (init_next < until) until = init_next;
     if (until < *next) *next = until;
 }
 

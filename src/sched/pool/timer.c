@@ -26,6 +26,21 @@ void pool__arm(pool *p, uint64_t at)
     p->timer_at = at;
 }
 
+int pool__deadline_passed(uint64_t *seen, uint64_t at, uint64_t now, uint64_t late_ms,
+                          uint64_t *next)
+{
+    if (at <= now) {
+        if (!*seen && now - at < late_ms) return 1; /* on time: the loop ran up to it */
+        /* A first look, or one that came late (spated stalled again): the
+         * loop reads what is pending before the next. */
+        if (!*seen || now - *seen > 2 * SPATE_DEADLINE_CONFIRM_MS) *seen = now;
+        at = *seen + SPATE_DEADLINE_CONFIRM_MS;
+        if (at <= now) return 1;
+    }
+    if (at < *next) *next = at;
+    return 0;
+}
+
 static const char *pids_limit_message(char *out, size_t cap)
 {
     snprintf(out, cap,
@@ -59,27 +74,33 @@ static void on_timer(uv_timer_t *t)
     list_node expired;
     list_init(&expired);
 
-    /* Invocations that waited their whole timeout for an instance. */
+    /* Invocations that waited their whole timeout for an instance (after a
+     * stall, once what came meanwhile has been read: an instance that
+     * became ready or free in time serves them). */
     for (list_node *n = list_first(&p->waiting); n != &p->waiting;) {
         invocation *inv = list_entry(n, invocation, link);
         n = n->next;
-        if (inv->wait_deadline <= now) {
+        if (pool__deadline_passed(&inv->wait_seen, inv->wait_deadline, now, SPATE_STALL_MS,
+                                  &next)) {
             list_remove(&inv->link);
             p->nwaiting--;
             list_push_back(&expired, &inv->link);
-        } else if (inv->wait_deadline < next) {
-            next = inv->wait_deadline;
         }
     }
-    /* Invocations that ran past their timeout: the instance is killed. */
+    /* Invocations that ran past their timeout: the instance is killed
+     * (after a stall, once what came meanwhile has been read: an answer
+     * sent in time is not a timeout). */
     list_node timed_out;
     list_init(&timed_out);
-    while (!list_empty(&p->busy)) {
-        pinst *pi = list_entry(list_first(&p->busy), pinst, link);
+    for (list_node *n = list_first(&p->busy); n != &p->busy;) {
+        pinst *pi = list_entry(n, pinst, link);
+        n = n->next;
         if (pi->deadline > now) {
             next = pi->deadline < next ? pi->deadline : next;
-            break;
+            break; /* the list is in deadline order */
         }
+        if (!pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, SPATE_STALL_MS, &next))
+            continue;
         invocation *inv = stop_running(pi, &timed_out);
         p->timeouts++;
         fnlog_platform(p->log, pi->inst->id, pi->ver->number, inv->request_id,
@@ -127,11 +148,12 @@ static void on_timer(uv_timer_t *t)
         }
         if (pi->check_at < next) next = pi->check_at;
     }
-    /* Instances whose spate_init hangs. */
+    /* Instances whose spate_init hangs (or whose bootstrap never asks for
+     * work). */
     for (list_node *n = list_first(&p->starting); n != &p->starting;) {
         pinst *pi = list_entry(n, pinst, link);
         n = n->next;
-        if (pi->deadline <= now) {
+        if (pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, 0, &next)) {
             log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
             fnlog_platform(p->log, pi->inst->id, pi->ver->number, NULL,
@@ -139,8 +161,6 @@ static void on_timer(uv_timer_t *t)
                            SPATE_INSTANCE_INIT_TIMEOUT_MS);
             pi->never_ready = 1;
             pool__stop_instance(pi);
-        } else if (pi->deadline < next) {
-            next = pi->deadline;
         }
     }
     /* Instances idle past the keep-alive, oldest first, down to the minimum;
@@ -214,6 +234,16 @@ static void on_timer(uv_timer_t *t)
                      SPATE_INSTANCE_INIT_TIMEOUT_MS);
         } else
             snprintf(msg, sizeof msg, "no instance became free within the timeout");
+        if (inv->topic) {
+            /* A trigger's message that never ran: the node could not run it
+             * in time (instances slow to start on a loaded machine, a zygote
+             * still loading), as when a limit refused it above. It goes
+             * back without losing an attempt; a function that cannot start
+             * at all still spends its messages' attempts, one per failed
+             * start (instances.c). */
+            pool__finish_msg(p, inv, POOL_UNAVAILABLE, msg);
+            continue;
+        }
         p->timeouts++;
         pool__finish_msg(p, inv, POOL_TIMEOUT, msg);
     }

@@ -2,7 +2,8 @@
  * recorder - a test function that writes every delivery to a file outside
  * spated, so tests can see exactly what ran, when, and how often.
  *
- * Environment: RECORD (the file, required), SLEEP_US (time spent per call).
+ * Environment: RECORD (the file, required), SLEEP_US (time spent per call),
+ * INIT_SLEEP_MS (time spent in spate_init, after it wrote "I <realtime us>").
  * A payload "sleep:MS:..." spends MS milliseconds instead.
  * Each call appends two lines, at its start and at its end:
  *     S <payload> <attempt> <key or -> <monotonic us>
@@ -28,6 +29,18 @@ int spate_init(void)
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
     const char *s = getenv("SLEEP_US");
     sleep_us = s ? strtol(s, NULL, 10) : 0;
+    const char *init_ms = getenv("INIT_SLEEP_MS");
+    if (fd >= 0 && init_ms) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        char line[64];
+        int n = snprintf(line, sizeof line, "I %lld\n",
+                         (long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+        if (write(fd, line, (size_t)n) != n) return 1;
+        long ms = strtol(init_ms, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
     return fd < 0;
 }
 
