@@ -569,10 +569,11 @@
  * later than the timeout that happens. */
 #define SPATE_JS_ACK_MARGIN_MS 5000
 /* A failed attempt's record or a dead letter that JetStream refuses (no
- * leader for a few seconds after a nats-server went) is tried again this
- * often, this many times, before its message is handed back. */
+ * leader for a few seconds after a nats-server went; the cluster's nemesis
+ * saw servers healthy again up to 19 s after a fault) is tried again this
+ * often, this many times (30 s), before its message is handed back. */
 #define SPATE_JS_SETTLE_RETRY_MS 250
-#define SPATE_JS_SETTLE_TRIES 40
+#define SPATE_JS_SETTLE_TRIES 120
 /* An ack or term JetStream has not answered within this (ms) is sent again
  * (cluster/jsqueue/confirm.c); at most this many wait, the rest are sent
  * unconfirmed. */

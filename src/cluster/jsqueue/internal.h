@@ -183,6 +183,7 @@ typedef struct pub_job {
     natsMsg *term;                 /* terminated once the dead letter is stored */
     queue_sub *hold;               /* term's subscription, kept (its jobs) until done */
     char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
+    char dead_id[KV_KEY_CAP];      /* a dead letter's Nats-Msg-Id: where it failed */
     jretry retry;                  /* a dead letter JetStream refused, tried again */
     int has_stats;
     queue_topic_stats stats;

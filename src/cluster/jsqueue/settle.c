@@ -200,6 +200,11 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     in->key = jl->m.key;
     in->key_len = jl->m.key_len;
     in->attrs = jl->m.attrs; /* copied: jl goes below, the message's headers stay */
+    /* Sent again after an answer lost (publish.c), stored once: JetStream's
+     * deduplication on the message's place in its trigger. */
+    jsqueue__attempts_key(j->dead_id, sizeof j->dead_id, s, jl->pt, jl->m.seq);
+    in->dedup = j->dead_id;
+    in->dedup_len = (uint32_t)strlen(j->dead_id);
     if (queue_inputs_own_extras(in, 1, &j->extra) != 0) {
         free(in);
         free(j);
