@@ -97,9 +97,13 @@ typedef struct late {
 static void record_late(queue *q, jconfirm *c, late *l, int n)
 {
     pthread_mutex_unlock(&c->lock);
-    int ok[LATE_BATCH];
+    int ok[LATE_BATCH] = {0};
+    /* The first refusal ends the round: the bucket has no leader now, and
+     * each try could wait its time-out. The rest at the next round. */
     for (int i = 0; i < n; i++)
-        ok[i] = kvStore_PutString(NULL, cluster_attempts(q->c), l[i].key, l[i].body) == NATS_OK;
+        if (!(ok[i] =
+                  kvStore_PutString(NULL, cluster_attempts(q->c), l[i].key, l[i].body) == NATS_OK))
+            break;
     pthread_mutex_lock(&c->lock);
     for (int i = 0; i < n; i++) {
         unconfirmed *u = ok[i] ? strmap_get(&c->by_id, l[i].id, strlen(l[i].id)) : NULL;
