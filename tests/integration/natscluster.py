@@ -10,6 +10,7 @@ import os
 import pathlib
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -285,6 +286,14 @@ cluster {{
                     if c["name"] == name:
                         return c.get("config")
         return None
+
+    def pause(self, i, seconds):
+        """Server i stopped (SIGSTOP) for seconds, then let go on."""
+        self.procs[i].send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.procs[i].send_signal(signal.SIGCONT)
 
     def kill(self, i):
         self.procs[i].kill()

@@ -7,7 +7,6 @@ loss of one nats-server does not stop the cluster."""
 import hashlib
 import json
 import pathlib
-import signal
 import socket
 import subprocess
 import threading
@@ -642,11 +641,7 @@ def test_failed_attempts_count_while_the_attempts_bucket_changes_leader(cluster,
         runs_by_payload(rec)
     leader = nats.stream_leader(bucket)
     assert leader is not None
-    nats.procs[leader].send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(8)
-    finally:
-        nats.procs[leader].send_signal(signal.SIGCONT)
+    nats.pause(leader, 8)
 
     def dead():  # a refusal while JetStream elects leaders is not an answer
         status, doc = c.json("GET", "/v1/topics/counted.dlq")
@@ -693,11 +688,7 @@ def test_an_ack_the_consumer_leader_misses_is_sent_again(cluster, functions, tmp
     leader = nats.stream_leader("SPATE_T_acked", durables[0])
     assert leader is not None
     # The runs end (and their acks go out) while it is stopped.
-    nats.procs[leader].send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(8)
-    finally:
-        nats.procs[leader].send_signal(signal.SIGCONT)
+    nats.pause(leader, 8)
     assert wait_for(lambda: len([x for x in ended(rec) if x.startswith("ok")]) >= 5, timeout=60)
 
     def dead():

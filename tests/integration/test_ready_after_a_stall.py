@@ -41,6 +41,17 @@ while True:
 """
 
 
+def stopped_for(d, seconds):
+    """spated stopped (SIGSTOP) for seconds; the time it went on."""
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        resumed = time.time()
+        d.proc.send_signal(signal.SIGCONT)
+    return resumed
+
+
 def notes(path, what):
     return [float(line.split()[1]) for line in path.read_text().splitlines()
             if line.startswith(what + " ")]
@@ -68,12 +79,7 @@ def test_an_instance_that_asked_while_spated_was_stopped_is_ready(make_spated, t
     assert wait_for(lambda: notes(record, "started"), timeout=30), d.log()
     # Stopped past the instance's init limit (10 s): it asks for work
     # meanwhile, into the socket's queue, before its deadline.
-    d.proc.send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(11.5)
-    finally:
-        resumed = time.time()
-        d.proc.send_signal(signal.SIGCONT)
+    resumed = stopped_for(d, 11.5)
     t.join(120)
     asked = notes(record, "asking")
     assert asked and asked[0] < resumed, record.read_text()  # it asked in time
@@ -98,12 +104,7 @@ def test_an_answer_sent_while_spated_was_stopped_is_no_timeout(make_spated, tmp_
     assert wait_for(lambda: notes(record, "got"), timeout=30), d.log()
     # Stopped past the call's timeout (2 s): it answers meanwhile, 0.3 s
     # after it was given the call.
-    d.proc.send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(3)
-    finally:
-        resumed = time.time()
-        d.proc.send_signal(signal.SIGCONT)
+    resumed = stopped_for(d, 3)
     t.join(60)
     answered = notes(record, "answering")
     assert answered and answered[0] < resumed, record.read_text()  # it answered in time
@@ -130,11 +131,7 @@ def test_a_native_instance_ready_while_spated_was_stopped_is_ready(make_spated, 
     t = threading.Thread(target=lambda: answer.update(r=d.invoke("slowinit", b"x", timeout=120)))
     t.start()
     assert wait_for(lambda: "I " in record.read_text(), timeout=30), d.log()
-    d.proc.send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(11.5)
-    finally:
-        d.proc.send_signal(signal.SIGCONT)
+    stopped_for(d, 11.5)
     t.join(120)
     assert answer["r"][0] == 200, (answer, d.log())
     assert "did not become ready" not in d.log(), d.log()
