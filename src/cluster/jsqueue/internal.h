@@ -180,11 +180,12 @@ typedef struct pub_job {
     char source[SPATE_TOPIC_NAME_MAX + 1];
     char *error;
     uint32_t attempts;
-    natsMsg *term;                 /* terminated once the dead letter is stored */
-    queue_sub *hold;               /* term's subscription, kept (its jobs) until done */
-    char attempts_key[KV_KEY_CAP]; /* then its record dropped, if it has one */
-    char dead_id[KV_KEY_CAP];      /* a dead letter's Nats-Msg-Id: where it failed */
-    jretry retry;                  /* a dead letter JetStream refused, tried again */
+    natsMsg *term;   /* terminated once the dead letter is stored */
+    queue_sub *hold; /* term's subscription, kept (its jobs) until done */
+    /* A dead letter's Nats-Msg-Id, where it failed, and its key in the
+     * attempts bucket ("+TERM" once stored). */
+    char dead_id[KV_KEY_CAP];
+    jretry retry; /* a dead letter JetStream refused, tried again */
     int has_stats;
     queue_topic_stats stats;
     queue_publish_cb done;

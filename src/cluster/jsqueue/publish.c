@@ -169,9 +169,14 @@ void jsqueue__publish_work(void *arg)
         j->err[0] = '\0';
         return;
     }
-    if (s == NATS_OK && j->term) jsqueue__confirm(j->q, j->term, "+TERM");
-    if (s == NATS_OK && j->attempts_key[0])
-        kvStore_Delete(cluster_attempts(j->q->c), j->attempts_key);
+    /* Its record in the attempts bucket says it is done with, before the
+     * term: a term JetStream answered can still be lost with a consumer
+     * leader that goes before passing it on, and a node given the message
+     * again then settles it instead of running it (pull.c). */
+    if (s == NATS_OK && j->term) {
+        kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_id, "+TERM");
+        jsqueue__confirm(j->q, j->term, "+TERM");
+    }
     j->has_stats = s == NATS_OK && jsqueue__stream_stats(j->q, j->stream, &j->stats) == 0;
 }
 

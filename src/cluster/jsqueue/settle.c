@@ -75,8 +75,10 @@ void jsqueue__retry_free(jretry *r, void *job)
 /* --- Failed attempts ----------------------------------------------------------------------- */
 
 /* A failure is recorded before the NAK, so that the next delivery reads
- * it; the record of a message done with is dropped (what a lost drop leaves
- * behind goes with the bucket's TTL). A record the bucket refuses (its
+ * it; a message that had a record and is done with has it say so ("+ACK",
+ * "+TERM" from publish.c), so that a delivery after an ack lost with a
+ * consumer leader is settled, not run (pull.c); records go with the
+ * bucket's TTL. A record the bucket refuses (its
  * leader being elected after a nats-server went: "no responders", or a
  * time-out) is tried again, the delivery kept ours meanwhile: NAKed
  * without it, the message would run its attempt again. */
@@ -85,8 +87,8 @@ typedef struct settle_job {
     /* Kept (its jobs) while the NAK is to come: the message's pull
      * subscription, which the NAK goes through, lives as long as it. */
     queue_sub *sub;
-    natsMsg *nm;      /* to NAK once recorded; NULL when dropping */
-    uint32_t failed;  /* attempts failed so far; 0: drop the record */
+    natsMsg *nm;      /* to NAK once recorded; NULL for an ack's record */
+    uint32_t failed;  /* attempts failed so far; 0: acked ("+ACK") */
     int64_t delay_ms; /* before the next delivery */
     jretry retry;
     char key[KV_KEY_CAP];
@@ -96,8 +98,8 @@ typedef struct settle_job {
 static void settle_work(void *arg)
 {
     settle_job *j = arg;
-    if (!j->failed) {
-        kvStore_Delete(j->kv, j->key);
+    if (!j->failed) { /* acked: a redelivery (an ack lost) is settled, not run */
+        kvStore_PutString(NULL, j->kv, j->key, "+ACK");
         return;
     }
     char v[16];
@@ -220,8 +222,6 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     j->term = jl->nm; /* the job owns it now, and terminates it once stored */
     j->hold = s;      /* and keeps s (its pull subscription) until then */
     s->jobs++;
-    if (jl->failed)
-        jsqueue__attempts_key(j->attempts_key, sizeof j->attempts_key, s, jl->pt, jl->m.seq);
     jl->nm = NULL;
     /* The input points into the message, which the job keeps alive. */
     if (s->removed)
