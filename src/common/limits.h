@@ -571,13 +571,15 @@
 /* A failed attempt's record or a dead letter that JetStream refuses (no
  * leader for a few seconds after a nats-server went; the cluster's nemesis
  * saw servers healthy again up to 19 s after a fault) is tried again this
- * often, this many times (30 s), before its message is handed back. */
+ * often (ms), for this long after the first refusal (ms), before its
+ * message is handed back. */
 #define SPATE_JS_SETTLE_RETRY_MS 250
-#define SPATE_JS_SETTLE_TRIES 120
+#define SPATE_JS_SETTLE_RETRY_FOR_MS 30000
 /* An ack or term JetStream has not answered within this (ms) is sent again
- * (cluster/jsqueue/confirm.c); at most this many wait, the rest are sent
- * unconfirmed. */
+ * (cluster/jsqueue/confirm.c), this many times while connected; at most
+ * SPATE_JS_CONFIRM_MAX wait, the rest are sent unconfirmed. */
 #define SPATE_JS_CONFIRM_MS 1000
+#define SPATE_JS_CONFIRM_TRIES 60
 #define SPATE_JS_CONFIRM_MAX 100000
 /* An ordered trigger has a consumer per key part (and one for unkeyed
  * messages): the parts run in parallel, a part's messages one at a time.

@@ -5,7 +5,9 @@
  * again (a success run twice; a message whose dead letter is stored, run
  * again). These are sent with a reply subject of our own instead, which the
  * consumer's leader answers once it has taken them, and sent again every
- * SPATE_JS_CONFIRM_MS until it does (SPATE_JS_SETTLE_TRIES times at most).
+ * SPATE_JS_CONFIRM_MS until it does (SPATE_JS_CONFIRM_TRIES times at most,
+ * counted only while connected). "No responders" (no leader for the
+ * consumer just then) is no answer.
  * A settlement sent twice is harmless: JetStream takes the first.
  *
  * An answer is not proof: a leader stopped while the ack waited in its
@@ -54,7 +56,7 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     (void)sub;
     jconfirm *c = closure;
     const char *dot = strrchr(natsMsg_GetSubject(m), '.');
-    if (dot) {
+    if (dot && !natsMsg_IsNoResponders(m)) {
         pthread_mutex_lock(&c->lock);
         unconfirmed *u = strmap_remove(&c->by_id, dot + 1);
         if (u) {
@@ -68,18 +70,28 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
 }
 
 /* The attempts bucket's key of the message a $JS.ACK subject settles:
- * $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>...
- * into "<stream>.<consumer>.<stream seq>" (as jsqueue__attempts_key). */
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.
+ * <stored ns>.<pending> into "<stream>.<consumer>.<stream seq>.<stored ns>"
+ * (as jsqueue__attempts_key); -1 for another form. */
 static int record_key(const char *subject, char *out, size_t cap)
 {
-    const char *tok[6];
+    const char *tok[9]; /* each token's start */
+    size_t len[9];
     int n = 0;
-    for (const char *p = subject; *p && n < 6; p++)
-        if (*p == '.') tok[n++] = p + 1;
-    if (n < 6 || strncmp(subject, "$JS.ACK.", 8) != 0) return -1;
-    int len = snprintf(out, cap, "%.*s%.*s", (int)(tok[3] - tok[1]), tok[1],
-                       (int)(tok[5] - tok[4] - 1), tok[4]);
-    if (len < 0 || (size_t)len >= cap) return -1;
+    for (const char *p = subject; n < 9; n++) {
+        const char *dot = strchr(p, '.');
+        tok[n] = p;
+        len[n] = dot ? (size_t)(dot - p) : strlen(p);
+        if (!dot) {
+            n++;
+            break;
+        }
+        p = dot + 1;
+    }
+    if (n != 9 || strncmp(subject, "$JS.ACK.", 8) != 0 || strchr(tok[8], '.')) return -1;
+    int w = snprintf(out, cap, "%.*s.%.*s.%.*s.%.*s", (int)len[2], tok[2], (int)len[3], tok[3],
+                     (int)len[5], tok[5], (int)len[7], tok[7]);
+    if (w < 0 || (size_t)w >= cap) return -1;
     for (char *p = out; *p; p++)
         if (*p == '@') *p = '=';
     return 0;
@@ -130,11 +142,13 @@ static void *confirm_main(void *arg)
         int64_t now = clock_now_ms();
         late l[LATE_BATCH];
         int n = 0;
-        while (!c->stop && !list_empty(&c->order)) {
+        /* Cut off, what is sent waits in nats.c's buffer: nothing more. */
+        int connected = cluster_connected(q->c);
+        while (connected && !c->stop && !list_empty(&c->order)) {
             unconfirmed *u = list_entry(list_first(&c->order), unconfirmed, link);
             if (u->sent_ms + SPATE_JS_CONFIRM_MS > now) break;
             list_remove(&u->link);
-            if (++u->tries >= SPATE_JS_SETTLE_TRIES) {
+            if (++u->tries >= SPATE_JS_CONFIRM_TRIES) {
                 /* Its message goes to a node again after AckWait. */
                 log_warn("cluster: %s not confirmed after %d tries: %s", u->body, u->tries,
                          u->subject);

@@ -92,8 +92,8 @@ struct queue_sub {
  * after a nats-server went) and tries again in SPATE_JS_SETTLE_RETRY_MS,
  * the message it settles kept in progress meanwhile (settle.c). */
 typedef struct jretry {
-    int again; /* set by the job's work: to try again */
-    int tries;
+    int again;        /* set by the job's work: to try again */
+    int64_t until_ms; /* tries end (SPATE_JS_SETTLE_RETRY_FOR_MS after the first refusal) */
     int timer_in_use; /* closed before the job goes */
     uv_timer_t timer;
     queue *q;
@@ -106,8 +106,9 @@ typedef struct jlease {
     queue_msg m;
     list_node link;
     natsMsg *nm;
-    uint32_t failed; /* attempts that failed before this delivery */
-    struct part *pt; /* the consumer it came from */
+    uint32_t failed;   /* attempts that failed before this delivery */
+    int64_t stored_ns; /* when JetStream stored it: with m.seq, the message (attempts_key) */
+    struct part *pt;   /* the consumer it came from */
     char key[SPATE_KEY_MAX + 1];
     queue_attrs attrs; /* m.attrs when it has some: strings in nm's headers */
 } jlease;
@@ -213,6 +214,9 @@ int jsqueue__stream_stats(queue *q, const char *stream, queue_topic_stats *out);
 /* settle.c: a job whose work set r->again is put on the worker thread again
  * (1) unless the queue closes (0); the job freed (as free) once its timer is. */
 int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, void *job);
+/* Worker thread: whether a refused job may try again (the first refusal
+ * starts SPATE_JS_SETTLE_RETRY_FOR_MS). */
+int jsqueue__retry_allowed(jretry *r);
 void jsqueue__retry_free(jretry *r, void *job);
 
 /* publish.c: a job from new_pub runs as cluster_run(c, publish_work,
@@ -251,9 +255,11 @@ void jsqueue__give_back_ready(queue_sub *s);
 void *jsqueue__puller_main(void *arg);
 queue_lease *jsqueue__lease(queue_sub *s);
 
-/* settle.c (attempts_key: any thread) */
+/* settle.c (attempts_key: any thread). A message's key in the attempts
+ * bucket: its stream, consumer, seq and when it was stored, so that a topic
+ * deleted and made again (its seqs from 1 again) meets no old record. */
 void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
-                           uint64_t seq);
+                           uint64_t seq, int64_t stored_ns);
 void jsqueue__ack(queue_lease *l);
 void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error);
 void jsqueue__release(queue_lease *l);

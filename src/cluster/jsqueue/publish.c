@@ -118,8 +118,10 @@ void jsqueue__publish_work(void *arg)
     pub_job *j = arg;
     if (!cluster_connected(j->q->c)) {
         /* nats.c would buffer it and send it on reconnection, after the
-         * caller had been told it failed: say so at once instead. */
-        j->status = ERR_DISCONNECTED;
+         * caller had been told it failed: say so at once instead. A dead
+         * letter waits for the connection (its message is not run again). */
+        j->retry.again = j->term && jsqueue__retry_allowed(&j->retry);
+        j->status = j->retry.again ? 0 : ERR_DISCONNECTED;
         return;
     }
     natsStatus s = jsqueue__ensure_stream(j->q, j->stream, j->subject);
@@ -162,7 +164,7 @@ void jsqueue__publish_work(void *arg)
     if (s != NATS_OK && !j->err[0]) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
     /* A dead letter is the end of its message's last attempt: one refused
      * is sent again, its message kept in progress, not run again. */
-    j->retry.again = s != NATS_OK && j->term && j->retry.tries + 1 < SPATE_JS_SETTLE_TRIES;
+    j->retry.again = s != NATS_OK && j->term && jsqueue__retry_allowed(&j->retry);
     if (j->retry.again) {
         natsMsg_InProgress(j->term, NULL);
         j->status = 0;

@@ -21,6 +21,7 @@ typedef struct fetched {
     natsMsgList list;
     struct {
         uint64_t seq;        /* in the stream */
+        int64_t stored_ns;   /* when JetStream stored it */
         uint32_t failed;     /* attempts that failed before (the attempts bucket) */
         int unknown;         /* the bucket did not answer: handed back (NAKed) */
         const char *settled; /* "+ACK", "+TERM": settled before, its answer lost */
@@ -107,11 +108,12 @@ static void read_meta(fetched *f)
         f->meta[i].settled = NULL;
         if (natsMsg_GetMetaData(&meta, f->list.Msgs[i]) != NATS_OK) continue;
         f->meta[i].seq = meta->Sequence.Stream;
+        f->meta[i].stored_ns = meta->Timestamp;
         uint64_t delivered = meta->NumDelivered;
         jsMsgMetaData_Destroy(meta);
         if (delivered <= 1) continue;
         char key[KV_KEY_CAP];
-        jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq);
+        jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq, f->meta[i].stored_ns);
         kvEntry *e = NULL;
         natsStatus st = kvStore_Get(&e, cluster_attempts(f->sub->q->c), key);
         if (st == NATS_OK) {
@@ -251,6 +253,7 @@ static void on_fetched(void *arg)
         jl->failed = f->meta[i].failed;
         jl->l.attempt = jl->failed + 1;
         jl->m.seq = f->meta[i].seq;
+        jl->stored_ns = f->meta[i].stored_ns;
         const char *v = NULL;
         if (natsMsgHeader_Get(nm, "Spate-Key", &v) == NATS_OK && v) {
             snprintf(jl->key, sizeof jl->key, "%s", v);

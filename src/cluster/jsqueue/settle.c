@@ -9,15 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
-/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>".
+/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>.<stored ns>".
  * A bucket's keys take no '@', which an SQS queue's receiver's consumer
  * has (F_@receiver): '=' there, which no other consumer's name has. */
 void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
-                           uint64_t seq)
+                           uint64_t seq, int64_t stored_ns)
 {
-    snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
+    snprintf(out, cap, "%s.%s.%llu.%lld", s->topic->stream, pt->durable, (unsigned long long)seq,
+             (long long)stored_ns);
     for (char *p = out; *p; p++)
         if (*p == '@') *p = '=';
 }
@@ -39,11 +41,17 @@ static void retry_fire(uv_timer_t *t)
     cluster_run(r->q->c, r->work, r->done, r->job);
 }
 
+int jsqueue__retry_allowed(jretry *r)
+{
+    int64_t now = clock_now_ms();
+    if (!r->until_ms) r->until_ms = now + SPATE_JS_SETTLE_RETRY_FOR_MS;
+    return now < r->until_ms;
+}
+
 int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, void *job)
 {
     if (!r->again || q->closing) return 0;
     r->again = 0;
-    r->tries++;
     if (!r->timer_in_use) {
         uv_timer_init(q->loop, &r->timer);
         r->timer.data = r;
@@ -105,14 +113,14 @@ static void settle_work(void *arg)
     char v[16];
     snprintf(v, sizeof v, "%u", j->failed);
     natsStatus st = kvStore_PutString(NULL, j->kv, j->key, v);
-    j->retry.again = st != NATS_OK && j->retry.tries + 1 < SPATE_JS_SETTLE_TRIES;
+    j->retry.again = st != NATS_OK && jsqueue__retry_allowed(&j->retry);
     if (j->retry.again) {
         natsMsg_InProgress(j->nm, NULL); /* AckWait starts again: still ours */
         return;
     }
     if (st != NATS_OK) /* then it has one more attempt than it should */
-        log_warn("cluster: cannot record failed attempt %u of %s (%d tries): %s", j->failed, j->key,
-                 j->retry.tries + 1, natsStatus_GetText(st));
+        log_warn("cluster: cannot record failed attempt %u of %s (tried for %d s): %s", j->failed,
+                 j->key, SPATE_JS_SETTLE_RETRY_FOR_MS / 1000, natsStatus_GetText(st));
     natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
 }
 
@@ -137,7 +145,7 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
     if (!j) return NULL;
     j->kv = cluster_attempts(jl->l.sub->q->c);
     j->failed = failed;
-    jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq);
+    jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq, jl->stored_ns);
     return j;
 }
 
@@ -204,7 +212,7 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     in->attrs = jl->m.attrs; /* copied: jl goes below, the message's headers stay */
     /* Sent again after an answer lost (publish.c), stored once: JetStream's
      * deduplication on the message's place in its trigger. */
-    jsqueue__attempts_key(j->dead_id, sizeof j->dead_id, s, jl->pt, jl->m.seq);
+    jsqueue__attempts_key(j->dead_id, sizeof j->dead_id, s, jl->pt, jl->m.seq, jl->stored_ns);
     in->dedup = j->dead_id;
     in->dedup_len = (uint32_t)strlen(j->dead_id);
     if (queue_inputs_own_extras(in, 1, &j->extra) != 0) {
