@@ -13,7 +13,7 @@
  * An answer is not proof: a leader stopped while the ack waited in its
  * socket takes it and answers when it resumes, no longer the leader. So a
  * settlement not answered in time is also written into the attempts bucket
- * ("+ACK" or "+TERM" under the message's key), where a node that is given
+ * ("+ACK <stored ns>" or "+TERM <stored ns>" under the message's key), where a node that is given
  * the message again reads it (pull.c) and settles it again instead of
  * running it.
  *
@@ -69,11 +69,13 @@ static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     natsMsg_Destroy(m);
 }
 
-/* The attempts bucket's key of the message a $JS.ACK subject settles:
- * $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.
- * <stored ns>.<pending> into "<stream>.<consumer>.<stream seq>.<stored ns>"
- * (as jsqueue__attempts_key); -1 for another form. */
-static int record_key(const char *subject, char *out, size_t cap)
+/* The attempts bucket's key of the message a $JS.ACK subject settles, and
+ * the record: $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.
+ * <consumer seq>.<stored ns>.<pending> gives "<stream>.<consumer>.<stream
+ * seq>" (as jsqueue__attempts_key) and "<body> <stored ns>"; -1 for
+ * another form. */
+static int record_of(const char *subject, const char *body, char *key, size_t cap, char *v,
+                     size_t vcap)
 {
     const char *tok[9]; /* each token's start */
     size_t len[9];
@@ -89,10 +91,12 @@ static int record_key(const char *subject, char *out, size_t cap)
         p = dot + 1;
     }
     if (n != 9 || strncmp(subject, "$JS.ACK.", 8) != 0 || strchr(tok[8], '.')) return -1;
-    int w = snprintf(out, cap, "%.*s.%.*s.%.*s.%.*s", (int)len[2], tok[2], (int)len[3], tok[3],
-                     (int)len[5], tok[5], (int)len[7], tok[7]);
+    int w = snprintf(key, cap, "%.*s.%.*s.%.*s", (int)len[2], tok[2], (int)len[3], tok[3],
+                     (int)len[5], tok[5]);
     if (w < 0 || (size_t)w >= cap) return -1;
-    for (char *p = out; *p; p++)
+    w = snprintf(v, vcap, "%s %.*s", body, (int)len[7], tok[7]);
+    if (w < 0 || (size_t)w >= vcap) return -1;
+    for (char *p = key; *p; p++)
         if (*p == '@') *p = '=';
     return 0;
 }
@@ -101,7 +105,7 @@ static int record_key(const char *subject, char *out, size_t cap)
 enum { LATE_BATCH = 64 };
 typedef struct late {
     char key[KV_KEY_CAP];
-    const char *body;
+    char value[48];
     char id[24];
 } late;
 
@@ -114,7 +118,7 @@ static void record_late(queue *q, jconfirm *c, late *l, int n)
      * each try could wait its time-out. The rest at the next round. */
     for (int i = 0; i < n; i++)
         if (!(ok[i] =
-                  kvStore_PutString(NULL, cluster_attempts(q->c), l[i].key, l[i].body) == NATS_OK))
+                  kvStore_PutString(NULL, cluster_attempts(q->c), l[i].key, l[i].value) == NATS_OK))
             break;
     pthread_mutex_lock(&c->lock);
     for (int i = 0; i < n; i++) {
@@ -161,8 +165,8 @@ static void *confirm_main(void *arg)
             list_push_back(&c->order, &u->link);
             send_one(c, nc, u);
             if (!u->recorded && n < LATE_BATCH &&
-                record_key(u->subject, l[n].key, sizeof l[n].key) == 0) {
-                l[n].body = u->body;
+                record_of(u->subject, u->body, l[n].key, sizeof l[n].key, l[n].value,
+                          sizeof l[n].value) == 0) {
                 memcpy(l[n].id, u->id, sizeof u->id);
                 n++;
             }

@@ -185,7 +185,9 @@ typedef struct pub_job {
     queue_sub *hold; /* term's subscription, kept (its jobs) until done */
     /* A dead letter's Nats-Msg-Id, where it failed, and its key in the
      * attempts bucket ("+TERM" once stored). */
-    char dead_id[KV_KEY_CAP];
+    char dead_id[KV_KEY_CAP + 24];
+    char dead_key[KV_KEY_CAP];
+    int64_t stored_ns;
     jretry retry; /* a dead letter JetStream refused, tried again */
     int has_stats;
     queue_topic_stats stats;
@@ -256,10 +258,11 @@ void *jsqueue__puller_main(void *arg);
 queue_lease *jsqueue__lease(queue_sub *s);
 
 /* settle.c (attempts_key: any thread). A message's key in the attempts
- * bucket: its stream, consumer, seq and when it was stored, so that a topic
- * deleted and made again (its seqs from 1 again) meets no old record. */
+ * bucket: "<stream>.<consumer>.<seq>". A settled record says when its
+ * message was stored ("+ACK <ns>", "+TERM <ns>"), so that a topic deleted
+ * and made again (its seqs from 1 again) is not settled by an old one. */
 void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
-                           uint64_t seq, int64_t stored_ns);
+                           uint64_t seq);
 void jsqueue__ack(queue_lease *l);
 void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error);
 void jsqueue__release(queue_lease *l);

@@ -176,7 +176,9 @@ void jsqueue__publish_work(void *arg)
      * leader that goes before passing it on, and a node given the message
      * again then settles it instead of running it (pull.c). */
     if (s == NATS_OK && j->term) {
-        kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_id, "+TERM");
+        char v[40];
+        snprintf(v, sizeof v, "+TERM %lld", (long long)j->stored_ns);
+        kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_key, v);
         jsqueue__confirm(j->q, j->term, "+TERM");
     }
     j->has_stats = s == NATS_OK && jsqueue__stream_stats(j->q, j->stream, &j->stats) == 0;

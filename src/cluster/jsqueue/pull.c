@@ -113,19 +113,21 @@ static void read_meta(fetched *f)
         jsMsgMetaData_Destroy(meta);
         if (delivered <= 1) continue;
         char key[KV_KEY_CAP];
-        jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq, f->meta[i].stored_ns);
+        jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq);
         kvEntry *e = NULL;
         natsStatus st = kvStore_Get(&e, cluster_attempts(f->sub->q->c), key);
         if (st == NATS_OK) {
-            char v[16];
+            char v[48];
             int n = kvEntry_ValueLen(e);
             if (n > 0 && n < (int)sizeof v) {
                 memcpy(v, kvEntry_Value(e), (size_t)n);
                 v[n] = '\0';
                 f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
-                /* confirm.c's record of a settlement not answered in time */
-                if (strcmp(v, "+ACK") == 0) f->meta[i].settled = "+ACK";
-                if (strcmp(v, "+TERM") == 0) f->meta[i].settled = "+TERM";
+                /* Settled ("+ACK <stored ns>", "+TERM <stored ns>"), and of
+                 * this very message: a topic made again reuses its seqs. */
+                const char *sp = strchr(v, ' ');
+                if (v[0] == '+' && sp && strtoll(sp + 1, NULL, 10) == f->meta[i].stored_ns)
+                    f->meta[i].settled = strncmp(v, "+TERM", 5) == 0 ? "+TERM" : "+ACK";
             }
             kvEntry_Destroy(e);
         } else if (st != NATS_NOT_FOUND) {

@@ -12,14 +12,13 @@
 #include "common/clock.h"
 #include "common/log.h"
 
-/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>.<stored ns>".
+/* The record of a message's failed attempts: "<stream>.<consumer>.<seq>".
  * A bucket's keys take no '@', which an SQS queue's receiver's consumer
  * has (F_@receiver): '=' there, which no other consumer's name has. */
 void jsqueue__attempts_key(char *out, size_t cap, const queue_sub *s, const struct part *pt,
-                           uint64_t seq, int64_t stored_ns)
+                           uint64_t seq)
 {
-    snprintf(out, cap, "%s.%s.%llu.%lld", s->topic->stream, pt->durable, (unsigned long long)seq,
-             (long long)stored_ns);
+    snprintf(out, cap, "%s.%s.%llu", s->topic->stream, pt->durable, (unsigned long long)seq);
     for (char *p = out; *p; p++)
         if (*p == '@') *p = '=';
 }
@@ -95,9 +94,10 @@ typedef struct settle_job {
     /* Kept (its jobs) while the NAK is to come: the message's pull
      * subscription, which the NAK goes through, lives as long as it. */
     queue_sub *sub;
-    natsMsg *nm;      /* to NAK once recorded; NULL for an ack's record */
-    uint32_t failed;  /* attempts failed so far; 0: acked ("+ACK") */
-    int64_t delay_ms; /* before the next delivery */
+    natsMsg *nm;       /* to NAK once recorded; NULL for an ack's record */
+    uint32_t failed;   /* attempts failed so far; 0: acked ("+ACK") */
+    int64_t delay_ms;  /* before the next delivery */
+    int64_t stored_ns; /* the message's, in an ack's record */
     jretry retry;
     char key[KV_KEY_CAP];
 } settle_job;
@@ -107,7 +107,9 @@ static void settle_work(void *arg)
 {
     settle_job *j = arg;
     if (!j->failed) { /* acked: a redelivery (an ack lost) is settled, not run */
-        kvStore_PutString(NULL, j->kv, j->key, "+ACK");
+        char v[40];
+        snprintf(v, sizeof v, "+ACK %lld", (long long)j->stored_ns);
+        kvStore_PutString(NULL, j->kv, j->key, v);
         return;
     }
     char v[16];
@@ -145,7 +147,8 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
     if (!j) return NULL;
     j->kv = cluster_attempts(jl->l.sub->q->c);
     j->failed = failed;
-    jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq, jl->stored_ns);
+    jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq);
+    j->stored_ns = jl->stored_ns;
     return j;
 }
 
@@ -212,7 +215,9 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     in->attrs = jl->m.attrs; /* copied: jl goes below, the message's headers stay */
     /* Sent again after an answer lost (publish.c), stored once: JetStream's
      * deduplication on the message's place in its trigger. */
-    jsqueue__attempts_key(j->dead_id, sizeof j->dead_id, s, jl->pt, jl->m.seq, jl->stored_ns);
+    jsqueue__attempts_key(j->dead_key, sizeof j->dead_key, s, jl->pt, jl->m.seq);
+    snprintf(j->dead_id, sizeof j->dead_id, "%s.%lld", j->dead_key, (long long)jl->stored_ns);
+    j->stored_ns = jl->stored_ns;
     in->dedup = j->dead_id;
     in->dedup_len = (uint32_t)strlen(j->dead_id);
     if (queue_inputs_own_extras(in, 1, &j->extra) != 0) {
