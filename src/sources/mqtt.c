@@ -201,7 +201,9 @@ static void on_log(struct mosquitto *m, void *obj, int level, const char *line)
 {
     src_conn *c = obj;
     (void)m;
-    if (level & MOSQ_LOG_ERR) snprintf(c->lib_error, sizeof c->lib_error, "%s", line);
+    /* OpenSSL's reason first, then "A TLS error occurred": the reason stays. */
+    if ((level & MOSQ_LOG_ERR) && strncmp(c->lib_error, "OpenSSL", 7) != 0)
+        snprintf(c->lib_error, sizeof c->lib_error, "%s", line);
 }
 
 static void on_disconnect(struct mosquitto *m, void *obj, int rc, const mosquitto_property *props)
