@@ -135,6 +135,7 @@ static void drop_all(list_node *list)
 
 void bridge_stop(bridge *b)
 {
+    if (!b) return;
     pthread_mutex_lock(&b->lock);
     b->stopping = 1;
     pthread_cond_signal(&b->wake);

@@ -118,6 +118,11 @@ void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg)
     bridge_run(c->bridge, work, done, NULL, arg);
 }
 
+void cluster_run_settle(cluster *c, cluster_fn work, cluster_fn done, void *arg)
+{
+    bridge_run(c->settler, work, done, NULL, arg);
+}
+
 void cluster_post(cluster *c, cluster_fn call, void *arg)
 {
     bridge_post(c->bridge, call, NULL, arg);
@@ -310,7 +315,7 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
                  "node deploy and run code of its choosing");
     }
     cluster__leases_init(c);
-    if (bridge_open(loop, &c->bridge) != 0) {
+    if (bridge_open(loop, &c->bridge) != 0 || bridge_open(loop, &c->settler) != 0) {
         snprintf(err, errcap, "cluster: cannot start its thread");
         return ERR_IO;
     }
@@ -442,7 +447,8 @@ void cluster_stop(cluster *c)
 {
     if (!c) return;
     c->stopping = 1;
-    bridge_stop(c->bridge);  /* the job running ends its tries; those not started go */
+    bridge_stop(c->bridge); /* the job running ends its tries; those not started go */
+    bridge_stop(c->settler);
     cluster__leases_stop(c); /* before the registry: it tells the registry of changes */
     if (c->reg) cluster__registry_stop(c->reg);
     cluster__nodes_stop(c);
@@ -462,5 +468,6 @@ void cluster_stop(cluster *c)
     pthread_mutex_unlock(&c->lock);
     natsConnection_Destroy(c->nc);
     bridge_close(c->bridge); /* frees what is left */
+    bridge_close(c->settler);
     uv_close((uv_handle_t *)&c->heartbeat, on_heartbeat_closed);
 }

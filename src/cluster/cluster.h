@@ -125,6 +125,10 @@ void cluster_set_invoke_handler(cluster *c, cluster_invoke_handler h, void *data
  * (cluster/bridge.h, without drop). */
 typedef void (*cluster_fn)(void *arg);
 void cluster_run(cluster *c, cluster_fn work, cluster_fn done, void *arg);
+/* The same on a thread of its own for the attempts bucket's records
+ * (jsqueue/settle.c): a bucket without a leader for seconds holds up only
+ * its own work, not every publish and consumer of the node. */
+void cluster_run_settle(cluster *c, cluster_fn work, cluster_fn done, void *arg);
 void cluster_post(cluster *c, cluster_fn call, void *arg);
 struct __jsCtx *cluster_js(const cluster *c);
 /* The connection under it: requests the JetStream context has no call for

@@ -55,6 +55,7 @@ typedef struct rjs rjs;
 struct cluster {
     uv_loop_t *loop;
     bridge *bridge;
+    bridge *settler; /* the attempts bucket's records (cluster_run_settle) */
     char id[CLUSTER_ID_LEN + 1];
     char url[128];
     char data_dir[4096];

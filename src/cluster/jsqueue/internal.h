@@ -97,6 +97,8 @@ typedef struct jretry {
     int timer_in_use; /* closed before the job goes */
     uv_timer_t timer;
     queue *q;
+    /* cluster_run, or cluster_run_settle for the attempts bucket's records */
+    void (*run)(cluster *c, cluster_fn work, cluster_fn done, void *arg);
     cluster_fn work, done;
     void *job;
 } jretry;
@@ -152,6 +154,9 @@ struct queue {
     pthread_cond_t trim_wake; /* a stop */
     _Atomic int trim_stop;
     jconfirm confirm;
+    /* settle.c: failure records wait for the attempts bucket until then
+     * (clock_now_ms) after a refusal; the settle thread's */
+    int64_t attempts_refused_until_ms;
     int async_published; /* worker thread: js_PublishMsgAsync has worked once */
     void (*close_cb)(void *data);
     void *close_data;
@@ -182,6 +187,7 @@ typedef struct pub_job {
     char *error;
     uint32_t attempts;
     natsMsg *term;   /* terminated once the dead letter is stored */
+    int termed;      /* its record written and term sent (settle thread) */
     queue_sub *hold; /* term's subscription, kept (its jobs) until done */
     /* A dead letter's Nats-Msg-Id, where it failed, and its key in the
      * attempts bucket ("+TERM" once stored). */
@@ -215,7 +221,9 @@ int jsqueue__stream_stats(queue *q, const char *stream, queue_topic_stats *out);
 
 /* settle.c: a job whose work set r->again is put on the worker thread again
  * (1) unless the queue closes (0); the job freed (as free) once its timer is. */
-int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, void *job);
+int jsqueue__retry_later(jretry *r, queue *q,
+                         void (*run)(cluster *c, cluster_fn work, cluster_fn done, void *arg),
+                         cluster_fn work, cluster_fn done, void *job);
 /* Worker thread: whether a refused job may try again (the first refusal
  * starts SPATE_JS_SETTLE_RETRY_FOR_MS). */
 int jsqueue__retry_allowed(jretry *r);

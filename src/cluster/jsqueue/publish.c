@@ -171,24 +171,35 @@ void jsqueue__publish_work(void *arg)
         j->err[0] = '\0';
         return;
     }
-    /* Its record in the attempts bucket says it is done with, before the
-     * term: a term JetStream answered can still be lost with a consumer
-     * leader that goes before passing it on, and a node given the message
-     * again then settles it instead of running it (pull.c). */
-    if (s == NATS_OK && j->term) {
-        char v[40];
-        snprintf(v, sizeof v, "+TERM %lld", (long long)j->stored_ns);
-        kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_key, v);
-        jsqueue__confirm(j->q, j->term, "+TERM");
-    }
     j->has_stats = s == NATS_OK && jsqueue__stream_stats(j->q, j->stream, &j->stats) == 0;
+}
+
+/* Settle thread: a stored dead letter's record in the attempts bucket says
+ * its message is done with, before the term: a term JetStream answered can
+ * still be lost with a consumer leader that goes before passing it on, and
+ * a node given the message again then settles it instead of running it
+ * (pull.c). On the settle thread: the bucket without a leader holds up no
+ * publish. */
+static void term_work(void *arg)
+{
+    pub_job *j = arg;
+    char v[40];
+    snprintf(v, sizeof v, "+TERM %lld", (long long)j->stored_ns);
+    kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_key, v);
+    jsqueue__confirm(j->q, j->term, "+TERM");
+    j->termed = 1;
 }
 
 void jsqueue__publish_done(void *arg)
 {
     pub_job *j = arg;
-    if (jsqueue__retry_later(&j->retry, j->q, jsqueue__publish_work, jsqueue__publish_done, j))
+    if (jsqueue__retry_later(&j->retry, j->q, cluster_run, jsqueue__publish_work,
+                             jsqueue__publish_done, j))
         return;
+    if (j->term && j->status == 0 && !j->retry.again && !j->termed) {
+        cluster_run_settle(j->q->c, term_work, jsqueue__publish_done, j);
+        return;
+    }
     if (j->retry.again) log_warn("cluster: dead letter to %s not stored: closing", j->topic->name);
     if (j->status == 0 && !j->retry.again) {
         j->topic->created = 1;

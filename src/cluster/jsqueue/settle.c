@@ -37,7 +37,7 @@ static void lease_free(jlease *jl)
 static void retry_fire(uv_timer_t *t)
 {
     jretry *r = t->data;
-    cluster_run(r->q->c, r->work, r->done, r->job);
+    r->run(r->q->c, r->work, r->done, r->job);
 }
 
 int jsqueue__retry_allowed(jretry *r)
@@ -47,7 +47,9 @@ int jsqueue__retry_allowed(jretry *r)
     return now < r->until_ms;
 }
 
-int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, void *job)
+int jsqueue__retry_later(jretry *r, queue *q,
+                         void (*run)(cluster *c, cluster_fn work, cluster_fn done, void *arg),
+                         cluster_fn work, cluster_fn done, void *job)
 {
     if (!r->again || q->closing) return 0;
     r->again = 0;
@@ -57,6 +59,7 @@ int jsqueue__retry_later(jretry *r, queue *q, cluster_fn work, cluster_fn done, 
         r->timer_in_use = 1;
     }
     r->q = q;
+    r->run = run;
     r->work = work;
     r->done = done;
     r->job = job;
@@ -90,6 +93,7 @@ void jsqueue__retry_free(jretry *r, void *job)
  * time-out) is tried again, the delivery kept ours meanwhile: NAKed
  * without it, the message would run its attempt again. */
 typedef struct settle_job {
+    queue *q;
     kvStore *kv;
     /* Kept (its jobs) while the NAK is to come: the message's pull
      * subscription, which the NAK goes through, lives as long as it. */
@@ -102,7 +106,19 @@ typedef struct settle_job {
     char key[KV_KEY_CAP];
 } settle_job;
 
-/* Worker thread. */
+/* Settle thread: a failure's record, unless the bucket refused one moments
+ * ago. A refusal can take the JetStream wait (2 s) while the bucket has no
+ * leader; every record queued behind it would wait as long, and their
+ * messages, not yet kept in progress, go to another node after AckWait. */
+static natsStatus put_failure(settle_job *j, const char *v)
+{
+    if (clock_now_ms() < j->q->attempts_refused_until_ms) return NATS_NO_RESPONDERS;
+    natsStatus st = kvStore_PutString(NULL, j->kv, j->key, v);
+    if (st != NATS_OK) j->q->attempts_refused_until_ms = clock_now_ms() + SPATE_JS_SETTLE_RETRY_MS;
+    return st;
+}
+
+/* Settle thread. */
 static void settle_work(void *arg)
 {
     settle_job *j = arg;
@@ -114,7 +130,7 @@ static void settle_work(void *arg)
     }
     char v[16];
     snprintf(v, sizeof v, "%u", j->failed);
-    natsStatus st = kvStore_PutString(NULL, j->kv, j->key, v);
+    natsStatus st = put_failure(j, v);
     j->retry.again = st != NATS_OK && jsqueue__retry_allowed(&j->retry);
     if (j->retry.again) {
         natsMsg_InProgress(j->nm, NULL); /* AckWait starts again: still ours */
@@ -130,7 +146,8 @@ static void settle_done(void *arg)
 {
     settle_job *j = arg;
     queue_sub *s = j->sub;
-    if (s && jsqueue__retry_later(&j->retry, s->q, settle_work, settle_done, j)) return;
+    if (s && jsqueue__retry_later(&j->retry, s->q, cluster_run_settle, settle_work, settle_done, j))
+        return;
     if (j->retry.again) /* closing: no more tries, the NAK is the last word */
         natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
     natsMsg_Destroy(j->nm);
@@ -145,6 +162,7 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
 {
     settle_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
+    j->q = jl->l.sub->q;
     j->kv = cluster_attempts(jl->l.sub->q->c);
     j->failed = failed;
     jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq);
@@ -161,7 +179,7 @@ void jsqueue__ack(queue_lease *l)
     else
         jl->l.sub->acked++;
     settle_job *j = jl->failed ? new_settle(jl, 0) : NULL;
-    if (j) cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
+    if (j) cluster_run_settle(jl->l.sub->q->c, settle_work, settle_done, j);
     lease_free(jl);
 }
 
@@ -177,7 +195,7 @@ void jsqueue__nack(queue_lease *l, uint32_t delay_ms, const char *error)
         j->sub = l->sub;
         l->sub->jobs++;
         jl->nm = NULL;
-        cluster_run(jl->l.sub->q->c, settle_work, settle_done, j);
+        cluster_run_settle(jl->l.sub->q->c, settle_work, settle_done, j);
     }
     lease_free(jl);
 }
