@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,9 @@ static int record_of(const char *subject, const char *body, char *key, size_t ca
     return 0;
 }
 
+/* Sends again in a row before the lock is let go. */
+enum { CONFIRM_SENDS_HELD = 256 };
+
 /* Settlements sent again, to write into the attempts bucket. */
 enum { LATE_BATCH = 64 };
 typedef struct late {
@@ -148,7 +152,17 @@ static void *confirm_main(void *arg)
         int n = 0;
         /* Cut off, what is sent waits in nats.c's buffer: nothing more. */
         int connected = cluster_connected(q->c);
+        int sent = 0;
         while (connected && !c->stop && !list_empty(&c->order)) {
+            /* Each send is a write (SendAsap) under the lock every ack
+             * takes (jsqueue__confirm, on the loop): let go between runs
+             * of sends, not after tens of thousands. */
+            if (++sent % CONFIRM_SENDS_HELD == 0) {
+                pthread_mutex_unlock(&c->lock);
+                sched_yield(); /* glibc's mutex is not fair: a waiter's turn */
+                pthread_mutex_lock(&c->lock);
+                if (c->stop || list_empty(&c->order)) break;
+            }
             unconfirmed *u = list_entry(list_first(&c->order), unconfirmed, link);
             if (u->sent_ms + SPATE_JS_CONFIRM_MS > now) break;
             list_remove(&u->link);
