@@ -274,17 +274,9 @@ cluster {{
 
     def consumer_config(self, stream, name, i=0):
         """A consumer's configuration as server i reports it, or None."""
-        url = (f"http://{self.host}:{self.monitor[i]}/jsz?streams=true&consumers=true"
-               "&config=true")
-        with urllib.request.urlopen(url, timeout=10) as r:
-            doc = json.load(r)
-        for account in doc.get("account_details", []):
-            for s in account.get("stream_detail", []):
-                if s["name"] != stream:
-                    continue
-                for c in s.get("consumer_detail") or []:
-                    if c["name"] == name:
-                        return c.get("config")
+        for c in (self.stream_detail(stream, i) or {}).get("consumer_detail") or []:
+            if c["name"] == name:
+                return c.get("config")
         return None
 
     def pause(self, i, seconds):
