@@ -138,7 +138,8 @@ struct __natsConnection *cluster_nc(const cluster *c);
  * (one batch at a time), counted between begin and end. */
 typedef struct cluster_acks {
     uint32_t failed;
-    char err[160]; /* the first refusal */
+    uint32_t no_stream; /* of them, "no responders": no stream took the subject */
+    char err[160];      /* the first refusal */
     /* Optional: the batch's messages (n of them; set by cluster_acks_sent)
      * and the stream seq JetStream gave each (0 until acknowledged; a
      * duplicate's, Nats-Msg-Id within the stream's window: the original's). */

@@ -816,3 +816,19 @@ def test_source_attributes_and_refused_entries_through_jetstream(cluster, functi
     assert wait_for(lambda: sum(n.json("GET", "/v1/sources/s")[1]["dead_lettered"]
                                 for n in (a, b, c)) == 1, timeout=10)
     assert a.request("DELETE", "/v1/sources/s")[0] == 204
+
+
+def test_a_topic_deleted_from_another_node_takes_the_next_publish(cluster):
+    """A node publishes to a stream it has seen without asking JetStream for
+    it first. Deleted from another node meanwhile, the stream takes none of
+    the batch ("no responders" for each): it is made again and the batch
+    sent again, as a publish to a new topic is."""
+    nats, (a, b, c) = cluster
+    publish_lines(a, "comeback", ["one", "two"])
+    assert wait_for(lambda: a.json("GET", "/v1/topics/comeback")[0] == 200, timeout=10)
+    assert b.json("DELETE", "/v1/topics/comeback")[0] == 200
+    assert wait_for(lambda: nats.stream_state("SPATE_T_comeback") is None, timeout=10)
+    publish_lines(a, "comeback", ["three", "four", "five"])
+    state = nats.stream_state("SPATE_T_comeback")
+    assert state and state["messages"] == 3, state
+    assert "cannot publish" not in a.log(), a.log()[-3000:]

@@ -194,7 +194,8 @@ typedef struct pub_job {
     char dead_id[KV_KEY_CAP + 24];
     char dead_key[KV_KEY_CAP];
     int64_t stored_ns;
-    jretry retry; /* a dead letter JetStream refused, tried again */
+    jretry retry;    /* a dead letter JetStream refused, tried again */
+    int stream_seen; /* topic->created when queued: not asked for first */
     int has_stats;
     queue_topic_stats stats;
     queue_publish_cb done;

@@ -113,32 +113,18 @@ natsStatus jsqueue__await_acks(queue *q, cluster_acks *a, char *err, size_t cap)
     return s;
 }
 
-void jsqueue__publish_work(void *arg)
+/* Worker thread: the batch as async publishes, then JetStream's answers. */
+static natsStatus publish_batch(pub_job *j, cluster_acks *acks)
 {
-    pub_job *j = arg;
-    if (!cluster_connected(j->q->c)) {
-        /* nats.c would buffer it and send it on reconnection, after the
-         * caller had been told it failed: say so at once instead. A dead
-         * letter waits for the connection (its message is not run again). */
-        j->retry.again = j->term && jsqueue__retry_allowed(&j->retry);
-        j->status = j->retry.again ? 0 : ERR_DISCONNECTED;
-        return;
-    }
-    natsStatus s = jsqueue__ensure_stream(j->q, j->stream, j->subject);
-    if (s != NATS_OK) {
-        const char *why = nats_GetLastError(NULL);
-        snprintf(j->err, sizeof j->err, "cannot make its stream %s: %s", j->stream,
-                 why ? why : natsStatus_GetText(s));
-    }
     char when[24];
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
-    cluster_acks acks;
-    cluster_acks_begin(j->q->c, &acks);
+    cluster_acks_begin(j->q->c, acks);
     if (j->seqs) { /* what the publisher wants to know of each message */
-        acks.msgs = j->msgs;
-        acks.seqs = j->seqs;
-        acks.n = j->n;
+        acks->msgs = j->msgs;
+        acks->seqs = j->seqs;
+        acks->n = j->n;
     }
+    natsStatus s = NATS_OK;
     for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
         natsMsg *m = NULL;
         s = jsqueue__topic_msg(&m, j->subject, &j->in[i], when);
@@ -154,12 +140,49 @@ void jsqueue__publish_work(void *arg)
         }
         /* Async: the whole batch is in flight at once; complete waits for
          * JetStream's acknowledgement of every message. */
-        if (j->seqs) cluster_acks_sent(j->q->c, &acks, i, m);
+        if (j->seqs) cluster_acks_sent(j->q->c, acks, i, m);
         s = jsqueue__publish_async(j->q, &m);
         if (m) natsMsg_Destroy(m);
     }
-    natsStatus acked = jsqueue__await_acks(j->q, &acks, j->err, sizeof j->err);
-    if (s == NATS_OK) s = acked;
+    natsStatus acked = jsqueue__await_acks(j->q, acks, j->err, sizeof j->err);
+    return s == NATS_OK ? acked : s;
+}
+
+static natsStatus ensure_stream(pub_job *j)
+{
+    natsStatus s = jsqueue__ensure_stream(j->q, j->stream, j->subject);
+    if (s != NATS_OK) {
+        const char *why = nats_GetLastError(NULL);
+        snprintf(j->err, sizeof j->err, "cannot make its stream %s: %s", j->stream,
+                 why ? why : natsStatus_GetText(s));
+    }
+    return s;
+}
+
+void jsqueue__publish_work(void *arg)
+{
+    pub_job *j = arg;
+    if (!cluster_connected(j->q->c)) {
+        /* nats.c would buffer it and send it on reconnection, after the
+         * caller had been told it failed: say so at once instead. A dead
+         * letter waits for the connection (its message is not run again). */
+        j->retry.again = j->term && jsqueue__retry_allowed(&j->retry);
+        j->status = j->retry.again ? 0 : ERR_DISCONNECTED;
+        return;
+    }
+    /* A stream this node has seen is published to at once: asking for it
+     * first cost every batch a round trip to JetStream's API. One deleted
+     * since (from another node) takes no message ("no responders" for
+     * each): it is made then, and the batch sent again. */
+    cluster_acks acks = {0};
+    natsStatus s = j->stream_seen ? NATS_OK : ensure_stream(j);
+    if (s == NATS_OK) s = publish_batch(j, &acks);
+    if (s != NATS_OK && j->stream_seen && acks.no_stream == j->n) {
+        j->err[0] = '\0';
+        if (j->seqs) memset(j->seqs, 0, j->n * sizeof *j->seqs);
+        s = ensure_stream(j);
+        if (s == NATS_OK) s = publish_batch(j, &acks);
+    }
     j->status = s == NATS_OK ? 0 : ERR_IO;
     if (s != NATS_OK && !j->err[0]) snprintf(j->err, sizeof j->err, "%s", natsStatus_GetText(s));
     /* A dead letter is the end of its message's last attempt: one refused
@@ -238,6 +261,7 @@ pub_job *jsqueue__new_pub(queue *q, const char *topic)
     }
     memcpy(j->stream, j->topic->stream, sizeof j->stream);
     memcpy(j->subject, j->topic->subject, sizeof j->subject);
+    j->stream_seen = j->topic->created;
     return j;
 }
 
