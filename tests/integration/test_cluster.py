@@ -7,6 +7,7 @@ loss of one nats-server does not stop the cluster."""
 import hashlib
 import json
 import pathlib
+import signal
 import socket
 import subprocess
 import threading
@@ -816,3 +817,56 @@ def test_source_attributes_and_refused_entries_through_jetstream(cluster, functi
     assert wait_for(lambda: sum(n.json("GET", "/v1/sources/s")[1]["dead_lettered"]
                                 for n in (a, b, c)) == 1, timeout=10)
     assert a.request("DELETE", "/v1/sources/s")[0] == 204
+
+
+def key_runs(path):
+    """key -> its runs as (start us, end us, payload), in order of start; a
+    run that has not ended has end None."""
+    started, runs = {}, {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        kind, payload, _, key, us = line.split()[:5]
+        if kind == "S":
+            started[(key, payload)] = started.get((key, payload), []) + [int(us)]
+        elif started.get((key, payload)):
+            runs.setdefault(key, []).append((started[(key, payload)].pop(0), int(us), payload))
+    for (key, payload), left in started.items():
+        runs.setdefault(key, []).extend((us, None, payload) for us in left)
+    return {k: sorted(v, key=lambda r: r[0]) for k, v in runs.items()}
+
+
+def test_an_ordered_delivery_held_past_its_ack_wait_is_not_run(cluster, functions, tmp_path):
+    """A node stopped (SIGSTOP) while its pull requests were out: JetStream
+    gave them a key's message each, which waited in the node's socket past
+    the consumer's AckWait; meanwhile the message went to another node, ran,
+    and the key's next messages ran. The node woke and ran what it had
+    been given, while the key's later messages ran elsewhere: two of a key
+    at once, and out of order (the cluster nemesis's "two of a key at once",
+    at one moment on two keys). A delivery that JetStream has given again
+    since is not run."""
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "stale.txt"
+    # Timeout 1 s: AckWait 6 s. 200 ms a run: each key keeps a node busy.
+    assert a.deploy("stale", functions["recorder"], max=8, timeout=1000,
+                    env=f"RECORD%3D{rec}&env=SLEEP_US%3D200000")[0] == 201
+    assert all(wait_for(lambda: listed(d, "stale"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "stalled", "stale", "?ordered=true")
+    keys = [f"k{i}" for i in range(24)]
+    lines = [json.dumps({"k": k, "n": n}).replace(" ", "") for n in range(25) for k in keys]
+    time.sleep(2)  # every puller of c has a fetch out
+    c.proc.send_signal(signal.SIGSTOP)
+    try:
+        publish_lines(a, "stalled", lines, key_field="k")
+        time.sleep(10)  # past the AckWait of what c was given
+    finally:
+        c.proc.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: len(set(ended(rec))) == len(lines), timeout=120), len(set(ended(rec)))
+    time.sleep(3)  # what c ran late has ended too
+    overlaps, disorder = [], []
+    for key, runs in key_runs(rec).items():
+        for x, y in zip(runs, runs[1:]):
+            if x[1] is None or y[0] < x[1]:
+                overlaps.append((key, x, y))
+            if json.loads(y[2])["n"] < json.loads(x[2])["n"]:
+                disorder.append((key, x, y))
+    assert not overlaps, overlaps[:5]
+    assert not disorder, disorder[:5]
