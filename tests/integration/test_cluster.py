@@ -4,9 +4,11 @@ configuration reach every node through the registry bucket; invocations a
 node has no room for run on another; a node that was away catches up; the
 loss of one nats-server does not stop the cluster."""
 
+import calendar
 import hashlib
 import json
 import pathlib
+import random
 import signal
 import socket
 import subprocess
@@ -18,8 +20,8 @@ import pytest
 import cluster_nemesis
 from conftest import Spated, wait_for
 from test_sources_redis import redis  # noqa: F401 (a fixture)
-from natscluster import (NatsClient, add_trigger, attempts, ended, free_port, listed, node_id, ok_count,
-                         publish_lines, record_dir, spated_cluster)
+from natscluster import (NatsClient, NatsCluster, add_trigger, attempts, ended, free_port, listed,
+                         node_id, ok_count, publish_lines, record_dir, spated_cluster)
 
 
 @pytest.fixture(scope="module")
@@ -870,3 +872,73 @@ def test_an_ordered_delivery_held_past_its_ack_wait_is_not_run(cluster, function
                 disorder.append((key, x, y))
     assert not overlaps, overlaps[:5]
     assert not disorder, disorder[:5]
+
+
+def test_the_stored_time_in_an_ack_subject_is_the_same_after_leader_changes(tmp_path):
+    """A settled record (+ACK <ns>, +TERM <ns>) is trusted only when its
+    time matches the delivery's: the time in the $JS.ACK subject, which must
+    then be the message's stored time on every delivery, whichever server
+    leads the consumer or the stream. It is (nats-server 2.9.10): the
+    leader proposes it with the message and every replica stores it, also
+    one that caught up after it. An earlier keying of the attempts by it
+    was suspected of changing with the leader; it does not."""
+    nats = NatsCluster(tmp_path, 3)
+    try:
+        def api(subject, body=b""):
+            for _ in range(60):
+                c = NatsClient(nats, random.randrange(3))
+                try:
+                    got = c.request(subject, body)
+                except OSError:
+                    got = None
+                finally:
+                    c.close()
+                doc = json.loads(got[1]) if got and got[1] else {}
+                if doc and "error" not in doc:
+                    return doc
+                time.sleep(0.3)
+            raise AssertionError(f"no answer to {subject}")
+
+        def stored_ns(text):  # RFC 3339 with nanoseconds
+            whole, frac = text.rstrip("Z").split(".")
+            t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+            return t * 10**9 + int((frac + "000000000")[:9])
+
+        def fetch():  # the next delivery's ack subject, not acked
+            for _ in range(20):
+                c = NatsClient(nats, random.randrange(3))
+                try:
+                    inbox = f"_INBOX.t.{random.randrange(1 << 60)}"
+                    c.subscribe(inbox)
+                    c.pub("$JS.API.CONSUMER.MSG.NEXT.S.C", b'{"batch":1,"expires":3000000000}',
+                          reply=inbox)
+                    while c.next_msg(5) is not None:
+                        if c.reply.startswith("$JS.ACK."):
+                            return c.reply.split(".")
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+            raise AssertionError("no delivery")
+
+        api("$JS.API.STREAM.CREATE.S",
+            json.dumps({"name": "S", "subjects": ["s.>"], "num_replicas": 3}).encode())
+        consumer = {"durable_name": "C", "ack_policy": "explicit", "ack_wait": 1_000_000_000,
+                    "max_ack_pending": 1}
+        api("$JS.API.CONSUMER.DURABLE.CREATE.S.C",
+            json.dumps({"stream_name": "S", "config": consumer}).encode())
+        api("s.x", b"m")  # its publish acknowledgement
+        stored = stored_ns(api("$JS.API.STREAM.MSG.GET.S", b'{"seq":1}')["message"]["time"])
+        seen = []
+        for step in ["CONSUMER.LEADER.STEPDOWN.S.C", "STREAM.LEADER.STEPDOWN.S"] * 2 + [None]:
+            ack = fetch()  # $JS.ACK.S.C.<delivered>.<sseq>.<cseq>.<ns>.<pending>
+            seen.append((int(ack[4]), nats.stream_leader("S", "C"), nats.stream_leader("S"),
+                         int(ack[7])))
+            if step:
+                api("$JS.API." + step)
+            time.sleep(1.5)  # past the AckWait: delivered again
+        assert [s[0] for s in seen] == list(range(1, len(seen) + 1)), seen
+        assert len({s[1] for s in seen}) > 1, seen  # the consumer's leader did change
+        assert all(s[3] == stored for s in seen), (stored, seen)
+    finally:
+        nats.stop()
