@@ -842,9 +842,10 @@ def test_an_ordered_delivery_held_past_its_ack_wait_is_not_run(cluster, function
     the consumer's AckWait; meanwhile the message went to another node, ran,
     and the key's next messages ran. The node woke and ran what it had
     been given, while the key's later messages ran elsewhere: two of a key
-    at once, and out of order (the cluster nemesis's "two of a key at once",
-    at one moment on two keys). A delivery that JetStream has given again
-    since is not run."""
+    at once, and out of order. The cluster nemesis had it at one moment on
+    two keys after an 8.2 s partition that the node's NATS connection
+    outlived (TCP brought the deliveries after the heal). A delivery that
+    JetStream has given again since is not run."""
     nats, (a, b, c) = cluster
     rec = record_dir(tmp_path) / "stale.txt"
     # Timeout 1 s: AckWait 6 s. 200 ms a run: each key keeps a node busy.
