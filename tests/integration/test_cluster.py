@@ -938,7 +938,9 @@ def test_the_stored_time_in_an_ack_subject_is_the_same_after_leader_changes(tmp_
             if step:
                 api("$JS.API." + step)
             time.sleep(1.5)  # past the AckWait: delivered again
-        assert [s[0] for s in seen] == list(range(1, len(seen) + 1)), seen
+        # Delivered again each time (a delivery to a fetch given up under
+        # load counts too: increasing, not one by one).
+        assert all(x[0] < y[0] for x, y in zip(seen, seen[1:])), seen
         assert len({s[1] for s in seen}) > 1, seen  # the consumer's leader did change
         assert all(s[3] == stored for s in seen), (stored, seen)
     finally:
