@@ -568,6 +568,13 @@
  * What a dead node held goes to the others after it, so it is also how much
  * later than the timeout that happens. */
 #define SPATE_JS_ACK_MARGIN_MS 5000
+/* A fetched message runs only this soon after its fetch was asked for (ms):
+ * JetStream's AckWait for it began after that, and a run begun by then
+ * (the function's timeout at most) ends before the AckWait does, with a
+ * second to settle. One older (its node was stopped, or cut off, while it
+ * waited in the socket or in the ready list) may be another node's by now:
+ * it is dropped, not run (jsqueue/pull.c). */
+#define SPATE_JS_DELIVERY_FRESH_MS (SPATE_JS_ACK_MARGIN_MS - 1000)
 /* A failed attempt's record or a dead letter that JetStream refuses (no
  * leader for a few seconds after a nats-server went; the cluster's nemesis
  * saw servers healthy again up to 19 s after a fault) is tried again this

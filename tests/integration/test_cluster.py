@@ -4,9 +4,12 @@ configuration reach every node through the registry bucket; invocations a
 node has no room for run on another; a node that was away catches up; the
 loss of one nats-server does not stop the cluster."""
 
+import calendar
 import hashlib
 import json
 import pathlib
+import random
+import signal
 import socket
 import subprocess
 import threading
@@ -17,8 +20,8 @@ import pytest
 import cluster_nemesis
 from conftest import Spated, wait_for
 from test_sources_redis import redis  # noqa: F401 (a fixture)
-from natscluster import (NatsClient, add_trigger, attempts, ended, free_port, listed, node_id, ok_count,
-                         publish_lines, record_dir, spated_cluster)
+from natscluster import (NatsClient, NatsCluster, add_trigger, attempts, ended, free_port, listed,
+                         node_id, ok_count, publish_lines, record_dir, spated_cluster)
 
 
 @pytest.fixture(scope="module")
@@ -832,3 +835,129 @@ def test_a_topic_deleted_from_another_node_takes_the_next_publish(cluster):
     state = nats.stream_state("SPATE_T_comeback")
     assert state and state["messages"] == 3, state
     assert "cannot publish" not in a.log(), a.log()[-3000:]
+
+
+def key_runs(path):
+    """key -> its runs as (start us, end us, payload), in order of start; a
+    run that has not ended has end None."""
+    started, runs = {}, {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        kind, payload, _, key, us = line.split()[:5]
+        if kind == "S":
+            started[(key, payload)] = started.get((key, payload), []) + [int(us)]
+        elif started.get((key, payload)):
+            runs.setdefault(key, []).append((started[(key, payload)].pop(0), int(us), payload))
+    for (key, payload), left in started.items():
+        runs.setdefault(key, []).extend((us, None, payload) for us in left)
+    return {k: sorted(v, key=lambda r: r[0]) for k, v in runs.items()}
+
+
+def test_an_ordered_delivery_held_past_its_ack_wait_is_not_run(cluster, functions, tmp_path):
+    """A node stopped (SIGSTOP) while its pull requests were out: JetStream
+    gave them a key's message each, which waited in the node's socket past
+    the consumer's AckWait; meanwhile the message went to another node, ran,
+    and the key's next messages ran. The node woke and ran what it had
+    been given, while the key's later messages ran elsewhere: two of a key
+    at once, and out of order. The cluster nemesis had it at one moment on
+    two keys after an 8.2 s partition that the node's NATS connection
+    outlived (TCP brought the deliveries after the heal). A delivery that
+    JetStream has given again since is not run."""
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "stale.txt"
+    # Timeout 1 s: AckWait 6 s. 200 ms a run: each key keeps a node busy.
+    assert a.deploy("stale", functions["recorder"], max=8, timeout=1000,
+                    env=f"RECORD%3D{rec}&env=SLEEP_US%3D200000")[0] == 201
+    assert all(wait_for(lambda: listed(d, "stale"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "stalled", "stale", "?ordered=true")
+    keys = [f"k{i}" for i in range(24)]
+    lines = [json.dumps({"k": k, "n": n}).replace(" ", "") for n in range(25) for k in keys]
+    time.sleep(2)  # every puller of c has a fetch out
+    c.proc.send_signal(signal.SIGSTOP)
+    try:
+        publish_lines(a, "stalled", lines, key_field="k")
+        time.sleep(10)  # past the AckWait of what c was given
+    finally:
+        c.proc.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: len(set(ended(rec))) == len(lines), timeout=120), len(set(ended(rec)))
+    time.sleep(3)  # what c ran late has ended too
+    overlaps, disorder = [], []
+    for key, runs in key_runs(rec).items():
+        for x, y in zip(runs, runs[1:]):
+            if x[1] is None or y[0] < x[1]:
+                overlaps.append((key, x, y))
+            if json.loads(y[2])["n"] < json.loads(x[2])["n"]:
+                disorder.append((key, x, y))
+    assert not overlaps, overlaps[:5]
+    assert not disorder, disorder[:5]
+
+
+def test_the_stored_time_in_an_ack_subject_is_the_same_after_leader_changes(tmp_path):
+    """A settled record (+ACK <ns>, +TERM <ns>) is trusted only when its
+    time matches the delivery's: the time in the $JS.ACK subject, which must
+    then be the message's stored time on every delivery, whichever server
+    leads the consumer or the stream. It is (nats-server 2.9.10): the
+    leader proposes it with the message and every replica stores it, also
+    one that caught up after it. An earlier keying of the attempts by it
+    was suspected of changing with the leader; it does not."""
+    nats = NatsCluster(tmp_path, 3)
+    try:
+        def api(subject, body=b""):
+            for _ in range(60):
+                c = NatsClient(nats, random.randrange(3))
+                try:
+                    got = c.request(subject, body)
+                except OSError:
+                    got = None
+                finally:
+                    c.close()
+                doc = json.loads(got[1]) if got and got[1] else {}
+                if doc and "error" not in doc:
+                    return doc
+                time.sleep(0.3)
+            raise AssertionError(f"no answer to {subject}")
+
+        def stored_ns(text):  # RFC 3339 with nanoseconds
+            whole, frac = text.rstrip("Z").split(".")
+            t = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+            return t * 10**9 + int((frac + "000000000")[:9])
+
+        def fetch():  # the next delivery's ack subject, not acked
+            for _ in range(20):
+                c = NatsClient(nats, random.randrange(3))
+                try:
+                    inbox = f"_INBOX.t.{random.randrange(1 << 60)}"
+                    c.subscribe(inbox)
+                    c.pub("$JS.API.CONSUMER.MSG.NEXT.S.C", b'{"batch":1,"expires":3000000000}',
+                          reply=inbox)
+                    while c.next_msg(5) is not None:
+                        if c.reply.startswith("$JS.ACK."):
+                            return c.reply.split(".")
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+            raise AssertionError("no delivery")
+
+        api("$JS.API.STREAM.CREATE.S",
+            json.dumps({"name": "S", "subjects": ["s.>"], "num_replicas": 3}).encode())
+        consumer = {"durable_name": "C", "ack_policy": "explicit", "ack_wait": 1_000_000_000,
+                    "max_ack_pending": 1}
+        api("$JS.API.CONSUMER.DURABLE.CREATE.S.C",
+            json.dumps({"stream_name": "S", "config": consumer}).encode())
+        api("s.x", b"m")  # its publish acknowledgement
+        stored = stored_ns(api("$JS.API.STREAM.MSG.GET.S", b'{"seq":1}')["message"]["time"])
+        seen = []
+        for step in ["CONSUMER.LEADER.STEPDOWN.S.C", "STREAM.LEADER.STEPDOWN.S"] * 2 + [None]:
+            ack = fetch()  # $JS.ACK.S.C.<delivered>.<sseq>.<cseq>.<ns>.<pending>
+            seen.append((int(ack[4]), nats.stream_leader("S", "C"), nats.stream_leader("S"),
+                         int(ack[7])))
+            if step:
+                api("$JS.API." + step)
+            time.sleep(1.5)  # past the AckWait: delivered again
+        # Delivered again each time (a delivery to a fetch given up under
+        # load counts too: increasing, not one by one).
+        assert all(x[0] < y[0] for x, y in zip(seen, seen[1:])), seen
+        assert len({s[1] for s in seen}) > 1, seen  # the consumer's leader did change
+        assert all(s[3] == stored for s in seen), (stored, seen)
+    finally:
+        nats.stop()

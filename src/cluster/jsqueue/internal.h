@@ -111,6 +111,7 @@ typedef struct jlease {
     uint32_t failed;   /* attempts that failed before this delivery */
     int64_t stored_ns; /* when JetStream stored it: with m.seq, the message (attempts_key) */
     struct part *pt;   /* the consumer it came from */
+    uint64_t asked_ms; /* monotonic: when the fetch that got it was asked for */
     char key[SPATE_KEY_MAX + 1];
     queue_attrs attrs; /* m.attrs when it has some: strings in nm's headers */
 } jlease;

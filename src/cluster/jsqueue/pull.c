@@ -18,6 +18,7 @@
 typedef struct fetched {
     queue_sub *sub;
     struct part *pt;
+    uint64_t asked_ms; /* monotonic: when the fetch was asked for */
     natsMsgList list;
     struct {
         uint64_t seq;        /* in the stream */
@@ -25,6 +26,7 @@ typedef struct fetched {
         uint32_t failed;     /* attempts that failed before (the attempts bucket) */
         int unknown;         /* the bucket did not answer: handed back (NAKed) */
         const char *settled; /* "+ACK", "+TERM": settled before, its answer lost */
+        int given_again;     /* an ordered part's, delivered again since: not ours */
     } meta[SPATE_JS_FETCH_MAX];
     int has_info;
     queue_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
@@ -92,6 +94,28 @@ static void post_fetched(queue_sub *s, fetched *f)
     }
 }
 
+/* Puller thread: whether a delivery of a part that gives one message at a
+ * time is no longer the consumer's latest (consumer sequence cseq): then
+ * its AckWait ran out while it waited (its node stopped, or a reply that
+ * TCP brought late after a short cut) and the message went to another
+ * node, which may have run it and the key's next ones since. Run here, it
+ * would run beside them, and out of order. Unknown (no leader to ask):
+ * taken as given again; it comes back after its AckWait. */
+static int given_again(const fetched *f, uint64_t cseq, uint64_t *latest)
+{
+    jsConsumerInfo *ci = NULL;
+    natsStatus st =
+        js_GetConsumerInfo(&ci, f->sub->q->js, f->sub->topic->stream, f->pt->durable, NULL, NULL);
+    if (st != NATS_OK) {
+        log_debug("cluster: consumer info of %s: %s", f->pt->durable, natsStatus_GetText(st));
+        *latest = 0;
+        return 1;
+    }
+    *latest = ci->Delivered.Consumer;
+    jsConsumerInfo_Destroy(ci);
+    return *latest > cseq;
+}
+
 /* Puller thread: where each fetched message sits, and how many of its
  * attempts failed. JetStream's delivery count also counts the times a node
  * handed it back without running it (no room after all, a trigger going,
@@ -106,11 +130,20 @@ static void read_meta(fetched *f)
         f->meta[i].failed = 0;
         f->meta[i].unknown = 0;
         f->meta[i].settled = NULL;
+        f->meta[i].given_again = 0;
         if (natsMsg_GetMetaData(&meta, f->list.Msgs[i]) != NATS_OK) continue;
         f->meta[i].seq = meta->Sequence.Stream;
         f->meta[i].stored_ns = meta->Timestamp;
-        uint64_t delivered = meta->NumDelivered;
+        uint64_t delivered = meta->NumDelivered, cseq = meta->Sequence.Consumer, latest = 0;
         jsMsgMetaData_Destroy(meta);
+        if (f->pt->one_at_a_time && given_again(f, cseq, &latest)) {
+            f->meta[i].given_again = 1;
+            log_info("cluster: %s seq=%" PRIu64 " delivery %" PRIu64 " (consumer seq %" PRIu64
+                     ") came after the consumer's next (%" PRIu64 "%s): not run",
+                     f->sub->topic->name, f->meta[i].seq, delivered, cseq, latest,
+                     latest ? "" : ", unknown");
+            continue;
+        }
         if (delivered <= 1) continue;
         char key[KV_KEY_CAP];
         jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq);
@@ -160,6 +193,7 @@ void *jsqueue__puller_main(void *arg)
             f->sub = s;
             int batch =
                 pt->one_at_a_time ? 1 : (want > SPATE_JS_FETCH_MAX ? SPATE_JS_FETCH_MAX : want);
+            f->asked_ms = clock_mono_ns() / 1000000;
             natsStatus st =
                 natsSubscription_Fetch(&f->list, pt->pull, batch, SPATE_JS_FETCH_WAIT_MS, NULL);
             int was_busy = busy;
@@ -234,6 +268,10 @@ static void on_fetched(void *arg)
             natsMsg_Destroy(nm);
             continue;
         }
+        if (f->meta[i].given_again) { /* another node's now: neither run nor settled */
+            natsMsg_Destroy(nm);
+            continue;
+        }
         if (f->meta[i].settled) { /* ran (or went to the dead letters) already */
             log_info("cluster: %s seq=%" PRIu64 " settled before (%s lost): not run again",
                      s->topic->name, f->meta[i].seq, f->meta[i].settled);
@@ -250,6 +288,7 @@ static void on_fetched(void *arg)
         }
         jl->nm = nm;
         jl->pt = f->pt;
+        jl->asked_ms = f->asked_ms;
         jl->l.msg = &jl->m;
         jl->l.sub = s;
         jl->failed = f->meta[i].failed;
@@ -295,6 +334,19 @@ queue_lease *jsqueue__lease(queue_sub *s)
     }
     jlease *jl = list_entry(list_first(&s->ready), jlease, link);
     list_remove(&jl->link);
+    /* Fetched too long ago (the node was stopped, or cut off, meanwhile):
+     * its AckWait may be over, the message another node's. Dropped, not
+     * NAKed: a NAK would take it from that node too. JetStream delivers it
+     * again after its AckWait. */
+    uint64_t age = clock_mono_ns() / 1000000 - jl->asked_ms;
+    if (age > SPATE_JS_DELIVERY_FRESH_MS) {
+        log_info("cluster: %s seq=%" PRIu64 " fetched %" PRIu64 " ms ago: not run (another node's "
+                 "after its AckWait)",
+                 s->topic->name, jl->m.seq, age);
+        natsMsg_Destroy(jl->nm);
+        free(jl);
+        return jsqueue__lease(s);
+    }
     s->leases++;
     return &jl->l;
 }
