@@ -64,6 +64,8 @@ static void on_pub_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, vo
         snprintf(a->err, sizeof a->err, "%s",
                  pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
     if (a && pae && pae->Err == NATS_NO_RESPONDERS) a->no_stream++;
+    if (a && pa && !pa->Duplicate) a->stored++;
+    if (a && pa && pa->Sequence > a->last_seq) a->last_seq = pa->Sequence;
     /* The first of the batch's messages at m's address not yet answered: a
      * message answered and freed may leave its address to a later one. */
     for (size_t i = 0; a && pa && i < a->n; i++)

@@ -139,6 +139,8 @@ struct __natsConnection *cluster_nc(const cluster *c);
 typedef struct cluster_acks {
     uint32_t failed;
     uint32_t no_stream; /* of them, "no responders": no stream took the subject */
+    uint32_t stored;    /* acknowledged, not as a duplicate */
+    uint64_t last_seq;  /* the highest stream seq acknowledged */
     char err[160];      /* the first refusal */
     /* Optional: the batch's messages (n of them; set by cluster_acks_sent)
      * and the stream seq JetStream gave each (0 until acknowledged; a

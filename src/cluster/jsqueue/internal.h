@@ -195,10 +195,10 @@ typedef struct pub_job {
     char dead_id[KV_KEY_CAP + 24];
     char dead_key[KV_KEY_CAP];
     int64_t stored_ns;
-    jretry retry;    /* a dead letter JetStream refused, tried again */
-    int stream_seen; /* topic->created when queued: not asked for first */
-    int has_stats;
-    queue_topic_stats stats;
+    jretry retry;      /* a dead letter JetStream refused, tried again */
+    int stream_seen;   /* topic->created when queued: not asked for first */
+    uint32_t stored;   /* of the batch, not duplicates (JetStream's acks) */
+    uint64_t last_seq; /* the highest stream seq they gave */
     queue_publish_cb done;
     void *data;
     int status;

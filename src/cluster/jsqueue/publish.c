@@ -194,7 +194,11 @@ void jsqueue__publish_work(void *arg)
         j->err[0] = '\0';
         return;
     }
-    j->has_stats = s == NATS_OK && jsqueue__stream_stats(j->q, j->stream, &j->stats) == 0;
+    /* The topic's figures as the acks tell them, not by asking the stream
+     * (another round trip per publish); the refresh has them exact within
+     * a second. */
+    j->stored = acks.stored;
+    j->last_seq = acks.last_seq;
 }
 
 /* Settle thread: a stored dead letter's record in the attempts bucket says
@@ -228,7 +232,14 @@ void jsqueue__publish_done(void *arg)
         j->topic->created = 1;
         j->topic->touched = j->q->refresh_serial;
     }
-    if (j->has_stats) j->topic->stats = j->stats;
+    if (j->status == 0 && !j->retry.again) {
+        queue_topic_stats *st = &j->topic->stats;
+        if (j->last_seq > st->published) st->published = j->last_seq;
+        if (j->stored && !st->stored) st->oldest_ms = (int64_t)clock_now_ms();
+        st->stored += j->stored;
+        for (size_t i = 0; j->stored == j->n && i < j->n; i++)
+            st->bytes += j->in[i].len + j->in[i].key_len;
+    }
     if (j->err[0]) log_warn("cluster: cannot publish to %s: %s", j->topic->name, j->err);
     /* Each message's seq where the publisher asked (queue_input.seq). */
     for (size_t i = 0; j->seqs && j->status == 0 && i < j->n; i++)
