@@ -704,6 +704,70 @@ def test_an_ack_the_consumer_leader_misses_is_sent_again(cluster, functions, tmp
     assert wait_for(lambda: dead() == 1, timeout=30)
 
 
+def _node_running(nodes, function):
+    """The node with a busy instance of function (its call under way), or None."""
+    for d in nodes:
+        if d.proc is None or d.proc.poll() is not None:
+            continue
+        want = f'spate_instances{{function="{function}",state="busy"}} '
+        for line in d.request("GET", "/metrics")[2].decode().splitlines():
+            if line.startswith(want) and float(line.split()[-1]) > 0:
+                return d
+    return None
+
+
+def test_a_topic_made_again_does_not_inherit_attempts(cluster, functions, tmp_path):
+    """A topic deleted and made again numbers its messages from 1 again, and
+    the attempts bucket's keys are STREAM.CONSUMER.SEQ: the failure counts of
+    the old topic's messages (left by a trigger removed while they retried)
+    were read for the new messages at the same seqs. A new message handed
+    out again without failing (its node killed in the middle of its run) was
+    given the old message's attempt, past its trigger's max_attempts."""
+    nats, nodes = cluster
+    a, b, c = nodes
+    old = record_dir(tmp_path) / "old.txt"
+    assert a.deploy("reborn", functions["recorder"], max=2, timeout=6000,
+                    env=f"RECORD%3D{old}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "reborn"), timeout=10) for d in nodes)
+    add_trigger(a, nodes, "reborn", "reborn", "?max_attempts=50")
+    payloads = [f"fail{i}" for i in range(4)]
+    publish_lines(b, "reborn", payloads)
+    # Each has failed a few times (its record says so) when the topic goes.
+    assert wait_for(lambda: all(len(runs_by_payload(old).get(p, [])) >= 4 for p in payloads),
+                    timeout=60), runs_by_payload(old)
+    r = c.cli("topic", "rm", "reborn", "--force")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    for d in nodes:
+        assert wait_for(lambda: d.json("GET", "/v1/triggers/reborn/reborn")[0] == 404, timeout=15)
+    assert wait_for(lambda: nats.stream_state("SPATE_T_reborn") is None, timeout=15)
+    time.sleep(3)  # the runs under way end, and their failures are recorded
+
+    new = old.parent / "new.txt"
+    assert a.deploy("reborn", functions["recorder"], max=2, timeout=6000,
+                    env=f"RECORD%3D{new}")[0] == 200
+    for d in nodes:
+        assert wait_for(lambda: d.describe("reborn")["config"]["env"].get("RECORD") == str(new),
+                        timeout=10)
+    add_trigger(b, nodes, "reborn", "reborn", "?max_attempts=3")
+    slow = "sleep:4000:first"
+    publish_lines(c, "reborn", [slow])  # seq 1 again
+    assert wait_for(lambda: _node_running(nodes, "reborn") is not None, timeout=30), \
+        runs_by_payload(new)
+    victim = _node_running(nodes, "reborn")
+    victim.proc.kill()  # in the middle of its run: it comes back after AckWait (11 s)
+    victim.proc.wait()
+    try:
+        assert wait_for(lambda: len(runs_by_payload(new).get(slow, [])) >= 2, timeout=90), \
+            runs_by_payload(new)
+        assert wait_for(lambda: slow in ended(new), timeout=30), runs_by_payload(new)
+        # A node dying is no failure of the function: attempt 1 again.
+        assert runs_by_payload(new)[slow][:2] == [1, 1], runs_by_payload(new)
+    finally:
+        victim.start()
+        assert wait_for(lambda: len([n for n in a.json("GET", "/v1/nodes")[1]["nodes"]
+                                     if n["state"] == "up"]) == 3, timeout=30)
+
+
 def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
     """JetStream's storage is full: the publish must fail, not answer 202
     with messages missing."""

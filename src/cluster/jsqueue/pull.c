@@ -122,11 +122,15 @@ static void read_meta(fetched *f)
             if (n > 0 && n < (int)sizeof v) {
                 memcpy(v, kvEntry_Value(e), (size_t)n);
                 v[n] = '\0';
-                f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
-                /* Settled ("+ACK <stored ns>", "+TERM <stored ns>"), and of
-                 * this very message: a topic made again reuses its seqs. */
+                /* Of this very message only ("<failures> <stored ns>",
+                 * "+ACK <stored ns>", "+TERM <stored ns>"): a topic made
+                 * again reuses its seqs, and an old message's record is
+                 * none of the new one's. A count without a time is from a
+                 * node before times were written: counted. */
                 const char *sp = strchr(v, ' ');
-                if (v[0] == '+' && sp && strtoll(sp + 1, NULL, 10) == f->meta[i].stored_ns)
+                int mine = !sp || strtoll(sp + 1, NULL, 10) == f->meta[i].stored_ns;
+                if (v[0] != '+' && mine) f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
+                if (v[0] == '+' && sp && mine)
                     f->meta[i].settled = strncmp(v, "+TERM", 5) == 0 ? "+TERM" : "+ACK";
             }
             kvEntry_Destroy(e);

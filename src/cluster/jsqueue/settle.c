@@ -85,7 +85,7 @@ void jsqueue__retry_free(jretry *r, void *job)
 /* --- Failed attempts ----------------------------------------------------------------------- */
 
 /* A failure is recorded before the NAK, so that the next delivery reads
- * it; a message that had a record and is done with has it say so, with
+ * it ("<failures> <stored ns>"); a message that had a record and is done with has it say so, with
  * when it was stored ("+ACK <ns>"; "+TERM <ns>" from publish.c), so that a
  * delivery after an ack lost with a consumer leader is settled, not run
  * (pull.c); records go with the bucket's TTL. A record the bucket refuses
@@ -101,7 +101,7 @@ typedef struct settle_job {
     natsMsg *nm;       /* to NAK once recorded; NULL for an ack's record */
     uint32_t failed;   /* attempts failed so far; 0: acked ("+ACK") */
     int64_t delay_ms;  /* before the next delivery */
-    int64_t stored_ns; /* the message's, in an ack's record */
+    int64_t stored_ns; /* the message's, in its record */
     jretry retry;
     char key[KV_KEY_CAP];
 } settle_job;
@@ -128,8 +128,10 @@ static void settle_work(void *arg)
         kvStore_PutString(NULL, j->kv, j->key, v);
         return;
     }
-    char v[16];
-    snprintf(v, sizeof v, "%u", j->failed);
+    /* With the message's stored time too: a topic made again numbers its
+     * messages from 1 again, and an old count must not be a new message's. */
+    char v[48];
+    snprintf(v, sizeof v, "%u %lld", j->failed, (long long)j->stored_ns);
     natsStatus st = put_failure(j, v);
     j->retry.again = st != NATS_OK && jsqueue__retry_allowed(&j->retry);
     if (j->retry.again) {
