@@ -768,6 +768,57 @@ def test_a_topic_made_again_does_not_inherit_attempts(cluster, functions, tmp_pa
                                      if n["state"] == "up"]) == 3, timeout=30)
 
 
+def test_consumer_names_of_two_functions_never_collide(cluster, functions, tmp_path):
+    """A trigger's consumer is F_<function>, an ordered trigger's are
+    F_<function>_kNN and F_<function>_u, and a function's name may hold '_':
+    function x's ordered trigger and function x_u's plain trigger on one
+    topic both took the consumer F_x_u (and the attempts records
+    STREAM.F_x_u.SEQ): the second changed its filter, and the topic's unkeyed
+    messages ran on neither function (and removing the second would have
+    deleted the first's consumer). The second trigger is refused now, in
+    either order, and the first keeps every message."""
+    nats, nodes = cluster
+    a, b, c = nodes
+    recs = record_dir(tmp_path)
+    ordered, plain = recs / "ordered.txt", recs / "plain.txt"
+    assert a.deploy("twin", functions["recorder"], max=2, env=f"RECORD%3D{ordered}")[0] == 201
+    assert a.deploy("twin_u", functions["recorder"], max=2, env=f"RECORD%3D{plain}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "twin") and listed(d, "twin_u"), timeout=10)
+               for d in nodes)
+
+    def consumer_filter(topic, name):
+        return (nats.consumer_config(f"SPATE_T_{topic}", name) or {}).get("filter_subject")
+
+    add_trigger(a, nodes, "twins", "twin", "?ordered=true")
+    status, _, body = b.request("PUT", "/v1/triggers/twins/twin_u")
+    assert status == 409 and b"trigger_conflict" in body, (status, body)
+    assert consumer_filter("twins", "F_twin_u") == "spate.t.twins.u"
+    b.request("DELETE", "/v1/triggers/twins/twin_u")  # whatever it says: the other's stays
+    assert consumer_filter("twins", "F_twin_u") == "spate.t.twins.u"
+    unkeyed = [f"u{i}" for i in range(10)]
+    keyed = [json.dumps({"k": f"k{i % 3}", "n": i}).replace(" ", "") for i in range(10)]
+    publish_lines(c, "twins", unkeyed)
+    publish_lines(c, "twins", keyed, key_field="k")
+    everything = sorted(unkeyed + keyed)
+    assert wait_for(lambda: sorted(ended(ordered)) == everything, timeout=60), \
+        (sorted(ended(ordered)), sorted(ended(plain)))
+
+    # The other order: the plain trigger first.
+    add_trigger(b, nodes, "twins2", "twin_u")
+    status, _, body = a.request("PUT", "/v1/triggers/twins2/twin?ordered=true")
+    assert status == 409 and b"trigger_conflict" in body, (status, body)
+    assert consumer_filter("twins2", "F_twin_u") == "spate.t.twins2.>"
+    a.request("DELETE", "/v1/triggers/twins2/twin")
+    publish_lines(c, "twins2", unkeyed)
+    publish_lines(c, "twins2", keyed, key_field="k")
+    assert wait_for(lambda: sorted(ended(plain)) == everything, timeout=60), \
+        (sorted(ended(plain)), sorted(ended(ordered)))
+    time.sleep(2)
+    assert sorted(ended(plain)) == everything and sorted(ended(ordered)) == everything
+    for topic in ("twins", "twins2"):
+        assert c.cli("topic", "rm", topic, "--force").returncode == 0
+
+
 def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
     """JetStream's storage is full: the publish must fail, not answer 202
     with messages missing."""
