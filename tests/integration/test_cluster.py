@@ -819,6 +819,26 @@ def test_consumer_names_of_two_functions_never_collide(cluster, functions, tmp_p
         assert c.cli("topic", "rm", topic, "--force").returncode == 0
 
 
+def test_keys_cannot_write_nats_headers(cluster):
+    """A message's key is a NATS header value in cluster mode, and a header
+    ends at a line break: a key "x\\r\\nNats-Msg-Id: same" must not set
+    JetStream's deduplication id (the next such message would be dropped,
+    yet answered 202) nor any header of spate's. (nats.c writes a line break
+    in a value as a space: the key the function sees differs.)"""
+    nats, (a, b, c) = cluster
+    keys = ["x\r\nNats-Msg-Id: same", "y\r\nNats-Msg-Id: same", "z\nSpate-Source: elsewhere",
+            "plain"]
+    lines = [json.dumps({"k": k, "n": i}) for i, k in enumerate(keys)]
+    publish_lines(a, "headers", lines, key_field="k")
+    assert wait_for(lambda: (nats.stream_state("SPATE_T_headers") or {}).get("messages") == 4,
+                    timeout=10), nats.stream_state("SPATE_T_headers")
+    status, doc = b.json("GET", "/v1/topics/headers/messages")
+    assert status == 200, doc
+    got = [(json.loads(m["payload"])["n"], m.get("source")) for m in doc["messages"]]
+    assert got == [(i, None) for i in range(4)], got
+    assert c.cli("topic", "rm", "headers").returncode == 0
+
+
 def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
     """JetStream's storage is full: the publish must fail, not answer 202
     with messages missing."""
