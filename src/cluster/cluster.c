@@ -183,6 +183,21 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
                               kvStore **kv, char *err, size_t cap)
 {
     natsStatus s = NATS_ERR;
+    /* A server without JetStream says so at once: no point asking again
+     * (it said nothing else, and spated stopped after 10 s with "cannot
+     * create the bucket spate-registry: "). */
+    jsAccountInfo *ai = NULL;
+    jsErrCode code = 0;
+    if (js_GetAccountInfo(&ai, c->js, NULL, &code) != NATS_OK &&
+        (code == JSNotEnabledErr || code == JSNotEnabledForAccountErr)) {
+        snprintf(err, cap,
+                 "cluster: JetStream is not enabled on the NATS server%s (start nats-server with "
+                 "-js, or give its configuration a jetstream block%s)",
+                 code == JSNotEnabledForAccountErr ? " for this account" : "",
+                 code == JSNotEnabledForAccountErr ? " and the account jetstream: enabled" : "");
+        return NATS_ERR;
+    }
+    jsAccountInfo_Destroy(ai);
     for (int tries = 0; tries < 100 && !*kv; tries++) {
         s = js_KeyValue(kv, c->js, name);
         if (s != NATS_OK) {
@@ -199,7 +214,8 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
     }
     if (s != NATS_OK)
         snprintf(err, cap, "cluster: cannot create the bucket %s: %s", name,
-                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+                 nats_GetLastError(NULL) && *nats_GetLastError(NULL) ? nats_GetLastError(NULL)
+                                                                     : natsStatus_GetText(s));
     return s;
 }
 

@@ -909,6 +909,26 @@ def test_a_first_publish_jetstream_refuses_before_sending_is_an_error(tmp_path):
         server.wait(10)
 
 
+def test_a_nats_server_without_jetstream_is_said_at_once(tmp_path):
+    """README's cluster section wants nats-servers with JetStream; a new
+    user who starts one without -js got, after 10 s, "cannot create the
+    bucket spate-registry: " (no reason). Now what is missing, at once."""
+    port = free_port()
+    server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=open(tmp_path / "nats.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: _listening(port), timeout=10)
+        d = Spated(tmp_path / "node", args=["--cluster", f"nats://127.0.0.1:{port}"])
+        d.workdir.mkdir()
+        with pytest.raises(RuntimeError) as e:
+            d.start()
+        out = str(e.value)
+        assert "JetStream is not enabled on the NATS server" in out and "-js" in out, out
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _listening(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
