@@ -186,10 +186,13 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
     /* A server without JetStream says so at once: no point asking again
      * (it said nothing else, and spated stopped after 10 s with "cannot
      * create the bucket spate-registry: "). */
-    jsAccountInfo *ai = NULL;
+    char stream[64];
+    snprintf(stream, sizeof stream, "KV_%s", name);
+    jsStreamInfo *si = NULL;
     jsErrCode code = 0;
-    if (js_GetAccountInfo(&ai, c->js, NULL, &code) != NATS_OK &&
-        (code == JSNotEnabledErr || code == JSNotEnabledForAccountErr)) {
+    natsStatus is = js_GetStreamInfo(&si, c->js, stream, NULL, &code);
+    jsStreamInfo_Destroy(si);
+    if (is != NATS_OK && (code == JSNotEnabledErr || code == JSNotEnabledForAccountErr)) {
         snprintf(err, cap,
                  "cluster: JetStream is not enabled on the NATS server%s (start nats-server with "
                  "-js, or give its configuration a jetstream block%s)",
@@ -197,7 +200,6 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
                  code == JSNotEnabledForAccountErr ? " and the account jetstream: enabled" : "");
         return NATS_ERR;
     }
-    jsAccountInfo_Destroy(ai);
     for (int tries = 0; tries < 100 && !*kv; tries++) {
         s = js_KeyValue(kv, c->js, name);
         if (s != NATS_OK) {
