@@ -92,6 +92,13 @@ static void post_fetched(queue_sub *s, fetched *f)
     }
 }
 
+/* A message's Spate-Published header (ms), 0 without one. */
+static long long published_ms(natsMsg *m)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, "Spate-Published", &v) == NATS_OK && v ? strtoll(v, NULL, 10) : 0;
+}
+
 /* Puller thread: where each fetched message sits, and how many of its
  * attempts failed. JetStream's delivery count also counts the times a node
  * handed it back without running it (no room after all, a trigger going,
@@ -122,15 +129,16 @@ static void read_meta(fetched *f)
             if (n > 0 && n < (int)sizeof v) {
                 memcpy(v, kvEntry_Value(e), (size_t)n);
                 v[n] = '\0';
-                /* Of this very message only ("<failures> <stored ns>",
+                /* Of this very message only ("<failures> <published ms>",
                  * "+ACK <stored ns>", "+TERM <stored ns>"): a topic made
                  * again reuses its seqs, and an old message's record is
                  * none of the new one's. A count without a time is from a
                  * node before times were written: counted. */
                 const char *sp = strchr(v, ' ');
-                int mine = !sp || strtoll(sp + 1, NULL, 10) == f->meta[i].stored_ns;
-                if (v[0] != '+' && mine) f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
-                if (v[0] == '+' && sp && mine)
+                long long when = sp ? strtoll(sp + 1, NULL, 10) : 0;
+                if (v[0] != '+' && (!sp || when == published_ms(f->list.Msgs[i])))
+                    f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
+                if (v[0] == '+' && sp && when == f->meta[i].stored_ns)
                     f->meta[i].settled = strncmp(v, "+TERM", 5) == 0 ? "+TERM" : "+ACK";
             }
             kvEntry_Destroy(e);
