@@ -793,6 +793,10 @@ def test_consumer_names_of_two_functions_never_collide(cluster, functions, tmp_p
     status, _, body = b.request("PUT", "/v1/triggers/twins/twin_u")
     assert status == 409 and b"trigger_conflict" in body, (status, body)
     assert consumer_filter("twins", "F_twin_u") == "spate.t.twins.u"
+    # Refused: no such trigger, on any node.
+    for d in nodes:
+        assert d.request("GET", "/v1/triggers/twins/twin_u")[0] == 404
+        assert "twin_u" not in [t["function"] for t in d.json("GET", "/v1/triggers")[1]["triggers"]]
     b.request("DELETE", "/v1/triggers/twins/twin_u")  # whatever it says: the other's stays
     assert consumer_filter("twins", "F_twin_u") == "spate.t.twins.u"
     unkeyed = [f"u{i}" for i in range(10)]
