@@ -85,12 +85,14 @@ void jsqueue__retry_free(jretry *r, void *job)
 /* --- Failed attempts ----------------------------------------------------------------------- */
 
 /* A failure is recorded before the NAK, so that the next delivery reads
- * it ("<failures> <published ms>"); a message that had a record and is done with has it say so,
- * with when it was stored ("+ACK <ns>"; "+TERM <ns>" from publish.c), so that a delivery after an
- * ack lost with a consumer leader is settled, not run (pull.c); records go with the bucket's TTL. A
- * record the bucket refuses (its leader being elected after a nats-server went: "no responders", or
- * a time-out) is tried again, the delivery kept ours meanwhile: NAKed without it, the message would
- * run its attempt again. */
+ * it ("<failures> <published ms>"); a message that had a record and is done
+ * with has it say so, with when it was stored ("+ACK <ns>"; "+TERM <ns>"
+ * from publish.c), so that a delivery after an ack lost with a consumer
+ * leader is settled, not run (pull.c); records go with the bucket's TTL. A
+ * record the bucket refuses (its leader being elected after a nats-server
+ * went: "no responders", or a time-out) is tried again, the delivery kept
+ * ours meanwhile: NAKed without it, the message would run its attempt
+ * again. */
 typedef struct settle_job {
     queue *q;
     kvStore *kv;
