@@ -96,22 +96,6 @@ typedef struct admin_job {
     void *data;
 } admin_job;
 
-/* Worker thread: the attempts bucket's records of a deleted stream's
- * messages go with it (a record matches only its own message, pull.c, but
- * would stay for the bucket's TTL). Gone or not, the deletion stands. */
-static void forget_attempts(queue *q, const char *stream)
-{
-    char filter[KV_KEY_CAP + 32];
-    snprintf(filter, sizeof filter, "$KV." CLUSTER_ATTEMPTS_BUCKET ".%s.>", stream);
-    jsOptions o;
-    jsOptions_Init(&o);
-    o.Stream.Purge.Subject = filter;
-    natsStatus s = js_PurgeStream(q->js, "KV_" CLUSTER_ATTEMPTS_BUCKET, &o, NULL);
-    if (s != NATS_OK)
-        log_warn("cluster: the attempts records of %s stay until their TTL: %s", stream,
-                 natsStatus_GetText(s));
-}
-
 static void admin_work(void *arg)
 {
     admin_job *j = arg;
@@ -132,7 +116,6 @@ static void admin_work(void *arg)
     if (s == NATS_OK && j->what == A_DELETE) {
         j->count = si->State.Msgs;
         s = js_DeleteStream(q->js, j->stream, NULL, NULL);
-        if (s == NATS_OK) forget_attempts(q, j->stream);
     } else if (s == NATS_OK && j->what == A_PURGE) {
         /* Up to the last message as of now: a publish meanwhile stays. */
         jsOptions o;
