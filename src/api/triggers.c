@@ -86,7 +86,14 @@ typedef struct trigger_req {
 static void on_trigger_done(void *data, int status)
 {
     trigger_req *t = data;
-    if (status) {
+    if (status == ERR_EXISTS) { /* cluster mode: its consumer is another trigger's */
+        http_respond_error(t->req, 409, "trigger_conflict",
+                           "cannot add the trigger %s -> %s: another trigger on the topic has a "
+                           "consumer of the same name (an ordered trigger of function X and a "
+                           "trigger of function X_u or X_kNN cannot read one topic); name one of "
+                           "the functions otherwise",
+                           t->topic, t->function);
+    } else if (status) {
         http_respond_error(t->req, 503, "store_unavailable", "cannot save the trigger: %s",
                            err_str(status));
     } else if (t->removing) {

@@ -185,6 +185,23 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
                               kvStore **kv, char *err, size_t cap)
 {
     natsStatus s = NATS_ERR;
+    /* A server without JetStream says so at once: no point asking again
+     * (it said nothing else, and spated stopped after 10 s with "cannot
+     * create the bucket spate-registry: "). */
+    char stream[64];
+    snprintf(stream, sizeof stream, "KV_%s", name);
+    jsStreamInfo *si = NULL;
+    jsErrCode code = 0;
+    natsStatus is = js_GetStreamInfo(&si, c->js, stream, NULL, &code);
+    jsStreamInfo_Destroy(si);
+    if (is != NATS_OK && (code == JSNotEnabledErr || code == JSNotEnabledForAccountErr)) {
+        snprintf(err, cap,
+                 "cluster: JetStream is not enabled on the NATS server%s (start nats-server with "
+                 "-js, or give its configuration a jetstream block%s)",
+                 code == JSNotEnabledForAccountErr ? " for this account" : "",
+                 code == JSNotEnabledForAccountErr ? " and the account jetstream: enabled" : "");
+        return NATS_ERR;
+    }
     for (int tries = 0; tries < 100 && !*kv; tries++) {
         s = js_KeyValue(kv, c->js, name);
         if (s != NATS_OK) {
@@ -201,7 +218,8 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
     }
     if (s != NATS_OK)
         snprintf(err, cap, "cluster: cannot create the bucket %s: %s", name,
-                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+                 nats_GetLastError(NULL) && *nats_GetLastError(NULL) ? nats_GetLastError(NULL)
+                                                                     : natsStatus_GetText(s));
     return s;
 }
 

@@ -120,6 +120,9 @@ typedef void (*cluster_invoke_handler)(void *data, const char *function, const c
                                        cluster_answer_fn answer, void *ctx);
 void cluster_set_invoke_handler(cluster *c, cluster_invoke_handler h, void *data);
 
+/* The failed attempts of messages being retried (jsqueue/): its stream is
+ * "KV_" CLUSTER_ATTEMPTS_BUCKET. */
+#define CLUSTER_ATTEMPTS_BUCKET "spate-attempts"
 /* For the cluster's queue (cluster/jsqueue/): work runs on the worker
  * thread, then done on the loop; post runs fn on the loop (from any thread)
  * (cluster/bridge.h, without drop). */

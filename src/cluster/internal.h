@@ -32,8 +32,6 @@
 #include "common/strmap.h"
 
 #define CLUSTER_BUCKET "spate-registry"
-/* The failed attempts of messages being retried (jsqueue/). */
-#define CLUSTER_ATTEMPTS_BUCKET "spate-attempts"
 #define CLUSTER_ARTIFACT_STREAM "SPATE_ARTIFACTS"
 #define CLUSTER_ID_LEN 16 /* a node's id: hex of 8 random bytes */
 

@@ -1166,6 +1166,7 @@ typedef struct add_ctx {
     char topic[SPATE_TOPIC_NAME_MAX + 1];
     char function[SPATE_NAME_MAX + 1];
     int record;
+    int existed; /* the subscription was there before (a change) */
     queue_done_cb done;
     void *data;
 } add_ctx;
@@ -1178,9 +1179,24 @@ static void change_done(add_ctx *c)
     if (tr->closing) maybe_closed(tr);
 }
 
+static int remove_trigger(triggers *tr, const char *topic, const char *function, int record,
+                          queue_done_cb done, void *data);
+
+static void forgotten(void *data, int status)
+{
+    (void)data;
+    (void)status;
+}
+
 static void on_added(void *data, int status)
 {
     add_ctx *c = data;
+    /* A new trigger the cluster refused (its consumer is another
+     * trigger's: ERR_EXISTS) is no trigger here either: it would show on
+     * this node alone, never pulling. Gone again, its name recorded
+     * nowhere (the other trigger's consumer stays, jsqueue/subscribe.c). */
+    if (status == ERR_EXISTS && !c->existed)
+        remove_trigger(c->tr, c->topic, c->function, 0, forgotten, NULL);
     if (status == 0) {
         queue_sub *sub = queue_find_sub(c->tr->q, c->topic, c->function);
         if (sub && c->record)
@@ -1214,6 +1230,7 @@ static int add(triggers *tr, const char *topic, const queue_sub_config *cfg, int
 {
     add_ctx *c = new_ctx(tr, topic, cfg->function, record, done, data);
     if (!c) return -1;
+    c->existed = queue_find_sub(tr->q, topic, cfg->function) != NULL;
     /* The lease lasts as long as the function may run, as the function is
      * now: set at every add or change of the trigger (a redeploy with another
      * timeout reaches it at its next change, or when a node applies it again

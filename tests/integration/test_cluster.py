@@ -707,6 +707,145 @@ def test_an_ack_the_consumer_leader_misses_is_sent_again(cluster, functions, tmp
     assert wait_for(lambda: dead() == 1, timeout=30)
 
 
+def _node_running(nodes, function):
+    """The node with a busy instance of function (its call under way), or None."""
+    for d in nodes:
+        if d.proc is None or d.proc.poll() is not None:
+            continue
+        want = f'spate_instances{{function="{function}",state="busy"}} '
+        for line in d.request("GET", "/metrics")[2].decode().splitlines():
+            if line.startswith(want) and float(line.split()[-1]) > 0:
+                return d
+    return None
+
+
+def test_a_topic_made_again_does_not_inherit_attempts(cluster, functions, tmp_path):
+    """A topic deleted and made again numbers its messages from 1 again, and
+    the attempts bucket's keys are STREAM.CONSUMER.SEQ: the failure counts of
+    the old topic's messages (left by a trigger removed while they retried)
+    were read for the new messages at the same seqs. A new message handed
+    out again without failing (its node killed in the middle of its run) was
+    given the old message's attempt, past its trigger's max_attempts."""
+    nats, nodes = cluster
+    a, b, c = nodes
+    old = record_dir(tmp_path) / "old.txt"
+    assert a.deploy("reborn", functions["recorder"], max=2, timeout=6000,
+                    env=f"RECORD%3D{old}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "reborn"), timeout=10) for d in nodes)
+    add_trigger(a, nodes, "reborn", "reborn", "?max_attempts=50")
+    payloads = [f"fail{i}" for i in range(4)]
+    publish_lines(b, "reborn", payloads)
+    # Each has failed a few times (its record says so) when the topic goes.
+    assert wait_for(lambda: all(len(runs_by_payload(old).get(p, [])) >= 4 for p in payloads),
+                    timeout=60), runs_by_payload(old)
+    r = c.cli("topic", "rm", "reborn", "--force")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    for d in nodes:
+        assert wait_for(lambda: d.json("GET", "/v1/triggers/reborn/reborn")[0] == 404, timeout=15)
+    assert wait_for(lambda: nats.stream_state("SPATE_T_reborn") is None, timeout=15)
+    time.sleep(3)  # the runs under way end, and their failures are recorded
+
+    new = old.parent / "new.txt"
+    assert a.deploy("reborn", functions["recorder"], max=2, timeout=6000,
+                    env=f"RECORD%3D{new}")[0] == 200
+    for d in nodes:
+        assert wait_for(lambda: d.describe("reborn")["config"]["env"].get("RECORD") == str(new),
+                        timeout=10)
+    add_trigger(b, nodes, "reborn", "reborn", "?max_attempts=3")
+    slow = "sleep:4000:first"
+    publish_lines(c, "reborn", [slow])  # seq 1 again
+    assert wait_for(lambda: _node_running(nodes, "reborn") is not None, timeout=30), \
+        runs_by_payload(new)
+    victim = _node_running(nodes, "reborn")
+    victim.proc.kill()  # in the middle of its run: it comes back after AckWait (11 s)
+    victim.proc.wait()
+    try:
+        assert wait_for(lambda: len(runs_by_payload(new).get(slow, [])) >= 2, timeout=90), \
+            runs_by_payload(new)
+        assert wait_for(lambda: slow in ended(new), timeout=30), runs_by_payload(new)
+        # A node dying is no failure of the function: attempt 1 again.
+        assert runs_by_payload(new)[slow][:2] == [1, 1], runs_by_payload(new)
+    finally:
+        victim.start()
+        assert wait_for(lambda: len([n for n in a.json("GET", "/v1/nodes")[1]["nodes"]
+                                     if n["state"] == "up"]) == 3, timeout=30)
+
+
+def test_consumer_names_of_two_functions_never_collide(cluster, functions, tmp_path):
+    """A trigger's consumer is F_<function>, an ordered trigger's are
+    F_<function>_kNN and F_<function>_u, and a function's name may hold '_':
+    function x's ordered trigger and function x_u's plain trigger on one
+    topic both took the consumer F_x_u (and the attempts records
+    STREAM.F_x_u.SEQ): the second changed its filter, and the topic's unkeyed
+    messages ran on neither function (and removing the second would have
+    deleted the first's consumer). The second trigger is refused now, in
+    either order, and the first keeps every message."""
+    nats, nodes = cluster
+    a, b, c = nodes
+    recs = record_dir(tmp_path)
+    ordered, plain = recs / "ordered.txt", recs / "plain.txt"
+    assert a.deploy("twin", functions["recorder"], max=2, env=f"RECORD%3D{ordered}")[0] == 201
+    assert a.deploy("twin_u", functions["recorder"], max=2, env=f"RECORD%3D{plain}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "twin") and listed(d, "twin_u"), timeout=10)
+               for d in nodes)
+
+    def consumer_filter(topic, name):
+        return (nats.consumer_config(f"SPATE_T_{topic}", name) or {}).get("filter_subject")
+
+    add_trigger(a, nodes, "twins", "twin", "?ordered=true")
+    status, _, body = b.request("PUT", "/v1/triggers/twins/twin_u")
+    assert status == 409 and b"trigger_conflict" in body, (status, body)
+    assert consumer_filter("twins", "F_twin_u") == "spate.t.twins.u"
+    # Refused: no such trigger, on any node.
+    for d in nodes:
+        assert d.request("GET", "/v1/triggers/twins/twin_u")[0] == 404
+        assert "twin_u" not in [t["function"] for t in d.json("GET", "/v1/triggers")[1]["triggers"]]
+    b.request("DELETE", "/v1/triggers/twins/twin_u")  # whatever it says: the other's stays
+    assert consumer_filter("twins", "F_twin_u") == "spate.t.twins.u"
+    unkeyed = [f"u{i}" for i in range(10)]
+    keyed = [json.dumps({"k": f"k{i % 3}", "n": i}).replace(" ", "") for i in range(10)]
+    publish_lines(c, "twins", unkeyed)
+    publish_lines(c, "twins", keyed, key_field="k")
+    everything = sorted(unkeyed + keyed)
+    assert wait_for(lambda: sorted(ended(ordered)) == everything, timeout=60), \
+        (sorted(ended(ordered)), sorted(ended(plain)))
+
+    # The other order: the plain trigger first.
+    add_trigger(b, nodes, "twins2", "twin_u")
+    status, _, body = a.request("PUT", "/v1/triggers/twins2/twin?ordered=true")
+    assert status == 409 and b"trigger_conflict" in body, (status, body)
+    assert consumer_filter("twins2", "F_twin_u") == "spate.t.twins2.>"
+    a.request("DELETE", "/v1/triggers/twins2/twin")
+    publish_lines(c, "twins2", unkeyed)
+    publish_lines(c, "twins2", keyed, key_field="k")
+    assert wait_for(lambda: sorted(ended(plain)) == everything, timeout=60), \
+        (sorted(ended(plain)), sorted(ended(ordered)))
+    time.sleep(2)
+    assert sorted(ended(plain)) == everything and sorted(ended(ordered)) == everything
+    for topic in ("twins", "twins2"):
+        assert c.cli("topic", "rm", topic, "--force").returncode == 0
+
+
+def test_keys_cannot_write_nats_headers(cluster):
+    """A message's key is a NATS header value in cluster mode, and a header
+    ends at a line break: a key "x\\r\\nNats-Msg-Id: same" must not set
+    JetStream's deduplication id (the next such message would be dropped,
+    yet answered 202) nor any header of spate's. (nats.c writes a line break
+    in a value as a space: the key the function sees differs.)"""
+    nats, (a, b, c) = cluster
+    keys = ["x\r\nNats-Msg-Id: same", "y\r\nNats-Msg-Id: same", "z\nSpate-Source: elsewhere",
+            "plain"]
+    lines = [json.dumps({"k": k, "n": i}) for i, k in enumerate(keys)]
+    publish_lines(a, "headers", lines, key_field="k")
+    assert wait_for(lambda: (nats.stream_state("SPATE_T_headers") or {}).get("messages") == 4,
+                    timeout=10), nats.stream_state("SPATE_T_headers")
+    status, doc = b.json("GET", "/v1/topics/headers/messages")
+    assert status == 200, doc
+    got = [(json.loads(m["payload"])["n"], m.get("source")) for m in doc["messages"]]
+    assert got == [(i, None) for i in range(4)], got
+    assert c.cli("topic", "rm", "headers").returncode == 0
+
+
 def test_a_publish_jetstream_refuses_is_not_acknowledged(tmp_path, functions):
     """JetStream's storage is full: the publish must fail, not answer 202
     with messages missing."""
@@ -773,6 +912,26 @@ def test_a_first_publish_jetstream_refuses_before_sending_is_an_error(tmp_path):
         assert d.request("GET", "/v1/health")[0] == 200
     finally:
         d.stop()
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_nats_server_without_jetstream_is_said_at_once(tmp_path):
+    """README's cluster section wants nats-servers with JetStream; a new
+    user who starts one without -js got, after 10 s, "cannot create the
+    bucket spate-registry: " (no reason). Now what is missing, at once."""
+    port = free_port()
+    server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=open(tmp_path / "nats.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: _listening(port), timeout=10)
+        d = Spated(tmp_path / "node", args=["--cluster", f"nats://127.0.0.1:{port}"])
+        d.workdir.mkdir()
+        with pytest.raises(RuntimeError) as e:
+            d.start()
+        out = str(e.value)
+        assert "JetStream is not enabled on the NATS server" in out and "-js" in out, out
+    finally:
         server.terminate()
         server.wait(10)
 

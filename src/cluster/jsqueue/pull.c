@@ -116,6 +116,13 @@ static int given_again(const fetched *f, uint64_t cseq, uint64_t *latest)
     return *latest > cseq;
 }
 
+/* A message's Spate-Published header (ms), 0 without one. */
+static long long published_ms(natsMsg *m)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, "Spate-Published", &v) == NATS_OK && v ? strtoll(v, NULL, 10) : 0;
+}
+
 /* Puller thread: where each fetched message sits, and how many of its
  * attempts failed. JetStream's delivery count also counts the times a node
  * handed it back without running it (no room after all, a trigger going,
@@ -155,11 +162,16 @@ static void read_meta(fetched *f)
             if (n > 0 && n < (int)sizeof v) {
                 memcpy(v, kvEntry_Value(e), (size_t)n);
                 v[n] = '\0';
-                f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
-                /* Settled ("+ACK <stored ns>", "+TERM <stored ns>"), and of
-                 * this very message: a topic made again reuses its seqs. */
+                /* Of this very message only ("<failures> <published ms>",
+                 * "+ACK <stored ns>", "+TERM <stored ns>"): a topic made
+                 * again reuses its seqs, and an old message's record is
+                 * none of the new one's. A count without a time is from a
+                 * node before times were written: counted. */
                 const char *sp = strchr(v, ' ');
-                if (v[0] == '+' && sp && strtoll(sp + 1, NULL, 10) == f->meta[i].stored_ns)
+                long long when = sp ? strtoll(sp + 1, NULL, 10) : 0;
+                if (v[0] != '+' && (!sp || when == published_ms(f->list.Msgs[i])))
+                    f->meta[i].failed = (uint32_t)strtoul(v, NULL, 10);
+                if (v[0] == '+' && sp && when == f->meta[i].stored_ns)
                     f->meta[i].settled = strncmp(v, "+TERM", 5) == 0 ? "+TERM" : "+ACK";
             }
             kvEntry_Destroy(e);

@@ -85,23 +85,25 @@ void jsqueue__retry_free(jretry *r, void *job)
 /* --- Failed attempts ----------------------------------------------------------------------- */
 
 /* A failure is recorded before the NAK, so that the next delivery reads
- * it; a message that had a record and is done with has it say so, with
- * when it was stored ("+ACK <ns>"; "+TERM <ns>" from publish.c), so that a
- * delivery after an ack lost with a consumer leader is settled, not run
- * (pull.c); records go with the bucket's TTL. A record the bucket refuses
- * (its leader being elected after a nats-server went: "no responders", or a
- * time-out) is tried again, the delivery kept ours meanwhile: NAKed
- * without it, the message would run its attempt again. */
+ * it ("<failures> <published ms>"); a message that had a record and is done
+ * with has it say so, with when it was stored ("+ACK <ns>"; "+TERM <ns>"
+ * from publish.c), so that a delivery after an ack lost with a consumer
+ * leader is settled, not run (pull.c); records go with the bucket's TTL. A
+ * record the bucket refuses (its leader being elected after a nats-server
+ * went: "no responders", or a time-out) is tried again, the delivery kept
+ * ours meanwhile: NAKed without it, the message would run its attempt
+ * again. */
 typedef struct settle_job {
     queue *q;
     kvStore *kv;
     /* Kept (its jobs) while the NAK is to come: the message's pull
      * subscription, which the NAK goes through, lives as long as it. */
     queue_sub *sub;
-    natsMsg *nm;       /* to NAK once recorded; NULL for an ack's record */
-    uint32_t failed;   /* attempts failed so far; 0: acked ("+ACK") */
-    int64_t delay_ms;  /* before the next delivery */
-    int64_t stored_ns; /* the message's, in an ack's record */
+    natsMsg *nm;          /* to NAK once recorded; NULL for an ack's record */
+    uint32_t failed;      /* attempts failed so far; 0: acked ("+ACK") */
+    int64_t delay_ms;     /* before the next delivery */
+    int64_t stored_ns;    /* the message's, in an ack's record */
+    int64_t published_ms; /* the message's, in a failure's record */
     jretry retry;
     char key[KV_KEY_CAP];
 } settle_job;
@@ -128,8 +130,12 @@ static void settle_work(void *arg)
         kvStore_PutString(NULL, j->kv, j->key, v);
         return;
     }
-    char v[16];
-    snprintf(v, sizeof v, "%u", j->failed);
+    /* With the message's publish time too (its Spate-Published header,
+     * stored with it: the same in every delivery, unlike the stored time of
+     * the ack subject, beda7ff): a topic made again numbers its messages
+     * from 1 again, and an old count must not be a new message's. */
+    char v[48];
+    snprintf(v, sizeof v, "%u %lld", j->failed, (long long)j->published_ms);
     natsStatus st = put_failure(j, v);
     j->retry.again = st != NATS_OK && jsqueue__retry_allowed(&j->retry);
     if (j->retry.again) {
@@ -167,6 +173,7 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
     j->failed = failed;
     jsqueue__attempts_key(j->key, sizeof j->key, jl->l.sub, jl->pt, jl->m.seq);
     j->stored_ns = jl->stored_ns;
+    j->published_ms = jl->m.published_ms;
     return j;
 }
 

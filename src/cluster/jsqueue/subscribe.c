@@ -15,6 +15,7 @@
 typedef struct sub_job {
     queue_sub *s;
     int remove;
+    _Atomic int foreign; /* a consumer of its name is another trigger's (make_consumer) */
     uint32_t ack_wait_ms;
     queue_done_cb done;
     void *data;
@@ -25,8 +26,24 @@ typedef struct sub_job {
 /* Attempts at a consumer's creation before its trigger fails. */
 #define CONSUMER_ATTEMPTS 3
 
+/* Worker thread: whether the stream has a consumer named as pt with another
+ * filter: another trigger's. A function's name may hold '_', so function
+ * x's ordered trigger (F_x_u, F_x_kNN) and function x_u's or x_k07's plain
+ * one (F_x_u, F_x_k07) name the same consumer; made or changed for the
+ * second, the first's messages went to either, or to neither. */
+static int foreign_consumer(queue *q, const char *stream, const struct part *pt)
+{
+    jsConsumerInfo *ci = NULL;
+    if (js_GetConsumerInfo(&ci, q->js, stream, pt->durable, NULL, NULL) != NATS_OK) return 0;
+    const char *filter = ci->Config ? ci->Config->FilterSubject : NULL;
+    int foreign = !filter || strcmp(filter, pt->filter) != 0;
+    jsConsumerInfo_Destroy(ci);
+    return foreign;
+}
+
 /* One consumer of a subscription, created (or changed) and bound. */
-static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait_ms)
+static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait_ms,
+                                _Atomic int *foreign)
 {
     queue *q = s->q;
     jsConsumerConfig cc;
@@ -46,6 +63,12 @@ static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait
     natsStatus st = NATS_TIMEOUT;
     for (int attempt = 0; attempt < CONSUMER_ATTEMPTS && st == NATS_TIMEOUT; attempt++) {
         jsConsumerInfo *ci = NULL;
+        /* Asked first: JetStream takes an add of a consumer that exists as
+         * a change of its configuration, filter included. */
+        if (foreign_consumer(q, s->topic->stream, pt)) {
+            *foreign = 1;
+            return NATS_ERR;
+        }
         st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
         if (st != NATS_OK && st != NATS_TIMEOUT) /* it exists: a new configuration */
             st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
@@ -73,7 +96,7 @@ static void *maker_main(void *arg)
     queue_sub *s = m->j->s;
     m->st = NATS_OK;
     for (int i = m->first; i < s->nparts && m->st == NATS_OK; i += SPATE_JS_CONSUMER_MAKERS)
-        m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms);
+        m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms, &m->j->foreign);
     return NULL;
 }
 
@@ -86,6 +109,8 @@ static void subscribe_work(void *arg)
     if (j->remove) {
         st = NATS_OK;
         for (int i = 0; i < s->nparts; i++) {
+            /* Another trigger's (this one was refused it): left alone. */
+            if (foreign_consumer(q, s->topic->stream, &s->parts[i])) continue;
             natsStatus d =
                 js_DeleteConsumer(q->js, s->topic->stream, s->parts[i].durable, NULL, NULL);
             if (d != NATS_OK && d != NATS_NOT_FOUND) st = d;
@@ -108,8 +133,13 @@ static void subscribe_work(void *arg)
             if (m[i].st != NATS_OK) st = m[i].st;
         }
     }
-    j->status = st == NATS_OK ? 0 : ERR_IO;
-    if (st != NATS_OK)
+    j->status = st == NATS_OK ? 0 : j->foreign ? ERR_EXISTS : ERR_IO;
+    if (j->foreign)
+        snprintf(j->err, sizeof j->err,
+                 "another trigger on this topic has a consumer of the same name: an ordered "
+                 "trigger of function X and a trigger of function X_u or X_kNN cannot read one "
+                 "topic; name one of the functions otherwise");
+    else if (st != NATS_OK)
         snprintf(j->err, sizeof j->err, "%s",
                  nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(st));
 }
