@@ -1120,3 +1120,26 @@ def test_the_stored_time_in_an_ack_subject_is_the_same_after_leader_changes(tmp_
         assert all(s[3] == stored for s in seen), (stored, seen)
     finally:
         nats.stop()
+
+
+def test_a_keyed_dead_letter_keeps_its_key(cluster, functions, tmp_path):
+    """A dead letter's key was read, on the worker thread, from its lease
+    after the lease was freed (AddressSanitizer: heap-use-after-free, in
+    the cluster nemesis under ASan; unseen otherwise). It is the message's."""
+    nats, (a, b, c) = cluster
+    rec = record_dir(tmp_path) / "keyed.txt"
+    assert a.deploy("keyed", functions["recorder"], env=f"RECORD%3D{rec}")[0] == 201
+    assert all(wait_for(lambda: listed(d, "keyed"), timeout=10) for d in (a, b, c))
+    add_trigger(a, (a, b, c), "keyed", "keyed", "?max_attempts=1&ordered=true")
+    for key in ("alpha", "beta"):
+        status, _, out = b.request("POST", "/v1/topics/keyed/messages", f"fail-{key}\n".encode(),
+                                   {"Content-Type": "application/x-ndjson", "Spate-Key": key})
+        assert status == 202, out
+
+    def dead():
+        status, doc = c.json("GET", "/v1/topics/keyed.dlq/messages")
+        return doc["messages"] if status == 200 else []
+
+    assert wait_for(lambda: len(dead()) == 2, timeout=60), (dead(), ended(rec))
+    assert sorted((m["payload"], m["key"]) for m in dead()) == \
+        [("fail-alpha", "alpha"), ("fail-beta", "beta")], dead()

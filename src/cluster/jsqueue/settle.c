@@ -235,8 +235,15 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     buf_init(&j->body, 0);
     in->data = jl->m.data;
     in->len = jl->m.len;
-    in->key = jl->m.key;
-    in->key_len = jl->m.key_len;
+    /* The key as the message's header has it: jl's copy goes below, and the
+     * job reads it later on the worker thread (a use after free ASan found
+     * in the cluster nemesis). The same length: the part it hashes to. */
+    const char *key = NULL;
+    if (jl->m.key && natsMsgHeader_Get(jl->nm, "Spate-Key", &key) == NATS_OK && key &&
+        strlen(key) >= jl->m.key_len) {
+        in->key = key;
+        in->key_len = jl->m.key_len;
+    }
     in->attrs = jl->m.attrs; /* copied: jl goes below, the message's headers stay */
     /* Sent again after an answer lost (publish.c), stored once: JetStream's
      * deduplication on the message's place in its trigger. */
