@@ -421,9 +421,13 @@ static void loop_while(src_conn *c, int (*waiting)(const src_conn *))
     uint64_t end = clock_mono_ns() + (uint64_t)SPATE_SOURCE_IO_TIMEOUT_MS * 1000000;
     while (waiting(c) && !c->failed[0] && clock_mono_ns() < end) {
         int rc = mosquitto_loop(c->m, 100, 1);
+        /* A TLS error's reason is in the library's log (OpenSSL's), not in
+         * rc ("A TLS error occurred"): both. */
+        int tls = rc == MOSQ_ERR_TLS && c->lib_error[0];
         if (rc != MOSQ_ERR_SUCCESS && !c->failed[0])
-            snprintf(c->failed, sizeof c->failed, "%s",
-                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+            snprintf(c->failed, sizeof c->failed, "%s%s%s%s",
+                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                     tls ? " (" : "", tls ? c->lib_error : "", tls ? ")" : "");
     }
 }
 
@@ -537,7 +541,7 @@ static int connect_(const void *cfgp, const char *consumer, src_conn **out, char
     } else if (!connacked) {
         const char *why = c->failed[0] ? c->failed : c->lib_error;
         char tls[300] = "";
-        if (cfg->tls.on && strncmp(c->lib_error, "OpenSSL", 7) != 0) tls_why(cfg, tls, sizeof tls);
+        if (cfg->tls.on && !strstr(why, "OpenSSL")) tls_why(cfg, tls, sizeof tls);
         snprintf(err, errcap, "no CONNACK from %s:%d%s%s%s%s%s", cfg->host, cfg->port,
                  why[0] ? ": " : " in time", why, tls[0] ? " (" : "", tls, tls[0] ? ")" : "");
         rc = ERR_IO;
