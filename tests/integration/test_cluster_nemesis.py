@@ -64,4 +64,8 @@ KNOWN = (
     # 300 s one; 50-80 a campaign before its records were read from the
     # bucket's leader and retried): not explained yet.
     ("sqs: ", "ApproximateReceiveCount not growing"),
+    # One failing batch message run twice as attempt 2, 0.3 s apart, with no
+    # fault between (make check in session 44, seed 499993639; the seed run
+    # again did not show it): not explained yet. xfail, not pass: it shows.
+    ("bat: ", "duplicates with no fault that explains them"),
 )

@@ -88,6 +88,7 @@ typedef struct maker {
     sub_job *j;
     int first;
     natsStatus st;
+    char err[160]; /* why, when st is not NATS_OK: nats.c's last error is its thread's */
 } maker;
 
 static void *maker_main(void *arg)
@@ -95,8 +96,15 @@ static void *maker_main(void *arg)
     maker *m = arg;
     queue_sub *s = m->j->s;
     m->st = NATS_OK;
-    for (int i = m->first; i < s->nparts && m->st == NATS_OK; i += SPATE_JS_CONSUMER_MAKERS)
+    int i = m->first;
+    for (; i < s->nparts && m->st == NATS_OK; i += SPATE_JS_CONSUMER_MAKERS)
         m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms, &m->j->foreign);
+    if (m->st != NATS_OK) {
+        const char *why = nats_GetLastError(NULL);
+        snprintf(m->err, sizeof m->err, "consumer %s: %s",
+                 s->parts[i - SPATE_JS_CONSUMER_MAKERS].durable,
+                 why && why[0] ? why : natsStatus_GetText(m->st));
+    }
     return NULL;
 }
 
@@ -106,6 +114,7 @@ static void subscribe_work(void *arg)
     queue_sub *s = j->s;
     queue *q = s->q;
     natsStatus st;
+    const char *why = NULL; /* a consumer maker's */
     if (j->remove) {
         st = NATS_OK;
         for (int i = 0; i < s->nparts; i++) {
@@ -130,7 +139,10 @@ static void subscribe_work(void *arg)
         }
         for (int i = 0; i < n; i++) {
             if (th[i]) pthread_join(th[i], NULL);
-            if (m[i].st != NATS_OK) st = m[i].st;
+            if (m[i].st != NATS_OK) {
+                st = m[i].st;
+                why = m[i].err;
+            }
         }
     }
     j->status = st == NATS_OK ? 0 : j->foreign ? ERR_EXISTS : ERR_IO;
@@ -139,9 +151,12 @@ static void subscribe_work(void *arg)
                  "another trigger on this topic has a consumer of the same name: an ordered "
                  "trigger of function X and a trigger of function X_u or X_kNN cannot read one "
                  "topic; name one of the functions otherwise");
+    else if (st != NATS_OK && why)
+        snprintf(j->err, sizeof j->err, "%s", why);
     else if (st != NATS_OK)
         snprintf(j->err, sizeof j->err, "%s",
-                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(st));
+                 nats_GetLastError(NULL) && nats_GetLastError(NULL)[0] ? nats_GetLastError(NULL)
+                                                                       : natsStatus_GetText(st));
 }
 
 /* Fetched and not leased: back to the other nodes now, not after AckWait. */
