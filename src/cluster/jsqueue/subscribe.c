@@ -23,8 +23,13 @@ typedef struct sub_job {
     char err[200];
 } sub_job;
 
-/* Attempts at a consumer's creation before its trigger fails. */
+/* Attempts at a consumer's creation before its trigger fails: after time-
+ * outs (2 s each), and after "JetStream system temporarily unavailable"
+ * (its meta leader being elected after a nats-server went: make check saw
+ * an ordered trigger's 65 consumers meet it), each after a wait. */
 #define CONSUMER_ATTEMPTS 3
+#define CONSUMER_UNAVAILABLE_ATTEMPTS 12
+#define CONSUMER_UNAVAILABLE_WAIT_MS 500
 
 /* Worker thread: whether the stream has a consumer named as pt with another
  * filter: another trigger's. A function's name may hold '_', so function
@@ -61,17 +66,25 @@ static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait
      * in a three-node test). Add and update are idempotent: a consumer a
      * timed-out call made is found and updated by the next attempt. */
     natsStatus st = NATS_TIMEOUT;
-    for (int attempt = 0; attempt < CONSUMER_ATTEMPTS && st == NATS_TIMEOUT; attempt++) {
+    jsErrCode code = 0;
+    for (int attempt = 0;
+         code == JSClusterNotAvailErr ? attempt < CONSUMER_UNAVAILABLE_ATTEMPTS
+                                      : attempt < CONSUMER_ATTEMPTS && st == NATS_TIMEOUT;
+         attempt++) {
         jsConsumerInfo *ci = NULL;
+        if (code == JSClusterNotAvailErr) nats_Sleep(CONSUMER_UNAVAILABLE_WAIT_MS);
+        code = 0;
         /* Asked first: JetStream takes an add of a consumer that exists as
          * a change of its configuration, filter included. */
         if (foreign_consumer(q, s->topic->stream, pt)) {
             *foreign = 1;
             return NATS_ERR;
         }
-        st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
-        if (st != NATS_OK && st != NATS_TIMEOUT) /* it exists: a new configuration */
-            st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, NULL);
+        st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, &code);
+        if (st != NATS_OK && st != NATS_TIMEOUT && code != JSClusterNotAvailErr) {
+            code = 0; /* it exists: a new configuration */
+            st = js_UpdateConsumer(&ci, q->js, s->topic->stream, &cc, NULL, &code);
+        }
         if (ci) jsConsumerInfo_Destroy(ci);
     }
     if (st == NATS_OK && !pt->pull) {
