@@ -131,9 +131,10 @@ static void settle_work(void *arg)
         return;
     }
     /* With the message's publish time too (its Spate-Published header,
-     * stored with it: the same in every delivery, unlike the stored time of
-     * the ack subject, beda7ff): a topic made again numbers its messages
-     * from 1 again, and an old count must not be a new message's. */
+     * stored with it: the same in every delivery; the ack subject's stored
+     * time is too, test_cluster.py pins it, but a record of an older node
+     * without it stays readable this way): a topic made again numbers its
+     * messages from 1 again, and an old count must not be a new message's. */
     char v[48];
     snprintf(v, sizeof v, "%u %lld", j->failed, (long long)j->published_ms);
     natsStatus st = put_failure(j, v);
