@@ -85,6 +85,10 @@ int api_topic_over_limit(api *a, const char *topic);
 uint32_t api_max_topics(const api *a);
 /* Answers 409 topic_limit for topic, naming the limit. */
 void api_respond_topic_limit(api *a, http_request *req, const char *topic);
+/* In a cluster, whether topic's stream name is over JetStream's maximum:
+ * then answered 400 (a publish was answered 503 "publish again" for ever,
+ * and a trigger's dead letters were never stored). */
+int api_topic_too_long(api *a, http_request *req, const char *topic);
 
 enum route {
     R_NONE,

@@ -44,6 +44,17 @@ void api_respond_topic_limit(api *a, http_request *req, const char *topic)
                        topic, api_max_topics(a));
 }
 
+int api_topic_too_long(api *a, http_request *req, const char *topic)
+{
+    size_t n = name_topic_stream(topic, strlen(topic), NULL, 0);
+    if (!(queue_flags(a->q) & QUEUE_SHARED) || n <= SPATE_JS_STREAM_NAME_MAX) return 0;
+    http_respond_error(req, 400, "bad_topic",
+                       "topic name '%s' is too long for a cluster: its JetStream stream name "
+                       "would be %zu bytes, at most %d ('.' and '_' count 3 each)",
+                       topic, n, SPATE_JS_STREAM_NAME_MAX);
+    return 1;
+}
+
 /* --- Topic stats ---------------------------------------------------------------------- */
 
 static double age_s(int64_t oldest_ms)
@@ -705,6 +716,7 @@ void api_topics(api *a, http_request *req, const route_match *m)
         }
         memcpy(topic, m->name, m->name_len);
         topic[m->name_len] = '\0';
+        if (api_topic_too_long(a, req, topic)) return;
     }
     switch (m->route) {
     case R_TOPIC_MESSAGES:

@@ -210,6 +210,7 @@ static void add_trigger_route(api *a, http_request *req, const char *topic, cons
         http_respond_error(req, 400, "bad_parameter", "the dead-letter topic cannot be the topic");
         return;
     }
+    if (api_topic_too_long(a, req, topic) || api_topic_too_long(a, req, p.cfg.dlq)) return;
     p.cfg.modified_ms = clock_now_ms();
     trigger_req *t = calloc(1, sizeof *t);
     if (!t) {

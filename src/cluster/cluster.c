@@ -217,9 +217,7 @@ static natsStatus open_bucket(cluster *c, const char *name, int replicas, int64_
         if (s != NATS_OK) usleep(100 * 1000);
     }
     if (s != NATS_OK)
-        snprintf(err, cap, "cluster: cannot create the bucket %s: %s", name,
-                 nats_GetLastError(NULL) && *nats_GetLastError(NULL) ? nats_GetLastError(NULL)
-                                                                     : natsStatus_GetText(s));
+        snprintf(err, cap, "cluster: cannot create the bucket %s: %s", name, cluster_nats_why(s));
     return s;
 }
 
@@ -409,6 +407,17 @@ int cluster_start(uv_loop_t *loop, const cluster_config *cfg, cluster **out, cha
             free(known);
         }
         replicas = count >= 3 ? 3 : 1;
+        /* The servers it knows are those of --cluster and those they
+         * advertise: three nats-servers on one machine listening on every
+         * address advertise none (loopback), and a --cluster naming two of
+         * them made every bucket and stream with one replica, silently
+         * (README's example did): the loss of one server lost them. */
+        if (count < 3)
+            log_warn("cluster: %d nats-server%s known (those --cluster names and those they "
+                     "advertise): buckets and streams get 1 replica, and are lost with the "
+                     "server holding them; in a cluster of three or more, name every server "
+                     "(--cluster nats://A,nats://B,nats://C) or give --cluster-replicas",
+                     count, count == 1 ? "" : "s");
     }
     c->replicas = replicas;
     /* Short waits: while leaders are elected a call may go unanswered;
@@ -491,4 +500,10 @@ void cluster_stop(cluster *c)
     bridge_close(c->bridge); /* frees what is left */
     bridge_close(c->settler);
     uv_close((uv_handle_t *)&c->heartbeat, on_heartbeat_closed);
+}
+
+const char *cluster_nats_why(int status)
+{
+    const char *why = nats_GetLastError(NULL);
+    return why && why[0] ? why : natsStatus_GetText((natsStatus)status);
 }

@@ -137,6 +137,10 @@ struct __jsCtx *cluster_js(const cluster *c);
 /* The connection under it: requests the JetStream context has no call for
  * (pipelined deletions, cluster/jsqueue/trim.c). */
 struct __natsConnection *cluster_nc(const cluster *c);
+/* Why a nats.c call on this thread failed: its last error (TLS,
+ * authorization, JetStream's description), or, when that is empty as after
+ * some failures, the status's text. */
+const char *cluster_nats_why(int status);
 /* The async publishes JetStream refused, of one batch on the worker thread
  * (one batch at a time), counted between begin and end. */
 typedef struct cluster_acks {

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cluster/cluster.h"
 #include "common/limits.h"
 #include "common/log.h"
 
@@ -156,9 +157,8 @@ static int set_creds(natsOptions *o, const char *path, char *err, size_t cap)
         s = natsOptions_SetNKeyFromSeed(o, pub, path);
     }
     if (s != NATS_OK) {
-        const char *why = nats_GetLastError(NULL);
         snprintf(err, cap, "cluster: cannot use --cluster-creds '%s': %s", path,
-                 why ? why : natsStatus_GetText(s));
+                 cluster_nats_why(s));
         return -1;
     }
     return 0;
@@ -179,9 +179,7 @@ static int check_pem(const char *what, const char *path, const char *mark, const
 
 static int nats_failed(natsStatus s, const char *what, const char *path, char *err, size_t cap)
 {
-    const char *why = nats_GetLastError(NULL);
-    snprintf(err, cap, "cluster: cannot load %s '%s': %s", what, path,
-             why ? why : natsStatus_GetText(s));
+    snprintf(err, cap, "cluster: cannot load %s '%s': %s", what, path, cluster_nats_why(s));
     return -1;
 }
 

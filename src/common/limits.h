@@ -114,6 +114,9 @@
 #define SPATE_ASYNC_HOPS_MAX 16
 /* Topic names also allow '.', for "TOPIC.dlq". */
 #define SPATE_TOPIC_NAME_MAX 128
+/* In a cluster a topic is a JetStream stream, whose name JetStream takes up
+ * to this long (name_topic_stream): 128 '.' or '_' do not fit. */
+#define SPATE_JS_STREAM_NAME_MAX 255
 /* Topics a node keeps (--max-topics): anyone who may publish makes one by
  * naming it, and each costs memory (about 1 KiB with its store row and
  * index entries) and a share of every listing, sample and scrape. 100,000
@@ -563,6 +566,14 @@
 #define SPATE_JS_TRIM_WINDOW 256
 #define SPATE_JS_TRIM_WAIT_MS 2000
 #define SPATE_JS_TRIM_MAX 100000
+/* How long (ms) a read of a topic's stored messages, or an ordered part's
+ * look for a message JetStream skipped, waits for the stream's leader to
+ * name the next one (cluster/jsqueue/streams.c). */
+#define SPATE_JS_LOOKUP_WAIT_MS 2000
+/* At most this many messages JetStream skipped (cluster/jsqueue/skipped.c)
+ * are published again below one ordered delivery: it forgets one at a leader
+ * change, and more means its part's mark is wrong. */
+#define SPATE_JS_SKIPPED_MAX 8
 /* A consumer's AckWait is the subscription's ack wait (the function's
  * timeout) plus this (ms): time to fetch, start and settle beyond the run.
  * What a dead node held goes to the others after it, so it is also how much
@@ -602,9 +613,20 @@
  * consumer takes JetStream ~0.5 s, and an ordered trigger has 65. A thread
  * each, for the set-up only. */
 #define SPATE_JS_CONSUMER_MAKERS 8
+/* A trigger's consumers are asked for (made, or deleted at its removal)
+ * again after a time-out, or while JetStream has no meta leader, until the
+ * set-up or removal has taken this long (ms); then it fails with why (503). Under make check's load
+ * three 2 s time-outs in a row were seen; the HTTP caller waits, as for any JetStream call. */
+#define SPATE_JS_CONSUMER_MAKE_FOR_MS 20000
 /* A publish waits this long (ms) for JetStream's acknowledgement of its
  * batch before it fails (nothing acknowledged to the client). */
 #define SPATE_JS_PUBLISH_ACK_WAIT_MS 10000
+/* A batch is published in parts of this many messages, each a job of the
+ * cluster's worker thread: a 16 MiB publish of one-byte lines (8 million
+ * messages) held every other publish of its node for minutes (200,000:
+ * 10 s). Under nats.c's 4,000 async publishes in flight, past which a
+ * publish stalls and then fails. */
+#define SPATE_JS_PUBLISH_PART 2048
 /* Stored messages one read or redrive takes at most (the API asks for at
  * most 1000). Each may be SPATE_MESSAGE_MAX, and a read holds them all until
  * it is answered. */

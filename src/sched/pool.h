@@ -74,6 +74,7 @@ struct invocation {
     uint64_t wait_deadline; /* loop ms */
     uint64_t wait_seen;     /* loop ms: seen past wait_deadline after a stall, or 0 */
     uint64_t queued_ns;
+    int wait_observed; /* its queue wait is in the histogram (one start counted) */
     pinst *runner;
     uint32_t version;    /* the version that ran it, once dispatched */
     uint32_t timeout_ms; /* of that version; before, of the active one */

@@ -65,8 +65,9 @@ typedef struct tinv {
     buf event; /* a batch's event: the payload */
     char request_id[REQID_LEN + 1];
     uint32_t version; /* the version an async invocation names; 0: the active one */
-    /* Leased from a queue's receiver: in triggers->running until it ends,
-     * touched at touch_at (loop ms) and every touch period after. */
+    /* Leased from a queue's receiver (its receipt handles settle it), or
+     * in cluster mode: in triggers->running until it ends, touched at
+     * touch_at (loop ms) and every touch period after (cluster mode). */
     list_node running;
     uint64_t touch_at;
     /* What the function did to each lease by its event's receipt handle
@@ -99,7 +100,7 @@ struct triggers {
     triggers_outcome_cb outcome_hook;
     void *outcome_data;
     triggers_receiver receiver; /* a queue's receiver (api/sqs.c); zeroed: none */
-    list_node running;          /* tinvs of leases from a queue's receiver (touch_held) */
+    list_node running;          /* tinvs of a receiver's leases, or of any in cluster mode */
 };
 
 static void pump(trigger *t);
@@ -303,20 +304,30 @@ static void tick_one(const char *key, void *value, void *data)
     }
 }
 
-/* Cluster mode: a trigger's leases from a queue's receiver are held from
- * the other nodes as a receive's are. The receiver's AckWait is the queue's
- * VisibilityTimeout (and a margin), sized for ReceiveMessage, not for the
- * function: a batch gathering for its window, or an invocation running
- * longer than that, was given to another node by JetStream and ran there
- * too (each message once across the nodes no more). So while a batch
- * gathers or runs, its leases are touched (queue_touch, JetStream's in
- * progress) every visibility timeout, as sqs_recv.c touches what a receive
- * holds; the SQLite queue's leases live in the process and need none (its
- * queue_touch does nothing). A run ends by its function's timeout, so a
- * touched lease is not held forever. */
-static uint64_t touch_period_ms(const queue_sub *receiver)
+/* Cluster mode: a trigger's leases are held from the other nodes while its
+ * batch gathers, waits for an instance and runs: touched (queue_touch,
+ * JetStream's in progress) every touch period, as sqs_recv.c touches what a
+ * receive holds; the SQLite queue's leases live in the process and need
+ * none (its queue_touch does nothing, and nothing is listed). A receiver's
+ * AckWait is the queue's VisibilityTimeout (and a margin), sized for
+ * ReceiveMessage, not for the function: a batch gathering for its window,
+ * or an invocation running longer than that, was given to another node by
+ * JetStream and ran there too. A trigger's own AckWait is its function's
+ * timeout and batch window and a margin from the delivery, but a run may
+ * wait for an instance up to a timeout before it starts: the cluster
+ * nemesis saw batches run on two nodes at once after a partition healed,
+ * with nodes' instances slow to start. Runs that end within half their
+ * timeout, most, are never touched. A run ends by its function's timeout,
+ * so a touched lease is not held forever. */
+static uint64_t touch_period_ms(const queue_sub *sub)
 {
-    uint32_t ms = queue_sub_get_config(receiver)->deadline_ms;
+    const queue_sub_config *cfg = queue_sub_get_config(sub);
+    if (!triggers_is_receiver(sub)) {
+        /* The AckWait is ack_wait_ms (or, for 0, the default) and a margin. */
+        uint32_t ms = cfg->ack_wait_ms ? cfg->ack_wait_ms : SPATE_TIMEOUT_DEFAULT_MS;
+        return ms / 2 > SPATE_AUTOSCALE_TICK_MS ? ms / 2 : SPATE_AUTOSCALE_TICK_MS;
+    }
+    uint32_t ms = cfg->deadline_ms;
     /* The AckWait is deadline_ms (or, for 0, the default) and a margin:
      * touching every deadline_ms renews it before it ends. */
     return ms && ms < SPATE_TIMEOUT_DEFAULT_MS ? ms : SPATE_TIMEOUT_DEFAULT_MS;
@@ -328,8 +339,7 @@ static void touch_pending(const char *key, void *value, void *data)
     uint64_t now = *(const uint64_t *)data;
     for (list_node *n = list_first(&fs->triggers); n != &fs->triggers; n = n->next) {
         trigger *t = list_entry(n, trigger, link);
-        if (!t->npending || now < t->pending_touch_at || !triggers_is_receiver(t->pending[0]->sub))
-            continue;
+        if (!t->npending || now < t->pending_touch_at) continue;
         for (uint32_t i = 0; i < t->npending; i++) queue_touch(t->pending[i]);
         if (t->carry) queue_touch(t->carry);
         t->pending_touch_at = now + touch_period_ms(t->pending[0]->sub);
@@ -570,7 +580,7 @@ static void start(trigger *t, fn *f, tinv *ti)
     t->fs->inflight++;
     t->owner->inflight++;
     list_init(&ti->running);
-    if (triggers_is_receiver(ti->leases[0]->sub)) {
+    if (triggers_is_receiver(ti->leases[0]->sub) || (queue_flags(t->owner->q) & QUEUE_SHARED)) {
         list_push_back(&t->owner->running, &ti->running);
         ti->touch_at = uv_now(t->owner->loop) + touch_period_ms(ti->leases[0]->sub);
     }
@@ -950,9 +960,10 @@ int triggers_receiver_settle(triggers *tr, const char *topic, uint64_t seq, uint
                              int op, uint32_t visibility_ms)
 {
     /* Every invocation of a receiver's leases is in running: a few per
-     * function, bounded by the pools. */
+     * function, bounded by the pools (in cluster mode every trigger's too). */
     for (list_node *n = list_first(&tr->running); n != &tr->running; n = n->next) {
         tinv *ti = list_entry(n, tinv, running);
+        if (!ti->n || !triggers_is_receiver(ti->leases[0]->sub)) continue;
         for (uint32_t i = 0; i < ti->n; i++) {
             const queue_lease *l = ti->leases[i];
             if (l->msg->seq != seq || l->attempt != attempt ||
@@ -1188,14 +1199,34 @@ static void forgotten(void *data, int status)
     (void)status;
 }
 
+typedef struct find_trigger {
+    const char *topic, *function;
+    int found;
+} find_trigger;
+
+static void find_one(const char *topic, const queue_sub_config *cfg, void *data)
+{
+    find_trigger *f = data;
+    if (strcmp(topic, f->topic) == 0 && strcmp(cfg->function, f->function) == 0) f->found = 1;
+}
+
 static void on_added(void *data, int status)
 {
     add_ctx *c = data;
     /* A new trigger the cluster refused (its consumer is another
      * trigger's: ERR_EXISTS) is no trigger here either: it would show on
      * this node alone, never pulling. Gone again, its name recorded
-     * nowhere (the other trigger's consumer stays, jsqueue/subscribe.c). */
-    if (status == ERR_EXISTS && !c->existed)
+     * nowhere (the other trigger's consumer stays, jsqueue/subscribe.c).
+     * So is one added through this node that could not be set up (its
+     * consumers not made: JetStream unavailable, answered 503): it stayed,
+     * here alone, never pulling, and an add again was refused (409); the
+     * consumers made before the failure go with it (they would keep the
+     * topic's messages for ever). Unless the registry has it meanwhile
+     * (added through another node): that one is the cluster's. */
+    find_trigger same = {c->topic, c->function, 0};
+    if (status != 0 && status != ERR_EXISTS && !c->existed && c->record)
+        registry_each_trigger(functions_registry(c->tr->table), find_one, &same);
+    if (status != 0 && !c->existed && !same.found && (status == ERR_EXISTS || c->record))
         remove_trigger(c->tr, c->topic, c->function, 0, forgotten, NULL);
     if (status == 0) {
         queue_sub *sub = queue_find_sub(c->tr->q, c->topic, c->function);

@@ -12,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -25,6 +26,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "sources/tls_relay.h"
 
@@ -220,6 +222,41 @@ static void relay_free(src_tls_relay *r)
     free(r);
 }
 
+/* SSL_connect within io_ms in all: the sockets' timeouts bound each read
+ * alone, and a broker sending its handshake a byte at a time held the
+ * source's thread (and spated's stop, which waits for it) for ever. 1 done,
+ * 0 not within io_ms, -1 failed (OpenSSL's error queue, errno say why). */
+static int handshake(SSL *ssl, int fd, uint32_t io_ms)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+    uint64_t end = clock_mono_ns() + (uint64_t)io_ms * 1000000;
+    int rc = -1;
+    for (;;) {
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_connect(ssl);
+        if (n == 1) {
+            rc = 1;
+            break;
+        }
+        int e = SSL_get_error(ssl, n);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) break;
+        uint64_t now = clock_mono_ns();
+        if (now >= end) {
+            rc = 0;
+            break;
+        }
+        struct pollfd p = {.fd = fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+        int left = (int)((end - now + 999999) / 1000000);
+        if (poll(&p, 1, left) < 0 && errno != EINTR) break;
+    }
+    int saved = errno;
+    if (fcntl(fd, F_SETFL, fl) < 0 && rc == 1) rc = -1;
+    errno = saved;
+    return rc;
+}
+
 int src_tls_relay_open(const char *host, int port, const src_tls *t, uint32_t io_ms,
                        src_tls_relay **out, int *plain_fd, char *err, size_t errcap)
 {
@@ -251,7 +288,14 @@ int src_tls_relay_open(const char *host, int port, const src_tls *t, uint32_t io
         relay_free(r);
         return ERR_IO;
     }
-    if (SSL_connect(r->ssl) != 1) {
+    int hs = handshake(r->ssl, r->tcp, io_ms);
+    if (hs == 0) {
+        snprintf(err, errcap, "TLS handshake with %s:%d failed: not done within %u ms", host, port,
+                 (unsigned)io_ms);
+        relay_free(r);
+        return ERR_IO;
+    }
+    if (hs < 0) {
         long v = SSL_get_verify_result(r->ssl);
         unsigned long e = ERR_peek_last_error();
         if (v != X509_V_OK)

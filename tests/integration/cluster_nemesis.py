@@ -9,15 +9,26 @@ next:
   * ``spated_pause``: SIGSTOP of a spated node for 0.2-3 s, then SIGCONT;
   * ``nats_kill``: kill -9 of a nats-server, restarted on its store;
   * ``nats_pause``: SIGSTOP of a nats-server for 0.2-3 s, then SIGCONT;
-  * ``partition``: the third spated node runs in a network namespace of its
-    own (test_partition.Partition: a veth pair, blackhole routes on both
-    sides cut it off from the nats-servers and from the clients) and is cut
-    off for 1-8 s. Only that node: the nats-servers share this namespace, so
-    partitioning a nats-server from the others is not done. Needs root and
-    network namespaces; without them the kind is left out.
-Never more than one nats-server is down or paused at a time (JetStream R3
-needs a quorum of 2): a nats-server's fault ends, and every server answers
-/healthz ok (its streams caught up), before the next fault begins.
+  * ``partition``: the third spated node and the third nats-server run in
+    a network namespace of their own (test_partition.Partition: a veth
+    pair; blackhole routes on both sides cut it), which is cut off for
+    1-8 s: they keep each other, a minority, and lose the other servers,
+    nodes and clients. The node may be a client of the server with it (it
+    stays connected, to a server without a quorum: JetStream's answers stop)
+    or of one outside (its connection goes silent);
+  * ``nats_partition``: only the routes of that nats-server are cut for
+    1-8 s (its routes use addresses of their own): it loses the other
+    servers, every client keeps its connection to it — a node that is its
+    client stays connected but JetStream's answers stop, and what it sent
+    reaches the others only when TCP brings it after the heal;
+  * ``node_partition``: everything but those routes is cut for 1-8 s: the
+    node loses the servers outside and the clients, the server its clients
+    outside, and the server stays in the cluster (the partition of a node
+    alone, as before session 45).
+The last three need root and network namespaces; without them they are left
+out. Never more than one nats-server is down, paused or cut off at a time
+(JetStream R3 needs a quorum of 2): a fault of one ends, and every server
+answers /healthz ok (its streams caught up), before the next fault begins.
 
 Workload (nemesis.Workload; its clients are spread over the three nodes: a
 thread that gets no answer, or a 5xx, goes on with the next node; what it
@@ -39,14 +50,19 @@ out, and its retry is a run again (spated_pause_timeout); so is a deliberate
 failure's final attempt handed back for 1 s when its dead letter's publish
 failed (dead_letter_publish_retried). Ordered: never two of a key at once;
 never out of publish order among answered publishes, except a replay with
-such a fault in between. Dead letters exactly the deliberate failures.
+such a fault in between, or a message JetStream skipped (nats-server before
+2.11 can forget a delivery its replicas did not agree on) that a node found
+and published again — it runs late, once for each such warning in the
+nodes' logs (jetstream_skip). Dead letters exactly the deliberate failures.
 
 Used by tests/integration/test_cluster_nemesis.py (a short run) and
 bench/cluster-nemesis (a long one).
 """
 
+import collections
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -63,8 +79,17 @@ from natscluster import NatsCluster
 TIMEOUT_MS = 2000
 ACK_WAIT_S = TIMEOUT_MS / 1000 + 5
 # Faults that can lose a settlement (and so make a message run again).
-REDELIVERING = ("spated_kill", "partition", "nats_kill", "nats_pause")
-KINDS = ("spated_kill", "spated_pause", "nats_kill", "nats_pause", "partition")
+REDELIVERING = ("spated_kill", "partition", "nats_kill", "nats_pause", "nats_partition",
+                "node_partition")
+KINDS = ("spated_kill", "spated_pause", "nats_kill", "nats_pause", "partition", "nats_partition",
+         "node_partition")
+# On the third node or server, in the namespace.
+PARTED = ("partition", "nats_partition", "node_partition")
+# A node's warning that it published again what JetStream skipped: the key.
+# Only the copy stored (not "by another node", a duplicate of it, nor "cannot
+# be published again"): one allowance per copy.
+SKIPPED = re.compile(r"ord seq=\d+ \(consumer \S+, key (\S+)\) was skipped by JetStream "
+                     r"[^\n]*published again as seq=\d+, after")
 
 
 class ClusterNode(nemesis.Client):
@@ -83,6 +108,11 @@ class Spread:
         self.next = 0
         self.lock = threading.Lock()
         self.moves = 0
+
+    def where(self):
+        """The index of the node this thread asks now."""
+        self.current()
+        return self.local.i
 
     def current(self):
         if not hasattr(self.local, "i"):
@@ -129,9 +159,12 @@ class Redeliveries:
     order_skips_unknown = True
     SLACK_NS = 2_000_000_000  # a settlement sent just after the fault's end, lost in a reconnect
 
-    def __init__(self, events):
+    def __init__(self, events, skipped=()):
         self.faults = sorted((e[1], e[2], e[0]) for e in events if e[0] in REDELIVERING)
         self.pauses = sorted((e[1], e[2]) for e in events if e[0] == "spated_pause")
+        # Keys of the ordered messages JetStream skipped and a node published
+        # again (jsqueue/skipped.c, logged): each runs once late.
+        self.skipped = collections.Counter(skipped)
 
     def epoch(self, ns):
         return 0
@@ -156,6 +189,16 @@ class Redeliveries:
             return "dead_letter_publish_retried"
         return None
 
+    def explain_late(self, a, b):
+        """b's run after a later message of its key: a message that
+        JetStream skipped, found and published again (one for each logged).
+        Its first run, or a run again when JetStream forgot a retry's
+        delivery (the copy starts at attempt 1)."""
+        if self.skipped[b[1]] > 0:
+            self.skipped[b[1]] -= 1
+            return "jetstream_skip"
+        return None
+
     explain_replay = explain
 
     def sqs_life(self, ns):
@@ -165,7 +208,7 @@ class Redeliveries:
 
 def healthy(nats, i):
     try:
-        with urllib.request.urlopen(f"http://{nats.host}:{nats.monitor[i]}/healthz",
+        with urllib.request.urlopen(f"http://{nats.hosts[i]}:{nats.monitor[i]}/healthz",
                                     timeout=2) as r:
             return r.status == 200
     except OSError:
@@ -182,10 +225,11 @@ class ClusterNemesis:
         self.counts = {k: 0 for k in self.kinds()}
         self.problems = []
         self.events = []  # (kind, monotonic ns at its start, at its end, target)
-        self.heal_s = {"nats": [], "partition": []}  # until every server is healthy / it is back
+        # Until every server is healthy / the node is back.
+        self.heal_s = {"nats": [], "partition": []}
 
     def kinds(self):
-        kinds = [k for k in KINDS if k != "partition" or self.part]
+        kinds = [k for k in KINDS if k not in PARTED or self.part]
         return [k for k in kinds if self.only is None or k in self.only]
 
     def run(self, faults, seconds=None):
@@ -194,11 +238,11 @@ class ClusterNemesis:
         while (faults is None or n < faults) and (end is None or time.monotonic() < end):
             time.sleep(self.rng.uniform(0.5, 2.0) * self.scale)
             kind = self.rng.choice(self.kinds())
-            target = len(self.nodes) - 1 if kind == "partition" else \
+            target = len(self.nodes) - 1 if kind in PARTED else \
                 self.rng.randrange(len(self.nodes))
             t0 = time.monotonic_ns()
             getattr(self, kind)(target)
-            if kind.startswith("nats"):
+            if kind.startswith("nats") or kind.endswith("partition"):
                 # It lasts until every server has caught up: acknowledgements
                 # were lost up to 3.4 s after a restart (seed 20261204).
                 self.nats_healthy(kind)
@@ -236,9 +280,17 @@ class ClusterNemesis:
         time.sleep(self.rng.uniform(0.2, 3.0))
         p.send_signal(signal.SIGCONT)
 
-    def partition(self, i):
+    def nats_partition(self, i):
+        self.part.cut("routes")
+        time.sleep(self.rng.uniform(1.0, 8.0))
+        self.part.heal()
+
+    def node_partition(self, i):
+        self.partition(i, "clients")
+
+    def partition(self, i, what="all"):
         d = self.nodes[i]
-        self.part.cut()
+        self.part.cut(what)
         time.sleep(self.rng.uniform(1.0, 8.0))
         self.part.heal()
         t0 = time.monotonic()
@@ -299,19 +351,26 @@ def wait_known(nodes):
 
 
 def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=print,
-        drain_timeout=180, kinds=None):
+        drain_timeout=180, kinds=None, log_level=None):
     """One run: starts the nats-servers and the nodes (workdir must be
     reachable by the functions' user), the workload and the nemesis; drains
     and checks. (fig, problems, text)."""
     workdir.chmod(0o1777)
     log(f"cluster nemesis seed {seed}")
-    part = make_partition(log) if kinds is None or "partition" in kinds else None
+    part = make_partition(log) if kinds is None or set(PARTED) & set(kinds) else None
     nats, nodes = None, []
     try:
-        nats = NatsCluster(workdir, host=part.outer if part else "127.0.0.1")
+        if part:
+            nats = NatsCluster(workdir, hosts=[part.outer, part.outer, part.inner],
+                               route_hosts=[part.outer_routes, part.outer_routes,
+                                            part.inner_routes],
+                               prefixes=[[], [], part.enter()])
+        else:
+            nats = NatsCluster(workdir)
         for i in range(3):
             inside = part and i == 2
-            d = Spated(workdir / f"node{i}", args=["--cluster", nats.urls], writable=[workdir],
+            args = ["--cluster", nats.urls] + (["--log-level", log_level] if log_level else [])
+            d = Spated(workdir / f"node{i}", args=args, writable=[workdir],
                        host=part.inner if inside else "127.0.0.1",
                        prefix=part.enter() if inside else [])
             d.workdir.mkdir()
@@ -334,7 +393,10 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
             nem.resume_all()
         fault_s = time.monotonic() - t_start
         drained = wl.drain(drain_timeout * scale)
-        fig, problems = nemesis.check(spread, wl, nem, Redeliveries(nem.events))
+        skipped = [m.group(1) for d in nodes for n in range(1, d.starts + 1)
+                   for m in SKIPPED.finditer((d.workdir / f"spated-{n}.log")
+                                             .read_text(errors="replace"))]
+        fig, problems = nemesis.check(spread, wl, nem, Redeliveries(nem.events, skipped))
         fig["notes"] = [
             f"faults for {fault_s:.0f} s; clients moved to another node {spread.moves} times; "
             f"nats-servers healthy again after a fault: max "
@@ -350,7 +412,8 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
                     problems.append(f"node{i}/spated-{n}.log has a sanitizer report")
         with open(workdir / "nemesis.json", "w") as f:  # for a post-mortem
             json.dump({"seed": seed, "events": nem.events, "ord": wl.ord, "bat": wl.bat,
-                       "inv": wl.inv, "sqs_sent": wl.sqs_sent, "sqs_receives": wl.sqs_receives,
+                       "inv": wl.inv, "sent": wl.sent, "sqs_sent": wl.sqs_sent,
+                       "sqs_receives": wl.sqs_receives,
                        "sqs_deleted": wl.sqs_deleted, "problems": problems}, f)
         if not drained:
             problems.append("did not drain (triggers or the queue still busy)")

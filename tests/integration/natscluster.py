@@ -166,15 +166,26 @@ accounts {{
 
 class NatsCluster:
     """n nats-servers clustered with JetStream, all on one loopback address;
-    secured (TLS, accounts, permissions) with a NatsSecurity."""
+    secured (TLS, accounts, permissions) with a NatsSecurity. Or each server
+    on addresses of its own: hosts[i] for clients and monitoring,
+    route_hosts[i] for routes, started with the command prefix prefixes[i]
+    (a network namespace: test_partition.Partition)."""
 
-    def __init__(self, tmp, n=3, host="127.0.0.1", security=None):
+    def __init__(self, tmp, n=3, host="127.0.0.1", security=None, hosts=None,
+                 route_hosts=None, prefixes=None, extra=()):
         self.tmp = tmp
+        self.extra = list(extra)  # more nats-server options (unsecured ones only)
         self.host = host
+        self.hosts = hosts or [host] * n
+        self.route_hosts = route_hosts or self.hosts
+        self.prefixes = prefixes or [[]] * n
         self.security = security
-        self.client = [free_port(host) for _ in range(n)]
-        self.route = [free_port(host) for _ in range(n)]
-        self.monitor = [free_port(host) for _ in range(n)]
+        # A port is tried here: in a namespace of its own a server is alone.
+        ports = [lambda i=i: free_port(self.hosts[i] if not self.prefixes[i] else "127.0.0.1")
+                 for i in range(n)]
+        self.client = [ports[i]() for i in range(n)]
+        self.route = [ports[i]() for i in range(n)]
+        self.monitor = [ports[i]() for i in range(n)]
         self.procs = [None] * n
         try:
             for i in range(n):
@@ -192,27 +203,30 @@ class NatsCluster:
             time.sleep(0.1)
 
     def start(self, i):
-        routes = ",".join(f"nats://{self.host}:{p}" for p in self.route)
-        args = ["nats-server", "-js", "-sd", str(self.tmp / f"js{i}"), "-a", self.host,
+        host, route_host = self.hosts[i], self.route_hosts[i]
+        routes = ",".join(f"nats://{h}:{p}" for h, p in zip(self.route_hosts, self.route))
+        args = ["nats-server", "-js", "-sd", str(self.tmp / f"js{i}"), "-a", host,
                 "-p", str(self.client[i]), "-m", str(self.monitor[i]), "-n", f"n{i}",
                 "--cluster_name", "spate",
-                "-cluster", f"nats://{self.host}:{self.route[i]}", "-routes", routes]
+                "-cluster", f"nats://{route_host}:{self.route[i]}", "-routes", routes,
+                *self.extra]
         if self.security:
             # The same through a file, with TLS on clients and routes, and
             # the accounts.
             shutil.copy(PERMISSIONS, self.tmp / "nats-permissions.conf")
             clients, route_tls = self.security.server_conf()
-            route_urls = ", ".join(f'"nats://{self.host}:{p}"' for p in self.route)
+            route_urls = ", ".join(f'"nats://{h}:{p}"'
+                                   for h, p in zip(self.route_hosts, self.route))
             conf = self.tmp / f"nats{i}.conf"
             conf.write_text(f"""
 server_name: n{i}
-host: {self.host}
+host: {host}
 port: {self.client[i]}
-http: "{self.host}:{self.monitor[i]}"
+http: "{host}:{self.monitor[i]}"
 jetstream {{ store_dir: "{self.tmp / f"js{i}"}" }}
 cluster {{
   name: spate
-  listen: "{self.host}:{self.route[i]}"
+  listen: "{route_host}:{self.route[i]}"
   routes: [ {route_urls} ]
   {route_tls}
 }}
@@ -220,10 +234,11 @@ cluster {{
 """)
             args = ["nats-server", "-c", str(conf)]
         self.procs[i] = subprocess.Popen(
-            args, stdout=open(self.tmp / f"nats{i}.log", "ab"), stderr=subprocess.STDOUT)
+            [*self.prefixes[i], *args], stdout=open(self.tmp / f"nats{i}.log", "ab"),
+            stderr=subprocess.STDOUT)
         for _ in range(100):
             try:
-                socket.create_connection((self.host, self.client[i]), timeout=1).close()
+                socket.create_connection((host, self.client[i]), timeout=1).close()
                 return
             except OSError:
                 if self.procs[i].poll() is not None:
@@ -234,7 +249,7 @@ cluster {{
 
     def stream_state(self, name, i=0):
         """A stream's state as server i reports it (its monitoring port)."""
-        url = f"http://{self.host}:{self.monitor[i]}/jsz?streams=true"
+        url = f"http://{self.hosts[i]}:{self.monitor[i]}/jsz?streams=true"
         with urllib.request.urlopen(url, timeout=10) as r:
             doc = json.load(r)
         for account in doc.get("account_details", []):
@@ -243,10 +258,24 @@ cluster {{
                     return stream["state"]
         return None
 
+    def stored_messages(self, name, timeout=30):
+        """A stream's message count once every running server reports the
+        same (a replica may still be catching up when the publish has been
+        answered: server 0 alone once said 199,844 of 200,000)."""
+        counts = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = {(self.stream_state(name, i) or {}).get("messages")
+                      for i, p in enumerate(self.procs) if p and p.poll() is None}
+            if len(counts) == 1:
+                return counts.pop()
+            time.sleep(0.2)
+        raise AssertionError(f"{name}: the servers do not agree within {timeout} s: {counts}")
+
     def stream_detail(self, name, i=0):
         """A stream as server i reports it: its config, state, cluster and
         consumers (consumer_detail)."""
-        url = (f"http://{self.host}:{self.monitor[i]}/jsz?streams=true&consumers=true"
+        url = (f"http://{self.hosts[i]}:{self.monitor[i]}/jsz?streams=true&consumers=true"
                "&config=true")
         with urllib.request.urlopen(url, timeout=10) as r:
             doc = json.load(r)
@@ -293,7 +322,7 @@ cluster {{
 
     @property
     def urls(self):
-        return ",".join(f"nats://{self.host}:{p}" for p in self.client)
+        return ",".join(f"nats://{h}:{p}" for h, p in zip(self.hosts, self.client))
 
     def stop(self):
         for p in self.procs:
@@ -311,6 +340,26 @@ def ok_count(d, function):
         if line.startswith(f'spate_invocations_total{{function="{function}",outcome="ok"}} '):
             return float(line.split()[-1])
     return 0
+
+
+def js_api(nats, subject, body=b"", tries=60, pause=0.5, spread=False):
+    """A JetStream API request, asked again while JetStream is slow to answer
+    or elects a leader (an error, or no answer); spread: each try through a
+    server picked at random. Its answer's JSON."""
+    doc = {}
+    for _ in range(tries):
+        c = NatsClient(nats, random.randrange(len(nats.procs))) if spread else NatsClient(nats)
+        try:
+            got = c.request(subject, body)
+        except OSError:
+            got = None
+        finally:
+            c.close()
+        doc = json.loads(got[1]) if got and got[1] else {}
+        if doc and "error" not in doc:
+            return doc
+        time.sleep(pause)
+    raise AssertionError(f"no answer to {subject}: {doc}")
 
 
 def record_dir(tmp_path):
@@ -339,6 +388,15 @@ def publish_lines(d, topic, lines, key_field=None):
     body = "".join(x + "\n" for x in lines).encode()
     status, _, out = d.request("POST", f"/v1/topics/{topic}/messages", body, headers)
     assert status == 202, out
+
+
+def deploy_everywhere(d, nodes, name, artifact, **kw):
+    """Deploys through d (Spated.deploy's options) and waits until every node
+    lists the function."""
+    status = d.deploy(name, artifact, **kw)[0]
+    assert status == 201, (status, d.log()[-3000:])
+    for n in nodes:
+        assert wait_for(lambda: listed(n, name), timeout=10), name
 
 
 def add_trigger(d, nodes, topic, function, query=""):
@@ -463,10 +521,11 @@ class NatsClient:
         return self.next_msg(timeout)
 
 
-def kv_raw(nats, key, timeout=20):
+def kv_raw(nats, key, timeout=60):
     """The registry bucket's value of key as stored (bytes), or None when
     JetStream says there is none. No answer, or another error (a stream
-    leader being elected on a loaded machine), is asked again."""
+    leader being elected on a loaded machine), is asked again: CI once had
+    none for 20 s under make check's load."""
     deadline = time.monotonic() + timeout
     while True:
         c = NatsClient(nats)

@@ -250,6 +250,9 @@ class Workload:
         self.sqs_deleted = {}  # MessageId -> monotonic ns of the acknowledged delete
         self.statuses = {}
         self.seqs = {}  # payload -> (seq, monotonic ns of the publish, of its answer)
+        # payload -> (monotonic ns of the publish, of its answer, node asked):
+        # where the client has a where() (a cluster's Spread), for a post-mortem
+        self.sent = {}
 
     def record(self, what):
         return self.workdir / f"{what}.log"
@@ -319,9 +322,13 @@ class Workload:
             n += 1
             payload = f"ord:{key}:{n}" + (":fail" if rng.random() < 0.03 else "")
             t0 = time.monotonic_ns()
+            where = self.node.where() if hasattr(self.node, "where") else None
             status, doc = self.node.request("POST", "/v1/topics/ord/messages", payload.encode(),
                                             {"Spate-Key": key})
             self.count("ord", status)
+            if where is not None:
+                with self.lock:
+                    self.sent[payload] = (t0, time.monotonic_ns(), where, status)
             if status == 202 and "first_seq" in doc:  # a cluster answers {"published": N}
                 with self.lock:
                     self.seqs[payload] = (doc["first_seq"], t0, time.monotonic_ns())
@@ -575,6 +582,8 @@ def check(node, wl, nemesis, model=None):
     for r in read_records(wl.record("ord")):
         per_key.setdefault(r[1], []).append(r)
     overlaps, cross_overlaps, disorder, replays, explained_replays = [], [], [], [], 0
+    late_explained = 0  # first runs late after a logged JetStream skip (cluster_nemesis)
+    skip_replays = 0  # runs again after one
     # A publish that was not answered may have reached the stream after a
     # later one of its key made through another node (a cluster's clients
     # go on with the next node): only answered ones have a known order.
@@ -594,6 +603,16 @@ def check(node, wl, nemesis, model=None):
                 # out of order, or a message's first run out of order.
                 if b[2] in ran and model.explain_replay(a, b):
                     explained_replays += 1
+                elif getattr(model, "explain_late", None) and (
+                        b[2] not in ran or ":fail" in b[2]) and model.explain_late(a, b):
+                    # A copy of a skipped message: its first run, or (a
+                    # deliberately failing message's retry delivery
+                    # forgotten) a run again. Any other run again is a
+                    # problem: a settled message published again.
+                    if b[2] in ran:
+                        skip_replays += 1
+                    else:
+                        late_explained += 1
                 else:
                     (replays if b[2] in ran else disorder).append((a, b))
     fig["ordered"] = {"keys": len(per_key), "overlaps": len(overlaps),
@@ -603,6 +622,9 @@ def check(node, wl, nemesis, model=None):
     if model.order_skips_unknown:
         fig["ordered"].update(replays_explained_by_a_fault=explained_replays,
                               unanswered_publishes_left_out=len(unsure))
+    if getattr(model, "explain_late", None):
+        fig["ordered"]["late_after_a_jetstream_skip"] = late_explained
+        fig["ordered"]["run_again_after_a_jetstream_skip"] = skip_replays
     if overlaps or cross_overlaps:
         problems.append(f"ord: two of a key at once: {(overlaps + cross_overlaps)[:5]}")
     if disorder:

@@ -623,6 +623,48 @@ def test_a_fifo_named_as_a_tls_file_is_refused_not_waited_on(spated, tmp_path):
     assert spated.request("DELETE", "/v1/sources/ff")[0] == 204
 
 
+def test_a_broker_trickling_its_tls_handshake_holds_neither_the_source_nor_the_stop(spated):
+    """A broker (or what answers on its port) sending its TLS handshake a
+    byte a second: each read came within the sockets' timeout, and the
+    handshake of spate's own (the relay of rediss://, and the reason an
+    mqtts:// source's failure gives) never ended, nor the source's thread,
+    nor spated's stop, which waits for it. The handshake as a whole is
+    bounded now: the source says why, and spated stops (the fixture)."""
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle(c):
+        try:
+            c.recv(65536)  # the ClientHello
+            c.sendall(b"\x16\x03\x03\x40\x00")  # a 16 KiB handshake record...
+            while not stop.wait(1):
+                c.sendall(b"\x02")  # ...a byte at a time
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        refused(spated, "slow-mqtt", f"mqtts://{HOST}:{port}/t/%23", "TLS handshake")
+        refused(spated, "slow-redis", f"rediss://{HOST}:{port}/st?group=g", "TLS handshake")
+    finally:
+        stop.set()
+        srv.close()
+
+
 # --- NATS: a nonce whose signature begins with a zero byte --------------------------------
 
 def test_a_nonce_signed_with_a_leading_zero_byte_is_signed_again(spated, functions, tmp_path):

@@ -43,7 +43,15 @@ def create(d, name, **attrs):
     body = {"QueueName": name}
     if attrs:
         body["Attributes"] = {k: str(v) for k, v in attrs.items()}
-    return ok(d, "CreateQueue", body)["QueueUrl"]
+    # 503 is for trying again, as the AWS SDKs do (a cluster's FIFO queue
+    # makes 65 JetStream consumers: on a loaded machine one timed out once).
+    for _ in range(4):
+        status, _, doc = sqs(d, "CreateQueue", body)
+        if status != 503:
+            break
+        time.sleep(1)
+    assert status == 200, ("CreateQueue", status, doc)
+    return doc["QueueUrl"]
 
 
 def attributes(d, url):

@@ -40,33 +40,90 @@ typedef struct unconfirmed {
     int tries;
     int recorded;     /* in the attempts bucket */
     const char *body; /* "+ACK" or "+TERM" */
-    char subject[];   /* the delivery's $JS.ACK... subject */
+    /* An ordered part's ack waits for its mark (skipped.c): the mark's
+     * write is sent first, with the same reply subject, and its answer
+     * sends the ack; one refused (another node wrote it since the
+     * delivery, or no leader) or not answered is made by this thread with
+     * jsqueue__mark_raise, which reads and compares. */
+    int marking;
+    int refused;      /* its answer was no */
+    int64_t wpi_ms;   /* its message last kept in progress while the bucket took no mark */
+    int64_t first_ms; /* the mark's first send: tries end SETTLE_RETRY_FOR_MS after */
+    uint64_t seq, rev;
+    int64_t created_ns;
+    /* The mark's key, after subject: an ordered ack's only. A key's room
+     * (KV_KEY_CAP) in every entry took 0.5 KB each, 50 MB more at
+     * SPATE_JS_CONFIRM_MAX, which a JetStream outage fills with plain acks. */
+    char *mark_key;
+    char subject[]; /* the delivery's $JS.ACK... subject */
 } unconfirmed;
 
 /* Under the lock. */
 static void send_one(jconfirm *c, natsConnection *nc, unconfirmed *u)
 {
-    char reply[sizeof c->inbox + sizeof u->id + 1];
-    snprintf(reply, sizeof reply, "%s.%s", c->inbox, u->id);
-    natsConnection_PublishRequestString(nc, u->subject, reply, u->body);
+    char reply[sizeof c->inbox + sizeof u->id + 2];
+    snprintf(reply, sizeof reply, "%s.%s%s", c->inbox, u->id, u->marking ? "m" : "");
+    if (!u->marking) {
+        natsConnection_PublishRequestString(nc, u->subject, reply, u->body);
+        return;
+    }
+    /* As kvStore_Update writes it: the bucket's subject for the key, the
+     * revision it must still have (0: none yet). */
+    char subject[KV_KEY_CAP + sizeof CLUSTER_ATTEMPTS_BUCKET + 8], v[64], rev[24];
+    snprintf(subject, sizeof subject, "$KV.%s.%s", CLUSTER_ATTEMPTS_BUCKET, u->mark_key);
+    int n = snprintf(v, sizeof v, "%" PRIu64 " %lld", u->seq, (long long)u->created_ns);
+    snprintf(rev, sizeof rev, "%" PRIu64, u->rev);
+    natsMsg *m = NULL;
+    if (natsMsg_Create(&m, subject, reply, v, n) == NATS_OK &&
+        natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", rev) == NATS_OK)
+        natsConnection_PublishMsg(nc, m);
+    natsMsg_Destroy(m);
+}
+
+/* Whether JetStream's answer to a publish stored it ({"stream":..,"seq":N}). */
+static int stored(natsMsg *m)
+{
+    const char *d = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    return d && len > 0 && !memmem(d, (size_t)len, "\"error\"", 7) &&
+           memmem(d, (size_t)len, "\"seq\"", 5);
 }
 
 static void on_answer(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
-    (void)nc;
     (void)sub;
     jconfirm *c = closure;
     const char *dot = strrchr(natsMsg_GetSubject(m), '.');
-    if (dot && !natsMsg_IsNoResponders(m)) {
-        pthread_mutex_lock(&c->lock);
-        unconfirmed *u = strmap_remove(&c->by_id, dot + 1);
-        if (u) {
+    /* "<id>m" answers a mark's write, "<id>" its ack. */
+    size_t len = dot ? strlen(dot + 1) : 0;
+    int mark = len > 1 && dot[len] == 'm';
+    pthread_mutex_lock(&c->lock);
+    unconfirmed *u = dot ? strmap_get(&c->by_id, dot + 1, len - (size_t)mark) : NULL;
+    if (u && mark != u->marking) {
+        u = NULL; /* late: the mark was made by make_marks meanwhile */
+    } else if (u && u->marking) {
+        /* The mark is written: the ack now, as any other. */
+        if (stored(m)) {
+            u->marking = 0;
+            u->tries = 0;
+            u->sent_ms = clock_now_ms();
             list_remove(&u->link);
-            c->count--;
+            list_push_back(&c->order, &u->link);
+            send_one(c, nc, u);
+        } else {
+            u->refused = 1;
+            pthread_cond_broadcast(&c->wake);
         }
-        pthread_mutex_unlock(&c->lock);
-        free(u);
+        u = NULL;
+    } else if (u && !natsMsg_IsNoResponders(m)) {
+        strmap_remove(&c->by_id, u->id);
+        list_remove(&u->link);
+        c->count--;
+    } else {
+        u = NULL;
     }
+    pthread_mutex_unlock(&c->lock);
+    free(u);
     natsMsg_Destroy(m);
 }
 
@@ -131,6 +188,97 @@ static void record_late(queue *q, jconfirm *c, late *l, int n)
     }
 }
 
+/* Marks made by this thread in a round at most: each can wait a JetStream
+ * time-out while the bucket has no leader. */
+enum { MARKS_HELD = 16 };
+
+/* Under the lock, which it lets go while it writes: the marks refused or
+ * not answered in time, made by reading and comparing; their acks sent
+ * then. One the bucket cannot take is tried again a second later, its
+ * message kept in progress meanwhile; after SPATE_JS_SETTLE_RETRY_FOR_MS
+ * it is acked without (logged; the "+ACK" record then tells skipped.c). */
+static void make_marks(queue *q, jconfirm *c, int64_t now)
+{
+    char ids[MARKS_HELD][24];
+    int n = 0;
+    for (list_node *e = list_first(&c->order); e != &c->order && n < MARKS_HELD; e = e->next) {
+        unconfirmed *u = list_entry(e, unconfirmed, link);
+        if (u->marking && (u->refused || u->sent_ms + SPATE_JS_CONFIRM_MS <= now))
+            memcpy(ids[n++], u->id, sizeof u->id);
+    }
+    natsConnection *nc = cluster_nc(q->c);
+    int failed = 0;
+    for (int i = 0; i < n && !c->stop; i++) {
+        unconfirmed *u = strmap_get(&c->by_id, ids[i], strlen(ids[i]));
+        if (!u || !u->marking) continue;
+        char key[KV_KEY_CAP];
+        snprintf(key, sizeof key, "%s", u->mark_key);
+        uint64_t seq = u->seq, rev = u->rev;
+        int64_t created_ns = u->created_ns;
+        pthread_mutex_unlock(&c->lock);
+        natsStatus st = jsqueue__mark_raise(q, key, seq, created_ns, rev);
+        pthread_mutex_lock(&c->lock);
+        u = strmap_get(&c->by_id, ids[i], strlen(ids[i]));
+        if (!u || !u->marking) continue;
+        if (st != NATS_OK) { /* the bucket has no leader now: the rest next round */
+            n = i + 1;
+            failed = 1;
+        }
+        u->refused = 0;
+        u->sent_ms = clock_now_ms();
+        list_remove(&u->link);
+        list_push_back(&c->order, &u->link);
+        if (st != NATS_OK && u->sent_ms - u->first_ms < SPATE_JS_SETTLE_RETRY_FOR_MS) {
+            natsConnection_PublishString(nc, u->subject, "+WPI"); /* still ours */
+            continue;
+        }
+        if (st != NATS_OK) {
+            /* Acked without the mark only with the "+ACK" record, which
+             * tells skipped.c: without either, the key's next delivery
+             * would take it for one JetStream skipped and run it again,
+             * after that one. Handed back instead: it runs again, in its
+             * place. */
+            char rk[KV_KEY_CAP], rv[48];
+            natsStatus rs = NATS_ERR;
+            if (record_of(u->subject, "+ACK", rk, sizeof rk, rv, sizeof rv) == 0) {
+                pthread_mutex_unlock(&c->lock);
+                rs = kvStore_PutString(NULL, cluster_attempts(q->c), rk, rv);
+                pthread_mutex_lock(&c->lock);
+                u = strmap_get(&c->by_id, ids[i], strlen(ids[i]));
+                if (!u || !u->marking) continue;
+            }
+            log_warn("cluster: cannot raise the mark %s to seq=%" PRIu64 " (tried for %d s): %s; "
+                     "%s",
+                     key, seq, SPATE_JS_SETTLE_RETRY_FOR_MS / 1000, cluster_nats_why(st),
+                     rs == NATS_OK ? "acknowledged without it" : "handed back, to run again");
+            if (rs != NATS_OK) {
+                natsConnection_PublishString(nc, u->subject, "-NAK");
+                strmap_remove(&c->by_id, u->id);
+                list_remove(&u->link);
+                c->count--;
+                free(u);
+                continue;
+            }
+        }
+        u->marking = 0;
+        u->tries = 0;
+        send_one(c, nc, u);
+    }
+    /* The bucket takes no mark now: every mark waiting is kept in progress,
+     * not only the one tried. Tried one a round, each in turn, the others
+     * waited past their AckWait with many parts waiting, and JetStream gave
+     * their messages to other nodes, which ran them again. */
+    for (list_node *e = list_first(&c->order); failed && !c->stop && e != &c->order; e = e->next) {
+        unconfirmed *u = list_entry(e, unconfirmed, link);
+        int64_t t = clock_now_ms();
+        if (u->marking && u->first_ms + SPATE_JS_CONFIRM_MS <= t &&
+            u->wpi_ms + SPATE_JS_CONFIRM_MS <= t) {
+            natsConnection_PublishString(nc, u->subject, "+WPI");
+            u->wpi_ms = t;
+        }
+    }
+}
+
 static void *confirm_main(void *arg)
 {
     queue *q = arg;
@@ -152,8 +300,10 @@ static void *confirm_main(void *arg)
         int n = 0;
         /* Cut off, what is sent waits in nats.c's buffer: nothing more. */
         int connected = cluster_connected(q->c);
+        if (connected && !c->stop) make_marks(q, c, now);
         int sent = 0;
-        while (connected && !c->stop && !list_empty(&c->order)) {
+        list_node *e = list_first(&c->order);
+        while (connected && !c->stop && e != &c->order) {
             /* Each send is a write (SendAsap) under the lock every ack
              * takes (jsqueue__confirm, on the loop): let go between runs
              * of sends, not after tens of thousands. */
@@ -161,10 +311,13 @@ static void *confirm_main(void *arg)
                 pthread_mutex_unlock(&c->lock);
                 sched_yield(); /* glibc's mutex is not fair: a waiter's turn */
                 pthread_mutex_lock(&c->lock);
-                if (c->stop || list_empty(&c->order)) break;
+                e = list_first(&c->order); /* what it pointed at may be gone */
+                continue;
             }
-            unconfirmed *u = list_entry(list_first(&c->order), unconfirmed, link);
+            unconfirmed *u = list_entry(e, unconfirmed, link);
             if (u->sent_ms + SPATE_JS_CONFIRM_MS > now) break;
+            e = e->next;
+            if (u->marking) continue; /* make_marks' */
             list_remove(&u->link);
             if (++u->tries >= SPATE_JS_CONFIRM_TRIES) {
                 /* Its message goes to a node again after AckWait. */
@@ -230,9 +383,26 @@ void jsqueue__confirm_stop(queue *q)
     natsSubscription_Destroy(c->answers);
     pthread_mutex_lock(&c->lock);
     c->running = 0;
+    natsStatus st = NATS_OK;
     while (!list_empty(&c->order)) {
         unconfirmed *u = list_entry(list_first(&c->order), unconfirmed, link);
         list_remove(&u->link);
+        strmap_remove(&c->by_id, u->id); /* an answer on its way finds it no more */
+        /* A mark not yet answered: made here (it compares, so one written
+         * meanwhile counts), then the ack. Acked without it, the message
+         * would lie past its part's mark, settled: the key's next delivery
+         * would take it for one JetStream skipped and run it again, after
+         * that one. Handed back instead, it runs again in its place (as
+         * after a crash). The first failure hands back the rest: the
+         * bucket has no leader, and each try waits. */
+        if (u->marking && st == NATS_OK) {
+            pthread_mutex_unlock(&c->lock);
+            st = jsqueue__mark_raise(q, u->mark_key, u->seq, u->created_ns, u->rev);
+            pthread_mutex_lock(&c->lock);
+        }
+        if (u->marking)
+            natsConnection_PublishString(cluster_nc(q->c), u->subject,
+                                         st == NATS_OK ? "+ACK" : "-NAK");
         free(u);
     }
     strmap_free(&c->by_id);
@@ -240,35 +410,63 @@ void jsqueue__confirm_stop(queue *q)
     pthread_mutex_unlock(&c->lock);
 }
 
-void jsqueue__confirm(queue *q, natsMsg *nm, const char *body)
+/* u (its subject filled) waiting and sent: 0; -1 (u freed): closing, or
+ * too many wait. */
+static int add(queue *q, unconfirmed *u)
 {
     jconfirm *c = &q->confirm;
+    u->tries = 0;
+    u->recorded = 0;
+    u->refused = 0;
+    u->sent_ms = u->first_ms = clock_now_ms();
+    pthread_mutex_lock(&c->lock);
+    if (c->running && !c->stop && c->count < SPATE_JS_CONFIRM_MAX) {
+        snprintf(u->id, sizeof u->id, "%" PRIu64, ++c->next_id);
+        if (strmap_put(&c->by_id, u->id, u) == 0) {
+            list_push_back(&c->order, &u->link);
+            c->count++;
+            send_one(c, cluster_nc(q->c), u);
+            pthread_mutex_unlock(&c->lock);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    free(u);
+    return -1;
+}
+
+static unconfirmed *new_unconfirmed(natsMsg *nm, const char *body, const char *mark_key)
+{
     const char *subject = natsMsg_GetReply(nm);
-    size_t len = subject ? strlen(subject) : 0;
-    unconfirmed *u = len ? malloc(sizeof *u + len + 1) : NULL;
+    size_t len = subject ? strlen(subject) : 0, klen = mark_key ? strlen(mark_key) + 1 : 0;
+    unconfirmed *u = len ? calloc(1, sizeof *u + len + 1 + klen) : NULL;
     if (u) {
         memcpy(u->subject, subject, len + 1);
         u->body = body;
-        u->tries = 0;
-        u->recorded = 0;
-        u->sent_ms = clock_now_ms();
-        pthread_mutex_lock(&c->lock);
-        if (c->running && !c->stop && c->count < SPATE_JS_CONFIRM_MAX) {
-            snprintf(u->id, sizeof u->id, "%" PRIu64, ++c->next_id);
-            if (strmap_put(&c->by_id, u->id, u) == 0) {
-                list_push_back(&c->order, &u->link);
-                c->count++;
-                send_one(c, cluster_nc(q->c), u);
-                pthread_mutex_unlock(&c->lock);
-                return;
-            }
-        }
-        pthread_mutex_unlock(&c->lock);
-        free(u);
+        if (mark_key) u->mark_key = memcpy(u->subject + len + 1, mark_key, klen);
     }
+    return u;
+}
+
+void jsqueue__confirm(queue *q, natsMsg *nm, const char *body)
+{
+    unconfirmed *u = new_unconfirmed(nm, body, NULL);
+    if (u && add(q, u) == 0) return;
     /* Closing, or too many waiting: as nats.c sends it. */
     if (strcmp(body, "+TERM") == 0)
         natsMsg_Term(nm, NULL);
     else
         natsMsg_Ack(nm, NULL);
+}
+
+int jsqueue__confirm_after_mark(queue *q, natsMsg *nm, const char *mark_key, uint64_t seq,
+                                int64_t created_ns, uint64_t rev)
+{
+    unconfirmed *u = new_unconfirmed(nm, "+ACK", mark_key);
+    if (!u) return -1;
+    u->marking = 1;
+    u->seq = seq;
+    u->rev = rev;
+    u->created_ns = created_ns;
+    return add(q, u);
 }

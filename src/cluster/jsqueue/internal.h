@@ -15,6 +15,8 @@
  *   confirm.c    acks and terms sent again until the consumer's leader has them
  *   trim.c       every few seconds, on a thread of its own: what every trigger
  *                has settled deleted from the streams
+ *   skipped.c    an ordered part's mark (its last settled message), and the
+ *                messages JetStream delivered and forgot below a delivery
  *
  * Threads. The loop owns every structure below. Blocking NATS calls run on
  * the cluster's worker thread (cluster_run): a *_work function there touches
@@ -72,6 +74,12 @@ struct queue_sub {
         char durable[SPATE_NAME_MAX + 8];
         char filter[SPATE_TOPIC_NAME_MAX * 3 + 32];
         int one_at_a_time;
+        /* Its puller's: the stream's creation (an ordered part's marks
+         * name it, skipped.c), read again when the consumer's changes. */
+        int64_t stream_ns, consumer_ns;
+        /* Its puller's: what waits in nats.c's queue for its subscription
+         * came at or after this (monotonic ms; pull.c). */
+        uint64_t queue_floor_ms;
     } parts[PARTS_MAX];
     int nparts;
     int started;      /* its pullers run */
@@ -111,6 +119,10 @@ typedef struct jlease {
     uint32_t failed;   /* attempts that failed before this delivery */
     int64_t stored_ns; /* when JetStream stored it: with m.seq, the message (attempts_key) */
     struct part *pt;   /* the consumer it came from */
+    /* An ordered part's: its stream's creation and its mark's revision
+     * when delivered (skipped.c), for the mark raised before the ack. */
+    int64_t created_ns;
+    uint64_t mark_rev;
     uint64_t asked_ms; /* monotonic: when the fetch that got it was asked for */
     char key[SPATE_KEY_MAX + 1];
     queue_attrs attrs; /* m.attrs when it has some: strings in nm's headers */
@@ -147,6 +159,11 @@ struct queue {
     uint32_t deletions;      /* topics deleted here: a refresh started before does not
                                 bring them back */
     int zombies;             /* subscriptions removed but not yet freed */
+    /* Publishes (dead letters too), reads and topic changes on the worker
+     * thread: each reads q there and comes back to the loop; the queue is
+     * freed only after the last (a publish in flight at a stop wrote into
+     * the freed queue: ASan). */
+    uint32_t jobs_out;
     int closed;
     /* The trimmer (trim.c): started at open, stopped (joined) at close. */
     pthread_t trimmer;
@@ -159,6 +176,11 @@ struct queue {
      * (clock_now_ms) after a refusal; the settle thread's */
     int64_t attempts_refused_until_ms;
     int async_published; /* worker thread: js_PublishMsgAsync has worked once */
+    /* skipped.c: when the nodes began to keep marks (0: not read yet), set
+     * by a refresh, a puller or the trimmer (the same value: a race is
+     * harmless), and when the trimmer last wrote it again. */
+    _Atomic int64_t marks_since_ns;
+    int64_t marks_since_kept_ns;
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -178,6 +200,11 @@ typedef struct pub_job {
     buf body;
     queue_input *in;
     size_t n;
+    /* The part of in being published: a batch goes in parts of
+     * SPATE_JS_PUBLISH_PART messages, each a job of the worker thread of its
+     * own, so that one huge batch does not hold up every other publish,
+     * read and change of the node until it is all stored. */
+    size_t first, count;
     /* When some input wants its seq (queue_input.seq): every message's,
      * and the messages as published, to match JetStream's answers. */
     uint64_t *seqs;
@@ -189,12 +216,18 @@ typedef struct pub_job {
     uint32_t attempts;
     natsMsg *term;   /* terminated once the dead letter is stored */
     int termed;      /* its record written and term sent (settle thread) */
+    int terming;     /* stored: its term (record, mark) is what retry tries again */
     queue_sub *hold; /* term's subscription, kept (its jobs) until done */
     /* A dead letter's Nats-Msg-Id, where it failed, and its key in the
      * attempts bucket ("+TERM" once stored). */
     char dead_id[KV_KEY_CAP + 24];
     char dead_key[KV_KEY_CAP];
     int64_t stored_ns;
+    /* An ordered part's dead letter: its mark raised to dead_seq before the
+     * term (skipped.c); mark_key empty otherwise. */
+    char mark_key[KV_KEY_CAP];
+    uint64_t dead_seq, mark_rev;
+    int64_t created_ns;
     jretry retry;      /* a dead letter JetStream refused, tried again */
     int stream_seen;   /* topic->created when queued: not asked for first */
     uint32_t stored;   /* of the batch, not duplicates (JetStream's acks) */
@@ -321,6 +354,55 @@ void jsqueue__on_refresh(uv_timer_t *h);
 int jsqueue__confirm_start(queue *q);
 void jsqueue__confirm_stop(queue *q);
 void jsqueue__confirm(queue *q, natsMsg *nm, const char *body);
+/* confirm.c (loop): an ordered part's ack sent once its mark is raised to
+ * seq (skipped.c): the mark's write goes at once, its answer sends the ack,
+ * so that marks of many parts are on the way together. -1: not taken
+ * (closing, too many waiting): then nothing is sent. */
+int jsqueue__confirm_after_mark(queue *q, natsMsg *nm, const char *mark_key, uint64_t seq,
+                                int64_t created_ns, uint64_t rev);
+
+/* streams.c (any thread): the first message of subject at or after seq, as
+ * the stream's leader has it (*found 0: none). */
+natsStatus jsqueue__next_of_subject(queue *q, const char *stream, const char *subject, uint64_t seq,
+                                    uint64_t *found);
+
+/* skipped.c: an ordered part's mark, the highest stream sequence of its
+ * subject settled (the attempts bucket's "<stream>.<consumer>.settled"),
+ * and the messages JetStream skipped below a delivery. mark_key: any
+ * thread. mark_read (puller or trimmer thread): OK also when there is none
+ * (rev 0). mark_raise (settle thread): to seq unless another node raised it
+ * as far, given the revision read at the delivery (0: none); OK without a
+ * write when the stream created at created_ns is gone (deleted, or made
+ * again: the mark then is the new stream's). replay_skipped
+ * (puller thread): for a delivery of seq by ordered part pt whose mark is
+ * mark, publishes again each message of pt's subject between them stored
+ * at or after since_ns; 1: seq may run; 0: unknown (no answer, or a publish
+ * failed): seq must wait; the mark (rev, of created_ns's stream) raised
+ * past each published again. unmarked_since_ns (puller or trimmer thread):
+ * without a mark of its stream, a part has settled nothing stored since
+ * then: its mark counts as 0, since then; -1: unknown (no answer). Also
+ * on the worker thread (a refresh: read at start).
+ * keep_marks_since (trimmer thread): that time's record kept from the
+ * bucket's TTL. next_unsettled (any thread): next_of_subject's
+ * first message stored at or after since_ns (0: any), 0 in *found past
+ * SPATE_JS_SKIPPED_MAX older ones. */
+typedef struct jmark {
+    uint64_t seq;
+    int64_t created_ns; /* its stream's creation: a mark of another is none */
+    uint64_t rev;       /* the record's revision, 0: there is none */
+} jmark;
+void jsqueue__mark_key(char *out, size_t cap, const char *stream, const char *consumer);
+/* Whether mk is a mark of the stream created at stream_ns (any thread). */
+int jsqueue__mark_is_of(const jmark *mk, int64_t stream_ns);
+natsStatus jsqueue__mark_read(queue *q, const char *key, jmark *out);
+natsStatus jsqueue__mark_raise(queue *q, const char *key, uint64_t seq, int64_t created_ns,
+                               uint64_t rev);
+int jsqueue__replay_skipped(queue *q, const char *stream, const struct part *pt, uint64_t mark,
+                            uint64_t seq, int64_t since_ns, int64_t created_ns, uint64_t rev);
+int64_t jsqueue__unmarked_since_ns(queue *q);
+void jsqueue__keep_marks_since(queue *q);
+natsStatus jsqueue__next_unsettled(queue *q, const char *stream, const char *subject, uint64_t seq,
+                                   int64_t since_ns, uint64_t *found);
 
 int jsqueue__trim_start(queue *q);
 void jsqueue__trim_stop(queue *q);
@@ -331,5 +413,9 @@ uint64_t jsqueue__trim_keep(jsConsumerInfo *const *list, int n);
 void jsqueue__set_events(queue *q, const queue_events *ev);
 void jsqueue__close(queue *q, void (*cb)(void *data), void *data);
 void jsqueue__finish_close(queue *q);
+/* A publish, read or topic change to the worker thread, counted in
+ * jobs_out until its done calls job_done (the loop). */
+void jsqueue__run_job(queue *q, cluster_fn work, cluster_fn done, void *job);
+void jsqueue__job_done(queue *q);
 
 #endif

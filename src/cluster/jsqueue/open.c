@@ -32,9 +32,21 @@ static void on_refresh_closed(uv_handle_t *h)
 void jsqueue__finish_close(queue *q)
 {
     /* refresh_done and the last jsqueue__sub_maybe_free come back here. */
-    if (q->refreshing || q->zombies || q->closed) return;
+    if (q->refreshing || q->zombies || q->jobs_out || q->closed) return;
     q->closed = 1;
     uv_close((uv_handle_t *)&q->refresh, on_refresh_closed);
+}
+
+void jsqueue__run_job(queue *q, cluster_fn work, cluster_fn done, void *job)
+{
+    q->jobs_out++;
+    cluster_run(q->c, work, done, job);
+}
+
+void jsqueue__job_done(queue *q)
+{
+    q->jobs_out--;
+    if (q->closing) jsqueue__finish_close(q);
 }
 
 void jsqueue__close(queue *q, void (*cb)(void *data), void *data)

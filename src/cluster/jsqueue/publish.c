@@ -120,12 +120,12 @@ static natsStatus publish_batch(pub_job *j, cluster_acks *acks)
     snprintf(when, sizeof when, "%lld", (long long)clock_now_ms());
     cluster_acks_begin(j->q->c, acks);
     if (j->seqs) { /* what the publisher wants to know of each message */
-        acks->msgs = j->msgs;
-        acks->seqs = j->seqs;
-        acks->n = j->n;
+        acks->msgs = j->msgs + j->first;
+        acks->seqs = j->seqs + j->first;
+        acks->n = j->count;
     }
     natsStatus s = NATS_OK;
-    for (size_t i = 0; s == NATS_OK && i < j->n; i++) {
+    for (size_t i = j->first; s == NATS_OK && i < j->first + j->count; i++) {
         natsMsg *m = NULL;
         s = jsqueue__topic_msg(&m, j->subject, &j->in[i], when);
         if (s != NATS_OK) break;
@@ -140,7 +140,7 @@ static natsStatus publish_batch(pub_job *j, cluster_acks *acks)
         }
         /* Async: the whole batch is in flight at once; complete waits for
          * JetStream's acknowledgement of every message. */
-        if (j->seqs) cluster_acks_sent(j->q->c, acks, i, m);
+        if (j->seqs) cluster_acks_sent(j->q->c, acks, i - j->first, m);
         s = jsqueue__publish_async(j->q, &m);
         if (m) natsMsg_Destroy(m);
     }
@@ -152,9 +152,8 @@ static natsStatus ensure_stream(pub_job *j)
 {
     natsStatus s = jsqueue__ensure_stream(j->q, j->stream, j->subject);
     if (s != NATS_OK) {
-        const char *why = nats_GetLastError(NULL);
         snprintf(j->err, sizeof j->err, "cannot make its stream %s: %s", j->stream,
-                 why ? why : natsStatus_GetText(s));
+                 cluster_nats_why(s));
     }
     return s;
 }
@@ -174,12 +173,13 @@ void jsqueue__publish_work(void *arg)
      * first cost every batch a round trip to JetStream's API. One deleted
      * since (from another node) takes no message ("no responders" for
      * each): it is made then, and the batch sent again. */
+    j->count = j->n - j->first < SPATE_JS_PUBLISH_PART ? j->n - j->first : SPATE_JS_PUBLISH_PART;
     cluster_acks acks = {0};
     natsStatus s = j->stream_seen ? NATS_OK : ensure_stream(j);
     if (s == NATS_OK) s = publish_batch(j, &acks);
-    if (s != NATS_OK && j->stream_seen && acks.no_stream == j->n) {
+    if (s != NATS_OK && j->stream_seen && acks.no_stream == j->count) {
         j->err[0] = '\0';
-        if (j->seqs) memset(j->seqs, 0, j->n * sizeof *j->seqs);
+        if (j->seqs) memset(j->seqs + j->first, 0, j->count * sizeof *j->seqs);
         s = ensure_stream(j);
         if (s == NATS_OK) s = publish_batch(j, &acks);
     }
@@ -212,7 +212,39 @@ static void term_work(void *arg)
     pub_job *j = arg;
     char v[40];
     snprintf(v, sizeof v, "+TERM %lld", (long long)j->stored_ns);
-    kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_key, v);
+    /* The "+TERM" record, and an ordered part's mark (skipped.c): either
+     * keeps the message from running again, the mark also from being taken
+     * for one JetStream skipped. Both refused (no leader for a moment), the
+     * term went without, and the key's next delivery published the dead
+     * letter's message again as skipped: it ran again and went to the dead
+     * letters twice (the cluster nemesis, session 47). So an ordered part's
+     * are tried again as an ordered ack's mark is (settle.c): after
+     * SPATE_JS_SETTLE_RETRY_MS, for SPATE_JS_SETTLE_RETRY_FOR_MS, the
+     * message kept in progress, the bucket not asked while it refuses (a
+     * plain trigger's record matters only if the term is lost, which
+     * confirm.c sends until answered: one try). */
+    natsStatus rs = NATS_NO_RESPONDERS, ms = NATS_NO_RESPONDERS;
+    if (clock_now_ms() >= j->q->attempts_refused_until_ms) {
+        rs = kvStore_PutString(NULL, cluster_attempts(j->q->c), j->dead_key, v);
+        if (j->mark_key[0])
+            ms = jsqueue__mark_raise(j->q, j->mark_key, j->dead_seq, j->created_ns, j->mark_rev);
+        if (rs != NATS_OK && (ms != NATS_OK || !j->mark_key[0]))
+            j->q->attempts_refused_until_ms = clock_now_ms() + SPATE_JS_SETTLE_RETRY_MS;
+    }
+    if (j->mark_key[0] && rs != NATS_OK && ms != NATS_OK) {
+        j->retry.again = jsqueue__retry_allowed(&j->retry);
+        if (j->retry.again) {
+            natsMsg_InProgress(j->term, NULL);
+            return;
+        }
+    }
+    if (j->mark_key[0] && ms != NATS_OK)
+        log_warn("cluster: cannot raise the mark %s to seq=%llu: %s%s", j->mark_key,
+                 (unsigned long long)j->dead_seq, cluster_nats_why(ms),
+                 rs == NATS_OK ? "" : "; nor write its +TERM record: it may run again");
+    else if (rs != NATS_OK && !j->mark_key[0])
+        log_warn("cluster: cannot write the +TERM record %s: %s", j->dead_key,
+                 cluster_nats_why(rs));
     jsqueue__confirm(j->q, j->term, "+TERM");
     j->termed = 1;
 }
@@ -220,10 +252,19 @@ static void term_work(void *arg)
 void jsqueue__publish_done(void *arg)
 {
     pub_job *j = arg;
-    if (jsqueue__retry_later(&j->retry, j->q, cluster_run, jsqueue__publish_work,
-                             jsqueue__publish_done, j))
+    /* The dead letter's publish, or then its term (terming), tried again. */
+    if (jsqueue__retry_later(&j->retry, j->q, j->terming ? cluster_run_settle : cluster_run,
+                             j->terming ? term_work : jsqueue__publish_work, jsqueue__publish_done,
+                             j))
         return;
+    if (j->terming && j->retry.again && !j->termed) { /* closing: the term goes without */
+        jsqueue__confirm(j->q, j->term, "+TERM");
+        j->termed = 1;
+        j->retry.again = 0;
+    }
     if (j->term && j->status == 0 && !j->retry.again && !j->termed) {
+        j->terming = 1;
+        j->retry.until_ms = 0; /* the term's own tries */
         cluster_run_settle(j->q->c, term_work, jsqueue__publish_done, j);
         return;
     }
@@ -237,8 +278,23 @@ void jsqueue__publish_done(void *arg)
         if (j->last_seq > st->published) st->published = j->last_seq;
         if (j->stored && !st->stored) st->oldest_ms = (int64_t)clock_now_ms();
         st->stored += j->stored;
-        for (size_t i = 0; j->stored == j->n && i < j->n; i++)
+        for (size_t i = j->first; j->stored == j->count && i < j->first + j->count; i++)
             st->bytes += j->in[i].len + j->in[i].key_len;
+    }
+    /* The batch's next part, behind what was queued meanwhile; none once
+     * spated stops (the parts before stay stored: 503). */
+    size_t next = j->first + j->count;
+    if (j->status == 0 && !j->retry.again && next < j->n && j->q->closing) {
+        j->status = ERR_IO;
+        snprintf(j->err, sizeof j->err, "spated is stopping: %zu of %zu messages stored", next,
+                 j->n);
+    } else if (j->status == 0 && !j->retry.again && next < j->n) {
+        j->first = next;
+        j->stream_seen = 1;
+        j->stored = 0;
+        j->last_seq = 0;
+        cluster_run(j->q->c, jsqueue__publish_work, jsqueue__publish_done, j);
+        return;
     }
     if (j->err[0]) log_warn("cluster: cannot publish to %s: %s", j->topic->name, j->err);
     /* Each message's seq where the publisher asked (queue_input.seq). */
@@ -253,11 +309,13 @@ void jsqueue__publish_done(void *arg)
     free(j->error);
     if (j->term) natsMsg_Destroy(j->term);
     queue_sub *hold = j->hold;
+    queue *q = j->q;
     jsqueue__retry_free(&j->retry, j);
     if (hold) {
         hold->jobs--;
         jsqueue__sub_maybe_free(hold);
     }
+    jsqueue__job_done(q);
 }
 
 pub_job *jsqueue__new_pub(queue *q, const char *topic)
@@ -279,6 +337,11 @@ pub_job *jsqueue__new_pub(queue *q, const char *topic)
 void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input *in, size_t n,
                       queue_publish_cb done, void *data)
 {
+    if (q->closing) { /* the queue goes once its jobs are back: none new */
+        buf_free(body);
+        done(data, ERR_CLOSED, 0);
+        return;
+    }
     pub_job *j = jsqueue__new_pub(q, topic);
     queue_input *copy = j ? malloc(n * sizeof *copy) : NULL;
     if (!copy) {
@@ -313,5 +376,5 @@ void jsqueue__publish(queue *q, const char *topic, buf *body, const queue_input 
     j->n = n;
     j->done = done;
     j->data = data;
-    cluster_run(q->c, jsqueue__publish_work, jsqueue__publish_done, j);
+    jsqueue__run_job(q, jsqueue__publish_work, jsqueue__publish_done, j);
 }

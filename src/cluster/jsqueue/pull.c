@@ -19,6 +19,11 @@ typedef struct fetched {
     queue_sub *sub;
     struct part *pt;
     uint64_t asked_ms; /* monotonic: when the fetch was asked for */
+    /* The first `queued` of list waited in nats.c's queue before the fetch
+     * (natsSubscription_Fetch hands those out first): delivered at
+     * queued_ms at the earliest, not at asked_ms. */
+    int queued;
+    uint64_t queued_ms;
     natsMsgList list;
     struct {
         uint64_t seq;        /* in the stream */
@@ -27,6 +32,8 @@ typedef struct fetched {
         int unknown;         /* the bucket did not answer: handed back (NAKed) */
         const char *settled; /* "+ACK", "+TERM": settled before, its answer lost */
         int given_again;     /* an ordered part's, delivered again since: not ours */
+        int64_t created_ns;  /* an ordered part's: its stream's creation */
+        uint64_t mark_rev;   /* and its mark's revision (skipped.c) */
     } meta[SPATE_JS_FETCH_MAX];
     int has_info;
     queue_sub_stats info; /* depth, leased, retrying, delivered, oldest: over its consumers */
@@ -100,18 +107,33 @@ static void post_fetched(queue_sub *s, fetched *f)
  * TCP brought late after a short cut) and the message went to another
  * node, which may have run it and the key's next ones since. Run here, it
  * would run beside them, and out of order. Unknown (no leader to ask):
- * taken as given again; it comes back after its AckWait. */
-static int given_again(const fetched *f, uint64_t cseq, uint64_t *latest)
+ * taken as given again; it comes back after its AckWait. *created_ns: the
+ * stream's creation (skipped.c), asked for again when the consumer's
+ * creation changes (a topic made again; or only another server's account
+ * of it). */
+static int given_again(const fetched *f, uint64_t cseq, uint64_t *latest, int64_t *created_ns)
 {
+    struct part *pt = f->pt;
     jsConsumerInfo *ci = NULL;
     natsStatus st =
-        js_GetConsumerInfo(&ci, f->sub->q->js, f->sub->topic->stream, f->pt->durable, NULL, NULL);
+        js_GetConsumerInfo(&ci, f->sub->q->js, f->sub->topic->stream, pt->durable, NULL, NULL);
+    if (st == NATS_OK && (!pt->stream_ns || ci->Created != pt->consumer_ns)) {
+        jsStreamInfo *si = NULL;
+        st = js_GetStreamInfo(&si, f->sub->q->js, f->sub->topic->stream, NULL, NULL);
+        if (st == NATS_OK) {
+            pt->stream_ns = si->Created;
+            pt->consumer_ns = ci->Created;
+            jsStreamInfo_Destroy(si);
+        }
+    }
     if (st != NATS_OK) {
-        log_debug("cluster: consumer info of %s: %s", f->pt->durable, natsStatus_GetText(st));
+        log_debug("cluster: consumer info of %s: %s", pt->durable, natsStatus_GetText(st));
+        if (ci) jsConsumerInfo_Destroy(ci);
         *latest = 0;
         return 1;
     }
     *latest = ci->Delivered.Consumer;
+    *created_ns = pt->stream_ns;
     jsConsumerInfo_Destroy(ci);
     return *latest > cseq;
 }
@@ -121,6 +143,36 @@ static long long published_ms(natsMsg *m)
 {
     const char *v = NULL;
     return natsMsgHeader_Get(m, "Spate-Published", &v) == NATS_OK && v ? strtoll(v, NULL, 10) : 0;
+}
+
+/* Puller thread: an ordered part's delivery i against the part's mark
+ * (skipped.c): at or below it, settled before (its ack lost); above it,
+ * the part's messages JetStream skipped between them are published again
+ * first. 0: unknown (no answer): the delivery waits. */
+static int check_mark(fetched *f, int i)
+{
+    queue *q = f->sub->q;
+    char key[KV_KEY_CAP];
+    jmark mk;
+    jsqueue__mark_key(key, sizeof key, f->sub->topic->stream, f->pt->durable);
+    natsStatus st = jsqueue__mark_read(q, key, &mk);
+    if (st != NATS_OK) {
+        log_debug("cluster: mark of %s: %s", key, natsStatus_GetText(st));
+        return 0;
+    }
+    f->meta[i].mark_rev = mk.rev;
+    if (!jsqueue__mark_is_of(&mk, f->meta[i].created_ns)) { /* none of this stream's: 0 */
+        int64_t since = jsqueue__unmarked_since_ns(q);
+        return since >= 0 &&
+               jsqueue__replay_skipped(q, f->sub->topic->stream, f->pt, 0, f->meta[i].seq, since,
+                                       f->meta[i].created_ns, mk.rev);
+    }
+    if (f->meta[i].seq <= mk.seq) {
+        f->meta[i].settled = "+ACK";
+        return 1;
+    }
+    return jsqueue__replay_skipped(q, f->sub->topic->stream, f->pt, mk.seq, f->meta[i].seq, 0,
+                                   f->meta[i].created_ns, mk.rev);
 }
 
 /* Puller thread: where each fetched message sits, and how many of its
@@ -138,20 +190,28 @@ static void read_meta(fetched *f)
         f->meta[i].unknown = 0;
         f->meta[i].settled = NULL;
         f->meta[i].given_again = 0;
+        f->meta[i].created_ns = 0;
+        f->meta[i].mark_rev = 0;
         if (natsMsg_GetMetaData(&meta, f->list.Msgs[i]) != NATS_OK) continue;
         f->meta[i].seq = meta->Sequence.Stream;
         f->meta[i].stored_ns = meta->Timestamp;
         uint64_t delivered = meta->NumDelivered, cseq = meta->Sequence.Consumer, latest = 0;
         jsMsgMetaData_Destroy(meta);
-        if (f->pt->one_at_a_time && given_again(f, cseq, &latest)) {
+        if (f->pt->one_at_a_time && given_again(f, cseq, &latest, &f->meta[i].created_ns)) {
             f->meta[i].given_again = 1;
-            log_info("cluster: %s seq=%" PRIu64 " delivery %" PRIu64 " (consumer seq %" PRIu64
+            log_info("cluster: %s seq=%" PRIu64 " delivery %" PRIu64 " (consumer %s seq %" PRIu64
                      ") came after the consumer's next (%" PRIu64 "%s): not run",
-                     f->sub->topic->name, f->meta[i].seq, delivered, cseq, latest,
+                     f->sub->topic->name, f->meta[i].seq, delivered, f->pt->durable, cseq, latest,
                      latest ? "" : ", unknown");
             continue;
         }
-        if (delivered <= 1) continue;
+        if (f->pt->one_at_a_time && !check_mark(f, i)) {
+            /* Unknown: waits, handed back, as for an unknown count below. */
+            f->meta[i].unknown = 1;
+            natsMsg_NakWithDelay(f->list.Msgs[i], SPATE_JS_SETTLE_RETRY_MS * 4, NULL);
+            continue;
+        }
+        if (delivered <= 1 || f->meta[i].settled) continue;
         char key[KV_KEY_CAP];
         jsqueue__attempts_key(key, sizeof key, f->sub, f->pt, f->meta[i].seq);
         kvEntry *e = NULL;
@@ -206,8 +266,31 @@ void *jsqueue__puller_main(void *arg)
             int batch =
                 pt->one_at_a_time ? 1 : (want > SPATE_JS_FETCH_MAX ? SPATE_JS_FETCH_MAX : want);
             f->asked_ms = clock_mono_ns() / 1000000;
+            /* What a fetch ended before (its request expires at the server
+             * as nats.c gives up; late under load), or a request that
+             * waited in the socket while the node was cut off, delivered,
+             * waits in nats.c's queue, and the next fetch takes it first:
+             * maybe after seconds without room, its AckWait running.
+             * Stamped with asked_ms, it could run after JetStream gave it
+             * to another node. The count holds status messages too (a 408
+             * that came late): then a fresh message may be stamped old,
+             * dropped, and come back after its AckWait. An ordered part's
+             * delivery is checked against its consumer's latest instead
+             * (given_again), exactly: none is stamped so. */
+            int queued = 0;
+            if (!pt->one_at_a_time) natsSubscription_GetPending(pt->pull, &queued, NULL);
+            f->queued = queued;
+            f->queued_ms = queued ? pt->queue_floor_ms : f->asked_ms;
             natsStatus st =
                 natsSubscription_Fetch(&f->list, pt->pull, batch, SPATE_JS_FETCH_WAIT_MS, NULL);
+            /* Emptied: what comes later came after now. Otherwise what is
+             * left may be as old as before. */
+            int left = 0;
+            natsSubscription_GetPending(pt->pull, &left, NULL);
+            if (!left)
+                pt->queue_floor_ms = clock_mono_ns() / 1000000;
+            else if (!queued)
+                pt->queue_floor_ms = f->asked_ms;
             int was_busy = busy;
             busy = st == NATS_OK && f->list.Count > 0;
             if (st == NATS_OK) {
@@ -285,8 +368,9 @@ static void on_fetched(void *arg)
             continue;
         }
         if (f->meta[i].settled) { /* ran (or went to the dead letters) already */
-            log_info("cluster: %s seq=%" PRIu64 " settled before (%s lost): not run again",
-                     s->topic->name, f->meta[i].seq, f->meta[i].settled);
+            log_info("cluster: %s seq=%" PRIu64 " (consumer %s) settled before (%s lost): not run "
+                     "again",
+                     s->topic->name, f->meta[i].seq, f->pt->durable, f->meta[i].settled);
             jsqueue__confirm(s->q, nm, f->meta[i].settled);
             natsMsg_Destroy(nm);
             continue;
@@ -300,13 +384,15 @@ static void on_fetched(void *arg)
         }
         jl->nm = nm;
         jl->pt = f->pt;
-        jl->asked_ms = f->asked_ms;
+        jl->asked_ms = i < f->queued ? f->queued_ms : f->asked_ms;
         jl->l.msg = &jl->m;
         jl->l.sub = s;
         jl->failed = f->meta[i].failed;
         jl->l.attempt = jl->failed + 1;
         jl->m.seq = f->meta[i].seq;
         jl->stored_ns = f->meta[i].stored_ns;
+        jl->created_ns = f->meta[i].created_ns;
+        jl->mark_rev = f->meta[i].mark_rev;
         const char *v = NULL;
         if (natsMsgHeader_Get(nm, "Spate-Key", &v) == NATS_OK && v) {
             snprintf(jl->key, sizeof jl->key, "%s", v);
@@ -352,9 +438,9 @@ queue_lease *jsqueue__lease(queue_sub *s)
      * again after its AckWait. */
     uint64_t age = clock_mono_ns() / 1000000 - jl->asked_ms;
     if (age > SPATE_JS_DELIVERY_FRESH_MS) {
-        log_info("cluster: %s seq=%" PRIu64 " fetched %" PRIu64 " ms ago: not run (another node's "
-                 "after its AckWait)",
-                 s->topic->name, jl->m.seq, age);
+        log_info("cluster: %s seq=%" PRIu64 " (consumer %s) fetched %" PRIu64 " ms ago: not run "
+                 "(another node's after its AckWait)",
+                 s->topic->name, jl->m.seq, jl->pt->durable, age);
         natsMsg_Destroy(jl->nm);
         free(jl);
         return jsqueue__lease(s);

@@ -43,6 +43,9 @@ static void refresh_work(void *arg)
 {
     refresh_job *j = arg;
     jsStreamInfoList *list = NULL;
+    /* Read (or made) at once: a part without a mark looks for what
+     * JetStream skipped only among messages stored after it. */
+    jsqueue__unmarked_since_ns(j->q);
     if (js_Streams(&list, j->q->js, NULL, NULL) != NATS_OK || !list) return;
     j->items = calloc((size_t)list->Count + 1, sizeof *j->items);
     for (int i = 0; j->items && i < list->Count; i++) {

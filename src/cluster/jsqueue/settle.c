@@ -99,8 +99,13 @@ typedef struct settle_job {
     /* Kept (its jobs) while the NAK is to come: the message's pull
      * subscription, which the NAK goes through, lives as long as it. */
     queue_sub *sub;
-    natsMsg *nm;          /* to NAK once recorded; NULL for an ack's record */
-    uint32_t failed;      /* attempts failed so far; 0: acked ("+ACK") */
+    natsMsg *nm; /* to NAK once recorded (to ack: an ordered part's); NULL for an ack's record */
+    uint32_t failed;        /* attempts failed so far; 0: acked ("+ACK") */
+    uint32_t failed_before; /* an ordered ack's: its message's failures ("+ACK" record then) */
+    /* An ordered part's ack: its mark raised to seq first (skipped.c). */
+    char mark_key[KV_KEY_CAP];
+    uint64_t seq, mark_rev;
+    int64_t created_ns;
     int64_t delay_ms;     /* before the next delivery */
     int64_t stored_ns;    /* the message's, in an ack's record */
     int64_t published_ms; /* the message's, in a failure's record */
@@ -120,10 +125,55 @@ static natsStatus put_failure(settle_job *j, const char *v)
     return st;
 }
 
+/* Settle thread: an ordered part's ack, once its mark says so (a mark
+ * behind would take the message for one JetStream skipped, and run it
+ * again): the mark the bucket refuses is tried again, the message kept in
+ * progress; at the end it is acked without (logged). */
+static void ordered_ack_work(settle_job *j)
+{
+    natsStatus st = NATS_NO_RESPONDERS;
+    if (clock_now_ms() >= j->q->attempts_refused_until_ms) {
+        st = jsqueue__mark_raise(j->q, j->mark_key, j->seq, j->created_ns, j->mark_rev);
+        if (st != NATS_OK)
+            j->q->attempts_refused_until_ms = clock_now_ms() + SPATE_JS_SETTLE_RETRY_MS;
+    }
+    if (st != NATS_OK) {
+        j->retry.again = jsqueue__retry_allowed(&j->retry);
+        if (j->retry.again) {
+            natsMsg_InProgress(j->nm, NULL);
+            return;
+        }
+    }
+    natsStatus rs = NATS_OK;
+    if (j->failed_before || st != NATS_OK) { /* without a mark, the record tells (skipped.c) */
+        char v[40];
+        snprintf(v, sizeof v, "+ACK %lld", (long long)j->stored_ns);
+        rs = kvStore_PutString(NULL, j->kv, j->key, v);
+    }
+    if (st != NATS_OK)
+        log_warn("cluster: cannot raise the mark %s to seq=%llu (tried for %d s): %s; %s",
+                 j->mark_key, (unsigned long long)j->seq, SPATE_JS_SETTLE_RETRY_FOR_MS / 1000,
+                 cluster_nats_why(st),
+                 rs == NATS_OK ? "acknowledged without it" : "handed back, to run again");
+    if (st != NATS_OK && rs != NATS_OK) {
+        /* Neither mark nor record: acked, it would lie settled past its
+         * part's mark, and the key's next delivery would run it again
+         * after itself (taken for one JetStream skipped). It runs again
+         * in its place instead. */
+        natsMsg_Nak(j->nm, NULL);
+        return;
+    }
+    jsqueue__confirm(j->q, j->nm, "+ACK");
+}
+
 /* Settle thread. */
 static void settle_work(void *arg)
 {
     settle_job *j = arg;
+    if (j->mark_key[0]) {
+        ordered_ack_work(j);
+        return;
+    }
     if (!j->failed) { /* acked: a redelivery (an ack lost) is settled, not run */
         char v[40];
         snprintf(v, sizeof v, "+ACK %lld", (long long)j->stored_ns);
@@ -155,7 +205,9 @@ static void settle_done(void *arg)
     queue_sub *s = j->sub;
     if (s && jsqueue__retry_later(&j->retry, s->q, cluster_run_settle, settle_work, settle_done, j))
         return;
-    if (j->retry.again) /* closing: no more tries, the NAK is the last word */
+    if (j->retry.again && j->mark_key[0]) /* closing without its mark: runs again in its place */
+        natsMsg_Nak(j->nm, NULL);
+    else if (j->retry.again) /* closing: no more tries, the NAK is the last word */
         natsMsg_NakWithDelay(j->nm, j->delay_ms, NULL);
     natsMsg_Destroy(j->nm);
     jsqueue__retry_free(&j->retry, j);
@@ -178,14 +230,48 @@ static settle_job *new_settle(const jlease *jl, uint32_t failed)
     return j;
 }
 
+/* An ordered part's ack goes after its mark (settle thread), with the
+ * message; 0 without memory. */
+static int ordered_ack(jlease *jl)
+{
+    queue_sub *s = jl->l.sub;
+    settle_job *j = new_settle(jl, 0);
+    if (!j) return 0;
+    jsqueue__mark_key(j->mark_key, sizeof j->mark_key, s->topic->stream, jl->pt->durable);
+    j->seq = jl->m.seq;
+    j->mark_rev = jl->mark_rev;
+    j->created_ns = jl->created_ns;
+    j->failed_before = jl->failed;
+    j->nm = jl->nm;
+    jl->nm = NULL;
+    j->sub = s;
+    s->jobs++;
+    cluster_run_settle(s->q->c, settle_work, settle_done, j);
+    return 1;
+}
+
 void jsqueue__ack(queue_lease *l)
 {
     jlease *jl = (jlease *)l;
-    jsqueue__confirm(jl->l.sub->q, jl->nm, "+ACK");
     if (jl->l.sub->removed)
         jl->l.sub->topic->retired_acked++;
     else
         jl->l.sub->acked++;
+    if (jl->pt->one_at_a_time && !jl->failed) {
+        /* Its mark first, on the way with the others' (confirm.c). */
+        char key[KV_KEY_CAP];
+        jsqueue__mark_key(key, sizeof key, jl->l.sub->topic->stream, jl->pt->durable);
+        if (jsqueue__confirm_after_mark(jl->l.sub->q, jl->nm, key, jl->m.seq, jl->created_ns,
+                                        jl->mark_rev) == 0) {
+            lease_free(jl);
+            return;
+        }
+    }
+    if (jl->pt->one_at_a_time && ordered_ack(jl)) {
+        lease_free(jl);
+        return;
+    }
+    jsqueue__confirm(jl->l.sub->q, jl->nm, "+ACK");
     settle_job *j = jl->failed ? new_settle(jl, 0) : NULL;
     if (j) cluster_run_settle(jl->l.sub->q->c, settle_work, settle_done, j);
     lease_free(jl);
@@ -251,6 +337,12 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
     jsqueue__attempts_key(j->dead_key, sizeof j->dead_key, s, jl->pt, jl->m.seq);
     snprintf(j->dead_id, sizeof j->dead_id, "%s.%lld", j->dead_key, (long long)jl->stored_ns);
     j->stored_ns = jl->stored_ns;
+    if (jl->pt->one_at_a_time) {
+        jsqueue__mark_key(j->mark_key, sizeof j->mark_key, s->topic->stream, jl->pt->durable);
+        j->dead_seq = jl->m.seq;
+        j->mark_rev = jl->mark_rev;
+        j->created_ns = jl->created_ns;
+    }
     in->dedup = j->dead_id;
     in->dedup_len = (uint32_t)strlen(j->dead_id);
     if (queue_inputs_own_extras(in, 1, &j->extra) != 0) {
@@ -276,6 +368,6 @@ void jsqueue__dead_letter(queue_lease *l, const char *error)
         s->dead++;
     free(jl);
     s->leases--;
-    cluster_run(s->q->c, jsqueue__publish_work, jsqueue__publish_done, j);
+    jsqueue__run_job(s->q, jsqueue__publish_work, jsqueue__publish_done, j);
     jsqueue__sub_maybe_free(s);
 }

@@ -4,21 +4,17 @@
  */
 #include "cluster/jsqueue/internal.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/names.h"
+
 /* Stream names cannot hold '.': escaped, so that names stay distinct. */
 void jsqueue__stream_name(const char *topic, char *out, size_t cap)
 {
-    size_t n = (size_t)snprintf(out, cap, "SPATE_T_");
-    for (const char *p = topic; *p && n + 4 < cap; p++) {
-        if (*p == '.' || *p == '_')
-            n += (size_t)snprintf(out + n, cap - n, "_%02x", (unsigned char)*p);
-        else
-            out[n++] = *p;
-    }
-    out[n] = '\0';
+    name_topic_stream(topic, strlen(topic), out, cap);
 }
 
 jtopic *jsqueue__topic_of(queue *q, const char *name, int create)
@@ -135,4 +131,37 @@ int jsqueue__stream_stats(queue *q, const char *stream, queue_topic_stats *out)
     out->oldest_ms = si->State.Msgs ? si->State.FirstTime / 1000000 : 0;
     jsStreamInfo_Destroy(si);
     return 0;
+}
+
+/* Any thread: the sequence of the first message of subject (wildcards
+ * allowed) at or after seq in stream, 0 in *found when there is none;
+ * answered by the stream's leader (STREAM.MSG.GET), never by a replica that
+ * may be behind, as a direct get can be. Not OK without an answer. */
+natsStatus jsqueue__next_of_subject(queue *q, const char *stream, const char *subject, uint64_t seq,
+                                    uint64_t *found)
+{
+    char api[SPATE_TOPIC_NAME_MAX * 3 + 64], body[SPATE_TOPIC_NAME_MAX * 3 + 96];
+    snprintf(api, sizeof api, "$JS.API.STREAM.MSG.GET.%s", stream);
+    int n =
+        snprintf(body, sizeof body, "{\"seq\":%" PRIu64 ",\"next_by_subj\":\"%s\"}", seq, subject);
+    if (n < 0 || (size_t)n >= sizeof body) return NATS_INVALID_ARG;
+    natsMsg *reply = NULL;
+    natsStatus st =
+        natsConnection_Request(&reply, cluster_nc(q->c), api, body, n, SPATE_JS_LOOKUP_WAIT_MS);
+    if (st != NATS_OK) return st;
+    /* {"message":{"seq":N,...}}, or {"error":{"code":404,...}} for none. */
+    cJSON *doc =
+        cJSON_ParseWithLength(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply));
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(doc, "message");
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(m, "seq");
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(doc, "error");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+    *found = 0;
+    if (cJSON_IsNumber(s) && s->valuedouble >= 1)
+        *found = (uint64_t)s->valuedouble;
+    else if (!cJSON_IsNumber(code) || code->valueint != 404)
+        st = NATS_ERR; /* no leader, or not JetStream's answer */
+    cJSON_Delete(doc);
+    natsMsg_Destroy(reply);
+    return st;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -17,18 +18,18 @@ typedef struct sub_job {
     int remove;
     _Atomic int foreign; /* a consumer of its name is another trigger's (make_consumer) */
     uint32_t ack_wait_ms;
+    uint64_t give_up_ns; /* monotonic: the set-up's attempts end here */
     queue_done_cb done;
     void *data;
     int status;
     char err[200];
 } sub_job;
 
-/* Attempts at a consumer's creation before its trigger fails: after time-
- * outs (2 s each), and after "JetStream system temporarily unavailable"
- * (its meta leader being elected after a nats-server went: make check saw
- * an ordered trigger's 65 consumers meet it), each after a wait. */
-#define CONSUMER_ATTEMPTS 3
-#define CONSUMER_UNAVAILABLE_ATTEMPTS 12
+/* A consumer's creation is asked again after a time-out (2 s each) and
+ * after "JetStream system temporarily unavailable" (its meta leader being
+ * elected after a nats-server went: make check saw an ordered trigger's 65
+ * consumers meet it, the latter after a wait), until the trigger's set-up
+ * has taken SPATE_JS_CONSUMER_MAKE_FOR_MS. */
 #define CONSUMER_UNAVAILABLE_WAIT_MS 500
 
 /* Worker thread: whether the stream has a consumer named as pt with another
@@ -46,9 +47,15 @@ static int foreign_consumer(queue *q, const char *stream, const struct part *pt)
     return foreign;
 }
 
+/* Whether a consumer's creation or deletion that got st (and code) is
+ * asked again: no answer, or no meta leader, within the job's time. */
+static int ask_again(const sub_job *j, natsStatus st, jsErrCode code)
+{
+    return (st == NATS_TIMEOUT || code == JSClusterNotAvailErr) && clock_mono_ns() < j->give_up_ns;
+}
+
 /* One consumer of a subscription, created (or changed) and bound. */
-static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait_ms,
-                                _Atomic int *foreign)
+static natsStatus make_consumer(queue_sub *s, struct part *pt, sub_job *j)
 {
     queue *q = s->q;
     jsConsumerConfig cc;
@@ -57,27 +64,25 @@ static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait
     cc.FilterSubject = pt->filter;
     cc.AckPolicy = js_AckExplicit;
     cc.DeliverPolicy = js_DeliverAll; /* from the oldest stored message */
-    cc.AckWait = (int64_t)ack_wait_ms * 1000000;
+    cc.AckWait = (int64_t)j->ack_wait_ms * 1000000;
     cc.MaxAckPending = pt->one_at_a_time ? 1 : SPATE_JS_ACK_PENDING_MAX;
     /* JetStream's API answers within jsOptions.Wait (2 s, cluster.c) or
      * not at all: while a stream's leader is elected, or on a loaded
      * machine, one call may go unanswered. Asking again here costs the
      * caller seconds; failing costs it the trigger (a 503 seen under load
-     * in a three-node test). Add and update are idempotent: a consumer a
-     * timed-out call made is found and updated by the next attempt. */
+     * in a three-node test, and three time-outs in a row under make check's
+     * load). Add and update are idempotent: a consumer a timed-out call made
+     * is found and updated by the next attempt. */
     natsStatus st = NATS_TIMEOUT;
     jsErrCode code = 0;
-    for (int attempt = 0;
-         code == JSClusterNotAvailErr ? attempt < CONSUMER_UNAVAILABLE_ATTEMPTS
-                                      : attempt < CONSUMER_ATTEMPTS && st == NATS_TIMEOUT;
-         attempt++) {
+    for (int first = 1; first || ask_again(j, st, code); first = 0) {
         jsConsumerInfo *ci = NULL;
         if (code == JSClusterNotAvailErr) nats_Sleep(CONSUMER_UNAVAILABLE_WAIT_MS);
         code = 0;
         /* Asked first: JetStream takes an add of a consumer that exists as
          * a change of its configuration, filter included. */
         if (foreign_consumer(q, s->topic->stream, pt)) {
-            *foreign = 1;
+            j->foreign = 1;
             return NATS_ERR;
         }
         st = js_AddConsumer(&ci, q->js, s->topic->stream, &cc, NULL, &code);
@@ -97,6 +102,27 @@ static natsStatus make_consumer(queue_sub *s, struct part *pt, uint32_t ack_wait
     return st;
 }
 
+/* Worker thread: a consumer deleted, asked again while JetStream does not
+ * answer (each node deletes a removed trigger's consumers at once, 65 of an
+ * ordered one, and a 2 s wait ran out now and then: the removal failed
+ * whole, the trigger gone on the node asked and kept by the others, its
+ * consumers left keeping the topic's messages: test_an_ordered_trigger_
+ * removed_again_and_again_is_gone_everywhere), until the job has taken
+ * SPATE_JS_CONSUMER_MAKE_FOR_MS. One a time-out deleted is not found the
+ * next time: done. */
+static natsStatus delete_consumer(queue *q, const char *stream, const char *durable,
+                                  const sub_job *j)
+{
+    natsStatus st = NATS_TIMEOUT;
+    jsErrCode code = 0;
+    for (int first = 1; first || ask_again(j, st, code); first = 0) {
+        if (code == JSClusterNotAvailErr) nats_Sleep(CONSUMER_UNAVAILABLE_WAIT_MS);
+        code = 0;
+        st = js_DeleteConsumer(q->js, stream, durable, NULL, &code);
+    }
+    return st;
+}
+
 typedef struct maker {
     sub_job *j;
     int first;
@@ -111,13 +137,10 @@ static void *maker_main(void *arg)
     m->st = NATS_OK;
     int i = m->first;
     for (; i < s->nparts && m->st == NATS_OK; i += SPATE_JS_CONSUMER_MAKERS)
-        m->st = make_consumer(s, &s->parts[i], m->j->ack_wait_ms, &m->j->foreign);
-    if (m->st != NATS_OK) {
-        const char *why = nats_GetLastError(NULL);
+        m->st = make_consumer(s, &s->parts[i], m->j);
+    if (m->st != NATS_OK)
         snprintf(m->err, sizeof m->err, "consumer %s: %s",
-                 s->parts[i - SPATE_JS_CONSUMER_MAKERS].durable,
-                 why && why[0] ? why : natsStatus_GetText(m->st));
-    }
+                 s->parts[i - SPATE_JS_CONSUMER_MAKERS].durable, cluster_nats_why(m->st));
     return NULL;
 }
 
@@ -127,20 +150,25 @@ static void subscribe_work(void *arg)
     queue_sub *s = j->s;
     queue *q = s->q;
     natsStatus st;
+    /* The makers' outcomes: why, below, points into one of them (declared
+     * in the branch, it was read after its scope ended: ASan's
+     * stack-use-after-scope at a consumer that could not be made). */
+    maker m[SPATE_JS_CONSUMER_MAKERS];
     const char *why = NULL; /* a consumer maker's */
+    j->give_up_ns = clock_mono_ns() + (uint64_t)SPATE_JS_CONSUMER_MAKE_FOR_MS * 1000000;
     if (j->remove) {
         st = NATS_OK;
-        for (int i = 0; i < s->nparts; i++) {
+        for (int i = 0; i < s->nparts && st == NATS_OK; i++) {
             /* Another trigger's (this one was refused it): left alone. */
             if (foreign_consumer(q, s->topic->stream, &s->parts[i])) continue;
-            natsStatus d =
-                js_DeleteConsumer(q->js, s->topic->stream, s->parts[i].durable, NULL, NULL);
+            natsStatus d = delete_consumer(q, s->topic->stream, s->parts[i].durable, j);
+            /* Refused past its tries: JetStream is down, and each of the
+             * rest would hold this thread (every publish's) as long. */
             if (d != NATS_OK && d != NATS_NOT_FOUND) st = d;
         }
     } else {
         st = jsqueue__ensure_stream(q, s->topic->stream, s->topic->subject);
         if (st == NATS_OK) st = jsqueue__lift_limits(q, s->topic->stream);
-        maker m[SPATE_JS_CONSUMER_MAKERS];
         pthread_t th[SPATE_JS_CONSUMER_MAKERS];
         int n = 0;
         for (; st == NATS_OK && n < SPATE_JS_CONSUMER_MAKERS && n < s->nparts; n++) {
@@ -167,9 +195,7 @@ static void subscribe_work(void *arg)
     else if (st != NATS_OK && why)
         snprintf(j->err, sizeof j->err, "%s", why);
     else if (st != NATS_OK)
-        snprintf(j->err, sizeof j->err, "%s",
-                 nats_GetLastError(NULL) && nats_GetLastError(NULL)[0] ? nats_GetLastError(NULL)
-                                                                       : natsStatus_GetText(st));
+        snprintf(j->err, sizeof j->err, "%s", cluster_nats_why(st));
 }
 
 /* Fetched and not leased: back to the other nodes now, not after AckWait. */

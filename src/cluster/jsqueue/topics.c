@@ -140,8 +140,7 @@ static void admin_work(void *arg)
     if (si) jsStreamInfo_Destroy(si);
     if (s != NATS_OK) {
         j->status = ERR_IO;
-        snprintf(j->err, sizeof j->err, "%s",
-                 nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
+        snprintf(j->err, sizeof j->err, "%s", cluster_nats_why(s));
     }
 }
 
@@ -161,11 +160,14 @@ static void admin_done(void *arg)
     }
     if (j->count_cb) j->count_cb(j->data, j->status, j->count);
     if (j->done_cb) j->done_cb(j->data, j->status);
+    queue *q = j->q;
     free(j);
+    jsqueue__job_done(q);
 }
 
 static admin_job *admin_new(queue *q, jtopic *t, enum admin_what what)
 {
+    if (q->closing) return NULL;
     admin_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->q = q;
@@ -197,13 +199,13 @@ int jsqueue__topic_delete(queue *q, const char *topic, queue_count_cb done, void
     for (list_node *n = list_first(&q->subs); n != &q->subs; n = n->next)
         if (list_entry(n, queue_sub, link)->topic == t) return ERR_BUSY;
     admin_job *j = admin_new(q, t, A_DELETE);
-    if (!j) return ERR_NOMEM;
+    if (!j) return q->closing ? ERR_CLOSED : ERR_NOMEM;
     j->created |= unlisted; /* no stream: it does not exist */
     j->count_cb = done;
     j->data = data;
     t->gone = 1;
     q->deletions++;
-    cluster_run(q->c, admin_work, admin_done, j);
+    jsqueue__run_job(q, admin_work, admin_done, j);
     return 0;
 }
 
@@ -213,11 +215,11 @@ int jsqueue__topic_purge(queue *q, const char *topic, queue_count_cb done, void 
     jtopic *t = admin_topic(q, topic, &unlisted);
     if (!t) return ERR_NOMEM;
     admin_job *j = admin_new(q, t, A_PURGE);
-    if (!j) return ERR_NOMEM;
+    if (!j) return q->closing ? ERR_CLOSED : ERR_NOMEM;
     j->created |= unlisted;
     j->count_cb = done;
     j->data = data;
-    cluster_run(q->c, admin_work, admin_done, j);
+    jsqueue__run_job(q, admin_work, admin_done, j);
     return 0;
 }
 
@@ -227,12 +229,12 @@ int jsqueue__topic_retention(queue *q, const char *topic, const queue_retention 
     jtopic *t = jsqueue__topic_of(q, topic, 1);
     if (!t) return ERR_NOMEM;
     admin_job *j = admin_new(q, t, A_RETENTION);
-    if (!j) return ERR_NOMEM;
+    if (!j) return q->closing ? ERR_CLOSED : ERR_NOMEM;
     j->ret = *r;
     t->ret = *r;
     t->touched = q->refresh_serial;
     j->done_cb = done;
     j->data = data;
-    cluster_run(q->c, admin_work, admin_done, j);
+    jsqueue__run_job(q, admin_work, admin_done, j);
     return 0;
 }

@@ -101,6 +101,43 @@ static uint64_t delete_range(queue *q, const char *stream, uint64_t from, uint64
     return deleted;
 }
 
+/* An ordered part's consumer (MaxAckPending 1) that has nothing pending has
+ * settled all it delivered, by JetStream's figures, and also when JetStream
+ * forgot a delivery (skipped.c): that message must stay until the key's next
+ * one reveals it. So keep goes down to the first message of the part past
+ * its mark, if there is one below keep. 0: unknown (no answer): no trim. */
+static int keep_for_marks(queue *q, const jsStreamInfo *si, jsConsumerInfo *const *list, int n,
+                          uint64_t *keep)
+{
+    const char *stream = si->Config->Name;
+    for (int i = 0; i < n; i++) {
+        const jsConsumerInfo *ci = list[i];
+        if (!ci->Name || !ci->Config || ci->Config->MaxAckPending != 1 ||
+            !ci->Config->FilterSubject)
+            continue;
+        char key[KV_KEY_CAP];
+        jmark mk;
+        jsqueue__mark_key(key, sizeof key, stream, ci->Name);
+        if (jsqueue__mark_read(q, key, &mk) != NATS_OK) return 0;
+        uint64_t from = mk.seq + 1;
+        int64_t since_ns = 0;
+        if (!jsqueue__mark_is_of(&mk, si->Created)) {
+            /* None of this stream's (skipped.c): 0, for what was stored
+             * within the bucket's TTL; nothing delivered, nothing skipped. */
+            if (ci->Delivered.Consumer == 0) continue;
+            from = 1;
+            if ((since_ns = jsqueue__unmarked_since_ns(q)) < 0) return 0;
+        }
+        if (from >= *keep) continue;
+        uint64_t next = 0;
+        if (jsqueue__next_unsettled(q, stream, ci->Config->FilterSubject, from, since_ns, &next) !=
+            NATS_OK)
+            return 0;
+        if (next && next < *keep) *keep = next;
+    }
+    return 1;
+}
+
 /* A topic's stream keeps what some trigger has not yet settled, and the
  * rest goes. A stream no trigger reads (a dead-letter topic, a topic without
  * triggers) keeps everything. Each trim is logged (debug) with every
@@ -123,7 +160,7 @@ static void trim_stream(queue *q, const jsStreamInfo *si)
     }
     uint64_t first = si->State.FirstSeq, keep = jsqueue__trim_keep(cl->List, cl->Count);
     if (keep > first + SPATE_JS_TRIM_MAX) keep = first + SPATE_JS_TRIM_MAX; /* the rest next time */
-    if (keep <= first) {
+    if (keep <= first || !keep_for_marks(q, si, cl->List, cl->Count, &keep) || keep <= first) {
         jsConsumerInfoList_Destroy(cl);
         return;
     }
@@ -179,7 +216,10 @@ static void *trim_main(void *arg)
             rc = pthread_cond_timedwait(&q->trim_wake, &q->trim_lock, &until);
         if (q->trim_stop) break;
         pthread_mutex_unlock(&q->trim_lock);
-        if (cluster_connected(q->c)) trim_all(q);
+        if (cluster_connected(q->c)) {
+            trim_all(q);
+            jsqueue__keep_marks_since(q);
+        }
         pthread_mutex_lock(&q->trim_lock);
     }
     pthread_mutex_unlock(&q->trim_lock);

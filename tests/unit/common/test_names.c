@@ -1,6 +1,7 @@
 /* Unit tests of the small common modules: names, number parsing, function
  * configuration, buffers and the string map. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/buf.h"
 #include "common/err.h"
@@ -235,9 +236,27 @@ static void handlers(void)
     fnconfig_free(&c);
 }
 
+/* A topic's JetStream stream name: '.' and '_' escaped; its whole length
+ * whatever room is given (api/topics.c refuses names over JetStream's
+ * maximum by it). */
+static void stream_names(void)
+{
+    char out[64];
+    CHECK_INT((int)name_topic_stream("a.b_c", 5, out, sizeof out), 17);
+    CHECK_STR(out, "SPATE_T_a_2eb_5fc");
+    CHECK_INT((int)name_topic_stream("a.b_c", 5, NULL, 0), 17);
+    CHECK_INT((int)name_topic_stream("trades", 6, out, 10), 14);
+    CHECK_STR(out, "SPATE_T_t"); /* cut short, terminated */
+    char dots[SPATE_TOPIC_NAME_MAX];
+    memset(dots, '.', sizeof dots);
+    dots[0] = 'a';
+    CHECK((int)name_topic_stream(dots, sizeof dots, NULL, 0) > SPATE_JS_STREAM_NAME_MAX);
+}
+
 int main(void)
 {
     RUN(names);
+    RUN(stream_names);
     RUN(numbers);
     RUN(env);
     RUN(buffers);
