@@ -404,6 +404,16 @@
  * starting more (bench/scale/dispatch stalled at 464 instances for 1,000
  * calls in flight). As each one is ready the next starts. */
 #define SPATE_STARTING_MAX 32
+/* Instances starting at once on the node, over all functions (--max-starting;
+ * by default this many per CPU, at least SPATE_NODE_STARTING_FLOOR). Starts
+ * share the CPUs evenly: a node restarted under a backlog asked 32 of each
+ * of its functions' Python bootstraps to start at once, none got far enough
+ * in its 10 s to become ready, and each failed start cost a waiting message
+ * an attempt (21 went to the dead letters unrun in a cluster campaign). With
+ * fewer at once the first are ready in time and the rest follow. */
+#define SPATE_NODE_STARTING_PER_CPU 8
+#define SPATE_NODE_STARTING_FLOOR 16
+#define SPATE_NODE_STARTING_CEILING 65536
 /* A start the zygote could not take (its socket full, say) is tried again
  * this much later (ms) while invocations wait, not at the next event: with
  * every instance busy that may be a result seconds away. */

@@ -254,6 +254,9 @@ void pool_scale_hint(pool *p, uint32_t desired);
 /* The node-wide ceiling on live instances, over every pool. */
 void pool_set_node_max(uint32_t max);
 uint32_t pool_node_max(void);
+/* The node-wide ceiling on instances starting at once (--max-starting): a
+ * pool at it starts more as others become ready or fail. */
+void pool_set_node_starting_max(uint32_t max);
 uint32_t pool_node_live(void);
 /* Callers (invocations, deploys) refused since start-up because the node
  * limit numbered limit (common/err.h: ERR_LIMIT_*) was reached. */

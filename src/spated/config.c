@@ -73,6 +73,10 @@ static const opt_def opt_defs[] = {
      NULL},
     {"max-instances", OPT_U32, OFF(max_instances), 1, SPATE_NODE_INSTANCES_CEILING, 1,
      "live instances on this node, over all functions", "one per 16 MiB of memory"},
+    {"max-starting", OPT_U32, OFF(max_starting), 1, SPATE_NODE_STARTING_CEILING, 1,
+     "instances starting at once over all functions; more wait until one is ready (a "
+     "start's 10 s are its own, not shared with dozens)",
+     "8 per CPU, at least 16"},
     {"max-processes", OPT_U32, OFF(max_processes), 0, 4194304, 1,
      "processes and threads of all functions together (their pids cgroup); 0: only the host's "
      "limits",
@@ -179,6 +183,16 @@ static uint32_t default_max_instances(void)
     return (uint32_t)n;
 }
 
+/* SPATE_NODE_STARTING_PER_CPU per CPU, within the floor and ceiling. */
+static uint32_t default_max_starting(void)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t n = cpus > 0 ? (uint64_t)cpus * SPATE_NODE_STARTING_PER_CPU : 0;
+    if (n < SPATE_NODE_STARTING_FLOOR) n = SPATE_NODE_STARTING_FLOOR;
+    if (n > SPATE_NODE_STARTING_CEILING) n = SPATE_NODE_STARTING_CEILING;
+    return (uint32_t)n;
+}
+
 static void defaults(options *o)
 {
     memset(o, 0, sizeof *o);
@@ -195,6 +209,7 @@ static void defaults(options *o)
     o->limits.metrics_topics = SPATE_METRICS_TOPICS_DEFAULT;
     o->grace_ms = SPATE_SHUTDOWN_GRACE_MS;
     o->max_instances = default_max_instances();
+    o->max_starting = default_max_starting();
     o->max_zygotes = SPATE_ZYGOTES_DEFAULT;
     o->zygote_idle_s = SPATE_ZYGOTE_IDLE_DEFAULT_MS / 1000;
     o->spare_idle_s = SPATE_SPARE_IDLE_DEFAULT_MS / 1000;

@@ -26,6 +26,7 @@ typedef struct options {
     uint32_t grace_ms;
     uint32_t max_instances;
     uint32_t max_processes;    /* 0: none of spated's own */
+    uint32_t max_starting;     /* instances starting at once, over all functions */
     uint32_t max_zygotes;      /* zygotes running at once, over all functions */
     uint32_t zygote_idle_s;    /* a zygote without instances stops after this */
     uint32_t spare_idle_s;     /* a function keeps a spare instance this long after use */

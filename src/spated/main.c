@@ -286,6 +286,7 @@ static void apply_live(node *n)
     api_set_limits(n->api, &n->opt.limits);
     if (n->src) sources_set_message_max(n->src, n->opt.limits.message_max);
     pool_set_node_max(n->opt.max_instances);
+    pool_set_node_starting_max(n->opt.max_starting);
     set_max_processes(n->opt.max_processes);
     pool_set_zygote_budget(n->opt.max_zygotes, n->opt.zygote_idle_s * 1000u);
     pool_set_spare_idle(n->opt.spare_idle_s * 1000u);
@@ -469,6 +470,7 @@ int main(int argc, char **argv)
         if (chmod(exec_dir, 0711) != 0) log_warn("cannot open %s: %s", exec_dir, strerror(errno));
     }
     pool_set_node_max(n.opt.max_instances);
+    pool_set_node_starting_max(n.opt.max_starting);
     set_max_processes(n.opt.max_processes);
     pool_set_zygote_budget(n.opt.max_zygotes, n.opt.zygote_idle_s * 1000u);
     pool_set_spare_idle(n.opt.spare_idle_s * 1000u);

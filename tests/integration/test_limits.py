@@ -22,7 +22,7 @@ import threading
 import pytest
 
 from cdp import Browser
-from conftest import wait_for
+from conftest import deploy_recorder, wait_for
 
 LIMIT_CODES = {"descriptors_exhausted", "processes_exhausted", "memory_exhausted",
                "instances_exhausted", "zygote_budget"}
@@ -299,3 +299,35 @@ def test_a_wait_that_ends_while_the_node_is_full_names_the_limit(make_spated, fu
     # With room again (its own instance is idle), the same call runs.
     code, _, body = d.request("POST", "/v1/functions/f/invoke?timeout=500", b"x")
     assert (code, body) == (200, b"ok")
+
+
+def test_max_starting_bounds_starts_over_all_functions(make_spated, functions, tmp_path):
+    """--max-starting: at most N instances start at once over all functions;
+    the others start as those become ready, and every call is served. The
+    recorder writes "I <realtime us>" as its spate_init begins, then sleeps
+    400 ms in it: each such interval lies within its instance's start, so
+    more than N of them overlapping would be more than N starting at once."""
+    d = make_spated("--max-starting", "2", "--spare-idle", "0")
+    names = ["sa", "sb", "sc"]
+    records = [deploy_recorder(d, functions, tmp_path, name=n, **{"env": "INIT_SLEEP_MS%3D400"})
+               for n in names]
+    results = []
+
+    def call(name, i):
+        results.append(d.invoke(name, f"{name}-{i}".encode(), timeout=60)[0])
+
+    threads = [threading.Thread(target=call, args=(n, i)) for n in names for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 12, results
+    inits = sorted(int(line.split()[1]) for r in records for line in open(r)
+                   if line.startswith("I "))
+    assert len(inits) >= 3  # one function's instance at least, each
+    for t in inits:
+        overlapping = [u for u in inits if t <= u < t + 400_000]
+        assert len(overlapping) <= 2, (len(overlapping), inits)
+    # Held, not refused: no limit was counted.
+    assert wait_for(lambda: all(metric(d, "spate_node_limit_refusals_total", lim) in (None, 0.0)
+                                for lim in ("instances", "processes")), timeout=5)

@@ -173,7 +173,8 @@ def test_help_states_the_defaults_spated_uses():
     r = check_config()
     assert r.returncode == 0, r.stderr
     cfg = effective(r.stdout)
-    words = {"none": "", "beside spated": None, "one per 16 MiB of memory": None}
+    words = {"none": "", "beside spated": None, "one per 16 MiB of memory": None,
+             "8 per CPU, at least 16": None}
     assert len(stated) > 20 and "max-connections" in stated
     for key, default in stated.items():
         want = words.get(default, default)

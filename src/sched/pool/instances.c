@@ -23,16 +23,79 @@ static uint32_t node_live, node_max = UINT32_MAX;
 /* Every open pool (pool.node_link): where an idle instance may give way to
  * another function's start at --max-instances. */
 static list_node node_pools = {&node_pools, &node_pools};
+/* Instances starting on the node (each pool's nstarting, summed), against
+ * --max-starting; the pools that want to start more and are held by it, in
+ * the order they were held (pool.start_wait); and the room kept for held
+ * pools woken and not yet run (pool.start_woken), so that the pool whose
+ * start just ended does not take it back before them. */
+static uint32_t node_starting, node_starting_max = UINT32_MAX, node_starting_kept;
+static list_node start_waiters = {&start_waiters, &start_waiters};
+
+/* Room under --max-starting for a pool not woken. */
+static uint32_t node_starting_room(void)
+{
+    uint32_t used = node_starting + node_starting_kept;
+    return used < node_starting_max ? node_starting_max - used : 0;
+}
+
+/* A woken pool runs (or leaves): the room kept for it is anyone's again. */
+static void unkeep(pool *p)
+{
+    if (!p->start_woken) return;
+    p->start_woken = 0;
+    node_starting_kept--;
+}
 
 void pool__node_join(pool *p)
 {
     list_push_back(&node_pools, &p->node_link);
+    list_init(&p->start_wait);
 }
 
 void pool__node_leave(pool *p)
 {
     list_remove(&p->node_link);
     list_init(&p->node_link);
+    list_remove(&p->start_wait);
+    list_init(&p->start_wait);
+    unkeep(p);
+}
+
+void pool_set_node_starting_max(uint32_t max)
+{
+    node_starting_max = max ? max : 1;
+    pool__wake_held();
+}
+
+int pool__node_starting_full(void)
+{
+    return node_starting_room() == 0;
+}
+
+void pool__count_starting(pool *p)
+{
+    p->nstarting++;
+    node_starting++;
+}
+
+/* Pools held by --max-starting look again (on their timers: this runs
+ * inside other pools' changes), as many as there is room for now, first
+ * held first, the room kept for each until it runs: each starts what it
+ * still wants (held again at the back if that is more than the room) and
+ * passes the room on (pool__grow) when it wants less, so that none is left
+ * waiting with room free. */
+void pool__wake_held(void)
+{
+    for (uint32_t room = node_starting_room(); room > 0 && !list_empty(&start_waiters); room--) {
+        pool *q = list_entry(list_first(&start_waiters), pool, start_wait);
+        list_remove(&q->start_wait);
+        list_init(&q->start_wait);
+        if (!q->start_woken) {
+            q->start_woken = 1;
+            node_starting_kept++;
+        }
+        pool__arm(q, pool__now_ms(q));
+    }
 }
 
 /* The instance idle longest among other pools' than p (each pool's idle
@@ -118,6 +181,8 @@ void pool__unlink_instance(pinst *pi)
     switch (pi->state) {
     case PI_STARTING:
         p->nstarting--;
+        node_starting--;
+        pool__wake_held();
         break;
     case PI_IDLE:
         p->nidle--;
@@ -413,7 +478,7 @@ int pool__start_instance(pool *p, pversion *v, int spare)
         pool__spare_counted(pi);
     } else {
         list_push_back(&p->starting, &pi->link);
-        p->nstarting++;
+        pool__count_starting(p);
         pool__zygote_touch(v);
     }
     pool__arm(p, pi->deadline);
@@ -516,6 +581,13 @@ static void grow(pool *p)
     /* A few at a time: the next start as each is ready (on_instance_ready). */
     uint32_t slots = p->nstarting < SPATE_STARTING_MAX ? SPATE_STARTING_MAX - p->nstarting : 0;
     if (want > slots) want = slots;
+    /* And a few on the node (--max-starting): held, this pool starts more
+     * when another start ends (pool__wake_held). */
+    uint32_t node_room = node_starting_room();
+    if (want > node_room) {
+        want = node_room;
+        if (list_empty(&p->start_wait)) list_push_back(&start_waiters, &p->start_wait);
+    }
     if (want == 0) return;
     if (v->zstate != ZS_READY) {
         pool__ensure_zygote(p, v);
@@ -571,8 +643,10 @@ static void grow(pool *p)
 
 void pool__grow(pool *p)
 {
+    unkeep(p); /* woken (pool__wake_held): the room kept is for this */
     grow(p);
     pool__spare_check(p); /* after a handover: its replacement */
+    pool__wake_held();    /* room this pool did not take */
 }
 
 int pool_has_room(const pool *p)

@@ -98,7 +98,9 @@ struct pinst {
 };
 
 struct pool {
-    list_node node_link; /* in the node's list of pools (instances.c) */
+    list_node node_link;  /* in the node's list of pools (instances.c) */
+    list_node start_wait; /* in the node's pools held by --max-starting (instances.c) */
+    int start_woken;      /* woken from there, room kept for it until it grows */
     uv_loop_t *loop;
     char *name;
     fnlog *log; /* what its processes write */
@@ -217,6 +219,11 @@ void pool__serve_waiting(pool *p);
  * way to another pool's start at --max-instances. */
 void pool__node_join(pool *p);
 void pool__node_leave(pool *p);
+/* --max-starting (instances.c): one more of p's instances starting; the
+ * node at its ceiling; held pools woken for the room there is. */
+void pool__count_starting(pool *p);
+int pool__node_starting_full(void);
+void pool__wake_held(void);
 /* More instances live than --max-instances (lowered by a reload). */
 int pool__node_over(void);
 void pool__unlink_instance(pinst *pi);

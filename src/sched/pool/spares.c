@@ -155,7 +155,7 @@ int pool__spare_take(pool *p, pversion *v)
     if (!pi->ready) {
         /* Still starting: a start begun ahead, a normal cold start when ready. */
         list_push_back(&p->starting, &pi->link);
-        p->nstarting++;
+        pool__count_starting(p);
         return 1;
     }
     /* A cold start the invocation did not wait for: counted, with the
@@ -186,7 +186,9 @@ static void start_spare(pool *p, pversion *v)
         if (p->spare_retry_at < p->used_at + idle_ms) pool__arm(p, p->spare_retry_at);
         return;
     }
-    if (pool__live(p) >= v->cfg.max_instances || p->nstarting >= SPATE_STARTING_MAX) return;
+    if (pool__live(p) >= v->cfg.max_instances || p->nstarting >= SPATE_STARTING_MAX ||
+        pool__node_starting_full())
+        return;
     /* One room of --max-instances stays for work. */
     if ((uint64_t)pool_node_live() + 1 >= pool_node_max()) return;
     /* Not while an invocation runs, for a little while: starting one takes
