@@ -75,6 +75,9 @@ struct instance {
     uint32_t memory_mb;
     int limit_err; /* set before exited when a node limit (ERR_*, common/err.h) kept it
                     * from starting, e.g. the zygote's fork failed with EAGAIN; else 0 */
+    int starved;   /* set before exited: killed before it was ready while runnable, having
+                    * had less than half the CPU it could have had since it began (its
+                    * quota, or a core): a machine too loaded to run it, not the function */
 };
 
 /* Sends one invocation; the instance must be ready. Several may be queued:

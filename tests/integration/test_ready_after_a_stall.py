@@ -11,6 +11,7 @@ attempt: the nemesis's batches dead-lettered without having run); so did a
 call's timeout (an answer in time counted as a timeout: a batch retried, or
 dead-lettered after a run that went well)."""
 
+import json
 import signal
 import threading
 import time
@@ -209,3 +210,61 @@ def test_a_message_that_waited_for_a_slow_start_loses_no_attempt(make_spated, tm
                     timeout=30), d.json("GET", "/v1/topics/slow")
     status, doc = d.json("GET", "/v1/topics/slow.dlq/messages?limit=10")
     assert status == 404 or not doc["messages"], doc
+
+
+# Serves normally, unless the file STARVE exists when it starts: then it
+# starts as many spinners as there are CPUs and spins itself at nice 19,
+# runnable and given next to no CPU, as a bootstrap on a machine too loaded
+# to run it (a node restarted under a backlog starting dozens at once).
+STARVING = b"""#!/usr/bin/python3
+import os, urllib.request
+if os.path.exists(os.environ["STARVE"]):
+    for _ in range(os.cpu_count() or 1):
+        if os.fork() == 0:
+            while True:
+                pass
+    os.nice(19)
+    while True:
+        pass
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = r.read()
+    with open(os.environ["RECORD"], "ab") as f:
+        f.write(body + b"\\n")
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok",
+                                                  method="POST")).read()
+"""
+
+
+def test_a_start_the_machine_starved_costs_no_attempt(make_spated, tmp_path):
+    """An instance killed at its init deadline while runnable, having had
+    less than half the CPU it could have had, was starved by the machine:
+    the message waiting for it loses no attempt (with max_attempts 1 it
+    went to the dead letters unrun) and runs once instances can start."""
+    d = make_spated("--spare-idle", "0")
+    record, starve = tmp_path / "record.log", tmp_path / "starve"
+    record.touch()
+    record.chmod(0o666)
+    # A quota of a fifth of a core: the spinners burn no more than that.
+    status, doc = d.deploy("starving", zipped({"bootstrap": STARVING}), runtime="exec",
+                           env=f"RECORD%3D{record}&env=STARVE%3D{starve}", timeout=15000,
+                           keep_alive=100, cpu=200)
+    assert status == 201, doc
+    assert wait_for(lambda: not any(d.describe("starving")["instances"].values()), timeout=20), \
+        d.describe("starving")
+    starve.touch()
+    status, doc = d.json("PUT", "/v1/triggers/jobs/starving?max_attempts=1&event_format=sqs")
+    assert status == 201, doc
+    status, _, data = d.request("POST", "/v1/topics/jobs/messages", b"job-1")
+    assert status == 202, data
+    assert wait_for(lambda: "starved of CPU" in d.log(), timeout=60), d.log()[-3000:]
+    starve.unlink()
+    assert wait_for(lambda: record.read_text(), timeout=90), d.log()[-3000:]
+    event = json.loads(record.read_text().splitlines()[0])
+    assert event["Records"][0]["body"] == "job-1", event
+    assert event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "1", event
+    assert "giving up" not in d.log(), d.log()[-3000:]
+    status, doc = d.json("GET", "/v1/topics/jobs.dlq")
+    assert status == 404 or doc.get("depth", 0) == 0, doc

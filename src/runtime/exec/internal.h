@@ -82,6 +82,7 @@ typedef struct exec_instance {
     list_node queue;      /* given, not yet handed to the runtime */
     pending_inv *running; /* handed out by /next, not yet answered */
     uint64_t running_since;
+    uint64_t spawned_ns;    /* clock_mono_ns when its bootstrap began */
     http_request *next_req; /* a /next waiting for work */
     char *init_error;
     char *unready; /* what its bootstrap was doing when killed before asking for work */

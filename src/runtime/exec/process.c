@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -140,10 +141,12 @@ static uint32_t exec_withdraw(instance *base, uint32_t n)
 
 /* What the bootstrap pid, which has not asked for work, is doing: its name,
  * state and what it waits in, and the CPU it has had, e.g. "python3, S in
- * do_select, 40 ms of CPU" (a hang, or a machine too loaded to run it).
- * Caller owns the result; free with free(). NULL when /proc cannot say. */
-static char *unready_note(pid_t pid)
+ * do_select, 40 ms of CPU" (a hang, or a machine too loaded to run it); its
+ * state and CPU in *state and *cpu_ms too. Caller owns the result; free
+ * with free(). NULL when /proc cannot say (*state is then 0). */
+static char *unready_note(pid_t pid, char *state_out, unsigned long long *cpu_ms_out)
 {
+    *state_out = 0;
     char path[64], line[512], wchan[64] = "";
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "re");
@@ -168,6 +171,8 @@ static char *unready_note(pid_t pid)
     }
     long tick = sysconf(_SC_CLK_TCK);
     unsigned long long cpu_ms = tick > 0 ? (utime + stime) * 1000 / (unsigned long long)tick : 0;
+    *state_out = state;
+    *cpu_ms_out = cpu_ms;
     char *out = malloc(160);
     if (out)
         snprintf(out, 160, "%.32s, %c%s%.40s, %llu ms of CPU", open + 1, state,
@@ -179,8 +184,18 @@ static char *unready_note(pid_t pid)
 static void exec_kill(instance *base)
 {
     exec_instance *e = (exec_instance *)base;
-    if (e->alive && !e->ready && !e->killed && !e->init_error)
-        e->unready = unready_note(e->proc.pid);
+    if (e->alive && !e->ready && !e->killed && !e->init_error) {
+        char state;
+        unsigned long long cpu_ms = 0;
+        e->unready = unready_note(e->proc.pid, &state, &cpu_ms);
+        /* Runnable, and given less than half of what it could have had:
+         * starved by the machine (dozens of starts at once, other load),
+         * not hung (S) nor spinning (its CPU near a core, or its quota). */
+        unsigned long long ran_ms = (clock_mono_ns() - e->spawned_ns) / 1000000;
+        uint32_t millis = e->base.iso ? e->base.iso->cpu_millis : 0;
+        unsigned long long could_ms = millis ? ran_ms * millis / 1000 : ran_ms;
+        e->base.starved = state == 'R' && cpu_ms * 2 < could_ms;
+    }
     e->killed = 1;
     /* Its process group: the bootstrap and whatever it started. */
     if (e->alive) uv_kill(-e->proc.pid, SIGKILL);
@@ -355,6 +370,7 @@ int exec_spawn(exec_version *x, const instance_limits *lim, const instance_callb
         .flags = UV_PROCESS_DETACHED,
     };
     e->proc.data = e;
+    e->spawned_ns = clock_mono_ns();
     rc = uv_spawn(x->loop, &e->proc, &opt);
     close(envfd);
     output_close_fds(outfd);

@@ -338,6 +338,7 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     /* Not started for a node limit (the zygote's fork failed): not the
      * function's failure, and no crash of it. */
     int limit = (was == PI_STARTING || was == PI_SPARE) && !pi->depth ? inst->limit_err : 0;
+    int starved = never_ready && inst->starved;
     int spare_ready = was == PI_SPARE && pi->ready;
     if (was == PI_STOPPING)
         p->nstopping--;
@@ -406,10 +407,16 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
          * function serve: its init works, the machine was too loaded to run
          * this one in time, and what waits is not the cause (a trigger's
          * message would lose an attempt to it). Those serve it, or its
-         * wait's timeout ends it. */
-        log_warn("instance could not start: %.*s fn=%s version=%u instance=%llu", cut, why, p->name,
-                 v->number, (unsigned long long)id);
-        if (p->nwaiting > 0 && !(never_ready && p->nidle + p->nbusy > 0)) failed = pool__dequeue(p);
+         * wait's timeout ends it. Nor one the machine starved (runnable,
+         * with less than half the CPU it could have had: instance.h), when
+         * none serves: a node restarted under a backlog of many functions
+         * at once sent messages to the dead letters unrun that way. */
+        log_warn("instance could not start: %.*s%s fn=%s version=%u instance=%llu", cut, why,
+                 starved ? " (starved of CPU: not the function's failure, no call fails for it)"
+                         : "",
+                 p->name, v->number, (unsigned long long)id);
+        if (p->nwaiting > 0 && !(never_ready && (p->nidle + p->nbusy > 0 || starved)))
+            failed = pool__dequeue(p);
         if (failed) p->crashes++; /* answered function_crashed: counted as one */
         const char *cause = why;
         if (strncmp(cause, START_FAILED, sizeof START_FAILED - 1) == 0)
