@@ -396,7 +396,8 @@ def deploy_everywhere(d, nodes, name, artifact, **kw):
     status = d.deploy(name, artifact, **kw)[0]
     assert status == 201, (status, d.log()[-3000:])
     for n in nodes:
-        assert wait_for(lambda: listed(n, name), timeout=10), name
+        # 10 s fell short under make check's load (session 48).
+        assert wait_for(lambda: listed(n, name), timeout=30), name
 
 
 def add_trigger(d, nodes, topic, function, query=""):
