@@ -411,6 +411,13 @@
  * in its 10 s to become ready, and each failed start cost a waiting message
  * an attempt (21 went to the dead letters unrun in a cluster campaign). With
  * fewer at once the first are ready in time and the rest follow. */
+/* How long (ms) from a pool's first start the machine starved
+ * (runtime/instance.h: runnable at its init deadline, with less than half
+ * the CPU it could have had), while none becomes ready, such starts fail no
+ * waiting call; after it each fails one, as any failed start does (a
+ * bootstrap may starve itself). A node restarted under a backlog is over
+ * its rush well within it. */
+#define SPATE_STARVED_EXCUSED_MS 60000
 #define SPATE_NODE_STARTING_PER_CPU 8
 #define SPATE_NODE_STARTING_FLOOR 16
 #define SPATE_NODE_STARTING_CEILING 65536

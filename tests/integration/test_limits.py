@@ -15,9 +15,11 @@ change's; its code is in the same table).
 """
 
 import json
+import os
 import re
 import signal
 import threading
+import time
 
 import pytest
 
@@ -331,3 +333,35 @@ def test_max_starting_bounds_starts_over_all_functions(make_spated, functions, t
     # Held, not refused: no limit was counted.
     assert wait_for(lambda: all(metric(d, "spate_node_limit_refusals_total", lim) in (None, 0.0)
                                 for lim in ("instances", "processes")), timeout=5)
+
+
+def test_a_pool_at_its_own_maximum_is_not_held_by_max_starting(make_spated, functions, tmp_path):
+    """A function at its own `max` with calls waiting, while another's start
+    holds part of --max-starting: it was held though the room was free, woken
+    at once, held again — a 0 ms timer loop that hung spated (libuv before
+    1.48 runs it again before any I/O). It waits for its busy instance now,
+    and spated answers throughout."""
+    d = make_spated("--max-starting", "2", "--spare-idle", "0")
+    rec = deploy_recorder(d, functions, tmp_path, name="slowstart", env="INIT_SLEEP_MS%3D4000")
+    deploy_recorder(d, functions, tmp_path, name="one", max=1)
+    # Its one instance, idle now; 300 ms calls: one call an instance.
+    assert d.invoke("one", b"sleep:300:warm")[0] == 200
+    def inits():
+        return open(rec).read().count("I ") if os.path.exists(rec) else 0
+
+    before = inits()  # the deploy's check may have run spate_init
+    results = []
+    slow = threading.Thread(target=lambda: results.append(d.invoke("slowstart", b"s", timeout=60)[0]))
+    slow.start()
+    assert wait_for(lambda: inits() > before, timeout=30)  # starting
+    calls = [threading.Thread(target=lambda i=i: results.append(
+        d.invoke("one", f"sleep:300:{i}".encode(), timeout=60)[0])) for i in range(4)]
+    for t in calls:
+        t.start()
+    for _ in range(10):
+        status, _, _ = d.request("GET", "/v1/health", timeout=5)
+        assert status == 200
+        time.sleep(0.2)
+    for t in calls + [slow]:
+        t.join(90)
+    assert results == [200] * 5, results

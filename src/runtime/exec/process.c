@@ -192,8 +192,11 @@ static void exec_kill(instance *base)
          * starved by the machine (dozens of starts at once, other load),
          * not hung (S) nor spinning (its CPU near a core, or its quota). */
         unsigned long long ran_ms = (clock_mono_ns() - e->spawned_ns) / 1000000;
+        /* One thread's worth: a quota of several cores is no more to a
+         * single-threaded bootstrap stuck in a loop. */
         uint32_t millis = e->base.iso ? e->base.iso->cpu_millis : 0;
-        unsigned long long could_ms = millis ? ran_ms * millis / 1000 : ran_ms;
+        if (!millis || millis > 1000) millis = 1000;
+        unsigned long long could_ms = ran_ms * millis / 1000;
         e->base.starved = state == 'R' && cpu_ms * 2 < could_ms;
     }
     e->killed = 1;

@@ -59,6 +59,7 @@ void pool__node_leave(pool *p)
     list_remove(&p->start_wait);
     list_init(&p->start_wait);
     unkeep(p);
+    pool__wake_held(); /* the room kept for it is another's */
 }
 
 void pool_set_node_starting_max(uint32_t max)
@@ -94,7 +95,9 @@ void pool__wake_held(void)
             q->start_woken = 1;
             node_starting_kept++;
         }
-        pool__arm(q, pool__now_ms(q));
+        /* A millisecond on: libuv before 1.48 runs a 0 ms timer started
+         * inside a timer's callback in the same pass, before any I/O. */
+        pool__arm(q, pool__now_ms(q) + 1);
     }
 }
 
@@ -222,6 +225,7 @@ void pool__instance_failed(pool *p)
 void pool__observe_start(pinst *pi)
 {
     pool *p = pi->pool;
+    p->starved_since = 0; /* one became ready: starts work on this machine */
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
     p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);
@@ -338,7 +342,16 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     /* Not started for a node limit (the zygote's fork failed): not the
      * function's failure, and no crash of it. */
     int limit = (was == PI_STARTING || was == PI_SPARE) && !pi->depth ? inst->limit_err : 0;
-    int starved = never_ready && inst->starved;
+    /* Starved (instance.h): excused for SPATE_STARVED_EXCUSED_MS from the
+     * first such start while none becomes ready, then failing calls as any
+     * failed start does: a bootstrap that starves itself (nice 19, its own
+     * children spinning) is not retried for ever without an attempt. */
+    int starved = 0;
+    if (never_ready && inst->starved) {
+        uint64_t now = pool__now_ms(p);
+        if (!p->starved_since) p->starved_since = now;
+        starved = now - p->starved_since < SPATE_STARVED_EXCUSED_MS;
+    }
     int spare_ready = was == PI_SPARE && pi->ready;
     if (was == PI_STOPPING)
         p->nstopping--;
@@ -652,6 +665,14 @@ void pool__grow(pool *p)
 {
     unkeep(p); /* woken (pool__wake_held): the room kept is for this */
     grow(p);
+    /* Held only while --max-starting is what keeps it from starting: with
+     * room left it stopped for another reason (its zygote loading, its
+     * own maximum, a back-off), whose end grows it again; held, it would
+     * be woken at once, again and again, with nothing changed. */
+    if (!list_empty(&p->start_wait) && node_starting_room() > 0) {
+        list_remove(&p->start_wait);
+        list_init(&p->start_wait);
+    }
     pool__spare_check(p); /* after a handover: its replacement */
     pool__wake_held();    /* room this pool did not take */
 }

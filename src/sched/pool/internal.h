@@ -136,12 +136,13 @@ struct pool {
     uint64_t spare_due;      /* loop ms: a spare put off while an invocation runs starts then */
     uint32_t nprocs;
     uint64_t inst_ms, spare_ms, acct_at;
-    uint32_t fail_streak; /* instances that failed in a row (crash, timeout, limit) */
-    int refused;          /* the node limit (ERR_*) that refused its last start, 0 once one
-                           * went through: a caller whose wait ends is told it */
-    uint64_t restart_at;  /* loop ms: no instance starts before this (crash loop) */
-    double service_us;    /* moving average of handler time; 0 until known */
-    double cold_us;       /* moving average of instance start time */
+    uint32_t fail_streak;   /* instances that failed in a row (crash, timeout, limit) */
+    uint64_t starved_since; /* ms of the first start the machine starved since one was ready */
+    int refused;            /* the node limit (ERR_*) that refused its last start, 0 once one
+                             * went through: a caller whose wait ends is told it */
+    uint64_t restart_at;    /* loop ms: no instance starts before this (crash loop) */
+    double service_us;      /* moving average of handler time; 0 until known */
+    double cold_us;         /* moving average of instance start time */
     /* Sizing by the autoscaler's rule: invocations that came (all of them,
      * direct or from triggers) and their smoothed rate; the triggers'
      * desired count and when they said it (loop ms, 0: never). */
