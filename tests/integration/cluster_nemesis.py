@@ -60,6 +60,7 @@ bench/cluster-nemesis (a long one).
 """
 
 import collections
+import datetime
 import json
 import os
 import re
@@ -85,6 +86,26 @@ KINDS = ("spated_kill", "spated_pause", "nats_kill", "nats_pause", "partition", 
          "node_partition")
 # On the third node or server, in the namespace.
 PARTED = ("partition", "nats_partition", "node_partition")
+# A source's reconnect (after an XACK or a read that failed, or a publish
+# into its topic it could not make): it reads its pending entries again —
+# those it published and had not acknowledged upstream run again.
+SOURCE_AGAIN = re.compile(r"^(\S+) \w+ +spated: source nemsrc: (?:XACK|cannot|connected to)", re.M)
+
+
+def source_events(nodes):
+    """Monotonic ns of every SOURCE_AGAIN line of the nodes' logs (their wall
+    times read against this machine's monotonic clock, as the records are)."""
+    offset = time.time_ns() - time.monotonic_ns()
+    out = []
+    for d in nodes:
+        for n in range(1, d.starts + 1):
+            text = (d.workdir / f"spated-{n}.log").read_text(errors="replace")
+            for m in SOURCE_AGAIN.finditer(text):
+                wall = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+                out.append(int(wall.timestamp() * 1e9) - offset)
+    return sorted(out)
+
+
 # A node's warning that it published again what JetStream skipped: the key.
 # Only the copy stored (not "by another node", a duplicate of it, nor "cannot
 # be published again"): one allowance per copy.
@@ -159,12 +180,13 @@ class Redeliveries:
     order_skips_unknown = True
     SLACK_NS = 2_000_000_000  # a settlement sent just after the fault's end, lost in a reconnect
 
-    def __init__(self, events, skipped=()):
+    def __init__(self, events, skipped=(), source_again=()):
         self.faults = sorted((e[1], e[2], e[0]) for e in events if e[0] in REDELIVERING)
         self.pauses = sorted((e[1], e[2]) for e in events if e[0] == "spated_pause")
         # Keys of the ordered messages JetStream skipped and a node published
         # again (jsqueue/skipped.c, logged): each runs once late.
         self.skipped = collections.Counter(skipped)
+        self.source_again = source_again  # source_events()
 
     def epoch(self, ns):
         return 0
@@ -187,6 +209,11 @@ class Redeliveries:
         if (":fail" in a[2] and a[3] == b[3] == nemesis.MAX_ATTEMPTS
                 and 0.9e9 <= b[4] - a[4] <= 2.5e9):
             return "dead_letter_publish_retried"
+        # A source's entry published again after a reconnect that read its
+        # pending entries again (logged; at least once upstream too).
+        if a[2].startswith("src:") and any(a[4] - self.SLACK_NS <= t <= b[4]
+                                           for t in self.source_again):
+            return "source_reread"
         return None
 
     def explain_late(self, a, b):
@@ -343,7 +370,7 @@ def wait_known(nodes):
     for d in nodes:
         c = ClusterNode(d)
         for path in ("/v1/triggers/ord/ordrec", "/v1/triggers/bat/batrec",
-                     "/v1/functions/invrec"):
+                     "/v1/functions/invrec", "/v1/triggers/src/srcrec", "/v1/sources/nemsrc"):
             assert wait_for(lambda: c.request("GET", path)[0] == 200, timeout=30), (path, d.log())
         assert wait_for(lambda: c.sqs("GetQueueUrl", {"QueueName": "nemq"})[0] == 200,
                         timeout=30), d.log()
@@ -358,7 +385,7 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
     workdir.chmod(0o1777)
     log(f"cluster nemesis seed {seed}")
     part = make_partition(log) if kinds is None or set(PARTED) & set(kinds) else None
-    nats, nodes = None, []
+    nats, nodes, wl = None, [], None
     try:
         if part:
             nats = NatsCluster(workdir, hosts=[part.outer, part.outer, part.inner],
@@ -376,8 +403,11 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
             d.workdir.mkdir()
             nodes.append(d.start())
         spread = Spread([ClusterNode(d) for d in nodes])
+        # The source's redis-server where every node reaches it (node 2 may
+        # be in a network namespace): not faulted itself, but cut off from
+        # node 2 with its partitions.
         wl = nemesis.Workload(spread, workdir, functions, seed, log, timeout_ms=TIMEOUT_MS,
-                              probe_topic=False)
+                              probe_topic=False, redis_host=part.outer if part else "127.0.0.1")
         # "retrying" is JetStream's NumRedelivered here: seen at 3 on every
         # node with nothing pending (depth and in_flight 0) after a run.
         wl.busy_fields = ("depth", "in_flight")
@@ -396,7 +426,8 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
         skipped = [m.group(1) for d in nodes for n in range(1, d.starts + 1)
                    for m in SKIPPED.finditer((d.workdir / f"spated-{n}.log")
                                              .read_text(errors="replace"))]
-        fig, problems = nemesis.check(spread, wl, nem, Redeliveries(nem.events, skipped))
+        fig, problems = nemesis.check(spread, wl, nem,
+                                      Redeliveries(nem.events, skipped, source_events(nodes)))
         fig["notes"] = [
             f"faults for {fault_s:.0f} s; clients moved to another node {spread.moves} times; "
             f"nats-servers healthy again after a fault: max "
@@ -412,7 +443,7 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
                     problems.append(f"node{i}/spated-{n}.log has a sanitizer report")
         with open(workdir / "nemesis.json", "w") as f:  # for a post-mortem
             json.dump({"seed": seed, "events": nem.events, "ord": wl.ord, "bat": wl.bat,
-                       "inv": wl.inv, "sent": wl.sent, "sqs_sent": wl.sqs_sent,
+                       "inv": wl.inv, "src": wl.src, "sent": wl.sent, "sqs_sent": wl.sqs_sent,
                        "sqs_receives": wl.sqs_receives,
                        "sqs_deleted": wl.sqs_deleted, "problems": problems}, f)
         if not drained:
@@ -420,6 +451,8 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
         fig["seed"] = seed
         return fig, problems, nemesis.summary(fig, problems)
     finally:
+        if wl and wl.redis:
+            wl.redis.close()
         for d in nodes:
             if d.proc and d.proc.poll() is None:
                 d.proc.send_signal(signal.SIGCONT)

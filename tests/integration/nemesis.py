@@ -22,7 +22,10 @@ Workload (threads, all during the faults):
     with report_batch_item_failures);
   * ``inv``: direct invokes of the native function;
   * ``sqs``: SendMessage, ReceiveMessage (and DeleteMessage for most of what
-    is received; the rest comes back after its visibility timeout).
+    is received; the rest comes back after its visibility timeout);
+  * ``src``: XADDs to a Redis stream (a redis-server of its own, every write
+    fsynced: acknowledged is durable upstream) that a source drains into a
+    topic with an unordered trigger of the native function.
 A payload containing ``:fail`` fails in every attempt and must reach the
 dead-letter topic; nothing else may.
 
@@ -36,12 +39,14 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
 
-from conftest import Spated, fill_disk, zipped
+from conftest import Spated, fill_disk, wait_for, zipped
 
 MAX_ATTEMPTS = 2
 ORD_KEYS = 6
@@ -72,6 +77,56 @@ while True:
         api + rid + "/response", data=json.dumps({"batchItemFailures": failed}).encode(),
         method="POST")).read()
 """
+
+
+class RedisStream:
+    """A redis-server of the workload's own (appendfsync always: an XADD
+    answered is on its disk) and one connection that XADDs to a stream."""
+
+    def __init__(self, workdir, host="127.0.0.1"):
+        self.host, self.dir = host, workdir / "redis"
+        self.dir.mkdir()
+        with socket.socket() as s:
+            s.bind((host, 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", host, "--dir",
+             str(self.dir), "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+             # A cluster's outer address is not loopback: no password here.
+             "--protected-mode", "no"],
+            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT)
+        self.sock, self.error = None, None  # the last error answered
+        assert wait_for(lambda: self.connect(), timeout=10), (self.dir / "redis.log").read_text()
+
+    def connect(self):
+        try:
+            self.sock = socket.create_connection((self.host, self.port), timeout=5)
+            self.reader = self.sock.makefile("rb")
+            return True
+        except OSError:
+            return False
+
+    def xadd(self, stream, payload):
+        """The entry's id, or None (no answer: unknown)."""
+        words = [b"XADD", stream.encode(), b"*", b"payload", payload.encode()]
+        req = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+        try:
+            self.sock.sendall(req)
+            line = self.reader.readline()
+            if not line.startswith(b"$"):
+                self.error = line.strip().decode(errors="replace")
+                return None
+            return self.reader.readline().strip().decode()
+        except OSError:
+            self.connect()
+            return None
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
 
 
 class Client:
@@ -225,7 +280,8 @@ class Workload:
     """The clients: see the module's documentation. Every request and its
     answer is kept for the checker."""
 
-    def __init__(self, node, workdir, functions, seed, log, timeout_ms=None, probe_topic=True):
+    def __init__(self, node, workdir, functions, seed, log, timeout_ms=None, probe_topic=True,
+                 redis_host="127.0.0.1"):
         # node: a Client, or anything with its request, sqs and queue_url
         # (cluster_nemesis.Spread: the nodes of a cluster in turn).
         self.node, self.workdir, self.functions, self.log = node, workdir, functions, log
@@ -241,7 +297,10 @@ class Workload:
         self.threads = []
         self.lock = threading.Lock()
         # payload -> "acked" / "unknown" / "refused"
-        self.ord, self.bat, self.inv = {}, {}, {}
+        self.ord, self.bat, self.inv, self.src = {}, {}, {}, {}
+        # The source's redis-server listens there (None: no source; a
+        # cluster's node in a network namespace reaches it on an outer address).
+        self.redis_host, self.redis = redis_host, None
         self.ord_order = {}  # key -> [n, ...] in publish order
         self.sqs_sent = {}  # MessageId -> body (acknowledged sends)
         self.sqs_unknown = set()  # bodies of sends without an answer
@@ -259,7 +318,7 @@ class Workload:
 
     def setup(self):
         d = self.node
-        for name in ("ord", "bat", "inv"):
+        for name in ("ord", "bat", "inv", "src"):
             path = self.record(name)
             path.touch()
             path.chmod(0o666)
@@ -283,6 +342,14 @@ class Workload:
             ok(*d.request("PUT", "/v1/topics/nemprobe?max_messages=1"))
         ok(*d.sqs("CreateQueue", {"QueueName": "nemq",
                                   "Attributes": {"VisibilityTimeout": str(SQS_VISIBILITY)}}), want=(200,))
+        if self.redis_host and shutil.which("redis-server"):
+            self.redis = RedisStream(self.workdir, self.redis_host)
+            ok(*d.request("PUT", f"/v1/functions/srcrec?env=RECORD%3D{self.record('src')}"
+                          f"&env=SLEEP_US%3D1000{timeout}", so))
+            ok(*d.request("PUT", f"/v1/triggers/src/srcrec?max_attempts={MAX_ATTEMPTS}"))
+            ok(*d.request("PUT", "/v1/sources/nemsrc", json.dumps({
+                "url": f"redis://{self.redis_host}:{self.redis.port}/nemsrc?group=spate",
+                "topic": "src"}).encode()))
 
     def count(self, what, status):
         with self.lock:
@@ -307,6 +374,8 @@ class Workload:
         self.spawn(self.sqs_sender, 0)
         for i in range(2):
             self.spawn(self.sqs_receiver, i)
+        if self.redis:
+            self.spawn(self.src_producer, 0)
 
     def spawn(self, fn, i):
         rng = random.Random(f"{self.seed}-{fn.__name__}-{i}")
@@ -369,6 +438,16 @@ class Workload:
                 self.inv[payload] = self.outcome(status, 200)
             self.pause_on_error(status)
 
+    def src_producer(self, i, rng):
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            payload = f"src:{n}"
+            entry = self.redis.xadd("nemsrc", payload)
+            with self.lock:
+                self.src[payload] = "acked" if entry else "unknown"
+            time.sleep(0.01 if entry else 0.05)  # ~100/s: the others' share stays
+
     def sqs_sender(self, i, rng):
         n = 0
         while not self.stop.is_set():
@@ -416,9 +495,13 @@ class Workload:
         quiet = 0
         while time.monotonic() < deadline:
             idle = True
-            for topic in ("ord", "bat"):
+            for topic in ("ord", "bat") + (("src",) if self.redis else ()):
                 status, doc = self.node.request("GET", f"/v1/topics/{topic}")
                 if status != 200 or any(t[f] for t in doc["triggers"] for f in self.busy_fields):
+                    idle = False
+            if self.redis:  # every entry read from the stream
+                status, doc = self.node.request("GET", "/v1/sources/nemsrc")
+                if status != 200 or doc.get("lag") not in (0, None) or not doc.get("connected"):
                     idle = False
             status, doc = self.node.sqs("GetQueueAttributes", {
                 "QueueUrl": self.node.queue_url("nemq"), "AttributeNames": ["All"]})
@@ -522,7 +605,10 @@ def check(node, wl, nemesis, model=None):
 
     for name, sent, recs in (("ord", wl.ord, read_records(wl.record("ord"))),
                              ("bat", wl.bat, read_records(wl.record("bat"))),
-                             ("inv", wl.inv, read_records(wl.record("inv")))):
+                             ("inv", wl.inv, read_records(wl.record("inv"))),
+                             ("src", wl.src, read_records(wl.record("src")))):
+        if name == "src" and not wl.redis:
+            continue
         runs = {}
         for r in recs:
             runs.setdefault(r[2], []).append(r)
@@ -685,13 +771,14 @@ def check(node, wl, nemesis, model=None):
 
 def summary(fig, problems):
     lines = [f"faults: {fig['faults']}"] + fig.get("notes", [])
-    for name in ("ord", "bat", "inv", "sqs"):
+    kinds = [n for n in ("ord", "bat", "inv", "src", "sqs") if n in fig]
+    for name in kinds:
         lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in fig[name].items()))
     lines.append("ordered: " + ", ".join(f"{k} {v}" for k, v in fig["ordered"].items()))
     if "disk" in fig:
         lines.append("disk full: " + ", ".join(f"{k} {v}" for k, v in fig["disk"].items()))
     lines.append(f"answers: {fig['statuses']}")
-    lost = sum(fig[n]["lost"] for n in ("ord", "bat", "inv", "sqs"))
+    lost = sum(fig[n]["lost"] for n in kinds)
     lines.append(f"LOST {lost}; problems: {len(problems)}")
     lines.extend("  " + p for p in problems)
     return "\n".join(lines)
@@ -704,6 +791,7 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
     workdir.chmod(0o1777)
     log(f"nemesis seed {seed}")
     node = Node(workdir, args=args, writable=[workdir])
+    wl = None
     try:
         node.start()
         wl = Workload(node, workdir, functions, seed, log)
@@ -727,7 +815,7 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
                 problems.append(f"spated-{i}.log has a sanitizer report")
         with open(workdir / "nemesis.json", "w") as f:  # for a post-mortem
             json.dump({"seed": seed, "events": nemesis.events, "ord": wl.ord, "bat": wl.bat,
-                       "inv": wl.inv, "sqs_sent": wl.sqs_sent, "sqs_receives": wl.sqs_receives,
+                       "inv": wl.inv, "src": wl.src, "sqs_sent": wl.sqs_sent, "sqs_receives": wl.sqs_receives,
                        "sqs_deleted": wl.sqs_deleted, "problems": problems, "seqs": wl.seqs,
                        "topics": {t: node.request("GET", f"/v1/topics/{t}")[1] for t in ("ord", "bat")}},
                       f)
@@ -737,3 +825,5 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
         return fig, problems, summary(fig, problems)
     finally:
         node.close()
+        if wl and wl.redis:
+            wl.redis.close()
