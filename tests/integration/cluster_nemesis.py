@@ -60,7 +60,6 @@ bench/cluster-nemesis (a long one).
 """
 
 import collections
-import datetime
 import json
 import os
 import re
@@ -86,26 +85,6 @@ KINDS = ("spated_kill", "spated_pause", "nats_kill", "nats_pause", "partition", 
          "node_partition")
 # On the third node or server, in the namespace.
 PARTED = ("partition", "nats_partition", "node_partition")
-# A source's reconnect (after an XACK or a read that failed, or a publish
-# into its topic it could not make): it reads its pending entries again —
-# those it published and had not acknowledged upstream run again.
-SOURCE_AGAIN = re.compile(r"^(\S+) \w+ +spated: source nemsrc: (?:XACK|cannot|connected to)", re.M)
-
-
-def source_events(nodes):
-    """Monotonic ns of every SOURCE_AGAIN line of the nodes' logs (their wall
-    times read against this machine's monotonic clock, as the records are)."""
-    offset = time.time_ns() - time.monotonic_ns()
-    out = []
-    for d in nodes:
-        for n in range(1, d.starts + 1):
-            text = (d.workdir / f"spated-{n}.log").read_text(errors="replace")
-            for m in SOURCE_AGAIN.finditer(text):
-                wall = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
-                out.append(int(wall.timestamp() * 1e9) - offset)
-    return sorted(out)
-
-
 # A node's warning that it published again what JetStream skipped: the key.
 # Only the copy stored (not "by another node", a duplicate of it, nor "cannot
 # be published again"): one allowance per copy.
@@ -180,13 +159,14 @@ class Redeliveries:
     order_skips_unknown = True
     SLACK_NS = 2_000_000_000  # a settlement sent just after the fault's end, lost in a reconnect
 
-    def __init__(self, events, skipped=(), source_again=()):
+    def __init__(self, events, skipped=(), source_again=(), src_added=None):
         self.faults = sorted((e[1], e[2], e[0]) for e in events if e[0] in REDELIVERING)
         self.pauses = sorted((e[1], e[2]) for e in events if e[0] == "spated_pause")
         # Keys of the ordered messages JetStream skipped and a node published
         # again (jsqueue/skipped.c, logged): each runs once late.
         self.skipped = collections.Counter(skipped)
-        self.source_again = source_again  # source_events()
+        self.source_again = source_again  # nemesis.source_events()
+        self.src_added = src_added or {}  # Workload.src_added
 
     def epoch(self, ns):
         return 0
@@ -209,10 +189,7 @@ class Redeliveries:
         if (":fail" in a[2] and a[3] == b[3] == nemesis.MAX_ATTEMPTS
                 and 0.9e9 <= b[4] - a[4] <= 2.5e9):
             return "dead_letter_publish_retried"
-        # A source's entry published again after a reconnect that read its
-        # pending entries again (logged; at least once upstream too).
-        if a[2].startswith("src:") and any(a[4] - self.SLACK_NS <= t <= b[4]
-                                           for t in self.source_again):
+        if nemesis.source_reread(a, b, self.source_again, self.src_added):
             return "source_reread"
         return None
 
@@ -427,7 +404,9 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, log=prin
                    for m in SKIPPED.finditer((d.workdir / f"spated-{n}.log")
                                              .read_text(errors="replace"))]
         fig, problems = nemesis.check(spread, wl, nem,
-                                      Redeliveries(nem.events, skipped, source_events(nodes)))
+                                      Redeliveries(nem.events, skipped, nemesis.source_events(
+                                          [d.workdir / f"spated-{n}.log" for d in nodes
+                                           for n in range(1, d.starts + 1)]), wl.src_added))
         fig["notes"] = [
             f"faults for {fault_s:.0f} s; clients moved to another node {spread.moves} times; "
             f"nats-servers healthy again after a fault: max "

@@ -35,10 +35,12 @@ Used by tests/integration/test_nemesis.py (a short run) and bench/nemesis
 own faults: what explains a run again) against three nodes.
 """
 
+import datetime
 import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -298,6 +300,7 @@ class Workload:
         self.lock = threading.Lock()
         # payload -> "acked" / "unknown" / "refused"
         self.ord, self.bat, self.inv, self.src = {}, {}, {}, {}
+        self.src_added = {}  # payload -> monotonic ns when its XADD was sent
         # The source's redis-server listens there (None: no source; a
         # cluster's node in a network namespace reaches it on an outer address).
         self.redis_host, self.redis = redis_host, None
@@ -443,6 +446,8 @@ class Workload:
         while not self.stop.is_set():
             n += 1
             payload = f"src:{n}"
+            with self.lock:
+                self.src_added[payload] = time.monotonic_ns()
             entry = self.redis.xadd("nemsrc", payload)
             with self.lock:
                 self.src[payload] = "acked" if entry else "unknown"
@@ -531,6 +536,34 @@ def read_records(path):
     return out
 
 
+# A source's reconnect (after an XACK or a read that failed, or a publish
+# into its topic it could not make: a full disk, a cluster without
+# JetStream): it reads its pending entries again, and those it had published
+# and not yet acknowledged upstream run again (at least once, docs/api.md).
+SOURCE_AGAIN = re.compile(r"^(\S+) \w+ +spated: source nemsrc: (?:XACK|cannot|connected to)", re.M)
+
+
+def source_events(logs):
+    """Monotonic ns of every SOURCE_AGAIN line of spated logs (their wall
+    times read against this machine's monotonic clock, as the records are)."""
+    offset = time.time_ns() - time.monotonic_ns()
+    out = []
+    for path in logs:
+        for m in SOURCE_AGAIN.finditer(path.read_text(errors="replace")):
+            wall = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+            out.append(int(wall.timestamp() * 1e9) - offset)
+    return sorted(out)
+
+
+def source_reread(a, b, events, added):
+    """Whether b, a source entry's run again after a, can be its reading
+    again by a logged reconnect of the source (source_events) that came
+    after the entry was added to the stream (added: payload -> monotonic ns
+    of its XADD) and before b ran."""
+    t0 = added.get(a[2])
+    return t0 is not None and any(t0 <= t <= b[4] for t in events)
+
+
 class Lives:
     """How the checker reads one spated's faults: each kill -9 ends a life of
     spated (what it had not settled runs again) and starts another. The
@@ -539,7 +572,9 @@ class Lives:
     # Messages whose publish was not answered take part in the order check.
     order_skips_unknown = False
 
-    def __init__(self, events):
+    def __init__(self, events, source_again=(), src_added=None):
+        self.source_again = source_again  # source_events()
+        self.src_added = src_added or {}  # Workload.src_added
         # Each kill -9: (when it was sent, when the new spated listened). A
         # call that started before the new one listened is the old one's (an
         # instance may begin what it was handed a moment after spated died).
@@ -568,6 +603,8 @@ class Lives:
         if ":fail" in a[2] and b[3] == a[3] and any(t0 <= a[5] and a[4] <= t1
                                                     for t0, t1 in self.disks):
             return "disk"
+        if source_reread(a, b, self.source_again, self.src_added):
+            return "source_reread"
         return None
 
     def explain_replay(self, a, b):
@@ -805,7 +842,9 @@ def run(workdir, functions, seed, faults=None, seconds=None, scale=1.0, args=(),
             if node.ballast.exists():
                 node.ballast.unlink()
         drained = wl.drain(drain_timeout * scale)
-        fig, problems = check(node, wl, nemesis)
+        logs = [workdir / f"spated-{i}.log" for i in range(1, node.d.starts + 1)]
+        fig, problems = check(node, wl, nemesis,
+                              Lives(nemesis.events, source_events(logs), wl.src_added))
         rc = node.d.stop()
         if rc != 0:
             problems.append(f"spated exited with {rc} when stopped")
