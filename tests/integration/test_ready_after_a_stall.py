@@ -213,17 +213,21 @@ def test_a_message_that_waited_for_a_slow_start_loses_no_attempt(make_spated, tm
 
 
 # Serves normally, unless the file STARVE exists when it starts: then it
-# starts as many spinners as there are CPUs and spins itself at nice 19,
+# starts four spinners per CPU and spins itself at nice 19 (SCHED_IDLE),
 # runnable and given next to no CPU, as a bootstrap on a machine too loaded
 # to run it (a node restarted under a backlog starting dozens at once).
 STARVING = b"""#!/usr/bin/python3
 import os, urllib.request
 if os.path.exists(os.environ["STARVE"]):
-    for _ in range(os.cpu_count() or 1):
+    for _ in range(4 * (os.cpu_count() or 1)):  # never a CPU to itself
         if os.fork() == 0:
             while True:
                 pass
     os.nice(19)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        pass
     while True:
         pass
 api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
