@@ -257,6 +257,9 @@ uint32_t pool_node_max(void);
 /* The node-wide ceiling on instances starting at once (--max-starting): a
  * pool at it starts more as others become ready or fail. */
 void pool_set_node_starting_max(uint32_t max);
+/* What the node starts at once now: --max-starting, or fewer while starts
+ * are starved of CPU (halved at each, one more for each ready start). */
+uint32_t pool_node_start_window(void);
 uint32_t pool_node_live(void);
 /* Callers (invocations, deploys) refused since start-up because the node
  * limit numbered limit (common/err.h: ERR_LIMIT_*) was reached. */

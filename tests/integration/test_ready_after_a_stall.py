@@ -12,9 +12,12 @@ call's timeout (an answer in time counted as a timeout: a batch retried, or
 dead-lettered after a run that went well)."""
 
 import json
+import os
 import signal
 import threading
 import time
+
+import pytest
 
 from conftest import wait_for, zipped
 
@@ -272,3 +275,69 @@ def test_a_start_the_machine_starved_costs_no_attempt(make_spated, tmp_path):
     assert "giving up" not in d.log(), d.log()[-3000:]
     status, doc = d.json("GET", "/v1/topics/jobs.dlq")
     assert status == 404 or doc.get("depth", 0) == 0, doc
+
+
+# Burns a third of a second of CPU before it asks for work, as an
+# interpreter loading its modules does, then records each body it is given.
+BURNING = b"""#!/usr/bin/python3
+import os, time, urllib.request
+while time.process_time() < 0.3:
+    pass
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = r.read()
+    with open(os.environ["RECORD"], "ab") as f:
+        f.write(body + b"\\n")
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok",
+                                                  method="POST")).read()
+"""
+
+
+def node_cpu_quota(d, millis):
+    """Gives every instance of spated d together MILLIS thousandths of a
+    core (its cpu cgroup), as a machine whose other processes leave it that
+    much; 0 lifts it."""
+    path = f"/sys/fs/cgroup/cpu/spate/{d.proc.pid}/cpu.cfs_quota_us"
+    if not os.path.exists(path):
+        pytest.skip("no writable cpu cgroup (v1)")
+    with open(path, "w") as f:
+        f.write(str(millis * 100 if millis else -1))  # of a 100 ms period
+
+
+def test_starts_too_many_for_the_cpu_left_narrow_until_they_are_ready(make_spated, tmp_path):
+    """Eight bootstraps started at once (min=8) in a tenth of a core have
+    about 120 ms of CPU each by their 10 s init deadline, of the 350 they
+    need: each was killed with its work lost and started again, none was
+    ever ready, and once the 60 s a starved start is excused had passed the
+    messages waiting for them went to the dead letters unrun. A starved
+    start halves what the node starts at once: one or two at a time are
+    ready in time, the rest follow, and the messages run."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    record = tmp_path / "record.log"
+    record.touch()
+    record.chmod(0o666)
+    node_cpu_quota(d, 100)
+    try:
+        status, doc = d.deploy("burning", zipped({"bootstrap": BURNING}), runtime="exec",
+                               env=f"RECORD%3D{record}", timeout=15000, min=8)
+        assert status == 201, doc
+        status, doc = d.json("PUT", "/v1/triggers/jobs/burning?max_attempts=1")
+        assert status == 201, doc
+        for i in range(8):
+            status, _, data = d.request("POST", "/v1/topics/jobs/messages", b"job-%d" % i)
+            assert status == 202, data
+        assert wait_for(lambda: "starts starved of CPU" in d.log(), timeout=60), d.log()[-3000:]
+        assert wait_for(lambda: d.describe("burning")["instances"]["idle"] == 8, timeout=240), \
+            (d.describe("burning")["instances"], d.log()[-4000:])
+    finally:
+        node_cpu_quota(d, 0)
+    assert wait_for(lambda: len(record.read_text().split()) >= 8, timeout=30), \
+        (record.read_text(), d.log()[-4000:])
+    assert sorted(record.read_text().split()) == sorted("job-%d" % i for i in range(8))
+    assert "giving up" not in d.log(), d.log()[-3000:]
+    status, doc = d.json("GET", "/v1/topics/jobs.dlq")
+    assert status == 404 or doc.get("depth", 0) == 0, doc
+    status, _, text = d.request("GET", "/metrics")
+    assert b"spate_node_starting_max " in text, text

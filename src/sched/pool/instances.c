@@ -30,12 +30,62 @@ static list_node node_pools = {&node_pools, &node_pools};
  * start just ended does not take it back before them. */
 static uint32_t node_starting, node_starting_max = UINT32_MAX, node_starting_kept;
 static list_node start_waiters = {&start_waiters, &start_waiters};
+/* What the node starts at once while starts are starved of CPU, below
+ * --max-starting: halved by a start the machine starved (as TCP halves its
+ * window at a loss), one more for each that becomes ready, back to
+ * --max-starting. Starts share what CPU the machine leaves them: with too
+ * many at once none is ready by its init deadline, each is killed with
+ * its work lost and started again, and none is ever ready (a CI run's
+ * cluster nemesis, its instances' cgroup given a twelfth of the machine:
+ * sixteen Python bootstraps at a time per node had 20-80 ms of CPU each in
+ * their 10 s, for minutes, and 967 messages went to the dead letters
+ * unrun). Fewer at once are ready, and the window grows again. */
+static uint32_t node_start_window = UINT32_MAX;
 
-/* Room under --max-starting for a pool not woken. */
+/* Starts the node allows at once now. */
+static uint32_t node_starting_limit(void)
+{
+    return node_start_window < node_starting_max ? node_start_window : node_starting_max;
+}
+
+/* Room under --max-starting (or the starved window) for a pool not woken. */
 static uint32_t node_starting_room(void)
 {
-    uint32_t used = node_starting + node_starting_kept;
-    return used < node_starting_max ? node_starting_max - used : 0;
+    uint32_t used = node_starting + node_starting_kept, limit = node_starting_limit();
+    return used < limit ? limit - used : 0;
+}
+
+/* A start the machine starved (instance.h), killed at its init deadline
+ * (before its end is read: the room its kill frees is not taken again by
+ * as many): half as many at once as were starting, at least one. A crowd
+ * killed together halves it once each, down to one at a time, from which
+ * it grows back one ready start at a time. */
+void pool__start_starved(const pool *p)
+{
+    uint32_t limit = node_starting_limit();
+    uint32_t flight = node_starting + 1; /* with the one that starved, unlinked */
+    if (flight < limit) limit = flight;
+    uint32_t w = limit / 2 ? limit / 2 : 1;
+    if (w >= node_start_window) return;
+    if (node_start_window >= node_starting_max)
+        log_warn("starts starved of CPU (%u starting): at most %u at once until they are ready "
+                 "in time fn=%s",
+                 node_starting + 1, w, p->name);
+    node_start_window = w;
+}
+
+/* A start became ready: one more at once, up to --max-starting. */
+static void start_window_grow(void)
+{
+    if (node_start_window >= node_starting_max) return;
+    if (++node_start_window == node_starting_max)
+        log_info("starts ready in time again: up to %u at once (--max-starting)",
+                 node_starting_max);
+}
+
+uint32_t pool_node_start_window(void)
+{
+    return node_starting_limit();
 }
 
 /* A woken pool runs (or leaves): the room kept for it is anyone's again. */
@@ -65,6 +115,7 @@ void pool__node_leave(pool *p)
 void pool_set_node_starting_max(uint32_t max)
 {
     node_starting_max = max ? max : 1;
+    node_start_window = node_starting_max; /* a reload starts it afresh */
     pool__wake_held();
 }
 
@@ -226,6 +277,7 @@ void pool__observe_start(pinst *pi)
 {
     pool *p = pi->pool;
     p->starved_since = 0; /* one became ready: starts work on this machine */
+    start_window_grow();
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
     p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);

@@ -224,6 +224,9 @@ void pool__node_leave(pool *p);
  * node at its ceiling; held pools woken for the room there is. */
 void pool__count_starting(pool *p);
 int pool__node_starting_full(void);
+/* A start killed at its init deadline was starved of CPU (instance.h):
+ * the node starts fewer at once (instances.c). */
+void pool__start_starved(const pool *p);
 void pool__wake_held(void);
 /* More instances live than --max-instances (lowered by a reload). */
 int pool__node_over(void);

@@ -161,6 +161,7 @@ static void on_timer(uv_timer_t *t)
                            SPATE_INSTANCE_INIT_TIMEOUT_MS);
             pi->never_ready = 1;
             pool__stop_instance(pi);
+            if (pi->inst->starved) pool__start_starved(p);
         }
     }
     /* Instances idle past the keep-alive, oldest first, down to the minimum;
