@@ -60,6 +60,7 @@ static void add_scaling(cJSON *o, const pool_stats *ps, const scale_view *sv)
     cJSON_AddNumberToObject(sc, "service_ms", ps->service_us / 1000.0);
     cJSON_AddNumberToObject(sc, "cold_start_ms", ps->cold_us / 1000.0);
     cJSON_AddNumberToObject(sc, "mailbox", ps->mailbox);
+    cJSON_AddNumberToObject(sc, "starting_max", ps->starting_max);
     if (!sv || !sv->has_triggers) {
         /* The pool's own sizing of its direct invocations. */
         cJSON_AddNumberToObject(sc, "desired_instances", ps->desired);

@@ -622,10 +622,6 @@ static void write_process(scrape *s)
                (unsigned long long)s->a->async_loops_stopped);
     family(s, "spate_node_instances", "gauge", "Live instances of every function of the node.");
     buf_printf(&s->out, "spate_node_instances %u\n", pool_node_live());
-    family(s, "spate_node_starting_max", "gauge",
-           "Instances the node starts at once now: --max-starting, or fewer while starts are "
-           "starved of CPU.");
-    buf_printf(&s->out, "spate_node_starting_max %u\n", pool_node_start_window());
     pool_zygote_stats zs;
     pool_zygote_stats_get(&zs);
     family(s, "spate_node_zygotes", "gauge",

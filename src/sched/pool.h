@@ -124,6 +124,7 @@ typedef struct pool_stats {
                                   * SPATE_OUTLASTED_MIN_MS; else 0 */
     double cold_us;              /* moving average of instance start time */
     uint32_t mailbox;            /* invocations one instance may hold now */
+    uint32_t starting_max;       /* instances it starts at once now (its start window) */
     uint32_t desired;            /* instances the autoscaler's rule asks for now (pool__desired:
                                   * the pool's own view, or its triggers' if larger) */
     uint32_t max_instances;      /* of the active version */
@@ -257,9 +258,6 @@ uint32_t pool_node_max(void);
 /* The node-wide ceiling on instances starting at once (--max-starting): a
  * pool at it starts more as others become ready or fail. */
 void pool_set_node_starting_max(uint32_t max);
-/* What the node starts at once now: --max-starting, or fewer while starts
- * are starved of CPU (halved at each, one more for each ready start). */
-uint32_t pool_node_start_window(void);
 uint32_t pool_node_live(void);
 /* Callers (invocations, deploys) refused since start-up because the node
  * limit numbered limit (common/err.h: ERR_LIMIT_*) was reached. */

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from cdp import Browser
-from conftest import deploy_recorder, wait_for
+from conftest import deploy_recorder, wait_for, zipped
 
 LIMIT_CODES = {"descriptors_exhausted", "processes_exhausted", "memory_exhausted",
                "instances_exhausted", "zygote_budget"}
@@ -365,3 +365,87 @@ def test_a_pool_at_its_own_maximum_is_not_held_by_max_starting(make_spated, func
     for t in calls + [slow]:
         t.join(90)
     assert results == [200] * 5, results
+
+
+GOOD_BOOTSTRAP = b"""#!/usr/bin/python3
+import os, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = r.read()
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok:" + body,
+                                                  method="POST")).read()
+"""
+
+# Starves itself on purpose: a spinner in its own cgroup (quota cpu=100),
+# itself at nice 19 and SCHED_IDLE: runnable, next to no CPU, never ready.
+SELF_STARVING_BOOTSTRAP = b"""#!/usr/bin/python3
+import os
+if os.fork() == 0:
+    while True:
+        pass
+os.nice(19)
+try:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except OSError:
+    pass
+while True:
+    pass
+"""
+
+
+def test_a_function_that_starves_its_own_starts_slows_no_other(make_spated):
+    """A start killed at its init deadline halves what its own function
+    starts at once, not the node: a starved start once halved a window of
+    the whole node, and two functions whose bootstraps starve themselves
+    (min=1, a tenth of a core each) kept it at one or two for every function
+    (another's cold start answered 504 after its 8 s). Found by a hostile
+    tester (brk5)."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    status, doc = d.deploy("good", zipped({"bootstrap": GOOD_BOOTSTRAP}), runtime="exec",
+                           keep_alive=0, timeout=8000)
+    assert status == 201, doc
+    status, body = d.invoke("good", b"x")
+    assert status == 200, body
+    for i in range(2):
+        status, doc = d.deploy(f"hog{i}", zipped({"bootstrap": SELF_STARVING_BOOTSTRAP}),
+                               runtime="exec", min=1, cpu=100)
+        assert status == 201, doc
+    assert wait_for(lambda: d.describe("hog0")["scaling"]["starting_max"] == 1, timeout=30), \
+        d.log()[-3000:]
+    answers = []
+    for i in range(4):  # each a cold start (keep_alive=0)
+        assert wait_for(lambda: d.describe("good")["instances"]["idle"] == 0, timeout=10)
+        status, body = d.invoke("good", b"x%d" % i, timeout=30)
+        answers.append((status, body[:80]))
+    assert answers == [(200, b"ok:x%d" % i) for i in range(4)], (answers, d.log()[-3000:])
+    assert d.describe("good")["scaling"]["starting_max"] == 32
+
+
+NEVER_READY_BOOTSTRAP = b"""#!/bin/sh
+exec sleep 1000
+"""
+
+
+def test_a_function_whose_starts_hang_leaves_starts_to_others(make_spated):
+    """min=16 of a bootstrap that only sleeps took every start of the node
+    (--max-starting, 16 on two CPUs), again at each round of its 10 s
+    failures: another function's cold start waited for the next round (504
+    after its 8 s). A function has at most three quarters of the node's
+    starts, and a start killed at its deadline halves what it starts at
+    once. Found by a hostile tester (brk5)."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    status, doc = d.deploy("good", zipped({"bootstrap": GOOD_BOOTSTRAP}), runtime="exec",
+                           keep_alive=0, timeout=8000)
+    assert status == 201, doc
+    status, doc = d.deploy("hog", zipped({"bootstrap": NEVER_READY_BOOTSTRAP}), runtime="exec",
+                           min=16)
+    assert status == 201, doc
+    assert wait_for(lambda: d.describe("hog")["instances"]["starting"] == 12, timeout=10), \
+        d.describe("hog")["instances"]
+    status, body = d.invoke("good", b"x", timeout=30)
+    assert (status, body) == (200, b"ok:x"), d.log()[-3000:]
+    # Its first twelve killed at their deadline: one at a time since.
+    assert wait_for(lambda: d.describe("hog")["scaling"]["starting_max"] == 1, timeout=30)
+    assert d.describe("hog")["instances"]["starting"] <= 1

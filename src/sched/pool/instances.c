@@ -30,62 +30,38 @@ static list_node node_pools = {&node_pools, &node_pools};
  * start just ended does not take it back before them. */
 static uint32_t node_starting, node_starting_max = UINT32_MAX, node_starting_kept;
 static list_node start_waiters = {&start_waiters, &start_waiters};
-/* What the node starts at once while starts are starved of CPU, below
- * --max-starting: halved by a start the machine starved (as TCP halves its
- * window at a loss), one more for each that becomes ready, back to
- * --max-starting. Starts share what CPU the machine leaves them: with too
- * many at once none is ready by its init deadline, each is killed with
- * its work lost and started again, and none is ever ready (a CI run's
- * cluster nemesis, its instances' cgroup given a twelfth of the machine:
- * sixteen Python bootstraps at a time per node had 20-80 ms of CPU each in
- * their 10 s, for minutes, and 967 messages went to the dead letters
- * unrun). Fewer at once are ready, and the window grows again. */
-static uint32_t node_start_window = UINT32_MAX;
 
-/* Starts the node allows at once now. */
-static uint32_t node_starting_limit(void)
-{
-    return node_start_window < node_starting_max ? node_start_window : node_starting_max;
-}
-
-/* Room under --max-starting (or the starved window) for a pool not woken. */
+/* Room under --max-starting for a pool not woken. */
 static uint32_t node_starting_room(void)
 {
-    uint32_t used = node_starting + node_starting_kept, limit = node_starting_limit();
-    return used < limit ? limit - used : 0;
+    uint32_t used = node_starting + node_starting_kept;
+    return used < node_starting_max ? node_starting_max - used : 0;
 }
 
-/* A start the machine starved (instance.h), killed at its init deadline
- * (before its end is read: the room its kill frees is not taken again by
- * as many): half as many at once as were starting, at least one. A crowd
- * killed together halves it once each, down to one at a time, from which
- * it grows back one ready start at a time. */
-void pool__start_starved(const pool *p)
+/* What one pool may have starting at once: its window (pool.start_window),
+ * within its share of --max-starting — all of it but a quarter (at least
+ * one) kept for the others, so that a function whose starts hang (min=16
+ * of a bootstrap that sleeps) does not take every start of the node again
+ * at each round of its failures, and another's cold start waits for none
+ * of them. */
+static uint32_t pool_starting_cap(const pool *p)
 {
-    uint32_t limit = node_starting_limit();
-    uint32_t flight = node_starting + 1; /* with the one that starved, unlinked */
-    if (flight < limit) limit = flight;
+    uint32_t keep = node_starting_max / 4 ? node_starting_max / 4 : 1;
+    uint32_t share = node_starting_max > keep ? node_starting_max - keep : 1;
+    return p->start_window < share ? p->start_window : share;
+}
+
+void pool__start_late(pool *p)
+{
+    uint32_t flight = p->nstarting + 1; /* with the one killed, unlinked */
+    uint32_t limit = p->start_window < flight ? p->start_window : flight;
     uint32_t w = limit / 2 ? limit / 2 : 1;
-    if (w >= node_start_window) return;
-    if (node_start_window >= node_starting_max)
-        log_warn("starts starved of CPU (%u starting): at most %u at once until they are ready "
-                 "in time fn=%s",
-                 node_starting + 1, w, p->name);
-    node_start_window = w;
-}
-
-/* A start became ready: one more at once, up to --max-starting. */
-static void start_window_grow(void)
-{
-    if (node_start_window >= node_starting_max) return;
-    if (++node_start_window == node_starting_max)
-        log_info("starts ready in time again: up to %u at once (--max-starting)",
-                 node_starting_max);
-}
-
-uint32_t pool_node_start_window(void)
-{
-    return node_starting_limit();
+    if (w >= p->start_window) return;
+    if (p->start_window >= SPATE_STARTING_MAX)
+        log_warn("instances not ready in time (%u starting): at most %u at once until they are "
+                 "fn=%s",
+                 flight, w, p->name);
+    p->start_window = w;
 }
 
 /* A woken pool runs (or leaves): the room kept for it is anyone's again. */
@@ -115,7 +91,6 @@ void pool__node_leave(pool *p)
 void pool_set_node_starting_max(uint32_t max)
 {
     node_starting_max = max ? max : 1;
-    node_start_window = node_starting_max; /* a reload starts it afresh */
     pool__wake_held();
 }
 
@@ -277,7 +252,7 @@ void pool__observe_start(pinst *pi)
 {
     pool *p = pi->pool;
     p->starved_since = 0; /* one became ready: starts work on this machine */
-    start_window_grow();
+    if (p->start_window < SPATE_STARTING_MAX) p->start_window++;
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
     p->cold_us += EWMA_ALPHA * ((double)us - p->cold_us);
@@ -650,8 +625,10 @@ static void grow(pool *p)
         uint32_t short_by = v->cfg.min_instances - pool__live(p);
         if (short_by > want) want = short_by;
     }
-    /* A few at a time: the next start as each is ready (on_instance_ready). */
-    uint32_t slots = p->nstarting < SPATE_STARTING_MAX ? SPATE_STARTING_MAX - p->nstarting : 0;
+    /* A few at a time: the next start as each is ready (on_instance_ready),
+     * fewer while its starts are late, and never the node's every start. */
+    uint32_t most = pool_starting_cap(p);
+    uint32_t slots = p->nstarting < most ? most - p->nstarting : 0;
     if (want > slots) want = slots;
     /* And a few on the node (--max-starting): held, this pool starts more
      * when another start ends (pool__wake_held). */

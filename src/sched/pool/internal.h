@@ -138,6 +138,9 @@ struct pool {
     uint64_t inst_ms, spare_ms, acct_at;
     uint32_t fail_streak;   /* instances that failed in a row (crash, timeout, limit) */
     uint64_t starved_since; /* ms of the first start the machine starved since one was ready */
+    uint32_t start_window;  /* instances it starts at once (SPATE_STARTING_MAX): halved by a
+                             * start killed at its init deadline, one more per ready start —
+                             * starts that share too little CPU are none of them ready */
     int refused;            /* the node limit (ERR_*) that refused its last start, 0 once one
                              * went through: a caller whose wait ends is told it */
     uint64_t restart_at;    /* loop ms: no instance starts before this (crash loop) */
@@ -224,9 +227,9 @@ void pool__node_leave(pool *p);
  * node at its ceiling; held pools woken for the room there is. */
 void pool__count_starting(pool *p);
 int pool__node_starting_full(void);
-/* A start killed at its init deadline was starved of CPU (instance.h):
- * the node starts fewer at once (instances.c). */
-void pool__start_starved(const pool *p);
+/* A start was killed at its init deadline (starved of CPU, or hung): the
+ * pool starts half as many at once (pool.start_window). */
+void pool__start_late(pool *p);
 void pool__wake_held(void);
 /* More instances live than --max-instances (lowered by a reload). */
 int pool__node_over(void);

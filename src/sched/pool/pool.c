@@ -30,6 +30,7 @@ pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path
     p->loop = loop;
     p->runner_path = runner_path;
     p->cold_us = 1000; /* until measured: the target for a native cold start */
+    p->start_window = SPATE_STARTING_MAX;
     list_init(&p->versions);
     list_init(&p->starting);
     list_init(&p->idle);
@@ -81,6 +82,7 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->service_floor_us = pool__service_floor_us(p);
     out->cold_us = p->cold_us;
     out->mailbox = pool__mailbox_limit(p);
+    out->starting_max = p->start_window;
     out->desired = pool__desired_now(p);
     out->max_instances = p->active ? p->active->cfg.max_instances : 0;
     out->min_instances = p->active ? p->active->cfg.min_instances : 0;

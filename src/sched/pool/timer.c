@@ -161,7 +161,7 @@ static void on_timer(uv_timer_t *t)
                            SPATE_INSTANCE_INIT_TIMEOUT_MS);
             pi->never_ready = 1;
             pool__stop_instance(pi);
-            if (pi->inst->starved) pool__start_starved(p);
+            pool__start_late(p);
         }
     }
     /* Instances idle past the keep-alive, oldest first, down to the minimum;
@@ -233,7 +233,12 @@ static void on_timer(uv_timer_t *t)
                      "run %llu ms; stopped at %d ms)",
                      p->nstarting, (unsigned long long)(now > began ? now - began : 0),
                      SPATE_INSTANCE_INIT_TIMEOUT_MS);
-        } else
+        } else if (!list_empty(&p->start_wait) || p->start_woken)
+            /* Held by --max-starting: other functions' starts had the room. */
+            snprintf(msg, sizeof msg,
+                     "no instance within the timeout: its start waited for room under the node's "
+                     "--max-starting (other functions' instances were starting)");
+        else
             snprintf(msg, sizeof msg, "no instance became free within the timeout");
         if (inv->topic) {
             /* A trigger's message that never ran: the node could not run it
