@@ -1323,7 +1323,14 @@ def test_a_run_waiting_for_an_instance_keeps_its_message(cluster, functions, tmp
     assert wait_for(lambda: "sleep:5800:queued" in ended(rec), timeout=30), rec.read_text()
     time.sleep(8)  # a second run, on b or c, would have begun and ended by now
     runs = [x for x in rec.read_text().splitlines() if x.startswith("S sleep:5800:queued")]
-    assert len(runs) == 1, rec.read_text()
+    if len(runs) == 2 and "invocation timed out after 6000 ms fn=instwait" in a.log():
+        # A loaded machine (make check): its 5.8 s outlasted the 6 s timeout,
+        # and its retry (attempt 2) began once a had timed it out — one after
+        # the other, not at once (CI, session 49).
+        first, second = (x.split() for x in runs)
+        assert second[2] == "2" and int(second[4]) - int(first[4]) >= 5_900_000, runs
+    else:
+        assert len(runs) == 1, rec.read_text()
 
 
 def test_an_ordered_message_jetstream_skipped_runs_after_all(cluster, functions, tmp_path,
