@@ -120,6 +120,23 @@ def add_trigger(d, topic, function):
     assert status == 201, doc
 
 
+# The AWS Lambda Runtime API loop of a Python bootstrap (runtime=exec): asks
+# for work, answers "ok", and appends each body to $RECORD when it is set.
+RUNTIME_LOOP = b"""
+import os, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        body = r.read()
+    if os.environ.get("RECORD"):
+        with open(os.environ["RECORD"], "ab") as f:
+            f.write(body + b"\\n")
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok",
+                                                  method="POST")).read()
+"""
+
+
 def zipped(files, mode=0o644):
     """A zip of files (name -> text or bytes) with Unix mode bits: bootstrap
     executable (what Lambda's custom runtimes run), the rest mode."""

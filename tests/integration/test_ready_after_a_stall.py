@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import wait_for, zipped
+from conftest import RUNTIME_LOOP, wait_for, zipped
 
 # Notes when it starts, when it asks for work, when it has an invocation and
 # when it answers; it asks DELAY seconds after it started (well within the
@@ -233,16 +233,7 @@ if os.path.exists(os.environ["STARVE"]):
         pass
     while True:
         pass
-api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
-while True:
-    with urllib.request.urlopen(api + "next") as r:
-        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
-        body = r.read()
-    with open(os.environ["RECORD"], "ab") as f:
-        f.write(body + b"\\n")
-    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok",
-                                                  method="POST")).read()
-"""
+""" + RUNTIME_LOOP
 
 
 def test_a_start_the_machine_starved_costs_no_attempt(make_spated, tmp_path):
@@ -283,16 +274,7 @@ BURNING = b"""#!/usr/bin/python3
 import os, time, urllib.request
 while time.process_time() < 0.3:
     pass
-api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
-while True:
-    with urllib.request.urlopen(api + "next") as r:
-        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
-        body = r.read()
-    with open(os.environ["RECORD"], "ab") as f:
-        f.write(body + b"\\n")
-    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=b"ok",
-                                                  method="POST")).read()
-"""
+""" + RUNTIME_LOOP
 
 
 def node_cpu_quota(d, millis):

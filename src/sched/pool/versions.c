@@ -280,6 +280,7 @@ int pool_activate(pool *p, uint32_t version)
         retire(p, old);
         p->fail_streak = 0; /* new code: no crash loop yet */
         p->restart_at = 0;
+        p->start_window = SPATE_STARTING_MAX; /* nor starts known to be late */
     }
     if (v->cfg.prewarm && v->zstate == ZS_NONE) pool__ensure_zygote(p, v); /* also at start-up */
     pool__grow(p);
