@@ -219,8 +219,11 @@ class Spated:
         self.proc.wait()
         raise RuntimeError("spated did not start:\n" + self.log())
 
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        """Stops spated and returns its exit status."""
+    def stop(self, sig=signal.SIGTERM, timeout=45):
+        """Stops spated and returns its exit status. A stop may drain for
+        10 s, and an ASan build's then runs LeakSanitizer: 15 s fell short
+        under make sanitize's load, and the node a module's cluster shares
+        was killed for it, failing every test after (session 49)."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)

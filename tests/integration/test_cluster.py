@@ -1726,20 +1726,6 @@ def test_ordered_acks_waiting_for_their_marks_stay_in_progress(cluster, function
     assert not twice, twice
 
 
-def add_trigger_again(d, nodes, topic, function, query=""):
-    """add_trigger, asked again while it is answered 503: on a loaded
-    machine one of an ordered trigger's 65 consumers is often not made
-    within JetStream's time-outs (three tries of 2 s), and the add fails."""
-    for _ in range(5):
-        if d.request("PUT", f"/v1/triggers/{topic}/{function}{query}")[0] in (201, 409):
-            break
-        time.sleep(2)
-    for n in nodes:
-        assert wait_for(lambda: n.request("GET", f"/v1/triggers/{topic}/{function}")[0] == 200,
-                        timeout=30)
-    time.sleep(1)  # its consumers bound and pullers started on every node
-
-
 def test_a_topic_made_again_is_not_settled_by_its_predecessors_mark(cluster, functions, tmp_path,
                                                                     request):
     """A part's mark names its stream's creation, and a mark counted as the
@@ -1759,7 +1745,7 @@ def test_a_topic_made_again_is_not_settled_by_its_predecessors_mark(cluster, fun
     assert status == 200, out
     ahead = time.time_ns() + 3600 * 10**9
     js_api(nats, f"$KV.spate-attempts.SPATE_T_remadet.{part}.settled", f"5 {ahead}".encode())
-    add_trigger_again(a, nodes, "remadet", "remade", "?ordered=true")
+    add_trigger(a, nodes, "remadet", "remade", "?ordered=true")
     publish_lines(a, "remadet", [f'{{"k":"K","n":{n}}}' for n in (1, 2, 3)], key_field="k")
     assert wait_for(lambda: len(ended(rec)) == 4, timeout=20), ended(rec)
     assert [json.loads(x)["n"] for x in ended(rec)] == [0, 1, 2, 3]
@@ -1790,7 +1776,7 @@ def test_a_deleted_topics_late_ack_leaves_the_new_topics_mark(cluster, functions
     assert status == 200, out
     c = NatsClient(nats)
     try:
-        add_trigger_again(a, nodes, "lateackt", "lateack", "?ordered=true")
+        add_trigger(a, nodes, "lateackt", "lateack", "?ordered=true")
         js_api(nats, "$JS.API.CONSUMER.DURABLE.CREATE.SPATE_T_lateackt.HOLD", json.dumps(
             {"stream_name": "SPATE_T_lateackt",
              "config": {"durable_name": "HOLD", "ack_policy": "explicit"}}).encode())
@@ -1868,7 +1854,7 @@ def test_an_ordered_trigger_removed_again_and_again_is_gone_everywhere(cluster, 
     deploy_everywhere(a, nodes, "churn", functions["hello"])
     failures = []
     for i in range(6):
-        add_trigger_again(a, nodes, "churnt", "churn", "?ordered=true")
+        add_trigger(a, nodes, "churnt", "churn", "?ordered=true")
         status, _, body = a.request("DELETE", "/v1/triggers/churnt/churn")
         if status != 204:
             failures.append((i, status, body))
