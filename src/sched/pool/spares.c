@@ -136,9 +136,10 @@ int pool__spare_take(pool *p, pversion *v)
     pinst *pi = v->spare;
     /* Only to its own version, the active one. */
     if (!pi || v != p->active || v->retired) return 0;
-    if (pi->ready && !instance_alive(pi->inst)) {
-        /* Killed while it waited, its end not read yet: no invocation goes
-         * to it; a new instance starts instead, and a new spare later. */
+    if (!instance_alive(pi->inst)) {
+        /* Killed while it waited (ready or still starting), its end not
+         * read yet: no invocation goes to it; a new instance starts
+         * instead, and a new spare later. */
         log_info("spare instance found dead at its hand-over: not used fn=%s instance=%llu",
                  p->name, (unsigned long long)pi->inst->id);
         pool__spare_stop(v);
