@@ -326,6 +326,16 @@
 #define SPATE_ZYGOTE_LOAD_TIMEOUT_MS 10000
 /* An instance must have run spate_init and said it is ready within this (ms). */
 #define SPATE_INSTANCE_INIT_TIMEOUT_MS 10000
+/* Unless the machine starves it (runtime/instance.h: runnable, with less than
+ * half the CPU it could have had): then it is looked at again every
+ * SPATE_STARVED_GRACE_MS, up to this long from its start (ms). Killed at 10 s,
+ * eight functions' starts on a node given a tenth of a core each had 60-190 ms
+ * of CPU of the 300 ms they needed, were started again from nothing, and
+ * never became ready (their messages went to the dead letters unrun); given
+ * the time, they are ready in about 25 s. A start that starves itself (its
+ * own spinning children) holds its start as long, no longer. */
+#define SPATE_STARVED_START_MAX_MS 60000
+#define SPATE_STARVED_GRACE_MS 5000
 /* A deadline of an instance (its init's, or a running invocation's) or of
  * a waiting invocation, which the loop may not have seen in time, holds
  * only when seen passed again this

@@ -48,6 +48,11 @@ typedef struct instance_ops {
     /* Optional (NULL: always 1): whether its process still runs, asked of
      * the system now (not what spated has heard): 0 once it has exited. */
     int (*alive)(const instance *inst);
+    /* Optional (NULL: never): whether, not yet ready, it is starved now —
+     * runnable, having had less than half the CPU it could have had since
+     * it began (its quota, or a core): a machine too loaded to run it, not
+     * a hang (asleep) nor a spin (its CPU near what it could have). */
+    int (*starved)(const instance *inst);
 } instance_ops;
 
 /* What every instance of a version is held to (runtime/isolate.h). */
@@ -129,6 +134,12 @@ static inline int instance_delivered(const instance *i)
 static inline int instance_alive(const instance *i)
 {
     return i->ops->alive ? i->ops->alive(i) : 1;
+}
+
+/* Whether a start not yet ready is starved of CPU now (instance_ops). */
+static inline int instance_starved(const instance *i)
+{
+    return i->ops->starved ? i->ops->starved(i) : 0;
 }
 
 /* Fills the common part. */

@@ -75,7 +75,7 @@ static const opt_def opt_defs[] = {
      "live instances on this node, over all functions", "one per 16 MiB of memory"},
     {"max-starting", OPT_U32, OFF(max_starting), 1, SPATE_NODE_STARTING_CEILING, 1,
      "instances starting at once over all functions; more wait until one is ready or fails; "
-     "one function has at most 3/4 of them",
+     "the last quarter is kept for functions with none starting, one each",
      "8 per CPU, at least 16"},
     {"max-processes", OPT_U32, OFF(max_processes), 0, 4194304, 1,
      "processes and threads of all functions together (their pids cgroup); 0: only the host's "

@@ -325,3 +325,41 @@ def test_starts_too_many_for_the_cpu_left_narrow_until_they_are_ready(make_spate
     status, doc = d.json("GET", "/v1/topics/jobs.dlq")
     assert status == 404 or doc.get("depth", 0) == 0, doc
     assert d.describe("burning")["scaling"]["starting_max"] > 1  # one more per ready start
+
+
+def test_starts_of_many_functions_starved_together_are_given_the_time(make_spated, tmp_path):
+    """Eight functions' bootstraps, one start each, in a tenth of a core:
+    each window (above) was one already, yet eight at once had 60-190 ms
+    of CPU each by their 10 s deadline, of the 300 they need; killed, each
+    started again from nothing, none was ever ready, and their messages
+    went to the dead letters unrun once the 60 s excuse had passed. Found by
+    a hostile tester (brk6). A start the machine starves (runnable, given
+    little CPU) is given up to 60 s: all are ready in about 25 s."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    records = []
+    node_cpu_quota(d, 100)
+    try:
+        for i in range(8):
+            record = tmp_path / f"record{i}.log"
+            record.touch()
+            record.chmod(0o666)
+            records.append(record)
+            status, doc = d.deploy(f"f{i}", zipped({"bootstrap": BURNING}), runtime="exec",
+                                   env=f"RECORD%3D{record}", timeout=15000)
+            assert status == 201, doc
+            status, doc = d.json("PUT", f"/v1/triggers/jobs{i}/f{i}?max_attempts=1")
+            assert status == 201, doc
+        for i in range(8):
+            status, _, data = d.request("POST", f"/v1/topics/jobs{i}/messages", b"job-%d" % i)
+            assert status == 202, data
+        assert wait_for(lambda: "starved of CPU at its init deadline" in d.log(), timeout=60), \
+            d.log()[-3000:]
+        assert wait_for(lambda: all(r.read_text().strip() for r in records), timeout=240), \
+            ([r.read_text() for r in records], d.log()[-4000:])
+    finally:
+        node_cpu_quota(d, 0)
+    assert [r.read_text().split() for r in records] == [["job-%d" % i] for i in range(8)]
+    assert "giving up" not in d.log(), d.log()[-3000:]
+    for i in range(8):
+        status, doc = d.json("GET", f"/v1/topics/jobs{i}.dlq")
+        assert status == 404 or doc.get("depth", 0) == 0, doc

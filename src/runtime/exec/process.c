@@ -181,23 +181,38 @@ static char *unready_note(pid_t pid, char *state_out, unsigned long long *cpu_ms
     return out;
 }
 
+/* Runnable, and given less than half of what it could have had since it
+ * was spawned: starved by the machine (dozens of starts at once, other
+ * load), not hung (S) nor spinning (its CPU near a core, or its quota). */
+static int starved_now(const exec_instance *e, char state, unsigned long long cpu_ms)
+{
+    unsigned long long ran_ms = (clock_mono_ns() - e->spawned_ns) / 1000000;
+    /* One thread's worth: a quota of several cores is no more to a
+     * single-threaded bootstrap stuck in a loop. */
+    uint32_t millis = e->base.iso ? e->base.iso->cpu_millis : 0;
+    if (!millis || millis > 1000) millis = 1000;
+    unsigned long long could_ms = ran_ms * millis / 1000;
+    return state == 'R' && cpu_ms * 2 < could_ms;
+}
+
+static int exec_starved(const instance *base)
+{
+    const exec_instance *e = (const exec_instance *)base;
+    if (!e->alive || e->ready || e->killed || e->init_error) return 0;
+    char state;
+    unsigned long long cpu_ms = 0;
+    free(unready_note(e->proc.pid, &state, &cpu_ms)); /* state 0 if /proc cannot say */
+    return starved_now(e, state, cpu_ms);
+}
+
 static void exec_kill(instance *base)
 {
     exec_instance *e = (exec_instance *)base;
     if (e->alive && !e->ready && !e->killed && !e->init_error) {
-        char state;
+        char state = 0;
         unsigned long long cpu_ms = 0;
         e->unready = unready_note(e->proc.pid, &state, &cpu_ms);
-        /* Runnable, and given less than half of what it could have had:
-         * starved by the machine (dozens of starts at once, other load),
-         * not hung (S) nor spinning (its CPU near a core, or its quota). */
-        unsigned long long ran_ms = (clock_mono_ns() - e->spawned_ns) / 1000000;
-        /* One thread's worth: a quota of several cores is no more to a
-         * single-threaded bootstrap stuck in a loop. */
-        uint32_t millis = e->base.iso ? e->base.iso->cpu_millis : 0;
-        if (!millis || millis > 1000) millis = 1000;
-        unsigned long long could_ms = ran_ms * millis / 1000;
-        e->base.starved = state == 'R' && cpu_ms * 2 < could_ms;
+        e->base.starved = starved_now(e, state, cpu_ms);
     }
     e->killed = 1;
     /* Its process group: the bootstrap and whatever it started. */
@@ -244,6 +259,7 @@ static const instance_ops ops = {
     .pid = exec_pid,
     .delivered = exec_delivered,
     .alive = exec_alive,
+    .starved = exec_starved,
 };
 
 /* spate-runner --exec [--uid N --gid N] [--memory-mb N] --cgroups C --env-fd 3 --tmpdir T

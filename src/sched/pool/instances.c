@@ -38,22 +38,45 @@ static uint32_t node_starting_room(void)
     return used < node_starting_max ? node_starting_max - used : 0;
 }
 
+/* The last quarter of --max-starting (at least one) is kept for functions
+ * with no start in progress: one whose starts hang (min=16 of a bootstrap
+ * that sleeps) takes at most the rest, at each round of its failures, and
+ * so do two or three such functions together (each beyond the first gets
+ * one of the quarter), so that another's cold start waits for none of
+ * them. */
+static uint32_t node_starting_keep(void)
+{
+    return node_starting_max / 4 ? node_starting_max / 4 : 1;
+}
+
 /* What one pool may have starting at once: its window (pool.start_window),
- * within its share of --max-starting — all of it but a quarter (at least
- * one) kept for the others, so that a function whose starts hang (min=16
- * of a bootstrap that sleeps) does not take every start of the node again
- * at each round of its failures, and another's cold start waits for none
- * of them. */
+ * within what the kept quarter leaves (at least one). */
 static uint32_t pool_starting_cap(const pool *p)
 {
-    uint32_t keep = node_starting_max / 4 ? node_starting_max / 4 : 1;
+    uint32_t keep = node_starting_keep();
     uint32_t share = node_starting_max > keep ? node_starting_max - keep : 1;
     return p->start_window < share ? p->start_window : share;
 }
 
+uint32_t pool__starting_max(const pool *p)
+{
+    return pool_starting_cap(p);
+}
+
+/* Room under --max-starting for p, not woken: of the kept quarter, one
+ * start for a pool with none in progress, none for the others. */
+static uint32_t pool_node_room(const pool *p)
+{
+    uint32_t room = node_starting_room();
+    uint32_t used = node_starting + node_starting_kept, keep = node_starting_keep();
+    uint32_t open = used + keep < node_starting_max ? node_starting_max - keep - used : 0;
+    if (p->nstarting == 0 && open == 0) open = 1;
+    return room < open ? room : open;
+}
+
 void pool__start_late(pool *p)
 {
-    uint32_t flight = p->nstarting + 1; /* with the one killed, unlinked */
+    uint32_t flight = p->nstarting; /* the late one among them */
     uint32_t limit = p->start_window < flight ? p->start_window : flight;
     uint32_t w = limit / 2 ? limit / 2 : 1;
     if (w >= p->start_window) return;
@@ -508,7 +531,8 @@ int pool__start_instance(pool *p, pversion *v, int spare)
         free(pi);
         return rc;
     }
-    pi->deadline = pool__now_ms(p) + SPATE_INSTANCE_INIT_TIMEOUT_MS;
+    pi->began = pool__now_ms(p);
+    pi->deadline = pi->began + SPATE_INSTANCE_INIT_TIMEOUT_MS;
     node_live++;
     pool__account(p);
     p->nprocs++;
@@ -632,7 +656,7 @@ static void grow(pool *p)
     if (want > slots) want = slots;
     /* And a few on the node (--max-starting): held, this pool starts more
      * when another start ends (pool__wake_held). */
-    uint32_t node_room = node_starting_room();
+    uint32_t node_room = pool_node_room(p);
     if (want > node_room) {
         want = node_room;
         if (list_empty(&p->start_wait)) list_push_back(&start_waiters, &p->start_wait);

@@ -82,6 +82,7 @@ struct pinst {
     enum pi_state state;
     uint64_t since;        /* loop ms: idle since */
     uint64_t deadline;     /* loop ms: end of init (starting) or of the running invocation (busy) */
+    uint64_t began;        /* loop ms: spawned */
     uint64_t check_at;     /* loop ms: next look at its process limit (busy, or a spare) */
     uint32_t check_every;  /* ms: the interval after the next look (doubles) */
     uint64_t started;      /* loop ms: the running invocation started (busy) */
@@ -90,6 +91,7 @@ struct pinst {
     int outlasted;          /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
     int never_ready;  /* stopped while starting (init took too long) */
+    int starved_late; /* past its init deadline, starved: given more time (timer.c) */
     int ready;        /* a spare that said READY (spares.c) */
     int was_spare;    /* stopped while a spare: its end does not restart the zygote's idle time */
     int deploy_token; /* a spare for a deploy, started with a token (spares.c) */
@@ -227,9 +229,11 @@ void pool__node_leave(pool *p);
  * node at its ceiling; held pools woken for the room there is. */
 void pool__count_starting(pool *p);
 int pool__node_starting_full(void);
-/* A start was killed at its init deadline (starved of CPU, or hung): the
- * pool starts half as many at once (pool.start_window). */
+/* A start, still counted starting, is past its init deadline (starved of
+ * CPU, or hung): the pool starts half as many at once (pool.start_window). */
 void pool__start_late(pool *p);
+/* How many p may have starting at once now (its window, within --max-starting). */
+uint32_t pool__starting_max(const pool *p);
 void pool__wake_held(void);
 /* More instances live than --max-instances (lowered by a reload). */
 int pool__node_over(void);

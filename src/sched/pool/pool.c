@@ -82,7 +82,7 @@ void pool_stats_get(const pool *p, pool_stats *out)
     out->service_floor_us = pool__service_floor_us(p);
     out->cold_us = p->cold_us;
     out->mailbox = pool__mailbox_limit(p);
-    out->starting_max = p->start_window;
+    out->starting_max = pool__starting_max(p);
     out->desired = pool__desired_now(p);
     out->max_instances = p->active ? p->active->cfg.max_instances : 0;
     out->min_instances = p->active ? p->active->cfg.min_instances : 0;

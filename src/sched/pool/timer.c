@@ -154,14 +154,31 @@ static void on_timer(uv_timer_t *t)
         pinst *pi = list_entry(n, pinst, link);
         n = n->next;
         if (pool__deadline_passed(&pi->deadline_seen, pi->deadline, now, 0, &next)) {
-            log_warn("instance did not become ready within %d ms fn=%s instance=%llu",
-                     SPATE_INSTANCE_INIT_TIMEOUT_MS, p->name, (unsigned long long)pi->inst->id);
+            /* Late: fewer of the function's starts at once (pool.start_window). */
+            pool__start_late(p);
+            if (now - pi->began < SPATE_STARVED_START_MAX_MS && instance_starved(pi->inst)) {
+                /* Runnable and given little CPU: killed, it would start again
+                 * from nothing on the same loaded machine. */
+                if (!pi->starved_late)
+                    log_info("instance starved of CPU at its init deadline: given up to %d ms "
+                             "fn=%s instance=%llu",
+                             SPATE_STARVED_START_MAX_MS, p->name, (unsigned long long)pi->inst->id);
+                pi->starved_late = 1;
+                pi->deadline_seen = 0;
+                pi->deadline = now + SPATE_STARVED_GRACE_MS;
+                if (pi->deadline > pi->began + SPATE_STARVED_START_MAX_MS)
+                    pi->deadline = pi->began + SPATE_STARVED_START_MAX_MS;
+                if (pi->deadline < next) next = pi->deadline;
+                continue;
+            }
+            log_warn("instance did not become ready within %llu ms fn=%s instance=%llu",
+                     (unsigned long long)(now - pi->began), p->name,
+                     (unsigned long long)pi->inst->id);
             fnlog_platform(p->log, pi->inst->id, pi->ver->number, NULL,
-                           "instance did not become ready within %d ms: stopped",
-                           SPATE_INSTANCE_INIT_TIMEOUT_MS);
+                           "instance did not become ready within %llu ms: stopped",
+                           (unsigned long long)(now - pi->began));
             pi->never_ready = 1;
             pool__stop_instance(pi);
-            pool__start_late(p);
         }
     }
     /* Instances idle past the keep-alive, oldest first, down to the minimum;
@@ -227,12 +244,13 @@ static void on_timer(uv_timer_t *t)
         else if (p->nstarting > 0 && p->nidle + p->nbusy == 0) {
             /* Nothing serves yet: its instances' init has not returned. */
             const pinst *first = list_entry(list_first(&p->starting), pinst, link);
-            uint64_t began = first->deadline - SPATE_INSTANCE_INIT_TIMEOUT_MS;
+            uint64_t began = first->began;
             snprintf(msg, sizeof msg,
                      "no instance within the timeout: %u still starting (the oldest's init has "
-                     "run %llu ms; stopped at %d ms)",
+                     "run %llu ms; stopped at %d ms, or at %d ms while the machine starves it "
+                     "of CPU)",
                      p->nstarting, (unsigned long long)(now > began ? now - began : 0),
-                     SPATE_INSTANCE_INIT_TIMEOUT_MS);
+                     SPATE_INSTANCE_INIT_TIMEOUT_MS, SPATE_STARVED_START_MAX_MS);
         } else if (!list_empty(&p->start_wait) || p->start_woken)
             /* Held by --max-starting: other functions' starts had the room. */
             snprintf(msg, sizeof msg,
