@@ -332,10 +332,13 @@
  * eight functions' starts on a node given a tenth of a core each had 60-190 ms
  * of CPU of the 300 ms they needed, were started again from nothing, and
  * never became ready (their messages went to the dead letters unrun); given
- * the time, they are ready in about 25 s. A start that starves itself (its
- * own spinning children) holds its start as long, no longer. */
+ * the time, they are ready in about 25 s. (An instance whose own processes
+ * take its CPU is not starved: runtime/exec/process.c.) */
 #define SPATE_STARVED_START_MAX_MS 60000
 #define SPATE_STARVED_GRACE_MS 5000
+/* The processes of an instance looked at to judge it starved (at most its
+ * pids cgroup's limit are there; more are not read). */
+#define SPATE_STARVED_PROCS_MAX 256
 /* A deadline of an instance (its init's, or a running invocation's) or of
  * a waiting invocation, which the loop may not have seen in time, holds
  * only when seen passed again this

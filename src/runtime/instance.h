@@ -49,9 +49,10 @@ typedef struct instance_ops {
      * the system now (not what spated has heard): 0 once it has exited. */
     int (*alive)(const instance *inst);
     /* Optional (NULL: never): whether, not yet ready, it is starved now —
-     * runnable, having had less than half the CPU it could have had since
-     * it began (its quota, or a core): a machine too loaded to run it, not
-     * a hang (asleep) nor a spin (its CPU near what it could have). */
+     * its processes together runnable, having had less than half the CPU
+     * they could have had since it began (its quota, or a core): a machine
+     * too loaded to run it, not a hang (asleep) nor a spin (its CPU near
+     * what it could have). */
     int (*starved)(const instance *inst);
 } instance_ops;
 

@@ -418,6 +418,8 @@ def test_a_function_that_starves_its_own_starts_slows_no_other(make_spated):
         status, body = d.invoke("good", b"x%d" % i, timeout=30)
         answers.append((status, body[:80]))
     assert answers == [(200, b"ok") for i in range(4)], (answers, d.log()[-3000:])
+    # Its own spinner takes its CPU: no starved start, not given more time.
+    assert "starved of CPU at its init deadline" not in d.log(), d.log()[-3000:]
     # Its window full: as many as the node's kept quarter leaves (12 of 16).
     assert d.describe("good")["scaling"]["starting_max"] == 12
 

@@ -141,12 +141,10 @@ static uint32_t exec_withdraw(instance *base, uint32_t n)
 
 /* What the bootstrap pid, which has not asked for work, is doing: its name,
  * state and what it waits in, and the CPU it has had, e.g. "python3, S in
- * do_select, 40 ms of CPU" (a hang, or a machine too loaded to run it); its
- * state and CPU in *state and *cpu_ms too. Caller owns the result; free
- * with free(). NULL when /proc cannot say (*state is then 0). */
-static char *unready_note(pid_t pid, char *state_out, unsigned long long *cpu_ms_out)
+ * do_select, 40 ms of CPU" (a hang, or a machine too loaded to run it).
+ * Caller owns the result; free with free(). NULL when /proc cannot say. */
+static char *unready_note(pid_t pid)
 {
-    *state_out = 0;
     char path[64], line[512], wchan[64] = "";
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "re");
@@ -171,8 +169,6 @@ static char *unready_note(pid_t pid, char *state_out, unsigned long long *cpu_ms
     }
     long tick = sysconf(_SC_CLK_TCK);
     unsigned long long cpu_ms = tick > 0 ? (utime + stime) * 1000 / (unsigned long long)tick : 0;
-    *state_out = state;
-    *cpu_ms_out = cpu_ms;
     char *out = malloc(160);
     if (out)
         snprintf(out, 160, "%.32s, %c%s%.40s, %llu ms of CPU", open + 1, state,
@@ -181,38 +177,80 @@ static char *unready_note(pid_t pid, char *state_out, unsigned long long *cpu_ms
     return out;
 }
 
+/* Adds what /proc says of pid: runnable, and its CPU in clock ticks (its own
+ * and its waited-for children's). */
+static void add_process(pid_t pid, int *running, unsigned long long *ticks)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    const char *close = strrchr(line, ')'); /* the name may hold anything */
+    unsigned long long utime, stime, cutime, cstime;
+    char state;
+    if (!close ||
+        sscanf(close + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &state,
+               &utime, &stime, &cutime, &cstime) != 5)
+        return;
+    if (state == 'R') *running = 1;
+    *ticks += utime + stime + cutime + cstime;
+}
+
 /* Runnable, and given less than half of what it could have had since it
  * was spawned: starved by the machine (dozens of starts at once, other
- * load), not hung (S) nor spinning (its CPU near a core, or its quota). */
-static int starved_now(const exec_instance *e, char state, unsigned long long cpu_ms)
+ * load), not hung (asleep) nor spinning (its CPU near a core, or its
+ * quota). Judged over the instance as a whole, every process of its pids
+ * cgroup (the bootstrap alone without one): a shell bootstrap waiting for
+ * its interpreter is as starved as the interpreter (brk7: judged by the
+ * shell, asleep, it was killed at 10 s and begun again, never ready), and
+ * one whose own children take its CPU has had it (brk7: such bootstraps,
+ * judged starved, held their starts for 60 s). */
+static int starved_now(const exec_instance *e)
 {
+    int running = 0;
+    unsigned long long ticks = 0;
+    const isolate_slot *s = e->base.iso;
+    FILE *procs = NULL;
+    if (s && s->pids >= 0) {
+        char path[sizeof s->dirs[0] + 16];
+        snprintf(path, sizeof path, "%s/cgroup.procs", s->dirs[s->pids]);
+        procs = fopen(path, "re");
+    }
+    if (procs) {
+        long pid;
+        for (int i = 0; i < SPATE_STARVED_PROCS_MAX && fscanf(procs, "%ld", &pid) == 1; i++)
+            add_process((pid_t)pid, &running, &ticks);
+        fclose(procs);
+    } else {
+        add_process(e->proc.pid, &running, &ticks);
+    }
+    long tick = sysconf(_SC_CLK_TCK);
+    unsigned long long cpu_ms = tick > 0 ? ticks * 1000 / (unsigned long long)tick : 0;
     unsigned long long ran_ms = (clock_mono_ns() - e->spawned_ns) / 1000000;
     /* One thread's worth: a quota of several cores is no more to a
      * single-threaded bootstrap stuck in a loop. */
-    uint32_t millis = e->base.iso ? e->base.iso->cpu_millis : 0;
+    uint32_t millis = s ? s->cpu_millis : 0;
     if (!millis || millis > 1000) millis = 1000;
     unsigned long long could_ms = ran_ms * millis / 1000;
-    return state == 'R' && cpu_ms * 2 < could_ms;
+    return running && cpu_ms * 2 < could_ms;
 }
 
 static int exec_starved(const instance *base)
 {
     const exec_instance *e = (const exec_instance *)base;
     if (!e->alive || e->ready || e->killed || e->init_error) return 0;
-    char state;
-    unsigned long long cpu_ms = 0;
-    free(unready_note(e->proc.pid, &state, &cpu_ms)); /* state 0 if /proc cannot say */
-    return starved_now(e, state, cpu_ms);
+    return starved_now(e);
 }
 
 static void exec_kill(instance *base)
 {
     exec_instance *e = (exec_instance *)base;
     if (e->alive && !e->ready && !e->killed && !e->init_error) {
-        char state = 0;
-        unsigned long long cpu_ms = 0;
-        e->unready = unready_note(e->proc.pid, &state, &cpu_ms);
-        e->base.starved = starved_now(e, state, cpu_ms);
+        e->unready = unready_note(e->proc.pid);
+        e->base.starved = starved_now(e);
     }
     e->killed = 1;
     /* Its process group: the bootstrap and whatever it started. */

@@ -41,9 +41,9 @@ static uint32_t node_starting_room(void)
 /* The last quarter of --max-starting (at least one) is kept for functions
  * with no start in progress: one whose starts hang (min=16 of a bootstrap
  * that sleeps) takes at most the rest, at each round of its failures, and
- * so do two or three such functions together (each beyond the first gets
- * one of the quarter), so that another's cold start waits for none of
- * them. */
+ * so do several such functions together (each beyond the first gets one
+ * of the quarter), so that another's cold start waits for none of them —
+ * as many as the quarter has starts, no more. */
 static uint32_t node_starting_keep(void)
 {
     return node_starting_max / 4 ? node_starting_max / 4 : 1;
@@ -394,8 +394,8 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     int limit = (was == PI_STARTING || was == PI_SPARE) && !pi->depth ? inst->limit_err : 0;
     /* Starved (instance.h): excused for SPATE_STARVED_EXCUSED_MS from the
      * first such start while none becomes ready, then failing calls as any
-     * failed start does: a bootstrap that starves itself (nice 19, its own
-     * children spinning) is not retried for ever without an attempt. */
+     * failed start does: a bootstrap that starves itself (nice 19 on a
+     * loaded machine) is not retried for ever without an attempt. */
     int starved = 0;
     if (never_ready && inst->starved) {
         uint64_t now = pool__now_ms(p);
