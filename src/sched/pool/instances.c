@@ -51,16 +51,11 @@ static uint32_t node_starting_keep(void)
 
 /* What one pool may have starting at once: its window (pool.start_window),
  * within what the kept quarter leaves (at least one). */
-static uint32_t pool_starting_cap(const pool *p)
+uint32_t pool__starting_max(const pool *p)
 {
     uint32_t keep = node_starting_keep();
     uint32_t share = node_starting_max > keep ? node_starting_max - keep : 1;
     return p->start_window < share ? p->start_window : share;
-}
-
-uint32_t pool__starting_max(const pool *p)
-{
-    return pool_starting_cap(p);
 }
 
 /* Room under --max-starting for p, not woken: of the kept quarter, one
@@ -651,7 +646,7 @@ static void grow(pool *p)
     }
     /* A few at a time: the next start as each is ready (on_instance_ready),
      * fewer while its starts are late, and never the node's every start. */
-    uint32_t most = pool_starting_cap(p);
+    uint32_t most = pool__starting_max(p);
     uint32_t slots = p->nstarting < most ? most - p->nstarting : 0;
     if (want > slots) want = slots;
     /* And a few on the node (--max-starting): held, this pool starts more
