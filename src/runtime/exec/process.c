@@ -139,41 +139,65 @@ static uint32_t exec_withdraw(instance *base, uint32_t n)
     return n;
 }
 
+/* What /proc/PID/stat says of a process. */
+typedef struct {
+    char name[33];
+    char state;
+    unsigned long long own_ticks;  /* utime + stime */
+    unsigned long long kids_ticks; /* cutime + cstime: its waited-for children's */
+} proc_stat;
+
+/* Reads pid's /proc stat into *st: 0, or -1 when /proc cannot say (gone). */
+static int proc_stat_read(pid_t pid, proc_stat *st)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    /* The name in parentheses may hold anything: read after its last ')'. */
+    char *open = strchr(line, '('), *close = strrchr(line, ')');
+    unsigned long long utime, stime, cutime, cstime;
+    if (!open || !close || close < open ||
+        sscanf(close + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu",
+               &st->state, &utime, &stime, &cutime, &cstime) != 5)
+        return -1;
+    *close = '\0';
+    snprintf(st->name, sizeof st->name, "%s", open + 1);
+    st->own_ticks = utime + stime;
+    st->kids_ticks = cutime + cstime;
+    return 0;
+}
+
+static unsigned long long ticks_ms(unsigned long long ticks)
+{
+    long tick = sysconf(_SC_CLK_TCK);
+    return tick > 0 ? ticks * 1000 / (unsigned long long)tick : 0;
+}
+
 /* What the bootstrap pid, which has not asked for work, is doing: its name,
  * state and what it waits in, and the CPU it has had, e.g. "python3, S in
  * do_select, 40 ms of CPU" (a hang, or a machine too loaded to run it).
  * Caller owns the result; free with free(). NULL when /proc cannot say. */
 static char *unready_note(pid_t pid)
 {
-    char path[64], line[512], wchan[64] = "";
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return NULL;
-    size_t n = fread(line, 1, sizeof line - 1, f);
-    fclose(f);
-    line[n] = '\0';
-    /* The name in parentheses may hold anything: read after its last ')'. */
-    char *open = strchr(line, '('), *close = strrchr(line, ')');
-    unsigned long long utime, stime;
-    char state;
-    if (!open || !close || close < open ||
-        sscanf(close + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &utime,
-               &stime) != 3)
-        return NULL;
-    *close = '\0';
+    proc_stat st;
+    char path[64], wchan[64] = "";
+    if (proc_stat_read(pid, &st) < 0) return NULL;
     snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
-    if ((f = fopen(path, "re"))) {
+    FILE *f = fopen(path, "re");
+    if (f) {
         size_t w = fread(wchan, 1, sizeof wchan - 1, f);
         fclose(f);
         wchan[w] = '\0';
     }
-    long tick = sysconf(_SC_CLK_TCK);
-    unsigned long long cpu_ms = tick > 0 ? (utime + stime) * 1000 / (unsigned long long)tick : 0;
     char *out = malloc(160);
     if (out)
-        snprintf(out, 160, "%.32s, %c%s%.40s, %llu ms of CPU", open + 1, state,
+        snprintf(out, 160, "%s, %c%s%.40s, %llu ms of CPU", st.name, st.state,
                  wchan[0] && strcmp(wchan, "0") ? " in " : "", strcmp(wchan, "0") ? wchan : "",
-                 cpu_ms);
+                 ticks_ms(st.own_ticks));
     return out;
 }
 
@@ -181,22 +205,10 @@ static char *unready_note(pid_t pid)
  * and its waited-for children's). */
 static void add_process(pid_t pid, int *running, unsigned long long *ticks)
 {
-    char path[64], line[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return;
-    size_t n = fread(line, 1, sizeof line - 1, f);
-    fclose(f);
-    line[n] = '\0';
-    const char *close = strrchr(line, ')'); /* the name may hold anything */
-    unsigned long long utime, stime, cutime, cstime;
-    char state;
-    if (!close ||
-        sscanf(close + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &state,
-               &utime, &stime, &cutime, &cstime) != 5)
-        return;
-    if (state == 'R') *running = 1;
-    *ticks += utime + stime + cutime + cstime;
+    proc_stat st;
+    if (proc_stat_read(pid, &st) < 0) return;
+    if (st.state == 'R') *running = 1;
+    *ticks += st.own_ticks + st.kids_ticks;
 }
 
 /* Runnable, and given less than half of what it could have had since it
@@ -227,8 +239,7 @@ static int starved_now(const exec_instance *e)
     } else {
         add_process(e->proc.pid, &running, &ticks);
     }
-    long tick = sysconf(_SC_CLK_TCK);
-    unsigned long long cpu_ms = tick > 0 ? ticks * 1000 / (unsigned long long)tick : 0;
+    unsigned long long cpu_ms = ticks_ms(ticks);
     unsigned long long ran_ms = (clock_mono_ns() - e->spawned_ns) / 1000000;
     /* One thread's worth: a quota of several cores is no more to a
      * single-threaded bootstrap stuck in a loop. */

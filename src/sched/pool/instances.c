@@ -30,12 +30,28 @@ static list_node node_pools = {&node_pools, &node_pools};
  * start just ended does not take it back before them. */
 static uint32_t node_starting, node_starting_max = UINT32_MAX, node_starting_kept;
 static list_node start_waiters = {&start_waiters, &start_waiters};
+/* Starts the node runs at once while the machine starves them, under
+ * --max-starting (UINT32_MAX: no narrower). Eight functions' starts in
+ * 0.015 of a core had too little CPU each in the 60 s a starved start
+ * is given, were killed together and begun again together, never ready,
+ * and their messages went to the dead letters unrun (brk7). A start killed
+ * starved halves it, of the starts then in progress (at least one); each
+ * start that becomes ready adds one back. A start killed starved alone
+ * narrows nothing (there is no fewer), and is its function's failure once
+ * SPATE_STARVED_EXCUSED_MS has passed (on_instance_exited). */
+static uint32_t node_starved_window = UINT32_MAX;
+
+/* --max-starting, or less while starts are starved. */
+static uint32_t node_starting_cap(void)
+{
+    return node_starved_window < node_starting_max ? node_starved_window : node_starting_max;
+}
 
 /* Room under --max-starting for a pool not woken. */
 static uint32_t node_starting_room(void)
 {
-    uint32_t used = node_starting + node_starting_kept;
-    return used < node_starting_max ? node_starting_max - used : 0;
+    uint32_t used = node_starting + node_starting_kept, cap = node_starting_cap();
+    return used < cap ? cap - used : 0;
 }
 
 /* The last quarter of --max-starting (at least one) is kept for functions
@@ -46,15 +62,16 @@ static uint32_t node_starting_room(void)
  * as many as the quarter has starts, no more. */
 static uint32_t node_starting_keep(void)
 {
-    return node_starting_max / 4 ? node_starting_max / 4 : 1;
+    uint32_t cap = node_starting_cap();
+    return cap / 4 ? cap / 4 : 1;
 }
 
 /* What one pool may have starting at once: its window (pool.start_window),
  * within what the kept quarter leaves (at least one). */
 uint32_t pool__starting_max(const pool *p)
 {
-    uint32_t keep = node_starting_keep();
-    uint32_t share = node_starting_max > keep ? node_starting_max - keep : 1;
+    uint32_t keep = node_starting_keep(), cap = node_starting_cap();
+    uint32_t share = cap > keep ? cap - keep : 1;
     return p->start_window < share ? p->start_window : share;
 }
 
@@ -64,9 +81,23 @@ static uint32_t pool_node_room(const pool *p)
 {
     uint32_t room = node_starting_room();
     uint32_t used = node_starting + node_starting_kept, keep = node_starting_keep();
-    uint32_t open = used + keep < node_starting_max ? node_starting_max - keep - used : 0;
+    uint32_t cap = node_starting_cap();
+    uint32_t open = used + keep < cap ? cap - keep - used : 0;
     if (p->nstarting == 0 && open == 0) open = 1;
     return room < open ? room : open;
+}
+
+/* A start was killed starved (node_starved_window). */
+static void node_starts_starved(const pool *p)
+{
+    uint32_t flight = node_starting + 1; /* it (unlinked at its stop) and the others */
+    uint32_t w = node_starved_window < flight ? node_starved_window : flight;
+    w = w / 2 ? w / 2 : 1;
+    if (w >= node_starting_cap()) return;
+    log_warn("starts starved of CPU (%u in progress): at most %u at once on the node until they "
+             "are ready fn=%s",
+             flight, w, p->name);
+    node_starved_window = w;
 }
 
 void pool__start_late(pool *p)
@@ -270,6 +301,8 @@ void pool__observe_start(pinst *pi)
 {
     pool *p = pi->pool;
     p->starved_since = 0; /* one became ready: starts work on this machine */
+    if (node_starved_window != UINT32_MAX && ++node_starved_window >= node_starting_max)
+        node_starved_window = UINT32_MAX;
     if (p->start_window < SPATE_STARTING_MAX) p->start_window++;
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
@@ -387,15 +420,18 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     /* Not started for a node limit (the zygote's fork failed): not the
      * function's failure, and no crash of it. */
     int limit = (was == PI_STARTING || was == PI_SPARE) && !pi->depth ? inst->limit_err : 0;
-    /* Starved (instance.h): excused for SPATE_STARVED_EXCUSED_MS from the
-     * first such start while none becomes ready, then failing calls as any
+    /* Starved (instance.h): excused while other starts shared the CPU with
+     * it (fewer start at once from now: node_starved_window), and for
+     * SPATE_STARVED_EXCUSED_MS from the first such start of the function
+     * while none becomes ready; then, starved alone, it fails a call as any
      * failed start does: a bootstrap that starves itself (nice 19 on a
      * loaded machine) is not retried for ever without an attempt. */
     int starved = 0;
     if (never_ready && inst->starved) {
         uint64_t now = pool__now_ms(p);
         if (!p->starved_since) p->starved_since = now;
-        starved = now - p->starved_since < SPATE_STARVED_EXCUSED_MS;
+        starved = node_starting > 0 || now - p->starved_since < SPATE_STARVED_EXCUSED_MS;
+        if (node_starting > 0) node_starts_starved(p);
     }
     int spare_ready = was == PI_SPARE && pi->ready;
     if (was == PI_STOPPING)
