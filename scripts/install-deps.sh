@@ -7,7 +7,7 @@ set -eu
 PACKAGES="build-essential cmake pkg-config
 libuv1-dev libhttp-parser-dev libsqlite3-dev libcjson-dev libssl-dev
 libcurl4-openssl-dev libseccomp-dev libarchive-dev
-python3-pytest python3-pytest-xdist nginx-light wrk nats-server libnats-dev gnuplot-nox
+python3-pytest python3-pytest-xdist python3-pytest-timeout nginx-light wrk nats-server libnats-dev gnuplot-nox
 autoconf automake libtool clang libclang-rt-14-dev
 prometheus chromium libinih-dev libsystemd-dev scdoc iproute2
 libhiredis-dev redis-server librabbitmq-dev rabbitmq-server librdkafka-dev kcat

@@ -34,6 +34,26 @@ os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/var/tmp")
 # pytest's base temporary directory, once the session has made it.
 BASETEMP = None
 
+# Built with AddressSanitizer (make sanitize's build).
+ASAN_BUILD = "SPATE_ASAN:BOOL=ON" in ((BUILD / "CMakeCache.txt").read_text()
+                                     if (BUILD / "CMakeCache.txt").exists() else "")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "normal_build: runs on the normal build only (it compares timings with a "
+        "peer, or sizes what the normal build costs): skipped on the ASan build, and the "
+        "one integration run of make test on the -Werror build")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not ASAN_BUILD:
+        return
+    skip = pytest.mark.skip(reason="normal_build: not on the ASan build")
+    for item in items:
+        if item.get_closest_marker("normal_build"):
+            item.add_marker(skip)
+
 
 def wait_for(predicate, timeout=10.0, step=0.05):
     """Polls predicate until it returns something true (returned) or the

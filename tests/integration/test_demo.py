@@ -9,6 +9,10 @@ import pytest
 
 from conftest import BUILD, ROOT
 
+# It compares the serverless mode with the single consumer on the same cores:
+# the normal build only.
+pytestmark = pytest.mark.normal_build
+
 
 # amqp: make demo SOURCE=amqp, the day replayed into a RabbitMQ queue that a
 # spate source drains (the same figures must hold).

@@ -378,41 +378,42 @@ def test_a_shell_bootstraps_starved_interpreter_is_given_the_time(make_spated, t
 
 
 def test_starts_starved_past_their_60s_start_fewer_at_once(make_spated, tmp_path):
-    """Three functions' starts in 0.014 of a core: one alone is ready in
-    about 25 s, three at once would take 75 s. Given their 60 s each as
-    starved starts, they were killed together, begun again together and
-    killed again, never ready, and once the 60 s excuse had passed their
-    messages went to the dead letters unrun (found by a hostile tester,
-    brk7, with eight functions). A start killed starved beside others
-    halves how many the node starts at once, each that becomes ready adds
-    one back: one, then two at once are ready in time, and every message
-    runs."""
+    """Five functions' starts in a hundredth of a core, each needing about
+    200 ms of CPU: one alone is ready in about 20 s, two at once in 40 s,
+    five at once would take 100 s. Given their 60 s each as starved starts,
+    they were killed together, begun again together and killed again, never
+    ready, and once the 60 s excuse had passed their messages went to the
+    dead letters unrun (found by a hostile tester, brk7, with eight). A
+    start killed starved beside others halves how many the node starts at
+    once, each that becomes ready adds one back: one, then two at once are
+    ready in time, and every message runs."""
     d = make_spated("--spare-idle", "0", "--max-starting", "16")
-    records = []
-    node_cpu_quota(d, 14)
+    records, F = [], 5
+    light = BURNING.replace(b"< 0.3", b"< 0.2")
+    node_cpu_quota(d, 10)
     try:
-        for i in range(3):
+        for i in range(F):
             record = tmp_path / f"record{i}.log"
             record.touch()
             record.chmod(0o666)
             records.append(record)
-            status, doc = d.deploy(f"f{i}", zipped({"bootstrap": BURNING}), runtime="exec",
+            status, doc = d.deploy(f"f{i}", zipped({"bootstrap": light}), runtime="exec",
                                    env=f"RECORD%3D{record}", timeout=15000)
             assert status == 201, doc
             status, doc = d.json("PUT", f"/v1/triggers/jobs{i}/f{i}?max_attempts=1")
             assert status == 201, doc
-        for i in range(3):
+        for i in range(F):
             status, _, data = d.request("POST", f"/v1/topics/jobs{i}/messages", b"job-%d" % i)
             assert status == 202, data
         assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
             d.log()[-3000:]
         assert d.describe("f0")["scaling"]["starting_max"] == 1
-        assert wait_for(lambda: all(r.read_text().strip() for r in records), timeout=240), \
+        assert wait_for(lambda: all(r.read_text().strip() for r in records), timeout=300), \
             ([r.read_text() for r in records], d.log()[-4000:])
     finally:
         node_cpu_quota(d, 0)
-    assert [r.read_text().split() for r in records] == [["job-%d" % i] for i in range(3)]
+    assert [r.read_text().split() for r in records] == [["job-%d" % i] for i in range(F)]
     assert "giving up" not in d.log(), d.log()[-3000:]
-    for i in range(3):
+    for i in range(F):
         status, doc = d.json("GET", f"/v1/topics/jobs{i}.dlq")
         assert status == 404 or doc.get("depth", 0) == 0, doc

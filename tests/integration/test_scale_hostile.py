@@ -3,14 +3,10 @@ limits, burst sizing, many topics and functions): each test is one defect
 found, kept so that it stays fixed."""
 
 import json
-import os
 
 import pytest
 
-from conftest import BUILD, wait_for
-
-ASAN = "SPATE_ASAN:BOOL=ON" in ((BUILD / "CMakeCache.txt").read_text()
-                               if (BUILD / "CMakeCache.txt").exists() else "")
+from conftest import wait_for
 
 
 def zygote_memory_limit(pid):
@@ -24,9 +20,10 @@ def zygote_memory_limit(pid):
     return None
 
 
-@pytest.mark.skipif(ASAN, reason="under ASan each fork charges the zygote's cgroup the page tables "
-                    "of ASan's shadow too, far past the per-fork slack sized for normal builds: "
-                    "its zygote is OOM-killed near 100 instances at 16 MB")
+# Not on the ASan build: there each fork charges the zygote's cgroup the page
+# tables of ASan's shadow too, far past the per-fork slack sized for normal
+# builds (its zygote is OOM-killed near 100 instances at 16 MB).
+@pytest.mark.normal_build
 def test_a_zygote_outlives_many_instances_at_a_small_memory_limit(spated, functions):
     # Each fork's kernel memory (~110 KiB and more) is charged to the
     # zygote's memory cgroup while the instance lives: a zygote held to the
