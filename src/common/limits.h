@@ -431,6 +431,11 @@
  * bootstrap may starve itself). A node restarted under a backlog is over
  * its rush well within it. */
 #define SPATE_STARVED_EXCUSED_MS 60000
+/* And beyond it, how many starts killed starved while other functions'
+ * starts were in progress are excused (none ready between): by then the
+ * node starts that function's alone (instances.c: node_starved_window), and
+ * one that cannot start alone fails a call. */
+#define SPATE_STARVED_EXCUSED_KILLS 3
 #define SPATE_NODE_STARTING_PER_CPU 8
 #define SPATE_NODE_STARTING_FLOOR 16
 #define SPATE_NODE_STARTING_CEILING 65536

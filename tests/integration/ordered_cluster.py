@@ -90,7 +90,10 @@ def ordered_recorder(cluster, functions, tmp_path, request, fn, query="?ordered=
     deploy_everywhere(a, nodes, fn, functions["recorder"], max=4, timeout=1000,
                       env=f"RECORD%3D{rec}")
     add_trigger(a, nodes, topic, fn, query)
-    request.addfinalizer(lambda: a.request("DELETE", f"/v1/triggers/{topic}/{fn}"))
+    # Its 65 consumers deleted, each asked again while JetStream is slow:
+    # past the default 30 s under make test's load.
+    request.addfinalizer(lambda: a.request("DELETE", f"/v1/triggers/{topic}/{fn}",
+                                           timeout=120))
     if first:
         publish_lines(a, topic, ['{"k":"K","n":0}'], key_field="k")
         assert wait_for(lambda: ended(rec) == ['{"k":"K","n":0}'], timeout=30), ended(rec)

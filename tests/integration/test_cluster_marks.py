@@ -31,7 +31,8 @@ def test_an_ordered_ack_whose_mark_is_refused_for_long_is_not_sent_without_it(cl
     deploy_everywhere(a, (a, b, c), "marklong", functions["recorder"], max=2, timeout=1000,
                       env=f"RECORD%3D{rec}")
     add_trigger(a, (a, b, c), "marklongt", "marklong", "?ordered=true")
-    request.addfinalizer(lambda: a.request("DELETE", "/v1/triggers/marklongt/marklong"))
+    request.addfinalizer(lambda: a.request("DELETE", "/v1/triggers/marklongt/marklong",
+                                           timeout=120))
     publish_lines(a, "marklongt", ['{"k":"K","n":0}'], key_field="k")
     assert wait_for(lambda: ended(rec) == ['{"k":"K","n":0}'], timeout=30), ended(rec)
     time.sleep(1)  # its mark written
@@ -112,7 +113,8 @@ def test_ordered_acks_waiting_for_their_marks_stay_in_progress(cluster, function
     deploy_everywhere(a, (a, b, c), "wpi", functions["recorder"], max=8, timeout=1000,
                       env=f"RECORD%3D{rec}")
     add_trigger(a, (a, b, c), "wpit", "wpi", "?ordered=true")
-    request.addfinalizer(lambda: a.request("DELETE", "/v1/triggers/wpit/wpi"))
+    request.addfinalizer(lambda: a.request("DELETE", "/v1/triggers/wpit/wpi",
+                                           timeout=120))
     parts = {}  # keys of distinct parts: each waits for its own mark only
     for i in range(1000):
         parts.setdefault(ordered_part("wpi", f"k{i}"), f"k{i}")

@@ -84,7 +84,8 @@ def test_a_run_waiting_for_an_instance_keeps_its_message(cluster, functions, tmp
     deploy_everywhere(a, nodes, "instwait", functions["recorder"], max=1, timeout=6000,
                       env=f"RECORD%3D{rec}")
     add_trigger(a, nodes, "instwaitt", "instwait")
-    request.addfinalizer(lambda: a.request("DELETE", "/v1/triggers/instwaitt/instwait"))
+    request.addfinalizer(lambda: a.request("DELETE", "/v1/triggers/instwaitt/instwait",
+                                           timeout=120))
     for d in (b, c):
         d.proc.send_signal(signal.SIGSTOP)
     try:

@@ -384,9 +384,10 @@ def test_starts_starved_past_their_60s_start_fewer_at_once(make_spated, tmp_path
     they were killed together, begun again together and killed again, never
     ready, and once the 60 s excuse had passed their messages went to the
     dead letters unrun (found by a hostile tester, brk7, with eight). A
-    start killed starved beside others halves how many the node starts at
-    once, each that becomes ready adds one back: one, then two at once are
-    ready in time, and every message runs."""
+    start killed starved beside other functions' starts halves how many
+    starts of starved functions the node runs at once, each that becomes
+    ready adds one back: one, then two at once are ready in time, and every
+    message runs."""
     d = make_spated("--spare-idle", "0", "--max-starting", "16")
     records, F = [], 5
     light = BURNING.replace(b"< 0.3", b"< 0.2")

@@ -30,28 +30,45 @@ static list_node node_pools = {&node_pools, &node_pools};
  * start just ended does not take it back before them. */
 static uint32_t node_starting, node_starting_max = UINT32_MAX, node_starting_kept;
 static list_node start_waiters = {&start_waiters, &start_waiters};
-/* Starts the node runs at once while the machine starves them, under
- * --max-starting (UINT32_MAX: no narrower). Eight functions' starts in
- * 0.015 of a core had too little CPU each in the 60 s a starved start
- * is given, were killed together and begun again together, never ready,
- * and their messages went to the dead letters unrun (brk7). A start killed
- * starved halves it, of the starts then in progress (at least one); each
- * start that becomes ready adds one back. A start killed starved alone
- * narrows nothing (there is no fewer), and is its function's failure once
- * SPATE_STARVED_EXCUSED_MS has passed (on_instance_exited). */
+/* Starts of functions the machine starves (pool.starved_since: a start of
+ * theirs was killed starved since one was ready) that the node runs at once
+ * (UINT32_MAX: no fewer than --max-starting). Eight functions' starts in
+ * 0.015 of a core had too little CPU each in the 60 s a starved start is
+ * given, were killed together and begun again together, never ready, and
+ * their messages went to the dead letters unrun (brk7). A start killed
+ * starved while other functions' starts were in progress halves it (of the
+ * starts then in progress, at least one); each start that becomes ready
+ * adds one back. It holds starved functions only: a function none of whose
+ * starts was starved starts as it would (a hostile tester's four functions
+ * whose starts looked starved kept a good function's cold start waiting
+ * 60-180 s while the window held every function, brk8). */
 static uint32_t node_starved_window = UINT32_MAX;
 
-/* --max-starting, or less while starts are starved. */
-static uint32_t node_starting_cap(void)
+/* Starts in progress of functions the machine starves (only looked at while
+ * the window is narrowed: then few pools are starting). */
+static uint32_t node_starting_starved(void)
 {
-    return node_starved_window < node_starting_max ? node_starved_window : node_starting_max;
+    uint32_t n = 0;
+    for (list_node *l = list_first(&node_pools); l != &node_pools; l = l->next) {
+        const pool *q = list_entry(l, pool, node_link);
+        if (q->starved_since) n += q->nstarting;
+    }
+    return n;
+}
+
+/* Room under node_starved_window for a starved function's start. */
+static uint32_t starved_room(void)
+{
+    if (node_starved_window == UINT32_MAX) return UINT32_MAX;
+    uint32_t used = node_starting_starved();
+    return used < node_starved_window ? node_starved_window - used : 0;
 }
 
 /* Room under --max-starting for a pool not woken. */
 static uint32_t node_starting_room(void)
 {
-    uint32_t used = node_starting + node_starting_kept, cap = node_starting_cap();
-    return used < cap ? cap - used : 0;
+    uint32_t used = node_starting + node_starting_kept;
+    return used < node_starting_max ? node_starting_max - used : 0;
 }
 
 /* The last quarter of --max-starting (at least one) is kept for functions
@@ -62,16 +79,16 @@ static uint32_t node_starting_room(void)
  * as many as the quarter has starts, no more. */
 static uint32_t node_starting_keep(void)
 {
-    uint32_t cap = node_starting_cap();
-    return cap / 4 ? cap / 4 : 1;
+    return node_starting_max / 4 ? node_starting_max / 4 : 1;
 }
 
 /* What one pool may have starting at once: its window (pool.start_window),
  * within what the kept quarter leaves (at least one). */
 uint32_t pool__starting_max(const pool *p)
 {
-    uint32_t keep = node_starting_keep(), cap = node_starting_cap();
-    uint32_t share = cap > keep ? cap - keep : 1;
+    uint32_t keep = node_starting_keep();
+    uint32_t share = node_starting_max > keep ? node_starting_max - keep : 1;
+    if (p->starved_since && node_starved_window < share) share = node_starved_window;
     return p->start_window < share ? p->start_window : share;
 }
 
@@ -81,21 +98,34 @@ static uint32_t pool_node_room(const pool *p)
 {
     uint32_t room = node_starting_room();
     uint32_t used = node_starting + node_starting_kept, keep = node_starting_keep();
-    uint32_t cap = node_starting_cap();
-    uint32_t open = used + keep < cap ? cap - keep - used : 0;
+    uint32_t open = used + keep < node_starting_max ? node_starting_max - keep - used : 0;
     if (p->nstarting == 0 && open == 0) open = 1;
-    return room < open ? room : open;
+    if (room > open) room = open;
+    if (p->starved_since) {
+        uint32_t starved = starved_room();
+        if (room > starved) room = starved;
+    }
+    return room;
 }
 
-/* A start was killed starved (node_starved_window). */
-static void node_starts_starved(const pool *p)
+void pool__starved_kill(pinst *pi)
 {
-    uint32_t flight = node_starting + 1; /* it (unlinked at its stop) and the others */
+    pool *p = pi->pool;
+    /* Counted now, in the pass that kills it: by the time its end is read
+     * its own replacement, or the next function woken, is starting too,
+     * and "beside others" excused every kill for ever (brk8). */
+    uint32_t flight = node_starting; /* it among them */
+    /* Starved from now, not from when its end is read: its replacement,
+     * begun in this pass, is one of a starved function's starts. */
+    if (!p->starved_since) p->starved_since = pool__now_ms(p);
+    /* None of another function's: fewer at once would not help. */
+    if (flight <= p->nstarting) return;
+    pi->starved_beside = 1;
     uint32_t w = node_starved_window < flight ? node_starved_window : flight;
     w = w / 2 ? w / 2 : 1;
-    if (w >= node_starting_cap()) return;
-    log_warn("starts starved of CPU (%u in progress): at most %u at once on the node until they "
-             "are ready fn=%s",
+    if (w >= node_starved_window) return;
+    log_warn("starts starved of CPU (%u in progress): at most %u at once on the node for the "
+             "functions they starve, until they are ready fn=%s",
              flight, w, p->name);
     node_starved_window = w;
 }
@@ -162,8 +192,19 @@ void pool__count_starting(pool *p)
  * waiting with room free. */
 void pool__wake_held(void)
 {
-    for (uint32_t room = node_starting_room(); room > 0 && !list_empty(&start_waiters); room--) {
-        pool *q = list_entry(list_first(&start_waiters), pool, start_wait);
+    uint32_t room = node_starting_room(), starved = starved_room();
+    for (list_node *n = list_first(&start_waiters); room > 0 && n != &start_waiters;) {
+        pool *q = list_entry(n, pool, start_wait);
+        n = n->next;
+        /* Held by what the kept quarter or the starved window leave it, not
+         * by the room there is: it stays held, first, for room it can use;
+         * woken, it would be held again at once, and woken again. */
+        if (pool_node_room(q) == 0) continue;
+        if (q->starved_since) {
+            if (starved == 0) continue;
+            starved--;
+        }
+        room--;
         list_remove(&q->start_wait);
         list_init(&q->start_wait);
         if (!q->start_woken) {
@@ -301,6 +342,7 @@ void pool__observe_start(pinst *pi)
 {
     pool *p = pi->pool;
     p->starved_since = 0; /* one became ready: starts work on this machine */
+    p->starved_kills = 0;
     if (node_starved_window != UINT32_MAX && ++node_starved_window >= node_starting_max)
         node_starved_window = UINT32_MAX;
     if (p->start_window < SPATE_STARTING_MAX) p->start_window++;
@@ -420,18 +462,20 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
     /* Not started for a node limit (the zygote's fork failed): not the
      * function's failure, and no crash of it. */
     int limit = (was == PI_STARTING || was == PI_SPARE) && !pi->depth ? inst->limit_err : 0;
-    /* Starved (instance.h): excused while other starts shared the CPU with
-     * it (fewer start at once from now: node_starved_window), and for
-     * SPATE_STARVED_EXCUSED_MS from the first such start of the function
-     * while none becomes ready; then, starved alone, it fails a call as any
-     * failed start does: a bootstrap that starves itself (nice 19 on a
-     * loaded machine) is not retried for ever without an attempt. */
+    /* Starved (instance.h): excused for SPATE_STARVED_EXCUSED_MS from the
+     * first such start of the function while none becomes ready, and for
+     * SPATE_STARVED_EXCUSED_KILLS starts killed while other functions'
+     * starts shared the CPU with them (fewer start at once from then:
+     * node_starved_window); then it fails a call as any failed start does:
+     * a bootstrap that starves itself (nice 19 on a loaded machine) is not
+     * retried for ever without an attempt. */
     int starved = 0;
     if (never_ready && inst->starved) {
         uint64_t now = pool__now_ms(p);
         if (!p->starved_since) p->starved_since = now;
-        starved = node_starting > 0 || now - p->starved_since < SPATE_STARVED_EXCUSED_MS;
-        if (node_starting > 0) node_starts_starved(p);
+        p->starved_kills++;
+        starved = now - p->starved_since < SPATE_STARVED_EXCUSED_MS ||
+                  (pi->starved_beside && p->starved_kills <= SPATE_STARVED_EXCUSED_KILLS);
     }
     int spare_ready = was == PI_SPARE && pi->ready;
     if (was == PI_STOPPING)
@@ -749,11 +793,12 @@ void pool__grow(pool *p)
 {
     unkeep(p); /* woken (pool__wake_held): the room kept is for this */
     grow(p);
-    /* Held only while --max-starting is what keeps it from starting: with
+    /* Held only while --max-starting (or what of it the kept quarter or
+     * the starved window leave it) is what keeps it from starting: with
      * room left it stopped for another reason (its zygote loading, its
      * own maximum, a back-off), whose end grows it again; held, it would
      * be woken at once, again and again, with nothing changed. */
-    if (!list_empty(&p->start_wait) && node_starting_room() > 0) {
+    if (!list_empty(&p->start_wait) && pool_node_room(p) > 0) {
         list_remove(&p->start_wait);
         list_init(&p->start_wait);
     }

@@ -90,13 +90,14 @@ struct pinst {
     uint64_t deadline_seen; /* loop ms: seen past deadline (pool__deadline_passed), or 0 */
     int outlasted;          /* it has run past what mailboxes bet on (counted in noutlasted) */
     uint64_t spawn_ns;
-    int never_ready;  /* stopped while starting (init took too long) */
-    int starved_late; /* past its init deadline, starved: given more time (timer.c) */
-    int ready;        /* a spare that said READY (spares.c) */
-    int was_spare;    /* stopped while a spare: its end does not restart the zygote's idle time */
-    int deploy_token; /* a spare for a deploy, started with a token (spares.c) */
-    int uncounted;    /* no longer in node_live (a spare given up for another's start) */
-    list_node slink;  /* in the node's list of spares while a spare */
+    int never_ready;    /* stopped while starting (init took too long) */
+    int starved_late;   /* past its init deadline, starved: given more time (timer.c) */
+    int starved_beside; /* killed starved while other functions' starts were in progress */
+    int ready;          /* a spare that said READY (spares.c) */
+    int was_spare;      /* stopped while a spare: its end does not restart the zygote's idle time */
+    int deploy_token;   /* a spare for a deploy, started with a token (spares.c) */
+    int uncounted;      /* no longer in node_live (a spare given up for another's start) */
+    list_node slink;    /* in the node's list of spares while a spare */
 };
 
 struct pool {
@@ -140,6 +141,7 @@ struct pool {
     uint64_t inst_ms, spare_ms, acct_at;
     uint32_t fail_streak;   /* instances that failed in a row (crash, timeout, limit) */
     uint64_t starved_since; /* ms of the first start the machine starved since one was ready */
+    uint32_t starved_kills; /* starts killed starved since one was ready */
     uint32_t start_window;  /* instances it starts at once (SPATE_STARTING_MAX): halved by a
                              * start killed at its init deadline, one more per ready start —
                              * starts that share too little CPU are none of them ready */
@@ -232,6 +234,9 @@ int pool__node_starting_full(void);
 /* A start, still counted starting, is past its init deadline (starved of
  * CPU, or hung): the pool starts half as many at once (pool.start_window). */
 void pool__start_late(pool *p);
+/* pi, a start past its time while starved, is being stopped (timer.c): the
+ * starts of functions the machine starves narrow (node_starved_window). */
+void pool__starved_kill(pinst *pi);
 /* How many p may have starting at once now (its window, within --max-starting). */
 uint32_t pool__starting_max(const pool *p);
 void pool__wake_held(void);

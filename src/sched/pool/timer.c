@@ -178,6 +178,7 @@ static void on_timer(uv_timer_t *t)
                            "instance did not become ready within %llu ms: stopped",
                            (unsigned long long)(now - pi->began));
             pi->never_ready = 1;
+            if (pi->starved_late && instance_starved(pi->inst)) pool__starved_kill(pi);
             pool__stop_instance(pi);
         }
     }

@@ -1,0 +1,86 @@
+"""Starts the machine starves (issue 21): functions whose starts look starved
+do not hold another's cold start, and a function that cannot start even
+alone still spends its messages' attempts. Found by a hostile tester (brk8)
+against the first form of the node's starved window (instances.c:
+node_starved_window)."""
+
+from conftest import RUNTIME_LOOP, wait_for, zipped
+from test_ready_after_a_stall import node_cpu_quota
+
+GOOD_BOOTSTRAP = b"#!/usr/bin/python3\n" + RUNTIME_LOOP
+
+# Never ready, and burns its cpu= quota in a chain of short-lived processes,
+# each of which forks the next and exits: their CPU is in no /proc stat of
+# the instance's processes (nobody in it waited for them), so the instance
+# looks runnable and starved while it has all of its quota.
+ORPHAN_BURNER = b"""#!/usr/bin/python3
+import os, signal, time
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+if os.fork() == 0:
+    while True:
+        t = time.process_time()
+        while time.process_time() - t < 0.02:
+            pass
+        if os.fork() != 0:
+            os._exit(0)
+while True:
+    time.sleep(1000)
+"""
+
+
+def dead_letters(d, topic):
+    status, doc = d.json("GET", f"/v1/topics/{topic}.dlq")
+    return 0 if status == 404 else doc.get("depth", 0)
+
+
+def test_functions_whose_starts_look_starved_hold_no_other_cold_start(make_spated):
+    """Four functions whose starts look starved (orphan burners), each killed
+    at 60 s beside the others, narrow the node's starts: while that held
+    every function, a good function's cold start waited 60-180 s behind them
+    (504 at its 8 s timeout). It holds the starved functions only."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    node_cpu_quota(d, 200)
+    try:
+        status, doc = d.deploy("good", zipped({"bootstrap": GOOD_BOOTSTRAP}), runtime="exec",
+                               keep_alive=0, timeout=30000)
+        assert status == 201, doc
+        for i in range(4):
+            status, doc = d.deploy(f"hog{i}", zipped({"bootstrap": ORPHAN_BURNER}),
+                                   runtime="exec", min=1, cpu=25)
+            assert status == 201, doc
+        assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
+            d.log()[-3000:]
+        assert d.describe("hog0")["scaling"]["starting_max"] == 1
+        answers = []
+        for i in range(3):  # each a cold start (keep_alive=0)
+            assert wait_for(lambda: d.describe("good")["instances"]["idle"] == 0, timeout=10)
+            status, body = d.invoke("good", b"x%d" % i, timeout=60)
+            answers.append((status, body[:120]))
+        assert answers == [(200, b"ok")] * 3, (answers, d.log()[-3000:])
+        assert d.describe("good")["scaling"]["starting_max"] > 1
+    finally:
+        node_cpu_quota(d, 0)
+
+
+def test_a_start_starved_alone_still_spends_an_attempt(make_spated):
+    """A bootstrap that needs 2 s of CPU in a hundredth of a core is never
+    ready in its 60 s. Alone on the node, its own replacement (begun in the
+    pass that killed it) was counted as another start beside it, and every
+    kill was excused: its message neither ran nor went to the dead letters.
+    Excused for its first 60 s, it then fails the message (max_attempts 1)."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    heavy = b"#!/usr/bin/python3\nimport time\nwhile time.process_time() < 2:\n    pass\n" \
+        + RUNTIME_LOOP
+    status, doc = d.deploy("heavy", zipped({"bootstrap": heavy}), runtime="exec", timeout=15000)
+    assert status == 201, doc
+    status, doc = d.json("PUT", "/v1/triggers/jobs/heavy?max_attempts=1")
+    assert status == 201, doc
+    node_cpu_quota(d, 10)
+    try:
+        status, _, data = d.request("POST", "/v1/topics/jobs/messages", b"job")
+        assert status == 202, data
+        assert wait_for(lambda: dead_letters(d, "jobs") == 1, timeout=240), d.log()[-3000:]
+    finally:
+        node_cpu_quota(d, 0)
+    assert "starved of CPU: not the function's failure" in d.log(), d.log()[-3000:]
+    assert "at most 1 at once on the node" not in d.log(), d.log()[-3000:]
