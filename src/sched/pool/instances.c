@@ -94,14 +94,20 @@ uint32_t pool__starting_max(const pool *p)
 
 /* Room under --max-starting for p, not woken: of the kept quarter, one
  * start for a pool with none in progress, none for the others. */
-static uint32_t pool_node_room(const pool *p)
+static uint32_t quarter_room(const pool *p)
 {
     uint32_t room = node_starting_room();
     uint32_t used = node_starting + node_starting_kept, keep = node_starting_keep();
     uint32_t open = used + keep < node_starting_max ? node_starting_max - keep - used : 0;
     if (p->nstarting == 0 && open == 0) open = 1;
-    if (room > open) room = open;
-    if (p->starved_since) {
+    return room < open ? room : open;
+}
+
+/* And for a starved function's, within the starved window. */
+static uint32_t pool_node_room(const pool *p)
+{
+    uint32_t room = quarter_room(p);
+    if (room > 0 && p->starved_since) {
         uint32_t starved = starved_room();
         if (room > starved) room = starved;
     }
@@ -199,11 +205,8 @@ void pool__wake_held(void)
         /* Held by what the kept quarter or the starved window leave it, not
          * by the room there is: it stays held, first, for room it can use;
          * woken, it would be held again at once, and woken again. */
-        if (pool_node_room(q) == 0) continue;
-        if (q->starved_since) {
-            if (starved == 0) continue;
-            starved--;
-        }
+        if ((q->starved_since && starved == 0) || quarter_room(q) == 0) continue;
+        if (q->starved_since) starved--;
         room--;
         list_remove(&q->start_wait);
         list_init(&q->start_wait);
