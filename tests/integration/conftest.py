@@ -44,6 +44,10 @@ def pytest_configure(config):
         "markers", "normal_build: runs on the normal build only (it compares timings with a "
         "peer, or sizes what the normal build costs): skipped on the ASan build, and the "
         "one integration run of make test on the -Werror build")
+    config.addinivalue_line(
+        "markers", "cluster_timing: a JetStream cluster's tests whose requests timed out "
+        "under ASan beside make test's other tests: make test runs them on the -Werror "
+        "build; make sanitize and make check still run them")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,7 +23,7 @@ def test_fork_bomb_still_named_when_descriptors_run_short(tmp_path, functions):
     d = Spated(tmp_path, args=["--spare-idle", "0", "--pids-max", "64"],
                prefix=["prlimit", f"--nofile={lim}:{lim}", "--"]).start()
     try:
-        name, status, doc = deploy_hostile(d, functions, "fork_bomb", timeout=3000, memory=1024,
+        name, status, doc = deploy_hostile(d, functions, "fork_bomb", timeout=15000, memory=1024,
                                            keep_alive=0)
         assert status == 201, doc
         pid = d.proc.pid

@@ -67,21 +67,24 @@ def limit_warnings(d, label):
 
 def test_instances_exhausted_is_503_and_other_functions_still_run(make_spated, functions, tmp_path):
     d = make_spated("--max-instances", "2", "--spare-idle", "0")
-    for name, keep in (("warm", 600000), ("busy", 300), ("busy2", 300), ("cold", 600000)):
-        code, doc = deploy_rec(d, tmp_path, functions, name, keep_alive=keep)
+    # Long keep-alives: the instances counted below stay while the test
+    # reads them (an idle one still gives way to another's start).
+    for name in ("warm", "busy", "busy2", "cold"):
+        code, doc = deploy_rec(d, tmp_path, functions, name, keep_alive=600000)
         assert code == 201, doc
     assert answer(d, "warm")[0] == 200  # one idle instance stays (keep-alive)
 
     held = {}
-    threads = [threading.Thread(target=lambda n=n: held.update({n: answer(d, n, b"sleep:4000:x")}))
+    threads = [threading.Thread(target=lambda n=n: held.update({n: answer(d, n, b"sleep:20000:x")}))
                for n in ("busy", "busy2")]
     threads[0].start()
     try:
         # An idle instance only waits out its keep-alive: it gives its room
-        # to another function's start at the node's maximum.
-        assert wait_for(lambda: status(d)["instances"]["used"] == 2)
+        # to another function's start at the node's maximum. (Busy for 20 s:
+        # under make test's load an ASan start took most of 4.)
+        assert wait_for(lambda: status(d)["instances"]["used"] == 2, timeout=15)
         threads[1].start()
-        assert wait_for(lambda: d.describe("busy2")["instances"]["busy"] == 1), d.log()
+        assert wait_for(lambda: d.describe("busy2")["instances"]["busy"] == 1, timeout=15), d.log()
         assert d.describe("warm")["instances"]["idle"] == 0
         # The node is full of work: a function without an instance is told
         # so at once, by name, not after its timeout.

@@ -408,7 +408,9 @@ def test_starts_starved_past_their_60s_start_fewer_at_once(make_spated, tmp_path
             assert status == 202, data
         assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
             d.log()[-3000:]
-        assert d.describe("f0")["scaling"]["starting_max"] == 1
+        # The cap in force, not --max-starting: 1, or one more for each
+        # start ready since (under load, one was by now).
+        assert 1 <= d.describe("f0")["scaling"]["starting_max"] < 16
         assert wait_for(lambda: all(r.read_text().strip() for r in records), timeout=300), \
             ([r.read_text() for r in records], d.log()[-4000:])
     finally:
