@@ -115,6 +115,10 @@ int isolate_release(isolate_slot *s);
  * --pids-max, reached): a fork bomb, or a process tree that cannot work. One
  * read of pids.events. */
 int isolate_at_pids_limit(const isolate_slot *s);
+/* The periods its own cpu cgroup (one with a deploy cpu= quota) has run
+ * in, and those its quota throttled, ever: one read of cpu.stat. -1 without
+ * such a cgroup. */
+int isolate_cpu_throttled(const isolate_slot *s, uint64_t *periods, uint64_t *throttled);
 /* No process of the instance may fork any more (pids.max 0): before it is
  * killed, so that a fork bomb cannot replace what is killed. The slot is
  * never reused after that, even when its processes are all gone by

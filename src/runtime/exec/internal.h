@@ -82,7 +82,11 @@ typedef struct exec_instance {
     list_node queue;      /* given, not yet handed to the runtime */
     pending_inv *running; /* handed out by /next, not yet answered */
     uint64_t running_since;
-    uint64_t spawned_ns;    /* clock_mono_ns when its bootstrap began */
+    uint64_t spawned_ns; /* clock_mono_ns when its bootstrap began */
+    /* Its own cpu cgroup's periods and throttled periods then (a reused
+     * slot's count from earlier instances), when it has one. */
+    uint64_t periods0, throttled0;
+    int throttle_known;
     http_request *next_req; /* a /next waiting for work */
     char *init_error;
     char *unready; /* what its bootstrap was doing when killed before asking for work */

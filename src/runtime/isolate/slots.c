@@ -52,6 +52,20 @@ static uint64_t forks_refused(const isolate_slot *s)
     return p ? strtoull(p + 4, NULL, 10) : 0;
 }
 
+int isolate_cpu_throttled(const isolate_slot *s, uint64_t *periods, uint64_t *throttled)
+{
+    char text[256];
+    if (s->cpu < 0 || !s->cpu_own ||
+        isolate__read_file(s->dirs[s->cpu], "cpu.stat", text, sizeof text))
+        return -1;
+    const char *p = strstr(text, "nr_periods ");
+    const char *t = strstr(text, "nr_throttled ");
+    if (!p || !t) return -1;
+    *periods = strtoull(p + 11, NULL, 10);
+    *throttled = strtoull(t + 13, NULL, 10);
+    return 0;
+}
+
 void isolate_stop_forks(isolate_slot *s)
 {
     if (s->pids < 0) return;
