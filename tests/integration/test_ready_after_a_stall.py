@@ -61,6 +61,31 @@ def notes(path, what):
             if line.startswith(what + " ")]
 
 
+def triggered_functions(d, tmp_path, prefix, n, bootstrap, max_attempts=1):
+    """n functions PREFIX0, PREFIX1... (runtime exec, timeout 15 s), the
+    i-th on topic jobs<i>'s trigger and recording what it runs in a file of
+    its own: the files."""
+    records = []
+    for i in range(n):
+        record = tmp_path / f"record{i}.log"
+        record.touch()
+        record.chmod(0o666)
+        records.append(record)
+        status, doc = d.deploy(f"{prefix}{i}", zipped({"bootstrap": bootstrap}), runtime="exec",
+                               env=f"RECORD%3D{record}", timeout=15000)
+        assert status == 201, doc
+        status, doc = d.json("PUT", f"/v1/triggers/jobs{i}/{prefix}{i}?max_attempts={max_attempts}")
+        assert status == 201, doc
+    return records
+
+
+def publish_jobs(d, n):
+    """A message job-<i> on each topic jobs<i>, i < n."""
+    for i in range(n):
+        status, _, data = d.request("POST", f"/v1/topics/jobs{i}/messages", b"job-%d" % i)
+        assert status == 202, data
+
+
 def test_an_instance_that_asked_while_spated_was_stopped_is_ready(make_spated, tmp_path):
     # No spare (it would be ready before the invocation) and a short
     # keep-alive (the deploy's check leaves an idle instance): the
@@ -319,22 +344,10 @@ def test_starts_of_many_functions_starved_together_are_given_the_time(make_spate
     a hostile tester (brk6). A start the machine starves (runnable, given
     little CPU) is given up to 60 s: all are ready in about 25 s."""
     d = make_spated("--spare-idle", "0", "--max-starting", "16")
-    records = []
     node_cpu_quota(d, 100)
     try:
-        for i in range(8):
-            record = tmp_path / f"record{i}.log"
-            record.touch()
-            record.chmod(0o666)
-            records.append(record)
-            status, doc = d.deploy(f"f{i}", zipped({"bootstrap": BURNING}), runtime="exec",
-                                   env=f"RECORD%3D{record}", timeout=15000)
-            assert status == 201, doc
-            status, doc = d.json("PUT", f"/v1/triggers/jobs{i}/f{i}?max_attempts=1")
-            assert status == 201, doc
-        for i in range(8):
-            status, _, data = d.request("POST", f"/v1/topics/jobs{i}/messages", b"job-%d" % i)
-            assert status == 202, data
+        records = triggered_functions(d, tmp_path, "f", 8, BURNING, max_attempts=1)
+        publish_jobs(d, 8)
         assert wait_for(lambda: "starved of CPU at its init deadline" in d.log(), timeout=60), \
             d.log()[-3000:]
         assert wait_for(lambda: all(r.read_text().strip() for r in records), timeout=240), \
@@ -389,23 +402,12 @@ def test_starts_starved_past_their_60s_start_fewer_at_once(make_spated, tmp_path
     ready adds one back: one, then two at once are ready in time, and every
     message runs."""
     d = make_spated("--spare-idle", "0", "--max-starting", "16")
-    records, F = [], 5
+    F = 5
     light = BURNING.replace(b"< 0.3", b"< 0.2")
     node_cpu_quota(d, 10)
     try:
-        for i in range(F):
-            record = tmp_path / f"record{i}.log"
-            record.touch()
-            record.chmod(0o666)
-            records.append(record)
-            status, doc = d.deploy(f"f{i}", zipped({"bootstrap": light}), runtime="exec",
-                                   env=f"RECORD%3D{record}", timeout=15000)
-            assert status == 201, doc
-            status, doc = d.json("PUT", f"/v1/triggers/jobs{i}/f{i}?max_attempts=1")
-            assert status == 201, doc
-        for i in range(F):
-            status, _, data = d.request("POST", f"/v1/topics/jobs{i}/messages", b"job-%d" % i)
-            assert status == 202, data
+        records = triggered_functions(d, tmp_path, "f", F, light, max_attempts=1)
+        publish_jobs(d, F)
         assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
             d.log()[-3000:]
         # The cap in force, not --max-starting: 1, or one more for each

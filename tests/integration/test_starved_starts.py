@@ -1,11 +1,16 @@
-"""Starts the machine starves (issue 21): functions whose starts look starved
-do not hold another's cold start, and a function that cannot start even
-alone still spends its messages' attempts. Found by a hostile tester (brk8)
-against the first form of the node's starved window (instances.c:
-node_starved_window)."""
+"""Starts the machine starves (issue 21): functions whose starts are starved
+do not hold another's cold start, a function that cannot start even alone
+still spends its messages' attempts, what is starved and what only looks so
+(orphans' CPU, work on a thread), and the window reopening once the load is
+gone. Found by hostile testers (brk8, brk9) against the node's starved
+window (instances.c: node_starved_window)."""
+
+import time
+
+import pytest
 
 from conftest import RUNTIME_LOOP, wait_for, zipped
-from test_ready_after_a_stall import node_cpu_quota
+from test_ready_after_a_stall import BURNING, node_cpu_quota, publish_jobs, triggered_functions
 
 GOOD_BOOTSTRAP = b"#!/usr/bin/python3\n" + RUNTIME_LOOP
 
@@ -26,6 +31,19 @@ if os.fork() == 0:
 while True:
     time.sleep(1000)
 """
+
+
+# Its init's CPU on its first thread, or on another that the first joins.
+WORK = b"""
+def work():
+    while time.process_time() < 0.3:
+        pass
+"""
+
+ON_MAIN = b"#!/usr/bin/python3\nimport time\n" + WORK + b"work()\n" + RUNTIME_LOOP
+ON_THREAD = (b"#!/usr/bin/python3\nimport threading, time\n" + WORK +
+             b"t = threading.Thread(target=work)\nt.start()\nt.join()\n" + RUNTIME_LOOP)
+SPINNER = b"#!/usr/bin/python3\nwhile True:\n    pass\n"
 
 
 def dead_letters(d, topic):
@@ -110,3 +128,65 @@ def test_a_start_that_burns_its_quota_in_orphans_is_not_starved(make_spated):
     finally:
         node_cpu_quota(d, 0)
     assert "starved of CPU" not in d.log(), d.log()[-3000:]
+
+
+@pytest.mark.parametrize("where", ["main_thread", "worker_thread"])
+def test_a_starved_start_working_on_a_thread_is_given_its_60_s(make_spated, tmp_path, where):
+    """Runnable was the state of a process's first thread: a bootstrap whose
+    init runs on a thread it joins (a Go runtime, a JVM, a Python thread)
+    showed S however starved, was killed at 10 s as a hang and its message
+    dead-lettered (brk9). Any of its threads runnable counts."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    record = tmp_path / "record.log"
+    record.touch()
+    record.chmod(0o666)
+    boot = ON_MAIN if where == "main_thread" else ON_THREAD
+    status, doc = d.deploy("threaded", zipped({"bootstrap": boot}), runtime="exec",
+                           env=f"RECORD%3D{record}", timeout=15000, keep_alive=100)
+    assert status == 201, doc
+    assert wait_for(lambda: not any(d.describe("threaded")["instances"].values()), timeout=20)
+    status, doc = d.json("PUT", "/v1/triggers/jobs/threaded?max_attempts=1")
+    assert status == 201, doc
+    node_cpu_quota(d, 15)
+    try:
+        status, _, data = d.request("POST", "/v1/topics/jobs/messages", b"job-1")
+        assert status == 202, data
+        assert wait_for(lambda: record.read_text().strip() or dead_letters(d, "jobs"),
+                        timeout=90), d.log()[-3000:]
+    finally:
+        node_cpu_quota(d, 0)
+    log = d.log()
+    assert dead_letters(d, "jobs") == 0, log[-3000:]
+    assert record.read_text().split() == ["job-1"], log[-3000:]
+    assert "starved of CPU at its init deadline" in log, log[-3000:]
+
+
+def test_the_window_reopens_once_the_machine_is_idle_again(make_spated, tmp_path):
+    """A spinner starved in a hundredth of a core narrows the window, then
+    the load goes (the node's quota lifted): its starts are plain hangs,
+    killed at 10 s, but it stayed a starved function (only a ready start
+    cleared that) and kept the window's slot; three functions held, each
+    ready in a fraction of a second on the idle machine, never started
+    (brk9). A start killed at its deadline that was not starved ends its
+    function's part in the window, and with none left the window is off."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    records = triggered_functions(d, tmp_path, "g", 3, BURNING, max_attempts=5)
+    node_cpu_quota(d, 10)
+    try:
+        status, doc = d.deploy("hog", zipped({"bootstrap": SPINNER}), runtime="exec", min=1)
+        assert status == 201, doc
+        time.sleep(5)  # the hog's start first: it is killed first, at 60 s
+        publish_jobs(d, 3)
+        assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
+            d.log()[-3000:]
+        assert wait_for(lambda: d.log().count("did not become ready within 6") >= 4 or
+                        any(r.read_text().strip() for r in records), timeout=30)
+    finally:
+        node_cpu_quota(d, 0)
+    wait_for(lambda: all(r.read_text().strip() for r in records), timeout=60)
+    log = d.log()
+    assert [r.read_text().split() for r in records] == [["job-0"], ["job-1"], ["job-2"]], \
+        [l[11:23] + l[30:150] for l in log.splitlines()
+         if "on the node" in l or "did not become" in l][-12:]
+    assert d.invoke("g0", b"direct", timeout=40)[0] == 200
+    assert d.describe("g1")["scaling"]["starting_max"] > 1

@@ -3,6 +3,7 @@
  * own process group with its Runtime API endpoint, the instance interface
  * the pool drives, its exit and its free (internal.h has who owns what).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -147,11 +148,11 @@ typedef struct {
     unsigned long long kids_ticks; /* cutime + cstime: its waited-for children's */
 } proc_stat;
 
-/* Reads pid's /proc stat into *st: 0, or -1 when /proc cannot say (gone). */
-static int proc_stat_read(pid_t pid, proc_stat *st)
+/* Reads a /proc stat file (a process's, or one of its threads') into *st:
+ * 0, or -1 when /proc cannot say (gone). */
+static int proc_stat_read_path(const char *path, proc_stat *st)
 {
-    char path[64], line[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    char line[512];
     FILE *f = fopen(path, "re");
     if (!f) return -1;
     size_t n = fread(line, 1, sizeof line - 1, f);
@@ -169,6 +170,38 @@ static int proc_stat_read(pid_t pid, proc_stat *st)
     st->own_ticks = utime + stime;
     st->kids_ticks = cutime + cstime;
     return 0;
+}
+
+static int proc_stat_read(pid_t pid, proc_stat *st)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    return proc_stat_read_path(path, st);
+}
+
+/* Whether a thread of pid other than its first is runnable: a bootstrap
+ * whose init runs on a thread while the first waits for it (a Python thread
+ * joined, a Go runtime, a JVM) showed S however starved it was, and was
+ * killed at 10 s (brk9). At most SPATE_STARVED_PROCS_MAX threads read. */
+static int other_thread_runnable(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir) return 0;
+    int found = 0;
+    struct dirent *d;
+    for (int i = 0; !found && i < SPATE_STARVED_PROCS_MAX && (d = readdir(dir)) != NULL;) {
+        int tid = atoi(d->d_name);
+        if (tid <= 0 || tid == (int)pid) continue;
+        i++;
+        char stat[64];
+        proc_stat st;
+        snprintf(stat, sizeof stat, "/proc/%d/task/%d/stat", (int)pid, tid);
+        found = proc_stat_read_path(stat, &st) == 0 && st.state == 'R';
+    }
+    closedir(dir);
+    return found;
 }
 
 static unsigned long long ticks_ms(unsigned long long ticks)
@@ -207,7 +240,7 @@ static void add_process(pid_t pid, int *running, unsigned long long *ticks)
 {
     proc_stat st;
     if (proc_stat_read(pid, &st) < 0) return;
-    if (st.state == 'R') *running = 1;
+    if (st.state == 'R' || (!*running && other_thread_runnable(pid))) *running = 1;
     *ticks += st.own_ticks + st.kids_ticks;
 }
 

@@ -43,6 +43,11 @@ static list_node start_waiters = {&start_waiters, &start_waiters};
  * whose starts looked starved kept a good function's cold start waiting
  * 60-180 s while the window held every function, brk8). */
 static uint32_t node_starved_window = UINT32_MAX;
+/* Of it, the room kept for held starved functions woken and not yet run:
+ * the function whose start was just killed starved took the room back in
+ * the same pass, before them, again at each of its kills, and those held
+ * never started (brk9). */
+static uint32_t node_starved_kept;
 
 /* Starts in progress of functions the machine starves (only looked at while
  * the window is narrowed: then few pools are starting). */
@@ -60,7 +65,7 @@ static uint32_t node_starting_starved(void)
 static uint32_t starved_room(void)
 {
     if (node_starved_window == UINT32_MAX) return UINT32_MAX;
-    uint32_t used = node_starting_starved();
+    uint32_t used = node_starting_starved() + node_starved_kept;
     return used < node_starved_window ? node_starved_window - used : 0;
 }
 
@@ -152,6 +157,10 @@ void pool__start_late(pool *p)
 /* A woken pool runs (or leaves): the room kept for it is anyone's again. */
 static void unkeep(pool *p)
 {
+    if (p->start_woken_starved) {
+        p->start_woken_starved = 0;
+        node_starved_kept--;
+    }
     if (!p->start_woken) return;
     p->start_woken = 0;
     node_starting_kept--;
@@ -165,6 +174,7 @@ void pool__node_join(pool *p)
 
 void pool__node_leave(pool *p)
 {
+    pool__starved_forget(p);
     list_remove(&p->node_link);
     list_init(&p->node_link);
     list_remove(&p->start_wait);
@@ -206,13 +216,19 @@ void pool__wake_held(void)
          * by the room there is: it stays held, first, for room it can use;
          * woken, it would be held again at once, and woken again. */
         if ((q->starved_since && starved == 0) || quarter_room(q) == 0) continue;
-        if (q->starved_since) starved--;
         room--;
         list_remove(&q->start_wait);
         list_init(&q->start_wait);
         if (!q->start_woken) {
             q->start_woken = 1;
             node_starting_kept++;
+        }
+        if (q->starved_since && starved != UINT32_MAX) {
+            starved--;
+            if (!q->start_woken_starved) {
+                q->start_woken_starved = 1;
+                node_starved_kept++;
+            }
         }
         /* A millisecond on: libuv before 1.48 runs a 0 ms timer started
          * inside a timer's callback in the same pass, before any I/O. */
@@ -341,13 +357,33 @@ void pool__instance_failed(pool *p)
                  p->name);
 }
 
+void pool__starved_forget(pool *p)
+{
+    p->starved_kills = 0;
+    if (!p->starved_since) return;
+    p->starved_since = 0;
+    if (node_starved_window == UINT32_MAX) return;
+    for (list_node *l = list_first(&node_pools); l != &node_pools; l = l->next)
+        if (list_entry(l, pool, node_link)->starved_since) return;
+    /* None left to hold (deleted, ready, or hanging instead): the window
+     * would wait for starved starts to become ready that no longer come. */
+    node_starved_window = UINT32_MAX;
+    log_info("no function's starts are starved of CPU now: their starts are no longer "
+             "narrowed fn=%s",
+             p->name);
+}
+
 void pool__observe_start(pinst *pi)
 {
     pool *p = pi->pool;
-    p->starved_since = 0; /* one became ready: starts work on this machine */
-    p->starved_kills = 0;
-    if (node_starved_window != UINT32_MAX && ++node_starved_window >= node_starting_max)
+    /* One of a starved function's became ready: one more of theirs at once.
+     * Not any function's: cheap cold starts (a function called every half
+     * second with keep_alive=0) reopened it, five starved functions were
+     * begun again together and their messages dead-lettered (brk9). */
+    if (p->starved_since && node_starved_window != UINT32_MAX &&
+        ++node_starved_window >= node_starting_max)
         node_starved_window = UINT32_MAX;
+    pool__starved_forget(p); /* starts work on this machine */
     if (p->start_window < SPATE_STARTING_MAX) p->start_window++;
     uint64_t us = (clock_mono_ns() - pi->spawn_ns) / 1000;
     histogram_observe_us(&p->m.cold_start, us);
@@ -473,6 +509,10 @@ static void on_instance_exited(instance *inst, const char *why, void *data)
      * a bootstrap that starves itself (nice 19 on a loaded machine) is not
      * retried for ever without an attempt. */
     int starved = 0;
+    /* Killed at its deadline with the CPU it could have: a hang, not a
+     * machine starving it (brk9: a spinner that had been starved kept its
+     * function held by the window after the load was gone). */
+    if (never_ready && !inst->starved) pool__starved_forget(p);
     if (never_ready && inst->starved) {
         uint64_t now = pool__now_ms(p);
         if (!p->starved_since) p->starved_since = now;

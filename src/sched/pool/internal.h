@@ -101,9 +101,10 @@ struct pinst {
 };
 
 struct pool {
-    list_node node_link;  /* in the node's list of pools (instances.c) */
-    list_node start_wait; /* in the node's pools held by --max-starting (instances.c) */
-    int start_woken;      /* woken from there, room kept for it until it grows */
+    list_node node_link;     /* in the node's list of pools (instances.c) */
+    list_node start_wait;    /* in the node's pools held by --max-starting (instances.c) */
+    int start_woken;         /* woken from there, room kept for it until it grows */
+    int start_woken_starved; /* and a start of the starved window kept for it */
     uv_loop_t *loop;
     char *name;
     fnlog *log; /* what its processes write */
@@ -237,6 +238,10 @@ void pool__start_late(pool *p);
 /* pi, a start past its time while starved, is being stopped (timer.c): the
  * starts of functions the machine starves narrow (node_starved_window). */
 void pool__starved_kill(pinst *pi);
+/* p's starts are not starved now (one became ready, one hung instead, or p
+ * leaves): none of p's is held by the starved window, and once no
+ * function's starts are starved the window is off. */
+void pool__starved_forget(pool *p);
 /* How many p may have starting at once now (its window, within --max-starting). */
 uint32_t pool__starting_max(const pool *p);
 void pool__wake_held(void);
