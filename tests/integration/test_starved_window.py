@@ -1,7 +1,8 @@
 """The node's window of starved functions' starts (instances.c:
-node_starved_window) against functions that would keep it: one whose start
-it just killed, and cheap cold starts of others. Found by a hostile tester
-(brk9) against its second form."""
+node_starved_window) against what would keep it narrowed: the function
+whose start it just killed, cheap cold starts of others, and a starved
+spinner once the load is gone. Found by a hostile tester (brk9) against
+its second form."""
 
 import threading
 import time
@@ -37,6 +38,17 @@ done
 """
 
 
+def narrowed_behind_a_spinner(d, n):
+    """A spinner (min=1) starts first, then jobs0..jobs<n-1> get a message
+    each: in a hundredth of a core the window narrows to one."""
+    status, doc = d.deploy("hog", zipped({"bootstrap": SPINNER}), runtime="exec", min=1)
+    assert status == 201, doc
+    time.sleep(5)  # the hog's start first: it is killed first, at 60 s
+    publish_jobs(d, n)
+    assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
+        d.log()[-3000:]
+
+
 def test_a_starved_function_does_not_keep_the_window_from_those_held(make_spated, tmp_path):
     """A start killed starved freed its slot of the window in the timer pass
     that killed it, and the same pass ended with its own function's
@@ -49,12 +61,7 @@ def test_a_starved_function_does_not_keep_the_window_from_those_held(make_spated
     records = triggered_functions(d, tmp_path, "g", 2, light, max_attempts=5)
     node_cpu_quota(d, 10)
     try:
-        status, doc = d.deploy("hog", zipped({"bootstrap": SPINNER}), runtime="exec", min=1)
-        assert status == 201, doc
-        time.sleep(5)  # the hog's start first: it is killed first, at 60 s
-        publish_jobs(d, 2)
-        assert wait_for(lambda: "at most 1 at once on the node" in d.log(), timeout=100), \
-            d.log()[-3000:]
+        narrowed_behind_a_spinner(d, 2)
         # Alone, g0 would be ready about 20 s after the hog's next kill
         # (~120 s), g1 about 40 s after that.
         wait_for(lambda: all(r.read_text().strip() for r in records), timeout=200)
@@ -111,3 +118,29 @@ def test_cheap_cold_starts_do_not_reopen_the_starved_window(make_spated, tmp_pat
     assert "giving up" not in log, \
         [l for l in log.splitlines() if "giving up" in l or "on the node" in l][:20]
     assert [r.read_text().split() for r in records] == [["job-%d" % i] for i in range(F)]
+
+
+def test_the_window_reopens_once_the_machine_is_idle_again(make_spated, tmp_path):
+    """A spinner starved in a hundredth of a core narrows the window, then
+    the load goes (the node's quota lifted): its starts are plain hangs,
+    killed at 10 s, but it stayed a starved function (only a ready start
+    cleared that) and kept the window's slot; three functions held, each
+    ready in a fraction of a second on the idle machine, never started
+    (brk9). A start killed at its deadline that was not starved ends its
+    function's part in the window, and with none left the window is off."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16")
+    records = triggered_functions(d, tmp_path, "g", 3, BURNING, max_attempts=5)
+    node_cpu_quota(d, 10)
+    try:
+        narrowed_behind_a_spinner(d, 3)
+        assert wait_for(lambda: d.log().count("did not become ready within 6") >= 4 or
+                        any(r.read_text().strip() for r in records), timeout=30)
+    finally:
+        node_cpu_quota(d, 0)
+    wait_for(lambda: all(r.read_text().strip() for r in records), timeout=60)
+    log = d.log()
+    assert [r.read_text().split() for r in records] == [["job-0"], ["job-1"], ["job-2"]], \
+        [l[11:23] + l[30:150] for l in log.splitlines()
+         if "on the node" in l or "did not become" in l][-12:]
+    assert d.invoke("g0", b"direct", timeout=40)[0] == 200
+    assert d.describe("g1")["scaling"]["starting_max"] > 1

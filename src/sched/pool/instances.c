@@ -37,8 +37,9 @@ static list_node start_waiters = {&start_waiters, &start_waiters};
  * given, were killed together and begun again together, never ready, and
  * their messages went to the dead letters unrun (brk7). A start killed
  * starved while other functions' starts were in progress halves it (of the
- * starts then in progress, at least one); each start that becomes ready
- * adds one back. It holds starved functions only: a function none of whose
+ * starts then in progress, at least one); each start of a starved function
+ * that becomes ready adds one back, and it is off once no function's starts
+ * are starved (pool__starved_forget). It holds starved functions only: a function none of whose
  * starts was starved starts as it would (a hostile tester's four functions
  * whose starts looked starved kept a good function's cold start waiting
  * 60-180 s while the window held every function, brk8). */
