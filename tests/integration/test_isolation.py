@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import wait_for, zipped
 
 
 class Bystander:
@@ -277,3 +277,23 @@ def test_sleeping_forever_in_init(node, functions):
     assert status == 504 and err["code"] == "function_timeout", err
     # The instance that never became ready is killed and named in the log.
     assert wait_for(lambda: "did not become ready" in node.log(), timeout=15), node.log()
+
+
+def test_a_cpu_quota_above_the_nodes_leaves_the_instance_under_the_node(make_spated):
+    """A cpu= quota above the node's cpu cgroup's is refused by the kernel
+    (EINVAL); the instance then had no cpu cgroup and ran in the host's
+    root one, limited by nothing: a bootstrap needing 0.3 s of CPU in a
+    hundredth of a core was ready in half a second (brk10). It now runs in
+    its function's group, under the node's quota."""
+    from test_ready_after_a_stall import BURNING, node_cpu_quota
+    d = make_spated("--spare-idle", "0")
+    node_cpu_quota(d, 10)  # the operator's limit: a hundredth of a core for all
+    try:
+        status, doc = d.deploy("q", zipped({"bootstrap": BURNING}), runtime="exec", min=1,
+                               cpu=50)
+        assert status == 201, doc
+        # BURNING needs 0.3 s of CPU: 30 s in a hundredth of a core.
+        assert not wait_for(lambda: d.describe("q")["instances"]["idle"] == 1, timeout=5)
+        assert "the instance has its function's cpu group" in d.log(), d.log()[-2000:]
+    finally:
+        node_cpu_quota(d, 0)

@@ -230,9 +230,16 @@ static void choose_cpu(isolate_slot *s, uint32_t cpu_millis, uid_t uid)
     s->cpu_uid = uid;
     s->cpu_millis = 0;
     if (cpu_millis && set_cpu(s, cpu_millis) != 0) {
-        log_warn("cannot set the cpu quota in %s: %s", s->dirs[s->cpu], strerror(errno));
+        /* (A quota above the node's cpu cgroup's is refused, EINVAL.) In
+         * no cpu cgroup the instance ran in the host's root one, limited
+         * by nothing (brk10): it goes into its function's, under the
+         * node's, without a quota of its own. */
+        log_warn("cannot set the cpu quota in %s: %s; the instance has its function's cpu group",
+                 s->dirs[s->cpu], strerror(errno));
         rmdir(s->dirs[--s->ndirs]);
         s->cpu = -1;
+        choose_cpu(s, 0, uid);
+        return;
     }
     join_list(s);
 }
