@@ -175,6 +175,10 @@ uint64_t *pool_version_slot(pool_version_outcomes *table, uint32_t version);
 pool *pool_create(uv_loop_t *loop, const char *function, const char *runner_path);
 /* What the function's processes wrote to stdout and stderr. */
 fnlog *pool_log(pool *p);
+/* side serves an old version of group's function: their starts count
+ * together against the last quarter of --max-starting, kept for functions
+ * with none in progress. group may leave first. */
+void pool_set_group(pool *side, pool *group);
 
 /* Starts a zygote for a new version. cb reports whether the object loaded
  * (message borrowed for the call). Then call pool_activate or pool_discard. */

@@ -211,6 +211,7 @@ static int start_side(functions *t, fn *f, uint32_t version, side_pool **out)
         /* No warm instances for a version only invoked now and then. */
         spec.config.min_instances = 0;
         sp->pool = pool_create(t->loop, f->name, t->runner_path);
+        if (sp->pool) pool_set_group(sp->pool, f->pool);
         rc = sp->pool ? pool_restore_version(sp->pool, &spec) : ERR_NOMEM;
         functions__free_env(spec.env);
         if (rc && sp->pool) pool_close(sp->pool, 0, NULL, NULL);

@@ -458,14 +458,16 @@ def test_a_function_whose_starts_hang_leaves_starts_to_others(make_spated):
     assert d.describe("hog")["instances"]["starting"] <= 1
 
 
-@pytest.mark.parametrize("hogs", ["two_functions", "an_old_version"])
+@pytest.mark.parametrize("hogs", ["two_functions", "an_old_version", "four_old_versions"])
 def test_hanging_starts_of_several_pools_leave_a_start_to_others(make_spated, hogs):
     """The share above held against one pool only: two functions whose
     starts hang (12 + 4 of 16), or one through its active version and an
     old one called by number (12 + 4: each version runs in a pool of its
     own), took every start, and another function's cold start waited 8 s
     for the next round (504). Found by a hostile tester (brk6). The last
-    quarter is kept for pools with no start in progress: each takes one."""
+    quarter is kept for functions with no start in progress: each takes
+    one. It was kept for pools, and one function through four old versions
+    took 12 + 1 + 1 + 1 + 1 (brk9): a function's versions count together."""
     d = make_spated("--spare-idle", "0", "--max-starting", "16")
     deploy_good(d)
     assert wait_for(lambda: d.describe("good")["instances"]["idle"] == 0, timeout=10)
@@ -476,16 +478,18 @@ def test_hanging_starts_of_several_pools_leave_a_start_to_others(make_spated, ho
                                    runtime="exec", min=16)
             assert status == 201, doc
         starting = lambda: sum(d.describe(n)["instances"]["starting"] for n in ("hog0", "hog1"))
+        want = 13  # twelve, and one of the kept quarter
     else:
-        status, doc = d.deploy("hog", zipped({"bootstrap": NEVER_READY_BOOTSTRAP}),
-                               runtime="exec")
-        assert status == 201, doc
-        status, doc = d.deploy("hog", zipped({"bootstrap": NEVER_READY_BOOTSTRAP + b"# 2\n"}),
-                               runtime="exec", min=16)
-        assert status in (200, 201), doc
+        old = 1 if hogs == "an_old_version" else 4
+        for v in range(1, old + 2):
+            status, doc = d.deploy("hog", zipped({"bootstrap": NEVER_READY_BOOTSTRAP +
+                                                  b"# %d\n" % v}),
+                                   runtime="exec", min=16 if v == old + 1 else 0)
+            assert status in (200, 201), doc
         assert wait_for(lambda: d.describe("hog")["instances"]["starting"] == 12, timeout=10)
-        callers = [threading.Thread(target=d.invoke, args=("hog:1", b"x"), kwargs={"timeout": 40})
-                   for _ in range(8)]
+        callers = [threading.Thread(target=d.invoke, args=(f"hog:{v}", b"x"),
+                                    kwargs={"timeout": 40})
+                   for v in range(1, old + 1) for _ in range(3)]
         for t in callers:
             t.start()
 
@@ -493,9 +497,14 @@ def test_hanging_starts_of_several_pools_leave_a_start_to_others(make_spated, ho
             doc = d.describe("hog")
             return doc["instances"]["starting"] + sum(
                 v["instances"]["starting"] for v in doc.get("running_versions", []))
-    assert wait_for(lambda: starting() == 13, timeout=10), starting()
+        # Its old versions wait for a start of the twelve to end: none
+        # takes the kept quarter while its function has starts in progress.
+        assert wait_for(lambda: all("starting fn=hog version=%d (" % v in d.log()
+                                    for v in range(1, old + 1)), timeout=10), d.log()[-3000:]
+        want = 12
+    assert wait_for(lambda: starting() == want, timeout=10), starting()
     time.sleep(0.5)
-    assert starting() == 13  # twelve, and one of the kept quarter
+    assert starting() == want, starting()
     status, body = d.invoke("good", b"x", timeout=30)
     assert (status, body) == (200, b"ok"), d.log()[-3000:]
     for t in callers:

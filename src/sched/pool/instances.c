@@ -98,19 +98,27 @@ uint32_t pool__starting_max(const pool *p)
     return p->start_window < share ? p->start_window : share;
 }
 
+/* The pool p's starts count with for the kept quarter: its function's. */
+static pool *group_of(pool *p)
+{
+    return p->group ? p->group : p;
+}
+
 /* Room under --max-starting for p, not woken: of the kept quarter, one
- * start for a pool with none in progress, none for the others. */
-static uint32_t quarter_room(const pool *p)
+ * start for a function with none in progress (in its own pool or those of
+ * its old versions: four old versions called by number and a hanging
+ * active one took every start, brk9), none for the others. */
+static uint32_t quarter_room(pool *p)
 {
     uint32_t room = node_starting_room();
     uint32_t used = node_starting + node_starting_kept, keep = node_starting_keep();
     uint32_t open = used + keep < node_starting_max ? node_starting_max - keep - used : 0;
-    if (p->nstarting == 0 && open == 0) open = 1;
+    if (group_of(p)->group_starting == 0 && open == 0) open = 1;
     return room < open ? room : open;
 }
 
 /* And for a starved function's, within the starved window. */
-static uint32_t pool_node_room(const pool *p)
+static uint32_t pool_node_room(pool *p)
 {
     uint32_t room = quarter_room(p);
     if (room > 0 && p->starved_since) {
@@ -173,8 +181,25 @@ void pool__node_join(pool *p)
     list_init(&p->start_wait);
 }
 
+void pool_set_group(pool *side, pool *group)
+{
+    group = group_of(group);
+    if (side == group) return;
+    group_of(side)->group_starting -= side->nstarting;
+    side->group = group;
+    group->group_starting += side->nstarting;
+}
+
 void pool__node_leave(pool *p)
 {
+    /* Its side pools (closing with it, or serving still) count alone. */
+    for (list_node *l = list_first(&node_pools); l != &node_pools; l = l->next) {
+        pool *q = list_entry(l, pool, node_link);
+        if (q->group != p) continue;
+        p->group_starting -= q->nstarting;
+        q->group = NULL;
+        q->group_starting += q->nstarting;
+    }
     pool__starved_forget(p);
     list_remove(&p->node_link);
     list_init(&p->node_link);
@@ -198,6 +223,7 @@ int pool__node_starting_full(void)
 void pool__count_starting(pool *p)
 {
     p->nstarting++;
+    group_of(p)->group_starting++;
     node_starting++;
 }
 
@@ -320,6 +346,7 @@ void pool__unlink_instance(pinst *pi)
     switch (pi->state) {
     case PI_STARTING:
         p->nstarting--;
+        group_of(p)->group_starting--;
         node_starting--;
         pool__wake_held();
         break;

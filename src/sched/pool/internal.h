@@ -114,6 +114,13 @@ struct pool {
     list_node starting, idle, busy; /* idle: most recently used first */
     list_node waiting;              /* FIFO of invocations */
     uint32_t nstarting, nidle, nbusy, nstopping, nwaiting;
+    /* A side pool's (an old version called by number, versions.c): its
+     * function's own pool, with which its starts count against the kept
+     * quarter of --max-starting (instances.c); NULL for a function's own
+     * pool, and once that one has left. group_starting, on a function's own
+     * pool: starts in progress in it and its side pools. */
+    pool *group;
+    uint32_t group_starting;
     uint32_t nqueued;    /* invocations in mailboxes behind a running one */
     uint32_t noutlasted; /* running invocations past SPATE_OUTLASTED_MIN_MS & co: no mailboxes */
     uint64_t last_start; /* loop ms: the latest invocation to start */
