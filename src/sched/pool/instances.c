@@ -138,8 +138,9 @@ void pool__starved_kill(pinst *pi)
     /* Starved from now, not from when its end is read: its replacement,
      * begun in this pass, is one of a starved function's starts. */
     if (!p->starved_since) p->starved_since = pool__now_ms(p);
-    /* None of another function's: fewer at once would not help. */
-    if (flight <= p->nstarting) return;
+    /* None of another function's (its old versions' pools are its own):
+     * fewer at once would not help. */
+    if (flight <= group_of(p)->group_starting) return;
     pi->starved_beside = 1;
     uint32_t w = node_starved_window < flight ? node_starved_window : flight;
     w = w / 2 ? w / 2 : 1;
@@ -185,18 +186,27 @@ void pool_set_group(pool *side, pool *group)
 {
     group = group_of(group);
     if (side == group) return;
-    group_of(side)->group_starting -= side->nstarting;
+    if (side->group || side->ngrouped) return; /* once, at its creation */
     side->group = group;
+    group->ngrouped++;
     group->group_starting += side->nstarting;
+    side->group_starting -= side->nstarting;
 }
 
 void pool__node_leave(pool *p)
 {
+    if (p->group) { /* a side pool (closed: none starting) */
+        p->group->ngrouped--;
+        p->group->group_starting -= p->nstarting;
+        p->group_starting += p->nstarting;
+        p->group = NULL;
+    }
     /* Its side pools (closing with it, or serving still) count alone. */
-    for (list_node *l = list_first(&node_pools); l != &node_pools; l = l->next) {
+    for (list_node *l = list_first(&node_pools); p->ngrouped && l != &node_pools; l = l->next) {
         pool *q = list_entry(l, pool, node_link);
         if (q->group != p) continue;
         p->group_starting -= q->nstarting;
+        p->ngrouped--;
         q->group = NULL;
         q->group_starting += q->nstarting;
     }

@@ -253,10 +253,14 @@ static void on_timer(uv_timer_t *t)
                      p->nstarting, (unsigned long long)(now > began ? now - began : 0),
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, SPATE_STARVED_START_MAX_MS);
         } else if (!list_empty(&p->start_wait) || p->start_woken)
-            /* Held by --max-starting: other functions' starts had the room. */
+            /* Held by --max-starting: other functions' starts had the room,
+             * or its function's own in the pools of its other versions. */
             snprintf(msg, sizeof msg,
                      "no instance within the timeout: its start waited for room under the node's "
-                     "--max-starting (other functions' instances were starting)");
+                     "--max-starting (%s were starting)",
+                     (p->group ? p->group->group_starting : p->group_starting - p->nstarting)
+                         ? "instances of this function's other versions, or of other functions,"
+                         : "other functions' instances");
         else
             snprintf(msg, sizeof msg, "no instance became free within the timeout");
         if (inv->topic) {
