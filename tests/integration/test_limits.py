@@ -503,9 +503,18 @@ def test_hanging_starts_of_several_pools_leave_a_start_to_others(make_spated, ho
                                     for v in range(1, old + 1)), timeout=10), d.log()[-3000:]
         want = 12
     assert wait_for(lambda: starting() == want, timeout=10), starting()
-    time.sleep(0.5)
-    assert starting() == want, starting()
-    status, body = d.invoke("good", b"x", timeout=30)
-    assert (status, body) == (200, b"ok"), d.log()[-3000:]
+    # Never more, here and while good starts: at most as many as the node's
+    # starts less the kept quarter, whichever round of the hog's 10 s
+    # failures (a loaded machine) the samples fall in.
+    seen = [starting()]
+    answer = []
+    call = threading.Thread(target=lambda: answer.append(d.invoke("good", b"x", timeout=30)))
+    call.start()
+    while call.is_alive() or len(seen) < 5:
+        seen.append(starting())
+        time.sleep(0.1)
+    call.join()
+    assert max(seen) <= want, seen
+    assert answer[0] == (200, b"ok"), (answer, d.log()[-3000:])
     for t in callers:
         t.join()
