@@ -258,7 +258,7 @@ static void on_timer(uv_timer_t *t)
             snprintf(msg, sizeof msg,
                      "no instance within the timeout: its start waited for room under the node's "
                      "--max-starting (%s were starting)",
-                     (p->group ? p->group->group_starting : p->group_starting - p->nstarting)
+                     (p->group ? p->group->group_starting : p->group_starting) - p->nstarting
                          ? "instances of this function's other versions, or of other functions,"
                          : "other functions' instances");
         else
