@@ -138,9 +138,11 @@ void pool__starved_kill(pinst *pi)
     /* Starved from now, not from when its end is read: its replacement,
      * begun in this pass, is one of a starved function's starts. */
     if (!p->starved_since) p->starved_since = pool__now_ms(p);
-    /* None of another function's (its old versions' pools are its own):
-     * fewer at once would not help. */
-    if (flight <= group_of(p)->group_starting) return;
+    /* None of another pool's: fewer at once would not help (its own window,
+     * pool__start_late, makes them fewer). Not its function's other versions'
+     * pools: each has a window of its own, and five versions starved
+     * together were begun again together for ever (brk11). */
+    if (flight <= p->nstarting) return;
     pi->starved_beside = 1;
     uint32_t w = node_starved_window < flight ? node_starved_window : flight;
     w = w / 2 ? w / 2 : 1;
