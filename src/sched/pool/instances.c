@@ -70,6 +70,12 @@ static uint32_t starved_room(void)
     return used < node_starved_window ? node_starved_window - used : 0;
 }
 
+uint32_t pool__starved_window_holding(const pool *p)
+{
+    if (!p->starved_since || starved_room() > 0) return 0;
+    return node_starved_window;
+}
+
 /* Room under --max-starting for a pool not woken. */
 static uint32_t node_starting_room(void)
 {
@@ -107,13 +113,16 @@ static pool *group_of(pool *p)
 /* Room under --max-starting for p, not woken: of the kept quarter, one
  * start for a function with none in progress (in its own pool or those of
  * its old versions: four old versions called by number and a hanging
- * active one took every start, brk9), none for the others. */
+ * active one took every start, brk9), none for the others, nor for a pool
+ * that is closing: a deleted function's old versions count alone once its
+ * own pool has left, and one name deleted and deployed again took the
+ * quarter a start each (brk11); what they drain waits for the rest. */
 static uint32_t quarter_room(pool *p)
 {
     uint32_t room = node_starting_room();
     uint32_t used = node_starting + node_starting_kept, keep = node_starting_keep();
     uint32_t open = used + keep < node_starting_max ? node_starting_max - keep - used : 0;
-    if (group_of(p)->group_starting == 0 && open == 0) open = 1;
+    if (group_of(p)->group_starting == 0 && open == 0 && !p->closing) open = 1;
     return room < open ? room : open;
 }
 
@@ -863,6 +872,18 @@ static void grow(pool *p)
             else
                 snprintf(what, sizeof what, "cannot start an instance");
             pool__start_refused(p, rc, what);
+        } else if (p->closing && pool__live(p) == 0) {
+            /* Deleted (its artifact gone with it) or spated stopping: no
+             * later start would do better, and tried every 100 ms it
+             * warned ten times a second until the callers' timeouts
+             * (brk11). */
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "no instance could start while the function was closing (deleted, or "
+                     "spated stopping): %s",
+                     err_str(rc));
+            pool__fail_waiting(p, POOL_UNAVAILABLE, msg);
+            pool__arm(p, pool__now_ms(p) + 1); /* its timer ends the close */
         } else {
             /* The zygote could not take it now: try again soon rather than
              * at the next event, which may never come while all are busy. */

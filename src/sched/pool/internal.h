@@ -251,6 +251,9 @@ void pool__starved_kill(pinst *pi);
  * leaves): none of p's is held by the starved window, and once no
  * function's starts are starved the window is off. */
 void pool__starved_forget(pool *p);
+/* The node's window of starved functions' starts when it, not
+ * --max-starting, leaves starved p no room now; else 0. */
+uint32_t pool__starved_window_holding(const pool *p);
 /* How many p may have starting at once now (its window, within --max-starting). */
 uint32_t pool__starting_max(const pool *p);
 void pool__wake_held(void);

@@ -234,6 +234,7 @@ static void on_timer(uv_timer_t *t)
             continue;
         }
         char msg[200];
+        uint32_t window;
         pversion *v = p->active;
         if (v && v->zstate == ZS_LOADING && pool__live(p) == 0)
             /* Not a busy function: its zygote has not loaded (a slow or
@@ -252,7 +253,16 @@ static void on_timer(uv_timer_t *t)
                      "of CPU)",
                      p->nstarting, (unsigned long long)(now > began ? now - began : 0),
                      SPATE_INSTANCE_INIT_TIMEOUT_MS, SPATE_STARVED_START_MAX_MS);
-        } else if (!list_empty(&p->start_wait) || p->start_woken)
+        } else if ((!list_empty(&p->start_wait) || p->start_woken) &&
+                   (window = pool__starved_window_holding(p)))
+            /* Held by the starved window, with room under --max-starting
+             * (told "--max-starting" with 15 of 16 free, brk11). */
+            snprintf(msg, sizeof msg,
+                     "no instance within the timeout: its start waited for room among the "
+                     "starts of functions starved of CPU (at most %u of theirs at once on the "
+                     "node until one is ready)",
+                     window);
+        else if (!list_empty(&p->start_wait) || p->start_woken)
             /* Held by --max-starting: other functions' starts had the room,
              * or its function's own in the pools of its other versions. */
             snprintf(msg, sizeof msg,
