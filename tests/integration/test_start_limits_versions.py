@@ -321,3 +321,18 @@ def test_a_call_held_by_the_starved_window_is_not_told_max_starting(make_spated)
     assert "at most 1 at once on the node" in d.log(), d.log()[-3000:]
     held = [a for a in answers.values() if b"--max-starting" in a[1]]
     assert not held, (held, answers)
+
+
+def test_sigterm_while_old_versions_hang_with_calls_waiting(make_spated):
+    """SIGTERM while a function's old versions' starts hang with calls
+    waiting (their pools drain past their function's own pool, which leaves
+    first and ungroups them): spated stops within its grace, cleanly (the
+    ASan build: no report)."""
+    d = make_spated("--spare-idle", "0", "--max-starting", "16", "--shutdown-grace", "3000")
+    v = deploy_hog(d, "hog", 5, timeout=60000)
+    for n in v[:4]:
+        call_in_background(d, f"hog:{n}", 3)
+    call_in_background(d, "hog", 1)
+    assert wait_for(lambda: side_starting(d, "hog") >= 12, timeout=10), side_starting(d, "hog")
+    assert d.stop(timeout=60) == 0, d.log()[-3000:]
+    assert "AddressSanitizer" not in d.log() and "runtime error" not in d.log(), d.log()[-5000:]
