@@ -191,15 +191,17 @@ void pool__node_join(pool *p)
 {
     list_push_back(&node_pools, &p->node_link);
     list_init(&p->start_wait);
+    list_init(&p->grouped);
+    list_init(&p->group_link);
 }
 
 void pool_set_group(pool *side, pool *group)
 {
     group = group_of(group);
     if (side == group) return;
-    if (side->group || side->ngrouped) return; /* once, at its creation */
+    if (side->group || !list_empty(&side->grouped)) return; /* once, at its creation */
     side->group = group;
-    group->ngrouped++;
+    list_push_back(&group->grouped, &side->group_link);
     group->group_starting += side->nstarting;
     side->group_starting -= side->nstarting;
 }
@@ -207,17 +209,16 @@ void pool_set_group(pool *side, pool *group)
 void pool__node_leave(pool *p)
 {
     if (p->group) { /* a side pool (closed: none starting) */
-        p->group->ngrouped--;
+        list_remove(&p->group_link);
         p->group->group_starting -= p->nstarting;
         p->group_starting += p->nstarting;
         p->group = NULL;
     }
     /* Its side pools (closing with it, or serving still) count alone. */
-    for (list_node *l = list_first(&node_pools); p->ngrouped && l != &node_pools; l = l->next) {
-        pool *q = list_entry(l, pool, node_link);
-        if (q->group != p) continue;
+    while (!list_empty(&p->grouped)) {
+        pool *q = list_entry(list_first(&p->grouped), pool, group_link);
+        list_remove(&q->group_link);
         p->group_starting -= q->nstarting;
-        p->ngrouped--;
         q->group = NULL;
         q->group_starting += q->nstarting;
     }

@@ -118,11 +118,12 @@ struct pool {
      * function's own pool, with which its starts count against the kept
      * quarter of --max-starting (instances.c); NULL for a function's own
      * pool, and once that one has left. group_starting, on a function's own
-     * pool: starts in progress in it and its side pools; ngrouped: how many
-     * side pools it has (its leaving looks for them only then: a node of
-     * 10,000 functions stopping would walk every pool at each one's close). */
+     * pool: starts in progress in it and its side pools; grouped: its side
+     * pools (by group_link), which its leaving lets go (walking every pool
+     * instead, a node of 10,000 functions stopping took N² steps). */
     pool *group;
-    uint32_t group_starting, ngrouped;
+    uint32_t group_starting;
+    list_node grouped, group_link;
     uint32_t nqueued;    /* invocations in mailboxes behind a running one */
     uint32_t noutlasted; /* running invocations past SPATE_OUTLASTED_MIN_MS & co: no mailboxes */
     uint64_t last_start; /* loop ms: the latest invocation to start */
